@@ -1,0 +1,75 @@
+/**
+ * IPv4 and CIDR maths (pure). Addresses are unsigned 32-bit integers internally.
+ */
+import { PaddockError } from "./errors.js";
+
+/** A parsed IPv4 CIDR: `base` is the network address, `prefix` 0..32. */
+export interface Cidr {
+  base: number;
+  prefix: number;
+}
+
+/** Parse dotted-quad IPv4; returns undefined when invalid. */
+export function parseIpv4(text: string): number | undefined {
+  const parts = text.split(".");
+  if (parts.length !== 4) return undefined;
+  let n = 0;
+  for (const p of parts) {
+    if (!/^\d{1,3}$/.test(p)) return undefined;
+    const v = Number(p);
+    if (v > 255) return undefined;
+    n = n * 256 + v;
+  }
+  return n >>> 0;
+}
+
+/** Format an address as dotted quad. */
+export function formatIpv4(n: number): string {
+  return [24, 16, 8, 0].map((s) => String((n >>> s) & 255)).join(".");
+}
+
+/** Netmask of a prefix length as an unsigned int. */
+export function maskOf(prefix: number): number {
+  return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+}
+
+/**
+ * Parse `a.b.c.d/n` (or a bare address ⇒ /32). With `strict`, host bits must be zero.
+ * @throws PaddockError `ERR_BAD_REQUEST` on invalid text.
+ */
+export function parseCidr(text: string, options: { strict?: boolean } = {}): Cidr {
+  const [addr, len, extra] = text.trim().split("/");
+  const ip = addr === undefined ? undefined : parseIpv4(addr);
+  const prefix = len === undefined ? 32 : /^\d{1,2}$/.test(len) ? Number(len) : NaN;
+  if (ip === undefined || extra !== undefined || !(prefix >= 0 && prefix <= 32)) {
+    throw new PaddockError("ERR_BAD_REQUEST", `invalid CIDR ${JSON.stringify(text)}`);
+  }
+  const base = (ip & maskOf(prefix)) >>> 0;
+  if (options.strict && base !== ip) throw new PaddockError("ERR_BAD_REQUEST", `CIDR ${text} has host bits set (network is ${formatIpv4(base)}/${prefix})`);
+  return { base, prefix };
+}
+
+/** `a.b.c.d/n` of a CIDR. */
+export function formatCidr(c: Cidr): string {
+  return `${formatIpv4(c.base)}/${c.prefix}`;
+}
+
+/** Number of addresses in a CIDR. */
+export function cidrSize(c: Cidr): number {
+  return 2 ** (32 - c.prefix);
+}
+
+/** Last address of a CIDR. */
+export function cidrLast(c: Cidr): number {
+  return (c.base + cidrSize(c) - 1) >>> 0;
+}
+
+/** True when `ip` lies inside `c`. */
+export function cidrContains(c: Cidr, ip: number): boolean {
+  return ((ip & maskOf(c.prefix)) >>> 0) === c.base;
+}
+
+/** True when two CIDRs share at least one address. */
+export function cidrOverlaps(a: Cidr, b: Cidr): boolean {
+  return a.base <= cidrLast(b) && b.base <= cidrLast(a);
+}

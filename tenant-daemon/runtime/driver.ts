@@ -1,0 +1,69 @@
+/**
+ * The runtime driver interface (DESIGN.md §3): one sandbox ("VM") per id, driven through
+ * create → start → (pause/resume) → stop/kill → destroy. The OCI driver (runc/crun) is the
+ * embedded default where there is no KVM; a Firecracker driver implements the same
+ * interface later.
+ */
+
+/** Everything a driver needs to create one VM. Paths are absolute host paths. */
+export interface VmRuntimeSpec {
+  /** Runtime-wide unique id, deterministic from tenant and VM (`pdk-<tenant>-<hostname>`). */
+  id: string;
+  /** Guest hostname = VM name. */
+  hostname: string;
+  /** vCPUs: CFS quota of `cpus` × period. */
+  cpus: number;
+  /** Memory limit, bytes. */
+  ramBytes: number;
+  /** pids.max for the VM's cgroup. */
+  pidsLimit: number;
+  /** Root filesystem (an overlay mount prepared by the storage layer). */
+  rootfsDir: string;
+  /** Directory for the OCI bundle (config.json). */
+  bundleDir: string;
+  /** Host directory bind-mounted read-write at {@link GUEST_AGENT_DIR} (agent socket, boot.json). */
+  agentDir: string;
+  /** Network namespace to join (`/var/run/netns/<name>`); undefined ⇒ a fresh one with loopback only. */
+  netnsPath: string | undefined;
+  /** File that receives the guest's console (init, agent and userdata output). Appended to. */
+  consoleLogPath: string;
+  /** cgroup path relative to the hierarchy root, e.g. `/paddock/<tenant>/<hostname>`. */
+  cgroupPath: string;
+}
+
+/** Where the agent directory appears inside the guest. */
+export const GUEST_AGENT_DIR = "/run/paddock-agent";
+/** Where Paddock's read-only toolbox (node, tini, the agent bundle) appears inside the guest. */
+export const GUEST_TOOLBOX_DIR = "/.paddock";
+
+/** Observed state of a sandbox. `absent` = the runtime knows no such id. */
+export type RuntimeStatus = "created" | "running" | "paused" | "stopped" | "absent";
+
+export interface RuntimeState {
+  status: RuntimeStatus;
+  /** Host pid of the sandbox's init when known. */
+  pid: number | undefined;
+}
+
+/** One runtime driver. Every method is idempotent where it can be (destroy of an absent id is a no-op). */
+export interface RuntimeDriver {
+  /** `runc`, `crun`, … */
+  readonly name: string;
+  /** Write the bundle and create the sandbox (not yet started). @throws PaddockError ERR_RUNTIME_FAILED */
+  create(spec: VmRuntimeSpec): Promise<void>;
+  /** Start a created sandbox. @throws PaddockError ERR_RUNTIME_FAILED */
+  start(id: string): Promise<void>;
+  /** SIGTERM, wait up to `timeoutMs`, then SIGKILL; resolves when the sandbox has stopped. */
+  stop(id: string, timeoutMs: number): Promise<void>;
+  /** Send a signal (e.g. `SIGKILL`) to the sandbox's init. */
+  kill(id: string, signal: string): Promise<void>;
+  /** Freeze every process of the sandbox. */
+  pause(id: string): Promise<void>;
+  /** Thaw a paused sandbox. */
+  resume(id: string): Promise<void>;
+  state(id: string): Promise<RuntimeState>;
+  /** Force-remove the sandbox and its runtime state; no-op when absent. */
+  destroy(id: string): Promise<void>;
+  /** Ids of every sandbox the runtime knows that start with `prefix`. */
+  list(prefix: string): Promise<string[]>;
+}
