@@ -3,7 +3,7 @@
  * string, always a timeout, and typed errors that keep the command, exit code and trimmed
  * stderr. Built on execa (https://github.com/sindresorhus/execa/blob/main/docs/errors.md).
  */
-import { execa } from "execa";
+import { execa, type Options } from "execa";
 import { PaddockError, type ErrorCode } from "./errors.js";
 
 /** Result of a finished command. */
@@ -26,6 +26,15 @@ export interface RunOptions {
   /** Extra environment variables. */
   env?: Record<string, string>;
   cwd?: string;
+  /** Child stdin instead of a pipe: `"ignore"` (/dev/null). Not combinable with `input`. */
+  stdin?: "ignore";
+  /**
+   * Child stdout/stderr instead of a pipe: `"ignore"` or an open file descriptor (the child
+   * inherits it; output sent there is not captured). Needed for commands whose children
+   * outlive them, e.g. `runc create` hands its stdio to the sandbox: a pipe would never close.
+   */
+  stdout?: "ignore" | number;
+  stderr?: "ignore" | number;
 }
 
 /** Trim a stderr blob to its last 2 000 characters for error messages. */
@@ -48,6 +57,11 @@ export async function run(file: string, args: readonly string[], options: RunOpt
     env: options.env,
     cwd: options.cwd,
     encoding: "utf8",
+    ...(options.stdin !== undefined ? { stdin: options.stdin } : {}),
+    // execa passes a plain integer straight to child_process.spawn (no pipe) at runtime; its
+    // typings only spell out the literals 1..9, hence the cast.
+    ...(options.stdout !== undefined ? { stdout: options.stdout as Options["stdout"] } : {}),
+    ...(options.stderr !== undefined ? { stderr: options.stderr as Options["stderr"] } : {}),
   });
   const stdout = String(result.stdout ?? "");
   const stderr = String(result.stderr ?? "");
