@@ -1,0 +1,267 @@
+/**
+ * The base image store (DESIGN.md §3 "Images"): a directory of root filesystems built by
+ * debootstrap, one per image name.
+ *
+ * ```
+ * <imageDir>/<name>/rootfs/       the root filesystem (overlay lower layer, never written by a VM)
+ * <imageDir>/<name>/image.json    {name, created, suite, mirror, packages, sizeBytes}; its presence marks a complete image
+ * <imageDir>/.build-<name>-<rand>/  a build in progress (renamed into place when complete)
+ * ```
+ *
+ * Paddock does not pull OCI images: the config's `image` names a local directory image.
+ */
+import { randomBytes } from "node:crypto";
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { PaddockError, errnoCode } from "../../shared/errors.js";
+import { run } from "../../shared/exec.js";
+
+/** Default Debian mirror; `PADDOCK_DEBIAN_MIRROR` overrides it. */
+export const DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian";
+/** The default image name (Debian 12 "bookworm" minbase). */
+export const DEFAULT_IMAGE_NAME = "debian-12";
+/** Debian suite used for builds. */
+export const DEFAULT_SUITE = "bookworm";
+/** The guest's default non-root user (spec §1.7: absent uid ⇒ this user). */
+export const DEFAULT_GUEST_USER = { name: "slicer", uid: 1000, gid: 1000, home: "/home/slicer", shell: "/bin/bash" } as const;
+
+/** Image names: a plain directory name, so no path tricks and no OCI references. */
+const IMAGE_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+/** Debian package names (Debian Policy §5.6.1) — checked before they reach debootstrap's argv. */
+const PACKAGE_NAME_PATTERN = /^[a-z0-9][a-z0-9+.-]+$/;
+const DEBOOTSTRAP_TIMEOUT_MS = 30 * 60_000;
+
+/** Contents of `image.json`. */
+export interface ImageInfo {
+  name: string;
+  /** RFC 3339 build time. */
+  created: string;
+  suite: string;
+  mirror: string;
+  /** Extra packages installed on top of minbase. */
+  packages: string[];
+  /** Apparent size of the rootfs, bytes (`du -sb`). */
+  sizeBytes: number;
+}
+
+/** One image of {@link listImages}: its info plus the rootfs path. */
+export interface StoredImage extends ImageInfo {
+  rootfsDir: string;
+}
+
+/** Input of {@link buildImage}. */
+export interface BuildImageOptions {
+  imageDir: string;
+  name: string;
+  /** Extra Debian packages (`--include=`), e.g. `["gcc", "python3"]`. */
+  packages?: readonly string[];
+  /** Debian mirror URL; default `PADDOCK_DEBIAN_MIRROR` or {@link DEFAULT_DEBIAN_MIRROR}. */
+  mirror?: string;
+  /** Rebuild even when a complete image exists. */
+  force?: boolean;
+  /** Receives one human-readable line per build step. */
+  onProgress?: (line: string) => void;
+}
+
+/** True when `ref` looks like an OCI image reference rather than a local image name. */
+export function isOciReference(ref: string): boolean {
+  return ref.includes("/") || ref.includes(":") || ref.includes("@");
+}
+
+function imagePaths(imageDir: string, name: string): { dir: string; rootfsDir: string; infoPath: string } {
+  const dir = path.join(imageDir, name);
+  return { dir, rootfsDir: path.join(dir, "rootfs"), infoPath: path.join(dir, "image.json") };
+}
+
+async function readInfo(infoPath: string): Promise<ImageInfo | undefined> {
+  let text: string;
+  try {
+    text = await fs.readFile(infoPath, "utf8");
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return undefined;
+    throw err;
+  }
+  const raw = JSON.parse(text) as Partial<ImageInfo>;
+  return {
+    name: String(raw.name ?? path.basename(path.dirname(infoPath))),
+    created: String(raw.created ?? ""),
+    suite: String(raw.suite ?? ""),
+    mirror: String(raw.mirror ?? ""),
+    packages: Array.isArray(raw.packages) ? raw.packages.map(String) : [],
+    sizeBytes: Number(raw.sizeBytes ?? 0),
+  };
+}
+
+/**
+ * Every complete image in the store (a directory with `image.json` and `rootfs/`), sorted by name.
+ * A missing store directory is an empty store.
+ */
+export async function listImages(imageDir: string): Promise<StoredImage[]> {
+  let entries: string[];
+  try {
+    entries = await fs.readdir(imageDir);
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return [];
+    throw err;
+  }
+  const out: StoredImage[] = [];
+  for (const entry of entries.sort()) {
+    if (!IMAGE_NAME_PATTERN.test(entry)) continue;
+    const p = imagePaths(imageDir, entry);
+    let info: ImageInfo | undefined;
+    try {
+      info = await readInfo(p.infoPath);
+    } catch {
+      continue; // unreadable image.json: not a complete image
+    }
+    if (info === undefined) continue;
+    const st = await fs.stat(p.rootfsDir).catch(() => undefined);
+    if (st?.isDirectory()) out.push({ ...info, name: entry, rootfsDir: p.rootfsDir });
+  }
+  return out;
+}
+
+/**
+ * Resolve the config's `image` to a rootfs directory.
+ * @returns absolute path of `<imageDir>/<name>/rootfs`
+ * @throws PaddockError ERR_IMAGE_NOT_FOUND (400) when the image is not in the store, with how to
+ *   build it; OCI references (`ghcr.io/...`) get an explanation that Paddock does not pull OCI
+ *   images, plus the list of local images.
+ */
+export async function resolveImage(imageDir: string, name: string): Promise<string> {
+  const available = async (): Promise<string> => {
+    const names = (await listImages(imageDir)).map((i) => i.name);
+    return names.length === 0 ? `the image store ${imageDir} is empty` : `local images in ${imageDir}: ${names.join(", ")}`;
+  };
+  if (isOciReference(name)) {
+    throw new PaddockError(
+      "ERR_IMAGE_NOT_FOUND",
+      `image ${JSON.stringify(name)} is an OCI image reference; Paddock does not pull OCI images, it runs local directory images ` +
+        `built with \`paddock image build <name>\` (${await available()}); set config.image to one of them`,
+      { details: { image: name } },
+    );
+  }
+  if (!IMAGE_NAME_PATTERN.test(name)) {
+    throw new PaddockError("ERR_IMAGE_NOT_FOUND", `image name ${JSON.stringify(name)} is not a valid image name (expected [a-z0-9][a-z0-9._-]*)`, {
+      details: { image: name },
+    });
+  }
+  const p = imagePaths(imageDir, name);
+  const info = await readInfo(p.infoPath).catch(() => undefined);
+  const st = await fs.stat(p.rootfsDir).catch(() => undefined);
+  if (info === undefined || !st?.isDirectory()) {
+    throw new PaddockError(
+      "ERR_IMAGE_NOT_FOUND",
+      `image ${JSON.stringify(name)} is not in the image store ${imageDir}; build it with \`paddock image build ${name}\` ` +
+        `(or scripts/build-image.sh --name ${name}); ${await available()}`,
+      { details: { image: name } },
+    );
+  }
+  return p.rootfsDir;
+}
+
+/**
+ * Build (or reuse) the image `name`: debootstrap `--variant=minbase` bookworm into a temp dir
+ * next to the target, add the default non-root user `slicer` (1000:1000, /home/slicer, bash),
+ * create `/etc/slicer`, clean apt caches, write `image.json`, then rename the whole directory
+ * into place (atomic on one filesystem). An existing complete image is returned unchanged
+ * unless `force`.
+ *
+ * Takes about a minute with a nearby mirror. Needs root (debootstrap, chroot).
+ * @throws PaddockError ERR_IMAGE_BUILD_FAILED with debootstrap's stderr; ERR_BAD_REQUEST for bad names.
+ */
+export async function buildImage(options: BuildImageOptions): Promise<StoredImage> {
+  const { imageDir, name } = options;
+  const progress = options.onProgress ?? (() => undefined);
+  if (!IMAGE_NAME_PATTERN.test(name)) {
+    throw new PaddockError("ERR_BAD_REQUEST", `image name ${JSON.stringify(name)} is invalid (expected [a-z0-9][a-z0-9._-]*, at most 63 characters)`);
+  }
+  const packages = [...new Set(options.packages ?? [])].filter((p) => p !== "").sort();
+  for (const pkg of packages) {
+    if (!PACKAGE_NAME_PATTERN.test(pkg)) throw new PaddockError("ERR_BAD_REQUEST", `package name ${JSON.stringify(pkg)} is invalid`);
+  }
+  const mirror = options.mirror ?? process.env.PADDOCK_DEBIAN_MIRROR ?? DEFAULT_DEBIAN_MIRROR;
+  const target = imagePaths(imageDir, name);
+
+  if (!options.force) {
+    const existing = await readInfo(target.infoPath).catch(() => undefined);
+    if (existing !== undefined) {
+      progress(`image ${name} already built (${existing.created}); reusing it (use --force to rebuild)`);
+      return { ...existing, name, rootfsDir: target.rootfsDir };
+    }
+  }
+  await fs.mkdir(imageDir, { recursive: true, mode: 0o755 });
+  // Leftovers of builds of this name that died half-way (the process was killed mid-debootstrap).
+  for (const entry of await fs.readdir(imageDir)) {
+    if (entry.startsWith(`.build-${name}-`) || entry.startsWith(`.old-${name}-`)) {
+      progress(`removing leftover ${entry}`);
+      await fs.rm(path.join(imageDir, entry), { recursive: true, force: true });
+    }
+  }
+
+  const buildDir = path.join(imageDir, `.build-${name}-${randomBytes(4).toString("hex")}`);
+  const rootfs = path.join(buildDir, "rootfs");
+  await fs.mkdir(buildDir, { mode: 0o755 });
+  try {
+    // 1. debootstrap minbase (essential + apt), extra packages via --include.
+    const args = ["--variant=minbase"];
+    if (packages.length > 0) args.push(`--include=${packages.join(",")}`);
+    args.push(DEFAULT_SUITE, rootfs, mirror);
+    progress(`debootstrap ${args.join(" ")} (about a minute)`);
+    const started = Date.now();
+    await run("debootstrap", args, { timeoutMs: DEBOOTSTRAP_TIMEOUT_MS, errorCode: "ERR_IMAGE_BUILD_FAILED" });
+    progress(`debootstrap done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+
+    // 2. The default non-root user (spec §1.7) and Slicer's config dir.
+    const u = DEFAULT_GUEST_USER;
+    progress(`creating user ${u.name} (${u.uid}:${u.gid}, ${u.home}, ${u.shell})`);
+    await run("chroot", [rootfs, "groupadd", "-g", String(u.gid), u.name], { errorCode: "ERR_IMAGE_BUILD_FAILED" });
+    await run("chroot", [rootfs, "useradd", "-m", "-u", String(u.uid), "-g", String(u.gid), "-d", u.home, "-s", u.shell, u.name], {
+      errorCode: "ERR_IMAGE_BUILD_FAILED",
+    });
+    await fs.mkdir(path.join(rootfs, "etc/slicer"), { recursive: true, mode: 0o755 });
+    // debootstrap copies the build host's name and resolver; neither belongs in an image
+    // (runc sets the hostname, the network layer writes resolv.conf per VM).
+    await fs.writeFile(path.join(rootfs, "etc/hostname"), "localhost\n");
+    await fs.writeFile(path.join(rootfs, "etc/resolv.conf"), "");
+
+    // 3. Clean apt caches (they only make every VM's lower layer bigger).
+    progress("cleaning apt caches");
+    await run("chroot", [rootfs, "apt-get", "clean"], { errorCode: "ERR_IMAGE_BUILD_FAILED" });
+    await fs.rm(path.join(rootfs, "var/lib/apt/lists"), { recursive: true, force: true });
+    await fs.mkdir(path.join(rootfs, "var/lib/apt/lists/partial"), { recursive: true });
+
+    // 4. image.json marks the image complete.
+    const du = await run("du", ["-sb", rootfs], { timeoutMs: 120_000, errorCode: "ERR_IMAGE_BUILD_FAILED" });
+    const info: ImageInfo = {
+      name,
+      created: new Date().toISOString(),
+      suite: DEFAULT_SUITE,
+      mirror,
+      packages,
+      sizeBytes: Number.parseInt(du.stdout.split(/\s/)[0] ?? "0", 10),
+    };
+    await fs.writeFile(path.join(buildDir, "image.json"), JSON.stringify(info, null, 2) + "\n", { mode: 0o644 });
+
+    // 5. Swap into place. rename(2) of a directory onto a non-empty one fails, so an old image
+    //    (forced rebuild, or a half-built one without image.json) is first moved aside.
+    //    Running VMs whose overlay uses the old rootfs keep their mount; removing it under them
+    //    is the operator's call when forcing a rebuild.
+    const old = path.join(imageDir, `.old-${name}-${randomBytes(4).toString("hex")}`);
+    let movedOld = false;
+    try {
+      await fs.rename(target.dir, old);
+      movedOld = true;
+    } catch (err) {
+      if (errnoCode(err) !== "ENOENT") throw err;
+    }
+    await fs.rename(buildDir, target.dir);
+    if (movedOld) await fs.rm(old, { recursive: true, force: true });
+    progress(`image ${name} ready at ${target.rootfsDir} (${(info.sizeBytes / 1e6).toFixed(0)} MB)`);
+    return { ...info, rootfsDir: target.rootfsDir };
+  } catch (err) {
+    await fs.rm(buildDir, { recursive: true, force: true }).catch(() => undefined);
+    if (err instanceof PaddockError) throw err;
+    throw new PaddockError("ERR_IMAGE_BUILD_FAILED", `building image ${name} failed: ${(err as Error).message}`, { cause: err });
+  }
+}
