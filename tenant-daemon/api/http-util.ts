@@ -1,0 +1,72 @@
+/**
+ * Express plumbing shared by the daemon's routes: async handlers, the one error middleware
+ * (STYLE.md §6), the encoded-`?` shim (spec §1.3) and a route table for 404 vs 405.
+ */
+import type { NextFunction, Request, RequestHandler, Response } from "express";
+import { PaddockError, errorResponse } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+
+/** Wrap an async handler so a rejection reaches the error middleware. */
+export function asyncHandler(fn: (req: Request, res: Response) => Promise<void> | void): RequestHandler {
+  return (req, res, next) => {
+    Promise.resolve()
+      .then(() => fn(req, res))
+      .catch(next);
+  };
+}
+
+/**
+ * The encoded-`?` shim (spec §1.3): the Go SDK's `GetHostGroupNodes` puts the query string,
+ * percent-encoded, inside the path (`/hostgroup/g/nodes%3Ftag=name%253Dx`). When the path
+ * holds an encoded `?` and there is no real query, split there and treat the rest as query.
+ */
+export function encodedQueryShim(req: Request, _res: Response, next: NextFunction): void {
+  const url = req.url;
+  if (!url.includes("?")) {
+    const m = /%3f/i.exec(url);
+    if (m) req.url = `${url.slice(0, m.index)}?${decodeURIComponent(url.slice(m.index + 3))}`;
+  }
+  next();
+}
+
+/** A known route: used to answer 405 for a wrong method and 404 for an unknown path. */
+export interface KnownRoute {
+  pattern: RegExp;
+  methods: readonly string[];
+}
+
+/** 404 for unknown paths, 405 (with `Allow`) for a known path with another method (spec §1.3). */
+export function notFoundHandler(routes: readonly KnownRoute[]): RequestHandler {
+  return (req, res) => {
+    const route = routes.find((r) => r.pattern.test(req.path));
+    if (route && !route.methods.includes(req.method)) {
+      res.setHeader("Allow", route.methods.join(", "));
+      res.status(405).json({ error: `method ${req.method} not allowed on ${req.path}`, code: "ERR_METHOD_NOT_ALLOWED" });
+      return;
+    }
+    res.status(404).json({ error: `no route for ${req.method} ${req.path}`, code: "ERR_NOT_FOUND" });
+  };
+}
+
+/**
+ * The one error middleware: PaddockError 4xx → `{"error","code"}`; body-parser errors → 400/413;
+ * anything else is logged with its stack and answered with a generic 500. If headers were
+ * already sent, the socket is destroyed (STYLE.md §6).
+ */
+export function errorMiddleware(logger: Logger) {
+  return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
+    let e = err;
+    const bp = err as { type?: string; status?: number };
+    if (bp && typeof bp === "object" && typeof bp.type === "string" && typeof bp.status === "number") {
+      if (bp.type === "entity.too.large") e = new PaddockError("ERR_BODY_TOO_LARGE", "request body too large");
+      else if (bp.status < 500) e = new PaddockError("ERR_BODY_INVALID_JSON", `invalid JSON body: ${(err as Error).message}`);
+    }
+    const { status, body } = errorResponse(e);
+    if (status >= 500) logger.error("request failed", { method: req.method, path: req.path, err: e });
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    res.status(status).json(body);
+  };
+}

@@ -1,0 +1,183 @@
+/**
+ * Validation of VM-related request bodies and queries (spec §2.2, §3.2, §3.3). Pure.
+ */
+import { PaddockError } from "../../shared/errors.js";
+import type { HostGroupConfig } from "../../shared/tenant-config.js";
+import { parseGoDurationMs } from "../../shared/time.js";
+import type { VmNetworkOverride } from "../network/network.js";
+
+/** A validated create request. `cpus`/`ramBytes` already defaulted from the host group. */
+export interface CreateVmRequest {
+  cpus: number;
+  ramBytes: number;
+  persistent: boolean;
+  tags: string[];
+  userdata: string | undefined;
+  secrets: string[] | undefined;
+  network: VmNetworkOverride | undefined;
+}
+
+/** Largest accepted tag, bytes; a larger one is a 400 (issue 7: a 1 MB tag gets a clear 4xx). */
+export const MAX_TAG_BYTES = 4096;
+/** Most tags on one VM. */
+export const MAX_TAGS = 128;
+
+function bad(message: string): PaddockError {
+  return new PaddockError("ERR_VM_INVALID_REQUEST", message);
+}
+
+function optionalInt(body: Record<string, unknown>, key: string): number | undefined {
+  const v = body[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw bad(`${key} must be a non-negative integer`);
+  return v;
+}
+
+function stringList(value: unknown, key: string): string[] | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (!Array.isArray(value) || value.some((t) => typeof t !== "string")) throw bad(`${key} must be a list of strings`);
+  return value as string[];
+}
+
+/**
+ * Check a tag list: strings, at most {@link MAX_TAGS}, each ≤ {@link MAX_TAG_BYTES} bytes, no
+ * control characters.
+ * @throws PaddockError ERR_TAGS_INVALID
+ */
+export function validateTags(tags: readonly string[], key = "tags"): void {
+  if (tags.length > MAX_TAGS) throw new PaddockError("ERR_TAGS_INVALID", `${key}: at most ${MAX_TAGS} tags`);
+  for (const t of tags) {
+    if (Buffer.byteLength(t) > MAX_TAG_BYTES) throw new PaddockError("ERR_TAGS_INVALID", `${key}: a tag is longer than ${MAX_TAG_BYTES} bytes`);
+    if (t.length === 0) throw new PaddockError("ERR_TAGS_INVALID", `${key}: empty tag`);
+    // eslint-disable-next-line no-control-regex
+    if (/[\u0000-\u001f\u007f]/.test(t)) throw new PaddockError("ERR_TAGS_INVALID", `${key}: tags may not contain control characters`);
+  }
+}
+
+/**
+ * Validate a create body against its host group (spec §2.2 body table, §3.3 sizing: omitted
+ * or 0 ⇒ default, ≤ ⇒ honoured, > ⇒ 400). Unknown fields are ignored (spec: accept and ignore).
+ * @throws PaddockError ERR_VM_INVALID_REQUEST, ERR_VM_SIZE_EXCEEDED, ERR_TAGS_INVALID
+ */
+export function parseCreateVmRequest(body: unknown, group: HostGroupConfig): CreateVmRequest {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw bad("request body must be a JSON object");
+  const b = body as Record<string, unknown>;
+  const cpus = optionalInt(b, "cpus") || group.vcpu;
+  const ramBytes = optionalInt(b, "ram_bytes") || group.ramBytes;
+  if (cpus > group.vcpu) {
+    throw new PaddockError("ERR_VM_SIZE_EXCEEDED", `cpus ${cpus} exceeds host group ${group.name}'s maximum of ${group.vcpu}`);
+  }
+  if (ramBytes > group.ramBytes) {
+    throw new PaddockError("ERR_VM_SIZE_EXCEEDED", `ram_bytes ${ramBytes} exceeds host group ${group.name}'s maximum of ${group.ramBytes}`);
+  }
+  if (ramBytes < 16 * 2 ** 20) throw bad("ram_bytes must be at least 16 MiB");
+  const gpu = optionalInt(b, "gpu_count");
+  if (gpu) throw new PaddockError("ERR_VM_UNSUPPORTED", "gpu_count is not supported by the OCI driver");
+  const persistent = b.persistent === undefined || b.persistent === null ? false : b.persistent;
+  if (typeof persistent !== "boolean") throw bad("persistent must be true or false");
+  const tags = stringList(b.tags, "tags") ?? [];
+  validateTags(tags);
+  const userdata = b.userdata === undefined || b.userdata === null || b.userdata === "" ? undefined : b.userdata;
+  if (userdata !== undefined && typeof userdata !== "string") throw bad("userdata must be a string");
+  if (typeof userdata === "string" && Buffer.byteLength(userdata) > 1024 * 1024) throw bad("userdata is larger than 1 MiB");
+  const secrets = stringList(b.secrets, "secrets");
+  let network: VmNetworkOverride | undefined;
+  if (b.network !== undefined && b.network !== null) {
+    if (typeof b.network !== "object" || Array.isArray(b.network)) throw bad("network must be an object {allow?, drop?}");
+    if (group.network.mode !== "isolated") throw bad(`network overrides apply only to isolated host groups (${group.name} is ${group.network.mode})`);
+    const n = b.network as Record<string, unknown>;
+    network = {};
+    const allow = stringList(n.allow, "network.allow");
+    const drop = stringList(n.drop, "network.drop");
+    if (allow !== undefined) network.allow = allow;
+    if (drop !== undefined) network.drop = drop;
+  }
+  return { cpus, ramBytes, persistent, tags, userdata, secrets, network };
+}
+
+/** `wait` and `timeout` of a create (spec §2.2). */
+export interface WaitOptions {
+  wait: "agent" | "userdata" | undefined;
+  timeoutMs: number;
+}
+
+/**
+ * Parse `wait`/`timeout` query values (default timeout 5m).
+ * @throws PaddockError ERR_QUERY_INVALID for other `wait` values or bad durations.
+ */
+export function parseWaitQuery(wait: unknown, timeout: unknown): WaitOptions {
+  if (wait !== undefined && wait !== "" && wait !== "agent" && wait !== "userdata") {
+    throw new PaddockError("ERR_QUERY_INVALID", `invalid wait ${JSON.stringify(wait)}: expected agent or userdata`);
+  }
+  const timeoutMs = typeof timeout === "string" && timeout !== "" ? parseGoDurationMs(timeout, "timeout") : 5 * 60_000;
+  return { wait: wait === "agent" || wait === "userdata" ? wait : undefined, timeoutMs };
+}
+
+/** A tags PATCH (spec §2.2): `add`+`remove` together, or `replace` alone. */
+export interface TagPatch {
+  add: string[];
+  remove: string[];
+  replace: string[] | undefined;
+}
+
+/**
+ * Parse a tags PATCH body.
+ * @throws PaddockError ERR_TAGS_INVALID
+ */
+export function parseTagPatch(body: unknown): TagPatch {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw new PaddockError("ERR_TAGS_INVALID", "body must be a JSON object with add, remove or replace");
+  const b = body as Record<string, unknown>;
+  const list = (k: string): string[] | undefined => {
+    if (b[k] === undefined || b[k] === null) return undefined;
+    if (!Array.isArray(b[k]) || (b[k] as unknown[]).some((t) => typeof t !== "string")) throw new PaddockError("ERR_TAGS_INVALID", `${k} must be a list of strings`);
+    return b[k] as string[];
+  };
+  const add = list("add");
+  const remove = list("remove");
+  const replace = list("replace");
+  if (replace !== undefined && (add !== undefined || remove !== undefined)) throw new PaddockError("ERR_TAGS_INVALID", "replace cannot be combined with add or remove");
+  if (replace === undefined && add === undefined && remove === undefined) throw new PaddockError("ERR_TAGS_INVALID", "expected one of add, remove or replace");
+  for (const l of [add, remove, replace]) if (l) validateTags(l);
+  for (const l of [add, remove, replace]) {
+    if (l?.some((t) => t.startsWith("name="))) throw new PaddockError("ERR_TAGS_INVALID", "the name= tag is immutable once set (spec §3.2)");
+  }
+  return { add: add ?? [], remove: remove ?? [], replace };
+}
+
+/**
+ * Apply a validated tag patch to `current`, keeping `name=` tags (spec §3.2). Pure.
+ */
+export function applyTagPatch(current: readonly string[], patch: TagPatch): string[] {
+  const names = current.filter((t) => t.startsWith("name="));
+  if (patch.replace !== undefined) return [...names, ...dedupe(patch.replace)];
+  const removed = current.filter((t) => !patch.remove.includes(t));
+  return dedupe([...removed, ...patch.add]);
+}
+
+function dedupe(list: readonly string[]): string[] {
+  return [...new Set(list)];
+}
+
+/** Tag filter of list endpoints: exact `tag` or `tag_prefix`, both ⇒ 400 (spec §2.2). */
+export type TagFilter = { kind: "none" } | { kind: "exact"; value: string } | { kind: "prefix"; value: string };
+
+/**
+ * Parse `tag` / `tag_prefix` query values.
+ * @throws PaddockError ERR_QUERY_INVALID when both are set or a value is repeated.
+ */
+export function parseTagFilter(tag: unknown, tagPrefix: unknown): TagFilter {
+  if (Array.isArray(tag) || Array.isArray(tagPrefix)) throw new PaddockError("ERR_QUERY_INVALID", "tag and tag_prefix may be given once");
+  const t = typeof tag === "string" ? tag : undefined;
+  const p = typeof tagPrefix === "string" ? tagPrefix : undefined;
+  if (t !== undefined && p !== undefined) throw new PaddockError("ERR_QUERY_INVALID", "set either tag or tag_prefix, not both");
+  if (t !== undefined) return { kind: "exact", value: t };
+  if (p !== undefined) return { kind: "prefix", value: p };
+  return { kind: "none" };
+}
+
+/** True when a VM's tags pass the filter. */
+export function matchesTagFilter(tags: readonly string[], f: TagFilter): boolean {
+  if (f.kind === "none") return true;
+  if (f.kind === "exact") return tags.includes(f.value);
+  return tags.some((t) => t.startsWith(f.value));
+}

@@ -1,0 +1,692 @@
+/**
+ * The VM lifecycle rules of one tenant daemon (seed "Lifecycle", spec §2.2–§2.3, §3.1–§3.5).
+ *
+ * - Names `<hostgroup>-N`, N counting up per host group, never handed out twice (the counter
+ *   is persisted, so a persistent VM's name is never reused after a restart).
+ * - `count: N` VMs are created at start, protected from DELETE, and brought back on every start.
+ * - API VMs are ephemeral unless `persistent: true`: an ephemeral VM is gone (record, disk,
+ *   links) on DELETE, on guest exit and on daemon restart; a persistent VM survives restarts
+ *   (re-attached if still running), keeps its disk when stopped and comes back with relaunch.
+ * - Every failure while creating rolls back what was made: no half-created VM.
+ *
+ * Operations on one VM are serialised; creates of different VMs run concurrently.
+ */
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import os from "node:os";
+import { PaddockError, isPaddockError } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import type { JsonStateStore } from "../../shared/state-store.js";
+import type { HostGroupConfig, TenantConfig } from "../../shared/tenant-config.js";
+import { rfc3339, sleep } from "../../shared/time.js";
+import type { TenantNetwork } from "../network/network.js";
+import type { RuntimeDriver } from "../runtime/driver.js";
+import {
+  applyTagPatch, matchesTagFilter, type CreateVmRequest, type TagFilter, type TagPatch, type WaitOptions,
+} from "./vm-request.js";
+import type { CreateResponseWire, DaemonState, NodeWire, VmPhase, VmRecord, WireStatus } from "./vm-types.js";
+
+/** Per-VM storage as the VM service needs it (implemented over tenant-daemon/storage). */
+export interface VmStorage {
+  /** Create the VM's disk if it does not exist yet (an existing one is kept). */
+  prepare(hostname: string, sizeBytes: number): Promise<void>;
+  /** Mount disk + overlay; returns the rootfs directory. Idempotent. */
+  mount(hostname: string): Promise<string>;
+  /** Unmount overlay and disk; idempotent. */
+  unmount(hostname: string): Promise<void>;
+  /** Remove the disk file; idempotent. */
+  remove(hostname: string): Promise<void>;
+  /** Unmount and remove what belongs to no VM in `keep`. */
+  sweep(keep: ReadonlySet<string>): Promise<void>;
+  /** Bytes used and total of the VM's disk (for stats); undefined when not mounted. */
+  usage?(hostname: string): Promise<{ usedBytes: number; totalBytes: number } | undefined>;
+}
+
+/** Health answer of the guest agent (spec §2.4), as far as the lifecycle needs it. */
+export interface AgentHealthLite {
+  agent_uptime: number;
+  userdata_ran: boolean;
+}
+
+/** The guest agent as the VM service needs it (implemented over tenant-daemon/agent-client). */
+export interface AgentPort {
+  /** @throws when the agent does not answer within `timeoutMs`. */
+  health(socketPath: string, timeoutMs: number): Promise<AgentHealthLite>;
+  /** Write what the agent reads at boot into the VM's agent dir. */
+  writeBoot(agentDir: string, boot: { hostname: string; userdata: string | undefined }): Promise<void>;
+  /** Deliver secrets (all, or the named ones) once the agent answers. */
+  syncSecrets(socketPath: string, names: string[] | undefined): Promise<void>;
+}
+
+/** Everything {@link VmService} is built from (composition root: tenant-daemon/main.ts). */
+export interface VmServiceDeps {
+  config: TenantConfig;
+  store: JsonStateStore<DaemonState>;
+  runtime: RuntimeDriver;
+  storage: VmStorage;
+  network: TenantNetwork;
+  agent: AgentPort;
+  logger: Logger;
+  /** Interval of the guest-exit reaper, ms (default 1000). */
+  reapIntervalMs?: number;
+  /** Called on VM launches/deletes for metrics. */
+  onEvent?: (event: "launch" | "launch_failed" | "delete", hostGroup: string) => void;
+}
+
+interface LiveVm {
+  record: VmRecord;
+  phase: VmPhase;
+  pid: number | undefined;
+}
+
+/** Go's GOARCH for `/info` and create responses (spec §2.1, §5 #21). */
+export function goArch(): string {
+  return os.arch() === "x64" ? "amd64" : os.arch();
+}
+/** Kernel-style arch for node lists (spec §2.2 examples: `x86_64`). */
+export function unameArch(): string {
+  return os.arch() === "x64" ? "x86_64" : os.arch() === "arm64" ? "aarch64" : os.arch();
+}
+
+export class VmService {
+  private readonly deps: VmServiceDeps;
+  private readonly vms = new Map<string, LiveVm>();
+  private readonly counters = new Map<string, number>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private reaper: NodeJS.Timeout | undefined;
+  private stopping = false;
+  private readonly log: Logger;
+
+  constructor(deps: VmServiceDeps) {
+    this.deps = deps;
+    this.log = deps.logger.child({ component: "vm-service" });
+  }
+
+  // ── paths and ids ──────────────────────────────────────────────────────────
+
+  /** Runtime id of a VM: `pdk-<tenant>-<hostname>` (deterministic, so a sweep finds it). */
+  containerId(hostname: string): string {
+    return `${this.containerPrefix()}${hostname}`;
+  }
+  private containerPrefix(): string {
+    return `pdk-${this.deps.config.paddock.tenantId}-`;
+  }
+  /** Host dir bind-mounted into the guest for the agent socket and boot.json (0700). */
+  agentDir(hostname: string): string {
+    return path.join(this.deps.config.paddock.runDir, "vms", hostname);
+  }
+  /** The guest agent's Unix socket on the host. */
+  agentSocket(hostname: string): string {
+    return path.join(this.agentDir(hostname), "agent.sock");
+  }
+  /** The VM's console log (init, agent and userdata output). */
+  consoleLogPath(hostname: string): string {
+    return path.join(this.deps.config.paddock.stateDir, "logs", `${hostname}.log`);
+  }
+  private bundleDir(hostname: string): string {
+    return path.join(this.deps.config.paddock.runDir, "bundles", hostname);
+  }
+
+  // ── queries ────────────────────────────────────────────────────────────────
+
+  /** The configured host groups. */
+  hostGroups(): readonly HostGroupConfig[] {
+    return this.deps.config.hostGroups;
+  }
+
+  /** @throws PaddockError ERR_HOSTGROUP_NOT_FOUND */
+  hostGroup(name: string): HostGroupConfig {
+    const g = this.deps.config.hostGroups.find((h) => h.name === name);
+    if (!g) throw new PaddockError("ERR_HOSTGROUP_NOT_FOUND", `host group ${JSON.stringify(name)} not found`);
+    return g;
+  }
+
+  /** @throws PaddockError ERR_VM_NOT_FOUND */
+  private live(hostname: string): LiveVm {
+    const vm = this.vms.get(hostname);
+    if (!vm || vm.phase === "deleting") throw new PaddockError("ERR_VM_NOT_FOUND", "VM not found");
+    return vm;
+  }
+
+  /** The record of a VM. @throws PaddockError ERR_VM_NOT_FOUND */
+  get(hostname: string): VmRecord {
+    return this.live(hostname).record;
+  }
+
+  /** Wire status of a VM. */
+  status(hostname: string): WireStatus {
+    return wireStatus(this.live(hostname).phase);
+  }
+
+  /** Node objects, optionally of one host group and tag-filtered, in creation order. */
+  list(filter: TagFilter, hostGroup?: string): NodeWire[] {
+    if (hostGroup !== undefined) this.hostGroup(hostGroup);
+    const out: NodeWire[] = [];
+    for (const vm of this.vms.values()) {
+      if (vm.phase === "deleting") continue;
+      if (hostGroup !== undefined && vm.record.hostGroup !== hostGroup) continue;
+      if (!matchesTagFilter(vm.record.tags, filter)) continue;
+      out.push(this.toNode(vm));
+    }
+    return out;
+  }
+
+  /** Node wire object of one VM. @throws ERR_VM_NOT_FOUND */
+  node(hostname: string): NodeWire {
+    return this.toNode(this.live(hostname));
+  }
+
+  private toNode(vm: LiveVm): NodeWire {
+    const r = vm.record;
+    return {
+      hostname: r.hostname, hostgroup: r.hostGroup, ip: r.ipCidr.split("/")[0] ?? "", ram_bytes: r.ramBytes, cpus: r.cpus,
+      created_at: r.createdAt, arch: unameArch(), tags: [...r.tags], status: wireStatus(vm.phase), persistent: r.persistent,
+    };
+  }
+
+  private toCreateResponse(r: VmRecord): CreateResponseWire {
+    return { hostname: r.hostname, hostgroup: r.hostGroup, ip: r.ipCidr, created_at: r.createdAt, arch: goArch(), persistent: r.persistent };
+  }
+
+  /** Agent socket of a running VM, for agent-backed endpoints (spec §1.5: paused ⇒ 409). */
+  resolveAgent(hostname: string): { socketPath: string } {
+    const vm = this.live(hostname);
+    if (vm.phase === "paused") throw new PaddockError("ERR_VM_PAUSED", "VM paused");
+    if (vm.phase !== "running") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} is not running (status ${wireStatus(vm.phase)})`);
+    return { socketPath: this.agentSocket(hostname) };
+  }
+
+  /** Counts of VMs by wire status (metrics, admin API). */
+  countsByStatus(): Record<string, Record<WireStatus, number>> {
+    const out: Record<string, Record<WireStatus, number>> = {};
+    for (const g of this.deps.config.hostGroups) out[g.name] = { Running: 0, Paused: 0, Stopped: 0 };
+    for (const vm of this.vms.values()) {
+      const c = out[vm.record.hostGroup];
+      if (c && vm.phase !== "deleting") c[wireStatus(vm.phase)] += 1;
+    }
+    return out;
+  }
+
+  // ── serialisation ──────────────────────────────────────────────────────────
+
+  private withLock<T>(hostname: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(hostname) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.locks.set(hostname, tail);
+    void tail.then(() => {
+      if (this.locks.get(hostname) === tail) this.locks.delete(hostname);
+    });
+    return next;
+  }
+
+  private async persist(): Promise<void> {
+    const vms: Record<string, VmRecord> = {};
+    for (const [h, vm] of this.vms) vms[h] = vm.record;
+    const counters = Object.fromEntries(this.counters);
+    await this.deps.store.update((s) => {
+      s.vms = vms;
+      s.counters = counters;
+    });
+  }
+
+  // ── create ─────────────────────────────────────────────────────────────────
+
+  /** Next free `<group>-N`; synchronous so concurrent creates never share a name. */
+  private allocateName(group: string): { hostname: string; index: number } {
+    let n = this.counters.get(group) ?? 0;
+    let hostname: string;
+    do {
+      n += 1;
+      hostname = `${group}-${n}`;
+    } while (this.vms.has(hostname));
+    this.counters.set(group, n);
+    return { hostname, index: n };
+  }
+
+  /**
+   * Check the tenant's limits (issue 4 §5) for one more VM of this size.
+   * @throws PaddockError ERR_LIMIT_EXCEEDED naming the limit.
+   */
+  private checkLimits(cpus: number, ramBytes: number, diskBytes: number): void {
+    const l = this.deps.config.paddock.limits;
+    let count = 0, vcpu = 0, ram = 0, disk = 0;
+    for (const vm of this.vms.values()) {
+      if (vm.phase === "deleting") continue;
+      count += 1;
+      vcpu += vm.record.cpus;
+      ram += vm.record.ramBytes;
+      disk += vm.record.storageSizeBytes;
+    }
+    const over = (what: string, limit: number | undefined, used: number, add: number, unit = ""): void => {
+      if (limit !== undefined && used + add > limit) {
+        throw new PaddockError("ERR_LIMIT_EXCEEDED", `tenant limit ${what} exceeded: ${used}${unit} in use + ${add}${unit} requested > ${limit}${unit}`, { details: { limit: what } });
+      }
+    };
+    over("max_vms", l.maxVms, count, 1);
+    over("max_vcpu", l.maxVcpu, vcpu, cpus);
+    over("max_ram_bytes", l.maxRamBytes, ram, ramBytes, " bytes");
+    over("max_disk_bytes", l.maxDiskBytes, disk, diskBytes, " bytes");
+  }
+
+  /**
+   * Create (and start) a VM in `groupName` (spec §2.2). With `wait`, block until the agent
+   * answers (and userdata ran); on timeout the VM is deleted and 408 thrown.
+   * @throws PaddockError ERR_HOSTGROUP_NOT_FOUND, ERR_LIMIT_EXCEEDED, ERR_NETWORK_EXHAUSTED,
+   *   ERR_VM_WAIT_TIMEOUT, ERR_VM_START_FAILED (after rolling everything back).
+   */
+  async create(groupName: string, req: CreateVmRequest, wait: WaitOptions = { wait: undefined, timeoutMs: 0 }, options: { protected?: boolean; index?: number } = {}): Promise<CreateResponseWire> {
+    if (this.stopping) throw new PaddockError("ERR_VM_NOT_RUNNING", "daemon is shutting down", { status: 503 });
+    const group = this.hostGroup(groupName);
+    this.checkLimits(req.cpus, req.ramBytes, group.storageSizeBytes);
+    let hostname: string, index: number;
+    if (options.index !== undefined) {
+      index = options.index;
+      hostname = `${group.name}-${index}`;
+      this.counters.set(group.name, Math.max(this.counters.get(group.name) ?? 0, index));
+    } else {
+      ({ hostname, index } = this.allocateName(group.name));
+    }
+    const ipCidr = this.deps.network.reserve({ hostname, hostGroup: group.name, override: req.network });
+    const record: VmRecord = {
+      hostname, hostGroup: group.name, index, cpus: req.cpus, ramBytes: req.ramBytes, storageSizeBytes: group.storageSizeBytes,
+      persistent: req.persistent || options.protected === true, protected: options.protected === true, tags: [...req.tags],
+      createdAt: rfc3339(), ipCidr, userdata: req.userdata, secrets: req.secrets, network: req.network, desired: "running",
+    };
+    const vm: LiveVm = { record, phase: "creating", pid: undefined };
+    this.vms.set(hostname, vm);
+    try {
+      await this.withLock(hostname, async () => {
+        await this.persist();
+        await this.boot(vm);
+      });
+    } catch (err) {
+      this.deps.onEvent?.("launch_failed", group.name);
+      this.log.error("create failed; rolling back", { hostname, err });
+      await this.withLock(hostname, () => this.teardown(vm, { removeDisk: true })).catch((e: unknown) => this.log.error("rollback failed", { hostname, err: e }));
+      this.vms.delete(hostname);
+      this.deps.network.release(hostname);
+      await this.persist().catch(() => undefined);
+      if (isPaddockError(err) && err.isClientError) throw err;
+      throw new PaddockError("ERR_VM_START_FAILED", `VM ${hostname} failed to start: ${(err as Error).message}`, { cause: err });
+    }
+    this.deps.onEvent?.("launch", group.name);
+    this.log.info("vm created", { hostname, persistent: record.persistent, ip: ipCidr });
+    if (wait.wait) {
+      try {
+        await this.waitForAgent(hostname, wait.wait, wait.timeoutMs);
+      } catch (err) {
+        await this.remove(hostname, { force: true }).catch((e: unknown) => this.log.error("cleanup after wait failure failed", { hostname, err: e }));
+        throw err;
+      }
+    }
+    return this.toCreateResponse(record);
+  }
+
+  /**
+   * Start a VM's sandbox: disk, rootfs, network, boot info, runtime. Leaves the VM `running`.
+   * On failure the caller tears down.
+   */
+  private async boot(vm: LiveVm): Promise<void> {
+    const r = vm.record;
+    const group = this.hostGroup(r.hostGroup);
+    vm.phase = "creating";
+    await fs.mkdir(path.dirname(this.consoleLogPath(r.hostname)), { recursive: true, mode: 0o700 });
+    await fs.mkdir(this.agentDir(r.hostname), { recursive: true, mode: 0o700 });
+    await fs.mkdir(this.bundleDir(r.hostname), { recursive: true, mode: 0o700 });
+    await fs.rm(this.agentSocket(r.hostname), { force: true });
+    await this.deps.storage.prepare(r.hostname, r.storageSizeBytes);
+    const rootfsDir = await this.deps.storage.mount(r.hostname);
+    const attachment = await this.deps.network.attach({ hostname: r.hostname, hostGroup: r.hostGroup, previousIp: r.ipCidr, override: r.network });
+    if (attachment.resolvConf !== undefined) await writeGuestFile(rootfsDir, "etc/resolv.conf", attachment.resolvConf);
+    await writeGuestFile(rootfsDir, "etc/hostname", `${r.hostname}\n`);
+    const userdata = r.userdata ?? group.userdata ?? (group.userdataFile ? await fs.readFile(group.userdataFile, "utf8") : undefined);
+    await this.deps.agent.writeBoot(this.agentDir(r.hostname), { hostname: r.hostname, userdata });
+    const id = this.containerId(r.hostname);
+    await this.deps.runtime.destroy(id);
+    await this.deps.runtime.create({
+      id, hostname: r.hostname, cpus: r.cpus, ramBytes: r.ramBytes, pidsLimit: this.deps.config.paddock.pidsLimit,
+      rootfsDir, bundleDir: this.bundleDir(r.hostname), agentDir: this.agentDir(r.hostname), netnsPath: attachment.netnsPath,
+      consoleLogPath: this.consoleLogPath(r.hostname), cgroupPath: `/paddock/${this.deps.config.paddock.tenantId}/${r.hostname}`,
+    });
+    const st = await this.deps.runtime.state(id);
+    if (st.status !== "running") throw new PaddockError("ERR_VM_START_FAILED", `sandbox ${id} is ${st.status} right after start; see the console log`);
+    vm.pid = st.pid;
+    vm.phase = "running";
+    void this.deliverSecrets(r);
+  }
+
+  /** Deliver secrets once the agent is up (best effort, bounded by 60 s). */
+  private async deliverSecrets(r: VmRecord): Promise<void> {
+    try {
+      await this.waitForAgent(r.hostname, "agent", 60_000);
+      await this.deps.agent.syncSecrets(this.agentSocket(r.hostname), r.secrets);
+    } catch (err) {
+      if (this.vms.get(r.hostname)?.phase === "running") this.log.warn("secret delivery failed", { hostname: r.hostname, err });
+    }
+  }
+
+  /**
+   * Poll the agent's health until `agent_uptime > 0` (and `userdata_ran` for `userdata`).
+   * @throws PaddockError ERR_VM_WAIT_TIMEOUT (408) after `timeoutMs`; ERR_VM_NOT_RUNNING if the VM stops meanwhile.
+   */
+  async waitForAgent(hostname: string, wait: "agent" | "userdata", timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let delay = 5;
+    for (;;) {
+      const vm = this.vms.get(hostname);
+      if (!vm || vm.phase === "deleting" || vm.phase === "stopped") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} stopped while waiting for its agent`);
+      try {
+        const h = await this.deps.agent.health(this.agentSocket(hostname), Math.max(50, Math.min(2000, deadline - Date.now())));
+        if (h.agent_uptime > 0 && (wait === "agent" || h.userdata_ran)) return;
+      } catch {}
+      if (Date.now() >= deadline) throw new PaddockError("ERR_VM_WAIT_TIMEOUT", `timed out after ${timeoutMs} ms waiting for ${wait} on ${hostname}; the VM was deleted`);
+      await sleep(Math.min(delay, Math.max(1, deadline - Date.now())));
+      delay = Math.min(delay * 2, 100);
+    }
+  }
+
+  // ── teardown ───────────────────────────────────────────────────────────────
+
+  /** Stop the sandbox and release its runtime, links and mounts; optionally its disk. Idempotent. */
+  private async teardown(vm: LiveVm, opts: { removeDisk: boolean; graceful?: boolean }): Promise<void> {
+    const h = vm.record.hostname;
+    const id = this.containerId(h);
+    const errors: unknown[] = [];
+    const step = async (what: string, fn: () => Promise<void>): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        errors.push(err);
+        this.log.error(`teardown: ${what} failed`, { hostname: h, err });
+      }
+    };
+    await step("stop", async () => {
+      const st = await this.deps.runtime.state(id);
+      if (st.status === "paused") await this.deps.runtime.resume(id);
+      if (st.status === "running" || st.status === "paused") {
+        const timeoutMs = opts.graceful === false || !this.deps.config.gracefulShutdown ? 0 : this.deps.config.paddock.stopTimeoutSeconds * 1000;
+        await this.deps.runtime.stop(id, timeoutMs);
+      }
+    });
+    await step("destroy", () => this.deps.runtime.destroy(id));
+    await step("network", () => this.deps.network.detach(h));
+    await step("unmount", () => this.deps.storage.unmount(h));
+    await step("agent dir", () => fs.rm(this.agentDir(h), { recursive: true, force: true }));
+    await step("bundle dir", () => fs.rm(this.bundleDir(h), { recursive: true, force: true }));
+    if (opts.removeDisk) {
+      await step("disk", () => this.deps.storage.remove(h));
+      await step("console log", () => fs.rm(this.consoleLogPath(h), { force: true }));
+    }
+    vm.pid = undefined;
+    if (errors.length > 0) throw new PaddockError("ERR_RUNTIME_FAILED", `cleanup of ${h} was incomplete: ${(errors[0] as Error).message}`, { cause: errors[0] });
+  }
+
+  /**
+   * Delete a VM and its disk (spec §2.2 DELETE). Config VMs are protected (403) unless `force`.
+   * @throws PaddockError ERR_VM_NOT_FOUND, ERR_VM_PROTECTED
+   */
+  async remove(hostname: string, opts: { hostGroup?: string; force?: boolean } = {}): Promise<{ diskRemoved: boolean }> {
+    const vm = this.live(hostname);
+    if (opts.hostGroup !== undefined && vm.record.hostGroup !== opts.hostGroup) throw new PaddockError("ERR_VM_NOT_FOUND", "VM not found");
+    if (vm.record.protected && !opts.force) throw new PaddockError("ERR_VM_PROTECTED", `VM ${hostname} was created from count: in the config and is protected`);
+    return this.withLock(hostname, async () => {
+      if (vm.phase === "deleting") throw new PaddockError("ERR_VM_NOT_FOUND", "VM not found");
+      vm.phase = "deleting";
+      try {
+        await this.teardown(vm, { removeDisk: true });
+      } finally {
+        this.vms.delete(hostname);
+        this.deps.network.release(hostname);
+        await this.persist();
+      }
+      this.deps.onEvent?.("delete", vm.record.hostGroup);
+      this.log.info("vm deleted", { hostname });
+      return { diskRemoved: true };
+    });
+  }
+
+  /**
+   * Shut a VM down (spec §2.3). `reboot` restarts the sandbox and keeps the VM; `shutdown`
+   * (and the default) leaves it stopped: a persistent VM becomes `Stopped`, an ephemeral one is
+   * reaped (record and disk removed). Returns once the VM has stopped.
+   * @throws PaddockError ERR_VM_NOT_FOUND, ERR_VM_NOT_RUNNING
+   */
+  async shutdown(hostname: string, action: "shutdown" | "reboot" | undefined): Promise<void> {
+    const vm = this.live(hostname);
+    if (action === "reboot") {
+      await this.withLock(hostname, async () => {
+        if (vm.phase !== "running" && vm.phase !== "paused") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} is not running`);
+        vm.phase = "stopping";
+        await this.teardown(vm, { removeDisk: false });
+        await this.boot(vm);
+      });
+      return;
+    }
+    if (!vm.record.persistent) {
+      await this.remove(hostname, { force: true });
+      return;
+    }
+    await this.withLock(hostname, async () => {
+      if (vm.phase === "stopped") return;
+      vm.phase = "stopping";
+      vm.record.desired = "stopped";
+      try {
+        await this.teardown(vm, { removeDisk: false });
+      } finally {
+        vm.phase = "stopped";
+        await this.persist();
+      }
+    });
+  }
+
+  /**
+   * Bring a stopped persistent VM back with its disk, name and address (spec §2.2 relaunch).
+   * Waits for a stop in progress instead of answering 409.
+   * @throws PaddockError ERR_VM_NOT_FOUND, ERR_VM_ALREADY_RUNNING
+   */
+  async relaunch(hostname: string): Promise<CreateResponseWire> {
+    const vm = this.live(hostname);
+    await this.withLock(hostname, async () => {
+      if (vm.phase !== "stopped") throw new PaddockError("ERR_VM_ALREADY_RUNNING", `VM ${hostname} is already running`);
+      vm.record.desired = "running";
+      try {
+        await this.boot(vm);
+      } catch (err) {
+        await this.teardown(vm, { removeDisk: false }).catch(() => undefined);
+        vm.phase = "stopped";
+        throw new PaddockError("ERR_VM_START_FAILED", `relaunch of ${hostname} failed: ${(err as Error).message}`, { cause: err });
+      } finally {
+        await this.persist();
+      }
+    });
+    return this.toCreateResponse(vm.record);
+  }
+
+  /** Freeze a running VM (spec §2.3). @throws ERR_VM_NOT_FOUND, ERR_VM_NOT_RUNNING */
+  async pause(hostname: string): Promise<void> {
+    const vm = this.live(hostname);
+    await this.withLock(hostname, async () => {
+      if (vm.phase === "paused") return;
+      if (vm.phase !== "running") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} is not running`);
+      await this.deps.runtime.pause(this.containerId(hostname));
+      vm.phase = "paused";
+    });
+  }
+
+  /** Thaw a paused VM. @throws ERR_VM_NOT_FOUND, ERR_VM_NOT_RUNNING */
+  async resume(hostname: string): Promise<void> {
+    const vm = this.live(hostname);
+    await this.withLock(hostname, async () => {
+      if (vm.phase === "running") return;
+      if (vm.phase !== "paused") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} is not paused`);
+      await this.deps.runtime.resume(this.containerId(hostname));
+      vm.phase = "running";
+    });
+  }
+
+  /** Apply a tags PATCH atomically (spec §2.2). @throws ERR_VM_NOT_FOUND */
+  async patchTags(hostname: string, patch: TagPatch): Promise<string[]> {
+    const vm = this.live(hostname);
+    vm.record.tags = applyTagPatch(vm.record.tags, patch);
+    await this.persist();
+    return [...vm.record.tags];
+  }
+
+  // ── start-up reconciliation, reaper, stop ─────────────────────────────────
+
+  /**
+   * Reconcile with what the last run left (STYLE.md §11: assume SIGKILL): ephemeral VMs are
+   * removed entirely; persistent VMs still running are re-attached, stopped ones stay Stopped
+   * (config VMs are relaunched); sandboxes, mounts and disks that belong to no record are
+   * removed; then the `count: N` VMs are created. Starts the reaper.
+   */
+  async start(): Promise<void> {
+    const state = await this.deps.store.init();
+    if (state.tenantId !== this.deps.config.paddock.tenantId) {
+      throw new PaddockError("ERR_STATE_CORRUPT", `state file ${this.deps.store.file} belongs to tenant ${state.tenantId}, not ${this.deps.config.paddock.tenantId}`);
+    }
+    for (const [g, n] of Object.entries(state.counters)) this.counters.set(g, n);
+    const groups = new Set(this.deps.config.hostGroups.map((g) => g.name));
+    for (const record of Object.values(state.vms)) {
+      const vm: LiveVm = { record, phase: "stopped", pid: undefined };
+      const id = this.containerId(record.hostname);
+      const st = await this.deps.runtime.state(id).catch(() => ({ status: "absent" as const, pid: undefined }));
+      if (!record.persistent || !groups.has(record.hostGroup)) {
+        this.log.info("removing VM left by the previous run", { hostname: record.hostname, persistent: record.persistent });
+        await this.teardown(vm, { removeDisk: true, graceful: false }).catch((err: unknown) => this.log.error("cleanup failed", { hostname: record.hostname, err }));
+        continue;
+      }
+      this.deps.network.reserve({ hostname: record.hostname, hostGroup: record.hostGroup, previousIp: record.ipCidr, override: record.network });
+      this.vms.set(record.hostname, vm);
+      if (st.status === "running" || st.status === "paused") {
+        vm.phase = st.status;
+        vm.pid = st.pid;
+        this.log.info("re-attached running VM", { hostname: record.hostname, pid: st.pid });
+        continue;
+      }
+      await this.teardown(vm, { removeDisk: false, graceful: false }).catch((err: unknown) => this.log.error("cleanup failed", { hostname: record.hostname, err }));
+      vm.phase = "stopped";
+      // Config VMs come back on every start (seed); other persistent VMs wait for relaunch.
+      if (record.protected) {
+        await this.withLock(record.hostname, () => this.boot(vm)).catch(async (err: unknown) => {
+          this.log.error("relaunch of config VM failed", { hostname: record.hostname, err });
+          await this.teardown(vm, { removeDisk: false }).catch(() => undefined);
+          vm.phase = "stopped";
+        });
+      }
+    }
+    await this.sweep();
+    await this.persist();
+    for (const g of this.deps.config.hostGroups) {
+      for (let i = 1; i <= g.count; i++) {
+        const hostname = `${g.name}-${i}`;
+        if (this.vms.has(hostname)) continue;
+        await this.create(g.name, { cpus: g.vcpu, ramBytes: g.ramBytes, persistent: true, tags: [], userdata: undefined, secrets: undefined, network: undefined }, undefined, { protected: true, index: i });
+      }
+    }
+    this.reaper = setInterval(() => void this.reap(), this.deps.reapIntervalMs ?? 1000);
+    this.reaper.unref();
+  }
+
+  /** Remove sandboxes, mounts and disks of this tenant that no record owns. */
+  private async sweep(): Promise<void> {
+    const keep = new Set(this.vms.keys());
+    const prefix = this.containerPrefix();
+    for (const id of await this.deps.runtime.list(prefix)) {
+      const hostname = id.slice(prefix.length);
+      if (keep.has(hostname)) continue;
+      this.log.warn("removing orphan sandbox", { id });
+      await this.deps.runtime.destroy(id).catch((err: unknown) => this.log.error("orphan removal failed", { id, err }));
+    }
+    await this.deps.storage.sweep(keep);
+    for (const dir of ["vms", "bundles"]) {
+      const base = path.join(this.deps.config.paddock.runDir, dir);
+      for (const entry of await fs.readdir(base).catch(() => [] as string[])) {
+        if (!keep.has(entry)) await fs.rm(path.join(base, entry), { recursive: true, force: true }).catch(() => undefined);
+      }
+    }
+  }
+
+  /**
+   * Guest-exit reaper (seed: "the daemon's reaper notices and cleans up"): a running VM whose
+   * sandbox has stopped is removed (ephemeral) or marked Stopped (persistent; config VMs are
+   * relaunched).
+   */
+  private async reap(): Promise<void> {
+    for (const vm of [...this.vms.values()]) {
+      if (vm.phase !== "running" || vm.pid === undefined || pidAlive(vm.pid)) continue;
+      const h = vm.record.hostname;
+      await this.withLock(h, async () => {
+        if (vm.phase !== "running" || (vm.pid !== undefined && pidAlive(vm.pid))) return;
+        const st = await this.deps.runtime.state(this.containerId(h));
+        if (st.status === "running" || st.status === "paused") {
+          vm.pid = st.pid;
+          return;
+        }
+        this.log.info("guest exited", { hostname: h, persistent: vm.record.persistent });
+        if (!vm.record.persistent) {
+          vm.phase = "deleting";
+          try {
+            await this.teardown(vm, { removeDisk: true, graceful: false });
+          } finally {
+            this.vms.delete(h);
+            this.deps.network.release(h);
+            await this.persist();
+          }
+          return;
+        }
+        vm.phase = "stopping";
+        await this.teardown(vm, { removeDisk: false, graceful: false }).catch(() => undefined);
+        vm.phase = "stopped";
+        await this.persist();
+      }).catch((err: unknown) => this.log.error("reaper failed", { hostname: h, err }));
+    }
+  }
+
+  /**
+   * Stop the service for a daemon shutdown (spec §3.5): ephemeral VMs are stopped and
+   * deleted; persistent and config VMs keep running (sandboxes are detached) and are
+   * re-attached by the next start. With `purge`, every VM and disk is removed.
+   */
+  async stop(opts: { purge?: boolean } = {}): Promise<void> {
+    this.stopping = true;
+    if (this.reaper) clearInterval(this.reaper);
+    await Promise.all([...this.locks.values()]);
+    const work = [...this.vms.values()].map(async (vm) => {
+      if (!opts.purge && vm.record.persistent) return;
+      await this.withLock(vm.record.hostname, async () => {
+        vm.phase = "deleting";
+        await this.teardown(vm, { removeDisk: true }).catch((err: unknown) => this.log.error("teardown at stop failed", { hostname: vm.record.hostname, err }));
+        this.vms.delete(vm.record.hostname);
+        this.deps.network.release(vm.record.hostname);
+      });
+    });
+    await Promise.all(work);
+    await this.persist().catch((err: unknown) => this.log.error("state write at stop failed", { err }));
+  }
+}
+
+function wireStatus(phase: VmPhase): WireStatus {
+  if (phase === "paused") return "Paused";
+  if (phase === "stopped" || phase === "stopping") return "Stopped";
+  return "Running";
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Write a file inside a guest rootfs without following guest symlinks out of it. */
+async function writeGuestFile(rootfsDir: string, rel: string, content: string): Promise<void> {
+  const target = path.join(rootfsDir, rel);
+  const st = await fs.lstat(target).catch(() => undefined);
+  if (st?.isSymbolicLink()) await fs.rm(target);
+  await fs.mkdir(path.dirname(target), { recursive: true });
+  await fs.writeFile(target, content, { mode: 0o644 });
+}

@@ -1,0 +1,69 @@
+/**
+ * VM records and wire shapes of the tenant daemon (spec §2.2, seed "Lifecycle").
+ */
+import type { VmNetworkOverride } from "../network/network.js";
+
+/** What is persisted per VM in `<state>/state.json`. */
+export interface VmRecord {
+  hostname: string;
+  hostGroup: string;
+  /** N of `<hostgroup>-N`. */
+  index: number;
+  cpus: number;
+  ramBytes: number;
+  storageSizeBytes: number;
+  /** Survives daemon restarts and guest exits (API `persistent: true`, and every config VM). */
+  persistent: boolean;
+  /** Created from `count: N`: DELETE ⇒ 403, relaunched on every daemon start. */
+  protected: boolean;
+  tags: string[];
+  /** RFC3339. */
+  createdAt: string;
+  /** `a.b.c.d/prefix`, or "" when the VM has no network address. */
+  ipCidr: string;
+  userdata: string | undefined;
+  /** Secret names this VM may read; undefined ⇒ all (spec §3.8). */
+  secrets: string[] | undefined;
+  network: VmNetworkOverride | undefined;
+  /** What the operator last asked for; a persistent VM that is `stopped` stays down on restart. */
+  desired: "running" | "stopped";
+}
+
+/** The daemon's state file. */
+export interface DaemonState {
+  schemaVersion: 1;
+  tenantId: string;
+  /** Highest N handed out per host group (names are never handed out twice, spec §3.1). */
+  counters: Record<string, number>;
+  vms: Record<string, VmRecord>;
+}
+
+/** Live status of a VM, in memory. `Stopped` is the only one a non-running VM can have. */
+export type VmPhase = "creating" | "running" | "paused" | "stopping" | "stopped" | "deleting";
+
+/** Slicer `status` strings (spec §2.2). */
+export type WireStatus = "Running" | "Paused" | "Stopped";
+
+/** A Node object as listed by `GET /nodes` (spec §2.2). */
+export interface NodeWire {
+  hostname: string;
+  hostgroup: string;
+  ip: string;
+  ram_bytes: number;
+  cpus: number;
+  created_at: string;
+  arch: string;
+  tags: string[];
+  status: WireStatus;
+  persistent: boolean;
+}
+
+/** The create / relaunch response (spec §2.2). */
+export interface CreateResponseWire {
+  hostname: string;
+  hostgroup: string;
+  ip: string;
+  created_at: string;
+  arch: string;
+  persistent: boolean;
+}
