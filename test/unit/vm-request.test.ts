@@ -1,0 +1,79 @@
+import { expect } from "chai";
+import { PaddockError } from "../../shared/errors.js";
+import type { HostGroupConfig } from "../../shared/tenant-config.js";
+import {
+  applyTagPatch, matchesTagFilter, parseCreateVmRequest, parseTagFilter, parseTagPatch, parseWaitQuery,
+} from "../../tenant-daemon/vm/vm-request.js";
+
+const group: HostGroupConfig = {
+  name: "sbox", count: 0, vcpu: 2, ramBytes: 4 * 2 ** 30, storage: "image", storageSizeBytes: 2 ** 30, persistent: false,
+  userdata: undefined, userdataFile: undefined, dnsServers: [], gpuCount: 0, network: { mode: "isolated", range: undefined, drop: [], allow: [] },
+};
+
+function code(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).to.be.instanceOf(PaddockError);
+    return (err as PaddockError).code;
+  }
+  return "no error";
+}
+
+describe("VM create request (seed: VM size at launch)", () => {
+  it("omitted sizes get the host group's defaults", () => {
+    expect(parseCreateVmRequest({}, group)).to.include({ cpus: 2, ramBytes: 4 * 2 ** 30, persistent: false });
+  });
+  it("smaller sizes are honoured as-is, zero means default", () => {
+    expect(parseCreateVmRequest({ cpus: 1, ram_bytes: 2 ** 30 }, group)).to.include({ cpus: 1, ramBytes: 2 ** 30 });
+    expect(parseCreateVmRequest({ cpus: 0, ram_bytes: 0 }, group)).to.include({ cpus: 2, ramBytes: 4 * 2 ** 30 });
+  });
+  it("larger sizes are a 400", () => {
+    expect(code(() => parseCreateVmRequest({ cpus: 8 }, group))).to.equal("ERR_VM_SIZE_EXCEEDED");
+    expect(code(() => parseCreateVmRequest({ ram_bytes: 16 * 2 ** 30 }, group))).to.equal("ERR_VM_SIZE_EXCEEDED");
+  });
+  it("wrong types and negative sizes are 400s", () => {
+    expect(code(() => parseCreateVmRequest({ cpus: "2" }, group))).to.equal("ERR_VM_INVALID_REQUEST");
+    expect(code(() => parseCreateVmRequest({ cpus: -1 }, group))).to.equal("ERR_VM_INVALID_REQUEST");
+    expect(code(() => parseCreateVmRequest({ tags: [1] }, group))).to.equal("ERR_VM_INVALID_REQUEST");
+    expect(code(() => parseCreateVmRequest({ persistent: "yes" }, group))).to.equal("ERR_VM_INVALID_REQUEST");
+    expect(code(() => parseCreateVmRequest([], group))).to.equal("ERR_VM_INVALID_REQUEST");
+    expect(code(() => parseCreateVmRequest({ tags: ["x".repeat(1024 * 1024)] }, group))).to.equal("ERR_TAGS_INVALID");
+  });
+  it("ignores unknown fields", () => {
+    expect(parseCreateVmRequest({ hostname: "evil", count: 3 }, group).cpus).to.equal(2);
+  });
+  it("per-VM network overrides keep absent vs empty lists apart", () => {
+    expect(parseCreateVmRequest({ network: { allow: [] } }, group).network).to.deep.equal({ allow: [] });
+    const bridge = { ...group, network: { mode: "bridge" as const, bridge: undefined, tapPrefix: undefined, gateway: "10.0.0.1/24", range: undefined, addresses: [] } };
+    expect(code(() => parseCreateVmRequest({ network: { allow: [] } }, bridge))).to.equal("ERR_VM_INVALID_REQUEST");
+  });
+});
+
+describe("wait and timeout (spec §2.2)", () => {
+  it("accepts agent, userdata and Go durations; default 5m", () => {
+    expect(parseWaitQuery("agent", "2m0s")).to.deep.equal({ wait: "agent", timeoutMs: 120_000 });
+    expect(parseWaitQuery("userdata", "60s")).to.deep.equal({ wait: "userdata", timeoutMs: 60_000 });
+    expect(parseWaitQuery(undefined, undefined)).to.deep.equal({ wait: undefined, timeoutMs: 300_000 });
+  });
+  it("rejects other wait values and bad durations", () => {
+    expect(code(() => parseWaitQuery("ready", undefined))).to.equal("ERR_QUERY_INVALID");
+    expect(code(() => parseWaitQuery("agent", "5 minutes"))).to.equal("ERR_QUERY_INVALID");
+  });
+});
+
+describe("tags (seed: tags for stable identity, spec §3.2)", () => {
+  it("filters exact and by prefix; both at once is a 400", () => {
+    expect(matchesTagFilter(["user=alice"], parseTagFilter("user=alice", undefined))).to.equal(true);
+    expect(matchesTagFilter(["user=alice"], parseTagFilter("user=al", undefined))).to.equal(false);
+    expect(matchesTagFilter(["user=alice"], parseTagFilter(undefined, "user="))).to.equal(true);
+    expect(code(() => parseTagFilter("a", "b"))).to.equal("ERR_QUERY_INVALID");
+  });
+  it("patches add/remove/replace and keeps name= immutable", () => {
+    expect(applyTagPatch(["name=x", "a"], parseTagPatch({ add: ["b"], remove: ["a"] }))).to.deep.equal(["name=x", "b"]);
+    expect(applyTagPatch(["name=x", "a"], parseTagPatch({ replace: [] }))).to.deep.equal(["name=x"]);
+    expect(code(() => parseTagPatch({ replace: ["a"], add: ["b"] }))).to.equal("ERR_TAGS_INVALID");
+    expect(code(() => parseTagPatch({ add: ["name=y"] }))).to.equal("ERR_TAGS_INVALID");
+    expect(code(() => parseTagPatch({}))).to.equal("ERR_TAGS_INVALID");
+  });
+});
