@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian 12 host for Paddock, idempotently:
+#   1. OS packages (runc, tini, nftables, iproute2, e2fsprogs, debootstrap, …) with apt;
+#   2. npm packages (npm ci) and the TypeScript build;
+#   3. the default base image `debian-12` in the image store (debootstrap, ~1 min, cached).
+# Needs root. Usage: bash scripts/setup.sh
+set -euo pipefail
+root=$(cd -- "$(dirname -- "$0")/.." && pwd)
+cd "$root"
+step() { printf '\n==> [%s] %s\n' "$1" "$2" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/setup.sh must run as root (it installs OS packages, and Paddock needs root for runc, mounts and nftables)" >&2
+  exit 1
+fi
+
+step 1/4 "OS packages (apt)"
+pkgs=(runc tini nftables iproute2 e2fsprogs debootstrap util-linux tar ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "all present: ${pkgs[*]}" >&2
+fi
+
+step 2/4 "npm packages"
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+else
+  echo "node_modules is current" >&2
+fi
+
+step 3/4 "TypeScript build"
+npm run --silent build
+
+step 4/4 "base image debian-12 (debootstrap; cached after the first run)"
+node dist/tenant-daemon/images/build-main.js --name debian-12
+
+echo >&2
+echo "setup done." >&2
