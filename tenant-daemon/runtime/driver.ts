@@ -29,6 +29,11 @@ export interface VmRuntimeSpec {
   consoleLogPath: string;
   /** cgroup path relative to the hierarchy root, e.g. `/paddock/<tenant>/<hostname>`. */
   cgroupPath: string;
+  /**
+   * The guest's init command; undefined ⇒ tini running the guest agent
+   * (`DEFAULT_GUEST_ARGS` in oci-spec.ts). Tests and debugging use other commands.
+   */
+  args?: readonly string[];
 }
 
 /** Where the agent directory appears inside the guest. */

@@ -1,0 +1,275 @@
+/**
+ * Per-VM storage (DESIGN.md §3 "Storage `image`"): a sparse ext4 file of `storage_size` per
+ * VM, loop-mounted, holding the upper and work dirs of an overlay whose lower layer is the
+ * read-only base image rootfs.
+ *
+ * ```
+ * <stateDir>/disks/<hostname>.img          sparse ext4 file (kept for persistent VMs)
+ * <runDir>/bundles/<hostname>/disk/        loop mount of the .img (upper/, work/ inside)
+ * <runDir>/bundles/<hostname>/rootfs/      overlay lowerdir=<image rootfs>,upperdir=disk/upper,workdir=disk/work
+ * ```
+ *
+ * A full disk is ENOSPC inside the VM only: every write the VM makes lands in the upper layer,
+ * i.e. on the loop filesystem, whose size is fixed. The lower layer is never written through
+ * an overlay (overlayfs copies up on write), so the VM can neither see beyond nor modify the
+ * base image. See https://docs.kernel.org/filesystems/overlayfs.html.
+ */
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { PaddockError, errnoCode, isPaddockError } from "../../shared/errors.js";
+import { run } from "../../shared/exec.js";
+import { sleep } from "../../shared/time.js";
+
+/** Smallest disk Paddock makes: ext4 with a journal needs a few MiB; 16 MiB leaves room for a useful upper layer. */
+export const MIN_DISK_BYTES = 16 * 1024 * 1024;
+const MKFS_TIMEOUT_MS = 120_000;
+const MOUNT_TIMEOUT_MS = 30_000;
+const UNMOUNT_RETRIES = 5;
+const UNMOUNT_RETRY_DELAY_MS = 200;
+
+/** Paths of one VM's mounts inside its bundle dir. */
+export function bundleMountPaths(bundleDir: string): { diskDir: string; rootfsDir: string; upperDir: string; workDir: string } {
+  const diskDir = path.join(bundleDir, "disk");
+  return { diskDir, rootfsDir: path.join(bundleDir, "rootfs"), upperDir: path.join(diskDir, "upper"), workDir: path.join(diskDir, "work") };
+}
+
+/** One line of /proc/self/mountinfo (the fields Paddock reads). */
+export interface MountInfo {
+  mountPoint: string;
+  fsType: string;
+  source: string;
+}
+
+/** Undo the octal escapes (`\040` = space, `\012` = newline) of /proc/self/mountinfo paths. */
+function unescapeMountField(p: string): string {
+  return p.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(Number.parseInt(oct, 8)));
+}
+
+/**
+ * Parse /proc/self/mountinfo text (pure). Format: proc(5) — `id parent major:minor root
+ * mountpoint options [optional…] - fstype source superoptions`.
+ */
+export function parseMountInfo(text: string): MountInfo[] {
+  const out: MountInfo[] = [];
+  for (const line of text.split("\n")) {
+    const sep = line.indexOf(" - ");
+    if (sep < 0) continue;
+    const pre = line.slice(0, sep).split(" ");
+    const post = line.slice(sep + 3).split(" ");
+    const mountPoint = pre[4];
+    if (mountPoint === undefined) continue;
+    out.push({ mountPoint: unescapeMountField(mountPoint), fsType: post[0] ?? "", source: unescapeMountField(post[1] ?? "") });
+  }
+  return out;
+}
+
+/** The current mount table of this process's mount namespace. */
+export async function readMounts(): Promise<MountInfo[]> {
+  return parseMountInfo(await fs.readFile("/proc/self/mountinfo", "utf8"));
+}
+
+/** True when `dir` is a mount point (exact path match in /proc/self/mountinfo). */
+export async function isMountPoint(dir: string): Promise<boolean> {
+  const abs = path.resolve(dir);
+  return (await readMounts()).some((m) => m.mountPoint === abs);
+}
+
+/** True when `child` is `parent` or inside it (pure, on resolved paths). */
+export function isPathUnder(child: string, parent: string): boolean {
+  const c = path.resolve(child);
+  const p = path.resolve(parent);
+  return c === p || c.startsWith(p.endsWith("/") ? p : p + "/");
+}
+
+/** overlayfs separates options with `,` and lower dirs with `:`; such paths cannot be passed safely. */
+function checkOverlayPath(what: string, p: string): void {
+  if (/[,:\\\n]/.test(p)) throw new PaddockError("ERR_STORAGE_FAILED", `${what} ${JSON.stringify(p)} contains a character overlayfs options cannot carry (, : \\ newline)`);
+}
+
+/**
+ * Create the VM's disk when missing: a sparse file of `sizeBytes`, formatted ext4. An existing
+ * disk is kept as is (persistent VM restart). Creation happens on `<diskPath>.tmp` and is
+ * renamed into place only after mkfs succeeded, so a crash never leaves a half-made disk
+ * under the real name.
+ *
+ * mkfs flags, for speed and safety on a fresh sparse file:
+ * - `-E lazy_itable_init=1,lazy_journal_init=1`: skip zeroing inode tables and the journal;
+ *   the file is sparse (reads as zeros) so there is nothing stale to zero, and mkfs stays
+ *   well under a second instead of writing every table.
+ * - `-E nodiscard`: discard on a fresh sparse file is a no-op that only costs time.
+ * - `-m 0`: no blocks reserved for root; the VM's root is its main user and a 5 % reserve
+ *   would silently shrink `storage_size`.
+ * - a journal is kept (default ext4 features) so a persistent VM's disk survives a host crash.
+ * - `-F`: the target is a regular file, not a block device.
+ *
+ * @returns true when a new disk was made, false when an existing one was kept
+ * @throws PaddockError ERR_STORAGE_FAILED (mkfs error, size below {@link MIN_DISK_BYTES})
+ */
+export async function prepareDisk(options: { diskPath: string; sizeBytes: number }): Promise<boolean> {
+  const { diskPath, sizeBytes } = options;
+  try {
+    const st = await fs.stat(diskPath);
+    if (st.isFile()) return false;
+    throw new PaddockError("ERR_STORAGE_FAILED", `disk path ${diskPath} exists and is not a regular file`);
+  } catch (err) {
+    if (errnoCode(err) !== "ENOENT") throw err;
+  }
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes < MIN_DISK_BYTES) {
+    throw new PaddockError("ERR_STORAGE_FAILED", `disk size ${sizeBytes} bytes is below the minimum of ${MIN_DISK_BYTES} bytes`);
+  }
+  await fs.mkdir(path.dirname(diskPath), { recursive: true, mode: 0o700 });
+  const tmp = `${diskPath}.tmp`;
+  await fs.rm(tmp, { force: true });
+  try {
+    const handle = await fs.open(tmp, "wx", 0o600);
+    try {
+      await handle.truncate(sizeBytes); // sparse: no blocks allocated yet
+    } finally {
+      await handle.close();
+    }
+    await run("mkfs.ext4", ["-q", "-F", "-m", "0", "-L", "paddock-vm", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", tmp], {
+      timeoutMs: MKFS_TIMEOUT_MS,
+      errorCode: "ERR_STORAGE_FAILED",
+    });
+    await fs.rename(tmp, diskPath);
+  } catch (err) {
+    await fs.rm(tmp, { force: true }).catch(() => undefined);
+    if (err instanceof PaddockError) throw err;
+    throw new PaddockError("ERR_STORAGE_FAILED", `creating disk ${diskPath} failed: ${(err as Error).message}`, { cause: err });
+  }
+  return true;
+}
+
+/**
+ * Mount the VM's root filesystem:
+ * 1. loop-mount the disk at `<bundle>/disk` (`mount -o loop` sets autoclear, so the loop
+ *    device goes away with the last unmount);
+ * 2. make `upper/` and `work/` on it;
+ * 3. mount the overlay at `<bundle>/rootfs`.
+ * Idempotent: a step whose mount is already there is skipped.
+ * @returns the rootfs directory (the overlay mount point)
+ * @throws PaddockError ERR_STORAGE_FAILED with mount's stderr (e.g. a corrupt disk)
+ */
+export async function mountRootfs(options: { diskPath: string; imageRootfs: string; bundleDir: string }): Promise<string> {
+  const p = bundleMountPaths(options.bundleDir);
+  const lower = path.resolve(options.imageRootfs);
+  checkOverlayPath("image rootfs", lower);
+  checkOverlayPath("bundle dir", p.upperDir);
+  await fs.mkdir(p.diskDir, { recursive: true, mode: 0o700 });
+  await fs.mkdir(p.rootfsDir, { recursive: true, mode: 0o755 });
+  const mounted = new Set((await readMounts()).map((m) => m.mountPoint));
+  let mountedDiskNow = false;
+  try {
+    if (!mounted.has(p.diskDir)) {
+      await run("mount", ["-t", "ext4", "-o", "loop,noatime", options.diskPath, p.diskDir], { timeoutMs: MOUNT_TIMEOUT_MS, errorCode: "ERR_STORAGE_FAILED" });
+      mountedDiskNow = true;
+    }
+    await fs.mkdir(p.upperDir, { recursive: true, mode: 0o755 });
+    await fs.mkdir(p.workDir, { recursive: true, mode: 0o700 });
+    if (!mounted.has(p.rootfsDir)) {
+      await run("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${p.upperDir},workdir=${p.workDir}`, p.rootfsDir], {
+        timeoutMs: MOUNT_TIMEOUT_MS,
+        errorCode: "ERR_STORAGE_FAILED",
+      });
+    }
+  } catch (err) {
+    if (mountedDiskNow) await unmountPath(p.diskDir).catch(() => undefined);
+    if (err instanceof PaddockError) throw err;
+    throw new PaddockError("ERR_STORAGE_FAILED", `mounting the rootfs in ${options.bundleDir} failed: ${(err as Error).message}`, { cause: err });
+  }
+  return p.rootfsDir;
+}
+
+/**
+ * Unmount `dir` if it is a mount point: retries while busy, then a lazy unmount (detached
+ * now, released when the last user goes) as the last resort.
+ * @returns "unmounted" | "lazy" | "not-mounted"
+ * @throws PaddockError ERR_STORAGE_FAILED when even the lazy unmount fails
+ */
+export async function unmountPath(dir: string): Promise<"unmounted" | "lazy" | "not-mounted"> {
+  const abs = path.resolve(dir);
+  let lastErr: unknown;
+  for (let attempt = 0; attempt < UNMOUNT_RETRIES; attempt++) {
+    if (!(await isMountPoint(abs))) return attempt === 0 ? "not-mounted" : "unmounted";
+    try {
+      await run("umount", [abs], { timeoutMs: MOUNT_TIMEOUT_MS, errorCode: "ERR_STORAGE_FAILED" });
+    } catch (err) {
+      if (!isPaddockError(err)) throw err;
+      lastErr = err;
+      await sleep(UNMOUNT_RETRY_DELAY_MS);
+    }
+  }
+  if (!(await isMountPoint(abs))) return "unmounted";
+  try {
+    await run("umount", ["-l", abs], { timeoutMs: MOUNT_TIMEOUT_MS, errorCode: "ERR_STORAGE_FAILED" });
+  } catch (err) {
+    throw new PaddockError("ERR_STORAGE_FAILED", `cannot unmount ${abs}: ${(err as Error).message}`, { cause: lastErr ?? err });
+  }
+  return "lazy";
+}
+
+/**
+ * Unmount the VM's overlay, then its disk (which frees the autoclear loop device).
+ * Idempotent: what is not mounted is skipped. Stop the VM first; while its sandbox runs, the
+ * sandbox's own mount namespace keeps the filesystems alive.
+ * @throws PaddockError ERR_STORAGE_FAILED
+ */
+export async function unmountRootfs(bundleDir: string): Promise<void> {
+  const p = bundleMountPaths(bundleDir);
+  await unmountPath(p.rootfsDir);
+  await unmountPath(p.diskDir);
+}
+
+/** Delete the VM's disk file (and a leftover `.tmp`); no-op when missing. */
+export async function removeDisk(diskPath: string): Promise<void> {
+  await fs.rm(diskPath, { force: true });
+  await fs.rm(`${diskPath}.tmp`, { force: true });
+}
+
+/** One loop device of `losetup -J`. */
+export interface LoopDevice {
+  name: string;
+  backFile: string;
+}
+
+/** Parse `losetup -J --list` output (pure). Empty output (no loop devices) ⇒ []. The kernel appends " (deleted)" to removed backing files. */
+export function parseLosetupJson(text: string): LoopDevice[] {
+  if (text.trim() === "") return [];
+  const parsed = JSON.parse(text) as { loopdevices?: { name?: unknown; "back-file"?: unknown }[] };
+  return (parsed.loopdevices ?? []).map((d) => ({
+    name: String(d.name ?? ""),
+    backFile: String(d["back-file"] ?? "").replace(/ \(deleted\)$/, ""),
+  }));
+}
+
+/**
+ * Crash cleanup: unmount everything mounted under `runDir` (deepest first; nothing outside
+ * it is touched), then detach loop devices whose backing file lies under `disksDir`.
+ * @returns what was cleaned, for the log
+ * @throws PaddockError ERR_STORAGE_FAILED when an unmount or detach fails
+ */
+export async function sweepStorage(options: { runDir: string; disksDir?: string }): Promise<{ unmounted: string[]; detached: string[] }> {
+  const runDir = path.resolve(options.runDir);
+  const under = (await readMounts()).map((m) => m.mountPoint).filter((mp) => mp !== runDir && isPathUnder(mp, runDir));
+  // Deepest first; the same path may be stacked several times.
+  under.sort((a, b) => b.split("/").length - a.split("/").length || b.localeCompare(a));
+  const unmounted: string[] = [];
+  for (const mp of under) {
+    if ((await unmountPath(mp)) !== "not-mounted") unmounted.push(mp);
+  }
+  const detached: string[] = [];
+  if (options.disksDir !== undefined) {
+    const disksDir = path.resolve(options.disksDir);
+    const r = await run("losetup", ["-J", "--list"], { errorCode: "ERR_STORAGE_FAILED" });
+    for (const dev of parseLosetupJson(r.stdout)) {
+      if (dev.backFile === "" || !isPathUnder(dev.backFile, disksDir)) continue;
+      const d = await run("losetup", ["-d", dev.name], { allowFailure: true });
+      // A device that vanished meanwhile (autoclear) is fine.
+      if (d.exitCode !== 0 && !/No such device/i.test(d.stderr)) {
+        throw new PaddockError("ERR_STORAGE_FAILED", `losetup -d ${dev.name} failed: ${d.stderr.trim()}`);
+      }
+      detached.push(dev.name);
+    }
+  }
+  return { unmounted, detached };
+}

@@ -1,0 +1,140 @@
+/**
+ * The tenant's VM storage, by hostname: the adapter the VM service uses (its `VmStorage` port)
+ * over the disk and mount primitives of vm-disk.ts.
+ *
+ * ```
+ * <stateDir>/disks/<hostname>.img     <runDir>/bundles/<hostname>/{disk,rootfs}
+ * ```
+ */
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { silentLogger, type Logger } from "../../shared/logger.js";
+import { errnoCode } from "../../shared/errors.js";
+import { run } from "../../shared/exec.js";
+import {
+  bundleMountPaths,
+  isMountPoint,
+  isPathUnder,
+  mountRootfs,
+  parseLosetupJson,
+  prepareDisk,
+  readMounts,
+  removeDisk,
+  unmountPath,
+  unmountRootfs,
+} from "./vm-disk.js";
+
+/** Options of {@link createVmStorage}. */
+export interface VmStorageOptions {
+  /** Tenant state dir; disks live in `<stateDir>/disks/`. */
+  stateDir: string;
+  /** Tenant run dir; mounts live in `<runDir>/bundles/<hostname>/`. */
+  runDir: string;
+  /** The base image rootfs (overlay lower layer), from `resolveImage`. */
+  imageRootfs: string;
+  logger?: Logger;
+}
+
+/** Per-VM storage by hostname (see the VM service's `VmStorage` port). */
+export interface TenantVmStorage {
+  /** Create `<stateDir>/disks/<hostname>.img` if missing (sparse ext4 of `sizeBytes`); an existing disk is kept. */
+  prepare(hostname: string, sizeBytes: number): Promise<void>;
+  /** Mount disk + overlay; returns the rootfs dir. Idempotent. */
+  mount(hostname: string): Promise<string>;
+  /** Unmount overlay then disk. Idempotent. */
+  unmount(hostname: string): Promise<void>;
+  /** Delete the disk file. Idempotent. */
+  remove(hostname: string): Promise<void>;
+  /**
+   * Crash cleanup: unmount every mount under `<runDir>/bundles/<h>` and detach every loop
+   * device backed by `<stateDir>/disks/<h>.img`, then delete the disk file, for each
+   * hostname `h` not in `keep`. Mounts of kept VMs are left alone.
+   */
+  sweep(keep: ReadonlySet<string>): Promise<void>;
+  /** Used and total bytes of the VM's disk filesystem; undefined when not mounted. */
+  usage(hostname: string): Promise<{ usedBytes: number; totalBytes: number } | undefined>;
+  /** Host paths of one VM's storage (for logs and tests). */
+  paths(hostname: string): { diskPath: string; bundleDir: string; diskDir: string; rootfsDir: string };
+}
+
+/** Hostnames are `<hostgroup>-N`; refuse anything that could escape the tenant's dirs. */
+function checkHostname(hostname: string): void {
+  if (!/^[a-z0-9][a-z0-9-]{0,62}$/i.test(hostname)) throw new RangeError(`invalid hostname ${JSON.stringify(hostname)}`);
+}
+
+/** Build the tenant's VM storage (no I/O until used). */
+export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
+  const log = options.logger ?? silentLogger;
+  const disksDir = path.join(options.stateDir, "disks");
+  const bundlesDir = path.join(options.runDir, "bundles");
+  const paths = (hostname: string): { diskPath: string; bundleDir: string; diskDir: string; rootfsDir: string } => {
+    checkHostname(hostname);
+    const bundleDir = path.join(bundlesDir, hostname);
+    const m = bundleMountPaths(bundleDir);
+    return { diskPath: path.join(disksDir, `${hostname}.img`), bundleDir, diskDir: m.diskDir, rootfsDir: m.rootfsDir };
+  };
+
+  return {
+    paths,
+    async prepare(hostname, sizeBytes) {
+      const p = paths(hostname);
+      const started = Date.now();
+      if (await prepareDisk({ diskPath: p.diskPath, sizeBytes })) log.info("disk created", { hostname, sizeBytes, ms: Date.now() - started });
+    },
+    async mount(hostname) {
+      const p = paths(hostname);
+      return mountRootfs({ diskPath: p.diskPath, imageRootfs: options.imageRootfs, bundleDir: p.bundleDir });
+    },
+    async unmount(hostname) {
+      await unmountRootfs(paths(hostname).bundleDir);
+    },
+    async remove(hostname) {
+      await removeDisk(paths(hostname).diskPath);
+    },
+    async usage(hostname) {
+      const p = paths(hostname);
+      if (!(await isMountPoint(p.diskDir))) return undefined;
+      const st = await fs.statfs(p.diskDir);
+      return { usedBytes: (st.blocks - st.bfree) * st.bsize, totalBytes: st.blocks * st.bsize };
+    },
+    async sweep(keep) {
+      // 1. Mounts under bundles/<h> for h not kept, deepest first.
+      const orphanMounts = (await readMounts())
+        .map((m) => m.mountPoint)
+        .filter((mp) => {
+          if (!isPathUnder(mp, bundlesDir) || mp === path.resolve(bundlesDir)) return false;
+          const h = path.relative(bundlesDir, mp).split(path.sep)[0] ?? "";
+          return !keep.has(h);
+        })
+        .sort((a, b) => b.split("/").length - a.split("/").length || b.localeCompare(a));
+      for (const mp of orphanMounts) {
+        log.warn("unmounting orphan mount", { mountPoint: mp });
+        await unmountPath(mp).catch((err: unknown) => log.error("orphan unmount failed", { mountPoint: mp, err }));
+      }
+      // 2. Loop devices backed by orphan disks (left when a lazy unmount or a crash skipped autoclear).
+      const losetup = await run("losetup", ["-J", "--list"], { allowFailure: true });
+      if (losetup.exitCode === 0) {
+        for (const dev of parseLosetupJson(losetup.stdout)) {
+          if (!isPathUnder(dev.backFile, disksDir)) continue;
+          const h = path.basename(dev.backFile).replace(/\.img(\.tmp)?$/, "");
+          if (keep.has(h)) continue;
+          log.warn("detaching orphan loop device", { device: dev.name, backFile: dev.backFile });
+          await run("losetup", ["-d", dev.name], { allowFailure: true });
+        }
+      }
+      // 3. Disk files of no VM.
+      let entries: string[] = [];
+      try {
+        entries = await fs.readdir(disksDir);
+      } catch (err) {
+        if (errnoCode(err) !== "ENOENT") throw err;
+      }
+      for (const entry of entries) {
+        const h = entry.replace(/\.img(\.tmp)?$/, "");
+        if (h === entry || keep.has(h)) continue;
+        log.warn("removing orphan disk", { disk: entry });
+        await fs.rm(path.join(disksDir, entry), { force: true });
+      }
+    },
+  };
+}
