@@ -1,0 +1,98 @@
+/**
+ * Daemon-side calls into a guest agent over its Unix socket: health (readiness) and secrets
+ * sync. Streaming endpoints are forwarded by agent-router.ts instead.
+ */
+import http from "node:http";
+import { PaddockError } from "../../shared/errors.js";
+import type { SecretStore } from "../secrets/secret-store.js";
+
+/** Agent health (spec §2.4); durations in integer nanoseconds. */
+export interface AgentHealthInfo {
+  hostname: string;
+  agent_uptime: number;
+  agent_version: string;
+  system_uptime: number;
+  userdata_ran: boolean;
+  userdata_exit_code?: number;
+  ip: string;
+}
+
+/**
+ * One JSON request to the agent, bounded by `timeoutMs`.
+ * @throws PaddockError ERR_VM_AGENT_UNAVAILABLE (503) when the agent does not answer in time,
+ *   is not listening, or answers non-2xx / non-JSON.
+ */
+export function agentJsonRequest(socketPath: string, method: string, path: string, body: unknown, timeoutMs: number): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const req = http.request(
+      {
+        socketPath,
+        method,
+        path,
+        headers: payload ? { "Content-Type": "application/json", "Content-Length": payload.length } : {},
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("error", (err) => reject(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent ${method} ${path}: ${err.message}`, { cause: err })));
+        res.on("end", () => {
+          clearTimeout(timer);
+          const text = Buffer.concat(chunks).toString("utf8");
+          const status = res.statusCode ?? 0;
+          if (status < 200 || status >= 300) {
+            reject(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent ${method} ${path} answered ${status}: ${text.slice(0, 500)}`));
+            return;
+          }
+          try {
+            resolve(text === "" ? {} : (JSON.parse(text) as unknown));
+          } catch (err) {
+            reject(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent ${method} ${path} answered invalid JSON`, { cause: err }));
+          }
+        });
+      },
+    );
+    const timer = setTimeout(() => {
+      req.destroy(new Error(`timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    req.on("error", (err) => {
+      clearTimeout(timer);
+      reject(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent ${method} ${path}: ${err.message}`, { cause: err }));
+    });
+    req.end(payload);
+  });
+}
+
+/**
+ * `GET /v1/health` of the agent listening on `socketPath`.
+ * @throws PaddockError ERR_VM_AGENT_UNAVAILABLE when unreachable, slow (> `timeoutMs`) or malformed.
+ */
+export async function agentHealth(socketPath: string, timeoutMs: number): Promise<AgentHealthInfo> {
+  const body = await agentJsonRequest(socketPath, "GET", "/v1/health", undefined, timeoutMs);
+  const h = body as Partial<AgentHealthInfo>;
+  if (typeof h !== "object" || h === null || typeof h.agent_uptime !== "number" || typeof h.userdata_ran !== "boolean") {
+    throw new PaddockError("ERR_VM_AGENT_UNAVAILABLE", "guest agent health answer is missing agent_uptime/userdata_ran");
+  }
+  return h as AgentHealthInfo;
+}
+
+/**
+ * Push the VM's granted secrets to its agent (spec §3.8): all secrets when `allowedNames` is
+ * undefined, else only those names. The agent writes them to `/run/slicer/secrets/<name>` with
+ * the stored mode/uid/gid and removes files of secrets no longer granted.
+ * @returns the names the agent reports as synced.
+ * @throws PaddockError ERR_VM_AGENT_UNAVAILABLE when the agent refuses or is unreachable.
+ */
+export async function syncSecretsToAgent(
+  socketPath: string,
+  secrets: SecretStore,
+  allowedNames: readonly string[] | undefined,
+  timeoutMs = 30_000,
+): Promise<string[]> {
+  const list = await secrets.readForDelivery(allowedNames);
+  const body = {
+    secrets: list.map((s) => ({ name: s.info.name, data: s.data.toString("base64"), permissions: s.info.permissions, uid: s.info.uid, gid: s.info.gid })),
+  };
+  const res = (await agentJsonRequest(socketPath, "POST", "/v1/secrets/sync", body, timeoutMs)) as { synced?: unknown };
+  return Array.isArray(res.synced) ? res.synced.filter((n): n is string => typeof n === "string") : [];
+}

@@ -1,0 +1,141 @@
+/**
+ * The guest agent's request handler, independent of the transport (Unix socket under runc,
+ * vsock under Firecracker later). Routes under `/v1`: health, exec (+ background), cp, fs,
+ * secrets sync.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { networkInterfaces } from "node:os";
+import { readFileSync } from "node:fs";
+import { PaddockError } from "../../shared/errors.js";
+import type { AgentBootConfig } from "./boot.js";
+import { CopyHandler } from "./cp.js";
+import { BackgroundExecs } from "./exec-background.js";
+import { handleForegroundExec } from "./exec-foreground.js";
+import { FsHandler } from "./fs-ops.js";
+import { queryBool, sendError, sendJson, type AgentRequest } from "./http-util.js";
+import { handleSecretsSync } from "./secrets-sync.js";
+import type { UserdataState } from "./userdata.js";
+import type { UserDirectory } from "./users.js";
+
+/** Health JSON (spec §2.4). Durations are integer nanoseconds. */
+export interface AgentHealth {
+  hostname: string;
+  agent_uptime: number;
+  agent_version: string;
+  system_uptime: number;
+  userdata_ran: boolean;
+  userdata_exit_code?: number;
+  ip: string;
+}
+
+/** First non-loopback IPv4 address, "" if none. */
+export function primaryIpv4(): string {
+  for (const addrs of Object.values(networkInterfaces())) {
+    for (const a of addrs ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
+  }
+  return "";
+}
+
+/** `/proc/uptime` first field in ns (0 when unreadable). */
+export function systemUptimeNs(): number {
+  try {
+    const s = parseFloat(readFileSync("/proc/uptime", "utf8").split(" ")[0] ?? "0");
+    return Math.max(1, Math.round(s * 1e9));
+  } catch {
+    return 0;
+  }
+}
+
+/** Dependencies of {@link createAgentApp}. */
+export interface AgentAppDeps {
+  boot: AgentBootConfig;
+  users: UserDirectory;
+  /** Current userdata progress. */
+  userdata: () => UserdataState;
+  /** `process.hrtime.bigint()` at agent start. */
+  startedAtNs: bigint;
+}
+
+/** The agent app: a request listener plus a shutdown hook. */
+export interface AgentApp {
+  handle: (req: IncomingMessage, res: ServerResponse) => void;
+  shutdown: () => void;
+}
+
+/** Build the agent's handlers (composition happens in main.ts). */
+export function createAgentApp(deps: AgentAppDeps): AgentApp {
+  const bg = new BackgroundExecs(deps.users);
+  const cp = new CopyHandler(deps.users);
+  const fs = new FsHandler(deps.users);
+
+  const health = (): AgentHealth => {
+    const ud = deps.userdata();
+    return {
+      hostname: deps.boot.hostname,
+      agent_uptime: Math.max(1, Number(process.hrtime.bigint() - deps.startedAtNs)),
+      agent_version: deps.boot.agent_version,
+      system_uptime: systemUptimeNs(),
+      userdata_ran: ud.ran,
+      ...(ud.exitCode !== undefined ? { userdata_exit_code: ud.exitCode } : {}),
+      ip: primaryIpv4(),
+    };
+  };
+
+  const route = async (ctx: AgentRequest): Promise<void> => {
+    const { method, path } = ctx;
+    const notAllowed = (): never => {
+      throw new PaddockError("ERR_METHOD_NOT_ALLOWED", `method ${method} not allowed on ${path}`);
+    };
+    if (path === "/health") {
+      if (method === "HEAD") {
+        ctx.res.writeHead(200, { "Content-Type": "application/json" });
+        ctx.res.end();
+        return;
+      }
+      if (method !== "GET") notAllowed();
+      sendJson(ctx.res, 200, health());
+      return;
+    }
+    if (path === "/exec" && method === "POST") {
+      if (queryBool(ctx.query, "background")) await bg.launch(ctx);
+      else handleForegroundExec(ctx, deps.users);
+      return;
+    }
+    if (path === "/exec" || path.startsWith("/exec/")) {
+      if (await bg.handle(ctx)) return;
+      notAllowed();
+    }
+    if (path === "/cp") {
+      if (method === "POST") await cp.upload(ctx);
+      else if (method === "GET") await cp.download(ctx);
+      else notAllowed();
+      return;
+    }
+    if (path.startsWith("/fs/") && (await fs.handle(ctx))) return;
+    if (path === "/secrets/sync") {
+      if (method !== "POST") notAllowed();
+      await handleSecretsSync(ctx, deps.boot.secrets_dir);
+      return;
+    }
+    throw new PaddockError("ERR_NOT_FOUND", `no agent route ${method} /v1${path}`);
+  };
+
+  const handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const url = new URL(req.url ?? "/", "http://agent");
+    if (!url.pathname.startsWith("/v1/")) {
+      sendError(res, new PaddockError("ERR_NOT_FOUND", `no agent route ${url.pathname}`));
+      return;
+    }
+    const ctx: AgentRequest = { req, res, method: req.method ?? "GET", path: url.pathname.slice(3), query: url.searchParams };
+    route(ctx).catch((err: unknown) => {
+      if (!(err instanceof PaddockError) || !err.isClientError) {
+        process.stderr.write(`paddock-agent: ${req.method} ${req.url}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      }
+      // Drain an unread upload so the client receives the error instead of a reset.
+      if (!req.readableEnded) req.resume();
+      sendError(res, err);
+    });
+  };
+
+  return { handle, shutdown: () => bg.shutdown() };
+}

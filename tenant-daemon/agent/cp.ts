@@ -1,0 +1,178 @@
+/**
+ * File copy (spec §2.7): `POST /v1/cp` host → guest and `GET /v1/cp` guest → host, legacy
+ * (`binary`, `tar`) and cp-v1 (`cp-v1-binary`, `cp-v1-tar`, `cp-v1-recursive`) modes. Bodies
+ * are streamed both ways; uploads go to a temp file that is renamed into place.
+ */
+import { randomBytes } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { chown, chmod, lstat, mkdir, rename, rm, stat } from "node:fs/promises";
+import path from "node:path";
+import { pipeline } from "node:stream/promises";
+import { PaddockError, errnoCode } from "../../shared/errors.js";
+import { badRequest, parseOctalMode, queryBool, formatOctalMode, type AgentRequest } from "./http-util.js";
+import { compileExcludes, createTarStream, extractTar } from "./tar.js";
+import { resolveGuestPath, type UserDirectory } from "./users.js";
+
+const POST_MODES = new Set(["binary", "tar", "cp-v1-binary", "cp-v1-tar"]);
+const GET_MODES = new Set(["binary", "tar", "cp-v1-binary", "cp-v1-tar", "cp-v1-recursive"]);
+
+/** Map filesystem errors to client errors where the client is at fault. */
+export function fsError(err: unknown, p: string): unknown {
+  const code = errnoCode(err);
+  if (code === "ENOENT") return new PaddockError("ERR_PATH_NOT_FOUND", `no such file or directory: ${p}`, { cause: err });
+  if (code === "ENOTDIR") return new PaddockError("ERR_PATH_INVALID", `not a directory: ${p}`, { cause: err });
+  if (code === "EISDIR") return new PaddockError("ERR_PATH_INVALID", `is a directory: ${p}`, { cause: err });
+  if (code === "EEXIST") return new PaddockError("ERR_PATH_INVALID", `already exists: ${p}`, { cause: err });
+  if (code === "ENOTEMPTY") return new PaddockError("ERR_PATH_INVALID", `directory not empty: ${p}`, { cause: err });
+  if (code === "ENOSPC" || code === "EDQUOT") return new PaddockError("ERR_BODY_TOO_LARGE", `no space left on device writing ${p}`, { cause: err });
+  if (code === "ELOOP") return new PaddockError("ERR_PATH_INVALID", `refusing to follow a symlink: ${p}`, { cause: err });
+  return err;
+}
+
+/** base64url without padding (spec §2.7 `X-Slicer-Source-Name-Base64`). */
+export function sourceNameHeader(name: string): string {
+  return Buffer.from(name, "utf8").toString("base64url").replace(/=+$/, "");
+}
+
+/** mkdir -p that chowns only the directories it creates. */
+async function mkdirOwned(dir: string, uid: number, gid: number): Promise<void> {
+  const missing: string[] = [];
+  let cur = dir;
+  for (;;) {
+    const st = await lstat(cur).catch(() => undefined);
+    if (st) {
+      if (!st.isDirectory()) throw new PaddockError("ERR_PATH_INVALID", `${cur} exists and is not a directory`);
+      break;
+    }
+    missing.unshift(cur);
+    const parent = path.dirname(cur);
+    if (parent === cur) break;
+    cur = parent;
+  }
+  for (const d of missing) {
+    await mkdir(d, { mode: 0o755 }).catch((err: unknown) => {
+      if (errnoCode(err) !== "EEXIST") throw err;
+    });
+    await chown(d, uid, gid);
+  }
+}
+
+function plainName(name: string | null): string {
+  if (name === null || name === "" || name === "." || name === ".." || name.includes("/") || name.includes("\0")) {
+    throw badRequest(`invalid source_name ${JSON.stringify(name)}`, "ERR_PATH_INVALID");
+  }
+  return name;
+}
+
+/** The cp route (agent side). */
+export class CopyHandler {
+  constructor(private readonly users: UserDirectory) {}
+
+  /** `POST /v1/cp` — host → guest. */
+  async upload(ctx: AgentRequest): Promise<void> {
+    const q = ctx.query;
+    const mode = q.get("mode") || "binary";
+    if (!POST_MODES.has(mode)) throw badRequest(`invalid mode: ${mode}`);
+    const who = this.users.resolve(q);
+    const rawPath = q.get("path");
+    const dest = resolveGuestPath(rawPath, who.home);
+    const perm = q.get("permissions");
+    const fileMode = perm !== null && perm !== "" ? parseOctalMode(perm) & 0o777 : undefined;
+    const excluded = compileExcludes(q.getAll("exclude"));
+    try {
+      if (mode === "binary" || mode === "cp-v1-binary") {
+        let target = dest.endsWith("/") && dest !== "/" ? dest.slice(0, -1) : dest;
+        if (mode === "cp-v1-binary") {
+          const st = await stat(target).catch(() => undefined);
+          if (dest.endsWith("/") && !st?.isDirectory()) throw badRequest(`destination ${dest} must be an existing directory`, "ERR_PATH_INVALID");
+          if (st?.isDirectory()) target = path.join(target, plainName(q.get("source_name")));
+        }
+        await this.writeFile(ctx, target, who.uid, who.gid, fileMode);
+      } else {
+        let dir = dest.endsWith("/") && dest !== "/" ? dest.slice(0, -1) : dest;
+        if (mode === "cp-v1-tar" && !queryBool(q, "copy_contents")) {
+          const st = await stat(dir).catch(() => undefined);
+          if (st && !st.isDirectory()) throw badRequest(`destination ${dir} is a file`, "ERR_PATH_INVALID");
+          if (st?.isDirectory()) dir = path.join(dir, plainName(q.get("source_name")));
+        }
+        await mkdirOwned(dir, who.uid, who.gid);
+        await extractTar(ctx.req, dir, { uid: who.uid, gid: who.gid, excluded, ...(fileMode !== undefined ? { fileMode } : {}) });
+      }
+    } catch (err) {
+      throw fsError(err, dest);
+    }
+    ctx.res.writeHead(200, { "Content-Type": "application/json", "Content-Length": 2 });
+    ctx.res.end("{}");
+  }
+
+  private async writeFile(ctx: AgentRequest, target: string, uid: number, gid: number, fileMode: number | undefined): Promise<void> {
+    const existing = await lstat(target).catch(() => undefined);
+    if (existing?.isDirectory()) throw badRequest(`destination ${target} is a directory`, "ERR_PATH_INVALID");
+    const mode = fileMode ?? (existing?.isFile() ? existing.mode & 0o777 : 0o644);
+    await mkdirOwned(path.dirname(target), uid, gid);
+    const tmp = path.join(path.dirname(target), `.paddock-upload-${randomBytes(8).toString("hex")}`);
+    try {
+      await pipeline(ctx.req, createWriteStream(tmp, { flags: "wx", mode: 0o600 }));
+      await chown(tmp, uid, gid);
+      await chmod(tmp, mode);
+      await rename(tmp, target); // replaces a symlink at `target` rather than following it
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
+  }
+
+  /** `GET /v1/cp` — guest → host. */
+  async download(ctx: AgentRequest): Promise<void> {
+    const q = ctx.query;
+    const accept = ctx.req.headers.accept ?? "";
+    const mode = q.get("mode") || (/application\/x-tar/.test(accept) ? "tar" : "binary");
+    if (!GET_MODES.has(mode)) throw badRequest(`invalid mode: ${mode}`);
+    const who = this.users.resolve(q);
+    const rawPath = q.get("path");
+    const src = resolveGuestPath(rawPath, who.home);
+    const st = await stat(src).catch((err: unknown) => {
+      throw fsError(err, src);
+    });
+    const v1 = mode.startsWith("cp-v1-");
+    const nameless = src === "/" || (rawPath ?? "").endsWith("/.");
+    const headers: Record<string, string | number> = {};
+    const asTar = mode === "tar" || mode === "cp-v1-tar" || (mode === "cp-v1-recursive" && st.isDirectory());
+    if (!asTar) {
+      if (st.isDirectory()) throw badRequest("must specify a file not a directory", "ERR_PATH_INVALID");
+      if (!st.isFile()) throw badRequest(`not a regular file: ${src}`, "ERR_PATH_INVALID");
+    } else if (mode === "cp-v1-tar" && !st.isDirectory()) {
+      throw badRequest(`not a directory: ${src}`, "ERR_PATH_INVALID");
+    }
+    if (v1) {
+      headers["X-Slicer-Source-Type"] = st.isDirectory() ? "directory" : "file";
+      if (!nameless) headers["X-Slicer-Source-Name-Base64"] = sourceNameHeader(path.basename(src.replace(/\/+$/, "")));
+    }
+    const { res } = ctx;
+    res.on("error", () => undefined);
+    if (asTar) {
+      res.writeHead(200, { ...headers, "Content-Type": "application/x-tar" });
+      const excluded = compileExcludes(q.getAll("exclude"));
+      await pipeline(createTarStream(src, excluded), res).catch((err: unknown) => {
+        res.destroy(err instanceof Error ? err : undefined);
+      });
+      return;
+    }
+    const stream = createReadStream(src);
+    await new Promise<void>((resolve, reject) => {
+      stream.once("open", () => resolve());
+      stream.once("error", reject);
+    }).catch((err: unknown) => {
+      throw fsError(err, src);
+    });
+    res.writeHead(200, {
+      ...headers,
+      "Content-Type": "application/octet-stream",
+      "Content-Length": st.size,
+      "X-Slicer-File-Mode": formatOctalMode(st.mode),
+    });
+    await pipeline(stream, res).catch((err: unknown) => {
+      res.destroy(err instanceof Error ? err : undefined);
+    });
+  }
+}

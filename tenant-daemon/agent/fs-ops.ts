@@ -1,0 +1,132 @@
+/**
+ * Filesystem endpoints (spec §2.8): readdir, stat, mkdir, remove. Symlinks are reported,
+ * never followed. Operations run as root and chown what they create (spec §1.7).
+ */
+import type { Stats } from "node:fs";
+import { chown, lstat, mkdir, readdir, rm, rmdir, unlink } from "node:fs/promises";
+import path from "node:path";
+import { PaddockError } from "../../shared/errors.js";
+import { rfc3339 } from "../../shared/time.js";
+import { fsError } from "./cp.js";
+import { badRequest, formatOctalMode, parseOctalMode, queryBool, readJsonObject, sendJson, type AgentRequest } from "./http-util.js";
+import { resolveGuestPath, type UserDirectory } from "./users.js";
+
+/** FSInfo (spec §2.8). */
+export interface FsInfo {
+  name: string;
+  type: "file" | "directory" | "symlink";
+  size: number;
+  /** RFC3339 (spec §5 #1). */
+  mtime: string;
+  mode: string;
+}
+
+/** Build an FSInfo from lstat output; other file types report as `file`. */
+export function toFsInfo(name: string, st: Stats): FsInfo {
+  const type = st.isSymbolicLink() ? "symlink" : st.isDirectory() ? "directory" : "file";
+  return { name, type, size: st.size, mtime: rfc3339(st.mtime), mode: formatOctalMode(st.mode) };
+}
+
+/** The `/fs/*` routes (agent side). */
+export class FsHandler {
+  constructor(private readonly users: UserDirectory) {}
+
+  /** Dispatch; false when the path is not an fs route. */
+  async handle(ctx: AgentRequest): Promise<boolean> {
+    const routes: Record<string, [string, (c: AgentRequest) => Promise<void>]> = {
+      "/fs/readdir": ["GET", (c) => this.readdir(c)],
+      "/fs/stat": ["GET", (c) => this.stat(c)],
+      "/fs/mkdir": ["POST", (c) => this.mkdir(c)],
+      "/fs/remove": ["DELETE", (c) => this.remove(c)],
+    };
+    const r = routes[ctx.path];
+    if (!r) return false;
+    if (ctx.method !== r[0]) throw new PaddockError("ERR_METHOD_NOT_ALLOWED", `method ${ctx.method} not allowed on ${ctx.path}`);
+    await r[1](ctx);
+    return true;
+  }
+
+  private target(ctx: AgentRequest, raw: string | null): string {
+    const who = this.users.resolve(ctx.query);
+    const p = resolveGuestPath(raw, who.home);
+    return p.length > 1 && p.endsWith("/") ? p.slice(0, -1) : p;
+  }
+
+  private async readdir(ctx: AgentRequest): Promise<void> {
+    const dir = this.target(ctx, ctx.query.get("path"));
+    const st = await lstat(dir).catch((e: unknown) => {
+      throw fsError(e, dir);
+    });
+    if (!st.isDirectory()) throw badRequest(`not a directory: ${dir}`, "ERR_PATH_INVALID");
+    const names = (await readdir(dir)).sort();
+    const out: FsInfo[] = [];
+    for (const n of names) {
+      const s = await lstat(path.join(dir, n)).catch(() => undefined);
+      if (s) out.push(toFsInfo(n, s));
+    }
+    sendJson(ctx.res, 200, out);
+  }
+
+  private async stat(ctx: AgentRequest): Promise<void> {
+    const p = this.target(ctx, ctx.query.get("path"));
+    const st = await lstat(p).catch((e: unknown) => {
+      throw fsError(e, p);
+    });
+    sendJson(ctx.res, 200, toFsInfo(p === "/" ? "/" : path.basename(p), st));
+  }
+
+  private async mkdir(ctx: AgentRequest): Promise<void> {
+    const body = await readJsonObject(ctx.req);
+    if (typeof body.path !== "string") throw badRequest("path is required", "ERR_PATH_INVALID");
+    const p = this.target(ctx, body.path);
+    const recursive = body.recursive === true;
+    const mode = typeof body.mode === "string" && body.mode !== "" ? parseOctalMode(body.mode, "mode") : 0o755;
+    const who = this.users.resolve(ctx.query);
+    const existing = await lstat(p).catch(() => undefined);
+    if (existing) {
+      if (existing.isDirectory() && recursive) {
+        sendJson(ctx.res, 200, toFsInfo(path.basename(p), existing));
+        return;
+      }
+      throw badRequest(`already exists: ${p}`, "ERR_PATH_INVALID");
+    }
+    // Create missing components one by one so that each new directory is chowned.
+    const missing: string[] = [];
+    for (let cur = p; ; cur = path.dirname(cur)) {
+      const st = await lstat(cur).catch(() => undefined);
+      if (st) {
+        if (!st.isDirectory()) throw badRequest(`not a directory: ${cur}`, "ERR_PATH_INVALID");
+        break;
+      }
+      missing.unshift(cur);
+      if (!recursive && missing.length > 1) throw new PaddockError("ERR_PATH_NOT_FOUND", `parent directory does not exist: ${path.dirname(p)}`);
+    }
+    try {
+      for (const d of missing) {
+        await mkdir(d, { mode: d === p ? mode : 0o755 });
+        await chown(d, who.uid, who.gid);
+      }
+    } catch (e) {
+      throw fsError(e, p);
+    }
+    sendJson(ctx.res, 200, toFsInfo(path.basename(p), await lstat(p)));
+  }
+
+  private async remove(ctx: AgentRequest): Promise<void> {
+    const p = this.target(ctx, ctx.query.get("path"));
+    if (p === "/") throw badRequest("refusing to remove /", "ERR_PATH_INVALID");
+    const recursive = queryBool(ctx.query, "recursive");
+    try {
+      const st = await lstat(p);
+      if (st.isDirectory()) {
+        if (recursive) await rm(p, { recursive: true, force: false });
+        else await rmdir(p);
+      } else {
+        await unlink(p);
+      }
+    } catch (e) {
+      throw fsError(e, p);
+    }
+    sendJson(ctx.res, 200, {});
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * Small HTTP helpers for the guest agent. The agent serves plain `node:http` (no Express) to
+ * keep its resident size small; these helpers give handlers the Slicer conventions: JSON
+ * bodies, the `{"error","code"}` error shape (spec §1.5), query parsing (§1.4) and the
+ * uid/gid convention (§1.7).
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { PaddockError, errorResponse, type ErrorCode } from "../../shared/errors.js";
+
+/** A parsed agent request: method, path below `/v1`, query. */
+export interface AgentRequest {
+  req: IncomingMessage;
+  res: ServerResponse;
+  method: string;
+  /** Path below `/v1`, e.g. `/exec/ex_1/logs`. */
+  path: string;
+  query: URLSearchParams;
+}
+
+/** Write a JSON response with `status`. */
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/**
+ * Answer an error in the Slicer shape. If the response already started, the socket is
+ * destroyed instead (STYLE.md §6) so the client sees a truncated stream rather than a lie.
+ */
+export function sendError(res: ServerResponse, err: unknown): void {
+  if (res.headersSent) {
+    res.destroy(err instanceof Error ? err : undefined);
+    return;
+  }
+  const { status, body } = errorResponse(err);
+  sendJson(res, status, body);
+}
+
+/** Shorthand for a client error. */
+export function badRequest(message: string, code: ErrorCode = "ERR_BAD_REQUEST"): PaddockError {
+  return new PaddockError(code, message);
+}
+
+/**
+ * Read a whole (small) request body, failing with 413 past `maxBytes`.
+ * Only for JSON control bodies; data bodies (stdin, cp) are always streamed.
+ */
+export async function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > maxBytes) throw new PaddockError("ERR_BODY_TOO_LARGE", `request body larger than ${maxBytes} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Parse a JSON object body leniently (spec §1.4: empty ⇒ `{}`). */
+export async function readJsonObject(req: IncomingMessage, maxBytes = 1 << 20): Promise<Record<string, unknown>> {
+  const raw = (await readBody(req, maxBytes)).toString("utf8").trim();
+  if (raw === "") return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch (err) {
+    throw new PaddockError("ERR_BODY_INVALID_JSON", "request body is not valid JSON", { cause: err });
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new PaddockError("ERR_BODY_INVALID_JSON", "request body must be a JSON object");
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/** Query boolean: `true`/`1` ⇒ true, `false`/`0`/absent/empty ⇒ false, anything else ⇒ 400 (spec §1.4). */
+export function queryBool(q: URLSearchParams, name: string): boolean {
+  const v = q.get(name);
+  if (v === null || v === "") return false;
+  const l = v.toLowerCase();
+  if (l === "true" || l === "1") return true;
+  if (l === "false" || l === "0") return false;
+  throw badRequest(`invalid boolean for ${name}: ${JSON.stringify(v)}`, "ERR_QUERY_INVALID");
+}
+
+/** Query integer (decimal, optional sign); absent/empty ⇒ undefined; anything else ⇒ 400. */
+export function queryInt(q: URLSearchParams, name: string): number | undefined {
+  const v = q.get(name);
+  if (v === null || v === "") return undefined;
+  if (!/^-?\d+$/.test(v)) throw badRequest(`invalid integer for ${name}: ${JSON.stringify(v)}`, "ERR_QUERY_INVALID");
+  const n = Number(v);
+  if (!Number.isSafeInteger(n)) throw badRequest(`integer out of range for ${name}`, "ERR_QUERY_INVALID");
+  return n;
+}
+
+/**
+ * Parse an octal permission string (`0644`, `755`, `0o600`) into mode bits (≤ 0o7777).
+ * @throws PaddockError ERR_BAD_REQUEST when malformed.
+ */
+export function parseOctalMode(text: string, what = "permissions"): number {
+  const t = text.trim().replace(/^0o/i, "");
+  if (!/^[0-7]{1,4}$/.test(t)) throw badRequest(`invalid ${what} ${JSON.stringify(text)}: expected an octal string such as 0644`);
+  return parseInt(t, 8);
+}
+
+/** Format mode bits as a 4-digit octal string (`0644`), permission and special bits only. */
+export function formatOctalMode(mode: number): string {
+  return (mode & 0o7777).toString(8).padStart(4, "0");
+}
