@@ -1,6 +1,7 @@
 /**
  * The tenant network interface (DESIGN.md §4) used by the VM service. The implementation
- * owns one nftables table per daemon and only the links it names deterministically.
+ * (tenant-network.ts) owns one nftables table per daemon and only the links it names
+ * deterministically (names.ts).
  */
 
 /** Per-VM firewall override from a create request (spec §2.2 `network`). */
@@ -15,6 +16,8 @@ export interface VmNetworkRequest {
   hostGroup: string;
   /** The address the VM had before (persistent VM after restart); reserved again if possible. */
   previousIp?: string | undefined;
+  /** The create request's `ip` (spec §2.2): must be a free VM address of the group (400/409 otherwise). */
+  requestedIp?: string | undefined;
   override?: VmNetworkOverride | undefined;
 }
 
@@ -28,18 +31,43 @@ export interface VmNetworkAttachment {
   resolvConf: string | undefined;
 }
 
+/** The describe-VM `network` object (spec §2.2 `GET /vm/{h}`). */
+export interface VmNetworkDescription {
+  mode: "bridge" | "isolated";
+  /** `vm` when the create request carried an override, else `host_group`. */
+  policy_source: "vm" | "host_group";
+  host_group: { allow: string[]; drop: string[] };
+  /** Present only with an override; a key present with `[]` was explicitly emptied. */
+  override?: { allow?: string[]; drop?: string[] };
+  effective: { allow: string[]; drop: string[] };
+}
+
 /** The network of one tenant daemon. */
 export interface TenantNetwork {
-  /** Create the table and group links, sweep leftovers of a previous run. */
+  /**
+   * Check ranges (refuse overlaps naming both sides), create the table and group bridges,
+   * remove dead leftovers of a previous run; a VM netns still used by a live process (a
+   * sandbox that survived a daemon crash) is kept and adopted by the next `reserve` of its
+   * hostname. @throws ERR_NETWORK_OVERLAP, ERR_NETWORK_SETUP_FAILED
+   */
   start(): Promise<void>;
-  /** Reserve an address for a VM (synchronous so concurrent creates never collide). @throws ERR_NETWORK_EXHAUSTED */
+  /**
+   * Reserve an address for a VM (synchronous so concurrent creates never collide).
+   * @returns `a.b.c.d/prefix`.
+   * @throws ERR_NETWORK_EXHAUSTED (409), ERR_NETWORK_ADDRESS_IN_USE (409), ERR_VM_INVALID_REQUEST (400),
+   *   ERR_HOSTGROUP_NOT_FOUND (404)
+   */
   reserve(req: VmNetworkRequest): string;
-  /** Build the VM's netns, links, routes and rules. @throws ERR_NETWORK_SETUP_FAILED (nothing left behind) */
+  /** Build the VM's netns, links, routes and rules (idempotent). @throws ERR_NETWORK_SETUP_FAILED (nothing left behind) */
   attach(req: VmNetworkRequest): Promise<VmNetworkAttachment>;
   /** Remove the VM's netns, links and rules (address stays reserved). Idempotent. */
   detach(hostname: string): Promise<void>;
   /** Free the VM's address. */
   release(hostname: string): void;
-  /** Remove everything this daemon created (links, table). */
+  /** The describe-VM `network` object of a reserved VM; undefined when unknown. */
+  describe(hostname: string): VmNetworkDescription | undefined;
+  /** Remove leftovers kept by `start` (live netns) that no `reserve` adopted. Call after reconcile. */
+  sweep(): Promise<void>;
+  /** Remove everything this daemon created (links, netns, bridges, table); works without `start` too (purge). */
   stop(): Promise<void>;
 }

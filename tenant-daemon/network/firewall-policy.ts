@@ -1,0 +1,130 @@
+/**
+ * Isolated-mode firewall semantics (spec §4.5), pure.
+ *
+ * Entries are `a.b.c.d`, `a.b.c.d/n` or either followed by `:port`. Decision for a packet:
+ * the most specific matching entry wins — longer prefix beats shorter; at equal prefix an
+ * entry with a port beats one without; at a full tie `drop` wins. When nothing matches, the
+ * default is `drop` if an `allow` list is non-empty (whitelist), else `accept` (spec §4.5:
+ * only drop ⇒ all else allowed; only allow ⇒ whitelist; neither ⇒ all allowed; both ⇒ the
+ * whitelist default, inferred). So `drop:[0.0.0.0/0]` + `allow:[ip:port]` admits exactly
+ * that port, and `drop:[192.168.1.0/24]` + `allow:[0.0.0.0/0]` admits all but the LAN.
+ */
+import { formatCidr, parseCidr, type Cidr } from "../../shared/cidr.js";
+import { PaddockError } from "../../shared/errors.js";
+import type { VmNetworkOverride } from "./network.js";
+
+/** One parsed allow/drop entry. `port` applies to TCP and UDP. */
+export interface FirewallEntry {
+  cidr: Cidr;
+  port: number | undefined;
+  /** The entry as written in config or request. */
+  text: string;
+}
+
+/** One compiled rule: first match wins in the order returned by {@link compileFirewall}. */
+export interface FirewallRule {
+  /** `a.b.c.d/n` */
+  cidr: string;
+  port: number | undefined;
+  verdict: "accept" | "drop";
+}
+
+/** Ordered rules plus the verdict when none matches. */
+export interface CompiledFirewall {
+  rules: FirewallRule[];
+  defaultVerdict: "accept" | "drop";
+}
+
+/** Both lists, always present (describe-VM `host_group` / `effective` shape, spec §2.2). */
+export interface FirewallLists {
+  allow: string[];
+  drop: string[];
+}
+
+/**
+ * Parse one entry.
+ * @throws PaddockError `ERR_VM_INVALID_REQUEST` naming the entry when it is not a CIDR, IP or ip:port.
+ */
+export function parseFirewallEntry(text: string): FirewallEntry {
+  const parts = text.trim().split(":");
+  if (parts.length > 2) throw new PaddockError("ERR_VM_INVALID_REQUEST", `invalid firewall entry ${JSON.stringify(text)}: expected a CIDR, an IP or ip:port`);
+  let cidr: Cidr;
+  try {
+    cidr = parseCidr(parts[0] ?? "");
+  } catch {
+    throw new PaddockError("ERR_VM_INVALID_REQUEST", `invalid firewall entry ${JSON.stringify(text)}: expected a CIDR, an IP or ip:port`);
+  }
+  let port: number | undefined;
+  if (parts[1] !== undefined) {
+    port = /^\d{1,5}$/.test(parts[1]) ? Number(parts[1]) : NaN;
+    if (!(port >= 1 && port <= 65535)) throw new PaddockError("ERR_VM_INVALID_REQUEST", `invalid port in firewall entry ${JSON.stringify(text)} (1-65535)`);
+  }
+  return { cidr, port, text };
+}
+
+/**
+ * Validate a create request's `network` override (spec §2.2): only for isolated groups,
+ * lists of strings, every entry parseable.
+ * @throws PaddockError `ERR_VM_INVALID_REQUEST`.
+ */
+export function validateOverride(override: unknown, mode: "bridge" | "isolated", group: string): VmNetworkOverride | undefined {
+  if (override === undefined || override === null) return undefined;
+  if (typeof override !== "object" || Array.isArray(override)) throw new PaddockError("ERR_VM_INVALID_REQUEST", "network must be an object {allow?: string[], drop?: string[]}");
+  if (mode !== "isolated") throw new PaddockError("ERR_VM_INVALID_REQUEST", `network overrides are only meaningful for isolated host groups; ${group} is in ${mode} mode`);
+  const out: VmNetworkOverride = {};
+  for (const key of ["allow", "drop"] as const) {
+    const v = (override as Record<string, unknown>)[key];
+    if (v === undefined) continue;
+    if (!Array.isArray(v) || v.some((e) => typeof e !== "string")) throw new PaddockError("ERR_VM_INVALID_REQUEST", `network.${key} must be a list of strings`);
+    for (const e of v as string[]) parseFirewallEntry(e);
+    out[key] = [...(v as string[])];
+  }
+  return out;
+}
+
+/** Effective lists: a key present in the override replaces the host group's list (`[]` empties it). */
+export function effectiveLists(hostGroup: FirewallLists, override: VmNetworkOverride | undefined): FirewallLists {
+  return {
+    allow: [...(override?.allow ?? hostGroup.allow)],
+    drop: [...(override?.drop ?? hostGroup.drop)],
+  };
+}
+
+/**
+ * Compile allow/drop lists to first-match rules implementing most-specific-wins (module doc).
+ * Rules made redundant by the default (e.g. the lone `allow 0.0.0.0/0` when the default is
+ * already accept) are kept: they are cheap and make the ruleset read like the config.
+ * @throws PaddockError `ERR_VM_INVALID_REQUEST` on an unparseable entry.
+ */
+export function compileFirewall(lists: FirewallLists): CompiledFirewall {
+  const entries = [
+    ...lists.drop.map((t) => ({ e: parseFirewallEntry(t), verdict: "drop" as const })),
+    ...lists.allow.map((t) => ({ e: parseFirewallEntry(t), verdict: "accept" as const })),
+  ];
+  entries.sort((a, b) =>
+    b.e.cidr.prefix - a.e.cidr.prefix ||
+    Number(b.e.port !== undefined) - Number(a.e.port !== undefined) ||
+    (a.verdict === b.verdict ? 0 : a.verdict === "drop" ? -1 : 1) ||
+    a.e.cidr.base - b.e.cidr.base ||
+    (a.e.port ?? 0) - (b.e.port ?? 0),
+  );
+  const seen = new Set<string>();
+  const rules: FirewallRule[] = [];
+  for (const { e, verdict } of entries) {
+    const key = `${formatCidr(e.cidr)}:${e.port ?? ""}`;
+    if (seen.has(key)) continue; // an identical earlier entry (drop sorts first on ties) already decides
+    seen.add(key);
+    rules.push({ cidr: formatCidr(e.cidr), port: e.port, verdict });
+  }
+  return { rules, defaultVerdict: lists.allow.length > 0 ? "drop" : "accept" };
+}
+
+/** Decide a destination by the compiled rules (for unit tests and the describe endpoint's reasoning). */
+export function decide(fw: CompiledFirewall, dst: number, port: number | undefined): "accept" | "drop" {
+  for (const r of fw.rules) {
+    const c = parseCidr(r.cidr);
+    const inCidr = c.prefix === 0 || (dst >>> (32 - c.prefix)) === (c.base >>> (32 - c.prefix));
+    if (inCidr && (r.port === undefined || r.port === port)) return r.verdict;
+  }
+  return fw.defaultVerdict;
+}

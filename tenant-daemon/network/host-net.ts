@@ -1,0 +1,211 @@
+/**
+ * Adapter for the host's network stack: `ip` (iproute2, JSON output with `-j`) and `nft`
+ * (nftables), always through shared/exec.ts `run` with argv arrays. No rules live here.
+ */
+import { promises as fs } from "node:fs";
+import { run } from "../../shared/exec.js";
+import { PaddockError } from "../../shared/errors.js";
+import { parseCidr, type Cidr } from "../../shared/cidr.js";
+
+const IP_TIMEOUT_MS = 15_000;
+const NFT_TIMEOUT_MS = 30_000;
+
+/** One link from `ip -j link show`. */
+export interface HostLink {
+  ifname: string;
+  /** `ip link set … alias` text, if any. */
+  ifalias: string | undefined;
+  /** Kind-independent: master bridge name, if enslaved. */
+  master: string | undefined;
+}
+
+/** One IPv4 address from `ip -j addr show`. */
+export interface HostAddress {
+  ifname: string;
+  /** Dotted quad. */
+  local: string;
+  prefixlen: number;
+}
+
+function parseJsonArray(text: string, what: string): unknown[] {
+  const t = text.trim();
+  if (t === "") return [];
+  try {
+    const v: unknown = JSON.parse(t);
+    return Array.isArray(v) ? v : [];
+  } catch (err) {
+    throw new PaddockError("ERR_NETWORK_SETUP_FAILED", `cannot parse ${what} output`, { cause: err });
+  }
+}
+
+function str(v: unknown): string | undefined {
+  return typeof v === "string" ? v : undefined;
+}
+
+/** Every link in the host namespace. */
+export async function listLinks(): Promise<HostLink[]> {
+  const r = await run("ip", ["-j", "link", "show"], { timeoutMs: IP_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+  return parseJsonArray(r.stdout, "ip -j link").flatMap((l) => {
+    const o = l as Record<string, unknown>;
+    const ifname = str(o.ifname);
+    return ifname === undefined ? [] : [{ ifname, ifalias: str(o.ifalias), master: str(o.master) }];
+  });
+}
+
+/** Every IPv4 address on a host interface. */
+export async function listAddresses(): Promise<HostAddress[]> {
+  const r = await run("ip", ["-j", "-4", "addr", "show"], { timeoutMs: IP_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+  const out: HostAddress[] = [];
+  for (const l of parseJsonArray(r.stdout, "ip -j addr")) {
+    const o = l as Record<string, unknown>;
+    const ifname = str(o.ifname);
+    const infos = Array.isArray(o.addr_info) ? (o.addr_info as Record<string, unknown>[]) : [];
+    for (const a of infos) {
+      const local = str(a.local);
+      if (ifname && local && a.family === "inet" && typeof a.prefixlen === "number") out.push({ ifname, local, prefixlen: a.prefixlen });
+    }
+  }
+  return out;
+}
+
+/** Names of every named network namespace (`ip netns list`). */
+export async function listNetns(): Promise<string[]> {
+  const r = await run("ip", ["-j", "netns", "list"], { timeoutMs: IP_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+  return parseJsonArray(r.stdout, "ip -j netns list").flatMap((n) => {
+    const name = str((n as Record<string, unknown>).name);
+    return name === undefined ? [] : [name];
+  });
+}
+
+/**
+ * Run `ip -batch -` (optionally inside `netns` with `-n`): stops at the first failing line.
+ * @throws PaddockError `ERR_NETWORK_SETUP_FAILED` with ip's stderr.
+ */
+export async function ipBatch(lines: readonly string[], netns?: string): Promise<void> {
+  const args = netns === undefined ? ["-batch", "-"] : ["-n", netns, "-batch", "-"];
+  await run("ip", args, { input: lines.join("\n") + "\n", timeoutMs: IP_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+}
+
+/** `ip link del <name>`; true when something was deleted. */
+export async function deleteLink(name: string): Promise<boolean> {
+  const r = await run("ip", ["link", "del", "dev", name], { timeoutMs: IP_TIMEOUT_MS, allowFailure: true });
+  return r.exitCode === 0;
+}
+
+/** `ip netns del <name>`; true when something was deleted. */
+export async function deleteNetns(name: string): Promise<boolean> {
+  const r = await run("ip", ["netns", "del", name], { timeoutMs: IP_TIMEOUT_MS, allowFailure: true });
+  return r.exitCode === 0;
+}
+
+/** Names of every nftables table of family `inet`. */
+export async function listInetTables(): Promise<string[]> {
+  const r = await run("nft", ["-j", "list", "tables", "inet"], { timeoutMs: NFT_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+  const doc = JSON.parse(r.stdout.trim() || "{}") as { nftables?: Record<string, unknown>[] };
+  return (doc.nftables ?? []).flatMap((e) => {
+    const t = e.table as Record<string, unknown> | undefined;
+    const name = str(t?.name);
+    return t && t.family === "inet" && name ? [name] : [];
+  });
+}
+
+/**
+ * Elements of an `ipv4_addr` interval set (`nft -j list set inet <table> <set>`), as CIDRs.
+ * Missing table or set ⇒ []. A range element `a-b` contributes its two ends as /32s (our own
+ * tables only ever hold prefixes).
+ */
+export async function readSetCidrs(table: string, set: string): Promise<Cidr[]> {
+  const r = await run("nft", ["-j", "list", "set", "inet", table, set], { timeoutMs: NFT_TIMEOUT_MS, allowFailure: true });
+  if (r.exitCode !== 0) return [];
+  const doc = JSON.parse(r.stdout.trim() || "{}") as { nftables?: Record<string, unknown>[] };
+  const out: Cidr[] = [];
+  for (const e of doc.nftables ?? []) {
+    const s = e.set as { elem?: unknown[] } | undefined;
+    for (const el of s?.elem ?? []) {
+      try {
+        if (typeof el === "string") out.push(parseCidr(el));
+        else if (typeof el === "object" && el !== null && "prefix" in el) {
+          const p = (el as { prefix: { addr: string; len: number } }).prefix;
+          out.push(parseCidr(`${p.addr}/${p.len}`));
+        } else if (typeof el === "object" && el !== null && "range" in el) {
+          const [a, b] = (el as { range: [string, string] }).range;
+          out.push(parseCidr(a), parseCidr(b));
+        }
+      } catch {
+        // an element we cannot read is not a range of ours to compare against
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Check (`nft -c -f -`) and then apply (`nft -f -`) a transaction. nft applies a file as one
+ * atomic transaction: on any error nothing changes (nft(8), "-f").
+ * @throws PaddockError `ERR_NETWORK_SETUP_FAILED` with nft's stderr.
+ */
+export async function applyNft(text: string): Promise<void> {
+  await run("nft", ["-c", "-f", "-"], { input: text, timeoutMs: NFT_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+  await run("nft", ["-f", "-"], { input: text, timeoutMs: NFT_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+}
+
+/**
+ * The host's own IPv4 resolvers from /etc/resolv.conf; when those are only loopback stubs
+ * (systemd-resolved's 127.0.0.53, unreachable from a VM), the upstream list in
+ * /run/systemd/resolve/resolv.conf. Never a public fallback.
+ */
+export async function readHostResolvers(files = ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"]): Promise<string[]> {
+  for (const f of files) {
+    let text: string;
+    try {
+      text = await fs.readFile(f, "utf8");
+    } catch {
+      continue;
+    }
+    const servers = parseResolvConfServers(text).filter((s) => !s.startsWith("127.") && s !== "0.0.0.0");
+    if (servers.length > 0) return servers;
+  }
+  return [];
+}
+
+/** IPv4 `nameserver` entries of a resolv.conf text (pure). */
+export function parseResolvConfServers(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split("\n")) {
+    const m = /^\s*nameserver\s+(\d{1,3}(?:\.\d{1,3}){3})\s*(?:#.*)?$/.exec(line);
+    if (m?.[1]) out.push(m[1]);
+  }
+  return out;
+}
+
+const IP_FORWARD = "/proc/sys/net/ipv4/ip_forward";
+
+/**
+ * Make sure IPv4 forwarding is on (VM traffic is routed by the host). Returns true when it
+ * had to be switched on (the caller logs it: it is a host-wide setting, left on at stop
+ * because other tenants may rely on it).
+ */
+export async function ensureIpForward(): Promise<boolean> {
+  const cur = (await fs.readFile(IP_FORWARD, "utf8")).trim();
+  if (cur === "1") return false;
+  await fs.writeFile(IP_FORWARD, "1\n");
+  return true;
+}
+
+/** Pids of processes living in a named netns (`ip netns pids`); [] when none or on error. */
+export async function netnsPids(name: string): Promise<number[]> {
+  const r = await run("ip", ["netns", "pids", name], { timeoutMs: IP_TIMEOUT_MS, allowFailure: true });
+  if (r.exitCode !== 0) return [];
+  return r.stdout.split(/\s+/).filter((s) => /^\d+$/.test(s)).map(Number);
+}
+
+/** First IPv4 address of `dev` inside netns `name` (bare), or undefined. */
+export async function netnsAddress(name: string, dev: string): Promise<string | undefined> {
+  const r = await run("ip", ["-n", name, "-j", "-4", "addr", "show", "dev", dev], { timeoutMs: IP_TIMEOUT_MS, allowFailure: true });
+  if (r.exitCode !== 0) return undefined;
+  for (const l of parseJsonArray(r.stdout, "ip -j addr")) {
+    const infos = (l as Record<string, unknown>).addr_info;
+    if (Array.isArray(infos)) for (const a of infos as Record<string, unknown>[]) if (typeof a.local === "string") return a.local;
+  }
+  return undefined;
+}

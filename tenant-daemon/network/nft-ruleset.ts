@@ -1,0 +1,168 @@
+/**
+ * The tenant's nftables table, rendered by a pure function (STYLE.md §13, DESIGN.md §4) and
+ * applied by the caller as one transaction. The text contains only this tenant's table
+ * (`inet paddock-<tenant>`): it is created if absent, deleted and re-added in the same
+ * `nft -f` transaction, so the kernel swaps it atomically and nothing else is touched.
+ * See nft(8) and https://wiki.nftables.org/wiki-nftables/index.php/Atomic_rule_replacement.
+ *
+ * Chains (all base chains `policy accept`, so traffic that is not ours is never affected;
+ * a drop in any table is final, so our drops hold whatever other tables accept):
+ * - `forward`: cross-tenant drop (both directions, every mode) → bridge anti-spoofing →
+ *   operator deny list → replies accepted → no new ingress into isolated VMs → per-VM chain
+ *   of each isolated VM (anti-spoofing, no VM↔VM, then the allow/drop policy).
+ * - `input`: our VMs never reach other tenants' addresses on the host, nor denied ones;
+ *   isolated VMs reach the host only with replies to connections the host opened.
+ * - `postrouting` (nat): egress masquerade of our ranges.
+ */
+import { cidrContains, formatCidr, parseCidr, type Cidr } from "../../shared/cidr.js";
+import type { CompiledFirewall } from "./firewall-policy.js";
+import { tableName, vmChainName } from "./names.js";
+
+/** A bridge-mode host group as the firewall sees it. */
+export interface RulesetBridge {
+  group: string;
+  bridge: string;
+  /** The gateway's network (`a.b.c.d/n`): the only sources allowed from the bridge. */
+  range: string;
+}
+
+/** An attached isolated VM. */
+export interface RulesetIsolatedVm {
+  hostname: string;
+  group: string;
+  /** Host-side veth. */
+  veth: string;
+  /** VM address (bare). */
+  ip: string;
+  firewall: CompiledFirewall;
+}
+
+/** Everything {@link renderRuleset} needs. Lists may come in any order; output is sorted. */
+export interface RulesetInput {
+  tenantId: string;
+  /** This tenant's ranges: isolated ranges and bridge networks. */
+  ownRanges: readonly string[];
+  /** Other tenants' ranges (config + ranges read from other `paddock-*` tables); always dropped. */
+  foreignRanges: readonly string[];
+  /** Operator deny list: CIDR, IP or `ip:port`; dropped for every VM (paddock.deny). */
+  deny: readonly string[];
+  bridges: readonly RulesetBridge[];
+  isolatedVms: readonly RulesetIsolatedVm[];
+}
+
+/**
+ * Sort CIDRs and drop those contained in another (nft interval sets refuse overlapping
+ * elements). Entries with a `:port` suffix contribute their address part.
+ */
+export function normaliseCidrs(list: readonly string[]): string[] {
+  const parsed: Cidr[] = list.map((t) => parseCidr(t.split(":")[0] ?? ""));
+  parsed.sort((a, b) => a.prefix - b.prefix || a.base - b.base);
+  const kept: Cidr[] = [];
+  for (const c of parsed) if (!kept.some((k) => k.prefix <= c.prefix && cidrContains(k, c.base))) kept.push(c);
+  kept.sort((a, b) => a.base - b.base || a.prefix - b.prefix);
+  return kept.map(formatCidr);
+}
+
+function q(name: string): string {
+  return JSON.stringify(name);
+}
+
+function elements(list: readonly string[]): string {
+  return list.length === 0 ? "" : `\t\telements = { ${list.join(", ")} }\n`;
+}
+
+/** `ip daddr X` (+ port match), in nft syntax; a /32 prints as the bare address. */
+function daddrMatch(entry: { cidr: string; port: number | undefined }): string {
+  const c = parseCidr(entry.cidr);
+  const addr = c.prefix === 32 ? formatCidr(c).replace(/\/32$/, "") : formatCidr(c);
+  const ip = c.prefix === 0 ? "meta nfproto ipv4" : `ip daddr ${addr}`;
+  return entry.port === undefined ? ip : `${ip} meta l4proto { tcp, udp } th dport ${entry.port}`;
+}
+
+function denyEntries(deny: readonly string[]): { cidr: string; port: number | undefined }[] {
+  return deny
+    .map((t) => {
+      const [a, p] = t.split(":");
+      return { cidr: formatCidr(parseCidr(a ?? "")), port: p === undefined ? undefined : Number(p) };
+    })
+    .sort((x, y) => x.cidr.localeCompare(y.cidr) || (x.port ?? 0) - (y.port ?? 0));
+}
+
+/**
+ * Render the whole transaction text for `nft -f` (pure; same input ⇒ same bytes).
+ * The first two lines make the replacement atomic and idempotent: `table …` creates the
+ * table if it is missing, `delete table …` then removes it (with all chains and sets)
+ * before it is re-added below, all in one transaction.
+ */
+export function renderRuleset(input: RulesetInput): string {
+  const t = tableName(input.tenantId);
+  const own = normaliseCidrs(input.ownRanges);
+  const foreign = normaliseCidrs(input.foreignRanges);
+  const bridges = [...input.bridges].sort((a, b) => a.bridge.localeCompare(b.bridge));
+  const vms = [...input.isolatedVms].sort((a, b) => a.veth.localeCompare(b.veth));
+  const allIfaces = [...bridges.map((b) => b.bridge), ...vms.map((v) => v.veth)].sort();
+  const isoIfaces = vms.map((v) => v.veth);
+  const deny = denyEntries(input.deny);
+  const L: string[] = [];
+  L.push(`# Paddock tenant ${input.tenantId}: generated by renderRuleset, replaced as a whole; do not edit.`);
+  L.push(`table inet ${t}`);
+  L.push(`delete table inet ${t}`);
+  L.push(`table inet ${t} {`);
+  L.push(`\tcomment ${q(`paddock tenant ${input.tenantId}`)}`);
+  L.push("");
+  L.push("\t# This tenant's ranges; other Paddock daemons read this set to refuse overlaps.");
+  L.push(`\tset own_ranges {\n\t\ttype ipv4_addr\n\t\tflags interval\n${elements(own)}\t}`);
+  L.push("\t# Other tenants' ranges: traffic to or from them is dropped in every mode.");
+  L.push(`\tset foreign_ranges {\n\t\ttype ipv4_addr\n\t\tflags interval\n${elements(foreign)}\t}`);
+  L.push("\t# Every interface that carries this tenant's VMs (bridges and isolated veths).");
+  L.push(`\tset vm_ifaces {\n\t\ttype ifname\n${elements(allIfaces.map(q))}\t}`);
+  L.push("\t# Host-side veths of isolated VMs.");
+  L.push(`\tset isolated_ifaces {\n\t\ttype ifname\n${elements(isoIfaces.map(q))}\t}`);
+  L.push("");
+  L.push("\tchain forward {");
+  L.push("\t\ttype filter hook forward priority filter - 10; policy accept;");
+  L.push("\t\tip saddr @own_ranges ip daddr @foreign_ranges drop");
+  L.push("\t\tip saddr @foreign_ranges ip daddr @own_ranges drop");
+  L.push("\t\tiifname @vm_ifaces ip daddr @foreign_ranges drop");
+  for (const b of bridges) L.push(`\t\tiifname ${q(b.bridge)} ip saddr != ${b.range} drop`);
+  for (const d of deny) L.push(`\t\tiifname @vm_ifaces ${daddrMatch(d)} drop`);
+  L.push("\t\tct state established,related accept");
+  L.push("\t\toifname @isolated_ifaces drop");
+  if (vms.length > 0) {
+    L.push(`\t\tiifname vmap { ${vms.map((v) => `${q(v.veth)} : jump ${vmChainName(v.veth)}`).join(", ")} }`);
+  }
+  L.push("\t}");
+  L.push("");
+  L.push("\tchain input {");
+  L.push("\t\ttype filter hook input priority filter - 10; policy accept;");
+  L.push("\t\tiifname @vm_ifaces ip daddr @foreign_ranges drop");
+  for (const b of bridges) L.push(`\t\tiifname ${q(b.bridge)} ip saddr != ${b.range} drop`);
+  for (const d of deny) L.push(`\t\tiifname @vm_ifaces ${daddrMatch(d)} drop`);
+  L.push("\t\tiifname @isolated_ifaces ct state established,related accept");
+  L.push("\t\tiifname @isolated_ifaces drop");
+  L.push("\t}");
+  for (const v of vms) {
+    L.push("");
+    L.push(`\t# ${v.group}/${v.hostname}`);
+    L.push(`\tchain ${vmChainName(v.veth)} {`);
+    L.push("\t\tmeta nfproto ipv6 drop");
+    L.push(`\t\tip saddr != ${v.ip} drop`);
+    L.push("\t\tip daddr @own_ranges drop");
+    for (const r of v.firewall.rules) L.push(`\t\t${daddrMatch(r)} ${r.verdict}`);
+    L.push(`\t\t${v.firewall.defaultVerdict}`);
+    L.push("\t}");
+  }
+  L.push("");
+  L.push("\tchain postrouting {");
+  L.push("\t\ttype nat hook postrouting priority srcnat; policy accept;");
+  if (own.length > 0) L.push("\t\tip saddr @own_ranges ip daddr != @own_ranges masquerade");
+  L.push("\t}");
+  L.push("}");
+  return L.join("\n") + "\n";
+}
+
+/** The transaction that removes the tenant's table (creating it first so the delete cannot fail). */
+export function renderTableDeletion(tenantId: string): string {
+  const t = tableName(tenantId);
+  return `table inet ${t}\ndelete table inet ${t}\n`;
+}

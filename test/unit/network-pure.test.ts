@@ -1,0 +1,189 @@
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { expect } from "chai";
+import { parseIpv4 } from "../../shared/cidr.js";
+import { isPaddockError } from "../../shared/errors.js";
+import { parseTenantConfig } from "../../shared/tenant-config.js";
+import { AddressPlan, deriveIsolatedRange, groupAddressing, METADATA_IP } from "../../tenant-daemon/network/address-plan.js";
+import { compileFirewall, decide, effectiveLists, validateOverride } from "../../tenant-daemon/network/firewall-policy.js";
+import { parseResolvConfServers } from "../../tenant-daemon/network/host-net.js";
+import { defaultBridgeName, vmNetnsName, vmVethName } from "../../tenant-daemon/network/names.js";
+import { normaliseCidrs, renderRuleset, type RulesetInput } from "../../tenant-daemon/network/nft-ruleset.js";
+import { cidrContains, parseCidr } from "../../shared/cidr.js";
+
+// dist/test/unit → repository root
+const GOLDEN_DIR = path.resolve(import.meta.dirname, "../../../test/unit/golden");
+
+async function golden(name: string, actual: string): Promise<void> {
+  const file = path.join(GOLDEN_DIR, name);
+  if (process.env.UPDATE_GOLDEN === "1") await fs.writeFile(file, actual);
+  expect(actual).to.equal(await fs.readFile(file, "utf8"));
+}
+
+const ip = (s: string): number => parseIpv4(s) as number;
+
+function config(groups: unknown[]) {
+  return parseTenantConfig({ config: { host_groups: groups }, paddock: { tenant_id: "t1" } }, "<inline>", { baseDir: "/tmp", env: {} });
+}
+
+describe("network: names", () => {
+  it("link names fit 15 bytes, are deterministic and differ per tenant and VM, also for long host group names", () => {
+    const long = "a-very-long-host-group-name-of-forty-chr";
+    const a = vmVethName("t1", `${long}-1`);
+    expect(Buffer.byteLength(a)).to.be.at.most(15);
+    expect(a).to.equal(vmVethName("t1", `${long}-1`));
+    expect(a).to.not.equal(vmVethName("t2", `${long}-1`));
+    expect(a).to.not.equal(vmVethName("t1", `${long}-2`));
+    expect(Buffer.byteLength(defaultBridgeName("abcdefghijkl", long))).to.be.at.most(15);
+    expect(vmNetnsName("t1", "sbox-1")).to.equal("pdk-t1-sbox-1");
+  });
+});
+
+describe("network: firewall semantics (spec §4.5)", () => {
+  const d = (lists: { allow: string[]; drop: string[] }, dst: string, port?: number) => decide(compileFirewall(lists), ip(dst), port);
+
+  it("only drop: everything else allowed", () => {
+    const l = { allow: [], drop: ["192.168.1.0/24"] };
+    expect(d(l, "192.168.1.7")).to.equal("drop");
+    expect(d(l, "198.18.0.1")).to.equal("accept");
+  });
+  it("only allow: whitelist", () => {
+    const l = { allow: ["198.18.0.0/24"], drop: [] };
+    expect(d(l, "198.18.0.9")).to.equal("accept");
+    expect(d(l, "198.18.1.9")).to.equal("drop");
+  });
+  it("neither: all allowed", () => {
+    expect(d({ allow: [], drop: [] }, "1.2.3.4")).to.equal("accept");
+  });
+  it("drop LAN + allow all admits all but the LAN", () => {
+    const l = { allow: ["0.0.0.0/0"], drop: ["192.168.1.0/24"] };
+    expect(d(l, "192.168.1.1")).to.equal("drop");
+    expect(d(l, "8.8.8.8")).to.equal("accept");
+  });
+  it("drop all + allow ip:port admits exactly that port", () => {
+    const l = { allow: ["192.168.222.1:3128", "192.168.222.1:3129"], drop: ["0.0.0.0/0"] };
+    expect(d(l, "192.168.222.1", 3128)).to.equal("accept");
+    expect(d(l, "192.168.222.1", 3129)).to.equal("accept");
+    expect(d(l, "192.168.222.1", 80)).to.equal("drop");
+    expect(d(l, "192.168.222.1")).to.equal("drop");
+    expect(d(l, "192.168.222.2", 3128)).to.equal("drop");
+  });
+  it("longer prefix wins; ip:port beats bare ip; full tie ⇒ drop", () => {
+    expect(d({ allow: ["10.1.0.0/16"], drop: ["10.0.0.0/8"] }, "10.1.2.3")).to.equal("accept");
+    expect(d({ allow: ["10.0.0.0/8"], drop: ["10.1.0.0/16"] }, "10.1.2.3")).to.equal("drop");
+    expect(d({ allow: ["10.0.0.1:22"], drop: ["10.0.0.1"] }, "10.0.0.1", 22)).to.equal("accept");
+    expect(d({ allow: ["10.0.0.0/8"], drop: ["10.0.0.0/8"] }, "10.0.0.1")).to.equal("drop");
+  });
+  it("override keys replace the host group's lists; [] empties", () => {
+    expect(effectiveLists({ allow: ["1.0.0.0/8"], drop: ["2.0.0.0/8"] }, { allow: [] })).to.deep.equal({ allow: [], drop: ["2.0.0.0/8"] });
+    expect(effectiveLists({ allow: ["1.0.0.0/8"], drop: [] }, undefined)).to.deep.equal({ allow: ["1.0.0.0/8"], drop: [] });
+  });
+  it("validateOverride rejects bridge groups and bad entries with 400", () => {
+    for (const [o, mode] of [[{ allow: ["x"] }, "isolated"], [{ drop: ["1.2.3.4:99999"] }, "isolated"], [{ allow: [] }, "bridge"], [{ allow: "1.2.3.4" }, "isolated"]] as const) {
+      try {
+        validateOverride(o, mode, "g");
+        expect.fail("accepted");
+      } catch (err) {
+        expect(isPaddockError(err, "ERR_VM_INVALID_REQUEST")).to.equal(true);
+      }
+    }
+    expect(validateOverride({ allow: [], drop: ["10.0.0.0/8"] }, "isolated", "g")).to.deep.equal({ allow: [], drop: ["10.0.0.0/8"] });
+  });
+});
+
+describe("network: address plan (spec §3.9, §4.4)", () => {
+  it("isolated: one /30 per VM, VM = block+2, gateway = block+1; previous address kept; exhaustion is a 409", () => {
+    const cfg = config([{ name: "iso", network: { mode: "isolated", range: "198.18.4.0/28" } }]);
+    const plan = new AddressPlan([groupAddressing(cfg.hostGroups[0]!, undefined)]);
+    const a = plan.reserve("iso-1", "iso", new Set());
+    expect([a.ip, a.gateway, a.prefix]).to.deep.equal([ip("198.18.4.2"), ip("198.18.4.1"), 30]);
+    // a host interface address inside the next block makes it skipped
+    const b = plan.reserve("iso-2", "iso", new Set([ip("198.18.4.5")]));
+    expect(b.ip).to.equal(ip("198.18.4.10"));
+    const c = plan.reserve("iso-3", "iso", new Set(), { ip: "198.18.4.14/30", strict: false });
+    expect(c.ip).to.equal(ip("198.18.4.14"));
+    expect(plan.reserve("iso-1", "iso", new Set()).ip).to.equal(a.ip);
+    const d = plan.reserve("iso-4", "iso", new Set());
+    expect(d.ip).to.equal(ip("198.18.4.6"));
+    try {
+      plan.reserve("iso-5", "iso", new Set());
+      expect.fail("not exhausted");
+    } catch (err) {
+      expect(isPaddockError(err, "ERR_NETWORK_EXHAUSTED")).to.equal(true);
+      expect((err as { status: number }).status).to.equal(409);
+    }
+    plan.release("iso-2");
+    expect(plan.reserve("iso-5", "iso", new Set()).ip).to.equal(ip("198.18.4.10"));
+  });
+
+  it("bridge: .2 upwards skipping the gateway, or the range / addresses; strict requested ip errors", () => {
+    const cfg = config([
+      { name: "br", network: { gateway: "198.18.8.1/29" } },
+      { name: "rg", network: { gateway: "198.18.9.1/24", range: "198.18.9.20-198.18.9.21" } },
+    ]);
+    const plan = new AddressPlan(cfg.hostGroups.map((g) => groupAddressing(g, undefined)));
+    expect(plan.reserve("br-1", "br", new Set()).ip).to.equal(ip("198.18.8.2"));
+    expect(plan.reserve("br-1", "br", new Set()).prefix).to.equal(29);
+    expect(plan.reserve("rg-1", "rg", new Set()).ip).to.equal(ip("198.18.9.20"));
+    expect(plan.reserve("rg-2", "rg", new Set(), { ip: "198.18.9.21", strict: true }).ip).to.equal(ip("198.18.9.21"));
+    expect(() => plan.reserve("rg-3", "rg", new Set(), { ip: "198.18.9.21", strict: true })).to.throw(/already in use/);
+    expect(() => plan.reserve("rg-4", "rg", new Set(), { ip: "198.18.9.99", strict: true })).to.throw(/not a VM address/);
+    expect(() => plan.reserve("rg-5", "rg", new Set())).to.throw(/no free address/);
+  });
+
+  it("50 reservations in one tick are distinct", () => {
+    const cfg = config([{ name: "iso", network: { mode: "isolated", range: "169.254.100.0/22" } }]);
+    const plan = new AddressPlan([groupAddressing(cfg.hostGroups[0]!, undefined)]);
+    const ips = Array.from({ length: 50 }, (_, i) => plan.reserve(`iso-${i + 1}`, "iso", new Set()).ip);
+    expect(new Set(ips).size).to.equal(50);
+  });
+
+  it("derived /22 is stable, inside 169.254.0.0/16, never the metadata block, and avoids taken blocks", () => {
+    const a = deriveIsolatedRange("t1", "sbox", [])!;
+    expect(a).to.deep.equal(deriveIsolatedRange("t1", "sbox", []));
+    expect(a.prefix).to.equal(22);
+    expect(cidrContains(parseCidr("169.254.0.0/16"), a.base)).to.equal(true);
+    const b = deriveIsolatedRange("t1", "sbox", [a])!;
+    expect(b).to.not.deep.equal(a);
+    // every block taken but one
+    const all = Array.from({ length: 64 }, (_, i) => ({ base: (ip("169.254.0.0") + i * 1024) >>> 0, prefix: 22 }));
+    const keep = all[5]!;
+    expect(deriveIsolatedRange("t1", "sbox", all.filter((c) => c !== keep))).to.deep.equal(keep);
+    const meta = all.find((c) => cidrContains(c, METADATA_IP))!;
+    expect(deriveIsolatedRange("t1", "sbox", all.filter((c) => c !== meta))).to.equal(undefined);
+  });
+});
+
+describe("network: misc", () => {
+  it("normaliseCidrs drops contained ranges and ports", () => {
+    expect(normaliseCidrs(["10.1.0.0/16", "10.0.0.0/8", "198.18.0.1:80", "198.18.0.0/30"])).to.deep.equal(["10.0.0.0/8", "198.18.0.0/30"]);
+  });
+  it("resolv.conf parsing keeps IPv4 nameservers only", () => {
+    expect(parseResolvConfServers("# x\nnameserver 10.255.255.53\nnameserver ::1\nsearch a\nnameserver 127.0.0.53 # stub\n")).to.deep.equal(["10.255.255.53", "127.0.0.53"]);
+  });
+});
+
+describe("network: renderRuleset golden files", () => {
+  const fw = compileFirewall({ allow: ["198.18.0.1:3128"], drop: ["0.0.0.0/0"] });
+  const input: RulesetInput = {
+    tenantId: "acme",
+    ownRanges: ["169.254.100.0/22", "198.18.8.0/24"],
+    foreignRanges: ["169.254.104.0/22", "169.254.104.0/24", "198.19.0.0/16"],
+    deny: ["169.254.169.254", "198.18.200.0/24:22"],
+    bridges: [{ group: "web", bridge: "pbweb", range: "198.18.8.0/24" }],
+    isolatedVms: [
+      { hostname: "iso-2", group: "iso", veth: "pkbbbb", ip: "169.254.100.6", firewall: compileFirewall({ allow: [], drop: [] }) },
+      { hostname: "iso-1", group: "iso", veth: "pkaaaa", ip: "169.254.100.2", firewall: fw },
+    ],
+  };
+  it("full ruleset", async () => {
+    await golden("network-ruleset-full.nft", renderRuleset(input));
+  });
+  it("empty tenant (no VMs, no bridges)", async () => {
+    await golden("network-ruleset-empty.nft", renderRuleset({ tenantId: "empty", ownRanges: [], foreignRanges: [], deny: [], bridges: [], isolatedVms: [] }));
+  });
+  it("is deterministic whatever the input order", () => {
+    const shuffled = { ...input, isolatedVms: [...input.isolatedVms].reverse(), foreignRanges: [...input.foreignRanges].reverse() };
+    expect(renderRuleset(shuffled)).to.equal(renderRuleset(input));
+  });
+});
