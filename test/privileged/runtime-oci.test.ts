@@ -1,0 +1,303 @@
+/**
+ * The OCI driver with REAL runc sandboxes from the real debian-12 image (build it with
+ * scripts/build-image.sh). Needs root. Every sandbox, mount, loop device, netns and cgroup
+ * made here is removed in after hooks.
+ */
+import { expect } from "chai";
+import { spawn } from "node:child_process";
+import crypto from "node:crypto";
+import { existsSync, promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { run } from "../../shared/exec.js";
+import { isPaddockError } from "../../shared/errors.js";
+import { resolveImage } from "../../tenant-daemon/images/image-store.js";
+import type { VmRuntimeSpec } from "../../tenant-daemon/runtime/driver.js";
+import { cgroupMountPoints, createOciDriver, findProjectRoot, type OciDriver } from "../../tenant-daemon/runtime/oci-driver.js";
+import { createVmStorage, type TenantVmStorage } from "../../tenant-daemon/storage/vm-storage.js";
+
+const IMAGE_DIR = process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images";
+const SLEEP_ARGS = ["/.paddock/bin/tini", "-s", "--", "/bin/sleep", "1000"];
+const MiB = 1024 * 1024;
+
+async function rejection(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+  } catch (err) {
+    return err;
+  }
+  throw new Error("expected a rejection");
+}
+
+describe("OCI runtime driver (privileged, real runc)", function () {
+  this.timeout(120_000);
+  const tenant = "t" + crypto.randomBytes(3).toString("hex");
+  const cgroupRoot = `/paddock-test-${tenant}`;
+  let dir: string;
+  let driver: OciDriver;
+  let storage: TenantVmStorage;
+  const hostnames = new Set<string>();
+  const netnsNames: string[] = [];
+
+  before(async function () {
+    if (process.getuid?.() !== 0) this.skip();
+    const imageRootfs = await resolveImage(IMAGE_DIR, "debian-12");
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-rt-"));
+    driver = await createOciDriver({ preference: "auto" });
+    storage = createVmStorage({ stateDir: path.join(dir, "state"), runDir: path.join(dir, "run"), imageRootfs });
+  });
+
+  /** Disk + overlay + spec for VM `hostname`. */
+  async function prepareVm(hostname: string, over: Partial<VmRuntimeSpec> = {}): Promise<VmRuntimeSpec> {
+    hostnames.add(hostname);
+    await storage.prepare(hostname, 128 * MiB);
+    const rootfsDir = await storage.mount(hostname);
+    const agentDir = path.join(dir, "run", "vms", hostname);
+    await fs.mkdir(agentDir, { recursive: true });
+    return {
+      id: `pdk-${tenant}-${hostname}`,
+      hostname,
+      cpus: 1,
+      ramBytes: 96 * MiB,
+      pidsLimit: 64,
+      rootfsDir,
+      bundleDir: storage.paths(hostname).bundleDir,
+      agentDir,
+      netnsPath: undefined,
+      consoleLogPath: path.join(dir, "state", "logs", `${hostname}.log`),
+      cgroupPath: `${cgroupRoot}/${hostname}`,
+      args: SLEEP_ARGS,
+      ...over,
+    };
+  }
+
+  async function destroyVm(hostname: string): Promise<void> {
+    await driver.destroy(`pdk-${tenant}-${hostname}`);
+    await storage.unmount(hostname);
+    await storage.remove(hostname);
+    hostnames.delete(hostname);
+  }
+
+  async function exec(id: string, args: string[], allowFailure = false): Promise<{ stdout: string; stderr: string; exitCode: number }> {
+    return run("runc", ["exec", id, ...args], { timeoutMs: 30_000, allowFailure });
+  }
+
+  async function cgroupLeftovers(cgroupPath: string): Promise<string[]> {
+    return (await cgroupMountPoints()).map((m) => path.join(m, cgroupPath)).filter((p) => existsSync(p));
+  }
+
+  after(async () => {
+    if (driver === undefined) return;
+    for (const id of await driver.list(`pdk-${tenant}-`)) await driver.destroy(id);
+    for (const h of [...hostnames]) await destroyVm(h).catch(() => undefined);
+    await storage.sweep(new Set());
+    for (const name of netnsNames) await run("ip", ["netns", "del", name], { allowFailure: true });
+    // The per-test cgroup parent (runc removes only the leaf it made).
+    for (const m of await cgroupMountPoints()) await fs.rmdir(path.join(m, cgroupRoot)).catch(() => undefined);
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it("runs a sandbox through create → running → paused → running → stopped → absent, leaving nothing", async () => {
+    const spec = await prepareVm("life-1");
+    await driver.create(spec);
+    expect((await driver.state(spec.id)).status).to.equal("created");
+    await driver.start(spec.id);
+    const running = await driver.state(spec.id);
+    expect(running.status).to.equal("running");
+    expect(running.pid).to.be.a("number").greaterThan(1);
+    expect(await driver.list(`pdk-${tenant}-`)).to.deep.equal([spec.id]);
+    expect(await driver.list(`pdk-${tenant}x`)).to.deep.equal([]);
+
+    // Inside: hostname = VM name, tini is PID 1, the image is debian 12 with the slicer user.
+    expect((await exec(spec.id, ["hostname"])).stdout.trim()).to.equal("life-1");
+    expect((await exec(spec.id, ["cat", "/proc/1/cmdline"])).stdout.split("\0")[0]).to.equal("/.paddock/bin/tini");
+    expect((await exec(spec.id, ["id", "-u", "slicer"])).stdout.trim()).to.equal("1000");
+    // The toolbox: the host's node runs in the guest, and is read-only there.
+    expect((await exec(spec.id, ["/.paddock/bin/node", "-e", "process.stdout.write(String(6*7))"])).stdout).to.equal("42");
+    const roWrite = await exec(spec.id, ["touch", "/.paddock/app/should-not-exist"], true);
+    expect(roWrite.exitCode).to.not.equal(0);
+    expect(roWrite.stderr).to.match(/Read-only file system/);
+    // The agent dir is shared read-write with the host.
+    await exec(spec.id, ["sh", "-c", "echo from-guest > /run/paddock-agent/probe"]);
+    expect(await fs.readFile(path.join(spec.agentDir, "probe"), "utf8")).to.equal("from-guest\n");
+
+    // Limits, seen from the host and from inside the guest (cgroup v1 here; v2 names differ).
+    const [memMount] = (await cgroupMountPoints()).filter((m) => m.endsWith("/memory"));
+    if (memMount !== undefined) {
+      const host = (f: string): Promise<string> => fs.readFile(path.join(memMount, spec.cgroupPath, f), "utf8").then((s) => s.trim());
+      expect(await host("memory.limit_in_bytes")).to.equal(String(96 * MiB));
+      expect((await exec(spec.id, ["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"])).stdout.trim()).to.equal(String(96 * MiB));
+      expect((await exec(spec.id, ["cat", "/sys/fs/cgroup/pids/pids.max"])).stdout.trim()).to.equal("64");
+      expect((await exec(spec.id, ["cat", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"])).stdout.trim()).to.equal("100000");
+    } else {
+      expect((await exec(spec.id, ["cat", "/sys/fs/cgroup/memory.max"])).stdout.trim()).to.equal(String(96 * MiB));
+      expect((await exec(spec.id, ["cat", "/sys/fs/cgroup/pids.max"])).stdout.trim()).to.equal("64");
+    }
+
+    await driver.pause(spec.id);
+    expect((await driver.state(spec.id)).status).to.equal("paused");
+    await driver.resume(spec.id);
+    expect((await driver.state(spec.id)).status).to.equal("running");
+
+    await driver.stop(spec.id, 10_000);
+    expect((await driver.state(spec.id)).status).to.equal("stopped");
+    await driver.destroy(spec.id);
+    expect((await driver.state(spec.id)).status).to.equal("absent");
+    await driver.destroy(spec.id); // idempotent
+    expect(await cgroupLeftovers(spec.cgroupPath)).to.deep.equal([]);
+    await storage.unmount("life-1");
+    const mounts = await fs.readFile("/proc/self/mountinfo", "utf8");
+    expect(mounts).to.not.include(storage.paths("life-1").bundleDir);
+    const loops = await run("losetup", ["-J", "--list"]);
+    expect(loops.stdout).to.not.include(storage.paths("life-1").diskPath);
+    await destroyVm("life-1");
+  });
+
+  it("enforces the pids limit inside the guest", async () => {
+    const spec = await prepareVm("pids-1", { pidsLimit: 20 });
+    await driver.create(spec);
+    await driver.start(spec.id);
+    // 40 background sleeps in a guest allowed 20 pids: some forks must fail. (The sleeps get
+    // /dev/null as stdio, or they would hold the exec's pipes open.)
+    const r = await exec(spec.id, ["sh", "-c", "for i in $(seq 40); do sleep 30 </dev/null >/dev/null 2>&1 & done; echo started"], true);
+    expect(r.exitCode !== 0 || /fork|Resource temporarily unavailable/i.test(r.stderr)).to.equal(true);
+    const current = Number((await fs.readFile(path.join((await cgroupMountPoints()).find((m) => m.endsWith("/pids")) ?? "/nonexistent", spec.cgroupPath, "pids.current"), "utf8").catch(() => "0")).trim());
+    expect(current).to.be.at.most(20);
+    await destroyVm("pids-1");
+  });
+
+  it("gives ENOSPC inside the VM when its disk is full, while the host disk is untouched", async () => {
+    const spec = await prepareVm("full-1");
+    await driver.create(spec);
+    await driver.start(spec.id);
+    const r = await exec(spec.id, ["dd", "if=/dev/zero", "of=/tmp/fill", "bs=1M", "count=400"], true);
+    expect(r.exitCode).to.not.equal(0);
+    expect(r.stderr).to.match(/No space left on device/);
+    const st = await fs.stat(storage.paths("full-1").diskPath);
+    expect(st.blocks * 512).to.be.at.most(128 * MiB);
+    // The base image did not receive the file.
+    expect(existsSync(path.join(IMAGE_DIR, "debian-12", "rootfs", "tmp", "fill"))).to.equal(false);
+    await destroyVm("full-1");
+  });
+
+  it("sends the guest's output to the console log and joins a given network namespace", async () => {
+    const ns = `pdk-${tenant}-ns`;
+    netnsNames.push(ns);
+    await run("ip", ["netns", "add", ns]);
+    const spec = await prepareVm("cons-1", {
+      netnsPath: `/var/run/netns/${ns}`,
+      args: ["/.paddock/bin/tini", "-s", "--", "/bin/sh", "-c", "echo hello-console; echo oops >&2; exec sleep 1000"],
+    });
+    await driver.create(spec);
+    await driver.start(spec.id);
+    const { pid } = await driver.state(spec.id);
+    const [guestNs, wantNs] = await Promise.all([fs.stat(`/proc/${pid}/ns/net`), fs.stat(`/var/run/netns/${ns}`)]);
+    expect(guestNs.ino).to.equal(wantNs.ino);
+    let log = "";
+    for (let i = 0; i < 100 && !log.includes("oops"); i++) {
+      log = await fs.readFile(spec.consoleLogPath, "utf8");
+      if (!log.includes("oops")) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(log).to.include("hello-console").and.include("oops");
+    await destroyVm("cons-1");
+  });
+
+  it("falls back to SIGKILL when the guest ignores SIGTERM", async () => {
+    const spec = await prepareVm("term-1", { args: ["/.paddock/bin/tini", "-s", "-g", "--", "/bin/sh", "-c", "trap '' TERM; sleep 1000"] });
+    await driver.create(spec);
+    await driver.start(spec.id);
+    await driver.stop(spec.id, 300);
+    expect((await driver.state(spec.id)).status).to.equal("stopped");
+    await driver.stop(spec.id, 300); // idempotent
+    await destroyVm("term-1");
+  });
+
+  it("stops and destroys a paused sandbox", async () => {
+    const spec = await prepareVm("paus-1");
+    await driver.create(spec);
+    await driver.start(spec.id);
+    await driver.pause(spec.id);
+    await driver.stop(spec.id, 5_000);
+    expect((await driver.state(spec.id)).status).to.equal("stopped");
+    await driver.destroy(spec.id);
+    const spec2 = await prepareVm("paus-2");
+    await driver.create(spec2);
+    await driver.start(spec2.id);
+    await driver.pause(spec2.id);
+    await driver.destroy(spec2.id);
+    expect((await driver.state(spec2.id)).status).to.equal("absent");
+    expect(await cgroupLeftovers(spec2.cgroupPath)).to.deep.equal([]);
+    await destroyVm("paus-1");
+    await destroyVm("paus-2");
+  });
+
+  it("maps runtime failures to ERR_RUNTIME_FAILED with runc's message", async () => {
+    const spec = await prepareVm("bad-1", { args: ["/no/such/binary"] });
+    const err = await rejection(driver.create(spec));
+    expect(isPaddockError(err, "ERR_RUNTIME_FAILED")).to.equal(true);
+    expect((err as Error).message).to.match(/no such file|not found/i);
+    expect((await driver.state(spec.id)).status).to.equal("absent");
+    expect(isPaddockError(await rejection(driver.start(spec.id)), "ERR_RUNTIME_FAILED")).to.equal(true);
+    expect(isPaddockError(await rejection(driver.pause(spec.id)), "ERR_RUNTIME_FAILED")).to.equal(true);
+    await destroyVm("bad-1");
+  });
+
+  it("keeps the sandbox running after the process that created it is SIGKILLed", async () => {
+    const spec = await prepareVm("det-1");
+    const driverModule = path.join(findProjectRoot(), "dist/tenant-daemon/runtime/oci-driver.js");
+    const script = `
+      const { createOciDriver } = await import(${JSON.stringify(driverModule)});
+      const spec = JSON.parse(process.env.SPEC);
+      const d = await createOciDriver();
+      await d.create(spec);
+      await d.start(spec.id);
+      process.stdout.write("started\\n");
+      setInterval(() => {}, 1000);`;
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], { env: { ...process.env, SPEC: JSON.stringify(spec) }, stdio: ["ignore", "pipe", "inherit"] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on("data", (b: Buffer) => (b.toString().includes("started") ? resolve() : undefined));
+        child.once("exit", (code) => reject(new Error(`creator exited early (${code})`)));
+      });
+    } finally {
+      child.kill("SIGKILL");
+    }
+    await new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(undefined) : child.once("exit", r)));
+    expect((await driver.state(spec.id)).status).to.equal("running");
+    expect((await exec(spec.id, ["hostname"])).stdout.trim()).to.equal("det-1");
+    await destroyVm("det-1");
+  });
+
+  it("boots the real guest agent under tini with the default command", async function () {
+    const agentMain = path.join(findProjectRoot(), "dist/tenant-daemon/agent/main.js");
+    if (!existsSync(agentMain)) this.skip();
+    const spec = await prepareVm("agent-1", { args: undefined });
+    await fs.writeFile(path.join(spec.agentDir, "boot.json"), JSON.stringify({ hostname: "agent-1", userdata: null, default_user: null }));
+    await driver.create(spec);
+    await driver.start(spec.id);
+    const sock = path.join(spec.agentDir, "agent.sock");
+    for (let i = 0; i < 300 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 100));
+    const log = await fs.readFile(spec.consoleLogPath, "utf8");
+    expect(existsSync(sock), `agent socket never appeared; console:\n${log}`).to.equal(true);
+    await driver.stop(spec.id, 10_000);
+    expect((await driver.state(spec.id)).status).to.equal("stopped");
+    await destroyVm("agent-1");
+  });
+
+  it("measures create+start (runc create + start) over 10 runs", async () => {
+    const samplesMs: number[] = [];
+    const spec = await prepareVm("bench-1");
+    for (let i = 0; i < 10; i++) {
+      const t0 = process.hrtime.bigint();
+      await driver.create(spec);
+      await driver.start(spec.id);
+      samplesMs.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      expect((await driver.state(spec.id)).status).to.equal("running");
+      await driver.destroy(spec.id);
+    }
+    samplesMs.sort((a, b) => a - b);
+    const p50 = ((samplesMs[4] ?? 0) + (samplesMs[5] ?? 0)) / 2;
+    console.log(`      create+start ms: p50 ${p50.toFixed(1)}, min ${samplesMs[0]?.toFixed(1)}, max ${samplesMs[9]?.toFixed(1)}`);
+    await destroyVm("bench-1");
+  });
+});

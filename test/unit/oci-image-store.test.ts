@@ -1,0 +1,79 @@
+import { expect } from "chai";
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { isPaddockError } from "../../shared/errors.js";
+import { buildImage, isOciReference, listImages, resolveImage } from "../../tenant-daemon/images/image-store.js";
+
+async function fakeImage(imageDir: string, name: string, complete: boolean): Promise<void> {
+  await fs.mkdir(path.join(imageDir, name, "rootfs", "etc"), { recursive: true });
+  if (complete) {
+    const info = { name, created: "2025-01-01T00:00:00.000Z", suite: "bookworm", mirror: "http://deb.debian.org/debian", packages: [], sizeBytes: 1 };
+    await fs.writeFile(path.join(imageDir, name, "image.json"), JSON.stringify(info));
+  }
+}
+
+async function rejection(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+  } catch (err) {
+    return err;
+  }
+  throw new Error("expected a rejection");
+}
+
+describe("image store", () => {
+  let imageDir: string;
+  beforeEach(async () => {
+    imageDir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-images-"));
+  });
+  afterEach(async () => {
+    await fs.rm(imageDir, { recursive: true, force: true });
+  });
+
+  it("resolves a complete image to its rootfs", async () => {
+    await fakeImage(imageDir, "debian-12", true);
+    expect(await resolveImage(imageDir, "debian-12")).to.equal(path.join(imageDir, "debian-12", "rootfs"));
+  });
+
+  it("lists complete images only, ignoring half-built and in-progress ones", async () => {
+    await fakeImage(imageDir, "debian-12", true);
+    await fakeImage(imageDir, "demo", true);
+    await fakeImage(imageDir, "broken", false);
+    await fs.mkdir(path.join(imageDir, ".build-x-1234"));
+    expect((await listImages(imageDir)).map((i) => i.name)).to.deep.equal(["debian-12", "demo"]);
+    expect(await listImages(path.join(imageDir, "missing"))).to.deep.equal([]);
+  });
+
+  it("explains how to build a missing image", async () => {
+    await fakeImage(imageDir, "debian-12", true);
+    const err = await rejection(resolveImage(imageDir, "ubuntu-24"));
+    expect(isPaddockError(err, "ERR_IMAGE_NOT_FOUND")).to.equal(true);
+    expect((err as Error).message).to.include("paddock image build ubuntu-24").and.include("debian-12");
+    expect(isPaddockError(await rejection(resolveImage(imageDir, "broken")), "ERR_IMAGE_NOT_FOUND")).to.equal(true);
+  });
+
+  it("explains that OCI references are not pulled and lists local images", async () => {
+    await fakeImage(imageDir, "debian-12", true);
+    const ref = "ghcr.io/openfaasltd/slicer-systemd:6.1.90-x86_64-latest";
+    expect(isOciReference(ref)).to.equal(true);
+    const err = await rejection(resolveImage(imageDir, ref));
+    expect(isPaddockError(err, "ERR_IMAGE_NOT_FOUND")).to.equal(true);
+    expect((err as Error).message).to.match(/does not pull OCI images/).and.include("debian-12");
+  });
+
+  it("rejects names that could escape the store", async () => {
+    expect(isPaddockError(await rejection(resolveImage(imageDir, "..")), "ERR_IMAGE_NOT_FOUND")).to.equal(true);
+    expect(isPaddockError(await rejection(buildImage({ imageDir, name: "../x" })), "ERR_BAD_REQUEST")).to.equal(true);
+    expect(isPaddockError(await rejection(buildImage({ imageDir, name: "ok", packages: ["gcc;rm"] })), "ERR_BAD_REQUEST")).to.equal(true);
+  });
+
+  it("reuses a complete image without rebuilding it", async () => {
+    await fakeImage(imageDir, "debian-12", true);
+    const lines: string[] = [];
+    const img = await buildImage({ imageDir, name: "debian-12", onProgress: (l) => lines.push(l) });
+    expect(img.rootfsDir).to.equal(path.join(imageDir, "debian-12", "rootfs"));
+    expect(img.created).to.equal("2025-01-01T00:00:00.000Z");
+    expect(lines.join("\n")).to.match(/reusing/);
+  });
+});

@@ -1,0 +1,143 @@
+import { expect } from "chai";
+import { DEFAULT_GUEST_ARGS, renderOciSpec, type OciToolbox } from "../../tenant-daemon/runtime/oci-spec.js";
+import type { VmRuntimeSpec } from "../../tenant-daemon/runtime/driver.js";
+
+const toolbox: OciToolbox = { nodePath: "/usr/bin/node", tiniPath: "/usr/bin/tini-static", appDir: "/opt/paddock" };
+
+function vm(over: Partial<VmRuntimeSpec> = {}): VmRuntimeSpec {
+  return {
+    id: "pdk-a3cf-sbox-1",
+    hostname: "sbox-1",
+    cpus: 2,
+    ramBytes: 512 * 1024 * 1024,
+    pidsLimit: 4096,
+    rootfsDir: "/run/paddock/tenants/a3cf/bundles/sbox-1/rootfs",
+    bundleDir: "/run/paddock/tenants/a3cf/bundles/sbox-1",
+    agentDir: "/run/paddock/tenants/a3cf/vms/sbox-1",
+    netnsPath: "/var/run/netns/pdk-a3cf-sbox-1",
+    consoleLogPath: "/var/lib/paddock/tenants/a3cf/logs/sbox-1.log",
+    cgroupPath: "/paddock/a3cf/sbox-1",
+    ...over,
+  };
+}
+
+const caps = [
+  "CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_MKNOD",
+  "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT",
+];
+
+/** The whole expected config.json of {@link vm}() (golden). */
+const golden = {
+  ociVersion: "1.0.2",
+  process: {
+    terminal: false,
+    user: { uid: 0, gid: 0 },
+    args: ["/.paddock/bin/tini", "-s", "-g", "--", "/.paddock/bin/node", "/.paddock/app/dist/tenant-daemon/agent/main.js"],
+    env: [
+      "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      "HOME=/root",
+      "LANG=C.UTF-8",
+      "HOSTNAME=sbox-1",
+      "PADDOCK_AGENT_DIR=/run/paddock-agent",
+      "PADDOCK_TOOLBOX_DIR=/.paddock",
+    ],
+    cwd: "/",
+    capabilities: { bounding: caps, effective: caps, permitted: caps },
+    noNewPrivileges: false,
+  },
+  root: { path: "/run/paddock/tenants/a3cf/bundles/sbox-1/rootfs", readonly: false },
+  hostname: "sbox-1",
+  mounts: [
+    { destination: "/proc", type: "proc", source: "proc" },
+    { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+    { destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
+    { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+    { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
+    { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
+    { destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["nosuid", "noexec", "nodev", "relatime", "ro"] },
+    { destination: "/run", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "mode=755", "size=65536k"] },
+    { destination: "/run/paddock-agent", type: "bind", source: "/run/paddock/tenants/a3cf/vms/sbox-1", options: ["rbind", "rw", "nosuid", "nodev"] },
+    { destination: "/.paddock/bin/node", type: "bind", source: "/usr/bin/node", options: ["rbind", "ro", "nosuid", "nodev"] },
+    { destination: "/.paddock/bin/tini", type: "bind", source: "/usr/bin/tini-static", options: ["rbind", "ro", "nosuid", "nodev"] },
+    { destination: "/.paddock/app", type: "bind", source: "/opt/paddock", options: ["rbind", "ro", "nosuid", "nodev"] },
+  ],
+  annotations: { "io.paddock.hostname": "sbox-1" },
+  linux: {
+    cgroupsPath: "/paddock/a3cf/sbox-1",
+    resources: {
+      devices: [{ allow: false, access: "rwm" }],
+      cpu: { quota: 200000, period: 100000 },
+      memory: { limit: 536870912, swap: 536870912 },
+      pids: { limit: 4096 },
+    },
+    namespaces: [{ type: "pid" }, { type: "network", path: "/var/run/netns/pdk-a3cf-sbox-1" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }],
+    maskedPaths: [
+      "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+      "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+    ],
+    readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+  },
+};
+
+describe("renderOciSpec", () => {
+  it("renders the golden config.json for a VM joining a netns", () => {
+    expect(renderOciSpec(vm(), toolbox)).to.deep.equal(golden);
+  });
+
+  it("is pure: same input, equal output, and the output shares no arrays with its constants", () => {
+    const a = renderOciSpec(vm(), toolbox);
+    a.process.args.push("x");
+    a.process.capabilities.bounding.push("CAP_SYS_ADMIN");
+    a.linux.maskedPaths.pop();
+    expect(renderOciSpec(vm(), toolbox)).to.deep.equal(golden);
+    expect(DEFAULT_GUEST_ARGS).to.have.length(6);
+  });
+
+  it("creates a fresh network namespace when no netns path is given", () => {
+    const ns = renderOciSpec(vm({ netnsPath: undefined }), toolbox).linux.namespaces;
+    expect(ns).to.deep.include({ type: "network" });
+    expect(ns.find((n) => n.type === "network")).to.not.have.property("path");
+  });
+
+  it("never adds a user namespace and keeps /tmp on the VM's disk", () => {
+    const s = renderOciSpec(vm(), toolbox);
+    expect(s.linux.namespaces.map((n) => n.type)).to.have.members(["pid", "network", "ipc", "uts", "mount"]);
+    expect(s.mounts.map((m) => m.destination)).to.not.include("/tmp");
+  });
+
+  it("binds the toolbox read-only and only the agent dir read-write", () => {
+    const s = renderOciSpec(vm(), toolbox);
+    const binds = s.mounts.filter((m) => m.type === "bind");
+    for (const b of binds) expect(b.options, b.destination).to.include(b.destination === "/run/paddock-agent" ? "rw" : "ro");
+    // The agent dir must be mounted after the /run tmpfs, or the tmpfs would hide it.
+    const dests = s.mounts.map((m) => m.destination);
+    expect(dests.indexOf("/run/paddock-agent")).to.be.greaterThan(dests.indexOf("/run"));
+  });
+
+  it("maps fractional vCPUs to a CFS quota and takes args overrides", () => {
+    const s = renderOciSpec(vm({ cpus: 0.5, args: ["/.paddock/bin/tini", "-s", "--", "/bin/sleep", "1000"] }), toolbox);
+    expect(s.linux.resources.cpu).to.deep.equal({ quota: 50000, period: 100000 });
+    expect(s.process.args).to.deep.equal(["/.paddock/bin/tini", "-s", "--", "/bin/sleep", "1000"]);
+  });
+
+  it("leaves the swap limit out when the host has no swap accounting", () => {
+    const s = renderOciSpec(vm(), toolbox, { swapAccounting: false });
+    expect(s.linux.resources.memory).to.deep.equal({ limit: 536870912 });
+  });
+
+  it("grants no capability outside Docker's default set", () => {
+    const s = renderOciSpec(vm(), toolbox);
+    for (const cap of ["CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_PTRACE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME"]) {
+      expect(s.process.capabilities.bounding).to.not.include(cap);
+    }
+    expect(s.process.capabilities).to.not.have.any.keys("ambient", "inheritable");
+  });
+
+  it("rejects impossible limits and relative paths", () => {
+    expect(() => renderOciSpec(vm({ cpus: 0 }), toolbox)).to.throw(RangeError, /cpus/);
+    expect(() => renderOciSpec(vm({ ramBytes: -1 }), toolbox)).to.throw(RangeError, /ramBytes/);
+    expect(() => renderOciSpec(vm({ pidsLimit: 1.5 }), toolbox)).to.throw(RangeError, /pidsLimit/);
+    expect(() => renderOciSpec(vm({ rootfsDir: "rootfs" }), toolbox)).to.throw(RangeError, /rootfsDir/);
+    expect(() => renderOciSpec(vm({ cgroupPath: "paddock/x" }), toolbox)).to.throw(RangeError, /cgroupPath/);
+  });
+});
