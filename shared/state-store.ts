@@ -156,20 +156,47 @@ export class JsonStateStore<T extends Versioned> {
 
 /**
  * Take an exclusive, long-held ownership lock on `dir` (for "one daemon per state dir").
+ * The lock is proper-lockfile's `owner.lock` directory plus `owner.pid` naming the holder; a
+ * lock whose holder pid is no longer alive (the holder was SIGKILLed) is taken over at once
+ * instead of waiting for proper-lockfile's staleness timeout (STYLE.md §11).
  * @returns a release function.
  * @throws PaddockError `ERR_STATE_LOCKED` naming the directory when another live process holds it.
  */
 export async function acquireOwnership(dir: string, what: string): Promise<() => Promise<void>> {
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  const lockfilePath = path.join(dir, "owner.lock");
+  const pidFile = path.join(dir, "owner.pid");
+  const take = () => lockfile.lock(dir, { stale: 15_000, update: 5_000, realpath: false, lockfilePath, onCompromised: () => undefined });
+  let release: () => Promise<void>;
   try {
-    return await lockfile.lock(dir, {
-      stale: 15_000,
-      update: 5_000,
-      realpath: false,
-      lockfilePath: path.join(dir, "owner.lock"),
-      onCompromised: () => undefined,
-    });
+    release = await take();
   } catch (err) {
-    throw new PaddockError("ERR_STATE_LOCKED", `${what} at ${dir} is already in use by another running process`, { cause: err });
+    const holder = Number((await fs.readFile(pidFile, "utf8").catch(() => "")).trim());
+    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && !pidAlive(holder)) {
+      await fs.rm(lockfilePath, { recursive: true, force: true });
+      try {
+        release = await take();
+      } catch (err2) {
+        throw new PaddockError("ERR_STATE_LOCKED", `${what} at ${dir} is already in use by another running process`, { cause: err2 });
+      }
+    } else {
+      const who = Number.isInteger(holder) && holder > 0 ? ` (pid ${holder})` : "";
+      throw new PaddockError("ERR_STATE_LOCKED", `${what} at ${dir} is already in use by another running process${who}`, { cause: err });
+    }
+  }
+  await writeFileAtomic(pidFile, `${process.pid}\n`, 0o600);
+  return async () => {
+    await fs.rm(pidFile, { force: true });
+    await release();
+  };
+}
+
+/** True when a process with this pid exists (EPERM counts as alive). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return errnoCode(err) === "EPERM";
   }
 }

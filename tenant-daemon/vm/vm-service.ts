@@ -349,6 +349,7 @@ export class VmService {
       rootfsDir, bundleDir: this.bundleDir(r.hostname), agentDir: this.agentDir(r.hostname), netnsPath: attachment.netnsPath,
       consoleLogPath: this.consoleLogPath(r.hostname), cgroupPath: `/paddock/${this.deps.config.paddock.tenantId}/${r.hostname}`,
     });
+    await this.deps.runtime.start(id);
     const st = await this.deps.runtime.state(id);
     if (st.status !== "running") throw new PaddockError("ERR_VM_START_FAILED", `sandbox ${id} is ${st.status} right after start; see the console log`);
     vm.pid = st.pid;
@@ -587,6 +588,21 @@ export class VmService {
     }
     this.reaper = setInterval(() => void this.reap(), this.deps.reapIntervalMs ?? 1000);
     this.reaper.unref();
+  }
+
+  /**
+   * Remove every VM of the tenant the state file knows, and everything of the tenant the
+   * sweep finds (sandboxes, mounts, disks): used when a tenant is deleted (`purge`).
+   */
+  async purge(): Promise<void> {
+    const state = await this.deps.store.init();
+    for (const record of Object.values(state.vms)) {
+      const vm: LiveVm = { record, phase: "deleting", pid: undefined };
+      await this.teardown(vm, { removeDisk: true, graceful: false }).catch((err: unknown) => this.log.error("purge: cleanup failed", { hostname: record.hostname, err }));
+    }
+    this.vms.clear();
+    await this.sweep();
+    await this.persist();
   }
 
   /** Remove sandboxes, mounts and disks of this tenant that no record owns. */

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# List (and with --remove, remove) what Paddock tenants left on this host, found only by
+# Paddock's deterministic names — nothing else is touched:
+#   runc/crun containers  pdk-<tenant>-<hostname>
+#   network namespaces    pdk-<tenant>-<hostname>
+#   links                 alias "paddock/<tenant>/…" (veths, bridges)
+#   nftables tables       inet|ip paddock-<tenant>
+#   mounts                …/bundles/<hostname>/{rootfs,disk} below a Paddock run dir (overlay/ext4)
+#   loop devices          backed by …/disks/<hostname>.img
+# Usage: scripts/leaks.sh [--tenant ID] [--remove]
+# Exit status: 0 nothing found (or all removed), 1 leftovers found (list mode).
+set -uo pipefail
+tenant="" remove=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --tenant) tenant="$2"; shift 2 ;;
+    --remove) remove=1; shift ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+t="${tenant:-[a-z][a-z0-9]*}"
+found=0
+report() { found=1; printf '%-10s %s\n' "$1" "$2"; }
+
+for rt in runc crun; do
+  command -v "$rt" >/dev/null 2>&1 || continue
+  for id in $("$rt" list -q 2>/dev/null); do
+    [[ "$id" == pdk-${tenant:-}* ]] || continue
+    [[ "$id" =~ ^pdk-${t}- ]] || continue
+    report "$rt" "$id"
+    [ $remove = 1 ] && "$rt" delete --force "$id" >/dev/null 2>&1
+  done
+done
+
+# Mounts: deepest first (overlay rootfs before its disk).
+while read -r mp; do
+  [ -n "$mp" ] || continue
+  report mount "$mp"
+  [ $remove = 1 ] && { umount "$mp" 2>/dev/null || umount -l "$mp"; }
+done < <(awk '{print $5}' /proc/self/mountinfo | grep -E '/bundles/[a-z0-9-]+/(rootfs|disk)$' | sort -r)
+
+while read -r dev file; do
+  [ -n "$dev" ] || continue
+  report loop "$dev $file"
+  [ $remove = 1 ] && losetup -d "$dev" 2>/dev/null
+done < <(losetup -a -O NAME,BACK-FILE -n 2>/dev/null | awk '$2 ~ /\/disks\/[a-z0-9-]+\.img$/ {print $1, $2}')
+
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
+  [[ "$ns" =~ ^pdk-${t}- ]] || continue
+  report netns "$ns"
+  [ $remove = 1 ] && ip netns delete "$ns" 2>/dev/null
+done
+
+while read -r name alias; do
+  [ -n "$name" ] || continue
+  [[ "$alias" =~ ^paddock/${t}/ ]] || continue
+  report link "$name ($alias)"
+  [ $remove = 1 ] && ip link delete "$name" 2>/dev/null
+done < <(ip -j link show 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{for(const l of JSON.parse(s||"[]"))if(l.ifalias)console.log(l.ifname,l.ifalias)})')
+
+if command -v nft >/dev/null 2>&1; then
+  while read -r _ family name; do
+    [[ "$name" =~ ^paddock-${t}$ ]] || continue
+    report nft "$family $name"
+    [ $remove = 1 ] && nft delete table "$family" "$name" 2>/dev/null
+  done < <(nft list tables 2>/dev/null)
+fi
+
+if [ $found = 0 ]; then echo "no Paddock leftovers${tenant:+ for tenant $tenant}"; exit 0; fi
+[ $remove = 1 ] && { echo "removed"; exit 0; }
+exit 1

@@ -1,0 +1,195 @@
+/**
+ * Composition root of the tenant daemon (STYLE.md §3): builds config, logger, stores,
+ * runtime, storage, network, agent client and VM service, then serves the Slicer API.
+ *
+ *   node dist/tenant-daemon/main.js up <config.yaml>      serve until SIGTERM/SIGINT
+ *   node dist/tenant-daemon/main.js purge <config.yaml>   delete every VM, disk, link and table of the tenant
+ *
+ * Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage.
+ */
+import { promises as fs, existsSync } from "node:fs";
+import crypto from "node:crypto";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { PaddockError, isPaddockError } from "../shared/errors.js";
+import { createLogger, type Logger } from "../shared/logger.js";
+import { JsonStateStore, acquireOwnership, writeFileAtomic } from "../shared/state-store.js";
+import { loadTenantConfig, type TenantConfig } from "../shared/tenant-config.js";
+import { createApiApp, listenApi } from "./api/server.js";
+import { DaemonMetrics } from "./api/metrics.js";
+import { resolveImage } from "./images/image-store.js";
+import { createOciDriver } from "./runtime/oci-driver.js";
+import { createVmStorage } from "./storage/vm-storage.js";
+import { createTenantNetwork } from "./network/tenant-network.js";
+import { createAgentPort } from "./vm/agent-port.js";
+import { SecretStore } from "./secrets/secret-store.js";
+import { VmService } from "./vm/vm-service.js";
+import type { DaemonState } from "./vm/vm-types.js";
+
+/** A running daemon, for tests and the CLI. */
+export interface RunningDaemon {
+  config: TenantConfig;
+  vms: VmService;
+  /** Stop serving; ephemeral VMs are deleted, persistent ones keep running (spec §3.5). */
+  stop(): Promise<void>;
+}
+
+/**
+ * Refuse hypervisors this host cannot run (issue 2 §5): `firecracker` needs /dev/kvm, and the
+ * Firecracker driver is not part of this release.
+ * @throws PaddockError ERR_CONFIG_UNSUPPORTED
+ */
+export function checkHypervisor(config: TenantConfig, kvmPresent = existsSync("/dev/kvm")): void {
+  if (config.hypervisor === "oci") return;
+  if (!kvmPresent) {
+    throw new PaddockError("ERR_CONFIG_UNSUPPORTED", `${config.source}: config.hypervisor is firecracker, but this host has no /dev/kvm; set \`hypervisor: oci\` to run VMs as OCI sandboxes (runc/crun)`);
+  }
+  throw new PaddockError("ERR_CONFIG_UNSUPPORTED", `${config.source}: the Firecracker driver is not available in this Paddock release; set \`hypervisor: oci\``);
+}
+
+/** Read or create (0600) the API bearer token for TCP binds (spec §1.2). */
+async function loadAuthToken(config: TenantConfig): Promise<string | undefined> {
+  if (!config.api.auth.enabled) return undefined;
+  if (config.api.auth.token) return config.api.auth.token;
+  const file = path.join(config.paddock.stateDir, "auth", "token");
+  try {
+    return (await fs.readFile(file, "utf8")).trim();
+  } catch {
+    const token = crypto.randomBytes(32).toString("base64url");
+    await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+    await writeFileAtomic(file, token + "\n", 0o600);
+    return token;
+  }
+}
+
+async function buildServices(config: TenantConfig, logger: Logger, metrics: DaemonMetrics) {
+  const p = config.paddock;
+  await fs.mkdir(p.stateDir, { recursive: true, mode: 0o700 });
+  await fs.mkdir(p.runDir, { recursive: true, mode: 0o700 });
+  const imageRootfs = await resolveImage(p.imageDir, config.image);
+  const runtime = await createOciDriver({ preference: p.runtime, logger });
+  const storage = createVmStorage({ stateDir: p.stateDir, runDir: p.runDir, imageRootfs, logger });
+  const network = createTenantNetwork({ config, logger, stateDir: p.stateDir });
+  const secrets = new SecretStore(path.join(p.stateDir, "secrets"));
+  const agent = createAgentPort({ secrets, logger });
+  const store = new JsonStateStore<DaemonState>({
+    file: path.join(p.stateDir, "state.json"),
+    schemaVersion: 1,
+    initial: () => ({ schemaVersion: 1, tenantId: p.tenantId, counters: {}, vms: {} }),
+    validate: (v) => (typeof (v as DaemonState).vms === "object" && typeof (v as DaemonState).counters === "object" ? undefined : "missing vms or counters"),
+  });
+  const vms = new VmService({
+    config, store, runtime, storage, network, agent, logger,
+    onEvent: (event, group) => {
+      if (event === "launch") metrics.launch(group, "ok");
+      if (event === "launch_failed") metrics.launch(group, "error");
+    },
+  });
+  return { runtime, storage, network, secrets, agent, vms };
+}
+
+/**
+ * Start a daemon from a config file: lock the state dir, reconcile, serve.
+ * @throws PaddockError ERR_CONFIG_INVALID / ERR_CONFIG_UNSUPPORTED / ERR_STATE_LOCKED /
+ *   ERR_SOCKET_IN_USE / ERR_IMAGE_NOT_FOUND / ERR_RUNTIME_UNAVAILABLE and start-up failures.
+ */
+export async function startDaemon(configPath: string, options: { logger?: Logger } = {}): Promise<RunningDaemon> {
+  const config = await loadTenantConfig(configPath);
+  const logger = (options.logger ?? createLogger()).child({ tenant: config.paddock.tenantId });
+  for (const w of config.warnings) logger.warn(`config: ${w}`);
+  checkHypervisor(config);
+  const release = await acquireOwnership(config.paddock.stateDir, `tenant ${config.paddock.tenantId}'s state`);
+  try {
+    const metrics = new DaemonMetrics();
+    const s = await buildServices(config, logger, metrics);
+    await s.network.start();
+    await s.vms.start();
+    const authToken = await loadAuthToken(config);
+    const app = createApiApp({
+      config, vms: s.vms, metrics, logger, authToken,
+      extraRouters: [],
+      describeNetwork: (h) => s.network.describe?.(h),
+    });
+    const server = await listenApi(app, config);
+    logger.info("tenant daemon ready", { listen: config.api.kind === "unix" ? config.api.socketPath : `${config.api.host}:${config.api.port}`, runtime: s.runtime.name, vms: s.vms.list({ kind: "none" }).length });
+    let stopped: Promise<void> | undefined;
+    return {
+      config,
+      vms: s.vms,
+      stop: () => (stopped ??= (async () => {
+        logger.info("stopping");
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        });
+        await s.vms.stop();
+        // Persistent and config VMs keep running while the daemon is down (spec §3.5, seed):
+        // their links and the tenant's nftables table stay in force so their isolation holds,
+        // and the next start adopts them. With no VM left, everything network is removed.
+        const survivors = s.vms.list({ kind: "none" }).filter((n) => n.status !== "Stopped").length;
+        if (survivors === 0) await s.network.stop();
+        else logger.info("keeping the network of VMs that outlive the daemon", { survivors });
+        if (config.api.kind === "unix") await fs.rm(config.api.socketPath, { force: true });
+        await release();
+        logger.info("stopped");
+      })()),
+    };
+  } catch (err) {
+    await release().catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * Delete everything a tenant has on this host: every VM and disk, links, namespaces and the
+ * nftables table. The daemon must not be running (its state lock is taken).
+ */
+export async function purgeTenant(configPath: string, options: { logger?: Logger } = {}): Promise<void> {
+  const config = await loadTenantConfig(configPath);
+  const logger = (options.logger ?? createLogger()).child({ tenant: config.paddock.tenantId, op: "purge" });
+  const release = await acquireOwnership(config.paddock.stateDir, `tenant ${config.paddock.tenantId}'s state`);
+  try {
+    const s = await buildServices(config, logger, new DaemonMetrics());
+    await s.vms.purge();
+    await s.network.stop();
+    if (config.api.kind === "unix") await fs.rm(config.api.socketPath, { force: true });
+  } finally {
+    await release();
+  }
+}
+
+/** CLI entry: `up FILE` or `purge FILE`. Returns the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, file] = argv;
+  if ((cmd !== "up" && cmd !== "purge") || !file) {
+    process.stderr.write("usage: paddock daemon up <config.yaml> | paddock daemon purge <config.yaml>\n");
+    return 2;
+  }
+  try {
+    if (cmd === "purge") {
+      await purgeTenant(file);
+      return 0;
+    }
+    const daemon = await startDaemon(file);
+    await new Promise<void>((resolve) => {
+      const onSignal = (sig: NodeJS.Signals): void => {
+        process.stderr.write(`received ${sig}\n`);
+        void daemon.stop().then(resolve, (err: unknown) => {
+          process.stderr.write(`stop failed: ${(err as Error).message}\n`);
+          resolve();
+        });
+      };
+      process.once("SIGTERM", onSignal);
+      process.once("SIGINT", onSignal);
+    });
+    return 0;
+  } catch (err) {
+    const msg = isPaddockError(err) ? `${err.code}: ${err.message}` : (err as Error).stack ?? String(err);
+    process.stderr.write(`paddock daemon: ${msg}\n`);
+    return isPaddockError(err) && (err.code === "ERR_CONFIG_INVALID" || err.code === "ERR_CONFIG_UNSUPPORTED") ? 2 : 1;
+  }
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  process.exitCode = await main(process.argv.slice(2));
+}

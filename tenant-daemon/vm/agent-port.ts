@@ -1,0 +1,31 @@
+/**
+ * The VM service's {@link AgentPort} over the guest agent client (tenant-daemon/agent-client)
+ * and the agent's boot file (tenant-daemon/agent/boot.ts).
+ */
+import type { Logger } from "../../shared/logger.js";
+import { agentHealth, syncSecretsToAgent } from "../agent-client/agent-http.js";
+import { DEFAULT_SECRETS_DIR, writeAgentBootConfig } from "../agent/boot.js";
+import { DEFAULT_GUEST_USER } from "../images/image-store.js";
+import type { SecretStore } from "../secrets/secret-store.js";
+import { PADDOCK_VERSION } from "../api/server.js";
+import type { AgentPort } from "./vm-service.js";
+
+/** Build the agent port. `secrets` is the tenant's secret store (spec §2.12, §3.8). */
+export function createAgentPort(deps: { secrets: SecretStore; logger: Logger }): AgentPort {
+  return {
+    health: (socketPath, timeoutMs) => agentHealth(socketPath, timeoutMs),
+    writeBoot: async (agentDir, boot) => {
+      writeAgentBootConfig(agentDir, {
+        hostname: boot.hostname,
+        userdata: boot.userdata ?? null,
+        default_user: { name: DEFAULT_GUEST_USER.name, uid: DEFAULT_GUEST_USER.uid, gid: DEFAULT_GUEST_USER.gid, home: DEFAULT_GUEST_USER.home },
+        secrets_dir: DEFAULT_SECRETS_DIR,
+        agent_version: PADDOCK_VERSION,
+      });
+    },
+    syncSecrets: async (socketPath, names) => {
+      const synced = await syncSecretsToAgent(socketPath, deps.secrets, names);
+      deps.logger.debug("secrets synced", { socketPath, synced });
+    },
+  };
+}

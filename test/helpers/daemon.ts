@@ -1,0 +1,161 @@
+/**
+ * Start and stop REAL tenant daemons (`node dist/tenant-daemon/main.js up <config>`) on fresh
+ * temp dirs, for integration and privileged tests. Every daemon started here is stopped by pid
+ * in {@link TestDaemon.stop}; {@link TestDaemon.destroy} also purges what it left (VMs, disks,
+ * links, table) and removes the temp dir.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { promises as fs } from "node:fs";
+import crypto from "node:crypto";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { stringify } from "yaml";
+import { request, type TestResponse } from "./http.js";
+
+/** The project root (dir with package.json), from dist/test/helpers. */
+export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+export const DAEMON_MAIN = path.join(PROJECT_ROOT, "dist/tenant-daemon/main.js");
+
+/** A short random tenant id (link names and socket paths stay short). */
+export function randomTenantId(): string {
+  return "t" + crypto.randomBytes(4).toString("hex").slice(0, 7);
+}
+
+/** Options for {@link TestDaemon.create}. */
+export interface TestDaemonOptions {
+  tenantId?: string;
+  /** `config.host_groups`, in the Slicer YAML shape. Default: one isolated `sbox` group. */
+  hostGroups?: Record<string, unknown>[];
+  /** Extra `paddock:` keys. */
+  paddock?: Record<string, unknown>;
+  /** Extra `config:` keys (e.g. graceful_shutdown). */
+  config?: Record<string, unknown>;
+}
+
+/** A random /22 inside 169.254.0.0/16 (away from 169.254.169.0/22), for isolated test groups. */
+export function randomIsolatedRange(): string {
+  for (;;) {
+    const third = crypto.randomInt(0, 64) * 4;
+    if (third === 168) continue;
+    return `169.254.${third}.0/22`;
+  }
+}
+
+export class TestDaemon {
+  readonly dir: string;
+  readonly tenantId: string;
+  readonly configPath: string;
+  readonly socketPath: string;
+  readonly stateDir: string;
+  readonly runDir: string;
+  child: ChildProcess | undefined;
+  stderr = "";
+
+  private constructor(dir: string, tenantId: string) {
+    this.dir = dir;
+    this.tenantId = tenantId;
+    this.configPath = path.join(dir, "config.yaml");
+    this.socketPath = path.join(dir, "api.sock");
+    this.stateDir = path.join(dir, "state");
+    this.runDir = path.join(dir, "run");
+  }
+
+  /** Write a config into a fresh temp dir (nothing started yet). */
+  static async create(opts: TestDaemonOptions = {}): Promise<TestDaemon> {
+    const dir = await fs.mkdtemp("/tmp/pdk-");
+    const d = new TestDaemon(dir, opts.tenantId ?? randomTenantId());
+    const hostGroups = opts.hostGroups ?? [{ name: "sbox", count: 0, vcpu: 2, ram_mb: 512, storage: "image", storage_size: "256M", network: { mode: "isolated", range: randomIsolatedRange() } }];
+    await fs.writeFile(d.configPath, stringify({
+      config: { host_groups: hostGroups, image: "debian-12", hypervisor: "oci", graceful_shutdown: false, api: { bind_address: d.socketPath }, ...(opts.config ?? {}) },
+      paddock: { tenant_id: d.tenantId, state_dir: d.stateDir, run_dir: d.runDir, stop_timeout_seconds: 2, ...(opts.paddock ?? {}) },
+    }));
+    return d;
+  }
+
+  /** Start the daemon and wait until `/healthz` answers (or it exits: then throw with its stderr). */
+  async start(timeoutMs = 60_000): Promise<void> {
+    this.stderr = "";
+    const child = spawn(process.execPath, [DAEMON_MAIN, "up", this.configPath], { stdio: ["ignore", "ignore", "pipe"] });
+    this.child = child;
+    child.stderr?.on("data", (c: Buffer) => {
+      this.stderr += c.toString();
+      if (process.env.PADDOCK_TEST_VERBOSE) process.stderr.write(c);
+    });
+    const exited = new Promise<never>((_, reject) => child.once("exit", (code, sig) => reject(new Error(`daemon exited (${code ?? sig}) during start:\n${this.stderr.slice(-4000)}`))));
+    exited.catch(() => undefined);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const ok = await Promise.race([this.get("/healthz").then((r) => r.status === 200, () => false), exited]);
+      if (ok) return;
+      if (Date.now() > deadline) throw new Error(`daemon not ready after ${timeoutMs} ms:\n${this.stderr.slice(-4000)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** SIGTERM the daemon (by pid) and wait for it to exit; SIGKILL after `timeoutMs`. */
+  async stop(timeoutMs = 60_000): Promise<number | null> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return child?.exitCode ?? null;
+    const done = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    const code = await done;
+    clearTimeout(timer);
+    this.child = undefined;
+    return code;
+  }
+
+  /** SIGKILL the daemon (crash simulation) and wait for it to be gone. */
+  async kill9(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const done = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    child.kill("SIGKILL");
+    await done;
+    this.child = undefined;
+  }
+
+  /** Stop, purge everything of the tenant (`main.js purge`), and remove the temp dir. */
+  async destroy(): Promise<void> {
+    await this.stop().catch(() => undefined);
+    await new Promise<void>((resolve) => {
+      const p = spawn(process.execPath, [DAEMON_MAIN, "purge", this.configPath], { stdio: ["ignore", "ignore", "inherit"] });
+      p.once("exit", () => resolve());
+      p.once("error", () => resolve());
+    });
+    await fs.rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+
+  get(p: string, headers?: Record<string, string>): Promise<TestResponse> {
+    return request({ socketPath: this.socketPath }, "GET", p, undefined, headers);
+  }
+  post(p: string, body?: unknown, headers?: Record<string, string>): Promise<TestResponse> {
+    return request({ socketPath: this.socketPath }, "POST", p, body, headers);
+  }
+  patch(p: string, body?: unknown): Promise<TestResponse> {
+    return request({ socketPath: this.socketPath }, "PATCH", p, body);
+  }
+  del(p: string): Promise<TestResponse> {
+    return request({ socketPath: this.socketPath }, "DELETE", p);
+  }
+}
+
+/** Mount points under `dir` (from /proc/self/mountinfo). */
+export async function mountsUnder(dir: string): Promise<string[]> {
+  const text = await fs.readFile("/proc/self/mountinfo", "utf8");
+  return text.split("\n").map((l) => l.split(" ")[4] ?? "").filter((m) => m === dir || m.startsWith(dir + "/"));
+}
+
+/** Loop devices whose backing file is under `dir`. */
+export async function loopDevicesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const name of await fs.readdir("/sys/block").catch(() => [] as string[])) {
+    if (!name.startsWith("loop")) continue;
+    const backing = await fs.readFile(`/sys/block/${name}/loop/backing_file`, "utf8").catch(() => "");
+    if (backing.trim().startsWith(dir + "/")) out.push(name);
+  }
+  return out;
+}
+
+export { os };
