@@ -1,0 +1,258 @@
+/**
+ * The admin API (issue 4 §4; docs/admin-api.openapi.yaml): Express on its own listener,
+ * every route but `/healthz` behind the admin bearer token. Routes are thin: parse,
+ * call {@link TenantService}, shape JSON (snake_case, like the Slicer API).
+ *
+ * Errors: 4xx as `{"error","code"}`; PaddockErrors with a 5xx status keep their message
+ * (this API is operator-only and a failed daemon start must show the daemon's output);
+ * anything else is logged with its stack and answered with a generic 500.
+ */
+import express, { type NextFunction, type Request, type Response } from "express";
+import { randomUUID } from "node:crypto";
+import { PaddockError, errorResponse } from "../shared/errors.js";
+import type { Logger } from "../shared/logger.js";
+import { bearerToken, hashToken, hashesEqual } from "./tokens.js";
+import type { TenantService, Actor } from "./tenant-service.js";
+import type { TenantRecord } from "./tenant-registry.js";
+import type { HostInfo } from "./host-info.js";
+import type { AuditLog } from "./audit-log.js";
+import type { SupervisorMetrics } from "./metrics.js";
+
+/** Dependencies of the admin app. */
+export interface AdminDeps {
+  tenants: TenantService;
+  host: HostInfo;
+  audit: AuditLog;
+  metrics: SupervisorMetrics;
+  log: Logger;
+  /** SHA-256 of the admin token. */
+  adminTokenHash: string;
+}
+
+type Locals = { requestId: string; log: Logger };
+
+function locals(res: Response): Locals {
+  return res.locals as Locals;
+}
+
+function actor(res: Response): Actor {
+  return { actor: "admin", requestId: locals(res).requestId };
+}
+
+/** The tenant as the admin API shows it (no token hashes, ever). */
+export function tenantView(t: TenantRecord, tenants: TenantService): Record<string, unknown> {
+  const d = tenants.daemonInfo(t.id);
+  return {
+    id: t.id,
+    status: t.status,
+    ...(t.statusReason ? { status_reason: t.statusReason } : {}),
+    template: t.template,
+    labels: t.labels,
+    limits: {
+      ...(t.limits.maxVms !== undefined ? { max_vms: t.limits.maxVms } : {}),
+      ...(t.limits.maxVcpu !== undefined ? { max_vcpu: t.limits.maxVcpu } : {}),
+      ...(t.limits.maxRamBytes !== undefined ? { max_ram_bytes: t.limits.maxRamBytes } : {}),
+      ...(t.limits.maxDiskBytes !== undefined ? { max_disk_bytes: t.limits.maxDiskBytes } : {}),
+    },
+    host_groups: Object.fromEntries(Object.entries(t.overrides).map(([g, o]) => [g, {
+      ...(o.vcpu !== undefined ? { vcpu: o.vcpu } : {}),
+      ...(o.ramBytes !== undefined ? { ram_mb: o.ramBytes / 2 ** 20 } : {}),
+      ...(o.storageSizeBytes !== undefined ? { storage_size: `${o.storageSizeBytes / 2 ** 20}M` } : {}),
+    }])),
+    ranges: t.blocks.map((b) => ({ host_group: b.hostGroup, cidr: b.cidr })),
+    socket_path: tenants.socketPath(t.id),
+    daemon: {
+      state: d.state,
+      ...(d.pid !== undefined ? { pid: d.pid } : {}),
+      restarts: d.restarts,
+      ...(d.uptimeSeconds !== undefined ? { uptime_seconds: d.uptimeSeconds } : {}),
+      ...(t.daemon.startedAt ? { started_at: t.daemon.startedAt } : {}),
+      ...(t.daemon.lastExit ? { last_exit: t.daemon.lastExit } : {}),
+      ...(t.daemon.lastError ? { last_error: t.daemon.lastError } : {}),
+    },
+    tokens: t.tokens.map((k) => ({ id: k.id, created_at: k.createdAt, ...(k.expiresAt ? { expires_at: k.expiresAt } : {}), ...(k.revokedAt ? { revoked_at: k.revokedAt } : {}) })),
+    pending_restart: t.pendingRestart === true,
+    created_at: t.createdAt,
+    updated_at: t.updatedAt,
+  };
+}
+
+function body(req: Request): Record<string, unknown> {
+  const b: unknown = req.body;
+  if (b === undefined || b === null) return {};
+  if (typeof b !== "object" || Array.isArray(b)) throw new PaddockError("ERR_BAD_REQUEST", "expected a JSON object body");
+  return b as Record<string, unknown>;
+}
+
+function queryString(req: Request, name: string): string | undefined {
+  const v = req.query[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== "string") throw new PaddockError("ERR_QUERY_INVALID", `${name}: expected one value`);
+  return v;
+}
+
+function queryInt(req: Request, name: string, def: number, max: number): number {
+  const v = queryString(req, name);
+  if (v === undefined) return def;
+  if (!/^\d{1,9}$/.test(v) || Number(v) < 1 || Number(v) > max) throw new PaddockError("ERR_QUERY_INVALID", `${name}: expected an integer between 1 and ${max}`);
+  return Number(v);
+}
+
+function param(req: Request, name: string): string {
+  const v = req.params[name];
+  if (typeof v !== "string") throw new PaddockError("ERR_BAD_REQUEST", `missing ${name}`);
+  return v;
+}
+
+/** Build the admin Express app. */
+export function createAdminApp(deps: AdminDeps): express.Express {
+  const { tenants, host, audit, metrics, log } = deps;
+  const app = express();
+  app.disable("x-powered-by");
+  app.set("etag", false);
+
+  app.use((req, res, next) => {
+    const requestId = randomUUID();
+    res.locals.requestId = requestId;
+    res.locals.log = log.child({ req: requestId });
+    res.setHeader("x-request-id", requestId);
+    const started = Date.now();
+    res.on("finish", () => locals(res).log.info("admin request", { method: req.method, path: req.path, status: res.statusCode, ms: Date.now() - started }));
+    next();
+  });
+
+  app.get("/healthz", (_req, res) => {
+    res.type("text/plain").send("OK");
+  });
+
+  // Admin auth: hash the presented token and compare hashes in constant time.
+  app.use((req, _res, next) => {
+    const presented = bearerToken(req.get("authorization"));
+    if (!hashesEqual(hashToken(presented ?? ""), deps.adminTokenHash) || presented === undefined) {
+      next(new PaddockError("ERR_AUTH_REQUIRED", "missing or invalid admin token"));
+      return;
+    }
+    next();
+  });
+
+  app.get("/metrics", (_req, res) => {
+    const { byStatus, restarts } = tenants.metricsInputs();
+    res.type("text/plain; version=0.0.4").send(metrics.render(byStatus, restarts));
+  });
+
+  const r = express.Router();
+  r.use(express.json({ limit: "256kb", strict: true }));
+
+  r.get("/tenants", (req, res) => {
+    const labels: Record<string, string> = {};
+    const raw = req.query.label;
+    for (const l of raw === undefined ? [] : Array.isArray(raw) ? raw : [raw]) {
+      if (typeof l !== "string" || !l.includes("=")) throw new PaddockError("ERR_QUERY_INVALID", "label: expected key=value");
+      const i = l.indexOf("=");
+      labels[l.slice(0, i)] = l.slice(i + 1);
+    }
+    res.json(tenants.list({ status: queryString(req, "status"), labels }).map((t) => tenantView(t, tenants)));
+  });
+
+  r.post("/tenants", async (req, res) => {
+    const out = await tenants.create(body(req), actor(res));
+    res.status(201).json({ ...tenantView(out.tenant, tenants), token: out.token, token_id: out.tokenId });
+  });
+
+  r.get("/tenants/:id", async (req, res) => {
+    const t = tenants.get(param(req, "id"));
+    const usage = await tenants.usage(t.id);
+    res.json({
+      ...tenantView(t, tenants),
+      vms: usage ? { total: usage.total, by_status: usage.vms } : null,
+      resources: usage ? { vcpu: usage.vcpu, ram_bytes: usage.ramBytes, disk_bytes: usage.diskBytes } : null,
+    });
+  });
+
+  r.patch("/tenants/:id", async (req, res) => {
+    res.json(tenantView(await tenants.update(param(req, "id"), body(req), actor(res)), tenants));
+  });
+
+  r.delete("/tenants/:id", async (req, res) => {
+    await tenants.delete(param(req, "id"), actor(res));
+    res.status(204).end();
+  });
+
+  r.post("/tenants/:id/suspend", async (req, res) => {
+    const b = body(req);
+    const reason = b.reason === undefined ? "suspended by operator" : b.reason;
+    if (typeof reason !== "string" || reason.length > 500) throw new PaddockError("ERR_TENANT_INVALID", "reason: expected a string of at most 500 characters");
+    const out = await tenants.suspend(param(req, "id"), reason, actor(res));
+    res.json({ ...tenantView(out.tenant, tenants), paused_vms: out.paused, errors: out.errors });
+  });
+
+  r.post("/tenants/:id/resume", async (req, res) => {
+    const out = await tenants.resume(param(req, "id"), actor(res));
+    res.json({ ...tenantView(out.tenant, tenants), resumed_vms: out.resumed, errors: out.errors });
+  });
+
+  r.post("/tenants/:id/restart", async (req, res) => {
+    res.json(tenantView(await tenants.restart(param(req, "id"), actor(res)), tenants));
+  });
+
+  r.post("/tenants/:id/tokens", async (req, res) => {
+    const out = await tenants.issueToken(param(req, "id"), body(req), actor(res));
+    res.status(201).json({ id: out.id, token: out.token, created_at: out.createdAt, ...(out.expiresAt ? { expires_at: out.expiresAt } : {}) });
+  });
+
+  r.delete("/tenants/:id/tokens/:tokenId", async (req, res) => {
+    await tenants.revokeToken(param(req, "id"), param(req, "tokenId"), actor(res));
+    res.status(204).end();
+  });
+
+  r.get("/tenants/:id/logs", async (req, res) => {
+    const lines = await tenants.logs(param(req, "id"), queryInt(req, "lines", 100, 10_000));
+    res.json({ lines });
+  });
+
+  r.get("/host", async (_req, res) => {
+    const snap = await host.snapshot();
+    let vcpu = 0, ramBytes = 0, diskBytes = 0;
+    const perTenant = await Promise.all(tenants.list({}).map(async (t) => ({ id: t.id, usage: await tenants.usage(t.id) })));
+    for (const p of perTenant) {
+      vcpu += p.usage?.vcpu ?? 0;
+      ramBytes += p.usage?.ramBytes ?? 0;
+      diskBytes += p.usage?.diskBytes ?? 0;
+    }
+    res.json({
+      ...snap,
+      committed: { vcpu, ram_bytes: ramBytes, disk_bytes: diskBytes, tenants_reporting: perTenant.filter((p) => p.usage).length, tenants_total: perTenant.length },
+      capacity: { vcpu: snap.cpu.cores, ram_bytes: snap.memory.total_bytes, disk_bytes: snap.disk?.size_bytes ?? null },
+    });
+  });
+
+  r.get("/audit", async (req, res) => {
+    res.json(await audit.read({ tenant: queryString(req, "tenant"), action: queryString(req, "action"), limit: queryInt(req, "limit", 100, 10_000) }));
+  });
+
+  app.use("/admin/v1", r);
+
+  app.use((_req, _res, next) => next(new PaddockError("ERR_NOT_FOUND", "no such route")));
+
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    const l = (res.locals as Partial<Locals>).log ?? log;
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    // express.json() errors carry `type` and `status`.
+    const e = err as { type?: string; status?: number; message?: string };
+    if (e.type === "entity.parse.failed") err = new PaddockError("ERR_BODY_INVALID_JSON", "request body is not valid JSON");
+    else if (e.type === "entity.too.large") err = new PaddockError("ERR_BODY_TOO_LARGE", "request body is too large");
+    if (err instanceof PaddockError && err.status >= 500 && err.code !== "ERR_INTERNAL") {
+      l.error("admin request failed", { err });
+      res.status(err.status).json({ error: err.message, code: err.code, ...(err.details ?? {}) });
+      return;
+    }
+    const r2 = errorResponse(err);
+    if (r2.status >= 500) l.error("admin request failed", { err });
+    if (r2.status === 401) res.setHeader("www-authenticate", 'Bearer realm="paddock-admin"');
+    res.status(r2.status).json(r2.body);
+  });
+  return app;
+}

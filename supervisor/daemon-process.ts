@@ -1,0 +1,212 @@
+/**
+ * One tenant daemon OS process (adapter; STYLE.md §8, §9, §11): spawn with execa in its own
+ * process group, readiness handshake (`GET /healthz` on its socket) raced against exit and a
+ * timeout, graceful-then-forced stop of the whole group, and adoption of a live daemon left
+ * by a previous supervisor.
+ *
+ * The daemon's stdout and stderr go straight to `logs/daemon.log` (opened O_APPEND and
+ * handed over as a file descriptor), never through a pipe: a pipe would break when the
+ * supervisor dies and the daemon would then fail writing its logs. A failed start reports
+ * the log lines written since the spawn.
+ */
+import { openSync, closeSync, promises as fs } from "node:fs";
+import path from "node:path";
+import { execa } from "execa";
+import { PaddockError, errnoCode } from "../shared/errors.js";
+import { sleep } from "../shared/time.js";
+import { daemonHealthy } from "./daemon-client.js";
+import { isDaemonCmdline, pidAlive, readCmdline, readProcStat } from "./proc-info.js";
+
+/** How to run one tenant's daemon. */
+export interface DaemonSpec {
+  tenantId: string;
+  /** `<root>/dist/tenant-daemon/main.js`. */
+  entry: string;
+  configPath: string;
+  socketPath: string;
+  /** `<state>/tenants/<id>/logs/daemon.log`. */
+  logFile: string;
+  /** Extra environment (PADDOCK_STATE_DIR, PADDOCK_RUN_DIR, PADDOCK_IMAGE_DIR). */
+  env: Record<string, string>;
+}
+
+/** How a daemon ended. `code`/`signal` are unknown for adopted (non-child) daemons. */
+export interface DaemonExit {
+  code: number | undefined;
+  signal: string | undefined;
+  adopted: boolean;
+}
+
+/** A live daemon process, spawned by us or adopted. */
+export interface DaemonHandle {
+  pid: number;
+  procStartTicks: number | undefined;
+  adopted: boolean;
+  /** Resolves once when the process is gone. */
+  exited: Promise<DaemonExit>;
+  /** Stop watching (adopted daemons are polled). */
+  unwatch(): void;
+}
+
+/** Describe an exit for logs and the registry (`exit 1`, `signal SIGKILL`, `gone`). */
+export function describeExit(e: DaemonExit): string {
+  if (e.signal) return `signal ${e.signal}`;
+  if (e.code !== undefined) return `exit ${e.code}`;
+  return "process gone";
+}
+
+/** The last `maxLines` lines of `file` from byte `fromByte` on. */
+export async function readLogTail(file: string, maxLines: number, fromByte = 0): Promise<string[]> {
+  let handle: fs.FileHandle | undefined;
+  try {
+    handle = await fs.open(file, "r");
+    const size = (await handle.stat()).size;
+    const start = Math.max(fromByte, size - 256 * 1024);
+    const buf = Buffer.alloc(Math.max(0, size - start));
+    if (buf.length > 0) await handle.read(buf, 0, buf.length, start);
+    const lines = buf.toString("utf8").split("\n").filter((l) => l.length > 0);
+    return lines.slice(-maxLines);
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return [];
+    throw err;
+  } finally {
+    await handle?.close();
+  }
+}
+
+function signalGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch (err) {
+    if (errnoCode(err) !== "ESRCH") throw err;
+    try {
+      process.kill(pid, signal);
+    } catch {}
+  }
+}
+
+/** Poll an adopted pid (not our child, so no exit event) until it is gone or reused. */
+function watchPid(pid: number, startTicks: number | undefined, intervalMs: number): { exited: Promise<DaemonExit>; unwatch: () => void } {
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const exited = new Promise<DaemonExit>((resolve) => {
+    const tick = async (): Promise<void> => {
+      if (stopped) return;
+      const st = await readProcStat(pid);
+      const alive = (await pidAlive(pid)) && (startTicks === undefined || st?.startTicks === startTicks);
+      if (!alive) {
+        resolve({ code: undefined, signal: undefined, adopted: true });
+        return;
+      }
+      timer = setTimeout(() => void tick(), intervalMs);
+      timer.unref();
+    };
+    void tick();
+  });
+  return { exited, unwatch: () => { stopped = true; if (timer) clearTimeout(timer); } };
+}
+
+/**
+ * Spawn the daemon and wait until it is ready.
+ * Steps: 1. open the log (append, 0600); 2. spawn `node <entry> up <config>` detached (its
+ * own process group, session leader) with stdio on the log; 3. poll `GET /healthz` until
+ * 200, the process exits, or `readyTimeoutMs` passes; 4. on failure kill the group and
+ * throw with the log lines the daemon wrote.
+ * @throws PaddockError `ERR_DAEMON_START_FAILED` with `details.stderr` (last log lines).
+ */
+export async function spawnDaemon(spec: DaemonSpec, readyTimeoutMs: number): Promise<DaemonHandle> {
+  await fs.mkdir(path.dirname(spec.logFile), { recursive: true, mode: 0o700 });
+  const logStart = await fs.stat(spec.logFile).then((s) => s.size, () => 0);
+  // execa's option types only accept file descriptor numbers as literal types; the
+  // value is the real descriptor of the opened log (execa passes integers to the child as is).
+  const fd = openSync(spec.logFile, "a", 0o600) as 3;
+  const spawnChild = () => execa(process.execPath, [spec.entry, "up", spec.configPath], {
+    detached: true,
+    cleanup: false,
+    reject: false,
+    stdin: "ignore",
+    stdout: fd,
+    stderr: fd,
+    env: spec.env,
+    extendEnv: true,
+  });
+  let child: ReturnType<typeof spawnChild>;
+  try {
+    child = spawnChild();
+  } finally {
+    closeSync(fd);
+  }
+  child.unref();
+  const pid = child.pid;
+  const exited: Promise<DaemonExit> = child.then(
+    (r) => ({ code: r.exitCode, signal: r.signal, adopted: false }),
+    () => ({ code: undefined, signal: undefined, adopted: false }),
+  );
+  if (pid === undefined) {
+    await exited;
+    throw new PaddockError("ERR_DAEMON_START_FAILED", `could not spawn the daemon of tenant ${spec.tenantId} (${process.execPath} ${spec.entry})`);
+  }
+  const st = await readProcStat(pid);
+  const handle: DaemonHandle = { pid, procStartTicks: st?.startTicks, adopted: false, exited, unwatch: () => undefined };
+
+  const deadline = Date.now() + readyTimeoutMs;
+  let exitInfo: DaemonExit | undefined;
+  void exited.then((e) => { exitInfo = e; });
+  let delayMs = 25;
+  while (exitInfo === undefined && Date.now() < deadline) {
+    if (await daemonHealthy(spec.socketPath, 1000)) return handle;
+    await Promise.race([sleep(delayMs), exited]);
+    delayMs = Math.min(delayMs * 2, 250);
+  }
+  let reason: string;
+  if (exitInfo !== undefined) reason = `exited (${describeExit(exitInfo)}) before it was ready`;
+  else {
+    reason = `did not answer GET /healthz on ${spec.socketPath} within ${readyTimeoutMs} ms`;
+    signalGroup(pid, "SIGKILL");
+    await exited;
+  }
+  const tail = await readLogTail(spec.logFile, 20, logStart);
+  throw new PaddockError("ERR_DAEMON_START_FAILED", `daemon of tenant ${spec.tenantId} ${reason}${tail.length ? `; its last output:\n${tail.join("\n")}` : "; it wrote nothing"}`, {
+    details: { stderr: tail },
+  });
+}
+
+/**
+ * Adopt a daemon a previous supervisor started, if it is provably the same program:
+ * alive, cmdline `<node> <entry> up <config>`, and (when recorded) the same start time.
+ * @returns a handle watched by polling, or undefined when it is not ours / not alive.
+ */
+export async function adoptDaemon(spec: DaemonSpec, pid: number, procStartTicks: number | undefined, pollMs = 500): Promise<DaemonHandle | undefined> {
+  if (!(await pidAlive(pid))) return undefined;
+  if (!isDaemonCmdline(await readCmdline(pid), spec.entry, spec.configPath)) return undefined;
+  const st = await readProcStat(pid);
+  if (procStartTicks !== undefined && st?.startTicks !== procStartTicks) return undefined;
+  const w = watchPid(pid, st?.startTicks, pollMs);
+  return { pid, procStartTicks: st?.startTicks, adopted: true, exited: w.exited, unwatch: w.unwatch };
+}
+
+/**
+ * Stop a daemon: SIGTERM to its process group, wait up to `timeoutMs`, then SIGKILL and
+ * wait for the exit (idempotent: a gone process is fine).
+ * @returns how it ended and whether it had to be killed.
+ */
+export async function stopDaemon(handle: DaemonHandle, timeoutMs: number): Promise<{ exit: DaemonExit; forced: boolean }> {
+  signalGroup(handle.pid, "SIGTERM");
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), timeoutMs); });
+  const first = await Promise.race([handle.exited, timeout]);
+  clearTimeout(timer);
+  if (first !== undefined) {
+    handle.unwatch();
+    return { exit: first, forced: false };
+  }
+  signalGroup(handle.pid, "SIGKILL");
+  const exit = await handle.exited;
+  handle.unwatch();
+  return { exit, forced: true };
+}
+
+/** Send SIGKILL to a daemon's group (for leftovers and tests of crash handling). */
+export function killDaemonGroup(pid: number): void {
+  signalGroup(pid, "SIGKILL");
+}

@@ -1,0 +1,184 @@
+/**
+ * The tenant gateway (DESIGN.md §5, issue 4 §7): `Authorization: Bearer <tenant token>` →
+ * tenant → http-proxy to that tenant's daemon socket (`target: { socketPath }`).
+ *
+ * - The request goes through unchanged (method, raw path and query, streamed body); no
+ *   body parser ever sits in front, and responses (exec NDJSON, SSE) are piped, not buffered.
+ * - The token is removed before forwarding; `Forwarded`/`X-Forwarded-*`/`X-Real-IP` sent by
+ *   the client are dropped and the gateway sets its own `X-Forwarded-*` and `X-Request-Id`.
+ * - WebSocket upgrades (shell, forward) pass the same auth, then `proxy.ws()`.
+ * - A client abort destroys the upstream request (Node ≥ 15.5 no longer does it for us).
+ * - Upstream errors become JSON 502/503 (503 + Retry-After when the daemon is down); if
+ *   headers were already sent the socket is destroyed instead (STYLE.md §6).
+ * - 401 for unknown, expired, revoked or missing tokens has one body and the same work.
+ * - No server timeout cuts a long response: only header reception is bounded.
+ */
+import http from "node:http";
+import type { Duplex } from "node:stream";
+import { randomUUID } from "node:crypto";
+import httpProxy from "http-proxy";
+import { PaddockError, errnoCode, errorResponse } from "../shared/errors.js";
+import type { Logger } from "../shared/logger.js";
+import { bearerToken } from "./tokens.js";
+import type { TenantService } from "./tenant-service.js";
+import type { SupervisorMetrics } from "./metrics.js";
+import type { AuditLog } from "./audit-log.js";
+
+/** Seconds a client is told to wait when a daemon is down. */
+export const RETRY_AFTER_S = 2;
+
+const UNAUTHORIZED_BODY = JSON.stringify({ error: "missing, invalid, expired or revoked token", code: "ERR_AUTH_REQUIRED" });
+
+/** Headers a client may not set: identity and proxy metadata are the gateway's to set. */
+const STRIPPED_HEADERS = ["authorization", "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "x-forwarded-prefix", "x-real-ip", "x-request-id", "x-paddock-tenant"];
+
+/** VM create/delete paths the gateway audits (spec §2.2). */
+const VM_CREATE = /^\/hostgroup\/[^/]+\/nodes\/?(\?|$)/;
+const VM_DELETE = /^\/hostgroup\/[^/]+\/nodes\/[^/?]+\/?(\?|$)/;
+
+/** Dependencies of the gateway. */
+export interface GatewayDeps {
+  tenants: TenantService;
+  metrics: SupervisorMetrics;
+  audit: AuditLog;
+  log: Logger;
+}
+
+/** Outcome of authenticating and routing one request. */
+type Route = { ok: true; tenantId: string; socketPath: string } | { ok: false; status: number; body: string; headers?: Record<string, string> };
+
+function json(err: PaddockError, extraHeaders?: Record<string, string>): Route {
+  const r = errorResponse(err);
+  return { ok: false, status: r.status, body: JSON.stringify(r.body), headers: extraHeaders };
+}
+
+function requestId(): string {
+  return randomUUID();
+}
+
+/** Build the gateway's HTTP server (not yet listening). */
+export function createGatewayServer(deps: GatewayDeps): http.Server {
+  const { tenants, metrics, audit, log } = deps;
+  const proxy = httpProxy.createProxyServer({ xfwd: false, ws: true, proxyTimeout: 0, timeout: 0 });
+
+  const route = (req: http.IncomingMessage): Route => {
+    // Same work for every token: hash, Map lookup by hash, one constant-time compare.
+    const owner = tenants.authenticate(bearerToken(req.headers.authorization));
+    if (!owner) return { ok: false, status: 401, body: UNAUTHORIZED_BODY, headers: { "www-authenticate": 'Bearer realm="paddock"' } };
+    const target = tenants.gatewayTarget(owner.tenantId);
+    if (!target) return { ok: false, status: 401, body: UNAUTHORIZED_BODY, headers: { "www-authenticate": 'Bearer realm="paddock"' } };
+    if (target.status === "suspended") return json(new PaddockError("ERR_TENANT_SUSPENDED", `tenant ${target.tenantId} is suspended`));
+    if (target.status === "deleting") return json(new PaddockError("ERR_TENANT_NOT_FOUND", `tenant ${target.tenantId} is being deleted`));
+    if (!target.daemonUp) {
+      return json(new PaddockError("ERR_TENANT_UNAVAILABLE", `the daemon of tenant ${target.tenantId} is not running (${target.status}); retry later`), { "retry-after": String(RETRY_AFTER_S) });
+    }
+    return { ok: true, tenantId: target.tenantId, socketPath: target.socketPath };
+  };
+
+  /** Rewrite the headers forwarded upstream. */
+  const prepareHeaders = (req: http.IncomingMessage, id: string, tenantId: string): void => {
+    const host = req.headers.host;
+    for (const h of STRIPPED_HEADERS) delete req.headers[h];
+    req.headers["x-forwarded-for"] = req.socket.remoteAddress ?? "unix";
+    req.headers["x-forwarded-proto"] = "http";
+    if (host !== undefined) req.headers["x-forwarded-host"] = host;
+    req.headers["x-request-id"] = id;
+    req.headers["x-paddock-tenant"] = tenantId;
+  };
+
+  // Keep the request line exactly as the client sent it: http-proxy's urlJoin collapses
+  // `//` and would normalise the path; the daemon must see what the client sent.
+  const upstreams = new WeakMap<http.IncomingMessage, http.ClientRequest>();
+  proxy.on("proxyReq", (proxyReq, req) => {
+    upstreams.set(req, proxyReq);
+    if (!proxyReq.headersSent && req.url !== undefined) proxyReq.path = req.url;
+  });
+  proxy.on("proxyReqWs", (proxyReq, req) => {
+    if (!proxyReq.headersSent && req.url !== undefined) proxyReq.path = req.url;
+  });
+  // Never let an unhandled proxy error kill the process (STYLE.md "Known traps").
+  proxy.on("error", (err) => log.error("proxy error without handler", { err }));
+
+  const server = http.createServer((req, res) => {
+    const id = requestId();
+    const started = process.hrtime.bigint();
+    const rlog = log.child({ req: id });
+    res.setHeader("x-request-id", id);
+    const r = route(req);
+    const tenantLabel = r.ok ? r.tenantId : "-";
+    res.on("close", () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      metrics.observeRequest(tenantLabel, res.statusCode, seconds);
+      const pathOnly = (req.url ?? "").split("?")[0] ?? "";
+      rlog.info("request", { tenant: tenantLabel, method: req.method, path: pathOnly, status: res.statusCode, ms: Math.round(seconds * 1000), aborted: !res.writableFinished });
+      if (r.ok && ((req.method === "POST" && VM_CREATE.test(req.url ?? "")) || (req.method === "DELETE" && VM_DELETE.test(req.url ?? "")))) {
+        void audit.record({ actor: `tenant:${r.tenantId}`, action: req.method === "POST" ? "vm.create" : "vm.delete", tenant: r.tenantId, requestId: id, status: res.statusCode, details: { method: req.method, path: pathOnly } }, (err) => rlog.error("audit write failed", { err }));
+      }
+    });
+    if (!r.ok) {
+      if (r.status === 401) metrics.observeAuthFailure();
+      // Drain nothing: the body is not read; close the connection after answering.
+      res.writeHead(r.status, { "content-type": "application/json", "content-length": Buffer.byteLength(r.body), connection: "close", ...(r.headers ?? {}) });
+      res.end(r.body);
+      return;
+    }
+    prepareHeaders(req, id, r.tenantId);
+    // A client that goes away before the response ends: abort the upstream request so the
+    // daemon sees the disconnect (e.g. stops an exec stream).
+    res.on("close", () => {
+      if (!res.writableFinished) upstreams.get(req)?.destroy();
+    });
+    proxy.web(req, res, { target: { socketPath: r.socketPath } as unknown as httpProxy.ProxyTargetUrl }, (err) => {
+      const code = errnoCode(err);
+      rlog.warn("upstream error", { tenant: r.tenantId, code, err: (err as Error).message });
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      if (req.destroyed || res.destroyed) return;
+      const down = code === "ECONNREFUSED" || code === "ENOENT";
+      const e = down
+        ? new PaddockError("ERR_TENANT_UNAVAILABLE", `the daemon of tenant ${r.tenantId} is not answering; retry later`)
+        : new PaddockError("ERR_UPSTREAM_FAILED", `the daemon of tenant ${r.tenantId} failed to answer (${code ?? "error"})`);
+      const body = JSON.stringify(errorResponse(e).body);
+      res.writeHead(errorResponse(e).status, { "content-type": "application/json", "content-length": Buffer.byteLength(body), ...(down ? { "retry-after": String(RETRY_AFTER_S) } : {}) });
+      res.end(body);
+    });
+  });
+
+  server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    const id = requestId();
+    const rlog = log.child({ req: id });
+    socket.on("error", (err) => rlog.debug("client socket error", { err: err.message }));
+    const r = route(req);
+    if (!r.ok) {
+      if (r.status === 401) metrics.observeAuthFailure();
+      const extra = Object.entries(r.headers ?? {}).map(([k, v]) => `${k}: ${v}\r\n`).join("");
+      socket.end(`HTTP/1.1 ${r.status} ${http.STATUS_CODES[r.status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(r.body)}\r\nx-request-id: ${id}\r\nconnection: close\r\n${extra}\r\n${r.body}`);
+      rlog.info("upgrade refused", { status: r.status, path: (req.url ?? "").split("?")[0] });
+      return;
+    }
+    prepareHeaders(req, id, r.tenantId);
+    rlog.info("upgrade", { tenant: r.tenantId, path: (req.url ?? "").split("?")[0] });
+    proxy.ws(req, socket, head, { target: { socketPath: r.socketPath } as unknown as httpProxy.ProxyTargetUrl }, (err) => {
+      rlog.warn("upstream websocket error", { tenant: r.tenantId, err: (err as Error).message });
+      if (!socket.destroyed) {
+        const body = JSON.stringify(errorResponse(new PaddockError("ERR_TENANT_UNAVAILABLE", `the daemon of tenant ${r.tenantId} is not answering; retry later`)).body);
+        socket.end(`HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nretry-after: ${RETRY_AFTER_S}\r\nconnection: close\r\n\r\n${body}`);
+      }
+    });
+  });
+
+  // Long exec streams and wait-exit calls must not be cut: no request/idle timeout, only a
+  // bound on receiving headers (slowloris).
+  server.requestTimeout = 0;
+  server.headersTimeout = 30_000;
+  server.timeout = 0;
+  server.keepAliveTimeout = 5_000;
+  server.on("clientError", (err, socket) => {
+    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
+    else socket.destroy();
+  });
+  server.on("close", () => proxy.close());
+  return server;
+}

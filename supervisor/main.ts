@@ -1,0 +1,240 @@
+/**
+ * The supervisor's composition root (STYLE.md §3): config → logger → registry, audit,
+ * metrics → tenant service (process manager inside) → reconcile → gateway and admin
+ * listeners. `paddock up` calls {@link main}; tests call {@link runSupervisor}.
+ */
+import http from "node:http";
+import net from "node:net";
+import path from "node:path";
+import { promises as fs, constants as fsConstants } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { PaddockError, errnoCode, isPaddockError } from "../shared/errors.js";
+import { createLogger, type Logger } from "../shared/logger.js";
+import { acquireOwnership } from "../shared/state-store.js";
+import { sleep } from "../shared/time.js";
+import { formatListenAddress, loadSupervisorConfig, type ListenAddress, type SupervisorConfig, type SupervisorFlags } from "./supervisor-config.js";
+import { TenantRegistry } from "./tenant-registry.js";
+import { AuditLog } from "./audit-log.js";
+import { SupervisorMetrics } from "./metrics.js";
+import { HostInfo } from "./host-info.js";
+import { TenantService } from "./tenant-service.js";
+import { createGatewayServer } from "./gateway.js";
+import { createAdminApp } from "./admin-api.js";
+import { hashToken } from "./tokens.js";
+
+/** Options of {@link runSupervisor}. */
+export interface SupervisorOptions {
+  /** Supervisor YAML; undefined ⇒ defaults. */
+  configFile?: string;
+  flags?: SupervisorFlags;
+  env?: NodeJS.ProcessEnv;
+  logger?: Logger;
+  /** How long to wait for a previous (killed) supervisor's ownership lock to go stale, ms. */
+  lockWaitMs?: number;
+}
+
+/** A running supervisor. */
+export interface RunningSupervisor {
+  config: SupervisorConfig;
+  /** Bound gateway address (`127.0.0.1:41234` or a socket path). */
+  gatewayAddress: string;
+  adminAddress: string;
+  adminTokenFile: string;
+  tenants: TenantService;
+  /** Stop listening; daemons keep running unless `stopDaemons` (default: the config's). */
+  close(opts?: { stopDaemons?: boolean }): Promise<void>;
+}
+
+/**
+ * Read `<state>/supervisor/admin-token`, creating it (0600, O_EXCL) with a new random token
+ * on first start.
+ * @returns the token text.
+ */
+export async function ensureAdminToken(file: string): Promise<{ token: string; created: boolean }> {
+  try {
+    const token = (await fs.readFile(file, "utf8")).trim();
+    if (token.length < 32) throw new PaddockError("ERR_STATE_CORRUPT", `admin token file ${file} is too short; remove it to generate a new one`);
+    return { token, created: false };
+  } catch (err) {
+    if (errnoCode(err) !== "ENOENT") throw err;
+  }
+  const token = "pdk_admin_" + randomBytes(32).toString("base64url");
+  const h = await fs.open(file, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+  try {
+    await h.writeFile(token + "\n");
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+  return { token, created: true };
+}
+
+async function removeStaleSocket(socketPath: string): Promise<void> {
+  const inUse = await new Promise<boolean>((resolve) => {
+    const c = net.connect(socketPath);
+    c.once("connect", () => { c.destroy(); resolve(true); });
+    c.once("error", () => resolve(false));
+  });
+  if (inUse) throw new PaddockError("ERR_SOCKET_IN_USE", `socket ${socketPath} is in use by another process`);
+  await fs.rm(socketPath, { force: true });
+}
+
+async function listen(server: http.Server, addr: ListenAddress, mode: number): Promise<string> {
+  if (addr.kind === "unix") {
+    await fs.mkdir(path.dirname(addr.socketPath), { recursive: true, mode: 0o755 });
+    await removeStaleSocket(addr.socketPath);
+  }
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    if (addr.kind === "unix") server.listen(addr.socketPath, () => resolve());
+    else server.listen(addr.port, addr.host, () => resolve());
+  });
+  if (addr.kind === "unix") {
+    await fs.chmod(addr.socketPath, mode);
+    return addr.socketPath;
+  }
+  const a = server.address() as net.AddressInfo;
+  return formatListenAddress({ kind: "tcp", host: a.address, port: a.port });
+}
+
+async function closeServer(server: http.Server): Promise<void> {
+  await new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    // Long-lived streams (exec, shell) would hold close() forever.
+    server.closeAllConnections();
+  });
+}
+
+/**
+ * Start the supervisor.
+ * Steps: 1. config; 2. dirs (0700) and the one-supervisor-per-state-dir lock; 3. admin
+ * token; 4. registry (refuses corrupt state); 5. reconcile tenants (adopt, restart,
+ * remove leftovers); 6. listeners.
+ * @throws PaddockError `ERR_CONFIG_INVALID`, `ERR_STATE_CORRUPT`, `ERR_STATE_LOCKED`, `ERR_SOCKET_IN_USE`.
+ */
+export async function runSupervisor(opts: SupervisorOptions = {}): Promise<RunningSupervisor> {
+  const config = await loadSupervisorConfig(opts.configFile, { env: opts.env, flags: opts.flags });
+  const log = (opts.logger ?? createLogger()).child({ component: "supervisor" });
+  for (const w of config.warnings) log.warn("supervisor config", { warning: w });
+
+  const supDir = path.join(config.stateDir, "supervisor");
+  await fs.mkdir(path.join(config.stateDir, "tenants"), { recursive: true, mode: 0o700 });
+  await fs.mkdir(path.join(config.runDir, "tenants"), { recursive: true, mode: 0o700 });
+  await fs.mkdir(supDir, { recursive: true, mode: 0o700 });
+  const deadline = Date.now() + (opts.lockWaitMs ?? 20_000);
+  let release: () => Promise<void>;
+  for (;;) {
+    try {
+      release = await acquireOwnership(supDir, "the supervisor state directory");
+      break;
+    } catch (err) {
+      if (!isPaddockError(err, "ERR_STATE_LOCKED") || Date.now() >= deadline) throw err;
+      await sleep(1000);
+    }
+  }
+
+  const servers: http.Server[] = [];
+  try {
+    const adminTokenFile = path.join(supDir, "admin-token");
+    const admin = await ensureAdminToken(adminTokenFile);
+    if (admin.created) log.info("generated the admin token", { file: adminTokenFile });
+
+    const registry = new TenantRegistry(path.join(supDir, "registry.json"));
+    await registry.init();
+    const audit = new AuditLog(path.join(supDir, "audit.log"));
+    const metrics = new SupervisorMetrics();
+    const tenants = new TenantService({ config, registry, audit, metrics, log });
+    await tenants.reconcile();
+
+    const gateway = createGatewayServer({ tenants, metrics, audit, log: log.child({ component: "gateway" }) });
+    servers.push(gateway);
+    const gatewayAddress = await listen(gateway, config.gateway, 0o660);
+    const adminApp = createAdminApp({ tenants, host: new HostInfo(config.stateDir), audit, metrics, log: log.child({ component: "admin" }), adminTokenHash: hashToken(admin.token) });
+    const adminServer = http.createServer(adminApp);
+    servers.push(adminServer);
+    const adminAddress = await listen(adminServer, config.admin, 0o600);
+    log.info("supervisor ready", { gateway: gatewayAddress, admin: adminAddress, state: config.stateDir, run: config.runDir, tenants: Object.keys(registry.snapshot().tenants).length });
+
+    let closed: Promise<void> | undefined;
+    return {
+      config, gatewayAddress, adminAddress, adminTokenFile, tenants,
+      close: (o = {}) => {
+        closed ??= (async () => {
+          await Promise.all(servers.map(closeServer));
+          await tenants.shutdown(o.stopDaemons ?? config.stopDaemonsOnExit);
+          await release();
+          log.info("supervisor stopped");
+        })();
+        return closed;
+      },
+    };
+  } catch (err) {
+    await Promise.all(servers.filter((s) => s.listening).map(closeServer));
+    await release();
+    throw err;
+  }
+}
+
+const USAGE = `usage: paddock up [--config FILE] [--state-dir DIR] [--run-dir DIR] [--gateway ADDR] [--admin ADDR]
+                  [--templates-dir DIR] [--stop-daemons-on-exit]`;
+
+/**
+ * Parse `up` flags (argv after the subcommand).
+ * @throws PaddockError `ERR_BAD_REQUEST` on an unknown flag or a missing value.
+ */
+export function parseUpArgs(argv: readonly string[]): { configFile?: string; flags: SupervisorFlags } {
+  const flags: SupervisorFlags = {};
+  let configFile: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    const [name, inline] = a.startsWith("--") && a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
+    const value = (): string => {
+      const v = inline ?? argv[++i];
+      if (v === undefined) throw new PaddockError("ERR_BAD_REQUEST", `${name} needs a value\n${USAGE}`);
+      return v;
+    };
+    switch (name) {
+      case "--config": case "-c": configFile = value(); break;
+      case "--state-dir": flags.stateDir = value(); break;
+      case "--run-dir": flags.runDir = value(); break;
+      case "--gateway": flags.gateway = value(); break;
+      case "--admin": flags.admin = value(); break;
+      case "--templates-dir": flags.templatesDir = value(); break;
+      case "--daemon-entry": flags.daemonEntry = value(); break;
+      case "--stop-daemons-on-exit": flags.stopDaemonsOnExit = true; break;
+      default: throw new PaddockError("ERR_BAD_REQUEST", `unknown argument ${JSON.stringify(a)}\n${USAGE}`);
+    }
+  }
+  return { configFile, flags };
+}
+
+/**
+ * `paddock up …`: run until SIGTERM/SIGINT. Daemons keep running on exit unless
+ * `--stop-daemons-on-exit` (or `stop_daemons_on_exit: true`).
+ * @returns the process exit code.
+ */
+export async function main(argv: readonly string[]): Promise<number> {
+  const log = createLogger();
+  let sup: RunningSupervisor;
+  try {
+    const { configFile, flags } = parseUpArgs(argv);
+    sup = await runSupervisor({ configFile, flags, logger: log });
+  } catch (err) {
+    if (isPaddockError(err) && err.isClientError) process.stderr.write(`paddock: ${err.message}\n`);
+    else log.error("supervisor failed to start", { err });
+    return 1;
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      log.info("signal received; stopping", { signal });
+      process.off("SIGTERM", onTerm);
+      process.off("SIGINT", onInt);
+      void sup.close().then(resolve, (err: unknown) => { log.error("error while stopping", { err }); resolve(); });
+    };
+    const onTerm = (): void => stop("SIGTERM");
+    const onInt = (): void => stop("SIGINT");
+    process.on("SIGTERM", onTerm);
+    process.on("SIGINT", onInt);
+  });
+  return 0;
+}

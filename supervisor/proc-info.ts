@@ -1,0 +1,64 @@
+/**
+ * Linux process facts from /proc (proc(5)), used to adopt daemons after a supervisor
+ * restart only when they are provably ours (STYLE.md §11): pid alive, same program and
+ * config, and (when recorded) the same start time, which rules out pid reuse.
+ */
+import { promises as fs } from "node:fs";
+import { errnoCode } from "../shared/errors.js";
+
+/** The argv of a process, or undefined when it is gone (or a zombie with empty cmdline). */
+export async function readCmdline(pid: number): Promise<string[] | undefined> {
+  try {
+    const raw = await fs.readFile(`/proc/${pid}/cmdline`, "utf8");
+    if (raw.length === 0) return undefined;
+    return raw.replace(/\0$/, "").split("\0");
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Field 22 `starttime` of /proc/<pid>/stat (clock ticks after boot) and the state letter.
+ * Parsed after the last `)` because `comm` may contain spaces and parentheses.
+ */
+export async function readProcStat(pid: number): Promise<{ startTicks: number; state: string } | undefined> {
+  try {
+    const raw = await fs.readFile(`/proc/${pid}/stat`, "utf8");
+    const rest = raw.slice(raw.lastIndexOf(")") + 2).split(" ");
+    // rest[0] is field 3 (state); field 22 is rest[19].
+    const startTicks = Number(rest[19]);
+    return Number.isFinite(startTicks) ? { startTicks, state: rest[0] ?? "?" } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when `pid` exists and is not a zombie. */
+export async function pidAlive(pid: number): Promise<boolean> {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if (errnoCode(err) !== "EPERM") return false;
+  }
+  const st = await readProcStat(pid);
+  return st !== undefined && st.state !== "Z" && st.state !== "X";
+}
+
+/** True when `argv` is `<node> <entry> up <configPath>` (the daemon contract). */
+export function isDaemonCmdline(argv: readonly string[] | undefined, entry: string, configPath: string): boolean {
+  if (!argv) return false;
+  const i = argv.indexOf(entry);
+  return i >= 0 && argv[i + 1] === "up" && argv[i + 2] === configPath;
+}
+
+/** Pids whose cmdline runs `entry` with `configPath` (for leftovers no registry entry owns). */
+export async function findDaemonPids(entry: string, configPath: string): Promise<number[]> {
+  const out: number[] = [];
+  for (const name of await fs.readdir("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const pid = Number(name);
+    if (pid === process.pid) continue;
+    if (isDaemonCmdline(await readCmdline(pid), entry, configPath)) out.push(pid);
+  }
+  return out;
+}

@@ -1,0 +1,233 @@
+/**
+ * The supervisor's configuration (issue 4 §1): a YAML file read with the shared
+ * {@link ConfigReader} (every problem reported at once with its YAML path, unknown keys
+ * warned about), defaulted, merged with environment and flags, and frozen.
+ *
+ * Precedence for the state and run directories: flag > environment
+ * (`PADDOCK_STATE_DIR`, `PADDOCK_RUN_DIR`) > file > default (DESIGN.md §6).
+ */
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { existsSync } from "node:fs";
+import { ConfigReader, parseYamlSafe } from "../shared/yaml-reader.js";
+import { parseCidr, parseIpv4, type Cidr } from "../shared/cidr.js";
+import { PaddockError } from "../shared/errors.js";
+import { DEFAULT_RUN_DIR, DEFAULT_STATE_DIR } from "../shared/tenant-config.js";
+
+/** A listener: TCP host and port, or a Unix socket path. */
+export type ListenAddress = { kind: "tcp"; host: string; port: number } | { kind: "unix"; socketPath: string };
+
+/** Restart policy of tenant daemons (STYLE.md §10). */
+export interface RestartPolicy {
+  /** First backoff after a crash, ms; doubled per consecutive crash. */
+  initialBackoffMs: number;
+  /** Backoff cap, ms. */
+  maxBackoffMs: number;
+  /** This many crashes within {@link crashWindowMs} ⇒ the tenant is `failed`. */
+  maxCrashes: number;
+  crashWindowMs: number;
+  /** A run longer than this resets the consecutive-crash counter (backoff back to initial). */
+  stableAfterMs: number;
+  /** How long a starting daemon has to answer `GET /healthz`, ms. */
+  readyTimeoutMs: number;
+  /** Grace between SIGTERM and SIGKILL when stopping a daemon, ms. */
+  stopTimeoutMs: number;
+}
+
+/** The validated, frozen supervisor config. */
+export interface SupervisorConfig {
+  /** File it came from, or `<defaults>`. */
+  source: string;
+  gateway: ListenAddress;
+  admin: ListenAddress;
+  stateDir: string;
+  runDir: string;
+  /** Base image store handed to daemons (`PADDOCK_IMAGE_DIR`), default `<state>/images`. */
+  imageDir: string;
+  /** Pool tenant blocks are cut from (default 169.254.0.0/16). */
+  pool: Cidr;
+  /** Prefix length of one block (default 22). */
+  blockPrefix: number;
+  templatesDir: string;
+  defaultTemplate: string;
+  restart: RestartPolicy;
+  /** Operator deny list (CIDRs) rendered into every tenant's `paddock.deny`. */
+  deny: readonly string[];
+  /** Stop tenant daemons when the supervisor stops (default false: they keep running). */
+  stopDaemonsOnExit: boolean;
+  /** Tenant daemon entry point (`<root>/dist/tenant-daemon/main.js`). */
+  daemonEntry: string;
+  warnings: readonly string[];
+}
+
+/** Overrides from the command line (`paddock up --state-dir …`). */
+export interface SupervisorFlags {
+  stateDir?: string;
+  runDir?: string;
+  gateway?: string;
+  admin?: string;
+  templatesDir?: string;
+  daemonEntry?: string;
+  stopDaemonsOnExit?: boolean;
+}
+
+/**
+ * The project root: the nearest directory above this compiled module holding package.json.
+ * @throws Error when none is found (broken install).
+ */
+export function findProjectRoot(from: string = path.dirname(fileURLToPath(import.meta.url))): string {
+  let dir = from;
+  for (;;) {
+    if (existsSync(path.join(dir, "package.json"))) return dir;
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error(`no package.json above ${from}`);
+    dir = up;
+  }
+}
+
+/**
+ * Parse `host:port` or a Unix socket path (starts with `/` or `./`, or ends with `.sock`).
+ * @returns undefined when invalid.
+ */
+export function parseListenAddress(text: string): ListenAddress | undefined {
+  if (text.startsWith("/") || text.startsWith("./") || text.endsWith(".sock")) {
+    const socketPath = path.resolve(text);
+    return Buffer.byteLength(socketPath) <= 107 ? { kind: "unix", socketPath } : undefined;
+  }
+  const m = /^(.+):(\d{1,5})$/.exec(text);
+  if (!m) return undefined;
+  const host = (m[1] as string).replace(/^\[(.*)\]$/, "$1");
+  const port = Number(m[2]);
+  if (port > 65535) return undefined;
+  return { kind: "tcp", host, port };
+}
+
+/** Human form of a listen address (`127.0.0.1:8080` or the socket path). */
+export function formatListenAddress(a: ListenAddress): string {
+  return a.kind === "unix" ? a.socketPath : `${a.host.includes(":") ? `[${a.host}]` : a.host}:${a.port}`;
+}
+
+const TOP_KEYS = ["gateway", "admin", "state_dir", "run_dir", "image_dir", "network", "templates", "restart", "deny", "stop_daemons_on_exit", "daemon_entry"] as const;
+const RESTART_KEYS = ["initial_backoff_ms", "max_backoff_ms", "max_crashes", "crash_window_ms", "stable_after_ms", "ready_timeout_ms", "stop_timeout_ms"] as const;
+
+function readAddress(r: ConfigReader, raw: unknown, p: string, fallback: string): ListenAddress {
+  const obj = r.object(raw, p);
+  r.unknownKeys(obj, p, ["address"]);
+  const text = r.string(obj.address, `${p}.address`) ?? fallback;
+  const parsed = parseListenAddress(text);
+  if (!parsed) {
+    r.problem(`${p}.address`, `expected host:port or a Unix socket path of at most 107 bytes, got ${JSON.stringify(text)}`);
+    return parseListenAddress(fallback) as ListenAddress;
+  }
+  return parsed;
+}
+
+/**
+ * Validate a parsed YAML tree (or `undefined` for no file) into a frozen config.
+ * @throws PaddockError `ERR_CONFIG_INVALID` listing every problem with its YAML path.
+ */
+export function parseSupervisorConfig(tree: unknown, source: string, opts: { env?: NodeJS.ProcessEnv; flags?: SupervisorFlags; baseDir?: string } = {}): SupervisorConfig {
+  const env = opts.env ?? process.env;
+  const flags = opts.flags ?? {};
+  const baseDir = opts.baseDir ?? process.cwd();
+  const r = new ConfigReader();
+  const root = r.object(tree, "(root)");
+  r.unknownKeys(root, "(root)", TOP_KEYS);
+
+  let gateway = readAddress(r, root.gateway, "gateway", "127.0.0.1:8080");
+  let admin = readAddress(r, root.admin, "admin", "127.0.0.1:8081");
+  if (flags.gateway !== undefined) {
+    const g = parseListenAddress(flags.gateway);
+    if (!g) r.problem("--gateway", `expected host:port or a socket path, got ${JSON.stringify(flags.gateway)}`);
+    else gateway = g;
+  }
+  if (flags.admin !== undefined) {
+    const a = parseListenAddress(flags.admin);
+    if (!a) r.problem("--admin", `expected host:port or a socket path, got ${JSON.stringify(flags.admin)}`);
+    else admin = a;
+  }
+  if (formatListenAddress(gateway) === formatListenAddress(admin) && !(gateway.kind === "tcp" && gateway.port === 0)) r.problem("admin.address", "must differ from gateway.address");
+
+  const stateDir = path.resolve(baseDir, flags.stateDir ?? env.PADDOCK_STATE_DIR ?? r.string(root.state_dir, "state_dir") ?? DEFAULT_STATE_DIR);
+  const runDir = path.resolve(baseDir, flags.runDir ?? env.PADDOCK_RUN_DIR ?? r.string(root.run_dir, "run_dir") ?? DEFAULT_RUN_DIR);
+  // <run>/tenants/<12-char id>/api.sock must stay under the 107-byte socket path limit.
+  if (Buffer.byteLength(path.join(runDir, "tenants", "x".repeat(12), "api.sock")) > 107) {
+    r.problem("run_dir", `run dir ${runDir} is too long for tenant socket paths (107-byte limit)`);
+  }
+  const imageDir = path.resolve(baseDir, env.PADDOCK_IMAGE_DIR ?? r.string(root.image_dir, "image_dir") ?? path.join(stateDir, "images"));
+
+  const net = r.object(root.network, "network");
+  r.unknownKeys(net, "network", ["pool", "block_prefix"]);
+  const poolText = r.string(net.pool, "network.pool") ?? "169.254.0.0/16";
+  let pool: Cidr = { base: parseIpv4("169.254.0.0") as number, prefix: 16 };
+  try {
+    pool = parseCidr(poolText, { strict: true });
+  } catch (err) {
+    r.problem("network.pool", (err as Error).message);
+  }
+  const blockPrefix = r.int(net.block_prefix, "network.block_prefix", { min: 1, max: 30 }) ?? 22;
+  if (blockPrefix < pool.prefix) r.problem("network.block_prefix", `block /${blockPrefix} is larger than the pool ${poolText}`);
+
+  const root2 = findProjectRootSafe();
+  const tpl = r.object(root.templates, "templates");
+  r.unknownKeys(tpl, "templates", ["dir", "default"]);
+  const templatesDir = path.resolve(baseDir, flags.templatesDir ?? r.string(tpl.dir, "templates.dir") ?? path.join(root2, "templates"));
+  const defaultTemplate = r.string(tpl.default, "templates.default", { pattern: /^[a-z0-9][a-z0-9-]*$/, patternText: "a template name of [a-z0-9-]" }) ?? "sandbox";
+
+  const rs = r.object(root.restart, "restart");
+  r.unknownKeys(rs, "restart", RESTART_KEYS);
+  const restart: RestartPolicy = {
+    initialBackoffMs: r.int(rs.initial_backoff_ms, "restart.initial_backoff_ms", { min: 10, max: 3_600_000 }) ?? 1000,
+    maxBackoffMs: r.int(rs.max_backoff_ms, "restart.max_backoff_ms", { min: 10, max: 3_600_000 }) ?? 30_000,
+    maxCrashes: r.int(rs.max_crashes, "restart.max_crashes", { min: 1, max: 1000 }) ?? 5,
+    crashWindowMs: r.int(rs.crash_window_ms, "restart.crash_window_ms", { min: 100, max: 86_400_000 }) ?? 120_000,
+    stableAfterMs: r.int(rs.stable_after_ms, "restart.stable_after_ms", { min: 100, max: 86_400_000 }) ?? 60_000,
+    readyTimeoutMs: r.int(rs.ready_timeout_ms, "restart.ready_timeout_ms", { min: 100, max: 600_000 }) ?? 30_000,
+    stopTimeoutMs: r.int(rs.stop_timeout_ms, "restart.stop_timeout_ms", { min: 100, max: 600_000 }) ?? 30_000,
+  };
+  if (restart.maxBackoffMs < restart.initialBackoffMs) r.problem("restart.max_backoff_ms", "must be at least restart.initial_backoff_ms");
+
+  const deny = r.stringList(root.deny, "deny") ?? [];
+  deny.forEach((d, i) => {
+    try {
+      parseCidr(d);
+    } catch {
+      r.problem(`deny[${i}]`, `expected a CIDR or an IPv4 address, got ${JSON.stringify(d)}`);
+    }
+  });
+  const stopDaemonsOnExit = flags.stopDaemonsOnExit ?? r.bool(root.stop_daemons_on_exit, "stop_daemons_on_exit") ?? false;
+  const daemonEntry = path.resolve(baseDir, flags.daemonEntry ?? r.string(root.daemon_entry, "daemon_entry") ?? path.join(root2, "dist", "tenant-daemon", "main.js"));
+
+  r.throwIfProblems(source);
+  return Object.freeze({
+    source, gateway: Object.freeze(gateway), admin: Object.freeze(admin), stateDir, runDir, imageDir,
+    pool: Object.freeze(pool), blockPrefix, templatesDir, defaultTemplate, restart: Object.freeze(restart),
+    deny: Object.freeze([...deny]), stopDaemonsOnExit, daemonEntry,
+    warnings: Object.freeze(r.warnings.map((w) => `${w.path}: ${w.message}`)),
+  });
+}
+
+function findProjectRootSafe(): string {
+  try {
+    return findProjectRoot();
+  } catch {
+    return process.cwd();
+  }
+}
+
+/**
+ * Read and validate the supervisor config file; no file ⇒ defaults (plus env and flags).
+ * @throws PaddockError `ERR_CONFIG_INVALID` (unreadable file, YAML syntax, any problem).
+ */
+export async function loadSupervisorConfig(file: string | undefined, opts: { env?: NodeJS.ProcessEnv; flags?: SupervisorFlags } = {}): Promise<SupervisorConfig> {
+  if (file === undefined) return parseSupervisorConfig(undefined, "<defaults>", opts);
+  const abs = path.resolve(file);
+  let text: string;
+  try {
+    text = await fs.readFile(abs, "utf8");
+  } catch (err) {
+    throw new PaddockError("ERR_CONFIG_INVALID", `cannot read supervisor config ${abs}: ${(err as Error).message}`, { cause: err });
+  }
+  return parseSupervisorConfig(parseYamlSafe(text, abs), abs, { ...opts, baseDir: path.dirname(abs) });
+}

@@ -1,0 +1,186 @@
+/**
+ * The tenant registry (DESIGN.md §5): one JSON file `<state>/supervisor/registry.json`,
+ * updated read-modify-write under proper-lockfile and written atomically (shared
+ * {@link JsonStateStore}), mode 0600, schema version 1. A corrupt file stops the
+ * supervisor (ERR_STATE_CORRUPT) and is never overwritten.
+ *
+ * The supervisor is the only writer, so a committed copy is kept in memory for the
+ * gateway's hot path (token index) and refreshed after every update.
+ */
+import { JsonStateStore } from "../shared/state-store.js";
+import { PaddockError } from "../shared/errors.js";
+import { TENANT_ID_PATTERN } from "../shared/tenant-config.js";
+
+export const REGISTRY_SCHEMA_VERSION = 1;
+
+/** Tenant lifecycle (DESIGN.md §5). */
+export type TenantStatus = "provisioning" | "active" | "suspended" | "failed" | "deleting";
+export const TENANT_STATUSES: readonly TenantStatus[] = ["provisioning", "active", "suspended", "failed", "deleting"];
+
+/** Daemon restart state machine (STYLE.md §10). */
+export type DaemonState = "starting" | "running" | "backoff" | "stopping" | "stopped" | "failed";
+
+/** A stored token: never the secret, only its SHA-256. */
+export interface TokenRecord {
+  id: string;
+  hash: string;
+  createdAt: string;
+  expiresAt?: string;
+  revokedAt?: string;
+}
+
+/** Per-tenant quotas (rendered into `paddock.limits`, enforced by the daemon). */
+export interface LimitsRecord {
+  maxVms?: number;
+  maxVcpu?: number;
+  maxRamBytes?: number;
+  maxDiskBytes?: number;
+}
+
+/** One network block owned by a tenant, for one host group of its template. */
+export interface BlockRecord {
+  hostGroup: string;
+  cidr: string;
+}
+
+/** The daemon as last seen by the supervisor. */
+export interface DaemonRecord {
+  state: DaemonState;
+  pid?: number;
+  /** `/proc/<pid>/stat` start time (clock ticks since boot); guards against pid reuse. */
+  procStartTicks?: number;
+  startedAt?: string;
+  /** Restarts after crashes since the tenant was created. */
+  restarts: number;
+  lastExit?: string;
+  lastError?: string;
+}
+
+/** Host group overrides requested at create (validated against the template's bounds). */
+export type HostGroupOverrides = Record<string, { vcpu?: number; ramBytes?: number; storageSizeBytes?: number }>;
+
+export interface TenantRecord {
+  id: string;
+  status: TenantStatus;
+  statusReason?: string;
+  template: string;
+  labels: Record<string, string>;
+  limits: LimitsRecord;
+  overrides: HostGroupOverrides;
+  blocks: BlockRecord[];
+  tokens: TokenRecord[];
+  daemon: DaemonRecord;
+  /** VMs the supervisor paused at suspend, resumed at resume. */
+  pausedVms?: string[];
+  /** Limits changed since the daemon last started (a restart applies them). */
+  pendingRestart?: boolean;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface RegistryState {
+  schemaVersion: number;
+  tenants: Record<string, TenantRecord>;
+}
+
+/** Structural check of a registry file; returns the first problem found. */
+export function validateRegistry(value: unknown): string | undefined {
+  const v = value as Partial<RegistryState>;
+  if (typeof v.tenants !== "object" || v.tenants === null || Array.isArray(v.tenants)) return "tenants is not a mapping";
+  for (const [id, t] of Object.entries(v.tenants)) {
+    if (!TENANT_ID_PATTERN.test(id) || typeof t !== "object" || t === null) return `tenant ${JSON.stringify(id)} is malformed`;
+    if (t.id !== id) return `tenant ${id} has id ${JSON.stringify(t.id)}`;
+    if (!TENANT_STATUSES.includes(t.status)) return `tenant ${id} has unknown status ${JSON.stringify(t.status)}`;
+    if (!Array.isArray(t.tokens) || !Array.isArray(t.blocks) || typeof t.daemon !== "object" || t.daemon === null) return `tenant ${id} lacks tokens, blocks or daemon`;
+    if (t.tokens.some((k) => typeof k.hash !== "string" || !/^[0-9a-f]{64}$/.test(k.hash) || typeof k.id !== "string")) return `tenant ${id} has a malformed token record`;
+  }
+  return undefined;
+}
+
+/** The registry: a locked JSON store plus an in-memory committed copy. */
+export class TenantRegistry {
+  private readonly store: JsonStateStore<RegistryState>;
+  private current: RegistryState = { schemaVersion: REGISTRY_SCHEMA_VERSION, tenants: {} };
+  private readonly listeners: Array<(state: RegistryState) => void> = [];
+
+  constructor(file: string) {
+    this.store = new JsonStateStore<RegistryState>({
+      file,
+      schemaVersion: REGISTRY_SCHEMA_VERSION,
+      initial: () => ({ schemaVersion: REGISTRY_SCHEMA_VERSION, tenants: {} }),
+      validate: validateRegistry,
+    });
+  }
+
+  get file(): string {
+    return this.store.file;
+  }
+
+  /**
+   * Create or read the file.
+   * @throws PaddockError `ERR_STATE_CORRUPT` on a corrupt or foreign-schema file.
+   */
+  async init(): Promise<void> {
+    this.current = await this.store.init();
+    this.emit();
+  }
+
+  /** Call `fn` after every committed change (and once now). */
+  onChange(fn: (state: RegistryState) => void): void {
+    this.listeners.push(fn);
+    fn(this.current);
+  }
+
+  private emit(): void {
+    for (const l of this.listeners) l(this.current);
+  }
+
+  /** The last committed state (do not mutate). */
+  snapshot(): RegistryState {
+    return this.current;
+  }
+
+  /** A tenant from the committed state, or undefined. */
+  find(id: string): TenantRecord | undefined {
+    return this.current.tenants[id];
+  }
+
+  /**
+   * A tenant from the committed state.
+   * @throws PaddockError `ERR_TENANT_NOT_FOUND`.
+   */
+  get(id: string): TenantRecord {
+    const t = this.find(id);
+    if (!t) throw new PaddockError("ERR_TENANT_NOT_FOUND", `tenant ${JSON.stringify(id)} not found`);
+    return t;
+  }
+
+  /** Read-modify-write of the whole state under the lock. */
+  async update<R>(mutate: (state: RegistryState) => R | Promise<R>): Promise<R> {
+    let committed: RegistryState | undefined;
+    const result = await this.store.update(async (state) => {
+      const r = await mutate(state);
+      committed = state;
+      return r;
+    });
+    if (committed) {
+      this.current = JSON.parse(JSON.stringify(committed)) as RegistryState;
+      this.emit();
+    }
+    return result;
+  }
+
+  /**
+   * Mutate one tenant under the lock; `updatedAt` is refreshed.
+   * @throws PaddockError `ERR_TENANT_NOT_FOUND`, or whatever `mutate` throws (nothing written).
+   */
+  async updateTenant<R>(id: string, mutate: (t: TenantRecord) => R): Promise<R> {
+    return this.update((state) => {
+      const t = state.tenants[id];
+      if (!t) throw new PaddockError("ERR_TENANT_NOT_FOUND", `tenant ${JSON.stringify(id)} not found`);
+      const r = mutate(t);
+      t.updatedAt = new Date().toISOString();
+      return r;
+    });
+  }
+}

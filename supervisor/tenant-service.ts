@@ -1,0 +1,692 @@
+/**
+ * Tenant lifecycle rules (issue 4 §2–§6): provisioning (id, template, blocks, config,
+ * token, daemon start), updates, suspend/resume, restart, tokens, deletion, and the
+ * start-up reconciliation that adopts live daemons and removes leftovers. Routes call
+ * this; it never sees `req`/`res`.
+ */
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { randomBytes } from "node:crypto";
+import { PaddockError, errnoCode } from "../shared/errors.js";
+import { run } from "../shared/exec.js";
+import type { Logger } from "../shared/logger.js";
+import { writeFileAtomic } from "../shared/state-store.js";
+import { TENANT_ID_PATTERN, loadTenantConfig, type TenantConfig } from "../shared/tenant-config.js";
+import { ConfigReader } from "../shared/yaml-reader.js";
+import { allocateBlocks, poolComplement } from "./block-allocator.js";
+import type { SupervisorConfig } from "./supervisor-config.js";
+import { TenantRegistry, TENANT_STATUSES, type DaemonRecord, type LimitsRecord, type RegistryState, type TenantRecord, type TenantStatus } from "./tenant-registry.js";
+import { loadTemplate, readOverrides, renderTenantConfig, type TenantTemplate } from "./tenant-template.js";
+import { issueToken, TokenIndex } from "./tokens.js";
+import { ManagedDaemon, type DaemonEvents } from "./process-manager.js";
+import { killDaemonGroup, readLogTail, type DaemonSpec } from "./daemon-process.js";
+import { findDaemonPids } from "./proc-info.js";
+import { listDaemonNodes, setVmPaused, type DaemonNode } from "./daemon-client.js";
+import type { AuditLog } from "./audit-log.js";
+import type { SupervisorMetrics } from "./metrics.js";
+
+/** Who asked (for the audit log). */
+export interface Actor {
+  actor: string;
+  requestId?: string;
+}
+
+/** What the gateway needs to route one request. */
+export interface GatewayTarget {
+  tenantId: string;
+  status: TenantStatus;
+  socketPath: string;
+  /** True when the daemon is running and ready. */
+  daemonUp: boolean;
+}
+
+/** A token owner in the gateway's index. */
+interface TokenOwner {
+  tenantId: string;
+  tokenId: string;
+}
+
+/** Dependencies of the service (composition root passes them). */
+export interface TenantServiceDeps {
+  config: SupervisorConfig;
+  registry: TenantRegistry;
+  audit: AuditLog;
+  metrics: SupervisorMetrics;
+  log: Logger;
+}
+
+const LABEL_KEY = /^[a-z0-9]([a-z0-9._/-]{0,62})$/i;
+
+/** Read `limits` of an admin request (`null` removes a limit when `allowNull`). */
+function readLimits(raw: unknown, base: LimitsRecord, allowNull: boolean): LimitsRecord {
+  const r = new ConfigReader();
+  const obj = r.object(raw, "limits");
+  const out: LimitsRecord = { ...base };
+  const keys: Array<[string, keyof LimitsRecord]> = [["max_vms", "maxVms"], ["max_vcpu", "maxVcpu"], ["max_ram_bytes", "maxRamBytes"], ["max_disk_bytes", "maxDiskBytes"]];
+  for (const k of Object.keys(obj)) if (!keys.some(([a]) => a === k)) r.problem(`limits.${k}`, "unknown limit (known: max_vms, max_vcpu, max_ram_bytes, max_disk_bytes)");
+  for (const [wire, field] of keys) {
+    if (!(wire in obj)) continue;
+    if (obj[wire] === null && allowNull) delete out[field];
+    else {
+      const v = r.int(obj[wire], `limits.${wire}`, { min: 0 });
+      if (v !== undefined) out[field] = v;
+    }
+  }
+  if (r.problems.length) throw new PaddockError("ERR_TENANT_INVALID", r.problems.map((p) => `${p.path}: ${p.message}`).join("; "), { details: { problems: r.problems } });
+  return out;
+}
+
+/** Read `labels` (string → string); `null` values remove a label when `allowNull`. */
+function readLabels(raw: unknown, base: Record<string, string>, allowNull: boolean): Record<string, string> {
+  if (raw === undefined) return { ...base };
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new PaddockError("ERR_TENANT_INVALID", "labels: expected an object of string values");
+  const out = { ...base };
+  for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+    if (!LABEL_KEY.test(k)) throw new PaddockError("ERR_TENANT_INVALID", `labels.${k}: label keys are 1-63 characters of [A-Za-z0-9._/-]`);
+    if (v === null && allowNull) delete out[k];
+    else if (typeof v === "string" && v.length <= 256) out[k] = v;
+    else throw new PaddockError("ERR_TENANT_INVALID", `labels.${k}: expected a string of at most 256 characters`);
+  }
+  return out;
+}
+
+/** Parse an optional token lifetime (`expires_in_seconds` or `expires_at`). */
+function readExpiry(body: Record<string, unknown>, nowMs: number): string | undefined {
+  if (body.expires_in_seconds !== undefined && body.expires_at !== undefined) throw new PaddockError("ERR_TENANT_INVALID", "set either expires_in_seconds or expires_at, not both");
+  if (body.expires_in_seconds !== undefined) {
+    const s = body.expires_in_seconds;
+    if (typeof s !== "number" || !Number.isInteger(s) || s < 1 || s > 10 * 365 * 86400) throw new PaddockError("ERR_TENANT_INVALID", "expires_in_seconds: expected an integer between 1 and 315360000");
+    return new Date(nowMs + s * 1000).toISOString();
+  }
+  if (body.expires_at !== undefined) {
+    const t = typeof body.expires_at === "string" ? Date.parse(body.expires_at) : NaN;
+    if (!Number.isFinite(t) || t <= nowMs) throw new PaddockError("ERR_TENANT_INVALID", "expires_at: expected an RFC3339 time in the future");
+    return new Date(t).toISOString();
+  }
+  return undefined;
+}
+
+/** The tenant lifecycle service. */
+export class TenantService {
+  private readonly config: SupervisorConfig;
+  private readonly registry: TenantRegistry;
+  private readonly audit: AuditLog;
+  private readonly metrics: SupervisorMetrics;
+  private readonly log: Logger;
+  private readonly daemons = new Map<string, ManagedDaemon>();
+  private readonly tenantConfigs = new Map<string, TenantConfig>();
+  private tokenIndex = new TokenIndex<TokenOwner>();
+  /** Serialises lifecycle operations per tenant (create/delete/suspend/restart). */
+  private readonly tenantLocks = new Map<string, Promise<unknown>>();
+
+  constructor(deps: TenantServiceDeps) {
+    this.config = deps.config;
+    this.registry = deps.registry;
+    this.audit = deps.audit;
+    this.metrics = deps.metrics;
+    this.log = deps.log;
+    this.registry.onChange((state) => this.rebuildTokenIndex(state));
+  }
+
+  // ---- paths -------------------------------------------------------------------------
+
+  tenantStateDir(id: string): string {
+    return path.join(this.config.stateDir, "tenants", id);
+  }
+  tenantRunDir(id: string): string {
+    return path.join(this.config.runDir, "tenants", id);
+  }
+  configPath(id: string): string {
+    return path.join(this.tenantStateDir(id), "config.yaml");
+  }
+  socketPath(id: string): string {
+    return path.join(this.tenantRunDir(id), "api.sock");
+  }
+  logFile(id: string): string {
+    return path.join(this.tenantStateDir(id), "logs", "daemon.log");
+  }
+
+  private daemonEnv(): Record<string, string> {
+    return { PADDOCK_STATE_DIR: this.config.stateDir, PADDOCK_RUN_DIR: this.config.runDir, PADDOCK_IMAGE_DIR: this.config.imageDir };
+  }
+
+  private daemonSpec(id: string): DaemonSpec {
+    return { tenantId: id, entry: this.config.daemonEntry, configPath: this.configPath(id), socketPath: this.socketPath(id), logFile: this.logFile(id), env: this.daemonEnv() };
+  }
+
+  private rebuildTokenIndex(state: RegistryState): void {
+    const entries = [];
+    for (const t of Object.values(state.tenants)) {
+      for (const k of t.tokens) {
+        entries.push({ hash: k.hash, expiresAtMs: k.expiresAt ? Date.parse(k.expiresAt) : undefined, revoked: k.revokedAt !== undefined, value: { tenantId: t.id, tokenId: k.id } });
+      }
+    }
+    this.tokenIndex = new TokenIndex(entries);
+  }
+
+  private async withTenantLock<R>(id: string, fn: () => Promise<R>): Promise<R> {
+    const prev = this.tenantLocks.get(id) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(fn);
+    const tail = next.catch(() => undefined);
+    this.tenantLocks.set(id, tail);
+    void tail.then(() => { if (this.tenantLocks.get(id) === tail) this.tenantLocks.delete(id); });
+    return next;
+  }
+
+  private recordAudit(who: Actor, action: string, tenant: string | undefined, details?: Record<string, unknown>, status?: number): void {
+    void this.audit.record({ actor: who.actor, action, tenant, requestId: who.requestId, status, details }, (err) => this.log.error("audit write failed", { err }));
+  }
+
+  // ---- gateway -----------------------------------------------------------------------
+
+  /**
+   * Resolve a presented bearer token (constant work whether or not it exists).
+   * @returns the tenant id and token id, or undefined (unknown, expired, revoked, missing).
+   */
+  authenticate(token: string | undefined): TokenOwner | undefined {
+    return this.tokenIndex.verify(token);
+  }
+
+  /** Where a tenant's requests go, from the committed registry and live daemon state. */
+  gatewayTarget(tenantId: string): GatewayTarget | undefined {
+    const t = this.registry.find(tenantId);
+    if (!t) return undefined;
+    return { tenantId, status: t.status, socketPath: this.socketPath(tenantId), daemonUp: this.daemons.get(tenantId)?.state === "running" };
+  }
+
+  // ---- daemon plumbing ---------------------------------------------------------------
+
+  private daemonEvents(): DaemonEvents {
+    return {
+      record: async (id, patch) => {
+        if (!this.registry.find(id)) return;
+        await this.registry.updateTenant(id, (t) => {
+          const d: DaemonRecord = { ...t.daemon, ...patch };
+          for (const k of Object.keys(d) as Array<keyof DaemonRecord>) if (d[k] === undefined) delete d[k];
+          t.daemon = d;
+        }).catch((err: unknown) => {
+          if (!(err instanceof PaddockError && err.code === "ERR_TENANT_NOT_FOUND")) throw err;
+        });
+      },
+      ready: async (id) => {
+        const t = this.registry.find(id);
+        if (t?.status === "suspended") await this.pauseAll(id);
+      },
+      failed: async (id, reason) => {
+        await this.registry.updateTenant(id, (t) => {
+          if (t.status === "active" || t.status === "provisioning") {
+            t.status = "failed";
+            t.statusReason = reason;
+          }
+        });
+        this.recordAudit({ actor: "supervisor" }, "tenant.failed", id, { reason });
+      },
+      restarting: (id) => this.metrics.observeRestart(id),
+    };
+  }
+
+  private managed(id: string, restarts = 0): ManagedDaemon {
+    let d = this.daemons.get(id);
+    if (!d) {
+      d = new ManagedDaemon(this.daemonSpec(id), this.config.restart, this.daemonEvents(), this.log.child({ tenant: id }), restarts);
+      this.daemons.set(id, d);
+    }
+    return d;
+  }
+
+  // ---- create ------------------------------------------------------------------------
+
+  private newTenantId(): string {
+    const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+    const bytes = randomBytes(7);
+    return "t" + Array.from(bytes, (b) => alphabet[b % alphabet.length]).join("");
+  }
+
+  private render(template: TenantTemplate, t: Pick<TenantRecord, "id" | "blocks" | "limits" | "overrides">): { text: string; config: TenantConfig } {
+    const blocks: Record<string, string> = {};
+    for (const b of t.blocks) blocks[b.hostGroup] = b.cidr;
+    return renderTenantConfig(template, {
+      tenantId: t.id,
+      socketPath: this.socketPath(t.id),
+      stateDir: this.tenantStateDir(t.id),
+      runDir: this.tenantRunDir(t.id),
+      imageDir: this.config.imageDir,
+      blocks,
+      limits: t.limits,
+      overrides: t.overrides,
+      deny: this.config.deny,
+      foreignRanges: poolComplement(this.config.pool, t.blocks.map((b) => b.cidr)),
+    });
+  }
+
+  private async writeConfig(id: string, text: string): Promise<void> {
+    const dir = this.tenantStateDir(id);
+    await fs.mkdir(path.join(dir, "logs"), { recursive: true, mode: 0o700 });
+    await fs.mkdir(this.tenantRunDir(id), { recursive: true, mode: 0o700 });
+    await writeFileAtomic(this.configPath(id), text, 0o600);
+  }
+
+  /**
+   * Provision a tenant: validate, allocate blocks, render and write its config, issue its
+   * first token, start its daemon and wait for readiness.
+   * @returns the tenant record and the one-time token.
+   * @throws PaddockError `ERR_TENANT_INVALID`, `ERR_TENANT_EXISTS`, `ERR_TEMPLATE_NOT_FOUND`,
+   *   `ERR_NETWORK_EXHAUSTED`, `ERR_DAEMON_START_FAILED` (tenant kept as `failed`).
+   */
+  async create(body: Record<string, unknown>, who: Actor): Promise<{ tenant: TenantRecord; token: string; tokenId: string }> {
+    const known = ["id", "template", "labels", "limits", "host_groups", "token_expires_in_seconds"];
+    for (const k of Object.keys(body)) if (!known.includes(k)) throw new PaddockError("ERR_TENANT_INVALID", `unknown field ${JSON.stringify(k)} (known: ${known.join(", ")})`);
+    if (body.id !== undefined && (typeof body.id !== "string" || !TENANT_ID_PATTERN.test(body.id))) {
+      throw new PaddockError("ERR_TENANT_INVALID", "id: expected 1-12 characters of [a-z0-9] starting with a letter");
+    }
+    if (body.template !== undefined && typeof body.template !== "string") throw new PaddockError("ERR_TENANT_INVALID", "template: expected a string");
+    const id = (body.id as string | undefined) ?? this.newTenantId();
+    const template = await loadTemplate(this.config.templatesDir, (body.template as string | undefined) ?? this.config.defaultTemplate);
+    const overrides = readOverrides(template, body.host_groups);
+    const limits = readLimits(body.limits, {}, false);
+    const labels = readLabels(body.labels, {}, false);
+    const expiresAt = readExpiry(body.token_expires_in_seconds === undefined ? {} : { expires_in_seconds: body.token_expires_in_seconds }, Date.now());
+    const issued = issueToken();
+
+    return this.withTenantLock(id, async () => {
+      const rendered = await this.registry.update((state) => {
+        if (state.tenants[id]) throw new PaddockError("ERR_TENANT_EXISTS", `tenant ${JSON.stringify(id)} already exists`);
+        const used = Object.values(state.tenants).flatMap((t) => t.blocks.map((b) => b.cidr));
+        const cidrs = allocateBlocks({ pool: this.config.pool, blockPrefix: this.config.blockPrefix, used, count: template.hostGroups.length });
+        const now = new Date().toISOString();
+        const record: TenantRecord = {
+          id, status: "provisioning", template: template.name, labels, limits, overrides,
+          blocks: template.hostGroups.map((g, i) => ({ hostGroup: g, cidr: cidrs[i] as string })),
+          tokens: [{ id: issued.id, hash: issued.hash, createdAt: now, ...(expiresAt ? { expiresAt } : {}) }],
+          daemon: { state: "stopped", restarts: 0 },
+          createdAt: now, updatedAt: now,
+        };
+        const out = this.render(template, record); // throws before anything is written
+        state.tenants[id] = record;
+        return out;
+      });
+      this.tenantConfigs.set(id, rendered.config);
+      this.recordAudit(who, "tenant.create", id, { template: template.name });
+      try {
+        await this.writeConfig(id, rendered.text);
+        await this.managed(id).start();
+      } catch (err) {
+        await this.registry.updateTenant(id, (t) => {
+          t.status = "failed";
+          t.statusReason = (err as Error).message.split("\n")[0];
+        });
+        throw err;
+      }
+      const tenant = await this.registry.updateTenant(id, (t) => {
+        if (t.status === "provisioning") t.status = "active";
+        return t;
+      });
+      return { tenant, token: issued.token, tokenId: issued.id };
+    });
+  }
+
+  // ---- read --------------------------------------------------------------------------
+
+  /** Tenants filtered by status and `key=value` labels. */
+  list(filter: { status?: string; labels?: Record<string, string> }): TenantRecord[] {
+    if (filter.status !== undefined && !TENANT_STATUSES.includes(filter.status as TenantStatus)) {
+      throw new PaddockError("ERR_QUERY_INVALID", `status: expected one of ${TENANT_STATUSES.join(", ")}`);
+    }
+    return Object.values(this.registry.snapshot().tenants)
+      .filter((t) => filter.status === undefined || t.status === filter.status)
+      .filter((t) => Object.entries(filter.labels ?? {}).every(([k, v]) => t.labels[k] === v))
+      .sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+
+  get(id: string): TenantRecord {
+    return this.registry.get(id);
+  }
+
+  /** Live daemon facts for views. */
+  daemonInfo(id: string): { state: string; pid: number | undefined; restarts: number; uptimeSeconds: number | undefined } {
+    const rec = this.registry.get(id).daemon;
+    const d = this.daemons.get(id);
+    const uptime = d?.uptimeMs;
+    return { state: d?.state ?? rec.state, pid: d?.pid ?? rec.pid, restarts: d?.restarts ?? rec.restarts, uptimeSeconds: uptime === undefined ? undefined : Math.floor(uptime / 1000) };
+  }
+
+  /**
+   * VMs of a running tenant by status and the resources they commit (vCPU, RAM from
+   * `GET /nodes`; disk from the host group's storage_size).
+   * @returns undefined when the daemon is not reachable.
+   */
+  async usage(id: string): Promise<{ vms: Record<string, number>; total: number; vcpu: number; ramBytes: number; diskBytes: number } | undefined> {
+    if (this.daemons.get(id)?.state !== "running") return undefined;
+    let nodes: DaemonNode[];
+    try {
+      nodes = await listDaemonNodes(this.socketPath(id), 2000);
+    } catch {
+      return undefined;
+    }
+    const cfg = await this.tenantConfig(id);
+    const vms: Record<string, number> = {};
+    let vcpu = 0, ramBytes = 0, diskBytes = 0;
+    for (const n of nodes) {
+      vms[n.status] = (vms[n.status] ?? 0) + 1;
+      if (n.status === "Stopped") continue;
+      vcpu += n.cpus ?? 0;
+      ramBytes += n.ram_bytes ?? 0;
+    }
+    for (const n of nodes) diskBytes += cfg?.hostGroups.find((g) => g.name === n.hostgroup)?.storageSizeBytes ?? 0;
+    return { vms, total: nodes.length, vcpu, ramBytes, diskBytes };
+  }
+
+  private async tenantConfig(id: string): Promise<TenantConfig | undefined> {
+    let c = this.tenantConfigs.get(id);
+    if (!c) {
+      c = await loadTenantConfig(this.configPath(id), {}).catch(() => undefined);
+      if (c) this.tenantConfigs.set(id, c);
+    }
+    return c;
+  }
+
+  /** The last `lines` lines of the daemon's log. */
+  async logs(id: string, lines: number): Promise<string[]> {
+    this.registry.get(id);
+    return readLogTail(this.logFile(id), lines);
+  }
+
+  // ---- update ------------------------------------------------------------------------
+
+  /**
+   * Change labels and/or limits. New limits are written into the tenant's config at once
+   * and applied by the daemon at its next start (`pending_restart`; `POST …/restart`).
+   * @throws PaddockError `ERR_TENANT_INVALID`, `ERR_TENANT_NOT_FOUND`.
+   */
+  async update(id: string, body: Record<string, unknown>, who: Actor): Promise<TenantRecord> {
+    for (const k of Object.keys(body)) if (k !== "labels" && k !== "limits") throw new PaddockError("ERR_TENANT_INVALID", `field ${JSON.stringify(k)} cannot be changed (changeable: labels, limits)`);
+    return this.withTenantLock(id, async () => {
+      const current = this.registry.get(id);
+      const labels = readLabels(body.labels, current.labels, true);
+      const limits = body.limits === undefined ? current.limits : readLimits(body.limits, current.limits, true);
+      const limitsChanged = JSON.stringify(limits) !== JSON.stringify(current.limits);
+      let text: string | undefined;
+      if (limitsChanged) {
+        const template = await loadTemplate(this.config.templatesDir, current.template);
+        const rendered = this.render(template, { ...current, limits });
+        text = rendered.text;
+        this.tenantConfigs.set(id, rendered.config);
+      }
+      if (text !== undefined) await writeFileAtomic(this.configPath(id), text, 0o600);
+      const t = await this.registry.updateTenant(id, (t) => {
+        t.labels = labels;
+        t.limits = limits;
+        if (limitsChanged) t.pendingRestart = true;
+        return t;
+      });
+      this.recordAudit(who, "tenant.update", id, { labels: body.labels !== undefined, limits: limitsChanged });
+      return t;
+    });
+  }
+
+  // ---- suspend / resume --------------------------------------------------------------
+
+  private async pauseAll(id: string): Promise<{ paused: string[]; errors: string[] }> {
+    const nodes = await listDaemonNodes(this.socketPath(id));
+    const paused: string[] = [];
+    const errors: string[] = [];
+    for (const n of nodes.filter((n) => n.status === "Running")) {
+      try {
+        await setVmPaused(this.socketPath(id), n.hostname, true);
+        paused.push(n.hostname);
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+    }
+    await this.registry.updateTenant(id, (t) => {
+      t.pausedVms = [...new Set([...(t.pausedVms ?? []), ...paused])];
+    });
+    return { paused, errors };
+  }
+
+  /**
+   * Suspend: the gateway answers 403 ERR_TENANT_SUSPENDED from now on and the tenant's
+   * running VMs are paused through its daemon.
+   * @returns the tenant and what was paused (pause errors do not undo the suspension).
+   */
+  async suspend(id: string, reason: string, who: Actor): Promise<{ tenant: TenantRecord; paused: string[]; errors: string[] }> {
+    return this.withTenantLock(id, async () => {
+      await this.registry.updateTenant(id, (t) => {
+        if (t.status === "deleting" || t.status === "provisioning") throw new PaddockError("ERR_TENANT_INVALID", `tenant ${id} is ${t.status} and cannot be suspended`);
+        t.status = "suspended";
+        t.statusReason = reason;
+      });
+      let result = { paused: [] as string[], errors: [] as string[] };
+      if (this.daemons.get(id)?.state === "running") {
+        result = await this.pauseAll(id).catch((err: unknown) => ({ paused: [], errors: [(err as Error).message] }));
+      }
+      this.recordAudit(who, "tenant.suspend", id, { reason, paused: result.paused.length });
+      return { tenant: this.registry.get(id), ...result };
+    });
+  }
+
+  /** Resume: resume the VMs paused at suspension and let the gateway through again. */
+  async resume(id: string, who: Actor): Promise<{ tenant: TenantRecord; resumed: string[]; errors: string[] }> {
+    return this.withTenantLock(id, async () => {
+      const t0 = this.registry.get(id);
+      if (t0.status !== "suspended") throw new PaddockError("ERR_TENANT_INVALID", `tenant ${id} is ${t0.status}, not suspended`);
+      const resumed: string[] = [];
+      const errors: string[] = [];
+      if (this.daemons.get(id)?.state === "running") {
+        for (const h of t0.pausedVms ?? []) {
+          try {
+            await setVmPaused(this.socketPath(id), h, false);
+            resumed.push(h);
+          } catch (err) {
+            errors.push((err as Error).message);
+          }
+        }
+      }
+      const failed = this.daemons.get(id)?.state === "failed";
+      const tenant = await this.registry.updateTenant(id, (t) => {
+        t.status = failed ? "failed" : "active";
+        delete t.statusReason;
+        delete t.pausedVms;
+        return t;
+      });
+      this.recordAudit(who, "tenant.resume", id, { resumed: resumed.length });
+      return { tenant, resumed, errors };
+    });
+  }
+
+  // ---- restart -----------------------------------------------------------------------
+
+  /**
+   * Restart the daemon gracefully (applies pending limits, clears `failed`).
+   * @throws PaddockError `ERR_DAEMON_START_FAILED` with the daemon's output.
+   */
+  async restart(id: string, who: Actor): Promise<TenantRecord> {
+    return this.withTenantLock(id, async () => {
+      const t0 = this.registry.get(id);
+      if (t0.status === "deleting") throw new PaddockError("ERR_TENANT_INVALID", `tenant ${id} is being deleted`);
+      const d = this.managed(id, t0.daemon.restarts);
+      await d.stop();
+      this.recordAudit(who, "tenant.restart", id);
+      try {
+        await d.start();
+      } catch (err) {
+        await this.registry.updateTenant(id, (t) => {
+          if (t.status !== "suspended") {
+            t.status = "failed";
+            t.statusReason = (err as Error).message.split("\n")[0];
+          }
+        });
+        throw err;
+      }
+      return this.registry.updateTenant(id, (t) => {
+        if (t.status === "failed") {
+          t.status = "active";
+          delete t.statusReason;
+        }
+        delete t.pendingRestart;
+        return t;
+      });
+    });
+  }
+
+  // ---- tokens ------------------------------------------------------------------------
+
+  /** Issue an extra token (older ones stay valid until revoked or expired). */
+  async issueToken(id: string, body: Record<string, unknown>, who: Actor): Promise<{ token: string; id: string; expiresAt: string | undefined; createdAt: string }> {
+    for (const k of Object.keys(body)) if (k !== "expires_in_seconds" && k !== "expires_at") throw new PaddockError("ERR_TENANT_INVALID", `unknown field ${JSON.stringify(k)}`);
+    const expiresAt = readExpiry(body, Date.now());
+    const issued = issueToken();
+    const createdAt = new Date().toISOString();
+    await this.registry.updateTenant(id, (t) => {
+      if (t.status === "deleting") throw new PaddockError("ERR_TENANT_INVALID", `tenant ${id} is being deleted`);
+      // Keep the record list bounded: drop tokens revoked or expired more than a day ago.
+      const cutoff = Date.now() - 86_400_000;
+      t.tokens = t.tokens.filter((k) => !(k.revokedAt && Date.parse(k.revokedAt) < cutoff) && !(k.expiresAt && Date.parse(k.expiresAt) < cutoff));
+      t.tokens.push({ id: issued.id, hash: issued.hash, createdAt, ...(expiresAt ? { expiresAt } : {}) });
+    });
+    this.recordAudit(who, "token.issue", id, { token_id: issued.id, expires_at: expiresAt });
+    return { token: issued.token, id: issued.id, expiresAt, createdAt };
+  }
+
+  /**
+   * Revoke a token (idempotent for an already revoked one).
+   * @throws PaddockError `ERR_TOKEN_NOT_FOUND`, `ERR_TENANT_NOT_FOUND`.
+   */
+  async revokeToken(id: string, tokenId: string, who: Actor): Promise<void> {
+    await this.registry.updateTenant(id, (t) => {
+      const k = t.tokens.find((x) => x.id === tokenId);
+      if (!k) throw new PaddockError("ERR_TOKEN_NOT_FOUND", `tenant ${id} has no token ${JSON.stringify(tokenId)}`);
+      k.revokedAt ??= new Date().toISOString();
+    });
+    this.recordAudit(who, "token.revoke", id, { token_id: tokenId });
+  }
+
+  // ---- delete ------------------------------------------------------------------------
+
+  /**
+   * Delete a tenant: stop its daemon, purge its VMs, disks, links, netns and nft table
+   * (`main.js purge`), remove its directories and free its blocks. Idempotent.
+   * @returns false when there was no such tenant.
+   * @throws PaddockError `ERR_EXEC_FAILED` when the purge fails (tenant stays `deleting`;
+   *   retry the DELETE).
+   */
+  async delete(id: string, who: Actor): Promise<boolean> {
+    if (!TENANT_ID_PATTERN.test(id)) return false;
+    return this.withTenantLock(id, async () => {
+      if (!this.registry.find(id)) return false;
+      await this.registry.updateTenant(id, (t) => {
+        t.status = "deleting";
+      });
+      this.recordAudit(who, "tenant.delete", id);
+      const rec = this.registry.get(id);
+      const d = this.managed(id, rec.daemon.restarts);
+      if (d.state !== "running" && rec.daemon.pid !== undefined) await d.adopt(rec.daemon.pid, rec.daemon.procStartTicks);
+      await d.stop();
+      this.daemons.delete(id);
+      await this.purgeTenantFiles(id);
+      await this.registry.update((state) => {
+        delete state.tenants[id];
+      });
+      this.tenantConfigs.delete(id);
+      return true;
+    });
+  }
+
+  /** Kill stray daemons of this config, run the daemon's purge, remove the tenant's dirs. */
+  private async purgeTenantFiles(id: string): Promise<void> {
+    const configPath = this.configPath(id);
+    for (const pid of await findDaemonPids(this.config.daemonEntry, configPath)) {
+      this.log.warn("killing stray daemon of tenant", { tenant: id, pid });
+      killDaemonGroup(pid);
+    }
+    const hasConfig = await fs.access(configPath).then(() => true, () => false);
+    if (hasConfig) {
+      await run(process.execPath, [this.config.daemonEntry, "purge", configPath], { timeoutMs: 180_000, env: this.daemonEnv() });
+    }
+    await fs.rm(this.tenantStateDir(id), { recursive: true, force: true });
+    await fs.rm(this.tenantRunDir(id), { recursive: true, force: true });
+  }
+
+  // ---- start-up and shutdown ---------------------------------------------------------
+
+  /**
+   * Reconcile after a (re)start (STYLE.md §11): finish interrupted deletions, adopt live
+   * daemons that are provably ours, start the dead ones of active/suspended/provisioning
+   * tenants (failed ones stay failed), and purge tenant directories no registry entry owns.
+   */
+  async reconcile(): Promise<void> {
+    const tenants = Object.values(this.registry.snapshot().tenants);
+    await Promise.allSettled(tenants.map(async (t) => {
+      const log = this.log.child({ tenant: t.id });
+      try {
+        if (t.status === "deleting") {
+          await this.delete(t.id, { actor: "supervisor" });
+          return;
+        }
+        const d = this.managed(t.id, t.daemon.restarts);
+        if (t.daemon.pid !== undefined && (await d.adopt(t.daemon.pid, t.daemon.procStartTicks))) {
+          if (t.status === "provisioning") await this.registry.updateTenant(t.id, (r) => { r.status = "active"; });
+          return;
+        }
+        if (t.status === "failed") return;
+        log.info("daemon not running; starting it");
+        await d.start();
+        if (t.status === "provisioning") await this.registry.updateTenant(t.id, (r) => { r.status = "active"; });
+      } catch (err) {
+        log.error("reconcile of tenant failed", { err });
+        await this.registry.updateTenant(t.id, (r) => {
+          if (r.status === "active" || r.status === "provisioning") {
+            r.status = "failed";
+            r.statusReason = (err as Error).message.split("\n")[0];
+          }
+        }).catch(() => undefined);
+      }
+    }));
+    await this.removeLeftovers();
+  }
+
+  private async removeLeftovers(): Promise<void> {
+    const known = new Set(Object.keys(this.registry.snapshot().tenants));
+    for (const base of [path.join(this.config.stateDir, "tenants"), path.join(this.config.runDir, "tenants")]) {
+      let names: string[];
+      try {
+        names = await fs.readdir(base);
+      } catch (err) {
+        if (errnoCode(err) === "ENOENT") continue;
+        throw err;
+      }
+      for (const name of names) {
+        // Only directories named like our tenants are ours to remove.
+        if (known.has(name) || !TENANT_ID_PATTERN.test(name)) continue;
+        this.log.warn("removing leftovers of a tenant the registry does not know", { tenant: name, dir: path.join(base, name) });
+        try {
+          await this.purgeTenantFiles(name);
+        } catch (err) {
+          this.log.error("could not remove leftovers", { tenant: name, err });
+        }
+      }
+    }
+  }
+
+  /**
+   * Stop supervising. With `stopDaemons`, daemons are stopped gracefully (their ephemeral
+   * VMs go away); otherwise they keep running and are adopted by the next supervisor.
+   */
+  async shutdown(stopDaemons: boolean): Promise<void> {
+    await Promise.allSettled([...this.tenantLocks.values()]);
+    if (stopDaemons) await Promise.allSettled([...this.daemons.values()].map((d) => d.stop()));
+    else for (const d of this.daemons.values()) d.detach();
+    await Promise.allSettled([...this.daemons.values()].map((d) => d.flush()));
+  }
+
+  /** Counts for /metrics. */
+  metricsInputs(): { byStatus: Record<string, number>; restarts: Record<string, number> } {
+    const byStatus: Record<string, number> = Object.fromEntries(TENANT_STATUSES.map((s) => [s, 0]));
+    const restarts: Record<string, number> = {};
+    for (const t of Object.values(this.registry.snapshot().tenants)) {
+      byStatus[t.status] = (byStatus[t.status] ?? 0) + 1;
+      restarts[t.id] = this.daemons.get(t.id)?.restarts ?? t.daemon.restarts;
+    }
+    return { byStatus, restarts };
+  }
+}

@@ -1,0 +1,194 @@
+/**
+ * Tenant config templates (issue 4 §2): `templates/<name>.yaml` is a Slicer daemon config
+ * (spec §4) plus a `paddock_template:` key describing which host group values a tenant may
+ * override and within which bounds. Rendering fills values structurally into the parsed
+ * tree (never string substitution), strips `paddock_template`, and checks the result with
+ * the daemon's own parser so a bad template fails at tenant create, not at daemon start.
+ */
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { stringify } from "yaml";
+import { PaddockError, errnoCode } from "../shared/errors.js";
+import { parseYamlSafe, parseSizeBytes, ConfigReader } from "../shared/yaml-reader.js";
+import { parseTenantConfig, type TenantConfig } from "../shared/tenant-config.js";
+import { formatIpv4, parseCidr } from "../shared/cidr.js";
+import type { HostGroupOverrides, LimitsRecord } from "./tenant-registry.js";
+
+/** Upper bounds of what a tenant may override per host group. */
+export interface OverrideBounds {
+  maxVcpu?: number;
+  maxRamBytes?: number;
+  maxStorageSizeBytes?: number;
+}
+
+/** A loaded template. */
+export interface TenantTemplate {
+  name: string;
+  description: string;
+  /** The parsed tree without `paddock_template`. */
+  tree: Record<string, unknown>;
+  /** Host group names, in order; each gets one network block. */
+  hostGroups: string[];
+  overridable: Record<string, OverrideBounds>;
+}
+
+const TEMPLATE_NAME = /^[a-z0-9][a-z0-9-]{0,39}$/;
+
+/**
+ * Load and check `<dir>/<name>.yaml`.
+ * @throws PaddockError `ERR_TEMPLATE_NOT_FOUND` (bad name, missing file) or
+ *   `ERR_CONFIG_INVALID` (bad YAML or `paddock_template` section).
+ */
+export async function loadTemplate(dir: string, name: string): Promise<TenantTemplate> {
+  if (!TEMPLATE_NAME.test(name)) throw new PaddockError("ERR_TEMPLATE_NOT_FOUND", `template ${JSON.stringify(name)} is not a valid template name`);
+  const file = path.join(dir, `${name}.yaml`);
+  let text: string;
+  try {
+    text = await fs.readFile(file, "utf8");
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") throw new PaddockError("ERR_TEMPLATE_NOT_FOUND", `template ${JSON.stringify(name)} not found in ${dir}`);
+    throw err;
+  }
+  return parseTemplate(parseYamlSafe(text, file), name, file);
+}
+
+/** Check a parsed template tree (pure). */
+export function parseTemplate(tree: unknown, name: string, source: string): TenantTemplate {
+  const r = new ConfigReader();
+  const root = { ...r.object(tree, "(root)", true) };
+  const meta = r.object(root.paddock_template, "paddock_template");
+  delete root.paddock_template;
+  r.unknownKeys(meta, "paddock_template", ["description", "overridable"]);
+  const description = r.string(meta.description, "paddock_template.description") ?? "";
+  const cfg = r.object(root.config, "config", true);
+  const groups = Array.isArray(cfg.host_groups) ? cfg.host_groups : [];
+  if (groups.length === 0) r.problem("config.host_groups", "a template needs at least one host group");
+  const hostGroups = groups.map((g, i) => r.string(r.object(g, `config.host_groups[${i}]`).name, `config.host_groups[${i}].name`, { required: true }) ?? `?${i}`);
+  const overridable: Record<string, OverrideBounds> = {};
+  const ov = r.object(meta.overridable, "paddock_template.overridable");
+  for (const [group, raw] of Object.entries(ov)) {
+    const p = `paddock_template.overridable.${group}`;
+    if (!hostGroups.includes(group)) r.problem(p, `no host group ${JSON.stringify(group)} in this template`);
+    const b = r.object(raw, p);
+    r.unknownKeys(b, p, ["max_vcpu", "max_ram_mb", "max_storage_size"]);
+    const maxStorage = r.string(b.max_storage_size, `${p}.max_storage_size`);
+    const maxStorageSizeBytes = maxStorage === undefined ? undefined : parseSizeBytes(maxStorage);
+    if (maxStorage !== undefined && maxStorageSizeBytes === undefined) r.problem(`${p}.max_storage_size`, `expected a size such as 20G, got ${JSON.stringify(maxStorage)}`);
+    const maxRamMb = r.int(b.max_ram_mb, `${p}.max_ram_mb`, { min: 16 });
+    overridable[group] = { maxVcpu: r.int(b.max_vcpu, `${p}.max_vcpu`, { min: 1 }), maxRamBytes: maxRamMb === undefined ? undefined : maxRamMb * 2 ** 20, maxStorageSizeBytes };
+  }
+  r.throwIfProblems(source);
+  return { name, description, tree: root, hostGroups, overridable };
+}
+
+/**
+ * Validate host group overrides from an admin request against the template's bounds.
+ * Accepted input per group: `vcpu` (int), `ram_mb` (int), `storage_size` (e.g. `4G`).
+ * @throws PaddockError `ERR_TENANT_INVALID` naming each problem.
+ */
+export function readOverrides(template: TenantTemplate, raw: unknown): HostGroupOverrides {
+  const r = new ConfigReader();
+  const out: HostGroupOverrides = {};
+  for (const [group, v] of Object.entries(r.object(raw, "host_groups"))) {
+    const p = `host_groups.${group}`;
+    const bounds = template.overridable[group];
+    if (!bounds) {
+      r.problem(p, `template ${template.name} allows no overrides of host group ${JSON.stringify(group)}`);
+      continue;
+    }
+    const o = r.object(v, p);
+    for (const k of Object.keys(o)) if (!["vcpu", "ram_mb", "storage_size"].includes(k)) r.problem(`${p}.${k}`, "cannot be overridden (allowed: vcpu, ram_mb, storage_size)");
+    const entry: HostGroupOverrides[string] = {};
+    if (o.vcpu !== undefined) {
+      if (bounds.maxVcpu === undefined) r.problem(`${p}.vcpu`, "not overridable in this template");
+      else entry.vcpu = r.int(o.vcpu, `${p}.vcpu`, { min: 1, max: bounds.maxVcpu });
+    }
+    if (o.ram_mb !== undefined) {
+      if (bounds.maxRamBytes === undefined) r.problem(`${p}.ram_mb`, "not overridable in this template");
+      else {
+        const mb = r.int(o.ram_mb, `${p}.ram_mb`, { min: 64, max: bounds.maxRamBytes / 2 ** 20 });
+        if (mb !== undefined) entry.ramBytes = mb * 2 ** 20;
+      }
+    }
+    if (o.storage_size !== undefined) {
+      const s = typeof o.storage_size === "string" ? parseSizeBytes(o.storage_size) : undefined;
+      if (bounds.maxStorageSizeBytes === undefined) r.problem(`${p}.storage_size`, "not overridable in this template");
+      else if (s === undefined || s < 64 * 2 ** 20 || s > bounds.maxStorageSizeBytes) r.problem(`${p}.storage_size`, `expected a size between 64M and ${bounds.maxStorageSizeBytes / 2 ** 20}M such as "4G"`);
+      else entry.storageSizeBytes = s;
+    }
+    for (const k of Object.keys(entry) as Array<keyof typeof entry>) if (entry[k] === undefined) delete entry[k];
+    out[group] = entry;
+  }
+  if (r.problems.length > 0) {
+    throw new PaddockError("ERR_TENANT_INVALID", r.problems.map((p) => `${p.path}: ${p.message}`).join("; "), { details: { problems: r.problems } });
+  }
+  return out;
+}
+
+/** Everything a rendering needs. */
+export interface RenderInput {
+  tenantId: string;
+  socketPath: string;
+  stateDir: string;
+  runDir: string;
+  imageDir: string;
+  /** One block per host group, by name. */
+  blocks: Record<string, string>;
+  limits: LimitsRecord;
+  overrides: HostGroupOverrides;
+  deny: readonly string[];
+  foreignRanges: readonly string[];
+}
+
+/**
+ * Render a template into the tenant's config text (pure) and check it with the daemon's
+ * parser.
+ * @returns `{ text, config }` — the YAML to write and its parsed form.
+ * @throws PaddockError `ERR_CONFIG_INVALID` when the result is not a valid tenant config.
+ */
+export function renderTenantConfig(template: TenantTemplate, input: RenderInput): { text: string; config: TenantConfig } {
+  const tree = structuredClone(template.tree);
+  const cfg = tree.config as Record<string, unknown>;
+  const groups = cfg.host_groups as Array<Record<string, unknown>>;
+  for (const g of groups) {
+    const name = g.name as string;
+    const block = input.blocks[name];
+    if (block === undefined) throw new PaddockError("ERR_INTERNAL", `no network block for host group ${name}`);
+    const net = (typeof g.network === "object" && g.network !== null ? g.network : {}) as Record<string, unknown>;
+    if (net.mode === "isolated") net.range = block;
+    else {
+      // Bridge mode: the block's first host address is the bridge's gateway.
+      const c = parseCidr(block);
+      net.gateway = `${formatIpv4(c.base + 1)}/${c.prefix}`;
+      delete net.range;
+      delete net.addresses;
+    }
+    g.network = net;
+    const o = input.overrides[name];
+    if (o?.vcpu !== undefined) g.vcpu = o.vcpu;
+    if (o?.ramBytes !== undefined) {
+      delete g.ram_gb;
+      delete g.ram_mb;
+      g.ram_bytes = o.ramBytes;
+    }
+    if (o?.storageSizeBytes !== undefined) g.storage_size = `${Math.floor(o.storageSizeBytes / 2 ** 20)}M`;
+  }
+  cfg.api = { bind_address: input.socketPath, auth: { enabled: false } };
+  const limits: Record<string, number> = {};
+  if (input.limits.maxVms !== undefined) limits.max_vms = input.limits.maxVms;
+  if (input.limits.maxVcpu !== undefined) limits.max_vcpu = input.limits.maxVcpu;
+  if (input.limits.maxRamBytes !== undefined) limits.max_ram_bytes = input.limits.maxRamBytes;
+  if (input.limits.maxDiskBytes !== undefined) limits.max_disk_bytes = input.limits.maxDiskBytes;
+  tree.paddock = {
+    tenant_id: input.tenantId,
+    state_dir: input.stateDir,
+    run_dir: input.runDir,
+    image_dir: input.imageDir,
+    limits,
+    deny: [...input.deny],
+    foreign_ranges: [...input.foreignRanges],
+  };
+  const text = `# Rendered by the Paddock supervisor from template "${template.name}" for tenant ${input.tenantId}.\n# Do not edit: it is re-rendered on tenant changes.\n` + stringify(tree, { lineWidth: 0 });
+  const config = parseTenantConfig(parseYamlSafe(text, `tenant ${input.tenantId} config`), `tenant ${input.tenantId} config`, { baseDir: input.stateDir, env: {} });
+  return { text, config };
+}

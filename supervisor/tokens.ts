@@ -1,0 +1,85 @@
+/**
+ * Tenant and admin tokens (DESIGN.md §5): 32 random bytes shown once as `pdk_<base64url>`,
+ * stored only as SHA-256, compared in constant time. Lookup is by hash in a Map, and the
+ * same work (hash, lookup, one timingSafeEqual) is done whether or not the token exists, so
+ * a wrong token costs the same time as a right one for an unknown tenant (issue 4 §7).
+ */
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+
+/** Prefix of tenant tokens (lets secret scanners recognise them). */
+export const TOKEN_PREFIX = "pdk_";
+
+/** A new token: the secret (shown once) and what is stored. */
+export interface IssuedToken {
+  /** `tok_` + 12 hex chars; public handle for revocation. */
+  id: string;
+  /** `pdk_` + 43 base64url chars (32 random bytes). */
+  token: string;
+  /** Hex SHA-256 of `token`. */
+  hash: string;
+}
+
+/** Hex SHA-256 of a token string. */
+export function hashToken(token: string): string {
+  return createHash("sha256").update(token, "utf8").digest("hex");
+}
+
+/** Create a new random token (crypto.randomBytes, 32 bytes). */
+export function issueToken(): IssuedToken {
+  const token = TOKEN_PREFIX + randomBytes(32).toString("base64url");
+  return { id: `tok_${randomBytes(6).toString("hex")}`, token, hash: hashToken(token) };
+}
+
+/** Constant-time equality of two hex SHA-256 digests (false on malformed input, same cost). */
+export function hashesEqual(a: string, b: string): boolean {
+  const ba = Buffer.from(a.padEnd(64, "0").slice(0, 64), "hex");
+  const bb = Buffer.from(b.padEnd(64, "0").slice(0, 64), "hex");
+  if (ba.length !== 32 || bb.length !== 32) return false;
+  return timingSafeEqual(ba, bb) && a.length === 64 && b.length === 64;
+}
+
+/** What a stored token maps to. */
+export interface TokenEntry<T> {
+  hash: string;
+  /** ms since epoch; undefined ⇒ never expires. */
+  expiresAtMs: number | undefined;
+  revoked: boolean;
+  value: T;
+}
+
+const DUMMY_HASH = hashToken("paddock-dummy-token-never-issued");
+
+/**
+ * An index of token hashes → owner, rebuilt whenever the registry changes.
+ * {@link verify} does identical work for unknown, expired and revoked tokens.
+ */
+export class TokenIndex<T> {
+  private readonly byHash = new Map<string, TokenEntry<T>>();
+
+  constructor(entries: Iterable<TokenEntry<T>> = []) {
+    for (const e of entries) this.byHash.set(e.hash, e);
+  }
+
+  get size(): number {
+    return this.byHash.size;
+  }
+
+  /**
+   * @param presented the raw token from `Authorization: Bearer …` (undefined ⇒ missing).
+   * @returns the owner for a known, unexpired, unrevoked token; otherwise undefined.
+   */
+  verify(presented: string | undefined, nowMs = Date.now()): T | undefined {
+    const hash = hashToken(presented ?? "");
+    const entry = this.byHash.get(hash);
+    const equal = hashesEqual(hash, entry?.hash ?? DUMMY_HASH);
+    const live = entry !== undefined && !entry.revoked && (entry.expiresAtMs === undefined || entry.expiresAtMs > nowMs);
+    return equal && live && presented !== undefined ? entry.value : undefined;
+  }
+}
+
+/** Extract the bearer token of an `Authorization` header value (case-insensitive scheme). */
+export function bearerToken(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header);
+  return m ? m[1] : undefined;
+}
