@@ -22,6 +22,7 @@ import { createOciDriver } from "./runtime/oci-driver.js";
 import { createVmStorage } from "./storage/vm-storage.js";
 import { createTenantNetwork } from "./network/tenant-network.js";
 import { createAgentPort } from "./vm/agent-port.js";
+import { createAgentRouter } from "./agent-client/agent-router.js";
 import { SecretStore } from "./secrets/secret-store.js";
 import { VmService } from "./vm/vm-service.js";
 import type { DaemonState } from "./vm/vm-types.js";
@@ -107,7 +108,7 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     const authToken = await loadAuthToken(config);
     const app = createApiApp({
       config, vms: s.vms, metrics, logger, authToken,
-      extraRouters: [],
+      extraRouters: [createAgentRouter({ resolveAgent: (h) => s.vms.resolveAgent(h), secrets: s.secrets, logger })],
       describeNetwork: (h) => s.network.describe?.(h),
     });
     const server = await listenApi(app, config);
