@@ -1,0 +1,170 @@
+/**
+ * The daemon's agent router (tenant-daemon/agent-client) mounted in a small Express app on a
+ * Unix socket, forwarding to a real agent process: streamed exec, cp, health, error mapping
+ * (404 unknown VM, 409 paused, 503 agent down), secrets CRUD (spec §2.12) and delivery (§3.8).
+ */
+import { expect } from "chai";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync, readFileSync, statSync } from "node:fs";
+import type { Server } from "node:http";
+import os from "node:os";
+import path from "node:path";
+import express from "express";
+import { PaddockError } from "../../shared/errors.js";
+import { silentLogger } from "../../shared/logger.js";
+import { createAgentRouter } from "../../tenant-daemon/agent-client/agent-router.js";
+import { agentHealth, syncSecretsToAgent } from "../../tenant-daemon/agent-client/agent-http.js";
+import { SecretStore } from "../../tenant-daemon/secrets/secret-store.js";
+import { call, ndjson, startTestAgent, type TestAgent } from "./agent-fixture.js";
+
+describe("daemon agent router (real agent behind it)", function () {
+  let agent: TestAgent;
+  let dir: string;
+  let server: Server;
+  let sock: string;
+  let secrets: SecretStore;
+
+  before(async () => {
+    agent = await startTestAgent();
+    dir = mkdtempSync(path.join(os.tmpdir(), "pdk-router-"));
+    sock = path.join(dir, "api.sock");
+    secrets = new SecretStore(path.join(dir, "state", "secrets"));
+    const app = express();
+    app.use(
+      createAgentRouter({
+        resolveAgent: (h) => {
+          if (h === "vm-1") return { socketPath: agent.socket };
+          if (h === "vm-down") return { socketPath: path.join(dir, "no-agent.sock") };
+          if (h === "vm-paused") throw new PaddockError("ERR_VM_PAUSED", "VM vm-paused is paused");
+          throw new PaddockError("ERR_VM_NOT_FOUND", `VM ${h} not found`);
+        },
+        secrets,
+        logger: silentLogger,
+      }),
+    );
+    app.use((_req, res) => res.status(404).json({ error: "not found" }));
+    server = await new Promise<Server>((resolve) => {
+      const s = app.listen(sock, () => resolve(s));
+    });
+  });
+  after(async () => {
+    await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+    server?.closeAllConnections();
+    await agent?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("forwards health (GET and HEAD) and agentHealth reads it", async () => {
+    const g = await call(sock, "GET", "/vm/vm-1/health");
+    expect(g.status).to.equal(200);
+    expect((g.json() as Record<string, unknown>).hostname).to.equal("test-vm-1");
+    expect((await call(sock, "HEAD", "/vm/vm-1/health")).status).to.equal(200);
+    const h = await agentHealth(agent.socket, 2000);
+    expect(h.agent_uptime).to.be.greaterThan(0);
+    let failed: unknown;
+    await agentHealth(path.join(dir, "no-agent.sock"), 500).catch((e: unknown) => (failed = e));
+    expect(failed).to.be.instanceOf(PaddockError);
+  });
+
+  it("maps unknown, paused and unreachable VMs to 404, 409 and 503", async () => {
+    const nf = await call(sock, "POST", "/vm/nope/exec?cmd=true");
+    expect(nf.status).to.equal(404);
+    expect(nf.json()).to.include({ code: "ERR_VM_NOT_FOUND" });
+    expect((await call(sock, "GET", "/vm/vm-paused/cp?path=/x")).status).to.equal(409);
+    const down = await call(sock, "GET", "/vm/vm-down/health");
+    expect(down.status).to.equal(503);
+    expect(down.json()).to.include({ code: "ERR_VM_AGENT_UNAVAILABLE" });
+    expect((await call(sock, "PUT", "/vm/vm-1/exec")).status).to.equal(405);
+    expect((await call(sock, "GET", "/vm/vm-1/unknown")).status).to.equal(404);
+  });
+
+  it("streams exec frames, stdin and agent errors through", async () => {
+    const s = ndjson((await call(sock, "POST", "/vm/vm-1/exec?cmd=cat&stdin=true&stdio=base64", { body: "via router\n" })).text);
+    expect(Buffer.from(s[1]?.stdout as string, "base64").toString()).to.equal("via router\n");
+    expect(s.at(-1)).to.include({ type: "exit", exit_code: 0 });
+    const bad = await call(sock, "POST", "/vm/vm-1/exec");
+    expect(bad.status).to.equal(400);
+    expect((bad.json() as Record<string, unknown>).error).to.contain("cmd");
+    const bg = await call(sock, "POST", "/vm/vm-1/exec?background=true&cmd=true");
+    expect(bg.status).to.equal(201);
+    const id = (bg.json() as Record<string, unknown>).exec_id as string;
+    expect((await call(sock, "GET", `/vm/vm-1/exec/${id}/wait-exit?timeout=30`)).status).to.equal(200);
+    expect((await call(sock, "DELETE", `/vm/vm-1/exec/${id}`)).status).to.equal(200);
+    expect((await call(sock, "GET", `/vm/vm-1/exec/${id}`)).status).to.equal(410);
+  });
+
+  it("measures exec /bin/true latency through the router", async () => {
+    const n = 20;
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < n; i++) {
+      const r = await call(sock, "POST", "/vm/vm-1/exec?cmd=/bin/true&buffered=true");
+      expect((r.json() as Record<string, unknown>).exit_code).to.equal(0);
+    }
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6 / n;
+    console.log(`      exec /bin/true via router: ${ms.toFixed(1)} ms average over ${n}`);
+  });
+
+  it("copies 32 MiB in and out through the router byte-identically", async () => {
+    const data = randomBytes(32 << 20);
+    const dest = path.join(agent.dir, "via-router.bin");
+    const up = await call(sock, "POST", `/vm/vm-1/cp?path=${encodeURIComponent(dest)}&mode=binary`, { body: data });
+    expect(up.status, up.text).to.equal(200);
+    const down = await call(sock, "GET", `/vm/vm-1/cp?path=${encodeURIComponent(dest)}`);
+    expect(createHash("sha256").update(down.body).digest("hex")).to.equal(createHash("sha256").update(data).digest("hex"));
+    expect((await call(sock, "GET", `/vm/vm-1/fs/stat?path=${encodeURIComponent(dest + ".none")}`)).status).to.equal(404);
+  });
+
+  it("implements secrets CRUD with the Slicer status codes", async () => {
+    const post = (b: unknown) => call(sock, "POST", "/secrets", { body: JSON.stringify(b), headers: { "Content-Type": "application/json" } });
+    expect((await post({ name: "s", data: "aGVsbG8=" })).status).to.equal(201);
+    expect((await post({ name: "s", data: "aGVsbG8=" })).status).to.equal(409);
+    expect((await post({ name: "a/b", data: "aGVsbG8=" })).status).to.equal(400);
+    expect((await post({ name: "..", data: "aGVsbG8=" })).status).to.equal(400);
+    expect((await post({ name: "x", data: "not base64!" })).status).to.equal(400);
+    expect((await post({ name: "x" })).status).to.equal(400);
+    expect((await post({ name: "own", data: "b3du", permissions: "0644", uid: 65534, gid: 65534 })).status).to.equal(201);
+    const list = (await call(sock, "GET", "/secrets")).json() as Record<string, unknown>[];
+    expect(list.map((s) => s.name)).to.deep.equal(["own", "s"]);
+    expect(list[1]).to.include({ name: "s", size: 5, permissions: "0600", uid: 0, gid: 0 });
+    expect(list[1]?.modified_at).to.equal(list[1]?.mod_time);
+    expect(JSON.stringify(list)).to.not.contain("aGVsbG8");
+    const patch = (n: string, b: unknown) => call(sock, "PATCH", `/secrets/${n}`, { body: JSON.stringify(b) });
+    expect((await patch("s", { data: "", permissions: "0640" })).status).to.equal(200);
+    let s = ((await call(sock, "GET", "/secrets")).json() as Record<string, unknown>[]).find((x) => x.name === "s");
+    expect(s).to.include({ size: 5, permissions: "0640" });
+    expect((await patch("s", { data: "d29ybGQh", uid: 0 })).status).to.equal(200);
+    s = ((await call(sock, "GET", "/secrets")).json() as Record<string, unknown>[]).find((x) => x.name === "s");
+    expect(s).to.include({ size: 6, uid: 0 });
+    expect((await patch("missing", { data: "" })).status).to.equal(404);
+    const files = path.join(dir, "state", "secrets");
+    expect(statSync(files).mode & 0o777).to.equal(0o700);
+    expect(statSync(path.join(files, "s.secret")).mode & 0o777).to.equal(0o600);
+
+    const synced = await syncSecretsToAgent(agent.socket, secrets, ["own"]);
+    expect(synced).to.deep.equal(["own"]);
+    expect(readFileSync(path.join(agent.secretsDir, "own"), "utf8")).to.equal("own");
+    const st = statSync(path.join(agent.secretsDir, "own"));
+    expect([st.mode & 0o777, st.uid]).to.deep.equal([0o644, 65534]);
+    expect(await syncSecretsToAgent(agent.socket, secrets, undefined)).to.deep.equal(["own", "s"]);
+    expect(readFileSync(path.join(agent.secretsDir, "s"), "utf8")).to.equal("world!");
+
+    expect((await call(sock, "DELETE", "/secrets/s")).status).to.equal(200);
+    expect((await call(sock, "DELETE", "/secrets/s")).status).to.equal(404);
+    expect((await call(sock, "PUT", "/secrets")).status).to.equal(405);
+  });
+
+  it("works behind a JSON body parser too", async () => {
+    const app = express();
+    app.use(express.json({ type: () => true }));
+    app.use(createAgentRouter({ resolveAgent: () => ({ socketPath: agent.socket }), secrets, logger: silentLogger }));
+    const s2 = path.join(dir, "api2.sock");
+    const srv = await new Promise<Server>((resolve) => {
+      const s = app.listen(s2, () => resolve(s));
+    });
+    try {
+      expect((await call(s2, "POST", "/secrets", { body: JSON.stringify({ name: "parsed", data: "eA==" }) })).status).to.equal(201);
+    } finally {
+      await new Promise<void>((resolve) => srv.close(() => resolve()));
+    }
+  });
+});
