@@ -71,4 +71,12 @@ export interface RuntimeDriver {
   destroy(id: string): Promise<void>;
   /** Ids of every sandbox the runtime knows that start with `prefix`. */
   list(prefix: string): Promise<string[]>;
+  /**
+   * Remove the cgroup directory `cgroupParent` (e.g. `/paddock/<tenant>`, the parent of the
+   * VMs' cgroup paths) in every hierarchy when it is empty; a busy one is left alone. Runtimes
+   * remove only the leaf they made, so call this when the tenant has no sandbox left (purge,
+   * shutdown without persistent VMs). Not done in destroy(): racing a concurrent create of a
+   * sibling would fail that create.
+   */
+  pruneCgroups?(cgroupParent: string): Promise<void>;
 }

@@ -350,6 +350,15 @@ export class OciDriver implements RuntimeDriver {
     return (parsed ?? []).map((c) => c.id).filter((id) => id.startsWith(prefix)).sort();
   }
 
+  /** See {@link RuntimeDriver.pruneCgroups}. Never removes a hierarchy root. */
+  async pruneCgroups(cgroupParent: string): Promise<void> {
+    if (!cgroupParent.startsWith("/") || cgroupParent === "/" || cgroupParent.split("/").includes("..")) return;
+    for (const mount of await cgroupMountPoints()) {
+      // rmdir(2) of a cgroup fails with EBUSY while it has children or tasks: that is the "busy, leave it" case.
+      await fs.rmdir(path.join(mount, cgroupParent)).catch(() => undefined);
+    }
+  }
+
   /** Error and warning messages of a runtime JSON log (`--log-format json`), trimmed to the tail. */
   static async readRuntimeLog(logPath: string): Promise<string> {
     let text: string;

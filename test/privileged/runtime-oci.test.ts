@@ -93,7 +93,7 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     await storage.sweep(new Set());
     for (const name of netnsNames) await run("ip", ["netns", "del", name], { allowFailure: true });
     // The per-test cgroup parent (runc removes only the leaf it made).
-    for (const m of await cgroupMountPoints()) await fs.rmdir(path.join(m, cgroupRoot)).catch(() => undefined);
+    await driver.pruneCgroups(cgroupRoot);
     await fs.rm(dir, { recursive: true, force: true });
   });
 
@@ -282,6 +282,18 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     await driver.stop(spec.id, 10_000);
     expect((await driver.state(spec.id)).status).to.equal("stopped");
     await destroyVm("agent-1");
+  });
+
+  it("prunes the tenant's cgroup parent only once no sandbox uses it", async () => {
+    const spec = await prepareVm("prune-1");
+    await driver.create(spec);
+    await driver.start(spec.id);
+    await driver.pruneCgroups(cgroupRoot);
+    expect(await cgroupLeftovers(spec.cgroupPath)).to.not.deep.equal([]);
+    expect((await driver.state(spec.id)).status).to.equal("running");
+    await destroyVm("prune-1");
+    await driver.pruneCgroups(cgroupRoot);
+    expect(await cgroupLeftovers(cgroupRoot)).to.deep.equal([]);
   });
 
   it("measures create+start (runc create + start) over 10 runs", async () => {
