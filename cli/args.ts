@@ -1,0 +1,126 @@
+/**
+ * Argument parsing helpers over node's `util.parseArgs` (no CLI framework).
+ *
+ * Boolean flags accept the Go/pflag spellings the `slicer` CLI documents: `--flag`,
+ * `--flag=true`, `--flag=false` (e.g. `--graceful-shutdown=false`, `--api-auth=false`), plus
+ * `--no-flag`. Everything else is `parseArgs` strict mode: unknown flags are usage errors.
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { parseSizeBytes } from "../shared/yaml-reader.js";
+import { parseGoDurationMs } from "../shared/time.js";
+import { UsageError } from "./cli-errors.js";
+
+/** The `options` object of a parseArgs config. */
+export type FlagSpec = NonNullable<ParseArgsConfig["options"]>;
+
+const TRUE_WORDS = new Set(["true", "1", "t", "yes"]);
+const FALSE_WORDS = new Set(["false", "0", "f", "no"]);
+
+/**
+ * Rewrite `--flag=true|false` of boolean flags into `--flag` / `--no-flag` (parseArgs only knows
+ * the latter). Tokens after `--` are left alone.
+ * @throws UsageError for `--flag=<not a boolean>`.
+ */
+export function normalizeBoolFlags(argv: readonly string[], options: FlagSpec): string[] {
+  const out: string[] = [];
+  let rest = false;
+  for (const arg of argv) {
+    if (rest || arg === "--") {
+      rest = true;
+      out.push(arg);
+      continue;
+    }
+    const m = /^--([^=]+)=(.*)$/.exec(arg);
+    const spec = m ? options[m[1] as string] : undefined;
+    if (m && spec?.type === "boolean") {
+      const word = (m[2] as string).toLowerCase();
+      if (TRUE_WORDS.has(word)) out.push(`--${m[1]}`);
+      else if (FALSE_WORDS.has(word)) out.push(`--no-${m[1]}`);
+      else throw new UsageError(`--${m[1]} takes true or false, got ${JSON.stringify(m[2])}`);
+      continue;
+    }
+    out.push(arg);
+  }
+  return out;
+}
+
+/**
+ * parseArgs in strict mode with positionals and `--no-` negation; parse failures become
+ * {@link UsageError}s (exit 2).
+ */
+export function parseFlags<const O extends FlagSpec>(argv: readonly string[], options: O) {
+  try {
+    return parseArgs({ args: normalizeBoolFlags(argv, options), options, strict: true, allowPositionals: true, allowNegative: true });
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw new UsageError((err as Error).message);
+  }
+}
+
+/** Split argv at the first `--`: `[before, after]` (after is undefined without `--`). */
+export function splitAtDoubleDash(argv: readonly string[]): [string[], string[] | undefined] {
+  const i = argv.indexOf("--");
+  return i < 0 ? [[...argv], undefined] : [argv.slice(0, i), argv.slice(i + 1)];
+}
+
+/**
+ * Parse an integer flag value.
+ * @throws UsageError when not a base-10 integer within [min, max].
+ */
+export function parseIntFlag(value: string | undefined, flag: string, range: { min?: number; max?: number } = {}): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^-?\d+$/.test(value.trim())) throw new UsageError(`${flag} takes an integer, got ${JSON.stringify(value)}`);
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || (range.min !== undefined && n < range.min) || (range.max !== undefined && n > range.max)) {
+    const bounds = range.max === undefined ? `≥ ${range.min ?? 0}` : `between ${range.min ?? 0} and ${range.max}`;
+    throw new UsageError(`${flag} must be ${bounds}, got ${value}`);
+  }
+  return n;
+}
+
+/**
+ * Parse a byte size: plain bytes (`1073741824`) or a suffixed size (`512M`, `1G`, `2Gi`, binary multiples).
+ * @throws UsageError when invalid.
+ */
+export function parseSizeFlag(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = parseSizeBytes(value);
+  if (n === undefined) throw new UsageError(`${flag} takes a size such as 1073741824, 512M or 1G, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+/**
+ * Parse a Go duration flag (`30s`, `2m`, `1h30m`) into milliseconds.
+ * @throws UsageError when invalid.
+ */
+export function parseDurationFlag(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  try {
+    return parseGoDurationMs(value, flag);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+/**
+ * Parse repeated `k=v` flags (`--label team=a --label env=prod`) into an object.
+ * @throws UsageError for an entry without `=` or with an empty key.
+ */
+export function parseKeyValues(values: readonly string[] | undefined, flag: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const v of values ?? []) {
+    const i = v.indexOf("=");
+    if (i <= 0) throw new UsageError(`${flag} takes key=value, got ${JSON.stringify(v)}`);
+    out[v.slice(0, i)] = v.slice(i + 1);
+  }
+  return out;
+}
+
+/**
+ * Check the number of positionals of a command.
+ * @throws UsageError naming the expected form.
+ */
+export function expectPositionals(positionals: readonly string[], min: number, max: number, usage: string): void {
+  if (positionals.length < min) throw new UsageError(`missing argument; usage: ${usage}`);
+  if (positionals.length > max) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[max])}; usage: ${usage}`);
+}

@@ -1,0 +1,124 @@
+#!/usr/bin/env node
+/**
+ * The `paddock` command line (issue 5 §2): one entry that dispatches to the supervisor
+ * (`up`), a tenant daemon (`daemon up|purge`), the image store (`image`), the config generator
+ * (`new`), the Slicer API (`vm`) and the admin API (`tenant`). Conventions follow the `slicer`
+ * CLI where they overlap. Exit codes: see {@link HELP} and cli/cli-errors.ts.
+ */
+import { readFileSync, realpathSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { EXIT, UsageError, describeError, exitCodeFor } from "./cli-errors.js";
+import { processContext, writeOut, type CliContext } from "./cli-context.js";
+import { vmCommand } from "./vm-commands.js";
+import { tenantCommand } from "./tenant-commands.js";
+import { imageCommand } from "./image-commands.js";
+import { newCommand } from "./new-command.js";
+
+/** Top-level help, including the exit codes scripts can rely on. */
+export const HELP = `paddock — multi-tenant sandbox VMs speaking the Slicer API
+
+usage: paddock COMMAND [flags]
+
+  up [--config FILE] [--state-dir D] [--run-dir D] [--gateway ADDR] [--admin ADDR]
+                                   run the supervisor (gateway 127.0.0.1:8080, admin 127.0.0.1:8081)
+  daemon up FILE                   run one tenant daemon from a Slicer-format YAML config
+  daemon purge FILE                delete every VM, disk, link and nft table of that daemon's tenant
+  new NAME [flags]                 print the config \`slicer new\` writes (see paddock new --help)
+  image build [NAME] [--packages a,b] [--force]
+  image list [--json]
+  vm launch|list|get|exec|cp|shell|logs|shutdown|relaunch|delete|pause|resume …
+                                   the Slicer API of a tenant daemon or the gateway (paddock vm --help)
+  tenant create|list|get|delete|suspend|resume|restart|logs|token …
+                                   the supervisor's admin API (paddock tenant --help)
+  version
+
+Targets: vm commands use --url/--token, else PADDOCK_URL/PADDOCK_TOKEN, else SLICER_URL/SLICER_TOKEN
+(SLICER_TOKEN_FILE); tenant commands use --admin-url/--admin-token, else PADDOCK_ADMIN_URL/
+PADDOCK_ADMIN_TOKEN, else the admin-token file under \${PADDOCK_STATE_DIR:-/var/lib/paddock}/supervisor.
+
+Output: tables for people; --json for scripts.
+
+Exit codes:
+  0  ok
+  1  runtime or API error (unreachable daemon, HTTP 400/401/408/5xx, local I/O)
+  2  usage error (unknown flag, missing argument, bad value)
+  3  not found (HTTP 404)
+  4  conflict or forbidden (HTTP 403/409)
+  vm exec exits with the remote command's own exit code (128+N when killed by signal N).
+`;
+
+function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version?: string };
+    return pkg.version ?? "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
+async function daemonCommand(ctx: CliContext, argv: string[]): Promise<number> {
+  const [sub, file, ...extra] = argv;
+  if (sub === "--help" || sub === "-h" || sub === "help") {
+    await writeOut(ctx.stdout, "usage: paddock daemon up FILE | paddock daemon purge FILE\n");
+    return EXIT.OK;
+  }
+  if ((sub !== "up" && sub !== "purge") || file === undefined || extra.length > 0) {
+    throw new UsageError("paddock daemon up FILE | paddock daemon purge FILE");
+  }
+  const daemon = await import("../tenant-daemon/main.js");
+  return daemon.main([sub, file]);
+}
+
+async function upCommand(_ctx: CliContext, argv: string[]): Promise<number> {
+  const supervisor = await import("../supervisor/main.js");
+  return supervisor.main(argv);
+}
+
+/**
+ * Run one command line (argv without `node` and the script).
+ * @returns the exit code (never throws: errors are printed on stderr and mapped to codes).
+ */
+export async function runCli(argv: readonly string[], ctx: CliContext): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case undefined:
+        await writeOut(ctx.stderr, HELP);
+        return EXIT.USAGE;
+      case "help": case "--help": case "-h":
+        await writeOut(ctx.stdout, HELP);
+        return EXIT.OK;
+      case "version": case "--version":
+        await writeOut(ctx.stdout, `paddock ${version()}\n`);
+        return EXIT.OK;
+      case "up": return await upCommand(ctx, rest);
+      case "daemon": return await daemonCommand(ctx, rest);
+      case "new": return await newCommand(ctx, rest);
+      case "image": return await imageCommand(ctx, rest);
+      case "vm": return await vmCommand(ctx, rest);
+      case "tenant": return await tenantCommand(ctx, rest);
+      default: throw new UsageError(`unknown command ${JSON.stringify(cmd)}; see paddock --help`);
+    }
+  } catch (err) {
+    ctx.stderr.write(`paddock: ${describeError(err)}\n`);
+    return exitCodeFor(err);
+  }
+}
+
+/** True when this file is the program (also when started through the npm `bin` symlink). */
+function isMain(): boolean {
+  try {
+    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
+  // `paddock vm list | head` closes stdout early: that is not an error.
+  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(process.exitCode ?? 0);
+    throw err;
+  });
+  process.exitCode = await runCli(process.argv.slice(2), processContext());
+}

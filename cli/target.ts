@@ -1,0 +1,128 @@
+/**
+ * Where the CLI sends its requests, resolved from flags and the environment (pure functions).
+ *
+ * Tenant/Slicer API (vm commands), first match wins:
+ *   URL   `--url`, `PADDOCK_URL`, `SLICER_URL`, default `http://127.0.0.1:8080` (the supervisor gateway)
+ *   token `--token`, `--token-file`, `PADDOCK_TOKEN`, `PADDOCK_TOKEN_FILE`, `SLICER_TOKEN`,
+ *         `SLICER_TOKEN_FILE` (spec §1.2: the Go SDK reads SLICER_TOKEN, then SLICER_TOKEN_FILE)
+ * Admin API (tenant commands):
+ *   URL   `--admin-url`, `PADDOCK_ADMIN_URL`, default `http://127.0.0.1:8081`
+ *   token `--admin-token`, `PADDOCK_ADMIN_TOKEN`, else the file
+ *         `${PADDOCK_STATE_DIR:-/var/lib/paddock}/supervisor/admin-token` (DESIGN.md §6)
+ *
+ * Socket vs URL (spec §1.1, as the Go and TS SDKs decide): after stripping an optional
+ * `unix://`, an address starting with `/`, `./`, `../`, `~/` (expanded to $HOME) or ending in
+ * `.sock` is a Unix socket; anything else is `http(s)://host[:port]` (`http://` assumed when
+ * no scheme is given).
+ */
+import path from "node:path";
+import { UsageError } from "./cli-errors.js";
+
+/** A resolved API endpoint plus its bearer token (undefined ⇒ no Authorization header). */
+export type Target =
+  | { kind: "unix"; socketPath: string; token: string | undefined; display: string }
+  | { kind: "http"; url: URL; token: string | undefined; display: string };
+
+/** Default tenant API address: the supervisor's gateway (also Slicer's default bind). */
+export const DEFAULT_API_URL = "http://127.0.0.1:8080";
+/** Default admin API address of the supervisor. */
+export const DEFAULT_ADMIN_URL = "http://127.0.0.1:8081";
+
+/** Reads a token file; returns undefined when it does not exist. */
+export type ReadTokenFile = (file: string) => string | undefined;
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v === undefined || v === "" ? undefined : v;
+}
+
+function expandHome(p: string, env: NodeJS.ProcessEnv): string {
+  if (p === "~" || p.startsWith("~/")) return path.join(env.HOME ?? "/root", p.slice(1));
+  return p;
+}
+
+/** True when an address names a Unix socket by the SDKs' rule (spec §1.1). */
+export function isSocketAddress(address: string): boolean {
+  const a = address.startsWith("unix://") ? address.slice("unix://".length) : address;
+  return a.startsWith("/") || a.startsWith("./") || a.startsWith("../") || a.startsWith("~/") || a.endsWith(".sock");
+}
+
+/**
+ * Parse an API address into a socket path or an http(s) URL.
+ * @throws UsageError for an unparsable URL or a scheme other than http/https.
+ */
+export function parseApiAddress(address: string, env: NodeJS.ProcessEnv): { kind: "unix"; socketPath: string } | { kind: "http"; url: URL } {
+  if (isSocketAddress(address)) {
+    const raw = address.startsWith("unix://") ? address.slice("unix://".length) : address;
+    return { kind: "unix", socketPath: path.resolve(expandHome(raw, env)) };
+  }
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(address) ? address : `http://${address}`;
+  let url: URL;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    throw new UsageError(`invalid API address ${JSON.stringify(address)}: expected http(s)://host:port or a Unix socket path`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new UsageError(`invalid API address ${JSON.stringify(address)}: only http, https and Unix sockets are supported`);
+  }
+  return { kind: "http", url };
+}
+
+function readTokenFrom(file: string, env: NodeJS.ProcessEnv, read: ReadTokenFile, origin: string): string {
+  const p = expandHome(file, env);
+  const text = read(p);
+  if (text === undefined) throw new UsageError(`token file ${p} (from ${origin}) does not exist`);
+  return text.trim();
+}
+
+function makeTarget(address: string, token: string | undefined, env: NodeJS.ProcessEnv): Target {
+  const a = parseApiAddress(address, env);
+  return a.kind === "unix"
+    ? { kind: "unix", socketPath: a.socketPath, token, display: a.socketPath }
+    : { kind: "http", url: a.url, token, display: a.url.origin };
+}
+
+/** Flags that pick the tenant API target. */
+export interface TargetFlags {
+  url?: string | undefined;
+  token?: string | undefined;
+  tokenFile?: string | undefined;
+}
+
+/**
+ * Resolve the tenant/Slicer API target (precedence in the file comment).
+ * @throws UsageError for a bad address or a named token file that does not exist.
+ */
+export function resolveTarget(flags: TargetFlags, env: NodeJS.ProcessEnv, read: ReadTokenFile): Target {
+  const address = nonEmpty(flags.url) ?? nonEmpty(env.PADDOCK_URL) ?? nonEmpty(env.SLICER_URL) ?? DEFAULT_API_URL;
+  let token: string | undefined;
+  if (nonEmpty(flags.token)) token = flags.token;
+  else if (nonEmpty(flags.tokenFile)) token = readTokenFrom(flags.tokenFile as string, env, read, "--token-file");
+  else if (nonEmpty(env.PADDOCK_TOKEN)) token = env.PADDOCK_TOKEN;
+  else if (nonEmpty(env.PADDOCK_TOKEN_FILE)) token = readTokenFrom(env.PADDOCK_TOKEN_FILE as string, env, read, "PADDOCK_TOKEN_FILE");
+  else if (nonEmpty(env.SLICER_TOKEN)) token = env.SLICER_TOKEN;
+  else if (nonEmpty(env.SLICER_TOKEN_FILE)) token = readTokenFrom(env.SLICER_TOKEN_FILE as string, env, read, "SLICER_TOKEN_FILE");
+  return makeTarget(address, nonEmpty(token?.trim()), env);
+}
+
+/** Flags that pick the admin API target. */
+export interface AdminTargetFlags {
+  adminUrl?: string | undefined;
+  adminToken?: string | undefined;
+}
+
+/** Path of the supervisor's admin token file for an environment (DESIGN.md §6). */
+export function adminTokenPath(env: NodeJS.ProcessEnv): string {
+  return path.join(nonEmpty(env.PADDOCK_STATE_DIR) ?? "/var/lib/paddock", "supervisor", "admin-token");
+}
+
+/**
+ * Resolve the supervisor admin API target. A missing admin-token file is not an error here
+ * (the server answers 401, and the CLI then names the file it looked for).
+ * @throws UsageError for a bad address.
+ */
+export function resolveAdminTarget(flags: AdminTargetFlags, env: NodeJS.ProcessEnv, read: ReadTokenFile): Target {
+  const address = nonEmpty(flags.adminUrl) ?? nonEmpty(env.PADDOCK_ADMIN_URL) ?? DEFAULT_ADMIN_URL;
+  const token = nonEmpty(flags.adminToken) ?? nonEmpty(env.PADDOCK_ADMIN_TOKEN) ?? read(adminTokenPath(env));
+  return makeTarget(address, nonEmpty(token?.trim()), env);
+}

@@ -1,0 +1,288 @@
+/**
+ * `paddock tenant …`: the supervisor's admin API (`/admin/v1`, supervisor/admin-api.ts,
+ * issue 4 §4). Admin target and token: see cli/target.ts.
+ */
+import { parseFlags, parseIntFlag, parseSizeFlag, parseDurationFlag, parseKeyValues, expectPositionals, type FlagSpec } from "./args.js";
+import { ApiClient, readBody, seg } from "./api-client.js";
+import { ApiError, UsageError, EXIT } from "./cli-errors.js";
+import { writeOut, type CliContext } from "./cli-context.js";
+import { formatAge, formatBytes, renderJson, renderKeyValues, renderTable, Progress } from "./output.js";
+import { adminTokenPath, resolveAdminTarget } from "./target.js";
+
+const ADMIN_FLAGS = {
+  "admin-url": { type: "string" },
+  "admin-token": { type: "string" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies FlagSpec;
+
+/** A tenant as the admin API returns it (snake_case; see supervisor/admin-api.ts `tenantView`). */
+export interface TenantView {
+  id: string;
+  status?: string;
+  status_reason?: string;
+  template?: string;
+  labels?: Record<string, string>;
+  limits?: Record<string, number>;
+  ranges?: { host_group: string; cidr: string }[];
+  socket_path?: string;
+  daemon?: { state?: string; pid?: number; restarts?: number; uptime_seconds?: number; last_error?: string };
+  tokens?: { id: string; created_at?: string; expires_at?: string; revoked_at?: string }[];
+  vms?: { total?: number; by_status?: Record<string, number> } | null;
+  resources?: { vcpu?: number; ram_bytes?: number; disk_bytes?: number } | null;
+  created_at?: string;
+  token?: string;
+  token_id?: string;
+  [key: string]: unknown;
+}
+
+/** Help text of `paddock tenant`. */
+export const TENANT_HELP = `usage: paddock tenant COMMAND [flags]
+
+  create [--id ID] [--template T] [--label k=v]... [--max-vms N] [--max-vcpu N]
+         [--max-ram 16G] [--max-disk 200G] [--token-expires-in 720h] [--json]
+  list [--status S] [--label k=v]... [--json]
+  get ID [--json]
+  delete ID
+  suspend ID [--reason R]
+  resume ID
+  restart ID
+  logs ID [--lines N]
+  token ID [--expires-in 24h] [--json]          issue a new token (shown once)
+  token revoke ID TOKEN_ID
+
+Admin API: --admin-url / PADDOCK_ADMIN_URL (default http://127.0.0.1:8081);
+token --admin-token / PADDOCK_ADMIN_TOKEN, else \${PADDOCK_STATE_DIR:-/var/lib/paddock}/supervisor/admin-token.
+`;
+
+type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+function adminClient(ctx: CliContext, values: Values): ApiClient {
+  return new ApiClient(resolveAdminTarget(
+    { adminUrl: values["admin-url"] as string | undefined, adminToken: values["admin-token"] as string | undefined },
+    ctx.env,
+    ctx.readTokenFile,
+  ));
+}
+
+/** Add a hint about where the admin token comes from to a 401. */
+async function admin<T>(ctx: CliContext, client: ApiClient, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      const hint = client.target.token === undefined
+        ? `no admin token: pass --admin-token, set PADDOCK_ADMIN_TOKEN, or make ${adminTokenPath(ctx.env)} readable`
+        : "the admin token was rejected (it is in <state_dir>/supervisor/admin-token on the supervisor's host)";
+      throw new ApiError(401, `${err.error}; ${hint}`, err.code);
+    }
+    throw err;
+  }
+}
+
+/** The `tenant list` table (pure). */
+export function renderTenantTable(tenants: readonly TenantView[], nowMs: number): string {
+  return renderTable(
+    ["ID", "STATUS", "TEMPLATE", "DAEMON", "PID", "RESTARTS", "RANGES", "AGE", "LABELS"],
+    tenants.map((t) => [
+      t.id,
+      t.status ?? "",
+      t.template ?? "",
+      t.daemon?.state ?? "",
+      t.daemon?.pid === undefined ? "" : String(t.daemon.pid),
+      t.daemon?.restarts === undefined ? "" : String(t.daemon.restarts),
+      (t.ranges ?? []).map((r) => `${r.host_group}=${r.cidr}`).join(","),
+      formatAge(t.created_at, nowMs),
+      Object.entries(t.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(","),
+    ]),
+  );
+}
+
+/** `tenant get` as key/value lines (pure). */
+export function renderTenantDetails(t: TenantView): string {
+  const pairs: [string, string][] = [
+    ["id", t.id],
+    ["status", t.status_reason ? `${t.status ?? ""} (${t.status_reason})` : (t.status ?? "")],
+    ["template", t.template ?? ""],
+    ["socket", t.socket_path ?? ""],
+    ["ranges", (t.ranges ?? []).map((r) => `${r.host_group}=${r.cidr}`).join(", ")],
+    ["daemon", [t.daemon?.state, t.daemon?.pid === undefined ? undefined : `pid ${t.daemon.pid}`, t.daemon?.restarts === undefined ? undefined : `${t.daemon.restarts} restarts`, t.daemon?.uptime_seconds === undefined ? undefined : `up ${t.daemon.uptime_seconds}s`].filter(Boolean).join(", ")],
+  ];
+  if (t.daemon?.last_error) pairs.push(["last error", t.daemon.last_error]);
+  pairs.push(["labels", Object.entries(t.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(", ")]);
+  pairs.push(["limits", Object.entries(t.limits ?? {}).map(([k, v]) => `${k}=${k.endsWith("_bytes") ? formatBytes(v) : v}`).join(", ")]);
+  if (t.vms) pairs.push(["vms", `${t.vms.total ?? 0} (${Object.entries(t.vms.by_status ?? {}).map(([k, v]) => `${k} ${v}`).join(", ")})`]);
+  if (t.resources) pairs.push(["committed", `${t.resources.vcpu ?? 0} vcpu, ${formatBytes(t.resources.ram_bytes ?? 0)} ram, ${formatBytes(t.resources.disk_bytes ?? 0)} disk`]);
+  const live = (t.tokens ?? []).filter((k) => !k.revoked_at);
+  pairs.push(["tokens", live.map((k) => `${k.id}${k.expires_at ? ` (expires ${k.expires_at})` : ""}`).join(", ")]);
+  pairs.push(["created", t.created_at ?? ""]);
+  return renderKeyValues(pairs);
+}
+
+async function tenantCreate(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(argv, {
+    ...ADMIN_FLAGS,
+    id: { type: "string" },
+    template: { type: "string" },
+    label: { type: "string", multiple: true },
+    "max-vms": { type: "string" },
+    "max-vcpu": { type: "string" },
+    "max-ram": { type: "string" },
+    "max-disk": { type: "string" },
+    "token-expires-in": { type: "string" },
+  });
+  expectPositionals(positionals, 0, 0, "paddock tenant create [flags]");
+  const body: Record<string, unknown> = {};
+  if (values.id !== undefined) body.id = values.id;
+  if (values.template !== undefined) body.template = values.template;
+  if (values.label?.length) body.labels = parseKeyValues(values.label, "--label");
+  const limits: Record<string, number> = {};
+  const maxVms = parseIntFlag(values["max-vms"], "--max-vms", { min: 0 });
+  const maxVcpu = parseIntFlag(values["max-vcpu"], "--max-vcpu", { min: 0 });
+  const maxRam = parseSizeFlag(values["max-ram"], "--max-ram");
+  const maxDisk = parseSizeFlag(values["max-disk"], "--max-disk");
+  if (maxVms !== undefined) limits.max_vms = maxVms;
+  if (maxVcpu !== undefined) limits.max_vcpu = maxVcpu;
+  if (maxRam !== undefined) limits.max_ram_bytes = maxRam;
+  if (maxDisk !== undefined) limits.max_disk_bytes = maxDisk;
+  if (Object.keys(limits).length > 0) body.limits = limits;
+  const expiresMs = parseDurationFlag(values["token-expires-in"], "--token-expires-in");
+  if (expiresMs !== undefined) body.token_expires_in_seconds = Math.max(1, Math.round(expiresMs / 1000));
+
+  const client = adminClient(ctx, values);
+  const progress = new Progress(ctx.stderr);
+  progress.every(200, () => `provisioning tenant${values.id ? ` ${values.id}` : ""} (starting its daemon) … ${progress.elapsed()}`);
+  let t: TenantView;
+  try {
+    t = await admin(ctx, client, () => client.json<TenantView>("POST", "/admin/v1/tenants", { json: body }));
+  } finally {
+    progress.done();
+  }
+  if (values.json) {
+    await writeOut(ctx.stdout, renderJson(t));
+    return EXIT.OK;
+  }
+  await writeOut(ctx.stdout, renderKeyValues([
+    ["tenant", t.id],
+    ["status", t.status ?? ""],
+    ["template", t.template ?? ""],
+    ["ranges", (t.ranges ?? []).map((r) => `${r.host_group}=${r.cidr}`).join(", ")],
+    ["socket", t.socket_path ?? ""],
+    ["token id", t.token_id ?? ""],
+    ["token", t.token ?? ""],
+  ]) + "The token is shown only once. Use it as PADDOCK_TOKEN with PADDOCK_URL set to the gateway (default http://127.0.0.1:8080).\n");
+  return EXIT.OK;
+}
+
+async function tenantList(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, status: { type: "string" }, label: { type: "string", multiple: true } });
+  expectPositionals(positionals, 0, 0, "paddock tenant list [--status S] [--label k=v]... [--json]");
+  parseKeyValues(values.label, "--label");
+  const client = adminClient(ctx, values);
+  const list = await admin(ctx, client, () => client.json<TenantView[]>("GET", "/admin/v1/tenants", {
+    query: [["status", values.status], ...(values.label ?? []).map((l) => ["label", l] as const)],
+  }));
+  const tenants = Array.isArray(list) ? list : [];
+  await writeOut(ctx.stdout, values.json ? renderJson(tenants) : renderTenantTable(tenants, Date.now()));
+  return EXIT.OK;
+}
+
+async function tenantGet(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(argv, ADMIN_FLAGS);
+  expectPositionals(positionals, 1, 1, "paddock tenant get ID [--json]");
+  const client = adminClient(ctx, values);
+  const t = await admin(ctx, client, () => client.json<TenantView>("GET", `/admin/v1/tenants/${seg(positionals[0] as string)}`));
+  await writeOut(ctx.stdout, values.json ? renderJson(t) : renderTenantDetails(t));
+  return EXIT.OK;
+}
+
+/** POST/DELETE on a tenant with a one-line confirmation (delete, suspend, resume, restart). */
+async function tenantAction(ctx: CliContext, argv: string[], action: "delete" | "suspend" | "resume" | "restart"): Promise<number> {
+  const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, reason: { type: "string" } });
+  if (values.reason !== undefined && action !== "suspend") throw new UsageError("--reason only applies to tenant suspend");
+  expectPositionals(positionals, 1, 1, `paddock tenant ${action} ID${action === "suspend" ? " [--reason R]" : ""}`);
+  const id = positionals[0] as string;
+  const client = adminClient(ctx, values);
+  const progress = new Progress(ctx.stderr);
+  progress.every(200, () => `${action} ${id} … ${progress.elapsed()}`);
+  let out: TenantView | undefined;
+  try {
+    out = await admin(ctx, client, async () => {
+      if (action === "delete") {
+        const res = await client.send("DELETE", `/admin/v1/tenants/${seg(id)}`);
+        await readBody(res, 64 * 1024);
+        return undefined;
+      }
+      return client.json<TenantView>("POST", `/admin/v1/tenants/${seg(id)}/${action}`, { json: action === "suspend" && values.reason !== undefined ? { reason: values.reason } : {} });
+    });
+  } finally {
+    progress.done();
+  }
+  if (values.json) await writeOut(ctx.stdout, renderJson(out ?? { id, deleted: true }));
+  else {
+    const past = { delete: "deleted", suspend: "suspended", resume: "resumed", restart: "restarted" }[action];
+    const extraInfo = out?.paused_vms !== undefined ? ` (paused VMs: ${(out.paused_vms as string[]).join(", ") || "none"})`
+      : out?.resumed_vms !== undefined ? ` (resumed VMs: ${(out.resumed_vms as string[]).join(", ") || "none"})` : "";
+    await writeOut(ctx.stdout, `tenant ${id} ${past}${extraInfo}\n`);
+  }
+  return EXIT.OK;
+}
+
+async function tenantLogs(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, lines: { type: "string" } });
+  expectPositionals(positionals, 1, 1, "paddock tenant logs ID [--lines N]");
+  const lines = parseIntFlag(values.lines, "--lines", { min: 1, max: 10_000 });
+  const client = adminClient(ctx, values);
+  const out = await admin(ctx, client, () => client.json<{ lines?: string[] }>("GET", `/admin/v1/tenants/${seg(positionals[0] as string)}/logs`, { query: [["lines", lines]] }));
+  await writeOut(ctx.stdout, values.json ? renderJson(out) : (out?.lines ?? []).map((l) => `${l}\n`).join(""));
+  return EXIT.OK;
+}
+
+async function tenantToken(ctx: CliContext, argv: string[]): Promise<number> {
+  if (argv[0] === "revoke") {
+    const { values, positionals } = parseFlags(argv.slice(1), ADMIN_FLAGS);
+    expectPositionals(positionals, 2, 2, "paddock tenant token revoke ID TOKEN_ID");
+    const [id, tokenId] = positionals as [string, string];
+    const client = adminClient(ctx, values);
+    await admin(ctx, client, async () => readBody(await client.send("DELETE", `/admin/v1/tenants/${seg(id)}/tokens/${seg(tokenId)}`), 64 * 1024));
+    await writeOut(ctx.stdout, values.json ? renderJson({ id, token_id: tokenId, revoked: true }) : `token ${tokenId} of tenant ${id} revoked\n`);
+    return EXIT.OK;
+  }
+  const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, "expires-in": { type: "string" } });
+  expectPositionals(positionals, 1, 1, "paddock tenant token ID [--expires-in 24h] | paddock tenant token revoke ID TOKEN_ID");
+  const expiresMs = parseDurationFlag(values["expires-in"], "--expires-in");
+  if (expiresMs !== undefined && expiresMs < 1000) throw new UsageError("--expires-in must be at least 1s");
+  const client = adminClient(ctx, values);
+  const out = await admin(ctx, client, () => client.json<{ id: string; token: string; created_at?: string; expires_at?: string }>(
+    "POST", `/admin/v1/tenants/${seg(positionals[0] as string)}/tokens`,
+    { json: expiresMs === undefined ? {} : { expires_in_seconds: Math.round(expiresMs / 1000) } },
+  ));
+  if (values.json) await writeOut(ctx.stdout, renderJson(out));
+  else await writeOut(ctx.stdout, renderKeyValues([["token id", out.id], ["token", out.token], ["expires", out.expires_at ?? "never"]]) + "The token is shown only once.\n");
+  return EXIT.OK;
+}
+
+/** Dispatch `paddock tenant <command> …`. */
+export async function tenantCommand(ctx: CliContext, argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined) {
+    await writeOut(ctx.stderr, TENANT_HELP);
+    return EXIT.USAGE;
+  }
+  if (cmd === "help" || cmd === "--help" || cmd === "-h" || rest.includes("--help") || rest.includes("-h")) {
+    await writeOut(ctx.stdout, TENANT_HELP);
+    return EXIT.OK;
+  }
+  switch (cmd) {
+    case "create": return tenantCreate(ctx, rest);
+    case "list": case "ls": return tenantList(ctx, rest);
+    case "get": return tenantGet(ctx, rest);
+    case "delete": case "rm": return tenantAction(ctx, rest, "delete");
+    case "suspend": return tenantAction(ctx, rest, "suspend");
+    case "resume": return tenantAction(ctx, rest, "resume");
+    case "restart": return tenantAction(ctx, rest, "restart");
+    case "logs": return tenantLogs(ctx, rest);
+    case "token": return tenantToken(ctx, rest);
+    default: throw new UsageError(`unknown tenant command ${JSON.stringify(cmd)}; see paddock tenant --help`);
+  }
+}

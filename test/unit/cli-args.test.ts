@@ -1,0 +1,227 @@
+import { expect } from "chai";
+import { Writable } from "node:stream";
+import { normalizeBoolFlags, parseFlags, parseIntFlag, parseKeyValues, parseDurationFlag, parseSizeFlag, splitAtDoubleDash } from "../../cli/args.js";
+import { ApiError, ConnectError, EXIT, UsageError, exitCodeFor } from "../../cli/cli-errors.js";
+import { buildPath } from "../../cli/api-client.js";
+import { LineSplitter, exitCodeOfFrame, framePayload, isTerminalFrame } from "../../cli/exec-stream.js";
+import { renderTable, formatBytes, formatAge } from "../../cli/output.js";
+import { execQuery, parseCpOperand, renderNodeTable, shellFrame } from "../../cli/vm-commands.js";
+import { adminTokenPath, isSocketAddress, parseApiAddress, resolveAdminTarget, resolveTarget } from "../../cli/target.js";
+import { runCli, HELP } from "../../cli/paddock.js";
+import type { CliContext } from "../../cli/cli-context.js";
+import { Readable } from "node:stream";
+
+const noFiles = (): string | undefined => undefined;
+
+function capture(): { stream: Writable; text: () => string } {
+  const chunks: Buffer[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      chunks.push(Buffer.from(chunk));
+      cb();
+    },
+  });
+  return { stream, text: () => Buffer.concat(chunks).toString("utf8") };
+}
+
+function fakeContext(env: NodeJS.ProcessEnv = {}) {
+  const out = capture();
+  const err = capture();
+  const ctx: CliContext = {
+    env,
+    stdout: out.stream,
+    stderr: err.stream,
+    stdin: Readable.from([]),
+    readTokenFile: noFiles,
+    kvmPresent: () => false,
+  };
+  return { ctx, out, err };
+}
+
+describe("cli: argument parsing", () => {
+  it("normalizes Go-style boolean flags (--flag=false ⇒ --no-flag), leaving strings and post-`--` args alone", () => {
+    const spec = { a: { type: "boolean" }, s: { type: "string" } } as const;
+    expect(normalizeBoolFlags(["--a=false", "--a=true", "--s=false", "--", "--a=false"], spec)).to.deep.equal(["--no-a", "--a", "--s=false", "--", "--a=false"]);
+    expect(() => normalizeBoolFlags(["--a=maybe"], spec)).to.throw(UsageError, /true or false/);
+    const { values } = parseFlags(["--a=false", "--s", "x"], spec);
+    expect(values).to.deep.equal({ a: false, s: "x" });
+  });
+
+  it("turns parseArgs failures into UsageErrors (unknown flag, missing value)", () => {
+    expect(() => parseFlags(["--nope"], { a: { type: "boolean" } })).to.throw(UsageError);
+    expect(() => parseFlags(["--s"], { s: { type: "string" } })).to.throw(UsageError);
+  });
+
+  it("splits at the first `--`", () => {
+    expect(splitAtDoubleDash(["h", "--uid", "0", "--", "sh", "-c", "--", "x"])).to.deep.equal([["h", "--uid", "0"], ["sh", "-c", "--", "x"]]);
+    expect(splitAtDoubleDash(["h"])).to.deep.equal([["h"], undefined]);
+  });
+
+  it("parses integers, sizes, durations and key=value lists strictly", () => {
+    expect(parseIntFlag("3", "--n", { min: 0 })).to.equal(3);
+    expect(parseIntFlag(undefined, "--n")).to.equal(undefined);
+    expect(() => parseIntFlag("3.5", "--n")).to.throw(UsageError);
+    expect(() => parseIntFlag("-1", "--n", { min: 0 })).to.throw(UsageError, /≥ 0/);
+    expect(parseSizeFlag("1G", "--ram-bytes")).to.equal(2 ** 30);
+    expect(parseSizeFlag("1073741824", "--ram-bytes")).to.equal(2 ** 30);
+    expect(() => parseSizeFlag("big", "--ram-bytes")).to.throw(UsageError);
+    expect(parseDurationFlag("2m", "--timeout")).to.equal(120_000);
+    expect(parseDurationFlag("1h30m", "--timeout")).to.equal(5_400_000);
+    expect(() => parseDurationFlag("2 minutes", "--timeout")).to.throw(UsageError);
+    expect(parseKeyValues(["a=1", "b=x=y", "c="], "--label")).to.deep.equal({ a: "1", b: "x=y", c: "" });
+    expect(() => parseKeyValues(["=1"], "--label")).to.throw(UsageError);
+    expect(() => parseKeyValues(["novalue"], "--label")).to.throw(UsageError);
+  });
+});
+
+describe("cli: target resolution (spec §1.1–1.2)", () => {
+  it("classifies socket addresses like the Go and TS SDKs", () => {
+    for (const s of ["/run/p/api.sock", "./slicer.sock", "../x", "~/s", "unix:///tmp/a", "api.sock", "unix://rel.sock"]) expect(isSocketAddress(s), s).to.equal(true);
+    for (const s of ["http://127.0.0.1:8080", "127.0.0.1:8080", "https://gw.example:443", "localhost"]) expect(isSocketAddress(s), s).to.equal(false);
+  });
+
+  it("expands ~/ and strips unix://; URLs without a scheme get http://", () => {
+    expect(parseApiAddress("~/x/api.sock", { HOME: "/home/u" })).to.deep.equal({ kind: "unix", socketPath: "/home/u/x/api.sock" });
+    expect(parseApiAddress("unix:///run/a.sock", {})).to.deep.equal({ kind: "unix", socketPath: "/run/a.sock" });
+    const a = parseApiAddress("127.0.0.1:9000", {});
+    expect(a.kind === "http" && a.url.href).to.equal("http://127.0.0.1:9000/");
+    expect(() => parseApiAddress("ftp://x", {})).to.throw(UsageError);
+  });
+
+  it("flags beat PADDOCK_* which beat SLICER_*; default is the gateway on 127.0.0.1:8080", () => {
+    const env = { PADDOCK_URL: "/p.sock", PADDOCK_TOKEN: "ptok", SLICER_URL: "http://s:1", SLICER_TOKEN: "stok" };
+    expect(resolveTarget({ url: "/f.sock", token: "ftok" }, env, noFiles)).to.deep.include({ kind: "unix", socketPath: "/f.sock", token: "ftok" });
+    expect(resolveTarget({}, env, noFiles)).to.deep.include({ kind: "unix", socketPath: "/p.sock", token: "ptok" });
+    const s = resolveTarget({}, { SLICER_URL: "http://s:1", SLICER_TOKEN: "stok" }, noFiles);
+    expect(s.kind === "http" && s.url.origin).to.equal("http://s:1");
+    expect(s.token).to.equal("stok");
+    const d = resolveTarget({}, {}, noFiles);
+    expect(d.kind === "http" && d.url.origin).to.equal("http://127.0.0.1:8080");
+    expect(d.token).to.equal(undefined);
+    // Empty variables count as unset.
+    expect(resolveTarget({}, { PADDOCK_URL: "", SLICER_URL: "/s.sock", PADDOCK_TOKEN: "" }, noFiles)).to.deep.include({ socketPath: "/s.sock", token: undefined });
+  });
+
+  it("reads SLICER_TOKEN_FILE (with ~/) after SLICER_TOKEN, and --token-file before env tokens", () => {
+    const files: Record<string, string> = { "/home/u/.slicer/token": "filetok\n", "/t": " flagtok " };
+    const read = (f: string) => files[f];
+    expect(resolveTarget({}, { HOME: "/home/u", SLICER_TOKEN_FILE: "~/.slicer/token" }, read).token).to.equal("filetok");
+    expect(resolveTarget({}, { SLICER_TOKEN: "env", SLICER_TOKEN_FILE: "~/.slicer/token", HOME: "/home/u" }, read).token).to.equal("env");
+    expect(resolveTarget({ tokenFile: "/t" }, { PADDOCK_TOKEN: "env" }, read).token).to.equal("flagtok");
+    expect(() => resolveTarget({}, { SLICER_TOKEN_FILE: "/missing" }, read)).to.throw(UsageError, /does not exist/);
+  });
+
+  it("admin target: flags, PADDOCK_ADMIN_*, then the admin-token file under PADDOCK_STATE_DIR", () => {
+    const read = (f: string) => (f === "/st/supervisor/admin-token" ? "admtok\n" : undefined);
+    expect(adminTokenPath({})).to.equal("/var/lib/paddock/supervisor/admin-token");
+    const t = resolveAdminTarget({}, { PADDOCK_STATE_DIR: "/st" }, read);
+    expect(t.kind === "http" && t.url.origin).to.equal("http://127.0.0.1:8081");
+    expect(t.token).to.equal("admtok");
+    expect(resolveAdminTarget({ adminToken: "x" }, { PADDOCK_ADMIN_TOKEN: "y", PADDOCK_STATE_DIR: "/st" }, read).token).to.equal("x");
+    expect(resolveAdminTarget({}, { PADDOCK_ADMIN_TOKEN: "y", PADDOCK_ADMIN_URL: "/run/adm.sock" }, read)).to.deep.include({ kind: "unix", token: "y" });
+    expect(resolveAdminTarget({}, {}, noFiles).token).to.equal(undefined);
+  });
+});
+
+describe("cli: exit codes", () => {
+  it("maps usage, 404, 403/409 and other failures to 2, 3, 4 and 1", () => {
+    expect(exitCodeFor(new UsageError("x"))).to.equal(EXIT.USAGE);
+    expect(exitCodeFor(new ApiError(404, "VM not found", "ERR_VM_NOT_FOUND"))).to.equal(3);
+    expect(exitCodeFor(new ApiError(409, "VM paused", "ERR_VM_PAUSED"))).to.equal(4);
+    expect(exitCodeFor(new ApiError(403, "protected", "ERR_VM_PROTECTED"))).to.equal(4);
+    expect(exitCodeFor(new ApiError(400, "bad", undefined))).to.equal(1);
+    expect(exitCodeFor(new ApiError(500, "boom", undefined))).to.equal(1);
+    expect(exitCodeFor(new ConnectError("down"))).to.equal(1);
+    expect(exitCodeFor(new Error("x"))).to.equal(1);
+  });
+
+  it("runCli: usage errors exit 2 with a message; help documents the exit codes", async () => {
+    for (const argv of [["nope"], ["vm", "frobnicate"], ["vm", "list", "--bogus"], ["vm", "exec", "h"], ["vm", "cp", "a", "b"], ["vm", "list", "--tag", "a", "--tag-prefix", "b"], ["tenant", "get"], ["daemon", "up"], ["vm", "launch", "--wait", "forever"]]) {
+      const { ctx, err } = fakeContext({ PADDOCK_URL: "/nonexistent/p.sock" });
+      expect(await runCli(argv, ctx), argv.join(" ")).to.equal(2);
+      expect(err.text(), argv.join(" ")).to.match(/^paddock: usage error: /);
+    }
+    const { ctx, out } = fakeContext();
+    expect(await runCli(["--help"], ctx)).to.equal(0);
+    expect(out.text()).to.equal(HELP);
+    expect(HELP).to.match(/3 {2}not found \(HTTP 404\)/).and.match(/4 {2}conflict or forbidden \(HTTP 403\/409\)/);
+  });
+
+  it("runCli: an unreachable socket is a runtime error (1) naming the target", async () => {
+    const { ctx, err } = fakeContext({ PADDOCK_URL: "/nonexistent-dir-pdk/api.sock" });
+    expect(await runCli(["vm", "list"], ctx)).to.equal(1);
+    expect(err.text()).to.contain("cannot reach the API at /nonexistent-dir-pdk/api.sock");
+  });
+
+  it("runCli new prints the oci config when there is no /dev/kvm", async () => {
+    const { ctx, out } = fakeContext();
+    expect(await runCli(["new", "sbox", "--net=isolated", "--count=0"], ctx)).to.equal(0);
+    expect(out.text()).to.contain('  image: "debian-12"\n  hypervisor: oci\n');
+  });
+});
+
+describe("cli: exec stream (spec §2.5)", () => {
+  it("splits NDJSON lines across chunk and UTF-8 boundaries, keeping an unterminated rest", () => {
+    const s = new LineSplitter();
+    const euro = Buffer.from("€");
+    expect(s.push(Buffer.concat([Buffer.from('{"a":1}\n{"b":"'), euro.subarray(0, 1)]))).to.deep.equal(['{"a":1}']);
+    expect(s.push(Buffer.concat([euro.subarray(1), Buffer.from('"}\n\n{"c"')]))).to.deep.equal(['{"b":"€"}']);
+    expect(s.rest()).to.equal('{"c"');
+  });
+
+  it("decodes base64 and text payloads from stdout/stderr/data keys", () => {
+    const b64 = Buffer.from([0, 255, 10]).toString("base64");
+    expect(framePayload({ type: "stdout", encoding: "base64", stdout: b64, data: b64 })).to.deep.equal({ stream: "stdout", bytes: Buffer.from([0, 255, 10]) });
+    expect(framePayload({ type: "stderr", data: "oops\n" })).to.deep.equal({ stream: "stderr", bytes: Buffer.from("oops\n") });
+    expect(framePayload({ stdout: "legacy\n", stderr: "", exit_code: 0 })).to.deep.equal({ stream: "stdout", bytes: Buffer.from("legacy\n") });
+    expect(framePayload({ type: "started", pid: 3 })).to.equal(undefined);
+  });
+
+  it("maps the terminal frame to an exit code (own code, start failure, signal)", () => {
+    expect(isTerminalFrame({ type: "exit", exit_code: 0 })).to.equal(true);
+    expect(isTerminalFrame({ type: "stdout", exit_code: 0 })).to.equal(false);
+    expect(isTerminalFrame({ error: "exec: not found", exit_code: 127 })).to.equal(true);
+    expect(exitCodeOfFrame({ type: "exit", exit_code: 7 })).to.equal(7);
+    expect(exitCodeOfFrame({ error: "exec: not found", exit_code: 127 })).to.equal(127);
+    expect(exitCodeOfFrame({ error: "failed" })).to.equal(1);
+    expect(exitCodeOfFrame({ type: "exit", exit_code: 0, signal: "KILL" })).to.equal(137);
+    expect(exitCodeOfFrame({ type: "exit", signal: "SIGTERM" })).to.equal(143);
+  });
+
+  it("builds the exec query: argv verbatim, repeated args/env, gid defaults to uid, base64 stdio", () => {
+    expect(execQuery(["sh", "-c", 'echo "$X"'], { uid: 0, env: ["X=1", "Y=2"], cwd: "/tmp" })).to.deep.equal([
+      ["cmd", "sh"], ["args", "-c"], ["args", 'echo "$X"'], ["env", "X=1"], ["env", "Y=2"],
+      ["uid", 0], ["gid", 0], ["cwd", "/tmp"], ["shell", undefined], ["stdio", "base64"],
+    ]);
+    expect(buildPath("/vm/a/exec", execQuery(["ls"], { stdin: true }))).to.equal("/vm/a/exec?cmd=ls&stdin=true&stdio=base64");
+  });
+});
+
+describe("cli: vm helpers and output", () => {
+  it("parses cp operands: HOST:/path remote, everything else local", () => {
+    expect(parseCpOperand("sbox-1:/tmp/x")).to.deep.equal({ kind: "remote", host: "sbox-1", path: "/tmp/x" });
+    expect(parseCpOperand("sbox-1:~/x")).to.deep.equal({ kind: "remote", host: "sbox-1", path: "~/x" });
+    expect(parseCpOperand("./a:b")).to.deep.equal({ kind: "local", path: "./a:b" });
+    expect(parseCpOperand("/abs/file")).to.deep.equal({ kind: "local", path: "/abs/file" });
+    expect(parseCpOperand("-")).to.deep.equal({ kind: "local", path: "-" });
+    expect(() => parseCpOperand("sbox-1:")).to.throw(UsageError);
+  });
+
+  it("shell frames are type + u32 BE length + payload (spec §2.10)", () => {
+    expect(shellFrame(1, Buffer.from("ls\n"))).to.deep.equal(Buffer.from([1, 0, 0, 0, 3, 0x6c, 0x73, 0x0a]));
+    expect(shellFrame(4)).to.deep.equal(Buffer.from([4, 0, 0, 0, 0]));
+  });
+
+  it("renders aligned tables without trailing spaces", () => {
+    expect(renderTable(["A", "LONGER", "C"], [["xx", "1", ""], ["y", "22", "z"]])).to.equal("A    LONGER   C\nxx   1\ny    22       z\n");
+    const now = Date.parse("2026-04-11T10:00:00Z");
+    expect(renderNodeTable([{ hostname: "sbox-1", hostgroup: "sbox", ip: "169.254.100.2", status: "Running", cpus: 1, ram_bytes: 2 ** 30, persistent: true, created_at: "2026-04-11T09:58:00Z", tags: ["a=b", "c"] }], now)).to.equal(
+      "HOSTNAME   GROUP   IP              STATUS    CPUS   RAM       PERSISTENT   AGE   TAGS\n" +
+      "sbox-1     sbox    169.254.100.2   Running   1      1.0 GiB   yes          2m    a=b,c\n",
+    );
+    expect(formatBytes(512)).to.equal("512 B");
+    expect(formatBytes(3 * 2 ** 20 + 2 ** 19)).to.equal("3.5 MiB");
+    expect(formatAge(undefined, now)).to.equal("-");
+    expect(formatAge("2026-04-09T10:00:00Z", now)).to.equal("2d");
+  });
+});
