@@ -140,12 +140,12 @@ export async function readSetCidrs(table: string, set: string): Promise<Cidr[]> 
 }
 
 /**
- * Check (`nft -c -f -`) and then apply (`nft -f -`) a transaction. nft applies a file as one
+ * Check (`nft -c -f -`, unless `check: false`) and then apply (`nft -f -`) a transaction. nft applies a file as one
  * atomic transaction: on any error nothing changes (nft(8), "-f").
  * @throws PaddockError `ERR_NETWORK_SETUP_FAILED` with nft's stderr.
  */
-export async function applyNft(text: string): Promise<void> {
-  await run("nft", ["-c", "-f", "-"], { input: text, timeoutMs: NFT_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+export async function applyNft(text: string, options: { check?: boolean } = {}): Promise<void> {
+  if (options.check !== false) await run("nft", ["-c", "-f", "-"], { input: text, timeoutMs: NFT_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
   await run("nft", ["-f", "-"], { input: text, timeoutMs: NFT_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
 }
 

@@ -273,8 +273,8 @@ class TenantNetworkImpl implements TenantNetworkService {
     };
     // The VM's rules are in place before its link exists (nft matches interface names, not indexes).
     this.attached.set(vm.hostname, vm);
-    try {
-      if (vm.mode === "isolated") await this.syncFirewall();
+    // Rules and links are built in parallel: nothing runs in the netns before attach resolves.
+    const links = async (): Promise<void> => {
       try {
         await this.createVmLinks(vm, g);
       } catch (err) {
@@ -283,6 +283,11 @@ class TenantNetworkImpl implements TenantNetworkService {
         await this.removeVmLinks(vm.hostname);
         await this.createVmLinks(vm, g);
       }
+    };
+    try {
+      const results = await Promise.allSettled([vm.mode === "isolated" ? this.syncFirewall() : Promise.resolve(), links()]);
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed) throw failed.reason;
     } catch (err) {
       this.attached.delete(vm.hostname);
       await this.removeVmLinks(vm.hostname);
@@ -293,21 +298,24 @@ class TenantNetworkImpl implements TenantNetworkService {
     return this.attachment(vm);
   }
 
+  /**
+   * One `ip -batch` for the whole VM: host side, then the VM side through `netns exec … ip`
+   * (in batch mode ip forks for `netns exec` and fails the batch on a non-zero exit), so
+   * each attach costs one spawn from Node instead of one per command.
+   */
   private async createVmLinks(vm: VmLinks, g: GroupRuntime): Promise<void> {
-    const hostLines = [
+    const inVm = (cmd: string): string => `netns exec ${vm.netns} ip ${cmd}`;
+    await host.ipBatch([
       `netns add ${vm.netns}`,
       `link add ${vm.veth} type veth peer name eth0 netns ${vm.netns}`,
       `link set dev ${vm.veth} alias ${linkAlias(this.tenant, `vm/${vm.hostname}`)}`,
       ...(vm.mode === "isolated" ? [`addr add ${formatIpv4(vm.gateway)}/30 dev ${vm.veth}`] : [`link set dev ${vm.veth} master ${g.bridge as string}`]),
       `link set dev ${vm.veth} up`,
-    ];
-    await host.ipBatch(hostLines);
-    await host.ipBatch([
-      "link set dev lo up",
-      `addr add ${formatIpv4(vm.ip)}/${vm.prefix} dev eth0`,
-      "link set dev eth0 up",
-      `route add default via ${formatIpv4(vm.gateway)} dev eth0`,
-    ], vm.netns);
+      inVm("link set dev lo up"),
+      inVm(`addr add ${formatIpv4(vm.ip)}/${vm.prefix} dev eth0`),
+      inVm("link set dev eth0 up"),
+      inVm(`route add default via ${formatIpv4(vm.gateway)} dev eth0`),
+    ]);
   }
 
   private async removeVmLinks(hostname: string): Promise<void> {
@@ -426,7 +434,14 @@ class TenantNetworkImpl implements TenantNetworkService {
   private async applyOnce(): Promise<void> {
     const target = this.fwWanted;
     const text = renderRuleset(this.rulesetInput());
-    await host.applyNft(text);
+    // `nft -c` runs on the first apply and after any failure; later updates rely on `nft -f`
+    // being one all-or-nothing transaction (nft(8)), saving a spawn per VM create/delete.
+    try {
+      await host.applyNft(text, { check: this.ruleset === undefined });
+    } catch (err) {
+      this.ruleset = undefined;
+      throw err;
+    }
     this.ruleset = text;
     this.fwApplied = target;
   }
