@@ -81,9 +81,12 @@ export async function findOnPath(name: string, envPath = process.env.PATH ?? "/u
  * @throws PaddockError ERR_RUNTIME_UNAVAILABLE
  */
 export async function detectOciRuntime(preference: OciRuntimePreference): Promise<{ name: OciRuntimeName; binary: string }> {
+  // PATH plus the standard system dirs: a daemon started by a supervisor or unit with a
+  // trimmed PATH (no sbin) must still find /usr/sbin/runc.
+  const searchPath = [process.env.PATH ?? "", "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].join(":");
   const facts: OciHostFacts = {
     cgroupV2: existsSync("/sys/fs/cgroup/cgroup.controllers"),
-    binaries: { runc: await findOnPath("runc"), crun: await findOnPath("crun") },
+    binaries: { runc: await findOnPath("runc", searchPath), crun: await findOnPath("crun", searchPath) },
   };
   return chooseOciRuntime(preference, facts);
 }
