@@ -105,6 +105,8 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     const s = await buildServices(config, logger, metrics);
     await s.network.start();
     await s.vms.start();
+    // VM netns kept alive at network start but adopted by no VM record are removed now.
+    await s.network.sweep();
     const authToken = await loadAuthToken(config);
     const app = createApiApp({
       config, vms: s.vms, metrics, logger, authToken,
@@ -128,7 +130,10 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
         // their links and the tenant's nftables table stay in force so their isolation holds,
         // and the next start adopts them. With no VM left, everything network is removed.
         const survivors = s.vms.list({ kind: "none" }).filter((n) => n.status !== "Stopped").length;
-        if (survivors === 0) await s.network.stop();
+        if (survivors === 0) {
+          await s.network.stop();
+          await s.runtime.pruneCgroups?.(`/paddock/${config.paddock.tenantId}`);
+        }
         else logger.info("keeping the network of VMs that outlive the daemon", { survivors });
         if (config.api.kind === "unix") await fs.rm(config.api.socketPath, { force: true });
         await release();
@@ -153,6 +158,7 @@ export async function purgeTenant(configPath: string, options: { logger?: Logger
     const s = await buildServices(config, logger, new DaemonMetrics());
     await s.vms.purge();
     await s.network.stop();
+    await s.runtime.pruneCgroups?.(`/paddock/${config.paddock.tenantId}`);
     if (config.api.kind === "unix") await fs.rm(config.api.socketPath, { force: true });
   } finally {
     await release();
