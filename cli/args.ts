@@ -6,7 +6,6 @@
  * `--no-flag`. Everything else is `parseArgs` strict mode: unknown flags are usage errors.
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { parseSizeBytes } from "../shared/yaml-reader.js";
 import { parseGoDurationMs } from "../shared/time.js";
 import { UsageError } from "./cli-errors.js";
 
@@ -79,12 +78,26 @@ export function parseIntFlag(value: string | undefined, flag: string, range: { m
 }
 
 /**
+ * Bytes of a size text: `1024`, `512M`, `1G`, `2Gi`, `1.5G` (binary multiples, K = 1024).
+ * The same rule as shared/yaml-reader.ts `parseSizeBytes` (a unit test keeps them in step),
+ * repeated here so `paddock vm …` does not load the YAML library (~250 ms per invocation).
+ */
+export function sizeBytes(text: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]i?[bB]?|[bB])?\s*$/.exec(text);
+  if (!m) return undefined;
+  const unit = (m[2] ?? "").toUpperCase().charAt(0);
+  const mult = unit === "K" ? 2 ** 10 : unit === "M" ? 2 ** 20 : unit === "G" ? 2 ** 30 : unit === "T" ? 2 ** 40 : 1;
+  const bytes = Math.floor(parseFloat(m[1] as string) * mult);
+  return Number.isSafeInteger(bytes) && bytes > 0 ? bytes : undefined;
+}
+
+/**
  * Parse a byte size: plain bytes (`1073741824`) or a suffixed size (`512M`, `1G`, `2Gi`, binary multiples).
  * @throws UsageError when invalid.
  */
 export function parseSizeFlag(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
-  const n = parseSizeBytes(value);
+  const n = sizeBytes(value);
   if (n === undefined) throw new UsageError(`${flag} takes a size such as 1073741824, 512M or 1G, got ${JSON.stringify(value)}`);
   return n;
 }

@@ -9,10 +9,6 @@ import { readFileSync, realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { EXIT, UsageError, describeError, exitCodeFor } from "./cli-errors.js";
 import { processContext, writeOut, type CliContext } from "./cli-context.js";
-import { vmCommand } from "./vm-commands.js";
-import { tenantCommand } from "./tenant-commands.js";
-import { imageCommand } from "./image-commands.js";
-import { newCommand } from "./new-command.js";
 
 /** Top-level help, including the exit codes scripts can rely on. */
 export const HELP = `paddock — multi-tenant sandbox VMs speaking the Slicer API
@@ -93,10 +89,11 @@ export async function runCli(argv: readonly string[], ctx: CliContext): Promise<
         return EXIT.OK;
       case "up": return await upCommand(ctx, rest);
       case "daemon": return await daemonCommand(ctx, rest);
-      case "new": return await newCommand(ctx, rest);
-      case "image": return await imageCommand(ctx, rest);
-      case "vm": return await vmCommand(ctx, rest);
-      case "tenant": return await tenantCommand(ctx, rest);
+      // Commands load lazily: a `vm` call should not pay for the YAML parser or the image store.
+      case "new": return await (await import("./new-command.js")).newCommand(ctx, rest);
+      case "image": return await (await import("./image-commands.js")).imageCommand(ctx, rest);
+      case "vm": return await (await import("./vm-commands.js")).vmCommand(ctx, rest);
+      case "tenant": return await (await import("./tenant-commands.js")).tenantCommand(ctx, rest);
       default: throw new UsageError(`unknown command ${JSON.stringify(cmd)}; see paddock --help`);
     }
   } catch (err) {

@@ -534,6 +534,14 @@ async function vmShell(ctx: CliContext, argv: string[]): Promise<number> {
     if (ws.readyState === ws.OPEN) ws.send(shellFrame(0x02, size));
   };
   return new Promise<number>((resolve, reject) => {
+    // Exactly one outcome: a refused upgrade (its HTTP error), a socket error, or a normal close.
+    let settled = false;
+    const finish = (fn: () => void): void => {
+      if (settled) return;
+      settled = true;
+      cleanup();
+      fn();
+    };
     const onData = (d: Buffer): void => {
       if (ws.readyState === ws.OPEN) ws.send(shellFrame(0x01, d));
     };
@@ -541,11 +549,17 @@ async function vmShell(ctx: CliContext, argv: string[]): Promise<number> {
     const cleanup = (): void => {
       clearInterval(heartbeat);
       stdin.off("data", onData);
+      stdin.off("end", onEnd);
       out.off("resize", sendSize);
       if (stdin.isTTY) stdin.setRawMode?.(false);
       stdin.pause();
     };
+    // End of a piped stdin ends the session (Shutdown frame), like closing a terminal.
+    const onEnd = (): void => {
+      if (ws.readyState === ws.OPEN) ws.send(shellFrame(0x03));
+    };
     ws.on("unexpected-response", (_req, res: http.IncomingMessage) => {
+      settled = true;
       cleanup();
       toApiError(res).then(reject, reject);
       ws.terminate();
@@ -553,6 +567,7 @@ async function vmShell(ctx: CliContext, argv: string[]): Promise<number> {
     ws.on("open", () => {
       if (stdin.isTTY) stdin.setRawMode?.(true);
       stdin.on("data", onData);
+      stdin.on("end", onEnd);
       stdin.resume();
       out.on("resize", sendSize);
       sendSize();
@@ -564,14 +579,8 @@ async function vmShell(ctx: CliContext, argv: string[]): Promise<number> {
       if (type === 0x01) out.write(data.subarray(5, 5 + len));
       else if (type === 0x03 || type === 0x05) ws.close();
     });
-    ws.on("close", () => {
-      cleanup();
-      resolve(EXIT.OK);
-    });
-    ws.on("error", (err) => {
-      cleanup();
-      reject(err);
-    });
+    ws.on("close", () => finish(() => resolve(EXIT.OK)));
+    ws.on("error", (err) => finish(() => reject(err)));
   });
 }
 

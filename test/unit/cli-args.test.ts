@@ -1,6 +1,7 @@
 import { expect } from "chai";
 import { Writable } from "node:stream";
-import { normalizeBoolFlags, parseFlags, parseIntFlag, parseKeyValues, parseDurationFlag, parseSizeFlag, splitAtDoubleDash } from "../../cli/args.js";
+import { normalizeBoolFlags, parseFlags, parseIntFlag, parseKeyValues, parseDurationFlag, parseSizeFlag, sizeBytes, splitAtDoubleDash } from "../../cli/args.js";
+import { parseSizeBytes } from "../../shared/yaml-reader.js";
 import { ApiError, ConnectError, EXIT, UsageError, exitCodeFor } from "../../cli/cli-errors.js";
 import { buildPath } from "../../cli/api-client.js";
 import { LineSplitter, exitCodeOfFrame, framePayload, isTerminalFrame } from "../../cli/exec-stream.js";
@@ -55,6 +56,12 @@ describe("cli: argument parsing", () => {
   it("splits at the first `--`", () => {
     expect(splitAtDoubleDash(["h", "--uid", "0", "--", "sh", "-c", "--", "x"])).to.deep.equal([["h", "--uid", "0"], ["sh", "-c", "--", "x"]]);
     expect(splitAtDoubleDash(["h"])).to.deep.equal([["h"], undefined]);
+  });
+
+  it("sizeBytes follows shared/yaml-reader parseSizeBytes exactly", () => {
+    for (const t of ["0", "1", "1024", "512M", "512m", "1G", "1Gi", "1GiB", "1gb", "1.5G", "2T", "7K", "10B", "", "x", "-1G", "1 G", " 3M ", "1P", "1e3", "99999999999999999999T"]) {
+      expect(sizeBytes(t), JSON.stringify(t)).to.equal(parseSizeBytes(t));
+    }
   });
 
   it("parses integers, sizes, durations and key=value lists strictly", () => {

@@ -1,0 +1,228 @@
+/**
+ * The compiled `paddock` CLI (`node dist/cli/paddock.js`) against a REAL tenant daemon started
+ * with `paddock daemon up <config>`: runc sandboxes, a Unix socket in a short temp dir, an
+ * isolated host group addressed from 169.254.0.0/16. Needs root, runc and the debian-12 base
+ * image (scripts/setup.sh builds it); skipped otherwise.
+ *
+ * Covers: vm launch (group omitted ⇒ the only group, --wait agent, tags), list (table, --json,
+ * --tag, --tag-prefix), get, exec (streams, exit codes, --stdin/--env/--cwd/--uid), cp (files
+ * in/out, into a directory, directories, stdout), pause ⇒ exit 4, 404 ⇒ exit 3, logs, delete.
+ */
+import { expect } from "chai";
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, promises as fs } from "node:fs";
+import path from "node:path";
+import { run } from "../../shared/exec.js";
+import { PROJECT_ROOT, TestDaemon, loopDevicesUnder, mountsUnder, randomIsolatedRange } from "../helpers/daemon.js";
+
+const CLI = path.join(PROJECT_ROOT, "dist/cli/paddock.js");
+const IMAGE_DIR = process.env.PADDOCK_IMAGE_DIR ?? path.join(process.env.PADDOCK_STATE_DIR ?? "/var/lib/paddock", "images");
+
+interface CliResult {
+  code: number | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/** Run the compiled CLI as a child process. */
+function cli(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: Buffer | string; cwd?: string } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ["pipe", "pipe", "pipe"] });
+    const out: Buffer[] = [];
+    let err = "";
+    child.stdout.on("data", (c: Buffer) => out.push(c));
+    child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+    child.once("error", reject);
+    child.once("close", (code) => resolve({ code, stdout: Buffer.concat(out), stderr: err }));
+    child.stdin.end(opts.input ?? "");
+  });
+}
+
+function sha256(b: Buffer): string {
+  return createHash("sha256").update(b).digest("hex");
+}
+
+describe("paddock CLI against a real tenant daemon (root, runc)", function () {
+  let d: TestDaemon | undefined;
+  let env: NodeJS.ProcessEnv;
+  let work = "";
+  let daemonOutput = "";
+  let host = "";
+
+  before(async function () {
+    if (process.getuid?.() !== 0 || !existsSync(path.join(IMAGE_DIR, "debian-12", "image.json")) || (await run("runc", ["--version"], { allowFailure: true }).catch(() => undefined))?.exitCode !== 0) {
+      this.skip(); // needs root, runc and the base image (scripts/setup.sh)
+    }
+    d = await TestDaemon.create({
+      hostGroups: [{ name: "sbox", count: 0, vcpu: 1, ram_mb: 512, storage: "image", storage_size: "256M", network: { mode: "isolated", range: randomIsolatedRange() } }],
+    });
+    work = path.join(d.dir, "work");
+    await fs.mkdir(work);
+    env = { ...process.env, PADDOCK_URL: d.socketPath, PADDOCK_TOKEN: "", SLICER_URL: "", SLICER_TOKEN: "" };
+    // Start through the CLI (`paddock daemon up`); TestDaemon.stop() then SIGTERMs this pid.
+    const child = spawn(process.execPath, [CLI, "daemon", "up", d.configPath], { stdio: ["ignore", "pipe", "pipe"] });
+    d.child = child;
+    child.stdout.on("data", (c: Buffer) => (daemonOutput += c.toString()));
+    child.stderr.on("data", (c: Buffer) => (daemonOutput += c.toString()));
+    const exited = new Promise<never>((_, reject) => child.once("exit", (code, sig) => reject(new Error(`paddock daemon up exited (${code ?? sig}):\n${daemonOutput.slice(-4000)}`))));
+    exited.catch(() => undefined);
+    for (let i = 0; ; i++) {
+      const ok = await Promise.race([d.get("/healthz").then((r) => r.status === 200, () => false), exited]);
+      if (ok) break;
+      if (i > 1200) throw new Error(`daemon not ready after 60 s:\n${daemonOutput.slice(-4000)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  });
+
+  after(async function () {
+    if (!d) return;
+    const tenant = d.tenantId;
+    const dir = d.dir;
+    await d.destroy(); // SIGTERM by pid, wait, purge the tenant, remove the temp dir
+    const left = (await run("runc", ["list", "-q"])).stdout.split("\n").filter((id) => id.startsWith(`pdk-${tenant}-`));
+    expect(left, "runc containers left").to.deep.equal([]);
+    expect(await mountsUnder(dir), "mounts left").to.deep.equal([]);
+    expect(await loopDevicesUnder(dir), "loop devices left").to.deep.equal([]);
+  });
+
+  it("lists an empty daemon (table header, [] as JSON)", async () => {
+    const table = await cli(["vm", "list"], { env });
+    expect(table.code, table.stderr).to.equal(0);
+    expect(table.stdout.toString()).to.match(/^HOSTNAME\s+GROUP\s+IP\s+STATUS/);
+    const json = await cli(["vm", "list", "--json"], { env });
+    expect(JSON.parse(json.stdout.toString())).to.deep.equal([]);
+  });
+
+  it("launches a VM in the only host group, waiting for its agent", async () => {
+    const r = await cli(["vm", "launch", "--wait", "agent", "--timeout", "2m", "--tag", "role=cli-test", "--tag", "name=clibox", "--json"], { env });
+    expect(r.code, r.stderr + daemonOutput.slice(-2000)).to.equal(0);
+    const node = JSON.parse(r.stdout.toString()) as { hostname: string; hostgroup: string; ip: string };
+    expect(node.hostgroup).to.equal("sbox");
+    expect(node.hostname).to.match(/^sbox-\d+$/);
+    expect(node.ip).to.match(/^169\.254\./);
+    host = node.hostname;
+  });
+
+  it("lists with --json, --tag, --tag-prefix and as a table", async () => {
+    const all = JSON.parse((await cli(["vm", "list", "--json"], { env })).stdout.toString()) as { hostname: string; status: string; tags: string[] }[];
+    expect(all.map((n) => n.hostname)).to.deep.equal([host]);
+    expect(all[0]?.status).to.equal("Running");
+    expect(all[0]?.tags).to.include("role=cli-test");
+    const byTag = JSON.parse((await cli(["vm", "list", "--tag", "role=cli-test", "--json"], { env })).stdout.toString()) as unknown[];
+    expect(byTag).to.have.length(1);
+    const none = JSON.parse((await cli(["vm", "list", "--tag-prefix", "role=other", "--json"], { env })).stdout.toString()) as unknown[];
+    expect(none).to.deep.equal([]);
+    const table = (await cli(["vm", "list", "--group", "sbox"], { env })).stdout.toString();
+    expect(table).to.match(new RegExp(`^${host}\\s+sbox\\s+169\\.254\\.\\S+\\s+Running\\s+1\\s+512\\.0 MiB\\s+no`, "m"));
+  });
+
+  it("gets a VM by hostname or by its name= tag; an unknown VM exits 3 with the server's error and code", async () => {
+    const byHost = JSON.parse((await cli(["vm", "get", host, "--json"], { env })).stdout.toString()) as { hostname: string };
+    expect(byHost.hostname).to.equal(host);
+    const byName = await cli(["vm", "get", "clibox"], { env });
+    expect(byName.code, byName.stderr).to.equal(0);
+    expect(byName.stdout.toString()).to.match(new RegExp(`^hostname:\\s+${host}$`, "m"));
+    const missing = await cli(["vm", "get", "sbox-999"], { env });
+    expect(missing.code).to.equal(3);
+    expect(missing.stderr).to.match(/^paddock: error: .+ \(ERR_VM_NOT_FOUND, HTTP 404\)\n$/);
+  });
+
+  it("execs: streams stdout and stderr separately and exits with the command's exit code", async () => {
+    const hi = await cli(["vm", "exec", host, "--", "echo", "hi"], { env });
+    expect(hi.code, hi.stderr).to.equal(0);
+    expect(hi.stdout.toString()).to.equal("hi\n");
+    const mixed = await cli(["vm", "exec", host, "--", "sh", "-c", "echo out; echo err >&2; exit 7"], { env });
+    expect(mixed.code).to.equal(7);
+    expect(mixed.stdout.toString()).to.equal("out\n");
+    expect(mixed.stderr).to.equal("err\n");
+    const notFound = await cli(["vm", "exec", host, "--", "no-such-command-xyz"], { env });
+    expect(notFound.code).to.equal(127);
+    expect(notFound.stderr).to.match(/no-such-command-xyz/);
+  });
+
+  it("execs with --uid 0, --cwd, --env and --stdin; binary output is byte-exact", async () => {
+    const r = await cli(["vm", "exec", host, "--uid", "0", "--cwd", "/tmp", "--env", "FOO=bar baz", "--", "/bin/sh", "-c", 'echo "$(id -u) $FOO @ $(pwd)"'], { env });
+    expect(r.stdout.toString(), r.stderr).to.equal("0 bar baz @ /tmp\n");
+    const input = randomBytes(256 * 1024);
+    const cat = await cli(["vm", "exec", host, "--stdin", "--", "cat"], { env, input });
+    expect(cat.code, cat.stderr).to.equal(0);
+    expect(sha256(cat.stdout)).to.equal(sha256(input));
+  });
+
+  it("copies a file in and out (streamed, mode kept), into a directory and to stdout", async () => {
+    const data = randomBytes(8 * 2 ** 20 + 123);
+    const src = path.join(work, "blob.bin");
+    await fs.writeFile(src, data, { mode: 0o640 });
+    await fs.chmod(src, 0o640);
+    const up = await cli(["vm", "cp", src, `${host}:/tmp/`], { env });
+    expect(up.code, up.stderr).to.equal(0);
+    const st = await cli(["vm", "exec", host, "--", "stat", "-c", "%s %a %U", "/tmp/blob.bin"], { env });
+    expect(st.stdout.toString()).to.match(new RegExp(`^${data.length} 640 \\S+\\n$`));
+    const back = path.join(work, "back.bin");
+    const down = await cli(["vm", "cp", `${host}:/tmp/blob.bin`, back], { env });
+    expect(down.code, down.stderr).to.equal(0);
+    expect(sha256(await fs.readFile(back))).to.equal(sha256(data));
+    expect((await fs.stat(back)).mode & 0o777).to.equal(0o640);
+    const intoDir = await cli(["vm", "cp", `${host}:/tmp/blob.bin`, work + "/sub/"], { env });
+    expect(intoDir.code, "a missing local directory is an error").to.not.equal(0);
+    await fs.mkdir(path.join(work, "sub"));
+    expect((await cli(["vm", "cp", `${host}:/tmp/blob.bin`, path.join(work, "sub")], { env })).code).to.equal(0);
+    expect(sha256(await fs.readFile(path.join(work, "sub", "blob.bin")))).to.equal(sha256(data));
+    const toStdout = await cli(["vm", "cp", `${host}:/tmp/blob.bin`, "-"], { env });
+    expect(sha256(toStdout.stdout)).to.equal(sha256(data));
+    expect((await fs.readdir(work)).filter((f) => f.includes(".paddock-")), "no partial files").to.deep.equal([]);
+    const missing = await cli(["vm", "cp", `${host}:/tmp/nope`, path.join(work, "nope")], { env });
+    expect(missing.code).to.equal(3);
+  });
+
+  it("copies a directory in and out (tar on the wire)", async () => {
+    const dir = path.join(work, "tree");
+    await fs.mkdir(path.join(dir, "sub"), { recursive: true });
+    await fs.writeFile(path.join(dir, "a.txt"), "alpha\n");
+    await fs.writeFile(path.join(dir, "sub", "run.sh"), "#!/bin/sh\necho ok\n", { mode: 0o755 });
+    await fs.chmod(path.join(dir, "sub", "run.sh"), 0o755);
+    expect((await cli(["vm", "cp", dir, `${host}:/tmp/`], { env })).code).to.equal(0);
+    const ran = await cli(["vm", "exec", host, "--", "/tmp/tree/sub/run.sh"], { env });
+    expect(ran.stdout.toString(), ran.stderr).to.equal("ok\n");
+    const out = path.join(work, "tree-back");
+    const down = await cli(["vm", "cp", `${host}:/tmp/tree`, out], { env });
+    expect(down.code, down.stderr).to.equal(0);
+    expect(await fs.readFile(path.join(out, "a.txt"), "utf8")).to.equal("alpha\n");
+    expect((await fs.stat(path.join(out, "sub", "run.sh"))).mode & 0o777).to.equal(0o755);
+  });
+
+  it("pause makes exec exit 4 (HTTP 409); resume restores it", async () => {
+    expect((await cli(["vm", "pause", host], { env })).stdout.toString()).to.equal(`${host} paused\n`);
+    try {
+      const r = await cli(["vm", "exec", host, "--", "true"], { env });
+      expect(r.code).to.equal(4);
+      expect(r.stderr).to.contain("HTTP 409");
+    } finally {
+      await cli(["vm", "resume", host], { env });
+    }
+    expect((await cli(["vm", "exec", host, "--", "true"], { env })).code).to.equal(0);
+  });
+
+  it("shows the VM's logs", async () => {
+    const r = await cli(["vm", "logs", host, "--lines", "0", "--json"], { env });
+    expect(r.code, r.stderr).to.equal(0);
+    expect(JSON.parse(r.stdout.toString())).to.include({ hostname: host });
+  });
+
+  it("deletes the VM (host group looked up), after which it is gone (exit 3)", async () => {
+    const r = await cli(["vm", "delete", host], { env });
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout.toString()).to.equal(`${host} deleted (disk removed: true)\n`);
+    expect(JSON.parse((await cli(["vm", "list", "--json"], { env })).stdout.toString())).to.deep.equal([]);
+    expect((await cli(["vm", "delete", host], { env })).code).to.equal(3);
+  });
+});
+
+describe("paddock daemon (CLI dispatch)", () => {
+  it("exits 2 with the config problem for an unreadable config", async () => {
+    const r = await cli(["daemon", "up", "/nonexistent/paddock-cli-test.yaml"]);
+    expect(r.code).to.equal(2);
+    expect(r.stderr).to.contain("ERR_CONFIG_INVALID");
+  });
+});
