@@ -135,7 +135,7 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
         res.destroy();
         return;
       }
-      if (req.destroyed || res.destroyed) return;
+      if (res.destroyed || res.writableEnded) return;
       const down = code === "ECONNREFUSED" || code === "ENOENT";
       const e = down
         ? new PaddockError("ERR_TENANT_UNAVAILABLE", `the daemon of tenant ${r.tenantId} is not answering; retry later`)

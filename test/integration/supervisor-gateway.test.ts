@@ -1,0 +1,364 @@
+/**
+ * The supervisor for real — registry, process manager, gateway and admin API — with tenant
+ * daemons played by test/fixtures/echo-daemon (a real process serving HTTP on the real
+ * tenant socket, started from the config the supervisor rendered). The real tenant daemon
+ * with real VMs is exercised by test/privileged/supervisor-daemon.test.ts.
+ */
+import { promises as fs } from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { expect } from "chai";
+import WebSocket from "ws";
+import { execa, type ResultPromise } from "execa";
+import { runSupervisor, type RunningSupervisor } from "../../supervisor/main.js";
+import { silentLogger } from "../../shared/logger.js";
+import { sleep } from "../../shared/time.js";
+import { request, type TestResponse } from "../helpers/http.js";
+
+const ROOT = path.resolve(import.meta.dirname, "../../..");
+const FIXTURE = path.join(ROOT, "dist/test/fixtures/echo-daemon.js");
+const SUPERVISOR_MAIN = path.join(ROOT, "dist/supervisor/main.js");
+
+interface Env {
+  stateDir: string;
+  runDir: string;
+  configFile: string;
+  purgeLog: string;
+}
+
+async function makeEnv(restart: Record<string, number> = {}): Promise<Env> {
+  const stateDir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-sup-"));
+  const runDir = await fs.mkdtemp("/tmp/pdr-");
+  const configFile = path.join(stateDir, "supervisor.yaml");
+  await fs.writeFile(configFile, JSON.stringify({
+    gateway: { address: "127.0.0.1:0" }, admin: { address: path.join(runDir, "admin.sock") },
+    templates: { dir: path.join(ROOT, "templates") },
+    daemon_entry: FIXTURE,
+    restart: { initial_backoff_ms: 50, max_backoff_ms: 400, max_crashes: 4, crash_window_ms: 60_000, ready_timeout_ms: 20_000, stop_timeout_ms: 5000, ...restart },
+    deny: ["169.254.169.254/32"],
+  }));
+  const purgeLog = path.join(stateDir, "purge.log");
+  process.env.PDK_FIXTURE_PURGE_LOG = purgeLog;
+  return { stateDir, runDir, configFile, purgeLog };
+}
+
+function tcp(addr: string): { host: string; port: number } {
+  const i = addr.lastIndexOf(":");
+  return { host: addr.slice(0, i), port: Number(addr.slice(i + 1)) };
+}
+
+class Client {
+  constructor(readonly sup: RunningSupervisor, readonly adminToken: string) {}
+
+  admin(method: string, p: string, body?: unknown, token = this.adminToken): Promise<TestResponse> {
+    return request({ socketPath: this.sup.adminAddress }, method, `/admin/v1${p}`, body, { authorization: `Bearer ${token}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) });
+  }
+
+  gw(method: string, p: string, token: string | undefined, body?: unknown, headers: Record<string, string> = {}): Promise<TestResponse> {
+    return request(tcp(this.sup.gatewayAddress), method, p, body, { ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}), ...headers });
+  }
+
+  async createTenant(body: Record<string, unknown>): Promise<{ id: string; token: string; token_id: string; socket_path: string; ranges: Array<{ cidr: string }>; daemon: { pid: number } }> {
+    const r = await this.admin("POST", "/tenants", body);
+    expect(r.status, r.text).to.equal(201);
+    return r.json as never;
+  }
+}
+
+async function start(env: Env): Promise<Client> {
+  const sup = await runSupervisor({ configFile: env.configFile, flags: { stateDir: env.stateDir, runDir: env.runDir }, env: {}, logger: silentLogger });
+  return new Client(sup, (await fs.readFile(sup.adminTokenFile, "utf8")).trim());
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function cleanup(env: Env, clients: Client[]): Promise<void> {
+  for (const c of clients) await c.sup.close({ stopDaemons: true }).catch(() => undefined);
+  // Anything a killed supervisor left: stop daemons recorded in the registry.
+  try {
+    const reg = JSON.parse(await fs.readFile(path.join(env.stateDir, "supervisor/registry.json"), "utf8")) as { tenants: Record<string, { daemon: { pid?: number } }> };
+    for (const t of Object.values(reg.tenants)) if (t.daemon.pid && pidAlive(t.daemon.pid)) process.kill(-t.daemon.pid, "SIGKILL");
+  } catch {}
+  await fs.rm(env.stateDir, { recursive: true, force: true });
+  await fs.rm(env.runDir, { recursive: true, force: true });
+}
+
+describe("supervisor with echo daemons (integration)", function () {
+  this.timeout(120_000);
+
+  describe("two tenants through the gateway", () => {
+    let env: Env;
+    let c: Client;
+    let a: Awaited<ReturnType<Client["createTenant"]>>;
+    let b: Awaited<ReturnType<Client["createTenant"]>>;
+
+    before(async () => {
+      env = await makeEnv();
+      c = await start(env);
+      a = await c.createTenant({ id: "tga", labels: { plan: "pro" } });
+      b = await c.createTenant({ id: "tgb", template: "workspace", limits: { max_vms: 5 } });
+    });
+    after(async () => { await cleanup(env, c ? [c] : []); });
+
+    it("gives each tenant its own blocks, socket and a pdk_ token shown once", async () => {
+      expect(a.token).to.match(/^pdk_/);
+      expect(a.ranges.map((r) => r.cidr)).to.deep.equal(["169.254.0.0/22"]);
+      expect(b.ranges.map((r) => r.cidr)).to.deep.equal(["169.254.4.0/22", "169.254.8.0/22"]);
+      const got = await c.admin("GET", "/tenants/tga");
+      expect(got.text).to.not.include(a.token);
+      expect(got.json).to.deep.include({ status: "active" });
+      const reg = await fs.readFile(path.join(env.stateDir, "supervisor/registry.json"), "utf8");
+      expect(reg).to.not.include(a.token);
+      const cfg = await fs.readFile(path.join(env.stateDir, "tenants/tgb/config.yaml"), "utf8");
+      expect(cfg).to.include("max_vms: 5").and.include("169.254.169.254/32");
+    });
+
+    it("each token only reaches its own daemon, whatever the path", async () => {
+      expect((await c.gw("POST", "/hostgroup/sbox/nodes", a.token, {})).status).to.equal(201);
+      expect((await c.gw("POST", "/hostgroup/sbox/nodes", b.token, {})).status).to.equal(201);
+      const la = (await c.gw("GET", "/nodes", a.token)).json as Array<{ hostname: string }>;
+      expect(la.map((n) => n.hostname)).to.deep.equal(["sbox-1"]);
+      for (const p of ["/vm/sbox-1/exec?cmd=id", "/vm/..%2F..%2Ftgb%2Fapi.sock/exec", "//vm//sbox-1/../../x", "/vm/%2e%2e/%2e%2e/tenants/tgb"]) {
+        const r = await c.gw("GET", p, a.token);
+        expect((r.json as { tenant: string }).tenant, p).to.equal("tga");
+        expect((r.json as { url: string }).url, "path forwarded unchanged").to.equal(p);
+      }
+    });
+
+    it("removes the token, strips client X-Forwarded-* and sets its own, with a request id", async () => {
+      const r = await c.gw("POST", "/echo?x=1", a.token, "hello", { "x-forwarded-for": "6.6.6.6", "x-real-ip": "6.6.6.6", forwarded: "for=6.6.6.6", "x-request-id": "mine" });
+      const e = r.json as { headers: Record<string, string>; body_bytes: number; method: string };
+      expect(e.method).to.equal("POST");
+      expect(e.body_bytes).to.equal(5);
+      expect(e.headers.authorization).to.equal(undefined);
+      expect(e.headers["x-forwarded-for"]).to.equal("127.0.0.1");
+      expect(e.headers["x-real-ip"]).to.equal(undefined);
+      expect(e.headers.forwarded).to.equal(undefined);
+      expect(e.headers["x-request-id"]).to.match(/^[0-9a-f-]{36}$/).and.equal(r.headers["x-request-id"]);
+    });
+
+    it("401 with one body for missing, unknown, malformed, revoked and expired tokens", async () => {
+      const t2 = await c.admin("POST", "/tenants/tga/tokens", {});
+      expect(t2.status).to.equal(201);
+      const second = t2.json as { id: string; token: string };
+      // Rotation with overlap: both tokens work.
+      expect((await c.gw("GET", "/nodes", second.token)).status).to.equal(200);
+      expect((await c.gw("GET", "/nodes", a.token)).status).to.equal(200);
+      expect((await c.admin("DELETE", `/tenants/tga/tokens/${second.id}`)).status).to.equal(204);
+      const short = (await c.admin("POST", "/tenants/tga/tokens", { expires_in_seconds: 1 })).json as { token: string };
+      expect((await c.gw("GET", "/nodes", short.token)).status).to.equal(200);
+      await sleep(1100);
+      const bodies = new Set<string>();
+      for (const tok of [undefined, "pdk_unknown", "garbage token", second.token, short.token, b.token + "x"]) {
+        const r = await c.gw("GET", "/nodes", tok);
+        expect(r.status, String(tok)).to.equal(401);
+        bodies.add(r.text);
+      }
+      expect([...bodies]).to.have.length(1);
+      expect(JSON.parse([...bodies][0] as string)).to.deep.equal({ error: "missing, invalid, expired or revoked token", code: "ERR_AUTH_REQUIRED" });
+      expect((await c.gw("GET", "/nodes", a.token)).status).to.equal(200);
+    });
+
+    it("suspend answers 403 ERR_TENANT_SUSPENDED and pauses the VMs; resume undoes both", async () => {
+      const s = await c.admin("POST", "/tenants/tgb/suspend", { reason: "invoice overdue" });
+      expect(s.status, s.text).to.equal(200);
+      expect(s.json).to.deep.include({ status: "suspended", status_reason: "invoice overdue", paused_vms: ["sbox-1"] });
+      const r = await c.gw("GET", "/nodes", b.token);
+      expect(r.status).to.equal(403);
+      expect((r.json as { code: string }).code).to.equal("ERR_TENANT_SUSPENDED");
+      const direct = await request({ socketPath: b.socket_path }, "GET", "/nodes");
+      expect((direct.json as Array<{ status: string }>).map((n) => n.status)).to.deep.equal(["Paused"]);
+      expect((await c.gw("GET", "/nodes", a.token)).status, "other tenant unaffected").to.equal(200);
+      expect((await c.admin("POST", "/tenants/tgb/resume")).status).to.equal(200);
+      const after = await c.gw("GET", "/nodes", b.token);
+      expect(after.status).to.equal(200);
+      expect((after.json as Array<{ status: string }>).map((n) => n.status)).to.deep.equal(["Running"]);
+    });
+
+    it("streams NDJSON incrementally and propagates a client abort to the daemon", async () => {
+      const { host, port } = tcp(c.sup.gatewayAddress);
+      const firstChunk = await new Promise<{ text: string; ended: boolean }>((resolve, reject) => {
+        const req = http.request({ host, port, path: "/fixture/stream?n=100&ms=100", headers: { authorization: `Bearer ${a.token}` } }, (res) => {
+          let ended = false;
+          res.on("end", () => { ended = true; });
+          res.once("data", (chunk: Buffer) => {
+            resolve({ text: chunk.toString(), ended });
+            req.destroy();
+          });
+        });
+        req.on("error", (err) => { if (!req.destroyed) reject(err); });
+        req.end();
+      });
+      expect(firstChunk.ended).to.equal(false);
+      expect(firstChunk.text.trim().split("\n")).to.have.length(1);
+      await until("the daemon to see the abort", async () => {
+        const s = (await request({ socketPath: a.socket_path }, "GET", "/fixture/stats")).json as { aborts: number };
+        return s.aborts >= 1 ? true : undefined;
+      });
+    });
+
+    it("authenticates WebSocket upgrades the same way and relays frames", async () => {
+      const url = `ws://${c.sup.gatewayAddress}/vm/sbox-1/shell`;
+      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${a.token}` } });
+      const hello = await new Promise<string>((resolve, reject) => { ws.once("message", (d: Buffer) => resolve(d.toString())); ws.once("error", reject); });
+      expect(JSON.parse(hello)).to.deep.equal({ tenant: "tga", url: "/vm/sbox-1/shell", authorization: null });
+      ws.send(Buffer.from([1, 0, 0, 0, 1, 0x41]));
+      const echo = await new Promise<Buffer>((resolve) => ws.once("message", (d: Buffer) => resolve(d)));
+      expect([...echo]).to.deep.equal([1, 0, 0, 0, 1, 0x41]);
+      ws.close();
+      const denied = new WebSocket(url, { headers: { authorization: "Bearer pdk_nope" } });
+      const status = await new Promise<number>((resolve) => {
+        denied.once("unexpected-response", (_req, res) => { resolve(res.statusCode ?? 0); res.resume(); });
+        denied.once("error", () => undefined);
+      });
+      expect(status).to.equal(401);
+    });
+
+    it("audits admin actions and tenants' VM creates; filters tenants; serves metrics", async () => {
+      const audit = (await c.admin("GET", "/audit?tenant=tga")).json as Array<{ actor: string; action: string; status?: number }>;
+      expect(audit.map((e) => e.action)).to.include.members(["tenant.create", "vm.create", "token.issue", "token.revoke"]);
+      expect(audit.find((e) => e.action === "vm.create")).to.deep.include({ actor: "tenant:tga", status: 201 });
+      const list = (await c.admin("GET", "/tenants?label=plan=pro")).json as Array<{ id: string }>;
+      expect(list.map((t) => t.id)).to.deep.equal(["tga"]);
+      expect(((await c.admin("GET", "/tenants?status=suspended")).json as unknown[]).length).to.equal(0);
+      const m = await request({ socketPath: c.sup.adminAddress }, "GET", "/metrics", undefined, { authorization: `Bearer ${c.adminToken}` });
+      expect(m.text).to.include('paddock_tenants{status="active"} 2').and.include('paddock_gateway_requests_total{tenant="tga",code="200"}');
+      expect((await c.admin("GET", "/tenants", undefined, "wrong")).status).to.equal(401);
+      const logs = (await c.admin("GET", "/tenants/tga/logs?lines=5")).json as { lines: string[] };
+      expect(logs.lines.join("\n")).to.include("echo daemon ready");
+    });
+
+    it("PATCH updates labels and re-renders limits for the next restart", async () => {
+      const r = await c.admin("PATCH", "/tenants/tga", { labels: { plan: null, team: "x" }, limits: { max_vcpu: 4 } });
+      expect(r.status, r.text).to.equal(200);
+      expect(r.json).to.deep.include({ labels: { team: "x" }, pending_restart: true });
+      expect(await fs.readFile(path.join(env.stateDir, "tenants/tga/config.yaml"), "utf8")).to.include("max_vcpu: 4");
+      expect((await c.admin("PATCH", "/tenants/tga", { limits: { max_vms: -1 } })).status).to.equal(400);
+    });
+  });
+
+  describe("process manager", () => {
+    let env: Env;
+    let c: Client | undefined;
+    afterEach(async () => {
+      for (const k of Object.keys(process.env)) if (k.startsWith("PDK_FIXTURE_MODE_")) delete process.env[k];
+      await cleanup(env, c ? [c] : []);
+      c = undefined;
+    });
+
+    it("kill -9 of a daemon: 503 with Retry-After meanwhile, then restarted", async () => {
+      env = await makeEnv({ initial_backoff_ms: 1500, max_backoff_ms: 3000 });
+      c = await start(env);
+      const t = await c.createTenant({ id: "tpk" });
+      process.kill(t.daemon.pid, "SIGKILL");
+      const down = await until("503", async () => {
+        const r = await c!.gw("GET", "/nodes", t.token);
+        return r.status === 503 ? r : undefined;
+      });
+      expect(down.headers["retry-after"]).to.equal("2");
+      expect((down.json as { code: string }).code).to.equal("ERR_TENANT_UNAVAILABLE");
+      await until("restart", async () => ((await c!.gw("GET", "/nodes", t.token)).status === 200 ? true : undefined));
+      const info = (await c.admin("GET", "/tenants/tpk")).json as { daemon: { pid: number; restarts: number; state: string } };
+      expect(info.daemon.state).to.equal("running");
+      expect(info.daemon.restarts).to.equal(1);
+      expect(info.daemon.pid).to.not.equal(t.daemon.pid);
+    });
+
+    it("a crash loop marks the tenant failed; restart through the admin API recovers it", async () => {
+      env = await makeEnv({ max_crashes: 3 });
+      c = await start(env);
+      process.env.PDK_FIXTURE_MODE_tcl = "crash";
+      const t = await c.createTenant({ id: "tcl" });
+      const failed = await until("failed", async () => {
+        const r = (await c!.admin("GET", "/tenants/tcl")).json as { status: string; status_reason?: string; daemon: { state: string } };
+        return r.status === "failed" ? r : undefined;
+      });
+      expect(failed.daemon.state).to.equal("failed");
+      expect(failed.status_reason).to.match(/crash loop/);
+      expect((await c.gw("GET", "/nodes", t.token)).status).to.equal(503);
+      delete process.env.PDK_FIXTURE_MODE_tcl;
+      const r = await c.admin("POST", "/tenants/tcl/restart");
+      expect(r.status, r.text).to.equal(200);
+      expect(r.json).to.deep.include({ status: "active" });
+    });
+
+    it("a daemon that fails to start reports its stderr; the tenant is failed", async () => {
+      env = await makeEnv();
+      c = await start(env);
+      process.env.PDK_FIXTURE_MODE_tfs = "fail";
+      const r = await c.admin("POST", "/tenants", { id: "tfs" });
+      expect(r.status).to.equal(500);
+      expect(r.json).to.deep.include({ code: "ERR_DAEMON_START_FAILED" });
+      expect((r.json as { error: string }).error).to.include("refuses to start").and.include("exit 3");
+      expect(((await c.admin("GET", "/tenants/tfs")).json as { status: string }).status).to.equal("failed");
+    });
+
+    it("delete stops the daemon, purges, removes its dirs and frees its block (idempotent)", async () => {
+      env = await makeEnv();
+      c = await start(env);
+      const t = await c.createTenant({ id: "tdl" });
+      expect((await c.admin("DELETE", "/tenants/tdl")).status).to.equal(204);
+      expect((await c.admin("DELETE", "/tenants/tdl")).status).to.equal(204);
+      expect(pidAlive(t.daemon.pid)).to.equal(false);
+      expect(await fs.readFile(env.purgeLog, "utf8")).to.include("tdl ");
+      expect(await fs.readdir(path.join(env.stateDir, "tenants"))).to.deep.equal([]);
+      expect(await fs.readdir(path.join(env.runDir, "tenants"))).to.deep.equal([]);
+      expect((await c.admin("GET", "/tenants/tdl")).status).to.equal(404);
+      expect((await c.gw("GET", "/nodes", t.token)).status).to.equal(401);
+      const again = await c.createTenant({ id: "tdm" });
+      expect(again.ranges[0]?.cidr).to.equal(t.ranges[0]?.cidr);
+    });
+
+    it("kill -9 of the supervisor: the next one adopts the live daemon (same pid, VMs intact)", async () => {
+      env = await makeEnv();
+      let proc: ResultPromise | undefined;
+      const spawnSup = (): ResultPromise => execa(process.execPath, ["--input-type=module", "-e", `import(${JSON.stringify(SUPERVISOR_MAIN)}).then((m) => m.main(process.argv.slice(1))).then((code) => { process.exitCode = code; })`, "--", "--config", env.configFile, "--state-dir", env.stateDir, "--run-dir", env.runDir], { reject: false, stdout: "ignore", stderr: "ignore", env: { PADDOCK_LOG_LEVEL: "warn" } });
+      try {
+        proc = spawnSup();
+        const adminSock = path.join(env.runDir, "admin.sock");
+        const token = await until("admin token", async () => (await fs.readFile(path.join(env.stateDir, "supervisor/admin-token"), "utf8").catch(() => "")).trim() || undefined);
+        await until("admin socket", async () => (await request({ socketPath: adminSock }, "GET", "/healthz").then((r) => r.status === 200 || undefined, () => undefined)));
+        const adm = (m: string, p: string, body?: unknown) => request({ socketPath: adminSock }, m, `/admin/v1${p}`, body, { authorization: `Bearer ${token}`, "content-type": "application/json" });
+        const created = await adm("POST", "/tenants", { id: "tad" });
+        expect(created.status, created.text).to.equal(201);
+        const t = created.json as { token: string; socket_path: string; daemon: { pid: number } };
+        await request({ socketPath: t.socket_path }, "POST", "/hostgroup/sbox/nodes", {});
+        proc.kill("SIGKILL");
+        await proc;
+        expect(pidAlive(t.daemon.pid), "daemon survives the supervisor").to.equal(true);
+        // The ownership lock of the killed supervisor goes stale; the new one waits for it.
+        proc = spawnSup();
+        const info = await until("adoption", async () => {
+          const r = await adm("GET", "/tenants/tad").catch(() => undefined);
+          return r?.status === 200 ? (r.json as { daemon: { pid: number; state: string }; vms: { total: number } | null }) : undefined;
+        }, 60_000);
+        expect(info.daemon.state).to.equal("running");
+        expect(info.daemon.pid).to.equal(t.daemon.pid);
+        expect(info.vms?.total).to.equal(1);
+        proc.kill("SIGTERM");
+        await proc;
+        expect(pidAlive(t.daemon.pid), "a stopping supervisor leaves daemons running").to.equal(true);
+      } finally {
+        if (proc && proc.exitCode === null) { proc.kill("SIGKILL"); await proc; }
+      }
+    });
+  });
+});

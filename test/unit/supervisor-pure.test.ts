@@ -1,0 +1,288 @@
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { expect } from "chai";
+import { cidrContains, cidrOverlaps, parseCidr, parseIpv4 } from "../../shared/cidr.js";
+import { isPaddockError } from "../../shared/errors.js";
+import { parseSupervisorConfig, parseListenAddress } from "../../supervisor/supervisor-config.js";
+import { allocateBlocks, poolComplement } from "../../supervisor/block-allocator.js";
+import { TokenIndex, bearerToken, hashToken, hashesEqual, issueToken } from "../../supervisor/tokens.js";
+import { TenantRegistry } from "../../supervisor/tenant-registry.js";
+import { loadTemplate, parseTemplate, readOverrides, renderTenantConfig } from "../../supervisor/tenant-template.js";
+import { parseYamlSafe } from "../../shared/yaml-reader.js";
+
+const TEMPLATES_DIR = path.resolve(import.meta.dirname, "../../../templates");
+const POOL = parseCidr("169.254.0.0/16");
+
+function problemsOf(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (err) {
+    if (isPaddockError(err, "ERR_CONFIG_INVALID")) return (err.details?.problems as Array<{ path: string }>).map((p) => p.path);
+    throw err;
+  }
+  throw new Error("expected ERR_CONFIG_INVALID");
+}
+
+describe("supervisor config", () => {
+  it("defaults: gateway 127.0.0.1:8080, admin 127.0.0.1:8081, /var/lib/paddock, /run/paddock, 169.254.0.0/16 in /22", () => {
+    const c = parseSupervisorConfig(undefined, "<defaults>", { env: {} });
+    expect(c.gateway).to.deep.equal({ kind: "tcp", host: "127.0.0.1", port: 8080 });
+    expect(c.admin).to.deep.equal({ kind: "tcp", host: "127.0.0.1", port: 8081 });
+    expect(c.stateDir).to.equal("/var/lib/paddock");
+    expect(c.runDir).to.equal("/run/paddock");
+    expect(c.imageDir).to.equal("/var/lib/paddock/images");
+    expect(c.blockPrefix).to.equal(22);
+    expect(c.pool).to.deep.equal(POOL);
+    expect(c.defaultTemplate).to.equal("sandbox");
+    expect(c.stopDaemonsOnExit).to.equal(false);
+    expect(Object.isFrozen(c)).to.equal(true);
+  });
+
+  it("flag beats environment beats file for state and run dirs", () => {
+    const tree = { state_dir: "/file/state", run_dir: "/file/run" };
+    expect(parseSupervisorConfig(tree, "f", { env: {} }).stateDir).to.equal("/file/state");
+    expect(parseSupervisorConfig(tree, "f", { env: { PADDOCK_STATE_DIR: "/env/state" } }).stateDir).to.equal("/env/state");
+    expect(parseSupervisorConfig(tree, "f", { env: { PADDOCK_STATE_DIR: "/env/state" }, flags: { stateDir: "/flag/state" } }).stateDir).to.equal("/flag/state");
+    expect(parseSupervisorConfig(tree, "f", { env: { PADDOCK_RUN_DIR: "/env/run" } }).runDir).to.equal("/env/run");
+  });
+
+  it("reports every bad value with its YAML path and warns about unknown keys", () => {
+    const paths = problemsOf(() => parseSupervisorConfig({
+      gateway: { address: "nope" },
+      network: { pool: "169.254.1.0/16", block_prefix: 8 },
+      restart: { initial_backoff_ms: "1000", max_crashes: 0 },
+      deny: ["10.0.0.0/8", "banana"],
+      stop_daemons_on_exit: "no",
+    }, "sup.yaml", { env: {} }));
+    expect(paths).to.include.members(["gateway.address", "network.pool", "restart.initial_backoff_ms", "restart.max_crashes", "deny[1]", "stop_daemons_on_exit"]);
+    const c = parseSupervisorConfig({ gatway: {} }, "sup.yaml", { env: {} });
+    expect(c.warnings).to.deep.equal(["(root).gatway: unknown key (ignored)"]);
+  });
+
+  it("YAML traps: `no` stays a string and is refused as a boolean", () => {
+    const tree = parseYamlSafe("stop_daemons_on_exit: no\n", "t.yaml");
+    expect(problemsOf(() => parseSupervisorConfig(tree, "t.yaml", { env: {} }))).to.deep.equal(["stop_daemons_on_exit"]);
+  });
+
+  it("refuses a run dir too long for tenant socket paths", () => {
+    expect(problemsOf(() => parseSupervisorConfig({ run_dir: "/" + "r".repeat(100) }, "f", { env: {} }))).to.deep.equal(["run_dir"]);
+  });
+
+  it("parses listen addresses (TCP, IPv6, Unix socket)", () => {
+    expect(parseListenAddress("0.0.0.0:80")).to.deep.equal({ kind: "tcp", host: "0.0.0.0", port: 80 });
+    expect(parseListenAddress("[::1]:8081")).to.deep.equal({ kind: "tcp", host: "::1", port: 8081 });
+    expect(parseListenAddress("/run/paddock/admin.sock")).to.deep.equal({ kind: "unix", socketPath: "/run/paddock/admin.sock" });
+    expect(parseListenAddress("localhost")).to.equal(undefined);
+    expect(parseListenAddress("h:70000")).to.equal(undefined);
+  });
+});
+
+describe("supervisor block allocator", () => {
+  it("hands out non-overlapping /22 blocks lowest first", () => {
+    const used: string[] = [];
+    for (let i = 0; i < 20; i++) used.push(...allocateBlocks({ pool: POOL, blockPrefix: 22, used, count: 1 }));
+    expect(used[0]).to.equal("169.254.0.0/22");
+    expect(used[1]).to.equal("169.254.4.0/22");
+    for (let a = 0; a < used.length; a++) for (let b = a + 1; b < used.length; b++) {
+      expect(cidrOverlaps(parseCidr(used[a] as string), parseCidr(used[b] as string)), `${used[a]} vs ${used[b]}`).to.equal(false);
+    }
+  });
+
+  it("never hands out the block holding 169.254.169.254, and exhausts the pool with a clear error", () => {
+    const all = allocateBlocks({ pool: POOL, blockPrefix: 22, used: [], count: 63 });
+    expect(all).to.have.length(63);
+    const metadata = parseIpv4("169.254.169.254") as number;
+    expect(all.some((b) => cidrContains(parseCidr(b), metadata))).to.equal(false);
+    expect(all).to.not.include("169.254.168.0/22");
+    try {
+      allocateBlocks({ pool: POOL, blockPrefix: 22, used: all, count: 1 });
+      expect.fail("expected exhaustion");
+    } catch (err) {
+      expect(isPaddockError(err, "ERR_NETWORK_EXHAUSTED")).to.equal(true);
+    }
+  });
+
+  it("reuses a freed block, and allocates several at once without overlap", () => {
+    const used = allocateBlocks({ pool: POOL, blockPrefix: 22, used: [], count: 3 });
+    const freed = used.filter((b) => b !== "169.254.4.0/22");
+    expect(allocateBlocks({ pool: POOL, blockPrefix: 22, used: freed, count: 1 })).to.deep.equal(["169.254.4.0/22"]);
+    expect(allocateBlocks({ pool: POOL, blockPrefix: 22, used: freed, count: 2 })).to.deep.equal(["169.254.4.0/22", "169.254.12.0/22"]);
+  });
+
+  it("skips blocks overlapping a used range of another size", () => {
+    expect(allocateBlocks({ pool: POOL, blockPrefix: 22, used: ["169.254.0.0/21"], count: 1 })).to.deep.equal(["169.254.8.0/22"]);
+  });
+
+  it("pool complement covers exactly everything but the tenant's own blocks", () => {
+    const own = ["169.254.4.0/22", "169.254.200.0/22"];
+    const rest = poolComplement(POOL, own).map((c) => parseCidr(c));
+    let total = 0;
+    for (const c of rest) {
+      total += 2 ** (32 - c.prefix);
+      for (const o of own) expect(cidrOverlaps(c, parseCidr(o))).to.equal(false);
+    }
+    expect(total).to.equal(2 ** 16 - 2 * 1024);
+    expect(rest.some((c) => cidrContains(c, parseIpv4("169.254.0.1") as number))).to.equal(true);
+    expect(poolComplement(POOL, [])).to.deep.equal(["169.254.0.0/16"]);
+  });
+});
+
+describe("supervisor tokens", () => {
+  it("issues pdk_ + 32 random bytes (base64url) and stores only SHA-256", () => {
+    const t = issueToken();
+    expect(t.token).to.match(/^pdk_[A-Za-z0-9_-]{43}$/);
+    expect(Buffer.from(t.token.slice(4), "base64url")).to.have.length(32);
+    expect(t.hash).to.equal(hashToken(t.token)).and.match(/^[0-9a-f]{64}$/);
+    expect(issueToken().token).to.not.equal(t.token);
+  });
+
+  it("verifies known tokens and refuses unknown, revoked, expired and missing ones", () => {
+    const a = issueToken(), b = issueToken(), c = issueToken();
+    const now = Date.now();
+    const idx = new TokenIndex([
+      { hash: a.hash, expiresAtMs: undefined, revoked: false, value: "ta" },
+      { hash: b.hash, expiresAtMs: now + 1000, revoked: true, value: "tb" },
+      { hash: c.hash, expiresAtMs: now - 1, revoked: false, value: "tc" },
+    ]);
+    expect(idx.verify(a.token, now)).to.equal("ta");
+    expect(idx.verify(b.token, now)).to.equal(undefined);
+    expect(idx.verify(c.token, now)).to.equal(undefined);
+    expect(idx.verify(issueToken().token, now)).to.equal(undefined);
+    expect(idx.verify(undefined, now)).to.equal(undefined);
+    expect(idx.verify(a.token.slice(0, -1), now)).to.equal(undefined);
+  });
+
+  it("compares hashes in constant time and parses bearer headers", () => {
+    const h = hashToken("x");
+    expect(hashesEqual(h, h)).to.equal(true);
+    expect(hashesEqual(h, hashToken("y"))).to.equal(false);
+    expect(hashesEqual(h, "zz")).to.equal(false);
+    expect(bearerToken("Bearer abc")).to.equal("abc");
+    expect(bearerToken("bearer  abc ")).to.equal("abc");
+    expect(bearerToken("Basic abc")).to.equal(undefined);
+    expect(bearerToken("Bearer ")).to.equal(undefined);
+    expect(bearerToken(undefined)).to.equal(undefined);
+  });
+});
+
+describe("supervisor registry", () => {
+  let dir: string;
+  beforeEach(async () => { dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-reg-")); });
+  afterEach(async () => { await fs.rm(dir, { recursive: true, force: true }); });
+
+  const record = (id: string): Record<string, unknown> => ({
+    id, status: "active", template: "sandbox", labels: {}, limits: {}, overrides: {}, blocks: [{ hostGroup: "sbox", cidr: "169.254.0.0/22" }],
+    tokens: [{ id: "tok_1", hash: hashToken("x"), createdAt: "2026-01-01T00:00:00Z" }], daemon: { state: "stopped", restarts: 0 },
+    createdAt: "2026-01-01T00:00:00Z", updatedAt: "2026-01-01T00:00:00Z",
+  });
+
+  it("writes 0600 with a schema version, atomically, and reads back what it committed", async () => {
+    const file = path.join(dir, "supervisor", "registry.json");
+    const reg = new TenantRegistry(file);
+    await reg.init();
+    await reg.update((s) => { s.tenants.ta = record("ta") as never; });
+    const st = await fs.stat(file);
+    expect(st.mode & 0o777).to.equal(0o600);
+    const onDisk = JSON.parse(await fs.readFile(file, "utf8")) as { schemaVersion: number; tenants: Record<string, unknown> };
+    expect(onDisk.schemaVersion).to.equal(1);
+    expect(Object.keys(onDisk.tenants)).to.deep.equal(["ta"]);
+    expect((await fs.readdir(path.dirname(file))).filter((f) => f.endsWith(".tmp"))).to.deep.equal([]);
+    const again = new TenantRegistry(file);
+    await again.init();
+    expect(again.get("ta").blocks[0]?.cidr).to.equal("169.254.0.0/22");
+  });
+
+  it("a failing mutation writes nothing", async () => {
+    const file = path.join(dir, "registry.json");
+    const reg = new TenantRegistry(file);
+    await reg.init();
+    const before = await fs.readFile(file, "utf8");
+    try {
+      await reg.update((s) => { s.tenants.tb = record("tb") as never; throw new Error("boom"); });
+    } catch {}
+    expect(await fs.readFile(file, "utf8")).to.equal(before);
+    expect(reg.find("tb")).to.equal(undefined);
+  });
+
+  for (const [name, text] of [
+    ["invalid JSON", "{\"schemaVersion\": 1, \"tenants\": {"],
+    ["another schema version", "{\"schemaVersion\": 2, \"tenants\": {}}"],
+    ["a malformed tenant", JSON.stringify({ schemaVersion: 1, tenants: { ta: { id: "tb", status: "active", tokens: [], blocks: [], daemon: {} } } })],
+    ["a token without a SHA-256 hash", JSON.stringify({ schemaVersion: 1, tenants: { ta: { ...record("ta"), tokens: [{ id: "t", hash: "pdk_plaintext" }] } } })],
+  ] as const) {
+    it(`refuses a corrupt file (${name}) and never overwrites it`, async () => {
+      const file = path.join(dir, "registry.json");
+      await fs.writeFile(file, text, { mode: 0o600 });
+      const reg = new TenantRegistry(file);
+      try {
+        await reg.init();
+        expect.fail("expected ERR_STATE_CORRUPT");
+      } catch (err) {
+        expect(isPaddockError(err, "ERR_STATE_CORRUPT"), String(err)).to.equal(true);
+      }
+      expect(await fs.readFile(file, "utf8")).to.equal(text);
+    });
+  }
+});
+
+describe("supervisor templates", () => {
+  const input = (blocks: Record<string, string>) => ({
+    tenantId: "ta1", socketPath: "/run/paddock/tenants/ta1/api.sock", stateDir: "/var/lib/paddock/tenants/ta1", runDir: "/run/paddock/tenants/ta1",
+    imageDir: "/var/lib/paddock/images", blocks, limits: { maxVms: 3, maxRamBytes: 2 ** 31 }, overrides: {},
+    deny: ["169.254.169.254/32"], foreignRanges: poolComplement(POOL, Object.values(blocks)),
+  });
+
+  it("sandbox renders into a valid tenant config: isolated sbox, count 0, the tenant's range, socket, limits, deny", async () => {
+    const t = await loadTemplate(TEMPLATES_DIR, "sandbox");
+    expect(t.hostGroups).to.deep.equal(["sbox"]);
+    const { text, config } = renderTenantConfig(t, input({ sbox: "169.254.8.0/22" }));
+    expect(text).to.not.include("paddock_template");
+    const g = config.hostGroups[0];
+    expect(g?.count).to.equal(0);
+    expect(g?.network).to.deep.include({ mode: "isolated", range: "169.254.8.0/22" });
+    expect(g?.network.mode === "isolated" && g.network.drop).to.include("192.168.0.0/16");
+    expect(config.hypervisor).to.equal("oci");
+    expect(config.api).to.deep.include({ kind: "unix", socketPath: "/run/paddock/tenants/ta1/api.sock" });
+    expect(config.paddock.tenantId).to.equal("ta1");
+    expect(config.paddock.limits).to.deep.equal({ maxVms: 3, maxVcpu: undefined, maxRamBytes: 2 ** 31, maxDiskBytes: undefined });
+    expect(config.paddock.deny).to.deep.equal(["169.254.169.254/32"]);
+    expect(config.paddock.foreignRanges.some((r) => cidrOverlaps(parseCidr(r), parseCidr("169.254.8.0/22")))).to.equal(false);
+    expect(config.warnings).to.deep.equal([]);
+  });
+
+  it("workspace renders a persistent ctrl (count 1) and an sbox, each in its own block", async () => {
+    const t = await loadTemplate(TEMPLATES_DIR, "workspace");
+    const { config } = renderTenantConfig(t, input({ ctrl: "169.254.0.0/22", sbox: "169.254.4.0/22" }));
+    expect(config.hostGroups.map((g) => [g.name, g.count, g.persistent])).to.deep.equal([["ctrl", 1, true], ["sbox", 0, false]]);
+    expect(config.warnings).to.deep.equal([]);
+  });
+
+  it("overrides are applied within the template's bounds and refused beyond them", async () => {
+    const t = await loadTemplate(TEMPLATES_DIR, "sandbox");
+    const o = readOverrides(t, { sbox: { vcpu: 2, ram_mb: 1024, storage_size: "4G" } });
+    expect(o).to.deep.equal({ sbox: { vcpu: 2, ramBytes: 2 ** 30, storageSizeBytes: 4 * 2 ** 30 } });
+    const { config } = renderTenantConfig(t, { ...input({ sbox: "169.254.8.0/22" }), overrides: o });
+    expect(config.hostGroups[0]).to.deep.include({ vcpu: 2, ramBytes: 2 ** 30, storageSizeBytes: 4 * 2 ** 30 });
+    for (const bad of [{ sbox: { vcpu: 64 } }, { sbox: { count: 5 } }, { ctrl: { vcpu: 1 } }, { sbox: { storage_size: "1T" } }]) {
+      expect(() => readOverrides(t, bad), JSON.stringify(bad)).to.throw().with.property("code", "ERR_TENANT_INVALID");
+    }
+  });
+
+  it("values are placed structurally: hostile label-like text cannot inject YAML", () => {
+    const t = parseTemplate(parseYamlSafe("config:\n  host_groups:\n    - name: sbox\n      count: 0\n      storage_size: 1G\n      network: {mode: isolated}\n  hypervisor: oci\n", "t"), "t", "t");
+    const { config } = renderTenantConfig(t, { ...input({ sbox: "169.254.8.0/22" }), deny: ["10.0.0.0/8"], socketPath: "/tmp/x\n  evil: true/api.sock" });
+    expect(config.api.kind === "unix" && config.api.socketPath).to.equal("/tmp/x\n  evil: true/api.sock");
+  });
+
+  it("an unknown template name is ERR_TEMPLATE_NOT_FOUND (no path traversal)", async () => {
+    for (const name of ["nope", "../templates/sandbox"]) {
+      try {
+        await loadTemplate(TEMPLATES_DIR, name);
+        expect.fail("expected an error");
+      } catch (err) {
+        expect(isPaddockError(err, "ERR_TEMPLATE_NOT_FOUND")).to.equal(true);
+      }
+    }
+  });
+});
