@@ -13,6 +13,8 @@
  * | n | `vm exec`: the remote command's own exit code |
  */
 
+import { PaddockError } from "../shared/errors.js";
+
 /** Exit codes of the CLI (see the table above). */
 export const EXIT = { OK: 0, ERROR: 1, USAGE: 2, NOT_FOUND: 3, CONFLICT: 4 } as const;
 
@@ -57,6 +59,12 @@ export class ConnectError extends Error {
 export function exitCodeFor(err: unknown): number {
   if (err instanceof UsageError) return EXIT.USAGE;
   if (err instanceof ApiError) {
+    if (err.status === 404) return EXIT.NOT_FOUND;
+    if (err.status === 403 || err.status === 409) return EXIT.CONFLICT;
+  }
+  // Local checks done by Paddock's own modules (e.g. an invalid image name) carry the same statuses.
+  if (err instanceof PaddockError) {
+    if (err.status === 400) return EXIT.USAGE;
     if (err.status === 404) return EXIT.NOT_FOUND;
     if (err.status === 403 || err.status === 409) return EXIT.CONFLICT;
   }

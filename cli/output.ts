@@ -76,7 +76,7 @@ export class Progress {
   /** Redraw the line now. */
   update(text: string): void {
     if (!this.tty) return;
-    const width = Math.max(20, (this.stream.columns ?? 80) - 1);
+    const width = Math.max(20, (this.stream.columns || 80) - 1); // 0 columns: a TTY without a window size
     const line = text.length > width ? text.slice(0, width) : text;
     this.stream.write(`\r${line}${" ".repeat(Math.max(0, this.last.length - line.length))}`);
     this.last = line;

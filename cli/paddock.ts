@@ -65,7 +65,21 @@ async function daemonCommand(ctx: CliContext, argv: string[]): Promise<number> {
   return daemon.main([sub, file]);
 }
 
-async function upCommand(_ctx: CliContext, argv: string[]): Promise<number> {
+/** `paddock up` flags, passed through to supervisor/main.ts `main` (which parses them). */
+const UP_HELP = `usage: paddock up [--config FILE] [--state-dir DIR] [--run-dir DIR] [--gateway ADDR] [--admin ADDR]
+                  [--templates-dir DIR] [--stop-daemons-on-exit]
+
+Run the supervisor until SIGTERM/SIGINT: gateway (tenants' Slicer API, default 127.0.0.1:8080),
+admin API (default 127.0.0.1:8081, token in <state_dir>/supervisor/admin-token). Defaults: state
+/var/lib/paddock, run /run/paddock (PADDOCK_STATE_DIR / PADDOCK_RUN_DIR); example config in
+templates/supervisor.example.yaml.
+`;
+
+async function upCommand(ctx: CliContext, argv: string[]): Promise<number> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    await writeOut(ctx.stdout, UP_HELP);
+    return EXIT.OK;
+  }
   const supervisor = await import("../supervisor/main.js");
   return supervisor.main(argv);
 }

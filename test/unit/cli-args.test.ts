@@ -2,6 +2,7 @@ import { expect } from "chai";
 import { Writable } from "node:stream";
 import { normalizeBoolFlags, parseFlags, parseIntFlag, parseKeyValues, parseDurationFlag, parseSizeFlag, sizeBytes, splitAtDoubleDash } from "../../cli/args.js";
 import { parseSizeBytes } from "../../shared/yaml-reader.js";
+import { PaddockError } from "../../shared/errors.js";
 import { ApiError, ConnectError, EXIT, UsageError, exitCodeFor } from "../../cli/cli-errors.js";
 import { buildPath } from "../../cli/api-client.js";
 import { LineSplitter, exitCodeOfFrame, framePayload, isTerminalFrame } from "../../cli/exec-stream.js";
@@ -140,6 +141,8 @@ describe("cli: exit codes", () => {
     expect(exitCodeFor(new ApiError(500, "boom", undefined))).to.equal(1);
     expect(exitCodeFor(new ConnectError("down"))).to.equal(1);
     expect(exitCodeFor(new Error("x"))).to.equal(1);
+    expect(exitCodeFor(new PaddockError("ERR_BAD_REQUEST", "image name is invalid"))).to.equal(2);
+    expect(exitCodeFor(new PaddockError("ERR_IMAGE_BUILD_FAILED", "debootstrap failed"))).to.equal(1);
   });
 
   it("runCli: usage errors exit 2 with a message; help documents the exit codes", async () => {
