@@ -136,7 +136,9 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
         return;
       }
       if (res.destroyed || res.writableEnded) return;
-      const down = code === "ECONNREFUSED" || code === "ENOENT";
+      // Refused or missing socket: the daemon is down. Reset before any response: it died
+      // under this request (kill -9, crash); both are "down", retryable.
+      const down = code === "ECONNREFUSED" || code === "ENOENT" || code === "ECONNRESET" || code === "EPIPE";
       const e = down
         ? new PaddockError("ERR_TENANT_UNAVAILABLE", `the daemon of tenant ${r.tenantId} is not answering; retry later`)
         : new PaddockError("ERR_UPSTREAM_FAILED", `the daemon of tenant ${r.tenantId} failed to answer (${code ?? "error"})`);
