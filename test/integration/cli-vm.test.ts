@@ -217,6 +217,32 @@ describe("paddock CLI against a real tenant daemon (root, runc)", function () {
     expect(JSON.parse((await cli(["vm", "list", "--json"], { env })).stdout.toString())).to.deep.equal([]);
     expect((await cli(["vm", "delete", host], { env })).code).to.equal(3);
   });
+
+  it("shuts down a persistent VM (Stopped), relaunches it (Running, same disk) and deletes it", async () => {
+    const l = await cli(["vm", "launch", "sbox", "--persistent", "--cpus", "1", "--ram-bytes", "256M", "--wait", "agent", "--json"], { env });
+    expect(l.code, l.stderr).to.equal(0);
+    const p = JSON.parse(l.stdout.toString()) as { hostname: string; persistent: boolean };
+    expect(p.persistent).to.equal(true);
+    expect((await cli(["vm", "exec", p.hostname, "--", "sh", "-c", "echo kept > ~/mark"], { env })).code).to.equal(0);
+    const s = await cli(["vm", "shutdown", p.hostname], { env });
+    expect(s.code, s.stderr).to.equal(0);
+    expect(s.stdout.toString()).to.equal(`${p.hostname} stopped\n`);
+    const stopped = JSON.parse((await cli(["vm", "get", p.hostname, "--json"], { env })).stdout.toString()) as { status: string; ram_bytes: number };
+    expect(stopped).to.include({ status: "Stopped", ram_bytes: 256 * 2 ** 20 });
+    const r = await cli(["vm", "relaunch", p.hostname], { env });
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout.toString()).to.match(new RegExp(`^${p.hostname} relaunched \\(169\\.254\\.`));
+    expect((await cli(["vm", "relaunch", p.hostname], { env })).code, "already running ⇒ 409 ⇒ exit 4").to.equal(4);
+    // The agent may need a moment after relaunch; retry the read until it answers.
+    let mark: CliResult | undefined;
+    for (let i = 0; i < 100; i++) {
+      mark = await cli(["vm", "exec", p.hostname, "--", "cat", "/home/slicer/mark"], { env });
+      if (mark.code === 0) break;
+      await new Promise((res) => setTimeout(res, 200));
+    }
+    expect(mark?.stdout.toString(), mark?.stderr).to.equal("kept\n");
+    expect((await cli(["vm", "delete", p.hostname], { env })).code).to.equal(0);
+  });
 });
 
 describe("paddock daemon (CLI dispatch)", () => {
