@@ -561,7 +561,8 @@ async function vmShell(ctx: CliContext, argv: string[]): Promise<number> {
     ws.on("unexpected-response", (_req, res: http.IncomingMessage) => {
       settled = true;
       cleanup();
-      toApiError(res).then(reject, reject);
+      // The VM exists (resolved above), so a 404 here means the daemon has no shell endpoint.
+      toApiError(res).then((e) => reject(e.status === 404 && e.code === undefined ? new ApiError(404, `the API at ${t.display} does not serve /vm/{hostname}/shell (interactive shell, spec §2.10)`, undefined) : e), reject);
       ws.terminate();
     });
     ws.on("open", () => {
