@@ -45,11 +45,11 @@ export interface GatewayDeps {
 }
 
 /** Outcome of authenticating and routing one request. */
-type Route = { ok: true; tenantId: string; socketPath: string } | { ok: false; status: number; body: string; headers?: Record<string, string> };
+type Route = { ok: true; tenantId: string; socketPath: string } | { ok: false; status: number; body: string; headers?: Record<string, string>; tenantId?: string };
 
-function json(err: PaddockError, extraHeaders?: Record<string, string>): Route {
+function json(err: PaddockError, tenantId: string, extraHeaders?: Record<string, string>): Route {
   const r = errorResponse(err);
-  return { ok: false, status: r.status, body: JSON.stringify(r.body), headers: extraHeaders };
+  return { ok: false, status: r.status, body: JSON.stringify(r.body), headers: extraHeaders, tenantId };
 }
 
 function requestId(): string {
@@ -59,7 +59,11 @@ function requestId(): string {
 /** Build the gateway's HTTP server (not yet listening). */
 export function createGatewayServer(deps: GatewayDeps): http.Server {
   const { tenants, metrics, audit, log } = deps;
-  const proxy = httpProxy.createProxyServer({ xfwd: false, ws: true, proxyTimeout: 0, timeout: 0 });
+  // No upstream keep-alive: Node 20's global agent keeps sockets alive, and reusing one the
+  // daemon has just closed fails the next request with EPIPE/ECONNRESET. A Unix socket
+  // connect costs little; one connection per request keeps failures meaningful.
+  const upstreamAgent = new http.Agent({ keepAlive: false });
+  const proxy = httpProxy.createProxyServer({ xfwd: false, ws: true, proxyTimeout: 0, timeout: 0, agent: upstreamAgent });
 
   const route = (req: http.IncomingMessage): Route => {
     // Same work for every token: hash, Map lookup by hash, one constant-time compare.
@@ -67,10 +71,10 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
     if (!owner) return { ok: false, status: 401, body: UNAUTHORIZED_BODY, headers: { "www-authenticate": 'Bearer realm="paddock"' } };
     const target = tenants.gatewayTarget(owner.tenantId);
     if (!target) return { ok: false, status: 401, body: UNAUTHORIZED_BODY, headers: { "www-authenticate": 'Bearer realm="paddock"' } };
-    if (target.status === "suspended") return json(new PaddockError("ERR_TENANT_SUSPENDED", `tenant ${target.tenantId} is suspended`));
-    if (target.status === "deleting") return json(new PaddockError("ERR_TENANT_NOT_FOUND", `tenant ${target.tenantId} is being deleted`));
+    if (target.status === "suspended") return json(new PaddockError("ERR_TENANT_SUSPENDED", `tenant ${target.tenantId} is suspended`), target.tenantId);
+    if (target.status === "deleting") return json(new PaddockError("ERR_TENANT_NOT_FOUND", `tenant ${target.tenantId} is being deleted`), target.tenantId);
     if (!target.daemonUp) {
-      return json(new PaddockError("ERR_TENANT_UNAVAILABLE", `the daemon of tenant ${target.tenantId} is not running (${target.status}); retry later`), { "retry-after": String(RETRY_AFTER_S) });
+      return json(new PaddockError("ERR_TENANT_UNAVAILABLE", `the daemon of tenant ${target.tenantId} is not running (${target.status}); retry later`), target.tenantId, { "retry-after": String(RETRY_AFTER_S) });
     }
     return { ok: true, tenantId: target.tenantId, socketPath: target.socketPath };
   };
@@ -105,7 +109,7 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
     const rlog = log.child({ req: id });
     res.setHeader("x-request-id", id);
     const r = route(req);
-    const tenantLabel = r.ok ? r.tenantId : "-";
+    const tenantLabel = r.tenantId ?? "-";
     res.on("close", () => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       metrics.observeRequest(tenantLabel, res.statusCode, seconds);
@@ -181,6 +185,9 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
     if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
     else socket.destroy();
   });
-  server.on("close", () => proxy.close());
+  server.on("close", () => {
+    proxy.close();
+    upstreamAgent.destroy();
+  });
   return server;
 }
