@@ -7,6 +7,8 @@
 #   nftables tables       inet|ip paddock-<tenant>
 #   mounts                …/bundles/<hostname>/{rootfs,disk} below a Paddock run dir (overlay/ext4)
 #   loop devices          backed by …/disks/<hostname>.img
+# With --tenant, mounts and loop devices are matched by a `/tenants/<ID>/` path component (the
+# supervisor's layout); those of standalone daemons with other state dirs are listed only without --tenant.
 # Usage: scripts/leaks.sh [--tenant ID] [--remove]
 # Exit status: 0 nothing found (or all removed), 1 leftovers found (list mode).
 set -uo pipefail
@@ -38,13 +40,13 @@ while read -r mp; do
   [ -n "$mp" ] || continue
   report mount "$mp"
   [ $remove = 1 ] && { umount "$mp" 2>/dev/null || umount -l "$mp"; }
-done < <(awk '{print $5}' /proc/self/mountinfo | grep -E '/bundles/[a-z0-9-]+/(rootfs|disk)$' | sort -r)
+done < <(awk '{print $5}' /proc/self/mountinfo | grep -E '/bundles/[a-z0-9-]+/(rootfs|disk)$' | { if [ -n "$tenant" ]; then grep -F "/tenants/$tenant/"; else cat; fi; } | sort -r)
 
 while read -r dev file; do
   [ -n "$dev" ] || continue
   report loop "$dev $file"
   [ $remove = 1 ] && losetup -d "$dev" 2>/dev/null
-done < <(losetup -a -O NAME,BACK-FILE -n 2>/dev/null | awk '$2 ~ /\/disks\/[a-z0-9-]+\.img$/ {print $1, $2}')
+done < <(losetup -a -O NAME,BACK-FILE -n 2>/dev/null | awk '$2 ~ /\/disks\/[a-z0-9-]+\.img$/ {print $1, $2}' | { if [ -n "$tenant" ]; then grep -F "/tenants/$tenant/"; else cat; fi; })
 
 for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
   [[ "$ns" =~ ^pdk-${t}- ]] || continue
