@@ -16,7 +16,7 @@ import path from "node:path";
 import os from "node:os";
 import { PaddockError, isPaddockError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import type { JsonStateStore } from "../../shared/state-store.js";
+import { pidAlive, type JsonStateStore } from "../../shared/state-store.js";
 import type { HostGroupConfig, TenantConfig } from "../../shared/tenant-config.js";
 import { rfc3339, sleep } from "../../shared/time.js";
 import type { TenantNetwork } from "../network/network.js";
@@ -687,15 +687,6 @@ function wireStatus(phase: VmPhase): WireStatus {
   if (phase === "paused") return "Paused";
   if (phase === "stopped" || phase === "stopping") return "Stopped";
   return "Running";
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 /** Write a file inside a guest rootfs without following guest symlinks out of it. */
