@@ -1,0 +1,88 @@
+/**
+ * Issue 2 §3: the daemon's listener — Unix socket mode 0660, a stale socket file replaced, a
+ * socket answered by a live daemon refused; TCP with bearer auth and a 0600 token file
+ * (spec §1.1–§1.2). No VMs are needed (count: 0).
+ */
+import { expect } from "chai";
+import { promises as fs } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { stringify } from "yaml";
+import { request } from "../helpers/http.js";
+import { spawn } from "node:child_process";
+import { DAEMON_MAIN, TestDaemon, randomIsolatedRange } from "../helpers/daemon.js";
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+describe("tenant daemon listener (privileged)", function () {
+  const daemons: TestDaemon[] = [];
+  afterEach(async () => {
+    for (const d of daemons.splice(0)) await d.destroy();
+  });
+
+  it("replaces a stale socket file, serves with mode 0660, and a second daemon on the same socket is refused", async () => {
+    const d = await TestDaemon.create();
+    daemons.push(d);
+    // A stale socket: bound once, its server gone.
+    await new Promise<void>((resolve) => {
+      const s = net.createServer().listen(d.socketPath, () => s.close(() => resolve()));
+    });
+    await fs.writeFile(d.socketPath, "").catch(() => undefined);
+    await d.start();
+    expect((await fs.stat(d.socketPath)).mode & 0o777).to.equal(0o660);
+    const other = await TestDaemon.create();
+    daemons.push(other);
+    await fs.writeFile(other.configPath, (await fs.readFile(other.configPath, "utf8")).replace(other.socketPath, d.socketPath));
+    let err: Error | undefined;
+    try {
+      await other.start(20_000);
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(err?.message).to.match(/ERR_SOCKET_IN_USE/);
+    expect((await d.get("/healthz")).status, "the first daemon still serves").to.equal(200);
+  });
+
+  it("on TCP requires the bearer token (401 otherwise, /healthz open) and keeps it in a 0600 file", async () => {
+    const d = await TestDaemon.create();
+    daemons.push(d);
+    const port = await freePort();
+    await fs.writeFile(d.configPath, stringify({
+      config: { host_groups: [{ name: "sbox", count: 0, ram_mb: 256, storage_size: "128M", network: { mode: "isolated", range: randomIsolatedRange() } }], image: "debian-12", hypervisor: "oci", api: { bind_address: "127.0.0.1", port } },
+      paddock: { tenant_id: d.tenantId, state_dir: d.stateDir, run_dir: d.runDir },
+    }));
+    const target = { host: "127.0.0.1", port };
+    // TestDaemon.start polls the socket path; on TCP we poll the port ourselves.
+    const proc = spawn(process.execPath, [DAEMON_MAIN, "up", d.configPath], { stdio: ["ignore", "ignore", "pipe"] });
+    d.child = proc;
+    let stderr = "";
+    proc.stderr?.on("data", (c: Buffer) => (stderr += c.toString()));
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const ok = await request(target, "GET", "/healthz").then((r) => r.status === 200, () => false);
+      if (ok) break;
+      if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`daemon did not start: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const tokenFile = path.join(d.stateDir, "auth", "token");
+    expect((await fs.stat(tokenFile)).mode & 0o777).to.equal(0o600);
+    const token = (await fs.readFile(tokenFile, "utf8")).trim();
+    expect(token.length).to.be.greaterThan(30);
+    const anon = await request(target, "GET", "/nodes");
+    expect(anon.status).to.equal(401);
+    expect(anon.json).to.include({ code: "ERR_AUTH_REQUIRED" });
+    expect((await request(target, "GET", "/nodes", undefined, { authorization: "Bearer wrong" })).status).to.equal(401);
+    const ok = await request(target, "GET", "/nodes", undefined, { authorization: `Bearer ${token}` });
+    expect(ok.status).to.equal(200);
+    expect(ok.json).to.deep.equal([]);
+  });
+});
