@@ -39,7 +39,7 @@ export interface TenantView {
 /** Help text of `paddock tenant`. */
 export const TENANT_HELP = `usage: paddock tenant COMMAND [flags]
 
-  create [--id ID] [--template T] [--label k=v]... [--max-vms N] [--max-vcpu N]
+  create [--id ID] [--template T] [--image NAME] [--label k=v]... [--max-vms N] [--max-vcpu N]
          [--max-ram 16G] [--max-disk 200G] [--token-expires-in 720h] [--json]
   list [--status S] [--label k=v]... [--json]
   get ID [--json]
@@ -104,6 +104,7 @@ export function renderTenantDetails(t: TenantView): string {
     ["id", t.id],
     ["status", t.status_reason ? `${t.status ?? ""} (${t.status_reason})` : (t.status ?? "")],
     ["template", t.template ?? ""],
+    ...(typeof t.image === "string" ? [["image", t.image] as [string, string]] : []),
     ["socket", t.socket_path ?? ""],
     ["ranges", (t.ranges ?? []).map((r) => `${r.host_group}=${r.cidr}`).join(", ")],
     ["daemon", [t.daemon?.state, t.daemon?.pid === undefined ? undefined : `pid ${t.daemon.pid}`, t.daemon?.restarts === undefined ? undefined : `${t.daemon.restarts} restarts`, t.daemon?.uptime_seconds === undefined ? undefined : `up ${t.daemon.uptime_seconds}s`].filter(Boolean).join(", ")],
@@ -124,6 +125,7 @@ async function tenantCreate(ctx: CliContext, argv: string[]): Promise<number> {
     ...ADMIN_FLAGS,
     id: { type: "string" },
     template: { type: "string" },
+    image: { type: "string" },
     label: { type: "string", multiple: true },
     "max-vms": { type: "string" },
     "max-vcpu": { type: "string" },
@@ -135,6 +137,7 @@ async function tenantCreate(ctx: CliContext, argv: string[]): Promise<number> {
   const body: Record<string, unknown> = {};
   if (values.id !== undefined) body.id = values.id;
   if (values.template !== undefined) body.template = values.template;
+  if (values.image !== undefined) body.image = values.image;
   if (values.label?.length) body.labels = parseKeyValues(values.label, "--label");
   const limits: Record<string, number> = {};
   const maxVms = parseIntFlag(values["max-vms"], "--max-vms", { min: 0 });

@@ -59,6 +59,7 @@ export function tenantView(t: TenantRecord, tenants: TenantService): Record<stri
       ...(o.ramBytes !== undefined ? { ram_mb: o.ramBytes / 2 ** 20 } : {}),
       ...(o.storageSizeBytes !== undefined ? { storage_size: `${o.storageSizeBytes / 2 ** 20}M` } : {}),
     }])),
+    ...(t.image !== undefined ? { image: t.image } : {}),
     ranges: t.blocks.map((b) => ({ host_group: b.hostGroup, cidr: b.cidr })),
     socket_path: tenants.socketPath(t.id),
     daemon: {

@@ -67,6 +67,8 @@ export interface TenantRecord {
   labels: Record<string, string>;
   limits: LimitsRecord;
   overrides: HostGroupOverrides;
+  /** Image chosen at create instead of the template's `config.image`. */
+  image?: string;
   blocks: BlockRecord[];
   tokens: TokenRecord[];
   daemon: DaemonRecord;

@@ -16,7 +16,7 @@ import { ConfigReader } from "../shared/yaml-reader.js";
 import { allocateBlocks, poolComplement } from "./block-allocator.js";
 import type { SupervisorConfig } from "./supervisor-config.js";
 import { TenantRegistry, TENANT_STATUSES, type DaemonRecord, type LimitsRecord, type RegistryState, type TenantRecord, type TenantStatus } from "./tenant-registry.js";
-import { loadTemplate, readOverrides, renderTenantConfig, type TenantTemplate } from "./tenant-template.js";
+import { loadTemplate, readImageOverride, readOverrides, renderTenantConfig, type TenantTemplate } from "./tenant-template.js";
 import { issueToken, TokenIndex } from "./tokens.js";
 import { ManagedDaemon, type DaemonEvents } from "./process-manager.js";
 import { killDaemonGroup, readLogTail, type DaemonSpec } from "./daemon-process.js";
@@ -242,7 +242,7 @@ export class TenantService {
     return "t" + Array.from(bytes, (b) => alphabet[b % alphabet.length]).join("");
   }
 
-  private render(template: TenantTemplate, t: Pick<TenantRecord, "id" | "blocks" | "limits" | "overrides">): { text: string; config: TenantConfig } {
+  private render(template: TenantTemplate, t: Pick<TenantRecord, "id" | "blocks" | "limits" | "overrides" | "image">): { text: string; config: TenantConfig } {
     const blocks: Record<string, string> = {};
     for (const b of t.blocks) blocks[b.hostGroup] = b.cidr;
     return renderTenantConfig(template, {
@@ -254,9 +254,23 @@ export class TenantService {
       blocks,
       limits: t.limits,
       overrides: t.overrides,
+      ...(t.image !== undefined ? { image: t.image } : {}),
       deny: this.config.deny,
       foreignRanges: poolComplement(this.config.pool, t.blocks.map((b) => b.cidr)),
     });
+  }
+
+  /**
+   * The image store must hold `name` (`<imageDir>/<name>/image.json` and `rootfs/`), so a
+   * typo fails the create instead of the daemon's start.
+   * @throws PaddockError `ERR_IMAGE_NOT_FOUND` saying how to build it.
+   */
+  private async checkImage(name: string): Promise<void> {
+    const dir = path.join(this.config.imageDir, name);
+    const [info, rootfs] = await Promise.all([fs.stat(path.join(dir, "image.json")).catch(() => undefined), fs.stat(path.join(dir, "rootfs")).catch(() => undefined)]);
+    if (!info?.isFile() || !rootfs?.isDirectory()) {
+      throw new PaddockError("ERR_IMAGE_NOT_FOUND", `image ${JSON.stringify(name)} is not in the image store ${this.config.imageDir}; build it with \`paddock image build ${name}\``, { details: { image: name } });
+    }
   }
 
   private async writeConfig(id: string, text: string): Promise<void> {
@@ -274,7 +288,7 @@ export class TenantService {
    *   `ERR_NETWORK_EXHAUSTED`, `ERR_DAEMON_START_FAILED` (tenant kept as `failed`).
    */
   async create(body: Record<string, unknown>, who: Actor): Promise<{ tenant: TenantRecord; token: string; tokenId: string }> {
-    const known = ["id", "template", "labels", "limits", "host_groups", "token_expires_in_seconds"];
+    const known = ["id", "template", "labels", "limits", "host_groups", "image", "token_expires_in_seconds"];
     for (const k of Object.keys(body)) if (!known.includes(k)) throw new PaddockError("ERR_TENANT_INVALID", `unknown field ${JSON.stringify(k)} (known: ${known.join(", ")})`);
     if (body.id !== undefined && (typeof body.id !== "string" || !TENANT_ID_PATTERN.test(body.id))) {
       throw new PaddockError("ERR_TENANT_INVALID", "id: expected 1-12 characters of [a-z0-9] starting with a letter");
@@ -283,6 +297,8 @@ export class TenantService {
     const id = (body.id as string | undefined) ?? this.newTenantId();
     const template = await loadTemplate(this.config.templatesDir, (body.template as string | undefined) ?? this.config.defaultTemplate);
     const overrides = readOverrides(template, body.host_groups);
+    const image = readImageOverride(body.image);
+    if (image !== undefined) await this.checkImage(image);
     const limits = readLimits(body.limits, {}, false);
     const labels = readLabels(body.labels, {}, false);
     const expiresAt = readExpiry(body.token_expires_in_seconds === undefined ? {} : { expires_in_seconds: body.token_expires_in_seconds }, Date.now());
@@ -295,7 +311,7 @@ export class TenantService {
         const cidrs = allocateBlocks({ pool: this.config.pool, blockPrefix: this.config.blockPrefix, used, count: template.hostGroups.length });
         const now = new Date().toISOString();
         const record: TenantRecord = {
-          id, status: "provisioning", template: template.name, labels, limits, overrides,
+          id, status: "provisioning", template: template.name, labels, limits, overrides, ...(image !== undefined ? { image } : {}),
           blocks: template.hostGroups.map((g, i) => ({ hostGroup: g, cidr: cidrs[i] as string })),
           tokens: [{ id: issued.id, hash: issued.hash, createdAt: now, ...(expiresAt ? { expiresAt } : {}) }],
           daemon: { state: "stopped", restarts: 0 },

@@ -125,6 +125,25 @@ export function readOverrides(template: TenantTemplate, raw: unknown): HostGroup
   return out;
 }
 
+/** Image names the image store accepts (tenant-daemon/images/image-store.ts IMAGE_NAME_PATTERN). */
+const IMAGE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+/**
+ * Validate the optional `image` of a tenant create request: a name in the image store that
+ * replaces the template's `config.image` (e.g. an image built with
+ * `paddock image build debian-12-dev --packages gcc,python3`). Pure: existence is checked by
+ * the caller.
+ * @returns the name, or undefined when absent.
+ * @throws PaddockError `ERR_TENANT_INVALID` for a non-string or a name outside `[a-z0-9][a-z0-9._-]{0,62}`.
+ */
+export function readImageOverride(raw: unknown): string | undefined {
+  if (raw === undefined) return undefined;
+  if (typeof raw !== "string" || !IMAGE_NAME.test(raw)) {
+    throw new PaddockError("ERR_TENANT_INVALID", `image: expected the name of a local image ([a-z0-9][a-z0-9._-]*, see paddock image list), got ${JSON.stringify(raw)}`);
+  }
+  return raw;
+}
+
 /** Everything a rendering needs. */
 export interface RenderInput {
   tenantId: string;
@@ -136,6 +155,8 @@ export interface RenderInput {
   blocks: Record<string, string>;
   limits: LimitsRecord;
   overrides: HostGroupOverrides;
+  /** Replaces the template's `config.image` when set (see readImageOverride). */
+  image?: string;
   deny: readonly string[];
   foreignRanges: readonly string[];
 }
@@ -173,6 +194,7 @@ export function renderTenantConfig(template: TenantTemplate, input: RenderInput)
     }
     if (o?.storageSizeBytes !== undefined) g.storage_size = `${Math.floor(o.storageSizeBytes / 2 ** 20)}M`;
   }
+  if (input.image !== undefined) cfg.image = input.image;
   cfg.api = { bind_address: input.socketPath, auth: { enabled: false } };
   const limits: Record<string, number> = {};
   if (input.limits.maxVms !== undefined) limits.max_vms = input.limits.maxVms;

@@ -8,7 +8,7 @@ import { parseSupervisorConfig, parseListenAddress } from "../../supervisor/supe
 import { allocateBlocks, poolComplement } from "../../supervisor/block-allocator.js";
 import { TokenIndex, bearerToken, hashToken, hashesEqual, issueToken } from "../../supervisor/tokens.js";
 import { TenantRegistry } from "../../supervisor/tenant-registry.js";
-import { loadTemplate, parseTemplate, readOverrides, renderTenantConfig } from "../../supervisor/tenant-template.js";
+import { loadTemplate, parseTemplate, readImageOverride, readOverrides, renderTenantConfig } from "../../supervisor/tenant-template.js";
 import { parseYamlSafe } from "../../shared/yaml-reader.js";
 
 const TEMPLATES_DIR = path.resolve(import.meta.dirname, "../../../templates");
@@ -266,6 +266,19 @@ describe("supervisor templates", () => {
     expect(config.hostGroups[0]).to.deep.include({ vcpu: 2, ramBytes: 2 ** 30, storageSizeBytes: 4 * 2 ** 30 });
     for (const bad of [{ sbox: { vcpu: 64 } }, { sbox: { count: 5 } }, { ctrl: { vcpu: 1 } }, { sbox: { storage_size: "1T" } }]) {
       expect(() => readOverrides(t, bad), JSON.stringify(bad)).to.throw().with.property("code", "ERR_TENANT_INVALID");
+    }
+  });
+
+  it("an image chosen at create replaces the template's config.image; bad names are ERR_TENANT_INVALID", async () => {
+    const t = await loadTemplate(TEMPLATES_DIR, "sandbox");
+    expect(renderTenantConfig(t, input({ sbox: "169.254.8.0/22" })).config.image).to.equal("debian-12");
+    expect(readImageOverride(undefined)).to.equal(undefined);
+    const image = readImageOverride("debian-12-dev");
+    const { text, config } = renderTenantConfig(t, { ...input({ sbox: "169.254.8.0/22" }), image });
+    expect(config.image).to.equal("debian-12-dev");
+    expect(text).to.include("image: debian-12-dev");
+    for (const bad of [42, "", "../debian-12", "ghcr.io/openfaasltd/slicer-systemd:latest", "Debian"]) {
+      expect(() => readImageOverride(bad), JSON.stringify(bad)).to.throw().with.property("code", "ERR_TENANT_INVALID");
     }
   });
 
