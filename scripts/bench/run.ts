@@ -1,102 +1,226 @@
 /**
- * `npm run bench`: latency and footprint of a real tenant daemon with real runc VMs (issues 2,
- * 3, 6). Repeated runs, p50/p95, the machine named; writes bench-results/<date>.json and .md.
- * Never part of `npm test`. Root only. Loopback and Unix sockets only.
+ * `npm run bench` (issue 6): Paddock's latency, throughput and footprint, each figure side by
+ * side with its baseline in one run — repeated samples, p50/p95/p99 and spread, the machine
+ * and its load named — written to bench-results/<stamp>.json, .md (tables, targets met or
+ * missed with the measured cause) and .svg (chart). Never part of `npm test`. Root only;
+ * loopback and Unix sockets only; everything started is stopped by pid and purged, and
+ * scripts/leaks.sh is run for every tenant id created.
  *
- *   node dist/scripts/bench/run.js [--n 10] [--network]
+ *   node dist/scripts/bench/run.js [--n 10] [--full] [--only 1,2,3] [--load-seconds 2]
+ *                                  [--load-repeats 2] [--mb 100] [--network]
+ *
+ * Figures: 1 create → agent ready vs runc run · 2 exec vs runc exec vs nsenter · 3 gateway vs
+ * direct vs nginx · 4 streaming · 5 cp vs cat · 6 tenant provisioning · 7 footprint · 8 scale.
+ * Modules: lib/ (stats, machine, processes, HTTP load, runc floors, supervisor lab, nginx,
+ * report, chart), figures/ (one per figure).
  */
-import { promises as fs } from "node:fs";
-import os from "node:os";
+import { promises as fs, existsSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { spawn } from "node:child_process";
-import { TestDaemon, PROJECT_ROOT, randomIsolatedRange } from "../../test/helpers/daemon.js";
+import crypto from "node:crypto";
+import { PROJECT_ROOT, loopDevicesUnder, mountsUnder } from "../../test/helpers/daemon.js";
+import { run } from "../../shared/exec.js";
+import { startDaemonLab, type BenchOptions, type DaemonLab } from "./lib/context.js";
+import { describeMachine, LoadSampler } from "./lib/machine.js";
+import { renderMarkdown, type BenchReport, type FigureResult, type Row } from "./lib/report.js";
+import { renderSvgChart } from "./lib/svg-chart.js";
+import { SupervisorLab, type LabTenant } from "./lib/supervisor-lab.js";
+import { ensureNginx, NginxProxy } from "./lib/nginx.js";
+import { request } from "../../test/helpers/http.js";
+import { nowMs } from "./lib/stats.js";
+import { figureCreate } from "./figures/create-latency.js";
+import { figureExec } from "./figures/exec-latency.js";
+import { figureCopy } from "./figures/copy.js";
+import { figureScale } from "./figures/scale.js";
+import { vmFootprint } from "./figures/footprint-vms.js";
+import { figureProvisioning } from "./figures/provisioning.js";
+import { figureGateway } from "./figures/gateway-overhead.js";
+import { figureStreaming } from "./figures/streaming.js";
 
-interface Figure { name: string; unit: string; samples: number[]; p50: number; p95: number; target?: string }
+const TITLES: Record<number, string> = {
+  1: "Sandbox create → agent ready (wait=agent) vs runc run",
+  2: "Buffered exec /bin/true: socket vs runc exec vs nsenter",
+  3: "Gateway overhead: direct socket vs supervisor gateway vs nginx",
+  4: "Streaming: exec writing to stdout",
+  5: "cp in and out vs cat through runc exec",
+  6: "Tenant provisioning",
+  7: "Footprint: supervisor, tenant daemons, VMs",
+  8: "Scale: concurrent creates in one tenant",
+};
 
-function pct(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? NaN;
+function log(msg: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 }
-function figure(name: string, unit: string, samples: number[], target?: string): Figure {
-  return { name, unit, samples, p50: pct(samples, 0.5), p95: pct(samples, 0.95), ...(target ? { target } : {}) };
-}
-async function rssBytes(pid: number): Promise<number> {
-  const status = await fs.readFile(`/proc/${pid}/status`, "utf8");
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) * 1024;
-}
-async function timed<T>(fn: () => Promise<T>): Promise<[number, T]> {
-  const t = process.hrtime.bigint();
-  const v = await fn();
-  return [Number(process.hrtime.bigint() - t) / 1e6, v];
+
+/** Run one figure; a failure becomes a figure with `error` so the rest still report. */
+async function measure(num: number, opts: BenchOptions, out: FigureResult[], fn: () => Promise<FigureResult>): Promise<void> {
+  if (opts.only && !opts.only.has(num)) return;
+  log(`figure ${num}: ${TITLES[num]}`);
+  const t0 = nowMs();
+  try {
+    const f = await fn();
+    f.wallMs = nowMs() - t0;
+    out.push(f);
+  } catch (err) {
+    log(`figure ${num} failed: ${(err as Error).stack ?? String(err)}`);
+    out.push({ num, title: TITLES[num] ?? "", rows: [], targets: [], notes: [], error: (err as Error).message.slice(0, 1000), wallMs: nowMs() - t0 });
+  }
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { n: { type: "string", default: "10" }, network: { type: "boolean", default: false } } });
-  const n = Number(values.n);
-  const figures: Figure[] = [];
-  const d = await TestDaemon.create({ hostGroups: [{ name: "bench", count: 0, vcpu: 1, ram_mb: 512, storage: "image", storage_size: "256M", network: { mode: "isolated", range: randomIsolatedRange() } }] });
-  try {
-    await d.start();
-    await new Promise((r) => setTimeout(r, 1000));
-    const idleRss = await rssBytes(d.child?.pid as number);
-    const create: number[] = [], createWait: number[] = [], del: number[] = [], exec: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const [ms, r] = await timed(() => d.post("/hostgroup/bench/nodes", {}));
-      if (r.status !== 201) throw new Error(`create failed: ${r.text}`);
-      create.push(ms);
-      const h = (r.json as { hostname: string }).hostname;
-      const [dms] = await timed(() => d.del(`/hostgroup/bench/nodes/${h}`));
-      del.push(dms);
+  const { values } = parseArgs({
+    options: {
+      n: { type: "string", default: "10" },
+      full: { type: "boolean", default: false },
+      only: { type: "string" },
+      "load-seconds": { type: "string", default: "2" },
+      "load-repeats": { type: "string", default: "2" },
+      mb: { type: "string", default: "100" },
+      network: { type: "boolean", default: false },
+    },
+  });
+  const imageDir = process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images";
+  if (process.getuid?.() !== 0) throw new Error("npm run bench needs root (runc, mounts, netns)");
+  if (!existsSync(path.join(imageDir, "debian-12", "rootfs"))) throw new Error(`no base image at ${imageDir}/debian-12 (run scripts/setup.sh)`);
+  const opts: BenchOptions = {
+    n: Number(values.n),
+    full: values.full ?? false,
+    loadSeconds: Number(values["load-seconds"]),
+    loadRepeats: Number(values["load-repeats"]),
+    mb: Number(values.mb),
+    only: values.only ? new Set(values.only.split(",").map(Number)) : undefined,
+    imageDir,
+  };
+  const wants = (...nums: number[]): boolean => !opts.only || nums.some((x) => opts.only?.has(x));
+  const startedAt = new Date().toISOString();
+  const load = new LoadSampler(5000);
+  const machine = await describeMachine();
+  log(`machine: ${machine.cpuModel}, ${machine.cores} cores; load ${machine.kernel}; options ${JSON.stringify({ ...opts, only: values.only ?? "all" })}`);
+  const figures: FigureResult[] = [];
+  const tenantIds: string[] = [];
+  const tempDirs: string[] = [];
+  let vmFoot: { rows: Row[]; notes: string[] } | undefined;
+  let tenantFoot: { rows: Row[]; notes: string[] } | undefined;
+
+  // Phase A: one tenant daemon (no supervisor) with a probe VM: figures 1, 2, 5, 7 (VMs), 8.
+  if (wants(1, 2, 5, 7, 8)) {
+    let lab: DaemonLab | undefined;
+    try {
+      log("starting a tenant daemon with a probe VM");
+      lab = await startDaemonLab();
+      tenantIds.push(lab.d.tenantId);
+      tempDirs.push(lab.d.dir);
+      const l = lab;
+      await measure(1, opts, figures, () => figureCreate(l, opts));
+      await measure(2, opts, figures, () => figureExec(l, opts));
+      await measure(5, opts, figures, () => figureCopy(l, opts));
+      if (wants(7)) {
+        log("figure 7 (VM half): footprint at 1 and 10 VMs");
+        vmFoot = await vmFootprint(l, opts, l.idleRssBytes).catch((err: unknown) => ({ rows: [], notes: [`VM footprint not measured: ${(err as Error).message}`] }));
+      }
+      await measure(8, opts, figures, () => figureScale(l, opts));
+    } catch (err) {
+      log(`daemon lab failed: ${(err as Error).stack ?? String(err)}`);
+      for (const num of [1, 2, 5, 8]) if (wants(num) && !figures.some((f) => f.num === num)) figures.push({ num, title: TITLES[num] ?? "", rows: [], targets: [], notes: [], error: `daemon lab: ${(err as Error).message}` });
+    } finally {
+      if (lab) {
+        log("destroying the tenant daemon (stop + purge)");
+        await lab.d.destroy();
+      }
     }
-    const agentRss: number[] = [];
-    let keep = "";
-    for (let i = 0; i < n; i++) {
-      const [ms, r] = await timed(() => d.post("/hostgroup/bench/nodes?wait=agent&timeout=60s", {}));
-      if (r.status !== 201) throw new Error(`create wait=agent failed: ${r.text}`);
-      createWait.push(ms);
-      const h = (r.json as { hostname: string }).hostname;
-      const pids = await d.post(`/vm/${h}/exec?cmd=/bin/cat&args=/proc/1/status&buffered=true&uid=0`);
-      void pids;
-      if (i < n - 1) await d.del(`/hostgroup/bench/nodes/${h}`);
-      else keep = h;
-    }
-    for (let i = 0; i < 3 * n; i++) {
-      const [ms, r] = await timed(() => d.post(`/vm/${keep}/exec?cmd=/bin/true&buffered=true`));
-      if (r.status !== 200) throw new Error(`exec failed: ${r.text}`);
-      exec.push(ms);
-    }
-    const agent = await d.post(`/vm/${keep}/exec?cmd=/bin/sh&args=-c&args=${encodeURIComponent("grep VmRSS /proc/[0-9]*/status | sort -k2 -n | tail -1")}&buffered=true&uid=0`);
-    const kb = Number(/VmRSS:\s+(\d+)/.exec(String((agent.json as { stdout?: string }).stdout))?.[1] ?? NaN);
-    agentRss.push(kb * 1024);
-    figures.push(
-      figure("create (no wait) → Running", "ms", create),
-      figure("create wait=agent → ready", "ms", createWait, "p50 ≤ 150 ms (issue 6)"),
-      figure("delete", "ms", del),
-      figure("buffered exec /bin/true via socket", "ms", exec, "p50 < 15 ms (issue 6)"),
-      figure("daemon idle RSS", "MiB", [idleRss / 2 ** 20]),
-      figure("agent RSS per VM", "MiB", agentRss.map((b) => b / 2 ** 20)),
-    );
-  } finally {
-    await d.destroy();
   }
-  const machine = { cpu: os.cpus()[0]?.model ?? "?", cores: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version, load1: os.loadavg()[0] ?? 0 };
-  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+
+  // Phase B: a real supervisor (`paddock up`): figures 6, 7 (tenants), 3, 4.
+  if (wants(3, 4, 6, 7)) {
+    let sup: SupervisorLab | undefined;
+    let nginx: NginxProxy | undefined;
+    let loadTenant: LabTenant | undefined;
+    try {
+      let nginxNote = "";
+      if (wants(3, 4)) nginxNote = await ensureNginx();
+      log(`starting the supervisor (paddock up)${nginxNote ? `; ${nginxNote}` : ""}`);
+      sup = await SupervisorLab.start(imageDir);
+      tempDirs.push(sup.dir);
+      const s = sup;
+      if (wants(6, 7)) {
+        await measure(6, opts, figures, async () => {
+          const r = await figureProvisioning(s, opts);
+          tenantFoot = r.footprint;
+          return r.figure;
+        });
+      }
+      if (wants(3, 4)) {
+        log("creating the load tenant and its VM");
+        const id = `bl${crypto.randomBytes(3).toString("hex")}`;
+        loadTenant = (await s.createTenant(id)).tenant;
+        const gw = s.gateway(loadTenant.token);
+        const v = await request({ host: gw.host as string, port: gw.port as number }, "POST", "/hostgroup/sbox/nodes?wait=agent&timeout=120s", "{}", { ...gw.headers, "content-type": "application/json" });
+        if (v.status !== 201) throw new Error(`load VM create failed (${v.status}): ${v.text}`);
+        const vm = (v.json as { hostname: string }).hostname;
+        nginx = await NginxProxy.start(loadTenant.socketPath);
+        const ng = nginx;
+        const targets = { direct: { name: "direct", socketPath: loadTenant.socketPath }, gateway: gw, nginx: ng.target() };
+        const daemonPid = await s.daemonPid(id);
+        await measure(3, opts, figures, () => figureGateway(targets, vm, { supervisor: s.pid, daemon: daemonPid, nginx: () => ng.workerPids() }, opts));
+        await measure(4, opts, figures, () => figureStreaming(targets, vm, `pdk-${id}-${vm}`, opts));
+      }
+    } catch (err) {
+      log(`supervisor lab failed: ${(err as Error).stack ?? String(err)}`);
+      for (const num of [3, 4, 6]) if (wants(num) && !figures.some((f) => f.num === num)) figures.push({ num, title: TITLES[num] ?? "", rows: [], targets: [], notes: [], error: `supervisor lab: ${(err as Error).message}` });
+    } finally {
+      if (nginx) await nginx.stop();
+      if (sup) {
+        if (loadTenant) await sup.deleteTenant(loadTenant.id).catch(() => undefined);
+        log("stopping the supervisor");
+        tenantIds.push(...sup.createdIds);
+        await sup.stop();
+      }
+    }
+  }
+
+  if (wants(7)) {
+    figures.push({
+      num: 7,
+      title: TITLES[7] as string,
+      rows: [...(tenantFoot?.rows ?? []), ...(vmFoot?.rows ?? [])],
+      targets: [],
+      notes: [...(tenantFoot?.notes ?? ["tenant half not measured"]), ...(vmFoot?.notes ?? ["VM half not measured"]), "RSS counts shared pages (the node binary, libraries) in every process; PSS divides them among the sharers."],
+    });
+  }
+  figures.sort((a, b) => a.num - b.num);
+
+  // Leak check: scripts/leaks.sh per tenant id, plus our floor containers and temp-dir mounts.
+  const leaks: Record<string, string> = {};
+  for (const id of tenantIds) {
+    const r = await run("bash", [path.join(PROJECT_ROOT, "scripts/leaks.sh"), "--tenant", id], { allowFailure: true });
+    leaks[id] = r.exitCode === 0 ? "" : r.stdout.trim();
+  }
+  const floors = (await run("runc", ["list", "-q"], { allowFailure: true })).stdout.split("\n").filter((x) => x.startsWith("bfloor-"));
+  const dirMounts: string[] = [];
+  for (const d of tempDirs) dirMounts.push(...(await mountsUnder(d)), ...(await loopDevicesUnder(d)));
+  leaks["floor containers and temp-dir mounts"] = [...floors, ...dirMounts].join("\n");
+
+  const report: BenchReport = {
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    command: `npm run bench -- ${process.argv.slice(2).join(" ")}`.trim(),
+    options: { ...opts, only: values.only ?? "all" },
+    machine,
+    load: load.stop(),
+    figures,
+    leaks,
+  };
+  const stamp = startedAt.replace(/[:.]/g, "-");
   const outDir = path.join(PROJECT_ROOT, "bench-results");
   await fs.mkdir(outDir, { recursive: true });
-  const md = [
-    `# Paddock benchmark ${new Date().toISOString()}`,
-    "",
-    `Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memGiB} GiB, kernel ${machine.kernel}, node ${machine.node}, load1 at end ${machine.load1.toFixed(2)}. n=${n}.`,
-    "",
-    "| figure | p50 | p95 | unit | target |",
-    "|---|---|---|---|---|",
-    ...figures.map((f) => `| ${f.name} | ${f.p50.toFixed(1)} | ${f.p95.toFixed(1)} | ${f.unit} | ${f.target ?? ""} |`),
-    "",
-  ].join("\n");
-  await fs.writeFile(path.join(outDir, `${stamp}.json`), JSON.stringify({ machine, figures }, null, 2));
+  const svgName = `${stamp}.svg`;
+  const md = renderMarkdown(report, svgName);
+  await fs.writeFile(path.join(outDir, `${stamp}.json`), JSON.stringify(report, null, 2));
   await fs.writeFile(path.join(outDir, `${stamp}.md`), md);
-  process.stdout.write(md);
+  await fs.writeFile(path.join(outDir, svgName), renderSvgChart(report));
+  process.stdout.write(md + "\n");
+  log(`wrote bench-results/${stamp}.{json,md,svg}`);
   if (values.network) {
     await new Promise<void>((resolve) => spawn(process.execPath, [path.join(PROJECT_ROOT, "dist/scripts/bench/network-bench.js")], { stdio: "inherit" }).once("exit", () => resolve()));
   }

@@ -1,0 +1,140 @@
+/**
+ * Figure 1: sandbox create → agent ready (`wait=agent`) against the floor, `runc run` of an
+ * identical bundle (lib/runc-floor.ts) running tini → /bin/true. Also measured, to name the
+ * cause of a miss: each runc call on its own (create, start, state, delete), the storage set-up
+ * a Paddock VM adds (sparse ext4 + mkfs + loop mount + overlay), and node's start-up inside a
+ * sandbox (the guest agent is a node process).
+ * Target (issue 6): p50 ≤ 2× the floor and < 150 ms.
+ */
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { run } from "../../../shared/exec.js";
+import { GUEST_NODE_PATH } from "../../../tenant-daemon/runtime/oci-spec.js";
+import { BENCH_GROUP, deleteVm, type BenchOptions, type DaemonLab } from "../lib/context.js";
+import { FloorBundle, runcExec } from "../lib/runc-floor.js";
+import { fmt, row, type FigureResult } from "../lib/report.js";
+import { nowMs, timed } from "../lib/stats.js";
+
+/** Storage set-up of one Paddock VM, step by step (same commands as tenant-daemon/storage/vm-disk.ts). */
+async function storageSteps(dir: string, lower: string, sizeBytes: number): Promise<{ mkfsMs: number; mountMs: number; umountMs: number }> {
+  const img = path.join(dir, "disk.img");
+  const disk = path.join(dir, "disk");
+  const root = path.join(dir, "rootfs");
+  await fs.mkdir(disk, { recursive: true });
+  await fs.mkdir(root, { recursive: true });
+  const t0 = nowMs();
+  const h = await fs.open(img, "w");
+  await h.truncate(sizeBytes);
+  await h.close();
+  await run("mkfs.ext4", ["-q", "-F", "-m", "0", "-L", "paddock-vm", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", img]);
+  const mkfsMs = nowMs() - t0;
+  const t1 = nowMs();
+  await run("mount", ["-t", "ext4", "-o", "loop,noatime", img, disk]);
+  await fs.mkdir(path.join(disk, "upper"));
+  await fs.mkdir(path.join(disk, "work"));
+  await run("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${disk}/upper,workdir=${disk}/work`, root]);
+  const mountMs = nowMs() - t1;
+  const t2 = nowMs();
+  await run("umount", [root]);
+  await run("umount", [disk]);
+  const umountMs = nowMs() - t2;
+  await fs.rm(img, { force: true });
+  await fs.rm(disk, { recursive: true, force: true });
+  await fs.rm(root, { recursive: true, force: true });
+  return { mkfsMs, mountMs, umountMs };
+}
+
+export async function figureCreate(lab: DaemonLab, opts: BenchOptions): Promise<FigureResult> {
+  const { d } = lab;
+  const n = opts.n;
+  const waitAgent: number[] = [];
+  const noWait: number[] = [];
+  const del: number[] = [];
+  // Warm-up (page cache, first-use paths); not counted.
+  const [, w] = await timed(() => d.post(`/hostgroup/${BENCH_GROUP}/nodes?wait=agent&timeout=120s`, {}));
+  if (w.status !== 201) throw new Error(`warm-up create failed: ${w.text}`);
+  await deleteVm(d, (w.json as { hostname: string }).hostname);
+  for (let i = 0; i < n; i++) {
+    const [ms, r] = await timed(() => d.post(`/hostgroup/${BENCH_GROUP}/nodes?wait=agent&timeout=120s`, {}));
+    if (r.status !== 201) throw new Error(`create wait=agent failed: ${r.text}`);
+    waitAgent.push(ms);
+    const [dms] = await timed(() => deleteVm(d, (r.json as { hostname: string }).hostname));
+    del.push(dms);
+  }
+  for (let i = 0; i < n; i++) {
+    const [ms, r] = await timed(() => d.post(`/hostgroup/${BENCH_GROUP}/nodes`, {}));
+    if (r.status !== 201) throw new Error(`create failed: ${r.text}`);
+    noWait.push(ms);
+    await deleteVm(d, (r.json as { hostname: string }).hostname);
+  }
+
+  const floor = await FloorBundle.prepare(path.join(opts.imageDir, "debian-12", "rootfs"));
+  const floorRun: number[] = [];
+  const steps = { create: [] as number[], start: [] as number[], state: [] as number[], del: [] as number[] };
+  const storage = { mkfs: [] as number[], mount: [] as number[], umount: [] as number[] };
+  try {
+    await floor.runOnce();
+    for (let i = 0; i < n; i++) floorRun.push(await floor.runOnce());
+    for (let i = 0; i < n; i++) {
+      const s = await floor.steps();
+      steps.create.push(s.createMs);
+      steps.start.push(s.startMs);
+      steps.state.push(s.stateMs);
+      steps.del.push(s.deleteMs);
+    }
+    const sdir = await fs.mkdtemp("/tmp/pdkstor-");
+    try {
+      for (let i = 0; i < Math.min(n, 5); i++) {
+        const s = await storageSteps(sdir, path.join(opts.imageDir, "debian-12", "rootfs"), 2 ** 30);
+        storage.mkfs.push(s.mkfsMs);
+        storage.mount.push(s.mountMs);
+        storage.umount.push(s.umountMs);
+      }
+    } finally {
+      await run("umount", [path.join(sdir, "rootfs")], { allowFailure: true }).catch(() => undefined);
+      await run("umount", [path.join(sdir, "disk")], { allowFailure: true }).catch(() => undefined);
+      await fs.rm(sdir, { recursive: true, force: true });
+    }
+  } finally {
+    await floor.dispose();
+  }
+  const nodeStart: number[] = [];
+  const trueExec: number[] = [];
+  for (let i = 0; i < n; i++) {
+    nodeStart.push((await runcExec(lab.probeContainer, [GUEST_NODE_PATH, "-e", "0"])).ms);
+    trueExec.push((await runcExec(lab.probeContainer, ["/bin/true"])).ms);
+  }
+
+  const rows = [
+    row("f1.wait-agent", "Paddock: POST nodes?wait=agent → agent ready", "ms", "paddock", waitAgent, { vs: "f1.floor" }),
+    row("f1.floor", "floor: runc run (same bundle, tini → /bin/true)", "ms", "baseline", floorRun),
+    row("f1.no-wait", "Paddock: POST nodes (no wait) → 201", "ms", "info", noWait, { vs: "f1.floor" }),
+    row("f1.delete", "Paddock: DELETE node", "ms", "info", del),
+    row("f1.runc-create", "cause: runc create (floor bundle)", "ms", "cause", steps.create),
+    row("f1.runc-start", "cause: runc start", "ms", "cause", steps.start),
+    row("f1.runc-state", "cause: runc state (one call)", "ms", "cause", steps.state),
+    row("f1.runc-delete", "cause: runc delete -f", "ms", "cause", steps.del),
+    row("f1.mkfs", "cause: storage: truncate 1 GiB + mkfs.ext4", "ms", "cause", storage.mkfs),
+    row("f1.mount", "cause: storage: loop mount + overlay mount", "ms", "cause", storage.mount),
+    row("f1.node-start", "cause: runc exec node -e 0 in a sandbox", "ms", "cause", nodeStart, { vs: "f1.true-exec" }),
+    row("f1.true-exec", "cause: runc exec /bin/true in a sandbox", "ms", "cause", trueExec),
+  ];
+  const by = (id: string): number => rows.find((r) => r.id === id)?.summary.p50 ?? NaN;
+  const p50 = by("f1.wait-agent");
+  const fl = by("f1.floor");
+  const cause =
+    `p50 ${fmt(p50)} ms vs floor ${fmt(fl)} ms; per call measured: runc create ${fmt(by("f1.runc-create"))} + start ${fmt(by("f1.runc-start"))} + ` +
+    `state ${fmt(by("f1.runc-state"))} + delete ${fmt(by("f1.runc-delete"))} ms; storage mkfs ${fmt(by("f1.mkfs"))} + mounts ${fmt(by("f1.mount"))} ms; ` +
+    `node start-up in a sandbox ≈ ${fmt(by("f1.node-start") - by("f1.true-exec"))} ms (runc exec node −e 0 minus runc exec /bin/true) before the agent can listen`;
+  return {
+    num: 1,
+    title: "Sandbox create → agent ready (wait=agent) vs runc run",
+    rows,
+    targets: [
+      { text: "create wait=agent p50 ≤ 2× floor (runc run)", met: p50 <= 2 * fl, measured: `${fmt(p50)} ms vs 2 × ${fmt(fl)} = ${fmt(2 * fl)} ms (${(p50 / fl).toFixed(2)}×)`, ...(p50 <= 2 * fl ? {} : { cause }) },
+      { text: "create wait=agent p50 < 150 ms", met: p50 < 150, measured: `${fmt(p50)} ms`, ...(p50 < 150 ? {} : { cause }) },
+    ],
+    notes: [`n=${n} each after one warm-up; creates in sequence, each deleted before the next; the floor bundle is rendered by renderOciSpec (same binds, namespaces, cgroup limits) over an overlay of the debian-12 image, with a fresh netns instead of Paddock's prepared one.`],
+    chartLines: [{ unit: "ms", value: 150, label: "150 ms target" }, { unit: "ms", value: 2 * fl, label: "2× floor" }],
+  };
+}

@@ -1,0 +1,91 @@
+/**
+ * Figure 3: the supervisor gateway's overhead — `GET /nodes` and a buffered exec of /bin/true
+ * sent directly on the tenant's Unix socket, through the gateway (loopback TCP, Bearer token)
+ * and through nginx proxying to the same socket; requests/s and p50/p99 latency at 1, 16 and
+ * 64 concurrent clients (closed loop, lib/http-load.ts), repeated, the three targets
+ * interleaved. CPU used by the client, the supervisor, the tenant daemon and nginx during each
+ * cell is recorded so a miss can be traced to the process that ran out of CPU.
+ * Target (issue 6): gateway ≥ 80 % of direct throughput and ≤ 1 ms added p50.
+ */
+import type { BenchOptions } from "../lib/context.js";
+import { closedLoop, type HttpTarget } from "../lib/http-load.js";
+import { cpuMs } from "../lib/procs.js";
+import { fmt, row, type FigureResult, type Row, type TargetResult } from "../lib/report.js";
+import { nowMs, summarize } from "../lib/stats.js";
+
+/** The processes whose CPU is watched, by role. */
+export interface WatchedPids {
+  supervisor: number;
+  daemon: number;
+  nginx: () => Promise<number[]>;
+}
+
+const CONCURRENCY = [1, 16, 64];
+
+export async function figureGateway(targets: { direct: HttpTarget; gateway: HttpTarget; nginx: HttpTarget }, vm: string, pids: WatchedPids, opts: BenchOptions): Promise<FigureResult> {
+  const endpoints = [
+    { key: "nodes", label: "GET /nodes", method: "GET", path: "/nodes" },
+    { key: "exec", label: "exec /bin/true", method: "POST", path: `/vm/${vm}/exec?cmd=%2Fbin%2Ftrue&buffered=true` },
+  ];
+  const rows: Row[] = [];
+  const latencyRows: Row[] = [];
+  const targetsOut: TargetResult[] = [];
+  const notes: string[] = [];
+  const durationMs = opts.loadSeconds * 1000;
+  for (const ep of endpoints) {
+    for (const c of CONCURRENCY) {
+      const rps: Record<string, number[]> = { direct: [], gateway: [], nginx: [] };
+      const lat: Record<string, number[]> = { direct: [], gateway: [], nginx: [] };
+      const errs: Record<string, number> = { direct: 0, gateway: 0, nginx: 0 };
+      const cpu: Record<string, Record<string, number[]>> = {};
+      for (let rep = 0; rep < opts.loadRepeats; rep++) {
+        for (const name of ["direct", "gateway", "nginx"] as const) {
+          const ng = await pids.nginx();
+          const watched: Record<string, number[]> = { supervisor: [pids.supervisor], daemon: [pids.daemon], nginx: ng };
+          const before: Record<string, number> = {};
+          for (const [k, ps] of Object.entries(watched)) before[k] = (await Promise.all(ps.map(cpuMs))).reduce((a, b) => a + b, 0);
+          const t0 = nowMs();
+          const r = await closedLoop(targets[name], ep.method, ep.path, c, durationMs);
+          const wall = nowMs() - t0;
+          const cpuCell: Record<string, number> = { client: r.clientCpu };
+          for (const [k, ps] of Object.entries(watched)) cpuCell[k] = ((await Promise.all(ps.map(cpuMs))).reduce((a, b) => a + b, 0) - (before[k] ?? 0)) / wall;
+          rps[name]?.push(r.rps);
+          lat[name]?.push(...r.latenciesMs);
+          errs[name] = (errs[name] ?? 0) + r.errors;
+          if (r.errors) notes.push(`${ep.label} c=${c} ${name}: ${r.errors} non-200 (${JSON.stringify(r.failures)})`);
+          cpu[name] ??= {};
+          for (const [k, v] of Object.entries(cpuCell)) ((cpu[name] as Record<string, number[]>)[k] ??= []).push(v);
+        }
+      }
+      for (const name of ["direct", "gateway", "nginx"] as const) {
+        const id = `f3.${ep.key}.c${c}.${name}`;
+        const role = name === "gateway" ? "paddock" : "baseline";
+        const label = `${ep.label}, ${c} client${c > 1 ? "s" : ""}, ${name === "direct" ? "direct socket" : name}`;
+        rows.push(row(`${id}.rps`, label, "req/s", role, rps[name] ?? [], { higherIsBetter: true, ...(name === "direct" ? {} : { vs: `f3.${ep.key}.c${c}.direct.rps` }) }));
+        latencyRows.push(row(`${id}.lat`, label, "ms", role, lat[name] ?? [], name === "direct" ? {} : { vs: `f3.${ep.key}.c${c}.direct.lat` }));
+      }
+      const med = (xs: number[] | undefined): number => summarize(xs ?? []).p50;
+      const dR = med(rps.direct), gR = med(rps.gateway);
+      const dL = summarize(lat.direct ?? []).p50, gL = summarize(lat.gateway ?? []).p50, nL = summarize(lat.nginx ?? []).p50;
+      const cpuText = (name: string): string => Object.entries(cpu[name] ?? {}).map(([k, v]) => `${k} ${Math.round(med(v) * 100)}%`).join(", ");
+      notes.push(`${ep.label}, ${c} clients — CPU (share of one core; 2 cores in all): direct [${cpuText("direct")}]; gateway [${cpuText("gateway")}]; nginx [${cpuText("nginx")}]`);
+      const rpsMet = gR >= 0.8 * dR;
+      const latMet = gL - dL <= 1;
+      const cause = `with the gateway the supervisor process used ${Math.round(med(cpu.gateway?.supervisor) * 100)}% of a core, the daemon ${Math.round(med(cpu.gateway?.daemon) * 100)}%, the client ${Math.round(med(cpu.gateway?.client) * 100)}% (2 cores shared); nginx on the same path adds ${fmt(nL - dL)} ms p50 and reaches ${Math.round((med(rps.nginx) / dR) * 100)}% of direct`;
+      targetsOut.push(
+        { text: `${ep.label} @${c}: gateway ≥ 80% of direct req/s`, met: rpsMet, measured: `${fmt(gR)} vs ${fmt(dR)} req/s (${Math.round((gR / dR) * 100)}%)`, ...(rpsMet ? {} : { cause }) },
+        { text: `${ep.label} @${c}: gateway adds ≤ 1 ms p50`, met: latMet, measured: `+${fmt(gL - dL)} ms (${fmt(gL)} vs ${fmt(dL)} ms)`, ...(latMet ? {} : { cause }) },
+      );
+    }
+  }
+  return {
+    num: 3,
+    title: "Gateway overhead: direct socket vs supervisor gateway vs nginx",
+    rows: [...rows, ...latencyRows],
+    targets: targetsOut,
+    notes: [
+      `Closed loop: each client sends its next request when the previous answer is read, keep-alive connections, ${opts.loadSeconds} s per cell × ${opts.loadRepeats} repeats, targets interleaved; req/s rows summarize the repeats, latency rows pool every request. nginx: 1 worker, no upstream keep-alive (as the gateway), no buffering.`,
+      ...notes,
+    ],
+  };
+}

@@ -1,0 +1,108 @@
+/**
+ * Figure 6: tenant provisioning through the supervisor's admin API — `POST /admin/v1/tenants`
+ * until the new tenant's `GET /nodes` answers 200 through the gateway — for N tenants in
+ * sequence and N tenants C at a time (10 and 5 by default; 50 and 10 with `--full`), and the
+ * admin DELETE of each. Context row: node's own start-up (`node -e 0`), the floor of any
+ * daemon process.
+ * Figure 7, tenant half (measured on the way): supervisor RSS at 0, 1 and N tenants, each
+ * idle tenant daemon's RSS and PSS, and how they grow per tenant.
+ */
+import crypto from "node:crypto";
+import type { BenchOptions } from "../lib/context.js";
+import type { SupervisorLab } from "../lib/supervisor-lab.js";
+import { mib, pssBytes, rssBytes, spawnTimed } from "../lib/procs.js";
+import { fmt, row, type FigureResult, type Row } from "../lib/report.js";
+import { nowMs } from "../lib/stats.js";
+
+function tenantId(prefix: string, i: number): string {
+  return `${prefix}${crypto.randomBytes(2).toString("hex")}${i}`.slice(0, 12);
+}
+
+/** Run `jobs` with at most `limit` in flight. */
+async function pool<T>(limit: number, jobs: Array<() => Promise<T>>): Promise<T[]> {
+  const out: T[] = new Array<T>(jobs.length);
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(limit, jobs.length) }, async () => {
+    while (next < jobs.length) {
+      const i = next++;
+      out[i] = await (jobs[i] as () => Promise<T>)();
+    }
+  }));
+  return out;
+}
+
+export async function figureProvisioning(sup: SupervisorLab, opts: BenchOptions): Promise<{ figure: FigureResult; footprint: { rows: Row[]; notes: string[] } }> {
+  const count = opts.full ? 50 : 10;
+  const conc = opts.full ? 10 : 5;
+  const fp: Row[] = [];
+  const supAt: Record<number, number> = {};
+  const measureSup = async (level: number): Promise<void> => {
+    await new Promise((r) => setTimeout(r, 1000));
+    supAt[level] = mib(await rssBytes(sup.pid));
+    fp.push(row(`f7.sup-${level}`, `supervisor RSS, ${level} tenant${level === 1 ? "" : "s"}`, "MiB", "paddock", [supAt[level] as number], level === 0 ? {} : { vs: "f7.sup-0" }));
+  };
+  await measureSup(0);
+  const seqPost: number[] = [], seqReady: number[] = [], seqDelete: number[] = [];
+  const ids: string[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const id = tenantId("bs", i);
+      const r = await sup.createTenant(id);
+      ids.push(id);
+      seqPost.push(r.postMs);
+      seqReady.push(r.readyMs);
+      if (i === 0) await measureSup(1);
+    }
+    await measureSup(count);
+    const drss: number[] = [], dpss: number[] = [];
+    for (const id of ids) {
+      const pid = await sup.daemonPid(id);
+      drss.push(mib(await rssBytes(pid)));
+      dpss.push(mib(await pssBytes(pid)));
+    }
+    fp.push(
+      row("f7.daemon-idle-rss", `idle tenant daemon RSS (each of ${count})`, "MiB", "paddock", drss),
+      row("f7.daemon-idle-pss", `idle tenant daemon PSS (each of ${count})`, "MiB", "paddock", dpss),
+    );
+  } finally {
+    for (const id of ids.splice(0)) seqDelete.push(await sup.deleteTenant(id));
+  }
+  const concReady: number[] = [], concDelete: number[] = [];
+  let concWall = NaN, concDelWall = NaN;
+  try {
+    const batch = Array.from({ length: count }, (_, i) => tenantId("bc", i));
+    const t0 = nowMs();
+    const res = await pool(conc, batch.map((id) => async () => {
+      const r = await sup.createTenant(id);
+      ids.push(id);
+      return r;
+    }));
+    concWall = nowMs() - t0;
+    concReady.push(...res.map((r) => r.readyMs));
+  } finally {
+    const t1 = nowMs();
+    concDelete.push(...(await pool(conc, ids.splice(0).map((id) => () => sup.deleteTenant(id)))));
+    concDelWall = nowMs() - t1;
+  }
+  const nodeStart: number[] = [];
+  for (let i = 0; i < 5; i++) nodeStart.push((await spawnTimed([process.execPath, "-e", "0"])).ms);
+  const slope = ((supAt[count] ?? NaN) - (supAt[1] ?? NaN)) / (count - 1);
+  return {
+    figure: {
+      num: 6,
+      title: `Tenant provisioning: admin create → daemon ready (${count} in sequence, ${count} ${conc} at a time)`,
+      rows: [
+        row("f6.seq-ready", `create → GET /nodes 200 via gateway, sequential (${count})`, "ms", "paddock", seqReady, { vs: "f6.node" }),
+        row("f6.seq-post", "admin POST /tenants → 201, sequential", "ms", "paddock", seqPost),
+        row("f6.conc-ready", `create → ready, ${conc} at a time (${count})`, "ms", "paddock", concReady, { vs: "f6.seq-ready" }),
+        row("f6.conc-wall", `wall time, ${count} tenants ${conc} at a time`, "ms", "info", [concWall]),
+        row("f6.seq-delete", "admin DELETE /tenants/<id>, sequential", "ms", "info", seqDelete),
+        row("f6.conc-delete", `admin DELETE, ${conc} at a time`, "ms", "info", concDelete),
+        row("f6.node", "context: node -e 0 (process start-up floor)", "ms", "baseline", nodeStart),
+      ],
+      targets: [],
+      notes: [`${count} tenants sequentially: ${fmt(seqReady.reduce((a, b) => a + b, 0) / 1000)} s in all; ${count} at ${conc} at a time: ${fmt(concWall / 1000)} s wall (${fmt((count / concWall) * 1000)} tenants/s); deleting them ${conc} at a time took ${fmt(concDelWall / 1000)} s.`],
+    },
+    footprint: { rows: fp, notes: [`Supervisor grows ${fmt(slope)} MiB per tenant between 1 and ${count} tenants (RSS ${fmt(supAt[0] ?? NaN)} → ${fmt(supAt[1] ?? NaN)} → ${fmt(supAt[count] ?? NaN)} MiB at 0 / 1 / ${count}).`] },
+  };
+}

@@ -1,0 +1,133 @@
+/**
+ * The benchmark report: figures made of rows (one measured thing each, with its summary and
+ * the row it is compared against), targets met or missed with the measured cause, and the
+ * renderers to JSON and Markdown. The SVG chart lives in svg-chart.ts.
+ */
+import type { LoadReport, MachineInfo } from "./machine.js";
+import { summarize, type Summary } from "./stats.js";
+
+/** What a row is: Paddock's own figure, a baseline/floor, a measured cause, or context. */
+export type RowRole = "paddock" | "baseline" | "cause" | "info";
+
+/** One measured thing. */
+export interface Row {
+  /** Unique within the report, e.g. `f1.create-agent`. */
+  id: string;
+  label: string;
+  /** `ms`, `MB/s`, `req/s`, `MiB`, `count`, … */
+  unit: string;
+  role: RowRole;
+  summary: Summary;
+  /** Id of the row this one is compared with (its baseline); the ratio of p50s is shown. */
+  vs?: string;
+  /** Higher is better (throughput); default false (latency, memory). */
+  higherIsBetter?: boolean;
+  /** Raw samples (kept in the JSON). */
+  samples: number[];
+}
+
+/** A target of the issue, evaluated against the measured rows. */
+export interface TargetResult {
+  text: string;
+  met: boolean;
+  /** What was measured, in words and numbers. */
+  measured: string;
+  /** For a miss: the cause as measured (which step costs what). */
+  cause?: string;
+}
+
+/** One figure of the issue (1..8). */
+export interface FigureResult {
+  num: number;
+  title: string;
+  rows: Row[];
+  targets: TargetResult[];
+  /** Free-text facts: counts, errors, how it was measured. */
+  notes: string[];
+  /** Reference lines for the chart (e.g. a 150 ms target), by unit. */
+  chartLines?: Array<{ unit: string; value: number; label: string }>;
+  /** Set when the figure could not be measured (the error), so the run still reports the rest. */
+  error?: string;
+  /** Wall time spent measuring it, ms. */
+  wallMs?: number;
+}
+
+/** The whole report. */
+export interface BenchReport {
+  startedAt: string;
+  finishedAt: string;
+  command: string;
+  options: Record<string, unknown>;
+  machine: MachineInfo;
+  load: LoadReport;
+  figures: FigureResult[];
+  /** Output of scripts/leaks.sh after the run, per tenant id created (empty = clean). */
+  leaks: Record<string, string>;
+}
+
+/** Make a row from raw samples. */
+export function row(id: string, label: string, unit: string, role: RowRole, samples: number[], extra: { vs?: string; higherIsBetter?: boolean } = {}): Row {
+  return { id, label, unit, role, samples, summary: summarize(samples), ...extra };
+}
+
+/** Format a number for a table: 3 significant-ish digits. */
+export function fmt(v: number): string {
+  if (!Number.isFinite(v)) return "–";
+  const a = Math.abs(v);
+  if (a >= 1000) return v.toFixed(0);
+  if (a >= 100) return v.toFixed(1);
+  if (a >= 10) return v.toFixed(1);
+  if (a >= 1) return v.toFixed(2);
+  return v.toFixed(3);
+}
+
+function ratioText(r: Row, base: Row | undefined): string {
+  if (!base) return "";
+  const ratio = r.summary.p50 / base.summary.p50;
+  if (!Number.isFinite(ratio)) return "";
+  const diff = r.summary.p50 - base.summary.p50;
+  const sign = diff >= 0 ? "+" : "−";
+  return r.unit === "ms" ? `${ratio.toFixed(2)}× (${sign}${fmt(Math.abs(diff))} ms)` : `${ratio.toFixed(2)}×`;
+}
+
+/** Render the report as Markdown (tables per figure, targets summary first). */
+export function renderMarkdown(rep: BenchReport, chartFile?: string): string {
+  const m = rep.machine;
+  const l = rep.load;
+  const out: string[] = [
+    `# Paddock benchmark — ${rep.startedAt}`,
+    "",
+    `Machine: **${m.cpuModel}**, ${m.cores} cores, ${m.memGiB} GiB, ${m.distro}, kernel ${m.kernel}, cgroup ${m.cgroup}, node ${m.node}, runc ${m.runc} (host \`${m.hostname}\`).`,
+    `Load average (1 min) during the run: start ${l.start.toFixed(2)}, end ${l.end.toFixed(2)}, min ${l.min.toFixed(2)}, max ${l.max.toFixed(2)}, mean ${l.mean.toFixed(2)} (${l.samples} samples; the host is shared with other engineers' test runs).`,
+    `Command: \`${rep.command}\`; options ${JSON.stringify(rep.options)}. Finished ${rep.finishedAt}.`,
+    "",
+  ];
+  if (chartFile) out.push(`Chart: [${chartFile}](${chartFile})`, "");
+  out.push("## Targets", "", "| fig | target | measured | met |", "|---|---|---|---|");
+  for (const f of rep.figures) for (const t of f.targets) out.push(`| ${f.num} | ${t.text} | ${t.measured} | ${t.met ? "✅ met" : "❌ missed"} |`);
+  const misses = rep.figures.flatMap((f) => f.targets.filter((t) => !t.met && t.cause).map((t) => `- fig ${f.num}, ${t.text}: ${t.cause}`));
+  if (misses.length) out.push("", "Causes of the misses (measured):", "", ...misses);
+  out.push("");
+  for (const f of rep.figures) {
+    out.push(`## ${f.num}. ${f.title}`, "");
+    if (f.error) out.push(`**Not measured:** ${f.error}`, "");
+    if (f.rows.length) {
+      out.push("| measurement | role | n | p50 | p95 | p99 | min–max | stdev | unit | vs baseline (p50) |", "|---|---|---|---|---|---|---|---|---|---|");
+      const byId = new Map(f.rows.map((r) => [r.id, r]));
+      for (const r of f.rows) {
+        const s = r.summary;
+        out.push(`| ${r.label} | ${r.role} | ${s.n} | **${fmt(s.p50)}** | ${fmt(s.p95)} | ${fmt(s.p99)} | ${fmt(s.min)}–${fmt(s.max)} | ${fmt(s.stdev)} | ${r.unit} | ${ratioText(r, r.vs ? byId.get(r.vs) : undefined)} |`);
+      }
+      out.push("");
+    }
+    for (const t of f.targets) out.push(`- Target ${t.met ? "met" : "**missed**"}: ${t.text} — ${t.measured}${t.cause ? `. Cause: ${t.cause}` : ""}`);
+    for (const n of f.notes) out.push(`- ${n}`);
+    if (f.wallMs !== undefined) out.push(`- Measured in ${(f.wallMs / 1000).toFixed(1)} s.`);
+    out.push("");
+  }
+  out.push("## Leak check (`scripts/leaks.sh --tenant <id>` after the run)", "");
+  const leakIds = Object.keys(rep.leaks);
+  const dirty = leakIds.filter((id) => rep.leaks[id]);
+  out.push(dirty.length === 0 ? `Clean for all ${leakIds.length} tenant ids the run created.` : dirty.map((id) => `- ${id}:\n\n\`\`\`\n${rep.leaks[id]}\n\`\`\``).join("\n"), "");
+  return out.join("\n");
+}

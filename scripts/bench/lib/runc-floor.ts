@@ -1,0 +1,146 @@
+/**
+ * The floors Paddock is measured against: an OCI bundle identical to a Paddock VM's (rendered
+ * by tenant-daemon/runtime/oci-spec.ts renderOciSpec with the same toolbox binds, namespaces
+ * and cgroup limits) over an overlay of the base image, but running tini → `/bin/true`; run
+ * with `runc run`, or step by step (create, start, delete) to show what each runc call costs.
+ * Also `runc exec` and `nsenter` into a running sandbox. Everything it makes (overlay mount,
+ * container, cgroup dirs, temp dir) is removed by {@link FloorBundle.dispose}.
+ */
+import { spawn } from "node:child_process";
+import { promises as fs } from "node:fs";
+import crypto from "node:crypto";
+import path from "node:path";
+import { run } from "../../../shared/exec.js";
+import { renderOciSpec, GUEST_TINI_PATH } from "../../../tenant-daemon/runtime/oci-spec.js";
+import { defaultToolbox, hostHasSwapAccounting, removeCgroupDirs } from "../../../tenant-daemon/runtime/oci-driver.js";
+import { nowMs } from "./stats.js";
+import { spawnTimed } from "./procs.js";
+
+/** Spawn with all stdio ignored (a detached sandbox must not hold our pipes); ms to exit. */
+export function spawnQuiet(argv: readonly string[]): Promise<{ ms: number; code: number | null }> {
+  return new Promise((resolve, reject) => {
+    const t0 = nowMs();
+    const c = spawn(argv[0] as string, argv.slice(1), { stdio: "ignore" });
+    c.once("error", reject);
+    c.once("exit", (code) => resolve({ ms: nowMs() - t0, code }));
+  });
+}
+
+/** A floor bundle over an overlay of `<imageDir>/rootfs`. Create with {@link FloorBundle.prepare}. */
+export class FloorBundle {
+  readonly dir: string;
+  readonly rootfs: string;
+  readonly cgroupParent: string;
+  private mounted = false;
+  private readonly made: string[] = [];
+  private seq = 0;
+
+  private constructor(dir: string, cgroupParent: string) {
+    this.dir = dir;
+    this.rootfs = path.join(dir, "rootfs");
+    this.cgroupParent = cgroupParent;
+  }
+
+  /** Mount the overlay and write config.json (tini → /bin/true, or `args`). */
+  static async prepare(imageRootfs: string, args: readonly string[] = [GUEST_TINI_PATH, "--", "/bin/true"]): Promise<FloorBundle> {
+    const tag = crypto.randomBytes(3).toString("hex");
+    const dir = await fs.mkdtemp("/tmp/pdkfloor-");
+    const b = new FloorBundle(dir, `/paddock/bfloor${tag}`);
+    try {
+      for (const d of ["rootfs", "upper", "work", "agent"]) await fs.mkdir(path.join(dir, d), { recursive: true });
+      await run("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${imageRootfs},upperdir=${dir}/upper,workdir=${dir}/work`, b.rootfs]);
+      b.mounted = true;
+      const spec = renderOciSpec(
+        {
+          id: "floor",
+          hostname: "floor",
+          cpus: 1,
+          ramBytes: 512 * 2 ** 20,
+          pidsLimit: 1024,
+          rootfsDir: b.rootfs,
+          bundleDir: dir,
+          agentDir: path.join(dir, "agent"),
+          netnsPath: undefined,
+          consoleLogPath: path.join(dir, "console.log"),
+          cgroupPath: `${b.cgroupParent}/floor`,
+          args,
+        },
+        defaultToolbox(),
+        { swapAccounting: hostHasSwapAccounting() },
+      );
+      await fs.writeFile(path.join(dir, "config.json"), JSON.stringify(spec));
+      return b;
+    } catch (err) {
+      await b.dispose();
+      throw err;
+    }
+  }
+
+  private nextId(): string {
+    const id = `bfloor-${path.basename(this.dir).slice(-6)}-${++this.seq}`;
+    this.made.push(id);
+    return id;
+  }
+
+  /** `runc run` the bundle in the foreground until tini and /bin/true exit. @returns ms. */
+  async runOnce(): Promise<number> {
+    const id = this.nextId();
+    const r = await spawnTimed(["runc", "run", "--bundle", this.dir, id]);
+    return r.ms;
+  }
+
+  /**
+   * The same as separate runc calls: `create` (namespaces, mounts, cgroup; init waits),
+   * `start` (exec tini), then wait for it to stop and `delete`. Each call's ms.
+   */
+  async steps(): Promise<{ createMs: number; startMs: number; stateMs: number; deleteMs: number }> {
+    const id = this.nextId();
+    const c = await spawnQuiet(["runc", "create", "--bundle", this.dir, id]);
+    if (c.code !== 0) throw new Error(`runc create ${id} exited ${c.code}`);
+    const s = await spawnQuiet(["runc", "start", id]);
+    let stateMs = NaN;
+    for (let i = 0; i < 200; i++) {
+      const st = await spawnTimed(["runc", "state", id], { allowFailure: true });
+      if (Number.isNaN(stateMs)) stateMs = st.ms;
+      if (st.code !== 0 || /"status":\s*"stopped"/.test(st.stdout)) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const d = await spawnQuiet(["runc", "delete", "-f", id]);
+    return { createMs: c.ms, startMs: s.ms, stateMs, deleteMs: d.ms };
+  }
+
+  /** Remove every container this bundle made, the cgroup dirs, the overlay and the temp dir. */
+  async dispose(): Promise<void> {
+    for (const id of this.made) await run("runc", ["delete", "-f", id], { allowFailure: true }).catch(() => undefined);
+    await removeCgroupDirs(`${this.cgroupParent}/floor`).catch(() => undefined);
+    await removeCgroupDirs(this.cgroupParent).catch(() => undefined);
+    if (this.mounted) await run("umount", [this.rootfs], { allowFailure: true }).catch(() => undefined);
+    await fs.rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/** `runc exec <id> argv…` timed (stdout collected). */
+export function runcExec(id: string, argv: readonly string[]): Promise<{ ms: number; stdout: string }> {
+  return spawnTimed(["runc", "exec", id, ...argv]);
+}
+
+/** Host pid of a sandbox's init (`runc state`). */
+export async function sandboxPid(id: string): Promise<number> {
+  const r = await run("runc", ["state", id]);
+  return (JSON.parse(r.stdout) as { pid: number }).pid;
+}
+
+/** Pids of every process in a sandbox (`runc ps --format json`). */
+export async function sandboxPids(id: string): Promise<number[]> {
+  const r = await run("runc", ["ps", "--format", "json", id], { allowFailure: true });
+  try {
+    return JSON.parse(r.stdout) as number[];
+  } catch {
+    return [];
+  }
+}
+
+/** `nsenter` into every namespace of `pid` (mount, uts, ipc, net, pid) and run argv; ms. */
+export function nsenterExec(pid: number, argv: readonly string[]): Promise<{ ms: number; stdout: string }> {
+  return spawnTimed(["nsenter", "-t", String(pid), "-m", "-u", "-i", "-n", "-p", "--", ...argv]);
+}

@@ -1,0 +1,163 @@
+/**
+ * The supervisor lab: a real `node dist/cli/paddock.js up --config <temp>` (gateway on a free
+ * 127.0.0.1 port, admin API on a Unix socket in a temp dir, a network pool of a random /18 of
+ * 198.18.0.0/15 that no host route uses, cut into /24 tenant blocks) and the admin calls the
+ * figures need. {@link SupervisorLab.stop} deletes every tenant it created (admin DELETE),
+ * SIGTERMs the supervisor by pid (it stops its daemons) and removes the temp dir.
+ */
+import { promises as fs } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { run } from "../../../shared/exec.js";
+import { cidrOverlaps, formatCidr, parseCidr } from "../../../shared/cidr.js";
+import { PROJECT_ROOT } from "../../../test/helpers/daemon.js";
+import { request, type TestResponse } from "../../../test/helpers/http.js";
+import type { HttpTarget } from "./http-load.js";
+import { startChild, stopChild, type BenchChild } from "./procs.js";
+import { nowMs } from "./stats.js";
+
+const CLI = path.join(PROJECT_ROOT, "dist/cli/paddock.js");
+
+/** A free loopback TCP port (bound and released; tiny race accepted). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** A random /18 of 198.18.0.0/15 that overlaps no IPv4 route or address of the host. */
+async function freePool(): Promise<string> {
+  const routes = (await run("ip", ["-4", "route", "show", "table", "all"])).stdout + (await run("ip", ["-4", "addr"])).stdout;
+  const used = [...routes.matchAll(/\b(198\.1[89]\.\d+\.\d+)(?:\/(\d+))?/g)].map((m) => parseCidr(`${m[1]}/${m[2] ?? "32"}`, { strict: false }));
+  const candidates = Array.from({ length: 8 }, (_, i) => ({ base: (parseCidr("198.18.0.0/15").base + i * 2 ** 14) >>> 0, prefix: 18 }));
+  const free = candidates.filter((c) => !used.some((u) => cidrOverlaps(c, u)));
+  const pick = free[Math.floor(Math.random() * free.length)];
+  if (!pick) throw new Error("no free /18 in 198.18.0.0/15 for the bench's tenant pool");
+  return formatCidr(pick);
+}
+
+/** A tenant the lab created. */
+export interface LabTenant {
+  id: string;
+  token: string;
+  socketPath: string;
+}
+
+export class SupervisorLab {
+  readonly dir: string;
+  readonly adminSocket: string;
+  readonly gatewayPort: number;
+  readonly pool: string;
+  /** Every tenant id ever created here (for the leak check). */
+  readonly createdIds: string[] = [];
+  private readonly live = new Set<string>();
+  private child: BenchChild | undefined;
+  private adminToken = "";
+
+  private constructor(dir: string, gatewayPort: number, pool: string) {
+    this.dir = dir;
+    this.adminSocket = path.join(dir, "adm.sock");
+    this.gatewayPort = gatewayPort;
+    this.pool = pool;
+  }
+
+  /** Start `paddock up` and wait for the admin API. @throws Error with its output when it exits. */
+  static async start(imageDir: string): Promise<SupervisorLab> {
+    const dir = await fs.mkdtemp("/tmp/pdksup-");
+    const lab = new SupervisorLab(dir, await freePort(), await freePool());
+    try {
+      const cfg = path.join(dir, "supervisor.yaml");
+      await fs.writeFile(cfg, JSON.stringify({
+        gateway: { address: `127.0.0.1:${lab.gatewayPort}` },
+        admin: { address: lab.adminSocket },
+        state_dir: path.join(dir, "s"),
+        run_dir: path.join(dir, "r"),
+        image_dir: imageDir,
+        network: { pool: lab.pool, block_prefix: 24 },
+        templates: { dir: path.join(PROJECT_ROOT, "templates") },
+        stop_daemons_on_exit: true,
+      }));
+      lab.child = startChild([process.execPath, CLI, "up", "--config", cfg]);
+      const deadline = nowMs() + 30_000;
+      for (;;) {
+        if (lab.child.child.exitCode !== null) throw new Error(`paddock up exited ${lab.child.child.exitCode}:\n${lab.child.output()}`);
+        const ok = await request({ socketPath: lab.adminSocket }, "GET", "/healthz").then((r) => r.status === 200, () => false);
+        if (ok) break;
+        if (nowMs() > deadline) throw new Error(`supervisor not ready after 30 s:\n${lab.child.output()}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      lab.adminToken = (await fs.readFile(path.join(dir, "s", "supervisor", "admin-token"), "utf8")).trim();
+      return lab;
+    } catch (err) {
+      await lab.stop();
+      throw err;
+    }
+  }
+
+  /** The supervisor's pid (`paddock up` runs it in-process). */
+  get pid(): number {
+    return this.child?.child.pid as number;
+  }
+
+  admin(method: string, p: string, body?: unknown): Promise<TestResponse> {
+    return request({ socketPath: this.adminSocket }, method, `/admin/v1${p}`, body, { authorization: `Bearer ${this.adminToken}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) });
+  }
+
+  /** The gateway as a load target for `token`. */
+  gateway(token: string): HttpTarget {
+    return { name: "gateway", host: "127.0.0.1", port: this.gatewayPort, headers: { authorization: `Bearer ${token}` } };
+  }
+
+  /**
+   * `POST /admin/v1/tenants` (template sandbox), then poll `GET /nodes` through the gateway
+   * until it answers 200.
+   * @returns the tenant, ms until the admin call returned 201 and ms until the first 200.
+   */
+  async createTenant(id: string, limits: Record<string, number> = { max_vms: 64 }): Promise<{ tenant: LabTenant; postMs: number; readyMs: number }> {
+    const t0 = nowMs();
+    this.createdIds.push(id);
+    const r = await this.admin("POST", "/tenants", { id, template: "sandbox", limits });
+    const postMs = nowMs() - t0;
+    if (r.status !== 201) throw new Error(`tenant create ${id} failed (${r.status}): ${r.text}`);
+    this.live.add(id);
+    const body = r.json as { token: string; socket_path: string };
+    const tenant = { id, token: body.token, socketPath: body.socket_path };
+    const gw = this.gateway(tenant.token);
+    for (;;) {
+      const g = await request({ host: gw.host as string, port: gw.port as number }, "GET", "/nodes", undefined, gw.headers).catch(() => undefined);
+      if (g?.status === 200) break;
+      if (nowMs() - t0 > 120_000) throw new Error(`tenant ${id} not ready through the gateway after 120 s (last ${g?.status})`);
+      await new Promise((res) => setTimeout(res, 5));
+    }
+    return { tenant, postMs, readyMs: nowMs() - t0 };
+  }
+
+  /** `DELETE /admin/v1/tenants/<id>`. @returns ms. @throws Error unless 204. */
+  async deleteTenant(id: string): Promise<number> {
+    const t0 = nowMs();
+    const r = await this.admin("DELETE", `/tenants/${id}`);
+    if (r.status !== 204 && r.status !== 404) throw new Error(`tenant delete ${id} failed (${r.status}): ${r.text}`);
+    this.live.delete(id);
+    return nowMs() - t0;
+  }
+
+  /** The tenant daemon's pid (admin GET). */
+  async daemonPid(id: string): Promise<number> {
+    const r = await this.admin("GET", `/tenants/${id}`);
+    return (r.json as { daemon: { pid: number } }).daemon.pid;
+  }
+
+  /** Delete what is left, stop the supervisor by pid, remove the temp dir. */
+  async stop(): Promise<void> {
+    if (this.child && this.child.child.exitCode === null) {
+      for (const id of [...this.live]) await this.deleteTenant(id).catch(() => undefined);
+      await stopChild(this.child);
+    }
+    await fs.rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}

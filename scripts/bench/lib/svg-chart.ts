@@ -1,0 +1,83 @@
+/**
+ * A self-contained SVG chart of a {@link BenchReport}: one panel per figure and unit, one
+ * horizontal bar per row at its p50, a whisker to its p95 (latency, memory) or across min–max
+ * of the repeats (throughput), Paddock in blue, baselines in grey, measured causes in amber,
+ * and dashed reference lines for numeric targets. No browser or library needed.
+ */
+import type { BenchReport, Row, RowRole } from "./report.js";
+import { fmt } from "./report.js";
+
+const WIDTH = 1000;
+const LABEL_W = 420;
+const BAR_W = 430;
+const ROW_H = 18;
+const COLORS: Record<RowRole, string> = { paddock: "#2b6cb0", baseline: "#a0aec0", cause: "#d69e2e", info: "#68d391" };
+
+function esc(s: string): string {
+  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+}
+
+interface Panel {
+  title: string;
+  unit: string;
+  rows: Row[];
+  lines: Array<{ value: number; label: string }>;
+}
+
+/** Render the chart. @returns the SVG document text. */
+export function renderSvgChart(rep: BenchReport): string {
+  const panels: Panel[] = [];
+  for (const f of rep.figures) {
+    const units = [...new Set(f.rows.map((r) => r.unit))];
+    for (const unit of units) {
+      const rows = f.rows.filter((r) => r.unit === unit && Number.isFinite(r.summary.p50));
+      if (!rows.length) continue;
+      panels.push({ title: `${f.num}. ${f.title}${units.length > 1 ? ` — ${unit}` : ""}`, unit, rows, lines: (f.chartLines ?? []).filter((l) => l.unit === unit) });
+    }
+  }
+  const parts: string[] = [];
+  let y = 84;
+  for (const p of panels) {
+    const hi = (r: Row): number => (r.higherIsBetter ? r.summary.max : r.summary.p95);
+    const maxV = Math.max(...p.rows.map((r) => (Number.isFinite(hi(r)) ? hi(r) : r.summary.p50)), ...p.lines.map((l) => l.value)) * 1.05 || 1;
+    const x = (v: number): number => LABEL_W + Math.max(0, Math.min(1, v / maxV)) * BAR_W;
+    parts.push(`<text x="10" y="${y}" class="pt">${esc(p.title)} (${esc(p.unit)}${p.rows.some((r) => r.higherIsBetter) ? ", higher is better" : ", lower is better"})</text>`);
+    y += 8;
+    const top = y;
+    for (const r of p.rows) {
+      const s = r.summary;
+      const w = Math.max(1, x(s.p50) - LABEL_W);
+      parts.push(`<text x="${LABEL_W - 6}" y="${y + 13}" class="lb" text-anchor="end">${esc(r.label.length > 62 ? r.label.slice(0, 61) + "…" : r.label)}</text>`);
+      parts.push(`<rect x="${LABEL_W}" y="${y + 3}" width="${w.toFixed(1)}" height="${ROW_H - 6}" fill="${COLORS[r.role]}"><title>${esc(`${r.label}: p50 ${fmt(s.p50)} p95 ${fmt(s.p95)} min ${fmt(s.min)} max ${fmt(s.max)} ${r.unit} (n=${s.n})`)}</title></rect>`);
+      const [a, b] = r.higherIsBetter ? [s.min, s.max] : [s.p50, s.p95];
+      if (Number.isFinite(a) && Number.isFinite(b) && s.n > 1) {
+        const ym = y + ROW_H / 2;
+        parts.push(`<line x1="${x(a).toFixed(1)}" y1="${ym}" x2="${x(b).toFixed(1)}" y2="${ym}" class="wh"/><line x1="${x(b).toFixed(1)}" y1="${ym - 4}" x2="${x(b).toFixed(1)}" y2="${ym + 4}" class="wh"/>`);
+      }
+      parts.push(`<text x="${LABEL_W + BAR_W + 8}" y="${y + 13}" class="vl">${esc(fmt(s.p50))}${r.higherIsBetter ? "" : ` / ${esc(fmt(s.p95))}`} ${esc(r.unit)}</text>`);
+      y += ROW_H;
+    }
+    for (const l of p.lines) {
+      const lx = x(l.value).toFixed(1);
+      parts.push(`<line x1="${lx}" y1="${top}" x2="${lx}" y2="${y}" class="tg"/><text x="${lx}" y="${y + 11}" class="tl" text-anchor="middle">${esc(l.label)}</text>`);
+    }
+    parts.push(`<line x1="${LABEL_W}" y1="${top}" x2="${LABEL_W}" y2="${y}" class="ax"/>`);
+    y += 34;
+  }
+  const m = rep.machine;
+  const head = [
+    `<text x="10" y="24" class="h1">Paddock benchmark ${esc(rep.startedAt)}</text>`,
+    `<text x="10" y="44" class="sub">${esc(`${m.cpuModel}, ${m.cores} cores, ${m.memGiB} GiB, kernel ${m.kernel}, node ${m.node}, runc ${m.runc}; load avg ${rep.load.min.toFixed(1)}–${rep.load.max.toFixed(1)} (mean ${rep.load.mean.toFixed(1)})`)}</text>`,
+    `<text x="10" y="60" class="sub">bar = p50, whisker = p50→p95 (throughput: min–max of repeats); ` +
+      `<tspan fill="${COLORS.paddock}">■ Paddock</tspan> <tspan fill="${COLORS.baseline}">■ baseline/floor</tspan> ` +
+      `<tspan fill="${COLORS.cause}">■ measured cause</tspan> <tspan fill="${COLORS.info}">■ context</tspan>; <tspan fill="#e53e3e">dashed = target</tspan></text>`,
+  ];
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${y + 10}" viewBox="0 0 ${WIDTH} ${y + 10}" font-family="DejaVu Sans, Arial, sans-serif">`,
+    `<style>.h1{font-size:18px;font-weight:bold}.sub{font-size:11px;fill:#4a5568}.pt{font-size:13px;font-weight:bold}.lb{font-size:11px}.vl{font-size:11px;fill:#2d3748}.wh{stroke:#1a202c;stroke-width:1.2}.ax{stroke:#4a5568}.tg{stroke:#e53e3e;stroke-dasharray:4 3;stroke-width:1.5}.tl{font-size:10px;fill:#e53e3e}</style>`,
+    `<rect width="100%" height="100%" fill="#fff"/>`,
+    ...head,
+    ...parts,
+    `</svg>`,
+  ].join("\n");
+}
