@@ -10,7 +10,7 @@ import { promises as fs, constants as fsConstants } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { PaddockError, errnoCode, isPaddockError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
-import { acquireOwnership } from "../shared/state-store.js";
+import { acquireOwnership, pidAlive } from "../shared/state-store.js";
 import { sleep } from "../shared/time.js";
 import { formatListenAddress, loadSupervisorConfig, type ListenAddress, type SupervisorConfig, type SupervisorFlags } from "./supervisor-config.js";
 import { TenantRegistry } from "./tenant-registry.js";
@@ -129,6 +129,10 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
       break;
     } catch (err) {
       if (!isPaddockError(err, "ERR_STATE_LOCKED") || Date.now() >= deadline) throw err;
+      // Wait only for the lock of a killed supervisor to go stale; a live owner is another
+      // supervisor on the same state: refuse at once.
+      const holder = Number((await fs.readFile(path.join(supDir, "owner.pid"), "utf8").catch(() => "")).trim());
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && pidAlive(holder)) throw err;
       await sleep(1000);
     }
   }

@@ -20,7 +20,7 @@ import { loadTemplate, readImageOverride, readOverrides, renderTenantConfig, typ
 import { issueToken, TokenIndex } from "./tokens.js";
 import { ManagedDaemon, type DaemonEvents } from "./process-manager.js";
 import { killDaemonGroup, readLogTail, type DaemonSpec } from "./daemon-process.js";
-import { findDaemonPids } from "./proc-info.js";
+import { findDaemonPids, pidAlive } from "./proc-info.js";
 import { listDaemonNodes, setVmPaused, type DaemonNode } from "./daemon-client.js";
 import type { AuditLog } from "./audit-log.js";
 import type { SupervisorMetrics } from "./metrics.js";
@@ -104,6 +104,12 @@ function readExpiry(body: Record<string, unknown>, nowMs: number): string | unde
     return new Date(t).toISOString();
   }
   return undefined;
+}
+
+/** Poll until `pid` is gone (zombies of other parents count as gone once reaped), at most `timeoutMs`. */
+async function waitForPidExit(pid: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && (await pidAlive(pid))) await new Promise((r) => setTimeout(r, 50));
 }
 
 /** The tenant lifecycle service. */
@@ -614,6 +620,8 @@ export class TenantService {
     for (const pid of await findDaemonPids(this.config.daemonEntry, configPath)) {
       this.log.warn("killing stray daemon of tenant", { tenant: id, pid });
       killDaemonGroup(pid);
+      // The purge below needs the daemon's state lock: wait until the killed one is gone.
+      await waitForPidExit(pid, 10_000);
     }
     const hasConfig = await fs.access(configPath).then(() => true, () => false);
     if (hasConfig) {
@@ -639,15 +647,26 @@ export class TenantService {
           await this.delete(t.id, { actor: "supervisor" });
           return;
         }
-        const d = this.managed(t.id, t.daemon.restarts);
-        if (t.daemon.pid !== undefined && (await d.adopt(t.daemon.pid, t.daemon.procStartTicks))) {
-          if (t.status === "provisioning") await this.registry.updateTenant(t.id, (r) => { r.status = "active"; });
+        if (t.status === "provisioning") {
+          // The create was interrupted (supervisor killed): its caller never received the
+          // tenant's only token, and the config or the daemon may be missing or half started.
+          // Roll it back entirely, so the tenant is fully absent and a retry can succeed.
+          log.warn("rolling back a tenant whose create was interrupted");
+          await this.delete(t.id, { actor: "supervisor" });
           return;
+        }
+        const d = this.managed(t.id, t.daemon.restarts);
+        if (t.daemon.pid !== undefined && (await d.adopt(t.daemon.pid, t.daemon.procStartTicks))) return;
+        // A daemon spawned by a supervisor killed before it recorded the pid (start or
+        // restart in progress) is still ours: stop it, or a second daemon would be started.
+        for (const pid of await findDaemonPids(this.config.daemonEntry, this.configPath(t.id))) {
+          log.warn("killing an unrecorded daemon of the tenant", { pid });
+          killDaemonGroup(pid);
+          await waitForPidExit(pid, 10_000);
         }
         if (t.status === "failed") return;
         log.info("daemon not running; starting it");
         await d.start();
-        if (t.status === "provisioning") await this.registry.updateTenant(t.id, (r) => { r.status = "active"; });
       } catch (err) {
         log.error("reconcile of tenant failed", { err });
         await this.registry.updateTenant(t.id, (r) => {
