@@ -61,8 +61,8 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
         const id = `f3.${ep.key}.c${c}.${name}`;
         const role = name === "gateway" ? "paddock" : "baseline";
         const label = `${ep.label}, ${c} client${c > 1 ? "s" : ""}, ${name === "direct" ? "direct socket" : name}`;
-        rows.push(row(`${id}.rps`, label, "req/s", role, rps[name] ?? [], { higherIsBetter: true, ...(name === "direct" ? {} : { vs: `f3.${ep.key}.c${c}.direct.rps` }) }));
-        latencyRows.push(row(`${id}.lat`, label, "ms", role, lat[name] ?? [], name === "direct" ? {} : { vs: `f3.${ep.key}.c${c}.direct.lat` }));
+        rows.push(row(`${id}.rps`, label, "req/s", role, rps[name] ?? [], { higherIsBetter: true, group: `${ep.label}, throughput`, ...(name === "direct" ? {} : { vs: `f3.${ep.key}.c${c}.direct.rps` }) }));
+        latencyRows.push(row(`${id}.lat`, label, "ms", role, lat[name] ?? [], { group: `${ep.label}, latency`, ...(name === "direct" ? {} : { vs: `f3.${ep.key}.c${c}.direct.lat` }) }));
       }
       const med = (xs: number[] | undefined): number => summarize(xs ?? []).p50;
       const dR = med(rps.direct), gR = med(rps.gateway);
@@ -71,7 +71,13 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
       notes.push(`${ep.label}, ${c} clients — CPU (share of one core; 2 cores in all): direct [${cpuText("direct")}]; gateway [${cpuText("gateway")}]; nginx [${cpuText("nginx")}]`);
       const rpsMet = gR >= 0.8 * dR;
       const latMet = gL - dL <= 1;
-      const cause = `with the gateway the supervisor process used ${Math.round(med(cpu.gateway?.supervisor) * 100)}% of a core, the daemon ${Math.round(med(cpu.gateway?.daemon) * 100)}%, the client ${Math.round(med(cpu.gateway?.client) * 100)}% (2 cores shared); nginx on the same path adds ${fmt(nL - dL)} ms p50 and reaches ${Math.round((med(rps.nginx) / dR) * 100)}% of direct`;
+      // CPU per proxied request, ms: share of a core × 1000 / req/s.
+      const perReq = (name: string, proc: string): number => (med(cpu[name]?.[proc]) * 1000) / med(rps[name]);
+      const cause =
+        `the gateway process spends ${fmt(perReq("gateway", "supervisor"))} ms of CPU per request (nginx ${fmt(perReq("nginx", "nginx"))} ms; ` +
+        `the daemon ${fmt(perReq("direct", "daemon"))} ms direct); during the gateway cell the supervisor used ${Math.round(med(cpu.gateway?.supervisor) * 100)}% of a core, ` +
+        `the daemon ${Math.round(med(cpu.gateway?.daemon) * 100)}%, the client ${Math.round(med(cpu.gateway?.client) * 100)}% (2 cores, shared with other users); ` +
+        `nginx on the same path adds ${fmt(nL - dL)} ms p50 and reaches ${Math.round((med(rps.nginx) / dR) * 100)}% of direct`;
       targetsOut.push(
         { text: `${ep.label} @${c}: gateway ≥ 80% of direct req/s`, met: rpsMet, measured: `${fmt(gR)} vs ${fmt(dR)} req/s (${Math.round((gR / dR) * 100)}%)`, ...(rpsMet ? {} : { cause }) },
         { text: `${ep.label} @${c}: gateway adds ≤ 1 ms p50`, met: latMet, measured: `+${fmt(gL - dL)} ms (${fmt(gL)} vs ${fmt(dL)} ms)`, ...(latMet ? {} : { cause }) },

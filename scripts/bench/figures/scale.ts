@@ -41,11 +41,11 @@ export async function figureScale(lab: DaemonLab, opts: BenchOptions): Promise<F
     num: 8,
     title: `Scale: ${count} concurrent creates in one tenant`,
     rows: [
-      row("f8.wall", `Paddock: wall time, ${count} concurrent creates wait=agent`, "ms", "paddock", [wallMs], { vs: "f8.floor-wall" }),
-      row("f8.floor-wall", `floor: wall time, ${count} concurrent runc run`, "ms", "baseline", [floorWall]),
-      row("f8.each", "Paddock: each create's latency (concurrent)", "ms", "paddock", ok.map(([ms]) => ms), { vs: "f8.floor-each" }),
-      row("f8.floor-each", "floor: each runc run's latency (concurrent)", "ms", "baseline", floorEach),
-      row("f8.delete-wall", `Paddock: wall time, ${count} concurrent deletes`, "ms", "info", [delWallMs]),
+      row("f8.wall", `Paddock: wall time, ${count} concurrent creates wait=agent`, "ms", "paddock", [wallMs], { vs: "f8.floor-wall", group: "wall time" }),
+      row("f8.floor-wall", `floor: wall time, ${count} concurrent runc run`, "ms", "baseline", [floorWall], { group: "wall time" }),
+      row("f8.each", "Paddock: each create's latency (concurrent)", "ms", "paddock", ok.map(([ms]) => ms), { vs: "f8.floor-each", group: "each" }),
+      row("f8.floor-each", "floor: each runc run's latency (concurrent)", "ms", "baseline", floorEach, { group: "each" }),
+      row("f8.delete-wall", `Paddock: wall time, ${count} concurrent deletes`, "ms", "info", [delWallMs], { group: "wall time" }),
     ],
     targets: [
       { text: `${count} concurrent creates: 0 errors`, met: errors === 0, measured: `${errors} errors${firstErrors.length ? ` (${firstErrors.join("; ")})` : ""}` },

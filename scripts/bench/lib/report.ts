@@ -24,6 +24,8 @@ export interface Row {
   higherIsBetter?: boolean;
   /** Raw samples (kept in the JSON). */
   samples: number[];
+  /** Chart panel within the figure (rows of one unit and group share a scale). */
+  group?: string;
 }
 
 /** A target of the issue, evaluated against the measured rows. */
@@ -66,7 +68,7 @@ export interface BenchReport {
 }
 
 /** Make a row from raw samples. */
-export function row(id: string, label: string, unit: string, role: RowRole, samples: number[], extra: { vs?: string; higherIsBetter?: boolean } = {}): Row {
+export function row(id: string, label: string, unit: string, role: RowRole, samples: number[], extra: { vs?: string; higherIsBetter?: boolean; group?: string } = {}): Row {
   return { id, label, unit, role, samples, summary: summarize(samples), ...extra };
 }
 

@@ -28,11 +28,13 @@ interface Panel {
 export function renderSvgChart(rep: BenchReport): string {
   const panels: Panel[] = [];
   for (const f of rep.figures) {
-    const units = [...new Set(f.rows.map((r) => r.unit))];
-    for (const unit of units) {
-      const rows = f.rows.filter((r) => r.unit === unit && Number.isFinite(r.summary.p50));
+    const keys = [...new Set(f.rows.map((r) => `${r.unit}\u0000${r.group ?? ""}`))];
+    for (const key of keys) {
+      const [unit, group] = key.split("\u0000") as [string, string];
+      const rows = f.rows.filter((r) => r.unit === unit && (r.group ?? "") === group && Number.isFinite(r.summary.p50));
       if (!rows.length) continue;
-      panels.push({ title: `${f.num}. ${f.title}${units.length > 1 ? ` — ${unit}` : ""}`, unit, rows, lines: (f.chartLines ?? []).filter((l) => l.unit === unit) });
+      const suffix = [keys.length > 1 ? group : "", keys.length > 1 && !group ? unit : ""].filter(Boolean).join(" ");
+      panels.push({ title: `${f.num}. ${f.title}${suffix ? ` — ${suffix}` : ""}`, unit, rows, lines: (f.chartLines ?? []).filter((l) => l.unit === unit) });
     }
   }
   const parts: string[] = [];
