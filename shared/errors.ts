@@ -66,6 +66,7 @@ export const ERROR_CODES = {
   ERR_TEMPLATE_NOT_FOUND: 400,
   ERR_UPSTREAM_FAILED: 502,
   ERR_DAEMON_START_FAILED: 500,
+  ERR_VM_DISK_FULL: 507,
 } as const;
 
 /** A stable error code, `ERR_<AREA>_<WHAT>`. */

@@ -15,7 +15,11 @@ import { PaddockError, isPaddockError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { JsonStateStore, acquireOwnership, writeFileAtomic } from "../shared/state-store.js";
 import { loadTenantConfig, type TenantConfig } from "../shared/tenant-config.js";
-import { createApiApp, listenApi } from "./api/server.js";
+import { attachUpgradeHandler, createApiApp, listenApi } from "./api/server.js";
+import { createStatsRouter } from "./api/stats-routes.js";
+import { VmStatsCollector } from "./api/vm-stats.js";
+import { agentStats } from "./agent-client/agent-http.js";
+import { createAgentUpgradeHandler } from "./agent-client/agent-ws.js";
 import { DaemonMetrics } from "./api/metrics.js";
 import { resolveImage } from "./images/image-store.js";
 import { createOciDriver } from "./runtime/oci-driver.js";
@@ -108,12 +112,21 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     // VM netns kept alive at network start but adopted by no VM record are removed now.
     await s.network.sweep();
     const authToken = await loadAuthToken(config);
+    const stats = new VmStatsCollector({
+      vms: s.vms,
+      diskUsage: (h) => s.storage.usage(h),
+      diskMountDir: (h) => s.storage.paths(h).diskDir,
+      cgroupPath: (h) => `/paddock/${config.paddock.tenantId}/${h}`,
+      agentStats,
+    });
     const app = createApiApp({
       config, vms: s.vms, metrics, logger, authToken,
-      extraRouters: [createAgentRouter({ resolveAgent: (h) => s.vms.resolveAgent(h), secrets: s.secrets, logger })],
+      extraRouters: [createAgentRouter({ resolveAgent: (h) => s.vms.resolveAgent(h), secrets: s.secrets, logger }), createStatsRouter(stats)],
       describeNetwork: (h) => s.network.describe?.(h),
     });
     const server = await listenApi(app, config);
+    const upgrades = createAgentUpgradeHandler({ resolveAgent: (h) => s.vms.resolveAgent(h), authToken, logger });
+    attachUpgradeHandler(server, (req, socket, head) => upgrades.handle(req, socket, head));
     logger.info("tenant daemon ready", { listen: config.api.kind === "unix" ? config.api.socketPath : `${config.api.host}:${config.api.port}`, runtime: s.runtime.name, vms: s.vms.list({ kind: "none" }).length });
     let stopped: Promise<void> | undefined;
     return {
@@ -121,6 +134,7 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
       vms: s.vms,
       stop: () => (stopped ??= (async () => {
         logger.info("stopping");
+        upgrades.closeAll();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeAllConnections();

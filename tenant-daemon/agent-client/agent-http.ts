@@ -4,6 +4,7 @@
  */
 import http from "node:http";
 import { PaddockError } from "../../shared/errors.js";
+import type { GuestStats } from "../agent/guest-stats.js";
 import type { SecretStore } from "../secrets/secret-store.js";
 
 /** Agent health (spec §2.4); durations in integer nanoseconds. */
@@ -95,4 +96,16 @@ export async function syncSecretsToAgent(
   };
   const res = (await agentJsonRequest(socketPath, "POST", "/v1/secrets/sync", body, timeoutMs)) as { synced?: unknown };
   return Array.isArray(res.synced) ? res.synced.filter((n): n is string => typeof n === "string") : [];
+}
+
+/**
+ * `GET /v1/stats` of the agent: guest-side counters for NodeStat snapshots (spec §2.4).
+ * @throws PaddockError ERR_VM_AGENT_UNAVAILABLE when unreachable, slow (> `timeoutMs`) or malformed.
+ */
+export async function agentStats(socketPath: string, timeoutMs: number): Promise<GuestStats> {
+  const body = (await agentJsonRequest(socketPath, "GET", "/v1/stats", undefined, timeoutMs)) as Partial<GuestStats>;
+  if (typeof body !== "object" || body === null || typeof body.uptimeSeconds !== "number" || typeof body.openFiles !== "number") {
+    throw new PaddockError("ERR_VM_AGENT_UNAVAILABLE", "guest agent stats answer is missing uptimeSeconds/openFiles");
+  }
+  return body as GuestStats;
 }

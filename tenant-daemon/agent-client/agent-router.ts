@@ -33,7 +33,7 @@ const VM_ROUTES: { pattern: RegExp; methods: string[] }[] = [
   { pattern: /^\/exec\/[^/]+\/kill$/, methods: ["POST"] },
   { pattern: /^\/exec\/[^/]+\/wait-exit$/, methods: ["GET"] },
   { pattern: /^\/cp$/, methods: ["GET", "POST"] },
-  { pattern: /^\/fs\/(readdir|stat)$/, methods: ["GET"] },
+  { pattern: /^\/fs\/(readdir|stat|watch)$/, methods: ["GET"] },
   { pattern: /^\/fs\/mkdir$/, methods: ["POST"] },
   { pattern: /^\/fs\/remove$/, methods: ["DELETE"] },
 ];
@@ -153,6 +153,11 @@ export function createAgentRouter(deps: AgentRouterDeps): Router {
     const m = /^\/vm\/([^/]+)(\/.*)$/.exec(req.path);
     if (!m) return next();
     const sub = m[2] as string;
+    if (sub === "/shell" || sub === "/forward") {
+      // A WebSocket upgrade never reaches Express (agent-ws.ts); a plain request is a client error.
+      sendError(res, new PaddockError(req.method === "GET" ? "ERR_BAD_REQUEST" : "ERR_METHOD_NOT_ALLOWED", `/vm/{hostname}${sub} is a WebSocket endpoint: send GET with Upgrade: websocket`), log);
+      return;
+    }
     const route = VM_ROUTES.find((r) => r.pattern.test(sub));
     if (!route) return next();
     if (!route.methods.includes(req.method)) {

@@ -4,6 +4,7 @@
  * secrets sync.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import { networkInterfaces } from "node:os";
 import { readFileSync } from "node:fs";
 import { PaddockError } from "../../shared/errors.js";
@@ -11,8 +12,13 @@ import type { AgentBootConfig } from "./boot.js";
 import { CopyHandler } from "./cp.js";
 import { BackgroundExecs } from "./exec-background.js";
 import { handleForegroundExec } from "./exec-foreground.js";
+import { Forwards, parseUpstream } from "./forward.js";
 import { FsHandler } from "./fs-ops.js";
+import { handleFsWatch } from "./fs-watch.js";
+import { readGuestStats } from "./guest-stats.js";
 import { queryBool, sendError, sendJson, type AgentRequest } from "./http-util.js";
+import { ShellSessions } from "./shell.js";
+import { AGENT_UPGRADE_PROTOCOL, rejectUpgrade } from "./upgrade-util.js";
 import { handleSecretsSync } from "./secrets-sync.js";
 import type { UserdataState } from "./userdata.js";
 import type { UserDirectory } from "./users.js";
@@ -56,9 +62,11 @@ export interface AgentAppDeps {
   startedAtNs: bigint;
 }
 
-/** The agent app: a request listener plus a shutdown hook. */
+/** The agent app: a request listener, an upgrade listener (shell, forward) and a shutdown hook. */
 export interface AgentApp {
   handle: (req: IncomingMessage, res: ServerResponse) => void;
+  /** `GET /v1/shell?…` and `GET /v1/forward?upstream=…` with `Upgrade: paddock-stream`. */
+  upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
   shutdown: () => void;
 }
 
@@ -67,6 +75,8 @@ export function createAgentApp(deps: AgentAppDeps): AgentApp {
   const bg = new BackgroundExecs(deps.users);
   const cp = new CopyHandler(deps.users);
   const fs = new FsHandler(deps.users);
+  const shells = new ShellSessions(deps.users);
+  const forwards = new Forwards();
 
   const health = (): AgentHealth => {
     const ud = deps.userdata();
@@ -111,7 +121,20 @@ export function createAgentApp(deps: AgentAppDeps): AgentApp {
       else notAllowed();
       return;
     }
+    if (path === "/fs/watch") {
+      if (method !== "GET") notAllowed();
+      await handleFsWatch(ctx, deps.users);
+      return;
+    }
     if (path.startsWith("/fs/") && (await fs.handle(ctx))) return;
+    if (path === "/stats") {
+      if (method !== "GET") notAllowed();
+      sendJson(ctx.res, 200, readGuestStats());
+      return;
+    }
+    if (path === "/shell" || path === "/forward") {
+      throw new PaddockError("ERR_BAD_REQUEST", `${path} needs an HTTP upgrade (Upgrade: ${AGENT_UPGRADE_PROTOCOL})`);
+    }
     if (path === "/secrets/sync") {
       if (method !== "POST") notAllowed();
       await handleSecretsSync(ctx, deps.boot.secrets_dir);
@@ -137,5 +160,33 @@ export function createAgentApp(deps: AgentAppDeps): AgentApp {
     });
   };
 
-  return { handle, shutdown: () => bg.shutdown() };
+  const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    socket.on("error", () => undefined);
+    const url = new URL(req.url ?? "/", "http://agent");
+    const work = async (): Promise<void> => {
+      if ((req.headers.upgrade ?? "").toLowerCase() !== AGENT_UPGRADE_PROTOCOL) {
+        throw new PaddockError("ERR_BAD_REQUEST", `unsupported upgrade ${JSON.stringify(req.headers.upgrade ?? "")}`);
+      }
+      if (req.method !== "GET") throw new PaddockError("ERR_METHOD_NOT_ALLOWED", `method ${req.method} not allowed on ${url.pathname}`);
+      if (url.pathname === "/v1/shell") await shells.open(url.searchParams, socket, head);
+      else if (url.pathname === "/v1/forward") forwards.open(parseUpstream(url.searchParams.get("upstream")), socket, head);
+      else throw new PaddockError("ERR_NOT_FOUND", `no agent upgrade route ${url.pathname}`);
+    };
+    work().catch((err: unknown) => {
+      if (!(err instanceof PaddockError) || !err.isClientError) {
+        process.stderr.write(`paddock-agent: upgrade ${req.url}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      }
+      rejectUpgrade(socket, err);
+    });
+  };
+
+  return {
+    handle,
+    upgrade,
+    shutdown: () => {
+      bg.shutdown();
+      shells.shutdown();
+      forwards.shutdown();
+    },
+  };
 }

@@ -24,7 +24,7 @@ export function fsError(err: unknown, p: string): unknown {
   if (code === "EISDIR") return new PaddockError("ERR_PATH_INVALID", `is a directory: ${p}`, { cause: err });
   if (code === "EEXIST") return new PaddockError("ERR_PATH_INVALID", `already exists: ${p}`, { cause: err });
   if (code === "ENOTEMPTY") return new PaddockError("ERR_PATH_INVALID", `directory not empty: ${p}`, { cause: err });
-  if (code === "ENOSPC" || code === "EDQUOT") return new PaddockError("ERR_BODY_TOO_LARGE", `no space left on device writing ${p}`, { cause: err });
+  if (code === "ENOSPC" || code === "EDQUOT") return new PaddockError("ERR_VM_DISK_FULL", `no space left on the VM's disk writing ${p}`, { cause: err });
   if (code === "ELOOP") return new PaddockError("ERR_PATH_INVALID", `refusing to follow a symlink: ${p}`, { cause: err });
   return err;
 }

@@ -26,7 +26,7 @@ async function main(): Promise<void> {
   let userdata: UserdataState = { ran: boot.userdata === null, exitCode: undefined };
   const app = createAgentApp({ boot, users, userdata: () => userdata, startedAtNs });
   const socketPath = path.join(agentDir, AGENT_SOCKET_NAME);
-  const server = await listenUnix(socketPath, app.handle);
+  const server = await listenUnix(socketPath, app.handle, app.upgrade);
   process.stdout.write(`paddock-agent ${boot.agent_version}: listening on ${socketPath}\n`);
 
   const stop = (signal: string): void => {

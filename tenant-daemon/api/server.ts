@@ -6,6 +6,7 @@
 import { promises as fs, createReadStream } from "node:fs";
 import http from "node:http";
 import net from "node:net";
+import type { Duplex } from "node:stream";
 import crypto from "node:crypto";
 import express, { type Request, type Response, type Router } from "express";
 import { PaddockError } from "../../shared/errors.js";
@@ -255,6 +256,14 @@ export async function listenApi(app: express.Express, config: TenantConfig): Pro
     });
   }
   return server;
+}
+
+/**
+ * Route the server's HTTP upgrade requests (WebSocket `/vm/{h}/shell`, `/vm/{h}/forward`,
+ * spec §2.10–§2.11) to `handler`; Express never sees them. The handler authenticates itself.
+ */
+export function attachUpgradeHandler(server: http.Server, handler: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void): void {
+  server.on("upgrade", handler);
 }
 
 function socketAnswers(socketPath: string): Promise<boolean> {
