@@ -299,23 +299,25 @@ class TenantNetworkImpl implements TenantNetworkService {
   }
 
   /**
-   * One `ip -batch` for the whole VM: host side, then the VM side through `netns exec … ip`
-   * (in batch mode ip forks for `netns exec` and fails the batch on a non-zero exit), so
-   * each attach costs one spawn from Node instead of one per command.
+   * Two `ip -batch` runs per VM: the host side (netns, veth with its peer moved into the
+   * netns, alias, address or bridge port), then the VM side with `ip -n <netns> -batch`.
+   * Two spawns from Node beat one batch with `netns exec … ip` lines, which forks and execs
+   * `ip` once per line (measured: about half the time).
    */
   private async createVmLinks(vm: VmLinks, g: GroupRuntime): Promise<void> {
-    const inVm = (cmd: string): string => `netns exec ${vm.netns} ip ${cmd}`;
     await host.ipBatch([
       `netns add ${vm.netns}`,
       `link add ${vm.veth} type veth peer name eth0 netns ${vm.netns}`,
       `link set dev ${vm.veth} alias ${linkAlias(this.tenant, `vm/${vm.hostname}`)}`,
       ...(vm.mode === "isolated" ? [`addr add ${formatIpv4(vm.gateway)}/30 dev ${vm.veth}`] : [`link set dev ${vm.veth} master ${g.bridge as string}`]),
       `link set dev ${vm.veth} up`,
-      inVm("link set dev lo up"),
-      inVm(`addr add ${formatIpv4(vm.ip)}/${vm.prefix} dev eth0`),
-      inVm("link set dev eth0 up"),
-      inVm(`route add default via ${formatIpv4(vm.gateway)} dev eth0`),
     ]);
+    await host.ipBatch([
+      "link set dev lo up",
+      `addr add ${formatIpv4(vm.ip)}/${vm.prefix} dev eth0`,
+      "link set dev eth0 up",
+      `route add default via ${formatIpv4(vm.gateway)} dev eth0`,
+    ], vm.netns);
   }
 
   private async removeVmLinks(hostname: string): Promise<void> {

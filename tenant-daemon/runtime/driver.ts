@@ -56,6 +56,12 @@ export interface RuntimeDriver {
   readonly name: string;
   /** Write the bundle and create the sandbox (not yet started). @throws PaddockError ERR_RUNTIME_FAILED */
   create(spec: VmRuntimeSpec): Promise<void>;
+  /**
+   * Create and start in one step (a leftover of the same id is removed first); the fast path
+   * of a VM boot. @returns the state right after start (`running` with its pid, or `stopped`).
+   * @throws PaddockError ERR_RUNTIME_FAILED (nothing is left behind)
+   */
+  run(spec: VmRuntimeSpec): Promise<RuntimeState>;
   /** Start a created sandbox. @throws PaddockError ERR_RUNTIME_FAILED */
   start(id: string): Promise<void>;
   /** SIGTERM, wait up to `timeoutMs`, then SIGKILL; resolves when the sandbox has stopped. */

@@ -33,6 +33,11 @@ export interface VmStorageOptions {
   /** The base image rootfs (overlay lower layer), from `resolveImage`. */
   imageRootfs: string;
   logger?: Logger;
+  /**
+   * Pre-formatted spare disks kept per disk size (default 2; 0 disables the pool). A new VM
+   * takes one by rename instead of waiting for mkfs; the pool is refilled in the background.
+   */
+  poolSize?: number;
 }
 
 /** Per-VM storage by hostname (see the VM service's `VmStorage` port). */
@@ -53,6 +58,13 @@ export interface TenantVmStorage {
   sweep(keep: ReadonlySet<string>): Promise<void>;
   /** Used and total bytes of the VM's disk filesystem; undefined when not mounted. */
   usage(hostname: string): Promise<{ usedBytes: number; totalBytes: number } | undefined>;
+  /**
+   * Fill the spare-disk pool for these sizes in the background (see
+   * {@link VmStorageOptions.poolSize}). Spares live in `<stateDir>/disks/.pool/`.
+   */
+  warmPool(sizesBytes: readonly number[]): void;
+  /** Stop refilling, wait for mkfs runs in flight and delete every spare disk. Idempotent. */
+  drainPool(): Promise<void>;
   /** Host paths of one VM's storage (for logs and tests). */
   paths(hostname: string): { diskPath: string; bundleDir: string; diskDir: string; rootfsDir: string };
 }
@@ -74,12 +86,24 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
     return { diskPath: path.join(disksDir, `${hostname}.img`), bundleDir, diskDir: m.diskDir, rootfsDir: m.rootfsDir };
   };
 
+  const pool = new SparePool(path.join(disksDir, ".pool"), options.poolSize ?? 2, log);
+
   return {
     paths,
     async prepare(hostname, sizeBytes) {
       const p = paths(hostname);
       const started = Date.now();
-      if (await prepareDisk({ diskPath: p.diskPath, sizeBytes })) log.info("disk created", { hostname, sizeBytes, ms: Date.now() - started });
+      if (await fileExists(p.diskPath)) return;
+      const spare = await pool.take(sizeBytes, p.diskPath);
+      if (spare) log.debug("disk taken from the spare pool", { hostname, sizeBytes, ms: Date.now() - started });
+      else if (await prepareDisk({ diskPath: p.diskPath, sizeBytes })) log.info("disk created", { hostname, sizeBytes, ms: Date.now() - started });
+      pool.refill(sizeBytes);
+    },
+    warmPool(sizesBytes) {
+      for (const size of new Set(sizesBytes)) pool.refill(size);
+    },
+    drainPool() {
+      return pool.drain();
     },
     async mount(hostname) {
       const p = paths(hostname);
@@ -122,7 +146,9 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
           await run("losetup", ["-d", dev.name], { allowFailure: true });
         }
       }
-      // 3. Disk files of no VM.
+      // 3. Spare disks (left by a crash; the pool refills on demand), then disk files of no VM.
+      await pool.drain();
+      pool.reopen();
       let entries: string[] = [];
       try {
         entries = await fs.readdir(disksDir);
@@ -137,4 +163,91 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
       }
     },
   };
+}
+
+async function fileExists(p: string): Promise<boolean> {
+  try {
+    await fs.stat(p);
+    return true;
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return false;
+    throw err;
+  }
+}
+
+/**
+ * Pre-formatted spare disks, `<dir>/<sizeBytes>-<n>.img`, made with the same
+ * {@link prepareDisk} as a VM's own disk (so a spare is exactly what mkfs would have made) and
+ * handed out by rename(2) on the same filesystem. Refills run one mkfs at a time in the
+ * background. Everything is deleted by {@link drain} (daemon stop, purge, start-up sweep).
+ */
+class SparePool {
+  private readonly ready = new Map<number, string[]>();
+  private readonly wanted = new Set<number>();
+  private running: Promise<void> | undefined;
+  private closed = false;
+  private seq = 0;
+
+  constructor(private readonly dir: string, private readonly size: number, private readonly log: Logger) {}
+
+  /** Move a spare of `sizeBytes` to `target`; false when none is ready. */
+  async take(sizeBytes: number, target: string): Promise<boolean> {
+    const list = this.ready.get(sizeBytes);
+    const spare = list?.shift();
+    if (spare === undefined) return false;
+    try {
+      await fs.rename(spare, target);
+      return true;
+    } catch (err) {
+      this.log.warn("spare disk unusable; formatting a new one", { spare, err });
+      await fs.rm(spare, { force: true }).catch(() => undefined);
+      return false;
+    }
+  }
+
+  /** Top the pool of `sizeBytes` up to its size, in the background. */
+  refill(sizeBytes: number): void {
+    if (this.size <= 0 || this.closed) return;
+    this.wanted.add(sizeBytes);
+    this.running ??= this.fill().finally(() => {
+      this.running = undefined;
+    });
+  }
+
+  private async fill(): Promise<void> {
+    await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    for (;;) {
+      const size = [...this.wanted].find((s) => (this.ready.get(s)?.length ?? 0) < this.size);
+      if (size === undefined || this.closed) return;
+      const file = path.join(this.dir, `${size}-${++this.seq}.img`);
+      try {
+        await prepareDisk({ diskPath: file, sizeBytes: size });
+      } catch (err) {
+        this.log.warn("spare disk could not be made; the pool stops refilling this size", { sizeBytes: size, err });
+        this.wanted.delete(size);
+        continue;
+      }
+      if (this.closed) {
+        await fs.rm(file, { force: true });
+        return;
+      }
+      const list = this.ready.get(size) ?? [];
+      list.push(file);
+      this.ready.set(size, list);
+    }
+  }
+
+  /** Stop refilling, wait for the mkfs in flight, delete the pool dir. */
+  async drain(): Promise<void> {
+    this.closed = true;
+    await this.running?.catch(() => undefined);
+    this.ready.clear();
+    this.wanted.clear();
+    await fs.rm(this.dir, { recursive: true, force: true });
+  }
+
+  /** Allow refills again after a {@link drain}. */
+  reopen(): void {
+    this.closed = false;
+  }
 }

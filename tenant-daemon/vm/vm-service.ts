@@ -11,10 +11,10 @@
  *
  * Operations on one VM are serialised; creates of different VMs run concurrently.
  */
-import { promises as fs } from "node:fs";
+import { promises as fs, watch, type FSWatcher } from "node:fs";
 import path from "node:path";
 import os from "node:os";
-import { PaddockError, isPaddockError } from "../../shared/errors.js";
+import { PaddockError, errnoCode, isPaddockError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { pidAlive, type JsonStateStore } from "../../shared/state-store.js";
 import type { HostGroupConfig, TenantConfig } from "../../shared/tenant-config.js";
@@ -38,6 +38,10 @@ export interface VmStorage {
   remove(hostname: string): Promise<void>;
   /** Unmount and remove what belongs to no VM in `keep`. */
   sweep(keep: ReadonlySet<string>): Promise<void>;
+  /** Keep pre-formatted spare disks of these sizes (background; optional). */
+  warmPool?(sizesBytes: readonly number[]): void;
+  /** Delete every spare disk and stop refilling (daemon stop). */
+  drainPool?(): Promise<void>;
   /** Bytes used and total of the VM's disk (for stats); undefined when not mounted. */
   usage?(hostname: string): Promise<{ usedBytes: number; totalBytes: number } | undefined>;
 }
@@ -287,7 +291,7 @@ export class VmService {
     } else {
       ({ hostname, index } = this.allocateName(group.name));
     }
-    const ipCidr = this.deps.network.reserve({ hostname, hostGroup: group.name, override: req.network });
+    const ipCidr = this.deps.network.reserve({ hostname, hostGroup: group.name, override: req.network, requestedIp: req.ip });
     const record: VmRecord = {
       hostname, hostGroup: group.name, index, cpus: req.cpus, ramBytes: req.ramBytes, storageSizeBytes: group.storageSizeBytes,
       persistent: req.persistent || options.protected === true, protected: options.protected === true, tags: [...req.tags],
@@ -297,8 +301,11 @@ export class VmService {
     this.vms.set(hostname, vm);
     try {
       await this.withLock(hostname, async () => {
-        await this.persist();
-        await this.boot(vm);
+        // The record is saved while the VM boots (a crash mid-boot is cleaned by the start-up
+        // sweep either way: everything of a VM is found by its deterministic names).
+        const [saved, booted] = await Promise.allSettled([this.persist(), this.boot(vm)]);
+        if (booted.status === "rejected") throw booted.reason;
+        if (saved.status === "rejected") throw saved.reason;
       });
     } catch (err) {
       this.deps.onEvent?.("launch_failed", group.name);
@@ -313,8 +320,10 @@ export class VmService {
     this.deps.onEvent?.("launch", group.name);
     this.log.info("vm created", { hostname, persistent: record.persistent, ip: ipCidr });
     if (wait.wait) {
+      const waitStarted = performance.now();
       try {
         await this.waitForAgent(hostname, wait.wait, wait.timeoutMs);
+        this.log.debug("vm wait timing", { hostname, wait: wait.wait, waitMs: Math.round((performance.now() - waitStarted) * 10) / 10 });
       } catch (err) {
         await this.remove(hostname, { force: true }).catch((e: unknown) => this.log.error("cleanup after wait failure failed", { hostname, err: e }));
         throw err;
@@ -331,29 +340,47 @@ export class VmService {
     const r = vm.record;
     const group = this.hostGroup(r.hostGroup);
     vm.phase = "creating";
-    await fs.mkdir(path.dirname(this.consoleLogPath(r.hostname)), { recursive: true, mode: 0o700 });
-    await fs.mkdir(this.agentDir(r.hostname), { recursive: true, mode: 0o700 });
-    await fs.mkdir(this.bundleDir(r.hostname), { recursive: true, mode: 0o700 });
-    await fs.rm(this.agentSocket(r.hostname), { force: true });
-    await this.deps.storage.prepare(r.hostname, r.storageSizeBytes);
-    const rootfsDir = await this.deps.storage.mount(r.hostname);
-    const attachment = await this.deps.network.attach({ hostname: r.hostname, hostGroup: r.hostGroup, previousIp: r.ipCidr, override: r.network });
-    if (attachment.resolvConf !== undefined) await writeGuestFile(rootfsDir, "etc/resolv.conf", attachment.resolvConf);
-    await writeGuestFile(rootfsDir, "etc/hostname", `${r.hostname}\n`);
+    const spans = new Spans();
+    await Promise.all([
+      fs.mkdir(path.dirname(this.consoleLogPath(r.hostname)), { recursive: true, mode: 0o700 }),
+      fs.mkdir(this.agentDir(r.hostname), { recursive: true, mode: 0o700 }).then(() => fs.rm(this.agentSocket(r.hostname), { force: true })),
+      fs.mkdir(this.bundleDir(r.hostname), { recursive: true, mode: 0o700 }),
+    ]);
+    spans.mark("dirs");
+    // Disk and network are independent: build them concurrently. Both settle before anything
+    // else happens, so a failure never leaves one half still running while the caller tears down.
+    const [disk, net] = await Promise.allSettled([
+      (async () => {
+        await this.deps.storage.prepare(r.hostname, r.storageSizeBytes);
+        spans.mark("disk");
+        const dir = await this.deps.storage.mount(r.hostname);
+        spans.mark("mount");
+        return dir;
+      })(),
+      this.deps.network.attach({ hostname: r.hostname, hostGroup: r.hostGroup, previousIp: r.ipCidr, override: r.network }).finally(() => spans.mark("network")),
+    ]);
+    if (disk.status === "rejected") throw disk.reason;
+    if (net.status === "rejected") throw net.reason;
+    const rootfsDir = disk.value;
+    const attachment = net.value;
     const userdata = r.userdata ?? group.userdata ?? (group.userdataFile ? await fs.readFile(group.userdataFile, "utf8") : undefined);
-    await this.deps.agent.writeBoot(this.agentDir(r.hostname), { hostname: r.hostname, userdata });
+    await Promise.all([
+      attachment.resolvConf !== undefined ? writeGuestFile(rootfsDir, "etc/resolv.conf", attachment.resolvConf) : undefined,
+      writeGuestFile(rootfsDir, "etc/hostname", `${r.hostname}\n`),
+      this.deps.agent.writeBoot(this.agentDir(r.hostname), { hostname: r.hostname, userdata }),
+    ]);
+    spans.mark("files");
     const id = this.containerId(r.hostname);
-    await this.deps.runtime.destroy(id);
-    await this.deps.runtime.create({
+    const st = await this.deps.runtime.run({
       id, hostname: r.hostname, cpus: r.cpus, ramBytes: r.ramBytes, pidsLimit: this.deps.config.paddock.pidsLimit,
       rootfsDir, bundleDir: this.bundleDir(r.hostname), agentDir: this.agentDir(r.hostname), netnsPath: attachment.netnsPath,
       consoleLogPath: this.consoleLogPath(r.hostname), cgroupPath: `/paddock/${this.deps.config.paddock.tenantId}/${r.hostname}`,
     });
-    await this.deps.runtime.start(id);
-    const st = await this.deps.runtime.state(id);
+    spans.mark("runtime-run");
     if (st.status !== "running") throw new PaddockError("ERR_VM_START_FAILED", `sandbox ${id} is ${st.status} right after start; see the console log`);
     vm.pid = st.pid;
     vm.phase = "running";
+    this.log.debug("vm boot timing", { hostname: r.hostname, totalMs: spans.totalMs(), atMs: spans.atMs });
     void this.deliverSecrets(r);
   }
 
@@ -373,17 +400,35 @@ export class VmService {
    */
   async waitForAgent(hostname: string, wait: "agent" | "userdata", timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    let delay = 5;
-    for (;;) {
-      const vm = this.vms.get(hostname);
-      if (!vm || vm.phase === "deleting" || vm.phase === "stopped") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} stopped while waiting for its agent`);
-      try {
-        const h = await this.deps.agent.health(this.agentSocket(hostname), Math.max(50, Math.min(2000, deadline - Date.now())));
-        if (h.agent_uptime > 0 && (wait === "agent" || h.userdata_ran)) return;
-      } catch {}
-      if (Date.now() >= deadline) throw new PaddockError("ERR_VM_WAIT_TIMEOUT", `timed out after ${timeoutMs} ms waiting for ${wait} on ${hostname}; the VM was deleted`);
-      await sleep(Math.min(delay, Math.max(1, deadline - Date.now())));
-      delay = Math.min(delay * 2, 100);
+    const socketPath = this.agentSocket(hostname);
+    // Until the socket exists, wake on inotify events of the agent dir (the socket appearing)
+    // instead of sleeping; the timer stays as a fallback should an event be missed.
+    const dirEvents = watchDir(this.agentDir(hostname));
+    try {
+      let delay = 5;
+      for (;;) {
+        const vm = this.vms.get(hostname);
+        if (!vm || vm.phase === "deleting" || vm.phase === "stopped") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} stopped while waiting for its agent`);
+        const changed = dirEvents.next();
+        let socketSeen = false;
+        try {
+          const h = await this.deps.agent.health(socketPath, Math.max(50, Math.min(2000, deadline - Date.now())));
+          socketSeen = true;
+          if (h.agent_uptime > 0 && (wait === "agent" || h.userdata_ran)) return;
+        } catch (err) {
+          socketSeen = errnoCode(err) !== "ENOENT" && errnoCode((err as { cause?: unknown }).cause) !== "ENOENT";
+        }
+        if (Date.now() >= deadline) throw new PaddockError("ERR_VM_WAIT_TIMEOUT", `timed out after ${timeoutMs} ms waiting for ${wait} on ${hostname}; the VM was deleted`);
+        const remaining = Math.max(1, deadline - Date.now());
+        if (socketSeen || !dirEvents.watching) {
+          await sleep(Math.min(delay, remaining));
+          delay = Math.min(delay * 2, 100);
+        } else {
+          await Promise.race([changed, sleep(Math.min(250, remaining))]);
+        }
+      }
+    } finally {
+      dirEvents.close();
     }
   }
 
@@ -402,24 +447,34 @@ export class VmService {
         this.log.error(`teardown: ${what} failed`, { hostname: h, err });
       }
     };
-    await step("stop", async () => {
-      const st = await this.deps.runtime.state(id);
-      if (st.status === "paused") await this.deps.runtime.resume(id);
-      if (st.status === "running" || st.status === "paused") {
-        const timeoutMs = opts.graceful === false || !this.deps.config.gracefulShutdown ? 0 : this.deps.config.paddock.stopTimeoutSeconds * 1000;
-        await this.deps.runtime.stop(id, timeoutMs);
-      }
-    });
-    await step("destroy", () => this.deps.runtime.destroy(id));
-    await step("network", () => this.deps.network.detach(h));
-    await step("unmount", () => this.deps.storage.unmount(h));
-    await step("agent dir", () => fs.rm(this.agentDir(h), { recursive: true, force: true }));
-    await step("bundle dir", () => fs.rm(this.bundleDir(h), { recursive: true, force: true }));
-    if (opts.removeDisk) {
-      await step("disk", () => this.deps.storage.remove(h));
-      await step("console log", () => fs.rm(this.consoleLogPath(h), { force: true }));
+    const spans = new Spans();
+    const timeoutMs = opts.graceful === false || !this.deps.config.gracefulShutdown ? 0 : this.deps.config.paddock.stopTimeoutSeconds * 1000;
+    // Without a grace period there is nothing to wait for: destroy (`runc delete --force`)
+    // SIGKILLs what still runs (thawing a paused sandbox first), saving the state/kill round trips.
+    if (timeoutMs > 0) {
+      await step("stop", async () => {
+        const st = await this.deps.runtime.state(id);
+        if (st.status === "paused") await this.deps.runtime.resume(id);
+        if (st.status === "running" || st.status === "paused") await this.deps.runtime.stop(id, timeoutMs);
+      });
+      spans.mark("stop");
     }
+    await step("destroy", () => this.deps.runtime.destroy(id));
+    spans.mark("destroy");
+    // With the sandbox gone, links, mounts and the agent dir are independent of each other.
+    await Promise.all([
+      step("network", () => this.deps.network.detach(h)).finally(() => spans.mark("network")),
+      step("agent dir", () => fs.rm(this.agentDir(h), { recursive: true, force: true })),
+      (async () => {
+        await step("unmount", () => this.deps.storage.unmount(h));
+        spans.mark("unmount");
+        await step("bundle dir", () => fs.rm(this.bundleDir(h), { recursive: true, force: true }));
+        if (opts.removeDisk) await step("disk", () => this.deps.storage.remove(h));
+      })(),
+      opts.removeDisk ? step("console log", () => fs.rm(this.consoleLogPath(h), { force: true })) : undefined,
+    ]);
     vm.pid = undefined;
+    this.log.debug("vm teardown timing", { hostname: h, totalMs: spans.totalMs(), atMs: spans.atMs });
     if (errors.length > 0) throw new PaddockError("ERR_RUNTIME_FAILED", `cleanup of ${h} was incomplete: ${(errors[0] as Error).message}`, { cause: errors[0] });
   }
 
@@ -579,11 +634,12 @@ export class VmService {
     }
     await this.sweep();
     await this.persist();
+    this.deps.storage.warmPool?.(this.deps.config.hostGroups.map((g) => g.storageSizeBytes));
     for (const g of this.deps.config.hostGroups) {
       for (let i = 1; i <= g.count; i++) {
         const hostname = `${g.name}-${i}`;
         if (this.vms.has(hostname)) continue;
-        await this.create(g.name, { cpus: g.vcpu, ramBytes: g.ramBytes, persistent: true, tags: [], userdata: undefined, secrets: undefined, network: undefined }, undefined, { protected: true, index: i });
+        await this.create(g.name, { cpus: g.vcpu, ramBytes: g.ramBytes, persistent: true, tags: [], userdata: undefined, secrets: undefined, network: undefined, ip: undefined }, undefined, { protected: true, index: i });
       }
     }
     this.reaper = setInterval(() => void this.reap(), this.deps.reapIntervalMs ?? 1000);
@@ -679,6 +735,7 @@ export class VmService {
       });
     });
     await Promise.all(work);
+    await this.deps.storage.drainPool?.().catch((err: unknown) => this.log.error("spare disk removal at stop failed", { err }));
     await this.persist().catch((err: unknown) => this.log.error("state write at stop failed", { err }));
   }
 }
@@ -696,4 +753,63 @@ async function writeGuestFile(rootfsDir: string, rel: string, content: string): 
   if (st?.isSymbolicLink()) await fs.rm(target);
   await fs.mkdir(path.dirname(target), { recursive: true });
   await fs.writeFile(target, content, { mode: 0o644 });
+}
+
+/**
+ * Timestamps of the steps of one operation, for debug timing lines: `atMs[step]` = ms since the
+ * operation started when the step finished (rounded to 0.1; concurrent steps overlap).
+ */
+class Spans {
+  private readonly t0 = performance.now();
+  readonly atMs: Record<string, number> = {};
+  /** Record that `step` finished now. */
+  mark(step: string): void {
+    this.atMs[step] = this.totalMs();
+  }
+  /** ms since the operation started. */
+  totalMs(): number {
+    return Math.round((performance.now() - this.t0) * 10) / 10;
+  }
+}
+
+/**
+ * inotify on a directory (fs.watch): `next()` resolves at the next event after the call (or at
+ * once if one came since the previous `next()`). `watching` is false when the watch could not
+ * be set up (e.g. the directory is gone); callers then fall back to polling.
+ */
+function watchDir(dir: string): { next(): Promise<void>; close(): void; readonly watching: boolean } {
+  let pending = false;
+  let wake: (() => void) | undefined;
+  let watcher: FSWatcher | undefined;
+  try {
+    watcher = watch(dir, { persistent: false }, () => {
+      pending = true;
+      wake?.();
+    });
+    watcher.on("error", () => undefined);
+  } catch {
+    watcher = undefined;
+  }
+  return {
+    get watching() {
+      return watcher !== undefined;
+    },
+    next() {
+      if (pending) {
+        pending = false;
+        return Promise.resolve();
+      }
+      return new Promise<void>((resolve) => {
+        wake = () => {
+          wake = undefined;
+          pending = false;
+          resolve();
+        };
+      });
+    },
+    close() {
+      watcher?.close();
+      wake?.();
+    },
+  };
 }

@@ -231,6 +231,29 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     await destroyVm("paus-2");
   });
 
+  it("run() creates and starts in one call, replaces a leftover stopped sandbox, and rolls back a failed run", async () => {
+    const spec = await prepareVm("run-1");
+    const st = await driver.run(spec);
+    expect(st.status).to.equal("running");
+    expect(st).to.deep.equal(await driver.state(spec.id));
+    expect((await exec(spec.id, ["cat", "/proc/1/cmdline"])).stdout.split("\0")[0]).to.equal("/.paddock/bin/tini");
+    // A leftover of the same id (daemon killed mid-way): stopped, then run again on top of it.
+    await driver.stop(spec.id, 0);
+    expect((await driver.state(spec.id)).status).to.equal("stopped");
+    const again = await driver.run(spec);
+    expect(again.status).to.equal("running");
+    expect(again.pid).to.not.equal(st.pid);
+    await driver.destroy(spec.id);
+    expect((await driver.state(spec.id)).status).to.equal("absent");
+    // A failing init: ERR_RUNTIME_FAILED with runc's message and nothing left.
+    const err = await rejection(driver.run({ ...spec, args: ["/no/such/binary"] }));
+    expect(isPaddockError(err, "ERR_RUNTIME_FAILED")).to.equal(true);
+    expect((err as Error).message).to.match(/no such file|not found/i);
+    expect((await driver.state(spec.id)).status).to.equal("absent");
+    expect(await cgroupLeftovers(spec.cgroupPath)).to.deep.equal([]);
+    await destroyVm("run-1");
+  });
+
   it("maps runtime failures to ERR_RUNTIME_FAILED with runc's message", async () => {
     const spec = await prepareVm("bad-1", { args: ["/no/such/binary"] });
     const err = await rejection(driver.create(spec));

@@ -215,4 +215,26 @@ describe("per-VM storage: sparse ext4 loop disk + overlay (privileged)", functio
     expect(await mountsUnder(path.join(dir, "t-run"))).to.deep.equal([]);
     expect(await fs.readdir(path.join(dir, "t-state", "disks"))).to.deep.equal([]);
   });
+  it("spare pool: a new disk is a pre-formatted spare taken by rename; drainPool removes every spare", async () => {
+    const storage = createVmStorage({ stateDir: path.join(dir, "p-state"), runDir: path.join(dir, "p-run"), imageRootfs, poolSize: 1 });
+    const poolDir = path.join(dir, "p-state", "disks", ".pool");
+    const spares = async (): Promise<string[]> => (await fs.readdir(poolDir).catch(() => [] as string[])).filter((f) => f.endsWith(".img"));
+    try {
+      storage.warmPool([32 * MiB]);
+      for (let i = 0; i < 600 && (await spares()).length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+      const [spare] = await spares();
+      expect(spare).to.be.a("string");
+      const ino = (await fs.stat(path.join(poolDir, spare as string))).ino;
+      await storage.prepare("pool-1", 32 * MiB);
+      expect((await fs.stat(storage.paths("pool-1").diskPath)).ino).to.equal(ino);
+      await storage.mount("pool-1");
+      expect((await storage.usage("pool-1"))?.totalBytes).to.be.greaterThan(20 * MiB).and.at.most(32 * MiB);
+      await storage.unmount("pool-1");
+      await storage.remove("pool-1");
+    } finally {
+      await storage.drainPool();
+    }
+    expect(existsSync(poolDir)).to.equal(false);
+    expect(await fs.readdir(path.join(dir, "p-state", "disks"))).to.deep.equal([]);
+  });
 });
