@@ -1,6 +1,7 @@
 /**
  * Validation of VM-related request bodies and queries (spec §2.2, §3.2, §3.3). Pure.
  */
+import { parseIpv4 } from "../../shared/cidr.js";
 import { PaddockError } from "../../shared/errors.js";
 import type { HostGroupConfig } from "../../shared/tenant-config.js";
 import { parseGoDurationMs } from "../../shared/time.js";
@@ -15,6 +16,8 @@ export interface CreateVmRequest {
   userdata: string | undefined;
   secrets: string[] | undefined;
   network: VmNetworkOverride | undefined;
+  /** Requested static IPv4 (spec §2.2 `ip`), bare; the network checks it is a free VM address of the group. */
+  ip: string | undefined;
 }
 
 /** Largest accepted tag, bytes; a larger one is a 400 (issue 7: a 1 MB tag gets a clear 4xx). */
@@ -92,7 +95,14 @@ export function parseCreateVmRequest(body: unknown, group: HostGroupConfig): Cre
     if (allow !== undefined) network.allow = allow;
     if (drop !== undefined) network.drop = drop;
   }
-  return { cpus, ramBytes, persistent, tags, userdata, secrets, network };
+  let ip: string | undefined;
+  if (b.ip !== undefined && b.ip !== null && b.ip !== "") {
+    // Both forms are accepted (spec §5 #22): bare, or CIDR as in create responses.
+    const m = typeof b.ip === "string" ? /^(\d{1,3}(?:\.\d{1,3}){3})(?:\/(\d{1,2}))?$/.exec(b.ip) : null;
+    if (!m || parseIpv4(m[1] as string) === undefined || (m[2] !== undefined && Number(m[2]) > 32)) throw bad("ip must be an IPv4 address (a.b.c.d or a.b.c.d/prefix)");
+    ip = m[1];
+  }
+  return { cpus, ramBytes, persistent, tags, userdata, secrets, network, ip };
 }
 
 /** `wait` and `timeout` of a create (spec §2.2). */

@@ -40,6 +40,12 @@ describe("VM create request (seed: VM size at launch)", () => {
     expect(code(() => parseCreateVmRequest([], group))).to.equal("ERR_VM_INVALID_REQUEST");
     expect(code(() => parseCreateVmRequest({ tags: ["x".repeat(1024 * 1024)] }, group))).to.equal("ERR_TAGS_INVALID");
   });
+  it("ip: bare or CIDR form, passed on bare; anything else is a 400", () => {
+    expect(parseCreateVmRequest({}, group).ip).to.equal(undefined);
+    expect(parseCreateVmRequest({ ip: "169.254.100.6" }, group).ip).to.equal("169.254.100.6");
+    expect(parseCreateVmRequest({ ip: "169.254.100.6/30" }, group).ip).to.equal("169.254.100.6");
+    for (const ip of ["10.0.0", "10.0.0.256", "10.0.0.1/33", "::1", 7, "x"]) expect(code(() => parseCreateVmRequest({ ip }, group))).to.equal("ERR_VM_INVALID_REQUEST");
+  });
   it("ignores unknown fields", () => {
     expect(parseCreateVmRequest({ hostname: "evil", count: 3 }, group).cpus).to.equal(2);
   });
