@@ -1,0 +1,219 @@
+/**
+ * The daemon's WebSocket upgrade handler (agent-client/agent-ws.ts) with the real guest agent
+ * running as a host process: bearer auth on the upgrade, errors before the upgrade (404, 409,
+ * 400, agent 400 relayed), malformed shell frames ⇒ 1002, forward to a loopback listener with
+ * upstream-close ⇒ WebSocket close, and the agent's fs/watch edge cases (one_shot, patterns,
+ * chmod vs write, remove, heartbeat-free close on timeout).
+ */
+import { expect } from "chai";
+import { randomBytes } from "node:crypto";
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import WebSocket from "ws";
+import { PaddockError } from "../../shared/errors.js";
+import { silentLogger } from "../../shared/logger.js";
+import { createAgentUpgradeHandler, type AgentUpgradeHandler } from "../../tenant-daemon/agent-client/agent-ws.js";
+import { call, startTestAgent, type TestAgent } from "./agent-fixture.js";
+
+function frame(type: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const h = Buffer.alloc(5);
+  h.writeUInt8(type, 0);
+  h.writeUInt32BE(payload.length, 1);
+  return Buffer.concat([h, payload]);
+}
+
+interface Refusal {
+  status: number;
+  body: string;
+}
+
+function open(port: number, p: string, headers: Record<string, string> = {}): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}${p}`, { headers });
+    ws.once("open", () => resolve(ws));
+    ws.once("unexpected-response", (_req, res: http.IncomingMessage) => {
+      let body = "";
+      res.on("data", (c: Buffer) => (body += c.toString()));
+      res.on("end", () => reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode ?? 0, body } satisfies Refusal)));
+    });
+    ws.once("error", reject);
+  });
+}
+
+async function refusal(port: number, p: string, headers: Record<string, string> = {}): Promise<Refusal> {
+  try {
+    (await open(port, p, headers)).terminate();
+    return { status: 101, body: "" };
+  } catch (err) {
+    return err as Refusal;
+  }
+}
+
+describe("daemon WebSocket endpoints over a real agent (agent-ws)", function () {
+  let agent: TestAgent;
+  let server: http.Server;
+  let handler: AgentUpgradeHandler;
+  let port = 0;
+  const auth = { Authorization: "Bearer s3cret" };
+
+  before(async function () {
+    agent = await startTestAgent({ defaultUser: null });
+    handler = createAgentUpgradeHandler({
+      authToken: "s3cret",
+      logger: silentLogger,
+      resolveAgent: (h) => {
+        if (h === "vm-1") return { socketPath: agent.socket };
+        if (h === "paused-1") throw new PaddockError("ERR_VM_PAUSED", "VM paused");
+        throw new PaddockError("ERR_VM_NOT_FOUND", "VM not found");
+      },
+    });
+    server = http.createServer((_req, res) => res.end());
+    server.on("upgrade", (req, socket, head) => handler.handle(req, socket, head as Buffer));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+
+  after(async function () {
+    handler?.closeAll();
+    await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+    await agent?.stop();
+  });
+
+  it("authenticates the upgrade and answers errors before it", async () => {
+    expect((await refusal(port, "/vm/vm-1/shell")).status).to.equal(401);
+    expect((await refusal(port, "/vm/vm-1/shell", { Authorization: "Bearer wrong" })).status).to.equal(401);
+    expect((await refusal(port, "/vm/nope/shell", auth)).status).to.equal(404);
+    expect((await refusal(port, "/vm/paused-1/shell", auth)).status).to.equal(409);
+    expect((await refusal(port, "/vm/vm-1/other", auth)).status).to.equal(404);
+    const bad = await refusal(port, "/vm/vm-1/shell?cwd=/no/such/dir", auth);
+    expect(bad.status).to.equal(400);
+    expect(JSON.parse(bad.body)).to.include({ code: "ERR_PATH_INVALID" });
+    expect((await refusal(port, "/vm/vm-1/forward", { ...auth, "X-Inlets-Upstream": "unix:relative" })).status).to.equal(400);
+  });
+
+  it("closes a shell with 1002 on a malformed frame", async () => {
+    const ws = await open(port, "/vm/vm-1/shell?uid=0&shell=/bin/sh", auth);
+    const closed = new Promise<number>((resolve) => ws.once("close", (c: number) => resolve(c)));
+    const bad = frame(0x01, Buffer.from("echo x\n"));
+    bad.writeUInt32BE(99, 1); // declared length ≠ message length
+    ws.send(bad);
+    expect(await closed).to.equal(1002);
+  });
+
+  it("forwards to a loopback TCP listener and closes the WebSocket when the upstream closes", async () => {
+    const received: Buffer[] = [];
+    const upstream = net.createServer((s) => {
+      s.on("data", (c: Buffer) => {
+        received.push(c);
+        if (Buffer.concat(received).length >= 4) s.end("bye!");
+      });
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+    try {
+      const target = `127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+      const ws = await open(port, "/vm/vm-1/forward", { ...auth, "X-Inlets-Upstream": target });
+      const got: Buffer[] = [];
+      ws.on("message", (d: Buffer) => got.push(d));
+      const closed = new Promise<number>((resolve) => ws.once("close", (c: number) => resolve(c)));
+      ws.send(Buffer.from("ping"));
+      expect(await closed).to.equal(1000);
+      expect(Buffer.concat(got).toString()).to.equal("bye!");
+      expect(Buffer.concat(received).toString()).to.equal("ping");
+    } finally {
+      upstream.close();
+    }
+  });
+
+  it("forwards to a Unix socket upstream", async () => {
+    const sock = path.join(agent.dir, "up.sock");
+    const upstream = net.createServer((s) => s.pipe(s));
+    await new Promise<void>((resolve) => upstream.listen(sock, resolve));
+    try {
+      const ws = await open(port, "/vm/vm-1/forward", { ...auth, "X-Inlets-Upstream": `unix:${sock}` });
+      const data = randomBytes(64 << 10);
+      const got: Buffer[] = [];
+      const all = new Promise<void>((resolve) =>
+        ws.on("message", (d: Buffer) => {
+          got.push(d);
+          if (Buffer.concat(got).length >= data.length) resolve();
+        }),
+      );
+      ws.send(data);
+      await all;
+      expect(Buffer.concat(got).equals(data)).to.equal(true);
+      ws.close();
+      await new Promise<void>((resolve) => ws.once("close", () => resolve()));
+    } finally {
+      upstream.close();
+    }
+  });
+
+  describe("fs/watch on the agent", () => {
+    const dir = (): string => path.join(agent.dir, "watched");
+    /** Open a watch; `act(n)` runs once the stream is up (n = 0) and after each event n (event-driven, no sleeps). */
+    const watch = (query: string, act: (n: number) => void): Promise<Record<string, unknown>[]> =>
+      new Promise((resolve, reject) => {
+        const req = http.request({ socketPath: agent.socket, method: "GET", path: `/v1/fs/watch?${query}` }, (res) => {
+          if (res.statusCode !== 200) {
+            reject(new Error(`status ${res.statusCode}`));
+            return;
+          }
+          let raw = "";
+          const events = (): Record<string, unknown>[] =>
+            raw.split("\n\n").filter((b) => b.endsWith("}")).flatMap((b) => b.split("\n").filter((l) => l.startsWith("data: ")).map((l) => JSON.parse(l.slice(6)) as Record<string, unknown>));
+          let seen = 0;
+          res.on("data", (c: Buffer) => {
+            raw += c.toString();
+            const n = raw.split("\n\n").length - 1;
+            while (seen < n) act(++seen);
+          });
+          res.on("end", () => resolve(events()));
+          act(0);
+        });
+        req.on("error", reject);
+        req.end();
+      });
+
+    beforeEach(() => {
+      rmSync(dir(), { recursive: true, force: true });
+      mkdirSync(dir());
+      writeFileSync(path.join(dir(), "a.txt"), "1");
+    });
+
+    it("one_shot with patterns delivers only the first matching event", async () => {
+      const ev = await watch(`paths=${encodeURIComponent(dir())}&patterns=*.log&one_shot=true&debounce=0s`, (n) => {
+        if (n > 0) return;
+        writeFileSync(path.join(dir(), "skip.txt"), "x");
+        writeFileSync(path.join(dir(), "take.log"), "x");
+      });
+      expect(ev.map((e) => [e.id, e.type, path.basename(String(e.path))])).to.deep.equal([[1, "create", "take.log"]]);
+    });
+
+    it("tells chmod from write, and reports removes", async () => {
+      const f = path.join(dir(), "a.txt");
+      const ev = await watch(`paths=${encodeURIComponent(f)}&events=chmod&events=write&events=remove&max_events=3&debounce=20ms`, (n) => {
+        if (n === 0) chmodSync(f, 0o600);
+        if (n === 1) writeFileSync(f, "22");
+        if (n === 2) rmSync(f);
+      });
+      expect(ev.map((e) => e.type)).to.deep.equal(["chmod", "write", "remove"]);
+      expect(ev[1]?.size).to.equal(2);
+    });
+
+    it("closes the stream at its timeout", async () => {
+      const ev = await watch(`paths=${encodeURIComponent(dir())}&timeout=300ms`, () => undefined);
+      expect(ev).to.deep.equal([]);
+    });
+
+    it("validates Last-Event-ID, events and durations", async () => {
+      const q = `/v1/fs/watch?paths=${encodeURIComponent(dir())}`;
+      expect((await call(agent.socket, "GET", q, { headers: { "Last-Event-ID": "18446744073709551616" } })).status).to.equal(400);
+      expect((await call(agent.socket, "GET", `${q}&events=bogus`)).status).to.equal(400);
+      expect((await call(agent.socket, "GET", `${q}&debounce=5x`)).status).to.equal(400);
+      expect((await call(agent.socket, "GET", `${q}&timeout=1ms`, { headers: { "Last-Event-ID": "18446744073709551615" } })).status).to.equal(200);
+    });
+  });
+});
