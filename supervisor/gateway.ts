@@ -103,7 +103,8 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
   // Never let an unhandled proxy error kill the process (STYLE.md "Known traps").
   proxy.on("error", (err) => log.error("proxy error without handler", { err }));
 
-  const server = http.createServer((req, res) => {
+  // Check header deadlines every 5 s (Node's default 30 s would let a trickle live ~60 s).
+  const server = http.createServer({ connectionsCheckingInterval: 5_000 }, (req, res) => {
     const id = requestId();
     const started = process.hrtime.bigint();
     const rlog = log.child({ req: id });
@@ -181,9 +182,18 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
   server.headersTimeout = 30_000;
   server.timeout = 0;
   server.keepAliveTimeout = 5_000;
-  server.on("clientError", (err, socket) => {
-    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
-    else socket.destroy();
+  // Malformed requests never reach a route: answer them here in the same JSON error shape
+  // (431 for oversized headers, 408 for headers not received in time, else 400).
+  server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const [status, message] = err.code === "HPE_HEADER_OVERFLOW" ? [431, "request headers too large"]
+      : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? [408, "request headers not received in time"]
+        : [400, "malformed HTTP request"];
+    const body = JSON.stringify(errorResponse(new PaddockError("ERR_BAD_REQUEST", message, { status })).body);
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   });
   server.on("close", () => {
     proxy.close();

@@ -183,6 +183,10 @@ export class SupervisorProc {
     return tcp(this.gateway);
   }
 
+  adminTarget(): { host: string; port: number } {
+    return tcp(this.admin);
+  }
+
   /** Create a tenant; returns its token. */
   async createTenant(id: string, template = "sandbox", extra: Record<string, unknown> = {}): Promise<string> {
     const r = await this.adminReq("POST", "/tenants", { id, template, ...extra });
