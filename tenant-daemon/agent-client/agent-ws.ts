@@ -156,6 +156,8 @@ export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeH
       for (const s of sessions) {
         s.ws.close(1001, "daemon stopping");
         s.agent.destroy();
+        // A client that does not answer the close handshake must not hold the server open.
+        setTimeout(() => s.ws.terminate(), 1000).unref();
       }
     },
   };

@@ -34,7 +34,7 @@ class ShellClient {
   output = "";
   sessionClosed = false;
   closed: Promise<number>;
-  private waiters: { re: RegExp; resolve: (m: RegExpExecArray) => void }[] = [];
+  private waiters: { test: () => boolean }[] = [];
 
   constructor(readonly ws: WebSocket) {
     ws.on("message", (data: Buffer, isBinary: boolean) => {
@@ -49,16 +49,32 @@ class ShellClient {
   }
 
   private check(): void {
-    this.waiters = this.waiters.filter((w) => {
-      const m = w.re.exec(this.output);
-      if (m) w.resolve(m);
-      return !m;
+    this.waiters = this.waiters.filter((w) => !w.test());
+  }
+
+  /** Resolves with the first match of `re` in the output so far (now or when more arrives). */
+  until(re: RegExp): Promise<RegExpExecArray> {
+    return new Promise((resolve) => {
+      this.waiters.push({
+        test: () => {
+          const m = re.exec(this.output);
+          if (m) resolve(m);
+          return m !== null;
+        },
+      });
+      this.check();
     });
   }
 
-  until(re: RegExp): Promise<RegExpExecArray> {
+  /** Resolves once the output is longer than `n` characters. */
+  longerThan(n: number): Promise<void> {
     return new Promise((resolve) => {
-      this.waiters.push({ re, resolve });
+      this.waiters.push({
+        test: () => {
+          if (this.output.length > n) resolve();
+          return this.output.length > n;
+        },
+      });
       this.check();
     });
   }
@@ -128,6 +144,17 @@ describe("shell, forward, fs/watch and stats in a real runc VM (privileged)", fu
       client.ws.send("text is ignored");
       client.type("stty size\n");
       await client.until(/[\r\n]43 132\r\n/);
+      // Keystroke echo round trip (client → daemon → agent → PTY → back), for the report.
+      const rounds = 20;
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < rounds; i++) {
+        const len = client.output.length;
+        client.type("z");
+        await client.longerThan(len);
+      }
+      const echoMs = Number(process.hrtime.bigint() - t0) / 1e6 / rounds;
+      console.log(`      shell keystroke echo round trip ${echoMs.toFixed(2)} ms`);
+      client.type("\u0015"); // Ctrl-U: drop the typed z's
       client.type("hostname; exit 3\n");
       await client.until(new RegExp(`[\\r\\n]${h}\\r\\n`));
       expect(await client.closed).to.equal(1000);
@@ -179,7 +206,8 @@ describe("shell, forward, fs/watch and stats in a real runc VM (privileged)", fu
       expect(await refusedStatus(d.socketPath, `/vm/${h}/forward`, { "X-Inlets-Upstream": "no-port" })).to.equal(400);
 
       const ws = await openWs(d.socketPath, `/vm/${h}/forward`, { "X-Inlets-Upstream": "127.0.0.1:7777", "X-Inlets-Mode": "local" });
-      const sent = randomBytes(256 << 10);
+      const sent = randomBytes(8 << 20);
+      const t0 = process.hrtime.bigint();
       const got: Buffer[] = [];
       let n = 0;
       const done = new Promise<void>((resolve) => {
@@ -189,8 +217,10 @@ describe("shell, forward, fs/watch and stats in a real runc VM (privileged)", fu
           if (n >= sent.length) resolve();
         });
       });
-      for (let i = 0; i < sent.length; i += 16 << 10) ws.send(sent.subarray(i, i + (16 << 10)));
+      for (let i = 0; i < sent.length; i += 64 << 10) ws.send(sent.subarray(i, i + (64 << 10)));
       await done;
+      const s = Number(process.hrtime.bigint() - t0) / 1e9;
+      console.log(`      forward echo of ${sent.length >> 20} MiB: ${((sent.length / 1e6) / s).toFixed(1)} MB/s each way`);
       expect(createHash("sha256").update(Buffer.concat(got)).digest("hex")).to.equal(createHash("sha256").update(sent).digest("hex"));
       const closed = new Promise<number>((resolve) => ws.once("close", (c: number) => resolve(c)));
       ws.close();
