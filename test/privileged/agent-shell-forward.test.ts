@@ -167,9 +167,10 @@ describe("shell, forward, fs/watch and stats in a real runc VM (privileged)", fu
   it("shell defaults to the guest's default user and answers errors before the upgrade", async () => {
     const client = new ShellClient(await openWs(d.socketPath, `/vm/${h}/shell`));
     try {
-      client.type("id -u; exit\n");
-      const m = await client.until(/[\r\n](\d+)\r\n/);
+      client.type("echo U=$(id -u) G=$(id -G); exit\n");
+      const m = await client.until(/[\r\n]U=(\d+) G=([\d ]+)\r\n/);
       expect(Number(m[1])).to.not.equal(0);
+      expect((m[2] ?? "").split(" "), "no root supplementary group leaks into a user shell").to.not.include("0");
       await client.closed;
     } finally {
       client.ws.terminate();
