@@ -7,7 +7,7 @@
  * Every command goes through shared/exec.ts `run()` with a timeout; failures become
  * PaddockError ERR_RUNTIME_FAILED carrying the runtime's stderr.
  */
-import { constants as fsConstants, promises as fs, existsSync, readFileSync } from "node:fs";
+import { constants as fsConstants, promises as fs, existsSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { PaddockError, errnoCode, isPaddockError } from "../../shared/errors.js";
@@ -16,7 +16,7 @@ import { silentLogger, type Logger } from "../../shared/logger.js";
 import { pidAlive, writeFileAtomic } from "../../shared/state-store.js";
 import { sleep } from "../../shared/time.js";
 import type { RuntimeDriver, RuntimeState, RuntimeStatus, VmRuntimeSpec } from "./driver.js";
-import { renderOciSpec, type OciToolbox } from "./oci-spec.js";
+import { GUEST_AGENT_BUNDLE, GUEST_AGENT_ENTRY, GUEST_APP_DIR, renderOciSpec, type OciToolbox } from "./oci-spec.js";
 import { readMounts } from "../storage/vm-disk.js";
 
 /** Which OCI runtime to use; `auto` = crun on a pure cgroup-v2 host with crun installed, else runc. */
@@ -120,7 +120,22 @@ export function findProjectRoot(startDir = path.dirname(fileURLToPath(import.met
 export function defaultToolbox(): OciToolbox {
   const tiniPath = "/usr/bin/tini-static";
   if (!existsSync(tiniPath)) throw new PaddockError("ERR_RUNTIME_UNAVAILABLE", `${tiniPath} not found; install it with \`apt-get install tini\``);
-  return { nodePath: process.execPath, tiniPath, appDir: findProjectRoot() };
+  const appDir = findProjectRoot();
+  return { nodePath: process.execPath, tiniPath, appDir, ...(agentBundleIsFresh(appDir) ? { agentEntry: GUEST_AGENT_BUNDLE } : {}) };
+}
+
+/**
+ * True when `npm run build` made the one-file agent bundle and it is not older than the
+ * compiled agent entry (a plain `tsc` run without the postbuild step leaves a stale bundle:
+ * then the agent runs from the ESM modules).
+ */
+export function agentBundleIsFresh(appDir: string): boolean {
+  const rel = (guestPath: string): string => path.join(appDir, path.relative(GUEST_APP_DIR, guestPath));
+  try {
+    return statSync(rel(GUEST_AGENT_BUNDLE)).mtimeMs >= statSync(rel(GUEST_AGENT_ENTRY)).mtimeMs;
+  } catch {
+    return false;
+  }
 }
 
 /** True when the kernel accounts swap per cgroup (v1 `memory.memsw.*`, or cgroup v2). */
@@ -405,8 +420,23 @@ export class OciDriver implements RuntimeDriver {
     if (cgroupPath !== undefined) await removeCgroupDirs(cgroupPath);
   }
 
-  /** Ids the runtime knows that start with `prefix` (`runc list --format json`). */
+  /**
+   * Ids the runtime knows that start with `prefix`: the entries of its state root (one
+   * directory per container). Read directly rather than through `runc list`, which fails as a
+   * whole when any container on the host (another tenant's) is deleted while it lists.
+   */
   async list(prefix: string): Promise<string[]> {
+    let entries: string[];
+    try {
+      entries = await fs.readdir(this.stateRoot);
+    } catch (err) {
+      if (errnoCode(err) === "ENOENT") return [];
+      return this.listByCommand(prefix);
+    }
+    return entries.filter((id) => id.startsWith(prefix)).sort();
+  }
+
+  private async listByCommand(prefix: string): Promise<string[]> {
     const r = await this.runtime(["list", "--format", "json"]);
     const parsed = JSON.parse(r.stdout.trim() === "" ? "null" : r.stdout) as { id: string }[] | null;
     return (parsed ?? []).map((c) => c.id).filter((id) => id.startsWith(prefix)).sort();

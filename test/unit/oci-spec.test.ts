@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { DEFAULT_GUEST_ARGS, renderOciSpec, type OciToolbox } from "../../tenant-daemon/runtime/oci-spec.js";
+import { DEFAULT_GUEST_ARGS, GUEST_AGENT_BUNDLE, renderOciSpec, type OciToolbox } from "../../tenant-daemon/runtime/oci-spec.js";
 import type { VmRuntimeSpec } from "../../tenant-daemon/runtime/driver.js";
 
 const toolbox: OciToolbox = { nodePath: "/usr/bin/node", tiniPath: "/usr/bin/tini-static", appDir: "/opt/paddock" };
@@ -91,6 +91,12 @@ describe("renderOciSpec", () => {
     a.linux.maskedPaths.pop();
     expect(renderOciSpec(vm(), toolbox)).to.deep.equal(golden);
     expect(DEFAULT_GUEST_ARGS).to.have.length(6);
+  });
+
+  it("runs the toolbox's agent entry (the one-file bundle) under tini when the toolbox names one", () => {
+    const args = renderOciSpec(vm(), { ...toolbox, agentEntry: GUEST_AGENT_BUNDLE }).process.args;
+    expect(args).to.deep.equal([...DEFAULT_GUEST_ARGS.slice(0, -1), GUEST_AGENT_BUNDLE]);
+    expect(renderOciSpec(vm({ args: ["/bin/true"] }), { ...toolbox, agentEntry: GUEST_AGENT_BUNDLE }).process.args).to.deep.equal(["/bin/true"]);
   });
 
   it("creates a fresh network namespace when no netns path is given", () => {
