@@ -92,6 +92,16 @@ export async function deleteLink(name: string): Promise<boolean> {
   return r.exitCode === 0;
 }
 
+/**
+ * Delete links, then named netns, in one `ip -force -batch` (every line is tried even when
+ * an earlier one fails, e.g. because the link is already gone). Missing ones are fine.
+ */
+export async function deleteLinksAndNetns(links: readonly string[], netns: readonly string[]): Promise<void> {
+  const lines = [...links.map((l) => `link del dev ${l}`), ...netns.map((n) => `netns del ${n}`)];
+  if (lines.length === 0) return;
+  await run("ip", ["-force", "-batch", "-"], { input: lines.join("\n") + "\n", timeoutMs: IP_TIMEOUT_MS, allowFailure: true });
+}
+
 /** `ip netns del <name>`; true when something was deleted. */
 export async function deleteNetns(name: string): Promise<boolean> {
   const r = await run("ip", ["netns", "del", name], { timeoutMs: IP_TIMEOUT_MS, allowFailure: true });

@@ -323,8 +323,8 @@ class TenantNetworkImpl implements TenantNetworkService {
   private async removeVmLinks(hostname: string): Promise<void> {
     // Delete the veth explicitly: `ip netns del` only unmounts, the kernel frees the
     // namespace (and the veth in it) asynchronously, or never while a process holds it.
-    await host.deleteLink(vmVethName(this.tenant, hostname));
-    await host.deleteNetns(vmNetnsName(this.tenant, hostname));
+    // One spawn for both; the link goes first.
+    await host.deleteLinksAndNetns([vmVethName(this.tenant, hostname)], [vmNetnsName(this.tenant, hostname)]);
   }
 
   private attachment(vm: VmLinks): VmNetworkAttachment {
@@ -341,8 +341,8 @@ class TenantNetworkImpl implements TenantNetworkService {
     const vm = this.attached.get(hostname) ?? this.adoptable.get(hostname);
     this.attached.delete(hostname);
     this.adoptable.delete(hostname);
-    await this.removeVmLinks(hostname);
-    if (vm?.mode === "isolated") await this.syncFirewall();
+    // The sandbox is gone before detach: links and rules can go at the same time.
+    await Promise.all([this.removeVmLinks(hostname), vm?.mode === "isolated" ? this.syncFirewall() : undefined]);
   }
 
   release(hostname: string): void {
@@ -379,9 +379,11 @@ class TenantNetworkImpl implements TenantNetworkService {
     const [links, netnsList] = await Promise.all([host.listLinks(), host.listNetns()]);
     const aliased = links.filter((l) => l.ifalias?.startsWith(aliasPrefix(this.tenant)));
     const vmLinks = new Set([...aliased.filter((l) => l.ifalias?.includes("/vm/")).map((l) => l.ifname), ...[...this.attached.values(), ...this.adoptable.values()].map((v) => v.veth)]);
-    for (const l of vmLinks) await host.deleteLink(l);
-    for (const ns of netnsList.filter((n) => n.startsWith(netnsPrefix(this.tenant)))) await host.deleteNetns(ns);
-    for (const l of aliased) if (!vmLinks.has(l.ifname)) await host.deleteLink(l.ifname);
+    // One batch: VM links, then the group bridges, then the VM netns.
+    await host.deleteLinksAndNetns(
+      [...vmLinks, ...aliased.map((l) => l.ifname).filter((n) => !vmLinks.has(n))],
+      netnsList.filter((n) => n.startsWith(netnsPrefix(this.tenant))),
+    );
     await this.fwRunning?.catch(() => undefined);
     await host.applyNft(renderTableDeletion(this.tenant));
     this.attached.clear();

@@ -215,7 +215,14 @@ export async function unmountPath(dir: string): Promise<"unmounted" | "lazy" | "
  * @throws PaddockError ERR_STORAGE_FAILED
  */
 export async function unmountRootfs(bundleDir: string): Promise<void> {
-  const p = bundleMountPaths(bundleDir);
+  const p = bundleMountPaths(path.resolve(bundleDir));
+  // Common case, both mounted: one `umount rootfs disk` (in that order). Anything else, or a
+  // failure (busy), takes the per-mount path with its retries and lazy fallback.
+  const mounted = new Set((await readMounts()).map((m) => m.mountPoint));
+  if (mounted.has(p.rootfsDir) && mounted.has(p.diskDir)) {
+    const r = await run("umount", [p.rootfsDir, p.diskDir], { timeoutMs: MOUNT_TIMEOUT_MS, allowFailure: true });
+    if (r.exitCode === 0) return;
+  }
   await unmountPath(p.rootfsDir);
   await unmountPath(p.diskDir);
 }
