@@ -15,13 +15,14 @@
  * report, chart), figures/ (one per figure).
  */
 import { promises as fs, existsSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { spawn } from "node:child_process";
 import crypto from "node:crypto";
 import { PROJECT_ROOT, loopDevicesUnder, mountsUnder } from "../../test/helpers/daemon.js";
 import { run } from "../../shared/exec.js";
-import { startDaemonLab, type BenchOptions, type DaemonLab } from "./lib/context.js";
+import { addProbe, startDaemon, type BareDaemon, type BenchOptions } from "./lib/context.js";
 import { describeMachine, LoadSampler } from "./lib/machine.js";
 import { renderMarkdown, type BenchReport, type FigureResult, type Row } from "./lib/report.js";
 import { renderSvgChart } from "./lib/svg-chart.js";
@@ -96,7 +97,7 @@ async function main(): Promise<void> {
   const startedAt = new Date().toISOString();
   const load = new LoadSampler(5000);
   const machine = await describeMachine();
-  log(`machine: ${machine.cpuModel}, ${machine.cores} cores; load ${machine.kernel}; options ${JSON.stringify({ ...opts, only: values.only ?? "all" })}`);
+  log(`machine: ${machine.cpuModel}, ${machine.cores} cores, kernel ${machine.kernel}, load ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}; options ${JSON.stringify({ ...opts, only: values.only ?? "all" })}`);
   const figures: FigureResult[] = [];
   const tenantIds: string[] = [];
   const tempDirs: string[] = [];
@@ -105,28 +106,32 @@ async function main(): Promise<void> {
 
   // Phase A: one tenant daemon (no supervisor) with a probe VM: figures 1, 2, 5, 7 (VMs), 8.
   if (wants(1, 2, 5, 7, 8)) {
-    let lab: DaemonLab | undefined;
+    let bare: BareDaemon | undefined;
     try {
-      log("starting a tenant daemon with a probe VM");
-      lab = await startDaemonLab();
-      tenantIds.push(lab.d.tenantId);
-      tempDirs.push(lab.d.dir);
-      const l = lab;
-      await measure(1, opts, figures, () => figureCreate(l, opts));
-      await measure(2, opts, figures, () => figureExec(l, opts));
-      await measure(5, opts, figures, () => figureCopy(l, opts));
+      log("starting a tenant daemon");
+      bare = await startDaemon();
+      tenantIds.push(bare.d.tenantId);
+      tempDirs.push(bare.d.dir);
+      const b = bare;
       if (wants(7)) {
-        log("figure 7 (VM half): footprint at 1 and 10 VMs");
-        vmFoot = await vmFootprint(l, opts, l.idleRssBytes).catch((err: unknown) => ({ rows: [], notes: [`VM footprint not measured: ${(err as Error).message}`] }));
+        log(`figure 7 (VM half): footprint of fresh VMs at ${opts.full ? "1, 10 and 50" : "1 and 10"} VMs`);
+        vmFoot = await vmFootprint(b, opts).catch((err: unknown) => ({ rows: [], notes: [`VM footprint not measured: ${(err as Error).message}`] }));
       }
-      await measure(8, opts, figures, () => figureScale(l, opts));
+      if (wants(1, 2, 5, 8)) {
+        log("creating the probe VM");
+        const l = await addProbe(b);
+        await measure(1, opts, figures, () => figureCreate(l, opts));
+        await measure(2, opts, figures, () => figureExec(l, opts));
+        await measure(5, opts, figures, () => figureCopy(l, opts));
+        await measure(8, opts, figures, () => figureScale(l, opts));
+      }
     } catch (err) {
       log(`daemon lab failed: ${(err as Error).stack ?? String(err)}`);
       for (const num of [1, 2, 5, 8]) if (wants(num) && !figures.some((f) => f.num === num)) figures.push({ num, title: TITLES[num] ?? "", rows: [], targets: [], notes: [], error: `daemon lab: ${(err as Error).message}` });
     } finally {
-      if (lab) {
+      if (bare) {
         log("destroying the tenant daemon (stop + purge)");
-        await lab.d.destroy();
+        await bare.d.destroy();
       }
     }
   }
@@ -161,9 +166,9 @@ async function main(): Promise<void> {
         nginx = await NginxProxy.start(loadTenant.socketPath);
         const ng = nginx;
         const targets = { direct: { name: "direct", socketPath: loadTenant.socketPath }, gateway: gw, nginx: ng.target() };
-        const daemonPid = await s.daemonPid(id);
+        const daemonPid = await s.daemonPid(loadTenant.id);
         await measure(3, opts, figures, () => figureGateway(targets, vm, { supervisor: s.pid, daemon: daemonPid, nginx: () => ng.workerPids() }, opts));
-        await measure(4, opts, figures, () => figureStreaming(targets, vm, `pdk-${id}-${vm}`, opts));
+        await measure(4, opts, figures, () => figureStreaming(targets, vm, `pdk-${loadTenant?.id ?? id}-${vm}`, opts));
       }
     } catch (err) {
       log(`supervisor lab failed: ${(err as Error).stack ?? String(err)}`);
@@ -185,7 +190,7 @@ async function main(): Promise<void> {
       title: TITLES[7] as string,
       rows: [...(tenantFoot?.rows ?? []), ...(vmFoot?.rows ?? [])],
       targets: [],
-      notes: [...(tenantFoot?.notes ?? ["tenant half not measured"]), ...(vmFoot?.notes ?? ["VM half not measured"]), "RSS counts shared pages (the node binary, libraries) in every process; PSS divides them among the sharers."],
+      notes: [...(tenantFoot?.notes ?? ["tenant half not measured"]), ...(vmFoot?.notes ?? ["VM half not measured"]), "RSS counts shared pages (the node binary, libraries) in every process; private (RssAnon) is the process's own heap and stacks, what one more of it costs."],
     });
   }
   figures.sort((a, b) => a.num - b.num);

@@ -100,7 +100,7 @@ export async function figureCopy(lab: DaemonLab, opts: BenchOptions): Promise<Fi
       row("f5.cp-in", "Paddock: POST /vm/h/cp (host → VM)", "MB/s", "paddock", cpIn, { ...hb, vs: "f5.cat-in" }),
       row("f5.cat-in", "baseline: runc exec sh -c 'cat > f' < file", "MB/s", "baseline", catIn, hb),
       row("f5.cp-out", "Paddock: GET /vm/h/cp (VM → host)", "MB/s", "paddock", cpOut, { ...hb, vs: "f5.cat-out" }),
-      row("f5.cat-out", "baseline: runc exec cat f | (read here)", "MB/s", "baseline", catOut, hb),
+      row("f5.cat-out", "baseline: runc exec cat f, stdout read here", "MB/s", "baseline", catOut, hb),
     ],
     targets: [],
     notes: [...notes, `${REPEATS} repeats per direction, interleaved; the file lands on the VM's disk (/tmp on the sparse ext4 + overlay) in both variants.`],

@@ -10,7 +10,7 @@
 import type { BenchOptions } from "../lib/context.js";
 import { closedLoop, type HttpTarget } from "../lib/http-load.js";
 import { cpuMs } from "../lib/procs.js";
-import { fmt, row, type FigureResult, type Row, type TargetResult } from "../lib/report.js";
+import { fmt, row, signed, type FigureResult, type Row, type TargetResult } from "../lib/report.js";
 import { nowMs, summarize } from "../lib/stats.js";
 
 /** The processes whose CPU is watched, by role. */
@@ -77,10 +77,10 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
         `the gateway process spends ${fmt(perReq("gateway", "supervisor"))} ms of CPU per request (nginx ${fmt(perReq("nginx", "nginx"))} ms; ` +
         `the daemon ${fmt(perReq("direct", "daemon"))} ms direct); during the gateway cell the supervisor used ${Math.round(med(cpu.gateway?.supervisor) * 100)}% of a core, ` +
         `the daemon ${Math.round(med(cpu.gateway?.daemon) * 100)}%, the client ${Math.round(med(cpu.gateway?.client) * 100)}% (2 cores, shared with other users); ` +
-        `nginx on the same path adds ${fmt(nL - dL)} ms p50 and reaches ${Math.round((med(rps.nginx) / dR) * 100)}% of direct`;
+        `nginx on the same path changes p50 by ${signed(nL - dL)} ms and reaches ${Math.round((med(rps.nginx) / dR) * 100)}% of direct`;
       targetsOut.push(
         { text: `${ep.label} @${c}: gateway ≥ 80% of direct req/s`, met: rpsMet, measured: `${fmt(gR)} vs ${fmt(dR)} req/s (${Math.round((gR / dR) * 100)}%)`, ...(rpsMet ? {} : { cause }) },
-        { text: `${ep.label} @${c}: gateway adds ≤ 1 ms p50`, met: latMet, measured: `+${fmt(gL - dL)} ms (${fmt(gL)} vs ${fmt(dL)} ms)`, ...(latMet ? {} : { cause }) },
+        { text: `${ep.label} @${c}: gateway adds ≤ 1 ms p50`, met: latMet, measured: `${signed(gL - dL)} ms (${fmt(gL)} vs ${fmt(dL)} ms)`, ...(latMet ? {} : { cause }) },
       );
     }
   }

@@ -10,7 +10,7 @@
 import crypto from "node:crypto";
 import type { BenchOptions } from "../lib/context.js";
 import type { SupervisorLab } from "../lib/supervisor-lab.js";
-import { mib, pssBytes, rssBytes, spawnTimed } from "../lib/procs.js";
+import { anonBytes, mib, rssBytes, spawnTimed } from "../lib/procs.js";
 import { fmt, row, type FigureResult, type Row } from "../lib/report.js";
 import { nowMs } from "../lib/stats.js";
 import { TestDaemon } from "../../../test/helpers/daemon.js";
@@ -40,7 +40,7 @@ export async function figureProvisioning(sup: SupervisorLab, opts: BenchOptions)
   const measureSup = async (level: number): Promise<void> => {
     await new Promise((r) => setTimeout(r, 1000));
     supAt[level] = mib(await rssBytes(sup.pid));
-    fp.push(row(`f7.sup-${level}`, `supervisor RSS, ${level} tenant${level === 1 ? "" : "s"}`, "MiB", "paddock", [supAt[level] as number], level === 0 ? {} : { vs: "f7.sup-0" }));
+    fp.push(row(`f7.sup-${level}`, `supervisor RSS, ${level} tenant${level === 1 ? "" : "s"}`, "MiB", "paddock", [supAt[level] as number], { group: "supervisor", ...(level === 0 ? {} : { vs: "f7.sup-0" }) }));
   };
   await measureSup(0);
   const seqPost: number[] = [], seqReady: number[] = [], seqDelete: number[] = [];
@@ -49,21 +49,21 @@ export async function figureProvisioning(sup: SupervisorLab, opts: BenchOptions)
     for (let i = 0; i < count; i++) {
       const id = tenantId("bs", i);
       const r = await sup.createTenant(id);
-      ids.push(id);
+      ids.push(r.tenant.id);
       seqPost.push(r.postMs);
       seqReady.push(r.readyMs);
       if (i === 0) await measureSup(1);
     }
     await measureSup(count);
-    const drss: number[] = [], dpss: number[] = [];
+    const drss: number[] = [], danon: number[] = [];
     for (const id of ids) {
       const pid = await sup.daemonPid(id);
       drss.push(mib(await rssBytes(pid)));
-      dpss.push(mib(await pssBytes(pid)));
+      danon.push(mib(await anonBytes(pid)));
     }
     fp.push(
-      row("f7.daemon-idle-rss", `idle tenant daemon RSS (each of ${count})`, "MiB", "paddock", drss),
-      row("f7.daemon-idle-pss", `idle tenant daemon PSS (each of ${count})`, "MiB", "paddock", dpss),
+      row("f7.daemon-idle-rss", `idle tenant daemon RSS (each of ${count})`, "MiB", "paddock", drss, { group: "daemon" }),
+      row("f7.daemon-idle-anon", `idle tenant daemon private (RssAnon, each of ${count})`, "MiB", "paddock", danon, { group: "daemon" }),
     );
   } finally {
     for (const id of ids.splice(0)) seqDelete.push(await sup.deleteTenant(id));
@@ -75,7 +75,7 @@ export async function figureProvisioning(sup: SupervisorLab, opts: BenchOptions)
     const t0 = nowMs();
     const res = await pool(conc, batch.map((id) => async () => {
       const r = await sup.createTenant(id);
-      ids.push(id);
+      ids.push(r.tenant.id);
       return r;
     }));
     concWall = nowMs() - t0;
@@ -116,7 +116,7 @@ export async function figureProvisioning(sup: SupervisorLab, opts: BenchOptions)
         row("f6.node", "baseline: node -e 0 (process start-up floor)", "ms", "baseline", nodeStart),
       ],
       targets: [],
-      notes: [`${count} tenants sequentially: ${fmt(seqReady.reduce((a, b) => a + b, 0) / 1000)} s in all; ${count} at ${conc} at a time: ${fmt(concWall / 1000)} s wall (${fmt((count / concWall) * 1000)} tenants/s); deleting them ${conc} at a time took ${fmt(concDelWall / 1000)} s.`],
+      notes: [`${count} tenants sequentially: ${fmt(seqReady.reduce((a, b) => a + b, 0) / 1000)} s in all; ${count} at ${conc} at a time: ${fmt(concWall / 1000)} s wall (${fmt((count / concWall) * 1000)} tenants/s); deleting them ${conc} at a time took ${fmt(concDelWall / 1000)} s. ${sup.overlapRetries} create(s) retried because another user's network overlapped the block (only the successful attempt is timed).`],
     },
     footprint: { rows: fp, notes: [`Supervisor grows ${fmt(slope)} MiB per tenant between 1 and ${count} tenants (RSS ${fmt(supAt[0] ?? NaN)} → ${fmt(supAt[1] ?? NaN)} → ${fmt(supAt[count] ?? NaN)} MiB at 0 / 1 / ${count}).`] },
   };

@@ -29,33 +29,42 @@ export interface BenchOptions {
 export const BENCH_GROUP = "bench";
 
 /** The daemon lab. */
-export interface DaemonLab {
-  d: TestDaemon;
+export interface DaemonLab extends BareDaemon {
   /** The probe VM's hostname and runc container id. */
   probe: string;
   probeContainer: string;
   target: HttpTarget;
   /** The probe VM's agent socket on the host. */
   agentSocket: string;
+}
+
+/** A started daemon without the probe VM yet (figure 7 measures fresh VMs before it exists). */
+export interface BareDaemon {
+  d: TestDaemon;
   /** The daemon's RSS before any VM existed (1 s after it answered /healthz), bytes. */
   idleRssBytes: number;
 }
 
 /** Start a TestDaemon with the bench group (1 vCPU, 512 MiB, 1 GiB sparse disk, isolated). */
-export async function startDaemonLab(): Promise<DaemonLab> {
+export async function startDaemon(): Promise<BareDaemon> {
   const d = await TestDaemon.create({
     hostGroups: [{ name: BENCH_GROUP, count: 0, vcpu: 1, ram_mb: 512, storage: "image", storage_size: "1G", network: { mode: "isolated", range: randomIsolatedRange() } }],
   });
   try {
     await d.start();
     await new Promise((r) => setTimeout(r, 1000));
-    const idleRssBytes = await rssBytes(d.child?.pid as number);
-    const probe = await createVm(d);
-    return { d, probe, idleRssBytes, probeContainer: `pdk-${d.tenantId}-${probe}`, target: { name: "socket", socketPath: d.socketPath }, agentSocket: path.join(d.runDir, "vms", probe, "agent.sock") };
+    return { d, idleRssBytes: await rssBytes(d.child?.pid as number) };
   } catch (err) {
     await d.destroy();
     throw err;
   }
+}
+
+/** Create the probe VM. @throws Error when the create fails (the caller destroys the daemon). */
+export async function addProbe(base: BareDaemon): Promise<DaemonLab> {
+  const { d } = base;
+  const probe = await createVm(d);
+  return { ...base, probe, probeContainer: `pdk-${d.tenantId}-${probe}`, target: { name: "socket", socketPath: d.socketPath }, agentSocket: path.join(d.runDir, "vms", probe, "agent.sock") };
 }
 
 /** Create one VM with `wait=agent`. @returns its hostname. @throws Error on a non-201. */

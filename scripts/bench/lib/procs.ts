@@ -91,15 +91,26 @@ export async function cgroupPids(cgroupPath: string, hierarchy = "pids"): Promis
   return text.split("\n").filter(Boolean).map(Number);
 }
 
-/** Sum of RSS and PSS over `pids`, bytes (gone processes count 0). */
-export async function memoryOf(pids: readonly number[]): Promise<{ rssBytes: number; pssBytes: number }> {
+/**
+ * Private anonymous resident memory of `pid` (RssAnon: heap, stacks — what this process alone
+ * costs; shared file pages such as the node binary excluded), bytes; NaN when gone.
+ */
+export async function anonBytes(pid: number): Promise<number> {
+  const status = await fs.readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
+  return Number(/RssAnon:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) * 1024;
+}
+
+/** Sum of RSS, RssAnon and PSS over `pids`, bytes (gone processes count 0). */
+export async function memoryOf(pids: readonly number[]): Promise<{ rssBytes: number; anonBytes: number; pssBytes: number }> {
   let rss = 0;
+  let anon = 0;
   let pss = 0;
   for (const pid of pids) {
     rss += (await rssBytes(pid)) || 0;
+    anon += (await anonBytes(pid)) || 0;
     pss += (await pssBytes(pid)) || 0;
   }
-  return { rssBytes: rss, pssBytes: pss };
+  return { rssBytes: rss, anonBytes: anon, pssBytes: pss };
 }
 
 /** Bytes → MiB. */

@@ -92,6 +92,16 @@ function ratioText(r: Row, base: Row | undefined): string {
   return r.unit === "ms" ? `${ratio.toFixed(2)}× (${sign}${fmt(Math.abs(diff))} ms)` : `${ratio.toFixed(2)}×`;
 }
 
+/** Escape a Markdown table cell. */
+function cell(text: string): string {
+  return text.replace(/\|/g, "\\|").replace(/\n/g, " ");
+}
+
+/** Signed difference for text: `+1.20` / `−0.300`. */
+export function signed(v: number): string {
+  return `${v >= 0 ? "+" : "−"}${fmt(Math.abs(v))}`;
+}
+
 /** Render the report as Markdown (tables per figure, targets summary first). */
 export function renderMarkdown(rep: BenchReport, chartFile?: string): string {
   const m = rep.machine;
@@ -106,9 +116,11 @@ export function renderMarkdown(rep: BenchReport, chartFile?: string): string {
   ];
   if (chartFile) out.push(`Chart: [${chartFile}](${chartFile})`, "");
   out.push("## Targets", "", "| fig | target | measured | met |", "|---|---|---|---|");
-  for (const f of rep.figures) for (const t of f.targets) out.push(`| ${f.num} | ${t.text} | ${t.measured} | ${t.met ? "✅ met" : "❌ missed"} |`);
-  const misses = rep.figures.flatMap((f) => f.targets.filter((t) => !t.met && t.cause).map((t) => `- fig ${f.num}, ${t.text}: ${t.cause}`));
-  if (misses.length) out.push("", "Causes of the misses (measured):", "", ...misses);
+  for (const f of rep.figures) for (const t of f.targets) out.push(`| ${f.num} | ${cell(t.text)} | ${cell(t.measured)} | ${t.met ? "✅ met" : "❌ missed"} |`);
+  // One line per distinct cause, naming every target it explains.
+  const causes = new Map<string, string[]>();
+  for (const f of rep.figures) for (const t of f.targets) if (!t.met && t.cause) causes.set(t.cause, [...(causes.get(t.cause) ?? []), `fig ${f.num} ${t.text}`]);
+  if (causes.size) out.push("", "Causes of the misses (measured):", "", ...[...causes].map(([cause, which]) => `- ${which.join("; ")}: ${cause}`));
   out.push("");
   for (const f of rep.figures) {
     out.push(`## ${f.num}. ${f.title}`, "");
@@ -118,7 +130,7 @@ export function renderMarkdown(rep: BenchReport, chartFile?: string): string {
       const byId = new Map(f.rows.map((r) => [r.id, r]));
       for (const r of f.rows) {
         const s = r.summary;
-        out.push(`| ${r.label} | ${r.role} | ${s.n} | **${fmt(s.p50)}** | ${fmt(s.p95)} | ${fmt(s.p99)} | ${fmt(s.min)}–${fmt(s.max)} | ${fmt(s.stdev)} | ${r.unit} | ${ratioText(r, r.vs ? byId.get(r.vs) : undefined)} |`);
+        out.push(`| ${cell(r.label)} | ${r.role} | ${s.n} | **${fmt(s.p50)}** | ${fmt(s.p95)} | ${fmt(s.p99)} | ${fmt(s.min)}–${fmt(s.max)} | ${fmt(s.stdev)} | ${r.unit} | ${ratioText(r, r.vs ? byId.get(r.vs) : undefined)} |`);
       }
       out.push("");
     }
