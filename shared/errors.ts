@@ -67,6 +67,7 @@ export const ERROR_CODES = {
   ERR_UPSTREAM_FAILED: 502,
   ERR_DAEMON_START_FAILED: 500,
   ERR_VM_DISK_FULL: 507,
+  ERR_STATE_NO_SPACE: 507,
 } as const;
 
 /** A stable error code, `ERR_<AREA>_<WHAT>`. */

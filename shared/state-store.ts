@@ -130,23 +130,39 @@ export class JsonStateStore<T extends Versioned> {
   private async updateLocked<R>(mutate: (state: T) => R | Promise<R>): Promise<R> {
     if (this.compromised) throw new PaddockError("ERR_STATE_CORRUPT", `lock on ${this.opts.file} was compromised`, { cause: this.compromised });
     let release: () => Promise<void>;
-    try {
-      release = await lockfile.lock(this.opts.file, {
-        retries: { retries: 100, minTimeout: 20, maxTimeout: 200 },
-        stale: 10_000,
-        realpath: false,
-        onCompromised: (err) => {
-          // proper-lockfile's default throws from a timer and kills the process; record it instead.
-          this.compromised = err;
-        },
-      });
-    } catch (err) {
-      throw new PaddockError("ERR_STATE_LOCKED", `could not lock ${this.opts.file}: ${(err as Error).message}`, { cause: err });
+    // Retry only while another holder has the lock (ELOCKED, ~10 s); any other failure (a
+    // full or read-only disk) is reported at once, not after a hundred retries.
+    const deadline = Date.now() + 10_000;
+    let delayMs = 20;
+    for (;;) {
+      try {
+        release = await lockfile.lock(this.opts.file, {
+          retries: 0,
+          stale: 10_000,
+          realpath: false,
+          onCompromised: (err) => {
+            // proper-lockfile's default throws from a timer and kills the process; record it instead.
+            this.compromised = err;
+          },
+        });
+        break;
+      } catch (err) {
+        if (errnoCode(err) === "ELOCKED" && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, delayMs));
+          delayMs = Math.min(delayMs * 2, 200);
+          continue;
+        }
+        throw noSpaceError(err, this.opts.file) ?? new PaddockError("ERR_STATE_LOCKED", `could not lock ${this.opts.file}: ${(err as Error).message}`, { cause: err });
+      }
     }
     try {
       const state = await this.read();
       const result = await mutate(state);
-      await writeFileAtomic(this.opts.file, JSON.stringify(state, null, 2) + "\n");
+      try {
+        await writeFileAtomic(this.opts.file, JSON.stringify(state, null, 2) + "\n");
+      } catch (err) {
+        throw noSpaceError(err, this.opts.file) ?? err;
+      }
       return result;
     } finally {
       await release().catch(() => undefined);
@@ -189,6 +205,17 @@ export async function acquireOwnership(dir: string, what: string): Promise<() =>
     await fs.rm(pidFile, { force: true });
     await release();
   };
+}
+
+/**
+ * `ERR_STATE_NO_SPACE` (507) for a write that failed because the state filesystem is full
+ * (ENOSPC) or over quota (EDQUOT); undefined for any other error. The file was not changed
+ * (writes go to a temp file renamed into place).
+ */
+export function noSpaceError(err: unknown, file: string): PaddockError | undefined {
+  const code = errnoCode(err);
+  if (code !== "ENOSPC" && code !== "EDQUOT") return undefined;
+  return new PaddockError("ERR_STATE_NO_SPACE", `no space left on the state filesystem: could not write ${file} (${code}); it is unchanged; free space and retry`, { cause: err });
 }
 
 /** True when a process with this pid exists (EPERM counts as alive). */

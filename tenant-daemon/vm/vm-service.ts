@@ -314,7 +314,7 @@ export class VmService {
       this.vms.delete(hostname);
       this.deps.network.release(hostname);
       await this.persist().catch(() => undefined);
-      if (isPaddockError(err) && err.isClientError) throw err;
+      if (isPaddockError(err) && (err.isClientError || err.code === "ERR_STATE_NO_SPACE")) throw err;
       throw new PaddockError("ERR_VM_START_FAILED", `VM ${hostname} failed to start: ${(err as Error).message}`, { cause: err });
     }
     this.deps.onEvent?.("launch", group.name);
@@ -584,8 +584,15 @@ export class VmService {
   /** Apply a tags PATCH atomically (spec §2.2). @throws ERR_VM_NOT_FOUND */
   async patchTags(hostname: string, patch: TagPatch): Promise<string[]> {
     const vm = this.live(hostname);
+    const previous = vm.record.tags;
     vm.record.tags = applyTagPatch(vm.record.tags, patch);
-    await this.persist();
+    try {
+      await this.persist();
+    } catch (err) {
+      // Not saved (e.g. ERR_STATE_NO_SPACE): the API must not show what the state file lacks.
+      vm.record.tags = previous;
+      throw err;
+    }
     return [...vm.record.tags];
   }
 
