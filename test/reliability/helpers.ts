@@ -6,7 +6,7 @@
  * Addresses: every supervisor gets a random /20 of 198.18.0.0/15 as its pool (block /24),
  * so parallel runs by others (169.254.0.0/16) never overlap.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { promises as fs, existsSync, readFileSync, readdirSync } from "node:fs";
 import crypto from "node:crypto";
 import path from "node:path";
@@ -22,9 +22,17 @@ export const LEAKS_SH = path.join(PROJECT_ROOT, "scripts/leaks.sh");
 /** Root, the base image and a build: the suite's preconditions. */
 export const privilegedReady = process.getuid?.() === 0 && existsSync(path.join(IMAGE_DIR, "debian-12")) && existsSync(CLI_MAIN);
 
-/** A random /20 of 198.18.0.0/15 (32 possible). */
+/**
+ * A random /20 of 198.18.0.0/15 (32 possible) holding no address of any host interface
+ * right now (others' tenants and benches use the same block).
+ */
 export function randomBenchPool(): string {
-  const n = crypto.randomInt(0, 32);
+  const used = new Set<number>();
+  try {
+    for (const m of execFileSync("ip", ["-4", "-o", "addr"], { encoding: "utf8" }).matchAll(/inet (198)\.(18|19)\.(\d+)\./g)) used.add((Number(m[2]) - 18) * 16 + (Number(m[3]) >> 4));
+  } catch {}
+  const free = Array.from({ length: 32 }, (_, n) => n).filter((n) => !used.has(n));
+  const n = free[crypto.randomInt(0, Math.max(1, free.length))] ?? crypto.randomInt(0, 32);
   return `198.${18 + (n >> 4)}.${(n & 15) * 16}.0/20`;
 }
 
