@@ -194,6 +194,14 @@ async function main(): Promise<void> {
     });
   }
   figures.sort((a, b) => a.num - b.num);
+  // Cross-figure fact: does concurrency (fig 8) speed creates up over the sequential rate (fig 1)?
+  const seq = figures.find((f) => f.num === 1)?.rows.find((r) => r.id === "f1.wait-agent")?.summary.p50;
+  const f8 = figures.find((f) => f.num === 8);
+  const wall = f8?.rows.find((r) => r.id === "f8.wall")?.summary.p50;
+  const count = f8?.rows.find((r) => r.id === "f8.each")?.summary.n;
+  if (f8 && seq !== undefined && wall !== undefined && count) {
+    f8.notes.push(`Concurrent: ${(count / (wall / 1000)).toFixed(2)} creates/s; one at a time (fig 1 p50 ${seq.toFixed(0)} ms): ${(1000 / seq).toFixed(2)} creates/s — a ${(seq * count / wall).toFixed(2)}× speed-up from ${count}-way concurrency on 2 cores.`);
+  }
 
   // Leak check: scripts/leaks.sh per tenant id, plus our floor containers and temp-dir mounts.
   const leaks: Record<string, string> = {};

@@ -123,7 +123,7 @@ export async function figureCreate(lab: DaemonLab, opts: BenchOptions): Promise<
   const p50 = by("f1.wait-agent");
   const fl = by("f1.floor");
   const cause =
-    `p50 ${fmt(p50)} ms vs floor ${fmt(fl)} ms; per call measured: runc create ${fmt(by("f1.runc-create"))} + start ${fmt(by("f1.runc-start"))} + ` +
+    `p50 ${fmt(p50)} ms vs floor ${fmt(fl)} ms, of which ${fmt(p50 - by("f1.no-wait"))} ms is waiting for the agent after the sandbox runs (wait=agent minus no-wait create); per call measured: runc create ${fmt(by("f1.runc-create"))} + start ${fmt(by("f1.runc-start"))} + ` +
     `state ${fmt(by("f1.runc-state"))} + delete ${fmt(by("f1.runc-delete"))} ms; storage mkfs ${fmt(by("f1.mkfs"))} + mounts ${fmt(by("f1.mount"))} ms; ` +
     `node start-up in a sandbox ≈ ${fmt(by("f1.node-start") - by("f1.true-exec"))} ms (runc exec node −e 0 minus runc exec /bin/true) before the agent can listen`;
   return {
