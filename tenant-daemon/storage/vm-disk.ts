@@ -102,10 +102,11 @@ function checkOverlayPath(what: string, p: string): void {
  * - a journal is kept (default ext4 features) so a persistent VM's disk survives a host crash.
  * - `-F`: the target is a regular file, not a block device.
  *
+ * `background`: run mkfs at the lowest CPU priority (`nice -n 19`; the spare-disk pool).
  * @returns true when a new disk was made, false when an existing one was kept
  * @throws PaddockError ERR_STORAGE_FAILED (mkfs error, size below {@link MIN_DISK_BYTES})
  */
-export async function prepareDisk(options: { diskPath: string; sizeBytes: number }): Promise<boolean> {
+export async function prepareDisk(options: { diskPath: string; sizeBytes: number; background?: boolean }): Promise<boolean> {
   const { diskPath, sizeBytes } = options;
   try {
     const st = await fs.stat(diskPath);
@@ -127,7 +128,10 @@ export async function prepareDisk(options: { diskPath: string; sizeBytes: number
     } finally {
       await handle.close();
     }
-    await run("mkfs.ext4", ["-q", "-F", "-m", "0", "-L", "paddock-vm", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", tmp], {
+    const mkfs = ["mkfs.ext4", "-q", "-F", "-m", "0", "-L", "paddock-vm", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", tmp];
+    // A background disk (spare pool) runs at the lowest CPU priority: it must not slow a create in progress.
+    const argv = options.background ? ["nice", "-n", "19", ...mkfs] : mkfs;
+    await run(argv[0] as string, argv.slice(1), {
       timeoutMs: MKFS_TIMEOUT_MS,
       errorCode: "ERR_STORAGE_FAILED",
     });

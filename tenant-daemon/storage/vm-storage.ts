@@ -221,7 +221,7 @@ class SparePool {
       if (size === undefined || this.closed) return;
       const file = path.join(this.dir, `${size}-${++this.seq}.img`);
       try {
-        await prepareDisk({ diskPath: file, sizeBytes: size });
+        await prepareDisk({ diskPath: file, sizeBytes: size, background: true });
       } catch (err) {
         this.log.warn("spare disk could not be made; the pool stops refilling this size", { sizeBytes: size, err });
         this.wanted.delete(size);
