@@ -30,7 +30,15 @@ const UNMOUNT_RETRY_DELAY_MS = 200;
 /** Paths of one VM's mounts inside its bundle dir. */
 export function bundleMountPaths(bundleDir: string): { diskDir: string; rootfsDir: string; upperDir: string; workDir: string } {
   const diskDir = path.join(bundleDir, "disk");
-  return { diskDir, rootfsDir: path.join(bundleDir, "rootfs"), upperDir: path.join(diskDir, "upper"), workDir: path.join(diskDir, "work") };
+  return { diskDir, rootfsDir: path.join(bundleDir, "rootfs"), upperDir: path.join(diskDir, LAYER_DIRS.upper), workDir: path.join(diskDir, LAYER_DIRS.work) };
+}
+
+/** The overlay's upper and work dirs at the root of a VM disk. */
+const LAYER_DIRS = { upper: "upper", work: "work" } as const;
+
+/** fstab(5) field: spaces, tabs, newlines and backslashes as octal escapes. */
+function fstabField(text: string): string {
+  return text.replace(/[\\ \t\n]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, "0")}`);
 }
 
 /** One line of /proc/self/mountinfo (the fields Paddock reads). */
@@ -120,7 +128,9 @@ export async function prepareDisk(options: { diskPath: string; sizeBytes: number
   }
   await fs.mkdir(path.dirname(diskPath), { recursive: true, mode: 0o700 });
   const tmp = `${diskPath}.tmp`;
+  const tree = `${diskPath}.tree`;
   await fs.rm(tmp, { force: true });
+  await fs.rm(tree, { recursive: true, force: true });
   try {
     const handle = await fs.open(tmp, "wx", 0o600);
     try {
@@ -128,7 +138,12 @@ export async function prepareDisk(options: { diskPath: string; sizeBytes: number
     } finally {
       await handle.close();
     }
-    const mkfs = ["mkfs.ext4", "-q", "-F", "-m", "0", "-L", "paddock-vm", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", tmp];
+    // The overlay's upper/ and work/ are made by mkfs (-d copies a directory tree into the new
+    // filesystem), so the first mount can do disk and overlay in one mount(8) run.
+    await fs.mkdir(path.join(tree, LAYER_DIRS.upper), { recursive: true, mode: 0o755 });
+    await fs.mkdir(path.join(tree, LAYER_DIRS.work), { mode: 0o700 });
+    await fs.chmod(tree, 0o755);
+    const mkfs = ["mkfs.ext4", "-q", "-F", "-m", "0", "-L", "paddock-vm", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", "-d", tree, tmp];
     // A background disk (spare pool) runs at the lowest CPU priority: it must not slow a create in progress.
     const argv = options.background ? ["nice", "-n", "19", ...mkfs] : mkfs;
     await run(argv[0] as string, argv.slice(1), {
@@ -138,9 +153,11 @@ export async function prepareDisk(options: { diskPath: string; sizeBytes: number
     await fs.rename(tmp, diskPath);
   } catch (err) {
     await fs.rm(tmp, { force: true }).catch(() => undefined);
+    await fs.rm(tree, { recursive: true, force: true }).catch(() => undefined);
     if (err instanceof PaddockError) throw err;
     throw new PaddockError("ERR_STORAGE_FAILED", `creating disk ${diskPath} failed: ${(err as Error).message}`, { cause: err });
   }
+  await fs.rm(tree, { recursive: true, force: true });
   return true;
 }
 
@@ -161,9 +178,24 @@ export async function mountRootfs(options: { diskPath: string; imageRootfs: stri
   checkOverlayPath("bundle dir", p.upperDir);
   await fs.mkdir(p.diskDir, { recursive: true, mode: 0o700 });
   await fs.mkdir(p.rootfsDir, { recursive: true, mode: 0o755 });
-  const mounted = new Set((await readMounts()).map((m) => m.mountPoint));
+  let mounted = new Set((await readMounts()).map((m) => m.mountPoint));
   let mountedDiskNow = false;
   try {
+    const overlayOptions = `lowerdir=${lower},upperdir=${p.upperDir},workdir=${p.workDir}`;
+    if (!mounted.has(p.diskDir) && !mounted.has(p.rootfsDir)) {
+      // Fast path: both mounts in one mount(8) run over a two-line fstab (the disk's upper/ and
+      // work/ exist when prepareDisk made it). If anything is missing (a disk from an older
+      // Paddock without them) the step-by-step path below finishes the job.
+      const fstab = path.join(options.bundleDir, "fstab");
+      await fs.writeFile(fstab, [
+        `${fstabField(path.resolve(options.diskPath))} ${fstabField(p.diskDir)} ext4 loop,noatime 0 0`,
+        `overlay ${fstabField(p.rootfsDir)} overlay ${fstabField(overlayOptions)} 0 0`,
+      ].join("\n") + "\n", { mode: 0o600 });
+      const r = await run("mount", ["--fstab", fstab, "-a"], { timeoutMs: MOUNT_TIMEOUT_MS, allowFailure: true });
+      mounted = new Set((await readMounts()).map((m) => m.mountPoint));
+      mountedDiskNow = mounted.has(p.diskDir);
+      if (r.exitCode === 0 && mountedDiskNow && mounted.has(p.rootfsDir)) return p.rootfsDir;
+    }
     if (!mounted.has(p.diskDir)) {
       await run("mount", ["-t", "ext4", "-o", "loop,noatime", options.diskPath, p.diskDir], { timeoutMs: MOUNT_TIMEOUT_MS, errorCode: "ERR_STORAGE_FAILED" });
       mountedDiskNow = true;
@@ -171,7 +203,7 @@ export async function mountRootfs(options: { diskPath: string; imageRootfs: stri
     await fs.mkdir(p.upperDir, { recursive: true, mode: 0o755 });
     await fs.mkdir(p.workDir, { recursive: true, mode: 0o700 });
     if (!mounted.has(p.rootfsDir)) {
-      await run("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${p.upperDir},workdir=${p.workDir}`, p.rootfsDir], {
+      await run("mount", ["-t", "overlay", "overlay", "-o", overlayOptions, p.rootfsDir], {
         timeoutMs: MOUNT_TIMEOUT_MS,
         errorCode: "ERR_STORAGE_FAILED",
       });

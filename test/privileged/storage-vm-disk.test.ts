@@ -215,6 +215,31 @@ describe("per-VM storage: sparse ext4 loop disk + overlay (privileged)", functio
     expect(await mountsUnder(path.join(dir, "t-run"))).to.deep.equal([]);
     expect(await fs.readdir(path.join(dir, "t-state", "disks"))).to.deep.equal([]);
   });
+  it("a new disk already holds the overlay's upper/ and work/ (both mounts in one run); a disk without them still mounts", async () => {
+    const d1 = path.join(dir, "lay", "d1.img");
+    await prepareDisk({ diskPath: d1, sizeBytes: 32 * MiB });
+    const root = (await run("debugfs", ["-R", "ls -l /", d1])).stdout;
+    expect(root).to.match(/ upper\s*$/m).and.match(/ work\s*$/m);
+    expect(existsSync(`${d1}.tree`)).to.equal(false);
+    const b1 = path.join(dir, "lay", "b1");
+    expect(await mountRootfs({ diskPath: d1, imageRootfs, bundleDir: b1 })).to.equal(path.join(b1, "rootfs"));
+    expect(await isMountPoint(path.join(b1, "rootfs"))).to.equal(true);
+    await unmountRootfs(b1);
+    // A disk made without the layer dirs (an older Paddock) takes the step-by-step path.
+    const d2 = path.join(dir, "lay", "d2.img");
+    await fs.writeFile(d2, "");
+    await fs.truncate(d2, 32 * MiB);
+    await run("mkfs.ext4", ["-q", "-F", d2]);
+    const b2 = path.join(dir, "lay", "b2");
+    await mountRootfs({ diskPath: d2, imageRootfs, bundleDir: b2 });
+    expect(await isMountPoint(path.join(b2, "rootfs"))).to.equal(true);
+    expect(existsSync(path.join(b2, "rootfs", "etc", "debian_version"))).to.equal(true);
+    await unmountRootfs(b2);
+    expect(await mountsUnder(path.join(dir, "lay"))).to.deep.equal([]);
+    await waitNoLoop(d1);
+    await waitNoLoop(d2);
+  });
+
   it("spare pool: a new disk is a pre-formatted spare taken by rename; drainPool removes every spare", async () => {
     const storage = createVmStorage({ stateDir: path.join(dir, "p-state"), runDir: path.join(dir, "p-run"), imageRootfs, poolSize: 1 });
     const poolDir = path.join(dir, "p-state", "disks", ".pool");
