@@ -19,6 +19,15 @@ export default tseslint.config(
       "no-empty": ["error", { allowEmptyCatch: true }],
     },
   },
+  // Guest-side helper scripts (run by the guest's node, CommonJS, no build step).
+  {
+    files: ["scripts/demo/**/*.js"],
+    languageOptions: {
+      sourceType: "commonjs",
+      globals: { require: "readonly", module: "writable", process: "readonly", console: "readonly", Buffer: "readonly", setTimeout: "readonly", clearTimeout: "readonly" },
+    },
+    rules: { "@typescript-eslint/no-require-imports": "off" },
+  },
   // Dependency direction (DESIGN.md §2): supervisor → shared ← tenant-daemon; the apps never import each other.
   {
     files: ["shared/**/*.ts"],
