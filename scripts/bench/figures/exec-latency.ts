@@ -10,7 +10,7 @@ import { request } from "../../../test/helpers/http.js";
 import type { BenchOptions, DaemonLab } from "../lib/context.js";
 import { nsenterExec, runcExec, sandboxPid } from "../lib/runc-floor.js";
 import { spawnTimed } from "../lib/procs.js";
-import { fmt, row, type FigureResult } from "../lib/report.js";
+import { fmt, row, signed, type FigureResult } from "../lib/report.js";
 import { repeatTimed } from "../lib/stats.js";
 
 export async function figureExec(lab: DaemonLab, opts: BenchOptions): Promise<FigureResult> {
@@ -55,7 +55,7 @@ export async function figureExec(lab: DaemonLab, opts: BenchOptions): Promise<Fi
       text: "buffered exec p50 < 15 ms",
       met,
       measured: `${fmt(p50)} ms (runc exec ${fmt(by("f2.runc"))} ms, nsenter ${fmt(by("f2.nsenter"))} ms)`,
-      ...(met ? {} : { cause: `agent alone ${fmt(by("f2.agent"))} ms (its spawn of /bin/true in the sandbox; a host node spawn costs ${fmt(by("f2.spawn"))} ms), daemon hop ${fmt(p50 - by("f2.agent"))} ms (an HTTP round trip on the socket is ${fmt(by("f2.healthz"))} ms)` }),
+      ...(met ? {} : { cause: `agent alone ${fmt(by("f2.agent"))} ms (its spawn of /bin/true in the sandbox; a host node spawn costs ${fmt(by("f2.spawn"))} ms), daemon hop ${signed(p50 - by("f2.agent"))} ms (an HTTP round trip on the socket is ${fmt(by("f2.healthz"))} ms)` }),
     }],
     notes: [`n=${n} per variant, interleaved, after 3 warm-up execs; runc exec and nsenter are spawned from node (child_process.spawn), as the daemon would.`],
     chartLines: [{ unit: "ms", value: 15, label: "15 ms target" }],

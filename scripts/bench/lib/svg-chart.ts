@@ -59,10 +59,12 @@ export function renderSvgChart(rep: BenchReport): string {
       parts.push(`<text x="${LABEL_W + BAR_W + 8}" y="${y + 13}" class="vl">${esc(fmt(s.p50))}${r.higherIsBetter ? "" : ` / ${esc(fmt(s.p95))}`} ${esc(r.unit)}</text>`);
       y += ROW_H;
     }
-    for (const l of p.lines) {
+    p.lines.forEach((l, i) => {
       const lx = x(l.value).toFixed(1);
-      parts.push(`<line x1="${lx}" y1="${top}" x2="${lx}" y2="${y}" class="tg"/><text x="${lx}" y="${y + 11}" class="tl" text-anchor="middle">${esc(l.label)}</text>`);
-    }
+      // Stagger the labels so two close targets stay legible.
+      parts.push(`<line x1="${lx}" y1="${top}" x2="${lx}" y2="${y + i * 11}" class="tg"/><text x="${lx}" y="${y + 11 + i * 11}" class="tl" text-anchor="middle">${esc(l.label)}</text>`);
+    });
+    y += Math.max(0, p.lines.length - 1) * 11;
     parts.push(`<line x1="${LABEL_W}" y1="${top}" x2="${LABEL_W}" y2="${y}" class="ax"/>`);
     y += 34;
   }
