@@ -47,10 +47,15 @@ import { CLI_MAIN, checkDaemonState, checkRegistry, daemonPidsOf, leaksOf, privi
       expect(await leaksOf(id), "nothing on the host").to.deep.equal([]);
       return "absent";
     }
+    let last = "";
     const t = await until(`tenant ${id} active`, async () => {
-      const r = (await sup.adminReq("GET", `/tenants/${id}`)).json as { status: string; daemon: { state: string; pid: number } };
+      const x = await sup.adminReq("GET", `/tenants/${id}`);
+      last = x.text;
+      const r = x.json as { status: string; daemon: { state: string; pid: number } };
       return r.status === "active" && r.daemon.state === "running" ? r : undefined;
-    }, 60_000);
+    }, 60_000).catch((err: Error) => {
+      throw new Error(`${err.message}; last view: ${last}; supervisor errors: ${sup.stderr.split("\n").filter((l) => /"level":"(error|warn)"/.test(l)).join("\n").slice(-4000)}`);
+    });
     expect(daemonPidsOf(path.join(sup.stateDir, "tenants", id, "config.yaml"))).to.deep.equal([t.daemon.pid]);
     const tok = await sup.adminReq("POST", `/tenants/${id}/tokens`, {});
     expect(tok.status, tok.text).to.equal(201);
