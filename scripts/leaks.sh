@@ -7,6 +7,8 @@
 #   nftables tables       inet|ip paddock-<tenant>
 #   mounts                …/bundles/<hostname>/{rootfs,disk} below a Paddock run dir (overlay/ext4)
 #   loop devices          backed by …/disks/<hostname>.img
+#   cgroups               <controller>/paddock/<tenant>[/<hostname>] (cgroup v1 and v2; removed empty only)
+#   daemon processes      node …/tenant-daemon/main.js up …/tenants/<tenant>/config.yaml (SIGKILL)
 # With --tenant, mounts and loop devices are matched by a `/tenants/<ID>/` path component (the
 # supervisor's layout); those of standalone daemons with other state dirs are listed only without --tenant.
 # Usage: scripts/leaks.sh [--tenant ID] [--remove]
@@ -17,7 +19,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --tenant) tenant="$2"; shift 2 ;;
     --remove) remove=1; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -68,6 +70,40 @@ if command -v nft >/dev/null 2>&1; then
     [ $remove = 1 ] && nft delete table "$family" "$name" 2>/dev/null
   done < <(nft list tables 2>/dev/null)
 fi
+
+# Tenant daemons still running (a supervisor killed before it stopped them). Without --tenant
+# every Paddock daemon is listed; with it, those whose config is under /tenants/<ID>/.
+for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+  [ "$pid" = "$$" ] && continue
+  cmd=$( { tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null ) || continue
+  [[ "$cmd" =~ tenant-daemon/main\.js\ up\ ([^ ]+) ]] || continue
+  cfg="${BASH_REMATCH[1]}"
+  if [ -n "$tenant" ]; then [[ "$cfg" == */tenants/$tenant/* ]] || continue; fi
+  report daemon "$pid $cfg"
+  [ $remove = 1 ] && kill -KILL -- "-$pid" 2>/dev/null; [ $remove = 1 ] && kill -KILL "$pid" 2>/dev/null
+done
+
+# Cgroups the runtime made under paddock/<tenant>/<hostname>: VM leaves first, then the tenant
+# dir once it has no VM left (only empty cgroups can be removed: rmdir).
+for base in /sys/fs/cgroup/*/paddock /sys/fs/cgroup/paddock; do
+  [ -d "$base" ] || continue
+  for tdir in "$base"/*/; do
+    tdir="${tdir%/}"
+    tid="${tdir##*/}"
+    [ -d "$tdir" ] || continue
+    [[ "$tid" =~ ^${t}$ ]] || continue
+    leaves=0
+    for vdir in "$tdir"/*/; do
+      vdir="${vdir%/}"
+      [ -d "$vdir" ] || continue
+      leaves=1
+      report cgroup "${vdir#/sys/fs/cgroup/}"
+      [ $remove = 1 ] && rmdir "$vdir" 2>/dev/null
+    done
+    if [ $leaves = 0 ]; then report cgroup "${tdir#/sys/fs/cgroup/}"; fi
+    [ $remove = 1 ] && rmdir "$tdir" 2>/dev/null
+  done
+done
 
 if [ $found = 0 ]; then echo "no Paddock leftovers${tenant:+ for tenant $tenant}"; exit 0; fi
 [ $remove = 1 ] && { echo "removed"; exit 0; }
