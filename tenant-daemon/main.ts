@@ -67,11 +67,17 @@ async function loadAuthToken(config: TenantConfig): Promise<string | undefined> 
   }
 }
 
-async function buildServices(config: TenantConfig, logger: Logger, metrics: DaemonMetrics) {
+/**
+ * Build the daemon's services. `purpose: "purge"` does not require the base image: deleting a
+ * tenant must work even when its image has been removed from the store (nothing is mounted).
+ */
+async function buildServices(config: TenantConfig, logger: Logger, metrics: DaemonMetrics, purpose: "serve" | "purge" = "serve") {
   const p = config.paddock;
   await fs.mkdir(p.stateDir, { recursive: true, mode: 0o700 });
   await fs.mkdir(p.runDir, { recursive: true, mode: 0o700 });
-  const imageRootfs = await resolveImage(p.imageDir, config.image);
+  const imageRootfs = purpose === "serve"
+    ? await resolveImage(p.imageDir, config.image)
+    : await resolveImage(p.imageDir, config.image).catch(() => path.join(p.imageDir, config.image, "rootfs"));
   const runtime = await createOciDriver({ preference: p.runtime, logger });
   const storage = createVmStorage({ stateDir: p.stateDir, runDir: p.runDir, imageRootfs, logger });
   const network = createTenantNetwork({ config, logger, stateDir: p.stateDir });
@@ -169,7 +175,7 @@ export async function purgeTenant(configPath: string, options: { logger?: Logger
   const logger = (options.logger ?? createLogger()).child({ tenant: config.paddock.tenantId, op: "purge" });
   const release = await acquireOwnership(config.paddock.stateDir, `tenant ${config.paddock.tenantId}'s state`);
   try {
-    const s = await buildServices(config, logger, new DaemonMetrics());
+    const s = await buildServices(config, logger, new DaemonMetrics(), "purge");
     await s.vms.purge();
     await s.network.stop();
     await s.runtime.pruneCgroups?.(`/paddock/${config.paddock.tenantId}`);

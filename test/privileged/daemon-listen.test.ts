@@ -85,4 +85,14 @@ describe("tenant daemon listener (privileged)", function () {
     expect(ok.status).to.equal(200);
     expect(ok.json).to.deep.equal([]);
   });
+
+  it("purge works even when the tenant's image is gone from the store (regression: purge needed the image)", async () => {
+    const d = await TestDaemon.create({ paddock: { image_dir: "/nonexistent-image-store" } });
+    daemons.push(d);
+    const p = spawn(process.execPath, [DAEMON_MAIN, "purge", d.configPath], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    p.stderr?.on("data", (c: Buffer) => (stderr += c.toString()));
+    const code = await new Promise<number | null>((resolve) => p.once("exit", resolve));
+    expect(code, stderr).to.equal(0);
+  });
 });
