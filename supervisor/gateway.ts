@@ -59,10 +59,14 @@ function requestId(): string {
 /** Build the gateway's HTTP server (not yet listening). */
 export function createGatewayServer(deps: GatewayDeps): http.Server {
   const { tenants, metrics, audit, log } = deps;
-  // No upstream keep-alive: Node 20's global agent keeps sockets alive, and reusing one the
-  // daemon has just closed fails the next request with EPIPE/ECONNRESET. A Unix socket
-  // connect costs little; one connection per request keeps failures meaningful.
-  const upstreamAgent = new http.Agent({ keepAlive: false });
+  // Upstream keep-alive, with idle connections closed by the gateway (after 2 s) well before
+  // the daemon's keepAliveTimeout (5 s) closes them. A reused connection therefore never meets
+  // a close already in flight from the daemon (that race gave EPIPE/ECONNRESET with the default
+  // agent), and a request does not pay a fresh connect + accept each time (the benchmark
+  // measured the gateway at 22% of direct throughput with one connection per request). The
+  // agent's `timeout` applies only to free sockets: Node's agent destroys a socket on timeout
+  // only while it sits in the free list, so long exec streams are never cut.
+  const upstreamAgent = new http.Agent({ keepAlive: true, timeout: 2_000, scheduling: "lifo", maxFreeSockets: 64 });
   const proxy = httpProxy.createProxyServer({ xfwd: false, ws: true, proxyTimeout: 0, timeout: 0, agent: upstreamAgent });
 
   const route = (req: http.IncomingMessage): Route => {
