@@ -507,6 +507,9 @@ export function shellFrame(type: number, payload: Buffer = Buffer.alloc(0)): Buf
   return Buffer.concat([head, payload]);
 }
 
+/** Interval of the Ctrl-D sent after a piped stdin ends, until the shell exits, ms. */
+const EOF_REPEAT_MS = 300;
+
 async function vmShell(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags(argv, { ...TARGET_FLAGS, uid: { type: "string" }, gid: { type: "string" }, cwd: { type: "string" }, shell: { type: "string" } });
   expectPositionals(positionals, 1, 1, "paddock vm shell HOST [--uid N] [--cwd DIR] [--shell /bin/bash]");
@@ -548,15 +551,27 @@ async function vmShell(ctx: CliContext, argv: string[]): Promise<number> {
     const heartbeat = setInterval(() => ws.readyState === ws.OPEN && ws.send(shellFrame(0x04)), 30_000);
     const cleanup = (): void => {
       clearInterval(heartbeat);
+      clearInterval(eofTimer);
       stdin.off("data", onData);
       stdin.off("end", onEnd);
       out.off("resize", sendSize);
       if (stdin.isTTY) stdin.setRawMode?.(false);
       stdin.pause();
     };
-    // End of a piped stdin ends the session (Shutdown frame), like closing a terminal.
+    // End of a piped stdin: type EOF (Ctrl-D) so the shell exits after running everything
+    // queued, and the server then sends SessionClose. A Shutdown frame here would end the
+    // session at once, before the shell had read the piped lines (the PTY only echoed them).
+    // Ctrl-D is repeated every EOF_REPEAT_MS until the session ends: one typed while the PTY
+    // is still in canonical mode (the shell not yet at its prompt, or a command running)
+    // reaches readline as a NUL byte, not as EOF. A terminal's end is the user's own Ctrl-D,
+    // so this only matters for pipes.
+    let eofTimer: NodeJS.Timeout | undefined;
+    const sendEof = (): void => {
+      if (ws.readyState === ws.OPEN) ws.send(shellFrame(0x01, Buffer.from("\u0004")));
+    };
     const onEnd = (): void => {
-      if (ws.readyState === ws.OPEN) ws.send(shellFrame(0x03));
+      sendEof();
+      eofTimer ??= setInterval(sendEof, EOF_REPEAT_MS);
     };
     ws.on("unexpected-response", (_req, res: http.IncomingMessage) => {
       settled = true;
