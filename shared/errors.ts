@@ -68,6 +68,7 @@ export const ERROR_CODES = {
   ERR_DAEMON_START_FAILED: 500,
   ERR_VM_DISK_FULL: 507,
   ERR_STATE_NO_SPACE: 507,
+  ERR_REQUEST_BODY_TIMEOUT: 408,
 } as const;
 
 /** A stable error code, `ERR_<AREA>_<WHAT>`. */

@@ -11,7 +11,9 @@
  * - Upstream errors become JSON 502/503 (503 + Retry-After when the daemon is down); if
  *   headers were already sent the socket is destroyed instead (STYLE.md §6).
  * - 401 for unknown, expired, revoked or missing tokens has one body and the same work.
- * - No server timeout cuts a long response: only header reception is bounded.
+ * - No server timeout cuts a long response: only header reception is bounded, and a request
+ *   body still being received before the response starts (no byte for `bodyIdleMs` ⇒ 408
+ *   ERR_REQUEST_BODY_TIMEOUT, shared/body-idle-timeout.ts; the upstream request is aborted).
  */
 import http from "node:http";
 import type { Duplex } from "node:stream";
@@ -23,6 +25,7 @@ import { bearerToken } from "./tokens.js";
 import type { TenantService } from "./tenant-service.js";
 import type { SupervisorMetrics } from "./metrics.js";
 import type { AuditLog } from "./audit-log.js";
+import { BODY_IDLE_TIMEOUT_MS, boundRequestBodyIdle } from "../shared/body-idle-timeout.js";
 
 /** Seconds a client is told to wait when a daemon is down. */
 export const RETRY_AFTER_S = 2;
@@ -42,6 +45,8 @@ export interface GatewayDeps {
   metrics: SupervisorMetrics;
   audit: AuditLog;
   log: Logger;
+  /** Idle bound on a request body still being received, ms (default {@link BODY_IDLE_TIMEOUT_MS}; 0 disables). */
+  bodyIdleMs?: number;
 }
 
 /** Outcome of authenticating and routing one request. */
@@ -155,6 +160,15 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
       res.writeHead(errorResponse(e).status, { "content-type": "application/json", "content-length": Buffer.byteLength(body), ...(down ? { "retry-after": String(RETRY_AFTER_S) } : {}) });
       res.end(body);
     });
+  });
+
+  // A body trickle (or a stall) before the response starts: 408 and abort the upstream request.
+  boundRequestBodyIdle(server, {
+    idleMs: deps.bodyIdleMs ?? BODY_IDLE_TIMEOUT_MS,
+    onTimeout: (req) => {
+      log.warn("request body idle timeout", { path: (req.url ?? "").split("?")[0] });
+      upstreams.get(req)?.destroy();
+    },
   });
 
   server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {

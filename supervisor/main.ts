@@ -31,6 +31,8 @@ export interface SupervisorOptions {
   logger?: Logger;
   /** How long to wait for a previous (killed) supervisor's ownership lock to go stale, ms. */
   lockWaitMs?: number;
+  /** Gateway idle bound on a request body still being received, ms (default 60 s, shared/body-idle-timeout.ts). */
+  gatewayBodyIdleMs?: number;
 }
 
 /** A running supervisor. */
@@ -150,7 +152,7 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
     const tenants = new TenantService({ config, registry, audit, metrics, log });
     await tenants.reconcile();
 
-    const gateway = createGatewayServer({ tenants, metrics, audit, log: log.child({ component: "gateway" }) });
+    const gateway = createGatewayServer({ tenants, metrics, audit, log: log.child({ component: "gateway" }), bodyIdleMs: opts.gatewayBodyIdleMs });
     servers.push(gateway);
     const gatewayAddress = await listen(gateway, config.gateway, 0o660);
     const adminApp = createAdminApp({ tenants, host: new HostInfo(config.stateDir), audit, metrics, log: log.child({ component: "admin" }), adminTokenHash: hashToken(admin.token) });

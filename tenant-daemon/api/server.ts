@@ -17,6 +17,7 @@ import { parseCreateVmRequest, parseTagFilter, parseTagPatch, parseWaitQuery } f
 import { goArch, type VmService } from "../vm/vm-service.js";
 import { asyncHandler, encodedQueryShim, errorMiddleware, notFoundHandler, type KnownRoute } from "./http-util.js";
 import type { DaemonMetrics } from "./metrics.js";
+import { BODY_IDLE_TIMEOUT_MS, boundRequestBodyIdle } from "../../shared/body-idle-timeout.js";
 
 /** Paddock's version as reported by `/info`. */
 export const PADDOCK_VERSION = "0.1.0";
@@ -229,11 +230,15 @@ export async function tailFile(file: string, lines: number): Promise<string | un
 /**
  * Listen on the configured socket or TCP address (spec §1.1). A stale socket file is
  * replaced; a socket a live process answers on is refused. Socket mode 0660.
+ * `opts.bodyIdleMs`: idle bound on a request body still being received before the response
+ * starts (default BODY_IDLE_TIMEOUT_MS = 60 s; 0 disables; shared/body-idle-timeout.ts).
  * @throws PaddockError ERR_SOCKET_IN_USE
  */
-export async function listenApi(app: express.Express, config: TenantConfig): Promise<http.Server> {
+export async function listenApi(app: express.Express, config: TenantConfig, opts: { bodyIdleMs?: number } = {}): Promise<http.Server> {
   const server = http.createServer(app);
-  // Long-lived responses (exec streams, waits up to 600 s) must not be cut (spec §1.1).
+  // Long-lived responses (exec streams, waits up to 600 s) must not be cut (spec §1.1); a
+  // request body that stops arriving before the response starts is (408, issue 7 promise 5).
+  boundRequestBodyIdle(server, { idleMs: opts.bodyIdleMs ?? BODY_IDLE_TIMEOUT_MS });
   server.requestTimeout = 0;
   server.timeout = 0;
   server.headersTimeout = 60_000;
