@@ -6,17 +6,10 @@ import http from "node:http";
 import { PaddockError } from "../../shared/errors.js";
 import type { GuestStats } from "../agent/guest-stats.js";
 import type { SecretStore } from "../secrets/secret-store.js";
+import type { AgentHealth } from "../agent/agent-app.js";
 
-/** Agent health (spec §2.4); durations in integer nanoseconds. */
-export interface AgentHealthInfo {
-  hostname: string;
-  agent_uptime: number;
-  agent_version: string;
-  system_uptime: number;
-  userdata_ran: boolean;
-  userdata_exit_code?: number;
-  ip: string;
-}
+/** Agent health (spec §2.4); durations in integer nanoseconds. The agent's own wire type. */
+export type AgentHealthInfo = AgentHealth;
 
 /**
  * One JSON request to the agent, bounded by `timeoutMs`.
