@@ -5,6 +5,7 @@
  */
 import { promises as fs, createReadStream } from "node:fs";
 import http from "node:http";
+import path from "node:path";
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import crypto from "node:crypto";
@@ -12,7 +13,6 @@ import express, { type Request, type Response, type Router } from "express";
 import { PaddockError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { TenantConfig } from "../../shared/tenant-config.js";
-import { rfc3339 } from "../../shared/time.js";
 import { parseCreateVmRequest, parseTagFilter, parseTagPatch, parseWaitQuery } from "../vm/vm-request.js";
 import { goArch, type VmService } from "../vm/vm-service.js";
 import { asyncHandler, encodedQueryShim, errorMiddleware, notFoundHandler, type KnownRoute } from "./http-util.js";
@@ -201,7 +201,6 @@ export function createApiApp(deps: ApiServerDeps): express.Express {
   for (const r of deps.extraRouters ?? []) app.use(r);
   app.use(notFoundHandler(KNOWN_ROUTES));
   app.use(errorMiddleware(logger));
-  void rfc3339;
   return app;
 }
 
@@ -247,7 +246,7 @@ export async function listenApi(app: express.Express, config: TenantConfig, opts
     const socketPath = config.api.socketPath;
     if (await socketAnswers(socketPath)) throw new PaddockError("ERR_SOCKET_IN_USE", `another daemon is already listening on ${socketPath}`);
     await fs.rm(socketPath, { force: true });
-    await fs.mkdir((await import("node:path")).dirname(socketPath), { recursive: true, mode: 0o755 });
+    await fs.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o755 });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(socketPath, () => resolve());

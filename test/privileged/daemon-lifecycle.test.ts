@@ -83,7 +83,6 @@ describe("tenant daemon: host groups and VM lifecycle (privileged, real runc)", 
     expect(del.json).to.include({ code: "ERR_VM_PROTECTED" });
   });
 
-  let first: Node;
   it("POST /hostgroup/sbox/nodes creates sbox-1 (201) with an ip at once, RFC3339 created_at, ephemeral by default", async () => {
     const r = await d.post("/hostgroup/sbox/nodes", { tags: ["user=alice", "job=build-4821"] });
     expect(r.status, r.text).to.equal(201);
@@ -97,7 +96,6 @@ describe("tenant daemon: host groups and VM lifecycle (privileged, real runc)", 
     expect(body.arch).to.equal("amd64");
     expect(body.persistent).to.equal(false);
     expect(await runcState(cid("sbox-1"))).to.equal("running");
-    first = body;
   });
 
   it("the sandbox has its hostname, cgroup limits and its own disk", async () => {
@@ -312,6 +310,5 @@ describe("tenant daemon: host groups and VM lifecycle (privileged, real runc)", 
   it("SIGTERM stops the daemon cleanly (exit 0, socket removed)", async () => {
     expect(await d.stop()).to.equal(0);
     await fs.access(d.socketPath).then(() => expect.fail("socket left"), () => undefined);
-    void first;
   });
 });
