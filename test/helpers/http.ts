@@ -2,6 +2,7 @@
  * A minimal real HTTP client for tests: Unix socket or TCP, JSON or raw bodies.
  */
 import http from "node:http";
+import net from "node:net";
 
 /** A finished response. */
 export interface TestResponse {
@@ -38,5 +39,17 @@ export function request(target: Target, method: string, path: string, body?: unk
     req.on("error", reject);
     if (payload !== undefined) req.write(payload);
     req.end();
+  });
+}
+
+/** A free loopback TCP port (bound and released; a tiny race is accepted). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
   });
 }

@@ -8,20 +8,9 @@ import { promises as fs } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { stringify } from "yaml";
-import { request } from "../helpers/http.js";
+import { freePort, request } from "../helpers/http.js";
 import { spawn } from "node:child_process";
 import { DAEMON_MAIN, TestDaemon, randomIsolatedRange } from "../helpers/daemon.js";
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe("tenant daemon listener (privileged)", function () {
   const daemons: TestDaemon[] = [];

@@ -6,7 +6,6 @@
  * SIGTERMs the supervisor by pid (it stops its daemons) and removes the temp dir.
  */
 import { promises as fs } from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { run } from "../../../shared/exec.js";
 import { cidrOverlaps, formatCidr, parseCidr } from "../../../shared/cidr.js";
@@ -18,17 +17,8 @@ import { nowMs } from "./stats.js";
 
 const CLI = path.join(PROJECT_ROOT, "dist/cli/paddock.js");
 
-/** A free loopback TCP port (bound and released; tiny race accepted). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from "../../../test/helpers/http.js";
+import { freePort } from "../../../test/helpers/http.js";
 
 /** A random /18 of 198.18.0.0/15 that overlaps no IPv4 route or address of the host. */
 async function freePool(): Promise<string> {
