@@ -4,6 +4,7 @@
  */
 import type { Writable } from "node:stream";
 
+/** Log levels, lowest first. */
 export type LogLevel = "debug" | "info" | "warn" | "error";
 const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 

@@ -36,6 +36,7 @@ export interface IsolatedNetworkConfig {
   allow: readonly string[];
 }
 
+/** A host group's `network:`, by mode (spec §4.3). */
 export type NetworkConfig = BridgeNetworkConfig | IsolatedNetworkConfig;
 
 /** One `config.host_groups[]` entry, defaulted (spec §4.2). */

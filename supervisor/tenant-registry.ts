@@ -59,6 +59,7 @@ export interface DaemonRecord {
 /** Host group overrides requested at create (validated against the template's bounds). */
 export type HostGroupOverrides = Record<string, { vcpu?: number; ramBytes?: number; storageSizeBytes?: number }>;
 
+/** One tenant as persisted in registry.json (DESIGN.md §5); tokens are stored as hashes only. */
 export interface TenantRecord {
   id: string;
   status: TenantStatus;
@@ -80,6 +81,7 @@ export interface TenantRecord {
   updatedAt: string;
 }
 
+/** The whole registry file: schema version plus tenants by id. */
 export interface RegistryState {
   schemaVersion: number;
   tenants: Record<string, TenantRecord>;

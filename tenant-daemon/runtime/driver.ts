@@ -44,6 +44,7 @@ export const GUEST_TOOLBOX_DIR = "/.paddock";
 /** Observed state of a sandbox. `absent` = the runtime knows no such id. */
 export type RuntimeStatus = "created" | "running" | "paused" | "stopped" | "absent";
 
+/** What the runtime reports for one sandbox id. */
 export interface RuntimeState {
   status: RuntimeStatus;
   /** Host pid of the sandbox's init when known. */

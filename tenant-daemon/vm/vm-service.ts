@@ -92,6 +92,11 @@ export function unameArch(): string {
   return os.arch() === "x64" ? "x86_64" : os.arch() === "arm64" ? "aarch64" : os.arch();
 }
 
+/**
+ * One tenant's VMs: create, list, pause/resume, shutdown/relaunch, delete, tags, the reaper and
+ * start-up reconciliation, with the rules in this file's header. Construct with
+ * {@link VmServiceDeps}; call {@link VmService.start} once, {@link VmService.stop} at shutdown.
+ */
 export class VmService {
   private readonly deps: VmServiceDeps;
   private readonly vms = new Map<string, LiveVm>();
