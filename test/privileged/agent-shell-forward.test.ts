@@ -4,6 +4,7 @@
  * exit), TCP forwarding to a listener inside the VM, fs/watch, NodeStat snapshots, the
  * guest-symlink-to-/etc/shadow cp check, a full guest disk ⇒ 507, and a stopped VM ⇒ 4xx.
  */
+import { echoThroughWs } from "../helpers/ws.js";
 import { expect } from "chai";
 import { createHash, randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
@@ -209,20 +210,10 @@ describe("shell, forward, fs/watch and stats in a real runc VM (privileged)", fu
       const ws = await openWs(d.socketPath, `/vm/${h}/forward`, { "X-Inlets-Upstream": "127.0.0.1:7777", "X-Inlets-Mode": "local" });
       const sent = randomBytes(8 << 20);
       const t0 = process.hrtime.bigint();
-      const got: Buffer[] = [];
-      let n = 0;
-      const done = new Promise<void>((resolve) => {
-        ws.on("message", (data: Buffer) => {
-          got.push(data);
-          n += data.length;
-          if (n >= sent.length) resolve();
-        });
-      });
-      for (let i = 0; i < sent.length; i += 64 << 10) ws.send(sent.subarray(i, i + (64 << 10)));
-      await done;
+      const got = await echoThroughWs(ws, sent, 64 << 10);
       const s = Number(process.hrtime.bigint() - t0) / 1e9;
       console.log(`      forward echo of ${sent.length >> 20} MiB: ${((sent.length / 1e6) / s).toFixed(1)} MB/s each way`);
-      expect(createHash("sha256").update(Buffer.concat(got)).digest("hex")).to.equal(createHash("sha256").update(sent).digest("hex"));
+      expect(createHash("sha256").update(got).digest("hex")).to.equal(createHash("sha256").update(sent).digest("hex"));
       const closed = new Promise<number>((resolve) => ws.once("close", (c: number) => resolve(c)));
       ws.close();
       await closed;

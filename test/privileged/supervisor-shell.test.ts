@@ -5,6 +5,7 @@
  * inside the VM, a wrong token refused with 401 before any upgrade, and `paddock vm shell`
  * (the CLI) with a piped stdin. Ends with scripts/leaks.sh clean for the tenant.
  */
+import { echoThroughWs } from "../helpers/ws.js";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import http from "node:http";
@@ -131,18 +132,8 @@ function openWs(url: string, headers: Record<string, string>): Promise<WebSocket
     const ws = await openWs(wsUrl(`/vm/${h}/forward`), { authorization: `Bearer ${token}`, "X-Inlets-Upstream": "127.0.0.1:7777", "X-Inlets-Mode": "local", "User-Agent": "slicer-forward/1.0" });
     try {
       const sent = randomBytes(256 << 10);
-      const got: Buffer[] = [];
-      let n = 0;
-      const done = new Promise<void>((resolve) => {
-        ws.on("message", (data: Buffer) => {
-          got.push(data);
-          n += data.length;
-          if (n >= sent.length) resolve();
-        });
-      });
-      for (let i = 0; i < sent.length; i += 16 << 10) ws.send(sent.subarray(i, i + (16 << 10)));
-      await done;
-      expect(Buffer.concat(got).equals(sent), "echoed bytes equal the sent bytes").to.equal(true);
+      const got = await echoThroughWs(ws, sent, 16 << 10);
+      expect(got.equals(sent), "echoed bytes equal the sent bytes").to.equal(true);
       const closed = new Promise<number>((resolve) => ws.once("close", (c: number) => resolve(c)));
       ws.close();
       await closed;
