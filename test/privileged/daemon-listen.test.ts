@@ -19,7 +19,12 @@ describe("tenant daemon listener (privileged)", function () {
   });
 
   it("replaces a stale socket file, serves with mode 0660, and a second daemon on the same socket is refused", async () => {
-    const d = await TestDaemon.create();
+    // Two distinct ranges, so the second daemon fails on the socket and not on a range overlap.
+    const rangeA = randomIsolatedRange();
+    let rangeB = randomIsolatedRange();
+    while (rangeB === rangeA) rangeB = randomIsolatedRange();
+    const group = (range: string) => [{ name: "sbox", count: 0, ram_mb: 256, storage_size: "128M", network: { mode: "isolated", range } }];
+    const d = await TestDaemon.create({ hostGroups: group(rangeA) });
     daemons.push(d);
     // A stale socket: bound once, its server gone.
     await new Promise<void>((resolve) => {
@@ -28,7 +33,7 @@ describe("tenant daemon listener (privileged)", function () {
     await fs.writeFile(d.socketPath, "").catch(() => undefined);
     await d.start();
     expect((await fs.stat(d.socketPath)).mode & 0o777).to.equal(0o660);
-    const other = await TestDaemon.create();
+    const other = await TestDaemon.create({ hostGroups: group(rangeB) });
     daemons.push(other);
     await fs.writeFile(other.configPath, (await fs.readFile(other.configPath, "utf8")).replace(other.socketPath, d.socketPath));
     let err: Error | undefined;
