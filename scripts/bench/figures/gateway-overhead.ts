@@ -2,16 +2,20 @@
  * Figure 3: the supervisor gateway's overhead — `GET /nodes` and a buffered exec of /bin/true
  * sent directly on the tenant's Unix socket, through the gateway (loopback TCP, Bearer token)
  * and through nginx proxying to the same socket; requests/s and p50/p99 latency at 1, 16 and
- * 64 concurrent clients (closed loop, lib/http-load.ts), repeated, the three targets
- * interleaved. CPU used by the client, the supervisor, the tenant daemon and nginx during each
- * cell is recorded so a miss can be traced to the process that ran out of CPU.
+ * 64 concurrent clients (autocannon in a child process, closed loop — lib/http-load.ts
+ * LoadClient), repeated, the three targets interleaved. CPU used by the client (autocannon's
+ * process), the supervisor, the tenant daemon and nginx during each cell is recorded so a miss
+ * can be traced to the process that ran out of CPU.
  * Target (issue 6): gateway ≥ 80 % of direct throughput and ≤ 1 ms added p50.
  */
 import type { BenchOptions } from "../lib/context.js";
-import { closedLoop, type HttpTarget } from "../lib/http-load.js";
+import { LoadClient, type HttpTarget } from "../lib/http-load.js";
 import { cpuMs } from "../lib/procs.js";
 import { fmt, row, signed, type FigureResult, type Row, type TargetResult } from "../lib/report.js";
 import { nowMs, summarize } from "../lib/stats.js";
+import { createRequire } from "node:module";
+
+const AUTOCANNON_VERSION = (createRequire(import.meta.url)("autocannon/package.json") as { version: string }).version;
 
 /** The processes whose CPU is watched, by role. */
 export interface WatchedPids {
@@ -32,57 +36,62 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
   const targetsOut: TargetResult[] = [];
   const notes: string[] = [];
   const durationMs = opts.loadSeconds * 1000;
-  for (const ep of endpoints) {
-    for (const c of CONCURRENCY) {
-      const rps: Record<string, number[]> = { direct: [], gateway: [], nginx: [] };
-      const lat: Record<string, number[]> = { direct: [], gateway: [], nginx: [] };
-      const errs: Record<string, number> = { direct: 0, gateway: 0, nginx: 0 };
-      const cpu: Record<string, Record<string, number[]>> = {};
-      for (let rep = 0; rep < opts.loadRepeats; rep++) {
-        for (const name of ["direct", "gateway", "nginx"] as const) {
-          const ng = await pids.nginx();
-          const watched: Record<string, number[]> = { supervisor: [pids.supervisor], daemon: [pids.daemon], nginx: ng };
-          const before: Record<string, number> = {};
-          for (const [k, ps] of Object.entries(watched)) before[k] = (await Promise.all(ps.map(cpuMs))).reduce((a, b) => a + b, 0);
-          const t0 = nowMs();
-          const r = await closedLoop(targets[name], ep.method, ep.path, c, durationMs);
-          const wall = nowMs() - t0;
-          const cpuCell: Record<string, number> = { client: r.clientCpu };
-          for (const [k, ps] of Object.entries(watched)) cpuCell[k] = ((await Promise.all(ps.map(cpuMs))).reduce((a, b) => a + b, 0) - (before[k] ?? 0)) / wall;
-          rps[name]?.push(r.rps);
-          lat[name]?.push(...r.latenciesMs);
-          errs[name] = (errs[name] ?? 0) + r.errors;
-          if (r.errors) notes.push(`${ep.label} c=${c} ${name}: ${r.errors} non-200 (${JSON.stringify(r.failures)})`);
-          cpu[name] ??= {};
-          for (const [k, v] of Object.entries(cpuCell)) ((cpu[name] as Record<string, number[]>)[k] ??= []).push(v);
+  const client = await LoadClient.start();
+  try {
+    for (const ep of endpoints) {
+      for (const c of CONCURRENCY) {
+        const rps: Record<string, number[]> = { direct: [], gateway: [], nginx: [] };
+        const lat: Record<string, number[]> = { direct: [], gateway: [], nginx: [] };
+        const errs: Record<string, number> = { direct: 0, gateway: 0, nginx: 0 };
+        const cpu: Record<string, Record<string, number[]>> = {};
+        for (let rep = 0; rep < opts.loadRepeats; rep++) {
+          for (const name of ["direct", "gateway", "nginx"] as const) {
+            const ng = await pids.nginx();
+            const watched: Record<string, number[]> = { supervisor: [pids.supervisor], daemon: [pids.daemon], nginx: ng };
+            const before: Record<string, number> = {};
+            for (const [k, ps] of Object.entries(watched)) before[k] = (await Promise.all(ps.map(cpuMs))).reduce((a, b) => a + b, 0);
+            const t0 = nowMs();
+            const r = await client.run({ target: targets[name], method: ep.method, path: ep.path, connections: c, durationMs });
+            const wall = nowMs() - t0;
+            const cpuCell: Record<string, number> = { client: r.clientCpu };
+            for (const [k, ps] of Object.entries(watched)) cpuCell[k] = ((await Promise.all(ps.map(cpuMs))).reduce((a, b) => a + b, 0) - (before[k] ?? 0)) / wall;
+            rps[name]?.push(r.rps);
+            lat[name]?.push(...r.latenciesMs);
+            errs[name] = (errs[name] ?? 0) + r.errors;
+            if (r.errors) notes.push(`${ep.label} c=${c} ${name}: ${r.errors} non-200 (${JSON.stringify(r.failures)})`);
+            cpu[name] ??= {};
+            for (const [k, v] of Object.entries(cpuCell)) ((cpu[name] as Record<string, number[]>)[k] ??= []).push(v);
+          }
         }
+        for (const name of ["direct", "gateway", "nginx"] as const) {
+          const id = `f3.${ep.key}.c${c}.${name}`;
+          const role = name === "gateway" ? "paddock" : "baseline";
+          const label = `${ep.label}, ${c} client${c > 1 ? "s" : ""}, ${name === "direct" ? "direct socket" : name}`;
+          rows.push(row(`${id}.rps`, label, "req/s", role, rps[name] ?? [], { higherIsBetter: true, group: `${ep.label}, throughput`, ...(name === "direct" ? {} : { vs: `f3.${ep.key}.c${c}.direct.rps` }) }));
+          latencyRows.push(row(`${id}.lat`, label, "ms", role, lat[name] ?? [], { group: `${ep.label}, latency`, ...(name === "direct" ? {} : { vs: `f3.${ep.key}.c${c}.direct.lat` }) }));
+        }
+        const med = (xs: number[] | undefined): number => summarize(xs ?? []).p50;
+        const dR = med(rps.direct), gR = med(rps.gateway);
+        const dL = summarize(lat.direct ?? []).p50, gL = summarize(lat.gateway ?? []).p50, nL = summarize(lat.nginx ?? []).p50;
+        // CPU per request, ms: share of a core × 1000 / req/s (medians over the repeats).
+        const cpuText = (name: string): string => Object.entries(cpu[name] ?? {}).filter(([, v]) => med(v) > 0).map(([k, v]) => `${k} ${Math.round(med(v) * 100)}% = ${fmt((med(v) * 1000) / med(rps[name]))} ms/req`).join(", ");
+        notes.push(`${ep.label}, ${c} clients — CPU (share of one core; 2 cores in all) and CPU per request: direct [${cpuText("direct")}]; gateway [${cpuText("gateway")}]; nginx [${cpuText("nginx")}]`);
+        const rpsMet = gR >= 0.8 * dR;
+        const latMet = gL - dL <= 1;
+        const perReq = (name: string, proc: string): number => (med(cpu[name]?.[proc]) * 1000) / med(rps[name]);
+        const cause =
+          `the gateway process spends ${fmt(perReq("gateway", "supervisor"))} ms of CPU per request (nginx ${fmt(perReq("nginx", "nginx"))} ms; ` +
+          `the daemon ${fmt(perReq("direct", "daemon"))} ms direct); during the gateway cell the supervisor used ${Math.round(med(cpu.gateway?.supervisor) * 100)}% of a core, ` +
+          `the daemon ${Math.round(med(cpu.gateway?.daemon) * 100)}%, the client ${Math.round(med(cpu.gateway?.client) * 100)}% (2 cores, shared with other users); ` +
+          `nginx on the same path changes p50 by ${signed(nL - dL)} ms and reaches ${Math.round((med(rps.nginx) / dR) * 100)}% of direct`;
+        targetsOut.push(
+          { text: `${ep.label} @${c}: gateway ≥ 80% of direct req/s`, met: rpsMet, measured: `${fmt(gR)} vs ${fmt(dR)} req/s (${Math.round((gR / dR) * 100)}%)`, ...(rpsMet ? {} : { cause }) },
+          { text: `${ep.label} @${c}: gateway adds ≤ 1 ms p50`, met: latMet, measured: `${signed(gL - dL)} ms (${fmt(gL)} vs ${fmt(dL)} ms)`, ...(latMet ? {} : { cause }) },
+        );
       }
-      for (const name of ["direct", "gateway", "nginx"] as const) {
-        const id = `f3.${ep.key}.c${c}.${name}`;
-        const role = name === "gateway" ? "paddock" : "baseline";
-        const label = `${ep.label}, ${c} client${c > 1 ? "s" : ""}, ${name === "direct" ? "direct socket" : name}`;
-        rows.push(row(`${id}.rps`, label, "req/s", role, rps[name] ?? [], { higherIsBetter: true, group: `${ep.label}, throughput`, ...(name === "direct" ? {} : { vs: `f3.${ep.key}.c${c}.direct.rps` }) }));
-        latencyRows.push(row(`${id}.lat`, label, "ms", role, lat[name] ?? [], { group: `${ep.label}, latency`, ...(name === "direct" ? {} : { vs: `f3.${ep.key}.c${c}.direct.lat` }) }));
-      }
-      const med = (xs: number[] | undefined): number => summarize(xs ?? []).p50;
-      const dR = med(rps.direct), gR = med(rps.gateway);
-      const dL = summarize(lat.direct ?? []).p50, gL = summarize(lat.gateway ?? []).p50, nL = summarize(lat.nginx ?? []).p50;
-      const cpuText = (name: string): string => Object.entries(cpu[name] ?? {}).map(([k, v]) => `${k} ${Math.round(med(v) * 100)}%`).join(", ");
-      notes.push(`${ep.label}, ${c} clients — CPU (share of one core; 2 cores in all): direct [${cpuText("direct")}]; gateway [${cpuText("gateway")}]; nginx [${cpuText("nginx")}]`);
-      const rpsMet = gR >= 0.8 * dR;
-      const latMet = gL - dL <= 1;
-      // CPU per proxied request, ms: share of a core × 1000 / req/s.
-      const perReq = (name: string, proc: string): number => (med(cpu[name]?.[proc]) * 1000) / med(rps[name]);
-      const cause =
-        `the gateway process spends ${fmt(perReq("gateway", "supervisor"))} ms of CPU per request (nginx ${fmt(perReq("nginx", "nginx"))} ms; ` +
-        `the daemon ${fmt(perReq("direct", "daemon"))} ms direct); during the gateway cell the supervisor used ${Math.round(med(cpu.gateway?.supervisor) * 100)}% of a core, ` +
-        `the daemon ${Math.round(med(cpu.gateway?.daemon) * 100)}%, the client ${Math.round(med(cpu.gateway?.client) * 100)}% (2 cores, shared with other users); ` +
-        `nginx on the same path changes p50 by ${signed(nL - dL)} ms and reaches ${Math.round((med(rps.nginx) / dR) * 100)}% of direct`;
-      targetsOut.push(
-        { text: `${ep.label} @${c}: gateway ≥ 80% of direct req/s`, met: rpsMet, measured: `${fmt(gR)} vs ${fmt(dR)} req/s (${Math.round((gR / dR) * 100)}%)`, ...(rpsMet ? {} : { cause }) },
-        { text: `${ep.label} @${c}: gateway adds ≤ 1 ms p50`, met: latMet, measured: `${signed(gL - dL)} ms (${fmt(gL)} vs ${fmt(dL)} ms)`, ...(latMet ? {} : { cause }) },
-      );
     }
+  } finally {
+    await client.close();
   }
   return {
     num: 3,
@@ -90,7 +99,7 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
     rows: [...rows, ...latencyRows],
     targets: targetsOut,
     notes: [
-      `Closed loop: each client sends its next request when the previous answer is read, keep-alive connections, ${opts.loadSeconds} s per cell × ${opts.loadRepeats} repeats, targets interleaved; req/s rows summarize the repeats, latency rows pool every request. nginx: 1 worker, no upstream keep-alive (as the gateway), no buffering.`,
+      `autocannon ${AUTOCANNON_VERSION} in its own process (the client), closed loop: each connection sends its next request when the previous answer is read (pipelining 1), keep-alive connections, ${opts.loadSeconds} s per cell (autocannon ends at its next 1 s sample tick) × ${opts.loadRepeats} repeats, targets interleaved; req/s = 200 answers / the client's wall time; latency = each response's time from autocannon's response event (fractional ms; its own histogram keeps integer ms), rows pool every request. nginx: 1 worker, no upstream keep-alive, no buffering.`,
       ...notes,
     ],
   };

@@ -1,12 +1,14 @@
 /**
- * HTTP clients for the benchmark: a closed-loop load generator (N concurrent clients, each
- * sending its next request as soon as the previous answer is read, for a fixed duration, every
- * latency recorded with the monotonic clock — sub-millisecond percentiles, which autocannon's
- * integer-millisecond histogram cannot give), a streamed-exec reader (payload bytes and time to
- * first byte), and streamed uploads/downloads for cp. Unix socket or loopback TCP only.
+ * HTTP clients for the benchmark: the load generator of figure 3 ({@link LoadClient}: the
+ * `autocannon` package in a child process, lib/autocannon-child.ts — N keep-alive connections
+ * in a closed loop for a fixed duration, every response time kept with sub-millisecond
+ * resolution), a streamed-exec reader (payload bytes and time to first byte), and streamed
+ * uploads/downloads for cp. Unix socket or loopback TCP only.
  */
 import http from "node:http";
+import { fork, type ChildProcess } from "node:child_process";
 import { createReadStream } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { nowMs } from "./stats.js";
 
 /** Where to send: a Unix socket or a loopback TCP port, with extra headers (auth). */
@@ -18,65 +20,89 @@ export interface HttpTarget {
   headers?: Record<string, string>;
 }
 
-/** Result of {@link closedLoop}. */
+/** One load cell: `connections` clients send `method path` back to back for `durationMs`. */
+export interface LoadJob {
+  target: HttpTarget;
+  method: string;
+  path: string;
+  connections: number;
+  durationMs: number;
+}
+
+/** Result of one {@link LoadJob}. */
 export interface LoadResult {
+  /** Responses received (any status). */
   requests: number;
+  /** Responses other than 200 plus transport errors. */
   errors: number;
-  /** Status codes other than 200 seen (count by code; `ERR` = transport error). */
+  /** Status codes other than 200 seen (count by code; `ERR` = transport error or timeout). */
   failures: Record<string, number>;
+  /** Wall time of the run in the client, ms (autocannon stops at the first 1 s sample tick after `durationMs`). */
   wallMs: number;
+  /** 200 responses per second of `wallMs`. */
   rps: number;
+  /** Every response's time, ms (request written → response complete). */
   latenciesMs: number[];
-  /** CPU used by this (client) process during the run, as a share of one core (1 = 100 %). */
+  /** CPU used by the client process during the run, as a share of one core (1 = 100 %). */
   clientCpu: number;
+  /** autocannon's own counters, for cross-checking. */
+  autocannon: { "2xx": number; non2xx: number; errors: number; timeouts: number; durationS: number };
+}
+
+const CHILD = fileURLToPath(new URL("./autocannon-child.js", import.meta.url));
+
+/**
+ * A forked autocannon child (lib/autocannon-child.ts) that runs load cells one at a time.
+ * {@link LoadClient.close} ends it (the IPC channel closes, the child exits).
+ */
+export class LoadClient {
+  private constructor(private readonly child: ChildProcess) {}
+
+  /** Fork the child and wait for it to load autocannon. @throws Error when it exits first. */
+  static async start(): Promise<LoadClient> {
+    const child = fork(CHILD, [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    await new Promise<void>((resolve, reject) => {
+      const onExit = (code: number | null): void => reject(new Error(`autocannon child exited ${code} before it was ready`));
+      child.once("exit", onExit);
+      child.once("error", reject);
+      child.once("message", () => {
+        child.off("exit", onExit);
+        resolve();
+      });
+    });
+    return new LoadClient(child);
+  }
+
+  /** The child's pid. */
+  get pid(): number {
+    return this.child.pid as number;
+  }
+
+  /** Run one cell. @throws Error when autocannon fails to start or the child dies. */
+  run(job: LoadJob): Promise<LoadResult> {
+    return new Promise((resolve, reject) => {
+      const onExit = (code: number | null): void => reject(new Error(`autocannon child exited ${code} during a run`));
+      this.child.once("exit", onExit);
+      this.child.once("message", (msg: { type: string; result?: LoadResult; message?: string }) => {
+        this.child.off("exit", onExit);
+        if (msg.type === "result" && msg.result) resolve(msg.result);
+        else reject(new Error(`autocannon: ${msg.message ?? JSON.stringify(msg)}`));
+      });
+      this.child.send({ type: "run", job });
+    });
+  }
+
+  /** Close the channel; the child exits. */
+  async close(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => this.child.once("exit", () => resolve()));
+    this.child.disconnect();
+    await exited;
+  }
 }
 
 function endpoint(t: HttpTarget): { socketPath: string } | { host: string; port: number } {
   return t.socketPath !== undefined ? { socketPath: t.socketPath } : { host: t.host ?? "127.0.0.1", port: t.port ?? 80 };
-}
-
-/**
- * `concurrency` clients each send `method path` back to back for `durationMs` over keep-alive
- * connections. A request counts as an error unless it answers 200.
- */
-export async function closedLoop(target: HttpTarget, method: string, path: string, concurrency: number, durationMs: number): Promise<LoadResult> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency, maxFreeSockets: concurrency });
-  const latencies: number[] = [];
-  const failures: Record<string, number> = {};
-  let errors = 0;
-  const one = (): Promise<void> =>
-    new Promise((resolve) => {
-      const t0 = nowMs();
-      const req = http.request({ ...endpoint(target), agent, method, path, headers: { ...(target.headers ?? {}), "content-length": "0" } }, (res) => {
-        res.on("data", () => undefined);
-        res.on("end", () => {
-          latencies.push(nowMs() - t0);
-          if (res.statusCode !== 200) {
-            errors++;
-            failures[String(res.statusCode)] = (failures[String(res.statusCode)] ?? 0) + 1;
-          }
-          resolve();
-        });
-        res.on("error", () => resolve());
-      });
-      req.on("error", () => {
-        errors++;
-        failures.ERR = (failures.ERR ?? 0) + 1;
-        resolve();
-      });
-      req.end();
-    });
-  const cpu0 = process.cpuUsage();
-  const t0 = nowMs();
-  const deadline = t0 + durationMs;
-  const worker = async (): Promise<void> => {
-    while (nowMs() < deadline) await one();
-  };
-  await Promise.all(Array.from({ length: concurrency }, () => worker()));
-  const wallMs = nowMs() - t0;
-  const cpu = process.cpuUsage(cpu0);
-  agent.destroy();
-  return { requests: latencies.length, errors, failures, wallMs, rps: (latencies.length - errors) / (wallMs / 1000), latenciesMs: latencies, clientCpu: (cpu.user + cpu.system) / 1000 / wallMs };
 }
 
 /** Result of {@link streamExec}. */
