@@ -95,6 +95,12 @@ export interface PaddockSettings {
   foreignRanges: readonly string[];
   /** Seconds a graceful stop waits before SIGKILL. */
   stopTimeoutSeconds: number;
+  /**
+   * Warm pool size per host group (`paddock.warm_pool`, e.g. `{ sbox: 1 }`): that many VMs of
+   * the group are booted ahead, agent ready, and handed out by the next plain create (see
+   * tenant-daemon/vm/vm-service.ts). Groups not named have none.
+   */
+  warmPool: Readonly<Record<string, number>>;
 }
 
 /** The whole validated, frozen tenant daemon config. */
@@ -112,6 +118,9 @@ export interface TenantConfig {
   warnings: readonly string[];
 }
 
+/** Upper bound of `paddock.warm_pool.<group>`: warm VMs hold memory and an address each. */
+export const MAX_WARM_POOL = 16;
+
 const HOSTGROUP_KEYS = [
   "name", "count", "vcpu", "ram_gb", "ram_mb", "ram_bytes", "storage", "storage_size", "persistent", "userdata",
   "userdata_file", "dns_servers", "gpu_count", "network", "network_name", "ca", "share_home", "rosetta", "sleep_action",
@@ -120,7 +129,7 @@ const CONFIG_KEYS = [
   "host_groups", "image", "kernel_image", "kernel_file", "hypervisor", "graceful_shutdown", "github_user", "ssh_keys",
   "api", "ssh", "pci", "insecure_registry",
 ] as const;
-const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime", "pids_limit", "limits", "deny", "foreign_ranges", "stop_timeout_seconds"] as const;
+const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime", "pids_limit", "limits", "deny", "foreign_ranges", "stop_timeout_seconds", "warm_pool"] as const;
 
 /** Defaults for standalone daemons (DESIGN.md §6); env overrides applied in {@link loadTenantConfig}. */
 export const DEFAULT_STATE_DIR = "/var/lib/paddock";
@@ -261,7 +270,7 @@ function readApi(r: ConfigReader, raw: unknown, ctx: TenantConfigContext): ApiCo
   return { kind: "tcp", host: bind, port, auth: { enabled: r.bool(auth.enabled, "config.api.auth.enabled") ?? true, token } };
 }
 
-function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigContext, api: ApiConfig): PaddockSettings {
+function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigContext, api: ApiConfig, groupNames: readonly string[]): PaddockSettings {
   const pd = r.object(raw, "paddock");
   r.unknownKeys(pd, "paddock", PADDOCK_KEYS);
   const env = ctx.env ?? process.env;
@@ -281,6 +290,14 @@ function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigContext, ap
   checkAddressList(r, deny, "paddock.deny");
   const foreignRanges = r.stringList(pd.foreign_ranges, "paddock.foreign_ranges") ?? [];
   checkAddressList(r, foreignRanges, "paddock.foreign_ranges");
+  const warmRaw = r.object(pd.warm_pool, "paddock.warm_pool");
+  const warmPool: Record<string, number> = {};
+  for (const [group, n] of Object.entries(warmRaw)) {
+    const p = `paddock.warm_pool.${group}`;
+    if (!groupNames.includes(group)) r.problem(p, `no host group named ${JSON.stringify(group)} (host groups: ${groupNames.join(", ") || "none"})`);
+    const size = r.int(n, p, { min: 0, max: MAX_WARM_POOL });
+    if (size !== undefined && size > 0) warmPool[group] = size;
+  }
   return {
     tenantId,
     stateDir,
@@ -297,6 +314,7 @@ function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigContext, ap
     deny,
     foreignRanges,
     stopTimeoutSeconds: r.int(pd.stop_timeout_seconds, "paddock.stop_timeout_seconds", { min: 0, max: 600 }) ?? 10,
+    warmPool,
   };
 }
 
@@ -351,7 +369,7 @@ export function parseTenantConfig(tree: unknown, source: string, ctx: TenantConf
   }
   const gracefulShutdown = r.bool(cfg.graceful_shutdown, "config.graceful_shutdown") ?? true;
   const api = readApi(r, cfg.api, ctx);
-  const paddock = readPaddock(r, root.paddock, ctx, api);
+  const paddock = readPaddock(r, root.paddock, ctx, api, hostGroups.map((g) => g.name));
   r.throwIfProblems(source);
   return deepFreeze({
     source,

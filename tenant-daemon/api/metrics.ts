@@ -24,8 +24,11 @@ export class DaemonMetrics {
     this.durationSum.set(k, (this.durationSum.get(k) ?? 0) + seconds);
   }
 
-  /** The exposition text. `vms` are counts by host group and status. */
-  render(vms: Record<string, Record<WireStatus, number>>): string {
+  /**
+   * The exposition text. `vms` are counts by host group and status; `warm` the warm pool by
+   * host group (`paddock_vm_warm{host_group,state="ready"|"booting"}`, Paddock's own family).
+   */
+  render(vms: Record<string, Record<WireStatus, number>>, warm: Record<string, { ready: number; booting: number }> = {}): string {
     const lines: string[] = [];
     const family = (name: string, type: string, help: string): void => {
       lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
@@ -35,6 +38,10 @@ export class DaemonMetrics {
     family("slicer_vm_running", "gauge", "VMs by host group and state");
     for (const [g, counts] of Object.entries(vms)) {
       for (const [state, n] of Object.entries(counts)) lines.push(`slicer_vm_running{host_group="${esc(g)}",api="true",state="${state}"} ${n}`);
+    }
+    family("paddock_vm_warm", "gauge", "warm-pool VMs by host group: ready (agent answered) or booting");
+    for (const [g, c] of Object.entries(warm)) {
+      lines.push(`paddock_vm_warm{host_group="${esc(g)}",state="ready"} ${c.ready}`, `paddock_vm_warm{host_group="${esc(g)}",state="booting"} ${c.booting}`);
     }
     family("slicer_api_requests_total", "counter", "API requests by method and status code");
     for (const [k, v] of this.requests) lines.push(`slicer_api_requests_total{${k}} ${v}`);

@@ -113,7 +113,7 @@ export function createApiApp(deps: ApiServerDeps): express.Express {
     res.json({ version: PADDOCK_VERSION, git_commit: process.env.PADDOCK_GIT_COMMIT ?? "", platform: process.platform === "darwin" ? "darwin" : "linux", arch: goArch() });
   });
   app.get("/metrics", (_req, res) => {
-    res.type("text/plain; version=0.0.4").send(deps.metrics.render(vms.countsByStatus()));
+    res.type("text/plain; version=0.0.4").send(deps.metrics.render(vms.countsByStatus(), vms.warmCounts()));
   });
   app.get("/hostgroup", (_req, res) => {
     res.json(vms.hostGroups().map((g) => ({ name: g.name, count: g.count, ram_bytes: g.ramBytes, cpus: g.vcpu, arch: process.arch === "x64" ? "x86_64" : process.arch, gpu_count: g.gpuCount })));

@@ -73,6 +73,12 @@ export interface RuntimeDriver {
   pause(id: string): Promise<void>;
   /** Thaw a paused sandbox. */
   resume(id: string): Promise<void>;
+  /**
+   * Change a live sandbox's vCPU quota and memory limit (the same rules as at create: quota
+   * `cpus × period`, memory+swap = memory where swap is accounted).
+   * @throws PaddockError ERR_RUNTIME_FAILED
+   */
+  update(id: string, resources: { cpus: number; ramBytes: number }): Promise<void>;
   state(id: string): Promise<RuntimeState>;
   /** Force-remove the sandbox and its runtime state; no-op when absent. */
   destroy(id: string): Promise<void>;

@@ -16,7 +16,7 @@ import { silentLogger, type Logger } from "../../shared/logger.js";
 import { pidAlive, writeFileAtomic } from "../../shared/state-store.js";
 import { sleep } from "../../shared/time.js";
 import type { RuntimeDriver, RuntimeState, RuntimeStatus, VmRuntimeSpec } from "./driver.js";
-import { GUEST_AGENT_BUNDLE, GUEST_AGENT_ENTRY, GUEST_APP_DIR, renderOciSpec, type OciToolbox } from "./oci-spec.js";
+import { CPU_PERIOD_US, GUEST_AGENT_BUNDLE, GUEST_AGENT_ENTRY, GUEST_APP_DIR, renderOciSpec, type OciToolbox } from "./oci-spec.js";
 import { readMounts } from "../storage/vm-disk.js";
 
 /** Which OCI runtime to use; `auto` = crun on a pure cgroup-v2 host with crun installed, else runc. */
@@ -402,6 +402,18 @@ export class OciDriver implements RuntimeDriver {
   async resume(id: string): Promise<void> {
     const r = await this.runtime(["resume", id], { allowFailure: true });
     if (r.exitCode !== 0) throw this.fail("resume", id, r);
+  }
+
+  /**
+   * `runc update` of the vCPU quota and memory limit (renderOciSpec's rules). Lowering memory
+   * below what the sandbox uses fails in the kernel (EBUSY) and is reported as such.
+   * @throws PaddockError ERR_RUNTIME_FAILED
+   */
+  async update(id: string, resources: { cpus: number; ramBytes: number }): Promise<void> {
+    const args = ["update", "--cpu-period", String(CPU_PERIOD_US), "--cpu-quota", String(Math.round(resources.cpus * CPU_PERIOD_US)), "--memory", String(resources.ramBytes)];
+    if (this.swapAccounting) args.push("--memory-swap", String(resources.ramBytes));
+    const r = await this.runtime([...args, id], { allowFailure: true });
+    if (r.exitCode !== 0) throw this.fail("update", id, r);
   }
 
   /**

@@ -8,6 +8,15 @@
  *   links) on DELETE, on guest exit and on daemon restart; a persistent VM survives restarts
  *   (re-attached if still running), keeps its disk when stopped and comes back with relaunch.
  * - Every failure while creating rolls back what was made: no half-created VM.
+ * - Warm pool (`paddock.warm_pool`, Paddock's own): per host group, N VMs are booted ahead with
+ *   the group's defaults (and its userdata), agent ready, under the next names of the group's
+ *   counter. A create that asks for nothing a warm VM cannot give (no `userdata`, `ip` or
+ *   `network` of its own; `cpus`/`ram_bytes` at most the defaults, applied with a runtime
+ *   update) is handed the warm VM with the lowest N instead of booting one, and the pool is
+ *   refilled in the background. Warm VMs are not listed, not counted against the tenant's
+ *   limits (the pool only fills while the limits leave room for it), get no secrets until
+ *   handed out, and are removed on daemon stop and restart; their names were never handed out,
+ *   so a restart may give them again.
  *
  * Operations on one VM are serialised; creates of different VMs run concurrently.
  */
@@ -81,7 +90,19 @@ interface LiveVm {
   record: VmRecord;
   phase: VmPhase;
   pid: number | undefined;
+  /** Secret delivery started by the last boot or hand-out; never rejects. */
+  secretsDelivered?: Promise<void>;
 }
+
+/** A warm-pool VM; `ready` once its agent has answered. */
+interface WarmVm extends LiveVm {
+  ready: boolean;
+}
+
+/** Longest a warm VM may take to boot and answer before it is discarded, ms. */
+const WARM_BOOT_TIMEOUT_MS = 60_000;
+/** Retry delays after a failed warm boot: doubling from the first, capped at the second, ms. */
+const WARM_RETRY_MS = [1_000, 60_000] as const;
 
 /** Go's GOARCH for `/info` and create responses (spec §2.1, §5 #21). */
 export function goArch(): string {
@@ -100,7 +121,17 @@ export function unameArch(): string {
 export class VmService {
   private readonly deps: VmServiceDeps;
   private readonly vms = new Map<string, LiveVm>();
+  /** Warm-pool VMs by hostname (never in `vms`). */
+  private readonly warm = new Map<string, WarmVm>();
+  /** Highest N allocated per group, warm VMs included (in memory). */
   private readonly counters = new Map<string, number>();
+  /** Highest N handed out per group (persisted: DaemonState.counters). */
+  private readonly issued = new Map<string, number>();
+  /** The running refill of the warm pool, if any; `refillAgain` asks it for one more pass. */
+  private refilling: Promise<void> | undefined;
+  private refillAgain = false;
+  /** Per group: consecutive warm boot failures and when the next try may start (epoch ms). */
+  private readonly warmRetry = new Map<string, { failures: number; at: number }>();
   private readonly locks = new Map<string, Promise<unknown>>();
   private reaper: NodeJS.Timeout | undefined;
   private stopping = false;
@@ -205,6 +236,18 @@ export class VmService {
     return { socketPath: this.agentSocket(hostname) };
   }
 
+  /** Warm-pool VMs per configured group: `ready` (agent answered) and `booting`. */
+  warmCounts(): Record<string, { ready: number; booting: number }> {
+    const out: Record<string, { ready: number; booting: number }> = {};
+    for (const g of Object.keys(this.deps.config.paddock.warmPool)) out[g] = { ready: 0, booting: 0 };
+    for (const vm of this.warm.values()) {
+      const c = (out[vm.record.hostGroup] ??= { ready: 0, booting: 0 });
+      if (vm.ready) c.ready += 1;
+      else c.booting += 1;
+    }
+    return out;
+  }
+
   /** Counts of VMs by wire status (metrics, admin API). */
   countsByStatus(): Record<string, Record<WireStatus, number>> {
     const out: Record<string, Record<WireStatus, number>> = {};
@@ -232,7 +275,8 @@ export class VmService {
   private async persist(): Promise<void> {
     const vms: Record<string, VmRecord> = {};
     for (const [h, vm] of this.vms) vms[h] = vm.record;
-    const counters = Object.fromEntries(this.counters);
+    for (const [h, vm] of this.warm) vms[h] = vm.record;
+    const counters = Object.fromEntries(this.issued);
     await this.deps.store.update((s) => {
       s.vms = vms;
       s.counters = counters;
@@ -248,19 +292,25 @@ export class VmService {
     do {
       n += 1;
       hostname = `${group}-${n}`;
-    } while (this.vms.has(hostname));
+    } while (this.vms.has(hostname) || this.warm.has(hostname));
     this.counters.set(group, n);
     return { hostname, index: n };
+  }
+
+  /** Record that `<group>-index` was handed out (persisted by the next {@link persist}). */
+  private markIssued(group: string, index: number): void {
+    this.issued.set(group, Math.max(this.issued.get(group) ?? 0, index));
+    this.counters.set(group, Math.max(this.counters.get(group) ?? 0, index));
   }
 
   /**
    * Check the tenant's limits (issue 4 §5) for one more VM of this size.
    * @throws PaddockError ERR_LIMIT_EXCEEDED naming the limit.
    */
-  private checkLimits(cpus: number, ramBytes: number, diskBytes: number): void {
+  private checkLimits(cpus: number, ramBytes: number, diskBytes: number, opts: { includeWarm?: boolean } = {}): void {
     const l = this.deps.config.paddock.limits;
     let count = 0, vcpu = 0, ram = 0, disk = 0;
-    for (const vm of this.vms.values()) {
+    for (const vm of opts.includeWarm ? [...this.vms.values(), ...this.warm.values()] : this.vms.values()) {
       if (vm.phase === "deleting") continue;
       count += 1;
       vcpu += vm.record.cpus;
@@ -279,8 +329,9 @@ export class VmService {
   }
 
   /**
-   * Create (and start) a VM in `groupName` (spec §2.2). With `wait`, block until the agent
-   * answers (and userdata ran); on timeout the VM is deleted and 408 thrown.
+   * Create (and start) a VM in `groupName` (spec §2.2), handing out a warm VM when the request
+   * fits one (file header). With `wait`, block until the agent answers (and userdata ran) and
+   * the VM's secrets are delivered; on timeout the VM is deleted and 408 thrown.
    * @throws PaddockError ERR_HOSTGROUP_NOT_FOUND, ERR_LIMIT_EXCEEDED, ERR_NETWORK_EXHAUSTED,
    *   ERR_VM_WAIT_TIMEOUT, ERR_VM_START_FAILED (after rolling everything back).
    */
@@ -288,14 +339,35 @@ export class VmService {
     if (this.stopping) throw new PaddockError("ERR_VM_NOT_RUNNING", "daemon is shutting down", { status: 503 });
     const group = this.hostGroup(groupName);
     this.checkLimits(req.cpus, req.ramBytes, group.storageSizeBytes);
+    const warm = options.index === undefined ? await this.handOutWarm(group, req) : undefined;
+    const vm = warm ?? (await this.createCold(group, req, options));
+    const record = vm.record;
+    this.deps.onEvent?.("launch", group.name);
+    this.log.info("vm created", { hostname: record.hostname, persistent: record.persistent, ip: record.ipCidr, warm: warm !== undefined });
+    if (wait.wait) {
+      const waitStarted = performance.now();
+      try {
+        await this.waitForAgent(record.hostname, wait.wait, wait.timeoutMs);
+        await vm.secretsDelivered;
+        this.log.debug("vm wait timing", { hostname: record.hostname, wait: wait.wait, waitMs: Math.round((performance.now() - waitStarted) * 10) / 10 });
+      } catch (err) {
+        await this.remove(record.hostname, { force: true }).catch((e: unknown) => this.log.error("cleanup after wait failure failed", { hostname: record.hostname, err: e }));
+        throw err;
+      }
+    }
+    return this.toCreateResponse(record);
+  }
+
+  /** Allocate, boot and record a new VM (the path without a warm VM). */
+  private async createCold(group: HostGroupConfig, req: CreateVmRequest, options: { protected?: boolean; index?: number }): Promise<LiveVm> {
     let hostname: string, index: number;
     if (options.index !== undefined) {
       index = options.index;
       hostname = `${group.name}-${index}`;
-      this.counters.set(group.name, Math.max(this.counters.get(group.name) ?? 0, index));
     } else {
       ({ hostname, index } = this.allocateName(group.name));
     }
+    this.markIssued(group.name, index);
     const ipCidr = this.deps.network.reserve({ hostname, hostGroup: group.name, override: req.network, requestedIp: req.ip });
     const record: VmRecord = {
       hostname, hostGroup: group.name, index, cpus: req.cpus, ramBytes: req.ramBytes, storageSizeBytes: group.storageSizeBytes,
@@ -315,26 +387,141 @@ export class VmService {
     } catch (err) {
       this.deps.onEvent?.("launch_failed", group.name);
       this.log.error("create failed; rolling back", { hostname, err });
-      await this.withLock(hostname, () => this.teardown(vm, { removeDisk: true })).catch((e: unknown) => this.log.error("rollback failed", { hostname, err: e }));
-      this.vms.delete(hostname);
-      this.deps.network.release(hostname);
-      await this.persist().catch(() => undefined);
+      await this.discard(vm);
       if (isPaddockError(err) && (err.isClientError || err.code === "ERR_STATE_NO_SPACE")) throw err;
       throw new PaddockError("ERR_VM_START_FAILED", `VM ${hostname} failed to start: ${(err as Error).message}`, { cause: err });
     }
-    this.deps.onEvent?.("launch", group.name);
-    this.log.info("vm created", { hostname, persistent: record.persistent, ip: ipCidr });
-    if (wait.wait) {
-      const waitStarted = performance.now();
+    return vm;
+  }
+
+  /** Tear down a VM that never became (or stopped being) one the API shows, and forget it. */
+  private async discard(vm: LiveVm): Promise<void> {
+    const hostname = vm.record.hostname;
+    await this.withLock(hostname, () => this.teardown(vm, { removeDisk: true })).catch((e: unknown) => this.log.error("rollback failed", { hostname, err: e }));
+    if (this.vms.get(hostname) === vm) this.vms.delete(hostname);
+    if (this.warm.get(hostname) === vm) this.warm.delete(hostname);
+    this.deps.network.release(hostname);
+    await this.persist().catch(() => undefined);
+  }
+
+  // ── warm pool ──────────────────────────────────────────────────────────────
+
+  /**
+   * Hand out the ready warm VM of `group` with the lowest N, made the VM `req` asks for (tags,
+   * persistence, secrets, a smaller size by a runtime update). Undefined when the group has no
+   * ready warm VM, when `req` needs a boot of its own (userdata, ip, network), or when the
+   * hand-out failed (the warm VM is then discarded and the caller boots one).
+   */
+  private async handOutWarm(group: HostGroupConfig, req: CreateVmRequest): Promise<LiveVm | undefined> {
+    if (req.userdata !== undefined || req.ip !== undefined || req.network !== undefined) return undefined;
+    let vm: WarmVm | undefined;
+    for (const w of this.warm.values()) {
+      if (w.record.hostGroup === group.name && w.ready && w.phase === "running" && (vm === undefined || w.record.index < vm.record.index)) vm = w;
+    }
+    if (vm === undefined) return undefined;
+    const r = vm.record;
+    this.warm.delete(r.hostname);
+    this.vms.set(r.hostname, vm);
+    this.markIssued(group.name, r.index);
+    const resize = req.cpus !== r.cpus || req.ramBytes !== r.ramBytes;
+    delete r.pooled;
+    Object.assign(r, { cpus: req.cpus, ramBytes: req.ramBytes, persistent: req.persistent, tags: [...req.tags], secrets: req.secrets, createdAt: rfc3339() });
+    this.kickRefill();
+    try {
+      await this.withLock(r.hostname, async () => {
+        if (vm.phase !== "running") throw new PaddockError("ERR_VM_NOT_RUNNING", `warm VM ${r.hostname} stopped before it was handed out`);
+        await Promise.all([resize ? this.deps.runtime.update(this.containerId(r.hostname), { cpus: r.cpus, ramBytes: r.ramBytes }) : undefined, this.persist()]);
+      });
+    } catch (err) {
+      this.log.warn("hand-out of a warm VM failed; booting a new one", { hostname: r.hostname, err });
+      await this.discard(vm);
+      return undefined;
+    }
+    vm.secretsDelivered = this.deliverSecrets(r);
+    return vm;
+  }
+
+  /** Start a refill of the warm pool unless one runs (then it makes one more pass). */
+  private kickRefill(): void {
+    if (this.stopping || Object.keys(this.deps.config.paddock.warmPool).length === 0) return;
+    if (this.refilling) {
+      this.refillAgain = true;
+      return;
+    }
+    this.refillAgain = false;
+    this.refilling = this.refill().finally(() => {
+      this.refilling = undefined;
+      if (this.refillAgain) this.kickRefill();
+    });
+  }
+
+  /**
+   * Boot warm VMs one at a time (a burst of boots would slow the creates the pool is for) until
+   * every group has its `warm_pool` size, the tenant's limits leave no room, or a group failed
+   * and waits for its retry time (doubling delays, {@link WARM_RETRY_MS}).
+   */
+  private async refill(): Promise<void> {
+    for (;;) {
+      const group = this.groupToWarm();
+      if (group === undefined) return;
       try {
-        await this.waitForAgent(hostname, wait.wait, wait.timeoutMs);
-        this.log.debug("vm wait timing", { hostname, wait: wait.wait, waitMs: Math.round((performance.now() - waitStarted) * 10) / 10 });
+        await this.bootWarm(group);
+        this.warmRetry.delete(group.name);
       } catch (err) {
-        await this.remove(hostname, { force: true }).catch((e: unknown) => this.log.error("cleanup after wait failure failed", { hostname, err: e }));
-        throw err;
+        const failures = (this.warmRetry.get(group.name)?.failures ?? 0) + 1;
+        const delay = Math.min(WARM_RETRY_MS[0] * 2 ** (failures - 1), WARM_RETRY_MS[1]);
+        this.warmRetry.set(group.name, { failures, at: Date.now() + delay });
+        this.log.warn("warm VM boot failed; retrying later", { hostGroup: group.name, failures, retryInMs: delay, err });
+        setTimeout(() => this.kickRefill(), delay).unref();
       }
     }
-    return this.toCreateResponse(record);
+  }
+
+  /** The next host group short of warm VMs that may get one now, if any. */
+  private groupToWarm(): HostGroupConfig | undefined {
+    if (this.stopping) return undefined;
+    for (const [name, size] of Object.entries(this.deps.config.paddock.warmPool)) {
+      const retry = this.warmRetry.get(name);
+      if (retry !== undefined && retry.at > Date.now()) continue;
+      let have = 0;
+      for (const w of this.warm.values()) if (w.record.hostGroup === name) have += 1;
+      if (have >= size) continue;
+      const group = this.hostGroup(name);
+      try {
+        this.checkLimits(group.vcpu, group.ramBytes, group.storageSizeBytes, { includeWarm: true });
+      } catch {
+        continue;
+      }
+      return group;
+    }
+    return undefined;
+  }
+
+  /** Boot one warm VM of `group` and wait for its agent. @throws whatever the boot threw (rolled back). */
+  private async bootWarm(group: HostGroupConfig): Promise<void> {
+    const { hostname, index } = this.allocateName(group.name);
+    const ipCidr = this.deps.network.reserve({ hostname, hostGroup: group.name, override: undefined, requestedIp: undefined });
+    const record: VmRecord = {
+      hostname, hostGroup: group.name, index, cpus: group.vcpu, ramBytes: group.ramBytes, storageSizeBytes: group.storageSizeBytes,
+      persistent: false, protected: false, tags: [], createdAt: rfc3339(), ipCidr, userdata: undefined, secrets: undefined,
+      network: undefined, desired: "running", pooled: true,
+    };
+    const vm: WarmVm = { record, phase: "creating", pid: undefined, ready: false };
+    this.warm.set(hostname, vm);
+    try {
+      await this.withLock(hostname, async () => {
+        const [saved, booted] = await Promise.allSettled([this.persist(), this.boot(vm)]);
+        if (booted.status === "rejected") throw booted.reason;
+        if (saved.status === "rejected") throw saved.reason;
+      });
+      await this.waitForAgent(hostname, "agent", WARM_BOOT_TIMEOUT_MS);
+      vm.ready = true;
+      this.log.debug("warm VM ready", { hostname });
+    } catch (err) {
+      // Gone already when the reaper removed it or the daemon is stopping.
+      if (this.warm.get(hostname) === vm) await this.discard(vm);
+      throw err;
+    }
   }
 
   /**
@@ -386,10 +573,11 @@ export class VmService {
     vm.pid = st.pid;
     vm.phase = "running";
     this.log.debug("vm boot timing", { hostname: r.hostname, totalMs: spans.totalMs(), atMs: spans.atMs });
-    void this.deliverSecrets(r);
+    // A warm VM gets its secrets when it is handed out (the request names which).
+    if (!r.pooled) vm.secretsDelivered = this.deliverSecrets(r);
   }
 
-  /** Deliver secrets once the agent is up (best effort, bounded by 60 s). */
+  /** Deliver secrets once the agent is up (best effort, bounded by 60 s; never rejects). */
   private async deliverSecrets(r: VmRecord): Promise<void> {
     try {
       await this.waitForAgent(r.hostname, "agent", 60_000);
@@ -412,8 +600,9 @@ export class VmService {
     try {
       let delay = 5;
       for (;;) {
-        const vm = this.vms.get(hostname);
+        const vm = this.vms.get(hostname) ?? this.warm.get(hostname);
         if (!vm || vm.phase === "deleting" || vm.phase === "stopped") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} stopped while waiting for its agent`);
+        if (this.stopping && vm.record.pooled) throw new PaddockError("ERR_VM_NOT_RUNNING", "daemon is shutting down", { status: 503 });
         const changed = dirEvents.next();
         let socketSeen = false;
         try {
@@ -503,6 +692,8 @@ export class VmService {
       }
       this.deps.onEvent?.("delete", vm.record.hostGroup);
       this.log.info("vm deleted", { hostname });
+      // The limits may have room for the warm pool again.
+      this.kickRefill();
       return { diskRemoved: true };
     });
   }
@@ -614,14 +805,14 @@ export class VmService {
     if (state.tenantId !== this.deps.config.paddock.tenantId) {
       throw new PaddockError("ERR_STATE_CORRUPT", `state file ${this.deps.store.file} belongs to tenant ${state.tenantId}, not ${this.deps.config.paddock.tenantId}`);
     }
-    for (const [g, n] of Object.entries(state.counters)) this.counters.set(g, n);
+    for (const [g, n] of Object.entries(state.counters)) this.markIssued(g, n);
     const groups = new Set(this.deps.config.hostGroups.map((g) => g.name));
     for (const record of Object.values(state.vms)) {
       const vm: LiveVm = { record, phase: "stopped", pid: undefined };
       const id = this.containerId(record.hostname);
       const st = await this.deps.runtime.state(id).catch(() => ({ status: "absent" as const, pid: undefined }));
       if (!record.persistent || !groups.has(record.hostGroup)) {
-        this.log.info("removing VM left by the previous run", { hostname: record.hostname, persistent: record.persistent });
+        this.log.info("removing VM left by the previous run", { hostname: record.hostname, persistent: record.persistent, warm: record.pooled === true });
         await this.teardown(vm, { removeDisk: true, graceful: false }).catch((err: unknown) => this.log.error("cleanup failed", { hostname: record.hostname, err }));
         continue;
       }
@@ -656,6 +847,7 @@ export class VmService {
     }
     this.reaper = setInterval(() => void this.reap(), this.deps.reapIntervalMs ?? 1000);
     this.reaper.unref();
+    this.kickRefill();
   }
 
   /**
@@ -675,7 +867,7 @@ export class VmService {
 
   /** Remove sandboxes, mounts and disks of this tenant that no record owns. */
   private async sweep(): Promise<void> {
-    const keep = new Set(this.vms.keys());
+    const keep = new Set([...this.vms.keys(), ...this.warm.keys()]);
     const prefix = this.containerPrefix();
     for (const id of await this.deps.runtime.list(prefix)) {
       const hostname = id.slice(prefix.length);
@@ -698,7 +890,7 @@ export class VmService {
    * relaunched).
    */
   private async reap(): Promise<void> {
-    for (const vm of [...this.vms.values()]) {
+    for (const vm of [...this.vms.values(), ...this.warm.values()]) {
       if (vm.phase !== "running" || vm.pid === undefined || pidAlive(vm.pid)) continue;
       const h = vm.record.hostname;
       await this.withLock(h, async () => {
@@ -708,16 +900,18 @@ export class VmService {
           vm.pid = st.pid;
           return;
         }
-        this.log.info("guest exited", { hostname: h, persistent: vm.record.persistent });
+        const pooled = vm.record.pooled === true;
+        this.log.info("guest exited", { hostname: h, persistent: vm.record.persistent, warm: pooled });
         if (!vm.record.persistent) {
           vm.phase = "deleting";
           try {
             await this.teardown(vm, { removeDisk: true, graceful: false });
           } finally {
-            this.vms.delete(h);
+            (pooled ? this.warm : this.vms).delete(h);
             this.deps.network.release(h);
             await this.persist();
           }
+          this.kickRefill();
           return;
         }
         vm.phase = "stopping";
@@ -729,20 +923,21 @@ export class VmService {
   }
 
   /**
-   * Stop the service for a daemon shutdown (spec §3.5): ephemeral VMs are stopped and
-   * deleted; persistent and config VMs keep running (sandboxes are detached) and are
+   * Stop the service for a daemon shutdown (spec §3.5): the warm pool stops refilling; warm
+   * and ephemeral VMs are stopped and deleted; persistent and config VMs keep running (sandboxes are detached) and are
    * re-attached by the next start. With `purge`, every VM and disk is removed.
    */
   async stop(opts: { purge?: boolean } = {}): Promise<void> {
     this.stopping = true;
     if (this.reaper) clearInterval(this.reaper);
+    await this.refilling;
     await Promise.all([...this.locks.values()]);
-    const work = [...this.vms.values()].map(async (vm) => {
+    const work = [...this.vms.values(), ...this.warm.values()].map(async (vm) => {
       if (!opts.purge && vm.record.persistent) return;
       await this.withLock(vm.record.hostname, async () => {
         vm.phase = "deleting";
         await this.teardown(vm, { removeDisk: true }).catch((err: unknown) => this.log.error("teardown at stop failed", { hostname: vm.record.hostname, err }));
-        this.vms.delete(vm.record.hostname);
+        (vm.record.pooled ? this.warm : this.vms).delete(vm.record.hostname);
         this.deps.network.release(vm.record.hostname);
       });
     });

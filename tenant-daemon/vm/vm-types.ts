@@ -27,13 +27,21 @@ export interface VmRecord {
   network: VmNetworkOverride | undefined;
   /** What the operator last asked for; a persistent VM that is `stopped` stays down on restart. */
   desired: "running" | "stopped";
+  /**
+   * A warm-pool VM: booted ahead with the host group's defaults and not yet handed out (not
+   * listed, not counted against limits). Removed on daemon restart like an ephemeral VM.
+   */
+  pooled?: boolean;
 }
 
 /** The daemon's state file. */
 export interface DaemonState {
   schemaVersion: 1;
   tenantId: string;
-  /** Highest N handed out per host group (names are never handed out twice, spec §3.1). */
+  /**
+   * Highest N handed out per host group (names are never handed out twice, spec §3.1). Names
+   * held only by warm-pool VMs are not counted: they were never handed out.
+   */
   counters: Record<string, number>;
   vms: Record<string, VmRecord>;
 }

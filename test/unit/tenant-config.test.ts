@@ -124,6 +124,26 @@ config:
     expect(c.api.kind === "unix" && c.api.socketPath).to.equal("/etc/paddock/slicer.sock");
   });
 
+  it("reads paddock.warm_pool per host group and refuses unknown groups and sizes out of range", () => {
+    const withPool = (pool: string) => `
+config:
+  host_groups:
+  - name: sbox
+    vcpu: 1
+    ram_gb: 1
+paddock:
+  tenant_id: t1
+  warm_pool: ${pool}
+`;
+    expect(load(withPool("{ sbox: 2 }")).paddock.warmPool).to.deep.equal({ sbox: 2 });
+    expect(load(withPool("{ sbox: 0 }")).paddock.warmPool).to.deep.equal({});
+    expect(load(SEED).paddock.warmPool).to.deep.equal({});
+    expect(problems(withPool("{ nope: 1, sbox: 17 }"))).to.deep.equal([
+      'paddock.warm_pool.nope: no host group named "nope" (host groups: sbox)',
+      "paddock.warm_pool.sbox: expected a non-negative integer ≤ 16, got the number 17",
+    ]);
+  });
+
   it("reports every problem at once with its YAML path", () => {
     const p = problems(`
 config:
