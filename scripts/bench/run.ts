@@ -120,7 +120,7 @@ async function main(): Promise<void> {
       if (wants(1, 2, 5, 8)) {
         log("creating the probe VM");
         const l = await addProbe(b);
-        await measure(1, opts, figures, () => figureCreate(l, opts));
+        await measure(1, opts, figures, () => figureCreate(l, opts, (id) => tenantIds.push(id)));
         await measure(2, opts, figures, () => figureExec(l, opts));
         await measure(5, opts, figures, () => figureCopy(l, opts));
         await measure(8, opts, figures, () => figureScale(l, opts));

@@ -347,7 +347,9 @@ export class VmService {
     if (wait.wait) {
       const waitStarted = performance.now();
       try {
-        await this.waitForAgent(record.hostname, wait.wait, wait.timeoutMs);
+        // A warm VM's agent answered when it joined the pool and its sandbox was running at
+        // hand-out; only userdata (of the group, run in the pool) may still be running.
+        if (warm === undefined || wait.wait === "userdata") await this.waitForAgent(record.hostname, wait.wait, wait.timeoutMs);
         await vm.secretsDelivered;
         this.log.debug("vm wait timing", { hostname: record.hostname, wait: wait.wait, waitMs: Math.round((performance.now() - waitStarted) * 10) / 10 });
       } catch (err) {
@@ -355,6 +357,9 @@ export class VmService {
         throw err;
       }
     }
+    // Refill after this answer is written (timers run after the response's microtasks), so the
+    // refill's process spawns do not delay it.
+    if (warm !== undefined) setTimeout(() => this.kickRefill(), 0).unref();
     return this.toCreateResponse(record);
   }
 
@@ -426,7 +431,8 @@ export class VmService {
     const resize = req.cpus !== r.cpus || req.ramBytes !== r.ramBytes;
     delete r.pooled;
     Object.assign(r, { cpus: req.cpus, ramBytes: req.ramBytes, persistent: req.persistent, tags: [...req.tags], secrets: req.secrets, createdAt: rfc3339() });
-    this.kickRefill();
+    // The agent answered when the VM joined the pool: deliver at once, alongside the state write.
+    vm.secretsDelivered = this.deliverSecrets(r, { agentReady: true });
     try {
       await this.withLock(r.hostname, async () => {
         if (vm.phase !== "running") throw new PaddockError("ERR_VM_NOT_RUNNING", `warm VM ${r.hostname} stopped before it was handed out`);
@@ -437,7 +443,6 @@ export class VmService {
       await this.discard(vm);
       return undefined;
     }
-    vm.secretsDelivered = this.deliverSecrets(r);
     return vm;
   }
 
@@ -577,10 +582,13 @@ export class VmService {
     if (!r.pooled) vm.secretsDelivered = this.deliverSecrets(r);
   }
 
-  /** Deliver secrets once the agent is up (best effort, bounded by 60 s; never rejects). */
-  private async deliverSecrets(r: VmRecord): Promise<void> {
+  /**
+   * Deliver secrets once the agent is up (best effort, bounded by 60 s; never rejects).
+   * `agentReady`: the agent is known to answer (a warm VM), so do not poll its health first.
+   */
+  private async deliverSecrets(r: VmRecord, opts: { agentReady?: boolean } = {}): Promise<void> {
     try {
-      await this.waitForAgent(r.hostname, "agent", 60_000);
+      if (!opts.agentReady) await this.waitForAgent(r.hostname, "agent", 60_000);
       await this.deps.agent.syncSecrets(this.agentSocket(r.hostname), r.secrets);
     } catch (err) {
       if (this.vms.get(r.hostname)?.phase === "running") this.log.warn("secret delivery failed", { hostname: r.hostname, err });

@@ -45,10 +45,14 @@ export interface BareDaemon {
   idleRssBytes: number;
 }
 
-/** Start a TestDaemon with the bench group (1 vCPU, 512 MiB, 1 GiB sparse disk, isolated). */
-export async function startDaemon(): Promise<BareDaemon> {
+/**
+ * Start a TestDaemon with the bench group (1 vCPU, 512 MiB, 1 GiB sparse disk, isolated).
+ * `paddock` adds keys to the config's `paddock:` (e.g. `{ warm_pool: { bench: 1 } }`).
+ */
+export async function startDaemon(paddock: Record<string, unknown> = {}): Promise<BareDaemon> {
   const d = await TestDaemon.create({
     hostGroups: [{ name: BENCH_GROUP, count: 0, vcpu: 1, ram_mb: 512, storage: "image", storage_size: "1G", network: { mode: "isolated", range: randomIsolatedRange() } }],
+    paddock,
   });
   try {
     await d.start();
