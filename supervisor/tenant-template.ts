@@ -10,7 +10,7 @@ import path from "node:path";
 import { stringify } from "yaml";
 import { PaddockError, errnoCode } from "../shared/errors.js";
 import { parseYamlSafe, parseSizeBytes, ConfigReader } from "../shared/yaml-reader.js";
-import { parseTenantConfig, type TenantConfig } from "../shared/tenant-config.js";
+import { MAX_WARM_POOL, parseTenantConfig, type TenantConfig } from "../shared/tenant-config.js";
 import { formatIpv4, parseCidr } from "../shared/cidr.js";
 import type { HostGroupOverrides, LimitsRecord } from "./tenant-registry.js";
 
@@ -30,6 +30,8 @@ export interface TenantTemplate {
   /** Host group names, in order; each gets one network block. */
   hostGroups: string[];
   overridable: Record<string, OverrideBounds>;
+  /** `paddock_template.warm_pool`: warm VMs per host group, rendered into `paddock.warm_pool`. */
+  warmPool: Record<string, number>;
 }
 
 const TEMPLATE_NAME = /^[a-z0-9][a-z0-9-]{0,39}$/;
@@ -58,7 +60,7 @@ export function parseTemplate(tree: unknown, name: string, source: string): Tena
   const root = { ...r.object(tree, "(root)", true) };
   const meta = r.object(root.paddock_template, "paddock_template");
   delete root.paddock_template;
-  r.unknownKeys(meta, "paddock_template", ["description", "overridable"]);
+  r.unknownKeys(meta, "paddock_template", ["description", "overridable", "warm_pool"]);
   const description = r.string(meta.description, "paddock_template.description") ?? "";
   const cfg = r.object(root.config, "config", true);
   const groups = Array.isArray(cfg.host_groups) ? cfg.host_groups : [];
@@ -77,8 +79,15 @@ export function parseTemplate(tree: unknown, name: string, source: string): Tena
     const maxRamMb = r.int(b.max_ram_mb, `${p}.max_ram_mb`, { min: 16 });
     overridable[group] = { maxVcpu: r.int(b.max_vcpu, `${p}.max_vcpu`, { min: 1 }), maxRamBytes: maxRamMb === undefined ? undefined : maxRamMb * 2 ** 20, maxStorageSizeBytes };
   }
+  const warmPool: Record<string, number> = {};
+  for (const [group, n] of Object.entries(r.object(meta.warm_pool, "paddock_template.warm_pool"))) {
+    const p = `paddock_template.warm_pool.${group}`;
+    if (!hostGroups.includes(group)) r.problem(p, `no host group ${JSON.stringify(group)} in this template`);
+    const size = r.int(n, p, { min: 0, max: MAX_WARM_POOL });
+    if (size !== undefined) warmPool[group] = size;
+  }
   r.throwIfProblems(source);
-  return { name, description, tree: root, hostGroups, overridable };
+  return { name, description, tree: root, hostGroups, overridable, warmPool };
 }
 
 /**
@@ -209,6 +218,7 @@ export function renderTenantConfig(template: TenantTemplate, input: RenderInput)
     limits,
     deny: [...input.deny],
     foreign_ranges: [...input.foreignRanges],
+    ...(Object.keys(template.warmPool).length > 0 ? { warm_pool: { ...template.warmPool } } : {}),
   };
   const text = `# Rendered by the Paddock supervisor from template "${template.name}" for tenant ${input.tenantId}.\n# Do not edit: it is re-rendered on tenant changes.\n` + stringify(tree, { lineWidth: 0 });
   const config = parseTenantConfig(parseYamlSafe(text, `tenant ${input.tenantId} config`), `tenant ${input.tenantId} config`, { baseDir: input.stateDir, env: {} });

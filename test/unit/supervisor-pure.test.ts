@@ -247,6 +247,7 @@ describe("supervisor templates", () => {
     expect(config.paddock.tenantId).to.equal("ta1");
     expect(config.paddock.limits).to.deep.equal({ maxVms: 3, maxVcpu: undefined, maxRamBytes: 2 ** 31, maxDiskBytes: undefined });
     expect(config.paddock.deny).to.deep.equal(["169.254.169.254/32"]);
+    expect(config.paddock.warmPool).to.deep.equal({ sbox: 1 });
     expect(config.paddock.foreignRanges.some((r) => cidrOverlaps(parseCidr(r), parseCidr("169.254.8.0/22")))).to.equal(false);
     expect(config.warnings).to.deep.equal([]);
   });
@@ -255,6 +256,7 @@ describe("supervisor templates", () => {
     const t = await loadTemplate(TEMPLATES_DIR, "workspace");
     const { config } = renderTenantConfig(t, input({ ctrl: "169.254.0.0/22", sbox: "169.254.4.0/22" }));
     expect(config.hostGroups.map((g) => [g.name, g.count, g.persistent])).to.deep.equal([["ctrl", 1, true], ["sbox", 0, false]]);
+    expect(config.paddock.warmPool).to.deep.equal({ sbox: 1 });
     expect(config.warnings).to.deep.equal([]);
   });
 
@@ -286,6 +288,13 @@ describe("supervisor templates", () => {
     const t = parseTemplate(parseYamlSafe("config:\n  host_groups:\n    - name: sbox\n      count: 0\n      storage_size: 1G\n      network: {mode: isolated}\n  hypervisor: oci\n", "t"), "t", "t");
     const { config } = renderTenantConfig(t, { ...input({ sbox: "169.254.8.0/22" }), deny: ["10.0.0.0/8"], socketPath: "/tmp/x\n  evil: true/api.sock" });
     expect(config.api.kind === "unix" && config.api.socketPath).to.equal("/tmp/x\n  evil: true/api.sock");
+  });
+
+  it("paddock_template.warm_pool names host groups of the template, within 0–16", () => {
+    const tpl = (pool: string) => parseYamlSafe(`paddock_template:\n  warm_pool: ${pool}\nconfig:\n  host_groups:\n    - name: sbox\n      count: 0\n      storage_size: 1G\n      network: {mode: isolated}\n  hypervisor: oci\n`, "t");
+    expect(parseTemplate(tpl("{ sbox: 3 }"), "t", "t").warmPool).to.deep.equal({ sbox: 3 });
+    expect(() => parseTemplate(tpl("{ ctrl: 1 }"), "t", "t")).to.throw(/paddock_template\.warm_pool\.ctrl: no host group "ctrl"/);
+    expect(() => parseTemplate(tpl("{ sbox: 99 }"), "t", "t")).to.throw(/paddock_template\.warm_pool\.sbox: expected a non-negative integer ≤ 16/);
   });
 
   it("an unknown template name is ERR_TEMPLATE_NOT_FOUND (no path traversal)", async () => {
