@@ -15,7 +15,7 @@ import { PaddockError, isPaddockError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { JsonStateStore, acquireOwnership, writeFileAtomic } from "../shared/state-store.js";
 import { loadTenantConfig, type TenantConfig } from "../shared/tenant-config.js";
-import { attachUpgradeHandler, createApiApp, listenApi } from "./api/server.js";
+import { assertListenFree, attachUpgradeHandler, createApiApp, listenApi } from "./api/server.js";
 import { createStatsRouter } from "./api/stats-routes.js";
 import { VmStatsCollector } from "./api/vm-stats.js";
 import { agentStats } from "./agent-client/agent-http.js";
@@ -71,6 +71,24 @@ async function loadAuthToken(config: TenantConfig): Promise<string | undefined> 
  * Build the daemon's services. `purpose: "purge"` does not require the base image: deleting a
  * tenant must work even when its image has been removed from the store (nothing is mounted).
  */
+/** What {@link buildServices} returns. */
+type Services = Awaited<ReturnType<typeof buildServices>>;
+
+/**
+ * Stop the VM service and, when no VM outlives the daemon, the network and the tenant's cgroup
+ * parent. Persistent and config VMs keep running while the daemon is down (spec §3.5, seed):
+ * their links and the tenant's nftables table stay in force so their isolation holds, and the
+ * next start adopts them.
+ */
+async function stopServices(s: Services, config: TenantConfig, logger: Logger): Promise<void> {
+  await s.vms.stop();
+  const survivors = s.vms.list({ kind: "none" }).filter((n) => n.status !== "Stopped").length;
+  if (survivors === 0) {
+    await s.network.stop();
+    await s.runtime.pruneCgroups?.(`/paddock/${config.paddock.tenantId}`);
+  } else logger.info("keeping the network of VMs that outlive the daemon", { survivors });
+}
+
 async function buildServices(config: TenantConfig, logger: Logger, metrics: DaemonMetrics, purpose: "serve" | "purge" = "serve") {
   const p = config.paddock;
   await fs.mkdir(p.stateDir, { recursive: true, mode: 0o700 });
@@ -110,34 +128,38 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
   for (const w of config.warnings) logger.warn(`config: ${w}`);
   checkHypervisor(config);
   const release = await acquireOwnership(config.paddock.stateDir, `tenant ${config.paddock.tenantId}'s state`);
+  let s: Services | undefined;
   try {
+    // Refuse before touching anything (links, table, VMs) when the listen address is taken.
+    await assertListenFree(config);
     const metrics = new DaemonMetrics();
-    const s = await buildServices(config, logger, metrics);
-    await s.network.start();
-    await s.vms.start();
+    const svc = await buildServices(config, logger, metrics);
+    s = svc;
+    await svc.network.start();
+    await svc.vms.start();
     // VM netns kept alive at network start but adopted by no VM record are removed now.
-    await s.network.sweep();
+    await svc.network.sweep();
     const authToken = await loadAuthToken(config);
     const stats = new VmStatsCollector({
-      vms: s.vms,
-      diskUsage: (h) => s.storage.usage(h),
-      diskMountDir: (h) => s.storage.paths(h).diskDir,
+      vms: svc.vms,
+      diskUsage: (h) => svc.storage.usage(h),
+      diskMountDir: (h) => svc.storage.paths(h).diskDir,
       cgroupPath: (h) => `/paddock/${config.paddock.tenantId}/${h}`,
       agentStats,
     });
     const app = createApiApp({
-      config, vms: s.vms, metrics, logger, authToken,
-      extraRouters: [createAgentRouter({ resolveAgent: (h) => s.vms.resolveAgent(h), secrets: s.secrets, logger }), createStatsRouter(stats)],
-      describeNetwork: (h) => s.network.describe?.(h),
+      config, vms: svc.vms, metrics, logger, authToken,
+      extraRouters: [createAgentRouter({ resolveAgent: (h) => svc.vms.resolveAgent(h), secrets: svc.secrets, logger }), createStatsRouter(stats)],
+      describeNetwork: (h) => svc.network.describe?.(h),
     });
     const server = await listenApi(app, config);
-    const upgrades = createAgentUpgradeHandler({ resolveAgent: (h) => s.vms.resolveAgent(h), authToken, logger });
+    const upgrades = createAgentUpgradeHandler({ resolveAgent: (h) => svc.vms.resolveAgent(h), authToken, logger });
     attachUpgradeHandler(server, (req, socket, head) => upgrades.handle(req, socket, head));
-    logger.info("tenant daemon ready", { listen: config.api.kind === "unix" ? config.api.socketPath : `${config.api.host}:${config.api.port}`, runtime: s.runtime.name, vms: s.vms.list({ kind: "none" }).length });
+    logger.info("tenant daemon ready", { listen: config.api.kind === "unix" ? config.api.socketPath : `${config.api.host}:${config.api.port}`, runtime: svc.runtime.name, vms: svc.vms.list({ kind: "none" }).length });
     let stopped: Promise<void> | undefined;
     return {
       config,
-      vms: s.vms,
+      vms: svc.vms,
       stop: () => (stopped ??= (async () => {
         logger.info("stopping");
         upgrades.closeAll();
@@ -145,22 +167,16 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
           server.close(() => resolve());
           server.closeAllConnections();
         });
-        await s.vms.stop();
-        // Persistent and config VMs keep running while the daemon is down (spec §3.5, seed):
-        // their links and the tenant's nftables table stay in force so their isolation holds,
-        // and the next start adopts them. With no VM left, everything network is removed.
-        const survivors = s.vms.list({ kind: "none" }).filter((n) => n.status !== "Stopped").length;
-        if (survivors === 0) {
-          await s.network.stop();
-          await s.runtime.pruneCgroups?.(`/paddock/${config.paddock.tenantId}`);
-        }
-        else logger.info("keeping the network of VMs that outlive the daemon", { survivors });
+        await stopServices(svc, config, logger);
         if (config.api.kind === "unix") await fs.rm(config.api.socketPath, { force: true });
         await release();
         logger.info("stopped");
       })()),
     };
   } catch (err) {
+    // A start that failed half-way leaves what a stop would: warm and ephemeral VMs removed,
+    // the network removed unless VMs that outlive the daemon need it.
+    if (s !== undefined) await stopServices(s, config, logger).catch((e: unknown) => logger.error("cleanup after a failed start failed", { err: e }));
     await release().catch(() => undefined);
     throw err;
   }

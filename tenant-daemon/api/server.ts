@@ -233,6 +233,26 @@ export async function tailFile(file: string, lines: number): Promise<string | un
  * starts (default BODY_IDLE_TIMEOUT_MS = 60 s; 0 disables; shared/body-idle-timeout.ts).
  * @throws PaddockError ERR_SOCKET_IN_USE
  */
+/**
+ * Refuse early when the API's listen address is taken: a Unix socket another process answers
+ * on, or a TCP port already bound. {@link listenApi} checks again when it binds (the address
+ * may be taken in between); this check lets a daemon refuse before it changes anything.
+ * @throws PaddockError ERR_SOCKET_IN_USE
+ */
+export async function assertListenFree(config: TenantConfig): Promise<void> {
+  if (config.api.kind === "unix") {
+    if (await socketAnswers(config.api.socketPath)) throw new PaddockError("ERR_SOCKET_IN_USE", `another daemon is already listening on ${config.api.socketPath}`);
+    return;
+  }
+  const { host, port } = config.api;
+  if (port === 0) return;
+  const probe = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once("error", (err: NodeJS.ErrnoException) => reject(err.code === "EADDRINUSE" ? new PaddockError("ERR_SOCKET_IN_USE", `${host}:${port} is already in use`, { cause: err }) : err));
+    probe.listen(port, host, () => probe.close(() => resolve()));
+  });
+}
+
 export async function listenApi(app: express.Express, config: TenantConfig, opts: { bodyIdleMs?: number } = {}): Promise<http.Server> {
   const server = http.createServer(app);
   // Long-lived responses (exec streams, waits up to 600 s) must not be cut (spec §1.1); a

@@ -8,6 +8,7 @@ import { promises as fs } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { stringify } from "yaml";
+import { run } from "../../shared/exec.js";
 import { freePort, request } from "../helpers/http.js";
 import { spawn } from "node:child_process";
 import { DAEMON_MAIN, TestDaemon, randomIsolatedRange } from "../helpers/daemon.js";
@@ -44,6 +45,10 @@ describe("tenant daemon listener (privileged)", function () {
     }
     expect(err?.message).to.match(/ERR_SOCKET_IN_USE/);
     expect((await d.get("/healthz")).status, "the first daemon still serves").to.equal(200);
+    // Refused before it touched anything: no nftables table, netns or link of its own.
+    expect((await run("nft", ["list", "table", "inet", `paddock-${other.tenantId}`], { allowFailure: true })).exitCode, "nft table of the refused daemon").to.not.equal(0);
+    expect((await run("ip", ["netns", "list"])).stdout, "netns of the refused daemon").to.not.include(other.tenantId);
+    expect((await run("ip", ["-o", "link", "show"])).stdout, "links of the refused daemon").to.not.include(other.tenantId);
   });
 
   it("on TCP requires the bearer token (401 otherwise, /healthz open) and keeps it in a 0600 file", async () => {
