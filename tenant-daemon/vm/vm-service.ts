@@ -97,6 +97,8 @@ interface LiveVm {
 /** A warm-pool VM; `ready` once its agent has answered. */
 interface WarmVm extends LiveVm {
   ready: boolean;
+  /** Settles when the boot ends: true once the agent answered, false when the boot failed. */
+  booted: Promise<boolean>;
 }
 
 /** Longest a warm VM may take to boot and answer before it is discarded, ms. */
@@ -412,26 +414,37 @@ export class VmService {
   // ── warm pool ──────────────────────────────────────────────────────────────
 
   /**
-   * Hand out the ready warm VM of `group` with the lowest N, made the VM `req` asks for (tags,
-   * persistence, secrets, a smaller size by a runtime update). Undefined when the group has no
-   * ready warm VM, when `req` needs a boot of its own (userdata, ip, network), or when the
-   * hand-out failed (the warm VM is then discarded and the caller boots one).
+   * Hand out the warm VM of `group` with the lowest N, made the VM `req` asks for (tags,
+   * persistence, secrets, a smaller size by a runtime update): a ready one if there is one,
+   * else one still booting (its boot is further on than a new one would be; and right after
+   * a daemon start the first create still gets `<group>-1`). Undefined when the group has no
+   * warm VM, when `req` needs a boot of its own (userdata, ip, network), or when the hand-out
+   * failed (the warm VM is then discarded and the caller boots one).
    */
   private async handOutWarm(group: HostGroupConfig, req: CreateVmRequest): Promise<LiveVm | undefined> {
     if (req.userdata !== undefined || req.ip !== undefined || req.network !== undefined) return undefined;
     let vm: WarmVm | undefined;
+    const rank = (w: WarmVm): number => (w.ready ? 0 : 1e9) + w.record.index;
     for (const w of this.warm.values()) {
-      if (w.record.hostGroup === group.name && w.ready && w.phase === "running" && (vm === undefined || w.record.index < vm.record.index)) vm = w;
+      if (w.record.hostGroup !== group.name || (w.ready ? w.phase !== "running" : w.phase !== "creating" && w.phase !== "running")) continue;
+      if (vm === undefined || rank(w) < rank(vm)) vm = w;
     }
     if (vm === undefined) return undefined;
     const r = vm.record;
+    // Taken synchronously: no other create can be handed the same VM.
     this.warm.delete(r.hostname);
     this.vms.set(r.hostname, vm);
     this.markIssued(group.name, r.index);
     const resize = req.cpus !== r.cpus || req.ramBytes !== r.ramBytes;
     delete r.pooled;
     Object.assign(r, { cpus: req.cpus, ramBytes: req.ramBytes, persistent: req.persistent, tags: [...req.tags], secrets: req.secrets, createdAt: rfc3339() });
-    // The agent answered when the VM joined the pool: deliver at once, alongside the state write.
+    if (!(await vm.booted)) {
+      // bootWarm leaves a VM it no longer holds to its new owner.
+      this.log.warn("the warm VM handed out failed to boot; booting a new one", { hostname: r.hostname });
+      if (this.vms.get(r.hostname) === vm) await this.discard(vm);
+      return undefined;
+    }
+    // The agent has answered: deliver at once, alongside the state write.
     vm.secretsDelivered = this.deliverSecrets(r, { agentReady: true });
     try {
       await this.withLock(r.hostname, async () => {
@@ -511,7 +524,8 @@ export class VmService {
       persistent: false, protected: false, tags: [], createdAt: rfc3339(), ipCidr, userdata: undefined, secrets: undefined,
       network: undefined, desired: "running", pooled: true,
     };
-    const vm: WarmVm = { record, phase: "creating", pid: undefined, ready: false };
+    let settle: (ok: boolean) => void = () => undefined;
+    const vm: WarmVm = { record, phase: "creating", pid: undefined, ready: false, booted: new Promise<boolean>((resolve) => (settle = resolve)) };
     this.warm.set(hostname, vm);
     try {
       await this.withLock(hostname, async () => {
@@ -521,9 +535,12 @@ export class VmService {
       });
       await this.waitForAgent(hostname, "agent", WARM_BOOT_TIMEOUT_MS);
       vm.ready = true;
+      settle(true);
       this.log.debug("warm VM ready", { hostname });
     } catch (err) {
-      // Gone already when the reaper removed it or the daemon is stopping.
+      settle(false);
+      // Not in the pool any more: removed by the reaper or at stop, or handed out (then its
+      // new owner discards it).
       if (this.warm.get(hostname) === vm) await this.discard(vm);
       throw err;
     }
@@ -535,6 +552,8 @@ export class VmService {
    */
   private async boot(vm: LiveVm): Promise<void> {
     const r = vm.record;
+    // Read now: a warm VM may be handed out while it boots.
+    const warmBoot = r.pooled === true;
     const group = this.hostGroup(r.hostGroup);
     vm.phase = "creating";
     const spans = new Spans();
@@ -579,7 +598,7 @@ export class VmService {
     vm.phase = "running";
     this.log.debug("vm boot timing", { hostname: r.hostname, totalMs: spans.totalMs(), atMs: spans.atMs });
     // A warm VM gets its secrets when it is handed out (the request names which).
-    if (!r.pooled) vm.secretsDelivered = this.deliverSecrets(r);
+    if (!warmBoot) vm.secretsDelivered = this.deliverSecrets(r);
   }
 
   /**

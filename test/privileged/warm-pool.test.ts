@@ -171,3 +171,31 @@ describe("warm pool within tenant limits (privileged, real runc)", function () {
     expect((await tenantContainers(d.tenantId)).length).to.equal(2);
   });
 });
+
+describe("warm pool: a create right after start (privileged, real runc)", function () {
+  this.timeout(120_000);
+  let d: TestDaemon;
+
+  before(async function () {
+    d = await TestDaemon.create({
+      hostGroups: [{ name: "sbox", count: 0, vcpu: 1, ram_mb: 256, storage: "image", storage_size: "128M", network: { mode: "isolated", range: randomIsolatedRange() } }],
+      paddock: { warm_pool: { sbox: 1 } },
+    });
+    await d.start();
+  });
+
+  after(async function () {
+    await d?.destroy();
+    if (d) await assertNothingLeft(d);
+  });
+
+  it("is handed the warm VM still booting, so the first VM is still <group>-1", async () => {
+    expect((await warmGauge(d, "sbox")).booting, "the warm VM is still booting").to.equal(1);
+    const r = await d.post("/hostgroup/sbox/nodes?wait=agent&timeout=60s", {});
+    expect(r.status, r.text).to.equal(201);
+    expect(r.json).to.include({ hostname: "sbox-1" });
+    expect(await execOut(d, "sbox-1", "hostname")).to.equal("sbox-1\n");
+    await untilWarm(d, "sbox", 1);
+    expect(await tenantContainers(d.tenantId)).to.deep.equal([`pdk-${d.tenantId}-sbox-1`, `pdk-${d.tenantId}-sbox-2`]);
+  });
+});

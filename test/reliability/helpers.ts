@@ -286,13 +286,17 @@ interface VmRecordShape {
   index: number;
   persistent: boolean;
   ipCidr: string;
+  /** A warm-pool VM, not handed out yet. */
+  pooled?: boolean;
 }
 
 /**
- * Parse and check a tenant daemon's state.json (schema version 1).
+ * Parse and check a tenant daemon's state.json (schema version 1). `vms` are the handed-out
+ * VMs, each named at or below its group's counter; `warm` the warm-pool VMs (names above the
+ * counter are theirs until handed out).
  * @throws Error naming the first problem.
  */
-export function checkDaemonState(text: string, tenantId: string): { vms: Record<string, VmRecordShape>; counters: Record<string, number> } {
+export function checkDaemonState(text: string, tenantId: string): { vms: Record<string, VmRecordShape>; warm: Record<string, VmRecordShape>; counters: Record<string, number> } {
   const s = JSON.parse(text) as { schemaVersion?: unknown; tenantId?: unknown; vms?: unknown; counters?: unknown };
   if (s.schemaVersion !== 1) throw new Error(`schemaVersion ${String(s.schemaVersion)}`);
   if (s.tenantId !== tenantId) throw new Error(`tenantId ${String(s.tenantId)}`);
@@ -300,10 +304,16 @@ export function checkDaemonState(text: string, tenantId: string): { vms: Record<
   for (const [h, v] of Object.entries(s.vms as Record<string, VmRecordShape>)) {
     if (v.hostname !== h || typeof v.hostGroup !== "string" || !Number.isInteger(v.index) || typeof v.persistent !== "boolean" || typeof v.ipCidr !== "string") throw new Error(`bad VM record ${h}: ${JSON.stringify(v)}`);
     if (!h.startsWith(`${v.hostGroup}-`)) throw new Error(`VM ${h} not named after its group ${v.hostGroup}`);
+    if (v.pooled === true) continue;
     const c = (s.counters as Record<string, number>)[v.hostGroup];
     if (c === undefined || c < v.index) throw new Error(`counter of ${v.hostGroup} (${String(c)}) below VM index ${v.index}`);
   }
-  return { vms: s.vms as Record<string, VmRecordShape>, counters: s.counters as Record<string, number> };
+  const all = Object.entries(s.vms as Record<string, VmRecordShape>);
+  return {
+    vms: Object.fromEntries(all.filter(([, v]) => v.pooled !== true)),
+    warm: Object.fromEntries(all.filter(([, v]) => v.pooled === true)),
+    counters: s.counters as Record<string, number>,
+  };
 }
 
 /** A tenant record of the registry (fields the suite relies on). */
