@@ -116,7 +116,8 @@ async function closeServer(server: http.Server): Promise<void> {
  */
 export async function runSupervisor(opts: SupervisorOptions = {}): Promise<RunningSupervisor> {
   const config = await loadSupervisorConfig(opts.configFile, { env: opts.env, flags: opts.flags });
-  const log = (opts.logger ?? createLogger()).child({ component: "supervisor" });
+  // Batched: the gateway writes an access line per request (shared/logger.ts makeSink).
+  const log = (opts.logger ?? createLogger({ batch: true })).child({ component: "supervisor" });
   for (const w of config.warnings) log.warn("supervisor config", { warning: w });
 
   const supDir = path.join(config.stateDir, "supervisor");
@@ -220,7 +221,7 @@ export function parseUpArgs(argv: readonly string[]): { configFile?: string; fla
  * @returns the process exit code.
  */
 export async function main(argv: readonly string[]): Promise<number> {
-  const log = createLogger();
+  const log = createLogger({ batch: true });
   let sup: RunningSupervisor;
   try {
     const { configFile, flags } = parseUpArgs(argv);

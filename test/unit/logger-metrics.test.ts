@@ -1,0 +1,97 @@
+/**
+ * The NDJSON logger (shared/logger.ts) — level filter, `enabled`, and the batched sink the
+ * supervisor uses for its per-request access lines (one write per event-loop turn, order
+ * kept, flushed at exit) — and the supervisor's request metrics (supervisor/metrics.ts).
+ */
+import { spawnSync } from "node:child_process";
+import path from "node:path";
+import { Writable } from "node:stream";
+import { expect } from "chai";
+import { createLogger, silentLogger } from "../../shared/logger.js";
+import { SupervisorMetrics } from "../../supervisor/metrics.js";
+
+/** A stream that records each write call separately. */
+function recorder(): { stream: Writable; writes: string[] } {
+  const writes: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      writes.push(chunk.toString());
+      cb();
+    },
+  });
+  return { stream, writes };
+}
+
+const lines = (writes: string[]): Array<Record<string, unknown>> => writes.join("").split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+describe("logger", () => {
+  it("writes one JSON line per call with bound fields, drops lines below the level, and says so in enabled()", () => {
+    const { stream, writes } = recorder();
+    const log = createLogger({ stream, level: "info", fields: { component: "x" } }).child({ req: "r1" });
+    log.debug("hidden");
+    log.info("shown", { n: 1, err: new Error("boom") });
+    expect(writes).to.have.length(1);
+    const [line] = lines(writes);
+    expect(line).to.deep.include({ level: "info", msg: "shown", component: "x", req: "r1", n: 1 });
+    expect((line?.err as { message: string }).message).to.equal("boom");
+    expect(log.enabled("debug")).to.equal(false);
+    expect(log.enabled("info")).to.equal(true);
+    expect(log.enabled("error")).to.equal(true);
+    expect(silentLogger.enabled("error")).to.equal(false);
+  });
+
+  it("batched: lines of one turn go out in one write, in order, after the turn", async () => {
+    const { stream, writes } = recorder();
+    const log = createLogger({ stream, batch: true });
+    const child = log.child({ req: "a" });
+    log.info("one");
+    child.warn("two");
+    log.info("three");
+    expect(writes, "nothing written before the turn ends").to.have.length(0);
+    await new Promise((r) => setImmediate(r));
+    expect(writes).to.have.length(1);
+    expect(lines(writes).map((l) => l.msg)).to.deep.equal(["one", "two", "three"]);
+    expect(lines(writes)[1]).to.deep.include({ req: "a", level: "warn" });
+    log.info("four");
+    await new Promise((r) => setImmediate(r));
+    expect(writes).to.have.length(2);
+    expect(lines(writes).map((l) => l.msg)).to.deep.equal(["one", "two", "three", "four"]);
+  });
+
+  it("batched: 64 KiB queued are written at once, without waiting for the turn", () => {
+    const { stream, writes } = recorder();
+    const log = createLogger({ stream, batch: true });
+    const big = "x".repeat(1000);
+    for (let i = 0; i < 70; i++) log.info("bulk", { big, i });
+    expect(writes.length).to.be.greaterThan(0);
+    expect(writes[0]?.length).to.be.at.least(65_536);
+  });
+
+  it("batched: lines queued when the process exits are still written (process.exit in the same turn)", () => {
+    const logger = path.resolve(import.meta.dirname, "../../shared/logger.js");
+    const script = `import { createLogger } from ${JSON.stringify(logger)}; const log = createLogger({ batch: true }); log.info("last words", { n: 42 }); process.exit(3);`;
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", timeout: 20_000 });
+    expect(r.status).to.equal(3);
+    const out = r.stderr.split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(out).to.have.length(1);
+    expect(out[0]).to.deep.include({ msg: "last words", n: 42 });
+  });
+});
+
+describe("supervisor metrics", () => {
+  it("counts requests per tenant and code, with cumulative latency buckets", () => {
+    const m = new SupervisorMetrics();
+    m.observeRequest("t1", 200, 0.0005);
+    m.observeRequest("t1", 200, 0.02);
+    m.observeRequest("-", 401, 0.0001);
+    m.observeAuthFailure();
+    const text = m.render({ active: 1 }, {});
+    expect(text).to.include('paddock_gateway_requests_total{tenant="t1",code="200"} 2');
+    expect(text).to.include('paddock_gateway_requests_total{tenant="-",code="401"} 1');
+    expect(text).to.include("paddock_gateway_auth_failures_total 1");
+    expect(text).to.include('paddock_gateway_request_duration_seconds_bucket{tenant="t1",code="200",le="0.001"} 1');
+    expect(text).to.include('paddock_gateway_request_duration_seconds_bucket{tenant="t1",code="200",le="0.025"} 2');
+    expect(text).to.include('paddock_gateway_request_duration_seconds_bucket{tenant="t1",code="200",le="+Inf"} 2');
+    expect(text).to.include('paddock_gateway_request_duration_seconds_count{tenant="t1",code="200"} 2');
+  });
+});
