@@ -7,7 +7,8 @@
  * Rule: while a request's body is still being received and no response has started, the
  * request fails when no body byte arrives for `idleMs`: 408 `ERR_REQUEST_BODY_TIMEOUT`
  * (JSON, connection closed) if no header was sent, else the socket is destroyed.
- * - Never applies once the body is complete (bodyless requests included), once the response
+ * - Never applies to a request without a body (no Transfer-Encoding, Content-Length absent or 0:
+ *   no timer is set), once the body is complete, once the response
  *   has started (an exec stream with stdin: a user who stops typing is not a trickle; the
  *   session is bounded by its own timeout), nor to upgrades (WebSocket shell/forward).
  * - Backpressure is not idleness: while received bytes wait in the request's buffer (the
@@ -31,6 +32,13 @@ export interface BodyIdleOptions {
   onTimeout?: (req: http.IncomingMessage) => void;
 }
 
+/** RFC 9112 §6.3: a request has a body only with Transfer-Encoding or a non-zero Content-Length. */
+function hasBody(req: http.IncomingMessage): boolean {
+  if (req.headers["transfer-encoding"] !== undefined) return true;
+  const length = req.headers["content-length"];
+  return length !== undefined && length !== "0";
+}
+
 /**
  * Install the body idle bound on `server` (before its request handler runs).
  * @param server an http.Server; its `request` listeners are not otherwise changed.
@@ -40,7 +48,9 @@ export function boundRequestBodyIdle(server: http.Server, opts: BodyIdleOptions 
   if (!(idleMs > 0)) return;
   const everyMs = opts.checkEveryMs ?? Math.max(10, Math.min(1000, Math.floor(idleMs / 4)));
   server.prependListener("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
-    if (req.complete) return;
+    // A bodyless request (most: GET /nodes, exec without stdin) needs no timer. `complete` is
+    // still false here even for those (the parser emits `request` before the message end).
+    if (req.complete || !hasBody(req)) return;
     const socket = req.socket;
     let lastBytes = socket.bytesRead;
     let lastProgress = Date.now();
