@@ -112,23 +112,35 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
   // Never let an unhandled proxy error kill the process (STYLE.md "Known traps").
   proxy.on("error", (err) => log.error("proxy error without handler", { err }));
 
+  /**
+   * The end of a request (the response finished, or the client went away): metrics, one
+   * access line, the audit entry of a VM create/delete, and — if the response did not
+   * finish — the upstream request is destroyed so the daemon sees the disconnect (e.g. stops
+   * an exec stream). One listener per request, and no child logger: the line carries `req`.
+   */
+  const finish = (req: http.IncomingMessage, res: http.ServerResponse, r: Route, id: string, started: number): void => {
+    const finished = res.writableFinished;
+    if (!finished && r.ok) upstreams.get(req)?.destroy();
+    const seconds = (performance.now() - started) / 1000;
+    const tenantLabel = r.tenantId ?? "-";
+    metrics.observeRequest(tenantLabel, res.statusCode, seconds);
+    const url = req.url ?? "";
+    const q = url.indexOf("?");
+    const pathOnly = q < 0 ? url : url.slice(0, q);
+    if (accessLog) log.info("request", { req: id, tenant: tenantLabel, method: req.method, path: pathOnly, status: res.statusCode, ms: Math.round(seconds * 1000), aborted: !finished });
+    if (r.ok && ((req.method === "POST" && VM_CREATE.test(url)) || (req.method === "DELETE" && VM_DELETE.test(url)))) {
+      void audit.record({ actor: `tenant:${r.tenantId}`, action: req.method === "POST" ? "vm.create" : "vm.delete", tenant: r.tenantId, requestId: id, status: res.statusCode, details: { method: req.method, path: pathOnly } }, (err) => log.error("audit write failed", { req: id, err }));
+    }
+  };
+  const accessLog = log.enabled("info");
+
   // Check header deadlines every 5 s (Node's default 30 s would let a trickle live ~60 s).
   const server = http.createServer({ connectionsCheckingInterval: 5_000 }, (req, res) => {
     const id = requestId();
-    const started = process.hrtime.bigint();
-    const rlog = log.child({ req: id });
+    const started = performance.now();
     res.setHeader("x-request-id", id);
     const r = route(req);
-    const tenantLabel = r.tenantId ?? "-";
-    res.on("close", () => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      metrics.observeRequest(tenantLabel, res.statusCode, seconds);
-      const pathOnly = (req.url ?? "").split("?")[0] ?? "";
-      rlog.info("request", { tenant: tenantLabel, method: req.method, path: pathOnly, status: res.statusCode, ms: Math.round(seconds * 1000), aborted: !res.writableFinished });
-      if (r.ok && ((req.method === "POST" && VM_CREATE.test(req.url ?? "")) || (req.method === "DELETE" && VM_DELETE.test(req.url ?? "")))) {
-        void audit.record({ actor: `tenant:${r.tenantId}`, action: req.method === "POST" ? "vm.create" : "vm.delete", tenant: r.tenantId, requestId: id, status: res.statusCode, details: { method: req.method, path: pathOnly } }, (err) => rlog.error("audit write failed", { err }));
-      }
-    });
+    res.once("close", () => finish(req, res, r, id, started));
     if (!r.ok) {
       if (r.status === 401) metrics.observeAuthFailure();
       // Drain nothing: the body is not read; close the connection after answering.
@@ -137,14 +149,9 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
       return;
     }
     prepareHeaders(req, id, r.tenantId);
-    // A client that goes away before the response ends: abort the upstream request so the
-    // daemon sees the disconnect (e.g. stops an exec stream).
-    res.on("close", () => {
-      if (!res.writableFinished) upstreams.get(req)?.destroy();
-    });
     proxy.web(req, res, { target: { socketPath: r.socketPath } as unknown as httpProxy.ProxyTargetUrl }, (err) => {
       const code = errnoCode(err);
-      rlog.warn("upstream error", { tenant: r.tenantId, code, err: (err as Error).message });
+      log.warn("upstream error", { req: id, tenant: r.tenantId, code, err: (err as Error).message });
       if (res.headersSent) {
         res.destroy();
         return;
