@@ -58,8 +58,12 @@ export class SupervisorLab {
     this.pool = pool;
   }
 
-  /** Start `paddock up` and wait for the admin API. @throws Error with its output when it exits. */
-  static async start(imageDir: string): Promise<SupervisorLab> {
+  /**
+   * Start `paddock up` and wait for the admin API. `nodeArgs` go before the script (e.g.
+   * `--cpu-prof` for scripts/bench/profile-gateway.ts); the tenant daemons do not get them.
+   * @throws Error with its output when it exits.
+   */
+  static async start(imageDir: string, nodeArgs: readonly string[] = []): Promise<SupervisorLab> {
     const dir = await fs.mkdtemp("/tmp/pdksup-");
     const lab = new SupervisorLab(dir, await freePort(), await freePool());
     try {
@@ -74,7 +78,7 @@ export class SupervisorLab {
         templates: { dir: path.join(PROJECT_ROOT, "templates") },
         stop_daemons_on_exit: true,
       }));
-      lab.child = startChild([process.execPath, CLI, "up", "--config", cfg]);
+      lab.child = startChild([process.execPath, ...nodeArgs, CLI, "up", "--config", cfg]);
       const deadline = nowMs() + 30_000;
       for (;;) {
         if (lab.child.child.exitCode !== null) throw new Error(`paddock up exited ${lab.child.child.exitCode}:\n${lab.child.output()}`);
