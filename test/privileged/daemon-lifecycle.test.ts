@@ -7,6 +7,7 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { run } from "../../shared/exec.js";
 import { TestDaemon, loopDevicesUnder, mountsUnder, randomIsolatedRange } from "../helpers/daemon.js";
+import { until } from "../helpers/wait.js";
 
 const RFC3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/;
 
@@ -16,16 +17,6 @@ async function runcState(id: string): Promise<string> {
   const r = await run("runc", ["state", id], { allowFailure: true });
   if (r.exitCode !== 0) return "absent";
   return (JSON.parse(r.stdout) as { status: string }).status;
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describe("tenant daemon: host groups and VM lifecycle (privileged, real runc)", function () {

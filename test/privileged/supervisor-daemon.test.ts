@@ -13,8 +13,8 @@ import { expect } from "chai";
 import { execa } from "execa";
 import { runSupervisor, type RunningSupervisor } from "../../supervisor/main.js";
 import { silentLogger } from "../../shared/logger.js";
-import { sleep } from "../../shared/time.js";
 import { request, type TestResponse } from "../helpers/http.js";
+import { until } from "../helpers/wait.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../../..");
 const IMAGE_DIR = process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images";
@@ -23,16 +23,6 @@ const ready = process.getuid?.() === 0 && existsSync(path.join(IMAGE_DIR, "debia
 function tcp(addr: string): { host: string; port: number } {
   const i = addr.lastIndexOf(":");
   return { host: addr.slice(0, i), port: Number(addr.slice(i + 1)) };
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
 }
 
 function percentile(values: number[], p: number): number {

@@ -8,6 +8,7 @@
 import { expect } from "chai";
 import { run } from "../../shared/exec.js";
 import { TestDaemon, loopDevicesUnder, mountsUnder, randomIsolatedRange } from "../helpers/daemon.js";
+import { until } from "../helpers/wait.js";
 
 interface Node { hostname: string; cpus: number; ram_bytes: number; tags: string[]; persistent: boolean }
 
@@ -20,16 +21,6 @@ async function warmGauge(d: TestDaemon, group: string): Promise<{ ready: number;
   const text = (await d.get("/metrics")).text;
   const read = (state: string): number => Number(new RegExp(`^paddock_vm_warm\\{host_group="${group}",state="${state}"\\} (\\d+)$`, "m").exec(text)?.[1] ?? NaN);
   return { ready: read("ready"), booting: read("booting") };
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 const untilWarm = (d: TestDaemon, group: string, ready: number): Promise<true> =>

@@ -41,25 +41,7 @@ export function rid(prefix = "r"): string {
   return prefix + crypto.randomBytes(4).toString("hex").slice(0, 6);
 }
 
-export async function sleepMs(ms: number): Promise<void> {
-  await new Promise((r) => setTimeout(r, ms));
-}
-
-/** Poll `fn` until it returns a value other than undefined (errors count as undefined). */
-export async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000, everyMs = 150): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastErr: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      lastErr = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastErr ? `: ${(lastErr as Error).message}` : ""}`);
-    await sleepMs(everyMs);
-  }
-}
+export { sleepMs, until } from "../helpers/wait.js";
 
 function tcp(addr: string): { host: string; port: number } {
   const i = addr.lastIndexOf(":");
