@@ -384,13 +384,7 @@ export class VmService {
     const vm: LiveVm = { record, phase: "creating", pid: undefined };
     this.vms.set(hostname, vm);
     try {
-      await this.withLock(hostname, async () => {
-        // The record is saved while the VM boots (a crash mid-boot is cleaned by the start-up
-        // sweep either way: everything of a VM is found by its deterministic names).
-        const [saved, booted] = await Promise.allSettled([this.persist(), this.boot(vm)]);
-        if (booted.status === "rejected") throw booted.reason;
-        if (saved.status === "rejected") throw saved.reason;
-      });
+      await this.saveAndBoot(vm);
     } catch (err) {
       this.deps.onEvent?.("launch_failed", group.name);
       this.log.error("create failed; rolling back", { hostname, err });
@@ -399,6 +393,19 @@ export class VmService {
       throw new PaddockError("ERR_VM_START_FAILED", `VM ${hostname} failed to start: ${(err as Error).message}`, { cause: err });
     }
     return vm;
+  }
+
+  /**
+   * Under the VM's lock, save the state (with its new record) while the VM boots. A crash
+   * mid-boot is cleaned by the start-up sweep either way: everything of a VM is found by its
+   * deterministic names. @throws the boot's error first, else the save's; the caller rolls back.
+   */
+  private async saveAndBoot(vm: LiveVm): Promise<void> {
+    await this.withLock(vm.record.hostname, async () => {
+      const [saved, booted] = await Promise.allSettled([this.persist(), this.boot(vm)]);
+      if (booted.status === "rejected") throw booted.reason;
+      if (saved.status === "rejected") throw saved.reason;
+    });
   }
 
   /** Tear down a VM that never became (or stopped being) one the API shows, and forget it. */
@@ -528,11 +535,7 @@ export class VmService {
     const vm: WarmVm = { record, phase: "creating", pid: undefined, ready: false, booted: new Promise<boolean>((resolve) => (settle = resolve)) };
     this.warm.set(hostname, vm);
     try {
-      await this.withLock(hostname, async () => {
-        const [saved, booted] = await Promise.allSettled([this.persist(), this.boot(vm)]);
-        if (booted.status === "rejected") throw booted.reason;
-        if (saved.status === "rejected") throw saved.reason;
-      });
+      await this.saveAndBoot(vm);
       await this.waitForAgent(hostname, "agent", WARM_BOOT_TIMEOUT_MS);
       vm.ready = true;
       settle(true);
