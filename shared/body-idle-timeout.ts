@@ -28,12 +28,15 @@ export interface BodyIdleOptions {
   idleMs?: number;
   /** Sampling interval, ms (default min(1000, idleMs / 4)). */
   checkEveryMs?: number;
-  /** Called when a request is cut (for logs/metrics). */
-  onTimeout?: (req: http.IncomingMessage) => void;
+  /** Called when a request is cut, before the 408 is written (for logs/metrics, or to add a header). */
+  onTimeout?: (req: http.IncomingMessage, res: http.ServerResponse) => void;
 }
 
-/** RFC 9112 §6.3: a request has a body only with Transfer-Encoding or a non-zero Content-Length. */
-function hasBody(req: http.IncomingMessage): boolean {
+/**
+ * Whether a request carries a body (RFC 9112 §6.3): only with Transfer-Encoding or a
+ * non-zero Content-Length. Valid from the `request` event on (headers parsed).
+ */
+export function requestHasBody(req: http.IncomingMessage): boolean {
   if (req.headers["transfer-encoding"] !== undefined) return true;
   const length = req.headers["content-length"];
   return length !== undefined && length !== "0";
@@ -50,7 +53,7 @@ export function boundRequestBodyIdle(server: http.Server, opts: BodyIdleOptions 
   server.prependListener("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
     // A bodyless request (most: GET /nodes, exec without stdin) needs no timer. `complete` is
     // still false here even for those (the parser emits `request` before the message end).
-    if (req.complete || !hasBody(req)) return;
+    if (req.complete || !requestHasBody(req)) return;
     const socket = req.socket;
     let lastBytes = socket.bytesRead;
     let lastProgress = Date.now();
@@ -71,7 +74,7 @@ export function boundRequestBodyIdle(server: http.Server, opts: BodyIdleOptions 
       }
       if (Date.now() - lastProgress < idleMs) return;
       stop();
-      opts.onTimeout?.(req);
+      opts.onTimeout?.(req, res);
       const err = new PaddockError("ERR_REQUEST_BODY_TIMEOUT", `no request body bytes received for ${idleMs} ms`);
       const r = errorResponse(err);
       const body = JSON.stringify(r.body);

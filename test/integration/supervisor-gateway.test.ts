@@ -6,6 +6,7 @@
  */
 import { promises as fs } from "node:fs";
 import http from "node:http";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { expect } from "chai";
@@ -81,6 +82,18 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutM
   }
 }
 
+/** Send `text` as is on a new TCP connection; resolve with everything read until the server closes. */
+function rawHttp(target: { host: string; port: number }, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(target.port, target.host, () => s.write(text));
+    let out = "";
+    s.on("data", (d: Buffer) => { out += d.toString("latin1"); });
+    s.on("end", () => resolve(out));
+    s.on("error", reject);
+    s.setTimeout(10_000, () => { s.destroy(); reject(new Error(`no close after 10 s; read ${JSON.stringify(out.slice(0, 200))}`)); });
+  });
+}
+
 function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -153,6 +166,49 @@ describe("supervisor with echo daemons (integration)", function () {
       expect(e.headers["x-real-ip"]).to.equal(undefined);
       expect(e.headers.forwarded).to.equal(undefined);
       expect(e.headers["x-request-id"]).to.match(/^[0-9a-f-]{36}$/).and.equal(r.headers["x-request-id"]);
+    });
+
+    it("passes the daemon's answer on as sent: status, reason, every header line, plus its request id", async () => {
+      const raw = await rawHttp(tcp(c.sup.gatewayAddress), `GET /fixture/headers-out HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${a.token}\r\nConnection: close\r\n\r\n`);
+      const head = raw.slice(0, raw.indexOf("\r\n\r\n")).split("\r\n");
+      expect(head[0]).to.equal("HTTP/1.1 299 Fixture Reason");
+      const lines = head.slice(1).map((l) => l.toLowerCase());
+      expect(lines.filter((l) => l.startsWith("set-cookie:"))).to.deep.equal(["set-cookie: a=1", "set-cookie: b=2"]);
+      expect(lines).to.include("x-fixture: yes");
+      expect(lines.filter((l) => l.startsWith("x-request-id:"))).to.have.length(1);
+      expect(raw.slice(raw.indexOf("\r\n\r\n") + 4)).to.equal("7\r\nheaders\r\n0\r\n\r\n");
+    });
+
+    it("HTTP/1.0 clients, bodyless DELETE and repeated request headers are forwarded like http-proxy did", async () => {
+      const gw = tcp(c.sup.gatewayAddress);
+      const r10 = await rawHttp(gw, `GET /echo HTTP/1.0\r\nHost: gw\r\nAuthorization: Bearer ${a.token}\r\nX-Dup: one\r\nX-Dup: two\r\n\r\n`);
+      const head = r10.slice(0, r10.indexOf("\r\n\r\n")).toLowerCase();
+      expect(head).to.match(/^http\/1\.1 200/);
+      expect(head).to.include("connection: close");
+      expect(head).to.not.include("transfer-encoding");
+      const echoed = JSON.parse(r10.slice(r10.indexOf("\r\n\r\n") + 4)) as { headers: Record<string, string> };
+      expect(echoed.headers["x-dup"]).to.equal("one, two");
+      const del = (await c.gw("DELETE", "/echo", a.token)).json as { method: string; headers: Record<string, string> };
+      expect(del.method).to.equal("DELETE");
+      expect(del.headers["content-length"]).to.equal("0");
+    });
+
+    it("a daemon that drops the connection mid-answer resets the client's connection (the answer is cut, not hung)", async () => {
+      const { host, port } = tcp(c.sup.gatewayAddress);
+      const outcome = await new Promise<{ firstChunk: string; ended: boolean; error: string }>((resolve) => {
+        let firstChunk = "";
+        const req = http.request({ host, port, path: "/fixture/cut", headers: { authorization: `Bearer ${a.token}` } }, (res) => {
+          res.on("data", (d: Buffer) => { firstChunk += d.toString(); });
+          res.on("end", () => resolve({ firstChunk, ended: true, error: "" }));
+          res.on("error", (err) => resolve({ firstChunk, ended: false, error: err.message }));
+        });
+        req.on("error", (err) => resolve({ firstChunk, ended: false, error: err.message }));
+        req.end();
+        setTimeout(() => { resolve({ firstChunk, ended: false, error: "hung: still open after 10 s" }); req.destroy(); }, 10_000).unref();
+      });
+      expect(outcome.firstChunk).to.equal('{"part":1}\n');
+      expect(outcome.ended, "a cut answer must not look complete").to.equal(false);
+      expect(outcome.error).to.match(/aborted|socket hang up|ECONNRESET/);
     });
 
     it("401 with one body for missing, unknown, malformed, revoked and expired tokens", async () => {
