@@ -341,28 +341,33 @@ export class VmService {
     if (this.stopping) throw new PaddockError("ERR_VM_NOT_RUNNING", "daemon is shutting down", { status: 503 });
     const group = this.hostGroup(groupName);
     this.checkLimits(req.cpus, req.ramBytes, group.storageSizeBytes);
-    const warm = options.index === undefined ? await this.handOutWarm(group, req) : undefined;
-    const vm = warm ?? (await this.createCold(group, req, options));
-    const record = vm.record;
-    this.deps.onEvent?.("launch", group.name);
-    this.log.info("vm created", { hostname: record.hostname, persistent: record.persistent, ip: record.ipCidr, warm: warm !== undefined });
-    if (wait.wait) {
-      const waitStarted = performance.now();
-      try {
-        // A warm VM's agent answered when it joined the pool and its sandbox was running at
-        // hand-out; only userdata (of the group, run in the pool) may still be running.
-        if (warm === undefined || wait.wait === "userdata") await this.waitForAgent(record.hostname, wait.wait, wait.timeoutMs);
-        await vm.secretsDelivered;
-        this.log.debug("vm wait timing", { hostname: record.hostname, wait: wait.wait, waitMs: Math.round((performance.now() - waitStarted) * 10) / 10 });
-      } catch (err) {
-        await this.remove(record.hostname, { force: true }).catch((e: unknown) => this.log.error("cleanup after wait failure failed", { hostname: record.hostname, err: e }));
-        throw err;
+    try {
+      const warm = options.index === undefined ? await this.handOutWarm(group, req) : undefined;
+      // A warm VM holds an address the caller cannot see: give it up when the request names it.
+      if (warm === undefined && req.ip !== undefined) await this.dropWarmHolding(req.ip);
+      const vm = warm ?? (await this.createCold(group, req, options));
+      const record = vm.record;
+      this.deps.onEvent?.("launch", group.name);
+      this.log.info("vm created", { hostname: record.hostname, persistent: record.persistent, ip: record.ipCidr, warm: warm !== undefined });
+      if (wait.wait) {
+        const waitStarted = performance.now();
+        try {
+          // A warm VM's agent answered when it joined the pool and its sandbox was running at
+          // hand-out; only userdata (of the group, run in the pool) may still be running.
+          if (warm === undefined || wait.wait === "userdata") await this.waitForAgent(record.hostname, wait.wait, wait.timeoutMs);
+          await vm.secretsDelivered;
+          this.log.debug("vm wait timing", { hostname: record.hostname, wait: wait.wait, waitMs: Math.round((performance.now() - waitStarted) * 10) / 10 });
+        } catch (err) {
+          await this.remove(record.hostname, { force: true }).catch((e: unknown) => this.log.error("cleanup after wait failure failed", { hostname: record.hostname, err: e }));
+          throw err;
+        }
       }
+      return this.toCreateResponse(record);
+    } finally {
+      // Refill after this answer is written (timers run after the response's microtasks), so
+      // the refill's process spawns do not delay it.
+      setTimeout(() => this.kickRefill(), 0).unref();
     }
-    // Refill after this answer is written (timers run after the response's microtasks), so the
-    // refill's process spawns do not delay it.
-    if (warm !== undefined) setTimeout(() => this.kickRefill(), 0).unref();
-    return this.toCreateResponse(record);
   }
 
   /** Allocate, boot and record a new VM (the path without a warm VM). */
@@ -464,6 +469,19 @@ export class VmService {
       return undefined;
     }
     return vm;
+  }
+
+  /** Remove the warm VM holding address `ip` (a.b.c.d), if any; the pool refills later. */
+  private async dropWarmHolding(ip: string): Promise<void> {
+    for (const w of this.warm.values()) {
+      if (w.record.ipCidr.split("/")[0] !== ip) continue;
+      this.warm.delete(w.record.hostname);
+      this.log.info("removing a warm VM whose address a create asks for", { hostname: w.record.hostname, ip });
+      // No refill from here: it would take the address back before the caller reserves it
+      // (create() refills after its answer).
+      await this.discard(w);
+      return;
+    }
   }
 
   /** Start a refill of the warm pool unless one runs (then it makes one more pass). */

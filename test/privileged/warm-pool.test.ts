@@ -6,6 +6,8 @@
  * on stop. Real runc sandboxes; every daemon is destroyed (purged) in `after`.
  */
 import { expect } from "chai";
+import { promises as fs } from "node:fs";
+import path from "node:path";
 import { run } from "../../shared/exec.js";
 import { TestDaemon, loopDevicesUnder, mountsUnder, randomIsolatedRange } from "../helpers/daemon.js";
 import { until } from "../helpers/wait.js";
@@ -188,5 +190,18 @@ describe("warm pool: a create right after start (privileged, real runc)", functi
     expect(await execOut(d, "sbox-1", "hostname")).to.equal("sbox-1\n");
     await untilWarm(d, "sbox", 1);
     expect(await tenantContainers(d.tenantId)).to.deep.equal([`pdk-${d.tenantId}-sbox-1`, `pdk-${d.tenantId}-sbox-2`]);
+  });
+
+  it("gives a create the address a warm VM held (the warm VM makes way)", async () => {
+    const state = JSON.parse(await fs.readFile(path.join(d.stateDir, "state.json"), "utf8")) as { vms: Record<string, { ipCidr: string; pooled?: boolean }> };
+    const warmIp = state.vms["sbox-2"]?.ipCidr.split("/")[0];
+    expect(state.vms["sbox-2"]?.pooled, "sbox-2 is the warm VM").to.equal(true);
+    const r = await d.post("/hostgroup/sbox/nodes?wait=agent&timeout=60s", { ip: warmIp });
+    expect(r.status, r.text).to.equal(201);
+    expect(r.json).to.include({ hostname: "sbox-3", ip: `${String(warmIp)}/30` });
+    await untilWarm(d, "sbox", 1);
+    const ids = await tenantContainers(d.tenantId);
+    expect(ids).to.not.include(`pdk-${d.tenantId}-sbox-2`);
+    expect(ids).to.include(`pdk-${d.tenantId}-sbox-4`);
   });
 });
