@@ -34,20 +34,28 @@ function serialiseError(err: unknown): unknown {
 const pendingSinks = new Set<() => void>();
 let exitHookInstalled = false;
 
+/** Longest time a batched debug/info line waits before it is written, ms. */
+export const LOG_BATCH_MS = 25;
+
 /**
- * A line sink for `stream`. Unbatched: one `stream.write` per line. Batched: lines are queued
- * and written together by one `stream.write` per event-loop turn (setImmediate), or at once
- * when 64 KiB are queued, and at process exit (`exit` listeners run synchronously; stderr on
- * a pipe, file or TTY is written synchronously by Node on Linux). Order is kept either way.
- * Why: on a pipe each write(2) wakes the reader, which on this 2-core VM costs ~30 µs per
- * line (supervisor CPU profile under gateway load, issue 6 figure 3).
+ * A line sink for `stream`. Unbatched: one `stream.write` per line. Batched: debug and info
+ * lines are queued and written together by one `stream.write` at most {@link LOG_BATCH_MS}
+ * later (an unref'd timer), at once when 64 KiB are queued, and at process exit (`exit`
+ * listeners run synchronously; stderr on a pipe, file or TTY is written synchronously by Node
+ * on Linux); a warn or error line is written at once with what is queued before it. Order is
+ * kept either way. Why: the supervisor writes an access line per request, and on a pipe each
+ * write(2) costs a syscall and wakes the reader (journald, the bench) — one write per line was
+ * ~6 % of the gateway's profile under load (issue 6 figure 3).
  */
-function makeSink(stream: Writable, batch: boolean): (line: string) => void {
+function makeSink(stream: Writable, batch: boolean): (line: string, urgent: boolean) => void {
   if (!batch) return (line) => void stream.write(line);
   let queued = "";
-  let scheduled = false;
+  let timer: NodeJS.Timeout | undefined;
   const flush = (): void => {
-    scheduled = false;
+    if (timer !== undefined) {
+      clearTimeout(timer);
+      timer = undefined;
+    }
     pendingSinks.delete(flush);
     if (queued === "") return;
     const text = queued;
@@ -60,16 +68,16 @@ function makeSink(stream: Writable, batch: boolean): (line: string) => void {
       for (const f of [...pendingSinks]) f();
     });
   }
-  return (line) => {
+  return (line, urgent) => {
     queued += line;
-    if (queued.length >= 65_536) {
+    if (urgent || queued.length >= 65_536) {
       flush();
       return;
     }
-    if (!scheduled) {
-      scheduled = true;
+    if (timer === undefined) {
       pendingSinks.add(flush);
-      setImmediate(flush);
+      timer = setTimeout(flush, LOG_BATCH_MS);
+      timer.unref();
     }
   };
 }
@@ -77,8 +85,9 @@ function makeSink(stream: Writable, batch: boolean): (line: string) => void {
 /**
  * Create a logger writing NDJSON to `stream` (default `process.stderr`).
  * `level` below which lines are dropped defaults to `PADDOCK_LOG_LEVEL` or `info`.
- * `batch`: queue lines and write them once per event-loop turn (see {@link makeSink}); for
- * a process that logs a line per request (the supervisor's gateway access log).
+ * `batch`: write debug/info lines in batches, at most {@link LOG_BATCH_MS} late (warn and error
+ * at once; see {@link makeSink}); for a process that logs a line per request (the
+ * supervisor's gateway access log).
  */
 export function createLogger(options: { stream?: Writable; level?: LogLevel; fields?: Record<string, unknown>; batch?: boolean } = {}): Logger {
   const stream = options.stream ?? process.stderr;
@@ -93,7 +102,7 @@ export function createLogger(options: { stream?: Writable; level?: LogLevel; fie
         const v = fields[k];
         line[k] = k === "err" || v instanceof Error ? serialiseError(v) : v;
       }
-      sink(JSON.stringify(line) + "\n");
+      sink(JSON.stringify(line) + "\n", level === "warn" || level === "error");
     };
     return {
       debug: (m, f) => write("debug", m, f),

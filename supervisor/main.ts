@@ -116,7 +116,7 @@ async function closeServer(server: http.Server): Promise<void> {
  */
 export async function runSupervisor(opts: SupervisorOptions = {}): Promise<RunningSupervisor> {
   const config = await loadSupervisorConfig(opts.configFile, { env: opts.env, flags: opts.flags });
-  // Batched: the gateway writes an access line per request (shared/logger.ts makeSink).
+  // Batched (info lines ≤ 25 ms late, warn/error at once): the gateway writes an access line per request (shared/logger.ts makeSink).
   const log = (opts.logger ?? createLogger({ batch: true })).child({ component: "supervisor" });
   for (const w of config.warnings) log.warn("supervisor config", { warning: w });
 

@@ -1,13 +1,13 @@
 /**
  * The NDJSON logger (shared/logger.ts) — level filter, `enabled`, and the batched sink the
- * supervisor uses for its per-request access lines (one write per event-loop turn, order
- * kept, flushed at exit) — and the supervisor's request metrics (supervisor/metrics.ts).
+ * supervisor uses for its per-request access lines (one write per batch, at most
+ * LOG_BATCH_MS late, warn/error at once, order kept, flushed at exit) — and the supervisor's request metrics (supervisor/metrics.ts).
  */
 import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { Writable } from "node:stream";
 import { expect } from "chai";
-import { createLogger, silentLogger } from "../../shared/logger.js";
+import { LOG_BATCH_MS, createLogger, silentLogger } from "../../shared/logger.js";
 import { SupervisorMetrics } from "../../supervisor/metrics.js";
 
 /** A stream that records each write call separately. */
@@ -40,22 +40,35 @@ describe("logger", () => {
     expect(silentLogger.enabled("error")).to.equal(false);
   });
 
-  it("batched: lines of one turn go out in one write, in order, after the turn", async () => {
+  it("batched: info lines go out together in one write, in order, at most LOG_BATCH_MS later", async () => {
     const { stream, writes } = recorder();
     const log = createLogger({ stream, batch: true });
     const child = log.child({ req: "a" });
     log.info("one");
-    child.warn("two");
+    child.info("two");
+    log.debug("dropped");
     log.info("three");
-    expect(writes, "nothing written before the turn ends").to.have.length(0);
     await new Promise((r) => setImmediate(r));
+    expect(writes, "nothing written before the batch delay").to.have.length(0);
+    await new Promise((r) => setTimeout(r, LOG_BATCH_MS + 20));
     expect(writes).to.have.length(1);
     expect(lines(writes).map((l) => l.msg)).to.deep.equal(["one", "two", "three"]);
-    expect(lines(writes)[1]).to.deep.include({ req: "a", level: "warn" });
+    expect(lines(writes)[1]).to.deep.include({ req: "a", level: "info" });
     log.info("four");
-    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, LOG_BATCH_MS + 20));
     expect(writes).to.have.length(2);
     expect(lines(writes).map((l) => l.msg)).to.deep.equal(["one", "two", "three", "four"]);
+  });
+
+  it("batched: a warn or error line is written at once, after the info lines queued before it", () => {
+    const { stream, writes } = recorder();
+    const log = createLogger({ stream, batch: true });
+    log.info("queued");
+    log.warn("now");
+    expect(writes).to.have.length(1);
+    expect(lines(writes).map((l) => l.msg)).to.deep.equal(["queued", "now"]);
+    log.error("again");
+    expect(writes).to.have.length(2);
   });
 
   it("batched: 64 KiB queued are written at once, without waiting for the turn", () => {
