@@ -59,6 +59,7 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
             lat[name]?.push(...r.latenciesMs);
             errs[name] = (errs[name] ?? 0) + r.errors;
             if (r.errors) notes.push(`${ep.label} c=${c} ${name}: ${r.errors} non-200 (${JSON.stringify(r.failures)})`);
+          if (!r.latencyValid) notes.push(`${ep.label} c=${c} ${name} (repeat ${rep + 1}): latencies INVALID — they add up to more than the run (the server closed keep-alive connections; autocannon timed responses from stale starts)`);
             cpu[name] ??= {};
             for (const [k, v] of Object.entries(cpuCell)) ((cpu[name] as Record<string, number[]>)[k] ??= []).push(v);
           }

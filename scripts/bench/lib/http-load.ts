@@ -43,6 +43,11 @@ export interface LoadResult {
   rps: number;
   /** Every response's time, ms (request written → response complete). */
   latenciesMs: number[];
+  /**
+   * False when the response times add up to more than connections × wall time: the server
+   * closed keep-alive connections and autocannon timed later responses from stale starts.
+   */
+  latencyValid: boolean;
   /** CPU used by the client process during the run, as a share of one core (1 = 100 %). */
   clientCpu: number;
   /** autocannon's own counters, for cross-checking. */
@@ -60,7 +65,8 @@ export class LoadClient {
 
   /** Fork the child and wait for it to load autocannon. @throws Error when it exits first. */
   static async start(): Promise<LoadClient> {
-    const child = fork(CHILD, [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    // execArgv: [] — not the bench's own node flags (e.g. --cpu-prof).
+    const child = fork(CHILD, [], { execArgv: [], stdio: ["ignore", "inherit", "inherit", "ipc"] });
     await new Promise<void>((resolve, reject) => {
       const onExit = (code: number | null): void => reject(new Error(`autocannon child exited ${code} before it was ready`));
       child.once("exit", onExit);

@@ -52,7 +52,8 @@ export class NginxProxy {
 
   /**
    * Start nginx (1 worker, like the single-process gateway; upstream HTTP/1.1 without
-   * keep-alive, like the gateway; no buffering, so streams pass through) on a free port.
+   * keep-alive — the gateway keeps upstream connections alive, nginx here does not; no
+   * buffering, so streams pass through; client connections kept for the whole run) on a free port.
    */
   static async start(upstreamSocket: string): Promise<NginxProxy> {
     const dir = await fs.mkdtemp("/tmp/pdknginx-");
@@ -66,6 +67,10 @@ export class NginxProxy {
       "events { worker_connections 4096; }",
       "http {",
       "  access_log off;",
+      // Never close a client connection during a load cell (default: after 1000 requests):
+      // autocannon 8 does not clear its in-flight queue when it reconnects, so every later
+      // response of that connection would be timed from an older request's start.
+      "  keepalive_requests 1000000;",
       ...["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((t) => `  ${t}_temp_path ${dir}/${t};`),
       "  client_max_body_size 0;",
       `  upstream tenant { server unix:${upstreamSocket}; }`,
