@@ -142,12 +142,16 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
   /** An upstream request failed (daemon down, reset, bad answer): JSON 502/503, or a reset once the response started. */
   const upstreamFailed = (err: Error, res: http.ServerResponse, tenantId: string, id: string): void => {
     const code = errnoCode(err);
+    if (res.destroyed || res.writableEnded) {
+      // The client went away (or was answered) first: `finish` destroyed the upstream request.
+      log.debug("upstream request ended after the client", { req: id, tenant: tenantId, code, err: err.message });
+      return;
+    }
     log.warn("upstream error", { req: id, tenant: tenantId, code, err: err.message });
     if (res.headersSent) {
       res.destroy();
       return;
     }
-    if (res.destroyed || res.writableEnded) return;
     // Refused or missing socket: the daemon is down. Reset before any response: it died
     // under this request (kill -9, crash); both are "down", retryable.
     const down = code === "ECONNREFUSED" || code === "ENOENT" || code === "ECONNRESET" || code === "EPIPE";
