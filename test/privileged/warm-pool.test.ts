@@ -40,23 +40,36 @@ async function assertNothingLeft(d: TestDaemon): Promise<void> {
   expect(await loopDevicesUnder(d.dir), "loop devices left").to.deep.equal([]);
 }
 
-describe("warm pool (privileged, real runc)", function () {
-  this.timeout(180_000);
-  let d: TestDaemon;
-
+/**
+ * A daemon with one isolated `sbox` group of `size` and the given `paddock:` keys, started in
+ * `before` and destroyed (then checked for leftovers) in `after` of the calling suite.
+ * @returns a getter for the daemon (set once `before` ran).
+ */
+function daemonPerSuite(size: { vcpu: number; ram_mb: number; storage_size: string }, paddock: Record<string, unknown>): () => TestDaemon {
+  let d: TestDaemon | undefined;
   before(async function () {
-    d = await TestDaemon.create({
-      hostGroups: [{ name: "sbox", count: 0, vcpu: 2, ram_mb: 512, storage: "image", storage_size: "256M", network: { mode: "isolated", range: randomIsolatedRange() } }],
-      paddock: { warm_pool: { sbox: 1 } },
-    });
+    d = await TestDaemon.create({ hostGroups: [{ name: "sbox", count: 0, ...size, storage: "image", network: { mode: "isolated", range: randomIsolatedRange() } }], paddock });
     await d.start();
-    const s = await d.post("/secrets", { name: "tok", data: Buffer.from("t0ken").toString("base64") });
-    expect(s.status, s.text).to.equal(201);
   });
-
   after(async function () {
     await d?.destroy();
     if (d) await assertNothingLeft(d);
+  });
+  return () => {
+    if (!d) throw new Error("the suite's daemon is not started");
+    return d;
+  };
+}
+
+describe("warm pool (privileged, real runc)", function () {
+  this.timeout(180_000);
+  const daemon = daemonPerSuite({ vcpu: 2, ram_mb: 512, storage_size: "256M" }, { warm_pool: { sbox: 1 } });
+  let d: TestDaemon;
+
+  before(async function () {
+    d = daemon();
+    const s = await d.post("/secrets", { name: "tok", data: Buffer.from("t0ken").toString("base64") });
+    expect(s.status, s.text).to.equal(201);
   });
 
   it("boots the pool ahead without listing it", async () => {
@@ -132,20 +145,9 @@ describe("warm pool (privileged, real runc)", function () {
 
 describe("warm pool within tenant limits (privileged, real runc)", function () {
   this.timeout(120_000);
+  const daemon = daemonPerSuite({ vcpu: 1, ram_mb: 256, storage_size: "128M" }, { warm_pool: { sbox: 2 }, limits: { max_vms: 2 } });
   let d: TestDaemon;
-
-  before(async function () {
-    d = await TestDaemon.create({
-      hostGroups: [{ name: "sbox", count: 0, vcpu: 1, ram_mb: 256, storage: "image", storage_size: "128M", network: { mode: "isolated", range: randomIsolatedRange() } }],
-      paddock: { warm_pool: { sbox: 2 }, limits: { max_vms: 2 } },
-    });
-    await d.start();
-  });
-
-  after(async function () {
-    await d?.destroy();
-    if (d) await assertNothingLeft(d);
-  });
+  before(() => (d = daemon()));
 
   it("fills only while the limits leave room, and warm VMs do not count against them", async () => {
     await untilWarm(d, "sbox", 2);
@@ -167,20 +169,9 @@ describe("warm pool within tenant limits (privileged, real runc)", function () {
 
 describe("warm pool: a create right after start (privileged, real runc)", function () {
   this.timeout(120_000);
+  const daemon = daemonPerSuite({ vcpu: 1, ram_mb: 256, storage_size: "128M" }, { warm_pool: { sbox: 1 } });
   let d: TestDaemon;
-
-  before(async function () {
-    d = await TestDaemon.create({
-      hostGroups: [{ name: "sbox", count: 0, vcpu: 1, ram_mb: 256, storage: "image", storage_size: "128M", network: { mode: "isolated", range: randomIsolatedRange() } }],
-      paddock: { warm_pool: { sbox: 1 } },
-    });
-    await d.start();
-  });
-
-  after(async function () {
-    await d?.destroy();
-    if (d) await assertNothingLeft(d);
-  });
+  before(() => (d = daemon()));
 
   it("is handed the warm VM still booting, so the first VM is still <group>-1", async () => {
     expect((await warmGauge(d, "sbox")).booting, "the warm VM is still booting").to.equal(1);
