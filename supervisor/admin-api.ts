@@ -58,6 +58,7 @@ export function tenantView(t: TenantRecord, tenants: TenantService): Record<stri
       ...(o.vcpu !== undefined ? { vcpu: o.vcpu } : {}),
       ...(o.ramBytes !== undefined ? { ram_mb: o.ramBytes / 2 ** 20 } : {}),
       ...(o.storageSizeBytes !== undefined ? { storage_size: `${o.storageSizeBytes / 2 ** 20}M` } : {}),
+      ...(o.warmPool !== undefined ? { warm_pool: o.warmPool } : {}),
     }])),
     ...(t.image !== undefined ? { image: t.image } : {}),
     ranges: t.blocks.map((b) => ({ host_group: b.hostGroup, cidr: b.cidr })),

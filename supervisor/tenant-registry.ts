@@ -57,7 +57,7 @@ export interface DaemonRecord {
 }
 
 /** Host group overrides requested at create (validated against the template's bounds). */
-export type HostGroupOverrides = Record<string, { vcpu?: number; ramBytes?: number; storageSizeBytes?: number }>;
+export type HostGroupOverrides = Record<string, { vcpu?: number; ramBytes?: number; storageSizeBytes?: number; warmPool?: number }>;
 
 /** One tenant as persisted in registry.json (DESIGN.md §5); tokens are stored as hashes only. */
 export interface TenantRecord {

@@ -92,7 +92,9 @@ export function parseTemplate(tree: unknown, name: string, source: string): Tena
 
 /**
  * Validate host group overrides from an admin request against the template's bounds.
- * Accepted input per group: `vcpu` (int), `ram_mb` (int), `storage_size` (e.g. `4G`).
+ * Accepted input per group: `vcpu` (int), `ram_mb` (int), `storage_size` (e.g. `4G`), and
+ * `warm_pool` (int 0–{@link MAX_WARM_POOL}, replacing the template's `warm_pool` of the group;
+ * the operator's choice, so not bounded by the template).
  * @throws PaddockError `ERR_TENANT_INVALID` naming each problem.
  */
 export function readOverrides(template: TenantTemplate, raw: unknown): HostGroupOverrides {
@@ -100,13 +102,14 @@ export function readOverrides(template: TenantTemplate, raw: unknown): HostGroup
   const out: HostGroupOverrides = {};
   for (const [group, v] of Object.entries(r.object(raw, "host_groups"))) {
     const p = `host_groups.${group}`;
-    const bounds = template.overridable[group];
-    if (!bounds) {
-      r.problem(p, `template ${template.name} allows no overrides of host group ${JSON.stringify(group)}`);
+    if (!template.hostGroups.includes(group)) {
+      r.problem(p, `template ${template.name} has no host group ${JSON.stringify(group)}`);
       continue;
     }
+    // A group the template lists under no `overridable` still takes `warm_pool`.
+    const bounds = template.overridable[group] ?? {};
     const o = r.object(v, p);
-    for (const k of Object.keys(o)) if (!["vcpu", "ram_mb", "storage_size"].includes(k)) r.problem(`${p}.${k}`, "cannot be overridden (allowed: vcpu, ram_mb, storage_size)");
+    for (const k of Object.keys(o)) if (!["vcpu", "ram_mb", "storage_size", "warm_pool"].includes(k)) r.problem(`${p}.${k}`, "cannot be overridden (allowed: vcpu, ram_mb, storage_size, warm_pool)");
     const entry: HostGroupOverrides[string] = {};
     if (o.vcpu !== undefined) {
       if (bounds.maxVcpu === undefined) r.problem(`${p}.vcpu`, "not overridable in this template");
@@ -125,6 +128,7 @@ export function readOverrides(template: TenantTemplate, raw: unknown): HostGroup
       else if (s === undefined || s < 64 * 2 ** 20 || s > bounds.maxStorageSizeBytes) r.problem(`${p}.storage_size`, `expected a size between 64M and ${bounds.maxStorageSizeBytes / 2 ** 20}M such as "4G"`);
       else entry.storageSizeBytes = s;
     }
+    if (o.warm_pool !== undefined) entry.warmPool = r.int(o.warm_pool, `${p}.warm_pool`, { min: 0, max: MAX_WARM_POOL });
     for (const k of Object.keys(entry) as Array<keyof typeof entry>) if (entry[k] === undefined) delete entry[k];
     out[group] = entry;
   }
@@ -210,6 +214,8 @@ export function renderTenantConfig(template: TenantTemplate, input: RenderInput)
   if (input.limits.maxVcpu !== undefined) limits.max_vcpu = input.limits.maxVcpu;
   if (input.limits.maxRamBytes !== undefined) limits.max_ram_bytes = input.limits.maxRamBytes;
   if (input.limits.maxDiskBytes !== undefined) limits.max_disk_bytes = input.limits.maxDiskBytes;
+  const warmPool: Record<string, number> = { ...template.warmPool };
+  for (const [group, o] of Object.entries(input.overrides)) if (o.warmPool !== undefined) warmPool[group] = o.warmPool;
   tree.paddock = {
     tenant_id: input.tenantId,
     state_dir: input.stateDir,
@@ -218,7 +224,7 @@ export function renderTenantConfig(template: TenantTemplate, input: RenderInput)
     limits,
     deny: [...input.deny],
     foreign_ranges: [...input.foreignRanges],
-    ...(Object.keys(template.warmPool).length > 0 ? { warm_pool: { ...template.warmPool } } : {}),
+    ...(Object.keys(warmPool).length > 0 ? { warm_pool: warmPool } : {}),
   };
   const text = `# Rendered by the Paddock supervisor from template "${template.name}" for tenant ${input.tenantId}.\n# Do not edit: it is re-rendered on tenant changes.\n` + stringify(tree, { lineWidth: 0 });
   const config = parseTenantConfig(parseYamlSafe(text, `tenant ${input.tenantId} config`), `tenant ${input.tenantId} config`, { baseDir: input.stateDir, env: {} });

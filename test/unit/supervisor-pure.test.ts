@@ -271,6 +271,20 @@ describe("supervisor templates", () => {
     }
   });
 
+  it("warm_pool per tenant replaces the template's, within 0–16, also for a group without bounds", async () => {
+    const t = await loadTemplate(TEMPLATES_DIR, "sandbox");
+    const o = readOverrides(t, { sbox: { warm_pool: 3 } });
+    expect(o).to.deep.equal({ sbox: { warmPool: 3 } });
+    expect(renderTenantConfig(t, { ...input({ sbox: "169.254.8.0/22" }), overrides: o }).config.paddock.warmPool).to.deep.equal({ sbox: 3 });
+    expect(renderTenantConfig(t, { ...input({ sbox: "169.254.8.0/22" }), overrides: readOverrides(t, { sbox: { warm_pool: 0 } }) }).config.paddock.warmPool).to.deep.equal({});
+    for (const bad of [{ sbox: { warm_pool: 17 } }, { sbox: { warm_pool: -1 } }, { nope: { warm_pool: 1 } }]) {
+      expect(() => readOverrides(t, bad), JSON.stringify(bad)).to.throw().with.property("code", "ERR_TENANT_INVALID");
+    }
+    const bare = parseTemplate(parseYamlSafe("config:\n  host_groups:\n    - name: sbox\n      count: 0\n      storage_size: 1G\n      network: {mode: isolated}\n  hypervisor: oci\n", "t"), "t", "t");
+    expect(readOverrides(bare, { sbox: { warm_pool: 2 } })).to.deep.equal({ sbox: { warmPool: 2 } });
+    expect(() => readOverrides(bare, { sbox: { vcpu: 2 } })).to.throw(/not overridable in this template/);
+  });
+
   it("an image chosen at create replaces the template's config.image; bad names are ERR_TENANT_INVALID", async () => {
     const t = await loadTemplate(TEMPLATES_DIR, "sandbox");
     expect(renderTenantConfig(t, input({ sbox: "169.254.8.0/22" })).config.image).to.equal("debian-12");
