@@ -511,6 +511,7 @@ export class VmService {
         await this.bootWarm(group);
         this.warmRetry.delete(group.name);
       } catch (err) {
+        if (this.stopping) return;
         const failures = (this.warmRetry.get(group.name)?.failures ?? 0) + 1;
         const delay = Math.min(WARM_RETRY_MS[0] * 2 ** (failures - 1), WARM_RETRY_MS[1]);
         this.warmRetry.set(group.name, { failures, at: Date.now() + delay });
@@ -540,7 +541,10 @@ export class VmService {
     return undefined;
   }
 
-  /** Boot one warm VM of `group` and wait for its agent. @throws whatever the boot threw (rolled back). */
+  /**
+   * Boot one warm VM of `group` and wait for its agent.
+   * @throws whatever the boot threw (rolled back), unless the VM left the pool meanwhile.
+   */
   private async bootWarm(group: HostGroupConfig): Promise<void> {
     const { hostname, index } = this.allocateName(group.name);
     const ipCidr = this.deps.network.reserve({ hostname, hostGroup: group.name, override: undefined, requestedIp: undefined });
@@ -560,10 +564,15 @@ export class VmService {
       this.log.debug("warm VM ready", { hostname });
     } catch (err) {
       settle(false);
-      // Not in the pool any more: removed by the reaper or at stop, or handed out (then its
-      // new owner discards it).
-      if (this.warm.get(hostname) === vm) await this.discard(vm);
-      throw err;
+      if (this.warm.get(hostname) === vm) {
+        await this.discard(vm);
+        throw err;
+      }
+      // Handed out while booting: a failure, and its new owner discards it.
+      if (this.vms.get(hostname) === vm) throw err;
+      // Taken out of the pool on purpose meanwhile (daemon stop, a create wanting its address,
+      // the reaper): whoever took it tears it down; not a failed boot.
+      this.log.debug("warm VM removed while it booted", { hostname, err });
     }
   }
 
