@@ -5,12 +5,14 @@ import { parseFlags, parseIntFlag, expectPositionals } from "./args.js";
 import { EXIT, UsageError } from "./cli-errors.js";
 import { writeOut, type CliContext } from "./cli-context.js";
 import { renderNewConfig, type NewConfigFlags } from "./new-config.js";
+import { FIRECRACKER_DRIVER } from "../shared/tenant-config.js";
 
 /** Help text of `paddock new`. */
 export const NEW_HELP = `usage: paddock new NAME [flags] > NAME.yaml
 
-Print the daemon config \`slicer new NAME\` writes (hypervisor: firecracker with /dev/kvm, else oci
-with Paddock's local image debian-12). Run it with \`paddock daemon up NAME.yaml\`.
+Print the daemon config \`slicer new NAME\` writes, for this Paddock: hypervisor oci (runc
+sandboxes; this release has no Firecracker driver) with Paddock's local image debian-12.
+Run it with \`paddock daemon up NAME.yaml\`.
 
   --net isolated|bridge        network mode (default bridge)
   --isolated-range CIDR        isolated: the group's range, e.g. 169.254.100.0/22
@@ -111,6 +113,6 @@ export async function newCommand(ctx: CliContext, argv: string[]): Promise<numbe
     await writeOut(ctx.stdout, NEW_HELP);
     return EXIT.OK;
   }
-  await writeOut(ctx.stdout, renderNewConfig(name, flags, { kvm: ctx.kvmPresent(), arch: process.arch }));
+  await writeOut(ctx.stdout, renderNewConfig(name, flags, { kvm: FIRECRACKER_DRIVER && ctx.kvmPresent(), arch: process.arch }));
   return EXIT.OK;
 }

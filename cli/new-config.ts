@@ -2,9 +2,10 @@
  * `paddock new NAME`: the YAML `slicer new NAME` writes (spec §4.6), as a pure renderer.
  *
  * Differences from Slicer, on purpose:
- * - `hypervisor: firecracker` only when the host has /dev/kvm; otherwise `hypervisor: oci`
- *   (Paddock's runc sandboxes, DESIGN.md §3), and then `image: "debian-12"` (Paddock's local
- *   image store; it does not pull OCI images).
+ * - `hypervisor: firecracker` only when Firecracker can run (a KVM host and a Paddock with a
+ *   Firecracker driver: this release has none, see FIRECRACKER_DRIVER); otherwise
+ *   `hypervisor: oci` (Paddock's runc sandboxes, DESIGN.md §3), and then `image: "debian-12"`
+ *   (Paddock's local image store; it does not pull OCI images).
  * - No `ssh_keys` scan of `~/.ssh/*.pub` (`--find-ssh-keys` is accepted and ignored): OCI
  *   sandboxes run no sshd.
  *
@@ -70,7 +71,7 @@ export interface NewConfigFlags {
 
 /** Host facts the output depends on. */
 export interface NewConfigHost {
-  /** /dev/kvm exists ⇒ firecracker, else oci. */
+  /** Firecracker can run here (/dev/kvm and a Firecracker driver) ⇒ firecracker, else oci. */
   kvm: boolean;
   /** Node's `process.arch` (picks Slicer's arm64 image); default x64. */
   arch?: string;

@@ -118,6 +118,12 @@ export interface TenantConfig {
   warnings: readonly string[];
 }
 
+/**
+ * Whether this release has a Firecracker driver (DESIGN.md §3). It has not: `hypervisor:
+ * firecracker` is refused at daemon start, and `paddock new` writes `oci` even on a KVM host.
+ */
+export const FIRECRACKER_DRIVER = false;
+
 /** Upper bound of `paddock.warm_pool.<group>`: warm VMs hold memory and an address each. */
 export const MAX_WARM_POOL = 16;
 

@@ -163,10 +163,13 @@ describe("cli: exit codes", () => {
     expect(err.text()).to.contain("cannot reach the API at /nonexistent-dir-pdk/api.sock");
   });
 
-  it("runCli new prints the oci config when there is no /dev/kvm", async () => {
-    const { ctx, out } = fakeContext();
-    expect(await runCli(["new", "sbox", "--net=isolated", "--count=0"], ctx)).to.equal(0);
-    expect(out.text()).to.contain('  image: "debian-12"\n  hypervisor: oci\n');
+  it("runCli new prints the oci config, with or without /dev/kvm (this release has no Firecracker driver)", async () => {
+    for (const kvm of [false, true]) {
+      const { ctx, out } = fakeContext();
+      ctx.kvmPresent = () => kvm;
+      expect(await runCli(["new", "sbox", "--net=isolated", "--count=0"], ctx)).to.equal(0);
+      expect(out.text(), `kvm ${kvm}`).to.contain('  image: "debian-12"\n  hypervisor: oci\n');
+    }
   });
 });
 
