@@ -143,7 +143,9 @@ export function createAdminApp(deps: AdminDeps): express.Express {
   });
 
   const r = express.Router();
-  r.use(express.json({ limit: "256kb", strict: true }));
+  // JSON whatever the Content-Type (as the tenant API, spec §1.4): a body sent without
+  // `application/json` (curl -d) must not be ignored and the request run on defaults.
+  r.use(express.json({ limit: "256kb", strict: true, type: () => true }));
 
   r.get("/tenants", (req, res) => {
     const labels: Record<string, string> = {};

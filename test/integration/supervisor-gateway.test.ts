@@ -144,6 +144,17 @@ describe("supervisor with echo daemons (integration)", function () {
       expect(cfg).to.include("max_vms: 5").and.include("169.254.169.254/32");
     });
 
+    it("admin API reads a JSON body whatever its Content-Type (spec §1.4), never runs on defaults instead", async () => {
+      for (const type of [undefined, "text/plain", "application/x-www-form-urlencoded"]) {
+        const r = await request({ socketPath: c.sup.adminAddress }, "POST", "/admin/v1/tenants", JSON.stringify({ id: "tgx", template: "nonexistent" }), {
+          authorization: `Bearer ${c.adminToken}`, ...(type !== undefined ? { "content-type": type } : {}),
+        });
+        expect(r.status, `${String(type)}: ${r.text}`).to.equal(400);
+        expect(r.json, String(type)).to.include({ code: "ERR_TEMPLATE_NOT_FOUND" });
+      }
+      expect((await c.admin("GET", "/tenants")).text).to.not.include("tgx");
+    });
+
     it("each token only reaches its own daemon, whatever the path", async () => {
       expect((await c.gw("POST", "/hostgroup/sbox/nodes", a.token, {})).status).to.equal(201);
       expect((await c.gw("POST", "/hostgroup/sbox/nodes", b.token, {})).status).to.equal(201);
