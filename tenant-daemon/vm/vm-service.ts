@@ -372,6 +372,7 @@ export class VmService {
 
   /** Allocate, boot and record a new VM (the path without a warm VM). */
   private async createCold(group: HostGroupConfig, req: CreateVmRequest, options: { protected?: boolean; index?: number }): Promise<LiveVm> {
+    const before = { counter: this.counters.get(group.name), issued: this.issued.get(group.name) };
     let hostname: string, index: number;
     if (options.index !== undefined) {
       index = options.index;
@@ -380,7 +381,18 @@ export class VmService {
       ({ hostname, index } = this.allocateName(group.name));
     }
     this.markIssued(group.name, index);
-    const ipCidr = this.deps.network.reserve({ hostname, hostGroup: group.name, override: req.network, requestedIp: req.ip });
+    let ipCidr: string;
+    try {
+      ipCidr = this.deps.network.reserve({ hostname, hostGroup: group.name, override: req.network, requestedIp: req.ip });
+    } catch (err) {
+      // Refused before anything existed (a bad or taken `ip`, no address left): the name was
+      // never handed out, so it is not used up. Nothing ran in between (all synchronous).
+      if (options.index === undefined) {
+        setOrDelete(this.counters, group.name, before.counter);
+        setOrDelete(this.issued, group.name, before.issued);
+      }
+      throw err;
+    }
     const record: VmRecord = {
       hostname, hostGroup: group.name, index, cpus: req.cpus, ramBytes: req.ramBytes, storageSizeBytes: group.storageSizeBytes,
       persistent: req.persistent || options.protected === true, protected: options.protected === true, tags: [...req.tags],
@@ -1002,6 +1014,12 @@ export class VmService {
     await this.deps.storage.drainPool?.().catch((err: unknown) => this.log.error("spare disk removal at stop failed", { err }));
     await this.persist().catch((err: unknown) => this.log.error("state write at stop failed", { err }));
   }
+}
+
+/** `map.set(key, value)`, or delete `key` when `value` is undefined. */
+function setOrDelete<K, V>(map: Map<K, V>, key: K, value: V | undefined): void {
+  if (value === undefined) map.delete(key);
+  else map.set(key, value);
 }
 
 function wireStatus(phase: VmPhase): WireStatus {

@@ -175,5 +175,9 @@ describe("tenant network end to end with real runc VMs (privileged)", function (
     expect((await a.post("/hostgroup/iso/nodes", { ip: ip4(isoBase + 4 * 41 + 1) })).status).to.equal(400);
     const list = (await a.get("/hostgroup/br/nodes")).json as { hostname: string }[];
     expect(list.filter((n) => n.hostname.startsWith("br-")).length).to.equal(3);
+    // The refused creates used up no name: the next one gets the number after `wanted`'s VM.
+    const next = await a.post("/hostgroup/br/nodes", {});
+    expect(next.status, next.text).to.equal(201);
+    expect((next.json as { hostname: string }).hostname).to.equal(`br-${Number(j.hostname.slice("br-".length)) + 1}`);
   });
 });
