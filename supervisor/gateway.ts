@@ -153,13 +153,19 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
       return;
     }
     // Refused or missing socket: the daemon is down. Reset before any response: it died
-    // under this request (kill -9, crash); both are "down", retryable.
+    // under this request (kill -9, crash); both are "down", retryable — unless the tenant was
+    // deleted meanwhile (its daemon stopped on purpose): a retry could only get 401.
     const down = code === "ECONNREFUSED" || code === "ENOENT" || code === "ECONNRESET" || code === "EPIPE";
-    const e = down
-      ? new PaddockError("ERR_TENANT_UNAVAILABLE", `the daemon of tenant ${tenantId} is not answering; retry later`)
-      : new PaddockError("ERR_UPSTREAM_FAILED", `the daemon of tenant ${tenantId} failed to answer (${code ?? "error"})`);
+    const now = tenants.gatewayTarget(tenantId);
+    const deleted = now === undefined || now.status === "deleting";
+    const e = deleted
+      ? new PaddockError("ERR_TENANT_NOT_FOUND", `tenant ${tenantId} was deleted while this request ran`)
+      : down
+        ? new PaddockError("ERR_TENANT_UNAVAILABLE", `the daemon of tenant ${tenantId} is not answering; retry later`)
+        : new PaddockError("ERR_UPSTREAM_FAILED", `the daemon of tenant ${tenantId} failed to answer (${code ?? "error"})`);
+    const retry = down && !deleted;
     const body = JSON.stringify(errorResponse(e).body);
-    res.writeHead(errorResponse(e).status, { "x-request-id": id, "content-type": "application/json", "content-length": Buffer.byteLength(body), ...(down ? { "retry-after": String(RETRY_AFTER_S) } : {}) });
+    res.writeHead(errorResponse(e).status, { "x-request-id": id, "content-type": "application/json", "content-length": Buffer.byteLength(body), ...(retry ? { "retry-after": String(RETRY_AFTER_S) } : {}) });
     res.end(body);
   };
 

@@ -670,7 +670,7 @@ export class VmService {
       let delay = 5;
       for (;;) {
         const vm = this.vms.get(hostname) ?? this.warm.get(hostname);
-        if (!vm || vm.phase === "deleting" || vm.phase === "stopped") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} stopped while waiting for its agent`);
+        if (!vm || vm.phase === "deleting" || vm.phase === "stopped") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} was deleted or stopped while waiting for ${wait === "userdata" ? "its userdata" : "its agent"}`);
         if (this.stopping && vm.record.pooled) throw new PaddockError("ERR_VM_NOT_RUNNING", "daemon is shutting down", { status: 503 });
         const changed = dirEvents.next();
         let socketSeen = false;

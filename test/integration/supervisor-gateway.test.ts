@@ -378,6 +378,19 @@ describe("supervisor with echo daemons (integration)", function () {
       expect(((await c.admin("GET", "/tenants/tfs")).json as { status: string }).status).to.equal("failed");
     });
 
+    it("a request cut by the tenant's delete gets 404 ERR_TENANT_NOT_FOUND, not a retryable 503", async () => {
+      env = await makeEnv();
+      c = await start(env);
+      const t = await c.createTenant({ id: "tdr" });
+      const pending = c.gw("GET", "/fixture/slow?ms=30000", t.token);
+      await sleep(300);
+      expect((await c.admin("DELETE", "/tenants/tdr")).status).to.equal(204);
+      const r = await pending;
+      expect(r.status, r.text).to.equal(404);
+      expect(r.json).to.include({ code: "ERR_TENANT_NOT_FOUND" });
+      expect(r.headers["retry-after"]).to.equal(undefined);
+    });
+
     it("delete stops the daemon, purges, removes its dirs and frees its block (idempotent)", async () => {
       env = await makeEnv();
       c = await start(env);
