@@ -339,7 +339,7 @@ async function cpUpload(ctx: CliContext, client: ApiClient, src: string, host: s
     query.push(["mode", "cp-v1-binary"], ["source_type", "file"], ["permissions", permissions ?? "0644"]);
   } else {
     const st = await fs.stat(src).catch((err: unknown) => {
-      if (errnoCode(err) === "ENOENT") throw new UsageError(`${src}: no such file or directory`);
+      if (errnoCode(err) === "ENOENT") throw new Error(`${src}: no such file or directory`); // local I/O: exit 1
       throw err;
     });
     const name = path.basename(path.resolve(src));

@@ -174,6 +174,10 @@ describe("paddock CLI against a real tenant daemon (root, runc)", function () {
     expect((await fs.readdir(work)).filter((f) => f.includes(".paddock-")), "no partial files").to.deep.equal([]);
     const missing = await cli(["vm", "cp", `${host}:/tmp/nope`, path.join(work, "nope")], { env });
     expect(missing.code).to.equal(3);
+    // A missing local source is a local I/O error (exit 1), not a usage error (2).
+    const noLocal = await cli(["vm", "cp", path.join(work, "no-such-file"), `${host}:/tmp/x`], { env });
+    expect(noLocal.code).to.equal(1);
+    expect(noLocal.stderr).to.include("no such file or directory");
   });
 
   it("copies a directory in and out (tar on the wire)", async () => {
