@@ -67,10 +67,6 @@ async function loadAuthToken(config: TenantConfig): Promise<string | undefined> 
   }
 }
 
-/**
- * Build the daemon's services. `purpose: "purge"` does not require the base image: deleting a
- * tenant must work even when its image has been removed from the store (nothing is mounted).
- */
 /** What {@link buildServices} returns. */
 type Services = Awaited<ReturnType<typeof buildServices>>;
 
@@ -89,6 +85,10 @@ async function stopServices(s: Services, config: TenantConfig, logger: Logger): 
   } else logger.info("keeping the network of VMs that outlive the daemon", { survivors });
 }
 
+/**
+ * Build the daemon's services. `purpose: "purge"` does not require the base image: deleting a
+ * tenant must work even when its image has been removed from the store (nothing is mounted).
+ */
 async function buildServices(config: TenantConfig, logger: Logger, metrics: DaemonMetrics, purpose: "serve" | "purge" = "serve") {
   const p = config.paddock;
   await fs.mkdir(p.stateDir, { recursive: true, mode: 0o700 });

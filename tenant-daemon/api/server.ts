@@ -227,13 +227,6 @@ export async function tailFile(file: string, lines: number): Promise<string | un
 }
 
 /**
- * Listen on the configured socket or TCP address (spec §1.1). A stale socket file is
- * replaced; a socket a live process answers on is refused. Socket mode 0660.
- * `opts.bodyIdleMs`: idle bound on a request body still being received before the response
- * starts (default BODY_IDLE_TIMEOUT_MS = 60 s; 0 disables; shared/body-idle-timeout.ts).
- * @throws PaddockError ERR_SOCKET_IN_USE
- */
-/**
  * Refuse early when the API's listen address is taken: a Unix socket another process answers
  * on, or a TCP port already bound. {@link listenApi} checks again when it binds (the address
  * may be taken in between); this check lets a daemon refuse before it changes anything.
@@ -253,6 +246,13 @@ export async function assertListenFree(config: TenantConfig): Promise<void> {
   });
 }
 
+/**
+ * Listen on the configured socket or TCP address (spec §1.1). A stale socket file is
+ * replaced; a socket a live process answers on is refused. Socket mode 0660.
+ * `opts.bodyIdleMs`: idle bound on a request body still being received before the response
+ * starts (default BODY_IDLE_TIMEOUT_MS = 60 s; 0 disables; shared/body-idle-timeout.ts).
+ * @throws PaddockError ERR_SOCKET_IN_USE
+ */
 export async function listenApi(app: express.Express, config: TenantConfig, opts: { bodyIdleMs?: number } = {}): Promise<http.Server> {
   const server = http.createServer(app);
   // Long-lived responses (exec streams, waits up to 600 s) must not be cut (spec §1.1); a
@@ -264,7 +264,8 @@ export async function listenApi(app: express.Express, config: TenantConfig, opts
   server.keepAliveTimeout = 5_000;
   if (config.api.kind === "unix") {
     const socketPath = config.api.socketPath;
-    if (await socketAnswers(socketPath)) throw new PaddockError("ERR_SOCKET_IN_USE", `another daemon is already listening on ${socketPath}`);
+    // Again at bind time: the socket may have been taken since the daemon's early check.
+    await assertListenFree(config);
     await fs.rm(socketPath, { force: true });
     await fs.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o755 });
     await new Promise<void>((resolve, reject) => {
