@@ -121,8 +121,6 @@ export class TenantService {
   private readonly log: Logger;
   private readonly daemons = new Map<string, ManagedDaemon>();
   private readonly tenantConfigs = new Map<string, TenantConfig>();
-  /** {@link socketPath} by tenant id for the gateway's per-request lookup (a pure function of id and run dir). */
-  private readonly gatewaySockets = new Map<string, string>();
   private tokenIndex = new TokenIndex<TokenOwner>();
   /** Serialises lifecycle operations per tenant (create/delete/suspend/restart). */
   private readonly tenantLocks = new Map<string, Promise<unknown>>();
@@ -199,12 +197,7 @@ export class TenantService {
   gatewayTarget(tenantId: string): GatewayTarget | undefined {
     const t = this.registry.find(tenantId);
     if (!t) return undefined;
-    let socketPath = this.gatewaySockets.get(tenantId);
-    if (socketPath === undefined) {
-      socketPath = this.socketPath(tenantId);
-      this.gatewaySockets.set(tenantId, socketPath);
-    }
-    return { tenantId, status: t.status, socketPath, daemonUp: this.daemons.get(tenantId)?.state === "running" };
+    return { tenantId, status: t.status, socketPath: this.socketPath(tenantId), daemonUp: this.daemons.get(tenantId)?.state === "running" };
   }
 
   // ---- daemon plumbing ---------------------------------------------------------------
