@@ -64,6 +64,21 @@ function json(err: PaddockError, tenantId: string, extraHeaders?: Record<string,
   return { ok: false, status: r.status, body: JSON.stringify(r.body), headers: extraHeaders, tenantId };
 }
 
+/** Answer `res` with a serialised JSON `body` (and `headers`); the response ends. */
+function sendJson(res: http.ServerResponse, status: number, body: string, headers: Record<string, string>): void {
+  res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+  res.end(body);
+}
+
+/**
+ * Write a whole HTTP/1.1 answer with a serialised JSON `body` (and `headers`) on a raw client
+ * socket, then close it: for upgrades and malformed requests, which have no ServerResponse.
+ */
+function endSocketWithJson(socket: Duplex, status: number, body: string, headers: Record<string, string>): void {
+  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
+  socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${extra}\r\n${body}`);
+}
+
 function requestId(): string {
   return randomUUID();
 }
@@ -164,9 +179,8 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
         ? new PaddockError("ERR_TENANT_UNAVAILABLE", `the daemon of tenant ${tenantId} is not answering; retry later`)
         : new PaddockError("ERR_UPSTREAM_FAILED", `the daemon of tenant ${tenantId} failed to answer (${code ?? "error"})`);
     const retry = down && !deleted;
-    const body = JSON.stringify(errorResponse(e).body);
-    res.writeHead(errorResponse(e).status, { "x-request-id": id, "content-type": "application/json", "content-length": Buffer.byteLength(body), ...(retry ? { "retry-after": String(RETRY_AFTER_S) } : {}) });
-    res.end(body);
+    const answer = errorResponse(e);
+    sendJson(res, answer.status, JSON.stringify(answer.body), { "x-request-id": id, ...(retry ? { "retry-after": String(RETRY_AFTER_S) } : {}) });
   };
 
   /**
@@ -207,8 +221,7 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
     } catch (err) {
       // Node refuses a request line or header it would not send (ERR_UNESCAPED_CHARACTERS…).
       const body = JSON.stringify(errorResponse(new PaddockError("ERR_BAD_REQUEST", `request cannot be forwarded: ${(err as Error).message}`)).body);
-      res.writeHead(400, { "x-request-id": id, "content-type": "application/json", "content-length": Buffer.byteLength(body), connection: "close" });
-      res.end(body);
+      sendJson(res, 400, body, { "x-request-id": id, connection: "close" });
       return undefined;
     }
     upstream.on("error", (err) => upstreamFailed(err, res, r.tenantId, id));
@@ -258,13 +271,13 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
       res.once("close", () => finish(req, res, r, id, started, undefined));
       if (r.status === 401) metrics.observeAuthFailure();
       // Drain nothing: the body is not read; close the connection after answering.
-      res.writeHead(r.status, { "x-request-id": id, "content-type": "application/json", "content-length": Buffer.byteLength(r.body), connection: "close", ...(r.headers ?? {}) });
-      res.end(r.body);
+      sendJson(res, r.status, r.body, { "x-request-id": id, connection: "close", ...(r.headers ?? {}) });
       return;
     }
     const upstream = forward(req, res, r, id);
     res.once("close", () => finish(req, res, r, id, started, upstream));
-    if (upstream) upstreams.set(req, { upstream, id });
+    // Only a request with a body can be cut by the body idle bound (its onTimeout needs this).
+    if (upstream && requestHasBody(req)) upstreams.set(req, { upstream, id });
   });
 
   // A body trickle (or a stall) before the response starts: 408 and abort the upstream request.
@@ -285,8 +298,7 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
     const r = route(req);
     if (!r.ok) {
       if (r.status === 401) metrics.observeAuthFailure();
-      const extra = Object.entries(r.headers ?? {}).map(([k, v]) => `${k}: ${v}\r\n`).join("");
-      socket.end(`HTTP/1.1 ${r.status} ${http.STATUS_CODES[r.status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(r.body)}\r\nx-request-id: ${id}\r\nconnection: close\r\n${extra}\r\n${r.body}`);
+      endSocketWithJson(socket, r.status, r.body, { "x-request-id": id, ...(r.headers ?? {}) });
       rlog.info("upgrade refused", { status: r.status, path: (req.url ?? "").split("?")[0] });
       return;
     }
@@ -296,7 +308,7 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
       rlog.warn("upstream websocket error", { tenant: r.tenantId, err: (err as Error).message });
       if (!socket.destroyed) {
         const body = JSON.stringify(errorResponse(new PaddockError("ERR_TENANT_UNAVAILABLE", `the daemon of tenant ${r.tenantId} is not answering; retry later`)).body);
-        socket.end(`HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nretry-after: ${RETRY_AFTER_S}\r\nconnection: close\r\n\r\n${body}`);
+        endSocketWithJson(socket, 503, body, { "retry-after": String(RETRY_AFTER_S) });
       }
     });
   });
@@ -318,7 +330,7 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
       : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? [408, "request headers not received in time"]
         : [400, "malformed HTTP request"];
     const body = JSON.stringify(errorResponse(new PaddockError("ERR_BAD_REQUEST", message, { status })).body);
-    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    endSocketWithJson(socket, status, body, {});
   });
   server.on("close", () => {
     proxy.close();
