@@ -127,6 +127,16 @@ export class TestDaemon {
     await fs.rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
   }
 
+  /**
+   * The warm pool of `group` as `/metrics` shows it (`paddock_vm_warm{host_group,state}`): VMs
+   * ready and booting; both 0 when the group has no pool line.
+   */
+  async warmPool(group: string): Promise<{ ready: number; booting: number }> {
+    const text = (await this.get("/metrics")).text;
+    const read = (state: string): number => Number(new RegExp(`^paddock_vm_warm\\{host_group="${group}",state="${state}"\\} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+    return { ready: read("ready"), booting: read("booting") };
+  }
+
   get(p: string, headers?: Record<string, string>): Promise<TestResponse> {
     return request({ socketPath: this.socketPath }, "GET", p, undefined, headers);
   }

@@ -18,15 +18,8 @@ async function tenantContainers(tenantId: string): Promise<string[]> {
   return (await run("runc", ["list", "-q"])).stdout.split("\n").filter((id) => id.startsWith(`pdk-${tenantId}-`)).sort();
 }
 
-/** `paddock_vm_warm` of the daemon's /metrics for one group. */
-async function warmGauge(d: TestDaemon, group: string): Promise<{ ready: number; booting: number }> {
-  const text = (await d.get("/metrics")).text;
-  const read = (state: string): number => Number(new RegExp(`^paddock_vm_warm\\{host_group="${group}",state="${state}"\\} (\\d+)$`, "m").exec(text)?.[1] ?? NaN);
-  return { ready: read("ready"), booting: read("booting") };
-}
-
 const untilWarm = (d: TestDaemon, group: string, ready: number): Promise<true> =>
-  until(`${ready} warm VM(s) ready in ${group}`, async () => ((await warmGauge(d, group)).ready === ready ? true : undefined));
+  until(`${ready} warm VM(s) ready in ${group}`, async () => ((await d.warmPool(group)).ready === ready ? true : undefined));
 
 async function execOut(d: TestDaemon, host: string, script: string): Promise<string> {
   const r = await d.post(`/vm/${host}/exec?cmd=/bin/sh&args=-c&args=${encodeURIComponent(script)}&uid=0&buffered=true`);
@@ -113,7 +106,7 @@ describe("warm pool (privileged, real runc)", function () {
     // sbox-3 is warm; the cold boot takes the next name.
     expect(r.json).to.include({ hostname: "sbox-4" });
     expect(await execOut(d, "sbox-4", "cat /root/ud.txt")).to.equal("ran\n");
-    expect(await warmGauge(d, "sbox")).to.deep.equal({ ready: 1, booting: 0 });
+    expect(await d.warmPool("sbox")).to.deep.equal({ ready: 1, booting: 0 });
     const next = await d.post("/hostgroup/sbox/nodes", {});
     expect(next.json).to.include({ hostname: "sbox-3" });
     await untilWarm(d, "sbox", 1);
@@ -125,7 +118,7 @@ describe("warm pool (privileged, real runc)", function () {
     await run("runc", ["kill", String(warmId), "KILL"]);
     await until("sbox-5 removed and sbox-6 warm", async () => {
       const ids = await tenantContainers(d.tenantId);
-      return !ids.includes(`pdk-${d.tenantId}-sbox-5`) && ids.includes(`pdk-${d.tenantId}-sbox-6`) && (await warmGauge(d, "sbox")).ready === 1 ? true : undefined;
+      return !ids.includes(`pdk-${d.tenantId}-sbox-5`) && ids.includes(`pdk-${d.tenantId}-sbox-6`) && (await d.warmPool("sbox")).ready === 1 ? true : undefined;
     });
   });
 
@@ -160,7 +153,7 @@ describe("warm pool within tenant limits (privileged, real runc)", function () {
     expect(c.json).to.include({ code: "ERR_LIMIT_EXCEEDED" });
     // Two VMs live and max_vms 2: the pool stays empty.
     await new Promise((r) => setTimeout(r, 1500));
-    expect(await warmGauge(d, "sbox")).to.deep.equal({ ready: 0, booting: 0 });
+    expect(await d.warmPool("sbox")).to.deep.equal({ ready: 0, booting: 0 });
     expect((await d.del("/hostgroup/sbox/nodes/sbox-1")).status).to.equal(200);
     await untilWarm(d, "sbox", 1);
     expect((await tenantContainers(d.tenantId)).length).to.equal(2);
@@ -174,7 +167,7 @@ describe("warm pool: a create right after start (privileged, real runc)", functi
   before(() => (d = daemon()));
 
   it("is handed the warm VM still booting, so the first VM is still <group>-1", async () => {
-    expect((await warmGauge(d, "sbox")).booting, "the warm VM is still booting").to.equal(1);
+    expect((await d.warmPool("sbox")).booting, "the warm VM is still booting").to.equal(1);
     const r = await d.post("/hostgroup/sbox/nodes?wait=agent&timeout=60s", {});
     expect(r.status, r.text).to.equal(201);
     expect(r.json).to.include({ hostname: "sbox-1" });

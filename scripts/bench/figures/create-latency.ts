@@ -10,7 +10,6 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { run } from "../../../shared/exec.js";
 import { GUEST_NODE_PATH } from "../../../tenant-daemon/runtime/oci-spec.js";
-import type { TestDaemon } from "../../../test/helpers/daemon.js";
 import { BENCH_GROUP, deleteVm, startDaemon, type BenchOptions, type DaemonLab } from "../lib/context.js";
 import { FloorBundle, runcExec } from "../lib/runc-floor.js";
 import { fmt, row, type FigureResult } from "../lib/report.js";
@@ -45,12 +44,6 @@ async function storageSteps(dir: string, lower: string, sizeBytes: number): Prom
   return { mkfsMs, mountMs, umountMs };
 }
 
-/** `paddock_vm_warm` ready count of the bench group on the daemon's /metrics. */
-async function warmReady(d: TestDaemon): Promise<number> {
-  const text = (await d.get("/metrics")).text;
-  return Number(new RegExp(`^paddock_vm_warm\\{host_group="${BENCH_GROUP}",state="ready"\\} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
-}
-
 /**
  * Creates on a daemon with a warm pool of 1: `steady` waits for the pool to be ready before
  * each timed create, `backToBack` does not. Each VM is deleted before the next create.
@@ -60,7 +53,7 @@ async function warmCreates(n: number, onTenant: (tenantId: string) => void): Pro
   onTenant(d.tenantId);
   const untilReady = async (): Promise<void> => {
     const deadline = Date.now() + 120_000;
-    while ((await warmReady(d)) < 1) {
+    while ((await d.warmPool(BENCH_GROUP)).ready < 1) {
       if (Date.now() > deadline) throw new Error("the warm pool did not fill within 120 s");
       await new Promise((r) => setTimeout(r, 20));
     }
