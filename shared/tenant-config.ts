@@ -101,6 +101,11 @@ export interface PaddockSettings {
    * tenant-daemon/vm/vm-service.ts). Groups not named have none.
    */
   warmPool: Readonly<Record<string, number>>;
+  /**
+   * Seccomp opt-out per host group (`paddock.seccomp`, e.g. `{ sbox: unconfined }`): VMs of an
+   * `unconfined` group run without tenant-daemon/runtime/seccomp/default.json. Groups not named: `default`.
+   */
+  seccomp: Readonly<Record<string, "default" | "unconfined">>;
 }
 
 /** The whole validated, frozen tenant daemon config. */
@@ -135,7 +140,7 @@ const CONFIG_KEYS = [
   "host_groups", "image", "kernel_image", "kernel_file", "hypervisor", "graceful_shutdown", "github_user", "ssh_keys",
   "api", "ssh", "pci", "insecure_registry",
 ] as const;
-const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime", "pids_limit", "limits", "deny", "foreign_ranges", "stop_timeout_seconds", "warm_pool"] as const;
+const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime", "pids_limit", "limits", "deny", "foreign_ranges", "stop_timeout_seconds", "warm_pool", "seccomp"] as const;
 
 /** Defaults for standalone daemons (DESIGN.md §6); env overrides applied in {@link loadTenantConfig}. */
 export const DEFAULT_STATE_DIR = "/var/lib/paddock";
@@ -304,6 +309,14 @@ function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigContext, ap
     const size = r.int(n, p, { min: 0, max: MAX_WARM_POOL });
     if (size !== undefined && size > 0) warmPool[group] = size;
   }
+  const seccomp: Record<string, "default" | "unconfined"> = {};
+  for (const [group, mode] of Object.entries(r.object(pd.seccomp, "paddock.seccomp"))) {
+    const p = `paddock.seccomp.${group}`;
+    if (!groupNames.includes(group)) r.problem(p, `no host group named ${JSON.stringify(group)} (host groups: ${groupNames.join(", ") || "none"})`);
+    const m = r.string(mode, p);
+    if (m === "default" || m === "unconfined") seccomp[group] = m;
+    else if (m !== undefined) r.problem(p, `expected default or unconfined, got ${JSON.stringify(m)}`);
+  }
   return {
     tenantId,
     stateDir,
@@ -321,6 +334,7 @@ function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigContext, ap
     foreignRanges,
     stopTimeoutSeconds: r.int(pd.stop_timeout_seconds, "paddock.stop_timeout_seconds", { min: 0, max: 600 }) ?? 10,
     warmPool,
+    seccomp,
   };
 }
 

@@ -34,6 +34,11 @@ export interface VmRuntimeSpec {
    * (`DEFAULT_GUEST_ARGS` in oci-spec.ts). Tests and debugging use other commands.
    */
   args?: readonly string[];
+  /**
+   * Seccomp: `default` (or undefined) ⇒ the VM profile of tenant-daemon/runtime/seccomp.ts;
+   * `unconfined` ⇒ none (`paddock.seccomp.<group>: unconfined` in the tenant config).
+   */
+  seccomp?: "default" | "unconfined";
 }
 
 /** Where the agent directory appears inside the guest. */

@@ -18,6 +18,7 @@ import { sleep } from "../../shared/time.js";
 import type { RuntimeDriver, RuntimeState, RuntimeStatus, VmRuntimeSpec } from "./driver.js";
 import { CPU_PERIOD_US, GUEST_AGENT_BUNDLE, GUEST_AGENT_ENTRY, GUEST_APP_DIR, renderOciSpec, type OciToolbox } from "./oci-spec.js";
 import { readMounts } from "../storage/vm-disk.js";
+import { loadSeccompProfile, type OciSeccomp } from "./seccomp.js";
 
 /** Which OCI runtime to use; `auto` = crun on a pure cgroup-v2 host with crun installed, else runc. */
 export type OciRuntimePreference = "auto" | "runc" | "crun";
@@ -163,6 +164,8 @@ export interface OciDriverOptions {
   binary: string;
   toolbox: OciToolbox;
   swapAccounting: boolean;
+  /** Seccomp profile of VMs whose spec does not say `unconfined`; default {@link loadSeccompProfile}(). */
+  seccomp?: OciSeccomp;
   logger?: Logger;
   /** Timeout of each runtime command other than create, ms (default 30 000). */
   commandTimeoutMs?: number;
@@ -184,6 +187,7 @@ export class OciDriver implements RuntimeDriver {
   private readonly binary: string;
   private readonly toolbox: OciToolbox;
   private readonly swapAccounting: boolean;
+  private readonly seccomp: OciSeccomp;
   private readonly logger: Logger;
   private readonly timeoutMs: number;
   private readonly stateRoot: string;
@@ -193,6 +197,7 @@ export class OciDriver implements RuntimeDriver {
     this.binary = options.binary;
     this.toolbox = options.toolbox;
     this.swapAccounting = options.swapAccounting;
+    this.seccomp = options.seccomp ?? loadSeccompProfile();
     this.logger = options.logger ?? silentLogger;
     this.timeoutMs = options.commandTimeoutMs ?? 30_000;
     this.stateRoot = options.stateRoot ?? (options.name === "crun" ? "/run/crun" : "/run/runc");
@@ -235,7 +240,7 @@ export class OciDriver implements RuntimeDriver {
    * @throws PaddockError ERR_RUNTIME_FAILED (already exists and not stopped; runtime error with its log)
    */
   async create(spec: VmRuntimeSpec): Promise<void> {
-    const config = renderOciSpec(spec, this.toolbox, { swapAccounting: this.swapAccounting });
+    const config = renderOciSpec(spec, this.toolbox, { swapAccounting: this.swapAccounting, seccomp: spec.seccomp === "unconfined" ? undefined : this.seccomp });
     const existing = await this.rawState(spec.id);
     if (existing !== undefined) {
       if (existing.status !== "stopped") {
@@ -284,7 +289,7 @@ export class OciDriver implements RuntimeDriver {
    * @throws PaddockError ERR_RUNTIME_FAILED (runtime error with its log; nothing is left behind)
    */
   async run(spec: VmRuntimeSpec): Promise<RuntimeState> {
-    const config = renderOciSpec(spec, this.toolbox, { swapAccounting: this.swapAccounting });
+    const config = renderOciSpec(spec, this.toolbox, { swapAccounting: this.swapAccounting, seccomp: spec.seccomp === "unconfined" ? undefined : this.seccomp });
     if (existsSync(path.join(this.stateRoot, spec.id))) {
       this.logger.warn("removing leftover container before run", { id: spec.id });
       await this.destroy(spec.id);

@@ -8,6 +8,7 @@
  * Spec: https://github.com/opencontainers/runtime-spec/blob/v1.0.2/config.md
  */
 import { GUEST_AGENT_DIR, GUEST_TOOLBOX_DIR, type VmRuntimeSpec } from "./driver.js";
+import type { OciSeccomp } from "./seccomp.js";
 
 /** Host paths bound read-only into every guest (the "toolbox"). */
 export interface OciToolbox {
@@ -29,6 +30,8 @@ export interface OciRenderOptions {
    * would fail writing `memory.memsw.limit_in_bytes`, so the swap limit is left out.
    */
   swapAccounting: boolean;
+  /** The spec's `linux.seccomp` (tenant-daemon/runtime/seccomp.ts); undefined ⇒ no seccomp filter. */
+  seccomp?: OciSeccomp;
 }
 
 /** CFS period used for the vCPU quota, microseconds. */
@@ -138,6 +141,7 @@ export interface OciSpec {
     namespaces: { type: string; path?: string }[];
     maskedPaths: string[];
     readonlyPaths: string[];
+    seccomp?: OciSeccomp;
   };
 }
 
@@ -153,8 +157,8 @@ export interface OciSpec {
  * - linux: pid, mount, uts, ipc and network namespaces (network joins `spec.netnsPath` when
  *   given), no user namespace; cpu quota `cpus × 100 000` µs per 100 000 µs period; memory
  *   limit `ramBytes` with memory+swap = `ramBytes`; pids limit.
- * - seccomp: none for now (runc applies no profile without one). Docker's default profile would
- *   narrow the kernel surface further; tracked as a hardening item, stated in the README.
+ * - seccomp: `options.seccomp` as given (OciDriver passes tenant-daemon/runtime/seccomp/default.json
+ *   unless the VM's host group opted out); none when undefined.
  *
  * @throws RangeError on non-positive cpus/ramBytes/pidsLimit or relative paths.
  */
@@ -236,6 +240,7 @@ export function renderOciSpec(spec: VmRuntimeSpec, toolbox: OciToolbox, options:
       ],
       maskedPaths: [...MASKED_PATHS],
       readonlyPaths: [...READONLY_PATHS],
+      ...(options.seccomp !== undefined ? { seccomp: options.seccomp } : {}),
     },
   };
 }

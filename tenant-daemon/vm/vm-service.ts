@@ -633,6 +633,7 @@ export class VmService {
       id, hostname: r.hostname, cpus: r.cpus, ramBytes: r.ramBytes, pidsLimit: this.deps.config.paddock.pidsLimit,
       rootfsDir, bundleDir: this.bundleDir(r.hostname), agentDir: this.agentDir(r.hostname), netnsPath: attachment.netnsPath,
       consoleLogPath: this.consoleLogPath(r.hostname), cgroupPath: `/paddock/${this.deps.config.paddock.tenantId}/${r.hostname}`,
+      seccomp: this.deps.config.paddock.seccomp[r.hostGroup] ?? "default",
     });
     spans.mark("runtime-run");
     if (st.status !== "running") throw new PaddockError("ERR_VM_START_FAILED", `sandbox ${id} is ${st.status} right after start; see the console log`);
