@@ -69,6 +69,8 @@ export const ERROR_CODES = {
   ERR_VM_DISK_FULL: 507,
   ERR_STATE_NO_SPACE: 507,
   ERR_REQUEST_BODY_TIMEOUT: 408,
+  ERR_CP_BAD_NAME: 502,
+  ERR_CP_BAD_ARCHIVE: 502,
 } as const;
 
 /** A stable error code, `ERR_<AREA>_<WHAT>`. */
