@@ -8,7 +8,8 @@ import { randomBytes } from "node:crypto";
 import type http from "node:http";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { errnoCode } from "../shared/errors.js";
+import { PaddockError, errnoCode } from "../shared/errors.js";
+import { assertSingleComponent } from "../shared/path-names.js";
 import { parseFlags, parseIntFlag, parseSizeFlag, parseDurationFlag, expectPositionals, splitAtDoubleDash, type FlagSpec } from "./args.js";
 import { ApiClient, readBody, seg, toApiError, type QueryParams } from "./api-client.js";
 import { ApiError, UsageError, EXIT } from "./cli-errors.js";
@@ -374,6 +375,33 @@ async function cpUpload(ctx: CliContext, client: ApiClient, src: string, host: s
   }
 }
 
+/**
+ * The file name a cp download is saved under inside a destination directory: the server's
+ * `X-Slicer-Source-Name-Base64` (base64 of UTF-8) when the header is there, else the last
+ * component of the remote path the user typed (`download` for `/`). Every byte of the header
+ * can come from a hostile guest, so the name must be one plain path component
+ * (shared/path-names.ts); an empty header is refused too (the agent omits it instead,
+ * tenant-daemon/agent/cp.ts).
+ * @returns the name, or `undefined` when the user's remote path ends in `/.` and the server sent
+ *   no name: the contents go into the destination itself.
+ * @throws PaddockError ERR_CP_BAD_NAME when the name is not valid UTF-8 or not a single component.
+ */
+export function cpDownloadName(nameHeader: string | string[] | undefined, remotePath: string): string | undefined {
+  if (Array.isArray(nameHeader)) throw new PaddockError("ERR_CP_BAD_NAME", "refusing the file name the server sent: more than one X-Slicer-Source-Name-Base64 header");
+  if (typeof nameHeader === "string") {
+    let name: string;
+    try {
+      name = new TextDecoder("utf-8", { fatal: true }).decode(Buffer.from(nameHeader, "base64url"));
+    } catch {
+      throw new PaddockError("ERR_CP_BAD_NAME", "refusing the file name the server sent: X-Slicer-Source-Name-Base64 is not base64 of UTF-8");
+    }
+    return assertSingleComponent(name, "the file name the server sent");
+  }
+  const last = path.posix.basename(remotePath.replace(/\/+$/, ""));
+  if (last === ".") return undefined;
+  return assertSingleComponent(last || "download", "the remote path's last component");
+}
+
 async function cpDownload(ctx: CliContext, client: ApiClient, host: string, src: string, dest: string): Promise<void> {
   const toStdout = dest === "-";
   const res = await withVm(client, host, (h) => client.send("GET", `/vm/${seg(h)}/cp`, {
@@ -388,14 +416,12 @@ async function cpDownload(ctx: CliContext, client: ApiClient, host: string, src:
       return;
     }
     const sourceType = String(res.headers["x-slicer-source-type"] ?? "file");
-    const nameHeader = res.headers["x-slicer-source-name-base64"];
-    const remoteName = typeof nameHeader === "string" && nameHeader !== "" ? Buffer.from(nameHeader, "base64url").toString("utf8") : path.posix.basename(src.replace(/\/+$/, "")) || "download";
+    // Validated before anything is written, also when DST names the target itself.
+    const remoteName = cpDownloadName(res.headers["x-slicer-source-name-base64"], src);
     const destStat = await fs.stat(dest).catch(() => undefined);
-    const target = destStat?.isDirectory() || dest.endsWith("/") ? path.join(dest, remoteName) : dest;
+    const target = (destStat?.isDirectory() || dest.endsWith("/")) && remoteName !== undefined ? path.join(dest, remoteName) : dest;
     if (sourceType === "directory") {
-      const { extractTar } = await import("../tenant-daemon/agent/tar.js");
-      await fs.mkdir(target, { recursive: true });
-      await extractTar(res.pipe(counter.stream), target, { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, excluded: () => false });
+      await cpDownloadTree(res.pipe(counter.stream), target);
       return;
     }
     // Files are written to a partial name next to the target and renamed when complete, so an
@@ -404,15 +430,45 @@ async function cpDownload(ctx: CliContext, client: ApiClient, host: string, src:
     const modeHeader = res.headers["x-slicer-file-mode"];
     const mode = typeof modeHeader === "string" && /^[0-7]{3,4}$/.test(modeHeader) ? parseInt(modeHeader, 8) & 0o777 : 0o644;
     try {
-      await pipeline(res, counter.stream, createWriteStream(partial, { mode }));
+      await pipeline(res, counter.stream, createWriteStream(partial, { mode, flags: "wx" }));
       await fs.chmod(partial, mode);
       await fs.rename(partial, target);
     } catch (err) {
       await fs.rm(partial, { force: true });
       throw err;
     }
+  } catch (err) {
+    res.destroy();
+    throw err;
   } finally {
     counter.finish();
+  }
+}
+
+/**
+ * Extract a directory download (a tar from the guest) to `target` with cli/safe-extract.ts.
+ * A new target is filled as a hidden staging directory next to it and renamed into place only
+ * when the whole archive was accepted, so a refused archive leaves nothing; an existing target
+ * must be a real directory (not a symlink) and is extracted into.
+ */
+async function cpDownloadTree(tar: Readable, target: string): Promise<void> {
+  const existing = await fs.lstat(target).catch(() => undefined);
+  if (existing && !existing.isDirectory()) throw new Error(`${target} exists and is not a directory`);
+  // node-tar loads only for directory downloads (start-up time of every other command).
+  const { extractGuestTar } = await import("./safe-extract.js");
+  if (existing) {
+    await extractGuestTar(tar, target);
+    return;
+  }
+  await fs.mkdir(path.dirname(target), { recursive: true });
+  const staging = path.join(path.dirname(target), `.${path.basename(target)}.paddock-${randomBytes(4).toString("hex")}`);
+  await fs.mkdir(staging);
+  try {
+    await extractGuestTar(tar, staging);
+    await fs.rename(staging, target);
+  } catch (err) {
+    await fs.rm(staging, { recursive: true, force: true });
+    throw err;
   }
 }
 
