@@ -30,7 +30,11 @@ export function createAgentPort(deps: { secrets: SecretStore; logger: Logger }):
       });
       const file = path.join(agentDir, BOOT_FILE_NAME);
       const tmp = `${file}.${process.pid}.tmp`;
-      await fs.writeFile(tmp, JSON.stringify(checked) + "\n", { mode: 0o600 });
+      // The agent dir is bind-mounted read-write into the guest: should an old one survive (a
+      // daemon crash skips teardown), a guest symlink at the temp name must not be followed.
+      // Unlink it, then create with O_EXCL ("wx"), which never follows a symlink.
+      await fs.rm(tmp, { force: true });
+      await fs.writeFile(tmp, JSON.stringify(checked) + "\n", { mode: 0o600, flag: "wx" });
       await fs.rename(tmp, file);
     },
     syncSecrets: async (socketPath, names) => {

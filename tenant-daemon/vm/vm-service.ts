@@ -1029,13 +1029,34 @@ function wireStatus(phase: VmPhase): WireStatus {
   return "Running";
 }
 
-/** Write a file inside a guest rootfs without following guest symlinks out of it. */
-async function writeGuestFile(rootfsDir: string, rel: string, content: string): Promise<void> {
-  const target = path.join(rootfsDir, rel);
+/**
+ * Write `content` to `rootfsDir/rel` (e.g. `etc/hostname`), a tree the guest wrote on earlier
+ * boots of a persistent VM, without following any guest symlink: every directory on the way
+ * must be a real directory (lstat, never followed; a missing one is created), and the file is
+ * unlinked and created anew with O_EXCL ("wx"), which does not follow a symlink either. Called
+ * only while no process of the VM runs, so nothing can swap a component between check and use.
+ * @param rel - a relative path of plain components chosen by Paddock, never by the guest.
+ * @throws PaddockError ERR_VM_START_FAILED when a component on the way is a symlink or not a
+ *   directory, or the target is a directory.
+ */
+export async function writeGuestFile(rootfsDir: string, rel: string, content: string): Promise<void> {
+  const parts = rel.split("/");
+  let dir = rootfsDir;
+  for (const part of parts.slice(0, -1)) {
+    dir = path.join(dir, part);
+    const st = await fs.lstat(dir).catch(() => undefined);
+    if (!st) {
+      // EEXIST: a concurrent writeGuestFile (hostname and resolv.conf are written together) made it.
+      await fs.mkdir(dir, { mode: 0o755 }).catch((err: unknown) => {
+        if (errnoCode(err) !== "EEXIST") throw err;
+      });
+    } else if (!st.isDirectory()) throw new PaddockError("ERR_VM_START_FAILED", `cannot write /${rel} in the VM's rootfs: /${path.relative(rootfsDir, dir)} is ${st.isSymbolicLink() ? "a symlink" : "not a directory"}`);
+  }
+  const target = path.join(dir, parts[parts.length - 1] as string);
   const st = await fs.lstat(target).catch(() => undefined);
-  if (st?.isSymbolicLink()) await fs.rm(target);
-  await fs.mkdir(path.dirname(target), { recursive: true });
-  await fs.writeFile(target, content, { mode: 0o644 });
+  if (st?.isDirectory()) throw new PaddockError("ERR_VM_START_FAILED", `cannot write /${rel} in the VM's rootfs: it is a directory`);
+  if (st) await fs.rm(target); // unlink: a symlink goes, its target stays untouched
+  await fs.writeFile(target, content, { mode: 0o644, flag: "wx" });
 }
 
 /**
