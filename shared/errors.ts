@@ -71,6 +71,8 @@ export const ERROR_CODES = {
   ERR_REQUEST_BODY_TIMEOUT: 408,
   ERR_CP_BAD_NAME: 502,
   ERR_CP_BAD_ARCHIVE: 502,
+  ERR_USERNS_RANGE_TAKEN: 409,
+  ERR_USERNS_EXHAUSTED: 507,
 } as const;
 
 /** A stable error code, `ERR_<AREA>_<WHAT>`. */
