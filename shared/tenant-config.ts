@@ -8,6 +8,7 @@ import path from "node:path";
 import { PaddockError } from "./errors.js";
 import { ConfigReader, parseSizeBytes, parseYamlSafe } from "./yaml-reader.js";
 import { cidrContains, cidrOverlaps, parseCidr, parseIpv4, type Cidr } from "./cidr.js";
+import { UID_RANGE_MAX_END, UID_RANGE_MIN_START, UID_RANGE_SIZE, type UidRange } from "./uid-ranges.js";
 
 /** Host group and VM names: lowercase DNS-label characters (spec §1.3). */
 export const NAME_PATTERN = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
@@ -106,6 +107,11 @@ export interface PaddockSettings {
    * `unconfined` group run without tenant-daemon/runtime/seccomp/default.json. Groups not named: `default`.
    */
   seccomp: Readonly<Record<string, "default" | "unconfined">>;
+  /**
+   * Fixed host uid/gid range of the tenant's user-namespaced VMs (`paddock.userns: { uid_start,
+   * size }`, size default 65536); undefined ⇒ one is allocated and kept (shared/uid-ranges.ts).
+   */
+  userns: UidRange | undefined;
 }
 
 /** The whole validated, frozen tenant daemon config. */
@@ -140,7 +146,7 @@ const CONFIG_KEYS = [
   "host_groups", "image", "kernel_image", "kernel_file", "hypervisor", "graceful_shutdown", "github_user", "ssh_keys",
   "api", "ssh", "pci", "insecure_registry",
 ] as const;
-const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime", "pids_limit", "limits", "deny", "foreign_ranges", "stop_timeout_seconds", "warm_pool", "seccomp"] as const;
+const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime", "pids_limit", "limits", "deny", "foreign_ranges", "stop_timeout_seconds", "warm_pool", "seccomp", "userns"] as const;
 
 /** Defaults for standalone daemons (DESIGN.md §6); env overrides applied in {@link loadTenantConfig}. */
 export const DEFAULT_STATE_DIR = "/var/lib/paddock";
@@ -317,6 +323,7 @@ function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigContext, ap
     if (m === "default" || m === "unconfined") seccomp[group] = m;
     else if (m !== undefined) r.problem(p, `expected default or unconfined, got ${JSON.stringify(m)}`);
   }
+  const userns = readUserns(r, pd.userns);
   return {
     tenantId,
     stateDir,
@@ -335,7 +342,28 @@ function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigContext, ap
     stopTimeoutSeconds: r.int(pd.stop_timeout_seconds, "paddock.stop_timeout_seconds", { min: 0, max: 600 }) ?? 10,
     warmPool,
     seccomp,
+    userns,
   };
+}
+
+/** `paddock.userns: { uid_start, size }` (size default 65536; shared/uid-ranges.ts checks overlaps at start). */
+function readUserns(r: ConfigReader, raw: unknown): UidRange | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  if (typeof raw !== "object" || Array.isArray(raw)) {
+    r.problem("paddock.userns", "expected a mapping such as { uid_start: 2000000000, size: 65536 }");
+    return undefined;
+  }
+  const u = raw as Record<string, unknown>;
+  r.unknownKeys(u, "paddock.userns", ["uid_start", "size"]);
+  const uidStart = r.int(u.uid_start, "paddock.userns.uid_start", { min: UID_RANGE_MIN_START, max: UID_RANGE_MAX_END - UID_RANGE_SIZE });
+  if (u.uid_start === undefined || u.uid_start === null) r.problem("paddock.userns.uid_start", "is required (the host uid of guest uid 0)");
+  const size = r.int(u.size, "paddock.userns.size", { min: UID_RANGE_SIZE, max: UID_RANGE_MAX_END - UID_RANGE_MIN_START }) ?? UID_RANGE_SIZE;
+  if (uidStart === undefined) return undefined;
+  if (uidStart + size > UID_RANGE_MAX_END) {
+    r.problem("paddock.userns", `uid_start + size must be at most ${UID_RANGE_MAX_END}, got ${uidStart + size}`);
+    return undefined;
+  }
+  return { uidStart, size };
 }
 
 function deepFreeze<T>(value: T): T {
