@@ -15,6 +15,7 @@ import { PaddockError, isPaddockError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { JsonStateStore, acquireOwnership, writeFileAtomic } from "../shared/state-store.js";
 import { loadTenantConfig, type TenantConfig } from "../shared/tenant-config.js";
+import { claimUidRange, releaseUidRange, type UidRange } from "../shared/uid-ranges.js";
 import { assertListenFree, attachUpgradeHandler, createApiApp, listenApi } from "./api/server.js";
 import { createStatsRouter } from "./api/stats-routes.js";
 import { VmStatsCollector } from "./api/vm-stats.js";
@@ -89,7 +90,7 @@ async function stopServices(s: Services, config: TenantConfig, logger: Logger): 
  * Build the daemon's services. `purpose: "purge"` does not require the base image: deleting a
  * tenant must work even when its image has been removed from the store (nothing is mounted).
  */
-async function buildServices(config: TenantConfig, logger: Logger, metrics: DaemonMetrics, purpose: "serve" | "purge" = "serve") {
+async function buildServices(config: TenantConfig, logger: Logger, metrics: DaemonMetrics, purpose: "serve" | "purge" = "serve", uidRange?: UidRange) {
   const p = config.paddock;
   await fs.mkdir(p.stateDir, { recursive: true, mode: 0o700 });
   await fs.mkdir(p.runDir, { recursive: true, mode: 0o700 });
@@ -114,7 +115,7 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
       if (event === "launch_failed") metrics.launch(group, "error");
     },
   });
-  return { runtime, storage, network, secrets, agent, vms };
+  return { runtime, storage, network, secrets, agent, vms, uidRange };
 }
 
 /**
@@ -132,8 +133,10 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
   try {
     // Refuse before touching anything (links, table, VMs) when the listen address is taken.
     await assertListenFree(config);
+    // The tenant's host uid/gid range (shared/uid-ranges.ts); a refusal fails the start here.
+    const uidRange = await claimUidRange({ tenantId: config.paddock.tenantId, stateDir: config.paddock.stateDir, requested: config.paddock.userns });
     const metrics = new DaemonMetrics();
-    const svc = await buildServices(config, logger, metrics);
+    const svc = await buildServices(config, logger, metrics, "serve", uidRange);
     s = svc;
     await svc.network.start();
     await svc.vms.start();
@@ -196,6 +199,7 @@ export async function purgeTenant(configPath: string, options: { logger?: Logger
     await s.network.stop();
     await s.runtime.pruneCgroups?.(`/paddock/${config.paddock.tenantId}`);
     if (config.api.kind === "unix") await fs.rm(config.api.socketPath, { force: true });
+    await releaseUidRange({ tenantId: config.paddock.tenantId, stateDir: config.paddock.stateDir });
   } finally {
     await release();
   }
