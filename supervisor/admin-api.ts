@@ -62,6 +62,7 @@ export function tenantView(t: TenantRecord, tenants: TenantService): Record<stri
     }])),
     ...(t.image !== undefined ? { image: t.image } : {}),
     ranges: t.blocks.map((b) => ({ host_group: b.hostGroup, cidr: b.cidr })),
+    ...(t.uidRange !== undefined ? { userns: { uid_start: t.uidRange.uidStart, size: t.uidRange.size } } : {}),
     socket_path: tenants.socketPath(t.id),
     daemon: {
       state: d.state,

@@ -10,6 +10,7 @@
 import { JsonStateStore } from "../shared/state-store.js";
 import { PaddockError } from "../shared/errors.js";
 import { TENANT_ID_PATTERN } from "../shared/tenant-config.js";
+import type { UidRange } from "../shared/uid-ranges.js";
 
 export const REGISTRY_SCHEMA_VERSION = 1;
 
@@ -71,6 +72,12 @@ export interface TenantRecord {
   /** Image chosen at create instead of the template's `config.image`. */
   image?: string;
   blocks: BlockRecord[];
+  /**
+   * The tenant's host uid/gid range (shared/uid-ranges.ts), claimed at create and rendered as
+   * `paddock.userns`. Absent in records written before user namespaces: claimed at the
+   * tenant's next start or adoption (optional, so schema version 1 files still load).
+   */
+  uidRange?: UidRange;
   tokens: TokenRecord[];
   daemon: DaemonRecord;
   /** VMs the supervisor paused at suspend, resumed at resume. */
@@ -97,6 +104,7 @@ export function validateRegistry(value: unknown): string | undefined {
     if (!TENANT_STATUSES.includes(t.status)) return `tenant ${id} has unknown status ${JSON.stringify(t.status)}`;
     if (!Array.isArray(t.tokens) || !Array.isArray(t.blocks) || typeof t.daemon !== "object" || t.daemon === null) return `tenant ${id} lacks tokens, blocks or daemon`;
     if (t.tokens.some((k) => typeof k.hash !== "string" || !/^[0-9a-f]{64}$/.test(k.hash) || typeof k.id !== "string")) return `tenant ${id} has a malformed token record`;
+    if (t.uidRange !== undefined && (typeof t.uidRange !== "object" || t.uidRange === null || !Number.isSafeInteger(t.uidRange.uidStart) || !Number.isSafeInteger(t.uidRange.size) || t.uidRange.size < 1)) return `tenant ${id} has a malformed uidRange`;
   }
   return undefined;
 }

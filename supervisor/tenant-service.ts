@@ -13,6 +13,7 @@ import type { Logger } from "../shared/logger.js";
 import { writeFileAtomic } from "../shared/state-store.js";
 import { TENANT_ID_PATTERN, loadTenantConfig, type TenantConfig } from "../shared/tenant-config.js";
 import { ConfigReader } from "../shared/yaml-reader.js";
+import { claimUidRange, releaseUidRange } from "../shared/uid-ranges.js";
 import { allocateBlocks, poolComplement } from "./block-allocator.js";
 import type { SupervisorConfig } from "./supervisor-config.js";
 import { TenantRegistry, TENANT_STATUSES, type DaemonRecord, type LimitsRecord, type RegistryState, type TenantRecord, type TenantStatus } from "./tenant-registry.js";
@@ -248,7 +249,7 @@ export class TenantService {
     return "t" + Array.from(bytes, (b) => alphabet[b % alphabet.length]).join("");
   }
 
-  private render(template: TenantTemplate, t: Pick<TenantRecord, "id" | "blocks" | "limits" | "overrides" | "image">): { text: string; config: TenantConfig } {
+  private render(template: TenantTemplate, t: Pick<TenantRecord, "id" | "blocks" | "limits" | "overrides" | "image" | "uidRange">): { text: string; config: TenantConfig } {
     const blocks: Record<string, string> = {};
     for (const b of t.blocks) blocks[b.hostGroup] = b.cidr;
     return renderTenantConfig(template, {
@@ -263,7 +264,33 @@ export class TenantService {
       ...(t.image !== undefined ? { image: t.image } : {}),
       deny: this.config.deny,
       foreignRanges: poolComplement(this.config.pool, t.blocks.map((b) => b.cidr)),
+      ...(t.uidRange !== undefined ? { userns: t.uidRange } : {}),
     });
+  }
+
+  /**
+   * A tenant created before user namespaces has no `uidRange`: claim it now (the range its
+   * daemon may already hold, shared/uid-ranges.ts keys claims by tenant id and state dir),
+   * record it and render it into the tenant's config (best effort: the daemon claims the same
+   * range by itself when its config lacks it).
+   * @throws PaddockError `ERR_USERNS_RANGE_TAKEN`, `ERR_USERNS_EXHAUSTED` from the claim.
+   */
+  private async ensureUidRange(id: string): Promise<void> {
+    const t0 = this.registry.get(id);
+    if (t0.uidRange !== undefined) return;
+    const uidRange = await claimUidRange({ tenantId: id, stateDir: this.tenantStateDir(id) });
+    const t = await this.registry.updateTenant(id, (r) => {
+      r.uidRange = uidRange;
+      return r;
+    });
+    this.log.info("claimed a uid range for a tenant created before user namespaces", { tenant: id, uid_start: uidRange.uidStart, size: uidRange.size });
+    try {
+      const rendered = this.render(await loadTemplate(this.config.templatesDir, t.template), t);
+      await writeFileAtomic(this.configPath(id), rendered.text, 0o600);
+      this.tenantConfigs.set(id, rendered.config);
+    } catch (err) {
+      this.log.warn("could not re-render the tenant's config with its uid range", { tenant: id, err });
+    }
   }
 
   /**
@@ -287,11 +314,12 @@ export class TenantService {
   }
 
   /**
-   * Provision a tenant: validate, allocate blocks, render and write its config, issue its
+   * Provision a tenant: validate, allocate blocks and a host uid/gid range, render and write its config, issue its
    * first token, start its daemon and wait for readiness.
    * @returns the tenant record and the one-time token.
    * @throws PaddockError `ERR_TENANT_INVALID`, `ERR_TENANT_EXISTS`, `ERR_TEMPLATE_NOT_FOUND`,
-   *   `ERR_NETWORK_EXHAUSTED`, `ERR_DAEMON_START_FAILED` (tenant kept as `failed`).
+   *   `ERR_NETWORK_EXHAUSTED`, `ERR_USERNS_EXHAUSTED` / `ERR_USERNS_RANGE_TAKEN` (no uid range:
+   *   nothing kept), `ERR_DAEMON_START_FAILED` (tenant kept as `failed`).
    */
   async create(body: Record<string, unknown>, who: Actor): Promise<{ tenant: TenantRecord; token: string; tokenId: string }> {
     const known = ["id", "template", "labels", "limits", "host_groups", "image", "token_expires_in_seconds"];
@@ -311,21 +339,35 @@ export class TenantService {
     const issued = issueToken();
 
     return this.withTenantLock(id, async () => {
-      const rendered = await this.registry.update((state) => {
+      const stateDir = this.tenantStateDir(id);
+      let claimed: { stateDirExisted: boolean } | undefined;
+      const rendered = await this.registry.update(async (state) => {
         if (state.tenants[id]) throw new PaddockError("ERR_TENANT_EXISTS", `tenant ${JSON.stringify(id)} already exists`);
         const used = Object.values(state.tenants).flatMap((t) => t.blocks.map((b) => b.cidr));
         const cidrs = allocateBlocks({ pool: this.config.pool, blockPrefix: this.config.blockPrefix, used, count: template.hostGroups.length });
+        // The host uid/gid range (shared/uid-ranges.ts); claiming creates the state dir.
+        const stateDirExisted = await fs.access(stateDir).then(() => true, () => false);
+        claimed = { stateDirExisted };
+        const uidRange = await claimUidRange({ tenantId: id, stateDir });
         const now = new Date().toISOString();
         const record: TenantRecord = {
           id, status: "provisioning", template: template.name, labels, limits, overrides, ...(image !== undefined ? { image } : {}),
           blocks: template.hostGroups.map((g, i) => ({ hostGroup: g, cidr: cidrs[i] as string })),
           tokens: [{ id: issued.id, hash: issued.hash, createdAt: now, ...(expiresAt ? { expiresAt } : {}) }],
+          uidRange,
           daemon: { state: "stopped", restarts: 0 },
           createdAt: now, updatedAt: now,
         };
         const out = this.render(template, record); // throws before anything is written
         state.tenants[id] = record;
         return out;
+      }).catch(async (err: unknown) => {
+        // Nothing of a refused create stays: neither the claim nor the state dir it created.
+        if (claimed !== undefined) {
+          await releaseUidRange({ tenantId: id, stateDir }).catch((e: unknown) => this.log.error("could not release the uid range of a failed create", { tenant: id, err: e }));
+          if (!claimed.stateDirExisted) await fs.rm(stateDir, { recursive: true, force: true }).catch(() => undefined);
+        }
+        throw err;
       });
       this.tenantConfigs.set(id, rendered.config);
       this.recordAudit(who, "tenant.create", id, { template: template.name });
@@ -526,6 +568,7 @@ export class TenantService {
     return this.withTenantLock(id, async () => {
       const t0 = this.registry.get(id);
       if (t0.status === "deleting") throw new PaddockError("ERR_TENANT_INVALID", `tenant ${id} is being deleted`);
+      await this.ensureUidRange(id);
       const d = this.managed(id, t0.daemon.restarts);
       await d.stop();
       this.recordAudit(who, "tenant.restart", id);
@@ -629,6 +672,8 @@ export class TenantService {
     }
     await fs.rm(this.tenantStateDir(id), { recursive: true, force: true });
     await fs.rm(this.tenantRunDir(id), { recursive: true, force: true });
+    // The daemon's purge released it already when it ran; this covers a tenant without config.
+    await releaseUidRange({ tenantId: id, stateDir: this.tenantStateDir(id) });
   }
 
   // ---- start-up and shutdown ---------------------------------------------------------
@@ -655,6 +700,7 @@ export class TenantService {
           await this.delete(t.id, { actor: "supervisor" });
           return;
         }
+        await this.ensureUidRange(t.id);
         const d = this.managed(t.id, t.daemon.restarts);
         if (t.daemon.pid !== undefined && (await d.adopt(t.daemon.pid, t.daemon.procStartTicks))) return;
         // A daemon spawned by a supervisor killed before it recorded the pid (start or

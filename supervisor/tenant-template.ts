@@ -13,6 +13,7 @@ import { parseYamlSafe, parseSizeBytes, ConfigReader } from "../shared/yaml-read
 import { MAX_WARM_POOL, parseTenantConfig, type TenantConfig } from "../shared/tenant-config.js";
 import { formatIpv4, parseCidr } from "../shared/cidr.js";
 import type { HostGroupOverrides, LimitsRecord } from "./tenant-registry.js";
+import type { UidRange } from "../shared/uid-ranges.js";
 
 /** Upper bounds of what a tenant may override per host group. */
 export interface OverrideBounds {
@@ -172,6 +173,8 @@ export interface RenderInput {
   image?: string;
   deny: readonly string[];
   foreignRanges: readonly string[];
+  /** The tenant's host uid/gid range, rendered as `paddock.userns` (absent: the daemon claims one). */
+  userns?: UidRange;
 }
 
 /**
@@ -225,6 +228,7 @@ export function renderTenantConfig(template: TenantTemplate, input: RenderInput)
     deny: [...input.deny],
     foreign_ranges: [...input.foreignRanges],
     ...(Object.keys(warmPool).length > 0 ? { warm_pool: warmPool } : {}),
+    ...(input.userns !== undefined ? { userns: { uid_start: input.userns.uidStart, size: input.userns.size } } : {}),
   };
   const text = `# Rendered by the Paddock supervisor from template "${template.name}" for tenant ${input.tenantId}.\n# Do not edit: it is re-rendered on tenant changes.\n` + stringify(tree, { lineWidth: 0 });
   const config = parseTenantConfig(parseYamlSafe(text, `tenant ${input.tenantId} config`), `tenant ${input.tenantId} config`, { baseDir: input.stateDir, env: {} });
