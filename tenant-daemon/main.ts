@@ -30,6 +30,7 @@ import { createAgentPort } from "./vm/agent-port.js";
 import { createAgentRouter } from "./agent-client/agent-router.js";
 import { SecretStore } from "./secrets/secret-store.js";
 import { VmService } from "./vm/vm-service.js";
+import { VmNamespaces } from "./runtime/vm-namespaces.js";
 import type { DaemonState } from "./vm/vm-types.js";
 
 /** A running daemon, for tests and the CLI. */
@@ -69,6 +70,24 @@ async function loadAuthToken(config: TenantConfig): Promise<string | undefined> 
 }
 
 /** What {@link buildServices} returns. */
+/**
+ * Check that every ancestor of `dir` lets other users traverse it (mode o+x): the VMs' roots
+ * are unprivileged host uids (user namespaces) and runc resolves their rootfs path as them.
+ * @throws PaddockError ERR_CONFIG_INVALID naming the directory and the fix.
+ */
+async function assertTraversable(dir: string): Promise<void> {
+  let d = path.resolve(dir);
+  for (;;) {
+    const st = await fs.stat(d);
+    if ((st.mode & 0o001) === 0) {
+      throw new PaddockError("ERR_CONFIG_INVALID", `run dir ${dir}: ${d} is not traversable by other users (mode ${(st.mode & 0o777).toString(8)}); VMs run as unprivileged host users and must reach their rootfs below it: \`chmod o+x ${d}\` or choose another run dir`);
+    }
+    const parent = path.dirname(d);
+    if (parent === d) return;
+    d = parent;
+  }
+}
+
 type Services = Awaited<ReturnType<typeof buildServices>>;
 
 /**
@@ -82,6 +101,7 @@ async function stopServices(s: Services, config: TenantConfig, logger: Logger): 
   const survivors = s.vms.list({ kind: "none" }).filter((n) => n.status !== "Stopped").length;
   if (survivors === 0) {
     await s.network.stop();
+    await s.storage.releaseLower();
     await s.runtime.pruneCgroups?.(`/paddock/${config.paddock.tenantId}`);
   } else logger.info("keeping the network of VMs that outlive the daemon", { survivors });
 }
@@ -93,13 +113,22 @@ async function stopServices(s: Services, config: TenantConfig, logger: Logger): 
 async function buildServices(config: TenantConfig, logger: Logger, metrics: DaemonMetrics, purpose: "serve" | "purge" = "serve", uidRange?: UidRange) {
   const p = config.paddock;
   await fs.mkdir(p.stateDir, { recursive: true, mode: 0o700 });
-  await fs.mkdir(p.runDir, { recursive: true, mode: 0o700 });
+  // VMs' roots are unprivileged host uids that must reach their rootfs under the run dir while
+  // the runtime sets it up: traversable, not listable (0711), and so must its parents be.
+  await fs.mkdir(p.runDir, { recursive: true, mode: 0o711 });
+  await fs.chmod(p.runDir, 0o711);
+  if (purpose === "serve") await assertTraversable(p.runDir);
   const imageRootfs = purpose === "serve"
     ? await resolveImage(p.imageDir, config.image)
     : await resolveImage(p.imageDir, config.image).catch(() => path.join(p.imageDir, config.image, "rootfs"));
   const runtime = await createOciDriver({ preference: p.runtime, logger });
-  const storage = createVmStorage({ stateDir: p.stateDir, runDir: p.runDir, imageRootfs, logger });
-  const network = createTenantNetwork({ config, logger, stateDir: p.stateDir });
+  const storage = createVmStorage({ stateDir: p.stateDir, runDir: p.runDir, imageRootfs, logger, uidRange });
+  // A purge only removes namespace pins; it needs no range.
+  const namespaces = new VmNamespaces(p.runDir, uidRange ?? { uidStart: 1, size: 1 }, logger);
+  const network = createTenantNetwork({
+    config, logger, stateDir: p.stateDir,
+    ...(uidRange !== undefined ? { makeNetns: (hostname: string, netnsName: string) => namespaces.create(hostname, netnsName) } : {}),
+  });
   const secrets = new SecretStore(path.join(p.stateDir, "secrets"));
   const agent = createAgentPort({ secrets, logger });
   const store = new JsonStateStore<DaemonState>({
@@ -109,7 +138,7 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
     validate: (v) => (typeof (v as DaemonState).vms === "object" && typeof (v as DaemonState).counters === "object" ? undefined : "missing vms or counters"),
   });
   const vms = new VmService({
-    config, store, runtime, storage, network, agent, logger,
+    config, store, runtime, storage, network, agent, namespaces, logger,
     onEvent: (event, group) => {
       if (event === "launch") metrics.launch(group, "ok");
       if (event === "launch_failed") metrics.launch(group, "error");
@@ -197,6 +226,7 @@ export async function purgeTenant(configPath: string, options: { logger?: Logger
     const s = await buildServices(config, logger, new DaemonMetrics(), "purge");
     await s.vms.purge();
     await s.network.stop();
+    await s.storage.releaseLower();
     await s.runtime.pruneCgroups?.(`/paddock/${config.paddock.tenantId}`);
     if (config.api.kind === "unix") await fs.rm(config.api.socketPath, { force: true });
     await releaseUidRange({ tenantId: config.paddock.tenantId, stateDir: config.paddock.stateDir });

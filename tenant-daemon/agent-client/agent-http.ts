@@ -7,16 +7,22 @@ import { PaddockError } from "../../shared/errors.js";
 import type { GuestStats } from "../agent/guest-stats.js";
 import type { SecretStore } from "../secrets/secret-store.js";
 import type { AgentHealth } from "../agent/agent-app.js";
+import { answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
+
+/** Largest JSON answer read from an agent, bytes (health, stats, secrets sync). */
+const MAX_AGENT_JSON_BYTES = 1 << 20;
 
 /** Agent health (spec §2.4); durations in integer nanoseconds. The agent's own wire type. */
 export type AgentHealthInfo = AgentHealth;
 
 /**
- * One JSON request to the agent, bounded by `timeoutMs`.
+ * One JSON request to the agent, bounded by `timeoutMs` and {@link MAX_AGENT_JSON_BYTES}.
  * @throws PaddockError ERR_VM_AGENT_UNAVAILABLE (503) when the agent does not answer in time,
- *   is not listening, or answers non-2xx / non-JSON.
+ *   is not listening, answers without the VM's proof (agent-endpoint.ts), too much, or
+ *   non-2xx / non-JSON.
  */
-export function agentJsonRequest(socketPath: string, method: string, path: string, body: unknown, timeoutMs: number): Promise<unknown> {
+export function agentJsonRequest(endpoint: AgentEndpoint, method: string, path: string, body: unknown, timeoutMs: number): Promise<unknown> {
+  const { socketPath } = endpoint;
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const req = http.request(
@@ -27,8 +33,24 @@ export function agentJsonRequest(socketPath: string, method: string, path: strin
         headers: payload ? { "Content-Type": "application/json", "Content-Length": payload.length } : {},
       },
       (res) => {
+        if (!answerIsFromAgent(endpoint, res.headers)) {
+          clearTimeout(timer);
+          req.destroy();
+          reject(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent ${method} ${path}: the answer on ${endpoint.hostname}'s agent channel did not come from its agent (missing or wrong proof)`));
+          return;
+        }
         const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
+        let total = 0;
+        res.on("data", (c: Buffer) => {
+          total += c.length;
+          if (total > MAX_AGENT_JSON_BYTES) {
+            clearTimeout(timer);
+            req.destroy();
+            reject(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent ${method} ${path} answered more than ${MAX_AGENT_JSON_BYTES} bytes`));
+            return;
+          }
+          chunks.push(c);
+        });
         res.on("error", (err) => reject(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent ${method} ${path}: ${err.message}`, { cause: err })));
         res.on("end", () => {
           clearTimeout(timer);
@@ -58,11 +80,11 @@ export function agentJsonRequest(socketPath: string, method: string, path: strin
 }
 
 /**
- * `GET /v1/health` of the agent listening on `socketPath`.
+ * `GET /v1/health` of `endpoint`'s agent.
  * @throws PaddockError ERR_VM_AGENT_UNAVAILABLE when unreachable, slow (> `timeoutMs`) or malformed.
  */
-export async function agentHealth(socketPath: string, timeoutMs: number): Promise<AgentHealthInfo> {
-  const body = await agentJsonRequest(socketPath, "GET", "/v1/health", undefined, timeoutMs);
+export async function agentHealth(endpoint: AgentEndpoint, timeoutMs: number): Promise<AgentHealthInfo> {
+  const body = await agentJsonRequest(endpoint, "GET", "/v1/health", undefined, timeoutMs);
   const h = body as Partial<AgentHealthInfo>;
   if (typeof h !== "object" || h === null || typeof h.agent_uptime !== "number" || typeof h.userdata_ran !== "boolean") {
     throw new PaddockError("ERR_VM_AGENT_UNAVAILABLE", "guest agent health answer is missing agent_uptime/userdata_ran");
@@ -78,7 +100,7 @@ export async function agentHealth(socketPath: string, timeoutMs: number): Promis
  * @throws PaddockError ERR_VM_AGENT_UNAVAILABLE when the agent refuses or is unreachable.
  */
 export async function syncSecretsToAgent(
-  socketPath: string,
+  endpoint: AgentEndpoint,
   secrets: SecretStore,
   allowedNames: readonly string[] | undefined,
   timeoutMs = 30_000,
@@ -87,7 +109,7 @@ export async function syncSecretsToAgent(
   const body = {
     secrets: list.map((s) => ({ name: s.info.name, data: s.data.toString("base64"), permissions: s.info.permissions, uid: s.info.uid, gid: s.info.gid })),
   };
-  const res = (await agentJsonRequest(socketPath, "POST", "/v1/secrets/sync", body, timeoutMs)) as { synced?: unknown };
+  const res = (await agentJsonRequest(endpoint, "POST", "/v1/secrets/sync", body, timeoutMs)) as { synced?: unknown };
   return Array.isArray(res.synced) ? res.synced.filter((n): n is string => typeof n === "string") : [];
 }
 
@@ -95,8 +117,8 @@ export async function syncSecretsToAgent(
  * `GET /v1/stats` of the agent: guest-side counters for NodeStat snapshots (spec §2.4).
  * @throws PaddockError ERR_VM_AGENT_UNAVAILABLE when unreachable, slow (> `timeoutMs`) or malformed.
  */
-export async function agentStats(socketPath: string, timeoutMs: number): Promise<GuestStats> {
-  const body = (await agentJsonRequest(socketPath, "GET", "/v1/stats", undefined, timeoutMs)) as Partial<GuestStats>;
+export async function agentStats(endpoint: AgentEndpoint, timeoutMs: number): Promise<GuestStats> {
+  const body = (await agentJsonRequest(endpoint, "GET", "/v1/stats", undefined, timeoutMs)) as Partial<GuestStats>;
   if (typeof body !== "object" || body === null || typeof body.uptimeSeconds !== "number" || typeof body.openFiles !== "number") {
     throw new PaddockError("ERR_VM_AGENT_UNAVAILABLE", "guest agent stats answer is missing uptimeSeconds/openFiles");
   }

@@ -12,14 +12,15 @@ import express, { type Request, type Response, type NextFunction, type Router } 
 import { PaddockError, errorResponse, errnoCode } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { SecretStore } from "../secrets/secret-store.js";
+import { AGENT_PROOF_HEADER, answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
 
 /** What the router needs from the composition root. */
 export interface AgentRouterDeps {
   /**
-   * The agent socket of a running VM.
+   * The agent of a running VM.
    * @throws PaddockError ERR_VM_NOT_FOUND (404), ERR_VM_PAUSED (409), ERR_VM_NOT_RUNNING (409).
    */
-  resolveAgent(hostname: string): { socketPath: string };
+  resolveAgent(hostname: string): AgentEndpoint;
   secrets: SecretStore;
   logger: Logger;
 }
@@ -43,7 +44,7 @@ const DROP_REQUEST_HEADERS = new Set([
   "host", "connection", "keep-alive", "proxy-connection", "upgrade", "te", "trailer",
   "authorization", "proxy-authorization", "cookie", "x-forwarded-for", "x-real-ip", "forwarded",
 ]);
-const DROP_RESPONSE_HEADERS = new Set(["connection", "keep-alive", "transfer-encoding", "date"]);
+const DROP_RESPONSE_HEADERS = new Set(["connection", "keep-alive", "transfer-encoding", "date", AGENT_PROOF_HEADER]);
 
 function sendError(res: Response, err: unknown, logger: Logger): void {
   if (!(err instanceof PaddockError) || !err.isClientError) logger.error("agent endpoint failed", { err });
@@ -56,11 +57,13 @@ function sendError(res: Response, err: unknown, logger: Logger): void {
 }
 
 /**
- * Forward `req` to the agent at `socketPath` as `/v1<sub><query>`, streaming both ways.
+ * Forward `req` to `endpoint`'s agent as `/v1<sub><query>`, streaming both ways.
  * Agent errors arrive already in the Slicer error shape and are passed through; an
- * unreachable agent becomes 503 `ERR_VM_AGENT_UNAVAILABLE`.
+ * unreachable agent, or an answer without the VM's proof (agent-endpoint.ts), becomes 503
+ * `ERR_VM_AGENT_UNAVAILABLE`.
  */
-function forward(req: Request, res: Response, socketPath: string, hostname: string, sub: string, logger: Logger): void {
+function forward(req: Request, res: Response, endpoint: AgentEndpoint, sub: string, logger: Logger): void {
+  const { socketPath, hostname } = endpoint;
   const qIndex = req.originalUrl.indexOf("?");
   const search = qIndex === -1 ? "" : req.originalUrl.slice(qIndex);
   const headers: http.OutgoingHttpHeaders = {};
@@ -71,6 +74,11 @@ function forward(req: Request, res: Response, socketPath: string, hostname: stri
 
   upstream.on("response", (ur) => {
     responded = true;
+    if (!answerIsFromAgent(endpoint, ur.headers)) {
+      upstream.destroy();
+      sendError(res, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `the answer on ${hostname}'s agent channel did not come from its agent (missing or wrong proof); refused`), logger);
+      return;
+    }
     const out: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(ur.headers)) if (v !== undefined && !DROP_RESPONSE_HEADERS.has(k)) out[k] = v;
     res.writeHead(ur.statusCode ?? 502, out);
@@ -167,8 +175,7 @@ export function createAgentRouter(deps: AgentRouterDeps): Router {
     let hostname: string;
     try {
       hostname = decodeURIComponent(m[1] as string);
-      const { socketPath } = deps.resolveAgent(hostname);
-      forward(req, res, socketPath, hostname, sub, log);
+      forward(req, res, deps.resolveAgent(hostname), sub, log);
     } catch (err) {
       req.resume();
       sendError(res, err, log);

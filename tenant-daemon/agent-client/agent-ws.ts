@@ -23,14 +23,15 @@ import type { Logger } from "../../shared/logger.js";
 import { parseUpstream } from "../agent/forward.js";
 import { FrameDecoder, FrameType, isWholeFrame } from "../agent/shell-frames.js";
 import { AGENT_UPGRADE_PROTOCOL, writeHttpError } from "../agent/upgrade-util.js";
+import { answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
 
 /** What the upgrade handler needs from the composition root. */
 export interface AgentUpgradeDeps {
   /**
-   * The agent socket of a running VM.
+   * The agent of a running VM.
    * @throws PaddockError ERR_VM_NOT_FOUND (404), ERR_VM_PAUSED (409), ERR_VM_NOT_RUNNING (409).
    */
-  resolveAgent(hostname: string): { socketPath: string };
+  resolveAgent(hostname: string): AgentEndpoint;
   /** Bearer token when the API requires auth (TCP), else undefined (spec §1.2). */
   authToken: string | undefined;
   logger: Logger;
@@ -88,17 +89,17 @@ export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeH
       } else {
         agentPath = `/v1/shell${url.search}`;
       }
-      const { socketPath } = deps.resolveAgent(hostname);
-      openAgent(req, socket, head, socketPath, hostname, kind, agentPath);
+      openAgent(req, socket, head, deps.resolveAgent(hostname), kind, agentPath);
     } catch (err) {
       if (!(err instanceof PaddockError) || !err.isClientError) log.error("upgrade failed", { err });
       rejectClient(socket, err, err instanceof PaddockError && err.code === "ERR_METHOD_NOT_ALLOWED" ? { Allow: "GET" } : {});
     }
   };
 
-  const openAgent = (req: http.IncomingMessage, socket: Duplex, head: Buffer, socketPath: string, hostname: string, kind: "shell" | "forward", agentPath: string): void => {
+  const openAgent = (req: http.IncomingMessage, socket: Duplex, head: Buffer, endpoint: AgentEndpoint, kind: "shell" | "forward", agentPath: string): void => {
+    const { hostname } = endpoint;
     const areq = http.request({
-      socketPath, method: "GET", path: agentPath,
+      socketPath: endpoint.socketPath, method: "GET", path: agentPath,
       headers: { host: "agent", connection: "Upgrade", upgrade: AGENT_UPGRADE_PROTOCOL },
     });
     let settled = false;
@@ -106,10 +107,16 @@ export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeH
       if (!settled) areq.destroy();
     };
     socket.once("close", onClientGone);
-    areq.on("upgrade", (_res, agentSocket: Duplex, agentHead: Buffer) => {
+    areq.on("upgrade", (ares, agentSocket: Duplex, agentHead: Buffer) => {
       settled = true;
       socket.off("close", onClientGone);
       agentSocket.on("error", () => undefined);
+      if (!answerIsFromAgent(endpoint, ares.headers)) {
+        agentSocket.destroy();
+        log.warn("agent upgrade answer without the VM's proof; refused", { hostname, kind });
+        rejectClient(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `the answer on ${hostname}'s agent channel did not come from its agent (missing or wrong proof); refused`));
+        return;
+      }
       if (socket.destroyed) {
         agentSocket.destroy();
         return;
@@ -130,6 +137,11 @@ export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeH
       // The agent refused before upgrading: relay its (small, JSON) error.
       settled = true;
       socket.off("close", onClientGone);
+      if (!answerIsFromAgent(endpoint, res.headers)) {
+        res.destroy();
+        rejectClient(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `the answer on ${hostname}'s agent channel did not come from its agent (missing or wrong proof); refused`));
+        return;
+      }
       const chunks: Buffer[] = [];
       let total = 0;
       res.on("data", (c: Buffer) => {

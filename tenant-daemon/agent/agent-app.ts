@@ -8,7 +8,7 @@ import type { Duplex } from "node:stream";
 import { networkInterfaces } from "node:os";
 import { readFileSync } from "node:fs";
 import { PaddockError } from "../../shared/errors.js";
-import type { AgentBootConfig } from "./boot.js";
+import { AGENT_PROOF_HEADER, type AgentBootConfig } from "./boot.js";
 import { CopyHandler } from "./cp.js";
 import { BackgroundExecs } from "./exec-background.js";
 import { handleForegroundExec } from "./exec-foreground.js";
@@ -75,8 +75,10 @@ export function createAgentApp(deps: AgentAppDeps): AgentApp {
   const bg = new BackgroundExecs(deps.users);
   const cp = new CopyHandler(deps.users);
   const fs = new FsHandler(deps.users);
-  const shells = new ShellSessions(deps.users);
-  const forwards = new Forwards();
+  // Every answer carries the per-boot proof, so the daemon can tell it comes from this VM's agent.
+  const proofHeaders: Record<string, string> = deps.boot.agent_proof === "" ? {} : { [AGENT_PROOF_HEADER]: deps.boot.agent_proof };
+  const shells = new ShellSessions(deps.users, proofHeaders);
+  const forwards = new Forwards(proofHeaders);
 
   const health = (): AgentHealth => {
     const ud = deps.userdata();
@@ -144,6 +146,7 @@ export function createAgentApp(deps: AgentAppDeps): AgentApp {
   };
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
+    for (const [k, v] of Object.entries(proofHeaders)) res.setHeader(k, v);
     const url = new URL(req.url ?? "/", "http://agent");
     if (!url.pathname.startsWith("/v1/")) {
       sendError(res, new PaddockError("ERR_NOT_FOUND", `no agent route ${url.pathname}`));
@@ -176,7 +179,7 @@ export function createAgentApp(deps: AgentAppDeps): AgentApp {
       if (!(err instanceof PaddockError) || !err.isClientError) {
         process.stderr.write(`paddock-agent: upgrade ${req.url}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
       }
-      rejectUpgrade(socket, err);
+      rejectUpgrade(socket, err, proofHeaders);
     });
   };
 

@@ -1,16 +1,21 @@
 /**
  * `boot.json`: what the daemon tells the guest agent before the VM starts. Written by the
- * daemon into the host side of the agent directory (`<runDir>/vms/<hostname>/boot.json`),
- * read by the agent at `/run/paddock-agent/boot.json` (brief, issue 3).
+ * daemon into a host-only directory (`<runDir>/vms/<hostname>/boot/boot.json`, owned by the
+ * VM's root, mode 0600) that is bound read-only into the guest at `/run/paddock-agent`.
  *
  * Format (snake_case, JSON):
  * ```json
  * {"hostname":"sbox-1","userdata":"#!/bin/sh\n…"|null,
  *  "default_user":{"name":"slicer","uid":1000,"gid":1000,"home":"/home/slicer"}|null,
- *  "secrets_dir":"/run/slicer/secrets","agent_version":"0.1.0"}
+ *  "secrets_dir":"/run/slicer/secrets","agent_version":"0.1.0",
+ *  "resolv_conf":"nameserver …\n"|null,"agent_proof":"<64 hex>"}
  * ```
+ * `resolv_conf` is written by the agent to the guest's /etc/resolv.conf (with /etc/hostname)
+ * from inside the VM. `agent_proof` is a per-boot secret the agent sends back in
+ * {@link AGENT_PROOF_HEADER} on every answer, so the daemon can check that an answer comes from
+ * this VM's agent (tenant-daemon/agent-client/agent-endpoint.ts).
  */
-import { readFileSync, writeFileSync, renameSync, openSync, fsyncSync, closeSync } from "node:fs";
+import { readFileSync, renameSync, openSync, fsyncSync, closeSync, fchownSync, rmSync, writeSync } from "node:fs";
 import path from "node:path";
 
 /** The default non-root account as the daemon knows it (null ⇒ agent looks up uid 1000, else root). */
@@ -30,7 +35,14 @@ export interface AgentBootConfig {
   /** Guest directory secrets are written to (spec §3.8), normally `/run/slicer/secrets`. */
   secrets_dir: string;
   agent_version: string;
+  /** Content of the guest's /etc/resolv.conf, or null to leave the image's. */
+  resolv_conf: string | null;
+  /** Per-boot secret echoed in {@link AGENT_PROOF_HEADER}; "" ⇒ no header (host-process tests). */
+  agent_proof: string;
 }
+
+/** Response header carrying {@link AgentBootConfig.agent_proof} on every agent answer (101 included). */
+export const AGENT_PROOF_HEADER = "x-paddock-agent-proof";
 
 /** The file name inside the agent directory. */
 export const BOOT_FILE_NAME = "boot.json";
@@ -51,7 +63,7 @@ function isRecord(v: unknown): v is Record<string, unknown> {
  */
 export function parseBootConfig(value: unknown): AgentBootConfig {
   if (!isRecord(value)) throw new Error("boot.json: expected a JSON object");
-  const { hostname, userdata, default_user: du, secrets_dir: sd, agent_version: av } = value;
+  const { hostname, userdata, default_user: du, secrets_dir: sd, agent_version: av, resolv_conf: rc, agent_proof: proof } = value;
   if (typeof hostname !== "string" || hostname === "") throw new Error("boot.json: hostname must be a non-empty string");
   if (userdata !== null && userdata !== undefined && typeof userdata !== "string") throw new Error("boot.json: userdata must be a string or null");
   let defaultUser: BootDefaultUser | null = null;
@@ -64,12 +76,16 @@ export function parseBootConfig(value: unknown): AgentBootConfig {
     defaultUser = { name, uid: uid as number, gid: gid as number, home };
   }
   if (sd !== undefined && (typeof sd !== "string" || !sd.startsWith("/"))) throw new Error("boot.json: secrets_dir must be an absolute path");
+  if (rc !== undefined && rc !== null && typeof rc !== "string") throw new Error("boot.json: resolv_conf must be a string or null");
+  if (proof !== undefined && (typeof proof !== "string" || !/^[0-9a-f]*$/.test(proof))) throw new Error("boot.json: agent_proof must be a hex string");
   return {
     hostname,
     userdata: typeof userdata === "string" && userdata !== "" ? userdata : null,
     default_user: defaultUser,
     secrets_dir: typeof sd === "string" ? sd : DEFAULT_SECRETS_DIR,
     agent_version: typeof av === "string" && av !== "" ? av : "0.0.0",
+    resolv_conf: typeof rc === "string" ? rc : null,
+    agent_proof: typeof proof === "string" ? proof : "",
   };
 }
 
@@ -83,17 +99,21 @@ export function readBootConfig(agentDir: string): AgentBootConfig {
 }
 
 /**
- * Write `<agentDir>/boot.json` atomically, mode 0600 (daemon side, before the VM starts;
- * the agent runs as root in the guest). `agentDir` must exist.
+ * Write `<bootDir>/boot.json` (daemon side, before the VM starts): a fresh file, mode 0600,
+ * owned by `owner` (the VM's root on the host, so the guest's root can read it through the
+ * read-only bind and nobody else in the guest can), fsynced and renamed into place. `bootDir`
+ * must exist and be host-only.
  * @throws Error from the filesystem or when `config` is invalid.
  */
-export function writeAgentBootConfig(agentDir: string, config: AgentBootConfig): void {
+export function writeAgentBootConfig(bootDir: string, config: AgentBootConfig, owner?: { uid: number; gid: number }): void {
   const checked = parseBootConfig(config);
-  const file = path.join(agentDir, BOOT_FILE_NAME);
+  const file = path.join(bootDir, BOOT_FILE_NAME);
   const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(checked) + "\n", { mode: 0o600 });
-  const fd = openSync(tmp, "r");
+  rmSync(tmp, { force: true });
+  const fd = openSync(tmp, "wx", 0o600);
   try {
+    writeSync(fd, JSON.stringify(checked) + "\n");
+    if (owner !== undefined) fchownSync(fd, owner.uid, owner.gid);
     fsyncSync(fd);
   } finally {
     closeSync(fd);

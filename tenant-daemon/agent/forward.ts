@@ -37,9 +37,12 @@ export function parseUpstream(raw: string | null | undefined): ForwardTarget {
 export class Forwards {
   private readonly live = new Set<net.Socket>();
 
+  /** `proofHeaders`: headers of every 101 answer (tenant-daemon/agent/boot.ts AGENT_PROOF_HEADER). */
+  constructor(private readonly proofHeaders: Readonly<Record<string, string>> = {}) {}
+
   /** Answer 101 on `socket` and splice it to a fresh connection to `target`. */
   open(target: ForwardTarget, socket: Duplex, head: Buffer): void {
-    acceptUpgrade(socket);
+    acceptUpgrade(socket, this.proofHeaders);
     const upstream = target.kind === "unix" ? net.connect(target.path) : net.connect({ host: target.host, port: target.port });
     this.live.add(upstream);
     if (head.length > 0) upstream.write(head);

@@ -1,17 +1,22 @@
 /**
  * Guest agent entry point (composition root). Runs as PID 2 under tini inside every VM:
  *
- * 1. read `$PADDOCK_AGENT_DIR/boot.json` (default dir `/run/paddock-agent`);
- * 2. listen on `$PADDOCK_AGENT_DIR/agent.sock` (HTTP, routes under `/v1`);
- * 3. run userdata once (guard `/etc/slicer/userdata-ran`, overridable with
- *    `PADDOCK_AGENT_USERDATA_GUARD` for host-process tests).
+ * 1. read `$PADDOCK_AGENT_DIR/boot.json` (default dir `/run/paddock-agent`, read-only);
+ * 2. in a VM (`PADDOCK_AGENT_ETC` set): write the guest's /etc/hostname and /etc/resolv.conf
+ *    from it, from inside the guest, so the host never writes into the guest's tree;
+ * 3. accept on the listener inherited as fd `$PADDOCK_AGENT_FD` (HTTP, routes under `/v1`), or
+ *    without it (host-process tests) listen on `$PADDOCK_AGENT_DIR/agent.sock`;
+ * 4. run userdata once (guard `/etc/slicer/userdata-ran`, overridable with
+ *    `PADDOCK_AGENT_USERDATA_GUARD` for host-process tests), its script in
+ *    `$PADDOCK_AGENT_WORK_DIR` (default: the agent dir).
  *
  * Imports are limited to node builtins and shared/ to keep the resident size small.
  */
+import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { AGENT_SOCKET_NAME, readBootConfig } from "./boot.js";
+import { AGENT_SOCKET_NAME, readBootConfig, type AgentBootConfig } from "./boot.js";
 import { createAgentApp } from "./agent-app.js";
-import { listenUnix } from "./unix-transport.js";
+import { listenInherited, listenUnix } from "./unix-transport.js";
 import { runUserdataOnce, type UserdataState } from "./userdata.js";
 import { UserDirectory } from "./users.js";
 
@@ -25,9 +30,14 @@ async function main(): Promise<void> {
   );
   let userdata: UserdataState = { ran: boot.userdata === null, exitCode: undefined };
   const app = createAgentApp({ boot, users, userdata: () => userdata, startedAtNs });
+  const etcDir = process.env.PADDOCK_AGENT_ETC;
+  if (etcDir !== undefined && etcDir !== "") writeGuestIdentity(etcDir, boot);
+  const inheritedFd = process.env.PADDOCK_AGENT_FD;
   const socketPath = path.join(agentDir, AGENT_SOCKET_NAME);
-  const server = await listenUnix(socketPath, app.handle, app.upgrade);
-  process.stdout.write(`paddock-agent ${boot.agent_version}: listening on ${socketPath}\n`);
+  const server = inheritedFd !== undefined && inheritedFd !== ""
+    ? await listenInherited(Number.parseInt(inheritedFd, 10), app.handle, app.upgrade)
+    : await listenUnix(socketPath, app.handle, app.upgrade);
+  process.stdout.write(`paddock-agent ${boot.agent_version}: listening on ${inheritedFd ? `inherited fd ${inheritedFd}` : socketPath}\n`);
 
   const stop = (signal: string): void => {
     process.stdout.write(`paddock-agent: ${signal}, shutting down\n`);
@@ -41,12 +51,30 @@ async function main(): Promise<void> {
   await runUserdataOnce({
     script: boot.userdata,
     guardPath: process.env.PADDOCK_AGENT_USERDATA_GUARD ?? "/etc/slicer/userdata-ran",
-    workDir: agentDir,
+    workDir: ensureDir(process.env.PADDOCK_AGENT_WORK_DIR || agentDir),
     targetUser: users.defaultUser().name,
     onState: (s) => {
       userdata = s;
     },
   });
+}
+
+/** Write /etc/hostname (and /etc/resolv.conf when the boot config has one) under `etcDir`. */
+function writeGuestIdentity(etcDir: string, boot: AgentBootConfig): void {
+  try {
+    mkdirSync(etcDir, { recursive: true, mode: 0o755 });
+    writeFileSync(path.join(etcDir, "hostname"), `${boot.hostname}\n`, { mode: 0o644 });
+    if (boot.resolv_conf !== null) writeFileSync(path.join(etcDir, "resolv.conf"), boot.resolv_conf, { mode: 0o644 });
+  } catch (err) {
+    // The guest's root may have made /etc read-only or odd: the agent still serves.
+    process.stderr.write(`paddock-agent: writing ${etcDir}/hostname or resolv.conf failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  }
+}
+
+/** Make `dir` (0700) and return it. */
+function ensureDir(dir: string): string {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return dir;
 }
 
 main().catch((err: unknown) => {

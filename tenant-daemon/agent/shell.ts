@@ -95,7 +95,8 @@ async function loadPty(): Promise<PtyModule> {
 export class ShellSessions {
   private readonly live = new Set<IPty>();
 
-  constructor(private readonly users: UserDirectory) {}
+  /** `proofHeaders`: headers of every 101 answer (tenant-daemon/agent/boot.ts AGENT_PROOF_HEADER). */
+  constructor(private readonly users: UserDirectory, private readonly proofHeaders: Readonly<Record<string, string>> = {}) {}
 
   /**
    * Validate, spawn the shell on a new PTY, answer 101 and run the session on `socket`.
@@ -115,7 +116,7 @@ export class ShellSessions {
       throw new PaddockError("ERR_EXEC_FAILED", `cannot start ${spec.file} on a PTY: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
     this.live.add(term);
-    acceptUpgrade(socket);
+    acceptUpgrade(socket, this.proofHeaders);
     runSession(term, socket, head, () => this.live.delete(term));
   }
 

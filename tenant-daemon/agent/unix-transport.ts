@@ -1,6 +1,8 @@
 /**
- * Serve the agent app over HTTP on a Unix socket (the runc driver's transport; a
- * Firecracker guest will feed vsock connections to the same handler).
+ * Serve the agent app over HTTP: on a listening socket inherited from the host (in a VM: the
+ * listener tenant-daemon/runtime/native/paddock-nsutil.c binds in a host-only directory and the
+ * runtime passes as fd 3), or on a Unix socket path (host-process tests). A microVM guest would
+ * feed vsock connections to the same handler.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { chmodSync, rmSync } from "node:fs";
@@ -28,5 +30,29 @@ export async function listenUnix(
     });
   });
   chmodSync(socketPath, 0o600);
+  return server;
+}
+
+/**
+ * Accept on the listening socket inherited as file descriptor `fd` (see the file header). Node
+ * marks the descriptor close-on-exec once it owns it, so commands the agent runs never inherit
+ * the listener. Same handlers and timeouts as {@link listenUnix}.
+ * @throws Error when `fd` is not a listening socket.
+ */
+export async function listenInherited(
+  fd: number,
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+  upgrade?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void,
+): Promise<Server> {
+  const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 5_000 }, handler);
+  if (upgrade) server.on("upgrade", upgrade);
+  server.timeout = 0;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen({ fd }, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
   return server;
 }

@@ -11,19 +11,20 @@ import { errorResponse } from "../../shared/errors.js";
 /** The `Upgrade` token the daemon and agent use (not WebSocket: the daemon ends the WebSocket). */
 export const AGENT_UPGRADE_PROTOCOL = "paddock-stream";
 
-/** Answer `101 Switching Protocols` on a raw upgraded socket. */
-export function acceptUpgrade(socket: Duplex): void {
-  socket.write(`HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${AGENT_UPGRADE_PROTOCOL}\r\n\r\n`);
+/** Answer `101 Switching Protocols` on a raw upgraded socket, with `headers` (the agent's proof header). */
+export function acceptUpgrade(socket: Duplex, headers: Readonly<Record<string, string>> = {}): void {
+  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
+  socket.write(`HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${AGENT_UPGRADE_PROTOCOL}\r\n${extra}\r\n`);
 }
 
 /** Answer an error as a complete HTTP response on a socket that was not upgraded, then close it. */
-export function rejectUpgrade(socket: Duplex, err: unknown): void {
+export function rejectUpgrade(socket: Duplex, err: unknown, headers: Readonly<Record<string, string>> = {}): void {
   const { status, body } = errorResponse(err);
-  writeHttpError(socket, status, JSON.stringify(body));
+  writeHttpError(socket, status, JSON.stringify(body), headers);
 }
 
 /** Write `status` + JSON `text` as an HTTP/1.1 response and end the socket. */
-export function writeHttpError(socket: Duplex, status: number, text: string, extraHeaders: Record<string, string> = {}): void {
+export function writeHttpError(socket: Duplex, status: number, text: string, extraHeaders: Readonly<Record<string, string>> = {}): void {
   if (socket.destroyed) return;
   const extra = Object.entries(extraHeaders).map(([k, v]) => `${k}: ${v}\r\n`).join("");
   socket.end(

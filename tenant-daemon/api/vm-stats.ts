@@ -14,6 +14,7 @@
  * A stopped VM gets `snapshot: null` and an `error`; a paused VM (its agent is frozen) gets
  * the host-side figures and an `error` naming the missing guest ones.
  */
+import type { AgentEndpoint } from "../agent-client/agent-endpoint.js";
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { isPaddockError } from "../../shared/errors.js";
@@ -72,7 +73,7 @@ export interface VmStatsDeps {
   /** cgroup path of the VM relative to each hierarchy root, e.g. `/paddock/<tenant>/<hostname>`. */
   cgroupPath(hostname: string): string;
   /** The guest agent's `/v1/stats`. @throws when unreachable within `timeoutMs`. */
-  agentStats(socketPath: string, timeoutMs: number): Promise<GuestStats>;
+  agentStats(endpoint: AgentEndpoint, timeoutMs: number): Promise<GuestStats>;
   /** mountinfo text (default: /proc/self/mountinfo), for tests. */
   readMountinfo?: () => Promise<string>;
 }
@@ -214,7 +215,7 @@ export class VmStatsCollector {
     if (node.status === "Paused") problems.push("VM paused: guest counters (uptime, load, files, connections, network) unavailable");
     else {
       try {
-        guest = await this.deps.agentStats(this.deps.vms.resolveAgent(hostname).socketPath, 3000);
+        guest = await this.deps.agentStats(this.deps.vms.resolveAgent(hostname), 3000);
       } catch (err) {
         problems.push(`guest agent: ${err instanceof Error ? err.message : String(err)}`);
       }

@@ -25,6 +25,12 @@ export interface TenantNetworkOptions {
   logger: Logger;
   /** Tenant state directory; `network.json` there keeps derived ranges stable across restarts. */
   stateDir: string;
+  /**
+   * Makes a VM's network namespace at `/var/run/netns/<netnsName>` (the file must not exist);
+   * default `ip netns add`. The VM runtime passes one that makes the netns inside the VM's own
+   * user namespace (tenant-daemon/runtime/vm-namespaces.ts), so guest root owns its netns.
+   */
+  makeNetns?: (hostname: string, netnsName: string) => Promise<void>;
 }
 
 /** The describe/firewall view extends the interface with introspection used by tests and tools. */
@@ -86,7 +92,10 @@ class TenantNetworkImpl implements TenantNetworkService {
   private fwApplied = 0;
   private fwRunning: Promise<void> | undefined;
 
+  private readonly makeNetns: ((hostname: string, netnsName: string) => Promise<void>) | undefined;
+
   constructor(o: TenantNetworkOptions) {
+    this.makeNetns = o.makeNetns;
     this.cfg = o.config;
     this.tenant = o.config.paddock.tenantId;
     this.log = o.logger.child({ component: "network" });
@@ -305,8 +314,10 @@ class TenantNetworkImpl implements TenantNetworkService {
    * `ip` once per line (measured: about half the time).
    */
   private async createVmLinks(vm: VmLinks, g: GroupRuntime): Promise<void> {
+    const makeNetns = this.makeNetns;
+    if (makeNetns !== undefined) await makeNetns(vm.hostname, vm.netns);
     await host.ipBatch([
-      `netns add ${vm.netns}`,
+      ...(makeNetns === undefined ? [`netns add ${vm.netns}`] : []),
       `link add ${vm.veth} type veth peer name eth0 netns ${vm.netns}`,
       `link set dev ${vm.veth} alias ${linkAlias(this.tenant, `vm/${vm.hostname}`)}`,
       ...(vm.mode === "isolated" ? [`addr add ${formatIpv4(vm.gateway)}/30 dev ${vm.veth}`] : [`link set dev ${vm.veth} master ${g.bridge as string}`]),

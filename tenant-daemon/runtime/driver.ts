@@ -21,10 +21,27 @@ export interface VmRuntimeSpec {
   rootfsDir: string;
   /** Directory for the OCI bundle (config.json). */
   bundleDir: string;
-  /** Host directory bind-mounted read-write at {@link GUEST_AGENT_DIR} (agent socket, boot.json). */
-  agentDir: string;
+  /**
+   * Host directory bound read-only at {@link GUEST_AGENT_DIR}: what the agent reads at boot
+   * (boot.json), written and owned by the host, readable by the guest's root only.
+   */
+  bootDir: string;
+  /**
+   * Host path of the agent's channel: the driver binds a listening Unix socket here and hands
+   * the listener to the guest's init as fd {@link GUEST_AGENT_FD}; the agent accepts on it. The
+   * path lies in a host-only directory the guest never sees, so no guest can move or replace
+   * it, and only processes of this VM hold the listener.
+   */
+  agentSocketPath: string;
   /** Network namespace to join (`/var/run/netns/<name>`); undefined ⇒ a fresh one with loopback only. */
   netnsPath: string | undefined;
+  /**
+   * The VM's user namespace: a pinned namespace file to join (made with the netns by
+   * tenant-daemon/runtime/vm-namespaces.ts, which owns that netns) and its id mapping (guest id
+   * 0 = host id `uidStart`, `size` ids, the same for uids and gids). Undefined ⇒ a new user
+   * namespace with this mapping is created by the runtime.
+   */
+  userns: { path: string | undefined; uidStart: number; size: number };
   /** File that receives the guest's console (init, agent and userdata output). Appended to. */
   consoleLogPath: string;
   /** cgroup path relative to the hierarchy root, e.g. `/paddock/<tenant>/<hostname>`. */
@@ -41,8 +58,10 @@ export interface VmRuntimeSpec {
   seccomp?: "default" | "unconfined";
 }
 
-/** Where the agent directory appears inside the guest. */
+/** Where the (read-only) boot directory appears inside the guest. */
 export const GUEST_AGENT_DIR = "/run/paddock-agent";
+/** The file descriptor on which the guest's init (and so the agent) inherits the agent listener. */
+export const GUEST_AGENT_FD = 3;
 /** Where Paddock's read-only toolbox (node, tini, the agent bundle) appears inside the guest. */
 export const GUEST_TOOLBOX_DIR = "/.paddock";
 

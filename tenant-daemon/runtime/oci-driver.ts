@@ -7,7 +7,7 @@
  * Every command goes through shared/exec.ts `run()` with a timeout; failures become
  * PaddockError ERR_RUNTIME_FAILED carrying the runtime's stderr.
  */
-import { constants as fsConstants, promises as fs, existsSync, readFileSync, statSync } from "node:fs";
+import { constants as fsConstants, promises as fs, existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { PaddockError, errnoCode, isPaddockError } from "../../shared/errors.js";
@@ -16,7 +16,8 @@ import { silentLogger, type Logger } from "../../shared/logger.js";
 import { pidAlive, writeFileAtomic } from "../../shared/state-store.js";
 import { sleep } from "../../shared/time.js";
 import type { RuntimeDriver, RuntimeState, RuntimeStatus, VmRuntimeSpec } from "./driver.js";
-import { CPU_PERIOD_US, GUEST_AGENT_BUNDLE, GUEST_AGENT_ENTRY, GUEST_APP_DIR, renderOciSpec, type OciToolbox } from "./oci-spec.js";
+import { CPU_PERIOD_US, renderOciSpec, type OciToolbox } from "./oci-spec.js";
+import { listenPrefix } from "./nsutil.js";
 import { readMounts } from "../storage/vm-disk.js";
 import { loadSeccompProfile, type OciSeccomp } from "./seccomp.js";
 
@@ -115,28 +116,18 @@ export function findProjectRoot(startDir = path.dirname(fileURLToPath(import.met
 }
 
 /**
- * The default toolbox: this process's node, `/usr/bin/tini-static`, the project root.
- * @throws PaddockError ERR_RUNTIME_UNAVAILABLE when tini-static is missing (`apt-get install tini`).
+ * The default toolbox: this process's node, `/usr/bin/tini-static`, and `dist/toolbox` (the
+ * agent bundle and node-pty, made by `npm run build`).
+ * @throws PaddockError ERR_RUNTIME_UNAVAILABLE when tini-static or the built toolbox is missing.
  */
 export function defaultToolbox(): OciToolbox {
   const tiniPath = "/usr/bin/tini-static";
   if (!existsSync(tiniPath)) throw new PaddockError("ERR_RUNTIME_UNAVAILABLE", `${tiniPath} not found; install it with \`apt-get install tini\``);
-  const appDir = findProjectRoot();
-  return { nodePath: process.execPath, tiniPath, appDir, ...(agentBundleIsFresh(appDir) ? { agentEntry: GUEST_AGENT_BUNDLE } : {}) };
-}
-
-/**
- * True when `npm run build` made the one-file agent bundle and it is not older than the
- * compiled agent entry (a plain `tsc` run without the postbuild step leaves a stale bundle:
- * then the agent runs from the ESM modules).
- */
-export function agentBundleIsFresh(appDir: string): boolean {
-  const rel = (guestPath: string): string => path.join(appDir, path.relative(GUEST_APP_DIR, guestPath));
-  try {
-    return statSync(rel(GUEST_AGENT_BUNDLE)).mtimeMs >= statSync(rel(GUEST_AGENT_ENTRY)).mtimeMs;
-  } catch {
-    return false;
+  const appDir = path.join(findProjectRoot(), "dist", "toolbox");
+  if (!existsSync(path.join(appDir, "agent.cjs"))) {
+    throw new PaddockError("ERR_RUNTIME_UNAVAILABLE", `the guest toolbox ${appDir}/agent.cjs is missing; run \`npm run build\``);
   }
+  return { nodePath: process.execPath, tiniPath, appDir };
 }
 
 /** True when the kernel accounts swap per cgroup (v1 `memory.memsw.*`, or cgroup v2). */
@@ -254,24 +245,27 @@ export class OciDriver implements RuntimeDriver {
     await writeFileAtomic(path.join(spec.bundleDir, "config.json"), JSON.stringify(config, null, 2) + "\n", 0o600);
     const logPath = path.join(spec.bundleDir, `${this.name}.log`);
     await fs.rm(logPath, { force: true });
+    await prepareAgentSocket(spec.agentSocketPath);
     const consoleFile = await fs.open(spec.consoleLogPath, "a", 0o640);
     let result: RunResult;
     try {
       // Not through runtime(): stdio must be the console fd, never a pipe — the sandbox keeps
       // its stdio open for its whole life, so a pipe would never reach EOF.
-      result = await run(
-        this.binary,
-        ["--log", logPath, "--log-format", "json", "create", "--bundle", spec.bundleDir, "--pid-file", path.join(spec.bundleDir, "pid"), spec.id],
-        { cwd: spec.bundleDir, timeoutMs: CREATE_TIMEOUT_MS, allowFailure: true, stdin: "ignore", stdout: consoleFile.fd, stderr: consoleFile.fd },
-      );
+      const argv = [
+        ...listenPrefix(spec.agentSocketPath), this.binary,
+        "--log", logPath, "--log-format", "json", "create", "--preserve-fds", "1", "--bundle", spec.bundleDir, "--pid-file", path.join(spec.bundleDir, "pid"), spec.id,
+      ];
+      result = await run(argv[0] as string, argv.slice(1), { cwd: spec.bundleDir, timeoutMs: CREATE_TIMEOUT_MS, allowFailure: true, stdin: "ignore", stdout: consoleFile.fd, stderr: consoleFile.fd });
     } catch (err) {
+      await fs.rm(spec.agentSocketPath, { force: true }).catch(() => undefined);
       await this.destroy(spec.id).catch(() => undefined);
       throw new PaddockError("ERR_RUNTIME_FAILED", `${this.name} create ${spec.id}: ${(err as Error).message}`, { cause: err });
     } finally {
       await consoleFile.close();
     }
     if (result.exitCode !== 0) {
-      const log = await OciDriver.readRuntimeLog(logPath);
+      const log = (await OciDriver.readRuntimeLog(logPath)) || trimStderr(await readTail(spec.consoleLogPath));
+      await fs.rm(spec.agentSocketPath, { force: true }).catch(() => undefined);
       await this.destroy(spec.id).catch(() => undefined);
       throw new PaddockError("ERR_RUNTIME_FAILED", `${this.name} create ${spec.id} failed (exit ${result.exitCode}): ${log}`, {
         details: { command: `${this.binary} create ${spec.id}`, exitCode: result.exitCode, stderr: log },
@@ -303,23 +297,28 @@ export class OciDriver implements RuntimeDriver {
       fs.rm(logPath, { force: true }),
       fs.rm(pidFile, { force: true }),
       fs.mkdir(path.dirname(spec.consoleLogPath), { recursive: true, mode: 0o700 }),
+      prepareAgentSocket(spec.agentSocketPath),
     ]);
     const consoleFile = await fs.open(spec.consoleLogPath, "a", 0o640);
     let result: RunResult;
     try {
-      result = await run(
-        this.binary,
-        ["--log", logPath, "--log-format", "json", "run", "--detach", "--bundle", spec.bundleDir, "--pid-file", pidFile, spec.id],
-        { cwd: spec.bundleDir, timeoutMs: CREATE_TIMEOUT_MS, allowFailure: true, stdin: "ignore", stdout: consoleFile.fd, stderr: consoleFile.fd },
-      );
+      // paddock-nsutil binds the agent listener and execs runc with it as fd 3; `--preserve-fds 1`
+      // hands it to the sandbox's init (tenant-daemon/runtime/native/paddock-nsutil.c).
+      const argv = [
+        ...listenPrefix(spec.agentSocketPath), this.binary,
+        "--log", logPath, "--log-format", "json", "run", "--detach", "--preserve-fds", "1", "--bundle", spec.bundleDir, "--pid-file", pidFile, spec.id,
+      ];
+      result = await run(argv[0] as string, argv.slice(1), { cwd: spec.bundleDir, timeoutMs: CREATE_TIMEOUT_MS, allowFailure: true, stdin: "ignore", stdout: consoleFile.fd, stderr: consoleFile.fd });
     } catch (err) {
+      await fs.rm(spec.agentSocketPath, { force: true }).catch(() => undefined);
       await this.destroy(spec.id).catch(() => undefined);
       throw new PaddockError("ERR_RUNTIME_FAILED", `${this.name} run ${spec.id}: ${(err as Error).message}`, { cause: err });
     } finally {
       await consoleFile.close();
     }
     if (result.exitCode !== 0) {
-      const log = await OciDriver.readRuntimeLog(logPath);
+      const log = (await OciDriver.readRuntimeLog(logPath)) || trimStderr(await readTail(spec.consoleLogPath));
+      await fs.rm(spec.agentSocketPath, { force: true }).catch(() => undefined);
       await this.destroy(spec.id).catch(() => undefined);
       throw new PaddockError("ERR_RUNTIME_FAILED", `${this.name} run ${spec.id} failed (exit ${result.exitCode}): ${log}`, {
         details: { command: `${this.binary} run ${spec.id}`, exitCode: result.exitCode, stderr: log },
@@ -487,6 +486,22 @@ export class OciDriver implements RuntimeDriver {
       }
     }
     return trimStderr(msgs.join("\n"));
+  }
+}
+
+/** Remove a stale agent socket at `socketPath` and make its (host-only, 0700) directory. */
+async function prepareAgentSocket(socketPath: string): Promise<void> {
+  await fs.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o700 });
+  await fs.rm(socketPath, { force: true });
+}
+
+/** The last 4 KiB of a file (the console log: where paddock-nsutil reports), or "". */
+async function readTail(file: string): Promise<string> {
+  try {
+    const text = await fs.readFile(file, "utf8");
+    return text.slice(-4096);
+  } catch {
+    return "";
   }
 }
 

@@ -4,22 +4,25 @@
  * Based on the defaults of `runc spec` (runc 1.1.5: mounts, masked and read-only paths,
  * deny-all device rule to which runc adds its default allow list of /dev/null, zero, full,
  * tty, random, urandom, pts and ptmx), adapted to a long-lived "VM": writable root, tini as
- * PID 1, the Paddock toolbox bound read-only under {@link GUEST_TOOLBOX_DIR}, cgroup limits.
+ * PID 1, the Paddock toolbox bound read-only under {@link GUEST_TOOLBOX_DIR}, cgroup limits,
+ * and the sandbox boundary of docs/security.md: a user namespace (guest root is an unprivileged
+ * host uid), a cgroup namespace, no_new_privs, seccomp, masked /proc and /sys paths.
  * Spec: https://github.com/opencontainers/runtime-spec/blob/v1.0.2/config.md
  */
-import { GUEST_AGENT_DIR, GUEST_TOOLBOX_DIR, type VmRuntimeSpec } from "./driver.js";
+import { GUEST_AGENT_DIR, GUEST_AGENT_FD, GUEST_TOOLBOX_DIR, type VmRuntimeSpec } from "./driver.js";
 import type { OciSeccomp } from "./seccomp.js";
 
-/** Host paths bound read-only into every guest (the "toolbox"). */
+/** Host paths bound read-only into every guest (the "toolbox"). Nothing else of the host is. */
 export interface OciToolbox {
   /** Host node binary (`process.execPath`) → `/.paddock/bin/node`. Dynamically linked: the image needs glibc + libstdc++. */
   nodePath: string;
   /** Static tini (`/usr/bin/tini-static`) → `/.paddock/bin/tini`. */
   tiniPath: string;
-  /** Project root (package.json, dist/, node_modules/) → `/.paddock/app`. */
+  /**
+   * The built toolbox directory (`dist/toolbox`: the agent bundle `agent.cjs` and node-pty's
+   * runtime files, made by scripts/build-agent-bundle.ts) → `/.paddock/app`. Never the project tree.
+   */
   appDir: string;
-  /** Guest path of the agent's entry script; default {@link GUEST_AGENT_ENTRY} (see {@link GUEST_AGENT_BUNDLE}). */
-  agentEntry?: string;
 }
 
 /** Options of {@link renderOciSpec} that depend on the host rather than on the VM. */
@@ -39,10 +42,8 @@ export const CPU_PERIOD_US = 100_000;
 export const GUEST_NODE_PATH = `${GUEST_TOOLBOX_DIR}/bin/node`;
 export const GUEST_TINI_PATH = `${GUEST_TOOLBOX_DIR}/bin/tini`;
 export const GUEST_APP_DIR = `${GUEST_TOOLBOX_DIR}/app`;
-/** The guest agent's entry inside the guest (compiled tenant-daemon/agent/main.ts). */
-export const GUEST_AGENT_ENTRY = `${GUEST_APP_DIR}/dist/tenant-daemon/agent/main.js`;
-/** The same agent bundled into one CommonJS file by `npm run build` (scripts/build-agent-bundle.ts): starts faster. */
-export const GUEST_AGENT_BUNDLE = `${GUEST_APP_DIR}/dist/tenant-daemon/agent/agent.bundle.cjs`;
+/** The guest agent inside the guest: tenant-daemon/agent/main.ts bundled into one CommonJS file by `npm run build`. */
+export const GUEST_AGENT_ENTRY = `${GUEST_APP_DIR}/agent.cjs`;
 
 /**
  * Default init command: tini as PID 1 (`-s` subreaper, harmless as PID 1 but kept should tini
@@ -52,13 +53,14 @@ export const GUEST_AGENT_BUNDLE = `${GUEST_APP_DIR}/dist/tenant-daemon/agent/age
 export const DEFAULT_GUEST_ARGS: readonly string[] = [GUEST_TINI_PATH, "-s", "-g", "--", GUEST_NODE_PATH, GUEST_AGENT_ENTRY];
 
 /**
- * Capabilities of the guest's root: `runc spec`'s defaults (AUDIT_WRITE, KILL,
+ * Capabilities of the guest's root, all of them relative to the VM's own user namespace (they
+ * give no power over host objects): `runc spec`'s defaults (AUDIT_WRITE, KILL,
  * NET_BIND_SERVICE) plus the rest of Docker's default set, which the agent needs to run
  * commands as other users (SETUID/SETGID), chown files it writes for them (CHOWN, FOWNER,
  * DAC_OVERRIDE, FSETID), and which ordinary guest tooling expects (MKNOD, NET_RAW for ping,
  * SYS_CHROOT, SETPCAP, SETFCAP). Source: moby `oci/caps/defaults.go`.
- * Not granted: SYS_ADMIN, NET_ADMIN, SYS_MODULE, SYS_PTRACE, SYS_TIME, … (no user namespace,
- * so these would be host-level powers).
+ * Not granted: SYS_ADMIN, NET_ADMIN, SYS_MODULE, SYS_PTRACE, SYS_TIME, …: even inside a user
+ * namespace they open kernel code (mounts, netfilter, …) where container escapes begin.
  */
 export const GUEST_CAPABILITIES: readonly string[] = [
   "CAP_AUDIT_WRITE",
@@ -77,10 +79,15 @@ export const GUEST_CAPABILITIES: readonly string[] = [
   "CAP_SYS_CHROOT",
 ];
 
-/** `runc spec` masked paths (runc 1.1.5). */
+/**
+ * Masked paths: `runc spec`'s (runc 1.1.5) plus those Docker added since
+ * (/proc/interrupts, /sys/devices/virtual/powercap: host interrupt counts and the RAPL energy
+ * counters, a side channel; see moby `oci/defaults.go`).
+ */
 export const MASKED_PATHS: readonly string[] = [
   "/proc/acpi",
   "/proc/asound",
+  "/proc/interrupts",
   "/proc/kcore",
   "/proc/keys",
   "/proc/latency_stats",
@@ -88,6 +95,7 @@ export const MASKED_PATHS: readonly string[] = [
   "/proc/timer_stats",
   "/proc/sched_debug",
   "/sys/firmware",
+  "/sys/devices/virtual/powercap",
   "/proc/scsi",
 ];
 
@@ -102,8 +110,20 @@ export function guestEnv(spec: Pick<VmRuntimeSpec, "hostname">): string[] {
     "LANG=C.UTF-8",
     `HOSTNAME=${spec.hostname}`,
     `PADDOCK_AGENT_DIR=${GUEST_AGENT_DIR}`,
+    `PADDOCK_AGENT_FD=${GUEST_AGENT_FD}`,
+    // The agent writes /etc/hostname and /etc/resolv.conf here from boot.json, and keeps its
+    // work files (the userdata script) on the guest's own /run tmpfs.
+    "PADDOCK_AGENT_ETC=/etc",
+    "PADDOCK_AGENT_WORK_DIR=/run/paddock",
     `PADDOCK_TOOLBOX_DIR=${GUEST_TOOLBOX_DIR}`,
   ];
+}
+
+/** One OCI id mapping (runtime-spec `linux.uidMappings` / `gidMappings`). */
+export interface OciIdMapping {
+  containerID: number;
+  hostID: number;
+  size: number;
 }
 
 /** An OCI mount entry. */
@@ -139,6 +159,8 @@ export interface OciSpec {
       pids: { limit: number };
     };
     namespaces: { type: string; path?: string }[];
+    uidMappings: OciIdMapping[];
+    gidMappings: OciIdMapping[];
     maskedPaths: string[];
     readonlyPaths: string[];
     seccomp?: OciSeccomp;
@@ -148,19 +170,21 @@ export interface OciSpec {
 /**
  * Render the `config.json` of one VM. Pure: same input, same output.
  *
- * - process: tini (PID 1) + agent unless `spec.args` overrides; root 0:0, cwd `/`.
+ * - process: tini (PID 1) + agent unless `spec.args` overrides; root 0:0 (host uid
+ *   `spec.userns.uidStart`), cwd `/`, no_new_privs, the capability set above.
  * - root: the overlay rootfs, writable. `/tmp` stays on the rootfs (the VM's disk) so a full
  *   disk is ENOSPC there too, as in a VM.
- * - mounts: `runc spec`'s set, a `/run` tmpfs, the agent dir rw at {@link GUEST_AGENT_DIR}
- *   and the toolbox ro under {@link GUEST_TOOLBOX_DIR}. No resolv.conf bind: the network
- *   layer writes it into the rootfs.
- * - linux: pid, mount, uts, ipc and network namespaces (network joins `spec.netnsPath` when
- *   given), no user namespace; cpu quota `cpus × 100 000` µs per 100 000 µs period; memory
+ * - mounts: `runc spec`'s set, a `/run` tmpfs, the boot dir read-only at {@link GUEST_AGENT_DIR}
+ *   and the toolbox read-only under {@link GUEST_TOOLBOX_DIR}. Nothing of the host is writable
+ *   from the guest; /etc/hostname and /etc/resolv.conf are written by the agent, inside.
+ * - linux: pid, mount, uts, ipc, cgroup, network (joins `spec.netnsPath` when given) and user
+ *   namespaces (joins `spec.userns.path` when given, which owns that netns); uid and gid maps
+ *   0 → `uidStart` for `size` ids; cpu quota `cpus × 100 000` µs per 100 000 µs period; memory
  *   limit `ramBytes` with memory+swap = `ramBytes`; pids limit.
  * - seccomp: `options.seccomp` as given (OciDriver passes tenant-daemon/runtime/seccomp/default.json
  *   unless the VM's host group opted out); none when undefined.
  *
- * @throws RangeError on non-positive cpus/ramBytes/pidsLimit or relative paths.
+ * @throws RangeError on non-positive cpus/ramBytes/pidsLimit, a bad id mapping, or relative paths.
  */
 export function renderOciSpec(spec: VmRuntimeSpec, toolbox: OciToolbox, options: OciRenderOptions = { swapAccounting: true }): OciSpec {
   if (!(spec.cpus > 0)) throw new RangeError(`cpus must be > 0, got ${spec.cpus}`);
@@ -168,12 +192,16 @@ export function renderOciSpec(spec: VmRuntimeSpec, toolbox: OciToolbox, options:
   if (!(spec.pidsLimit > 0) || !Number.isSafeInteger(spec.pidsLimit)) throw new RangeError(`pidsLimit must be a positive integer, got ${spec.pidsLimit}`);
   for (const [what, p] of [
     ["rootfsDir", spec.rootfsDir],
-    ["agentDir", spec.agentDir],
+    ["bootDir", spec.bootDir],
     ["nodePath", toolbox.nodePath],
     ["tiniPath", toolbox.tiniPath],
     ["appDir", toolbox.appDir],
   ] as const) {
     if (!p.startsWith("/")) throw new RangeError(`${what} must be an absolute path, got ${JSON.stringify(p)}`);
+  }
+  const { uidStart, size } = spec.userns;
+  if (!Number.isSafeInteger(uidStart) || uidStart < 1 || !Number.isSafeInteger(size) || size < 1 || uidStart + size > 2 ** 32 - 1) {
+    throw new RangeError(`userns mapping must be positive integers within 32 bits, got uidStart ${uidStart}, size ${size}`);
   }
   if (!spec.cgroupPath.startsWith("/")) throw new RangeError(`cgroupPath must start with /, got ${JSON.stringify(spec.cgroupPath)}`);
 
@@ -187,7 +215,7 @@ export function renderOciSpec(spec: VmRuntimeSpec, toolbox: OciToolbox, options:
     process: {
       terminal: false,
       user: { uid: 0, gid: 0 },
-      args: [...(spec.args ?? (toolbox.agentEntry === undefined ? DEFAULT_GUEST_ARGS : [...DEFAULT_GUEST_ARGS.slice(0, -1), toolbox.agentEntry]))],
+      args: [...(spec.args ?? DEFAULT_GUEST_ARGS)],
       env: guestEnv(spec),
       cwd: "/",
       // No ambient or inheritable sets (as Docker since 20.10, CVE-2022-24769): a program the
@@ -196,10 +224,10 @@ export function renderOciSpec(spec: VmRuntimeSpec, toolbox: OciToolbox, options:
       // No rlimits: the guest inherits the daemon's (set them on the daemon's unit). runc would
       // need CAP_SYS_RESOURCE to raise a hard limit above the daemon's, which hosts may withhold,
       // and `runc spec`'s 1024 open files is too few for the agent's exec sessions.
-      // false, like a VM: setuid-root helpers (su, sudo, ping) inside the guest keep working.
-      // Safe enough because every process is still bounded by the capability set above and
-      // the cgroup limits; the guest's root is already root inside the sandbox.
-      noNewPrivileges: false,
+      // No privilege gain through execve (setuid bits, file capabilities): a guest process never
+      // holds more than what it started with. setuid helpers (su, sudo) do not work in a VM;
+      // the agent runs commands as any user itself. prctl(2) PR_SET_NO_NEW_PRIVS.
+      noNewPrivileges: true,
     },
     root: { path: spec.rootfsDir, readonly: false },
     hostname: spec.hostname,
@@ -217,7 +245,7 @@ export function renderOciSpec(spec: VmRuntimeSpec, toolbox: OciToolbox, options:
       { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
       { destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["nosuid", "noexec", "nodev", "relatime", "ro"] },
       { destination: "/run", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "mode=755", "size=65536k"] },
-      { destination: GUEST_AGENT_DIR, type: "bind", source: spec.agentDir, options: ["rbind", "rw", "nosuid", "nodev"] },
+      { destination: GUEST_AGENT_DIR, type: "bind", source: spec.bootDir, options: [...roBind, "noexec"] },
       { destination: GUEST_NODE_PATH, type: "bind", source: toolbox.nodePath, options: roBind },
       { destination: GUEST_TINI_PATH, type: "bind", source: toolbox.tiniPath, options: roBind },
       { destination: GUEST_APP_DIR, type: "bind", source: toolbox.appDir, options: roBind },
@@ -237,7 +265,11 @@ export function renderOciSpec(spec: VmRuntimeSpec, toolbox: OciToolbox, options:
         { type: "ipc" },
         { type: "uts" },
         { type: "mount" },
+        { type: "cgroup" },
+        spec.userns.path === undefined ? { type: "user" } : { type: "user", path: spec.userns.path },
       ],
+      uidMappings: [{ containerID: 0, hostID: uidStart, size }],
+      gidMappings: [{ containerID: 0, hostID: uidStart, size }],
       maskedPaths: [...MASKED_PATHS],
       readonlyPaths: [...READONLY_PATHS],
       ...(options.seccomp !== undefined ? { seccomp: options.seccomp } : {}),

@@ -111,10 +111,12 @@ function checkOverlayPath(what: string, p: string): void {
  * - `-F`: the target is a regular file, not a block device.
  *
  * `background`: run mkfs at the lowest CPU priority (`nice -n 19`; the spare-disk pool).
+ * `owner`: host uid/gid of the VM's root (its user namespace); `upper/` is made theirs, so the
+ * overlay's root directory belongs to the guest's root. The rest stays host root's.
  * @returns true when a new disk was made, false when an existing one was kept
  * @throws PaddockError ERR_STORAGE_FAILED (mkfs error, size below {@link MIN_DISK_BYTES})
  */
-export async function prepareDisk(options: { diskPath: string; sizeBytes: number; background?: boolean }): Promise<boolean> {
+export async function prepareDisk(options: { diskPath: string; sizeBytes: number; background?: boolean; owner?: { uid: number; gid: number } }): Promise<boolean> {
   const { diskPath, sizeBytes } = options;
   try {
     const st = await fs.stat(diskPath);
@@ -142,6 +144,7 @@ export async function prepareDisk(options: { diskPath: string; sizeBytes: number
     // filesystem), so the first mount can do disk and overlay in one mount(8) run.
     await fs.mkdir(path.join(tree, LAYER_DIRS.upper), { recursive: true, mode: 0o755 });
     await fs.mkdir(path.join(tree, LAYER_DIRS.work), { mode: 0o700 });
+    if (options.owner !== undefined) await fs.chown(path.join(tree, LAYER_DIRS.upper), options.owner.uid, options.owner.gid);
     await fs.chmod(tree, 0o755);
     const mkfs = ["mkfs.ext4", "-q", "-F", "-m", "0", "-L", "paddock-vm", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", "-d", tree, tmp];
     // A background disk (spare pool) runs at the lowest CPU priority: it must not slow a create in progress.
@@ -172,23 +175,29 @@ export async function prepareDisk(options: { diskPath: string; sizeBytes: number
  * @throws PaddockError ERR_STORAGE_FAILED with mount's stderr (e.g. a corrupt disk)
  */
 export async function mountRootfs(options: { diskPath: string; imageRootfs: string; bundleDir: string }): Promise<string> {
+  // The disk and the overlay are nosuid,nodev: no setuid file or device node on a VM's disk
+  // means anything, in the guest or should the host ever touch it.
   const p = bundleMountPaths(options.bundleDir);
   const lower = path.resolve(options.imageRootfs);
   checkOverlayPath("image rootfs", lower);
   checkOverlayPath("bundle dir", p.upperDir);
+  // The VM's root (an unprivileged host uid) must traverse the bundle dir to reach its rootfs
+  // while the runtime sets it up: 0711 (no listing); the disk's mount point stays 0700.
+  await fs.mkdir(options.bundleDir, { recursive: true, mode: 0o711 });
+  await fs.chmod(options.bundleDir, 0o711);
   await fs.mkdir(p.diskDir, { recursive: true, mode: 0o700 });
   await fs.mkdir(p.rootfsDir, { recursive: true, mode: 0o755 });
   let mounted = new Set((await readMounts()).map((m) => m.mountPoint));
   let mountedDiskNow = false;
   try {
-    const overlayOptions = `lowerdir=${lower},upperdir=${p.upperDir},workdir=${p.workDir}`;
+    const overlayOptions = `nosuid,nodev,lowerdir=${lower},upperdir=${p.upperDir},workdir=${p.workDir}`;
     if (!mounted.has(p.diskDir) && !mounted.has(p.rootfsDir)) {
       // Fast path: both mounts in one mount(8) run over a two-line fstab (the disk's upper/ and
       // work/ exist when prepareDisk made it). If anything is missing (a disk from an older
       // Paddock without them) the step-by-step path below finishes the job.
       const fstab = path.join(options.bundleDir, "fstab");
       await fs.writeFile(fstab, [
-        `${fstabField(path.resolve(options.diskPath))} ${fstabField(p.diskDir)} ext4 loop,noatime 0 0`,
+        `${fstabField(path.resolve(options.diskPath))} ${fstabField(p.diskDir)} ext4 loop,noatime,nosuid,nodev 0 0`,
         `overlay ${fstabField(p.rootfsDir)} overlay ${fstabField(overlayOptions)} 0 0`,
       ].join("\n") + "\n", { mode: 0o600 });
       const r = await run("mount", ["--fstab", fstab, "-a"], { timeoutMs: MOUNT_TIMEOUT_MS, allowFailure: true });
@@ -197,7 +206,7 @@ export async function mountRootfs(options: { diskPath: string; imageRootfs: stri
       if (r.exitCode === 0 && mountedDiskNow && mounted.has(p.rootfsDir)) return p.rootfsDir;
     }
     if (!mounted.has(p.diskDir)) {
-      await run("mount", ["-t", "ext4", "-o", "loop,noatime", options.diskPath, p.diskDir], { timeoutMs: MOUNT_TIMEOUT_MS, errorCode: "ERR_STORAGE_FAILED" });
+      await run("mount", ["-t", "ext4", "-o", "loop,noatime,nosuid,nodev", options.diskPath, p.diskDir], { timeoutMs: MOUNT_TIMEOUT_MS, errorCode: "ERR_STORAGE_FAILED" });
       mountedDiskNow = true;
     }
     await fs.mkdir(p.upperDir, { recursive: true, mode: 0o755 });

@@ -23,6 +23,8 @@ import {
   unmountPath,
   unmountRootfs,
 } from "./vm-disk.js";
+import { idmapBind } from "../runtime/nsutil.js";
+import type { UidRange } from "../../shared/uid-ranges.js";
 
 /** Options of {@link createVmStorage}. */
 export interface VmStorageOptions {
@@ -32,6 +34,13 @@ export interface VmStorageOptions {
   runDir: string;
   /** The base image rootfs (overlay lower layer), from `resolveImage`. */
   imageRootfs: string;
+  /**
+   * The tenant's id range. When given, the image is bound idmapped (on-disk ids 0.. shown as
+   * `uidStart`..) at `<runDir>/lower` and that bind is the overlay's lower layer, and each disk's
+   * `upper/` belongs to `uidStart`: inside the VM's user namespace the whole rootfs is root's,
+   * on the host it is an unprivileged uid's. Undefined ⇒ the image itself (host-root owned).
+   */
+  uidRange?: UidRange;
   logger?: Logger;
   /**
    * Pre-formatted spare disks kept per disk size (default 2; 0 disables the pool). A new VM
@@ -65,6 +74,11 @@ export interface TenantVmStorage {
   warmPool(sizesBytes: readonly number[]): void;
   /** Stop refilling, wait for mkfs runs in flight and delete every spare disk. Idempotent. */
   drainPool(): Promise<void>;
+  /**
+   * Unmount the idmapped image bind (`<runDir>/lower`) if mounted; call when no VM of the tenant
+   * runs any more (daemon stop without survivors, purge). Overlays still using it keep it alive.
+   */
+  releaseLower(): Promise<void>;
   /** Host paths of one VM's storage (for logs and tests). */
   paths(hostname: string): { diskPath: string; bundleDir: string; diskDir: string; rootfsDir: string };
 }
@@ -86,7 +100,25 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
     return { diskPath: path.join(disksDir, `${hostname}.img`), bundleDir, diskDir: m.diskDir, rootfsDir: m.rootfsDir };
   };
 
-  const pool = new SparePool(path.join(disksDir, ".pool"), options.poolSize ?? 2, log);
+  const owner = options.uidRange === undefined ? undefined : { uid: options.uidRange.uidStart, gid: options.uidRange.uidStart };
+  const pool = new SparePool(path.join(disksDir, ".pool"), options.poolSize ?? 2, log, owner);
+  const lowerDir = path.join(options.runDir, "lower");
+  let lowerReady: Promise<string> | undefined;
+  /** The overlay lower layer: the image, idmapped once per daemon run (a bind left by an earlier run is replaced: the image may have changed). */
+  const lower = (): Promise<string> => {
+    const range = options.uidRange;
+    if (range === undefined) return Promise.resolve(options.imageRootfs);
+    lowerReady ??= (async () => {
+      if (await isMountPoint(lowerDir)) await run("umount", ["-l", lowerDir], { errorCode: "ERR_STORAGE_FAILED" });
+      await fs.mkdir(lowerDir, { recursive: true, mode: 0o755 });
+      await idmapBind(options.imageRootfs, lowerDir, range);
+      return lowerDir;
+    })().catch((err: unknown) => {
+      lowerReady = undefined;
+      throw err;
+    });
+    return lowerReady;
+  };
 
   return {
     paths,
@@ -96,7 +128,7 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
       if (await fileExists(p.diskPath)) return;
       const spare = await pool.take(sizeBytes, p.diskPath);
       if (spare) log.debug("disk taken from the spare pool", { hostname, sizeBytes, ms: Date.now() - started });
-      else if (await prepareDisk({ diskPath: p.diskPath, sizeBytes })) log.info("disk created", { hostname, sizeBytes, ms: Date.now() - started });
+      else if (await prepareDisk({ diskPath: p.diskPath, sizeBytes, owner })) log.info("disk created", { hostname, sizeBytes, ms: Date.now() - started });
       pool.refill(sizeBytes);
     },
     warmPool(sizesBytes) {
@@ -107,13 +139,20 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
     },
     async mount(hostname) {
       const p = paths(hostname);
-      return mountRootfs({ diskPath: p.diskPath, imageRootfs: options.imageRootfs, bundleDir: p.bundleDir });
+      await fs.mkdir(bundlesDir, { recursive: true, mode: 0o711 });
+      await fs.chmod(bundlesDir, 0o711);
+      return mountRootfs({ diskPath: p.diskPath, imageRootfs: await lower(), bundleDir: p.bundleDir });
     },
     async unmount(hostname) {
       await unmountRootfs(paths(hostname).bundleDir);
     },
     async remove(hostname) {
       await removeDisk(paths(hostname).diskPath);
+    },
+    async releaseLower() {
+      lowerReady = undefined;
+      if (await isMountPoint(lowerDir)) await unmountPath(lowerDir);
+      await fs.rmdir(lowerDir).catch(() => undefined);
     },
     async usage(hostname) {
       const p = paths(hostname);
@@ -188,7 +227,7 @@ class SparePool {
   private closed = false;
   private seq = 0;
 
-  constructor(private readonly dir: string, private readonly size: number, private readonly log: Logger) {}
+  constructor(private readonly dir: string, private readonly size: number, private readonly log: Logger, private readonly owner: { uid: number; gid: number } | undefined) {}
 
   /** Move a spare of `sizeBytes` to `target`; false when none is ready. */
   async take(sizeBytes: number, target: string): Promise<boolean> {
@@ -221,7 +260,7 @@ class SparePool {
       if (size === undefined || this.closed) return;
       const file = path.join(this.dir, `${size}-${++this.seq}.img`);
       try {
-        await prepareDisk({ diskPath: file, sizeBytes: size, background: true });
+        await prepareDisk({ diskPath: file, sizeBytes: size, background: true, owner: this.owner });
       } catch (err) {
         this.log.warn("spare disk could not be made; the pool stops refilling this size", { sizeBytes: size, err });
         this.wanted.delete(size);

@@ -30,6 +30,8 @@ import type { HostGroupConfig, TenantConfig } from "../../shared/tenant-config.j
 import { rfc3339, sleep } from "../../shared/time.js";
 import type { TenantNetwork } from "../network/network.js";
 import type { RuntimeDriver } from "../runtime/driver.js";
+import type { VmNamespaces } from "../runtime/vm-namespaces.js";
+import { newAgentProof, type AgentEndpoint } from "../agent-client/agent-endpoint.js";
 import {
   applyTagPatch, matchesTagFilter, type CreateVmRequest, type TagFilter, type TagPatch, type WaitOptions,
 } from "./vm-request.js";
@@ -61,14 +63,24 @@ export interface AgentHealthLite {
   userdata_ran: boolean;
 }
 
+/** What the agent reads at boot (tenant-daemon/agent/boot.ts), as the VM service fills it in. */
+export interface AgentBootInput {
+  hostname: string;
+  userdata: string | undefined;
+  /** The guest's /etc/resolv.conf, written by the agent; undefined ⇒ the image's. */
+  resolvConf: string | undefined;
+  /** Per-boot proof the agent echoes on every answer. */
+  proof: string;
+}
+
 /** The guest agent as the VM service needs it (implemented over tenant-daemon/agent-client). */
 export interface AgentPort {
-  /** @throws when the agent does not answer within `timeoutMs`. */
-  health(socketPath: string, timeoutMs: number): Promise<AgentHealthLite>;
-  /** Write what the agent reads at boot into the VM's agent dir. */
-  writeBoot(agentDir: string, boot: { hostname: string; userdata: string | undefined }): Promise<void>;
+  /** @throws when the agent does not answer within `timeoutMs`, or without its proof. */
+  health(endpoint: AgentEndpoint, timeoutMs: number): Promise<AgentHealthLite>;
+  /** Write boot.json into the VM's host-only boot dir, owned by `owner` (the VM's root on the host), mode 0600. */
+  writeBoot(bootDir: string, boot: AgentBootInput, owner: { uid: number; gid: number }): Promise<void>;
   /** Deliver secrets (all, or the named ones) once the agent answers. */
-  syncSecrets(socketPath: string, names: string[] | undefined): Promise<void>;
+  syncSecrets(endpoint: AgentEndpoint, names: string[] | undefined): Promise<void>;
 }
 
 /** Everything {@link VmService} is built from (composition root: tenant-daemon/main.ts). */
@@ -79,6 +91,8 @@ export interface VmServiceDeps {
   storage: VmStorage;
   network: TenantNetwork;
   agent: AgentPort;
+  /** The VMs' user namespaces (pinned with the netns they own) and the tenant's id range. */
+  namespaces: VmNamespaces;
   logger: Logger;
   /** Interval of the guest-exit reaper, ms (default 1000). */
   reapIntervalMs?: number;
@@ -153,13 +167,21 @@ export class VmService {
   private containerPrefix(): string {
     return `pdk-${this.deps.config.paddock.tenantId}-`;
   }
-  /** Host dir bind-mounted into the guest for the agent socket and boot.json (0700). */
+  /** Host-only dir of the VM's agent channel (0700): the agent listener and the boot dir. Never mounted into the guest. */
   agentDir(hostname: string): string {
     return path.join(this.deps.config.paddock.runDir, "vms", hostname);
   }
-  /** The guest agent's Unix socket on the host. */
+  /** The boot dir (boot.json), bound read-only into the guest; owned by the VM's root. */
+  bootDir(hostname: string): string {
+    return path.join(this.agentDir(hostname), "boot");
+  }
+  /** The agent listener on the host (bound by the runtime, accepted on inside the VM). */
   agentSocket(hostname: string): string {
     return path.join(this.agentDir(hostname), "agent.sock");
+  }
+  /** How to reach a VM's agent, and the proof its answers carry. */
+  private endpoint(r: VmRecord): AgentEndpoint {
+    return { hostname: r.hostname, socketPath: this.agentSocket(r.hostname), proof: r.agentProof ?? "" };
   }
   /** The VM's console log (init, agent and userdata output). */
   consoleLogPath(hostname: string): string {
@@ -230,12 +252,12 @@ export class VmService {
     return { hostname: r.hostname, hostgroup: r.hostGroup, ip: r.ipCidr, created_at: r.createdAt, arch: goArch(), persistent: r.persistent };
   }
 
-  /** Agent socket of a running VM, for agent-backed endpoints (spec §1.5: paused ⇒ 409). */
-  resolveAgent(hostname: string): { socketPath: string } {
+  /** The agent of a running VM, for agent-backed endpoints (spec §1.5: paused ⇒ 409). */
+  resolveAgent(hostname: string): AgentEndpoint {
     const vm = this.live(hostname);
     if (vm.phase === "paused") throw new PaddockError("ERR_VM_PAUSED", "VM paused");
     if (vm.phase !== "running") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} is not running (status ${wireStatus(vm.phase)})`);
-    return { socketPath: this.agentSocket(hostname) };
+    return this.endpoint(vm.record);
   }
 
   /** Warm-pool VMs per configured group: `ready` (agent answered) and `booting`. */
@@ -599,10 +621,17 @@ export class VmService {
     const group = this.hostGroup(r.hostGroup);
     vm.phase = "creating";
     const spans = new Spans();
+    const range = this.deps.namespaces.range;
+    const owner = { uid: range.uidStart, gid: range.uidStart };
     await Promise.all([
       fs.mkdir(path.dirname(this.consoleLogPath(r.hostname)), { recursive: true, mode: 0o700 }),
-      fs.mkdir(this.agentDir(r.hostname), { recursive: true, mode: 0o700 }).then(() => fs.rm(this.agentSocket(r.hostname), { force: true })),
-      fs.mkdir(this.bundleDir(r.hostname), { recursive: true, mode: 0o700 }),
+      (async () => {
+        // A fresh boot dir each boot: nothing of an earlier boot survives in it.
+        await fs.rm(this.bootDir(r.hostname), { recursive: true, force: true });
+        await fs.mkdir(this.bootDir(r.hostname), { recursive: true, mode: 0o700 });
+        await fs.chown(this.bootDir(r.hostname), owner.uid, owner.gid);
+      })(),
+      fs.mkdir(this.bundleDir(r.hostname), { recursive: true, mode: 0o711 }),
     ]);
     spans.mark("dirs");
     // Disk and network are independent: build them concurrently. Both settle before anything
@@ -622,16 +651,17 @@ export class VmService {
     const rootfsDir = disk.value;
     const attachment = net.value;
     const userdata = r.userdata ?? group.userdata ?? (group.userdataFile ? await fs.readFile(group.userdataFile, "utf8") : undefined);
-    await Promise.all([
-      attachment.resolvConf !== undefined ? writeGuestFile(rootfsDir, "etc/resolv.conf", attachment.resolvConf) : undefined,
-      writeGuestFile(rootfsDir, "etc/hostname", `${r.hostname}\n`),
-      this.deps.agent.writeBoot(this.agentDir(r.hostname), { hostname: r.hostname, userdata }),
-    ]);
+    // The host writes nothing into the guest's tree: hostname and resolv.conf travel in boot.json
+    // (a host-only, read-only bind) and the agent writes them from inside the VM.
+    r.agentProof = newAgentProof();
+    await this.deps.agent.writeBoot(this.bootDir(r.hostname), { hostname: r.hostname, userdata, resolvConf: attachment.resolvConf, proof: r.agentProof }, owner);
     spans.mark("files");
     const id = this.containerId(r.hostname);
     const st = await this.deps.runtime.run({
       id, hostname: r.hostname, cpus: r.cpus, ramBytes: r.ramBytes, pidsLimit: this.deps.config.paddock.pidsLimit,
-      rootfsDir, bundleDir: this.bundleDir(r.hostname), agentDir: this.agentDir(r.hostname), netnsPath: attachment.netnsPath,
+      rootfsDir, bundleDir: this.bundleDir(r.hostname), bootDir: this.bootDir(r.hostname), agentSocketPath: this.agentSocket(r.hostname),
+      netnsPath: attachment.netnsPath,
+      userns: { path: attachment.netnsPath === undefined ? undefined : this.deps.namespaces.usernsPath(r.hostname), uidStart: range.uidStart, size: range.size },
       consoleLogPath: this.consoleLogPath(r.hostname), cgroupPath: `/paddock/${this.deps.config.paddock.tenantId}/${r.hostname}`,
       seccomp: this.deps.config.paddock.seccomp[r.hostGroup] ?? "default",
     });
@@ -651,7 +681,7 @@ export class VmService {
   private async deliverSecrets(r: VmRecord, opts: { agentReady?: boolean } = {}): Promise<void> {
     try {
       if (!opts.agentReady) await this.waitForAgent(r.hostname, "agent", 60_000);
-      await this.deps.agent.syncSecrets(this.agentSocket(r.hostname), r.secrets);
+      await this.deps.agent.syncSecrets(this.endpoint(r), r.secrets);
     } catch (err) {
       if (this.vms.get(r.hostname)?.phase === "running") this.log.warn("secret delivery failed", { hostname: r.hostname, err });
     }
@@ -663,7 +693,6 @@ export class VmService {
    */
   async waitForAgent(hostname: string, wait: "agent" | "userdata", timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    const socketPath = this.agentSocket(hostname);
     // Until the socket exists, wake on inotify events of the agent dir (the socket appearing)
     // instead of sleeping; the timer stays as a fallback should an event be missed.
     const dirEvents = watchDir(this.agentDir(hostname));
@@ -676,7 +705,7 @@ export class VmService {
         const changed = dirEvents.next();
         let socketSeen = false;
         try {
-          const h = await this.deps.agent.health(socketPath, Math.max(50, Math.min(2000, deadline - Date.now())));
+          const h = await this.deps.agent.health(this.endpoint(vm.record), Math.max(50, Math.min(2000, deadline - Date.now())));
           socketSeen = true;
           if (h.agent_uptime > 0 && (wait === "agent" || h.userdata_ran)) return;
         } catch (err) {
@@ -729,6 +758,7 @@ export class VmService {
     await Promise.all([
       step("network", () => this.deps.network.detach(h)).finally(() => spans.mark("network")),
       step("agent dir", () => fs.rm(this.agentDir(h), { recursive: true, force: true })),
+      step("user namespace", () => this.deps.namespaces.remove(h)),
       (async () => {
         await step("unmount", () => this.deps.storage.unmount(h));
         spans.mark("unmount");
@@ -946,6 +976,7 @@ export class VmService {
       await this.deps.runtime.destroy(id).catch((err: unknown) => this.log.error("orphan removal failed", { id, err }));
     }
     await this.deps.storage.sweep(keep);
+    await this.deps.namespaces.sweep(keep);
     for (const dir of ["vms", "bundles"]) {
       const base = path.join(this.deps.config.paddock.runDir, dir);
       for (const entry of await fs.readdir(base).catch(() => [] as string[])) {
@@ -1027,36 +1058,6 @@ function wireStatus(phase: VmPhase): WireStatus {
   if (phase === "paused") return "Paused";
   if (phase === "stopped" || phase === "stopping") return "Stopped";
   return "Running";
-}
-
-/**
- * Write `content` to `rootfsDir/rel` (e.g. `etc/hostname`), a tree the guest wrote on earlier
- * boots of a persistent VM, without following any guest symlink: every directory on the way
- * must be a real directory (lstat, never followed; a missing one is created), and the file is
- * unlinked and created anew with O_EXCL ("wx"), which does not follow a symlink either. Called
- * only while no process of the VM runs, so nothing can swap a component between check and use.
- * @param rel - a relative path of plain components chosen by Paddock, never by the guest.
- * @throws PaddockError ERR_VM_START_FAILED when a component on the way is a symlink or not a
- *   directory, or the target is a directory.
- */
-export async function writeGuestFile(rootfsDir: string, rel: string, content: string): Promise<void> {
-  const parts = rel.split("/");
-  let dir = rootfsDir;
-  for (const part of parts.slice(0, -1)) {
-    dir = path.join(dir, part);
-    const st = await fs.lstat(dir).catch(() => undefined);
-    if (!st) {
-      // EEXIST: a concurrent writeGuestFile (hostname and resolv.conf are written together) made it.
-      await fs.mkdir(dir, { mode: 0o755 }).catch((err: unknown) => {
-        if (errnoCode(err) !== "EEXIST") throw err;
-      });
-    } else if (!st.isDirectory()) throw new PaddockError("ERR_VM_START_FAILED", `cannot write /${rel} in the VM's rootfs: /${path.relative(rootfsDir, dir)} is ${st.isSymbolicLink() ? "a symlink" : "not a directory"}`);
-  }
-  const target = path.join(dir, parts[parts.length - 1] as string);
-  const st = await fs.lstat(target).catch(() => undefined);
-  if (st?.isDirectory()) throw new PaddockError("ERR_VM_START_FAILED", `cannot write /${rel} in the VM's rootfs: it is a directory`);
-  if (st) await fs.rm(target); // unlink: a symlink goes, its target stays untouched
-  await fs.writeFile(target, content, { mode: 0o644, flag: "wx" });
 }
 
 /**

@@ -32,6 +32,12 @@ export interface VmRecord {
    * listed, not counted against limits). Removed on daemon restart like an ephemeral VM.
    */
   pooled?: boolean;
+  /**
+   * The per-boot secret the VM's agent must echo on every answer (tenant-daemon/agent-client/
+   * agent-endpoint.ts); new at every boot, kept here so a restarted daemon can check the agents
+   * of the VMs it re-attaches.
+   */
+  agentProof?: string;
 }
 
 /** The daemon's state file. */

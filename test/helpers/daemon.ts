@@ -64,6 +64,8 @@ export class TestDaemon {
   /** Write a config into a fresh temp dir (nothing started yet). */
   static async create(opts: TestDaemonOptions = {}): Promise<TestDaemon> {
     const dir = await fs.mkdtemp("/tmp/pdk-");
+    // Traversable (not listable) by the VMs' unprivileged roots, which reach their rootfs below it.
+    await fs.chmod(dir, 0o711);
     const d = new TestDaemon(dir, opts.tenantId ?? randomTenantId());
     const hostGroups = opts.hostGroups ?? [{ name: "sbox", count: 0, vcpu: 2, ram_mb: 512, storage: "image", storage_size: "256M", network: { mode: "isolated", range: randomIsolatedRange() } }];
     await fs.writeFile(d.configPath, stringify({

@@ -4,11 +4,13 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync, readFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
+import type { AgentEndpoint } from "../../tenant-daemon/agent-client/agent-endpoint.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** dist/tenant-daemon/agent/main.js */
@@ -18,6 +20,8 @@ export const AGENT_MAIN = path.resolve(here, "../../tenant-daemon/agent/main.js"
 export interface TestAgent {
   dir: string;
   socket: string;
+  /** How the daemon reaches this agent: its socket and the proof its answers carry. */
+  endpoint: AgentEndpoint;
   secretsDir: string;
   guardPath: string;
   proc: ChildProcess;
@@ -34,6 +38,7 @@ export interface TestAgentOptions {
 /** Start the agent and wait until it listens (raced against its exit). */
 export async function startTestAgent(opts: TestAgentOptions = {}): Promise<TestAgent> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "pdk-agent-"));
+  const proof = randomBytes(32).toString("hex");
   const secretsDir = path.join(dir, "secrets");
   const guardPath = path.join(dir, "guard", "userdata-ran");
   writeFileSync(
@@ -44,6 +49,7 @@ export async function startTestAgent(opts: TestAgentOptions = {}): Promise<TestA
       default_user: opts.defaultUser === undefined ? { name: "nobody", uid: 65534, gid: 65534, home: "/" } : opts.defaultUser,
       secrets_dir: secretsDir,
       agent_version: "0.1.0-test",
+      agent_proof: proof,
     }),
   );
   const proc = spawn(process.execPath, [AGENT_MAIN], {
@@ -71,6 +77,7 @@ export async function startTestAgent(opts: TestAgentOptions = {}): Promise<TestA
   return {
     dir,
     socket: path.join(dir, "agent.sock"),
+    endpoint: { hostname: "test-vm-1", socketPath: path.join(dir, "agent.sock"), proof },
     secretsDir,
     guardPath,
     proc,

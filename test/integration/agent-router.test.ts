@@ -33,8 +33,10 @@ describe("daemon agent router (real agent behind it)", function () {
     app.use(
       createAgentRouter({
         resolveAgent: (h) => {
-          if (h === "vm-1") return { socketPath: agent.socket };
-          if (h === "vm-down") return { socketPath: path.join(dir, "no-agent.sock") };
+          if (h === "vm-1") return agent.endpoint;
+          // The same agent, but the daemon expects another VM's proof: its answers must be refused.
+          if (h === "vm-other") return { ...agent.endpoint, hostname: "vm-other", proof: "ab".repeat(32) };
+          if (h === "vm-down") return { ...agent.endpoint, socketPath: path.join(dir, "no-agent.sock") };
           if (h === "vm-paused") throw new PaddockError("ERR_VM_PAUSED", "VM vm-paused is paused");
           throw new PaddockError("ERR_VM_NOT_FOUND", `VM ${h} not found`);
         },
@@ -59,11 +61,26 @@ describe("daemon agent router (real agent behind it)", function () {
     expect(g.status).to.equal(200);
     expect((g.json() as Record<string, unknown>).hostname).to.equal("test-vm-1");
     expect((await call(sock, "HEAD", "/vm/vm-1/health")).status).to.equal(200);
-    const h = await agentHealth(agent.socket, 2000);
+    const h = await agentHealth(agent.endpoint, 2000);
     expect(h.agent_uptime).to.be.greaterThan(0);
     let failed: unknown;
-    await agentHealth(path.join(dir, "no-agent.sock"), 500).catch((e: unknown) => (failed = e));
+    await agentHealth({ ...agent.endpoint, socketPath: path.join(dir, "no-agent.sock") }, 500).catch((e: unknown) => (failed = e));
     expect(failed).to.be.instanceOf(PaddockError);
+  });
+
+  it("refuses an answer without the VM's proof (503, header never passed on); the right proof passes", async () => {
+    const bad = await call(sock, "POST", "/vm/vm-other/exec?cmd=echo&args=leak&buffered=true");
+    expect(bad.status).to.equal(503);
+    expect((bad.json() as Record<string, unknown>).code).to.equal("ERR_VM_AGENT_UNAVAILABLE");
+    expect(bad.text).to.not.include("leak");
+    let failed: unknown;
+    await agentHealth({ ...agent.endpoint, proof: "ab".repeat(32) }, 2000).catch((e: unknown) => (failed = e));
+    expect((failed as PaddockError).code).to.equal("ERR_VM_AGENT_UNAVAILABLE");
+    // Positive control: the same request with the right proof runs, and the proof header is stripped.
+    const good = await call(sock, "POST", "/vm/vm-1/exec?cmd=echo&args=leak&buffered=true");
+    expect(good.status).to.equal(200);
+    expect(good.text).to.include("leak");
+    expect(good.headers["x-paddock-agent-proof"]).to.equal(undefined);
   });
 
   it("maps unknown, paused and unreachable VMs to 404, 409 and 503", async () => {
@@ -140,12 +157,12 @@ describe("daemon agent router (real agent behind it)", function () {
     expect(statSync(files).mode & 0o777).to.equal(0o700);
     expect(statSync(path.join(files, "s.secret")).mode & 0o777).to.equal(0o600);
 
-    const synced = await syncSecretsToAgent(agent.socket, secrets, ["own"]);
+    const synced = await syncSecretsToAgent(agent.endpoint, secrets, ["own"]);
     expect(synced).to.deep.equal(["own"]);
     expect(readFileSync(path.join(agent.secretsDir, "own"), "utf8")).to.equal("own");
     const st = statSync(path.join(agent.secretsDir, "own"));
     expect([st.mode & 0o777, st.uid]).to.deep.equal([0o644, 65534]);
-    expect(await syncSecretsToAgent(agent.socket, secrets, undefined)).to.deep.equal(["own", "s"]);
+    expect(await syncSecretsToAgent(agent.endpoint, secrets, undefined)).to.deep.equal(["own", "s"]);
     expect(readFileSync(path.join(agent.secretsDir, "s"), "utf8")).to.equal("world!");
 
     expect((await call(sock, "DELETE", "/secrets/s")).status).to.equal(200);
@@ -156,7 +173,7 @@ describe("daemon agent router (real agent behind it)", function () {
   it("works behind a JSON body parser too", async () => {
     const app = express();
     app.use(express.json({ type: () => true }));
-    app.use(createAgentRouter({ resolveAgent: () => ({ socketPath: agent.socket }), secrets, logger: silentLogger }));
+    app.use(createAgentRouter({ resolveAgent: () => agent.endpoint, secrets, logger: silentLogger }));
     const s2 = path.join(dir, "api2.sock");
     const srv = await new Promise<Server>((resolve) => {
       const s = app.listen(s2, () => resolve(s));

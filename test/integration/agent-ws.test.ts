@@ -65,7 +65,7 @@ describe("daemon WebSocket endpoints over a real agent (agent-ws)", function () 
       authToken: "s3cret",
       logger: silentLogger,
       resolveAgent: (h) => {
-        if (h === "vm-1") return { socketPath: agent.socket };
+        if (h === "vm-1") return agent.endpoint;
         if (h === "paused-1") throw new PaddockError("ERR_VM_PAUSED", "VM paused");
         throw new PaddockError("ERR_VM_NOT_FOUND", "VM not found");
       },

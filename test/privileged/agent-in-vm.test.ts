@@ -81,7 +81,7 @@ describe("guest agent in a real runc VM (privileged)", function () {
   });
 
   it("reports the idle agent RSS and exec latency", async () => {
-    const script = "for p in /proc/[0-9]*; do if grep -qx node $p/comm 2>/dev/null && grep -qE 'agent/(main[.]js|agent[.]bundle[.]cjs)' $p/cmdline; then grep VmRSS $p/status; fi; done";
+    const script = "for p in /proc/[0-9]*; do if grep -qx node $p/comm 2>/dev/null && grep -q 'app/agent[.]cjs' $p/cmdline; then grep VmRSS $p/status; fi; done";
     const r = (await exec(`cmd=/bin/sh&args=-c&args=${encodeURIComponent(script)}&uid=0&buffered=true`)).json() as Record<string, unknown>;
     const kb = Number(/VmRSS:\s+(\d+)/.exec(String(r.stdout))?.[1] ?? "0");
     expect(kb).to.be.greaterThan(0);

@@ -14,11 +14,16 @@ import { isPaddockError } from "../../shared/errors.js";
 import { resolveImage } from "../../tenant-daemon/images/image-store.js";
 import type { VmRuntimeSpec } from "../../tenant-daemon/runtime/driver.js";
 import { cgroupMountPoints, createOciDriver, findProjectRoot, type OciDriver } from "../../tenant-daemon/runtime/oci-driver.js";
+import { agentHealth } from "../../tenant-daemon/agent-client/agent-http.js";
+import { parseBootConfig, writeAgentBootConfig } from "../../tenant-daemon/agent/boot.js";
+import { pinUserAndNetns, unpinNamespace } from "../../tenant-daemon/runtime/nsutil.js";
 import { createVmStorage, type TenantVmStorage } from "../../tenant-daemon/storage/vm-storage.js";
 
 const IMAGE_DIR = process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images";
 const SLEEP_ARGS = ["/.paddock/bin/tini", "-s", "--", "/bin/sleep", "1000"];
 const MiB = 1024 * 1024;
+/** A uid range of its own, far from the ones daemons claim (shared/uid-ranges.ts starts at 2e9). */
+const RANGE = { uidStart: 1_900_000_000 + crypto.randomInt(0, 1000) * 65_536, size: 65_536 };
 
 async function rejection(p: Promise<unknown>): Promise<unknown> {
   try {
@@ -38,13 +43,16 @@ describe("OCI runtime driver (privileged, real runc)", function () {
   let storage: TenantVmStorage;
   const hostnames = new Set<string>();
   const netnsNames: string[] = [];
+  const usernsPins: string[] = [];
 
   before(async function () {
     if (process.getuid?.() !== 0) this.skip();
     const imageRootfs = await resolveImage(IMAGE_DIR, "debian-12");
     dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-rt-"));
+    // The VMs' roots (unprivileged host uids) traverse it to reach their rootfs.
+    await fs.chmod(dir, 0o711);
     driver = await createOciDriver({ preference: "auto" });
-    storage = createVmStorage({ stateDir: path.join(dir, "state"), runDir: path.join(dir, "run"), imageRootfs });
+    storage = createVmStorage({ stateDir: path.join(dir, "state"), runDir: path.join(dir, "run"), imageRootfs, uidRange: RANGE });
   });
 
   /** Disk + overlay + spec for VM `hostname`. */
@@ -52,8 +60,9 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     hostnames.add(hostname);
     await storage.prepare(hostname, 128 * MiB);
     const rootfsDir = await storage.mount(hostname);
-    const agentDir = path.join(dir, "run", "vms", hostname);
-    await fs.mkdir(agentDir, { recursive: true });
+    const bootDir = path.join(dir, "run", "vms", hostname, "boot");
+    await fs.mkdir(bootDir, { recursive: true, mode: 0o700 });
+    await fs.chown(bootDir, RANGE.uidStart, RANGE.uidStart);
     return {
       id: `pdk-${tenant}-${hostname}`,
       hostname,
@@ -62,8 +71,10 @@ describe("OCI runtime driver (privileged, real runc)", function () {
       pidsLimit: 64,
       rootfsDir,
       bundleDir: storage.paths(hostname).bundleDir,
-      agentDir,
+      bootDir,
+      agentSocketPath: path.join(dir, "run", "vms", hostname, "agent.sock"),
       netnsPath: undefined,
+      userns: { path: undefined, ...RANGE },
       consoleLogPath: path.join(dir, "state", "logs", `${hostname}.log`),
       cgroupPath: `${cgroupRoot}/${hostname}`,
       args: SLEEP_ARGS,
@@ -91,7 +102,9 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     for (const id of await driver.list(`pdk-${tenant}-`)) await driver.destroy(id);
     for (const h of [...hostnames]) await destroyVm(h).catch(() => undefined);
     await storage.sweep(new Set());
+    await storage.releaseLower();
     for (const name of netnsNames) await run("ip", ["netns", "del", name], { allowFailure: true });
+    for (const file of usernsPins) await unpinNamespace(file);
     // The per-test cgroup parent (runc removes only the leaf it made).
     await driver.pruneCgroups(cgroupRoot);
     await fs.rm(dir, { recursive: true, force: true });
@@ -117,9 +130,12 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     const roWrite = await exec(spec.id, ["touch", "/.paddock/app/should-not-exist"], true);
     expect(roWrite.exitCode).to.not.equal(0);
     expect(roWrite.stderr).to.match(/Read-only file system/);
-    // The agent dir is shared read-write with the host.
-    await exec(spec.id, ["sh", "-c", "echo from-guest > /run/paddock-agent/probe"]);
-    expect(await fs.readFile(path.join(spec.agentDir, "probe"), "utf8")).to.equal("from-guest\n");
+    // The boot dir is read-only in the guest: nothing the guest does lands in a host directory.
+    const bootWrite = await exec(spec.id, ["sh", "-c", "echo from-guest > /run/paddock-agent/probe"], true);
+    expect(bootWrite.exitCode).to.not.equal(0);
+    expect(existsSync(path.join(spec.bootDir, "probe"))).to.equal(false);
+    // Guest root is the tenant's first host uid (user namespace), not host root.
+    expect((await exec(spec.id, ["cat", "/proc/self/uid_map"])).stdout.trim().split(/\s+/)).to.deep.equal(["0", String(RANGE.uidStart), String(RANGE.size)]);
 
     // Limits, seen from the host and from inside the guest (cgroup v1 here; v2 names differ).
     const [memMount] = (await cgroupMountPoints()).filter((m) => m.endsWith("/memory"));
@@ -183,9 +199,13 @@ describe("OCI runtime driver (privileged, real runc)", function () {
   it("sends the guest's output to the console log and joins a given network namespace", async () => {
     const ns = `pdk-${tenant}-ns`;
     netnsNames.push(ns);
-    await run("ip", ["netns", "add", ns]);
+    // The netns must belong to the VM's user namespace (vm-namespaces.ts), so make the pair.
+    const usernsFile = path.join(dir, "run", "userns-cons-1");
+    await pinUserAndNetns(usernsFile, `/var/run/netns/${ns}`, RANGE);
+    usernsPins.push(usernsFile);
     const spec = await prepareVm("cons-1", {
       netnsPath: `/var/run/netns/${ns}`,
+      userns: { path: usernsFile, ...RANGE },
       args: ["/.paddock/bin/tini", "-s", "--", "/bin/sh", "-c", "echo hello-console; echo oops >&2; exec sleep 1000"],
     });
     await driver.create(spec);
@@ -291,17 +311,17 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     await destroyVm("det-1");
   });
 
-  it("boots the real guest agent under tini with the default command", async function () {
-    const agentMain = path.join(findProjectRoot(), "dist/tenant-daemon/agent/main.js");
-    if (!existsSync(agentMain)) this.skip();
+  it("boots the real guest agent under tini with the default command, answering on the inherited listener", async function () {
     const spec = await prepareVm("agent-1", { args: undefined });
-    await fs.writeFile(path.join(spec.agentDir, "boot.json"), JSON.stringify({ hostname: "agent-1", userdata: null, default_user: null }));
+    const proof = "cd".repeat(32);
+    writeAgentBootConfig(spec.bootDir, parseBootConfig({ hostname: "agent-1", userdata: null, default_user: null, agent_proof: proof }), { uid: RANGE.uidStart, gid: RANGE.uidStart });
     await driver.create(spec);
     await driver.start(spec.id);
-    const sock = path.join(spec.agentDir, "agent.sock");
-    for (let i = 0; i < 300 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 100));
-    const log = await fs.readFile(spec.consoleLogPath, "utf8");
-    expect(existsSync(sock), `agent socket never appeared; console:\n${log}`).to.equal(true);
+    const endpoint = { hostname: "agent-1", socketPath: spec.agentSocketPath, proof };
+    const health = await agentHealth(endpoint, 30_000).catch(async (err: unknown) => {
+      throw new Error(`agent never answered: ${String(err)}; console:\n${await fs.readFile(spec.consoleLogPath, "utf8")}`);
+    });
+    expect(health.agent_uptime).to.be.greaterThan(0);
     await driver.stop(spec.id, 10_000);
     expect((await driver.state(spec.id)).status).to.equal("stopped");
     await destroyVm("agent-1");

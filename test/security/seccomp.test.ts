@@ -70,6 +70,9 @@ for my $p (@probes) {
 }
 `;
 
+/** A uid range of its own, far from the ones daemons claim (shared/uid-ranges.ts starts at 2e9). */
+const RANGE = { uidStart: 1_900_000_000 + Math.floor(Math.random() * 1000) * 65_536, size: 65_536 };
+
 describe("VM seccomp profile in real runc sandboxes (security, privileged)", function () {
   this.timeout(180_000);
   const tenant = "s" + crypto.randomBytes(3).toString("hex");
@@ -82,17 +85,26 @@ describe("VM seccomp profile in real runc sandboxes (security, privileged)", fun
   before(async function () {
     if (process.getuid?.() !== 0) this.skip();
     dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-seccomp-"));
+    // The VMs' roots (unprivileged host uids) traverse it to reach their rootfs.
+    await fs.chmod(dir, 0o711);
     driver = await createOciDriver({ preference: "auto" });
   });
 
-  async function storageFor(image: string): Promise<TenantVmStorage> {
-    let s = storages.get(image);
-    if (s === undefined) {
-      const imageRootfs = await resolveImage(IMAGE_DIR, image);
-      s = createVmStorage({ stateDir: path.join(dir, image, "state"), runDir: path.join(dir, image, "run"), imageRootfs });
-      storages.set(image, s);
+  const making = new Map<string, Promise<TenantVmStorage>>();
+  /** One storage per image, made once even when two VMs start at the same time. */
+  function storageFor(image: string): Promise<TenantVmStorage> {
+    let p = making.get(image);
+    if (p === undefined) {
+      p = (async () => {
+        const imageRootfs = await resolveImage(IMAGE_DIR, image);
+        await fs.mkdir(path.join(dir, image), { recursive: true, mode: 0o711 });
+        const s = createVmStorage({ stateDir: path.join(dir, image, "state"), runDir: path.join(dir, image, "run"), imageRootfs, uidRange: RANGE });
+        storages.set(image, s);
+        return s;
+      })();
+      making.set(image, p);
     }
-    return s;
+    return p;
   }
 
   /** Disk + overlay + spec, then `driver.run`: a running sandbox of `image` with sleep as its init. */
@@ -101,11 +113,12 @@ describe("VM seccomp profile in real runc sandboxes (security, privileged)", fun
     vms.set(hostname, image);
     await storage.prepare(hostname, 512 * MiB);
     const rootfsDir = await storage.mount(hostname);
-    const agentDir = path.join(dir, image, "run", "vms", hostname);
-    await fs.mkdir(agentDir, { recursive: true });
+    const bootDir = path.join(dir, image, "run", "vms", hostname, "boot");
+    await fs.mkdir(bootDir, { recursive: true });
     const spec: VmRuntimeSpec = {
       id: `pdk-${tenant}-${hostname}`, hostname, cpus: 1, ramBytes, pidsLimit: 128, rootfsDir,
-      bundleDir: storage.paths(hostname).bundleDir, agentDir, netnsPath: undefined,
+      bundleDir: storage.paths(hostname).bundleDir, bootDir, agentSocketPath: path.join(dir, image, "run", "vms", hostname, "agent.sock"),
+      netnsPath: undefined, userns: { path: undefined, ...RANGE },
       consoleLogPath: path.join(dir, image, "state", "logs", `${hostname}.log`), cgroupPath: `${cgroupRoot}/${hostname}`,
       args: SLEEP_ARGS, seccomp,
     };
@@ -144,7 +157,10 @@ describe("VM seccomp profile in real runc sandboxes (security, privileged)", fun
     if (driver === undefined) return;
     for (const id of await driver.list(`pdk-${tenant}-`)) await driver.destroy(id).catch(() => undefined);
     for (const h of [...vms.keys()]) await destroyVm(h).catch(() => undefined);
-    for (const s of storages.values()) await s.sweep(new Set()).catch(() => undefined);
+    for (const s of storages.values()) {
+      await s.sweep(new Set()).catch(() => undefined);
+      await s.releaseLower().catch(() => undefined);
+    }
     await driver.pruneCgroups(cgroupRoot);
     if (dir !== undefined) await fs.rm(dir, { recursive: true, force: true });
   });

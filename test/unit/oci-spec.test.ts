@@ -1,8 +1,8 @@
 import { expect } from "chai";
-import { DEFAULT_GUEST_ARGS, GUEST_AGENT_BUNDLE, renderOciSpec, type OciToolbox } from "../../tenant-daemon/runtime/oci-spec.js";
+import { DEFAULT_GUEST_ARGS, renderOciSpec, type OciToolbox } from "../../tenant-daemon/runtime/oci-spec.js";
 import type { VmRuntimeSpec } from "../../tenant-daemon/runtime/driver.js";
 
-const toolbox: OciToolbox = { nodePath: "/usr/bin/node", tiniPath: "/usr/bin/tini-static", appDir: "/opt/paddock" };
+const toolbox: OciToolbox = { nodePath: "/usr/bin/node", tiniPath: "/usr/bin/tini-static", appDir: "/opt/paddock/dist/toolbox" };
 
 function vm(over: Partial<VmRuntimeSpec> = {}): VmRuntimeSpec {
   return {
@@ -13,8 +13,10 @@ function vm(over: Partial<VmRuntimeSpec> = {}): VmRuntimeSpec {
     pidsLimit: 4096,
     rootfsDir: "/run/paddock/tenants/a3cf/bundles/sbox-1/rootfs",
     bundleDir: "/run/paddock/tenants/a3cf/bundles/sbox-1",
-    agentDir: "/run/paddock/tenants/a3cf/vms/sbox-1",
+    bootDir: "/run/paddock/tenants/a3cf/vms/sbox-1/boot",
+    agentSocketPath: "/run/paddock/tenants/a3cf/vms/sbox-1/agent.sock",
     netnsPath: "/var/run/netns/pdk-a3cf-sbox-1",
+    userns: { path: "/run/paddock/tenants/a3cf/userns/sbox-1", uidStart: 2_000_000_000, size: 65_536 },
     consoleLogPath: "/var/lib/paddock/tenants/a3cf/logs/sbox-1.log",
     cgroupPath: "/paddock/a3cf/sbox-1",
     ...over,
@@ -32,18 +34,21 @@ const golden = {
   process: {
     terminal: false,
     user: { uid: 0, gid: 0 },
-    args: ["/.paddock/bin/tini", "-s", "-g", "--", "/.paddock/bin/node", "/.paddock/app/dist/tenant-daemon/agent/main.js"],
+    args: ["/.paddock/bin/tini", "-s", "-g", "--", "/.paddock/bin/node", "/.paddock/app/agent.cjs"],
     env: [
       "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
       "HOME=/root",
       "LANG=C.UTF-8",
       "HOSTNAME=sbox-1",
       "PADDOCK_AGENT_DIR=/run/paddock-agent",
+      "PADDOCK_AGENT_FD=3",
+      "PADDOCK_AGENT_ETC=/etc",
+      "PADDOCK_AGENT_WORK_DIR=/run/paddock",
       "PADDOCK_TOOLBOX_DIR=/.paddock",
     ],
     cwd: "/",
     capabilities: { bounding: caps, effective: caps, permitted: caps },
-    noNewPrivileges: false,
+    noNewPrivileges: true,
   },
   root: { path: "/run/paddock/tenants/a3cf/bundles/sbox-1/rootfs", readonly: false },
   hostname: "sbox-1",
@@ -56,10 +61,10 @@ const golden = {
     { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
     { destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["nosuid", "noexec", "nodev", "relatime", "ro"] },
     { destination: "/run", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "mode=755", "size=65536k"] },
-    { destination: "/run/paddock-agent", type: "bind", source: "/run/paddock/tenants/a3cf/vms/sbox-1", options: ["rbind", "rw", "nosuid", "nodev"] },
+    { destination: "/run/paddock-agent", type: "bind", source: "/run/paddock/tenants/a3cf/vms/sbox-1/boot", options: ["rbind", "ro", "nosuid", "nodev", "noexec"] },
     { destination: "/.paddock/bin/node", type: "bind", source: "/usr/bin/node", options: ["rbind", "ro", "nosuid", "nodev"] },
     { destination: "/.paddock/bin/tini", type: "bind", source: "/usr/bin/tini-static", options: ["rbind", "ro", "nosuid", "nodev"] },
-    { destination: "/.paddock/app", type: "bind", source: "/opt/paddock", options: ["rbind", "ro", "nosuid", "nodev"] },
+    { destination: "/.paddock/app", type: "bind", source: "/opt/paddock/dist/toolbox", options: ["rbind", "ro", "nosuid", "nodev"] },
   ],
   annotations: { "io.paddock.hostname": "sbox-1" },
   linux: {
@@ -70,10 +75,15 @@ const golden = {
       memory: { limit: 536870912, swap: 536870912 },
       pids: { limit: 4096 },
     },
-    namespaces: [{ type: "pid" }, { type: "network", path: "/var/run/netns/pdk-a3cf-sbox-1" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }],
+    namespaces: [
+      { type: "pid" }, { type: "network", path: "/var/run/netns/pdk-a3cf-sbox-1" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" },
+      { type: "user", path: "/run/paddock/tenants/a3cf/userns/sbox-1" },
+    ],
+    uidMappings: [{ containerID: 0, hostID: 2_000_000_000, size: 65_536 }],
+    gidMappings: [{ containerID: 0, hostID: 2_000_000_000, size: 65_536 }],
     maskedPaths: [
-      "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-      "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+      "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+      "/proc/sched_debug", "/sys/firmware", "/sys/devices/virtual/powercap", "/proc/scsi",
     ],
     readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
   },
@@ -93,10 +103,9 @@ describe("renderOciSpec", () => {
     expect(DEFAULT_GUEST_ARGS).to.have.length(6);
   });
 
-  it("runs the toolbox's agent entry (the one-file bundle) under tini when the toolbox names one", () => {
-    const args = renderOciSpec(vm(), { ...toolbox, agentEntry: GUEST_AGENT_BUNDLE }).process.args;
-    expect(args).to.deep.equal([...DEFAULT_GUEST_ARGS.slice(0, -1), GUEST_AGENT_BUNDLE]);
-    expect(renderOciSpec(vm({ args: ["/bin/true"] }), { ...toolbox, agentEntry: GUEST_AGENT_BUNDLE }).process.args).to.deep.equal(["/bin/true"]);
+  it("runs the toolbox's one-file agent bundle under tini, or the args override", () => {
+    expect(renderOciSpec(vm(), toolbox).process.args).to.deep.equal([...DEFAULT_GUEST_ARGS]);
+    expect(renderOciSpec(vm({ args: ["/bin/true"] }), toolbox).process.args).to.deep.equal(["/bin/true"]);
   });
 
   it("creates a fresh network namespace when no netns path is given", () => {
@@ -105,16 +114,22 @@ describe("renderOciSpec", () => {
     expect(ns.find((n) => n.type === "network")).to.not.have.property("path");
   });
 
-  it("never adds a user namespace and keeps /tmp on the VM's disk", () => {
+  it("always runs in a user and a cgroup namespace, and keeps /tmp on the VM's disk", () => {
     const s = renderOciSpec(vm(), toolbox);
-    expect(s.linux.namespaces.map((n) => n.type)).to.have.members(["pid", "network", "ipc", "uts", "mount"]);
+    expect(s.linux.namespaces.map((n) => n.type)).to.have.members(["pid", "network", "ipc", "uts", "mount", "cgroup", "user"]);
+    const fresh = renderOciSpec(vm({ userns: { path: undefined, uidStart: 3_000_000, size: 65_536 } }), toolbox);
+    expect(fresh.linux.namespaces).to.deep.include({ type: "user" });
+    expect(fresh.linux.uidMappings).to.deep.equal([{ containerID: 0, hostID: 3_000_000, size: 65_536 }]);
     expect(s.mounts.map((m) => m.destination)).to.not.include("/tmp");
+    expect(() => renderOciSpec(vm({ userns: { path: undefined, uidStart: 0, size: 65_536 } }), toolbox)).to.throw(RangeError, /userns/);
+    expect(() => renderOciSpec(vm({ userns: { path: undefined, uidStart: 2 ** 32 - 10, size: 65_536 } }), toolbox)).to.throw(RangeError, /userns/);
   });
 
-  it("binds the toolbox read-only and only the agent dir read-write", () => {
+  it("binds the toolbox and the boot dir read-only: nothing of the host is writable from the guest", () => {
     const s = renderOciSpec(vm(), toolbox);
     const binds = s.mounts.filter((m) => m.type === "bind");
-    for (const b of binds) expect(b.options, b.destination).to.include(b.destination === "/run/paddock-agent" ? "rw" : "ro");
+    for (const b of binds) expect(b.options, b.destination).to.include("ro");
+    expect(s.process.noNewPrivileges).to.equal(true);
     // The agent dir must be mounted after the /run tmpfs, or the tmpfs would hide it.
     const dests = s.mounts.map((m) => m.destination);
     expect(dests.indexOf("/run/paddock-agent")).to.be.greaterThan(dests.indexOf("/run"));

@@ -126,8 +126,8 @@ describe("VM seccomp profile", () => {
 
   it("is the spec's linux.seccomp when renderOciSpec gets it, and absent otherwise", () => {
     const spec = {
-      id: "pdk-t1-vm1", hostname: "vm1", cpus: 1, ramBytes: 2 ** 28, pidsLimit: 64, rootfsDir: "/r", bundleDir: "/b", agentDir: "/a",
-      netnsPath: undefined, consoleLogPath: "/c.log", cgroupPath: "/paddock/t1/vm1",
+      id: "pdk-t1-vm1", hostname: "vm1", cpus: 1, ramBytes: 2 ** 28, pidsLimit: 64, rootfsDir: "/r", bundleDir: "/b", bootDir: "/a", agentSocketPath: "/a.sock",
+      netnsPath: undefined, userns: { path: undefined, uidStart: 2_000_000_000, size: 65_536 }, consoleLogPath: "/c.log", cgroupPath: "/paddock/t1/vm1",
     };
     const toolbox = { nodePath: "/usr/bin/node", tiniPath: "/usr/bin/tini-static", appDir: "/app" };
     expect(renderOciSpec(spec, toolbox, { swapAccounting: true, seccomp: profile }).linux.seccomp).to.equal(profile);

@@ -59,7 +59,7 @@ export class FloorBundle {
           pidsLimit: 1024,
           rootfsDir: b.rootfs,
           bundleDir: dir,
-          agentDir: path.join(dir, "agent"),
+          bootDir: path.join(dir, "agent"), agentSocketPath: path.join(dir, "agent.sock"), userns: { path: undefined, uidStart: 2_000_000_000, size: 65_536 },
           netnsPath: undefined,
           consoleLogPath: path.join(dir, "console.log"),
           cgroupPath: `${b.cgroupParent}/floor`,

@@ -1,0 +1,260 @@
+/*
+ * paddock-nsutil: the two kernel operations Paddock needs for user namespaces that no tool in
+ * Debian 12 performs (util-linux 2.38's mount(8) ignores X-mount.idmap, which arrived in 2.39;
+ * unshare(1)'s --map-users needs newuidmap and /etc/subuid entries for root).
+ *
+ *   paddock-nsutil pin USERNS_FILE NETNS_FILE HOST_ID COUNT
+ *       Create a user namespace mapping ids 0..COUNT-1 to HOST_ID..HOST_ID+COUNT-1 (uid and
+ *       gid), and a network namespace owned by it; bind-mount both onto the two files (created
+ *       here, O_EXCL) so they outlive this process, as `ip netns add` does for a netns. A VM
+ *       joins both: its root is HOST_ID on the host, and because the netns belongs to the VM's
+ *       own user namespace the VM can mount sysfs and bind low ports without host privileges.
+ *
+ *   paddock-nsutil idmap SRC DST HOST_ID COUNT
+ *       Bind-mount directory SRC onto DST read-only, nosuid, nodev, with an idmapping that
+ *       shows on-disk ids 0..COUNT-1 as HOST_ID..: the base image (owned by 0) appears owned
+ *       by the tenant's range, so the VM's root owns it inside its user namespace.
+ *
+ *   paddock-nsutil listen SOCKET_PATH COMMAND [ARG...]
+ *       Bind a Unix stream socket at SOCKET_PATH (mode 0600; the path must not exist), listen
+ *       on it, move it to fd 3 and exec COMMAND with it (e.g. `runc run --preserve-fds 1 …`).
+ *       The VM's agent accepts on that inherited listener, so the host reaches the agent
+ *       through a socket the host made in a directory the guest cannot see or write; nothing
+ *       in the guest can move or replace it. On an exec failure the socket file is removed.
+ *
+ * References: user_namespaces(7); unix(7); mount_setattr(2); open_tree(2) and move_mount(2) in
+ * https://man7.org/linux/man-pages/man2/open_tree.2.html; idmapped mounts
+ * https://docs.kernel.org/filesystems/idmappings.html
+ *
+ * Exit status: 0 on success; 1 on a failed system call (message on stderr); 2 on bad usage.
+ * Nothing is left behind on failure: files created here are unmounted and removed.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#define PDK_MOUNT_ATTR_RDONLY 0x00000001
+#define PDK_MOUNT_ATTR_NOSUID 0x00000002
+#define PDK_MOUNT_ATTR_NODEV 0x00000004
+#define PDK_MOUNT_ATTR_IDMAP 0x00100000
+
+struct pdk_mount_attr {
+  uint64_t attr_set;
+  uint64_t attr_clr;
+  uint64_t propagation;
+  uint64_t userns_fd;
+};
+
+static void die(const char *what) {
+  fprintf(stderr, "paddock-nsutil: %s: %s\n", what, strerror(errno));
+  exit(1);
+}
+
+static unsigned long parse_id(const char *s, const char *what) {
+  char *end = NULL;
+  errno = 0;
+  unsigned long v = strtoul(s, &end, 10);
+  if (errno != 0 || end == s || *end != '\0' || v > 4294967294UL) {
+    fprintf(stderr, "paddock-nsutil: bad %s: %s\n", what, s);
+    exit(2);
+  }
+  return v;
+}
+
+static void write_file(const char *path, const char *text) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) die(path);
+  ssize_t n = write(fd, text, strlen(text));
+  if (n < 0 || (size_t)n != strlen(text)) die(path);
+  close(fd);
+}
+
+/*
+ * Fork a child that unshares `flags` (CLONE_NEWUSER at least) and waits; map its user
+ * namespace to host_id..host_id+count-1. Returns the child's pid; the child exits when
+ * `release_fd` is closed.
+ */
+static pid_t spawn_namespaced(int flags, unsigned long host_id, unsigned long count, int *release_fd) {
+  int ready[2], release[2];
+  if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(release, O_CLOEXEC) < 0) die("pipe");
+  pid_t pid = fork();
+  if (pid < 0) die("fork");
+  if (pid == 0) {
+    close(ready[0]);
+    close(release[1]);
+    char ok = unshare(flags) == 0 ? 'y' : 'n';
+    if (write(ready[1], &ok, 1) != 1) _exit(1);
+    char c;
+    while (read(release[0], &c, 1) < 0 && errno == EINTR) {
+    }
+    _exit(0);
+  }
+  close(ready[1]);
+  close(release[0]);
+  char ok = 'n';
+  if (read(ready[0], &ok, 1) != 1 || ok != 'y') {
+    errno = ok == 'n' ? EPERM : EIO;
+    die("unshare");
+  }
+  close(ready[0]);
+  char path[64], map[96];
+  snprintf(map, sizeof map, "0 %lu %lu\n", host_id, count);
+  snprintf(path, sizeof path, "/proc/%d/uid_map", (int)pid);
+  write_file(path, map);
+  snprintf(path, sizeof path, "/proc/%d/gid_map", (int)pid);
+  write_file(path, map);
+  *release_fd = release[1];
+  return pid;
+}
+
+static void reap(pid_t pid, int release_fd) {
+  close(release_fd);
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+  }
+}
+
+/* Create an empty file at `path` (must not exist) and bind-mount `src` onto it. */
+static int pin_one(const char *src, const char *path) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0444);
+  if (fd < 0) return -1;
+  close(fd);
+  if (mount(src, path, NULL, MS_BIND, NULL) < 0) {
+    int saved = errno;
+    unlink(path);
+    errno = saved;
+    return -1;
+  }
+  return 0;
+}
+
+static int cmd_pin(const char *userns_file, const char *netns_file, unsigned long host_id, unsigned long count) {
+  int release_fd;
+  pid_t pid = spawn_namespaced(CLONE_NEWUSER | CLONE_NEWNET, host_id, count, &release_fd);
+  char src[64];
+  snprintf(src, sizeof src, "/proc/%d/ns/user", (int)pid);
+  if (pin_one(src, userns_file) < 0) {
+    int saved = errno;
+    reap(pid, release_fd);
+    errno = saved;
+    die(userns_file);
+  }
+  snprintf(src, sizeof src, "/proc/%d/ns/net", (int)pid);
+  if (pin_one(src, netns_file) < 0) {
+    int saved = errno;
+    umount2(userns_file, MNT_DETACH);
+    unlink(userns_file);
+    reap(pid, release_fd);
+    errno = saved;
+    die(netns_file);
+  }
+  reap(pid, release_fd);
+  return 0;
+}
+
+static int cmd_idmap(const char *src, const char *dst, unsigned long host_id, unsigned long count) {
+  int release_fd;
+  pid_t pid = spawn_namespaced(CLONE_NEWUSER, host_id, count, &release_fd);
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/ns/user", (int)pid);
+  int userns_fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (userns_fd < 0) die(path);
+  reap(pid, release_fd);
+  int tree = (int)syscall(SYS_open_tree, AT_FDCWD, src, OPEN_TREE_CLONE | O_CLOEXEC);
+  if (tree < 0) die("open_tree");
+  struct pdk_mount_attr attr = {
+      .attr_set = PDK_MOUNT_ATTR_IDMAP | PDK_MOUNT_ATTR_RDONLY | PDK_MOUNT_ATTR_NOSUID | PDK_MOUNT_ATTR_NODEV,
+      .attr_clr = 0,
+      .propagation = 0,
+      .userns_fd = (uint64_t)userns_fd,
+  };
+  if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) die("mount_setattr (idmapped mounts need Linux 5.12+ and a filesystem that supports them)");
+  if (syscall(SYS_move_mount, tree, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0) die("move_mount");
+  return 0;
+}
+
+static int cmd_listen(const char *socket_path, char **command) {
+  struct sockaddr_un addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  if (strlen(socket_path) >= sizeof addr.sun_path) {
+    fprintf(stderr, "paddock-nsutil: socket path too long (max %zu bytes): %s\n", sizeof addr.sun_path - 1, socket_path);
+    return 2;
+  }
+  strcpy(addr.sun_path, socket_path);
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (fd < 0) die("socket");
+  mode_t old = umask(0177);
+  if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0) die(socket_path);
+  umask(old);
+  if (listen(fd, 512) < 0) {
+    int saved = errno;
+    unlink(socket_path);
+    errno = saved;
+    die("listen");
+  }
+  if (fd != 3) {
+    if (dup2(fd, 3) < 0) {
+      int saved = errno;
+      unlink(socket_path);
+      errno = saved;
+      die("dup2");
+    }
+    close(fd);
+  }
+  execvp(command[0], command);
+  int saved = errno;
+  unlink(socket_path);
+  errno = saved;
+  die(command[0]);
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 4 && strcmp(argv[1], "listen") == 0) {
+    return cmd_listen(argv[2], argv + 3);
+  }
+  if (argc == 6 && strcmp(argv[1], "pin") == 0) {
+    return cmd_pin(argv[2], argv[3], parse_id(argv[4], "HOST_ID"), parse_id(argv[5], "COUNT"));
+  }
+  if (argc == 6 && strcmp(argv[1], "idmap") == 0) {
+    return cmd_idmap(argv[2], argv[3], parse_id(argv[4], "HOST_ID"), parse_id(argv[5], "COUNT"));
+  }
+  fprintf(stderr,
+          "usage: paddock-nsutil pin USERNS_FILE NETNS_FILE HOST_ID COUNT\n"
+          "       paddock-nsutil idmap SRC DST HOST_ID COUNT\n"
+          "       paddock-nsutil listen SOCKET_PATH COMMAND [ARG...]\n");
+  return 2;
+}

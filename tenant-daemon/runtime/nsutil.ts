@@ -1,0 +1,67 @@
+/**
+ * Node side of `paddock-nsutil` (tenant-daemon/runtime/native/paddock-nsutil.c, built to
+ * `dist/bin/paddock-nsutil` by `npm run build`): user-namespace pins, idmapped mounts and the
+ * agent listener handed to a sandbox. Every call is one short spawn (about 5 ms).
+ */
+import { existsSync, promises as fs } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { PaddockError, errnoCode } from "../../shared/errors.js";
+import { run } from "../../shared/exec.js";
+import type { UidRange } from "../../shared/uid-ranges.js";
+
+const TIMEOUT_MS = 15_000;
+
+/**
+ * Absolute path of the built helper (`<project>/dist/bin/paddock-nsutil`).
+ * @throws PaddockError ERR_RUNTIME_UNAVAILABLE when it was not built.
+ */
+export function nsutilPath(): string {
+  // dist/tenant-daemon/runtime/nsutil.js → dist/bin/paddock-nsutil
+  const p = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/paddock-nsutil");
+  if (!existsSync(p)) throw new PaddockError("ERR_RUNTIME_UNAVAILABLE", `${p} is missing; run \`npm run build\` (needs a C compiler: apt-get install gcc)`);
+  return p;
+}
+
+/**
+ * Create a VM's user namespace (ids 0..size-1 → `range.uidStart`..) and a network namespace
+ * owned by it, pinned at `usernsFile` and `netnsFile` (neither may exist). The netns file is the
+ * one `ip netns` uses (`/var/run/netns/<name>`), so `ip -n <name>` and `ip netns del` work on it.
+ * @throws PaddockError ERR_NETWORK_SETUP_FAILED with the helper's stderr (nothing left behind).
+ */
+export async function pinUserAndNetns(usernsFile: string, netnsFile: string, range: UidRange): Promise<void> {
+  await Promise.all([fs.mkdir(path.dirname(usernsFile), { recursive: true, mode: 0o700 }), fs.mkdir(path.dirname(netnsFile), { recursive: true, mode: 0o755 })]);
+  await run(nsutilPath(), ["pin", usernsFile, netnsFile, String(range.uidStart), String(range.size)], { timeoutMs: TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+}
+
+/**
+ * Remove a namespace pin made by {@link pinUserAndNetns} (lazy unmount, then unlink); a missing
+ * file is fine. The namespace itself goes when its last user does.
+ * @throws PaddockError ERR_RUNTIME_FAILED when the file stays.
+ */
+export async function unpinNamespace(file: string): Promise<void> {
+  await run("umount", ["-l", file], { timeoutMs: TIMEOUT_MS, allowFailure: true });
+  try {
+    await fs.unlink(file);
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return;
+    throw new PaddockError("ERR_RUNTIME_FAILED", `cannot remove namespace pin ${file}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * Bind `src` at `dst` read-only, nosuid, nodev, showing on-disk ids 0..size-1 as
+ * `range.uidStart`.. (an idmapped mount; `dst` must be an existing directory).
+ * @throws PaddockError ERR_STORAGE_FAILED (kernel or filesystem without idmapped mounts, …)
+ */
+export async function idmapBind(src: string, dst: string, range: UidRange): Promise<void> {
+  await run(nsutilPath(), ["idmap", src, dst, String(range.uidStart), String(range.size)], { timeoutMs: TIMEOUT_MS, errorCode: "ERR_STORAGE_FAILED" });
+}
+
+/**
+ * argv prefix that runs a command with a listening Unix socket bound at `socketPath` (mode
+ * 0600, must not exist) as its fd 3: `[helper, "listen", socketPath]`, followed by the command.
+ */
+export function listenPrefix(socketPath: string): string[] {
+  return [nsutilPath(), "listen", socketPath];
+}
