@@ -122,7 +122,10 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
 
   const supDir = path.join(config.stateDir, "supervisor");
   await fs.mkdir(path.join(config.stateDir, "tenants"), { recursive: true, mode: 0o700 });
-  await fs.mkdir(path.join(config.runDir, "tenants"), { recursive: true, mode: 0o700 });
+  // The run dir and its tenants/ are traversable, not listable (0711): VMs run as unprivileged
+  // host uids (user namespaces) that runc resolves their rootfs path as, below <run>/tenants/<id>.
+  await fs.mkdir(path.join(config.runDir, "tenants"), { recursive: true, mode: 0o711 });
+  for (const dir of [config.runDir, path.join(config.runDir, "tenants")]) await fs.chmod(dir, 0o711);
   await fs.mkdir(supDir, { recursive: true, mode: 0o700 });
   const deadline = Date.now() + (opts.lockWaitMs ?? 20_000);
   let release: () => Promise<void>;

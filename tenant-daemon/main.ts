@@ -101,7 +101,6 @@ async function stopServices(s: Services, config: TenantConfig, logger: Logger): 
   const survivors = s.vms.list({ kind: "none" }).filter((n) => n.status !== "Stopped").length;
   if (survivors === 0) {
     await s.network.stop();
-    await s.storage.releaseLower();
     await s.runtime.pruneCgroups?.(`/paddock/${config.paddock.tenantId}`);
   } else logger.info("keeping the network of VMs that outlive the daemon", { survivors });
 }
@@ -121,7 +120,7 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
   const imageRootfs = purpose === "serve"
     ? await resolveImage(p.imageDir, config.image)
     : await resolveImage(p.imageDir, config.image).catch(() => path.join(p.imageDir, config.image, "rootfs"));
-  const runtime = await createOciDriver({ preference: p.runtime, logger });
+  const runtime = await createOciDriver({ preference: p.runtime, logger, warnAdvisories: purpose === "serve" });
   const storage = createVmStorage({ stateDir: p.stateDir, runDir: p.runDir, imageRootfs, logger, uidRange });
   // A purge only removes namespace pins; it needs no range.
   const namespaces = new VmNamespaces(p.runDir, uidRange ?? { uidStart: 1, size: 1 }, logger);
@@ -226,7 +225,6 @@ export async function purgeTenant(configPath: string, options: { logger?: Logger
     const s = await buildServices(config, logger, new DaemonMetrics(), "purge");
     await s.vms.purge();
     await s.network.stop();
-    await s.storage.releaseLower();
     await s.runtime.pruneCgroups?.(`/paddock/${config.paddock.tenantId}`);
     if (config.api.kind === "unix") await fs.rm(config.api.socketPath, { force: true });
     await releaseUidRange({ tenantId: config.paddock.tenantId, stateDir: config.paddock.stateDir });

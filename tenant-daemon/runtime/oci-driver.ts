@@ -18,6 +18,7 @@ import { sleep } from "../../shared/time.js";
 import type { RuntimeDriver, RuntimeState, RuntimeStatus, VmRuntimeSpec } from "./driver.js";
 import { CPU_PERIOD_US, renderOciSpec, type OciToolbox } from "./oci-spec.js";
 import { listenPrefix } from "./nsutil.js";
+import { runcWarning } from "./runc-advisories.js";
 import { readMounts } from "../storage/vm-disk.js";
 import { loadSeccompProfile, type OciSeccomp } from "./seccomp.js";
 
@@ -537,11 +538,17 @@ export async function removeCgroupDirs(cgroupPath: string): Promise<void> {
 
 /**
  * Build the OCI driver for this host: detect the runtime (see {@link chooseOciRuntime}), the
- * toolbox and swap accounting.
+ * toolbox and swap accounting; with `warnAdvisories`, log a warning when the installed runc has
+ * known escapes (runc-advisories.ts).
  * @throws PaddockError ERR_RUNTIME_UNAVAILABLE
  */
-export async function createOciDriver(options: { preference?: OciRuntimePreference; logger?: Logger; toolbox?: OciToolbox } = {}): Promise<OciDriver> {
+export async function createOciDriver(options: { preference?: OciRuntimePreference; logger?: Logger; toolbox?: OciToolbox; warnAdvisories?: boolean } = {}): Promise<OciDriver> {
   const { name, binary } = await detectOciRuntime(options.preference ?? "auto");
+  if (name === "runc" && options.warnAdvisories === true) {
+    const version = await run(binary, ["--version"], { timeoutMs: 10_000, allowFailure: true });
+    const warning = runcWarning(version.stdout);
+    if (warning !== undefined) options.logger?.warn(warning, { runtime: binary });
+  }
   return new OciDriver({
     name,
     binary,

@@ -48,10 +48,15 @@ export interface OciSeccomp {
   syscalls: OciSeccompSyscall[];
 }
 
-/** Native + compat seccomp architectures per Node.js `process.arch`. */
+/**
+ * Seccomp architectures per Node.js `process.arch`: the native one only. System calls of
+ * compat ABIs (i386, x32, arm32) match no architecture of the filter and are refused whole:
+ * the i386 `socketcall(2)` multiplexer cannot have its socket family checked by libseccomp,
+ * so allowing it would reopen AF_VSOCK and AF_ALG. 32-bit programs do not run in VMs.
+ */
 export const SECCOMP_ARCHES: Readonly<Record<string, readonly string[]>> = {
-  x64: ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-  arm64: ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+  x64: ["SCMP_ARCH_X86_64"],
+  arm64: ["SCMP_ARCH_AARCH64"],
 };
 
 function invalid(source: string, where: string, what: string): PaddockError {

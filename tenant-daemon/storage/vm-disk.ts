@@ -6,7 +6,8 @@
  * ```
  * <stateDir>/disks/<hostname>.img          sparse ext4 file (kept for persistent VMs)
  * <runDir>/bundles/<hostname>/disk/        loop mount of the .img (upper/, work/ inside)
- * <runDir>/bundles/<hostname>/rootfs/      overlay lowerdir=<image rootfs>,upperdir=disk/upper,workdir=disk/work
+ * <runDir>/bundles/<hostname>/lower/       the image bound idmapped to the tenant's uid range (vm-storage.ts)
+ * <runDir>/bundles/<hostname>/rootfs/      overlay lowerdir=lower (or the image),upperdir=disk/upper,workdir=disk/work
  * ```
  *
  * A full disk is ENOSPC inside the VM only: every write the VM makes lands in the upper layer,
@@ -28,9 +29,12 @@ const UNMOUNT_RETRIES = 5;
 const UNMOUNT_RETRY_DELAY_MS = 200;
 
 /** Paths of one VM's mounts inside its bundle dir. */
-export function bundleMountPaths(bundleDir: string): { diskDir: string; rootfsDir: string; upperDir: string; workDir: string } {
+export function bundleMountPaths(bundleDir: string): { diskDir: string; rootfsDir: string; upperDir: string; workDir: string; lowerDir: string } {
   const diskDir = path.join(bundleDir, "disk");
-  return { diskDir, rootfsDir: path.join(bundleDir, "rootfs"), upperDir: path.join(diskDir, LAYER_DIRS.upper), workDir: path.join(diskDir, LAYER_DIRS.work) };
+  return {
+    diskDir, rootfsDir: path.join(bundleDir, "rootfs"), upperDir: path.join(diskDir, LAYER_DIRS.upper), workDir: path.join(diskDir, LAYER_DIRS.work),
+    lowerDir: path.join(bundleDir, "lower"),
+  };
 }
 
 /** The overlay's upper and work dirs at the root of a VM disk. */
@@ -254,7 +258,8 @@ export async function unmountPath(dir: string): Promise<"unmounted" | "lazy" | "
 }
 
 /**
- * Unmount the VM's overlay, then its disk (which frees the autoclear loop device).
+ * Unmount the VM's overlay, then its disk (which frees the autoclear loop device), then its
+ * idmapped image bind when there is one.
  * Idempotent: what is not mounted is skipped. Stop the VM first; while its sandbox runs, the
  * sandbox's own mount namespace keeps the filesystems alive.
  * @throws PaddockError ERR_STORAGE_FAILED
@@ -265,11 +270,13 @@ export async function unmountRootfs(bundleDir: string): Promise<void> {
   // failure (busy), takes the per-mount path with its retries and lazy fallback.
   const mounted = new Set((await readMounts()).map((m) => m.mountPoint));
   if (mounted.has(p.rootfsDir) && mounted.has(p.diskDir)) {
-    const r = await run("umount", [p.rootfsDir, p.diskDir], { timeoutMs: MOUNT_TIMEOUT_MS, allowFailure: true });
+    const targets = [p.rootfsDir, p.diskDir, ...(mounted.has(p.lowerDir) ? [p.lowerDir] : [])];
+    const r = await run("umount", targets, { timeoutMs: MOUNT_TIMEOUT_MS, allowFailure: true });
     if (r.exitCode === 0) return;
   }
   await unmountPath(p.rootfsDir);
   await unmountPath(p.diskDir);
+  await unmountPath(p.lowerDir);
 }
 
 /** Delete the VM's disk file (and a leftover `.tmp`); no-op when missing. */

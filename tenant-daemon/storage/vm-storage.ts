@@ -36,7 +36,7 @@ export interface VmStorageOptions {
   imageRootfs: string;
   /**
    * The tenant's id range. When given, the image is bound idmapped (on-disk ids 0.. shown as
-   * `uidStart`..) at `<runDir>/lower` and that bind is the overlay's lower layer, and each disk's
+   * `uidStart`..) at `<bundle>/lower` and that bind is the overlay's lower layer, and each disk's
    * `upper/` belongs to `uidStart`: inside the VM's user namespace the whole rootfs is root's,
    * on the host it is an unprivileged uid's. Undefined ⇒ the image itself (host-root owned).
    */
@@ -74,11 +74,6 @@ export interface TenantVmStorage {
   warmPool(sizesBytes: readonly number[]): void;
   /** Stop refilling, wait for mkfs runs in flight and delete every spare disk. Idempotent. */
   drainPool(): Promise<void>;
-  /**
-   * Unmount the idmapped image bind (`<runDir>/lower`) if mounted; call when no VM of the tenant
-   * runs any more (daemon stop without survivors, purge). Overlays still using it keep it alive.
-   */
-  releaseLower(): Promise<void>;
   /** Host paths of one VM's storage (for logs and tests). */
   paths(hostname: string): { diskPath: string; bundleDir: string; diskDir: string; rootfsDir: string };
 }
@@ -102,22 +97,19 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
 
   const owner = options.uidRange === undefined ? undefined : { uid: options.uidRange.uidStart, gid: options.uidRange.uidStart };
   const pool = new SparePool(path.join(disksDir, ".pool"), options.poolSize ?? 2, log, owner);
-  const lowerDir = path.join(options.runDir, "lower");
-  let lowerReady: Promise<string> | undefined;
-  /** The overlay lower layer: the image, idmapped once per daemon run (a bind left by an earlier run is replaced: the image may have changed). */
-  const lower = (): Promise<string> => {
+  /**
+   * The overlay lower layer of one VM: with a uid range, the image bound idmapped at
+   * `<bundle>/lower` (one bind per VM, so everything a VM mounts lives under its bundle dir and
+   * goes with it); without, the image itself.
+   */
+  const lower = async (bundleDir: string): Promise<string> => {
     const range = options.uidRange;
-    if (range === undefined) return Promise.resolve(options.imageRootfs);
-    lowerReady ??= (async () => {
-      if (await isMountPoint(lowerDir)) await run("umount", ["-l", lowerDir], { errorCode: "ERR_STORAGE_FAILED" });
-      await fs.mkdir(lowerDir, { recursive: true, mode: 0o755 });
-      await idmapBind(options.imageRootfs, lowerDir, range);
-      return lowerDir;
-    })().catch((err: unknown) => {
-      lowerReady = undefined;
-      throw err;
-    });
-    return lowerReady;
+    if (range === undefined) return options.imageRootfs;
+    const dir = bundleMountPaths(bundleDir).lowerDir;
+    if (await isMountPoint(dir)) return dir;
+    await fs.mkdir(dir, { recursive: true, mode: 0o755 });
+    await idmapBind(options.imageRootfs, dir, range);
+    return dir;
   };
 
   return {
@@ -141,7 +133,9 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
       const p = paths(hostname);
       await fs.mkdir(bundlesDir, { recursive: true, mode: 0o711 });
       await fs.chmod(bundlesDir, 0o711);
-      return mountRootfs({ diskPath: p.diskPath, imageRootfs: await lower(), bundleDir: p.bundleDir });
+      await fs.mkdir(p.bundleDir, { recursive: true, mode: 0o711 });
+      await fs.chmod(p.bundleDir, 0o711);
+      return mountRootfs({ diskPath: p.diskPath, imageRootfs: await lower(p.bundleDir), bundleDir: p.bundleDir });
     },
     async unmount(hostname) {
       await unmountRootfs(paths(hostname).bundleDir);
@@ -149,11 +143,7 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
     async remove(hostname) {
       await removeDisk(paths(hostname).diskPath);
     },
-    async releaseLower() {
-      lowerReady = undefined;
-      if (await isMountPoint(lowerDir)) await unmountPath(lowerDir);
-      await fs.rmdir(lowerDir).catch(() => undefined);
-    },
+
     async usage(hostname) {
       const p = paths(hostname);
       if (!(await isMountPoint(p.diskDir))) return undefined;

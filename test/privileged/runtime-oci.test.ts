@@ -102,7 +102,6 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     for (const id of await driver.list(`pdk-${tenant}-`)) await driver.destroy(id);
     for (const h of [...hostnames]) await destroyVm(h).catch(() => undefined);
     await storage.sweep(new Set());
-    await storage.releaseLower();
     for (const name of netnsNames) await run("ip", ["netns", "del", name], { allowFailure: true });
     for (const file of usernsPins) await unpinNamespace(file);
     // The per-test cgroup parent (runc removes only the leaf it made).

@@ -159,7 +159,6 @@ describe("VM seccomp profile in real runc sandboxes (security, privileged)", fun
     for (const h of [...vms.keys()]) await destroyVm(h).catch(() => undefined);
     for (const s of storages.values()) {
       await s.sweep(new Set()).catch(() => undefined);
-      await s.releaseLower().catch(() => undefined);
     }
     await driver.pruneCgroups(cgroupRoot);
     if (dir !== undefined) await fs.rm(dir, { recursive: true, force: true });

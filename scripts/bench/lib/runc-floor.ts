@@ -1,7 +1,8 @@
 /**
  * The floors Paddock is measured against: an OCI bundle identical to a Paddock VM's (rendered
  * by tenant-daemon/runtime/oci-spec.ts renderOciSpec with the same toolbox binds, namespaces
- * and cgroup limits) over an overlay of the base image, but running tini → `/bin/true`; run
+ * and cgroup limits, the same user namespace setup over an idmapped image) over an overlay of
+ * the base image, but running tini → `/bin/true`; run
  * with `runc run`, or step by step (create, start, delete) to show what each runc call costs.
  * Also `runc exec` and `nsenter` into a running sandbox. Everything it makes (overlay mount,
  * container, cgroup dirs, temp dir) is removed by {@link FloorBundle.dispose}.
@@ -13,7 +14,11 @@ import path from "node:path";
 import { run } from "../../../shared/exec.js";
 import { renderOciSpec, GUEST_TINI_PATH } from "../../../tenant-daemon/runtime/oci-spec.js";
 import { defaultToolbox, hostHasSwapAccounting, removeCgroupDirs } from "../../../tenant-daemon/runtime/oci-driver.js";
+import { idmapBind } from "../../../tenant-daemon/runtime/nsutil.js";
 import { nowMs } from "./stats.js";
+
+/** The floor's id range: below the ranges daemons claim (shared/uid-ranges.ts starts at 2e9). */
+const FLOOR_RANGE = { uidStart: 1_800_000_000, size: 65_536 };
 import { spawnTimed } from "./procs.js";
 
 /** Spawn with all stdio ignored (a detached sandbox must not hold our pipes); ms to exit. */
@@ -32,6 +37,7 @@ export class FloorBundle {
   readonly rootfs: string;
   readonly cgroupParent: string;
   private mounted = false;
+  private lowerMounted = false;
   private readonly made: string[] = [];
   private seq = 0;
 
@@ -47,8 +53,13 @@ export class FloorBundle {
     const dir = await fs.mkdtemp("/tmp/pdkfloor-");
     const b = new FloorBundle(dir, `/paddock/bfloor${tag}`);
     try {
-      for (const d of ["rootfs", "upper", "work", "agent"]) await fs.mkdir(path.join(dir, d), { recursive: true });
-      await run("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${imageRootfs},upperdir=${dir}/upper,workdir=${dir}/work`, b.rootfs]);
+      // As a Paddock VM: guest root is FLOOR_RANGE's first uid, the image is bound idmapped.
+      await fs.chmod(dir, 0o711);
+      for (const d of ["rootfs", "upper", "work", "agent", "lower"]) await fs.mkdir(path.join(dir, d), { recursive: true });
+      await fs.chown(path.join(dir, "upper"), FLOOR_RANGE.uidStart, FLOOR_RANGE.uidStart);
+      await idmapBind(imageRootfs, path.join(dir, "lower"), FLOOR_RANGE);
+      b.lowerMounted = true;
+      await run("mount", ["-t", "overlay", "overlay", "-o", `nosuid,nodev,lowerdir=${dir}/lower,upperdir=${dir}/upper,workdir=${dir}/work`, b.rootfs]);
       b.mounted = true;
       const spec = renderOciSpec(
         {
@@ -59,7 +70,7 @@ export class FloorBundle {
           pidsLimit: 1024,
           rootfsDir: b.rootfs,
           bundleDir: dir,
-          bootDir: path.join(dir, "agent"), agentSocketPath: path.join(dir, "agent.sock"), userns: { path: undefined, uidStart: 2_000_000_000, size: 65_536 },
+          bootDir: path.join(dir, "agent"), agentSocketPath: path.join(dir, "agent.sock"), userns: { path: undefined, ...FLOOR_RANGE },
           netnsPath: undefined,
           consoleLogPath: path.join(dir, "console.log"),
           cgroupPath: `${b.cgroupParent}/floor`,
@@ -115,6 +126,7 @@ export class FloorBundle {
     await removeCgroupDirs(`${this.cgroupParent}/floor`).catch(() => undefined);
     await removeCgroupDirs(this.cgroupParent).catch(() => undefined);
     if (this.mounted) await run("umount", [this.rootfs], { allowFailure: true }).catch(() => undefined);
+    if (this.lowerMounted) await run("umount", [path.join(this.dir, "lower")], { allowFailure: true }).catch(() => undefined);
     await fs.rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
   }
 }
