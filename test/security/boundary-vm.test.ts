@@ -19,8 +19,10 @@
 import { expect } from "chai";
 import crypto from "node:crypto";
 import { existsSync, promises as fs } from "node:fs";
+import type http from "node:http";
 import os from "node:os";
 import path from "node:path";
+import WebSocket from "ws";
 import { run } from "../../shared/exec.js";
 import { listUidClaims, UID_RANGE_BASE, UID_RANGE_SIZE } from "../../shared/uid-ranges.js";
 import { DAEMON_MAIN, PROJECT_ROOT, TestDaemon, loopDevicesUnder, mountsUnder, randomIsolatedRange } from "../helpers/daemon.js";
@@ -51,16 +53,99 @@ const sh = (d: TestDaemon, h: string, script: string, uid = 0): Promise<ExecResu
 
 /** Create a VM in `group` and wait for its agent; returns its hostname. */
 async function createVm(d: TestDaemon, group: string, body: Record<string, unknown> = {}): Promise<string> {
-  const r = await call(d.socketPath, "POST", `/hostgroup/${group}/nodes?wait=agent&timeout=120s`, { body: JSON.stringify(body) });
+  const wait = body.userdata !== undefined ? "userdata" : "agent";
+  const r = await call(d.socketPath, "POST", `/hostgroup/${group}/nodes?wait=${wait}&timeout=120s`, { body: JSON.stringify(body) });
   if (r.status !== 201) throw new Error(`create in ${group}: HTTP ${r.status} ${r.text}`);
   return (r.json() as { hostname: string }).hostname;
 }
 
-/** n distinct random isolated /22 ranges. */
-function distinctRanges(n: number): string[] {
+/** Userdata of b1: records the fds the userdata script got from the agent. */
+const USERDATA_FDS = "#!/bin/sh\nls -la /proc/$$/fd > /root/userdata-fds 2>&1\n";
+
+/** A frame of the shell protocol: type byte, 32-bit big-endian length, payload. */
+function shellFrame(type: number, payload: Buffer): Buffer {
+  const h = Buffer.alloc(5);
+  h.writeUInt8(type, 0);
+  h.writeUInt32BE(payload.length, 1);
+  return Buffer.concat([h, payload]);
+}
+
+/**
+ * Run `script` in a PTY shell (`/vm/{h}/shell`, uid 0, /bin/sh) and return the output up to
+ * the line `__END__` (typed as `echo __EN''D__`, so the echo of the typed line does not match).
+ */
+async function inShell(socketPath: string, h: string, script: string): Promise<string> {
+  const ws = await new Promise<WebSocket>((resolve, reject) => {
+    const w = new WebSocket(`ws+unix://${socketPath}:/vm/${h}/shell?uid=0&shell=/bin/sh`);
+    w.once("open", () => resolve(w));
+    w.once("unexpected-response", (_req: http.ClientRequest, res: http.IncomingMessage) => reject(new Error(`shell upgrade: HTTP ${res.statusCode}`)));
+    w.once("error", reject);
+  });
+  try {
+    let out = "";
+    const done = new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`shell: no __END__ within 20 s:\n${out}`)), 20_000);
+      ws.on("message", (data: Buffer) => {
+        if (data[0] === 0x01) out += data.subarray(5).toString("utf8");
+        const i = out.search(/(^|\n)__END__\r?\n/);
+        if (i >= 0) {
+          clearTimeout(timer);
+          resolve(out.slice(0, i));
+        }
+      });
+    });
+    const win = Buffer.alloc(8);
+    win.writeUInt32BE(200, 0); // cols: no wrapping of ls lines
+    win.writeUInt32BE(50, 4);
+    ws.send(shellFrame(0x02, win));
+    ws.send(shellFrame(0x01, Buffer.from(`${script}; echo __EN''D__\n`)));
+    return await done;
+  } finally {
+    ws.terminate();
+  }
+}
+
+/** `fd->target` of each line of `ls -la /proc/…/fd` output. */
+const fdEntries = (lsOutput: string): string[] => [...lsOutput.matchAll(/\s(\d+) -> (\S+)/g)].map((m) => `${m[1]}->${m[2]}`);
+
+/** Third octets of the 169.254.x.0/22 blocks that hold an address on a host interface now. */
+async function busyBlocks(): Promise<Set<number>> {
+  const text = (await run("ip", ["-o", "-4", "addr", "show"])).stdout;
+  return new Set([...text.matchAll(/inet 169\.254\.(\d+)\./g)].map((m) => Number(m[1]) & ~3));
+}
+
+/** n distinct random isolated /22 ranges, none holding an address on the host right now. */
+async function freeRanges(n: number): Promise<string[]> {
+  const busy = await busyBlocks();
   const out = new Set<string>();
-  while (out.size < n) out.add(randomIsolatedRange());
+  while (out.size < n) {
+    const r = randomIsolatedRange();
+    if (!busy.has(Number(r.split(".")[2]))) out.add(r);
+  }
   return [...out];
+}
+
+/**
+ * Create and start a daemon whose groups get fresh free ranges; concurrent test runs on the
+ * host may take a range meanwhile (ERR_NETWORK_OVERLAP), so that is retried with new ranges.
+ */
+async function startDaemon(groups: string[], paddock: Record<string, unknown>, made: TestDaemon[]): Promise<TestDaemon> {
+  for (let attempt = 1; ; attempt++) {
+    const ranges = await freeRanges(groups.length);
+    const d = await TestDaemon.create({
+      hostGroups: groups.map((name, i) => ({ name, count: 0, vcpu: 1, ram_mb: 512, storage: "image", storage_size: "256M", network: { mode: "isolated", range: ranges[i] } })),
+      paddock,
+    });
+    made.push(d);
+    try {
+      await d.start();
+      return d;
+    } catch (err) {
+      if (attempt >= 4 || !/ERR_NETWORK_OVERLAP/.test(String(err))) throw err;
+      await d.destroy();
+      made.splice(made.indexOf(d), 1);
+    }
+  }
 }
 
 /** Entries (name → content, mode, uid) of a host dir, for before/after comparisons. */
@@ -82,11 +167,12 @@ async function snapshotDir(dir: string): Promise<Record<string, string>> {
   let savedClaimsEnv: string | undefined;
   let A: TestDaemon | undefined;
   let B: TestDaemon | undefined;
+  /** Every daemon created (started or not), destroyed in `after`. */
+  const made: TestDaemon[] = [];
   let a1 = "", a2 = "", a3 = "", b1 = "";
   const slots = new Set<number>();
   while (slots.size < 2) slots.add(1000 + crypto.randomInt(0, 1200));
   const [slotA, slotB] = [...slots].map((k) => UID_RANGE_BASE + k * UID_RANGE_SIZE) as [number, number];
-  const [rangeA, rangeFree, rangeB] = distinctRanges(3) as [string, string, string];
   const hostDir = `/tmp/pdk-sec-host-${crypto.randomBytes(4).toString("hex")}`;
   const sentinel = `sentinel ${crypto.randomBytes(8).toString("hex")}\n`;
 
@@ -94,16 +180,15 @@ async function snapshotDir(dir: string): Promise<Record<string, string>> {
     claimsDir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-uidclaims-"));
     savedClaimsEnv = process.env.PADDOCK_UID_CLAIMS_DIR;
     process.env.PADDOCK_UID_CLAIMS_DIR = claimsDir;
-    const group = (name: string, range: string) => ({ name, count: 0, vcpu: 1, ram_mb: 512, storage: "image", storage_size: "256M", network: { mode: "isolated", range } });
-    A = await TestDaemon.create({ hostGroups: [group("sbox", rangeA), group("free", rangeFree)], paddock: { seccomp: { free: "unconfined" }, userns: { uid_start: slotA } } });
-    B = await TestDaemon.create({ hostGroups: [group("sbox", rangeB)], paddock: { userns: { uid_start: slotB } } });
-    await Promise.all([A.start(), B.start()]);
+    // One after the other: each picks ranges free on the host, including the other's.
+    A = await startDaemon(["sbox", "free"], { seccomp: { free: "unconfined" }, userns: { uid_start: slotA } }, made);
+    B = await startDaemon(["sbox"], { userns: { uid_start: slotB } }, made);
     const da = A, db = B;
-    [a1, a2, a3, b1] = await Promise.all([createVm(da, "sbox"), createVm(da, "sbox", { persistent: true }), createVm(da, "free"), createVm(db, "sbox")]);
+    [a1, a2, a3, b1] = await Promise.all([createVm(da, "sbox"), createVm(da, "sbox", { persistent: true }), createVm(da, "free"), createVm(db, "sbox", { userdata: USERDATA_FDS })]);
   });
 
   after(async function () {
-    const ds = [A, B].filter((d): d is TestDaemon => d !== undefined);
+    const ds = [...made];
     await Promise.all(ds.map((d) => d.destroy()));
     await fs.rm(hostDir, { recursive: true, force: true });
     const liveClaims = (await listUidClaims(claimsDir).catch(() => [])).filter((c) => c.stale === undefined);
@@ -231,6 +316,26 @@ async function snapshotDir(dir: string): Promise<Record<string, string>> {
       // Beyond stdio only what ls itself opens: the /proc/<pid>/fd directory.
       expect(fds.filter(([n, t]) => n > 2 && !/^\/proc\/\d+\/fd$/.test(t)), self.stdout).to.deep.equal([]);
       console.log(`      exec fds: ${fds.map(([n, t]) => `${n}->${t}`).join(", ")} (listener ${listener})`);
+    });
+
+    it("neither a PTY shell nor the userdata script inherits a socket of the agent listener", async () => {
+      const da = A as TestDaemon, db = B as TestDaemon;
+      // In the shell: its own fds, then (positive control) tini's, where the listener shows.
+      const out = await inShell(da.socketPath, a1, "ls -la /proc/$$/fd; echo ---; ls -la /proc/1/fd");
+      const [mine, init] = out.split(/\r?\n---\r?\n/) as [string, string | undefined];
+      expect(init ?? "", `tini's fds seen from the shell:\n${out}`).to.match(/ 3 -> '?socket:\[\d+\]/);
+      const shellFds = fdEntries(mine);
+      expect(shellFds.length, mine).to.be.greaterThan(2);
+      expect(shellFds.filter((f) => f.includes("socket:")), mine).to.deep.equal([]);
+      // The userdata script of b1 (run by B's agent at first boot) listed its own fds.
+      const ud = await execIn(db, b1, ["cat", "/root/userdata-fds"]);
+      expect(ud.exit_code, ud.stderr).to.equal(0);
+      const udFds = fdEntries(ud.stdout);
+      expect(udFds.length, ud.stdout).to.be.greaterThan(2);
+      const listenerB = /\s3 -> (socket:\[\d+\])/.exec((await execIn(db, b1, ["ls", "-la", "/proc/1/fd"])).stdout)?.[1];
+      expect(listenerB, "B's listener (positive control)").to.be.a("string");
+      expect(udFds.filter((f) => f.endsWith(listenerB as string)), ud.stdout).to.deep.equal([]);
+      console.log(`      shell fds: ${shellFds.join(", ")}; userdata fds: ${udFds.join(", ")} (B's listener ${listenerB})`);
     });
   });
 
