@@ -112,6 +112,23 @@ export interface PaddockSettings {
    * size }`, size default 65536); undefined ⇒ one is allocated and kept (shared/uid-ranges.ts).
    */
   userns: UidRange | undefined;
+  /**
+   * Most bytes of console log kept per VM (`paddock.console_log_bytes`, default 4 MiB): the log
+   * rotates to `<hostname>.log.1` at half of it (tenant-daemon/runtime/oci-driver.ts).
+   */
+  consoleLogBytes: number;
+  /**
+   * How much of the disks file system's free space VM disks may be promised
+   * (`paddock.disk_commit_ratio`, default 1.0): a VM disk is refused with 507
+   * ERR_STORAGE_OVERCOMMIT when the unwritten part of every disk of this daemon plus the new one
+   * would exceed ratio × free space (tenant-daemon/storage/disk-ledger.ts). Below 1 leaves room
+   * for other tenants sharing the file system; above 1 overcommits.
+   */
+  diskCommitRatio: number;
+  /** Most secrets the tenant may hold (`paddock.max_secrets`, default 256). */
+  maxSecrets: number;
+  /** Most bytes of secret content, all secrets together (`paddock.max_secret_bytes`, default 16 MiB). */
+  maxSecretBytes: number;
 }
 
 /** The whole validated, frozen tenant daemon config. */
@@ -146,7 +163,8 @@ const CONFIG_KEYS = [
   "host_groups", "image", "kernel_image", "kernel_file", "hypervisor", "graceful_shutdown", "github_user", "ssh_keys",
   "api", "ssh", "pci", "insecure_registry",
 ] as const;
-const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime", "pids_limit", "limits", "deny", "foreign_ranges", "stop_timeout_seconds", "warm_pool", "seccomp", "userns"] as const;
+const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime", "pids_limit", "limits", "deny", "foreign_ranges", "stop_timeout_seconds", "warm_pool", "seccomp", "userns",
+  "console_log_bytes", "disk_commit_ratio", "max_secrets", "max_secret_bytes"] as const;
 
 /** Defaults for standalone daemons (DESIGN.md §6); env overrides applied in {@link loadTenantConfig}. */
 export const DEFAULT_STATE_DIR = "/var/lib/paddock";
@@ -343,7 +361,21 @@ function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigContext, ap
     warmPool,
     seccomp,
     userns,
+    consoleLogBytes: r.int(pd.console_log_bytes, "paddock.console_log_bytes", { min: 64 * 1024, max: 2 ** 32 }) ?? 4 * 2 ** 20,
+    diskCommitRatio: readRatio(r, pd.disk_commit_ratio, "paddock.disk_commit_ratio") ?? 1,
+    maxSecrets: r.int(pd.max_secrets, "paddock.max_secrets", { min: 0, max: 100_000 }) ?? 256,
+    maxSecretBytes: r.int(pd.max_secret_bytes, "paddock.max_secret_bytes", { min: 0, max: 2 ** 32 }) ?? 16 * 2 ** 20,
   };
+}
+
+/** A positive ratio such as `1`, `0.8` or `1.5` (at most 100). */
+function readRatio(r: ConfigReader, raw: unknown, p: string): number | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  if (typeof raw !== "number" || !Number.isFinite(raw) || raw <= 0 || raw > 100) {
+    r.problem(p, `expected a number greater than 0 and at most 100 such as 1 or 0.8, got ${JSON.stringify(raw)}`);
+    return undefined;
+  }
+  return raw;
 }
 
 /** `paddock.userns: { uid_start, size }` (size default 65536; shared/uid-ranges.ts checks overlaps at start). */
