@@ -56,6 +56,8 @@ describe("paddock CLI against a real supervisor (root, runc)", function () {
       this.skip(); // needs root, runc and the base image (scripts/setup.sh)
     }
     dir = await fs.mkdtemp("/tmp/pdk-");
+    // Traversable (not listable) by the VMs' unprivileged roots, which reach their rootfs below it.
+    await fs.chmod(dir, 0o711);
     stateDir = path.join(dir, "s");
     gatewaySock = path.join(dir, "gw.sock");
     adminSock = path.join(dir, "adm.sock");

@@ -82,6 +82,8 @@ export class SupervisorProc {
 
   static async create(opts: SupervisorProcOptions = {}): Promise<SupervisorProc> {
     const dir = await fs.mkdtemp("/tmp/pdk-");
+    // Traversable (not listable) by the VMs' unprivileged roots, which reach their rootfs below it.
+    await fs.chmod(dir, 0o711);
     const pool = randomBenchPool();
     const s = new SupervisorProc(dir, opts.stateDir ?? path.join(dir, "state"), pool);
     await fs.writeFile(s.configFile, stringify({

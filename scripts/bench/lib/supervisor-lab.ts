@@ -65,6 +65,8 @@ export class SupervisorLab {
    */
   static async start(imageDir: string, nodeArgs: readonly string[] = []): Promise<SupervisorLab> {
     const dir = await fs.mkdtemp("/tmp/pdksup-");
+    // Traversable by the VMs' unprivileged roots (user namespaces), which reach their rootfs below it.
+    await fs.chmod(dir, 0o711);
     const lab = new SupervisorLab(dir, await freePort(), await freePool());
     try {
       const cfg = path.join(dir, "supervisor.yaml");
