@@ -1,0 +1,90 @@
+/**
+ * One daemon per tenant id on a host. Container ids (`pdk-<tenant>-<hostname>`), the nftables
+ * table, links and cgroups (`/paddock/<tenant>`) are all keyed by the tenant id, so two daemons
+ * with the same id would tear down each other's VMs even with different config files, sockets
+ * and state dirs. The lock lives in a fixed host-global directory, independent of
+ * `paddock.run_dir` and `PADDOCK_RUN_DIR`, and is taken before the daemon touches anything.
+ *
+ * `<dir>/<tenant>.lock` holds the owner as JSON (`{pid, config, purpose, started_at}`); the
+ * mutual exclusion itself is proper-lockfile's directory `<dir>/<tenant>.lock.mutex` (mkdir is
+ * atomic; its mtime is refreshed while held), as in shared/state-store.ts acquireOwnership. A
+ * lock whose owner pid is gone (SIGKILL) is taken over at once.
+ */
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import lockfile from "proper-lockfile";
+import { PaddockError } from "../shared/errors.js";
+import { pidAlive, writeFileAtomic } from "../shared/state-store.js";
+
+/** The host-global directory of tenant id locks. */
+export const TENANT_LOCK_DIR = "/run/paddock/tenant-locks";
+
+/** Who holds a tenant id (the content of `<dir>/<tenant>.lock`). */
+export interface TenantLockOwner {
+  pid: number;
+  /** Absolute path of the holder's config file. */
+  config: string;
+  /** `serve` (a running daemon) or `purge` (a tenant delete in progress). */
+  purpose: "serve" | "purge";
+  /** RFC 3339 time the lock was taken. */
+  started_at: string;
+}
+
+/** Read the recorded owner of `tenantId`'s lock; undefined when absent or unreadable. */
+export async function readTenantLockOwner(tenantId: string, dir: string = TENANT_LOCK_DIR): Promise<TenantLockOwner | undefined> {
+  try {
+    const v = JSON.parse(await fs.readFile(path.join(dir, `${tenantId}.lock`), "utf8")) as Partial<TenantLockOwner>;
+    if (typeof v.pid !== "number" || typeof v.config !== "string") return undefined;
+    return { pid: v.pid, config: v.config, purpose: v.purpose === "purge" ? "purge" : "serve", started_at: String(v.started_at ?? "") };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Take the host-global lock of `tenantId` for this process.
+ * @param opts.configPath - the config file this process serves (recorded for refusals).
+ * @param opts.dir - lock directory; default {@link TENANT_LOCK_DIR} (unit tests pass a temp dir).
+ * @param opts.onCompromised - called when the lock was lost while held (its mtime went stale).
+ * @returns release(): removes the owner record and the lock (idempotent).
+ * @throws PaddockError `ERR_TENANT_ID_IN_USE` (409) naming the live holder's pid, config and
+ *   purpose; nothing of the holder is touched.
+ */
+export async function acquireTenantIdLock(opts: { tenantId: string; configPath: string; purpose: "serve" | "purge"; dir?: string; onCompromised?: (err: Error) => void }): Promise<() => Promise<void>> {
+  const dir = opts.dir ?? TENANT_LOCK_DIR;
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  const ownerFile = path.join(dir, `${opts.tenantId}.lock`);
+  const mutex = `${ownerFile}.mutex`;
+  const take = (): Promise<() => Promise<void>> => lockfile.lock(ownerFile, {
+    stale: 15_000, update: 5_000, realpath: false, lockfilePath: mutex,
+    onCompromised: (err) => opts.onCompromised?.(err),
+  });
+  const refuse = (owner: TenantLockOwner | undefined, cause: unknown): PaddockError => new PaddockError(
+    "ERR_TENANT_ID_IN_USE",
+    owner !== undefined
+      ? `tenant id ${opts.tenantId} is held by a running daemon (pid ${owner.pid}, config ${owner.config}${owner.purpose === "purge" ? ", purging" : ""}); container ids, the nftables table, links and cgroups are keyed by the tenant id, so a second daemon for it would tear down the first's VMs. Stop that daemon or give this config (${opts.configPath}) another paddock.tenant_id`
+      : `tenant id ${opts.tenantId} is locked by another process (${mutex}); stop it or give this config (${opts.configPath}) another paddock.tenant_id`,
+    { cause, details: { tenant_id: opts.tenantId, ...(owner !== undefined ? { holder_pid: owner.pid, holder_config: owner.config } : {}) } },
+  );
+  let release: () => Promise<void>;
+  try {
+    release = await take();
+  } catch (err) {
+    const owner = await readTenantLockOwner(opts.tenantId, dir);
+    if (owner === undefined || owner.pid === process.pid || pidAlive(owner.pid)) throw refuse(owner, err);
+    // The recorded holder is gone (killed before it could release): the lock is stale.
+    await fs.rm(mutex, { recursive: true, force: true });
+    try {
+      release = await take();
+    } catch (err2) {
+      throw refuse(await readTenantLockOwner(opts.tenantId, dir), err2);
+    }
+  }
+  const owner: TenantLockOwner = { pid: process.pid, config: path.resolve(opts.configPath), purpose: opts.purpose, started_at: new Date().toISOString() };
+  await writeFileAtomic(ownerFile, JSON.stringify(owner) + "\n", 0o600);
+  let released: Promise<void> | undefined;
+  return () => (released ??= (async () => {
+    await fs.rm(ownerFile, { force: true });
+    await release().catch(() => undefined);
+  })());
+}

@@ -1,0 +1,49 @@
+/**
+ * tenant-daemon/tenant-id-lock.ts on a temp lock dir (never the host's /run/paddock/tenant-locks):
+ * a held id is refused naming the holder's pid and config, release frees it, a dead holder's
+ * lock is taken over at once. Two real daemons: test/privileged/tenant-budget.test.ts.
+ */
+import { expect } from "chai";
+import { spawnSync } from "node:child_process";
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { isPaddockError } from "../../shared/errors.js";
+import { acquireTenantIdLock, readTenantLockOwner } from "../../tenant-daemon/tenant-id-lock.js";
+
+describe("tenant id lock (tenant-daemon/tenant-id-lock.ts)", () => {
+  let dir = "";
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-idlock-"));
+  });
+  afterEach(async () => {
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it("records the holder; a second taker is refused with ERR_TENANT_ID_IN_USE naming pid and config; release frees it", async () => {
+    const release = await acquireTenantIdLock({ tenantId: "acme", configPath: "/etc/a/config.yaml", purpose: "serve", dir });
+    expect(await readTenantLockOwner("acme", dir)).to.include({ pid: process.pid, config: "/etc/a/config.yaml", purpose: "serve" });
+    const err = await acquireTenantIdLock({ tenantId: "acme", configPath: "/etc/b/config.yaml", purpose: "serve", dir }).then(() => undefined, (e: unknown) => e);
+    expect(isPaddockError(err) && err.code).to.equal("ERR_TENANT_ID_IN_USE");
+    expect(isPaddockError(err) && err.status).to.equal(409);
+    expect((err as Error).message).to.contain(`pid ${process.pid}`).and.contain("config /etc/a/config.yaml").and.contain("/etc/b/config.yaml");
+    // Another id is independent.
+    const other = await acquireTenantIdLock({ tenantId: "beta", configPath: "/etc/b/config.yaml", purpose: "serve", dir });
+    await other();
+    await release();
+    await release(); // idempotent
+    expect(await readTenantLockOwner("acme", dir)).to.equal(undefined);
+    const again = await acquireTenantIdLock({ tenantId: "acme", configPath: "/etc/b/config.yaml", purpose: "purge", dir });
+    expect(await readTenantLockOwner("acme", dir)).to.include({ config: "/etc/b/config.yaml", purpose: "purge" });
+    await again();
+  });
+
+  it("takes over at once a lock whose recorded holder is dead (SIGKILLed daemon)", async () => {
+    const dead = spawnSync(process.execPath, ["-e", "0"]).pid;
+    await fs.mkdir(path.join(dir, "acme.lock.mutex"));
+    await fs.writeFile(path.join(dir, "acme.lock"), JSON.stringify({ pid: dead, config: "/gone/config.yaml", purpose: "serve", started_at: new Date().toISOString() }));
+    const release = await acquireTenantIdLock({ tenantId: "acme", configPath: "/etc/a/config.yaml", purpose: "serve", dir });
+    expect(await readTenantLockOwner("acme", dir)).to.include({ pid: process.pid, config: "/etc/a/config.yaml" });
+    await release();
+  });
+});
