@@ -8,6 +8,7 @@ import path from "node:path";
 import { PaddockError } from "./errors.js";
 import { ConfigReader, parseSizeBytes, parseYamlSafe } from "./yaml-reader.js";
 import { cidrContains, cidrOverlaps, parseCidr, parseIpv4, type Cidr } from "./cidr.js";
+import { DEFAULT_PIDS_RESERVE, MIN_PIDS_BUDGET } from "./host-pids.js";
 import { UID_RANGE_MAX_END, UID_RANGE_MIN_START, UID_RANGE_SIZE, type UidRange } from "./uid-ranges.js";
 
 /** Host group and VM names: lowercase DNS-label characters (spec §1.3). */
@@ -73,6 +74,8 @@ export interface TenantLimits {
   maxVcpu: number | undefined;
   maxRamBytes: number | undefined;
   maxDiskBytes: number | undefined;
+  /** pids.max of the tenant's parent cgroup (tenant-daemon/runtime/tenant-cgroup.ts); undefined ⇒ what pid_max leaves after the host reserve. */
+  maxPids: number | undefined;
 }
 
 /** Paddock's own settings (top-level `paddock:` key). */
@@ -87,9 +90,11 @@ export interface PaddockSettings {
   imageDir: string;
   /** OCI runtime: `auto` picks crun on a pure cgroup-v2 host with crun installed, else runc. */
   runtime: "auto" | "runc" | "crun";
-  /** pids.max of each VM's cgroup. */
+  /** pids.max of each VM's cgroup (never above the tenant's pids budget). */
   pidsLimit: number;
   limits: TenantLimits;
+  /** Pids of the host's pid_max no tenant budget may take (`paddock.host_pids_reserve`, shared/host-pids.ts). */
+  hostPidsReserve: number;
   /** Operator deny list (CIDRs) applied to every VM; no tenant setting overrides it. */
   deny: readonly string[];
   /** Every range of other tenants on this host; traffic to them is always dropped. */
@@ -164,7 +169,7 @@ const CONFIG_KEYS = [
   "api", "ssh", "pci", "insecure_registry",
 ] as const;
 const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime", "pids_limit", "limits", "deny", "foreign_ranges", "stop_timeout_seconds", "warm_pool", "seccomp", "userns",
-  "console_log_bytes", "disk_commit_ratio", "max_secrets", "max_secret_bytes"] as const;
+  "console_log_bytes", "disk_commit_ratio", "max_secrets", "max_secret_bytes", "host_pids_reserve"] as const;
 
 /** Defaults for standalone daemons (DESIGN.md §6); env overrides applied in {@link loadTenantConfig}. */
 export const DEFAULT_STATE_DIR = "/var/lib/paddock";
@@ -320,7 +325,7 @@ function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigContext, ap
   const runtime = r.string(pd.runtime, "paddock.runtime") ?? "auto";
   if (runtime !== "auto" && runtime !== "runc" && runtime !== "crun") r.problem("paddock.runtime", `expected auto, runc or crun, got ${JSON.stringify(runtime)}`);
   const limits = r.object(pd.limits, "paddock.limits");
-  r.unknownKeys(limits, "paddock.limits", ["max_vms", "max_vcpu", "max_ram_bytes", "max_disk_bytes"]);
+  r.unknownKeys(limits, "paddock.limits", ["max_vms", "max_vcpu", "max_ram_bytes", "max_disk_bytes", "max_pids"]);
   const deny = r.stringList(pd.deny, "paddock.deny") ?? [];
   checkAddressList(r, deny, "paddock.deny");
   const foreignRanges = r.stringList(pd.foreign_ranges, "paddock.foreign_ranges") ?? [];
@@ -354,7 +359,9 @@ function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigContext, ap
       maxVcpu: r.int(limits.max_vcpu, "paddock.limits.max_vcpu", { min: 0 }),
       maxRamBytes: r.int(limits.max_ram_bytes, "paddock.limits.max_ram_bytes", { min: 0 }),
       maxDiskBytes: r.int(limits.max_disk_bytes, "paddock.limits.max_disk_bytes", { min: 0 }),
+      maxPids: r.int(limits.max_pids, "paddock.limits.max_pids", { min: MIN_PIDS_BUDGET, max: 4_194_304 }),
     },
+    hostPidsReserve: r.int(pd.host_pids_reserve, "paddock.host_pids_reserve", { min: 0, max: 4_194_304 }) ?? DEFAULT_PIDS_RESERVE,
     deny,
     foreignRanges,
     stopTimeoutSeconds: r.int(pd.stop_timeout_seconds, "paddock.stop_timeout_seconds", { min: 0, max: 600 }) ?? 10,

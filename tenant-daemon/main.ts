@@ -31,6 +31,9 @@ import { createAgentRouter } from "./agent-client/agent-router.js";
 import { SecretStore } from "./secrets/secret-store.js";
 import { VmService } from "./vm/vm-service.js";
 import { VmNamespaces } from "./runtime/vm-namespaces.js";
+import { applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenantCgroup, type TenantBudgetPlan } from "./runtime/tenant-cgroup.js";
+import { acquireTenantIdLock } from "./tenant-id-lock.js";
+import { readPidMax } from "../shared/host-pids.js";
 import type { DaemonState } from "./vm/vm-types.js";
 
 /** A running daemon, for tests and the CLI. */
@@ -109,7 +112,7 @@ async function stopServices(s: Services, config: TenantConfig, logger: Logger): 
  * Build the daemon's services. `purpose: "purge"` does not require the base image: deleting a
  * tenant must work even when its image has been removed from the store (nothing is mounted).
  */
-async function buildServices(config: TenantConfig, logger: Logger, metrics: DaemonMetrics, purpose: "serve" | "purge" = "serve", uidRange?: UidRange) {
+async function buildServices(config: TenantConfig, logger: Logger, metrics: DaemonMetrics, purpose: "serve" | "purge" = "serve", uidRange?: UidRange, vmPidsLimit?: number) {
   const p = config.paddock;
   await fs.mkdir(p.stateDir, { recursive: true, mode: 0o700 });
   // VMs' roots are unprivileged host uids that must reach their rootfs under the run dir while
@@ -137,7 +140,7 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
     validate: (v) => (typeof (v as DaemonState).vms === "object" && typeof (v as DaemonState).counters === "object" ? undefined : "missing vms or counters"),
   });
   const vms = new VmService({
-    config, store, runtime, storage, network, agent, namespaces, logger,
+    config, store, runtime, storage, network, agent, namespaces, logger, vmPidsLimit,
     onEvent: (event, group) => {
       if (event === "launch") metrics.launch(group, "ok");
       if (event === "launch_failed") metrics.launch(group, "error");
@@ -147,16 +150,58 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
 }
 
 /**
- * Start a daemon from a config file: lock the state dir, reconcile, serve.
- * @throws PaddockError ERR_CONFIG_INVALID / ERR_CONFIG_UNSUPPORTED / ERR_STATE_LOCKED /
- *   ERR_SOCKET_IN_USE / ERR_IMAGE_NOT_FOUND / ERR_RUNTIME_UNAVAILABLE and start-up failures.
+ * The tenant's budget from its limits and the host's pid_max (see computeTenantBudget), clamps
+ * logged as warnings.
+ */
+async function planTenantBudget(config: TenantConfig, logger: Logger): Promise<TenantBudgetPlan> {
+  const plan = computeTenantBudget({
+    limits: config.paddock.limits,
+    hostGroupVcpus: config.hostGroups.map((g) => g.vcpu),
+    vmPidsLimit: config.paddock.pidsLimit,
+    pidMax: await readPidMax(),
+    reservePids: config.paddock.hostPidsReserve,
+  });
+  for (const note of plan.notes) logger.warn(`budget: ${note}`);
+  return plan;
+}
+
+/**
+ * Write the tenant's budget into its parent cgroup `/paddock/<tenant>` (created if absent),
+ * before any VM of this run starts; VMs adopted from a previous run are already below it.
+ * @throws PaddockError ERR_CGROUP_SETUP_FAILED (e.g. a lowered limit below what running VMs use).
+ */
+async function applyTenantBudget(config: TenantConfig, plan: TenantBudgetPlan, logger: Logger): Promise<void> {
+  const layout = await detectCgroupLayout();
+  await applyTenantCgroup(renderTenantCgroup(plan.budget, layout, config.paddock.tenantId));
+  logger.info("tenant cgroup budget applied", { cgroup: `/paddock/${config.paddock.tenantId}`, cgroup_version: layout.version, pids_max: plan.budget.pidsMax, memory_bytes: plan.budget.memoryBytes ?? "max", cpu_quota_us: plan.budget.cpuQuotaUs ?? "max", vm_pids_limit: plan.vmPidsLimit });
+}
+
+/**
+ * Start a daemon from a config file: take the host-global lock of the tenant id, lock the
+ * state dir, apply the tenant's cgroup budget, reconcile, serve.
+ * @throws PaddockError ERR_CONFIG_INVALID / ERR_CONFIG_UNSUPPORTED / ERR_TENANT_ID_IN_USE (another
+ *   live daemon holds the tenant id; nothing touched) / ERR_STATE_LOCKED / ERR_SOCKET_IN_USE /
+ *   ERR_IMAGE_NOT_FOUND / ERR_RUNTIME_UNAVAILABLE / ERR_CGROUP_SETUP_FAILED and start-up failures.
  */
 export async function startDaemon(configPath: string, options: { logger?: Logger } = {}): Promise<RunningDaemon> {
   const config = await loadTenantConfig(configPath);
   const logger = (options.logger ?? createLogger()).child({ tenant: config.paddock.tenantId });
   for (const w of config.warnings) logger.warn(`config: ${w}`);
   checkHypervisor(config);
-  const release = await acquireOwnership(config.paddock.stateDir, `tenant ${config.paddock.tenantId}'s state`);
+  // Before anything else: container ids, the nftables table, links and cgroups are keyed by the
+  // tenant id, so a second daemon of the same id must not touch any of them (tenant-id-lock.ts).
+  const releaseId = await acquireTenantIdLock({
+    tenantId: config.paddock.tenantId, configPath: config.source, purpose: "serve",
+    onCompromised: (err) => logger.error("the tenant id lock was lost while held", { err }),
+  });
+  const releaseState = await acquireOwnership(config.paddock.stateDir, `tenant ${config.paddock.tenantId}'s state`).catch(async (err: unknown) => {
+    await releaseId();
+    throw err;
+  });
+  const release = async (): Promise<void> => {
+    await releaseState();
+    await releaseId();
+  };
   let s: Services | undefined;
   try {
     // Refuse before touching anything (links, table, VMs) when the listen address is taken.
@@ -164,8 +209,10 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     // The tenant's host uid/gid range (shared/uid-ranges.ts); a refusal fails the start here.
     const uidRange = await claimUidRange({ tenantId: config.paddock.tenantId, stateDir: config.paddock.stateDir, requested: config.paddock.userns });
     const metrics = new DaemonMetrics();
-    const svc = await buildServices(config, logger, metrics, "serve", uidRange);
+    const budget = await planTenantBudget(config, logger);
+    const svc = await buildServices(config, logger, metrics, "serve", uidRange, budget.vmPidsLimit);
     s = svc;
+    await applyTenantBudget(config, budget, logger);
     await svc.network.start();
     await svc.vms.start();
     // VM netns kept alive at network start but adopted by no VM record are removed now.
@@ -214,13 +261,20 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
 }
 
 /**
- * Delete everything a tenant has on this host: every VM and disk, links, namespaces and the
- * nftables table. The daemon must not be running (its state lock is taken).
+ * Delete everything a tenant has on this host: every VM and disk, links, namespaces, the
+ * nftables table and the tenant cgroup. No daemon may be running with the tenant's id.
+ * @throws PaddockError ERR_TENANT_ID_IN_USE (a live daemon holds the id: nothing touched),
+ *   ERR_STATE_LOCKED.
  */
 export async function purgeTenant(configPath: string, options: { logger?: Logger } = {}): Promise<void> {
   const config = await loadTenantConfig(configPath);
   const logger = (options.logger ?? createLogger()).child({ tenant: config.paddock.tenantId, op: "purge" });
-  const release = await acquireOwnership(config.paddock.stateDir, `tenant ${config.paddock.tenantId}'s state`);
+  // A purge removes everything keyed by the tenant id: never while another daemon holds it.
+  const releaseId = await acquireTenantIdLock({ tenantId: config.paddock.tenantId, configPath: config.source, purpose: "purge" });
+  const release = await acquireOwnership(config.paddock.stateDir, `tenant ${config.paddock.tenantId}'s state`).catch(async (err: unknown) => {
+    await releaseId();
+    throw err;
+  });
   try {
     const s = await buildServices(config, logger, new DaemonMetrics(), "purge");
     await s.vms.purge();
@@ -230,6 +284,7 @@ export async function purgeTenant(configPath: string, options: { logger?: Logger
     await releaseUidRange({ tenantId: config.paddock.tenantId, stateDir: config.paddock.stateDir });
   } finally {
     await release();
+    await releaseId();
   }
 }
 

@@ -94,6 +94,11 @@ export interface VmServiceDeps {
   /** The VMs' user namespaces (pinned with the netns they own) and the tenant's id range. */
   namespaces: VmNamespaces;
   logger: Logger;
+  /**
+   * pids.max of each VM: `paddock.pids_limit` clamped to the tenant's pids budget
+   * (tenant-daemon/runtime/tenant-cgroup.ts computeTenantBudget); default `paddock.pids_limit`.
+   */
+  vmPidsLimit?: number;
   /** Interval of the guest-exit reaper, ms (default 1000). */
   reapIntervalMs?: number;
   /** Called on VM launches/deletes for metrics. */
@@ -658,7 +663,7 @@ export class VmService {
     spans.mark("files");
     const id = this.containerId(r.hostname);
     const st = await this.deps.runtime.run({
-      id, hostname: r.hostname, cpus: r.cpus, ramBytes: r.ramBytes, pidsLimit: this.deps.config.paddock.pidsLimit,
+      id, hostname: r.hostname, cpus: r.cpus, ramBytes: r.ramBytes, pidsLimit: this.deps.vmPidsLimit ?? this.deps.config.paddock.pidsLimit,
       rootfsDir, bundleDir: this.bundleDir(r.hostname), bootDir: this.bootDir(r.hostname), agentSocketPath: this.agentSocket(r.hostname),
       netnsPath: attachment.netnsPath,
       userns: { path: attachment.netnsPath === undefined ? undefined : this.deps.namespaces.usernsPath(r.hostname), uidStart: range.uidStart, size: range.size },
