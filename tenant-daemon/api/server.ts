@@ -193,7 +193,10 @@ export function createApiApp(deps: ApiServerDeps): express.Express {
     const linesRaw = queryString(req, "lines");
     if (linesRaw !== undefined && !/^\d+$/.test(linesRaw)) throw new PaddockError("ERR_QUERY_INVALID", "lines must be a non-negative integer");
     const lines = linesRaw === undefined ? 20 : Number(linesRaw);
-    const content = await tailFile(vms.consoleLogPath(h), lines);
+    // The console log is kept as `<log>.1` (older) and `<log>` (newest), see the logcap reader
+    // of tenant-daemon/runtime/oci-driver.ts; read both, oldest first.
+    const log = vms.consoleLogPath(h);
+    const content = await tailFile([`${log}.1`, log], lines);
     if (content === undefined) throw new PaddockError("ERR_PATH_NOT_FOUND", `no console log for ${h}`);
     res.json({ hostname: h, lines, content });
   }));
@@ -205,20 +208,38 @@ export function createApiApp(deps: ApiServerDeps): express.Express {
 }
 
 /**
- * Last `lines` lines of a file (0 ⇒ whole file), reading at most the last 4 MiB.
- * @returns undefined when the file does not exist.
+ * Last `lines` lines (0 ⇒ all) of the concatenation of `files`, oldest file first (missing
+ * ones skipped), reading at most the last 4 MiB of it.
+ * @returns undefined when none of the files exists.
  */
-export async function tailFile(file: string, lines: number): Promise<string | undefined> {
-  let size: number;
-  try {
-    size = (await fs.stat(file)).size;
-  } catch {
-    return undefined;
+export async function tailFile(files: string | readonly string[], lines: number): Promise<string | undefined> {
+  const list = typeof files === "string" ? [files] : files;
+  const sizes: { file: string; size: number }[] = [];
+  for (const file of list) {
+    try {
+      sizes.push({ file, size: (await fs.stat(file)).size });
+    } catch {
+      // missing: skipped
+    }
   }
-  const maxBytes = 4 * 1024 * 1024;
-  const start = Math.max(0, size - maxBytes);
+  if (sizes.length === 0) return undefined;
+  // Take the newest 4 MiB: walk from the last file back, then read forwards.
+  let budget = 4 * 1024 * 1024;
+  const parts: { file: string; start: number; size: number }[] = [];
+  for (let i = sizes.length - 1; i >= 0 && budget > 0; i--) {
+    const { file, size } = sizes[i] as { file: string; size: number };
+    const start = Math.max(0, size - budget);
+    budget -= size - start;
+    if (size > start) parts.unshift({ file, start, size });
+  }
   const chunks: Buffer[] = [];
-  for await (const c of createReadStream(file, { start })) chunks.push(c as Buffer);
+  for (const { file, start, size } of parts) {
+    try {
+      for await (const c of createReadStream(file, { start, end: size - 1 })) chunks.push(c as Buffer);
+    } catch {
+      // rotated away between stat and read: what was read stays
+    }
+  }
   const text = Buffer.concat(chunks).toString("utf8");
   if (lines === 0) return text;
   const all = text.split("\n");

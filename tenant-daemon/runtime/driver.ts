@@ -44,6 +44,12 @@ export interface VmRuntimeSpec {
   userns: { path: string | undefined; uidStart: number; size: number };
   /** File that receives the guest's console (init, agent and userdata output). Appended to. */
   consoleLogPath: string;
+  /**
+   * Most bytes of console log kept on disk: the file rotates to `<consoleLogPath>.1` at half of
+   * this (see `logcap` in tenant-daemon/runtime/native/paddock-nsutil.c). Undefined ⇒
+   * {@link DEFAULT_CONSOLE_LOG_BYTES}.
+   */
+  consoleLogBytes?: number;
   /** cgroup path relative to the hierarchy root, e.g. `/paddock/<tenant>/<hostname>`. */
   cgroupPath: string;
   /**
@@ -117,3 +123,6 @@ export interface RuntimeDriver {
    */
   pruneCgroups?(cgroupParent: string): Promise<void>;
 }
+
+/** Default cap of a VM's console log on disk (`paddock.console_log_bytes`), bytes. */
+export const DEFAULT_CONSOLE_LOG_BYTES = 4 * 1024 * 1024;

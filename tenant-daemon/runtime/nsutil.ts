@@ -65,3 +65,15 @@ export async function idmapBind(src: string, dst: string, range: UidRange): Prom
 export function listenPrefix(socketPath: string): string[] {
   return [nsutilPath(), "listen", socketPath];
 }
+
+/**
+ * argv prefix that runs a command with its stdout and stderr on a pipe read by a detached
+ * `paddock-nsutil logcap` reader (its own session, reparented to init): the reader appends to
+ * `file` and rotates it to `<file>.1` … `<file>.<keep>` whenever it reaches `rotateBytes`, so
+ * at most `(keep + 1) × rotateBytes` bytes are kept; it exits once every process holding the
+ * pipe (the command and whatever inherits its stdio, e.g. a detached sandbox) has exited.
+ * `file`'s directory must exist and be host-only. Followed by the command.
+ */
+export function logcapPrefix(file: string, rotateBytes: number, keep: number): string[] {
+  return [nsutilPath(), "logcap", file, String(Math.max(1, Math.floor(rotateBytes))), String(keep)];
+}

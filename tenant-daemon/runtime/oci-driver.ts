@@ -15,9 +15,9 @@ import { run, trimStderr, type RunResult } from "../../shared/exec.js";
 import { silentLogger, type Logger } from "../../shared/logger.js";
 import { pidAlive, writeFileAtomic } from "../../shared/state-store.js";
 import { sleep } from "../../shared/time.js";
-import type { RuntimeDriver, RuntimeState, RuntimeStatus, VmRuntimeSpec } from "./driver.js";
+import { DEFAULT_CONSOLE_LOG_BYTES, type RuntimeDriver, type RuntimeState, type RuntimeStatus, type VmRuntimeSpec } from "./driver.js";
 import { CPU_PERIOD_US, renderOciSpec, type OciToolbox } from "./oci-spec.js";
-import { listenPrefix } from "./nsutil.js";
+import { listenPrefix, logcapPrefix } from "./nsutil.js";
 import { runcWarning } from "./runc-advisories.js";
 import { readMounts } from "../storage/vm-disk.js";
 import { loadSeccompProfile, type OciSeccomp } from "./seccomp.js";
@@ -226,8 +226,9 @@ export class OciDriver implements RuntimeDriver {
 
   /**
    * Write `<bundle>/config.json` and `runc create` the sandbox (init waits for start).
-   * The sandbox's stdin is /dev/null; its stdout and stderr are an append fd of
-   * `consoleLogPath`, so tini's and the agent's output land in the console log. A leftover
+   * The sandbox's stdin is /dev/null; its stdout and stderr are the console pipe of
+   * {@link consoleArgv}, so tini's and the agent's output land in the size-capped console
+   * log. A leftover
    * stopped sandbox of the same id (daemon killed mid-way) is deleted first.
    * @throws PaddockError ERR_RUNTIME_FAILED (already exists and not stopped; runtime error with its log)
    */
@@ -247,25 +248,22 @@ export class OciDriver implements RuntimeDriver {
     const logPath = path.join(spec.bundleDir, `${this.name}.log`);
     await fs.rm(logPath, { force: true });
     await prepareAgentSocket(spec.agentSocketPath);
-    const consoleFile = await fs.open(spec.consoleLogPath, "a", 0o640);
     let result: RunResult;
     try {
-      // Not through runtime(): stdio must be the console fd, never a pipe — the sandbox keeps
-      // its stdio open for its whole life, so a pipe would never reach EOF.
-      const argv = [
+      // Not through runtime(): the sandbox's stdio is the console pipe of consoleArgv(), which
+      // the sandbox keeps open for its whole life.
+      const argv = consoleArgv(spec, [
         ...listenPrefix(spec.agentSocketPath), this.binary,
         "--log", logPath, "--log-format", "json", "create", "--preserve-fds", "1", "--bundle", spec.bundleDir, "--pid-file", path.join(spec.bundleDir, "pid"), spec.id,
-      ];
-      result = await run(argv[0] as string, argv.slice(1), { cwd: spec.bundleDir, timeoutMs: CREATE_TIMEOUT_MS, allowFailure: true, stdin: "ignore", stdout: consoleFile.fd, stderr: consoleFile.fd });
+      ]);
+      result = await run(argv[0] as string, argv.slice(1), { cwd: spec.bundleDir, timeoutMs: CREATE_TIMEOUT_MS, allowFailure: true, stdin: "ignore" });
     } catch (err) {
       await fs.rm(spec.agentSocketPath, { force: true }).catch(() => undefined);
       await this.destroy(spec.id).catch(() => undefined);
       throw new PaddockError("ERR_RUNTIME_FAILED", `${this.name} create ${spec.id}: ${(err as Error).message}`, { cause: err });
-    } finally {
-      await consoleFile.close();
     }
     if (result.exitCode !== 0) {
-      const log = (await OciDriver.readRuntimeLog(logPath)) || trimStderr(await readTail(spec.consoleLogPath));
+      const log = (await OciDriver.readRuntimeLog(logPath)) || trimStderr(result.stderr) || trimStderr(await readTail(spec.consoleLogPath));
       await fs.rm(spec.agentSocketPath, { force: true }).catch(() => undefined);
       await this.destroy(spec.id).catch(() => undefined);
       throw new PaddockError("ERR_RUNTIME_FAILED", `${this.name} create ${spec.id} failed (exit ${result.exitCode}): ${log}`, {
@@ -300,25 +298,22 @@ export class OciDriver implements RuntimeDriver {
       fs.mkdir(path.dirname(spec.consoleLogPath), { recursive: true, mode: 0o700 }),
       prepareAgentSocket(spec.agentSocketPath),
     ]);
-    const consoleFile = await fs.open(spec.consoleLogPath, "a", 0o640);
     let result: RunResult;
     try {
       // paddock-nsutil binds the agent listener and execs runc with it as fd 3; `--preserve-fds 1`
       // hands it to the sandbox's init (tenant-daemon/runtime/native/paddock-nsutil.c).
-      const argv = [
+      const argv = consoleArgv(spec, [
         ...listenPrefix(spec.agentSocketPath), this.binary,
         "--log", logPath, "--log-format", "json", "run", "--detach", "--preserve-fds", "1", "--bundle", spec.bundleDir, "--pid-file", pidFile, spec.id,
-      ];
-      result = await run(argv[0] as string, argv.slice(1), { cwd: spec.bundleDir, timeoutMs: CREATE_TIMEOUT_MS, allowFailure: true, stdin: "ignore", stdout: consoleFile.fd, stderr: consoleFile.fd });
+      ]);
+      result = await run(argv[0] as string, argv.slice(1), { cwd: spec.bundleDir, timeoutMs: CREATE_TIMEOUT_MS, allowFailure: true, stdin: "ignore" });
     } catch (err) {
       await fs.rm(spec.agentSocketPath, { force: true }).catch(() => undefined);
       await this.destroy(spec.id).catch(() => undefined);
       throw new PaddockError("ERR_RUNTIME_FAILED", `${this.name} run ${spec.id}: ${(err as Error).message}`, { cause: err });
-    } finally {
-      await consoleFile.close();
     }
     if (result.exitCode !== 0) {
-      const log = (await OciDriver.readRuntimeLog(logPath)) || trimStderr(await readTail(spec.consoleLogPath));
+      const log = (await OciDriver.readRuntimeLog(logPath)) || trimStderr(result.stderr) || trimStderr(await readTail(spec.consoleLogPath));
       await fs.rm(spec.agentSocketPath, { force: true }).catch(() => undefined);
       await this.destroy(spec.id).catch(() => undefined);
       throw new PaddockError("ERR_RUNTIME_FAILED", `${this.name} run ${spec.id} failed (exit ${result.exitCode}): ${log}`, {
@@ -488,6 +483,18 @@ export class OciDriver implements RuntimeDriver {
     }
     return trimStderr(msgs.join("\n"));
   }
+}
+
+/**
+ * The runtime command `argv` behind a `paddock-nsutil logcap` of the VM's console log: the
+ * sandbox's stdout and stderr are a pipe whose detached reader keeps at most
+ * `spec.consoleLogBytes` on disk (`<log>` and `<log>.1`, rotated at half of it) and exits when
+ * the sandbox's last process has exited. The daemon is not the pipe's reader: a persistent VM
+ * outlives it and keeps logging. Without the cap, a guest writing to /proc/1/fd/1 fills the
+ * host's state file system.
+ */
+function consoleArgv(spec: VmRuntimeSpec, argv: string[]): string[] {
+  return [...logcapPrefix(spec.consoleLogPath, (spec.consoleLogBytes ?? DEFAULT_CONSOLE_LOG_BYTES) / 2, 1), ...argv];
 }
 
 /** Remove a stale agent socket at `socketPath` and make its (host-only, 0700) directory. */

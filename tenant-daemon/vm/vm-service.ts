@@ -667,7 +667,7 @@ export class VmService {
       rootfsDir, bundleDir: this.bundleDir(r.hostname), bootDir: this.bootDir(r.hostname), agentSocketPath: this.agentSocket(r.hostname),
       netnsPath: attachment.netnsPath,
       userns: { path: attachment.netnsPath === undefined ? undefined : this.deps.namespaces.usernsPath(r.hostname), uidStart: range.uidStart, size: range.size },
-      consoleLogPath: this.consoleLogPath(r.hostname), cgroupPath: `/paddock/${this.deps.config.paddock.tenantId}/${r.hostname}`,
+      consoleLogPath: this.consoleLogPath(r.hostname), consoleLogBytes: this.deps.config.paddock.consoleLogBytes, cgroupPath: `/paddock/${this.deps.config.paddock.tenantId}/${r.hostname}`,
       seccomp: this.deps.config.paddock.seccomp[r.hostGroup] ?? "default",
     });
     spans.mark("runtime-run");
@@ -770,7 +770,10 @@ export class VmService {
         await step("bundle dir", () => fs.rm(this.bundleDir(h), { recursive: true, force: true }));
         if (opts.removeDisk) await step("disk", () => this.deps.storage.remove(h));
       })(),
-      opts.removeDisk ? step("console log", () => fs.rm(this.consoleLogPath(h), { force: true })) : undefined,
+      opts.removeDisk ? step("console log", async () => {
+        // The console log and its rotated part (see consoleArgv in tenant-daemon/runtime/oci-driver.ts).
+        await Promise.all([this.consoleLogPath(h), `${this.consoleLogPath(h)}.1`].map((f) => fs.rm(f, { force: true })));
+      }) : undefined,
     ]);
     vm.pid = undefined;
     this.log.debug("vm teardown timing", { hostname: h, totalMs: spans.totalMs(), atMs: spans.atMs });

@@ -22,6 +22,19 @@
  *       through a socket the host made in a directory the guest cannot see or write; nothing
  *       in the guest can move or replace it. On an exec failure the socket file is removed.
  *
+ *   paddock-nsutil logcap FILE ROTATE_BYTES KEEP [COMMAND [ARG...]]
+ *       Append what arrives on a pipe to FILE (created 0640 if missing), rotating it whenever
+ *       it reaches ROTATE_BYTES: FILE.KEEP-1 → FILE.KEEP, …, FILE → FILE.1, so at most
+ *       (KEEP + 1) × ROTATE_BYTES bytes are kept. With COMMAND: make a pipe, fork a reader in
+ *       its own session (stdio on /dev/null, no other inherited fd, reparented to init so
+ *       neither the caller's process group nor its exit touches it) and exec COMMAND with
+ *       stdout and stderr on the pipe's write end. Everything that inherits them (a detached
+ *       sandbox outliving its daemon) writes through the reader, which exits 0 once the last
+ *       writer has closed the pipe. Without COMMAND: read stdin until EOF. The reader never
+ *       stops reading before EOF (a write error drops that chunk), so a writer never gets
+ *       EPIPE; when FILE disappears (its VM was deleted) it discards instead of recreating it.
+ *       FILE's directory is opened once and every rename is relative to it.
+ *
  * References: user_namespaces(7); unix(7); mount_setattr(2); open_tree(2) and move_mount(2) in
  * https://man7.org/linux/man-pages/man2/open_tree.2.html; idmapped mounts
  * https://docs.kernel.org/filesystems/idmappings.html
@@ -47,6 +60,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <libgen.h>
 
 #ifndef SYS_open_tree
 #define SYS_open_tree 428
@@ -56,6 +70,9 @@
 #endif
 #ifndef SYS_mount_setattr
 #define SYS_mount_setattr 442
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
 #endif
 #ifndef OPEN_TREE_CLONE
 #define OPEN_TREE_CLONE 1
@@ -242,7 +259,107 @@ static int cmd_listen(const char *socket_path, char **command) {
   return 1;
 }
 
+/* Shift FILE.KEEP-1 → FILE.KEEP … FILE → FILE.1 (renameat(2) in `dirfd`) and open a new FILE.
+ * Returns the new fd, or -1 when FILE is gone (deleted under the reader) or cannot be made. */
+static int logcap_rotate(int dirfd, const char *base, unsigned long keep, int out) {
+  char from[PATH_MAX], to[PATH_MAX];
+  for (unsigned long i = keep; i > 1; i--) {
+    snprintf(from, sizeof from, "%s.%lu", base, i - 1);
+    snprintf(to, sizeof to, "%s.%lu", base, i);
+    renameat(dirfd, from, dirfd, to);
+  }
+  snprintf(to, sizeof to, "%s.1", base);
+  close(out);
+  if (renameat(dirfd, base, dirfd, to) < 0) return -1;
+  return openat(dirfd, base, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
+}
+
+/* Copy `in` to `out` until EOF, rotating at `rotate` bytes (the size is FILE's own, by fstat,
+ * so other appenders to FILE are counted too). Never returns early: see the usage above. */
+static void logcap_copy(int in, int dirfd, const char *base, unsigned long rotate, unsigned long keep, int out) {
+  static char buf[65536];
+  for (;;) {
+    ssize_t n = read(in, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    char *p = buf;
+    while (n > 0 && out >= 0) {
+      struct stat st;
+      off_t size = fstat(out, &st) == 0 ? st.st_size : 0;
+      if ((unsigned long)size >= rotate) {
+        out = logcap_rotate(dirfd, base, keep, out);
+        continue;
+      }
+      size_t room = rotate - (unsigned long)size;
+      ssize_t w = write(out, p, (size_t)n < room ? (size_t)n : room);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) break; /* ENOSPC, EIO: drop this chunk, keep draining */
+      p += w;
+      n -= w;
+    }
+  }
+}
+
+static int cmd_logcap(const char *file, unsigned long rotate, unsigned long keep, char **command) {
+  if (rotate == 0 || keep == 0) {
+    fprintf(stderr, "paddock-nsutil: ROTATE_BYTES and KEEP must be at least 1\n");
+    return 2;
+  }
+  char dir_buf[PATH_MAX], base_buf[PATH_MAX];
+  if (strlen(file) >= sizeof dir_buf - 16) {
+    fprintf(stderr, "paddock-nsutil: log path too long: %s\n", file);
+    return 2;
+  }
+  strcpy(dir_buf, file);
+  strcpy(base_buf, file);
+  const char *base = basename(base_buf);
+  if (strcmp(base, "/") == 0 || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
+    fprintf(stderr, "paddock-nsutil: bad log file name: %s\n", file);
+    return 2;
+  }
+  int dirfd = open(dirname(dir_buf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dirfd < 0) die(file);
+  int out = openat(dirfd, base, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
+  if (out < 0) die(file);
+  if (command[0] == NULL) {
+    logcap_copy(STDIN_FILENO, dirfd, base, rotate, keep, out);
+    return 0;
+  }
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0) die("pipe");
+  pid_t pid = fork();
+  if (pid < 0) die("fork");
+  if (pid == 0) {
+    /* Double fork: the reader is reparented to init and is nobody's zombie. */
+    if (fork() != 0) _exit(0);
+    setsid();
+    /* stdin = the pipe; fds 3 and 4 = dir and file; stdout, stderr = /dev/null; nothing else. */
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    int d = fcntl(dirfd, F_DUPFD_CLOEXEC, 10), o = fcntl(out, F_DUPFD_CLOEXEC, 10), r = fcntl(p[0], F_DUPFD_CLOEXEC, 10), z = fcntl(devnull, F_DUPFD_CLOEXEC, 10);
+    if (d < 0 || o < 0 || r < 0 || z < 0) _exit(1);
+    if (dup2(r, 0) < 0 || dup2(z, 1) < 0 || dup2(z, 2) < 0 || dup2(d, 3) < 0 || dup2(o, 4) < 0) _exit(1);
+    if (syscall(SYS_close_range, 5U, ~0U, 0U) < 0) {
+      for (int fd = 5; fd < 1024; fd++) close(fd);
+    }
+    logcap_copy(0, 3, base, rotate, keep, 4);
+    _exit(0);
+  }
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+  }
+  close(p[0]);
+  close(out);
+  close(dirfd);
+  if (dup2(p[1], STDOUT_FILENO) < 0 || dup2(p[1], STDERR_FILENO) < 0) die("dup2");
+  close(p[1]);
+  execvp(command[0], command);
+  die(command[0]);
+  return 1;
+}
+
 int main(int argc, char **argv) {
+  if (argc >= 5 && strcmp(argv[1], "logcap") == 0) {
+    return cmd_logcap(argv[2], parse_id(argv[3], "ROTATE_BYTES"), parse_id(argv[4], "KEEP"), argv + 5);
+  }
   if (argc >= 4 && strcmp(argv[1], "listen") == 0) {
     return cmd_listen(argv[2], argv + 3);
   }
@@ -255,6 +372,7 @@ int main(int argc, char **argv) {
   fprintf(stderr,
           "usage: paddock-nsutil pin USERNS_FILE NETNS_FILE HOST_ID COUNT\n"
           "       paddock-nsutil idmap SRC DST HOST_ID COUNT\n"
-          "       paddock-nsutil listen SOCKET_PATH COMMAND [ARG...]\n");
+          "       paddock-nsutil listen SOCKET_PATH COMMAND [ARG...]\n"
+          "       paddock-nsutil logcap FILE ROTATE_BYTES KEEP [COMMAND [ARG...]]\n");
   return 2;
 }
