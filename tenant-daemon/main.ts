@@ -124,14 +124,14 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
     ? await resolveImage(p.imageDir, config.image)
     : await resolveImage(p.imageDir, config.image).catch(() => path.join(p.imageDir, config.image, "rootfs"));
   const runtime = await createOciDriver({ preference: p.runtime, logger, warnAdvisories: purpose === "serve" });
-  const storage = createVmStorage({ stateDir: p.stateDir, runDir: p.runDir, imageRootfs, logger, uidRange });
+  const storage = createVmStorage({ stateDir: p.stateDir, runDir: p.runDir, imageRootfs, logger, uidRange, diskCommitRatio: p.diskCommitRatio });
   // A purge only removes namespace pins; it needs no range.
   const namespaces = new VmNamespaces(p.runDir, uidRange ?? { uidStart: 1, size: 1 }, logger);
   const network = createTenantNetwork({
     config, logger, stateDir: p.stateDir,
     ...(uidRange !== undefined ? { makeNetns: (hostname: string, netnsName: string) => namespaces.create(hostname, netnsName) } : {}),
   });
-  const secrets = new SecretStore(path.join(p.stateDir, "secrets"));
+  const secrets = new SecretStore(path.join(p.stateDir, "secrets"), { maxSecrets: p.maxSecrets, maxSecretBytes: p.maxSecretBytes });
   const agent = createAgentPort({ secrets, logger });
   const store = new JsonStateStore<DaemonState>({
     file: path.join(p.stateDir, "state.json"),

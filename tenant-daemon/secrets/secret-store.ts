@@ -102,12 +102,42 @@ function validateId(v: unknown, what: string): number {
   return v;
 }
 
+/** Caps of one tenant's secrets (`paddock.max_secrets`, `paddock.max_secret_bytes`). */
+export interface SecretLimits {
+  /** Most secrets. */
+  maxSecrets: number;
+  /** Most bytes of content, all secrets together. */
+  maxSecretBytes: number;
+}
+
 /** The tenant daemon's secret store. Mutations are serialised within the process. */
 export class SecretStore {
   private queue: Promise<unknown> = Promise.resolve();
 
-  /** @param dir `<stateDir>/secrets` (created 0700 on first use). */
-  constructor(readonly dir: string) {}
+  /**
+   * @param dir `<stateDir>/secrets` (created 0700 on first use).
+   * @param limits caps checked by {@link create} and {@link update}; undefined ⇒ none.
+   */
+  constructor(readonly dir: string, private readonly limits?: SecretLimits) {}
+
+  /**
+   * Refuse a write that would take the store past its caps: `added` secrets more (0 or 1) and
+   * content growing from `oldBytes` to `newBytes`. Runs inside {@link serial}, so the totals
+   * cannot change under it.
+   * @throws PaddockError ERR_SECRETS_TOO_MANY (409), ERR_SECRETS_TOO_LARGE (413).
+   */
+  private async checkLimits(added: number, oldBytes: number, newBytes: number): Promise<void> {
+    const limits = this.limits;
+    if (limits === undefined) return;
+    const all = await this.list();
+    if (added > 0 && all.length + added > limits.maxSecrets) {
+      throw new PaddockError("ERR_SECRETS_TOO_MANY", `this tenant already has ${all.length} secrets, the most it may hold (paddock.max_secrets ${limits.maxSecrets})`);
+    }
+    const total = all.reduce((sum, s) => sum + s.size, 0) - oldBytes + newBytes;
+    if (newBytes > oldBytes && total > limits.maxSecretBytes) {
+      throw new PaddockError("ERR_SECRETS_TOO_LARGE", `secrets would hold ${total} bytes, more than this tenant may store (paddock.max_secret_bytes ${limits.maxSecretBytes})`);
+    }
+  }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const next = this.queue.then(fn, fn);
@@ -159,7 +189,7 @@ export class SecretStore {
 
   /**
    * Create a secret (spec §2.12 `POST /secrets`). Defaults: permissions 0600, owner root.
-   * @throws PaddockError ERR_SECRET_INVALID (400), ERR_SECRET_EXISTS (409).
+   * @throws PaddockError ERR_SECRET_INVALID (400), ERR_SECRET_EXISTS (409), ERR_SECRETS_TOO_MANY (409), ERR_SECRETS_TOO_LARGE (413).
    */
   async create(input: SecretCreate): Promise<SecretInfo> {
     const name = validateSecretName(input.name);
@@ -176,6 +206,7 @@ export class SecretStore {
     return this.serial(async () => {
       await this.ensureDir();
       if (await this.readMeta(name)) throw new PaddockError("ERR_SECRET_EXISTS", `secret ${name} already exists`);
+      await this.checkLimits(1, 0, data.length);
       await writeFileAtomic(this.dataFile(name), data, 0o600);
       await writeFileAtomic(this.metaFile(name), JSON.stringify(meta) + "\n", 0o600);
       return SecretStore.toInfo(meta);
@@ -185,7 +216,7 @@ export class SecretStore {
   /**
    * Update a secret (spec §2.12 `PATCH`): `data` absent or "" ⇒ content unchanged; uid/gid
    * absent or 0 ⇒ unchanged.
-   * @throws PaddockError ERR_SECRET_INVALID (400), ERR_SECRET_NOT_FOUND (404).
+   * @throws PaddockError ERR_SECRET_INVALID (400), ERR_SECRET_NOT_FOUND (404), ERR_SECRETS_TOO_LARGE (413).
    */
   async update(nameRaw: string, input: SecretUpdate): Promise<SecretInfo> {
     const name = validateSecretName(nameRaw);
@@ -196,6 +227,7 @@ export class SecretStore {
     return this.serial(async () => {
       const m = await this.readMeta(name);
       if (!m) throw new PaddockError("ERR_SECRET_NOT_FOUND", `secret ${name} not found`);
+      if (data) await this.checkLimits(0, m.size, data.length);
       if (data) await writeFileAtomic(this.dataFile(name), data, 0o600);
       const next: StoredMeta = {
         ...m,

@@ -24,6 +24,7 @@ import {
   unmountRootfs,
 } from "./vm-disk.js";
 import { idmapBind } from "../runtime/nsutil.js";
+import { DiskLedger } from "./disk-ledger.js";
 import type { UidRange } from "../../shared/uid-ranges.js";
 
 /** Options of {@link createVmStorage}. */
@@ -47,11 +48,20 @@ export interface VmStorageOptions {
    * takes one by rename instead of waiting for mkfs; the pool is refilled in the background.
    */
   poolSize?: number;
+  /**
+   * `paddock.disk_commit_ratio` (default 1): how much of the disks file system's free space
+   * this daemon's disks may be promised; see disk-ledger.ts.
+   */
+  diskCommitRatio?: number;
 }
 
 /** Per-VM storage by hostname (see the VM service's `VmStorage` port). */
 export interface TenantVmStorage {
-  /** Create `<stateDir>/disks/<hostname>.img` if missing (sparse ext4 of `sizeBytes`); an existing disk is kept. */
+  /**
+   * Create `<stateDir>/disks/<hostname>.img` if missing (sparse ext4 of `sizeBytes`); an
+   * existing disk is kept. Either way the disk is first admitted by the disk ledger.
+   * @throws PaddockError ERR_STORAGE_OVERCOMMIT (507) when the disks file system cannot back it.
+   */
   prepare(hostname: string, sizeBytes: number): Promise<void>;
   /** Mount disk + overlay; returns the rootfs dir. Idempotent. */
   mount(hostname: string): Promise<string>;
@@ -96,6 +106,7 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
   };
 
   const owner = options.uidRange === undefined ? undefined : { uid: options.uidRange.uidStart, gid: options.uidRange.uidStart };
+  const ledger = new DiskLedger(disksDir, options.diskCommitRatio ?? 1);
   const pool = new SparePool(path.join(disksDir, ".pool"), options.poolSize ?? 2, log, owner);
   /**
    * The overlay lower layer of one VM: with a uid range, the image bound idmapped at
@@ -117,10 +128,17 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
     async prepare(hostname, sizeBytes) {
       const p = paths(hostname);
       const started = Date.now();
+      await fs.mkdir(disksDir, { recursive: true, mode: 0o700 });
+      await ledger.reserve(p.diskPath, sizeBytes);
       if (await fileExists(p.diskPath)) return;
-      const spare = await pool.take(sizeBytes, p.diskPath);
-      if (spare) log.debug("disk taken from the spare pool", { hostname, sizeBytes, ms: Date.now() - started });
-      else if (await prepareDisk({ diskPath: p.diskPath, sizeBytes, owner })) log.info("disk created", { hostname, sizeBytes, ms: Date.now() - started });
+      try {
+        const spare = await pool.take(sizeBytes, p.diskPath);
+        if (spare) log.debug("disk taken from the spare pool", { hostname, sizeBytes, ms: Date.now() - started });
+        else if (await prepareDisk({ diskPath: p.diskPath, sizeBytes, owner })) log.info("disk created", { hostname, sizeBytes, ms: Date.now() - started });
+      } catch (err) {
+        if (!(await fileExists(p.diskPath))) ledger.release(p.diskPath);
+        throw err;
+      }
       pool.refill(sizeBytes);
     },
     warmPool(sizesBytes) {
@@ -141,7 +159,9 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
       await unmountRootfs(paths(hostname).bundleDir);
     },
     async remove(hostname) {
-      await removeDisk(paths(hostname).diskPath);
+      const { diskPath } = paths(hostname);
+      await removeDisk(diskPath);
+      ledger.release(diskPath);
     },
 
     async usage(hostname) {
@@ -189,6 +209,7 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
         if (h === entry || keep.has(h)) continue;
         log.warn("removing orphan disk", { disk: entry });
         await fs.rm(path.join(disksDir, entry), { force: true });
+        ledger.release(path.join(disksDir, entry));
       }
     },
   };

@@ -433,7 +433,7 @@ export class VmService {
       this.deps.onEvent?.("launch_failed", group.name);
       this.log.error("create failed; rolling back", { hostname, err });
       await this.discard(vm);
-      if (isPaddockError(err) && (err.isClientError || err.code === "ERR_STATE_NO_SPACE")) throw err;
+      if (isPaddockError(err) && (err.isClientError || err.code === "ERR_STATE_NO_SPACE" || err.code === "ERR_STORAGE_OVERCOMMIT")) throw err;
       throw new PaddockError("ERR_VM_START_FAILED", `VM ${hostname} failed to start: ${(err as Error).message}`, { cause: err });
     }
     return vm;
@@ -855,6 +855,7 @@ export class VmService {
       } catch (err) {
         await this.teardown(vm, { removeDisk: false }).catch(() => undefined);
         vm.phase = "stopped";
+        if (isPaddockError(err, "ERR_STORAGE_OVERCOMMIT")) throw err;
         throw new PaddockError("ERR_VM_START_FAILED", `relaunch of ${hostname} failed: ${(err as Error).message}`, { cause: err });
       } finally {
         await this.persist();

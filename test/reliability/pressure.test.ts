@@ -78,6 +78,8 @@ interface ExecResult { stdout: string; stderr: string; exit_code: number }
     before(async () => {
       d = await TestDaemon.create({
         hostGroups: [{ name: "sbox", count: 0, vcpu: 1, ram_mb: 128, storage: "image", storage_size: "64M", network: { mode: "isolated", range: randomIsolatedRange() } }],
+        // A 64M disk on a 48M file system: over-committed on purpose (disk-ledger.ts refuses it at ratio 1).
+        paddock: { disk_commit_ratio: 4 },
       });
       img = path.join(d.dir, "statefs.img");
       await execa("truncate", ["-s", "48M", img]);
