@@ -6,6 +6,12 @@
 import http from "node:http";
 import { PaddockError } from "../shared/errors.js";
 
+/**
+ * Largest daemon answer the supervisor reads into memory, bytes: `GET /nodes` of a tenant at
+ * a large VM count is ~1 KiB per VM, so 4 MiB leaves room for thousands.
+ */
+export const MAX_DAEMON_ANSWER_BYTES = 4 << 20;
+
 /** A response read whole (the supervisor only makes small calls). */
 export interface DaemonResponse {
   status: number;
@@ -23,18 +29,30 @@ export interface DaemonNode {
 }
 
 /**
- * One request to the daemon.
- * @throws the socket error (ENOENT, ECONNREFUSED, …) or PaddockError `ERR_TENANT_UNAVAILABLE`
- *   on timeout.
+ * One request to the daemon; the answer is read whole, up to `maxBytes` (default
+ * {@link MAX_DAEMON_ANSWER_BYTES}).
+ * @throws the socket error (ENOENT, ECONNREFUSED, …), PaddockError `ERR_TENANT_UNAVAILABLE`
+ *   on timeout, or `ERR_UPSTREAM_TOO_LARGE` when the answer is larger than `maxBytes`.
  */
-export function daemonRequest(socketPath: string, method: string, urlPath: string, opts: { timeoutMs?: number; body?: unknown } = {}): Promise<DaemonResponse> {
+export function daemonRequest(socketPath: string, method: string, urlPath: string, opts: { timeoutMs?: number; body?: unknown; maxBytes?: number } = {}): Promise<DaemonResponse> {
+  const maxBytes = opts.maxBytes ?? MAX_DAEMON_ANSWER_BYTES;
   return new Promise((resolve, reject) => {
     const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body);
     const req = http.request(
       { socketPath, method, path: urlPath, headers: payload === undefined ? {} : { "content-type": "application/json", "content-length": Buffer.byteLength(payload) }, agent: false },
       (res) => {
         const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
+        let total = 0;
+        res.on("data", (c: Buffer) => {
+          total += c.length;
+          if (total <= maxBytes) {
+            chunks.push(c);
+            return;
+          }
+          const err = new PaddockError("ERR_UPSTREAM_TOO_LARGE", `daemon at ${socketPath} answered ${method} ${urlPath} with more than ${maxBytes} bytes`);
+          req.destroy(err);
+          reject(err);
+        });
         res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }));
         res.on("error", reject);
       },
@@ -64,10 +82,16 @@ export async function listDaemonNodes(socketPath: string, timeoutMs = 3000): Pro
   try {
     r = await daemonRequest(socketPath, "GET", "/nodes", { timeoutMs });
   } catch (err) {
+    if (err instanceof PaddockError && err.code === "ERR_UPSTREAM_TOO_LARGE") throw err;
     throw new PaddockError("ERR_TENANT_UNAVAILABLE", `tenant daemon is not reachable: ${(err as Error).message}`, { cause: err });
   }
   if (r.status !== 200) throw new PaddockError("ERR_TENANT_UNAVAILABLE", `tenant daemon answered GET /nodes with ${r.status}`);
-  const parsed = JSON.parse(r.body) as unknown;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(r.body);
+  } catch (err) {
+    throw new PaddockError("ERR_TENANT_UNAVAILABLE", "tenant daemon answered GET /nodes with invalid JSON", { cause: err });
+  }
   if (!Array.isArray(parsed)) throw new PaddockError("ERR_TENANT_UNAVAILABLE", "tenant daemon answered GET /nodes with a non-list");
   return parsed.filter((n): n is DaemonNode => typeof n === "object" && n !== null && typeof (n as DaemonNode).hostname === "string");
 }

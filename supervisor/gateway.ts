@@ -20,9 +20,16 @@
  *   ERR_REQUEST_BODY_TIMEOUT, shared/body-idle-timeout.ts; the upstream request is aborted).
  * - Per request: metrics, one access log line (batched writes, shared/logger.ts) and the
  *   audit entry of a VM create/delete.
+ * - Admission (supervisor/gateway-admission.ts): after auth, each request and WebSocket
+ *   passes the tenant's connection, concurrency and rate caps and the global descriptor
+ *   budget, or gets 429/503 + Retry-After; admitted ones are registered by tenant and token
+ *   id so that revocation, suspension and deletion end them.
+ * - A request target that is not a decodable path gets 400 `ERR_URL_MALFORMED`; a header
+ *   Node will not forward gets 400 `ERR_HEADER_INVALID` (shared/http-input.ts).
  */
 import http from "node:http";
 import type { Duplex } from "node:stream";
+import type { Socket } from "node:net";
 import { randomUUID } from "node:crypto";
 import httpProxy from "http-proxy";
 import { PaddockError, errnoCode, errorResponse } from "../shared/errors.js";
@@ -32,6 +39,8 @@ import type { TenantService } from "./tenant-service.js";
 import type { SupervisorMetrics } from "./metrics.js";
 import type { AuditLog } from "./audit-log.js";
 import { BODY_IDLE_TIMEOUT_MS, boundRequestBodyIdle, requestHasBody } from "../shared/body-idle-timeout.js";
+import { clientErrorReply, httpJsonAnswer, requestTargetProblem } from "../shared/http-input.js";
+import { isRefusal, type Admission, type GatewayAdmission } from "./gateway-admission.js";
 
 /** Seconds a client is told to wait when a daemon is down. */
 export const RETRY_AFTER_S = 2;
@@ -52,12 +61,14 @@ export interface GatewayDeps {
   metrics: SupervisorMetrics;
   audit: AuditLog;
   log: Logger;
+  /** Per-tenant caps, descriptor budget and the live-session registry (shared with the tenant service). */
+  admission: GatewayAdmission;
   /** Idle bound on a request body still being received, ms (default {@link BODY_IDLE_TIMEOUT_MS}; 0 disables). */
   bodyIdleMs?: number;
 }
 
 /** Outcome of authenticating and routing one request. */
-type Route = { ok: true; tenantId: string; socketPath: string } | { ok: false; status: number; body: string; headers?: Record<string, string>; tenantId?: string };
+type Route = { ok: true; tenantId: string; tokenId: string; socketPath: string } | { ok: false; status: number; body: string; headers?: Record<string, string>; tenantId?: string };
 
 function json(err: PaddockError, tenantId: string, extraHeaders?: Record<string, string>): Route {
   const r = errorResponse(err);
@@ -75,8 +86,7 @@ function sendJson(res: http.ServerResponse, status: number, body: string, header
  * socket, then close it: for upgrades and malformed requests, which have no ServerResponse.
  */
 function endSocketWithJson(socket: Duplex, status: number, body: string, headers: Record<string, string>): void {
-  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
-  socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${extra}\r\n${body}`);
+  socket.end(httpJsonAnswer(status, body, headers));
 }
 
 function requestId(): string {
@@ -85,7 +95,7 @@ function requestId(): string {
 
 /** Build the gateway's HTTP server (not yet listening). */
 export function createGatewayServer(deps: GatewayDeps): http.Server {
-  const { tenants, metrics, audit, log } = deps;
+  const { tenants, metrics, audit, log, admission } = deps;
   // Upstream keep-alive, with idle connections closed by the gateway (after 2 s) well before
   // the daemon's keepAliveTimeout (5 s) closes them. A reused connection therefore never meets
   // a close already in flight from the daemon (that race gave EPIPE/ECONNRESET with the default
@@ -107,7 +117,21 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
     if (!target.daemonUp) {
       return json(new PaddockError("ERR_TENANT_UNAVAILABLE", `the daemon of tenant ${target.tenantId} is not running (${target.status}); retry later`), target.tenantId, { "retry-after": String(RETRY_AFTER_S) });
     }
-    return { ok: true, tenantId: target.tenantId, socketPath: target.socketPath };
+    const bad = requestTargetProblem(req.url);
+    if (bad !== undefined) return json(new PaddockError("ERR_URL_MALFORMED", bad), target.tenantId);
+    return { ok: true, tenantId: target.tenantId, tokenId: owner.tokenId, socketPath: target.socketPath };
+  };
+
+  /**
+   * Admission of a routed request (supervisor/gateway-admission.ts): a refusal becomes a
+   * Route answering 429/503 + Retry-After; `end` ends the request or WebSocket if its
+   * session is ended (revocation, suspension, deletion).
+   */
+  const admit = (r: Route, req: http.IncomingMessage, end: () => void): { r: Route; admitted?: Admission } => {
+    if (!r.ok) return { r };
+    const a = admission.admit({ tenantId: r.tenantId, tokenId: r.tokenId, socket: req.socket, end });
+    if (isRefusal(a)) return { r: json(a.error, r.tenantId, { "retry-after": String(a.retryAfterS) }) };
+    return { r, admitted: a };
   };
 
   /** Rewrite the headers forwarded upstream on a WebSocket upgrade (http-proxy copies req.headers). */
@@ -123,8 +147,17 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
 
   // WebSocket upgrades: keep the request line exactly as the client sent it (http-proxy's
   // urlJoin collapses `//` and would normalise the path; the daemon must see what the client sent).
-  proxy.on("proxyReqWs", (proxyReq, req) => {
+  proxy.on("proxyReqWs", (proxyReq, req, socket) => {
     if (!proxyReq.headersSent && req.url !== undefined) proxyReq.path = req.url;
+    // http-proxy ends the daemon side only on a client `error` or `end`: a client socket
+    // destroyed by the gateway (session ended, revocation) must take the daemon side with it.
+    const endUpstream = (): void => { proxyReq.destroy(); };
+    socket.once("close", endUpstream);
+    proxyReq.once("upgrade", (_res, upSocket: Duplex) => {
+      socket.off("close", endUpstream);
+      if (socket.destroyed) upSocket.destroy();
+      else socket.once("close", () => upSocket.destroy());
+    });
   });
   // Never let an unhandled proxy error kill the process (STYLE.md "Known traps").
   proxy.on("error", (err) => log.error("proxy error without handler", { err }));
@@ -138,7 +171,8 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
    * finish — the upstream request is destroyed so the daemon sees the disconnect (e.g. stops
    * an exec stream). One listener per request, and no child logger: the line carries `req`.
    */
-  const finish = (req: http.IncomingMessage, res: http.ServerResponse, r: Route, id: string, started: number, upstream: http.ClientRequest | undefined): void => {
+  const finish = (req: http.IncomingMessage, res: http.ServerResponse, r: Route, id: string, started: number, upstream: http.ClientRequest | undefined, admitted?: Admission): void => {
+    admitted?.release();
     const finished = res.writableFinished;
     if (!finished) upstream?.destroy();
     const seconds = (performance.now() - started) / 1000;
@@ -219,9 +253,11 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
     try {
       upstream = http.request({ socketPath: r.socketPath, agent: upstreamAgent, method: req.method, path: req.url, headers });
     } catch (err) {
-      // Node refuses a request line or header it would not send (ERR_UNESCAPED_CHARACTERS…).
-      const body = JSON.stringify(errorResponse(new PaddockError("ERR_BAD_REQUEST", `request cannot be forwarded: ${(err as Error).message}`)).body);
-      sendJson(res, 400, body, { "x-request-id": id, connection: "close" });
+      // Node refuses a request line or header it would not send (ERR_UNESCAPED_CHARACTERS, ERR_INVALID_CHAR…).
+      const e = errnoCode(err) === "ERR_UNESCAPED_CHARACTERS"
+        ? new PaddockError("ERR_URL_MALFORMED", `request cannot be forwarded: ${(err as Error).message}`)
+        : new PaddockError("ERR_HEADER_INVALID", `request cannot be forwarded: ${(err as Error).message}`);
+      sendJson(res, 400, JSON.stringify(errorResponse(e).body), { "x-request-id": id, connection: "close" });
       return undefined;
     }
     upstream.on("error", (err) => upstreamFailed(err, res, r.tenantId, id));
@@ -266,7 +302,12 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
   const server = http.createServer({ connectionsCheckingInterval: 5_000 }, (req, res) => {
     const id = requestId();
     const started = performance.now();
-    const r = route(req);
+    // Ending the session (revocation, suspension) cuts both sides; the upstream exists only once forwarded.
+    const live: { upstream?: http.ClientRequest } = {};
+    const { r, admitted } = admit(route(req), req, () => {
+      live.upstream?.destroy();
+      res.destroy();
+    });
     if (!r.ok) {
       res.once("close", () => finish(req, res, r, id, started, undefined));
       if (r.status === 401) metrics.observeAuthFailure();
@@ -275,7 +316,8 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
       return;
     }
     const upstream = forward(req, res, r, id);
-    res.once("close", () => finish(req, res, r, id, started, upstream));
+    live.upstream = upstream;
+    res.once("close", () => finish(req, res, r, id, started, upstream, admitted));
     // Only a request with a body can be cut by the body idle bound (its onTimeout needs this).
     if (upstream && requestHasBody(req)) upstreams.set(req, { upstream, id });
   });
@@ -295,15 +337,28 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
     const id = requestId();
     const rlog = log.child({ req: id });
     socket.on("error", (err) => rlog.debug("client socket error", { err: err.message }));
-    const r = route(req);
+    // A live WebSocket holds a connection and a request slot until its socket closes.
+    const { r, admitted } = admit(route(req), req, () => socket.destroy());
     if (!r.ok) {
       if (r.status === 401) metrics.observeAuthFailure();
       endSocketWithJson(socket, r.status, r.body, { "x-request-id": id, ...(r.headers ?? {}) });
       rlog.info("upgrade refused", { status: r.status, path: (req.url ?? "").split("?")[0] });
       return;
     }
+    socket.once("close", () => admitted?.release());
     prepareHeaders(req, id, r.tenantId);
     rlog.info("upgrade", { tenant: r.tenantId, path: (req.url ?? "").split("?")[0] });
+    try {
+      proxyWs(req, socket, head, r);
+    } catch (err) {
+      // http-proxy builds the upstream request synchronously: Node refuses a header it would not send.
+      rlog.info("upgrade refused", { status: 400, err: (err as Error).message });
+      endSocketWithJson(socket, 400, JSON.stringify(errorResponse(new PaddockError("ERR_HEADER_INVALID", `request cannot be forwarded: ${(err as Error).message}`)).body), { "x-request-id": id });
+    }
+  });
+
+  const proxyWs = (req: http.IncomingMessage, socket: Duplex, head: Buffer, r: Route & { ok: true }): void => {
+    const rlog = log.child({ req: req.headers["x-request-id"] });
     proxy.ws(req, socket, head, { target: { socketPath: r.socketPath } as unknown as httpProxy.ProxyTargetUrl }, (err) => {
       rlog.warn("upstream websocket error", { tenant: r.tenantId, err: (err as Error).message });
       if (!socket.destroyed) {
@@ -311,7 +366,7 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
         endSocketWithJson(socket, 503, body, { "retry-after": String(RETRY_AFTER_S) });
       }
     });
-  });
+  };
 
   // Long exec streams and wait-exit calls must not be cut: no request/idle timeout, only a
   // bound on receiving headers (slowloris).
@@ -326,12 +381,13 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
       socket.destroy();
       return;
     }
-    const [status, message] = err.code === "HPE_HEADER_OVERFLOW" ? [431, "request headers too large"]
-      : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? [408, "request headers not received in time"]
-        : [400, "malformed HTTP request"];
-    const body = JSON.stringify(errorResponse(new PaddockError("ERR_BAD_REQUEST", message, { status })).body);
-    endSocketWithJson(socket, status, body, {});
+    socket.end(clientErrorReply(err));
   });
+  // Every accepted socket counts against the descriptor budget; past the budget plus half the
+  // reserve Node drops new connections unanswered (https://nodejs.org/api/net.html#servermaxconnections),
+  // so the process itself never meets EMFILE.
+  server.on("connection", (socket: Socket) => admission.trackClientSocket(socket));
+  server.maxConnections = admission.maxClientSockets;
   server.on("close", () => {
     proxy.close();
     upstreamAgent.destroy();

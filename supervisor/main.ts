@@ -19,6 +19,7 @@ import { SupervisorMetrics } from "./metrics.js";
 import { HostInfo } from "./host-info.js";
 import { TenantService } from "./tenant-service.js";
 import { createGatewayServer } from "./gateway.js";
+import { GatewayAdmission } from "./gateway-admission.js";
 import { createAdminApp } from "./admin-api.js";
 import { hashToken } from "./tokens.js";
 
@@ -153,10 +154,12 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
     await registry.init();
     const audit = new AuditLog(path.join(supDir, "audit.log"));
     const metrics = new SupervisorMetrics();
-    const tenants = new TenantService({ config, registry, audit, metrics, log });
+    const admission = new GatewayAdmission(config.gatewayLimits, config.gatewayFds);
+    log.info("gateway limits", { per_tenant: config.gatewayLimits, fd_budget: admission.globalFds, tenant_fd_share: admission.tenantFds });
+    const tenants = new TenantService({ config, registry, audit, metrics, log, sessions: admission });
     await tenants.reconcile();
 
-    const gateway = createGatewayServer({ tenants, metrics, audit, log: log.child({ component: "gateway" }), bodyIdleMs: opts.gatewayBodyIdleMs });
+    const gateway = createGatewayServer({ tenants, metrics, audit, admission, log: log.child({ component: "gateway" }), bodyIdleMs: opts.gatewayBodyIdleMs });
     servers.push(gateway);
     const gatewayAddress = await listen(gateway, config.gateway, 0o660);
     const adminApp = createAdminApp({ tenants, host: new HostInfo(config.stateDir), audit, metrics, log: log.child({ component: "admin" }), adminTokenHash: hashToken(admin.token) });

@@ -14,6 +14,7 @@ import { ConfigReader, parseYamlSafe } from "../shared/yaml-reader.js";
 import { parseCidr, parseIpv4, type Cidr } from "../shared/cidr.js";
 import { PaddockError } from "../shared/errors.js";
 import { DEFAULT_RUN_DIR, DEFAULT_STATE_DIR } from "../shared/tenant-config.js";
+import type { FdBudgetConfig, TenantGatewayLimits } from "./gateway-admission.js";
 
 /** A listener: TCP host and port, or a Unix socket path. */
 export type ListenAddress = { kind: "tcp"; host: string; port: number } | { kind: "unix"; socketPath: string };
@@ -40,6 +41,10 @@ export interface SupervisorConfig {
   /** File it came from, or `<defaults>`. */
   source: string;
   gateway: ListenAddress;
+  /** Per-tenant caps of the gateway (`gateway.limits`); see {@link DEFAULT_GATEWAY_LIMITS}. */
+  gatewayLimits: TenantGatewayLimits;
+  /** The gateway's descriptor budget (`gateway.fd_reserve`, `gateway.tenant_fd_share_percent`). */
+  gatewayFds: FdBudgetConfig;
   admin: ListenAddress;
   stateDir: string;
   runDir: string;
@@ -108,12 +113,20 @@ export function formatListenAddress(a: ListenAddress): string {
   return a.kind === "unix" ? a.socketPath : `${a.host.includes(":") ? `[${a.host}]` : a.host}:${a.port}`;
 }
 
+/**
+ * Default per-tenant gateway caps: room for a busy CI tenant (hundreds of concurrent exec
+ * streams) while one tenant alone cannot take the gateway (~8k requests/s on 2 cores).
+ */
+export const DEFAULT_GATEWAY_LIMITS: Readonly<TenantGatewayLimits> = Object.freeze({ maxConnections: 256, maxRequests: 256, requestsPerSecond: 200, burst: 400 });
+/** Default descriptor budget: 1024 kept back from RLIMIT_NOFILE, one tenant may take a quarter of the rest. */
+export const DEFAULT_GATEWAY_FDS: Readonly<FdBudgetConfig> = Object.freeze({ reserve: 1024, tenantSharePercent: 25 });
+
 const TOP_KEYS = ["gateway", "admin", "state_dir", "run_dir", "image_dir", "network", "templates", "restart", "deny", "stop_daemons_on_exit", "daemon_entry"] as const;
 const RESTART_KEYS = ["initial_backoff_ms", "max_backoff_ms", "max_crashes", "crash_window_ms", "stable_after_ms", "ready_timeout_ms", "stop_timeout_ms"] as const;
 
-function readAddress(r: ConfigReader, raw: unknown, p: string, fallback: string): ListenAddress {
+function readAddress(r: ConfigReader, raw: unknown, p: string, fallback: string, otherKeys: readonly string[] = []): ListenAddress {
   const obj = r.object(raw, p);
-  r.unknownKeys(obj, p, ["address"]);
+  r.unknownKeys(obj, p, ["address", ...otherKeys]);
   const text = r.string(obj.address, `${p}.address`) ?? fallback;
   const parsed = parseListenAddress(text);
   if (!parsed) {
@@ -135,7 +148,22 @@ export function parseSupervisorConfig(tree: unknown, source: string, opts: { env
   const root = r.object(tree, "(root)");
   r.unknownKeys(root, "(root)", TOP_KEYS);
 
-  let gateway = readAddress(r, root.gateway, "gateway", "127.0.0.1:8080");
+  let gateway = readAddress(r, root.gateway, "gateway", "127.0.0.1:8080", ["limits", "fd_reserve", "tenant_fd_share_percent"]);
+  // readAddress reported a gateway that is not a mapping already.
+  const gw = (root.gateway !== null && typeof root.gateway === "object" && !Array.isArray(root.gateway) ? root.gateway : {}) as Record<string, unknown>;
+  const gl = r.object(gw.limits, "gateway.limits");
+  r.unknownKeys(gl, "gateway.limits", ["max_connections", "max_requests", "requests_per_second", "burst"]);
+  const D = DEFAULT_GATEWAY_LIMITS;
+  const gatewayLimits: TenantGatewayLimits = {
+    maxConnections: r.int(gl.max_connections, "gateway.limits.max_connections", { min: 1, max: 1_000_000 }) ?? D.maxConnections,
+    maxRequests: r.int(gl.max_requests, "gateway.limits.max_requests", { min: 1, max: 1_000_000 }) ?? D.maxRequests,
+    requestsPerSecond: r.int(gl.requests_per_second, "gateway.limits.requests_per_second", { min: 1, max: 1_000_000 }) ?? D.requestsPerSecond,
+    burst: r.int(gl.burst, "gateway.limits.burst", { min: 1, max: 1_000_000 }) ?? D.burst,
+  };
+  const gatewayFds: FdBudgetConfig = {
+    reserve: r.int(gw.fd_reserve, "gateway.fd_reserve", { min: 0, max: 1 << 30 }) ?? DEFAULT_GATEWAY_FDS.reserve,
+    tenantSharePercent: r.int(gw.tenant_fd_share_percent, "gateway.tenant_fd_share_percent", { min: 1, max: 100 }) ?? DEFAULT_GATEWAY_FDS.tenantSharePercent,
+  };
   let admin = readAddress(r, root.admin, "admin", "127.0.0.1:8081");
   if (flags.gateway !== undefined) {
     const g = parseListenAddress(flags.gateway);
@@ -201,7 +229,7 @@ export function parseSupervisorConfig(tree: unknown, source: string, opts: { env
 
   r.throwIfProblems(source);
   return Object.freeze({
-    source, gateway: Object.freeze(gateway), admin: Object.freeze(admin), stateDir, runDir, imageDir,
+    source, gateway: Object.freeze(gateway), gatewayLimits: Object.freeze(gatewayLimits), gatewayFds: Object.freeze(gatewayFds), admin: Object.freeze(admin), stateDir, runDir, imageDir,
     pool: Object.freeze(pool), blockPrefix, templatesDir, defaultTemplate, restart: Object.freeze(restart),
     deny: Object.freeze([...deny]), stopDaemonsOnExit, daemonEntry,
     warnings: Object.freeze(r.warnings.map((w) => `${w.path}: ${w.message}`)),

@@ -47,6 +47,12 @@ interface TokenOwner {
   tokenId: string;
 }
 
+/** Ends a tenant's live gateway sessions (supervisor/gateway-admission.ts `GatewayAdmission`). */
+export interface SessionEnder {
+  /** End the tenant's live proxied requests and WebSockets, or only those of `tokenId`; returns how many. */
+  endSessions(tenantId: string, tokenId?: string): number;
+}
+
 /** Dependencies of the service (composition root passes them). */
 export interface TenantServiceDeps {
   config: SupervisorConfig;
@@ -54,6 +60,8 @@ export interface TenantServiceDeps {
   audit: AuditLog;
   metrics: SupervisorMetrics;
   log: Logger;
+  /** Live gateway sessions, ended at revoke, suspend and delete (absent: nothing to end). */
+  sessions?: SessionEnder;
 }
 
 const LABEL_KEY = /^[a-z0-9]([a-z0-9._/-]{0,62})$/i;
@@ -120,6 +128,7 @@ export class TenantService {
   private readonly audit: AuditLog;
   private readonly metrics: SupervisorMetrics;
   private readonly log: Logger;
+  private readonly sessions: SessionEnder | undefined;
   private readonly daemons = new Map<string, ManagedDaemon>();
   private readonly tenantConfigs = new Map<string, TenantConfig>();
   private tokenIndex = new TokenIndex<TokenOwner>();
@@ -132,6 +141,7 @@ export class TenantService {
     this.audit = deps.audit;
     this.metrics = deps.metrics;
     this.log = deps.log;
+    this.sessions = deps.sessions;
     this.registry.onChange((state) => this.rebuildTokenIndex(state));
   }
 
@@ -520,6 +530,8 @@ export class TenantService {
         t.status = "suspended";
         t.statusReason = reason;
       });
+      // The gateway refuses new requests from now on; what is open (exec, shell, forward) ends.
+      this.endSessions(id);
       let result = { paused: [] as string[], errors: [] as string[] };
       if (this.daemons.get(id)?.state === "running") {
         result = await this.pauseAll(id).catch((err: unknown) => ({ paused: [], errors: [(err as Error).message] }));
@@ -623,7 +635,14 @@ export class TenantService {
       if (!k) throw new PaddockError("ERR_TOKEN_NOT_FOUND", `tenant ${id} has no token ${JSON.stringify(tokenId)}`);
       k.revokedAt ??= new Date().toISOString();
     });
+    this.endSessions(id, tokenId);
     this.recordAudit(who, "token.revoke", id, { token_id: tokenId });
+  }
+
+  /** End the live gateway sessions of a tenant (or of one of its tokens) and log how many. */
+  private endSessions(id: string, tokenId?: string): void {
+    const n = this.sessions?.endSessions(id, tokenId) ?? 0;
+    if (n > 0) this.log.info("ended live gateway sessions", { tenant: id, ...(tokenId !== undefined ? { token_id: tokenId } : {}), sessions: n });
   }
 
   // ---- delete ------------------------------------------------------------------------
@@ -642,6 +661,7 @@ export class TenantService {
       await this.registry.updateTenant(id, (t) => {
         t.status = "deleting";
       });
+      this.endSessions(id);
       this.recordAudit(who, "tenant.delete", id);
       const rec = this.registry.get(id);
       const d = this.managed(id, rec.daemon.restarts);
