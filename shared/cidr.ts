@@ -1,6 +1,8 @@
 /**
- * IPv4 and CIDR maths (pure). Addresses are unsigned 32-bit integers internally.
+ * IPv4 and CIDR maths (pure). Addresses are unsigned 32-bit integers internally. IPv6 is only
+ * parsed and validated (for deny lists), never computed on.
  */
+import { isIPv6 } from "node:net";
 import { PaddockError } from "./errors.js";
 
 /** A parsed IPv4 CIDR: `base` is the network address, `prefix` 0..32. */
@@ -72,4 +74,21 @@ export function cidrContains(c: Cidr, ip: number): boolean {
 /** True when two CIDRs share at least one address. */
 export function cidrOverlaps(a: Cidr, b: Cidr): boolean {
   return a.base <= cidrLast(b) && b.base <= cidrLast(a);
+}
+
+/** A validated IPv6 prefix: the address as written (lowercased) and the prefix length 0..128. */
+export interface Cidr6 {
+  address: string;
+  prefix: number;
+}
+
+/**
+ * Parse `x:y::z/n` (or a bare IPv6 address ⇒ /128). No maths: the kernel (nft) masks host bits.
+ * @returns undefined when the text is not an IPv6 address with an optional prefix length.
+ */
+export function parseIpv6Cidr(text: string): Cidr6 | undefined {
+  const [addr, len, extra] = text.trim().split("/");
+  const prefix = len === undefined ? 128 : /^\d{1,3}$/.test(len) ? Number(len) : NaN;
+  if (addr === undefined || extra !== undefined || !isIPv6(addr) || !(prefix >= 0 && prefix <= 128)) return undefined;
+  return { address: addr.toLowerCase(), prefix };
 }

@@ -7,7 +7,7 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { PaddockError } from "./errors.js";
 import { ConfigReader, parseSizeBytes, parseYamlSafe } from "./yaml-reader.js";
-import { cidrContains, cidrOverlaps, parseCidr, parseIpv4, type Cidr } from "./cidr.js";
+import { cidrContains, cidrOverlaps, parseCidr, parseIpv4, parseIpv6Cidr, type Cidr } from "./cidr.js";
 import { DEFAULT_PIDS_RESERVE, MIN_PIDS_BUDGET } from "./host-pids.js";
 import { UID_RANGE_MAX_END, UID_RANGE_MIN_START, UID_RANGE_SIZE, type UidRange } from "./uid-ranges.js";
 
@@ -95,8 +95,18 @@ export interface PaddockSettings {
   limits: TenantLimits;
   /** Pids of the host's pid_max no tenant budget may take (`paddock.host_pids_reserve`, shared/host-pids.ts). */
   hostPidsReserve: number;
-  /** Operator deny list (CIDRs) applied to every VM; no tenant setting overrides it. */
+  /**
+   * Operator deny list applied to every VM, a floor no tenant setting or per-VM override can
+   * reopen (`paddock.deny`: IPv4 CIDR, IP or ip:port, or an IPv6 CIDR/address). Absent ⇒
+   * {@link DEFAULT_DENY}; `[]` ⇒ none.
+   */
   deny: readonly string[];
+  /**
+   * Host services a bridge group's VMs may reach (`paddock.host_ports`, e.g. `{ br: [8080] }`):
+   * TCP and UDP ports on the bridge's gateway address. Every other VM → host packet from a
+   * bridge is dropped (replies to connections the host opened pass). Groups not named: none.
+   */
+  hostPorts: Readonly<Record<string, readonly number[]>>;
   /** Every range of other tenants on this host; traffic to them is always dropped. */
   foreignRanges: readonly string[];
   /** Seconds a graceful stop waits before SIGKILL. */
@@ -157,6 +167,39 @@ export interface TenantConfig {
  */
 export const FIRECRACKER_DRIVER = false;
 
+/**
+ * The default operator deny list (`paddock.deny` and the supervisor's `deny` when absent): the
+ * cloud metadata services (169.254.169.254 of AWS, GCP, Azure and OpenStack, its IPv6 twin
+ * fd00:ec2::254 on AWS Nitro, 100.100.100.200 of Alibaba Cloud) and the private networks of
+ * RFC 1918 (https://www.rfc-editor.org/rfc/rfc1918#section-3). Paddock's own ranges are not
+ * affected (they come from 169.254.0.0/16 and the deny rules skip the tenant's own ranges).
+ */
+export const DEFAULT_DENY: readonly string[] = Object.freeze([
+  "169.254.169.254/32",
+  "fd00:ec2::254/128",
+  "100.100.100.200/32",
+  "10.0.0.0/8",
+  "172.16.0.0/12",
+  "192.168.0.0/16",
+]);
+
+/**
+ * Check one deny-list entry: an IPv4 CIDR or IP, optionally `:port` (1-65535), or an IPv6
+ * CIDR or address (no port: an IPv6 address has colons of its own).
+ * @returns undefined when valid, else what is wrong (for the config's problem list).
+ */
+export function denyEntryProblem(entry: string): string | undefined {
+  if (parseIpv6Cidr(entry) !== undefined) return undefined;
+  const [addr, port, extra] = entry.split(":");
+  try {
+    parseCidr(addr ?? "");
+    if (extra !== undefined || (port !== undefined && !(/^\d{1,5}$/.test(port) && Number(port) >= 1 && Number(port) <= 65535))) throw new Error();
+    return undefined;
+  } catch {
+    return `expected an IPv4 CIDR, IP or ip:port, or an IPv6 CIDR, got ${JSON.stringify(entry)}`;
+  }
+}
+
 /** Upper bound of `paddock.warm_pool.<group>`: warm VMs hold memory and an address each. */
 export const MAX_WARM_POOL = 16;
 
@@ -168,7 +211,7 @@ const CONFIG_KEYS = [
   "host_groups", "image", "kernel_image", "kernel_file", "hypervisor", "graceful_shutdown", "github_user", "ssh_keys",
   "api", "ssh", "pci", "insecure_registry",
 ] as const;
-const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime", "pids_limit", "limits", "deny", "foreign_ranges", "stop_timeout_seconds", "warm_pool", "seccomp", "userns",
+const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime", "pids_limit", "limits", "deny", "host_ports", "foreign_ranges", "stop_timeout_seconds", "warm_pool", "seccomp", "userns",
   "console_log_bytes", "disk_commit_ratio", "max_secrets", "max_secret_bytes", "host_pids_reserve"] as const;
 
 /** Defaults for standalone daemons (DESIGN.md §6); env overrides applied in {@link loadTenantConfig}. */
@@ -326,8 +369,18 @@ function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigContext, ap
   if (runtime !== "auto" && runtime !== "runc" && runtime !== "crun") r.problem("paddock.runtime", `expected auto, runc or crun, got ${JSON.stringify(runtime)}`);
   const limits = r.object(pd.limits, "paddock.limits");
   r.unknownKeys(limits, "paddock.limits", ["max_vms", "max_vcpu", "max_ram_bytes", "max_disk_bytes", "max_pids"]);
-  const deny = r.stringList(pd.deny, "paddock.deny") ?? [];
-  checkAddressList(r, deny, "paddock.deny");
+  const deny = r.stringList(pd.deny, "paddock.deny") ?? [...DEFAULT_DENY];
+  deny.forEach((d, i) => {
+    const problem = denyEntryProblem(d);
+    if (problem !== undefined) r.problem(`paddock.deny[${i}]`, problem);
+  });
+  const hostPorts: Record<string, number[]> = {};
+  for (const [group, ports] of Object.entries(r.object(pd.host_ports, "paddock.host_ports"))) {
+    const p = `paddock.host_ports.${group}`;
+    if (!groupNames.includes(group)) r.problem(p, `no host group named ${JSON.stringify(group)} (host groups: ${groupNames.join(", ") || "none"})`);
+    if (!Array.isArray(ports)) r.problem(p, "expected a list of ports (1-65535)");
+    else hostPorts[group] = ports.flatMap((n: unknown, i) => r.int(n ?? "null", `${p}[${i}]`, { min: 1, max: 65535 }) ?? []);
+  }
   const foreignRanges = r.stringList(pd.foreign_ranges, "paddock.foreign_ranges") ?? [];
   checkAddressList(r, foreignRanges, "paddock.foreign_ranges");
   const warmRaw = r.object(pd.warm_pool, "paddock.warm_pool");
@@ -363,6 +416,7 @@ function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigContext, ap
     },
     hostPidsReserve: r.int(pd.host_pids_reserve, "paddock.host_pids_reserve", { min: 0, max: 4_194_304 }) ?? DEFAULT_PIDS_RESERVE,
     deny,
+    hostPorts,
     foreignRanges,
     stopTimeoutSeconds: r.int(pd.stop_timeout_seconds, "paddock.stop_timeout_seconds", { min: 0, max: 600 }) ?? 10,
     warmPool,
@@ -457,6 +511,10 @@ export function parseTenantConfig(tree: unknown, source: string, ctx: TenantConf
   const gracefulShutdown = r.bool(cfg.graceful_shutdown, "config.graceful_shutdown") ?? true;
   const api = readApi(r, cfg.api, ctx);
   const paddock = readPaddock(r, root.paddock, ctx, api, hostGroups.map((g) => g.name));
+  for (const group of Object.keys(paddock.hostPorts)) {
+    const g = hostGroups.find((h) => h.name === group);
+    if (g !== undefined && g.network.mode !== "bridge") r.problem(`paddock.host_ports.${group}`, `host group ${group} is in ${g.network.mode} mode; its VMs never reach the host (host_ports is for bridge groups)`);
+  }
   r.throwIfProblems(source);
   return deepFreeze({
     source,

@@ -8,6 +8,15 @@
  * only drop ⇒ all else allowed; only allow ⇒ whitelist; neither ⇒ all allowed; both ⇒ the
  * whitelist default, inferred). So `drop:[0.0.0.0/0]` + `allow:[ip:port]` admits exactly
  * that port, and `drop:[192.168.1.0/24]` + `allow:[0.0.0.0/0]` admits all but the LAN.
+ *
+ * The floor: the host group's lists are written by the operator (template), a create's
+ * per-VM `network` override by the tenant. An override replaces the group's lists above a
+ * floor: every destination the group's own lists drop (an explicit drop entry winning by
+ * most-specific-wins, not the whitelist default) stays dropped whatever the override allows,
+ * even with a more specific allow. So the group's `drop:[10.0.0.0/8]` holds against an
+ * override `allow:[10.1.2.3:22]`, and a group whitelist becomes binding by writing
+ * `drop:[0.0.0.0/0]`. The operator's `paddock.deny` is a floor of its own, applied before
+ * either (nft-ruleset.ts chain `deny`).
  */
 import { formatCidr, parseCidr, type Cidr } from "../../shared/cidr.js";
 import { PaddockError } from "../../shared/errors.js";
@@ -82,7 +91,10 @@ export function validateOverride(override: unknown, mode: "bridge" | "isolated",
   return out;
 }
 
-/** Effective lists: a key present in the override replaces the host group's list (`[]` empties it). */
+/**
+ * Effective lists above the floor: a key present in the override replaces the host group's
+ * list (`[]` empties it). The group's floor ({@link compileFloor}) still applies on top.
+ */
 export function effectiveLists(hostGroup: FirewallLists, override: VmNetworkOverride | undefined): FirewallLists {
   return {
     allow: [...(override?.allow ?? hostGroup.allow)],
@@ -119,12 +131,36 @@ export function compileFirewall(lists: FirewallLists): CompiledFirewall {
   return { rules, defaultVerdict: lists.allow.length > 0 ? "drop" : "accept" };
 }
 
-/** Decide a destination by the compiled rules (for unit tests and the describe endpoint's reasoning). */
-export function decide(fw: CompiledFirewall, dst: number, port: number | undefined): "accept" | "drop" {
-  for (const r of fw.rules) {
+/**
+ * The host group's floor: its compiled rules (most-specific-wins) cut after the last `drop`.
+ * A `drop` drops; an `accept` ends the floor and leaves the decision to the VM's own policy;
+ * the end of the list too. Empty when the group drops nothing.
+ * @throws PaddockError `ERR_VM_INVALID_REQUEST` on an unparseable entry.
+ */
+export function compileFloor(hostGroup: FirewallLists): FirewallRule[] {
+  const rules = compileFirewall(hostGroup).rules;
+  let end = rules.length;
+  while (end > 0 && rules[end - 1]?.verdict === "accept") end--;
+  return rules.slice(0, end);
+}
+
+/** Decide a destination by the floor first, then by the VM's compiled rules (unit tests, reasoning). */
+export function decideWithFloor(floor: readonly FirewallRule[], fw: CompiledFirewall, dst: number, port: number | undefined): "accept" | "drop" {
+  const r = firstMatch(floor, dst, port);
+  if (r?.verdict === "drop") return "drop";
+  return decide(fw, dst, port);
+}
+
+function firstMatch(rules: readonly FirewallRule[], dst: number, port: number | undefined): FirewallRule | undefined {
+  for (const r of rules) {
     const c = parseCidr(r.cidr);
     const inCidr = c.prefix === 0 || (dst >>> (32 - c.prefix)) === (c.base >>> (32 - c.prefix));
-    if (inCidr && (r.port === undefined || r.port === port)) return r.verdict;
+    if (inCidr && (r.port === undefined || r.port === port)) return r;
   }
-  return fw.defaultVerdict;
+  return undefined;
+}
+
+/** Decide a destination by the compiled rules (for unit tests and the describe endpoint's reasoning). */
+export function decide(fw: CompiledFirewall, dst: number, port: number | undefined): "accept" | "drop" {
+  return firstMatch(fw.rules, dst, port)?.verdict ?? fw.defaultVerdict;
 }

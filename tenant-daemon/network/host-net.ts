@@ -219,3 +219,29 @@ export async function netnsAddress(name: string, dev: string): Promise<string | 
   }
   return undefined;
 }
+
+/** Whether the host kernel has IPv6 at all (absent with the `ipv6.disable=1` boot parameter). */
+export async function hostHasIpv6(): Promise<boolean> {
+  return fs.access("/proc/sys/net/ipv6/conf/default/disable_ipv6").then(() => true, () => false);
+}
+
+/**
+ * Turn IPv6 off on a host interface (`net.ipv6.conf.<ifname>.disable_ipv6=1`, see
+ * https://docs.kernel.org/networking/ip-sysctl.html): it loses its link-local address and
+ * the host stack drops IPv6 arriving on it. A missing interface is fine (it raced a delete).
+ */
+export async function disableHostIpv6(ifname: string): Promise<void> {
+  await fs.writeFile(`/proc/sys/net/ipv6/conf/${ifname}/disable_ipv6`, "1\n").catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== "ENOENT") throw new PaddockError("ERR_NETWORK_SETUP_FAILED", `cannot disable IPv6 on ${ifname}: ${err.message}`, { cause: err });
+  });
+}
+
+/**
+ * Turn IPv6 off inside a VM's netns for its link and any link made later:
+ * `net.ipv6.conf.{default,<dev>}.disable_ipv6=1`, written with sysctl(8) run in the netns by
+ * nsenter(1) (/proc/sys/net is per network namespace). Loopback keeps `::1`: it never leaves
+ * the netns. @throws PaddockError `ERR_NETWORK_SETUP_FAILED` with the tools' stderr.
+ */
+export async function disableNetnsIpv6(netns: string, dev: string): Promise<void> {
+  await run("nsenter", [`--net=/var/run/netns/${netns}`, "--", "sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1", `net.ipv6.conf.${dev}.disable_ipv6=1`], { timeoutMs: IP_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+}

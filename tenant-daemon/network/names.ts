@@ -60,6 +60,14 @@ export function vmChainName(vethName: string): string {
 }
 
 /**
+ * Name of a host group's floor chain: `floor_<group>` (group names are [a-z0-9-], which nft
+ * identifiers accept after a letter, see nft(8) "LEXICAL CONVENTIONS").
+ */
+export function floorChainName(group: string): string {
+  return `floor_${group}`;
+}
+
+/**
  * Index 0..(modulo−1) from a stable hash of `text` (first 4 bytes of sha256, big-endian),
  * used to derive an isolated group's /22 (spec §4.4: "choose any stable hash").
  */

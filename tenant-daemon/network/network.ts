@@ -39,7 +39,13 @@ export interface VmNetworkDescription {
   host_group: { allow: string[]; drop: string[] };
   /** Present only with an override; a key present with `[]` was explicitly emptied. */
   override?: { allow?: string[]; drop?: string[] };
+  /** The lists above the floor: the override's keys replace the group's (most-specific-wins among them). */
   effective: { allow: string[]; drop: string[] };
+  /**
+   * What no override reopens: the host group's `drop` list (its drops as decided with its own
+   * `allow`, firewall-policy.ts) and the operator's `paddock.deny`, checked before `effective`.
+   */
+  floor: { drop: string[]; deny: string[] };
 }
 
 /** The network of one tenant daemon. */

@@ -7,16 +7,29 @@
  *
  * Chains (all base chains `policy accept`, so traffic that is not ours is never affected;
  * a drop in any table is final, so our drops hold whatever other tables accept):
- * - `forward`: cross-tenant drop (both directions, every mode) → bridge anti-spoofing →
- *   operator deny list → replies accepted → no new ingress into isolated VMs → per-VM chain
- *   of each isolated VM (anti-spoofing, no VM↔VM, then the allow/drop policy).
- * - `input`: our VMs never reach other tenants' addresses on the host, nor denied ones;
- *   isolated VMs reach the host only with replies to connections the host opened.
+ * - `forward`: no IPv6 to or from a VM link → cross-tenant drop (both directions, every mode)
+ *   → bridge anti-spoofing → operator deny list (`deny`) → replies accepted → no new ingress
+ *   into isolated VMs → per-VM chain of each isolated VM (anti-spoofing, no VM↔VM, the host
+ *   group's floor when the VM has an override, then the VM's allow/drop policy).
+ * - `input`: no IPv6 from a VM link; our VMs never reach other tenants' addresses on the host,
+ *   nor denied ones; a VM reaches the host only with replies to connections the host opened,
+ *   plus, from a bridge, the `paddock.host_ports` of its group on the bridge's gateway address.
+ * - `deny`: the operator deny list, a floor for every VM in every mode. It skips the tenant's
+ *   own ranges, whose traffic the rules above already decide (the default list holds RFC 1918
+ *   and a bridge group may sit in it).
+ * - `floor_<group>`: the host group's own drops, jumped to by VMs with a per-VM override, so
+ *   an override's allow (even a more specific one) never reopens what the group drops.
  * - `postrouting` (nat): egress masquerade of our ranges.
+ *
+ * IPv6 (https://wiki.nftables.org/wiki-nftables/index.php/Matching_packet_metainformation,
+ * `meta nfproto`): VMs have none (tenant-network.ts disables it on both ends of each VM link)
+ * and every IPv6 packet from or to a VM link is dropped, so a guest root that turns it back
+ * on inside its own netns reaches nothing.
  */
-import { cidrContains, formatCidr, parseCidr, type Cidr } from "../../shared/cidr.js";
-import type { CompiledFirewall } from "./firewall-policy.js";
-import { tableName, vmChainName } from "./names.js";
+import { cidrContains, formatCidr, parseCidr, parseIpv6Cidr, type Cidr } from "../../shared/cidr.js";
+import { PaddockError } from "../../shared/errors.js";
+import type { CompiledFirewall, FirewallRule } from "./firewall-policy.js";
+import { floorChainName, tableName, vmChainName } from "./names.js";
 
 /** A bridge-mode host group as the firewall sees it. */
 export interface RulesetBridge {
@@ -24,6 +37,17 @@ export interface RulesetBridge {
   bridge: string;
   /** The gateway's network (`a.b.c.d/n`): the only sources allowed from the bridge. */
   range: string;
+  /** The gateway address on the bridge (bare `a.b.c.d`). */
+  gateway: string;
+  /** TCP/UDP ports of host services on `gateway` the group's VMs may reach (`paddock.host_ports`). */
+  hostPorts: readonly number[];
+}
+
+/** A host group's floor: its drop decisions, which a per-VM override cannot reopen. */
+export interface RulesetFloor {
+  group: string;
+  /** First-match rules (firewall-policy.ts compileFloor): `drop` drops, `accept` leaves the decision to the VM's policy. */
+  rules: readonly FirewallRule[];
 }
 
 /** An attached isolated VM. */
@@ -35,6 +59,8 @@ export interface RulesetIsolatedVm {
   /** VM address (bare). */
   ip: string;
   firewall: CompiledFirewall;
+  /** Jump to the group's floor chain first (a VM with a per-VM override, whose group floor is not empty). */
+  useFloor: boolean;
 }
 
 /** Everything {@link renderRuleset} needs. Lists may come in any order; output is sorted. */
@@ -44,10 +70,12 @@ export interface RulesetInput {
   ownRanges: readonly string[];
   /** Other tenants' ranges (config + ranges read from other `paddock-*` tables); always dropped. */
   foreignRanges: readonly string[];
-  /** Operator deny list: CIDR, IP or `ip:port`; dropped for every VM (paddock.deny). */
+  /** Operator deny list: IPv4 CIDR, IP or `ip:port`, or IPv6 CIDR; dropped for every VM (paddock.deny). */
   deny: readonly string[];
   bridges: readonly RulesetBridge[];
   isolatedVms: readonly RulesetIsolatedVm[];
+  /** Floors of the groups whose VMs have `useFloor` (others are ignored). */
+  floors: readonly RulesetFloor[];
 }
 
 /**
@@ -79,8 +107,14 @@ function daddrMatch(entry: { cidr: string; port: number | undefined }): string {
   return entry.port === undefined ? ip : `${ip} meta l4proto { tcp, udp } th dport ${entry.port}`;
 }
 
+/** `ip6 daddr X` of an IPv6 deny entry; a /128 prints as the bare address. */
+function daddr6Match(address: string, prefix: number): string {
+  return `ip6 daddr ${prefix === 128 ? address : `${address}/${prefix}`}`;
+}
+
 function denyEntries(deny: readonly string[]): { cidr: string; port: number | undefined }[] {
   return deny
+    .filter((t) => parseIpv6Cidr(t) === undefined)
     .map((t) => {
       const [a, p] = t.split(":");
       return { cidr: formatCidr(parseCidr(a ?? "")), port: p === undefined ? undefined : Number(p) };
@@ -103,6 +137,16 @@ export function renderRuleset(input: RulesetInput): string {
   const allIfaces = [...bridges.map((b) => b.bridge), ...vms.map((v) => v.veth)].sort();
   const isoIfaces = vms.map((v) => v.veth);
   const deny = denyEntries(input.deny);
+  const deny6 = input.deny.flatMap((t) => {
+    const c = parseIpv6Cidr(t);
+    return c === undefined ? [] : [daddr6Match(c.address, c.prefix)];
+  }).sort();
+  const floors = [...new Set(vms.filter((v) => v.useFloor).map((v) => v.group))].sort().map((g) => {
+    const f = input.floors.find((x) => x.group === g);
+    if (f === undefined) throw new PaddockError("ERR_INTERNAL", `no floor given for host group ${g}, whose VM has useFloor`);
+    return f;
+  });
+  const hasDeny = deny.length + deny6.length > 0;
   const L: string[] = [];
   L.push(`# Paddock tenant ${input.tenantId}: generated by renderRuleset, replaced as a whole; do not edit.`);
   L.push(`table inet ${t}`);
@@ -121,11 +165,13 @@ export function renderRuleset(input: RulesetInput): string {
   L.push("");
   L.push("\tchain forward {");
   L.push("\t\ttype filter hook forward priority filter - 10; policy accept;");
+  L.push("\t\tiifname @vm_ifaces meta nfproto ipv6 drop");
+  L.push("\t\toifname @vm_ifaces meta nfproto ipv6 drop");
   L.push("\t\tip saddr @own_ranges ip daddr @foreign_ranges drop");
   L.push("\t\tip saddr @foreign_ranges ip daddr @own_ranges drop");
   L.push("\t\tiifname @vm_ifaces ip daddr @foreign_ranges drop");
   for (const b of bridges) L.push(`\t\tiifname ${q(b.bridge)} ip saddr != ${b.range} drop`);
-  for (const d of deny) L.push(`\t\tiifname @vm_ifaces ${daddrMatch(d)} drop`);
+  if (hasDeny) L.push("\t\tiifname @vm_ifaces jump deny");
   L.push("\t\tct state established,related accept");
   L.push("\t\toifname @isolated_ifaces drop");
   if (vms.length > 0) {
@@ -135,12 +181,33 @@ export function renderRuleset(input: RulesetInput): string {
   L.push("");
   L.push("\tchain input {");
   L.push("\t\ttype filter hook input priority filter - 10; policy accept;");
+  L.push("\t\tiifname @vm_ifaces meta nfproto ipv6 drop");
   L.push("\t\tiifname @vm_ifaces ip daddr @foreign_ranges drop");
   for (const b of bridges) L.push(`\t\tiifname ${q(b.bridge)} ip saddr != ${b.range} drop`);
-  for (const d of deny) L.push(`\t\tiifname @vm_ifaces ${daddrMatch(d)} drop`);
-  L.push("\t\tiifname @isolated_ifaces ct state established,related accept");
-  L.push("\t\tiifname @isolated_ifaces drop");
+  if (hasDeny) L.push("\t\tiifname @vm_ifaces jump deny");
+  L.push("\t\tiifname @vm_ifaces ct state established,related accept");
+  for (const b of bridges) {
+    const ports = [...new Set(b.hostPorts)].sort((x, y) => x - y);
+    if (ports.length > 0) L.push(`\t\tiifname ${q(b.bridge)} ip daddr ${b.gateway} meta l4proto { tcp, udp } th dport { ${ports.join(", ")} } accept`);
+  }
+  L.push("\t\tiifname @vm_ifaces drop");
   L.push("\t}");
+  if (hasDeny) {
+    L.push("");
+    L.push("\t# Operator deny list (paddock.deny): a floor for every VM; the tenant's own ranges are decided above.");
+    L.push("\tchain deny {");
+    L.push("\t\tip daddr @own_ranges return");
+    for (const d of deny) L.push(`\t\t${daddrMatch(d)} drop`);
+    for (const d of deny6) L.push(`\t\t${d} drop`);
+    L.push("\t}");
+  }
+  for (const f of floors) {
+    L.push("");
+    L.push(`\t# Host group ${f.group}'s drops: no per-VM override reopens them ("accept" here returns to the VM's own policy).`);
+    L.push(`\tchain ${floorChainName(f.group)} {`);
+    for (const r of f.rules) L.push(`\t\t${daddrMatch(r)} ${r.verdict === "drop" ? "drop" : "return"}`);
+    L.push("\t}");
+  }
   for (const v of vms) {
     L.push("");
     L.push(`\t# ${v.group}/${v.hostname}`);
@@ -148,6 +215,7 @@ export function renderRuleset(input: RulesetInput): string {
     L.push("\t\tmeta nfproto ipv6 drop");
     L.push(`\t\tip saddr != ${v.ip} drop`);
     L.push("\t\tip daddr @own_ranges drop");
+    if (v.useFloor) L.push(`\t\tjump ${floorChainName(v.group)}`);
     for (const r of v.firewall.rules) L.push(`\t\t${daddrMatch(r)} ${r.verdict}`);
     L.push(`\t\t${v.firewall.defaultVerdict}`);
     L.push("\t}");

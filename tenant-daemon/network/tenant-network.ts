@@ -13,11 +13,11 @@ import type { Logger } from "../../shared/logger.js";
 import { JsonStateStore } from "../../shared/state-store.js";
 import type { HostGroupConfig, TenantConfig } from "../../shared/tenant-config.js";
 import { AddressPlan, deriveIsolatedRange, groupAddressing, type GroupAddressing, type Reservation } from "./address-plan.js";
-import { compileFirewall, effectiveLists, validateOverride } from "./firewall-policy.js";
+import { compileFirewall, compileFloor, effectiveLists, validateOverride, type FirewallLists } from "./firewall-policy.js";
 import * as host from "./host-net.js";
 import { aliasPrefix, defaultBridgeName, linkAlias, netnsPrefix, TABLE_PREFIX, tableName, vmNetnsName, vmVethName } from "./names.js";
 import type { TenantNetwork, VmNetworkAttachment, VmNetworkDescription, VmNetworkOverride, VmNetworkRequest } from "./network.js";
-import { renderRuleset, renderTableDeletion, type RulesetInput } from "./nft-ruleset.js";
+import { renderRuleset, renderTableDeletion, type RulesetFloor, type RulesetInput } from "./nft-ruleset.js";
 
 /** Dependencies of {@link createTenantNetwork}. */
 export interface TenantNetworkOptions {
@@ -87,10 +87,14 @@ class TenantNetworkImpl implements TenantNetworkService {
   private hostAddrs = new Set<number>();
   private foreignRanges: string[] = [];
   private resolvers: string[] = [];
+  /** The host kernel has IPv6 (then it is switched off on every VM link: nft-ruleset.ts module doc). */
+  private ipv6 = true;
   private ruleset: string | undefined;
   private fwWanted = 0;
   private fwApplied = 0;
   private fwRunning: Promise<void> | undefined;
+  /** Set by {@link stop}: no firewall update starts any more. */
+  private stopping = false;
 
   private readonly makeNetns: ((hostname: string, netnsName: string) => Promise<void>) | undefined;
 
@@ -182,6 +186,7 @@ class TenantNetworkImpl implements TenantNetworkService {
     // 5. Host-wide forwarding, bridges, resolvers, table.
     if (await host.ensureIpForward()) this.log.warn("enabled IPv4 forwarding (net.ipv4.ip_forward=1) for VM traffic; it is left on at stop");
     for (const g of this.groups.values()) if (g.bridge) await this.ensureBridge(g);
+    this.ipv6 = await host.hostHasIpv6();
     this.resolvers = await host.readHostResolvers();
     const bridgeNames = new Set([...this.groups.values()].flatMap((g) => (g.bridge ? [g.bridge] : [])));
     this.hostAddrs = new Set(addrs.filter((a) => !ours.has(a.ifname) && !bridgeNames.has(a.ifname)).map((a) => parseIpv4(a.local) as number));
@@ -231,6 +236,7 @@ class TenantNetworkImpl implements TenantNetworkService {
       `link set dev ${br} up`,
     ];
     await host.ipBatch(lines);
+    if (this.ipv6) await host.disableHostIpv6(br);
   }
 
   // ---- reserve / attach / detach / release -----------------------------------------------------
@@ -323,12 +329,19 @@ class TenantNetworkImpl implements TenantNetworkService {
       ...(vm.mode === "isolated" ? [`addr add ${formatIpv4(vm.gateway)}/30 dev ${vm.veth}`] : [`link set dev ${vm.veth} master ${g.bridge as string}`]),
       `link set dev ${vm.veth} up`,
     ]);
-    await host.ipBatch([
-      "link set dev lo up",
-      `addr add ${formatIpv4(vm.ip)}/${vm.prefix} dev eth0`,
-      "link set dev eth0 up",
-      `route add default via ${formatIpv4(vm.gateway)} dev eth0`,
-    ], vm.netns);
+    // No IPv6 on either end of the link (nft-ruleset.ts drops it too). In parallel with the
+    // VM side: nothing runs in the netns before attach resolves, and disabling IPv6 on a link
+    // that is already up removes its addresses.
+    await Promise.all([
+      host.ipBatch([
+        "link set dev lo up",
+        `addr add ${formatIpv4(vm.ip)}/${vm.prefix} dev eth0`,
+        "link set dev eth0 up",
+        `route add default via ${formatIpv4(vm.gateway)} dev eth0`,
+      ], vm.netns),
+      this.ipv6 ? host.disableHostIpv6(vm.veth) : undefined,
+      this.ipv6 ? host.disableNetnsIpv6(vm.netns, "eth0") : undefined,
+    ]);
   }
 
   private async removeVmLinks(hostname: string): Promise<void> {
@@ -365,12 +378,13 @@ class TenantNetworkImpl implements TenantNetworkService {
     const r = this.plan?.lookup(hostname);
     const g = r ? this.groups.get(r.group) : undefined;
     if (!r || !g) return undefined;
+    const deny = [...this.cfg.paddock.deny];
     if (g.cfg.network.mode !== "isolated") {
-      return { mode: "bridge", policy_source: "host_group", host_group: { allow: [], drop: [] }, effective: { allow: [], drop: [] } };
+      return { mode: "bridge", policy_source: "host_group", host_group: { allow: [], drop: [] }, effective: { allow: [], drop: [] }, floor: { drop: [], deny } };
     }
     const hg = { allow: [...g.cfg.network.allow], drop: [...g.cfg.network.drop] };
     const ov = this.overrides.get(hostname);
-    const out: VmNetworkDescription = { mode: "isolated", policy_source: ov ? "vm" : "host_group", host_group: hg, effective: effectiveLists(hg, ov) };
+    const out: VmNetworkDescription = { mode: "isolated", policy_source: ov ? "vm" : "host_group", host_group: hg, effective: effectiveLists(hg, ov), floor: { drop: [...hg.drop], deny } };
     if (ov) out.override = { ...ov };
     return out;
   }
@@ -386,6 +400,9 @@ class TenantNetworkImpl implements TenantNetworkService {
   }
 
   async stop(): Promise<void> {
+    // No firewall update may start from now on: one that ran after the table's deletion would
+    // create the table again (a stop racing start-up work left it behind).
+    this.stopping = true;
     // Works without start (purge): everything is found by name prefix and alias.
     const [links, netnsList] = await Promise.all([host.listLinks(), host.listNetns()]);
     const aliased = links.filter((l) => l.ifalias?.startsWith(aliasPrefix(this.tenant)));
@@ -395,7 +412,7 @@ class TenantNetworkImpl implements TenantNetworkService {
       [...vmLinks, ...aliased.map((l) => l.ifname).filter((n) => !vmLinks.has(n))],
       netnsList.filter((n) => n.startsWith(netnsPrefix(this.tenant))),
     );
-    await this.fwRunning?.catch(() => undefined);
+    while (this.fwRunning !== undefined) await this.fwRunning.catch(() => undefined);
     await host.applyNft(renderTableDeletion(this.tenant));
     this.attached.clear();
     this.adoptable.clear();
@@ -415,20 +432,35 @@ class TenantNetworkImpl implements TenantNetworkService {
     return this.ruleset;
   }
 
+  /** The host group's lists as the operator's config wrote them (empty for bridge groups). */
+  private groupLists(group: string): FirewallLists {
+    const net = this.groups.get(group)?.cfg.network;
+    return net?.mode === "isolated" ? { allow: [...net.allow], drop: [...net.drop] } : { allow: [], drop: [] };
+  }
+
   private rulesetInput(): RulesetInput {
     const vms = [...this.attached.values(), ...this.adoptable.values()].filter((v) => v.mode === "isolated");
+    const floors = new Map<string, RulesetFloor>(
+      [...new Set(vms.map((v) => v.group))].map((group) => [group, { group, rules: compileFloor(this.groupLists(group)) }]),
+    );
     return {
       tenantId: this.tenant,
       ownRanges: [...this.groups.values()].map((g) => formatCidr(g.addr.range)),
       foreignRanges: this.foreignRanges,
       deny: this.cfg.paddock.deny,
-      bridges: [...this.groups.values()].flatMap((g) => (g.bridge ? [{ group: g.cfg.name, bridge: g.bridge, range: formatCidr(g.addr.range) }] : [])),
+      bridges: [...this.groups.values()].flatMap((g) => (g.bridge ? [{
+        group: g.cfg.name, bridge: g.bridge, range: formatCidr(g.addr.range), gateway: formatIpv4(g.addr.gateway as number), hostPorts: this.cfg.paddock.hostPorts[g.cfg.name] ?? [],
+      }] : [])),
       isolatedVms: vms.map((v) => {
-        const g = this.groups.get(v.group) as GroupRuntime;
-        const net = g.cfg.network.mode === "isolated" ? g.cfg.network : { allow: [], drop: [] };
-        const lists = effectiveLists({ allow: [...net.allow], drop: [...net.drop] }, this.overrides.get(v.hostname));
-        return { hostname: v.hostname, group: v.group, veth: v.veth, ip: formatIpv4(v.ip), firewall: compileFirewall(lists) };
+        const ov = this.overrides.get(v.hostname);
+        return {
+          hostname: v.hostname, group: v.group, veth: v.veth, ip: formatIpv4(v.ip),
+          firewall: compileFirewall(effectiveLists(this.groupLists(v.group), ov)),
+          // Without an override the VM's policy is the group's own, floor included.
+          useFloor: ov !== undefined && (floors.get(v.group)?.rules.length ?? 0) > 0,
+        };
       }),
+      floors: [...floors.values()],
     };
   }
 
@@ -437,8 +469,9 @@ class TenantNetworkImpl implements TenantNetworkService {
    * applies: each waits until an apply rendered after its call has finished.
    */
   private async syncFirewall(): Promise<void> {
+    if (this.stopping) return;
     const gen = ++this.fwWanted;
-    while (this.fwApplied < gen) {
+    while (this.fwApplied < gen && !this.stopping) {
       this.fwRunning ??= this.applyOnce().finally(() => {
         this.fwRunning = undefined;
       });

@@ -3,9 +3,9 @@ import path from "node:path";
 import { expect } from "chai";
 import { parseIpv4 } from "../../shared/cidr.js";
 import { isPaddockError } from "../../shared/errors.js";
-import { parseTenantConfig } from "../../shared/tenant-config.js";
+import { DEFAULT_DENY, parseTenantConfig } from "../../shared/tenant-config.js";
 import { AddressPlan, deriveIsolatedRange, groupAddressing, METADATA_IP } from "../../tenant-daemon/network/address-plan.js";
-import { compileFirewall, decide, effectiveLists, validateOverride } from "../../tenant-daemon/network/firewall-policy.js";
+import { compileFirewall, compileFloor, decide, decideWithFloor, effectiveLists, validateOverride } from "../../tenant-daemon/network/firewall-policy.js";
 import { parseResolvConfServers } from "../../tenant-daemon/network/host-net.js";
 import { defaultBridgeName, vmNetnsName, vmVethName } from "../../tenant-daemon/network/names.js";
 import { normaliseCidrs, renderRuleset, type RulesetInput } from "../../tenant-daemon/network/nft-ruleset.js";
@@ -77,6 +77,33 @@ describe("network: firewall semantics (spec §4.5)", () => {
   it("override keys replace the host group's lists; [] empties", () => {
     expect(effectiveLists({ allow: ["1.0.0.0/8"], drop: ["2.0.0.0/8"] }, { allow: [] })).to.deep.equal({ allow: [], drop: ["2.0.0.0/8"] });
     expect(effectiveLists({ allow: ["1.0.0.0/8"], drop: [] }, undefined)).to.deep.equal({ allow: ["1.0.0.0/8"], drop: [] });
+  });
+  it("the group's drops are a floor: an override's allow, even a more specific one, never reopens them", () => {
+    const group = { allow: ["0.0.0.0/0"], drop: ["10.0.0.0/8", "198.18.0.0/15"] };
+    const floor = compileFloor(group);
+    const fw = (o: { allow?: string[]; drop?: string[] }) => compileFirewall(effectiveLists(group, o));
+    const dw = (o: { allow?: string[]; drop?: string[] }, dst: string, port?: number) => decideWithFloor(floor, fw(o), ip(dst), port);
+    // Without the floor the override would win (most-specific-wins): the regression.
+    expect(decide(fw({ allow: ["198.18.4.2/32"] }), ip("198.18.4.2"), undefined)).to.equal("accept");
+    expect(dw({ allow: ["198.18.4.2/32"] }, "198.18.4.2")).to.equal("drop");
+    expect(dw({ allow: ["10.1.2.3:22"], drop: [] }, "10.1.2.3", 22)).to.equal("drop");
+    expect(dw({ drop: [] }, "10.9.9.9")).to.equal("drop");
+    // Above the floor the override decides: it may add drops and allows.
+    expect(dw({ allow: ["203.0.113.0/24"], drop: ["0.0.0.0/0"] }, "203.0.113.5")).to.equal("accept");
+    expect(dw({ allow: ["203.0.113.0/24"], drop: ["0.0.0.0/0"] }, "8.8.8.8")).to.equal("drop");
+    expect(dw({ drop: ["8.8.8.8"] }, "8.8.8.8")).to.equal("drop");
+  });
+  it("a group whitelist with drop 0.0.0.0/0 is binding; its own exceptions stay open to the override", () => {
+    const group = { allow: ["198.18.0.1:3128"], drop: ["0.0.0.0/0"] };
+    const floor = compileFloor(group);
+    expect(floor.map((r) => `${r.cidr}:${r.port ?? ""}:${r.verdict}`)).to.deep.equal(["198.18.0.1/32:3128:accept", "0.0.0.0/0::drop"]);
+    const dw = (o: { allow?: string[]; drop?: string[] }, dst: string, port?: number) => decideWithFloor(floor, compileFirewall(effectiveLists(group, o)), ip(dst), port);
+    expect(dw({ allow: ["0.0.0.0/0"], drop: [] }, "198.18.0.1", 3128)).to.equal("accept");
+    expect(dw({ allow: ["0.0.0.0/0"], drop: [] }, "198.18.0.1", 80)).to.equal("drop");
+    expect(dw({ allow: [], drop: ["198.18.0.1"] }, "198.18.0.1", 3128)).to.equal("drop");
+    // Without drops, the group's floor is empty and its whitelist default is not a floor.
+    expect(compileFloor({ allow: ["198.18.0.0/24"], drop: [] })).to.deep.equal([]);
+    expect(compileFloor({ allow: ["0.0.0.0/0"], drop: ["10.0.0.0/8"] }).map((r) => r.verdict)).to.deep.equal(["drop"]);
   });
   it("validateOverride rejects bridge groups and bad entries with 400", () => {
     for (const [o, mode] of [[{ allow: ["x"] }, "isolated"], [{ drop: ["1.2.3.4:99999"] }, "isolated"], [{ allow: [] }, "bridge"], [{ allow: "1.2.3.4" }, "isolated"]] as const) {
@@ -169,21 +196,65 @@ describe("network: renderRuleset golden files", () => {
     tenantId: "acme",
     ownRanges: ["169.254.100.0/22", "198.18.8.0/24"],
     foreignRanges: ["169.254.104.0/22", "169.254.104.0/24", "198.19.0.0/16"],
-    deny: ["169.254.169.254", "198.18.200.0/24:22"],
-    bridges: [{ group: "web", bridge: "pbweb", range: "198.18.8.0/24" }],
+    deny: ["169.254.169.254", "198.18.200.0/24:22", "fd00:ec2::254/128", "fd00:ec3::/64"],
+    bridges: [{ group: "web", bridge: "pbweb", range: "198.18.8.0/24", gateway: "198.18.8.1", hostPorts: [8080, 53, 8080] }, { group: "db", bridge: "pbdb", range: "198.18.9.0/24", gateway: "198.18.9.1", hostPorts: [] }],
     isolatedVms: [
-      { hostname: "iso-2", group: "iso", veth: "pkbbbb", ip: "169.254.100.6", firewall: compileFirewall({ allow: [], drop: [] }) },
-      { hostname: "iso-1", group: "iso", veth: "pkaaaa", ip: "169.254.100.2", firewall: fw },
+      // iso-3 has a per-VM override: it jumps to the group's floor (the group drops RFC 1918 and 198.18.0.0/15).
+      { hostname: "iso-3", group: "iso", veth: "pkcccc", ip: "169.254.100.10", firewall: compileFirewall({ allow: ["198.18.4.2/32"], drop: [] }), useFloor: true },
+      { hostname: "iso-2", group: "iso", veth: "pkbbbb", ip: "169.254.100.6", firewall: compileFirewall({ allow: [], drop: [] }), useFloor: false },
+      { hostname: "iso-1", group: "iso", veth: "pkaaaa", ip: "169.254.100.2", firewall: fw, useFloor: false },
+    ],
+    floors: [
+      { group: "iso", rules: compileFloor({ allow: ["0.0.0.0/0", "198.18.0.1:3128"], drop: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "198.18.0.0/15"] }) },
+      { group: "unused", rules: compileFloor({ allow: [], drop: ["0.0.0.0/0"] }) },
     ],
   };
   it("full ruleset", async () => {
     await golden("network-ruleset-full.nft", renderRuleset(input));
   });
   it("empty tenant (no VMs, no bridges)", async () => {
-    await golden("network-ruleset-empty.nft", renderRuleset({ tenantId: "empty", ownRanges: [], foreignRanges: [], deny: [], bridges: [], isolatedVms: [] }));
+    await golden("network-ruleset-empty.nft", renderRuleset({ tenantId: "empty", ownRanges: [], foreignRanges: [], deny: [], bridges: [], isolatedVms: [], floors: [] }));
+  });
+  it("default deny list: cloud metadata and RFC 1918 in the rendered ruleset, skipping the tenant's own ranges", () => {
+    const text = renderRuleset({ ...input, deny: [...DEFAULT_DENY] });
+    const chain = /\tchain deny \{\n([^}]*)\t\}/.exec(text)?.[1] ?? "";
+    expect(chain.trim().split("\n").map((l) => l.trim())).to.deep.equal([
+      "ip daddr @own_ranges return",
+      "ip daddr 10.0.0.0/8 drop",
+      "ip daddr 100.100.100.200 drop",
+      "ip daddr 169.254.169.254 drop",
+      "ip daddr 172.16.0.0/12 drop",
+      "ip daddr 192.168.0.0/16 drop",
+      "ip6 daddr fd00:ec2::254 drop",
+    ]);
+    expect(text).to.include("\t\tiifname @vm_ifaces jump deny\n\t\tct state established,related accept");
+    // A config without paddock.deny gets the default; [] opts out.
+    expect(config([{ name: "g", network: { mode: "isolated" } }]).paddock.deny).to.deep.equal([...DEFAULT_DENY]);
+    const none = parseTenantConfig({ config: { host_groups: [{ name: "g" }] }, paddock: { tenant_id: "t1", deny: [] } }, "<inline>", { baseDir: "/tmp", env: {} });
+    expect(none.paddock.deny).to.deep.equal([]);
+    expect(renderRuleset({ ...input, deny: [] })).to.not.include("jump deny");
+  });
+  it("paddock.host_ports: bridge groups only, ports 1-65535, known groups; rendered on the bridge's gateway address", () => {
+    const parse = (hostPorts: unknown) => parseTenantConfig({
+      config: { host_groups: [{ name: "br", network: { mode: "bridge", gateway: "198.18.8.1/24" } }, { name: "iso", network: { mode: "isolated" } }] },
+      paddock: { tenant_id: "t1", host_ports: hostPorts },
+    }, "<inline>", { baseDir: "/tmp", env: {} });
+    expect(parse({ br: [8080, 53] }).paddock.hostPorts).to.deep.equal({ br: [8080, 53] });
+    expect(parse(undefined).paddock.hostPorts).to.deep.equal({});
+    try {
+      parse({ iso: [22], nope: [22], br: [0, "x"] });
+      expect.fail("accepted");
+    } catch (err) {
+      expect(isPaddockError(err, "ERR_CONFIG_INVALID")).to.equal(true);
+      const paths = ((err as { details?: { problems?: { path: string }[] } }).details?.problems ?? []).map((p) => p.path);
+      expect(paths).to.have.members(["paddock.host_ports.iso", "paddock.host_ports.nope", "paddock.host_ports.br[0]", "paddock.host_ports.br[1]"]);
+    }
+  });
+  it("a VM with useFloor but no floor given is refused rather than rendered without its floor", () => {
+    expect(() => renderRuleset({ ...input, floors: [] })).to.throw(/no floor given for host group iso/);
   });
   it("is deterministic whatever the input order", () => {
-    const shuffled = { ...input, isolatedVms: [...input.isolatedVms].reverse(), foreignRanges: [...input.foreignRanges].reverse() };
+    const shuffled = { ...input, isolatedVms: [...input.isolatedVms].reverse(), foreignRanges: [...input.foreignRanges].reverse(), deny: [...input.deny].reverse(), bridges: [...input.bridges].reverse(), floors: [...input.floors].reverse() };
     expect(renderRuleset(shuffled)).to.equal(renderRuleset(input));
   });
 });
