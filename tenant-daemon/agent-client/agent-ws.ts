@@ -48,6 +48,8 @@ export interface AgentUpgradeHandler {
 const HIGH_WATER_BYTES = 1 << 20;
 /** Largest WebSocket message accepted from a client (a shell frame or a forward chunk). */
 const MAX_CLIENT_MESSAGE_BYTES = 4 << 20;
+/** Largest refusal the agent may send before upgrading (an error JSON), bytes. */
+const MAX_AGENT_ERROR_BYTES = 64 << 10;
 
 function authorized(header: string | undefined, token: string): boolean {
   const m = /^Bearer (.*)$/i.exec(header ?? "");
@@ -146,7 +148,13 @@ export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeH
       let total = 0;
       res.on("data", (c: Buffer) => {
         total += c.length;
-        if (total <= 64 << 10) chunks.push(c);
+        if (total <= MAX_AGENT_ERROR_BYTES) {
+          chunks.push(c);
+          return;
+        }
+        // An agent that keeps talking past the cap does not hold the client (or memory): refuse.
+        res.destroy();
+        rejectClient(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent of VM ${hostname} refused the upgrade with an answer over ${MAX_AGENT_ERROR_BYTES} bytes`));
       });
       res.on("end", () => writeHttpError(socket, res.statusCode ?? 502, Buffer.concat(chunks).toString("utf8")));
       res.on("error", () => socket.destroy());

@@ -60,6 +60,9 @@ export function errorMiddleware(logger: Logger) {
     if (bp && typeof bp === "object" && typeof bp.type === "string" && typeof bp.status === "number") {
       if (bp.type === "entity.too.large") e = new PaddockError("ERR_BODY_TOO_LARGE", "request body too large");
       else if (bp.status < 500) e = new PaddockError("ERR_BODY_INVALID_JSON", `invalid JSON body: ${(err as Error).message}`);
+    } else if (err instanceof URIError) {
+      // A percent-escape that does not decode (the router's params): the client's mistake.
+      e = new PaddockError("ERR_URL_MALFORMED", "the path's percent-escapes do not decode", { cause: err });
     }
     const { status, body } = errorResponse(e);
     if (status >= 500) logger.error("request failed", { method: req.method, path: req.path, err: e });

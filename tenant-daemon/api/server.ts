@@ -18,6 +18,7 @@ import { goArch, type VmService } from "../vm/vm-service.js";
 import { asyncHandler, encodedQueryShim, errorMiddleware, notFoundHandler, type KnownRoute } from "./http-util.js";
 import type { DaemonMetrics } from "./metrics.js";
 import { BODY_IDLE_TIMEOUT_MS, boundRequestBodyIdle } from "../../shared/body-idle-timeout.js";
+import { clientErrorReply, httpJsonAnswer, requestTargetProblem } from "../../shared/http-input.js";
 
 /** Paddock's version as reported by `/info`. */
 export const PADDOCK_VERSION = "0.1.0";
@@ -80,6 +81,11 @@ export function createApiApp(deps: ApiServerDeps): express.Express {
   app.set("etag", false);
   app.set("query parser", "extended");
 
+  // Before anything decodes the path (the shim, the router's params, the agent router).
+  app.use((req, _res, next) => {
+    const bad = requestTargetProblem(req.url);
+    next(bad === undefined ? undefined : new PaddockError("ERR_URL_MALFORMED", bad));
+  });
   app.use(encodedQueryShim);
   app.use((req, res, next) => {
     const started = process.hrtime.bigint();
@@ -283,6 +289,11 @@ export async function listenApi(app: express.Express, config: TenantConfig, opts
   server.timeout = 0;
   server.headersTimeout = 60_000;
   server.keepAliveTimeout = 5_000;
+  // Malformed requests never reach Express: the same JSON error shape, with a code.
+  server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
+    if (socket.writable) socket.end(clientErrorReply(err));
+    else socket.destroy();
+  });
   if (config.api.kind === "unix") {
     const socketPath = config.api.socketPath;
     // Again at bind time: the socket may have been taken since the daemon's early check.
@@ -309,7 +320,12 @@ export async function listenApi(app: express.Express, config: TenantConfig, opts
  * spec §2.10–§2.11) to `handler`; Express never sees them. The handler authenticates itself.
  */
 export function attachUpgradeHandler(server: http.Server, handler: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void): void {
-  server.on("upgrade", handler);
+  server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    const bad = requestTargetProblem(req.url);
+    if (bad === undefined) return handler(req, socket, head);
+    socket.on("error", () => undefined);
+    socket.end(httpJsonAnswer(400, JSON.stringify({ error: bad, code: "ERR_URL_MALFORMED" })));
+  });
 }
 
 function socketAnswers(socketPath: string): Promise<boolean> {
