@@ -9,6 +9,7 @@ import { promises as fs } from "node:fs";
 import { expect } from "chai";
 import { isPaddockError } from "../../shared/errors.js";
 import { silentLogger } from "../../shared/logger.js";
+import { DEFAULT_DENY } from "../../shared/tenant-config.js";
 import { createTenantNetwork, type TenantNetworkService } from "../../tenant-daemon/network/tenant-network.js";
 import { vmNetnsName } from "../../tenant-daemon/network/names.js";
 import { ip4, leftovers, listen, makeTestHost, probe, randomBlock, randomTenant, tempDir, tenantConfig, type Listener, type TestHost } from "./network-fixtures.js";
@@ -70,7 +71,7 @@ describe("tenant network: isolated mode (privileged)", function () {
     await net.start();
     const reqs = [
       { hostname: "iso-1", hostGroup: "iso" },
-      { hostname: "iso-2", hostGroup: "iso", override: { drop: [], allow: [`${th2.ip}:${P1}`] } },
+      { hostname: "iso-2", hostGroup: "iso", override: { drop: ["0.0.0.0/0"], allow: [`${th1.ip}:${P1}`, `${th2.ip}:${P1}`] } },
       { hostname: "wl-1", hostGroup: "wl" },
       { hostname: "only-allow-group-with-a-long-name-1", hostGroup: "only-allow-group-with-a-long-name" },
     ];
@@ -96,14 +97,16 @@ describe("tenant network: isolated mode (privileged)", function () {
     expect(await probe(vm["iso-1"]!.ns, th2.ip, P1)).to.equal("timeout");
   });
 
-  it("per-VM override replaces the group's lists (whitelist of one ip:port)", async () => {
-    expect(await probe(vm["iso-2"]!.ns, th2.ip, P1)).to.equal("ok");
-    expect(await probe(vm["iso-2"]!.ns, th1.ip, P1)).to.equal("timeout");
+  it("per-VM override replaces the group's lists above the group's floor (whitelist of ip:port; the group's drop holds)", async () => {
+    expect(await probe(vm["iso-2"]!.ns, th1.ip, P1)).to.equal("ok");
+    expect(await probe(vm["iso-2"]!.ns, th1.ip, P2)).to.equal("timeout");
+    expect(await probe(vm["iso-2"]!.ns, th2.ip, P1), "the override allows it, the group's drop (floor) wins").to.equal("timeout");
     expect(net.describe("iso-2")).to.deep.equal({
       mode: "isolated", policy_source: "vm",
       host_group: { allow: [], drop: [`${th2.ip}/32`] },
-      override: { drop: [], allow: [`${th2.ip}:${P1}`] },
-      effective: { allow: [`${th2.ip}:${P1}`], drop: [] },
+      override: { drop: ["0.0.0.0/0"], allow: [`${th1.ip}:${P1}`, `${th2.ip}:${P1}`] },
+      effective: { allow: [`${th1.ip}:${P1}`, `${th2.ip}:${P1}`], drop: ["0.0.0.0/0"] },
+      floor: { drop: [`${th2.ip}/32`], deny: [...DEFAULT_DENY] },
     });
     expect(net.describe("iso-1")?.policy_source).to.equal("host_group");
   });
@@ -192,7 +195,7 @@ describe("tenant network: bridge mode and cross-tenant isolation (privileged)", 
   });
 
   it("describe of a bridge VM has empty lists", () => {
-    expect(a.describe("br-1")).to.deep.equal({ mode: "bridge", policy_source: "host_group", host_group: { allow: [], drop: [] }, effective: { allow: [], drop: [] } });
+    expect(a.describe("br-1")).to.deep.equal({ mode: "bridge", policy_source: "host_group", host_group: { allow: [], drop: [] }, effective: { allow: [], drop: [] }, floor: { drop: [], deny: [...DEFAULT_DENY] } });
   });
 });
 

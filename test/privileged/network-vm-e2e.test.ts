@@ -119,13 +119,15 @@ describe("tenant network end to end with real runc VMs (privileged)", function (
     expect(await probeFromVm(a, "wl-1", th2.ip, P1)).to.equal("timeout");
   });
 
-  it("a per-VM override in the create body replaces the group's lists", async () => {
-    const h = await createVm(a, "iso", { network: { drop: ["0.0.0.0/0"], allow: [`${th2.ip}:${P1}`] } });
-    expect(await probeFromVm(a, h, th2.ip, P1)).to.equal("ok");
-    expect(await probeFromVm(a, h, th1.ip, P1)).to.equal("timeout");
-    const desc = (await a.get(`/vm/${h}`)).json as { network?: { policy_source?: string; effective?: unknown } };
+  it("a per-VM override in the create body replaces the group's lists above the group's floor", async () => {
+    const h = await createVm(a, "iso", { network: { drop: ["0.0.0.0/0"], allow: [`${th1.ip}:${P1}`, `${th2.ip}:${P1}`] } });
+    expect(await probeFromVm(a, h, th1.ip, P1)).to.equal("ok");
+    expect(await probeFromVm(a, h, th1.ip, P2)).to.equal("timeout");
+    expect(await probeFromVm(a, h, th2.ip, P1), "allowed by the override, dropped by the group (floor)").to.equal("timeout");
+    const desc = (await a.get(`/vm/${h}`)).json as { network?: { policy_source?: string; effective?: unknown; floor?: { drop?: unknown } } };
     expect(desc.network?.policy_source).to.equal("vm");
-    expect(desc.network?.effective).to.deep.equal({ allow: [`${th2.ip}:${P1}`], drop: ["0.0.0.0/0"] });
+    expect(desc.network?.effective).to.deep.equal({ allow: [`${th1.ip}:${P1}`, `${th2.ip}:${P1}`], drop: ["0.0.0.0/0"] });
+    expect(desc.network?.floor?.drop).to.deep.equal([`${th2.ip}/32`]);
     // The group's own VMs keep the group's lists.
     expect(await probeFromVm(a, "iso-1", th1.ip, P1)).to.equal("ok");
   });
