@@ -13,7 +13,7 @@ import { existsSync } from "node:fs";
 import { ConfigReader, parseYamlSafe } from "../shared/yaml-reader.js";
 import { parseCidr, parseIpv4, type Cidr } from "../shared/cidr.js";
 import { PaddockError } from "../shared/errors.js";
-import { DEFAULT_RUN_DIR, DEFAULT_STATE_DIR } from "../shared/tenant-config.js";
+import { DEFAULT_DENY, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, denyEntryProblem } from "../shared/tenant-config.js";
 import type { FdBudgetConfig, TenantGatewayLimits } from "./gateway-admission.js";
 
 /** A listener: TCP host and port, or a Unix socket path. */
@@ -57,7 +57,11 @@ export interface SupervisorConfig {
   templatesDir: string;
   defaultTemplate: string;
   restart: RestartPolicy;
-  /** Operator deny list (CIDRs) rendered into every tenant's `paddock.deny`. */
+  /**
+   * Operator deny list rendered into every tenant's `paddock.deny`: a floor no template or
+   * per-VM override reopens. Absent ⇒ DEFAULT_DENY (shared/tenant-config.ts: cloud metadata
+   * and RFC 1918); `[]` ⇒ none.
+   */
   deny: readonly string[];
   /** Stop tenant daemons when the supervisor stops (default false: they keep running). */
   stopDaemonsOnExit: boolean;
@@ -216,13 +220,10 @@ export function parseSupervisorConfig(tree: unknown, source: string, opts: { env
   };
   if (restart.maxBackoffMs < restart.initialBackoffMs) r.problem("restart.max_backoff_ms", "must be at least restart.initial_backoff_ms");
 
-  const deny = r.stringList(root.deny, "deny") ?? [];
+  const deny = r.stringList(root.deny, "deny") ?? [...DEFAULT_DENY];
   deny.forEach((d, i) => {
-    try {
-      parseCidr(d);
-    } catch {
-      r.problem(`deny[${i}]`, `expected a CIDR or an IPv4 address, got ${JSON.stringify(d)}`);
-    }
+    const problem = denyEntryProblem(d);
+    if (problem !== undefined) r.problem(`deny[${i}]`, problem);
   });
   const stopDaemonsOnExit = flags.stopDaemonsOnExit ?? r.bool(root.stop_daemons_on_exit, "stop_daemons_on_exit") ?? false;
   const daemonEntry = path.resolve(baseDir, flags.daemonEntry ?? r.string(root.daemon_entry, "daemon_entry") ?? path.join(root2, "dist", "tenant-daemon", "main.js"));

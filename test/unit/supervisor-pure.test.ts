@@ -10,6 +10,7 @@ import { TokenIndex, bearerToken, hashToken, hashesEqual, issueToken } from "../
 import { TenantRegistry } from "../../supervisor/tenant-registry.js";
 import { loadTemplate, parseTemplate, readImageOverride, readOverrides, renderTenantConfig } from "../../supervisor/tenant-template.js";
 import { parseYamlSafe } from "../../shared/yaml-reader.js";
+import { DEFAULT_DENY } from "../../shared/tenant-config.js";
 
 const TEMPLATES_DIR = path.resolve(import.meta.dirname, "../../../templates");
 const POOL = parseCidr("169.254.0.0/16");
@@ -320,5 +321,27 @@ describe("supervisor templates", () => {
         expect(isPaddockError(err, "ERR_TEMPLATE_NOT_FOUND")).to.equal(true);
       }
     }
+  });
+});
+
+describe("supervisor deny list: the operator's floor", () => {
+  it("defaults to cloud metadata and RFC 1918; a configured list replaces it, [] opts out, bad entries name their path", () => {
+    const c = parseSupervisorConfig(undefined, "<defaults>", { env: {} });
+    expect(c.deny).to.deep.equal([...DEFAULT_DENY]);
+    expect(c.deny).to.include.members(["169.254.169.254/32", "fd00:ec2::254/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]);
+    expect(parseSupervisorConfig({ deny: ["198.18.5.0/24", "fd00:ec2::254", "198.18.6.1:22"] }, "f", { env: {} }).deny).to.deep.equal(["198.18.5.0/24", "fd00:ec2::254", "198.18.6.1:22"]);
+    expect(parseSupervisorConfig({ deny: [] }, "f", { env: {} }).deny).to.deep.equal([]);
+    expect(problemsOf(() => parseSupervisorConfig({ deny: ["10.0.0.0/8", "fd00::/200", "1.2.3.4:0"] }, "f", { env: {} }))).to.deep.equal(["deny[1]", "deny[2]"]);
+  });
+
+  it("the rendered tenant config carries the supervisor's default deny list", async () => {
+    const c = parseSupervisorConfig(undefined, "<defaults>", { env: {} });
+    const t = await loadTemplate(TEMPLATES_DIR, "sandbox");
+    const { text, config } = renderTenantConfig(t, {
+      tenantId: "ta2", socketPath: "/run/paddock/tenants/ta2/api.sock", stateDir: "/var/lib/paddock/tenants/ta2", runDir: "/run/paddock/tenants/ta2",
+      imageDir: "/var/lib/paddock/images", blocks: { sbox: "169.254.12.0/22" }, limits: {}, overrides: {}, deny: c.deny, foreignRanges: [],
+    });
+    expect(config.paddock.deny).to.deep.equal([...DEFAULT_DENY]);
+    for (const d of DEFAULT_DENY) expect(text).to.include(d);
   });
 });
