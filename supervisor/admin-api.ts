@@ -231,8 +231,14 @@ export function createAdminApp(deps: AdminDeps): express.Express {
     });
   });
 
+  // Paged, newest page first: a page is the newest `limit` entries below `cursor`, oldest first;
+  // the header Paddock-Next-Cursor carries the cursor of the next (older) page (supervisor/audit-log.ts).
   r.get("/audit", async (req, res) => {
-    res.json(await audit.read({ tenant: queryString(req, "tenant"), action: queryString(req, "action"), limit: queryInt(req, "limit", 100, 10_000) }));
+    const cursor = queryString(req, "cursor");
+    if (cursor !== undefined && !/^\d{1,20}-\d{1,20}:\d{1,20}$/.test(cursor)) throw new PaddockError("ERR_QUERY_INVALID", "cursor: expected the Paddock-Next-Cursor of a previous page");
+    const page = await audit.read({ tenant: queryString(req, "tenant"), action: queryString(req, "action"), limit: queryInt(req, "limit", 100, 10_000), cursor });
+    if (page.nextCursor !== undefined) res.setHeader("Paddock-Next-Cursor", page.nextCursor);
+    res.json(page.entries);
   });
 
   app.use("/admin/v1", r);

@@ -4,18 +4,23 @@
  * timeout, graceful-then-forced stop of the whole group, and adoption of a live daemon left
  * by a previous supervisor.
  *
- * The daemon's stdout and stderr go straight to `logs/daemon.log` (opened O_APPEND and
- * handed over as a file descriptor), never through a pipe: a pipe would break when the
- * supervisor dies and the daemon would then fail writing its logs. A failed start reports
- * the log lines written since the spawn.
+ * The daemon's stdout and stderr never go through the supervisor: a pipe to the supervisor
+ * would break when the supervisor dies and the daemon would then fail writing its logs. With
+ * `logRotation` (and the helper built), the daemon is started behind `paddock-nsutil logcap`
+ * (tenant-daemon/runtime/native/paddock-nsutil.c): a reader in its own session, independent of
+ * both the supervisor and the daemon's process group, appends to `logs/daemon.log` and rotates
+ * it at the configured size, exiting when the daemon has exited. Without, `logs/daemon.log` is
+ * opened O_APPEND and handed over as a file descriptor (unbounded). A failed start reports the
+ * log lines written since the spawn.
  */
-import { openSync, closeSync, promises as fs } from "node:fs";
+import { existsSync, openSync, closeSync, promises as fs } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import { PaddockError, errnoCode } from "../shared/errors.js";
 import { sleep } from "../shared/time.js";
 import { daemonHealthy } from "./daemon-client.js";
 import { isDaemonCmdline, pidAlive, readCmdline, readProcStat } from "./proc-info.js";
+import { findProjectRoot } from "./supervisor-config.js";
 
 /** How to run one tenant's daemon. */
 export interface DaemonSpec {
@@ -28,6 +33,18 @@ export interface DaemonSpec {
   logFile: string;
   /** Extra environment (PADDOCK_STATE_DIR, PADDOCK_RUN_DIR, PADDOCK_IMAGE_DIR). */
   env: Record<string, string>;
+  /** Rotate `logFile` at `rotateBytes`, keeping `keep` rotated files; undefined ⇒ no rotation. */
+  logRotation?: { rotateBytes: number; keep: number };
+}
+
+/** The built `paddock-nsutil` (`<root>/dist/bin/paddock-nsutil`), or undefined when it was not built. */
+export function logcapHelper(): string | undefined {
+  try {
+    const p = path.join(findProjectRoot(), "dist", "bin", "paddock-nsutil");
+    return existsSync(p) ? p : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** How a daemon ended. `code`/`signal` are unknown for adopted (non-child) daemons. */
@@ -61,7 +78,8 @@ export async function readLogTail(file: string, maxLines: number, fromByte = 0):
   try {
     handle = await fs.open(file, "r");
     const size = (await handle.stat()).size;
-    const start = Math.max(fromByte, size - 256 * 1024);
+    // A file shorter than `fromByte` was rotated since: all of it is newer.
+    const start = Math.max(fromByte > size ? 0 : fromByte, size - 256 * 1024);
     const buf = Buffer.alloc(Math.max(0, size - start));
     if (buf.length > 0) await handle.read(buf, 0, buf.length, start);
     const lines = buf.toString("utf8").split("\n").filter((l) => l.length > 0);
@@ -120,7 +138,11 @@ export async function spawnDaemon(spec: DaemonSpec, readyTimeoutMs: number): Pro
   // execa's option types only accept file descriptor numbers as literal types; the
   // value is the real descriptor of the opened log (execa passes integers to the child as is).
   const fd = openSync(spec.logFile, "a", 0o600) as 3;
-  const spawnChild = () => execa(process.execPath, [spec.entry, "up", spec.configPath], {
+  // The helper opens the log itself; until it execs node, its own errors go to `fd` (the log).
+  const helper = spec.logRotation === undefined ? undefined : logcapHelper();
+  const argv = [process.execPath, spec.entry, "up", spec.configPath];
+  if (helper !== undefined && spec.logRotation !== undefined) argv.unshift(helper, "logcap", spec.logFile, String(spec.logRotation.rotateBytes), String(spec.logRotation.keep));
+  const spawnChild = () => execa(argv[0] as string, argv.slice(1), {
     detached: true,
     cleanup: false,
     reject: false,

@@ -152,7 +152,7 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
 
     const registry = new TenantRegistry(path.join(supDir, "registry.json"));
     await registry.init();
-    const audit = new AuditLog(path.join(supDir, "audit.log"));
+    const audit = new AuditLog(path.join(supDir, "audit.log"), { maxBytes: config.logs.auditLogBytes, keep: config.logs.auditLogKeep });
     const metrics = new SupervisorMetrics();
     const admission = new GatewayAdmission(config.gatewayLimits, config.gatewayFds);
     log.info("gateway limits", { per_tenant: config.gatewayLimits, fd_budget: admission.globalFds, tenant_fd_share: admission.tenantFds });

@@ -36,6 +36,22 @@ export interface RestartPolicy {
   stopTimeoutMs: number;
 }
 
+/**
+ * Size-capped rotation of the supervisor's logs (`logs:`): a file is rotated
+ * (`<f>.<keep-1>` → `<f>.<keep>`, …, `<f>` → `<f>.1`) when it reaches its size, so at most
+ * `(keep + 1) × bytes` are kept per file.
+ */
+export interface LogRotation {
+  /** Each tenant daemon's `logs/daemon.log` (default 10 MiB), rotated by its logcap reader (supervisor/daemon-process.ts). */
+  daemonLogBytes: number;
+  /** Rotated daemon logs kept (default 3). */
+  daemonLogKeep: number;
+  /** `supervisor/audit.log` (default 10 MiB; supervisor/audit-log.ts). */
+  auditLogBytes: number;
+  /** Rotated audit logs kept (default 5). */
+  auditLogKeep: number;
+}
+
 /** The validated, frozen supervisor config. */
 export interface SupervisorConfig {
   /** File it came from, or `<defaults>`. */
@@ -67,6 +83,7 @@ export interface SupervisorConfig {
   stopDaemonsOnExit: boolean;
   /** Tenant daemon entry point (`<root>/dist/tenant-daemon/main.js`). */
   daemonEntry: string;
+  logs: LogRotation;
   warnings: readonly string[];
 }
 
@@ -125,7 +142,7 @@ export const DEFAULT_GATEWAY_LIMITS: Readonly<TenantGatewayLimits> = Object.free
 /** Default descriptor budget: 1024 kept back from RLIMIT_NOFILE, one tenant may take a quarter of the rest. */
 export const DEFAULT_GATEWAY_FDS: Readonly<FdBudgetConfig> = Object.freeze({ reserve: 1024, tenantSharePercent: 25 });
 
-const TOP_KEYS = ["gateway", "admin", "state_dir", "run_dir", "image_dir", "network", "templates", "restart", "deny", "stop_daemons_on_exit", "daemon_entry"] as const;
+const TOP_KEYS = ["gateway", "admin", "state_dir", "run_dir", "image_dir", "network", "templates", "restart", "deny", "stop_daemons_on_exit", "daemon_entry", "logs"] as const;
 const RESTART_KEYS = ["initial_backoff_ms", "max_backoff_ms", "max_crashes", "crash_window_ms", "stable_after_ms", "ready_timeout_ms", "stop_timeout_ms"] as const;
 
 function readAddress(r: ConfigReader, raw: unknown, p: string, fallback: string, otherKeys: readonly string[] = []): ListenAddress {
@@ -228,11 +245,20 @@ export function parseSupervisorConfig(tree: unknown, source: string, opts: { env
   const stopDaemonsOnExit = flags.stopDaemonsOnExit ?? r.bool(root.stop_daemons_on_exit, "stop_daemons_on_exit") ?? false;
   const daemonEntry = path.resolve(baseDir, flags.daemonEntry ?? r.string(root.daemon_entry, "daemon_entry") ?? path.join(root2, "dist", "tenant-daemon", "main.js"));
 
+  const lg = r.object(root.logs, "logs");
+  r.unknownKeys(lg, "logs", ["daemon_log_bytes", "daemon_log_keep", "audit_log_bytes", "audit_log_keep"]);
+  const logs: LogRotation = {
+    daemonLogBytes: r.int(lg.daemon_log_bytes, "logs.daemon_log_bytes", { min: 64 * 1024, max: 2 ** 32 - 2 }) ?? 10 * 2 ** 20,
+    daemonLogKeep: r.int(lg.daemon_log_keep, "logs.daemon_log_keep", { min: 1, max: 100 }) ?? 3,
+    auditLogBytes: r.int(lg.audit_log_bytes, "logs.audit_log_bytes", { min: 64 * 1024, max: 2 ** 40 }) ?? 10 * 2 ** 20,
+    auditLogKeep: r.int(lg.audit_log_keep, "logs.audit_log_keep", { min: 1, max: 1000 }) ?? 5,
+  };
+
   r.throwIfProblems(source);
   return Object.freeze({
     source, gateway: Object.freeze(gateway), gatewayLimits: Object.freeze(gatewayLimits), gatewayFds: Object.freeze(gatewayFds), admin: Object.freeze(admin), stateDir, runDir, imageDir,
     pool: Object.freeze(pool), blockPrefix, templatesDir, defaultTemplate, restart: Object.freeze(restart),
-    deny: Object.freeze([...deny]), stopDaemonsOnExit, daemonEntry,
+    deny: Object.freeze([...deny]), stopDaemonsOnExit, daemonEntry, logs: Object.freeze(logs),
     warnings: Object.freeze(r.warnings.map((w) => `${w.path}: ${w.message}`)),
   });
 }

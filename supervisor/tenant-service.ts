@@ -168,7 +168,8 @@ export class TenantService {
   }
 
   private daemonSpec(id: string): DaemonSpec {
-    return { tenantId: id, entry: this.config.daemonEntry, configPath: this.configPath(id), socketPath: this.socketPath(id), logFile: this.logFile(id), env: this.daemonEnv() };
+    return { tenantId: id, entry: this.config.daemonEntry, configPath: this.configPath(id), socketPath: this.socketPath(id), logFile: this.logFile(id), env: this.daemonEnv(),
+      logRotation: { rotateBytes: this.config.logs.daemonLogBytes, keep: this.config.logs.daemonLogKeep } };
   }
 
   private rebuildTokenIndex(state: RegistryState): void {
