@@ -300,18 +300,28 @@ export async function main(argv: string[]): Promise<number> {
       await purgeTenant(file);
       return 0;
     }
+    // Listen for the stop signal before start-up begins: without a listener, a SIGTERM during
+    // start-up (network, reconciliation, warm pool) would end the process on the spot and leave
+    // its table, links and sandboxes behind. A stop asked for during start-up waits for the
+    // start to finish, then undoes it like any stop.
+    //
+    // `on`, not `once`: execa's exit cleanup (signal-exit) re-raises a signal when its own are
+    // the only listeners left, and a `once` listener is already gone while the signal is
+    // emitted, so the process died by its own SIGTERM in the middle of the stop. A second signal
+    // during the stop is only logged; SIGKILL remains the way to force an exit.
+    let signalled: (sig: NodeJS.Signals) => void = () => undefined;
+    let stopping = false;
+    const stopAsked = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
+    const onSignal = (sig: NodeJS.Signals): void => {
+      process.stderr.write(stopping ? `received ${sig} again; already stopping\n` : `received ${sig}\n`);
+      stopping = true;
+      signalled(sig);
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
     const daemon = await startDaemon(file);
-    await new Promise<void>((resolve) => {
-      const onSignal = (sig: NodeJS.Signals): void => {
-        process.stderr.write(`received ${sig}\n`);
-        void daemon.stop().then(resolve, (err: unknown) => {
-          process.stderr.write(`stop failed: ${(err as Error).message}\n`);
-          resolve();
-        });
-      };
-      process.once("SIGTERM", onSignal);
-      process.once("SIGINT", onSignal);
-    });
+    await stopAsked;
+    await daemon.stop().catch((err: unknown) => process.stderr.write(`stop failed: ${(err as Error).message}\n`));
     return 0;
   } catch (err) {
     const msg = isPaddockError(err) ? `${err.code}: ${err.message}` : (err as Error).stack ?? String(err);

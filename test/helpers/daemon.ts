@@ -5,7 +5,7 @@
  * links, table) and removes the temp dir.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { promises as fs } from "node:fs";
+import { existsSync, promises as fs } from "node:fs";
 import crypto from "node:crypto";
 import os from "node:os";
 import path from "node:path";
@@ -75,8 +75,8 @@ export class TestDaemon {
     return d;
   }
 
-  /** Start the daemon and wait until `/healthz` answers (or it exits: then throw with its stderr). */
-  async start(timeoutMs = 60_000): Promise<void> {
+  /** Spawn the daemon without waiting for it to be ready (see {@link start}). */
+  spawn(): ChildProcess {
     this.stderr = "";
     const child = spawn(process.execPath, [DAEMON_MAIN, "up", this.configPath], { stdio: ["ignore", "ignore", "pipe"] });
     this.child = child;
@@ -84,6 +84,12 @@ export class TestDaemon {
       this.stderr += c.toString();
       if (process.env.PADDOCK_TEST_VERBOSE) process.stderr.write(c);
     });
+    return child;
+  }
+
+  /** Start the daemon and wait until `/healthz` answers (or it exits: then throw with its stderr). */
+  async start(timeoutMs = 60_000): Promise<void> {
+    const child = this.spawn();
     const exited = new Promise<never>((_, reject) => child.once("exit", (code, sig) => reject(new Error(`daemon exited (${code ?? sig}) during start:\n${this.stderr.slice(-4000)}`))));
     exited.catch(() => undefined);
     const deadline = Date.now() + timeoutMs;
@@ -121,6 +127,7 @@ export class TestDaemon {
   /** Stop, purge everything of the tenant (`main.js purge`), and remove the temp dir. */
   async destroy(): Promise<void> {
     await this.stop().catch(() => undefined);
+    if (!existsSync(this.configPath)) return; // destroyed already
     await new Promise<void>((resolve) => {
       const p = spawn(process.execPath, [DAEMON_MAIN, "purge", this.configPath], { stdio: ["ignore", "ignore", "inherit"] });
       p.once("exit", () => resolve());
