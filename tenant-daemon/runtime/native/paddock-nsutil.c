@@ -331,7 +331,8 @@ static int cmd_logcap(const char *file, unsigned long rotate, unsigned long keep
   if (pid < 0) die("fork");
   if (pid == 0) {
     /* Double fork: the reader is reparented to init and is nobody's zombie. */
-    if (fork() != 0) _exit(0);
+    pid_t reader = fork();
+    if (reader != 0) _exit(reader < 0 ? 1 : 0);
     setsid();
     /* stdin = the pipe; fds 3 and 4 = dir and file; stdout, stderr = /dev/null; nothing else. */
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -344,7 +345,12 @@ static int cmd_logcap(const char *file, unsigned long rotate, unsigned long keep
     logcap_copy(0, 3, base, rotate, keep, 4);
     _exit(0);
   }
-  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    errno = EAGAIN;
+    die("fork (log reader)");
   }
   close(p[0]);
   close(out);
