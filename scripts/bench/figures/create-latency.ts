@@ -12,6 +12,7 @@ import { run } from "../../../shared/exec.js";
 import { GUEST_NODE_PATH } from "../../../tenant-daemon/runtime/oci-spec.js";
 import { BENCH_GROUP, deleteVm, startDaemon, type BenchOptions, type DaemonLab } from "../lib/context.js";
 import { FloorBundle, runcExec } from "../lib/runc-floor.js";
+import { idmapBind, pinUserAndNetns, unpinNamespace } from "../../../tenant-daemon/runtime/nsutil.js";
 import { fmt, row, type FigureResult } from "../lib/report.js";
 import { nowMs, timed } from "../lib/stats.js";
 
@@ -138,6 +139,41 @@ export async function figureCreate(lab: DaemonLab, opts: BenchOptions, onTenant:
   } finally {
     await floor.dispose();
   }
+  // The sandbox boundary's cost at the runtime: the same floor without it, and with each half.
+  const boundary = { none: [] as number[], seccomp: [] as number[], userns: [] as number[] };
+  for (const variant of ["none", "seccomp", "userns"] as const) {
+    const b = await FloorBundle.prepare(path.join(opts.imageDir, "debian-12", "rootfs"), undefined, variant);
+    try {
+      await b.runOnce();
+      for (let i = 0; i < n; i++) boundary[variant].push(await b.runOnce());
+    } finally {
+      await b.dispose();
+    }
+  }
+  // What a Paddock boot adds for user namespaces: the userns+netns pin and the idmapped image bind.
+  const nsDir = await fs.mkdtemp("/tmp/pdkns-");
+  const pinMs: number[] = [];
+  const idmapMs: number[] = [];
+  try {
+    const range = { uidStart: 1_800_065_536, size: 65_536 };
+    await fs.mkdir(path.join(nsDir, "lower"));
+    for (let i = 0; i < n; i++) {
+      const netns = `pdkbench-ns-${process.pid}`;
+      const t0 = nowMs();
+      await pinUserAndNetns(path.join(nsDir, "userns"), `/var/run/netns/${netns}`, range);
+      pinMs.push(nowMs() - t0);
+      await unpinNamespace(path.join(nsDir, "userns"));
+      await run("ip", ["netns", "del", netns], { allowFailure: true });
+      const t1 = nowMs();
+      await idmapBind(path.join(opts.imageDir, "debian-12", "rootfs"), path.join(nsDir, "lower"), range);
+      idmapMs.push(nowMs() - t1);
+      await run("umount", [path.join(nsDir, "lower")]);
+    }
+  } finally {
+    await run("umount", [path.join(nsDir, "lower")], { allowFailure: true }).catch(() => undefined);
+    await unpinNamespace(path.join(nsDir, "userns")).catch(() => undefined);
+    await fs.rm(nsDir, { recursive: true, force: true });
+  }
   const nodeStart: number[] = [];
   const trueExec: number[] = [];
   for (let i = 0; i < n; i++) {
@@ -152,6 +188,11 @@ export async function figureCreate(lab: DaemonLab, opts: BenchOptions, onTenant:
     row("f1.warm-b2b", "Paddock, warm pool: the same back to back (create, delete, next create at once)", "ms", "info", warm.backToBack, { vs: "f1.floor" }),
     row("f1.no-wait", "Paddock: POST nodes (no wait) → 201", "ms", "info", noWait, { vs: "f1.floor" }),
     row("f1.delete", "Paddock: DELETE node", "ms", "info", del),
+    row("f1.floor-bare", "boundary cost: runc run of the floor bundle without user/cgroup namespaces, seccomp or no_new_privs", "ms", "info", boundary.none),
+    row("f1.floor-seccomp", "boundary cost: the same with the seccomp profile only", "ms", "info", boundary.seccomp, { vs: "f1.floor-bare" }),
+    row("f1.floor-userns", "boundary cost: the same with the user and cgroup namespaces and no_new_privs only", "ms", "info", boundary.userns, { vs: "f1.floor-bare" }),
+    row("f1.nsutil-pin", "boundary cost: paddock-nsutil pin (a VM's userns + netns)", "ms", "cause", pinMs),
+    row("f1.nsutil-idmap", "boundary cost: paddock-nsutil idmap (a VM's idmapped image bind)", "ms", "cause", idmapMs),
     row("f1.runc-create", "cause: runc create (floor bundle)", "ms", "cause", steps.create),
     row("f1.runc-start", "cause: runc start", "ms", "cause", steps.start),
     row("f1.runc-state", "cause: runc state (one call)", "ms", "cause", steps.state),
@@ -180,7 +221,8 @@ export async function figureCreate(lab: DaemonLab, opts: BenchOptions, onTenant:
     rows,
     targets: [...target("warm pool (paddock.warm_pool: 1, the sandbox template's setting)", w50, warmCause), ...target("no warm pool (boot on demand)", p50, cause)],
     notes: [
-      `n=${n} each after one warm-up; creates in sequence, each deleted before the next; the floor bundle is rendered by renderOciSpec (same binds, namespaces, cgroup limits) over an overlay of the debian-12 image, with a fresh netns instead of Paddock's prepared one.`,
+      `n=${n} each after one warm-up; creates in sequence, each deleted before the next; the floor bundle is rendered by renderOciSpec (same binds, namespaces, user namespace over an idmapped image, seccomp, cgroup limits) over an overlay of the debian-12 image, with a fresh netns instead of Paddock's prepared one.`,
+      "Boundary cost: f1.floor minus f1.floor-bare is what the user namespace, cgroup namespace, seccomp and no_new_privs cost runc per sandbox; a Paddock boot adds the nsutil pin and idmap rows on top (the pin runs in parallel with the disk).",
       "Warm pool: a second daemon with `paddock.warm_pool: { bench: 1 }`; 'refilled before each' waits for paddock_vm_warm{state=\"ready\"} = 1 on /metrics before timing a create (a create arriving when the pool is ready), 'back to back' does not wait (a create may find the pool still booting and boot its own).",
     ],
     chartLines: [{ unit: "ms", value: 150, label: "150 ms target" }, { unit: "ms", value: 2 * fl, label: "2× floor" }],

@@ -15,7 +15,11 @@ import { run } from "../../../shared/exec.js";
 import { renderOciSpec, GUEST_TINI_PATH } from "../../../tenant-daemon/runtime/oci-spec.js";
 import { defaultToolbox, hostHasSwapAccounting, removeCgroupDirs } from "../../../tenant-daemon/runtime/oci-driver.js";
 import { idmapBind } from "../../../tenant-daemon/runtime/nsutil.js";
+import { loadSeccompProfile } from "../../../tenant-daemon/runtime/seccomp.js";
 import { nowMs } from "./stats.js";
+
+/** What of the sandbox boundary a floor bundle keeps (see {@link FloorBundle.prepare}). */
+export type FloorBoundary = "full" | "seccomp" | "userns" | "none";
 
 /** The floor's id range: below the ranges daemons claim (shared/uid-ranges.ts starts at 2e9). */
 const FLOOR_RANGE = { uidStart: 1_800_000_000, size: 65_536 };
@@ -47,8 +51,13 @@ export class FloorBundle {
     this.cgroupParent = cgroupParent;
   }
 
-  /** Mount the overlay and write config.json (tini → /bin/true, or `args`). */
-  static async prepare(imageRootfs: string, args: readonly string[] = [GUEST_TINI_PATH, "--", "/bin/true"]): Promise<FloorBundle> {
+  /**
+   * Mount the overlay and write config.json (tini → /bin/true, or `args`). `boundary` picks what
+   * of the sandbox boundary the bundle keeps, to measure its cost at the runtime: `full` (a
+   * Paddock VM's: user and cgroup namespaces, seccomp, no_new_privs), `seccomp` or `userns` only,
+   * or `none`.
+   */
+  static async prepare(imageRootfs: string, args: readonly string[] = [GUEST_TINI_PATH, "--", "/bin/true"], boundary: FloorBoundary = "full"): Promise<FloorBundle> {
     const tag = crypto.randomBytes(3).toString("hex");
     const dir = await fs.mkdtemp("/tmp/pdkfloor-");
     const b = new FloorBundle(dir, `/paddock/bfloor${tag}`);
@@ -77,8 +86,15 @@ export class FloorBundle {
           args,
         },
         defaultToolbox(),
-        { swapAccounting: hostHasSwapAccounting() },
+        { swapAccounting: hostHasSwapAccounting(), ...(boundary === "full" || boundary === "seccomp" ? { seccomp: loadSeccompProfile() } : {}) },
       );
+      if (boundary === "none" || boundary === "seccomp") {
+        const linux = spec.linux as Partial<typeof spec.linux>;
+        linux.namespaces = spec.linux.namespaces.filter((n) => n.type !== "user" && n.type !== "cgroup");
+        delete linux.uidMappings;
+        delete linux.gidMappings;
+        spec.process.noNewPrivileges = false;
+      }
       await fs.writeFile(path.join(dir, "config.json"), JSON.stringify(spec));
       return b;
     } catch (err) {
