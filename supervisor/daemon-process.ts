@@ -72,8 +72,17 @@ export function describeExit(e: DaemonExit): string {
   return "process gone";
 }
 
-/** The last `maxLines` lines of `file` from byte `fromByte` on. */
+/**
+ * The last `maxLines` lines of `file` from byte `fromByte` on; with `fromByte` 0, a short file
+ * is preceded by the tail of its rotated part `<file>.1` (see {@link DaemonSpec.logRotation}).
+ */
 export async function readLogTail(file: string, maxLines: number, fromByte = 0): Promise<string[]> {
+  const lines = await readOneTail(file, maxLines, fromByte);
+  if (fromByte > 0 || lines.length >= maxLines) return lines;
+  return [...(await readOneTail(`${file}.1`, maxLines - lines.length, 0)), ...lines];
+}
+
+async function readOneTail(file: string, maxLines: number, fromByte: number): Promise<string[]> {
   let handle: fs.FileHandle | undefined;
   try {
     handle = await fs.open(file, "r");

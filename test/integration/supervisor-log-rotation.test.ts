@@ -85,6 +85,11 @@ describe("supervisor log rotation (integration)", function () {
     expect(sizes[2]).to.equal(ROTATE);
     expect(sizes[3], "daemon.log.3").to.equal(-1);
     expect(sizes[0]).to.be.within(1, ROTATE);
+    // The admin logs view reads across the rotation: more lines than the short current file holds.
+    const view = await admin("GET", `/tenants/${tenant}/logs?lines=50`);
+    const lines = (view.json as { lines: string[] }).lines;
+    expect(lines).to.have.length(50);
+    expect(lines.at(-1)).to.include("flood done");
     const readers = await logcapReaders(log);
     expect(readers, "one logcap reader").to.have.length(1);
     expect((await admin("DELETE", `/tenants/${tenant}`)).status).to.be.oneOf([200, 204]);
