@@ -279,6 +279,20 @@ export async function unmountRootfs(bundleDir: string): Promise<void> {
   await unmountPath(p.lowerDir);
 }
 
+/**
+ * `rm -r` of a host directory that held a VM's mounts (its bundle dir, its agent dir), only when
+ * nothing is mounted at or below it any more: with a guest rootfs or disk still mounted there, a
+ * recursive removal would walk into the guest's own tree. Symlinks are removed, never followed
+ * (fs.rm). No-op when missing.
+ * @throws PaddockError ERR_STORAGE_FAILED naming the mounts still there (nothing removed).
+ */
+export async function removeUnmountedTree(dir: string): Promise<void> {
+  const abs = path.resolve(dir);
+  const still = (await readMounts()).map((m) => m.mountPoint).filter((mp) => isPathUnder(mp, abs));
+  if (still.length > 0) throw new PaddockError("ERR_STORAGE_FAILED", `not removing ${abs}: still mounted below it: ${still.join(", ")}`);
+  await fs.rm(abs, { recursive: true, force: true });
+}
+
 /** Delete the VM's disk file (and a leftover `.tmp`); no-op when missing. */
 export async function removeDisk(diskPath: string): Promise<void> {
   await fs.rm(diskPath, { force: true });

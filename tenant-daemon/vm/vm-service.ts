@@ -31,6 +31,7 @@ import { rfc3339, sleep } from "../../shared/time.js";
 import type { TenantNetwork } from "../network/network.js";
 import type { RuntimeDriver } from "../runtime/driver.js";
 import type { VmNamespaces } from "../runtime/vm-namespaces.js";
+import { removeUnmountedTree } from "../storage/vm-disk.js";
 import { newAgentProof, type AgentEndpoint } from "../agent-client/agent-endpoint.js";
 import {
   applyTagPatch, matchesTagFilter, type CreateVmRequest, type TagFilter, type TagPatch, type WaitOptions,
@@ -767,7 +768,7 @@ export class VmService {
       (async () => {
         await step("unmount", () => this.deps.storage.unmount(h));
         spans.mark("unmount");
-        await step("bundle dir", () => fs.rm(this.bundleDir(h), { recursive: true, force: true }));
+        await step("bundle dir", () => removeUnmountedTree(this.bundleDir(h)));
         if (opts.removeDisk) await step("disk", () => this.deps.storage.remove(h));
       })(),
       opts.removeDisk ? step("console log", async () => {
@@ -989,7 +990,7 @@ export class VmService {
     for (const dir of ["vms", "bundles"]) {
       const base = path.join(this.deps.config.paddock.runDir, dir);
       for (const entry of await fs.readdir(base).catch(() => [] as string[])) {
-        if (!keep.has(entry)) await fs.rm(path.join(base, entry), { recursive: true, force: true }).catch(() => undefined);
+        if (!keep.has(entry)) await removeUnmountedTree(path.join(base, entry)).catch((err: unknown) => this.log.error("orphan dir removal failed", { dir: path.join(base, entry), err }));
       }
     }
   }
