@@ -14,6 +14,7 @@ import type { Logger } from "../shared/logger.js";
 import { bearerToken, hashToken, hashesEqual } from "./tokens.js";
 import type { TenantService, Actor } from "./tenant-service.js";
 import type { TenantRecord } from "./tenant-registry.js";
+import { limitsView } from "./tenant-limits.js";
 import type { HostInfo } from "./host-info.js";
 import type { AuditLog } from "./audit-log.js";
 import type { SupervisorMetrics } from "./metrics.js";
@@ -48,12 +49,8 @@ export function tenantView(t: TenantRecord, tenants: TenantService): Record<stri
     ...(t.statusReason ? { status_reason: t.statusReason } : {}),
     template: t.template,
     labels: t.labels,
-    limits: {
-      ...(t.limits.maxVms !== undefined ? { max_vms: t.limits.maxVms } : {}),
-      ...(t.limits.maxVcpu !== undefined ? { max_vcpu: t.limits.maxVcpu } : {}),
-      ...(t.limits.maxRamBytes !== undefined ? { max_ram_bytes: t.limits.maxRamBytes } : {}),
-      ...(t.limits.maxDiskBytes !== undefined ? { max_disk_bytes: t.limits.maxDiskBytes } : {}),
-    },
+    // The effective limits: create filled every one from the template or `default_limits`.
+    limits: limitsView(t.limits),
     host_groups: Object.fromEntries(Object.entries(t.overrides).map(([g, o]) => [g, {
       ...(o.vcpu !== undefined ? { vcpu: o.vcpu } : {}),
       ...(o.ramBytes !== undefined ? { ram_mb: o.ramBytes / 2 ** 20 } : {}),

@@ -13,6 +13,9 @@ import { existsSync } from "node:fs";
 import { ConfigReader, parseYamlSafe } from "../shared/yaml-reader.js";
 import { parseCidr, parseIpv4, type Cidr } from "../shared/cidr.js";
 import { PaddockError } from "../shared/errors.js";
+import { DEFAULT_PIDS_RESERVE } from "../shared/host-pids.js";
+import { layerLimits, readLimitsSection } from "./tenant-limits.js";
+import type { LimitsRecord } from "./tenant-registry.js";
 import { DEFAULT_DENY, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, denyEntryProblem } from "../shared/tenant-config.js";
 import type { FdBudgetConfig, TenantGatewayLimits } from "./gateway-admission.js";
 
@@ -79,6 +82,13 @@ export interface SupervisorConfig {
    * and RFC 1918); `[]` ⇒ none.
    */
   deny: readonly string[];
+  /**
+   * Limits of a tenant whose create and template leave them out (`default_limits`, over
+   * DEFAULT_TENANT_LIMITS of supervisor/tenant-limits.ts).
+   */
+  defaultLimits: Readonly<Required<LimitsRecord>>;
+  /** Pids of pid_max no tenant budget may take (`host_pids_reserve`, default DEFAULT_PIDS_RESERVE of shared/host-pids.ts). */
+  hostPidsReserve: number;
   /** Stop tenant daemons when the supervisor stops (default false: they keep running). */
   stopDaemonsOnExit: boolean;
   /** Tenant daemon entry point (`<root>/dist/tenant-daemon/main.js`). */
@@ -142,7 +152,7 @@ export const DEFAULT_GATEWAY_LIMITS: Readonly<TenantGatewayLimits> = Object.free
 /** Default descriptor budget: 1024 kept back from RLIMIT_NOFILE, one tenant may take a quarter of the rest. */
 export const DEFAULT_GATEWAY_FDS: Readonly<FdBudgetConfig> = Object.freeze({ reserve: 1024, tenantSharePercent: 25 });
 
-const TOP_KEYS = ["gateway", "admin", "state_dir", "run_dir", "image_dir", "network", "templates", "restart", "deny", "stop_daemons_on_exit", "daemon_entry", "logs"] as const;
+const TOP_KEYS = ["gateway", "admin", "state_dir", "run_dir", "image_dir", "network", "templates", "restart", "deny", "stop_daemons_on_exit", "daemon_entry", "logs", "default_limits", "host_pids_reserve"] as const;
 const RESTART_KEYS = ["initial_backoff_ms", "max_backoff_ms", "max_crashes", "crash_window_ms", "stable_after_ms", "ready_timeout_ms", "stop_timeout_ms"] as const;
 
 function readAddress(r: ConfigReader, raw: unknown, p: string, fallback: string, otherKeys: readonly string[] = []): ListenAddress {
@@ -242,6 +252,8 @@ export function parseSupervisorConfig(tree: unknown, source: string, opts: { env
     const problem = denyEntryProblem(d);
     if (problem !== undefined) r.problem(`deny[${i}]`, problem);
   });
+  const defaultLimits = layerLimits(readLimitsSection(r, root.default_limits, "default_limits", { unknownIsProblem: true }));
+  const hostPidsReserve = r.int(root.host_pids_reserve, "host_pids_reserve", { min: 0, max: 4_194_304 }) ?? DEFAULT_PIDS_RESERVE;
   const stopDaemonsOnExit = flags.stopDaemonsOnExit ?? r.bool(root.stop_daemons_on_exit, "stop_daemons_on_exit") ?? false;
   const daemonEntry = path.resolve(baseDir, flags.daemonEntry ?? r.string(root.daemon_entry, "daemon_entry") ?? path.join(root2, "dist", "tenant-daemon", "main.js"));
 
@@ -258,7 +270,7 @@ export function parseSupervisorConfig(tree: unknown, source: string, opts: { env
   return Object.freeze({
     source, gateway: Object.freeze(gateway), gatewayLimits: Object.freeze(gatewayLimits), gatewayFds: Object.freeze(gatewayFds), admin: Object.freeze(admin), stateDir, runDir, imageDir,
     pool: Object.freeze(pool), blockPrefix, templatesDir, defaultTemplate, restart: Object.freeze(restart),
-    deny: Object.freeze([...deny]), stopDaemonsOnExit, daemonEntry, logs: Object.freeze(logs),
+    deny: Object.freeze([...deny]), defaultLimits: Object.freeze(defaultLimits), hostPidsReserve, stopDaemonsOnExit, daemonEntry, logs: Object.freeze(logs),
     warnings: Object.freeze(r.warnings.map((w) => `${w.path}: ${w.message}`)),
   });
 }

@@ -36,6 +36,8 @@ export interface LimitsRecord {
   maxVcpu?: number;
   maxRamBytes?: number;
   maxDiskBytes?: number;
+  /** pids.max of the tenant's parent cgroup; the sum over tenants is checked against pid_max (shared/host-pids.ts). */
+  maxPids?: number;
 }
 
 /** One network block owned by a tenant, for one host group of its template. */

@@ -13,6 +13,8 @@ import type { Logger } from "../shared/logger.js";
 import { writeFileAtomic } from "../shared/state-store.js";
 import { TENANT_ID_PATTERN, loadTenantConfig, type TenantConfig } from "../shared/tenant-config.js";
 import { ConfigReader } from "../shared/yaml-reader.js";
+import { checkTenantPidsBudget, readPidMax } from "../shared/host-pids.js";
+import { LIMIT_KEYS, layerLimits, readLimitsSection } from "./tenant-limits.js";
 import { claimUidRange, releaseUidRange } from "../shared/uid-ranges.js";
 import { allocateBlocks, poolComplement } from "./block-allocator.js";
 import type { SupervisorConfig } from "./supervisor-config.js";
@@ -66,22 +68,20 @@ export interface TenantServiceDeps {
 
 const LABEL_KEY = /^[a-z0-9]([a-z0-9._/-]{0,62})$/i;
 
-/** Read `limits` of an admin request (`null` removes a limit when `allowNull`). */
-function readLimits(raw: unknown, base: LimitsRecord, allowNull: boolean): LimitsRecord {
+/**
+ * Read `limits` of an admin request over `base`; `null` (when `allowNull`) resets a limit to
+ * `defaults` (the template's, else the supervisor's `default_limits`).
+ */
+function readLimits(raw: unknown, base: LimitsRecord, allowNull: boolean, defaults: Required<LimitsRecord>): LimitsRecord {
   const r = new ConfigReader();
-  const obj = r.object(raw, "limits");
-  const out: LimitsRecord = { ...base };
-  const keys: Array<[string, keyof LimitsRecord]> = [["max_vms", "maxVms"], ["max_vcpu", "maxVcpu"], ["max_ram_bytes", "maxRamBytes"], ["max_disk_bytes", "maxDiskBytes"]];
-  for (const k of Object.keys(obj)) if (!keys.some(([a]) => a === k)) r.problem(`limits.${k}`, "unknown limit (known: max_vms, max_vcpu, max_ram_bytes, max_disk_bytes)");
-  for (const [wire, field] of keys) {
-    if (!(wire in obj)) continue;
-    if (obj[wire] === null && allowNull) delete out[field];
-    else {
-      const v = r.int(obj[wire], `limits.${wire}`, { min: 0 });
-      if (v !== undefined) out[field] = v;
-    }
-  }
+  const patch = allowNull ? readLimitsSection(r, raw, "limits", { allowNull: true, unknownIsProblem: true }) : readLimitsSection(r, raw, "limits", { unknownIsProblem: true });
   if (r.problems.length) throw new PaddockError("ERR_TENANT_INVALID", r.problems.map((p) => `${p.path}: ${p.message}`).join("; "), { details: { problems: r.problems } });
+  const out: LimitsRecord = { ...base };
+  for (const [, field] of LIMIT_KEYS) {
+    const v = patch[field];
+    if (v === null) out[field] = defaults[field];
+    else if (v !== undefined) out[field] = v;
+  }
   return out;
 }
 
@@ -260,6 +260,16 @@ export class TenantService {
     return "t" + Array.from(bytes, (b) => alphabet[b % alphabet.length]).join("");
   }
 
+  /**
+   * The host-level pids check: every tenant's budget together must leave `host_pids_reserve`
+   * of pid_max to the host (shared/host-pids.ts).
+   * @throws PaddockError ERR_PIDS_BUDGET_EXCEEDED (507).
+   */
+  private async checkPidsBudget(id: string, maxPids: number, state: RegistryState): Promise<void> {
+    const others = Object.values(state.tenants).filter((t) => t.id !== id).map((t) => ({ id: t.id, maxPids: t.limits.maxPids }));
+    checkTenantPidsBudget({ tenantId: id, maxPids, others, pidMax: await readPidMax(), reservePids: this.config.hostPidsReserve });
+  }
+
   private render(template: TenantTemplate, t: Pick<TenantRecord, "id" | "blocks" | "limits" | "overrides" | "image" | "uidRange">): { text: string; config: TenantConfig } {
     const blocks: Record<string, string> = {};
     for (const b of t.blocks) blocks[b.hostGroup] = b.cidr;
@@ -276,6 +286,7 @@ export class TenantService {
       deny: this.config.deny,
       foreignRanges: poolComplement(this.config.pool, t.blocks.map((b) => b.cidr)),
       ...(t.uidRange !== undefined ? { userns: t.uidRange } : {}),
+      hostPidsReserve: this.config.hostPidsReserve,
     });
   }
 
@@ -344,7 +355,8 @@ export class TenantService {
     const overrides = readOverrides(template, body.host_groups);
     const image = readImageOverride(body.image);
     if (image !== undefined) await this.checkImage(image);
-    const limits = readLimits(body.limits, {}, false);
+    // Every limit is set: the request's, else the template's, else the supervisor's default.
+    const limits = layerLimits(readLimits(body.limits, {}, false, this.config.defaultLimits), template.limits, this.config.defaultLimits);
     const labels = readLabels(body.labels, {}, false);
     const expiresAt = readExpiry(body.token_expires_in_seconds === undefined ? {} : { expires_in_seconds: body.token_expires_in_seconds }, Date.now());
     const issued = issueToken();
@@ -359,6 +371,7 @@ export class TenantService {
         // The host uid/gid range (shared/uid-ranges.ts); claiming creates the state dir.
         const stateDirExisted = await fs.access(stateDir).then(() => true, () => false);
         claimed = { stateDirExisted };
+        await this.checkPidsBudget(id, limits.maxPids, state);
         const uidRange = await claimUidRange({ tenantId: id, stateDir });
         const now = new Date().toISOString();
         const record: TenantRecord = {
@@ -478,7 +491,9 @@ export class TenantService {
     return this.withTenantLock(id, async () => {
       const current = this.registry.get(id);
       const labels = readLabels(body.labels, current.labels, true);
-      const limits = body.limits === undefined ? current.limits : readLimits(body.limits, current.limits, true);
+      const defaults = body.limits === undefined ? undefined : layerLimits((await loadTemplate(this.config.templatesDir, current.template)).limits, this.config.defaultLimits);
+      const limits = defaults === undefined ? current.limits : readLimits(body.limits, current.limits, true, defaults);
+      if (limits.maxPids !== undefined && limits.maxPids !== current.limits.maxPids) await this.checkPidsBudget(id, limits.maxPids, this.registry.snapshot());
       const limitsChanged = JSON.stringify(limits) !== JSON.stringify(current.limits);
       let text: string | undefined;
       if (limitsChanged) {

@@ -14,6 +14,7 @@ import { MAX_WARM_POOL, parseTenantConfig, type TenantConfig } from "../shared/t
 import { formatIpv4, parseCidr } from "../shared/cidr.js";
 import type { HostGroupOverrides, LimitsRecord } from "./tenant-registry.js";
 import type { UidRange } from "../shared/uid-ranges.js";
+import { limitsView, readLimitsSection } from "./tenant-limits.js";
 
 /** Upper bounds of what a tenant may override per host group. */
 export interface OverrideBounds {
@@ -33,6 +34,8 @@ export interface TenantTemplate {
   overridable: Record<string, OverrideBounds>;
   /** `paddock_template.warm_pool`: warm VMs per host group, rendered into `paddock.warm_pool`. */
   warmPool: Record<string, number>;
+  /** `paddock_template.limits`: a tenant's limits where its create sets none (over the supervisor's `default_limits`). */
+  limits: LimitsRecord;
 }
 
 const TEMPLATE_NAME = /^[a-z0-9][a-z0-9-]{0,39}$/;
@@ -61,7 +64,7 @@ export function parseTemplate(tree: unknown, name: string, source: string): Tena
   const root = { ...r.object(tree, "(root)", true) };
   const meta = r.object(root.paddock_template, "paddock_template");
   delete root.paddock_template;
-  r.unknownKeys(meta, "paddock_template", ["description", "overridable", "warm_pool"]);
+  r.unknownKeys(meta, "paddock_template", ["description", "overridable", "warm_pool", "limits"]);
   const description = r.string(meta.description, "paddock_template.description") ?? "";
   const cfg = r.object(root.config, "config", true);
   const groups = Array.isArray(cfg.host_groups) ? cfg.host_groups : [];
@@ -87,8 +90,9 @@ export function parseTemplate(tree: unknown, name: string, source: string): Tena
     const size = r.int(n, p, { min: 0, max: MAX_WARM_POOL });
     if (size !== undefined) warmPool[group] = size;
   }
+  const limits = readLimitsSection(r, meta.limits, "paddock_template.limits", { unknownIsProblem: true });
   r.throwIfProblems(source);
-  return { name, description, tree: root, hostGroups, overridable, warmPool };
+  return { name, description, tree: root, hostGroups, overridable, warmPool, limits };
 }
 
 /**
@@ -175,6 +179,8 @@ export interface RenderInput {
   foreignRanges: readonly string[];
   /** The tenant's host uid/gid range, rendered as `paddock.userns` (absent: the daemon claims one). */
   userns?: UidRange;
+  /** The supervisor's `host_pids_reserve`, rendered as `paddock.host_pids_reserve`. */
+  hostPidsReserve?: number;
 }
 
 /**
@@ -212,11 +218,7 @@ export function renderTenantConfig(template: TenantTemplate, input: RenderInput)
   }
   if (input.image !== undefined) cfg.image = input.image;
   cfg.api = { bind_address: input.socketPath, auth: { enabled: false } };
-  const limits: Record<string, number> = {};
-  if (input.limits.maxVms !== undefined) limits.max_vms = input.limits.maxVms;
-  if (input.limits.maxVcpu !== undefined) limits.max_vcpu = input.limits.maxVcpu;
-  if (input.limits.maxRamBytes !== undefined) limits.max_ram_bytes = input.limits.maxRamBytes;
-  if (input.limits.maxDiskBytes !== undefined) limits.max_disk_bytes = input.limits.maxDiskBytes;
+  const limits = limitsView(input.limits);
   const warmPool: Record<string, number> = { ...template.warmPool };
   for (const [group, o] of Object.entries(input.overrides)) if (o.warmPool !== undefined) warmPool[group] = o.warmPool;
   tree.paddock = {
@@ -229,6 +231,7 @@ export function renderTenantConfig(template: TenantTemplate, input: RenderInput)
     foreign_ranges: [...input.foreignRanges],
     ...(Object.keys(warmPool).length > 0 ? { warm_pool: warmPool } : {}),
     ...(input.userns !== undefined ? { userns: { uid_start: input.userns.uidStart, size: input.userns.size } } : {}),
+    ...(input.hostPidsReserve !== undefined ? { host_pids_reserve: input.hostPidsReserve } : {}),
   };
   const text = `# Rendered by the Paddock supervisor from template "${template.name}" for tenant ${input.tenantId}.\n# Do not edit: it is re-rendered on tenant changes.\n` + stringify(tree, { lineWidth: 0 });
   const config = parseTenantConfig(parseYamlSafe(text, `tenant ${input.tenantId} config`), `tenant ${input.tenantId} config`, { baseDir: input.stateDir, env: {} });

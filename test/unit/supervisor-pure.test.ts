@@ -246,7 +246,8 @@ describe("supervisor templates", () => {
     expect(config.hypervisor).to.equal("oci");
     expect(config.api).to.deep.include({ kind: "unix", socketPath: "/run/paddock/tenants/ta1/api.sock" });
     expect(config.paddock.tenantId).to.equal("ta1");
-    expect(config.paddock.limits).to.deep.equal({ maxVms: 3, maxVcpu: undefined, maxRamBytes: 2 ** 31, maxDiskBytes: undefined });
+    expect(config.paddock.limits).to.deep.equal({ maxVms: 3, maxVcpu: undefined, maxRamBytes: 2 ** 31, maxDiskBytes: undefined, maxPids: undefined });
+    expect(t.limits, "the template's own limits (paddock_template.limits)").to.deep.equal({ maxVms: 4, maxVcpu: 8, maxRamBytes: 2 ** 31, maxDiskBytes: 8 * 2 ** 30, maxPids: 2048 });
     expect(config.paddock.deny).to.deep.equal(["169.254.169.254/32"]);
     expect(config.paddock.warmPool).to.deep.equal({ sbox: 1 });
     expect(config.paddock.foreignRanges.some((r) => cidrOverlaps(parseCidr(r), parseCidr("169.254.8.0/22")))).to.equal(false);

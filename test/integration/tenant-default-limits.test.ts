@@ -1,0 +1,116 @@
+/**
+ * Default tenant limits through the real supervisor and admin API (tenant daemons played by
+ * test/fixtures/echo-daemon, which loads the rendered config with the daemon's own parser):
+ * a create without limits gets the template's (`paddock_template.limits`), or the supervisor's
+ * `default_limits` for a template without any; the tenant view and the rendered config show
+ * all five; a PATCH raises them and `null` resets one; the host-level pids check refuses a
+ * budget that would eat into pid_max's reserve (507 ERR_PIDS_BUDGET_EXCEEDED).
+ */
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { expect } from "chai";
+import { parse } from "yaml";
+import { runSupervisor, type RunningSupervisor } from "../../supervisor/main.js";
+import { silentLogger } from "../../shared/logger.js";
+import { readPidMax } from "../../shared/host-pids.js";
+import { request, type TestResponse } from "../helpers/http.js";
+
+const ROOT = path.resolve(import.meta.dirname, "../../..");
+const FIXTURE = path.join(ROOT, "dist/test/fixtures/echo-daemon.js");
+const GiB = 2 ** 30;
+
+describe("tenant default limits (supervisor + admin API, fixture daemons)", function () {
+  this.timeout(60_000);
+  const suffix = Math.random().toString(36).slice(2, 6);
+  const ids = { plain: `tl${suffix}a`, bare: `tl${suffix}b`, big: `tl${suffix}c` };
+  let stateDir = "";
+  let runDir = "";
+  let sup: RunningSupervisor | undefined;
+  let adminToken = "";
+
+  const admin = (method: string, p: string, body?: unknown): Promise<TestResponse> =>
+    request({ socketPath: (sup as RunningSupervisor).adminAddress }, method, `/admin/v1${p}`, body, { authorization: `Bearer ${adminToken}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) });
+  const renderedLimits = async (id: string): Promise<{ limits: Record<string, number>; reserve: unknown }> => {
+    const tree = parse(await fs.readFile(path.join(stateDir, "tenants", id, "config.yaml"), "utf8")) as { paddock: { limits: Record<string, number>; host_pids_reserve: unknown } };
+    return { limits: tree.paddock.limits, reserve: tree.paddock.host_pids_reserve };
+  };
+
+  before(async () => {
+    stateDir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-lim-"));
+    runDir = await fs.mkdtemp("/tmp/pdl-");
+    const templatesDir = path.join(stateDir, "templates");
+    await fs.mkdir(templatesDir);
+    const sandbox = await fs.readFile(path.join(ROOT, "templates", "sandbox.yaml"), "utf8");
+    await fs.writeFile(path.join(templatesDir, "sandbox.yaml"), sandbox);
+    // The same template without its own limits: the supervisor's default_limits apply.
+    const bare = parse(sandbox) as { paddock_template: Record<string, unknown> };
+    delete bare.paddock_template.limits;
+    await fs.writeFile(path.join(templatesDir, "bare.yaml"), JSON.stringify(bare));
+    const configFile = path.join(stateDir, "supervisor.yaml");
+    await fs.writeFile(configFile, JSON.stringify({
+      gateway: { address: "127.0.0.1:0" }, admin: { address: path.join(runDir, "admin.sock") },
+      templates: { dir: templatesDir }, daemon_entry: FIXTURE,
+      default_limits: { max_vms: 2, max_pids: 1000 },
+      host_pids_reserve: 8192,
+    }));
+    sup = await runSupervisor({ configFile, flags: { stateDir, runDir }, env: {}, logger: silentLogger });
+    adminToken = (await fs.readFile(sup.adminTokenFile, "utf8")).trim();
+  });
+
+  after(async () => {
+    if (sup) {
+      for (const id of Object.values(ids)) await admin("DELETE", `/tenants/${id}`).catch(() => undefined);
+      await sup.close({ stopDaemons: true });
+    }
+    await fs.rm(stateDir, { recursive: true, force: true });
+    await fs.rm(runDir, { recursive: true, force: true });
+  });
+
+  it('{"id"} alone gets the template\'s limits, shown in the tenant view and rendered into its config', async () => {
+    const r = await admin("POST", "/tenants", { id: ids.plain });
+    expect(r.status, r.text).to.equal(201);
+    const want = { max_vms: 4, max_vcpu: 8, max_ram_bytes: 2 * GiB, max_disk_bytes: 8 * GiB, max_pids: 2048 };
+    expect((r.json as { limits: unknown }).limits).to.deep.equal(want);
+    expect(((await admin("GET", `/tenants/${ids.plain}`)).json as { limits: unknown }).limits).to.deep.equal(want);
+    expect(await renderedLimits(ids.plain)).to.deep.equal({ limits: want, reserve: 8192 });
+  });
+
+  it("a template without limits gets the supervisor's default_limits (over the built-in defaults); the request wins over both", async () => {
+    const r = await admin("POST", "/tenants", { id: ids.bare, template: "bare", limits: { max_vcpu: 2 } });
+    expect(r.status, r.text).to.equal(201);
+    expect((r.json as { limits: unknown }).limits).to.deep.equal({ max_vms: 2, max_vcpu: 2, max_ram_bytes: 4 * GiB, max_disk_bytes: 16 * GiB, max_pids: 1000 });
+  });
+
+  it("PATCH raises the limits (rendered at once, applied at restart); null resets one to its default", async () => {
+    const r = await admin("PATCH", `/tenants/${ids.plain}`, { limits: { max_vms: 10, max_ram_bytes: 6 * GiB, max_pids: 4096 } });
+    expect(r.status, r.text).to.equal(200);
+    const raised = { max_vms: 10, max_vcpu: 8, max_ram_bytes: 6 * GiB, max_disk_bytes: 8 * GiB, max_pids: 4096 };
+    expect(r.json).to.deep.include({ limits: raised, pending_restart: true });
+    expect((await renderedLimits(ids.plain)).limits).to.deep.equal(raised);
+    const reset = await admin("PATCH", `/tenants/${ids.plain}`, { limits: { max_vms: null } });
+    expect(reset.status, reset.text).to.equal(200);
+    expect((reset.json as { limits: { max_vms: number } }).limits.max_vms).to.equal(4);
+    const bad = await admin("PATCH", `/tenants/${ids.plain}`, { limits: { max_pids: 3, max_cpus: 1 } });
+    expect(bad.status).to.equal(400);
+    expect(bad.json).to.deep.include({ code: "ERR_TENANT_INVALID" });
+    expect(bad.text).to.contain("limits.max_pids").and.contain("limits.max_cpus");
+  });
+
+  it("a pids budget past what pid_max leaves after the reserve and the other tenants is refused (507), at create and at PATCH", async () => {
+    const room = (await readPidMax()) - 8192;
+    const held = 4096 + 1000; // ids.plain after the PATCH, ids.bare
+    const tooBig = room - held + 1;
+    const r = await admin("POST", "/tenants", { id: ids.big, limits: { max_pids: tooBig } });
+    expect(r.status, r.text).to.equal(507);
+    expect(r.json).to.deep.include({ code: "ERR_PIDS_BUDGET_EXCEEDED" });
+    expect(r.text).to.contain(`at most ${room - held} remain`);
+    expect((await admin("GET", `/tenants/${ids.big}`)).status).to.equal(404);
+    const p = await admin("PATCH", `/tenants/${ids.bare}`, { limits: { max_pids: tooBig + 1000 } });
+    expect(p.status, p.text).to.equal(507);
+    expect(((await admin("GET", `/tenants/${ids.bare}`)).json as { limits: { max_pids: number } }).limits.max_pids).to.equal(1000);
+    // Positive control: exactly what is left fits.
+    const ok = await admin("POST", "/tenants", { id: ids.big, limits: { max_pids: room - held } });
+    expect(ok.status, ok.text).to.equal(201);
+  });
+});
