@@ -71,7 +71,8 @@ export class SupervisorLab {
     try {
       const cfg = path.join(dir, "supervisor.yaml");
       await fs.writeFile(cfg, JSON.stringify({
-        gateway: { address: `127.0.0.1:${lab.gatewayPort}` },
+        // The bench measures the gateway's own cost: its per-tenant caps must not be what it meets.
+        gateway: { address: `127.0.0.1:${lab.gatewayPort}`, limits: { max_connections: 1_000_000, max_requests: 1_000_000, requests_per_second: 1_000_000, burst: 1_000_000 } },
         admin: { address: lab.adminSocket },
         state_dir: path.join(dir, "s"),
         run_dir: path.join(dir, "r"),
