@@ -252,6 +252,7 @@ probe=$(as B vm exec sbox-1 -- /.paddock/bin/node /tmp/tcp-probe.js connect "$B_
 check "positive control: B:sbox-1 reaches its listener on its own address $B_IP:$PORT ($probe)" test $rc = 0
 for n in 1 2; do
   probe=$(as A vm exec "sbox-$n" -- /.paddock/bin/node /tmp/tcp-probe.js connect "$B_IP" $PORT 2>&1) && rc=0 || rc=$?
-  # Exit 1 is the probe's "connection failed"; anything else (0 = connected, 2/127 = probe broken) fails the check.
-  check "A:sbox-$n cannot connect to B:sbox-1 at $B_IP:$PORT (exit $rc: $probe)" test $rc = 1
+  # The refusal must be the firewall's: exit 1 (no answer: dropped) or 3 (reset/refused). 0 is
+  # connected; 4 (no route, …) would mean a broken network, not isolation; 2/127 a broken probe.
+  check "A:sbox-$n cannot connect to B:sbox-1 at $B_IP:$PORT, dropped or reset (exit $rc: $probe)" test $rc = 1 -o $rc = 3
 done

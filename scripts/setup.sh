@@ -3,7 +3,9 @@
 #   1. OS packages (runc, tini, nftables, iproute2, e2fsprogs, debootstrap, …; python3, make and g++
 #      for node-pty's native build; gcc for paddock-nsutil, the user-namespace helper) with apt;
 #   2. npm packages (npm ci) and the TypeScript build;
-#   3. the default base image `debian-12` in the image store (debootstrap, ~1 min, cached).
+#   3. the default base image `debian-12` in the image store (debootstrap, ~1 min, cached);
+#   4. the image `debian-12-dev` (debian-12 + gcc, libc6-dev, python3; 1-3 min, cached) that
+#      scripts/demo.sh and its test (test/privileged/demo-script.test.ts, part of `npm test`) use.
 # Needs root. Usage: bash scripts/setup.sh
 set -euo pipefail
 root=$(cd -- "$(dirname -- "$0")/.." && pwd)
@@ -15,7 +17,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-step 1/4 "OS packages (apt)"
+step 1/5 "OS packages (apt)"
 pkgs=(runc tini nftables iproute2 e2fsprogs debootstrap util-linux tar ca-certificates curl python3 make gcc g++)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
@@ -27,18 +29,22 @@ else
   echo "all present: ${pkgs[*]}" >&2
 fi
 
-step 2/4 "npm packages"
+step 2/5 "npm packages"
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 else
   echo "node_modules is current" >&2
 fi
 
-step 3/4 "TypeScript build"
+step 3/5 "TypeScript build"
 npm run --silent build
 
-step 4/4 "base image debian-12 (debootstrap; cached after the first run)"
+step 4/5 "base image debian-12 (debootstrap; cached after the first run)"
 node dist/tenant-daemon/images/build-main.js --name debian-12
+
+# The same name and packages as scripts/demo.sh (IMAGE, PACKAGES), so the demo reuses it.
+step 5/5 "image debian-12-dev with gcc, libc6-dev, python3 (debootstrap; cached after the first run)"
+node dist/tenant-daemon/images/build-main.js --name debian-12-dev --packages gcc,libc6-dev,python3
 
 echo >&2
 echo "setup done." >&2

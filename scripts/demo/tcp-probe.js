@@ -2,8 +2,9 @@
 // (/.paddock/bin/node), so the check needs nothing from the image.
 //   node tcp-probe.js listen PORT           serve "pong <hostname>\n" to every connection, forever
 //   node tcp-probe.js connect HOST PORT     exit 0 and print the reply when connected;
-//                                           exit 1 with the error when the connection fails
-//                                           (refused, unreachable, or no answer within 3 s)
+//                                           exit 1 when nothing answered within 3 s (dropped),
+//                                           exit 3 on a reset or refusal (ECONNRESET, ECONNREFUSED),
+//                                           exit 4 on any other error (e.g. no route)
 "use strict";
 const net = require("node:net");
 const os = require("node:os");
@@ -27,7 +28,7 @@ if (mode === "listen" && a) {
   s.on("error", (err) => {
     clearTimeout(timer);
     console.log(`failed: ${err.code || err.message} (${a}:${b})`);
-    process.exit(1);
+    process.exit(err.code === "ECONNRESET" || err.code === "ECONNREFUSED" ? 3 : 4);
   });
 } else {
   console.error("usage: tcp-probe.js listen PORT | connect HOST PORT");

@@ -110,7 +110,7 @@ describe("daemon agent router (real agent behind it)", function () {
     expect((await call(sock, "GET", `/vm/vm-1/exec/${id}`)).status).to.equal(410);
   });
 
-  it("measures exec /bin/true latency through the router", async () => {
+  it("exec /bin/true through the router: 20 runs exit 0, average under 500 ms (figure printed)", async () => {
     const n = 20;
     const t0 = process.hrtime.bigint();
     for (let i = 0; i < n; i++) {
@@ -119,6 +119,8 @@ describe("daemon agent router (real agent behind it)", function () {
     }
     const ms = Number(process.hrtime.bigint() - t0) / 1e6 / n;
     console.log(`      exec /bin/true via router: ${ms.toFixed(1)} ms average over ${n}`);
+    // Generous (typically a few ms); a per-exec stall (a timer, a lost wake-up) fails it.
+    expect(ms, "average ms per exec").to.be.below(500);
   });
 
   it("copies 32 MiB in and out through the router byte-identically", async () => {

@@ -6,12 +6,22 @@ import { expect } from "chai";
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { run } from "../../shared/exec.js";
+import { guestCgroupFiles, parseGuestCgroupFiles, readCgroupLimits } from "../helpers/cgroup.js";
 import { TestDaemon, loopDevicesUnder, mountsUnder, randomIsolatedRange } from "../helpers/daemon.js";
 import { until } from "../helpers/wait.js";
+import { listen, makeTestHost, probe } from "./network-fixtures.js";
 
 const RFC3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/;
 
 interface Node { hostname: string; hostgroup: string; ip: string; status: string; tags: string[]; persistent: boolean; created_at: string; cpus: number; ram_bytes: number }
+
+/** TCP connect from inside sandbox `id` (runc exec, no daemon needed): `ok`, `timeout` (dropped) or `error …`. */
+async function probeFromSandbox(id: string, host: string, port: number): Promise<string> {
+  const r = await run("runc", ["exec", id, "/usr/bin/timeout", "1.5", "/bin/bash", "-c", 'exec 3<>"/dev/tcp/$0/$1" && head -n1 <&3', host, String(port)], { allowFailure: true });
+  if (r.exitCode === 0 && r.stdout.trim() === "ok") return "ok";
+  if (r.exitCode === 124) return "timeout";
+  return `error ${r.exitCode}: ${r.stderr}`;
+}
 
 async function runcState(id: string): Promise<string> {
   const r = await run("runc", ["state", id], { allowFailure: true });
@@ -89,11 +99,17 @@ describe("tenant daemon: host groups and VM lifecycle (privileged, real runc)", 
     expect(await runcState(cid("sbox-1"))).to.equal("running");
   });
 
-  it("the sandbox has its hostname, cgroup limits and its own disk", async () => {
+  it("the sandbox has its hostname, its cgroup memory and CPU limits (host and guest view) and its own disk", async () => {
+    // The guest agent writes /etc/hostname at boot; sbox-1 was created without wait=agent.
+    await until("sbox-1 agent", async () => ((await d.get("/vm/sbox-1/health")).status === 200 ? true : undefined), 60_000);
     const hn = await run("runc", ["exec", cid("sbox-1"), "/bin/cat", "/etc/hostname", "/proc/sys/kernel/hostname"]);
     expect(hn.stdout).to.equal("sbox-1\nsbox-1\n");
-    const mem = await run("runc", ["exec", cid("sbox-1"), "/bin/cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"], { allowFailure: true });
-    if (mem.exitCode === 0) expect(Number(mem.stdout.trim())).to.equal(512 * 2 ** 20);
+    // The VM's cgroup (v1 controllers or v2 unified, whichever the host has; a missing file
+    // fails): 2 vCPUs as a CFS quota, 512 MiB, and the guest sees the same from inside.
+    const limits = await readCgroupLimits(`/paddock/${d.tenantId}/sbox-1`);
+    expect(limits).to.include({ memoryBytes: 512 * 2 ** 20, cpuQuotaUs: 200_000, cpuPeriodUs: 100_000 });
+    const guest = await run("runc", ["exec", cid("sbox-1"), "/bin/cat", ...guestCgroupFiles(limits.version)]);
+    expect(parseGuestCgroupFiles(limits.version, guest.stdout)).to.include({ memoryBytes: 512 * 2 ** 20, cpuQuotaUs: 200_000 });
     const st = await fs.stat(disk("sbox-1"));
     expect(st.size).to.equal(256 * 2 ** 20);
   });
@@ -154,13 +170,38 @@ describe("tenant daemon: host groups and VM lifecycle (privileged, real runc)", 
     expect((await d.patch("/vm/sbox-1/tags", { replace: ["a"], add: ["b"] })).status).to.equal(400);
   });
 
-  it("pause freezes the sandbox (Paused) and resume thaws it (Running)", async () => {
+  it("pause freezes the sandbox (Paused; agent endpoints 409 ERR_VM_PAUSED) and resume thaws it (Running)", async () => {
     expect((await d.post("/vm/sbox-1/pause")).status).to.equal(200);
     expect(((await d.get("/vm/sbox-1")).json as Node).status).to.equal("Paused");
     expect(await runcState(cid("sbox-1"))).to.equal("paused");
+    const exec = await d.post("/vm/sbox-1/exec?cmd=true&buffered=true");
+    expect({ status: exec.status, code: (exec.json as { code?: string } | undefined)?.code }).to.deep.equal({ status: 409, code: "ERR_VM_PAUSED" });
     expect((await d.post("/vm/sbox-1/resume")).status).to.equal(200);
     expect(((await d.get("/vm/sbox-1")).json as Node).status).to.equal("Running");
     expect(await runcState(cid("sbox-1"))).to.equal("running");
+  });
+
+  it("suspend and restore answer 501 ERR_VM_UNSUPPORTED (no microVM snapshot); the VM keeps running", async () => {
+    for (const verb of ["suspend", "restore"]) {
+      const r = await d.post(`/vm/sbox-1/${verb}`);
+      expect({ status: r.status, code: (r.json as { code?: string } | undefined)?.code }, verb).to.deep.equal({ status: 501, code: "ERR_VM_UNSUPPORTED" });
+    }
+    expect((await d.post("/vm/sbox-99/suspend")).status, "unknown VM").to.equal(404);
+    expect(await runcState(cid("sbox-1"))).to.equal("running");
+  });
+
+  it("shutdown action=reboot&restart=true restarts the sandbox in place: new init pid, same name, address and disk", async () => {
+    const before = (await d.get("/vm/sbox-1")).json as Node;
+    const pid = async (): Promise<number> => (JSON.parse((await run("runc", ["state", cid("sbox-1")])).stdout) as { pid: number }).pid;
+    const oldPid = await pid();
+    await run("runc", ["exec", cid("sbox-1"), "/bin/sh", "-c", "echo survives-reboot > /root/reboot-marker"]);
+    const r = await d.post("/vm/sbox-1/shutdown?action=reboot&restart=true", {});
+    expect(r.status, r.text).to.equal(200);
+    const after = (await d.get("/vm/sbox-1")).json as Node;
+    expect(after).to.include({ hostname: "sbox-1", status: "Running", ip: before.ip, created_at: before.created_at });
+    expect(await runcState(cid("sbox-1"))).to.equal("running");
+    expect(await pid(), "a new sandbox init").to.not.equal(oldPid);
+    expect((await run("runc", ["exec", cid("sbox-1"), "/bin/cat", "/root/reboot-marker"])).stdout).to.equal("survives-reboot\n");
   });
 
   it("a guest that fills its disk gets ENOSPC inside the VM; the host disk is untouched", async () => {
@@ -207,12 +248,15 @@ describe("tenant daemon: host groups and VM lifecycle (privileged, real runc)", 
     expect((await d.post(`/vm/${persistentName}/relaunch`)).status, "relaunch of a running VM").to.equal(409);
   });
 
-  it("shutdown of an ephemeral VM reaps it", async () => {
-    const r = await d.post("/hostgroup/sbox/nodes", {});
-    const h = (r.json as Node).hostname;
-    expect((await d.post(`/vm/${h}/shutdown?action=shutdown`)).status).to.equal(200);
-    expect((await d.get(`/vm/${h}`)).status).to.equal(404);
-    await fs.access(disk(h)).then(() => expect.fail("disk still there"), () => undefined);
+  it("shutdown of an ephemeral VM reaps it, and so does action=reboot without restart=true (the Go SDK's default)", async () => {
+    for (const action of ["shutdown", "reboot"]) {
+      const r = await d.post("/hostgroup/sbox/nodes", {});
+      const h = (r.json as Node).hostname;
+      expect((await d.post(`/vm/${h}/shutdown?action=${action}`)).status, action).to.equal(200);
+      expect((await d.get(`/vm/${h}`)).status, action).to.equal(404);
+      expect(await runcState(cid(h)), action).to.equal("absent");
+      await fs.access(disk(h)).then(() => expect.fail("disk still there"), () => undefined);
+    }
   });
 
   it("20 concurrent creates get 20 distinct names and addresses", async () => {
@@ -226,11 +270,28 @@ describe("tenant daemon: host groups and VM lifecycle (privileged, real runc)", 
     expect(((await d.get("/nodes?tag=batch%3D1")).json as Node[]).length).to.equal(0);
   });
 
-  it("after a daemon restart: ephemeral VMs are gone, persistent and count VMs are re-attached, names are not reused", async () => {
+  it("after a daemon restart: ephemeral VMs are gone, persistent and count VMs are re-attached (their link and firewall in force meanwhile), names are not reused", async () => {
     const ctrlPid = (await run("runc", ["state", cid("ctrl-1")]).then((r) => JSON.parse(r.stdout) as { pid: number })).pid;
     expect(await d.stop()).to.equal(0);
     expect(await runcState(cid("sbox-1")), "ephemeral VM stopped with the daemon").to.equal("absent");
     expect(await runcState(cid(persistentName)), "persistent VM outlives the daemon").to.equal("running");
+    // With no daemon running, the persistent VM's link and the tenant's firewall are in force:
+    // it reaches a test host (the positive control), and a host address stays dropped.
+    const th = await makeTestHost();
+    try {
+      const l1 = await listen(th.ns, th.ip, 18071);
+      const l2 = await listen(undefined, th.hostSideIp, 18072);
+      try {
+        expect(await probeFromSandbox(cid(persistentName), th.ip, 18071), "VM → test host").to.equal("ok");
+        expect(await probeFromSandbox(cid(persistentName), th.hostSideIp, 18072), "VM → a host address").to.equal("timeout");
+        expect(await probe(th.ns, th.hostSideIp, 18072), "test host → that host address (control)").to.equal("ok");
+      } finally {
+        await l1.stop();
+        await l2.stop();
+      }
+    } finally {
+      await th.remove();
+    }
     await d.start();
     const list = (await d.get("/nodes")).json as Node[];
     expect(list.map((n) => n.hostname).sort()).to.deep.equal(["ctrl-1", persistentName].sort());
@@ -243,12 +304,20 @@ describe("tenant daemon: host groups and VM lifecycle (privileged, real runc)", 
     expect(n).to.be.greaterThan(20);
   });
 
-  it("after kill -9 of the daemon: persistent VMs keep running and are re-attached; ephemeral ones are removed", async () => {
+  it("after kill -9 of the daemon: persistent VMs keep running and are re-attached; ephemeral ones are removed; a count: VM whose sandbox is gone is re-created", async () => {
     const eph = ((await d.get("/nodes")).json as Node[]).find((x) => !x.persistent)?.hostname;
     expect(eph).to.be.a("string");
     await d.kill9();
     expect(await runcState(cid(persistentName))).to.equal("running");
+    // ctrl-1 (count: 1) loses its sandbox while no daemon runs.
+    await run("runc", ["delete", "--force", cid("ctrl-1")]);
+    expect(await runcState(cid("ctrl-1"))).to.equal("absent");
     await d.start();
+    const ctrl = ((await d.get("/hostgroup/ctrl/nodes")).json as Node[]).map((x) => `${x.hostname}:${x.status}`);
+    expect(ctrl, "ctrl-1 re-created at start").to.deep.equal(["ctrl-1:Running"]);
+    expect(await runcState(cid("ctrl-1"))).to.equal("running");
+    const hn = await run("runc", ["exec", cid("ctrl-1"), "/bin/cat", "/proc/sys/kernel/hostname"]);
+    expect(hn.stdout).to.equal("ctrl-1\n");
     const list = (await d.get("/nodes")).json as Node[];
     expect(list.map((x) => x.hostname)).to.not.include(eph);
     expect(await runcState(cid(eph as string))).to.equal("absent");
@@ -266,17 +335,18 @@ describe("tenant daemon: host groups and VM lifecycle (privileged, real runc)", 
       } catch (e) {
         err = e as Error;
       }
-      expect(err?.message).to.match(/ERR_STATE_LOCKED|already in use/);
+      // The host-wide tenant id lock (tenant-daemon/tenant-id-lock.ts) or the state lock refuses it.
+      expect(err?.message).to.match(/ERR_TENANT_ID_IN_USE|ERR_STATE_LOCKED/);
     } finally {
       await other.stop();
       await fs.rm(other.dir, { recursive: true, force: true });
     }
   });
 
-  it("wait=agent with a timeout that cannot be met answers 408 and deletes the VM", async () => {
+  it("wait=agent with a timeout that cannot be met answers 408 ERR_VM_WAIT_TIMEOUT and deletes the VM", async () => {
     const before = ((await d.get("/nodes")).json as Node[]).length;
     const r = await d.post("/hostgroup/sbox/nodes?wait=agent&timeout=1ms", {});
-    expect(r.status).to.equal(408);
+    expect({ status: r.status, code: (r.json as { code?: string } | undefined)?.code }).to.deep.equal({ status: 408, code: "ERR_VM_WAIT_TIMEOUT" });
     expect(((await d.get("/nodes")).json as Node[]).length).to.equal(before);
     expect((await d.post("/hostgroup/sbox/nodes?wait=ready", {})).status).to.equal(400);
   });

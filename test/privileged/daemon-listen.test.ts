@@ -19,7 +19,7 @@ describe("tenant daemon listener (privileged)", function () {
     for (const d of daemons.splice(0)) await d.destroy();
   });
 
-  it("replaces a stale socket file, serves with mode 0660, and a second daemon on the same socket is refused", async () => {
+  it("replaces a stale Unix socket (its binder SIGKILLed), serves with mode 0660, and a second daemon on the same socket is refused", async () => {
     // Two distinct ranges, so the second daemon fails on the socket and not on a range overlap.
     const rangeA = randomIsolatedRange();
     let rangeB = randomIsolatedRange();
@@ -27,11 +27,19 @@ describe("tenant daemon listener (privileged)", function () {
     const group = (range: string) => [{ name: "sbox", count: 0, ram_mb: 256, storage_size: "128M", network: { mode: "isolated", range } }];
     const d = await TestDaemon.create({ hostGroups: group(rangeA) });
     daemons.push(d);
-    // A stale socket: bound once, its server gone.
-    await new Promise<void>((resolve) => {
-      const s = net.createServer().listen(d.socketPath, () => s.close(() => resolve()));
+    // A stale socket: bound by a process that was then SIGKILLed, so nothing unlinked it (a
+    // server closed in-process would remove the file). It is a socket, and connecting is refused.
+    const binder = spawn(process.execPath, ["-e", `require("net").createServer().listen(${JSON.stringify(d.socketPath)}, () => process.kill(process.pid, "SIGKILL"))`], { stdio: "ignore" });
+    await new Promise((resolve) => binder.once("exit", resolve));
+    expect((await fs.stat(d.socketPath)).isSocket(), "a socket file was left behind").to.equal(true);
+    const refused = await new Promise<string | undefined>((resolve) => {
+      const c = net.connect(d.socketPath, () => {
+        c.destroy();
+        resolve(undefined);
+      });
+      c.on("error", (e: NodeJS.ErrnoException) => resolve(e.code));
     });
-    await fs.writeFile(d.socketPath, "").catch(() => undefined);
+    expect(refused, "connecting to the stale socket").to.equal("ECONNREFUSED");
     await d.start();
     expect((await fs.stat(d.socketPath)).mode & 0o777).to.equal(0o660);
     const other = await TestDaemon.create({ hostGroups: group(rangeB) });

@@ -15,7 +15,7 @@
  *   not expand aliases otherwise), so any failing command fails the test.
  * The output is then checked for what each step promises. Needs root and the debian-12 image.
  */
-import { promises as fs, existsSync } from "node:fs";
+import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { randomBytes, randomInt } from "node:crypto";
@@ -24,10 +24,10 @@ import { execa } from "execa";
 import { runSupervisor, type RunningSupervisor } from "../../supervisor/main.js";
 import { silentLogger } from "../../shared/logger.js";
 import { request } from "../helpers/http.js";
+import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../../..");
 const IMAGE_DIR = process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images";
-const ready = process.getuid?.() === 0 && existsSync(path.join(IMAGE_DIR, "debian-12", "image.json")) && existsSync(path.join(ROOT, "dist/cli/paddock.js"));
 
 /** The first ```sh block after the line `heading` in a Markdown text (pure). */
 export function fencedBlockAfter(markdown: string, heading: string): string {
@@ -42,7 +42,7 @@ export function fencedBlockAfter(markdown: string, heading: string): string {
   return lines.slice(open + 1, close).join("\n") + "\n";
 }
 
-(ready ? describe : describe.skip)("README quick start, run as written (privileged)", function () {
+describeWhenReady(missingPrerequisites(), "README quick start, run as written (privileged)", function () {
   this.timeout(120_000);
   const suffix = randomBytes(3).toString("hex");
   const ids = { curl: `qc${suffix}`, cli: `ql${suffix}` };

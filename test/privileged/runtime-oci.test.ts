@@ -18,6 +18,8 @@ import { agentHealth } from "../../tenant-daemon/agent-client/agent-http.js";
 import { parseBootConfig, writeAgentBootConfig } from "../../tenant-daemon/agent/boot.js";
 import { pinUserAndNetns, unpinNamespace } from "../../tenant-daemon/runtime/nsutil.js";
 import { createVmStorage, type TenantVmStorage } from "../../tenant-daemon/storage/vm-storage.js";
+import { guestCgroupFiles, parseGuestCgroupFiles, readCgroupLimits } from "../helpers/cgroup.js";
+import { skipUnlessRoot } from "../helpers/prerequisites.js";
 
 const IMAGE_DIR = process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images";
 const SLEEP_ARGS = ["/.paddock/bin/tini", "-s", "--", "/bin/sleep", "1000"];
@@ -46,7 +48,7 @@ describe("OCI runtime driver (privileged, real runc)", function () {
   const usernsPins: string[] = [];
 
   before(async function () {
-    if (process.getuid?.() !== 0) this.skip();
+    skipUnlessRoot(this);
     const imageRootfs = await resolveImage(IMAGE_DIR, "debian-12");
     dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-rt-"));
     // The VMs' roots (unprivileged host uids) traverse it to reach their rootfs.
@@ -136,18 +138,12 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     // Guest root is the tenant's first host uid (user namespace), not host root.
     expect((await exec(spec.id, ["cat", "/proc/self/uid_map"])).stdout.trim().split(/\s+/)).to.deep.equal(["0", String(RANGE.uidStart), String(RANGE.size)]);
 
-    // Limits, seen from the host and from inside the guest (cgroup v1 here; v2 names differ).
-    const [memMount] = (await cgroupMountPoints()).filter((m) => m.endsWith("/memory"));
-    if (memMount !== undefined) {
-      const host = (f: string): Promise<string> => fs.readFile(path.join(memMount, spec.cgroupPath, f), "utf8").then((s) => s.trim());
-      expect(await host("memory.limit_in_bytes")).to.equal(String(96 * MiB));
-      expect((await exec(spec.id, ["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"])).stdout.trim()).to.equal(String(96 * MiB));
-      expect((await exec(spec.id, ["cat", "/sys/fs/cgroup/pids/pids.max"])).stdout.trim()).to.equal("64");
-      expect((await exec(spec.id, ["cat", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"])).stdout.trim()).to.equal("100000");
-    } else {
-      expect((await exec(spec.id, ["cat", "/sys/fs/cgroup/memory.max"])).stdout.trim()).to.equal(String(96 * MiB));
-      expect((await exec(spec.id, ["cat", "/sys/fs/cgroup/pids.max"])).stdout.trim()).to.equal("64");
-    }
+    // Limits, seen from the host (v1 controller mounts or the v2 unified hierarchy, whichever
+    // the host has; a missing file fails) and from inside the guest's cgroup namespace.
+    const hostLimits = await readCgroupLimits(spec.cgroupPath);
+    expect(hostLimits).to.include({ memoryBytes: 96 * MiB, pidsMax: 64, cpuQuotaUs: 100_000, cpuPeriodUs: 100_000 });
+    const guest = await exec(spec.id, ["cat", ...guestCgroupFiles(hostLimits.version)]);
+    expect(parseGuestCgroupFiles(hostLimits.version, guest.stdout)).to.deep.equal({ memoryBytes: 96 * MiB, pidsMax: 64, cpuQuotaUs: 100_000, cpuPeriodUs: 100_000 });
 
     await driver.pause(spec.id);
     expect((await driver.state(spec.id)).status).to.equal("paused");
@@ -175,9 +171,12 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     // 40 background sleeps in a guest allowed 20 pids: some forks must fail. (The sleeps get
     // /dev/null as stdio, or they would hold the exec's pipes open.)
     const r = await exec(spec.id, ["sh", "-c", "for i in $(seq 40); do sleep 30 </dev/null >/dev/null 2>&1 & done; echo started"], true);
-    expect(r.exitCode !== 0 || /fork|Resource temporarily unavailable/i.test(r.stderr)).to.equal(true);
-    const current = Number((await fs.readFile(path.join((await cgroupMountPoints()).find((m) => m.endsWith("/pids")) ?? "/nonexistent", spec.cgroupPath, "pids.current"), "utf8").catch(() => "0")).trim());
-    expect(current).to.be.at.most(20);
+    expect(r.stderr, "the shell reports the refused forks").to.match(/fork|Resource temporarily unavailable/i);
+    // The cgroup is full: tini and the sleeps that got a pid fill the 20 (less the exited sh,
+    // and a missing file fails the read).
+    const limits = await readCgroupLimits(spec.cgroupPath);
+    expect(limits.pidsMax).to.equal(20);
+    expect(limits.pidsCurrent).to.be.within(18, 20);
     await destroyVm("pids-1");
   });
 
@@ -338,7 +337,7 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     expect(await cgroupLeftovers(cgroupRoot)).to.deep.equal([]);
   });
 
-  it("measures create+start (runc create + start) over 10 runs", async () => {
+  it("create+start reaches running in each of 10 runs, p50 under 3 s (figures printed)", async () => {
     const samplesMs: number[] = [];
     const spec = await prepareVm("bench-1");
     for (let i = 0; i < 10; i++) {
@@ -352,6 +351,8 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     samplesMs.sort((a, b) => a - b);
     const p50 = ((samplesMs[4] ?? 0) + (samplesMs[5] ?? 0)) / 2;
     console.log(`      create+start ms: p50 ${p50.toFixed(1)}, min ${samplesMs[0]?.toFixed(1)}, max ${samplesMs[9]?.toFixed(1)}`);
+    // Generous for a loaded 2-core CI box (typically ~100-300 ms); a hang or a retry loop fails it.
+    expect(p50, "create+start p50 ms").to.be.below(3000);
     await destroyVm("bench-1");
   });
 });

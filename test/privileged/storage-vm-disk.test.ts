@@ -20,6 +20,7 @@ import {
   unmountRootfs,
 } from "../../tenant-daemon/storage/vm-disk.js";
 import { createVmStorage } from "../../tenant-daemon/storage/vm-storage.js";
+import { skipUnlessRoot } from "../helpers/prerequisites.js";
 
 const IMAGE_DIR = process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images";
 const MiB = 1024 * 1024;
@@ -51,7 +52,7 @@ describe("per-VM storage: sparse ext4 loop disk + overlay (privileged)", functio
   let bundleDir: string;
 
   before(async function () {
-    if (process.getuid?.() !== 0) this.skip();
+    skipUnlessRoot(this);
     imageRootfs = await resolveImage(IMAGE_DIR, "debian-12");
     dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-st-"));
     diskPath = path.join(dir, "state", "disks", "sbox-1.img");

@@ -11,7 +11,8 @@ import { randomBytes } from "node:crypto";
 import http from "node:http";
 import { expect } from "chai";
 import WebSocket from "ws";
-import { CLI_MAIN, SupervisorProc, leaksOf, privilegedReady, rid } from "../reliability/helpers.js";
+import { CLI_MAIN, SupervisorProc, leaksOf, rid } from "../reliability/helpers.js";
+import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
 const DATA = 0x01;
 const WINDOW = 0x02;
@@ -42,7 +43,7 @@ function openWs(url: string, headers: Record<string, string>): Promise<WebSocket
   });
 }
 
-(privilegedReady ? describe : describe.skip)("shell and forward WebSockets through the supervisor gateway (privileged)", function () {
+describeWhenReady(missingPrerequisites(), "shell and forward WebSockets through the supervisor gateway (privileged)", function () {
   this.timeout(120_000);
   const id = rid("ws");
   let sup: SupervisorProc;
@@ -75,7 +76,7 @@ function openWs(url: string, headers: Record<string, string>): Promise<WebSocket
     }
   });
 
-  it("runs a shell: WindowSize, Data `echo hi`, Data back, Shutdown ⇒ SessionClose or close", async () => {
+  it("runs a shell: WindowSize, Data `echo hi`, Data back, Shutdown ⇒ a SessionClose frame, then close 1000 \"session closed\"", async () => {
     const ws = await openWs(wsUrl(`/vm/${h}/shell?uid=0&shell=/bin/bash`), { authorization: `Bearer ${token}` });
     try {
       let out = "";
@@ -88,7 +89,7 @@ function openWs(url: string, headers: Record<string, string>): Promise<WebSocket
         if (data[0] === SESSION_CLOSE) sessionClosed = true;
         onOut?.();
       });
-      const closed = new Promise<number>((resolve) => ws.once("close", (code: number) => resolve(code)));
+      const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.once("close", (code: number, reason: Buffer) => resolve({ code, reason: reason.toString() })));
       const size = Buffer.alloc(8);
       size.writeUInt32BE(80, 0);
       size.writeUInt32BE(24, 4);
@@ -100,8 +101,11 @@ function openWs(url: string, headers: Record<string, string>): Promise<WebSocket
         onOut();
       });
       ws.send(frame(SHUTDOWN));
-      const code = await closed;
-      expect(sessionClosed || code > 0, `SessionClose frame or a close (code ${code})`).to.equal(true);
+      // The shell exits on Shutdown: the agent's SessionClose frame is relayed, then a normal
+      // close (tenant-daemon/agent-client/agent-ws.ts `relay`: 1000 "session closed").
+      const { code, reason } = await closed;
+      expect(sessionClosed, "a SessionClose frame arrived before the close").to.equal(true);
+      expect({ code, reason }).to.deep.equal({ code: 1000, reason: "session closed" });
     } finally {
       ws.terminate();
     }

@@ -10,11 +10,12 @@ import path from "node:path";
 import { expect } from "chai";
 import { execa } from "execa";
 import { PROJECT_ROOT } from "../helpers/daemon.js";
-import { checkDaemonState, checkRegistry, leaksOf, privilegedReady, rid, SupervisorProc } from "./helpers.js";
+import { checkDaemonState, checkRegistry, leaksOf, rid, SupervisorProc } from "./helpers.js";
+import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
 interface Node { hostname: string; ip: string; status: string }
 
-(privilegedReady ? describe : describe.skip)("reliability: concurrent creates and deletes through the gateway", function () {
+describeWhenReady(missingPrerequisites(), "reliability: concurrent creates and deletes through the gateway", function () {
   this.timeout(240_000);
   const MAX_VMS = 5;
   let sup: SupervisorProc;

@@ -12,11 +12,12 @@ import path from "node:path";
 import { expect } from "chai";
 import { execa } from "execa";
 import { DAEMON_MAIN, TestDaemon, randomIsolatedRange } from "../helpers/daemon.js";
-import { checkDaemonState, hostLeftoversUnder, leaksOf, privilegedReady, until } from "./helpers.js";
+import { checkDaemonState, hostLeftoversUnder, leaksOf, until } from "./helpers.js";
+import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
 interface ExecResult { stdout: string; stderr: string; exit_code: number }
 
-(privilegedReady ? describe : describe.skip)("reliability: disk and memory pressure", function () {
+describeWhenReady(missingPrerequisites(), "reliability: disk and memory pressure", function () {
   this.timeout(240_000);
 
   const sh = async (d: TestDaemon, h: string, script: string): Promise<ExecResult> => {

@@ -9,7 +9,8 @@
  */
 import { promises as fs } from "node:fs";
 import { expect } from "chai";
-import { hostLeftoversUnder, leaksOf, privilegedReady, rid, rssBytes, SupervisorProc, sleepMs, until } from "./helpers.js";
+import { hostLeftoversUnder, leaksOf, rid, rssBytes, SupervisorProc, sleepMs, until } from "./helpers.js";
+import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
 const MINUTES = Number(process.env.PADDOCK_SOAK_MINUTES ?? "1.5");
 const KILL_EVERY_MS = 30_000;
@@ -17,7 +18,7 @@ const MAX_ROUNDS_PER_WORKER = Math.max(50, Math.round(MINUTES * 60));
 
 interface Tally { rounds: number; ok: number; interrupted: number; failures: string[] }
 
-(privilegedReady ? describe : describe.skip)(`reliability: soak for ${MINUTES} min with a daemon kill -9 every ~30 s`, function () {
+describeWhenReady(missingPrerequisites(), `reliability: soak for ${MINUTES} min with a daemon kill -9 every ~30 s`, function () {
   this.timeout(MINUTES * 60_000 + 240_000);
   let sup: SupervisorProc;
   const ids = { w: rid("w"), s1: rid("s"), s2: rid("s") };

@@ -9,7 +9,8 @@
 import { expect } from "chai";
 import { execa } from "execa";
 import { TestDaemon, randomIsolatedRange } from "../helpers/daemon.js";
-import { SupervisorProc, expectNoLeaks, privilegedReady, rid, sleepMs, until } from "./helpers.js";
+import { SupervisorProc, expectNoLeaks, rid, sleepMs, until } from "./helpers.js";
+import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
 const ROUNDS = 10;
 
@@ -28,7 +29,7 @@ async function sandboxExists(tenantId: string): Promise<boolean> {
   return r.stdout.split("\n").some((id) => id.startsWith(`pdk-${tenantId}-`));
 }
 
-(privilegedReady ? describe : describe.skip)("reliability: a daemon stopped during its start-up leaves nothing", function () {
+describeWhenReady(missingPrerequisites(), "reliability: a daemon stopped during its start-up leaves nothing", function () {
   this.timeout(900_000);
   const made: TestDaemon[] = [];
 
@@ -100,7 +101,7 @@ async function sandboxExists(tenantId: string): Promise<boolean> {
   });
 });
 
-(privilegedReady ? describe : describe.skip)("reliability: a tenant deleted right after its create returns leaves nothing", function () {
+describeWhenReady(missingPrerequisites(), "reliability: a tenant deleted right after its create returns leaves nothing", function () {
   this.timeout(600_000);
   let sup: SupervisorProc | undefined;
   const ids: string[] = [];

@@ -9,9 +9,10 @@ import { promises as fs, existsSync } from "node:fs";
 import path from "node:path";
 import { expect } from "chai";
 import { execa } from "execa";
-import { CLI_MAIN, checkDaemonState, checkRegistry, daemonPidsOf, leaksOf, privilegedReady, rid, SupervisorProc, until } from "./helpers.js";
+import { CLI_MAIN, checkDaemonState, checkRegistry, daemonPidsOf, leaksOf, rid, SupervisorProc, until } from "./helpers.js";
+import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
-(privilegedReady ? describe : describe.skip)("reliability: kill -9 of the supervisor mid-operation", function () {
+describeWhenReady(missingPrerequisites(), "reliability: kill -9 of the supervisor mid-operation", function () {
   this.timeout(240_000);
   let sup: SupervisorProc;
   const ids: string[] = [];

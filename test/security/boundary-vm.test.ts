@@ -25,11 +25,10 @@ import path from "node:path";
 import WebSocket from "ws";
 import { run } from "../../shared/exec.js";
 import { listUidClaims, UID_RANGE_BASE, UID_RANGE_SIZE } from "../../shared/uid-ranges.js";
-import { DAEMON_MAIN, PROJECT_ROOT, TestDaemon, loopDevicesUnder, mountsUnder, randomIsolatedRange } from "../helpers/daemon.js";
+import { PROJECT_ROOT, TestDaemon, loopDevicesUnder, mountsUnder, randomIsolatedRange } from "../helpers/daemon.js";
 import { call } from "../integration/agent-fixture.js";
+import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
-const IMAGE_DIR = process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images";
-const ready = process.getuid?.() === 0 && existsSync(path.join(IMAGE_DIR, "debian-12")) && existsSync(DAEMON_MAIN);
 const CAP_SYS_ADMIN_BIT = 21n;
 
 /** A buffered exec result (spec §2.5). */
@@ -161,7 +160,7 @@ async function snapshotDir(dir: string): Promise<Record<string, string>> {
   return out;
 }
 
-(ready ? describe : describe.skip)("security: the VM sandbox boundary under attack from a guest root (privileged, real daemons and VMs)", function () {
+describeWhenReady(missingPrerequisites(), "security: the VM sandbox boundary under attack from a guest root (privileged, real daemons and VMs)", function () {
   this.timeout(180_000);
   let claimsDir = "";
   let savedClaimsEnv: string | undefined;

@@ -11,12 +11,10 @@ import os from "node:os";
 import path from "node:path";
 import { run } from "../../shared/exec.js";
 import { listUidClaims } from "../../shared/uid-ranges.js";
-import { DAEMON_MAIN, TestDaemon, mountsUnder } from "../helpers/daemon.js";
+import { TestDaemon, mountsUnder } from "../helpers/daemon.js";
+import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
-const IMAGE_DIR = process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images";
-const ready = process.getuid?.() === 0 && existsSync(path.join(IMAGE_DIR, "debian-12")) && existsSync(DAEMON_MAIN);
-
-(ready ? describe : describe.skip)("security: overlapping uid ranges of two daemons (privileged)", function () {
+describeWhenReady(missingPrerequisites(), "security: overlapping uid ranges of two daemons (privileged)", function () {
   this.timeout(120_000);
   let claimsDir = "";
   let savedEnv: string | undefined;
