@@ -626,6 +626,9 @@ export class VmService {
     const warmBoot = r.pooled === true;
     const group = this.hostGroup(r.hostGroup);
     vm.phase = "creating";
+    // The boot's proof, set before the first await: saveAndBoot's state write runs alongside
+    // this boot, and a daemon killed right after it must find the proof the agent will echo.
+    r.agentProof = newAgentProof();
     const spans = new Spans();
     const range = this.deps.namespaces.range;
     const owner = { uid: range.uidStart, gid: range.uidStart };
@@ -659,7 +662,6 @@ export class VmService {
     const userdata = r.userdata ?? group.userdata ?? (group.userdataFile ? await fs.readFile(group.userdataFile, "utf8") : undefined);
     // The host writes nothing into the guest's tree: hostname and resolv.conf travel in boot.json
     // (a host-only, read-only bind) and the agent writes them from inside the VM.
-    r.agentProof = newAgentProof();
     await this.deps.agent.writeBoot(this.bootDir(r.hostname), { hostname: r.hostname, userdata, resolvConf: attachment.resolvConf, proof: r.agentProof }, owner);
     spans.mark("files");
     const id = this.containerId(r.hostname);
@@ -820,7 +822,12 @@ export class VmService {
         if (vm.phase !== "running" && vm.phase !== "paused") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} is not running`);
         vm.phase = "stopping";
         await this.teardown(vm, { removeDisk: false });
-        await this.boot(vm);
+        try {
+          await this.boot(vm);
+        } finally {
+          // The new boot's proof must be on disk before a restarted daemon re-attaches the VM.
+          await this.persist();
+        }
       });
       return;
     }
