@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian 12 host for Paddock, idempotently:
 #   1. OS packages (runc, tini, nftables, iproute2, e2fsprogs, debootstrap, …; python3, make and g++
-#      for node-pty's native build; gcc for paddock-nsutil, the user-namespace helper) with apt;
+#      for node-pty's native build; gcc for paddock-nsutil, the user-namespace helper; linux-libc-dev,
+#      the kernel headers scripts/gen-seccomp.ts reads the syscall table from) with apt;
 #   2. npm packages (npm ci) and the TypeScript build;
 #   3. the default base image `debian-12` in the image store (debootstrap, ~1 min, cached);
 #   4. the image `debian-12-dev` (debian-12 + gcc, libc6-dev, python3; 1-3 min, cached) that
@@ -18,7 +19,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 step 1/5 "OS packages (apt)"
-pkgs=(runc tini nftables iproute2 e2fsprogs debootstrap util-linux tar ca-certificates curl python3 make gcc g++)
+pkgs=(runc tini nftables iproute2 e2fsprogs debootstrap util-linux tar ca-certificates curl python3 make gcc g++ linux-libc-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -55,10 +55,10 @@ export const DEFAULT_GUEST_ARGS: readonly string[] = [GUEST_TINI_PATH, "-s", "-g
 /**
  * Capabilities of the guest's root, all of them relative to the VM's own user namespace (they
  * give no power over host objects): `runc spec`'s defaults (AUDIT_WRITE, KILL,
- * NET_BIND_SERVICE) plus the rest of Docker's default set, which the agent needs to run
- * commands as other users (SETUID/SETGID), chown files it writes for them (CHOWN, FOWNER,
- * DAC_OVERRIDE, FSETID), and which ordinary guest tooling expects (MKNOD, NET_RAW for ping,
- * SYS_CHROOT, SETPCAP, SETFCAP). Source: moby `oci/caps/defaults.go`.
+ * NET_BIND_SERVICE) plus the rest of the set container runtimes such as Docker grant by
+ * default, which the agent needs to run commands as other users (SETUID/SETGID), chown files
+ * it writes for them (CHOWN, FOWNER, DAC_OVERRIDE, FSETID), and which ordinary guest tooling
+ * expects (MKNOD, NET_RAW for ping, SYS_CHROOT, SETPCAP, SETFCAP).
  * Not granted: SYS_ADMIN, NET_ADMIN, SYS_MODULE, SYS_PTRACE, SYS_TIME, …: even inside a user
  * namespace they open kernel code (mounts, netfilter, …) where container escapes begin.
  */
@@ -80,9 +80,9 @@ export const GUEST_CAPABILITIES: readonly string[] = [
 ];
 
 /**
- * Masked paths: `runc spec`'s (runc 1.1.5) plus those Docker added since
- * (/proc/interrupts, /sys/devices/virtual/powercap: host interrupt counts and the RAPL energy
- * counters, a side channel; see moby `oci/defaults.go`).
+ * Masked paths: `runc spec`'s (runc 1.1.5) plus /proc/interrupts and
+ * /sys/devices/virtual/powercap (host interrupt counts and the RAPL energy counters, a side
+ * channel), which container runtimes such as Docker mask too.
  */
 export const MASKED_PATHS: readonly string[] = [
   "/proc/acpi",

@@ -1,7 +1,8 @@
 /**
- * The seccomp profile of every VM: data in tenant-daemon/runtime/seccomp/default.json (derived
- * from moby's default profile by scripts/gen-seccomp.ts), loaded and validated once, narrowed
- * to the host's architectures and handed to renderOciSpec as the spec's `linux.seccomp`.
+ * The seccomp profile of every VM: data in tenant-daemon/runtime/seccomp/default.json (generated
+ * by scripts/gen-seccomp.ts: an allowlist of the kernel's system calls, from the linux-libc-dev
+ * headers, minus the refused set of the policy in that script), loaded and validated once,
+ * narrowed to the host's architectures and handed to renderOciSpec as the spec's `linux.seccomp`.
  * Format: https://github.com/opencontainers/runtime-spec/blob/v1.0.2/config-linux.md#seccomp
  */
 import { existsSync, readFileSync } from "node:fs";
@@ -66,7 +67,7 @@ function invalid(source: string, where: string, what: string): PaddockError {
 const isUint = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 
 /**
- * Validate a parsed profile and return its OCI fields only (`comment`, `resolvedFor` and other
+ * Validate a parsed profile and return its OCI fields only (`comment` and other
  * documentation keys are dropped). Shape: `{defaultAction, defaultErrnoRet?, architectures:
  * string[], syscalls: [{names: string[], action, errnoRet?, args?: [{index 0-5, value,
  * valueTwo?, op}]}]}` with actions and operators from the runtime-spec lists above.
