@@ -48,11 +48,19 @@ export async function runUserdataOnce(opts: UserdataOptions): Promise<void> {
     await chmod(file, 0o700);
     const [cmd, args] = opts.script.startsWith("#!") ? [file, []] : ["/bin/sh", [file]];
     exitCode = await new Promise<number>((resolve) => {
+      // The script's output reaches the console through pipes the agent relays, never through the
+      // agent's own stdout: that is a pipe node has made non-blocking, and a script sharing it
+      // (O_NONBLOCK is per open file, not per process) fails on EAGAIN as soon as it writes faster
+      // than the console reader drains it.
       const child = spawn(cmd, args, {
-        stdio: ["ignore", "inherit", "inherit"],
+        stdio: ["ignore", "pipe", "pipe"],
         cwd: "/",
         env: { ...process.env, TARGET_USER: opts.targetUser, HOME: "/root", USER: "root" },
       });
+      // Relayed for as long as anything holds the pipes: a server the script started in the
+      // background keeps logging to the console. The script is done when it exits.
+      child.stdout.pipe(process.stdout, { end: false });
+      child.stderr.pipe(process.stderr, { end: false });
       child.once("error", (err) => {
         process.stderr.write(`paddock-agent: userdata failed to start: ${err.message}\n`);
         resolve(127);

@@ -76,6 +76,14 @@ export interface RulesetInput {
   isolatedVms: readonly RulesetIsolatedVm[];
   /** Floors of the groups whose VMs have `useFloor` (others are ignored). */
   floors: readonly RulesetFloor[];
+  /**
+   * The DNS servers written into the VMs' resolv.conf (a host group's `dns_servers`, else the
+   * host's resolvers; IPv4 addresses, loopback ones left out): port 53 to them is accepted from
+   * every VM ahead of the deny list and the groups' lists, which would otherwise drop a resolver
+   * in RFC 1918 space (a cloud VPC's, or the host LAN's) and leave VMs without names. Optional;
+   * empty or absent ⇒ no such rule.
+   */
+  dnsServers?: readonly string[];
 }
 
 /**
@@ -171,6 +179,8 @@ export function renderRuleset(input: RulesetInput): string {
   L.push("\t\tip saddr @foreign_ranges ip daddr @own_ranges drop");
   L.push("\t\tiifname @vm_ifaces ip daddr @foreign_ranges drop");
   for (const b of bridges) L.push(`\t\tiifname ${q(b.bridge)} ip saddr != ${b.range} drop`);
+  const dns = [...new Set(input.dnsServers ?? [])].filter((a) => !a.startsWith("127.")).sort();
+  if (dns.length > 0) L.push(`\t\tiifname @vm_ifaces ip daddr { ${dns.join(", ")} } meta l4proto { tcp, udp } th dport 53 accept`);
   if (hasDeny) L.push("\t\tiifname @vm_ifaces jump deny");
   L.push("\t\tct state established,related accept");
   L.push("\t\toifname @isolated_ifaces drop");
@@ -184,6 +194,7 @@ export function renderRuleset(input: RulesetInput): string {
   L.push("\t\tiifname @vm_ifaces meta nfproto ipv6 drop");
   L.push("\t\tiifname @vm_ifaces ip daddr @foreign_ranges drop");
   for (const b of bridges) L.push(`\t\tiifname ${q(b.bridge)} ip saddr != ${b.range} drop`);
+  if (dns.length > 0) L.push(`\t\tiifname @vm_ifaces ip daddr { ${dns.join(", ")} } meta l4proto { tcp, udp } th dport 53 accept`);
   if (hasDeny) L.push("\t\tiifname @vm_ifaces jump deny");
   L.push("\t\tiifname @vm_ifaces ct state established,related accept");
   for (const b of bridges) {

@@ -448,6 +448,7 @@ class TenantNetworkImpl implements TenantNetworkService {
       ownRanges: [...this.groups.values()].map((g) => formatCidr(g.addr.range)),
       foreignRanges: this.foreignRanges,
       deny: this.cfg.paddock.deny,
+      dnsServers: [...this.groups.values()].flatMap((g) => (g.cfg.dnsServers.length > 0 ? [...g.cfg.dnsServers] : this.resolvers)).filter((a) => /^\d+\.\d+\.\d+\.\d+$/.test(a)),
       bridges: [...this.groups.values()].flatMap((g) => (g.bridge ? [{
         group: g.cfg.name, bridge: g.bridge, range: formatCidr(g.addr.range), gateway: formatIpv4(g.addr.gateway as number), hostPorts: this.cfg.paddock.hostPorts[g.cfg.name] ?? [],
       }] : [])),

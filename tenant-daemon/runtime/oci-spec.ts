@@ -96,6 +96,8 @@ export const MASKED_PATHS: readonly string[] = [
   "/proc/sched_debug",
   "/sys/firmware",
   "/sys/devices/virtual/powercap",
+  // Block devices are host-wide: loop*/loop/backing_file names every tenant's VM disks.
+  "/sys/devices/virtual/block",
   "/proc/scsi",
 ];
 

@@ -21,7 +21,9 @@ describe("guest agent in a real runc VM (privileged)", function () {
     expect((await call(d.socketPath, "POST", "/secrets", { body: JSON.stringify({ name: "tok", data: Buffer.from("t0ken").toString("base64"), permissions: "0640" }) })).status).to.equal(201);
     expect((await call(d.socketPath, "POST", "/secrets", { body: JSON.stringify({ name: "other", data: "eA==" }) })).status).to.equal(201);
     const r = await call(d.socketPath, "POST", "/hostgroup/sbox/nodes?wait=userdata&timeout=120s", {
-      body: JSON.stringify({ userdata: "#!/bin/sh\necho \"userdata for $TARGET_USER\" > /root/ud.txt\n", secrets: ["tok"] }),
+      // 8 MB written to the console as fast as the script can: it must not fail on the console
+      // pipe (a shared non-blocking stdout once made such writes fail with EAGAIN).
+      body: JSON.stringify({ userdata: "#!/bin/sh\nset -e\nhead -c 8000000 /dev/zero | tr '\\0' x\necho \"userdata for $TARGET_USER\" > /root/ud.txt\n", secrets: ["tok"] }),
     });
     expect(r.status, r.text).to.equal(201);
     h = (r.json() as { hostname: string }).hostname;
@@ -35,7 +37,7 @@ describe("guest agent in a real runc VM (privileged)", function () {
 
   const exec = (q: string, body?: string) => call(d.socketPath, "POST", `/vm/${h}/exec?${q}`, body === undefined ? {} : { body });
 
-  it("reports health and ran userdata as root with TARGET_USER", async () => {
+  it("reports health and ran userdata as root with TARGET_USER, its fast console output included (exit 0)", async () => {
     const health = (await call(d.socketPath, "GET", `/vm/${h}/health`)).json() as Record<string, unknown>;
     expect(health).to.include({ hostname: h, userdata_ran: true, userdata_exit_code: 0 });
     const ud = (await exec("cmd=cat&args=/root/ud.txt&uid=0&buffered=true")).json() as Record<string, unknown>;

@@ -215,6 +215,15 @@ describe("network: renderRuleset golden files", () => {
   it("empty tenant (no VMs, no bridges)", async () => {
     await golden("network-ruleset-empty.nft", renderRuleset({ tenantId: "empty", ownRanges: [], foreignRanges: [], deny: [], bridges: [], isolatedVms: [], floors: [] }));
   });
+  it("the VMs' DNS servers are reachable on port 53 ahead of the deny list and the groups' drops; loopback resolvers are left out; none ⇒ no rule", () => {
+    const text = renderRuleset({ ...input, deny: [...DEFAULT_DENY], dnsServers: ["10.255.255.53", "127.0.0.53", "10.255.255.53", "198.18.0.53"] });
+    const rule = "iifname @vm_ifaces ip daddr { 10.255.255.53, 198.18.0.53 } meta l4proto { tcp, udp } th dport 53 accept";
+    // In forward (before the deny jump and every VM's own chain) and in input.
+    expect(text).to.include(`\t\t${rule}\n\t\tiifname @vm_ifaces jump deny\n\t\tct state established,related accept`);
+    expect(text).to.include(`\t\t${rule}\n\t\tiifname @vm_ifaces jump deny\n\t\tiifname @vm_ifaces ct state established,related accept`);
+    expect(text).to.not.include("127.0.0.53");
+    expect(renderRuleset({ ...input, dnsServers: [] })).to.not.include("dport 53");
+  });
   it("default deny list: cloud metadata and RFC 1918 in the rendered ruleset, skipping the tenant's own ranges", () => {
     const text = renderRuleset({ ...input, deny: [...DEFAULT_DENY] });
     const chain = /\tchain deny \{\n([^}]*)\t\}/.exec(text)?.[1] ?? "";

@@ -83,7 +83,7 @@ const golden = {
     gidMappings: [{ containerID: 0, hostID: 2_000_000_000, size: 65_536 }],
     maskedPaths: [
       "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-      "/proc/sched_debug", "/sys/firmware", "/sys/devices/virtual/powercap", "/proc/scsi",
+      "/proc/sched_debug", "/sys/firmware", "/sys/devices/virtual/powercap", "/sys/devices/virtual/block", "/proc/scsi",
     ],
     readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
   },
