@@ -56,8 +56,11 @@ export interface AdmitRequest {
   tokenId: string;
   /** The client connection it arrived on. */
   socket: Socket;
-  /** Ends this request or WebSocket at once (revocation, suspension, deletion). */
-  end: () => void;
+  /**
+   * Ends this request or WebSocket at once (revocation, suspension, deletion). `reason` is the
+   * error a plain request whose answer has not started gets instead of a reset.
+   */
+  end: (reason: PaddockError) => void;
 }
 
 /** Usage of one tenant, for logs and tests. */
@@ -99,7 +102,7 @@ export function globalFdBudget(nofile: number, reserve: number): number {
 
 interface Session {
   tokenId: string;
-  end: () => void;
+  end: (reason: PaddockError) => void;
 }
 
 interface TenantState {
@@ -230,17 +233,18 @@ export class GatewayAdmission {
 
   /**
    * End every live request and WebSocket of a tenant (suspension, deletion), or only those
-   * authenticated by `tokenId` (revocation). Each session's `end` runs synchronously.
+   * authenticated by `tokenId` (revocation). Each session's `end` runs synchronously; a plain
+   * request whose answer has not started is answered with `reason` (its status and code).
    * @returns how many were ended.
    */
-  endSessions(tenantId: string, tokenId?: string): number {
+  endSessions(tenantId: string, tokenId?: string, reason: PaddockError = new PaddockError("ERR_TENANT_UNAVAILABLE", "session ended")): number {
     const t = this.tenants.get(tenantId);
     if (!t) return 0;
     let n = 0;
     for (const s of [...t.sessions]) {
       if (tokenId !== undefined && s.tokenId !== tokenId) continue;
       t.sessions.delete(s);
-      s.end();
+      s.end(reason);
       n++;
     }
     return n;

@@ -127,7 +127,7 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
    * Route answering 429/503 + Retry-After; `end` ends the request or WebSocket if its
    * session is ended (revocation, suspension, deletion).
    */
-  const admit = (r: Route, req: http.IncomingMessage, end: () => void): { r: Route; admitted?: Admission } => {
+  const admit = (r: Route, req: http.IncomingMessage, end: (reason: PaddockError) => void): { r: Route; admitted?: Admission } => {
     if (!r.ok) return { r };
     const a = admission.admit({ tenantId: r.tenantId, tokenId: r.tokenId, socket: req.socket, end });
     if (isRefusal(a)) return { r: json(a.error, r.tenantId, { "retry-after": String(a.retryAfterS) }) };
@@ -304,9 +304,14 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
     const started = performance.now();
     // Ending the session (revocation, suspension) cuts both sides; the upstream exists only once forwarded.
     const live: { upstream?: http.ClientRequest } = {};
-    const { r, admitted } = admit(route(req), req, () => {
+    const { r, admitted } = admit(route(req), req, (reason) => {
       live.upstream?.destroy();
-      res.destroy();
+      // Not answered yet: the client gets the reason (401 revoked, 403 suspended, 404 deleted)
+      // rather than a reset; a stream already under way is cut.
+      if (!res.headersSent && !res.destroyed) {
+        const { status, body } = errorResponse(reason);
+        sendJson(res, status, JSON.stringify(body), { "x-request-id": id, connection: "close" });
+      } else res.destroy();
     });
     if (!r.ok) {
       res.once("close", () => finish(req, res, r, id, started, undefined));

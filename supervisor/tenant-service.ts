@@ -51,8 +51,11 @@ interface TokenOwner {
 
 /** Ends a tenant's live gateway sessions (supervisor/gateway-admission.ts `GatewayAdmission`). */
 export interface SessionEnder {
-  /** End the tenant's live proxied requests and WebSockets, or only those of `tokenId`; returns how many. */
-  endSessions(tenantId: string, tokenId?: string): number;
+  /**
+   * End the tenant's live proxied requests and WebSockets, or only those of `tokenId`; a request
+   * not yet answered gets `reason`. Returns how many.
+   */
+  endSessions(tenantId: string, tokenId?: string, reason?: PaddockError): number;
 }
 
 /** Dependencies of the service (composition root passes them). */
@@ -547,7 +550,7 @@ export class TenantService {
         t.statusReason = reason;
       });
       // The gateway refuses new requests from now on; what is open (exec, shell, forward) ends.
-      this.endSessions(id);
+      this.endSessions(id, undefined, new PaddockError("ERR_TENANT_SUSPENDED", `tenant ${id} is suspended`));
       let result = { paused: [] as string[], errors: [] as string[] };
       if (this.daemons.get(id)?.state === "running") {
         result = await this.pauseAll(id).catch((err: unknown) => ({ paused: [], errors: [(err as Error).message] }));
@@ -651,13 +654,13 @@ export class TenantService {
       if (!k) throw new PaddockError("ERR_TOKEN_NOT_FOUND", `tenant ${id} has no token ${JSON.stringify(tokenId)}`);
       k.revokedAt ??= new Date().toISOString();
     });
-    this.endSessions(id, tokenId);
+    this.endSessions(id, tokenId, new PaddockError("ERR_AUTH_REQUIRED", "missing, invalid, expired or revoked token"));
     this.recordAudit(who, "token.revoke", id, { token_id: tokenId });
   }
 
   /** End the live gateway sessions of a tenant (or of one of its tokens) and log how many. */
-  private endSessions(id: string, tokenId?: string): void {
-    const n = this.sessions?.endSessions(id, tokenId) ?? 0;
+  private endSessions(id: string, tokenId?: string, reason?: PaddockError): void {
+    const n = this.sessions?.endSessions(id, tokenId, reason) ?? 0;
     if (n > 0) this.log.info("ended live gateway sessions", { tenant: id, ...(tokenId !== undefined ? { token_id: tokenId } : {}), sessions: n });
   }
 
@@ -677,7 +680,7 @@ export class TenantService {
       await this.registry.updateTenant(id, (t) => {
         t.status = "deleting";
       });
-      this.endSessions(id);
+      this.endSessions(id, undefined, new PaddockError("ERR_TENANT_NOT_FOUND", `tenant ${id} was deleted`));
       this.recordAudit(who, "tenant.delete", id);
       const rec = this.registry.get(id);
       const d = this.managed(id, rec.daemon.restarts);

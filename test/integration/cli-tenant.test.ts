@@ -115,7 +115,9 @@ describe("paddock CLI against a real supervisor (root, runc)", function () {
     const t = JSON.parse(r.stdout) as { id: string; status: string; token: string; token_id: string; ranges: { cidr: string }[]; limits: Record<string, number> };
     expect(t).to.include({ id: tenantId, status: "active" });
     expect(t.token).to.match(/^pdk_/);
-    expect(t.limits).to.deep.equal({ max_vms: 3 });
+    // The given limit, and the template's defaults for the others.
+    expect(t.limits).to.include({ max_vms: 3 });
+    expect(Object.keys(t.limits).sort()).to.deep.equal(["max_disk_bytes", "max_pids", "max_ram_bytes", "max_vcpu", "max_vms"]);
     expect(t.ranges[0]?.cidr).to.match(/^198\.1[89]\./);
     token = t.token;
   });
