@@ -98,6 +98,38 @@ describeWhenReady(missingPrerequisites(), "supervisor with the real tenant daemo
     expect(((await gw(ids.b, "GET", "/nodes")).json as unknown[]).length).to.equal(1);
   });
 
+  it("a client that aborts a streamed exec through the gateway ends the guest's process (the abort reaches the real daemon and agent)", async () => {
+    const { host, port } = tcp(sup.gatewayAddress);
+    const marker = `abort${suffix}`;
+    // A foreground exec that would run for 5 min, recognisable by its argument.
+    const q = new URLSearchParams([["cmd", "/bin/sh"], ["args", "-c"], ["args", `echo started; exec sleep 300 ${marker}`], ["uid", "0"]]);
+    const running = (): Promise<boolean> =>
+      gw(ids.a, "POST", `/vm/sbox-1/exec?${new URLSearchParams([["cmd", "/bin/sh"], ["args", "-c"], ["args", `for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -c '^sleep 300 ${marker} *$' || true`], ["uid", "0"], ["buffered", "true"]])}`)
+        .then((r) => String((r.json as { stdout?: string }).stdout ?? "").trim() !== "0");
+    await new Promise<void>((resolve, reject) => {
+      const req = http.request({ host, port, method: "POST", path: `/vm/sbox-1/exec?${q}`, headers: { authorization: `Bearer ${tokens[ids.a]}` } }, (res) => {
+        res.on("data", (c: Buffer) => {
+          if (c.toString().includes("started")) {
+            req.destroy(); // the client goes away mid-stream
+            resolve();
+          }
+        });
+        res.on("error", () => undefined);
+      });
+      req.on("error", () => undefined);
+      req.setTimeout(60_000, () => reject(new Error("no output from the exec within 60 s")));
+      req.end();
+    });
+    // Positive control: the probe sees such a process while it runs (a second exec, left running).
+    const control = new URLSearchParams([["cmd", "/bin/sh"], ["args", "-c"], ["args", `exec sleep 300 ${marker}`], ["uid", "0"], ["background", "true"]]);
+    await until("the abort to reach the guest (the first sleep gone)", async () => ((await running()) ? undefined : true), 15_000);
+    const bg = await gw(ids.a, "POST", `/vm/sbox-1/exec?${control}`);
+    expect(bg.status, bg.text).to.equal(201);
+    await until("the control process seen by the probe", async () => ((await running()) ? true : undefined), 15_000);
+    const execId = (bg.json as { exec_id: string }).exec_id;
+    expect((await gw(ids.a, "POST", `/vm/sbox-1/exec/${execId}/kill`)).status).to.be.oneOf([200, 202, 204]);
+  });
+
   it("streams exec output through the gateway as it is produced", async () => {
     const { host, port } = tcp(sup.gatewayAddress);
     const q = new URLSearchParams([["cmd", "/bin/sh"], ["args", "-c"], ["args", "echo one; sleep 2; echo two"]]);
