@@ -4,7 +4,7 @@
  * in {@link TestDaemon.stop}; {@link TestDaemon.destroy} also purges what it left (VMs, disks,
  * links, table) and removes the temp dir.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, promises as fs } from "node:fs";
 import crypto from "node:crypto";
 import os from "node:os";
@@ -33,11 +33,34 @@ export interface TestDaemonOptions {
   config?: Record<string, unknown>;
 }
 
-/** A random /22 inside 169.254.0.0/16 (away from 169.254.169.0/22), for isolated test groups. */
+/** /22 blocks this process handed out already (two daemons of one test must not share one). */
+const handedOut = new Set<number>();
+
+/** Third octets of the 169.254 /22 blocks holding an address on a host interface right now. */
+function blocksInUse(): Set<number> {
+  const used = new Set<number>();
+  try {
+    for (const m of execFileSync("ip", ["-o", "-4", "addr", "show"], { encoding: "utf8" }).matchAll(/inet 169\.254\.(\d+)\./g)) used.add(Math.floor(Number(m[1]) / 4) * 4);
+  } catch {
+    // no ip(8): random choice only
+  }
+  return used;
+}
+
+/**
+ * A random /22 inside 169.254.0.0/16 (away from 169.254.169.0/22), for isolated test groups:
+ * never one this process handed out before, nor one with an address on a host interface (a
+ * daemon that is running refuses an overlapping range).
+ */
 export function randomIsolatedRange(): string {
-  for (;;) {
+  const used = blocksInUse();
+  // Over a whole suite the process hands out more blocks than exist; the old ones are long gone.
+  if (handedOut.size >= 48) handedOut.clear();
+  for (let tries = 0; ; tries++) {
     const third = crypto.randomInt(0, 64) * 4;
     if (third === 168) continue;
+    if (tries < 500 && (handedOut.has(third) || used.has(third))) continue;
+    handedOut.add(third);
     return `169.254.${third}.0/22`;
   }
 }

@@ -104,16 +104,19 @@ describeWhenReady(missingPrerequisites(), "supervisor with the real tenant daemo
     // A foreground exec that would run for 5 min, recognisable by its argument.
     const q = new URLSearchParams([["cmd", "/bin/sh"], ["args", "-c"], ["args", `echo started; exec sleep 300 ${marker}`], ["uid", "0"]]);
     const running = (): Promise<boolean> =>
-      gw(ids.a, "POST", `/vm/sbox-1/exec?${new URLSearchParams([["cmd", "/bin/sh"], ["args", "-c"], ["args", `for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -c '^sleep 300 ${marker} *$' || true`], ["uid", "0"], ["buffered", "true"]])}`)
+      gw(ids.a, "POST", `/vm/sbox-1/exec?${new URLSearchParams([["cmd", "/bin/sh"], ["args", "-c"], ["args", `cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n' | grep -cx '${marker}' || true`], ["uid", "0"], ["buffered", "true"]])}`)
         .then((r) => String((r.json as { stdout?: string }).stdout ?? "").trim() !== "0");
     await new Promise<void>((resolve, reject) => {
       const req = http.request({ host, port, method: "POST", path: `/vm/sbox-1/exec?${q}`, headers: { authorization: `Bearer ${tokens[ids.a]}` } }, (res) => {
+        let text = "";
         res.on("data", (c: Buffer) => {
-          if (c.toString().includes("started")) {
+          text += c.toString();
+          if (text.includes("started")) {
             req.destroy(); // the client goes away mid-stream
             resolve();
           }
         });
+        res.on("end", () => reject(new Error(`the exec ended before the client aborted: ${res.statusCode} ${text}`)));
         res.on("error", () => undefined);
       });
       req.on("error", () => undefined);
