@@ -258,7 +258,7 @@ export class VmService {
     return { hostname: r.hostname, hostgroup: r.hostGroup, ip: r.ipCidr, created_at: r.createdAt, arch: goArch(), persistent: r.persistent };
   }
 
-  /** The agent of a running VM, for agent-backed endpoints (spec §1.5: paused ⇒ 409). */
+  /** The agent of a running VM, for agent-backed endpoints (a paused VM answers 409, as in Slicer). */
   resolveAgent(hostname: string): AgentEndpoint {
     const vm = this.live(hostname);
     if (vm.phase === "paused") throw new PaddockError("ERR_VM_PAUSED", "VM paused");

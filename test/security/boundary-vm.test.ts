@@ -31,7 +31,7 @@ import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisite
 
 const CAP_SYS_ADMIN_BIT = 21n;
 
-/** A buffered exec result (spec §2.5). */
+/** A buffered exec result (`POST /vm/{h}/exec?buffered=true`). */
 interface ExecResult {
   stdout: string;
   stderr: string;
