@@ -129,32 +129,13 @@ export class JsonStateStore<T extends Versioned> {
 
   private async updateLocked<R>(mutate: (state: T) => R | Promise<R>): Promise<R> {
     if (this.compromised) throw new PaddockError("ERR_STATE_CORRUPT", `lock on ${this.opts.file} was compromised`, { cause: this.compromised });
-    let release: () => Promise<void>;
-    // Retry only while another holder has the lock (ELOCKED, ~10 s); any other failure (a
-    // full or read-only disk) is reported at once, not after a hundred retries.
-    const deadline = Date.now() + 10_000;
-    let delayMs = 20;
-    for (;;) {
-      try {
-        release = await lockfile.lock(this.opts.file, {
-          retries: 0,
-          stale: 10_000,
-          realpath: false,
-          onCompromised: (err) => {
-            // proper-lockfile's default throws from a timer and kills the process; record it instead.
-            this.compromised = err;
-          },
-        });
-        break;
-      } catch (err) {
-        if (errnoCode(err) === "ELOCKED" && Date.now() < deadline) {
-          await new Promise((r) => setTimeout(r, delayMs));
-          delayMs = Math.min(delayMs * 2, 200);
-          continue;
-        }
-        throw noSpaceError(err, this.opts.file) ?? new PaddockError("ERR_STATE_LOCKED", `could not lock ${this.opts.file}: ${(err as Error).message}`, { cause: err });
-      }
-    }
+    const release = await lockWithRetry(this.opts.file, {
+      what: this.opts.file,
+      // proper-lockfile's default throws from a timer and kills the process; record it instead.
+      onCompromised: (err) => {
+        this.compromised = err;
+      },
+    });
     try {
       const state = await this.read();
       const result = await mutate(state);
@@ -166,6 +147,42 @@ export class JsonStateStore<T extends Versioned> {
       return result;
     } finally {
       await release().catch(() => undefined);
+    }
+  }
+}
+
+/**
+ * Take proper-lockfile's lock on `target` (which must exist), retrying while another holder has
+ * it (ELOCKED) for about 10 s with doubling waits (20 → 200 ms). Any other failure (a full or
+ * read-only disk) is reported at once, not after a hundred retries.
+ * @param options.lockfilePath the lock's own path (default `<target>.lock`)
+ * @param options.onCompromised called instead of proper-lockfile's default, which throws from a timer
+ * @param options.what how messages name the locked thing
+ * @returns the release function
+ * @throws PaddockError ERR_STATE_NO_SPACE when the disk is full, else ERR_STATE_LOCKED
+ */
+export async function lockWithRetry(
+  target: string,
+  options: { what: string; lockfilePath?: string; onCompromised?: (err: Error) => void },
+): Promise<() => Promise<void>> {
+  const deadline = Date.now() + 10_000;
+  let delayMs = 20;
+  for (;;) {
+    try {
+      return await lockfile.lock(target, {
+        retries: 0,
+        stale: 10_000,
+        realpath: false,
+        ...(options.lockfilePath !== undefined ? { lockfilePath: options.lockfilePath } : {}),
+        onCompromised: options.onCompromised ?? (() => undefined),
+      });
+    } catch (err) {
+      if (errnoCode(err) === "ELOCKED" && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, delayMs));
+        delayMs = Math.min(delayMs * 2, 200);
+        continue;
+      }
+      throw noSpaceError(err, target) ?? new PaddockError("ERR_STATE_LOCKED", `could not lock ${options.what}: ${(err as Error).message}`, { cause: err });
     }
   }
 }

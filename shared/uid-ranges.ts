@@ -23,7 +23,7 @@
  */
 import { promises as fs } from "node:fs";
 import path from "node:path";
-import lockfile from "proper-lockfile";
+import { lockWithRetry } from "./state-store.js";
 import { PaddockError, errnoCode } from "./errors.js";
 
 /** A host id range: host uid (= gid) of guest id 0, and the number of ids (guest ids 0…size−1). */
@@ -254,22 +254,7 @@ async function withClaimsLock<R>(dir: string, fn: () => Promise<R>): Promise<R> 
   const prev = localQueues.get(dir) ?? Promise.resolve();
   const next = prev.catch(() => undefined).then(async () => {
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-    const deadline = Date.now() + 10_000;
-    let delayMs = 10;
-    let release: () => Promise<void>;
-    for (;;) {
-      try {
-        release = await lockfile.lock(dir, { retries: 0, stale: 10_000, realpath: false, lockfilePath: path.join(dir, ".lock"), onCompromised: () => undefined });
-        break;
-      } catch (err) {
-        if (errnoCode(err) === "ELOCKED" && Date.now() < deadline) {
-          await new Promise((r) => setTimeout(r, delayMs));
-          delayMs = Math.min(delayMs * 2, 200);
-          continue;
-        }
-        throw new PaddockError("ERR_STATE_LOCKED", `could not lock the uid range claims dir ${dir}: ${(err as Error).message}`, { cause: err });
-      }
-    }
+    const release = await lockWithRetry(dir, { what: `the uid range claims dir ${dir}`, lockfilePath: path.join(dir, ".lock") });
     try {
       return await fn();
     } finally {
