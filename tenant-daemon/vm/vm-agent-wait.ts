@@ -1,0 +1,121 @@
+/**
+ * Waiting for a VM's guest agent to answer, and delivering the VM's secrets once it does. Holds
+ * no state of its own: it reads the VM table (a VM deleted or stopped meanwhile ends the wait).
+ */
+import { watch, type FSWatcher } from "node:fs";
+import { PaddockError, errnoCode } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import { sleep } from "../../shared/time.js";
+import type { AgentPort } from "./vm-ports.js";
+import type { VmPaths } from "./vm-paths.js";
+import type { VmTable } from "./vm-table.js";
+import type { VmRecord } from "./vm-types.js";
+
+/** The agent side of the lifecycle: health polling and secret delivery for the VMs of `table`. */
+export class VmAgentWait {
+  private readonly table: VmTable;
+  private readonly agent: AgentPort;
+  private readonly paths: VmPaths;
+  private readonly log: Logger;
+
+  constructor(deps: { table: VmTable; agent: AgentPort; paths: VmPaths; log: Logger }) {
+    this.table = deps.table;
+    this.agent = deps.agent;
+    this.paths = deps.paths;
+    this.log = deps.log;
+  }
+
+  /**
+   * Deliver secrets once the agent is up (best effort, bounded by 60 s; never rejects).
+   * `agentReady`: the agent is known to answer (a warm VM), so do not poll its health first.
+   */
+  async deliverSecrets(r: VmRecord, opts: { agentReady?: boolean } = {}): Promise<void> {
+    try {
+      if (!opts.agentReady) await this.waitForAgent(r.hostname, "agent", 60_000);
+      await this.agent.syncSecrets(this.paths.endpoint(r), r.secrets);
+    } catch (err) {
+      if (this.table.vms.get(r.hostname)?.phase === "running") this.log.warn("secret delivery failed", { hostname: r.hostname, err });
+    }
+  }
+
+  /**
+   * Poll the agent's health until `agent_uptime > 0` (and `userdata_ran` for `userdata`).
+   * @throws PaddockError ERR_VM_WAIT_TIMEOUT (408) after `timeoutMs`; ERR_VM_NOT_RUNNING if the VM
+   *   stops meanwhile, or (503) if the daemon stops while a warm VM is awaited.
+   */
+  async waitForAgent(hostname: string, wait: "agent" | "userdata", timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    // Until the socket exists, wake on inotify events of the agent dir (the socket appearing)
+    // instead of sleeping; the timer stays as a fallback should an event be missed.
+    const dirEvents = watchDir(this.paths.agentDir(hostname));
+    try {
+      let delay = 5;
+      for (;;) {
+        const vm = this.table.lookup(hostname);
+        if (!vm || vm.phase === "deleting" || vm.phase === "stopped") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} was deleted or stopped while waiting for ${wait === "userdata" ? "its userdata" : "its agent"}`);
+        if (this.table.stopping && vm.record.pooled) throw new PaddockError("ERR_VM_NOT_RUNNING", "daemon is shutting down", { status: 503 });
+        const changed = dirEvents.next();
+        let socketSeen = false;
+        try {
+          const h = await this.agent.health(this.paths.endpoint(vm.record), Math.max(50, Math.min(2000, deadline - Date.now())));
+          socketSeen = true;
+          if (h.agent_uptime > 0 && (wait === "agent" || h.userdata_ran)) return;
+        } catch (err) {
+          socketSeen = errnoCode(err) !== "ENOENT" && errnoCode((err as { cause?: unknown }).cause) !== "ENOENT";
+        }
+        if (Date.now() >= deadline) throw new PaddockError("ERR_VM_WAIT_TIMEOUT", `timed out after ${timeoutMs} ms waiting for ${wait} on ${hostname}; the VM was deleted`);
+        const remaining = Math.max(1, deadline - Date.now());
+        if (socketSeen || !dirEvents.watching) {
+          await sleep(Math.min(delay, remaining));
+          delay = Math.min(delay * 2, 100);
+        } else {
+          await Promise.race([changed, sleep(Math.min(250, remaining))]);
+        }
+      }
+    } finally {
+      dirEvents.close();
+    }
+  }
+}
+
+/**
+ * inotify on a directory (fs.watch): `next()` resolves at the next event after the call (or at
+ * once if one came since the previous `next()`). `watching` is false when the watch could not
+ * be set up (e.g. the directory is gone); callers then fall back to polling.
+ */
+function watchDir(dir: string): { next(): Promise<void>; close(): void; readonly watching: boolean } {
+  let pending = false;
+  let wake: (() => void) | undefined;
+  let watcher: FSWatcher | undefined;
+  try {
+    watcher = watch(dir, { persistent: false }, () => {
+      pending = true;
+      wake?.();
+    });
+    watcher.on("error", () => undefined);
+  } catch {
+    watcher = undefined;
+  }
+  return {
+    get watching() {
+      return watcher !== undefined;
+    },
+    next() {
+      if (pending) {
+        pending = false;
+        return Promise.resolve();
+      }
+      return new Promise<void>((resolve) => {
+        wake = () => {
+          wake = undefined;
+          pending = false;
+          resolve();
+        };
+      });
+    },
+    close() {
+      watcher?.close();
+      wake?.();
+    },
+  };
+}

@@ -1,0 +1,80 @@
+/**
+ * A new VM the slow way, without the warm pool: a name (`<group>-N`, or the fixed N of a config
+ * VM), an address, the record in the VM table, a boot while the state is saved, and on any
+ * failure a rollback that leaves no half-created VM. Holds no state of its own.
+ */
+import { PaddockError, isPaddockError } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import type { HostGroupConfig } from "../../shared/tenant-config.js";
+import { rfc3339 } from "../../shared/time.js";
+import type { TenantNetwork } from "../network/network.js";
+import type { VmLauncher } from "./vm-boot.js";
+import type { CreateVmRequest } from "./vm-request.js";
+import type { LiveVm, VmTable } from "./vm-table.js";
+import type { VmRecord } from "./vm-types.js";
+
+/** What {@link VmCreator} works with. */
+export interface VmCreatorDeps {
+  table: VmTable;
+  network: TenantNetwork;
+  launcher: VmLauncher;
+  log: Logger;
+  /** Told of a failed launch (metrics). */
+  onEvent?: (event: "launch_failed", hostGroup: string) => void;
+}
+
+/** Creates VMs of the table by booting them (the path without a warm VM). */
+export class VmCreator {
+  private readonly deps: VmCreatorDeps;
+
+  constructor(deps: VmCreatorDeps) {
+    this.deps = deps;
+  }
+
+  /**
+   * Allocate, boot and record a new VM of `group` as `req` asks. `options.index`: a config VM's
+   * fixed N (start-up); `options.protected`: a config VM (persistent, DELETE ⇒ 403). Returns the
+   * VM, `running`.
+   * @throws the network's errors (e.g. PaddockError ERR_NETWORK_EXHAUSTED; the name is then
+   *   not used up), client errors, ERR_STATE_NO_SPACE and ERR_STORAGE_OVERCOMMIT as they were,
+   *   anything else as ERR_VM_START_FAILED; always after rolling back.
+   */
+  async createCold(group: HostGroupConfig, req: CreateVmRequest, options: { protected?: boolean; index?: number }): Promise<LiveVm> {
+    const { table, launcher, log } = this.deps;
+    const before = table.countersOf(group.name);
+    let hostname: string, index: number;
+    if (options.index !== undefined) {
+      index = options.index;
+      hostname = `${group.name}-${index}`;
+    } else {
+      ({ hostname, index } = table.allocateName(group.name));
+    }
+    table.markIssued(group.name, index);
+    let ipCidr: string;
+    try {
+      ipCidr = this.deps.network.reserve({ hostname, hostGroup: group.name, override: req.network, requestedIp: req.ip });
+    } catch (err) {
+      // Refused before anything existed (a bad or taken `ip`, no address left): the name was
+      // never handed out, so it is not used up. Nothing ran in between (all synchronous).
+      if (options.index === undefined) table.restoreCounters(group.name, before);
+      throw err;
+    }
+    const record: VmRecord = {
+      hostname, hostGroup: group.name, index, cpus: req.cpus, ramBytes: req.ramBytes, storageSizeBytes: group.storageSizeBytes,
+      persistent: req.persistent || options.protected === true, protected: options.protected === true, tags: [...req.tags],
+      createdAt: rfc3339(), ipCidr, userdata: req.userdata, secrets: req.secrets, network: req.network, desired: "running",
+    };
+    const vm: LiveVm = { record, phase: "creating", pid: undefined };
+    table.vms.set(hostname, vm);
+    try {
+      await launcher.saveAndBoot(vm);
+    } catch (err) {
+      this.deps.onEvent?.("launch_failed", group.name);
+      log.error("create failed; rolling back", { hostname, err });
+      await launcher.discard(vm);
+      if (isPaddockError(err) && (err.isClientError || err.code === "ERR_STATE_NO_SPACE" || err.code === "ERR_STORAGE_OVERCOMMIT")) throw err;
+      throw new PaddockError("ERR_VM_START_FAILED", `VM ${hostname} failed to start: ${(err as Error).message}`, { cause: err });
+    }
+    return vm;
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * Where each VM's pieces live on the host and what the runtime calls its sandbox. Every name is
+ * derived from the tenant id and the VM's hostname alone, so a start-up sweep finds everything a
+ * killed daemon left (tenant-daemon/vm/vm-reconcile.ts).
+ */
+import path from "node:path";
+import type { PaddockSettings } from "../../shared/tenant-config.js";
+import type { AgentEndpoint } from "../agent-client/agent-endpoint.js";
+import type { VmRecord } from "./vm-types.js";
+
+/** The per-VM paths and ids of one tenant, from its `paddock:` settings (tenant id, run and state dirs). */
+export class VmPaths {
+  private readonly paddock: PaddockSettings;
+
+  constructor(paddock: PaddockSettings) {
+    this.paddock = paddock;
+  }
+
+  /** Prefix of every runtime id of the tenant: `pdk-<tenant>-`. */
+  containerPrefix(): string {
+    return `pdk-${this.paddock.tenantId}-`;
+  }
+  /** Runtime id of a VM: `pdk-<tenant>-<hostname>` (deterministic, so a sweep finds it). */
+  containerId(hostname: string): string {
+    return `${this.containerPrefix()}${hostname}`;
+  }
+  /** Host-only dir of the VM's agent channel (0700): the agent listener and the boot dir. Never mounted into the guest. */
+  agentDir(hostname: string): string {
+    return path.join(this.paddock.runDir, "vms", hostname);
+  }
+  /** The boot dir (boot.json), bound read-only into the guest; owned by the VM's root. */
+  bootDir(hostname: string): string {
+    return path.join(this.agentDir(hostname), "boot");
+  }
+  /** The agent listener on the host (bound by the runtime, accepted on inside the VM). */
+  agentSocket(hostname: string): string {
+    return path.join(this.agentDir(hostname), "agent.sock");
+  }
+  /** How to reach a VM's agent, and the proof its answers carry ("" before its first boot). */
+  endpoint(r: VmRecord): AgentEndpoint {
+    return { hostname: r.hostname, socketPath: this.agentSocket(r.hostname), proof: r.agentProof ?? "" };
+  }
+  /** The VM's console log (init, agent and userdata output). */
+  consoleLogPath(hostname: string): string {
+    return path.join(this.paddock.stateDir, "logs", `${hostname}.log`);
+  }
+  /** The VM's OCI bundle dir (config.json), made at boot. */
+  bundleDir(hostname: string): string {
+    return path.join(this.paddock.runDir, "bundles", hostname);
+  }
+  /** The dirs under the run dir holding one entry per VM (agent dirs, bundles), for the sweep. */
+  perVmRunDirs(): string[] {
+    return ["vms", "bundles"].map((dir) => path.join(this.paddock.runDir, dir));
+  }
+}

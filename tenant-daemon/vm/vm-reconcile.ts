@@ -1,0 +1,183 @@
+/**
+ * Keeping the VM table true to what is on the host: start-up reconciliation with what the last
+ * run left (the daemon may have been SIGKILLed at any point), the sweep of orphans, the purge of
+ * a deleted tenant, and the guest-exit reaper. Holds the reaper's timer; everything else it
+ * reads and changes is the VM table's.
+ */
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { PaddockError } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import { pidAlive, type JsonStateStore } from "../../shared/state-store.js";
+import type { TenantConfig } from "../../shared/tenant-config.js";
+import type { TenantNetwork } from "../network/network.js";
+import type { RuntimeDriver } from "../runtime/driver.js";
+import type { VmNamespaces } from "../runtime/vm-namespaces.js";
+import { removeUnmountedTree } from "../storage/vm-disk.js";
+import type { VmLauncher } from "./vm-boot.js";
+import type { VmPaths } from "./vm-paths.js";
+import type { VmStorage } from "./vm-ports.js";
+import type { LiveVm, VmTable } from "./vm-table.js";
+import type { DaemonState } from "./vm-types.js";
+
+/** What the {@link VmReconciler} works with. */
+export interface VmReconcilerDeps {
+  config: TenantConfig;
+  store: JsonStateStore<DaemonState>;
+  table: VmTable;
+  launcher: VmLauncher;
+  runtime: RuntimeDriver;
+  storage: VmStorage;
+  network: TenantNetwork;
+  namespaces: VmNamespaces;
+  paths: VmPaths;
+  log: Logger;
+  /** Called when the reaper removed a VM (the limits may have room for the warm pool again). */
+  kickRefill: () => void;
+}
+
+/** Start-up reconciliation, purge, sweep and the guest-exit reaper of one tenant's VMs. */
+export class VmReconciler {
+  private readonly deps: VmReconcilerDeps;
+  private readonly log: Logger;
+  private reaper: NodeJS.Timeout | undefined;
+
+  constructor(deps: VmReconcilerDeps) {
+    this.deps = deps;
+    this.log = deps.log;
+  }
+
+  /**
+   * Load the state file into the table and reconcile with what the last run left: ephemeral
+   * (and warm) VMs and VMs of groups no longer configured are removed entirely; persistent VMs
+   * still running are re-attached, stopped ones stay Stopped (config VMs are booted again);
+   * sandboxes, mounts and disks that belong to no record are removed; the state is saved.
+   * @throws PaddockError ERR_STATE_CORRUPT when the state file belongs to another tenant, and
+   *   the state store's and the sweep's errors.
+   */
+  async adopt(): Promise<void> {
+    const { config, table, launcher } = this.deps;
+    const state = await this.deps.store.init();
+    if (state.tenantId !== config.paddock.tenantId) {
+      throw new PaddockError("ERR_STATE_CORRUPT", `state file ${this.deps.store.file} belongs to tenant ${state.tenantId}, not ${config.paddock.tenantId}`);
+    }
+    for (const [g, n] of Object.entries(state.counters)) table.markIssued(g, n);
+    const groups = new Set(config.hostGroups.map((g) => g.name));
+    for (const record of Object.values(state.vms)) {
+      const vm: LiveVm = { record, phase: "stopped", pid: undefined };
+      const id = this.deps.paths.containerId(record.hostname);
+      const st = await this.deps.runtime.state(id).catch(() => ({ status: "absent" as const, pid: undefined }));
+      if (!record.persistent || !groups.has(record.hostGroup)) {
+        this.log.info("removing VM left by the previous run", { hostname: record.hostname, persistent: record.persistent, warm: record.pooled === true });
+        await launcher.teardown(vm, { removeDisk: true, graceful: false }).catch((err: unknown) => this.log.error("cleanup failed", { hostname: record.hostname, err }));
+        continue;
+      }
+      this.deps.network.reserve({ hostname: record.hostname, hostGroup: record.hostGroup, previousIp: record.ipCidr, override: record.network });
+      table.vms.set(record.hostname, vm);
+      if (st.status === "running" || st.status === "paused") {
+        vm.phase = st.status;
+        vm.pid = st.pid;
+        this.log.info("re-attached running VM", { hostname: record.hostname, pid: st.pid });
+        continue;
+      }
+      await launcher.teardown(vm, { removeDisk: false, graceful: false }).catch((err: unknown) => this.log.error("cleanup failed", { hostname: record.hostname, err }));
+      vm.phase = "stopped";
+      // Config VMs come back on every start; other persistent VMs wait for relaunch.
+      if (record.protected) {
+        await table.withLock(record.hostname, () => launcher.boot(vm)).catch(async (err: unknown) => {
+          this.log.error("relaunch of config VM failed", { hostname: record.hostname, err });
+          await launcher.teardown(vm, { removeDisk: false }).catch(() => undefined);
+          vm.phase = "stopped";
+        });
+      }
+    }
+    await this.sweep();
+    await table.persist();
+  }
+
+  /**
+   * Remove every VM of the tenant the state file knows, and everything of the tenant the
+   * sweep finds (sandboxes, mounts, disks), then save the empty table: used when a tenant is
+   * deleted. @throws the state store's and the sweep's errors (teardown failures are logged).
+   */
+  async purge(): Promise<void> {
+    const state = await this.deps.store.init();
+    for (const record of Object.values(state.vms)) {
+      const vm: LiveVm = { record, phase: "deleting", pid: undefined };
+      await this.deps.launcher.teardown(vm, { removeDisk: true, graceful: false }).catch((err: unknown) => this.log.error("purge: cleanup failed", { hostname: record.hostname, err }));
+    }
+    this.deps.table.vms.clear();
+    await this.sweep();
+    await this.deps.table.persist();
+  }
+
+  /** Remove sandboxes, mounts, disks, user namespaces and run dirs of this tenant that no VM or warm VM owns. */
+  private async sweep(): Promise<void> {
+    const { table, paths } = this.deps;
+    const keep = new Set([...table.vms.keys(), ...table.warm.keys()]);
+    const prefix = paths.containerPrefix();
+    for (const id of await this.deps.runtime.list(prefix)) {
+      const hostname = id.slice(prefix.length);
+      if (keep.has(hostname)) continue;
+      this.log.warn("removing orphan sandbox", { id });
+      await this.deps.runtime.destroy(id).catch((err: unknown) => this.log.error("orphan removal failed", { id, err }));
+    }
+    await this.deps.storage.sweep(keep);
+    await this.deps.namespaces.sweep(keep);
+    for (const base of paths.perVmRunDirs()) {
+      for (const entry of await fs.readdir(base).catch(() => [] as string[])) {
+        if (!keep.has(entry)) await removeUnmountedTree(path.join(base, entry)).catch((err: unknown) => this.log.error("orphan dir removal failed", { dir: path.join(base, entry), err }));
+      }
+    }
+  }
+
+  /** Run the reaper every `intervalMs` (an unref'd timer: it keeps no process alive). */
+  startReaper(intervalMs: number): void {
+    this.reaper = setInterval(() => void this.reap(), intervalMs);
+    this.reaper.unref();
+  }
+
+  /** Stop the reaper's timer (a pass already running goes on). */
+  stopReaper(): void {
+    if (this.reaper) clearInterval(this.reaper);
+  }
+
+  /**
+   * Guest-exit reaper: a running VM (or warm VM) whose sandbox has stopped is removed
+   * (ephemeral) or marked Stopped (persistent; config VMs come back at the next daemon start).
+   * Never rejects (failures are logged per VM).
+   */
+  private async reap(): Promise<void> {
+    const { table, launcher } = this.deps;
+    for (const vm of table.all()) {
+      if (vm.phase !== "running" || vm.pid === undefined || pidAlive(vm.pid)) continue;
+      const h = vm.record.hostname;
+      await table.withLock(h, async () => {
+        if (vm.phase !== "running" || (vm.pid !== undefined && pidAlive(vm.pid))) return;
+        const st = await this.deps.runtime.state(this.deps.paths.containerId(h));
+        if (st.status === "running" || st.status === "paused") {
+          vm.pid = st.pid;
+          return;
+        }
+        const pooled = vm.record.pooled === true;
+        this.log.info("guest exited", { hostname: h, persistent: vm.record.persistent, warm: pooled });
+        if (!vm.record.persistent) {
+          vm.phase = "deleting";
+          try {
+            await launcher.teardown(vm, { removeDisk: true, graceful: false });
+          } finally {
+            (pooled ? table.warm : table.vms).delete(h);
+            this.deps.network.release(h);
+            await table.persist();
+          }
+          this.deps.kickRefill();
+          return;
+        }
+        vm.phase = "stopping";
+        await launcher.teardown(vm, { removeDisk: false, graceful: false }).catch(() => undefined);
+        vm.phase = "stopped";
+        await table.persist();
+      }).catch((err: unknown) => this.log.error("reaper failed", { hostname: h, err }));
+    }
+  }
+}
