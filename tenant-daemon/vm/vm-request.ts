@@ -1,5 +1,6 @@
 /**
- * Validation of VM-related request bodies and queries (spec §2.2, §3.2, §3.3). Pure.
+ * Validation of VM-related request bodies and queries of the Slicer REST API
+ * (https://docs.slicervm.com): create bodies and their sizing, `wait`/`timeout`, tags. Pure.
  */
 import { parseIpv4 } from "../../shared/cidr.js";
 import { PaddockError } from "../../shared/errors.js";
@@ -16,11 +17,11 @@ export interface CreateVmRequest {
   userdata: string | undefined;
   secrets: string[] | undefined;
   network: VmNetworkOverride | undefined;
-  /** Requested static IPv4 (spec §2.2 `ip`), bare; the network checks it is a free VM address of the group. */
+  /** Requested static IPv4 (the create body's `ip`), bare; the network checks it is a free VM address of the group. */
   ip: string | undefined;
 }
 
-/** Largest accepted tag, bytes; a larger one is a 400 (issue 7: a 1 MB tag gets a clear 4xx). */
+/** Largest accepted tag, bytes; a larger one is a 400 (a 1 MB tag gets a clear 4xx). */
 export const MAX_TAG_BYTES = 4096;
 /** Most tags on one VM. */
 export const MAX_TAGS = 128;
@@ -58,8 +59,9 @@ export function validateTags(tags: readonly string[], key = "tags"): void {
 }
 
 /**
- * Validate a create body against its host group (spec §2.2 body table, §3.3 sizing: omitted
- * or 0 ⇒ default, ≤ ⇒ honoured, > ⇒ 400). Unknown fields are ignored (spec: accept and ignore).
+ * Validate a create body against its host group (sizing as in Slicer: `cpus`/`ram_bytes`
+ * omitted or 0 ⇒ the group's default, ≤ ⇒ honoured, > ⇒ 400). Unknown fields are ignored, as
+ * Slicer does.
  * @throws PaddockError ERR_VM_INVALID_REQUEST, ERR_VM_SIZE_EXCEEDED, ERR_TAGS_INVALID
  */
 export function parseCreateVmRequest(body: unknown, group: HostGroupConfig): CreateVmRequest {
@@ -97,7 +99,7 @@ export function parseCreateVmRequest(body: unknown, group: HostGroupConfig): Cre
   }
   let ip: string | undefined;
   if (b.ip !== undefined && b.ip !== null && b.ip !== "") {
-    // Both forms are accepted (spec §5 #22): bare, or CIDR as in create responses.
+    // Both forms are accepted: bare, or CIDR as in create responses.
     const m = typeof b.ip === "string" ? /^(\d{1,3}(?:\.\d{1,3}){3})(?:\/(\d{1,2}))?$/.exec(b.ip) : null;
     if (!m || parseIpv4(m[1] as string) === undefined || (m[2] !== undefined && Number(m[2]) > 32)) throw bad("ip must be an IPv4 address (a.b.c.d or a.b.c.d/prefix)");
     ip = m[1];
@@ -105,7 +107,7 @@ export function parseCreateVmRequest(body: unknown, group: HostGroupConfig): Cre
   return { cpus, ramBytes, persistent, tags, userdata, secrets, network, ip };
 }
 
-/** `wait` and `timeout` of a create (spec §2.2). */
+/** `wait` and `timeout` query values of a create (`?wait=agent&timeout=30s`). */
 export interface WaitOptions {
   wait: "agent" | "userdata" | undefined;
   timeoutMs: number;
@@ -123,7 +125,7 @@ export function parseWaitQuery(wait: unknown, timeout: unknown): WaitOptions {
   return { wait: wait === "agent" || wait === "userdata" ? wait : undefined, timeoutMs };
 }
 
-/** A tags PATCH (spec §2.2): `add`+`remove` together, or `replace` alone. */
+/** A tags PATCH (`PATCH /vm/{h}/tags`): `add`+`remove` together, or `replace` alone. */
 export interface TagPatch {
   add: string[];
   remove: string[];
@@ -155,7 +157,8 @@ export function parseTagPatch(body: unknown): TagPatch {
 }
 
 /**
- * Apply a validated tag patch to `current`, keeping `name=` tags (spec §3.2). Pure.
+ * Apply a validated tag patch to `current`, keeping `name=` tags (immutable once set: a stable
+ * identity for the VM). Pure.
  */
 export function applyTagPatch(current: readonly string[], patch: TagPatch): string[] {
   const names = current.filter((t) => t.startsWith("name="));
@@ -168,7 +171,7 @@ function dedupe(list: readonly string[]): string[] {
   return [...new Set(list)];
 }
 
-/** Tag filter of list endpoints: exact `tag` or `tag_prefix`, both ⇒ 400 (spec §2.2). */
+/** Tag filter of list endpoints: exact `tag` or `tag_prefix`, both ⇒ 400. */
 export type TagFilter = { kind: "none" } | { kind: "exact"; value: string } | { kind: "prefix"; value: string };
 
 /**

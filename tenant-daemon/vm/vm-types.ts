@@ -1,5 +1,6 @@
 /**
- * VM records and wire shapes of the tenant daemon (spec §2.2, seed "Lifecycle").
+ * VM records (the state file) and wire shapes of the tenant daemon: the JSON of the Slicer REST
+ * API (https://docs.slicervm.com); the lifecycle is in README.md "How it behaves (the lifecycle)".
  */
 import type { VmNetworkOverride } from "../network/network.js";
 
@@ -22,7 +23,7 @@ export interface VmRecord {
   /** `a.b.c.d/prefix`, or "" when the VM has no network address. */
   ipCidr: string;
   userdata: string | undefined;
-  /** Secret names this VM may read; undefined ⇒ all (spec §3.8). */
+  /** Secret names this VM may read (the create body's `secrets`); undefined ⇒ all of the tenant's. */
   secrets: string[] | undefined;
   network: VmNetworkOverride | undefined;
   /** What the operator last asked for; a persistent VM that is `stopped` stays down on restart. */
@@ -45,7 +46,7 @@ export interface DaemonState {
   schemaVersion: 1;
   tenantId: string;
   /**
-   * Highest N handed out per host group (names are never handed out twice, spec §3.1). Names
+   * Highest N handed out per host group (names are never handed out twice, even across restarts). Names
    * held only by warm-pool VMs are not counted: they were never handed out.
    */
   counters: Record<string, number>;
@@ -55,10 +56,10 @@ export interface DaemonState {
 /** Live status of a VM, in memory. `Stopped` is the only one a non-running VM can have. */
 export type VmPhase = "creating" | "running" | "paused" | "stopping" | "stopped" | "deleting";
 
-/** Slicer `status` strings (spec §2.2). */
+/** Slicer `status` strings. */
 export type WireStatus = "Running" | "Paused" | "Stopped";
 
-/** A Node object as listed by `GET /nodes` (spec §2.2). */
+/** A Node object as listed by `GET /nodes` and `GET /hostgroup/{g}/nodes`. */
 export interface NodeWire {
   hostname: string;
   hostgroup: string;
@@ -72,7 +73,7 @@ export interface NodeWire {
   persistent: boolean;
 }
 
-/** The create / relaunch response (spec §2.2). */
+/** The create / relaunch response (`POST /hostgroup/{g}/nodes`, `POST /vm/{h}/relaunch`). */
 export interface CreateResponseWire {
   hostname: string;
   hostgroup: string;
