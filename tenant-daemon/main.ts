@@ -17,17 +17,15 @@ import { JsonStateStore, acquireOwnership, writeFileAtomic } from "../shared/sta
 import { loadTenantConfig, type TenantConfig } from "../shared/tenant-config.js";
 import { claimUidRange, releaseUidRange, type UidRange } from "../shared/uid-ranges.js";
 import { assertListenFree, attachUpgradeHandler, createApiApp, listenApi } from "./api/server.js";
-import { createStatsRouter } from "./api/stats-routes.js";
 import { VmStatsCollector } from "./api/vm-stats.js";
 import { agentStats } from "./agent-client/agent-http.js";
-import { createAgentUpgradeHandler } from "./agent-client/agent-ws.js";
+import { createAgentUpgradeHandler } from "./api/ws-upgrade.js";
 import { DaemonMetrics } from "./api/metrics.js";
 import { resolveImage } from "./images/image-store.js";
 import { createOciDriver } from "./runtime/oci-driver.js";
 import { createVmStorage } from "./storage/vm-storage.js";
 import { createTenantNetwork } from "./network/tenant-network.js";
 import { createAgentPort } from "./vm/agent-port.js";
-import { createAgentRouter } from "./agent-client/agent-router.js";
 import { SecretStore } from "./secrets/secret-store.js";
 import { VmService } from "./vm/vm-service.js";
 import { VmNamespaces } from "./runtime/vm-namespaces.js";
@@ -226,8 +224,7 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
       agentStats,
     });
     const app = createApiApp({
-      config, vms: svc.vms, metrics, logger, authToken,
-      extraRouters: [createAgentRouter({ resolveAgent: (h) => svc.vms.resolveAgent(h), secrets: svc.secrets, logger }), createStatsRouter(stats)],
+      config, vms: svc.vms, metrics, logger, authToken, secrets: svc.secrets, stats,
       describeNetwork: (h) => svc.network.describe?.(h),
     });
     const server = await listenApi(app, config);

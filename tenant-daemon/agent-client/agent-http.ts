@@ -1,6 +1,7 @@
 /**
  * Daemon-side calls into a guest agent over its Unix socket: health (readiness) and secrets
- * sync. Streaming endpoints are forwarded by agent-router.ts instead.
+ * sync, stats. Streaming calls (exec, cp, fs) are agent-stream.ts; shell and forward sessions
+ * agent-ws.ts.
  */
 import http from "node:http";
 import { PaddockError } from "../../shared/errors.js";
@@ -12,7 +13,7 @@ import { answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
 /** Largest JSON answer read from an agent, bytes (health, stats, secrets sync). */
 const MAX_AGENT_JSON_BYTES = 1 << 20;
 
-/** Agent health (spec §2.4); durations in integer nanoseconds. The agent's own wire type. */
+/** Agent health (`GET /vm/{hostname}/health`); durations in integer nanoseconds. The agent's own wire type. */
 export type AgentHealthInfo = AgentHealth;
 
 /**
@@ -93,7 +94,7 @@ export async function agentHealth(endpoint: AgentEndpoint, timeoutMs: number): P
 }
 
 /**
- * Push the VM's granted secrets to its agent (spec §3.8): all secrets when `allowedNames` is
+ * Push the VM's granted secrets to its agent: all secrets when `allowedNames` is
  * undefined, else only those names. The agent writes them to `/run/slicer/secrets/<name>` with
  * the stored mode/uid/gid and removes files of secrets no longer granted.
  * @returns the names the agent reports as synced.
@@ -114,7 +115,7 @@ export async function syncSecretsToAgent(
 }
 
 /**
- * `GET /v1/stats` of the agent: guest-side counters for NodeStat snapshots (spec §2.4).
+ * `GET /v1/stats` of the agent: guest-side counters for NodeStat snapshots (api/vm-stats.ts).
  * @throws PaddockError ERR_VM_AGENT_UNAVAILABLE when unreachable, slow (> `timeoutMs`) or malformed.
  */
 export async function agentStats(endpoint: AgentEndpoint, timeoutMs: number): Promise<GuestStats> {

@@ -1,191 +1,125 @@
 /**
- * The daemon's WebSocket endpoints (spec §2.10–§2.11): `GET /vm/{h}/shell` and
- * `GET /vm/{h}/forward`. The daemon's HTTP server hands every upgrade request to
- * {@link createAgentUpgradeHandler}; it authenticates (spec §1.2: the upgrade carries the same
- * bearer header), resolves the VM (404, 409 paused/not running), opens the matching upgrade
- * on the VM's guest agent (`/v1/shell`, `/v1/forward`, `Upgrade: paddock-stream`) and only
- * when the agent answers 101 completes the client's WebSocket handshake. An agent error
- * before its 101 (bad uid, missing shell, …) is relayed to the client as that HTTP error.
+ * The daemon's WebSocket sessions, agent side (the upgrade itself is api/ws-upgrade.ts):
+ * {@link openAgentUpgrade} opens the VM's guest agent's `/v1/shell` or `/v1/forward` as a raw
+ * upgraded stream (`Upgrade: paddock-stream`), checks the VM's proof on the agent's answer, and
+ * relays an agent refusal before its 101 (bad uid, missing shell, …) to the client as that HTTP
+ * error; {@link relay} then pipes the client's WebSocket and the agent stream.
  *
- * After the upgrade the two sockets are relayed message by message, with backpressure both
- * ways and nothing buffered beyond the socket buffers:
- * - shell: every client binary message must be exactly one §2.10 frame and is written as is
- *   to the agent stream; the agent stream is cut into frames, one WebSocket message each;
- *   text messages are ignored; after the agent's SessionClose frame the WebSocket is closed.
+ * The relay goes message by message, with backpressure both ways and nothing buffered beyond
+ * the socket buffers:
+ * - shell: every client binary message must be exactly one shell frame
+ *   (tenant-daemon/agent/shell-frames.ts) and is written as is to the agent stream; the agent
+ *   stream is cut into frames, one WebSocket message each; text messages are ignored; after the
+ *   agent's SessionClose frame the WebSocket is closed.
  * - forward: binary messages ↔ raw bytes; either side closing closes the other.
  */
-import crypto from "node:crypto";
 import http from "node:http";
 import type { Duplex } from "node:stream";
-import { WebSocketServer, type WebSocket, type RawData } from "ws";
-import { PaddockError, errnoCode, errorResponse } from "../../shared/errors.js";
+import type { WebSocket, RawData } from "ws";
+import { PaddockError, errnoCode } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import { parseUpstream } from "../agent/forward.js";
 import { FrameDecoder, FrameType, isWholeFrame } from "../agent/shell-frames.js";
-import { AGENT_UPGRADE_PROTOCOL, writeHttpError } from "../agent/upgrade-util.js";
+import { AGENT_UPGRADE_PROTOCOL, rejectUpgrade, writeHttpError } from "../agent/upgrade-util.js";
 import { answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
-
-/** What the upgrade handler needs from the composition root. */
-export interface AgentUpgradeDeps {
-  /**
-   * The agent of a running VM.
-   * @throws PaddockError ERR_VM_NOT_FOUND (404), ERR_VM_PAUSED (409), ERR_VM_NOT_RUNNING (409).
-   */
-  resolveAgent(hostname: string): AgentEndpoint;
-  /** Bearer token when the API requires auth (TCP), else undefined (spec §1.2). */
-  authToken: string | undefined;
-  logger: Logger;
-}
-
-/** The handler for `server.on("upgrade")`, plus a way to end every live session (daemon stop). */
-export interface AgentUpgradeHandler {
-  handle(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
-  /** Close every live WebSocket session (code 1001) and their agent streams. */
-  closeAll(): void;
-}
 
 /** Above this many bytes queued towards the client, reading from the agent pauses. */
 const HIGH_WATER_BYTES = 1 << 20;
-/** Largest WebSocket message accepted from a client (a shell frame or a forward chunk). */
-const MAX_CLIENT_MESSAGE_BYTES = 4 << 20;
 /** Largest refusal the agent may send before upgrading (an error JSON), bytes. */
 const MAX_AGENT_ERROR_BYTES = 64 << 10;
 
-function authorized(header: string | undefined, token: string): boolean {
-  const m = /^Bearer (.*)$/i.exec(header ?? "");
-  const given = crypto.createHash("sha256").update(m?.[1] ?? "").digest();
-  const expected = crypto.createHash("sha256").update(token).digest();
-  return !!m && crypto.timingSafeEqual(given, expected);
+/** What {@link openAgentUpgrade} opens, and for whom. */
+export interface AgentUpgradeRequest {
+  endpoint: AgentEndpoint;
+  /** Path on the agent, e.g. `/v1/shell?uid=0` or `/v1/forward?upstream=…`. */
+  agentPath: string;
+  /** For logs. */
+  kind: "shell" | "forward";
+  /** The API client's socket, not yet answered; refusals are written to it, then it is ended. */
+  client: Duplex;
+  logger: Logger;
+  /**
+   * Called once the agent answered 101 with the VM's proof and the client is still there, with
+   * the agent stream paused (any bytes that came with the 101 put back in front).
+   */
+  onUpgraded(agent: Duplex): void;
 }
 
-function rejectClient(socket: Duplex, err: unknown, extraHeaders: Record<string, string> = {}): void {
-  const { status, body } = errorResponse(err);
-  writeHttpError(socket, status, JSON.stringify(body), extraHeaders);
-}
-
-/** Build the upgrade handler. */
-export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeHandler {
-  const log = deps.logger.child({ component: "agent-ws" });
-  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MAX_CLIENT_MESSAGE_BYTES });
-  const sessions = new Set<{ ws: WebSocket; agent: Duplex }>();
-
-  const handle = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
-    socket.on("error", () => undefined);
-    try {
-      const url = new URL(req.url ?? "/", "http://daemon");
-      if (deps.authToken !== undefined && !authorized(req.headers.authorization, deps.authToken)) {
-        rejectClient(socket, new PaddockError("ERR_AUTH_REQUIRED", "unauthorized"));
-        return;
-      }
-      const m = /^\/vm\/([^/]+)\/(shell|forward)$/.exec(url.pathname);
-      if (!m) throw new PaddockError("ERR_NOT_FOUND", `no WebSocket route ${url.pathname}`);
-      if (req.method !== "GET") throw new PaddockError("ERR_METHOD_NOT_ALLOWED", `method ${req.method} not allowed on /vm/{hostname}/${m[2]}`);
-      if ((req.headers.upgrade ?? "").toLowerCase() !== "websocket") throw new PaddockError("ERR_BAD_REQUEST", "expected a WebSocket upgrade");
-      const hostname = decodeURIComponent(m[1] as string);
-      const kind = m[2] as "shell" | "forward";
-      let agentPath: string;
-      if (kind === "forward") {
-        const upstream = req.headers["x-inlets-upstream"];
-        parseUpstream(Array.isArray(upstream) ? upstream[0] : upstream); // 400 before anything else
-        agentPath = `/v1/forward?upstream=${encodeURIComponent(String(upstream))}`;
-      } else {
-        agentPath = `/v1/shell${url.search}`;
-      }
-      openAgent(req, socket, head, deps.resolveAgent(hostname), kind, agentPath);
-    } catch (err) {
-      if (!(err instanceof PaddockError) || !err.isClientError) log.error("upgrade failed", { err });
-      rejectClient(socket, err, err instanceof PaddockError && err.code === "ERR_METHOD_NOT_ALLOWED" ? { Allow: "GET" } : {});
+/**
+ * Open the agent stream of one WebSocket session. Until the agent's 101, a client that goes
+ * away aborts the agent request. Answered on `client` instead of calling `onUpgraded`: the
+ * agent's own refusal (status and JSON body, at most 64 KiB) as it is, or 503
+ * ERR_VM_AGENT_UNAVAILABLE when the agent is unreachable, answers without the VM's proof, or
+ * refuses with a longer body.
+ */
+export function openAgentUpgrade(r: AgentUpgradeRequest): void {
+  const { endpoint, client: socket, kind, logger: log } = r;
+  const { hostname } = endpoint;
+  const areq = http.request({
+    socketPath: endpoint.socketPath, method: "GET", path: r.agentPath,
+    headers: { host: "agent", connection: "Upgrade", upgrade: AGENT_UPGRADE_PROTOCOL },
+  });
+  let settled = false;
+  const onClientGone = (): void => {
+    if (!settled) areq.destroy();
+  };
+  socket.once("close", onClientGone);
+  areq.on("upgrade", (ares, agentSocket: Duplex, agentHead: Buffer) => {
+    settled = true;
+    socket.off("close", onClientGone);
+    agentSocket.on("error", () => undefined);
+    if (!answerIsFromAgent(endpoint, ares.headers)) {
+      agentSocket.destroy();
+      log.warn("agent upgrade answer without the VM's proof; refused", { hostname, kind });
+      rejectUpgrade(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `the answer on ${hostname}'s agent channel did not come from its agent (missing or wrong proof); refused`));
+      return;
     }
-  };
-
-  const openAgent = (req: http.IncomingMessage, socket: Duplex, head: Buffer, endpoint: AgentEndpoint, kind: "shell" | "forward", agentPath: string): void => {
-    const { hostname } = endpoint;
-    const areq = http.request({
-      socketPath: endpoint.socketPath, method: "GET", path: agentPath,
-      headers: { host: "agent", connection: "Upgrade", upgrade: AGENT_UPGRADE_PROTOCOL },
-    });
-    let settled = false;
-    const onClientGone = (): void => {
-      if (!settled) areq.destroy();
-    };
-    socket.once("close", onClientGone);
-    areq.on("upgrade", (ares, agentSocket: Duplex, agentHead: Buffer) => {
-      settled = true;
-      socket.off("close", onClientGone);
-      agentSocket.on("error", () => undefined);
-      if (!answerIsFromAgent(endpoint, ares.headers)) {
-        agentSocket.destroy();
-        log.warn("agent upgrade answer without the VM's proof; refused", { hostname, kind });
-        rejectClient(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `the answer on ${hostname}'s agent channel did not come from its agent (missing or wrong proof); refused`));
+    if (socket.destroyed) {
+      agentSocket.destroy();
+      return;
+    }
+    if (agentHead.length > 0) agentSocket.unshift(agentHead);
+    agentSocket.pause();
+    r.onUpgraded(agentSocket);
+  });
+  areq.on("response", (res) => {
+    // The agent refused before upgrading: relay its (small, JSON) error.
+    settled = true;
+    socket.off("close", onClientGone);
+    if (!answerIsFromAgent(endpoint, res.headers)) {
+      res.destroy();
+      rejectUpgrade(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `the answer on ${hostname}'s agent channel did not come from its agent (missing or wrong proof); refused`));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let total = 0;
+    res.on("data", (c: Buffer) => {
+      total += c.length;
+      if (total <= MAX_AGENT_ERROR_BYTES) {
+        chunks.push(c);
         return;
       }
-      if (socket.destroyed) {
-        agentSocket.destroy();
-        return;
-      }
-      if (agentHead.length > 0) agentSocket.unshift(agentHead);
-      agentSocket.pause();
-      wss.handleUpgrade(req, socket, head, (ws) => {
-        const session = { ws, agent: agentSocket };
-        sessions.add(session);
-        log.info("session opened", { hostname, kind });
-        relay(ws, agentSocket, kind === "shell", () => {
-          sessions.delete(session);
-          log.info("session closed", { hostname, kind });
-        });
-      });
+      // An agent that keeps talking past the cap does not hold the client (or memory): refuse.
+      res.destroy();
+      rejectUpgrade(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent of VM ${hostname} refused the upgrade with an answer over ${MAX_AGENT_ERROR_BYTES} bytes`));
     });
-    areq.on("response", (res) => {
-      // The agent refused before upgrading: relay its (small, JSON) error.
-      settled = true;
-      socket.off("close", onClientGone);
-      if (!answerIsFromAgent(endpoint, res.headers)) {
-        res.destroy();
-        rejectClient(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `the answer on ${hostname}'s agent channel did not come from its agent (missing or wrong proof); refused`));
-        return;
-      }
-      const chunks: Buffer[] = [];
-      let total = 0;
-      res.on("data", (c: Buffer) => {
-        total += c.length;
-        if (total <= MAX_AGENT_ERROR_BYTES) {
-          chunks.push(c);
-          return;
-        }
-        // An agent that keeps talking past the cap does not hold the client (or memory): refuse.
-        res.destroy();
-        rejectClient(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent of VM ${hostname} refused the upgrade with an answer over ${MAX_AGENT_ERROR_BYTES} bytes`));
-      });
-      res.on("end", () => writeHttpError(socket, res.statusCode ?? 502, Buffer.concat(chunks).toString("utf8")));
-      res.on("error", () => socket.destroy());
-    });
-    areq.on("error", (err) => {
-      if (settled) return;
-      settled = true;
-      socket.off("close", onClientGone);
-      const code = errnoCode(err);
-      const unreachable = code === "ECONNREFUSED" || code === "ENOENT" || code === "ECONNRESET" || code === "EPIPE";
-      rejectClient(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", unreachable ? `guest agent of VM ${hostname} is not reachable` : `guest agent of VM ${hostname} failed: ${err.message}`, { cause: err }));
-    });
-    areq.end();
-  };
-
-  return {
-    handle,
-    closeAll: () => {
-      for (const s of sessions) {
-        s.ws.close(1001, "daemon stopping");
-        s.agent.destroy();
-        // A client that does not answer the close handshake must not hold the server open.
-        setTimeout(() => s.ws.terminate(), 1000).unref();
-      }
-    },
-  };
+    res.on("end", () => writeHttpError(socket, res.statusCode ?? 502, Buffer.concat(chunks).toString("utf8")));
+    res.on("error", () => socket.destroy());
+  });
+  areq.on("error", (err) => {
+    if (settled) return;
+    settled = true;
+    socket.off("close", onClientGone);
+    const code = errnoCode(err);
+    const unreachable = code === "ECONNREFUSED" || code === "ENOENT" || code === "ECONNRESET" || code === "EPIPE";
+    rejectUpgrade(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", unreachable ? `guest agent of VM ${hostname} is not reachable` : `guest agent of VM ${hostname} failed: ${err.message}`, { cause: err }));
+  });
+  areq.end();
 }
 
 /**
  * Relay between a client WebSocket and an upgraded agent stream until either ends.
- * `framed`: shell mode (messages are §2.10 frames), else forward mode (raw bytes).
+ * `framed`: shell mode (messages are shell frames), else forward mode (raw bytes). `onDone` is
+ * called once, when the session ends.
  */
 export function relay(ws: WebSocket, agent: Duplex, framed: boolean, onDone: () => void): void {
   let done = false;
@@ -209,7 +143,7 @@ export function relay(ws: WebSocket, agent: Duplex, framed: boolean, onDone: () 
     if (done) return;
     const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
     if (framed) {
-      if (!isBinary) return; // text messages are ignored (spec §2.10)
+      if (!isBinary) return; // text messages are ignored
       if (!isWholeFrame(buf)) {
         finish(1002, "malformed shell frame");
         return;

@@ -1,6 +1,6 @@
 /**
- * Express plumbing shared by the daemon's routes: async handlers, the one error middleware
- * (STYLE.md §6), the encoded-`?` shim (spec §1.3) and a route table for 404 vs 405.
+ * Express plumbing shared by the daemon's routes: async handlers, the one error middleware,
+ * the direct error answer of the agent and secrets routes, the encoded-`?` shim and the 404.
  */
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { PaddockError, errorResponse } from "../../shared/errors.js";
@@ -16,7 +16,7 @@ export function asyncHandler(fn: (req: Request, res: Response) => Promise<void> 
 }
 
 /**
- * The encoded-`?` shim (spec §1.3): the Go SDK's `GetHostGroupNodes` puts the query string,
+ * The encoded-`?` shim: the Go SDK's `GetHostGroupNodes` puts the query string,
  * percent-encoded, inside the path (`/hostgroup/g/nodes%3Ftag=name%253Dx`). When the path
  * holds an encoded `?` and there is no real query, split there and treat the rest as query.
  */
@@ -29,29 +29,33 @@ export function encodedQueryShim(req: Request, _res: Response, next: NextFunctio
   next();
 }
 
-/** A known route: used to answer 405 for a wrong method and 404 for an unknown path. */
-export interface KnownRoute {
-  pattern: RegExp;
-  methods: readonly string[];
-}
-
-/** 404 for unknown paths, 405 (with `Allow`) for a known path with another method (spec §1.3). */
-export function notFoundHandler(routes: readonly KnownRoute[]): RequestHandler {
+/** 404 `ERR_NOT_FOUND` for a path the route table does not know (wrong methods get 405 there). */
+export function notFoundHandler(): RequestHandler {
   return (req, res) => {
-    const route = routes.find((r) => r.pattern.test(req.path));
-    if (route && !route.methods.includes(req.method)) {
-      res.setHeader("Allow", route.methods.join(", "));
-      res.status(405).json({ error: `method ${req.method} not allowed on ${req.path}`, code: "ERR_METHOD_NOT_ALLOWED" });
-      return;
-    }
     res.status(404).json({ error: `no route for ${req.method} ${req.path}`, code: "ERR_NOT_FOUND" });
   };
 }
 
 /**
+ * Answer `err` on `res` directly, for the agent and secrets routes (they do not pass errors to
+ * the error middleware): the status and `{"error","code"}` body of `errorResponse`. An error
+ * that is not a PaddockError client error is logged as `agent endpoint failed`. When the
+ * answer has already started, `res` is destroyed instead.
+ */
+export function sendError(res: Response, err: unknown, logger: Logger): void {
+  if (!(err instanceof PaddockError) || !err.isClientError) logger.error("agent endpoint failed", { err });
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const { status, body } = errorResponse(err);
+  res.status(status).json(body);
+}
+
+/**
  * The one error middleware: PaddockError 4xx → `{"error","code"}`; body-parser errors → 400/413;
  * anything else is logged with its stack and answered with a generic 500. If headers were
- * already sent, the socket is destroyed (STYLE.md §6).
+ * already sent, the socket is destroyed: a half-sent answer must not look complete.
  */
 export function errorMiddleware(logger: Logger) {
   return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {

@@ -1,5 +1,5 @@
 /**
- * Prometheus metrics of a tenant daemon with the Slicer names (spec §2.1 `GET /metrics`),
+ * Prometheus metrics of a tenant daemon with the Slicer names (`GET /metrics`),
  * in the text exposition format (https://prometheus.io/docs/instrumenting/exposition_formats/).
  */
 import os from "node:os";

@@ -1,5 +1,6 @@
 /**
- * NodeStat snapshots for `GET /nodes/stats` and `GET /node/{h}/stats` (spec §2.4).
+ * NodeStat snapshots for `GET /nodes/stats` and `GET /node/{hostname}/stats` (the Slicer REST
+ * API's NodeStat objects).
  *
  * Sources (no in-guest `slicer-vmmeter` exists for OCI sandboxes, so the daemon assembles it):
  * - memory and CPU time: the VM's cgroup (`/paddock/<tenant>/<hostname>`; v1 `memory`,
@@ -22,7 +23,7 @@ import { rfc3339 } from "../../shared/time.js";
 import type { GuestStats } from "../agent/guest-stats.js";
 import { unameArch, type VmService } from "../vm/vm-service.js";
 
-/** The `snapshot` object (camelCase keys, spec §2.4). */
+/** The `snapshot` object (camelCase keys, as the Slicer REST API names them). */
 export interface NodeSnapshot {
   hostname: string;
   arch: string;
@@ -49,11 +50,11 @@ export interface NodeSnapshot {
   diskSpaceUsed: number;
   diskSpaceFree: number;
   diskSpaceUsedPercent: number;
-  /** Extra (allowed by spec §2.4): CPU time consumed by the VM's cgroup, seconds. */
+  /** Extra (clients ignore unknown fields): CPU time consumed by the VM's cgroup, seconds. */
   cpuUsageSeconds: number;
 }
 
-/** One NodeStat (spec §2.4); `status` is an extra field. */
+/** One NodeStat; `status` is an extra field. */
 export interface NodeStat {
   hostname: string;
   ip: string;

@@ -12,7 +12,7 @@ import path from "node:path";
 import express from "express";
 import { PaddockError } from "../../shared/errors.js";
 import { silentLogger } from "../../shared/logger.js";
-import { createAgentRouter } from "../../tenant-daemon/agent-client/agent-router.js";
+import { createAgentRouter } from "../../tenant-daemon/api/agent-routes.js";
 import { agentHealth, syncSecretsToAgent } from "../../tenant-daemon/agent-client/agent-http.js";
 import { SecretStore } from "../../tenant-daemon/secrets/secret-store.js";
 import { call, ndjson, startTestAgent, type TestAgent } from "./agent-fixture.js";

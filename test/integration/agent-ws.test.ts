@@ -15,7 +15,7 @@ import path from "node:path";
 import WebSocket from "ws";
 import { PaddockError } from "../../shared/errors.js";
 import { silentLogger } from "../../shared/logger.js";
-import { createAgentUpgradeHandler, type AgentUpgradeHandler } from "../../tenant-daemon/agent-client/agent-ws.js";
+import { createAgentUpgradeHandler, type AgentUpgradeHandler } from "../../tenant-daemon/api/ws-upgrade.js";
 import { call, startTestAgent, type TestAgent } from "./agent-fixture.js";
 
 function frame(type: number, payload: Buffer = Buffer.alloc(0)): Buffer {

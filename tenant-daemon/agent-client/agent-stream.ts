@@ -1,0 +1,74 @@
+/**
+ * Streaming calls to a guest agent: an API request (exec, cp, fs, health) is sent to the
+ * agent's Unix socket and its answer streamed back, bodies never buffered (exec stdin, cp
+ * uploads, NDJSON and tar downloads flow both ways). A client that goes away aborts the
+ * agent request, which makes the agent kill a foreground exec.
+ */
+import http from "node:http";
+import { PaddockError, errnoCode } from "../../shared/errors.js";
+import { AGENT_PROOF_HEADER, answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
+
+/** Request headers that must not travel to the agent (hop-by-hop, credentials, identity). */
+const DROP_REQUEST_HEADERS = new Set([
+  "host", "connection", "keep-alive", "proxy-connection", "upgrade", "te", "trailer",
+  "authorization", "proxy-authorization", "cookie", "x-forwarded-for", "x-real-ip", "forwarded",
+]);
+const DROP_RESPONSE_HEADERS = new Set(["connection", "keep-alive", "transfer-encoding", "date", AGENT_PROOF_HEADER]);
+
+/**
+ * Send `req` (its method, headers less the dropped ones, and body) to `endpoint`'s agent as
+ * `agentPath` (e.g. `/v1/exec?cmd=ls`) and stream the agent's answer to `res`: its status and
+ * headers (less hop-by-hop ones and the proof header), then its body. Agent errors arrive
+ * already in the Slicer error shape and are passed through as they are.
+ *
+ * `fail` is called, before anything was written to `res`, with PaddockError
+ * ERR_VM_AGENT_UNAVAILABLE (503) when the agent is unreachable, fails, or answers without the
+ * VM's proof (agent-endpoint.ts); it must answer `res`. A failure after the answer started
+ * destroys `res` instead.
+ */
+export function streamToAgent(
+  endpoint: AgentEndpoint,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  agentPath: string,
+  fail: (err: PaddockError) => void,
+): void {
+  const { socketPath, hostname } = endpoint;
+  const headers: http.OutgoingHttpHeaders = {};
+  for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !DROP_REQUEST_HEADERS.has(k)) headers[k] = v;
+  headers.host = "agent";
+  const upstream = http.request({ socketPath, method: req.method, path: agentPath, headers });
+  let responded = false;
+
+  upstream.on("response", (ur) => {
+    responded = true;
+    if (!answerIsFromAgent(endpoint, ur.headers)) {
+      upstream.destroy();
+      fail(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `the answer on ${hostname}'s agent channel did not come from its agent (missing or wrong proof); refused`));
+      return;
+    }
+    const out: Record<string, string | string[]> = {};
+    for (const [k, v] of Object.entries(ur.headers)) if (v !== undefined && !DROP_RESPONSE_HEADERS.has(k)) out[k] = v;
+    res.writeHead(ur.statusCode ?? 502, out);
+    res.flushHeaders();
+    ur.on("error", () => res.destroy());
+    ur.pipe(res);
+  });
+  upstream.on("error", (err) => {
+    if (responded || res.headersSent) {
+      res.destroy();
+      return;
+    }
+    if (res.destroyed) return;
+    const code = errnoCode(err);
+    const unreachable = code === "ECONNREFUSED" || code === "ENOENT" || code === "ECONNRESET" || code === "EPIPE";
+    fail(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", unreachable ? `guest agent of VM ${hostname} is not reachable` : `guest agent of VM ${hostname} failed: ${err.message}`, { cause: err }));
+  });
+  // Propagate client aborts upstream: since Node 15.5 an aborted server request no longer
+  // does it by itself.
+  res.on("close", () => {
+    if (!res.writableFinished) upstream.destroy();
+  });
+  req.on("error", () => upstream.destroy());
+  req.pipe(upstream);
+}

@@ -1,0 +1,70 @@
+/**
+ * The agent-backed VM routes: `/vm/{hostname}/{health,exec…,cp,fs/*}` are streamed to the VM's
+ * guest agent as `/v1/…` (agent-client/agent-stream.ts). Paths and auth are in routes.ts.
+ *
+ * {@link createAgentRouter} builds a router of only these, the secrets routes and the plain
+ * answers of the WebSocket paths, for tests that put them behind their own app.
+ */
+import express, { type Router } from "express";
+import type { Logger } from "../../shared/logger.js";
+import type { SecretStore } from "../secrets/secret-store.js";
+import type { AgentEndpoint } from "../agent-client/agent-endpoint.js";
+import { streamToAgent } from "../agent-client/agent-stream.js";
+import { sendError } from "./http-util.js";
+import { mountRoutes, type RouteHandlers } from "./route-mount.js";
+import { createSecretHandlers } from "./secrets-routes.js";
+import { createPlainUpgradeHandlers } from "./ws-upgrade.js";
+
+/**
+ * The agent of a running VM.
+ * @throws PaddockError ERR_VM_NOT_FOUND (404), ERR_VM_PAUSED (409), ERR_VM_NOT_RUNNING (409).
+ */
+export type ResolveAgent = (hostname: string) => AgentEndpoint;
+
+/**
+ * The handler: resolve the VM's agent from the path's hostname and stream the request to
+ * `/v1<rest of the path><query>`. Errors are answered directly (http-util.ts `sendError`,
+ * logged through `logger` when not a client error): what `resolveAgent` throws, and 503
+ * ERR_VM_AGENT_UNAVAILABLE when the agent is unreachable or its answer lacks the VM's proof.
+ */
+export function createAgentHandlers(resolveAgent: ResolveAgent, logger: Logger): RouteHandlers["agent"] {
+  return {
+    forward: (req, res) => {
+      // Every agent path of the table is /vm/:hostname/<sub>.
+      const m = /^\/vm\/([^/]+)(\/.*)$/.exec(req.path) as RegExpExecArray;
+      const sub = m[2] as string;
+      try {
+        const endpoint = resolveAgent(decodeURIComponent(m[1] as string));
+        const qIndex = req.originalUrl.indexOf("?");
+        const search = qIndex === -1 ? "" : req.originalUrl.slice(qIndex);
+        streamToAgent(endpoint, req, res, `/v1${sub}${search}`, (err) => sendError(res, err, logger));
+      } catch (err) {
+        req.resume();
+        sendError(res, err, logger);
+      }
+    },
+  };
+}
+
+/** What {@link createAgentRouter} needs. */
+export interface AgentRouterDeps {
+  resolveAgent: ResolveAgent;
+  secrets: SecretStore;
+  logger: Logger;
+}
+
+/**
+ * A router of the table's agent, WebSocket-path (plain requests: 400/405) and secrets routes,
+ * mounted as the daemon mounts them. Unknown paths fall through (`next()`); wrong methods on
+ * known paths answer 405.
+ */
+export function createAgentRouter(deps: AgentRouterDeps): Router {
+  const router = express.Router();
+  const log = deps.logger.child({ component: "agent-router" });
+  mountRoutes(router, {
+    agent: createAgentHandlers(deps.resolveAgent, log),
+    upgrade: createPlainUpgradeHandlers(),
+    secrets: createSecretHandlers(deps.secrets, log),
+  });
+  return router;
+}

@@ -1,0 +1,105 @@
+/**
+ * The tenant's secrets: `GET /secrets` (list), `POST /secrets` (create, 201), `PATCH
+ * /secrets/{name}` and `DELETE /secrets/{name}` (200), served from the host-side
+ * {@link SecretStore}. Paths and auth are in routes.ts.
+ *
+ * The handlers read their own bodies: they work whether or not a JSON parser ran before them.
+ */
+import type { Request } from "express";
+import { PaddockError } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import type { SecretStore } from "../secrets/secret-store.js";
+import { sendError } from "./http-util.js";
+import type { RouteHandlers } from "./route-mount.js";
+
+/** Largest secrets request body, bytes. */
+const SECRET_BODY_MAX_BYTES = 16 << 20;
+
+async function readJsonBody(req: Request, maxBytes: number): Promise<Record<string, unknown>> {
+  // A body parser mounted earlier may already have consumed the stream.
+  const pre = (req as { body?: unknown }).body;
+  if (req.readableEnded && pre !== undefined) {
+    if (typeof pre === "object" && pre !== null && !Array.isArray(pre) && !Buffer.isBuffer(pre)) return pre as Record<string, unknown>;
+  }
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    total += c.length;
+    if (total > maxBytes) throw new PaddockError("ERR_BODY_TOO_LARGE", `request body larger than ${maxBytes} bytes`);
+    chunks.push(c);
+  }
+  const text = Buffer.concat(chunks).toString("utf8").trim();
+  if (text === "") return {};
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (err) {
+    throw new PaddockError("ERR_BODY_INVALID_JSON", "request body is not valid JSON", { cause: err });
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new PaddockError("ERR_BODY_INVALID_JSON", "request body must be a JSON object");
+  return v as Record<string, unknown>;
+}
+
+function optionalString(body: Record<string, unknown>, key: string): string | undefined {
+  const v = body[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "string") throw new PaddockError("ERR_SECRET_INVALID", `${key} must be a string`);
+  return v;
+}
+
+function optionalInt(body: Record<string, unknown>, key: string): number | undefined {
+  const v = body[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isInteger(v)) throw new PaddockError("ERR_SECRET_INVALID", `${key} must be an integer`);
+  return v;
+}
+
+/**
+ * The handlers. Bodies are JSON objects `{name, data (base64), permissions, uid, gid}` of at
+ * most 16 MiB. Errors are answered directly (http-util.ts `sendError`, logged through `logger`
+ * when not a client error): ERR_SECRET_INVALID, ERR_BODY_INVALID_JSON (400),
+ * ERR_BODY_TOO_LARGE (413), and what SecretStore throws (ERR_SECRET_NOT_FOUND 404, …).
+ */
+export function createSecretHandlers(secrets: SecretStore, logger: Logger): RouteHandlers["secrets"] {
+  return {
+    list: (_req, res) => {
+      secrets.list().then(
+        (list) => res.status(200).json(list),
+        (err: unknown) => sendError(res, err, logger),
+      );
+    },
+    create: (req, res) => {
+      (async () => {
+        const body = await readJsonBody(req, SECRET_BODY_MAX_BYTES);
+        const data = optionalString(body, "data");
+        if (data === undefined) throw new PaddockError("ERR_SECRET_INVALID", "data (base64) is required");
+        await secrets.create({
+          name: optionalString(body, "name") ?? "",
+          data,
+          ...(optionalString(body, "permissions") !== undefined ? { permissions: optionalString(body, "permissions") } : {}),
+          ...(optionalInt(body, "uid") !== undefined ? { uid: optionalInt(body, "uid") } : {}),
+          ...(optionalInt(body, "gid") !== undefined ? { gid: optionalInt(body, "gid") } : {}),
+        });
+        res.status(201).end();
+      })().catch((err: unknown) => sendError(res, err, logger));
+    },
+    update: (req, res) => {
+      (async () => {
+        const body = await readJsonBody(req, SECRET_BODY_MAX_BYTES);
+        await secrets.update(String(req.params.name), {
+          data: optionalString(body, "data"),
+          permissions: optionalString(body, "permissions"),
+          uid: optionalInt(body, "uid"),
+          gid: optionalInt(body, "gid"),
+        });
+        res.status(200).end();
+      })().catch((err: unknown) => sendError(res, err, logger));
+    },
+    delete: (req, res) => {
+      secrets.delete(String(req.params.name)).then(
+        () => res.status(200).end(),
+        (err: unknown) => sendError(res, err, logger),
+      );
+    },
+  };
+}

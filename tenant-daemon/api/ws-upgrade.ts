@@ -1,0 +1,142 @@
+/**
+ * The daemon's WebSocket endpoints, `GET /vm/{hostname}/shell` and `GET /vm/{hostname}/forward`
+ * (the `upgrade` routes of routes.ts). The daemon's HTTP server hands every upgrade request to
+ * {@link createAgentUpgradeHandler}, which:
+ * 1. checks the bearer token (auth.ts; the upgrade carries the same header as any request);
+ * 2. matches the path against the table's upgrade routes (404), the method (405, `Allow: GET`)
+ *    and `Upgrade: websocket` (400); for forward, the `X-Inlets-Upstream` header (400);
+ * 3. resolves the VM (404, 409 paused/not running) and opens the matching agent stream
+ *    (agent-client/agent-ws.ts `openAgentUpgrade`), completing the client's WebSocket
+ *    handshake only once the agent answered 101; then relays the two (agent-ws.ts `relay`).
+ *
+ * A plain (non-upgrade) request on these paths is answered by {@link createPlainUpgradeHandlers}.
+ */
+import http from "node:http";
+import type { Duplex } from "node:stream";
+import type { RequestHandler } from "express";
+import { WebSocketServer, type WebSocket } from "ws";
+import { PaddockError, errorResponse } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import { parseUpstream } from "../agent/forward.js";
+import { rejectUpgrade } from "../agent/upgrade-util.js";
+import { openAgentUpgrade, relay } from "../agent-client/agent-ws.js";
+import type { AgentEndpoint } from "../agent-client/agent-endpoint.js";
+import { BearerAuth } from "./auth.js";
+import { agentPathShown, type RouteHandlers } from "./route-mount.js";
+import { ROUTES, pathTemplate, publicPaths, type Route, type UpgradeHandler } from "./routes.js";
+
+/** What the upgrade handler needs from the composition root. */
+export interface AgentUpgradeDeps {
+  /**
+   * The agent of a running VM.
+   * @throws PaddockError ERR_VM_NOT_FOUND (404), ERR_VM_PAUSED (409), ERR_VM_NOT_RUNNING (409).
+   */
+  resolveAgent(hostname: string): AgentEndpoint;
+  /** Bearer token when the API requires auth (TCP), else undefined. */
+  authToken: string | undefined;
+  logger: Logger;
+}
+
+/** The handler for `server.on("upgrade")`, plus a way to end every live session (daemon stop). */
+export interface AgentUpgradeHandler {
+  handle(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Close every live WebSocket session (code 1001) and their agent streams. */
+  closeAll(): void;
+}
+
+/** Largest WebSocket message accepted from a client (a shell frame or a forward chunk). */
+const MAX_CLIENT_MESSAGE_BYTES = 4 << 20;
+
+type UpgradeRoute = Extract<Route, { group: "upgrade" }>;
+
+/** The table's upgrade routes with the regex of their path (one `[^/]+` per parameter, exact). */
+const UPGRADES: readonly { route: UpgradeRoute; pattern: RegExp }[] = ROUTES
+  .filter((r): r is UpgradeRoute => r.group === "upgrade")
+  .map((route) => ({ route, pattern: new RegExp(`^${route.path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/:\w+/g, "([^/]+)")}$`) }));
+
+/** The agent path each upgrade opens. @throws PaddockError ERR_BAD_REQUEST (400) for a bad forward upstream. */
+const AGENT_PATHS: Readonly<Record<UpgradeHandler, (req: http.IncomingMessage, url: URL) => string>> = {
+  shell: (_req, url) => `/v1/shell${url.search}`,
+  forward: (req) => {
+    const upstream = req.headers["x-inlets-upstream"];
+    parseUpstream(Array.isArray(upstream) ? upstream[0] : upstream); // 400 before anything else
+    return `/v1/forward?upstream=${encodeURIComponent(String(upstream))}`;
+  },
+};
+
+/** Build the upgrade handler. */
+export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeHandler {
+  const log = deps.logger.child({ component: "agent-ws" });
+  const auth = new BearerAuth(deps.authToken, publicPaths(ROUTES, true));
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MAX_CLIENT_MESSAGE_BYTES });
+  const sessions = new Set<{ ws: WebSocket; agent: Duplex }>();
+
+  const handle = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
+    socket.on("error", () => undefined);
+    try {
+      const url = new URL(req.url ?? "/", "http://daemon");
+      if (!auth.admits(url.pathname, req.headers.authorization)) {
+        rejectUpgrade(socket, new PaddockError("ERR_AUTH_REQUIRED", "unauthorized"));
+        return;
+      }
+      let found: { route: UpgradeRoute; m: RegExpExecArray } | undefined;
+      for (const u of UPGRADES) {
+        const m = u.pattern.exec(url.pathname);
+        if (m) {
+          found = { route: u.route, m };
+          break;
+        }
+      }
+      if (!found) throw new PaddockError("ERR_NOT_FOUND", `no WebSocket route ${url.pathname}`);
+      const { route, m } = found;
+      if (req.method !== route.method) throw new PaddockError("ERR_METHOD_NOT_ALLOWED", `method ${req.method} not allowed on ${pathTemplate(route.path)}`);
+      if ((req.headers.upgrade ?? "").toLowerCase() !== "websocket") throw new PaddockError("ERR_BAD_REQUEST", "expected a WebSocket upgrade");
+      const hostname = decodeURIComponent(m[1] as string);
+      const kind = route.handler;
+      const agentPath = AGENT_PATHS[kind](req, url);
+      openAgentUpgrade({
+        endpoint: deps.resolveAgent(hostname), agentPath, kind, client: socket, logger: log,
+        onUpgraded: (agentSocket) => {
+          wss.handleUpgrade(req, socket, head, (ws) => {
+            const session = { ws, agent: agentSocket };
+            sessions.add(session);
+            log.info("session opened", { hostname, kind });
+            relay(ws, agentSocket, kind === "shell", () => {
+              sessions.delete(session);
+              log.info("session closed", { hostname, kind });
+            });
+          });
+        },
+      });
+    } catch (err) {
+      if (!(err instanceof PaddockError) || !err.isClientError) log.error("upgrade failed", { err });
+      rejectUpgrade(socket, err, err instanceof PaddockError && err.code === "ERR_METHOD_NOT_ALLOWED" ? { Allow: "GET" } : {});
+    }
+  };
+
+  return {
+    handle,
+    closeAll: () => {
+      for (const s of sessions) {
+        s.ws.close(1001, "daemon stopping");
+        s.agent.destroy();
+        // A client that does not answer the close handshake must not hold the server open.
+        setTimeout(() => s.ws.terminate(), 1000).unref();
+      }
+    },
+  };
+}
+
+/**
+ * The answer to a plain HTTP request (no upgrade) on a WebSocket path, for every method:
+ * 400 ERR_BAD_REQUEST for GET, else 405 ERR_METHOD_NOT_ALLOWED (no `Allow`), both saying
+ * `/vm/{hostname}/shell is a WebSocket endpoint: send GET with Upgrade: websocket`.
+ */
+export function createPlainUpgradeHandlers(): RouteHandlers["upgrade"] {
+  const plain: RequestHandler = (req, res) => {
+    const err = new PaddockError(req.method === "GET" ? "ERR_BAD_REQUEST" : "ERR_METHOD_NOT_ALLOWED", `${agentPathShown(req)} is a WebSocket endpoint: send GET with Upgrade: websocket`);
+    const { status, body } = errorResponse(err);
+    res.status(status).json(body);
+  };
+  return { shell: plain, forward: plain };
+}
