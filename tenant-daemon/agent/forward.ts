@@ -1,9 +1,9 @@
 /**
  * Port forwarding (docs/slicer-api.md#port-forwarding), guest side: dial `host:port` or
  * `unix:/path` from inside the VM's network and mount namespaces and splice the upgraded stream to
- * it. The agent answers 101 as soon as the upstream is valid and dials afterwards (the contract's
- * "dial failure after upgrade ⇒ close"); bytes written before the dial completes are queued by the
- * socket.
+ * it. The agent answers 101 as soon as the upstream is valid and dials afterwards (so a dial
+ * failure shows as the stream closing after the upgrade); bytes written before the dial completes
+ * are queued by the socket.
  */
 import net from "node:net";
 import type { Duplex } from "node:stream";
