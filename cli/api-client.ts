@@ -2,7 +2,7 @@
  * A small HTTP client for the Slicer/Paddock APIs over a Unix socket (`http.request({socketPath})`)
  * or http(s). Responses are handed back as streams (exec NDJSON, cp downloads are never
  * buffered); JSON helpers turn non-2xx answers into {@link ApiError}s carrying the server's
- * `error` and `code` (spec §1.5).
+ * `error` and `code` (docs/slicer-api.md#errors).
  */
 import http from "node:http";
 import type { Readable } from "node:stream";
@@ -10,7 +10,7 @@ import { pipeline } from "node:stream/promises";
 import { ApiError, ConnectError } from "./cli-errors.js";
 import type { Target } from "./target.js";
 
-/** Query parameters in order; undefined values are skipped, repeated keys kept (spec §1.4). */
+/** Query parameters in order; undefined values are skipped, repeated keys kept. */
 export type QueryParams = ReadonlyArray<readonly [string, string | number | boolean | undefined]>;
 
 /** Options of one request. */

@@ -1,6 +1,6 @@
 /**
  * What a CLI command may touch of the outside world, passed down from the entry point
- * (one composition root, STYLE.md §3) so commands can run against other streams in tests.
+ * (the one place that builds them) so commands can run against other streams in tests.
  */
 import { existsSync, readFileSync } from "node:fs";
 import type { Readable, Writable } from "node:stream";

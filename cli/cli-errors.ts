@@ -28,7 +28,7 @@ export class UsageError extends Error {
 
 /**
  * A non-2xx answer of a Slicer/Paddock API. `error` and `code` come from the server's JSON body
- * (`{"error","code"}`, spec §1.5); a plain-text body ends up in `error`.
+ * (`{"error","code"}`, docs/slicer-api.md#errors); a plain-text body ends up in `error`.
  */
 export class ApiError extends Error {
   readonly status: number;

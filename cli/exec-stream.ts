@@ -1,11 +1,12 @@
 /**
- * Client side of the exec NDJSON stream (spec §2.5): split lines, decode frames, map the final
- * frame to a process exit code. Pure pieces, used by `paddock vm exec`.
+ * Client side of the exec NDJSON stream (docs/slicer-api.md#streaming-answer-ndjson): split lines,
+ * decode frames, map the final frame to a process exit code. Pure pieces, used by
+ * `paddock vm exec`.
  */
 import os from "node:os";
 import { StringDecoder } from "node:string_decoder";
 
-/** One exec frame as sent by the daemon (all keys optional, spec §2.5 table). */
+/** One exec frame as sent by the daemon (all keys optional). */
 export interface ExecFrame {
   type?: string;
   timestamp?: string;
@@ -32,7 +33,7 @@ export class LineSplitter {
     return parts.map((l) => l.replace(/\r$/, "")).filter((l) => l !== "");
   }
 
-  /** What is left without a terminating newline (spec §0.8: clients ignore it). */
+  /** What is left without a terminating newline (Slicer's clients ignore such a last line). */
   rest(): string {
     return this.buf + this.decoder.end();
   }

@@ -1,5 +1,6 @@
 /**
- * `paddock new NAME [flags]`: parse the `slicer new` flags (spec §4.6) and print the config.
+ * `paddock new NAME [flags]`: parse the `slicer new` flags (docs/slicer-api.md#paddock-new)
+ * and print the config.
  */
 import { parseFlags, parseIntFlag, expectPositionals } from "./args.js";
 import { EXIT, UsageError } from "./cli-errors.js";

@@ -1,17 +1,19 @@
 /**
- * `paddock new NAME`: the YAML `slicer new NAME` writes (spec §4.6), as a pure renderer.
+ * `paddock new NAME`: the YAML `slicer new NAME` writes, as a pure renderer
+ * (docs/slicer-api.md#paddock-new).
  *
  * Differences from Slicer, on purpose:
  * - `hypervisor: firecracker` only when Firecracker can run (a KVM host and a Paddock with a
  *   Firecracker driver: this release has none, see FIRECRACKER_DRIVER); otherwise
- *   `hypervisor: oci` (Paddock's runc sandboxes, DESIGN.md §3), and then `image: "debian-12"`
- *   (Paddock's local image store; it does not pull OCI images).
+ *   `hypervisor: oci` (Paddock's runc sandboxes, docs/ARCHITECTURE.md), and then
+ *   `image: "debian-12"` (Paddock's local image store; it does not pull OCI images).
  * - No `ssh_keys` scan of `~/.ssh/*.pub` (`--find-ssh-keys` is accepted and ignored): OCI
  *   sandboxes run no sshd.
  *
- * Layout: the spec's two full worked outputs indent the `host_groups` list differently — the
- * base bridge output (`slicer new vm`) writes `  - name:` under `host_groups:`, the isolated
- * per-tenant output (`slicer new a3cf --net=isolated …`) writes `    - name:`. Both are the
+ * Layout: Slicer's documentation (https://docs.slicervm.com) shows two full worked outputs that
+ * indent the `host_groups` list differently — the base bridge output (`slicer new vm`) writes
+ * `  - name:` under `host_groups:`, the isolated per-tenant output
+ * (`slicer new a3cf --net=isolated …`) writes `    - name:`. Both are the
  * same YAML; we reproduce each documented output byte for byte, so bridge groups use the
  * first layout and isolated groups the second. Key order and quoting follow the examples:
  * name, storage, storage_size, count, vcpu, ram_gb, [persistent], [userdata_file], [ca],
@@ -23,7 +25,7 @@ import { parseSizeBytes } from "../shared/yaml-reader.js";
 import { UsageError } from "./cli-errors.js";
 import { isSocketAddress } from "./target.js";
 
-/** Flags of `paddock new` (spec §4.6 table); undefined ⇒ the generator's default. */
+/** Flags of `paddock new` (those of `slicer new`); undefined ⇒ the generator's default. */
 export interface NewConfigFlags {
   /** `--net`: network mode (default bridge). */
   net?: "bridge" | "isolated" | undefined;
@@ -77,7 +79,7 @@ export interface NewConfigHost {
   arch?: string;
 }
 
-/** Slicer's default images (spec §4.1). */
+/** Slicer's default images (https://docs.slicervm.com). */
 export const SLICER_IMAGE_X86_64 = "ghcr.io/openfaasltd/slicer-systemd:6.1.90-x86_64-latest";
 export const SLICER_IMAGE_ARM64 = "ghcr.io/openfaasltd/slicer-systemd-arm64:6.1.90-aarch64-latest";
 /** Paddock's default local image (tenant-daemon/images). */
@@ -171,7 +173,7 @@ function checkFlags(name: string, f: NewConfigFlags): void {
 }
 
 /**
- * Render the config `slicer new NAME` writes for these flags (spec §4.6), adapted to the host
+ * Render the config `slicer new NAME` writes for these flags, adapted to the host
  * (see the file comment). Pure: same input, same text; ends with a newline.
  * @throws UsageError for an invalid name, value or flag combination.
  */
@@ -201,8 +203,8 @@ export function renderNewConfig(name: string, flags: NewConfigFlags, host: NewCo
     const drop = flags.drop ?? [];
     const allow = flags.allow ?? [];
     if (drop.length > 0) out.push(`${net}drop: ${flowList(drop)}`);
-    // With only a drop list the per-tenant docs add allow 0.0.0.0/0 (spec §4.6 a3cf example;
-    // §5 #16: equivalent either way under most-specific-match-wins).
+    // With only a drop list Slicer's per-tenant example adds allow 0.0.0.0/0 (equivalent either
+    // way under most-specific-match-wins, docs/slicer-api.md#firewall-rules).
     if (allow.length > 0) out.push(`${net}allow: ${flowList(allow)}`);
     else if (drop.length > 0) out.push(`${net}allow: ${flowList(["0.0.0.0/0"])}`);
   } else {
@@ -219,7 +221,7 @@ export function renderNewConfig(name: string, flags: NewConfigFlags, host: NewCo
   out.push("  api:");
   const socket = flags.socket ?? (flags.apiBind !== undefined && isSocketAddress(flags.apiBind) ? flags.apiBind : undefined);
   if (socket !== undefined) {
-    // Unix socket API: no port, and the generator turns auth off by omitting the block (spec §1.2).
+    // Unix socket API: no port, and the generator turns auth off by omitting the block.
     out.push(`    bind_address: ${quoted(socket)}`);
     if (flags.apiAuth !== undefined) out.push("    auth:", `      enabled: ${flags.apiAuth}`);
   } else {

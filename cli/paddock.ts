@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `paddock` command line (issue 5 §2): one entry that dispatches to the supervisor
+ * The `paddock` command line: one entry that dispatches to the supervisor
  * (`up`), a tenant daemon (`daemon up|purge`), the image store (`image`), the config generator
  * (`new`), the Slicer API (`vm`) and the admin API (`tenant`). Conventions follow the `slicer`
  * CLI where they overlap. Exit codes: see {@link HELP} and cli/cli-errors.ts.

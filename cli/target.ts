@@ -4,13 +4,14 @@
  * Tenant/Slicer API (vm commands), first match wins:
  *   URL   `--url`, `PADDOCK_URL`, `SLICER_URL`, default `http://127.0.0.1:8080` (the supervisor gateway)
  *   token `--token`, `--token-file`, `PADDOCK_TOKEN`, `PADDOCK_TOKEN_FILE`, `SLICER_TOKEN`,
- *         `SLICER_TOKEN_FILE` (spec §1.2: the Go SDK reads SLICER_TOKEN, then SLICER_TOKEN_FILE)
+ *         `SLICER_TOKEN_FILE` (the Go SDK reads SLICER_TOKEN, then SLICER_TOKEN_FILE:
+ *         https://github.com/slicervm/sdk/blob/master/client.go)
  * Admin API (tenant commands):
  *   URL   `--admin-url`, `PADDOCK_ADMIN_URL`, default `http://127.0.0.1:8081`
  *   token `--admin-token`, `PADDOCK_ADMIN_TOKEN`, else the file
- *         `${PADDOCK_STATE_DIR:-/var/lib/paddock}/supervisor/admin-token` (DESIGN.md §6)
+ *         `${PADDOCK_STATE_DIR:-/var/lib/paddock}/supervisor/admin-token`
  *
- * Socket vs URL (spec §1.1, as the Go and TS SDKs decide): after stripping an optional
+ * Socket vs URL (as the Go and TS SDKs decide): after stripping an optional
  * `unix://`, an address starting with `/`, `./`, `../`, `~/` (expanded to $HOME) or ending in
  * `.sock` is a Unix socket; anything else is `http(s)://host[:port]` (`http://` assumed when
  * no scheme is given).
@@ -40,7 +41,7 @@ function expandHome(p: string, env: NodeJS.ProcessEnv): string {
   return p;
 }
 
-/** True when an address names a Unix socket by the SDKs' rule (spec §1.1). */
+/** True when an address names a Unix socket by the SDKs' rule (see the file comment). */
 export function isSocketAddress(address: string): boolean {
   const a = address.startsWith("unix://") ? address.slice("unix://".length) : address;
   return a.startsWith("/") || a.startsWith("./") || a.startsWith("../") || a.startsWith("~/") || a.endsWith(".sock");
@@ -111,7 +112,7 @@ export interface AdminTargetFlags {
   adminToken?: string | undefined;
 }
 
-/** Path of the supervisor's admin token file for an environment (DESIGN.md §6). */
+/** Path of the supervisor's admin token file for an environment: `<state>/supervisor/admin-token`. */
 export function adminTokenPath(env: NodeJS.ProcessEnv): string {
   return path.join(nonEmpty(env.PADDOCK_STATE_DIR) ?? "/var/lib/paddock", "supervisor", "admin-token");
 }

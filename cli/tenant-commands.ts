@@ -1,6 +1,6 @@
 /**
  * `paddock tenant …`: the supervisor's admin API (`/admin/v1`, supervisor/admin-api.ts,
- * issue 4 §4). Admin target and token: see cli/target.ts.
+ * docs/admin-api.openapi.yaml). Admin target and token: see cli/target.ts.
  */
 import { parseFlags, parseIntFlag, parseSizeFlag, parseDurationFlag, parseKeyValues, expectPositionals, type FlagSpec } from "./args.js";
 import { ApiClient, readBody, seg } from "./api-client.js";

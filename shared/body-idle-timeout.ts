@@ -1,8 +1,8 @@
 /**
- * An idle bound on the INCOMING request body of an HTTP server (issue 7, promise 5): a
- * client that sends headers and then trickles the body (or stops sending it) must not hold
- * a request open forever, yet the servers set `requestTimeout = 0` so that long exec
- * streams and waits are never cut.
+ * An idle bound on the INCOMING request body of an HTTP server
+ * (docs/slicer-api.md#where-it-is-served): a client that sends headers and then trickles the body
+ * (or stops sending it) must not hold a request open forever, yet the servers set
+ * `requestTimeout = 0` so that long exec streams and waits are never cut.
  *
  * Rule: while a request's body is still being received and no response has started, the
  * request fails when no body byte arrives for `idleMs`: 408 `ERR_REQUEST_BODY_TIMEOUT`
@@ -33,7 +33,8 @@ export interface BodyIdleOptions {
 }
 
 /**
- * Whether a request carries a body (RFC 9112 §6.3): only with Transfer-Encoding or a
+ * Whether a request carries a body (RFC 9112 §6.3,
+ * https://www.rfc-editor.org/rfc/rfc9112#section-6.3): only with Transfer-Encoding or a
  * non-zero Content-Length. Valid from the `request` event on (headers parsed).
  */
 export function requestHasBody(req: http.IncomingMessage): boolean {

@@ -1,9 +1,10 @@
 /**
- * Paddock's one error type (DESIGN.md §7, STYLE.md §5).
+ * Paddock's one error type (docs/error-codes.md lists the codes; docs/slicer-api.md#errors the
+ * wire shape).
  *
  * Every error that may reach a client carries a stable string code `ERR_<AREA>_<WHAT>`,
  * an HTTP status and an optional cause. 4xx errors are shown to clients as
- * `{"error": message, "code": code}` (the Slicer error shape, spec §1.5); anything else is
+ * `{"error": message, "code": code}` (the Slicer error shape plus a code); anything else is
  * logged with its stack and answered with a generic 500.
  */
 
@@ -128,7 +129,7 @@ export function errnoCode(err: unknown): string | undefined {
 }
 
 /**
- * The JSON body and status a client sees for an error (spec §1.5 shape).
+ * The JSON body and status a client sees for an error (docs/slicer-api.md#errors).
  * Client errors keep their message and code; everything else becomes a generic 500.
  */
 export function errorResponse(err: unknown): { status: number; body: Record<string, unknown> } {

@@ -1,5 +1,5 @@
 /**
- * The one wrapper for external commands (STYLE.md §14): argv arrays only, never a shell
+ * The one wrapper for external commands: argv arrays only, never a shell
  * string, always a timeout, and typed errors that keep the command, exit code and trimmed
  * stderr. Built on execa (https://github.com/sindresorhus/execa/blob/main/docs/errors.md).
  */

@@ -45,7 +45,7 @@ export const LOG_BATCH_MS = 25;
  * on Linux); a warn or error line is written at once with what is queued before it. Order is
  * kept either way. Why: the supervisor writes an access line per request, and on a pipe each
  * write(2) costs a syscall and wakes the reader (journald, the bench) — one write per line was
- * ~6 % of the gateway's profile under load (issue 6 figure 3).
+ * ~6 % of the gateway's CPU profile under load (scripts/bench/profile-gateway.ts).
  */
 function makeSink(stream: Writable, batch: boolean): (line: string, urgent: boolean) => void {
   if (!batch) return (line) => void stream.write(line);

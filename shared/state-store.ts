@@ -1,6 +1,6 @@
 /**
- * Durable JSON state files (DESIGN.md §5, STYLE.md §12): read-modify-write under
- * proper-lockfile, written as temp file + fsync + rename (+ fsync of the directory), mode
+ * Durable JSON state files (the daemon's state.json, the supervisor's registry): read-modify-write
+ * under proper-lockfile, written as temp file + fsync + rename (+ fsync of the directory), mode
  * 0600, with a schema version. A corrupt or newer-schema file is refused, never overwritten.
  */
 import { promises as fs, constants as fsConstants, readFileSync } from "node:fs";
@@ -191,7 +191,8 @@ export async function lockWithRetry(
  * Take an exclusive, long-held ownership lock on `dir` (for "one daemon per state dir").
  * The lock is proper-lockfile's `owner.lock` directory plus `owner.pid` naming the holder; a
  * lock whose holder pid is no longer alive (the holder was SIGKILLed) is taken over at once
- * instead of waiting for proper-lockfile's staleness timeout (STYLE.md §11).
+ * instead of waiting for proper-lockfile's staleness timeout: a process may be SIGKILLed at any
+ * moment, and the next one must not wait on its leftovers.
  * @returns a release function.
  * @throws PaddockError `ERR_STATE_LOCKED` naming the directory when another live process holds it.
  */

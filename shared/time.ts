@@ -1,5 +1,6 @@
 /**
- * Time helpers for the Slicer wire format (spec §1.4): RFC3339 timestamps and Go durations.
+ * Time helpers for the Slicer wire format (docs/slicer-api.md#request-and-response-conventions):
+ * RFC3339 timestamps and Go durations.
  */
 import { PaddockError } from "./errors.js";
 
@@ -8,7 +9,7 @@ export function rfc3339(date: Date | number = new Date()): string {
   return (typeof date === "number" ? new Date(date) : date).toISOString();
 }
 
-/** The zero time Go decodes without error (spec §1.4). */
+/** The zero time Go's `time.Time` decodes without error (for a timestamp genuinely unknown). */
 export const ZERO_TIME = "0001-01-01T00:00:00Z";
 
 const UNIT_NS: Record<string, number> = { ns: 1, us: 1e3, "µs": 1e3, "μs": 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };

@@ -1,7 +1,8 @@
 /**
  * A small typed reader over parsed YAML that records every problem with its YAML path
  * (`config.host_groups[1].ram_gb: expected a positive integer`) instead of stopping at the
- * first one, and warns about unknown keys (DESIGN.md §3, STYLE.md §7).
+ * first one, and warns about unknown keys: a typo must never pass silently, and a Slicer key
+ * Paddock does not use must not stop a start (docs/slicer-api.md#the-daemons-yaml-file).
  */
 import { parseDocument } from "yaml";
 import { PaddockError } from "./errors.js";

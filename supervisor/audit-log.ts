@@ -1,6 +1,7 @@
 /**
- * The audit log (issue 4 §4): admin actions and tenants' VM creates/deletes, one JSON object
- * per line in `<state>/supervisor/audit.log` (mode 0600, append-only).
+ * The audit log (the admin API's `GET /admin/v1/audit`): admin actions and tenants' VM
+ * creates/deletes, one JSON object per line in `<state>/supervisor/audit.log` (mode 0600,
+ * append-only).
  *
  * Size-capped: before an append would take the file past `maxBytes` it is rotated, logrotate
  * style (`audit.log.<keep-1>` → `audit.log.<keep>`, …, `audit.log` → `audit.log.1`), so at

@@ -1,7 +1,7 @@
 /**
- * Network block allocation for tenants (issue 4 §1, DESIGN.md §4): a pool (default
- * 169.254.0.0/16) cut into equal blocks (default /22, the Slicer isolated range size, spec
- * §4.4). Pure functions over the set of blocks in use; the registry holds that set.
+ * Network block allocation for tenants: a pool (default 169.254.0.0/16) cut into equal blocks
+ * (default /22, the Slicer isolated range size, docs/slicer-api.md#isolated-addressing). Pure
+ * functions over the set of blocks in use; the registry holds that set.
  */
 import { PaddockError } from "../shared/errors.js";
 import { cidrContains, cidrLast, cidrOverlaps, cidrSize, formatCidr, parseCidr, parseIpv4, type Cidr } from "../shared/cidr.js";

@@ -1,5 +1,5 @@
 /**
- * A small HTTP client for a tenant daemon's Slicer API on its Unix socket (spec §2): the
+ * A small HTTP client for a tenant daemon's Slicer API on its Unix socket (docs/slicer-api.md): the
  * supervisor uses it for readiness (`GET /healthz`), VM listing and pause/resume at
  * suspend. Adapter: knows sockets and JSON, no rules.
  */
@@ -18,7 +18,7 @@ export interface DaemonResponse {
   body: string;
 }
 
-/** One VM as listed by `GET /nodes` (spec §2.2), the fields the supervisor uses. */
+/** One VM as listed by `GET /nodes` (docs/slicer-api.md#list-vms), the fields the supervisor uses. */
 export interface DaemonNode {
   hostname: string;
   hostgroup: string;

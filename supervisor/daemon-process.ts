@@ -1,5 +1,5 @@
 /**
- * One tenant daemon OS process (adapter; STYLE.md §8, §9, §11): spawn with execa in its own
+ * One tenant daemon OS process (an adapter over execa): spawn with execa in its own
  * process group, readiness handshake (`GET /healthz` on its socket) raced against exit and a
  * timeout, graceful-then-forced stop of the whole group, and adoption of a live daemon left
  * by a previous supervisor.

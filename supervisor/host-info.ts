@@ -1,6 +1,6 @@
 /**
- * Host capacity from systeminformation (issue 4 §4), cached and time-boxed: some calls are
- * slow on hosts with many interfaces or mounts (STYLE.md "Known traps"), so a snapshot is
+ * Host capacity from systeminformation (the admin API's host capacity), cached and time-boxed:
+ * some calls are slow on hosts with many interfaces or mounts, so a snapshot is
  * reused for `cacheMs` and each refresh gives up after `timeoutMs`, keeping the last value.
  */
 import si from "systeminformation";

@@ -1,7 +1,7 @@
 /**
- * The supervisor's composition root (STYLE.md §3): config → logger → registry, audit,
- * metrics → tenant service (process manager inside) → reconcile → gateway and admin
- * listeners. `paddock up` calls {@link main}; tests call {@link runSupervisor}.
+ * The supervisor's composition root (the one place that builds and wires everything): config →
+ * logger → registry, audit, metrics → tenant service (process manager inside) → reconcile → gateway
+ * and admin listeners. `paddock up` calls {@link main}; tests call {@link runSupervisor}.
  */
 import http from "node:http";
 import net from "node:net";

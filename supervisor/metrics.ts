@@ -1,6 +1,6 @@
 /**
- * Prometheus metrics of the supervisor (issue 4 §4), hand-written text exposition format
- * 0.0.4 (https://prometheus.io/docs/instrumenting/exposition_formats/).
+ * Prometheus metrics of the supervisor (the admin API's `/metrics`), hand-written text exposition
+ * format 0.0.4 (https://prometheus.io/docs/instrumenting/exposition_formats/).
  */
 
 /** Histogram buckets of proxied request latency, seconds. */

@@ -1,6 +1,6 @@
 /**
  * Linux process facts from /proc (proc(5)), used to adopt daemons after a supervisor
- * restart only when they are provably ours (STYLE.md §11): pid alive, same program and
+ * restart only when they are provably ours (never touch what is not): pid alive, same program and
  * config, and (when recorded) the same start time, which rules out pid reuse.
  */
 import { promises as fs } from "node:fs";

@@ -1,6 +1,6 @@
 /**
- * Supervision of tenant daemons (issue 4 §6, STYLE.md §9–§11): one {@link ManagedDaemon}
- * per tenant runs a small typed state machine
+ * Supervision of tenant daemons (restart, adoption after a supervisor restart, stop): one
+ * {@link ManagedDaemon} per tenant runs a small typed state machine
  *
  *   stopped → starting → running → (crash) → backoff → starting → …
  *                                  (crash loop) → failed

@@ -1,10 +1,10 @@
 /**
- * The supervisor's configuration (issue 4 §1): a YAML file read with the shared
- * {@link ConfigReader} (every problem reported at once with its YAML path, unknown keys
+ * The supervisor's configuration (templates/supervisor.example.yaml): a YAML file read with the
+ * shared {@link ConfigReader} (every problem reported at once with its YAML path, unknown keys
  * warned about), defaulted, merged with environment and flags, and frozen.
  *
  * Precedence for the state and run directories: flag > environment
- * (`PADDOCK_STATE_DIR`, `PADDOCK_RUN_DIR`) > file > default (DESIGN.md §6).
+ * (`PADDOCK_STATE_DIR`, `PADDOCK_RUN_DIR`) > file > default (`/var/lib/paddock`, `/run/paddock`).
  */
 import { promises as fs } from "node:fs";
 import path from "node:path";
@@ -22,7 +22,7 @@ import type { FdBudgetConfig, TenantGatewayLimits } from "./gateway-admission.js
 /** A listener: TCP host and port, or a Unix socket path. */
 export type ListenAddress = { kind: "tcp"; host: string; port: number } | { kind: "unix"; socketPath: string };
 
-/** Restart policy of tenant daemons (STYLE.md §10). */
+/** Restart policy of tenant daemons: capped exponential backoff; a crash loop ends in `failed`. */
 export interface RestartPolicy {
   /** First backoff after a crash, ms; doubled per consecutive crash. */
   initialBackoffMs: number;

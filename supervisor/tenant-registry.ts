@@ -1,5 +1,5 @@
 /**
- * The tenant registry (DESIGN.md §5): one JSON file `<state>/supervisor/registry.json`,
+ * The tenant registry: one JSON file `<state>/supervisor/registry.json`,
  * updated read-modify-write under proper-lockfile and written atomically (shared
  * {@link JsonStateStore}), mode 0600, schema version 1. A corrupt file stops the
  * supervisor (ERR_STATE_CORRUPT) and is never overwritten.
@@ -14,11 +14,11 @@ import type { UidRange } from "../shared/uid-ranges.js";
 
 export const REGISTRY_SCHEMA_VERSION = 1;
 
-/** Tenant lifecycle (DESIGN.md §5). */
+/** Tenant lifecycle status. */
 export type TenantStatus = "provisioning" | "active" | "suspended" | "failed" | "deleting";
 export const TENANT_STATUSES: readonly TenantStatus[] = ["provisioning", "active", "suspended", "failed", "deleting"];
 
-/** Daemon restart state machine (STYLE.md §10). */
+/** Daemon restart state machine (supervisor/process-manager.ts drives it). */
 export type DaemonState = "starting" | "running" | "backoff" | "stopping" | "stopped" | "failed";
 
 /** A stored token: never the secret, only its SHA-256. */
@@ -62,7 +62,7 @@ export interface DaemonRecord {
 /** Host group overrides requested at create (validated against the template's bounds). */
 export type HostGroupOverrides = Record<string, { vcpu?: number; ramBytes?: number; storageSizeBytes?: number; warmPool?: number }>;
 
-/** One tenant as persisted in registry.json (DESIGN.md §5); tokens are stored as hashes only. */
+/** One tenant as persisted in registry.json; tokens are stored as hashes only. */
 export interface TenantRecord {
   id: string;
   status: TenantStatus;

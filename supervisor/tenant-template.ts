@@ -1,9 +1,10 @@
 /**
- * Tenant config templates (issue 4 §2): `templates/<name>.yaml` is a Slicer daemon config
- * (spec §4) plus a `paddock_template:` key describing which host group values a tenant may
- * override and within which bounds. Rendering fills values structurally into the parsed
- * tree (never string substitution), strips `paddock_template`, and checks the result with
- * the daemon's own parser so a bad template fails at tenant create, not at daemon start.
+ * Tenant config templates: `templates/<name>.yaml` is a Slicer daemon config
+ * (docs/slicer-api.md#the-daemons-yaml-file) plus a `paddock_template:` key describing which host
+ * group values a tenant may override and within which bounds. Rendering fills values structurally
+ * into the parsed tree (never string substitution), strips `paddock_template`, and checks the
+ * result with the daemon's own parser so a bad template fails at tenant create, not at daemon
+ * start.
  */
 import { promises as fs } from "node:fs";
 import path from "node:path";

@@ -1,8 +1,9 @@
 /**
- * Tenant and admin tokens (DESIGN.md §5): 32 random bytes shown once as `pdk_<base64url>`,
- * stored only as SHA-256, compared in constant time. Lookup is by hash in a Map, and the
- * same work (hash, lookup, one timingSafeEqual) is done whether or not the token exists, so
- * a wrong token costs the same time as a right one for an unknown tenant (issue 4 §7).
+ * Tenant and admin tokens: 32 random bytes shown once as `pdk_<base64url>`, stored only as SHA-256,
+ * compared in constant time. Lookup is by hash in a Map, and the same work (hash, lookup, one
+ * timingSafeEqual) is done whether or not the token exists, so a wrong token costs the same time as
+ * a right one for an unknown tenant (the gateway's 401 tells nothing;
+ * docs/slicer-api.md#the-gateway-in-front).
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 

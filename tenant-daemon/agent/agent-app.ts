@@ -23,7 +23,7 @@ import { handleSecretsSync } from "./secrets-sync.js";
 import type { UserdataState } from "./userdata.js";
 import type { UserDirectory } from "./users.js";
 
-/** Health JSON (spec §2.4). Durations are integer nanoseconds. */
+/** Health JSON (docs/slicer-api.md#agent-health). Durations are integer nanoseconds. */
 export interface AgentHealth {
   hostname: string;
   agent_uptime: number;

@@ -29,10 +29,10 @@ export interface BootDefaultUser {
 /** Parsed `boot.json`. */
 export interface AgentBootConfig {
   hostname: string;
-  /** First-boot script (spec §3.7), or null for none. */
+  /** First-boot script (userdata), or null for none. */
   userdata: string | null;
   default_user: BootDefaultUser | null;
-  /** Guest directory secrets are written to (spec §3.8), normally `/run/slicer/secrets`. */
+  /** Guest directory secrets are written to, normally `/run/slicer/secrets` (docs/slicer-api.md#secrets). */
   secrets_dir: string;
   agent_version: string;
   /** Content of the guest's /etc/resolv.conf, or null to leave the image's. */
@@ -50,7 +50,7 @@ export const BOOT_FILE_NAME = "boot.json";
 export const AGENT_SOCKET_NAME = "agent.sock";
 /** Version reported by the agent's health (`agent_version`). */
 export const AGENT_VERSION = "0.1.0";
-/** Default guest secrets directory (spec §3.8). */
+/** Default guest secrets directory (Slicer's). */
 export const DEFAULT_SECRETS_DIR = "/run/slicer/secrets";
 
 function isRecord(v: unknown): v is Record<string, unknown> {

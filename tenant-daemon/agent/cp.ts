@@ -1,7 +1,7 @@
 /**
- * File copy (spec §2.7): `POST /v1/cp` host → guest and `GET /v1/cp` guest → host, legacy
- * (`binary`, `tar`) and cp-v1 (`cp-v1-binary`, `cp-v1-tar`, `cp-v1-recursive`) modes. Bodies
- * are streamed both ways; uploads go to a temp file that is renamed into place.
+ * File copy (docs/slicer-api.md#file-copy): `POST /v1/cp` host → guest and `GET /v1/cp` guest →
+ * host, legacy (`binary`, `tar`) and cp-v1 (`cp-v1-binary`, `cp-v1-tar`, `cp-v1-recursive`) modes.
+ * Bodies are streamed both ways; uploads go to a temp file that is renamed into place.
  */
 import { randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
@@ -29,7 +29,7 @@ export function fsError(err: unknown, p: string): unknown {
   return err;
 }
 
-/** base64url without padding (spec §2.7 `X-Slicer-Source-Name-Base64`). */
+/** base64url without padding (the `X-Slicer-Source-Name-Base64` header). */
 export function sourceNameHeader(name: string): string {
   return Buffer.from(name, "utf8").toString("base64url").replace(/=+$/, "");
 }

@@ -1,6 +1,7 @@
 /**
- * Background exec (spec §2.6): detached processes whose output and control frames go into a
- * per-process ring buffer. Entries survive client disconnects but not an agent restart.
+ * Background exec (docs/slicer-api.md#background-exec): detached processes whose output and control
+ * frames go into a per-process ring buffer. Entries survive client disconnects but not an agent
+ * restart.
  */
 import { randomBytes } from "node:crypto";
 import type { ChildProcess } from "node:child_process";
@@ -11,9 +12,9 @@ import { badRequest, queryBool, queryInt, readJsonObject, sendJson, type AgentRe
 import { killGroup, onProcessDone, parseExecSpec, spawnExec, startFailureMessage, type ExecSpec, type ExitStatus } from "./exec-spec.js";
 import type { UserDirectory } from "./users.js";
 
-/** Default per-exec ring size: 1 MiB (spec §2.6). */
+/** Default per-exec ring size: 1 MiB. */
 export const DEFAULT_RING_BYTES = 1 << 20;
-/** Agent-wide ring budget: 256 MiB (spec §2.6). */
+/** Agent-wide ring budget: 256 MiB. */
 export const RING_BUDGET_BYTES = 256 << 20;
 /** Accounting overhead per frame so that floods of tiny frames stay bounded too. */
 const FRAME_OVERHEAD_BYTES = 64;
@@ -198,7 +199,7 @@ export class BackgroundExecs {
     sendJson(ctx.res, 201, { exec_id: entry.id, pid: entry.pid, started_at: entry.startedAt, ring_bytes: ringBytes });
   }
 
-  /** ExecInfo (spec §2.6 list/info). */
+  /** ExecInfo (the list and info answers). */
   private info(e: BgEntry): Record<string, unknown> {
     return {
       exec_id: e.id,
@@ -336,7 +337,7 @@ export class BackgroundExecs {
     });
   }
 
-  /** `DELETE /exec/:id`: 409 while running (spec §5 #13), else frees the ring. */
+  /** `DELETE /exec/:id`: 409 while running (as the Go SDK documents), else frees the ring. */
   private reap(ctx: AgentRequest, e: BgEntry): void {
     if (!e.exit) throw new PaddockError("ERR_EXEC_RUNNING", `exec ${e.id} is still running; kill it first`);
     this.entries.delete(e.id);

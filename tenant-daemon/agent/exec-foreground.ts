@@ -1,6 +1,6 @@
 /**
- * Foreground exec (spec §2.5): NDJSON stream of `started`/`stdout`/`stderr`/`exit` frames,
- * or one buffered JSON result. stdin is streamed from the request body (full duplex: the
+ * Foreground exec (docs/slicer-api.md#exec): NDJSON stream of `started`/`stdout`/`stderr`/`exit`
+ * frames, or one buffered JSON result. stdin is streamed from the request body (full duplex: the
  * response starts before the body is read). A client that disconnects kills the process group.
  */
 import type { Readable } from "node:stream";
@@ -19,7 +19,7 @@ import {
 } from "./exec-spec.js";
 import type { UserDirectory } from "./users.js";
 
-/** One NDJSON exec frame (spec §2.5 table). */
+/** One NDJSON exec frame. */
 export type ExecFrame = Record<string, string | number | boolean | undefined>;
 
 /** Encode one payload chunk for the wire. */
@@ -29,7 +29,7 @@ function payloadCodec(mode: "text" | "base64"): (chunk: Buffer, final?: boolean)
   return (chunk, final) => (final ? dec.end() : dec.write(chunk));
 }
 
-/** `stdout=false` / `stderr=false` suppress a stream; absent ⇒ captured (spec §2.5). */
+/** `stdout=false` / `stderr=false` suppress a stream; absent ⇒ captured. */
 function captured(q: URLSearchParams, name: string): boolean {
   return q.get(name) === null || q.get(name) === "" || queryBool(q, name);
 }

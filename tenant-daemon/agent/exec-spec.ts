@@ -1,6 +1,7 @@
 /**
  * Parsing of the exec query parameters shared by foreground and background exec
- * (spec §2.5/§2.6) and the spawn plumbing both use.
+ * (docs/slicer-api.md#exec and docs/slicer-api.md#background-exec) and the spawn plumbing both
+ * use.
  */
 import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
 import { statSync } from "node:fs";
@@ -26,8 +27,8 @@ export interface ExecSpec {
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /**
- * Parse `cmd`, `args`, `env`, `uid`, `gid`, `cwd`, `shell`, `stdio` (spec §2.5).
- * `shellFlag` is `-c` for foreground and `-lc` for background exec (spec §2.6).
+ * Parse `cmd`, `args`, `env`, `uid`, `gid`, `cwd`, `shell`, `stdio`. `shellFlag` is `-c` for
+ * foreground and `-lc` for background exec (Slicer's background exec runs a login shell).
  * @throws PaddockError 400 on invalid input (missing cmd, bad env, bad stdio, missing cwd).
  */
 export function parseExecSpec(q: URLSearchParams, users: UserDirectory, shellFlag: "-c" | "-lc"): ExecSpec {

@@ -1,8 +1,9 @@
 /**
- * Port forwarding (spec §2.11), guest side: dial `host:port` or `unix:/path` from inside the
- * VM's network and mount namespaces and splice the upgraded stream to it. The agent answers
- * 101 as soon as the upstream is valid and dials afterwards (the contract's "dial failure
- * after upgrade ⇒ close"); bytes written before the dial completes are queued by the socket.
+ * Port forwarding (docs/slicer-api.md#port-forwarding), guest side: dial `host:port` or
+ * `unix:/path` from inside the VM's network and mount namespaces and splice the upgraded stream to
+ * it. The agent answers 101 as soon as the upstream is valid and dials afterwards (so a dial
+ * failure shows as the stream closing after the upgrade); bytes written before the dial completes
+ * are queued by the socket.
  */
 import net from "node:net";
 import type { Duplex } from "node:stream";
@@ -13,7 +14,7 @@ import { acceptUpgrade } from "./upgrade-util.js";
 export type ForwardTarget = { kind: "tcp"; host: string; port: number } | { kind: "unix"; path: string };
 
 /**
- * Parse `X-Inlets-Upstream` (spec §2.11): `host:port`, `[v6]:port`, or `unix:/abs/path`.
+ * Parse `X-Inlets-Upstream`: `host:port`, `[v6]:port`, or `unix:/abs/path`.
  * @throws PaddockError ERR_BAD_REQUEST (400) when missing or malformed.
  */
 export function parseUpstream(raw: string | null | undefined): ForwardTarget {
@@ -55,7 +56,7 @@ export class Forwards {
     socket.on("error", finish);
     upstream.on("close", finish);
     socket.on("close", finish);
-    // Either side ending ends the other (a WebSocket has no half-close, spec §2.11).
+    // Either side ending ends the other (a WebSocket has no half-close).
     upstream.on("end", () => socket.end());
     socket.on("end", () => upstream.end());
     socket.pipe(upstream, { end: false });

@@ -1,6 +1,7 @@
 /**
- * Filesystem endpoints (spec §2.8): readdir, stat, mkdir, remove. Symlinks are reported,
- * never followed. Operations run as root and chown what they create (spec §1.7).
+ * Filesystem endpoints (docs/slicer-api.md#filesystem): readdir, stat, mkdir, remove. Symlinks are
+ * reported, never followed. Operations run as root and chown what they create to the request's
+ * identity.
  */
 import type { Stats } from "node:fs";
 import { chown, lstat, mkdir, readdir, rm, rmdir, unlink } from "node:fs/promises";
@@ -11,12 +12,12 @@ import { fsError } from "./cp.js";
 import { badRequest, formatOctalMode, parseOctalMode, queryBool, readJsonObject, sendJson, type AgentRequest } from "./http-util.js";
 import { resolveGuestPath, type UserDirectory } from "./users.js";
 
-/** FSInfo (spec §2.8). */
+/** FSInfo, one filesystem entry. */
 export interface FsInfo {
   name: string;
   type: "file" | "directory" | "symlink";
   size: number;
-  /** RFC3339 (spec §5 #1). */
+  /** RFC3339 (a string: the Go SDK decodes `time.Time`, never Unix seconds). */
   mtime: string;
   mode: string;
 }

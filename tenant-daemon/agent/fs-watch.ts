@@ -1,5 +1,6 @@
 /**
- * Filesystem watch (spec §2.9), guest side: an SSE stream of `watch` events for `paths`.
+ * Filesystem watch (docs/slicer-api.md#filesystem-watch), guest side: an SSE stream of `watch`
+ * events for `paths`.
  *
  * Node 20 has no recursive `fs.watch` on Linux, so every watched directory gets its own
  * (inotify) watcher; with `recursive=true` subdirectories are walked at start and directories
@@ -19,7 +20,7 @@ import { badRequest, queryBool, queryInt, type AgentRequest } from "./http-util.
 import { globToRegExp } from "./tar.js";
 import { resolveGuestPath, type UserDirectory } from "./users.js";
 
-/** Event types (spec §2.9). */
+/** Event types. */
 export type WatchEventType = "create" | "write" | "remove" | "rename" | "chmod";
 const EVENT_TYPES: readonly WatchEventType[] = ["create", "write", "remove", "rename", "chmod"];
 
@@ -37,14 +38,14 @@ export interface WatchSpec {
   maxEvents: number;
 }
 
-/** Idle heartbeat interval (spec §2.9). */
+/** Idle heartbeat interval. */
 export const WATCH_HEARTBEAT_MS = 15_000;
 /** Most directories one watch may hold watchers on (inotify watches are a per-user kernel budget). */
 const MAX_WATCHED_DIRS = 8192;
 
 /**
  * Parse the watch query and `Last-Event-ID` (must be a uint64 when present; no replay).
- * `uid` only resolves `~` and defaults to root (spec §1.7 exception).
+ * `uid` only resolves `~` and defaults to root (unlike the other routes).
  * @throws PaddockError 400 on invalid input.
  */
 export function parseWatchSpec(q: URLSearchParams, lastEventId: string | undefined, users: UserDirectory): WatchSpec {
@@ -86,7 +87,7 @@ export function parseWatchSpec(q: URLSearchParams, lastEventId: string | undefin
   };
 }
 
-/** True when `p` passes the pattern filter (full path or basename, spec §2.9). */
+/** True when `p` passes the pattern filter (full path or basename). */
 export function matchesPatterns(patterns: readonly RegExp[], p: string): boolean {
   if (patterns.length === 0) return true;
   const base = path.posix.basename(p);
@@ -182,7 +183,7 @@ export async function handleFsWatch(ctx: AgentRequest, users: UserDirectory): Pr
   const queue = (type: WatchEventType, p: string): void => {
     if (closed || !spec.events.has(type) || !matchesPatterns(spec.patterns, p) || !underRoot(p)) return;
     const key = `${type}\0${p}`;
-    if (pending.has(key)) return; // coalesced into the pending one (spec §2.9 debounce)
+    if (pending.has(key)) return; // coalesced into the pending one (debounce)
     const fire = (): void => {
       pending.delete(key);
       void emit(type, p);

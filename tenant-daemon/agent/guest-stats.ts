@@ -1,9 +1,9 @@
 /**
- * Guest-side counters for `GET /nodes/stats` (spec §2.4), served as `GET /v1/stats`. Only
- * what the host cannot see cheaply from outside is read here, from the guest's own /proc
- * (its PID and network namespaces): uptime of the guest's PID 1, open files of the guest's
- * processes, established TCP connections and interface byte counters of the guest's network
- * namespace. `loadAvg*` and `entropy` are kernel-wide (a container shares the host kernel).
+ * Guest-side counters for `GET /nodes/stats` (docs/slicer-api.md#stats), served as `GET /v1/stats`.
+ * Only what the host cannot see cheaply from outside is read here, from the guest's own /proc (its
+ * PID and network namespaces): uptime of the guest's PID 1, open files of the guest's processes,
+ * established TCP connections and interface byte counters of the guest's network namespace.
+ * `loadAvg*` and `entropy` are kernel-wide (a container shares the host kernel).
  */
 import { readFileSync, readdirSync } from "node:fs";
 

@@ -1,8 +1,8 @@
 /**
  * Small HTTP helpers for the guest agent. The agent serves plain `node:http` (no Express) to
  * keep its resident size small; these helpers give handlers the Slicer conventions: JSON
- * bodies, the `{"error","code"}` error shape (spec §1.5), query parsing (§1.4) and the
- * uid/gid convention (§1.7).
+ * bodies, the `{"error","code"}` error shape, query parsing and the uid/gid convention
+ * (docs/slicer-api.md#request-and-response-conventions).
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { PaddockError, errorResponse, type ErrorCode } from "../../shared/errors.js";
@@ -26,7 +26,7 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
 
 /**
  * Answer an error in the Slicer shape. If the response already started, the socket is
- * destroyed instead (STYLE.md §6) so the client sees a truncated stream rather than a lie.
+ * destroyed instead so the client sees a truncated stream rather than a lie.
  */
 export function sendError(res: ServerResponse, err: unknown): void {
   if (res.headersSent) {
@@ -57,7 +57,7 @@ export async function readBody(req: IncomingMessage, maxBytes: number): Promise<
   return Buffer.concat(chunks);
 }
 
-/** Parse a JSON object body leniently (spec §1.4: empty ⇒ `{}`). */
+/** Parse a JSON object body leniently (empty ⇒ `{}`). */
 export async function readJsonObject(req: IncomingMessage, maxBytes = 1 << 20): Promise<Record<string, unknown>> {
   const raw = (await readBody(req, maxBytes)).toString("utf8").trim();
   if (raw === "") return {};
@@ -73,7 +73,7 @@ export async function readJsonObject(req: IncomingMessage, maxBytes = 1 << 20): 
   return parsed as Record<string, unknown>;
 }
 
-/** Query boolean: `true`/`1` ⇒ true, `false`/`0`/absent/empty ⇒ false, anything else ⇒ 400 (spec §1.4). */
+/** Query boolean: `true`/`1` ⇒ true, `false`/`0`/absent/empty ⇒ false, anything else ⇒ 400. */
 export function queryBool(q: URLSearchParams, name: string): boolean {
   const v = q.get(name);
   if (v === null || v === "") return false;

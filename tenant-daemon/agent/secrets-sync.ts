@@ -1,7 +1,7 @@
 /**
- * Secrets sync, agent side (spec §3.8): the daemon pushes the VM's granted secrets with
- * `POST /v1/secrets/sync` and the agent writes each to `<secrets_dir>/<name>` with the
- * stored mode/uid/gid, removing files of secrets no longer granted.
+ * Secrets sync, agent side (docs/slicer-api.md#secrets): the daemon pushes the VM's granted secrets
+ * with `POST /v1/secrets/sync` and the agent writes each to `<secrets_dir>/<name>` with the stored
+ * mode/uid/gid, removing files of secrets no longer granted.
  *
  * Body: `{"secrets":[{"name":"s","data":"<base64>","permissions":"0600","uid":0,"gid":0}]}`.
  */
@@ -20,7 +20,10 @@ export interface SyncedSecret {
   gid: number;
 }
 
-/** Same name rules as the daemon's store (spec §2.12): no `/`, `\`, `..`, NUL, leading dot. */
+/**
+ * Same name rules as the daemon's store (tenant-daemon/secrets/secret-store.ts): no `/`, `\`, `..`,
+ * NUL, leading dot.
+ */
 export function isValidSecretName(name: string): boolean {
   return name !== "" && name.length <= 253 && !/[/\\\0]/.test(name) && !name.includes("..") && !name.startsWith(".");
 }

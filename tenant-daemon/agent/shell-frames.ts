@@ -1,10 +1,10 @@
 /**
- * The shell frame format of spec §2.10: 1-byte type + 4-byte big-endian payload length +
- * payload. Every WebSocket binary message between a client and the daemon is one frame; the
+ * The shell frame format (docs/slicer-api.md#shell): 1-byte type + 4-byte big-endian payload
+ * length + payload. Every WebSocket binary message between a client and the daemon is one frame; the
  * daemon ↔ agent byte stream carries the same frames back to back (they are self-delimiting).
  */
 
-/** Frame types (spec §2.10 table). */
+/** Frame types (the Go SDK's `FrameType*`: https://github.com/slicervm/sdk/blob/master/shell/shell.go). */
 export const FrameType = {
   /** Terminal bytes, both ways. */
   Data: 0x01,

@@ -1,8 +1,8 @@
 /**
- * Interactive shell (spec §2.10), guest side. The PTY is allocated here, inside the VM, with
- * node-pty (loaded lazily from `/.paddock/app/node_modules`, so an agent that never serves a
- * shell does not pay for it). The upgraded stream carries §2.10 frames both ways:
- * Data → PTY input, WindowSize → `pty.resize`, Shutdown → SIGHUP, Heartbeat ignored; PTY
+ * Interactive shell (docs/slicer-api.md#shell), guest side. The PTY is allocated here, inside the
+ * VM, with node-pty (loaded lazily from `/.paddock/app/node_modules`, so an agent that never serves
+ * a shell does not pay for it). The upgraded stream carries shell frames (shell-frames.ts) both
+ * ways: Data → PTY input, WindowSize → `pty.resize`, Shutdown → SIGHUP, Heartbeat ignored; PTY
  * output → Data frames; the shell's exit → SessionClose, then the stream ends.
  */
 import { accessSync, constants as fsConstants, statSync } from "node:fs";
@@ -37,9 +37,9 @@ function isExecutableFile(p: string): boolean {
 }
 
 /**
- * Parse `uid`, `gid` (§1.7 default user), `shell` (absolute, executable; default the account's
- * login shell unless it is a nologin/false shell, then `/bin/bash`, then `/bin/sh`), `cwd`
- * (default the user's home; `/` when the home is missing).
+ * Parse `uid`, `gid` (absent ⇒ the default user, docs/slicer-api.md#guest-users-and-paths), `shell`
+ * (absolute, executable; default the account's login shell unless it is a nologin/false shell, then
+ * `/bin/bash`, then `/bin/sh`), `cwd` (default the user's home; `/` when the home is missing).
  * @throws PaddockError 400 on invalid input.
  */
 export function parseShellSpec(q: URLSearchParams, users: UserDirectory): ShellSpec {
@@ -188,7 +188,7 @@ function runSession(term: IPty, socket: Duplex, head: Buffer, onDone: () => void
       } else if (f.type === FrameType.Shutdown) {
         hangUp();
       }
-      // Heartbeat and unknown types: ignored (spec §2.10).
+      // Heartbeat and unknown types: ignored.
     }
   };
   socket.on("data", onInput);

@@ -1,6 +1,6 @@
 /**
- * A small streaming tar writer and extractor for cp (spec §2.7). Regular files and
- * directories only; names relative to the copied directory (`file.txt`, `sub/`, `sub/x`);
+ * A small streaming tar writer and extractor for cp (docs/slicer-api.md#file-copy). Regular
+ * files and directories only; names relative to the copied directory (`file.txt`, `sub/`, `sub/x`);
  * mtimes and permission bits kept, setuid/setgid/sticky dropped; absolute or `..` entries
  * rejected; symlinks never followed while extracting. Nothing is held in memory beyond one
  * chunk, so a 1 GiB file streams through.
@@ -199,7 +199,7 @@ export interface ExtractOptions {
   /** Owner applied to everything written. */
   uid: number;
   gid: number;
-  /** Mode for extracted regular files instead of the archive's (spec §2.7 `permissions`). */
+  /** Mode for extracted regular files instead of the archive's (cp's `permissions`). */
   fileMode?: number;
   excluded: (rel: string) => boolean;
 }

@@ -11,7 +11,7 @@ import type { Duplex } from "node:stream";
 /**
  * Listen on `socketPath` (a stale socket file is removed first; mode 0600); `upgrade`
  * receives `Connection: Upgrade` requests (shell, forward). Timeouts are
- * disabled because exec streams, log follows and wait-exit are long-lived (spec §1.1).
+ * disabled because exec streams, log follows and wait-exit are long-lived.
  */
 export async function listenUnix(
   socketPath: string,

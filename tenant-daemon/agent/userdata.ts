@@ -1,7 +1,8 @@
 /**
- * First-boot userdata (spec §3.7): run once as root, guarded by `/etc/slicer/userdata-ran`,
- * with `TARGET_USER` exported; output goes to the agent's stdout/stderr (= the VM console
- * log). The guard file records the exit code so health can report it after a restart.
+ * First-boot userdata (docs/slicer-api.md#vm-lifecycle): run once as root, guarded by
+ * `/etc/slicer/userdata-ran`, with `TARGET_USER` exported; output goes to the agent's stdout/stderr
+ * (= the VM console log). The guard file records the exit code so health can report it after a
+ * restart.
  */
 import { spawn } from "node:child_process";
 import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";

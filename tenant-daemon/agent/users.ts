@@ -1,6 +1,7 @@
 /**
- * Guest users: `/etc/passwd` lookups, the uid/gid convention of spec §1.7 and path
- * resolution (`~` expansion, absolute paths only, no NUL bytes).
+ * Guest users: `/etc/passwd` lookups, the uid/gid convention
+ * (docs/slicer-api.md#guest-users-and-paths) and path resolution (`~` expansion, absolute paths
+ * only, no NUL bytes).
  */
 import { readFileSync } from "node:fs";
 import path from "node:path";
@@ -15,7 +16,7 @@ export interface GuestUser {
   shell: string;
 }
 
-/** The identity a request runs as (after §1.7 resolution). */
+/** The identity a request runs as (after `uid`/`gid` resolution). */
 export interface Identity {
   uid: number;
   gid: number;
@@ -25,7 +26,7 @@ export interface Identity {
   home: string;
 }
 
-/** Go's `NonRootUser` = math.MaxUint32 (spec §1.7). */
+/** Go's `NonRootUser` = math.MaxUint32 (https://github.com/slicervm/sdk/blob/master/types.go). */
 export const NON_ROOT_SENTINEL = 4294967295;
 
 /**
@@ -67,7 +68,7 @@ export class UserDirectory {
 
   /**
    * The default non-root user: boot.json's `default_user`, else uid 1000 from passwd,
-   * else root (brief; spec §1.7 "ubuntu 1000:1000").
+   * else root (Slicer's images use `ubuntu`, 1000:1000; Paddock's, `slicer`).
    */
   defaultUser(): GuestUser {
     if (this.configuredDefault) return this.configuredDefault;
@@ -75,7 +76,7 @@ export class UserDirectory {
   }
 
   /**
-   * Resolve the `uid`/`gid` query parameters (spec §1.7): absent or 4294967295 ⇒ default
+   * Resolve the `uid`/`gid` query parameters: absent or 4294967295 ⇒ default
    * user; `0` ⇒ root. A uid without gid takes that account's primary gid (or gid = uid);
    * a gid without uid keeps the default user's uid.
    * @throws PaddockError 400 for values that are not integers in [0, 2^32-1].
@@ -99,7 +100,7 @@ export class UserDirectory {
 /**
  * Resolve a guest path from a request: rejects NUL bytes and relative paths, expands `~`
  * and `~/…` against `home`, and normalises `.`/`..` (the agent runs inside the guest's mount
- * namespace, so normalisation cannot reach host paths; DESIGN.md §3).
+ * namespace, so normalisation cannot reach host paths; docs/security.md).
  * @throws PaddockError ERR_PATH_INVALID (400).
  */
 export function resolveGuestPath(raw: string | null, home: string, what = "path"): string {
@@ -115,7 +116,7 @@ export function resolveGuestPath(raw: string | null, home: string, what = "path"
 }
 
 /**
- * Resolve an exec `cwd` (spec §1.7: `~` allowed, `../` escaping blocked).
+ * Resolve an exec `cwd` (`~` allowed, `..` refused).
  * @throws PaddockError ERR_PATH_INVALID (400).
  */
 export function resolveCwd(raw: string | null, home: string): string {

@@ -1,6 +1,6 @@
 /**
- * The base image store (DESIGN.md §3 "Images"): a directory of root filesystems built by
- * debootstrap, one per image name.
+ * The base image store (docs/ARCHITECTURE.md, `tenant-daemon/images/`): a directory of root
+ * filesystems built by debootstrap, one per image name.
  *
  * ```
  * <imageDir>/<name>/rootfs/       the root filesystem (overlay lower layer, never written by a VM)
@@ -22,12 +22,16 @@ export const DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian";
 export const DEFAULT_IMAGE_NAME = "debian-12";
 /** Debian suite used for builds. */
 export const DEFAULT_SUITE = "bookworm";
-/** The guest's default non-root user (spec §1.7: absent uid ⇒ this user). */
+/** The guest's default non-root user: an exec without `uid` runs as it (docs/slicer-api.md). */
 export const DEFAULT_GUEST_USER = { name: "slicer", uid: 1000, gid: 1000, home: "/home/slicer", shell: "/bin/bash" } as const;
 
 /** Image names: a plain directory name, so no path tricks and no OCI references. */
 const IMAGE_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
-/** Debian package names (Debian Policy §5.6.1) — checked before they reach debootstrap's argv. */
+/**
+ * Debian package names (Debian Policy §5.6.1,
+ * https://www.debian.org/doc/debian-policy/ch-controlfields.html#source), checked before they
+ * reach debootstrap's argv.
+ */
 const PACKAGE_NAME_PATTERN = /^[a-z0-9][a-z0-9+.-]+$/;
 const DEBOOTSTRAP_TIMEOUT_MS = 30 * 60_000;
 
@@ -212,7 +216,7 @@ export async function buildImage(options: BuildImageOptions): Promise<StoredImag
     await run("debootstrap", args, { timeoutMs: DEBOOTSTRAP_TIMEOUT_MS, errorCode: "ERR_IMAGE_BUILD_FAILED" });
     progress(`debootstrap done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
-    // 2. The default non-root user (spec §1.7) and Slicer's config dir.
+    // 2. The default non-root user (the one an exec without uid runs as) and Slicer's config dir.
     const u = DEFAULT_GUEST_USER;
     progress(`creating user ${u.name} (${u.uid}:${u.gid}, ${u.home}, ${u.shell})`);
     await run("chroot", [rootfs, "groupadd", "-g", String(u.gid), u.name], { errorCode: "ERR_IMAGE_BUILD_FAILED" });

@@ -1,24 +1,24 @@
 /**
- * Address plan per host group (spec §3.9, §4.4), pure and synchronous so that concurrent
- * creates in one process can never receive the same address.
+ * Address plan per host group (docs/slicer-api.md#isolated-addressing), pure and synchronous so
+ * that concurrent creates in one process can never receive the same address.
  *
  * - Bridge: gateway `a.b.c.d/p` on the bridge; VMs from `addresses`, else the `range` A-B,
  *   else every host address of the gateway's network except network, broadcast and gateway,
  *   lowest first (`.2`, `.3`, …). Reported as `ip/p`.
  * - Isolated: slot i of the group's range is the /30 at `base + 4·i`: +1 host-side gateway
  *   (veth), +2 VM. Reported as `ip/30`. A slot holding an address already used by a host
- *   interface that is not ours is skipped (spec §4.4).
+ *   interface that is not ours is skipped.
  */
 import { cidrContains, cidrLast, cidrOverlaps, cidrSize, formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from "../../shared/cidr.js";
 import { PaddockError } from "../../shared/errors.js";
 import type { HostGroupConfig } from "../../shared/tenant-config.js";
 import { stableIndex } from "./names.js";
 
-/** The link-local /16 in which isolated ranges are derived (spec §4.4). */
+/** The link-local /16 in which isolated ranges are derived. */
 export const LINK_LOCAL = parseCidr("169.254.0.0/16");
 /** The cloud metadata address; the /22 holding it is never derived. */
 export const METADATA_IP = parseIpv4("169.254.169.254") as number;
-/** Prefix of derived isolated ranges (spec §4.4: a /22, 64 blocks in 169.254.0.0/16). */
+/** Prefix of derived isolated ranges: a /22, so 64 blocks in 169.254.0.0/16 (Slicer's choice). */
 export const DERIVED_PREFIX = 22;
 
 /** The resolved addressing of one host group. */

@@ -1,12 +1,12 @@
 /**
- * Isolated-mode firewall semantics (spec §4.5), pure.
+ * Isolated-mode firewall semantics (docs/slicer-api.md#firewall-rules), pure.
  *
  * Entries are `a.b.c.d`, `a.b.c.d/n` or either followed by `:port`. Decision for a packet:
  * the most specific matching entry wins — longer prefix beats shorter; at equal prefix an
  * entry with a port beats one without; at a full tie `drop` wins. When nothing matches, the
- * default is `drop` if an `allow` list is non-empty (whitelist), else `accept` (spec §4.5:
- * only drop ⇒ all else allowed; only allow ⇒ whitelist; neither ⇒ all allowed; both ⇒ the
- * whitelist default, inferred). So `drop:[0.0.0.0/0]` + `allow:[ip:port]` admits exactly
+ * default is `drop` if an `allow` list is non-empty (whitelist), else `accept` (Slicer documents:
+ * only drop ⇒ all else allowed; only allow ⇒ whitelist; neither ⇒ all allowed; both is our
+ * reading: the whitelist default). So `drop:[0.0.0.0/0]` + `allow:[ip:port]` admits exactly
  * that port, and `drop:[192.168.1.0/24]` + `allow:[0.0.0.0/0]` admits all but the LAN.
  *
  * The floor: the host group's lists are written by the operator (template), a create's
@@ -44,7 +44,7 @@ export interface CompiledFirewall {
   defaultVerdict: "accept" | "drop";
 }
 
-/** Both lists, always present (describe-VM `host_group` / `effective` shape, spec §2.2). */
+/** Both lists, always present (the describe-VM `host_group` / `effective` shape). */
 export interface FirewallLists {
   allow: string[];
   drop: string[];
@@ -72,8 +72,8 @@ export function parseFirewallEntry(text: string): FirewallEntry {
 }
 
 /**
- * Validate a create request's `network` override (spec §2.2): only for isolated groups,
- * lists of strings, every entry parseable.
+ * Validate a create request's `network` override (docs/slicer-api.md#create-a-vm): only for
+ * isolated groups, lists of strings, every entry parseable.
  * @throws PaddockError `ERR_VM_INVALID_REQUEST`.
  */
 export function validateOverride(override: unknown, mode: "bridge" | "isolated", group: string): VmNetworkOverride | undefined {

@@ -1,5 +1,5 @@
 /**
- * Deterministic names of everything the tenant network creates (DESIGN.md §4): derived from
+ * Deterministic names of everything the tenant network creates: derived from
  * the tenant id and the VM hostname / host group name only, so a start-up sweep after a
  * `kill -9` finds leftovers without any state file.
  *
@@ -68,8 +68,8 @@ export function floorChainName(group: string): string {
 }
 
 /**
- * Index 0..(modulo−1) from a stable hash of `text` (first 4 bytes of sha256, big-endian),
- * used to derive an isolated group's /22 (spec §4.4: "choose any stable hash").
+ * Index 0..(modulo−1) from a stable hash of `text` (first 4 bytes of sha256, big-endian), used to
+ * derive an isolated group's /22 (any stable hash does; docs/slicer-api.md#isolated-addressing).
  */
 export function stableIndex(text: string, modulo: number): number {
   return createHash("sha256").update(text).digest().readUInt32BE(0) % modulo;

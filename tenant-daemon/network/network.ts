@@ -1,10 +1,10 @@
 /**
- * The tenant network interface (DESIGN.md §4) used by the VM service. The implementation
- * (tenant-network.ts) owns one nftables table per daemon and only the links it names
- * deterministically (names.ts).
+ * The tenant network interface (docs/ARCHITECTURE.md, `tenant-daemon/network/`) used by the VM
+ * service. The implementation (tenant-network.ts) owns one nftables table per daemon and only the
+ * links it names deterministically (names.ts).
  */
 
-/** Per-VM firewall override from a create request (spec §2.2 `network`). */
+/** Per-VM firewall override from a create request (`network`, docs/slicer-api.md#create-a-vm). */
 export interface VmNetworkOverride {
   allow?: string[];
   drop?: string[];
@@ -16,7 +16,7 @@ export interface VmNetworkRequest {
   hostGroup: string;
   /** The address the VM had before (persistent VM after restart); reserved again if possible. */
   previousIp?: string | undefined;
-  /** The create request's `ip` (spec §2.2): must be a free VM address of the group (400/409 otherwise). */
+  /** The create request's `ip`: must be a free VM address of the group (400/409 otherwise). */
   requestedIp?: string | undefined;
   override?: VmNetworkOverride | undefined;
 }
@@ -31,7 +31,7 @@ export interface VmNetworkAttachment {
   resolvConf: string | undefined;
 }
 
-/** The describe-VM `network` object (spec §2.2 `GET /vm/{h}`). */
+/** The describe-VM `network` object (`GET /vm/{h}`, docs/slicer-api.md#describe-a-vm). */
 export interface VmNetworkDescription {
   mode: "bridge" | "isolated";
   /** `vm` when the create request carried an override, else `host_group`. */

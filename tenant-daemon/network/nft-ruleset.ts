@@ -1,5 +1,5 @@
 /**
- * The tenant's nftables table, rendered by a pure function (STYLE.md §13, DESIGN.md §4) and
+ * The tenant's nftables table, rendered by a pure function (golden tests in test/unit/golden) and
  * applied by the caller as one transaction. The text contains only this tenant's table
  * (`inet paddock-<tenant>`): it is created if absent, deleted and re-added in the same
  * `nft -f` transaction, so the kernel swaps it atomically and nothing else is touched.

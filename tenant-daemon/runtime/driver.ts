@@ -1,5 +1,5 @@
 /**
- * The runtime driver interface (DESIGN.md §3): one sandbox ("VM") per id, driven through
+ * The runtime driver interface (docs/ARCHITECTURE.md): one sandbox ("VM") per id, driven through
  * create → start → (pause/resume) → stop/kill → destroy. The OCI driver (runc/crun) is the
  * embedded default where there is no KVM; a Firecracker driver implements the same
  * interface later.

@@ -41,7 +41,10 @@ export interface OciSeccompSyscall {
   args?: OciSeccompArg[];
 }
 
-/** The spec's `linux.seccomp` object (the fields Paddock uses). */
+/**
+ * The OCI runtime config's `linux.seccomp` object (the fields Paddock uses;
+ * https://github.com/opencontainers/runtime-spec/blob/main/config-linux.md#seccomp).
+ */
 export interface OciSeccomp {
   defaultAction: SeccompAction;
   defaultErrnoRet?: number;

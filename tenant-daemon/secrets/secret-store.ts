@@ -1,7 +1,7 @@
 /**
- * Host-side secret store (spec §2.12): one content file per secret plus a metadata JSON
- * alongside, under `<stateDir>/secrets/` (dir 0700, files 0600). Values are never returned by
- * the API; they leave the host only towards a guest agent (spec §3.8).
+ * Host-side secret store (docs/slicer-api.md#secrets): one content file per secret plus a metadata
+ * JSON alongside, under `<stateDir>/secrets/` (dir 0700, files 0600). Values are never returned by
+ * the API; they leave the host only towards a guest agent.
  *
  * Layout: `<dir>/<name>.secret` (raw bytes) and `<dir>/<name>.json`
  * (`{"name","permissions","uid","gid","size","modified_at"}`).
@@ -12,7 +12,10 @@ import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { writeFileAtomic } from "../../shared/state-store.js";
 import { rfc3339 } from "../../shared/time.js";
 
-/** A secret's metadata as listed by `GET /secrets` (both timestamp keys, spec §5 #2). */
+/**
+ * A secret's metadata as listed by `GET /secrets`, with both timestamp keys: the SDKs read
+ * `modified_at`, Slicer's reference names `mod_time`.
+ */
 export interface SecretInfo {
   name: string;
   size: number;
@@ -58,8 +61,8 @@ interface StoredMeta {
 }
 
 /**
- * Secret names: non-empty, ≤ 253 bytes, no `/`, `\`, `..` or NUL (spec §2.12, inferred),
- * and no leading `.` (keeps guest temp files and `.`/`..` apart).
+ * Secret names: non-empty, ≤ 253 bytes, no `/`, `\`, `..` or NUL (anything that could leave the
+ * secrets dir), and no leading `.` (keeps guest temp files and `.`/`..` apart).
  * @throws PaddockError ERR_SECRET_INVALID (400).
  */
 export function validateSecretName(name: unknown): string {
@@ -188,7 +191,7 @@ export class SecretStore {
   }
 
   /**
-   * Create a secret (spec §2.12 `POST /secrets`). Defaults: permissions 0600, owner root.
+   * Create a secret (`POST /secrets`). Defaults: permissions 0600, owner root.
    * @throws PaddockError ERR_SECRET_INVALID (400), ERR_SECRET_EXISTS (409), ERR_SECRETS_TOO_MANY (409), ERR_SECRETS_TOO_LARGE (413).
    */
   async create(input: SecretCreate): Promise<SecretInfo> {
@@ -214,7 +217,7 @@ export class SecretStore {
   }
 
   /**
-   * Update a secret (spec §2.12 `PATCH`): `data` absent or "" ⇒ content unchanged; uid/gid
+   * Update a secret (`PATCH /secrets/{name}`): `data` absent or "" ⇒ content unchanged; uid/gid
    * absent or 0 ⇒ unchanged.
    * @throws PaddockError ERR_SECRET_INVALID (400), ERR_SECRET_NOT_FOUND (404), ERR_SECRETS_TOO_LARGE (413).
    */
@@ -256,7 +259,7 @@ export class SecretStore {
   }
 
   /**
-   * Secrets with content, for delivery (spec §3.8): all of them, or only `names` (unknown
+   * Secrets with content, for delivery to a guest agent: all of them, or only `names` (unknown
    * names are skipped).
    */
   async readForDelivery(names?: readonly string[]): Promise<SecretWithData[]> {

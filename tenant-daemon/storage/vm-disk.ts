@@ -1,5 +1,5 @@
 /**
- * Per-VM storage (DESIGN.md §3 "Storage `image`"): a sparse ext4 file of `storage_size` per
+ * Per-VM storage (`storage: image`): a sparse ext4 file of `storage_size` per
  * VM, loop-mounted, holding the upper and work dirs of an overlay whose lower layer is the
  * read-only base image rootfs.
  *
