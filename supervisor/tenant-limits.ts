@@ -3,7 +3,7 @@
  * `max_ram_bytes`, `max_disk_bytes`, `max_pids`) read from the supervisor config's
  * `default_limits`, a template's `paddock_template.limits` and admin requests, and layered
  * request > template > supervisor default, so every tenant has all five. The daemon enforces
- * the counts at VM create (tenant-daemon/vm/vm-service.ts) and the budget in the kernel
+ * the counts at VM create (tenant-daemon/vm/vm-table.ts) and the budget in the kernel
  * (tenant-daemon/runtime/tenant-cgroup.ts).
  */
 import { MIN_PIDS_BUDGET } from "../shared/host-pids.js";

@@ -1,5 +1,5 @@
 /**
- * Composition root of the tenant daemon (STYLE.md §3): builds config, logger, stores,
+ * Composition root of the tenant daemon: builds config, logger, stores,
  * runtime, storage, network, agent client and VM service, then serves the Slicer API.
  *
  *   node dist/tenant-daemon/main.js up <config.yaml>      serve until SIGTERM/SIGINT
@@ -38,12 +38,12 @@ import type { DaemonState } from "./vm/vm-types.js";
 export interface RunningDaemon {
   config: TenantConfig;
   vms: VmService;
-  /** Stop serving; ephemeral VMs are deleted, persistent ones keep running (spec §3.5). */
+  /** Stop serving; ephemeral VMs are deleted, persistent ones keep running (docs/slicer-api.md#vm-lifecycle). */
   stop(): Promise<void>;
 }
 
 /**
- * Refuse hypervisors this host cannot run (issue 2 §5): `firecracker` needs /dev/kvm, and the
+ * Refuse hypervisors this host cannot run: `firecracker` needs /dev/kvm, and the
  * Firecracker driver is not part of this release.
  * @throws PaddockError ERR_CONFIG_UNSUPPORTED
  */
@@ -55,7 +55,7 @@ export function checkHypervisor(config: TenantConfig, kvmPresent = existsSync("/
   throw new PaddockError("ERR_CONFIG_UNSUPPORTED", `${config.source}: the Firecracker driver is not available in this Paddock release; set \`hypervisor: oci\``);
 }
 
-/** Read or create (0600) the API bearer token for TCP binds (spec §1.2). */
+/** Read or create (0600) the API bearer token for TCP binds (docs/slicer-api.md#authentication). */
 async function loadAuthToken(config: TenantConfig): Promise<string | undefined> {
   if (!config.api.auth.enabled) return undefined;
   if (config.api.auth.token) return config.api.auth.token;
@@ -93,7 +93,7 @@ type Services = Awaited<ReturnType<typeof buildServices>>;
 
 /**
  * Stop the VM service and, when no VM outlives the daemon, the network and the tenant's cgroup
- * parent. Persistent and config VMs keep running while the daemon is down (spec §3.5, seed):
+ * parent. Persistent and config VMs keep running while the daemon is down (docs/slicer-api.md#vm-lifecycle):
  * their links and the tenant's nftables table stay in force so their isolation holds, and the
  * next start adopts them.
  */

@@ -10,12 +10,12 @@ import type { SecretStore } from "../secrets/secret-store.js";
 import { PADDOCK_VERSION } from "../version.js";
 import type { AgentPort } from "./vm-service.js";
 
-/** Build the agent port. `secrets` is the tenant's secret store (spec §2.12, §3.8). */
+/** Build the agent port. `secrets` is the tenant's secret store (docs/slicer-api.md#secrets). */
 export function createAgentPort(deps: { secrets: SecretStore; logger: Logger }): AgentPort {
   return {
     health: (endpoint, timeoutMs) => agentHealth(endpoint, timeoutMs),
     writeBoot: async (bootDir, boot, owner) => {
-      // The boot dir is host-only and made fresh for each boot (vm-service.ts boot()); the guest
+      // The boot dir is host-only and made fresh for each boot (vm-boot.ts boot()); the guest
       // sees it through a read-only bind and can neither write nor replace anything in it.
       writeAgentBootConfig(bootDir, {
         hostname: boot.hostname,

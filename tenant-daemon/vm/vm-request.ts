@@ -151,7 +151,7 @@ export function parseTagPatch(body: unknown): TagPatch {
   if (replace === undefined && add === undefined && remove === undefined) throw new PaddockError("ERR_TAGS_INVALID", "expected one of add, remove or replace");
   for (const l of [add, remove, replace]) if (l) validateTags(l);
   for (const l of [add, remove, replace]) {
-    if (l?.some((t) => t.startsWith("name="))) throw new PaddockError("ERR_TAGS_INVALID", "the name= tag is immutable once set (spec §3.2)");
+    if (l?.some((t) => t.startsWith("name="))) throw new PaddockError("ERR_TAGS_INVALID", "the name= tag is immutable once set");
   }
   return { add: add ?? [], remove: remove ?? [], replace };
 }
