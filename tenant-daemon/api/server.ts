@@ -17,6 +17,7 @@ import type { Logger } from "../../shared/logger.js";
 import type { TenantConfig } from "../../shared/tenant-config.js";
 import type { SecretStore } from "../secrets/secret-store.js";
 import type { VmService } from "../vm/vm-service.js";
+import { accessLog } from "./access-log.js";
 import { createAgentHandlers } from "./agent-routes.js";
 import { BearerAuth, requireBearer } from "./auth.js";
 import { createDaemonHandlers } from "./daemon-routes.js";
@@ -69,6 +70,7 @@ export function createApiApp(deps: ApiServerDeps): express.Express {
     res.on("finish", () => deps.metrics.request(req.method, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9));
     next();
   });
+  app.use(accessLog(logger.child({ component: "api" })));
   app.use(requireBearer(new BearerAuth(deps.authToken, publicPaths(ROUTES, false))));
 
   const agentLog = logger.child({ component: "agent-router" });
