@@ -1,7 +1,8 @@
 /**
- * The admin API (issue 4 §4; docs/admin-api.openapi.yaml): Express on its own listener,
- * every route but `/healthz` behind the admin bearer token. Routes are thin: parse,
- * call {@link TenantService}, shape JSON (snake_case, like the Slicer API).
+ * The admin API (docs/admin-api.openapi.yaml): Express on its own listener, every route but
+ * `/healthz` behind the admin bearer token. Routes are thin: parse and check the request
+ * (supervisor/admin-request.ts), call {@link TenantService} with typed inputs, shape JSON
+ * (snake_case, like the Slicer API).
  *
  * Errors: 4xx as `{"error","code"}`; PaddockErrors with a 5xx status keep their message
  * (this API is operator-only and a failed daemon start must show the daemon's output);
@@ -12,6 +13,7 @@ import { randomUUID } from "node:crypto";
 import { PaddockError, errorResponse } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { bearerToken, hashToken, hashesEqual } from "./tokens.js";
+import { checkUpdateFields, pathParam, queryInt, readAuditQuery, readCreateTenant, readIssueToken, readListFilter, readSuspendReason, readTenantUpdate, requestBody } from "./admin-request.js";
 import type { TenantService, Actor } from "./tenant-service.js";
 import type { TenantRecord } from "./tenant-registry.js";
 import { limitsView } from "./tenant-limits.js";
@@ -77,33 +79,6 @@ export function tenantView(t: TenantRecord, tenants: TenantService): Record<stri
   };
 }
 
-function body(req: Request): Record<string, unknown> {
-  const b: unknown = req.body;
-  if (b === undefined || b === null) return {};
-  if (typeof b !== "object" || Array.isArray(b)) throw new PaddockError("ERR_BAD_REQUEST", "expected a JSON object body");
-  return b as Record<string, unknown>;
-}
-
-function queryString(req: Request, name: string): string | undefined {
-  const v = req.query[name];
-  if (v === undefined) return undefined;
-  if (typeof v !== "string") throw new PaddockError("ERR_QUERY_INVALID", `${name}: expected one value`);
-  return v;
-}
-
-function queryInt(req: Request, name: string, def: number, max: number): number {
-  const v = queryString(req, name);
-  if (v === undefined) return def;
-  if (!/^\d{1,9}$/.test(v) || Number(v) < 1 || Number(v) > max) throw new PaddockError("ERR_QUERY_INVALID", `${name}: expected an integer between 1 and ${max}`);
-  return Number(v);
-}
-
-function param(req: Request, name: string): string {
-  const v = req.params[name];
-  if (typeof v !== "string") throw new PaddockError("ERR_BAD_REQUEST", `missing ${name}`);
-  return v;
-}
-
 /** Build the admin Express app. */
 export function createAdminApp(deps: AdminDeps): express.Express {
   const { tenants, host, audit, metrics, log } = deps;
@@ -141,28 +116,21 @@ export function createAdminApp(deps: AdminDeps): express.Express {
   });
 
   const r = express.Router();
-  // JSON whatever the Content-Type (as the tenant API, spec §1.4): a body sent without
+  // JSON whatever the Content-Type (as the tenant daemon's API): a body sent without
   // `application/json` (curl -d) must not be ignored and the request run on defaults.
   r.use(express.json({ limit: "256kb", strict: true, type: () => true }));
 
   r.get("/tenants", (req, res) => {
-    const labels: Record<string, string> = {};
-    const raw = req.query.label;
-    for (const l of raw === undefined ? [] : Array.isArray(raw) ? raw : [raw]) {
-      if (typeof l !== "string" || !l.includes("=")) throw new PaddockError("ERR_QUERY_INVALID", "label: expected key=value");
-      const i = l.indexOf("=");
-      labels[l.slice(0, i)] = l.slice(i + 1);
-    }
-    res.json(tenants.list({ status: queryString(req, "status"), labels }).map((t) => tenantView(t, tenants)));
+    res.json(tenants.list(readListFilter(req)).map((t) => tenantView(t, tenants)));
   });
 
   r.post("/tenants", async (req, res) => {
-    const out = await tenants.create(body(req), actor(res));
+    const out = await tenants.create(readCreateTenant(requestBody(req)), actor(res));
     res.status(201).json({ ...tenantView(out.tenant, tenants), token: out.token, token_id: out.tokenId });
   });
 
   r.get("/tenants/:id", async (req, res) => {
-    const t = tenants.get(param(req, "id"));
+    const t = tenants.get(pathParam(req, "id"));
     const usage = await tenants.usage(t.id);
     res.json({
       ...tenantView(t, tenants),
@@ -172,43 +140,46 @@ export function createAdminApp(deps: AdminDeps): express.Express {
   });
 
   r.patch("/tenants/:id", async (req, res) => {
-    res.json(tenantView(await tenants.update(param(req, "id"), body(req), actor(res)), tenants));
+    const id = pathParam(req, "id");
+    const b = requestBody(req);
+    // Refused in this order: a field that cannot change, an unknown tenant (404), a bad value.
+    checkUpdateFields(b);
+    tenants.get(id);
+    res.json(tenantView(await tenants.update(id, readTenantUpdate(b), actor(res)), tenants));
   });
 
   r.delete("/tenants/:id", async (req, res) => {
-    await tenants.delete(param(req, "id"), actor(res));
+    await tenants.delete(pathParam(req, "id"), actor(res));
     res.status(204).end();
   });
 
   r.post("/tenants/:id/suspend", async (req, res) => {
-    const b = body(req);
-    const reason = b.reason === undefined ? "suspended by operator" : b.reason;
-    if (typeof reason !== "string" || reason.length > 500) throw new PaddockError("ERR_TENANT_INVALID", "reason: expected a string of at most 500 characters");
-    const out = await tenants.suspend(param(req, "id"), reason, actor(res));
+    const reason = readSuspendReason(requestBody(req));
+    const out = await tenants.suspend(pathParam(req, "id"), reason, actor(res));
     res.json({ ...tenantView(out.tenant, tenants), paused_vms: out.paused, errors: out.errors });
   });
 
   r.post("/tenants/:id/resume", async (req, res) => {
-    const out = await tenants.resume(param(req, "id"), actor(res));
+    const out = await tenants.resume(pathParam(req, "id"), actor(res));
     res.json({ ...tenantView(out.tenant, tenants), resumed_vms: out.resumed, errors: out.errors });
   });
 
   r.post("/tenants/:id/restart", async (req, res) => {
-    res.json(tenantView(await tenants.restart(param(req, "id"), actor(res)), tenants));
+    res.json(tenantView(await tenants.restart(pathParam(req, "id"), actor(res)), tenants));
   });
 
   r.post("/tenants/:id/tokens", async (req, res) => {
-    const out = await tenants.issueToken(param(req, "id"), body(req), actor(res));
+    const out = await tenants.issueToken(pathParam(req, "id"), readIssueToken(requestBody(req)), actor(res));
     res.status(201).json({ id: out.id, token: out.token, created_at: out.createdAt, ...(out.expiresAt ? { expires_at: out.expiresAt } : {}) });
   });
 
   r.delete("/tenants/:id/tokens/:tokenId", async (req, res) => {
-    await tenants.revokeToken(param(req, "id"), param(req, "tokenId"), actor(res));
+    await tenants.revokeToken(pathParam(req, "id"), pathParam(req, "tokenId"), actor(res));
     res.status(204).end();
   });
 
   r.get("/tenants/:id/logs", async (req, res) => {
-    const lines = await tenants.logs(param(req, "id"), queryInt(req, "lines", 100, 10_000));
+    const lines = await tenants.logs(pathParam(req, "id"), queryInt(req, "lines", 100, 10_000));
     res.json({ lines });
   });
 
@@ -231,9 +202,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
   // Paged, newest page first: a page is the newest `limit` entries below `cursor`, oldest first;
   // the header Paddock-Next-Cursor carries the cursor of the next (older) page (supervisor/audit-log.ts).
   r.get("/audit", async (req, res) => {
-    const cursor = queryString(req, "cursor");
-    if (cursor !== undefined && !/^\d{1,20}-\d{1,20}:\d{1,20}$/.test(cursor)) throw new PaddockError("ERR_QUERY_INVALID", "cursor: expected the Paddock-Next-Cursor of a previous page");
-    const page = await audit.read({ tenant: queryString(req, "tenant"), action: queryString(req, "action"), limit: queryInt(req, "limit", 100, 10_000), cursor });
+    const page = await audit.read(readAuditQuery(req));
     if (page.nextCursor !== undefined) res.setHeader("Paddock-Next-Cursor", page.nextCursor);
     res.json(page.entries);
   });

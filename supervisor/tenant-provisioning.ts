@@ -1,0 +1,138 @@
+/**
+ * Provisioning a tenant: its id, template, network blocks, host uid/gid range, rendered
+ * config, first token, and the first start of its daemon. A create refused before its
+ * record is committed leaves nothing behind; one whose daemon fails to start is kept as
+ * `failed` (the operator sees why, and a restart or delete follows).
+ */
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { randomBytes } from "node:crypto";
+import { PaddockError } from "../shared/errors.js";
+import { TENANT_ID_PATTERN } from "../shared/tenant-config.js";
+import { checkTenantPidsBudget, readPidMax } from "../shared/host-pids.js";
+import { claimUidRange, releaseUidRange } from "../shared/uid-ranges.js";
+import { allocateBlocks } from "./block-allocator.js";
+import type { SupervisorConfig } from "./supervisor-config.js";
+import type { RegistryState, TenantRecord } from "./tenant-registry.js";
+import { layerLimits } from "./tenant-limits.js";
+import { loadTemplate, readOverrides } from "./tenant-template.js";
+import { issueToken } from "./tokens.js";
+import type { Actor, TenantContext } from "./tenant-context.js";
+import type { TenantConfigs } from "./tenant-configs.js";
+import type { TenantDaemons } from "./tenant-daemons.js";
+import type { CreateTenantInput } from "./tenant-inputs.js";
+
+/** A created tenant and its first token (shown once). */
+export interface CreatedTenant {
+  tenant: TenantRecord;
+  /** The secret `pdk_…` token; only its hash is stored. */
+  token: string;
+  tokenId: string;
+}
+
+/** A random tenant id: `t` + 7 characters of [a-z0-9]. */
+function newTenantId(): string {
+  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+  const bytes = randomBytes(7);
+  return "t" + Array.from(bytes, (b) => alphabet[b % alphabet.length]).join("");
+}
+
+/**
+ * The host-level pids check: every tenant's budget together must leave `host_pids_reserve`
+ * of pid_max to the host (shared/host-pids.ts). `state` holds the other tenants' budgets.
+ * @throws PaddockError ERR_PIDS_BUDGET_EXCEEDED (507).
+ */
+export async function checkPidsBudget(config: Pick<SupervisorConfig, "hostPidsReserve">, id: string, maxPids: number, state: RegistryState): Promise<void> {
+  const others = Object.values(state.tenants).filter((t) => t.id !== id).map((t) => ({ id: t.id, maxPids: t.limits.maxPids }));
+  checkTenantPidsBudget({ tenantId: id, maxPids, others, pidMax: await readPidMax(), reservePids: config.hostPidsReserve });
+}
+
+/**
+ * The image store must hold `name` (`<imageDir>/<name>/image.json` and `rootfs/`), so a
+ * typo fails the create instead of the daemon's start.
+ * @throws PaddockError `ERR_IMAGE_NOT_FOUND` saying how to build it.
+ */
+async function checkImage(imageDir: string, name: string): Promise<void> {
+  const dir = path.join(imageDir, name);
+  const [info, rootfs] = await Promise.all([fs.stat(path.join(dir, "image.json")).catch(() => undefined), fs.stat(path.join(dir, "rootfs")).catch(() => undefined)]);
+  if (!info?.isFile() || !rootfs?.isDirectory()) {
+    throw new PaddockError("ERR_IMAGE_NOT_FOUND", `image ${JSON.stringify(name)} is not in the image store ${imageDir}; build it with \`paddock image build ${name}\``, { details: { image: name } });
+  }
+}
+
+/**
+ * Provision a tenant: allocate blocks and a host uid/gid range, render and write its config,
+ * issue its first token, start its daemon and wait for readiness. Runs under the tenant's lock.
+ * @returns the tenant record and the one-time token.
+ * @throws PaddockError `ERR_TENANT_INVALID` (bad id or host group overrides),
+ *   `ERR_TENANT_EXISTS`, `ERR_TEMPLATE_NOT_FOUND`, `ERR_IMAGE_NOT_FOUND`,
+ *   `ERR_PIDS_BUDGET_EXCEEDED`, `ERR_NETWORK_EXHAUSTED`, `ERR_USERNS_EXHAUSTED` /
+ *   `ERR_USERNS_RANGE_TAKEN` (no uid range: nothing kept), `ERR_DAEMON_START_FAILED`
+ *   (tenant kept as `failed`).
+ */
+export async function createTenant(ctx: TenantContext, configs: TenantConfigs, daemons: TenantDaemons, input: CreateTenantInput, who: Actor): Promise<CreatedTenant> {
+  const { config, registry, paths, log } = ctx;
+  // The id names directories: whoever calls, it is checked here too.
+  if (input.id !== undefined && !TENANT_ID_PATTERN.test(input.id)) throw new PaddockError("ERR_TENANT_INVALID", "id: expected 1-12 characters of [a-z0-9] starting with a letter");
+  const id = input.id ?? newTenantId();
+  const template = await loadTemplate(config.templatesDir, input.template ?? config.defaultTemplate);
+  const overrides = readOverrides(template, input.hostGroups);
+  const image = input.image;
+  if (image !== undefined) await checkImage(config.imageDir, image);
+  // Every limit is set: the request's, else the template's, else the supervisor's default.
+  const limits = layerLimits(input.limits ?? {}, template.limits, config.defaultLimits);
+  const labels = { ...input.labels };
+  const expiresAt = input.tokenExpiresAt;
+  const issued = issueToken();
+
+  return ctx.locks.run(id, async () => {
+    const stateDir = paths.stateDir(id);
+    let claimed: { stateDirExisted: boolean } | undefined;
+    const rendered = await registry.update(async (state) => {
+      if (state.tenants[id]) throw new PaddockError("ERR_TENANT_EXISTS", `tenant ${JSON.stringify(id)} already exists`);
+      const used = Object.values(state.tenants).flatMap((t) => t.blocks.map((b) => b.cidr));
+      const cidrs = allocateBlocks({ pool: config.pool, blockPrefix: config.blockPrefix, used, count: template.hostGroups.length });
+      // The host uid/gid range (shared/uid-ranges.ts); claiming creates the state dir.
+      const stateDirExisted = await fs.access(stateDir).then(() => true, () => false);
+      claimed = { stateDirExisted };
+      await checkPidsBudget(config, id, limits.maxPids, state);
+      const uidRange = await claimUidRange({ tenantId: id, stateDir });
+      const now = new Date().toISOString();
+      const record: TenantRecord = {
+        id, status: "provisioning", template: template.name, labels, limits, overrides, ...(image !== undefined ? { image } : {}),
+        blocks: template.hostGroups.map((g, i) => ({ hostGroup: g, cidr: cidrs[i] as string })),
+        tokens: [{ id: issued.id, hash: issued.hash, createdAt: now, ...(expiresAt ? { expiresAt } : {}) }],
+        uidRange,
+        daemon: { state: "stopped", restarts: 0 },
+        createdAt: now, updatedAt: now,
+      };
+      const out = configs.render(template, record); // throws before anything is written
+      state.tenants[id] = record;
+      return out;
+    }).catch(async (err: unknown) => {
+      // Nothing of a refused create stays: neither the claim nor the state dir it created.
+      if (claimed !== undefined) {
+        await releaseUidRange({ tenantId: id, stateDir }).catch((e: unknown) => log.error("could not release the uid range of a failed create", { tenant: id, err: e }));
+        if (!claimed.stateDirExisted) await fs.rm(stateDir, { recursive: true, force: true }).catch(() => undefined);
+      }
+      throw err;
+    });
+    configs.remember(id, rendered.config);
+    ctx.recordAudit(who, "tenant.create", id, { template: template.name });
+    try {
+      await configs.writeNew(id, rendered.text);
+      await daemons.managed(id).start();
+    } catch (err) {
+      await registry.updateTenant(id, (t) => {
+        t.status = "failed";
+        t.statusReason = (err as Error).message.split("\n")[0];
+      });
+      throw err;
+    }
+    const tenant = await registry.updateTenant(id, (t) => {
+      if (t.status === "provisioning") t.status = "active";
+      return t;
+    });
+    return { tenant, token: issued.token, tokenId: issued.id };
+  });
+}
