@@ -7,6 +7,7 @@
 import http from "node:http";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { bearerHeader } from "../shared/http/bearer.js";
 import { ApiError, ConnectError } from "./cli-errors.js";
 import type { Target } from "./target.js";
 
@@ -82,7 +83,7 @@ export class ApiClient {
     // node:https (and TLS) only loads for https targets: it costs ~80 ms of start-up otherwise.
     const transport = this.target.kind === "http" && this.target.url.protocol === "https:" ? await import("node:https") : http;
     const headers: Record<string, string> = { "User-Agent": "paddock-cli", ...(opts.headers ?? {}) };
-    if (this.target.token !== undefined) headers.Authorization = `Bearer ${this.target.token}`;
+    if (this.target.token !== undefined) headers.Authorization = bearerHeader(this.target.token);
     let payload: Buffer | Readable | undefined = opts.body;
     if (opts.json !== undefined) {
       payload = Buffer.from(JSON.stringify(opts.json));

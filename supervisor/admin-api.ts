@@ -12,7 +12,8 @@ import express, { type NextFunction, type Request, type Response } from "express
 import { randomUUID } from "node:crypto";
 import { PaddockError, errorResponse } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
-import { bearerToken, hashToken, hashesEqual } from "./tokens.js";
+import { parseBearer } from "../shared/http/bearer.js";
+import { hashToken, hashesEqual } from "./tokens.js";
 import { checkUpdateFields, pathParam, queryInt, readAuditQuery, readCreateTenant, readIssueToken, readListFilter, readSuspendReason, readTenantUpdate, requestBody } from "./admin-request.js";
 import type { TenantService, Actor } from "./tenant-service.js";
 import type { TenantRecord } from "./tenant-registry.js";
@@ -102,7 +103,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
 
   // Admin auth: hash the presented token and compare hashes in constant time.
   app.use((req, _res, next) => {
-    const presented = bearerToken(req.get("authorization"));
+    const presented = parseBearer(req.get("authorization"));
     if (!hashesEqual(hashToken(presented ?? ""), deps.adminTokenHash) || presented === undefined) {
       next(new PaddockError("ERR_AUTH_REQUIRED", "missing or invalid admin token"));
       return;

@@ -6,7 +6,7 @@
 import type http from "node:http";
 import { PaddockError, errorResponse } from "../shared/errors.js";
 import { requestTargetProblem } from "../shared/http-input.js";
-import { bearerToken } from "./tokens.js";
+import { parseBearer } from "../shared/http/bearer.js";
 import type { GatewayTarget } from "./tenant-service.js";
 
 /** Seconds a client is told to wait when a daemon is down. */
@@ -50,7 +50,7 @@ function unauthorized(): Route {
  */
 export function routeRequest(tenants: TenantResolver, req: http.IncomingMessage): Route {
   // Same work for every token: hash, Map lookup by hash, one constant-time compare.
-  const owner = tenants.authenticate(bearerToken(req.headers.authorization));
+  const owner = tenants.authenticate(parseBearer(req.headers.authorization));
   if (!owner) return unauthorized();
   const target = tenants.gatewayTarget(owner.tenantId);
   if (!target) return unauthorized();

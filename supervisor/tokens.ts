@@ -78,9 +78,3 @@ export class TokenIndex<T> {
   }
 }
 
-/** Extract the bearer token of an `Authorization` header value (case-insensitive scheme). */
-export function bearerToken(header: string | undefined): string | undefined {
-  if (header === undefined) return undefined;
-  const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header);
-  return m ? m[1] : undefined;
-}

@@ -6,12 +6,12 @@
  *
  * Which paths are public is read from the route table (routes.ts `publicPaths`).
  */
-import crypto from "node:crypto";
 import type { RequestHandler } from "express";
+import { parseBearer, tokenMatches } from "../../shared/http/bearer.js";
 
 /** Decides whether a request may go on: the token matches, or its path is public. */
 export class BearerAuth {
-  private readonly expected: Buffer | undefined;
+  private readonly expected: string | undefined;
   private readonly open: ReadonlySet<string>;
 
   /**
@@ -19,20 +19,18 @@ export class BearerAuth {
    * @param publicPaths exact request paths (`req.path`, no query) that need no token.
    */
   constructor(token: string | undefined, publicPaths: readonly string[]) {
-    this.expected = token === undefined ? undefined : sha256(token);
+    this.expected = token;
     this.open = new Set(publicPaths);
   }
 
   /**
    * True when a request for `path` carrying the `Authorization` header value `authorization`
-   * may go on: auth is off, the path is public, or the header is `Bearer <token>` (scheme
-   * case-insensitive; compared as SHA-256 digests in constant time).
+   * may go on: auth is off, the path is public, or the header presents the token
+   * (shared/http/bearer.ts: parsed by `parseBearer`, compared in constant time).
    */
   admits(path: string, authorization: string | undefined): boolean {
     if (this.expected === undefined || this.open.has(path)) return true;
-    const m = /^Bearer (.*)$/i.exec(authorization ?? "");
-    const given = sha256(m?.[1] ?? "");
-    return !!m && crypto.timingSafeEqual(given, this.expected);
+    return tokenMatches(parseBearer(authorization), this.expected);
   }
 }
 
@@ -45,8 +43,4 @@ export function requireBearer(auth: BearerAuth): RequestHandler {
     if (auth.admits(req.path, req.headers.authorization)) return next();
     res.status(401).json({ error: "unauthorized", code: "ERR_AUTH_REQUIRED" });
   };
-}
-
-function sha256(s: string): Buffer {
-  return crypto.createHash("sha256").update(s).digest();
 }

@@ -6,7 +6,8 @@ import { cidrContains, cidrOverlaps, parseCidr, parseIpv4 } from "../../shared/c
 import { isPaddockError } from "../../shared/errors.js";
 import { parseSupervisorConfig, parseListenAddress } from "../../supervisor/supervisor-config.js";
 import { allocateBlocks, poolComplement } from "../../supervisor/block-allocator.js";
-import { TokenIndex, bearerToken, hashToken, hashesEqual, issueToken } from "../../supervisor/tokens.js";
+import { TokenIndex, hashToken, hashesEqual, issueToken } from "../../supervisor/tokens.js";
+import { parseBearer, tokenMatches } from "../../shared/http/bearer.js";
 import { TenantRegistry } from "../../supervisor/tenant-registry.js";
 import { loadTemplate, parseTemplate, readImageOverride, readOverrides, renderTenantConfig } from "../../supervisor/tenant-template.js";
 import { parseYamlSafe } from "../../shared/yaml-reader.js";
@@ -159,11 +160,16 @@ describe("supervisor tokens", () => {
     expect(hashesEqual(h, h)).to.equal(true);
     expect(hashesEqual(h, hashToken("y"))).to.equal(false);
     expect(hashesEqual(h, "zz")).to.equal(false);
-    expect(bearerToken("Bearer abc")).to.equal("abc");
-    expect(bearerToken("bearer  abc ")).to.equal("abc");
-    expect(bearerToken("Basic abc")).to.equal(undefined);
-    expect(bearerToken("Bearer ")).to.equal(undefined);
-    expect(bearerToken(undefined)).to.equal(undefined);
+    expect(parseBearer("Bearer abc")).to.equal("abc");
+    expect(parseBearer("bearer  abc ")).to.equal("abc");
+    expect(parseBearer("Basic abc")).to.equal(undefined);
+    expect(parseBearer("Bearer ")).to.equal(undefined);
+    expect(parseBearer(undefined)).to.equal(undefined);
+    expect(parseBearer("Bearer a b")).to.equal(undefined);
+    expect(tokenMatches("abc", "abc")).to.equal(true);
+    expect(tokenMatches("abd", "abc")).to.equal(false);
+    expect(tokenMatches("", "")).to.equal(true);
+    expect(tokenMatches(undefined, "")).to.equal(false);
   });
 });
 
