@@ -5,7 +5,8 @@
  * (`new`), the Slicer API (`vm`) and the admin API (`tenant`). Conventions follow the `slicer`
  * CLI where they overlap. Exit codes: see {@link HELP} and cli/cli-errors.ts.
  */
-import { readFileSync, realpathSync } from "node:fs";
+import { realpathSync } from "node:fs";
+import { PADDOCK_VERSION } from "../shared/version.js";
 import { fileURLToPath } from "node:url";
 import { EXIT, UsageError, describeError, exitCodeFor } from "./cli-errors.js";
 import { processContext, writeOut, type CliContext } from "./cli-context.js";
@@ -43,14 +44,6 @@ Exit codes:
   vm exec exits with the remote command's own exit code (128+N when killed by signal N).
 `;
 
-function version(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version?: string };
-    return pkg.version ?? "unknown";
-  } catch {
-    return "unknown";
-  }
-}
 
 async function daemonCommand(ctx: CliContext, argv: string[]): Promise<number> {
   const [sub, file, ...extra] = argv;
@@ -99,7 +92,7 @@ export async function runCli(argv: readonly string[], ctx: CliContext): Promise<
         await writeOut(ctx.stdout, HELP);
         return EXIT.OK;
       case "version": case "--version":
-        await writeOut(ctx.stdout, `paddock ${version()}\n`);
+        await writeOut(ctx.stdout, `paddock ${PADDOCK_VERSION}\n`);
         return EXIT.OK;
       case "up": return await upCommand(ctx, rest);
       case "daemon": return await daemonCommand(ctx, rest);

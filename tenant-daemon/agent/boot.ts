@@ -48,8 +48,6 @@ export const AGENT_PROOF_HEADER = "x-paddock-agent-proof";
 export const BOOT_FILE_NAME = "boot.json";
 /** The socket name inside the agent directory. */
 export const AGENT_SOCKET_NAME = "agent.sock";
-/** Version reported by the agent's health (`agent_version`). */
-export const AGENT_VERSION = "0.1.0";
 /** Default guest secrets directory (Slicer's). */
 export const DEFAULT_SECRETS_DIR = "/run/slicer/secrets";
 

@@ -3,7 +3,7 @@
  * (the Slicer REST API's daemon endpoints). Paths and auth are in routes.ts.
  */
 import { goArch, type VmService } from "../vm/vm-service.js";
-import { PADDOCK_VERSION } from "../version.js";
+import { PADDOCK_VERSION } from "../../shared/version.js";
 import type { DaemonMetrics } from "./metrics.js";
 import type { RouteHandlers } from "./route-mount.js";
 
