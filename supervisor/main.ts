@@ -4,13 +4,13 @@
  * and admin listeners. `paddock up` calls {@link main}; tests call {@link runSupervisor}.
  */
 import http from "node:http";
-import net from "node:net";
 import path from "node:path";
 import { promises as fs, constants as fsConstants } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { PaddockError, errnoCode, isPaddockError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { acquireOwnership, pidAlive } from "../shared/state-store.js";
+import { listenHttp } from "../shared/http/listen.js";
 import { sleep } from "../shared/time.js";
 import { formatListenAddress, loadSupervisorConfig, type ListenAddress, type SupervisorConfig, type SupervisorFlags } from "./supervisor-config.js";
 import { TenantRegistry } from "./tenant-registry.js";
@@ -72,32 +72,9 @@ export async function ensureAdminToken(file: string): Promise<{ token: string; c
   return { token, created: true };
 }
 
-async function removeStaleSocket(socketPath: string): Promise<void> {
-  const inUse = await new Promise<boolean>((resolve) => {
-    const c = net.connect(socketPath);
-    c.once("connect", () => { c.destroy(); resolve(true); });
-    c.once("error", () => resolve(false));
-  });
-  if (inUse) throw new PaddockError("ERR_SOCKET_IN_USE", `socket ${socketPath} is in use by another process`);
-  await fs.rm(socketPath, { force: true });
-}
-
 async function listen(server: http.Server, addr: ListenAddress, mode: number): Promise<string> {
-  if (addr.kind === "unix") {
-    await fs.mkdir(path.dirname(addr.socketPath), { recursive: true, mode: 0o755 });
-    await removeStaleSocket(addr.socketPath);
-  }
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    if (addr.kind === "unix") server.listen(addr.socketPath, () => resolve());
-    else server.listen(addr.port, addr.host, () => resolve());
-  });
-  if (addr.kind === "unix") {
-    await fs.chmod(addr.socketPath, mode);
-    return addr.socketPath;
-  }
-  const a = server.address() as net.AddressInfo;
-  return formatListenAddress({ kind: "tcp", host: a.address, port: a.port });
+  const bound = await listenHttp(server, addr, mode);
+  return typeof bound === "string" ? bound : formatListenAddress({ kind: "tcp", host: bound.address, port: bound.port });
 }
 
 async function closeServer(server: http.Server): Promise<void> {

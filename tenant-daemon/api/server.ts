@@ -6,10 +6,7 @@
  * (http-util.ts). WebSocket upgrades never reach Express: {@link attachUpgradeHandler} hands
  * them to ws-upgrade.ts.
  */
-import { promises as fs } from "node:fs";
 import http from "node:http";
-import path from "node:path";
-import net from "node:net";
 import type { Duplex } from "node:stream";
 import express from "express";
 import { PaddockError } from "../../shared/errors.js";
@@ -32,6 +29,7 @@ import { createVmHandlers } from "./vm-routes.js";
 import { createPlainUpgradeHandlers } from "./ws-upgrade.js";
 import { BODY_IDLE_TIMEOUT_MS, boundRequestBodyIdle } from "../../shared/body-idle-timeout.js";
 import { clientErrorReply, httpJsonAnswer, requestTargetProblem } from "../../shared/http-input.js";
+import { assertListenFree as assertFree, listenHttp } from "../../shared/http/listen.js";
 
 /** What the API server is built from. */
 export interface ApiServerDeps {
@@ -88,23 +86,12 @@ export function createApiApp(deps: ApiServerDeps): express.Express {
 }
 
 /**
- * Refuse early when the API's listen address is taken: a Unix socket another process answers
- * on, or a TCP port already bound. {@link listenApi} checks again when it binds (the address
- * may be taken in between); this check lets a daemon refuse before it changes anything.
+ * Refuse early when the API's listen address is taken (shared/http/listen.ts), so a daemon
+ * refuses before it changes anything; {@link listenApi} checks again when it binds.
  * @throws PaddockError ERR_SOCKET_IN_USE
  */
 export async function assertListenFree(config: TenantConfig): Promise<void> {
-  if (config.api.kind === "unix") {
-    if (await socketAnswers(config.api.socketPath)) throw new PaddockError("ERR_SOCKET_IN_USE", `another daemon is already listening on ${config.api.socketPath}`);
-    return;
-  }
-  const { host, port } = config.api;
-  if (port === 0) return;
-  const probe = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    probe.once("error", (err: NodeJS.ErrnoException) => reject(err.code === "EADDRINUSE" ? new PaddockError("ERR_SOCKET_IN_USE", `${host}:${port} is already in use`, { cause: err }) : err));
-    probe.listen(port, host, () => probe.close(() => resolve()));
-  });
+  await assertFree(config.api);
 }
 
 /**
@@ -128,24 +115,7 @@ export async function listenApi(app: express.Express, config: TenantConfig, opts
     if (socket.writable) socket.end(clientErrorReply(err));
     else socket.destroy();
   });
-  if (config.api.kind === "unix") {
-    const socketPath = config.api.socketPath;
-    // Again at bind time: the socket may have been taken since the daemon's early check.
-    await assertListenFree(config);
-    await fs.rm(socketPath, { force: true });
-    await fs.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o755 });
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(socketPath, () => resolve());
-    });
-    await fs.chmod(socketPath, 0o660);
-  } else {
-    const { host, port } = config.api;
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", (err: NodeJS.ErrnoException) => reject(err.code === "EADDRINUSE" ? new PaddockError("ERR_SOCKET_IN_USE", `${host}:${port} is already in use`, { cause: err }) : err));
-      server.listen(port, host, () => resolve());
-    });
-  }
+  await listenHttp(server, config.api, 0o660);
   return server;
 }
 
@@ -160,16 +130,5 @@ export function attachUpgradeHandler(server: http.Server, handler: (req: http.In
     if (bad === undefined) return handler(req, socket, head);
     socket.on("error", () => undefined);
     socket.end(httpJsonAnswer(400, JSON.stringify({ error: bad, code: "ERR_URL_MALFORMED" })));
-  });
-}
-
-function socketAnswers(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(socketPath);
-    s.once("connect", () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once("error", () => resolve(false));
   });
 }
