@@ -200,7 +200,7 @@ export function createApiApp(deps: ApiServerDeps): express.Express {
     if (linesRaw !== undefined && !/^\d+$/.test(linesRaw)) throw new PaddockError("ERR_QUERY_INVALID", "lines must be a non-negative integer");
     const lines = linesRaw === undefined ? 20 : Number(linesRaw);
     // The console log is kept as `<log>.1` (older) and `<log>` (newest), see the logcap reader
-    // of tenant-daemon/runtime/oci-driver.ts; read both, oldest first.
+    // of tenant-daemon/runtime/oci-bundle.ts; read both, oldest first.
     const log = vms.consoleLogPath(h);
     const content = await tailFile([`${log}.1`, log], lines);
     if (content === undefined) throw new PaddockError("ERR_PATH_NOT_FOUND", `no console log for ${h}`);
