@@ -66,8 +66,9 @@ async function cpUpload(ctx: CliContext, client: ApiClient, src: string, host: s
     const name = path.basename(path.resolve(src));
     if (st.isDirectory()) {
       // Directories go as an uncompressed tar (cp-v1-tar); `dir/.` copies the contents.
-      const { createTarStream } = await import("../tenant-daemon/agent/tar.js");
-      body = createTarStream(path.resolve(src), () => false);
+      // node-tar loads only for directory uploads (start-up time of every other command).
+      const { createDirectoryTar } = await import("./cp-tar.js");
+      body = createDirectoryTar(path.resolve(src));
       query.push(["mode", "cp-v1-tar"], ["source_type", "directory"], ["source_name", name]);
       if (src.endsWith("/.")) query.push(["copy_contents", true]);
       if (permissions !== undefined) query.push(["permissions", permissions]);
