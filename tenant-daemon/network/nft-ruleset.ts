@@ -22,7 +22,7 @@
  * - `postrouting` (nat): egress masquerade of our ranges.
  *
  * IPv6 (https://wiki.nftables.org/wiki-nftables/index.php/Matching_packet_metainformation,
- * `meta nfproto`): VMs have none (tenant-network.ts disables it on both ends of each VM link)
+ * `meta nfproto`): VMs have none (vm-links.ts disables it on both ends of each VM link)
  * and every IPv6 packet from or to a VM link is dropped, so a guest root that turns it back
  * on inside its own netns reaches nothing.
  */

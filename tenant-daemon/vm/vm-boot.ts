@@ -160,7 +160,7 @@ export class VmLauncher {
         if (opts.removeDisk) await step("disk", () => this.deps.storage.remove(h));
       })(),
       opts.removeDisk ? step("console log", async () => {
-        // The console log and its rotated part (see consoleArgv in tenant-daemon/runtime/oci-driver.ts).
+        // The console log and its rotated part (see consoleArgv in tenant-daemon/runtime/oci-bundle.ts).
         await Promise.all([paths.consoleLogPath(h), `${paths.consoleLogPath(h)}.1`].map((f) => fs.rm(f, { force: true })));
       }) : undefined,
     ]);

@@ -1,0 +1,113 @@
+/**
+ * `paddock vm shell`: an interactive shell in a VM over the `/vm/{h}/shell` WebSocket (binary
+ * frames: type byte, u32 BE length, payload), with the terminal in raw mode and its size sent
+ * on resize.
+ */
+import type http from "node:http";
+import { parseFlags, parseIntFlag, expectPositionals } from "./args.js";
+import { seg, toApiError } from "./api-client.js";
+import { ApiError, EXIT } from "./cli-errors.js";
+import type { CliContext } from "./cli-context.js";
+import { TARGET_FLAGS, clientFor, resolveHostname } from "./vm-common.js";
+
+/** One shell WebSocket frame: type byte, u32 BE length, payload (pure). */
+export function shellFrame(type: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const head = Buffer.alloc(5);
+  head[0] = type;
+  head.writeUInt32BE(payload.length, 1);
+  return Buffer.concat([head, payload]);
+}
+
+/** Interval of the Ctrl-D sent after a piped stdin ends, until the shell exits, ms. */
+const EOF_REPEAT_MS = 300;
+
+/** `paddock vm shell HOST`: until the server ends the session. @returns the exit code */
+export async function vmShell(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(argv, { ...TARGET_FLAGS, uid: { type: "string" }, gid: { type: "string" }, cwd: { type: "string" }, shell: { type: "string" } });
+  expectPositionals(positionals, 1, 1, "paddock vm shell HOST [--uid N] [--cwd DIR] [--shell /bin/bash]");
+  const uid = parseIntFlag(values.uid, "--uid", { min: 0, max: 4294967295 });
+  const client = clientFor(ctx, values);
+  const t = client.target;
+  // Resolve a friendly name first (the upgrade itself cannot be retried cheaply).
+  const host = await resolveHostname(client, positionals[0] as string);
+  const q = new URLSearchParams();
+  if (uid !== undefined) q.set("uid", String(uid));
+  const gid = parseIntFlag(values.gid, "--gid", { min: 0, max: 4294967295 }) ?? uid;
+  if (gid !== undefined) q.set("gid", String(gid));
+  if (values.cwd) q.set("cwd", values.cwd);
+  if (values.shell) q.set("shell", values.shell);
+  const pathAndQuery = `/vm/${seg(host)}/shell${q.size > 0 ? `?${q}` : ""}`;
+  const url = t.kind === "unix" ? `ws+unix://${t.socketPath}:${pathAndQuery}` : `${t.url.protocol === "https:" ? "wss" : "ws"}://${t.url.host}${pathAndQuery}`;
+  const { WebSocket } = await import("ws");
+  const ws = new WebSocket(url, { headers: t.token ? { Authorization: `Bearer ${t.token}` } : {} });
+  const stdin = ctx.stdin;
+  const out = ctx.stdout;
+  const sendSize = (): void => {
+    const size = Buffer.alloc(8);
+    size.writeUInt32BE(out.columns ?? 80, 0);
+    size.writeUInt32BE((out as { rows?: number }).rows ?? 24, 4);
+    if (ws.readyState === ws.OPEN) ws.send(shellFrame(0x02, size));
+  };
+  return new Promise<number>((resolve, reject) => {
+    // Exactly one outcome: a refused upgrade (its HTTP error), a socket error, or a normal close.
+    let settled = false;
+    const finish = (fn: () => void): void => {
+      if (settled) return;
+      settled = true;
+      cleanup();
+      fn();
+    };
+    const onData = (d: Buffer): void => {
+      if (ws.readyState === ws.OPEN) ws.send(shellFrame(0x01, d));
+    };
+    const heartbeat = setInterval(() => ws.readyState === ws.OPEN && ws.send(shellFrame(0x04)), 30_000);
+    const cleanup = (): void => {
+      clearInterval(heartbeat);
+      clearInterval(eofTimer);
+      stdin.off("data", onData);
+      stdin.off("end", onEnd);
+      out.off("resize", sendSize);
+      if (stdin.isTTY) stdin.setRawMode?.(false);
+      stdin.pause();
+    };
+    // End of a piped stdin: type EOF (Ctrl-D) so the shell exits after running everything
+    // queued, and the server then sends SessionClose. A Shutdown frame here would end the
+    // session at once, before the shell had read the piped lines (the PTY only echoed them).
+    // Ctrl-D is repeated every EOF_REPEAT_MS until the session ends: one typed while the PTY
+    // is still in canonical mode (the shell not yet at its prompt, or a command running)
+    // reaches readline as a NUL byte, not as EOF. A terminal's end is the user's own Ctrl-D,
+    // so this only matters for pipes.
+    let eofTimer: NodeJS.Timeout | undefined;
+    const sendEof = (): void => {
+      if (ws.readyState === ws.OPEN) ws.send(shellFrame(0x01, Buffer.from("\u0004")));
+    };
+    const onEnd = (): void => {
+      sendEof();
+      eofTimer ??= setInterval(sendEof, EOF_REPEAT_MS);
+    };
+    ws.on("unexpected-response", (_req, res: http.IncomingMessage) => {
+      settled = true;
+      cleanup();
+      // The VM exists (resolved above), so a 404 here means the daemon has no shell endpoint.
+      toApiError(res).then((e) => reject(e.status === 404 && e.code === undefined ? new ApiError(404, `the API at ${t.display} does not serve /vm/{hostname}/shell (interactive shell, spec §2.10)`, undefined) : e), reject);
+      ws.terminate();
+    });
+    ws.on("open", () => {
+      if (stdin.isTTY) stdin.setRawMode?.(true);
+      stdin.on("data", onData);
+      stdin.on("end", onEnd);
+      stdin.resume();
+      out.on("resize", sendSize);
+      sendSize();
+    });
+    ws.on("message", (data: Buffer, isBinary: boolean) => {
+      if (!isBinary || data.length < 5) return;
+      const type = data[0];
+      const len = data.readUInt32BE(1);
+      if (type === 0x01) out.write(data.subarray(5, 5 + len));
+      else if (type === 0x03 || type === 0x05) ws.close();
+    });
+    ws.on("close", () => finish(() => resolve(EXIT.OK)));
+    ws.on("error", (err) => finish(() => reject(err)));
+  });
+}

@@ -1,0 +1,124 @@
+/**
+ * The tenant's nftables table kept in step with its VMs: the ruleset is rendered from the
+ * shared {@link TenantNetState} (nft-ruleset.ts) and applied as one `nft -f` transaction.
+ * Only the table `inet paddock-<tenant>` is ever written; the host's ruleset is never flushed.
+ */
+import { formatCidr, formatIpv4 } from "../../shared/cidr.js";
+import type { Logger } from "../../shared/logger.js";
+import { compileFirewall, compileFloor, effectiveLists, type FirewallLists } from "./firewall-policy.js";
+import * as host from "./host-net.js";
+import { renderRuleset, renderTableDeletion, type RulesetFloor, type RulesetInput } from "./nft-ruleset.js";
+import type { TenantNetState } from "./tenant-network-state.js";
+
+/** Applies the tenant's table; concurrent updates share applies. */
+export class TenantFirewall {
+  private ruleset: string | undefined;
+  private wanted = 0;
+  private applied = 0;
+  private running: Promise<void> | undefined;
+  /** Set by {@link halt}: no update starts any more. */
+  private stopping = false;
+
+  /**
+   * @param state - read at each apply (groups, attached and adoptable VMs, overrides, resolvers).
+   * @param log - where background failures are logged.
+   */
+  constructor(
+    private readonly state: TenantNetState,
+    private readonly log: Logger,
+  ) {}
+
+  /** The ruleset text as last applied (undefined before the first apply, after a failure and after {@link removeTable}). */
+  lastRuleset(): string | undefined {
+    return this.ruleset;
+  }
+
+  /**
+   * Bring the kernel's table up to date with the current state. Concurrent callers share
+   * applies: each waits until an apply rendered after its call has finished. No-op once halted.
+   * @throws PaddockError ERR_NETWORK_SETUP_FAILED from `nft` (the table keeps its previous rules).
+   */
+  async sync(): Promise<void> {
+    if (this.stopping) return;
+    const gen = ++this.wanted;
+    while (this.applied < gen && !this.stopping) {
+      this.running ??= this.applyOnce().finally(() => {
+        this.running = undefined;
+      });
+      await this.running;
+    }
+  }
+
+  /** {@link sync} without waiting; a failure is logged ("firewall update failed"). */
+  syncInBackground(): void {
+    this.sync().catch((err: unknown) => this.log.error("firewall update failed", { err }));
+  }
+
+  /**
+   * From now on no update starts: one that ran after the table's deletion would create the
+   * table again (a stop racing start-up work left it behind).
+   */
+  halt(): void {
+    this.stopping = true;
+  }
+
+  /**
+   * Wait for a running apply, then delete the tenant's table (absent is fine). Call after
+   * {@link halt}.
+   * @throws PaddockError ERR_NETWORK_SETUP_FAILED from `nft`.
+   */
+  async removeTable(): Promise<void> {
+    while (this.running !== undefined) await this.running.catch(() => undefined);
+    await host.applyNft(renderTableDeletion(this.state.tenant));
+    this.ruleset = undefined;
+  }
+
+  private async applyOnce(): Promise<void> {
+    const target = this.wanted;
+    const text = renderRuleset(rulesetInput(this.state));
+    // `nft -c` runs on the first apply and after any failure; later updates rely on `nft -f`
+    // being one all-or-nothing transaction (nft(8)), saving a spawn per VM create/delete.
+    try {
+      await host.applyNft(text, { check: this.ruleset === undefined });
+    } catch (err) {
+      this.ruleset = undefined;
+      throw err;
+    }
+    this.ruleset = text;
+    this.applied = target;
+  }
+}
+
+/** The host group's lists as the operator's config wrote them (empty for bridge groups). */
+function groupLists(state: TenantNetState, group: string): FirewallLists {
+  const net = state.groups.get(group)?.cfg.network;
+  return net?.mode === "isolated" ? { allow: [...net.allow], drop: [...net.drop] } : { allow: [], drop: [] };
+}
+
+/** What nft-ruleset.ts renders for the current state: ranges, deny list, bridges and every isolated VM's firewall. */
+function rulesetInput(state: TenantNetState): RulesetInput {
+  const vms = [...state.attached.values(), ...state.adoptable.values()].filter((v) => v.mode === "isolated");
+  const floors = new Map<string, RulesetFloor>(
+    [...new Set(vms.map((v) => v.group))].map((group) => [group, { group, rules: compileFloor(groupLists(state, group)) }]),
+  );
+  return {
+    tenantId: state.tenant,
+    ownRanges: [...state.groups.values()].map((g) => formatCidr(g.addr.range)),
+    foreignRanges: state.foreignRanges,
+    deny: state.cfg.paddock.deny,
+    dnsServers: [...state.groups.values()].flatMap((g) => (g.cfg.dnsServers.length > 0 ? [...g.cfg.dnsServers] : state.resolvers)).filter((a) => /^\d+\.\d+\.\d+\.\d+$/.test(a)),
+    bridges: [...state.groups.values()].flatMap((g) => (g.bridge ? [{
+      group: g.cfg.name, bridge: g.bridge, range: formatCidr(g.addr.range), gateway: formatIpv4(g.addr.gateway as number), hostPorts: state.cfg.paddock.hostPorts[g.cfg.name] ?? [],
+    }] : [])),
+    isolatedVms: vms.map((v) => {
+      const ov = state.overrides.get(v.hostname);
+      return {
+        hostname: v.hostname, group: v.group, veth: v.veth, ip: formatIpv4(v.ip),
+        firewall: compileFirewall(effectiveLists(groupLists(state, v.group), ov)),
+        // Without an override the VM's policy is the group's own, floor included.
+        useFloor: ov !== undefined && (floors.get(v.group)?.rules.length ?? 0) > 0,
+      };
+    }),
+    floors: [...floors.values()],
+  };
+}
