@@ -9,6 +9,7 @@ import { seg, toApiError } from "./api-client.js";
 import { ApiError, EXIT } from "./cli-errors.js";
 import type { CliContext } from "./cli-context.js";
 import { TARGET_FLAGS, clientFor, resolveHostname } from "./vm-common.js";
+import { bearerHeader } from "../shared/http/bearer.js";
 
 /** One shell WebSocket frame: type byte, u32 BE length, payload (pure). */
 export function shellFrame(type: number, payload: Buffer = Buffer.alloc(0)): Buffer {
@@ -39,7 +40,7 @@ export async function vmShell(ctx: CliContext, argv: string[]): Promise<number> 
   const pathAndQuery = `/vm/${seg(host)}/shell${q.size > 0 ? `?${q}` : ""}`;
   const url = t.kind === "unix" ? `ws+unix://${t.socketPath}:${pathAndQuery}` : `${t.url.protocol === "https:" ? "wss" : "ws"}://${t.url.host}${pathAndQuery}`;
   const { WebSocket } = await import("ws");
-  const ws = new WebSocket(url, { headers: t.token ? { Authorization: `Bearer ${t.token}` } : {} });
+  const ws = new WebSocket(url, { headers: t.token ? { Authorization: bearerHeader(t.token) } : {} });
   const stdin = ctx.stdin;
   const out = ctx.stdout;
   const sendSize = (): void => {
@@ -89,7 +90,7 @@ export async function vmShell(ctx: CliContext, argv: string[]): Promise<number> 
       settled = true;
       cleanup();
       // The VM exists (resolved above), so a 404 here means the daemon has no shell endpoint.
-      toApiError(res).then((e) => reject(e.status === 404 && e.code === undefined ? new ApiError(404, `the API at ${t.display} does not serve /vm/{hostname}/shell (interactive shell, spec §2.10)`, undefined) : e), reject);
+      toApiError(res).then((e) => reject(e.status === 404 && e.code === undefined ? new ApiError(404, `the API at ${t.display} does not serve /vm/{hostname}/shell (interactive shell)`, undefined) : e), reject);
       ws.terminate();
     });
     ws.on("open", () => {

@@ -89,7 +89,7 @@ function readNetwork(r: ConfigReader, raw: unknown, p: string, groupName: string
   const bridge = r.string(net.bridge, `${p}.bridge`);
   if (bridge !== undefined && (Buffer.byteLength(bridge) > 15 || !/^[A-Za-z0-9_.-]+$/.test(bridge))) r.problem(`${p}.bridge`, `bridge name must be 1-15 bytes of [A-Za-z0-9_.-], got ${JSON.stringify(bridge)}`);
   const tapPrefix = r.string(net.tap_prefix, `${p}.tap_prefix`);
-  if (tapPrefix !== undefined && tapPrefix.length > 14) r.problem(`${p}.tap_prefix`, "must be at most 14 characters (spec §3.1)");
+  if (tapPrefix !== undefined && tapPrefix.length > 14) r.problem(`${p}.tap_prefix`, "must be at most 14 characters (a Linux interface name is at most 15)");
   if (gateway === undefined && raw !== undefined) r.problem(`${p}.gateway`, `bridge mode needs a gateway CIDR such as 192.168.137.1/24 (host group ${groupName})`);
   return { mode: "bridge", bridge, tapPrefix, gateway, range, addresses };
 }
