@@ -17,7 +17,6 @@ export type { VmNode } from "./vm-common.js";
 export { cpDownloadName, parseCpOperand } from "./vm-cp-commands.js";
 export { execQuery, relayExecStream } from "./vm-exec-command.js";
 export { renderNodeTable } from "./vm-lifecycle-commands.js";
-export { shellFrame } from "./vm-shell-command.js";
 
 /** Help text of `paddock vm`. */
 export const VM_HELP = `usage: paddock vm COMMAND [flags]

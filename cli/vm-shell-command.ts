@@ -10,14 +10,8 @@ import { ApiError, EXIT } from "./cli-errors.js";
 import type { CliContext } from "./cli-context.js";
 import { TARGET_FLAGS, clientFor, resolveHostname } from "./vm-common.js";
 import { bearerHeader } from "../shared/http/bearer.js";
+import { FrameDecoder, FrameType, encodeFrame, encodeWindowSize } from "../shared/slicer/shell-frames.js";
 
-/** One shell WebSocket frame: type byte, u32 BE length, payload (pure). */
-export function shellFrame(type: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const head = Buffer.alloc(5);
-  head[0] = type;
-  head.writeUInt32BE(payload.length, 1);
-  return Buffer.concat([head, payload]);
-}
 
 /** Interval of the Ctrl-D sent after a piped stdin ends, until the shell exits, ms. */
 const EOF_REPEAT_MS = 300;
@@ -44,10 +38,8 @@ export async function vmShell(ctx: CliContext, argv: string[]): Promise<number> 
   const stdin = ctx.stdin;
   const out = ctx.stdout;
   const sendSize = (): void => {
-    const size = Buffer.alloc(8);
-    size.writeUInt32BE(out.columns ?? 80, 0);
-    size.writeUInt32BE((out as { rows?: number }).rows ?? 24, 4);
-    if (ws.readyState === ws.OPEN) ws.send(shellFrame(0x02, size));
+    const size = encodeWindowSize(out.columns ?? 80, (out as { rows?: number }).rows ?? 24);
+    if (ws.readyState === ws.OPEN) ws.send(encodeFrame(FrameType.WindowSize, size));
   };
   return new Promise<number>((resolve, reject) => {
     // Exactly one outcome: a refused upgrade (its HTTP error), a socket error, or a normal close.
@@ -59,9 +51,9 @@ export async function vmShell(ctx: CliContext, argv: string[]): Promise<number> 
       fn();
     };
     const onData = (d: Buffer): void => {
-      if (ws.readyState === ws.OPEN) ws.send(shellFrame(0x01, d));
+      if (ws.readyState === ws.OPEN) ws.send(encodeFrame(FrameType.Data, d));
     };
-    const heartbeat = setInterval(() => ws.readyState === ws.OPEN && ws.send(shellFrame(0x04)), 30_000);
+    const heartbeat = setInterval(() => ws.readyState === ws.OPEN && ws.send(encodeFrame(FrameType.Heartbeat)), 30_000);
     const cleanup = (): void => {
       clearInterval(heartbeat);
       clearInterval(eofTimer);
@@ -80,7 +72,7 @@ export async function vmShell(ctx: CliContext, argv: string[]): Promise<number> 
     // so this only matters for pipes.
     let eofTimer: NodeJS.Timeout | undefined;
     const sendEof = (): void => {
-      if (ws.readyState === ws.OPEN) ws.send(shellFrame(0x01, Buffer.from("\u0004")));
+      if (ws.readyState === ws.OPEN) ws.send(encodeFrame(FrameType.Data, Buffer.from("\u0004")));
     };
     const onEnd = (): void => {
       sendEof();
@@ -101,12 +93,19 @@ export async function vmShell(ctx: CliContext, argv: string[]): Promise<number> 
       out.on("resize", sendSize);
       sendSize();
     });
+    // One frame per message; a message that is not whole frames is ignored.
     ws.on("message", (data: Buffer, isBinary: boolean) => {
-      if (!isBinary || data.length < 5) return;
-      const type = data[0];
-      const len = data.readUInt32BE(1);
-      if (type === 0x01) out.write(data.subarray(5, 5 + len));
-      else if (type === 0x03 || type === 0x05) ws.close();
+      if (!isBinary) return;
+      let frames;
+      try {
+        frames = new FrameDecoder().push(data);
+      } catch {
+        return;
+      }
+      for (const f of frames) {
+        if (f.type === FrameType.Data) out.write(f.payload);
+        else if (f.type === FrameType.Shutdown || f.type === FrameType.SessionClose) ws.close();
+      }
     });
     ws.on("close", () => finish(() => resolve(EXIT.OK)));
     ws.on("error", (err) => finish(() => reject(err)));

@@ -8,7 +8,7 @@
  * The relay goes message by message, with backpressure both ways and nothing buffered beyond
  * the socket buffers:
  * - shell: every client binary message must be exactly one shell frame
- *   (tenant-daemon/agent/shell-frames.ts) and is written as is to the agent stream; the agent
+ *   (shared/slicer/shell-frames.ts) and is written as is to the agent stream; the agent
  *   stream is cut into frames, one WebSocket message each; text messages are ignored; after the
  *   agent's SessionClose frame the WebSocket is closed.
  * - forward: binary messages ↔ raw bytes; either side closing closes the other.
@@ -18,7 +18,7 @@ import type { Duplex } from "node:stream";
 import type { WebSocket, RawData } from "ws";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import { FrameDecoder, FrameType, isWholeFrame } from "../agent/shell-frames.js";
+import { FrameDecoder, FrameType, isWholeFrame } from "../../shared/slicer/shell-frames.js";
 import { AGENT_UPGRADE_PROTOCOL, rejectUpgrade, writeHttpError } from "../agent/upgrade-util.js";
 import { answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
 

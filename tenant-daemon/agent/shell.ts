@@ -10,7 +10,7 @@ import type { Duplex } from "node:stream";
 import type { IPty } from "node-pty";
 import { PaddockError } from "../../shared/errors.js";
 import { badRequest } from "./http-util.js";
-import { FrameDecoder, FrameType, decodeWindowSize, encodeFrame } from "./shell-frames.js";
+import { FrameDecoder, FrameType, decodeWindowSize, encodeFrame } from "../../shared/slicer/shell-frames.js";
 import { acceptUpgrade } from "./upgrade-util.js";
 import { resolveCwd, type Identity, type UserDirectory } from "./users.js";
 

@@ -3,7 +3,7 @@
  * upstream parsing (§2.11), watch query parsing (§2.9) and the stats parsers (§2.4).
  */
 import { expect } from "chai";
-import { FrameDecoder, FrameType, decodeWindowSize, encodeFrame, isWholeFrame } from "../../tenant-daemon/agent/shell-frames.js";
+import { FrameDecoder, FrameType, decodeWindowSize, encodeFrame, isWholeFrame } from "../../shared/slicer/shell-frames.js";
 import { parseUpstream } from "../../tenant-daemon/agent/forward.js";
 import { matchesPatterns, parseWatchSpec } from "../../tenant-daemon/agent/fs-watch.js";
 import { countEstablished, parseNetDev, pid1UptimeSeconds } from "../../tenant-daemon/agent/guest-stats.js";

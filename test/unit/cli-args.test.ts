@@ -7,7 +7,8 @@ import { ApiError, ConnectError, EXIT, UsageError, exitCodeFor } from "../../cli
 import { buildPath } from "../../cli/api-client.js";
 import { LineSplitter, exitCodeOfFrame, framePayload, isTerminalFrame } from "../../cli/exec-stream.js";
 import { renderTable, formatBytes, formatAge } from "../../cli/output.js";
-import { execQuery, parseCpOperand, renderNodeTable, shellFrame } from "../../cli/vm-commands.js";
+import { execQuery, parseCpOperand, renderNodeTable } from "../../cli/vm-commands.js";
+import { encodeFrame as shellFrame, encodeWindowSize } from "../../shared/slicer/shell-frames.js";
 import { adminTokenPath, isSocketAddress, parseApiAddress, resolveAdminTarget, resolveTarget } from "../../cli/target.js";
 import { runCli, HELP } from "../../cli/paddock.js";
 import type { CliContext } from "../../cli/cli-context.js";
@@ -220,9 +221,10 @@ describe("cli: vm helpers and output", () => {
     expect(() => parseCpOperand("sbox-1:")).to.throw(UsageError);
   });
 
-  it("shell frames are type + u32 BE length + payload (spec §2.10)", () => {
+  it("shell frames are type + u32 BE length + payload (docs/slicer-api.md#shell)", () => {
     expect(shellFrame(1, Buffer.from("ls\n"))).to.deep.equal(Buffer.from([1, 0, 0, 0, 3, 0x6c, 0x73, 0x0a]));
     expect(shellFrame(4)).to.deep.equal(Buffer.from([4, 0, 0, 0, 0]));
+    expect(encodeWindowSize(80, 24)).to.deep.equal(Buffer.from([0, 0, 0, 80, 0, 0, 0, 24]));
   });
 
   it("renders aligned tables without trailing spaces", () => {

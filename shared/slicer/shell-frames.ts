@@ -49,6 +49,14 @@ export function isWholeFrame(message: Buffer): boolean {
   return len <= MAX_FRAME_PAYLOAD_BYTES && message.length === FRAME_HEADER_BYTES + len;
 }
 
+/** A WindowSize payload: `cols` then `rows`, each u32 BE. */
+export function encodeWindowSize(cols: number, rows: number): Buffer {
+  const out = Buffer.allocUnsafe(8);
+  out.writeUInt32BE(cols, 0);
+  out.writeUInt32BE(rows, 4);
+  return out;
+}
+
 /** `cols`/`rows` of a WindowSize payload; undefined when the payload is not 8 bytes. */
 export function decodeWindowSize(payload: Buffer): { cols: number; rows: number } | undefined {
   if (payload.length !== 8) return undefined;
