@@ -3,10 +3,11 @@
  * under proper-lockfile, written as temp file + fsync + rename (+ fsync of the directory), mode
  * 0600, with a schema version. A corrupt or newer-schema file is refused, never overwritten.
  */
-import { promises as fs, constants as fsConstants, readFileSync } from "node:fs";
+import { promises as fs, constants as fsConstants } from "node:fs";
 import path from "node:path";
 import lockfile from "proper-lockfile";
 import { PaddockError, errnoCode } from "./errors.js";
+import { pidAlive } from "./proc.js";
 
 /**
  * Write `data` to `file` atomically: a sibling temp file is written with `mode`, fsynced,
@@ -236,23 +237,3 @@ export function noSpaceError(err: unknown, file: string): PaddockError | undefin
   return new PaddockError("ERR_STATE_NO_SPACE", `no space left on the state filesystem: could not write ${file} (${code}); it is unchanged; free space and retry`, { cause: err });
 }
 
-/**
- * True when a process with this pid exists and is not a zombie (EPERM counts as alive). A
- * zombie holds no lock or file: a killed owner whose parent has not reaped it yet (an
- * orphan under a PID 1 that reaps late) must not keep its state locked.
- */
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if (errnoCode(err) !== "EPERM") return false;
-  }
-  try {
-    // /proc/<pid>/stat: "pid (comm) S …"; comm may contain ")" so take the last one (proc(5)).
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return state !== "Z" && state !== "X";
-  } catch {
-    return true; // no procfs (or raced with the exit): trust kill(0)
-  }
-}

@@ -19,8 +19,8 @@ import { execa } from "execa";
 import { PaddockError, errnoCode } from "../shared/errors.js";
 import { sleep } from "../shared/time.js";
 import { daemonHealthy } from "./daemon-client.js";
-import { isDaemonCmdline, pidAlive, readCmdline, readProcStat } from "./proc-info.js";
-import { findProjectRoot } from "./supervisor-config.js";
+import { isDaemonCmdline, readCmdline, readProcStat } from "./proc-info.js";
+import { findProjectRoot, pidAlive } from "../shared/proc.js";
 
 /** How to run one tenant's daemon. */
 export interface DaemonSpec {
@@ -120,7 +120,7 @@ function watchPid(pid: number, startTicks: number | undefined, intervalMs: numbe
     const tick = async (): Promise<void> => {
       if (stopped) return;
       const st = await readProcStat(pid);
-      const alive = (await pidAlive(pid)) && (startTicks === undefined || st?.startTicks === startTicks);
+      const alive = pidAlive(pid) && (startTicks === undefined || st?.startTicks === startTicks);
       if (!alive) {
         resolve({ code: undefined, signal: undefined, adopted: true });
         return;
@@ -208,7 +208,7 @@ export async function spawnDaemon(spec: DaemonSpec, readyTimeoutMs: number): Pro
  * @returns a handle watched by polling, or undefined when it is not ours / not alive.
  */
 export async function adoptDaemon(spec: DaemonSpec, pid: number, procStartTicks: number | undefined, pollMs = 500): Promise<DaemonHandle | undefined> {
-  if (!(await pidAlive(pid))) return undefined;
+  if (!pidAlive(pid)) return undefined;
   if (!isDaemonCmdline(await readCmdline(pid), spec.entry, spec.configPath)) return undefined;
   const st = await readProcStat(pid);
   if (procStartTicks !== undefined && st?.startTicks !== procStartTicks) return undefined;

@@ -4,7 +4,6 @@
  * config, and (when recorded) the same start time, which rules out pid reuse.
  */
 import { promises as fs } from "node:fs";
-import { errnoCode } from "../shared/errors.js";
 
 /** The argv of a process, or undefined when it is gone (or a zombie with empty cmdline). */
 export async function readCmdline(pid: number): Promise<string[] | undefined> {
@@ -33,16 +32,6 @@ export async function readProcStat(pid: number): Promise<{ startTicks: number; s
   }
 }
 
-/** True when `pid` exists and is not a zombie. */
-export async function pidAlive(pid: number): Promise<boolean> {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if (errnoCode(err) !== "EPERM") return false;
-  }
-  const st = await readProcStat(pid);
-  return st !== undefined && st.state !== "Z" && st.state !== "X";
-}
 
 /** True when `argv` is `<node> <entry> up <configPath>` (the daemon contract). */
 export function isDaemonCmdline(argv: readonly string[] | undefined, entry: string, configPath: string): boolean {

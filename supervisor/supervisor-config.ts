@@ -8,8 +8,7 @@
  */
 import { promises as fs } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { existsSync } from "node:fs";
+import { findProjectRoot } from "../shared/proc.js";
 import { ConfigReader, parseYamlSafe } from "../shared/yaml-reader.js";
 import { parseCidr, parseIpv4, type Cidr } from "../shared/cidr.js";
 import { PaddockError } from "../shared/errors.js";
@@ -108,19 +107,6 @@ export interface SupervisorFlags {
   stopDaemonsOnExit?: boolean;
 }
 
-/**
- * The project root: the nearest directory above this compiled module holding package.json.
- * @throws Error when none is found (broken install).
- */
-export function findProjectRoot(from: string = path.dirname(fileURLToPath(import.meta.url))): string {
-  let dir = from;
-  for (;;) {
-    if (existsSync(path.join(dir, "package.json"))) return dir;
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error(`no package.json above ${from}`);
-    dir = up;
-  }
-}
 
 /**
  * Parse `host:port` or a Unix socket path (starts with `/` or `./`, or ends with `.sock`).

@@ -7,7 +7,8 @@
 import { PaddockError } from "../shared/errors.js";
 import { ManagedDaemon, type DaemonEvents } from "./process-manager.js";
 import { killDaemonGroup } from "./daemon-process.js";
-import { findDaemonPids, pidAlive } from "./proc-info.js";
+import { findDaemonPids } from "./proc-info.js";
+import { pidAlive } from "../shared/proc.js";
 import { listDaemonNodes, setVmPaused } from "./daemon-client.js";
 import type { SupervisorMetrics } from "./metrics.js";
 import type { DaemonRecord } from "./tenant-registry.js";
@@ -26,7 +27,7 @@ export interface DaemonInfo {
 /** Poll until `pid` is gone (zombies of other parents count as gone once reaped), at most `timeoutMs`. */
 async function waitForPidExit(pid: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline && (await pidAlive(pid))) await new Promise((r) => setTimeout(r, 50));
+  while (Date.now() < deadline && pidAlive(pid)) await new Promise((r) => setTimeout(r, 50));
 }
 
 /** The tenants' daemons, by tenant id. */

@@ -14,7 +14,8 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import lockfile from "proper-lockfile";
 import { PaddockError } from "../shared/errors.js";
-import { pidAlive, writeFileAtomic } from "../shared/state-store.js";
+import { writeFileAtomic } from "../shared/state-store.js";
+import { pidAlive } from "../shared/proc.js";
 
 /** The host-global directory of tenant id locks. */
 export const TENANT_LOCK_DIR = "/run/paddock/tenant-locks";

@@ -15,7 +15,7 @@ import path from "node:path";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { run } from "../../shared/exec.js";
 import { silentLogger, type Logger } from "../../shared/logger.js";
-import { pidAlive } from "../../shared/state-store.js";
+import { pidAlive } from "../../shared/proc.js";
 import type { RuntimeDriver, RuntimeState, VmRuntimeSpec } from "./driver.js";
 import { launchSandbox, pidFilePath, writeCreateBundle, writeRunBundle } from "./oci-bundle.js";
 import { pruneCgroupParent } from "./oci-cgroups.js";
@@ -28,7 +28,7 @@ import { loadSeccompProfile, type OciSeccomp } from "./seccomp.js";
 
 export { cgroupMountPoints, removeCgroupDirs } from "./oci-cgroups.js";
 export {
-  chooseOciRuntime, defaultToolbox, detectOciRuntime, findOnPath, findProjectRoot, hostHasSwapAccounting,
+  chooseOciRuntime, defaultToolbox, detectOciRuntime, findOnPath, hostHasSwapAccounting,
   type OciHostFacts, type OciRuntimeName, type OciRuntimePreference,
 } from "./oci-host.js";
 

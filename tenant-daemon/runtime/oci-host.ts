@@ -4,9 +4,9 @@
  * kernel accounts swap per cgroup. Pure decisions ({@link chooseOciRuntime}) are separate from
  * the probes that feed them, so the unit tests can check the rule without a host.
  */
-import { constants as fsConstants, promises as fs, existsSync, readFileSync } from "node:fs";
+import { constants as fsConstants, promises as fs, existsSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { findProjectRoot } from "../../shared/proc.js";
 import { PaddockError } from "../../shared/errors.js";
 import type { OciToolbox } from "./oci-spec.js";
 
@@ -83,27 +83,6 @@ export async function detectOciRuntime(preference: OciRuntimePreference): Promis
   return chooseOciRuntime(preference, facts);
 }
 
-/**
- * The project root: the nearest ancestor of `startDir` holding a package.json named "paddock"
- * (from dist/tenant-daemon/runtime/ that is three levels up).
- * @throws PaddockError ERR_RUNTIME_UNAVAILABLE when there is none.
- */
-export function findProjectRoot(startDir = path.dirname(fileURLToPath(import.meta.url))): string {
-  let dir = startDir;
-  for (;;) {
-    const pkg = path.join(dir, "package.json");
-    if (existsSync(pkg)) {
-      try {
-        if ((JSON.parse(readFileSync(pkg, "utf8")) as { name?: unknown }).name === "paddock") return dir;
-      } catch {
-        // not ours
-      }
-    }
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new PaddockError("ERR_RUNTIME_UNAVAILABLE", `cannot find Paddock's project root (package.json) above ${startDir}`);
-    dir = parent;
-  }
-}
 
 /**
  * The default toolbox: this process's node, `/usr/bin/tini-static`, and `dist/toolbox` (the

@@ -14,7 +14,8 @@ import path from "node:path";
 import { run } from "../../shared/exec.js";
 import { resolveImage } from "../../tenant-daemon/images/image-store.js";
 import type { VmRuntimeSpec } from "../../tenant-daemon/runtime/driver.js";
-import { createOciDriver, findProjectRoot, type OciDriver } from "../../tenant-daemon/runtime/oci-driver.js";
+import { createOciDriver, type OciDriver } from "../../tenant-daemon/runtime/oci-driver.js";
+import { findProjectRoot } from "../../shared/proc.js";
 import { createVmStorage, type TenantVmStorage } from "../../tenant-daemon/storage/vm-storage.js";
 import { skipUnlessRoot } from "../helpers/prerequisites.js";
 

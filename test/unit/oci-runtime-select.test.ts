@@ -1,6 +1,7 @@
 import { expect } from "chai";
 import { isPaddockError } from "../../shared/errors.js";
-import { chooseOciRuntime, findProjectRoot } from "../../tenant-daemon/runtime/oci-driver.js";
+import { chooseOciRuntime } from "../../tenant-daemon/runtime/oci-driver.js";
+import { findProjectRoot } from "../../shared/proc.js";
 import { existsSync } from "node:fs";
 import path from "node:path";
 

@@ -11,7 +11,7 @@ import path from "node:path";
 import { PaddockError } from "../../shared/errors.js";
 import { parseTenantConfig } from "../../shared/tenant-config.js";
 import { parseYamlSafe } from "../../shared/yaml-reader.js";
-import { findProjectRoot } from "../../tenant-daemon/runtime/oci-driver.js";
+import { findProjectRoot } from "../../shared/proc.js";
 import { renderOciSpec } from "../../tenant-daemon/runtime/oci-spec.js";
 import { generateProfileText, HEADERS, POLICY } from "../../scripts/gen-seccomp.js";
 import { loadSeccompProfile, parseSeccompProfile, SECCOMP_PROFILE_RELPATH, type OciSeccomp, type OciSeccompArg } from "../../tenant-daemon/runtime/seccomp.js";
