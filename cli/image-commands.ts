@@ -1,9 +1,10 @@
 /**
- * `paddock image build|list`: the local base image store (tenant-daemon/images/image-store.ts).
+ * `paddock image build|list`: the local base image store (shared/image-store.ts).
  * Image dir: `--image-dir`, else PADDOCK_IMAGE_DIR, else `${PADDOCK_STATE_DIR:-/var/lib/paddock}/images`
  * (the tenant config's `paddock.image_dir` default).
  */
 import path from "node:path";
+import { buildImage, DEFAULT_IMAGE_NAME, defaultImageDir, listImages } from "../shared/image-store.js";
 import { parseFlags, expectPositionals } from "./args.js";
 import { EXIT, UsageError } from "./cli-errors.js";
 import { writeOut, type CliContext } from "./cli-context.js";
@@ -21,7 +22,7 @@ Image dir: --image-dir, else PADDOCK_IMAGE_DIR, else \${PADDOCK_STATE_DIR:-/var/
 
 /** The image store directory for an environment (pure). */
 export function imageDirFor(flag: string | undefined, env: NodeJS.ProcessEnv): string {
-  return path.resolve(flag ?? env.PADDOCK_IMAGE_DIR ?? path.join(env.PADDOCK_STATE_DIR ?? "/var/lib/paddock", "images"));
+  return flag !== undefined ? path.resolve(flag) : defaultImageDir(env);
 }
 
 async function imageBuild(ctx: CliContext, argv: string[]): Promise<number> {
@@ -33,7 +34,6 @@ async function imageBuild(ctx: CliContext, argv: string[]): Promise<number> {
     json: { type: "boolean" },
   });
   expectPositionals(positionals, 0, 1, "paddock image build [NAME] [--packages a,b] [--force]");
-  const { buildImage, DEFAULT_IMAGE_NAME } = await import("../tenant-daemon/images/image-store.js");
   const imageDir = imageDirFor(values["image-dir"], ctx.env);
   const packages = (values.packages ?? "").split(",").map((p) => p.trim()).filter((p) => p !== "");
   const name = positionals[0] ?? DEFAULT_IMAGE_NAME;
@@ -61,7 +61,6 @@ async function imageBuild(ctx: CliContext, argv: string[]): Promise<number> {
 async function imageList(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags(argv, { "image-dir": { type: "string" }, json: { type: "boolean" } });
   expectPositionals(positionals, 0, 0, "paddock image list [--json]");
-  const { listImages } = await import("../tenant-daemon/images/image-store.js");
   const images = await listImages(imageDirFor(values["image-dir"], ctx.env));
   if (values.json) await writeOut(ctx.stdout, renderJson(images));
   else {

@@ -4,6 +4,7 @@
  */
 import path from "node:path";
 import { DEFAULT_PIDS_RESERVE, MIN_PIDS_BUDGET } from "./host-pids.js";
+import { defaultImageDir } from "./image-store.js";
 import { checkAddressList } from "./tenant-config-groups.js";
 import { DEFAULT_DENY, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, MAX_WARM_POOL, TENANT_ID_PATTERN, denyEntryProblem } from "./tenant-config-defaults.js";
 import type { ApiConfig, PaddockSettings, TenantConfigContext } from "./tenant-config-schema.js";
@@ -31,7 +32,7 @@ export function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigCont
   const runRoot = env.PADDOCK_RUN_DIR ?? DEFAULT_RUN_DIR;
   const stateDir = path.resolve(ctx.baseDir, r.string(pd.state_dir, "paddock.state_dir") ?? path.join(stateRoot, "tenants", tenantId));
   const runDir = path.resolve(ctx.baseDir, r.string(pd.run_dir, "paddock.run_dir") ?? path.join(runRoot, "tenants", tenantId));
-  const imageDir = path.resolve(ctx.baseDir, r.string(pd.image_dir, "paddock.image_dir") ?? env.PADDOCK_IMAGE_DIR ?? path.join(stateRoot, "images"));
+  const imageDir = path.resolve(ctx.baseDir, r.string(pd.image_dir, "paddock.image_dir") ?? defaultImageDir(env));
   const runtime = r.string(pd.runtime, "paddock.runtime") ?? "auto";
   if (runtime !== "auto" && runtime !== "runc" && runtime !== "crun") r.problem("paddock.runtime", `expected auto, runc or crun, got ${JSON.stringify(runtime)}`);
   const limits = r.object(pd.limits, "paddock.limits");

@@ -15,6 +15,7 @@ import { MAX_WARM_POOL, parseTenantConfig, type TenantConfig } from "../shared/t
 import { formatIpv4, parseCidr } from "../shared/cidr.js";
 import type { HostGroupOverrides, LimitsRecord } from "./tenant-registry.js";
 import type { UidRange } from "../shared/uid-ranges.js";
+import { IMAGE_NAME_PATTERN } from "../shared/image-store.js";
 import { limitsView, readLimitsSection } from "./tenant-limits.js";
 
 /** Upper bounds of what a tenant may override per host group. */
@@ -144,8 +145,6 @@ export function readOverrides(template: TenantTemplate, raw: unknown): HostGroup
   return out;
 }
 
-/** Image names the image store accepts (tenant-daemon/images/image-store.ts IMAGE_NAME_PATTERN). */
-const IMAGE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
 /**
  * Validate the optional `image` of a tenant create request: a name in the image store that
@@ -157,7 +156,7 @@ const IMAGE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
  */
 export function readImageOverride(raw: unknown): string | undefined {
   if (raw === undefined) return undefined;
-  if (typeof raw !== "string" || !IMAGE_NAME.test(raw)) {
+  if (typeof raw !== "string" || !IMAGE_NAME_PATTERN.test(raw)) {
     throw new PaddockError("ERR_TENANT_INVALID", `image: expected the name of a local image ([a-z0-9][a-z0-9._-]*, see paddock image list), got ${JSON.stringify(raw)}`);
   }
   return raw;

@@ -21,7 +21,7 @@ import { VmStatsCollector } from "./api/vm-stats.js";
 import { agentStats } from "./agent-client/agent-http.js";
 import { createAgentUpgradeHandler } from "./api/ws-upgrade.js";
 import { DaemonMetrics } from "./api/metrics.js";
-import { resolveImage } from "./images/image-store.js";
+import { resolveImage } from "../shared/image-store.js";
 import { createOciDriver } from "./runtime/oci-driver.js";
 import { createVmStorage } from "./storage/vm-storage.js";
 import { createTenantNetwork } from "./network/tenant-network.js";

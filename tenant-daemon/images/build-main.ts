@@ -12,11 +12,7 @@
  */
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { buildImage, DEFAULT_IMAGE_NAME } from "./image-store.js";
-
-function defaultImageDir(env: NodeJS.ProcessEnv): string {
-  return env.PADDOCK_IMAGE_DIR ?? path.join(env.PADDOCK_STATE_DIR ?? "/var/lib/paddock", "images");
-}
+import { buildImage, DEFAULT_IMAGE_NAME, defaultImageDir } from "../../shared/image-store.js";
 
 async function main(): Promise<void> {
   const { values } = parseArgs({

@@ -5,7 +5,7 @@
 import type { Logger } from "../../shared/logger.js";
 import { agentHealth, syncSecretsToAgent } from "../agent-client/agent-http.js";
 import { DEFAULT_SECRETS_DIR, writeAgentBootConfig } from "../agent/boot.js";
-import { DEFAULT_GUEST_USER } from "../images/image-store.js";
+import { DEFAULT_GUEST_USER } from "../../shared/image-store.js";
 import type { SecretStore } from "../secrets/secret-store.js";
 import { PADDOCK_VERSION } from "../../shared/version.js";
 import type { AgentPort } from "./vm-service.js";

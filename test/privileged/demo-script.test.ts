@@ -7,7 +7,7 @@
  * Runs in every `npm test` (which forbids pending tests), as root after `bash scripts/setup.sh`,
  * which builds the debian-12-dev image; then the script takes ~40 s. Where the image is absent
  * (a box set up before setup.sh built it) the script's own first step builds it, 1-3 min once
- * (tenant-daemon/images/image-store.ts `buildImage`: debootstrap into `.build-<name>-*`, then
+ * (shared/image-store.ts `buildImage`: debootstrap into `.build-<name>-*`, then
  * rename; a later run reuses it by name).
  */
 import { spawn, type ChildProcess } from "node:child_process";

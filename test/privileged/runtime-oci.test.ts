@@ -11,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { run } from "../../shared/exec.js";
 import { isPaddockError } from "../../shared/errors.js";
-import { resolveImage } from "../../tenant-daemon/images/image-store.js";
+import { resolveImage } from "../../shared/image-store.js";
 import type { VmRuntimeSpec } from "../../tenant-daemon/runtime/driver.js";
 import { cgroupMountPoints, createOciDriver, type OciDriver } from "../../tenant-daemon/runtime/oci-driver.js";
 import { findProjectRoot } from "../../shared/proc.js";

@@ -12,7 +12,7 @@ import { existsSync, promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { run } from "../../shared/exec.js";
-import { resolveImage } from "../../tenant-daemon/images/image-store.js";
+import { resolveImage } from "../../shared/image-store.js";
 import type { VmRuntimeSpec } from "../../tenant-daemon/runtime/driver.js";
 import { createOciDriver, type OciDriver } from "../../tenant-daemon/runtime/oci-driver.js";
 import { findProjectRoot } from "../../shared/proc.js";

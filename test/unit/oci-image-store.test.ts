@@ -3,7 +3,7 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { isPaddockError } from "../../shared/errors.js";
-import { buildImage, isOciReference, listImages, resolveImage } from "../../tenant-daemon/images/image-store.js";
+import { buildImage, isOciReference, listImages, resolveImage } from "../../shared/image-store.js";
 
 async function fakeImage(imageDir: string, name: string, complete: boolean): Promise<void> {
   await fs.mkdir(path.join(imageDir, name, "rootfs", "etc"), { recursive: true });

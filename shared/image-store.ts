@@ -1,6 +1,7 @@
 /**
- * The base image store (docs/ARCHITECTURE.md, `tenant-daemon/images/`): a directory of root
- * filesystems built by debootstrap, one per image name.
+ * The base image store: a directory of root filesystems built by debootstrap, one per image
+ * name. The tenant daemon resolves VM images in it; the CLI and
+ * `tenant-daemon/images/build-main.ts` build and list them.
  *
  * ```
  * <imageDir>/<name>/rootfs/       the root filesystem (overlay lower layer, never written by a VM)
@@ -13,8 +14,9 @@
 import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import path from "node:path";
-import { PaddockError, errnoCode } from "../../shared/errors.js";
-import { run } from "../../shared/exec.js";
+import { PaddockError, errnoCode } from "./errors.js";
+import { run } from "./exec.js";
+import { DEFAULT_STATE_DIR } from "./tenant-config-defaults.js";
 
 /** Default Debian mirror; `PADDOCK_DEBIAN_MIRROR` overrides it. */
 export const DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian";
@@ -25,8 +27,17 @@ export const DEFAULT_SUITE = "bookworm";
 /** The guest's default non-root user: an exec without `uid` runs as it (docs/slicer-api.md). */
 export const DEFAULT_GUEST_USER = { name: "slicer", uid: 1000, gid: 1000, home: "/home/slicer", shell: "/bin/bash" } as const;
 
+/**
+ * The image store directory when nothing more specific names one (a command-line flag, the
+ * supervisor's or a tenant's config key `image_dir`): `PADDOCK_IMAGE_DIR`, else
+ * `images/` under `PADDOCK_STATE_DIR` (default /var/lib/paddock). An absolute path.
+ */
+export function defaultImageDir(env: NodeJS.ProcessEnv = process.env): string {
+  return path.resolve(env.PADDOCK_IMAGE_DIR || path.join(env.PADDOCK_STATE_DIR || DEFAULT_STATE_DIR, "images"));
+}
+
 /** Image names: a plain directory name, so no path tricks and no OCI references. */
-const IMAGE_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+export const IMAGE_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 /**
  * Debian package names (Debian Policy §5.6.1,
  * https://www.debian.org/doc/debian-policy/ch-controlfields.html#source), checked before they
