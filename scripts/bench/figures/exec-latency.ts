@@ -6,7 +6,7 @@
  * alone) and spawning /bin/true from node on the host.
  * Target (issue 6): p50 < 15 ms.
  */
-import { request } from "../../../test/helpers/http.js";
+import { request } from "../../lib/http-client.js";
 import type { BenchOptions, DaemonLab } from "../lib/context.js";
 import { nsenterExec, runcExec, sandboxPid } from "../lib/runc-floor.js";
 import { spawnTimed } from "../lib/procs.js";
