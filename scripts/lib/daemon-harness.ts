@@ -105,10 +105,13 @@ export class TestDaemon {
     return d;
   }
 
-  /** Spawn the daemon without waiting for it to be ready (see {@link start}). */
-  spawn(): ChildProcess {
+  /**
+   * Spawn the daemon without waiting for it to be ready (see {@link start}): `node <command>`,
+   * by default `node DAEMON_MAIN up <config>`.
+   */
+  spawn(command: readonly string[] = [DAEMON_MAIN, "up", this.configPath]): ChildProcess {
     this.stderr = "";
-    const child = spawn(process.execPath, [DAEMON_MAIN, "up", this.configPath], { stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn(process.execPath, command, { stdio: ["ignore", "ignore", "pipe"] });
     this.child = child;
     child.stderr?.on("data", (c: Buffer) => {
       this.stderr += c.toString();
@@ -118,12 +121,14 @@ export class TestDaemon {
   }
 
   /**
-   * Start the daemon and wait until `/healthz` answers 200 on `target` (default: its socket;
-   * a config written for TCP passes its host and port).
+   * Start the daemon and wait until `/healthz` answers 200. `opts.target`: where to poll
+   * (default its socket; a config written for TCP passes its host and port). `opts.command`:
+   * what node runs (default `DAEMON_MAIN up <config>`; e.g. the CLI's `daemon up`).
    * @throws Error with its stderr when it exits first, or after `timeoutMs`.
    */
-  async start(timeoutMs = 60_000, target: Target = { socketPath: this.socketPath }): Promise<void> {
-    const child = this.spawn();
+  async start(timeoutMs = 60_000, opts: { target?: Target; command?: readonly string[] } = {}): Promise<void> {
+    const target = opts.target ?? { socketPath: this.socketPath };
+    const child = this.spawn(opts.command);
     const exited = new Promise<never>((_, reject) => child.once("exit", (code, sig) => reject(new Error(`daemon exited (${code ?? sig}) during start:\n${this.stderr.slice(-4000)}`))));
     exited.catch(() => undefined);
     const deadline = Date.now() + timeoutMs;
