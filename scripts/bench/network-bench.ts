@@ -1,5 +1,5 @@
 /**
- * Tenant network benchmark (issue 8): per-VM network set-up cost (attach p50, isolated and
+ * Tenant network benchmark: per-VM network set-up cost (attach p50, isolated and
  * bridge) and TCP throughput VM → test host through veth + NAT vs host → test host directly.
  * Root only; uses 198.18.0.0/15 addresses and cleans up what it creates.
  * Run: `npm run build && node dist/scripts/bench/network-bench.js`

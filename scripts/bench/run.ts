@@ -1,5 +1,5 @@
 /**
- * `npm run bench` (issue 6): Paddock's latency, throughput and footprint, each figure side by
+ * `npm run bench` (scripts/bench/README.md): Paddock's latency, throughput and footprint, each figure side by
  * side with its baseline in one run — repeated samples, p50/p95/p99 and spread, the machine
  * and its load named — written to bench-results/<stamp>.json, .md (tables, targets met or
  * missed with the measured cause) and .svg (chart). Never part of `npm test`. Root only;

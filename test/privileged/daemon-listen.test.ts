@@ -1,7 +1,7 @@
 /**
- * Issue 2 §3: the daemon's listener — Unix socket mode 0660, a stale socket file replaced, a
- * socket answered by a live daemon refused; TCP with bearer auth and a 0600 token file
- * (spec §1.1–§1.2). No VMs are needed (count: 0).
+ * The daemon's listener — Unix socket mode 0660, a stale socket file replaced, a
+ * socket answered by a live daemon refused; TCP with bearer auth and a 0600 token file.
+ * No VMs are needed (count: 0).
  */
 import { expect } from "chai";
 import { promises as fs } from "node:fs";

@@ -1,5 +1,5 @@
 /**
- * README.md's quick starts, run as written (issue 5 Tests): the fenced `sh` block under
+ * README.md's quick starts, run as written: the fenced `sh` block under
  * "## Quick start (curl)" and the one under "## Quick start (CLI)" are read from README.md at
  * test time and run with bash against a real supervisor and real runc sandboxes.
  *

@@ -1,5 +1,5 @@
 /**
- * Promise 3 (issue 7): 30 concurrent VM creates and deletes across 3 tenants through the
+ * Reliability: 30 concurrent VM creates and deletes across 3 tenants through the
  * gateway. Names unique per tenant, addresses unique across tenants, `max_vms` exact (never
  * exceeded, refusals are 403 ERR_LIMIT_EXCEEDED and only when full), and the registry and each
  * daemon's state file agree with what the API reports afterwards. A second daemon on the same

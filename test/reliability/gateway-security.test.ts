@@ -1,5 +1,5 @@
 /**
- * Promises 5 and 6 (issue 7): hostile input through the gateway, and credentials.
+ * Reliability: hostile input through the gateway, and credentials.
  *
  * Two real tenants behind one real supervisor process: `a` (sandbox, one sbox VM) and `b`
  * (workspace, persistent ctrl-1, a secret). Every hostile request must get a 4xx with a

@@ -1,5 +1,5 @@
 /**
- * Promise 7 (issue 7): soak. Mixed create / exec / cp up+down / delete across 3 tenants
+ * Reliability: soak. Mixed create / exec / cp up+down / delete across 3 tenants
  * through the gateway (loopback only, bounded in count and time) while one tenant daemon is
  * kill -9'd every ~30 s (round robin). At the end: no persistent VM lost (same names, Running),
  * nothing leaked after the tenants are deleted, and the supervisor's and daemons' RSS sampled

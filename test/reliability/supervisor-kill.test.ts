@@ -1,5 +1,5 @@
 /**
- * Promise 2 (issue 7): kill -9 of the supervisor during a tenant create and a tenant delete.
+ * Reliability: kill -9 of the supervisor during a tenant create and a tenant delete.
  * After its restart the tenant is fully created (active, daemon answering, VMs running) or
  * fully absent (no registry entry, no dirs, nothing on the host); other tenants' daemons
  * are adopted (same pid) and their VMs untouched (same sandbox pid). Plus promise 3's
