@@ -1,5 +1,5 @@
 /**
- * Tenant network benchmark (issue 8): per-VM network set-up cost (attach p50, isolated and
+ * Tenant network benchmark: per-VM network set-up cost (attach p50, isolated and
  * bridge) and TCP throughput VM → test host through veth + NAT vs host → test host directly.
  * Root only; uses 198.18.0.0/15 addresses and cleans up what it creates.
  * Run: `npm run build && node dist/scripts/bench/network-bench.js`
@@ -9,7 +9,7 @@ import { promises as fs } from "node:fs";
 import { silentLogger } from "../../shared/logger.js";
 import { createTenantNetwork } from "../../tenant-daemon/network/tenant-network.js";
 import { vmNetnsName } from "../../tenant-daemon/network/names.js";
-import { ip4, makeTestHost, randomBlock, randomTenant, tempDir, tenantConfig } from "../../test/privileged/network-fixtures.js";
+import { ip4, makeTestHost, randomBlock, randomTenant, tempDir, tenantConfig } from "../lib/net-fixtures.js";
 
 const SINK = "const net=require('net');const [h,p]=process.argv.slice(1);net.createServer(c=>{c.on('data',()=>{});c.on('end',()=>c.end())}).listen(Number(p),h,()=>console.log('ready'));";
 const SEND = "const net=require('net');const [h,p,mb]=process.argv.slice(1);const buf=Buffer.alloc(1<<20);let left=Number(mb);const c=net.connect({host:h,port:Number(p)},()=>{const t0=process.hrtime.bigint();" +

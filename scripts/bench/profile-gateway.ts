@@ -1,5 +1,5 @@
 /**
- * Where the gateway's CPU goes (issue 6 figure 3): a real supervisor (`paddock up`, the bench's
+ * Where the gateway's CPU goes (figure 3 of scripts/bench/README.md): a real supervisor (`paddock up`, the bench's
  * supervisor lab) started under `node --cpu-prof`, one tenant, then autocannon (the figure's
  * load client) on `GET /nodes` through the gateway; the supervisor is stopped so V8 writes its
  * .cpuprofile, and the top frames by self time (and a few inclusive totals) are printed.

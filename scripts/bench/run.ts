@@ -1,5 +1,5 @@
 /**
- * `npm run bench` (issue 6): Paddock's latency, throughput and footprint, each figure side by
+ * `npm run bench` (scripts/bench/README.md): Paddock's latency, throughput and footprint, each figure side by
  * side with its baseline in one run — repeated samples, p50/p95/p99 and spread, the machine
  * and its load named — written to bench-results/<stamp>.json, .md (tables, targets met or
  * missed with the measured cause) and .svg (chart). Never part of `npm test`. Root only;
@@ -20,7 +20,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { spawn } from "node:child_process";
 import crypto from "node:crypto";
-import { PROJECT_ROOT, loopDevicesUnder, mountsUnder } from "../../test/helpers/daemon.js";
+import { PROJECT_ROOT, loopDevicesUnder, mountsUnder } from "../lib/daemon-harness.js";
 import { run } from "../../shared/exec.js";
 import { addProbe, startDaemon, type BareDaemon, type BenchOptions } from "./lib/context.js";
 import { describeMachine, LoadSampler } from "./lib/machine.js";
@@ -28,7 +28,7 @@ import { renderMarkdown, type BenchReport, type FigureResult, type Row } from ".
 import { renderSvgChart } from "./lib/svg-chart.js";
 import { SupervisorLab, type LabTenant } from "./lib/supervisor-lab.js";
 import { ensureNginx, NginxProxy } from "./lib/nginx.js";
-import { request } from "../../test/helpers/http.js";
+import { request } from "../lib/http-client.js";
 import { nowMs } from "./lib/stats.js";
 import { figureCreate } from "./figures/create-latency.js";
 import { figureExec } from "./figures/exec-latency.js";

@@ -1,6 +1,7 @@
 /**
- * Guest agent background exec (spec §2.6): launch, list, info, logs (replay, follow,
- * from_id, gap), kill with escalation, wait-exit, reap, and the 400/404/409/410/503 rules.
+ * Guest agent background exec (`POST /v1/exec?background=true`, `/v1/exec/<id>…`): launch,
+ * list, info, logs (replay, follow, from_id, gap), kill with escalation, wait-exit, reap, and
+ * the 400/404/409/410/503 rules.
  */
 import { expect } from "chai";
 import { call, ndjson, startTestAgent, type TestAgent } from "./agent-fixture.js";

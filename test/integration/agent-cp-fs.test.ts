@@ -1,8 +1,8 @@
 /**
- * Guest agent cp (spec §2.7) and fs (spec §2.8) over its real socket: 200 MB binary both
+ * Guest agent cp and fs (`/v1/cp`, `/v1/fs/…`) over its real socket: 200 MB binary both
  * ways with bounded agent memory, tar directory copies both ways (checked with GNU tar),
  * cp-v1 destination rules and headers, unsafe tar entries, mkdir/readdir/stat/remove, and the
- * secrets sync endpoint (spec §3.8).
+ * secrets sync endpoint.
  */
 import { expect } from "chai";
 import { execFileSync } from "node:child_process";
@@ -184,7 +184,7 @@ describe("guest agent: cp and fs", function () {
     expect((await call(agent.socket, "GET", `/v1/cp?path=relative`)).status).to.equal(400);
     expect((await call(agent.socket, "GET", `/v1/cp?path=%2Ftmp%2F%00x`)).status).to.equal(400);
     expect((await call(agent.socket, "GET", `/v1/cp?path=%2Ftmp&mode=zip`)).status).to.equal(400);
-    // Accept: application/x-tar selects tar without a mode (spec §5 #28).
+    // Accept: application/x-tar selects tar without a mode (as Slicer does).
     const t = await call(agent.socket, "GET", `/v1/cp?path=${encodeURIComponent(path.join(work, "v1"))}`, { headers: { Accept: "application/x-tar" } });
     expect(t.headers["content-type"]).to.equal("application/x-tar");
   });

@@ -1,6 +1,6 @@
 /**
- * Guest agent exec over its real Unix socket (spec §2.4, §2.5): health, direct argv exec,
- * NDJSON streaming order, exit codes, base64, stdin, uid/gid, start failures, client aborts.
+ * Guest agent exec over its real Unix socket (`/v1/health`, `POST /v1/exec`): health, direct
+ * argv exec, NDJSON streaming order, exit codes, base64, stdin, uid/gid, start failures, client aborts.
  */
 import { expect } from "chai";
 import { randomBytes } from "node:crypto";
@@ -53,7 +53,7 @@ describe("guest agent: health and foreground exec", function () {
     expect(j.stderr).to.equal("");
   });
 
-  it("passes argv verbatim without a shell (spec §2.5 requirement)", async () => {
+  it("passes argv verbatim without a shell", async () => {
     const q = new URLSearchParams([["cmd", "/bin/sh"], ["args", "-c"], ["args", 'echo "$FOO @ $(pwd)"'], ["env", "FOO=bar"], ["cwd", "/tmp"], ["buffered", "true"]]);
     const j = (await exec(q.toString())).json() as Record<string, unknown>;
     expect(j.stdout).to.equal("bar @ /tmp\n");
@@ -134,7 +134,7 @@ describe("guest agent: health and foreground exec", function () {
     expect(ndjson(got).at(-1)).to.include({ type: "exit", exit_code: 0 });
   });
 
-  it("runs as the default user unless uid=0 (spec §1.7)", async () => {
+  it("runs as the default user unless uid=0", async () => {
     const asDefault = (await exec("cmd=id&args=-u&buffered=true")).json() as Record<string, unknown>;
     expect(asDefault.stdout).to.equal("65534\n");
     const sentinel = (await exec("cmd=id&args=-u&uid=4294967295&gid=4294967295&buffered=true")).json() as Record<string, unknown>;

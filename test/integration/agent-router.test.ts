@@ -1,7 +1,7 @@
 /**
  * The daemon's agent router (tenant-daemon/agent-client) mounted in a small Express app on a
  * Unix socket, forwarding to a real agent process: streamed exec, cp, health, error mapping
- * (404 unknown VM, 409 paused, 503 agent down), secrets CRUD (spec §2.12) and delivery (§3.8).
+ * (404 unknown VM, 409 paused, 503 agent down), secrets CRUD and their delivery to the VM.
  */
 import { expect } from "chai";
 import { createHash, randomBytes } from "node:crypto";

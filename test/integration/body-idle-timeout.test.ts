@@ -1,5 +1,5 @@
 /**
- * The idle bound on an incoming request body (issue 7 promise 5, shared/body-idle-timeout.ts)
+ * The idle bound on an incoming request body (shared/body-idle-timeout.ts)
  * with a short limit (400 ms), on the two real servers that set `requestTimeout = 0`:
  * the tenant daemon's listenApi (real Unix socket, a small express app) and the supervisor
  * gateway (in-process runSupervisor, tenant daemons played by test/fixtures/echo-daemon).
@@ -15,12 +15,9 @@ import express from "express";
 import { expect } from "chai";
 import { listenApi } from "../../tenant-daemon/api/server.js";
 import type { TenantConfig } from "../../shared/tenant-config.js";
-import { runSupervisor, type RunningSupervisor } from "../../supervisor/main.js";
-import { silentLogger } from "../../shared/logger.js";
 import { request } from "../helpers/http.js";
+import { FAST_RESTART, TestSupervisor, echoDaemonConfig } from "../helpers/supervisor.js";
 
-const ROOT = path.resolve(import.meta.dirname, "../../..");
-const FIXTURE = path.join(ROOT, "dist/test/fixtures/echo-daemon.js");
 const IDLE_MS = 400;
 
 type Target = { socketPath: string } | { host: string; port: number };
@@ -146,35 +143,22 @@ describe("request body idle timeout (408) on the daemon API and the gateway", fu
   });
 
   describe("supervisor gateway", () => {
-    let stateDir: string;
-    let runDir: string;
-    let sup: RunningSupervisor | undefined;
+    let sup: TestSupervisor | undefined;
     let token = "";
     let gw: { host: string; port: number };
 
     before(async () => {
-      stateDir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-bidg-"));
-      runDir = await fs.mkdtemp("/tmp/pdr-");
-      const configFile = path.join(stateDir, "supervisor.yaml");
-      await fs.writeFile(configFile, JSON.stringify({
-        gateway: { address: "127.0.0.1:0" }, admin: { address: path.join(runDir, "admin.sock") },
-        templates: { dir: path.join(ROOT, "templates") }, daemon_entry: FIXTURE,
-        restart: { initial_backoff_ms: 50, max_backoff_ms: 400, max_crashes: 4, crash_window_ms: 60_000, ready_timeout_ms: 20_000, stop_timeout_ms: 5000 },
-      }));
-      process.env.PDK_FIXTURE_PURGE_LOG = path.join(stateDir, "purge.log");
-      sup = await runSupervisor({ configFile, flags: { stateDir, runDir }, env: {}, logger: silentLogger, gatewayBodyIdleMs: IDLE_MS });
-      const adminToken = (await fs.readFile(sup.adminTokenFile, "utf8")).trim();
-      const r = await request({ socketPath: sup.adminAddress }, "POST", "/admin/v1/tenants", { id: `bi${Math.random().toString(36).slice(2, 7)}`, template: "sandbox" }, { authorization: `Bearer ${adminToken}`, "content-type": "application/json" });
+      sup = await TestSupervisor.create({ config: (p) => ({ ...echoDaemonConfig(p), restart: FAST_RESTART }), gatewayBodyIdleMs: IDLE_MS });
+      process.env.PDK_FIXTURE_PURGE_LOG = path.join(sup.dir, "purge.log");
+      await sup.start();
+      const r = await sup.adminReq("POST", "/tenants", { id: `bi${Math.random().toString(36).slice(2, 7)}`, template: "sandbox" });
       expect(r.status, r.text).to.equal(201);
       token = (r.json as { token: string }).token;
-      const a = sup.gatewayAddress;
-      gw = { host: a.slice(0, a.lastIndexOf(":")), port: Number(a.slice(a.lastIndexOf(":") + 1)) };
+      gw = sup.gatewayTarget();
     });
 
     after(async () => {
-      await sup?.close({ stopDaemons: true });
-      if (stateDir) await fs.rm(stateDir, { recursive: true, force: true });
-      if (runDir) await fs.rm(runDir, { recursive: true, force: true });
+      await sup?.destroy();
     });
 
     it("a stalled body through the gateway gets 408 with its code; an active slow body passes", async () => {

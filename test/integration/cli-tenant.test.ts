@@ -6,13 +6,13 @@
  * token. Needs root, runc and the debian-12 base image; skipped otherwise.
  */
 import { expect } from "chai";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { randomBytes, randomInt } from "node:crypto";
 import { existsSync, promises as fs } from "node:fs";
 import path from "node:path";
 import { run } from "../../shared/exec.js";
 import { PROJECT_ROOT, loopDevicesUnder, mountsUnder } from "../helpers/daemon.js";
-import { request } from "../helpers/http.js";
+import { TestSupervisor } from "../helpers/supervisor.js";
 
 const CLI = path.join(PROJECT_ROOT, "dist/cli/paddock.js");
 const IMAGE_DIR = process.env.PADDOCK_IMAGE_DIR ?? path.join(process.env.PADDOCK_STATE_DIR ?? "/var/lib/paddock", "images");
@@ -38,11 +38,8 @@ function cli(args: string[], env: NodeJS.ProcessEnv, input = ""): Promise<CliRes
 
 describe("paddock CLI against a real supervisor (root, runc)", function () {
   let dir = "";
-  let stateDir = "";
   let gatewaySock = "";
-  let adminSock = "";
-  let supervisor: ChildProcess | undefined;
-  let supervisorOutput = "";
+  let sup: TestSupervisor | undefined;
   /** Admin CLI environment: admin socket, token read from <state>/supervisor/admin-token. */
   let adminEnv: NodeJS.ProcessEnv;
   const tenantId = "c" + randomBytes(4).toString("hex").slice(0, 7);
@@ -55,63 +52,44 @@ describe("paddock CLI against a real supervisor (root, runc)", function () {
     if (process.getuid?.() !== 0 || !existsSync(path.join(IMAGE_DIR, "debian-12", "image.json")) || (await run("runc", ["--version"], { allowFailure: true }).catch(() => undefined))?.exitCode !== 0) {
       this.skip(); // needs root, runc and the base image (scripts/setup.sh)
     }
-    dir = await fs.mkdtemp("/tmp/pdk-");
-    // Traversable (not listable) by the VMs' unprivileged roots, which reach their rootfs below it.
-    await fs.chmod(dir, 0o711);
-    stateDir = path.join(dir, "s");
-    gatewaySock = path.join(dir, "gw.sock");
-    adminSock = path.join(dir, "adm.sock");
     // A random /20 of 198.18.0.0/15 (test addresses only), cut into /22 tenant blocks.
     const n = randomInt(0, 32) * 16;
     const pool = `198.${18 + (n >> 8)}.${n & 255}.0/20`;
-    const cfg = path.join(dir, "supervisor.yaml");
-    await fs.writeFile(cfg, JSON.stringify({
-      gateway: { address: gatewaySock },
-      admin: { address: adminSock },
-      state_dir: stateDir,
-      run_dir: path.join(dir, "r"),
-      image_dir: IMAGE_DIR,
-      network: { pool, block_prefix: 22 },
-      templates: { dir: path.join(PROJECT_ROOT, "templates") },
-      stop_daemons_on_exit: true,
-    }));
-    adminEnv = { ...process.env, PADDOCK_ADMIN_URL: adminSock, PADDOCK_ADMIN_TOKEN: "", PADDOCK_STATE_DIR: stateDir };
-    const child = spawn(process.execPath, [CLI, "up", "--config", cfg], { stdio: ["ignore", "pipe", "pipe"] });
-    supervisor = child;
-    child.stdout?.on("data", (c: Buffer) => (supervisorOutput += c.toString()));
-    child.stderr?.on("data", (c: Buffer) => (supervisorOutput += c.toString()));
-    const exited = new Promise<never>((_, reject) => child.once("exit", (code, sig) => reject(new Error(`paddock up exited (${code ?? sig}):\n${supervisorOutput.slice(-4000)}`))));
-    exited.catch(() => undefined);
-    for (let i = 0; ; i++) {
-      const ok = await Promise.race([request({ socketPath: adminSock }, "GET", "/healthz").then((r) => r.status === 200, () => false), exited]);
-      if (ok) break;
-      if (i > 600) throw new Error(`supervisor not ready after 30 s:\n${supervisorOutput.slice(-4000)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    sup = await TestSupervisor.create({
+      mode: "child",
+      config: (p) => ({
+        gateway: { address: path.join(p.dir, "gw.sock") },
+        admin: { address: path.join(p.dir, "adm.sock") },
+        image_dir: IMAGE_DIR,
+        network: { pool, block_prefix: 22 },
+        templates: { dir: path.join(PROJECT_ROOT, "templates") },
+        stop_daemons_on_exit: true,
+      }),
+    });
+    dir = sup.dir;
+    gatewaySock = path.join(dir, "gw.sock");
+    adminEnv = { ...process.env, PADDOCK_ADMIN_URL: path.join(dir, "adm.sock"), PADDOCK_ADMIN_TOKEN: "", PADDOCK_STATE_DIR: sup.stateDir };
+    await sup.start();
   });
 
   after(async function () {
-    if (!supervisor) return;
-    // Delete the tenant (idempotent), then SIGTERM the supervisor by pid (it stops its daemons).
-    await cli(["tenant", "delete", tenantId], adminEnv).catch(() => undefined);
-    const child = supervisor;
-    if (child.exitCode === null && child.signalCode === null) {
-      const done = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-      await done;
-      clearTimeout(timer);
+    if (!sup) return;
+    try {
+      // Delete the tenant (idempotent), then SIGTERM the supervisor by pid (it stops its daemons).
+      await cli(["tenant", "delete", tenantId], adminEnv).catch(() => undefined);
+      await sup.stop();
+      const left = (await run("runc", ["list", "-q"])).stdout.split("\n").filter((id) => id.startsWith(`pdk-${tenantId}-`));
+      expect(left, "runc containers left").to.deep.equal([]);
+      expect(await mountsUnder(dir), "mounts left").to.deep.equal([]);
+      expect(await loopDevicesUnder(dir), "loop devices left").to.deep.equal([]);
+    } finally {
+      await sup.destroy();
     }
-    const left = (await run("runc", ["list", "-q"])).stdout.split("\n").filter((id) => id.startsWith(`pdk-${tenantId}-`));
-    expect(left, "runc containers left").to.deep.equal([]);
-    expect(await mountsUnder(dir), "mounts left").to.deep.equal([]);
-    expect(await loopDevicesUnder(dir), "loop devices left").to.deep.equal([]);
-    await fs.rm(dir, { recursive: true, force: true });
   });
 
   it("creates a tenant (admin token read from the state dir) and shows its one-time token", async () => {
     const r = await cli(["tenant", "create", "--id", tenantId, "--label", "team=cli", "--max-vms", "3", "--json"], adminEnv);
-    expect(r.code, r.stderr + supervisorOutput.slice(-3000)).to.equal(0);
+    expect(r.code, r.stderr + (sup?.output ?? "").slice(-3000)).to.equal(0);
     const t = JSON.parse(r.stdout) as { id: string; status: string; token: string; token_id: string; ranges: { cidr: string }[]; limits: Record<string, number> };
     expect(t).to.include({ id: tenantId, status: "active" });
     expect(t.token).to.match(/^pdk_/);
@@ -145,7 +123,7 @@ describe("paddock CLI against a real supervisor (root, runc)", function () {
   it("runs the sandbox flow through the gateway with the tenant token: launch, exec, cp, delete", async () => {
     const env = gwEnv(token);
     const l = await cli(["vm", "launch", "--wait", "agent", "--json"], env);
-    expect(l.code, l.stderr + supervisorOutput.slice(-3000)).to.equal(0);
+    expect(l.code, l.stderr + (sup?.output ?? "").slice(-3000)).to.equal(0);
     host = (JSON.parse(l.stdout) as { hostname: string }).hostname;
     expect(host).to.equal("sbox-1");
     const e = await cli(["vm", "exec", host, "--", "sh", "-c", "echo hi; exit 3"], env);

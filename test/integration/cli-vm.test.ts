@@ -47,7 +47,6 @@ describe("paddock CLI against a real tenant daemon (root, runc)", function () {
   let d: TestDaemon | undefined;
   let env: NodeJS.ProcessEnv;
   let work = "";
-  let daemonOutput = "";
   let host = "";
 
   before(async function () {
@@ -61,18 +60,7 @@ describe("paddock CLI against a real tenant daemon (root, runc)", function () {
     await fs.mkdir(work);
     env = { ...process.env, PADDOCK_URL: d.socketPath, PADDOCK_TOKEN: "", SLICER_URL: "", SLICER_TOKEN: "" };
     // Start through the CLI (`paddock daemon up`); TestDaemon.stop() then SIGTERMs this pid.
-    const child = spawn(process.execPath, [CLI, "daemon", "up", d.configPath], { stdio: ["ignore", "pipe", "pipe"] });
-    d.child = child;
-    child.stdout.on("data", (c: Buffer) => (daemonOutput += c.toString()));
-    child.stderr.on("data", (c: Buffer) => (daemonOutput += c.toString()));
-    const exited = new Promise<never>((_, reject) => child.once("exit", (code, sig) => reject(new Error(`paddock daemon up exited (${code ?? sig}):\n${daemonOutput.slice(-4000)}`))));
-    exited.catch(() => undefined);
-    for (let i = 0; ; i++) {
-      const ok = await Promise.race([d.get("/healthz").then((r) => r.status === 200, () => false), exited]);
-      if (ok) break;
-      if (i > 1200) throw new Error(`daemon not ready after 60 s:\n${daemonOutput.slice(-4000)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await d.start(60_000, { command: [CLI, "daemon", "up", d.configPath] });
   });
 
   after(async function () {
@@ -96,7 +84,7 @@ describe("paddock CLI against a real tenant daemon (root, runc)", function () {
 
   it("launches a VM in the only host group, waiting for its agent", async () => {
     const r = await cli(["vm", "launch", "--wait", "agent", "--timeout", "2m", "--tag", "role=cli-test", "--tag", "name=clibox", "--json"], { env });
-    expect(r.code, r.stderr + daemonOutput.slice(-2000)).to.equal(0);
+    expect(r.code, r.stderr + (d?.stderr ?? "").slice(-2000)).to.equal(0);
     const node = JSON.parse(r.stdout.toString()) as { hostname: string; hostgroup: string; ip: string };
     expect(node.hostgroup).to.equal("sbox");
     expect(node.hostname).to.match(/^sbox-\d+$/);

@@ -5,59 +5,42 @@
  * Each bound is hit next to a positive control: the other tenant, or the same tenant before.
  * Real VM shells are ended in test/privileged/gateway-session-end.test.ts.
  */
-import { promises as fs } from "node:fs";
 import http from "node:http";
 import net from "node:net";
-import os from "node:os";
 import path from "node:path";
 import { expect } from "chai";
 import WebSocket from "ws";
-import { runSupervisor, type RunningSupervisor } from "../../supervisor/main.js";
 import { listDaemonNodes, MAX_DAEMON_ANSWER_BYTES } from "../../supervisor/daemon-client.js";
 import { readNofileLimit } from "../../supervisor/gateway-admission.js";
 import { PaddockError } from "../../shared/errors.js";
-import { silentLogger } from "../../shared/logger.js";
 import { sleep } from "../../shared/time.js";
 import { request, type TestResponse } from "../helpers/http.js";
+import { FAST_RESTART, TestSupervisor, echoDaemonConfig } from "../helpers/supervisor.js";
 
-const ROOT = path.resolve(import.meta.dirname, "../../..");
-const FIXTURE = path.join(ROOT, "dist/test/fixtures/echo-daemon.js");
-
-interface Lab {
-  sup: RunningSupervisor;
-  adminToken: string;
-  stateDir: string;
-  runDir: string;
-}
+/** Each describe's supervisor: echo daemons, fast restarts, the given `gateway:` keys. */
+type Lab = TestSupervisor;
 
 async function startLab(gateway: Record<string, unknown>): Promise<Lab> {
-  const stateDir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-lim-"));
-  const runDir = await fs.mkdtemp("/tmp/pdr-");
-  const configFile = path.join(stateDir, "supervisor.yaml");
-  await fs.writeFile(configFile, JSON.stringify({
-    gateway: { address: "127.0.0.1:0", ...gateway }, admin: { address: path.join(runDir, "admin.sock") },
-    templates: { dir: path.join(ROOT, "templates") }, daemon_entry: FIXTURE,
-    restart: { initial_backoff_ms: 50, max_backoff_ms: 400, max_crashes: 4, crash_window_ms: 60_000, ready_timeout_ms: 20_000, stop_timeout_ms: 5000 },
-  }));
-  const sup = await runSupervisor({ configFile, flags: { stateDir, runDir }, env: {}, logger: silentLogger });
-  return { sup, adminToken: (await fs.readFile(sup.adminTokenFile, "utf8")).trim(), stateDir, runDir };
+  const lab = await TestSupervisor.create({ config: (p) => ({ ...echoDaemonConfig(p), gateway: { address: "127.0.0.1:0", ...gateway }, restart: FAST_RESTART }) });
+  try {
+    await lab.start();
+  } catch (err) {
+    await lab.destroy();
+    throw err;
+  }
+  return lab;
 }
 
 async function stopLab(lab: Lab | undefined): Promise<void> {
-  if (!lab) return;
-  await lab.sup.close({ stopDaemons: true }).catch(() => undefined);
-  await fs.rm(lab.stateDir, { recursive: true, force: true });
-  await fs.rm(lab.runDir, { recursive: true, force: true });
+  await lab?.destroy();
 }
 
 function gwTarget(lab: Lab): { host: string; port: number } {
-  const a = lab.sup.gatewayAddress;
-  const i = a.lastIndexOf(":");
-  return { host: a.slice(0, i), port: Number(a.slice(i + 1)) };
+  return lab.gatewayTarget();
 }
 
 function admin(lab: Lab, method: string, p: string, body?: unknown): Promise<TestResponse> {
-  return request({ socketPath: lab.sup.adminAddress }, method, `/admin/v1${p}`, body, { authorization: `Bearer ${lab.adminToken}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) });
+  return lab.adminReq(method, p, body);
 }
 
 async function createTenant(lab: Lab, id: string): Promise<{ token: string; tokenId: string }> {
@@ -78,7 +61,7 @@ function code(r: TestResponse): string | undefined {
 /** Open a WebSocket through the gateway; a refused upgrade resolves with its status and body. */
 function openWs(lab: Lab, token: string, p = "/vm/x/shell"): Promise<WebSocket | { status: number; body: string; retryAfter: string | undefined }> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://${lab.sup.gatewayAddress}${p}`, { headers: { authorization: `Bearer ${token}` } });
+    const ws = new WebSocket(`ws://${lab.gateway}${p}`, { headers: { authorization: `Bearer ${token}` } });
     ws.once("open", () => {
       // The echo daemon greets first; consume it so echo checks read their own message.
       ws.once("message", () => resolve(ws));

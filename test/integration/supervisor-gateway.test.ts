@@ -7,57 +7,41 @@
 import { promises as fs } from "node:fs";
 import http from "node:http";
 import net from "node:net";
-import os from "node:os";
 import path from "node:path";
 import { expect } from "chai";
 import WebSocket from "ws";
-import { execa, type ResultPromise } from "execa";
-import { runSupervisor, type RunningSupervisor } from "../../supervisor/main.js";
-import { silentLogger } from "../../shared/logger.js";
 import { sleep } from "../../shared/time.js";
 import { request, type TestResponse } from "../helpers/http.js";
-
-const ROOT = path.resolve(import.meta.dirname, "../../..");
-const FIXTURE = path.join(ROOT, "dist/test/fixtures/echo-daemon.js");
-const SUPERVISOR_MAIN = path.join(ROOT, "dist/supervisor/main.js");
+import { FAST_RESTART, TestSupervisor, echoDaemonConfig } from "../helpers/supervisor.js";
 
 interface Env {
+  sup: TestSupervisor;
   stateDir: string;
   runDir: string;
-  configFile: string;
   purgeLog: string;
 }
 
-async function makeEnv(restart: Record<string, number> = {}): Promise<Env> {
-  const stateDir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-sup-"));
-  const runDir = await fs.mkdtemp("/tmp/pdr-");
-  const configFile = path.join(stateDir, "supervisor.yaml");
-  await fs.writeFile(configFile, JSON.stringify({
-    gateway: { address: "127.0.0.1:0" }, admin: { address: path.join(runDir, "admin.sock") },
-    templates: { dir: path.join(ROOT, "templates") },
-    daemon_entry: FIXTURE,
-    restart: { initial_backoff_ms: 50, max_backoff_ms: 400, max_crashes: 4, crash_window_ms: 60_000, ready_timeout_ms: 20_000, stop_timeout_ms: 5000, ...restart },
-    deny: ["169.254.169.254/32"],
-  }));
-  const purgeLog = path.join(stateDir, "purge.log");
+/** A supervisor (not started) with echo daemons, fast restarts and the metadata address denied. */
+async function makeEnv(restart: Record<string, number> = {}, mode: "in-process" | "child" = "in-process"): Promise<Env> {
+  const sup = await TestSupervisor.create({ mode, config: (p) => ({ ...echoDaemonConfig(p), restart: { ...FAST_RESTART, ...restart }, deny: ["169.254.169.254/32"] }) });
+  const purgeLog = path.join(sup.dir, "purge.log");
   process.env.PDK_FIXTURE_PURGE_LOG = purgeLog;
-  return { stateDir, runDir, configFile, purgeLog };
-}
-
-function tcp(addr: string): { host: string; port: number } {
-  const i = addr.lastIndexOf(":");
-  return { host: addr.slice(0, i), port: Number(addr.slice(i + 1)) };
+  return { sup, stateDir: sup.stateDir, runDir: sup.runDir, purgeLog };
 }
 
 class Client {
-  constructor(readonly sup: RunningSupervisor, readonly adminToken: string) {}
+  constructor(readonly sup: TestSupervisor) {}
+
+  get adminToken(): string {
+    return this.sup.adminToken;
+  }
 
   admin(method: string, p: string, body?: unknown, token = this.adminToken): Promise<TestResponse> {
-    return request({ socketPath: this.sup.adminAddress }, method, `/admin/v1${p}`, body, { authorization: `Bearer ${token}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) });
+    return this.sup.adminReq(method, p, body, { authorization: `Bearer ${token}` });
   }
 
   gw(method: string, p: string, token: string | undefined, body?: unknown, headers: Record<string, string> = {}): Promise<TestResponse> {
-    return request(tcp(this.sup.gatewayAddress), method, p, body, { ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}), ...headers });
+    return request(this.sup.gatewayTarget(), method, p, body, { ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}), ...headers });
   }
 
   async createTenant(body: Record<string, unknown>): Promise<{ id: string; token: string; token_id: string; socket_path: string; ranges: Array<{ cidr: string }>; daemon: { pid: number } }> {
@@ -68,8 +52,8 @@ class Client {
 }
 
 async function start(env: Env): Promise<Client> {
-  const sup = await runSupervisor({ configFile: env.configFile, flags: { stateDir: env.stateDir, runDir: env.runDir }, env: {}, logger: silentLogger });
-  return new Client(sup, (await fs.readFile(sup.adminTokenFile, "utf8")).trim());
+  await env.sup.start();
+  return new Client(env.sup);
 }
 
 async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
@@ -103,15 +87,9 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-async function cleanup(env: Env, clients: Client[]): Promise<void> {
-  for (const c of clients) await c.sup.close({ stopDaemons: true }).catch(() => undefined);
-  // Anything a killed supervisor left: stop daemons recorded in the registry.
-  try {
-    const reg = JSON.parse(await fs.readFile(path.join(env.stateDir, "supervisor/registry.json"), "utf8")) as { tenants: Record<string, { daemon: { pid?: number } }> };
-    for (const t of Object.values(reg.tenants)) if (t.daemon.pid && pidAlive(t.daemon.pid)) process.kill(-t.daemon.pid, "SIGKILL");
-  } catch {}
-  await fs.rm(env.stateDir, { recursive: true, force: true });
-  await fs.rm(env.runDir, { recursive: true, force: true });
+/** Stop the supervisor and its daemons (also those a killed supervisor left), remove its dirs. */
+async function cleanup(env: Env | undefined): Promise<void> {
+  await env?.sup.destroy();
 }
 
 describe("supervisor with echo daemons (integration)", function () {
@@ -129,7 +107,7 @@ describe("supervisor with echo daemons (integration)", function () {
       a = await c.createTenant({ id: "tga", labels: { plan: "pro" } });
       b = await c.createTenant({ id: "tgb", template: "workspace", limits: { max_vms: 5 } });
     });
-    after(async () => { await cleanup(env, c ? [c] : []); });
+    after(async () => { await cleanup(env); });
 
     it("gives each tenant its own blocks, socket and a pdk_ token shown once", async () => {
       expect(a.token).to.match(/^pdk_/);
@@ -144,9 +122,9 @@ describe("supervisor with echo daemons (integration)", function () {
       expect(cfg).to.include("max_vms: 5").and.include("169.254.169.254/32");
     });
 
-    it("admin API reads a JSON body whatever its Content-Type (spec §1.4), never runs on defaults instead", async () => {
+    it("admin API reads a JSON body whatever its Content-Type, never runs on defaults instead", async () => {
       for (const type of [undefined, "text/plain", "application/x-www-form-urlencoded"]) {
-        const r = await request({ socketPath: c.sup.adminAddress }, "POST", "/admin/v1/tenants", JSON.stringify({ id: "tgx", template: "nonexistent" }), {
+        const r = await request(c.sup.adminTarget(), "POST", "/admin/v1/tenants", JSON.stringify({ id: "tgx", template: "nonexistent" }), {
           authorization: `Bearer ${c.adminToken}`, ...(type !== undefined ? { "content-type": type } : {}),
         });
         expect(r.status, `${String(type)}: ${r.text}`).to.equal(400);
@@ -180,7 +158,7 @@ describe("supervisor with echo daemons (integration)", function () {
     });
 
     it("passes the daemon's answer on as sent: status, reason, every header line, plus its request id", async () => {
-      const raw = await rawHttp(tcp(c.sup.gatewayAddress), `GET /fixture/headers-out HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${a.token}\r\nConnection: close\r\n\r\n`);
+      const raw = await rawHttp(c.sup.gatewayTarget(), `GET /fixture/headers-out HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${a.token}\r\nConnection: close\r\n\r\n`);
       const head = raw.slice(0, raw.indexOf("\r\n\r\n")).split("\r\n");
       expect(head[0]).to.equal("HTTP/1.1 299 Fixture Reason");
       const lines = head.slice(1).map((l) => l.toLowerCase());
@@ -191,7 +169,7 @@ describe("supervisor with echo daemons (integration)", function () {
     });
 
     it("HTTP/1.0 clients, bodyless DELETE and repeated request headers are forwarded like http-proxy did", async () => {
-      const gw = tcp(c.sup.gatewayAddress);
+      const gw = c.sup.gatewayTarget();
       const r10 = await rawHttp(gw, `GET /echo HTTP/1.0\r\nHost: gw\r\nAuthorization: Bearer ${a.token}\r\nX-Dup: one\r\nX-Dup: two\r\n\r\n`);
       const head = r10.slice(0, r10.indexOf("\r\n\r\n")).toLowerCase();
       expect(head).to.match(/^http\/1\.1 200/);
@@ -205,7 +183,7 @@ describe("supervisor with echo daemons (integration)", function () {
     });
 
     it("a daemon that drops the connection mid-answer resets the client's connection (the answer is cut, not hung)", async () => {
-      const { host, port } = tcp(c.sup.gatewayAddress);
+      const { host, port } = c.sup.gatewayTarget();
       const outcome = await new Promise<{ firstChunk: string; ended: boolean; error: string }>((resolve) => {
         let firstChunk = "";
         const req = http.request({ host, port, path: "/fixture/cut", headers: { authorization: `Bearer ${a.token}` } }, (res) => {
@@ -261,7 +239,7 @@ describe("supervisor with echo daemons (integration)", function () {
     });
 
     it("streams NDJSON incrementally and propagates a client abort to the daemon", async () => {
-      const { host, port } = tcp(c.sup.gatewayAddress);
+      const { host, port } = c.sup.gatewayTarget();
       const firstChunk = await new Promise<{ text: string; ended: boolean }>((resolve, reject) => {
         const req = http.request({ host, port, path: "/fixture/stream?n=100&ms=100", headers: { authorization: `Bearer ${a.token}` } }, (res) => {
           let ended = false;
@@ -283,7 +261,7 @@ describe("supervisor with echo daemons (integration)", function () {
     });
 
     it("authenticates WebSocket upgrades the same way and relays frames", async () => {
-      const url = `ws://${c.sup.gatewayAddress}/vm/sbox-1/shell`;
+      const url = `ws://${c.sup.gateway}/vm/sbox-1/shell`;
       const ws = new WebSocket(url, { headers: { authorization: `Bearer ${a.token}` } });
       const hello = await new Promise<string>((resolve, reject) => { ws.once("message", (d: Buffer) => resolve(d.toString())); ws.once("error", reject); });
       expect(JSON.parse(hello)).to.deep.equal({ tenant: "tga", url: "/vm/sbox-1/shell", authorization: null });
@@ -306,7 +284,7 @@ describe("supervisor with echo daemons (integration)", function () {
       const list = (await c.admin("GET", "/tenants?label=plan=pro")).json as Array<{ id: string }>;
       expect(list.map((t) => t.id)).to.deep.equal(["tga"]);
       expect(((await c.admin("GET", "/tenants?status=suspended")).json as unknown[]).length).to.equal(0);
-      const m = await request({ socketPath: c.sup.adminAddress }, "GET", "/metrics", undefined, { authorization: `Bearer ${c.adminToken}` });
+      const m = await request(c.sup.adminTarget(), "GET", "/metrics", undefined, { authorization: `Bearer ${c.adminToken}` });
       expect(m.text).to.include('paddock_tenants{status="active"} 2').and.include('paddock_gateway_requests_total{tenant="tga",code="200"}');
       expect((await c.admin("GET", "/tenants", undefined, "wrong")).status).to.equal(401);
       const logs = (await c.admin("GET", "/tenants/tga/logs?lines=5")).json as { lines: string[] };
@@ -327,7 +305,7 @@ describe("supervisor with echo daemons (integration)", function () {
     let c: Client | undefined;
     afterEach(async () => {
       for (const k of Object.keys(process.env)) if (k.startsWith("PDK_FIXTURE_MODE_")) delete process.env[k];
-      await cleanup(env, c ? [c] : []);
+      await cleanup(env);
       c = undefined;
     });
 
@@ -408,37 +386,27 @@ describe("supervisor with echo daemons (integration)", function () {
     });
 
     it("kill -9 of the supervisor: the next one adopts the live daemon (same pid, VMs intact)", async () => {
-      env = await makeEnv();
-      let proc: ResultPromise | undefined;
-      const spawnSup = (): ResultPromise => execa(process.execPath, ["--input-type=module", "-e", `import(${JSON.stringify(SUPERVISOR_MAIN)}).then((m) => m.main(process.argv.slice(1))).then((code) => { process.exitCode = code; })`, "--", "--config", env.configFile, "--state-dir", env.stateDir, "--run-dir", env.runDir], { reject: false, stdout: "ignore", stderr: "ignore", env: { PADDOCK_LOG_LEVEL: "warn" } });
-      try {
-        proc = spawnSup();
-        const adminSock = path.join(env.runDir, "admin.sock");
-        const token = await until("admin token", async () => (await fs.readFile(path.join(env.stateDir, "supervisor/admin-token"), "utf8").catch(() => "")).trim() || undefined);
-        await until("admin socket", async () => (await request({ socketPath: adminSock }, "GET", "/healthz").then((r) => r.status === 200 || undefined, () => undefined)));
-        const adm = (m: string, p: string, body?: unknown) => request({ socketPath: adminSock }, m, `/admin/v1${p}`, body, { authorization: `Bearer ${token}`, "content-type": "application/json" });
-        const created = await adm("POST", "/tenants", { id: "tad" });
-        expect(created.status, created.text).to.equal(201);
-        const t = created.json as { token: string; socket_path: string; daemon: { pid: number } };
-        await request({ socketPath: t.socket_path }, "POST", "/hostgroup/sbox/nodes", {});
-        proc.kill("SIGKILL");
-        await proc;
-        expect(pidAlive(t.daemon.pid), "daemon survives the supervisor").to.equal(true);
-        // The ownership lock of the killed supervisor goes stale; the new one waits for it.
-        proc = spawnSup();
-        const info = await until("adoption", async () => {
-          const r = await adm("GET", "/tenants/tad").catch(() => undefined);
-          return r?.status === 200 ? (r.json as { daemon: { pid: number; state: string }; vms: { total: number } | null }) : undefined;
-        }, 60_000);
-        expect(info.daemon.state).to.equal("running");
-        expect(info.daemon.pid).to.equal(t.daemon.pid);
-        expect(info.vms?.total).to.equal(1);
-        proc.kill("SIGTERM");
-        await proc;
-        expect(pidAlive(t.daemon.pid), "a stopping supervisor leaves daemons running").to.equal(true);
-      } finally {
-        if (proc && proc.exitCode === null) { proc.kill("SIGKILL"); await proc; }
-      }
+      env = await makeEnv({}, "child");
+      const sup = env.sup;
+      await sup.start();
+      const adm = (m: string, p: string, body?: unknown) => sup.adminReq(m, p, body, { "content-type": "application/json" });
+      const created = await adm("POST", "/tenants", { id: "tad" });
+      expect(created.status, created.text).to.equal(201);
+      const t = created.json as { token: string; socket_path: string; daemon: { pid: number } };
+      await request({ socketPath: t.socket_path }, "POST", "/hostgroup/sbox/nodes", {});
+      await sup.kill9();
+      expect(pidAlive(t.daemon.pid), "daemon survives the supervisor").to.equal(true);
+      // The ownership lock of the killed supervisor goes stale; the new one waits for it.
+      await sup.start();
+      const info = await until("adoption", async () => {
+        const r = await adm("GET", "/tenants/tad").catch(() => undefined);
+        return r?.status === 200 ? (r.json as { daemon: { pid: number; state: string }; vms: { total: number } | null }) : undefined;
+      }, 60_000);
+      expect(info.daemon.state).to.equal("running");
+      expect(info.daemon.pid).to.equal(t.daemon.pid);
+      expect(info.vms?.total).to.equal(1);
+      await sup.stop();
+      expect(pidAlive(t.daemon.pid), "a stopping supervisor leaves daemons running").to.equal(true);
     });
   });
 });

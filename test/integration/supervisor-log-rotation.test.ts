@@ -6,70 +6,40 @@
  * `GET /admin/v1/audit` is paged through the `Paddock-Next-Cursor` header.
  */
 import { promises as fs } from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { expect } from "chai";
-import { runSupervisor, type RunningSupervisor } from "../../supervisor/main.js";
-import { silentLogger } from "../../shared/logger.js";
-import { sleep } from "../../shared/time.js";
-import { request, type TestResponse } from "../helpers/http.js";
+import type { TestResponse } from "../helpers/http.js";
+import { fileSize, logcapReaders } from "../helpers/log-files.js";
+import { TestSupervisor, echoDaemonConfig } from "../helpers/supervisor.js";
+import { until } from "../helpers/wait.js";
 
-const ROOT = path.resolve(import.meta.dirname, "../../..");
-const FIXTURE = path.join(ROOT, "dist/test/fixtures/echo-daemon.js");
 const ROTATE = 64 * 1024;
 
-/** Pids of `paddock-nsutil logcap` readers writing `file`. */
-async function logcapReaders(file: string): Promise<number[]> {
-  const out: number[] = [];
-  for (const pid of await fs.readdir("/proc")) {
-    if (!/^\d+$/.test(pid)) continue;
-    const argv = (await fs.readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")).split("\0");
-    if (argv[0]?.endsWith("paddock-nsutil") && argv[1] === "logcap" && argv[2] === file) out.push(Number(pid));
-  }
-  return out;
-}
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
-const sizeOf = (f: string): Promise<number> => fs.stat(f).then((s) => s.size, () => -1);
+const sizeOf = (f: string): Promise<number> => fileSize(f, -1);
 
 describe("supervisor log rotation (integration)", function () {
   this.timeout(60_000);
+  let sup: TestSupervisor | undefined;
   let stateDir = "";
-  let runDir = "";
-  let sup: RunningSupervisor | undefined;
-  let token = "";
   const tenant = "tlogrot";
-  const admin = (method: string, p: string, body?: unknown): Promise<TestResponse> =>
-    request({ socketPath: (sup as RunningSupervisor).adminAddress }, method, `/admin/v1${p}`, body, { authorization: `Bearer ${token}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) });
+  const admin = (method: string, p: string, body?: unknown): Promise<TestResponse> => (sup as TestSupervisor).adminReq(method, p, body);
 
   before(async () => {
-    stateDir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-sup-"));
-    runDir = await fs.mkdtemp("/tmp/pdr-");
-    const configFile = path.join(stateDir, "supervisor.yaml");
-    await fs.writeFile(configFile, JSON.stringify({
-      gateway: { address: "127.0.0.1:0" }, admin: { address: path.join(runDir, "admin.sock") },
-      templates: { dir: path.join(ROOT, "templates") },
-      daemon_entry: FIXTURE,
-      restart: { ready_timeout_ms: 20_000, stop_timeout_ms: 5000 },
-      logs: { daemon_log_bytes: ROTATE, daemon_log_keep: 2, audit_log_bytes: ROTATE, audit_log_keep: 2 },
-    }));
+    sup = await TestSupervisor.create({
+      config: (p) => ({
+        ...echoDaemonConfig(p),
+        restart: { ready_timeout_ms: 20_000, stop_timeout_ms: 5000 },
+        logs: { daemon_log_bytes: ROTATE, daemon_log_keep: 2, audit_log_bytes: ROTATE, audit_log_keep: 2 },
+      }),
+    });
+    stateDir = sup.stateDir;
     process.env[`PDK_FIXTURE_LOG_BYTES_${tenant}`] = String(10 * ROTATE);
-    sup = await runSupervisor({ configFile, flags: { stateDir, runDir }, env: {}, logger: silentLogger });
-    token = (await fs.readFile(sup.adminTokenFile, "utf8")).trim();
+    await sup.start();
   });
 
   after(async () => {
     delete process.env[`PDK_FIXTURE_LOG_BYTES_${tenant}`];
-    await sup?.close({ stopDaemons: true }).catch(() => undefined);
-    await fs.rm(stateDir, { recursive: true, force: true });
-    await fs.rm(runDir, { recursive: true, force: true });
+    await sup?.destroy();
   });
 
   it("rotates daemon.log at logs.daemon_log_bytes keeping logs.daemon_log_keep files; the reader exits with the daemon", async () => {
@@ -77,7 +47,7 @@ describe("supervisor log rotation (integration)", function () {
     expect(created.status, created.text).to.equal(201);
     const log = path.join(stateDir, "tenants", tenant, "logs", "daemon.log");
     // The flood (10 × the rotation size) ends with a "flood done" line in the newest file.
-    await until("the flood's last line", async () => (await fs.readFile(log, "utf8").catch(() => "")).includes("flood done"));
+    await until("the flood's last line", async () => (await fs.readFile(log, "utf8").catch(() => "")).includes("flood done") || undefined, 20_000);
     const sizes = [await sizeOf(log), await sizeOf(`${log}.1`), await sizeOf(`${log}.2`), await sizeOf(`${log}.3`)];
     console.log(`      daemon.log after a ${10 * ROTATE}-byte flood: ${sizes.join(" / ")} bytes (rotate at ${ROTATE}, keep 2)`);
     // Positive control: it rotated (both kept files are full); and nothing past keep exists.
@@ -93,7 +63,7 @@ describe("supervisor log rotation (integration)", function () {
     const readers = await logcapReaders(log);
     expect(readers, "one logcap reader").to.have.length(1);
     expect((await admin("DELETE", `/tenants/${tenant}`)).status).to.be.oneOf([200, 204]);
-    await until("the logcap reader to exit", async () => (await logcapReaders(log)).length === 0, 10_000);
+    await until("the logcap reader to exit", async () => (await logcapReaders(log)).length === 0 || undefined, 10_000);
   });
 
   it("rotates audit.log at logs.audit_log_bytes and pages GET /audit with Paddock-Next-Cursor", async () => {

@@ -7,64 +7,55 @@
  * budget that would eat into pid_max's reserve (507 ERR_PIDS_BUDGET_EXCEEDED).
  */
 import { promises as fs } from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { expect } from "chai";
 import { parse } from "yaml";
-import { runSupervisor, type RunningSupervisor } from "../../supervisor/main.js";
-import { silentLogger } from "../../shared/logger.js";
 import { readPidMax } from "../../shared/host-pids.js";
-import { request, type TestResponse } from "../helpers/http.js";
+import { PROJECT_ROOT } from "../helpers/daemon.js";
+import type { TestResponse } from "../helpers/http.js";
+import { TestSupervisor, echoDaemonConfig } from "../helpers/supervisor.js";
 
-const ROOT = path.resolve(import.meta.dirname, "../../..");
-const FIXTURE = path.join(ROOT, "dist/test/fixtures/echo-daemon.js");
 const GiB = 2 ** 30;
 
 describe("tenant default limits (supervisor + admin API, fixture daemons)", function () {
   this.timeout(60_000);
   const suffix = Math.random().toString(36).slice(2, 6);
   const ids = { plain: `tl${suffix}a`, bare: `tl${suffix}b`, big: `tl${suffix}c` };
+  let sup: TestSupervisor | undefined;
   let stateDir = "";
-  let runDir = "";
-  let sup: RunningSupervisor | undefined;
-  let adminToken = "";
 
-  const admin = (method: string, p: string, body?: unknown): Promise<TestResponse> =>
-    request({ socketPath: (sup as RunningSupervisor).adminAddress }, method, `/admin/v1${p}`, body, { authorization: `Bearer ${adminToken}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) });
+  const admin = (method: string, p: string, body?: unknown): Promise<TestResponse> => (sup as TestSupervisor).adminReq(method, p, body);
   const renderedLimits = async (id: string): Promise<{ limits: Record<string, number>; reserve: unknown }> => {
     const tree = parse(await fs.readFile(path.join(stateDir, "tenants", id, "config.yaml"), "utf8")) as { paddock: { limits: Record<string, number>; host_pids_reserve: unknown } };
     return { limits: tree.paddock.limits, reserve: tree.paddock.host_pids_reserve };
   };
 
   before(async () => {
-    stateDir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-lim-"));
-    runDir = await fs.mkdtemp("/tmp/pdl-");
-    const templatesDir = path.join(stateDir, "templates");
+    sup = await TestSupervisor.create({
+      config: (p) => ({
+        ...echoDaemonConfig(p),
+        templates: { dir: path.join(p.dir, "templates") },
+        default_limits: { max_vms: 2, max_pids: 1000 },
+        host_pids_reserve: 8192,
+      }),
+    });
+    stateDir = sup.stateDir;
+    const templatesDir = path.join(sup.dir, "templates");
     await fs.mkdir(templatesDir);
-    const sandbox = await fs.readFile(path.join(ROOT, "templates", "sandbox.yaml"), "utf8");
+    const sandbox = await fs.readFile(path.join(PROJECT_ROOT, "templates", "sandbox.yaml"), "utf8");
     await fs.writeFile(path.join(templatesDir, "sandbox.yaml"), sandbox);
     // The same template without its own limits: the supervisor's default_limits apply.
     const bare = parse(sandbox) as { paddock_template: Record<string, unknown> };
     delete bare.paddock_template.limits;
     await fs.writeFile(path.join(templatesDir, "bare.yaml"), JSON.stringify(bare));
-    const configFile = path.join(stateDir, "supervisor.yaml");
-    await fs.writeFile(configFile, JSON.stringify({
-      gateway: { address: "127.0.0.1:0" }, admin: { address: path.join(runDir, "admin.sock") },
-      templates: { dir: templatesDir }, daemon_entry: FIXTURE,
-      default_limits: { max_vms: 2, max_pids: 1000 },
-      host_pids_reserve: 8192,
-    }));
-    sup = await runSupervisor({ configFile, flags: { stateDir, runDir }, env: {}, logger: silentLogger });
-    adminToken = (await fs.readFile(sup.adminTokenFile, "utf8")).trim();
+    await sup.start();
   });
 
   after(async () => {
-    if (sup) {
+    if (sup?.isRunning) {
       for (const id of Object.values(ids)) await admin("DELETE", `/tenants/${id}`).catch(() => undefined);
-      await sup.close({ stopDaemons: true });
     }
-    await fs.rm(stateDir, { recursive: true, force: true });
-    await fs.rm(runDir, { recursive: true, force: true });
+    await sup?.destroy();
   });
 
   it('{"id"} alone gets the template\'s limits, shown in the tenant view and rendered into its config', async () => {

@@ -1,6 +1,6 @@
 /**
  * The guest agent inside a real runc VM behind a real tenant daemon: exec (stream, buffered,
- * base64), userdata with TARGET_USER, secrets delivered at start (spec §3.8), cp in/out,
+ * base64), userdata with TARGET_USER, secrets delivered at start, cp in/out,
  * fs, background exec, paused VM ⇒ 409, plus the idle agent RSS and exec latency figures.
  */
 import { expect } from "chai";

@@ -1,5 +1,5 @@
 /**
- * The WebSocket, SSE and stats endpoints of issue 3 against a REAL tenant daemon and runc VM:
+ * The WebSocket, SSE and stats endpoints against a REAL tenant daemon and runc VM:
  * an interactive shell on a guest PTY (`echo`, `stty size` after a resize, SessionClose on
  * exit), TCP forwarding to a listener inside the VM, fs/watch, NodeStat snapshots, the
  * guest-symlink-to-/etc/shadow cp check, a full guest disk ⇒ 507, and a stopped VM ⇒ 4xx.
@@ -218,7 +218,7 @@ describe("shell, forward, fs/watch and stats in a real runc VM (privileged)", fu
       ws.close();
       await closed;
 
-      // A refused dial closes the WebSocket after the upgrade (spec §2.11).
+      // A refused dial closes the WebSocket after the upgrade (the forward is already accepted).
       const bad = await openWs(d.socketPath, `/vm/${h}/forward`, { "X-Inlets-Upstream": "127.0.0.1:1" });
       await new Promise<void>((resolve) => bad.once("close", () => resolve()));
     } finally {

@@ -1,6 +1,7 @@
 /**
- * Issue 2: a real tenant daemon on a temp-dir Unix socket running real runc sandboxes.
- * Each lifecycle sentence of the seed (seeds/000_43b2d3a8769e9ea6.txt "Lifecycle") is its own test.
+ * A real tenant daemon on a temp-dir Unix socket running real runc sandboxes. Each promise of
+ * the host groups and the VM lifecycle (create, list, pause, shutdown, delete, a daemon restart
+ * or kill -9) is its own test.
  */
 import { expect } from "chai";
 import { promises as fs } from "node:fs";

@@ -1,7 +1,7 @@
 /**
- * Issue 2 §3: the daemon's listener — Unix socket mode 0660, a stale socket file replaced, a
- * socket answered by a live daemon refused; TCP with bearer auth and a 0600 token file
- * (spec §1.1–§1.2). No VMs are needed (count: 0).
+ * The daemon's listener — Unix socket mode 0660, a stale socket file replaced, a
+ * socket answered by a live daemon refused; TCP with bearer auth and a 0600 token file.
+ * No VMs are needed (count: 0).
  */
 import { expect } from "chai";
 import { promises as fs } from "node:fs";
@@ -68,18 +68,8 @@ describe("tenant daemon listener (privileged)", function () {
       paddock: { tenant_id: d.tenantId, state_dir: d.stateDir, run_dir: d.runDir },
     }));
     const target = { host: "127.0.0.1", port };
-    // TestDaemon.start polls the socket path; on TCP we poll the port ourselves.
-    const proc = spawn(process.execPath, [DAEMON_MAIN, "up", d.configPath], { stdio: ["ignore", "ignore", "pipe"] });
-    d.child = proc;
-    let stderr = "";
-    proc.stderr?.on("data", (c: Buffer) => (stderr += c.toString()));
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const ok = await request(target, "GET", "/healthz").then((r) => r.status === 200, () => false);
-      if (ok) break;
-      if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`daemon did not start: ${stderr}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    // On TCP, readiness is polled on the port.
+    await d.start(30_000, { target });
     const tokenFile = path.join(d.stateDir, "auth", "token");
     expect((await fs.stat(tokenFile)).mode & 0o777).to.equal(0o600);
     const token = (await fs.readFile(tokenFile, "utf8")).trim();

@@ -13,31 +13,12 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { run } from "../../shared/exec.js";
 import { DAEMON_MAIN, TestDaemon, randomIsolatedRange } from "../helpers/daemon.js";
+import { fileSize, logcapReaders } from "../helpers/log-files.js";
+import { until } from "../helpers/wait.js";
 
 const CAP = 256 * 1024;
 
-/** Pids of `paddock-nsutil logcap` readers writing `file`. */
-async function logcapReaders(file: string): Promise<number[]> {
-  const out: number[] = [];
-  for (const pid of await fs.readdir("/proc")) {
-    if (!/^\d+$/.test(pid)) continue;
-    const argv = (await fs.readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")).split("\0");
-    if (argv[0]?.endsWith("paddock-nsutil") && argv[1] === "logcap" && argv[2] === file) out.push(Number(pid));
-  }
-  return out;
-}
-
-async function sizeOf(file: string): Promise<number> {
-  return fs.stat(file).then((s) => s.size, () => 0);
-}
-
-async function until(what: string, timeoutMs: number, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const sizeOf = (file: string): Promise<number> => fileSize(file, 0);
 
 describe("disk bounds of a tenant (privileged)", function () {
   this.timeout(240_000);
@@ -61,7 +42,7 @@ describe("disk bounds of a tenant (privileged)", function () {
       expect(r.status, r.text).to.equal(201);
       const h = (r.json as { hostname: string }).hostname;
       const log = path.join(d.stateDir, "logs", `${h}.log`);
-      await until("the marker in the console log", 20_000, async () => (await fs.readFile(log, "utf8").catch(() => "")).includes("MARKER-AFTER-FLOOD"));
+      await until("the marker in the console log", async () => (await fs.readFile(log, "utf8").catch(() => "")).includes("MARKER-AFTER-FLOOD") || undefined, 20_000);
       const [main, rotated] = [await sizeOf(log), await sizeOf(`${log}.1`)];
       console.log(`      console log after a 4 s flood: ${main} + ${rotated} bytes (cap ${CAP})`);
       // Positive control: the flood wrote enough to rotate (the rotated part is a full half).
@@ -81,7 +62,7 @@ describe("disk bounds of a tenant (privileged)", function () {
       expect(await logcapReaders(log), "reader after daemon stop").to.deep.equal(readers);
       await d.start();
       expect((await d.del(`/hostgroup/sbox/nodes/${h}`)).status).to.equal(200);
-      await until("the logcap reader to exit", 10_000, async () => (await logcapReaders(log)).length === 0);
+      await until("the logcap reader to exit", async () => (await logcapReaders(log)).length === 0 || undefined, 10_000);
     });
   });
 

@@ -5,10 +5,11 @@
  * with echo daemons in test/integration/gateway-limits.test.ts.)
  * "Within a second" is checked with 2 s of slack (this shared 2-core box is loaded).
  */
-import type http from "node:http";
 import { expect } from "chai";
 import WebSocket from "ws";
-import { SupervisorProc, privilegedReady, rid } from "../reliability/helpers.js";
+import { openWs } from "../helpers/ws.js";
+import { TestSupervisor, realDaemonConfig } from "../helpers/supervisor.js";
+import { privilegedReady, rid } from "../reliability/helpers.js";
 
 const DATA = 0x01;
 const WINDOW = 0x02;
@@ -22,12 +23,7 @@ function frame(type: number, payload: Buffer = Buffer.alloc(0)): Buffer {
 
 /** A shell through the gateway: `run` types a line and resolves once `marker` is printed. */
 async function openShell(url: string, token: string): Promise<{ ws: WebSocket; run: (line: string, marker: string) => Promise<void> }> {
-  const ws = await new Promise<WebSocket>((resolve, reject) => {
-    const w = new WebSocket(url, { headers: { authorization: `Bearer ${token}` } });
-    w.once("open", () => resolve(w));
-    w.once("unexpected-response", (_q, res: http.IncomingMessage) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
-    w.once("error", reject);
-  });
+  const ws = await openWs(url, { authorization: `Bearer ${token}` });
   let out = "";
   let wake: (() => void) | undefined;
   ws.on("message", (d: Buffer) => {
@@ -65,12 +61,12 @@ function closedWithin(ws: WebSocket, limitMs: number): Promise<void> {
 (privilegedReady ? describe : describe.skip)("revocation ends live VM sessions through the gateway (privileged)", function () {
   this.timeout(180_000);
   const id = rid("se");
-  let sup: SupervisorProc;
+  let sup: TestSupervisor;
   let token = "";
   let h = "";
 
   before(async () => {
-    sup = await SupervisorProc.create();
+    sup = await TestSupervisor.create({ mode: "child", config: realDaemonConfig() });
     await sup.start();
     token = await sup.createTenant(id, "sandbox");
     const r = await sup.gw(token, "POST", "/hostgroup/sbox/nodes?wait=agent&timeout=90s", {});

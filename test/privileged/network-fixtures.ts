@@ -2,88 +2,27 @@
  * Fixtures for the tenant network's privileged tests: test hosts in network namespaces we
  * create (addresses only from 198.18.0.0/15), TCP listeners and probes run inside them,
  * and leftover checks. Every fixture returns a cleanup that ends exactly what it started.
+ * The pieces the network benchmark shares (ids, blocks, configs, test hosts) live in
+ * scripts/lib/net-fixtures.ts and are re-exported here.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { promises as fs } from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import { formatIpv4, parseIpv4 } from "../../shared/cidr.js";
 import { run } from "../../shared/exec.js";
-import { parseTenantConfig, type TenantConfig } from "../../shared/tenant-config.js";
 import { aliasPrefix, netnsPrefix, tableName } from "../../tenant-daemon/network/names.js";
 
-/** A fresh tenant id (`t` + 7 random chars). */
-export function randomTenant(): string {
-  return "t" + randomBytes(8).toString("hex").slice(0, 7);
-}
+export { ip4, makeTestHost, randomBlock, randomTenant, tempDir, tenantConfig, type TestHost } from "../../scripts/lib/net-fixtures.js";
 
-const used = new Set<number>();
-/** A random unused /22 (as its base) in 198.19.0.0/16 for VM ranges, or a /30 in 198.18.0.0/16 for test hosts. */
-export function randomBlock(kind: "vm22" | "host30"): number {
-  for (;;) {
-    const base = kind === "vm22" ? (parseIpv4("198.19.0.0") as number) + Math.floor(Math.random() * 64) * 1024 : (parseIpv4("198.18.0.0") as number) + Math.floor(Math.random() * 16384) * 4;
-    const key = base >>> 10;
-    if (kind === "vm22" ? !used.has(key) : !used.has(base)) {
-      used.add(kind === "vm22" ? key : base);
-      return base >>> 0;
-    }
-  }
-}
-
-export const ip4 = formatIpv4;
-
-/** A tenant config with the given host groups. */
-export function tenantConfig(tenantId: string, hostGroups: unknown[], paddock: Record<string, unknown> = {}): TenantConfig {
-  return parseTenantConfig({ config: { host_groups: hostGroups }, paddock: { tenant_id: tenantId, ...paddock } }, "<test>", { baseDir: os.tmpdir(), env: {} });
-}
-
-export async function tempDir(): Promise<string> {
-  return fs.mkdtemp(path.join(os.tmpdir(), "pdk-net-"));
-}
-
-/** A test host: netns `pth-<id>` linked to the host by veth `pth<id>`; host side .1, test host .2 of a /30. */
-export interface TestHost {
-  ns: string;
-  /** Test host address. */
-  ip: string;
-  /** Host-side address (on the host's veth end). */
-  hostSideIp: string;
-  veth: string;
-  remove(): Promise<void>;
-}
-
-export async function makeTestHost(): Promise<TestHost> {
-  const id = randomBytes(4).toString("hex");
-  const ns = `pth-${id}`;
-  const veth = `pth${id}`;
-  const base = randomBlock("host30");
-  const hostSideIp = ip4(base + 1);
-  const ip = ip4(base + 2);
-  const remove = async (): Promise<void> => {
-    await run("ip", ["link", "del", veth], { allowFailure: true });
-    await run("ip", ["netns", "del", ns], { allowFailure: true });
-  };
-  try {
-    await run("ip", ["netns", "add", ns]);
-    await run("ip", ["link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns]);
-    await run("ip", ["addr", "add", `${hostSideIp}/30`, "dev", veth]);
-    await run("ip", ["link", "set", veth, "up"]);
-    await run("ip", ["-n", ns, "-batch", "-"], { input: `link set lo up\naddr add ${ip}/30 dev eth0\nlink set eth0 up\nroute add default via ${hostSideIp}\n` });
-  } catch (err) {
-    await remove();
-    throw err;
-  }
-  return { ns, ip, hostSideIp, veth, remove };
-}
-
-/** A TCP listener answering `ok` to every connection, in `ns` (or the host when undefined). */
+/** A running TCP listener (see {@link listen}); `stop` ends its process and waits for it. */
 export interface Listener {
   stop(): Promise<void>;
 }
 
 const SERVER = "const net=require('net');const [h,p]=process.argv.slice(1);net.createServer(c=>c.end('ok\\n')).listen(Number(p),h,()=>console.log('ready'));";
 
+/**
+ * Start a TCP listener answering `ok` to every connection on host:port, in netns `ns` (or
+ * the host when undefined), and wait until it listens.
+ * @throws Error with its stderr when it exits first or is not ready within 15 s.
+ */
 export async function listen(ns: string | undefined, host: string, port: number): Promise<Listener> {
   const argv = ns === undefined ? [process.execPath, "-e", SERVER, host, String(port)] : ["ip", "netns", "exec", ns, process.execPath, "-e", SERVER, host, String(port)];
   const child: ChildProcess = spawn(argv[0] as string, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });

@@ -1,5 +1,5 @@
 /**
- * Tenant networking against the real kernel (issue 8): netns + veth + bridges + the tenant's
+ * Tenant networking against the real kernel: netns + veth + bridges + the tenant's
  * nftables table. Plain network namespaces made by `attach()` stand in for VMs (the runc
  * sandbox joins exactly that netns); test hosts are namespaces made here, addressed only
  * from 198.18.0.0/15. Run as root.

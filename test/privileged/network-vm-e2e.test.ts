@@ -1,5 +1,5 @@
 /**
- * Issue 8 end to end: the tenant firewall with REAL runc VMs behind real tenant daemons.
+ * End to end: the tenant firewall with REAL runc VMs behind real tenant daemons.
  * Probes run inside the VMs through the daemon's exec API (bash `/dev/tcp`), against TCP
  * listeners on test hosts in network namespaces made here (198.18.0.0/15 only), in other VMs'
  * network namespaces, and on a host-side address of a test host's link. Every allowed case has a

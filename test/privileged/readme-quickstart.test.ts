@@ -1,5 +1,5 @@
 /**
- * README.md's quick starts, run as written (issue 5 Tests): the fenced `sh` block under
+ * README.md's quick starts, run as written: the fenced `sh` block under
  * "## Quick start (curl)" and the one under "## Quick start (CLI)" are read from README.md at
  * test time and run with bash against a real supervisor and real runc sandboxes.
  *
@@ -16,18 +16,14 @@
  * The output is then checked for what each step promises. Needs root and the debian-12 image.
  */
 import { promises as fs } from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { randomBytes, randomInt } from "node:crypto";
 import { expect } from "chai";
 import { execa } from "execa";
-import { runSupervisor, type RunningSupervisor } from "../../supervisor/main.js";
-import { silentLogger } from "../../shared/logger.js";
-import { request } from "../helpers/http.js";
-import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
+import { TEST_IMAGE_DIR, describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
+import { TestSupervisor } from "../helpers/supervisor.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../../..");
-const IMAGE_DIR = process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images";
 
 /** The first ```sh block after the line `heading` in a Markdown text (pure). */
 export function fencedBlockAfter(markdown: string, heading: string): string {
@@ -47,8 +43,7 @@ describeWhenReady(missingPrerequisites(), "README quick start, run as written (p
   const suffix = randomBytes(3).toString("hex");
   const ids = { curl: `qc${suffix}`, cli: `ql${suffix}` };
   let base: string;
-  let runDir: string;
-  let sup: RunningSupervisor | undefined;
+  let sup: TestSupervisor | undefined;
   let readme: string;
 
   const runBlock = async (block: string, id: string, cwd: string): Promise<{ exitCode: number | undefined; all: string }> => {
@@ -56,8 +51,8 @@ describeWhenReady(missingPrerequisites(), "README quick start, run as written (p
     await fs.writeFile(path.join(cwd, "quickstart.sh"), script);
     const env: NodeJS.ProcessEnv = {
       ...process.env,
-      PADDOCK_URL: `http://${sup?.gatewayAddress ?? ""}`,
-      PADDOCK_ADMIN_URL: `http://${sup?.adminAddress ?? ""}`,
+      PADDOCK_URL: `http://${sup?.gateway ?? ""}`,
+      PADDOCK_ADMIN_URL: `http://${sup?.admin ?? ""}`,
       PADDOCK_STATE_DIR: path.join(base, "state"),
     };
     for (const k of ["PADDOCK_TOKEN", "PADDOCK_ADMIN_TOKEN", "SLICER_URL", "SLICER_TOKEN", "SLICER_TOKEN_FILE"]) delete env[k];
@@ -67,31 +62,20 @@ describeWhenReady(missingPrerequisites(), "README quick start, run as written (p
 
   before(async () => {
     readme = await fs.readFile(path.join(ROOT, "README.md"), "utf8");
-    base = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-readme-"));
-    runDir = await fs.mkdtemp("/tmp/pdq-");
     // A random /20 of the link-local pool (never 169.254.160.0/20, which holds 169.254.169.254).
     let k = randomInt(0, 16);
     while (k === 10) k = randomInt(0, 16);
-    const configFile = path.join(base, "supervisor.yaml");
-    await fs.writeFile(configFile, `network: {pool: 169.254.${k * 16}.0/20, block_prefix: 22}\nstop_daemons_on_exit: true\n`);
-    sup = await runSupervisor({
-      configFile,
-      flags: { stateDir: path.join(base, "state"), runDir, gateway: "127.0.0.1:0", admin: "127.0.0.1:0", templatesDir: path.join(ROOT, "templates") },
-      env: { PADDOCK_IMAGE_DIR: IMAGE_DIR },
-      logger: silentLogger,
+    sup = await TestSupervisor.create({
+      config: { network: { pool: `169.254.${k * 16}.0/20`, block_prefix: 22 }, stop_daemons_on_exit: true },
+      flags: { gateway: "127.0.0.1:0", admin: "127.0.0.1:0", templatesDir: path.join(ROOT, "templates") },
+      env: { PADDOCK_IMAGE_DIR: TEST_IMAGE_DIR },
     });
+    base = sup.dir;
+    await sup.start();
   });
 
   after(async () => {
-    if (sup) {
-      const token = (await fs.readFile(sup.adminTokenFile, "utf8")).trim();
-      const [host, port] = [sup.adminAddress.slice(0, sup.adminAddress.lastIndexOf(":")), Number(sup.adminAddress.slice(sup.adminAddress.lastIndexOf(":") + 1))];
-      for (const id of Object.values(ids)) await request({ host, port }, "DELETE", `/admin/v1/tenants/${id}`, undefined, { authorization: `Bearer ${token}` }).catch(() => undefined);
-      await sup.close({ stopDaemons: true });
-    }
-    for (const id of Object.values(ids)) await execa("bash", [path.join(ROOT, "scripts/leaks.sh"), "--tenant", id, "--remove"], { reject: false });
-    if (base) await fs.rm(base, { recursive: true, force: true });
-    if (runDir) await fs.rm(runDir, { recursive: true, force: true });
+    await sup?.destroy(Object.values(ids));
   });
 
   it("the curl block provisions a tenant, launches, execs, copies in and out, deletes", async () => {

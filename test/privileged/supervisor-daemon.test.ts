@@ -5,26 +5,17 @@
  * delete leaving nothing on the host (scripts/leaks.sh). Needs root and
  * /var/lib/paddock/images/debian-12. Prints provisioning and gateway-overhead figures.
  */
-import { promises as fs, existsSync } from "node:fs";
+import { existsSync } from "node:fs";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { expect } from "chai";
 import { execa } from "execa";
 import { RETRY_AFTER_S } from "../../supervisor/gateway.js";
-import { runSupervisor, type RunningSupervisor } from "../../supervisor/main.js";
-import { silentLogger } from "../../shared/logger.js";
 import { request, type TestResponse } from "../helpers/http.js";
 import { until } from "../helpers/wait.js";
-import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
-
-const ROOT = path.resolve(import.meta.dirname, "../../..");
-const IMAGE_DIR = process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images";
-
-function tcp(addr: string): { host: string; port: number } {
-  const i = addr.lastIndexOf(":");
-  return { host: addr.slice(0, i), port: Number(addr.slice(i + 1)) };
-}
+import { TEST_IMAGE_DIR, describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
+import { LEAKS_SH, TestSupervisor } from "../helpers/supervisor.js";
 
 function percentile(values: number[], p: number): number {
   const s = [...values].sort((a, b) => a - b);
@@ -37,26 +28,21 @@ describeWhenReady(missingPrerequisites(), "supervisor with the real tenant daemo
   const ids = { a: `ts${suffix}`, b: `tw${suffix}` };
   let stateDir: string;
   let runDir: string;
-  let sup: RunningSupervisor;
-  let adminToken: string;
+  let sup: TestSupervisor;
   const tokens: Record<string, string> = {};
   const sockets: Record<string, string> = {};
   const createMs: number[] = [];
 
   const admin = (method: string, p: string, body?: unknown): Promise<TestResponse> =>
-    request(tcp(sup.adminAddress), method, `/admin/v1${p}`, body, { authorization: `Bearer ${adminToken}`, "content-type": "application/json" });
+    sup.adminReq(method, p, body, { "content-type": "application/json" });
   const gw = (id: string, method: string, p: string, body?: unknown): Promise<TestResponse> =>
-    request(tcp(sup.gatewayAddress), method, p, body, { authorization: `Bearer ${tokens[id]}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) });
+    request(sup.gatewayTarget(), method, p, body, { authorization: `Bearer ${tokens[id]}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) });
 
   before(async () => {
-    stateDir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-psup-"));
-    runDir = await fs.mkdtemp("/tmp/pdp-");
-    sup = await runSupervisor({
-      flags: { stateDir, runDir, gateway: "127.0.0.1:0", admin: "127.0.0.1:0" },
-      env: { PADDOCK_IMAGE_DIR: IMAGE_DIR },
-      logger: silentLogger,
-    });
-    adminToken = (await fs.readFile(sup.adminTokenFile, "utf8")).trim();
+    sup = await TestSupervisor.create({ flags: { gateway: "127.0.0.1:0", admin: "127.0.0.1:0" }, env: { PADDOCK_IMAGE_DIR: TEST_IMAGE_DIR } });
+    stateDir = sup.stateDir;
+    runDir = sup.runDir;
+    await sup.start();
     for (const [key, template] of [["a", "sandbox"], ["b", "workspace"]] as const) {
       const id = ids[key];
       const t0 = performance.now();
@@ -70,13 +56,7 @@ describeWhenReady(missingPrerequisites(), "supervisor with the real tenant daemo
   });
 
   after(async () => {
-    if (sup) {
-      for (const id of Object.values(ids)) await admin("DELETE", `/tenants/${id}`).catch(() => undefined);
-      await sup.close({ stopDaemons: true });
-    }
-    for (const id of Object.values(ids)) await execa(path.join(ROOT, "scripts/leaks.sh"), ["--tenant", id, "--remove"], { reject: false });
-    if (stateDir) await fs.rm(stateDir, { recursive: true, force: true });
-    if (runDir) await fs.rm(runDir, { recursive: true, force: true });
+    await sup?.destroy(Object.values(ids));
   });
 
   it("each tenant token sees and touches only its own VMs", async () => {
@@ -99,7 +79,7 @@ describeWhenReady(missingPrerequisites(), "supervisor with the real tenant daemo
   });
 
   it("a client that aborts a streamed exec through the gateway ends the guest's process (the abort reaches the real daemon and agent)", async () => {
-    const { host, port } = tcp(sup.gatewayAddress);
+    const { host, port } = sup.gatewayTarget();
     const marker = `abort${suffix}`;
     // A foreground exec that would run for 5 min, recognisable by its argument.
     const q = new URLSearchParams([["cmd", "/bin/sh"], ["args", "-c"], ["args", `echo started; exec sleep 300 ${marker}`], ["uid", "0"]]);
@@ -134,7 +114,7 @@ describeWhenReady(missingPrerequisites(), "supervisor with the real tenant daemo
   });
 
   it("streams exec output through the gateway as it is produced", async () => {
-    const { host, port } = tcp(sup.gatewayAddress);
+    const { host, port } = sup.gatewayTarget();
     const q = new URLSearchParams([["cmd", "/bin/sh"], ["args", "-c"], ["args", "echo one; sleep 2; echo two"]]);
     const chunks = await new Promise<Array<{ text: string; ended: boolean }>>((resolve, reject) => {
       const out: Array<{ text: string; ended: boolean }> = [];
@@ -204,7 +184,7 @@ describeWhenReady(missingPrerequisites(), "supervisor with the real tenant daemo
   });
 
   it("GET /admin/v1/host: the host's capacity and what the tenants' listed VMs commit", async () => {
-    expect((await request(tcp(sup.adminAddress), "GET", "/admin/v1/host")).status, "no token").to.equal(401);
+    expect((await request(sup.adminTarget(), "GET", "/admin/v1/host")).status, "no token").to.equal(401);
     const r = await admin("GET", "/host");
     expect(r.status, r.text).to.equal(200);
     const h = r.json as { cpu: { cores: number }; memory: { total_bytes: number }; capacity: { vcpu: number; ram_bytes: number }; committed: { vcpu: number; ram_bytes: number; tenants_reporting: number; tenants_total: number } };
@@ -271,7 +251,7 @@ describeWhenReady(missingPrerequisites(), "supervisor with the real tenant daemo
     // scripts/leaks.sh --tenant does not filter mounts and loop devices by tenant (other
     // engineers' tenants show up), so keep only lines naming this tenant or our dirs.
     for (const id of Object.values(ids)) {
-      const leaks = await execa(path.join(ROOT, "scripts/leaks.sh"), ["--tenant", id], { reject: false });
+      const leaks = await execa(LEAKS_SH, ["--tenant", id], { reject: false });
       const mine = leaks.stdout.split("\n").filter((l) => [`pdk-${id}-`, `paddock-${id}`, `paddock/${id}/`, stateDir, runDir].some((needle) => l.includes(needle)));
       expect(mine, `leftovers of ${id}`).to.deep.equal([]);
       expect(existsSync(path.join(stateDir, "tenants", id))).to.equal(false);

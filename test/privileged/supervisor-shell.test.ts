@@ -1,17 +1,17 @@
 /**
- * The WebSocket endpoints (spec §2.10 shell, §2.11 forward) through the REAL supervisor
+ * The WebSocket endpoints (`/vm/{h}/shell` and `/vm/{h}/forward`) through the REAL supervisor
  * gateway (`paddock up` as a child process) with a tenant token, to a real runc VM: a shell
  * session (`echo hi`, Shutdown ⇒ SessionClose/close), a byte-exact TCP forward to a listener
  * inside the VM, a wrong token refused with 401 before any upgrade, and `paddock vm shell`
  * (the CLI) with a piped stdin. Ends with scripts/leaks.sh clean for the tenant.
  */
-import { echoThroughWs } from "../helpers/ws.js";
+import { echoThroughWs, openWs } from "../helpers/ws.js";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import http from "node:http";
 import { expect } from "chai";
-import WebSocket from "ws";
-import { CLI_MAIN, SupervisorProc, leaksOf, rid } from "../reliability/helpers.js";
+import { CLI_MAIN, TestSupervisor, realDaemonConfig } from "../helpers/supervisor.js";
+import { leaksOf, rid } from "../reliability/helpers.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
 const DATA = 0x01;
@@ -26,33 +26,16 @@ function frame(type: number, payload: Buffer = Buffer.alloc(0)): Buffer {
   return Buffer.concat([h, payload]);
 }
 
-/** Open a WebSocket to the gateway; rejects with the HTTP status of a refused upgrade. */
-function openWs(url: string, headers: Record<string, string>): Promise<WebSocket> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { headers });
-    ws.once("open", () => resolve(ws));
-    ws.once("unexpected-response", (_req, res: http.IncomingMessage) => {
-      let body = "";
-      res.on("data", (c: Buffer) => (body += c.toString()));
-      res.on("end", () => {
-        ws.terminate();
-        reject(Object.assign(new Error(`HTTP ${res.statusCode}: ${body}`), { status: res.statusCode, body }));
-      });
-    });
-    ws.once("error", reject);
-  });
-}
-
 describeWhenReady(missingPrerequisites(), "shell and forward WebSockets through the supervisor gateway (privileged)", function () {
   this.timeout(120_000);
   const id = rid("ws");
-  let sup: SupervisorProc;
+  let sup: TestSupervisor;
   let token = "";
   let h = "";
   const wsUrl = (p: string): string => `ws://${sup.gateway}${p}`;
 
   before(async () => {
-    sup = await SupervisorProc.create();
+    sup = await TestSupervisor.create({ mode: "child", config: realDaemonConfig() });
     await sup.start();
     token = await sup.createTenant(id, "sandbox");
     const r = await sup.gw(token, "POST", "/hostgroup/sbox/nodes?wait=agent&timeout=90s", {});

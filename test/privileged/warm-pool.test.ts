@@ -81,7 +81,7 @@ describe("warm pool (privileged, real runc)", function () {
     expect(nodes[0]).to.include({ cpus: 2, ram_bytes: 512 * 2 ** 20 });
     expect(nodes[0]?.tags).to.deep.equal(["job=1"]);
     expect(await execOut(d, "sbox-1", "hostname; cat /etc/hostname")).to.equal("sbox-1\nsbox-1\n");
-    // Secrets: none named in the request ⇒ all of the tenant's (spec §3.8), delivered before the 201.
+    // Secrets: none named in the request ⇒ all of the tenant's, delivered before the 201.
     expect(await execOut(d, "sbox-1", "cat /run/slicer/secrets/tok")).to.equal("t0ken");
     await untilWarm(d, "sbox", 1);
     expect(await tenantContainers(d.tenantId)).to.deep.equal([`pdk-${d.tenantId}-sbox-1`, `pdk-${d.tenantId}-sbox-2`]);

@@ -1,5 +1,5 @@
 /**
- * Promise 3 (issue 7): 30 concurrent VM creates and deletes across 3 tenants through the
+ * Reliability: 30 concurrent VM creates and deletes across 3 tenants through the
  * gateway. Names unique per tenant, addresses unique across tenants, `max_vms` exact (never
  * exceeded, refusals are 403 ERR_LIMIT_EXCEEDED and only when full), and the registry and each
  * daemon's state file agree with what the API reports afterwards. A second daemon on the same
@@ -9,8 +9,9 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { expect } from "chai";
 import { execa } from "execa";
-import { PROJECT_ROOT } from "../helpers/daemon.js";
-import { checkDaemonState, checkRegistry, leaksOf, rid, SupervisorProc } from "./helpers.js";
+import { DAEMON_MAIN } from "../helpers/daemon.js";
+import { TestSupervisor, realDaemonConfig } from "../helpers/supervisor.js";
+import { checkDaemonState, checkRegistry, leaksOf, rid } from "./helpers.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
 interface Node { hostname: string; ip: string; status: string }
@@ -18,12 +19,12 @@ interface Node { hostname: string; ip: string; status: string }
 describeWhenReady(missingPrerequisites(), "reliability: concurrent creates and deletes through the gateway", function () {
   this.timeout(240_000);
   const MAX_VMS = 5;
-  let sup: SupervisorProc;
+  let sup: TestSupervisor;
   const ids = [rid("p"), rid("q"), rid("s")];
   const tok: Record<string, string> = {};
 
   before(async () => {
-    sup = await SupervisorProc.create();
+    sup = await TestSupervisor.create({ mode: "child", config: realDaemonConfig() });
     await sup.start();
     await Promise.all(ids.map(async (id) => {
       tok[id] = await sup.createTenant(id, "sandbox", { limits: { max_vms: MAX_VMS }, host_groups: { sbox: { ram_mb: 256, storage_size: "256M" } } });
@@ -123,7 +124,7 @@ describeWhenReady(missingPrerequisites(), "reliability: concurrent creates and d
   it("a second daemon started on a tenant's state refuses with a clear error", async () => {
     const id = ids[0] as string;
     const cfg = path.join(sup.stateDir, "tenants", id, "config.yaml");
-    const r = await execa(process.execPath, [path.join(PROJECT_ROOT, "dist/tenant-daemon/main.js"), "up", cfg], { reject: false, timeout: 60_000, env: { PADDOCK_IMAGE_DIR: sup.stateDir } });
+    const r = await execa(process.execPath, [DAEMON_MAIN, "up", cfg], { reject: false, timeout: 60_000, env: { PADDOCK_IMAGE_DIR: sup.stateDir } });
     expect(r.exitCode, r.stderr).to.equal(1);
     // The host-global tenant id lock refuses first (tenant-daemon/tenant-id-lock.ts), naming the holder.
     expect(r.stderr).to.match(/ERR_TENANT_ID_IN_USE: .*pid \d+|ERR_STATE_LOCKED: .*already in use by another running process \(pid \d+\)/);

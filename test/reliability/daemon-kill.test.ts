@@ -1,5 +1,5 @@
 /**
- * Promise 1 (issue 7): kill -9 of a tenant daemon during a create, a delete, an exec stream
+ * Reliability: kill -9 of a tenant daemon during a create, a delete, an exec stream
  * and a cp upload. After the restart: no orphan container, mount, loop device, link, netns or
  * table beyond the surviving persistent VM's; the persistent VM is intact (same sandbox pid);
  * the interrupted client call failed cleanly (a socket error, never a hang or a 2xx with a

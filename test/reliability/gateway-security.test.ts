@@ -1,5 +1,5 @@
 /**
- * Promises 5 and 6 (issue 7): hostile input through the gateway, and credentials.
+ * Reliability: hostile input through the gateway, and credentials.
  *
  * Two real tenants behind one real supervisor process: `a` (sandbox, one sbox VM) and `b`
  * (workspace, persistent ctrl-1, a secret). Every hostile request must get a 4xx with a
@@ -15,14 +15,15 @@ import { expect } from "chai";
 import { PaddockError } from "../../shared/errors.js";
 import { loadTenantConfig, type TenantConfig } from "../../shared/tenant-config.js";
 import { request } from "../helpers/http.js";
-import { checkRegistry, rid, SupervisorProc, until } from "./helpers.js";
+import { TestSupervisor, realDaemonConfig } from "../helpers/supervisor.js";
+import { checkRegistry, rid, until } from "./helpers.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
 interface Outcome { status: number; code: string | undefined; text: string }
 
 describeWhenReady(missingPrerequisites(), "reliability: hostile input and credentials through the gateway", function () {
   this.timeout(240_000);
-  let sup: SupervisorProc;
+  let sup: TestSupervisor;
   const a = rid("a");
   const b = rid("b");
   const tok: Record<string, string> = {};
@@ -59,7 +60,7 @@ describeWhenReady(missingPrerequisites(), "reliability: hostile input and creden
   });
 
   before(async () => {
-    sup = await SupervisorProc.create();
+    sup = await TestSupervisor.create({ mode: "child", config: realDaemonConfig() });
     await sup.start();
     supPid = sup.pid ?? 0;
     // Slow trickle of header bytes (1 byte / 700 ms, never finishing): started first so the

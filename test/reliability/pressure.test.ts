@@ -1,5 +1,5 @@
 /**
- * Promise 4 (issue 7): resource pressure is contained.
+ * Reliability: resource pressure is contained.
  * - A VM that fills its disk gets ENOSPC inside the VM; the host disk is untouched, the daemon
  *   and another VM keep serving.
  * - A VM that exceeds its RAM has the hog OOM-killed inside the VM only (its agent, the daemon

@@ -1,5 +1,5 @@
 /**
- * Promise 7 (issue 7): soak. Mixed create / exec / cp up+down / delete across 3 tenants
+ * Reliability: soak. Mixed create / exec / cp up+down / delete across 3 tenants
  * through the gateway (loopback only, bounded in count and time) while one tenant daemon is
  * kill -9'd every ~30 s (round robin). At the end: no persistent VM lost (same names, Running),
  * nothing leaked after the tenants are deleted, and the supervisor's and daemons' RSS sampled
@@ -9,7 +9,8 @@
  */
 import { promises as fs } from "node:fs";
 import { expect } from "chai";
-import { hostLeftoversUnder, leaksOf, rid, rssBytes, SupervisorProc, sleepMs, until } from "./helpers.js";
+import { TestSupervisor, realDaemonConfig } from "../helpers/supervisor.js";
+import { hostLeftoversUnder, leaksOf, rid, rssBytes, sleepMs, until } from "./helpers.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
 const MINUTES = Number(process.env.PADDOCK_SOAK_MINUTES ?? "1.5");
@@ -20,7 +21,7 @@ interface Tally { rounds: number; ok: number; interrupted: number; failures: str
 
 describeWhenReady(missingPrerequisites(), `reliability: soak for ${MINUTES} min with a daemon kill -9 every ~30 s`, function () {
   this.timeout(MINUTES * 60_000 + 240_000);
-  let sup: SupervisorProc;
+  let sup: TestSupervisor;
   const ids = { w: rid("w"), s1: rid("s"), s2: rid("s") };
   const all = Object.values(ids);
   const tok: Record<string, string> = {};
@@ -30,7 +31,7 @@ describeWhenReady(missingPrerequisites(), `reliability: soak for ${MINUTES} min 
   const waitUp = (id: string): Promise<true> => until(`${id} daemon up`, async () => ((await sup.gw(tok[id] as string, "GET", "/healthz")).status === 200 ? true : undefined), 90_000, 200);
 
   before(async () => {
-    sup = await SupervisorProc.create();
+    sup = await TestSupervisor.create({ mode: "child", config: realDaemonConfig() });
     await sup.start();
     tok[ids.w] = await sup.createTenant(ids.w, "workspace", { host_groups: { sbox: { ram_mb: 256, storage_size: "256M" }, ctrl: { ram_mb: 256, storage_size: "256M" } } });
     for (const id of [ids.s1, ids.s2]) tok[id] = await sup.createTenant(id, "sandbox", { host_groups: { sbox: { ram_mb: 256, storage_size: "256M" } } });

@@ -9,7 +9,8 @@
 import { expect } from "chai";
 import { execa } from "execa";
 import { TestDaemon, randomIsolatedRange } from "../helpers/daemon.js";
-import { SupervisorProc, expectNoLeaks, rid, sleepMs, until } from "./helpers.js";
+import { TestSupervisor, realDaemonConfig } from "../helpers/supervisor.js";
+import { expectNoLeaks, rid, sleepMs, until } from "./helpers.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
 const ROUNDS = 10;
@@ -103,11 +104,11 @@ describeWhenReady(missingPrerequisites(), "reliability: a daemon stopped during 
 
 describeWhenReady(missingPrerequisites(), "reliability: a tenant deleted right after its create returns leaves nothing", function () {
   this.timeout(600_000);
-  let sup: SupervisorProc | undefined;
+  let sup: TestSupervisor | undefined;
   const ids: string[] = [];
 
   before(async () => {
-    sup = await SupervisorProc.create();
+    sup = await TestSupervisor.create({ mode: "child", config: realDaemonConfig() });
     await sup.start();
   });
 
@@ -116,7 +117,7 @@ describeWhenReady(missingPrerequisites(), "reliability: a tenant deleted right a
   });
 
   it(`create, then DELETE at once (${ROUNDS} rounds): 204 and no leftovers of the tenant`, async () => {
-    const s = sup as SupervisorProc;
+    const s = sup as TestSupervisor;
     for (let i = 0; i < ROUNDS; i++) {
       const id = rid("s");
       ids.push(id);

@@ -1,5 +1,5 @@
 /**
- * Promise 2 (issue 7): kill -9 of the supervisor during a tenant create and a tenant delete.
+ * Reliability: kill -9 of the supervisor during a tenant create and a tenant delete.
  * After its restart the tenant is fully created (active, daemon answering, VMs running) or
  * fully absent (no registry entry, no dirs, nothing on the host); other tenants' daemons
  * are adopted (same pid) and their VMs untouched (same sandbox pid). Plus promise 3's
@@ -9,12 +9,13 @@ import { promises as fs, existsSync } from "node:fs";
 import path from "node:path";
 import { expect } from "chai";
 import { execa } from "execa";
-import { CLI_MAIN, checkDaemonState, checkRegistry, daemonPidsOf, leaksOf, rid, SupervisorProc, until } from "./helpers.js";
+import { CLI_MAIN, TestSupervisor, daemonPidsOf, realDaemonConfig } from "../helpers/supervisor.js";
+import { checkDaemonState, checkRegistry, leaksOf, rid, until } from "./helpers.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
 describeWhenReady(missingPrerequisites(), "reliability: kill -9 of the supervisor mid-operation", function () {
   this.timeout(240_000);
-  let sup: SupervisorProc;
+  let sup: TestSupervisor;
   const ids: string[] = [];
   const keeper = rid("k");
   let keeperToken = "";
@@ -55,7 +56,7 @@ describeWhenReady(missingPrerequisites(), "reliability: kill -9 of the superviso
       const r = x.json as { status: string; daemon: { state: string; pid: number } };
       return r.status === "active" && r.daemon.state === "running" ? r : undefined;
     }, 60_000).catch((err: Error) => {
-      throw new Error(`${err.message}; last view: ${last}; supervisor errors: ${sup.stderr.split("\n").filter((l) => /"level":"(error|warn)"/.test(l)).join("\n").slice(-4000)}`);
+      throw new Error(`${err.message}; last view: ${last}; supervisor errors: ${sup.output.split("\n").filter((l) => /"level":"(error|warn)"/.test(l)).join("\n").slice(-4000)}`);
     });
     expect(daemonPidsOf(path.join(sup.stateDir, "tenants", id, "config.yaml"))).to.deep.equal([t.daemon.pid]);
     const tok = await sup.adminReq("POST", `/tenants/${id}/tokens`, {});
@@ -71,7 +72,7 @@ describeWhenReady(missingPrerequisites(), "reliability: kill -9 of the superviso
   };
 
   before(async () => {
-    sup = await SupervisorProc.create();
+    sup = await TestSupervisor.create({ mode: "child", config: realDaemonConfig() });
     await sup.start();
     ids.push(keeper);
     keeperToken = await sup.createTenant(keeper, "workspace");
@@ -131,7 +132,7 @@ describeWhenReady(missingPrerequisites(), "reliability: kill -9 of the superviso
 
   it("a second supervisor on the same state dir refuses at once with a clear error", async () => {
     const t0 = Date.now();
-    const r = await execa(process.execPath, [CLI_MAIN, "up", "--config", sup.configFile, "--gateway", "127.0.0.1:0", "--admin", "127.0.0.1:0"], { reject: false, timeout: 60_000 });
+    const r = await execa(process.execPath, [CLI_MAIN, "up", "--config", sup.configFile as string, "--gateway", "127.0.0.1:0", "--admin", "127.0.0.1:0"], { reject: false, timeout: 60_000 });
     const ms = Date.now() - t0;
     expect(r.exitCode, r.stderr).to.equal(1);
     expect(r.stderr).to.match(/already in use by another running process \(pid \d+\)/);

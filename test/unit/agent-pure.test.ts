@@ -1,6 +1,6 @@
 /**
  * Pure parts of the guest agent and the secret store: cp exclude globs, tar entry-name
- * safety, tar write→extract round trip, passwd parsing and the uid/gid convention (spec §1.7),
+ * safety, tar write→extract round trip, passwd parsing and the uid/gid convention (no uid: the default user; 0: root),
  * guest path resolution, boot.json validation, secret names and base64.
  */
 import { expect } from "chai";
@@ -79,7 +79,7 @@ describe("agent: tar", () => {
   });
 });
 
-describe("agent: users and paths (spec §1.7)", () => {
+describe("agent: users and paths", () => {
   const passwd = "root:x:0:0:root:/root:/bin/bash\nubuntu:x:1000:1001::/home/ubuntu:/bin/bash\nbad line\n";
   let dir: string;
   let dirUsers: UserDirectory;

@@ -1,6 +1,6 @@
 /**
- * Pure parts of the shell/forward/watch/stats endpoints: the §2.10 frame codec, forward
- * upstream parsing (§2.11), watch query parsing (§2.9) and the stats parsers (§2.4).
+ * Pure parts of the shell/forward/watch/stats endpoints: the shell frame codec, forward
+ * upstream parsing, fs/watch query parsing and the stats parsers.
  */
 import { expect } from "chai";
 import { FrameDecoder, FrameType, decodeWindowSize, encodeFrame, isWholeFrame } from "../../shared/slicer/shell-frames.js";
@@ -10,7 +10,7 @@ import { countEstablished, parseNetDev, pid1UptimeSeconds } from "../../tenant-d
 import { UserDirectory } from "../../tenant-daemon/agent/users.js";
 import { goDurationString, parseBlockStat, parseKeyValues, parseMountinfo } from "../../tenant-daemon/api/vm-stats.js";
 
-describe("shell frames (spec §2.10)", () => {
+describe("shell frames", () => {
   it("encodes type + u32 BE length + payload and decodes across chunk boundaries", () => {
     const a = encodeFrame(FrameType.Data, Buffer.from("hello"));
     expect([...a.subarray(0, 5)]).to.deep.equal([1, 0, 0, 0, 5]);
@@ -35,7 +35,7 @@ describe("shell frames (spec §2.10)", () => {
   });
 });
 
-describe("forward upstream (spec §2.11)", () => {
+describe("forward upstream", () => {
   it("parses host:port, [v6]:port and unix:/path", () => {
     expect(parseUpstream("127.0.0.1:80")).to.deep.equal({ kind: "tcp", host: "127.0.0.1", port: 80 });
     expect(parseUpstream("localhost:8080")).to.deep.equal({ kind: "tcp", host: "localhost", port: 8080 });
@@ -49,7 +49,7 @@ describe("forward upstream (spec §2.11)", () => {
   });
 });
 
-describe("fs/watch query (spec §2.9)", () => {
+describe("fs/watch query", () => {
   const users = new UserDirectory("/nonexistent", null);
   const q = (s: string): URLSearchParams => new URLSearchParams(s);
   it("defaults: all events, 200ms debounce, no timeout; ~ resolves against root", () => {
@@ -76,7 +76,7 @@ describe("fs/watch query (spec §2.9)", () => {
   });
 });
 
-describe("stats parsers (spec §2.4)", () => {
+describe("stats parsers", () => {
   it("formats Go durations of whole seconds", () => {
     expect([0, 45, 413, 7205].map(goDurationString)).to.deep.equal(["0s", "45s", "6m53s", "2h0m5s"]);
   });

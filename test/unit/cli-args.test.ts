@@ -83,7 +83,7 @@ describe("cli: argument parsing", () => {
   });
 });
 
-describe("cli: target resolution (spec §1.1–1.2)", () => {
+describe("cli: target resolution (Unix socket or URL, token)", () => {
   it("classifies socket addresses like the Go and TS SDKs", () => {
     for (const s of ["/run/p/api.sock", "./slicer.sock", "../x", "~/s", "unix:///tmp/a", "api.sock", "unix://rel.sock"]) expect(isSocketAddress(s), s).to.equal(true);
     for (const s of ["http://127.0.0.1:8080", "127.0.0.1:8080", "https://gw.example:443", "localhost"]) expect(isSocketAddress(s), s).to.equal(false);
@@ -174,7 +174,7 @@ describe("cli: exit codes", () => {
   });
 });
 
-describe("cli: exec stream (spec §2.5)", () => {
+describe("cli: exec stream", () => {
   it("splits NDJSON lines across chunk and UTF-8 boundaries, keeping an unterminated rest", () => {
     const s = new LineSplitter();
     const euro = Buffer.from("€");
@@ -221,7 +221,7 @@ describe("cli: vm helpers and output", () => {
     expect(() => parseCpOperand("sbox-1:")).to.throw(UsageError);
   });
 
-  it("shell frames are type + u32 BE length + payload (docs/slicer-api.md#shell)", () => {
+  it("shell frames are type + u32 BE length + payload", () => {
     expect(shellFrame(1, Buffer.from("ls\n"))).to.deep.equal(Buffer.from([1, 0, 0, 0, 3, 0x6c, 0x73, 0x0a]));
     expect(shellFrame(4)).to.deep.equal(Buffer.from([4, 0, 0, 0, 0]));
     expect(encodeWindowSize(80, 24)).to.deep.equal(Buffer.from([0, 0, 0, 80, 0, 0, 0, 24]));

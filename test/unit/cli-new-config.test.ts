@@ -17,7 +17,7 @@ function words(cmd: string): string[] {
   return cmd.trim().split(/\s+/).slice(2); // drop "slicer new"
 }
 
-// spec §4.6 "Base output for `slicer new vm`", with its two trailing comments removed and the
+// The Slicer documentation's base output for `slicer new vm`, with its two trailing comments removed and the
 // github_user line (present "only when a GitHub user is configured/passed") tested separately.
 const BASE_VM = `config:
   host_groups:
@@ -40,7 +40,7 @@ const BASE_VM = `config:
       enabled: true
 `;
 
-// spec §4.6, the a3cf worked output, verbatim.
+// The Slicer documentation's worked output for a3cf, verbatim.
 const A3CF = `config:
   host_groups:
     - name: a3cf
@@ -72,7 +72,7 @@ function loadTenant(text: string) {
   return parseTenantConfig(parseYamlSafe(text, "new.yaml"), "new.yaml", { baseDir: "/etc/paddock", env: { PADDOCK_STATE_DIR: "/tmp/s", PADDOCK_RUN_DIR: "/tmp/r" } });
 }
 
-describe("cli: paddock new (renderNewConfig, spec §4.6)", () => {
+describe("cli: paddock new (renderNewConfig)", () => {
   describe("worked outputs, byte for byte (kvm host)", () => {
     it("slicer new vm ⇒ the base output", () => {
       expect(renderCli(["vm"])).to.equal(BASE_VM);
@@ -103,10 +103,10 @@ describe("cli: paddock new (renderNewConfig, spec §4.6)", () => {
       expect((parseYaml(out) as { config: { host_groups: { network: unknown }[] } }).config.host_groups[0]?.network).to.deep.equal({ mode: "isolated" });
     });
 
-    it("slicer new sandbox --net=isolated --drop 192.168.1.0/24 ⇒ drop list (+ allow 0.0.0.0/0, spec §5 #16)", () => {
+    it("slicer new sandbox --net=isolated --drop 192.168.1.0/24 ⇒ drop list (+ allow 0.0.0.0/0)", () => {
       const out = renderCli(words("slicer new sandbox --net=isolated --drop 192.168.1.0/24"));
       // One doc page shows only the drop list, the per-tenant page adds allow 0.0.0.0/0; the two
-      // are equivalent under most-specific-match-wins (spec §5 #16). We emit the a3cf form.
+      // are equivalent under most-specific-match-wins. We emit the a3cf form.
       expect(out).to.contain('        mode: "isolated"\n        drop: ["192.168.1.0/24"]\n        allow: ["0.0.0.0/0"]\n');
     });
 
@@ -135,7 +135,7 @@ describe("cli: paddock new (renderNewConfig, spec §4.6)", () => {
     });
   });
 
-  describe("flag table (spec §4.6)", () => {
+  describe("flag table", () => {
     it("--vcpu/--cpu, --ram-gb/--ram, --storage-size, --persistent, --tap-prefix, --userdata-file", () => {
       const out = renderCli(["vm", "--cpu", "4", "--ram=8", "--storage-size", "10G", "--persistent=true", "--tap-prefix", "k3sa1", "--userdata-file", "./setup.sh"]);
       expect(out).to.contain("    vcpu: 4\n    ram_gb: 8\n    persistent: true\n    userdata_file: ./setup.sh\n");

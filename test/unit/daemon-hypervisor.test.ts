@@ -6,7 +6,7 @@ import { checkHypervisor } from "../../tenant-daemon/main.js";
 
 const cfg = (hv: string) => parseTenantConfig(parseYamlSafe(`config:\n  host_groups: [{name: a}]\n  hypervisor: ${hv}\n`, "t.yaml"), "t.yaml", { baseDir: "/", env: {} });
 
-describe("hypervisor selection (issue 2 §5)", () => {
+describe("hypervisor selection", () => {
   it("oci runs anywhere", () => {
     expect(() => checkHypervisor(cfg("oci"), false)).to.not.throw();
   });

@@ -4,7 +4,7 @@ import path from "node:path";
 import { ERROR_CODES, PaddockError, errorResponse } from "../../shared/errors.js";
 import { PROJECT_ROOT } from "../helpers/daemon.js";
 
-describe("error codes (DESIGN.md §7)", () => {
+describe("error codes (shared/errors.ts and docs/error-codes.md)", () => {
   it("docs/error-codes.md lists every code with its status, and nothing else", async () => {
     const doc = await fs.readFile(path.join(PROJECT_ROOT, "docs/error-codes.md"), "utf8");
     const rows = [...doc.matchAll(/^\| `(ERR_[A-Z_]+)` \| (\d{3}) \|$/gm)].map((m) => [m[1], Number(m[2])]);

@@ -39,7 +39,7 @@ describe("network: names", () => {
   });
 });
 
-describe("network: firewall semantics (spec §4.5)", () => {
+describe("network: firewall semantics", () => {
   const d = (lists: { allow: string[]; drop: string[] }, dst: string, port?: number) => decide(compileFirewall(lists), ip(dst), port);
 
   it("only drop: everything else allowed", () => {
@@ -118,7 +118,7 @@ describe("network: firewall semantics (spec §4.5)", () => {
   });
 });
 
-describe("network: address plan (spec §3.9, §4.4)", () => {
+describe("network: address plan", () => {
   it("isolated: one /30 per VM, VM = block+2, gateway = block+1; previous address kept; exhaustion is a 409", () => {
     const cfg = config([{ name: "iso", network: { mode: "isolated", range: "198.18.4.0/28" } }]);
     const plan = new AddressPlan([groupAddressing(cfg.hostGroups[0]!, undefined)]);

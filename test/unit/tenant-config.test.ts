@@ -19,8 +19,9 @@ function problems(text: string): string[] {
   expect.fail("expected the config to be rejected");
 }
 
-// The seed's example (seeds/000_43b2d3a8769e9ea6.txt, "Host groups").
-const SEED = `
+// The host-groups example of the Slicer documentation: a bridged `ctrl` group with userdata and
+// an isolated `sbox` group.
+const EXAMPLE = `
 config:
   host_groups:
   - name: ctrl
@@ -55,9 +56,9 @@ config:
       enabled: true
 `;
 
-describe("tenant config (spec §4)", () => {
-  it("loads the seed's example with its values and defaults", () => {
-    const c = load(SEED);
+describe("tenant config", () => {
+  it("loads the documented host-groups example with its values and defaults", () => {
+    const c = load(EXAMPLE);
     expect(c.hostGroups.map((g) => g.name)).to.deep.equal(["ctrl", "sbox"]);
     const [ctrl, sbox] = c.hostGroups;
     expect(ctrl?.count).to.equal(1);
@@ -70,7 +71,7 @@ describe("tenant config (spec §4)", () => {
     expect(Object.isFrozen(c.hostGroups[0])).to.equal(true);
   });
 
-  it("loads the slicer new per-tenant example (spec §4.6) with a socket bind and auth off", () => {
+  it("loads the slicer new per-tenant example with a socket bind and auth off", () => {
     const c = load(`
 config:
   host_groups:
@@ -98,7 +99,7 @@ config:
     expect(c.paddock.runDir).to.equal("/tmp/r/tenants/a3cf");
   });
 
-  it("loads the bridge, macvtap-free and allow-port examples of spec §4.6", () => {
+  it("loads the documented bridge, macvtap-free and allow-port examples", () => {
     const c = load(`
 config:
   host_groups:
@@ -137,7 +138,7 @@ paddock:
 `;
     expect(load(withPool("{ sbox: 2 }")).paddock.warmPool).to.deep.equal({ sbox: 2 });
     expect(load(withPool("{ sbox: 0 }")).paddock.warmPool).to.deep.equal({});
-    expect(load(SEED).paddock.warmPool).to.deep.equal({});
+    expect(load(EXAMPLE).paddock.warmPool).to.deep.equal({});
     expect(problems(withPool("{ nope: 1, sbox: 17 }"))).to.deep.equal([
       'paddock.warm_pool.nope: no host group named "nope" (host groups: sbox)',
       "paddock.warm_pool.sbox: expected a non-negative integer ≤ 16, got the number 17",
@@ -153,7 +154,7 @@ paddock:
   tenant_id: t1
   userns: ${u}
 `;
-    expect(load(SEED).paddock.userns).to.equal(undefined);
+    expect(load(EXAMPLE).paddock.userns).to.equal(undefined);
     expect(load(withUserns("{ uid_start: 2000065536 }")).paddock.userns).to.deep.equal({ uidStart: 2_000_065_536, size: 65_536 });
     expect(load(withUserns("{ uid_start: 300000, size: 131072 }")).paddock.userns).to.deep.equal({ uidStart: 300_000, size: 131_072 });
     expect(problems(withUserns("{ size: 65536 }"))).to.deep.equal(["paddock.userns.uid_start: is required (the host uid of guest uid 0)"]);

@@ -20,7 +20,7 @@ function code(fn: () => unknown): string {
   return "no error";
 }
 
-describe("VM create request (seed: VM size at launch)", () => {
+describe("VM create request (VM size at launch)", () => {
   it("omitted sizes get the host group's defaults", () => {
     expect(parseCreateVmRequest({}, group)).to.include({ cpus: 2, ramBytes: 4 * 2 ** 30, persistent: false });
   });
@@ -56,7 +56,7 @@ describe("VM create request (seed: VM size at launch)", () => {
   });
 });
 
-describe("wait and timeout (spec §2.2)", () => {
+describe("wait and timeout", () => {
   it("accepts agent, userdata and Go durations; default 5m", () => {
     expect(parseWaitQuery("agent", "2m0s")).to.deep.equal({ wait: "agent", timeoutMs: 120_000 });
     expect(parseWaitQuery("userdata", "60s")).to.deep.equal({ wait: "userdata", timeoutMs: 60_000 });
@@ -68,7 +68,7 @@ describe("wait and timeout (spec §2.2)", () => {
   });
 });
 
-describe("tags (seed: tags for stable identity, spec §3.2)", () => {
+describe("tags (stable identity)", () => {
   it("filters exact and by prefix; both at once is a 400", () => {
     expect(matchesTagFilter(["user=alice"], parseTagFilter("user=alice", undefined))).to.equal(true);
     expect(matchesTagFilter(["user=alice"], parseTagFilter("user=al", undefined))).to.equal(false);

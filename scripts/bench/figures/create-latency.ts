@@ -4,7 +4,7 @@
  * cause of a miss: each runc call on its own (create, start, state, delete), the storage set-up
  * a Paddock VM adds (sparse ext4 + mkfs + loop mount + overlay), and node's start-up inside a
  * sandbox (the guest agent is a node process).
- * Target (issue 6): p50 ≤ 2× the floor and < 150 ms.
+ * Target: p50 ≤ 2× the floor and < 150 ms.
  */
 import { promises as fs } from "node:fs";
 import path from "node:path";

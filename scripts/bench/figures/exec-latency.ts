@@ -4,9 +4,9 @@
  * namespaces (the floor). Also measured to locate the cost: the same exec straight on the
  * guest agent's socket (no daemon hop), `GET /healthz` on the daemon socket (HTTP round trip
  * alone) and spawning /bin/true from node on the host.
- * Target (issue 6): p50 < 15 ms.
+ * Target: p50 < 15 ms.
  */
-import { request } from "../../../test/helpers/http.js";
+import { request } from "../../lib/http-client.js";
 import type { BenchOptions, DaemonLab } from "../lib/context.js";
 import { nsenterExec, runcExec, sandboxPid } from "../lib/runc-floor.js";
 import { spawnTimed } from "../lib/procs.js";

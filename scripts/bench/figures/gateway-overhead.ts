@@ -6,7 +6,7 @@
  * LoadClient), repeated, the three targets interleaved. CPU used by the client (autocannon's
  * process), the supervisor, the tenant daemon and nginx during each cell is recorded so a miss
  * can be traced to the process that ran out of CPU.
- * Target (issue 6): gateway ≥ 80 % of direct throughput and ≤ 1 ms added p50.
+ * Target: gateway ≥ 80 % of direct throughput and ≤ 1 ms added p50.
  */
 import type { BenchOptions } from "../lib/context.js";
 import { LoadClient, type HttpTarget } from "../lib/http-load.js";

@@ -13,7 +13,7 @@ import type { SupervisorLab } from "../lib/supervisor-lab.js";
 import { anonBytes, mib, rssBytes, spawnTimed } from "../lib/procs.js";
 import { fmt, row, type FigureResult, type Row } from "../lib/report.js";
 import { nowMs } from "../lib/stats.js";
-import { TestDaemon } from "../../../test/helpers/daemon.js";
+import { TestDaemon } from "../../lib/daemon-harness.js";
 
 function tenantId(prefix: string, i: number): string {
   return `${prefix}${crypto.randomBytes(2).toString("hex")}${i}`.slice(0, 12);

@@ -1,7 +1,7 @@
 /**
  * The load generator of figure 3, run as a child process of the bench (forked with an IPC
  * channel by lib/http-load.ts {@link import("./http-load.js").LoadClient}): the `autocannon`
- * package (issue 6 names it) drives N keep-alive connections, each sending its next request
+ * package drives N keep-alive connections, each sending its next request
  * as soon as the previous answer is read (closed loop, pipelining 1), for a fixed duration.
  *
  * Being its own process, its event loop shares nothing with the bench's bookkeeping, and its

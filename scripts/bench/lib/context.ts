@@ -1,11 +1,11 @@
 /**
  * What the figures share: the run's options and the "daemon lab" — one real tenant daemon
- * (test/helpers/daemon.ts TestDaemon: `node dist/tenant-daemon/main.js up` on a temp dir) with a
+ * (scripts/lib/daemon-harness.ts TestDaemon: `node dist/tenant-daemon/main.js up` on a temp dir) with a
  * `bench` host group and one long-lived probe VM that exec, cp and the floors run against.
  */
 import path from "node:path";
-import { TestDaemon, randomIsolatedRange } from "../../../test/helpers/daemon.js";
-import type { TestResponse } from "../../../test/helpers/http.js";
+import { TestDaemon, randomIsolatedRange } from "../../lib/daemon-harness.js";
+import type { TestResponse } from "../../lib/http-client.js";
 import type { HttpTarget } from "./http-load.js";
 import { rssBytes } from "./procs.js";
 

@@ -9,16 +9,16 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { run } from "../../../shared/exec.js";
 import { cidrOverlaps, formatCidr, parseCidr } from "../../../shared/cidr.js";
-import { PROJECT_ROOT } from "../../../test/helpers/daemon.js";
-import { request, type TestResponse } from "../../../test/helpers/http.js";
+import { PROJECT_ROOT } from "../../lib/daemon-harness.js";
+import { request, type TestResponse } from "../../lib/http-client.js";
 import type { HttpTarget } from "./http-load.js";
 import { startChild, stopChild, type BenchChild } from "./procs.js";
 import { nowMs } from "./stats.js";
 
 const CLI = path.join(PROJECT_ROOT, "dist/cli/paddock.js");
 
-export { freePort } from "../../../test/helpers/http.js";
-import { freePort } from "../../../test/helpers/http.js";
+export { freePort } from "../../lib/http-client.js";
+import { freePort } from "../../lib/http-client.js";
 
 /** A random /18 of 198.18.0.0/15 that overlaps no IPv4 route or address of the host. */
 async function freePool(): Promise<string> {
