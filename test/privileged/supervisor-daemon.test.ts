@@ -2,10 +2,11 @@
  * The supervisor with the real tenant daemon (dist/tenant-daemon/main.js) and real runc
  * VMs from the debian-12 base image: two tenants isolated through the gateway, streamed
  * exec, suspend/resume pausing real VMs, kill -9 of a daemon with a persistent VM, and
- * delete leaving nothing on the host (scripts/leaks.sh). Needs root and
- * /var/lib/paddock/images/debian-12. Prints provisioning and gateway-overhead figures.
+ * delete leaving nothing on the host (scripts/leaks.sh), and what the daemon receives from the
+ * gateway (its access log). Needs root and
+ * /var/lib/paddock/images/debian-12.
  */
-import { existsSync } from "node:fs";
+import { existsSync, promises as fs } from "node:fs";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
@@ -17,11 +18,6 @@ import { until } from "../helpers/wait.js";
 import { TEST_IMAGE_DIR, describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 import { LEAKS_SH, TestSupervisor } from "../helpers/supervisor.js";
 
-function percentile(values: number[], p: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
-}
-
 describeWhenReady(missingPrerequisites(), "supervisor with the real tenant daemon (privileged)", function () {
   this.timeout(300_000);
   const suffix = Math.random().toString(36).slice(2, 6);
@@ -31,7 +27,6 @@ describeWhenReady(missingPrerequisites(), "supervisor with the real tenant daemo
   let sup: TestSupervisor;
   const tokens: Record<string, string> = {};
   const sockets: Record<string, string> = {};
-  const createMs: number[] = [];
 
   const admin = (method: string, p: string, body?: unknown): Promise<TestResponse> =>
     sup.adminReq(method, p, body, { "content-type": "application/json" });
@@ -45,9 +40,7 @@ describeWhenReady(missingPrerequisites(), "supervisor with the real tenant daemo
     await sup.start();
     for (const [key, template] of [["a", "sandbox"], ["b", "workspace"]] as const) {
       const id = ids[key];
-      const t0 = performance.now();
       const r = await admin("POST", "/tenants", { id, template, limits: { max_vms: 3 } });
-      createMs.push(performance.now() - t0);
       expect(r.status, r.text).to.equal(201);
       const body = r.json as { token: string; socket_path: string };
       tokens[id] = body.token;
@@ -131,6 +124,32 @@ describeWhenReady(missingPrerequisites(), "supervisor with the real tenant daemo
     const firstWithOne = chunks.findIndex((c) => c.text.includes("one"));
     const firstWithTwo = chunks.findIndex((c) => c.text.includes("two"));
     expect(firstWithOne, "'one' arrived in an earlier chunk than 'two'").to.be.lessThan(firstWithTwo);
+  });
+
+  it("the real daemon receives the gateway's request id and forwarded-for, never the ones a client sent (a direct request on the socket is the control)", async () => {
+    const id = ids.a;
+    const spoofed = { "x-request-id": `client-chosen-${suffix}`, "x-forwarded-for": "198.18.99.99", "x-real-ip": "198.18.99.99", forwarded: "for=198.18.99.99" };
+    const viaGateway = await request(sup.gatewayTarget(), "GET", "/nodes", undefined, { authorization: `Bearer ${tokens[id]}`, ...spoofed });
+    expect(viaGateway.status, viaGateway.text).to.equal(200);
+    const gatewayId = viaGateway.headers["x-request-id"];
+    expect(gatewayId).to.be.a("string").and.match(/^[0-9a-f-]{36}$/);
+    // Control: the same headers sent straight to the daemon's socket do show up in its log,
+    // so the log would have shown the client's values had the gateway let them through.
+    const direct = await request({ socketPath: sockets[id] as string }, "GET", "/nodes", undefined, { "x-request-id": `direct-control-${suffix}`, "x-forwarded-for": "198.18.99.98" });
+    expect(direct.status, direct.text).to.equal(200);
+    const logFile = path.join(stateDir, "tenants", id, "logs", "daemon.log");
+    type Line = { msg?: string; request_id?: string; forwarded_for?: string; path?: string; status?: number };
+    const lines = await until("both access lines in the daemon log", async () => {
+      const all = (await fs.readFile(logFile, "utf8")).split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Line).filter((l) => l.msg === "request");
+      const ids2 = new Set(all.map((l) => l.request_id));
+      return ids2.has(gatewayId as string) && ids2.has(`direct-control-${suffix}`) ? all : undefined;
+    });
+    const control = lines.find((l) => l.request_id === `direct-control-${suffix}`);
+    expect(control?.forwarded_for, "control: the daemon logs the forwarded-for it receives").to.equal("198.18.99.98");
+    const proxied = lines.find((l) => l.request_id === gatewayId);
+    expect(proxied).to.include({ path: "/nodes", status: 200, forwarded_for: "127.0.0.1" });
+    expect(lines.filter((l) => l.request_id === spoofed["x-request-id"]), "the client's request id reached the daemon").to.have.length(0);
+    expect(lines.filter((l) => l.forwarded_for === "198.18.99.99"), "the client's forwarded-for reached the daemon").to.have.length(0);
   });
 
   it("suspend pauses the tenant's real VMs and the gateway refuses it; resume restores both", async () => {
@@ -223,24 +242,11 @@ describeWhenReady(missingPrerequisites(), "supervisor with the real tenant daemo
     expect(after.daemon.restarts).to.equal(1);
   });
 
-  it("the gateway adds under 20 ms at p50 to GET /healthz over the socket, all 600 answers 200 (figures printed)", async () => {
-    const n = 300;
-    const time = async (fn: () => Promise<TestResponse>): Promise<number[]> => {
-      const out: number[] = [];
-      for (let i = 0; i < n; i++) {
-        const t0 = performance.now();
-        const r = await fn();
-        out.push(performance.now() - t0);
-        expect(r.status).to.equal(200);
-      }
-      return out;
-    };
-    const direct = await time(() => request({ socketPath: sockets[ids.a] as string }, "GET", "/healthz"));
-    const viaGw = await time(() => gw(ids.a, "GET", "/healthz"));
-    console.log(`      figures: provisioning create→ready ms: ${createMs.map((m) => m.toFixed(0)).join(", ")} (p50 ${percentile(createMs, 50).toFixed(0)})`);
-    console.log(`      figures: GET /healthz direct p50 ${percentile(direct, 50).toFixed(2)} ms p99 ${percentile(direct, 99).toFixed(2)} ms; via gateway p50 ${percentile(viaGw, 50).toFixed(2)} ms p99 ${percentile(viaGw, 99).toFixed(2)} ms (sequential, n=${n})`);
-    // Generous (typically well under 1 ms); a per-request connect storm or a stall fails it.
-    expect(percentile(viaGw, 50) - percentile(direct, 50), "gateway overhead at p50, ms").to.be.below(20);
+  it("300 sequential GET /healthz through the gateway and 300 on the socket all answer 200 (its overhead is figure 3 of npm run bench)", async () => {
+    for (let i = 0; i < 300; i++) {
+      expect((await request({ socketPath: sockets[ids.a] as string }, "GET", "/healthz")).status).to.equal(200);
+      expect((await gw(ids.a, "GET", "/healthz")).status).to.equal(200);
+    }
   });
 
   it("deleting a tenant leaves nothing on the host and frees its blocks", async () => {
