@@ -28,6 +28,7 @@ import { listUidClaims, UID_RANGE_BASE, UID_RANGE_SIZE } from "../../shared/uid-
 import { PROJECT_ROOT, TestDaemon, loopDevicesUnder, mountsUnder, randomIsolatedRange } from "../helpers/daemon.js";
 import { call } from "../integration/agent-fixture.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
+import { FrameType, encodeFrame } from "../../shared/slicer/shell-frames.js";
 
 const CAP_SYS_ADMIN_BIT = 21n;
 
@@ -61,14 +62,6 @@ async function createVm(d: TestDaemon, group: string, body: Record<string, unkno
 /** Userdata of b1: records the fds the userdata script got from the agent. */
 const USERDATA_FDS = "#!/bin/sh\nls -la /proc/$$/fd > /root/userdata-fds 2>&1\n";
 
-/** A frame of the shell protocol: type byte, 32-bit big-endian length, payload. */
-function shellFrame(type: number, payload: Buffer): Buffer {
-  const h = Buffer.alloc(5);
-  h.writeUInt8(type, 0);
-  h.writeUInt32BE(payload.length, 1);
-  return Buffer.concat([h, payload]);
-}
-
 /**
  * Run `script` in a PTY shell (`/vm/{h}/shell`, uid 0, /bin/sh) and return the output up to
  * the line `__END__` (typed as `echo __EN''D__`, so the echo of the typed line does not match).
@@ -96,8 +89,8 @@ async function inShell(socketPath: string, h: string, script: string): Promise<s
     const win = Buffer.alloc(8);
     win.writeUInt32BE(200, 0); // cols: no wrapping of ls lines
     win.writeUInt32BE(50, 4);
-    ws.send(shellFrame(0x02, win));
-    ws.send(shellFrame(0x01, Buffer.from(`${script}; echo __EN''D__\n`)));
+    ws.send(encodeFrame(FrameType.WindowSize, win));
+    ws.send(encodeFrame(FrameType.Data, Buffer.from(`${script}; echo __EN''D__\n`)));
     return await done;
   } finally {
     ws.terminate();
