@@ -24,6 +24,7 @@ import { silentLogger } from "../../shared/logger.js";
 import { DAEMON_MAIN, PROJECT_ROOT } from "./daemon.js";
 import { request, type Target, type TestResponse } from "./http.js";
 import { TEST_IMAGE_DIR } from "./prerequisites.js";
+import { pidAlive } from "../../shared/proc.js";
 
 /** The compiled `paddock` CLI (`node CLI_MAIN up …` runs the supervisor). */
 export const CLI_MAIN = path.join(PROJECT_ROOT, "dist/cli/paddock.js");
@@ -105,15 +106,6 @@ function targetOf(addr: string): Target {
   if (addr.startsWith("/")) return { socketPath: addr };
   const i = addr.lastIndexOf(":");
   return { host: addr.slice(0, i), port: Number(addr.slice(i + 1)) };
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Options of {@link TestSupervisor.create}. */

@@ -13,6 +13,7 @@ import WebSocket from "ws";
 import { sleep } from "../../shared/time.js";
 import { request, type TestResponse } from "../helpers/http.js";
 import { FAST_RESTART, TestSupervisor, echoDaemonConfig } from "../helpers/supervisor.js";
+import { pidAlive } from "../../shared/proc.js";
 
 interface Env {
   sup: TestSupervisor;
@@ -76,15 +77,6 @@ function rawHttp(target: { host: string; port: number }, text: string): Promise<
     s.on("error", reject);
     s.setTimeout(10_000, () => { s.destroy(); reject(new Error(`no close after 10 s; read ${JSON.stringify(out.slice(0, 200))}`)); });
   });
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Stop the supervisor and its daemons (also those a killed supervisor left), remove its dirs. */
