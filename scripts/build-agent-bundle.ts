@@ -8,7 +8,10 @@
  * 2. Copy node-pty's runtime files (package.json, lib/, the built native addon) to
  *    `dist/toolbox/node_modules/node-pty`: it stays external to the bundle (a native addon) and is
  *    loaded lazily by the agent's shell.
- * 3. Compile `tenant-daemon/runtime/native/paddock-nsutil.c` to `dist/bin/paddock-nsutil`
+ * 3. Compile `tenant-daemon/agent/native/paddock-inotify.c` (statically linked, so it does not
+ *    depend on the guest's libc) to `dist/toolbox/paddock-inotify`: the agent's inotify helper
+ *    for filesystem watches (tenant-daemon/agent/inotify.ts).
+ * 4. Compile `tenant-daemon/runtime/native/paddock-nsutil.c` to `dist/bin/paddock-nsutil`
  *    (user-namespace pins and idmapped mounts; see the file's header).
  *
  * `dist/toolbox/` is all a VM sees of the host besides node and tini: it is bound read-only at
@@ -46,6 +49,11 @@ await fs.mkdir(path.join(ptyDst, "build"), { recursive: true });
 await fs.copyFile(path.join(ptySrc, "package.json"), path.join(ptyDst, "package.json"));
 await fs.cp(path.join(ptySrc, "lib"), path.join(ptyDst, "lib"), { recursive: true, filter: (src) => !src.endsWith(".map") && !src.includes(".test.") });
 await fs.cp(path.join(ptySrc, "build/Release"), path.join(ptyDst, "build/Release"), { recursive: true, filter: (src) => !src.includes("/obj.target") && !src.endsWith(".d") });
+
+await run("cc", ["-O2", "-Wall", "-Wextra", "-Werror", "-static", "-o", path.join(toolboxDir, "paddock-inotify"), path.join(root, "tenant-daemon/agent/native/paddock-inotify.c")], {
+  timeoutMs: 120_000,
+  errorCode: "ERR_INTERNAL",
+});
 
 await fs.mkdir(binDir, { recursive: true, mode: 0o755 });
 await run("cc", ["-O2", "-Wall", "-Wextra", "-Werror", "-o", path.join(binDir, "paddock-nsutil"), path.join(root, "tenant-daemon/runtime/native/paddock-nsutil.c")], {

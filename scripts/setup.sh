@@ -19,7 +19,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 step 1/5 "OS packages (apt)"
-pkgs=(runc tini nftables iproute2 e2fsprogs debootstrap util-linux tar ca-certificates curl python3 make gcc g++ linux-libc-dev)
+pkgs=(runc tini nftables iproute2 e2fsprogs debootstrap util-linux tar ca-certificates curl python3 make gcc g++ libc6-dev linux-libc-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -2,21 +2,23 @@
  * Filesystem watch (docs/slicer-api.md#filesystem-watch), guest side: an SSE stream of `watch`
  * events for `paths`.
  *
- * Node 20 has no recursive `fs.watch` on Linux, so every watched directory gets its own
- * (inotify) watcher; with `recursive=true` subdirectories are walked at start and directories
- * created later get a watcher (and their existing entries are reported as creates). A file
- * path is watched through its parent directory so replacing the file is seen too.
+ * Events come from inotify(7) through the `paddock-inotify` helper (inotify.ts), one inotify
+ * watch per directory; with `recursive=true` subdirectories are walked at start and
+ * directories created later get a watch (and their existing entries are reported as creates).
+ * A file path is watched through its parent directory so replacing the file is seen too.
  *
- * Event types from node's `rename`/`change`: a name that appears ⇒ `create`, disappears ⇒
- * `remove`; a change with a different mode only ⇒ `chmod`, otherwise `write`. Node does not
- * expose inotify's move cookies, so a move shows as `remove` + `create` (never `rename`).
+ * Event types, as Go's fsnotify (which Slicer's agent uses) reports them: IN_CREATE ⇒ `create`;
+ * IN_DELETE ⇒ `remove`; IN_MOVED_FROM ⇒ `rename` of the old path and IN_MOVED_TO ⇒ `create`
+ * of the new one (a move out of the watched tree is a `rename` alone, a move in a `create`);
+ * IN_MODIFY ⇒ `write`; IN_ATTRIB ⇒ `chmod` when only the mode changed, else `write`.
  */
-import { watch, type FSWatcher, type Stats } from "node:fs";
+import type { Stats } from "node:fs";
 import { lstat, readdir } from "node:fs/promises";
 import path from "node:path";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { parseGoDurationMs } from "../../shared/time.js";
 import { badRequest, queryBool, queryInt, type AgentRequest } from "./http-util.js";
+import { IN, Inotify, type InotifyEvent } from "./inotify.js";
 import { globToRegExp } from "./tar.js";
 import { resolveGuestPath, type UserDirectory } from "./users.js";
 
@@ -119,12 +121,16 @@ export async function handleFsWatch(ctx: AgentRequest, users: UserDirectory): Pr
   const lastId = req.headers["last-event-id"];
   const spec = parseWatchSpec(ctx.query, Array.isArray(lastId) ? lastId[0] : lastId, users);
 
-  const watchers = new Map<string, FSWatcher>();
+  /** Watched directory → its watch descriptor, and back. */
+  const watchers = new Map<string, number>();
+  const dirOf = new Map<number, string>();
   const entries = new Map<string, Known>();
   /** Only these names are reported inside a watched dir that stands for a file path (`undefined` ⇒ all). */
   const fileFilters = new Map<string, Set<string>>();
   const roots: { path: string; isDir: boolean }[] = [];
   let closed = false;
+  // Events and the helper's end arrive asynchronously, after everything below is defined.
+  const inotify = new Inotify((e) => void onEvent(e), () => close());
   let nextId = 1;
   let delivered = 0;
   const pending = new Map<string, { type: WatchEventType; path: string; timer: NodeJS.Timeout | undefined }>();
@@ -148,8 +154,9 @@ export async function handleFsWatch(ctx: AgentRequest, users: UserDirectory): Pr
   const close = (): void => {
     if (closed) return;
     closed = true;
-    for (const w of watchers.values()) w.close();
+    inotify.close();
     watchers.clear();
+    dirOf.clear();
     for (const p of pending.values()) if (p.timer) clearTimeout(p.timer);
     pending.clear();
     clearInterval(heartbeat);
@@ -160,17 +167,21 @@ export async function handleFsWatch(ctx: AgentRequest, users: UserDirectory): Pr
   const underRoot = (p: string): boolean =>
     roots.some((r) => (r.isDir ? p === r.path || p.startsWith(r.path === "/" ? "/" : r.path + "/") : p === r.path));
 
-  const emit = async (type: WatchEventType, p: string): Promise<void> => {
+  /**
+   * Send one event. `size` is read when the event is sent (after the debounce); a removed or
+   * renamed path is not looked up again (another file may have its name by then), so it
+   * reports size 0 and the `isDir` the kernel gave.
+   */
+  const emit = async (type: WatchEventType, p: string, isDirHint: boolean): Promise<void> => {
     if (closed) return;
     let size = 0;
-    let isDir = false;
-    const st = await lstat(p).catch(() => undefined);
-    if (st) {
-      size = st.isDirectory() ? 0 : st.size;
-      isDir = st.isDirectory();
-    } else {
-      const k = entries.get(p);
-      isDir = k?.isDir ?? false;
+    let isDir = isDirHint;
+    if (type !== "remove" && type !== "rename") {
+      const st = await lstat(p).catch(() => undefined);
+      if (st) {
+        size = st.isDirectory() ? 0 : st.size;
+        isDir = st.isDirectory();
+      }
     }
     if (closed) return;
     const id = nextId++;
@@ -180,13 +191,13 @@ export async function handleFsWatch(ctx: AgentRequest, users: UserDirectory): Pr
     if (spec.oneShot || (spec.maxEvents > 0 && delivered >= spec.maxEvents)) close();
   };
 
-  const queue = (type: WatchEventType, p: string): void => {
+  const queue = (type: WatchEventType, p: string, isDir: boolean): void => {
     if (closed || !spec.events.has(type) || !matchesPatterns(spec.patterns, p) || !underRoot(p)) return;
     const key = `${type}\0${p}`;
     if (pending.has(key)) return; // coalesced into the pending one (debounce)
     const fire = (): void => {
       pending.delete(key);
-      void emit(type, p);
+      void emit(type, p, isDir);
     };
     if (spec.debounceMs <= 0) {
       pending.set(key, { type, path: p, timer: undefined });
@@ -199,21 +210,14 @@ export async function handleFsWatch(ctx: AgentRequest, users: UserDirectory): Pr
   /** Watch directory `dir` (and, when recursive, everything below). `report` ⇒ existing entries are creates. */
   const addDir = async (dir: string, depthLeft: boolean, report: boolean): Promise<void> => {
     if (closed || watchers.has(dir) || watchers.size >= MAX_WATCHED_DIRS) return;
-    let w: FSWatcher;
-    try {
-      w = watch(dir, { persistent: false }, (eventType, filename) => {
-        if (filename === null) return;
-        void onChange(dir, eventType, filename.toString());
-      });
-    } catch (err) {
-      if (errnoCode(err) === "ENOENT" || errnoCode(err) === "ENOTDIR" || errnoCode(err) === "EACCES") return;
-      throw err;
-    }
-    w.on("error", () => {
-      w.close();
-      watchers.delete(dir);
-    });
-    watchers.set(dir, w);
+    const wd = await inotify.add(dir);
+    if (closed) return;
+    // Gone, not a directory, not readable, or the user's inotify budget spent (ENOSPC).
+    if (wd < 0) return;
+    const other = dirOf.get(wd);
+    if (other !== undefined) watchers.delete(other); // the same inode under a new name
+    watchers.set(dir, wd);
+    dirOf.set(wd, dir);
     const names = await readdir(dir).catch(() => [] as string[]);
     for (const name of names) {
       const full = path.posix.join(dir, name);
@@ -223,49 +227,58 @@ export async function handleFsWatch(ctx: AgentRequest, users: UserDirectory): Pr
       if (!st) continue;
       const isNew = !entries.has(full);
       entries.set(full, known(st));
-      if (report && isNew) queue("create", full);
+      if (report && isNew) queue("create", full, st.isDirectory());
       if (st.isDirectory() && depthLeft) await addDir(full, spec.recursive, report);
     }
   };
 
-  const onChange = async (dir: string, eventType: string, name: string): Promise<void> => {
+  /** Stop watching `dir` and every directory below it (moved or removed). */
+  const unwatchTree = (dir: string): void => {
+    for (const [d, wd] of watchers) {
+      if (d === dir || d.startsWith(dir + "/")) {
+        watchers.delete(d);
+        dirOf.delete(wd);
+        inotify.remove(wd);
+      }
+    }
+    for (const k of entries.keys()) if (k.startsWith(dir + "/")) entries.delete(k);
+  };
+
+  const onEvent = async (e: InotifyEvent): Promise<void> => {
     if (closed) return;
+    if (e.mask & IN.IGNORED) {
+      const d = dirOf.get(e.wd);
+      dirOf.delete(e.wd);
+      if (d !== undefined && watchers.get(d) === e.wd) watchers.delete(d);
+      return;
+    }
+    const dir = dirOf.get(e.wd);
+    if (dir === undefined || e.name === "") return; // a stale watch, or the directory itself (its parent reports it)
     const filter = fileFilters.get(dir);
-    if (filter && !filter.has(name)) return;
-    const full = path.posix.join(dir, name);
+    if (filter && !filter.has(e.name)) return;
+    const full = path.posix.join(dir, e.name);
+    const isDirEvent = (e.mask & IN.ISDIR) !== 0;
+    if (e.mask & (IN.DELETE | IN.MOVED_FROM)) {
+      const before = entries.get(full);
+      entries.delete(full);
+      if (before?.isDir || isDirEvent) unwatchTree(full);
+      queue(e.mask & IN.MOVED_FROM ? "rename" : "remove", full, isDirEvent);
+      return;
+    }
     const before = entries.get(full);
     const st = await lstat(full).catch(() => undefined);
     if (closed) return;
-    if (!st) {
-      if (before) {
-        entries.delete(full);
-        queue("remove", full);
-        if (before.isDir) {
-          for (const [d, w] of watchers) {
-            if (d === full || d.startsWith(full + "/")) {
-              w.close();
-              watchers.delete(d);
-            }
-          }
-          for (const k of entries.keys()) if (k.startsWith(full + "/")) entries.delete(k);
-        }
-      }
+    if (e.mask & (IN.CREATE | IN.MOVED_TO)) {
+      if (st) entries.set(full, known(st));
+      queue("create", full, isDirEvent);
+      if (st?.isDirectory() && spec.recursive && !filter) await addDir(full, true, true);
       return;
     }
+    if (!st) return; // changed, then gone before we looked: its IN_DELETE follows
     const now = known(st);
     entries.set(full, now);
-    if (!before || (eventType === "rename" && before.isDir !== now.isDir)) {
-      queue("create", full);
-      if (now.isDir && spec.recursive && !filter) await addDir(full, true, true);
-      return;
-    }
-    if (eventType === "rename") {
-      // Replaced in place (e.g. an editor's rename-over): a write of the new content.
-      queue("write", full);
-      return;
-    }
-    if (now.mode !== before.mode && now.size === before.size && now.mtimeMs === before.mtimeMs) queue("chmod", full);
-    else if (!now.isDir) queue("write", full);
+    if (e.mask & IN.ATTRIB && before && now.mode !== before.mode && now.size === before.size && now.mtimeMs === before.mtimeMs) queue("chmod", full, now.isDir);
+    else if (e.mask & (IN.MODIFY | IN.ATTRIB) && !now.isDir) queue("write", full, false);
   };
 
   // Set up every watcher before answering, so events after the 200 are never missed.

@@ -7,7 +7,7 @@
  */
 import { expect } from "chai";
 import { randomBytes } from "node:crypto";
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
@@ -201,6 +201,33 @@ describe("daemon WebSocket endpoints over a real agent (agent-ws)", function () 
       });
       expect(ev.map((e) => e.type)).to.deep.equal(["chmod", "write", "remove"]);
       expect(ev[1]?.size).to.equal(2);
+    });
+
+    it("a move inside the watch is rename (old path) then create (new path); a delete is remove", async () => {
+      const a = path.join(dir(), "a.txt");
+      const b = path.join(dir(), "b.txt");
+      const ev = await watch(`paths=${encodeURIComponent(dir())}&events=create&events=remove&events=rename&max_events=3&debounce=0s`, (n) => {
+        if (n === 0) renameSync(a, b);
+        if (n === 2) rmSync(b);
+      });
+      expect(ev.map((e) => [e.type, path.basename(String(e.path)), e.isDir])).to.deep.equal([["rename", "a.txt", false], ["create", "b.txt", false], ["remove", "b.txt", false]]);
+    });
+
+    it("a move out of the watch is a rename alone; a directory moved inside a recursive watch keeps being watched under its new name", async () => {
+      const outside = path.join(agent.dir, "outside.txt");
+      mkdirSync(path.join(dir(), "d1"));
+      const ev = await watch(`paths=${encodeURIComponent(dir())}&recursive=true&max_events=4&debounce=0s`, (n) => {
+        if (n === 0) renameSync(path.join(dir(), "a.txt"), outside);
+        if (n === 1) renameSync(path.join(dir(), "d1"), path.join(dir(), "d2"));
+        if (n === 3) writeFileSync(path.join(dir(), "d2", "in.txt"), "x");
+      });
+      rmSync(outside, { force: true });
+      expect(ev.map((e) => [e.type, path.relative(dir(), String(e.path)), e.isDir])).to.deep.equal([
+        ["rename", "a.txt", false],
+        ["rename", "d1", true],
+        ["create", "d2", true],
+        ["create", path.join("d2", "in.txt"), false],
+      ]);
     });
 
     it("closes the stream at its timeout", async () => {

@@ -226,7 +226,7 @@ describe("shell, forward, fs/watch and stats in a real runc VM (privileged)", fu
     }
   });
 
-  it("fs/watch streams creates, recursively into new directories", async () => {
+  it("fs/watch streams creates, recursively into new directories, and a guest mv as rename + create", async () => {
     expect((await call(d.socketPath, "POST", `/vm/${h}/fs/mkdir`, { body: JSON.stringify({ path: "/tmp/w", recursive: true }) })).status).to.equal(200);
     expect((await call(d.socketPath, "GET", `/vm/${h}/fs/watch?paths=%2Ftmp%2Fnope`)).status).to.equal(404);
     expect((await call(d.socketPath, "GET", `/vm/${h}/fs/watch?paths=%2Ftmp%2Fw`, { headers: { "Last-Event-ID": "x1" } })).status).to.equal(400);
@@ -235,12 +235,12 @@ describe("shell, forward, fs/watch and stats in a real runc VM (privileged)", fu
     let raw = "";
     const ended = new Promise<void>((resolve, reject) => {
       const req = http.request(
-        { socketPath: d.socketPath, method: "GET", path: `/vm/${h}/fs/watch?paths=%2Ftmp%2Fw&recursive=true&events=create&debounce=50ms&max_events=2&patterns=*`, headers: { Accept: "text/event-stream", "Last-Event-ID": "41" } },
+        { socketPath: d.socketPath, method: "GET", path: `/vm/${h}/fs/watch?paths=%2Ftmp%2Fw&recursive=true&events=create,rename&debounce=50ms&max_events=4&patterns=*`, headers: { Accept: "text/event-stream", "Last-Event-ID": "41" } },
         (res) => {
           expect(res.statusCode).to.equal(200);
           expect(res.headers["content-type"]).to.match(/^text\/event-stream/);
           // The stream is established (watchers are set up before the 200): make the changes.
-          void sh("mkdir /tmp/w/sub && sleep 0.2 && echo x > /tmp/w/sub/f");
+          void sh("mkdir /tmp/w/sub && sleep 0.2 && echo x > /tmp/w/sub/f && sleep 0.2 && mv /tmp/w/sub/f /tmp/w/sub/g");
           res.on("data", (c: Buffer) => (raw += c.toString()));
           res.on("end", () => resolve());
           res.on("error", reject);
@@ -257,6 +257,8 @@ describe("shell, forward, fs/watch and stats in a real runc VM (privileged)", fu
     expect(events.map((e) => [e.id, e.type, e.path, e.isDir])).to.deep.equal([
       [1, "create", "/tmp/w/sub", true],
       [2, "create", "/tmp/w/sub/f", false],
+      [3, "rename", "/tmp/w/sub/f", false],
+      [4, "create", "/tmp/w/sub/g", false],
     ]);
     expect(raw).to.match(/^id: 1\nevent: watch\ndata: /);
     expect(events[0]?.timestamp).to.match(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z$/);
