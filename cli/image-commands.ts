@@ -13,8 +13,10 @@ import { formatAge, formatBytes, renderJson, renderTable, Progress } from "./out
 /** Help text of `paddock image`. */
 export const IMAGE_HELP = `usage: paddock image COMMAND [flags]
 
-  build [NAME] [--packages gcc,python3] [--force] [--mirror URL] [--image-dir DIR] [--json]
-        debootstrap Debian 12 minbase (+ packages) into the image store; NAME defaults to debian-12
+  build [NAME] [--packages gcc,python3] [--minimal] [--force] [--mirror URL] [--image-dir DIR] [--json]
+        debootstrap Debian 12 minbase with the everyday tools (procps, iproute2, ping, curl,
+        ca-certificates, less, vim-tiny; not with --minimal) plus --packages into the image
+        store; NAME defaults to debian-12
   list [--image-dir DIR] [--json]
 
 Image dir: --image-dir, else PADDOCK_IMAGE_DIR, else \${PADDOCK_STATE_DIR:-/var/lib/paddock}/images.
@@ -29,11 +31,12 @@ async function imageBuild(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags(argv, {
     packages: { type: "string" },
     force: { type: "boolean" },
+    minimal: { type: "boolean" },
     mirror: { type: "string" },
     "image-dir": { type: "string" },
     json: { type: "boolean" },
   });
-  expectPositionals(positionals, 0, 1, "paddock image build [NAME] [--packages a,b] [--force]");
+  expectPositionals(positionals, 0, 1, "paddock image build [NAME] [--packages a,b] [--minimal] [--force]");
   const imageDir = imageDirFor(values["image-dir"], ctx.env);
   const packages = (values.packages ?? "").split(",").map((p) => p.trim()).filter((p) => p !== "");
   const name = positionals[0] ?? DEFAULT_IMAGE_NAME;
@@ -48,7 +51,7 @@ async function imageBuild(ctx: CliContext, argv: string[]): Promise<number> {
     step = s;
   };
   try {
-    const image = await buildImage({ imageDir, name, packages, mirror: values.mirror, force: values.force ?? false, onProgress });
+    const image = await buildImage({ imageDir, name, packages, mirror: values.mirror, force: values.force ?? false, minimal: values.minimal ?? false, onProgress });
     step?.done();
     if (values.json) await writeOut(ctx.stdout, renderJson(image));
     else await writeOut(ctx.stdout, `image ${image.name} ready in ${((Date.now() - started) / 1000).toFixed(1)} s: ${image.rootfsDir} (${formatBytes(image.sizeBytes)}${image.packages.length ? `, packages ${image.packages.join(",")}` : ""})\n`);

@@ -41,11 +41,11 @@ step 3/5 "TypeScript build"
 npm run --silent build
 
 step 4/5 "base image debian-12 (debootstrap; cached after the first run)"
-node dist/tenant-daemon/images/build-main.js --name debian-12
+node dist/tenant-daemon/images/build-main.js --name debian-12 --rebuild-if-changed
 
 # The same name and packages as scripts/demo.sh (IMAGE, PACKAGES), so the demo reuses it.
 step 5/5 "image debian-12-dev with gcc, libc6-dev, python3 (debootstrap; cached after the first run)"
-node dist/tenant-daemon/images/build-main.js --name debian-12-dev --packages gcc,libc6-dev,python3
+node dist/tenant-daemon/images/build-main.js --name debian-12-dev --packages gcc,libc6-dev,python3 --rebuild-if-changed
 
 echo >&2
 echo "setup done." >&2

@@ -22,6 +22,12 @@ import { DEFAULT_STATE_DIR } from "./tenant-config-defaults.js";
 export const DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian";
 /** The default image name (Debian 12 "bookworm" minbase). */
 export const DEFAULT_IMAGE_NAME = "debian-12";
+/**
+ * Packages every image gets on top of Debian's minbase unless built `minimal`: the everyday
+ * tools a user of a Slicer VM expects (`ps`, `free`, `top` from procps; `ip` from iproute2;
+ * `ping`; `curl` with the CA bundle; `less`; `vi` from vim-tiny).
+ */
+export const DEFAULT_IMAGE_PACKAGES: readonly string[] = ["ca-certificates", "curl", "iproute2", "iputils-ping", "less", "procps", "vim-tiny"];
 /** Debian suite used for builds. */
 export const DEFAULT_SUITE = "bookworm";
 /** The guest's default non-root user: an exec without `uid` runs as it (docs/slicer-api.md). */
@@ -74,6 +80,10 @@ export interface BuildImageOptions {
   mirror?: string;
   /** Rebuild even when a complete image exists. */
   force?: boolean;
+  /** Rebuild when a complete image exists but was built with another package list (else it is reused, with a note). */
+  rebuildIfChanged?: boolean;
+  /** Only minbase plus `packages`, without {@link DEFAULT_IMAGE_PACKAGES}. */
+  minimal?: boolean;
   /** Receives one human-readable line per build step. */
   onProgress?: (line: string) => void;
 }
@@ -191,7 +201,7 @@ export async function buildImage(options: BuildImageOptions): Promise<StoredImag
   if (!IMAGE_NAME_PATTERN.test(name)) {
     throw new PaddockError("ERR_BAD_REQUEST", `image name ${JSON.stringify(name)} is invalid (expected [a-z0-9][a-z0-9._-]*, at most 63 characters)`);
   }
-  const packages = [...new Set(options.packages ?? [])].filter((p) => p !== "").sort();
+  const packages = [...new Set([...(options.minimal ? [] : DEFAULT_IMAGE_PACKAGES), ...(options.packages ?? [])])].filter((p) => p !== "").sort();
   for (const pkg of packages) {
     if (!PACKAGE_NAME_PATTERN.test(pkg)) throw new PaddockError("ERR_BAD_REQUEST", `package name ${JSON.stringify(pkg)} is invalid`);
   }
@@ -200,10 +210,14 @@ export async function buildImage(options: BuildImageOptions): Promise<StoredImag
 
   if (!options.force) {
     const existing = await readInfo(target.infoPath).catch(() => undefined);
-    if (existing !== undefined) {
-      progress(`image ${name} already built (${existing.created}); reusing it (use --force to rebuild)`);
+    const same = existing !== undefined && existing.packages.slice().sort().join(",") === packages.join(",");
+    if (existing !== undefined && (same || !options.rebuildIfChanged)) {
+      progress(same
+        ? `image ${name} already built (${existing.created}); reusing it (use --force to rebuild)`
+        : `image ${name} was built with packages [${existing.packages.join(",")}], not [${packages.join(",")}]; reusing it (use --force to rebuild)`);
       return { ...existing, name, rootfsDir: target.rootfsDir };
     }
+    if (existing !== undefined) progress(`image ${name} was built with packages [${existing.packages.join(",")}]; rebuilding it with [${packages.join(",")}]`);
   }
   await fs.mkdir(imageDir, { recursive: true, mode: 0o755 });
   // Leftovers of builds of this name that died half-way (the process was killed mid-debootstrap).

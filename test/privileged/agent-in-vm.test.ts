@@ -82,19 +82,19 @@ describe("guest agent in a real runc VM (privileged)", function () {
     expect((await call(d.socketPath, "DELETE", `/vm/${h}/exec/${id}`)).status).to.equal(200);
   });
 
-  it("the idle in-VM agent uses under 150 MiB RSS and exec /bin/true averages under 1 s (figures printed)", async () => {
-    const script = "for p in /proc/[0-9]*; do if grep -qx node $p/comm 2>/dev/null && grep -q 'app/agent[.]cjs' $p/cmdline; then grep VmRSS $p/status; fi; done";
-    const r = (await exec(`cmd=/bin/sh&args=-c&args=${encodeURIComponent(script)}&uid=0&buffered=true`)).json() as Record<string, unknown>;
-    const kb = Number(/VmRSS:\s+(\d+)/.exec(String(r.stdout))?.[1] ?? "0");
-    expect(kb).to.be.greaterThan(0);
-    const n = 10;
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < n; i++) await exec("cmd=/bin/true&buffered=true");
-    const ms = Number(process.hrtime.bigint() - t0) / 1e6 / n;
-    console.log(`      in-VM agent RSS ${(kb / 1024).toFixed(1)} MiB; exec /bin/true via daemon ${ms.toFixed(1)} ms`);
-    // Generous bounds (typically ~50 MiB and ~20 ms); a leak at start or a per-exec stall fails them.
-    expect(kb / 1024, "agent RSS MiB").to.be.below(150);
-    expect(ms, "average ms per exec").to.be.below(1000);
+  it("ten execs of /bin/true in a row all exit 0 (the agent's memory and exec latency are measured by npm run bench)", async () => {
+    for (let i = 0; i < 10; i++) {
+      const r = (await exec("cmd=/bin/true&buffered=true")).json() as Record<string, unknown>;
+      expect(r.exit_code, `exec ${i}`).to.equal(0);
+    }
+  });
+
+  it("the default image has the everyday tools: ps, free, top, ip, ping, curl with CA certificates, less, vi", async () => {
+    const script = "set -e; ps aux >/dev/null; free -m >/dev/null; top -bn1 >/dev/null; ip -brief addr >/dev/null; command -v ping; curl --version >/dev/null; test -s /etc/ssl/certs/ca-certificates.crt; less --version >/dev/null; command -v vi; echo tools-ok";
+    const r = (await exec(`cmd=/bin/sh&args=-c&args=${encodeURIComponent(script)}&buffered=true`)).json() as Record<string, unknown>;
+    expect(r.stderr, String(r.stderr)).to.equal("");
+    expect(r.exit_code, String(r.stdout)).to.equal(0);
+    expect(String(r.stdout)).to.match(/tools-ok\n$/);
   });
 
   it("answers 409 for a paused VM", async () => {

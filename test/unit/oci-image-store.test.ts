@@ -3,12 +3,12 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { isPaddockError } from "../../shared/errors.js";
-import { buildImage, isOciReference, listImages, resolveImage } from "../../shared/image-store.js";
+import { DEFAULT_IMAGE_PACKAGES, buildImage, isOciReference, listImages, resolveImage } from "../../shared/image-store.js";
 
-async function fakeImage(imageDir: string, name: string, complete: boolean): Promise<void> {
+async function fakeImage(imageDir: string, name: string, complete: boolean, packages: readonly string[] = []): Promise<void> {
   await fs.mkdir(path.join(imageDir, name, "rootfs", "etc"), { recursive: true });
   if (complete) {
-    const info = { name, created: "2025-01-01T00:00:00.000Z", suite: "bookworm", mirror: "http://deb.debian.org/debian", packages: [], sizeBytes: 1 };
+    const info = { name, created: "2025-01-01T00:00:00.000Z", suite: "bookworm", mirror: "http://deb.debian.org/debian", packages, sizeBytes: 1 };
     await fs.writeFile(path.join(imageDir, name, "image.json"), JSON.stringify(info));
   }
 }
@@ -75,5 +75,25 @@ describe("image store", () => {
     expect(img.rootfsDir).to.equal(path.join(imageDir, "debian-12", "rootfs"));
     expect(img.created).to.equal("2025-01-01T00:00:00.000Z");
     expect(lines.join("\n")).to.match(/reusing/);
+  });
+
+  it("builds the everyday tools into every image unless minimal, and reuses an image built with the same list", async () => {
+    expect(DEFAULT_IMAGE_PACKAGES).to.include.members(["procps", "iproute2", "curl", "ca-certificates", "less"]);
+    await fakeImage(imageDir, "tools", true, [...DEFAULT_IMAGE_PACKAGES, "gcc"].sort());
+    const lines: string[] = [];
+    const img = await buildImage({ imageDir, name: "tools", packages: ["gcc"], rebuildIfChanged: true, onProgress: (l) => lines.push(l) });
+    expect(img.created, "reused, not rebuilt").to.equal("2025-01-01T00:00:00.000Z");
+    expect(lines.join("\n")).to.match(/already built .*reusing/);
+  });
+
+  it("an image built with another package list is reused with a note, unless rebuilding is asked for", async () => {
+    await fakeImage(imageDir, "debian-12", true, []);
+    const lines: string[] = [];
+    const img = await buildImage({ imageDir, name: "debian-12", onProgress: (l) => lines.push(l) });
+    expect(img.created).to.equal("2025-01-01T00:00:00.000Z");
+    expect(lines.join("\n")).to.match(/was built with packages \[\], not \[ca-certificates,.*\]; reusing it/);
+    const minimal: string[] = [];
+    await buildImage({ imageDir, name: "debian-12", minimal: true, rebuildIfChanged: true, onProgress: (l) => minimal.push(l) });
+    expect(minimal.join("\n"), "minimal matches the minbase-only image").to.match(/already built/);
   });
 });
