@@ -110,17 +110,11 @@ describe("daemon agent router (real agent behind it)", function () {
     expect((await call(sock, "GET", `/vm/vm-1/exec/${id}`)).status).to.equal(410);
   });
 
-  it("exec /bin/true through the router: 20 runs exit 0, average under 500 ms (figure printed)", async () => {
-    const n = 20;
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < n; i++) {
+  it("exec /bin/true through the router: 20 runs in a row all exit 0 (its latency is figure 2 of npm run bench)", async () => {
+    for (let i = 0; i < 20; i++) {
       const r = await call(sock, "POST", "/vm/vm-1/exec?cmd=/bin/true&buffered=true");
-      expect((r.json() as Record<string, unknown>).exit_code).to.equal(0);
+      expect((r.json() as Record<string, unknown>).exit_code, `run ${i}`).to.equal(0);
     }
-    const ms = Number(process.hrtime.bigint() - t0) / 1e6 / n;
-    console.log(`      exec /bin/true via router: ${ms.toFixed(1)} ms average over ${n}`);
-    // Generous (typically a few ms); a per-exec stall (a timer, a lost wake-up) fails it.
-    expect(ms, "average ms per exec").to.be.below(500);
   });
 
   it("copies 32 MiB in and out through the router byte-identically", async () => {

@@ -338,22 +338,15 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     expect(await cgroupLeftovers(cgroupRoot)).to.deep.equal([]);
   });
 
-  it("create+start reaches running in each of 10 runs, p50 under 3 s (figures printed)", async () => {
-    const samplesMs: number[] = [];
+  it("create+start reaches running, and destroy removes it, in each of 10 runs on one bundle (the time is figure 1 of npm run bench)", async () => {
     const spec = await prepareVm("bench-1");
     for (let i = 0; i < 10; i++) {
-      const t0 = process.hrtime.bigint();
       await driver.create(spec);
       await driver.start(spec.id);
-      samplesMs.push(Number(process.hrtime.bigint() - t0) / 1e6);
-      expect((await driver.state(spec.id)).status).to.equal("running");
+      expect((await driver.state(spec.id)).status, `run ${i}`).to.equal("running");
       await driver.destroy(spec.id);
+      expect((await driver.state(spec.id)).status, `run ${i} destroyed`).to.equal("absent");
     }
-    samplesMs.sort((a, b) => a - b);
-    const p50 = ((samplesMs[4] ?? 0) + (samplesMs[5] ?? 0)) / 2;
-    console.log(`      create+start ms: p50 ${p50.toFixed(1)}, min ${samplesMs[0]?.toFixed(1)}, max ${samplesMs[9]?.toFixed(1)}`);
-    // Generous for a loaded 2-core CI box (typically ~100-300 ms); a hang or a retry loop fails it.
-    expect(p50, "create+start p50 ms").to.be.below(3000);
     await destroyVm("bench-1");
   });
 });
