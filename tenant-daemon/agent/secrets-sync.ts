@@ -51,7 +51,13 @@ export async function applySecrets(dir: string, secrets: SyncedSecret[]): Promis
   return [...keep].sort();
 }
 
-/** `POST /v1/secrets/sync`. */
+/** The tail of the running and queued syncs: one sync at a time, in arrival order. */
+let syncQueue: Promise<unknown> = Promise.resolve();
+
+/**
+ * `POST /v1/secrets/sync`. Syncs run one at a time in arrival order, so two pushes cannot
+ * interleave their writes and stale-file removal.
+ */
 export async function handleSecretsSync(ctx: AgentRequest, dir: string): Promise<void> {
   const body = await readJsonObject(ctx.req, 64 << 20);
   if (!Array.isArray(body.secrets)) throw badRequest("secrets must be an array", "ERR_SECRET_INVALID");
@@ -65,6 +71,8 @@ export async function handleSecretsSync(ctx: AgentRequest, dir: string): Promise
       gid: typeof o.gid === "number" ? o.gid : 0,
     };
   });
-  const names = await applySecrets(dir, list);
+  const run = syncQueue.then(() => applySecrets(dir, list));
+  syncQueue = run.catch(() => undefined);
+  const names = await run;
   sendJson(ctx.res, 200, { synced: names });
 }
