@@ -88,6 +88,15 @@ describe("secrets sync into running VMs (privileged)", function () {
     await until(granted, "600 1001 1002\nv3");
   });
 
+  it("`slicer-agent secrets sync` in the guest restores the last pushed set (guest root only)", async () => {
+    const out = await sh(granted, "echo tampered > /run/slicer/secrets/live; chmod 0666 /run/slicer/secrets/live; touch /run/slicer/secrets/stray; /.paddock/app/slicer-agent secrets sync; echo rc=$?; ls -A /run/slicer/secrets");
+    expect(out).to.equal("synced 1 secret: live\nrc=0\nlive\n");
+    expect(await sh(granted, SHOW_LIVE)).to.equal("600 1001 1002\nv3");
+    const r = await call(d.socketPath, "POST", `/vm/${granted}/exec?cmd=/bin/sh&args=-c&args=${encodeURIComponent("/.paddock/app/slicer-agent secrets sync; echo rc=$?")}&uid=1000&buffered=true`);
+    expect(String((r.json() as { stdout: unknown }).stdout)).to.equal("rc=1\n");
+    expect(await sh(other, "/.paddock/app/slicer-agent secrets sync; ls -A /run/slicer/secrets; echo end")).to.equal("synced 0 secrets\nend\n");
+  });
+
   it("DELETE removes the file from the running VM", async () => {
     expect((await secrets("DELETE", "/secrets/live")).status).to.equal(200);
     await until(granted, "absent\n");
