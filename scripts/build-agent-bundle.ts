@@ -24,6 +24,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { run } from "../shared/exec.js";
+import { GUEST_AGENT_ENTRY, GUEST_NODE_PATH } from "../tenant-daemon/runtime/oci-spec.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const agentDir = path.join(root, "dist/tenant-daemon/agent");
@@ -42,6 +43,10 @@ await build({
   external: ["node-pty"],
   logLevel: "warning",
 });
+
+// The guest command `slicer-agent secrets sync` (tenant-daemon/agent/secrets-local.ts): the
+// agent bundle run with arguments, under the toolbox paths of tenant-daemon/runtime/oci-spec.ts.
+await fs.writeFile(path.join(toolboxDir, "slicer-agent"), `#!/bin/sh\nexec ${GUEST_NODE_PATH} ${GUEST_AGENT_ENTRY} "$@"\n`, { mode: 0o755 });
 
 const ptySrc = path.join(root, "node_modules/node-pty");
 const ptyDst = path.join(toolboxDir, "node_modules/node-pty");

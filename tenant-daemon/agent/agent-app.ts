@@ -19,7 +19,7 @@ import { readGuestStats } from "./guest-stats.js";
 import { queryBool, sendError, sendJson, type AgentRequest } from "./http-util.js";
 import { ShellSessions } from "./shell.js";
 import { AGENT_UPGRADE_PROTOCOL, rejectUpgrade } from "./upgrade-util.js";
-import { handleSecretsSync } from "./secrets-sync.js";
+import { SecretsSyncer } from "./secrets-sync.js";
 import type { UserdataState } from "./userdata.js";
 import type { UserDirectory } from "./users.js";
 
@@ -67,6 +67,8 @@ export interface AgentApp {
   handle: (req: IncomingMessage, res: ServerResponse) => void;
   /** `GET /v1/shell?…` and `GET /v1/forward?upstream=…` with `Upgrade: paddock-stream`. */
   upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+  /** The secrets dir, shared with the guest-local socket (secrets-local.ts). */
+  secrets: SecretsSyncer;
   shutdown: () => void;
 }
 
@@ -79,6 +81,7 @@ export function createAgentApp(deps: AgentAppDeps): AgentApp {
   const proofHeaders: Record<string, string> = deps.boot.agent_proof === "" ? {} : { [AGENT_PROOF_HEADER]: deps.boot.agent_proof };
   const shells = new ShellSessions(deps.users, proofHeaders);
   const forwards = new Forwards(proofHeaders);
+  const secrets = new SecretsSyncer(deps.boot.secrets_dir);
 
   const health = (): AgentHealth => {
     const ud = deps.userdata();
@@ -139,7 +142,7 @@ export function createAgentApp(deps: AgentAppDeps): AgentApp {
     }
     if (path === "/secrets/sync") {
       if (method !== "POST") notAllowed();
-      await handleSecretsSync(ctx, deps.boot.secrets_dir);
+      await secrets.handleHostSync(ctx);
       return;
     }
     throw new PaddockError("ERR_NOT_FOUND", `no agent route ${method} /v1${path}`);
@@ -186,6 +189,7 @@ export function createAgentApp(deps: AgentAppDeps): AgentApp {
   return {
     handle,
     upgrade,
+    secrets,
     shutdown: () => {
       bg.shutdown();
       shells.shutdown();

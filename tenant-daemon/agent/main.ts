@@ -6,16 +6,21 @@
  *    from it, from inside the guest, so the host never writes into the guest's tree;
  * 3. accept on the listener inherited as fd `$PADDOCK_AGENT_FD` (HTTP, routes under `/v1`), or
  *    without it (host-process tests) listen on `$PADDOCK_AGENT_DIR/agent.sock`;
- * 4. run userdata once (guard `/etc/slicer/userdata-ran`, overridable with
+ * 4. in a VM: serve the guest-local socket of `slicer-agent secrets sync` (secrets-local.ts);
+ * 5. run userdata once (guard `/etc/slicer/userdata-ran`, overridable with
  *    `PADDOCK_AGENT_USERDATA_GUARD` for host-process tests), its script in
  *    `$PADDOCK_AGENT_WORK_DIR` (default: the agent dir).
  *
  * Imports are limited to node builtins and shared/ to keep the resident size small.
+ *
+ * Run with the arguments `secrets sync` (the guest's `slicer-agent` wrapper), it is instead the
+ * command that asks the running agent to re-apply its secrets (secrets-local.ts).
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { AGENT_SOCKET_NAME, readBootConfig, type AgentBootConfig } from "./boot.js";
 import { createAgentApp } from "./agent-app.js";
+import { LOCAL_SECRETS_SOCKET, runSecretsCommand, serveLocalSecrets } from "./secrets-local.js";
 import { listenInherited, listenUnix } from "./unix-transport.js";
 import { runUserdataOnce, type UserdataState } from "./userdata.js";
 import { UserDirectory } from "./users.js";
@@ -38,12 +43,20 @@ async function main(): Promise<void> {
     ? await listenInherited(Number.parseInt(inheritedFd, 10), app.handle, app.upgrade)
     : await listenUnix(socketPath, app.handle, app.upgrade);
   process.stdout.write(`paddock-agent ${boot.agent_version}: listening on ${inheritedFd ? `inherited fd ${inheritedFd}` : socketPath}\n`);
+  // Only in a VM: a host-process agent must not bind a path in the host's /run.
+  const local = inheritedFd !== undefined && inheritedFd !== ""
+    ? await serveLocalSecrets(LOCAL_SECRETS_SOCKET, app.secrets).catch((err: unknown) => {
+      process.stderr.write(`paddock-agent: ${LOCAL_SECRETS_SOCKET}: ${err instanceof Error ? err.message : String(err)}; \`slicer-agent secrets sync\` will not work\n`);
+      return undefined;
+    })
+    : undefined;
 
   const stop = (signal: string): void => {
     process.stdout.write(`paddock-agent: ${signal}, shutting down\n`);
     app.shutdown();
     server.close();
     server.closeAllConnections();
+    local?.close();
   };
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));
@@ -77,7 +90,11 @@ function ensureDir(dir: string): string {
   return dir;
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`paddock-agent: fatal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
-});
+if (process.argv[2] === "secrets") {
+  runSecretsCommand(process.argv.slice(2)).then((code) => process.exit(code), () => process.exit(1));
+} else {
+  main().catch((err: unknown) => {
+    process.stderr.write(`paddock-agent: fatal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  });
+}

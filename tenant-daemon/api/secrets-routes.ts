@@ -4,6 +4,8 @@
  * {@link SecretStore}. Paths and auth are in routes.ts.
  *
  * The handlers read their own bodies: they work whether or not a JSON parser ran before them.
+ * After a successful write they call `onChanged` (the VM service pushes the change to running
+ * VMs in the background, tenant-daemon/vm/vm-secrets-sync.ts) and answer without waiting for it.
  */
 import type { Request } from "express";
 import { PaddockError } from "../../shared/errors.js";
@@ -59,8 +61,13 @@ function optionalInt(body: Record<string, unknown>, key: string): number | undef
  * most 16 MiB. Errors are answered directly (http-util.ts `sendError`, logged through `logger`
  * when not a client error): ERR_SECRET_INVALID, ERR_BODY_INVALID_JSON (400),
  * ERR_BODY_TOO_LARGE (413), and what SecretStore throws (ERR_SECRET_NOT_FOUND 404, …).
+ * `onChanged(name)` runs after each successful create, update or delete, unawaited; a rejection
+ * is logged.
  */
-export function createSecretHandlers(secrets: SecretStore, logger: Logger): RouteHandlers["secrets"] {
+export function createSecretHandlers(secrets: SecretStore, logger: Logger, onChanged: (name: string) => Promise<void> = () => Promise.resolve()): RouteHandlers["secrets"] {
+  const changed = (name: string): void => {
+    onChanged(name).catch((err: unknown) => logger.error("secret push failed", { secret: name, err }));
+  };
   return {
     list: (_req, res) => {
       secrets.list().then(
@@ -73,31 +80,37 @@ export function createSecretHandlers(secrets: SecretStore, logger: Logger): Rout
         const body = await readJsonBody(req, SECRET_BODY_MAX_BYTES);
         const data = optionalString(body, "data");
         if (data === undefined) throw new PaddockError("ERR_SECRET_INVALID", "data (base64) is required");
-        await secrets.create({
+        const info = await secrets.create({
           name: optionalString(body, "name") ?? "",
           data,
           ...(optionalString(body, "permissions") !== undefined ? { permissions: optionalString(body, "permissions") } : {}),
           ...(optionalInt(body, "uid") !== undefined ? { uid: optionalInt(body, "uid") } : {}),
           ...(optionalInt(body, "gid") !== undefined ? { gid: optionalInt(body, "gid") } : {}),
         });
+        changed(info.name);
         res.status(201).end();
       })().catch((err: unknown) => sendError(res, err, logger));
     },
     update: (req, res) => {
       (async () => {
         const body = await readJsonBody(req, SECRET_BODY_MAX_BYTES);
-        await secrets.update(String(req.params.name), {
+        const info = await secrets.update(String(req.params.name), {
           data: optionalString(body, "data"),
           permissions: optionalString(body, "permissions"),
           uid: optionalInt(body, "uid"),
           gid: optionalInt(body, "gid"),
         });
+        changed(info.name);
         res.status(200).end();
       })().catch((err: unknown) => sendError(res, err, logger));
     },
     delete: (req, res) => {
-      secrets.delete(String(req.params.name)).then(
-        () => res.status(200).end(),
+      const name = String(req.params.name);
+      secrets.delete(name).then(
+        () => {
+          changed(name);
+          res.status(200).end();
+        },
         (err: unknown) => sendError(res, err, logger),
       );
     },

@@ -77,7 +77,7 @@ export function createApiApp(deps: ApiServerDeps): express.Express {
     vm: createVmHandlers({ config: deps.config, vms, describeNetwork: deps.describeNetwork }),
     agent: createAgentHandlers((h) => vms.resolveAgent(h), agentLog),
     upgrade: createPlainUpgradeHandlers(),
-    secrets: createSecretHandlers(deps.secrets, agentLog),
+    secrets: createSecretHandlers(deps.secrets, agentLog, (name) => vms.secretChanged(name)),
     stats: createStatsHandlers(deps.stats),
   });
   app.use(notFoundHandler());

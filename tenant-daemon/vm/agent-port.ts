@@ -28,8 +28,8 @@ export function createAgentPort(deps: { secrets: SecretStore; logger: Logger }):
       }, owner);
       await Promise.resolve();
     },
-    syncSecrets: async (endpoint, names) => {
-      const synced = await syncSecretsToAgent(endpoint, deps.secrets, names);
+    syncSecrets: async (endpoint, names, timeoutMs) => {
+      const synced = await syncSecretsToAgent(endpoint, deps.secrets, names, timeoutMs);
       deps.logger.debug("secrets synced", { hostname: endpoint.hostname, synced });
     },
   };

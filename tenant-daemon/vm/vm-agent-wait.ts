@@ -1,6 +1,7 @@
 /**
- * Waiting for a VM's guest agent to answer, and delivering the VM's secrets once it does. Holds
- * no state of its own: it reads the VM table (a VM deleted or stopped meanwhile ends the wait).
+ * Waiting for a VM's guest agent to answer (secret delivery, which waits with it, is
+ * vm-secrets-sync.ts). Holds no state of its own: it reads the VM table (a VM deleted or stopped
+ * meanwhile ends the wait).
  */
 import { watch, type FSWatcher } from "node:fs";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
@@ -9,9 +10,8 @@ import { sleep } from "../../shared/time.js";
 import type { AgentPort } from "./vm-ports.js";
 import type { VmPaths } from "./vm-paths.js";
 import type { VmTable } from "./vm-table.js";
-import type { VmRecord } from "./vm-types.js";
 
-/** The agent side of the lifecycle: health polling and secret delivery for the VMs of `table`. */
+/** Health polling of the agents of the VMs of `table`. */
 export class VmAgentWait {
   private readonly table: VmTable;
   private readonly agent: AgentPort;
@@ -23,19 +23,6 @@ export class VmAgentWait {
     this.agent = deps.agent;
     this.paths = deps.paths;
     this.log = deps.log;
-  }
-
-  /**
-   * Deliver secrets once the agent is up (best effort, bounded by 60 s; never rejects).
-   * `agentReady`: the agent is known to answer (a warm VM), so do not poll its health first.
-   */
-  async deliverSecrets(r: VmRecord, opts: { agentReady?: boolean } = {}): Promise<void> {
-    try {
-      if (!opts.agentReady) await this.waitForAgent(r.hostname, "agent", 60_000);
-      await this.agent.syncSecrets(this.paths.endpoint(r), r.secrets);
-    } catch (err) {
-      if (this.table.vms.get(r.hostname)?.phase === "running") this.log.warn("secret delivery failed", { hostname: r.hostname, err });
-    }
   }
 
   /**

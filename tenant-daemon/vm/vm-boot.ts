@@ -13,8 +13,8 @@ import type { TenantNetwork } from "../network/network.js";
 import type { RuntimeDriver } from "../runtime/driver.js";
 import type { VmNamespaces } from "../runtime/vm-namespaces.js";
 import { removeUnmountedTree } from "../storage/vm-disk.js";
-import type { VmAgentWait } from "./vm-agent-wait.js";
 import type { VmPaths } from "./vm-paths.js";
+import type { VmSecretsSync } from "./vm-secrets-sync.js";
 import type { AgentPort, VmStorage } from "./vm-ports.js";
 import type { LiveVm, VmTable } from "./vm-table.js";
 
@@ -28,7 +28,8 @@ export interface VmLauncherDeps {
   agent: AgentPort;
   namespaces: VmNamespaces;
   paths: VmPaths;
-  agentWait: VmAgentWait;
+  /** Secret delivery (vm-secrets-sync.ts): a boot delivers once the agent answers. */
+  secretsSync: VmSecretsSync;
   log: Logger;
   /** pids.max of each VM; undefined ⇒ `paddock.pids_limit`. */
   vmPidsLimit: number | undefined;
@@ -112,7 +113,7 @@ export class VmLauncher {
     vm.phase = "running";
     this.log.debug("vm boot timing", { hostname: r.hostname, totalMs: spans.totalMs(), atMs: spans.atMs });
     // A warm VM gets its secrets when it is handed out (the request names which).
-    if (!warmBoot) vm.secretsDelivered = this.deps.agentWait.deliverSecrets(r);
+    if (!warmBoot) vm.secretsDelivered = this.deps.secretsSync.request(vm, { agentReady: false });
   }
 
   /**

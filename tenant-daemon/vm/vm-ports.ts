@@ -51,6 +51,9 @@ export interface AgentPort {
   health(endpoint: AgentEndpoint, timeoutMs: number): Promise<AgentHealthLite>;
   /** Write boot.json into the VM's host-only boot dir, owned by `owner` (the VM's root on the host), mode 0600. */
   writeBoot(bootDir: string, boot: AgentBootInput, owner: { uid: number; gid: number }): Promise<void>;
-  /** Deliver secrets (all, or the named ones) once the agent answers. */
-  syncSecrets(endpoint: AgentEndpoint, names: string[] | undefined): Promise<void>;
+  /**
+   * Push the VM's granted secrets (all, or the named ones) to its agent, which makes its
+   * secrets dir hold exactly those. @throws when the agent does not answer within `timeoutMs`.
+   */
+  syncSecrets(endpoint: AgentEndpoint, names: string[] | undefined, timeoutMs: number): Promise<void>;
 }

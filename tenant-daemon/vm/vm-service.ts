@@ -6,7 +6,8 @@
  * - vm-boot.ts: boot and teardown of one VM against the runtime driver, storage and network;
  * - vm-create.ts: a new VM without the warm pool (name, address, record, boot, rollback);
  * - vm-power.ts: reboot, stop, relaunch, pause and resume of one VM;
- * - vm-agent-wait.ts: waiting for a VM's agent, delivering its secrets;
+ * - vm-agent-wait.ts: waiting for a VM's agent;
+ * - vm-secrets-sync.ts: delivering secrets at boot, hand-out and resume, and on every change;
  * - warm-pool.ts: the warm pool (refill, hand-out);
  * - vm-reconcile.ts: start-up reconciliation, sweep, purge and the guest-exit reaper;
  * - vm-wire.ts: records → Slicer JSON; vm-paths.ts: per-VM paths and ids.
@@ -38,6 +39,7 @@ import { VmPaths } from "./vm-paths.js";
 import type { AgentPort, VmStorage } from "./vm-ports.js";
 import { VmPower } from "./vm-power.js";
 import { VmReconciler } from "./vm-reconcile.js";
+import { VmSecretsSync } from "./vm-secrets-sync.js";
 import { applyTagPatch, type CreateVmRequest, type TagFilter, type TagPatch, type WaitOptions } from "./vm-request.js";
 import { VmTable } from "./vm-table.js";
 import type { CreateResponseWire, DaemonState, NodeWire, VmRecord, WireStatus } from "./vm-types.js";
@@ -80,6 +82,7 @@ export class VmService {
   private readonly paths: VmPaths;
   private readonly table: VmTable;
   private readonly agentWait: VmAgentWait;
+  private readonly secretsSync: VmSecretsSync;
   private readonly launcher: VmLauncher;
   private readonly pool: WarmPool;
   private readonly creator: VmCreator;
@@ -93,8 +96,9 @@ export class VmService {
     const paths = (this.paths = new VmPaths(config.paddock));
     const table = (this.table = new VmTable({ config, store }));
     const agentWait = (this.agentWait = new VmAgentWait({ table, agent, paths, log }));
-    const launcher = (this.launcher = new VmLauncher({ config, table, runtime, storage, network, agent, namespaces, paths, agentWait, log, vmPidsLimit: deps.vmPidsLimit }));
-    const pool = (this.pool = new WarmPool({ config, table, launcher, agentWait, network, runtime, paths, log }));
+    const secretsSync = (this.secretsSync = new VmSecretsSync({ table, agent, paths, agentWait, log }));
+    const launcher = (this.launcher = new VmLauncher({ config, table, runtime, storage, network, agent, namespaces, paths, secretsSync, log, vmPidsLimit: deps.vmPidsLimit }));
+    const pool = (this.pool = new WarmPool({ config, table, launcher, agentWait, secretsSync, network, runtime, paths, log }));
     this.creator = new VmCreator({ table, network, launcher, log, onEvent: deps.onEvent });
     this.power = new VmPower({ table, launcher, runtime, paths });
     this.reconciler = new VmReconciler({ config, store, table, launcher, runtime, storage, network, namespaces, paths, log, kickRefill: () => pool.kick() });
@@ -289,9 +293,24 @@ export class VmService {
     await this.power.pause(this.table.live(hostname));
   }
 
-  /** Thaw a paused VM (`POST /vm/{h}/resume`). @throws ERR_VM_NOT_FOUND, ERR_VM_NOT_RUNNING */
+  /**
+   * Thaw a paused VM (`POST /vm/{h}/resume`), then push its secrets in the background: changes
+   * made while it was paused reach it now. @throws ERR_VM_NOT_FOUND, ERR_VM_NOT_RUNNING
+   */
   async resume(hostname: string): Promise<void> {
-    await this.power.resume(this.table.live(hostname));
+    const vm = this.table.live(hostname);
+    await this.power.resume(vm);
+    void this.secretsSync.request(vm, { agentReady: true });
+  }
+
+  /**
+   * A secret was created, changed or deleted (the `/secrets` routes call this after the store
+   * write): push the granted set to every running VM granted `name`, at most
+   * SECRET_PUSH_CONCURRENCY at a time (vm-secrets-sync.ts). Resolves when every push ended;
+   * never rejects (failures are logged per VM).
+   */
+  secretChanged(name: string): Promise<void> {
+    return this.secretsSync.secretChanged(name);
   }
 
   /** Apply a tags PATCH atomically; returns the VM's tags after it. @throws ERR_VM_NOT_FOUND, the state store's errors (tags unchanged) */

@@ -18,6 +18,7 @@ import { rfc3339 } from "../../shared/time.js";
 import type { TenantNetwork } from "../network/network.js";
 import type { RuntimeDriver } from "../runtime/driver.js";
 import type { VmAgentWait } from "./vm-agent-wait.js";
+import type { VmSecretsSync } from "./vm-secrets-sync.js";
 import type { VmLauncher } from "./vm-boot.js";
 import type { VmPaths } from "./vm-paths.js";
 import type { CreateVmRequest } from "./vm-request.js";
@@ -35,6 +36,8 @@ export interface WarmPoolDeps {
   table: VmTable;
   launcher: VmLauncher;
   agentWait: VmAgentWait;
+  /** Secret delivery at hand-out (vm-secrets-sync.ts). */
+  secretsSync: VmSecretsSync;
   network: TenantNetwork;
   runtime: RuntimeDriver;
   paths: VmPaths;
@@ -106,7 +109,7 @@ export class WarmPool {
       return undefined;
     }
     // The agent has answered: deliver at once, alongside the state write.
-    vm.secretsDelivered = this.deps.agentWait.deliverSecrets(r, { agentReady: true });
+    vm.secretsDelivered = this.deps.secretsSync.request(vm, { agentReady: true });
     try {
       await table.withLock(r.hostname, async () => {
         if (vm.phase !== "running") throw new PaddockError("ERR_VM_NOT_RUNNING", `warm VM ${r.hostname} stopped before it was handed out`);
