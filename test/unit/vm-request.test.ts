@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { PaddockError } from "../../shared/errors.js";
 import type { HostGroupConfig } from "../../shared/tenant-config.js";
 import {
-  applyTagPatch, matchesTagFilter, parseCreateVmRequest, parseTagFilter, parseTagPatch, parseWaitQuery,
+  applyTagPatch, friendlyNameOf, matchesTagFilter, parseCreateVmRequest, parseTagFilter, parseTagPatch, parseWaitQuery,
 } from "../../tenant-daemon/vm/vm-request.js";
 
 const group: HostGroupConfig = {
@@ -79,7 +79,27 @@ describe("tags (stable identity)", () => {
     expect(applyTagPatch(["name=x", "a"], parseTagPatch({ add: ["b"], remove: ["a"] }))).to.deep.equal(["name=x", "b"]);
     expect(applyTagPatch(["name=x", "a"], parseTagPatch({ replace: [] }))).to.deep.equal(["name=x"]);
     expect(code(() => parseTagPatch({ replace: ["a"], add: ["b"] }))).to.equal("ERR_TAGS_INVALID");
-    expect(code(() => parseTagPatch({ add: ["name=y"] }))).to.equal("ERR_TAGS_INVALID");
+    expect(code(() => applyTagPatch(["name=x"], parseTagPatch({ add: ["name=y"] })))).to.equal("ERR_TAGS_INVALID");
+    expect(code(() => applyTagPatch(["name=x"], parseTagPatch({ replace: ["name=y", "a"] })))).to.equal("ERR_TAGS_INVALID");
+    expect(code(() => parseTagPatch({ remove: ["name=x"] }))).to.equal("ERR_TAGS_INVALID");
     expect(code(() => parseTagPatch({}))).to.equal("ERR_TAGS_INVALID");
+  });
+  it("a patch may give a name= tag to a VM without one, or repeat the one it has", () => {
+    expect(applyTagPatch(["a"], parseTagPatch({ add: ["name=web"] }))).to.deep.equal(["a", "name=web"]);
+    expect(applyTagPatch(["a"], parseTagPatch({ replace: ["name=web", "b"] }))).to.deep.equal(["name=web", "b"]);
+    expect(applyTagPatch(["name=web", "a"], parseTagPatch({ replace: ["name=web", "b"] }))).to.deep.equal(["name=web", "b"]);
+    expect(applyTagPatch(["name=web"], parseTagPatch({ add: ["name=web"] }))).to.deep.equal(["name=web"]);
+    expect(code(() => parseTagPatch({ add: ["name=a", "name=b"] }))).to.equal("ERR_VM_NAME_INVALID");
+    expect(code(() => parseTagPatch({ add: ["name=Web_1"] }))).to.equal("ERR_VM_NAME_INVALID");
+  });
+  it("a friendly name is one DNS label, at most one per VM", () => {
+    for (const ok of ["a", "web-1", "0x", "a".repeat(63)]) expect(friendlyNameOf([`name=${ok}`, "x"]), ok).to.equal(ok);
+    expect(friendlyNameOf(["user=a"])).to.equal(undefined);
+    for (const bad of ["", "-a", "a-", "A", "a.b", "a_b", "a b", "a".repeat(64), "é"]) {
+      expect(code(() => friendlyNameOf([`name=${bad}`])), JSON.stringify(bad)).to.equal("ERR_VM_NAME_INVALID");
+    }
+    expect(code(() => friendlyNameOf(["name=a", "name=b"]))).to.equal("ERR_VM_NAME_INVALID");
+    expect(code(() => parseCreateVmRequest({ tags: ["name=a", "name=b"] }, group))).to.equal("ERR_VM_NAME_INVALID");
+    expect(parseCreateVmRequest({ tags: ["name=a", "name=a"] }, group).tags).to.deep.equal(["name=a"]);
   });
 });
