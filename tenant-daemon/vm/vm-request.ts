@@ -81,16 +81,45 @@ export function friendlyNameOf(tags: readonly string[]): string | undefined {
 }
 
 /**
+ * Create fields of Slicer's API (https://github.com/slicervm/sdk types.go
+ * SlicerCreateNodeRequest) that an OCI sandbox cannot honour today: a per-VM disk image, and
+ * SSH keys for the VM's user (the images run no sshd; exec and shell go through the agent).
+ * `github_user` is the config file's spelling of `import_user`.
+ */
+const UNSUPPORTED_CREATE_FIELDS: ReadonlyArray<readonly [string, string]> = [
+  ["disk_image", "a per-VM disk image is not supported: every VM boots the tenant's image"],
+  ["ssh_keys", "SSH keys are not supported: the VM runs no sshd (use exec or shell)"],
+  ["import_user", "importing a user's SSH keys is not supported: the VM runs no sshd (use exec or shell)"],
+  ["github_user", "importing a GitHub user's SSH keys is not supported: the VM runs no sshd (use exec or shell)"],
+];
+
+/**
+ * Refuse a create field Paddock cannot honour rather than drop it. Absent, null, "" and [] are
+ * accepted (they ask for nothing; the SDKs omit empty fields, but a client may send them).
+ * @throws PaddockError ERR_FIELD_UNSUPPORTED (501), its message starting with the field's name.
+ */
+function refuseUnsupported(b: Record<string, unknown>): void {
+  for (const [field, why] of UNSUPPORTED_CREATE_FIELDS) {
+    const v = b[field];
+    if (v === undefined || v === null || v === "" || (Array.isArray(v) && v.length === 0)) continue;
+    throw new PaddockError("ERR_FIELD_UNSUPPORTED", `${field}: ${why}`);
+  }
+}
+
+/**
  * Validate a create body against its host group (sizing as in Slicer: `cpus`/`ram_bytes`
  * omitted or 0 ⇒ the group's default, ≤ ⇒ honoured, > ⇒ 400). Unknown fields are ignored, as
- * Slicer does.
+ * Slicer does; Slicer's fields Paddock cannot honour (`disk_image`, `ssh_keys`, `import_user`
+ * and its alias `github_user`) are refused unless empty.
  * A `name=` tag is checked to be one DNS label (its uniqueness is the VM table's:
  * VmTable.claimName).
- * @throws PaddockError ERR_VM_INVALID_REQUEST, ERR_VM_SIZE_EXCEEDED, ERR_TAGS_INVALID, ERR_VM_NAME_INVALID
+ * @throws PaddockError ERR_VM_INVALID_REQUEST, ERR_VM_SIZE_EXCEEDED, ERR_TAGS_INVALID, ERR_VM_NAME_INVALID,
+ *   ERR_FIELD_UNSUPPORTED
  */
 export function parseCreateVmRequest(body: unknown, group: HostGroupConfig): CreateVmRequest {
   if (typeof body !== "object" || body === null || Array.isArray(body)) throw bad("request body must be a JSON object");
   const b = body as Record<string, unknown>;
+  refuseUnsupported(b);
   const cpus = optionalInt(b, "cpus") || group.vcpu;
   const ramBytes = optionalInt(b, "ram_bytes") || group.ramBytes;
   if (cpus > group.vcpu) {

@@ -103,3 +103,20 @@ describe("tags (stable identity)", () => {
     expect(parseCreateVmRequest({ tags: ["name=a", "name=a"] }, group).tags).to.deep.equal(["name=a"]);
   });
 });
+
+describe("create fields Paddock cannot honour", () => {
+  it("disk_image, ssh_keys, import_user and github_user are refused with ERR_FIELD_UNSUPPORTED naming the field; empty values pass", () => {
+    for (const [field, value] of [["disk_image", "img"], ["ssh_keys", ["ssh-ed25519 AAAA x"]], ["import_user", "alex"], ["github_user", "alex"], ["ssh_keys", "not-a-list"]] as const) {
+      let err: unknown;
+      try {
+        parseCreateVmRequest({ [field]: value }, group);
+      } catch (e) {
+        err = e;
+      }
+      expect(err, field).to.be.instanceOf(PaddockError).with.property("code", "ERR_FIELD_UNSUPPORTED");
+      expect((err as PaddockError).status).to.equal(501);
+      expect((err as PaddockError).message.startsWith(`${field}:`)).to.equal(true);
+    }
+    expect(parseCreateVmRequest({ disk_image: "", ssh_keys: [], import_user: null, github_user: "" }, group).cpus).to.equal(2);
+  });
+});
