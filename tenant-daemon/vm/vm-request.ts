@@ -58,15 +58,68 @@ export function validateTags(tags: readonly string[], key = "tags"): void {
   }
 }
 
+/** The tag prefix of a VM's friendly name (`name=<label>`), as Slicer's CLI and SDKs use it. */
+export const NAME_TAG_PREFIX = "name=";
+
+/** A friendly name: one DNS label (RFC 1123), lower case: 1–63 of [a-z0-9-], no leading or trailing `-`. */
+const NAME_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/**
+ * The friendly name in a tag list (the value of its one `name=` tag), checked to be a DNS
+ * label; undefined when there is none.
+ * @throws PaddockError ERR_VM_NAME_INVALID for more than one `name=` tag or a value that is not a DNS label.
+ */
+export function friendlyNameOf(tags: readonly string[]): string | undefined {
+  const names = [...new Set(tags.filter((t) => t.startsWith(NAME_TAG_PREFIX)))];
+  if (names.length > 1) throw new PaddockError("ERR_VM_NAME_INVALID", `a VM has at most one name= tag (got ${names.length})`);
+  if (names.length === 0) return undefined;
+  const value = (names[0] as string).slice(NAME_TAG_PREFIX.length);
+  if (!NAME_PATTERN.test(value)) {
+    throw new PaddockError("ERR_VM_NAME_INVALID", `name ${JSON.stringify(value)} is not a DNS label: 1-63 characters of a-z, 0-9 and -, starting and ending with a letter or digit`);
+  }
+  return value;
+}
+
+/**
+ * Create fields of Slicer's API (https://github.com/slicervm/sdk types.go
+ * SlicerCreateNodeRequest) that an OCI sandbox cannot honour today: a per-VM disk image, and
+ * SSH keys for the VM's user (the images run no sshd; exec and shell go through the agent).
+ * `github_user` is the config file's spelling of `import_user`.
+ */
+const UNSUPPORTED_CREATE_FIELDS: ReadonlyArray<readonly [string, string]> = [
+  ["disk_image", "a per-VM disk image is not supported: every VM boots the tenant's image"],
+  ["ssh_keys", "SSH keys are not supported: the VM runs no sshd (use exec or shell)"],
+  ["import_user", "importing a user's SSH keys is not supported: the VM runs no sshd (use exec or shell)"],
+  ["github_user", "importing a GitHub user's SSH keys is not supported: the VM runs no sshd (use exec or shell)"],
+];
+
+/**
+ * Refuse a create field Paddock cannot honour rather than drop it. Absent, null, "" and [] are
+ * accepted (they ask for nothing; the SDKs omit empty fields, but a client may send them).
+ * @throws PaddockError ERR_FIELD_UNSUPPORTED (501), its message starting with the field's name.
+ */
+function refuseUnsupported(b: Record<string, unknown>): void {
+  for (const [field, why] of UNSUPPORTED_CREATE_FIELDS) {
+    const v = b[field];
+    if (v === undefined || v === null || v === "" || (Array.isArray(v) && v.length === 0)) continue;
+    throw new PaddockError("ERR_FIELD_UNSUPPORTED", `${field}: ${why}`);
+  }
+}
+
 /**
  * Validate a create body against its host group (sizing as in Slicer: `cpus`/`ram_bytes`
  * omitted or 0 ⇒ the group's default, ≤ ⇒ honoured, > ⇒ 400). Unknown fields are ignored, as
- * Slicer does.
- * @throws PaddockError ERR_VM_INVALID_REQUEST, ERR_VM_SIZE_EXCEEDED, ERR_TAGS_INVALID
+ * Slicer does; Slicer's fields Paddock cannot honour (`disk_image`, `ssh_keys`, `import_user`
+ * and its alias `github_user`) are refused unless empty.
+ * A `name=` tag is checked to be one DNS label (its uniqueness is the VM table's:
+ * VmTable.claimName).
+ * @throws PaddockError ERR_VM_INVALID_REQUEST, ERR_VM_SIZE_EXCEEDED, ERR_TAGS_INVALID, ERR_VM_NAME_INVALID,
+ *   ERR_FIELD_UNSUPPORTED
  */
 export function parseCreateVmRequest(body: unknown, group: HostGroupConfig): CreateVmRequest {
   if (typeof body !== "object" || body === null || Array.isArray(body)) throw bad("request body must be a JSON object");
   const b = body as Record<string, unknown>;
+  refuseUnsupported(b);
   const cpus = optionalInt(b, "cpus") || group.vcpu;
   const ramBytes = optionalInt(b, "ram_bytes") || group.ramBytes;
   if (cpus > group.vcpu) {
@@ -80,8 +133,9 @@ export function parseCreateVmRequest(body: unknown, group: HostGroupConfig): Cre
   if (gpu) throw new PaddockError("ERR_VM_UNSUPPORTED", "gpu_count is not supported by the OCI driver");
   const persistent = b.persistent === undefined || b.persistent === null ? false : b.persistent;
   if (typeof persistent !== "boolean") throw bad("persistent must be true or false");
-  const tags = stringList(b.tags, "tags") ?? [];
+  const tags = dedupe(stringList(b.tags, "tags") ?? []);
   validateTags(tags);
+  friendlyNameOf(tags);
   const userdata = b.userdata === undefined || b.userdata === null || b.userdata === "" ? undefined : b.userdata;
   if (userdata !== undefined && typeof userdata !== "string") throw bad("userdata must be a string");
   if (typeof userdata === "string" && Buffer.byteLength(userdata) > 1024 * 1024) throw bad("userdata is larger than 1 MiB");
@@ -133,8 +187,10 @@ export interface TagPatch {
 }
 
 /**
- * Parse a tags PATCH body.
- * @throws PaddockError ERR_TAGS_INVALID
+ * Parse a tags PATCH body. A `name=` tag in `add` or `replace` is checked to be one DNS label
+ * (whether the VM may take it is {@link applyTagPatch}'s and the VM table's); one in `remove`
+ * is refused: a friendly name is immutable once set.
+ * @throws PaddockError ERR_TAGS_INVALID, ERR_VM_NAME_INVALID
  */
 export function parseTagPatch(body: unknown): TagPatch {
   if (typeof body !== "object" || body === null || Array.isArray(body)) throw new PaddockError("ERR_TAGS_INVALID", "body must be a JSON object with add, remove or replace");
@@ -150,19 +206,25 @@ export function parseTagPatch(body: unknown): TagPatch {
   if (replace !== undefined && (add !== undefined || remove !== undefined)) throw new PaddockError("ERR_TAGS_INVALID", "replace cannot be combined with add or remove");
   if (replace === undefined && add === undefined && remove === undefined) throw new PaddockError("ERR_TAGS_INVALID", "expected one of add, remove or replace");
   for (const l of [add, remove, replace]) if (l) validateTags(l);
-  for (const l of [add, remove, replace]) {
-    if (l?.some((t) => t.startsWith("name="))) throw new PaddockError("ERR_TAGS_INVALID", "the name= tag is immutable once set");
-  }
+  if (remove?.some((t) => t.startsWith(NAME_TAG_PREFIX))) throw new PaddockError("ERR_TAGS_INVALID", "the name= tag is immutable once set: it cannot be removed");
+  for (const l of [add, replace]) if (l) friendlyNameOf(l);
   return { add: add ?? [], remove: remove ?? [], replace };
 }
 
 /**
- * Apply a validated tag patch to `current`, keeping `name=` tags (immutable once set: a stable
- * identity for the VM). Pure.
+ * Apply a validated tag patch to `current` (pure). The `name=` tag is immutable once set: it
+ * survives `replace` and `remove`, and a patch may only add one to a VM that has none (or
+ * repeat the one it has). Whether the new name is free in the tenant is the caller's check.
+ * @returns the new tag list, duplicates dropped.
+ * @throws PaddockError ERR_TAGS_INVALID when the patch would change an existing name.
  */
 export function applyTagPatch(current: readonly string[], patch: TagPatch): string[] {
-  const names = current.filter((t) => t.startsWith("name="));
-  if (patch.replace !== undefined) return [...names, ...dedupe(patch.replace)];
+  const names = current.filter((t) => t.startsWith(NAME_TAG_PREFIX));
+  const asked = (patch.replace ?? patch.add).filter((t) => t.startsWith(NAME_TAG_PREFIX));
+  if (names.length > 0 && asked.some((t) => !names.includes(t))) {
+    throw new PaddockError("ERR_TAGS_INVALID", `the name= tag is immutable once set (this VM is ${names[0] as string})`);
+  }
+  if (patch.replace !== undefined) return dedupe([...names, ...patch.replace]);
   const removed = current.filter((t) => !patch.remove.includes(t));
   return dedupe([...removed, ...patch.add]);
 }

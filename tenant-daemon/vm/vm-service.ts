@@ -40,7 +40,7 @@ import type { AgentPort, VmStorage } from "./vm-ports.js";
 import { VmPower } from "./vm-power.js";
 import { VmReconciler } from "./vm-reconcile.js";
 import { VmSecretsSync } from "./vm-secrets-sync.js";
-import { applyTagPatch, type CreateVmRequest, type TagFilter, type TagPatch, type WaitOptions } from "./vm-request.js";
+import { applyTagPatch, friendlyNameOf, type CreateVmRequest, type TagFilter, type TagPatch, type WaitOptions } from "./vm-request.js";
 import { VmTable } from "./vm-table.js";
 import type { CreateResponseWire, DaemonState, NodeWire, VmRecord, WireStatus } from "./vm-types.js";
 import { countByStatus, listNodes, toCreateResponse, toNode, wireStatus } from "./vm-wire.js";
@@ -196,13 +196,15 @@ export class VmService {
    * (warm-pool.ts). With `wait`, block until the agent answers (and userdata ran) and the VM's
    * secrets are delivered; on timeout the VM is deleted and 408 thrown. `options` (start-up
    * only): a protected config VM with a fixed index.
-   * @throws PaddockError ERR_HOSTGROUP_NOT_FOUND, ERR_LIMIT_EXCEEDED, ERR_NETWORK_EXHAUSTED,
+   * @throws PaddockError ERR_HOSTGROUP_NOT_FOUND, ERR_LIMIT_EXCEEDED, ERR_VM_NAME_TAKEN, ERR_NETWORK_EXHAUSTED,
    *   ERR_VM_WAIT_TIMEOUT, ERR_VM_START_FAILED (after rolling everything back); ERR_VM_NOT_RUNNING (503) while stopping.
    */
   async create(groupName: string, req: CreateVmRequest, wait: WaitOptions = { wait: undefined, timeoutMs: 0 }, options: { protected?: boolean; index?: number } = {}): Promise<CreateResponseWire> {
     if (this.table.stopping) throw new PaddockError("ERR_VM_NOT_RUNNING", "daemon is shutting down", { status: 503 });
     const group = this.hostGroup(groupName);
     this.table.checkLimits(req.cpus, req.ramBytes, group.storageSizeBytes);
+    // Held until the VM (with its name= tag) is in the table, or the create failed.
+    const releaseName = this.table.claimName(friendlyNameOf(req.tags));
     try {
       const warm = options.index === undefined ? await this.pool.handOut(group, req) : undefined;
       // A warm VM holds an address the caller cannot see: give it up when the request names it.
@@ -226,6 +228,7 @@ export class VmService {
       }
       return toCreateResponse(record);
     } finally {
+      releaseName();
       // Refill after this answer is written (timers run after the response's microtasks), so
       // the refill's process spawns do not delay it.
       setTimeout(() => this.pool.kick(), 0).unref();
@@ -313,11 +316,19 @@ export class VmService {
     return this.secretsSync.secretChanged(name);
   }
 
-  /** Apply a tags PATCH atomically; returns the VM's tags after it. @throws ERR_VM_NOT_FOUND, the state store's errors (tags unchanged) */
+  /**
+   * Apply a tags PATCH atomically; returns the VM's tags after it. A `name=` tag may be added to
+   * a VM without one when the name is free in the tenant (VmTable.checkNameFree).
+   * @throws ERR_VM_NOT_FOUND, ERR_TAGS_INVALID (a changed name), ERR_VM_NAME_INVALID, ERR_VM_NAME_TAKEN,
+   *   the state store's errors (tags unchanged)
+   */
   async patchTags(hostname: string, patch: TagPatch): Promise<string[]> {
     const vm = this.table.live(hostname);
     const previous = vm.record.tags;
-    vm.record.tags = applyTagPatch(vm.record.tags, patch);
+    const next = applyTagPatch(vm.record.tags, patch);
+    const name = friendlyNameOf(next);
+    if (name !== undefined && !previous.includes(`name=${name}`)) this.table.checkNameFree(name, hostname);
+    vm.record.tags = next;
     try {
       await this.table.persist();
     } catch (err) {

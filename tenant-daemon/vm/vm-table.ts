@@ -44,6 +44,8 @@ export class VmTable {
   /** Highest N handed out per group (persisted: DaemonState.counters). */
   private readonly issued = new Map<string, number>();
   private readonly locks = new Map<string, Promise<unknown>>();
+  /** Friendly names claimed by creates still on their way into {@link vms}. */
+  private readonly pendingNames = new Set<string>();
   private readonly config: TenantConfig;
   private readonly store: JsonStateStore<DaemonState>;
 
@@ -152,6 +154,39 @@ export class VmTable {
   restoreCounters(group: string, before: { counter: number | undefined; issued: number | undefined }): void {
     setOrDelete(this.counters, group, before.counter);
     setOrDelete(this.issued, group, before.issued);
+  }
+
+  // ── friendly names ─────────────────────────────────────────────────────────
+
+  /**
+   * Check that friendly name `name` (a `name=` tag value, already a DNS label) is free for VM
+   * `self` (undefined: a VM not yet in the table): no other listed VM carries it, no VM or warm
+   * VM has it as hostname, it is not `<group>-<N>` of a host group (a hostname the daemon may
+   * still hand out), and no create in flight has claimed it. Synchronous, so it and the change
+   * that follows happen in one turn.
+   * @throws PaddockError ERR_VM_NAME_TAKEN naming the holder.
+   */
+  checkNameFree(name: string, self?: string): void {
+    const taken = (why: string): PaddockError => new PaddockError("ERR_VM_NAME_TAKEN", `name ${JSON.stringify(name)} ${why}`);
+    if (this.vms.has(name) || this.warm.has(name)) throw taken("is a VM's hostname");
+    const group = this.config.hostGroups.find((g) => name.startsWith(`${g.name}-`) && /^[0-9]+$/.test(name.slice(g.name.length + 1)));
+    if (group) throw taken(`has the form of a hostname of host group ${group.name}`);
+    if (this.pendingNames.has(name)) throw taken("is being given to a VM created now");
+    for (const vm of this.vms.values()) {
+      if (vm.phase !== "deleting" && vm.record.hostname !== self && vm.record.tags.includes(`name=${name}`)) throw taken(`is taken by ${vm.record.hostname}`);
+    }
+  }
+
+  /**
+   * Claim friendly name `name` for a create until the returned release is called (once the VM
+   * is in {@link vms}, or the create failed). Undefined `name`: nothing to claim.
+   * @returns the release function. @throws PaddockError ERR_VM_NAME_TAKEN as {@link checkNameFree}.
+   */
+  claimName(name: string | undefined): () => void {
+    if (name === undefined) return () => undefined;
+    this.checkNameFree(name);
+    this.pendingNames.add(name);
+    return () => this.pendingNames.delete(name);
   }
 
   // ── limits ─────────────────────────────────────────────────────────────────

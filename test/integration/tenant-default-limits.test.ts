@@ -61,7 +61,7 @@ describe("tenant default limits (supervisor + admin API, fixture daemons)", func
   it('{"id"} alone gets the template\'s limits, shown in the tenant view and rendered into its config', async () => {
     const r = await admin("POST", "/tenants", { id: ids.plain });
     expect(r.status, r.text).to.equal(201);
-    const want = { max_vms: 4, max_vcpu: 8, max_ram_bytes: 2 * GiB, max_disk_bytes: 8 * GiB, max_pids: 2048 };
+    const want = { max_vms: 16, max_vcpu: 16, max_ram_bytes: 16 * GiB, max_disk_bytes: 32 * GiB, max_pids: 2048 };
     expect((r.json as { limits: unknown }).limits).to.deep.equal(want);
     expect(((await admin("GET", `/tenants/${ids.plain}`)).json as { limits: unknown }).limits).to.deep.equal(want);
     expect(await renderedLimits(ids.plain)).to.deep.equal({ limits: want, reserve: 8192 });
@@ -76,12 +76,12 @@ describe("tenant default limits (supervisor + admin API, fixture daemons)", func
   it("PATCH raises the limits (rendered at once, applied at restart); null resets one to its default", async () => {
     const r = await admin("PATCH", `/tenants/${ids.plain}`, { limits: { max_vms: 10, max_ram_bytes: 6 * GiB, max_pids: 4096 } });
     expect(r.status, r.text).to.equal(200);
-    const raised = { max_vms: 10, max_vcpu: 8, max_ram_bytes: 6 * GiB, max_disk_bytes: 8 * GiB, max_pids: 4096 };
+    const raised = { max_vms: 10, max_vcpu: 16, max_ram_bytes: 6 * GiB, max_disk_bytes: 32 * GiB, max_pids: 4096 };
     expect(r.json).to.deep.include({ limits: raised, pending_restart: true });
     expect((await renderedLimits(ids.plain)).limits).to.deep.equal(raised);
     const reset = await admin("PATCH", `/tenants/${ids.plain}`, { limits: { max_vms: null } });
     expect(reset.status, reset.text).to.equal(200);
-    expect((reset.json as { limits: { max_vms: number } }).limits.max_vms).to.equal(4);
+    expect((reset.json as { limits: { max_vms: number } }).limits.max_vms).to.equal(16);
     const bad = await admin("PATCH", `/tenants/${ids.plain}`, { limits: { max_pids: 3, max_cpus: 1 } });
     expect(bad.status).to.equal(400);
     expect(bad.json).to.deep.include({ code: "ERR_TENANT_INVALID" });

@@ -253,7 +253,7 @@ describe("supervisor templates", () => {
     expect(config.api).to.deep.include({ kind: "unix", socketPath: "/run/paddock/tenants/ta1/api.sock" });
     expect(config.paddock.tenantId).to.equal("ta1");
     expect(config.paddock.limits).to.deep.equal({ maxVms: 3, maxVcpu: undefined, maxRamBytes: 2 ** 31, maxDiskBytes: undefined, maxPids: undefined });
-    expect(t.limits, "the template's own limits (paddock_template.limits)").to.deep.equal({ maxVms: 4, maxVcpu: 8, maxRamBytes: 2 ** 31, maxDiskBytes: 8 * 2 ** 30, maxPids: 2048 });
+    expect(t.limits, "the template's own limits (paddock_template.limits)").to.deep.equal({ maxVms: 16, maxVcpu: 16, maxRamBytes: 16 * 2 ** 30, maxDiskBytes: 32 * 2 ** 30, maxPids: 2048 });
     expect(config.paddock.deny).to.deep.equal(["169.254.169.254/32"]);
     expect(config.paddock.warmPool).to.deep.equal({ sbox: 1 });
     expect(config.paddock.foreignRanges.some((r) => cidrOverlaps(parseCidr(r), parseCidr("169.254.8.0/22")))).to.equal(false);

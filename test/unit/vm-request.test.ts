@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { PaddockError } from "../../shared/errors.js";
 import type { HostGroupConfig } from "../../shared/tenant-config.js";
 import {
-  applyTagPatch, matchesTagFilter, parseCreateVmRequest, parseTagFilter, parseTagPatch, parseWaitQuery,
+  applyTagPatch, friendlyNameOf, matchesTagFilter, parseCreateVmRequest, parseTagFilter, parseTagPatch, parseWaitQuery,
 } from "../../tenant-daemon/vm/vm-request.js";
 
 const group: HostGroupConfig = {
@@ -79,7 +79,44 @@ describe("tags (stable identity)", () => {
     expect(applyTagPatch(["name=x", "a"], parseTagPatch({ add: ["b"], remove: ["a"] }))).to.deep.equal(["name=x", "b"]);
     expect(applyTagPatch(["name=x", "a"], parseTagPatch({ replace: [] }))).to.deep.equal(["name=x"]);
     expect(code(() => parseTagPatch({ replace: ["a"], add: ["b"] }))).to.equal("ERR_TAGS_INVALID");
-    expect(code(() => parseTagPatch({ add: ["name=y"] }))).to.equal("ERR_TAGS_INVALID");
+    expect(code(() => applyTagPatch(["name=x"], parseTagPatch({ add: ["name=y"] })))).to.equal("ERR_TAGS_INVALID");
+    expect(code(() => applyTagPatch(["name=x"], parseTagPatch({ replace: ["name=y", "a"] })))).to.equal("ERR_TAGS_INVALID");
+    expect(code(() => parseTagPatch({ remove: ["name=x"] }))).to.equal("ERR_TAGS_INVALID");
     expect(code(() => parseTagPatch({}))).to.equal("ERR_TAGS_INVALID");
+  });
+  it("a patch may give a name= tag to a VM without one, or repeat the one it has", () => {
+    expect(applyTagPatch(["a"], parseTagPatch({ add: ["name=web"] }))).to.deep.equal(["a", "name=web"]);
+    expect(applyTagPatch(["a"], parseTagPatch({ replace: ["name=web", "b"] }))).to.deep.equal(["name=web", "b"]);
+    expect(applyTagPatch(["name=web", "a"], parseTagPatch({ replace: ["name=web", "b"] }))).to.deep.equal(["name=web", "b"]);
+    expect(applyTagPatch(["name=web"], parseTagPatch({ add: ["name=web"] }))).to.deep.equal(["name=web"]);
+    expect(code(() => parseTagPatch({ add: ["name=a", "name=b"] }))).to.equal("ERR_VM_NAME_INVALID");
+    expect(code(() => parseTagPatch({ add: ["name=Web_1"] }))).to.equal("ERR_VM_NAME_INVALID");
+  });
+  it("a friendly name is one DNS label, at most one per VM", () => {
+    for (const ok of ["a", "web-1", "0x", "a".repeat(63)]) expect(friendlyNameOf([`name=${ok}`, "x"]), ok).to.equal(ok);
+    expect(friendlyNameOf(["user=a"])).to.equal(undefined);
+    for (const bad of ["", "-a", "a-", "A", "a.b", "a_b", "a b", "a".repeat(64), "é"]) {
+      expect(code(() => friendlyNameOf([`name=${bad}`])), JSON.stringify(bad)).to.equal("ERR_VM_NAME_INVALID");
+    }
+    expect(code(() => friendlyNameOf(["name=a", "name=b"]))).to.equal("ERR_VM_NAME_INVALID");
+    expect(code(() => parseCreateVmRequest({ tags: ["name=a", "name=b"] }, group))).to.equal("ERR_VM_NAME_INVALID");
+    expect(parseCreateVmRequest({ tags: ["name=a", "name=a"] }, group).tags).to.deep.equal(["name=a"]);
+  });
+});
+
+describe("create fields Paddock cannot honour", () => {
+  it("disk_image, ssh_keys, import_user and github_user are refused with ERR_FIELD_UNSUPPORTED naming the field; empty values pass", () => {
+    for (const [field, value] of [["disk_image", "img"], ["ssh_keys", ["ssh-ed25519 AAAA x"]], ["import_user", "alex"], ["github_user", "alex"], ["ssh_keys", "not-a-list"]] as const) {
+      let err: unknown;
+      try {
+        parseCreateVmRequest({ [field]: value }, group);
+      } catch (e) {
+        err = e;
+      }
+      expect(err, field).to.be.instanceOf(PaddockError).with.property("code", "ERR_FIELD_UNSUPPORTED");
+      expect((err as PaddockError).status).to.equal(501);
+      expect((err as PaddockError).message.startsWith(`${field}:`)).to.equal(true);
+    }
+    expect(parseCreateVmRequest({ disk_image: "", ssh_keys: [], import_user: null, github_user: "" }, group).cpus).to.equal(2);
   });
 });
