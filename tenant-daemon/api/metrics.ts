@@ -2,7 +2,7 @@
  * Prometheus metrics of a tenant daemon with the Slicer names (`GET /metrics`), kept in a
  * prom-client registry of its own (https://github.com/siimots/prom-client) so two daemons or a
  * test in one process never share series. Slicer's families and labels:
- * https://docs.slicervm.com/reference/monitoring/ ("Prometheus metrics via /metrics").
+ * https://docs.slicervm.com/ (Logs & Monitoring, "Prometheus metrics via /metrics").
  */
 import fs from "node:fs/promises";
 import os from "node:os";
