@@ -111,9 +111,10 @@ export function createAdminApp(deps: AdminDeps): express.Express {
     next();
   });
 
-  app.get("/metrics", (_req, res) => {
+  app.get("/metrics", async (_req, res) => {
     const { byStatus, restarts } = tenants.metricsInputs();
-    res.type("text/plain; version=0.0.4").send(metrics.render(byStatus, restarts));
+    const text = await metrics.render(byStatus, restarts);
+    res.type(metrics.contentType).send(text);
   });
 
   const r = express.Router();

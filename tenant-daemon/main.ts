@@ -9,6 +9,7 @@
  */
 import { promises as fs, existsSync } from "node:fs";
 import crypto from "node:crypto";
+import type http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { PaddockError, isPaddockError } from "../shared/errors.js";
@@ -25,6 +26,7 @@ import { resolveImage } from "../shared/image-store.js";
 import { createOciDriver } from "./runtime/oci-driver.js";
 import { createVmStorage } from "./storage/vm-storage.js";
 import { createTenantNetwork } from "./network/tenant-network.js";
+import { vmVethName } from "./network/names.js";
 import { createAgentPort } from "./vm/agent-port.js";
 import { SecretStore } from "./secrets/secret-store.js";
 import { VmService } from "./vm/vm-service.js";
@@ -223,11 +225,19 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
       cgroupPath: (h) => `/paddock/${config.paddock.tenantId}/${h}`,
       agentStats,
     });
+    // The server exists only after the app is built; until then it holds no connection.
+    const api: { server?: http.Server } = {};
     const app = createApiApp({
       config, vms: svc.vms, metrics, logger, authToken, secrets: svc.secrets, stats,
       describeNetwork: (h) => svc.network.describe?.(h),
+      egressVms: () => svc.vms.list({ kind: "none" }).map((n) => ({ hostname: n.hostname, hostGroup: n.hostgroup, veth: vmVethName(config.paddock.tenantId, n.hostname) })),
+      openConnections: () => new Promise((resolve) => {
+        if (api.server === undefined) resolve(0);
+        else api.server.getConnections((err, n) => resolve(err ? 0 : n));
+      }),
     });
     const server = await listenApi(app, config);
+    api.server = server;
     const upgrades = createAgentUpgradeHandler({ resolveAgent: (h) => svc.vms.resolveAgent(h), authToken, logger });
     attachUpgradeHandler(server, (req, socket, head) => upgrades.handle(req, socket, head));
     logger.info("tenant daemon ready", { listen: config.api.kind === "unix" ? config.api.socketPath : `${config.api.host}:${config.api.port}`, runtime: svc.runtime.name, vms: svc.vms.list({ kind: "none" }).length });

@@ -1,69 +1,182 @@
 /**
- * Prometheus metrics of a tenant daemon with the Slicer names (`GET /metrics`),
- * in the text exposition format (https://prometheus.io/docs/instrumenting/exposition_formats/).
+ * Prometheus metrics of a tenant daemon with the Slicer names (`GET /metrics`), kept in a
+ * prom-client registry of its own (https://github.com/siimots/prom-client) so two daemons or a
+ * test in one process never share series. Slicer's families and labels:
+ * https://docs.slicervm.com/ (Logs & Monitoring, "Prometheus metrics via /metrics").
  */
+import fs from "node:fs/promises";
 import os from "node:os";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { WireStatus } from "../vm/vm-types.js";
 
-/** Counters kept by the daemon; rendered by {@link renderMetrics}. */
+/**
+ * Buckets of `slicer_api_request_duration_seconds`, seconds: API calls take milliseconds, a
+ * create with `wait=agent` seconds, exec streams and waits up to 600 s.
+ */
+export const API_DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+
+/** One VM whose host-side link the egress families read. */
+export interface EgressVm {
+  hostname: string;
+  hostGroup: string;
+  /** Name of the VM's host-side veth (network/names.ts `vmVethName`), made by the daemon. */
+  veth: string;
+}
+
+/** What a scrape reads besides the counters the daemon keeps. */
+export interface DaemonMetricsSources {
+  /** VM counts by host group and wire status. */
+  vms(): Record<string, Record<WireStatus, number>>;
+  /** The warm pool by host group (`paddock_vm_warm`). */
+  warm(): Record<string, { ready: number; booting: number }>;
+  /** The VMs whose egress is counted (every VM the daemon has; a missing link counts nothing). */
+  egressVms(): EgressVm[];
+  /** Connections the API server holds open now (HTTP and upgraded WebSockets). */
+  openConnections(): Promise<number>;
+}
+
+/** Byte counters of one host-side link, from the VM's point of view. */
+export interface VmEgressBytes {
+  /** Bytes the VM sent: the host side's `rx_bytes`. */
+  tx: number;
+  /** Bytes the VM received: the host side's `tx_bytes`. */
+  rx: number;
+}
+
+const LINK_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
+
+/**
+ * Byte counters of the host-side link `veth` from `/sys/class/net/<veth>/statistics` (host
+ * sysfs; the VM's own namespace is never read). Counters restart when the link is made again
+ * (a relaunch). `undefined` when the link does not exist (a stopped VM).
+ * @throws Error when `veth` is not a valid link name.
+ */
+export async function readVmEgress(veth: string, sysClassNet = "/sys/class/net"): Promise<VmEgressBytes | undefined> {
+  if (!LINK_NAME.test(veth) || veth === "." || veth === "..") throw new Error(`not a link name: ${JSON.stringify(veth)}`);
+  const read = async (f: string): Promise<number> => Number((await fs.readFile(`${sysClassNet}/${veth}/statistics/${f}`, "utf8")).trim());
+  try {
+    const [rx, tx] = await Promise.all([read("rx_bytes"), read("tx_bytes")]);
+    return { tx: rx, rx: tx };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT" || (err as NodeJS.ErrnoException).code === "ENODEV") return undefined;
+    throw err;
+  }
+}
+
+/** Open file descriptors of this process: the entries of `/proc/self/fd` (the listing's own fd included). */
+export async function countOpenFiles(procSelfFd = "/proc/self/fd"): Promise<number> {
+  return (await fs.readdir(procSelfFd)).length;
+}
+
+/**
+ * The daemon's metrics. Counters are kept as events happen ({@link launch}, {@link request});
+ * gauges are read from {@link DaemonMetricsSources} at each scrape ({@link render}).
+ */
 export class DaemonMetrics {
-  private readonly launches = new Map<string, number>();
-  private readonly requests = new Map<string, number>();
-  private readonly durationSum = new Map<string, number>();
+  /** This daemon's own registry (never prom-client's global one). */
+  readonly registry = new Registry();
+  private readonly launches: Counter<"host_group" | "code">;
+  private readonly requests: Counter<"method" | "code">;
+  private readonly durations: Histogram<"method" | "code">;
+  private readonly running: Gauge<"host_group" | "api" | "state">;
+  private readonly gpus: Gauge<"host_group">;
+  private readonly warm: Gauge<"host_group" | "state">;
+  private readonly egressTx: Gauge;
+  private readonly egressRx: Gauge;
+  private readonly vmEgressTx: Gauge<"host_group" | "hostname">;
+  private readonly vmEgressRx: Gauge<"host_group" | "hostname">;
+  private readonly loads: [Gauge, Gauge, Gauge];
+  private readonly memTotal: Gauge;
+  private readonly memAvailable: Gauge;
+  private readonly openFiles: Gauge;
+  private readonly openConnections: Gauge;
+  private readonly sysClassNet: string;
+
+  /** `opts.sysClassNet`: where link counters are read (tests point it at a fixture tree). */
+  constructor(opts: { sysClassNet?: string } = {}) {
+    this.sysClassNet = opts.sysClassNet ?? "/sys/class/net";
+    const registers = [this.registry];
+    this.launches = new Counter({ name: "slicer_vm_launch_total", help: "VM launches by host group and outcome (ok, error)", labelNames: ["host_group", "code"], registers });
+    this.running = new Gauge({ name: "slicer_vm_running", help: "VMs by host group and state", labelNames: ["host_group", "api", "state"], registers });
+    this.gpus = new Gauge({ name: "slicer_vm_gpu_count", help: "GPUs given to the VMs of a host group; always 0: Paddock VMs have no GPUs", labelNames: ["host_group"], registers });
+    this.warm = new Gauge({ name: "paddock_vm_warm", help: "warm-pool VMs by host group: ready (agent answered) or booting", labelNames: ["host_group", "state"], registers });
+    this.requests = new Counter({ name: "slicer_api_requests_total", help: "API requests by method and status code", labelNames: ["method", "code"], registers });
+    this.durations = new Histogram({ name: "slicer_api_request_duration_seconds", help: "API request duration, until the response ends", labelNames: ["method", "code"], buckets: API_DURATION_BUCKETS_S, registers });
+    this.loads = [
+      new Gauge({ name: "slicer_system_load_avg_1", help: "1-minute load average of the host", registers }),
+      new Gauge({ name: "slicer_system_load_avg_5", help: "5-minute load average of the host", registers }),
+      new Gauge({ name: "slicer_system_load_avg_15", help: "15-minute load average of the host", registers }),
+    ];
+    this.memTotal = new Gauge({ name: "slicer_system_memory_total_bytes", help: "host memory, bytes", registers });
+    this.memAvailable = new Gauge({ name: "slicer_system_memory_available_bytes", help: "host memory available, bytes", registers });
+    this.egressTx = new Gauge({ name: "slicer_system_egress_tx", help: "bytes sent by this tenant's VMs: the sum of paddock_vm_egress_tx_bytes (the host's own adapter is shared by tenants and not shown)", registers });
+    this.egressRx = new Gauge({ name: "slicer_system_egress_rx", help: "bytes received by this tenant's VMs: the sum of paddock_vm_egress_rx_bytes", registers });
+    this.vmEgressTx = new Gauge({ name: "paddock_vm_egress_tx_bytes", help: "bytes a VM sent, from its host-side veth (restarts at 0 when the VM is relaunched)", labelNames: ["host_group", "hostname"], registers });
+    this.vmEgressRx = new Gauge({ name: "paddock_vm_egress_rx_bytes", help: "bytes a VM received, from its host-side veth (restarts at 0 when the VM is relaunched)", labelNames: ["host_group", "hostname"], registers });
+    this.openFiles = new Gauge({ name: "slicer_system_open_files", help: "open file descriptors of the daemon process", registers });
+    this.openConnections = new Gauge({ name: "slicer_system_open_connections", help: "connections open to the daemon's API server", registers });
+  }
 
   /** Count a VM launch with its outcome code (`ok` / `error`). */
   launch(hostGroup: string, code: "ok" | "error"): void {
-    const k = `host_group="${esc(hostGroup)}",code="${code}"`;
-    this.launches.set(k, (this.launches.get(k) ?? 0) + 1);
+    this.launches.inc({ host_group: hostGroup, code });
   }
 
   /** Count one API request and its duration in seconds. */
   request(method: string, status: number, seconds: number): void {
-    const k = `method="${esc(method)}",code="${status}"`;
-    this.requests.set(k, (this.requests.get(k) ?? 0) + 1);
-    this.durationSum.set(k, (this.durationSum.get(k) ?? 0) + seconds);
+    const labels = { method, code: String(status) };
+    this.requests.inc(labels);
+    this.durations.observe(labels, seconds);
+  }
+
+  /** The Content-Type of {@link render}'s text (text exposition format 0.0.4). */
+  get contentType(): string {
+    return this.registry.contentType;
   }
 
   /**
-   * The exposition text. `vms` are counts by host group and status; `warm` the warm pool by
-   * host group (`paddock_vm_warm{host_group,state="ready"|"booting"}`, Paddock's own family).
+   * The exposition text (https://prometheus.io/docs/instrumenting/exposition_formats/): reads
+   * every source first, then sets the gauges and renders, so one scrape is one snapshot.
+   * @throws when /proc or /sys cannot be read (other than a missing link).
    */
-  render(vms: Record<string, Record<WireStatus, number>>, warm: Record<string, { ready: number; booting: number }> = {}): string {
-    const lines: string[] = [];
-    const family = (name: string, type: string, help: string): void => {
-      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    };
-    family("slicer_vm_launch_total", "counter", "VM launches by host group and outcome");
-    for (const [k, v] of this.launches) lines.push(`slicer_vm_launch_total{${k}} ${v}`);
-    family("slicer_vm_running", "gauge", "VMs by host group and state");
+  async render(src: DaemonMetricsSources): Promise<string> {
+    const vmsList = src.egressVms();
+    const [egress, openFiles, openConnections] = await Promise.all([
+      Promise.all(vmsList.map(async (vm) => ({ vm, bytes: await readVmEgress(vm.veth, this.sysClassNet) }))),
+      countOpenFiles(),
+      src.openConnections(),
+    ]);
+    const vms = src.vms();
+    const warm = src.warm();
+    this.running.reset();
+    this.gpus.reset();
     for (const [g, counts] of Object.entries(vms)) {
-      for (const [state, n] of Object.entries(counts)) lines.push(`slicer_vm_running{host_group="${esc(g)}",api="true",state="${state}"} ${n}`);
+      this.gpus.set({ host_group: g }, 0);
+      for (const [state, n] of Object.entries(counts)) this.running.set({ host_group: g, api: "true", state }, n);
     }
-    family("paddock_vm_warm", "gauge", "warm-pool VMs by host group: ready (agent answered) or booting");
+    this.warm.reset();
     for (const [g, c] of Object.entries(warm)) {
-      lines.push(`paddock_vm_warm{host_group="${esc(g)}",state="ready"} ${c.ready}`, `paddock_vm_warm{host_group="${esc(g)}",state="booting"} ${c.booting}`);
+      this.warm.set({ host_group: g, state: "ready" }, c.ready);
+      this.warm.set({ host_group: g, state: "booting" }, c.booting);
     }
-    family("slicer_api_requests_total", "counter", "API requests by method and status code");
-    for (const [k, v] of this.requests) lines.push(`slicer_api_requests_total{${k}} ${v}`);
-    family("slicer_api_request_duration_seconds", "summary", "API request duration");
-    for (const [k, v] of this.durationSum) {
-      lines.push(`slicer_api_request_duration_seconds_sum{${k}} ${v}`, `slicer_api_request_duration_seconds_count{${k}} ${this.requests.get(k) ?? 0}`);
+    this.vmEgressTx.reset();
+    this.vmEgressRx.reset();
+    let tx = 0;
+    let rx = 0;
+    for (const { vm, bytes } of egress) {
+      if (!bytes) continue;
+      this.vmEgressTx.set({ host_group: vm.hostGroup, hostname: vm.hostname }, bytes.tx);
+      this.vmEgressRx.set({ host_group: vm.hostGroup, hostname: vm.hostname }, bytes.rx);
+      tx += bytes.tx;
+      rx += bytes.rx;
     }
-    const [l1, l5, l15] = os.loadavg();
-    family("slicer_system_load_avg_1", "gauge", "1-minute load average");
-    lines.push(`slicer_system_load_avg_1 ${l1}`);
-    family("slicer_system_load_avg_5", "gauge", "5-minute load average");
-    lines.push(`slicer_system_load_avg_5 ${l5}`);
-    family("slicer_system_load_avg_15", "gauge", "15-minute load average");
-    lines.push(`slicer_system_load_avg_15 ${l15}`);
-    family("slicer_system_memory_total_bytes", "gauge", "host memory");
-    lines.push(`slicer_system_memory_total_bytes ${os.totalmem()}`);
-    family("slicer_system_memory_available_bytes", "gauge", "host memory available");
-    lines.push(`slicer_system_memory_available_bytes ${os.freemem()}`);
-    return lines.join("\n") + "\n";
+    this.egressTx.set(tx);
+    this.egressRx.set(rx);
+    os.loadavg().forEach((v, i) => this.loads[i]?.set(v));
+    this.memTotal.set(os.totalmem());
+    this.memAvailable.set(os.freemem());
+    this.openFiles.set(openFiles);
+    this.openConnections.set(openConnections);
+    return this.registry.metrics();
   }
-}
-
-function esc(v: string): string {
-  return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 }

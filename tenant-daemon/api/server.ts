@@ -19,7 +19,7 @@ import { createAgentHandlers } from "./agent-routes.js";
 import { BearerAuth, requireBearer } from "./auth.js";
 import { createDaemonHandlers } from "./daemon-routes.js";
 import { encodedQueryShim, errorMiddleware, notFoundHandler } from "./http-util.js";
-import type { DaemonMetrics } from "./metrics.js";
+import type { DaemonMetrics, EgressVm } from "./metrics.js";
 import { mountRoutes } from "./route-mount.js";
 import { ROUTES, publicPaths } from "./routes.js";
 import { createSecretHandlers } from "./secrets-routes.js";
@@ -43,6 +43,10 @@ export interface ApiServerDeps {
   secrets: SecretStore;
   /** NodeStat source of the stats routes. */
   stats: VmStatsCollector;
+  /** The VMs whose host-side veth counters `/metrics` reads (egress families). */
+  egressVms?: () => EgressVm[];
+  /** Connections the API server holds open now (`slicer_system_open_connections`). */
+  openConnections?: () => Promise<number>;
   /** Optional describe-VM `network` object provider (`GET /vm/{hostname}`). */
   describeNetwork?: (hostname: string) => unknown;
 }
@@ -73,7 +77,7 @@ export function createApiApp(deps: ApiServerDeps): express.Express {
 
   const agentLog = logger.child({ component: "agent-router" });
   mountRoutes(app, {
-    daemon: createDaemonHandlers({ vms, metrics: deps.metrics }),
+    daemon: createDaemonHandlers({ vms, metrics: deps.metrics, egressVms: deps.egressVms, openConnections: deps.openConnections }),
     vm: createVmHandlers({ config: deps.config, vms, describeNetwork: deps.describeNetwork }),
     agent: createAgentHandlers((h) => vms.resolveAgent(h), agentLog),
     upgrade: createPlainUpgradeHandlers(),

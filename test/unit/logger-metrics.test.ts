@@ -8,7 +8,8 @@ import path from "node:path";
 import { Writable } from "node:stream";
 import { expect } from "chai";
 import { LOG_BATCH_MS, createLogger, silentLogger } from "../../shared/logger.js";
-import { SupervisorMetrics } from "../../supervisor/metrics.js";
+import { LATENCY_BUCKETS_S, SupervisorMetrics } from "../../supervisor/metrics.js";
+import { parseExposition, sampleValue, series } from "../helpers/prometheus.js";
 
 /** A stream that records each write call separately. */
 function recorder(): { stream: Writable; writes: string[] } {
@@ -92,19 +93,37 @@ describe("logger", () => {
 });
 
 describe("supervisor metrics", () => {
-  it("counts requests per tenant and code, with cumulative latency buckets", () => {
+  it("counts requests per tenant and code, with cumulative latency buckets (prom-client text, parsed)", async () => {
     const m = new SupervisorMetrics();
     m.observeRequest("t1", 200, 0.0005);
     m.observeRequest("t1", 200, 0.02);
     m.observeRequest("-", 401, 0.0001);
     m.observeAuthFailure();
-    const text = m.render({ active: 1 }, {});
-    expect(text).to.include('paddock_gateway_requests_total{tenant="t1",code="200"} 2');
-    expect(text).to.include('paddock_gateway_requests_total{tenant="-",code="401"} 1');
-    expect(text).to.include("paddock_gateway_auth_failures_total 1");
-    expect(text).to.include('paddock_gateway_request_duration_seconds_bucket{tenant="t1",code="200",le="0.001"} 1');
-    expect(text).to.include('paddock_gateway_request_duration_seconds_bucket{tenant="t1",code="200",le="0.025"} 2');
-    expect(text).to.include('paddock_gateway_request_duration_seconds_bucket{tenant="t1",code="200",le="+Inf"} 2');
-    expect(text).to.include('paddock_gateway_request_duration_seconds_count{tenant="t1",code="200"} 2');
+    const f = parseExposition(await m.render({ active: 1, suspended: 0 }, { t1: 3 }));
+    expect(f.get("paddock_gateway_requests_total")?.type).to.equal("COUNTER");
+    expect(sampleValue(f, "paddock_gateway_requests_total", { tenant: "t1", code: "200" })).to.equal(2);
+    expect(sampleValue(f, "paddock_gateway_requests_total", { tenant: "-", code: "401" })).to.equal(1);
+    expect(sampleValue(f, "paddock_gateway_auth_failures_total")).to.equal(1);
+    expect(sampleValue(f, "paddock_tenants", { status: "active" })).to.equal(1);
+    expect(sampleValue(f, "paddock_tenants", { status: "suspended" })).to.equal(0);
+    expect(f.get("paddock_daemon_restarts_total")?.type).to.equal("COUNTER");
+    expect(sampleValue(f, "paddock_daemon_restarts_total", { tenant: "t1" })).to.equal(3);
+    expect(f.get("paddock_gateway_request_duration_seconds")?.type).to.equal("HISTOGRAM");
+    const h = series(f, "paddock_gateway_request_duration_seconds", { tenant: "t1", code: "200" });
+    expect(h.buckets).to.include({ "0.001": "1", "0.01": "1", "0.025": "2", "60": "2", "+Inf": "2" });
+    expect(Object.keys(h.buckets ?? {})).to.have.length(LATENCY_BUCKETS_S.length + 1);
+    expect(Number(h.count)).to.equal(2);
+    expect(Number(h.sum)).to.be.closeTo(0.0205, 1e-9);
+  });
+
+  it("keeps each supervisor's series in its own registry, and a scrape reflects the registry's current counts", async () => {
+    const a = new SupervisorMetrics();
+    const b = new SupervisorMetrics();
+    a.observeRequest("t1", 200, 0.1);
+    expect(parseExposition(await b.render({}, {})).get("paddock_gateway_requests_total")?.metrics).to.deep.equal([]);
+    await a.render({ active: 2 }, { t1: 1 });
+    const f = parseExposition(await a.render({ failed: 1 }, { t1: 4 }));
+    expect(() => series(f, "paddock_tenants", { status: "active" }), "a status gone from the registry is gone from the scrape").to.throw(/0 series/);
+    expect(sampleValue(f, "paddock_daemon_restarts_total", { tenant: "t1" })).to.equal(4);
   });
 });
