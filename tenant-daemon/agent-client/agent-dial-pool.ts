@@ -210,3 +210,40 @@ export class AgentDialPool {
     return new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `the agent channel of VM ${this.hostname} is closed`);
   }
 }
+
+/**
+ * The live pools of one tenant's VMs, by hostname: what the `AgentEndpoint`s (agent-endpoint.ts) of reverse-channel
+ * VMs carry (tenant-daemon/vm/vm-paths.ts), opened at boot and closed at teardown.
+ */
+export class AgentDialPools {
+  private readonly pools = new Map<string, AgentDialPool>();
+
+  /**
+   * Bind `hostname`'s listener (an earlier pool of the same VM is closed first).
+   * @throws PaddockError ERR_RUNTIME_FAILED from {@link AgentDialPool.listen}.
+   */
+  async open(opts: AgentDialPoolOptions): Promise<AgentDialPool> {
+    await this.close(opts.hostname);
+    const pool = await AgentDialPool.listen(opts);
+    this.pools.set(opts.hostname, pool);
+    return pool;
+  }
+
+  /** The VM's pool, or undefined when it has none (inherited-listener VMs). */
+  get(hostname: string): AgentDialPool | undefined {
+    return this.pools.get(hostname);
+  }
+
+  /** Close and forget the VM's pool; no-op without one. */
+  async close(hostname: string): Promise<void> {
+    const pool = this.pools.get(hostname);
+    if (pool === undefined) return;
+    this.pools.delete(hostname);
+    await pool.close();
+  }
+
+  /** Close every pool (daemon shutdown). */
+  async closeAll(): Promise<void> {
+    await Promise.all([...this.pools.keys()].map((h) => this.close(h)));
+  }
+}

@@ -26,6 +26,9 @@ import { agentHealth } from "../../tenant-daemon/agent-client/agent-http.js";
 import { createAgentRouter } from "../../tenant-daemon/api/agent-routes.js";
 import { createAgentUpgradeHandler, type AgentUpgradeHandler } from "../../tenant-daemon/api/ws-upgrade.js";
 import { SecretStore } from "../../tenant-daemon/secrets/secret-store.js";
+import { VmPaths } from "../../tenant-daemon/vm/vm-paths.js";
+import type { VmRecord } from "../../tenant-daemon/vm/vm-types.js";
+import type { PaddockSettings } from "../../shared/tenant-config.js";
 import { call, ndjson, startTestAgent, type TestAgent } from "./agent-fixture.js";
 
 /** Resolves once `cond()` holds, checked whenever `pool` may have changed (every 20 ms). */
@@ -290,6 +293,25 @@ describe("reverse agent channel: the agent bundle dials a host pool (agent-rever
     chmodSync(path.join(dir, "vms", "vm-4"), 0o711);
     expect(await tryAs(3_000_000)).to.equal("EACCES");
     expect(await tryAs(2_000_000)).to.equal("ok");
+  });
+
+  it("VmPaths.endpoint picks the VM's pool while it has one, else the inherited listener's path", async () => {
+    const paths = new VmPaths({ tenantId: "t1", runDir: path.join(dir, "run"), stateDir: path.join(dir, "state") } as PaddockSettings);
+    const record = { hostname: "vm-5", agentProof: proof } as VmRecord;
+    expect(paths.endpoint(record)).to.deep.equal({ hostname: "vm-5", socketPath: path.join(dir, "run", "vms", "vm-5", "agent.sock"), proof });
+    const sock = paths.agentDialSocket("vm-5");
+    expect(sock).to.equal(path.join(dir, "run", "vms", "vm-5", "agent-dial", "agent.sock"));
+    await paths.dialPools.open({ hostname: "vm-5", socketPath: sock });
+    extra.push(() => paths.dialPools.closeAll());
+    const second = await startTestAgent({ dial: sock, bundle: true, proof, defaultUser: null });
+    extra.push(() => second.stop());
+    const ep = paths.endpoint(record);
+    expect(ep.dial).to.equal(paths.dialPools.get("vm-5"));
+    expect(ep.socketPath).to.equal(sock);
+    expect((await agentHealth(ep, 10_000)).hostname).to.equal("test-vm-1");
+    await paths.dialPools.close("vm-5");
+    expect(paths.endpoint(record).dial).to.equal(undefined);
+    expect(existsSync(sock)).to.equal(false);
   });
 
   it("teardown closes the listener and every connection and removes the socket", async () => {
