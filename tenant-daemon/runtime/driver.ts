@@ -79,6 +79,8 @@ export const GUEST_AGENT_DIR = "/run/paddock-agent";
 export const GUEST_AGENT_FD = 3;
 /** Where the reverse channel's directory ({@link VmRuntimeSpec.agentDialDir}) appears inside the guest. */
 export const GUEST_AGENT_DIAL_DIR = "/run/paddock-dial";
+/** File name of the reverse channel's listener in {@link VmRuntimeSpec.agentDialDir}. */
+export const AGENT_DIAL_SOCKET_NAME = "agent.sock";
 /** Where Paddock's read-only toolbox (node, tini, the agent bundle) appears inside the guest. */
 export const GUEST_TOOLBOX_DIR = "/.paddock";
 

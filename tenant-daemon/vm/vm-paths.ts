@@ -7,6 +7,7 @@ import path from "node:path";
 import type { PaddockSettings } from "../../shared/tenant-config.js";
 import { AgentDialPools } from "../agent-client/agent-dial-pool.js";
 import type { AgentEndpoint } from "../agent-client/agent-endpoint.js";
+import { AGENT_DIAL_SOCKET_NAME } from "../runtime/driver.js";
 import type { VmRecord } from "./vm-types.js";
 
 /** The per-VM paths and ids of one tenant, from its `paddock:` settings (tenant id, run and state dirs). */
@@ -45,7 +46,7 @@ export class VmPaths {
   }
   /** The reverse channel's listener, which the agent dials (agent-dial-pool.ts). */
   agentDialSocket(hostname: string): string {
-    return path.join(this.agentDialDir(hostname), "agent.sock");
+    return path.join(this.agentDialDir(hostname), AGENT_DIAL_SOCKET_NAME);
   }
   /**
    * How to reach a VM's agent, and the proof its answers carry ("" before its first boot): its
