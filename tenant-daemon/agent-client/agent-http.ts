@@ -1,5 +1,5 @@
 /**
- * Daemon-side calls into a guest agent over its Unix socket: health (readiness) and secrets
+ * Daemon-side calls into a guest agent over its channel (agent-endpoint.ts): health (readiness) and secrets
  * sync, stats. Streaming calls (exec, cp, fs) are agent-stream.ts; shell and forward sessions
  * agent-ws.ts.
  */
@@ -8,7 +8,7 @@ import { PaddockError } from "../../shared/errors.js";
 import type { GuestStats } from "../agent/guest-stats.js";
 import type { SecretStore } from "../secrets/secret-store.js";
 import type { AgentHealth } from "../agent/agent-app.js";
-import { answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
+import { agentConnectOptions, answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
 
 /** Largest JSON answer read from an agent, bytes (health, stats, secrets sync). */
 const MAX_AGENT_JSON_BYTES = 1 << 20;
@@ -23,12 +23,11 @@ export type AgentHealthInfo = AgentHealth;
  *   non-2xx / non-JSON.
  */
 export function agentJsonRequest(endpoint: AgentEndpoint, method: string, path: string, body: unknown, timeoutMs: number): Promise<unknown> {
-  const { socketPath } = endpoint;
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const req = http.request(
       {
-        socketPath,
+        ...agentConnectOptions(endpoint, timeoutMs),
         method,
         path,
         headers: payload ? { "Content-Type": "application/json", "Content-Length": payload.length } : {},

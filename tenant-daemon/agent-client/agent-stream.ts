@@ -1,12 +1,12 @@
 /**
  * Streaming calls to a guest agent: an API request (exec, cp, fs, health) is sent to the
- * agent's Unix socket and its answer streamed back, bodies never buffered (exec stdin, cp
+ * agent's channel (agent-endpoint.ts) and its answer streamed back, bodies never buffered (exec stdin, cp
  * uploads, NDJSON and tar downloads flow both ways). A client that goes away aborts the
  * agent request, which makes the agent kill a foreground exec.
  */
 import http from "node:http";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
-import { AGENT_PROOF_HEADER, answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
+import { AGENT_PROOF_HEADER, agentConnectOptions, answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
 
 /** Request headers that must not travel to the agent (hop-by-hop, credentials, identity). */
 const DROP_REQUEST_HEADERS = new Set([
@@ -33,11 +33,11 @@ export function streamToAgent(
   agentPath: string,
   fail: (err: PaddockError) => void,
 ): void {
-  const { socketPath, hostname } = endpoint;
+  const { hostname } = endpoint;
   const headers: http.OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !DROP_REQUEST_HEADERS.has(k)) headers[k] = v;
   headers.host = "agent";
-  const upstream = http.request({ socketPath, method: req.method, path: agentPath, headers });
+  const upstream = http.request({ ...agentConnectOptions(endpoint), method: req.method, path: agentPath, headers });
   let responded = false;
 
   upstream.on("response", (ur) => {
@@ -60,6 +60,10 @@ export function streamToAgent(
       return;
     }
     if (res.destroyed) return;
+    if (err instanceof PaddockError) {
+      fail(err);
+      return;
+    }
     const code = errnoCode(err);
     const unreachable = code === "ECONNREFUSED" || code === "ENOENT" || code === "ECONNRESET" || code === "EPIPE";
     fail(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", unreachable ? `guest agent of VM ${hostname} is not reachable` : `guest agent of VM ${hostname} failed: ${err.message}`, { cause: err }));

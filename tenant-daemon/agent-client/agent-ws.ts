@@ -20,7 +20,7 @@ import { PaddockError, errnoCode } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { FrameDecoder, FrameType, isWholeFrame } from "../../shared/slicer/shell-frames.js";
 import { AGENT_UPGRADE_PROTOCOL, rejectUpgrade, writeHttpError } from "../agent/upgrade-util.js";
-import { answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
+import { agentConnectOptions, answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
 
 /** Above this many bytes queued towards the client, reading from the agent pauses. */
 const HIGH_WATER_BYTES = 1 << 20;
@@ -55,7 +55,7 @@ export function openAgentUpgrade(r: AgentUpgradeRequest): void {
   const { endpoint, client: socket, kind, logger: log } = r;
   const { hostname } = endpoint;
   const areq = http.request({
-    socketPath: endpoint.socketPath, method: "GET", path: r.agentPath,
+    ...agentConnectOptions(endpoint), method: "GET", path: r.agentPath,
     headers: { host: "agent", connection: "Upgrade", upgrade: AGENT_UPGRADE_PROTOCOL },
   });
   let settled = false;
@@ -109,6 +109,10 @@ export function openAgentUpgrade(r: AgentUpgradeRequest): void {
     if (settled) return;
     settled = true;
     socket.off("close", onClientGone);
+    if (err instanceof PaddockError) {
+      rejectUpgrade(socket, err);
+      return;
+    }
     const code = errnoCode(err);
     const unreachable = code === "ECONNREFUSED" || code === "ENOENT" || code === "ECONNRESET" || code === "EPIPE";
     rejectUpgrade(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", unreachable ? `guest agent of VM ${hostname} is not reachable` : `guest agent of VM ${hostname} failed: ${err.message}`, { cause: err }));

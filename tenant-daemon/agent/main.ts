@@ -4,8 +4,11 @@
  * 1. read `$PADDOCK_AGENT_DIR/boot.json` (default dir `/run/paddock-agent`, read-only);
  * 2. in a VM (`PADDOCK_AGENT_ETC` set): write the guest's /etc/hostname and /etc/resolv.conf
  *    from it, from inside the guest, so the host never writes into the guest's tree;
- * 3. accept on the listener inherited as fd `$PADDOCK_AGENT_FD` (HTTP, routes under `/v1`), or
- *    without it (host-process tests) listen on `$PADDOCK_AGENT_DIR/agent.sock`;
+ * 3. accept on the listener inherited as fd `$PADDOCK_AGENT_FD` (HTTP, routes under `/v1`); or,
+ *    with `$PADDOCK_AGENT_DIAL` (a host socket path; runtimes without fd passing, e.g. gVisor),
+ *    dial out to it and serve on a pool of `$PADDOCK_AGENT_DIAL_POOL` (default 3) idle
+ *    connections (reverse-transport.ts); or, with neither (host-process tests), listen on
+ *    `$PADDOCK_AGENT_DIR/agent.sock`;
  * 4. in a VM: serve the guest-local socket of `slicer-agent secrets sync` (secrets-local.ts);
  * 5. run userdata once (guard `/etc/slicer/userdata-ran`, overridable with
  *    `PADDOCK_AGENT_USERDATA_GUARD` for host-process tests), its script in
@@ -20,6 +23,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { AGENT_SOCKET_NAME, readBootConfig, type AgentBootConfig } from "./boot.js";
 import { createAgentApp } from "./agent-app.js";
+import { serveReverse } from "./reverse-transport.js";
 import { LOCAL_SECRETS_SOCKET, runSecretsCommand, serveLocalSecrets } from "./secrets-local.js";
 import { listenInherited, listenUnix } from "./unix-transport.js";
 import { runUserdataOnce, type UserdataState } from "./userdata.js";
@@ -38,13 +42,33 @@ async function main(): Promise<void> {
   const etcDir = process.env.PADDOCK_AGENT_ETC;
   if (etcDir !== undefined && etcDir !== "") writeGuestIdentity(etcDir, boot);
   const inheritedFd = process.env.PADDOCK_AGENT_FD;
+  const dialPath = process.env.PADDOCK_AGENT_DIAL;
   const socketPath = path.join(agentDir, AGENT_SOCKET_NAME);
-  const server = inheritedFd !== undefined && inheritedFd !== ""
-    ? await listenInherited(Number.parseInt(inheritedFd, 10), app.handle, app.upgrade)
-    : await listenUnix(socketPath, app.handle, app.upgrade);
-  process.stdout.write(`paddock-agent ${boot.agent_version}: listening on ${inheritedFd ? `inherited fd ${inheritedFd}` : socketPath}\n`);
-  // Only in a VM: a host-process agent must not bind a path in the host's /run.
-  const local = inheritedFd !== undefined && inheritedFd !== ""
+  let stopServing: () => void;
+  if (dialPath !== undefined && dialPath !== "") {
+    const poolSize = Number.parseInt(process.env.PADDOCK_AGENT_DIAL_POOL ?? "", 10);
+    const reverse = serveReverse(dialPath, app.handle, app.upgrade, {
+      size: Number.isInteger(poolSize) && poolSize > 0 && poolSize <= 64 ? poolSize : undefined,
+      log: (line) => process.stdout.write(`paddock-agent: ${line}\n`),
+    });
+    process.stdout.write(`paddock-agent ${boot.agent_version}: dialing ${dialPath}\n`);
+    stopServing = () => {
+      reverse.close();
+      reverse.server.closeAllConnections();
+    };
+  } else {
+    const server = inheritedFd !== undefined && inheritedFd !== ""
+      ? await listenInherited(Number.parseInt(inheritedFd, 10), app.handle, app.upgrade)
+      : await listenUnix(socketPath, app.handle, app.upgrade);
+    process.stdout.write(`paddock-agent ${boot.agent_version}: listening on ${inheritedFd ? `inherited fd ${inheritedFd}` : socketPath}\n`);
+    stopServing = () => {
+      server.close();
+      server.closeAllConnections();
+    };
+  }
+  // Only in a VM (fd or dial): a host-process agent must not bind a path in the host's /run.
+  const inVm = (inheritedFd !== undefined && inheritedFd !== "") || (dialPath !== undefined && dialPath !== "");
+  const local = inVm
     ? await serveLocalSecrets(LOCAL_SECRETS_SOCKET, app.secrets).catch((err: unknown) => {
       process.stderr.write(`paddock-agent: ${LOCAL_SECRETS_SOCKET}: ${err instanceof Error ? err.message : String(err)}; \`slicer-agent secrets sync\` will not work\n`);
       return undefined;
@@ -54,8 +78,7 @@ async function main(): Promise<void> {
   const stop = (signal: string): void => {
     process.stdout.write(`paddock-agent: ${signal}, shutting down\n`);
     app.shutdown();
-    server.close();
-    server.closeAllConnections();
+    stopServing();
     local?.close();
   };
   process.once("SIGTERM", () => stop("SIGTERM"));

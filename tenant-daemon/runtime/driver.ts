@@ -33,6 +33,15 @@ export interface VmRuntimeSpec {
    * it, and only processes of this VM hold the listener.
    */
   agentSocketPath: string;
+  /**
+   * Set when the driver's {@link RuntimeDriver.agentChannel} is `dial`: a host directory the
+   * daemon made and only it writes, holding the listener it bound (`agent.sock`, connectable by
+   * the VM's root uid only; tenant-daemon/agent-client/agent-dial-pool.ts). The driver binds it
+   * read-only at {@link GUEST_AGENT_DIAL_DIR} (gVisor: with `--host-uds=open`) and starts the
+   * agent with `PADDOCK_AGENT_DIAL=<GUEST_AGENT_DIAL_DIR>/agent.sock` instead of an inherited
+   * listener; {@link agentSocketPath} is then unused.
+   */
+  agentDialDir?: string;
   /** Network namespace to join (`/var/run/netns/<name>`); undefined ⇒ a fresh one with loopback only. */
   netnsPath: string | undefined;
   /**
@@ -68,6 +77,10 @@ export interface VmRuntimeSpec {
 export const GUEST_AGENT_DIR = "/run/paddock-agent";
 /** The file descriptor on which the guest's init (and so the agent) inherits the agent listener. */
 export const GUEST_AGENT_FD = 3;
+/** Where the reverse channel's directory ({@link VmRuntimeSpec.agentDialDir}) appears inside the guest. */
+export const GUEST_AGENT_DIAL_DIR = "/run/paddock-dial";
+/** File name of the reverse channel's listener in {@link VmRuntimeSpec.agentDialDir}. */
+export const AGENT_DIAL_SOCKET_NAME = "agent.sock";
 /** Where Paddock's read-only toolbox (node, tini, the agent bundle) appears inside the guest. */
 export const GUEST_TOOLBOX_DIR = "/.paddock";
 
@@ -85,6 +98,14 @@ export interface RuntimeState {
 export interface RuntimeDriver {
   /** `runc`, `crun`, … */
   readonly name: string;
+  /**
+   * How its VMs reach the daemon's agent client: `inherited-fd` (the default when undefined) ⇒
+   * the driver binds {@link VmRuntimeSpec.agentSocketPath} and hands the listener to the guest;
+   * `dial` ⇒ runtimes without fd passing (gVisor 20221219): the daemon binds a listener in
+   * {@link VmRuntimeSpec.agentDialDir} and the agent dials out to it
+   * (tenant-daemon/agent/reverse-transport.ts).
+   */
+  readonly agentChannel?: "inherited-fd" | "dial";
   /** Write the bundle and create the sandbox (not yet started). @throws PaddockError ERR_RUNTIME_FAILED */
   create(spec: VmRuntimeSpec): Promise<void>;
   /**

@@ -9,7 +9,7 @@
  * host uid), a cgroup namespace, no_new_privs, seccomp, masked /proc and /sys paths.
  * Spec: https://github.com/opencontainers/runtime-spec/blob/v1.0.2/config.md
  */
-import { GUEST_AGENT_DIR, GUEST_AGENT_FD, GUEST_TOOLBOX_DIR, type VmRuntimeSpec } from "./driver.js";
+import { AGENT_DIAL_SOCKET_NAME, GUEST_AGENT_DIAL_DIR, GUEST_AGENT_DIR, GUEST_AGENT_FD, GUEST_TOOLBOX_DIR, type VmRuntimeSpec } from "./driver.js";
 import type { OciSeccomp } from "./seccomp.js";
 
 /** Host paths bound read-only into every guest (the "toolbox"). Nothing else of the host is. */
@@ -104,15 +104,19 @@ export const MASKED_PATHS: readonly string[] = [
 /** `runc spec` read-only paths (runc 1.1.5). */
 export const READONLY_PATHS: readonly string[] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
-/** Environment of the guest's init (and so of the agent). */
-export function guestEnv(spec: Pick<VmRuntimeSpec, "hostname">): string[] {
+/**
+ * Environment of the guest's init (and so of the agent). The agent's channel: the inherited
+ * listener (`PADDOCK_AGENT_FD`), or with `spec.agentDialDir` the reverse channel's socket it
+ * dials (`PADDOCK_AGENT_DIAL`, tenant-daemon/agent/reverse-transport.ts).
+ */
+export function guestEnv(spec: Pick<VmRuntimeSpec, "hostname" | "agentDialDir">): string[] {
   return [
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME=/root",
     "LANG=C.UTF-8",
     `HOSTNAME=${spec.hostname}`,
     `PADDOCK_AGENT_DIR=${GUEST_AGENT_DIR}`,
-    `PADDOCK_AGENT_FD=${GUEST_AGENT_FD}`,
+    spec.agentDialDir === undefined ? `PADDOCK_AGENT_FD=${GUEST_AGENT_FD}` : `PADDOCK_AGENT_DIAL=${GUEST_AGENT_DIAL_DIR}/${AGENT_DIAL_SOCKET_NAME}`,
     // The agent writes /etc/hostname and /etc/resolv.conf here from boot.json, and keeps its
     // work files (the userdata script) on the guest's own /run tmpfs.
     "PADDOCK_AGENT_ETC=/etc",
@@ -176,7 +180,8 @@ export interface OciSpec {
  *   `spec.userns.uidStart`), cwd `/`, no_new_privs, the capability set above.
  * - root: the overlay rootfs, writable. `/tmp` stays on the rootfs (the VM's disk) so a full
  *   disk is ENOSPC there too, as in a VM.
- * - mounts: `runc spec`'s set, a `/run` tmpfs, the boot dir read-only at {@link GUEST_AGENT_DIR}
+ * - mounts: `runc spec`'s set, a `/run` tmpfs, the boot dir read-only at {@link GUEST_AGENT_DIR},
+ *   with `spec.agentDialDir` the reverse channel's dir read-only at {@link GUEST_AGENT_DIAL_DIR},
  *   and the toolbox read-only under {@link GUEST_TOOLBOX_DIR}. Nothing of the host is writable
  *   from the guest; /etc/hostname and /etc/resolv.conf are written by the agent, inside.
  * - linux: pid, mount, uts, ipc, cgroup, network (joins `spec.netnsPath` when given) and user
@@ -198,6 +203,7 @@ export function renderOciSpec(spec: VmRuntimeSpec, toolbox: OciToolbox, options:
     ["nodePath", toolbox.nodePath],
     ["tiniPath", toolbox.tiniPath],
     ["appDir", toolbox.appDir],
+    ...(spec.agentDialDir === undefined ? [] : [["agentDialDir", spec.agentDialDir] as const]),
   ] as const) {
     if (!p.startsWith("/")) throw new RangeError(`${what} must be an absolute path, got ${JSON.stringify(p)}`);
   }
@@ -248,6 +254,7 @@ export function renderOciSpec(spec: VmRuntimeSpec, toolbox: OciToolbox, options:
       { destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["nosuid", "noexec", "nodev", "relatime", "ro"] },
       { destination: "/run", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "mode=755", "size=65536k"] },
       { destination: GUEST_AGENT_DIR, type: "bind", source: spec.bootDir, options: [...roBind, "noexec"] },
+      ...(spec.agentDialDir === undefined ? [] : [{ destination: GUEST_AGENT_DIAL_DIR, type: "bind", source: spec.agentDialDir, options: [...roBind, "noexec"] }]),
       { destination: GUEST_NODE_PATH, type: "bind", source: toolbox.nodePath, options: roBind },
       { destination: GUEST_TINI_PATH, type: "bind", source: toolbox.tiniPath, options: roBind },
       { destination: GUEST_APP_DIR, type: "bind", source: toolbox.appDir, options: roBind },

@@ -1,6 +1,7 @@
 /**
  * Boot and teardown of one VM against the runtime driver: its disk and mounts, its network, the
- * host-only agent dir with boot.json, and `runtime.run`; and the reverse. Also the two steps that
+ * host-only agent dir with boot.json (and, for `agentChannel: dial` runtimes, the reverse
+ * channel's listener), and `runtime.run`; and the reverse. Also the two steps that
  * wrap them in the VM table's lock: save-while-booting and discard (roll back and forget).
  */
 import { promises as fs } from "node:fs";
@@ -97,11 +98,16 @@ export class VmLauncher {
     // (a host-only, read-only bind) and the agent writes them from inside the VM.
     await this.deps.agent.writeBoot(paths.bootDir(r.hostname), { hostname: r.hostname, userdata, resolvConf: attachment.resolvConf, proof: r.agentProof }, owner);
     spans.mark("files");
+    // Reverse channel (runtimes without fd passing): the daemon's listener, bound before the
+    // sandbox starts so the agent's first dial finds it.
+    const dial = this.deps.runtime.agentChannel === "dial";
+    if (dial) await paths.dialPools.open({ hostname: r.hostname, socketPath: paths.agentDialSocket(r.hostname), owner });
     const id = paths.containerId(r.hostname);
     const p = this.deps.config.paddock;
     const st = await this.deps.runtime.run({
       id, hostname: r.hostname, cpus: r.cpus, ramBytes: r.ramBytes, pidsLimit: this.deps.vmPidsLimit ?? p.pidsLimit,
       rootfsDir, bundleDir: paths.bundleDir(r.hostname), bootDir: paths.bootDir(r.hostname), agentSocketPath: paths.agentSocket(r.hostname),
+      ...(dial ? { agentDialDir: paths.agentDialDir(r.hostname) } : {}),
       netnsPath: attachment.netnsPath,
       userns: { path: attachment.netnsPath === undefined ? undefined : this.deps.namespaces.usernsPath(r.hostname), uidStart: range.uidStart, size: range.size },
       consoleLogPath: paths.consoleLogPath(r.hostname), consoleLogBytes: p.consoleLogBytes, cgroupPath: `/paddock/${p.tenantId}/${r.hostname}`,
@@ -152,7 +158,10 @@ export class VmLauncher {
     // With the sandbox gone, links, mounts and the agent dir are independent of each other.
     await Promise.all([
       step("network", () => this.deps.network.detach(h)).finally(() => spans.mark("network")),
-      step("agent dir", () => fs.rm(paths.agentDir(h), { recursive: true, force: true })),
+      step("agent dir", async () => {
+        await paths.dialPools.close(h);
+        await fs.rm(paths.agentDir(h), { recursive: true, force: true });
+      }),
       step("user namespace", () => this.deps.namespaces.remove(h)),
       (async () => {
         await step("unmount", () => this.deps.storage.unmount(h));

@@ -5,12 +5,16 @@
  */
 import path from "node:path";
 import type { PaddockSettings } from "../../shared/tenant-config.js";
+import { AgentDialPools } from "../agent-client/agent-dial-pool.js";
 import type { AgentEndpoint } from "../agent-client/agent-endpoint.js";
+import { AGENT_DIAL_SOCKET_NAME } from "../runtime/driver.js";
 import type { VmRecord } from "./vm-types.js";
 
 /** The per-VM paths and ids of one tenant, from its `paddock:` settings (tenant id, run and state dirs). */
 export class VmPaths {
   private readonly paddock: PaddockSettings;
+  /** The reverse-channel listeners of the tenant's VMs that have one (runtimes with `agentChannel: dial`). */
+  readonly dialPools = new AgentDialPools();
 
   constructor(paddock: PaddockSettings) {
     this.paddock = paddock;
@@ -36,8 +40,21 @@ export class VmPaths {
   agentSocket(hostname: string): string {
     return path.join(this.agentDir(hostname), "agent.sock");
   }
-  /** How to reach a VM's agent, and the proof its answers carry ("" before its first boot). */
+  /** Host-only dir of the reverse channel's listener, bound read-only into the guest (runtimes with `agentChannel: dial`). */
+  agentDialDir(hostname: string): string {
+    return path.join(this.agentDir(hostname), "agent-dial");
+  }
+  /** The reverse channel's listener, which the agent dials (agent-dial-pool.ts). */
+  agentDialSocket(hostname: string): string {
+    return path.join(this.agentDialDir(hostname), AGENT_DIAL_SOCKET_NAME);
+  }
+  /**
+   * How to reach a VM's agent, and the proof its answers carry ("" before its first boot): its
+   * reverse channel's pool when it has one, else the inherited listener's path.
+   */
   endpoint(r: VmRecord): AgentEndpoint {
+    const dial = this.dialPools.get(r.hostname);
+    if (dial !== undefined) return { hostname: r.hostname, socketPath: dial.socketPath, proof: r.agentProof ?? "", dial };
     return { hostname: r.hostname, socketPath: this.agentSocket(r.hostname), proof: r.agentProof ?? "" };
   }
   /** The VM's console log (init, agent and userdata output). */

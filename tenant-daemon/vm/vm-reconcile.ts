@@ -78,6 +78,14 @@ export class VmReconciler {
       if (st.status === "running" || st.status === "paused") {
         vm.phase = st.status;
         vm.pid = st.pid;
+        // Reverse channel: the listener died with the previous daemon; bind it again where the
+        // VM's read-only bind shows it, and the agent's retries find it.
+        if (this.deps.runtime.agentChannel === "dial") {
+          const range = this.deps.namespaces.range;
+          await this.deps.paths.dialPools
+            .open({ hostname: record.hostname, socketPath: this.deps.paths.agentDialSocket(record.hostname), owner: { uid: range.uidStart, gid: range.uidStart } })
+            .catch((err: unknown) => this.log.error("re-binding the agent channel failed", { hostname: record.hostname, err }));
+        }
         this.log.info("re-attached running VM", { hostname: record.hostname, pid: st.pid });
         continue;
       }

@@ -390,6 +390,8 @@ export class VmService {
       });
     });
     await Promise.all(work);
+    // Persistent VMs' reverse-channel listeners: their agents redial the next daemon's.
+    await this.paths.dialPools.closeAll().catch((err: unknown) => this.log.error("closing agent channels at stop failed", { err }));
     await this.deps.storage.drainPool?.().catch((err: unknown) => this.log.error("spare disk removal at stop failed", { err }));
     await table.persist().catch((err: unknown) => this.log.error("state write at stop failed", { err }));
   }

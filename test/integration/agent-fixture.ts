@@ -15,6 +15,8 @@ import type { AgentEndpoint } from "../../tenant-daemon/agent-client/agent-endpo
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** dist/tenant-daemon/agent/main.js */
 export const AGENT_MAIN = path.resolve(here, "../../tenant-daemon/agent/main.js");
+/** dist/toolbox/agent.cjs: the bundle VMs run (scripts/build-agent-bundle.ts). */
+export const AGENT_BUNDLE = path.resolve(here, "../../toolbox/agent.cjs");
 
 /** A running test agent. */
 export interface TestAgent {
@@ -33,12 +35,18 @@ export interface TestAgent {
 export interface TestAgentOptions {
   userdata?: string | null;
   defaultUser?: { name: string; uid: number; gid: number; home: string } | null;
+  /** Reverse channel: the host listener the agent dials (PADDOCK_AGENT_DIAL) instead of listening. */
+  dial?: string;
+  /** Run the bundle ({@link AGENT_BUNDLE}) instead of the compiled module graph. */
+  bundle?: boolean;
+  /** The per-boot proof; default: a fresh random one. */
+  proof?: string;
 }
 
 /** Start the agent and wait until it listens (raced against its exit). */
 export async function startTestAgent(opts: TestAgentOptions = {}): Promise<TestAgent> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "pdk-agent-"));
-  const proof = randomBytes(32).toString("hex");
+  const proof = opts.proof ?? randomBytes(32).toString("hex");
   const secretsDir = path.join(dir, "secrets");
   const guardPath = path.join(dir, "guard", "userdata-ran");
   writeFileSync(
@@ -52,8 +60,9 @@ export async function startTestAgent(opts: TestAgentOptions = {}): Promise<TestA
       agent_proof: proof,
     }),
   );
-  const proc = spawn(process.execPath, [AGENT_MAIN], {
-    env: { ...process.env, PADDOCK_AGENT_DIR: dir, PADDOCK_AGENT_USERDATA_GUARD: guardPath },
+  const dialEnv = opts.dial === undefined ? {} : { PADDOCK_AGENT_DIAL: opts.dial };
+  const proc = spawn(process.execPath, [opts.bundle === true ? AGENT_BUNDLE : AGENT_MAIN], {
+    env: { ...process.env, PADDOCK_AGENT_DIR: dir, PADDOCK_AGENT_USERDATA_GUARD: guardPath, ...dialEnv },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";
@@ -63,7 +72,7 @@ export async function startTestAgent(opts: TestAgentOptions = {}): Promise<TestA
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`agent did not start within 20 s: ${out}`)), 20_000);
     const onData = (): void => {
-      if (out.includes("listening on")) {
+      if (out.includes("listening on") || out.includes(": dialing ")) {
         clearTimeout(timer);
         resolve();
       }

@@ -135,6 +135,22 @@ describe("renderOciSpec", () => {
     expect(dests.indexOf("/run/paddock-agent")).to.be.greaterThan(dests.indexOf("/run"));
   });
 
+  it("with agentDialDir: binds the reverse channel's dir read-only and tells the agent to dial, not to use fd 3", () => {
+    const plain = renderOciSpec(vm(), toolbox);
+    expect(plain.process.env).to.include("PADDOCK_AGENT_FD=3");
+    expect(plain.process.env.some((e) => e.startsWith("PADDOCK_AGENT_DIAL"))).to.equal(false);
+    expect(plain.mounts.map((m) => m.destination)).to.not.include("/run/paddock-dial");
+    const dialDir = "/run/paddock/tenants/a3cf/vms/sbox-1/agent-dial";
+    const s = renderOciSpec(vm({ agentDialDir: dialDir }), toolbox);
+    expect(s.process.env).to.include("PADDOCK_AGENT_DIAL=/run/paddock-dial/agent.sock");
+    expect(s.process.env.some((e) => e.startsWith("PADDOCK_AGENT_FD"))).to.equal(false);
+    const m = s.mounts.find((x) => x.destination === "/run/paddock-dial");
+    expect(m).to.deep.equal({ destination: "/run/paddock-dial", type: "bind", source: dialDir, options: ["rbind", "ro", "nosuid", "nodev", "noexec"] });
+    const dests = s.mounts.map((x) => x.destination);
+    expect(dests.indexOf("/run/paddock-dial")).to.be.greaterThan(dests.indexOf("/run"));
+    expect(() => renderOciSpec(vm({ agentDialDir: "relative/dir" }), toolbox)).to.throw(RangeError, /agentDialDir/);
+  });
+
   it("maps fractional vCPUs to a CFS quota and takes args overrides", () => {
     const s = renderOciSpec(vm({ cpus: 0.5, args: ["/.paddock/bin/tini", "-s", "--", "/bin/sleep", "1000"] }), toolbox);
     expect(s.linux.resources.cpu).to.deep.equal({ quota: 50000, period: 100000 });
