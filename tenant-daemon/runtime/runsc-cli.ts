@@ -37,19 +37,27 @@ export interface RunscGlobals {
   platform: RunscPlatform;
 }
 
+/** runsc's `--network`: `none` (loopback only) or `sandbox` (gVisor's netstack over the VM's netns). */
+export type RunscNetwork = "none" | "sandbox";
+
 /**
- * The global flags, identical for every call (runsc re-reads them on `start`): the private
- * root, the platform, and `--network=none` (networked VMs are not supported yet: the netstack
- * of 20221219 refuses to start on kernels ≥ 6.11, docs/gvisor-findings.md §3). No
+ * The global flags of one sandbox: the private root, the platform, and its network mode. runsc
+ * re-reads them on `start` (and `restore`, `checkpoint`), so a sandbox's calls carry the same
+ * ones; the network mode follows from its config.json (a netns path ⇒ `sandbox`). No
  * `--oci-seccomp`: with it runsc ignores `errnoRet` and node in the guest aborts (§4).
  */
-export function runscGlobalFlags(g: RunscGlobals): string[] {
-  return [`--root=${g.root}`, `--platform=${g.platform}`, "--network=none"];
+export function runscGlobalFlags(g: RunscGlobals, network: RunscNetwork = "none"): string[] {
+  return [`--root=${g.root}`, `--platform=${g.platform}`, `--network=${network}`];
 }
 
-/** {@link OciRuntimeCli} for runsc: every command gets the tenant's global flags first. */
+/**
+ * {@link OciRuntimeCli} for runsc: every command gets the tenant's global flags first
+ * (`--network=none` for commands that do not set up the network: state, exec, kill, pause,
+ * resume, delete; {@link RunscCli.flags} for the others).
+ */
 export class RunscCli extends OciRuntimeCli {
   readonly globals: readonly string[];
+  private readonly g: RunscGlobals;
 
   /**
    * @param binary - absolute path of runsc.
@@ -58,7 +66,13 @@ export class RunscCli extends OciRuntimeCli {
    */
   constructor(binary: string, globals: RunscGlobals, timeoutMs: number) {
     super("runsc", binary, timeoutMs);
+    this.g = globals;
     this.globals = runscGlobalFlags(globals);
+  }
+
+  /** The global flags with network mode `network`. */
+  flags(network: RunscNetwork): string[] {
+    return runscGlobalFlags(this.g, network);
   }
 
   /** See {@link OciRuntimeCli.exec}; the global flags go before `args`. @throws PaddockError ERR_RUNTIME_FAILED */

@@ -18,20 +18,30 @@ import { run, trimStderr, type RunResult } from "../../shared/exec.js";
 import { silentLogger, type Logger } from "../../shared/logger.js";
 import { pidAlive } from "../../shared/proc.js";
 import { DEFAULT_CONSOLE_LOG_BYTES, type RuntimeDriver, type RuntimeState, type VmRuntimeSpec } from "./driver.js";
-import { logcapPrefix } from "./nsutil.js";
+import { hideSysctlPrefix, logcapPrefix } from "./nsutil.js";
 import { pidFilePath, runtimeLogPath, writeCreateBundle, writeRunBundle } from "./oci-bundle.js";
 import { pruneCgroupParent, readCgroupPath, removeCgroupDirs } from "./oci-cgroups.js";
 import { defaultToolbox, hostHasSwapAccounting } from "./oci-host.js";
 import { destroySandbox, killSandbox, stopSandbox } from "./oci-lifecycle.js";
 import { readRuntimeLog } from "./oci-runtime-cli.js";
 import type { OciToolbox } from "./oci-spec.js";
-import { RunscCli, listRunscIds, paddockId, runscId } from "./runsc-cli.js";
+import { RunscCli, listRunscIds, paddockId, runscId, type RunscNetwork } from "./runsc-cli.js";
 import { writeCgroupResources } from "./runsc-cgroup.js";
 import { chooseRunscPlatform, kvmUsable, requireRunsc, type RunscPlatform } from "./runsc-host.js";
 import { renderRunscSpec } from "./runsc-spec.js";
 
 /** Timeout of `create` and `run`, ms (the sentry boots and the gofer mounts everything). */
 const CREATE_TIMEOUT_MS = 60_000;
+
+/** The network namespace path of a bundle's config.json (`linux.namespaces`), or undefined (none, or unreadable). */
+async function readNetnsPath(bundleDir: string): Promise<string | undefined> {
+  try {
+    const config = JSON.parse(await fs.readFile(path.join(bundleDir, "config.json"), "utf8")) as { linux?: { namespaces?: { type?: string; path?: string }[] } };
+    return config.linux?.namespaces?.find((n) => n.type === "network")?.path;
+  } catch {
+    return undefined;
+  }
+}
 
 /** Options of {@link RunscDriver}. */
 export interface RunscDriverOptions {
@@ -79,7 +89,7 @@ export class RunscDriver implements RuntimeDriver {
    * Write the bundle and `runsc create` the sandbox (init waits for start). A leftover stopped
    * sandbox of the same id is removed first.
    * @throws PaddockError ERR_RUNTIME_FAILED (exists and not stopped; runsc error with its log;
-   *   nothing is left behind), ERR_RUNTIME_UNAVAILABLE (a networked VM, see {@link checkSpec})
+   *   nothing is left behind)
    */
   async create(spec: VmRuntimeSpec): Promise<void> {
     const config = this.render(spec);
@@ -96,7 +106,7 @@ export class RunscDriver implements RuntimeDriver {
   /**
    * Create and start in one call (`runsc run --detach`). A leftover of the same id is removed first.
    * @returns `running` with the sentry's host pid, or `stopped` when the sandbox already exited.
-   * @throws PaddockError ERR_RUNTIME_FAILED (nothing is left behind), ERR_RUNTIME_UNAVAILABLE (a networked VM)
+   * @throws PaddockError ERR_RUNTIME_FAILED (nothing is left behind)
    */
   async run(spec: VmRuntimeSpec): Promise<RuntimeState> {
     const config = this.render(spec);
@@ -111,9 +121,19 @@ export class RunscDriver implements RuntimeDriver {
     return pidAlive(pid) ? { status: "running", pid } : { status: "stopped", pid: undefined };
   }
 
-  /** `runsc start` (same global flags as create). @throws PaddockError ERR_RUNTIME_FAILED */
+  /**
+   * `runsc start`. runsc sets the network up here, so a VM with a netns (its config.json names
+   * one) starts with `--network=sandbox` behind the /proc/sys wrapper, like `run`.
+   * @throws PaddockError ERR_RUNTIME_FAILED
+   */
   async start(id: string): Promise<void> {
-    await this.cli.verb("start", runscId(id));
+    const rid = runscId(id);
+    const raw = await this.cli.rawState(rid);
+    if (raw === undefined) throw new PaddockError("ERR_RUNTIME_FAILED", `runsc container ${id} does not exist`);
+    const network = (await readNetnsPath(raw.bundle)) === undefined ? "none" : "sandbox";
+    const argv = [...(await this.networkPrefix(raw.bundle, network)), this.cli.binary, ...this.cli.flags(network), "start", rid];
+    const r = await run(argv[0] as string, argv.slice(1), { timeoutMs: CREATE_TIMEOUT_MS, allowFailure: true, stdin: "ignore" });
+    if (r.exitCode !== 0) throw this.cli.fail("start", rid, r);
   }
 
   /** The sandbox's state (`pid` = the sentry's host pid). @throws PaddockError ERR_RUNTIME_FAILED */
@@ -177,15 +197,22 @@ export class RunscDriver implements RuntimeDriver {
     await pruneCgroupParent(cgroupParent);
   }
 
-  /**
-   * The spec for runsc (runsc-spec.ts), refusing what this driver cannot run yet.
-   * @throws PaddockError ERR_RUNTIME_UNAVAILABLE for a VM with a network namespace.
-   */
+  /** The spec for runsc (runsc-spec.ts). @throws RangeError on a bad spec (oci-spec.ts). */
   private render(spec: VmRuntimeSpec): ReturnType<typeof renderRunscSpec> {
-    if (spec.netnsPath !== undefined) {
-      throw new PaddockError("ERR_RUNTIME_UNAVAILABLE", `gVisor VM ${spec.hostname}: networked gVisor VMs are not supported yet (runsc's netstack refuses to start on this kernel; docs/gvisor-findings.md §3)`);
-    }
     return renderRunscSpec(spec, this.toolbox, this.swapAccounting);
+  }
+
+  /**
+   * The argv prefix runsc runs behind when it makes the sandbox or sets up its network
+   * (`create`, `run`, `start`): for a VM
+   * with a netns, `paddock-nsutil hidesysctl <bundle>/sysctl-scratch` (nsutil.ts
+   * {@link hideSysctlPrefix}); [] otherwise.
+   */
+  private async networkPrefix(bundleDir: string, network: RunscNetwork): Promise<string[]> {
+    if (network === "none") return [];
+    const scratch = path.join(bundleDir, "sysctl-scratch");
+    await fs.mkdir(scratch, { recursive: true, mode: 0o700 });
+    return hideSysctlPrefix(scratch);
   }
 
   /**
@@ -199,9 +226,11 @@ export class RunscDriver implements RuntimeDriver {
   private async launch(spec: VmRuntimeSpec, verb: "create" | "run"): Promise<void> {
     const logPath = runtimeLogPath(this.cli, spec);
     await fs.mkdir(this.stateRoot, { recursive: true, mode: 0o700 });
+    const network: RunscNetwork = spec.netnsPath === undefined ? "none" : "sandbox";
     const argv = [
       ...logcapPrefix(spec.consoleLogPath, (spec.consoleLogBytes ?? DEFAULT_CONSOLE_LOG_BYTES) / 2, 1),
-      this.cli.binary, ...this.cli.globals, `--log=${logPath}`, "--log-format=json",
+      ...(await this.networkPrefix(spec.bundleDir, network)),
+      this.cli.binary, ...this.cli.flags(network), `--log=${logPath}`, "--log-format=json",
       verb, ...(verb === "run" ? ["--detach"] : []), "--bundle", spec.bundleDir, "--pid-file", pidFilePath(spec), runscId(spec.id),
     ];
     let result: RunResult | undefined;
