@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian 12 host for Paddock, idempotently:
-#   1. OS packages (runc, tini, nftables, iproute2, e2fsprogs, debootstrap, …; python3, make and g++
+#   1. OS packages (runc, runsc for `hypervisor: gvisor`, tini, nftables, iproute2, e2fsprogs, debootstrap, …; python3, make and g++
 #      for node-pty's native build; gcc for paddock-nsutil, the user-namespace helper; linux-libc-dev,
 #      the kernel headers scripts/gen-seccomp.ts reads the syscall table from) with apt;
 #   2. npm packages (npm ci) and the TypeScript build;
@@ -19,7 +19,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 step 1/5 "OS packages (apt)"
-pkgs=(runc tini nftables iproute2 e2fsprogs debootstrap util-linux tar ca-certificates curl python3 make gcc g++ libc6-dev linux-libc-dev)
+pkgs=(runc runsc tini nftables iproute2 e2fsprogs debootstrap util-linux tar ca-certificates curl python3 make gcc g++ libc6-dev linux-libc-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

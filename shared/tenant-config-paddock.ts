@@ -12,7 +12,7 @@ import { UID_RANGE_MAX_END, UID_RANGE_MIN_START, UID_RANGE_SIZE, type UidRange }
 import type { ConfigReader } from "./yaml-reader.js";
 
 const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime", "pids_limit", "limits", "deny", "host_ports", "foreign_ranges", "stop_timeout_seconds", "warm_pool", "seccomp", "userns",
-  "console_log_bytes", "disk_commit_ratio", "max_secrets", "max_secret_bytes", "host_pids_reserve"] as const;
+  "console_log_bytes", "disk_commit_ratio", "max_secrets", "max_secret_bytes", "host_pids_reserve", "gvisor"] as const;
 
 /**
  * The `paddock:` key, defaulted. The tenant id defaults to the API socket's base name when that
@@ -35,6 +35,10 @@ export function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigCont
   const imageDir = path.resolve(ctx.baseDir, r.string(pd.image_dir, "paddock.image_dir") ?? defaultImageDir(env));
   const runtime = r.string(pd.runtime, "paddock.runtime") ?? "auto";
   if (runtime !== "auto" && runtime !== "runc" && runtime !== "crun") r.problem("paddock.runtime", `expected auto, runc or crun, got ${JSON.stringify(runtime)}`);
+  const gvisorRaw = r.object(pd.gvisor, "paddock.gvisor");
+  r.unknownKeys(gvisorRaw, "paddock.gvisor", ["platform"]);
+  const gvisorPlatform = r.string(gvisorRaw.platform, "paddock.gvisor.platform") ?? "auto";
+  if (gvisorPlatform !== "auto" && gvisorPlatform !== "kvm" && gvisorPlatform !== "ptrace") r.problem("paddock.gvisor.platform", `expected auto, kvm or ptrace, got ${JSON.stringify(gvisorPlatform)}`);
   const limits = r.object(pd.limits, "paddock.limits");
   r.unknownKeys(limits, "paddock.limits", ["max_vms", "max_vcpu", "max_ram_bytes", "max_disk_bytes", "max_pids"]);
   const deny = r.stringList(pd.deny, "paddock.deny") ?? [...DEFAULT_DENY];
@@ -74,6 +78,7 @@ export function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigCont
     runDir,
     imageDir,
     runtime: runtime === "runc" || runtime === "crun" ? runtime : "auto",
+    gvisor: { platform: gvisorPlatform === "kvm" || gvisorPlatform === "ptrace" ? gvisorPlatform : "auto" },
     pidsLimit: r.int(pd.pids_limit, "paddock.pids_limit", { min: 16, max: 4_194_304 }) ?? 4096,
     limits: {
       maxVms: r.int(limits.max_vms, "paddock.limits.max_vms", { min: 0 }),

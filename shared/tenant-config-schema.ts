@@ -79,6 +79,12 @@ export interface PaddockSettings {
   imageDir: string;
   /** OCI runtime: `auto` picks crun on a pure cgroup-v2 host with crun installed, else runc. */
   runtime: "auto" | "runc" | "crun";
+  /**
+   * gVisor settings (`paddock.gvisor`), used when `hypervisor: gvisor`. `platform`: runsc's
+   * `--platform`; `auto` ⇒ `kvm` when /dev/kvm can be opened read-write, else `ptrace`
+   * (tenant-daemon/runtime/runsc-host.ts).
+   */
+  gvisor: { platform: "auto" | "kvm" | "ptrace" };
   /** pids.max of each VM's cgroup (never above the tenant's pids budget). */
   pidsLimit: number;
   limits: TenantLimits;
@@ -142,7 +148,8 @@ export interface TenantConfig {
   hostGroups: readonly HostGroupConfig[];
   /** Image name in the image store. */
   image: string;
-  hypervisor: "oci" | "firecracker";
+  /** `oci` (runc/crun), `gvisor` (runsc, tenant-daemon/runtime/runsc-driver.ts) or `firecracker` (refused: not in this release). */
+  hypervisor: "oci" | "gvisor" | "firecracker";
   gracefulShutdown: boolean;
   api: ApiConfig;
   paddock: PaddockSettings;

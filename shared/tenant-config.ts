@@ -92,8 +92,8 @@ export function parseTenantConfig(tree: unknown, source: string, ctx: TenantConf
   }
   const image = r.string(cfg.image, "config.image") ?? "debian-12";
   const hypervisor = r.string(cfg.hypervisor, "config.hypervisor") ?? "firecracker";
-  if (hypervisor !== "oci" && hypervisor !== "firecracker") {
-    r.problem("config.hypervisor", `hypervisor ${JSON.stringify(hypervisor)} is not supported by Paddock (supported: oci, firecracker)`);
+  if (hypervisor !== "oci" && hypervisor !== "gvisor" && hypervisor !== "firecracker") {
+    r.problem("config.hypervisor", `hypervisor ${JSON.stringify(hypervisor)} is not supported by Paddock (supported: oci, gvisor, firecracker)`);
   }
   const gracefulShutdown = r.bool(cfg.graceful_shutdown, "config.graceful_shutdown") ?? true;
   const api = readApi(r, cfg.api, ctx);
@@ -107,7 +107,7 @@ export function parseTenantConfig(tree: unknown, source: string, ctx: TenantConf
     source,
     hostGroups,
     image,
-    hypervisor: hypervisor === "oci" ? "oci" : "firecracker",
+    hypervisor: hypervisor === "oci" || hypervisor === "gvisor" ? hypervisor : "firecracker",
     gracefulShutdown,
     api,
     paddock,

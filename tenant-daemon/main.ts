@@ -24,6 +24,7 @@ import { createAgentUpgradeHandler } from "./api/ws-upgrade.js";
 import { DaemonMetrics } from "./api/metrics.js";
 import { resolveImage } from "../shared/image-store.js";
 import { createOciDriver } from "./runtime/oci-driver.js";
+import { RUNSC_INSTALL_HINT, chooseRunscPlatform, findRunsc, kvmUsable } from "./runtime/runsc-host.js";
 import { createVmStorage } from "./storage/vm-storage.js";
 import { createTenantNetwork } from "./network/tenant-network.js";
 import { vmVethName } from "./network/names.js";
@@ -45,12 +46,26 @@ export interface RunningDaemon {
 }
 
 /**
- * Refuse hypervisors this host cannot run: `firecracker` needs /dev/kvm, and the
- * Firecracker driver is not part of this release.
- * @throws PaddockError ERR_CONFIG_UNSUPPORTED
+ * Refuse hypervisors this host cannot run: `firecracker` needs /dev/kvm, and the Firecracker
+ * driver is not part of this release; `gvisor` needs runsc (tenant-daemon/runtime/runsc-host.ts)
+ * and a usable platform, and is refused while its guest agent channel is not built (the runsc
+ * driver exists, the agent cannot yet be reached in a gVisor guest: docs/gvisor-status.md).
+ * @param runscBinary - the runsc found on this host (default: searched on PATH), null when absent.
+ * @throws PaddockError ERR_RUNTIME_UNAVAILABLE (runsc missing, with its install command; kvm
+ *   platform asked for without /dev/kvm), ERR_CONFIG_UNSUPPORTED (the rest)
  */
-export function checkHypervisor(config: TenantConfig, kvmPresent = existsSync("/dev/kvm")): void {
+export function checkHypervisor(config: TenantConfig, kvmPresent = existsSync("/dev/kvm"), runscBinary: string | null = config.hypervisor === "gvisor" ? (findRunsc() ?? null) : null): void {
   if (config.hypervisor === "oci") return;
+  if (config.hypervisor === "gvisor") {
+    if (runscBinary === null) {
+      throw new PaddockError("ERR_RUNTIME_UNAVAILABLE", `${config.source}: config.hypervisor is gvisor, but runsc is not on PATH; ${RUNSC_INSTALL_HINT} (or set \`hypervisor: oci\`)`);
+    }
+    const platform = chooseRunscPlatform(config.paddock.gvisor.platform, kvmPresent && kvmUsable());
+    throw new PaddockError(
+      "ERR_CONFIG_UNSUPPORTED",
+      `${config.source}: config.hypervisor is gvisor (${runscBinary}, platform ${platform}), but the guest agent channel for gVisor VMs is not in this Paddock build; set \`hypervisor: oci\``,
+    );
+  }
   if (!kvmPresent) {
     throw new PaddockError("ERR_CONFIG_UNSUPPORTED", `${config.source}: config.hypervisor is firecracker, but this host has no /dev/kvm; set \`hypervisor: oci\` to run VMs as OCI sandboxes (runc/crun)`);
   }

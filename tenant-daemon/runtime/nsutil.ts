@@ -77,3 +77,13 @@ export function listenPrefix(socketPath: string): string[] {
 export function logcapPrefix(file: string, rotateBytes: number, keep: number): string[] {
   return [nsutilPath(), "logcap", file, String(Math.max(1, Math.floor(rotateBytes))), String(keep)];
 }
+
+/**
+ * argv prefix that runs a command (runsc) in a private mount namespace where `/proc/sys/net` is
+ * hidden, so runsc 0.0~20221219 starts its netstack on Linux ≥ 6.11 (docs/gvisor-findings.md
+ * §3.3): `[helper, "hidesysctl", scratchDir]`, followed by the command. `scratchDir` must be an
+ * existing host-only directory (the helper mounts a proc instance below it, in its namespace only).
+ */
+export function hideSysctlPrefix(scratchDir: string): string[] {
+  return [nsutilPath(), "hidesysctl", scratchDir];
+}

@@ -24,12 +24,12 @@ export interface RuncStateJson {
 /** The runtime binary and how to call it. */
 export class OciRuntimeCli {
   /**
-   * @param name - `runc` or `crun` (appears in error messages).
+   * @param name - `runc`, `crun` or `runsc` (appears in error messages and log file names).
    * @param binary - absolute path of the runtime binary.
    * @param timeoutMs - timeout of each command run through {@link exec}, ms.
    */
   constructor(
-    readonly name: OciRuntimeName,
+    readonly name: OciRuntimeName | "runsc",
     readonly binary: string,
     private readonly timeoutMs: number,
   ) {}

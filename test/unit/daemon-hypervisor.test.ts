@@ -3,6 +3,7 @@ import { PaddockError } from "../../shared/errors.js";
 import { parseTenantConfig } from "../../shared/tenant-config.js";
 import { parseYamlSafe } from "../../shared/yaml-reader.js";
 import { checkHypervisor } from "../../tenant-daemon/main.js";
+import { chooseRunscPlatform } from "../../tenant-daemon/runtime/runsc-host.js";
 
 const cfg = (hv: string) => parseTenantConfig(parseYamlSafe(`config:\n  host_groups: [{name: a}]\n  hypervisor: ${hv}\n`, "t.yaml"), "t.yaml", { baseDir: "/", env: {} });
 
@@ -22,5 +23,31 @@ describe("hypervisor selection", () => {
   });
   it("firecracker with /dev/kvm is refused as not in this release (never silently run as OCI)", () => {
     expect(() => checkHypervisor(cfg("firecracker"), true)).to.throw(PaddockError, /not available in this Paddock release/);
+  });
+  it("gvisor without runsc refuses with ERR_RUNTIME_UNAVAILABLE and the install command", () => {
+    try {
+      checkHypervisor(cfg("gvisor"), false, null);
+      expect.fail("expected a refusal");
+    } catch (err) {
+      expect((err as PaddockError).code).to.equal("ERR_RUNTIME_UNAVAILABLE");
+      expect((err as Error).message).to.contain("apt-get install runsc");
+    }
+  });
+  it("gvisor with runsc is refused while its agent channel is missing (never silently run as OCI)", () => {
+    expect(() => checkHypervisor(cfg("gvisor"), false, "/usr/bin/runsc")).to.throw(PaddockError, /agent channel/);
+  });
+  it("gvisor platform: auto is kvm with a usable /dev/kvm, else ptrace; kvm without it is refused", () => {
+    expect(chooseRunscPlatform("auto", true)).to.equal("kvm");
+    expect(chooseRunscPlatform("auto", false)).to.equal("ptrace");
+    expect(chooseRunscPlatform("ptrace", true)).to.equal("ptrace");
+    expect(chooseRunscPlatform("kvm", true)).to.equal("kvm");
+    expect(() => chooseRunscPlatform("kvm", false)).to.throw(PaddockError, /\/dev\/kvm/);
+  });
+  it("paddock.gvisor.platform is read and checked", () => {
+    const parse = (body: string) => parseTenantConfig(parseYamlSafe(`config:\n  host_groups: [{name: a}]\n  hypervisor: gvisor\n${body}`, "t.yaml"), "t.yaml", { baseDir: "/", env: {} });
+    expect(parse("").paddock.gvisor.platform).to.equal("auto");
+    expect(parse("paddock:\n  gvisor: {platform: ptrace}\n").paddock.gvisor.platform).to.equal("ptrace");
+    expect(() => parse("paddock:\n  gvisor: {platform: systrap}\n")).to.throw(PaddockError, /paddock\.gvisor\.platform/);
+    expect(parse("").hypervisor).to.equal("gvisor");
   });
 });

@@ -178,7 +178,7 @@ config:
 `);
     expect(p).to.include.members([
       "config.host_groups[0].ram_gb: expected a positive integer ≤ 65536, got the number -1",
-      "config.hypervisor: hypervisor \"qemu\" is not supported by Paddock (supported: oci, firecracker)",
+      "config.hypervisor: hypervisor \"qemu\" is not supported by Paddock (supported: oci, gvisor, firecracker)",
     ]);
     expect(p.some((x) => x.startsWith("config.host_groups[1].name:"))).to.equal(true);
     expect(p.some((x) => x.startsWith("config.host_groups[1].vcpu: expected a positive integer"))).to.equal(true);

@@ -35,6 +35,16 @@
  *       EPIPE; when FILE disappears (its VM was deleted) it discards instead of recreating it.
  *       FILE's directory is opened once and every rename is relative to it.
  *
+ *   paddock-nsutil hidesysctl SCRATCH_DIR COMMAND [ARG...]
+ *       Exec COMMAND in a private mount namespace where /proc/sys is a tmpfs holding binds of
+ *       every /proc/sys subdirectory except net/. runsc 0.0~20221219 refuses to start its
+ *       netstack when /proc/sys/net/core/rmem_default exists, its test for "root network
+ *       namespace" that every netns passes since Linux 6.11 (gVisor issue
+ *       https://github.com/google/gvisor/issues/10704; docs/gvisor-findings.md §3.3). A fresh
+ *       proc instance is mounted at SCRATCH_DIR/proc (an existing host-only directory) so the
+ *       namespace keeps a fully visible proc, which the kernel requires before a sandbox may
+ *       mount proc itself. Nothing changes outside the new mount namespace.
+ *
  * References: user_namespaces(7); unix(7); mount_setattr(2); open_tree(2) and move_mount(2) in
  * https://man7.org/linux/man-pages/man2/open_tree.2.html; idmapped mounts
  * https://docs.kernel.org/filesystems/idmappings.html
@@ -362,12 +372,48 @@ static int cmd_logcap(const char *file, unsigned long rotate, unsigned long keep
   return 1;
 }
 
+/* See the usage above: hide /proc/sys/net from COMMAND (runsc) in a private mount namespace. */
+static int cmd_hidesysctl(const char *scratch, char **command) {
+  static const char *const keep[] = {"abi", "debug", "dev", "fs", "kernel", "user", "vm"};
+  char proc_dir[PATH_MAX], sys_dir[PATH_MAX], src[PATH_MAX], dst[PATH_MAX];
+  if (snprintf(proc_dir, sizeof proc_dir, "%s/proc", scratch) >= (int)sizeof proc_dir ||
+      snprintf(sys_dir, sizeof sys_dir, "%s/sys", scratch) >= (int)sizeof sys_dir) {
+    fprintf(stderr, "paddock-nsutil: scratch path too long: %s\n", scratch);
+    return 2;
+  }
+  if (unshare(CLONE_NEWNS) < 0) die("unshare(CLONE_NEWNS)");
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die("make / private");
+  if (mkdir(proc_dir, 0700) < 0 && errno != EEXIST) die(proc_dir);
+  if (mkdir(sys_dir, 0700) < 0 && errno != EEXIST) die(sys_dir);
+  if (mount("proc", proc_dir, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) die("mount proc");
+  if (mount("/proc/sys", sys_dir, NULL, MS_BIND | MS_REC, NULL) < 0) die("bind /proc/sys");
+  if (mount("paddock-hide", "/proc/sys", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755") < 0) die("tmpfs on /proc/sys");
+  for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
+    if (snprintf(src, sizeof src, "%s/%s", sys_dir, keep[i]) >= (int)sizeof src) {
+      fprintf(stderr, "paddock-nsutil: scratch path too long: %s\n", scratch);
+      return 2;
+    }
+    snprintf(dst, sizeof dst, "/proc/sys/%s", keep[i]);
+    struct stat st;
+    if (stat(src, &st) < 0) continue;
+    if (mkdir(dst, 0555) < 0) die(dst);
+    if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0) die(dst);
+  }
+  if (umount2(sys_dir, MNT_DETACH) < 0) die("umount scratch sys");
+  execvp(command[0], command);
+  die(command[0]);
+  return 1;
+}
+
 int main(int argc, char **argv) {
   if (argc >= 5 && strcmp(argv[1], "logcap") == 0) {
     return cmd_logcap(argv[2], parse_id(argv[3], "ROTATE_BYTES"), parse_id(argv[4], "KEEP"), argv + 5);
   }
   if (argc >= 4 && strcmp(argv[1], "listen") == 0) {
     return cmd_listen(argv[2], argv + 3);
+  }
+  if (argc >= 4 && strcmp(argv[1], "hidesysctl") == 0) {
+    return cmd_hidesysctl(argv[2], argv + 3);
   }
   if (argc == 6 && strcmp(argv[1], "pin") == 0) {
     return cmd_pin(argv[2], argv[3], parse_id(argv[4], "HOST_ID"), parse_id(argv[5], "COUNT"));
@@ -379,6 +425,7 @@ int main(int argc, char **argv) {
           "usage: paddock-nsutil pin USERNS_FILE NETNS_FILE HOST_ID COUNT\n"
           "       paddock-nsutil idmap SRC DST HOST_ID COUNT\n"
           "       paddock-nsutil listen SOCKET_PATH COMMAND [ARG...]\n"
-          "       paddock-nsutil logcap FILE ROTATE_BYTES KEEP [COMMAND [ARG...]]\n");
+          "       paddock-nsutil logcap FILE ROTATE_BYTES KEEP [COMMAND [ARG...]]\n"
+          "       paddock-nsutil hidesysctl SCRATCH_DIR COMMAND [ARG...]\n");
   return 2;
 }
