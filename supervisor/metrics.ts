@@ -53,14 +53,6 @@ export class SupervisorMetrics {
     this.authFailures.inc();
   }
 
-  /**
-   * Told of a daemon restart. The exposed `paddock_daemon_restarts_total` is the registry's
-   * persisted count passed to {@link render}, so it survives supervisor restarts; nothing to keep here.
-   */
-  observeRestart(_tenant: string): void {
-    // The registry (tenant-registry.ts) holds the count; render() reads it.
-  }
-
   /** The Content-Type of {@link render}'s text (text exposition format 0.0.4). */
   get contentType(): string {
     return this.registry.contentType;

@@ -158,7 +158,8 @@ export class TenantDaemons {
         });
         this.ctx.recordAudit({ actor: "supervisor" }, "tenant.failed", id, { reason });
       },
-      restarting: (id) => this.metrics.observeRestart(id),
+      // The registry counts restarts (tenant-registry.ts); /metrics reads them from there.
+      restarting: () => undefined,
     };
   }
 }
