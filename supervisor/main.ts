@@ -134,7 +134,7 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
     const metrics = new SupervisorMetrics();
     const admission = new GatewayAdmission(config.gatewayLimits, config.gatewayFds);
     log.info("gateway limits", { per_tenant: config.gatewayLimits, fd_budget: admission.globalFds, tenant_fd_share: admission.tenantFds });
-    const tenants = new TenantService({ config, registry, audit, metrics, log, sessions: admission });
+    const tenants = new TenantService({ config, registry, audit, log, sessions: admission });
     await tenants.reconcile();
 
     const gateway = createGatewayServer({ tenants, metrics, audit, admission, log: log.child({ component: "gateway" }), bodyIdleMs: opts.gatewayBodyIdleMs });

@@ -7,7 +7,6 @@
 import type { PaddockError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import type { AuditLog } from "./audit-log.js";
-import type { SupervisorMetrics } from "./metrics.js";
 import type { SupervisorConfig } from "./supervisor-config.js";
 import type { TenantRegistry } from "./tenant-registry.js";
 import { TenantPaths } from "./tenant-paths.js";
@@ -32,7 +31,6 @@ export interface TenantServiceDeps {
   config: SupervisorConfig;
   registry: TenantRegistry;
   audit: AuditLog;
-  metrics: SupervisorMetrics;
   log: Logger;
   /** Live gateway sessions, ended at revoke, suspend and delete (absent: nothing to end). */
   sessions?: SessionEnder;

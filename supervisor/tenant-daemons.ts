@@ -10,7 +10,6 @@ import { killDaemonGroup } from "./daemon-process.js";
 import { findDaemonPids } from "./proc-info.js";
 import { pidAlive } from "../shared/proc.js";
 import { listDaemonNodes, setVmPaused } from "./daemon-client.js";
-import type { SupervisorMetrics } from "./metrics.js";
 import type { DaemonRecord } from "./tenant-registry.js";
 import type { TenantContext } from "./tenant-context.js";
 
@@ -33,12 +32,10 @@ async function waitForPidExit(pid: number, timeoutMs: number): Promise<void> {
 /** The tenants' daemons, by tenant id. */
 export class TenantDaemons {
   private readonly ctx: TenantContext;
-  private readonly metrics: SupervisorMetrics;
   private readonly daemons = new Map<string, ManagedDaemon>();
 
-  constructor(ctx: TenantContext, metrics: SupervisorMetrics) {
+  constructor(ctx: TenantContext) {
     this.ctx = ctx;
-    this.metrics = metrics;
   }
 
   /** The tenant's managed daemon, if one was created in this supervisor. */
@@ -131,7 +128,7 @@ export class TenantDaemons {
     await Promise.allSettled([...this.daemons.values()].map((d) => d.flush()));
   }
 
-  /** What a daemon's lifecycle writes: its record, suspension on ready, `failed`, restart metrics. */
+  /** What a daemon's lifecycle writes: its record, suspension on ready, `failed`. */
   private events(): DaemonEvents {
     const { registry } = this.ctx;
     return {

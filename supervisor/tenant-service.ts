@@ -62,7 +62,7 @@ export class TenantService {
   constructor(deps: TenantServiceDeps) {
     this.ctx = createTenantContext(deps);
     this.registry = deps.registry;
-    this.daemons = new TenantDaemons(this.ctx, deps.metrics);
+    this.daemons = new TenantDaemons(this.ctx);
     this.configs = new TenantConfigs(this.ctx);
     this.tokens = new TenantTokens(this.ctx);
   }

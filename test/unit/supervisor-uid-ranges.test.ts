@@ -19,7 +19,6 @@ import { TenantRegistry } from "../../supervisor/tenant-registry.js";
 import { loadTemplate, renderTenantConfig } from "../../supervisor/tenant-template.js";
 import { TenantService } from "../../supervisor/tenant-service.js";
 import { AuditLog } from "../../supervisor/audit-log.js";
-import { SupervisorMetrics } from "../../supervisor/metrics.js";
 import { tenantView } from "../../supervisor/admin-api.js";
 import { Writable } from "node:stream";
 
@@ -53,7 +52,7 @@ describe("supervisor uid ranges", () => {
     const registry = new TenantRegistry(path.join(stateDir, "supervisor", "registry.json"));
     await registry.init();
     const quiet = new Writable({ write: (_c, _e, cb) => cb() });
-    const svc = new TenantService({ config, registry, audit: new AuditLog(path.join(dir, "audit.log")), metrics: new SupervisorMetrics(), log: createLogger({ stream: quiet }) });
+    const svc = new TenantService({ config, registry, audit: new AuditLog(path.join(dir, "audit.log")), log: createLogger({ stream: quiet }) });
     return { svc, registry, stateDir };
   }
 
