@@ -7,105 +7,48 @@
  */
 import { expect } from "chai";
 import { spawn } from "node:child_process";
-import crypto from "node:crypto";
 import { existsSync, promises as fs } from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { isPaddockError } from "../../shared/errors.js";
 import { run } from "../../shared/exec.js";
-import { resolveImage } from "../../shared/image-store.js";
 import { pidAlive } from "../../shared/proc.js";
 import type { VmRuntimeSpec } from "../../tenant-daemon/runtime/driver.js";
-import { pinUserAndNetns, unpinNamespace } from "../../tenant-daemon/runtime/nsutil.js";
-import { cgroupMountPoints } from "../../tenant-daemon/runtime/oci-cgroups.js";
+import { pinUserAndNetns } from "../../tenant-daemon/runtime/nsutil.js";
 import { createRunscDriver, type RunscDriver } from "../../tenant-daemon/runtime/runsc-driver.js";
 import { findRunsc } from "../../tenant-daemon/runtime/runsc-host.js";
 import { runscPidsLimit } from "../../tenant-daemon/runtime/runsc-spec.js";
-import { createVmStorage, type TenantVmStorage } from "../../tenant-daemon/storage/vm-storage.js";
+import type { TenantVmStorage } from "../../tenant-daemon/storage/vm-storage.js";
 import { readCgroupLimits } from "../helpers/cgroup.js";
-import { TEST_IMAGE_DIR, describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
+import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
+import { rejection } from "../helpers/rejection.js";
+import { MiB, RuntimeVmLab } from "../helpers/runtime-lab.js";
 
-const SLEEP_ARGS = ["/.paddock/bin/tini", "-s", "--", "/bin/sleep", "1000"];
-const MiB = 1024 * 1024;
-/** A uid range of its own, far from the ones daemons claim (shared/uid-ranges.ts starts at 2e9). */
-const RANGE = { uidStart: 1_800_000_000 + crypto.randomInt(0, 1000) * 65_536, size: 65_536 };
 
 const missing = missingPrerequisites({ dist: ["dist/toolbox/agent.cjs", "dist/bin/paddock-nsutil"] });
 if (findRunsc() === undefined) missing.push("runsc not installed (apt-get install runsc)");
 
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected a rejection");
-}
-
 describeWhenReady(missing, "gVisor runtime driver (privileged, real runsc)", function () {
   this.timeout(180_000);
-  const tenant = "g" + crypto.randomBytes(3).toString("hex");
-  const cgroupRoot = `/paddock-test-${tenant}`;
-  let dir: string;
-  let stateRoot: string;
+  let lab: RuntimeVmLab;
   let driver: RunscDriver;
-  let storage: TenantVmStorage;
-  const hostnames = new Set<string>();
-  const netnsNames: string[] = [];
-  const usernsPins: string[] = [];
+  let stateRoot: string;
+  // Short names for the lab's parts (set in before).
+  let tenant: string, dir: string, storage: TenantVmStorage, RANGE: { uidStart: number; size: number };
+  let netnsNames: string[], usernsPins: string[];
+  const prepareVm = (hostname: string, over: Partial<VmRuntimeSpec> = {}): Promise<VmRuntimeSpec> => lab.prepareVm(hostname, over);
+  const destroyVm = (hostname: string): Promise<void> => lab.destroyVm(hostname);
+  const cgroupLeftovers = (cgroupPath: string): Promise<string[]> => lab.cgroupLeftovers(cgroupPath);
 
   before(async () => {
-    const imageRootfs = await resolveImage(TEST_IMAGE_DIR, "debian-12");
-    dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-gv-"));
-    await fs.chmod(dir, 0o711);
+    lab = await RuntimeVmLab.create({ tenantPrefix: "g", uidBase: 1_800_000_000, ramBytes: 256 * MiB, traversableBootParents: true });
+    ({ tenant, dir, storage, range: RANGE, netnsNames, usernsPins } = lab);
     stateRoot = path.join(dir, "run", "runsc");
-    driver = createRunscDriver({ stateRoot });
-    storage = createVmStorage({ stateDir: path.join(dir, "state"), runDir: path.join(dir, "run"), imageRootfs, uidRange: RANGE });
+    driver = lab.use(createRunscDriver({ stateRoot }));
   });
-
-  async function prepareVm(hostname: string, over: Partial<VmRuntimeSpec> = {}): Promise<VmRuntimeSpec> {
-    hostnames.add(hostname);
-    await storage.prepare(hostname, 128 * MiB);
-    const rootfsDir = await storage.mount(hostname);
-    const bootDir = path.join(dir, "run", "vms", hostname, "boot");
-    await fs.mkdir(bootDir, { recursive: true, mode: 0o700 });
-    await fs.chown(bootDir, RANGE.uidStart, RANGE.uidStart);
-    // runsc's gofer (the VM's root uid) resolves bind sources itself: their parents must be
-    // traversable by it (runc opens them as host root instead).
-    for (const d of [path.dirname(bootDir), path.dirname(path.dirname(bootDir))]) await fs.chmod(d, 0o711);
-    return {
-      id: `pdk-${tenant}-${hostname}`,
-      hostname,
-      cpus: 1,
-      ramBytes: 256 * MiB,
-      pidsLimit: 64,
-      rootfsDir,
-      bundleDir: storage.paths(hostname).bundleDir,
-      bootDir,
-      agentSocketPath: path.join(dir, "run", "vms", hostname, "agent.sock"),
-      netnsPath: undefined,
-      userns: { path: undefined, ...RANGE },
-      consoleLogPath: path.join(dir, "state", "logs", `${hostname}.log`),
-      cgroupPath: `${cgroupRoot}/${hostname}`,
-      args: SLEEP_ARGS,
-      ...over,
-    };
-  }
-
-  async function destroyVm(hostname: string): Promise<void> {
-    await driver.destroy(`pdk-${tenant}-${hostname}`);
-    await storage.unmount(hostname);
-    await storage.remove(hostname);
-    hostnames.delete(hostname);
-  }
 
   async function exec(id: string, args: string[], allowFailure = false): Promise<{ stdout: string; stderr: string; exitCode: number }> {
     const argv = driver.execArgv(id, args);
     return run(argv[0] as string, argv.slice(1), { timeoutMs: 30_000, allowFailure });
-  }
-
-  async function cgroupLeftovers(cgroupPath: string): Promise<string[]> {
-    return (await cgroupMountPoints()).map((m) => path.join(m, cgroupPath)).filter((p) => existsSync(p));
   }
 
   /** Host processes whose command line names `needle` (runsc puts the container id on it). */
@@ -120,14 +63,7 @@ describeWhenReady(missing, "gVisor runtime driver (privileged, real runsc)", fun
   }
 
   after(async () => {
-    for (const name of netnsNames) await run("ip", ["netns", "del", name], { allowFailure: true });
-    for (const file of usernsPins) await unpinNamespace(file);
-    if (driver === undefined) return;
-    for (const id of await driver.list(`pdk-${tenant}-`)) await driver.destroy(id).catch(() => undefined);
-    for (const h of [...hostnames]) await destroyVm(h).catch(() => undefined);
-    await storage.sweep(new Set());
-    await driver.pruneCgroups(cgroupRoot);
-    await fs.rm(dir, { recursive: true, force: true });
+    await lab?.cleanup();
   });
 
   it("runs a VM under gVisor: exec inside, pause/resume, stop, and destroy leaves no state, cgroup, mount or process", async () => {

@@ -5,111 +5,46 @@
  */
 import { expect } from "chai";
 import { spawn } from "node:child_process";
-import crypto from "node:crypto";
 import { existsSync, promises as fs } from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { run } from "../../shared/exec.js";
 import { isPaddockError } from "../../shared/errors.js";
-import { resolveImage } from "../../shared/image-store.js";
 import type { VmRuntimeSpec } from "../../tenant-daemon/runtime/driver.js";
-import { cgroupMountPoints, createOciDriver, type OciDriver } from "../../tenant-daemon/runtime/oci-driver.js";
+import { createOciDriver, type OciDriver } from "../../tenant-daemon/runtime/oci-driver.js";
 import { findProjectRoot } from "../../shared/proc.js";
 import { agentHealth } from "../../tenant-daemon/agent-client/agent-http.js";
 import { parseBootConfig, writeAgentBootConfig } from "../../tenant-daemon/agent/boot.js";
-import { pinUserAndNetns, unpinNamespace } from "../../tenant-daemon/runtime/nsutil.js";
-import { createVmStorage, type TenantVmStorage } from "../../tenant-daemon/storage/vm-storage.js";
+import { pinUserAndNetns } from "../../tenant-daemon/runtime/nsutil.js";
+import type { TenantVmStorage } from "../../tenant-daemon/storage/vm-storage.js";
 import { guestCgroupFiles, parseGuestCgroupFiles, readCgroupLimits } from "../helpers/cgroup.js";
-import { skipUnlessRoot } from "../helpers/prerequisites.js";
-
-const IMAGE_DIR = process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images";
-const SLEEP_ARGS = ["/.paddock/bin/tini", "-s", "--", "/bin/sleep", "1000"];
-const MiB = 1024 * 1024;
-/** A uid range of its own, far from the ones daemons claim (shared/uid-ranges.ts starts at 2e9). */
-const RANGE = { uidStart: 1_900_000_000 + crypto.randomInt(0, 1000) * 65_536, size: 65_536 };
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected a rejection");
-}
+import { TEST_IMAGE_DIR, skipUnlessRoot } from "../helpers/prerequisites.js";
+import { rejection } from "../helpers/rejection.js";
+import { MiB, RuntimeVmLab } from "../helpers/runtime-lab.js";
 
 describe("OCI runtime driver (privileged, real runc)", function () {
   this.timeout(120_000);
-  const tenant = "t" + crypto.randomBytes(3).toString("hex");
-  const cgroupRoot = `/paddock-test-${tenant}`;
-  let dir: string;
+  let lab: RuntimeVmLab;
   let driver: OciDriver;
-  let storage: TenantVmStorage;
-  const hostnames = new Set<string>();
-  const netnsNames: string[] = [];
-  const usernsPins: string[] = [];
+  // Short names for the lab's parts (set in before).
+  let tenant: string, cgroupRoot: string, dir: string, storage: TenantVmStorage, RANGE: { uidStart: number; size: number };
+  let netnsNames: string[], usernsPins: string[];
+  const prepareVm = (hostname: string, over: Partial<VmRuntimeSpec> = {}): Promise<VmRuntimeSpec> => lab.prepareVm(hostname, over);
+  const destroyVm = (hostname: string): Promise<void> => lab.destroyVm(hostname);
+  const cgroupLeftovers = (cgroupPath: string): Promise<string[]> => lab.cgroupLeftovers(cgroupPath);
 
   before(async function () {
     skipUnlessRoot(this);
-    const imageRootfs = await resolveImage(IMAGE_DIR, "debian-12");
-    dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-rt-"));
-    // The VMs' roots (unprivileged host uids) traverse it to reach their rootfs.
-    await fs.chmod(dir, 0o711);
-    driver = await createOciDriver({ preference: "auto" });
-    storage = createVmStorage({ stateDir: path.join(dir, "state"), runDir: path.join(dir, "run"), imageRootfs, uidRange: RANGE });
+    lab = await RuntimeVmLab.create({ tenantPrefix: "t", uidBase: 1_900_000_000, ramBytes: 96 * MiB });
+    ({ tenant, cgroupRoot, dir, storage, range: RANGE, netnsNames, usernsPins } = lab);
+    driver = lab.use(await createOciDriver({ preference: "auto" }));
   });
-
-  /** Disk + overlay + spec for VM `hostname`. */
-  async function prepareVm(hostname: string, over: Partial<VmRuntimeSpec> = {}): Promise<VmRuntimeSpec> {
-    hostnames.add(hostname);
-    await storage.prepare(hostname, 128 * MiB);
-    const rootfsDir = await storage.mount(hostname);
-    const bootDir = path.join(dir, "run", "vms", hostname, "boot");
-    await fs.mkdir(bootDir, { recursive: true, mode: 0o700 });
-    await fs.chown(bootDir, RANGE.uidStart, RANGE.uidStart);
-    return {
-      id: `pdk-${tenant}-${hostname}`,
-      hostname,
-      cpus: 1,
-      ramBytes: 96 * MiB,
-      pidsLimit: 64,
-      rootfsDir,
-      bundleDir: storage.paths(hostname).bundleDir,
-      bootDir,
-      agentSocketPath: path.join(dir, "run", "vms", hostname, "agent.sock"),
-      netnsPath: undefined,
-      userns: { path: undefined, ...RANGE },
-      consoleLogPath: path.join(dir, "state", "logs", `${hostname}.log`),
-      cgroupPath: `${cgroupRoot}/${hostname}`,
-      args: SLEEP_ARGS,
-      ...over,
-    };
-  }
-
-  async function destroyVm(hostname: string): Promise<void> {
-    await driver.destroy(`pdk-${tenant}-${hostname}`);
-    await storage.unmount(hostname);
-    await storage.remove(hostname);
-    hostnames.delete(hostname);
-  }
 
   async function exec(id: string, args: string[], allowFailure = false): Promise<{ stdout: string; stderr: string; exitCode: number }> {
     return run("runc", ["exec", id, ...args], { timeoutMs: 30_000, allowFailure });
   }
 
-  async function cgroupLeftovers(cgroupPath: string): Promise<string[]> {
-    return (await cgroupMountPoints()).map((m) => path.join(m, cgroupPath)).filter((p) => existsSync(p));
-  }
-
   after(async () => {
-    if (driver === undefined) return;
-    for (const id of await driver.list(`pdk-${tenant}-`)) await driver.destroy(id);
-    for (const h of [...hostnames]) await destroyVm(h).catch(() => undefined);
-    await storage.sweep(new Set());
-    for (const name of netnsNames) await run("ip", ["netns", "del", name], { allowFailure: true });
-    for (const file of usernsPins) await unpinNamespace(file);
-    // The per-test cgroup parent (runc removes only the leaf it made).
-    await driver.pruneCgroups(cgroupRoot);
-    await fs.rm(dir, { recursive: true, force: true });
+    await lab?.cleanup();
   });
 
   it("runs a sandbox through create → running → paused → running → stopped → absent, leaving nothing", async () => {
@@ -191,7 +126,7 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     const st = await fs.stat(storage.paths("full-1").diskPath);
     expect(st.blocks * 512).to.be.at.most(128 * MiB);
     // The base image did not receive the file.
-    expect(existsSync(path.join(IMAGE_DIR, "debian-12", "rootfs", "tmp", "fill"))).to.equal(false);
+    expect(existsSync(path.join(TEST_IMAGE_DIR, "debian-12", "rootfs", "tmp", "fill"))).to.equal(false);
     await destroyVm("full-1");
   });
 

@@ -3,6 +3,7 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { isPaddockError } from "../../shared/errors.js";
+import { rejection } from "../helpers/rejection.js";
 import { DEFAULT_IMAGE_PACKAGES, buildImage, isOciReference, listImages, resolveImage } from "../../shared/image-store.js";
 
 async function fakeImage(imageDir: string, name: string, complete: boolean, packages: readonly string[] = []): Promise<void> {
@@ -11,15 +12,6 @@ async function fakeImage(imageDir: string, name: string, complete: boolean, pack
     const info = { name, created: "2025-01-01T00:00:00.000Z", suite: "bookworm", mirror: "http://deb.debian.org/debian", packages, sizeBytes: 1 };
     await fs.writeFile(path.join(imageDir, name, "image.json"), JSON.stringify(info));
   }
-}
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected a rejection");
 }
 
 describe("image store", () => {
