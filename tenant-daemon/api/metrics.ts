@@ -7,6 +7,7 @@
 import fs from "node:fs/promises";
 import os from "node:os";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { PaddockError } from "../../shared/errors.js";
 import type { WireStatus } from "../vm/vm-types.js";
 
 /**
@@ -49,10 +50,11 @@ const LINK_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
  * Byte counters of the host-side link `veth` from `/sys/class/net/<veth>/statistics` (host
  * sysfs; the VM's own namespace is never read). Counters restart when the link is made again
  * (a relaunch). `undefined` when the link does not exist (a stopped VM).
- * @throws Error when `veth` is not a valid link name.
+ * @throws PaddockError ERR_INTERNAL when `veth` is not a valid link name (the daemon names its
+ *   links itself, tenant-daemon/network/names.ts, so this is a bug, never guest input).
  */
 export async function readVmEgress(veth: string, sysClassNet = "/sys/class/net"): Promise<VmEgressBytes | undefined> {
-  if (!LINK_NAME.test(veth) || veth === "." || veth === "..") throw new Error(`not a link name: ${JSON.stringify(veth)}`);
+  if (!LINK_NAME.test(veth) || veth === "." || veth === "..") throw new PaddockError("ERR_INTERNAL", `not a link name: ${JSON.stringify(veth)}`);
   const read = async (f: string): Promise<number> => Number((await fs.readFile(`${sysClassNet}/${veth}/statistics/${f}`, "utf8")).trim());
   try {
     const [rx, tx] = await Promise.all([read("rx_bytes"), read("tx_bytes")]);
