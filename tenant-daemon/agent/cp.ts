@@ -34,8 +34,8 @@ export function sourceNameHeader(name: string): string {
   return Buffer.from(name, "utf8").toString("base64url").replace(/=+$/, "");
 }
 
-/** mkdir -p that chowns only the directories it creates. */
-async function mkdirOwned(dir: string, uid: number, gid: number): Promise<void> {
+/** mkdir -p that chowns only the directories it creates (`uid`/`gid`, mode 0755). */
+export async function mkdirOwned(dir: string, uid: number, gid: number): Promise<void> {
   const missing: string[] = [];
   let cur = dir;
   for (;;) {

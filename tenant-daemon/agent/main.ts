@@ -17,30 +17,44 @@
  * Imports are limited to node builtins and shared/ to keep the resident size small.
  *
  * Run with the arguments `secrets sync` (the guest's `slicer-agent` wrapper), it is instead the
- * command that asks the running agent to re-apply its secrets (secrets-local.ts).
+ * command that asks the running agent to re-apply its secrets (secrets-local.ts); with
+ * `upload check|finalise|abort`, the guest half of the Go SDK's chunked copy (upload.ts). In a VM
+ * the agent links that wrapper at {@link SLICER_AGENT_LINK}, where the SDK runs it.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { AGENT_SOCKET_NAME, readBootConfig, type AgentBootConfig } from "./boot.js";
 import { createAgentApp } from "./agent-app.js";
 import { serveReverse } from "./reverse-transport.js";
 import { LOCAL_SECRETS_SOCKET, runSecretsCommand, serveLocalSecrets } from "./secrets-local.js";
 import { listenInherited, listenUnix } from "./unix-transport.js";
+import { runUploadCommand } from "./upload.js";
 import { runUserdataOnce, type UserdataState } from "./userdata.js";
 import { UserDirectory } from "./users.js";
+
+/** Where Slicer's guests have `slicer-agent` and the Go SDK's chunked copy runs it. */
+export const SLICER_AGENT_LINK = "/usr/local/bin/slicer-agent";
+
+/** The guest's users: `/etc/passwd` (or `$PADDOCK_AGENT_PASSWD`) and boot.json's default user. */
+function guestUsers(boot: AgentBootConfig | null): UserDirectory {
+  return new UserDirectory(
+    process.env.PADDOCK_AGENT_PASSWD ?? "/etc/passwd",
+    boot?.default_user ? { ...boot.default_user, shell: "/bin/sh" } : null,
+  );
+}
 
 async function main(): Promise<void> {
   const startedAtNs = process.hrtime.bigint();
   const agentDir = process.env.PADDOCK_AGENT_DIR ?? "/run/paddock-agent";
   const boot = readBootConfig(agentDir);
-  const users = new UserDirectory(
-    process.env.PADDOCK_AGENT_PASSWD ?? "/etc/passwd",
-    boot.default_user ? { ...boot.default_user, shell: "/bin/sh" } : null,
-  );
+  const users = guestUsers(boot);
   let userdata: UserdataState = { ran: boot.userdata === null, exitCode: undefined };
   const app = createAgentApp({ boot, users, userdata: () => userdata, startedAtNs });
   const etcDir = process.env.PADDOCK_AGENT_ETC;
-  if (etcDir !== undefined && etcDir !== "") writeGuestIdentity(etcDir, boot);
+  if (etcDir !== undefined && etcDir !== "") {
+    writeGuestIdentity(etcDir, boot);
+    linkSlicerAgent();
+  }
   const inheritedFd = process.env.PADDOCK_AGENT_FD;
   const dialPath = process.env.PADDOCK_AGENT_DIAL;
   const socketPath = path.join(agentDir, AGENT_SOCKET_NAME);
@@ -107,6 +121,31 @@ function writeGuestIdentity(etcDir: string, boot: AgentBootConfig): void {
   }
 }
 
+/**
+ * In a VM: link {@link SLICER_AGENT_LINK} to the toolbox's `slicer-agent` wrapper (beside this
+ * bundle), from inside the guest, unless the image already has something at that path.
+ */
+function linkSlicerAgent(): void {
+  const wrapper = path.join(path.dirname(process.argv[1] ?? ""), "slicer-agent");
+  try {
+    if (lstatSync(SLICER_AGENT_LINK, { throwIfNoEntry: false }) !== undefined || !existsSync(wrapper)) return;
+    mkdirSync(path.dirname(SLICER_AGENT_LINK), { recursive: true, mode: 0o755 });
+    symlinkSync(wrapper, SLICER_AGENT_LINK);
+  } catch (err) {
+    // A read-only or odd /usr/local: the SDK's chunked copy then reports unsupported and falls back.
+    process.stderr.write(`paddock-agent: linking ${SLICER_AGENT_LINK}: ${err instanceof Error ? err.message : String(err)}\n`);
+  }
+}
+
+/** The boot config if it can be read (the guest commands only need its default user). */
+function bootOrNull(agentDir: string): AgentBootConfig | null {
+  try {
+    return readBootConfig(agentDir);
+  } catch {
+    return null;
+  }
+}
+
 /** Make `dir` (0700) and return it. */
 function ensureDir(dir: string): string {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -115,6 +154,14 @@ function ensureDir(dir: string): string {
 
 if (process.argv[2] === "secrets") {
   runSecretsCommand(process.argv.slice(2)).then((code) => process.exit(code), () => process.exit(1));
+} else if (process.argv[2] === "upload") {
+  const users = guestUsers(bootOrNull(process.env.PADDOCK_AGENT_DIR ?? "/run/paddock-agent"));
+  const io = { out: (t: string) => process.stdout.write(t), err: (t: string) => process.stderr.write(t) };
+  runUploadCommand(process.argv.slice(2), users, io).then((code) => {
+    process.exitCode = code;
+  }, () => {
+    process.exitCode = 1;
+  });
 } else {
   main().catch((err: unknown) => {
     process.stderr.write(`paddock-agent: fatal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
