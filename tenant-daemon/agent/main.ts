@@ -122,12 +122,12 @@ function writeGuestIdentity(etcDir: string, boot: AgentBootConfig): void {
 }
 
 /**
- * In a VM: link {@link SLICER_AGENT_LINK} to the toolbox's `slicer-agent` wrapper
- * (`$PADDOCK_TOOLBOX_DIR`, else beside this bundle), from inside the guest, unless the image
- * already has something at that path.
+ * In a VM: link {@link SLICER_AGENT_LINK} to the toolbox's `slicer-agent` wrapper (beside this
+ * bundle, both under `/.paddock/app`), from inside the guest, unless the image already has
+ * something at that path.
  */
 function linkSlicerAgent(): void {
-  const wrapper = path.join(process.env.PADDOCK_TOOLBOX_DIR || path.dirname(process.argv[1] ?? ""), "slicer-agent");
+  const wrapper = path.join(path.dirname(process.argv[1] ?? ""), "slicer-agent");
   try {
     if (lstatSync(SLICER_AGENT_LINK, { throwIfNoEntry: false }) !== undefined || !existsSync(wrapper)) return;
     mkdirSync(path.dirname(SLICER_AGENT_LINK), { recursive: true, mode: 0o755 });
