@@ -23,10 +23,13 @@
  * chunks, and removes the staging, with that user's effective uid, gid and groups: a symlink or
  * a swapped directory can only lead root to what that user could read or remove anyway. Root
  * itself writes only a fresh temp file (O_EXCL) in the destination's directory and the
- * destination, which must be the sibling of the staging directory that the SDK names it after.
+ * destination, which must be the sibling of the staging directory that the SDK names it after,
+ * both through a descriptor of that directory (`/proc/self/fd/N/…`); when the staging is not
+ * root's, that directory must be reached without a symlink and a symlink at the destination is
+ * replaced, not followed into another directory.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, constants as fsConstants, createReadStream, fchmodSync, fchownSync, fstatSync, fsyncSync, lstatSync, openSync, readSync, readdirSync, renameSync, rmdirSync, rmSync, statSync, statfsSync, writeSync, type Stats } from "node:fs";
+import { closeSync, constants as fsConstants, createReadStream, fchmodSync, fchownSync, fstatSync, fsyncSync, lstatSync, openSync, readSync, readdirSync, readlinkSync, realpathSync, renameSync, rmdirSync, rmSync, statSync, statfsSync, writeSync, type Stats } from "node:fs";
 import path from "node:path";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { parseOctalMode } from "./http-util.js";
@@ -266,10 +269,14 @@ interface Placement {
   target: string;
 }
 
-function placement(m: CopyManifest, dest: string): Placement {
+/**
+ * Where `dest` puts the stream. `strict` (the staging's owner is not root, so it may control the
+ * destination's directory): a symlink at `dest` is not followed into another directory.
+ */
+function placement(m: CopyManifest, dest: string, strict: boolean): Placement {
   const trailing = dest.endsWith("/") && dest !== "/";
   const bare = trailing ? dest.slice(0, -1) : dest;
-  const st = statSync(bare, { throwIfNoEntry: false });
+  const st = (strict ? lstatSync : statSync)(bare, { throwIfNoEntry: false });
   if (m.mode === "binary") {
     if (m.version === 2) {
       if (trailing && !st?.isDirectory()) throw new PaddockError("ERR_PATH_INVALID", `destination ${dest} must be an existing directory`);
@@ -283,6 +290,29 @@ function placement(m: CopyManifest, dest: string): Placement {
     if (st?.isDirectory()) return { kind: "extract", target: path.posix.join(bare, m.sourceName) };
   }
   return { kind: "extract", target: bare };
+}
+
+/**
+ * Open directory `dir` and return names pinned to it (`/proc/self/fd/N/<name>`), so a later swap
+ * of one of its components cannot redirect them. `strict`: `dir` must also be reached without
+ * symlinks (its components may belong to the staging's unprivileged owner).
+ * @throws PaddockError ERR_PATH_INVALID when `strict` and a symlink leads to `dir`.
+ */
+function pinDirectory(dir: string, strict: boolean): { at: (name: string) => string; close: () => void } {
+  const fd = openSync(dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
+  let real: string;
+  try {
+    real = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch (err) {
+    closeSync(fd);
+    if (strict) throw err;
+    return { at: (name) => path.posix.join(dir, name), close: () => undefined }; // no /proc: plain paths
+  }
+  if (strict && real !== dir) {
+    closeSync(fd);
+    throw new PaddockError("ERR_PATH_INVALID", `${dir} is reached through a symlink (to ${real}) and the staging belongs to an unprivileged user; refusing it`);
+  }
+  return { at: (name) => `/proc/self/fd/${fd}/${name}`, close: () => closeSync(fd) };
 }
 
 /**
@@ -306,16 +336,23 @@ async function finalise(a: UploadArgs, users: UserDirectory, io: UploadIo): Prom
   if (path.posix.dirname(dest.length > 1 ? dest.replace(/\/$/, "") : dest) !== parent) {
     throw new PaddockError("ERR_CP_MANIFEST_INVALID", `destination ${dest} is not beside its staging directory ${paths.sessionDir}`);
   }
-  const place = placement(m, dest);
+  const strict = owner.uid !== 0;
+  const place = placement(m, dest, strict);
   const fileMode = m.permissions !== "" ? parseOctalMode(m.permissions) & 0o777 : undefined;
   const space = statfsSync(parent);
   const needBytes = m.size + (m.mode === "tar" ? m.unpackedSize : 0);
   if (space.bavail * space.bsize < needBytes) throw new PaddockError("ERR_VM_DISK_FULL", `${needBytes} bytes needed under ${parent}, ${space.bavail * space.bsize} free`);
 
   // 1. Assemble into a root-only temp file beside the destination, checking every chunk.
-  const tmpDir = place.kind === "file" ? path.posix.dirname(place.target) : parent;
-  const tmp = path.posix.join(tmpDir, `.paddock-upload-${randomBytes(8).toString("hex")}`);
-  const out = openSync(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+  const dir = pinDirectory(place.kind === "file" ? path.posix.dirname(place.target) : parent, strict);
+  const tmp = dir.at(`.paddock-upload-${randomBytes(8).toString("hex")}`);
+  let out: number;
+  try {
+    out = openSync(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    dir.close();
+    throw fsError(err, place.target);
+  }
   let outOpen = true;
   try {
     const bad: string[] = [];
@@ -328,16 +365,19 @@ async function finalise(a: UploadArgs, users: UserDirectory, io: UploadIo): Prom
     fsyncSync(out);
     // 2. Place it.
     if (place.kind === "file") {
-      const existing = lstatSync(place.target, { throwIfNoEntry: false });
+      const target = dir.at(path.posix.basename(place.target));
+      const existing = lstatSync(target, { throwIfNoEntry: false });
       fchownSync(out, who.uid, who.gid);
       fchmodSync(out, fileMode ?? (existing?.isFile() ? existing.mode & 0o777 : 0o644));
       closeSync(out);
       outOpen = false;
-      renameSync(tmp, place.target); // replaces a symlink at the target rather than following it
+      renameSync(tmp, target); // replaces a symlink at the target rather than following it
     } else {
       closeSync(out);
       outOpen = false;
       await mkdirOwned(place.target, who.uid, who.gid);
+      // The extractor refuses entries through symlinks; the directory itself is checked here.
+      if (strict && realpathSync(place.target) !== place.target) throw new PaddockError("ERR_PATH_INVALID", `${place.target} is reached through a symlink and the staging belongs to an unprivileged user; refusing it`);
       await extractTar(createReadStream(tmp), place.target, { uid: who.uid, gid: who.gid, excluded: () => false, ...(fileMode !== undefined ? { fileMode } : {}) });
       rmSync(tmp, { force: true });
     }
@@ -345,6 +385,8 @@ async function finalise(a: UploadArgs, users: UserDirectory, io: UploadIo): Prom
     if (outOpen) closeSync(out);
     rmSync(tmp, { force: true });
     throw fsError(err, place.target);
+  } finally {
+    dir.close();
   }
   // 3. The copy is in place; a staging that will not go is worth a warning, not a failure.
   try {

@@ -262,6 +262,37 @@ describe("chunked copy: slicer-agent upload check|finalise|abort (privileged)", 
     await sh(`rm -rf ${session} /root/victim`);
   });
 
+  it("the copy's own user cannot redirect root's write with a symlink at the destination or on its directory", async function () {
+    this.timeout(120_000);
+    const name = `pdk-planted-${randomBytes(4).toString("hex")}`;
+    const data = Buffer.from("planted\n");
+    await sh(`ln -sfn /etc ${home}/lnk`, 1000);
+    // Positive control: a root-owned copy to the same destination follows the link (cp-v1 puts
+    // the file inside an existing directory), so the test can see a write land in /etc.
+    let session = sessionFor(`${home}/lnk`);
+    await stage(session, data, manifestFor(data, `${home}/lnk`, { uid: 0, gid: 0 }, { source_name: name }), 0);
+    let r = await finalise(session, 0);
+    expect(r.exit_code, r.stderr).to.equal(0);
+    expect(await sh(`cat /etc/${name} && rm /etc/${name}`)).to.equal("planted\n");
+    // The same from a staging that uid 1000 owns (it could have written this manifest itself):
+    // the link is replaced by the file, /etc untouched.
+    session = sessionFor(`${home}/lnk`);
+    await stage(session, data, manifestFor(data, `${home}/lnk`, { uid: 1000, gid: 1000 }, { source_name: name }), 1000);
+    r = await finalise(session, 1000);
+    expect(r.exit_code, r.stderr).to.equal(0);
+    expect(await sh(`test -e /etc/${name} && echo leaked; stat -c '%F %u' ${home}/lnk; cat ${home}/lnk`)).to.equal("regular file 1000\nplanted\n");
+    // A destination directory reached through a symlink the user swapped in after staging
+    // (cp itself refuses to stage through one) is refused.
+    session = sessionFor(`${home}/d/${name}`);
+    await stage(session, data, manifestFor(data, `${home}/d/${name}`, { uid: 1000, gid: 1000 }, { source_name: name }), 1000);
+    await sh(`cd ${home} && mv d d2 && ln -s d2 d`, 1000);
+    r = await finalise(session, 1000);
+    expect(r.exit_code).to.equal(1);
+    expect(r.stderr).to.contain("through a symlink").and.contain("ERR_PATH_INVALID");
+    expect((await abort(session, 1000)).exit_code).to.equal(0);
+    expect(await sh(`ls -A ${home}/d2; rm -rf ${home}/lnk ${home}/d ${home}/d2; echo end`)).to.equal("end\n");
+  });
+
   it("the copy's own user cannot make root copy out a file it cannot read (symlinked chunk or chunks dir in its staging)", async function () {
     this.timeout(120_000);
     // Root's secret, and a manifest that matches it exactly: only the checks stand between them.
