@@ -78,7 +78,7 @@ export function createVmHandlers(deps: VmRouteDeps): RouteHandlers["vm"] {
       const node = vms.node(h);
       const r = vms.get(h);
       res.json({
-        ...node, ip: node.ip, storage: "image", image: deps.config.image, commit_id: "", parent_commit_id: "",
+        ...node, ip: node.ip, storage: "image", image: deps.config.image, ...vms.lineage(h),
         network: deps.describeNetwork?.(h) ?? { mode: vms.hostGroup(r.hostGroup).network.mode },
       });
     },
