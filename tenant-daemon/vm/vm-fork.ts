@@ -91,12 +91,12 @@ export class VmForker {
       throw new PaddockError("ERR_IMAGE_NOT_FOUND", `commit ${commit.commitId} was made over image ${commit.image}; this tenant now runs ${this.deps.image}`);
     }
     const req = parseForkRequest(query, body, group, commit);
-    table.checkLimits(req.cpus, req.ramBytes, commit.storageSizeBytes);
     const releaseName = table.claimName(friendlyNameOf(req.tags));
     commits.forking.set(commit.commitId, (commits.forking.get(commit.commitId) ?? 0) + 1);
     const started = performance.now();
     let vm: LiveVm;
     try {
+      table.checkLimits(req.cpus, req.ramBytes, commit.storageSizeBytes);
       vm = await this.deps.creator.createCold(group, {
         cpus: req.cpus, ramBytes: req.ramBytes, persistent: req.persistent, tags: req.tags, userdata: undefined,
         secrets: req.secrets, network: req.network, ip: undefined,
