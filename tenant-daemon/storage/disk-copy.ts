@@ -54,28 +54,28 @@ export async function allocatedBytes(file: string): Promise<number> {
 }
 
 /**
- * Run `fn` with the ext4 file system mounted at `mountDir` frozen (fsfreeze -f), and thaw it
- * afterwards whatever happened (fsfreeze -u in a `finally`; a thaw of a file system that is not
- * frozen is harmless). `mountDir` must be a mount point of type ext4 that the host made (the
- * VM's `<bundle>/disk`), checked in /proc/self/mountinfo before freezing.
- * @returns what `fn` returns.
- * @throws PaddockError ERR_STORAGE_FAILED when `mountDir` is not an ext4 mount, the freeze fails
- *   or times out, or the thaw fails; otherwise what `fn` throws.
+ * Freeze the ext4 file system mounted at `mountDir` (fsfreeze --freeze: the journal and dirty
+ * data are written out, new writes block). `mountDir` must be a mount point of type ext4 that
+ * the host made (the VM's `<bundle>/disk`), checked in /proc/self/mountinfo first. Always pair
+ * with {@link thawMount} in a `finally`.
+ * @throws PaddockError ERR_STORAGE_FAILED when `mountDir` is not an ext4 mount, or the freeze
+ *   fails or takes longer than 15 s.
  */
-export async function withFrozenMount<T>(mountDir: string, fn: () => Promise<T>): Promise<T> {
+export async function freezeMount(mountDir: string): Promise<void> {
   const m = (await readMounts()).filter((x) => x.mountPoint === mountDir).pop();
   if (m === undefined || m.fsType !== "ext4") throw new PaddockError("ERR_STORAGE_FAILED", `${mountDir} is not the ext4 mount of a VM disk`);
-  let result: T;
-  try {
-    await run("fsfreeze", ["--freeze", mountDir], { timeoutMs: FREEZE_TIMEOUT_MS, errorCode: "ERR_STORAGE_FAILED" });
-    result = await fn();
-  } finally {
-    const thaw = await run("fsfreeze", ["--unfreeze", mountDir], { timeoutMs: FREEZE_TIMEOUT_MS, allowFailure: true });
-    // EINVAL: it was not frozen (the freeze itself failed); anything else is a real failure.
-    if (thaw.exitCode !== 0 && !/Invalid argument/i.test(thaw.stderr)) {
-      // eslint-disable-next-line no-unsafe-finally
-      throw new PaddockError("ERR_STORAGE_FAILED", `fsfreeze --unfreeze ${mountDir} failed: ${thaw.stderr.trim()}`);
-    }
+  await run("fsfreeze", ["--freeze", mountDir], { timeoutMs: FREEZE_TIMEOUT_MS, errorCode: "ERR_STORAGE_FAILED" });
+}
+
+/**
+ * Thaw what {@link freezeMount} froze (fsfreeze --unfreeze). A file system that is not frozen
+ * (the freeze itself failed) is fine.
+ * @throws PaddockError ERR_STORAGE_FAILED when the thaw fails otherwise.
+ */
+export async function thawMount(mountDir: string): Promise<void> {
+  const thaw = await run("fsfreeze", ["--unfreeze", mountDir], { timeoutMs: FREEZE_TIMEOUT_MS, allowFailure: true });
+  // EINVAL: it was not frozen.
+  if (thaw.exitCode !== 0 && !/Invalid argument/i.test(thaw.stderr)) {
+    throw new PaddockError("ERR_STORAGE_FAILED", `fsfreeze --unfreeze ${mountDir} failed: ${thaw.stderr.trim()}`);
   }
-  return result;
 }
