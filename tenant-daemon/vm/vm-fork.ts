@@ -6,8 +6,8 @@
  * After the boot (`wait=agent`: before answering; `wait=none`: in the background, and the child
  * is deleted when this fails, as Slicer's SDK documents) the fork is finalised inside the guest,
  * through its agent (the host writes nothing into the guest's tree):
- * - its secrets become exactly its grants (inherited, or the request's `secrets`; `[]` removes
- *   the files the source VM had);
+ * - its secrets are delivered: exactly its grants (inherited, or the request's `secrets`); the
+ *   files live on the guest's `/run` tmpfs, so a commit never carries the source's;
  * - the fix-ups it asks for: `hostname` (every boot writes the VM's own; it cannot be left
  *   out), `machine-id` (a new random /etc/machine-id when the image has one), `ssh-host-keys`
  *   (the source's /etc/ssh/ssh_host_* keys removed, and made anew with `ssh-keygen -A` when
@@ -56,7 +56,7 @@ export interface VmForkerDeps {
   log: Logger;
 }
 
-/** Per-fix-up timeout of the in-guest command, ms. */
+/** Timeout of the in-guest fix-up command, ms. */
 const FIXUP_TIMEOUT_MS = 30_000;
 
 /** The in-guest shell command of each fix-up (run as root by the agent); hostname needs none. */
@@ -145,18 +145,17 @@ export class VmForker {
     const deadline = Date.now() + req.timeoutMs;
     await this.deps.agentWait.waitForAgent(hostname, "agent", req.timeoutMs);
     await vm.secretsDelivered;
-    for (const fixup of req.fixups) {
-      const script = FIXUP_SCRIPTS[fixup];
-      if (script === undefined) continue;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new PaddockError("ERR_VM_WAIT_TIMEOUT", `fork ${hostname} was not finalised within the timeout`);
-      const q = new URLSearchParams({ cmd: "/bin/sh", uid: "0", gid: "0", buffered: "true" });
-      q.append("args", "-c");
-      q.append("args", script);
-      const out = (await agentJsonRequest(this.deps.paths.endpoint(vm.record), "POST", `/v1/exec?${q.toString()}`, undefined, Math.min(left, FIXUP_TIMEOUT_MS))) as { exit_code?: unknown; stderr?: unknown };
-      if (out.exit_code !== 0) {
-        throw new PaddockError("ERR_EXEC_FAILED", `fork ${hostname}: fix-up ${fixup} failed (exit ${String(out.exit_code)}): ${String(out.stderr ?? "").slice(0, 300)}`);
-      }
+    // One in-guest command for every fix-up asked (one agent round trip).
+    const scripts = req.fixups.map((f) => FIXUP_SCRIPTS[f]).filter((x): x is string => x !== undefined);
+    if (scripts.length === 0) return;
+    const left = deadline - Date.now();
+    if (left <= 0) throw new PaddockError("ERR_VM_WAIT_TIMEOUT", `fork ${hostname} was not finalised within the timeout`);
+    const q = new URLSearchParams({ cmd: "/bin/sh", uid: "0", gid: "0", buffered: "true" });
+    q.append("args", "-c");
+    q.append("args", `set -e; ${scripts.join("; ")}`);
+    const out = (await agentJsonRequest(this.deps.paths.endpoint(vm.record), "POST", `/v1/exec?${q.toString()}`, undefined, Math.min(left, FIXUP_TIMEOUT_MS))) as { exit_code?: unknown; stderr?: unknown };
+    if (out.exit_code !== 0) {
+      throw new PaddockError("ERR_EXEC_FAILED", `fork ${hostname}: fix-ups ${req.fixups.join(", ")} failed (exit ${String(out.exit_code)}): ${String(out.stderr ?? "").slice(0, 300)}`);
     }
   }
 }
