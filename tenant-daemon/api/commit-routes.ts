@@ -5,17 +5,11 @@
  * call VmService, answer. Paths and auth are in routes.ts.
  */
 import express, { type Request } from "express";
-import { PaddockError } from "../../shared/errors.js";
 import { parseCommitListQuery, parseCommitRequest } from "../vm/commit-request.js";
 import type { VmService } from "../vm/vm-service.js";
-import { asyncHandler } from "./http-util.js";
+import { asyncHandler, pathParam } from "./http-util.js";
 import type { RouteHandlers } from "./route-mount.js";
 
-function param(req: Request, name: string): string {
-  const v = req.params[name];
-  if (typeof v !== "string" || v.length === 0) throw new PaddockError("ERR_BAD_REQUEST", `missing ${name}`);
-  return v;
-}
 
 /** The SDK sends no body when every field is empty: that is `{}`. */
 const bodyOf = (req: Request): unknown => (req.headers["content-length"] === undefined && req.headers["transfer-encoding"] === undefined ? {} : req.body);
@@ -29,7 +23,7 @@ export function createCommitHandlers(vms: VmService): RouteHandlers["commit"] {
   const json = express.json({ type: () => true, limit: "1mb", strict: false });
   return {
     commitVm: [json, asyncHandler(async (req, res) => {
-      const h = param(req, "hostname");
+      const h = pathParam(req, "hostname");
       vms.get(h);
       res.status(200).json(await vms.commit(h, parseCommitRequest(bodyOf(req))));
     })],
@@ -37,10 +31,10 @@ export function createCommitHandlers(vms: VmService): RouteHandlers["commit"] {
       res.status(200).json(vms.listCommits(parseCommitListQuery(req.query as Record<string, unknown>)));
     },
     deleteCommit: asyncHandler(async (req, res) => {
-      res.status(200).json(await vms.deleteCommit(param(req, "id")));
+      res.status(200).json(await vms.deleteCommit(pathParam(req, "id")));
     }),
     forkCommit: [json, asyncHandler(async (req, res) => {
-      res.status(200).json(await vms.fork(param(req, "id"), { wait: req.query.wait, timeout: req.query.timeout }, bodyOf(req)));
+      res.status(200).json(await vms.fork(pathParam(req, "id"), { wait: req.query.wait, timeout: req.query.timeout }, bodyOf(req)));
     })],
   };
 }
