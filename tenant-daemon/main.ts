@@ -25,6 +25,7 @@ import { DaemonMetrics } from "./api/metrics.js";
 import { resolveImage } from "../shared/image-store.js";
 import { createOciDriver } from "./runtime/oci-driver.js";
 import { RUNSC_INSTALL_HINT, chooseRunscPlatform, findRunsc, kvmUsable } from "./runtime/runsc-host.js";
+import { CommitStore } from "./storage/commit-store.js";
 import { createVmStorage } from "./storage/vm-storage.js";
 import { createTenantNetwork } from "./network/tenant-network.js";
 import { vmVethName } from "./network/names.js";
@@ -154,8 +155,10 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
     initial: () => ({ schemaVersion: 1, tenantId: p.tenantId, counters: {}, vms: {} }),
     validate: (v) => (typeof (v as DaemonState).vms === "object" && typeof (v as DaemonState).counters === "object" ? undefined : "missing vms or counters"),
   });
+  const commitStore = new CommitStore(p.stateDir, storage.ledger, logger.child({ component: "commits" }));
   const vms = new VmService({
     config, store, runtime, storage, network, agent, namespaces, logger, vmPidsLimit,
+    cold: { store: commitStore, disks: storage },
     onEvent: (event, group) => {
       if (event === "launch") metrics.launch(group, "ok");
       if (event === "launch_failed") metrics.launch(group, "error");

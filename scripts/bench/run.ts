@@ -38,6 +38,7 @@ import { vmFootprint } from "./figures/footprint-vms.js";
 import { figureProvisioning } from "./figures/provisioning.js";
 import { figureGateway } from "./figures/gateway-overhead.js";
 import { figureStreaming } from "./figures/streaming.js";
+import { figureColdFork } from "./figures/cold-fork.js";
 
 const TITLES: Record<number, string> = {
   1: "Sandbox create → agent ready (wait=agent) vs runc run",
@@ -48,6 +49,7 @@ const TITLES: Record<number, string> = {
   6: "Tenant provisioning",
   7: "Footprint: supervisor, tenant daemons, VMs",
   8: "Scale: concurrent creates in one tenant",
+  9: "Cold fork: commit and fork of a 2 GiB disk",
 };
 
 function log(msg: string): void {
@@ -135,6 +137,9 @@ async function main(): Promise<void> {
       }
     }
   }
+
+  // Cold fork (its own tenant daemon with 2 GiB disks): figure 9.
+  if (wants(9)) await measure(9, opts, figures, () => figureColdFork(opts, (id) => tenantIds.push(id)));
 
   // Phase B: a real supervisor (`paddock up`): figures 6, 7 (tenants), 3, 4.
   if (wants(3, 4, 6, 7)) {

@@ -6,6 +6,16 @@ import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { PaddockError, errorResponse } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 
+/**
+ * The path parameter `name` of `req` (Express has percent-decoded it).
+ * @throws PaddockError ERR_BAD_REQUEST when it is missing or empty.
+ */
+export function pathParam(req: Request, name: string): string {
+  const v = req.params[name];
+  if (typeof v !== "string" || v.length === 0) throw new PaddockError("ERR_BAD_REQUEST", `missing ${name}`);
+  return v;
+}
+
 /** Wrap an async handler so a rejection reaches the error middleware. */
 export function asyncHandler(fn: (req: Request, res: Response) => Promise<void> | void): RequestHandler {
   return (req, res, next) => {

@@ -5,7 +5,7 @@
  *
  * | group | path match | HEAD on a GET route | 405 answer |
  * |---|---|---|---|
- * | daemon, vm, stats | exact (case, trailing `/`) | answered by the GET handler | `Allow` = the listed methods; message names the request path |
+ * | daemon, vm, commit, stats | exact (case, trailing `/`) | answered by the GET handler | `Allow` = the listed methods; message names the request path |
  * | agent | exact | 405 unless listed | no `Allow`; message names `/vm/{hostname}/…` |
  * | secrets | case-insensitive, optional trailing `/` | answered by the GET handler | no `Allow`; message names `/secrets` or `/secrets/{name}` |
  * | upgrade | exact | — | the group's handler answers every method (a plain request on a WebSocket path) |
@@ -51,6 +51,7 @@ const DAEMON: GroupRules = {
 const RULES: Readonly<Record<RouteGroup, GroupRules>> = {
   daemon: DAEMON,
   vm: DAEMON,
+  commit: DAEMON,
   stats: DAEMON,
   agent: { loose: false, headFromGet: false, wrongMethod: () => (req, res) => answer405(res, req.method, agentPathShown(req)) },
   secrets: { loose: true, headFromGet: true, wrongMethod: (path) => (req, res) => answer405(res, req.method, pathTemplate(path)) },

@@ -5,7 +5,8 @@
  *
  * - `method`, `path`: an Express path (`:hostname`, `:group`, `:id`, `:name` are one path
  *   segment each, percent-decoded).
- * - `group`: the handler module: `daemon` (daemon-routes.ts), `vm` (vm-routes.ts), `agent`
+ * - `group`: the handler module: `daemon` (daemon-routes.ts), `vm` (vm-routes.ts), `commit`
+ *   (commit-routes.ts: commits and forks), `agent`
  *   (agent-routes.ts: streamed to the VM's guest agent), `secrets` (secrets-routes.ts), `stats`
  *   (stats-routes.ts), `upgrade` (WebSocket upgrades, ws-upgrade.ts). The group also decides
  *   how a path matches and what a wrong method gets (route-mount.ts).
@@ -30,6 +31,8 @@ export type VmHandler =
   | "listHostGroups" | "listGroupNodes" | "createNode" | "deleteNode" | "listNodes"
   | "describeVm" | "getTags" | "patchTags" | "shutdown" | "relaunch" | "pause" | "resume"
   | "suspend" | "restore" | "logs";
+/** Handler names of commit-routes.ts (Slicer's cold fork). */
+export type CommitHandler = "commitVm" | "listCommits" | "deleteCommit" | "forkCommit";
 /** Handler names of agent-routes.ts (every agent route streams to the agent the same way). */
 export type AgentHandler = "forward";
 /** Handler names of secrets-routes.ts. */
@@ -43,6 +46,7 @@ export type UpgradeHandler = "shell" | "forward";
 export interface RouteHandlerNames {
   daemon: DaemonHandler;
   vm: VmHandler;
+  commit: CommitHandler;
   agent: AgentHandler;
   secrets: SecretsHandler;
   stats: StatsHandler;
@@ -72,6 +76,11 @@ export const ROUTES: readonly Route[] = [
   { method: "DELETE", path: "/hostgroup/:group/nodes/:hostname", group: "vm", handler: "deleteNode", auth: "bearer" },
   { method: "GET", path: "/nodes", group: "vm", handler: "listNodes", auth: "bearer" },
   { method: "GET", path: "/devices", group: "vm", handler: "listNodes", auth: "bearer" },
+  // Cold fork (commit-routes.ts): before /vm/:hostname, so `commits` is never read as a hostname.
+  { method: "GET", path: "/vm/commits", group: "commit", handler: "listCommits", auth: "bearer" },
+  { method: "DELETE", path: "/vm/commits/:id", group: "commit", handler: "deleteCommit", auth: "bearer" },
+  { method: "POST", path: "/vm/commits/:id/fork", group: "commit", handler: "forkCommit", auth: "bearer" },
+  { method: "POST", path: "/vm/:hostname/commit", group: "commit", handler: "commitVm", auth: "bearer" },
   { method: "GET", path: "/vm/:hostname", group: "vm", handler: "describeVm", auth: "bearer" },
   { method: "GET", path: "/vm/:hostname/tags", group: "vm", handler: "getTags", auth: "bearer" },
   { method: "PATCH", path: "/vm/:hostname/tags", group: "vm", handler: "patchTags", auth: "bearer" },

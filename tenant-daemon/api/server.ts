@@ -16,6 +16,7 @@ import type { SecretStore } from "../secrets/secret-store.js";
 import type { VmService } from "../vm/vm-service.js";
 import { accessLog } from "./access-log.js";
 import { createAgentHandlers } from "./agent-routes.js";
+import { createCommitHandlers } from "./commit-routes.js";
 import { BearerAuth, requireBearer } from "./auth.js";
 import { createDaemonHandlers } from "./daemon-routes.js";
 import { encodedQueryShim, errorMiddleware, notFoundHandler } from "./http-util.js";
@@ -79,6 +80,7 @@ export function createApiApp(deps: ApiServerDeps): express.Express {
   mountRoutes(app, {
     daemon: createDaemonHandlers({ vms, metrics: deps.metrics, egressVms: deps.egressVms, openConnections: deps.openConnections }),
     vm: createVmHandlers({ config: deps.config, vms, describeNetwork: deps.describeNetwork }),
+    commit: createCommitHandlers(vms),
     agent: createAgentHandlers((h) => vms.resolveAgent(h), agentLog),
     upgrade: createPlainUpgradeHandlers(),
     secrets: createSecretHandlers(deps.secrets, agentLog, (name) => vms.secretChanged(name)),

@@ -10,7 +10,7 @@ import { PaddockError } from "../../shared/errors.js";
 import type { TenantConfig } from "../../shared/tenant-config.js";
 import { parseCreateVmRequest, parseTagFilter, parseTagPatch, parseWaitQuery } from "../vm/vm-request.js";
 import type { VmService } from "../vm/vm-service.js";
-import { asyncHandler } from "./http-util.js";
+import { asyncHandler, pathParam } from "./http-util.js";
 import type { RouteHandlers } from "./route-mount.js";
 
 /** What the VM routes read. */
@@ -21,11 +21,7 @@ export interface VmRouteDeps {
   describeNetwork?: (hostname: string) => unknown;
 }
 
-function param(req: Request, name: string): string {
-  const v = req.params[name];
-  if (typeof v !== "string" || v.length === 0) throw new PaddockError("ERR_BAD_REQUEST", `missing ${name}`);
-  return v;
-}
+const param = pathParam;
 
 function queryString(req: Request, name: string): string | undefined {
   const v = req.query[name];
@@ -78,7 +74,7 @@ export function createVmHandlers(deps: VmRouteDeps): RouteHandlers["vm"] {
       const node = vms.node(h);
       const r = vms.get(h);
       res.json({
-        ...node, ip: node.ip, storage: "image", image: deps.config.image, commit_id: "", parent_commit_id: "",
+        ...node, ip: node.ip, storage: "image", image: deps.config.image, ...vms.lineage(h),
         network: deps.describeNetwork?.(h) ?? { mode: vms.hostGroup(r.hostGroup).network.mode },
       });
     },

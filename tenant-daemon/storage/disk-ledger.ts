@@ -74,6 +74,12 @@ export interface DiskReservation {
 export class DiskLedger {
   /** Disk path → apparent size, bytes (disks made, and disks being made). */
   private readonly disks = new Map<string, number>();
+  /**
+   * Files that never grow past what is copied into them (commit images,
+   * tenant-daemon/storage/commit-store.ts): path → bytes the copy writes. Their promise is what
+   * the copy has still to write, 0 once it is done.
+   */
+  private readonly fixed = new Map<string, number>();
   private loaded: Promise<void> | undefined;
 
   /**
@@ -115,10 +121,11 @@ export class DiskLedger {
         return u === undefined ? size : Math.max(0, u.sizeBytes - u.allocatedBytes);
       })),
     ]);
-    let reservedBytes = unwritten.reduce((a, b) => a + b, 0);
+    let reservedBytes = unwritten.reduce((a, b) => a + b, 0) + (await this.fixedUnwritten(diskPath));
     // Disks admitted while this check awaited count whole.
     for (const [p, size] of this.disks) if (p !== diskPath && !seen.has(p)) reservedBytes += size;
-    const needBytes = own === undefined ? sizeBytes : Math.max(0, own.sizeBytes - own.allocatedBytes);
+    const fixedNeed = this.fixed.get(diskPath);
+    const needBytes = fixedNeed !== undefined ? Math.max(0, fixedNeed - (own?.allocatedBytes ?? 0)) : own === undefined ? sizeBytes : Math.max(0, own.sizeBytes - own.allocatedBytes);
     const allowedBytes = Math.floor(this.ratio * freeBytes);
     const decision = { needBytes, reservedBytes, freeBytes, allowedBytes };
     if (reservedBytes + needBytes > allowedBytes) {
@@ -129,13 +136,40 @@ export class DiskLedger {
         { details: decision },
       );
     }
-    this.disks.set(diskPath, own?.sizeBytes ?? sizeBytes);
+    if (!this.fixed.has(diskPath)) this.disks.set(diskPath, own?.sizeBytes ?? sizeBytes);
     return decision;
   }
 
-  /** Stop counting the disk at `diskPath` (deleted, or never made). Idempotent. */
+  /**
+   * Admit a file that a copy of `writeBytes` will fill and that never grows afterwards (a
+   * commit image): it counts `writeBytes` minus what it already holds. Same check as
+   * {@link reserve}.
+   * @throws PaddockError ERR_STORAGE_OVERCOMMIT (507) past the commit ratio; the file is then not counted.
+   */
+  async reserveFixed(filePath: string, writeBytes: number): Promise<DiskReservation> {
+    this.fixed.set(filePath, writeBytes);
+    try {
+      return await this.reserve(filePath, 0);
+    } catch (err) {
+      this.fixed.delete(filePath);
+      throw err;
+    }
+  }
+
+  /** What the fixed-size files other than `except` still have to write, bytes. */
+  private async fixedUnwritten(except: string): Promise<number> {
+    const parts = await Promise.all([...this.fixed].map(async ([p, bytes]) => {
+      if (p === except) return 0;
+      const u = await this.host.usage(p);
+      return Math.max(0, bytes - (u?.allocatedBytes ?? 0));
+    }));
+    return parts.reduce((a, b) => a + b, 0);
+  }
+
+  /** Stop counting the disk (or fixed-size file) at `diskPath` (deleted, or never made). Idempotent. */
   release(diskPath: string): void {
     this.disks.delete(diskPath);
+    this.fixed.delete(diskPath);
   }
 
   /** Disks counted now (for tests and metrics). */

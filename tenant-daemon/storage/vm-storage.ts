@@ -9,7 +9,7 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { silentLogger, type Logger } from "../../shared/logger.js";
-import { errnoCode } from "../../shared/errors.js";
+import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { run } from "../../shared/exec.js";
 import {
   bundleMountPaths,
@@ -24,6 +24,7 @@ import {
   unmountRootfs,
 } from "./vm-disk.js";
 import { idmapBind } from "../runtime/nsutil.js";
+import { copyDiskImage } from "./disk-copy.js";
 import { DiskLedger } from "./disk-ledger.js";
 import type { UidRange } from "../../shared/uid-ranges.js";
 
@@ -86,6 +87,15 @@ export interface TenantVmStorage {
   drainPool(): Promise<void>;
   /** Host paths of one VM's storage (for logs and tests). */
   paths(hostname: string): { diskPath: string; bundleDir: string; diskDir: string; rootfsDir: string };
+  /**
+   * Make `<stateDir>/disks/<hostname>.img` a copy of the disk image `fromImage` (a commit's; a
+   * fork), admitted first by the disk ledger as a disk of `sizeBytes`. The disk must not exist.
+   * On failure nothing is left (no file, not counted).
+   * @throws PaddockError ERR_STORAGE_OVERCOMMIT (507), ERR_STORAGE_FAILED (the copy, or a disk already there).
+   */
+  seed(hostname: string, sizeBytes: number, fromImage: string): Promise<void>;
+  /** The disk ledger the tenant's disks and commits are admitted by (disk-ledger.ts). */
+  readonly ledger: DiskLedger;
 }
 
 /** Hostnames are `<hostgroup>-N`; refuse anything that could escape the tenant's dirs. */
@@ -125,6 +135,20 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
 
   return {
     paths,
+    ledger,
+    async seed(hostname, sizeBytes, fromImage) {
+      const p = paths(hostname);
+      await fs.mkdir(disksDir, { recursive: true, mode: 0o700 });
+      if (await fileExists(p.diskPath)) throw new PaddockError("ERR_STORAGE_FAILED", `disk ${p.diskPath} already exists`);
+      await ledger.reserve(p.diskPath, sizeBytes);
+      try {
+        await copyDiskImage(fromImage, p.diskPath);
+      } catch (err) {
+        ledger.release(p.diskPath);
+        await removeDisk(p.diskPath).catch(() => undefined);
+        throw err;
+      }
+    },
     async prepare(hostname, sizeBytes) {
       const p = paths(hostname);
       const started = Date.now();

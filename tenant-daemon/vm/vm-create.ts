@@ -33,13 +33,18 @@ export class VmCreator {
 
   /**
    * Allocate, boot and record a new VM of `group` as `req` asks. `options.index`: a config VM's
-   * fixed N (start-up); `options.protected`: a config VM (persistent, DELETE ⇒ 403). Returns the
-   * VM, `running`.
+   * fixed N (start-up); `options.protected`: a config VM (persistent, DELETE ⇒ 403);
+   * `options.fork`: a fork of a commit (tenant-daemon/vm/vm-commit.ts): its disk is made by
+   * `seedDisk(hostname)` before the boot, and it records its commit. Returns the VM, `running`.
    * @throws the network's errors (e.g. PaddockError ERR_NETWORK_EXHAUSTED; the name is then
    *   not used up), client errors, ERR_STATE_NO_SPACE and ERR_STORAGE_OVERCOMMIT as they were,
    *   anything else as ERR_VM_START_FAILED; always after rolling back.
    */
-  async createCold(group: HostGroupConfig, req: CreateVmRequest, options: { protected?: boolean; index?: number }): Promise<LiveVm> {
+  async createCold(
+    group: HostGroupConfig,
+    req: CreateVmRequest,
+    options: { protected?: boolean; index?: number; fork?: { commitId: string; storageSizeBytes: number; seedDisk: (hostname: string) => Promise<void> } },
+  ): Promise<LiveVm> {
     const { table, launcher, log } = this.deps;
     const before = table.countersOf(group.name);
     let hostname: string, index: number;
@@ -60,13 +65,15 @@ export class VmCreator {
       throw err;
     }
     const record: VmRecord = {
-      hostname, hostGroup: group.name, index, cpus: req.cpus, ramBytes: req.ramBytes, storageSizeBytes: group.storageSizeBytes,
+      hostname, hostGroup: group.name, index, cpus: req.cpus, ramBytes: req.ramBytes, storageSizeBytes: options.fork?.storageSizeBytes ?? group.storageSizeBytes,
       persistent: req.persistent || options.protected === true, protected: options.protected === true, tags: [...req.tags],
       createdAt: rfc3339(), ipCidr, userdata: req.userdata, secrets: req.secrets, network: req.network, desired: "running",
     };
+    if (options.fork) record.parentCommitId = options.fork.commitId;
     const vm: LiveVm = { record, phase: "creating", pid: undefined };
     table.vms.set(hostname, vm);
     try {
+      if (options.fork) await options.fork.seedDisk(hostname);
       await launcher.saveAndBoot(vm);
     } catch (err) {
       this.deps.onEvent?.("launch_failed", group.name);

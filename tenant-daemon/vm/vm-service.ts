@@ -42,6 +42,10 @@ import { VmReconciler } from "./vm-reconcile.js";
 import { VmSecretsSync } from "./vm-secrets-sync.js";
 import { applyTagPatch, friendlyNameOf, type CreateVmRequest, type TagFilter, type TagPatch, type WaitOptions } from "./vm-request.js";
 import { VmTable } from "./vm-table.js";
+import type { CommitStore } from "../storage/commit-store.js";
+import type { CommitListFilter, CommitRequest } from "./commit-request.js";
+import { VmCommits, type CommitDiskPaths, type CommitInfoWire, type CommitResponseWire } from "./vm-commit.js";
+import { VmForker, type ForkResponseWire } from "./vm-fork.js";
 import type { CreateResponseWire, DaemonState, NodeWire, VmRecord, WireStatus } from "./vm-types.js";
 import { countByStatus, listNodes, toCreateResponse, toNode, wireStatus } from "./vm-wire.js";
 import { WarmPool } from "./warm-pool.js";
@@ -69,6 +73,11 @@ export interface VmServiceDeps {
   reapIntervalMs?: number;
   /** Called on VM launches/deletes for metrics. */
   onEvent?: (event: "launch" | "launch_failed" | "delete", hostGroup: string) => void;
+  /**
+   * The tenant's commits and the disk operations of commit and fork (vm-commit.ts,
+   * vm-fork.ts); without them the cold-fork endpoints answer 501.
+   */
+  cold?: { store: CommitStore; disks: CommitDiskPaths & { seed(hostname: string, sizeBytes: number, fromImage: string): Promise<void> } };
 }
 
 /**
@@ -88,13 +97,14 @@ export class VmService {
   private readonly creator: VmCreator;
   private readonly power: VmPower;
   private readonly reconciler: VmReconciler;
+  private readonly cold: { commits: VmCommits; forker: VmForker } | undefined;
 
   constructor(deps: VmServiceDeps) {
     this.deps = deps;
     const log = (this.log = deps.logger.child({ component: "vm-service" }));
     const { config, store, runtime, storage, network, agent, namespaces } = deps;
     const paths = (this.paths = new VmPaths(config.paddock));
-    const table = (this.table = new VmTable({ config, store }));
+    const table = (this.table = new VmTable({ config, store, committedBytes: () => deps.cold?.store.totalBytes() ?? 0 }));
     const agentWait = (this.agentWait = new VmAgentWait({ table, agent, paths, log }));
     const secretsSync = (this.secretsSync = new VmSecretsSync({ table, agent, paths, agentWait, log }));
     const launcher = (this.launcher = new VmLauncher({ config, table, runtime, storage, network, agent, namespaces, paths, secretsSync, log, vmPidsLimit: deps.vmPidsLimit }));
@@ -102,6 +112,55 @@ export class VmService {
     this.creator = new VmCreator({ table, network, launcher, log, onEvent: deps.onEvent });
     this.power = new VmPower({ table, launcher, runtime, paths });
     this.reconciler = new VmReconciler({ config, store, table, launcher, runtime, storage, network, namespaces, paths, log, kickRefill: () => pool.kick() });
+    if (deps.cold) {
+      const { store: commitStore, disks } = deps.cold;
+      const commits = new VmCommits({ table, runtime, disks, store: commitStore, paths, image: config.image, log });
+      const forker = new VmForker({
+        table, creator: this.creator, commits, store: commitStore, agentWait, paths, image: config.image, log,
+        seedDisk: (h, size, from) => disks.seed(h, size, from),
+        remove: async (h) => void (await this.remove(h, { force: true })),
+      });
+      this.cold = { commits, forker };
+    }
+  }
+
+  // ── cold fork (vm-commit.ts, vm-fork.ts) ───────────────────────────────────
+
+  private coldFork(): { commits: VmCommits; forker: VmForker } {
+    if (this.cold === undefined) throw new PaddockError("ERR_VM_UNSUPPORTED", "commits and forks are not available on this daemon");
+    return this.cold;
+  }
+
+  /** Commit a VM's disk (`POST /vm/{h}/commit`); see VmCommits.commit for the errors. */
+  commit(hostname: string, req: CommitRequest): Promise<CommitResponseWire> {
+    return this.coldFork().commits.commit(hostname, req);
+  }
+
+  /** The tenant's commits (`GET /vm/commits`). */
+  listCommits(filter: CommitListFilter): CommitInfoWire[] {
+    return this.coldFork().commits.list(filter);
+  }
+
+  /** Delete a commit (`DELETE /vm/commits/{id}`). @throws ERR_COMMIT_NOT_FOUND, ERR_COMMIT_IN_USE */
+  deleteCommit(id: string): Promise<{ commit_id: string; status: "deleted" }> {
+    return this.coldFork().commits.remove(id);
+  }
+
+  /** Fork a commit (`POST /vm/commits/{id}/fork`); see VmForker.fork for the errors. */
+  async fork(id: string, query: { wait: unknown; timeout: unknown }, body: unknown): Promise<ForkResponseWire> {
+    const out = await this.coldFork().forker.fork(id, query, body);
+    const vm = this.table.vms.get(out.hostname);
+    if (vm !== undefined) this.deps.onEvent?.("launch", vm.record.hostGroup);
+    return out;
+  }
+
+  /** `commit_id` and `parent_commit_id` of `GET /vm/{h}` ("" without cold fork). @throws ERR_VM_NOT_FOUND */
+  lineage(hostname: string): { commit_id: string; parent_commit_id: string } {
+    if (this.cold === undefined) {
+      this.table.live(hostname);
+      return { commit_id: "", parent_commit_id: "" };
+    }
+    return this.cold.commits.lineage(hostname);
   }
 
   // ── paths and ids ──────────────────────────────────────────────────────────
@@ -347,6 +406,7 @@ export class VmService {
    * warm pool. @throws PaddockError ERR_STATE_CORRUPT, and what a config VM's create throws.
    */
   async start(): Promise<void> {
+    await this.deps.cold?.store.load();
     await this.reconciler.adopt();
     this.deps.storage.warmPool?.(this.deps.config.hostGroups.map((g) => g.storageSizeBytes));
     for (const g of this.deps.config.hostGroups) {
@@ -366,6 +426,7 @@ export class VmService {
    */
   async purge(): Promise<void> {
     await this.reconciler.purge();
+    await this.deps.cold?.store.purge();
   }
 
   /**

@@ -49,9 +49,13 @@ export class VmTable {
   private readonly config: TenantConfig;
   private readonly store: JsonStateStore<DaemonState>;
 
-  constructor(deps: { config: TenantConfig; store: JsonStateStore<DaemonState> }) {
+  /** Bytes the tenant's commits hold (tenant-daemon/storage/commit-store.ts); they count against `max_disk_bytes`. */
+  private readonly committedBytes: () => number;
+
+  constructor(deps: { config: TenantConfig; store: JsonStateStore<DaemonState>; committedBytes?: () => number }) {
     this.config = deps.config;
     this.store = deps.store;
+    this.committedBytes = deps.committedBytes ?? (() => 0);
   }
 
   // ── lookups ────────────────────────────────────────────────────────────────
@@ -193,12 +197,13 @@ export class VmTable {
 
   /**
    * Check the tenant's limits (`paddock.limits`: VMs, vCPUs, RAM and disk bytes) for one more VM
-   * of this size, against the VMs the API shows (and the warm ones with `includeWarm`).
+   * of this size, against the VMs the API shows (and the warm ones with `includeWarm`). Disk
+   * bytes also count what the tenant's commits hold. `opts.vms: 0` checks a commit (no VM added).
    * @throws PaddockError ERR_LIMIT_EXCEEDED naming the limit.
    */
-  checkLimits(cpus: number, ramBytes: number, diskBytes: number, opts: { includeWarm?: boolean } = {}): void {
+  checkLimits(cpus: number, ramBytes: number, diskBytes: number, opts: { includeWarm?: boolean; vms?: 0 | 1 } = {}): void {
     const l = this.config.paddock.limits;
-    let count = 0, vcpu = 0, ram = 0, disk = 0;
+    let count = 0, vcpu = 0, ram = 0, disk = this.committedBytes();
     for (const vm of opts.includeWarm ? [...this.vms.values(), ...this.warm.values()] : this.vms.values()) {
       if (vm.phase === "deleting") continue;
       count += 1;
@@ -211,7 +216,7 @@ export class VmTable {
         throw new PaddockError("ERR_LIMIT_EXCEEDED", `tenant limit ${what} exceeded: ${used}${unit} in use + ${add}${unit} requested > ${limit}${unit}`, { details: { limit: what } });
       }
     };
-    over("max_vms", l.maxVms, count, 1);
+    over("max_vms", l.maxVms, count, opts.vms ?? 1);
     over("max_vcpu", l.maxVcpu, vcpu, cpus);
     over("max_ram_bytes", l.maxRamBytes, ram, ramBytes, " bytes");
     over("max_disk_bytes", l.maxDiskBytes, disk, diskBytes, " bytes");

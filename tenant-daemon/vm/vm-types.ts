@@ -39,6 +39,8 @@ export interface VmRecord {
    * of the VMs it re-attaches.
    */
   agentProof?: string;
+  /** The commit this VM was forked from (`POST /vm/commits/{id}/fork`); GET /vm/{h} `parent_commit_id`. */
+  parentCommitId?: string;
 }
 
 /** The daemon's state file. */

@@ -103,4 +103,19 @@ describe("disk, console and secrets bounds in the tenant config", () => {
       .to.throw(/paddock\.console_log_bytes[\s\S]*paddock\.disk_commit_ratio|paddock\.disk_commit_ratio[\s\S]*paddock\.console_log_bytes/)
       .and.satisfy((e: Error) => /paddock\.max_secrets/.test(e.message));
   });
+
+  it("a fixed-size file (a commit image) counts what its copy still has to write, and nothing once written or released", async () => {
+    const host = memFs(1000 * MiB);
+    const ledger = new DiskLedger("/d", 1, host);
+    await ledger.reserveFixed("/c/x.tmp/disk.img", 300 * MiB);
+    expect(await refused(ledger.reserve("/d/a.img", 800 * MiB)), "300 to write + 800 > 1000").to.equal(true);
+    // The copy wrote its 300 MiB (free went down with it): nothing of it is promised any more.
+    host.files["/c/x.tmp/disk.img"] = { size: 2048 * MiB, alloc: 300 * MiB };
+    host.free = 700 * MiB;
+    await ledger.reserve("/d/a.img", 700 * MiB);
+    ledger.release("/d/a.img");
+    ledger.release("/c/x.tmp/disk.img");
+    expect(ledger.count()).to.equal(0);
+    expect(await refused(ledger.reserveFixed("/c/y.tmp/disk.img", 800 * MiB)), "800 > 700 free").to.equal(true);
+  });
 });
