@@ -4,6 +4,7 @@
  * agent-ws.ts.
  */
 import http from "node:http";
+import type { Duplex } from "node:stream";
 import { PaddockError } from "../../shared/errors.js";
 import type { GuestStats } from "../agent/guest-stats.js";
 import type { SecretStore } from "../secrets/secret-store.js";
@@ -71,6 +72,13 @@ export function agentJsonRequest(endpoint: AgentEndpoint, method: string, path: 
     const timer = setTimeout(() => {
       req.destroy(new Error(`timed out after ${timeoutMs} ms`));
     }, timeoutMs);
+    // A 101 (the agent is the guest's to replace): without this listener Node drops the
+    // socket and reports nothing, so neither the answer nor the timeout would ever settle this.
+    req.on("upgrade", (_res, socket: Duplex) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent ${method} ${path} switched protocols on a plain request`));
+    });
     req.on("error", (err) => {
       clearTimeout(timer);
       reject(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent ${method} ${path}: ${err.message}`, { cause: err }));
