@@ -78,7 +78,8 @@ function attach(u) {
 /**
  * Evaluated inside h1's agent: its HTTP servers answer, instead of the agent, any request whose
  * query has `hostile_status=<3 digits>` (optional `hostile_body`), and any request to a path in
- * `modes` (path → status), with the raw status line guest root chose and this VM's real proof.
+ * `modes` (path → `<3 digits>[:<body>]`), with the raw status line and body guest root chose and
+ * this VM's real proof.
  * `101` answers switch protocols and then hold the connection. Returns the counts of hijacked
  * requests per path. `modes` replaces the previous modes.
  */
@@ -94,11 +95,12 @@ const hijackExpression = (modes: Record<string, string>): string => String.raw`(
     http.Server.prototype.emit = function (ev, req) {
       if (ev === "request") {
         const u = new URL(req.url, "http://agent");
-        const status = u.searchParams.get("hostile_status") ?? g.__hostile.modes[u.pathname];
+        const mode = g.__hostile.modes[u.pathname];
+        const status = u.searchParams.get("hostile_status") ?? mode?.slice(0, 3);
         if (status !== undefined && status !== null) {
           g.__hostile.seen[u.pathname] = (g.__hostile.seen[u.pathname] ?? 0) + 1;
           req.resume();
-          const body = u.searchParams.get("hostile_body") ?? "";
+          const body = u.searchParams.get("hostile_body") ?? mode?.slice(4) ?? "";
           if (status === "101") req.socket.write("HTTP/1.1 101 Switching Protocols\r\nx-paddock-agent-proof: " + proof + "\r\nconnection: upgrade\r\nupgrade: hostile\r\n\r\n");
           else req.socket.end("HTTP/1.1 " + status + " Hostile\r\nx-paddock-agent-proof: " + proof + "\r\ncontent-type: application/json\r\ncontent-length: " + Buffer.byteLength(body) + "\r\nconnection: close\r\n\r\n" + body);
           return true;
@@ -335,6 +337,20 @@ describeWhenReady(missingPrerequisites(), "security: a hostile tenant's guest ro
       expect(r.status, r.text).to.equal(200);
       expect((r.json() as { error: string }[])[0]?.error, r.text).to.match(/guest agent: .*switched protocols/);
       expect((await hijack({}))["/v1/stats"], "the stats call reached the hijacked agent").to.be.at.least(1);
+    });
+
+    it("stats with non-numbers (an object, a string) in the counters: the snapshot keeps numbers and names the bad answer", async () => {
+      const bad = { uptimeSeconds: 5, openFiles: 1, openConnections: 1, loadAvg1: { injected: ["x"] }, loadAvg5: 0, loadAvg15: 0, networkReadTotal: "9".repeat(40), networkWriteTotal: 0, entropy: 0 };
+      await hijack({ "/v1/stats": `200:${JSON.stringify(bad)}` });
+      const r = await callWithin(30_000, daemon().socketPath, "GET", "/nodes/stats");
+      expect(r.status, r.text).to.equal(200);
+      const stats = r.json() as { hostname: string; error: string; snapshot: Record<string, unknown> }[];
+      const s1 = stats.find((s) => s.hostname === h1);
+      expect(s1?.error, r.text).to.match(/guest agent stats answer: loadAvg1 is not a number/);
+      for (const s of stats) for (const [k, v] of Object.entries(s.snapshot)) if (!["hostname", "arch", "timestamp", "uptime"].includes(k)) expect(typeof v, `${s.hostname} ${k}`).to.equal("number");
+      // Positive control: the hijacked agent was asked, and h2's own agent answered.
+      expect((await hijack({}))["/v1/stats"]).to.be.at.least(1);
+      expect(stats.find((s) => s.hostname === h2)?.error).to.equal("");
     });
 
     it("a 101 to a secret push: that push fails, and the next push still reaches h1 once its agent answers again (h2 gets both)", async () => {
