@@ -250,7 +250,26 @@ describeWhenReady(missingPrerequisites(), "security: a hostile tenant's guest ro
     });
   });
 
-  describe("2. secret pushes cannot be turned onto host-backed paths", function () {
+  describe("2. the prior review's classes, quickly: nested user namespaces, disk fill, the daemon's files", function () {
+    it("no nested user namespace; a 512 MiB fallocate on the 256 MiB disk is ENOSPC in the guest and the host's disk file keeps its size; the daemon's socket and dirs are not in the guest", async () => {
+      const r = await sh(h1, [
+        "unshare -U true 2>&1; echo rc=$?",
+        // Positive control: the disk takes what fits.
+        "fallocate -l 16M /root/small 2>&1 && echo small-ok",
+        // ext4 keeps what it allocated before ENOSPC: the file is removed afterwards.
+        "fallocate -l 512M /root/big 2>&1; echo rc=$?; rm -f /root/small /root/big",
+        `test -e '${daemon().socketPath}' || test -e '${daemon().runDir}' || test -e '${daemon().stateDir}'; echo seen=$?`,
+      ].join("; "));
+      expect(r.stdout).to.match(/^unshare: .*Operation not permitted\nrc=1\nsmall-ok\n/);
+      expect(r.stdout, r.stdout).to.match(/No space left on device\nrc=1\nseen=1\n$/);
+      const img = await fs.stat(path.join(daemon().stateDir, "disks", `${h1}.img`));
+      expect(img.size).to.equal(256 * 1024 * 1024);
+      // Positive control: the host does see what the guest looked for.
+      await fs.access(daemon().socketPath);
+    });
+  });
+
+  describe("3. secret pushes cannot be turned onto host-backed paths", function () {
     it("secrets dir → the read-only boot bind or the toolbox: the push fails in the guest, the host dirs stay unchanged; → a guest dir: the files land there (control)", async () => {
       const bootDir = path.join(daemon().runDir, "vms", h2, "boot");
       const toolbox = path.join(PROJECT_ROOT, "dist", "toolbox");
@@ -272,7 +291,7 @@ describeWhenReady(missingPrerequisites(), "security: a hostile tenant's guest ro
     });
   });
 
-  describe("3. fs/watch names a guest crafts", function () {
+  describe("4. fs/watch names a guest crafts", function () {
     it("newlines, CR + a forged SSE line, invalid UTF-8 and 255-byte names arrive as single JSON events under the watched root; a dir moved out is a rename", async () => {
       await sh(h2, "rm -rf /tmp/w /tmp/moved && mkdir -p /tmp/w/sub");
       const long = "L".repeat(255);
@@ -316,7 +335,7 @@ describeWhenReady(missingPrerequisites(), "security: a hostile tenant's guest ro
     });
   });
 
-  describe("4. answers of a guest agent its root took over", function () {
+  describe("5. answers of a guest agent its root took over", function () {
     it("positive control: after the takeover, h1's 'agent' answers what guest root writes, with h1's proof, and the daemon relays it", async () => {
       expect(await hijack({})).to.deep.equal({});
       const r = await call(daemon().socketPath, "GET", `/vm/${h1}/health?hostile_status=200&hostile_body=${encodeURIComponent('{"pwned":true}')}`);
