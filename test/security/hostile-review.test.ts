@@ -19,6 +19,7 @@ import { promises as fs } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
+import WebSocket from "ws";
 import { run } from "../../shared/exec.js";
 import { PROJECT_ROOT, TestDaemon, loopDevicesUnder, mountsUnder, randomIsolatedRange } from "../helpers/daemon.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
@@ -76,7 +77,8 @@ function attach(u) {
 }`;
 
 /**
- * Evaluated inside h1's agent: its HTTP servers answer, instead of the agent, any request whose
+ * Evaluated inside h1's agent: its HTTP servers answer, instead of the agent, any request (or
+ * upgrade request) whose
  * query has `hostile_status=<3 digits>` (optional `hostile_body`), and any request to a path in
  * `modes` (path → `<3 digits>[:<body>]`), with the raw status line and body guest root chose and
  * this VM's real proof.
@@ -93,7 +95,7 @@ const hijackExpression = (modes: Record<string, string>): string => String.raw`(
   if (!g.__hostileEmit) {
     g.__hostileEmit = http.Server.prototype.emit;
     http.Server.prototype.emit = function (ev, req) {
-      if (ev === "request") {
+      if (ev === "request" || ev === "upgrade") {
         const u = new URL(req.url, "http://agent");
         const mode = g.__hostile.modes[u.pathname];
         const status = u.searchParams.get("hostile_status") ?? mode?.slice(0, 3);
@@ -382,6 +384,24 @@ describeWhenReady(missingPrerequisites(), "security: a hostile tenant's guest ro
       await putSecret("after", "two");
       await until("h1 got `after` once its agent answered again", async () => (await secretIn(h1, "after")) === "two");
       expect(await secretIn(h2, "after")).to.equal("two");
+    });
+
+    it("a shell upgrade refused with status 099: the client gets 503 ERR_VM_AGENT_UNAVAILABLE, not a malformed status line", async () => {
+      const got = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const ws = new WebSocket(`ws+unix://${daemon().socketPath}:/vm/${h1}/shell?uid=0&hostile_status=099&hostile_body=%7B%7D`);
+        ws.once("open", () => {
+          ws.terminate();
+          reject(new Error("the shell opened"));
+        });
+        ws.once("unexpected-response", (_req: http.ClientRequest, res: http.IncomingMessage) => {
+          let body = "";
+          res.on("data", (c: Buffer) => (body += c.toString()));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        ws.once("error", reject);
+      });
+      expect(got.status, got.body).to.equal(503);
+      expect(got.body).to.contain("ERR_VM_AGENT_UNAVAILABLE");
     });
 
     it("statuses 099 and 000 on streamed routes are refused with 503; the daemon keeps running and serving h2 (it exited before the fix)", async () => {
