@@ -4,6 +4,7 @@
  * agent-ws.ts.
  */
 import http from "node:http";
+import type { Duplex } from "node:stream";
 import { PaddockError } from "../../shared/errors.js";
 import type { GuestStats } from "../agent/guest-stats.js";
 import type { SecretStore } from "../secrets/secret-store.js";
@@ -71,6 +72,13 @@ export function agentJsonRequest(endpoint: AgentEndpoint, method: string, path: 
     const timer = setTimeout(() => {
       req.destroy(new Error(`timed out after ${timeoutMs} ms`));
     }, timeoutMs);
+    // A 101 (the agent is the guest's to replace): without this listener Node drops the
+    // socket and reports nothing, so neither the answer nor the timeout would ever settle this.
+    req.on("upgrade", (_res, socket: Duplex) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent ${method} ${path} switched protocols on a plain request`));
+    });
     req.on("error", (err) => {
       clearTimeout(timer);
       reject(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent ${method} ${path}: ${err.message}`, { cause: err }));
@@ -113,14 +121,26 @@ export async function syncSecretsToAgent(
   return Array.isArray(res.synced) ? res.synced.filter((n): n is string => typeof n === "string") : [];
 }
 
+/** The fields of {@link GuestStats}, each a finite number in a valid answer. */
+const GUEST_STATS_FIELDS = [
+  "uptimeSeconds", "loadAvg1", "loadAvg5", "loadAvg15", "openFiles", "openConnections", "networkReadTotal", "networkWriteTotal", "entropy",
+] as const satisfies readonly (keyof GuestStats)[];
+
 /**
  * `GET /v1/stats` of the agent: guest-side counters for NodeStat snapshots (api/vm-stats.ts).
+ * The answer is the guest's (its root can replace the agent), so only the known fields are
+ * kept and each must be a finite number: anything else would travel into every client's
+ * `/nodes/stats` array.
  * @throws PaddockError ERR_VM_AGENT_UNAVAILABLE when unreachable, slow (> `timeoutMs`) or malformed.
  */
 export async function agentStats(endpoint: AgentEndpoint, timeoutMs: number): Promise<GuestStats> {
-  const body = (await agentJsonRequest(endpoint, "GET", "/v1/stats", undefined, timeoutMs)) as Partial<GuestStats>;
-  if (typeof body !== "object" || body === null || typeof body.uptimeSeconds !== "number" || typeof body.openFiles !== "number") {
-    throw new PaddockError("ERR_VM_AGENT_UNAVAILABLE", "guest agent stats answer is missing uptimeSeconds/openFiles");
+  const body = await agentJsonRequest(endpoint, "GET", "/v1/stats", undefined, timeoutMs);
+  const o = (typeof body === "object" && body !== null ? body : {}) as Record<string, unknown>;
+  const out = {} as GuestStats;
+  for (const k of GUEST_STATS_FIELDS) {
+    const v = o[k];
+    if (typeof v !== "number" || !Number.isFinite(v)) throw new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent stats answer: ${k} is not a number`);
+    out[k] = v;
   }
-  return body as GuestStats;
+  return out;
 }

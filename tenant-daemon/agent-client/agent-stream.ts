@@ -5,6 +5,7 @@
  * agent request, which makes the agent kill a foreground exec.
  */
 import http from "node:http";
+import type { Duplex } from "node:stream";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { AGENT_PROOF_HEADER, agentConnectOptions, answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
 
@@ -22,8 +23,9 @@ const DROP_RESPONSE_HEADERS = new Set(["connection", "keep-alive", "transfer-enc
  * already in the Slicer error shape and are passed through as they are.
  *
  * `fail` is called, before anything was written to `res`, with PaddockError
- * ERR_VM_AGENT_UNAVAILABLE (503) when the agent is unreachable, fails, or answers without the
- * VM's proof (agent-endpoint.ts); it must answer `res`. A failure after the answer started
+ * ERR_VM_AGENT_UNAVAILABLE (503) when the agent is unreachable, fails, answers without the
+ * VM's proof (agent-endpoint.ts), with a status outside 200–599 or headers `res` cannot carry,
+ * or with a 101 (nothing asked to upgrade); it must answer `res`. A failure after the answer started
  * destroys `res` instead.
  */
 export function streamToAgent(
@@ -47,12 +49,35 @@ export function streamToAgent(
       fail(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `the answer on ${hostname}'s agent channel did not come from its agent (missing or wrong proof); refused`));
       return;
     }
+    // The agent is the guest's (its root can replace it): the parser takes any three digits,
+    // but `writeHead` throws on a status below 100, and a throw here would end the daemon.
+    const status = ur.statusCode ?? 0;
+    if (!isFinalStatus(status)) {
+      upstream.destroy();
+      fail(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent of VM ${hostname} answered with status ${status}; refused`));
+      return;
+    }
     const out: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(ur.headers)) if (v !== undefined && !DROP_RESPONSE_HEADERS.has(k)) out[k] = v;
-    res.writeHead(ur.statusCode ?? 502, out);
+    try {
+      res.writeHead(status, out);
+    } catch (err) {
+      upstream.destroy();
+      for (const name of res.getHeaderNames()) res.removeHeader(name);
+      fail(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent of VM ${hostname} answered headers that cannot be relayed; refused`, { cause: err }));
+      return;
+    }
     res.flushHeaders();
     ur.on("error", () => res.destroy());
     ur.pipe(res);
+  });
+  // A 101 to a request that asked for no upgrade: with no listener Node drops the socket and
+  // reports nothing, which would leave the API request hanging.
+  upstream.on("upgrade", (_ur, socket: Duplex) => {
+    socket.destroy();
+    if (responded) return;
+    responded = true;
+    fail(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent of VM ${hostname} switched protocols on a plain request; refused`));
   });
   upstream.on("error", (err) => {
     if (responded || res.headersSent) {
@@ -75,4 +100,9 @@ export function streamToAgent(
   });
   req.on("error", () => upstream.destroy());
   req.pipe(upstream);
+}
+
+/** True for a status an API answer can carry from the agent: 200–599 (a 1xx is never final here). */
+export function isFinalStatus(status: number): boolean {
+  return Number.isInteger(status) && status >= 200 && status <= 599;
 }

@@ -21,6 +21,7 @@ import type { Logger } from "../../shared/logger.js";
 import { FrameDecoder, FrameType, isWholeFrame } from "../../shared/slicer/shell-frames.js";
 import { AGENT_UPGRADE_PROTOCOL, rejectUpgrade, writeHttpError } from "../agent/upgrade-util.js";
 import { agentConnectOptions, answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
+import { isFinalStatus } from "./agent-stream.js";
 
 /** Above this many bytes queued towards the client, reading from the agent pauses. */
 const HIGH_WATER_BYTES = 1 << 20;
@@ -49,7 +50,7 @@ export interface AgentUpgradeRequest {
  * away aborts the agent request. Answered on `client` instead of calling `onUpgraded`: the
  * agent's own refusal (status and JSON body, at most 64 KiB) as it is, or 503
  * ERR_VM_AGENT_UNAVAILABLE when the agent is unreachable, answers without the VM's proof, or
- * refuses with a longer body.
+ * refuses with a longer body or a status outside 200–599.
  */
 export function openAgentUpgrade(r: AgentUpgradeRequest): void {
   const { endpoint, client: socket, kind, logger: log } = r;
@@ -90,6 +91,13 @@ export function openAgentUpgrade(r: AgentUpgradeRequest): void {
       rejectUpgrade(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `the answer on ${hostname}'s agent channel did not come from its agent (missing or wrong proof); refused`));
       return;
     }
+    // The guest's root can answer any three digits; a refusal is relayed only as an HTTP status.
+    const status = res.statusCode ?? 0;
+    if (!isFinalStatus(status)) {
+      res.destroy();
+      rejectUpgrade(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent of VM ${hostname} refused the upgrade with status ${status}; refused`));
+      return;
+    }
     const chunks: Buffer[] = [];
     let total = 0;
     res.on("data", (c: Buffer) => {
@@ -102,7 +110,7 @@ export function openAgentUpgrade(r: AgentUpgradeRequest): void {
       res.destroy();
       rejectUpgrade(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent of VM ${hostname} refused the upgrade with an answer over ${MAX_AGENT_ERROR_BYTES} bytes`));
     });
-    res.on("end", () => writeHttpError(socket, res.statusCode ?? 502, Buffer.concat(chunks).toString("utf8")));
+    res.on("end", () => writeHttpError(socket, status, Buffer.concat(chunks).toString("utf8")));
     res.on("error", () => socket.destroy());
   });
   areq.on("error", (err) => {
