@@ -4,7 +4,7 @@
  * exec (buffered, streamed with stdin), cp in/out byte-exact, fs, a shell on a guest PTY,
  * secrets, logs, stats, pause/resume, a daemon restart that adopts the persistent VMs (agent
  * channel re-bound, network kept although netstack moved the netns's addresses into the
- * sandbox), and a delete that leaves nothing of the VM behind. Network: a `count: 1` bridge group
+ * sandbox), a shutdown + relaunch (a new sandbox in a new netns), and a delete that leaves nothing of the VM behind. Network: a `count: 1` bridge group
  * and an isolated group whose policy drops one of two test hosts (198.18.0.0/15, in netns made
  * here): the allowed host answers (positive control), the dropped one times out.
  */
@@ -20,6 +20,7 @@ import { findRunsc } from "../../tenant-daemon/runtime/runsc-host.js";
 import { CGROUP_ROOT } from "../../tenant-daemon/runtime/tenant-cgroup.js";
 import { readCgroupLimits } from "../helpers/cgroup.js";
 import { TestDaemon, mountsUnder, randomIsolatedRange } from "../helpers/daemon.js";
+import { until } from "../helpers/wait.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 import { call, ndjson } from "../integration/agent-fixture.js";
 import { ip4, leftovers, listen, makeTestHost, randomBlock, type Listener, type TestHost } from "./network-fixtures.js";
@@ -68,9 +69,12 @@ describeWhenReady(missing, "a gVisor tenant end to end through the Slicer API (p
     expect(r.status, r.text).to.equal(200);
     return r.json() as { stdout: string; stderr: string; exit_code: number };
   };
-  /** TCP connect from inside VM `vm`: `ok`, `timeout` (dropped) or `error …`. */
-  const probeFromVm = async (vm: string, host: string): Promise<string> => {
-    const r = await sh(vm, `timeout 2 bash -c 'exec 3<>/dev/tcp/${host}/${PORT} && head -n1 <&3'`);
+  /**
+   * TCP connect from inside VM `vm`: `ok`, `timeout` (dropped) or `error …`. Right after a boot
+   * under load a SYN may need netstack's 1 s and 3 s retransmits: an allowed host gets 10 s.
+   */
+  const probeFromVm = async (vm: string, host: string, timeoutS = host === allowed.ip ? 10 : 3): Promise<string> => {
+    const r = await sh(vm, `timeout ${timeoutS} bash -c 'exec 3<>/dev/tcp/${host}/${PORT} && head -n1 <&3'`);
     if (r.exit_code === 0 && r.stdout.trim() === "ok") return "ok";
     return r.exit_code === 124 ? "timeout" : `error ${r.exit_code}: ${r.stderr}`;
   };
@@ -192,6 +196,16 @@ describeWhenReady(missing, "a gVisor tenant end to end through the Slicer API (p
     expect((await sh(br, "hostname")).stdout).to.equal(`${br}\n`);
     expect(await probeFromVm(h, allowed.ip), "network after adoption").to.equal("ok");
     expect(await probeFromVm(h, dropped.ip)).to.equal("timeout");
+  });
+
+  it("a shutdown then relaunch boots it again on its disk, with its network (a fresh netns: netstack emptied the old one)", async () => {
+    expect((await d.post(`/vm/${h}/shutdown?action=shutdown`)).status).to.equal(200);
+    expect(await listRunscIds(path.join(d.runDir, "runsc"))).to.not.include(runscId(`pdk-${d.tenantId}-${h}`));
+    const r = await d.post(`/vm/${h}/relaunch`);
+    expect(r.status, r.text).to.equal(200);
+    await until("agent after relaunch", async () => ((await d.get(`/vm/${h}/health`)).status === 200 ? true : undefined), 60_000, 200);
+    expect((await call(d.socketPath, "GET", `/vm/${h}/cp?path=%2Froot%2Fud.txt&mode=binary`)).text).to.equal("userdata-ran\n");
+    expect(await probeFromVm(h, allowed.ip), "network after relaunch").to.equal("ok");
   });
 
   it("delete leaves nothing of the VM: no sandbox, cgroup, process, mount, netns or agent socket", async () => {
