@@ -181,6 +181,11 @@ describeWhenReady(missing, "a gVisor tenant end to end through the Slicer API (p
     expect(logs.text).to.contain("hello-console");
     const stats = await d.get(`/node/${h}/stats`);
     expect(stats.status, stats.text).to.equal(200);
+    // From the sandbox's host cgroup (the sentry's, gofer's and guest memory), after the hand-out's update.
+    const [one] = stats.json as { snapshot: Record<string, number> | null; error: string }[];
+    expect(one?.error, stats.text).to.equal("");
+    expect(one?.snapshot?.totalMemory).to.equal(256 * 2 ** 20);
+    expect(one?.snapshot?.memoryUsed).to.be.greaterThan(2 ** 20).and.lessThan(256 * 2 ** 20);
   });
 
   it("pauses (exec refused with 409) and resumes", async () => {
