@@ -115,7 +115,7 @@ describeWhenReady(missing, "a gVisor tenant end to end through the Slicer API (p
     expect(await processesNaming(`pdk-${d.tenantId}-`), "processes left").to.deep.equal([]);
   });
 
-  it("runs the VM under runsc and execs in it: buffered, and streamed with stdin", async () => {
+  it("runs the VM under runsc and execs in it: buffered, streamed with stdin, and in the background", async () => {
     expect(await listRunscIds(path.join(d.runDir, "runsc"))).to.include(runscId(`pdk-${d.tenantId}-${h}`));
     // pids.max counts the sentry's, gofer's and stubs' host threads: 4 VMs × 96 + 12 × 512 guest
     // processes for the tenant, 96 + 12 × 512 for the VM (runsc-spec.ts).
@@ -130,6 +130,10 @@ describeWhenReady(missing, "a gVisor tenant end to end through the Slicer API (p
     const frames = ndjson(s.text);
     expect(frames.filter((f) => f.type === "stdout").map((f) => f.data).join("")).to.equal("HELLO STDIN\n");
     expect(frames.at(-1)).to.include({ type: "exit", exit_code: 0 });
+    const bg = await exec(h, "background=true&cmd=/bin/sh&args=-c&args=exit%203");
+    expect(bg.status, bg.text).to.equal(201);
+    const id = (bg.json() as { exec_id: string }).exec_id;
+    expect((await d.get(`/vm/${h}/exec/${id}/wait-exit?timeout=60`)).json).to.include({ running: false, exit_code: 3 });
   });
 
   it("copies files in and out byte-exact (binary and tar) and serves fs", async () => {
