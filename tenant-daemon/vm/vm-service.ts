@@ -103,7 +103,7 @@ export class VmService {
     this.deps = deps;
     const log = (this.log = deps.logger.child({ component: "vm-service" }));
     const { config, store, runtime, storage, network, agent, namespaces } = deps;
-    const paths = (this.paths = new VmPaths(config.paddock));
+    const paths = (this.paths = new VmPaths(config.paddock, runtime.agentChannel ?? "inherited-fd"));
     const table = (this.table = new VmTable({ config, store, committedBytes: () => deps.cold?.store.totalBytes() ?? 0 }));
     const agentWait = (this.agentWait = new VmAgentWait({ table, agent, paths, log }));
     const secretsSync = (this.secretsSync = new VmSecretsSync({ table, agent, paths, agentWait, log }));
