@@ -10,7 +10,8 @@
  *                                  [--load-repeats 2] [--mb 100] [--network]
  *
  * Figures: 1 create → agent ready vs runc run · 2 exec vs runc exec vs nsenter · 3 gateway vs
- * direct vs nginx · 4 streaming · 5 cp vs cat · 6 tenant provisioning · 7 footprint · 8 scale.
+ * direct vs nginx · 4 streaming · 5 cp vs cat · 6 tenant provisioning · 7 footprint · 8 scale ·
+ * 9 runc vs gVisor (1, 2, 4, 5, 7 on both runtimes) · 10 syscall-heavy guest work on both.
  * Modules: lib/ (stats, machine, processes, HTTP load, runc floors, supervisor lab, nginx,
  * report, chart), figures/ (one per figure).
  */
@@ -38,6 +39,7 @@ import { vmFootprint } from "./figures/footprint-vms.js";
 import { figureProvisioning } from "./figures/provisioning.js";
 import { figureGateway } from "./figures/gateway-overhead.js";
 import { figureStreaming } from "./figures/streaming.js";
+import { figureRuntimes, figureSyscalls, startRuntimeLabs, stopRuntimeLabs, type RuntimeLabs } from "./figures/runtimes.js";
 
 const TITLES: Record<number, string> = {
   1: "Sandbox create → agent ready (wait=agent) vs runc run",
@@ -48,6 +50,8 @@ const TITLES: Record<number, string> = {
   6: "Tenant provisioning",
   7: "Footprint: supervisor, tenant daemons, VMs",
   8: "Scale: concurrent creates in one tenant",
+  9: "runc vs gVisor: create, exec, streaming, cp, idle VM footprint",
+  10: "Syscall-heavy guest work: runc vs gVisor",
 };
 
 function log(msg: string): void {
@@ -180,6 +184,29 @@ async function main(): Promise<void> {
         log("stopping the supervisor");
         tenantIds.push(...sup.createdIds);
         await sup.stop();
+      }
+    }
+  }
+
+  // Phase C: one daemon per runtime (runc, gVisor) on the dev image: figures 9 and 10.
+  if (wants(9, 10)) {
+    let labs: RuntimeLabs | undefined;
+    try {
+      log("starting a runc and a gVisor tenant daemon with a probe VM each");
+      labs = await startRuntimeLabs((id, dir) => {
+        tenantIds.push(id);
+        tempDirs.push(dir);
+      });
+      const l = labs;
+      await measure(9, opts, figures, () => figureRuntimes(l, opts));
+      await measure(10, opts, figures, () => figureSyscalls(l));
+    } catch (err) {
+      log(`runtime lab failed: ${(err as Error).stack ?? String(err)}`);
+      for (const num of [9, 10]) if (wants(num) && !figures.some((f) => f.num === num)) figures.push({ num, title: TITLES[num] ?? "", rows: [], targets: [], notes: [], error: `runtime lab: ${(err as Error).message}` });
+    } finally {
+      if (labs) {
+        log("destroying the runtime daemons (stop + purge)");
+        await stopRuntimeLabs(labs);
       }
     }
   }
