@@ -153,18 +153,23 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
   const storage = createVmStorage({ stateDir: p.stateDir, runDir: p.runDir, imageRootfs, logger, uidRange, diskCommitRatio: p.diskCommitRatio });
   // A purge only removes namespace pins; it needs no range.
   const namespaces = new VmNamespaces(p.runDir, uidRange ?? { uidStart: 1, size: 1 }, logger);
-  const network = createTenantNetwork({
-    config, logger, stateDir: p.stateDir,
-    ...(uidRange !== undefined ? { makeNetns: (hostname: string, netnsName: string) => namespaces.create(hostname, netnsName) } : {}),
-  });
-  const secrets = new SecretStore(path.join(p.stateDir, "secrets"), { maxSecrets: p.maxSecrets, maxSecretBytes: p.maxSecretBytes });
-  const agent = createAgentPort({ secrets, logger });
   const store = new JsonStateStore<DaemonState>({
     file: path.join(p.stateDir, "state.json"),
     schemaVersion: 1,
     initial: () => ({ schemaVersion: 1, tenantId: p.tenantId, counters: {}, vms: {} }),
     validate: (v) => (typeof (v as DaemonState).vms === "object" && typeof (v as DaemonState).counters === "object" ? undefined : "missing vms or counters"),
   });
+  const network = createTenantNetwork({
+    config, logger, stateDir: p.stateDir,
+    ...(uidRange !== undefined ? { makeNetns: (hostname: string, netnsName: string) => namespaces.create(hostname, netnsName) } : {}),
+    // What the VM table recorded (a state file of another tenant is refused later, by the VM service).
+    recordedAddresses: async () => {
+      const state = await store.read();
+      return new Map(state.tenantId !== p.tenantId ? [] : Object.values(state.vms).flatMap((r) => (r.ipCidr ? [[r.hostname, r.ipCidr] as const] : [])));
+    },
+  });
+  const secrets = new SecretStore(path.join(p.stateDir, "secrets"), { maxSecrets: p.maxSecrets, maxSecretBytes: p.maxSecretBytes });
+  const agent = createAgentPort({ secrets, logger });
   const vms = new VmService({
     config, store, runtime, storage, network, agent, namespaces, logger, vmPidsLimit,
     onEvent: (event, group) => {

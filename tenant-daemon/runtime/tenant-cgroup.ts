@@ -80,7 +80,8 @@ export function computeTenantBudget(input: { limits: TenantLimits; hostGroupVcpu
   if (input.hostTasks !== undefined) {
     pidsMax = input.hostTasks(guestPids);
     if (pidsMax > room) {
-      notes.push(`the host tasks of ${guestPids} guest processes (${pidsMax}) exceed what pid_max ${input.pidMax} leaves after the host reserve of ${input.reservePids}; the tenant's pids.max is ${room}`);
+      // Without max_pids the guest budget is the whole room already: clamping is expected, not news.
+      if (input.limits.maxPids !== undefined) notes.push(`the host tasks of ${guestPids} guest processes (${pidsMax}) exceed what pid_max ${input.pidMax} leaves after the host reserve of ${input.reservePids}; the tenant's pids.max is ${room}`);
       pidsMax = room;
     }
   }
