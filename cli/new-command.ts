@@ -15,6 +15,11 @@ Print the daemon config \`slicer new NAME\` writes, for this Paddock: hypervisor
 sandboxes; this release has no Firecracker driver) with Paddock's local image debian-12.
 Run it with \`paddock daemon up NAME.yaml\`.
 
+  --hypervisor oci|gvisor      the VMs' runtime (default oci): runc, or gVisor's runsc
+                               (apt-get install runsc; docs/security.md)
+  --gvisor-platform P          gvisor: runsc platform auto|kvm|ptrace (default auto: kvm
+                               when /dev/kvm opens, else ptrace)
+
   --net isolated|bridge        network mode (default bridge)
   --isolated-range CIDR        isolated: the group's range, e.g. 169.254.100.0/22
   --drop CIDR|IP|ip:port       isolated: block (repeatable)
@@ -40,6 +45,8 @@ Run it with \`paddock daemon up NAME.yaml\`.
 `;
 
 const NEW_FLAGS = {
+  hypervisor: { type: "string" },
+  "gvisor-platform": { type: "string" },
   net: { type: "string" },
   "isolated-range": { type: "string" },
   socket: { type: "string" },
@@ -82,6 +89,8 @@ export function parseNewArgs(argv: readonly string[]): { name: string; flags: Ne
   if (values.vcpu !== undefined && values.cpu !== undefined) throw new UsageError("use either --vcpu or --cpu");
   if (values["ram-gb"] !== undefined && values.ram !== undefined) throw new UsageError("use either --ram-gb or --ram");
   const flags: NewConfigFlags = {
+    hypervisor: values.hypervisor,
+    gvisorPlatform: values["gvisor-platform"],
     net,
     isolatedRange: values["isolated-range"],
     socket: values.socket,

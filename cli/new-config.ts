@@ -7,6 +7,8 @@
  *   Firecracker driver: this release has none, see FIRECRACKER_DRIVER); otherwise
  *   `hypervisor: oci` (Paddock's runc sandboxes, docs/ARCHITECTURE.md), and then
  *   `image: "debian-12"` (Paddock's local image store; it does not pull OCI images).
+ *   `--hypervisor oci|gvisor` (Paddock's own flag) picks the runtime explicitly; gvisor also
+ *   uses the local image.
  * - No `ssh_keys` scan of `~/.ssh/*.pub` (`--find-ssh-keys` is accepted and ignored): OCI
  *   sandboxes run no sshd.
  *
@@ -22,11 +24,19 @@
 import { formatIpv4, parseCidr, parseIpv4 } from "../shared/cidr.js";
 import { NAME_PATTERN } from "../shared/tenant-config.js";
 import { parseSizeBytes } from "../shared/yaml-reader.js";
+import { PaddockError } from "../shared/errors.js";
 import { UsageError } from "./cli-errors.js";
 import { isSocketAddress } from "./target.js";
 
-/** Flags of `paddock new` (those of `slicer new`); undefined ⇒ the generator's default. */
+/** Flags of `paddock new` (those of `slicer new`, plus Paddock's runtime choice); undefined ⇒ the generator's default. */
 export interface NewConfigFlags {
+  /**
+   * `--hypervisor oci|gvisor` (Paddock's): the VMs' runtime; undefined ⇒ firecracker on a
+   * Firecracker-capable host, else oci. Checked by {@link renderNewConfig}.
+   */
+  hypervisor?: string | undefined;
+  /** `--gvisor-platform auto|kvm|ptrace` (with `--hypervisor gvisor`) ⇒ `paddock.gvisor.platform`. */
+  gvisorPlatform?: string | undefined;
   /** `--net`: network mode (default bridge). */
   net?: "bridge" | "isolated" | undefined;
   /** `--isolated-range CIDR`: isolated `range:`. */
@@ -172,16 +182,44 @@ function checkFlags(name: string, f: NewConfigFlags): void {
   }
 }
 
+/** The runtimes `--hypervisor` takes: Paddock's drivers in this release. */
+export const NEW_HYPERVISORS = ["oci", "gvisor"] as const;
+/** The platforms `--gvisor-platform` takes (shared/tenant-config-paddock.ts `paddock.gvisor.platform`). */
+export const NEW_GVISOR_PLATFORMS = ["auto", "kvm", "ptrace"] as const;
+
+/**
+ * The `hypervisor:` to write: `--hypervisor` when given, else firecracker on a
+ * Firecracker-capable host, else oci.
+ * @throws PaddockError `ERR_CONFIG_UNSUPPORTED` (exit 2) for a `--hypervisor` other than oci or
+ *   gvisor (firecracker included: this release has no Firecracker driver), and for
+ *   `--gvisor-platform` without gvisor or outside auto|kvm|ptrace.
+ */
+function chooseHypervisor(flags: NewConfigFlags, host: NewConfigHost): string {
+  const h = flags.hypervisor;
+  if (h !== undefined && !NEW_HYPERVISORS.some((k) => k === h)) {
+    throw new PaddockError("ERR_CONFIG_UNSUPPORTED", `--hypervisor takes ${NEW_HYPERVISORS.join(" or ")}, got ${JSON.stringify(h)}${h === "firecracker" ? " (this Paddock release has no Firecracker driver)" : ""}`);
+  }
+  const p = flags.gvisorPlatform;
+  if (p !== undefined) {
+    if (h !== "gvisor") throw new PaddockError("ERR_CONFIG_UNSUPPORTED", "--gvisor-platform needs --hypervisor gvisor");
+    if (!NEW_GVISOR_PLATFORMS.some((k) => k === p)) throw new PaddockError("ERR_CONFIG_UNSUPPORTED", `--gvisor-platform takes ${NEW_GVISOR_PLATFORMS.join(", ")}, got ${JSON.stringify(p)}`);
+  }
+  return h ?? (host.kvm ? "firecracker" : "oci");
+}
+
 /**
  * Render the config `slicer new NAME` writes for these flags, adapted to the host
  * (see the file comment). Pure: same input, same text; ends with a newline.
- * @throws UsageError for an invalid name, value or flag combination.
+ * `--hypervisor gvisor` writes `hypervisor: gvisor` with Paddock's local image, and with
+ * `--gvisor-platform` a top-level `paddock: {gvisor: {platform: …}}` key.
+ * @throws UsageError for an invalid name, value or flag combination; PaddockError
+ *   `ERR_CONFIG_UNSUPPORTED` for an unknown `--hypervisor` or `--gvisor-platform`.
  */
 export function renderNewConfig(name: string, flags: NewConfigFlags, host: NewConfigHost): string {
   checkFlags(name, flags);
   const isolated = flags.net === "isolated";
-  const hypervisor = host.kvm ? "firecracker" : "oci";
-  const image = flags.image ?? (hypervisor === "oci" ? PADDOCK_DEFAULT_IMAGE : host.arch === "arm64" ? SLICER_IMAGE_ARM64 : SLICER_IMAGE_X86_64);
+  const hypervisor = chooseHypervisor(flags, host);
+  const image = flags.image ?? (hypervisor !== "firecracker" ? PADDOCK_DEFAULT_IMAGE : host.arch === "arm64" ? SLICER_IMAGE_ARM64 : SLICER_IMAGE_X86_64);
 
   const out: string[] = ["config:", "  host_groups:"];
   const item = isolated ? "    " : "  "; // list indentation of the documented output (file comment)
@@ -229,5 +267,6 @@ export function renderNewConfig(name: string, flags: NewConfigFlags, host: NewCo
     out.push(`    bind_address: ${quoted(flags.apiBind ?? "127.0.0.1")}`);
     out.push("    auth:", `      enabled: ${flags.apiAuth ?? true}`);
   }
+  if (flags.gvisorPlatform !== undefined) out.push("paddock:", "  gvisor:", `    platform: ${flags.gvisorPlatform}`);
   return out.join("\n") + "\n";
 }

@@ -39,8 +39,8 @@ export interface TenantView {
 /** Help text of `paddock tenant`. */
 export const TENANT_HELP = `usage: paddock tenant COMMAND [flags]
 
-  create [--id ID] [--template T] [--image NAME] [--label k=v]... [--max-vms N] [--max-vcpu N]
-         [--max-ram 16G] [--max-disk 200G] [--token-expires-in 720h] [--json]
+  create [--id ID] [--template T] [--image NAME] [--hypervisor oci|gvisor] [--label k=v]...
+         [--max-vms N] [--max-vcpu N] [--max-ram 16G] [--max-disk 200G] [--token-expires-in 720h] [--json]
   list [--status S] [--label k=v]... [--json]
   get ID [--json]
   delete ID
@@ -105,6 +105,7 @@ export function renderTenantDetails(t: TenantView): string {
     ["status", t.status_reason ? `${t.status ?? ""} (${t.status_reason})` : (t.status ?? "")],
     ["template", t.template ?? ""],
     ...(typeof t.image === "string" ? [["image", t.image] as [string, string]] : []),
+    ...(typeof t.hypervisor === "string" ? [["hypervisor", t.hypervisor] as [string, string]] : []),
     ["socket", t.socket_path ?? ""],
     ["ranges", (t.ranges ?? []).map((r) => `${r.host_group}=${r.cidr}`).join(", ")],
     ["daemon", [t.daemon?.state, t.daemon?.pid === undefined ? undefined : `pid ${t.daemon.pid}`, t.daemon?.restarts === undefined ? undefined : `${t.daemon.restarts} restarts`, t.daemon?.uptime_seconds === undefined ? undefined : `up ${t.daemon.uptime_seconds}s`].filter(Boolean).join(", ")],
@@ -126,6 +127,7 @@ async function tenantCreate(ctx: CliContext, argv: string[]): Promise<number> {
     id: { type: "string" },
     template: { type: "string" },
     image: { type: "string" },
+    hypervisor: { type: "string" },
     label: { type: "string", multiple: true },
     "max-vms": { type: "string" },
     "max-vcpu": { type: "string" },
@@ -138,6 +140,8 @@ async function tenantCreate(ctx: CliContext, argv: string[]): Promise<number> {
   if (values.id !== undefined) body.id = values.id;
   if (values.template !== undefined) body.template = values.template;
   if (values.image !== undefined) body.image = values.image;
+  // Checked by the supervisor (oci or gvisor, and runsc installed for gvisor).
+  if (values.hypervisor !== undefined) body.hypervisor = values.hypervisor;
   if (values.label?.length) body.labels = parseKeyValues(values.label, "--label");
   const limits: Record<string, number> = {};
   const maxVms = parseIntFlag(values["max-vms"], "--max-vms", { min: 0 });

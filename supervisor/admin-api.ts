@@ -61,6 +61,7 @@ export function tenantView(t: TenantRecord, tenants: TenantService): Record<stri
       ...(o.warmPool !== undefined ? { warm_pool: o.warmPool } : {}),
     }])),
     ...(t.image !== undefined ? { image: t.image } : {}),
+    ...(t.hypervisor !== undefined ? { hypervisor: t.hypervisor } : {}),
     ranges: t.blocks.map((b) => ({ host_group: b.hostGroup, cidr: b.cidr })),
     ...(t.uidRange !== undefined ? { userns: { uid_start: t.uidRange.uidStart, size: t.uidRange.size } } : {}),
     socket_path: tenants.socketPath(t.id),

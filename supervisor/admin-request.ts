@@ -11,14 +11,14 @@ import { PaddockError } from "../shared/errors.js";
 import { TENANT_ID_PATTERN } from "../shared/tenant-config.js";
 import { ConfigReader } from "../shared/yaml-reader.js";
 import { readLimitsSection, type LimitsPatch } from "./tenant-limits.js";
-import { TENANT_STATUSES, type LimitsRecord, type TenantStatus } from "./tenant-registry.js";
+import { TENANT_HYPERVISORS, TENANT_STATUSES, type LimitsRecord, type TenantHypervisor, type TenantStatus } from "./tenant-registry.js";
 import { readImageOverride } from "./tenant-template.js";
 import type { CreateTenantInput, IssueTokenInput, LabelsPatch, TenantListFilter, UpdateTenantInput } from "./tenant-inputs.js";
 
 const LABEL_KEY = /^[a-z0-9]([a-z0-9._/-]{0,62})$/i;
 
 /** Fields of a create body. */
-const CREATE_FIELDS = ["id", "template", "labels", "limits", "host_groups", "image", "token_expires_in_seconds"];
+const CREATE_FIELDS = ["id", "template", "labels", "limits", "host_groups", "image", "hypervisor", "token_expires_in_seconds"];
 
 /**
  * The JSON body as an object (`{}` when there is none).
@@ -108,8 +108,22 @@ function readExpiry(body: Record<string, unknown>, nowMs: number): string | unde
 }
 
 /**
- * A create body (`POST /tenants`): known fields only, then id, template, image, limits, labels
- * and the first token's lifetime, each checked.
+ * The optional `hypervisor` of a create body: `oci` or `gvisor` (`firecracker` has no driver in
+ * this release).
+ * @returns undefined when absent.
+ * @throws PaddockError `ERR_TENANT_INVALID` for any other value.
+ */
+function readHypervisor(raw: unknown): TenantHypervisor | undefined {
+  if (raw === undefined) return undefined;
+  const known = TENANT_HYPERVISORS.find((h) => h === raw);
+  if (known === undefined) throw new PaddockError("ERR_TENANT_INVALID", `hypervisor: expected ${TENANT_HYPERVISORS.join(" or ")} (runc or gVisor VMs), got ${JSON.stringify(raw)}`);
+  return known;
+}
+
+/**
+ * A create body (`POST /tenants`): known fields only, then id, template, image, hypervisor,
+ * limits, labels and the first token's lifetime, each checked. Whether the host can run the
+ * hypervisor is the service's check.
  * @throws PaddockError `ERR_TENANT_INVALID`.
  */
 export function readCreateTenant(body: Record<string, unknown>): CreateTenantInput {
@@ -119,6 +133,7 @@ export function readCreateTenant(body: Record<string, unknown>): CreateTenantInp
   }
   if (body.template !== undefined && typeof body.template !== "string") throw new PaddockError("ERR_TENANT_INVALID", "template: expected a string");
   const image = readImageOverride(body.image);
+  const hypervisor = readHypervisor(body.hypervisor);
   const r = new ConfigReader();
   const limits: LimitsRecord = readLimitsSection(r, body.limits, "limits", { unknownIsProblem: true });
   throwProblems(r);
@@ -131,6 +146,7 @@ export function readCreateTenant(body: Record<string, unknown>): CreateTenantInp
     limits,
     ...(body.host_groups !== undefined ? { hostGroups: body.host_groups } : {}),
     ...(image !== undefined ? { image } : {}),
+    ...(hypervisor !== undefined ? { hypervisor } : {}),
     ...(tokenExpiresAt !== undefined ? { tokenExpiresAt } : {}),
   };
 }

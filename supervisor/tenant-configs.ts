@@ -14,7 +14,7 @@ import { loadTemplate, renderTenantConfig, type TenantTemplate } from "./tenant-
 import type { TenantContext } from "./tenant-context.js";
 
 /** The record fields a rendering reads. */
-export type RenderableTenant = Pick<TenantRecord, "id" | "blocks" | "limits" | "overrides" | "image" | "uidRange">;
+export type RenderableTenant = Pick<TenantRecord, "id" | "blocks" | "limits" | "overrides" | "image" | "hypervisor" | "uidRange">;
 
 /** Rendered tenant configs: render, write, and the parsed form by tenant id. */
 export class TenantConfigs {
@@ -26,7 +26,7 @@ export class TenantConfigs {
   }
 
   /**
-   * Render a tenant's config (pure): its blocks, limits, overrides, image and uid range into
+   * Render a tenant's config (pure): its blocks, limits, overrides, image, hypervisor and uid range into
    * `template`, with the supervisor's image dir, deny list, foreign ranges and pids reserve.
    * @returns `{ text, config }` — the YAML to write and its parsed form.
    * @throws PaddockError `ERR_CONFIG_INVALID` when the result is not a valid tenant config.
@@ -45,6 +45,7 @@ export class TenantConfigs {
       limits: t.limits,
       overrides: t.overrides,
       ...(t.image !== undefined ? { image: t.image } : {}),
+      ...(t.hypervisor !== undefined ? { hypervisor: t.hypervisor } : {}),
       deny: config.deny,
       foreignRanges: poolComplement(config.pool, t.blocks.map((b) => b.cidr)),
       ...(t.uidRange !== undefined ? { userns: t.uidRange } : {}),

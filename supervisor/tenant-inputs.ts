@@ -4,7 +4,7 @@
  * only a template can check (host group overrides) is checked by the service against it.
  */
 import type { LimitsPatch } from "./tenant-limits.js";
-import type { LimitsRecord, TenantStatus } from "./tenant-registry.js";
+import type { LimitsRecord, TenantHypervisor, TenantStatus } from "./tenant-registry.js";
 
 /** Label changes: a string sets the label, `null` removes it. */
 export type LabelsPatch = Record<string, string | null>;
@@ -26,6 +26,11 @@ export interface CreateTenantInput {
   hostGroups?: unknown;
   /** A local image replacing the template's (a checked name; the service checks the store holds it). */
   image?: string;
+  /**
+   * The runtime of the tenant's VMs, replacing the template's `config.hypervisor`: `oci` (runc)
+   * or `gvisor` (runsc; the service checks the host has it). Absent: the template's.
+   */
+  hypervisor?: TenantHypervisor;
   /** When the first token expires (RFC 3339, in the future); absent: never. */
   tokenExpiresAt?: string;
 }

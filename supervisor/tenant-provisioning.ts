@@ -13,9 +13,10 @@ import { checkTenantPidsBudget, readPidMax } from "../shared/host-pids.js";
 import { claimUidRange, releaseUidRange } from "../shared/uid-ranges.js";
 import { allocateBlocks } from "./block-allocator.js";
 import type { SupervisorConfig } from "./supervisor-config.js";
-import type { RegistryState, TenantRecord } from "./tenant-registry.js";
+import type { RegistryState, TenantHypervisor, TenantRecord } from "./tenant-registry.js";
 import { layerLimits } from "./tenant-limits.js";
-import { loadTemplate, readOverrides } from "./tenant-template.js";
+import { loadTemplate, readOverrides, templateHypervisor } from "./tenant-template.js";
+import { RUNSC_INSTALL_HINT, findRunscBinary } from "../shared/runsc-binary.js";
 import { issueToken } from "./tokens.js";
 import type { Actor, TenantContext } from "./tenant-context.js";
 import type { TenantConfigs } from "./tenant-configs.js";
@@ -61,11 +62,27 @@ async function checkImage(imageDir: string, name: string): Promise<void> {
 }
 
 /**
+ * The host must be able to run the tenant's VMs: `gvisor` needs runsc (searched like the
+ * daemon does, shared/runsc-binary.ts), so a host without it refuses the create instead of
+ * leaving a tenant whose daemon cannot start. `oci` needs nothing checked here (runc is a
+ * prerequisite of every Paddock host, scripts/setup.sh).
+ * @throws PaddockError `ERR_RUNTIME_UNAVAILABLE` naming `apt-get install runsc`.
+ */
+export function checkHypervisorOnHost(hypervisor: TenantHypervisor | undefined, how: string, runsc: () => string | undefined = findRunscBinary): void {
+  if (hypervisor === "gvisor" && runsc() === undefined) {
+    throw new PaddockError("ERR_RUNTIME_UNAVAILABLE", `${how} runs the tenant's VMs under gVisor, but runsc is not installed on this host; ${RUNSC_INSTALL_HINT}, or create the tenant with hypervisor oci`, { details: { hypervisor } });
+  }
+}
+
+/**
  * Provision a tenant: allocate blocks and a host uid/gid range, render and write its config,
  * issue its first token, start its daemon and wait for readiness. Runs under the tenant's lock.
  * @returns the tenant record and the one-time token.
+ * The tenant's runtime is the request's `hypervisor`, else its template's; it is recorded and
+ * kept on every re-render.
  * @throws PaddockError `ERR_TENANT_INVALID` (bad id or host group overrides),
  *   `ERR_TENANT_EXISTS`, `ERR_TEMPLATE_NOT_FOUND`, `ERR_IMAGE_NOT_FOUND`,
+ *   `ERR_RUNTIME_UNAVAILABLE` (gvisor without runsc: nothing kept),
  *   `ERR_PIDS_BUDGET_EXCEEDED`, `ERR_NETWORK_EXHAUSTED`, `ERR_USERNS_EXHAUSTED` /
  *   `ERR_USERNS_RANGE_TAKEN` (no uid range: nothing kept), `ERR_DAEMON_START_FAILED`
  *   (tenant kept as `failed`).
@@ -79,6 +96,8 @@ export async function createTenant(ctx: TenantContext, configs: TenantConfigs, d
   const overrides = readOverrides(template, input.hostGroups);
   const image = input.image;
   if (image !== undefined) await checkImage(config.imageDir, image);
+  const hypervisor = input.hypervisor ?? templateHypervisor(template);
+  checkHypervisorOnHost(hypervisor, input.hypervisor !== undefined ? "hypervisor gvisor" : `template ${template.name}`);
   // Every limit is set: the request's, else the template's, else the supervisor's default.
   const limits = layerLimits(input.limits ?? {}, template.limits, config.defaultLimits);
   const labels = { ...input.labels };
@@ -100,6 +119,7 @@ export async function createTenant(ctx: TenantContext, configs: TenantConfigs, d
       const now = new Date().toISOString();
       const record: TenantRecord = {
         id, status: "provisioning", template: template.name, labels, limits, overrides, ...(image !== undefined ? { image } : {}),
+        ...(hypervisor !== undefined ? { hypervisor } : {}),
         blocks: template.hostGroups.map((g, i) => ({ hostGroup: g, cidr: cidrs[i] as string })),
         tokens: [{ id: issued.id, hash: issued.hash, createdAt: now, ...(expiresAt ? { expiresAt } : {}) }],
         uidRange,
@@ -118,7 +138,7 @@ export async function createTenant(ctx: TenantContext, configs: TenantConfigs, d
       throw err;
     });
     configs.remember(id, rendered.config);
-    ctx.recordAudit(who, "tenant.create", id, { template: template.name });
+    ctx.recordAudit(who, "tenant.create", id, { template: template.name, ...(hypervisor !== undefined ? { hypervisor } : {}) });
     try {
       await configs.writeNew(id, rendered.text);
       await daemons.managed(id).start();

@@ -73,6 +73,13 @@ export interface TenantRecord {
   overrides: HostGroupOverrides;
   /** Image chosen at create instead of the template's `config.image`. */
   image?: string;
+  /**
+   * The runtime of the tenant's VMs, fixed at create (the request's, else the template's
+   * `config.hypervisor`) and rendered over the template's at every re-render, so editing a
+   * template never moves a tenant to another runtime. Absent in records written before it
+   * (and for templates naming another hypervisor): the template's.
+   */
+  hypervisor?: TenantHypervisor;
   blocks: BlockRecord[];
   /**
    * The tenant's host uid/gid range (shared/uid-ranges.ts), claimed at create and rendered as
@@ -90,6 +97,11 @@ export interface TenantRecord {
   updatedAt: string;
 }
 
+/** The runtimes a tenant can be created on: `oci` (runc) and `gvisor` (runsc). */
+export const TENANT_HYPERVISORS = ["oci", "gvisor"] as const;
+/** One of {@link TENANT_HYPERVISORS}. */
+export type TenantHypervisor = (typeof TENANT_HYPERVISORS)[number];
+
 /** The whole registry file: schema version plus tenants by id. */
 export interface RegistryState {
   schemaVersion: number;
@@ -106,6 +118,7 @@ export function validateRegistry(value: unknown): string | undefined {
     if (!TENANT_STATUSES.includes(t.status)) return `tenant ${id} has unknown status ${JSON.stringify(t.status)}`;
     if (!Array.isArray(t.tokens) || !Array.isArray(t.blocks) || typeof t.daemon !== "object" || t.daemon === null) return `tenant ${id} lacks tokens, blocks or daemon`;
     if (t.tokens.some((k) => typeof k.hash !== "string" || !/^[0-9a-f]{64}$/.test(k.hash) || typeof k.id !== "string")) return `tenant ${id} has a malformed token record`;
+    if (t.hypervisor !== undefined && !TENANT_HYPERVISORS.includes(t.hypervisor)) return `tenant ${id} has unknown hypervisor ${JSON.stringify(t.hypervisor)}`;
     if (t.uidRange !== undefined && (typeof t.uidRange !== "object" || t.uidRange === null || !Number.isSafeInteger(t.uidRange.uidStart) || !Number.isSafeInteger(t.uidRange.size) || t.uidRange.size < 1)) return `tenant ${id} has a malformed uidRange`;
   }
   return undefined;

@@ -13,7 +13,7 @@ import { PaddockError, errnoCode } from "../shared/errors.js";
 import { parseYamlSafe, parseSizeBytes, ConfigReader } from "../shared/yaml-reader.js";
 import { MAX_WARM_POOL, parseTenantConfig, type TenantConfig } from "../shared/tenant-config.js";
 import { formatIpv4, parseCidr } from "../shared/cidr.js";
-import type { HostGroupOverrides, LimitsRecord } from "./tenant-registry.js";
+import { TENANT_HYPERVISORS, type HostGroupOverrides, type LimitsRecord, type TenantHypervisor } from "./tenant-registry.js";
 import type { UidRange } from "../shared/uid-ranges.js";
 import { IMAGE_NAME_PATTERN } from "../shared/image-store.js";
 import { limitsView, readLimitsSection } from "./tenant-limits.js";
@@ -162,6 +162,16 @@ export function readImageOverride(raw: unknown): string | undefined {
   return raw;
 }
 
+/**
+ * The runtime a template's VMs run on (`config.hypervisor`, checked by {@link parseTemplate}
+ * through the daemon's parser at render), when it is one a tenant can be created on.
+ * @returns `oci` or `gvisor`; undefined for anything else (e.g. `firecracker`, refused at render).
+ */
+export function templateHypervisor(template: TenantTemplate): TenantHypervisor | undefined {
+  const cfg = template.tree.config as Record<string, unknown> | undefined;
+  return TENANT_HYPERVISORS.find((h) => h === cfg?.hypervisor);
+}
+
 /** Everything a rendering needs. */
 export interface RenderInput {
   tenantId: string;
@@ -175,6 +185,8 @@ export interface RenderInput {
   overrides: HostGroupOverrides;
   /** Replaces the template's `config.image` when set (see readImageOverride). */
   image?: string;
+  /** Replaces the template's `config.hypervisor` when set (the tenant's runtime, fixed at create). */
+  hypervisor?: TenantHypervisor;
   deny: readonly string[];
   foreignRanges: readonly string[];
   /** The tenant's host uid/gid range, rendered as `paddock.userns` (absent: the daemon claims one). */
@@ -217,6 +229,7 @@ export function renderTenantConfig(template: TenantTemplate, input: RenderInput)
     if (o?.storageSizeBytes !== undefined) g.storage_size = `${Math.floor(o.storageSizeBytes / 2 ** 20)}M`;
   }
   if (input.image !== undefined) cfg.image = input.image;
+  if (input.hypervisor !== undefined) cfg.hypervisor = input.hypervisor;
   cfg.api = { bind_address: input.socketPath, auth: { enabled: false } };
   const limits = limitsView(input.limits);
   const warmPool: Record<string, number> = { ...template.warmPool };

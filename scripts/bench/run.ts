@@ -10,7 +10,8 @@
  *                                  [--load-repeats 2] [--mb 100] [--network]
  *
  * Figures: 1 create → agent ready vs runc run · 2 exec vs runc exec vs nsenter · 3 gateway vs
- * direct vs nginx · 4 streaming · 5 cp vs cat · 6 tenant provisioning · 7 footprint · 8 scale.
+ * direct vs nginx · 4 streaming · 5 cp vs cat · 6 tenant provisioning · 7 footprint · 8 scale ·
+ * 9 runc vs gVisor (1, 2, 4, 5, 7 on both runtimes) · 10 syscall-heavy guest work on both · 11 cold fork (commit and fork of a 2 GiB disk).
  * Modules: lib/ (stats, machine, processes, HTTP load, runc floors, supervisor lab, nginx,
  * report, chart), figures/ (one per figure).
  */
@@ -39,6 +40,7 @@ import { figureProvisioning } from "./figures/provisioning.js";
 import { figureGateway } from "./figures/gateway-overhead.js";
 import { figureStreaming } from "./figures/streaming.js";
 import { figureColdFork } from "./figures/cold-fork.js";
+import { figureRuntimes, figureSyscalls, startRuntimeLabs, stopRuntimeLabs, type RuntimeLabs } from "./figures/runtimes.js";
 
 const TITLES: Record<number, string> = {
   1: "Sandbox create → agent ready (wait=agent) vs runc run",
@@ -49,7 +51,9 @@ const TITLES: Record<number, string> = {
   6: "Tenant provisioning",
   7: "Footprint: supervisor, tenant daemons, VMs",
   8: "Scale: concurrent creates in one tenant",
-  9: "Cold fork: commit and fork of a 2 GiB disk",
+  9: "runc vs gVisor: create, exec, streaming, cp, idle VM footprint",
+  10: "Syscall-heavy guest work: runc vs gVisor",
+  11: "Cold fork: commit and fork of a 2 GiB disk",
 };
 
 function log(msg: string): void {
@@ -138,8 +142,8 @@ async function main(): Promise<void> {
     }
   }
 
-  // Cold fork (its own tenant daemon with 2 GiB disks): figure 9.
-  if (wants(9)) await measure(9, opts, figures, () => figureColdFork(opts, (id) => tenantIds.push(id)));
+  // Cold fork (its own tenant daemon with 2 GiB disks): figure 11.
+  if (wants(11)) await measure(11, opts, figures, () => figureColdFork(opts, (id) => tenantIds.push(id)));
 
   // Phase B: a real supervisor (`paddock up`): figures 6, 7 (tenants), 3, 4.
   if (wants(3, 4, 6, 7)) {
@@ -189,6 +193,29 @@ async function main(): Promise<void> {
     }
   }
 
+  // Phase C: one daemon per runtime (runc, gVisor) on the dev image: figures 9 and 10.
+  if (wants(9, 10)) {
+    let labs: RuntimeLabs | undefined;
+    try {
+      log("starting a runc and a gVisor tenant daemon with a probe VM each");
+      labs = await startRuntimeLabs((id, dir) => {
+        tenantIds.push(id);
+        tempDirs.push(dir);
+      });
+      const l = labs;
+      await measure(9, opts, figures, () => figureRuntimes(l, opts));
+      await measure(10, opts, figures, () => figureSyscalls(l));
+    } catch (err) {
+      log(`runtime lab failed: ${(err as Error).stack ?? String(err)}`);
+      for (const num of [9, 10]) if (wants(num) && !figures.some((f) => f.num === num)) figures.push({ num, title: TITLES[num] ?? "", rows: [], targets: [], notes: [], error: `runtime lab: ${(err as Error).message}` });
+    } finally {
+      if (labs) {
+        log("destroying the runtime daemons (stop + purge)");
+        await stopRuntimeLabs(labs);
+      }
+    }
+  }
+
   if (wants(7)) {
     figures.push({
       num: 7,
@@ -210,9 +237,15 @@ async function main(): Promise<void> {
 
   // Leak check: scripts/leaks.sh per tenant id, plus our floor containers and temp-dir mounts.
   const leaks: Record<string, string> = {};
+  // A loaded host can make leaks.sh slow: give it time, and report (not crash on) a timeout, so
+  // the figures measured so far are still written.
   for (const id of tenantIds) {
-    const r = await run("bash", [path.join(PROJECT_ROOT, "scripts/leaks.sh"), "--tenant", id], { allowFailure: true });
-    leaks[id] = r.exitCode === 0 ? "" : r.stdout.trim();
+    try {
+      const r = await run("bash", [path.join(PROJECT_ROOT, "scripts/leaks.sh"), "--tenant", id], { allowFailure: true, timeoutMs: 180_000 });
+      leaks[id] = r.exitCode === 0 ? "" : r.stdout.trim();
+    } catch (err) {
+      leaks[id] = `leak check failed: ${(err as Error).message}`;
+    }
   }
   const floors = (await run("runc", ["list", "-q"], { allowFailure: true })).stdout.split("\n").filter((x) => x.startsWith("bfloor-"));
   const dirMounts: string[] = [];

@@ -126,6 +126,13 @@ export interface TestSupervisorOptions {
   env?: Record<string, string>;
   /** In-process only: the gateway's request-body idle bound, ms. */
   gatewayBodyIdleMs?: number;
+  /**
+   * Child only: a command that execs the rest of its argv, run in front of `node …/paddock.js up`
+   * (e.g. `["unshare", "--mount", "--propagation", "private"]`: the supervisor and its daemons
+   * then see a private mount table the test can change with nsenter). It must exec, not fork,
+   * so the child's pid is the supervisor's.
+   */
+  wrap?: readonly string[];
 }
 
 /**
@@ -206,7 +213,8 @@ export class TestSupervisor implements SupervisorPaths {
 
   private async spawnChild(timeoutMs: number): Promise<void> {
     const args = this.configFile !== undefined ? ["--config", this.configFile] : ["--state-dir", this.stateDir, "--run-dir", this.runDir];
-    const child = spawn(process.execPath, [CLI_MAIN, "up", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...(this.opts.env ?? {}), PADDOCK_LOG_LEVEL: "info" } });
+    const [file, ...argv] = [...(this.opts.wrap ?? []), process.execPath, CLI_MAIN, "up", ...args] as [string, ...string[]];
+    const child = spawn(file, argv, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...(this.opts.env ?? {}), PADDOCK_LOG_LEVEL: "info" } });
     this.child = child;
     this.output = "";
     const ready = new Promise<void>((resolve, reject) => {

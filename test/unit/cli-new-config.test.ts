@@ -2,7 +2,8 @@ import { expect } from "chai";
 import { parse as parseYaml } from "yaml";
 import { parseTenantConfig } from "../../shared/tenant-config.js";
 import { parseYamlSafe } from "../../shared/yaml-reader.js";
-import { UsageError } from "../../cli/cli-errors.js";
+import { EXIT, UsageError, exitCodeFor } from "../../cli/cli-errors.js";
+import { isPaddockError } from "../../shared/errors.js";
 import { renderNewConfig, SLICER_IMAGE_X86_64 } from "../../cli/new-config.js";
 import { parseNewArgs } from "../../cli/new-command.js";
 
@@ -215,6 +216,53 @@ describe("cli: paddock new (renderNewConfig)", () => {
       const sbox = loadTenant(renderCli(words("slicer new sbox --count=0 --net=isolated --drop=0.0.0.0/0 --allow=192.168.222.1:3128 --allow=192.168.222.1:3129 --find-ssh-keys=false --ca --socket ./slicer.sock"), false));
       expect(sbox.api).to.deep.include({ kind: "unix", socketPath: "/etc/paddock/slicer.sock" });
       expect(sbox.hostGroups[0]?.network).to.deep.include({ mode: "isolated", drop: ["0.0.0.0/0"] });
+    });
+  });
+  describe("--hypervisor oci|gvisor (Paddock's runtime choice)", () => {
+    const A3CF_ARGV = words("slicer new a3cf --net=isolated --isolated-range 169.254.100.0/22 --socket /run/slicer/a3cf.sock --count=0 --graceful-shutdown=false --drop 192.168.1.0/24");
+
+    it("--hypervisor gvisor ⇒ the oci output with hypervisor gvisor, on a kvm host too; it loads as a gvisor tenant with platform auto", () => {
+      for (const kvm of [true, false]) {
+        const out = renderCli([...A3CF_ARGV, "--hypervisor", "gvisor"], kvm);
+        expect(out).to.equal(ociVariant(A3CF).replace("  hypervisor: oci\n", "  hypervisor: gvisor\n"));
+      }
+      const t = loadTenant(renderCli([...A3CF_ARGV, "--hypervisor=gvisor"], false));
+      expect({ hypervisor: t.hypervisor, image: t.image, platform: t.paddock.gvisor.platform, warnings: t.warnings }).to.deep.equal({ hypervisor: "gvisor", image: "debian-12", platform: "auto", warnings: [] });
+    });
+
+    it("--gvisor-platform ptrace|kvm|auto ⇒ paddock.gvisor.platform, read back by the daemon's parser", () => {
+      for (const platform of ["ptrace", "kvm", "auto"] as const) {
+        const out = renderCli([...A3CF_ARGV, "--hypervisor", "gvisor", "--gvisor-platform", platform], false);
+        expect(out).to.match(new RegExp(`\n {4}bind_address: "/run/slicer/a3cf.sock"\npaddock:\n {2}gvisor:\n {4}platform: ${platform}\n$`));
+        expect(loadTenant(out).paddock.gvisor.platform).to.equal(platform);
+      }
+    });
+
+    it("--hypervisor oci on a kvm host ⇒ the oci output (explicit beats the host default)", () => {
+      expect(renderCli([...A3CF_ARGV, "--hypervisor", "oci"], true)).to.equal(ociVariant(A3CF));
+    });
+
+    it("refuses an unknown --hypervisor or --gvisor-platform with ERR_CONFIG_UNSUPPORTED (exit 2), naming the accepted values", () => {
+      const bad: Array<[string[], RegExp]> = [
+        [["vm", "--hypervisor", "kvm"], /--hypervisor takes oci or gvisor, got "kvm"/],
+        [["vm", "--hypervisor", "firecracker"], /no Firecracker driver/],
+        [["vm", "--hypervisor", ""], /got ""/],
+        [["vm", "--hypervisor", "GVISOR"], /got "GVISOR"/],
+        [["vm", "--gvisor-platform", "ptrace"], /needs --hypervisor gvisor/],
+        [["vm", "--hypervisor", "oci", "--gvisor-platform", "ptrace"], /needs --hypervisor gvisor/],
+        [["vm", "--hypervisor", "gvisor", "--gvisor-platform", "systrap"], /auto, kvm, ptrace, got "systrap"/],
+      ];
+      for (const [argv, message] of bad) {
+        let err: unknown;
+        try {
+          renderCli(argv, false);
+        } catch (e) {
+          err = e;
+        }
+        expect(isPaddockError(err, "ERR_CONFIG_UNSUPPORTED"), `${argv.join(" ")}: ${String(err)}`).to.equal(true);
+        expect((err as Error).message, argv.join(" ")).to.match(message);
+        expect(exitCodeFor(err)).to.equal(EXIT.USAGE);
+      }
     });
   });
 });

@@ -1,5 +1,5 @@
 /**
- * Figure 9: cold fork of a 2 GiB disk with `--mb` MiB (default 100) written: `POST /vm/h/commit`
+ * Figure 11: cold fork of a 2 GiB disk with `--mb` MiB (default 100) written: `POST /vm/h/commit`
  * of the running VM (pause, fsfreeze, copy, thaw, resume) and `POST /vm/commits/{id}/fork`
  * (`wait=agent`: disk copy + boot + agent + fix-ups; `wait=none`: disk copy + boot), against the
  * plain copies of the same `.img` the daemon makes (`cp --reflink=auto`, which on ext4 copies the
