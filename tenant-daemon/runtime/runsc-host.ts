@@ -4,37 +4,22 @@
  * probes, so unit tests check the rule without a host. Measured behaviour of the installed runsc
  * (Debian's 0.0~20221219) is in docs/gvisor-findings.md.
  */
-import { accessSync, closeSync, constants as fsConstants, openSync, statSync } from "node:fs";
-import path from "node:path";
+import { closeSync, constants as fsConstants, openSync } from "node:fs";
 import { PaddockError } from "../../shared/errors.js";
+import { RUNSC_INSTALL_HINT, findRunscBinary } from "../../shared/runsc-binary.js";
+
+export { RUNSC_INSTALL_HINT };
 
 /** runsc's `--platform` values this driver uses (`runsc help platforms` of 20221219: kvm, ptrace). */
 export type RunscPlatform = "kvm" | "ptrace";
 
-/** The install command named by every "runsc missing" error. */
-export const RUNSC_INSTALL_HINT = "install it with `apt-get install runsc`";
-
-/** The directories searched for runsc: PATH, then the standard system dirs (a supervisor may trim PATH). */
-function searchDirs(envPath = process.env.PATH ?? ""): string[] {
-  return [...envPath.split(":"), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].filter((d) => d !== "");
-}
-
 /**
- * Absolute path of the `runsc` executable on PATH or in the system dirs, or undefined.
- * Synchronous, like the daemon's start-up check of the hypervisor (tenant-daemon/main.ts).
+ * Absolute path of the `runsc` executable on PATH (or `envPath`) or in the system dirs, or
+ * undefined. The search is shared with the supervisor's check before it creates a gVisor tenant
+ * (shared/runsc-binary.ts), so both refuse a missing runsc alike.
  */
 export function findRunsc(envPath?: string): string | undefined {
-  for (const dir of searchDirs(envPath)) {
-    const candidate = path.join(dir, "runsc");
-    try {
-      if (!statSync(candidate).isFile()) continue;
-      accessSync(candidate, fsConstants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
+  return findRunscBinary(envPath);
 }
 
 /**
