@@ -43,11 +43,13 @@ export type RunscNetwork = "none" | "sandbox";
 /**
  * The global flags of one sandbox: the private root, the platform, and its network mode. runsc
  * re-reads them on `start` (and `restore`, `checkpoint`), so a sandbox's calls carry the same
- * ones; the network mode follows from its config.json (a netns path ⇒ `sandbox`). No
+ * ones; the network mode follows from its config.json (a netns path ⇒ `sandbox`).
+ * `--host-uds=open`: the guest may connect to host Unix sockets bound into it (only the
+ * reverse agent channel's listener is, agent-dial-pool.ts). No
  * `--oci-seccomp`: with it runsc ignores `errnoRet` and node in the guest aborts (§4).
  */
 export function runscGlobalFlags(g: RunscGlobals, network: RunscNetwork = "none"): string[] {
-  return [`--root=${g.root}`, `--platform=${g.platform}`, `--network=${network}`];
+  return [`--root=${g.root}`, `--platform=${g.platform}`, `--network=${network}`, "--host-uds=open"];
 }
 
 /**

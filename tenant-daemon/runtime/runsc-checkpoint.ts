@@ -1,0 +1,223 @@
+/**
+ * Suspend to disk and restore of a gVisor sandbox: `runsc checkpoint` and `runsc restore`
+ * (measured on runsc 0.0~20221219 in docs/gvisor-findings.md §6):
+ * - checkpoint writes the sentry's state (guest memory, processes, open files) as
+ *   `checkpoint.img` into `--image-path`, then every guest process exits and the container is
+ *   `stopped`; its memory goes back to the host once it is deleted. A failed checkpoint kills
+ *   the sandbox too (even with `--leave-running`), so a failure is reported as the VM's crash.
+ *   It fails while the guest holds a host-backed socket (the reverse agent channel's
+ *   connections): the caller closes that channel first (agent-dial-pool.ts).
+ * - restore needs the original id absent (delete after checkpoint), the same bundle, the same
+ *   rootfs at the same path, unchanged while suspended (disk state is not in the image: files
+ *   the guest holds open are checked by size and mtime), and the same global flags (runsc
+ *   re-reads `--network`, … on every call). The guest's stdio is re-attached to the restore
+ *   command's, so the restore runs behind a new console-log reader like `run`.
+ *
+ * The image directory is the host's: runsc (host root) creates and writes `checkpoint.img`
+ * and the sentry only receives the open file; nothing there is reachable from any guest. It is
+ * written to `<imageDir>.partial` and renamed once complete, so an image dir that exists is a
+ * whole image.
+ */
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { PaddockError } from "../../shared/errors.js";
+import { run, trimStderr, type RunResult } from "../../shared/exec.js";
+import type { Logger } from "../../shared/logger.js";
+import { sleep } from "../../shared/time.js";
+import { DEFAULT_CONSOLE_LOG_BYTES, type VmRuntimeSpec } from "./driver.js";
+import { logcapPrefix } from "./nsutil.js";
+import { pidFilePath, runtimeLogPath, writeRunBundle } from "./oci-bundle.js";
+import { removeCgroupDirs } from "./oci-cgroups.js";
+import { destroySandbox } from "./oci-lifecycle.js";
+import { readRuntimeLog } from "./oci-runtime-cli.js";
+import { runscId, type RunscCli, type RunscNetwork } from "./runsc-cli.js";
+
+/** The image file runsc writes into the image directory. */
+export const CHECKPOINT_IMAGE_NAME = "checkpoint.img";
+/** Timeout of `runsc checkpoint` and `runsc restore`, ms (about 4 s per 100 MB of incompressible guest memory, findings §6). */
+const CHECKPOINT_TIMEOUT_MS = 120_000;
+
+/** What the checkpoint functions need of the driver: its command line and how it sets up a network. */
+export interface RunscCheckpointContext {
+  cli: RunscCli;
+  logger: Logger;
+  /** The argv prefix runsc runs behind when it sets up the sandbox's network (runsc-driver.ts `networkPrefix`). */
+  networkPrefix(bundleDir: string, network: RunscNetwork): Promise<string[]>;
+}
+
+/**
+ * A host-made channel whose connections reach into the guest as host-backed sockets (the
+ * reverse agent channel's pool, agent-dial-pool.ts): closed before the checkpoint.
+ */
+export interface HostChannel {
+  /** Connections open right now. */
+  openCount(): number;
+  /** Stop accepting, destroy every connection. */
+  close(): Promise<void>;
+}
+
+/** How long the sentry may take to let go of a closed channel's connections, ms. */
+const CHANNEL_RELEASE_TIMEOUT_MS = 5_000;
+
+/** What one checkpoint wrote. */
+export interface CheckpointResult {
+  /** Size of the image directory's files, bytes. */
+  imageBytes: number;
+}
+
+/** `<imageDir>.partial`: where an image is written before it is complete. */
+function partialDir(imageDir: string): string {
+  return `${imageDir}.partial`;
+}
+
+/** Total size of the regular files directly in `dir`, bytes. */
+export async function imageSize(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await fs.readdir(dir, { withFileTypes: true })) {
+    if (e.isFile()) total += (await fs.stat(path.join(dir, e.name))).size;
+  }
+  return total;
+}
+
+/**
+ * Checkpoint running sandbox `id` into `imageDir` (absolute; its parent must exist and be
+ * host-only; it must not exist yet), then delete the sandbox and its cgroup leaf: its processes
+ * are gone and its memory is given back. The bundle (config.json) is kept for the restore.
+ * `channel` (the reverse agent channel) is closed first, and the checkpoint waits until the
+ * sentry has released its end of every connection it had (see {@link closeChannel}).
+ * @returns the image's size.
+ * @throws PaddockError ERR_RUNTIME_FAILED when the sandbox is not running, `imageDir` exists,
+ *   the channel's connections stay open (the sandbox is then still running), or runsc fails;
+ *   after a runsc failure the sandbox is destroyed (runsc 20221219 kills it anyway) and no image
+ *   is left.
+ */
+export async function checkpointSandbox(ctx: RunscCheckpointContext, id: string, imageDir: string, channel?: HostChannel): Promise<CheckpointResult> {
+  if (!path.isAbsolute(imageDir)) throw new RangeError(`imageDir must be absolute, got ${JSON.stringify(imageDir)}`);
+  const rid = runscId(id);
+  const raw = await ctx.cli.rawState(rid);
+  if (raw?.status !== "running") throw new PaddockError("ERR_RUNTIME_FAILED", `runsc container ${id} cannot be checkpointed while ${raw?.status ?? "absent"}`);
+  if (await exists(imageDir)) throw new PaddockError("ERR_RUNTIME_FAILED", `checkpoint image ${imageDir} already exists`);
+  if (channel !== undefined) await closeChannel(id, raw.pid, channel);
+  const partial = partialDir(imageDir);
+  await fs.rm(partial, { recursive: true, force: true });
+  await fs.mkdir(partial, { mode: 0o700 });
+  // No network setup happens here, but runsc re-reads the flags: they must be the sandbox's.
+  const network: RunscNetwork = (await hasNetns(raw.bundle)) ? "sandbox" : "none";
+  let result: RunResult | undefined;
+  let failure: unknown;
+  try {
+    result = await run(ctx.cli.binary, [...ctx.cli.flags(network), "checkpoint", "--image-path", partial, rid], { timeoutMs: CHECKPOINT_TIMEOUT_MS, allowFailure: true, stdin: "ignore" });
+  } catch (err) {
+    failure = err;
+  }
+  if (result?.exitCode !== 0) {
+    const why = failure !== undefined ? (failure as Error).message : trimStderr(result?.stderr ?? "");
+    await fs.rm(partial, { recursive: true, force: true }).catch(() => undefined);
+    await destroySandbox(ctx.cli, rid).catch((err: unknown) => ctx.logger.error("cannot remove the sandbox after a failed checkpoint", { id, err }));
+    throw new PaddockError("ERR_RUNTIME_FAILED", `runsc checkpoint ${id} failed${result !== undefined ? ` (exit ${result.exitCode})` : ""}; the VM was stopped: ${why}`, {
+      cause: failure,
+      details: { command: `${ctx.cli.binary} checkpoint ${rid}`, exitCode: result?.exitCode, stderr: why },
+    });
+  }
+  try {
+    await destroySandbox(ctx.cli, rid);
+    await fs.rename(partial, imageDir);
+  } catch (err) {
+    await fs.rm(partial, { recursive: true, force: true }).catch(() => undefined);
+    throw err;
+  }
+  return { imageBytes: await imageSize(imageDir) };
+}
+
+/**
+ * Restore sandbox `spec.id` from `imageDir` (written by {@link checkpointSandbox}): the bundle
+ * is rewritten from `spec` (which must render the same config.json as at checkpoint), then
+ * `runsc restore --detach` behind a new console-log reader, with the network set up as at
+ * start. The image is kept (the caller removes it once the VM is back).
+ * @param config - the rendered config.json of `spec` (runsc-spec.ts).
+ * @returns the sentry's host pid.
+ * @throws PaddockError ERR_RUNTIME_FAILED (no image, the id exists, runsc fails); nothing of the
+ *   restored sandbox is left behind on failure.
+ */
+export async function restoreSandbox(ctx: RunscCheckpointContext, spec: VmRuntimeSpec, config: unknown, imageDir: string): Promise<number> {
+  const rid = runscId(spec.id);
+  if (!(await exists(path.join(imageDir, CHECKPOINT_IMAGE_NAME)))) throw new PaddockError("ERR_RUNTIME_FAILED", `no checkpoint image of ${spec.id} in ${imageDir}`);
+  const existing = await ctx.cli.rawState(rid);
+  if (existing !== undefined) throw new PaddockError("ERR_RUNTIME_FAILED", `runsc container ${spec.id} already exists (${existing.status}); restore needs it absent`);
+  await writeRunBundle(ctx.cli, spec, config);
+  const logPath = runtimeLogPath(ctx.cli, spec);
+  const network: RunscNetwork = spec.netnsPath === undefined ? "none" : "sandbox";
+  const argv = [
+    ...logcapPrefix(spec.consoleLogPath, (spec.consoleLogBytes ?? DEFAULT_CONSOLE_LOG_BYTES) / 2, 1),
+    ...(await ctx.networkPrefix(spec.bundleDir, network)),
+    ctx.cli.binary, ...ctx.cli.flags(network), `--log=${logPath}`, "--log-format=json",
+    "restore", "--detach", "--image-path", imageDir, "--bundle", spec.bundleDir, "--pid-file", pidFilePath(spec), rid,
+  ];
+  let result: RunResult | undefined;
+  let failure: unknown;
+  try {
+    result = await run(argv[0] as string, argv.slice(1), { cwd: spec.bundleDir, timeoutMs: CHECKPOINT_TIMEOUT_MS, allowFailure: true, stdin: "ignore" });
+  } catch (err) {
+    failure = err;
+  }
+  if (result?.exitCode === 0) {
+    const pid = Number.parseInt((await fs.readFile(pidFilePath(spec), "utf8").catch(() => "")).trim(), 10);
+    if (pid > 0) return pid;
+    failure = new Error("runsc restore wrote no pid");
+  }
+  const why = failure !== undefined ? (failure as Error).message : (await readRuntimeLog(logPath)) || trimStderr(result?.stderr ?? "");
+  await destroySandbox(ctx.cli, rid).catch(() => undefined);
+  await removeCgroupDirs(spec.cgroupPath).catch((err: unknown) => ctx.logger.error("cannot remove the cgroup of a failed restore", { id: spec.id, err }));
+  throw new PaddockError("ERR_RUNTIME_FAILED", `runsc restore ${spec.id} failed${result !== undefined ? ` (exit ${result.exitCode})` : ""}: ${why}`, {
+    cause: failure,
+    details: { command: `${ctx.cli.binary} restore ${rid}`, exitCode: result?.exitCode, stderr: why },
+  });
+}
+
+/**
+ * Close `channel` and wait (up to {@link CHANNEL_RELEASE_TIMEOUT_MS}) until the sentry (host
+ * pid `sentryPid`) holds as many fewer host socket fds as the channel had connections: each
+ * connection the guest made through `--host-uds=open` is one host socket in the sentry, and
+ * runsc 20221219 cannot save one (the checkpoint fails and kills the sandbox). The count and
+ * the channel's connection count are read together (re-read when a connection came or went
+ * meanwhile); the channel stops accepting when closed, so none can come after.
+ * @throws PaddockError ERR_RUNTIME_FAILED when the sentry still holds them after the timeout.
+ */
+async function closeChannel(id: string, sentryPid: number, channel: HostChannel): Promise<void> {
+  let open: number;
+  let before: number;
+  do {
+    open = channel.openCount();
+    before = await hostSocketCount(sentryPid);
+  } while (channel.openCount() !== open);
+  await channel.close();
+  const deadline = Date.now() + CHANNEL_RELEASE_TIMEOUT_MS;
+  for (let delayMs = 10; (await hostSocketCount(sentryPid)) > before - open; delayMs = Math.min(delayMs * 2, 200)) {
+    if (Date.now() > deadline) throw new PaddockError("ERR_RUNTIME_FAILED", `VM ${id} still holds ${open} agent connection(s) ${CHANNEL_RELEASE_TIMEOUT_MS} ms after the host closed them; not suspended`);
+    await sleep(delayMs);
+  }
+}
+
+/** Socket fds of host process `pid` (from `/proc/<pid>/fd`); 0 when it is gone. */
+async function hostSocketCount(pid: number): Promise<number> {
+  const dir = `/proc/${pid}/fd`;
+  let count = 0;
+  for (const fd of await fs.readdir(dir).catch(() => [] as string[])) {
+    if ((await fs.readlink(path.join(dir, fd)).catch(() => "")).startsWith("socket:")) count++;
+  }
+  return count;
+}
+
+async function exists(p: string): Promise<boolean> {
+  return fs.lstat(p).then(() => true, () => false);
+}
+
+/** Whether the bundle's config.json names a network namespace (the sandbox then runs `--network=sandbox`). */
+async function hasNetns(bundleDir: string): Promise<boolean> {
+  try {
+    const config = JSON.parse(await fs.readFile(path.join(bundleDir, "config.json"), "utf8")) as { linux?: { namespaces?: { type?: string; path?: string }[] } };
+    return config.linux?.namespaces?.some((n) => n.type === "network" && n.path !== undefined) ?? false;
+  } catch {
+    return false;
+  }
+}
