@@ -155,13 +155,15 @@ export interface RuntimeDriver {
    */
   suspend?(id: string, imageDir: string, channel?: { openCount(): number; close(): Promise<void> }): Promise<{ imageBytes: number }>;
   /**
-   * Bring back a sandbox suspended into `imageDir` by {@link suspend}: the same `spec` (same
-   * bundle, rootfs mounted at the same path, unchanged since) with its processes and memory as
-   * they were. The image is kept; the caller removes it.
+   * Bring back sandbox `id` suspended into `imageDir` by {@link suspend}, from the bundle it
+   * was made from (`bundle.bundleDir`'s config.json, kept while suspended; the rootfs mounted at
+   * the same path, unchanged since), with its processes and memory as they were. The guest's
+   * console goes to `bundle.consoleLogPath` (capped as at create). The image is kept; the
+   * caller removes it.
    * @returns the state right after the restore (`running` with its pid).
    * @throws PaddockError ERR_RUNTIME_FAILED (nothing of the restored sandbox is left behind)
    */
-  restore?(spec: VmRuntimeSpec, imageDir: string): Promise<RuntimeState>;
+  restore?(id: string, imageDir: string, bundle: { bundleDir: string; consoleLogPath: string; consoleLogBytes?: number }): Promise<RuntimeState>;
 }
 
 /** Default cap of a VM's console log on disk (`paddock.console_log_bytes`), bytes. */

@@ -7,7 +7,8 @@
  *   the sandbox too (even with `--leave-running`), so a failure is reported as the VM's crash.
  *   It fails while the guest holds a host-backed socket (the reverse agent channel's
  *   connections): the caller closes that channel first (agent-dial-pool.ts).
- * - restore needs the original id absent (delete after checkpoint), the same bundle, the same
+ * - restore needs the original id absent (delete after checkpoint), the same bundle (its
+ *   config.json is kept while suspended), the same
  *   rootfs at the same path, unchanged while suspended (disk state is not in the image: files
  *   the guest holds open are checked by size and mtime), and the same global flags (runsc
  *   re-reads `--network`, … on every call). The guest's stdio is re-attached to the restore
@@ -24,10 +25,9 @@ import { PaddockError } from "../../shared/errors.js";
 import { run, trimStderr, type RunResult } from "../../shared/exec.js";
 import type { Logger } from "../../shared/logger.js";
 import { sleep } from "../../shared/time.js";
-import { DEFAULT_CONSOLE_LOG_BYTES, type VmRuntimeSpec } from "./driver.js";
+import { DEFAULT_CONSOLE_LOG_BYTES } from "./driver.js";
 import { logcapPrefix } from "./nsutil.js";
-import { pidFilePath, runtimeLogPath, writeRunBundle } from "./oci-bundle.js";
-import { removeCgroupDirs } from "./oci-cgroups.js";
+import { readCgroupPath, removeCgroupDirs } from "./oci-cgroups.js";
 import { destroySandbox } from "./oci-lifecycle.js";
 import { readRuntimeLog } from "./oci-runtime-cli.js";
 import { runscId, type RunscCli, type RunscNetwork } from "./runsc-cli.js";
@@ -130,45 +130,54 @@ export async function checkpointSandbox(ctx: RunscCheckpointContext, id: string,
 }
 
 /**
- * Restore sandbox `spec.id` from `imageDir` (written by {@link checkpointSandbox}): the bundle
- * is rewritten from `spec` (which must render the same config.json as at checkpoint), then
- * `runsc restore --detach` behind a new console-log reader, with the network set up as at
- * start. The image is kept (the caller removes it once the VM is back).
- * @param config - the rendered config.json of `spec` (runsc-spec.ts).
+ * Restore sandbox `id` from `imageDir` (written by {@link checkpointSandbox}) with the bundle it
+ * was made from (`bundle.bundleDir`'s config.json, kept since the checkpoint: a restore needs
+ * the same one): `runsc restore --detach` behind a new console-log reader, with the network set
+ * up as at start (a netns in config.json ⇒ `--network=sandbox` behind the /proc/sys wrapper).
+ * The image is kept (the caller removes it once the VM is back).
  * @returns the sentry's host pid.
- * @throws PaddockError ERR_RUNTIME_FAILED (no image, the id exists, runsc fails); nothing of the
- *   restored sandbox is left behind on failure.
+ * @throws PaddockError ERR_RUNTIME_FAILED (no image or no config.json, the id exists, runsc
+ *   fails); nothing of the restored sandbox is left behind on failure.
  */
-export async function restoreSandbox(ctx: RunscCheckpointContext, spec: VmRuntimeSpec, config: unknown, imageDir: string): Promise<number> {
-  const rid = runscId(spec.id);
-  if (!(await exists(path.join(imageDir, CHECKPOINT_IMAGE_NAME)))) throw new PaddockError("ERR_RUNTIME_FAILED", `no checkpoint image of ${spec.id} in ${imageDir}`);
+export async function restoreSandbox(
+  ctx: RunscCheckpointContext,
+  id: string,
+  imageDir: string,
+  bundle: { bundleDir: string; consoleLogPath: string; consoleLogBytes?: number },
+): Promise<number> {
+  const rid = runscId(id);
+  if (!(await exists(path.join(imageDir, CHECKPOINT_IMAGE_NAME)))) throw new PaddockError("ERR_RUNTIME_FAILED", `no checkpoint image of ${id} in ${imageDir}`);
+  const { bundleDir, consoleLogPath } = bundle;
+  const cgroupPath = await readCgroupPath(bundleDir);
+  if (cgroupPath === undefined) throw new PaddockError("ERR_RUNTIME_FAILED", `no config.json (or no cgroup in it) in the bundle of ${id}: ${bundleDir}`);
   const existing = await ctx.cli.rawState(rid);
-  if (existing !== undefined) throw new PaddockError("ERR_RUNTIME_FAILED", `runsc container ${spec.id} already exists (${existing.status}); restore needs it absent`);
-  await writeRunBundle(ctx.cli, spec, config);
-  const logPath = runtimeLogPath(ctx.cli, spec);
-  const network: RunscNetwork = spec.netnsPath === undefined ? "none" : "sandbox";
+  if (existing !== undefined) throw new PaddockError("ERR_RUNTIME_FAILED", `runsc container ${id} already exists (${existing.status}); restore needs it absent`);
+  const logPath = path.join(bundleDir, "runsc.log");
+  const pidFile = path.join(bundleDir, "pid");
+  await Promise.all([fs.rm(logPath, { force: true }), fs.rm(pidFile, { force: true }), fs.mkdir(path.dirname(consoleLogPath), { recursive: true, mode: 0o700 })]);
+  const network: RunscNetwork = (await hasNetns(bundleDir)) ? "sandbox" : "none";
   const argv = [
-    ...logcapPrefix(spec.consoleLogPath, (spec.consoleLogBytes ?? DEFAULT_CONSOLE_LOG_BYTES) / 2, 1),
-    ...(await ctx.networkPrefix(spec.bundleDir, network)),
+    ...logcapPrefix(consoleLogPath, (bundle.consoleLogBytes ?? DEFAULT_CONSOLE_LOG_BYTES) / 2, 1),
+    ...(await ctx.networkPrefix(bundleDir, network)),
     ctx.cli.binary, ...ctx.cli.flags(network), `--log=${logPath}`, "--log-format=json",
-    "restore", "--detach", "--image-path", imageDir, "--bundle", spec.bundleDir, "--pid-file", pidFilePath(spec), rid,
+    "restore", "--detach", "--image-path", imageDir, "--bundle", bundleDir, "--pid-file", pidFile, rid,
   ];
   let result: RunResult | undefined;
   let failure: unknown;
   try {
-    result = await run(argv[0] as string, argv.slice(1), { cwd: spec.bundleDir, timeoutMs: CHECKPOINT_TIMEOUT_MS, allowFailure: true, stdin: "ignore" });
+    result = await run(argv[0] as string, argv.slice(1), { cwd: bundleDir, timeoutMs: CHECKPOINT_TIMEOUT_MS, allowFailure: true, stdin: "ignore" });
   } catch (err) {
     failure = err;
   }
   if (result?.exitCode === 0) {
-    const pid = Number.parseInt((await fs.readFile(pidFilePath(spec), "utf8").catch(() => "")).trim(), 10);
+    const pid = Number.parseInt((await fs.readFile(pidFile, "utf8").catch(() => "")).trim(), 10);
     if (pid > 0) return pid;
     failure = new Error("runsc restore wrote no pid");
   }
   const why = failure !== undefined ? (failure as Error).message : (await readRuntimeLog(logPath)) || trimStderr(result?.stderr ?? "");
   await destroySandbox(ctx.cli, rid).catch(() => undefined);
-  await removeCgroupDirs(spec.cgroupPath).catch((err: unknown) => ctx.logger.error("cannot remove the cgroup of a failed restore", { id: spec.id, err }));
-  throw new PaddockError("ERR_RUNTIME_FAILED", `runsc restore ${spec.id} failed${result !== undefined ? ` (exit ${result.exitCode})` : ""}: ${why}`, {
+  await removeCgroupDirs(cgroupPath).catch((err: unknown) => ctx.logger.error("cannot remove the cgroup of a failed restore", { id, err }));
+  throw new PaddockError("ERR_RUNTIME_FAILED", `runsc restore ${id} failed${result !== undefined ? ` (exit ${result.exitCode})` : ""}: ${why}`, {
     cause: failure,
     details: { command: `${ctx.cli.binary} restore ${rid}`, exitCode: result?.exitCode, stderr: why },
   });

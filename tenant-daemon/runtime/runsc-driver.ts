@@ -204,9 +204,9 @@ export class RunscDriver implements RuntimeDriver {
   }
 
   /** `runsc restore` from `imageDir`: see runsc-checkpoint.ts. @throws PaddockError ERR_RUNTIME_FAILED */
-  async restore(spec: VmRuntimeSpec, imageDir: string): Promise<RuntimeState> {
-    const pid = await restoreSandbox(this.checkpointContext(), spec, this.render(spec), imageDir);
-    return pidAlive(pid) ? { status: "running", pid } : this.state(spec.id);
+  async restore(id: string, imageDir: string, bundle: { bundleDir: string; consoleLogPath: string; consoleLogBytes?: number }): Promise<RuntimeState> {
+    const pid = await restoreSandbox(this.checkpointContext(), id, imageDir, bundle);
+    return pidAlive(pid) ? { status: "running", pid } : this.state(id);
   }
 
   private checkpointContext(): RunscCheckpointContext {

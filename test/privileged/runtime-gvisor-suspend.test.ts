@@ -99,7 +99,7 @@ describeWhenReady(missing, "gVisor suspend/restore at the driver level (privileg
 
     await openPool();
     const t1 = performance.now();
-    const restored = await driver.restore(spec, imageDir);
+    const restored = await driver.restore(spec.id, imageDir, { bundleDir: spec.bundleDir, consoleLogPath: spec.consoleLogPath });
     const restoreMs = performance.now() - t1;
     expect(restored.status).to.equal("running");
     expect((await agentHealth(endpoint(), 30_000)).hostname).to.equal("susp-1");
