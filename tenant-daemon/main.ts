@@ -23,7 +23,10 @@ import { agentStats } from "./agent-client/agent-http.js";
 import { createAgentUpgradeHandler } from "./api/ws-upgrade.js";
 import { DaemonMetrics } from "./api/metrics.js";
 import { resolveImage } from "../shared/image-store.js";
+import type { RuntimeDriver } from "./runtime/driver.js";
 import { createOciDriver } from "./runtime/oci-driver.js";
+import { createRunscDriver } from "./runtime/runsc-driver.js";
+import { runscTenantPidsMax } from "./runtime/runsc-spec.js";
 import { RUNSC_INSTALL_HINT, chooseRunscPlatform, findRunsc, kvmUsable } from "./runtime/runsc-host.js";
 import { createVmStorage } from "./storage/vm-storage.js";
 import { createTenantNetwork } from "./network/tenant-network.js";
@@ -48,11 +51,10 @@ export interface RunningDaemon {
 /**
  * Refuse hypervisors this host cannot run: `firecracker` needs /dev/kvm, and the Firecracker
  * driver is not part of this release; `gvisor` needs runsc (tenant-daemon/runtime/runsc-host.ts)
- * and a usable platform, and is refused while its guest agent channel is not built (the runsc
- * driver exists, the agent cannot yet be reached in a gVisor guest: docs/gvisor-status.md).
+ * and a usable platform (an explicit `paddock.gvisor.platform: kvm` needs a usable /dev/kvm).
  * @param runscBinary - the runsc found on this host (default: searched on PATH), null when absent.
  * @throws PaddockError ERR_RUNTIME_UNAVAILABLE (runsc missing, with its install command; kvm
- *   platform asked for without /dev/kvm), ERR_CONFIG_UNSUPPORTED (the rest)
+ *   platform asked for without /dev/kvm), ERR_CONFIG_UNSUPPORTED (firecracker)
  */
 export function checkHypervisor(config: TenantConfig, kvmPresent = existsSync("/dev/kvm"), runscBinary: string | null = config.hypervisor === "gvisor" ? (findRunsc() ?? null) : null): void {
   if (config.hypervisor === "oci") return;
@@ -60,16 +62,25 @@ export function checkHypervisor(config: TenantConfig, kvmPresent = existsSync("/
     if (runscBinary === null) {
       throw new PaddockError("ERR_RUNTIME_UNAVAILABLE", `${config.source}: config.hypervisor is gvisor, but runsc is not on PATH; ${RUNSC_INSTALL_HINT} (or set \`hypervisor: oci\`)`);
     }
-    const platform = chooseRunscPlatform(config.paddock.gvisor.platform, kvmPresent && kvmUsable());
-    throw new PaddockError(
-      "ERR_CONFIG_UNSUPPORTED",
-      `${config.source}: config.hypervisor is gvisor (${runscBinary}, platform ${platform}), but the guest agent channel for gVisor VMs is not in this Paddock build; set \`hypervisor: oci\``,
-    );
+    chooseRunscPlatform(config.paddock.gvisor.platform, kvmPresent && kvmUsable());
+    return;
   }
   if (!kvmPresent) {
     throw new PaddockError("ERR_CONFIG_UNSUPPORTED", `${config.source}: config.hypervisor is firecracker, but this host has no /dev/kvm; set \`hypervisor: oci\` to run VMs as OCI sandboxes (runc/crun)`);
   }
   throw new PaddockError("ERR_CONFIG_UNSUPPORTED", `${config.source}: the Firecracker driver is not available in this Paddock release; set \`hypervisor: oci\``);
+}
+
+/**
+ * The tenant's runtime driver. `hypervisor` is one value per tenant config (the Slicer
+ * `config.hypervisor` key), so every VM of a tenant runs under the same driver: `gvisor` ⇒ runsc
+ * with the tenant's private state root `<runDir>/runsc` (runsc-driver.ts), else runc/crun.
+ * @throws PaddockError ERR_RUNTIME_UNAVAILABLE (runtime binary or platform missing)
+ */
+async function createRuntime(config: TenantConfig, logger: Logger, purpose: "serve" | "purge"): Promise<RuntimeDriver> {
+  const p = config.paddock;
+  if (config.hypervisor === "gvisor") return createRunscDriver({ stateRoot: path.join(p.runDir, "runsc"), platform: p.gvisor.platform, logger });
+  return createOciDriver({ preference: p.runtime, logger, warnAdvisories: purpose === "serve" });
 }
 
 /** Read or create (0600) the API bearer token for TCP binds (docs/slicer-api.md#authentication). */
@@ -138,22 +149,27 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
   const imageRootfs = purpose === "serve"
     ? await resolveImage(p.imageDir, config.image)
     : await resolveImage(p.imageDir, config.image).catch(() => path.join(p.imageDir, config.image, "rootfs"));
-  const runtime = await createOciDriver({ preference: p.runtime, logger, warnAdvisories: purpose === "serve" });
+  const runtime = await createRuntime(config, logger, purpose);
   const storage = createVmStorage({ stateDir: p.stateDir, runDir: p.runDir, imageRootfs, logger, uidRange, diskCommitRatio: p.diskCommitRatio });
   // A purge only removes namespace pins; it needs no range.
   const namespaces = new VmNamespaces(p.runDir, uidRange ?? { uidStart: 1, size: 1 }, logger);
-  const network = createTenantNetwork({
-    config, logger, stateDir: p.stateDir,
-    ...(uidRange !== undefined ? { makeNetns: (hostname: string, netnsName: string) => namespaces.create(hostname, netnsName) } : {}),
-  });
-  const secrets = new SecretStore(path.join(p.stateDir, "secrets"), { maxSecrets: p.maxSecrets, maxSecretBytes: p.maxSecretBytes });
-  const agent = createAgentPort({ secrets, logger });
   const store = new JsonStateStore<DaemonState>({
     file: path.join(p.stateDir, "state.json"),
     schemaVersion: 1,
     initial: () => ({ schemaVersion: 1, tenantId: p.tenantId, counters: {}, vms: {} }),
     validate: (v) => (typeof (v as DaemonState).vms === "object" && typeof (v as DaemonState).counters === "object" ? undefined : "missing vms or counters"),
   });
+  const network = createTenantNetwork({
+    config, logger, stateDir: p.stateDir,
+    ...(uidRange !== undefined ? { makeNetns: (hostname: string, netnsName: string) => namespaces.create(hostname, netnsName) } : {}),
+    // What the VM table recorded (a state file of another tenant is refused later, by the VM service).
+    recordedAddresses: async () => {
+      const state = await store.read();
+      return new Map(state.tenantId !== p.tenantId ? [] : Object.values(state.vms).flatMap((r) => (r.ipCidr ? [[r.hostname, r.ipCidr] as const] : [])));
+    },
+  });
+  const secrets = new SecretStore(path.join(p.stateDir, "secrets"), { maxSecrets: p.maxSecrets, maxSecretBytes: p.maxSecretBytes });
+  const agent = createAgentPort({ secrets, logger });
   const vms = new VmService({
     config, store, runtime, storage, network, agent, namespaces, logger, vmPidsLimit,
     onEvent: (event, group) => {
@@ -175,6 +191,8 @@ async function planTenantBudget(config: TenantConfig, logger: Logger): Promise<T
     vmPidsLimit: config.paddock.pidsLimit,
     pidMax: await readPidMax(),
     reservePids: config.paddock.hostPidsReserve,
+    // gVisor: the cgroup counts the sentry's, gofer's and stubs' host threads (runsc-spec.ts).
+    ...(config.hypervisor === "gvisor" ? { hostTasks: (guestPids: number) => runscTenantPidsMax(guestPids, config.paddock.limits.maxVms) } : {}),
   });
   for (const note of plan.notes) logger.warn(`budget: ${note}`);
   return plan;

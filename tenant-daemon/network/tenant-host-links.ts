@@ -17,16 +17,19 @@ import { groupOfHostname, type GroupRuntime, type TenantNetState } from "./tenan
  * daemon crash); every other one is removed with its veth. Then every aliased link of the
  * tenant that is neither a group bridge nor an adoptable VM's veth is removed.
  * @param links - every host link; `ours` the names carrying this tenant's alias.
+ * @param recorded - the address the daemon recorded per VM (hostname → `a.b.c.d/n`), used when
+ *   eth0 has none: gVisor's netstack moves the netns's addresses and routes into the sandbox
+ *   when it starts (docs/gvisor-findings.md §3.3), so a live gVisor VM's netns shows none.
  * @throws PaddockError ERR_NETWORK_SETUP_FAILED from `ip`.
  */
-export async function reconcileLeftovers(state: TenantNetState, log: Logger, links: host.HostLink[], netnsList: string[], ours: Set<string>): Promise<void> {
+export async function reconcileLeftovers(state: TenantNetState, log: Logger, links: host.HostLink[], netnsList: string[], ours: Set<string>, recorded: ReadonlyMap<string, string> = new Map()): Promise<void> {
   const prefix = netnsPrefix(state.tenant);
   for (const ns of netnsList.filter((n) => n.startsWith(prefix))) {
     const hostname = ns.slice(prefix.length);
     const g = groupOfHostname(state, hostname);
     const veth = vmVethName(state.tenant, hostname);
     const [pids, ip] = await Promise.all([host.netnsPids(ns), host.netnsAddress(ns, "eth0")]);
-    const ipNum = ip === undefined ? undefined : parseIpv4(ip);
+    const ipNum = parseIpv4(ip ?? recorded.get(hostname)?.split("/")[0] ?? "");
     if (g && pids.length > 0 && ipNum !== undefined && links.some((l) => l.ifname === veth)) {
       const gw = g.addr.mode === "isolated" ? (ipNum - 1) >>> 0 : (g.addr.gateway as number);
       state.adoptable.set(hostname, { hostname, group: g.cfg.name, mode: g.addr.mode, veth, netns: ns, ip: ipNum, prefix: g.addr.mode === "isolated" ? 30 : g.addr.range.prefix, gateway: gw });

@@ -38,6 +38,12 @@ export interface TenantNetworkOptions {
    * user namespace (tenant-daemon/runtime/vm-namespaces.ts), so guest root owns its netns.
    */
   makeNetns?: (hostname: string, netnsName: string) => Promise<void>;
+  /**
+   * The address the daemon recorded for each VM (hostname → `a.b.c.d/n`), read at start: a live
+   * VM's netns whose eth0 shows no address is still adopted with it (gVisor's netstack takes the
+   * addresses into the sandbox; tenant-host-links.ts `reconcileLeftovers`). Default: none.
+   */
+  recordedAddresses?: () => Promise<ReadonlyMap<string, string>>;
 }
 
 /** The describe/firewall view extends the interface with introspection used by tests and tools. */
@@ -59,12 +65,14 @@ class TenantNetworkImpl implements TenantNetworkService {
   private readonly store: RangeStore;
   private readonly firewall: TenantFirewall;
   private readonly makeNetns: MakeNetns | undefined;
+  private readonly recordedAddresses: () => Promise<ReadonlyMap<string, string>>;
   private plan: AddressPlan | undefined;
   /** Addresses on host interfaces that are not ours (skipped by the address plan). */
   private hostAddrs = new Set<number>();
 
   constructor(o: TenantNetworkOptions) {
     this.makeNetns = o.makeNetns;
+    this.recordedAddresses = o.recordedAddresses ?? (() => Promise.resolve(new Map()));
     this.state = newTenantNetState(o.config);
     this.log = o.logger.child({ component: "network" });
     this.store = openRangeStore(o.stateDir);
@@ -85,7 +93,7 @@ class TenantNetworkImpl implements TenantNetworkService {
     checkBridgeOwnership(this.state.tenant, this.state.groups, scan);
 
     // 4. Leftovers: keep VM netns still used by a live process (adopted on reserve), remove the rest.
-    await reconcileLeftovers(this.state, this.log, scan.links, scan.netnsList, scan.ours);
+    await reconcileLeftovers(this.state, this.log, scan.links, scan.netnsList, scan.ours, await this.recordedAddresses());
 
     // 5. Host-wide forwarding, bridges, resolvers, table.
     if (await host.ensureIpForward()) this.log.warn("enabled IPv4 forwarding (net.ipv4.ip_forward=1) for VM traffic; it is left on at stop");

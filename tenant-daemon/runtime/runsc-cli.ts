@@ -47,6 +47,9 @@ export type RunscNetwork = "none" | "sandbox";
  * `--host-uds=open`: the guest may connect to host Unix sockets bound into it (only the
  * reverse agent channel's listener is, agent-dial-pool.ts). No
  * `--oci-seccomp`: with it runsc ignores `errnoRet` and node in the guest aborts (§4).
+ * `--host-uds=open`: the guest may connect to a host Unix socket bound into it (the daemon's
+ * reverse agent channel, tenant-daemon/agent-client/agent-dial-pool.ts), and nothing more: it
+ * cannot create host sockets (`create`), so a guest's `listen` never makes a file on the host.
  */
 export function runscGlobalFlags(g: RunscGlobals, network: RunscNetwork = "none"): string[] {
   return [`--root=${g.root}`, `--platform=${g.platform}`, `--network=${network}`, "--host-uds=open"];

@@ -61,6 +61,11 @@ export interface RunscDriverOptions {
 /** The gVisor driver. Construct with {@link createRunscDriver} (detects runsc, platform and toolbox). */
 export class RunscDriver implements RuntimeDriver {
   readonly name = "runsc";
+  /**
+   * runsc 20221219 cannot pass an inherited listener (no `--preserve-fds`): the agent dials the
+   * daemon's listener bound read-only into the guest (`--host-uds=open`, runsc-cli.ts).
+   */
+  readonly agentChannel = "dial";
   readonly platform: RunscPlatform;
   private readonly cli: RunscCli;
   private readonly stateRoot: string;

@@ -27,6 +27,22 @@ export function runscPidsLimit(guestPids: number): number {
   return SANDBOX_BASE_TASKS + TASKS_PER_GUEST_PROCESS * guestPids;
 }
 
+/** Guest processes every VM runs at least (tini and the agent): bounds how many VMs a guest pids budget allows. */
+const MIN_GUEST_PROCESSES_PER_VM = 2;
+
+/**
+ * The host tasks a gVisor tenant whose VMs may run `guestPids` guest processes together needs:
+ * {@link SANDBOX_BASE_TASKS} per VM plus {@link TASKS_PER_GUEST_PROCESS} per guest process,
+ * as {@link runscPidsLimit} does for one VM. The number of VMs is `maxVms`, and never more than
+ * the budget can start (each VM runs tini and the agent), so an unset `maxVms` stays bounded.
+ * @param guestPids - the tenant's pids budget in guest processes (`paddock.limits.max_pids`).
+ * @param maxVms - `paddock.limits.max_vms`, undefined ⇒ unbounded.
+ */
+export function runscTenantPidsMax(guestPids: number, maxVms: number | undefined): number {
+  const vms = Math.min(maxVms ?? Infinity, Math.max(1, Math.floor(guestPids / MIN_GUEST_PROCESSES_PER_VM)));
+  return SANDBOX_BASE_TASKS * vms + TASKS_PER_GUEST_PROCESS * guestPids;
+}
+
 /**
  * `config.json` of the gVisor sandbox for `spec` (see the module comment).
  * @throws RangeError as {@link renderOciSpec}.

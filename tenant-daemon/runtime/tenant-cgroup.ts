@@ -60,18 +60,31 @@ export interface TenantBudgetPlan {
  * - memory: `limits.maxRamBytes` (at least {@link MIN_MEMORY_BUDGET_BYTES}); absent ⇒ unlimited.
  * - cpu: `limits.maxVcpu` × period, raised to the largest host group's vCPUs (a child's quota
  *   may not exceed its parent's); absent ⇒ unlimited.
+ * - host tasks: with `hostTasks` (runtimes whose sandboxes count their own host threads in the
+ *   cgroup, e.g. gVisor's sentry, gofer and stubs: runsc-spec.ts `runscTenantPidsMax`), the
+ *   written pids.max is `hostTasks(guest budget)`, clamped to the same room; the per-VM limit
+ *   stays in guest processes (the runtime scales it per VM).
  * @param input.hostGroupVcpus - each host group's (maximum) vCPUs per VM.
  * @param input.vmPidsLimit - configured pids.max per VM (`paddock.pids_limit`).
  */
-export function computeTenantBudget(input: { limits: TenantLimits; hostGroupVcpus: readonly number[]; vmPidsLimit: number; pidMax: number; reservePids: number }): TenantBudgetPlan {
+export function computeTenantBudget(input: { limits: TenantLimits; hostGroupVcpus: readonly number[]; vmPidsLimit: number; pidMax: number; reservePids: number; hostTasks?: (guestPids: number) => number }): TenantBudgetPlan {
   const notes: string[] = [];
   const room = Math.max(MIN_PIDS_BUDGET, tenantPidsRoom(input.pidMax, input.reservePids));
-  let pidsMax = Math.max(MIN_PIDS_BUDGET, input.limits.maxPids ?? room);
-  if (pidsMax > room) {
-    notes.push(`paddock.limits.max_pids ${pidsMax} exceeds what pid_max ${input.pidMax} leaves after the host reserve of ${input.reservePids}; the tenant's pids budget is ${room}`);
-    pidsMax = room;
+  let guestPids = Math.max(MIN_PIDS_BUDGET, input.limits.maxPids ?? room);
+  if (guestPids > room) {
+    notes.push(`paddock.limits.max_pids ${guestPids} exceeds what pid_max ${input.pidMax} leaves after the host reserve of ${input.reservePids}; the tenant's pids budget is ${room}`);
+    guestPids = room;
   }
-  const vmPidsLimit = Math.min(input.vmPidsLimit, pidsMax);
+  const vmPidsLimit = Math.min(input.vmPidsLimit, guestPids);
+  let pidsMax = guestPids;
+  if (input.hostTasks !== undefined) {
+    pidsMax = input.hostTasks(guestPids);
+    if (pidsMax > room) {
+      // Without max_pids the guest budget is the whole room already: clamping is expected, not news.
+      if (input.limits.maxPids !== undefined) notes.push(`the host tasks of ${guestPids} guest processes (${pidsMax}) exceed what pid_max ${input.pidMax} leaves after the host reserve of ${input.reservePids}; the tenant's pids.max is ${room}`);
+      pidsMax = room;
+    }
+  }
   if (vmPidsLimit < input.vmPidsLimit) notes.push(`paddock.pids_limit ${input.vmPidsLimit} exceeds the tenant's pids budget; each VM gets ${vmPidsLimit}`);
   const maxRam = input.limits.maxRamBytes;
   const memoryBytes = maxRam === undefined ? undefined : Math.max(MIN_MEMORY_BUDGET_BYTES, maxRam);

@@ -74,6 +74,7 @@ export class VmLauncher {
         await fs.rm(paths.bootDir(r.hostname), { recursive: true, force: true });
         await fs.mkdir(paths.bootDir(r.hostname), { recursive: true, mode: 0o700 });
         await fs.chown(paths.bootDir(r.hostname), owner.uid, owner.gid);
+        if (this.deps.runtime.agentChannel === "dial") await traversableByVmRoot(paths.agentDirChain(r.hostname), owner.gid);
       })(),
       fs.mkdir(paths.bundleDir(r.hostname), { recursive: true, mode: 0o711 }),
     ]);
@@ -210,6 +211,20 @@ export class VmLauncher {
     table.forget(vm);
     this.deps.network.release(hostname);
     await table.persist().catch(() => undefined);
+  }
+}
+
+/**
+ * Make `dirs` (host-made, root-owned) traversable by the VM's root and nobody else: `root:<gid>`
+ * mode 0710. runsc's gofer runs as the VM's root uid and resolves each bind source (the boot
+ * dir, the reverse channel's dir) as that uid, where runc resolves them as host root
+ * (docs/gvisor-findings.md §5). Every VM of a tenant shares the tenant's id range, so the
+ * shared `<run>/vms` gets the same group. Nothing in them is guest-writable.
+ */
+async function traversableByVmRoot(dirs: readonly string[], gid: number): Promise<void> {
+  for (const d of dirs) {
+    await fs.chown(d, 0, gid);
+    await fs.chmod(d, 0o710);
   }
 }
 

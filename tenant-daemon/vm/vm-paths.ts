@@ -32,6 +32,13 @@ export class VmPaths {
   agentDir(hostname: string): string {
     return path.join(this.paddock.runDir, "vms", hostname);
   }
+  /**
+   * The host-made dirs a bind source below {@link agentDir} is reached through, outermost
+   * first: `<run>/vms` and `<run>/vms/<hostname>` (for runtimes whose VM root must traverse them).
+   */
+  agentDirChain(hostname: string): string[] {
+    return [path.dirname(this.agentDir(hostname)), this.agentDir(hostname)];
+  }
   /** The boot dir (boot.json), bound read-only into the guest; owned by the VM's root. */
   bootDir(hostname: string): string {
     return path.join(this.agentDir(hostname), "boot");

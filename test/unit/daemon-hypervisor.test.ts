@@ -33,8 +33,10 @@ describe("hypervisor selection", () => {
       expect((err as Error).message).to.contain("apt-get install runsc");
     }
   });
-  it("gvisor with runsc is refused while its agent channel is missing (never silently run as OCI)", () => {
-    expect(() => checkHypervisor(cfg("gvisor"), false, "/usr/bin/runsc")).to.throw(PaddockError, /agent channel/);
+  it("gvisor with runsc is accepted; an explicit kvm platform without /dev/kvm is refused", () => {
+    expect(() => checkHypervisor(cfg("gvisor"), false, "/usr/bin/runsc")).to.not.throw();
+    const kvm = cfg("gvisor");
+    expect(() => checkHypervisor({ ...kvm, paddock: { ...kvm.paddock, gvisor: { platform: "kvm" } } }, false, "/usr/bin/runsc")).to.throw(PaddockError, /\/dev\/kvm/);
   });
   it("gvisor platform: auto is kvm with a usable /dev/kvm, else ptrace; kvm without it is refused", () => {
     expect(chooseRunscPlatform("auto", true)).to.equal("kvm");

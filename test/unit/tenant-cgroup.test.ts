@@ -15,6 +15,7 @@ import type { TenantLimits } from "../../shared/tenant-config.js";
 import {
   applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenantCgroup, type CgroupLayout, type TenantBudget,
 } from "../../tenant-daemon/runtime/tenant-cgroup.js";
+import { runscTenantPidsMax } from "../../tenant-daemon/runtime/runsc-spec.js";
 
 const NO_LIMITS: TenantLimits = { maxVms: undefined, maxVcpu: undefined, maxRamBytes: undefined, maxDiskBytes: undefined, maxPids: undefined };
 const MiB = 2 ** 20;
@@ -53,6 +54,20 @@ describe("tenant cgroup budget (tenant-daemon/runtime/tenant-cgroup.ts)", () => 
       const plan = computeTenantBudget({ limits: { ...NO_LIMITS, maxVcpu: 1 }, hostGroupVcpus: [1, 3], vmPidsLimit: 64, pidMax: 32768, reservePids: 8192 });
       expect(plan.budget.cpuQuotaUs).to.equal(300_000);
       expect(plan.notes[0]).to.contain("max_vcpu 1 is below a host group's vCPUs");
+    });
+    it("gVisor: pids.max counts the sandboxes' host tasks (96 per VM + 12 per guest process); the per-VM limit stays in guest processes", () => {
+      const hostTasks = (guestPids: number): number => runscTenantPidsMax(guestPids, 4);
+      const plan = computeTenantBudget({ limits: { ...NO_LIMITS, maxPids: 512, maxVms: 4 }, hostGroupVcpus: [1], vmPidsLimit: 4096, pidMax: 32768, reservePids: 8192, hostTasks });
+      expect(plan.budget.pidsMax).to.equal(4 * 96 + 12 * 512);
+      expect(plan.vmPidsLimit).to.equal(512);
+      // Without max_vms the VMs are bounded by the budget (each runs tini and the agent).
+      expect(runscTenantPidsMax(64, undefined)).to.equal(32 * 96 + 12 * 64);
+      const big = computeTenantBudget({ limits: { ...NO_LIMITS, maxPids: 4096 }, hostGroupVcpus: [1], vmPidsLimit: 64, pidMax: 32768, reservePids: 8192, hostTasks: (g) => runscTenantPidsMax(g, undefined) });
+      expect(big.budget.pidsMax).to.equal(24_576);
+      expect(big.notes.join("\n")).to.contain("the host tasks of 4096 guest processes");
+      const none = computeTenantBudget({ limits: NO_LIMITS, hostGroupVcpus: [1], vmPidsLimit: 64, pidMax: 32768, reservePids: 8192, hostTasks: (g) => runscTenantPidsMax(g, undefined) });
+      expect(none.budget.pidsMax).to.equal(24_576);
+      expect(none.notes).to.deep.equal([]);
     });
   });
 
