@@ -43,9 +43,7 @@ export type RunscNetwork = "none" | "sandbox";
 /**
  * The global flags of one sandbox: the private root, the platform, and its network mode. runsc
  * re-reads them on `start` (and `restore`, `checkpoint`), so a sandbox's calls carry the same
- * ones; the network mode follows from its config.json (a netns path ⇒ `sandbox`).
- * `--host-uds=open`: the guest may connect to host Unix sockets bound into it (only the
- * reverse agent channel's listener is, agent-dial-pool.ts). No
+ * ones; the network mode follows from its config.json (a netns path ⇒ `sandbox`). No
  * `--oci-seccomp`: with it runsc ignores `errnoRet` and node in the guest aborts (§4).
  * `--host-uds=open`: the guest may connect to a host Unix socket bound into it (the daemon's
  * reverse agent channel, tenant-daemon/agent-client/agent-dial-pool.ts), and nothing more: it
