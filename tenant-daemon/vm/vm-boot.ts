@@ -168,6 +168,7 @@ export class VmLauncher {
       // A teardown ends a suspended VM's memory too (vm-suspend.ts).
       step("checkpoint image", async () => {
         await fs.rm(checkpointDir(this.deps.config.paddock.stateDir, h), { recursive: true, force: true });
+        this.deps.storage.releaseFile?.(checkpointDir(this.deps.config.paddock.stateDir, h));
         delete vm.record.suspended;
       }),
       (async () => {

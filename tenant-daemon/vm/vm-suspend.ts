@@ -3,7 +3,8 @@
  * runtimes with a memory checkpoint (gVisor: tenant-daemon/runtime/runsc-checkpoint.ts).
  *
  * Suspend: the runtime writes the VM's memory and processes into a host-only image directory
- * (`<stateDir>/checkpoints/<hostname>/`, root 0700: no guest reaches it), after the reverse
+ * (`<stateDir>/checkpoints/<hostname>/`, root 0700: no guest reaches it; admitted first by the
+ * disk ledger with the VM's memory size, tenant-daemon/storage/disk-ledger.ts), after the reverse
  * agent channel's connections are closed (runsc cannot save them); the sandbox is removed, so
  * its memory goes back to the host, and so are its network namespace and links (netstack
  * strips the netns's addresses: docs/gvisor-findings.md §3.3, so a restore needs a fresh one).
@@ -99,10 +100,13 @@ export class VmSuspender {
       await fs.rm(dir, { recursive: true, force: true });
       const id = paths.containerId(h);
       const t0 = performance.now();
+      // The image holds at most the VM's memory: admitted by the disk ledger like a disk.
+      await this.deps.storage.reserveFile?.(dir, vm.record.ramBytes);
       let imageBytes: number;
       try {
         ({ imageBytes } = await (runtime.suspend as NonNullable<RuntimeDriver["suspend"]>)(id, dir, paths.dialPools.get(h)));
       } catch (err) {
+        this.deps.storage.releaseFile?.(dir);
         const st = await runtime.state(id).catch(() => ({ status: "absent" as const }));
         if (st.status === "running" && runtime.agentChannel === "dial") await this.openChannel(h).catch((e: unknown) => log.error("re-binding the agent channel failed", { hostname: h, err: e }));
         throw err;
@@ -154,6 +158,7 @@ export class VmSuspender {
       delete r.suspended;
       await table.persist();
       await fs.rm(this.imageDir(h), { recursive: true, force: true });
+      storage.releaseFile?.(this.imageDir(h));
       log.info("vm restored", { hostname: h, ms: Math.round(performance.now() - t0) });
     });
   }
