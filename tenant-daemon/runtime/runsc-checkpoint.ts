@@ -86,8 +86,10 @@ export async function imageSize(dir: string): Promise<number> {
  * `channel` (the reverse agent channel) is closed first, and the checkpoint waits until the
  * sentry has released its end of every connection it had (see {@link closeChannel}).
  * @returns the image's size.
- * @throws PaddockError ERR_RUNTIME_FAILED when the sandbox is not running, `imageDir` exists,
- *   the channel's connections stay open (the sandbox is then still running), or runsc fails;
+ * @throws PaddockError ERR_VM_SUSPEND_REFUSED (409) when the guest holds a TCP socket (the
+ *   sandbox keeps running, see {@link refuseTcpSockets}); ERR_RUNTIME_FAILED when the sandbox
+ *   is not running, `imageDir` exists, the channel's connections stay open (the sandbox is then
+ *   still running), or runsc fails;
  *   after a runsc failure the sandbox is destroyed (runsc 20221219 kills it anyway) and no image
  *   is left.
  */
@@ -97,6 +99,7 @@ export async function checkpointSandbox(ctx: RunscCheckpointContext, id: string,
   const raw = await ctx.cli.rawState(rid);
   if (raw?.status !== "running") throw new PaddockError("ERR_RUNTIME_FAILED", `runsc container ${id} cannot be checkpointed while ${raw?.status ?? "absent"}`);
   if (await exists(imageDir)) throw new PaddockError("ERR_RUNTIME_FAILED", `checkpoint image ${imageDir} already exists`);
+  await refuseTcpSockets(ctx, id);
   if (channel !== undefined) await closeChannel(id, raw.pid, channel);
   const partial = partialDir(imageDir);
   await fs.rm(partial, { recursive: true, force: true });
@@ -181,6 +184,24 @@ export async function restoreSandbox(
     cause: failure,
     details: { command: `${ctx.cli.binary} restore ${rid}`, exitCode: result?.exitCode, stderr: why },
   });
+}
+
+/**
+ * Refuse to checkpoint a guest that holds a TCP socket: runsc 20221219 fails to save a
+ * netstack TCP socket with an epoll waiter (node listening or connected over TCP: findings §6),
+ * and a failed checkpoint kills the sandbox. The guest's `/proc/net/tcp` and `tcp6` (the
+ * sentry's, read with `runsc exec`) list every TCP socket; any entry refuses. A guest root that
+ * hides its sockets only gets its own VM killed by the failed checkpoint.
+ * @throws PaddockError ERR_VM_SUSPEND_REFUSED naming the count; ERR_RUNTIME_FAILED when the
+ *   files cannot be read.
+ */
+async function refuseTcpSockets(ctx: RunscCheckpointContext, id: string): Promise<void> {
+  const r = await ctx.cli.exec(["exec", runscId(id), "/bin/cat", "/proc/net/tcp", "/proc/net/tcp6"], { allowFailure: true });
+  if (r.exitCode !== 0 && r.stdout === "") throw ctx.cli.fail("exec cat /proc/net/tcp", runscId(id), r);
+  const sockets = r.stdout.split("\n").filter((l) => /^\s*\d+:/.test(l)).length;
+  if (sockets > 0) {
+    throw new PaddockError("ERR_VM_SUSPEND_REFUSED", `VM ${id} holds ${sockets} TCP socket(s); gVisor (runsc 20221219) cannot checkpoint them and a failed checkpoint would stop the VM: close them first`, { details: { tcpSockets: sockets } });
+  }
 }
 
 /**

@@ -112,6 +112,18 @@ describeWhenReady(missing, "gVisor suspend/restore at the driver level (privileg
     await fs.rm(imageDir, { recursive: true });
   });
 
+  it("refuses while the guest holds a TCP socket (runsc cannot save it, and a failed checkpoint kills the VM): the VM keeps running", async () => {
+    await exec(["sh", "-c", "setsid /.paddock/bin/node -e \"require('net').createServer().listen(7777, () => require('fs').writeFileSync('/tmp/node.pid', String(process.pid)))\" >/dev/null 2>&1 </dev/null &"]);
+    await eventually(async () => (await exec(["cat", "/tmp/node.pid"], true)).exitCode === 0, "the guest listens on TCP", 30_000);
+    const err = await rejection(driver.suspend(spec.id, imageDir, pool));
+    expect(isPaddockError(err, "ERR_VM_SUSPEND_REFUSED"), String(err)).to.equal(true);
+    expect((err as Error).message).to.match(/1 TCP socket/);
+    expect((await driver.state(spec.id)).status).to.equal("running");
+    expect(existsSync(imageDir)).to.equal(false);
+    expect((await agentHealth(endpoint(), 30_000)).hostname).to.equal("susp-1");
+    await exec(["sh", "-c", "kill $(cat /tmp/node.pid)"]);
+  });
+
   it("a checkpoint with the agent's connections open fails, stops the VM and leaves no image", async () => {
     expect((await driver.state(spec.id)).status).to.equal("running");
     await eventually(() => (pool?.idleCount() ?? 0) > 0, "the agent holds idle connections to the host", 30_000);
