@@ -4,6 +4,7 @@
  * killed daemon left (tenant-daemon/vm/vm-reconcile.ts).
  */
 import path from "node:path";
+import { PaddockError } from "../../shared/errors.js";
 import type { PaddockSettings } from "../../shared/tenant-config.js";
 import { AgentDialPools } from "../agent-client/agent-dial-pool.js";
 import type { AgentEndpoint } from "../agent-client/agent-endpoint.js";
@@ -13,11 +14,17 @@ import type { VmRecord } from "./vm-types.js";
 /** The per-VM paths and ids of one tenant, from its `paddock:` settings (tenant id, run and state dirs). */
 export class VmPaths {
   private readonly paddock: PaddockSettings;
+  private readonly agentChannel: "inherited-fd" | "dial";
   /** The reverse-channel listeners of the tenant's VMs that have one (runtimes with `agentChannel: dial`). */
   readonly dialPools = new AgentDialPools();
 
-  constructor(paddock: PaddockSettings) {
+  /**
+   * @param agentChannel - the runtime's `agentChannel` (tenant-daemon/runtime/driver.ts); with
+   *   `dial` (gVisor) a VM's agent is reached only through its reverse channel's pool.
+   */
+  constructor(paddock: PaddockSettings, agentChannel: "inherited-fd" | "dial" = "inherited-fd") {
     this.paddock = paddock;
+    this.agentChannel = agentChannel;
   }
 
   /** Prefix of every runtime id of the tenant: `pdk-<tenant>-`. */
@@ -57,11 +64,14 @@ export class VmPaths {
   }
   /**
    * How to reach a VM's agent, and the proof its answers carry ("" before its first boot): its
-   * reverse channel's pool when it has one, else the inherited listener's path.
+   * reverse channel's pool when it has one, else the inherited listener's path. A `dial`
+   * tenant's VM is never reached by path.
+   * @throws PaddockError ERR_VM_AGENT_UNAVAILABLE (503): a `dial` tenant's VM without an open pool.
    */
   endpoint(r: VmRecord): AgentEndpoint {
     const dial = this.dialPools.get(r.hostname);
     if (dial !== undefined) return { hostname: r.hostname, socketPath: dial.socketPath, proof: r.agentProof ?? "", dial };
+    if (this.agentChannel === "dial") throw new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `the agent channel of VM ${r.hostname} is not open`);
     return { hostname: r.hostname, socketPath: this.agentSocket(r.hostname), proof: r.agentProof ?? "" };
   }
   /** The VM's console log (init, agent and userdata output). */

@@ -96,7 +96,7 @@ export class VmService {
     this.deps = deps;
     const log = (this.log = deps.logger.child({ component: "vm-service" }));
     const { config, store, runtime, storage, network, agent, namespaces } = deps;
-    const paths = (this.paths = new VmPaths(config.paddock));
+    const paths = (this.paths = new VmPaths(config.paddock, runtime.agentChannel ?? "inherited-fd"));
     const table = (this.table = new VmTable({ config, store }));
     const agentWait = (this.agentWait = new VmAgentWait({ table, agent, paths, log }));
     const secretsSync = (this.secretsSync = new VmSecretsSync({ table, agent, paths, agentWait, log }));

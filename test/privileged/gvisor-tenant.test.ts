@@ -1,10 +1,10 @@
 /**
  * One REAL gVisor tenant daemon (`hypervisor: gvisor`, runsc on the ptrace platform) through the
- * Slicer API, the way an SDK drives it: create with `wait=agent` over the reverse agent channel,
- * exec (buffered, streamed with stdin), cp in/out byte-exact, fs, a shell on a guest PTY,
- * secrets, logs, stats, pause/resume, a daemon restart that adopts the persistent VMs (agent
+ * Slicer API, the way an SDK drives it: create with `wait=agent` over the reverse agent channel
+ * (handed out of a warm pool), exec (buffered, streamed with stdin), cp in/out byte-exact, fs, a
+ * shell on a guest PTY, secrets (at hand-out and pushed on change), logs, stats, pause/resume, a daemon restart that adopts the persistent VMs (agent
  * channel re-bound, network kept although netstack moved the netns's addresses into the
- * sandbox), and a delete that leaves nothing of the VM behind. Network: a `count: 1` bridge group
+ * sandbox), a shutdown + relaunch (a new sandbox in a new netns), and a delete that leaves nothing of the VM behind. Network: a `count: 1` bridge group
  * and an isolated group whose policy drops one of two test hosts (198.18.0.0/15, in netns made
  * here): the allowed host answers (positive control), the dropped one times out.
  */
@@ -20,6 +20,7 @@ import { findRunsc } from "../../tenant-daemon/runtime/runsc-host.js";
 import { CGROUP_ROOT } from "../../tenant-daemon/runtime/tenant-cgroup.js";
 import { readCgroupLimits } from "../helpers/cgroup.js";
 import { TestDaemon, mountsUnder, randomIsolatedRange } from "../helpers/daemon.js";
+import { until } from "../helpers/wait.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 import { call, ndjson } from "../integration/agent-fixture.js";
 import { ip4, leftovers, listen, makeTestHost, randomBlock, type Listener, type TestHost } from "./network-fixtures.js";
@@ -68,9 +69,12 @@ describeWhenReady(missing, "a gVisor tenant end to end through the Slicer API (p
     expect(r.status, r.text).to.equal(200);
     return r.json() as { stdout: string; stderr: string; exit_code: number };
   };
-  /** TCP connect from inside VM `vm`: `ok`, `timeout` (dropped) or `error …`. */
-  const probeFromVm = async (vm: string, host: string): Promise<string> => {
-    const r = await sh(vm, `timeout 2 bash -c 'exec 3<>/dev/tcp/${host}/${PORT} && head -n1 <&3'`);
+  /**
+   * TCP connect from inside VM `vm`: `ok`, `timeout` (dropped) or `error …`. Right after a boot
+   * under load a SYN may need netstack's 1 s and 3 s retransmits: an allowed host gets 10 s.
+   */
+  const probeFromVm = async (vm: string, host: string, timeoutS = host === allowed.ip ? 10 : 3): Promise<string> => {
+    const r = await sh(vm, `timeout ${timeoutS} bash -c 'exec 3<>/dev/tcp/${host}/${PORT} && head -n1 <&3'`);
     if (r.exit_code === 0 && r.stdout.trim() === "ok") return "ok";
     return r.exit_code === 124 ? "timeout" : `error ${r.exit_code}: ${r.stderr}`;
   };
@@ -82,15 +86,20 @@ describeWhenReady(missing, "a gVisor tenant end to end through the Slicer API (p
     d = await TestDaemon.create({
       config: { hypervisor: "gvisor" },
       // max_pids counts guest processes; the tenant cgroup gets their host tasks (asserted below).
-      paddock: { gvisor: { platform: "ptrace" }, limits: { max_pids: 512, max_vms: 4 } },
+      // The API VM comes from a warm pool of one (booted ahead with the group's userdata).
+      paddock: { gvisor: { platform: "ptrace" }, limits: { max_pids: 512, max_vms: 4 }, warm_pool: { iso: 1 } },
       hostGroups: [
-        { name: "iso", count: 0, vcpu: 1, ram_mb: 384, storage: "image", storage_size: "256M", network: { mode: "isolated", range: randomIsolatedRange(), drop: [`${dropped.ip}/32`] } },
+        {
+          name: "iso", count: 0, vcpu: 1, ram_mb: 384, storage: "image", storage_size: "256M", userdata: "#!/bin/sh\necho userdata-ran > /root/ud.txt\necho hello-console\n",
+          network: { mode: "isolated", range: randomIsolatedRange(), drop: [`${dropped.ip}/32`] },
+        },
         { name: "br", count: 1, vcpu: 1, ram_mb: 256, storage: "image", storage_size: "128M", network: { mode: "bridge", gateway: `${ip4(randomBlock("vm22") + 1)}/24` } },
       ],
     });
     await d.start(120_000);
     expect((await d.post("/secrets", { name: "tok", data: Buffer.from("t0ken").toString("base64"), permissions: "0640" })).status).to.equal(201);
-    const r = await d.post("/hostgroup/iso/nodes?wait=agent&timeout=120s", { persistent: true, secrets: ["tok"], userdata: "#!/bin/sh\necho userdata-ran > /root/ud.txt\necho hello-console\n" });
+    await until("a warm VM ready", async () => ((await d.warmPool("iso")).ready === 1 ? true : undefined), 120_000, 200);
+    const r = await d.post("/hostgroup/iso/nodes?wait=agent&timeout=120s", { persistent: true, secrets: ["tok"], ram_bytes: 256 * 2 ** 20 });
     expect(r.status, r.text).to.equal(201);
     h = (r.json as { hostname: string }).hostname;
   });
@@ -157,13 +166,26 @@ describeWhenReady(missing, "a gVisor tenant end to end through the Slicer API (p
     }
   });
 
-  it("delivered the granted secret, ran userdata, and shows the console log and stats", async () => {
+  it("was handed out of the warm pool: the granted secret at hand-out, the smaller memory limit, the group's userdata", async () => {
+    expect(h).to.equal("iso-1");
+    expect((await readCgroupLimits(`/paddock/${d.tenantId}/${h}`)).memoryBytes).to.equal(256 * 2 ** 20);
     expect((await sh(h, "cat /run/slicer/secrets/tok; cat /root/ud.txt")).stdout).to.equal("t0kenuserdata-ran\n");
+    // Secrets sync: a changed secret is pushed into the running VM.
+    expect((await d.patch("/secrets/tok", { data: Buffer.from("n3w").toString("base64") })).status).to.equal(200);
+    await until("the new secret in the VM", async () => ((await sh(h, "cat /run/slicer/secrets/tok")).stdout === "n3w" ? true : undefined), 30_000, 200);
+  });
+
+  it("shows the console log and stats", async () => {
     const logs = await d.get(`/vm/${h}/logs?lines=200`);
     expect(logs.status).to.equal(200);
     expect(logs.text).to.contain("hello-console");
     const stats = await d.get(`/node/${h}/stats`);
     expect(stats.status, stats.text).to.equal(200);
+    // From the sandbox's host cgroup (the sentry's, gofer's and guest memory), after the hand-out's update.
+    const [one] = stats.json as { snapshot: Record<string, number> | null; error: string }[];
+    expect(one?.error, stats.text).to.equal("");
+    expect(one?.snapshot?.totalMemory).to.equal(256 * 2 ** 20);
+    expect(one?.snapshot?.memoryUsed).to.be.greaterThan(2 ** 20).and.lessThan(256 * 2 ** 20);
   });
 
   it("pauses (exec refused with 409) and resumes", async () => {
@@ -183,15 +205,26 @@ describeWhenReady(missing, "a gVisor tenant end to end through the Slicer API (p
   });
 
   it("a daemon restart adopts the persistent VMs: same sandboxes, agent and network still work", async () => {
-    const before = await listRunscIds(path.join(d.runDir, "runsc"));
+    const adopted = [br, h].map((vm) => runscId(`pdk-${d.tenantId}-${vm}`));
     const pidBefore = (await sh(h, "cat /proc/1/stat | cut -d' ' -f22")).stdout;
     await d.stop();
     await d.start(120_000);
-    expect(await listRunscIds(path.join(d.runDir, "runsc"))).to.deep.equal(before);
+    // The warm VM is not adopted (warm-pool.ts); the refill may be booting another.
+    expect(await listRunscIds(path.join(d.runDir, "runsc"))).to.include.members(adopted);
     expect((await sh(h, "cat /proc/1/stat | cut -d' ' -f22")).stdout, "the same boot").to.equal(pidBefore);
     expect((await sh(br, "hostname")).stdout).to.equal(`${br}\n`);
     expect(await probeFromVm(h, allowed.ip), "network after adoption").to.equal("ok");
     expect(await probeFromVm(h, dropped.ip)).to.equal("timeout");
+  });
+
+  it("a shutdown then relaunch boots it again on its disk, with its network (a fresh netns: netstack emptied the old one)", async () => {
+    expect((await d.post(`/vm/${h}/shutdown?action=shutdown`)).status).to.equal(200);
+    expect(await listRunscIds(path.join(d.runDir, "runsc"))).to.not.include(runscId(`pdk-${d.tenantId}-${h}`));
+    const r = await d.post(`/vm/${h}/relaunch`);
+    expect(r.status, r.text).to.equal(200);
+    await until("agent after relaunch", async () => ((await d.get(`/vm/${h}/health`)).status === 200 ? true : undefined), 60_000, 200);
+    expect((await call(d.socketPath, "GET", `/vm/${h}/cp?path=%2Froot%2Fud.txt&mode=binary`)).text).to.equal("userdata-ran\n");
+    expect(await probeFromVm(h, allowed.ip), "network after relaunch").to.equal("ok");
   });
 
   it("delete leaves nothing of the VM: no sandbox, cgroup, process, mount, netns or agent socket", async () => {
