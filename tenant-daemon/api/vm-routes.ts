@@ -1,7 +1,7 @@
 /**
  * The host-group and VM lifecycle routes of the Slicer REST API: list host groups and nodes,
  * create and delete VMs, describe, tags, shutdown/relaunch/pause/resume, suspend/restore
- * (501 on the OCI driver) and the console log. Handlers are thin: parse, call VmService,
+ * (gVisor; 501 on the OCI driver) and the console log. Handlers are thin: parse, call VmService,
  * shape the response. Paths and auth are in routes.ts.
  */
 import { promises as fs, createReadStream } from "node:fs";
@@ -45,10 +45,6 @@ export function createVmHandlers(deps: VmRouteDeps): RouteHandlers["vm"] {
   const json = express.json({ type: () => true, limit: "1mb", strict: false });
   const listNodes: RequestHandler = (req, res) => {
     res.json(vms.list(parseTagFilter(req.query.tag, req.query.tag_prefix)));
-  };
-  const unsupported = (verb: string): RequestHandler => (req, res) => {
-    vms.get(param(req, "hostname"));
-    res.status(501).json({ error: `${verb} needs a microVM snapshot; the OCI driver does not support it`, code: "ERR_VM_UNSUPPORTED" });
   };
   return {
     listHostGroups: (_req, res) => {
@@ -112,8 +108,20 @@ export function createVmHandlers(deps: VmRouteDeps): RouteHandlers["vm"] {
       await vms.resume(param(req, "hostname"));
       res.status(200).type("text/plain").send("OK");
     }),
-    suspend: unsupported("suspend"),
-    restore: unsupported("restore"),
+    suspend: asyncHandler(async (req, res) => {
+      await vms.suspend(param(req, "hostname"));
+      res.status(200).type("text/plain").send("OK");
+    }),
+    restore: asyncHandler(async (req, res) => {
+      const h = param(req, "hostname");
+      vms.get(h);
+      // A restored guest has booted already: only the agent can be waited for (no userdata).
+      const waitRaw = queryString(req, "wait");
+      if (waitRaw === "userdata") throw new PaddockError("ERR_QUERY_INVALID", "invalid wait \"userdata\" for restore: expected agent (a restored VM does not run userdata again)");
+      const wait = parseWaitQuery(waitRaw, queryString(req, "timeout"));
+      await vms.restore(h, { wait: wait.wait === "agent" ? "agent" : undefined, timeoutMs: wait.timeoutMs });
+      res.status(200).type("text/plain").send("OK");
+    }),
     logs: asyncHandler(async (req, res) => {
       const h = param(req, "hostname");
       vms.get(h);

@@ -198,7 +198,7 @@ export class VmStatsCollector {
   private async one(hostname: string, mounts: MountEntry[]): Promise<NodeStat> {
     const node = this.deps.vms.node(hostname);
     const base = { hostname, ip: node.ip, created_at: node.created_at, status: node.status };
-    if (node.status === "Stopped") return { ...base, snapshot: null, error: `VM ${hostname} is not running (status Stopped)` };
+    if (node.status === "Stopped" || node.status === "Suspended") return { ...base, snapshot: null, error: `VM ${hostname} is not running (status ${node.status})` };
     const record = this.deps.vms.get(hostname);
     const problems: string[] = [];
 

@@ -143,6 +143,27 @@ export interface RuntimeDriver {
    * sibling would fail that create.
    */
   pruneCgroups?(cgroupParent: string): Promise<void>;
+  /**
+   * Suspend to disk; undefined ⇒ the runtime cannot (runc). Writes the running sandbox's
+   * memory and processes into `imageDir` (absolute, host-only, must not exist; its parent
+   * must), then removes the sandbox: its processes are gone and its memory is given back.
+   * `channel` (the reverse agent channel's pool, whose connections are host-backed sockets in
+   * the guest) is closed first and the sandbox's end of every connection awaited.
+   * @returns the image's size, bytes.
+   * @throws PaddockError ERR_RUNTIME_FAILED (when the checkpoint itself failed the sandbox is
+   *   gone too: treat it as a crash; see {@link RuntimeState} from {@link state})
+   */
+  suspend?(id: string, imageDir: string, channel?: { openCount(): number; close(): Promise<void> }): Promise<{ imageBytes: number }>;
+  /**
+   * Bring back sandbox `id` suspended into `imageDir` by {@link suspend}, from the bundle it
+   * was made from (`bundle.bundleDir`'s config.json, kept while suspended; the rootfs mounted at
+   * the same path, unchanged since), with its processes and memory as they were. The guest's
+   * console goes to `bundle.consoleLogPath` (capped as at create). The image is kept; the
+   * caller removes it.
+   * @returns the state right after the restore (`running` with its pid).
+   * @throws PaddockError ERR_RUNTIME_FAILED (nothing of the restored sandbox is left behind)
+   */
+  restore?(id: string, imageDir: string, bundle: { bundleDir: string; consoleLogPath: string; consoleLogBytes?: number }): Promise<RuntimeState>;
 }
 
 /** Default cap of a VM's console log on disk (`paddock.console_log_bytes`), bytes. */

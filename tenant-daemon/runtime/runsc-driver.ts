@@ -25,6 +25,7 @@ import { defaultToolbox, hostHasSwapAccounting } from "./oci-host.js";
 import { destroySandbox, killSandbox, stopSandbox } from "./oci-lifecycle.js";
 import { readRuntimeLog } from "./oci-runtime-cli.js";
 import type { OciToolbox } from "./oci-spec.js";
+import { checkpointSandbox, restoreSandbox, type HostChannel, type RunscCheckpointContext } from "./runsc-checkpoint.js";
 import { RunscCli, listRunscIds, paddockId, runscId, type RunscNetwork } from "./runsc-cli.js";
 import { writeCgroupResources } from "./runsc-cgroup.js";
 import { chooseRunscPlatform, kvmUsable, requireRunsc, type RunscPlatform } from "./runsc-host.js";
@@ -200,6 +201,21 @@ export class RunscDriver implements RuntimeDriver {
   /** See {@link RuntimeDriver.pruneCgroups}. */
   async pruneCgroups(cgroupParent: string): Promise<void> {
     await pruneCgroupParent(cgroupParent);
+  }
+
+  /** `runsc checkpoint` into `imageDir`, then delete: see runsc-checkpoint.ts. @throws PaddockError ERR_RUNTIME_FAILED */
+  async suspend(id: string, imageDir: string, channel?: HostChannel): Promise<{ imageBytes: number }> {
+    return checkpointSandbox(this.checkpointContext(), id, imageDir, channel);
+  }
+
+  /** `runsc restore` from `imageDir`: see runsc-checkpoint.ts. @throws PaddockError ERR_RUNTIME_FAILED */
+  async restore(id: string, imageDir: string, bundle: { bundleDir: string; consoleLogPath: string; consoleLogBytes?: number }): Promise<RuntimeState> {
+    const pid = await restoreSandbox(this.checkpointContext(), id, imageDir, bundle);
+    return pidAlive(pid) ? { status: "running", pid } : this.state(id);
+  }
+
+  private checkpointContext(): RunscCheckpointContext {
+    return { cli: this.cli, logger: this.logger, networkPrefix: (bundleDir, network) => this.networkPrefix(bundleDir, network) };
   }
 
   /** The spec for runsc (runsc-spec.ts). @throws RangeError on a bad spec (oci-spec.ts). */

@@ -79,6 +79,15 @@ export interface TenantVmStorage {
   /** Used and total bytes of the VM's disk filesystem; undefined when not mounted. */
   usage(hostname: string): Promise<{ usedBytes: number; totalBytes: number } | undefined>;
   /**
+   * Admit `path` (absolute, on the state file system: a VM's suspend image directory), about
+   * to be written with at most `maxBytes`, in the disk ledger: counted whole until it exists,
+   * then by its unwritten part like a disk, until {@link releaseFile}.
+   * @throws PaddockError ERR_STORAGE_OVERCOMMIT (507) when the file system cannot back it.
+   */
+  reserveFile(path: string, maxBytes: number): Promise<void>;
+  /** Stop counting `path` in the disk ledger (removed, or never written). Idempotent. */
+  releaseFile(path: string): void;
+  /**
    * Fill the spare-disk pool for these sizes in the background (see
    * {@link VmStorageOptions.poolSize}). Spares live in `<stateDir>/disks/.pool/`.
    */
@@ -188,6 +197,12 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
       ledger.release(diskPath);
     },
 
+    async reserveFile(file, maxBytes) {
+      await ledger.reserve(file, maxBytes);
+    },
+    releaseFile(file) {
+      ledger.release(file);
+    },
     async usage(hostname) {
       const p = paths(hostname);
       if (!(await isMountPoint(p.diskDir))) return undefined;

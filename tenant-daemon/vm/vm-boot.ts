@@ -16,6 +16,7 @@ import type { VmNamespaces } from "../runtime/vm-namespaces.js";
 import { removeUnmountedTree } from "../storage/vm-disk.js";
 import type { VmPaths } from "./vm-paths.js";
 import type { VmSecretsSync } from "./vm-secrets-sync.js";
+import { checkpointDir } from "./vm-suspend.js";
 import type { AgentPort, VmStorage } from "./vm-ports.js";
 import type { LiveVm, VmTable } from "./vm-table.js";
 
@@ -164,6 +165,12 @@ export class VmLauncher {
         await fs.rm(paths.agentDir(h), { recursive: true, force: true });
       }),
       step("user namespace", () => this.deps.namespaces.remove(h)),
+      // A teardown ends a suspended VM's memory too (vm-suspend.ts).
+      step("checkpoint image", async () => {
+        await fs.rm(checkpointDir(this.deps.config.paddock.stateDir, h), { recursive: true, force: true });
+        this.deps.storage.releaseFile?.(checkpointDir(this.deps.config.paddock.stateDir, h));
+        delete vm.record.suspended;
+      }),
       (async () => {
         await step("unmount", () => this.deps.storage.unmount(h));
         spans.mark("unmount");

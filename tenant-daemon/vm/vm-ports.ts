@@ -21,6 +21,14 @@ export interface VmStorage {
   warmPool?(sizesBytes: readonly number[]): void;
   /** Delete every spare disk and stop refilling (daemon stop). */
   drainPool?(): Promise<void>;
+  /**
+   * Admit a file of at most `maxBytes` about to be written on the state file system (a suspend
+   * image, vm-suspend.ts) in the disk ledger until {@link releaseFile} (optional).
+   * @throws PaddockError ERR_STORAGE_OVERCOMMIT (507)
+   */
+  reserveFile?(path: string, maxBytes: number): Promise<void>;
+  /** Stop counting a file admitted with {@link reserveFile}; idempotent. */
+  releaseFile?(path: string): void;
   /** Bytes used and total of the VM's disk (for stats); undefined when not mounted. */
   usage?(hostname: string): Promise<{ usedBytes: number; totalBytes: number } | undefined>;
 }

@@ -4,7 +4,7 @@
  * a deleted tenant, and the guest-exit reaper. Holds the reaper's timer; everything else it
  * reads and changes is the VM table's.
  */
-import { promises as fs } from "node:fs";
+import { existsSync, promises as fs } from "node:fs";
 import path from "node:path";
 import { PaddockError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
@@ -18,6 +18,7 @@ import { removeUnmountedTree } from "../storage/vm-disk.js";
 import type { VmLauncher } from "./vm-boot.js";
 import type { VmPaths } from "./vm-paths.js";
 import type { VmStorage } from "./vm-ports.js";
+import { checkpointDir, checkpointsRoot } from "./vm-suspend.js";
 import type { LiveVm, VmTable } from "./vm-table.js";
 import type { DaemonState } from "./vm-types.js";
 
@@ -89,6 +90,12 @@ export class VmReconciler {
         this.log.info("re-attached running VM", { hostname: record.hostname, pid: st.pid });
         continue;
       }
+      // Suspended to disk (vm-suspend.ts): no sandbox by design; keep its image, bundle and disk.
+      if (record.suspended !== undefined && st.status === "absent" && existsSync(checkpointDir(config.paddock.stateDir, record.hostname))) {
+        vm.phase = "suspended";
+        this.log.info("kept suspended VM", { hostname: record.hostname, imageBytes: record.suspended.imageBytes });
+        continue;
+      }
       await launcher.teardown(vm, { removeDisk: false, graceful: false }).catch((err: unknown) => this.log.error("cleanup failed", { hostname: record.hostname, err }));
       vm.phase = "stopped";
       // Config VMs come back on every start; other persistent VMs wait for relaunch.
@@ -133,7 +140,7 @@ export class VmReconciler {
     }
     await this.deps.storage.sweep(keep);
     await this.deps.namespaces.sweep(keep);
-    for (const base of paths.perVmRunDirs()) {
+    for (const base of [...paths.perVmRunDirs(), checkpointsRoot(this.deps.config.paddock.stateDir)]) {
       for (const entry of await fs.readdir(base).catch(() => [] as string[])) {
         if (!keep.has(entry)) await removeUnmountedTree(path.join(base, entry)).catch((err: unknown) => this.log.error("orphan dir removal failed", { dir: path.join(base, entry), err }));
       }

@@ -6,6 +6,7 @@
  * - vm-boot.ts: boot and teardown of one VM against the runtime driver, storage and network;
  * - vm-create.ts: a new VM without the warm pool (name, address, record, boot, rollback);
  * - vm-power.ts: reboot, stop, relaunch, pause and resume of one VM;
+ * - vm-suspend.ts: suspend to disk and restore (runtimes with a memory checkpoint: gVisor);
  * - vm-agent-wait.ts: waiting for a VM's agent;
  * - vm-secrets-sync.ts: delivering secrets at boot, hand-out and resume, and on every change;
  * - warm-pool.ts: the warm pool (refill, hand-out);
@@ -40,6 +41,7 @@ import type { AgentPort, VmStorage } from "./vm-ports.js";
 import { VmPower } from "./vm-power.js";
 import { VmReconciler } from "./vm-reconcile.js";
 import { VmSecretsSync } from "./vm-secrets-sync.js";
+import { VmSuspender } from "./vm-suspend.js";
 import { applyTagPatch, friendlyNameOf, type CreateVmRequest, type TagFilter, type TagPatch, type WaitOptions } from "./vm-request.js";
 import { VmTable } from "./vm-table.js";
 import type { CommitStore } from "../storage/commit-store.js";
@@ -96,6 +98,7 @@ export class VmService {
   private readonly pool: WarmPool;
   private readonly creator: VmCreator;
   private readonly power: VmPower;
+  private readonly suspender: VmSuspender;
   private readonly reconciler: VmReconciler;
   private readonly cold: { commits: VmCommits; forker: VmForker } | undefined;
 
@@ -111,6 +114,7 @@ export class VmService {
     const pool = (this.pool = new WarmPool({ config, table, launcher, agentWait, secretsSync, network, runtime, paths, log }));
     this.creator = new VmCreator({ table, network, launcher, log, onEvent: deps.onEvent });
     this.power = new VmPower({ table, launcher, runtime, paths });
+    this.suspender = new VmSuspender({ config, table, runtime, storage, network, namespaces, paths, log });
     this.reconciler = new VmReconciler({ config, store, table, launcher, runtime, storage, network, namespaces, paths, log, kickRefill: () => pool.kick() });
     if (deps.cold) {
       const { store: commitStore, disks } = deps.cold;
@@ -363,6 +367,39 @@ export class VmService {
     const vm = this.table.live(hostname);
     await this.power.resume(vm);
     void this.secretsSync.request(vm, { agentReady: true });
+  }
+
+  /**
+   * Suspend a running VM to disk (`POST /vm/{h}/suspend`): wire status `Suspended`, its memory
+   * given back, kept across daemon restarts (vm-suspend.ts). A no-op when already suspended.
+   * @returns the image's size, bytes.
+   * @throws PaddockError ERR_VM_NOT_FOUND, ERR_VM_UNSUPPORTED (501: runc; names gVisor),
+   *   ERR_VM_NOT_RUNNING, ERR_RUNTIME_FAILED
+   */
+  async suspend(hostname: string): Promise<number> {
+    return this.suspender.suspend(this.table.live(hostname));
+  }
+
+  /**
+   * Restore a suspended VM (`POST /vm/{h}/restore`); with `wait: "agent"`, block until its agent
+   * answers (the VM keeps running when the wait times out). Its secrets are pushed again (changes
+   * made while it was suspended reach it).
+   * @throws PaddockError ERR_VM_NOT_FOUND, ERR_VM_UNSUPPORTED (501), ERR_VM_ALREADY_RUNNING,
+   *   ERR_VM_NOT_RUNNING (not suspended), ERR_VM_WAIT_TIMEOUT (408), ERR_RUNTIME_FAILED
+   */
+  async restore(hostname: string, wait: { wait: "agent" | undefined; timeoutMs: number }): Promise<void> {
+    const vm = this.table.live(hostname);
+    await this.suspender.restore(vm);
+    vm.secretsDelivered = this.secretsSync.request(vm, { agentReady: false });
+    if (wait.wait === undefined) return;
+    try {
+      await this.agentWait.waitForAgent(hostname, "agent", wait.timeoutMs);
+    } catch (err) {
+      if (err instanceof PaddockError && err.code === "ERR_VM_WAIT_TIMEOUT") {
+        throw new PaddockError("ERR_VM_WAIT_TIMEOUT", `timed out after ${wait.timeoutMs} ms waiting for the agent of restored VM ${hostname}; the VM keeps running`, { cause: err });
+      }
+      throw err;
+    }
   }
 
   /**

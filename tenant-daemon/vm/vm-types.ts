@@ -41,6 +41,11 @@ export interface VmRecord {
   agentProof?: string;
   /** The commit this VM was forked from (`POST /vm/commits/{id}/fork`); GET /vm/{h} `parent_commit_id`. */
   parentCommitId?: string;
+  /**
+   * Set while the VM is suspended to disk (tenant-daemon/vm/vm-suspend.ts): its image's size
+   * (bytes) and when it was taken (RFC3339). A restarted daemon keeps such a VM suspended.
+   */
+  suspended?: { imageBytes: number; at: string };
 }
 
 /** The daemon's state file. */
@@ -56,10 +61,10 @@ export interface DaemonState {
 }
 
 /** Live status of a VM, in memory. `Stopped` is the only one a non-running VM can have. */
-export type VmPhase = "creating" | "running" | "paused" | "stopping" | "stopped" | "deleting";
+export type VmPhase = "creating" | "running" | "paused" | "suspended" | "stopping" | "stopped" | "deleting";
 
 /** Slicer `status` strings. */
-export type WireStatus = "Running" | "Paused" | "Stopped";
+export type WireStatus = "Running" | "Paused" | "Suspended" | "Stopped";
 
 /** A Node object as listed by `GET /nodes` and `GET /hostgroup/{g}/nodes`. */
 export interface NodeWire {

@@ -15,9 +15,10 @@ export function unameArch(): string {
   return os.arch() === "x64" ? "x86_64" : os.arch() === "arm64" ? "aarch64" : os.arch();
 }
 
-/** The wire status of a live phase: paused ⇒ Paused; stopped/stopping ⇒ Stopped; else Running. */
+/** The wire status of a live phase: paused ⇒ Paused; suspended ⇒ Suspended; stopped/stopping ⇒ Stopped; else Running. */
 export function wireStatus(phase: VmPhase): WireStatus {
   if (phase === "paused") return "Paused";
+  if (phase === "suspended") return "Suspended";
   if (phase === "stopped" || phase === "stopping") return "Stopped";
   return "Running";
 }
@@ -57,7 +58,7 @@ export function listNodes(vms: Iterable<{ record: VmRecord; phase: VmPhase }>, f
  */
 export function countByStatus(groups: readonly { name: string }[], vms: Iterable<{ record: VmRecord; phase: VmPhase }>): Record<string, Record<WireStatus, number>> {
   const out: Record<string, Record<WireStatus, number>> = {};
-  for (const g of groups) out[g.name] = { Running: 0, Paused: 0, Stopped: 0 };
+  for (const g of groups) out[g.name] = { Running: 0, Paused: 0, Suspended: 0, Stopped: 0 };
   for (const vm of vms) {
     const c = out[vm.record.hostGroup];
     if (c && vm.phase !== "deleting") c[wireStatus(vm.phase)] += 1;

@@ -182,10 +182,11 @@ describe("tenant daemon: host groups and VM lifecycle (privileged, real runc)", 
     expect(await runcState(cid("sbox-1"))).to.equal("running");
   });
 
-  it("suspend and restore answer 501 ERR_VM_UNSUPPORTED (no microVM snapshot); the VM keeps running", async () => {
-    for (const verb of ["suspend", "restore"]) {
+  it("suspend and restore answer 501 ERR_VM_UNSUPPORTED naming gVisor (runc takes no memory snapshot); the VM keeps running", async () => {
+    for (const verb of ["suspend", "restore?wait=agent"]) {
       const r = await d.post(`/vm/sbox-1/${verb}`);
       expect({ status: r.status, code: (r.json as { code?: string } | undefined)?.code }, verb).to.deep.equal({ status: 501, code: "ERR_VM_UNSUPPORTED" });
+      expect((r.json as { error?: string }).error, verb).to.match(/hypervisor: gvisor/);
     }
     expect((await d.post("/vm/sbox-99/suspend")).status, "unknown VM").to.equal(404);
     expect(await runcState(cid("sbox-1"))).to.equal("running");
