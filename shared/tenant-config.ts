@@ -21,7 +21,8 @@ export {
   DEFAULT_DENY, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, FIRECRACKER_DRIVER, MAX_WARM_POOL, NAME_PATTERN, TENANT_ID_PATTERN, denyEntryProblem,
 } from "./tenant-config-defaults.js";
 export type {
-  ApiConfig, BridgeNetworkConfig, HostGroupConfig, IsolatedNetworkConfig, NetworkConfig, PaddockSettings, TenantConfig, TenantConfigContext, TenantLimits,
+  ApiConfig, BridgeNetworkConfig, GroupExpiryConfig, HostGroupConfig, IsolatedNetworkConfig, NetworkConfig, PaddockSettings, TenantConfig, TenantConfigContext,
+  TenantExpiryConfig, TenantLimits,
 } from "./tenant-config-schema.js";
 
 const CONFIG_KEYS = [

@@ -31,6 +31,7 @@ import { vmVethName } from "./network/names.js";
 import { createAgentPort } from "./vm/agent-port.js";
 import { SecretStore } from "./secrets/secret-store.js";
 import { VmService } from "./vm/vm-service.js";
+import { EventLog } from "./events/event-log.js";
 import { VmNamespaces } from "./runtime/vm-namespaces.js";
 import { applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenantCgroup, type TenantBudgetPlan } from "./runtime/tenant-cgroup.js";
 import { acquireTenantIdLock } from "./tenant-id-lock.js";
@@ -154,14 +155,16 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
     initial: () => ({ schemaVersion: 1, tenantId: p.tenantId, counters: {}, vms: {} }),
     validate: (v) => (typeof (v as DaemonState).vms === "object" && typeof (v as DaemonState).counters === "object" ? undefined : "missing vms or counters"),
   });
+  // The lifecycle event log: VmService emits into it, GET /events streams it.
+  const events = new EventLog();
   const vms = new VmService({
-    config, store, runtime, storage, network, agent, namespaces, logger, vmPidsLimit,
+    config, store, runtime, storage, network, agent, namespaces, logger, vmPidsLimit, events,
     onEvent: (event, group) => {
       if (event === "launch") metrics.launch(group, "ok");
       if (event === "launch_failed") metrics.launch(group, "error");
     },
   });
-  return { runtime, storage, network, secrets, agent, vms, uidRange };
+  return { runtime, storage, network, secrets, agent, vms, uidRange, events };
 }
 
 /**
@@ -243,7 +246,7 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     // The server exists only after the app is built; until then it holds no connection.
     const api: { server?: http.Server } = {};
     const app = createApiApp({
-      config, vms: svc.vms, metrics, logger, authToken, secrets: svc.secrets, stats,
+      config, vms: svc.vms, metrics, logger, authToken, secrets: svc.secrets, stats, events: svc.events,
       describeNetwork: (h) => svc.network.describe?.(h),
       egressVms: () => svc.vms.list({ kind: "none" }).map((n) => ({ hostname: n.hostname, hostGroup: n.hostgroup, veth: vmVethName(config.paddock.tenantId, n.hostname) })),
       openConnections: () => new Promise((resolve) => {
