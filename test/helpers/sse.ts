@@ -142,9 +142,14 @@ export class SseClient {
     this.res?.pause();
   }
 
+  /** Read again after {@link pause}. */
+  resume(): void {
+    this.res?.resume();
+  }
+
   /** `type hostname reason` of each event, for messages. */
   summary(): string {
-    return this.events.map((e) => `${e.event}${e.json?.hostname ? ` ${String(e.json.hostname)}` : ""}${e.json?.reason ? ` (${String(e.json.reason)})` : ""}`).join(", ");
+    return (this.events.length > 20 ? `(${this.events.length - 20} more) ` : "") + this.events.slice(-20).map((e) => `${e.event}${e.json?.hostname ? ` ${String(e.json.hostname)}` : ""}${e.json?.reason ? ` (${String(e.json.reason)})` : ""}`).join(", ");
   }
 
   /** Close the connection. */
