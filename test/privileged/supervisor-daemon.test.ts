@@ -133,12 +133,15 @@ describeWhenReady(missingPrerequisites(), "supervisor with the real tenant daemo
     try {
       expect(s.status).to.equal(200);
       expect(s.headers["content-type"]).to.match(/^text\/event-stream/);
-      expect((await gw(ids.a, "POST", "/vm/sbox-1/pause")).status).to.equal(200);
+      const created = await gw(ids.a, "POST", "/hostgroup/sbox/nodes", {});
+      expect(created.status, created.text).to.equal(201);
+      const h = (created.json as { hostname: string }).hostname;
       // Seen while the response is still open: the gateway does not buffer the stream.
-      const paused = await s.waitFor((e) => e.event === "paused", 30_000);
-      expect(paused.json).to.include({ hostname: "sbox-1", reason: "api" });
-      expect((await gw(ids.a, "POST", "/vm/sbox-1/resume")).status).to.equal(200);
-      await s.waitFor((e) => e.event === "resumed", 30_000);
+      const first = await s.waitFor((e) => e.event === "created", 30_000);
+      expect(first.json).to.include({ hostname: h, reason: "warm_pool" === first.json?.reason ? "warm_pool" : "api" });
+      expect((await gw(ids.a, "DELETE", `/hostgroup/sbox/nodes/${h}`)).status).to.equal(200);
+      const gone = await s.waitFor((e) => e.event === "deleted", 30_000);
+      expect(gone.json).to.include({ hostname: h, reason: "api" });
       expect(s.ended).to.equal(false);
     } finally {
       s.close();
