@@ -6,11 +6,13 @@ import path from "node:path";
 import { cidrContains, parseCidr, parseIpv4, type Cidr } from "./cidr.js";
 import { NAME_PATTERN } from "./tenant-config-defaults.js";
 import type { HostGroupConfig, NetworkConfig, TenantConfigContext } from "./tenant-config-schema.js";
+import { parseGoDurationNs } from "./time.js";
 import { ConfigReader, parseSizeBytes } from "./yaml-reader.js";
 
 const HOSTGROUP_KEYS = [
   "name", "count", "vcpu", "ram_gb", "ram_mb", "ram_bytes", "storage", "storage_size", "persistent", "userdata",
   "userdata_file", "dns_servers", "gpu_count", "network", "network_name", "ca", "share_home", "rosetta", "sleep_action",
+  "expiry_action", "default_ttl", "max_ttl",
 ] as const;
 
 /**
@@ -131,10 +133,37 @@ export function readHostGroup(r: ConfigReader, raw: unknown, p: string, ctx: Ten
   });
   const gpuCount = r.int(g.gpu_count, `${p}.gpu_count`, { min: 0, max: 0, what: "0 (no GPUs with the OCI driver)" }) ?? 0;
   const network = readNetwork(r, g.network, `${p}.network`, name ?? "?");
+  const expiryAction = r.string(g.expiry_action, `${p}.expiry_action`) ?? "shutdown";
+  if (expiryAction !== "shutdown" && expiryAction !== "delete") r.problem(`${p}.expiry_action`, `expected shutdown or delete, got ${JSON.stringify(expiryAction)}`);
+  const expiry = readTtlPair(r, g, p);
   if (name === undefined) return undefined;
   return {
     name, count, vcpu, ramBytes, storage: "image", storageSizeBytes, persistent, userdata,
     userdataFile: userdataFileRaw === undefined ? undefined : path.resolve(ctx.baseDir, userdataFileRaw),
-    dnsServers, gpuCount, network,
+    dnsServers, gpuCount, network, expiry: { action: expiryAction === "delete" ? "delete" : "shutdown", ...expiry },
   };
+}
+
+/**
+ * `default_ttl` and `max_ttl` of the object `o` at YAML path `p`: Go durations (shared/time.ts
+ * parseGoDurationNs) greater than zero, the default not above the maximum. Problems are
+ * recorded on `r`; a bad value reads as undefined.
+ */
+export function readTtlPair(r: ConfigReader, o: Record<string, unknown>, p: string): { defaultTtlMs: number | undefined; maxTtlMs: number | undefined } {
+  const read = (key: "default_ttl" | "max_ttl"): number | undefined => {
+    const text = r.string(o[key], `${p}.${key}`);
+    if (text === undefined) return undefined;
+    try {
+      const ns = parseGoDurationNs(text, key, "ERR_CONFIG_INVALID");
+      if (ns <= 0n) throw new Error(`${key} must be greater than zero, got ${JSON.stringify(text)}`);
+      return Number(ns) / 1e6;
+    } catch (err) {
+      r.problem(`${p}.${key}`, (err as Error).message);
+      return undefined;
+    }
+  };
+  const defaultTtlMs = read("default_ttl");
+  const maxTtlMs = read("max_ttl");
+  if (defaultTtlMs !== undefined && maxTtlMs !== undefined && defaultTtlMs > maxTtlMs) r.problem(`${p}.default_ttl`, `default_ttl is longer than max_ttl`);
+  return { defaultTtlMs, maxTtlMs };
 }

@@ -5,13 +5,13 @@
 import path from "node:path";
 import { DEFAULT_PIDS_RESERVE, MIN_PIDS_BUDGET } from "./host-pids.js";
 import { defaultImageDir } from "./image-store.js";
-import { checkAddressList } from "./tenant-config-groups.js";
+import { checkAddressList, readTtlPair } from "./tenant-config-groups.js";
 import { DEFAULT_DENY, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, MAX_WARM_POOL, TENANT_ID_PATTERN, denyEntryProblem } from "./tenant-config-defaults.js";
 import type { ApiConfig, PaddockSettings, TenantConfigContext } from "./tenant-config-schema.js";
 import { UID_RANGE_MAX_END, UID_RANGE_MIN_START, UID_RANGE_SIZE, type UidRange } from "./uid-ranges.js";
 import type { ConfigReader } from "./yaml-reader.js";
 
-const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime", "pids_limit", "limits", "deny", "host_ports", "foreign_ranges", "stop_timeout_seconds", "warm_pool", "seccomp", "userns",
+const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime", "pids_limit", "limits", "deny", "host_ports", "foreign_ranges", "stop_timeout_seconds", "warm_pool", "expiry", "seccomp", "userns",
   "console_log_bytes", "disk_commit_ratio", "max_secrets", "max_secret_bytes", "host_pids_reserve", "gvisor"] as const;
 
 /**
@@ -72,6 +72,9 @@ export function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigCont
     else if (m !== undefined) r.problem(p, `expected default or unconfined, got ${JSON.stringify(m)}`);
   }
   const userns = readUserns(r, pd.userns);
+  const expiryRaw = r.object(pd.expiry, "paddock.expiry");
+  r.unknownKeys(expiryRaw, "paddock.expiry", ["default_ttl", "max_ttl"]);
+  const expiry = readTtlPair(r, expiryRaw, "paddock.expiry");
   return {
     tenantId,
     stateDir,
@@ -97,6 +100,7 @@ export function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigCont
     userns,
     consoleLogBytes: r.int(pd.console_log_bytes, "paddock.console_log_bytes", { min: 64 * 1024, max: 2 ** 32 }) ?? 4 * 2 ** 20,
     diskCommitRatio: readRatio(r, pd.disk_commit_ratio, "paddock.disk_commit_ratio") ?? 1,
+    expiry,
     maxSecrets: r.int(pd.max_secrets, "paddock.max_secrets", { min: 0, max: 100_000 }) ?? 256,
     maxSecretBytes: r.int(pd.max_secret_bytes, "paddock.max_secret_bytes", { min: 0, max: 2 ** 32 }) ?? 16 * 2 ** 20,
   };

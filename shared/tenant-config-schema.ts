@@ -50,6 +50,27 @@ export interface HostGroupConfig {
   dnsServers: readonly string[];
   gpuCount: number;
   network: NetworkConfig;
+  /** Expiry of the group's VMs (`expiry_action`, `default_ttl`, `max_ttl`; tenant-daemon/vm/vm-expiry.ts). */
+  expiry: GroupExpiryConfig;
+}
+
+/**
+ * A host group's expiry settings. `action`: what happens to a persistent VM at its deadline
+ * (`expiry_action`: `shutdown`, the default, keeps its disk; `delete` removes it); an ephemeral
+ * VM is always deleted. `defaultTtlMs` (`default_ttl`): the deadline a create without `ttl` or
+ * `expires_at=` tag gets; `maxTtlMs` (`max_ttl`): the longest lifetime from creation a VM may be
+ * given. Undefined: no default / no maximum at this level.
+ */
+export interface GroupExpiryConfig {
+  action: "shutdown" | "delete";
+  defaultTtlMs: number | undefined;
+  maxTtlMs: number | undefined;
+}
+
+/** The tenant-wide expiry settings (`paddock.expiry: { default_ttl, max_ttl }`), under every group's own. */
+export interface TenantExpiryConfig {
+  defaultTtlMs: number | undefined;
+  maxTtlMs: number | undefined;
 }
 
 /** Where the API listens: a Unix socket, or a TCP host and port. */
@@ -135,6 +156,8 @@ export interface PaddockSettings {
    * for other tenants sharing the file system; above 1 overcommits.
    */
   diskCommitRatio: number;
+  /** Tenant-wide default and maximum VM lifetime (`paddock.expiry`); a group's own values take precedence for the default, the smaller maximum wins. */
+  expiry: TenantExpiryConfig;
   /** Most secrets the tenant may hold (`paddock.max_secrets`, default 256). */
   maxSecrets: number;
   /** Most bytes of secret content, all secrets together (`paddock.max_secret_bytes`, default 16 MiB). */

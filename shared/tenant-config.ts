@@ -21,7 +21,8 @@ export {
   DEFAULT_DENY, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, FIRECRACKER_DRIVER, MAX_WARM_POOL, NAME_PATTERN, TENANT_ID_PATTERN, denyEntryProblem,
 } from "./tenant-config-defaults.js";
 export type {
-  ApiConfig, BridgeNetworkConfig, HostGroupConfig, IsolatedNetworkConfig, NetworkConfig, PaddockSettings, TenantConfig, TenantConfigContext, TenantLimits,
+  ApiConfig, BridgeNetworkConfig, GroupExpiryConfig, HostGroupConfig, IsolatedNetworkConfig, NetworkConfig, PaddockSettings, TenantConfig, TenantConfigContext,
+  TenantExpiryConfig, TenantLimits,
 } from "./tenant-config-schema.js";
 
 const CONFIG_KEYS = [
@@ -102,6 +103,11 @@ export function parseTenantConfig(tree: unknown, source: string, ctx: TenantConf
     const g = hostGroups.find((h) => h.name === group);
     if (g !== undefined && g.network.mode !== "bridge") r.problem(`paddock.host_ports.${group}`, `host group ${group} is in ${g.network.mode} mode; its VMs never reach the host (host_ports is for bridge groups)`);
   }
+  // A group default must fit under the tenant's maximum too (the smaller maximum wins).
+  hostGroups.forEach((g, i) => {
+    const max = paddock.expiry.maxTtlMs;
+    if (max !== undefined && g.expiry.defaultTtlMs !== undefined && g.expiry.defaultTtlMs > max) r.problem(`config.host_groups[${i}].default_ttl`, "default_ttl is longer than paddock.expiry.max_ttl");
+  });
   r.throwIfProblems(source);
   return deepFreeze({
     source,

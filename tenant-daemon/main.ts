@@ -35,6 +35,7 @@ import { vmVethName } from "./network/names.js";
 import { createAgentPort } from "./vm/agent-port.js";
 import { SecretStore } from "./secrets/secret-store.js";
 import { VmService } from "./vm/vm-service.js";
+import { EventLog } from "./events/event-log.js";
 import { VmNamespaces } from "./runtime/vm-namespaces.js";
 import { applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenantCgroup, type TenantBudgetPlan } from "./runtime/tenant-cgroup.js";
 import { acquireTenantIdLock } from "./tenant-id-lock.js";
@@ -172,15 +173,17 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
   const secrets = new SecretStore(path.join(p.stateDir, "secrets"), { maxSecrets: p.maxSecrets, maxSecretBytes: p.maxSecretBytes });
   const agent = createAgentPort({ secrets, logger });
   const commitStore = new CommitStore(p.stateDir, storage.ledger, logger.child({ component: "commits" }));
+  // The lifecycle event log: VmService emits into it, GET /events streams it.
+  const events = new EventLog();
   const vms = new VmService({
-    config, store, runtime, storage, network, agent, namespaces, logger, vmPidsLimit,
+    config, store, runtime, storage, network, agent, namespaces, logger, vmPidsLimit, events,
     cold: { store: commitStore, disks: storage },
     onEvent: (event, group) => {
       if (event === "launch") metrics.launch(group, "ok");
       if (event === "launch_failed") metrics.launch(group, "error");
     },
   });
-  return { runtime, storage, network, secrets, agent, vms, uidRange };
+  return { runtime, storage, network, secrets, agent, vms, uidRange, events };
 }
 
 /**
@@ -264,7 +267,7 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     // The server exists only after the app is built; until then it holds no connection.
     const api: { server?: http.Server } = {};
     const app = createApiApp({
-      config, vms: svc.vms, metrics, logger, authToken, secrets: svc.secrets, stats,
+      config, vms: svc.vms, metrics, logger, authToken, secrets: svc.secrets, stats, events: svc.events,
       describeNetwork: (h) => svc.network.describe?.(h),
       egressVms: () => svc.vms.list({ kind: "none" }).map((n) => ({ hostname: n.hostname, hostGroup: n.hostgroup, veth: vmVethName(config.paddock.tenantId, n.hostname) })),
       openConnections: () => new Promise((resolve) => {

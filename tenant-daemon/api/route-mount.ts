@@ -8,6 +8,7 @@
  * | daemon, vm, commit, stats | exact (case, trailing `/`) | answered by the GET handler | `Allow` = the listed methods; message names the request path |
  * | agent | exact | 405 unless listed | no `Allow`; message names `/vm/{hostname}/…` |
  * | secrets | case-insensitive, optional trailing `/` | answered by the GET handler | no `Allow`; message names `/secrets` or `/secrets/{name}` |
+ * | events | exact | 405 (a stream has no HEAD) | as daemon |
  * | upgrade | exact | — | the group's handler answers every method (a plain request on a WebSocket path) |
  *
  * Every 405 body is `{"error":"method M not allowed on …","code":"ERR_METHOD_NOT_ALLOWED"}`.
@@ -55,6 +56,7 @@ const RULES: Readonly<Record<RouteGroup, GroupRules>> = {
   stats: DAEMON,
   agent: { loose: false, headFromGet: false, wrongMethod: () => (req, res) => answer405(res, req.method, agentPathShown(req)) },
   secrets: { loose: true, headFromGet: true, wrongMethod: (path) => (req, res) => answer405(res, req.method, pathTemplate(path)) },
+  events: { loose: false, headFromGet: false, wrongMethod: DAEMON.wrongMethod },
   upgrade: { loose: false, headFromGet: false },
 };
 

@@ -8,7 +8,8 @@
  * - `group`: the handler module: `daemon` (daemon-routes.ts), `vm` (vm-routes.ts), `commit`
  *   (commit-routes.ts: commits and forks), `agent`
  *   (agent-routes.ts: streamed to the VM's guest agent), `secrets` (secrets-routes.ts), `stats`
- *   (stats-routes.ts), `upgrade` (WebSocket upgrades, ws-upgrade.ts). The group also decides
+ *   (stats-routes.ts), `events` (events-routes.ts: the lifecycle event stream), `upgrade`
+ *   (WebSocket upgrades, ws-upgrade.ts). The group also decides
  *   how a path matches and what a wrong method gets (route-mount.ts).
  * - `handler`: the name of the handler within its group's module.
  * - `auth`: `bearer` when the token is required (it is configured only for TCP listens;
@@ -39,6 +40,8 @@ export type AgentHandler = "forward";
 export type SecretsHandler = "list" | "create" | "update" | "delete";
 /** Handler names of stats-routes.ts. */
 export type StatsHandler = "allNodes" | "oneNode";
+/** Handler names of events-routes.ts. */
+export type EventsHandler = "stream";
 /** The WebSocket upgrades of ws-upgrade.ts (also the agent stream each opens). */
 export type UpgradeHandler = "shell" | "forward";
 
@@ -50,6 +53,7 @@ export interface RouteHandlerNames {
   agent: AgentHandler;
   secrets: SecretsHandler;
   stats: StatsHandler;
+  events: EventsHandler;
   upgrade: UpgradeHandler;
 }
 
@@ -123,6 +127,9 @@ export const ROUTES: readonly Route[] = [
   // NodeStat snapshots (VmStatsCollector).
   { method: "GET", path: "/nodes/stats", group: "stats", handler: "allNodes", auth: "bearer" },
   { method: "GET", path: "/node/:hostname/stats", group: "stats", handler: "oneNode", auth: "bearer" },
+
+  // The lifecycle event stream (server-sent events; EventLog).
+  { method: "GET", path: "/events", group: "events", handler: "stream", auth: "bearer" },
 ];
 
 /**

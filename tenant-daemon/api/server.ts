@@ -27,6 +27,8 @@ import { createSecretHandlers } from "./secrets-routes.js";
 import { createStatsHandlers } from "./stats-routes.js";
 import type { VmStatsCollector } from "./vm-stats.js";
 import { createVmHandlers } from "./vm-routes.js";
+import { createEventHandlers } from "./events-routes.js";
+import type { EventLog } from "../events/event-log.js";
 import { createPlainUpgradeHandlers } from "./ws-upgrade.js";
 import { BODY_IDLE_TIMEOUT_MS, boundRequestBodyIdle } from "../../shared/body-idle-timeout.js";
 import { clientErrorReply, httpJsonAnswer, requestTargetProblem } from "../../shared/http-input.js";
@@ -50,6 +52,8 @@ export interface ApiServerDeps {
   openConnections?: () => Promise<number>;
   /** Optional describe-VM `network` object provider (`GET /vm/{hostname}`). */
   describeNetwork?: (hostname: string) => unknown;
+  /** The lifecycle event log `GET /events` streams (the one VmService emits into). */
+  events: EventLog;
 }
 
 /** Build the Express app (no listener) serving every route of routes.ts. */
@@ -85,6 +89,7 @@ export function createApiApp(deps: ApiServerDeps): express.Express {
     upgrade: createPlainUpgradeHandlers(),
     secrets: createSecretHandlers(deps.secrets, agentLog, (name) => vms.secretChanged(name)),
     stats: createStatsHandlers(deps.stats),
+    events: createEventHandlers({ events: deps.events, logger }),
   });
   app.use(notFoundHandler());
   app.use(errorMiddleware(logger));

@@ -20,7 +20,7 @@ import type { VmPaths } from "./vm-paths.js";
 import type { VmStorage } from "./vm-ports.js";
 import { checkpointDir, checkpointsRoot } from "./vm-suspend.js";
 import type { LiveVm, VmTable } from "./vm-table.js";
-import type { DaemonState } from "./vm-types.js";
+import type { DaemonState, VmRecord } from "./vm-types.js";
 
 /** What the {@link VmReconciler} works with. */
 export interface VmReconcilerDeps {
@@ -36,6 +36,8 @@ export interface VmReconcilerDeps {
   log: Logger;
   /** Called when the reaper removed a VM (the limits may have room for the warm pool again). */
   kickRefill: () => void;
+  /** Told of each transition this module drives (guest exits, VMs removed at start), for the event log. */
+  onVmEvent?: (record: VmRecord, type: "exited" | "stopped" | "deleted", reason: "guest_exit" | "daemon_restart") => void;
 }
 
 /** Start-up reconciliation, purge, sweep and the guest-exit reaper of one tenant's VMs. */
@@ -72,6 +74,7 @@ export class VmReconciler {
       if (!record.persistent || !groups.has(record.hostGroup)) {
         this.log.info("removing VM left by the previous run", { hostname: record.hostname, persistent: record.persistent, warm: record.pooled === true });
         await launcher.teardown(vm, { removeDisk: true, graceful: false }).catch((err: unknown) => this.log.error("cleanup failed", { hostname: record.hostname, err }));
+        this.deps.onVmEvent?.(record, "deleted", "daemon_restart");
         continue;
       }
       this.deps.network.reserve({ hostname: record.hostname, hostGroup: record.hostGroup, previousIp: record.ipCidr, override: record.network });
@@ -177,6 +180,7 @@ export class VmReconciler {
         }
         const pooled = vm.record.pooled === true;
         this.log.info("guest exited", { hostname: h, persistent: vm.record.persistent, warm: pooled });
+        this.deps.onVmEvent?.(vm.record, "exited", "guest_exit");
         if (!vm.record.persistent) {
           vm.phase = "deleting";
           try {
@@ -186,6 +190,7 @@ export class VmReconciler {
             this.deps.network.release(h);
             await table.persist();
           }
+          this.deps.onVmEvent?.(vm.record, "deleted", "guest_exit");
           this.deps.kickRefill();
           return;
         }
@@ -193,6 +198,7 @@ export class VmReconciler {
         await launcher.teardown(vm, { removeDisk: false, graceful: false }).catch(() => undefined);
         vm.phase = "stopped";
         await table.persist();
+        this.deps.onVmEvent?.(vm.record, "stopped", "guest_exit");
       }).catch((err: unknown) => this.log.error("reaper failed", { hostname: h, err }));
     }
   }

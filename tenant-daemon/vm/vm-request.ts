@@ -7,6 +7,7 @@ import { PaddockError } from "../../shared/errors.js";
 import type { HostGroupConfig } from "../../shared/tenant-config.js";
 import { parseGoDurationMs } from "../../shared/time.js";
 import type { VmNetworkOverride } from "../network/network.js";
+import { deadlineOf, parseTtl } from "./vm-expiry.js";
 
 /** A validated create request. `cpus`/`ramBytes` already defaulted from the host group. */
 export interface CreateVmRequest {
@@ -19,6 +20,8 @@ export interface CreateVmRequest {
   network: VmNetworkOverride | undefined;
   /** Requested static IPv4 (the create body's `ip`), bare; the network checks it is a free VM address of the group. */
   ip: string | undefined;
+  /** The create body's `ttl` (a Go duration), ms; it becomes an `expires_at=` tag (vm-expiry.ts). */
+  ttlMs?: number;
 }
 
 /** Largest accepted tag, bytes; a larger one is a 400 (a 1 MB tag gets a clear 4xx). */
@@ -113,8 +116,10 @@ function refuseUnsupported(b: Record<string, unknown>): void {
  * and its alias `github_user`) are refused unless empty.
  * A `name=` tag is checked to be one DNS label (its uniqueness is the VM table's:
  * VmTable.claimName).
+ * `ttl` (a Go duration) and an `expires_at=` tag (RFC 3339) are checked here; the deadline they
+ * and the group's `default_ttl`/`max_ttl` give is vm-expiry.ts tagsWithDeadline's.
  * @throws PaddockError ERR_VM_INVALID_REQUEST, ERR_VM_SIZE_EXCEEDED, ERR_TAGS_INVALID, ERR_VM_NAME_INVALID,
- *   ERR_FIELD_UNSUPPORTED
+ *   ERR_FIELD_UNSUPPORTED, ERR_TTL_INVALID, ERR_EXPIRES_AT_INVALID
  */
 export function parseCreateVmRequest(body: unknown, group: HostGroupConfig): CreateVmRequest {
   if (typeof body !== "object" || body === null || Array.isArray(body)) throw bad("request body must be a JSON object");
@@ -136,6 +141,8 @@ export function parseCreateVmRequest(body: unknown, group: HostGroupConfig): Cre
   const tags = dedupe(stringList(b.tags, "tags") ?? []);
   validateTags(tags);
   friendlyNameOf(tags);
+  deadlineOf(tags);
+  const ttlMs = parseTtl(b.ttl);
   const userdata = b.userdata === undefined || b.userdata === null || b.userdata === "" ? undefined : b.userdata;
   if (userdata !== undefined && typeof userdata !== "string") throw bad("userdata must be a string");
   if (typeof userdata === "string" && Buffer.byteLength(userdata) > 1024 * 1024) throw bad("userdata is larger than 1 MiB");
@@ -158,7 +165,7 @@ export function parseCreateVmRequest(body: unknown, group: HostGroupConfig): Cre
     if (!m || parseIpv4(m[1] as string) === undefined || (m[2] !== undefined && Number(m[2]) > 32)) throw bad("ip must be an IPv4 address (a.b.c.d or a.b.c.d/prefix)");
     ip = m[1];
   }
-  return { cpus, ramBytes, persistent, tags, userdata, secrets, network, ip };
+  return { cpus, ramBytes, persistent, tags, userdata, secrets, network, ip, ...(ttlMs !== undefined ? { ttlMs } : {}) };
 }
 
 /** `wait` and `timeout` query values of a create (`?wait=agent&timeout=30s`). */
@@ -190,7 +197,8 @@ export interface TagPatch {
  * Parse a tags PATCH body. A `name=` tag in `add` or `replace` is checked to be one DNS label
  * (whether the VM may take it is {@link applyTagPatch}'s and the VM table's); one in `remove`
  * is refused: a friendly name is immutable once set.
- * @throws PaddockError ERR_TAGS_INVALID, ERR_VM_NAME_INVALID
+ * An `expires_at=` tag in `add` or `replace` must be one RFC 3339 time (vm-expiry.ts deadlineOf).
+ * @throws PaddockError ERR_TAGS_INVALID, ERR_VM_NAME_INVALID, ERR_EXPIRES_AT_INVALID
  */
 export function parseTagPatch(body: unknown): TagPatch {
   if (typeof body !== "object" || body === null || Array.isArray(body)) throw new PaddockError("ERR_TAGS_INVALID", "body must be a JSON object with add, remove or replace");
@@ -208,6 +216,7 @@ export function parseTagPatch(body: unknown): TagPatch {
   for (const l of [add, remove, replace]) if (l) validateTags(l);
   if (remove?.some((t) => t.startsWith(NAME_TAG_PREFIX))) throw new PaddockError("ERR_TAGS_INVALID", "the name= tag is immutable once set: it cannot be removed");
   for (const l of [add, replace]) if (l) friendlyNameOf(l);
+  for (const l of [add, replace]) if (l) deadlineOf(l);
   return { add: add ?? [], remove: remove ?? [], replace };
 }
 

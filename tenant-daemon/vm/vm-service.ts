@@ -11,6 +11,7 @@
  * - vm-secrets-sync.ts: delivering secrets at boot, hand-out and resume, and on every change;
  * - warm-pool.ts: the warm pool (refill, hand-out);
  * - vm-reconcile.ts: start-up reconciliation, sweep, purge and the guest-exit reaper;
+ * - vm-expiry.ts: deadlines (`ttl`, `expires_at=` tags) and the one expiry timer;
  * - vm-wire.ts: records → Slicer JSON; vm-paths.ts: per-VM paths and ids.
  *
  * The rules:
@@ -23,19 +24,23 @@
  * - Every failure while creating rolls back what was made: no half-created VM.
  * - Warm pool (`paddock.warm_pool`): see warm-pool.ts.
  *
- * Operations on one VM are serialised; creates of different VMs run concurrently.
+ * Operations on one VM are serialised; creates of different VMs run concurrently. Every
+ * transition is emitted to the tenant's event log (tenant-daemon/events/event-log.ts) through
+ * {@link VmService.lifecycleEvent}.
  */
 import { PaddockError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { JsonStateStore } from "../../shared/state-store.js";
 import type { HostGroupConfig, TenantConfig } from "../../shared/tenant-config.js";
 import type { AgentEndpoint } from "../agent-client/agent-endpoint.js";
+import type { EventLog, VmEventInput, VmEventReason, VmEventType } from "../events/event-log.js";
 import type { TenantNetwork } from "../network/network.js";
 import type { RuntimeDriver } from "../runtime/driver.js";
 import type { VmNamespaces } from "../runtime/vm-namespaces.js";
 import { VmAgentWait } from "./vm-agent-wait.js";
 import { VmLauncher } from "./vm-boot.js";
 import { VmCreator } from "./vm-create.js";
+import { EXPIRES_AT_TAG, VmExpiry, checkPatchedDeadline, expiryPolicy, tagsWithDeadline, type ExpiryPolicy } from "./vm-expiry.js";
 import { VmPaths } from "./vm-paths.js";
 import type { AgentPort, VmStorage } from "./vm-ports.js";
 import { VmPower } from "./vm-power.js";
@@ -43,7 +48,7 @@ import { VmReconciler } from "./vm-reconcile.js";
 import { VmSecretsSync } from "./vm-secrets-sync.js";
 import { VmSuspender } from "./vm-suspend.js";
 import { applyTagPatch, friendlyNameOf, type CreateVmRequest, type TagFilter, type TagPatch, type WaitOptions } from "./vm-request.js";
-import { VmTable } from "./vm-table.js";
+import { VmTable, type LiveVm } from "./vm-table.js";
 import type { CommitStore } from "../storage/commit-store.js";
 import type { CommitListFilter, CommitRequest } from "./commit-request.js";
 import { VmCommits, type CommitDiskPaths, type CommitInfoWire, type CommitResponseWire } from "./vm-commit.js";
@@ -51,6 +56,9 @@ import { VmForker, type ForkResponseWire } from "./vm-fork.js";
 import type { CreateResponseWire, DaemonState, NodeWire, VmRecord, WireStatus } from "./vm-types.js";
 import { countByStatus, listNodes, toCreateResponse, toNode, wireStatus } from "./vm-wire.js";
 import { WarmPool } from "./warm-pool.js";
+
+/** How long {@link VmService} waits for a booted VM's agent before giving up on its `ready` event, ms. */
+const READY_WAIT_MS = 120_000;
 
 export type { AgentBootInput, AgentHealthLite, AgentPort, VmStorage } from "./vm-ports.js";
 export { goArch, unameArch } from "./vm-wire.js";
@@ -73,6 +81,8 @@ export interface VmServiceDeps {
   vmPidsLimit?: number;
   /** Interval of the guest-exit reaper, ms (default 1000). */
   reapIntervalMs?: number;
+  /** The tenant's lifecycle event log (`GET /events`); every VM transition is emitted into it. */
+  events: EventLog;
   /** Called on VM launches/deletes for metrics. */
   onEvent?: (event: "launch" | "launch_failed" | "delete", hostGroup: string) => void;
   /**
@@ -101,6 +111,7 @@ export class VmService {
   private readonly suspender: VmSuspender;
   private readonly reconciler: VmReconciler;
   private readonly cold: { commits: VmCommits; forker: VmForker } | undefined;
+  private readonly expiry: VmExpiry;
 
   constructor(deps: VmServiceDeps) {
     this.deps = deps;
@@ -115,7 +126,11 @@ export class VmService {
     this.creator = new VmCreator({ table, network, launcher, log, onEvent: deps.onEvent });
     this.power = new VmPower({ table, launcher, runtime, paths });
     this.suspender = new VmSuspender({ config, table, runtime, storage, network, namespaces, paths, log });
-    this.reconciler = new VmReconciler({ config, store, table, launcher, runtime, storage, network, namespaces, paths, log, kickRefill: () => pool.kick() });
+    this.reconciler = new VmReconciler({
+      config, store, table, launcher, runtime, storage, network, namespaces, paths, log, kickRefill: () => pool.kick(),
+      onVmEvent: (record, type, reason) => this.lifecycleEvent(record, type, reason),
+    });
+    this.expiry = new VmExpiry({ table, log, expire: (vm, deadlineMs) => this.expire(vm, deadlineMs) });
     if (deps.cold) {
       const { store: commitStore, disks } = deps.cold;
       const commits = new VmCommits({ table, runtime, disks, store: commitStore, paths, image: config.image, log });
@@ -165,6 +180,53 @@ export class VmService {
       return { commit_id: "", parent_commit_id: "" };
     }
     return this.cold.commits.lineage(hostname);
+  }
+
+  // ── lifecycle events and expiry ────────────────────────────────────────────
+
+  /**
+   * Emit a lifecycle event for a VM (by record, or by hostname of a VM the API shows) into the
+   * event log: the one hook for every transition, including those other modules drive
+   * (suspend/restore). Warm-pool VMs are invisible to the API and emit nothing.
+   * @throws PaddockError ERR_VM_NOT_FOUND for an unknown hostname.
+   */
+  lifecycleEvent(vm: VmRecord | string, type: VmEventType, reason: VmEventReason, extra: Pick<VmEventInput, "deadline" | "action"> = {}): void {
+    const record = typeof vm === "string" ? this.table.live(vm).record : vm;
+    if (record.pooled) return;
+    this.deps.events.emit({ type, hostname: record.hostname, hostgroup: record.hostGroup, reason, ...extra });
+  }
+
+  /** The expiry rules of a host group with the tenant's folded in (vm-expiry.ts). @throws ERR_HOSTGROUP_NOT_FOUND */
+  expiryPolicy(groupName: string): ExpiryPolicy {
+    return expiryPolicy(this.table.hostGroup(groupName), this.deps.config.paddock.expiry);
+  }
+
+  /** Emit `ready` once the agent of this boot of `vm` answers (never rejects; nothing when the VM goes first). */
+  private watchReady(vm: LiveVm): void {
+    const proof = vm.record.agentProof;
+    void this.agentWait.waitForAgent(vm.record.hostname, "agent", READY_WAIT_MS).then(() => {
+      if (this.table.vms.get(vm.record.hostname) === vm && vm.record.agentProof === proof && vm.phase === "running") this.lifecycleEvent(vm.record, "ready", "agent");
+    }, () => undefined);
+  }
+
+  /**
+   * A VM's deadline passed (VmExpiry): an ephemeral VM, or a persistent one of a group with
+   * `expiry_action: delete`, is deleted; another persistent VM is shut down (Stopped, disk kept).
+   * Logged and emitted with reason `expired`.
+   * @throws what remove or stop throw (VmExpiry logs it and retries).
+   */
+  private async expire(vm: LiveVm, deadlineMs: number): Promise<void> {
+    const r = vm.record;
+    const action = !r.persistent || this.expiryPolicy(r.hostGroup).action === "delete" ? "delete" : "shutdown";
+    const deadline = new Date(deadlineMs).toISOString();
+    this.log.info("vm expired", { hostname: r.hostname, reason: "expired", deadline, action });
+    this.lifecycleEvent(r, "expired", "expired", { deadline, action });
+    if (action === "delete") {
+      await this.remove(r.hostname, { force: true, reason: "expired" });
+      return;
+    }
+    await this.power.stop(vm);
+    this.lifecycleEvent(r, "stopped", "expired");
   }
 
   // ── paths and ids ──────────────────────────────────────────────────────────
@@ -266,6 +328,8 @@ export class VmService {
     if (this.table.stopping) throw new PaddockError("ERR_VM_NOT_RUNNING", "daemon is shutting down", { status: 503 });
     const group = this.hostGroup(groupName);
     this.table.checkLimits(req.cpus, req.ramBytes, group.storageSizeBytes);
+    // The deadline (a ttl, the group's default) becomes the VM's expires_at= tag; config VMs never expire.
+    if (!options.protected) req = { ...req, tags: tagsWithDeadline(req.tags, req.ttlMs, this.expiryPolicy(group.name), Date.now()) };
     // Held until the VM (with its name= tag) is in the table, or the create failed.
     const releaseName = this.table.claimName(friendlyNameOf(req.tags));
     try {
@@ -276,6 +340,11 @@ export class VmService {
       const record = vm.record;
       this.deps.onEvent?.("launch", group.name);
       this.log.info("vm created", { hostname: record.hostname, persistent: record.persistent, ip: record.ipCidr, warm: warm !== undefined });
+      this.lifecycleEvent(record, "created", options.protected ? "config" : warm !== undefined ? "warm_pool" : "api");
+      // A warm VM's agent answered when it joined the pool.
+      if (warm !== undefined) this.lifecycleEvent(record, "ready", "agent");
+      else this.watchReady(vm);
+      this.expiry.kick();
       if (wait.wait) {
         const waitStarted = performance.now();
         try {
@@ -285,7 +354,7 @@ export class VmService {
           await vm.secretsDelivered;
           this.log.debug("vm wait timing", { hostname: record.hostname, wait: wait.wait, waitMs: Math.round((performance.now() - waitStarted) * 10) / 10 });
         } catch (err) {
-          await this.remove(record.hostname, { force: true }).catch((e: unknown) => this.log.error("cleanup after wait failure failed", { hostname: record.hostname, err: e }));
+          await this.remove(record.hostname, { force: true, reason: "wait_timeout" }).catch((e: unknown) => this.log.error("cleanup after wait failure failed", { hostname: record.hostname, err: e }));
           throw err;
         }
       }
@@ -304,7 +373,7 @@ export class VmService {
    * Delete a VM and its disk (`DELETE /hostgroup/{g}/nodes/{h}`). Config VMs are protected (403) unless `force`.
    * @throws PaddockError ERR_VM_NOT_FOUND, ERR_VM_PROTECTED
    */
-  async remove(hostname: string, opts: { hostGroup?: string; force?: boolean } = {}): Promise<{ diskRemoved: boolean }> {
+  async remove(hostname: string, opts: { hostGroup?: string; force?: boolean; reason?: VmEventReason } = {}): Promise<{ diskRemoved: boolean }> {
     const table = this.table;
     const vm = table.live(hostname);
     if (opts.hostGroup !== undefined && vm.record.hostGroup !== opts.hostGroup) throw new PaddockError("ERR_VM_NOT_FOUND", "VM not found");
@@ -320,7 +389,8 @@ export class VmService {
         await table.persist();
       }
       this.deps.onEvent?.("delete", vm.record.hostGroup);
-      this.log.info("vm deleted", { hostname });
+      this.log.info("vm deleted", { hostname, reason: opts.reason ?? "api" });
+      this.lifecycleEvent(vm.record, "deleted", opts.reason ?? "api");
       // The limits may have room for the warm pool again.
       this.pool.kick();
       return { diskRemoved: true };
@@ -337,10 +407,12 @@ export class VmService {
     const vm = this.table.live(hostname);
     if (action === "reboot") return this.power.reboot(vm);
     if (!vm.record.persistent) {
-      await this.remove(hostname, { force: true });
+      await this.remove(hostname, { force: true, reason: "shutdown" });
       return;
     }
+    const wasStopped = vm.phase === "stopped";
     await this.power.stop(vm);
+    if (!wasStopped) this.lifecycleEvent(vm.record, "stopped", "api");
   }
 
   /**
@@ -351,12 +423,19 @@ export class VmService {
   async relaunch(hostname: string): Promise<CreateResponseWire> {
     const vm = this.table.live(hostname);
     await this.power.relaunch(vm);
+    this.lifecycleEvent(vm.record, "relaunched", "api");
+    this.watchReady(vm);
+    // A deadline that passed while it was stopped applies again now.
+    this.expiry.kick();
     return toCreateResponse(vm.record);
   }
 
   /** Freeze a running VM (`POST /vm/{h}/pause`). @throws ERR_VM_NOT_FOUND, ERR_VM_NOT_RUNNING */
   async pause(hostname: string): Promise<void> {
-    await this.power.pause(this.table.live(hostname));
+    const vm = this.table.live(hostname);
+    const was = vm.phase;
+    await this.power.pause(vm);
+    if (was !== "paused") this.lifecycleEvent(vm.record, "paused", "api");
   }
 
   /**
@@ -365,7 +444,9 @@ export class VmService {
    */
   async resume(hostname: string): Promise<void> {
     const vm = this.table.live(hostname);
+    const was = vm.phase;
     await this.power.resume(vm);
+    if (was !== "running") this.lifecycleEvent(vm.record, "resumed", "api");
     void this.secretsSync.request(vm, { agentReady: true });
   }
 
@@ -377,7 +458,11 @@ export class VmService {
    *   ERR_VM_NOT_RUNNING, ERR_RUNTIME_FAILED
    */
   async suspend(hostname: string): Promise<number> {
-    return this.suspender.suspend(this.table.live(hostname));
+    const vm = this.table.live(hostname);
+    const already = vm.record.suspended !== undefined;
+    const bytes = await this.suspender.suspend(vm);
+    if (!already) this.lifecycleEvent(vm.record, "suspended", "api");
+    return bytes;
   }
 
   /**
@@ -390,6 +475,7 @@ export class VmService {
   async restore(hostname: string, wait: { wait: "agent" | undefined; timeoutMs: number }): Promise<void> {
     const vm = this.table.live(hostname);
     await this.suspender.restore(vm);
+    this.lifecycleEvent(vm.record, "restored", "api");
     vm.secretsDelivered = this.secretsSync.request(vm, { agentReady: false });
     if (wait.wait === undefined) return;
     try {
@@ -421,9 +507,12 @@ export class VmService {
   async patchTags(hostname: string, patch: TagPatch): Promise<string[]> {
     const vm = this.table.live(hostname);
     const previous = vm.record.tags;
-    const next = applyTagPatch(vm.record.tags, patch);
+    // An added expires_at= tag moves the deadline: it replaces the one the VM has.
+    const isDeadline = (t: string): boolean => t.startsWith(EXPIRES_AT_TAG);
+    const next = applyTagPatch(patch.add.some(isDeadline) ? previous.filter((t) => !isDeadline(t)) : previous, patch);
     const name = friendlyNameOf(next);
     if (name !== undefined && !previous.includes(`name=${name}`)) this.table.checkNameFree(name, hostname);
+    checkPatchedDeadline(vm.record, next, this.expiryPolicy(vm.record.hostGroup));
     vm.record.tags = next;
     try {
       await this.table.persist();
@@ -432,6 +521,7 @@ export class VmService {
       vm.record.tags = previous;
       throw err;
     }
+    this.expiry.kick();
     return [...vm.record.tags];
   }
 
@@ -455,6 +545,8 @@ export class VmService {
     }
     this.reconciler.startReaper(this.deps.reapIntervalMs ?? 1000);
     this.pool.kick();
+    // Deadlines saved by the previous run: an overdue VM is acted on now.
+    this.expiry.kick();
   }
 
   /**
@@ -476,6 +568,7 @@ export class VmService {
     const table = this.table;
     table.stopping = true;
     this.reconciler.stopReaper();
+    this.expiry.stop();
     await this.pool.settled();
     await table.settled();
     const work = table.all().map(async (vm) => {
@@ -485,6 +578,7 @@ export class VmService {
         await this.launcher.teardown(vm, { removeDisk: true }).catch((err: unknown) => this.log.error("teardown at stop failed", { hostname: vm.record.hostname, err }));
         (vm.record.pooled ? table.warm : table.vms).delete(vm.record.hostname);
         this.deps.network.release(vm.record.hostname);
+        this.lifecycleEvent(vm.record, "deleted", opts.purge ? "api" : "daemon_stop");
       });
     });
     await Promise.all(work);

@@ -13,6 +13,7 @@ import path from "node:path";
 import { expect } from "chai";
 import { execa } from "execa";
 import { RETRY_AFTER_S } from "../../supervisor/gateway.js";
+import { SseClient } from "../helpers/sse.js";
 import { request, type TestResponse } from "../helpers/http.js";
 import { until } from "../helpers/wait.js";
 import { TEST_IMAGE_DIR, describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
@@ -124,6 +125,27 @@ describeWhenReady(missingPrerequisites(), "supervisor with the real tenant daemo
     const firstWithOne = chunks.findIndex((c) => c.text.includes("one"));
     const firstWithTwo = chunks.findIndex((c) => c.text.includes("two"));
     expect(firstWithOne, "'one' arrived in an earlier chunk than 'two'").to.be.lessThan(firstWithTwo);
+  });
+
+  it("GET /events streams the tenant's lifecycle events through the gateway as they happen (tenant token required)", async () => {
+    expect((await request(sup.gatewayTarget(), "GET", "/events")).status, "no token").to.equal(401);
+    const s = await SseClient.open(sup.gatewayTarget(), "/events", { authorization: `Bearer ${tokens[ids.a]}` });
+    try {
+      expect(s.status).to.equal(200);
+      expect(s.headers["content-type"]).to.match(/^text\/event-stream/);
+      const created = await gw(ids.a, "POST", "/hostgroup/sbox/nodes", {});
+      expect(created.status, created.text).to.equal(201);
+      const h = (created.json as { hostname: string }).hostname;
+      // Seen while the response is still open: the gateway does not buffer the stream.
+      const first = await s.waitFor((e) => e.event === "created", 30_000);
+      expect(first.json).to.include({ hostname: h, reason: "warm_pool" === first.json?.reason ? "warm_pool" : "api" });
+      expect((await gw(ids.a, "DELETE", `/hostgroup/sbox/nodes/${h}`)).status).to.equal(200);
+      const gone = await s.waitFor((e) => e.event === "deleted", 30_000);
+      expect(gone.json).to.include({ hostname: h, reason: "api" });
+      expect(s.ended).to.equal(false);
+    } finally {
+      s.close();
+    }
   });
 
   it("the real daemon receives the gateway's request id and forwarded-for, never the ones a client sent (a direct request on the socket is the control)", async () => {

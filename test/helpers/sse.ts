@@ -1,0 +1,161 @@
+/**
+ * A small server-sent-events client for tests: a real `http.request` (Unix socket or TCP) whose
+ * `text/event-stream` body is parsed as the WHATWG spec says
+ * (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation):
+ * `id`, `event`, `data` fields, comments ignored, an event dispatched at a blank line.
+ */
+import http from "node:http";
+import type { Target } from "./http.js";
+
+/** One dispatched event: `event` defaults to `message`; `json` is `data` parsed when it is JSON. */
+export interface SseEvent {
+  id: string | undefined;
+  event: string;
+  data: string;
+  json: Record<string, unknown> | undefined;
+}
+
+/** An open event stream. */
+export class SseClient {
+  /** Every event received so far, in order. */
+  readonly events: SseEvent[] = [];
+  /** The response status and headers. */
+  status = 0;
+  headers: http.IncomingHttpHeaders = {};
+  /** True once the server ended the stream or the connection failed. */
+  ended = false;
+  private waiters: (() => void)[] = [];
+  private req: http.ClientRequest | undefined;
+  private res: http.IncomingMessage | undefined;
+
+  /**
+   * Open `path` on `target` with `headers` (e.g. Last-Event-ID, Authorization); resolves once
+   * the response headers arrived. @throws Error when the connection fails.
+   */
+  static open(target: Target, path = "/events", headers: Record<string, string> = {}): Promise<SseClient> {
+    const c = new SseClient();
+    return new Promise((resolve, reject) => {
+      const req = http.request({ ...target, method: "GET", path, headers: { accept: "text/event-stream", ...headers } });
+      c.req = req;
+      req.on("error", (err) => {
+        c.finish();
+        reject(err);
+      });
+      req.on("response", (res) => {
+        c.res = res;
+        c.status = res.statusCode ?? 0;
+        c.headers = res.headers;
+        res.setEncoding("utf8");
+        let buf = "";
+        let id: string | undefined;
+        let event = "";
+        let data: string[] = [];
+        res.on("data", (chunk: string) => {
+          buf += chunk;
+          let nl: number;
+          while ((nl = buf.indexOf("\n")) !== -1) {
+            const line = buf.slice(0, nl).replace(/\r$/, "");
+            buf = buf.slice(nl + 1);
+            if (line === "") {
+              if (data.length > 0) {
+                const text = data.join("\n");
+                let json: Record<string, unknown> | undefined;
+                try {
+                  json = JSON.parse(text) as Record<string, unknown>;
+                } catch {
+                  json = undefined;
+                }
+                c.events.push({ id, event: event || "message", data: text, json });
+                c.wake();
+              }
+              event = "";
+              data = [];
+              continue;
+            }
+            if (line.startsWith(":")) continue;
+            const colon = line.indexOf(":");
+            const field = colon === -1 ? line : line.slice(0, colon);
+            const value = colon === -1 ? "" : line.slice(colon + 1).replace(/^ /, "");
+            if (field === "id") id = value;
+            else if (field === "event") event = value;
+            else if (field === "data") data.push(value);
+          }
+        });
+        res.on("end", () => c.finish());
+        res.on("error", () => c.finish());
+        resolve(c);
+      });
+      req.end();
+    });
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  private finish(): void {
+    this.ended = true;
+    this.wake();
+  }
+
+  /**
+   * Resolve with the first event (from index `from` on) matching `pred`.
+   * @throws Error when the stream ends first or after `timeoutMs`, listing what it received.
+   */
+  async waitFor(pred: (e: SseEvent) => boolean, timeoutMs = 60_000, from = 0): Promise<SseEvent> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.events.slice(from).find(pred);
+      if (found) return found;
+      if (this.ended) throw new Error(`event stream ended first; received: ${this.summary()}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no matching event after ${timeoutMs} ms; received: ${this.summary()}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Resolve once the server ended the stream. @throws Error after `timeoutMs`. */
+  async waitEnd(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.ended) {
+      if (Date.now() > deadline) throw new Error("event stream still open");
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 200);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Stop reading (the socket's receive window fills; the server's buffer grows). */
+  pause(): void {
+    this.res?.pause();
+  }
+
+  /** Read again after {@link pause}. */
+  resume(): void {
+    this.res?.resume();
+  }
+
+  /** `type hostname reason` of each event, for messages. */
+  summary(): string {
+    return (this.events.length > 20 ? `(${this.events.length - 20} more) ` : "") + this.events.slice(-20).map((e) => `${e.event}${e.json?.hostname ? ` ${String(e.json.hostname)}` : ""}${e.json?.reason ? ` (${String(e.json.reason)})` : ""}`).join(", ");
+  }
+
+  /** Close the connection. */
+  close(): void {
+    this.req?.destroy();
+    this.res?.destroy();
+    this.finish();
+  }
+}
