@@ -13,12 +13,16 @@ import { listRunscIds } from "../../tenant-daemon/runtime/runsc-cli.js";
 import { findRunsc } from "../../tenant-daemon/runtime/runsc-host.js";
 import { TestDaemon, randomIsolatedRange } from "../helpers/daemon.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
+import { SseClient } from "../helpers/sse.js";
 import { until } from "../helpers/wait.js";
 import { call } from "../integration/agent-fixture.js";
 import { leftovers } from "./network-fixtures.js";
 
-/** A guest loop writing an increasing counter to /tmp/c (tmpfs: in the sentry's memory) every 100 ms. */
-const COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/c; sleep 0.1; done";
+/**
+ * A guest loop writing an increasing counter to /tmp/c (tmpfs: in the sentry's memory) every
+ * 100 ms, by rename so that a reader never sees the file truncated between two writes.
+ */
+const COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/c; sleep 0.1; done";
 
 const missing = [...missingPrerequisites(), ...(findRunsc() === undefined ? ["runsc not installed (apt-get install runsc)"] : [])];
 
@@ -81,10 +85,17 @@ describeWhenReady(missing, "suspend and restore of a gVisor VM through the Slice
     expect(await status()).to.equal("Suspended");
     expect(existsSync(path.join(imageDir(), "checkpoint.img"))).to.equal(true);
 
+    const events = await SseClient.open({ socketPath: d.socketPath });
     const t1 = performance.now();
     const r = await d.post(`/vm/${h}/restore?wait=agent&timeout=120s`);
     const restoreMs = performance.now() - t1;
     expect(r.status, r.text).to.equal(200);
+    try {
+      const restored = await events.waitFor((e) => e.event === "restored", 30_000);
+      expect(restored.json).to.include({ hostname: h, reason: "api" });
+    } finally {
+      events.close();
+    }
     expect(await status()).to.equal("Running");
     // /tmp is in the sentry's memory: a fresh boot would have no /tmp/c at all.
     const first = await counter();
@@ -97,7 +108,14 @@ describeWhenReady(missing, "suspend and restore of a gVisor VM through the Slice
   });
 
   it("deleting a suspended VM removes its image and everything else", async () => {
-    expect((await d.post(`/vm/${h}/suspend`)).status).to.equal(200);
+    const events = await SseClient.open({ socketPath: d.socketPath });
+    try {
+      expect((await d.post(`/vm/${h}/suspend`)).status).to.equal(200);
+      const suspended = await events.waitFor((e) => e.event === "suspended", 30_000);
+      expect(suspended.json).to.include({ hostname: h, reason: "api" });
+    } finally {
+      events.close();
+    }
     expect(existsSync(imageDir())).to.equal(true);
     const del = await d.del(`/hostgroup/sus/nodes/${h}`);
     expect(del.status, del.text).to.equal(200);

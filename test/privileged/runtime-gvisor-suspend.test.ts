@@ -29,12 +29,12 @@ import { until } from "../helpers/wait.js";
 const missing = missingPrerequisites({ dist: ["dist/toolbox/agent.cjs", "dist/bin/paddock-nsutil"] });
 if (findRunsc() === undefined) missing.push("runsc not installed (apt-get install runsc)");
 
-/** A guest loop writing an increasing counter to /tmp/c (tmpfs: sentry memory) and /root/c (the VM disk) every 100 ms. */
+/** A guest loop writing an increasing counter to /tmp/c (tmpfs: sentry memory) and /root/c (the VM disk) every 100 ms (/tmp/c by rename, so a reader never sees it truncated). */
 /** Poll `cond` until it holds (a throw counts as not yet). @throws Error naming `what` after `timeoutMs`. */
 const eventually = (cond: () => boolean | Promise<boolean>, what: string, timeoutMs: number): Promise<true> =>
   until(what, async () => ((await cond()) ? true : undefined), timeoutMs);
 
-const COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/c; echo $i > /root/c; sleep 0.1; done";
+const COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/c; echo $i > /root/c; sleep 0.1; done";
 
 describeWhenReady(missing, "gVisor suspend/restore at the driver level (privileged, real runsc + agent)", function () {
   this.timeout(240_000);
