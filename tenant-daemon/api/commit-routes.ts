@@ -25,16 +25,16 @@ export function createCommitHandlers(vms: VmService): RouteHandlers["commit"] {
     commitVm: [json, asyncHandler(async (req, res) => {
       const h = pathParam(req, "hostname");
       vms.get(h);
-      res.status(200).json(await vms.commit(h, parseCommitRequest(bodyOf(req))));
+      res.status(200).json(await vms.coldFork.commit(h, parseCommitRequest(bodyOf(req))));
     })],
     listCommits: (req, res) => {
-      res.status(200).json(vms.listCommits(parseCommitListQuery(req.query as Record<string, unknown>)));
+      res.status(200).json(vms.coldFork.list(parseCommitListQuery(req.query as Record<string, unknown>)));
     },
     deleteCommit: asyncHandler(async (req, res) => {
-      res.status(200).json(await vms.deleteCommit(pathParam(req, "id")));
+      res.status(200).json(await vms.coldFork.remove(pathParam(req, "id")));
     }),
     forkCommit: [json, asyncHandler(async (req, res) => {
-      res.status(200).json(await vms.fork(pathParam(req, "id"), { wait: req.query.wait, timeout: req.query.timeout }, bodyOf(req)));
+      res.status(200).json(await vms.coldFork.fork(pathParam(req, "id"), { wait: req.query.wait, timeout: req.query.timeout }, bodyOf(req)));
     })],
   };
 }

@@ -70,7 +70,7 @@ export function createVmHandlers(deps: VmRouteDeps): RouteHandlers["vm"] {
       const node = vms.node(h);
       const r = vms.get(h);
       res.json({
-        ...node, ip: node.ip, storage: "image", image: deps.config.image, ...vms.lineage(h),
+        ...node, ip: node.ip, storage: "image", image: deps.config.image, ...vms.coldFork.lineage(h),
         network: deps.describeNetwork?.(h) ?? { mode: vms.hostGroup(r.hostGroup).network.mode },
       });
     },

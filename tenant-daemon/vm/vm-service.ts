@@ -12,6 +12,7 @@
  * - warm-pool.ts: the warm pool (refill, hand-out);
  * - vm-reconcile.ts: start-up reconciliation, sweep, purge and the guest-exit reaper;
  * - vm-expiry.ts: deadlines (`ttl`, `expires_at=` tags) and the one expiry timer;
+ * - vm-cold-fork.ts: commits and forks (vm-commit.ts, vm-fork.ts) and the lineage of GET /vm/{h};
  * - vm-wire.ts: records → Slicer JSON; vm-paths.ts: per-VM paths and ids.
  *
  * The rules:
@@ -49,10 +50,7 @@ import { VmSecretsSync } from "./vm-secrets-sync.js";
 import { VmSuspender } from "./vm-suspend.js";
 import { applyTagPatch, friendlyNameOf, type CreateVmRequest, type TagFilter, type TagPatch, type WaitOptions } from "./vm-request.js";
 import { VmTable, type LiveVm } from "./vm-table.js";
-import type { CommitStore } from "../storage/commit-store.js";
-import type { CommitListFilter, CommitRequest } from "./commit-request.js";
-import { VmCommits, type CommitDiskPaths, type CommitInfoWire, type CommitResponseWire } from "./vm-commit.js";
-import { VmForker, type ForkResponseWire } from "./vm-fork.js";
+import { VmColdFork, type ColdForkStorage } from "./vm-cold-fork.js";
 import type { CreateResponseWire, DaemonState, NodeWire, VmRecord, WireStatus } from "./vm-types.js";
 import { countByStatus, listNodes, toCreateResponse, toNode, wireStatus } from "./vm-wire.js";
 import { WarmPool } from "./warm-pool.js";
@@ -89,7 +87,7 @@ export interface VmServiceDeps {
    * The tenant's commits and the disk operations of commit and fork (vm-commit.ts,
    * vm-fork.ts); without them the cold-fork endpoints answer 501.
    */
-  cold?: { store: CommitStore; disks: CommitDiskPaths & { seed(hostname: string, sizeBytes: number, fromImage: string): Promise<void> } };
+  cold?: ColdForkStorage;
 }
 
 /**
@@ -110,7 +108,8 @@ export class VmService {
   private readonly power: VmPower;
   private readonly suspender: VmSuspender;
   private readonly reconciler: VmReconciler;
-  private readonly cold: { commits: VmCommits; forker: VmForker } | undefined;
+  /** Commits, forks and lineage (vm-cold-fork.ts): the four cold-fork endpoints and GET /vm/{h}. */
+  readonly coldFork: VmColdFork;
   private readonly expiry: VmExpiry;
 
   constructor(deps: VmServiceDeps) {
@@ -131,55 +130,11 @@ export class VmService {
       onVmEvent: (record, type, reason) => this.lifecycleEvent(record, type, reason),
     });
     this.expiry = new VmExpiry({ table, log, expire: (vm, deadlineMs) => this.expire(vm, deadlineMs) });
-    if (deps.cold) {
-      const { store: commitStore, disks } = deps.cold;
-      const commits = new VmCommits({ table, runtime, disks, store: commitStore, paths, image: config.image, log });
-      const forker = new VmForker({
-        table, creator: this.creator, commits, store: commitStore, agentWait, paths, image: config.image, log,
-        seedDisk: (h, size, from) => disks.seed(h, size, from),
-        remove: async (h) => void (await this.remove(h, { force: true })),
-      });
-      this.cold = { commits, forker };
-    }
-  }
-
-  // ── cold fork (vm-commit.ts, vm-fork.ts) ───────────────────────────────────
-
-  private coldFork(): { commits: VmCommits; forker: VmForker } {
-    if (this.cold === undefined) throw new PaddockError("ERR_VM_UNSUPPORTED", "commits and forks are not available on this daemon");
-    return this.cold;
-  }
-
-  /** Commit a VM's disk (`POST /vm/{h}/commit`); see VmCommits.commit for the errors. */
-  commit(hostname: string, req: CommitRequest): Promise<CommitResponseWire> {
-    return this.coldFork().commits.commit(hostname, req);
-  }
-
-  /** The tenant's commits (`GET /vm/commits`). */
-  listCommits(filter: CommitListFilter): CommitInfoWire[] {
-    return this.coldFork().commits.list(filter);
-  }
-
-  /** Delete a commit (`DELETE /vm/commits/{id}`). @throws ERR_COMMIT_NOT_FOUND, ERR_COMMIT_IN_USE */
-  deleteCommit(id: string): Promise<{ commit_id: string; status: "deleted" }> {
-    return this.coldFork().commits.remove(id);
-  }
-
-  /** Fork a commit (`POST /vm/commits/{id}/fork`); see VmForker.fork for the errors. */
-  async fork(id: string, query: { wait: unknown; timeout: unknown }, body: unknown): Promise<ForkResponseWire> {
-    const out = await this.coldFork().forker.fork(id, query, body);
-    const vm = this.table.vms.get(out.hostname);
-    if (vm !== undefined) this.deps.onEvent?.("launch", vm.record.hostGroup);
-    return out;
-  }
-
-  /** `commit_id` and `parent_commit_id` of `GET /vm/{h}` ("" without cold fork). @throws ERR_VM_NOT_FOUND */
-  lineage(hostname: string): { commit_id: string; parent_commit_id: string } {
-    if (this.cold === undefined) {
-      this.table.live(hostname);
-      return { commit_id: "", parent_commit_id: "" };
-    }
-    return this.cold.commits.lineage(hostname);
+    this.coldFork = new VmColdFork({
+      table, runtime, creator: this.creator, agentWait, paths, image: config.image, log, cold: deps.cold,
+      remove: async (h) => void (await this.remove(h, { force: true })),
+      onLaunch: (group) => deps.onEvent?.("launch", group),
+    });
   }
 
   // ── lifecycle events and expiry ────────────────────────────────────────────
