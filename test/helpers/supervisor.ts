@@ -21,6 +21,7 @@ import path from "node:path";
 import { execa } from "execa";
 import { runSupervisor, type RunningSupervisor } from "../../supervisor/main.js";
 import { silentLogger } from "../../shared/logger.js";
+import { childEnded, endChild } from "../../scripts/lib/child-stop.js";
 import { DAEMON_MAIN, PROJECT_ROOT } from "./daemon.js";
 import { request, type Target, type TestResponse } from "./http.js";
 import { TEST_IMAGE_DIR } from "./prerequisites.js";
@@ -256,12 +257,7 @@ export class TestSupervisor implements SupervisorPaths {
 
   /** SIGKILL the child supervisor (its daemons keep running: they are in their own process groups). */
   async kill9(): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const done = new Promise<void>((r) => child.once("exit", () => r()));
-    child.kill("SIGKILL");
-    await done;
-    this.child = undefined;
+    if (await endChild(this.child, "SIGKILL")) this.child = undefined;
   }
 
   /**
@@ -276,19 +272,12 @@ export class TestSupervisor implements SupervisorPaths {
       await running.close({ stopDaemons: opts.stopDaemons ?? true });
       return;
     }
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const done = new Promise<void>((r) => child.once("exit", () => r()));
-    child.kill("SIGTERM");
-    const t = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    await done;
-    clearTimeout(t);
-    this.child = undefined;
+    if (await endChild(this.child, "SIGTERM", 60_000)) this.child = undefined;
   }
 
   /** Whether the supervisor runs (in-process or child). */
   get isRunning(): boolean {
-    return this.running !== undefined || (this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null);
+    return this.running !== undefined || (this.child !== undefined && !childEnded(this.child));
   }
 
   /** The admin API as a request target. */
