@@ -335,16 +335,15 @@ export class TestSupervisor implements SupervisorPaths {
    * (scripts/leaks.sh), then remove the temp dir. Never throws.
    */
   async destroy(ids: readonly string[] = []): Promise<void> {
-    if (this.isRunning) {
-      for (const id of ids) await this.adminReq("DELETE", `/tenants/${id}`).catch(() => undefined);
-    }
+    // Tenants are independent: their deletes, and below their purges, run side by side.
+    if (this.isRunning) await Promise.all(ids.map((id) => this.adminReq("DELETE", `/tenants/${id}`).catch(() => undefined)));
     await this.stop().catch(() => undefined);
     // Daemons the supervisor did not stop (killed supervisor, failed delete): stop by pid.
     try {
       const reg = JSON.parse(await fs.readFile(this.registryFile(), "utf8")) as { tenants: Record<string, { daemon: { pid?: number } }> };
       for (const t of Object.values(reg.tenants)) if (t.daemon.pid && pidAlive(t.daemon.pid)) process.kill(-t.daemon.pid, "SIGKILL");
     } catch {}
-    for (const id of ids) {
+    await Promise.all(ids.map(async (id) => {
       const cfg = path.join(this.stateDir, "tenants", id, "config.yaml");
       for (const pid of daemonPidsOf(cfg)) {
         try {
@@ -353,7 +352,7 @@ export class TestSupervisor implements SupervisorPaths {
       }
       if (existsSync(cfg)) await execa(process.execPath, [DAEMON_MAIN, "purge", cfg], { reject: false, env: { PADDOCK_IMAGE_DIR: TEST_IMAGE_DIR } });
       await execa(LEAKS_SH, ["--tenant", id, "--remove"], { reject: false });
-    }
+    }));
     await fs.rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
   }
 }
