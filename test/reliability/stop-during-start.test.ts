@@ -21,6 +21,8 @@ import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisite
 const ROUNDS = 10;
 /** Concurrent lanes for the rounds stopped at an event (see the header). */
 const LANES = 2;
+/** A daemon's start-up on a host loaded by other runs (and the other lane) can take a while. */
+const START_TIMEOUT_MS = 180_000;
 
 /** Wait for the child to exit; its exit code, or the signal name. */
 function exited(d: TestDaemon): Promise<number | string> {
@@ -98,7 +100,7 @@ describeWhenReady(missingPrerequisites(), "reliability: a daemon stopped during 
   it(`SIGTERM at once after /healthz answers (${ROUNDS} rounds)`, async () => {
     await inLanes(ROUNDS, LANES, async (i) => {
       const d = await fresh();
-      await d.start();
+      await d.start(START_TIMEOUT_MS);
       await stopAndCheck(d, `round ${i} (right after healthz)`);
     });
   });
@@ -106,7 +108,7 @@ describeWhenReady(missingPrerequisites(), "reliability: a daemon stopped during 
   it(`SIGTERM while the warm pool boots its first VM (${ROUNDS} rounds)`, async () => {
     await inLanes(ROUNDS, LANES, async (i) => {
       const d = await fresh();
-      await d.start();
+      await d.start(START_TIMEOUT_MS);
       await until("a sandbox of the warm pool", async () => ((await sandboxExists(d.tenantId)) ? true : undefined), 30_000, 20);
       await stopAndCheck(d, `round ${i} (during the warm boot)`);
     });
