@@ -10,7 +10,7 @@
  * - inside tenant-daemon/ no import runs back up: a subfolder never imports the API layer
  *   (tenant-daemon/api/) or the entry point (tenant-daemon/main.ts);
  * - the guest agent (tenant-daemon/agent/) runs inside VMs from one bundle
- *   (scripts/build-agent-bundle.ts): node builtins, node-pty and the two shared/ files it needs;
+ *   (scripts/build-agent-bundle.ts): node builtins, node-pty and the few shared/ files it needs;
  * - cli/ talks to the apps over HTTP: it imports shared/ and packages, except `paddock daemon up`
  *   and `paddock up`, which run the apps' entry points in-process;
  * - product code (shared/, supervisor/, tenant-daemon/, cli/) imports no devDependency, and
@@ -67,11 +67,11 @@ module.exports = {
     {
       name: "agent-self-contained",
       severity: "error",
-      comment: "The guest agent runs in VMs from one bundle: it imports node builtins, node-pty, its own folder and only shared/errors.ts, shared/time.ts and shared/slicer/shell-frames.ts.",
+      comment: "The guest agent runs in VMs from one bundle: it imports node builtins, node-pty, its own folder and only shared/errors.ts, shared/time.ts, shared/http/read-body.ts and shared/slicer/shell-frames.ts.",
       from: { path: "^tenant-daemon/agent/" },
       to: {
         dependencyTypesNot: ["core"],
-        pathNot: ["^tenant-daemon/agent/", "^shared/(errors|time|slicer/shell-frames)\\.ts$", "^node_modules/node-pty/"],
+        pathNot: ["^tenant-daemon/agent/", "^shared/(errors|time|http/read-body|slicer/shell-frames)\\.ts$", "^node_modules/node-pty/"],
       },
     },
     {

@@ -61,7 +61,9 @@ while read -r name alias; do
   [[ "$alias" =~ ^paddock/${t}/ ]] || continue
   report link "$name ($alias)"
   [ $remove = 1 ] && ip link delete "$name" 2>/dev/null
-done < <(ip -j link show 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{for(const l of JSON.parse(s||"[]"))if(l.ifalias)console.log(l.ifname,l.ifalias)})')
+# `ip -o` puts a link on one line: "IDX: NAME[@PEER]: <…> …\    alias ALIAS" (awk, not a node
+# start per call: this script runs after every test that makes VMs).
+done < <(ip -o link show 2>/dev/null | awk '{ n = $2; sub(/:$/, "", n); sub(/@.*/, "", n); i = index($0, "\\    alias "); if (i) print n, substr($0, i + 11) }')
 
 if command -v nft >/dev/null 2>&1; then
   while read -r _ family name; do
@@ -73,9 +75,12 @@ fi
 
 # Tenant daemons still running (a supervisor killed before it stopped them). Without --tenant
 # every Paddock daemon is listed; with it, those whose config is under /tenants/<ID>/.
-for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+# Read with the mapfile builtin: no fork per process (a fork per pid took seconds on a busy host).
+for f in /proc/[0-9]*/cmdline; do
+  pid=${f#/proc/} pid=${pid%/cmdline}
   [ "$pid" = "$$" ] && continue
-  cmd=$( { tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null ) || continue
+  mapfile -d '' -t argv 2>/dev/null <"$f" || continue
+  cmd="${argv[*]}"
   [[ "$cmd" =~ tenant-daemon/main\.js\ up\ ([^ ]+) ]] || continue
   cfg="${BASH_REMATCH[1]}"
   if [ -n "$tenant" ]; then [[ "$cfg" == */tenants/$tenant/* ]] || continue; fi

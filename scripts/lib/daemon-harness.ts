@@ -11,6 +11,7 @@ import crypto from "node:crypto";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
+import { endChild } from "./child-stop.js";
 import { request, type Target, type TestResponse } from "./http-client.js";
 
 /** The project root (dir with package.json), from dist/scripts/lib. */
@@ -140,27 +141,19 @@ export class TestDaemon {
     }
   }
 
-  /** SIGTERM the daemon (by pid) and wait for it to exit; SIGKILL after `timeoutMs`. */
+  /**
+   * SIGTERM the daemon (by its handle) and wait for it to exit; SIGKILL after `timeoutMs`.
+   * @returns its exit code (null when a signal ended it, or none runs).
+   */
   async stop(timeoutMs = 60_000): Promise<number | null> {
     const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return child?.exitCode ?? null;
-    const done = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-    child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    const code = await done;
-    clearTimeout(timer);
-    this.child = undefined;
-    return code;
+    if (await endChild(child, "SIGTERM", timeoutMs)) this.child = undefined;
+    return child?.exitCode ?? null;
   }
 
   /** SIGKILL the daemon (crash simulation) and wait for it to be gone. */
   async kill9(): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const done = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-    child.kill("SIGKILL");
-    await done;
-    this.child = undefined;
+    if (await endChild(this.child, "SIGKILL")) this.child = undefined;
   }
 
   /** Stop, purge everything of the tenant (`main.js purge`), and remove the temp dir. */

@@ -6,6 +6,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { PaddockError, errorResponse, type ErrorCode } from "../../shared/errors.js";
+import { readJsonObjectBounded } from "../../shared/http/read-body.js";
 
 /** A parsed agent request: method, path below `/v1`, query. */
 export interface AgentRequest {
@@ -43,34 +44,12 @@ export function badRequest(message: string, code: ErrorCode = "ERR_BAD_REQUEST")
 }
 
 /**
- * Read a whole (small) request body, failing with 413 past `maxBytes`.
- * Only for JSON control bodies; data bodies (stdin, cp) are always streamed.
+ * Parse a JSON object control body leniently (empty ⇒ `{}`), at most `maxBytes` (default 1 MiB).
+ * Data bodies (stdin, cp) are always streamed.
+ * @throws PaddockError ERR_BODY_TOO_LARGE (413), ERR_BODY_INVALID_JSON (400).
  */
-export async function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    total += chunk.length;
-    if (total > maxBytes) throw new PaddockError("ERR_BODY_TOO_LARGE", `request body larger than ${maxBytes} bytes`);
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
-}
-
-/** Parse a JSON object body leniently (empty ⇒ `{}`). */
-export async function readJsonObject(req: IncomingMessage, maxBytes = 1 << 20): Promise<Record<string, unknown>> {
-  const raw = (await readBody(req, maxBytes)).toString("utf8").trim();
-  if (raw === "") return {};
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(raw);
-  } catch (err) {
-    throw new PaddockError("ERR_BODY_INVALID_JSON", "request body is not valid JSON", { cause: err });
-  }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-    throw new PaddockError("ERR_BODY_INVALID_JSON", "request body must be a JSON object");
-  }
-  return parsed as Record<string, unknown>;
+export function readJsonObject(req: IncomingMessage, maxBytes = 1 << 20): Promise<Record<string, unknown>> {
+  return readJsonObjectBounded(req, maxBytes);
 }
 
 /** Query boolean: `true`/`1` ⇒ true, `false`/`0`/absent/empty ⇒ false, anything else ⇒ 400. */

@@ -9,6 +9,7 @@
  */
 import type { Request } from "express";
 import { PaddockError } from "../../shared/errors.js";
+import { readJsonObjectBounded } from "../../shared/http/read-body.js";
 import type { Logger } from "../../shared/logger.js";
 import type { SecretStore } from "../secrets/secret-store.js";
 import { sendError } from "./http-util.js";
@@ -17,29 +18,16 @@ import type { RouteHandlers } from "./route-mount.js";
 /** Largest secrets request body, bytes. */
 const SECRET_BODY_MAX_BYTES = 16 << 20;
 
+/**
+ * The body as a JSON object: the one a body parser mounted earlier already read, or else read
+ * here (shared/http/read-body.ts), at most `maxBytes`.
+ */
 async function readJsonBody(req: Request, maxBytes: number): Promise<Record<string, unknown>> {
-  // A body parser mounted earlier may already have consumed the stream.
   const pre = (req as { body?: unknown }).body;
   if (req.readableEnded && pre !== undefined) {
     if (typeof pre === "object" && pre !== null && !Array.isArray(pre) && !Buffer.isBuffer(pre)) return pre as Record<string, unknown>;
   }
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const c of req as AsyncIterable<Buffer>) {
-    total += c.length;
-    if (total > maxBytes) throw new PaddockError("ERR_BODY_TOO_LARGE", `request body larger than ${maxBytes} bytes`);
-    chunks.push(c);
-  }
-  const text = Buffer.concat(chunks).toString("utf8").trim();
-  if (text === "") return {};
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch (err) {
-    throw new PaddockError("ERR_BODY_INVALID_JSON", "request body is not valid JSON", { cause: err });
-  }
-  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new PaddockError("ERR_BODY_INVALID_JSON", "request body must be a JSON object");
-  return v as Record<string, unknown>;
+  return readJsonObjectBounded(req, maxBytes);
 }
 
 function optionalString(body: Record<string, unknown>, key: string): string | undefined {

@@ -21,6 +21,7 @@ import path from "node:path";
 import { execa } from "execa";
 import { runSupervisor, type RunningSupervisor } from "../../supervisor/main.js";
 import { silentLogger } from "../../shared/logger.js";
+import { childEnded, endChild } from "../../scripts/lib/child-stop.js";
 import { DAEMON_MAIN, PROJECT_ROOT } from "./daemon.js";
 import { request, type Target, type TestResponse } from "./http.js";
 import { TEST_IMAGE_DIR } from "./prerequisites.js";
@@ -264,12 +265,7 @@ export class TestSupervisor implements SupervisorPaths {
 
   /** SIGKILL the child supervisor (its daemons keep running: they are in their own process groups). */
   async kill9(): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const done = new Promise<void>((r) => child.once("exit", () => r()));
-    child.kill("SIGKILL");
-    await done;
-    this.child = undefined;
+    if (await endChild(this.child, "SIGKILL")) this.child = undefined;
   }
 
   /**
@@ -284,19 +280,12 @@ export class TestSupervisor implements SupervisorPaths {
       await running.close({ stopDaemons: opts.stopDaemons ?? true });
       return;
     }
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const done = new Promise<void>((r) => child.once("exit", () => r()));
-    child.kill("SIGTERM");
-    const t = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    await done;
-    clearTimeout(t);
-    this.child = undefined;
+    if (await endChild(this.child, "SIGTERM", 60_000)) this.child = undefined;
   }
 
   /** Whether the supervisor runs (in-process or child). */
   get isRunning(): boolean {
-    return this.running !== undefined || (this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null);
+    return this.running !== undefined || (this.child !== undefined && !childEnded(this.child));
   }
 
   /** The admin API as a request target. */
@@ -354,16 +343,15 @@ export class TestSupervisor implements SupervisorPaths {
    * (scripts/leaks.sh), then remove the temp dir. Never throws.
    */
   async destroy(ids: readonly string[] = []): Promise<void> {
-    if (this.isRunning) {
-      for (const id of ids) await this.adminReq("DELETE", `/tenants/${id}`).catch(() => undefined);
-    }
+    // Tenants are independent: their deletes, and below their purges, run side by side.
+    if (this.isRunning) await Promise.all(ids.map((id) => this.adminReq("DELETE", `/tenants/${id}`).catch(() => undefined)));
     await this.stop().catch(() => undefined);
     // Daemons the supervisor did not stop (killed supervisor, failed delete): stop by pid.
     try {
       const reg = JSON.parse(await fs.readFile(this.registryFile(), "utf8")) as { tenants: Record<string, { daemon: { pid?: number } }> };
       for (const t of Object.values(reg.tenants)) if (t.daemon.pid && pidAlive(t.daemon.pid)) process.kill(-t.daemon.pid, "SIGKILL");
     } catch {}
-    for (const id of ids) {
+    await Promise.all(ids.map(async (id) => {
       const cfg = path.join(this.stateDir, "tenants", id, "config.yaml");
       for (const pid of daemonPidsOf(cfg)) {
         try {
@@ -372,7 +360,7 @@ export class TestSupervisor implements SupervisorPaths {
       }
       if (existsSync(cfg)) await execa(process.execPath, [DAEMON_MAIN, "purge", cfg], { reject: false, env: { PADDOCK_IMAGE_DIR: TEST_IMAGE_DIR } });
       await execa(LEAKS_SH, ["--tenant", id, "--remove"], { reject: false });
-    }
+    }));
     await fs.rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
   }
 }

@@ -117,6 +117,20 @@ export function checkRegistry(text: string): Record<string, RegistryTenant> {
   return s.tenants;
 }
 
+/**
+ * Run rounds `fn(0)` … `fn(rounds - 1)` of a test in `lanes` concurrent lanes (lane k runs rounds
+ * k, k + lanes, … in order), for rounds that share nothing (their own tenant, dirs and range).
+ * Every lane runs to its end even when another fails, so nothing runs on into the after hooks.
+ * @throws the first round's error, once all lanes have ended.
+ */
+export async function inLanes(rounds: number, lanes: number, fn: (round: number) => Promise<void>): Promise<void> {
+  const ends = await Promise.allSettled(Array.from({ length: lanes }, async (_, lane) => {
+    for (let i = lane; i < rounds; i += lanes) await fn(i);
+  }));
+  const failed = ends.find((e): e is PromiseRejectedResult => e.status === "rejected");
+  if (failed) throw failed.reason;
+}
+
 /** Resident set size of a pid, bytes (0 when gone). */
 export function rssBytes(pid: number): number {
   try {
