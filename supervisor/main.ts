@@ -118,6 +118,7 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
       // supervisor on the same state: refuse at once.
       const holder = Number((await fs.readFile(path.join(supDir, "owner.pid"), "utf8").catch(() => "")).trim());
       if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && pidAlive(holder)) throw err;
+      log.info("waiting for the ownership lock of a stopped supervisor to go stale", { dir: supDir, holder: Number.isInteger(holder) ? holder : undefined });
       await sleep(1000);
     }
   }

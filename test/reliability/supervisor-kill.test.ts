@@ -131,12 +131,12 @@ describeWhenReady(missingPrerequisites(), "reliability: kill -9 of the superviso
   });
 
   it("a second supervisor on the same state dir refuses at once with a clear error", async () => {
-    const t0 = Date.now();
     const r = await execa(process.execPath, [CLI_MAIN, "up", "--config", sup.configFile as string, "--gateway", "127.0.0.1:0", "--admin", "127.0.0.1:0"], { reject: false, timeout: 60_000 });
-    const ms = Date.now() - t0;
     expect(r.exitCode, r.stderr).to.equal(1);
     expect(r.stderr).to.match(/already in use by another running process \(pid \d+\)/);
-    expect(ms, "refused without waiting for the lock to go stale").to.be.lessThan(10_000);
+    // A live owner is refused at once: the supervisor never entered the wait for a stale lock,
+    // which it logs each round (supervisor/main.ts).
+    expect(`${r.stdout}\n${r.stderr}`, "refused without waiting for the lock to go stale").not.to.include("waiting for the ownership lock");
     await keeperUntouched();
   });
 });
