@@ -11,6 +11,7 @@
 import { expect } from "chai";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, promises as fs } from "node:fs";
+import http from "node:http";
 import path from "node:path";
 import WebSocket from "ws";
 import { run } from "../../shared/exec.js";
@@ -45,9 +46,9 @@ async function processesNaming(needle: string): Promise<number[]> {
 }
 
 /** A WebSocket over the daemon's Unix socket. */
-function openWs(socketPath: string, p: string): Promise<WebSocket> {
+function openWs(socketPath: string, p: string, headers: Record<string, string> = {}): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws+unix://${socketPath}:${p}`);
+    const ws = new WebSocket(`ws+unix://${socketPath}:${p}`, { headers });
     ws.once("open", () => resolve(ws));
     ws.once("error", reject);
   });
@@ -168,6 +169,59 @@ describeWhenReady(missing, "a gVisor tenant end to end through the Slicer API (p
     } finally {
       ws.terminate();
     }
+  });
+
+  it("forwards a WebSocket to a TCP listener inside the VM, byte-exact", async () => {
+    const script = "require('net').createServer((s)=>s.pipe(s)).listen(7777,'127.0.0.1',()=>require('fs').writeFileSync('/tmp/fwd-up','1'))";
+    const l = await exec(h, `background=true&cmd=/.paddock/bin/node&args=-e&args=${encodeURIComponent(script)}&uid=0`);
+    expect(l.status, l.text).to.equal(201);
+    const id = (l.json() as { exec_id: string }).exec_id;
+    try {
+      await until("the guest listener is up", async () => ((await sh(h, "cat /tmp/fwd-up 2>/dev/null")).stdout === "1" ? true : undefined), 60_000);
+      const ws = await openWs(d.socketPath, `/vm/${h}/forward`, { "X-Inlets-Upstream": "127.0.0.1:7777", "X-Inlets-Mode": "local" });
+      try {
+        const sent = randomBytes(1 << 20);
+        const chunks: Buffer[] = [];
+        let got = 0;
+        const echoed = new Promise<void>((resolve) => ws.on("message", (m: Buffer) => {
+          chunks.push(m);
+          got += m.length;
+          if (got >= sent.length) resolve();
+        }));
+        for (let off = 0; off < sent.length; off += 64 << 10) ws.send(sent.subarray(off, off + (64 << 10)));
+        await echoed;
+        expect(createHash("sha256").update(Buffer.concat(chunks)).digest("hex")).to.equal(createHash("sha256").update(sent).digest("hex"));
+      } finally {
+        ws.terminate();
+      }
+    } finally {
+      await call(d.socketPath, "POST", `/vm/${h}/exec/${id}/kill`, { body: JSON.stringify({ signal: "SIGKILL" }) });
+    }
+  });
+
+  it("streams fs/watch events, a guest mv as rename + create", async () => {
+    expect((await sh(h, "mkdir -p /tmp/gw && echo ok")).stdout).to.equal("ok\n");
+    let raw = "";
+    await new Promise<void>((resolve, reject) => {
+      const req = http.request(
+        { socketPath: d.socketPath, method: "GET", path: `/vm/${h}/fs/watch?paths=%2Ftmp%2Fgw&events=create,rename&debounce=50ms&max_events=3`, headers: { Accept: "text/event-stream" } },
+        (res) => {
+          expect(res.statusCode).to.equal(200);
+          // Watchers are set up before the 200: make the changes now.
+          void sh(h, "echo x > /tmp/gw/f && sleep 0.2 && mv /tmp/gw/f /tmp/gw/g");
+          res.on("data", (c: Buffer) => (raw += c.toString()));
+          res.on("end", () => resolve());
+          res.on("error", reject);
+        },
+      );
+      req.on("error", reject);
+      req.end();
+    });
+    const events = raw.split("\n\n").flatMap((block) => {
+      const data = block.split("\n").find((line) => line.startsWith("data: "));
+      return data === undefined ? [] : [JSON.parse(data.slice(6)) as { type: string; path: string }];
+    });
+    expect(events.map((e) => [e.type, e.path])).to.deep.equal([["create", "/tmp/gw/f"], ["rename", "/tmp/gw/f"], ["create", "/tmp/gw/g"]]);
   });
 
   it("was handed out of the warm pool: the granted secret at hand-out, the smaller memory limit, the group's userdata", async () => {
