@@ -19,6 +19,7 @@
  * written to `<imageDir>.partial` and renamed once complete, so an image dir that exists is a
  * whole image.
  */
+import { spawn } from "node:child_process";
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { PaddockError } from "../../shared/errors.js";
@@ -187,21 +188,90 @@ export async function restoreSandbox(
 }
 
 /**
+ * Most bytes of the guest's TCP tables the host reads (about 6 800 sockets at 150 bytes a line):
+ * the check runs the guest's own `/bin/cat`, which guest root can replace by an endless printer.
+ */
+export const TCP_TABLE_MAX_BYTES = 1024 * 1024;
+/** Timeout of the TCP-table read, ms. */
+const TCP_TABLE_TIMEOUT_MS = 30_000;
+
+/**
  * Refuse to checkpoint a guest that holds a TCP socket: runsc 20221219 fails to save a
  * netstack TCP socket with an epoll waiter (node listening or connected over TCP: findings §6),
  * and a failed checkpoint kills the sandbox. The guest's `/proc/net/tcp` and `tcp6` (the
- * sentry's, read with `runsc exec`) list every TCP socket; any entry refuses. A guest root that
- * hides its sockets only gets its own VM killed by the failed checkpoint.
- * @throws PaddockError ERR_VM_SUSPEND_REFUSED naming the count; ERR_RUNTIME_FAILED when the
- *   files cannot be read.
+ * sentry's, read with `runsc exec`) list every TCP socket; any entry refuses. The reader is the
+ * guest's `/bin/cat`, so its output is guest bytes: at most {@link TCP_TABLE_MAX_BYTES} are
+ * buffered (more refuses) and only counted, never used otherwise. A guest root that hides its
+ * sockets only gets its own VM killed by the failed checkpoint.
+ * @throws PaddockError ERR_VM_SUSPEND_REFUSED naming the count, or when the output is larger
+ *   than {@link TCP_TABLE_MAX_BYTES}; ERR_RUNTIME_FAILED when the files cannot be read.
  */
 async function refuseTcpSockets(ctx: RunscCheckpointContext, id: string): Promise<void> {
-  const r = await ctx.cli.exec(["exec", runscId(id), "/bin/cat", "/proc/net/tcp", "/proc/net/tcp6"], { allowFailure: true });
-  if (r.exitCode !== 0 && r.stdout === "") throw ctx.cli.fail("exec cat /proc/net/tcp", runscId(id), r);
+  const rid = runscId(id);
+  const r = await readGuestBounded(ctx.cli.binary, [...ctx.cli.globals, "exec", rid, "/bin/cat", "/proc/net/tcp", "/proc/net/tcp6"], TCP_TABLE_MAX_BYTES, TCP_TABLE_TIMEOUT_MS);
+  if (r.overflow) {
+    throw new PaddockError("ERR_VM_SUSPEND_REFUSED", `VM ${id}: its TCP socket tables are larger than ${TCP_TABLE_MAX_BYTES} bytes; not suspended`, { details: { maxBytes: TCP_TABLE_MAX_BYTES } });
+  }
+  if (r.timedOut || (r.exitCode !== 0 && r.stdout === "")) {
+    throw ctx.cli.fail("exec cat /proc/net/tcp", rid, { stdout: r.stdout, stderr: r.timedOut ? `timed out after ${TCP_TABLE_TIMEOUT_MS} ms` : r.stderr, exitCode: r.exitCode });
+  }
   const sockets = r.stdout.split("\n").filter((l) => /^\s*\d+:/.test(l)).length;
   if (sockets > 0) {
     throw new PaddockError("ERR_VM_SUSPEND_REFUSED", `VM ${id} holds ${sockets} TCP socket(s); gVisor (runsc 20221219) cannot checkpoint them and a failed checkpoint would stop the VM: close them first`, { details: { tcpSockets: sockets } });
   }
+}
+
+/**
+ * Run a command whose output is guest bytes (`runsc exec` of a guest program) and keep at most
+ * `maxBytes` of its stdout (and of its stderr). On overflow or after `timeoutMs` the command is
+ * SIGKILLed and its pipes are destroyed at once: the sentry holds the write ends for the guest
+ * process, so waiting for them to close (what execa and `run` do) lets a guest that keeps
+ * writing, or keeps them open, hold the host forever.
+ * @returns stdout/stderr (at most `maxBytes` each), the exit code (-1 when killed), whether
+ *   output overflowed, whether it timed out.
+ */
+function readGuestBounded(file: string, args: string[], maxBytes: number, timeoutMs: number): Promise<{ stdout: string; stderr: string; exitCode: number; overflow: boolean; timedOut: boolean }> {
+  return new Promise((resolve) => {
+    const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let outBytes = 0;
+    let errBytes = 0;
+    let overflow = false;
+    let timedOut = false;
+    let settled = false;
+    const finish = (exitCode: number): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      child.stdout.destroy();
+      child.stderr.destroy();
+      resolve({ stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8"), exitCode, overflow, timedOut });
+    };
+    const stop = (): void => {
+      child.kill("SIGKILL");
+      finish(-1);
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      stop();
+    }, timeoutMs);
+    child.stdout.on("data", (b: Buffer) => {
+      outBytes += b.length;
+      if (outBytes > maxBytes) {
+        overflow = true;
+        stop();
+      } else out.push(b);
+    });
+    child.stderr.on("data", (b: Buffer) => {
+      errBytes += b.length;
+      if (errBytes <= maxBytes) err.push(b);
+    });
+    child.on("error", () => finish(-1));
+    // "close" waits for the pipes too: after the exit, they get one second to drain.
+    child.on("close", (code) => finish(code ?? -1));
+    child.on("exit", (code) => setTimeout(() => finish(code ?? -1), 1_000).unref());
+  });
 }
 
 /**
