@@ -64,7 +64,7 @@ export function runcWarning(versionText: string): string | undefined {
   if (cves.length === 0) return undefined;
   return (
     `runc ${v.join(".")} is affected by ${cves.join(", ")} (container escapes during create and exec; ` +
-    "fixed in runc 1.2.8, 1.3.3 and 1.4.0). Install a patched runc on PATH (it is picked up at the next daemon start); a gVisor (runsc) runtime, which does not rely on runc, is not in this release. " +
+    "fixed in runc 1.2.8, 1.3.3 and 1.4.0). Install a patched runc on PATH (it is picked up at the next daemon start); or run the tenant on gVisor (`hypervisor: gvisor`, runsc), which does not use runc. " +
     "Paddock's user namespaces, seccomp profile and no_new_privs narrow these attacks but do not replace the fix."
   );
 }

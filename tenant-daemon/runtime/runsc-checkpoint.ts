@@ -210,14 +210,14 @@ async function refuseTcpSockets(ctx: RunscCheckpointContext, id: string): Promis
   const rid = runscId(id);
   const r = await readGuestBounded(ctx.cli.binary, [...ctx.cli.globals, "exec", rid, "/bin/cat", "/proc/net/tcp", "/proc/net/tcp6"], TCP_TABLE_MAX_BYTES, TCP_TABLE_TIMEOUT_MS);
   if (r.overflow) {
-    throw new PaddockError("ERR_VM_SUSPEND_REFUSED", `VM ${id}: its TCP socket tables are larger than ${TCP_TABLE_MAX_BYTES} bytes; not suspended`, { details: { maxBytes: TCP_TABLE_MAX_BYTES } });
+    throw new PaddockError("ERR_VM_SUSPEND_REFUSED", `VM ${id}: its TCP socket tables are larger than ${TCP_TABLE_MAX_BYTES} bytes; not suspended`, { details: { max_bytes: TCP_TABLE_MAX_BYTES } });
   }
   if (r.timedOut || (r.exitCode !== 0 && r.stdout === "")) {
     throw ctx.cli.fail("exec cat /proc/net/tcp", rid, { stdout: r.stdout, stderr: r.timedOut ? `timed out after ${TCP_TABLE_TIMEOUT_MS} ms` : r.stderr, exitCode: r.exitCode });
   }
   const sockets = r.stdout.split("\n").filter((l) => /^\s*\d+:/.test(l)).length;
   if (sockets > 0) {
-    throw new PaddockError("ERR_VM_SUSPEND_REFUSED", `VM ${id} holds ${sockets} TCP socket(s); gVisor (runsc 20221219) cannot checkpoint them and a failed checkpoint would stop the VM: close them first`, { details: { tcpSockets: sockets } });
+    throw new PaddockError("ERR_VM_SUSPEND_REFUSED", `VM ${id} holds ${sockets} TCP socket(s); gVisor (runsc 20221219) cannot checkpoint them and a failed checkpoint would stop the VM: close them first`, { details: { tcp_sockets: sockets } });
   }
 }
 

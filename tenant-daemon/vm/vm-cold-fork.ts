@@ -14,7 +14,7 @@ import { VmCommits, type CommitDiskPaths, type CommitInfoWire, type CommitRespon
 import type { VmCreator } from "./vm-create.js";
 import { VmForker, type ForkResponseWire } from "./vm-fork.js";
 import type { VmPaths } from "./vm-paths.js";
-import type { VmTable } from "./vm-table.js";
+import type { LiveVm, VmTable } from "./vm-table.js";
 
 /** The tenant's commit store and the disk operations of commit and fork (TenantVmStorage). */
 export interface ColdForkStorage {
@@ -36,8 +36,8 @@ export interface VmColdForkDeps {
   cold: ColdForkStorage | undefined;
   /** Delete a VM and its disk (VmService.remove with force). */
   remove: (hostname: string) => Promise<void>;
-  /** A fork launched a VM of `hostGroup` (metrics). */
-  onLaunch: (hostGroup: string) => void;
+  /** A fork launched `vm` (metrics, lifecycle events, the expiry timer). */
+  onForked: (vm: LiveVm) => void;
 }
 
 /** Commits, forks and lineage of one tenant's VMs. */
@@ -80,7 +80,7 @@ export class VmColdFork {
   async fork(id: string, query: { wait: unknown; timeout: unknown }, body: unknown): Promise<ForkResponseWire> {
     const out = await this.need().forker.fork(id, query, body);
     const vm = this.deps.table.vms.get(out.hostname);
-    if (vm !== undefined) this.deps.onLaunch(vm.record.hostGroup);
+    if (vm !== undefined) this.deps.onForked(vm);
     return out;
   }
 

@@ -133,7 +133,12 @@ export class VmService {
     this.coldFork = new VmColdFork({
       table, runtime, creator: this.creator, agentWait, paths, image: config.image, log, cold: deps.cold,
       remove: async (h) => void (await this.remove(h, { force: true })),
-      onLaunch: (group) => deps.onEvent?.("launch", group),
+      onForked: (vm) => {
+        deps.onEvent?.("launch", vm.record.hostGroup);
+        this.lifecycleEvent(vm.record, "created", "api");
+        this.watchReady(vm);
+        this.expiry.kick();
+      },
     });
   }
 

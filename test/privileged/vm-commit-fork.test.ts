@@ -11,6 +11,7 @@ import path from "node:path";
 import { parse, stringify } from "yaml";
 import { run } from "../../shared/exec.js";
 import { TestDaemon, randomIsolatedRange } from "../helpers/daemon.js";
+import { SseClient } from "../helpers/sse.js";
 
 const MiB = 2 ** 20;
 const STORAGE = 128 * MiB;
@@ -106,8 +107,16 @@ describe("cold fork: commit, list, delete and fork commits (privileged, real dae
   });
 
   it("forks (wait=agent): the SDK's response, its own name, address, disk and machine-id, the marker file, and its lineage", async () => {
+    const events = await SseClient.open({ socketPath: d.socketPath });
     const r = await d.post(`/vm/commits/${commitId}/fork?wait=agent&timeout=2m0s`, { tags: ["child=1"], network: { allow: [] } });
     expect(r.status, r.text).to.equal(200);
+    try {
+      // A client following GET /events sees the fork come, as it sees a create.
+      expect((await events.waitFor((e) => e.event === "created" && e.json?.hostname === "sbox-2", 30_000)).json).to.include({ reason: "api" });
+      expect((await events.waitFor((e) => e.event === "ready" && e.json?.hostname === "sbox-2", 30_000)).json).to.include({ reason: "agent" });
+    } finally {
+      events.close();
+    }
     expect(json(r)).to.deep.equal({
       hostname: "sbox-2", source_hostname: "sbox-1", commit_id: commitId, status: "forked", parent_status: "running",
       child_status: "running", mode: "disk", persistent: true,
