@@ -64,6 +64,11 @@ describeWhenReady(missing, "suspend and restore of a gVisor VM through the Slice
   it("suspends (Suspended, no sandbox, image in the host-only state dir), survives a daemon restart, and restore?wait=agent brings the counter back where it stopped", async () => {
     expect((await sh(`setsid sh -c '${COUNTER}' >/dev/null 2>&1 </dev/null &`)).status).to.equal(200);
     await until("the counter reaches 20", async () => ((await counter().catch(() => 0)) >= 20 ? true : undefined), 60_000);
+    // A running gVisor VM cannot be committed (its sentry may hold unwritten file data): 501, no commit made.
+    const c = await d.post(`/vm/${h}/commit`);
+    expect(c.status, c.text).to.equal(501);
+    expect(c.json as Record<string, unknown>).to.include({ code: "ERR_VM_UNSUPPORTED" });
+    expect((await d.get("/vm/commits")).json).to.deep.equal([]);
 
     const t0 = performance.now();
     const s = await d.post(`/vm/${h}/suspend`);
