@@ -1,0 +1,36 @@
+/**
+ * The tenant daemon's VM lifecycle events as they go over the wire (`GET /events`,
+ * docs/slicer-api.md): the daemon emits them (tenant-daemon/events/event-log.ts), the supervisor
+ * reads them to feed webhooks (supervisor/webhooks/daemon-event-feed.ts).
+ */
+
+/** The kinds of VM transition. */
+export const VM_EVENT_TYPES = ["created", "ready", "paused", "resumed", "suspended", "restored", "stopped", "relaunched", "expired", "exited", "deleted"] as const;
+
+/** A kind of VM transition. */
+export type VmEventType = (typeof VM_EVENT_TYPES)[number];
+
+/**
+ * Why a transition happened: `api` (a client asked), `config` (a `count:` VM at daemon start),
+ * `warm_pool` (a warm VM handed out), `agent` (the guest agent answered), `expired` (the VM's
+ * deadline passed), `guest_exit` (the sandbox's init ended: a guest poweroff, a crash, an OOM
+ * kill of init), `shutdown` (an ephemeral VM shut down through the API),
+ * `wait_timeout` (a create's `wait` ran out), `daemon_stop` (an ephemeral VM at daemon stop),
+ * `daemon_restart` (a VM the previous run left, removed at start).
+ */
+export type VmEventReason =
+  | "api" | "config" | "warm_pool" | "agent" | "expired" | "guest_exit" | "shutdown"
+  | "wait_timeout" | "daemon_stop" | "daemon_restart";
+
+/** An event as it is stored and sent (the SSE `data:` JSON). `time` is RFC 3339. */
+export interface VmEvent {
+  id: number;
+  type: VmEventType;
+  hostname: string;
+  hostgroup: string;
+  reason: VmEventReason;
+  time: string;
+  /** For `expired`: the deadline that passed (RFC 3339) and what was done (`delete` or `shutdown`). */
+  deadline?: string;
+  action?: "delete" | "shutdown";
+}
