@@ -21,6 +21,10 @@ import { limitsView } from "./tenant-limits.js";
 import type { HostInfo } from "./host-info.js";
 import type { AuditLog } from "./audit-log.js";
 import type { SupervisorMetrics } from "./metrics.js";
+import type { TenantEvents } from "./events/tenant-events.js";
+import { mountTenantEventRoutes } from "./events/events-routes.js";
+import type { WebhookService } from "./webhooks/webhook-service.js";
+import { mountWebhookRoutes } from "./webhooks/webhook-routes.js";
 
 /** Dependencies of the admin app. */
 export interface AdminDeps {
@@ -31,6 +35,9 @@ export interface AdminDeps {
   log: Logger;
   /** SHA-256 of the admin token. */
   adminTokenHash: string;
+  /** Tenant events (`GET /admin/v1/events`) and webhooks (`/admin/v1/tenants/{id}/webhooks…`); absent: no such routes. */
+  events?: TenantEvents;
+  webhooks?: WebhookService;
 }
 
 type Locals = { requestId: string; log: Logger };
@@ -209,6 +216,9 @@ export function createAdminApp(deps: AdminDeps): express.Express {
     if (page.nextCursor !== undefined) res.setHeader("Paddock-Next-Cursor", page.nextCursor);
     res.json(page.entries);
   });
+
+  if (deps.events) mountTenantEventRoutes(r, deps.events, log);
+  if (deps.webhooks) mountWebhookRoutes(r, deps.webhooks);
 
   app.use("/admin/v1", r);
 

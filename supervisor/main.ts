@@ -23,6 +23,8 @@ import { createGatewayServer } from "./gateway.js";
 import { GatewayAdmission } from "./gateway-admission.js";
 import { createAdminApp } from "./admin-api.js";
 import { hashToken } from "./tokens.js";
+import { TenantEvents } from "./events/tenant-events.js";
+import { WebhookService } from "./webhooks/webhook-service.js";
 
 /** Options of {@link runSupervisor}. */
 export interface SupervisorOptions {
@@ -124,6 +126,8 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
   }
 
   const servers: http.Server[] = [];
+  /** Stopped at close (and after a failed start), before the daemons. */
+  const closers: (() => Promise<void>)[] = [];
   try {
     const adminTokenFile = path.join(supDir, "admin-token");
     const admin = await ensureAdminToken(adminTokenFile);
@@ -135,13 +139,24 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
     const metrics = new SupervisorMetrics();
     const admission = new GatewayAdmission(config.gatewayLimits, config.gatewayFds);
     log.info("gateway limits", { per_tenant: config.gatewayLimits, fd_budget: admission.globalFds, tenant_fd_share: admission.tenantFds });
-    const tenants = new TenantService({ config, registry, audit, log, sessions: admission });
+    // Tenant events and webhooks (supervisor/webhooks/webhook-service.ts): loaded once the
+    // reconcile settled which tenants exist; their outboxes live under <state>/supervisor/webhooks.
+    const events = new TenantEvents();
+    const webhooks = new WebhookService({
+      dir: path.join(supDir, "webhooks"), policy: config.webhooks, log: log.child({ component: "webhooks" }),
+      tenantStatus: (id) => registry.find(id)?.status, socketPath: (id) => tenants.socketPath(id), onResult: (r) => metrics.observeWebhookDelivery(r),
+    });
+    events.addSink((e) => webhooks.takeTenantEvent(e));
+    metrics.watchOutboxDepth(() => webhooks.outboxDepth());
+    const tenants = new TenantService({ config, registry, audit, log, sessions: admission, events, onDaemonReady: (id) => webhooks.daemonReady(id) });
+    closers.push(() => webhooks.close());
     await tenants.reconcile();
+    await webhooks.init();
 
     const gateway = createGatewayServer({ tenants, metrics, audit, admission, log: log.child({ component: "gateway" }), bodyIdleMs: opts.gatewayBodyIdleMs });
     servers.push(gateway);
     const gatewayAddress = await listen(gateway, config.gateway, 0o660);
-    const adminApp = createAdminApp({ tenants, host: new HostInfo(config.stateDir), audit, metrics, log: log.child({ component: "admin" }), adminTokenHash: hashToken(admin.token) });
+    const adminApp = createAdminApp({ tenants, host: new HostInfo(config.stateDir), audit, metrics, log: log.child({ component: "admin" }), adminTokenHash: hashToken(admin.token), events, webhooks });
     const adminServer = http.createServer(adminApp);
     servers.push(adminServer);
     const adminAddress = await listen(adminServer, config.admin, 0o600);
@@ -153,6 +168,7 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
       close: (o = {}) => {
         closed ??= (async () => {
           await Promise.all(servers.map(closeServer));
+          for (const c of closers) await c();
           await tenants.shutdown(o.stopDaemons ?? config.stopDaemonsOnExit);
           await release();
           log.info("supervisor stopped");
@@ -162,6 +178,7 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
     };
   } catch (err) {
     await Promise.all(servers.filter((s) => s.listening).map(closeServer));
+    for (const c of closers) await c().catch(() => undefined);
     await release();
     throw err;
   }

@@ -23,6 +23,7 @@ export class SupervisorMetrics {
   private readonly authFailures: Counter;
   private readonly requests: Counter<"tenant" | "code">;
   private readonly latency: Histogram<"tenant" | "code">;
+  private readonly webhookDeliveries: Counter<"result">;
   /** By `tenant\0code`: the bound series, so a request costs one Map lookup. */
   private readonly series = new Map<string, RequestSeries>();
 
@@ -32,6 +33,7 @@ export class SupervisorMetrics {
     this.restarts = new Counter({ name: "paddock_daemon_restarts_total", help: "Tenant daemon restarts after crashes.", labelNames: ["tenant"], registers });
     this.authFailures = new Counter({ name: "paddock_gateway_auth_failures_total", help: "Gateway requests refused with 401.", registers });
     this.requests = new Counter({ name: "paddock_gateway_requests_total", help: "Requests through the gateway by tenant and status code.", labelNames: ["tenant", "code"], registers });
+    this.webhookDeliveries = new Counter({ name: "paddock_webhook_deliveries_total", help: "Webhook delivery attempts by result: delivered (2xx), retry (failed, retried later), failed (given up), gone (410: webhook disabled).", labelNames: ["result"], registers });
     this.latency = new Histogram({ name: "paddock_gateway_request_duration_seconds", help: "Gateway request latency (until the response ends).", labelNames: ["tenant", "code"], buckets: LATENCY_BUCKETS_S, registers });
   }
 
@@ -46,6 +48,18 @@ export class SupervisorMetrics {
     }
     s.count.inc();
     s.latency.observe(seconds);
+  }
+
+  /** Count one webhook delivery attempt by its result. */
+  observeWebhookDelivery(result: "delivered" | "retry" | "failed" | "gone"): void {
+    this.webhookDeliveries.inc({ result });
+  }
+
+  /** Report `depth()` (pending webhook deliveries over all tenants) as `paddock_webhook_outbox_depth` at each scrape. */
+  watchOutboxDepth(depth: () => number): void {
+    new Gauge({ name: "paddock_webhook_outbox_depth", help: "Webhook deliveries pending in the outboxes (queued or between attempts).", registers: [this.registry], collect() {
+      this.set(depth());
+    } });
   }
 
   /** Count one gateway request refused with 401. */

@@ -25,8 +25,8 @@ export interface DaemonEvents {
   ready(tenantId: string): Promise<void>;
   /** A crash loop: the tenant is to be marked failed. */
   failed(tenantId: string, reason: string): Promise<void>;
-  /** A restart after a crash is being attempted (metrics). */
-  restarting(tenantId: string): void;
+  /** A restart after a crash is being attempted; `lastExit` says how the daemon ended (`daemon exited with code 9`). */
+  restarting(tenantId: string, lastExit: string): void;
 }
 
 /** One tenant's daemon under supervision. */
@@ -40,6 +40,8 @@ export class ManagedDaemon {
   private startedAtMs: number | undefined;
   private persistChain: Promise<void> = Promise.resolve();
   private restartsValue: number;
+  /** How the last crash ended, for {@link DaemonEvents.restarting}. */
+  private lastCrash = "";
 
   constructor(
     readonly spec: DaemonSpec,
@@ -133,6 +135,7 @@ export class ManagedDaemon {
   }
 
   private onCrash(reason: string): void {
+    this.lastCrash = reason;
     const now = Date.now();
     if (this.startedAtMs !== undefined && now - this.startedAtMs >= this.policy.stableAfterMs) this.consecutiveCrashes = 0;
     this.crashTimesMs = this.crashTimesMs.filter((t) => now - t < this.policy.crashWindowMs);
@@ -157,7 +160,7 @@ export class ManagedDaemon {
 
   private async relaunch(): Promise<void> {
     this.restartsValue++;
-    this.events.restarting(this.spec.tenantId);
+    this.events.restarting(this.spec.tenantId, this.lastCrash);
     const gen = ++this.generation;
     this.setState("starting", { pid: undefined });
     try {

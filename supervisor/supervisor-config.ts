@@ -17,6 +17,7 @@ import { layerLimits, readLimitsSection } from "./tenant-limits.js";
 import type { LimitsRecord } from "./tenant-registry.js";
 import { DEFAULT_DENY, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, denyEntryProblem } from "../shared/tenant-config.js";
 import type { FdBudgetConfig, TenantGatewayLimits } from "./gateway-admission.js";
+import { DEFAULT_WEBHOOK_POLICY, type WebhookPolicy } from "./webhooks/dispatcher.js";
 
 /** A listener: TCP host and port, or a Unix socket path. */
 export type ListenAddress = { kind: "tcp"; host: string; port: number } | { kind: "unix"; socketPath: string };
@@ -93,6 +94,8 @@ export interface SupervisorConfig {
   /** Tenant daemon entry point (`<root>/dist/tenant-daemon/main.js`). */
   daemonEntry: string;
   logs: LogRotation;
+  /** Webhook retries and transport (`webhooks:`; supervisor/webhooks/dispatcher.ts). */
+  webhooks: WebhookPolicy;
   warnings: readonly string[];
 }
 
@@ -138,7 +141,7 @@ export const DEFAULT_GATEWAY_LIMITS: Readonly<TenantGatewayLimits> = Object.free
 /** Default descriptor budget: 1024 kept back from RLIMIT_NOFILE, one tenant may take a quarter of the rest. */
 export const DEFAULT_GATEWAY_FDS: Readonly<FdBudgetConfig> = Object.freeze({ reserve: 1024, tenantSharePercent: 25 });
 
-const TOP_KEYS = ["gateway", "admin", "state_dir", "run_dir", "image_dir", "network", "templates", "restart", "deny", "stop_daemons_on_exit", "daemon_entry", "logs", "default_limits", "host_pids_reserve"] as const;
+const TOP_KEYS = ["gateway", "admin", "state_dir", "run_dir", "image_dir", "network", "templates", "restart", "deny", "stop_daemons_on_exit", "daemon_entry", "logs", "default_limits", "host_pids_reserve", "webhooks"] as const;
 const RESTART_KEYS = ["initial_backoff_ms", "max_backoff_ms", "max_crashes", "crash_window_ms", "stable_after_ms", "ready_timeout_ms", "stop_timeout_ms"] as const;
 
 function readAddress(r: ConfigReader, raw: unknown, p: string, fallback: string, otherKeys: readonly string[] = []): ListenAddress {
@@ -252,11 +255,23 @@ export function parseSupervisorConfig(tree: unknown, source: string, opts: { env
     auditLogKeep: r.int(lg.audit_log_keep, "logs.audit_log_keep", { min: 1, max: 1000 }) ?? 5,
   };
 
+  const wh = r.object(root.webhooks, "webhooks");
+  r.unknownKeys(wh, "webhooks", ["initial_backoff_ms", "max_backoff_ms", "max_attempts", "timeout_ms", "concurrency"]);
+  const W = DEFAULT_WEBHOOK_POLICY;
+  const webhooks: WebhookPolicy = {
+    initialBackoffMs: r.int(wh.initial_backoff_ms, "webhooks.initial_backoff_ms", { min: 10, max: 3_600_000 }) ?? W.initialBackoffMs,
+    maxBackoffMs: r.int(wh.max_backoff_ms, "webhooks.max_backoff_ms", { min: 10, max: 86_400_000 }) ?? W.maxBackoffMs,
+    maxAttempts: r.int(wh.max_attempts, "webhooks.max_attempts", { min: 1, max: 100 }) ?? W.maxAttempts,
+    timeoutMs: r.int(wh.timeout_ms, "webhooks.timeout_ms", { min: 100, max: 300_000 }) ?? W.timeoutMs,
+    concurrency: r.int(wh.concurrency, "webhooks.concurrency", { min: 1, max: 1000 }) ?? W.concurrency,
+  };
+  if (webhooks.maxBackoffMs < webhooks.initialBackoffMs) r.problem("webhooks.max_backoff_ms", "must be at least webhooks.initial_backoff_ms");
+
   r.throwIfProblems(source);
   return Object.freeze({
     source, gateway: Object.freeze(gateway), gatewayLimits: Object.freeze(gatewayLimits), gatewayFds: Object.freeze(gatewayFds), admin: Object.freeze(admin), stateDir, runDir, imageDir,
     pool: Object.freeze(pool), blockPrefix, templatesDir, defaultTemplate, restart: Object.freeze(restart),
-    deny: Object.freeze([...deny]), defaultLimits: Object.freeze(defaultLimits), hostPidsReserve, stopDaemonsOnExit, daemonEntry, logs: Object.freeze(logs),
+    deny: Object.freeze([...deny]), defaultLimits: Object.freeze(defaultLimits), hostPidsReserve, stopDaemonsOnExit, daemonEntry, logs: Object.freeze(logs), webhooks: Object.freeze(webhooks),
     warnings: Object.freeze(r.warnings.map((w) => `${w.path}: ${w.message}`)),
   });
 }

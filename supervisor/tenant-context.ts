@@ -10,6 +10,7 @@ import type { AuditLog } from "./audit-log.js";
 import type { SupervisorConfig } from "./supervisor-config.js";
 import type { TenantRegistry } from "./tenant-registry.js";
 import { TenantPaths } from "./tenant-paths.js";
+import type { TenantEventInput, TenantEvents } from "./events/tenant-events.js";
 
 /** Who asked (for the audit log). */
 export interface Actor {
@@ -34,6 +35,10 @@ export interface TenantServiceDeps {
   log: Logger;
   /** Live gateway sessions, ended at revoke, suspend and delete (absent: nothing to end). */
   sessions?: SessionEnder;
+  /** Where tenant events are published (supervisor/events/tenant-events.ts; absent: nowhere). */
+  events?: TenantEvents;
+  /** Called each time a tenant's daemon becomes ready (start, restart, adoption). */
+  onDaemonReady?: (tenantId: string) => void;
 }
 
 /**
@@ -76,11 +81,18 @@ export interface TenantContext {
    * how many (nothing when no session registry was given).
    */
   endSessions(id: string, tokenId?: string, reason?: PaddockError): void;
+  /**
+   * Publish a tenant event (admin event stream, webhook outbox); resolves once the outbox took
+   * it. Never throws (a failure is logged).
+   */
+  publish(input: TenantEventInput): Promise<void>;
+  /** A tenant's daemon became ready. */
+  daemonReady(id: string): void;
 }
 
 /** Build the shared context from the service's dependencies. */
 export function createTenantContext(deps: TenantServiceDeps): TenantContext {
-  const { config, registry, audit, log, sessions } = deps;
+  const { config, registry, audit, log, sessions, events, onDaemonReady } = deps;
   return {
     config,
     registry,
@@ -94,5 +106,9 @@ export function createTenantContext(deps: TenantServiceDeps): TenantContext {
       const n = sessions?.endSessions(id, tokenId, reason) ?? 0;
       if (n > 0) log.info("ended live gateway sessions", { tenant: id, ...(tokenId !== undefined ? { token_id: tokenId } : {}), sessions: n });
     },
+    publish: async (input) => {
+      await events?.publish(input, (err) => log.error("a tenant event sink failed", { tenant: input.tenant, type: input.type, err }));
+    },
+    daemonReady: (id) => onDaemonReady?.(id),
   };
 }

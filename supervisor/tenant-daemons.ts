@@ -33,6 +33,8 @@ async function waitForPidExit(pid: number, timeoutMs: number): Promise<void> {
 export class TenantDaemons {
   private readonly ctx: TenantContext;
   private readonly daemons = new Map<string, ManagedDaemon>();
+  /** Tenants whose daemon is being restarted after a crash, with how it ended (a `daemon_restarted` event at ready). */
+  private readonly crashRestarts = new Map<string, string>();
 
   constructor(ctx: TenantContext) {
     this.ctx = ctx;
@@ -143,6 +145,12 @@ export class TenantDaemons {
         });
       },
       ready: async (id) => {
+        this.ctx.daemonReady(id);
+        const exit = this.crashRestarts.get(id);
+        if (exit !== undefined) {
+          this.crashRestarts.delete(id);
+          await this.ctx.publish({ type: "daemon_restarted", tenant: id, reason: "crash", exit });
+        }
         const t = registry.find(id);
         if (t?.status === "suspended") await this.pauseAll(id);
       },
@@ -156,7 +164,9 @@ export class TenantDaemons {
         this.ctx.recordAudit({ actor: "supervisor" }, "tenant.failed", id, { reason });
       },
       // The registry counts restarts (tenant-registry.ts); /metrics reads them from there.
-      restarting: () => undefined,
+      restarting: (id, lastExit) => {
+        this.crashRestarts.set(id, lastExit);
+      },
     };
   }
 }

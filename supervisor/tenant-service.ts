@@ -117,8 +117,10 @@ export class TenantService {
    *   `ERR_USERNS_EXHAUSTED` / `ERR_USERNS_RANGE_TAKEN` (nothing kept),
    *   `ERR_DAEMON_START_FAILED` (tenant kept as `failed`).
    */
-  create(input: CreateTenantInput, who: Actor): Promise<CreatedTenant> {
-    return createTenant(this.ctx, this.configs, this.daemons, input, who);
+  async create(input: CreateTenantInput, who: Actor): Promise<CreatedTenant> {
+    const out = await createTenant(this.ctx, this.configs, this.daemons, input, who);
+    await this.ctx.publish({ type: "created", tenant: out.tenant.id, reason: "operator" });
+    return out;
   }
 
   /**
@@ -136,24 +138,30 @@ export class TenantService {
    * @returns the tenant and what was paused (pause errors do not undo the suspension).
    * @throws PaddockError `ERR_TENANT_NOT_FOUND`, `ERR_TENANT_INVALID`.
    */
-  suspend(id: string, reason: string, who: Actor): Promise<{ tenant: TenantRecord; paused: string[]; errors: string[] }> {
-    return suspendTenant(this.ctx, this.daemons, id, reason, who);
+  async suspend(id: string, reason: string, who: Actor): Promise<{ tenant: TenantRecord; paused: string[]; errors: string[] }> {
+    const out = await suspendTenant(this.ctx, this.daemons, id, reason, who);
+    await this.ctx.publish({ type: "suspended", tenant: id, reason: "operator", message: reason });
+    return out;
   }
 
   /**
    * Resume: resume the VMs paused at suspension and let the gateway through again.
    * @throws PaddockError `ERR_TENANT_NOT_FOUND`, `ERR_TENANT_INVALID` (not suspended).
    */
-  resume(id: string, who: Actor): Promise<{ tenant: TenantRecord; resumed: string[]; errors: string[] }> {
-    return resumeTenant(this.ctx, this.daemons, id, who);
+  async resume(id: string, who: Actor): Promise<{ tenant: TenantRecord; resumed: string[]; errors: string[] }> {
+    const out = await resumeTenant(this.ctx, this.daemons, id, who);
+    await this.ctx.publish({ type: "resumed", tenant: id, reason: "operator" });
+    return out;
   }
 
   /**
    * Restart the daemon gracefully (applies pending limits, clears `failed`).
    * @throws PaddockError `ERR_DAEMON_START_FAILED` with the daemon's output.
    */
-  restart(id: string, who: Actor): Promise<TenantRecord> {
-    return restartTenant(this.ctx, this.configs, this.daemons, id, who);
+  async restart(id: string, who: Actor): Promise<TenantRecord> {
+    const out = await restartTenant(this.ctx, this.configs, this.daemons, id, who);
+    await this.ctx.publish({ type: "daemon_restarted", tenant: id, reason: "operator" });
+    return out;
   }
 
   /**
@@ -163,8 +171,10 @@ export class TenantService {
    * @throws PaddockError `ERR_EXEC_FAILED` when the purge fails (tenant stays `deleting`;
    *   retry the DELETE).
    */
-  delete(id: string, who: Actor): Promise<boolean> {
-    return deleteTenant(this.ctx, this.configs, this.daemons, id, who);
+  async delete(id: string, who: Actor): Promise<boolean> {
+    const deleted = await deleteTenant(this.ctx, this.configs, this.daemons, id, who);
+    if (deleted) await this.ctx.publish({ type: "deleted", tenant: id, reason: "operator" });
+    return deleted;
   }
 
   // ---- tokens (supervisor/tenant-tokens.ts) -----------------------------------------
