@@ -168,8 +168,9 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
       close: (o = {}) => {
         closed ??= (async () => {
           await Promise.all(servers.map(closeServer));
-          for (const c of closers) await c();
+          // Operations under way settle (and publish their events) before the webhooks close.
           await tenants.shutdown(o.stopDaemons ?? config.stopDaemonsOnExit);
+          for (const c of closers) await c();
           await release();
           log.info("supervisor stopped");
         })();

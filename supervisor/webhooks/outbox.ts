@@ -105,7 +105,8 @@ export class TenantOutbox {
   private handle: fs.FileHandle | undefined;
   private bytes = 0;
   private chain: Promise<unknown> = Promise.resolve();
-  private removed = false;
+  /** Set by {@link close} and {@link remove}: later appends are refused. */
+  private closed = false;
 
   private constructor(tenantId: string, dir: string) {
     this.tenantId = tenantId;
@@ -265,8 +266,9 @@ export class TenantOutbox {
     await this.append(recs);
   }
 
-  /** Close the journal file (after every append settled). */
+  /** Close the journal file (after every append settled); later appends are refused. */
   async close(): Promise<void> {
+    this.closed = true;
     await this.chain.catch(() => undefined);
     await this.handle?.close().catch(() => undefined);
     this.handle = undefined;
@@ -274,7 +276,6 @@ export class TenantOutbox {
 
   /** Close and remove the tenant's webhook directory (the tenant was deleted). Later appends are dropped. */
   async remove(): Promise<void> {
-    this.removed = true;
     await this.close();
     await fs.rm(this.dir, { recursive: true, force: true });
   }
@@ -284,7 +285,7 @@ export class TenantOutbox {
   /** Apply `recs` in memory and append them with one fsync (serialised). @returns the deliveries `enq` records added. */
   private append(recs: JournalRecord[]): Promise<Delivery[]> {
     const next = this.chain.then(async () => {
-      if (this.removed) throw new PaddockError("ERR_TENANT_NOT_FOUND", `tenant ${this.tenantId} was deleted`);
+      if (this.closed) throw new PaddockError("ERR_TENANT_UNAVAILABLE", `the webhook outbox of tenant ${this.tenantId} is closed (supervisor stopping, or tenant deleted)`);
       for (const r of recs) if (r.op === "enq") r.d.seq = ++this.seq;
       const text = recs.map((r) => JSON.stringify(r)).join("\n") + "\n";
       this.handle ??= await fs.open(this.file, fsConstants.O_WRONLY | fsConstants.O_APPEND | fsConstants.O_CREAT, 0o600);

@@ -195,16 +195,29 @@ describeWhenReady(missingPrerequisites(), "tenant events and signed webhooks (pr
     expect((await admin("POST", `/tenants/${id}/resume`, {})).status).to.equal(200);
   });
 
-  it("deleting the tenant delivers tenant.deleted, streams deleted, and removes its webhook state", async () => {
-    const dir = path.join(sup.stateDir, "supervisor", "webhooks", id);
-    expect(existsSync(dir), "webhook state before").to.equal(true);
+  it("a daemon killed with SIGKILL: daemon_restarted (crash) is streamed and delivered, and the lost VM events are logged as a gap", async () => {
     // The restart ended the first admin stream; resuming from its last id in a new supervisor run is a reset.
     const lastId = adminEvents!.events.filter((e) => e.id !== undefined).pop()?.id ?? "1";
     adminEvents!.close();
     adminEvents = await SseClient.open(sup.adminTarget(), `/admin/v1/events?tenant=${id}`, { authorization: `Bearer ${sup.adminToken}`, "last-event-id": lastId });
     await adminEvents.waitFor((e) => e.event === "reset");
+    const pid = ((await admin("GET", `/tenants/${id}`)).json as { daemon: { pid: number } }).daemon.pid;
+    process.kill(pid, "SIGKILL");
+    const restarted = await adminEvents.waitFor((e) => e.event === "daemon_restarted");
+    expect(restarted.json).to.include({ tenant: id, reason: "crash" });
+    // An adopted daemon is not our child: its end is seen, not its signal ("daemon process gone").
+    expect(restarted.json?.exit).to.be.a("string").that.matches(/daemon/);
+    await receiver.waitFor("tenant.daemon_restarted", (g) => g.json.event === "tenant.daemon_restarted");
+    // The new daemon run's ids are above the old run's: the stream resets and the gap is logged.
+    const gap = await until("a gap in the delivery log", async () => (await deliveries()).find((x) => x.state === "gap"));
+    expect(gap.last_error).to.match(/may be lost/);
+  });
+
+  it("deleting the tenant delivers tenant.deleted, streams deleted, and removes its webhook state", async () => {
+    const dir = path.join(sup.stateDir, "supervisor", "webhooks", id);
+    expect(existsSync(dir), "webhook state before").to.equal(true);
     expect((await admin("DELETE", `/tenants/${id}`)).status).to.equal(204);
-    await adminEvents.waitFor((e) => e.event === "deleted" && e.json?.tenant === id);
+    await adminEvents!.waitFor((e) => e.event === "deleted" && e.json?.tenant === id);
     await receiver.waitFor("tenant.deleted", (g) => g.json.event === "tenant.deleted");
     await until("the webhook state removed", () => Promise.resolve(existsSync(dir) ? undefined : true), 30_000);
   });
