@@ -218,7 +218,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
   });
 
   if (deps.events) mountTenantEventRoutes(r, deps.events, log);
-  if (deps.webhooks) mountWebhookRoutes(r, deps.webhooks);
+  if (deps.webhooks) mountWebhookRoutes(r, deps.webhooks, audit, log);
 
   app.use("/admin/v1", r);
 

@@ -10,13 +10,15 @@
  * Webhook targets are chosen by the operator, who is trusted with them (docs/security.md): the
  * URL is checked for shape only (http or https, a host, no credentials), not for where it points.
  */
-import type { Request, Router } from "express";
+import type { Request, Response, Router } from "express";
 import { PaddockError } from "../../shared/errors.js";
 import { VM_EVENT_TYPES } from "../../shared/events/vm-events.js";
 import { TENANT_EVENT_TYPES } from "../events/tenant-events.js";
 import { pathParam, queryInt, queryString, requestBody } from "../admin-request.js";
 import type { Delivery, WebhookRecord } from "./outbox.js";
 import type { CreateWebhookInput, WebhookService } from "./webhook-service.js";
+import type { AuditLog } from "../audit-log.js";
+import type { Logger } from "../../shared/logger.js";
 
 /** Every event type a webhook can ask for. */
 export const WEBHOOK_EVENT_TYPES: readonly string[] = [...VM_EVENT_TYPES.map((t) => `vm.${t}`), ...TENANT_EVENT_TYPES.map((t) => `tenant.${t}`)];
@@ -93,11 +95,19 @@ function readBefore(req: Request): number | undefined {
   return Number(v);
 }
 
-/** Mount the webhook routes on the admin router `r` (already behind the admin token and JSON body parser). */
-export function mountWebhookRoutes(r: Router, webhooks: WebhookService): void {
+/**
+ * Mount the webhook routes on the admin router `r` (already behind the admin token and JSON body
+ * parser); adding and removing a webhook is recorded in `audit` (`webhook.create`, `webhook.delete`).
+ */
+export function mountWebhookRoutes(r: Router, webhooks: WebhookService, audit: AuditLog, log: Logger): void {
+  const record = (res: Response, action: string, tenant: string, details: Record<string, unknown>): void => {
+    void audit.record({ actor: "admin", action, tenant, requestId: (res.locals as { requestId?: string }).requestId, details }, (err) => log.error("audit write failed", { err }));
+  };
+
   r.post("/tenants/:id/webhooks", async (req, res) => {
     const input = readCreateWebhook(requestBody(req));
     const h = await webhooks.create(pathParam(req, "id"), input);
+    record(res, "webhook.create", pathParam(req, "id"), { webhook_id: h.id, url: h.url, events: h.events });
     res.status(201).json({ ...webhookView(h), secret: h.secret });
   });
 
@@ -107,6 +117,7 @@ export function mountWebhookRoutes(r: Router, webhooks: WebhookService): void {
 
   r.delete("/tenants/:id/webhooks/:webhookId", async (req, res) => {
     await webhooks.remove(pathParam(req, "id"), pathParam(req, "webhookId"));
+    record(res, "webhook.delete", pathParam(req, "id"), { webhook_id: pathParam(req, "webhookId") });
     res.status(204).end();
   });
 

@@ -130,6 +130,10 @@ describeWhenReady(missingPrerequisites(), "tenant events and signed webhooks (pr
     expect(list.json).to.have.length(1);
     expect(list.text).to.not.include(webhook.secret);
     expect((await admin("GET", `/tenants/${id}/webhooks/wh_nosuch/deliveries`)).status).to.equal(404);
+    const audited = await until("webhook.create in the audit log", async () => ((await admin("GET", `/audit?tenant=${id}&action=webhook.`)).json as Array<{ action: string; details: { webhook_id: string } }>)[0]);
+    expect(audited).to.deep.include({ action: "webhook.create" });
+    expect(audited.details.webhook_id).to.equal(webhook.id);
+    expect(JSON.stringify(audited)).to.not.include(webhook.secret);
   });
 
   it("the receiver gets vm created/ready/deleted and tenant suspended/resumed in order, signed with the secret", async () => {
