@@ -76,6 +76,8 @@ export class WebhookService {
   private readonly feeds = new Map<string, DaemonEventFeed>();
   private readonly dispatcher: WebhookDispatcher;
   private readonly removals = new Set<Promise<void>>();
+  /** By tenant: the cursor whose gap was last recorded (an idle new daemon run resets every reconnect; one entry is enough). */
+  private readonly gapAt = new Map<string, number>();
   private readonly log: Logger;
 
   constructor(deps: WebhookServiceDeps) {
@@ -188,6 +190,7 @@ export class WebhookService {
     this.feeds.delete(e.tenant);
     // No longer listed: the dispatcher leaves it to the final attempts.
     this.outboxes.delete(e.tenant);
+    this.gapAt.delete(e.tenant);
     const p = (async () => {
       await this.dispatcher.finalAttempts(o, FINAL_ATTEMPTS_MS);
       await o.remove();
@@ -214,7 +217,8 @@ export class WebhookService {
 
   /** @throws PaddockError ERR_TENANT_NOT_FOUND. */
   private checkTenant(tenantId: string): string {
-    const status = this.deps.tenantStatus(tenantId);
+    // The id becomes a directory name: only the registry's id shape, whatever the registry answers.
+    const status = TENANT_ID_PATTERN.test(tenantId) ? this.deps.tenantStatus(tenantId) : undefined;
     if (status === undefined) throw new PaddockError("ERR_TENANT_NOT_FOUND", `tenant ${tenantId} not found`);
     return status;
   }
@@ -258,7 +262,8 @@ export class WebhookService {
     const cursor = o.vmCursor();
     if (item.kind === "reset") {
       // Without a cursor nothing was promised yet; with one, events after it may be gone.
-      if (cursor !== undefined && (item.firstId === null || item.firstId > cursor + 1)) {
+      if (cursor !== undefined && (item.firstId === null || item.firstId > cursor + 1) && this.gapAt.get(o.tenantId) !== cursor) {
+        this.gapAt.set(o.tenantId, cursor);
         const message = `VM events after id ${cursor} may be lost: the daemon no longer held them (it restarted, or they passed its retention); the first it still held was ${item.firstId ?? "none"}`;
         log.warn("daemon event stream reset: events may be lost", { after_id: cursor, first_id: item.firstId });
         await o.recordGap(message, `vm-gap-${cursor}`, undefined);

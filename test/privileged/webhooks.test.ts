@@ -121,7 +121,7 @@ describeWhenReady(missingPrerequisites(), "tenant events and signed webhooks (pr
       expect((r.json as { code: string }).code).to.equal("ERR_WEBHOOK_INVALID");
     }
     expect((await admin("POST", `/tenants/${id}/webhooks`, { url: `http://127.0.0.1:${receiver.port}/`, events: ["vm.nope"] })).status).to.equal(400);
-    expect((await admin("POST", "/tenants/nosuch1/webhooks", { url: `http://127.0.0.1:${receiver.port}/` })).status).to.equal(404);
+    for (const t of ["nosuch1", "__proto__", "constructor", "..%2Fx"]) expect((await admin("POST", `/tenants/${t}/webhooks`, { url: `http://127.0.0.1:${receiver.port}/` })).status, t).to.equal(404);
     const r = await admin("POST", `/tenants/${id}/webhooks`, { url: `http://127.0.0.1:${receiver.port}/hook` });
     expect(r.status, r.text).to.equal(201);
     webhook = r.json as { id: string; secret: string };
