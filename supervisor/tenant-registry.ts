@@ -167,9 +167,9 @@ export class TenantRegistry {
     return this.current;
   }
 
-  /** A tenant from the committed state, or undefined. */
+  /** A tenant from the committed state, or undefined (own keys only: `__proto__` and friends are no tenant). */
   find(id: string): TenantRecord | undefined {
-    return this.current.tenants[id];
+    return Object.hasOwn(this.current.tenants, id) ? this.current.tenants[id] : undefined;
   }
 
   /**

@@ -198,6 +198,8 @@ describe("supervisor registry", () => {
     const again = new TenantRegistry(file);
     await again.init();
     expect(again.get("ta").blocks[0]?.cidr).to.equal("169.254.0.0/22");
+    // Object.prototype's keys are no tenants (a lookup by an id from a URL must not find them).
+    for (const id of ["__proto__", "constructor", "toString"]) expect(again.find(id), id).to.equal(undefined);
   });
 
   it("a failing mutation writes nothing", async () => {
