@@ -5,15 +5,18 @@
 import path from "node:path";
 import { cidrContains, parseCidr, parseIpv4, type Cidr } from "./cidr.js";
 import { NAME_PATTERN } from "./tenant-config-defaults.js";
-import type { HostGroupConfig, NetworkConfig, TenantConfigContext } from "./tenant-config-schema.js";
+import type { GroupIdleConfig, HostGroupConfig, NetworkConfig, TenantConfigContext } from "./tenant-config-schema.js";
 import { parseGoDurationNs } from "./time.js";
 import { ConfigReader, parseSizeBytes } from "./yaml-reader.js";
 
 const HOSTGROUP_KEYS = [
   "name", "count", "vcpu", "ram_gb", "ram_mb", "ram_bytes", "storage", "storage_size", "persistent", "userdata",
   "userdata_file", "dns_servers", "gpu_count", "network", "network_name", "ca", "share_home", "rosetta", "sleep_action",
-  "expiry_action", "default_ttl", "max_ttl",
+  "expiry_action", "default_ttl", "max_ttl", "idle_pause_after", "idle_cpu_threshold", "idle_action",
 ] as const;
+
+/** Shortest `idle_pause_after`, ms: a shorter one would freeze a VM between two calls of one client. */
+export const MIN_IDLE_PAUSE_AFTER_MS = 1000;
 
 /**
  * Check a firewall-style address list: each entry an IPv4 CIDR or IP, optionally `:port`
@@ -136,12 +139,54 @@ export function readHostGroup(r: ConfigReader, raw: unknown, p: string, ctx: Ten
   const expiryAction = r.string(g.expiry_action, `${p}.expiry_action`) ?? "shutdown";
   if (expiryAction !== "shutdown" && expiryAction !== "delete") r.problem(`${p}.expiry_action`, `expected shutdown or delete, got ${JSON.stringify(expiryAction)}`);
   const expiry = readTtlPair(r, g, p);
+  const idle = readIdle(r, g, p);
   if (name === undefined) return undefined;
   return {
     name, count, vcpu, ramBytes, storage: "image", storageSizeBytes, persistent, userdata,
     userdataFile: userdataFileRaw === undefined ? undefined : path.resolve(ctx.baseDir, userdataFileRaw),
-    dnsServers, gpuCount, network, expiry: { action: expiryAction === "delete" ? "delete" : "shutdown", ...expiry },
+    dnsServers, gpuCount, network, expiry: { action: expiryAction === "delete" ? "delete" : "shutdown", ...expiry }, idle,
   };
+}
+
+/**
+ * A host group's idle settings at YAML path `p` (tenant-daemon/vm/vm-idle.ts):
+ * - `idle_pause_after`: a Go duration of at least 1s; absent ⇒ the group's VMs never idle out;
+ * - `idle_cpu_threshold`: milli-CPUs as a string `<N>m` (`"50m"` = 5% of one CPU), the average
+ *   CPU use of the VM's cgroup over the window that it must also stay under; absent ⇒ API
+ *   activity alone decides;
+ * - `idle_action`: `pause` (default; the cgroup freezer) or `suspend` (memory to disk; gVisor
+ *   only, checked against `config.hypervisor` by tenant-config.ts).
+ * The last two without the first are a problem (they would do nothing). Problems are recorded on `r`.
+ * @returns undefined when `idle_pause_after` is absent or invalid.
+ */
+export function readIdle(r: ConfigReader, o: Record<string, unknown>, p: string): GroupIdleConfig | undefined {
+  const afterText = r.string(o.idle_pause_after, `${p}.idle_pause_after`);
+  let afterMs: number | undefined;
+  if (afterText !== undefined) {
+    try {
+      const ns = parseGoDurationNs(afterText, "idle_pause_after", "ERR_CONFIG_INVALID");
+      if (Number(ns) / 1e6 < MIN_IDLE_PAUSE_AFTER_MS) throw new Error(`idle_pause_after must be at least 1s, got ${JSON.stringify(afterText)}`);
+      afterMs = Number(ns) / 1e6;
+    } catch (err) {
+      r.problem(`${p}.idle_pause_after`, (err as Error).message);
+    }
+  }
+  let cpuMilli: number | undefined;
+  const cpu = o.idle_cpu_threshold;
+  if (cpu !== undefined && cpu !== null) {
+    const m = typeof cpu === "string" ? /^(\d{1,6})m$/.exec(cpu) : null;
+    if (m === null || Number(m[1]) < 1) r.problem(`${p}.idle_cpu_threshold`, `expected milli-CPUs such as "50m" (5% of one CPU, at least 1m), got ${JSON.stringify(cpu)}`);
+    else cpuMilli = Number(m[1]);
+  }
+  const actionText = r.string(o.idle_action, `${p}.idle_action`);
+  if (actionText !== undefined && actionText !== "pause" && actionText !== "suspend") r.problem(`${p}.idle_action`, `expected pause or suspend, got ${JSON.stringify(actionText)}`);
+  if (o.idle_pause_after === undefined || o.idle_pause_after === null) {
+    for (const k of ["idle_cpu_threshold", "idle_action"] as const) {
+      if (o[k] !== undefined && o[k] !== null) r.problem(`${p}.${k}`, `${k} needs idle_pause_after (without it the group's VMs never idle out)`);
+    }
+  }
+  if (afterMs === undefined) return undefined;
+  return { afterMs, cpuMilli, action: actionText === "suspend" ? "suspend" : "pause" };
 }
 
 /**

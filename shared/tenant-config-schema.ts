@@ -52,6 +52,20 @@ export interface HostGroupConfig {
   network: NetworkConfig;
   /** Expiry of the group's VMs (`expiry_action`, `default_ttl`, `max_ttl`; tenant-daemon/vm/vm-expiry.ts). */
   expiry: GroupExpiryConfig;
+  /** Idle pause or suspend of the group's VMs (`idle_pause_after`, …; tenant-daemon/vm/vm-idle.ts); undefined ⇒ never. */
+  idle?: GroupIdleConfig;
+}
+
+/**
+ * A host group's idle settings. `afterMs` (`idle_pause_after`): a running VM with no API
+ * activity for this long is idled out; `cpuMilli` (`idle_cpu_threshold`, milli-CPUs): when set,
+ * only if its cgroup's average CPU use over that window also stayed below it; `action`
+ * (`idle_action`): `pause` (cgroup freezer) or `suspend` (memory checkpoint to disk, gVisor only).
+ */
+export interface GroupIdleConfig {
+  afterMs: number;
+  cpuMilli: number | undefined;
+  action: "pause" | "suspend";
 }
 
 /**

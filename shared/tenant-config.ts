@@ -21,7 +21,7 @@ export {
   DEFAULT_DENY, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, FIRECRACKER_DRIVER, MAX_WARM_POOL, NAME_PATTERN, TENANT_ID_PATTERN, denyEntryProblem,
 } from "./tenant-config-defaults.js";
 export type {
-  ApiConfig, BridgeNetworkConfig, GroupExpiryConfig, HostGroupConfig, IsolatedNetworkConfig, NetworkConfig, PaddockSettings, TenantConfig, TenantConfigContext,
+  ApiConfig, BridgeNetworkConfig, GroupExpiryConfig, GroupIdleConfig, HostGroupConfig, IsolatedNetworkConfig, NetworkConfig, PaddockSettings, TenantConfig, TenantConfigContext,
   TenantExpiryConfig, TenantLimits,
 } from "./tenant-config-schema.js";
 
@@ -107,6 +107,10 @@ export function parseTenantConfig(tree: unknown, source: string, ctx: TenantConf
   hostGroups.forEach((g, i) => {
     const max = paddock.expiry.maxTtlMs;
     if (max !== undefined && g.expiry.defaultTtlMs !== undefined && g.expiry.defaultTtlMs > max) r.problem(`config.host_groups[${i}].default_ttl`, "default_ttl is longer than paddock.expiry.max_ttl");
+  });
+  // Suspend needs a memory checkpoint: only runsc has one (tenant-daemon/vm/vm-suspend.ts).
+  hostGroups.forEach((g, i) => {
+    if (g.idle?.action === "suspend" && hypervisor !== "gvisor") r.problem(`config.host_groups[${i}].idle_action`, `idle_action: suspend needs hypervisor: gvisor (runsc checkpoint/restore); the ${hypervisor} runtime cannot snapshot a VM's memory: use idle_action: pause`);
   });
   r.throwIfProblems(source);
   return deepFreeze({

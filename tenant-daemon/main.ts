@@ -178,6 +178,7 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
   const vms = new VmService({
     config, store, runtime, storage, network, agent, namespaces, logger, vmPidsLimit, events,
     cold: { store: commitStore, disks: storage },
+    idleMetrics: metrics.idleMetrics(),
     onEvent: (event, group) => {
       if (event === "launch") metrics.launch(group, "ok");
       if (event === "launch_failed") metrics.launch(group, "error");
@@ -277,7 +278,7 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     });
     const server = await listenApi(app, config);
     api.server = server;
-    const upgrades = createAgentUpgradeHandler({ resolveAgent: (h) => svc.vms.resolveAgent(h), authToken, logger });
+    const upgrades = createAgentUpgradeHandler({ resolveAgent: (h) => svc.vms.resolveAgent(h), authToken, logger, activity: svc.vms.idle });
     attachUpgradeHandler(server, (req, socket, head) => upgrades.handle(req, socket, head));
     logger.info("tenant daemon ready", { listen: config.api.kind === "unix" ? config.api.socketPath : `${config.api.host}:${config.api.port}`, runtime: svc.runtime.name, vms: svc.vms.list({ kind: "none" }).length });
     let stopped: Promise<void> | undefined;

@@ -11,7 +11,8 @@
  *
  * Figures: 1 create → agent ready vs runc run · 2 exec vs runc exec vs nsenter · 3 gateway vs
  * direct vs nginx · 4 streaming · 5 cp vs cat · 6 tenant provisioning · 7 footprint · 8 scale ·
- * 9 runc vs gVisor (1, 2, 4, 5, 7 on both runtimes) · 10 syscall-heavy guest work on both · 11 cold fork (commit and fork of a 2 GiB disk).
+ * 9 runc vs gVisor (1, 2, 4, 5, 7 on both runtimes) · 10 syscall-heavy guest work on both · 11 cold fork (commit and fork of a 2 GiB disk) ·
+ * 12 idle wake latency (an exec waking a paused runc VM and a suspended gVisor VM).
  * Modules: lib/ (stats, machine, processes, HTTP load, runc floors, supervisor lab, nginx,
  * report, chart), figures/ (one per figure).
  */
@@ -40,6 +41,7 @@ import { figureProvisioning } from "./figures/provisioning.js";
 import { figureGateway } from "./figures/gateway-overhead.js";
 import { figureStreaming } from "./figures/streaming.js";
 import { figureColdFork } from "./figures/cold-fork.js";
+import { figureIdleWake } from "./figures/idle-wake.js";
 import { figureRuntimes, figureSyscalls, startRuntimeLabs, stopRuntimeLabs, type RuntimeLabs } from "./figures/runtimes.js";
 
 const TITLES: Record<number, string> = {
@@ -54,6 +56,7 @@ const TITLES: Record<number, string> = {
   9: "runc vs gVisor: create, exec, streaming, cp, idle VM footprint",
   10: "Syscall-heavy guest work: runc vs gVisor",
   11: "Cold fork: commit and fork of a 2 GiB disk",
+  12: "Idle wake latency",
 };
 
 function log(msg: string): void {
@@ -144,6 +147,14 @@ async function main(): Promise<void> {
 
   // Cold fork (its own tenant daemon with 2 GiB disks): figure 11.
   if (wants(11)) await measure(11, opts, figures, () => figureColdFork(opts, (id) => tenantIds.push(id)));
+
+  // Idle wake (a runc and a gVisor tenant daemon whose VMs idle out after 1 s): figure 12.
+  if (wants(12)) {
+    await measure(12, opts, figures, () => figureIdleWake(opts, (id, dir) => {
+      tenantIds.push(id);
+      tempDirs.push(dir);
+    }));
+  }
 
   // Phase B: a real supervisor (`paddock up`): figures 6, 7 (tenants), 3, 4.
   if (wants(3, 4, 6, 7)) {

@@ -16,11 +16,13 @@ export type VmEventType = (typeof VM_EVENT_TYPES)[number];
  * deadline passed), `guest_exit` (the sandbox's init ended: a guest poweroff, a crash, an OOM
  * kill of init), `shutdown` (an ephemeral VM shut down through the API),
  * `wait_timeout` (a create's `wait` ran out), `daemon_stop` (an ephemeral VM at daemon stop),
- * `daemon_restart` (a VM the previous run left, removed at start).
+ * `daemon_restart` (a VM the previous run left, removed at start), `idle` (paused or suspended
+ * after its host group's `idle_pause_after` without activity, tenant-daemon/vm/vm-idle.ts),
+ * `wake` (resumed or restored because a request came for a VM idle had paused or suspended).
  */
 export type VmEventReason =
   | "api" | "config" | "warm_pool" | "agent" | "expired" | "guest_exit" | "shutdown"
-  | "wait_timeout" | "daemon_stop" | "daemon_restart";
+  | "wait_timeout" | "daemon_stop" | "daemon_restart" | "idle" | "wake";
 
 /** An event as it is stored and sent (the SSE `data:` JSON). `time` is RFC 3339. */
 export interface VmEvent {

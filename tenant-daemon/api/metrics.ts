@@ -8,6 +8,7 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { PaddockError } from "../../shared/errors.js";
+import type { VmIdleMetrics } from "../vm/vm-idle.js";
 import type { WireStatus } from "../vm/vm-types.js";
 
 /**
@@ -15,6 +16,9 @@ import type { WireStatus } from "../vm/vm-types.js";
  * create with `wait=agent` seconds, exec streams and waits up to 600 s.
  */
 export const API_DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+
+/** Buckets of `paddock_vm_wake_seconds`: a thaw takes milliseconds, a gVisor restore seconds. */
+export const WAKE_DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 /** One VM whose host-side link the egress families read. */
 export interface EgressVm {
@@ -93,6 +97,9 @@ export class DaemonMetrics {
   private readonly openFiles: Gauge;
   private readonly openConnections: Gauge;
   private readonly sysClassNet: string;
+  private readonly idles: Counter<"hostgroup" | "action">;
+  private readonly wakes: Counter<"hostgroup" | "action">;
+  private readonly wakeSeconds: Histogram<"action">;
 
   /** `opts.sysClassNet`: where link counters are read (tests point it at a fixture tree). */
   constructor(opts: { sysClassNet?: string } = {}) {
@@ -117,6 +124,20 @@ export class DaemonMetrics {
     this.vmEgressRx = new Gauge({ name: "paddock_vm_egress_rx_bytes", help: "bytes a VM received, from its host-side veth (restarts at 0 when the VM is relaunched)", labelNames: ["host_group", "hostname"], registers });
     this.openFiles = new Gauge({ name: "slicer_system_open_files", help: "open file descriptors of the daemon process", registers });
     this.openConnections = new Gauge({ name: "slicer_system_open_connections", help: "connections open to the daemon's API server", registers });
+    this.idles = new Counter({ name: "paddock_vm_idle_total", help: "VMs paused or suspended by their host group's idle_pause_after, by host group and action (pause, suspend)", labelNames: ["hostgroup", "action"], registers });
+    this.wakes = new Counter({ name: "paddock_vm_wakes_total", help: "idled VMs woken by a request, by host group and the idle action undone (pause, suspend)", labelNames: ["hostgroup", "action"], registers });
+    this.wakeSeconds = new Histogram({ name: "paddock_vm_wake_seconds", help: "time a request waited for its idled VM to wake (resume; or restore and agent answering), by idle action", labelNames: ["action"], buckets: WAKE_DURATION_BUCKETS_S, registers });
+  }
+
+  /** The hooks the idle scheduler counts through (tenant-daemon/vm/vm-idle.ts). */
+  idleMetrics(): VmIdleMetrics {
+    return {
+      idled: (hostgroup, action) => this.idles.inc({ hostgroup, action }),
+      woke: (hostgroup, action, seconds) => {
+        this.wakes.inc({ hostgroup, action });
+        this.wakeSeconds.observe({ action }, seconds);
+      },
+    };
   }
 
   /** Count a VM launch with its outcome code (`ok` / `error`). */

@@ -1,7 +1,8 @@
 /**
  * The tenant daemon's HTTP API server: the Express app on a Unix socket or TCP (bearer auth on
  * TCP). The app checks the request target, applies the encoded-`?` shim, counts the request
- * for the metrics, checks the token (auth.ts), then routes by the one route table (routes.ts,
+ * for the metrics, checks the token (auth.ts), marks VM activity and wakes idled VMs (wake.ts),
+ * then routes by the one route table (routes.ts,
  * mounted by route-mount.ts); unknown paths get 404 and errors the one error middleware
  * (http-util.ts). WebSocket upgrades never reach Express: {@link attachUpgradeHandler} hands
  * them to ws-upgrade.ts.
@@ -28,6 +29,7 @@ import { createStatsHandlers } from "./stats-routes.js";
 import type { VmStatsCollector } from "./vm-stats.js";
 import { createVmHandlers } from "./vm-routes.js";
 import { createEventHandlers } from "./events-routes.js";
+import { wakeMiddleware } from "./wake.js";
 import type { EventLog } from "../events/event-log.js";
 import { createPlainUpgradeHandlers } from "./ws-upgrade.js";
 import { BODY_IDLE_TIMEOUT_MS, boundRequestBodyIdle } from "../../shared/body-idle-timeout.js";
@@ -79,6 +81,8 @@ export function createApiApp(deps: ApiServerDeps): express.Express {
   });
   app.use(accessLog(logger.child({ component: "api" })));
   app.use(requireBearer(new BearerAuth(deps.authToken, publicPaths(ROUTES, false))));
+  // After the token check: an unauthenticated request never wakes a VM.
+  app.use(wakeMiddleware(vms.idle));
 
   const agentLog = logger.child({ component: "agent-router" });
   mountRoutes(app, {

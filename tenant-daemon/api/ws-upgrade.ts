@@ -5,7 +5,9 @@
  * 1. checks the bearer token (auth.ts; the upgrade carries the same header as any request);
  * 2. matches the path against the table's upgrade routes (404), the method (405, `Allow: GET`)
  *    and `Upgrade: websocket` (400); for forward, the `X-Inlets-Upstream` header (400);
- * 3. resolves the VM (404, 409 paused/not running) and opens the matching agent stream
+ * 3. with `activity`, marks the VM active for the session's life and wakes it if its idle rule
+ *    paused or suspended it (wake.ts; 503 ERR_VM_WAKE_FAILED);
+ * 4. resolves the VM (404, 409 paused/not running) and opens the matching agent stream
  *    (agent-client/agent-ws.ts `openAgentUpgrade`), completing the client's WebSocket
  *    handshake only once the agent answered 101; then relays the two (agent-ws.ts `relay`).
  *
@@ -23,6 +25,7 @@ import { openAgentUpgrade, relay } from "../agent-client/agent-ws.js";
 import type { AgentEndpoint } from "../agent-client/agent-endpoint.js";
 import { BearerAuth } from "./auth.js";
 import { agentPathShown, type RouteHandlers } from "./route-mount.js";
+import { holdForUpgrade, type VmActivity } from "./wake.js";
 import { ROUTES, pathTemplate, publicPaths, type Route, type UpgradeHandler } from "./routes.js";
 
 /** What the upgrade handler needs from the composition root. */
@@ -35,6 +38,8 @@ export interface AgentUpgradeDeps {
   /** Bearer token when the API requires auth (TCP), else undefined. */
   authToken: string | undefined;
   logger: Logger;
+  /** The idle tracker: a session is activity of its VM and wakes an idled one (wake.ts). */
+  activity?: VmActivity;
 }
 
 /** The handler for `server.on("upgrade")`, plus a way to end every live session (daemon stop). */
@@ -71,6 +76,11 @@ export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeH
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MAX_CLIENT_MESSAGE_BYTES });
   const sessions = new Set<{ ws: WebSocket; agent: Duplex }>();
 
+  const refuse = (socket: Duplex, err: unknown): void => {
+    if (!(err instanceof PaddockError) || !err.isClientError) log.error("upgrade failed", { err });
+    rejectUpgrade(socket, err, err instanceof PaddockError && err.code === "ERR_METHOD_NOT_ALLOWED" ? { Allow: "GET" } : {});
+  };
+
   const handle = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on("error", () => undefined);
     try {
@@ -94,7 +104,7 @@ export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeH
       const hostname = decodeURIComponent(m[1] as string);
       const kind = route.handler;
       const agentPath = AGENT_PATHS[kind](req, url);
-      openAgentUpgrade({
+      const open = (): void => openAgentUpgrade({
         endpoint: deps.resolveAgent(hostname), agentPath, kind, client: socket, logger: log,
         onUpgraded: (agentSocket) => {
           wss.handleUpgrade(req, socket, head, (ws) => {
@@ -108,9 +118,19 @@ export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeH
           });
         },
       });
+      if (deps.activity === undefined) open();
+      else {
+        holdForUpgrade(deps.activity, hostname, socket).then(() => {
+          if (socket.destroyed) return;
+          try {
+            open();
+          } catch (err) {
+            refuse(socket, err);
+          }
+        }, (err: unknown) => refuse(socket, err));
+      }
     } catch (err) {
-      if (!(err instanceof PaddockError) || !err.isClientError) log.error("upgrade failed", { err });
-      rejectUpgrade(socket, err, err instanceof PaddockError && err.code === "ERR_METHOD_NOT_ALLOWED" ? { Allow: "GET" } : {});
+      refuse(socket, err);
     }
   };
 

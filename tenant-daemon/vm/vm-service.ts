@@ -12,6 +12,7 @@
  * - warm-pool.ts: the warm pool (refill, hand-out);
  * - vm-reconcile.ts: start-up reconciliation, sweep, purge and the guest-exit reaper;
  * - vm-expiry.ts: deadlines (`ttl`, `expires_at=` tags) and the one expiry timer;
+ * - vm-idle.ts: idle pause/suspend (`idle_pause_after`) and wake on request;
  * - vm-cold-fork.ts: commits and forks (vm-commit.ts, vm-fork.ts) and the lineage of GET /vm/{h};
  * - vm-wire.ts: records → Slicer JSON; vm-paths.ts: per-VM paths and ids.
  *
@@ -44,6 +45,7 @@ import { VmCreator } from "./vm-create.js";
 import { EXPIRES_AT_TAG, VmExpiry, checkPatchedDeadline, expiryPolicy, tagsWithDeadline, type ExpiryPolicy } from "./vm-expiry.js";
 import { VmPaths } from "./vm-paths.js";
 import type { AgentPort, VmStorage } from "./vm-ports.js";
+import { VmIdle, readCgroupCpuNs, type VmIdleMetrics } from "./vm-idle.js";
 import { VmPower } from "./vm-power.js";
 import { VmReconciler } from "./vm-reconcile.js";
 import { VmSecretsSync } from "./vm-secrets-sync.js";
@@ -88,6 +90,8 @@ export interface VmServiceDeps {
    * vm-fork.ts); without them the cold-fork endpoints answer 501.
    */
   cold?: ColdForkStorage;
+  /** Counters of idle pauses and wakes (vm-idle.ts). */
+  idleMetrics?: VmIdleMetrics;
 }
 
 /**
@@ -111,6 +115,8 @@ export class VmService {
   /** Commits, forks and lineage (vm-cold-fork.ts): the four cold-fork endpoints and GET /vm/{h}. */
   readonly coldFork: VmColdFork;
   private readonly expiry: VmExpiry;
+  /** Idle pause/suspend and wake on request (vm-idle.ts); the API marks activity and wakes through it. */
+  readonly idle: VmIdle;
 
   constructor(deps: VmServiceDeps) {
     this.deps = deps;
@@ -130,6 +136,22 @@ export class VmService {
       onVmEvent: (record, type, reason) => this.lifecycleEvent(record, type, reason),
     });
     this.expiry = new VmExpiry({ table, log, expire: (vm, deadlineMs) => this.expire(vm, deadlineMs) });
+    this.idle = new VmIdle({
+      table, log, events: deps.events, metrics: deps.idleMetrics,
+      policy: (group) => config.hostGroups.find((g) => g.name === group)?.idle,
+      pause: (vm) => this.power.pause(vm),
+      resume: (vm) => this.power.resume(vm),
+      suspend: (vm) => this.suspender.suspend(vm),
+      restore: (vm) => this.suspender.restore(vm),
+      afterWake: (vm, action) => {
+        if (action === "pause") void secretsSync.request(vm, { agentReady: true });
+        else vm.secretsDelivered = secretsSync.request(vm, { agentReady: false });
+      },
+      waitForAgent: (h, timeoutMs) => agentWait.waitForAgent(h, "agent", timeoutMs),
+      emit: (record, type, reason) => this.lifecycleEvent(record, type, reason),
+      persist: () => table.persist(),
+      cpuNs: (h) => readCgroupCpuNs(`/paddock/${config.paddock.tenantId}/${h}`),
+    });
     this.coldFork = new VmColdFork({
       table, runtime, creator: this.creator, agentWait, paths, image: config.image, log, cold: deps.cold,
       remove: async (h) => void (await this.remove(h, { force: true })),
@@ -395,6 +417,7 @@ export class VmService {
     const vm = this.table.live(hostname);
     const was = vm.phase;
     await this.power.pause(vm);
+    this.idle.claim(vm);
     if (was !== "paused") this.lifecycleEvent(vm.record, "paused", "api");
   }
 
@@ -421,6 +444,7 @@ export class VmService {
     const vm = this.table.live(hostname);
     const already = vm.record.suspended !== undefined;
     const bytes = await this.suspender.suspend(vm);
+    this.idle.claim(vm);
     if (!already) this.lifecycleEvent(vm.record, "suspended", "api");
     return bytes;
   }
@@ -507,6 +531,7 @@ export class VmService {
     this.pool.kick();
     // Deadlines saved by the previous run: an overdue VM is acted on now.
     this.expiry.kick();
+    this.idle.start();
   }
 
   /**
@@ -529,6 +554,7 @@ export class VmService {
     table.stopping = true;
     this.reconciler.stopReaper();
     this.expiry.stop();
+    this.idle.stop();
     await this.pool.settled();
     await table.settled();
     const work = table.all().map(async (vm) => {

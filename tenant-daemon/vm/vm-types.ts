@@ -46,6 +46,11 @@ export interface VmRecord {
    * (bytes) and when it was taken (RFC3339). A restarted daemon keeps such a VM suspended.
    */
   suspended?: { imageBytes: number; at: string };
+  /**
+   * Set while the VM is paused or suspended by its host group's idle rule (tenant-daemon/vm/
+   * vm-idle.ts), not by a client: a request for it wakes it. Kept across daemon restarts.
+   */
+  idle?: { action: "pause" | "suspend"; at: string };
 }
 
 /** The daemon's state file. */

@@ -4,7 +4,7 @@
  * (handed out of a warm pool), exec (buffered, streamed with stdin), cp in/out byte-exact, fs, a
  * shell on a guest PTY, secrets (at hand-out and pushed on change), logs, stats, pause/resume, a daemon restart that adopts the persistent VMs (agent
  * channel re-bound, network kept although netstack moved the netns's addresses into the
- * sandbox), a shutdown + relaunch (a new sandbox in a new netns), and a delete that leaves nothing of the VM behind. Network: a `count: 1` bridge group
+ * sandbox), a shutdown + relaunch (a new sandbox in a new netns), an idle suspend (`idle_action: suspend`) woken by an exec, and a delete that leaves nothing of the VM behind. Network: a `count: 1` bridge group
  * and an isolated group whose policy drops one of two test hosts (198.18.0.0/15, in netns made
  * here): the allowed host answers (positive control), the dropped one times out.
  */
@@ -22,6 +22,7 @@ import { CGROUP_ROOT } from "../../tenant-daemon/runtime/tenant-cgroup.js";
 import { readCgroupLimits } from "../helpers/cgroup.js";
 import { TestDaemon, mountsUnder, randomIsolatedRange } from "../helpers/daemon.js";
 import { until } from "../helpers/wait.js";
+import { SseClient } from "../helpers/sse.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 import { call, ndjson } from "../integration/agent-fixture.js";
 import { ip4, leftovers, listen, makeTestHost, randomBlock, type Listener, type TestHost } from "./network-fixtures.js";
@@ -95,6 +96,7 @@ describeWhenReady(missing, "a gVisor tenant end to end through the Slicer API (p
           network: { mode: "isolated", range: randomIsolatedRange(), drop: [`${dropped.ip}/32`] },
         },
         { name: "br", count: 1, vcpu: 1, ram_mb: 256, storage: "image", storage_size: "128M", network: { mode: "bridge", gateway: `${ip4(randomBlock("vm22") + 1)}/24` } },
+        { name: "idl", count: 0, vcpu: 1, ram_mb: 256, storage: "image", storage_size: "128M", idle_pause_after: "2s", idle_action: "suspend", network: { mode: "isolated", range: randomIsolatedRange() } },
       ],
     });
     await d.start(120_000);
@@ -254,6 +256,23 @@ describeWhenReady(missing, "a gVisor tenant end to end through the Slicer API (p
       expect((await d.post(`/vm/${h}/resume`)).status).to.equal(200);
     }
     expect((await exec(h, "cmd=true&buffered=true")).status).to.equal(200);
+  });
+
+  it("idle_action: suspend: an idle VM is suspended to disk (reason idle) and an exec restores it (reason wake) and runs", async () => {
+    const events = await SseClient.open({ socketPath: d.socketPath }, "/events");
+    try {
+      const c = await d.post("/hostgroup/idl/nodes?wait=agent&timeout=120s", {});
+      expect(c.status, c.text).to.equal(201);
+      const vm = (c.json as { hostname: string }).hostname;
+      const of = (type: string, reason: string) => events.waitFor((e) => e.json?.hostname === vm && e.event === type && e.json?.reason === reason, 90_000);
+      await of("suspended", "idle");
+      expect(((await d.get(`/vm/${vm}`)).json as { status: string }).status, "GET does not wake").to.equal("Suspended");
+      expect((await sh(vm, "echo back-$((6*7))")).stdout).to.equal("back-42\n");
+      await of("restored", "wake");
+      expect((await call(d.socketPath, "DELETE", `/hostgroup/idl/nodes/${vm}`)).status).to.equal(200);
+    } finally {
+      events.close();
+    }
   });
 
   it("network: isolated and bridge VMs reach an allowed test host; the dropped one times out", async () => {
