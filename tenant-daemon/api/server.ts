@@ -106,13 +106,6 @@ export async function assertListenFree(config: TenantConfig): Promise<void> {
 }
 
 /**
- * Stream buffer marks of the API's connections, bytes. Node's default 16 KiB is less than one
- * socket read from a guest agent: relaying an exec stream or a cp, every chunk paused the agent's
- * answer (or the client's upload) until the other side had taken it (docs/performance.md).
- */
-export const API_STREAM_BUFFER_BYTES = 1024 * 1024;
-
-/**
  * Listen on the configured socket or TCP address. A stale socket file is
  * replaced; a socket a live process answers on is refused. Socket mode 0660.
  * `opts.bodyIdleMs`: idle bound on a request body still being received before the response
@@ -120,7 +113,7 @@ export const API_STREAM_BUFFER_BYTES = 1024 * 1024;
  * @throws PaddockError ERR_SOCKET_IN_USE
  */
 export async function listenApi(app: express.Express, config: TenantConfig, opts: { bodyIdleMs?: number } = {}): Promise<http.Server> {
-  const server = http.createServer({ highWaterMark: API_STREAM_BUFFER_BYTES }, app);
+  const server = http.createServer(app);
   // Long-lived responses (exec streams, waits up to 600 s) must not be cut; a request body
   // that stops arriving before the response starts is (408).
   boundRequestBodyIdle(server, { idleMs: opts.bodyIdleMs ?? BODY_IDLE_TIMEOUT_MS });
