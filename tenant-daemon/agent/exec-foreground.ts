@@ -4,7 +4,6 @@
  * response starts before the body is read). A client that disconnects kills the process group.
  */
 import type { Readable } from "node:stream";
-import { StringDecoder } from "node:string_decoder";
 import { rfc3339 } from "../../shared/time.js";
 import { badRequest, queryBool, sendJson, type AgentRequest } from "./http-util.js";
 import {
@@ -18,16 +17,10 @@ import {
   type ExitStatus,
 } from "./exec-spec.js";
 import type { UserDirectory } from "./users.js";
+import { PayloadFramer } from "./exec-frames.js";
 
 /** One NDJSON exec frame. */
 export type ExecFrame = Record<string, string | number | boolean | undefined>;
-
-/** Encode one payload chunk for the wire. */
-function payloadCodec(mode: "text" | "base64"): (chunk: Buffer, final?: boolean) => string {
-  if (mode === "base64") return (chunk) => chunk.toString("base64");
-  const dec = new StringDecoder("utf8");
-  return (chunk, final) => (final ? dec.end() : dec.write(chunk));
-}
 
 /** `stdout=false` / `stderr=false` suppress a stream; absent ⇒ captured. */
 function captured(q: URLSearchParams, name: string): boolean {
@@ -99,8 +92,8 @@ export function handleForegroundExec(ctx: AgentRequest, users: UserDirectory): v
   if (child.pid === undefined) return; // spawn failed synchronously-ish: the error event answers
   const pid = child.pid;
   write({ type: "started", pid, started_at: startedAt, ...enc, exit_code: 0 });
-  pipeFrames(child.stdout, "stdout", spec, write, res);
-  pipeFrames(child.stderr, "stderr", spec, write, res);
+  pipeFrames(child.stdout, "stdout", spec, res);
+  pipeFrames(child.stderr, "stderr", spec, res);
   onProcessDone(child, (s) => {
     done = true;
     write({ type: "exit", pid, ...enc, exit_code: s.exitCode, ...(s.signal ? { signal: s.signal } : {}), ended_at: rfc3339() });
@@ -108,25 +101,22 @@ export function handleForegroundExec(ctx: AgentRequest, users: UserDirectory): v
   });
 }
 
-/** Turn a child pipe into payload frames, pausing the pipe while the response is congested. */
+/** Turn a child pipe into payload frames (exec-frames.ts), pausing the pipe while the response is congested. */
 function pipeFrames(
   stream: Readable | null,
   kind: "stdout" | "stderr",
   spec: ExecSpec,
-  write: (f: ExecFrame) => boolean,
   res: AgentRequest["res"],
 ): void {
   if (!stream) return;
-  const encode = payloadCodec(spec.stdio);
-  const enc = spec.stdio === "base64" ? { encoding: "base64" } : {};
-  const emit = (s: string): void => {
-    if (s === "") return;
-    const ok = write({ type: kind, [kind]: s, data: s, ...enc, exit_code: 0 });
-    if (!ok) {
+  const framer = new PayloadFramer(kind, spec.stdio);
+  const emit = (frame: Buffer | undefined): void => {
+    if (frame === undefined || res.destroyed || res.writableEnded) return;
+    if (!res.write(frame)) {
       stream.pause();
       res.once("drain", () => stream.resume());
     }
   };
-  stream.on("data", (chunk: Buffer) => emit(encode(chunk)));
-  stream.on("end", () => emit(encode(Buffer.alloc(0), true)));
+  stream.on("data", (chunk: Buffer) => emit(framer.chunk(chunk, rfc3339())));
+  stream.on("end", () => emit(framer.end(rfc3339())));
 }

@@ -18,6 +18,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import net from "node:net";
 import type { Duplex } from "node:stream";
+import { AGENT_SERVER_OPTIONS } from "./unix-transport.js";
 
 /** Default number of idle connections kept open to the host. */
 export const DEFAULT_DIAL_POOL_SIZE = 3;
@@ -64,7 +65,7 @@ export function serveReverse(
   const taken = (socket: net.Socket): void => {
     if (idle.delete(socket)) fill();
   };
-  const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 5_000 }, (req, res) => {
+  const server = createServer(AGENT_SERVER_OPTIONS, (req, res) => {
     taken(req.socket as net.Socket);
     handler(req, res);
   });

@@ -10,7 +10,7 @@
  * GNU `L` long names and base-256 numbers.
  */
 import { constants as fsConstants, createReadStream } from "node:fs";
-import { lstat, mkdir, open, readdir, rm, utimes, chown, chmod } from "node:fs/promises";
+import { lstat, mkdir, open, readdir, rm, utimes, chown, chmod, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { PaddockError } from "../../shared/errors.js";
@@ -291,6 +291,57 @@ class ByteReader {
   }
 }
 
+/** Bytes gathered before one file write while extracting. */
+const EXTRACT_WRITE_BYTES = 1024 * 1024;
+
+/**
+ * Writes a file's data in batches of {@link EXTRACT_WRITE_BYTES}, one batch on the thread pool
+ * while the next is read from the archive (before: one awaited write per socket read, so
+ * socket and disk took turns; docs/performance.md). A failed write is thrown by the next
+ * {@link add} or by {@link finish}.
+ */
+class WriteBehind {
+  private batch: Buffer[] = [];
+  private batchBytes = 0;
+  private inFlight: Promise<void> = Promise.resolve();
+  private failure: unknown;
+  constructor(private readonly fh: FileHandle) {}
+
+  /** Queue `chunk` (kept by reference: the reader never reuses its buffers). */
+  async add(chunk: Buffer): Promise<void> {
+    this.batch.push(chunk);
+    this.batchBytes += chunk.length;
+    if (this.batchBytes >= EXTRACT_WRITE_BYTES) await this.flush();
+  }
+
+  /** Write what is queued and wait for every write. */
+  async finish(): Promise<void> {
+    await this.flush();
+    await this.inFlight;
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  private async flush(): Promise<void> {
+    await this.inFlight;
+    if (this.failure !== undefined) throw this.failure;
+    if (this.batchBytes === 0) return;
+    const data = this.batch.length === 1 ? (this.batch[0] as Buffer) : Buffer.concat(this.batch, this.batchBytes);
+    this.batch = [];
+    this.batchBytes = 0;
+    this.inFlight = writeFully(this.fh, data).catch((err: unknown) => {
+      this.failure = err;
+    });
+  }
+}
+
+/** Write all of `data` at the file position (short writes continued). */
+async function writeFully(fh: FileHandle, data: Buffer): Promise<void> {
+  for (let off = 0; off < data.length; ) {
+    const { bytesWritten } = await fh.write(data, off, data.length - off);
+    off += bytesWritten;
+  }
+}
+
 /** Validate and normalise an entry name: relative, no `..`, no NUL; "" for the root itself. */
 export function safeEntryName(raw: string): string {
   if (raw.includes("\0")) throw invalid("entry name contains NUL");
@@ -375,9 +426,9 @@ export async function extractTar(source: AsyncIterable<Buffer>, destDir: string,
     }
     const fh = await open(abs, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW, 0o600);
     try {
-      await r.stream(size, async (chunk) => {
-        await fh.write(chunk);
-      });
+      const writer = new WriteBehind(fh);
+      await r.stream(size, (chunk) => writer.add(chunk));
+      await writer.finish();
       await fh.chown(opts.uid, opts.gid);
       await fh.chmod(opts.fileMode ?? mode);
       await fh.utimes(mtimeS, mtimeS);

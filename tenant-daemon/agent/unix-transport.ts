@@ -9,6 +9,18 @@ import { chmodSync, rmSync } from "node:fs";
 import type { Duplex } from "node:stream";
 
 /**
+ * Stream buffer marks of the agent's connections, bytes (`highWaterMark` of its sockets,
+ * requests and responses). Node's default 16 KiB is less than one exec frame (~128 KiB for a
+ * 64 KiB pipe read, the payload twice) or one socket read: every frame paused the command's
+ * pipe until the daemon had read it, and a cp upload paused the socket on every chunk. With 1 MiB
+ * a few frames or upload chunks are in flight per connection (docs/performance.md).
+ */
+export const AGENT_STREAM_BUFFER_BYTES = 1024 * 1024;
+
+/** The agent's HTTP server options (both transports). */
+export const AGENT_SERVER_OPTIONS = { requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 5_000, highWaterMark: AGENT_STREAM_BUFFER_BYTES } as const;
+
+/**
  * Listen on `socketPath` (a stale socket file is removed first; mode 0600); `upgrade`
  * receives `Connection: Upgrade` requests (shell, forward). Timeouts are
  * disabled because exec streams, log follows and wait-exit are long-lived.
@@ -19,7 +31,7 @@ export async function listenUnix(
   upgrade?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void,
 ): Promise<Server> {
   rmSync(socketPath, { force: true });
-  const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 5_000 }, handler);
+  const server = createServer(AGENT_SERVER_OPTIONS, handler);
   if (upgrade) server.on("upgrade", upgrade);
   server.timeout = 0;
   await new Promise<void>((resolve, reject) => {
@@ -44,7 +56,7 @@ export async function listenInherited(
   handler: (req: IncomingMessage, res: ServerResponse) => void,
   upgrade?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void,
 ): Promise<Server> {
-  const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 5_000 }, handler);
+  const server = createServer(AGENT_SERVER_OPTIONS, handler);
   if (upgrade) server.on("upgrade", upgrade);
   server.timeout = 0;
   await new Promise<void>((resolve, reject) => {

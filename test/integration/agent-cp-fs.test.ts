@@ -85,7 +85,10 @@ describe("guest agent: cp and fs", function () {
     writeFileSync(path.join(tree, "sub", "run.sh"), "#!/bin/sh\necho hi\n", { mode: 0o755 });
     writeFileSync(path.join(tree, "sub", "deep", "x".repeat(120)), "long name\n");
     writeFileSync(path.join(tree, "skip.log"), "excluded\n");
-    const tarBuf = execFileSync("tar", ["-c", "-f", "-", "-C", tree, "."]);
+    // Over the extractor's 1 MiB write batch and not a multiple of it (tar.ts WriteBehind).
+    const big = randomBytes(3 * (1 << 20) + 123);
+    writeFileSync(path.join(tree, "sub", "big.bin"), big);
+    const tarBuf = execFileSync("tar", ["-c", "-f", "-", "-C", tree, "."], { maxBuffer: 64 << 20 });
     const dest = path.join(work, "tree-in");
     const up = await call(agent.socket, "POST", `/v1/cp?path=${encodeURIComponent(dest)}&mode=tar&exclude=*.log`, {
       body: tarBuf,
@@ -97,6 +100,7 @@ describe("guest agent: cp and fs", function () {
     expect(readFileSync(path.join(dest, "sub", "deep", "x".repeat(120)), "utf8")).to.equal("long name\n");
     expect(existsSync(path.join(dest, "skip.log"))).to.equal(false);
     expect(statSync(path.join(dest, "a.txt")).uid).to.equal(65534);
+    expect(readFileSync(path.join(dest, "sub", "big.bin")).equals(big)).to.equal(true);
 
     const down = await call(agent.socket, "GET", `/v1/cp?path=${encodeURIComponent(dest)}&mode=tar`);
     expect(down.status).to.equal(200);
