@@ -1,26 +1,33 @@
 /**
  * The tenant daemon's lifecycle event log: every VM transition (created, ready, paused, resumed,
- * suspended, restored, stopped, relaunched, expired, exited, deleted) with its reason, numbered,
+ * suspended, restored, stopped, relaunched, expired, exited, deleted), and OOM kills inside a VM
+ * that keeps running (oom), with its reason, numbered,
  * kept in a bounded ring for `Last-Event-ID` resumes and fanned out to live subscribers (the
  * `GET /events` stream, tenant-daemon/api/events-routes.ts). In memory only: a daemon restart
  * starts a new log whose ids are all above the previous run's.
  */
 
-/** The kinds of VM transition. */
+/**
+ * The kinds of VM event: transitions, and `oom` (a guest process was OOM-killed by the VM's
+ * memory limit and the VM kept running; tenant-daemon/vm/vm-exit-reason.ts).
+ */
 export type VmEventType =
   | "created" | "ready" | "paused" | "resumed" | "suspended" | "restored"
-  | "stopped" | "relaunched" | "expired" | "exited" | "deleted";
+  | "stopped" | "relaunched" | "expired" | "exited" | "deleted" | "oom";
 
 /**
  * Why a transition happened: `api` (a client asked), `config` (a `count:` VM at daemon start),
  * `warm_pool` (a warm VM handed out), `agent` (the guest agent answered), `expired` (the VM's
- * deadline passed), `guest_exit` (the sandbox's init ended: a guest poweroff, a crash, an OOM
- * kill of init), `shutdown` (an ephemeral VM shut down through the API),
+ * deadline passed), `guest_exit` (the sandbox's init ended on its own: a guest poweroff, a
+ * crash), `oom` (the VM's memory cgroup counted an OOM kill: of the init or of what ended it, on
+ * `exited`; of a guest process, on `oom`), `reaped` (Paddock killed the sandbox: it ignored
+ * SIGTERM for `paddock.stop_timeout_seconds` and got SIGKILL, or a daemon start found it created
+ * but never started), `shutdown` (an ephemeral VM shut down through the API),
  * `wait_timeout` (a create's `wait` ran out), `daemon_stop` (an ephemeral VM at daemon stop),
  * `daemon_restart` (a VM the previous run left, removed at start).
  */
 export type VmEventReason =
-  | "api" | "config" | "warm_pool" | "agent" | "expired" | "guest_exit" | "shutdown"
+  | "api" | "config" | "warm_pool" | "agent" | "expired" | "guest_exit" | "oom" | "reaped" | "shutdown"
   | "wait_timeout" | "daemon_stop" | "daemon_restart";
 
 /** An event as it is stored and sent (the SSE `data:` JSON). `time` is RFC 3339. */
@@ -34,6 +41,11 @@ export interface VmEvent {
   /** For `expired`: the deadline that passed (RFC 3339) and what was done (`delete` or `shutdown`). */
   deadline?: string;
   action?: "delete" | "shutdown";
+  /**
+   * With reason `oom` (`exited` and `oom` events): OOM kills the VM's memory cgroup counted since
+   * the VM's last event that reported some (this boot's total on the first), ≥ 1.
+   */
+  oom_kills?: number;
 }
 
 /** What a caller gives {@link EventLog.emit}; the log adds `id` and `time`. */

@@ -137,8 +137,8 @@ export class OciDriver implements RuntimeDriver {
   }
 
   /** See {@link stopSandbox}. @throws PaddockError ERR_RUNTIME_FAILED if it is still not stopped after SIGKILL. */
-  async stop(id: string, timeoutMs: number): Promise<void> {
-    await stopSandbox(this.cli, this.logger, id, timeoutMs);
+  async stop(id: string, timeoutMs: number): Promise<{ forced: boolean }> {
+    return stopSandbox(this.cli, this.logger, id, timeoutMs);
   }
 
   /** Freeze every process of the sandbox (`runc pause`). @throws PaddockError ERR_RUNTIME_FAILED */
