@@ -23,8 +23,10 @@ usage: paddock COMMAND [flags]
   new NAME [flags]                 print the config \`slicer new\` writes (see paddock new --help)
   image build [NAME] [--packages a,b] [--force]
   image list [--json]
-  vm launch|list|get|exec|cp|shell|logs|shutdown|relaunch|delete|pause|resume …
+  vm launch|list|get|exec|cp|shell|logs|shutdown|relaunch|delete|pause|resume|suspend|restore|
+     commit|commits|fork|commit-delete …
                                    the Slicer API of a tenant daemon or the gateway (paddock vm --help)
+  events [--since-id N]            the tenant's VM lifecycle events as NDJSON, following (Ctrl-C ends)
   tenant create|list|get|delete|suspend|resume|restart|logs|token …
                                    the supervisor's admin API (paddock tenant --help)
   version
@@ -100,6 +102,7 @@ export async function runCli(argv: readonly string[], ctx: CliContext): Promise<
       case "new": return await (await import("./new-command.js")).newCommand(ctx, rest);
       case "image": return await (await import("./image-commands.js")).imageCommand(ctx, rest);
       case "vm": return await (await import("./vm-commands.js")).vmCommand(ctx, rest);
+      case "events": return await (await import("./events-command.js")).eventsCommand(ctx, rest);
       case "tenant": return await (await import("./tenant-commands.js")).tenantCommand(ctx, rest);
       default: throw new UsageError(`unknown command ${JSON.stringify(cmd)}; see paddock --help`);
     }

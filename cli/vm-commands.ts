@@ -1,13 +1,14 @@
 /**
  * `paddock vm …`: the Slicer API's host group and VM endpoints (nodes, exec, cp, logs, shell)
  * from the command line, following the `slicer vm` CLI where they overlap. One small function
- * per command, by family: lifecycle and views (vm-lifecycle-commands.ts), exec
- * (vm-exec-command.ts), cp (vm-cp-commands.ts), shell (vm-shell-command.ts); what they share is
- * in vm-common.ts. This file holds the help text and the dispatch.
+ * per command, by family: lifecycle and views (vm-lifecycle-commands.ts), suspend/restore and
+ * commits/forks (vm-commit-commands.ts), exec (vm-exec-command.ts), cp (vm-cp-commands.ts), shell
+ * (vm-shell-command.ts); what they share is in vm-common.ts. This file holds the help text and the dispatch.
  */
 import { splitAtDoubleDash } from "./args.js";
 import { UsageError, EXIT } from "./cli-errors.js";
 import { writeOut, type CliContext } from "./cli-context.js";
+import { vmCommit, vmCommitDelete, vmCommits, vmFork, vmRestore, vmSuspend } from "./vm-commit-commands.js";
 import { vmCp } from "./vm-cp-commands.js";
 import { vmExec } from "./vm-exec-command.js";
 import { simpleVerb, vmDelete, vmGet, vmLaunch, vmList, vmLogs, vmRelaunch } from "./vm-lifecycle-commands.js";
@@ -22,7 +23,8 @@ export { renderNodeTable } from "./vm-lifecycle-commands.js";
 export const VM_HELP = `usage: paddock vm COMMAND [flags]
 
   launch [GROUP] [--tag k=v]... [--persistent] [--cpus N] [--ram-bytes N|1G] [--userdata-file F]
-         [--secret NAME]... [--wait agent|userdata] [--timeout 2m] [--json]
+         [--secret NAME]... [--ttl 1h] [--wait agent|userdata] [--timeout 2m] [--json]
+                        (also: create)
   list [--group G] [--tag T | --tag-prefix P] [--json]
   get HOST [--json]
   exec HOST [--uid N] [--gid N] [--cwd DIR] [--env K=V]... [--shell SH] [--stdin] -- CMD [ARGS...]
@@ -32,6 +34,14 @@ export const VM_HELP = `usage: paddock vm COMMAND [flags]
   logs HOST [--lines N]
   shutdown HOST [--action shutdown|reboot]
   relaunch HOST | delete HOST [--group G] | pause HOST | resume HOST
+  suspend HOST | restore HOST [--wait agent] [--timeout 2m]      (gVisor tenants)
+  commit HOST [--tag T]... [--label k=v]... [--cache-key K] [--json]   prints the commit id
+  commits [--tag T]... [--source HOST] [--cache-key K] [--json]
+  fork COMMIT [--tag T]... [--tag-mode append|replace] [--persistent=false] [--cpus N]
+       [--ram-bytes N] [--secret NAME]... [--wait agent|none] [--timeout 5m] [--json]
+  commit-delete COMMIT
+
+Events: paddock events [--since-id N] (NDJSON, follows until Ctrl-C).
 
 Target: --url/--token/--token-file, else PADDOCK_URL/PADDOCK_TOKEN, else SLICER_URL/SLICER_TOKEN
 (SLICER_TOKEN_FILE); default http://127.0.0.1:8080. A URL that is a path (/…, ./…, ~/…, unix://…,
@@ -51,7 +61,7 @@ export async function vmCommand(ctx: CliContext, argv: string[]): Promise<number
     return EXIT.OK;
   }
   switch (cmd) {
-    case "launch": return vmLaunch(ctx, rest);
+    case "launch": case "create": return vmLaunch(ctx, rest);
     case "list": case "ls": return vmList(ctx, rest);
     case "get": case "describe": return vmGet(ctx, rest);
     case "exec": return vmExec(ctx, rest);
@@ -63,6 +73,12 @@ export async function vmCommand(ctx: CliContext, argv: string[]): Promise<number
     case "resume": return simpleVerb(ctx, rest, "resume");
     case "relaunch": return vmRelaunch(ctx, rest);
     case "delete": case "rm": return vmDelete(ctx, rest);
+    case "suspend": return vmSuspend(ctx, rest);
+    case "restore": return vmRestore(ctx, rest);
+    case "commit": return vmCommit(ctx, rest);
+    case "commits": return vmCommits(ctx, rest);
+    case "fork": return vmFork(ctx, rest);
+    case "commit-delete": return vmCommitDelete(ctx, rest);
     default: throw new UsageError(`unknown vm command ${JSON.stringify(cmd)}; see paddock vm --help`);
   }
 }

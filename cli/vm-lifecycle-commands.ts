@@ -39,7 +39,7 @@ export function renderNodeTable(nodes: readonly VmNode[], nowMs: number): string
   return renderTable(["HOSTNAME", "GROUP", "IP", "STATUS", "CPUS", "RAM", "PERSISTENT", "AGE", "TAGS"], nodeRows(nodes, nowMs));
 }
 
-/** `paddock vm launch [GROUP] …`: `POST /hostgroup/{g}/nodes`, optionally waiting for the agent or userdata. @returns the exit code */
+/** `paddock vm launch [GROUP] …` (alias `create`): `POST /hostgroup/{g}/nodes` (with `--ttl`, a deadline), optionally waiting for the agent or userdata. @returns the exit code */
 export async function vmLaunch(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags(argv, {
     ...TARGET_FLAGS,
@@ -51,6 +51,7 @@ export async function vmLaunch(ctx: CliContext, argv: string[]): Promise<number>
     "userdata-file": { type: "string" },
     userdata: { type: "string" },
     secret: { type: "string", multiple: true },
+    ttl: { type: "string" },
     wait: { type: "string" },
     timeout: { type: "string" },
   });
@@ -58,6 +59,8 @@ export async function vmLaunch(ctx: CliContext, argv: string[]): Promise<number>
   if (values.wait !== undefined && values.wait !== "agent" && values.wait !== "userdata") throw new UsageError(`--wait takes agent or userdata, got ${JSON.stringify(values.wait)}`);
   if (values.timeout !== undefined && values.wait === undefined) throw new UsageError("--timeout only applies with --wait");
   parseDurationFlag(values.timeout, "--timeout");
+  // The daemon checks the ttl against the group's max_ttl; a bad duration fails here first.
+  parseDurationFlag(values.ttl, "--ttl");
   if (values.userdata !== undefined && values["userdata-file"] !== undefined) throw new UsageError("use either --userdata or --userdata-file");
   const body: Record<string, unknown> = {};
   const cpus = parseIntFlag(values.cpus, "--cpus", { min: 1 });
@@ -67,6 +70,7 @@ export async function vmLaunch(ctx: CliContext, argv: string[]): Promise<number>
   if (values.persistent !== undefined) body.persistent = values.persistent;
   if (values.tag?.length) body.tags = values.tag;
   if (values.secret?.length) body.secrets = values.secret;
+  if (values.ttl !== undefined) body.ttl = values.ttl;
   if (values["userdata-file"] !== undefined) body.userdata = await fs.readFile(values["userdata-file"], "utf8");
   else if (values.userdata !== undefined) body.userdata = values.userdata;
 

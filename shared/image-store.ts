@@ -15,6 +15,7 @@ import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { PaddockError, errnoCode } from "./errors.js";
+import { readdirOrEmpty } from "./read-dir.js";
 import { run } from "./exec.js";
 import { DEFAULT_STATE_DIR } from "./tenant-config-defaults.js";
 
@@ -122,13 +123,7 @@ async function readInfo(infoPath: string): Promise<ImageInfo | undefined> {
  * A missing store directory is an empty store.
  */
 export async function listImages(imageDir: string): Promise<StoredImage[]> {
-  let entries: string[];
-  try {
-    entries = await fs.readdir(imageDir);
-  } catch (err) {
-    if (errnoCode(err) === "ENOENT") return [];
-    throw err;
-  }
+  const entries = await readdirOrEmpty(imageDir);
   const out: StoredImage[] = [];
   for (const entry of entries.sort()) {
     if (!IMAGE_NAME_PATTERN.test(entry)) continue;

@@ -25,6 +25,7 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { lockWithRetry } from "./state-store.js";
 import { PaddockError, errnoCode } from "./errors.js";
+import { readdirOrEmpty } from "./read-dir.js";
 
 /** A host id range: host uid (= gid) of guest id 0, and the number of ids (guest ids 0…size−1). */
 export interface UidRange {
@@ -219,13 +220,7 @@ function parseClaim(text: string, file: string): Omit<ParsedUidClaim, "stale"> |
  */
 export async function listUidClaims(claimsDir?: string): Promise<UidClaim[]> {
   const dir = uidClaimsDir(claimsDir);
-  let names: string[];
-  try {
-    names = await fs.readdir(dir);
-  } catch (err) {
-    if (errnoCode(err) === "ENOENT") return [];
-    throw err;
-  }
+  const names = await readdirOrEmpty(dir);
   const out: UidClaim[] = [];
   for (const name of names) {
     if (!CLAIM_FILE.test(name)) continue;

@@ -5,7 +5,8 @@
  */
 import { promises as fs } from "node:fs";
 import path from "node:path";
-import { PaddockError, errnoCode } from "../shared/errors.js";
+import { PaddockError } from "../shared/errors.js";
+import { readdirOrEmpty } from "../shared/read-dir.js";
 import { run } from "../shared/exec.js";
 import { TENANT_ID_PATTERN } from "../shared/tenant-config.js";
 import { releaseUidRange } from "../shared/uid-ranges.js";
@@ -151,14 +152,7 @@ async function removeLeftovers(ctx: TenantContext, daemons: TenantDaemons): Prom
   const { registry, paths, log } = ctx;
   const known = new Set(Object.keys(registry.snapshot().tenants));
   for (const base of paths.tenantsRoots()) {
-    let names: string[];
-    try {
-      names = await fs.readdir(base);
-    } catch (err) {
-      if (errnoCode(err) === "ENOENT") continue;
-      throw err;
-    }
-    for (const name of names) {
+    for (const name of await readdirOrEmpty(base)) {
       // Only directories named like our tenants are ours to remove.
       if (known.has(name) || !TENANT_ID_PATTERN.test(name)) continue;
       log.warn("removing leftovers of a tenant the registry does not know", { tenant: name, dir: path.join(base, name) });

@@ -44,6 +44,7 @@ export function readVmEvent(data: string): VmEvent | undefined {
   const e: VmEvent = { id: o.id as number, type: o.type as VmEventType, hostname: o.hostname, hostgroup: o.hostgroup, reason: o.reason as VmEvent["reason"], time: o.time };
   if (str(o.deadline, 64)) e.deadline = o.deadline;
   if (o.action === "delete" || o.action === "shutdown") e.action = o.action;
+  if (Number.isSafeInteger(o.oom_kills) && (o.oom_kills as number) >= 1) e.oom_kills = o.oom_kills as number;
   return e;
 }
 

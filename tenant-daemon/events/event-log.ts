@@ -1,6 +1,7 @@
 /**
  * The tenant daemon's lifecycle event log: every VM transition (created, ready, paused, resumed,
- * suspended, restored, stopped, relaunched, expired, exited, deleted) with its reason, numbered,
+ * suspended, restored, stopped, relaunched, expired, exited, deleted), and OOM kills inside a VM
+ * that keeps running (oom), with its reason, numbered,
  * kept in a bounded ring for `Last-Event-ID` resumes and fanned out to live subscribers (the
  * `GET /events` stream, tenant-daemon/api/events-routes.ts). In memory only: a daemon restart
  * starts a new log whose ids are all above the previous run's. The ring itself is

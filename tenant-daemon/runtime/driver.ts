@@ -116,8 +116,12 @@ export interface RuntimeDriver {
   run(spec: VmRuntimeSpec): Promise<RuntimeState>;
   /** Start a created sandbox. @throws PaddockError ERR_RUNTIME_FAILED */
   start(id: string): Promise<void>;
-  /** SIGTERM, wait up to `timeoutMs`, then SIGKILL; resolves when the sandbox has stopped. */
-  stop(id: string, timeoutMs: number): Promise<void>;
+  /**
+   * SIGTERM, wait up to `timeoutMs`, then SIGKILL; resolves when the sandbox has stopped.
+   * @returns `forced`: true when the sandbox did not stop in time and was SIGKILLed (also for a
+   *   sandbox only created, never started), false when it stopped on SIGTERM or was not running.
+   */
+  stop(id: string, timeoutMs: number): Promise<{ forced: boolean }>;
   /** Send a signal (e.g. `SIGKILL`) to the sandbox's init. */
   kill(id: string, signal: string): Promise<void>;
   /** Freeze every process of the sandbox. */

@@ -12,7 +12,8 @@
  */
 import { promises as fs, existsSync } from "node:fs";
 import path from "node:path";
-import { PaddockError, errnoCode } from "../../shared/errors.js";
+import { PaddockError } from "../../shared/errors.js";
+import { readdirOrEmpty } from "../../shared/read-dir.js";
 import { run } from "../../shared/exec.js";
 import { silentLogger, type Logger } from "../../shared/logger.js";
 import { pidAlive } from "../../shared/proc.js";
@@ -136,8 +137,8 @@ export class OciDriver implements RuntimeDriver {
   }
 
   /** See {@link stopSandbox}. @throws PaddockError ERR_RUNTIME_FAILED if it is still not stopped after SIGKILL. */
-  async stop(id: string, timeoutMs: number): Promise<void> {
-    await stopSandbox(this.cli, this.logger, id, timeoutMs);
+  async stop(id: string, timeoutMs: number): Promise<{ forced: boolean }> {
+    return stopSandbox(this.cli, this.logger, id, timeoutMs);
   }
 
   /** Freeze every process of the sandbox (`runc pause`). @throws PaddockError ERR_RUNTIME_FAILED */
@@ -168,9 +169,8 @@ export class OciDriver implements RuntimeDriver {
   async list(prefix: string): Promise<string[]> {
     let entries: string[];
     try {
-      entries = await fs.readdir(this.stateRoot);
-    } catch (err) {
-      if (errnoCode(err) === "ENOENT") return [];
+      entries = await readdirOrEmpty(this.stateRoot);
+    } catch {
       return this.cli.list(prefix);
     }
     return entries.filter((id) => id.startsWith(prefix)).sort();

@@ -32,19 +32,20 @@ export async function killSandbox(cli: OciRuntimeCli, id: string, signal: string
  * to the agent's process group, and when init exits the kernel SIGKILLs every other process
  * of the pid namespace, so nothing survives. A paused sandbox is thawed first (a frozen
  * process never handles SIGTERM). A sandbox only created (never started) gets SIGKILL at once.
+ * @returns `forced`: whether it took a SIGKILL (see RuntimeDriver.stop in driver.ts).
  * @throws PaddockError ERR_RUNTIME_FAILED if it is still not stopped 15 s after SIGKILL.
  */
-export async function stopSandbox(cli: OciRuntimeCli, logger: Logger, id: string, timeoutMs: number): Promise<void> {
+export async function stopSandbox(cli: OciRuntimeCli, logger: Logger, id: string, timeoutMs: number): Promise<{ forced: boolean }> {
   const st = await cli.state(id);
-  if (st.status === "absent" || st.status === "stopped") return;
+  if (st.status === "absent" || st.status === "stopped") return { forced: false };
   if (st.status === "paused") await cli.verb("resume", id);
   if (st.status !== "created") {
     await cli.exec(["kill", id, "TERM"], { allowFailure: true });
-    if (await waitStopped(cli, id, timeoutMs)) return;
+    if (await waitStopped(cli, id, timeoutMs)) return { forced: false };
     logger.warn("sandbox ignored SIGTERM; sending SIGKILL", { id, timeoutMs });
   }
   await cli.exec(["kill", id, "KILL"], { allowFailure: true });
-  if (await waitStopped(cli, id, KILL_WAIT_MS)) return;
+  if (await waitStopped(cli, id, KILL_WAIT_MS)) return { forced: true };
   throw new PaddockError("ERR_RUNTIME_FAILED", `${cli.name} container ${id} did not stop ${KILL_WAIT_MS} ms after SIGKILL`);
 }
 

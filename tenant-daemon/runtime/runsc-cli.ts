@@ -9,8 +9,7 @@
  *   "ambiguous". Paddock's ids (`pdk-<tenant>-<hostname>`, hostnames of `[a-z0-9-]`) get the
  *   terminator `_` ({@link runscId}), so no id is a prefix of another.
  */
-import { promises as fs } from "node:fs";
-import { errnoCode } from "../../shared/errors.js";
+import { readdirOrEmpty } from "../../shared/read-dir.js";
 import type { RunResult } from "../../shared/exec.js";
 import { OciRuntimeCli } from "./oci-runtime-cli.js";
 import type { RunscPlatform } from "./runsc-host.js";
@@ -91,12 +90,5 @@ export class RunscCli extends OciRuntimeCli {
  * @throws the readdir error other than ENOENT.
  */
 export async function listRunscIds(root: string): Promise<string[]> {
-  let entries: string[];
-  try {
-    entries = await fs.readdir(root);
-  } catch (err) {
-    if (errnoCode(err) === "ENOENT") return [];
-    throw err;
-  }
-  return entries.flatMap((e) => STATE_FILE.exec(e)?.[1] ?? []).sort();
+  return (await readdirOrEmpty(root)).flatMap((e) => STATE_FILE.exec(e)?.[1] ?? []).sort();
 }

@@ -152,9 +152,9 @@ export class RunscDriver implements RuntimeDriver {
     await killSandbox(this.cli, runscId(id), signal);
   }
 
-  /** SIGTERM, wait up to `timeoutMs`, then SIGKILL. @throws PaddockError ERR_RUNTIME_FAILED if still not stopped. */
-  async stop(id: string, timeoutMs: number): Promise<void> {
-    await stopSandbox(this.cli, this.logger, runscId(id), timeoutMs);
+  /** SIGTERM, wait up to `timeoutMs`, then SIGKILL; `forced` when it took the SIGKILL. @throws PaddockError ERR_RUNTIME_FAILED if still not stopped. */
+  async stop(id: string, timeoutMs: number): Promise<{ forced: boolean }> {
+    return stopSandbox(this.cli, this.logger, runscId(id), timeoutMs);
   }
 
   /**

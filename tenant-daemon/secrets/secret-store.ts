@@ -9,6 +9,7 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
+import { readdirOrEmpty } from "../../shared/read-dir.js";
 import { writeFileAtomic } from "../../shared/state-store.js";
 import { rfc3339 } from "../../shared/time.js";
 
@@ -175,13 +176,7 @@ export class SecretStore {
 
   /** All secrets' metadata, sorted by name. */
   async list(): Promise<SecretInfo[]> {
-    let names: string[];
-    try {
-      names = await fs.readdir(this.dir);
-    } catch (err) {
-      if (errnoCode(err) === "ENOENT") return [];
-      throw err;
-    }
+    const names = await readdirOrEmpty(this.dir);
     const out: SecretInfo[] = [];
     for (const f of names.filter((n) => n.endsWith(".json") && !n.startsWith(".")).sort()) {
       const m = await this.readMeta(f.slice(0, -".json".length));

@@ -23,6 +23,7 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
+import { readdirOrEmpty } from "../../shared/read-dir.js";
 
 /** The file system facts a check reads (injectable for unit tests). */
 export interface DiskLedgerFs {
@@ -49,14 +50,7 @@ export const hostDiskLedgerFs: DiskLedgerFs = {
       throw err;
     }
   },
-  async list(dir) {
-    try {
-      return await fs.readdir(dir);
-    } catch (err) {
-      if (errnoCode(err) === "ENOENT") return [];
-      throw err;
-    }
-  },
+  list: readdirOrEmpty,
 };
 
 /** The numbers behind a decision of {@link DiskLedger.reserve}, bytes. */

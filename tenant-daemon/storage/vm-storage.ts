@@ -10,6 +10,7 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { silentLogger, type Logger } from "../../shared/logger.js";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
+import { readdirOrEmpty } from "../../shared/read-dir.js";
 import { run } from "../../shared/exec.js";
 import {
   bundleMountPaths,
@@ -237,13 +238,7 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
       // 3. Spare disks (left by a crash; the pool refills on demand), then disk files of no VM.
       await pool.drain();
       pool.reopen();
-      let entries: string[] = [];
-      try {
-        entries = await fs.readdir(disksDir);
-      } catch (err) {
-        if (errnoCode(err) !== "ENOENT") throw err;
-      }
-      for (const entry of entries) {
+      for (const entry of await readdirOrEmpty(disksDir)) {
         const h = entry.replace(/\.img(\.tmp)?$/, "");
         if (h === entry || keep.has(h)) continue;
         log.warn("removing orphan disk", { disk: entry });

@@ -35,6 +35,11 @@ export interface VmLauncherDeps {
   log: Logger;
   /** pids.max of each VM; undefined ⇒ `paddock.pids_limit`. */
   vmPidsLimit: number | undefined;
+  /**
+   * Told when a teardown's graceful stop had to SIGKILL the sandbox (it ignored SIGTERM for
+   * `paddock.stop_timeout_seconds`): Paddock, not the guest, ended it (event reason `reaped`).
+   */
+  onReaped?: (vm: LiveVm) => void;
 }
 
 /** Boots and tears down the sandboxes of the VMs in the table. */
@@ -112,7 +117,7 @@ export class VmLauncher {
       ...(dial ? { agentDialDir: paths.agentDialDir(r.hostname) } : {}),
       netnsPath: attachment.netnsPath,
       userns: { path: attachment.netnsPath === undefined ? undefined : this.deps.namespaces.usernsPath(r.hostname), uidStart: range.uidStart, size: range.size },
-      consoleLogPath: paths.consoleLogPath(r.hostname), consoleLogBytes: p.consoleLogBytes, cgroupPath: `/paddock/${p.tenantId}/${r.hostname}`,
+      consoleLogPath: paths.consoleLogPath(r.hostname), consoleLogBytes: p.consoleLogBytes, cgroupPath: paths.cgroupPath(r.hostname),
       seccomp: p.seccomp[r.hostGroup] ?? "default",
     });
     spans.mark("runtime-run");
@@ -127,7 +132,8 @@ export class VmLauncher {
   /**
    * Stop the sandbox and release its runtime, links and mounts; optionally its disk and console
    * log. Idempotent. Without `graceful: false` (and with `graceful_shutdown` configured) the
-   * guest gets `paddock.stop_timeout_seconds` to stop before it is killed.
+   * guest gets `paddock.stop_timeout_seconds` to stop before it is killed (then
+   * {@link VmLauncherDeps.onReaped} is told).
    * @throws PaddockError ERR_RUNTIME_FAILED after every step ran, naming the first that failed.
    */
   async teardown(vm: LiveVm, opts: { removeDisk: boolean; graceful?: boolean }): Promise<void> {
@@ -151,7 +157,13 @@ export class VmLauncher {
       await step("stop", async () => {
         const st = await runtime.state(id);
         if (st.status === "paused") await runtime.resume(id);
-        if (st.status === "running" || st.status === "paused") await runtime.stop(id, timeoutMs);
+        if (st.status === "running" || st.status === "paused") {
+          const { forced } = await runtime.stop(id, timeoutMs);
+          if (forced) {
+            this.log.warn("vm reaped: it ignored SIGTERM and was killed", { hostname: h, reason: "reaped", stopTimeoutMs: timeoutMs });
+            this.deps.onReaped?.(vm);
+          }
+        }
       });
       spans.mark("stop");
     }

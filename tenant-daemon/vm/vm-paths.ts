@@ -9,6 +9,7 @@ import type { PaddockSettings } from "../../shared/tenant-config.js";
 import { AgentDialPools } from "../agent-client/agent-dial-pool.js";
 import type { AgentEndpoint } from "../agent-client/agent-endpoint.js";
 import { AGENT_DIAL_SOCKET_NAME } from "../runtime/driver.js";
+import { tenantCgroupPath } from "../runtime/tenant-cgroup.js";
 import type { VmRecord } from "./vm-types.js";
 
 /** The per-VM paths and ids of one tenant, from its `paddock:` settings (tenant id, run and state dirs). */
@@ -77,6 +78,14 @@ export class VmPaths {
   /** The VM's console log (init, agent and userdata output). */
   consoleLogPath(hostname: string): string {
     return path.join(this.paddock.stateDir, "logs", `${hostname}.log`);
+  }
+  /**
+   * The VM's cgroup path, relative to each hierarchy root: `/paddock/<tenant>/<hostname>`, below
+   * the tenant's budget cgroup (tenant-daemon/runtime/tenant-cgroup.ts); the runtime makes it at
+   * boot and removes it at teardown.
+   */
+  cgroupPath(hostname: string): string {
+    return `${tenantCgroupPath(this.paddock.tenantId)}/${hostname}`;
   }
   /** The VM's OCI bundle dir (config.json), made at boot. */
   bundleDir(hostname: string): string {

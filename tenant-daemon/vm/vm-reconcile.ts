@@ -1,8 +1,9 @@
 /**
  * Keeping the VM table true to what is on the host: start-up reconciliation with what the last
  * run left (the daemon may have been SIGKILLed at any point), the sweep of orphans, the purge of
- * a deleted tenant, and the guest-exit reaper. Holds the reaper's timer; everything else it
- * reads and changes is the VM table's.
+ * a deleted tenant, and the guest-exit reaper, which also tells why a VM exited and reports OOM
+ * kills inside VMs that keep running (vm-exit-reason.ts). Holds the reaper's timer and the OOM
+ * counts already reported; everything else it reads and changes is the VM table's.
  */
 import { existsSync, promises as fs } from "node:fs";
 import path from "node:path";
@@ -18,6 +19,7 @@ import { removeUnmountedTree } from "../storage/vm-disk.js";
 import type { VmLauncher } from "./vm-boot.js";
 import type { VmPaths } from "./vm-paths.js";
 import type { VmStorage } from "./vm-ports.js";
+import { VmOomWatch, type OomCounterReader } from "./vm-exit-reason.js";
 import { checkpointDir, checkpointsRoot } from "./vm-suspend.js";
 import type { LiveVm, VmTable } from "./vm-table.js";
 import type { DaemonState, VmRecord } from "./vm-types.js";
@@ -36,19 +38,31 @@ export interface VmReconcilerDeps {
   log: Logger;
   /** Called when the reaper removed a VM (the limits may have room for the warm pool again). */
   kickRefill: () => void;
-  /** Told of each transition this module drives (guest exits, VMs removed at start), for the event log. */
-  onVmEvent?: (record: VmRecord, type: "exited" | "stopped" | "deleted", reason: "guest_exit" | "daemon_restart") => void;
+  /**
+   * Told of each transition this module drives (guest exits and why, OOM kills in running VMs,
+   * VMs removed at start), for the event log; `extra.oom_kills` with reason `oom`.
+   */
+  onVmEvent?: (record: VmRecord, type: ReconcileEventType, reason: ReconcileEventReason, extra?: { oom_kills?: number }) => void;
+  /** Reader of a VM cgroup's OOM-kill counter (default: the host's, vm-exit-reason.ts). */
+  readOomKills?: OomCounterReader;
 }
+
+/** The event types this module emits. */
+export type ReconcileEventType = "exited" | "stopped" | "deleted" | "oom";
+/** The reasons this module gives. */
+export type ReconcileEventReason = "guest_exit" | "oom" | "reaped" | "daemon_restart";
 
 /** Start-up reconciliation, purge, sweep and the guest-exit reaper of one tenant's VMs. */
 export class VmReconciler {
   private readonly deps: VmReconcilerDeps;
   private readonly log: Logger;
   private reaper: NodeJS.Timeout | undefined;
+  private readonly oom: VmOomWatch;
 
   constructor(deps: VmReconcilerDeps) {
     this.deps = deps;
     this.log = deps.log;
+    this.oom = new VmOomWatch({ cgroupPath: (h) => deps.paths.cgroupPath(h), read: deps.readOomKills });
   }
 
   /**
@@ -82,6 +96,8 @@ export class VmReconciler {
       if (st.status === "running" || st.status === "paused") {
         vm.phase = st.status;
         vm.pid = st.pid;
+        // Its OOM kills so far were the previous run's to report.
+        await this.oom.adopt(vm);
         // Reverse channel: the listener died with the previous daemon; bind it again where the
         // VM's read-only bind shows it, and the agent's retries find it.
         if (this.deps.runtime.agentChannel === "dial") {
@@ -98,6 +114,13 @@ export class VmReconciler {
         vm.phase = "suspended";
         this.log.info("kept suspended VM", { hostname: record.hostname, imageBytes: record.suspended.imageBytes });
         continue;
+      }
+      // It ended while no daemon ran (its cgroup, read before the teardown, says whether by an OOM
+      // kill), or a killed daemon left it created and never started: Paddock removes it.
+      if (st.status === "stopped" || st.status === "created") {
+        const exit = st.status === "created" ? { cause: "reaped" as const, oomKills: 0 } : await this.oom.exitCause(vm);
+        this.log.info("VM found exited at start", { hostname: record.hostname, reason: exit.cause, oom_kills: exit.oomKills });
+        this.deps.onVmEvent?.(record, "exited", exit.cause, exit.cause === "oom" ? { oom_kills: exit.oomKills } : {});
       }
       await launcher.teardown(vm, { removeDisk: false, graceful: false }).catch((err: unknown) => this.log.error("cleanup failed", { hostname: record.hostname, err }));
       vm.phase = "stopped";
@@ -162,12 +185,39 @@ export class VmReconciler {
   }
 
   /**
+   * OOM kills in running VMs: each pass reads the memory cgroup counter of every running VM
+   * (one small kernel file per VM, no lock taken) and emits `oom` with the kills not reported
+   * yet. A VM whose init died meanwhile is left to the exit path, which reports the kills as its
+   * exit reason. Never rejects (a failed read is logged).
+   */
+  private async reportOomKills(): Promise<void> {
+    const vms = this.deps.table.all();
+    const live = new Set(vms.map((vm) => vm.record.hostname));
+    for (const h of this.oom.hostnames()) if (!live.has(h)) this.oom.forget(h);
+    await Promise.all(vms.map(async (vm) => {
+      const pid = vm.pid;
+      if (vm.phase !== "running" || pid === undefined || !pidAlive(pid)) return;
+      try {
+        const kills = await this.oom.takeNewKills(vm, () => vm.pid === pid && vm.phase === "running" && pidAlive(pid));
+        if (kills === 0) return;
+        this.log.warn("OOM kill in VM", { hostname: vm.record.hostname, oom_kills: kills });
+        this.deps.onVmEvent?.(vm.record, "oom", "oom", { oom_kills: kills });
+      } catch (err) {
+        this.log.error("reading the OOM counter failed", { hostname: vm.record.hostname, err });
+      }
+    }));
+  }
+
+  /**
    * Guest-exit reaper: a running VM (or warm VM) whose sandbox has stopped is removed
-   * (ephemeral) or marked Stopped (persistent; config VMs come back at the next daemon start).
+   * (ephemeral) or marked Stopped (persistent; config VMs come back at the next daemon start),
+   * with the reason its cgroup tells (`oom` or `guest_exit`, vm-exit-reason.ts), read before the
+   * teardown removes the cgroup. Reports OOM kills in VMs that keep running first.
    * Never rejects (failures are logged per VM).
    */
   private async reap(): Promise<void> {
     const { table, launcher } = this.deps;
+    await this.reportOomKills();
     for (const vm of table.all()) {
       if (vm.phase !== "running" || vm.pid === undefined || pidAlive(vm.pid)) continue;
       const h = vm.record.hostname;
@@ -179,8 +229,9 @@ export class VmReconciler {
           return;
         }
         const pooled = vm.record.pooled === true;
-        this.log.info("guest exited", { hostname: h, persistent: vm.record.persistent, warm: pooled });
-        this.deps.onVmEvent?.(vm.record, "exited", "guest_exit");
+        const { cause, oomKills } = await this.oom.exitCause(vm);
+        this.log.info("guest exited", { hostname: h, persistent: vm.record.persistent, warm: pooled, reason: cause, oom_kills: oomKills });
+        this.deps.onVmEvent?.(vm.record, "exited", cause, cause === "oom" ? { oom_kills: oomKills } : {});
         if (!vm.record.persistent) {
           vm.phase = "deleting";
           try {
@@ -190,7 +241,7 @@ export class VmReconciler {
             this.deps.network.release(h);
             await table.persist();
           }
-          this.deps.onVmEvent?.(vm.record, "deleted", "guest_exit");
+          this.deps.onVmEvent?.(vm.record, "deleted", cause);
           this.deps.kickRefill();
           return;
         }
@@ -198,7 +249,7 @@ export class VmReconciler {
         await launcher.teardown(vm, { removeDisk: false, graceful: false }).catch(() => undefined);
         vm.phase = "stopped";
         await table.persist();
-        this.deps.onVmEvent?.(vm.record, "stopped", "guest_exit");
+        this.deps.onVmEvent?.(vm.record, "stopped", cause);
       }).catch((err: unknown) => this.log.error("reaper failed", { hostname: h, err }));
     }
   }

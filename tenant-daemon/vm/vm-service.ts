@@ -126,14 +126,17 @@ export class VmService {
     const table = (this.table = new VmTable({ config, store, committedBytes: () => deps.cold?.store.totalBytes() ?? 0 }));
     const agentWait = (this.agentWait = new VmAgentWait({ table, agent, paths, log }));
     const secretsSync = (this.secretsSync = new VmSecretsSync({ table, agent, paths, agentWait, log }));
-    const launcher = (this.launcher = new VmLauncher({ config, table, runtime, storage, network, agent, namespaces, paths, secretsSync, log, vmPidsLimit: deps.vmPidsLimit }));
+    const launcher = (this.launcher = new VmLauncher({
+      config, table, runtime, storage, network, agent, namespaces, paths, secretsSync, log, vmPidsLimit: deps.vmPidsLimit,
+      onReaped: (vm) => this.lifecycleEvent(vm.record, "exited", "reaped"),
+    }));
     const pool = (this.pool = new WarmPool({ config, table, launcher, agentWait, secretsSync, network, runtime, paths, log }));
     this.creator = new VmCreator({ table, network, launcher, log, onEvent: deps.onEvent });
     this.power = new VmPower({ table, launcher, runtime, paths });
     this.suspender = new VmSuspender({ config, table, runtime, storage, network, namespaces, paths, log });
     this.reconciler = new VmReconciler({
       config, store, table, launcher, runtime, storage, network, namespaces, paths, log, kickRefill: () => pool.kick(),
-      onVmEvent: (record, type, reason) => this.lifecycleEvent(record, type, reason),
+      onVmEvent: (record, type, reason, extra) => this.lifecycleEvent(record, type, reason, extra),
     });
     this.expiry = new VmExpiry({ table, log, expire: (vm, deadlineMs) => this.expire(vm, deadlineMs) });
     this.idle = new VmIdle({
@@ -172,7 +175,7 @@ export class VmService {
    * (suspend/restore). Warm-pool VMs are invisible to the API and emit nothing.
    * @throws PaddockError ERR_VM_NOT_FOUND for an unknown hostname.
    */
-  lifecycleEvent(vm: VmRecord | string, type: VmEventType, reason: VmEventReason, extra: Pick<VmEventInput, "deadline" | "action"> = {}): void {
+  lifecycleEvent(vm: VmRecord | string, type: VmEventType, reason: VmEventReason, extra: Pick<VmEventInput, "deadline" | "action" | "oom_kills"> = {}): void {
     const record = typeof vm === "string" ? this.table.live(vm).record : vm;
     if (record.pooled) return;
     this.deps.events.emit({ type, hostname: record.hostname, hostgroup: record.hostGroup, reason, ...extra });

@@ -6,7 +6,9 @@
  *
  * Covers: vm launch (group omitted ⇒ the only group, --wait agent, tags), list (table, --json,
  * --tag, --tag-prefix), get, exec (streams, exit codes, --stdin/--env/--cwd/--uid), cp (files
- * in/out, into a directory, directories, stdout), pause ⇒ exit 4, 404 ⇒ exit 3, logs, delete.
+ * in/out, into a directory, directories, stdout), pause ⇒ exit 4, 404 ⇒ exit 3, logs, delete;
+ * launch --ttl, events (NDJSON, replay with --since-id, following live), commit, commits, fork,
+ * commit-delete (exit 4 while in use), suspend on runc (exit 1, names gVisor).
  */
 import { expect } from "chai";
 import { spawn } from "node:child_process";
@@ -202,12 +204,99 @@ describe("paddock CLI against a real tenant daemon (root, runc)", function () {
     expect(JSON.parse(r.stdout.toString())).to.include({ hostname: host });
   });
 
-  it("deletes the VM (host group looked up), after which it is gone (exit 3)", async () => {
+  it("events: --since-id replays what the daemon holds as NDJSON (reset first), then follows live until interrupted", async () => {
+    const child = spawn(process.execPath, [CLI, "events", "--since-id", "1"], { env, stdio: ["ignore", "pipe", "pipe"] });
+    const lines: Record<string, unknown>[] = [];
+    let buf = "";
+    let stderr = "";
+    let wake: (() => void) | undefined;
+    child.stdout.setEncoding("utf8").on("data", (c: string) => {
+      buf += c;
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) !== -1) {
+        lines.push(JSON.parse(buf.slice(0, nl)) as Record<string, unknown>);
+        buf = buf.slice(nl + 1);
+      }
+      wake?.();
+    });
+    child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+    const closed = new Promise((resolve) => child.once("close", resolve));
+    const waitLine = async (pred: (l: Record<string, unknown>) => boolean): Promise<void> => {
+      const deadline = Date.now() + 30_000;
+      while (!lines.some(pred)) {
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`no such line; got ${JSON.stringify(lines)} ${stderr}`);
+        await new Promise<void>((r) => {
+          wake = r;
+          setTimeout(r, 500);
+        });
+      }
+    };
+    try {
+      await waitLine((l) => l.type === "created" && l.hostname === host);
+      expect(lines[0]?.type, "an id from before this daemon run: reset first").to.equal("reset");
+      expect(lines.find((l) => l.type === "created" && l.hostname === host)).to.include({ reason: "api", hostgroup: "sbox" });
+      // Live: a pause made now arrives on the same stream.
+      expect((await cli(["vm", "pause", host], { env })).code).to.equal(0);
+      await cli(["vm", "resume", host], { env });
+      await waitLine((l) => l.type === "resumed" && l.hostname === host);
+      expect(lines.filter((l) => l.hostname === host).map((l) => l.type).slice(-2)).to.deep.equal(["paused", "resumed"]);
+      expect(child.exitCode, "still following").to.equal(null);
+    } finally {
+      child.kill("SIGINT");
+      await closed;
+    }
+  });
+
+  it("launch --ttl gives the VM a deadline (expires_at= tag); a bad --ttl is a usage error (exit 2)", async () => {
+    const l = await cli(["vm", "create", "sbox", "--ttl", "1h", "--json"], { env });
+    expect(l.code, l.stderr).to.equal(0);
+    const h = (JSON.parse(l.stdout.toString()) as { hostname: string }).hostname;
+    const tags = (JSON.parse((await cli(["vm", "get", h, "--json"], { env })).stdout.toString()) as { tags: string[] }).tags;
+    const deadline = Date.parse((tags.find((t) => t.startsWith("expires_at=")) ?? "").slice("expires_at=".length));
+    expect(deadline - Date.now()).to.be.within(50 * 60_000, 61 * 60_000);
+    expect((await cli(["vm", "delete", h], { env })).code).to.equal(0);
+    expect((await cli(["vm", "launch", "sbox", "--ttl", "soon"], { env })).code).to.equal(2);
+  });
+
+  it("suspend on a runc tenant exits 1 with the server's 501 naming gVisor", async () => {
+    const r = await cli(["vm", "suspend", host], { env });
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.match(/gvisor/i).and.to.contain("ERR_VM_UNSUPPORTED");
+  });
+
+  let commitId = "";
+  it("commits the VM, lists the commit, forks it, and refuses to delete it while in use (exit 4)", async () => {
+    const c = await cli(["vm", "commit", host, "--tag", "cli=1", "--label", "team=a", "--json"], { env });
+    expect(c.code, c.stderr).to.equal(0);
+    const commit = JSON.parse(c.stdout.toString()) as { commit_id: string; tags: string[]; labels: Record<string, string> };
+    expect(commit.commit_id).to.match(/^cmt-[0-9a-f]{16}$/);
+    expect(commit).to.deep.include({ tags: ["cli=1"], labels: { team: "a" } });
+    commitId = commit.commit_id;
+    const list = JSON.parse((await cli(["vm", "commits", "--tag", "cli=1", "--json"], { env })).stdout.toString()) as { commit_id: string; source_hostname: string }[];
+    expect(list.map((x) => [x.commit_id, x.source_hostname])).to.deep.equal([[commitId, host]]);
+    const table = (await cli(["vm", "commits"], { env })).stdout.toString();
+    expect(table).to.match(/^COMMIT\s+SOURCE/).and.to.contain(commitId);
+    const f = await cli(["vm", "fork", commitId, "--persistent=false", "--tag", "forked=yes", "--json"], { env });
+    expect(f.code, f.stderr).to.equal(0);
+    const fork = JSON.parse(f.stdout.toString()) as { hostname: string; commit_id: string; persistent: boolean };
+    expect(fork).to.include({ commit_id: commitId, persistent: false });
+    expect((JSON.parse((await cli(["vm", "get", fork.hostname, "--json"], { env })).stdout.toString()) as { tags: string[] }).tags).to.include("forked=yes");
+    const inUse = await cli(["vm", "commit-delete", commitId], { env });
+    expect(inUse.code, inUse.stderr).to.equal(4);
+    expect(inUse.stderr).to.contain("ERR_COMMIT_IN_USE");
+    expect((await cli(["vm", "delete", fork.hostname], { env })).code).to.equal(0);
+  });
+
+  it("deletes the VM (host group looked up), after which it is gone (exit 3); then its commit can be deleted", async () => {
     const r = await cli(["vm", "delete", host], { env });
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout.toString()).to.equal(`${host} deleted (disk removed: true)\n`);
     expect(JSON.parse((await cli(["vm", "list", "--json"], { env })).stdout.toString())).to.deep.equal([]);
     expect((await cli(["vm", "delete", host], { env })).code).to.equal(3);
+    const del = await cli(["vm", "commit-delete", commitId], { env });
+    expect(del.code, del.stderr).to.equal(0);
+    expect(del.stdout.toString()).to.equal(`${commitId} deleted\n`);
+    expect((await cli(["vm", "commit-delete", commitId], { env })).code, "gone: 404").to.equal(3);
   });
 
   it("shuts down a persistent VM (Stopped), relaunches it (Running, same disk) and deletes it", async () => {

@@ -160,9 +160,9 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     const spec = await prepareVm("term-1", { args: ["/.paddock/bin/tini", "-s", "-g", "--", "/bin/sh", "-c", "trap '' TERM; sleep 1000"] });
     await driver.create(spec);
     await driver.start(spec.id);
-    await driver.stop(spec.id, 300);
+    expect(await driver.stop(spec.id, 300), "it took a SIGKILL").to.deep.equal({ forced: true });
     expect((await driver.state(spec.id)).status).to.equal("stopped");
-    await driver.stop(spec.id, 300); // idempotent
+    expect(await driver.stop(spec.id, 300), "idempotent").to.deep.equal({ forced: false });
     await destroyVm("term-1");
   });
 
@@ -171,7 +171,7 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     await driver.create(spec);
     await driver.start(spec.id);
     await driver.pause(spec.id);
-    await driver.stop(spec.id, 5_000);
+    expect(await driver.stop(spec.id, 5_000), "it stopped on SIGTERM once thawed").to.deep.equal({ forced: false });
     expect((await driver.state(spec.id)).status).to.equal("stopped");
     await driver.destroy(spec.id);
     const spec2 = await prepareVm("paus-2");

@@ -4,9 +4,14 @@
  * (reason `expired`); an `expires_at=` tag PATCH moves a deadline earlier; a persistent VM of a
  * group with the default `expiry_action: shutdown` is stopped, not deleted; a deadline survives a
  * daemon restart; `Last-Event-ID` resumes with exactly the missed events; bad `ttl`, a ttl over
- * `max_ttl` and a bad `expires_at=` are refused with their codes.
+ * `max_ttl` and a bad `expires_at=` are refused with their codes. Why a VM exited
+ * (tenant-daemon/vm/vm-exit-reason.ts): a guest process OOM-killed by the VM's memory limit is an
+ * `oom` event while the VM runs on; an OOM kill that ends the init is `exited`/`deleted` with
+ * reason `oom`; the init ending on SIGTERM is `guest_exit`; a guest that ignores SIGTERM past
+ * `stop_timeout_seconds` at a DELETE is `exited` with reason `reaped`.
  */
 import { expect } from "chai";
+import { promises as fs } from "node:fs";
 import { run } from "../../shared/exec.js";
 import { TestDaemon, randomIsolatedRange } from "../helpers/daemon.js";
 import type { TestResponse } from "../helpers/http.js";
@@ -24,7 +29,9 @@ describe("VM expiry and lifecycle events (privileged, real daemon and runc)", fu
       name, count: 0, vcpu: 1, ram_mb: 256, storage: "image", storage_size: "128M", network: { mode: "isolated", range: randomIsolatedRange() }, ...extra,
     });
     d = await TestDaemon.create({
-      hostGroups: [group("sbox", { max_ttl: "1h" }), group("pdel", { expiry_action: "delete" })],
+      hostGroups: [group("sbox", { max_ttl: "1h" }), group("pdel", { expiry_action: "delete" }), group("oomg", { ram_mb: 128 })],
+      // A DELETE gives the guest stop_timeout_seconds (2) before SIGKILL: the `reaped` case.
+      config: { graceful_shutdown: true },
     });
     await d.start();
   });
@@ -155,5 +162,68 @@ describe("VM expiry and lifecycle events (privileged, real daemon and runc)", fu
     // Positive control: a valid move within max_ttl is taken.
     expect((await d.patch(`/vm/${h}/tags`, { add: [`expires_at=${new Date(Date.now() + 20 * 60_000).toISOString()}`] })).status).to.equal(200);
     expect((await d.del(`/hostgroup/sbox/nodes/${h}`)).status).to.equal(200);
+  });
+
+  describe("why a VM exited", () => {
+    /** Run `script` as root in the guest and wait for its answer. */
+    const sh = async (h: string, script: string): Promise<{ exit_code?: number; stdout?: string; stderr?: string }> => {
+      const r = await d.post(`/vm/${h}/exec?cmd=/bin/sh&args=-c&args=${encodeURIComponent(script)}&uid=0&gid=0&buffered=true`);
+      expect(r.status, r.text).to.equal(200);
+      return r.json as { exit_code?: number };
+    };
+    /** Start `script` in the guest and do not wait: it ends the VM (and so its own exec stream). */
+    const fire = (h: string, script: string): void => {
+      void d.post(`/vm/${h}/exec?cmd=/bin/sh&args=-c&args=${encodeURIComponent(script)}&uid=0&gid=0&buffered=true`).catch(() => undefined);
+    };
+    // dd's one 1 GiB buffer, filled from /dev/zero, passes the group's 128 MiB limit.
+    const HOG = "dd if=/dev/zero of=/dev/null bs=1G count=1 2>/dev/null";
+    const reasons = (s: SseClient, h: string): string[] => of(s, h).map((e) => `${e.event}:${String(e.json?.reason)}`);
+
+    it("a guest process OOM-killed is an `oom` event and the VM runs on; an OOM kill of its init is exited/deleted with reason oom", async () => {
+      const s = await open();
+      const h = await create("oomg", {});
+      const hog = await sh(h, HOG);
+      expect(hog.exit_code, "the hog was SIGKILLed").to.equal(137);
+      const oom = await s.waitFor((e) => e.event === "oom" && e.json?.hostname === h, 30_000);
+      expect(oom.json).to.include({ reason: "oom", hostgroup: "oomg" });
+      expect(oom.json?.oom_kills).to.be.a("number").and.at.least(1);
+      expect(((await d.get(`/vm/${h}`)).json as Node).status).to.equal("Running");
+      expect((await sh(h, "echo alive")).stdout).to.equal("alive\n");
+      // Now the OOM killer prefers the init (tini, oom_score_adj raised from inside): the VM ends.
+      fire(h, `echo 1000 > /proc/1/oom_score_adj && ${HOG}`);
+      const gone = await s.waitFor((e) => e.event === "deleted" && e.json?.hostname === h, 60_000);
+      expect(gone.json).to.include({ reason: "oom" });
+      const exited = of(s, h).find((e) => e.event === "exited");
+      expect(exited?.json).to.include({ reason: "oom" });
+      expect(exited?.json?.oom_kills, "only kills not reported by the earlier oom event").to.be.a("number").and.at.least(1);
+      expect(reasons(s, h).filter((r) => r.startsWith("oom:")), "one oom event: the fatal kill is the exit's").to.deep.equal(["oom:oom"]);
+    });
+
+    it("the init ending on SIGTERM (a guest poweroff) is exited/deleted with reason guest_exit", async () => {
+      const s = await open();
+      const h = await create("sbox", {});
+      fire(h, "kill -TERM 1");
+      await s.waitFor((e) => e.event === "deleted" && e.json?.hostname === h, 60_000);
+      expect(reasons(s, h).slice(-2)).to.deep.equal(["exited:guest_exit", "deleted:guest_exit"]);
+      expect(of(s, h).find((e) => e.event === "exited")?.json).to.not.have.property("oom_kills");
+    });
+
+    it("a guest that ignores SIGTERM past stop_timeout_seconds at a DELETE is exited with reason reaped", async () => {
+      const s = await open();
+      const h = await create("sbox", {});
+      // Stop the agent (the init's only child, which tini forwards SIGTERM to), from a detached shell.
+      expect((await sh(h, "setsid sh -c 'sleep 0.3; kill -STOP $(cat /proc/1/task/1/children)' </dev/null >/dev/null 2>&1 &")).exit_code).to.equal(0);
+      // Poll the host's view until the agent is stopped (state T).
+      const init = (JSON.parse((await run("runc", ["state", `pdk-${d.tenantId}-${h}`])).stdout) as { pid: number }).pid;
+      const agentStopped = async (): Promise<boolean> => {
+        const kids = (await fs.readFile(`/proc/${init}/task/${init}/children`, "utf8")).trim().split(/\s+/).filter(Boolean);
+        return kids.length > 0 && (await Promise.all(kids.map(async (k) => / T /.test(await fs.readFile(`/proc/${k}/stat`, "utf8"))))).every(Boolean);
+      };
+      for (let i = 0; i < 200 && !(await agentStopped()); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(await agentStopped(), "the agent is stopped").to.equal(true);
+      expect((await d.del(`/hostgroup/sbox/nodes/${h}`)).status).to.equal(200);
+      await s.waitFor((e) => e.event === "deleted" && e.json?.hostname === h, 30_000);
+      expect(reasons(s, h).slice(-2)).to.deep.equal(["exited:reaped", "deleted:api"]);
+    });
   });
 });

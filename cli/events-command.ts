@@ -1,0 +1,131 @@
+/**
+ * `paddock events [--since-id N]`: the tenant's VM lifecycle events (`GET /events`, a
+ * server-sent-events stream; docs/slicer-api.md "Lifecycle events") as NDJSON on stdout, one
+ * event per line, following until interrupted (Ctrl-C). A stream the server ends (a restart, a
+ * slow-client drop) is reopened with the last id seen as `Last-Event-ID`, after the server's
+ * `retry:` delay, as EventSource does; the first connection failing is an error.
+ */
+import type http from "node:http";
+import { parseFlags, parseIntFlag, expectPositionals } from "./args.js";
+import { type ApiClient } from "./api-client.js";
+import { EXIT } from "./cli-errors.js";
+import { writeOut, type CliContext } from "./cli-context.js";
+import { TARGET_FLAGS, clientFor } from "./vm-common.js";
+
+/** Help text of `paddock events`. */
+export const EVENTS_HELP = `usage: paddock events [--since-id N]
+
+Print the tenant's VM lifecycle events as NDJSON (one JSON object per line: id, type, hostname,
+hostgroup, reason, time, and per type deadline/action/oom_kills) and follow until Ctrl-C.
+--since-id N starts after event N (what Last-Event-ID does): the events held after it come
+first; when N is older than what the daemon holds a {"type":"reset",…} line comes first.
+Without it, only events from now on. Reconnects with the last id when the stream ends.
+`;
+
+/** One dispatched server-sent event: its `id` (undefined when the frame has none), `event` name and `data`. */
+export interface SseFrame {
+  id: string | undefined;
+  event: string;
+  data: string;
+}
+
+/**
+ * An incremental parser of a `text/event-stream` body
+ * (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation):
+ * `id`, `event`, `data` and `retry` fields, comments ignored, an event dispatched at a blank line.
+ */
+export class SseParser {
+  private buf = "";
+  private id: string | undefined;
+  private event = "";
+  private data: string[] = [];
+  /** The last `retry:` the server sent, ms. */
+  retryMs: number | undefined;
+
+  /** Feed a chunk of the body; @returns the events it completed, in order. */
+  push(chunk: string): SseFrame[] {
+    this.buf += chunk;
+    const out: SseFrame[] = [];
+    let nl: number;
+    while ((nl = this.buf.indexOf("\n")) !== -1) {
+      const line = this.buf.slice(0, nl).replace(/\r$/, "");
+      this.buf = this.buf.slice(nl + 1);
+      if (line === "") {
+        if (this.data.length > 0) out.push({ id: this.id, event: this.event || "message", data: this.data.join("\n") });
+        this.id = undefined;
+        this.event = "";
+        this.data = [];
+        continue;
+      }
+      if (line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+      if (field === "id") this.id = value;
+      else if (field === "event") this.event = value;
+      else if (field === "data") this.data.push(value);
+      else if (field === "retry" && /^\d+$/.test(value)) this.retryMs = Number(value);
+    }
+    return out;
+  }
+}
+
+/**
+ * The NDJSON line of one frame: the event's JSON as sent; for `reset` and `dropped` (whose data
+ * carries no `type`) the data with `type` set to the event name first. Pure.
+ */
+export function frameLine(f: SseFrame): string {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(f.data);
+  } catch {
+    obj = { data: f.data };
+  }
+  const body = typeof obj === "object" && obj !== null && !Array.isArray(obj) ? (obj as Record<string, unknown>) : { data: obj };
+  return JSON.stringify(typeof body.type === "string" ? body : { type: f.event, ...body }) + "\n";
+}
+
+/**
+ * Read one opened stream to its end (or its failure), printing each frame and keeping the last
+ * id seen and the server's retry delay in `state`.
+ */
+async function relay(ctx: CliContext, res: http.IncomingMessage, state: { lastId: string | undefined; retryMs: number }): Promise<void> {
+  const parser = new SseParser();
+  res.setEncoding("utf8");
+  try {
+    for await (const chunk of res) {
+      for (const f of parser.push(chunk as string)) {
+        if (f.id !== undefined && f.id !== "") state.lastId = f.id;
+        await writeOut(ctx.stdout, frameLine(f));
+      }
+    }
+  } catch {
+    // A connection cut mid-stream: reconnect like a clean end.
+  }
+  if (parser.retryMs !== undefined) state.retryMs = parser.retryMs;
+}
+
+/** Open `GET /events` (after `lastId` when set). @throws ApiError, ConnectError */
+function openStream(client: ApiClient, lastId: string | undefined): Promise<http.IncomingMessage> {
+  return client.send("GET", "/events", { headers: { Accept: "text/event-stream", ...(lastId === undefined ? {} : { "Last-Event-ID": lastId }) } });
+}
+
+/** `paddock events [--since-id N]`. Runs until the process is interrupted. @returns the exit code (only on an error) */
+export async function eventsCommand(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(argv, { ...TARGET_FLAGS, "since-id": { type: "string" } });
+  if (values.help) {
+    await writeOut(ctx.stdout, EVENTS_HELP);
+    return EXIT.OK;
+  }
+  expectPositionals(positionals, 0, 0, "paddock events [--since-id N]");
+  const since = parseIntFlag(values["since-id"], "--since-id", { min: 0 });
+  const client = clientFor(ctx, values);
+  const state = { lastId: since === undefined ? undefined : String(since), retryMs: 2000 };
+  // The first connection's errors are the command's; later ones are retried.
+  let res: http.IncomingMessage | undefined = await openStream(client, state.lastId);
+  for (;;) {
+    if (res !== undefined) await relay(ctx, res, state);
+    await new Promise((r) => setTimeout(r, state.retryMs));
+    res = await openStream(client, state.lastId).catch(() => undefined);
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * Why a VM's sandbox ended, and the OOM kills that did not end it, told from the host's side of
+ * the VM's memory cgroup (`/paddock/<tenant>/<hostname>`, made by the runtime from the bundle's
+ * `cgroupsPath`; tenant-daemon/vm/vm-paths.ts `cgroupPath`). The counter is a kernel file under
+ * /sys/fs/cgroup that the guest cannot write (its cgroup namespace shows it its own cgroup
+ * read-only), never anything inside the guest's tree:
+ * - cgroup v1: `memory.oom_control`, line `oom_kill <n>` (Linux ≥ 4.13; counted in the victim's
+ *   own memcg: https://docs.kernel.org/admin-guide/cgroup-v1/memory.html §10);
+ * - cgroup v2: `memory.events`, line `oom_kill <n>` (hierarchical:
+ *   https://docs.kernel.org/admin-guide/cgroup-v2.html#memory-interface-files).
+ *
+ * The runtime makes the VM's cgroup at each boot and removes it at teardown, so a boot's counter
+ * starts at 0. It outlives the init's exit until the sandbox is deleted (`runc delete`,
+ * `runsc delete`), so the reaper reads it before tearing down. A daemon that re-attaches a running
+ * VM takes the counter as it finds it (kills while no daemon ran are not reported).
+ */
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { errnoCode } from "../../shared/errors.js";
+import { CGROUP_ROOT, detectCgroupLayout, type CgroupLayout } from "../runtime/tenant-cgroup.js";
+
+/** Why a sandbox ended, as far as the host can tell: `oom` when its cgroup counted OOM kills not yet reported, else `guest_exit`. */
+export type ExitCause = "oom" | "guest_exit";
+
+/**
+ * The `oom_kill` count of a flat-keyed cgroup file (v1 `memory.oom_control`, v2 `memory.events`:
+ * `<key> <integer>` lines). Pure. @returns undefined when the file has no `oom_kill` line
+ * (a kernel older than 4.13).
+ */
+export function parseOomKillCount(text: string): number | undefined {
+  const m = /^oom_kill (\d+)$/m.exec(text);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** The file holding the OOM-kill counter of cgroup `cgroupPath` (absolute, relative to each hierarchy root) on `layout`. Pure. */
+export function oomCounterFile(layout: CgroupLayout, cgroupPath: string): string {
+  return layout.version === 2 ? path.join(layout.root, cgroupPath, "memory.events") : path.join(layout.memory, cgroupPath, "memory.oom_control");
+}
+
+/** Reads a cgroup's OOM-kill counter; undefined when the cgroup (or the counter) is not there. */
+export type OomCounterReader = (cgroupPath: string) => Promise<number | undefined>;
+
+/**
+ * The host's reader of VM OOM counters: finds the cgroup layout once (tenant-cgroup.ts
+ * `detectCgroupLayout`) and reads {@link oomCounterFile}. A path that is relative, `/` or holds
+ * `..` reads as undefined, never another file.
+ * @param root - the cgroup file systems' root (default /sys/fs/cgroup).
+ */
+export function hostOomCounterReader(root: string = CGROUP_ROOT): OomCounterReader {
+  let layout: Promise<CgroupLayout | undefined> | undefined;
+  return async (cgroupPath) => {
+    if (!cgroupPath.startsWith("/") || cgroupPath === "/" || cgroupPath.split("/").includes("..")) return undefined;
+    layout ??= detectCgroupLayout(root).catch(() => undefined);
+    const l = await layout;
+    if (l === undefined) return undefined;
+    try {
+      return parseOomKillCount(await fs.readFile(oomCounterFile(l, cgroupPath), "utf8"));
+    } catch (err) {
+      if (errnoCode(err) === "ENOENT") return undefined;
+      throw err;
+    }
+  };
+}
+
+/** A VM as the watch sees it: its hostname and the host pid of this boot's init. */
+export interface WatchedVm {
+  record: { hostname: string };
+  pid: number | undefined;
+}
+
+/**
+ * OOM kills per VM boot: how many the VM's cgroup counted that were not reported yet. A boot is
+ * told apart by its init's pid: a new pid is a new boot whose counter starts at 0. Holds no
+ * timer; the reaper (vm-reconcile.ts) calls it on each pass and before tearing an exited VM down.
+ */
+export class VmOomWatch {
+  private readonly read: OomCounterReader;
+  private readonly cgroupPath: (hostname: string) => string;
+  /** Per hostname: the boot (init pid) and the count already reported for it. */
+  private readonly seen = new Map<string, { pid: number | undefined; kills: number }>();
+
+  /**
+   * @param deps.cgroupPath - the VM's cgroup path (vm-paths.ts `cgroupPath`).
+   * @param deps.read - the counter reader (default {@link hostOomCounterReader}).
+   */
+  constructor(deps: { cgroupPath: (hostname: string) => string; read?: OomCounterReader }) {
+    this.cgroupPath = deps.cgroupPath;
+    this.read = deps.read ?? hostOomCounterReader();
+  }
+
+  /**
+   * Take the VM's counter as it is now as already reported: for a VM re-attached at daemon start,
+   * whose earlier kills the previous run reported (or missed while no daemon ran).
+   * Never rejects (an unreadable counter counts as 0).
+   */
+  async adopt(vm: WatchedVm): Promise<void> {
+    const kills = (await this.read(this.cgroupPath(vm.record.hostname)).catch(() => undefined)) ?? 0;
+    this.seen.set(vm.record.hostname, { pid: vm.pid, kills });
+  }
+
+  /**
+   * OOM kills of this boot of `vm` not reported before, now marked reported: 0 when none, or
+   * when the cgroup is gone (a teardown raced this read).
+   * @param stillRunning - checked after the read: when false (the boot ended meanwhile, maybe by
+   *   the kill just counted), nothing is marked and 0 is returned, so {@link exitCause} reports it.
+   * @throws the counter file's read errors other than ENOENT.
+   */
+  async takeNewKills(vm: WatchedVm, stillRunning: () => boolean = () => true): Promise<number> {
+    const h = vm.record.hostname;
+    const now = await this.read(this.cgroupPath(h));
+    if (now === undefined || !stillRunning()) return 0;
+    const prev = this.seen.get(h);
+    const base = prev !== undefined && prev.pid === vm.pid ? prev.kills : 0;
+    this.seen.set(h, { pid: vm.pid, kills: now });
+    return Math.max(0, now - base);
+  }
+
+  /**
+   * Why the exited boot of `vm` ended: `oom` when its cgroup counted OOM kills not reported
+   * before (the init, or a process whose death ended it, was OOM-killed), else `guest_exit`.
+   * Call before the sandbox is deleted (its cgroup goes with it). Forgets the boot. Never rejects.
+   * @returns the cause and the unreported kills.
+   */
+  async exitCause(vm: WatchedVm): Promise<{ cause: ExitCause; oomKills: number }> {
+    const oomKills = await this.takeNewKills(vm).catch(() => 0);
+    this.forget(vm.record.hostname);
+    return { cause: oomKills > 0 ? "oom" : "guest_exit", oomKills };
+  }
+
+  /** Hostnames with a count held. */
+  hostnames(): string[] {
+    return [...this.seen.keys()];
+  }
+
+  /** Drop what is known of `hostname` (its VM was torn down). */
+  forget(hostname: string): void {
+    this.seen.delete(hostname);
+  }
+}

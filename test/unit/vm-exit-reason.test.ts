@@ -1,0 +1,48 @@
+/**
+ * tenant-daemon/vm/vm-exit-reason.ts, pure: the `oom_kill` line of v1 `memory.oom_control` and v2
+ * `memory.events` (real file contents), the counter file per layout, and VmOomWatch's
+ * bookkeeping with a counter the test sets (new boots start at 0, an adopted VM's past kills are
+ * not reported again, a boot that ended during the read is left to its exit).
+ * test/privileged/vm-expiry-events.test.ts drives real OOM kills.
+ */
+import { expect } from "chai";
+import { VmOomWatch, oomCounterFile, parseOomKillCount } from "../../tenant-daemon/vm/vm-exit-reason.js";
+
+describe("VM exit reasons (vm-exit-reason.ts, pure)", () => {
+  it("parses oom_kill from cgroup v1 memory.oom_control and v2 memory.events", () => {
+    expect(parseOomKillCount("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n")).to.equal(3);
+    expect(parseOomKillCount("low 0\nhigh 0\nmax 12\noom 2\noom_kill 2\noom_group_kill 0\n")).to.equal(2);
+    expect(parseOomKillCount("oom_kill_disable 0\nunder_oom 0\n"), "a kernel without the counter").to.equal(undefined);
+    expect(parseOomKillCount("oom_kill_disable 7\n"), "not another key's value").to.equal(undefined);
+  });
+
+  it("names the counter file of each layout", () => {
+    expect(oomCounterFile({ version: 1, pids: "/c/pids", memory: "/c/memory", cpu: "/c/cpu", memsw: true }, "/paddock/t1/sbox-1")).to.equal("/c/memory/paddock/t1/sbox-1/memory.oom_control");
+    expect(oomCounterFile({ version: 2, root: "/c", controllers: ["memory"] }, "/paddock/t1/sbox-1")).to.equal("/c/paddock/t1/sbox-1/memory.events");
+  });
+
+  it("reports each kill once per boot, starts a new boot at 0, and leaves a kill racing an exit to the exit", async () => {
+    const counts = new Map<string, number>();
+    const watch = new VmOomWatch({ cgroupPath: (h) => `/paddock/t/${h}`, read: async (p) => counts.get(p) });
+    const vm = { record: { hostname: "a-1" }, pid: 100 };
+    expect(await watch.takeNewKills(vm), "no cgroup yet").to.equal(0);
+    counts.set("/paddock/t/a-1", 2);
+    expect(await watch.takeNewKills(vm)).to.equal(2);
+    expect(await watch.takeNewKills(vm)).to.equal(0);
+    counts.set("/paddock/t/a-1", 3);
+    expect(await watch.takeNewKills(vm, () => false), "the boot ended during the read").to.equal(0);
+    expect(await watch.exitCause(vm)).to.deep.equal({ cause: "oom", oomKills: 1 });
+    // A reboot: a new cgroup, a new pid.
+    counts.set("/paddock/t/a-1", 0);
+    const reboot = { record: { hostname: "a-1" }, pid: 200 };
+    expect(await watch.exitCause(reboot)).to.deep.equal({ cause: "guest_exit", oomKills: 0 });
+    // Re-attached at daemon start with 5 kills the previous run saw: only later ones count.
+    const adopted = { record: { hostname: "b-1" }, pid: 300 };
+    counts.set("/paddock/t/b-1", 5);
+    await watch.adopt(adopted);
+    expect(await watch.takeNewKills(adopted)).to.equal(0);
+    counts.set("/paddock/t/b-1", 6);
+    expect(await watch.takeNewKills(adopted)).to.equal(1);
+    expect(watch.hostnames()).to.deep.equal(["b-1"]);
+  });
+});
