@@ -141,6 +141,8 @@ describe("egress proxy engine (integration: real store, real upstreams on loopba
     const leaf = await upstream.leafFor("api.test");
     const httpsSrv = https.createServer({ key: leaf.key, cert: leaf.cert }, upstreamHandler("https", seen));
     const httpSrv = http.createServer(upstreamHandler("http", seen));
+    // Idle keep-alive connections stay open: a tunnel that closes was closed by the proxy.
+    httpSrv.keepAliveTimeout = 120_000;
     const internalSrv = http.createServer(upstreamHandler("internal", seen));
     servers.push(httpsSrv, httpSrv, internalSrv);
     httpsPort = await listen(httpsSrv, "127.0.0.1");
@@ -218,8 +220,10 @@ describe("egress proxy engine (integration: real store, real upstreams on loopba
 
   it("CONNECT to an IP literal is refused though a rule covers the name that resolves to it; a rule naming the IP opens it (control)", async () => {
     await store.addAllow({ client: "agent", host: "api.test", ports: [httpsPort], passthrough: true });
+    await store.addAllow({ client: "agent", host: "*", ports: [httpsPort], passthrough: true });
     const byIp = await connectVia(proxyPort, `127.0.0.1:${httpsPort}`, token);
-    expect(byIp.status).to.equal(403);
+    expect(byIp.status, "neither the name's rule nor * covers the address").to.equal(403);
+    await store.removeAllowsByHost("agent", "*");
     await store.addAllow({ client: "agent", host: "127.0.0.1", ports: [httpsPort], passthrough: true });
     const control = await connectVia(proxyPort, `127.0.0.1:${httpsPort}`, token);
     expect(control.status).to.equal(200);
@@ -282,12 +286,18 @@ describe("egress proxy engine (integration: real store, real upstreams on loopba
     expect(seen.at(-1)?.server).to.equal("internal");
   });
 
-  it("a rule with ttl_seconds disappears from the list and stops matching when it expires", async () => {
-    await store.addAllow({ client: "agent", host: "other.test", ports: [httpPort], ttl_seconds: 1 });
+  it("a rule with ttl_seconds disappears from the list, stops matching and cuts its open tunnel when it expires", async () => {
+    await store.addAllow({ client: "agent", host: "other.test", ports: [httpPort], ttl_seconds: 2 });
     const listed = store.listRules("agent").find((r) => r.host === "other.test");
     expect(listed?.expires).to.be.a("string");
     expect((await httpVia(proxyPort, `http://other.test:${httpPort}/ttl`, token)).status).to.equal(200);
-    await until("the rule expired", async () => (store.listRules("agent").some((r) => r.host === "other.test") ? undefined : true), 10_000, 100);
+    const tunnel = await connectVia(proxyPort, `other.test:${httpPort}`, token);
+    expect(tunnel.status).to.equal(200);
+    tunnel.socket.on("error", () => undefined);
+    tunnel.socket.resume();
+    tunnel.socket.write(`GET /in-tunnel HTTP/1.1\r\nhost: other.test:${httpPort}\r\n\r\n`);
+    await closed(tunnel.socket);
+    expect(store.listRules("agent").some((r) => r.host === "other.test"), "closed because the rule expired").to.equal(false);
     expect((await httpVia(proxyPort, `http://other.test:${httpPort}/ttl`, token)).status).to.equal(403);
   });
 
