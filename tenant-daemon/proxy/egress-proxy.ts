@@ -109,6 +109,8 @@ export class EgressProxy {
   private readonly forwarder: HttpForwarder;
   private readonly unsubscribe: () => void;
   private readonly sockets = new Set<net.Socket>();
+  /** The TCP peer of each stream the http server reads (they are wrappers without an address of their own). */
+  private readonly peerOf = new WeakMap<object, string>();
   private active = 0;
   private closed = false;
 
@@ -146,8 +148,9 @@ export class EgressProxy {
     const srv = net.createServer((socket) => {
       this.sockets.add(socket);
       socket.on("close", () => this.sockets.delete(socket));
+      socket.on("error", () => undefined);
       socket.setTimeout(this.idleMs(), () => socket.destroy());
-      this.server.emit("connection", socket);
+      this.accept(socket);
     });
     await new Promise<void>((resolve, reject) => {
       srv.once("error", (err: NodeJS.ErrnoException) => reject(err.code === "EADDRINUSE" || err.code === "EADDRNOTAVAIL" ? new PaddockError("ERR_NETWORK_ADDRESS_IN_USE", `egress proxy cannot listen on ${key}: ${err.code}`, { cause: err }) : err));
@@ -158,6 +161,44 @@ export class EgressProxy {
     this.listeners.set(key, srv);
     if (port === 0) this.listeners.set(`${host}:${bound.port}`, srv);
     this.deps.log.info("egress proxy listening", { host, port: bound.port });
+  }
+
+  /**
+   * Hand a new connection to the http server: as it is, or, when its first byte opens a TLS
+   * handshake (a client configured with `HTTPS_PROXY=https://…`, Slicer's documented form),
+   * through TLS terminated with a leaf of the tenant CA for the name the client asked for (its
+   * SNI) or else the address it connected to.
+   */
+  private accept(socket: net.Socket): void {
+    socket.once("data", (first: Buffer) => {
+      socket.pause();
+      const stream = prefixed(socket, first);
+      const peer = socket.remoteAddress;
+      if (peer !== undefined) this.peerOf.set(stream, peer);
+      if (first[0] !== 0x16) {
+        this.server.emit("connection", stream);
+        return;
+      }
+      const local = canonicalIp(socket.localAddress ?? "127.0.0.1");
+      this.ca.leafFor(local).then((fallback) => {
+        const secure = new tls.TLSSocket(stream, {
+          isServer: true,
+          secureContext: tls.createSecureContext(fallback),
+          ALPNProtocols: ["http/1.1"],
+          SNICallback: (name, cb) => {
+            const n = normaliseHostName(name);
+            if (n === undefined) return cb(null, undefined);
+            this.ca.leafFor(n).then((leaf) => cb(null, tls.createSecureContext(leaf)), (err: Error) => cb(err, undefined));
+          },
+        });
+        secure.on("error", () => socket.destroy());
+        if (peer !== undefined) this.peerOf.set(secure, peer);
+        this.server.emit("connection", secure);
+      }, (err: unknown) => {
+        this.deps.log.error("egress proxy certificate failed", { err });
+        socket.destroy();
+      });
+    });
   }
 
   /** The port `listen(host, 0)` got (undefined when not listening there). */
@@ -201,7 +242,7 @@ export class EgressProxy {
 
   /** The client of a request: by its address, else its Proxy-Authorization token. */
   private clientOf(req: http.IncomingMessage): string | undefined {
-    const addr = req.socket.remoteAddress;
+    const addr = this.peerOf.get(req.socket) ?? req.socket.remoteAddress;
     const byAddr = addr === undefined ? undefined : this.deps.identify(canonicalIp(addr));
     if (byAddr !== undefined) return byAddr;
     const auth = req.headers["proxy-authorization"];

@@ -193,6 +193,19 @@ describe("egress proxy engine (integration: real store, real upstreams on loopba
     expect((await httpVia(proxyPort, `http://plain.test:${httpPort}/b`, undefined)).status, "by address").to.equal(200);
   });
 
+  it("a client that speaks TLS to the proxy (HTTPS_PROXY=https://…) gets a certificate of the tenant CA and the same proxy behind it", async () => {
+    const viaTls = (): Promise<number> => new Promise((resolve, reject) => {
+      const req = https.request({ host: "127.0.0.1", port: proxyPort, ca: tenantCa, method: "GET", path: `http://plain.test:${httpPort}/over-tls`, agent: false, headers: { host: `plain.test:${httpPort}`, "proxy-authorization": `Basic ${Buffer.from(`:${token}`).toString("base64")}` } }, (res) => {
+        res.resume();
+        res.on("end", () => resolve(res.statusCode ?? 0));
+      });
+      req.on("error", reject);
+      req.end();
+    });
+    expect(await viaTls()).to.equal(200);
+    expect(seen.at(-1)).to.include({ server: "http", url: "/over-tls" });
+  });
+
   it("HTTP: an allowed host is reached; a host without a rule is refused 403 and never contacted", async () => {
     const before = seen.length;
     const ok = await httpVia(proxyPort, `http://plain.test:${httpPort}/hello?q=1`, token);
