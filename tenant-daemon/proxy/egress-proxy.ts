@@ -365,8 +365,14 @@ export class EgressProxy {
     }
     if (this.active >= this.settings.maxTunnels) throw new Refused(503, "ERR_EGRESS_BUSY", "busy", `the proxy has ${this.settings.maxTunnels} tunnels open, its most`);
     const ip = await this.upstreamAddress(client, host, port, rules, "CONNECT");
-    const tunnel: Tunnel = { client, host, port, kind, sockets: [socket] };
+    // A splice connects before answering, so an unreachable upstream is a 502, not a closed tunnel.
+    const upstream = kind === "inspect" ? undefined : await this.dial(ip, port, host);
+    const tunnel: Tunnel = { client, host, port, kind, sockets: upstream ? [socket, upstream] : [socket] };
     this.track(tunnel);
+    if (upstream) {
+      upstream.on("error", () => this.destroyTunnel(tunnel));
+      upstream.on("close", () => this.destroyTunnel(tunnel));
+    }
     socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
     const first = await this.readHello(socket, head);
     if (first === undefined) {
@@ -390,7 +396,25 @@ export class EgressProxy {
       this.intercept(tunnel, prefixed(socket, first), hello.kind === "hello" ? hello.serverName ?? host : undefined, ip);
       return;
     }
-    this.splice(tunnel, socket, first, ip, rule);
+    this.splice(tunnel, socket, first, upstream as net.Socket, rule);
+  }
+
+  /** A TCP connection to `ip:port`, or a 502 when it cannot be made within {@link HELLO_TIMEOUT_MS}. */
+  private dial(ip: string, port: number, host: string): Promise<net.Socket> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ host: ip, port });
+      const fail = (why: string): void => {
+        s.destroy();
+        reject(new Refused(502, "ERR_UPSTREAM_FAILED", "upstream", `upstream ${host}:${port} ${why}`));
+      };
+      s.setTimeout(HELLO_TIMEOUT_MS, () => fail("did not answer"));
+      s.once("error", (err: NodeJS.ErrnoException) => fail(`failed (${err.code ?? "error"})`));
+      s.once("connect", () => {
+        s.setTimeout(0);
+        s.removeAllListeners("error");
+        resolve(s);
+      });
+    });
   }
 
   /** The first bytes of the tunnel: a whole TLS record, or whatever came when it is not TLS. */
@@ -423,24 +447,18 @@ export class EgressProxy {
     });
   }
 
-  /** Bytes both ways, unseen, to `ip:port`. */
-  private splice(tunnel: Tunnel, socket: Duplex, first: Buffer, ip: string, rule: string): void {
-    const upstream = net.connect({ host: ip, port: tunnel.port });
-    tunnel.sockets.push(upstream);
-    upstream.on("error", () => this.destroyTunnel(tunnel));
+  /** Bytes both ways, unseen, between the client and its connected upstream. */
+  private splice(tunnel: Tunnel, socket: Duplex, first: Buffer, upstream: net.Socket, rule: string): void {
     socket.on("error", () => this.destroyTunnel(tunnel));
-    upstream.setTimeout(this.idleMs(), () => this.destroyTunnel(tunnel));
-    upstream.on("connect", () => {
-      if (first.length > 0) upstream.write(first);
-      this.telemetry.moved(tunnel.client, rule, "up", first.length);
-      socket.on("data", (c: Buffer) => this.telemetry.moved(tunnel.client, rule, "up", c.length));
-      upstream.on("data", (c: Buffer) => this.telemetry.moved(tunnel.client, rule, "down", c.length));
-      socket.pipe(upstream);
-      upstream.pipe(socket);
-      socket.resume();
-    });
     socket.on("close", () => this.destroyTunnel(tunnel));
-    upstream.on("close", () => this.destroyTunnel(tunnel));
+    upstream.setTimeout(this.idleMs(), () => this.destroyTunnel(tunnel));
+    if (first.length > 0) upstream.write(first);
+    this.telemetry.moved(tunnel.client, rule, "up", first.length);
+    socket.on("data", (c: Buffer) => this.telemetry.moved(tunnel.client, rule, "up", c.length));
+    upstream.on("data", (c: Buffer) => this.telemetry.moved(tunnel.client, rule, "down", c.length));
+    socket.pipe(upstream);
+    upstream.pipe(socket);
+    socket.resume();
   }
 
   /** Terminate TLS (or read plain HTTP) inside the tunnel and hand it to the inner server. */

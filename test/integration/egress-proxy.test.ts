@@ -228,6 +228,13 @@ describe("egress proxy engine (integration: real store, real upstreams on loopba
     const denied = await connectVia(proxyPort, `other.test:${httpsPort}`, token);
     expect(denied.status).to.equal(403);
     expect(JSON.parse(denied.head).code).to.equal("ERR_EGRESS_DENIED");
+    // An allowed upstream that refuses the connection is a 502 before the tunnel opens.
+    const probe = net.createServer();
+    const closedPort = await listen(probe, "127.0.0.1");
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    await store.addAllow({ client: "agent", host: "api.test", ports: [closedPort], passthrough: true });
+    const refused = await connectVia(proxyPort, `api.test:${closedPort}`, token);
+    expect([refused.status, JSON.parse(refused.head).code]).to.deep.equal([502, "ERR_UPSTREAM_FAILED"]);
     await store.removeAllowsByHost("agent", "api.test");
   });
 
