@@ -46,9 +46,12 @@ export class EgressTelemetry {
    */
   constructor(registry: Registry, private readonly emit: (e: EgressEventInput) => void, private readonly now: () => number = Date.now) {
     const registers = [registry];
-    this.requests = new Counter({ name: "paddock_egress_requests_total", help: "requests (HTTP requests and CONNECT tunnels) the egress proxy let through, by client and allow rule (its host pattern; `-` in audit mode without a rule)", labelNames: ["client", "rule"], registers });
-    this.bytes = new Counter({ name: "paddock_egress_bytes_total", help: "bytes the egress proxy moved, by client, allow rule and direction (up: to the upstream, down: to the VM)", labelNames: ["client", "rule", "direction"], registers });
-    this.denials = new Counter({ name: "paddock_egress_denials_total", help: "requests the egress proxy refused (mode enforce) or would have refused (mode audit), by client and reason", labelNames: ["client", "reason", "mode"], registers });
+    // Several engines of one daemon (one per listen set) share the registry and so the counters.
+    const counter = <L extends string>(name: string, help: string, labelNames: L[]): Counter<L> =>
+      (registry.getSingleMetric(name) as Counter<L> | undefined) ?? new Counter({ name, help, labelNames, registers });
+    this.requests = counter("paddock_egress_requests_total", "requests (HTTP requests and CONNECT tunnels) the egress proxy let through, by client and allow rule (its host pattern; `-` in audit mode without a rule)", ["client", "rule"]);
+    this.bytes = counter("paddock_egress_bytes_total", "bytes the egress proxy moved, by client, allow rule and direction (up: to the upstream, down: to the VM)", ["client", "rule", "direction"]);
+    this.denials = counter("paddock_egress_denials_total", "requests the egress proxy refused (mode enforce) or would have refused (mode audit), by client and reason", ["client", "reason", "mode"]);
   }
 
   /** Count one request or tunnel let through by `rule` (a host pattern, or `-`). */

@@ -157,7 +157,7 @@ describe("egress proxy engine (integration: real store, real upstreams on loopba
       identify: () => identifyAs, resolveHost: createHostResolver(hosts), upstreamCaPems: [upstreamCa],
     };
     proxy = new EgressProxy({ ...base, settings: { mode: "enforce", hosts, maxTunnels: 64, idleTimeoutSeconds: 60, unsafeAllowUpstreams: ["127.0.0.1/32"] } });
-    auditProxy = new EgressProxy({ ...base, metrics: new Registry(), settings: { mode: "audit", hosts, maxTunnels: 64, idleTimeoutSeconds: 60, unsafeAllowUpstreams: ["127.0.0.1/32"] } });
+    auditProxy = new EgressProxy({ ...base, settings: { mode: "audit", hosts, maxTunnels: 64, idleTimeoutSeconds: 60, unsafeAllowUpstreams: ["127.0.0.1/32"] } });
     await proxy.listen("127.0.0.1", 0);
     await auditProxy.listen("127.0.0.1", 0);
     proxyPort = proxy.address("127.0.0.1") as number;
@@ -422,6 +422,9 @@ describe("/proxy/v1 API of a real tenant daemon (shapes and statuses of Slicer's
     expect((await d.post("/proxy/v1/allows/revoke", { client: "agent", host: "*.example.com", ports: [8443, 443], passthrough: true })).status, "revoke by tuple").to.equal(204);
     expect((await d.post("/proxy/v1/allows/revoke", { client: "agent", host: "*.example.com", passthrough: true })).status, "gone").to.equal(404);
     expect((await d.del("/proxy/v1/allows/agent/api.test")).status).to.equal(204);
+    expect((await d.post("/proxy/v1/allows", { client: "agent", host: "*" })).status).to.equal(201);
+    expect((await d.del("/proxy/v1/allows/agent/*")).status, "the * host by path").to.equal(204);
+    expect((await d.del("/proxy/v1/allows/agent/api.test")).status, "nothing left for that host").to.equal(404);
     expect((await d.get("/proxy/v1/clients/agent")).json).to.deep.equal([]);
     expect((await d.del("/proxy/v1/secrets/k")).status).to.equal(204);
     expect((await d.del("/proxy/v1/clients/agent")).status).to.equal(204);
