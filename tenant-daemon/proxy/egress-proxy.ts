@@ -32,7 +32,7 @@ import http from "node:http";
 import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
-import { Duplex } from "node:stream";
+import type { Duplex } from "node:stream";
 import type { Registry } from "prom-client";
 import { PaddockError, errorResponse } from "../../shared/errors.js";
 import { httpJsonAnswer } from "../../shared/http-input.js";
@@ -44,11 +44,12 @@ import { HttpForwarder, type ForwardTarget } from "./egress-forward.js";
 import { ProxyCa } from "./proxy-ca.js";
 import { canonicalIp, matchablePath, needsInspection, requestMatch, type AllowRule } from "./proxy-rules.js";
 import type { ProxyStore } from "./proxy-store.js";
-import { parseClientHello, MAX_RECORD_BYTES } from "./tls-client-hello.js";
+import { parseClientHello } from "./tls-client-hello.js";
+import { HELLO_TIMEOUT_MS, Refused, dialUpstream, parseAuthority, prefixed, readFirstRecord, safeUrl } from "./egress-streams.js";
+
+export { HELLO_TIMEOUT_MS };
 import { UpstreamGuard } from "./upstream-guard.js";
 
-/** How long a client has to send its TLS ClientHello after the tunnel opens, ms. */
-export const HELLO_TIMEOUT_MS = 10_000;
 /** Largest request head the proxy parses, bytes. */
 export const MAX_HEADER_BYTES = 16_384;
 
@@ -85,13 +86,6 @@ interface Tunnel {
   /** `splice`: bytes unseen; `inspect`: inner requests matched one by one; `audit`: no rule, audit mode. */
   kind: "splice" | "inspect" | "audit";
   sockets: Duplex[];
-}
-
-/** A refusal the proxy answers: status, code and the reason counted. */
-class Refused extends Error {
-  constructor(readonly status: number, readonly code: "ERR_EGRESS_DENIED" | "ERR_EGRESS_UPSTREAM_REFUSED" | "ERR_EGRESS_AUTH_REQUIRED" | "ERR_EGRESS_BUSY" | "ERR_BAD_REQUEST" | "ERR_UPSTREAM_FAILED", readonly reason: string, message: string) {
-    super(message);
-  }
 }
 
 /** The egress proxy of one tenant. */
@@ -319,20 +313,6 @@ export class EgressProxy {
     return ip;
   }
 
-  /** A CONNECT target `host:port` (IPv6 in brackets), normalised; undefined when malformed. */
-  private static parseAuthority(authority: string | undefined): { host: string; port: number } | undefined {
-    if (authority === undefined) return undefined;
-    const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(authority);
-    if (!m) return undefined;
-    const port = Number(m[3]);
-    if (port < 1 || port > 65535) return undefined;
-    const raw = (m[1] ?? m[2]) as string;
-    if (net.isIP(raw) !== 0) return { host: canonicalIp(raw), port };
-    if (m[1] !== undefined) return undefined;
-    const name = normaliseHostName(raw);
-    return name === undefined ? undefined : { host: name, port };
-  }
-
   // ---- CONNECT ----
 
   private onConnect(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -347,7 +327,7 @@ export class EgressProxy {
   }
 
   private async connect(req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    const target = EgressProxy.parseAuthority(req.url);
+    const target = parseAuthority(req.url);
     if (!target) throw new Refused(400, "ERR_BAD_REQUEST", "bad_target", "CONNECT needs host:port");
     const { host, port } = target;
     const client = this.clientOf(req);
@@ -366,7 +346,7 @@ export class EgressProxy {
     if (this.active >= this.settings.maxTunnels) throw new Refused(503, "ERR_EGRESS_BUSY", "busy", `the proxy has ${this.settings.maxTunnels} tunnels open, its most`);
     const ip = await this.upstreamAddress(client, host, port, rules, "CONNECT");
     // A splice connects before answering, so an unreachable upstream is a 502, not a closed tunnel.
-    const upstream = kind === "inspect" ? undefined : await this.dial(ip, port, host);
+    const upstream = kind === "inspect" ? undefined : await dialUpstream(ip, port, host);
     const tunnel: Tunnel = { client, host, port, kind, sockets: upstream ? [socket, upstream] : [socket] };
     this.track(tunnel);
     if (upstream) {
@@ -374,7 +354,7 @@ export class EgressProxy {
       upstream.on("close", () => this.destroyTunnel(tunnel));
     }
     socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
-    const first = await this.readHello(socket, head);
+    const first = await readFirstRecord(socket, head);
     if (first === undefined) {
       this.destroyTunnel(tunnel);
       return;
@@ -397,54 +377,6 @@ export class EgressProxy {
       return;
     }
     this.splice(tunnel, socket, first, upstream as net.Socket, rule);
-  }
-
-  /** A TCP connection to `ip:port`, or a 502 when it cannot be made within {@link HELLO_TIMEOUT_MS}. */
-  private dial(ip: string, port: number, host: string): Promise<net.Socket> {
-    return new Promise((resolve, reject) => {
-      const s = net.connect({ host: ip, port });
-      const fail = (why: string): void => {
-        s.destroy();
-        reject(new Refused(502, "ERR_UPSTREAM_FAILED", "upstream", `upstream ${host}:${port} ${why}`));
-      };
-      s.setTimeout(HELLO_TIMEOUT_MS, () => fail("did not answer"));
-      s.once("error", (err: NodeJS.ErrnoException) => fail(`failed (${err.code ?? "error"})`));
-      s.once("connect", () => {
-        s.setTimeout(0);
-        s.removeAllListeners("error");
-        resolve(s);
-      });
-    });
-  }
-
-  /** The first bytes of the tunnel: a whole TLS record, or whatever came when it is not TLS. */
-  private readHello(socket: Duplex, head: Buffer): Promise<Buffer | undefined> {
-    return new Promise((resolve) => {
-      let buf = head;
-      const done = (v: Buffer | undefined): void => {
-        clearTimeout(timer);
-        socket.off("data", onData);
-        socket.off("close", onClose);
-        socket.pause();
-        resolve(v);
-      };
-      const check = (): boolean => {
-        const r = parseClientHello(buf);
-        if (r.kind === "incomplete" && buf.length < 5 + MAX_RECORD_BYTES) return false;
-        done(buf);
-        return true;
-      };
-      const onData = (chunk: Buffer): void => {
-        buf = Buffer.concat([buf, chunk]);
-        check();
-      };
-      const onClose = (): void => done(undefined);
-      const timer = setTimeout(() => done(buf.length > 0 ? buf : undefined), HELLO_TIMEOUT_MS);
-      if (buf.length > 0 && check()) return;
-      socket.on("data", onData);
-      socket.on("close", onClose);
-      socket.resume();
-    });
   }
 
   /** Bytes both ways, unseen, between the client and its connected upstream. */
@@ -541,7 +473,7 @@ export class EgressProxy {
       // Absolute-form: http://host[:port]/path. https:// goes through CONNECT.
       const url = (req.url ?? "").startsWith("http://") ? safeUrl(req.url as string) : undefined;
       if (!url) throw new Refused(400, "ERR_BAD_REQUEST", "bad_target", "this is a proxy: send absolute-form http:// requests or CONNECT");
-      const t = EgressProxy.parseAuthority(`${url.hostname}:${url.port === "" ? "80" : url.port}`);
+      const t = parseAuthority(`${url.hostname}:${url.port === "" ? "80" : url.port}`);
       if (!t) throw new Refused(400, "ERR_BAD_REQUEST", "bad_target", "bad host in the request URL");
       ({ host, port } = t);
       reqPath = (req.url as string).slice(`http://${url.host}`.length) || "/";
@@ -554,7 +486,7 @@ export class EgressProxy {
       ({ client, host, port } = tunnel);
       reqPath = (req.url ?? "/").startsWith("/") ? req.url ?? "/" : "/";
       const hostHeader = req.headers.host;
-      const named = typeof hostHeader === "string" ? EgressProxy.parseAuthority(/:\d+$/.test(hostHeader) && !hostHeader.endsWith("]") ? hostHeader : `${hostHeader}:${port}`) : undefined;
+      const named = typeof hostHeader === "string" ? parseAuthority(/:\d+$/.test(hostHeader) && !hostHeader.endsWith("]") ? hostHeader : `${hostHeader}:${port}`) : undefined;
       if (!named || named.host !== host) {
         this.telemetry.refused({ client, host, port, reason: "bad_host_header", method }, false);
         throw new Refused(403, "ERR_EGRESS_DENIED", "bad_host_header", `the Host header must name ${host}`);
@@ -586,45 +518,5 @@ export class EgressProxy {
     } finally {
       this.active--;
     }
-  }
-}
-
-/**
- * A stream that yields `first`, then what `socket` sends, and writes to `socket`. Node's TLS
- * and HTTP parsers read a raw socket's handle directly and would miss bytes already read (the
- * ClientHello); over this plain Duplex they read through JavaScript and see them.
- */
-function prefixed(socket: Duplex, first: Buffer): Duplex {
-  const d = new Duplex({
-    read() {
-      socket.resume();
-    },
-    write(chunk: Buffer, _enc, cb) {
-      if (socket.writable) socket.write(chunk, cb);
-      else cb(new Error("tunnel closed"));
-    },
-    final(cb) {
-      socket.end();
-      cb();
-    },
-    destroy(err, cb) {
-      socket.destroy();
-      cb(err);
-    },
-  });
-  if (first.length > 0) d.push(first);
-  socket.on("data", (c: Buffer) => {
-    if (!d.push(c)) socket.pause();
-  });
-  socket.on("end", () => d.push(null));
-  socket.on("close", () => d.destroy());
-  return d;
-}
-
-function safeUrl(u: string): URL | undefined {
-  try {
-    return new URL(u);
-  } catch {
-    return undefined;
   }
 }
