@@ -26,7 +26,7 @@ import { existsSync, promises as fs } from "node:fs";
 import path from "node:path";
 import type { Logger } from "../../shared/logger.js";
 import type { GroupIdleConfig } from "../../shared/tenant-config.js";
-import type { EventLog, VmEvent, VmEventReason, VmEventType } from "../events/event-log.js";
+import { isVmEvent, type EventLog, type VmEvent, type VmEventReason, type VmEventType } from "../events/event-log.js";
 import { CGROUP_ROOT } from "../runtime/tenant-cgroup.js";
 import type { LiveVm, VmTable } from "./vm-table.js";
 import type { VmRecord } from "./vm-types.js";
@@ -138,7 +138,7 @@ export class VmIdle {
   start(): void {
     const now = this.now();
     for (const vm of this.deps.table.vms.values()) this.touchAt(vm.record, now);
-    this.unsubscribe = this.deps.events.subscribe((e) => this.onEvent(e));
+    this.unsubscribe = this.deps.events.subscribe((e) => { if (isVmEvent(e)) this.onEvent(e); });
     this.kick();
   }
 

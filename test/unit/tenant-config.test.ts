@@ -165,6 +165,26 @@ paddock:
     expect(problems(withUserns("2000000000"))).to.deep.equal(["paddock.userns: expected a mapping such as { uid_start: 2000000000, size: 65536 }"]);
   });
 
+  it("reads paddock.proxy (defaulted) and refuses a bad mode, host map entry or CIDR with their YAML paths", () => {
+    const withProxy = (v: string) => `
+config:
+  host_groups:
+  - name: sbox
+paddock:
+  tenant_id: t1
+  proxy: ${v}
+`;
+    expect(load(EXAMPLE).paddock.proxy).to.deep.equal({ mode: "enforce", hosts: {}, maxTunnels: 256, idleTimeoutSeconds: 300, unsafeAllowUpstreams: [] });
+    expect(load(withProxy('{ mode: audit, hosts: { "API.Test.": 198.18.0.5 }, max_tunnels: 8, unsafe_allow_upstreams: [127.0.0.1/32] }')).paddock.proxy)
+      .to.deep.equal({ mode: "audit", hosts: { "api.test": "198.18.0.5" }, maxTunnels: 8, idleTimeoutSeconds: 300, unsafeAllowUpstreams: ["127.0.0.1/32"] });
+    expect(problems(withProxy('{ mode: off, hosts: { "a b": 1.2.3.4, ok.test: nope }, unsafe_allow_upstreams: [x] }'))).to.deep.equal([
+      'paddock.proxy.mode: expected enforce or audit, got "off"',
+      "paddock.proxy.hosts.a b: expected a DNS host name as the key",
+      'paddock.proxy.hosts.ok.test: expected an IPv4 or IPv6 address, got "nope"',
+      'paddock.proxy.unsafe_allow_upstreams[0]: expected a CIDR, got "x"',
+    ]);
+  });
+
   it("reports every problem at once with its YAML path", () => {
     const p = problems(`
 config:

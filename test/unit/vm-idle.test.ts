@@ -12,7 +12,7 @@ import { expect } from "chai";
 import { silentLogger } from "../../shared/logger.js";
 import { JsonStateStore } from "../../shared/state-store.js";
 import { parseTenantConfig, type GroupIdleConfig } from "../../shared/tenant-config.js";
-import { EventLog, type VmEvent } from "../../tenant-daemon/events/event-log.js";
+import { EventLog, isVmEvent, type VmEvent } from "../../tenant-daemon/events/event-log.js";
 import { VmIdle, milliCpus, readCgroupCpuNs } from "../../tenant-daemon/vm/vm-idle.js";
 import { VmTable, type LiveVm } from "../../tenant-daemon/vm/vm-table.js";
 import type { DaemonState, VmRecord } from "../../tenant-daemon/vm/vm-types.js";
@@ -39,7 +39,7 @@ function makeLab(policy: GroupIdleConfig): Lab {
   table.vms.set(record.hostname, vm);
   const log = new EventLog();
   const lab: Lab = { vm, events: [], calls: [], cpu: { ns: 0 }, idle: undefined as unknown as VmIdle };
-  log.subscribe((e) => lab.events.push(e));
+  log.subscribe((e) => { if (isVmEvent(e)) lab.events.push(e); });
   lab.idle = new VmIdle({
     table, log: silentLogger, events: log, policy: () => policy,
     pause: async (v) => {
