@@ -29,6 +29,8 @@ export interface VmNetworkAttachment {
   netnsPath: string | undefined;
   /** Guest resolv.conf content, or undefined to leave the image's. */
   resolvConf: string | undefined;
+  /** Proxy mode (`egress_proxy`): the VM's proxy client; undefined ⇒ the CIDR policy. */
+  egressProxy: { client: string } | undefined;
 }
 
 /** The describe-VM `network` object (`GET /vm/{h}`, docs/slicer-api.md#describe-a-vm). */
