@@ -8,11 +8,12 @@ import { defaultImageDir } from "./image-store.js";
 import { checkAddressList, readTtlPair } from "./tenant-config-groups.js";
 import { DEFAULT_DENY, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, MAX_WARM_POOL, TENANT_ID_PATTERN, denyEntryProblem } from "./tenant-config-defaults.js";
 import type { ApiConfig, PaddockSettings, TenantConfigContext } from "./tenant-config-schema.js";
+import { readProxySettings } from "./tenant-config-proxy.js";
 import { UID_RANGE_MAX_END, UID_RANGE_MIN_START, UID_RANGE_SIZE, type UidRange } from "./uid-ranges.js";
 import type { ConfigReader } from "./yaml-reader.js";
 
 const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime", "pids_limit", "limits", "deny", "host_ports", "foreign_ranges", "stop_timeout_seconds", "warm_pool", "expiry", "seccomp", "userns",
-  "console_log_bytes", "disk_commit_ratio", "max_secrets", "max_secret_bytes", "host_pids_reserve", "gvisor"] as const;
+  "console_log_bytes", "disk_commit_ratio", "max_secrets", "max_secret_bytes", "host_pids_reserve", "gvisor", "proxy"] as const;
 
 /**
  * The `paddock:` key, defaulted. The tenant id defaults to the API socket's base name when that
@@ -103,6 +104,7 @@ export function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigCont
     expiry,
     maxSecrets: r.int(pd.max_secrets, "paddock.max_secrets", { min: 0, max: 100_000 }) ?? 256,
     maxSecretBytes: r.int(pd.max_secret_bytes, "paddock.max_secret_bytes", { min: 0, max: 2 ** 32 }) ?? 16 * 2 ** 20,
+    proxy: readProxySettings(r, pd.proxy),
   };
 }
 

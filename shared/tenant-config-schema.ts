@@ -3,6 +3,7 @@
  * the Slicer YAML format (`config:`, host groups, API) plus Paddock's own settings under the
  * top-level `paddock:` key. Every value is defaulted and the whole object frozen.
  */
+import type { ProxySettings } from "./tenant-config-proxy.js";
 import type { UidRange } from "./uid-ranges.js";
 
 /** `network:` of a bridge-mode host group (the default mode): VMs share a bridge with a gateway address. */
@@ -168,6 +169,8 @@ export interface PaddockSettings {
   maxSecrets: number;
   /** Most bytes of secret content, all secrets together (`paddock.max_secret_bytes`, default 16 MiB). */
   maxSecretBytes: number;
+  /** The tenant's egress proxy (`paddock.proxy`, shared/tenant-config-proxy.ts). */
+  proxy: ProxySettings;
 }
 
 /** The whole validated, frozen tenant daemon config. */

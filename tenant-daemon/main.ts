@@ -36,6 +36,7 @@ import { createAgentPort } from "./vm/agent-port.js";
 import { SecretStore } from "./secrets/secret-store.js";
 import { VmService } from "./vm/vm-service.js";
 import { EventLog } from "./events/event-log.js";
+import { ProxyStore } from "./proxy/proxy-store.js";
 import { VmNamespaces } from "./runtime/vm-namespaces.js";
 import { applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenantCgroup, type TenantBudgetPlan } from "./runtime/tenant-cgroup.js";
 import { acquireTenantIdLock } from "./tenant-id-lock.js";
@@ -128,6 +129,7 @@ type Services = Awaited<ReturnType<typeof buildServices>>;
  * next start adopts them.
  */
 async function stopServices(s: Services, config: TenantConfig, logger: Logger): Promise<void> {
+  s.proxyStore.close();
   await s.vms.stop();
   const survivors = s.vms.list({ kind: "none" }).filter((n) => n.status !== "Stopped").length;
   if (survivors === 0) {
@@ -175,6 +177,9 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
   const commitStore = new CommitStore(p.stateDir, storage.ledger, logger.child({ component: "commits" }));
   // The lifecycle event log: VmService emits into it, GET /events streams it.
   const events = new EventLog();
+  // The egress proxy's clients, secrets and rules (`/proxy/v1`); the engine matches against it.
+  const proxyStore = new ProxyStore(p.stateDir);
+  if (purpose === "serve") await proxyStore.init();
   const vms = new VmService({
     config, store, runtime, storage, network, agent, namespaces, logger, vmPidsLimit, events,
     cold: { store: commitStore, disks: storage },
@@ -183,7 +188,7 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
       if (event === "launch_failed") metrics.launch(group, "error");
     },
   });
-  return { runtime, storage, network, secrets, agent, vms, uidRange, events };
+  return { runtime, storage, network, secrets, agent, vms, uidRange, events, proxyStore };
 }
 
 /**
@@ -267,7 +272,7 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     // The server exists only after the app is built; until then it holds no connection.
     const api: { server?: http.Server } = {};
     const app = createApiApp({
-      config, vms: svc.vms, metrics, logger, authToken, secrets: svc.secrets, stats, events: svc.events,
+      config, vms: svc.vms, metrics, logger, authToken, secrets: svc.secrets, stats, events: svc.events, proxyStore: svc.proxyStore,
       describeNetwork: (h) => svc.network.describe?.(h),
       egressVms: () => svc.vms.list({ kind: "none" }).map((n) => ({ hostname: n.hostname, hostGroup: n.hostgroup, veth: vmVethName(config.paddock.tenantId, n.hostname) })),
       openConnections: () => new Promise((resolve) => {

@@ -17,7 +17,7 @@
 import type { Request, RequestHandler } from "express";
 import { PaddockError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import type { EventLog, VmEvent } from "../events/event-log.js";
+import type { DaemonEvent, EventLog } from "../events/event-log.js";
 import type { RouteHandlers } from "./route-mount.js";
 
 /** Interval of the keep-alive comment line, ms. */
@@ -36,7 +36,7 @@ export interface EventRouteDeps {
 }
 
 /** One SSE frame of `event`. */
-function frame(event: VmEvent): string {
+function frame(event: DaemonEvent): string {
   return `id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
 }
 

@@ -5,7 +5,7 @@
  *
  * | group | path match | HEAD on a GET route | 405 answer |
  * |---|---|---|---|
- * | daemon, vm, commit, stats | exact (case, trailing `/`) | answered by the GET handler | `Allow` = the listed methods; message names the request path |
+ * | daemon, vm, commit, stats, proxy | exact (case, trailing `/`) | answered by the GET handler | `Allow` = the listed methods; message names the request path |
  * | agent | exact | 405 unless listed | no `Allow`; message names `/vm/{hostname}/…` |
  * | secrets | case-insensitive, optional trailing `/` | answered by the GET handler | no `Allow`; message names `/secrets` or `/secrets/{name}` |
  * | events | exact | 405 (a stream has no HEAD) | as daemon |
@@ -57,6 +57,7 @@ const RULES: Readonly<Record<RouteGroup, GroupRules>> = {
   agent: { loose: false, headFromGet: false, wrongMethod: () => (req, res) => answer405(res, req.method, agentPathShown(req)) },
   secrets: { loose: true, headFromGet: true, wrongMethod: (path) => (req, res) => answer405(res, req.method, pathTemplate(path)) },
   events: { loose: false, headFromGet: false, wrongMethod: DAEMON.wrongMethod },
+  proxy: DAEMON,
   upgrade: { loose: false, headFromGet: false },
 };
 

@@ -42,6 +42,11 @@ export type SecretsHandler = "list" | "create" | "update" | "delete";
 export type StatsHandler = "allNodes" | "oneNode";
 /** Handler names of events-routes.ts. */
 export type EventsHandler = "stream";
+/** Handler names of proxy-routes.ts (Slicer's `/proxy/v1` egress proxy admin). */
+export type ProxyHandler =
+  | "listClients" | "createClient" | "clientRules" | "deleteClient"
+  | "listSecrets" | "createSecret" | "deleteSecret"
+  | "addAllow" | "deleteAllows" | "revokeAllow";
 /** The WebSocket upgrades of ws-upgrade.ts (also the agent stream each opens). */
 export type UpgradeHandler = "shell" | "forward";
 
@@ -54,6 +59,7 @@ export interface RouteHandlerNames {
   secrets: SecretsHandler;
   stats: StatsHandler;
   events: EventsHandler;
+  proxy: ProxyHandler;
   upgrade: UpgradeHandler;
 }
 
@@ -130,6 +136,18 @@ export const ROUTES: readonly Route[] = [
 
   // The lifecycle event stream (server-sent events; EventLog).
   { method: "GET", path: "/events", group: "events", handler: "stream", auth: "bearer" },
+
+  // The egress proxy's clients, secrets and allow rules (proxy-routes.ts, ProxyStore).
+  { method: "GET", path: "/proxy/v1/clients", group: "proxy", handler: "listClients", auth: "bearer" },
+  { method: "POST", path: "/proxy/v1/clients", group: "proxy", handler: "createClient", auth: "bearer" },
+  { method: "GET", path: "/proxy/v1/clients/:name", group: "proxy", handler: "clientRules", auth: "bearer" },
+  { method: "DELETE", path: "/proxy/v1/clients/:name", group: "proxy", handler: "deleteClient", auth: "bearer" },
+  { method: "GET", path: "/proxy/v1/secrets", group: "proxy", handler: "listSecrets", auth: "bearer" },
+  { method: "POST", path: "/proxy/v1/secrets", group: "proxy", handler: "createSecret", auth: "bearer" },
+  { method: "DELETE", path: "/proxy/v1/secrets/:name", group: "proxy", handler: "deleteSecret", auth: "bearer" },
+  { method: "POST", path: "/proxy/v1/allows", group: "proxy", handler: "addAllow", auth: "bearer" },
+  { method: "POST", path: "/proxy/v1/allows/revoke", group: "proxy", handler: "revokeAllow", auth: "bearer" },
+  { method: "DELETE", path: "/proxy/v1/allows/:client/:host", group: "proxy", handler: "deleteAllows", auth: "bearer" },
 ];
 
 /**

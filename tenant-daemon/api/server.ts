@@ -29,6 +29,8 @@ import type { VmStatsCollector } from "./vm-stats.js";
 import { createVmHandlers } from "./vm-routes.js";
 import { createEventHandlers } from "./events-routes.js";
 import type { EventLog } from "../events/event-log.js";
+import type { ProxyStore } from "../proxy/proxy-store.js";
+import { createProxyHandlers } from "./proxy-routes.js";
 import { createPlainUpgradeHandlers } from "./ws-upgrade.js";
 import { BODY_IDLE_TIMEOUT_MS, boundRequestBodyIdle } from "../../shared/body-idle-timeout.js";
 import { clientErrorReply, httpJsonAnswer, requestTargetProblem } from "../../shared/http-input.js";
@@ -54,6 +56,8 @@ export interface ApiServerDeps {
   describeNetwork?: (hostname: string) => unknown;
   /** The lifecycle event log `GET /events` streams (the one VmService emits into). */
   events: EventLog;
+  /** The egress proxy's store (the `/proxy/v1` routes). */
+  proxyStore: ProxyStore;
 }
 
 /** Build the Express app (no listener) serving every route of routes.ts. */
@@ -90,6 +94,7 @@ export function createApiApp(deps: ApiServerDeps): express.Express {
     secrets: createSecretHandlers(deps.secrets, agentLog, (name) => vms.secretChanged(name)),
     stats: createStatsHandlers(deps.stats),
     events: createEventHandlers({ events: deps.events, logger }),
+    proxy: createProxyHandlers(deps.proxyStore, logger),
   });
   app.use(notFoundHandler());
   app.use(errorMiddleware(logger));

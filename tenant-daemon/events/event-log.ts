@@ -39,15 +39,44 @@ export interface VmEvent {
 /** What a caller gives {@link EventLog.emit}; the log adds `id` and `time`. */
 export type VmEventInput = Omit<VmEvent, "id" | "time">;
 
+/**
+ * An egress proxy event (tenant-daemon/proxy/egress-telemetry.ts): `egress_denied` (a request
+ * the proxy refused) or `egress_audit` (one it would have refused, let through in audit mode).
+ * Rate-limited: at most one per client and host per window, `suppressed` counting the like
+ * ones the window swallowed before it, and a cap on all of them per window.
+ */
+export interface EgressEvent {
+  id: number;
+  type: "egress_denied" | "egress_audit";
+  /** The proxy client (from the VM's address or its proxy token). */
+  client: string;
+  host: string;
+  port: number;
+  /** Why: `no_rule`, `method_path`, `sni_mismatch`, `upstream_refused`, `not_tls`, `bad_host_header`. */
+  reason: string;
+  method?: string;
+  /** The request path without its query (TLS-intercepted and plain HTTP requests). */
+  path?: string;
+  /** Like events of this client and host not sent since the previous one. */
+  suppressed: number;
+  time: string;
+}
+
+/** What the proxy gives {@link EventLog.emit} for an egress event. */
+export type EgressEventInput = Omit<EgressEvent, "id" | "time">;
+
+/** Every event of the log. */
+export type DaemonEvent = VmEvent | EgressEvent;
+
 /** Retention defaults: the newest 1024 events, none older than 15 minutes. */
 export const DEFAULT_EVENT_RETENTION = { maxEvents: 1024, maxAgeMs: 15 * 60_000 } as const;
 
 /** What {@link EventLog.since} found for a `Last-Event-ID`. */
 export type Replay =
   /** Every event after the id is still held: these are exactly the missed ones. */
-  | { kind: "resume"; events: VmEvent[] }
+  | { kind: "resume"; events: DaemonEvent[] }
   /** Events after the id were dropped (too old, too many, or from another daemon run): these are all that are held. */
-  | { kind: "reset"; events: VmEvent[] };
+  | { kind: "reset"; events: DaemonEvent[] };
 
 /**
  * Numbered VM events in a ring bounded by count and age, and their live subscribers.
@@ -60,13 +89,13 @@ export class EventLog {
   private readonly maxAgeMs: number;
   private readonly now: () => number;
   /** Held events, oldest first (a plain array used as a ring: trimmed from the front). */
-  private events: VmEvent[] = [];
+  private events: DaemonEvent[] = [];
   /** Id of the first event this log ever emitted. */
   readonly firstId: number;
   private nextId: number;
   /** The highest id dropped from the ring (firstId - 1 while nothing was dropped). */
   private droppedThrough: number;
-  private readonly listeners = new Set<(e: VmEvent) => void>();
+  private readonly listeners = new Set<(e: DaemonEvent) => void>();
 
   /**
    * @param opts.maxEvents most events held (≥ 1); opts.maxAgeMs: oldest event held, ms;
@@ -82,8 +111,10 @@ export class EventLog {
   }
 
   /** Number, timestamp, store and deliver an event to every subscriber (synchronously). @returns the stored event. */
-  emit(input: VmEventInput): VmEvent {
-    const event: VmEvent = { id: this.nextId++, ...input, time: new Date(this.now()).toISOString() };
+  emit(input: VmEventInput): VmEvent;
+  emit(input: EgressEventInput): EgressEvent;
+  emit(input: VmEventInput | EgressEventInput): DaemonEvent {
+    const event = { id: this.nextId++, ...input, time: new Date(this.now()).toISOString() } as DaemonEvent;
     this.events.push(event);
     this.trim();
     for (const l of [...this.listeners]) l(event);
@@ -104,7 +135,7 @@ export class EventLog {
   }
 
   /** Call `listener` with every event emitted from now on, until the returned function is called. */
-  subscribe(listener: (e: VmEvent) => void): () => void {
+  subscribe(listener: (e: DaemonEvent) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
@@ -118,9 +149,9 @@ export class EventLog {
   private trim(): void {
     const oldest = this.now() - this.maxAgeMs;
     let drop = Math.max(0, this.events.length - this.maxEvents);
-    while (drop < this.events.length && Date.parse((this.events[drop] as VmEvent).time) < oldest) drop++;
+    while (drop < this.events.length && Date.parse((this.events[drop] as DaemonEvent).time) < oldest) drop++;
     if (drop === 0) return;
-    this.droppedThrough = (this.events[drop - 1] as VmEvent).id;
+    this.droppedThrough = (this.events[drop - 1] as DaemonEvent).id;
     this.events = this.events.slice(drop);
   }
 }

@@ -1,0 +1,88 @@
+/**
+ * Where the egress proxy may connect: host-side name resolution (the tenant's static names
+ * `paddock.proxy.hosts`, then the host's resolver through `dns.lookup`) and the address guard
+ * that keeps a VM from reaching the host's own services through the proxy (SSRF: a rule for a
+ * name that resolves to 127.0.0.1 must not open the daemon's neighbours).
+ *
+ * Refused unless a rule names the address itself as an IP literal (or it lies in
+ * `paddock.proxy.unsafe_allow_upstreams`): loopback, link-local, private (RFC 1918, ULA),
+ * shared (100.64/10), "this network", multicast, reserved and broadcast ranges, NAT64, every
+ * address on a host interface, and the extra ranges given (the tenant's own and other tenants'
+ * ranges). 198.18.0.0/15 (RFC 2544 benchmarking) is not refused: it is the tests' "internet".
+ * Node's `net.BlockList` does the range checks.
+ */
+import dns from "node:dns/promises";
+import net from "node:net";
+import os from "node:os";
+import { PaddockError } from "../../shared/errors.js";
+import { canonicalIp } from "./proxy-rules.js";
+
+const REFUSED_V4 = ["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4"];
+const REFUSED_V6 = ["::/127", "fe80::/10", "fc00::/7", "ff00::/8", "64:ff9b::/96", "100::/64", "2001:db8::/32"];
+
+function addSubnet(list: net.BlockList, cidr: string): void {
+  const [addr, len] = cidr.split("/");
+  if (addr === undefined) return;
+  const type = net.isIP(addr) === 6 ? "ipv6" : "ipv4";
+  list.addSubnet(addr, len === undefined ? (type === "ipv6" ? 128 : 32) : Number(len), type);
+}
+
+/** Decides whether an upstream address may be connected to. */
+export class UpstreamGuard {
+  private readonly refused = new net.BlockList();
+  private readonly exempt = new net.BlockList();
+  private hostAddrs: { at: number; set: Set<string> } | undefined;
+
+  /**
+   * @param opts.extraRefused more CIDRs to refuse (the tenant's ranges, `paddock.foreign_ranges`).
+   * @param opts.unsafeAllow CIDRs exempt from every check (`paddock.proxy.unsafe_allow_upstreams`).
+   */
+  constructor(opts: { extraRefused?: readonly string[]; unsafeAllow?: readonly string[] } = {}) {
+    for (const c of [...REFUSED_V4, ...REFUSED_V6, ...(opts.extraRefused ?? [])]) addSubnet(this.refused, c);
+    for (const c of opts.unsafeAllow ?? []) addSubnet(this.exempt, c);
+  }
+
+  /** Addresses on the host's interfaces now (cached 10 s). */
+  private hostAddresses(): Set<string> {
+    if (!this.hostAddrs || Date.now() - this.hostAddrs.at > 10_000) {
+      const set = new Set<string>();
+      for (const list of Object.values(os.networkInterfaces())) for (const a of list ?? []) set.add(canonicalIp(a.address.replace(/%.*$/, "")));
+      this.hostAddrs = { at: Date.now(), set };
+    }
+    return this.hostAddrs.set;
+  }
+
+  /**
+   * Why `ip` may not be connected to, or undefined when it may. `namedByRule`: a rule names
+   * this very address as its host (an operator's explicit choice).
+   */
+  refusal(ip: string, namedByRule: boolean): string | undefined {
+    const a = canonicalIp(ip);
+    const type = net.isIP(a) === 6 ? "ipv6" : "ipv4";
+    if (namedByRule || this.exempt.check(a, type)) return undefined;
+    if (this.refused.check(a, type)) return `${a} is in a range the proxy does not connect to (loopback, link-local, private, reserved or a tenant range)`;
+    if (this.hostAddresses().has(a)) return `${a} is an address of this host`;
+    return undefined;
+  }
+}
+
+/**
+ * The resolver of upstream names: the static map first (keys lower-case, no trailing dot), then
+ * `dns.lookup` (the host's resolver, /etc/hosts included). Returns the first address.
+ * @throws PaddockError ERR_UPSTREAM_FAILED (502) when the name does not resolve.
+ */
+export function createHostResolver(staticHosts: Readonly<Record<string, string>>): (host: string) => Promise<string> {
+  return async (host: string) => {
+    if (net.isIP(host) !== 0) return canonicalIp(host);
+    const fixed = Object.hasOwn(staticHosts, host) ? staticHosts[host] : undefined;
+    if (fixed !== undefined) return canonicalIp(fixed);
+    try {
+      const found = await dns.lookup(host, { all: true, verbatim: true });
+      const first = found[0];
+      if (!first) throw new Error("no address");
+      return canonicalIp(first.address);
+    } catch (err) {
+      throw new PaddockError("ERR_UPSTREAM_FAILED", `cannot resolve ${host}`, { cause: err });
+    }
+  };
+}
