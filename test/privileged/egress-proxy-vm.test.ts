@@ -84,6 +84,8 @@ describe("egress proxy mode with real runc VMs (privileged)", function () {
   const hosts: TestHost[] = [];
   const servers: TestServer[] = [];
   let d: TestDaemon | undefined;
+  /** A second tenant in `paddock.proxy.mode: audit`. */
+  let audit: TestDaemon | undefined;
   let allowed: TestHost;
   let denied: TestHost;
   let allowedSrv: TestServer;
@@ -93,9 +95,13 @@ describe("egress proxy mode with real runc VMs (privileged)", function () {
 
   /** Run `script` with sh in VM `h` (buffered exec): exit code and output. */
   async function sh(h: string, script: string, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
+    return shOn(d as TestDaemon, h, script, ...args);
+  }
+
+  async function shOn(on: TestDaemon, h: string, script: string, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
     const q = new URLSearchParams({ cmd: "/bin/sh", buffered: "true", uid: "0" });
     for (const a of ["-c", script, "sh", ...args]) q.append("args", a);
-    const r = await (d as TestDaemon).post(`/vm/${h}/exec?${q.toString()}`);
+    const r = await on.post(`/vm/${h}/exec?${q.toString()}`);
     expect(r.status, r.text).to.equal(200);
     const j = r.json as { stdout?: string; stderr?: string; exit_code?: number };
     return { code: j.exit_code ?? -1, out: j.stdout ?? "", err: j.stderr ?? "" };
@@ -128,13 +134,19 @@ describe("egress proxy mode with real runc VMs (privileged)", function () {
       ],
       paddock: { proxy: { hosts: { [API]: allowed.ip, [TLS]: allowed.ip, [DENIED]: denied.ip } } },
     });
-    await d.start();
+    audit = await TestDaemon.create({
+      hostGroups: [{ name: "pa", ...vm, network: { mode: "isolated", range: `${ip4(randomBlock("vm22"))}/22` }, egress_proxy: { client: "audit-1" } }],
+      paddock: { proxy: { mode: "audit", hosts: { [DENIED]: denied.ip } } },
+    });
+    await Promise.all([d.start(), audit.start()]);
+    expect((await audit.post("/proxy/v1/clients", { name: "audit-1" })).status).to.equal(201);
+    const auditVm = audit.post("/hostgroup/pa/nodes?wait=agent&timeout=120s", {});
     await api("post", "/proxy/v1/clients", { name: "build-1" });
     await api("post", "/proxy/v1/secrets", { name: "api-token", host: API, value: SECRET });
     await api("post", "/proxy/v1/allows", { client: "build-1", host: API, secret: "api-token", ports: [80] });
     await api("post", "/proxy/v1/allows", { client: "build-1", host: TLS, ports: [443], passthrough: true });
     const created = await Promise.all(["px", "pb", "open"].map((g) => (d as TestDaemon).post(`/hostgroup/${g}/nodes?wait=agent&timeout=120s`, {})));
-    for (const r of created) expect(r.status, r.text).to.equal(201);
+    for (const r of [...created, await auditVm]) expect(r.status, r.text).to.equal(201);
     // The test host's CA, for the HTTPS passthrough (the proxy never sees inside that tunnel).
     for (const h of ["px-1", "pb-1"]) expect((await sh(h, 'printf %s "$1" > /tmp/test-ca.pem', caPem)).code).to.equal(0);
   });
@@ -142,13 +154,15 @@ describe("egress proxy mode with real runc VMs (privileged)", function () {
   after(async function () {
     for (const s of servers.splice(0)) await s.stop().catch(() => undefined);
     if (d !== undefined) await d.destroy();
+    if (audit !== undefined) await audit.destroy();
     for (const h of hosts.splice(0)) await h.remove().catch(() => undefined);
     if (dir !== undefined) await fs.rm(dir, { recursive: true, force: true });
-    if (d !== undefined) {
-      expect(await leftovers(d.tenantId), "network leftovers").to.deep.equal({ links: [], netns: [], table: false });
-      const left = (await run("runc", ["list", "-q"])).stdout.split("\n").filter((id) => id.startsWith(`pdk-${d?.tenantId ?? ""}-`));
+    for (const t of [d, audit]) {
+      if (t === undefined) continue;
+      expect(await leftovers(t.tenantId), "network leftovers").to.deep.equal({ links: [], netns: [], table: false });
+      const left = (await run("runc", ["list", "-q"])).stdout.split("\n").filter((id) => id.startsWith(`pdk-${t.tenantId}-`));
       expect(left, "runc containers left").to.deep.equal([]);
-      expect(await mountsUnder(d.dir), "mounts left").to.deep.equal([]);
+      expect(await mountsUnder(t.dir), "mounts left").to.deep.equal([]);
     }
   });
 
@@ -180,15 +194,16 @@ describe("egress proxy mode with real runc VMs (privileged)", function () {
   });
 
   it("connecting straight to the allowed host's IP fails from proxy-mode VMs; a non-proxy VM of the same tenant reaches it (positive control)", async () => {
-    const direct = `curl -sS -o /dev/null -w '%{http_code}' --noproxy '*' --max-time 3 http://${allowed.ip}/direct`;
-    expect((await sh("open-1", direct)).out).to.equal("200");
-    for (const h of ["px-1", "pb-1"]) {
-      const r = await sh(h, direct);
-      expect(r.out, h).to.not.equal("200");
-      expect(r.code, h).to.not.equal(0);
-      // Nor the host's own address on that link, nor the proxy address on another port.
-      expect((await sh(h, `curl -sS --noproxy '*' --max-time 3 http://${allowed.hostSideIp}:80/`)).code, h).to.not.equal(0);
-      expect((await sh(h, "curl -sS --noproxy '*' --max-time 3 http://169.254.169.250:80/")).code, h).to.not.equal(0);
+    // Three probes at once per VM: the allowed host's IP, the host's own address on that link,
+    // the proxy address on another port. `code=000` is curl's "no answer".
+    const probes = `for u in http://${allowed.ip}/direct http://${allowed.hostSideIp}:80/ http://169.254.169.250:80/; do ` +
+      `(echo "$u code=$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' --max-time 3 "$u")") & done; wait`;
+    const [open, ...proxied] = await Promise.all(["open-1", "px-1", "pb-1"].map((h) => sh(h, probes)));
+    expect(open?.out).to.include(`http://${allowed.ip}/direct code=200`);
+    for (const r of proxied) {
+      expect(r.out.trim().split("\n").sort()).to.deep.equal([
+        `http://${allowed.ip}/direct code=000`, `http://${allowed.hostSideIp}:80/ code=000`, "http://169.254.169.250:80/ code=000",
+      ].sort());
     }
     expect(allowedSrv.lines.filter((l) => l.includes("/direct"))).to.have.length(1);
   });
@@ -221,5 +236,15 @@ describe("egress proxy mode with real runc VMs (privileged)", function () {
     // 28 would be curl's own --max-time: the tunnel must end before it.
     expect(r.out).to.match(/curl=(18|35|52|56)\b/);
     await api("post", "/proxy/v1/allows", { client: "build-1", host: TLS, ports: [443], passthrough: true });
+  });
+
+  it("audit mode (another tenant): a host without a rule is reached and the proxy logs it as audit", async () => {
+    const t = audit as TestDaemon;
+    const before = deniedSrv.lines.length;
+    const r = await shOn(t, "pa-1", `curl -sS --max-time 20 http://${DENIED}/audited`);
+    expect(r.code, r.err).to.equal(0);
+    expect(r.out).to.include("ok /audited");
+    expect(deniedSrv.lines.slice(before).some((l) => l.includes("/audited"))).to.equal(true);
+    expect(t.stderr).to.match(/"decision":"audit"/);
   });
 });
