@@ -48,6 +48,11 @@ export interface VmNetworkDescription {
    * `allow`, firewall-policy.ts) and the operator's `paddock.deny`, checked before `effective`.
    */
   floor: { drop: string[]; deny: string[] };
+  /**
+   * Proxy mode (`egress_proxy` host group): the VM's proxy client. Present ⇒ the lists above are
+   * empty and nothing but the egress proxy and its resolver is reachable (docs/slicer-api.md#proxy-mode-egress_proxy).
+   */
+  egress_proxy?: { client: string };
 }
 
 /** The network of one tenant daemon. */

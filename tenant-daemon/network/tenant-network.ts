@@ -220,12 +220,13 @@ class TenantNetworkImpl implements TenantNetworkService {
     const g = r ? this.state.groups.get(r.group) : undefined;
     if (!r || !g) return undefined;
     const deny = [...this.state.cfg.paddock.deny];
+    const proxy = g.cfg.egressProxy === undefined ? {} : { egress_proxy: { client: g.cfg.egressProxy.client } };
     if (g.cfg.network.mode !== "isolated") {
-      return { mode: "bridge", policy_source: "host_group", host_group: { allow: [], drop: [] }, effective: { allow: [], drop: [] }, floor: { drop: [], deny } };
+      return { mode: "bridge", policy_source: "host_group", host_group: { allow: [], drop: [] }, effective: { allow: [], drop: [] }, floor: { drop: [], deny }, ...proxy };
     }
     const hg = { allow: [...g.cfg.network.allow], drop: [...g.cfg.network.drop] };
     const ov = this.state.overrides.get(hostname);
-    const out: VmNetworkDescription = { mode: "isolated", policy_source: ov ? "vm" : "host_group", host_group: hg, effective: effectiveLists(hg, ov), floor: { drop: [...hg.drop], deny } };
+    const out: VmNetworkDescription = { mode: "isolated", policy_source: ov ? "vm" : "host_group", host_group: hg, effective: effectiveLists(hg, ov), floor: { drop: [...hg.drop], deny }, ...proxy };
     if (ov) out.override = { ...ov };
     return out;
   }

@@ -138,7 +138,8 @@ describe("egress proxy mode with real runc VMs (privileged)", function () {
       hostGroups: [{ name: "pa", ...vm, network: { mode: "isolated", range: `${ip4(randomBlock("vm22"))}/22` }, egress_proxy: { client: "audit-1" } }],
       paddock: { proxy: { mode: "audit", hosts: { [DENIED]: denied.ip } } },
     });
-    await Promise.all([d.start(), audit.start()]);
+    // Generous: the host may be loaded by other runs.
+    await Promise.all([d.start(180_000), audit.start(180_000)]);
     expect((await audit.post("/proxy/v1/clients", { name: "audit-1" })).status).to.equal(201);
     const auditVm = audit.post("/hostgroup/pa/nodes?wait=agent&timeout=120s", {});
     await api("post", "/proxy/v1/clients", { name: "build-1" });
@@ -206,6 +207,13 @@ describe("egress proxy mode with real runc VMs (privileged)", function () {
       ].sort());
     }
     expect(allowedSrv.lines.filter((l) => l.includes("/direct"))).to.have.length(1);
+  });
+
+  it("describe names the proxy client of a proxy-mode VM, and of no other", async () => {
+    const px = (await (d as TestDaemon).get("/vm/px-1")).json as { network?: { egress_proxy?: unknown } };
+    expect(px.network?.egress_proxy).to.deep.equal({ client: "build-1" });
+    const open = (await (d as TestDaemon).get("/vm/open-1")).json as { network?: { egress_proxy?: unknown } };
+    expect(open.network).to.not.have.property("egress_proxy");
   });
 
   it("DNS: the VM's resolver answers names its client may reach with the proxy address, and nothing else", async () => {
