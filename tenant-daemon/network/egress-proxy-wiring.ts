@@ -86,9 +86,6 @@ export interface EgressProxyWiringOptions {
   /** The proxy store's rule check, for the resolver. */
   policy: EgressHostPolicy;
   logger: Logger;
-  /** Host-side ports (tests may move them); default {@link EGRESS_PROXY_PORT}, {@link EGRESS_DNS_PORT}. */
-  proxyPort?: number;
-  dnsPort?: number;
 }
 
 /** The engine and the resolver, listening where the tenant network says, for the VMs it names. */
@@ -96,8 +93,9 @@ export class EgressProxyWiring implements EgressListenerPort {
   readonly engine: EgressProxyEngine;
   private readonly dns: EgressDns;
   private readonly log: Logger;
-  private readonly proxyPort: number;
-  private readonly dnsPort: number;
+  /** Host-side ports: the ones nft-ruleset.ts DNATs to (tenant-firewall.ts), fixed. */
+  private readonly proxyPort = EGRESS_PROXY_PORT;
+  private readonly dnsPort = EGRESS_DNS_PORT;
   private clients: ReadonlyMap<string, string> = new Map();
   private readonly serving = new Set<string>();
   /** serve() calls run one after the other. */
@@ -105,8 +103,6 @@ export class EgressProxyWiring implements EgressListenerPort {
 
   constructor(o: EgressProxyWiringOptions) {
     this.log = o.logger.child({ component: "egress-net" });
-    this.proxyPort = o.proxyPort ?? EGRESS_PROXY_PORT;
-    this.dnsPort = o.dnsPort ?? EGRESS_DNS_PORT;
     const identify = (a: string): string | undefined => this.identify(a);
     this.engine = o.makeEngine(identify);
     this.dns = new EgressDns({ identify, hostAllowed: (c, h) => o.policy.hostAllowed(c, h) }, EGRESS_PROXY_GUEST_ADDRESS, this.log);
