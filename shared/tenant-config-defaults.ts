@@ -56,3 +56,10 @@ export const MAX_WARM_POOL = 16;
 export const DEFAULT_STATE_DIR = "/var/lib/paddock";
 /** Default run root of a standalone daemon; `PADDOCK_RUN_DIR` overrides it (tenant-config-paddock.ts). */
 export const DEFAULT_RUN_DIR = "/run/paddock";
+
+/**
+ * The egress proxy's address inside proxy-mode VMs (`egress_proxy` host groups): in
+ * 169.254.168.0/22, the block of the cloud metadata address that no derived isolated range takes,
+ * and refused in a proxy-mode group's explicit network (tenant-daemon/network/egress-proxy-wiring.ts).
+ */
+export const EGRESS_PROXY_GUEST_ADDRESS = "169.254.169.250";

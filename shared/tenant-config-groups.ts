@@ -4,7 +4,7 @@
  */
 import path from "node:path";
 import { cidrContains, parseCidr, parseIpv4, type Cidr } from "./cidr.js";
-import { NAME_PATTERN } from "./tenant-config-defaults.js";
+import { EGRESS_PROXY_GUEST_ADDRESS, NAME_PATTERN } from "./tenant-config-defaults.js";
 import type { GroupIdleConfig, HostGroupConfig, NetworkConfig, TenantConfigContext } from "./tenant-config-schema.js";
 import { parseGoDurationNs } from "./time.js";
 import { ConfigReader, parseSizeBytes } from "./yaml-reader.js";
@@ -12,7 +12,7 @@ import { ConfigReader, parseSizeBytes } from "./yaml-reader.js";
 const HOSTGROUP_KEYS = [
   "name", "count", "vcpu", "ram_gb", "ram_mb", "ram_bytes", "storage", "storage_size", "persistent", "userdata",
   "userdata_file", "dns_servers", "gpu_count", "network", "network_name", "ca", "share_home", "rosetta", "sleep_action",
-  "expiry_action", "default_ttl", "max_ttl", "idle_pause_after", "idle_cpu_threshold", "idle_action",
+  "expiry_action", "default_ttl", "max_ttl", "idle_pause_after", "idle_cpu_threshold", "idle_action", "egress_proxy",
 ] as const;
 
 /** Shortest `idle_pause_after`, ms: a shorter one would freeze a VM between two calls of one client. */
@@ -140,11 +140,12 @@ export function readHostGroup(r: ConfigReader, raw: unknown, p: string, ctx: Ten
   if (expiryAction !== "shutdown" && expiryAction !== "delete") r.problem(`${p}.expiry_action`, `expected shutdown or delete, got ${JSON.stringify(expiryAction)}`);
   const expiry = readTtlPair(r, g, p);
   const idle = readIdle(r, g, p);
+  const egressProxy = readEgressProxy(r, g.egress_proxy, `${p}.egress_proxy`, name ?? "", network, dnsServers);
   if (name === undefined) return undefined;
   return {
     name, count, vcpu, ramBytes, storage: "image", storageSizeBytes, persistent, userdata,
     userdataFile: userdataFileRaw === undefined ? undefined : path.resolve(ctx.baseDir, userdataFileRaw),
-    dnsServers, gpuCount, network, expiry: { action: expiryAction === "delete" ? "delete" : "shutdown", ...expiry }, idle,
+    dnsServers, gpuCount, network, expiry: { action: expiryAction === "delete" ? "delete" : "shutdown", ...expiry }, idle, egressProxy,
   };
 }
 
@@ -187,6 +188,36 @@ export function readIdle(r: ConfigReader, o: Record<string, unknown>, p: string)
   }
   if (afterMs === undefined) return undefined;
   return { afterMs, cpuMilli, action: actionText === "suspend" ? "suspend" : "pause" };
+}
+
+/**
+ * A host group's `egress_proxy: {client: <name>}` at YAML path `p` (Paddock's key; Slicer's own
+ * proxy is a separate process a guest reaches with a per-exec `HTTPS_PROXY` token): the group's
+ * VMs leave only through the tenant's egress proxy, as proxy client `client` (default: the group's
+ * name). `{}` turns it on with the default client. An isolated group's `allow`/`drop` lists would
+ * be ignored in proxy mode, so they are a problem here, as is `dns_servers` (the guests' resolver
+ * is the proxy's own). Problems are recorded on `r`.
+ * @returns undefined when the key is absent (the group keeps its CIDR policy).
+ */
+function readEgressProxy(r: ConfigReader, raw: unknown, p: string, groupName: string, network: NetworkConfig, dnsServers: readonly string[]): HostGroupConfig["egressProxy"] {
+  if (raw === undefined || raw === null) return undefined;
+  const o = r.object(raw, p);
+  r.unknownKeys(o, p, ["client"]);
+  const client = r.string(o.client, `${p}.client`, { pattern: NAME_PATTERN, patternText: "a proxy client name of [a-z0-9-] starting and ending with a letter or digit" }) ?? groupName;
+  if (network.mode === "isolated" && (network.allow.length > 0 || network.drop.length > 0)) {
+    r.problem(p, "an egress_proxy group leaves only through the proxy: remove network.allow and network.drop (the proxy's allow rules decide)");
+  }
+  if (dnsServers.length > 0) r.problem(p, "an egress_proxy group's guests resolve through the proxy's resolver: remove dns_servers");
+  // The guests' fixed proxy address (tenant-daemon/network/egress-proxy-wiring.ts) must not be on their own network.
+  const span = network.mode === "isolated" ? network.range : network.gateway;
+  try {
+    if (span !== undefined && cidrContains(parseCidr(span), parseIpv4(EGRESS_PROXY_GUEST_ADDRESS) as number)) {
+      r.problem(p, `the group's network ${span} holds ${EGRESS_PROXY_GUEST_ADDRESS}, the egress proxy's address inside VMs: pick another range`);
+    }
+  } catch {
+    // A bad range is reported by the network reader.
+  }
+  return { client };
 }
 
 /**

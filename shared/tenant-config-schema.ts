@@ -53,6 +53,12 @@ export interface HostGroupConfig {
   network: NetworkConfig;
   /** Expiry of the group's VMs (`expiry_action`, `default_ttl`, `max_ttl`; tenant-daemon/vm/vm-expiry.ts). */
   expiry: GroupExpiryConfig;
+  /**
+   * `egress_proxy:`: the group's VMs reach the outside only through the tenant's egress proxy, as
+   * proxy client `client` (tenant-daemon/network/egress-proxy-wiring.ts); undefined ⇒ the group's
+   * CIDR policy (`network.allow`/`drop`) as before.
+   */
+  egressProxy: { client: string } | undefined;
   /** Idle pause or suspend of the group's VMs (`idle_pause_after`, …; tenant-daemon/vm/vm-idle.ts); undefined ⇒ never. */
   idle?: GroupIdleConfig;
 }

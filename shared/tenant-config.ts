@@ -102,6 +102,7 @@ export function parseTenantConfig(tree: unknown, source: string, ctx: TenantConf
   for (const group of Object.keys(paddock.hostPorts)) {
     const g = hostGroups.find((h) => h.name === group);
     if (g !== undefined && g.network.mode !== "bridge") r.problem(`paddock.host_ports.${group}`, `host group ${group} is in ${g.network.mode} mode; its VMs never reach the host (host_ports is for bridge groups)`);
+    else if (g?.egressProxy !== undefined) r.problem(`paddock.host_ports.${group}`, `host group ${group} has egress_proxy; its VMs reach only the egress proxy and its resolver on the host`);
   }
   // A group default must fit under the tenant's maximum too (the smaller maximum wins).
   hostGroups.forEach((g, i) => {

@@ -37,6 +37,9 @@ import { SecretStore } from "./secrets/secret-store.js";
 import { VmService } from "./vm/vm-service.js";
 import { EventLog } from "./events/event-log.js";
 import { ProxyStore } from "./proxy/proxy-store.js";
+import { EgressProxy } from "./proxy/egress-proxy.js";
+import { createHostResolver } from "./proxy/upstream-guard.js";
+import { EgressProxyWiring } from "./network/egress-proxy-wiring.js";
 import { VmNamespaces } from "./runtime/vm-namespaces.js";
 import { applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenantCgroup, type TenantBudgetPlan } from "./runtime/tenant-cgroup.js";
 import { acquireTenantIdLock } from "./tenant-id-lock.js";
@@ -131,6 +134,8 @@ type Services = Awaited<ReturnType<typeof buildServices>>;
 async function stopServices(s: Services, config: TenantConfig, logger: Logger): Promise<void> {
   s.proxyStore.close();
   await s.vms.stop();
+  // The proxy stops with the daemon; VMs that outlive it lose their way out until the next start.
+  await s.egress?.close();
   const survivors = s.vms.list({ kind: "none" }).filter((n) => n.status !== "Stopped").length;
   if (survivors === 0) {
     await s.network.stop();
@@ -163,8 +168,26 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
     initial: () => ({ schemaVersion: 1, tenantId: p.tenantId, counters: {}, vms: {} }),
     validate: (v) => (typeof (v as DaemonState).vms === "object" && typeof (v as DaemonState).counters === "object" ? undefined : "missing vms or counters"),
   });
+  // The lifecycle event log: VmService emits into it, GET /events streams it.
+  const events = new EventLog();
+  // The egress proxy's clients, secrets and rules (`/proxy/v1`); the engine matches against it.
+  const proxyStore = new ProxyStore(p.stateDir);
+  if (purpose === "serve") await proxyStore.init();
+  // Proxy mode (`egress_proxy` host groups): the engine and its resolver listen on the proxy-mode
+  // links' gateways, as the tenant network says (network/egress-proxy-wiring.ts).
+  const egress = purpose === "serve" ? new EgressProxyWiring({
+    logger,
+    policy: { hostAllowed: (client, host) => proxyStore.hasRuleForHost(client, host) },
+    makeEngine: (identify) => new EgressProxy({
+      store: proxyStore, identify, resolveHost: createHostResolver(p.proxy.hosts), log: logger.child({ component: "egress" }),
+      metrics: metrics.registry, events: (e) => events.emit(e), stateDir: p.stateDir, tenantId: p.tenantId, settings: p.proxy,
+      // Link-local (derived isolated ranges) is refused by the guard anyway; bridges and explicit ranges here.
+      refusedRanges: [...p.foreignRanges, ...config.hostGroups.flatMap((g) => (g.network.mode === "isolated" ? (g.network.range !== undefined ? [g.network.range] : []) : (g.network.gateway !== undefined ? [g.network.gateway] : [])))],
+    }),
+  }) : undefined;
   const network = createTenantNetwork({
     config, logger, stateDir: p.stateDir,
+    ...(egress !== undefined ? { egress } : {}),
     ...(uidRange !== undefined ? { makeNetns: (hostname: string, netnsName: string) => namespaces.create(hostname, netnsName) } : {}),
     // What the VM table recorded (a state file of another tenant is refused later, by the VM service).
     recordedAddresses: async () => {
@@ -173,13 +196,8 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
     },
   });
   const secrets = new SecretStore(path.join(p.stateDir, "secrets"), { maxSecrets: p.maxSecrets, maxSecretBytes: p.maxSecretBytes });
-  const agent = createAgentPort({ secrets, logger });
+  const agent = createAgentPort({ secrets, logger, ...(egress !== undefined ? { egress } : {}) });
   const commitStore = new CommitStore(p.stateDir, storage.ledger, logger.child({ component: "commits" }));
-  // The lifecycle event log: VmService emits into it, GET /events streams it.
-  const events = new EventLog();
-  // The egress proxy's clients, secrets and rules (`/proxy/v1`); the engine matches against it.
-  const proxyStore = new ProxyStore(p.stateDir);
-  if (purpose === "serve") await proxyStore.init();
   const vms = new VmService({
     config, store, runtime, storage, network, agent, namespaces, logger, vmPidsLimit, events,
     cold: { store: commitStore, disks: storage },
@@ -189,7 +207,7 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
       if (event === "launch_failed") metrics.launch(group, "error");
     },
   });
-  return { runtime, storage, network, secrets, agent, vms, uidRange, events, proxyStore };
+  return { runtime, storage, network, secrets, agent, vms, uidRange, events, proxyStore, egress };
 }
 
 /**

@@ -8,8 +8,12 @@
  * {"hostname":"sbox-1","userdata":"#!/bin/sh\n…"|null,
  *  "default_user":{"name":"slicer","uid":1000,"gid":1000,"home":"/home/slicer"}|null,
  *  "secrets_dir":"/run/slicer/secrets","agent_version":"0.1.0",
- *  "resolv_conf":"nameserver …\n"|null,"agent_proof":"<64 hex>"}
+ *  "resolv_conf":"nameserver …\n"|null,"agent_proof":"<64 hex>",
+ *  "egress_proxy":{"env":{"HTTPS_PROXY":"http://169.254.169.250:3128",…},"ca_pem":"-----BEGIN CERTIFICATE-----…"}|null}
  * ```
+ * `egress_proxy` (proxy-mode VMs, tenant-daemon/network/egress-proxy-wiring.ts): the environment
+ * every exec and shell starts with, and the tenant's proxy CA certificate the agent installs
+ * into the guest's trust store (egress-env.ts).
  * `resolv_conf` is written by the agent to the guest's /etc/resolv.conf (with /etc/hostname)
  * from inside the VM. `agent_proof` is a per-boot secret the agent sends back in
  * {@link AGENT_PROOF_HEADER} on every answer, so the daemon can check that an answer comes from
@@ -39,6 +43,29 @@ export interface AgentBootConfig {
   resolv_conf: string | null;
   /** Per-boot secret echoed in {@link AGENT_PROOF_HEADER}; "" ⇒ no header (host-process tests). */
   agent_proof: string;
+  /** Proxy mode: session environment and the proxy CA (PEM); null ⇒ none. */
+  egress_proxy: BootEgressProxy | null;
+}
+
+/** boot.json `egress_proxy`. */
+export interface BootEgressProxy {
+  env: Record<string, string>;
+  ca_pem: string;
+}
+
+/** Largest CA PEM accepted in boot.json. */
+const MAX_CA_PEM_BYTES = 64 * 1024;
+
+function parseEgressProxy(v: unknown): BootEgressProxy | null {
+  if (v === undefined || v === null) return null;
+  if (!isRecord(v) || !isRecord(v.env) || typeof v.ca_pem !== "string") throw new Error("boot.json: egress_proxy must be {env: object, ca_pem: string} or null");
+  const env: Record<string, string> = {};
+  for (const [k, val] of Object.entries(v.env)) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k) || typeof val !== "string" || /[\0\n\r'"\\$`]/.test(val)) throw new Error(`boot.json: egress_proxy.env.${k} is not a plain NAME=value`);
+    env[k] = val;
+  }
+  if (!v.ca_pem.startsWith("-----BEGIN CERTIFICATE-----") || Buffer.byteLength(v.ca_pem) > MAX_CA_PEM_BYTES) throw new Error("boot.json: egress_proxy.ca_pem must be a PEM certificate of at most 64 KiB");
+  return { env, ca_pem: v.ca_pem };
 }
 
 /** Response header carrying {@link AgentBootConfig.agent_proof} on every agent answer (101 included). */
@@ -61,7 +88,7 @@ function isRecord(v: unknown): v is Record<string, unknown> {
  */
 export function parseBootConfig(value: unknown): AgentBootConfig {
   if (!isRecord(value)) throw new Error("boot.json: expected a JSON object");
-  const { hostname, userdata, default_user: du, secrets_dir: sd, agent_version: av, resolv_conf: rc, agent_proof: proof } = value;
+  const { hostname, userdata, default_user: du, secrets_dir: sd, agent_version: av, resolv_conf: rc, agent_proof: proof, egress_proxy: egress } = value;
   if (typeof hostname !== "string" || hostname === "") throw new Error("boot.json: hostname must be a non-empty string");
   if (userdata !== null && userdata !== undefined && typeof userdata !== "string") throw new Error("boot.json: userdata must be a string or null");
   let defaultUser: BootDefaultUser | null = null;
@@ -84,6 +111,7 @@ export function parseBootConfig(value: unknown): AgentBootConfig {
     agent_version: typeof av === "string" && av !== "" ? av : "0.0.0",
     resolv_conf: typeof rc === "string" ? rc : null,
     agent_proof: typeof proof === "string" ? proof : "",
+    egress_proxy: parseEgressProxy(egress),
   };
 }
 

@@ -49,6 +49,7 @@ export function parseExecSpec(q: URLSearchParams, users: UserDirectory, shellFla
     LOGNAME: identity.name,
     SHELL: account?.shell ?? "/bin/sh",
     LANG: "C.UTF-8",
+    ...users.sessionEnv,
   };
   for (const kv of q.getAll("env")) {
     const i = kv.indexOf("=");

@@ -3,7 +3,8 @@
  *
  * 1. read `$PADDOCK_AGENT_DIR/boot.json` (default dir `/run/paddock-agent`, read-only);
  * 2. in a VM (`PADDOCK_AGENT_ETC` set): write the guest's /etc/hostname and /etc/resolv.conf
- *    from it, from inside the guest, so the host never writes into the guest's tree;
+ *    from it, from inside the guest, so the host never writes into the guest's tree; in proxy
+ *    mode also the proxy's login-shell profile and CA (egress-env.ts);
  * 3. accept on the listener inherited as fd `$PADDOCK_AGENT_FD` (HTTP, routes under `/v1`); or,
  *    with `$PADDOCK_AGENT_DIAL` (a host socket path; runtimes without fd passing, e.g. gVisor),
  *    dial out to it and serve on a pool of `$PADDOCK_AGENT_DIAL_POOL` (default 3) idle
@@ -25,6 +26,7 @@ import { existsSync, lstatSync, mkdirSync, symlinkSync, writeFileSync } from "no
 import path from "node:path";
 import { AGENT_SOCKET_NAME, readBootConfig, type AgentBootConfig } from "./boot.js";
 import { createAgentApp } from "./agent-app.js";
+import { applyEgressProxy, egressSessionEnv } from "./egress-env.js";
 import { serveReverse } from "./reverse-transport.js";
 import { LOCAL_SECRETS_SOCKET, runSecretsCommand, serveLocalSecrets } from "./secrets-local.js";
 import { listenInherited, listenUnix } from "./unix-transport.js";
@@ -40,6 +42,7 @@ function guestUsers(boot: AgentBootConfig | null): UserDirectory {
   return new UserDirectory(
     process.env.PADDOCK_AGENT_PASSWD ?? "/etc/passwd",
     boot?.default_user ? { ...boot.default_user, shell: "/bin/sh" } : null,
+    egressSessionEnv(boot?.egress_proxy ?? null),
   );
 }
 
@@ -54,6 +57,7 @@ async function main(): Promise<void> {
   if (etcDir !== undefined && etcDir !== "") {
     writeGuestIdentity(etcDir, boot);
     linkSlicerAgent();
+    if (boot.egress_proxy !== null) applyEgressProxy(etcDir, boot.egress_proxy, (line) => process.stderr.write(`paddock-agent: ${line}\n`));
   }
   const inheritedFd = process.env.PADDOCK_AGENT_FD;
   const dialPath = process.env.PADDOCK_AGENT_DIAL;

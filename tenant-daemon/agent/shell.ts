@@ -71,7 +71,7 @@ export function parseShellSpec(q: URLSearchParams, users: UserDirectory): ShellS
   }
   const env: Record<string, string> = {
     PATH: DEFAULT_PATH, HOME: identity.home, USER: identity.name, LOGNAME: identity.name, SHELL: file,
-    TERM: "xterm-256color", LANG: "C.UTF-8",
+    TERM: "xterm-256color", LANG: "C.UTF-8", ...users.sessionEnv,
   };
   return { file, identity, cwd, env };
 }

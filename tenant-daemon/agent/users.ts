@@ -48,9 +48,14 @@ export function parsePasswd(text: string): GuestUser[] {
 
 /** Reads accounts from a passwd file on every lookup (users may be added by userdata). */
 export class UserDirectory {
+  /**
+   * @param sessionEnv - variables every exec and shell session starts with, under the request's
+   *   own `env` (boot.json `egress_proxy.env`: the egress proxy of a proxy-mode VM).
+   */
   constructor(
     private readonly passwdPath: string,
     private readonly configuredDefault: GuestUser | null,
+    readonly sessionEnv: Readonly<Record<string, string>> = {},
   ) {}
 
   private users(): GuestUser[] {

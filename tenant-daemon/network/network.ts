@@ -29,6 +29,8 @@ export interface VmNetworkAttachment {
   netnsPath: string | undefined;
   /** Guest resolv.conf content, or undefined to leave the image's. */
   resolvConf: string | undefined;
+  /** Proxy mode (`egress_proxy`): the VM's proxy client; undefined ⇒ the CIDR policy. */
+  egressProxy: { client: string } | undefined;
 }
 
 /** The describe-VM `network` object (`GET /vm/{h}`, docs/slicer-api.md#describe-a-vm). */
@@ -46,6 +48,11 @@ export interface VmNetworkDescription {
    * `allow`, firewall-policy.ts) and the operator's `paddock.deny`, checked before `effective`.
    */
   floor: { drop: string[]; deny: string[] };
+  /**
+   * Proxy mode (`egress_proxy` host group): the VM's proxy client. Present ⇒ the lists above are
+   * empty and nothing but the egress proxy and its resolver is reachable (docs/slicer-api.md#proxy-mode-egress_proxy).
+   */
+  egress_proxy?: { client: string };
 }
 
 /** The network of one tenant daemon. */

@@ -5,9 +5,10 @@
  */
 import { formatCidr, formatIpv4 } from "../../shared/cidr.js";
 import type { Logger } from "../../shared/logger.js";
+import { EGRESS_DNS_PORT, EGRESS_PROXY_GUEST_ADDRESS, EGRESS_PROXY_PORT } from "./egress-proxy-wiring.js";
 import { compileFirewall, compileFloor, effectiveLists, type FirewallLists } from "./firewall-policy.js";
 import * as host from "./host-net.js";
-import { renderRuleset, renderTableDeletion, type RulesetFloor, type RulesetInput } from "./nft-ruleset.js";
+import { renderRuleset, renderTableDeletion, type RulesetFloor, type RulesetInput, type RulesetProxyLink } from "./nft-ruleset.js";
 import type { TenantNetState } from "./tenant-network-state.js";
 
 /** Applies the tenant's table; concurrent updates share applies. */
@@ -112,13 +113,34 @@ function rulesetInput(state: TenantNetState): RulesetInput {
     }] : [])),
     isolatedVms: vms.map((v) => {
       const ov = state.overrides.get(v.hostname);
+      const proxied = isProxyGroup(state, v.group);
       return {
         hostname: v.hostname, group: v.group, veth: v.veth, ip: formatIpv4(v.ip),
-        firewall: compileFirewall(effectiveLists(groupLists(state, v.group), ov)),
+        // A proxy-mode VM's forwarded packets are dropped before its chain; drop there too.
+        firewall: proxied ? { rules: [], defaultVerdict: "drop" } : compileFirewall(effectiveLists(groupLists(state, v.group), ov)),
         // Without an override the VM's policy is the group's own, floor included.
         useFloor: ov !== undefined && (floors.get(v.group)?.rules.length ?? 0) > 0,
       };
     }),
     floors: [...floors.values()],
+    proxy: { guestAddress: EGRESS_PROXY_GUEST_ADDRESS, proxyPort: EGRESS_PROXY_PORT, dnsPort: EGRESS_DNS_PORT, links: proxyLinks(state) },
   };
+}
+
+/** Whether `group` is in proxy mode (`egress_proxy`). */
+function isProxyGroup(state: TenantNetState, group: string): boolean {
+  return state.groups.get(group)?.cfg.egressProxy !== undefined;
+}
+
+/**
+ * The links of proxy-mode groups: every isolated VM's veth (attached or adoptable) with its
+ * gateway and address, and every proxy-mode bridge with its gateway.
+ */
+export function proxyLinks(state: TenantNetState): RulesetProxyLink[] {
+  const vms = [...state.attached.values(), ...state.adoptable.values()].filter((v) => v.mode === "isolated" && isProxyGroup(state, v.group));
+  const bridges = [...state.groups.values()].filter((g) => g.bridge !== undefined && g.cfg.egressProxy !== undefined);
+  return [
+    ...vms.map((v) => ({ iface: v.veth, gateway: formatIpv4(v.gateway), vmIp: formatIpv4(v.ip) })),
+    ...bridges.map((g) => ({ iface: g.bridge as string, gateway: formatIpv4(g.addr.gateway as number), vmIp: undefined })),
+  ];
 }

@@ -14,11 +14,12 @@ import { PaddockError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { TenantConfig } from "../../shared/tenant-config.js";
 import { AddressPlan, type Reservation } from "./address-plan.js";
+import type { EgressListenerPort } from "./egress-proxy-wiring.js";
 import { effectiveLists, validateOverride } from "./firewall-policy.js";
 import * as host from "./host-net.js";
 import { vmNetnsName, vmVethName } from "./names.js";
 import type { TenantNetwork, VmNetworkAttachment, VmNetworkDescription, VmNetworkRequest } from "./network.js";
-import { TenantFirewall } from "./tenant-firewall.js";
+import { TenantFirewall, proxyLinks } from "./tenant-firewall.js";
 import { ensureBridge, reconcileLeftovers, removeTenantLinks } from "./tenant-host-links.js";
 import { newTenantNetState, type GroupRuntime, type TenantNetState, type VmLinks } from "./tenant-network-state.js";
 import { checkBridgeOwnership, openRangeStore, planRanges, scanHost, type RangeStore } from "./tenant-ranges.js";
@@ -44,6 +45,13 @@ export interface TenantNetworkOptions {
    * addresses into the sandbox; tenant-host-links.ts `reconcileLeftovers`). Default: none.
    */
   recordedAddresses?: () => Promise<ReadonlyMap<string, string>>;
+  /**
+   * Proxy mode (host groups with `egress_proxy`): told, after every change, where the proxy and
+   * its resolver must listen and which VM address is which proxy client
+   * (egress-proxy-wiring.ts). Absent ⇒ proxy-mode VMs still reach nothing but the proxy address,
+   * where nothing listens.
+   */
+  egress?: EgressListenerPort;
 }
 
 /** The describe/firewall view extends the interface with introspection used by tests and tools. */
@@ -66,6 +74,7 @@ class TenantNetworkImpl implements TenantNetworkService {
   private readonly firewall: TenantFirewall;
   private readonly makeNetns: MakeNetns | undefined;
   private readonly recordedAddresses: () => Promise<ReadonlyMap<string, string>>;
+  private readonly egress: EgressListenerPort | undefined;
   private plan: AddressPlan | undefined;
   /** Addresses on host interfaces that are not ours (skipped by the address plan). */
   private hostAddrs = new Set<number>();
@@ -73,6 +82,7 @@ class TenantNetworkImpl implements TenantNetworkService {
   constructor(o: TenantNetworkOptions) {
     this.makeNetns = o.makeNetns;
     this.recordedAddresses = o.recordedAddresses ?? (() => Promise.resolve(new Map()));
+    this.egress = o.egress;
     this.state = newTenantNetState(o.config);
     this.log = o.logger.child({ component: "network" });
     this.store = openRangeStore(o.stateDir);
@@ -103,6 +113,7 @@ class TenantNetworkImpl implements TenantNetworkService {
     const bridgeNames = new Set([...this.state.groups.values()].flatMap((g) => (g.bridge ? [g.bridge] : [])));
     this.hostAddrs = new Set(scan.addrs.filter((a) => !scan.ours.has(a.ifname) && !bridgeNames.has(a.ifname)).map((a) => parseIpv4(a.local) as number));
     await this.firewall.sync();
+    await this.syncEgress();
     this.log.info("network started", { ranges: this.ranges(), adoptable: [...this.state.adoptable.keys()] });
   }
 
@@ -118,6 +129,9 @@ class TenantNetworkImpl implements TenantNetworkService {
     const g = this.state.groups.get(req.hostGroup);
     if (!g) throw new PaddockError("ERR_HOSTGROUP_NOT_FOUND", `host group ${req.hostGroup} not found`);
     const override = validateOverride(req.override, g.addr.mode, g.cfg.name);
+    if (override !== undefined && g.cfg.egressProxy !== undefined) {
+      throw new PaddockError("ERR_VM_INVALID_REQUEST", `host group ${g.cfg.name} leaves only through the egress proxy: a network override does not apply (the proxy's allow rules decide)`);
+    }
     const existing = plan.lookup(req.hostname);
     if (existing) return cidrText(existing);
     const adopt = this.state.adoptable.get(req.hostname);
@@ -136,6 +150,7 @@ class TenantNetworkImpl implements TenantNetworkService {
         this.log.warn("live VM network does not match its reservation; it will be rebuilt on attach", { hostname: req.hostname });
       }
       if (adopt.mode === "isolated") this.firewall.syncInBackground();
+      this.syncEgressInBackground();
     }
     return cidrText(r);
   }
@@ -170,10 +185,13 @@ class TenantNetworkImpl implements TenantNetworkService {
       const results = await Promise.allSettled([vm.mode === "isolated" ? this.firewall.sync() : Promise.resolve(), links()]);
       const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
       if (failed) throw failed.reason;
+      // The gateway address exists now: the proxy and its resolver can listen on it.
+      if (g.cfg.egressProxy !== undefined) await this.syncEgress();
     } catch (err) {
       this.state.attached.delete(vm.hostname);
       await removeVmLinks(this.state.tenant, vm.hostname);
       if (vm.mode === "isolated") await this.firewall.sync().catch((e: unknown) => this.log.error("firewall rollback failed", { err: e }));
+      if (g.cfg.egressProxy !== undefined) await this.syncEgress().catch((e: unknown) => this.log.error("egress proxy rollback failed", { err: e }));
       throw new PaddockError("ERR_NETWORK_SETUP_FAILED", `network setup of VM ${vm.hostname} failed: ${(err as Error).message}`, { cause: err });
     }
     this.log.debug("VM network attached", { hostname: vm.hostname, ip: formatIpv4(vm.ip), veth: vm.veth });
@@ -185,7 +203,11 @@ class TenantNetworkImpl implements TenantNetworkService {
     this.state.attached.delete(hostname);
     this.state.adoptable.delete(hostname);
     // The sandbox is gone before detach: links and rules can go at the same time.
-    await Promise.all([removeVmLinks(this.state.tenant, hostname), vm?.mode === "isolated" ? this.firewall.sync() : undefined]);
+    await Promise.all([
+      removeVmLinks(this.state.tenant, hostname),
+      vm?.mode === "isolated" ? this.firewall.sync() : undefined,
+      vm !== undefined && this.state.groups.get(vm.group)?.cfg.egressProxy !== undefined ? this.syncEgress() : undefined,
+    ]);
   }
 
   release(hostname: string): void {
@@ -198,12 +220,13 @@ class TenantNetworkImpl implements TenantNetworkService {
     const g = r ? this.state.groups.get(r.group) : undefined;
     if (!r || !g) return undefined;
     const deny = [...this.state.cfg.paddock.deny];
+    const proxy = g.cfg.egressProxy === undefined ? {} : { egress_proxy: { client: g.cfg.egressProxy.client } };
     if (g.cfg.network.mode !== "isolated") {
-      return { mode: "bridge", policy_source: "host_group", host_group: { allow: [], drop: [] }, effective: { allow: [], drop: [] }, floor: { drop: [], deny } };
+      return { mode: "bridge", policy_source: "host_group", host_group: { allow: [], drop: [] }, effective: { allow: [], drop: [] }, floor: { drop: [], deny }, ...proxy };
     }
     const hg = { allow: [...g.cfg.network.allow], drop: [...g.cfg.network.drop] };
     const ov = this.state.overrides.get(hostname);
-    const out: VmNetworkDescription = { mode: "isolated", policy_source: ov ? "vm" : "host_group", host_group: hg, effective: effectiveLists(hg, ov), floor: { drop: [...hg.drop], deny } };
+    const out: VmNetworkDescription = { mode: "isolated", policy_source: ov ? "vm" : "host_group", host_group: hg, effective: effectiveLists(hg, ov), floor: { drop: [...hg.drop], deny }, ...proxy };
     if (ov) out.override = { ...ov };
     return out;
   }
@@ -216,6 +239,7 @@ class TenantNetworkImpl implements TenantNetworkService {
       await removeVmLinks(this.state.tenant, vm.hostname);
     }
     if (left.some((v) => v.mode === "isolated")) await this.firewall.sync();
+    await this.syncEgress();
   }
 
   async stop(): Promise<void> {
@@ -223,6 +247,7 @@ class TenantNetworkImpl implements TenantNetworkService {
     // create the table again (a stop racing start-up work left it behind).
     this.firewall.halt();
     // Works without start (purge): everything is found by name prefix and alias.
+    await this.egress?.serve(new Set(), new Map()).catch((err: unknown) => this.log.error("egress proxy stop failed", { err }));
     const aliased = await removeTenantLinks(this.state);
     await this.firewall.removeTable();
     this.state.attached.clear();
@@ -230,6 +255,30 @@ class TenantNetworkImpl implements TenantNetworkService {
     this.state.overrides.clear();
     this.plan = undefined;
     this.log.info("network stopped", { links: aliased });
+  }
+
+  // ---- proxy mode --------------------------------------------------------------------------------
+
+  /**
+   * Tell proxy mode where to listen (every proxy-mode link's gateway whose address exists: the
+   * attached isolated VMs' and the proxy-mode bridges') and which VM address is which client.
+   * @throws Error from a listen that failed.
+   */
+  private async syncEgress(): Promise<void> {
+    if (this.egress === undefined) return;
+    const attached = new Set([...this.state.attached.values()].map((v) => v.veth));
+    const bridges = new Set([...this.state.groups.values()].flatMap((g) => (g.bridge !== undefined ? [g.bridge] : [])));
+    const gateways = new Set(proxyLinks(this.state).filter((l) => attached.has(l.iface) || bridges.has(l.iface)).map((l) => l.gateway));
+    const clients = new Map<string, string>();
+    for (const v of this.state.attached.values()) {
+      const client = this.state.groups.get(v.group)?.cfg.egressProxy?.client;
+      if (client !== undefined) clients.set(formatIpv4(v.ip), client);
+    }
+    await this.egress.serve(gateways, clients);
+  }
+
+  private syncEgressInBackground(): void {
+    this.syncEgress().catch((err: unknown) => this.log.error("egress proxy update failed", { err }));
   }
 
   // ---- introspection ---------------------------------------------------------------------------

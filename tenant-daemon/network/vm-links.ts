@@ -5,6 +5,7 @@
  */
 import path from "node:path";
 import { formatIpv4 } from "../../shared/cidr.js";
+import { egressResolvConf } from "./egress-proxy-wiring.js";
 import * as host from "./host-net.js";
 import { linkAlias, vmNetnsName, vmVethName } from "./names.js";
 import type { VmNetworkAttachment } from "./network.js";
@@ -61,12 +62,17 @@ export async function removeVmLinks(tenant: string, hostname: string): Promise<v
 /**
  * What the VM service gets for `vm`: its address as `a.b.c.d/prefix`, its netns path, and a
  * resolv.conf naming the group's `dns_servers`, else the host's resolvers (none ⇒ undefined,
- * the image's own file stays).
+ * the image's own file stays); in proxy mode the proxy's resolver and the proxy client.
  */
 export function vmAttachment(state: TenantNetState, vm: VmLinks): VmNetworkAttachment {
   const g = state.groups.get(vm.group);
+  const proxy = g?.cfg.egressProxy;
+  if (proxy !== undefined) {
+    return { ipCidr: `${formatIpv4(vm.ip)}/${vm.prefix}`, netnsPath: path.join(NETNS_DIR, vm.netns), resolvConf: egressResolvConf(), egressProxy: { client: proxy.client } };
+  }
   const servers = g && g.cfg.dnsServers.length > 0 ? [...g.cfg.dnsServers] : state.resolvers;
   return {
+    egressProxy: undefined,
     ipCidr: `${formatIpv4(vm.ip)}/${vm.prefix}`,
     netnsPath: path.join(NETNS_DIR, vm.netns),
     resolvConf: servers.length === 0 ? undefined : renderResolvConf(servers, g && g.cfg.dnsServers.length > 0 ? `host group ${vm.group}` : "host resolvers"),

@@ -103,7 +103,7 @@ export class VmLauncher {
     const userdata = r.userdata ?? group.userdata ?? (group.userdataFile ? await fs.readFile(group.userdataFile, "utf8") : undefined);
     // The host writes nothing into the guest's tree: hostname and resolv.conf travel in boot.json
     // (a host-only, read-only bind) and the agent writes them from inside the VM.
-    await this.deps.agent.writeBoot(paths.bootDir(r.hostname), { hostname: r.hostname, userdata, resolvConf: attachment.resolvConf, proof: r.agentProof }, owner);
+    await this.deps.agent.writeBoot(paths.bootDir(r.hostname), { hostname: r.hostname, userdata, resolvConf: attachment.resolvConf, proof: r.agentProof, egressProxy: attachment.egressProxy !== undefined }, owner);
     spans.mark("files");
     // Reverse channel (runtimes without fd passing): the daemon's listener, bound before the
     // sandbox starts so the agent's first dial finds it.

@@ -51,6 +51,8 @@ export interface AgentBootInput {
   resolvConf: string | undefined;
   /** Per-boot proof the agent echoes on every answer. */
   proof: string;
+  /** Proxy mode (`egress_proxy` host group): the agent gets the proxy environment and CA. */
+  egressProxy: boolean;
 }
 
 /** The guest agent as the VM service needs it (implemented over tenant-daemon/agent-client). */

@@ -60,7 +60,7 @@ describeWhenReady(missing, "gVisor suspend/restore at the driver level (privileg
     const hostname = "susp-1";
     spec = await lab.prepareVm(hostname, { args: undefined, agentDialDir: path.join(lab.dir, "run", "vms", hostname, "agent-dial") });
     writeAgentBootConfig(spec.bootDir, {
-      hostname, userdata: null, default_user: null, secrets_dir: "/run/slicer/secrets", agent_version: "test", resolv_conf: null, agent_proof: proof,
+      hostname, userdata: null, default_user: null, secrets_dir: "/run/slicer/secrets", agent_version: "test", resolv_conf: null, agent_proof: proof, egress_proxy: null,
     }, { uid: lab.range.uidStart, gid: lab.range.uidStart });
     imageDir = path.join(lab.dir, "checkpoints", hostname);
     await fs.mkdir(path.dirname(imageDir), { mode: 0o700 });

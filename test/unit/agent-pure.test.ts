@@ -125,7 +125,7 @@ describe("agent: boot.json, modes, ring, names", () => {
   it("validates and round-trips boot.json", () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), "pdk-boot-"));
     try {
-      const cfg = { hostname: "h-1", userdata: null, default_user: { name: "slicer", uid: 1000, gid: 1000, home: "/home/slicer" }, secrets_dir: "/run/slicer/secrets", agent_version: "1", resolv_conf: "nameserver 198.18.0.1\n", agent_proof: "ab".repeat(32) };
+      const cfg = { hostname: "h-1", userdata: null, default_user: { name: "slicer", uid: 1000, gid: 1000, home: "/home/slicer" }, secrets_dir: "/run/slicer/secrets", agent_version: "1", resolv_conf: "nameserver 198.18.0.1\n", agent_proof: "ab".repeat(32), egress_proxy: null };
       writeAgentBootConfig(dir, cfg);
       expect(readBootConfig(dir)).to.deep.equal(cfg);
       expect(statSync(path.join(dir, "boot.json")).mode & 0o777).to.equal(0o600);

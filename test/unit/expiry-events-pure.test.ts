@@ -63,7 +63,7 @@ describe("RFC 3339 parser", () => {
 describe("deadline rules (vm-expiry.ts)", () => {
   const group = (expiry: Partial<HostGroupConfig["expiry"]> = {}): HostGroupConfig => ({
     name: "sbox", count: 0, vcpu: 1, ramBytes: 2 ** 28, storage: "image", storageSizeBytes: 2 ** 28, persistent: false, userdata: undefined, userdataFile: undefined,
-    dnsServers: [], gpuCount: 0, network: { mode: "isolated", range: undefined, drop: [], allow: [] }, expiry: { action: "shutdown", defaultTtlMs: undefined, maxTtlMs: undefined, ...expiry },
+    dnsServers: [], gpuCount: 0, network: { mode: "isolated", range: undefined, drop: [], allow: [] }, expiry: { action: "shutdown", defaultTtlMs: undefined, maxTtlMs: undefined, ...expiry }, egressProxy: undefined,
   });
   const now = Date.UTC(2026, 11, 6, 9, 0);
   const none = { defaultTtlMs: undefined, maxTtlMs: undefined };

@@ -267,3 +267,60 @@ describe("network: renderRuleset golden files", () => {
     expect(renderRuleset(shuffled)).to.equal(renderRuleset(input));
   });
 });
+
+describe("network: proxy mode (egress_proxy)", () => {
+  const proxyInput: RulesetInput = {
+    tenantId: "acme",
+    ownRanges: ["169.254.100.0/22", "198.18.8.0/24"],
+    foreignRanges: ["169.254.104.0/22"],
+    deny: ["169.254.169.254"],
+    dnsServers: ["198.18.0.53"],
+    bridges: [{ group: "web", bridge: "pbweb", range: "198.18.8.0/24", gateway: "198.18.8.1", hostPorts: [] }],
+    isolatedVms: [{ hostname: "px-1", group: "px", veth: "pkpppp", ip: "169.254.100.2", firewall: { rules: [], defaultVerdict: "drop" }, useFloor: false }],
+    floors: [],
+    proxy: {
+      guestAddress: "169.254.169.250", proxyPort: 3128, dnsPort: 53,
+      links: [{ iface: "pkpppp", gateway: "169.254.100.1", vmIp: "169.254.100.2" }, { iface: "pbweb", gateway: "198.18.8.1", vmIp: undefined }],
+    },
+  };
+  it("golden ruleset: proxy links forward nothing, reach the proxy and resolver on their gateway only, and the guest address is DNATed there", async () => {
+    await golden("network-ruleset-proxy.nft", renderRuleset(proxyInput));
+  });
+  it("proxy-mode links are dropped in forward before the resolver accept and the replies; in input before everything they could reach", () => {
+    const text = renderRuleset(proxyInput);
+    const chain = (name: string): string[] => (text.split(`\tchain ${name} {\n`)[1] ?? "").split("\n\t}\n")[0]?.split("\n").map((l) => l.trim()) ?? [];
+    const lines = chain("forward");
+    const drop = lines.indexOf("iifname @proxy_ifaces drop");
+    expect(drop).to.be.greaterThan(0);
+    expect(drop).to.be.lessThan(lines.findIndex((l) => l.includes("th dport 53 accept")));
+    expect(drop).to.be.lessThan(lines.indexOf("ct state established,related accept"));
+    const input = chain("input");
+    expect(input.indexOf("iifname @proxy_ifaces drop")).to.be.lessThan(input.findIndex((l) => l.includes("198.18.0.53")));
+    expect(input).to.include("iifname \"pkpppp\" ip saddr != 169.254.100.2 drop");
+  });
+  it("no proxy links ⇒ no proxy rules at all", () => {
+    const text = renderRuleset({ ...proxyInput, proxy: { ...proxyInput.proxy!, links: [] } });
+    expect(text).to.not.include("proxy_ifaces");
+    expect(text).to.not.include("prerouting");
+  });
+  it("config: egress_proxy with its client (default: the group's name); CIDR lists, dns_servers and a network holding the proxy address refused", () => {
+    const c = config([
+      { name: "px", network: { mode: "isolated" }, egress_proxy: { client: "build-1" } },
+      { name: "py", network: { mode: "isolated" }, egress_proxy: {} },
+      { name: "pz", network: { mode: "isolated" } },
+    ]);
+    expect(c.hostGroups.map((g) => g.egressProxy)).to.deep.equal([{ client: "build-1" }, { client: "py" }, undefined]);
+    const bad = (g: unknown): string => {
+      try {
+        config([g]);
+        return "";
+      } catch (err) {
+        return (err as Error).message;
+      }
+    };
+    expect(bad({ name: "px", network: { mode: "isolated", allow: ["198.18.0.1"] }, egress_proxy: {} })).to.include("egress_proxy");
+    expect(bad({ name: "px", dns_servers: ["198.18.0.53"], network: { mode: "isolated" }, egress_proxy: {} })).to.include("dns_servers");
+    expect(bad({ name: "px", network: { mode: "isolated", range: "169.254.168.0/22" }, egress_proxy: {} })).to.include("169.254.169.250");
+    expect(bad({ name: "px", network: { mode: "isolated" }, egress_proxy: { client: "Bad Name" } })).to.include("egress_proxy.client");
+  });
+});

@@ -9,6 +9,7 @@ const group: HostGroupConfig = {
   name: "sbox", count: 0, vcpu: 2, ramBytes: 4 * 2 ** 30, storage: "image", storageSizeBytes: 2 ** 30, persistent: false,
   userdata: undefined, userdataFile: undefined, dnsServers: [], gpuCount: 0, network: { mode: "isolated", range: undefined, drop: [], allow: [] },
   expiry: { action: "shutdown", defaultTtlMs: undefined, maxTtlMs: undefined },
+  egressProxy: undefined,
 };
 
 function code(fn: () => unknown): string {
