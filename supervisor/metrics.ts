@@ -23,6 +23,8 @@ export class SupervisorMetrics {
   private readonly authFailures: Counter;
   private readonly requests: Counter<"tenant" | "code">;
   private readonly latency: Histogram<"tenant" | "code">;
+  private readonly previewRequests: Counter<"tenant" | "form" | "auth" | "code">;
+  private readonly previewMints: Counter<"tenant">;
   /** By `tenant\0code`: the bound series, so a request costs one Map lookup. */
   private readonly series = new Map<string, RequestSeries>();
 
@@ -32,6 +34,8 @@ export class SupervisorMetrics {
     this.restarts = new Counter({ name: "paddock_daemon_restarts_total", help: "Tenant daemon restarts after crashes.", labelNames: ["tenant"], registers });
     this.authFailures = new Counter({ name: "paddock_gateway_auth_failures_total", help: "Gateway requests refused with 401.", registers });
     this.requests = new Counter({ name: "paddock_gateway_requests_total", help: "Requests through the gateway by tenant and status code.", labelNames: ["tenant", "code"], registers });
+    this.previewRequests = new Counter({ name: "paddock_preview_requests_total", help: "Preview requests and WebSocket upgrades through the gateway by tenant, address form (host|path), auth (tenant_token|preview_token|none) and status code.", labelNames: ["tenant", "form", "auth", "code"], registers });
+    this.previewMints = new Counter({ name: "paddock_preview_tokens_minted_total", help: "Preview tokens minted, by tenant.", labelNames: ["tenant"], registers });
     this.latency = new Histogram({ name: "paddock_gateway_request_duration_seconds", help: "Gateway request latency (until the response ends).", labelNames: ["tenant", "code"], buckets: LATENCY_BUCKETS_S, registers });
   }
 
@@ -46,6 +50,16 @@ export class SupervisorMetrics {
     }
     s.count.inc();
     s.latency.observe(seconds);
+  }
+
+  /** Count one preview request (tenant `-` when unknown; `auth` `none` when refused before auth) by its final status `code`. */
+  observePreview(tenant: string, form: string, auth: string, code: number): void {
+    this.previewRequests.inc({ tenant, form, auth, code: String(code) });
+  }
+
+  /** Count one minted preview token. */
+  observePreviewMint(tenant: string): void {
+    this.previewMints.inc({ tenant });
   }
 
   /** Count one gateway request refused with 401. */

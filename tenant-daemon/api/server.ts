@@ -30,6 +30,7 @@ import { createVmHandlers } from "./vm-routes.js";
 import { createEventHandlers } from "./events-routes.js";
 import type { EventLog } from "../events/event-log.js";
 import { createPlainUpgradeHandlers } from "./ws-upgrade.js";
+import { createPreviewProxy, type PreviewProxy } from "./preview-routes.js";
 import { BODY_IDLE_TIMEOUT_MS, boundRequestBodyIdle } from "../../shared/body-idle-timeout.js";
 import { clientErrorReply, httpJsonAnswer, requestTargetProblem } from "../../shared/http-input.js";
 import { assertListenFree as assertFree, listenHttp } from "../../shared/http/listen.js";
@@ -54,6 +55,8 @@ export interface ApiServerDeps {
   describeNetwork?: (hostname: string) => unknown;
   /** The lifecycle event log `GET /events` streams (the one VmService emits into). */
   events: EventLog;
+  /** The preview proxy (preview-routes.ts), shared with the upgrade handler; absent: one of its own. */
+  preview?: PreviewProxy;
 }
 
 /** Build the Express app (no listener) serving every route of routes.ts. */
@@ -90,6 +93,7 @@ export function createApiApp(deps: ApiServerDeps): express.Express {
     secrets: createSecretHandlers(deps.secrets, agentLog, (name) => vms.secretChanged(name)),
     stats: createStatsHandlers(deps.stats),
     events: createEventHandlers({ events: deps.events, logger }),
+    preview: (deps.preview ?? createPreviewProxy({ resolveAgent: (h) => vms.resolveAgent(h), createdAt: (h) => vms.get(h).createdAt, authToken: deps.authToken, logger })).handlers,
   });
   app.use(notFoundHandler());
   app.use(errorMiddleware(logger));
