@@ -18,6 +18,7 @@ import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { expect } from "chai";
+import WebSocket from "ws";
 import { openWs } from "../helpers/ws.js";
 import { PROJECT_ROOT } from "../helpers/daemon.js";
 import { TestSupervisor, realDaemonConfig } from "../helpers/supervisor.js";
@@ -236,14 +237,19 @@ describeWhenReady(missingPrerequisites(), "preview URLs through the supervisor g
       [`ws://${host}:${port}/ws?paddock_token=${encodeURIComponent(preview)}`, { host: hostOf(8080) }],
       [`ws://${host}:${port}/preview/${a}/${h}/8080/ws`, { authorization: `Bearer ${tokenA}` }],
     ] as const) {
-      const ws = await openWs(url, headers);
+      // Listen before the handshake ends: the app's first message may come with its 101.
+      const ws = new WebSocket(url, { headers });
       try {
         const msgs: string[] = [];
-        const got = new Promise<void>((resolve) => ws.on("message", (d: Buffer) => {
-          msgs.push(d.toString());
-          if (msgs.length === 2) resolve();
-        }));
-        ws.send("ping-preview");
+        const got = new Promise<void>((resolve, reject) => {
+          ws.on("message", (d: Buffer) => {
+            msgs.push(d.toString());
+            if (msgs.length === 2) resolve();
+          });
+          ws.once("unexpected-response", (_q, res: http.IncomingMessage) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
+          ws.once("error", reject);
+        });
+        ws.once("open", () => ws.send("ping-preview"));
         await got;
         const first = JSON.parse(msgs[0] as string) as { url: string; headers: Record<string, string> };
         expect(first.url).to.equal("/ws");
