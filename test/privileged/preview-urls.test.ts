@@ -22,6 +22,7 @@ import WebSocket from "ws";
 import { openWs } from "../helpers/ws.js";
 import { PROJECT_ROOT } from "../helpers/daemon.js";
 import { TestSupervisor, realDaemonConfig } from "../helpers/supervisor.js";
+import { request } from "../helpers/http.js";
 import { leaksOf, rid } from "../reliability/helpers.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
@@ -137,6 +138,11 @@ describeWhenReady(missingPrerequisites(), "preview URLs through the supervisor g
     const missing = await mint(8080, undefined, "sbox-999");
     expect(missing.status, missing.text).to.equal(404);
     expect((await sup.gw(undefined, "POST", `/vm/${h}/preview-tokens`, { port: 8080 })).status, "mint needs the tenant token").to.equal(401);
+    // Minting is audited (never the token itself).
+    const audit = await fs.readFile(path.join(sup.stateDir, "supervisor", "audit.log"), "utf8");
+    const mints = audit.split("\n").filter((l) => l.includes("\"preview_token.mint\""));
+    expect(mints.length, audit).to.be.at.least(2);
+    expect(mints.join("")).to.include(`"hostname":"${h}"`).and.not.include("pvt_");
   });
 
   it("the host-name form and the path form reach the app; the path form strips its prefix and says so in X-Forwarded-Prefix", async () => {
@@ -265,5 +271,10 @@ describeWhenReady(missingPrerequisites(), "preview URLs through the supervisor g
       return undefined;
     }, (e: { status?: number }) => e);
     expect(err?.status).to.equal(401);
+    // The preview metrics count what went through, by form and auth.
+    const m = await request(sup.adminTarget(), "GET", "/metrics", undefined, { authorization: `Bearer ${sup.adminToken}` });
+    expect(m.text).to.match(new RegExp(`paddock_preview_requests_total\\{tenant="${a}",form="host",auth="preview_token",code="200"\\} [1-9]`));
+    expect(m.text).to.match(new RegExp(`paddock_preview_requests_total\\{tenant="${a}",form="path",auth="tenant_token",code="101"\\} 1`));
+    expect(m.text).to.match(new RegExp(`paddock_preview_tokens_minted_total\\{tenant="${a}"\\} [1-9]`));
   });
 });
