@@ -85,7 +85,7 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
     // A preview redirect: to the trailing slash (nothing routed), or the query token exchanged
     // for the cookie (routed and admitted; a refused admission is answered below instead).
     if (pv?.answer && (r.ok || !pv.r.ok)) {
-      res.once("close", () => finisher.finish(req, res, r, id, started, undefined, admitted));
+      res.once("close", () => finisher.finish(req, res, r, id, started, undefined, admitted, false));
       req.resume();
       res.writeHead(pv.answer.status, { ...pv.answer.headers, "x-request-id": id, "content-length": 0 });
       res.end();
@@ -105,7 +105,7 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
     }
     const upstream = forwarder.forward(req, res, r, id, pv?.plan);
     live.upstream = upstream;
-    res.once("close", () => finisher.finish(req, res, r, id, started, upstream, admitted));
+    res.once("close", () => finisher.finish(req, res, r, id, started, upstream, admitted, pv === undefined));
     // Only a request with a body can be cut by the body idle bound (its onTimeout needs this).
     if (upstream && requestHasBody(req)) upstreams.set(req, { upstream, id });
   });
