@@ -14,6 +14,23 @@ import { RETRY_AFTER_S, type OkRoute, type TenantResolver } from "./gateway-rout
 export const STRIPPED_HEADERS: readonly string[] = ["authorization", "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "x-forwarded-prefix", "x-real-ip", "x-request-id", "x-paddock-tenant"];
 const STRIPPED = new Set(STRIPPED_HEADERS);
 
+/**
+ * A rewrite of what one request forwards (preview requests, supervisor/preview/preview-gateway.ts):
+ * the daemon path, the whole header list, and an edit of the answer's headers.
+ */
+export interface ForwardPlan {
+  /** Request target sent to the daemon instead of the client's. */
+  path: string;
+  /**
+   * Headers sent to the daemon as a flat name/value list, instead of the client's minus
+   * {@link STRIPPED_HEADERS} plus the gateway's `X-Forwarded-*` (`X-Request-Id` and
+   * `X-Paddock-Tenant` are added to either).
+   */
+  headers: string[];
+  /** Edit of the answer's flat header list before it is written (e.g. drop `Set-Cookie`). */
+  rewriteAnswer?: (headers: string[]) => string[];
+}
+
 /** Answer `res` with a serialised JSON `body` (and `headers`); the response ends. */
 export function sendJson(res: http.ServerResponse, status: number, body: string, headers: Record<string, string>): void {
   res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(body) });
@@ -70,23 +87,26 @@ export class HttpForwarder {
    * failure is answered by {@link upstreamFailed}.
    * @returns the upstream request, or undefined when it could not be built (answered already).
    */
-  forward(req: http.IncomingMessage, res: http.ServerResponse, r: OkRoute, id: string): http.ClientRequest | undefined {
+  forward(req: http.IncomingMessage, res: http.ServerResponse, r: OkRoute, id: string, plan?: ForwardPlan): http.ClientRequest | undefined {
     const src = req.headers;
-    const headers: string[] = [];
-    for (const k in src) {
-      if (STRIPPED.has(k)) continue;
-      const v = src[k];
-      if (v === undefined) continue;
-      if (typeof v === "string") headers.push(k, v);
-      else for (const x of v) headers.push(k, x);
+    let headers: string[] = [];
+    if (plan) headers = [...plan.headers];
+    else {
+      for (const k in src) {
+        if (STRIPPED.has(k)) continue;
+        const v = src[k];
+        if (v === undefined) continue;
+        if (typeof v === "string") headers.push(k, v);
+        else for (const x of v) headers.push(k, x);
+      }
+      headers.push("x-forwarded-for", req.socket.remoteAddress ?? "unix", "x-forwarded-proto", "http");
+      if (src.host !== undefined) headers.push("x-forwarded-host", src.host);
     }
     if ((req.method === "DELETE" || req.method === "OPTIONS") && src["content-length"] === undefined && src["transfer-encoding"] === undefined) headers.push("content-length", "0");
-    headers.push("x-forwarded-for", req.socket.remoteAddress ?? "unix", "x-forwarded-proto", "http");
-    if (src.host !== undefined) headers.push("x-forwarded-host", src.host);
     headers.push("x-request-id", id, "x-paddock-tenant", r.tenantId);
     let upstream: http.ClientRequest;
     try {
-      upstream = http.request({ socketPath: r.socketPath, agent: this.agent, method: req.method, path: req.url, headers });
+      upstream = http.request({ socketPath: r.socketPath, agent: this.agent, method: req.method, path: plan?.path ?? req.url, headers });
     } catch (err) {
       // Node refuses a request line or header it would not send (ERR_UNESCAPED_CHARACTERS, ERR_INVALID_CHAR…).
       const e = errnoCode(err) === "ERR_UNESCAPED_CHARACTERS"
@@ -103,7 +123,7 @@ export class HttpForwarder {
         return;
       }
       const raw = up.rawHeaders;
-      const out: string[] = ["x-request-id", id];
+      let out: string[] = ["x-request-id", id];
       const http10 = req.httpVersion === "1.0";
       let connection = false;
       for (let i = 0; i < raw.length; i += 2) {
@@ -118,6 +138,7 @@ export class HttpForwarder {
       }
       if (http10) out.push("connection", src.connection ?? "close");
       else if (!connection) out.push("connection", src.connection ?? "keep-alive");
+      if (plan?.rewriteAnswer) out = plan.rewriteAnswer(out);
       // A daemon that dies mid-answer: reset the client's connection (the answer is cut).
       up.on("error", () => res.destroy());
       if (up.statusMessage) res.writeHead(up.statusCode ?? 502, up.statusMessage, out);

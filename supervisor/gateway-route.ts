@@ -38,7 +38,7 @@ export function refusal(err: PaddockError, tenantId: string, extraHeaders?: Reco
 }
 
 /** The one 401 answer (same body whatever was wrong with the token). */
-function unauthorized(): Route {
+export function unauthorized(): Route {
   return { ok: false, status: 401, body: UNAUTHORIZED_BODY, headers: { "www-authenticate": 'Bearer realm="paddock"' } };
 }
 
@@ -52,6 +52,14 @@ export function routeRequest(tenants: TenantResolver, req: http.IncomingMessage)
   // Same work for every token: hash, Map lookup by hash, one constant-time compare.
   const owner = tenants.authenticate(parseBearer(req.headers.authorization));
   if (!owner) return unauthorized();
+  return routeTenant(tenants, owner, req);
+}
+
+/**
+ * Route a request already authenticated for `owner` (a tenant token, or a preview token whose
+ * `tokenId` names it) with the refusals of {@link routeRequest} after the token check.
+ */
+export function routeTenant(tenants: TenantResolver, owner: { tenantId: string; tokenId: string }, req: http.IncomingMessage): Route {
   const target = tenants.gatewayTarget(owner.tenantId);
   if (!target) return unauthorized();
   if (target.status === "suspended") return refusal(new PaddockError("ERR_TENANT_SUSPENDED", `tenant ${target.tenantId} is suspended`), target.tenantId);

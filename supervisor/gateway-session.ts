@@ -65,9 +65,10 @@ export class RequestFinisher {
    * the admission is released; if the response did not finish, the upstream request is
    * destroyed so the daemon sees the disconnect (e.g. stops an exec stream); then metrics, one
    * access line (`started` is a `performance.now()` in ms) and the audit entry of a VM
-   * create/delete. No child logger: the line carries `req`.
+   * create/delete (not for preview requests, `vmAudit` false: their paths are the app's). No
+   * child logger: the line carries `req`.
    */
-  finish(req: http.IncomingMessage, res: http.ServerResponse, r: Route, id: string, started: number, upstream: http.ClientRequest | undefined, admitted?: Admission): void {
+  finish(req: http.IncomingMessage, res: http.ServerResponse, r: Route, id: string, started: number, upstream: http.ClientRequest | undefined, admitted?: Admission, vmAudit = true): void {
     admitted?.release();
     const finished = res.writableFinished;
     if (!finished) upstream?.destroy();
@@ -78,7 +79,7 @@ export class RequestFinisher {
     const q = url.indexOf("?");
     const pathOnly = q < 0 ? url : url.slice(0, q);
     if (this.accessLog) this.log.info("request", { req: id, tenant: tenantLabel, method: req.method, path: pathOnly, status: res.statusCode, ms: Math.round(seconds * 1000), aborted: !finished });
-    if (r.ok && ((req.method === "POST" && VM_CREATE.test(url)) || (req.method === "DELETE" && VM_DELETE.test(url)))) {
+    if (vmAudit && r.ok && ((req.method === "POST" && VM_CREATE.test(url)) || (req.method === "DELETE" && VM_DELETE.test(url)))) {
       void this.audit.record({ actor: `tenant:${r.tenantId}`, action: req.method === "POST" ? "vm.create" : "vm.delete", tenant: r.tenantId, requestId: id, status: res.statusCode, details: { method: req.method, path: pathOnly } }, (err) => this.log.error("audit write failed", { req: id, err }));
     }
   }

@@ -17,6 +17,8 @@ import type { SupervisorMetrics } from "./metrics.js";
 import { STRIPPED_HEADERS } from "./gateway-forward.js";
 import { RETRY_AFTER_S, routeRequest, type OkRoute, type TenantResolver } from "./gateway-route.js";
 import { admitRoute } from "./gateway-session.js";
+import type { ForwardPlan } from "./gateway-forward.js";
+import type { PreviewGateway } from "./preview/preview-gateway.js";
 
 /**
  * Write a whole HTTP/1.1 answer with a serialised JSON `body` (and `headers`) on a raw client
@@ -35,6 +37,21 @@ function prepareHeaders(req: http.IncomingMessage, id: string, tenantId: string)
   if (host !== undefined) req.headers["x-forwarded-host"] = host;
   req.headers["x-request-id"] = id;
   req.headers["x-paddock-tenant"] = tenantId;
+}
+
+/** Replace the upgrade's target and headers by a preview plan's (http-proxy copies req.url and req.headers). */
+function applyPlan(req: http.IncomingMessage, plan: ForwardPlan, id: string, tenantId: string): void {
+  const headers: http.IncomingHttpHeaders = {};
+  for (let i = 0; i < plan.headers.length; i += 2) {
+    const k = plan.headers[i] as string;
+    const v = plan.headers[i + 1] as string;
+    const prev = headers[k];
+    headers[k] = prev === undefined ? v : `${String(prev)}, ${v}`;
+  }
+  headers["x-request-id"] = id;
+  headers["x-paddock-tenant"] = tenantId;
+  req.headers = headers;
+  req.url = plan.path;
 }
 
 /** The http-proxy instance carrying WebSocket upgrades to tenant daemons. */
@@ -69,8 +86,9 @@ export class WebSocketProxy {
    * gateway's, then `ws()`. A header Node will not send is answered 400 `ERR_HEADER_INVALID`;
    * a daemon not answering, 503 `ERR_TENANT_UNAVAILABLE` + Retry-After.
    */
-  forward(req: http.IncomingMessage, socket: Duplex, head: Buffer, r: OkRoute, id: string, rlog: Logger): void {
-    prepareHeaders(req, id, r.tenantId);
+  forward(req: http.IncomingMessage, socket: Duplex, head: Buffer, r: OkRoute, id: string, rlog: Logger, plan?: ForwardPlan): void {
+    if (plan) applyPlan(req, plan, id, r.tenantId);
+    else prepareHeaders(req, id, r.tenantId);
     rlog.info("upgrade", { tenant: r.tenantId, path: (req.url ?? "").split("?")[0] });
     try {
       this.ws(req, socket, head, r);
@@ -105,6 +123,8 @@ export interface UpgradeDeps {
   metrics: SupervisorMetrics;
   log: Logger;
   proxy: WebSocketProxy;
+  /** Preview upgrades (supervisor/preview/preview-gateway.ts); absent: none. */
+  previews?: PreviewGateway;
 }
 
 /**
@@ -119,7 +139,14 @@ export function handleUpgrade(deps: UpgradeDeps, req: http.IncomingMessage, sock
   socket.on("error", (err) => rlog.debug("client socket error", { err: err.message }));
   // A live WebSocket holds a connection and a request slot until its socket closes; ending its
   // session destroys the socket (and with it the daemon side, see the proxyReqWs handler).
-  const { r, admitted } = admitRoute(deps.admission, routeRequest(deps.tenants, req), req, () => socket.destroy());
+  const pv = deps.previews?.route(req, true);
+  const { r, admitted } = admitRoute(deps.admission, pv ? pv.r : routeRequest(deps.tenants, req), req, () => socket.destroy());
+  if (pv) metrics.observePreview(r.tenantId ?? "-", pv.addr?.form ?? "-", pv.auth ?? "none", r.ok ? 101 : r.status);
+  if (pv?.answer && !pv.r.ok) {
+    // The path form's trailing-slash redirect: nothing to upgrade yet.
+    socket.end(`HTTP/1.1 ${pv.answer.status} Permanent Redirect\r\nLocation: ${pv.answer.headers.location ?? "/"}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+    return;
+  }
   if (!r.ok) {
     if (r.status === 401) metrics.observeAuthFailure();
     endSocketWithJson(socket, r.status, r.body, { "x-request-id": id, ...(r.headers ?? {}) });
@@ -127,5 +154,5 @@ export function handleUpgrade(deps: UpgradeDeps, req: http.IncomingMessage, sock
     return;
   }
   socket.once("close", () => admitted?.release());
-  deps.proxy.forward(req, socket, head, r, id, rlog);
+  deps.proxy.forward(req, socket, head, r, id, rlog, pv?.plan);
 }

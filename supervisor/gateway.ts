@@ -39,6 +39,10 @@ import { routeRequest, type TenantResolver } from "./gateway-route.js";
 import { HttpForwarder, createUpstreamAgent, sendJson } from "./gateway-forward.js";
 import { RequestFinisher, admitRoute, endRequestSession } from "./gateway-session.js";
 import { WebSocketProxy, handleUpgrade } from "./gateway-upgrade.js";
+import type { PreviewConfig } from "./supervisor-config.js";
+import type { PreviewKeys } from "./preview/preview-keys.js";
+import { PreviewGateway } from "./preview/preview-gateway.js";
+import { isMintRequest, mintPreviewToken } from "./preview/preview-mint.js";
 
 export { RETRY_AFTER_S } from "./gateway-route.js";
 
@@ -53,6 +57,8 @@ export interface GatewayDeps {
   admission: GatewayAdmission;
   /** Idle bound on a request body still being received, ms (default {@link BODY_IDLE_TIMEOUT_MS}; 0 disables). */
   bodyIdleMs?: number;
+  /** Preview URLs (supervisor/preview/); absent: no preview routes and no mint route. */
+  preview?: { config: PreviewConfig; keys: PreviewKeys };
 }
 
 /** Build the gateway's HTTP server (not yet listening). */
@@ -62,6 +68,8 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
   const forwarder = new HttpForwarder(upstreamAgent, tenants, log);
   const wsProxy = new WebSocketProxy(upstreamAgent, log);
   const finisher = new RequestFinisher(metrics, audit, log);
+  const previews = deps.preview ? new PreviewGateway({ tenants, keys: deps.preview.keys, config: deps.preview.config }) : undefined;
+  const previewMint = deps.preview ? { ...deps.preview, audit, metrics, log } : undefined;
   /** The upstream request of each proxied request with a body, for the body idle bound's abort. */
   const upstreams = new WeakMap<http.IncomingMessage, { upstream: http.ClientRequest; id: string }>();
 
@@ -71,7 +79,18 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
     const started = performance.now();
     // Ending the session (revocation, suspension) cuts both sides; the upstream exists only once forwarded.
     const live: { upstream?: http.ClientRequest } = {};
-    const { r, admitted } = admitRoute(admission, routeRequest(tenants, req), req, endRequestSession(res, id, live));
+    const pv = previews?.route(req, false);
+    if (pv) res.once("close", () => metrics.observePreview(pv.r.tenantId ?? "-", pv.addr?.form ?? "-", pv.auth ?? "none", res.statusCode));
+    const { r, admitted } = admitRoute(admission, pv ? pv.r : routeRequest(tenants, req), req, endRequestSession(res, id, live));
+    // A preview redirect: to the trailing slash (nothing routed), or the query token exchanged
+    // for the cookie (routed and admitted; a refused admission is answered below instead).
+    if (pv?.answer && (r.ok || !pv.r.ok)) {
+      res.once("close", () => finisher.finish(req, res, r, id, started, undefined, admitted, false));
+      req.resume();
+      res.writeHead(pv.answer.status, { ...pv.answer.headers, "x-request-id": id, "content-length": 0 });
+      res.end();
+      return;
+    }
     if (!r.ok) {
       res.once("close", () => finisher.finish(req, res, r, id, started, undefined));
       if (r.status === 401) metrics.observeAuthFailure();
@@ -79,9 +98,14 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
       sendJson(res, r.status, r.body, { "x-request-id": id, connection: "close", ...(r.headers ?? {}) });
       return;
     }
-    const upstream = forwarder.forward(req, res, r, id);
+    if (!pv && previewMint && isMintRequest(req)) {
+      res.once("close", () => finisher.finish(req, res, r, id, started, undefined, admitted));
+      void mintPreviewToken(previewMint, req, res, r, id);
+      return;
+    }
+    const upstream = forwarder.forward(req, res, r, id, pv?.plan);
     live.upstream = upstream;
-    res.once("close", () => finisher.finish(req, res, r, id, started, upstream, admitted));
+    res.once("close", () => finisher.finish(req, res, r, id, started, upstream, admitted, pv === undefined));
     // Only a request with a body can be cut by the body idle bound (its onTimeout needs this).
     if (upstream && requestHasBody(req)) upstreams.set(req, { upstream, id });
   });
@@ -97,7 +121,7 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
     },
   });
 
-  server.on("upgrade", (req: http.IncomingMessage, socket, head: Buffer) => handleUpgrade({ tenants, admission, metrics, log, proxy: wsProxy }, req, socket, head));
+  server.on("upgrade", (req: http.IncomingMessage, socket, head: Buffer) => handleUpgrade({ tenants, admission, metrics, log, proxy: wsProxy, previews }, req, socket, head));
 
   // Long exec streams and wait-exit calls must not be cut: no request/idle timeout, only a
   // bound on receiving headers (slowloris).

@@ -20,6 +20,7 @@ import { SupervisorMetrics } from "./metrics.js";
 import { HostInfo } from "./host-info.js";
 import { TenantService } from "./tenant-service.js";
 import { createGatewayServer } from "./gateway.js";
+import { PreviewKeys } from "./preview/preview-keys.js";
 import { GatewayAdmission } from "./gateway-admission.js";
 import { createAdminApp } from "./admin-api.js";
 import { hashToken } from "./tokens.js";
@@ -153,7 +154,11 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
     await tenants.reconcile();
     await webhooks.init();
 
-    const gateway = createGatewayServer({ tenants, metrics, audit, admission, log: log.child({ component: "gateway" }), bodyIdleMs: opts.gatewayBodyIdleMs });
+    // Preview keys follow the registry: a deleted tenant's key goes with it (its tokens die).
+    const previewKeys = new PreviewKeys(config.stateDir);
+    previewKeys.prepare();
+    registry.onChange((state) => previewKeys.sweep(new Set(Object.keys(state.tenants))));
+    const gateway = createGatewayServer({ tenants, metrics, audit, admission, log: log.child({ component: "gateway" }), bodyIdleMs: opts.gatewayBodyIdleMs, preview: { config: config.preview, keys: previewKeys } });
     servers.push(gateway);
     const gatewayAddress = await listen(gateway, config.gateway, 0o660);
     const adminApp = createAdminApp({ tenants, host: new HostInfo(config.stateDir), audit, metrics, log: log.child({ component: "admin" }), adminTokenHash: hashToken(admin.token), events, webhooks });

@@ -24,6 +24,8 @@ export class SupervisorMetrics {
   private readonly requests: Counter<"tenant" | "code">;
   private readonly latency: Histogram<"tenant" | "code">;
   private readonly webhookDeliveries: Counter<"result">;
+  private readonly previewRequests: Counter<"tenant" | "form" | "auth" | "code">;
+  private readonly previewMints: Counter<"tenant">;
   /** By `tenant\0code`: the bound series, so a request costs one Map lookup. */
   private readonly series = new Map<string, RequestSeries>();
 
@@ -34,6 +36,8 @@ export class SupervisorMetrics {
     this.authFailures = new Counter({ name: "paddock_gateway_auth_failures_total", help: "Gateway requests refused with 401.", registers });
     this.requests = new Counter({ name: "paddock_gateway_requests_total", help: "Requests through the gateway by tenant and status code.", labelNames: ["tenant", "code"], registers });
     this.webhookDeliveries = new Counter({ name: "paddock_webhook_deliveries_total", help: "Webhook delivery attempts by result: delivered (2xx), retry (failed, retried later), failed (given up), gone (410: webhook disabled).", labelNames: ["result"], registers });
+    this.previewRequests = new Counter({ name: "paddock_preview_requests_total", help: "Preview requests and WebSocket upgrades through the gateway by tenant, address form (host|path), auth (tenant_token|preview_token|none) and status code.", labelNames: ["tenant", "form", "auth", "code"], registers });
+    this.previewMints = new Counter({ name: "paddock_preview_tokens_minted_total", help: "Preview tokens minted, by tenant.", labelNames: ["tenant"], registers });
     this.latency = new Histogram({ name: "paddock_gateway_request_duration_seconds", help: "Gateway request latency (until the response ends).", labelNames: ["tenant", "code"], buckets: LATENCY_BUCKETS_S, registers });
   }
 
@@ -60,6 +64,16 @@ export class SupervisorMetrics {
     new Gauge({ name: "paddock_webhook_outbox_depth", help: "Webhook deliveries pending in the outboxes (queued or between attempts).", registers: [this.registry], collect() {
       this.set(depth());
     } });
+  }
+
+  /** Count one preview request (tenant `-` when unknown; `auth` `none` when refused before auth) by its final status `code`. */
+  observePreview(tenant: string, form: string, auth: string, code: number): void {
+    this.previewRequests.inc({ tenant, form, auth, code: String(code) });
+  }
+
+  /** Count one minted preview token. */
+  observePreviewMint(tenant: string): void {
+    this.previewMints.inc({ tenant });
   }
 
   /** Count one gateway request refused with 401. */

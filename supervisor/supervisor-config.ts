@@ -12,6 +12,7 @@ import { findProjectRoot } from "../shared/proc.js";
 import { ConfigReader, parseYamlSafe } from "../shared/yaml-reader.js";
 import { parseCidr, parseIpv4, type Cidr } from "../shared/cidr.js";
 import { PaddockError } from "../shared/errors.js";
+import { parseGoDurationMs } from "../shared/time.js";
 import { DEFAULT_PIDS_RESERVE } from "../shared/host-pids.js";
 import { layerLimits, readLimitsSection } from "./tenant-limits.js";
 import type { LimitsRecord } from "./tenant-registry.js";
@@ -55,6 +56,28 @@ export interface LogRotation {
   auditLogKeep: number;
 }
 
+/** Preview URLs through the gateway (`preview:`; docs/slicer-api.md#preview-urls). */
+export interface PreviewConfig {
+  /**
+   * Base domain of the host-name form `<port>-<hostname>.<tenant>.<base_domain>` (lower case,
+   * no trailing dot); undefined ⇒ the host-name form is off (the path form always works).
+   */
+  baseDomain: string | undefined;
+  /**
+   * Scheme clients use to reach preview URLs (`http`, or `https` behind a TLS-terminating
+   * proxy): sent to the app as `X-Forwarded-Proto`, and `https` makes the preview cookie
+   * `Secure` and `__Host-` prefixed.
+   */
+  scheme: "http" | "https";
+  /** Preview token lifetime when a mint names none, ms (default 1 h). */
+  defaultTtlMs: number;
+  /** Longest preview token lifetime a mint may ask for, ms (default 24 h). */
+  maxTtlMs: number;
+}
+
+/** Default preview settings: host-name form off, http, tokens of 1 h, at most 24 h. */
+export const DEFAULT_PREVIEW: Readonly<PreviewConfig> = Object.freeze({ baseDomain: undefined, scheme: "http", defaultTtlMs: 3_600_000, maxTtlMs: 86_400_000 });
+
 /** The validated, frozen supervisor config. */
 export interface SupervisorConfig {
   /** File it came from, or `<defaults>`. */
@@ -96,6 +119,8 @@ export interface SupervisorConfig {
   logs: LogRotation;
   /** Webhook retries and transport (`webhooks:`; supervisor/webhooks/dispatcher.ts). */
   webhooks: WebhookPolicy;
+  /** Preview URLs (`preview:`). */
+  preview: PreviewConfig;
   warnings: readonly string[];
 }
 
@@ -141,7 +166,7 @@ export const DEFAULT_GATEWAY_LIMITS: Readonly<TenantGatewayLimits> = Object.free
 /** Default descriptor budget: 1024 kept back from RLIMIT_NOFILE, one tenant may take a quarter of the rest. */
 export const DEFAULT_GATEWAY_FDS: Readonly<FdBudgetConfig> = Object.freeze({ reserve: 1024, tenantSharePercent: 25 });
 
-const TOP_KEYS = ["gateway", "admin", "state_dir", "run_dir", "image_dir", "network", "templates", "restart", "deny", "stop_daemons_on_exit", "daemon_entry", "logs", "default_limits", "host_pids_reserve", "webhooks"] as const;
+const TOP_KEYS = ["gateway", "admin", "state_dir", "run_dir", "image_dir", "network", "templates", "restart", "deny", "stop_daemons_on_exit", "daemon_entry", "logs", "default_limits", "host_pids_reserve", "webhooks", "preview"] as const;
 const RESTART_KEYS = ["initial_backoff_ms", "max_backoff_ms", "max_crashes", "crash_window_ms", "stable_after_ms", "ready_timeout_ms", "stop_timeout_ms"] as const;
 
 function readAddress(r: ConfigReader, raw: unknown, p: string, fallback: string, otherKeys: readonly string[] = []): ListenAddress {
@@ -266,14 +291,41 @@ export function parseSupervisorConfig(tree: unknown, source: string, opts: { env
     concurrency: r.int(wh.concurrency, "webhooks.concurrency", { min: 1, max: 1000 }) ?? W.concurrency,
   };
   if (webhooks.maxBackoffMs < webhooks.initialBackoffMs) r.problem("webhooks.max_backoff_ms", "must be at least webhooks.initial_backoff_ms");
+  const preview = readPreview(r, root.preview);
 
   r.throwIfProblems(source);
   return Object.freeze({
     source, gateway: Object.freeze(gateway), gatewayLimits: Object.freeze(gatewayLimits), gatewayFds: Object.freeze(gatewayFds), admin: Object.freeze(admin), stateDir, runDir, imageDir,
     pool: Object.freeze(pool), blockPrefix, templatesDir, defaultTemplate, restart: Object.freeze(restart),
-    deny: Object.freeze([...deny]), defaultLimits: Object.freeze(defaultLimits), hostPidsReserve, stopDaemonsOnExit, daemonEntry, logs: Object.freeze(logs), webhooks: Object.freeze(webhooks),
+    deny: Object.freeze([...deny]), defaultLimits: Object.freeze(defaultLimits), hostPidsReserve, stopDaemonsOnExit, daemonEntry, logs: Object.freeze(logs), webhooks: Object.freeze(webhooks), preview: Object.freeze(preview),
     warnings: Object.freeze(r.warnings.map((w) => `${w.path}: ${w.message}`)),
   });
+}
+
+/** A DNS name of at least two labels, lower case (the base domain of preview hosts). */
+const BASE_DOMAIN = /^(?=.{1,200}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$/;
+
+function readPreview(r: ConfigReader, raw: unknown): PreviewConfig {
+  const pv = r.object(raw, "preview");
+  r.unknownKeys(pv, "preview", ["base_domain", "scheme", "default_ttl", "max_ttl"]);
+  const baseDomain = r.string(pv.base_domain, "preview.base_domain", { pattern: BASE_DOMAIN, patternText: "a lower-case DNS name of two labels or more, no trailing dot" });
+  const scheme = r.string(pv.scheme, "preview.scheme", { pattern: /^https?$/, patternText: "http or https" }) ?? DEFAULT_PREVIEW.scheme;
+  const ttl = (v: unknown, key: string, fallback: number): number => {
+    const text = r.string(v, `preview.${key}`);
+    if (text === undefined) return fallback;
+    try {
+      const ms = parseGoDurationMs(text, `preview.${key}`);
+      if (ms >= 1000) return ms;
+      r.problem(`preview.${key}`, "must be at least 1s");
+    } catch (err) {
+      r.problem(`preview.${key}`, (err as Error).message);
+    }
+    return fallback;
+  };
+  const maxTtlMs = ttl(pv.max_ttl, "max_ttl", DEFAULT_PREVIEW.maxTtlMs);
+  const defaultTtlMs = ttl(pv.default_ttl, "default_ttl", Math.min(DEFAULT_PREVIEW.defaultTtlMs, maxTtlMs));
+  if (defaultTtlMs > maxTtlMs) r.problem("preview.default_ttl", "must not exceed preview.max_ttl");
+  return { baseDomain, scheme: scheme === "https" ? "https" : "http", defaultTtlMs, maxTtlMs };
 }
 
 function findProjectRootSafe(): string {

@@ -21,6 +21,7 @@ import { assertListenFree, attachUpgradeHandler, createApiApp, listenApi } from 
 import { VmStatsCollector } from "./api/vm-stats.js";
 import { agentStats } from "./agent-client/agent-http.js";
 import { createAgentUpgradeHandler } from "./api/ws-upgrade.js";
+import { createPreviewProxy } from "./api/preview-routes.js";
 import { DaemonMetrics } from "./api/metrics.js";
 import { resolveImage } from "../shared/image-store.js";
 import type { RuntimeDriver } from "./runtime/driver.js";
@@ -290,7 +291,9 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     });
     // The server exists only after the app is built; until then it holds no connection.
     const api: { server?: http.Server } = {};
+    const preview = createPreviewProxy({ resolveAgent: (h) => svc.vms.resolveAgent(h), createdAt: (h) => svc.vms.get(h).createdAt, authToken, logger, activity: svc.vms.idle });
     const app = createApiApp({
+      preview,
       config, vms: svc.vms, metrics, logger, authToken, secrets: svc.secrets, stats, events: svc.events, proxyStore: svc.proxyStore,
       describeNetwork: (h) => svc.network.describe?.(h),
       egressVms: () => svc.vms.list({ kind: "none" }).map((n) => ({ hostname: n.hostname, hostGroup: n.hostgroup, veth: vmVethName(config.paddock.tenantId, n.hostname) })),
@@ -302,7 +305,9 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     const server = await listenApi(app, config);
     api.server = server;
     const upgrades = createAgentUpgradeHandler({ resolveAgent: (h) => svc.vms.resolveAgent(h), authToken, logger, activity: svc.vms.idle });
-    attachUpgradeHandler(server, (req, socket, head) => upgrades.handle(req, socket, head));
+    attachUpgradeHandler(server, (req, socket, head) => {
+      if (!preview.upgrade(req, socket, head)) upgrades.handle(req, socket, head);
+    });
     logger.info("tenant daemon ready", { listen: config.api.kind === "unix" ? config.api.socketPath : `${config.api.host}:${config.api.port}`, runtime: svc.runtime.name, vms: svc.vms.list({ kind: "none" }).length });
     let stopped: Promise<void> | undefined;
     return {
@@ -311,6 +316,7 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
       stop: () => (stopped ??= (async () => {
         logger.info("stopping");
         upgrades.closeAll();
+        preview.close();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeAllConnections();

@@ -10,6 +10,7 @@
  * | secrets | case-insensitive, optional trailing `/` | answered by the GET handler | no `Allow`; message names `/secrets` or `/secrets/{name}` |
  * | events | exact | 405 (a stream has no HEAD) | as daemon |
  * | upgrade | exact | — | the group's handler answers every method (a plain request on a WebSocket path) |
+ * | preview | exact prefix, any rest | — | the group's handler answers every method (proxied to the VM's port) |
  *
  * Every 405 body is `{"error":"method M not allowed on …","code":"ERR_METHOD_NOT_ALLOWED"}`.
  */
@@ -59,6 +60,7 @@ const RULES: Readonly<Record<RouteGroup, GroupRules>> = {
   events: { loose: false, headFromGet: false, wrongMethod: DAEMON.wrongMethod },
   proxy: DAEMON,
   upgrade: { loose: false, headFromGet: false },
+  preview: { loose: false, headFromGet: false },
 };
 
 function chain(h: RouteHandler): RequestHandler[] {

@@ -9,7 +9,8 @@
  *   (commit-routes.ts: commits and forks), `agent`
  *   (agent-routes.ts: streamed to the VM's guest agent), `secrets` (secrets-routes.ts), `stats`
  *   (stats-routes.ts), `events` (events-routes.ts: the lifecycle event stream), `upgrade`
- *   (WebSocket upgrades, ws-upgrade.ts). The group also decides
+ *   (WebSocket upgrades, ws-upgrade.ts), `preview` (preview-routes.ts: every method proxied to a
+ *   port inside the VM). The group also decides
  *   how a path matches and what a wrong method gets (route-mount.ts).
  * - `handler`: the name of the handler within its group's module.
  * - `auth`: `bearer` when the token is required (it is configured only for TCP listens;
@@ -47,6 +48,8 @@ export type ProxyHandler =
   | "listClients" | "createClient" | "clientRules" | "deleteClient"
   | "listSecrets" | "createSecret" | "deleteSecret"
   | "addAllow" | "deleteAllows" | "revokeAllow";
+/** Handler names of preview-routes.ts. */
+export type PreviewHandler = "proxy";
 /** The WebSocket upgrades of ws-upgrade.ts (also the agent stream each opens). */
 export type UpgradeHandler = "shell" | "forward";
 
@@ -61,6 +64,7 @@ export interface RouteHandlerNames {
   events: EventsHandler;
   proxy: ProxyHandler;
   upgrade: UpgradeHandler;
+  preview: PreviewHandler;
 }
 
 /** A group of routes: one handler module. */
@@ -123,6 +127,11 @@ export const ROUTES: readonly Route[] = [
   // WebSocket upgrades (ws-upgrade.ts); a plain request on these paths gets 400/405.
   { method: "GET", path: "/vm/:hostname/shell", group: "upgrade", handler: "shell", auth: "bearer" },
   { method: "GET", path: "/vm/:hostname/forward", group: "upgrade", handler: "forward", auth: "bearer" },
+
+  // Preview traffic (preview-routes.ts): every method (the row's GET stands for all) and, on the
+  // upgrade path, WebSockets are proxied to 127.0.0.1:{port} in the VM, the prefix stripped.
+  { method: "GET", path: "/vm/:hostname/preview/:port{/*rest}", group: "preview", handler: "proxy", auth: "bearer" },
+  { method: "GET", path: "/vm/:hostname/preview/:port/", group: "preview", handler: "proxy", auth: "bearer" },
 
   // The tenant's secrets (SecretStore).
   { method: "GET", path: "/secrets", group: "secrets", handler: "list", auth: "bearer" },

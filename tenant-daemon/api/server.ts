@@ -34,6 +34,7 @@ import type { EventLog } from "../events/event-log.js";
 import type { ProxyStore } from "../proxy/proxy-store.js";
 import { createProxyHandlers } from "./proxy-routes.js";
 import { createPlainUpgradeHandlers } from "./ws-upgrade.js";
+import { createPreviewProxy, type PreviewProxy } from "./preview-routes.js";
 import { BODY_IDLE_TIMEOUT_MS, boundRequestBodyIdle } from "../../shared/body-idle-timeout.js";
 import { clientErrorReply, httpJsonAnswer, requestTargetProblem } from "../../shared/http-input.js";
 import { assertListenFree as assertFree, listenHttp } from "../../shared/http/listen.js";
@@ -60,6 +61,8 @@ export interface ApiServerDeps {
   events: EventLog;
   /** The egress proxy's store (the `/proxy/v1` routes). */
   proxyStore: ProxyStore;
+  /** The preview proxy (preview-routes.ts), shared with the upgrade handler; absent: one of its own. */
+  preview?: PreviewProxy;
 }
 
 /** Build the Express app (no listener) serving every route of routes.ts. */
@@ -99,6 +102,7 @@ export function createApiApp(deps: ApiServerDeps): express.Express {
     stats: createStatsHandlers(deps.stats),
     events: createEventHandlers({ events: deps.events, logger }),
     proxy: createProxyHandlers(deps.proxyStore, logger),
+    preview: (deps.preview ?? createPreviewProxy({ resolveAgent: (h) => vms.resolveAgent(h), createdAt: (h) => vms.get(h).createdAt, authToken: deps.authToken, logger })).handlers,
   });
   app.use(notFoundHandler());
   app.use(errorMiddleware(logger));

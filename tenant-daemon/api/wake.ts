@@ -7,7 +7,7 @@
  *
  * | routes | activity | wakes |
  * |---|---|---|
- * | agent: `/vm/{h}/health`, `exec…`, `cp`, `fs/*`; upgrades: `shell`, `forward` | yes, until the response or session ends | yes |
+ * | agent: `/vm/{h}/health`, `exec…`, `cp`, `fs/*`; upgrades: `shell`, `forward`; preview: every method and WebSocket upgrade on `/vm/{h}/preview/{port}/…` | yes, until the response or session ends | yes |
  * | `POST /vm/{h}/suspend` | yes | a paused one (it is then suspended); a suspended one is left as is |
  * | `PATCH /vm/{h}/tags`, `POST /vm/{h}/{shutdown,relaunch,pause,resume,restore,commit}` | yes | no: they act on the VM as it is (pause makes an idle pause the client's own; resume/restore are the explicit wake) |
  * | `GET /vm/{h}`, `GET /vm/{h}/tags`, `GET /vm/{h}/logs`, `GET /node/{h}/stats`, every list, `DELETE` of a node | no | no |
@@ -37,6 +37,7 @@ export function wakePolicyOf(route: Route): WakePolicy | undefined {
   switch (route.group) {
     case "agent":
     case "upgrade":
+    case "preview":
       return "wake";
     case "commit":
       return "activity";
@@ -49,7 +50,8 @@ export function wakePolicyOf(route: Route): WakePolicy | undefined {
 }
 
 interface Rule {
-  method: HttpMethod;
+  /** `*`: any method (the preview rows stand for every method). */
+  method: HttpMethod | "*";
   pattern: RegExp;
   policy: WakePolicy;
 }
@@ -60,6 +62,11 @@ function compileRules(routes: readonly Route[]): Rule[] {
   for (const route of routes) {
     const policy = wakePolicyOf(route);
     if (policy === undefined || route.group === "upgrade") continue;
+    if (route.group === "preview") {
+      // `/vm/:hostname/preview/:port{/*rest}` and its `/` form: every method, any rest.
+      if (!rules.some((r) => r.method === "*")) rules.push({ method: "*", pattern: /^\/vm\/([^/]+)\/preview\/[^/]+(?:\/.*)?$/, policy });
+      continue;
+    }
     const source = route.path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/:(\w+)/g, (_m, n: string) => (n === "hostname" ? "([^/]+)" : "[^/]+"));
     rules.push({ method: route.method, pattern: new RegExp(`^${source}$`), policy });
   }
@@ -95,7 +102,7 @@ export function wakeMiddleware(activity: VmActivity, routes: readonly Route[] = 
   return (req, res, next) => {
     let hit: { hostname: string; policy: WakePolicy } | undefined;
     for (const r of rules) {
-      if (r.method !== req.method) continue;
+      if (r.method !== "*" && r.method !== req.method) continue;
       const m = r.pattern.exec(req.path);
       const hostname = m === null ? undefined : decodeSegment(m[1] as string);
       if (hostname !== undefined) {

@@ -183,4 +183,19 @@ describeWhenReady(missingPrerequisites(), "idle pause and wake on request throug
     await until("idle pause after an API resume", async () => ((await status()) === "Paused" ? true : undefined), 60_000, 250);
     expect((await exec("echo back")).json).to.include({ stdout: "back\n" });
   });
+
+  it("a request to a preview URL of an idle VM wakes it: the app inside answers through the gateway (SSE resumed reason wake)", async () => {
+    const app = "require('http').createServer((q, s) => s.end('pv-' + q.url)).listen(8080, '127.0.0.1')";
+    const l = await sup.gw(token, "POST", `/vm/${h}/exec?background=true&cmd=/.paddock/bin/node&args=-e&args=${encodeURIComponent(app)}&uid=0`);
+    expect(l.status, l.text).to.equal(201);
+    const preview = (rest: string) => sup.gw(token, "GET", `/preview/${id}/${h}/8080/${rest}`);
+    await until("the app answers through the preview URL", async () => ((await preview("up")).status === 200 ? true : undefined), 60_000, 200);
+    const from = events.events.length;
+    await next("paused", "idle", from);
+    expect(await status()).to.equal("Paused");
+    const r = await preview("hello");
+    expect(r.status, r.text).to.equal(200);
+    expect(r.text).to.equal("pv-/hello");
+    await next("resumed", "wake", from);
+  });
 });
