@@ -30,6 +30,15 @@ const FLOORS: Record<number, string> = {
   13: "figure 6 (one tenant's create) and figure 7 (one idle daemon, one VM): density should not move them",
 };
 
+/** What bounds the number of tenants on one host, as found growing figure 13 (kept with the page). */
+const SCALE_LIMITS: readonly string[] = [
+  "**Network pool.** The supervisor's default pool, 169.254.0.0/16 in /22 blocks, holds 63 tenant blocks (the block of 169.254.169.254 is never used); the 64th create of a one-group template is refused with 409 `ERR_NETWORK_EXHAUSTED`, whose message names the pool's size and the `block_prefix` that would fit. `network.block_prefix: 24` holds 255 tenants of up to 64 isolated VMs per host group; figure 13 uses /26 blocks (16 VMs each) of a /18, 256 tenants. The supervisor logs the pool's capacity at start.",
+  "**Pids.** A tenant's `max_pids` is reserved against the host's `kernel.pid_max` minus `host_pids_reserve` (8192) at create (`ERR_PIDS_BUDGET_EXCEEDED`). With the kernel's default pid_max of 32768 (this machine) and the sandbox template's 2048, only 12 tenants fit; set `kernel.pid_max = 4194304` (what systemd sets on 64-bit hosts) or lower `max_pids`. Figure 13's template uses 96 (a VM is tini plus the agent's ~11 node threads).",
+  "**Descriptors.** node raises its soft RLIMIT_NOFILE to the hard limit at start, so the supervisor and every daemon (which inherits it) get the unit's `LimitNOFILE` (65536, templates/paddock-supervisor.service). An idle daemon holds ~20 fds; the supervisor holds no descriptor per idle tenant (figure 13's notes give its count at each step).",
+  "**Threads and memory per daemon.** Each daemon is one node process (11 threads). It runs from one bundled file with a V8 code cache and `--max-semi-space-size=1 --max-old-space-size=512` (shared/daemon-node-flags.ts): figure 6 and 7 give its start and idle memory against the ESM module graph without flags.",
+  "**Supervisor restart.** A SIGKILLed supervisor's ownership lock has to go stale before the next one starts (a few seconds, supervisor/main.ts); then every live daemon is adopted in parallel (pid, program and start time checked, supervisor/daemon-process.ts) — figure 13 gives the time until all answer through the gateway.",
+];
+
 /** The newest run holding each figure (measured rather than errored, when one exists). */
 export function pickFigures(reports: readonly BenchReport[]): Array<{ figure: FigureResult; report: BenchReport }> {
   const byNum = new Map<number, { figure: FigureResult; report: BenchReport }>();
@@ -87,6 +96,7 @@ export function renderBenchmarksDoc(picked: Array<{ figure: FigureResult; report
     const m = r.machine;
     out.push(`| ${r.startedAt} | \`${r.command}\` | ${m.cpuModel}, ${m.cores} cores, ${m.memGiB} GiB, ${m.distro}, kernel ${m.kernel}, cgroup ${m.cgroup}, node ${m.node}, runc ${m.runc} | ${r.load.min.toFixed(1)}–${r.load.max.toFixed(1)}, ${r.load.mean.toFixed(1)} |`);
   }
+  out.push("", "## Limits at scale", "", ...SCALE_LIMITS.map((l) => `- ${l}`));
   out.push("", "## Figures", "", "| fig | title | measured | floor |", "|---|---|---|---|");
   for (const { figure, report } of picked) out.push(`| ${figure.num} | ${figure.title} | ${report.startedAt} | ${FLOORS[figure.num] ?? "rows marked baseline"} |`);
   out.push("");
