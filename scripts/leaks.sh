@@ -8,7 +8,7 @@
 #   mounts                …/bundles/<hostname>/{rootfs,disk} below a Paddock run dir (overlay/ext4)
 #   loop devices          backed by …/disks/<hostname>.img
 #   cgroups               <controller>/paddock/<tenant>[/<hostname>] (cgroup v1 and v2; removed empty only)
-#   daemon processes      node …/tenant-daemon/main.js up …/tenants/<tenant>/config.yaml (SIGKILL)
+#   daemon processes      node …/tenant-daemon/{main,launch}.js up …/tenants/<tenant>/config.yaml (SIGKILL)
 # With --tenant, mounts and loop devices are matched by a `/tenants/<ID>/` path component (the
 # supervisor's layout); those of standalone daemons with other state dirs are listed only without --tenant.
 # Usage: scripts/leaks.sh [--tenant ID] [--remove]
@@ -81,8 +81,8 @@ for f in /proc/[0-9]*/cmdline; do
   [ "$pid" = "$$" ] && continue
   mapfile -d '' -t argv 2>/dev/null <"$f" || continue
   cmd="${argv[*]}"
-  [[ "$cmd" =~ tenant-daemon/main\.js\ up\ ([^ ]+) ]] || continue
-  cfg="${BASH_REMATCH[1]}"
+  [[ "$cmd" =~ tenant-daemon/(main|launch)\.js\ up\ ([^ ]+) ]] || continue
+  cfg="${BASH_REMATCH[2]}"
   if [ -n "$tenant" ]; then [[ "$cfg" == */tenants/$tenant/* ]] || continue; fi
   report daemon "$pid $cfg"
   [ $remove = 1 ] && kill -KILL -- "-$pid" 2>/dev/null; [ $remove = 1 ] && kill -KILL "$pid" 2>/dev/null

@@ -26,10 +26,25 @@ export interface AllocationRequest {
 }
 
 /**
+ * How many blocks of `/blockPrefix` the pool holds for tenants: all of them minus those holding a
+ * reserved address. The default pool, 169.254.0.0/16 in /22 blocks, holds 63 (one host group
+ * each, so 63 tenants of the sandbox template); in /24 blocks (64 isolated VMs per host group)
+ * it holds 255.
+ */
+export function poolCapacity(pool: Cidr, blockPrefix: number, reserved: readonly string[] = RESERVED_ADDRESSES): number {
+  if (blockPrefix < pool.prefix || blockPrefix > 30) return 0;
+  const step = 2 ** (32 - blockPrefix);
+  const total = cidrSize(pool) / step;
+  const held = new Set(reserved.map((a) => parseIpv4(a)).filter((a): a is number => a !== undefined && cidrContains(pool, a)).map((a) => Math.floor((a - pool.base) / step)));
+  return total - held.size;
+}
+
+/**
  * First-fit allocation of `count` blocks of the pool, lowest address first, so a freed
  * block is the first to be reused.
  * @returns the blocks as CIDR strings, e.g. `["169.254.0.0/22"]`.
- * @throws PaddockError `ERR_NETWORK_EXHAUSTED` when the pool has fewer free blocks.
+ * @throws PaddockError `ERR_NETWORK_EXHAUSTED` (409) when the pool has fewer free blocks; the
+ *   message names the pool's capacity and the fix, `details` holds `capacity` and `free`.
  */
 export function allocateBlocks(req: AllocationRequest): string[] {
   if (req.blockPrefix < req.pool.prefix || req.blockPrefix > 30) {
@@ -47,7 +62,15 @@ export function allocateBlocks(req: AllocationRequest): string[] {
     out.push(cand);
   }
   if (out.length < req.count) {
-    throw new PaddockError("ERR_NETWORK_EXHAUSTED", `network pool ${formatCidr(req.pool)} has no ${req.count} free /${req.blockPrefix} block(s) left`);
+    const capacity = poolCapacity(req.pool, req.blockPrefix, req.reserved);
+    const wider = Math.min(30, req.blockPrefix + 2);
+    throw new PaddockError(
+      "ERR_NETWORK_EXHAUSTED",
+      `network pool ${formatCidr(req.pool)} has ${out.length} free /${req.blockPrefix} block(s), ${req.count} wanted: it holds ${capacity} tenant blocks in all. ` +
+        `Free blocks by deleting tenants, or give the supervisor's network.pool a larger range or network.block_prefix a longer prefix ` +
+        `(a /${wider} holds ${2 ** (30 - wider)} isolated VMs per host group; the pool would hold ${poolCapacity(req.pool, wider, req.reserved)})`,
+      { details: { capacity, free: out.length, wanted: req.count } },
+    );
   }
   return out.map(formatCidr);
 }

@@ -21,11 +21,12 @@ import { sleep } from "../shared/time.js";
 import { daemonHealthy } from "./daemon-client.js";
 import { isDaemonCmdline, readCmdline, readProcStat } from "./proc-info.js";
 import { findProjectRoot, pidAlive } from "../shared/proc.js";
+import { DAEMON_NODE_FLAGS } from "../shared/daemon-node-flags.js";
 
 /** How to run one tenant's daemon. */
 export interface DaemonSpec {
   tenantId: string;
-  /** `<root>/dist/tenant-daemon/main.js`. */
+  /** `<root>/dist/tenant-daemon/launch.js` (or main.js); run as `node DAEMON_NODE_FLAGS <entry> up <config>`. */
   entry: string;
   configPath: string;
   socketPath: string;
@@ -149,7 +150,7 @@ export async function spawnDaemon(spec: DaemonSpec, readyTimeoutMs: number): Pro
   const fd = openSync(spec.logFile, "a", 0o600) as 3;
   // The helper opens the log itself; until it execs node, its own errors go to `fd` (the log).
   const helper = spec.logRotation === undefined ? undefined : logcapHelper();
-  const argv = [process.execPath, spec.entry, "up", spec.configPath];
+  const argv = [process.execPath, ...DAEMON_NODE_FLAGS, spec.entry, "up", spec.configPath];
   if (helper !== undefined && spec.logRotation !== undefined) argv.unshift(helper, "logcap", spec.logFile, String(spec.logRotation.rotateBytes), String(spec.logRotation.keep));
   const spawnChild = () => execa(argv[0] as string, argv.slice(1), {
     detached: true,

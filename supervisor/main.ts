@@ -26,6 +26,8 @@ import { createAdminApp } from "./admin-api.js";
 import { hashToken } from "./tokens.js";
 import { TenantEvents } from "./events/tenant-events.js";
 import { WebhookService } from "./webhooks/webhook-service.js";
+import { poolCapacity } from "./block-allocator.js";
+import { formatCidr } from "../shared/cidr.js";
 
 /** Options of {@link runSupervisor}. */
 export interface SupervisorOptions {
@@ -139,6 +141,8 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
     const audit = new AuditLog(path.join(supDir, "audit.log"), { maxBytes: config.logs.auditLogBytes, keep: config.logs.auditLogKeep });
     const metrics = new SupervisorMetrics();
     const admission = new GatewayAdmission(config.gatewayLimits, config.gatewayFds);
+    // A pool too small for the host's tenants is refused at create with ERR_NETWORK_EXHAUSTED; say its size up front.
+    log.info("network pool", { pool: formatCidr(config.pool), block_prefix: config.blockPrefix, tenant_blocks: poolCapacity(config.pool, config.blockPrefix), in_use: Object.values(registry.snapshot().tenants).reduce((n, t) => n + t.blocks.length, 0) });
     log.info("gateway limits", { per_tenant: config.gatewayLimits, fd_budget: admission.globalFds, tenant_fd_share: admission.tenantFds });
     // Tenant events and webhooks (supervisor/webhooks/webhook-service.ts): loaded once the
     // reconcile settled which tenants exist; their outboxes live under <state>/supervisor/webhooks.

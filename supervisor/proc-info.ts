@@ -33,11 +33,28 @@ export async function readProcStat(pid: number): Promise<{ startTicks: number; s
 }
 
 
-/** True when `argv` is `<node> <entry> up <configPath>` (the daemon contract). */
+/**
+ * The entry files that run the same tenant daemon as `entry`: itself and, for the two entry
+ * points of one build (`dist/tenant-daemon/launch.js`, the bundled default, and `main.js`, the
+ * module graph that supervisors before the bundle started), the other one in the same directory,
+ * so a supervisor upgraded across that change still adopts (and never doubles) a running daemon.
+ */
+export function daemonEntryVariants(entry: string): string[] {
+  const m = /^(.*\/)(launch|main)\.js$/.exec(entry);
+  if (!m) return [entry];
+  return [entry, `${m[1]}${m[2] === "launch" ? "main" : "launch"}.js`];
+}
+
+/**
+ * True when `argv` is `<node> [node flags] <entry> up <configPath>` (the daemon contract), where
+ * `entry` may be any of {@link daemonEntryVariants}.
+ */
 export function isDaemonCmdline(argv: readonly string[] | undefined, entry: string, configPath: string): boolean {
   if (!argv) return false;
-  const i = argv.indexOf(entry);
-  return i >= 0 && argv[i + 1] === "up" && argv[i + 2] === configPath;
+  return daemonEntryVariants(entry).some((e) => {
+    const i = argv.indexOf(e);
+    return i >= 0 && argv[i + 1] === "up" && argv[i + 2] === configPath;
+  });
 }
 
 /** Pids whose cmdline runs `entry` with `configPath` (for leftovers no registry entry owns). */

@@ -114,7 +114,7 @@ export interface SupervisorConfig {
   hostPidsReserve: number;
   /** Stop tenant daemons when the supervisor stops (default false: they keep running). */
   stopDaemonsOnExit: boolean;
-  /** Tenant daemon entry point (`<root>/dist/tenant-daemon/main.js`). */
+  /** Tenant daemon entry point (`<root>/dist/tenant-daemon/launch.js`: the bundled daemon, tenant-daemon/launch.ts). */
   daemonEntry: string;
   logs: LogRotation;
   /** Webhook retries and transport (`webhooks:`; supervisor/webhooks/dispatcher.ts). */
@@ -269,7 +269,7 @@ export function parseSupervisorConfig(tree: unknown, source: string, opts: { env
   const defaultLimits = layerLimits(readLimitsSection(r, root.default_limits, "default_limits", { unknownIsProblem: true }));
   const hostPidsReserve = r.int(root.host_pids_reserve, "host_pids_reserve", { min: 0, max: 4_194_304 }) ?? DEFAULT_PIDS_RESERVE;
   const stopDaemonsOnExit = flags.stopDaemonsOnExit ?? r.bool(root.stop_daemons_on_exit, "stop_daemons_on_exit") ?? false;
-  const daemonEntry = path.resolve(baseDir, flags.daemonEntry ?? r.string(root.daemon_entry, "daemon_entry") ?? path.join(root2, "dist", "tenant-daemon", "main.js"));
+  const daemonEntry = path.resolve(baseDir, flags.daemonEntry ?? r.string(root.daemon_entry, "daemon_entry") ?? path.join(root2, "dist", "tenant-daemon", "launch.js"));
 
   const lg = r.object(root.logs, "logs");
   r.unknownKeys(lg, "logs", ["daemon_log_bytes", "daemon_log_keep", "audit_log_bytes", "audit_log_keep"]);

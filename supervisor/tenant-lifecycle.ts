@@ -10,6 +10,7 @@ import { readdirOrEmpty } from "../shared/read-dir.js";
 import { run } from "../shared/exec.js";
 import { TENANT_ID_PATTERN } from "../shared/tenant-config.js";
 import { releaseUidRange } from "../shared/uid-ranges.js";
+import { DAEMON_NODE_FLAGS } from "../shared/daemon-node-flags.js";
 import type { TenantRecord } from "./tenant-registry.js";
 import type { Actor, TenantContext } from "./tenant-context.js";
 import type { TenantConfigs } from "./tenant-configs.js";
@@ -92,7 +93,7 @@ async function purgeTenantFiles(ctx: TenantContext, daemons: TenantDaemons, id: 
   await daemons.killUnrecorded(id, (pid) => log.warn("killing stray daemon of tenant", { tenant: id, pid }));
   const hasConfig = await fs.access(configPath).then(() => true, () => false);
   if (hasConfig) {
-    await run(process.execPath, [config.daemonEntry, "purge", configPath], { timeoutMs: 180_000, env: paths.daemonEnv() });
+    await run(process.execPath, [...DAEMON_NODE_FLAGS, config.daemonEntry, "purge", configPath], { timeoutMs: 180_000, env: paths.daemonEnv() });
   }
   await fs.rm(paths.stateDir(id), { recursive: true, force: true });
   await fs.rm(paths.runDir(id), { recursive: true, force: true });

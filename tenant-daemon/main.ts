@@ -407,5 +407,8 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  process.exitCode = await main(process.argv.slice(2));
+  // No top-level await: the bundled entry (scripts/build-daemon-bundle.ts) is CommonJS.
+  void main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
 }

@@ -72,7 +72,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({ options: { seconds: { type: "string", default: "10" }, connections: { type: "string", default: "16" }, top: { type: "string", default: "40" }, keep: { type: "boolean", default: false } } });
   if (process.getuid?.() !== 0) throw new Error("needs root (the tenant daemon)");
   const profDir = await fs.mkdtemp(path.join(os.tmpdir(), "pdkprof-"));
-  const lab = await SupervisorLab.start(process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images", ["--cpu-prof", `--cpu-prof-dir=${profDir}`, "--cpu-prof-interval=100"]);
+  const lab = await SupervisorLab.start(process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images", { nodeArgs: ["--cpu-prof", `--cpu-prof-dir=${profDir}`, "--cpu-prof-interval=100"] });
   let client: LoadClient | undefined;
   let requests = 0;
   try {

@@ -7,7 +7,7 @@
  * scripts/leaks.sh is run for every tenant id created.
  *
  *   node dist/scripts/bench/run.js [--n 10] [--full] [--only 1,2,3] [--load-seconds 2]
- *                                  [--load-repeats 2] [--mb 100] [--network]
+ *                                  [--load-repeats 2] [--mb 100] [--network] [--density-steps 10,50] [--write-docs]
  *
  * Figures: 1 create → agent ready vs runc run · 2 exec vs runc exec vs nsenter · 3 gateway vs
  * direct vs nginx · 4 streaming · 5 cp vs cat · 6 tenant provisioning · 7 footprint · 8 scale ·
@@ -42,6 +42,8 @@ import { figureGateway } from "./figures/gateway-overhead.js";
 import { figureStreaming } from "./figures/streaming.js";
 import { figureColdFork } from "./figures/cold-fork.js";
 import { figureIdleWake } from "./figures/idle-wake.js";
+import { figureDensity } from "./figures/density.js";
+import { writeBenchmarkDocs } from "./write-docs.js";
 import { figureRuntimes, figureSyscalls, startRuntimeLabs, stopRuntimeLabs, type RuntimeLabs } from "./figures/runtimes.js";
 
 const TITLES: Record<number, string> = {
@@ -57,6 +59,7 @@ const TITLES: Record<number, string> = {
   10: "Syscall-heavy guest work: runc vs gVisor",
   11: "Cold fork: commit and fork of a 2 GiB disk",
   12: "Idle wake latency",
+  13: "Density: tenants and VMs on one host",
 };
 
 function log(msg: string): void {
@@ -88,6 +91,8 @@ async function main(): Promise<void> {
       "load-repeats": { type: "string", default: "2" },
       mb: { type: "string", default: "100" },
       network: { type: "boolean", default: false },
+      "density-steps": { type: "string" },
+      "write-docs": { type: "boolean", default: false },
     },
   });
   const imageDir = process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images";
@@ -101,6 +106,7 @@ async function main(): Promise<void> {
     mb: Number(values.mb),
     only: values.only ? new Set(values.only.split(",").map(Number)) : undefined,
     imageDir,
+    ...(values["density-steps"] ? { densitySteps: values["density-steps"].split(",").map(Number) } : {}),
   };
   const wants = (...nums: number[]): boolean => !opts.only || nums.some((x) => opts.only?.has(x));
   const startedAt = new Date().toISOString();
@@ -204,6 +210,9 @@ async function main(): Promise<void> {
     }
   }
 
+  // Density (its own supervisor, 10 and 50 tenants; --full: up to 200 tenants and 500 VMs): figure 13.
+  if (wants(13)) await measure(13, opts, figures, () => figureDensity(opts, (ids) => tenantIds.push(...ids), log));
+
   // Phase C: one daemon per runtime (runc, gVisor) on the dev image: figures 9 and 10.
   if (wants(9, 10)) {
     let labs: RuntimeLabs | undefined;
@@ -250,14 +259,18 @@ async function main(): Promise<void> {
   const leaks: Record<string, string> = {};
   // A loaded host can make leaks.sh slow: give it time, and report (not crash on) a timeout, so
   // the figures measured so far are still written.
-  for (const id of tenantIds) {
-    try {
-      const r = await run("bash", [path.join(PROJECT_ROOT, "scripts/leaks.sh"), "--tenant", id], { allowFailure: true, timeoutMs: 180_000 });
-      leaks[id] = r.exitCode === 0 ? "" : r.stdout.trim();
-    } catch (err) {
-      leaks[id] = `leak check failed: ${(err as Error).message}`;
+  // Four at a time: figure 13 creates hundreds of tenants.
+  const toCheck = [...new Set(tenantIds)];
+  await Promise.all(Array.from({ length: 4 }, async () => {
+    for (let id = toCheck.shift(); id !== undefined; id = toCheck.shift()) {
+      try {
+        const r = await run("bash", [path.join(PROJECT_ROOT, "scripts/leaks.sh"), "--tenant", id], { allowFailure: true, timeoutMs: 180_000 });
+        leaks[id] = r.exitCode === 0 ? "" : r.stdout.trim();
+      } catch (err) {
+        leaks[id] = `leak check failed: ${(err as Error).message}`;
+      }
     }
-  }
+  }));
   const floors = (await run("runc", ["list", "-q"], { allowFailure: true })).stdout.split("\n").filter((x) => x.startsWith("bfloor-"));
   const dirMounts: string[] = [];
   for (const d of tempDirs) dirMounts.push(...(await mountsUnder(d)), ...(await loopDevicesUnder(d)));
@@ -283,6 +296,7 @@ async function main(): Promise<void> {
   await fs.writeFile(path.join(outDir, svgName), renderSvgChart(report));
   process.stdout.write(md + "\n");
   log(`wrote bench-results/${stamp}.{json,md,svg}`);
+  if (values["write-docs"]) for (const f of await writeBenchmarkDocs()) log(`wrote ${path.relative(PROJECT_ROOT, f)}`);
   if (values.network) {
     await new Promise<void>((resolve) => spawn(process.execPath, [path.join(PROJECT_ROOT, "dist/scripts/bench/network-bench.js")], { stdio: "inherit" }).once("exit", () => resolve()));
   }

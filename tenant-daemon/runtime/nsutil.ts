@@ -5,9 +5,9 @@
  */
 import { existsSync, promises as fs } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { run } from "../../shared/exec.js";
+import { findProjectRoot } from "../../shared/proc.js";
 import type { UidRange } from "../../shared/uid-ranges.js";
 
 const TIMEOUT_MS = 15_000;
@@ -17,8 +17,9 @@ const TIMEOUT_MS = 15_000;
  * @throws PaddockError ERR_RUNTIME_UNAVAILABLE when it was not built.
  */
 export function nsutilPath(): string {
-  // dist/tenant-daemon/runtime/nsutil.js → dist/bin/paddock-nsutil
-  const p = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/paddock-nsutil");
+  // Found from the project root, not this module's directory: in the daemon's bundle
+  // (scripts/build-daemon-bundle.ts) every module's URL is the bundle's.
+  const p = path.join(findProjectRoot(), "dist", "bin", "paddock-nsutil");
   if (!existsSync(p)) throw new PaddockError("ERR_RUNTIME_UNAVAILABLE", `${p} is missing; run \`npm run build\` (needs a C compiler: apt-get install gcc)`);
   return p;
 }

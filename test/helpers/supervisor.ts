@@ -85,7 +85,7 @@ export function randomTestPool(): string {
   return `198.${18 + (n >> 4)}.${(n & 15) * 16}.0/20`;
 }
 
-/** Pids of `node …/tenant-daemon/main.js up <configPath>` processes (from /proc). */
+/** Pids of `node …/tenant-daemon/{launch,main}.js up <configPath>` processes (from /proc). */
 export function daemonPidsOf(configPath: string): number[] {
   const out: number[] = [];
   let names: string[] = [];
@@ -96,7 +96,7 @@ export function daemonPidsOf(configPath: string): number[] {
     if (!/^\d+$/.test(n)) continue;
     try {
       const argv = readFileSync(`/proc/${n}/cmdline`, "utf8").split("\0");
-      if (argv.some((a) => a.endsWith("tenant-daemon/main.js")) && argv.includes("up") && argv.includes(configPath)) out.push(Number(n));
+      if (argv.some((a) => a.endsWith("tenant-daemon/main.js") || a.endsWith("tenant-daemon/launch.js")) && argv.includes("up") && argv.includes(configPath)) out.push(Number(n));
     } catch {}
   }
   return out;

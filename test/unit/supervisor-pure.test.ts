@@ -5,7 +5,7 @@ import { expect } from "chai";
 import { cidrContains, cidrOverlaps, parseCidr, parseIpv4 } from "../../shared/cidr.js";
 import { isPaddockError } from "../../shared/errors.js";
 import { parseSupervisorConfig, parseListenAddress } from "../../supervisor/supervisor-config.js";
-import { allocateBlocks, poolComplement } from "../../supervisor/block-allocator.js";
+import { allocateBlocks, poolCapacity, poolComplement } from "../../supervisor/block-allocator.js";
 import { TokenIndex, hashToken, hashesEqual, issueToken } from "../../supervisor/tokens.js";
 import { parseBearer, tokenMatches } from "../../shared/http/bearer.js";
 import { TenantRegistry } from "../../supervisor/tenant-registry.js";
@@ -102,6 +102,23 @@ describe("supervisor block allocator", () => {
       expect.fail("expected exhaustion");
     } catch (err) {
       expect(isPaddockError(err, "ERR_NETWORK_EXHAUSTED")).to.equal(true);
+      // Tenant 64 of the default pool: the answer says how big the pool is and what to change.
+      expect((err as Error).message).to.contain("holds 63 tenant blocks").and.to.contain("network.block_prefix").and.to.contain("/24 holds 64 isolated VMs per host group; the pool would hold 255");
+      expect((err as { details?: unknown }).details).to.deep.equal({ capacity: 63, free: 0, wanted: 1 });
+    }
+    expect(poolCapacity(POOL, 22)).to.equal(63);
+  });
+
+  it("200 tenants at density: /24 blocks of 169.254.0.0/16 and /26 blocks of a /18 are distinct, non-overlapping, and skip the metadata block", () => {
+    const metadata = parseIpv4("169.254.169.254") as number;
+    for (const [pool, prefix, capacity] of [[POOL, 24, 255], [parseCidr("198.18.64.0/18"), 26, 256]] as const) {
+      expect(poolCapacity(pool, prefix)).to.equal(capacity);
+      const used: string[] = [];
+      for (let i = 0; i < 200; i++) used.push(...allocateBlocks({ pool, blockPrefix: prefix, used, count: 1 }));
+      expect(new Set(used).size).to.equal(200);
+      const sorted = used.map((u) => parseCidr(u)).sort((a, b) => a.base - b.base);
+      for (let i = 1; i < sorted.length; i++) expect(cidrOverlaps(sorted[i - 1] as ReturnType<typeof parseCidr>, sorted[i] as ReturnType<typeof parseCidr>)).to.equal(false);
+      expect(used.some((b) => cidrContains(parseCidr(b), metadata))).to.equal(false);
     }
   });
 

@@ -13,7 +13,9 @@ import type { SupervisorLab } from "../lib/supervisor-lab.js";
 import { anonBytes, mib, rssBytes, spawnTimed } from "../lib/procs.js";
 import { fmt, row, type FigureResult, type Row } from "../lib/report.js";
 import { nowMs } from "../lib/stats.js";
-import { TestDaemon } from "../../lib/daemon-harness.js";
+import path from "node:path";
+import { DAEMON_MAIN, PROJECT_ROOT, TestDaemon } from "../../lib/daemon-harness.js";
+import { DAEMON_NODE_FLAGS } from "../../../shared/daemon-node-flags.js";
 
 function tenantId(prefix: string, i: number): string {
   return `${prefix}${crypto.randomBytes(2).toString("hex")}${i}`.slice(0, 12);
@@ -87,19 +89,38 @@ export async function figureProvisioning(sup: SupervisorLab, opts: BenchOptions)
   }
   const nodeStart: number[] = [];
   for (let i = 0; i < 5; i++) nodeStart.push((await spawnTimed([process.execPath, "-e", "0"])).ms);
-  // The daemon alone (no supervisor): spawn → /healthz, then stop + purge.
-  const daemonAlone: number[] = [];
-  for (let i = 0; i < 3; i++) {
-    const d = await TestDaemon.create();
-    sup.createdIds.push(d.tenantId);
-    try {
-      const t0 = nowMs();
-      await d.start();
-      daemonAlone.push(nowMs() - t0);
-    } finally {
-      await d.destroy();
+  // The daemon alone (no supervisor): spawn → /healthz, then 20 requests, 1 s idle, memory, stop
+  // + purge — the production entry (bundle + code cache + the daemon's V8 flags, as the
+  // supervisor spawns it) interleaved with the ESM module graph of main.js without flags (before).
+  const variants = {
+    launch: [...DAEMON_NODE_FLAGS, path.join(PROJECT_ROOT, "dist/tenant-daemon/launch.js")],
+    esm: [DAEMON_MAIN],
+  };
+  const alone: Record<keyof typeof variants, { ms: number[]; rss: number[]; anon: number[] }> = { launch: { ms: [], rss: [], anon: [] }, esm: { ms: [], rss: [], anon: [] } };
+  for (let i = 0; i < 5; i++) {
+    for (const k of ["launch", "esm"] as const) {
+      const d = await TestDaemon.create();
+      sup.createdIds.push(d.tenantId);
+      try {
+        const t0 = nowMs();
+        await d.start(60_000, { command: [...variants[k], "up", d.configPath] });
+        alone[k].ms.push(nowMs() - t0);
+        for (let j = 0; j < 20; j++) await d.get("/nodes");
+        await new Promise((r) => setTimeout(r, 1000));
+        alone[k].rss.push(mib(await rssBytes(d.child?.pid as number)));
+        alone[k].anon.push(mib(await anonBytes(d.child?.pid as number)));
+      } finally {
+        await d.destroy();
+      }
     }
   }
+  const daemonAlone = alone.launch.ms;
+  fp.push(
+    row("f7.alone-anon", "tenant daemon alone, idle private (RssAnon): bundle + code cache + V8 flags", "MiB", "paddock", alone.launch.anon, { group: "daemon", vs: "f7.alone-anon-esm" }),
+    row("f7.alone-anon-esm", "before: the same with the ESM module graph (main.js), no V8 flags", "MiB", "baseline", alone.esm.anon, { group: "daemon" }),
+    row("f7.alone-rss", "tenant daemon alone, idle RSS: bundle + code cache + V8 flags", "MiB", "paddock", alone.launch.rss, { group: "daemon", vs: "f7.alone-rss-esm" }),
+    row("f7.alone-rss-esm", "before: the same with the ESM module graph (main.js), no V8 flags", "MiB", "baseline", alone.esm.rss, { group: "daemon" }),
+  );
   const slope = ((supAt[count] ?? NaN) - (supAt[1] ?? NaN)) / (count - 1);
   return {
     figure: {
@@ -112,7 +133,8 @@ export async function figureProvisioning(sup: SupervisorLab, opts: BenchOptions)
         row("f6.conc-wall", `wall time, ${count} tenants ${conc} at a time`, "ms", "info", [concWall], { group: "wall time" }),
         row("f6.seq-delete", "admin DELETE /tenants/<id>, sequential", "ms", "info", seqDelete),
         row("f6.conc-delete", `admin DELETE, ${conc} at a time`, "ms", "info", concDelete),
-        row("f6.daemon-alone", "baseline: tenant daemon alone, spawn → /healthz", "ms", "baseline", daemonAlone),
+        row("f6.daemon-alone", "baseline: tenant daemon alone, spawn → /healthz (launch.js: bundle + code cache)", "ms", "baseline", daemonAlone, { vs: "f6.daemon-alone-esm" }),
+        row("f6.daemon-alone-esm", "before: tenant daemon alone from the ESM module graph (main.js), spawn → /healthz", "ms", "baseline", alone.esm.ms),
         row("f6.node", "baseline: node -e 0 (process start-up floor)", "ms", "baseline", nodeStart),
       ],
       targets: [],

@@ -23,6 +23,8 @@ export interface BenchOptions {
   /** Figures to run (all when undefined). */
   only: Set<number> | undefined;
   imageDir: string;
+  /** Figure 13's tenant counts (`--density-steps 10,50`); default 10, 50 (`--full`: 10, 50, 100, 200). */
+  densitySteps?: number[];
 }
 
 /** A host group for the benchmark's VMs. */

@@ -102,6 +102,30 @@ export function signed(v: number): string {
   return `${v >= 0 ? "+" : "−"}${fmt(Math.abs(v))}`;
 }
 
+/**
+ * One figure as Markdown below its heading: the error when it was not measured, the table of
+ * rows (p50 in bold, the ratio to its baseline), targets, notes and the time it took.
+ * @returns lines, ending with an empty one.
+ */
+export function renderFigureBody(f: FigureResult): string[] {
+  const out: string[] = [];
+  if (f.error) out.push(`**Not measured:** ${f.error}`, "");
+  if (f.rows.length) {
+    out.push("| measurement | role | n | p50 | p95 | p99 | min–max | stdev | unit | vs baseline (p50) |", "|---|---|---|---|---|---|---|---|---|---|");
+    const byId = new Map(f.rows.map((r) => [r.id, r]));
+    for (const r of f.rows) {
+      const s = r.summary;
+      out.push(`| ${cell(r.label)} | ${r.role} | ${s.n} | **${fmt(s.p50)}** | ${fmt(s.p95)} | ${fmt(s.p99)} | ${fmt(s.min)}–${fmt(s.max)} | ${fmt(s.stdev)} | ${r.unit} | ${ratioText(r, r.vs ? byId.get(r.vs) : undefined)} |`);
+    }
+    out.push("");
+  }
+  for (const t of f.targets) out.push(`- Target ${t.met ? "met" : "**missed**"}: ${t.text} — ${t.measured}${t.cause ? `. Cause: ${t.cause}` : ""}`);
+  for (const n of f.notes) out.push(`- ${n}`);
+  if (f.wallMs !== undefined) out.push(`- Measured in ${(f.wallMs / 1000).toFixed(1)} s.`);
+  out.push("");
+  return out;
+}
+
 /** Render the report as Markdown (tables per figure, targets summary first). */
 export function renderMarkdown(rep: BenchReport, chartFile?: string): string {
   const m = rep.machine;
@@ -122,23 +146,7 @@ export function renderMarkdown(rep: BenchReport, chartFile?: string): string {
   for (const f of rep.figures) for (const t of f.targets) if (!t.met && t.cause) causes.set(t.cause, [...(causes.get(t.cause) ?? []), `fig ${f.num} ${t.text}`]);
   if (causes.size) out.push("", "Causes of the misses (measured):", "", ...[...causes].map(([cause, which]) => `- ${which.join("; ")}: ${cause}`));
   out.push("");
-  for (const f of rep.figures) {
-    out.push(`## ${f.num}. ${f.title}`, "");
-    if (f.error) out.push(`**Not measured:** ${f.error}`, "");
-    if (f.rows.length) {
-      out.push("| measurement | role | n | p50 | p95 | p99 | min–max | stdev | unit | vs baseline (p50) |", "|---|---|---|---|---|---|---|---|---|---|");
-      const byId = new Map(f.rows.map((r) => [r.id, r]));
-      for (const r of f.rows) {
-        const s = r.summary;
-        out.push(`| ${cell(r.label)} | ${r.role} | ${s.n} | **${fmt(s.p50)}** | ${fmt(s.p95)} | ${fmt(s.p99)} | ${fmt(s.min)}–${fmt(s.max)} | ${fmt(s.stdev)} | ${r.unit} | ${ratioText(r, r.vs ? byId.get(r.vs) : undefined)} |`);
-      }
-      out.push("");
-    }
-    for (const t of f.targets) out.push(`- Target ${t.met ? "met" : "**missed**"}: ${t.text} — ${t.measured}${t.cause ? `. Cause: ${t.cause}` : ""}`);
-    for (const n of f.notes) out.push(`- ${n}`);
-    if (f.wallMs !== undefined) out.push(`- Measured in ${(f.wallMs / 1000).toFixed(1)} s.`);
-    out.push("");
-  }
+  for (const f of rep.figures) out.push(`## ${f.num}. ${f.title}`, "", ...renderFigureBody(f));
   out.push("## Leak check (`scripts/leaks.sh --tenant <id>` after the run)", "");
   const leakIds = Object.keys(rep.leaks);
   const dirty = leakIds.filter((id) => rep.leaks[id]);

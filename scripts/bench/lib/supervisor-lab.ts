@@ -31,6 +31,16 @@ async function freePool(): Promise<string> {
   return formatCidr(pick);
 }
 
+/** Options of {@link SupervisorLab.start}. */
+export interface LabOptions {
+  /** node flags before the script (e.g. `--cpu-prof` for scripts/bench/profile-gateway.ts); the tenant daemons do not get them. */
+  nodeArgs?: readonly string[];
+  /** Prefix of a tenant block cut from the lab's /18 (default 24: 64 tenants; 26: 256). */
+  blockPrefix?: number;
+  /** Extra templates (name → YAML text) written into the lab's own templates dir next to the project's. */
+  templates?: Record<string, string>;
+}
+
 /** A tenant the lab created. */
 export interface LabTenant {
   id: string;
@@ -50,6 +60,7 @@ export class SupervisorLab {
   overlapRetries = 0;
   private child: BenchChild | undefined;
   private adminToken = "";
+  private argv: string[] = [];
 
   private constructor(dir: string, gatewayPort: number, pool: string) {
     this.dir = dir;
@@ -59,17 +70,22 @@ export class SupervisorLab {
   }
 
   /**
-   * Start `paddock up` and wait for the admin API. `nodeArgs` go before the script (e.g.
-   * `--cpu-prof` for scripts/bench/profile-gateway.ts); the tenant daemons do not get them.
+   * Start `paddock up` and wait for the admin API.
    * @throws Error with its output when it exits.
    */
-  static async start(imageDir: string, nodeArgs: readonly string[] = []): Promise<SupervisorLab> {
+  static async start(imageDir: string, opts: LabOptions = {}): Promise<SupervisorLab> {
     const dir = await fs.mkdtemp("/tmp/pdksup-");
     // Traversable by the VMs' unprivileged roots (user namespaces), which reach their rootfs below it.
     await fs.chmod(dir, 0o711);
     const lab = new SupervisorLab(dir, await freePort(), await freePool());
     try {
       const cfg = path.join(dir, "supervisor.yaml");
+      let templatesDir = path.join(PROJECT_ROOT, "templates");
+      if (opts.templates) {
+        templatesDir = path.join(dir, "templates");
+        await fs.cp(path.join(PROJECT_ROOT, "templates"), templatesDir, { recursive: true });
+        for (const [name, text] of Object.entries(opts.templates)) await fs.writeFile(path.join(templatesDir, `${name}.yaml`), text);
+      }
       await fs.writeFile(cfg, JSON.stringify({
         // The bench measures the gateway's own cost: its per-tenant caps must not be what it meets.
         gateway: { address: `127.0.0.1:${lab.gatewayPort}`, limits: { max_connections: 1_000_000, max_requests: 1_000_000, requests_per_second: 1_000_000, burst: 1_000_000 } },
@@ -77,25 +93,45 @@ export class SupervisorLab {
         state_dir: path.join(dir, "s"),
         run_dir: path.join(dir, "r"),
         image_dir: imageDir,
-        network: { pool: lab.pool, block_prefix: 24 },
-        templates: { dir: path.join(PROJECT_ROOT, "templates") },
+        network: { pool: lab.pool, block_prefix: opts.blockPrefix ?? 24 },
+        templates: { dir: templatesDir },
         stop_daemons_on_exit: true,
       }));
-      lab.child = startChild([process.execPath, ...nodeArgs, CLI, "up", "--config", cfg]);
-      const deadline = nowMs() + 30_000;
-      for (;;) {
-        if (lab.child.child.exitCode !== null) throw new Error(`paddock up exited ${lab.child.child.exitCode}:\n${lab.child.output()}`);
-        const ok = await request({ socketPath: lab.adminSocket }, "GET", "/healthz").then((r) => r.status === 200, () => false);
-        if (ok) break;
-        if (nowMs() > deadline) throw new Error(`supervisor not ready after 30 s:\n${lab.child.output()}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      lab.argv = [process.execPath, ...(opts.nodeArgs ?? []), CLI, "up", "--config", cfg];
+      await lab.launch(30_000);
       lab.adminToken = (await fs.readFile(path.join(dir, "s", "supervisor", "admin-token"), "utf8")).trim();
       return lab;
     } catch (err) {
       await lab.stop();
       throw err;
     }
+  }
+
+  /** Start the supervisor process and wait until its admin API answers. @throws Error with its output. */
+  private async launch(timeoutMs: number): Promise<void> {
+    const child = startChild(this.argv);
+    this.child = child;
+    const deadline = nowMs() + timeoutMs;
+    for (;;) {
+      if (child.child.exitCode !== null) throw new Error(`paddock up exited ${child.child.exitCode}:\n${child.output()}`);
+      const ok = await request({ socketPath: this.adminSocket }, "GET", "/healthz").then((r) => r.status === 200, () => false);
+      if (ok) return;
+      if (nowMs() > deadline) throw new Error(`supervisor not ready after ${timeoutMs / 1000} s:\n${child.output()}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /**
+   * A supervisor crash and restart: SIGKILL the supervisor by pid (its daemons keep running:
+   * nothing stops them), start it again on the same config and wait for its admin API.
+   * @returns ms from the kill to the new admin API answering (includes waiting for the killed
+   *   supervisor's ownership lock to go stale, supervisor/main.ts).
+   */
+  async crashAndRestart(timeoutMs = 300_000): Promise<number> {
+    if (this.child) await stopChild(this.child, "SIGKILL");
+    const t0 = nowMs();
+    await this.launch(timeoutMs);
+    return nowMs() - t0;
   }
 
   /** The supervisor's pid (`paddock up` runs it in-process). */
@@ -121,13 +157,13 @@ export class SupervisorLab {
    * @returns the tenant, ms until the admin call returned 201 and ms until the first 200
    *   (of the attempt that succeeded).
    */
-  async createTenant(id: string, limits: Record<string, number> = { max_vms: 64 }): Promise<{ tenant: LabTenant; postMs: number; readyMs: number }> {
+  async createTenant(id: string, limits: Record<string, number> = { max_vms: 64 }, template = "sandbox"): Promise<{ tenant: LabTenant; postMs: number; readyMs: number }> {
     for (let attempt = 0; ; attempt++) {
       const tid = attempt === 0 ? id : `${id.slice(0, 10)}r${attempt}`;
       const t0 = nowMs();
       this.createdIds.push(tid);
       this.live.add(tid);
-      const r = await this.admin("POST", "/tenants", { id: tid, template: "sandbox", limits });
+      const r = await this.admin("POST", "/tenants", { id: tid, template, limits });
       const postMs = nowMs() - t0;
       if (r.status !== 201) {
         if (attempt < 3 && r.text.includes("ERR_NETWORK_OVERLAP")) {
@@ -164,10 +200,19 @@ export class SupervisorLab {
     return (r.json as { daemon: { pid: number } }).daemon.pid;
   }
 
-  /** Delete what is left, stop the supervisor by pid, remove the temp dir. */
+  /**
+   * Delete what is left (4 at a time), stop the supervisor by pid, remove the temp dir. A
+   * supervisor that died while tenants were left is started again first (it adopts their
+   * daemons), so they are deleted through it rather than left running.
+   */
   async stop(): Promise<void> {
-    if (this.child && this.child.child.exitCode === null) {
-      for (const id of [...this.live]) await this.deleteTenant(id).catch(() => undefined);
+    const alive = (): boolean => this.child !== undefined && this.child.child.exitCode === null && this.child.child.signalCode === null;
+    if (this.live.size > 0 && !alive() && this.argv.length > 0) await this.launch(300_000).catch(() => undefined);
+    if (this.child && alive()) {
+      const ids = [...this.live];
+      await Promise.all(Array.from({ length: 4 }, async () => {
+        for (let id = ids.shift(); id !== undefined; id = ids.shift()) await this.deleteTenant(id).catch(() => undefined);
+      }));
       await stopChild(this.child);
     }
     await fs.rm(this.dir, { recursive: true, force: true }).catch(() => undefined);

@@ -85,3 +85,70 @@ export function renderSvgChart(rep: BenchReport): string {
     `</svg>`,
   ].join("\n");
 }
+
+/** One line of {@link renderLineChart}. */
+export interface LineSeries {
+  name: string;
+  /** One value per x label (NaN = not measured). */
+  values: number[];
+}
+
+/** One panel of {@link renderLineChart}: its own y scale. */
+export interface LinePanel {
+  title: string;
+  unit: string;
+  series: LineSeries[];
+}
+
+const LINE_COLORS = ["#2b6cb0", "#d69e2e", "#38a169", "#e53e3e", "#805ad5", "#718096"];
+
+/**
+ * A self-contained SVG line chart: one panel per unit, x = the given labels (equally spaced),
+ * one polyline with dots and values per series (docs/benchmarks-density.svg).
+ * @returns the SVG document text.
+ */
+export function renderLineChart(title: string, subtitle: string, xLabel: string, xLabels: readonly string[], panels: readonly LinePanel[]): string {
+  const width = 760;
+  const left = 70;
+  const plotW = 430;
+  const plotH = 170;
+  const parts: string[] = [];
+  let y = 70;
+  const xAt = (i: number): number => left + (xLabels.length === 1 ? plotW / 2 : (i / (xLabels.length - 1)) * plotW);
+  for (const p of panels) {
+    const all = p.series.flatMap((s) => s.values.filter(Number.isFinite));
+    const maxV = (Math.max(0, ...all) * 1.1) || 1;
+    const yAt = (v: number): number => y + 20 + plotH - (v / maxV) * plotH;
+    parts.push(`<text x="10" y="${y + 10}" class="pt">${esc(p.title)} (${esc(p.unit)})</text>`);
+    const top = y + 20;
+    for (let k = 0; k <= 4; k++) {
+      const v = (maxV * k) / 4;
+      const gy = yAt(v).toFixed(1);
+      parts.push(`<line x1="${left}" y1="${gy}" x2="${left + plotW}" y2="${gy}" class="gr"/><text x="${left - 6}" y="${Number(gy) + 4}" class="ax" text-anchor="end">${esc(fmt(v))}</text>`);
+    }
+    xLabels.forEach((l, i) => parts.push(`<text x="${xAt(i).toFixed(1)}" y="${top + plotH + 16}" class="ax" text-anchor="middle">${esc(l)}</text>`));
+    parts.push(`<text x="${left + plotW / 2}" y="${top + plotH + 32}" class="ax" text-anchor="middle">${esc(xLabel)}</text>`);
+    p.series.forEach((s, si) => {
+      const color = LINE_COLORS[si % LINE_COLORS.length] as string;
+      const pts = s.values.map((v, i) => (Number.isFinite(v) ? `${xAt(i).toFixed(1)},${yAt(v).toFixed(1)}` : "")).filter(Boolean);
+      parts.push(`<polyline points="${pts.join(" ")}" fill="none" stroke="${color}" stroke-width="2"/>`);
+      s.values.forEach((v, i) => {
+        if (!Number.isFinite(v)) return;
+        parts.push(`<circle cx="${xAt(i).toFixed(1)}" cy="${yAt(v).toFixed(1)}" r="3" fill="${color}"><title>${esc(`${s.name} at ${xLabels[i] ?? ""}: ${fmt(v)} ${p.unit}`)}</title></circle>`);
+      });
+      const last = [...s.values].reverse().find(Number.isFinite);
+      parts.push(`<text x="${left + plotW + 14}" y="${top + 12 + si * 15}" class="lg" fill="${color}">■ ${esc(s.name)}${last !== undefined ? ` (${esc(fmt(last))})` : ""}</text>`);
+    });
+    parts.push(`<line x1="${left}" y1="${top}" x2="${left}" y2="${top + plotH}" class="ax2"/>`);
+    y = top + plotH + 56;
+  }
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y}" viewBox="0 0 ${width} ${y}" font-family="DejaVu Sans, Arial, sans-serif">`,
+    `<style>.h1{font-size:17px;font-weight:bold}.sub{font-size:11px;fill:#4a5568}.pt{font-size:13px;font-weight:bold}.ax{font-size:10px;fill:#4a5568}.lg{font-size:11px}.gr{stroke:#e2e8f0}.ax2{stroke:#4a5568}</style>`,
+    `<rect width="100%" height="100%" fill="#fff"/>`,
+    `<text x="10" y="24" class="h1">${esc(title)}</text>`,
+    `<text x="10" y="44" class="sub">${esc(subtitle)}</text>`,
+    ...parts,
+    `</svg>`,
+  ].join("\n");
+}

@@ -1,0 +1,148 @@
+/**
+ * `npm run bench:docs` (and `npm run bench -- --write-docs` at the end of a run): regenerate
+ * docs/benchmarks.md and docs/benchmarks-density.svg from the runs in bench-results/. For each
+ * figure the newest run that measured it is used (a run with `--only` contributes only its
+ * figures), and the page says for each figure when, with which command and under what load it
+ * was measured, on which machine, and what its floor is.
+ *
+ *   node dist/scripts/bench/write-docs.js [--results DIR]
+ */
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { PROJECT_ROOT } from "../lib/daemon-harness.js";
+import { fmt, renderFigureBody, type BenchReport, type FigureResult } from "./lib/report.js";
+import { renderLineChart, type LinePanel } from "./lib/svg-chart.js";
+
+/** What each figure is measured against (scripts/bench/README.md has the full list of baselines). */
+const FLOORS: Record<number, string> = {
+  1: "`runc run` of the same bundle to a ready process (rows marked baseline)",
+  2: "`runc exec` and `nsenter` of /bin/true into the same VM",
+  3: "the daemon's socket directly, and nginx in front of the same socket",
+  4: "the same stream on the daemon's socket, nginx, and a `runc exec` pipe",
+  5: "`cat` through `runc exec` of the same bytes",
+  6: "a tenant daemon started alone (no supervisor), and `node -e 0` (node's own start)",
+  7: "growth per tenant / per VM; node's own RSS (`node -e 0` ≈ 40 MiB) is the floor of any daemon",
+  8: "as many concurrent `runc run`",
+  9: "the same measurements on runc (interleaved)",
+  10: "the same guest work on runc (interleaved)",
+  11: "`cp --reflink=auto` / `cp --sparse=always` of the same disk image, and a fresh create",
+  13: "figure 6 (one tenant's create) and figure 7 (one idle daemon, one VM): density should not move them",
+};
+
+/** What bounds the number of tenants on one host, as found growing figure 13 (kept with the page). */
+const SCALE_LIMITS: readonly string[] = [
+  "**Network pool.** The supervisor's default pool, 169.254.0.0/16 in /22 blocks, holds 63 tenant blocks (the block of 169.254.169.254 is never used); the 64th create of a one-group template is refused with 409 `ERR_NETWORK_EXHAUSTED`, whose message names the pool's size and the `block_prefix` that would fit. `network.block_prefix: 24` holds 255 tenants of up to 64 isolated VMs per host group; figure 13 uses /26 blocks (16 VMs each) of a /18, 256 tenants. The supervisor logs the pool's capacity at start.",
+  "**Pids.** A tenant's `max_pids` is reserved against the host's `kernel.pid_max` minus `host_pids_reserve` (8192) at create (`ERR_PIDS_BUDGET_EXCEEDED`). With the kernel's default pid_max of 32768 (this machine) and the sandbox template's 2048, only 12 tenants fit; set `kernel.pid_max = 4194304` (what systemd sets on 64-bit hosts) or lower `max_pids`. Figure 13's template uses 96 (a VM is tini plus the agent's ~11 node threads).",
+  "**Descriptors.** node raises its soft RLIMIT_NOFILE to the hard limit at start, so the supervisor and every daemon (which inherits it) get the unit's `LimitNOFILE` (65536, templates/paddock-supervisor.service). An idle daemon holds ~20 fds; the supervisor holds no descriptor per idle tenant (figure 13's notes give its count at each step).",
+  "**Threads and memory per daemon.** Each daemon is one node process (11 threads). It runs from one bundled file with a V8 code cache and `--max-semi-space-size=1 --max-old-space-size=512` (shared/daemon-node-flags.ts): figure 6 and 7 give its start and idle memory against the ESM module graph without flags.",
+  "**Supervisor restart.** A SIGKILLed supervisor's ownership lock has to go stale before the next one starts (a few seconds, supervisor/main.ts); then every live daemon is adopted in parallel (pid, program and start time checked, supervisor/daemon-process.ts) — figure 13 gives the time until all answer through the gateway.",
+];
+
+/** The newest run holding each figure (measured rather than errored, when one exists). */
+export function pickFigures(reports: readonly BenchReport[]): Array<{ figure: FigureResult; report: BenchReport }> {
+  const byNum = new Map<number, { figure: FigureResult; report: BenchReport }>();
+  const sorted = [...reports].sort((a, b) => a.startedAt.localeCompare(b.startedAt));
+  for (const report of sorted) {
+    for (const figure of report.figures) {
+      const prev = byNum.get(figure.num);
+      const measured = !figure.error && figure.rows.length > 0;
+      if (!prev || measured || (prev.figure.error && !measured)) byNum.set(figure.num, { figure, report });
+    }
+  }
+  return [...byNum.values()].sort((a, b) => a.figure.num - b.figure.num);
+}
+
+/** The density curve (figure 13 rows `f13.t<n>.<what>`) as a line chart; undefined without figure 13. */
+export function densityChart(f: FigureResult, rep: BenchReport): string | undefined {
+  const steps = [...new Set(f.rows.map((r) => /^f13\.t(\d+)\./.exec(r.id)?.[1]).filter((x): x is string => x !== undefined))].map(Number).sort((a, b) => a - b);
+  if (steps.length === 0) return undefined;
+  const at = (what: string, q: "p50" | "p95" = "p50"): number[] => steps.map((n) => f.rows.find((r) => r.id === `f13.t${n}.${what}`)?.summary[q] ?? NaN);
+  const panels: LinePanel[] = [
+    { title: "Memory", unit: "MiB", series: [{ name: "daemon private, p50", values: at("daemon-anon") }, { name: "daemon RSS, p50", values: at("daemon-rss") }, { name: "VM private, p50", values: at("vm-anon") }, { name: "supervisor RSS", values: at("sup-rss") }] },
+    { title: "Requests through the gateway", unit: "ms", series: [{ name: "exec /bin/true p50", values: at("exec") }, { name: "exec /bin/true p95", values: at("exec", "p95") }, { name: "GET /nodes p50", values: at("gateway") }] },
+    { title: "Creates and supervisor restart", unit: "s", series: [{ name: "VM create p50", values: at("vm-create").map((v) => v / 1000) }, { name: "VM create p95", values: at("vm-create", "p95").map((v) => v / 1000) }, { name: "tenant create → ready p50", values: at("tenant-create").map((v) => v / 1000) }, { name: "SIGKILL → all daemons adopted", values: at("adopt-all").map((v) => v / 1000) }] },
+  ];
+  const m = rep.machine;
+  return renderLineChart(
+    "Paddock density: tenants and VMs on one host",
+    `${rep.startedAt} · ${m.cpuModel}, ${m.cores} cores, ${m.memGiB} GiB, kernel ${m.kernel}, node ${m.node} · load avg ${rep.load.min.toFixed(1)}–${rep.load.max.toFixed(1)} (mean ${rep.load.mean.toFixed(1)})`,
+    "tenants (2.5 VMs each)",
+    steps.map(String),
+    panels,
+  );
+}
+
+/** Render docs/benchmarks.md from the picked figures. */
+export function renderBenchmarksDoc(picked: Array<{ figure: FigureResult; report: BenchReport }>, hasChart: boolean): string {
+  const runs = [...new Set(picked.map((p) => p.report))];
+  const out: string[] = [
+    "# Benchmarks",
+    "",
+    "Generated by `npm run bench:docs` from the newest run of each figure in `bench-results/` (do not edit by hand).",
+    "Reproduce a figure with the command shown under it (root, the base image of `scripts/setup.sh`); `npm run bench` runs all",
+    "but the long sizes, `npm run bench -- --full` the issue's sizes, and `npm run bench -- --write-docs` regenerates this page",
+    "at the end of a run. What each figure measures and its baseline: scripts/bench/README.md.",
+    "",
+    "The host is shared with other engineers' test runs: every figure names the load average seen while its run measured",
+    "it. Latencies measured under a high load are upper bounds; memory figures are not affected by load.",
+    "",
+    "## Machines and runs",
+    "",
+    "| run started | command | machine | load avg (min–max, mean) |",
+    "|---|---|---|---|",
+  ];
+  for (const r of runs) {
+    const m = r.machine;
+    out.push(`| ${r.startedAt} | \`${r.command}\` | ${m.cpuModel}, ${m.cores} cores, ${m.memGiB} GiB, ${m.distro}, kernel ${m.kernel}, cgroup ${m.cgroup}, node ${m.node}, runc ${m.runc} | ${r.load.min.toFixed(1)}–${r.load.max.toFixed(1)}, ${r.load.mean.toFixed(1)} |`);
+  }
+  out.push("", "## Limits at scale", "", ...SCALE_LIMITS.map((l) => `- ${l}`));
+  out.push("", "## Figures", "", "| fig | title | measured | floor |", "|---|---|---|---|");
+  for (const { figure, report } of picked) out.push(`| ${figure.num} | ${figure.title} | ${report.startedAt} | ${FLOORS[figure.num] ?? "rows marked baseline"} |`);
+  out.push("");
+  for (const { figure, report } of picked) {
+    out.push(`## ${figure.num}. ${figure.title}`, "");
+    out.push(`Measured ${report.startedAt} by \`${report.command}\`; load average ${report.load.min.toFixed(1)}–${report.load.max.toFixed(1)} (mean ${fmt(report.load.mean)}) during that run. Floor: ${FLOORS[figure.num] ?? "the rows marked baseline"}.`, "");
+    if (figure.num === 13 && hasChart) out.push("![density curve](benchmarks-density.svg)", "");
+    out.push(...renderFigureBody(figure));
+  }
+  return out.join("\n");
+}
+
+/**
+ * Read every `bench-results/*.json`, write docs/benchmarks.md and (with figure 13)
+ * docs/benchmarks-density.svg.
+ * @returns the paths written.
+ * @throws Error when there is no result to write from.
+ */
+export async function writeBenchmarkDocs(resultsDir = path.join(PROJECT_ROOT, "bench-results"), docsDir = path.join(PROJECT_ROOT, "docs")): Promise<string[]> {
+  const names = (await fs.readdir(resultsDir).catch(() => [] as string[])).filter((n) => n.endsWith(".json"));
+  const reports: BenchReport[] = [];
+  for (const n of names) {
+    try {
+      const r = JSON.parse(await fs.readFile(path.join(resultsDir, n), "utf8")) as BenchReport;
+      if (Array.isArray(r.figures) && typeof r.startedAt === "string") reports.push(r);
+    } catch {
+      // not a report
+    }
+  }
+  const picked = pickFigures(reports);
+  if (picked.length === 0) throw new Error(`no benchmark results in ${resultsDir}: run \`npm run bench\` first`);
+  const written: string[] = [];
+  const density = picked.find((p) => p.figure.num === 13);
+  const svg = density ? densityChart(density.figure, density.report) : undefined;
+  if (svg) {
+    const f = path.join(docsDir, "benchmarks-density.svg");
+    await fs.writeFile(f, svg + "\n");
+    written.push(f);
+  }
+  const md = path.join(docsDir, "benchmarks.md");
+  await fs.writeFile(md, renderBenchmarksDoc(picked, svg !== undefined));
+  written.push(md);
+  return written;
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === path.resolve(new URL(import.meta.url).pathname)) {
+  const { values } = parseArgs({ options: { results: { type: "string" } } });
+  for (const f of await writeBenchmarkDocs(values.results)) process.stdout.write(`wrote ${path.relative(PROJECT_ROOT, f)}\n`);
+}
