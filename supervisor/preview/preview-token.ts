@@ -53,8 +53,10 @@ export function verifyPreviewToken(token: string | undefined, want: { tenantId: 
   const payload = token.slice(PREVIEW_TOKEN_PREFIX.length, dot);
   // A tenant without a key costs the same MAC as one with (its answer tells nothing by timing).
   const key = keyOf(want.tenantId);
-  const got = Buffer.from(token.slice(dot + 1), "base64url");
-  const expected = mac(key ?? NO_KEY, payload);
+  // Compared as text: base64url decoding ignores a last character's spare bits, so comparing
+  // decoded bytes would accept several spellings of one MAC.
+  const got = Buffer.from(token.slice(dot + 1), "utf8");
+  const expected = Buffer.from(mac(key ?? NO_KEY, payload).toString("base64url"), "utf8");
   const equal = got.length === expected.length && timingSafeEqual(got, expected);
   if (key === undefined || !equal) return undefined;
   let p: unknown;
