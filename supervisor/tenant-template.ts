@@ -60,7 +60,10 @@ export async function loadTemplate(dir: string, name: string): Promise<TenantTem
   return parseTemplate(parseYamlSafe(text, file), name, file);
 }
 
-/** Check a parsed template tree (pure). */
+/** `paddock:` keys the supervisor renders for each tenant; a template's `paddock:` may set any other. */
+export const SUPERVISOR_PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "limits", "deny", "foreign_ranges", "warm_pool", "userns", "host_pids_reserve"] as const;
+
+/** Check a parsed template tree (pure). A `paddock:` section holding a key of {@link SUPERVISOR_PADDOCK_KEYS} is refused. */
 export function parseTemplate(tree: unknown, name: string, source: string): TenantTemplate {
   const r = new ConfigReader();
   const root = { ...r.object(tree, "(root)", true) };
@@ -93,6 +96,12 @@ export function parseTemplate(tree: unknown, name: string, source: string): Tena
     if (size !== undefined) warmPool[group] = size;
   }
   const limits = readLimitsSection(r, meta.limits, "paddock_template.limits", { unknownIsProblem: true });
+  // A template may set the tenant's own `paddock:` settings (proxy, expiry, gvisor, …: checked
+  // with the rendered config), never what the supervisor renders for each tenant.
+  if (root.paddock !== undefined && root.paddock !== null) {
+    const own = r.object(root.paddock, "paddock");
+    for (const k of Object.keys(own)) if ((SUPERVISOR_PADDOCK_KEYS as readonly string[]).includes(k)) r.problem(`paddock.${k}`, `set by the supervisor for each tenant, not by a template (${k === "warm_pool" ? "use paddock_template.warm_pool" : k === "limits" ? "use paddock_template.limits" : "remove it"})`);
+  }
   r.throwIfProblems(source);
   return { name, description, tree: root, hostGroups, overridable, warmPool, limits };
 }
@@ -234,7 +243,9 @@ export function renderTenantConfig(template: TenantTemplate, input: RenderInput)
   const limits = limitsView(input.limits);
   const warmPool: Record<string, number> = { ...template.warmPool };
   for (const [group, o] of Object.entries(input.overrides)) if (o.warmPool !== undefined) warmPool[group] = o.warmPool;
+  const own = typeof tree.paddock === "object" && tree.paddock !== null ? (tree.paddock as Record<string, unknown>) : {};
   tree.paddock = {
+    ...own,
     tenant_id: input.tenantId,
     state_dir: input.stateDir,
     run_dir: input.runDir,

@@ -259,6 +259,17 @@ describe("supervisor templates", () => {
     deny: ["169.254.169.254/32"], foreignRanges: poolComplement(POOL, Object.values(blocks)),
   });
 
+  it("a template's own paddock: settings (proxy mode) reach the tenant's config; keys the supervisor renders are refused", async () => {
+    const t = await loadTemplate(TEMPLATES_DIR, "sandbox");
+    const withOwn = parseTemplate({ ...t.tree, paddock_template: { description: "x" }, paddock: { proxy: { mode: "audit" } } }, "own", "own.yaml");
+    const { config } = renderTenantConfig(withOwn, input({ sbox: "169.254.8.0/22" }));
+    expect(config.paddock.proxy.mode).to.equal("audit");
+    expect(config.paddock.tenantId).to.equal("ta1");
+    for (const key of ["state_dir", "tenant_id", "limits", "deny"]) {
+      expect(() => parseTemplate({ ...t.tree, paddock_template: {}, paddock: { [key]: "x" } }, "bad", "bad.yaml"), key).to.throw(/set by the supervisor/);
+    }
+  });
+
   it("sandbox renders into a valid tenant config: isolated sbox, count 0, the tenant's range, socket, limits, deny", async () => {
     const t = await loadTemplate(TEMPLATES_DIR, "sandbox");
     expect(t.hostGroups).to.deep.equal(["sbox"]);
