@@ -8,7 +8,7 @@
 import type http from "node:http";
 import { parseFlags, parseIntFlag, expectPositionals } from "./args.js";
 import { type ApiClient } from "./api-client.js";
-import { EXIT } from "./cli-errors.js";
+import { ApiError, EXIT } from "./cli-errors.js";
 import { writeOut, type CliContext } from "./cli-context.js";
 import { TARGET_FLAGS, clientFor } from "./vm-common.js";
 
@@ -121,11 +121,16 @@ export async function eventsCommand(ctx: CliContext, argv: string[]): Promise<nu
   const since = parseIntFlag(values["since-id"], "--since-id", { min: 0 });
   const client = clientFor(ctx, values);
   const state = { lastId: since === undefined ? undefined : String(since), retryMs: 2000 };
-  // The first connection's errors are the command's; later ones are retried.
+  // The first connection's errors are the command's. Later, a server that cannot be reached (or
+  // answers 5xx, e.g. a daemon restarting) is retried; a 4xx (the token revoked, the tenant
+  // deleted) is final: retrying would wait for ever.
   let res: http.IncomingMessage | undefined = await openStream(client, state.lastId);
   for (;;) {
     if (res !== undefined) await relay(ctx, res, state);
     await new Promise((r) => setTimeout(r, state.retryMs));
-    res = await openStream(client, state.lastId).catch(() => undefined);
+    res = await openStream(client, state.lastId).catch((err: unknown) => {
+      if (err instanceof ApiError && err.status >= 400 && err.status < 500) throw err;
+      return undefined;
+    });
   }
 }
