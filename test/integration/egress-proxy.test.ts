@@ -408,6 +408,13 @@ describe("/proxy/v1 API of a real tenant daemon (shapes and statuses of Slicer's
     expect((await d.post("/proxy/v1/allows", { client: "agent", host: "*.example.com", passthrough: true, ports: [443, 8443] })).status).to.equal(201);
     expect((await d.post("/proxy/v1/allows", { client: "agent", host: "x.test", passthrough: true, secret: "k" })).status, "passthrough + secret").to.equal(400);
     expect((await d.post("/proxy/v1/allows", { client: "agent", host: "x.test", secret: "nope" })).status, "unknown secret").to.equal(404);
+    // An unknown field is refused, never ignored: `port` for `ports` would otherwise make a rule for 80 and 443.
+    for (const [route, b] of [["/proxy/v1/allows", { client: "agent", host: "typo.test", port: 8443 }], ["/proxy/v1/clients", { name: "x1", bogus: true }], ["/proxy/v1/secrets", { name: "s2", host: "h.test", value: "v", ttl: 1 }], ["/proxy/v1/allows/revoke", { client: "agent", host: "api.test", method: "GET" }]] as const) {
+      const r = await d.post(route, b);
+      expect(r.status, `${route} ${JSON.stringify(b)}`).to.equal(400);
+      expect(r.json, route).to.include({ code: "ERR_PROXY_INVALID" });
+    }
+    expect(((await d.get("/proxy/v1/clients/agent")).json as { host: string }[]).some((x) => x.host === "typo.test"), "nothing made").to.equal(false);
     expect((await d.post("/proxy/v1/allows", { client: "nobody", host: "x.test" })).status, "unknown client").to.equal(404);
     const rules = await d.get("/proxy/v1/clients/agent");
     expect(rules.status).to.equal(200);
