@@ -193,6 +193,9 @@ export class DaemonEventFeed {
       return { kind: "reset", firstId };
     }
     if (m.event === "dropped") return undefined; // the end follows; the reconnect resumes from the cursor
+    // The egress proxy's refusals share the daemon's stream (tenant-daemon/events/event-log.ts) but
+    // are not lifecycle events: they stay on GET /events and in the metrics, not in webhooks.
+    if (m.event === "egress_denied" || m.event === "egress_audit") return undefined;
     const e = readVmEvent(m.data);
     if (!e) {
       this.log.warn("daemon sent a malformed VM event; skipped", { event: m.event, bytes: m.data.length });
