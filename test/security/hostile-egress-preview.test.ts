@@ -41,15 +41,23 @@ setInterval(()=>{if(open+closed>=n&&closed>=n-${MAX_TUNNELS * 4}){clearTimeout(t
 describe("hostile tenant vs the egress proxy, from a real proxy-mode VM (security)", function () {
   this.timeout(300_000);
   let d: TestDaemon | undefined;
+  /** A second tenant with its own proxy-mode VM: its proxy must not answer the first tenant's VM. */
+  let other: TestDaemon | undefined;
+  /** The host-side gateway of `other`'s VM, where its proxy listens. */
+  let otherGateway = "";
   const servers: http.Server[] = [];
   /** Requests each loopback listener saw: `<address> <path>`. */
   const seen: string[] = [];
   let port = 0;
 
   async function sh(script: string, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
+    return shOn(d as TestDaemon, script, ...args);
+  }
+
+  async function shOn(on: TestDaemon, script: string, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
     const q = new URLSearchParams({ cmd: "/bin/sh", buffered: "true", uid: "0" });
     for (const a of ["-c", script, "sh", ...args]) q.append("args", a);
-    const r = await (d as TestDaemon).post(`/vm/px-1/exec?${q.toString()}`);
+    const r = await on.post(`/vm/px-1/exec?${q.toString()}`);
     expect(r.status, r.text).to.equal(200);
     const j = r.json as { stdout?: string; stderr?: string; exit_code?: number };
     return { code: j.exit_code ?? -1, out: j.stdout ?? "", err: j.stderr ?? "" };
@@ -88,20 +96,28 @@ describe("hostile tenant vs the egress proxy, from a real proxy-mode VM (securit
       hostGroups: [{ name: "px", ...vm, network: { mode: "isolated", range: `${ip4(randomBlock("vm22"))}/22` }, egress_proxy: { client: "h3" } }],
       paddock: { proxy: { unsafe_allow_upstreams: ["127.0.0.3/32"], max_tunnels: MAX_TUNNELS } },
     });
-    await d.start(180_000);
+    const otherBlock = randomBlock("vm22");
+    otherGateway = ip4(otherBlock + 1); // slot 0's host-side gateway (address-plan.ts)
+    other = await TestDaemon.create({
+      hostGroups: [{ name: "px", ...vm, network: { mode: "isolated", range: `${ip4(otherBlock)}/22` }, egress_proxy: { client: "o3" } }],
+    });
+    await Promise.all([d.start(180_000), other.start(180_000)]);
     expect((await d.post("/proxy/v1/clients", { name: "h3" })).status).to.equal(201);
-    const created = await d.post("/hostgroup/px/nodes?wait=agent&timeout=120s", {});
-    expect(created.status, created.text).to.equal(201);
+    expect((await other.post("/proxy/v1/clients", { name: "o3" })).status).to.equal(201);
+    const created = await Promise.all([d, other].map((t) => t.post("/hostgroup/px/nodes?wait=agent&timeout=120s", {})));
+    for (const c of created) expect(c.status, c.text).to.equal(201);
   });
 
   after(async function () {
     for (const s of servers.splice(0)) await new Promise<void>((resolve) => s.close(() => resolve()));
-    if (d === undefined) return;
-    await d.destroy();
-    expect(await leftovers(d.tenantId), "network leftovers").to.deep.equal({ links: [], netns: [], table: false });
-    const left = (await run("runc", ["list", "-q"])).stdout.split("\n").filter((id) => id.startsWith(`pdk-${d?.tenantId ?? "-"}-`));
-    expect(left, "runc containers left").to.deep.equal([]);
-    expect(await mountsUnder(d.dir), "mounts left").to.deep.equal([]);
+    for (const t of [d, other]) if (t !== undefined) await t.destroy();
+    for (const t of [d, other]) {
+      if (t === undefined) continue;
+      expect(await leftovers(t.tenantId), "network leftovers").to.deep.equal({ links: [], netns: [], table: false });
+      const left = (await run("runc", ["list", "-q"])).stdout.split("\n").filter((id) => id.startsWith(`pdk-${t.tenantId}-`));
+      expect(left, "runc containers left").to.deep.equal([]);
+      expect(await mountsUnder(t.dir), "mounts left").to.deep.equal([]);
+    }
   });
 
   it("control: an upstream the operator exempts on the host's loopback is reached from the guest through the proxy", async () => {
@@ -125,6 +141,14 @@ describe("hostile tenant vs the egress proxy, from a real proxy-mode VM (securit
       expect(r.status, `CONNECT ${h}: ${r.body}`).to.be.oneOf(["403", "000"]);
     }
     expect(seen.slice(before)).to.deep.equal([]);
+  });
+
+  it("another tenant's proxy (its gateway address, port 3128) does not answer this tenant's VM; it answers its own VM (control)", async () => {
+    const probe = `curl -sS --noproxy '' -x http://${otherGateway}:3128 --connect-timeout 5 --max-time 10 -o /dev/null -w '%{http_code}' http://198.18.0.1/; echo " rc=$?"`;
+    const own = await shOn(other as TestDaemon, probe);
+    expect(own.out, own.err).to.match(/^(403|407) rc=0/);
+    const cross = await sh(probe);
+    expect(cross.out, cross.err).to.match(/^000 rc=(7|28)/);
   });
 
   it("a flood of silent connections to the proxy is bounded (closed by the proxy), and the proxy and the daemon API still answer", async () => {
