@@ -14,6 +14,7 @@ import http from "node:http";
 import net, { type AddressInfo } from "node:net";
 import { expect } from "chai";
 import { run } from "../../shared/exec.js";
+import { LEAF_MINT_BURST } from "../../tenant-daemon/proxy/proxy-ca.js";
 import { TestDaemon, mountsUnder } from "../helpers/daemon.js";
 import { describeWhenReady, missingPrerequisites, skipUnlessRoot } from "../helpers/prerequisites.js";
 import { TestSupervisor, realDaemonConfig } from "../helpers/supervisor.js";
@@ -26,6 +27,20 @@ const PROXY = "http://169.254.169.250:3128";
 const MAX_TUNNELS = 16;
 /** Silent connections the flood opens from the guest, well past any bound derived from MAX_TUNNELS. */
 const FLOOD = 400;
+
+/** TLS handshakes with distinct SNI names the SNI flood makes (8 at a time). */
+const SNI_FLOOD = 120;
+
+/**
+ * Guest side (`node -e`): TLS to the proxy itself with SNI_FLOOD distinct server names, each a
+ * new leaf certificate to mint; prints how many handshakes completed ("ok N fail M").
+ */
+const SNI_FLOOD_CLIENT = `const tls=require('tls');let i=0,ok=0,fail=0,live=0;
+const next=()=>{if(i>=${SNI_FLOOD}){if(live===0){console.log('ok '+ok+' fail '+fail);process.exit(0);}return;}
+ const n=i++;live++;const s=tls.connect({host:'169.254.169.250',port:3128,servername:'n'+n+'.sni-flood.test',rejectUnauthorized:false});
+ const end=(good)=>{if(s.done)return;s.done=true;good?ok++:fail++;live--;s.destroy();next();};
+ s.on('secureConnect',()=>end(true));s.on('error',()=>end(false));s.on('close',()=>end(false));s.setTimeout(20000,()=>end(false));};
+for(let k=0;k<8;k++)next();`;
 
 /**
  * Guest side (`node -e`): open FLOOD connections to the proxy that never send a byte, wait until
@@ -161,6 +176,17 @@ describe("hostile tenant vs the egress proxy, from a real proxy-mode VM (securit
     expect((await (d as TestDaemon).get("/healthz")).status).to.equal(200);
     await allow("127.0.0.3", [port]);
     expect((await viaProxy(`http://127.0.0.3:${port}/after-flood`)).status).to.equal("200");
+  });
+
+  it("TLS to the proxy with ever new SNI names cannot make the daemon mint a leaf certificate for each (each ~25 ms of its event loop); the daemon API still answers", async () => {
+    const r = await sh('/.paddock/bin/node -e "$1"', SNI_FLOOD_CLIENT);
+    const m = /ok (\d+) fail (\d+)/.exec(r.out);
+    expect(m, `${r.out} ${r.err}`).to.not.equal(null);
+    const [ok, fail] = [Number(m?.[1]), Number(m?.[2])];
+    // Control: the first handshakes (the burst) complete, so the probe sees minted leaves. Unbounded, all SNI_FLOOD do.
+    expect(ok, `ok ${ok} fail ${fail}`).to.be.at.least(LEAF_MINT_BURST);
+    expect(ok, `ok ${ok} fail ${fail}`).to.be.below(SNI_FLOOD / 2);
+    expect((await (d as TestDaemon).get("/healthz")).status).to.equal(200);
   });
 
   it("a tenant's rule naming a loopback or link-local IP does not open it: the proxy refuses with ERR_EGRESS_UPSTREAM_REFUSED and the host service sees nothing", async () => {
