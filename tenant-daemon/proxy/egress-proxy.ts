@@ -22,7 +22,9 @@
  *    or secret deletion): one no rule covers any more is destroyed.
  * 7. `mode: audit`: what would be refused for want of a rule is counted, told (`egress_audit`)
  *    and let through; identity and the address guard still hold.
- * 8. Bounded: at most `maxTunnels` tunnels and in-flight requests; idle sockets closed after
+ * 8. Bounded: at most `maxTunnels` tunnels and in-flight requests, and twice that many client
+ *    connections (more are closed on accept: each is a descriptor of the daemon); a connection
+ *    silent for {@link HELLO_TIMEOUT_MS} after accept is closed, idle sockets after
  *    `idleTimeoutMs`; the TLS ClientHello must come within {@link HELLO_TIMEOUT_MS}.
  *
  * Secret values are never logged nor put in an answer of the proxy's own: logs carry method,
@@ -131,6 +133,11 @@ export class EgressProxy {
     return this.settings.idleTimeoutSeconds * 1000;
   }
 
+  /** Most client connections open at once over all listeners: twice `maxTunnels` (tunnels plus kept-alive request connections). */
+  private maxConnections(): number {
+    return this.settings.maxTunnels * 2;
+  }
+
   /**
    * Accept proxy connections on `host:port` (one call per address; 0 ⇒ a free port, see {@link address}).
    * @throws PaddockError ERR_NETWORK_ADDRESS_IN_USE when the address is taken, or after close.
@@ -140,10 +147,16 @@ export class EgressProxy {
     const key = `${host}:${port}`;
     if (this.listeners.has(key)) return;
     const srv = net.createServer((socket) => {
+      socket.on("error", () => undefined);
+      // Each client connection holds a descriptor of the daemon: past the bound it is closed at once.
+      if (this.sockets.size >= this.maxConnections()) {
+        socket.destroy();
+        return;
+      }
       this.sockets.add(socket);
       socket.on("close", () => this.sockets.delete(socket));
-      socket.on("error", () => undefined);
-      socket.setTimeout(this.idleMs(), () => socket.destroy());
+      // A connection that sends nothing is closed after HELLO_TIMEOUT_MS, not the idle timeout.
+      socket.setTimeout(HELLO_TIMEOUT_MS, () => socket.destroy());
       this.accept(socket);
     });
     await new Promise<void>((resolve, reject) => {
@@ -166,6 +179,7 @@ export class EgressProxy {
   private accept(socket: net.Socket): void {
     socket.once("data", (first: Buffer) => {
       socket.pause();
+      socket.setTimeout(this.idleMs(), () => socket.destroy());
       const stream = prefixed(socket, first);
       const peer = socket.remoteAddress;
       if (peer !== undefined) this.peerOf.set(stream, peer);

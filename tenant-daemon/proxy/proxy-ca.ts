@@ -14,12 +14,19 @@ import { promises as fs } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import forge from "node-forge";
-import { errnoCode } from "../../shared/errors.js";
+import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { writeFileAtomic } from "../../shared/state-store.js";
 
 /** Most leaf certificates kept in memory. */
 export const LEAF_CACHE_MAX = 512;
 const LEAF_VALID_MS = 7 * 86_400_000;
+/**
+ * New (uncached) leaves minted at most this many per second, after a burst of
+ * {@link LEAF_MINT_BURST}: each costs ~25 ms of the daemon's event loop (node-forge signs in
+ * JavaScript), and a guest chooses the names (SNI to the proxy, CONNECT under a `*.suffix` rule).
+ */
+export const LEAF_MINT_PER_SECOND = 4;
+export const LEAF_MINT_BURST = 16;
 const CA_VALID_YEARS = 10;
 
 /** A key and certificate pair in PEM, as `tls.createSecureContext` takes them. */
@@ -43,6 +50,8 @@ export class ProxyCa {
   private ca: Promise<{ key: forge.pki.rsa.PrivateKey; cert: forge.pki.Certificate; pem: string }> | undefined;
   private leafKey: { pem: string; forge: forge.pki.rsa.PrivateKey; publicKey: forge.pki.rsa.PublicKey } | undefined;
   private readonly leaves = new Map<string, { pem: KeyCertPem; notAfter: number }>();
+  private mintTokens = LEAF_MINT_BURST;
+  private mintRefilledAt = Date.now();
 
   /**
    * @param dir `<stateDir>/proxy`.
@@ -96,10 +105,17 @@ export class ProxyCa {
   /**
    * A leaf certificate for `host` (a DNS name or an IP literal) signed by the CA, with the
    * shared leaf key. Cached until a day before it ends.
+   * @throws PaddockError ERR_EGRESS_BUSY when new leaves are asked for faster than
+   *   {@link LEAF_MINT_PER_SECOND} (after a burst of {@link LEAF_MINT_BURST}).
    */
   async leafFor(host: string): Promise<KeyCertPem> {
     const cached = this.leaves.get(host);
     if (cached && cached.notAfter - Date.now() > 86_400_000) return cached.pem;
+    const now = Date.now();
+    this.mintTokens = Math.min(LEAF_MINT_BURST, this.mintTokens + ((now - this.mintRefilledAt) / 1000) * LEAF_MINT_PER_SECOND);
+    this.mintRefilledAt = now;
+    if (this.mintTokens < 1) throw new PaddockError("ERR_EGRESS_BUSY", `new proxy leaf certificates are minted at most ${LEAF_MINT_PER_SECOND} per second`);
+    this.mintTokens -= 1;
     const ca = await this.load();
     if (!this.leafKey) {
       const pem = newRsaKeyPem();

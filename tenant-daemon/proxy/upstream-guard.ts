@@ -4,12 +4,14 @@
  * that keeps a VM from reaching the host's own services through the proxy (SSRF: a rule for a
  * name that resolves to 127.0.0.1 must not open the daemon's neighbours).
  *
- * Refused unless a rule names the address itself as an IP literal (or it lies in
- * `paddock.proxy.unsafe_allow_upstreams`): loopback, link-local, private (RFC 1918, ULA),
- * shared (100.64/10), "this network", multicast, reserved and broadcast ranges, NAT64, every
- * address on a host interface, and the extra ranges given (the tenant's own and other tenants'
- * ranges). 198.18.0.0/15 (RFC 2544 benchmarking) is not refused: it is the tests' "internet".
- * Node's `net.BlockList` does the range checks.
+ * Two tiers. Only the operator's `paddock.proxy.unsafe_allow_upstreams` opens the first:
+ * loopback, link-local (cloud metadata), "this network", multicast, reserved and broadcast
+ * ranges, NAT64, every address on a host interface, and the extra ranges given (the tenant's
+ * own and other tenants' ranges). Allow rules are the TENANT's (its token writes them), so a
+ * rule naming an IP literal opens only the second tier: private (RFC 1918, ULA), shared
+ * (100.64/10), IETF protocol assignments and documentation ranges. 198.18.0.0/15 (RFC 2544
+ * benchmarking) is not refused: it is the tests' "internet". Node's `net.BlockList` does the
+ * range checks.
  */
 import dns from "node:dns/promises";
 import net from "node:net";
@@ -17,8 +19,12 @@ import os from "node:os";
 import { PaddockError } from "../../shared/errors.js";
 import { canonicalIp } from "./proxy-rules.js";
 
-const REFUSED_V4 = ["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4"];
-const REFUSED_V6 = ["::/127", "fe80::/10", "fc00::/7", "ff00::/8", "64:ff9b::/96", "100::/64", "2001:db8::/32"];
+/** Never connected to unless the operator exempts them: the host's own and link-local services. */
+const NEVER_V4 = ["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4"];
+const NEVER_V6 = ["::/127", "fe80::/10", "ff00::/8", "64:ff9b::/96"];
+/** Refused unless a rule names the address itself (a tenant's explicit choice of a private service). */
+const PRIVATE_V4 = ["10.0.0.0/8", "100.64.0.0/10", "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16"];
+const PRIVATE_V6 = ["fc00::/7", "100::/64", "2001:db8::/32"];
 
 function addSubnet(list: net.BlockList, cidr: string): void {
   const [addr, len] = cidr.split("/");
@@ -29,6 +35,7 @@ function addSubnet(list: net.BlockList, cidr: string): void {
 
 /** Decides whether an upstream address may be connected to. */
 export class UpstreamGuard {
+  private readonly never = new net.BlockList();
   private readonly refused = new net.BlockList();
   private readonly exempt = new net.BlockList();
   private hostAddrs: { at: number; set: Set<string> } | undefined;
@@ -38,7 +45,8 @@ export class UpstreamGuard {
    * @param opts.unsafeAllow CIDRs exempt from every check (`paddock.proxy.unsafe_allow_upstreams`).
    */
   constructor(opts: { extraRefused?: readonly string[]; unsafeAllow?: readonly string[] } = {}) {
-    for (const c of [...REFUSED_V4, ...REFUSED_V6, ...(opts.extraRefused ?? [])]) addSubnet(this.refused, c);
+    for (const c of [...NEVER_V4, ...NEVER_V6, ...(opts.extraRefused ?? [])]) addSubnet(this.never, c);
+    for (const c of [...PRIVATE_V4, ...PRIVATE_V6]) addSubnet(this.refused, c);
     for (const c of opts.unsafeAllow ?? []) addSubnet(this.exempt, c);
   }
 
@@ -54,14 +62,16 @@ export class UpstreamGuard {
 
   /**
    * Why `ip` may not be connected to, or undefined when it may. `namedByRule`: a rule names
-   * this very address as its host (an operator's explicit choice).
+   * this very address as its host (the tenant's choice: it opens private ranges only, never
+   * loopback, link-local, reserved, host or tenant addresses).
    */
   refusal(ip: string, namedByRule: boolean): string | undefined {
     const a = canonicalIp(ip);
     const type = net.isIP(a) === 6 ? "ipv6" : "ipv4";
-    if (namedByRule || this.exempt.check(a, type)) return undefined;
-    if (this.refused.check(a, type)) return `${a} is in a range the proxy does not connect to (loopback, link-local, private, reserved or a tenant range)`;
+    if (this.exempt.check(a, type)) return undefined;
+    if (this.never.check(a, type)) return `${a} is in a range the proxy does not connect to (loopback, link-local, reserved or a tenant range)`;
     if (this.hostAddresses().has(a)) return `${a} is an address of this host`;
+    if (!namedByRule && this.refused.check(a, type)) return `${a} is in a private range the proxy connects to only when a rule names that address`;
     return undefined;
   }
 }

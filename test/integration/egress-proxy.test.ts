@@ -294,16 +294,23 @@ describe("egress proxy engine (integration: real store, real upstreams on loopba
     await store.removeAllowsByHost("agent", "api.test");
   });
 
-  it("a name resolving to a loopback address outside the exemption is refused (SSRF); a rule naming that IP opens it (control)", async () => {
+  it("a name resolving to a loopback address outside the exemption is refused (SSRF), and so is a tenant's rule naming that IP; the operator's exemption opens loopback (control)", async () => {
     await store.addAllow({ client: "agent", host: "internal.test", ports: [internalPort] });
     const r = await httpVia(proxyPort, `http://internal.test:${internalPort}/admin`, token);
     expect(r.status).to.equal(403);
     expect(JSON.parse(r.body).code).to.equal("ERR_EGRESS_UPSTREAM_REFUSED");
-    expect(seen.some((s) => s.server === "internal")).to.equal(false);
+    // Rules are the tenant's: naming a loopback IP must not open the host's services.
     await store.addAllow({ client: "agent", host: "127.0.0.2", ports: [internalPort] });
-    const control = await httpVia(proxyPort, `http://127.0.0.2:${internalPort}/admin`, token);
+    const named = await httpVia(proxyPort, `http://127.0.0.2:${internalPort}/admin`, token);
+    expect(named.status).to.equal(403);
+    expect(JSON.parse(named.body).code).to.equal("ERR_EGRESS_UPSTREAM_REFUSED");
+    expect(seen.some((s) => s.server === "internal")).to.equal(false);
+    await store.removeAllowsByHost("agent", "127.0.0.2");
+    // Control: 127.0.0.1/32 is in unsafe_allow_upstreams, so a loopback upstream is reachable.
+    await store.addAllow({ client: "agent", host: "api.test", ports: [httpPort] });
+    const control = await httpVia(proxyPort, `http://api.test:${httpPort}/control`, token);
+    await store.removeAllowsByHost("agent", "api.test");
     expect(control.status).to.equal(200);
-    expect(seen.at(-1)?.server).to.equal("internal");
   });
 
   it("a rule with ttl_seconds disappears from the list, stops matching and cuts its open tunnel when it expires", async () => {
