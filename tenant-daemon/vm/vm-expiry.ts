@@ -114,11 +114,17 @@ export interface VmExpiryDeps {
   log: Logger;
   /** Act on a VM whose deadline (ms) has passed; a rejection is logged. */
   expire: (vm: LiveVm, deadlineMs: number) => Promise<void>;
+  /**
+   * Whether a suspended VM is acted on at its deadline: true when the action would be a delete
+   * (its checkpoint image and disk go). A suspended VM whose action is a shutdown is already off:
+   * it is acted on once restored. Absent: suspended VMs wait for their restore.
+   */
+  expiresWhileSuspended?: (vm: LiveVm) => boolean;
   /** The clock, ms since the epoch (default Date.now). */
   now?: () => number;
 }
 
-/** The expiry scheduler: one timer for the earliest deadline of the table's running and paused VMs. */
+/** The expiry scheduler: one timer for the earliest deadline of the table's running and paused VMs (and suspended ones a delete would end). */
 export class VmExpiry {
   private readonly deps: VmExpiryDeps;
   private readonly now: () => number;
@@ -134,9 +140,10 @@ export class VmExpiry {
     this.now = deps.now ?? Date.now;
   }
 
-  /** The deadline of `vm` if it can expire now (running or paused, not a config VM), else undefined. */
+  /** The deadline of `vm` if it can expire now (running, paused, or suspended when {@link VmExpiryDeps.expiresWhileSuspended} says so; not a config VM), else undefined. */
   private deadline(vm: LiveVm): number | undefined {
-    if (vm.record.protected || (vm.phase !== "running" && vm.phase !== "paused") || this.acting.has(vm.record.hostname)) return undefined;
+    const eligible = vm.phase === "running" || vm.phase === "paused" || (vm.phase === "suspended" && this.deps.expiresWhileSuspended?.(vm) === true);
+    if (vm.record.protected || !eligible || this.acting.has(vm.record.hostname)) return undefined;
     try {
       const d = deadlineOf(vm.record.tags);
       const retry = this.retryAt.get(vm.record.hostname);

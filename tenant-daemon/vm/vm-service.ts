@@ -138,7 +138,10 @@ export class VmService {
       config, store, table, launcher, runtime, storage, network, namespaces, paths, log, kickRefill: () => pool.kick(),
       onVmEvent: (record, type, reason, extra) => this.lifecycleEvent(record, type, reason, extra),
     });
-    this.expiry = new VmExpiry({ table, log, expire: (vm, deadlineMs) => this.expire(vm, deadlineMs) });
+    this.expiry = new VmExpiry({
+      table, log, expire: (vm, deadlineMs) => this.expire(vm, deadlineMs),
+      expiresWhileSuspended: (vm) => !vm.record.persistent || this.expiryPolicy(vm.record.hostGroup).action === "delete",
+    });
     this.idle = new VmIdle({
       table, log, events: deps.events, metrics: deps.idleMetrics,
       policy: (group) => config.hostGroups.find((g) => g.name === group)?.idle,
@@ -149,6 +152,7 @@ export class VmService {
       afterWake: (vm, action) => {
         if (action === "pause") void secretsSync.request(vm, { agentReady: true });
         else vm.secretsDelivered = secretsSync.request(vm, { agentReady: false });
+        this.expiry.kick();
       },
       waitForAgent: (h, timeoutMs) => agentWait.waitForAgent(h, "agent", timeoutMs),
       emit: (record, type, reason) => this.lifecycleEvent(record, type, reason),
@@ -463,6 +467,7 @@ export class VmService {
     const vm = this.table.live(hostname);
     await this.suspender.restore(vm);
     this.lifecycleEvent(vm.record, "restored", "api");
+    this.expiry.kick();
     vm.secretsDelivered = this.secretsSync.request(vm, { agentReady: false });
     if (wait.wait === undefined) return;
     try {
