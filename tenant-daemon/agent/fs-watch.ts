@@ -130,7 +130,12 @@ export async function handleFsWatch(ctx: AgentRequest, users: UserDirectory): Pr
   const roots: { path: string; isDir: boolean }[] = [];
   let closed = false;
   // Events and the helper's end arrive asynchronously, after everything below is defined.
-  const inotify = new Inotify((e) => void onEvent(e), () => close());
+  // Events are handled one at a time, in inotify's order: each awaits an lstat, and two in
+  // flight could report a file's write before its create.
+  let handling: Promise<void> = Promise.resolve();
+  const inotify = new Inotify((e) => {
+    handling = handling.then(() => onEvent(e)).catch(() => undefined);
+  }, () => close());
   let nextId = 1;
   let delivered = 0;
   const pending = new Map<string, { type: WatchEventType; path: string; timer: NodeJS.Timeout | undefined }>();
