@@ -18,7 +18,7 @@ import { TestSupervisor, realDaemonConfig } from "../helpers/supervisor.js";
 import { expectNoLeaks, inLanes, rid, sleepMs, until } from "./helpers.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
-const ROUNDS = 10;
+const ROUNDS = 8;
 /** Concurrent lanes for the rounds stopped at an event (see the header). */
 const LANES = 2;
 /** A daemon's start-up on a host loaded by other runs (and the other lane) can take a while. */
