@@ -16,15 +16,8 @@ export { DEFAULT_EVENT_RETENTION } from "../../shared/events/event-ring.js";
 /** What a caller gives {@link EventLog.emit}; the log adds `id` and `time`. */
 export type VmEventInput = Omit<VmEvent, "id" | "time">;
 
-/**
- * An egress proxy event (tenant-daemon/proxy/egress-telemetry.ts): `egress_denied` (a request
- * the proxy refused) or `egress_audit` (one it would have refused, let through in audit mode).
- * Rate-limited: at most one per client and host per window, `suppressed` counting the like
- * ones the window swallowed before it, and a cap on all of them per window.
- */
-export interface EgressEvent {
-  id: number;
-  type: "egress_denied" | "egress_audit";
+/** What an egress refusal names: the client, the target, why, and for HTTP the method and path. */
+export interface EgressRefusal {
   /** The proxy client (from the VM's address or its proxy token). */
   client: string;
   host: string;
@@ -34,6 +27,17 @@ export interface EgressEvent {
   method?: string;
   /** The request path without its query (TLS-intercepted and plain HTTP requests). */
   path?: string;
+}
+
+/**
+ * An egress proxy event (tenant-daemon/proxy/egress-telemetry.ts): `egress_denied` (a request
+ * the proxy refused) or `egress_audit` (one it would have refused, let through in audit mode).
+ * Rate-limited: at most one per client and host per window, `suppressed` counting the like
+ * ones the window swallowed before it, and a cap on all of them per window.
+ */
+export interface EgressEvent extends EgressRefusal {
+  id: number;
+  type: "egress_denied" | "egress_audit";
   /** Like events of this client and host not sent since the previous one. */
   suppressed: number;
   time: string;

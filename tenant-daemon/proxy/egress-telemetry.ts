@@ -13,7 +13,7 @@
  * suppressed-counts map is bounded ({@link EVENT_KEYS_MAX}).
  */
 import { Counter, type Registry } from "prom-client";
-import type { EgressEventInput } from "../events/event-log.js";
+import type { EgressEventInput, EgressRefusal } from "../events/event-log.js";
 
 /** Window of the event rate limit, ms. */
 export const EVENT_WINDOW_MS = 10_000;
@@ -22,15 +22,8 @@ export const EVENT_WINDOW_MAX = 20;
 /** Most (type, client, host) keys remembered. */
 export const EVENT_KEYS_MAX = 4096;
 
-/** A denial or would-be denial, as counted and told. */
-export interface Refusal {
-  client: string;
-  host: string;
-  port: number;
-  reason: string;
-  method?: string;
-  path?: string;
-}
+/** A denial or would-be denial, as counted and told (the fields of an egress event). */
+export type Refusal = EgressRefusal;
 
 /** The proxy's counters and event limiter. */
 export class EgressTelemetry {
