@@ -11,6 +11,7 @@ import { type ApiClient } from "./api-client.js";
 import { ApiError, EXIT } from "./cli-errors.js";
 import { writeOut, type CliContext } from "./cli-context.js";
 import { TARGET_FLAGS, clientFor } from "./vm-common.js";
+import { SseParser, type SseMessage } from "../shared/events/sse-parser.js";
 
 /** Help text of `paddock events`. */
 export const EVENTS_HELP = `usage: paddock events [--since-id N]
@@ -22,59 +23,11 @@ first; when N is older than what the daemon holds a {"type":"reset",…} line co
 Without it, only events from now on. Reconnects with the last id when the stream ends.
 `;
 
-/** One dispatched server-sent event: its `id` (undefined when the frame has none), `event` name and `data`. */
-export interface SseFrame {
-  id: string | undefined;
-  event: string;
-  data: string;
-}
-
-/**
- * An incremental parser of a `text/event-stream` body
- * (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation):
- * `id`, `event`, `data` and `retry` fields, comments ignored, an event dispatched at a blank line.
- */
-export class SseParser {
-  private buf = "";
-  private id: string | undefined;
-  private event = "";
-  private data: string[] = [];
-  /** The last `retry:` the server sent, ms. */
-  retryMs: number | undefined;
-
-  /** Feed a chunk of the body; @returns the events it completed, in order. */
-  push(chunk: string): SseFrame[] {
-    this.buf += chunk;
-    const out: SseFrame[] = [];
-    let nl: number;
-    while ((nl = this.buf.indexOf("\n")) !== -1) {
-      const line = this.buf.slice(0, nl).replace(/\r$/, "");
-      this.buf = this.buf.slice(nl + 1);
-      if (line === "") {
-        if (this.data.length > 0) out.push({ id: this.id, event: this.event || "message", data: this.data.join("\n") });
-        this.id = undefined;
-        this.event = "";
-        this.data = [];
-        continue;
-      }
-      if (line.startsWith(":")) continue;
-      const colon = line.indexOf(":");
-      const field = colon < 0 ? line : line.slice(0, colon);
-      const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
-      if (field === "id") this.id = value;
-      else if (field === "event") this.event = value;
-      else if (field === "data") this.data.push(value);
-      else if (field === "retry" && /^\d+$/.test(value)) this.retryMs = Number(value);
-    }
-    return out;
-  }
-}
-
 /**
  * The NDJSON line of one frame: the event's JSON as sent; for `reset` and `dropped` (whose data
  * carries no `type`) the data with `type` set to the event name first. Pure.
  */
-export function frameLine(f: SseFrame): string {
+export function frameLine(f: SseMessage): string {
   let obj: unknown;
   try {
     obj = JSON.parse(f.data);

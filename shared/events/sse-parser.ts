@@ -1,7 +1,8 @@
 /**
  * An incremental parser of a `text/event-stream` body as the WHATWG spec interprets it
  * (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation):
- * `id`, `event`, `data` fields, comments ignored, an event dispatched at a blank line. Bounded:
+ * `id`, `event`, `data` and `retry` fields, comments ignored, an event dispatched at a blank line;
+ * `id` is the stream's last event ID, kept across events until another `id:` sets it. Bounded:
  * a line or an event longer than `maxEventBytes` is an error, so a peer cannot grow the buffer
  * without limit.
  */
@@ -21,6 +22,8 @@ export class SseParser {
   private data: string[] = [];
   private dataBytes = 0;
   private readonly maxEventBytes: number;
+  /** The last valid `retry:` field (the server's reconnection delay), ms; undefined before any. */
+  retryMs: number | undefined;
 
   /** @param maxEventBytes the largest line and event accepted (default 64 KiB). */
   constructor(maxEventBytes = 64 * 1024) {
@@ -56,7 +59,7 @@ export class SseParser {
         this.dataBytes += value.length + 1;
         if (this.dataBytes > this.maxEventBytes) throw new Error(`event stream: an event is larger than ${this.maxEventBytes} bytes`);
         this.data.push(value);
-      }
+      } else if (field === "retry" && /^\d+$/.test(value)) this.retryMs = Number(value);
     }
     if (this.buf.length > this.maxEventBytes) throw new Error(`event stream: a line is longer than ${this.maxEventBytes} bytes`);
     return out;

@@ -1,11 +1,10 @@
 /**
  * A small server-sent-events client for tests: a real `http.request` (Unix socket or TCP) whose
- * `text/event-stream` body is parsed as the WHATWG spec says
- * (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation):
- * `id`, `event`, `data` fields, comments ignored, an event dispatched at a blank line.
+ * `text/event-stream` body is parsed by the product's parser (shared/events/sse-parser.ts).
  */
 import http from "node:http";
 import type { Target } from "./http.js";
+import { SseParser } from "../../shared/events/sse-parser.js";
 
 /** One dispatched event: `event` defaults to `message`; `json` is `data` parsed when it is JSON. */
 export interface SseEvent {
@@ -46,39 +45,18 @@ export class SseClient {
         c.status = res.statusCode ?? 0;
         c.headers = res.headers;
         res.setEncoding("utf8");
-        let buf = "";
-        let id: string | undefined;
-        let event = "";
-        let data: string[] = [];
+        // A test stream may carry large events; the bound only guards against a runaway peer.
+        const parser = new SseParser(64 * 1024 * 1024);
         res.on("data", (chunk: string) => {
-          buf += chunk;
-          let nl: number;
-          while ((nl = buf.indexOf("\n")) !== -1) {
-            const line = buf.slice(0, nl).replace(/\r$/, "");
-            buf = buf.slice(nl + 1);
-            if (line === "") {
-              if (data.length > 0) {
-                const text = data.join("\n");
-                let json: Record<string, unknown> | undefined;
-                try {
-                  json = JSON.parse(text) as Record<string, unknown>;
-                } catch {
-                  json = undefined;
-                }
-                c.events.push({ id, event: event || "message", data: text, json });
-                c.wake();
-              }
-              event = "";
-              data = [];
-              continue;
+          for (const m of parser.push(chunk)) {
+            let json: Record<string, unknown> | undefined;
+            try {
+              json = JSON.parse(m.data) as Record<string, unknown>;
+            } catch {
+              json = undefined;
             }
-            if (line.startsWith(":")) continue;
-            const colon = line.indexOf(":");
-            const field = colon === -1 ? line : line.slice(0, colon);
-            const value = colon === -1 ? "" : line.slice(colon + 1).replace(/^ /, "");
-            if (field === "id") id = value;
-            else if (field === "event") event = value;
-            else if (field === "data") data.push(value);
+            c.events.push({ ...m, json });
+            c.wake();
           }
         });
         res.on("end", () => c.finish());

@@ -1,13 +1,14 @@
 /**
- * cli/events-command.ts, pure: the SSE parser across chunk boundaries (comments, retry, CRLF,
- * multi-line data) and the NDJSON line of each frame (VM events as sent; reset and dropped get
+ * cli/events-command.ts, pure: the SSE parser it uses (shared/events/sse-parser.ts) across chunk
+ * boundaries (comments, retry, CRLF, multi-line data, the last event ID kept) and the NDJSON line of each frame (VM events as sent; reset and dropped get
  * their event name as `type`).
  */
 import { expect } from "chai";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { Readable, Writable } from "node:stream";
-import { SseParser, eventsCommand, frameLine } from "../../cli/events-command.js";
+import { eventsCommand, frameLine } from "../../cli/events-command.js";
+import { SseParser } from "../../shared/events/sse-parser.js";
 import { ApiError } from "../../cli/cli-errors.js";
 
 describe("paddock events (cli/events-command.ts, pure)", () => {
@@ -17,9 +18,12 @@ describe("paddock events (cli/events-command.ts, pure)", () => {
     const out = p.push('ted\r\ndata: {"id":7,"type":"created"}\r\n\r\nevent: reset\ndata: {"reason":"retention",\ndata: "first_id":5}\n\n');
     expect(out).to.deep.equal([
       { id: "7", event: "created", data: '{"id":7,"type":"created"}' },
-      { id: undefined, event: "reset", data: '{"reason":"retention",\n"first_id":5}' },
+      // The last event ID stays what the last `id:` set (WHATWG "last event ID buffer").
+      { id: "7", event: "reset", data: '{"reason":"retention",\n"first_id":5}' },
     ]);
     expect(p.retryMs).to.equal(2000);
+    p.push("retry: soon\n\n");
+    expect(p.retryMs, "a retry that is not digits is ignored").to.equal(2000);
   });
 
   it("prints a VM event as sent, and names reset/dropped frames in `type`", () => {
