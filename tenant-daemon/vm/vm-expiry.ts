@@ -7,22 +7,21 @@
  * is saved with the VM's record in the state file and survives daemon restarts.
  *
  * {@link VmExpiry} is the one scheduler: a single unref'd timer set for the earliest deadline
- * among running and paused VMs. At the deadline an ephemeral VM is deleted; a persistent one is
- * shut down (Stopped, disk kept) or deleted, as its group's `expiry_action` says (default
- * `shutdown`). `count:` (config) VMs never expire.
+ * among running and paused VMs (deadline-timer.ts). At the deadline an ephemeral VM is deleted;
+ * a persistent one is shut down (Stopped, disk kept) or deleted, as its group's `expiry_action`
+ * says (default `shutdown`). `count:` (config) VMs never expire.
  */
 import { PaddockError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { GroupExpiryConfig, HostGroupConfig, TenantExpiryConfig } from "../../shared/tenant-config.js";
 import { parseGoDurationNs, parseRfc3339Ms, rfc3339 } from "../../shared/time.js";
+import { DeadlineTimer } from "./deadline-timer.js";
 import type { LiveVm, VmTable } from "./vm-table.js";
 import type { VmRecord } from "./vm-types.js";
 
 /** The tag prefix of a VM's deadline. */
 export const EXPIRES_AT_TAG = "expires_at=";
 
-/** Longest delay Node's setTimeout takes (2^31-1 ms, about 24.8 days); a later deadline is re-armed. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Delay before acting again on a VM whose expiry failed, ms. */
 const RETRY_MS = 30_000;
 
@@ -128,16 +127,21 @@ export interface VmExpiryDeps {
 export class VmExpiry {
   private readonly deps: VmExpiryDeps;
   private readonly now: () => number;
-  private timer: NodeJS.Timeout | undefined;
+  private readonly timer: DeadlineTimer<LiveVm>;
   /** Hostnames whose expiry is being acted on. */
   private readonly acting = new Set<string>();
   /** Hostnames whose last expiry failed, with when to try again (ms since the epoch). */
   private readonly retryAt = new Map<string, number>();
-  private stopped = false;
 
   constructor(deps: VmExpiryDeps) {
     this.deps = deps;
     this.now = deps.now ?? Date.now;
+    this.timer = new DeadlineTimer<LiveVm>({
+      items: () => this.deps.table.vms.values(),
+      deadline: (vm) => this.deadline(vm),
+      due: (vm, deadlineMs) => this.act(vm, deadlineMs),
+      now: this.now,
+    });
   }
 
   /** The deadline of `vm` if it can expire now (running, paused, or suspended when {@link VmExpiryDeps.expiresWhileSuspended} says so; not a config VM), else undefined. */
@@ -161,26 +165,12 @@ export class VmExpiry {
    * tags PATCH, relaunch, resume). Cheap: one pass over the table.
    */
   kick(): void {
-    if (this.stopped) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    const now = this.now();
-    let next: number | undefined;
-    for (const vm of this.deps.table.vms.values()) {
-      const d = this.deadline(vm);
-      if (d === undefined) continue;
-      if (d <= now) this.act(vm, d);
-      else if (next === undefined || d < next) next = d;
-    }
-    if (next === undefined) return;
-    this.timer = setTimeout(() => this.kick(), Math.min(MAX_TIMER_MS, Math.max(0, next - now)));
-    this.timer.unref();
+    this.timer.kick();
   }
 
   /** Stop the timer; nothing expires after this (a daemon stop). */
   stop(): void {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
+    this.timer.stop();
   }
 
   private act(vm: LiveVm, deadlineMs: number): void {

@@ -13,7 +13,8 @@
  * - With `idle_cpu_threshold` (milli-CPUs) the VM must also have used less than that on
  *   average over the window, read from its cgroup (`cpuacct.usage`, or `usage_usec` of
  *   `cpu.stat` on cgroup v2) at the window's start and end.
- * - One scheduler, like vm-expiry.ts: a single unref'd timer at the earliest idle deadline.
+ * - One scheduler, like vm-expiry.ts: a single unref'd timer at the earliest idle deadline
+ *   (deadline-timer.ts).
  * - A VM the idle rule paused or suspended carries `record.idle` (persisted, so a restarted
  *   daemon still wakes it); a VM a client paused or suspended does not, and requests do not wake
  *   it (the client asked for it; they answer 409 as before). Any transition by someone else
@@ -28,11 +29,10 @@ import type { Logger } from "../../shared/logger.js";
 import type { GroupIdleConfig } from "../../shared/tenant-config.js";
 import { isVmEvent, type EventLog, type VmEvent, type VmEventReason, type VmEventType } from "../events/event-log.js";
 import { CGROUP_ROOT } from "../runtime/tenant-cgroup.js";
+import { DeadlineTimer } from "./deadline-timer.js";
 import type { LiveVm, VmTable } from "./vm-table.js";
 import type { VmRecord } from "./vm-types.js";
 
-/** Longest delay Node's setTimeout takes, ms. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Delay before trying again to idle out a VM whose pause or suspend failed, ms. */
 const RETRY_MS = 30_000;
 /** How long a wake from suspend waits for the restored VM's agent, ms. */
@@ -124,14 +124,19 @@ export class VmIdle {
   private readonly acting = new Map<string, Promise<void>>();
   /** Wakes in progress, by hostname: concurrent requests share one. */
   private readonly waking = new Map<string, Promise<void>>();
-  private timer: NodeJS.Timeout | undefined;
+  private readonly timer: DeadlineTimer<LiveVm>;
   private unsubscribe: (() => void) | undefined;
-  private stopped = false;
   private cpuWarned = false;
 
   constructor(deps: VmIdleDeps) {
     this.deps = deps;
     this.now = deps.now ?? Date.now;
+    this.timer = new DeadlineTimer<LiveVm>({
+      items: () => this.deps.table.vms.values(),
+      deadline: (vm) => this.deadline(vm),
+      due: (vm) => this.act(vm),
+      now: this.now,
+    });
   }
 
   /** Start: every VM counts as just active; listen to the event log; arm the timer. */
@@ -144,9 +149,8 @@ export class VmIdle {
 
   /** Stop the timer and the listener (daemon stop); nothing idles out after this. */
   stop(): void {
-    this.stopped = true;
+    this.timer.stop();
     this.unsubscribe?.();
-    if (this.timer) clearTimeout(this.timer);
   }
 
   /**
@@ -207,20 +211,7 @@ export class VmIdle {
    * remaining one. Cheap: one pass over the table.
    */
   kick(): void {
-    if (this.stopped) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    const now = this.now();
-    let next: number | undefined;
-    for (const vm of this.deps.table.vms.values()) {
-      const d = this.deadline(vm);
-      if (d === undefined) continue;
-      if (d <= now) this.act(vm);
-      else if (next === undefined || d < next) next = d;
-    }
-    if (next === undefined) return;
-    this.timer = setTimeout(() => this.kick(), Math.min(MAX_TIMER_MS, Math.max(0, next - now)));
-    this.timer.unref();
+    this.timer.kick();
   }
 
   /** Whether the idle rule paused or suspended `vm` and it is still so. */
