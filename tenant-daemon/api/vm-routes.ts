@@ -94,22 +94,22 @@ export function createVmHandlers(deps: VmRouteDeps): RouteHandlers["vm"] {
       // stop leaves the VM stopped. An explicit reboot query from Go is indistinguishable from
       // its default, so reboot also stops unless asked for with `restart=true`.
       const action = raw === "reboot" && req.query.restart === "true" ? "reboot" : "shutdown";
-      await vms.shutdown(h, action);
+      await vms.transitions.shutdown(h, action);
       res.status(200).type("text/plain").send("OK");
     })],
     relaunch: asyncHandler(async (req, res) => {
-      res.status(200).json(await vms.relaunch(param(req, "hostname")));
+      res.status(200).json(await vms.transitions.relaunch(param(req, "hostname")));
     }),
     pause: asyncHandler(async (req, res) => {
-      await vms.pause(param(req, "hostname"));
+      await vms.transitions.pause(param(req, "hostname"));
       res.status(200).type("text/plain").send("OK");
     }),
     resume: asyncHandler(async (req, res) => {
-      await vms.resume(param(req, "hostname"));
+      await vms.transitions.resume(param(req, "hostname"));
       res.status(200).type("text/plain").send("OK");
     }),
     suspend: asyncHandler(async (req, res) => {
-      await vms.suspend(param(req, "hostname"));
+      await vms.transitions.suspend(param(req, "hostname"));
       res.status(200).type("text/plain").send("OK");
     }),
     restore: asyncHandler(async (req, res) => {
@@ -119,7 +119,7 @@ export function createVmHandlers(deps: VmRouteDeps): RouteHandlers["vm"] {
       const waitRaw = queryString(req, "wait");
       if (waitRaw === "userdata") throw new PaddockError("ERR_QUERY_INVALID", "invalid wait \"userdata\" for restore: expected agent (a restored VM does not run userdata again)");
       const wait = parseWaitQuery(waitRaw, queryString(req, "timeout"));
-      await vms.restore(h, { wait: wait.wait === "agent" ? "agent" : undefined, timeoutMs: wait.timeoutMs });
+      await vms.transitions.restore(h, { wait: wait.wait === "agent" ? "agent" : undefined, timeoutMs: wait.timeoutMs });
       res.status(200).type("text/plain").send("OK");
     }),
     logs: asyncHandler(async (req, res) => {

@@ -5,14 +5,16 @@
  * - vm-table.ts: the VM table (VMs, warm VMs, name counters, per-VM locks) and the state file;
  * - vm-boot.ts: boot and teardown of one VM against the runtime driver, storage and network;
  * - vm-create.ts: a new VM without the warm pool (name, address, record, boot, rollback);
- * - vm-power.ts: reboot, stop, relaunch, pause and resume of one VM;
+ * - vm-power.ts: reboot, stop, relaunch, pause and resume of one VM; vm-transitions.ts: those
+ *   (and suspend/restore) as the API asks them, with their events ({@link VmService.transitions});
  * - vm-suspend.ts: suspend to disk and restore (runtimes with a memory checkpoint: gVisor);
  * - vm-agent-wait.ts: waiting for a VM's agent;
  * - vm-secrets-sync.ts: delivering secrets at boot, hand-out and resume, and on every change;
  * - warm-pool.ts: the warm pool (refill, hand-out);
  * - vm-reconcile.ts: start-up reconciliation, sweep, purge and the guest-exit reaper;
- * - vm-expiry.ts: deadlines (`ttl`, `expires_at=` tags) and the one expiry timer;
- * - vm-idle.ts: idle pause/suspend (`idle_pause_after`) and wake on request;
+ * - vm-lifecycle-events.ts: lifecycle events, the `ready` watch, and the wiring of
+ *   vm-expiry.ts (deadlines: `ttl`, `expires_at=` tags) and vm-idle.ts (idle pause/suspend,
+ *   wake on request);
  * - vm-cold-fork.ts: commits and forks (vm-commit.ts, vm-fork.ts) and the lineage of GET /vm/{h};
  * - vm-wire.ts: records → Slicer JSON; vm-paths.ts: per-VM paths and ids.
  *
@@ -42,23 +44,22 @@ import type { VmNamespaces } from "../runtime/vm-namespaces.js";
 import { VmAgentWait } from "./vm-agent-wait.js";
 import { VmLauncher } from "./vm-boot.js";
 import { VmCreator } from "./vm-create.js";
-import { EXPIRES_AT_TAG, VmExpiry, checkPatchedDeadline, expiryPolicy, tagsWithDeadline, type ExpiryPolicy } from "./vm-expiry.js";
+import { EXPIRES_AT_TAG, checkPatchedDeadline, tagsWithDeadline } from "./vm-expiry.js";
 import { VmPaths } from "./vm-paths.js";
 import type { AgentPort, VmStorage } from "./vm-ports.js";
-import { VmIdle, readCgroupCpuNs, type VmIdleMetrics } from "./vm-idle.js";
+import type { VmIdle, VmIdleMetrics } from "./vm-idle.js";
+import { VmLifecycleEvents } from "./vm-lifecycle-events.js";
+import { VmTransitions } from "./vm-transitions.js";
 import { VmPower } from "./vm-power.js";
 import { VmReconciler } from "./vm-reconcile.js";
 import { VmSecretsSync } from "./vm-secrets-sync.js";
 import { VmSuspender } from "./vm-suspend.js";
 import { applyTagPatch, friendlyNameOf, type CreateVmRequest, type TagFilter, type TagPatch, type WaitOptions } from "./vm-request.js";
-import { VmTable, type LiveVm } from "./vm-table.js";
+import { VmTable } from "./vm-table.js";
 import { VmColdFork, type ColdForkStorage } from "./vm-cold-fork.js";
 import type { CreateResponseWire, DaemonState, NodeWire, VmRecord, WireStatus } from "./vm-types.js";
 import { countByStatus, listNodes, toCreateResponse, toNode, wireStatus } from "./vm-wire.js";
 import { WarmPool } from "./warm-pool.js";
-
-/** How long {@link VmService} waits for a booted VM's agent before giving up on its `ready` event, ms. */
-const READY_WAIT_MS = 120_000;
 
 export type { AgentBootInput, AgentHealthLite, AgentPort, VmStorage } from "./vm-ports.js";
 export { goArch, unameArch } from "./vm-wire.js";
@@ -114,9 +115,12 @@ export class VmService {
   private readonly reconciler: VmReconciler;
   /** Commits, forks and lineage (vm-cold-fork.ts): the four cold-fork endpoints and GET /vm/{h}. */
   readonly coldFork: VmColdFork;
-  private readonly expiry: VmExpiry;
+  /** Lifecycle events, the ready watch, expiry and idle (vm-lifecycle-events.ts). */
+  private readonly lifecycle: VmLifecycleEvents;
   /** Idle pause/suspend and wake on request (vm-idle.ts); the API marks activity and wakes through it. */
   readonly idle: VmIdle;
+  /** Shutdown, relaunch, pause, resume, suspend and restore of one VM (vm-transitions.ts). */
+  readonly transitions: VmTransitions;
 
   constructor(deps: VmServiceDeps) {
     this.deps = deps;
@@ -138,26 +142,14 @@ export class VmService {
       config, store, table, launcher, runtime, storage, network, namespaces, paths, log, kickRefill: () => pool.kick(),
       onVmEvent: (record, type, reason, extra) => this.lifecycleEvent(record, type, reason, extra),
     });
-    this.expiry = new VmExpiry({
-      table, log, expire: (vm, deadlineMs) => this.expire(vm, deadlineMs),
-      expiresWhileSuspended: (vm) => !vm.record.persistent || this.expiryPolicy(vm.record.hostGroup).action === "delete",
+    this.lifecycle = new VmLifecycleEvents({
+      config, table, events: deps.events, log, agentWait, secretsSync, power: this.power, suspender: this.suspender, idleMetrics: deps.idleMetrics,
+      remove: (h, reason) => this.remove(h, { force: true, reason }),
     });
-    this.idle = new VmIdle({
-      table, log, events: deps.events, metrics: deps.idleMetrics,
-      policy: (group) => config.hostGroups.find((g) => g.name === group)?.idle,
-      pause: (vm) => this.power.pause(vm),
-      resume: (vm) => this.power.resume(vm),
-      suspend: (vm) => this.suspender.suspend(vm),
-      restore: (vm) => this.suspender.restore(vm),
-      afterWake: (vm, action) => {
-        if (action === "pause") void secretsSync.request(vm, { agentReady: true });
-        else vm.secretsDelivered = secretsSync.request(vm, { agentReady: false });
-        this.expiry.kick();
-      },
-      waitForAgent: (h, timeoutMs) => agentWait.waitForAgent(h, "agent", timeoutMs),
-      emit: (record, type, reason) => this.lifecycleEvent(record, type, reason),
-      persist: () => table.persist(),
-      cpuNs: (h) => readCgroupCpuNs(`/paddock/${config.paddock.tenantId}/${h}`),
+    this.idle = this.lifecycle.idle;
+    this.transitions = new VmTransitions({
+      table, power: this.power, suspender: this.suspender, secretsSync, agentWait, events: this.lifecycle,
+      remove: (h, reason) => this.remove(h, { force: true, reason }),
     });
     this.coldFork = new VmColdFork({
       table, runtime, creator: this.creator, agentWait, paths, image: config.image, log, cold: deps.cold,
@@ -165,13 +157,13 @@ export class VmService {
       onForked: (vm) => {
         deps.onEvent?.("launch", vm.record.hostGroup);
         this.lifecycleEvent(vm.record, "created", "api");
-        this.watchReady(vm);
-        this.expiry.kick();
+        this.lifecycle.watchReady(vm);
+        this.lifecycle.expiry.kick();
       },
     });
   }
 
-  // ── lifecycle events and expiry ────────────────────────────────────────────
+  // ── lifecycle events ───────────────────────────────────────────────────────
 
   /**
    * Emit a lifecycle event for a VM (by record, or by hostname of a VM the API shows) into the
@@ -180,62 +172,11 @@ export class VmService {
    * @throws PaddockError ERR_VM_NOT_FOUND for an unknown hostname.
    */
   lifecycleEvent(vm: VmRecord | string, type: VmEventType, reason: VmEventReason, extra: Pick<VmEventInput, "deadline" | "action" | "oom_kills"> = {}): void {
-    const record = typeof vm === "string" ? this.table.live(vm).record : vm;
-    if (record.pooled) return;
-    this.deps.events.emit({ type, hostname: record.hostname, hostgroup: record.hostGroup, reason, ...extra });
+    this.lifecycle.emit(vm, type, reason, extra);
   }
 
-  /** The expiry rules of a host group with the tenant's folded in (vm-expiry.ts). @throws ERR_HOSTGROUP_NOT_FOUND */
-  expiryPolicy(groupName: string): ExpiryPolicy {
-    return expiryPolicy(this.table.hostGroup(groupName), this.deps.config.paddock.expiry);
-  }
+  // ── paths ──────────────────────────────────────────────────────────────────
 
-  /** Emit `ready` once the agent of this boot of `vm` answers (never rejects; nothing when the VM goes first). */
-  private watchReady(vm: LiveVm): void {
-    const proof = vm.record.agentProof;
-    void this.agentWait.waitForAgent(vm.record.hostname, "agent", READY_WAIT_MS).then(() => {
-      if (this.table.vms.get(vm.record.hostname) === vm && vm.record.agentProof === proof && vm.phase === "running") this.lifecycleEvent(vm.record, "ready", "agent");
-    }, () => undefined);
-  }
-
-  /**
-   * A VM's deadline passed (VmExpiry): an ephemeral VM, or a persistent one of a group with
-   * `expiry_action: delete`, is deleted; another persistent VM is shut down (Stopped, disk kept).
-   * Logged and emitted with reason `expired`.
-   * @throws what remove or stop throw (VmExpiry logs it and retries).
-   */
-  private async expire(vm: LiveVm, deadlineMs: number): Promise<void> {
-    const r = vm.record;
-    const action = !r.persistent || this.expiryPolicy(r.hostGroup).action === "delete" ? "delete" : "shutdown";
-    const deadline = new Date(deadlineMs).toISOString();
-    this.log.info("vm expired", { hostname: r.hostname, reason: "expired", deadline, action });
-    this.lifecycleEvent(r, "expired", "expired", { deadline, action });
-    if (action === "delete") {
-      await this.remove(r.hostname, { force: true, reason: "expired" });
-      return;
-    }
-    await this.power.stop(vm);
-    this.lifecycleEvent(r, "stopped", "expired");
-  }
-
-  // ── paths and ids ──────────────────────────────────────────────────────────
-
-  /** Runtime id of a VM: `pdk-<tenant>-<hostname>` (deterministic, so a sweep finds it). */
-  containerId(hostname: string): string {
-    return this.paths.containerId(hostname);
-  }
-  /** Host-only dir of the VM's agent channel (0700): the agent listener and the boot dir. Never mounted into the guest. */
-  agentDir(hostname: string): string {
-    return this.paths.agentDir(hostname);
-  }
-  /** The boot dir (boot.json), bound read-only into the guest; owned by the VM's root. */
-  bootDir(hostname: string): string {
-    return this.paths.bootDir(hostname);
-  }
-  /** The agent listener on the host (bound by the runtime, accepted on inside the VM). */
-  agentSocket(hostname: string): string {
-    return this.paths.agentSocket(hostname);
-  }
   /** The VM's console log (init, agent and userdata output). */
   consoleLogPath(hostname: string): string {
     return this.paths.consoleLogPath(hostname);
@@ -318,7 +259,7 @@ export class VmService {
     const group = this.hostGroup(groupName);
     this.table.checkLimits(req.cpus, req.ramBytes, group.storageSizeBytes);
     // The deadline (a ttl, the group's default) becomes the VM's expires_at= tag; config VMs never expire.
-    if (!options.protected) req = { ...req, tags: tagsWithDeadline(req.tags, req.ttlMs, this.expiryPolicy(group.name), Date.now()) };
+    if (!options.protected) req = { ...req, tags: tagsWithDeadline(req.tags, req.ttlMs, this.lifecycle.expiryPolicy(group.name), Date.now()) };
     // Held until the VM (with its name= tag) is in the table, or the create failed.
     const releaseName = this.table.claimName(friendlyNameOf(req.tags));
     try {
@@ -332,8 +273,8 @@ export class VmService {
       this.lifecycleEvent(record, "created", options.protected ? "config" : warm !== undefined ? "warm_pool" : "api");
       // A warm VM's agent answered when it joined the pool.
       if (warm !== undefined) this.lifecycleEvent(record, "ready", "agent");
-      else this.watchReady(vm);
-      this.expiry.kick();
+      else this.lifecycle.watchReady(vm);
+      this.lifecycle.expiry.kick();
       if (wait.wait) {
         const waitStarted = performance.now();
         try {
@@ -387,100 +328,6 @@ export class VmService {
   }
 
   /**
-   * Shut a VM down (`POST /vm/{h}/shutdown`). `reboot` restarts the sandbox and keeps the VM; `shutdown`
-   * (and the default) leaves it stopped: a persistent VM becomes `Stopped`, an ephemeral one is
-   * reaped (record and disk removed). Returns once the VM has stopped.
-   * @throws PaddockError ERR_VM_NOT_FOUND, ERR_VM_NOT_RUNNING
-   */
-  async shutdown(hostname: string, action: "shutdown" | "reboot" | undefined): Promise<void> {
-    const vm = this.table.live(hostname);
-    if (action === "reboot") return this.power.reboot(vm);
-    if (!vm.record.persistent) {
-      await this.remove(hostname, { force: true, reason: "shutdown" });
-      return;
-    }
-    const wasStopped = vm.phase === "stopped";
-    await this.power.stop(vm);
-    if (!wasStopped) this.lifecycleEvent(vm.record, "stopped", "api");
-  }
-
-  /**
-   * Bring a stopped persistent VM back with its disk, name and address (`POST /vm/{h}/relaunch`).
-   * Waits for a stop in progress instead of answering 409.
-   * @throws PaddockError ERR_VM_NOT_FOUND, ERR_VM_ALREADY_RUNNING, ERR_STORAGE_OVERCOMMIT, ERR_VM_START_FAILED
-   */
-  async relaunch(hostname: string): Promise<CreateResponseWire> {
-    const vm = this.table.live(hostname);
-    await this.power.relaunch(vm);
-    this.lifecycleEvent(vm.record, "relaunched", "api");
-    this.watchReady(vm);
-    // A deadline that passed while it was stopped applies again now.
-    this.expiry.kick();
-    return toCreateResponse(vm.record);
-  }
-
-  /** Freeze a running VM (`POST /vm/{h}/pause`). @throws ERR_VM_NOT_FOUND, ERR_VM_NOT_RUNNING */
-  async pause(hostname: string): Promise<void> {
-    const vm = this.table.live(hostname);
-    const was = vm.phase;
-    await this.power.pause(vm);
-    this.idle.claim(vm);
-    if (was !== "paused") this.lifecycleEvent(vm.record, "paused", "api");
-  }
-
-  /**
-   * Thaw a paused VM (`POST /vm/{h}/resume`), then push its secrets in the background: changes
-   * made while it was paused reach it now. @throws ERR_VM_NOT_FOUND, ERR_VM_NOT_RUNNING
-   */
-  async resume(hostname: string): Promise<void> {
-    const vm = this.table.live(hostname);
-    const was = vm.phase;
-    await this.power.resume(vm);
-    if (was !== "running") this.lifecycleEvent(vm.record, "resumed", "api");
-    void this.secretsSync.request(vm, { agentReady: true });
-  }
-
-  /**
-   * Suspend a running VM to disk (`POST /vm/{h}/suspend`): wire status `Suspended`, its memory
-   * given back, kept across daemon restarts (vm-suspend.ts). A no-op when already suspended.
-   * @returns the image's size, bytes.
-   * @throws PaddockError ERR_VM_NOT_FOUND, ERR_VM_UNSUPPORTED (501: runc; names gVisor),
-   *   ERR_VM_NOT_RUNNING, ERR_RUNTIME_FAILED
-   */
-  async suspend(hostname: string): Promise<number> {
-    const vm = this.table.live(hostname);
-    const already = vm.record.suspended !== undefined;
-    const bytes = await this.suspender.suspend(vm);
-    this.idle.claim(vm);
-    if (!already) this.lifecycleEvent(vm.record, "suspended", "api");
-    return bytes;
-  }
-
-  /**
-   * Restore a suspended VM (`POST /vm/{h}/restore`); with `wait: "agent"`, block until its agent
-   * answers (the VM keeps running when the wait times out). Its secrets are pushed again (changes
-   * made while it was suspended reach it).
-   * @throws PaddockError ERR_VM_NOT_FOUND, ERR_VM_UNSUPPORTED (501), ERR_VM_ALREADY_RUNNING,
-   *   ERR_VM_NOT_RUNNING (not suspended), ERR_VM_WAIT_TIMEOUT (408), ERR_RUNTIME_FAILED
-   */
-  async restore(hostname: string, wait: { wait: "agent" | undefined; timeoutMs: number }): Promise<void> {
-    const vm = this.table.live(hostname);
-    await this.suspender.restore(vm);
-    this.lifecycleEvent(vm.record, "restored", "api");
-    this.expiry.kick();
-    vm.secretsDelivered = this.secretsSync.request(vm, { agentReady: false });
-    if (wait.wait === undefined) return;
-    try {
-      await this.agentWait.waitForAgent(hostname, "agent", wait.timeoutMs);
-    } catch (err) {
-      if (err instanceof PaddockError && err.code === "ERR_VM_WAIT_TIMEOUT") {
-        throw new PaddockError("ERR_VM_WAIT_TIMEOUT", `timed out after ${wait.timeoutMs} ms waiting for the agent of restored VM ${hostname}; the VM keeps running`, { cause: err });
-      }
-      throw err;
-    }
-  }
-
-  /**
    * A secret was created, changed or deleted (the `/secrets` routes call this after the store
    * write): push the granted set to every running VM granted `name`, at most
    * SECRET_PUSH_CONCURRENCY at a time (vm-secrets-sync.ts). Resolves when every push ended;
@@ -504,7 +351,7 @@ export class VmService {
     const next = applyTagPatch(patch.add.some(isDeadline) ? previous.filter((t) => !isDeadline(t)) : previous, patch);
     const name = friendlyNameOf(next);
     if (name !== undefined && !previous.includes(`name=${name}`)) this.table.checkNameFree(name, hostname);
-    checkPatchedDeadline(vm.record, next, this.expiryPolicy(vm.record.hostGroup));
+    checkPatchedDeadline(vm.record, next, this.lifecycle.expiryPolicy(vm.record.hostGroup));
     vm.record.tags = next;
     try {
       await this.table.persist();
@@ -513,7 +360,7 @@ export class VmService {
       vm.record.tags = previous;
       throw err;
     }
-    this.expiry.kick();
+    this.lifecycle.expiry.kick();
     return [...vm.record.tags];
   }
 
@@ -538,8 +385,7 @@ export class VmService {
     this.reconciler.startReaper(this.deps.reapIntervalMs ?? 1000);
     this.pool.kick();
     // Deadlines saved by the previous run: an overdue VM is acted on now.
-    this.expiry.kick();
-    this.idle.start();
+    this.lifecycle.start();
   }
 
   /**
@@ -561,8 +407,7 @@ export class VmService {
     const table = this.table;
     table.stopping = true;
     this.reconciler.stopReaper();
-    this.expiry.stop();
-    this.idle.stop();
+    this.lifecycle.stop();
     await this.pool.settled();
     await table.settled();
     const work = table.all().map(async (vm) => {
