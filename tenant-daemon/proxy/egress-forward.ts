@@ -90,7 +90,7 @@ export class HttpForwarder {
       }, (err) => {
         this.opts.log.info("egress upstream failed", { host: target.host, port: target.port, err: (err as NodeJS.ErrnoException).code ?? err.message });
         if (res.headersSent) res.destroy();
-        else res.writeHead(502, { "content-type": "application/json", connection: "close" }).end(JSON.stringify({ error: `upstream ${target.host}:${target.port} failed`, code: "ERR_UPSTREAM_FAILED" }));
+        else res.writeHead(502, { "content-type": "application/json", connection: "close" }).end(JSON.stringify({ error: `upstream ${target.host}:${target.port} failed`, code: "ERR_EGRESS_UPSTREAM_FAILED" }));
       });
       req.on("data", (chunk: Buffer) => count("up", chunk.length));
     });

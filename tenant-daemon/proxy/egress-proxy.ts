@@ -61,7 +61,7 @@ export interface EgressProxyDeps {
   store: ProxyStore;
   /** The client of a VM by its source address, or undefined (then the proxy token decides). */
   identify(remoteAddress: string): string | undefined;
-  /** Upstream name → one IP address (upstream-guard.ts `createHostResolver`). @throws PaddockError ERR_UPSTREAM_FAILED */
+  /** Upstream name → one IP address (upstream-guard.ts `createHostResolver`). @throws PaddockError ERR_EGRESS_UPSTREAM_UNRESOLVED */
   resolveHost(host: string): Promise<string>;
   log: Logger;
   /** The daemon's prom-client registry the counters register in. */
@@ -316,7 +316,7 @@ export class EgressProxy {
     try {
       ip = await this.deps.resolveHost(host);
     } catch (err) {
-      throw new Refused(502, "ERR_UPSTREAM_FAILED", "resolve", (err as Error).message);
+      throw new Refused(502, "ERR_EGRESS_UPSTREAM_UNRESOLVED", "resolve", (err as Error).message);
     }
     const named = net.isIP(host) !== 0 && rules.some((r) => r.host === canonicalIp(host));
     const why = this.guard.refusal(ip, named);
@@ -472,7 +472,7 @@ export class EgressProxy {
       if (err instanceof Refused) this.answer(res, err);
       else {
         this.deps.log.error("egress request failed", { err });
-        this.answer(res, new Refused(502, "ERR_UPSTREAM_FAILED", "internal", "the proxy could not forward the request"));
+        this.answer(res, new Refused(502, "ERR_EGRESS_UPSTREAM_FAILED", "internal", "the proxy could not forward the request"));
       }
     });
   }

@@ -14,7 +14,7 @@ export const HELLO_TIMEOUT_MS = 10_000;
 
 /** A refusal the proxy answers: status, code and the reason counted. */
 export class Refused extends Error {
-  constructor(readonly status: number, readonly code: "ERR_EGRESS_DENIED" | "ERR_EGRESS_UPSTREAM_REFUSED" | "ERR_EGRESS_AUTH_REQUIRED" | "ERR_EGRESS_BUSY" | "ERR_BAD_REQUEST" | "ERR_UPSTREAM_FAILED", readonly reason: string, message: string) {
+  constructor(readonly status: number, readonly code: "ERR_EGRESS_DENIED" | "ERR_EGRESS_UPSTREAM_REFUSED" | "ERR_EGRESS_AUTH_REQUIRED" | "ERR_EGRESS_BUSY" | "ERR_BAD_REQUEST" | "ERR_EGRESS_UPSTREAM_UNRESOLVED" | "ERR_EGRESS_UPSTREAM_FAILED", readonly reason: string, message: string) {
     super(message);
   }
 }
@@ -39,7 +39,7 @@ export function dialUpstream(ip: string, port: number, host: string): Promise<ne
     const s = net.connect({ host: ip, port });
     const fail = (why: string): void => {
       s.destroy();
-      reject(new Refused(502, "ERR_UPSTREAM_FAILED", "upstream", `upstream ${host}:${port} ${why}`));
+      reject(new Refused(502, "ERR_EGRESS_UPSTREAM_FAILED", "upstream", `upstream ${host}:${port} ${why}`));
     };
     s.setTimeout(HELLO_TIMEOUT_MS, () => fail("did not answer"));
     s.once("error", (err: NodeJS.ErrnoException) => fail(`failed (${err.code ?? "error"})`));

@@ -79,7 +79,7 @@ export class UpstreamGuard {
 /**
  * The resolver of upstream names: the static map first (keys lower-case, no trailing dot), then
  * `dns.lookup` (the host's resolver, /etc/hosts included). Returns the first address.
- * @throws PaddockError ERR_UPSTREAM_FAILED (502) when the name does not resolve.
+ * @throws PaddockError ERR_EGRESS_UPSTREAM_UNRESOLVED (502) when the name does not resolve.
  */
 export function createHostResolver(staticHosts: Readonly<Record<string, string>>): (host: string) => Promise<string> {
   return async (host: string) => {
@@ -92,7 +92,7 @@ export function createHostResolver(staticHosts: Readonly<Record<string, string>>
       if (!first) throw new Error("no address");
       return canonicalIp(first.address);
     } catch (err) {
-      throw new PaddockError("ERR_UPSTREAM_FAILED", `cannot resolve ${host}`, { cause: err });
+      throw new PaddockError("ERR_EGRESS_UPSTREAM_UNRESOLVED", `cannot resolve ${host}`, { cause: err });
     }
   };
 }

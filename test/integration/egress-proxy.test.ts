@@ -152,9 +152,11 @@ describe("egress proxy engine (integration: real store, real upstreams on loopba
     await store.init();
     registry = new Registry();
     const hosts = { "api.test": "127.0.0.1", "other.test": "127.0.0.1", "plain.test": "127.0.0.1", "internal.test": "127.0.0.2" };
+    const resolver = createHostResolver(hosts);
     const base = {
       store, log: silentLogger, metrics: registry, events: (e: EgressEventInput) => events.push(e), stateDir: dir, tenantId: "t1",
-      identify: () => identifyAs, resolveHost: createHostResolver(hosts), upstreamCaPems: [upstreamCa],
+      // `*.invalid` (RFC 6761) never resolves; answered here so the test asks no DNS server.
+      identify: () => identifyAs, resolveHost: (h: string) => (h.endsWith(".invalid") ? Promise.reject(new Error(`cannot resolve ${h}`)) : resolver(h)), upstreamCaPems: [upstreamCa],
     };
     proxy = new EgressProxy({ ...base, settings: { mode: "enforce", hosts, maxTunnels: 64, idleTimeoutSeconds: 60, unsafeAllowUpstreams: ["127.0.0.1/32"] } });
     auditProxy = new EgressProxy({ ...base, settings: { mode: "audit", hosts, maxTunnels: 64, idleTimeoutSeconds: 60, unsafeAllowUpstreams: ["127.0.0.1/32"] } });
@@ -234,8 +236,20 @@ describe("egress proxy engine (integration: real store, real upstreams on loopba
     await new Promise<void>((resolve) => probe.close(() => resolve()));
     await store.addAllow({ client: "agent", host: "api.test", ports: [closedPort], passthrough: true });
     const refused = await connectVia(proxyPort, `api.test:${closedPort}`, token);
-    expect([refused.status, JSON.parse(refused.head).code]).to.deep.equal([502, "ERR_UPSTREAM_FAILED"]);
+    expect([refused.status, JSON.parse(refused.head).code]).to.deep.equal([502, "ERR_EGRESS_UPSTREAM_FAILED"]);
     await store.removeAllowsByHost("agent", "api.test");
+  });
+
+  it("an allowed upstream name that does not resolve answers 502 ERR_EGRESS_UPSTREAM_UNRESOLVED, the proxy's own code (CONNECT and plain HTTP)", async () => {
+    await store.addAllow({ client: "agent", host: "nowhere.invalid", ports: [443, 80] });
+    try {
+      const t = await connectVia(proxyPort, "nowhere.invalid:443", token);
+      expect([t.status, JSON.parse(t.head).code]).to.deep.equal([502, "ERR_EGRESS_UPSTREAM_UNRESOLVED"]);
+      const r = await httpVia(proxyPort, "http://nowhere.invalid/x", token);
+      expect([r.status, JSON.parse(r.body).code]).to.deep.equal([502, "ERR_EGRESS_UPSTREAM_UNRESOLVED"]);
+    } finally {
+      await store.removeAllowsByHost("agent", "nowhere.invalid");
+    }
   });
 
   it("CONNECT to an IP literal is refused though a rule covers the name that resolves to it; a rule naming the IP opens it (control)", async () => {
