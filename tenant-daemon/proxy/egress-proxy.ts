@@ -22,10 +22,15 @@
  *    or secret deletion): one no rule covers any more is destroyed.
  * 7. `mode: audit`: what would be refused for want of a rule is counted, told (`egress_audit`)
  *    and let through; identity and the address guard still hold.
- * 8. Bounded: at most `maxTunnels` tunnels and in-flight requests, and twice that many client
- *    connections (more are closed on accept: each is a descriptor of the daemon); a connection
- *    silent for {@link HELLO_TIMEOUT_MS} after accept is closed, idle sockets after
- *    `idleTimeoutMs`; the TLS ClientHello must come within {@link HELLO_TIMEOUT_MS}.
+ * 8. Bounded: at most `maxTunnels` tunnels and in-flight requests (egress-tunnels.ts), and
+ *    twice that many client connections (egress-listeners.ts: more are closed on accept, each
+ *    is a descriptor of the daemon); a connection silent for {@link HELLO_TIMEOUT_MS} after
+ *    accept is closed, idle sockets after `idleTimeoutMs`; the TLS ClientHello must come within
+ *    {@link HELLO_TIMEOUT_MS}.
+ *
+ * The pieces: the listeners and the connection bound (egress-listeners.ts), the open tunnels
+ * with splice and interception (egress-tunnels.ts), forwarding (egress-forward.ts); this file
+ * holds identity and the decisions, for CONNECT and for plain HTTP.
  *
  * Secret values are never logged nor put in an answer of the proxy's own: logs carry method,
  * host, port and the path without its query, with any secret value replaced by `[redacted]`.
@@ -33,16 +38,17 @@
 import http from "node:http";
 import net from "node:net";
 import path from "node:path";
-import tls from "node:tls";
 import type { Duplex } from "node:stream";
 import type { Registry } from "prom-client";
 import { PaddockError, errorResponse } from "../../shared/errors.js";
 import { httpJsonAnswer } from "../../shared/http-input.js";
 import type { Logger } from "../../shared/logger.js";
-import { DEFAULT_PROXY_SETTINGS, normaliseHostName, type ProxySettings } from "../../shared/tenant-config-proxy.js";
+import { DEFAULT_PROXY_SETTINGS, type ProxySettings } from "../../shared/tenant-config-proxy.js";
 import type { EgressEventInput } from "../events/event-log.js";
 import { EgressTelemetry } from "./egress-telemetry.js";
 import { HttpForwarder, type ForwardTarget } from "./egress-forward.js";
+import { EgressListeners } from "./egress-listeners.js";
+import { EgressTunnels, type Tunnel } from "./egress-tunnels.js";
 import { ProxyCa } from "./proxy-ca.js";
 import { canonicalIp, matchablePath, needsInspection, requestMatch, type AllowRule } from "./proxy-rules.js";
 import type { ProxyStore } from "./proxy-store.js";
@@ -80,15 +86,8 @@ export interface EgressProxyDeps {
   upstreamCaPems?: readonly string[];
 }
 
-/** Where a tunnel goes and why it was let open. */
-interface Tunnel {
-  client: string;
-  host: string;
-  port: number;
-  /** `splice`: bytes unseen; `inspect`: inner requests matched one by one; `audit`: no rule, audit mode. */
-  kind: "splice" | "inspect" | "audit";
-  sockets: Duplex[];
-}
+/** An inner request's tunnel and where its requests go (EgressTunnels.inner). */
+type InTunnel = NonNullable<ReturnType<EgressTunnels["inner"]>>;
 
 /** The egress proxy of one tenant. */
 export class EgressProxy {
@@ -96,18 +95,13 @@ export class EgressProxy {
   private readonly settings: ProxySettings;
   private readonly server: http.Server;
   private readonly inner: http.Server;
-  private readonly listeners = new Map<string, net.Server>();
-  private readonly tunnels = new Set<Tunnel>();
-  private readonly tunnelOf = new WeakMap<Duplex, Tunnel>();
+  private readonly listeners: EgressListeners;
+  private readonly tunnels: EgressTunnels;
   private readonly ca: ProxyCa;
   private readonly guard: UpstreamGuard;
   private readonly telemetry: EgressTelemetry;
   private readonly forwarder: HttpForwarder;
   private readonly unsubscribe: () => void;
-  private readonly sockets = new Set<net.Socket>();
-  /** The TCP peer of each stream the http server reads (they are wrappers without an address of their own). */
-  private readonly peerOf = new WeakMap<object, string>();
-  private active = 0;
   private closed = false;
 
   constructor(deps: EgressProxyDeps) {
@@ -123,9 +117,11 @@ export class EgressProxy {
     this.server.on("upgrade", (_req: http.IncomingMessage, socket: Duplex) => this.answerRaw(socket, new Refused(400, "ERR_BAD_REQUEST", "upgrade", "upgrades through the proxy go inside a CONNECT tunnel")));
     this.server.on("clientError", (_err, socket) => socket.destroy());
     // Requests inside intercepted tunnels (TLS terminated, or plain HTTP in a CONNECT to port 80).
-    this.inner = http.createServer(opts, (req, res) => this.onRequest(req, res, this.tunnelOf.get(req.socket)));
+    this.inner = http.createServer(opts, (req, res) => this.onRequest(req, res, this.tunnels.inner(req.socket)));
     this.inner.on("upgrade", (_req: http.IncomingMessage, socket: Duplex) => this.answerRaw(socket, new Refused(400, "ERR_BAD_REQUEST", "upgrade", "upgrades are not supported on intercepted tunnels")));
     this.inner.on("clientError", (_err, socket) => socket.destroy());
+    this.listeners = new EgressListeners({ server: this.server, ca: this.ca, maxConnections: this.settings.maxTunnels * 2, idleMs: this.idleMs(), log: deps.log });
+    this.tunnels = new EgressTunnels({ inner: this.inner, ca: this.ca, telemetry: this.telemetry, idleMs: this.idleMs(), log: deps.log });
     this.unsubscribe = deps.store.onChange(() => this.recheckTunnels());
   }
 
@@ -133,94 +129,22 @@ export class EgressProxy {
     return this.settings.idleTimeoutSeconds * 1000;
   }
 
-  /** Most client connections open at once over all listeners: twice `maxTunnels` (tunnels plus kept-alive request connections). */
-  private maxConnections(): number {
-    return this.settings.maxTunnels * 2;
-  }
-
   /**
    * Accept proxy connections on `host:port` (one call per address; 0 ⇒ a free port, see {@link address}).
    * @throws PaddockError ERR_NETWORK_ADDRESS_IN_USE when the address is taken, or after close.
    */
-  async listen(host: string, port: number): Promise<void> {
-    if (this.closed) throw new PaddockError("ERR_INTERNAL", "the egress proxy is closed");
-    const key = `${host}:${port}`;
-    if (this.listeners.has(key)) return;
-    const srv = net.createServer((socket) => {
-      socket.on("error", () => undefined);
-      // Each client connection holds a descriptor of the daemon: past the bound it is closed at once.
-      if (this.sockets.size >= this.maxConnections()) {
-        socket.destroy();
-        return;
-      }
-      this.sockets.add(socket);
-      socket.on("close", () => this.sockets.delete(socket));
-      // A connection that sends nothing is closed after HELLO_TIMEOUT_MS, not the idle timeout.
-      socket.setTimeout(HELLO_TIMEOUT_MS, () => socket.destroy());
-      this.accept(socket);
-    });
-    await new Promise<void>((resolve, reject) => {
-      srv.once("error", (err: NodeJS.ErrnoException) => reject(err.code === "EADDRINUSE" || err.code === "EADDRNOTAVAIL" ? new PaddockError("ERR_NETWORK_ADDRESS_IN_USE", `egress proxy cannot listen on ${key}: ${err.code}`, { cause: err }) : err));
-      srv.listen({ host, port }, () => resolve());
-    });
-    srv.on("error", (err) => this.deps.log.error("egress listener failed", { listen: key, err }));
-    const bound = srv.address() as net.AddressInfo;
-    this.listeners.set(key, srv);
-    if (port === 0) this.listeners.set(`${host}:${bound.port}`, srv);
-    this.deps.log.info("egress proxy listening", { host, port: bound.port });
-  }
-
-  /**
-   * Hand a new connection to the http server: as it is, or, when its first byte opens a TLS
-   * handshake (a client configured with `HTTPS_PROXY=https://…`, Slicer's documented form),
-   * through TLS terminated with a leaf of the tenant CA for the name the client asked for (its
-   * SNI) or else the address it connected to.
-   */
-  private accept(socket: net.Socket): void {
-    socket.once("data", (first: Buffer) => {
-      socket.pause();
-      socket.setTimeout(this.idleMs(), () => socket.destroy());
-      const stream = prefixed(socket, first);
-      const peer = socket.remoteAddress;
-      if (peer !== undefined) this.peerOf.set(stream, peer);
-      if (first[0] !== 0x16) {
-        this.server.emit("connection", stream);
-        return;
-      }
-      const local = canonicalIp(socket.localAddress ?? "127.0.0.1");
-      this.ca.leafFor(local).then((fallback) => {
-        const secure = new tls.TLSSocket(stream, {
-          isServer: true,
-          secureContext: tls.createSecureContext(fallback),
-          ALPNProtocols: ["http/1.1"],
-          SNICallback: (name, cb) => {
-            const n = normaliseHostName(name);
-            if (n === undefined) return cb(null, undefined);
-            this.ca.leafFor(n).then((leaf) => cb(null, tls.createSecureContext(leaf)), (err: Error) => cb(err, undefined));
-          },
-        });
-        secure.on("error", () => socket.destroy());
-        if (peer !== undefined) this.peerOf.set(secure, peer);
-        this.server.emit("connection", secure);
-      }, (err: unknown) => {
-        this.deps.log.error("egress proxy certificate failed", { err });
-        socket.destroy();
-      });
-    });
+  listen(host: string, port: number): Promise<void> {
+    return this.listeners.listen(host, port);
   }
 
   /** The port `listen(host, 0)` got (undefined when not listening there). */
   address(host: string, port = 0): number | undefined {
-    const a = this.listeners.get(`${host}:${port}`)?.address();
-    return a && typeof a === "object" ? a.port : undefined;
+    return this.listeners.address(host, port);
   }
 
   /** Stop accepting on `host:port`; tunnels already open stay until they end. */
-  async unlisten(host: string, port: number): Promise<void> {
-    const srv = this.listeners.get(`${host}:${port}`);
-    if (!srv) return;
-    for (const [k, v] of [...this.listeners]) if (v === srv) this.listeners.delete(k);
-    await new Promise<void>((resolve) => srv.close(() => resolve()));
+  unlisten(host: string, port: number): Promise<void> {
+    return this.listeners.unlisten(host, port);
   }
 
   /** Stop every listener and destroy every connection and tunnel. Idempotent. */
@@ -228,12 +152,10 @@ export class EgressProxy {
     if (this.closed) return;
     this.closed = true;
     this.unsubscribe();
-    const servers = [...new Set(this.listeners.values())];
-    this.listeners.clear();
-    for (const t of this.tunnels) this.destroyTunnel(t);
-    for (const s of this.sockets) s.destroy();
+    this.tunnels.destroyAll();
+    const listenersClosed = this.listeners.close();
     this.forwarder.close();
-    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    await listenersClosed;
   }
 
   /** PEM of the tenant CA certificate (to install in VMs), created on first use. */
@@ -250,7 +172,7 @@ export class EgressProxy {
 
   /** The client of a request: by its address, else its Proxy-Authorization token. */
   private clientOf(req: http.IncomingMessage): string | undefined {
-    const addr = this.peerOf.get(req.socket) ?? req.socket.remoteAddress;
+    const addr = this.listeners.peer(req.socket) ?? req.socket.remoteAddress;
     const byAddr = addr === undefined ? undefined : this.deps.identify(canonicalIp(addr));
     if (byAddr !== undefined) return byAddr;
     const auth = req.headers["proxy-authorization"];
@@ -357,20 +279,20 @@ export class EgressProxy {
       if (!this.audit()) throw new Refused(403, "ERR_EGRESS_DENIED", "no_rule", `no allow rule of client ${client} covers ${host}:${port}`);
       kind = "audit";
     }
-    if (this.active >= this.settings.maxTunnels) throw new Refused(503, "ERR_EGRESS_BUSY", "busy", `the proxy has ${this.settings.maxTunnels} tunnels open, its most`);
+    if (this.tunnels.load >= this.settings.maxTunnels) throw new Refused(503, "ERR_EGRESS_BUSY", "busy", `the proxy has ${this.settings.maxTunnels} tunnels open, its most`);
     const ip = await this.upstreamAddress(client, host, port, rules, "CONNECT");
     // A splice connects before answering, so an unreachable upstream is a 502, not a closed tunnel.
     const upstream = kind === "inspect" ? undefined : await dialUpstream(ip, port, host);
     const tunnel: Tunnel = { client, host, port, kind, sockets: upstream ? [socket, upstream] : [socket] };
-    this.track(tunnel);
+    this.tunnels.open(tunnel);
     if (upstream) {
-      upstream.on("error", () => this.destroyTunnel(tunnel));
-      upstream.on("close", () => this.destroyTunnel(tunnel));
+      upstream.on("error", () => this.tunnels.destroy(tunnel));
+      upstream.on("close", () => this.tunnels.destroy(tunnel));
     }
     socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
     const first = await readFirstRecord(socket, head);
     if (first === undefined) {
-      this.destroyTunnel(tunnel);
+      this.tunnels.destroy(tunnel);
       return;
     }
     const hello = parseClientHello(first);
@@ -378,97 +300,41 @@ export class EgressProxy {
       this.telemetry.refused({ client, host, port, reason: "sni_mismatch", method: "CONNECT" }, this.audit());
       this.logDecision({ client, method: "CONNECT", host, port, decision: this.audit() ? "audit" : "denied", reason: "sni_mismatch" });
       if (!this.audit()) {
-        this.destroyTunnel(tunnel);
+        this.tunnels.destroy(tunnel);
         return;
       }
     }
-    if (!this.tunnels.has(tunnel)) return; // revoked while the hello was read
+    if (!this.tunnels.isOpen(tunnel)) return; // revoked while the hello was read
     const rule = rules[0]?.host ?? "-";
     this.telemetry.allowed(client, rule);
     this.logDecision({ client, method: "CONNECT", host, port, decision: kind === "audit" ? "audit" : "allowed", rule });
     if (kind === "inspect") {
-      this.intercept(tunnel, prefixed(socket, first), hello.kind === "hello" ? hello.serverName ?? host : undefined, ip);
+      this.tunnels.intercept(tunnel, prefixed(socket, first), hello.kind === "hello" ? hello.serverName ?? host : undefined, ip);
       return;
     }
-    this.splice(tunnel, socket, first, upstream as net.Socket, rule);
-  }
-
-  /** Bytes both ways, unseen, between the client and its connected upstream. */
-  private splice(tunnel: Tunnel, socket: Duplex, first: Buffer, upstream: net.Socket, rule: string): void {
-    socket.on("error", () => this.destroyTunnel(tunnel));
-    socket.on("close", () => this.destroyTunnel(tunnel));
-    upstream.setTimeout(this.idleMs(), () => this.destroyTunnel(tunnel));
-    if (first.length > 0) upstream.write(first);
-    this.telemetry.moved(tunnel.client, rule, "up", first.length);
-    socket.on("data", (c: Buffer) => this.telemetry.moved(tunnel.client, rule, "up", c.length));
-    upstream.on("data", (c: Buffer) => this.telemetry.moved(tunnel.client, rule, "down", c.length));
-    socket.pipe(upstream);
-    upstream.pipe(socket);
-    socket.resume();
-  }
-
-  /** Terminate TLS (or read plain HTTP) inside the tunnel and hand it to the inner server. */
-  private intercept(tunnel: Tunnel, socket: Duplex, serverName: string | undefined, ip: string): void {
-    tunnel.sockets.push(socket);
-    const start = (stream: Duplex): void => {
-      this.tunnelOf.set(stream, tunnel);
-      this.upstreamIp.set(tunnel, { ip, tls: serverName !== undefined });
-      if (stream !== socket) tunnel.sockets.push(stream);
-      stream.on("close", () => this.destroyTunnel(tunnel));
-      this.inner.emit("connection", stream);
-    };
-    if (serverName === undefined) {
-      start(socket);
-      return;
-    }
-    this.ca.leafFor(tunnel.host).then(
-      (leaf) => {
-        if (!this.tunnels.has(tunnel)) return;
-        const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: tls.createSecureContext(leaf), ALPNProtocols: ["http/1.1"] });
-        secure.on("error", () => this.destroyTunnel(tunnel));
-        start(secure);
-      },
-      (err: unknown) => {
-        this.deps.log.error("egress leaf certificate failed", { err });
-        this.destroyTunnel(tunnel);
-      },
-    );
-  }
-
-  private readonly upstreamIp = new WeakMap<Tunnel, { ip: string; tls: boolean }>();
-
-  // ---- tunnels ----
-
-  private track(t: Tunnel): void {
-    this.tunnels.add(t);
-    this.active++;
-  }
-
-  private destroyTunnel(t: Tunnel): void {
-    if (!this.tunnels.delete(t)) return;
-    this.active--;
-    for (const s of t.sockets) s.destroy();
+    this.tunnels.splice(tunnel, socket, first, upstream as net.Socket, rule);
   }
 
   /** After a rule change: destroy each tunnel no rule covers any more (or whose splice a new rule would inspect). */
   private recheckTunnels(): void {
-    for (const t of [...this.tunnels]) {
+    for (const t of this.tunnels.all()) {
       if (t.kind === "audit") continue;
       const rules = this.deps.store.rulesFor(t.client, t.host, t.port);
       const gone = rules.length === 0 || (t.kind === "splice" && rules.some(needsInspection));
       if (gone) {
         this.logDecision({ client: t.client, method: "CONNECT", host: t.host, port: t.port, decision: "revoked" });
-        this.destroyTunnel(t);
+        this.tunnels.destroy(t);
       }
     }
   }
 
   // ---- HTTP requests (absolute-form, and inside intercepted tunnels) ----
 
-  private onRequest(req: http.IncomingMessage, res: http.ServerResponse, tunnel: Tunnel | undefined): void {
+  /** `inTunnel`: the tunnel an inner request came through and where its requests go; undefined for absolute-form. */
+  private onRequest(req: http.IncomingMessage, res: http.ServerResponse, inTunnel: InTunnel | undefined): void {
     req.on("error", () => undefined);
     res.on("error", () => undefined);
-    this.request(req, res, tunnel).catch((err: unknown) => {
+    this.request(req, res, inTunnel).catch((err: unknown) => {
       if (err instanceof Refused) this.answer(res, err);
       else {
         this.deps.log.error("egress request failed", { err });
@@ -477,7 +343,8 @@ export class EgressProxy {
     });
   }
 
-  private async request(req: http.IncomingMessage, res: http.ServerResponse, tunnel: Tunnel | undefined): Promise<void> {
+  private async request(req: http.IncomingMessage, res: http.ServerResponse, inTunnel: InTunnel | undefined): Promise<void> {
+    const tunnel = inTunnel?.tunnel;
     const method = req.method ?? "GET";
     let client: string | undefined;
     let host: string;
@@ -517,20 +384,20 @@ export class EgressProxy {
       this.logDecision({ client, method, host, port, path: shownPath, decision: this.audit() ? "audit" : "denied", reason });
       if (!this.audit()) throw new Refused(403, "ERR_EGRESS_DENIED", reason, `no allow rule of client ${client} covers ${method} ${host}:${port}${rules.length === 0 ? "" : " with this method and path"}`);
     }
-    if (this.active >= this.settings.maxTunnels) throw new Refused(503, "ERR_EGRESS_BUSY", "busy", `the proxy has ${this.settings.maxTunnels} tunnels and requests open, its most`);
-    const inTunnel = tunnel === undefined ? undefined : this.upstreamIp.get(tunnel);
-    const ip = inTunnel?.ip ?? await this.upstreamAddress(client, host, port, rule ? [rule] : [], method);
+    if (this.tunnels.load >= this.settings.maxTunnels) throw new Refused(503, "ERR_EGRESS_BUSY", "busy", `the proxy has ${this.settings.maxTunnels} tunnels and requests open, its most`);
+    const upstream = inTunnel?.upstream;
+    const ip = upstream?.ip ?? await this.upstreamAddress(client, host, port, rule ? [rule] : [], method);
     const authorization = rule?.secret !== undefined ? this.deps.store.authorizationFor(rule.secret, host) : undefined;
     if (rule?.secret !== undefined && authorization === undefined) throw new Refused(403, "ERR_EGRESS_DENIED", "secret_gone", "the rule's secret is gone");
     const ruleName = rule?.host ?? "-";
     this.telemetry.allowed(client, ruleName);
     this.logDecision({ client, method, host, port, path: shownPath, decision: rule ? "allowed" : "audit", rule: ruleName });
-    const target: ForwardTarget = { ip, port, host, tls: inTunnel?.tls ?? false, authorization, path: reqPath };
-    this.active++;
+    const target: ForwardTarget = { ip, port, host, tls: upstream?.tls ?? false, authorization, path: reqPath };
+    const done = this.tunnels.beginRequest();
     try {
       await this.forwarder.forward(req, res, target, (dir, n) => this.telemetry.moved(client as string, ruleName, dir, n), this.deps.store.secretValues());
     } finally {
-      this.active--;
+      done();
     }
   }
 }
