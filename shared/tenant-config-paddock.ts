@@ -22,6 +22,13 @@ const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime
  * `ctx.baseDir`. Per-group maps (`host_ports`, `warm_pool`, `seccomp`) must name groups in
  * `groupNames`. Problems are recorded on `r` with their YAML paths.
  */
+/**
+ * `paddock.pids_limit` when the config sets none: pids.max of each VM. Above the supervisor's
+ * default `max_pids` (2048) on purpose: the tenant's budget clamps it (computeTenantBudget in
+ * tenant-daemon/runtime/tenant-cgroup.ts), silently, since nobody asked for more.
+ */
+export const DEFAULT_VM_PIDS_LIMIT = 4096;
+
 export function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigContext, api: ApiConfig, groupNames: readonly string[]): PaddockSettings {
   const pd = r.object(raw, "paddock");
   r.unknownKeys(pd, "paddock", PADDOCK_KEYS);
@@ -83,7 +90,7 @@ export function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigCont
     imageDir,
     runtime: runtime === "runc" || runtime === "crun" ? runtime : "auto",
     gvisor: { platform: gvisorPlatform === "kvm" || gvisorPlatform === "ptrace" ? gvisorPlatform : "auto" },
-    pidsLimit: r.int(pd.pids_limit, "paddock.pids_limit", { min: 16, max: 4_194_304 }) ?? 4096,
+    pidsLimit: r.int(pd.pids_limit, "paddock.pids_limit", { min: 16, max: 4_194_304 }) ?? DEFAULT_VM_PIDS_LIMIT,
     limits: {
       maxVms: r.int(limits.max_vms, "paddock.limits.max_vms", { min: 0 }),
       maxVcpu: r.int(limits.max_vcpu, "paddock.limits.max_vcpu", { min: 0 }),

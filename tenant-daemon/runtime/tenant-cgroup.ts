@@ -24,6 +24,7 @@ import path from "node:path";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { MIN_PIDS_BUDGET, tenantPidsRoom } from "../../shared/host-pids.js";
 import type { TenantLimits } from "../../shared/tenant-config.js";
+import { DEFAULT_VM_PIDS_LIMIT } from "../../shared/tenant-config-paddock.js";
 import { CPU_PERIOD_US } from "./oci-spec.js";
 
 /** Root of the cgroup file systems on a standard host (v2 mount, or the tmpfs holding v1 mounts). */
@@ -65,7 +66,8 @@ export interface TenantBudgetPlan {
  *   written pids.max is `hostTasks(guest budget)`, clamped to the same room; the per-VM limit
  *   stays in guest processes (the runtime scales it per VM).
  * @param input.hostGroupVcpus - each host group's (maximum) vCPUs per VM.
- * @param input.vmPidsLimit - configured pids.max per VM (`paddock.pids_limit`).
+ * @param input.vmPidsLimit - configured pids.max per VM (`paddock.pids_limit`); clamping it is
+ *   noted unless it is the default ({@link DEFAULT_VM_PIDS_LIMIT}).
  */
 export function computeTenantBudget(input: { limits: TenantLimits; hostGroupVcpus: readonly number[]; vmPidsLimit: number; pidMax: number; reservePids: number; hostTasks?: (guestPids: number) => number }): TenantBudgetPlan {
   const notes: string[] = [];
@@ -85,7 +87,9 @@ export function computeTenantBudget(input: { limits: TenantLimits; hostGroupVcpu
       pidsMax = room;
     }
   }
-  if (vmPidsLimit < input.vmPidsLimit) notes.push(`paddock.pids_limit ${input.vmPidsLimit} exceeds the tenant's pids budget; each VM gets ${vmPidsLimit}`);
+  // The default per-VM limit is above the supervisor's default budget by design: clamping it is
+  // expected (each tenant start logged it), only a pids_limit the config set is news.
+  if (vmPidsLimit < input.vmPidsLimit && input.vmPidsLimit !== DEFAULT_VM_PIDS_LIMIT) notes.push(`paddock.pids_limit ${input.vmPidsLimit} exceeds the tenant's pids budget; each VM gets ${vmPidsLimit}`);
   const maxRam = input.limits.maxRamBytes;
   const memoryBytes = maxRam === undefined ? undefined : Math.max(MIN_MEMORY_BUDGET_BYTES, maxRam);
   const maxVcpu = input.limits.maxVcpu;

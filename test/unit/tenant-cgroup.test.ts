@@ -39,7 +39,12 @@ describe("tenant cgroup budget (tenant-daemon/runtime/tenant-cgroup.ts)", () => 
       const plan = computeTenantBudget({ limits: { ...NO_LIMITS, maxPids: 2048, maxRamBytes: 4 * 2 ** 30, maxVcpu: 4 }, hostGroupVcpus: [1, 2], vmPidsLimit: 4096, pidMax: 32768, reservePids: 8192 });
       expect(plan.budget).to.deep.equal({ pidsMax: 2048, memoryBytes: 4 * 2 ** 30, cpuQuotaUs: 400_000, cpuPeriodUs: 100_000 });
       expect(plan.vmPidsLimit).to.equal(2048);
-      expect(plan.notes.join("\n")).to.contain("paddock.pids_limit 4096 exceeds the tenant's pids budget; each VM gets 2048");
+      // The default pids_limit (4096) above the default max_pids (2048) is clamped without a
+      // warning at every tenant start; a pids_limit the config set is noted.
+      expect(plan.notes).to.deep.equal([]);
+      const set = computeTenantBudget({ limits: { ...NO_LIMITS, maxPids: 2048 }, hostGroupVcpus: [1], vmPidsLimit: 3000, pidMax: 32768, reservePids: 8192 });
+      expect(set.vmPidsLimit).to.equal(2048);
+      expect(set.notes.join("\n")).to.contain("paddock.pids_limit 3000 exceeds the tenant's pids budget; each VM gets 2048");
     });
     it("clamps a pids budget to pid_max minus the reserve, and defaults to that room without a limit", () => {
       const over = computeTenantBudget({ limits: { ...NO_LIMITS, maxPids: 30_000 }, hostGroupVcpus: [1], vmPidsLimit: 4096, pidMax: 32768, reservePids: 8192 });
