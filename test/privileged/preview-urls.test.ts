@@ -219,15 +219,19 @@ describeWhenReady(missingPrerequisites(), "preview URLs through the supervisor g
     expect((await send("GET", "/nonsense", { host: `80x-${h}.${a}.${BASE}`, ...auth })).status, "bad port label").to.equal(400);
   });
 
-  it("a token bound to an earlier VM of the same name is refused by the daemon (the key signs, the VM's created_at differs)", async () => {
+  it("a token bound to an earlier VM of the same name is refused by the daemon (the key signs, the VM's created_at differs); one for a VM that is gone gets 404", async () => {
     const key = await fs.readFile(path.join(sup.stateDir, "supervisor", "preview-keys", `${a}.key`));
-    const sign = (c: string): string => {
-      const payload = Buffer.from(JSON.stringify({ v: 1, t: a, h, p: 8080, c, e: Math.floor(Date.now() / 1000) + 600 })).toString("base64url");
+    const sign = (c: string, hn = h): string => {
+      const payload = Buffer.from(JSON.stringify({ v: 1, t: a, h: hn, p: 8080, c, e: Math.floor(Date.now() / 1000) + 600 })).toString("base64url");
       return `pvt_${payload}.${createHmac("sha256", key).update(`paddock-preview-v1.${payload}`).digest("base64url")}`;
     };
     expect((await send("GET", "/", { host: hostOf(8080), authorization: `Bearer ${sign(createdAt)}` })).status, "positive control").to.equal(200);
     const stale = await send("GET", "/", { host: hostOf(8080), authorization: `Bearer ${sign("2000-01-01T00:00:00.000Z")}` });
     expect(stale.status, stale.text).to.equal(401);
+    // A valid token for a VM that is gone: 404 says only that the granted VM is gone (docs/security.md "Preview URLs").
+    const gone = await send("GET", "/", { host: hostOf(8080, `${h}99`), authorization: `Bearer ${sign(createdAt, `${h}99`)}` });
+    expect([gone.status, gone.text], "a valid token for a VM that is gone").to.deep.equal([404, gone.text]);
+    expect((JSON.parse(gone.text) as { code: string }).code).to.equal("ERR_VM_NOT_FOUND");
   });
 
   it("streams SSE through the preview", async () => {
