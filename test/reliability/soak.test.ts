@@ -125,7 +125,8 @@ describeWhenReady(missingPrerequisites(), `reliability: soak for ${MINUTES} min 
       while (Date.now() < endAt) {
         const pids = await Promise.all(all.map((id) => daemonPid(id).catch(() => 0)));
         curve.push({ s: Math.round((Date.now() - t0) / 1000), supMiB: rssBytes(sup.pid ?? 0) / 2 ** 20, daemonsMiB: pids.map((p) => (p ? rssBytes(p) / 2 ** 20 : 0)) });
-        await sleepMs(5000);
+        // Not past the end: a full 5 s sleep held the whole test up to 5 s after the load ended.
+        await sleepMs(Math.min(5000, Math.max(0, endAt - Date.now())));
       }
     };
 
