@@ -70,16 +70,22 @@ describe("DeadlineTimer (tenant-daemon/vm/deadline-timer.ts)", () => {
   });
 
   it("a kick from inside due rescans after the scan instead of nesting, and a stop ends it all", () => {
+    let insideA = false;
+    let bInsideA: boolean | undefined;
     const { timer, due } = lab([{ name: "a", at: 500 }, { name: "b", at: 600 }, { name: "c", at: 9_000 }], (i, t) => {
       if (i.name === "a") {
         // The work finished at once: the item is free again with a later deadline.
         i.busy = false;
         i.at = 8_000;
+        insideA = true;
         t.kick();
+        insideA = false;
       }
+      if (i.name === "b") bInsideA = insideA;
     });
     timer.kick();
     expect(due).to.deep.equal(["a", "b"]);
+    expect(bInsideA, "b is handed over by the outer scan, not by a scan nested in a's due").to.equal(false);
     expect(timer.armed).to.equal(true);
     timer.stop();
     expect(timer.armed).to.equal(false);
