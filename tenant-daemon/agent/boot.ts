@@ -19,7 +19,7 @@
  * {@link AGENT_PROOF_HEADER} on every answer, so the daemon can check that an answer comes from
  * this VM's agent (tenant-daemon/agent-client/agent-endpoint.ts).
  */
-import { readFileSync, renameSync, openSync, fsyncSync, closeSync, fchownSync, rmSync, writeSync } from "node:fs";
+import { readFileSync, renameSync, openSync, closeSync, fchownSync, rmSync, writeSync } from "node:fs";
 import path from "node:path";
 
 /** The default non-root account as the daemon knows it (null ⇒ agent looks up uid 1000, else root). */
@@ -127,8 +127,11 @@ export function readBootConfig(agentDir: string): AgentBootConfig {
 /**
  * Write `<bootDir>/boot.json` (daemon side, before the VM starts): a fresh file, mode 0600,
  * owned by `owner` (the VM's root on the host, so the guest's root can read it through the
- * read-only bind and nobody else in the guest can), fsynced and renamed into place. `bootDir`
- * must exist and be host-only.
+ * read-only bind and nobody else in the guest can), renamed into place. Not fsynced: the file
+ * lives in the run dir, is rewritten on every boot and read only by a sandbox started after
+ * this returns (a host crash ends the sandbox too), and the daemon calls this synchronously, so
+ * an fsync would stall every other request on a loaded disk. `bootDir` must exist and be
+ * host-only.
  * @throws Error from the filesystem or when `config` is invalid.
  */
 export function writeAgentBootConfig(bootDir: string, config: AgentBootConfig, owner?: { uid: number; gid: number }): void {
@@ -140,7 +143,6 @@ export function writeAgentBootConfig(bootDir: string, config: AgentBootConfig, o
   try {
     writeSync(fd, JSON.stringify(checked) + "\n");
     if (owner !== undefined) fchownSync(fd, owner.uid, owner.gid);
-    fsyncSync(fd);
   } finally {
     closeSync(fd);
   }

@@ -37,6 +37,8 @@ export interface TenantNetworkOptions {
    * Makes a VM's network namespace at `/var/run/netns/<netnsName>` (the file must not exist);
    * default `ip netns add`. The VM runtime passes one that makes the netns inside the VM's own
    * user namespace (tenant-daemon/runtime/vm-namespaces.ts), so guest root owns its netns.
+   * It must leave `net.ipv6.conf.default.disable_ipv6=1` in the netns where the kernel has IPv6
+   * (vm-links.ts then skips the per-VM sysctl).
    */
   makeNetns?: (hostname: string, netnsName: string) => Promise<void>;
   /**

@@ -14,8 +14,10 @@ import type { GroupRuntime, TenantNetState, VmLinks } from "./tenant-network-sta
 const NETNS_DIR = "/var/run/netns";
 
 /**
- * Makes a VM's network namespace at `/var/run/netns/<netnsName>` (the file must not exist);
- * see tenant-network.ts `TenantNetworkOptions.makeNetns`.
+ * Makes a VM's network namespace at `/var/run/netns/<netnsName>` (the file must not exist),
+ * with `net.ipv6.conf.default.disable_ipv6=1` in it where the kernel has IPv6 (the VM's `eth0`,
+ * made afterwards, inherits it); see tenant-network.ts `TenantNetworkOptions.makeNetns` and
+ * tenant-daemon/runtime/vm-namespaces.ts.
  */
 export type MakeNetns = (hostname: string, netnsName: string) => Promise<void>;
 
@@ -38,7 +40,8 @@ export async function createVmLinks(state: TenantNetState, makeNetns: MakeNetns 
   ]);
   // No IPv6 on either end of the link (nft-ruleset.ts drops it too). In parallel with the
   // VM side: nothing runs in the netns before attach resolves, and disabling IPv6 on a link
-  // that is already up removes its addresses.
+  // that is already up removes its addresses. A netns from `makeNetns` has IPv6 off by default,
+  // which `eth0` inherited when the first batch made it there: no `nsenter … sysctl` spawn.
   await Promise.all([
     host.ipBatch([
       "link set dev lo up",
@@ -47,7 +50,7 @@ export async function createVmLinks(state: TenantNetState, makeNetns: MakeNetns 
       `route add default via ${formatIpv4(vm.gateway)} dev eth0`,
     ], vm.netns),
     state.ipv6 ? host.disableHostIpv6(vm.veth) : undefined,
-    state.ipv6 ? host.disableNetnsIpv6(vm.netns, "eth0") : undefined,
+    state.ipv6 && makeNetns === undefined ? host.disableNetnsIpv6(vm.netns, "eth0") : undefined,
   ]);
 }
 

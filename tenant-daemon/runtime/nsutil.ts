@@ -28,11 +28,15 @@ export function nsutilPath(): string {
  * Create a VM's user namespace (ids 0..size-1 → `range.uidStart`..) and a network namespace
  * owned by it, pinned at `usernsFile` and `netnsFile` (neither may exist). The netns file is the
  * one `ip netns` uses (`/var/run/netns/<name>`), so `ip -n <name>` and `ip netns del` work on it.
+ * `options.disableIpv6`: the same run sets `net.ipv6.conf.default.disable_ipv6=1` in the new
+ * netns (a kernel without IPv6 skips it), so links made in it later start without IPv6 and no
+ * `nsenter … sysctl` spawn is needed; loopback keeps ::1.
  * @throws PaddockError ERR_NETWORK_SETUP_FAILED with the helper's stderr (nothing left behind).
  */
-export async function pinUserAndNetns(usernsFile: string, netnsFile: string, range: UidRange): Promise<void> {
+export async function pinUserAndNetns(usernsFile: string, netnsFile: string, range: UidRange, options: { disableIpv6?: boolean } = {}): Promise<void> {
   await Promise.all([fs.mkdir(path.dirname(usernsFile), { recursive: true, mode: 0o700 }), fs.mkdir(path.dirname(netnsFile), { recursive: true, mode: 0o755 })]);
-  await run(nsutilPath(), ["pin", usernsFile, netnsFile, String(range.uidStart), String(range.size)], { timeoutMs: TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+  const args = ["pin", usernsFile, netnsFile, String(range.uidStart), String(range.size), ...(options.disableIpv6 === true ? ["noipv6"] : [])];
+  await run(nsutilPath(), args, { timeoutMs: TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
 }
 
 /**
@@ -57,6 +61,15 @@ export async function unpinNamespace(file: string): Promise<void> {
  */
 export async function idmapBind(src: string, dst: string, range: UidRange): Promise<void> {
   await run(nsutilPath(), ["idmap", src, dst, String(range.uidStart), String(range.size)], { timeoutMs: TIMEOUT_MS, errorCode: "ERR_STORAGE_FAILED" });
+}
+
+/**
+ * argv prefix that makes the idmapped bind of {@link idmapBind} (`src` at `dst`) and then runs
+ * a command, in one process: `[helper, "idmap", src, dst, uidStart, size]`, followed by the
+ * command. When the bind fails the command does not run (exit 1, the reason on stderr).
+ */
+export function idmapPrefix(src: string, dst: string, range: UidRange): string[] {
+  return [nsutilPath(), "idmap", src, dst, String(range.uidStart), String(range.size)];
 }
 
 /**

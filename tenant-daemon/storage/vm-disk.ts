@@ -18,8 +18,10 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { PaddockError, errnoCode, isPaddockError } from "../../shared/errors.js";
-import { run } from "../../shared/exec.js";
+import { run, trimStderr } from "../../shared/exec.js";
 import { sleep } from "../../shared/time.js";
+import type { UidRange } from "../../shared/uid-ranges.js";
+import { idmapPrefix } from "../runtime/nsutil.js";
 
 /** Smallest disk Paddock makes: ext4 with a journal needs a few MiB; 16 MiB leaves room for a useful upper layer. */
 export const MIN_DISK_BYTES = 16 * 1024 * 1024;
@@ -170,44 +172,61 @@ export async function prepareDisk(options: { diskPath: string; sizeBytes: number
 
 /**
  * Mount the VM's root filesystem:
- * 1. loop-mount the disk at `<bundle>/disk` (`mount -o loop` sets autoclear, so the loop
+ * 1. with `idmapRange`, bind the image idmapped at `<bundle>/lower` (nsutil.ts `idmapBind`; the
+ *    overlay's lower layer), else use `imageRootfs` itself as the lower layer;
+ * 2. loop-mount the disk at `<bundle>/disk` (`mount -o loop` sets autoclear, so the loop
  *    device goes away with the last unmount);
- * 2. make `upper/` and `work/` on it;
- * 3. mount the overlay at `<bundle>/rootfs`.
- * Idempotent: a step whose mount is already there is skipped.
+ * 3. make `upper/` and `work/` on it;
+ * 4. mount the overlay at `<bundle>/rootfs`.
+ * The common case (nothing mounted yet, a disk made by {@link prepareDisk}) is one process:
+ * `paddock-nsutil idmap … mount --fstab <bundle>/fstab -a`. Idempotent: a step whose mount is
+ * already there is skipped.
  * @returns the rootfs directory (the overlay mount point)
- * @throws PaddockError ERR_STORAGE_FAILED with mount's stderr (e.g. a corrupt disk)
+ * @throws PaddockError ERR_STORAGE_FAILED with mount's or the helper's stderr (e.g. a corrupt
+ *   disk); the disk mount made by this call is undone, an idmapped bind is left for
+ *   {@link unmountRootfs}.
  */
-export async function mountRootfs(options: { diskPath: string; imageRootfs: string; bundleDir: string }): Promise<string> {
+export async function mountRootfs(options: { diskPath: string; imageRootfs: string; bundleDir: string; idmapRange?: UidRange }): Promise<string> {
   // The disk and the overlay are nosuid,nodev: no setuid file or device node on a VM's disk
   // means anything, in the guest or should the host ever touch it.
   const p = bundleMountPaths(options.bundleDir);
-  const lower = path.resolve(options.imageRootfs);
+  const lower = options.idmapRange === undefined ? path.resolve(options.imageRootfs) : p.lowerDir;
   checkOverlayPath("image rootfs", lower);
   checkOverlayPath("bundle dir", p.upperDir);
   // The VM's root (an unprivileged host uid) must traverse the bundle dir to reach its rootfs
   // while the runtime sets it up: 0711 (no listing); the disk's mount point stays 0700.
   await fs.mkdir(options.bundleDir, { recursive: true, mode: 0o711 });
   await fs.chmod(options.bundleDir, 0o711);
-  await fs.mkdir(p.diskDir, { recursive: true, mode: 0o700 });
-  await fs.mkdir(p.rootfsDir, { recursive: true, mode: 0o755 });
+  await Promise.all([
+    fs.mkdir(p.diskDir, { recursive: true, mode: 0o700 }),
+    fs.mkdir(p.rootfsDir, { recursive: true, mode: 0o755 }),
+    options.idmapRange === undefined ? undefined : fs.mkdir(p.lowerDir, { recursive: true, mode: 0o755 }),
+  ]);
   let mounted = new Set((await readMounts()).map((m) => m.mountPoint));
+  // The idmapped lower bind, when it is still to be made: as the prefix of the mount run below,
+  // or on its own when that run is skipped.
+  const bindLower = options.idmapRange !== undefined && !mounted.has(p.lowerDir) ? idmapPrefix(path.resolve(options.imageRootfs), p.lowerDir, options.idmapRange) : [];
   let mountedDiskNow = false;
   try {
     const overlayOptions = `nosuid,nodev,lowerdir=${lower},upperdir=${p.upperDir},workdir=${p.workDir}`;
     if (!mounted.has(p.diskDir) && !mounted.has(p.rootfsDir)) {
-      // Fast path: both mounts in one mount(8) run over a two-line fstab (the disk's upper/ and
-      // work/ exist when prepareDisk made it). If anything is missing (a disk from an older
-      // Paddock without them) the step-by-step path below finishes the job.
+      // Fast path: the lower bind and both mounts in one process, mount(8) over a two-line fstab
+      // (the disk's upper/ and work/ exist when prepareDisk made it). If anything is missing (a
+      // disk from an older Paddock without them) the step-by-step path below finishes the job.
       const fstab = path.join(options.bundleDir, "fstab");
       await fs.writeFile(fstab, [
         `${fstabField(path.resolve(options.diskPath))} ${fstabField(p.diskDir)} ext4 loop,noatime,nosuid,nodev 0 0`,
         `overlay ${fstabField(p.rootfsDir)} overlay ${fstabField(overlayOptions)} 0 0`,
       ].join("\n") + "\n", { mode: 0o600 });
-      const r = await run("mount", ["--fstab", fstab, "-a"], { timeoutMs: MOUNT_TIMEOUT_MS, allowFailure: true });
+      const argv = [...bindLower, "mount", "--fstab", fstab, "-a"];
+      const r = await run(argv[0] as string, argv.slice(1), { timeoutMs: MOUNT_TIMEOUT_MS, allowFailure: true });
       mounted = new Set((await readMounts()).map((m) => m.mountPoint));
       mountedDiskNow = mounted.has(p.diskDir);
+      // Never an overlay over the empty mount point: without the bind, stop here.
+      if (bindLower.length > 0 && !mounted.has(p.lowerDir)) throw new PaddockError("ERR_STORAGE_FAILED", `idmapped bind of ${options.imageRootfs} at ${p.lowerDir} failed: ${trimStderr(r.stderr)}`);
       if (r.exitCode === 0 && mountedDiskNow && mounted.has(p.rootfsDir)) return p.rootfsDir;
+    } else if (bindLower.length > 0) {
+      await run(bindLower[0] as string, bindLower.slice(1), { timeoutMs: MOUNT_TIMEOUT_MS, errorCode: "ERR_STORAGE_FAILED" });
     }
     if (!mounted.has(p.diskDir)) {
       await run("mount", ["-t", "ext4", "-o", "loop,noatime,nosuid,nodev", options.diskPath, p.diskDir], { timeoutMs: MOUNT_TIMEOUT_MS, errorCode: "ERR_STORAGE_FAILED" });

@@ -24,7 +24,6 @@ import {
   unmountPath,
   unmountRootfs,
 } from "./vm-disk.js";
-import { idmapBind } from "../runtime/nsutil.js";
 import { copyDiskImage } from "./disk-copy.js";
 import { DiskLedger } from "./disk-ledger.js";
 import type { UidRange } from "../../shared/uid-ranges.js";
@@ -128,21 +127,6 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
   const owner = options.uidRange === undefined ? undefined : { uid: options.uidRange.uidStart, gid: options.uidRange.uidStart };
   const ledger = new DiskLedger(disksDir, options.diskCommitRatio ?? 1);
   const pool = new SparePool(path.join(disksDir, ".pool"), options.poolSize ?? 2, log, owner);
-  /**
-   * The overlay lower layer of one VM: with a uid range, the image bound idmapped at
-   * `<bundle>/lower` (one bind per VM, so everything a VM mounts lives under its bundle dir and
-   * goes with it); without, the image itself.
-   */
-  const lower = async (bundleDir: string): Promise<string> => {
-    const range = options.uidRange;
-    if (range === undefined) return options.imageRootfs;
-    const dir = bundleMountPaths(bundleDir).lowerDir;
-    if (await isMountPoint(dir)) return dir;
-    await fs.mkdir(dir, { recursive: true, mode: 0o755 });
-    await idmapBind(options.imageRootfs, dir, range);
-    return dir;
-  };
-
   return {
     paths,
     ledger,
@@ -185,9 +169,9 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
       const p = paths(hostname);
       await fs.mkdir(bundlesDir, { recursive: true, mode: 0o711 });
       await fs.chmod(bundlesDir, 0o711);
-      await fs.mkdir(p.bundleDir, { recursive: true, mode: 0o711 });
-      await fs.chmod(p.bundleDir, 0o711);
-      return mountRootfs({ diskPath: p.diskPath, imageRootfs: await lower(p.bundleDir), bundleDir: p.bundleDir });
+      // mountRootfs makes the bundle dir 0711. With a uid range the lower layer is the image bound idmapped at `<bundle>/lower` (one
+      // bind per VM, so everything a VM mounts lives under its bundle dir and goes with it).
+      return mountRootfs({ diskPath: p.diskPath, imageRootfs: options.imageRootfs, bundleDir: p.bundleDir, ...(options.uidRange === undefined ? {} : { idmapRange: options.uidRange }) });
     },
     async unmount(hostname) {
       await unmountRootfs(paths(hostname).bundleDir);

@@ -241,6 +241,29 @@ describe("per-VM storage: sparse ext4 loop disk + overlay (privileged)", functio
     await waitNoLoop(d2);
   });
 
+  it("with a uid range, the idmapped image bind and both mounts are one run; a failed bind mounts nothing (no overlay over an empty lower)", async () => {
+    const range = { uidStart: 1_900_000_000, size: 65_536 };
+    const d = path.join(dir, "idm", "d.img");
+    await prepareDisk({ diskPath: d, sizeBytes: 32 * MiB, owner: { uid: range.uidStart, gid: range.uidStart } });
+    const b = path.join(dir, "idm", "b");
+    const rootfs = await mountRootfs({ diskPath: d, imageRootfs, bundleDir: b, idmapRange: range });
+    const p = bundleMountPaths(b);
+    expect(await isMountPoint(p.lowerDir)).to.equal(true);
+    // The image's root-owned files show as the range's first id, through the lower bind and the overlay.
+    expect((await fs.stat(path.join(rootfs, "etc", "debian_version"))).uid).to.equal(range.uidStart);
+    expect(await mountRootfs({ diskPath: d, imageRootfs, bundleDir: b, idmapRange: range })).to.equal(rootfs);
+    await unmountRootfs(b);
+    expect(await mountsUnder(path.join(dir, "idm"))).to.deep.equal([]);
+    await waitNoLoop(d);
+    // The same disk mounted above (the positive control); with an image the bind cannot reach,
+    // the run stops before mount(8): an error, and neither the disk nor an overlay is mounted.
+    const missing = path.join(dir, "idm", "no-such-image");
+    const err = await mountRootfs({ diskPath: d, imageRootfs: missing, bundleDir: b, idmapRange: range }).then(() => undefined, (e: unknown) => e);
+    expect(err).to.have.property("code", "ERR_STORAGE_FAILED");
+    expect(await mountsUnder(path.join(dir, "idm"))).to.deep.equal([]);
+    await waitNoLoop(d);
+  });
+
   it("spare pool: a new disk is a pre-formatted spare taken by rename; drainPool removes every spare", async () => {
     const storage = createVmStorage({ stateDir: path.join(dir, "p-state"), runDir: path.join(dir, "p-run"), imageRootfs, poolSize: 1 });
     const poolDir = path.join(dir, "p-state", "disks", ".pool");

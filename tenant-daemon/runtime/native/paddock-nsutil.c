@@ -3,17 +3,23 @@
  * Debian 12 performs (util-linux 2.38's mount(8) ignores X-mount.idmap, which arrived in 2.39;
  * unshare(1)'s --map-users needs newuidmap and /etc/subuid entries for root).
  *
- *   paddock-nsutil pin USERNS_FILE NETNS_FILE HOST_ID COUNT
+ *   paddock-nsutil pin USERNS_FILE NETNS_FILE HOST_ID COUNT [noipv6]
  *       Create a user namespace mapping ids 0..COUNT-1 to HOST_ID..HOST_ID+COUNT-1 (uid and
  *       gid), and a network namespace owned by it; bind-mount both onto the two files (created
  *       here, O_EXCL) so they outlive this process, as `ip netns add` does for a netns. A VM
  *       joins both: its root is HOST_ID on the host, and because the netns belongs to the VM's
  *       own user namespace the VM can mount sysfs and bind low ports without host privileges.
+ *       With `noipv6`: also set net.ipv6.conf.default.disable_ipv6=1 inside the new netns
+ *       (skipped on a kernel without IPv6), so every link made in it later starts without
+ *       IPv6 (ipv6_add_dev copies the netns's `default` conf); loopback, made with the netns,
+ *       keeps ::1. On any failure both pins are removed again.
  *
- *   paddock-nsutil idmap SRC DST HOST_ID COUNT
+ *   paddock-nsutil idmap SRC DST HOST_ID COUNT [COMMAND [ARG...]]
  *       Bind-mount directory SRC onto DST read-only, nosuid, nodev, with an idmapping that
  *       shows on-disk ids 0..COUNT-1 as HOST_ID..: the base image (owned by 0) appears owned
- *       by the tenant's range, so the VM's root owns it inside its user namespace.
+ *       by the tenant's range, so the VM's root owns it inside its user namespace. With
+ *       COMMAND: exec it once the bind is in place (e.g. the `mount --fstab` of the overlay
+ *       that uses DST as its lower layer), one process for both steps.
  *
  *   paddock-nsutil listen SOCKET_PATH COMMAND [ARG...]
  *       Bind a Unix stream socket at SOCKET_PATH (mode 0600; the path must not exist), listen
@@ -187,7 +193,35 @@ static int pin_one(const char *src, const char *path) {
   return 0;
 }
 
-static int cmd_pin(const char *userns_file, const char *netns_file, unsigned long host_id, unsigned long count) {
+/*
+ * Enter the netns pinned at `netns_file` and write 1 to its
+ * net.ipv6.conf.default.disable_ipv6 (/proc/sys/net is the caller's netns's, proc_sys(5)).
+ * A missing file (no IPv6 in the kernel) is success. Returns -1 with errno on failure.
+ * The caller is left in that netns: call last.
+ */
+static int netns_ipv6_default_off(const char *netns_file) {
+  int fd = open(netns_file, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  if (setns(fd, CLONE_NEWNET) < 0) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+  }
+  close(fd);
+  int conf = open("/proc/sys/net/ipv6/conf/default/disable_ipv6", O_WRONLY | O_CLOEXEC);
+  if (conf < 0) return errno == ENOENT ? 0 : -1;
+  ssize_t n = write(conf, "1\n", 2);
+  int saved = errno;
+  close(conf);
+  if (n != 2) {
+    errno = n < 0 ? saved : EIO;
+    return -1;
+  }
+  return 0;
+}
+
+static int cmd_pin(const char *userns_file, const char *netns_file, unsigned long host_id, unsigned long count, int no_ipv6) {
   int release_fd;
   pid_t pid = spawn_namespaced(CLONE_NEWUSER | CLONE_NEWNET, host_id, count, &release_fd);
   char src[64];
@@ -208,10 +242,19 @@ static int cmd_pin(const char *userns_file, const char *netns_file, unsigned lon
     die(netns_file);
   }
   reap(pid, release_fd);
+  if (no_ipv6 && netns_ipv6_default_off(netns_file) < 0) {
+    int saved = errno;
+    umount2(netns_file, MNT_DETACH);
+    unlink(netns_file);
+    umount2(userns_file, MNT_DETACH);
+    unlink(userns_file);
+    errno = saved;
+    die("net.ipv6.conf.default.disable_ipv6");
+  }
   return 0;
 }
 
-static int cmd_idmap(const char *src, const char *dst, unsigned long host_id, unsigned long count) {
+static int cmd_idmap(const char *src, const char *dst, unsigned long host_id, unsigned long count, char **command) {
   int release_fd;
   pid_t pid = spawn_namespaced(CLONE_NEWUSER, host_id, count, &release_fd);
   char path[64];
@@ -229,7 +272,10 @@ static int cmd_idmap(const char *src, const char *dst, unsigned long host_id, un
   };
   if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) die("mount_setattr (idmapped mounts need Linux 5.12+ and a filesystem that supports them)");
   if (syscall(SYS_move_mount, tree, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0) die("move_mount");
-  return 0;
+  if (command == NULL || command[0] == NULL) return 0;
+  execvp(command[0], command);
+  die(command[0]);
+  return 1;
 }
 
 static int cmd_listen(const char *socket_path, char **command) {
@@ -415,15 +461,15 @@ int main(int argc, char **argv) {
   if (argc >= 4 && strcmp(argv[1], "hidesysctl") == 0) {
     return cmd_hidesysctl(argv[2], argv + 3);
   }
-  if (argc == 6 && strcmp(argv[1], "pin") == 0) {
-    return cmd_pin(argv[2], argv[3], parse_id(argv[4], "HOST_ID"), parse_id(argv[5], "COUNT"));
+  if ((argc == 6 || (argc == 7 && strcmp(argv[6], "noipv6") == 0)) && strcmp(argv[1], "pin") == 0) {
+    return cmd_pin(argv[2], argv[3], parse_id(argv[4], "HOST_ID"), parse_id(argv[5], "COUNT"), argc == 7);
   }
-  if (argc == 6 && strcmp(argv[1], "idmap") == 0) {
-    return cmd_idmap(argv[2], argv[3], parse_id(argv[4], "HOST_ID"), parse_id(argv[5], "COUNT"));
+  if (argc >= 6 && strcmp(argv[1], "idmap") == 0) {
+    return cmd_idmap(argv[2], argv[3], parse_id(argv[4], "HOST_ID"), parse_id(argv[5], "COUNT"), argv + 6);
   }
   fprintf(stderr,
-          "usage: paddock-nsutil pin USERNS_FILE NETNS_FILE HOST_ID COUNT\n"
-          "       paddock-nsutil idmap SRC DST HOST_ID COUNT\n"
+          "usage: paddock-nsutil pin USERNS_FILE NETNS_FILE HOST_ID COUNT [noipv6]\n"
+          "       paddock-nsutil idmap SRC DST HOST_ID COUNT [COMMAND [ARG...]]\n"
           "       paddock-nsutil listen SOCKET_PATH COMMAND [ARG...]\n"
           "       paddock-nsutil logcap FILE ROTATE_BYTES KEEP [COMMAND [ARG...]]\n"
           "       paddock-nsutil hidesysctl SCRATCH_DIR COMMAND [ARG...]\n");
