@@ -249,7 +249,9 @@ async function applyTenantBudget(config: TenantConfig, plan: TenantBudgetPlan, l
  */
 export async function startDaemon(configPath: string, options: { logger?: Logger } = {}): Promise<RunningDaemon> {
   const config = await loadTenantConfig(configPath);
-  const logger = (options.logger ?? createLogger()).child({ tenant: config.paddock.tenantId });
+  // Info lines (one access line per request, api/access-log.ts) are written in batches, at
+  // most LOG_BATCH_MS late (shared/logger.ts), not one write per request; warn/error at once.
+  const logger = (options.logger ?? createLogger({ batch: true })).child({ tenant: config.paddock.tenantId });
   for (const w of config.warnings) logger.warn(`config: ${w}`);
   checkHypervisor(config);
   // Before anything else: container ids, the nftables table, links and cgroups are keyed by the

@@ -1,12 +1,19 @@
 /**
  * Where the gateway's CPU goes (figure 3 of scripts/bench/README.md): a real supervisor (`paddock up`, the bench's
- * supervisor lab) started under `node --cpu-prof`, one tenant, then autocannon (the figure's
- * load client) on `GET /nodes` through the gateway; the supervisor is stopped so V8 writes its
- * .cpuprofile, and the top frames by self time (and a few inclusive totals) are printed.
+ * supervisor lab) started under `node --cpu-prof`, one tenant, and a bare Node reverse proxy
+ * (`http.createServer` + `http.request` on a keep-alive agent, the floor of Node itself) on the
+ * same tenant socket. autocannon (the figure's load client) sends `GET /nodes` directly on the
+ * socket, through the bare proxy and through the gateway, interleaved, `--repeats` times; the
+ * CPU ms per request of each proxy process and of the daemon (/proc/<pid>/stat) are printed
+ * (medians), then the supervisor is stopped so V8 writes its .cpuprofile, and the top frames
+ * by self time (and a few inclusive totals) of the gateway runs only (samples outside them —
+ * start-up, tenant create, the other targets' runs — are dropped) are printed.
  * Root only (the tenant daemon needs it); loopback and Unix sockets only. Take the bench lock:
  *
- *   flock /tmp/paddock-bench.lock node dist/scripts/bench/profile-gateway.js [--seconds 10] [--connections 16] [--top 40] [--keep]
+ *   flock /tmp/paddock-bench.lock node dist/scripts/bench/profile-gateway.js [--seconds 10] [--connections 16] [--repeats 3] [--top 40] [--path /nodes] [--keep] [--cpu-only]
  *
+ * The profiler itself costs the supervisor CPU (a sample every 100 µs): compare CPU per
+ * request across processes with `--cpu-only` (no profiler; the table only).
  * `--keep` leaves the .cpuprofile in the printed directory (open it in Chrome DevTools).
  */
 import { promises as fs } from "node:fs";
@@ -15,7 +22,9 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import crypto from "node:crypto";
 import { SupervisorLab } from "./lib/supervisor-lab.js";
-import { LoadClient } from "./lib/http-load.js";
+import { LoadClient, type HttpTarget } from "./lib/http-load.js";
+import { cpuMs, startChild, stopChild, type BenchChild } from "./lib/procs.js";
+import { freePort } from "./lib/supervisor-lab.js";
 import { summarize } from "./lib/stats.js";
 
 /** The parts of a V8 .cpuprofile read here. */
@@ -37,9 +46,11 @@ export interface FrameTime {
 /**
  * Self and inclusive time per function (name + file:line; `(program)`, `(garbage collector)`
  * and `(idle)` as V8 names them) of a .cpuprofile. A recursive function's inclusive time is
- * counted once per sample. @returns frames sorted by self time, and the profile's span, ms.
+ * counted once per sample. With `windows` (CLOCK_MONOTONIC µs, the clock of V8's sample
+ * timestamps) only samples inside one of them count, and the span is theirs.
+ * @returns frames sorted by self time, and the profile's (or the windows') span, ms.
  */
-export function frameTimes(p: CpuProfile): { frames: FrameTime[]; spanMs: number; idleMs: number } {
+export function frameTimes(p: CpuProfile, windows?: ReadonlyArray<readonly [number, number]>): { frames: FrameTime[]; spanMs: number; idleMs: number } {
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
   for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
@@ -50,9 +61,14 @@ export function frameTimes(p: CpuProfile): { frames: FrameTime[]; spanMs: number
   };
   const self = new Map<string, number>();
   const total = new Map<string, number>();
+  let at = p.startTime;
+  let spanMs = 0;
   for (let i = 0; i < p.samples.length; i++) {
     const id = p.samples[i] as number;
+    at += p.timeDeltas[i] ?? 0;
     const dt = (p.timeDeltas[i + 1] ?? 0) / 1000;
+    if (windows && !windows.some(([a, b]) => at >= a && at < b)) continue;
+    spanMs += dt;
     const k = key(id);
     self.set(k, (self.get(k) ?? 0) + dt);
     const seen = new Set<string>();
@@ -65,39 +81,109 @@ export function frameTimes(p: CpuProfile): { frames: FrameTime[]; spanMs: number
   }
   const frames = [...self.keys(), ...[...total.keys()].filter((k) => !self.has(k))].map((frame) => ({ frame, selfMs: self.get(frame) ?? 0, totalMs: total.get(frame) ?? 0 }));
   frames.sort((a, b) => b.selfMs - a.selfMs);
-  return { frames, spanMs: (p.endTime - p.startTime) / 1000, idleMs: self.get("(idle)") ?? 0 };
+  return { frames, spanMs: windows ? spanMs : (p.endTime - p.startTime) / 1000, idleMs: self.get("(idle)") ?? 0 };
+}
+
+/**
+ * A bare Node reverse proxy (the floor of Node itself for the gateway's work): `http.createServer`
+ * + `http.request` on a keep-alive agent to the tenant socket, the Authorization header dropped,
+ * the answer piped. Run with `node --input-type=module -e`; argv: socket path, port.
+ */
+const BARE_PROXY = `
+import http from "node:http";
+const [socketPath, port] = process.argv.slice(1);
+const agent = new http.Agent({ keepAlive: true, maxFreeSockets: 64 });
+http.createServer((req, res) => {
+  const headers = { ...req.headers };
+  delete headers.authorization;
+  const up = http.request({ socketPath, agent, method: req.method, path: req.url, headers }, (u) => {
+    res.writeHead(u.statusCode, u.rawHeaders);
+    u.pipe(res);
+  });
+  up.on("error", () => res.destroy());
+  req.pipe(up);
+}).listen(Number(port), "127.0.0.1", () => process.stdout.write("ready\\n"));
+`;
+
+/** Per-target CPU of one measured run: requests, and CPU ms of each watched process. */
+interface Cell {
+  requests: number;
+  rps: number;
+  cpuMs: Record<string, number>;
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { seconds: { type: "string", default: "10" }, connections: { type: "string", default: "16" }, top: { type: "string", default: "40" }, keep: { type: "boolean", default: false } } });
+  const { values } = parseArgs({ options: { seconds: { type: "string", default: "10" }, connections: { type: "string", default: "16" }, repeats: { type: "string", default: "3" }, top: { type: "string", default: "40" }, "cpu-only": { type: "boolean", default: false }, path: { type: "string", default: "/nodes" }, keep: { type: "boolean", default: false } } });
   if (process.getuid?.() !== 0) throw new Error("needs root (the tenant daemon)");
   const profDir = await fs.mkdtemp(path.join(os.tmpdir(), "pdkprof-"));
-  const lab = await SupervisorLab.start(process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images", { nodeArgs: ["--cpu-prof", `--cpu-prof-dir=${profDir}`, "--cpu-prof-interval=100"] });
+  // The profiler's own cost lands in the supervisor's CPU: `--cpu-only` runs it without (no profile printed).
+  const lab = await SupervisorLab.start(process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images", { nodeArgs: values["cpu-only"] ? [] : ["--cpu-prof", `--cpu-prof-dir=${profDir}`, "--cpu-prof-interval=100"] });
   let client: LoadClient | undefined;
+  let bare: BenchChild | undefined;
   let requests = 0;
+  /** CLOCK_MONOTONIC µs windows of the measured gateway runs (the clock of V8's profile timestamps). */
+  const windows: Array<[number, number]> = [];
+  const cells: Record<string, Cell[]> = { direct: [], bare: [], gateway: [] };
   try {
     const t = (await lab.createTenant(`pf${crypto.randomBytes(3).toString("hex")}`)).tenant;
+    const daemon = await lab.daemonPid(t.id);
+    const port = await freePort();
+    bare = startChild([process.execPath, "--input-type=module", "-e", BARE_PROXY, t.socketPath, String(port)]);
+    for (let i = 0; !bare.output().includes("ready"); i++) {
+      if (i > 400) throw new Error(`bare proxy did not start: ${bare.output()}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const barePid = bare.child.pid as number;
     client = await LoadClient.start();
-    // Warm-up (JIT), then the measured run.
-    await client.run({ target: lab.gateway(t.token), method: "GET", path: "/nodes", connections: Number(values.connections), durationMs: 1000 });
-    const r = await client.run({ target: lab.gateway(t.token), method: "GET", path: "/nodes", connections: Number(values.connections), durationMs: Number(values.seconds) * 1000 });
-    requests = r.requests;
-    const lat = summarize(r.latenciesMs);
-    process.stdout.write(`load: ${r.requests} requests (${r.errors} errors) in ${r.wallMs.toFixed(0)} ms = ${r.rps.toFixed(0)} req/s, p50 ${lat.p50.toFixed(3)} ms, p99 ${lat.p99.toFixed(3)} ms, client CPU ${(r.clientCpu * 100).toFixed(0)}%; load average ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}\n`);
+    const targets: Record<string, HttpTarget> = { direct: { name: "direct", socketPath: t.socketPath }, bare: { name: "bare", host: "127.0.0.1", port, headers: lab.gateway(t.token).headers }, gateway: lab.gateway(t.token) };
+    const watched: Record<string, number> = { supervisor: lab.pid, bare: barePid, daemon };
+    const job = { method: "GET", path: values.path as string, connections: Number(values.connections) };
+    // Warm-up (JIT) of every target, then the measured runs, targets interleaved.
+    for (const target of Object.values(targets)) await client.run({ ...job, target, durationMs: 1000 });
+    for (let rep = 0; rep < Number(values.repeats); rep++) {
+      for (const [name, target] of Object.entries(targets)) {
+        const before = await Promise.all(Object.values(watched).map(cpuMs));
+        const t0 = Number(process.hrtime.bigint() / 1000n);
+        const r = await client.run({ ...job, target, durationMs: Number(values.seconds) * 1000 });
+        const t1 = Number(process.hrtime.bigint() / 1000n);
+        const after = await Promise.all(Object.values(watched).map(cpuMs));
+        const cpu: Record<string, number> = {};
+        Object.keys(watched).forEach((k, i) => (cpu[k] = (after[i] as number) - (before[i] as number)));
+        cells[name]?.push({ requests: r.requests, rps: r.rps, cpuMs: cpu });
+        if (r.errors) process.stdout.write(`${name}: ${r.errors} errors ${JSON.stringify(r.failures)}\n`);
+        if (name === "gateway") {
+          windows.push([t0, t1]);
+          requests += r.requests;
+        }
+      }
+    }
   } finally {
     await client?.close();
+    if (bare) await stopChild(bare);
     await lab.stop();
+  }
+  const med = (xs: number[]): number => summarize(xs).p50;
+  process.stdout.write(`GET ${values.path as string}, ${values.connections as string} connections, ${values.seconds as string} s × ${values.repeats as string} repeats interleaved; load average ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}\n`);
+  process.stdout.write("target    req/s   CPU ms/request (median): proxy process | tenant daemon\n");
+  for (const [name, cs] of Object.entries(cells)) {
+    const proc = name === "gateway" ? "supervisor" : name === "bare" ? "bare" : undefined;
+    const per = (k: string): number => med(cs.map((c) => (c.cpuMs[k] ?? 0) / Math.max(1, c.requests)));
+    process.stdout.write(`${name.padEnd(8)} ${med(cs.map((c) => c.rps)).toFixed(0).padStart(6)}   ${proc ? `${proc} ${per(proc).toFixed(3)}` : "-"} | daemon ${per("daemon").toFixed(3)}\n`);
+  }
+  if (values["cpu-only"]) {
+    await fs.rm(profDir, { recursive: true, force: true });
+    return;
   }
   const file = (await fs.readdir(profDir)).find((f) => f.endsWith(".cpuprofile"));
   if (!file) throw new Error(`no .cpuprofile in ${profDir}`);
-  const { frames, spanMs, idleMs } = frameTimes(JSON.parse(await fs.readFile(path.join(profDir, file), "utf8")) as CpuProfile);
+  const { frames, spanMs, idleMs } = frameTimes(JSON.parse(await fs.readFile(path.join(profDir, file), "utf8")) as CpuProfile, windows);
   const busy = spanMs - idleMs;
-  process.stdout.write(`supervisor profile: ${spanMs.toFixed(0)} ms span, ${busy.toFixed(0)} ms not idle (includes start-up, tenant create and warm-up); ≈ ${((busy * 1000) / Math.max(1, requests)).toFixed(1)} µs busy per measured request (upper bound)\n`);
+  process.stdout.write(`\nsupervisor profile, gateway runs only: ${spanMs.toFixed(0)} ms, ${busy.toFixed(0)} ms not idle; ${((busy * 1000) / Math.max(1, requests)).toFixed(1)} µs busy per request (${requests} requests)\n`);
   process.stdout.write(`\n${"self ms".padStart(9)} ${"self %".padStart(7)} ${"total ms".padStart(9)}  frame\n`);
   for (const f of frames.filter((x) => x.frame !== "(idle)").slice(0, Number(values.top))) {
     process.stdout.write(`${f.selfMs.toFixed(1).padStart(9)} ${((f.selfMs / busy) * 100).toFixed(1).padStart(6)}% ${f.totalMs.toFixed(1).padStart(9)}  ${f.frame}\n`);
   }
-  const interesting = /^(route|prepareHeaders|authenticate|verify|hashToken|randomUUID|child|info|write|observeRequest|web|ws|stream|createServer|setupOutgoing|ClientRequest|parserOnIncoming|emit) /;
+  const interesting = /^(route|routeRequest|admitRoute|admit|forward|finish|authenticate|verify|hashToken|randomUUID|info|write|observeRequest|parserOnIncoming|parserOnHeadersComplete|ClientRequest|writeHead|end|emit|socketOnData|onSocketNT|addRequest) /;
   process.stdout.write("\ninclusive totals of gateway-related functions:\n");
   for (const f of frames.filter((x) => interesting.test(x.frame)).sort((a, b) => b.totalMs - a.totalMs).slice(0, 30)) {
     process.stdout.write(`${f.totalMs.toFixed(1).padStart(9)} ms (${((f.totalMs / busy) * 100).toFixed(1)}%)  ${f.frame}\n`);

@@ -10,6 +10,7 @@ import { expect } from "chai";
 import { LOG_BATCH_MS, createLogger, silentLogger } from "../../shared/logger.js";
 import { LATENCY_BUCKETS_S, SupervisorMetrics } from "../../supervisor/metrics.js";
 import { parseExposition, sampleValue, series } from "../helpers/prometheus.js";
+import { Counter, Histogram, Registry } from "prom-client";
 
 /** A stream that records each write call separately. */
 function recorder(): { stream: Writable; writes: string[] } {
@@ -114,6 +115,27 @@ describe("supervisor metrics", () => {
     expect(Object.keys(h.buckets ?? {})).to.have.length(LATENCY_BUCKETS_S.length + 1);
     expect(Number(h.count)).to.equal(2);
     expect(Number(h.sum)).to.be.closeTo(0.0205, 1e-9);
+  });
+
+  it("writes the request counter and latency histogram exactly as prom-client's own Counter and Histogram would", async () => {
+    const m = new SupervisorMetrics();
+    // The reference: the same families as prom-client metrics, fed the same requests.
+    const ref = new Registry();
+    const c = new Counter({ name: "paddock_gateway_requests_total", help: "Requests through the gateway by tenant and status code.", labelNames: ["tenant", "code"], registers: [ref] });
+    const h = new Histogram({ name: "paddock_gateway_request_duration_seconds", help: "Gateway request latency (until the response ends).", labelNames: ["tenant", "code"], buckets: LATENCY_BUCKETS_S, registers: [ref] });
+    const seen: Array<[string, number, number]> = [["t1", 200, 0.0005], ["t1", 200, 0.001], ["-", 401, 0.0001], ["t2", 502, 61], ["t1", 200, 0.02], ["t2", 404, 60]];
+    for (const [tenant, code, s] of seen) {
+      m.observeRequest(tenant, code, s);
+      c.inc({ tenant, code: String(code) });
+      h.observe({ tenant, code: String(code) }, s);
+    }
+    const family = (text: string, name: string): string => text.split("\n\n").find((b) => b.includes(`# TYPE ${name} `)) ?? "";
+    const ours = await m.render({}, {});
+    const theirs = await ref.metrics();
+    for (const name of ["paddock_gateway_requests_total", "paddock_gateway_request_duration_seconds"]) {
+      expect(family(ours, name), name).to.not.equal("");
+      expect(family(ours, name).trim(), name).to.equal(family(theirs, name).trim());
+    }
   });
 
   it("keeps each supervisor's series in its own registry, and a scrape reflects the registry's current counts", async () => {

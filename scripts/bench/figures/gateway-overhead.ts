@@ -5,8 +5,11 @@
  * 64 concurrent clients (autocannon in a child process, closed loop — lib/http-load.ts
  * LoadClient), repeated, the three targets interleaved. CPU used by the client (autocannon's
  * process), the supervisor, the tenant daemon and nginx during each cell is recorded so a miss
- * can be traced to the process that ran out of CPU.
- * Target: gateway ≥ 80 % of direct throughput and ≤ 1 ms added p50.
+ * can be traced to the process that ran out of CPU; CPU ms per request of the proxy (supervisor
+ * or nginx) and of the daemon are rows of their own (one sample per repeat), so a change in
+ * the gateway's cost shows even when the machine's load moves req/s.
+ * Targets: gateway ≥ 80 % of direct throughput, ≤ 1 ms added p50, and a share of direct req/s
+ * at least nginx's.
  */
 import type { BenchOptions } from "../lib/context.js";
 import { LoadClient, type HttpTarget } from "../lib/http-load.js";
@@ -33,6 +36,7 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
   ];
   const rows: Row[] = [];
   const latencyRows: Row[] = [];
+  const cpuRows: Row[] = [];
   const targetsOut: TargetResult[] = [];
   const notes: string[] = [];
   const durationMs = opts.loadSeconds * 1000;
@@ -44,6 +48,8 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
         const lat: Record<string, number[]> = { direct: [], gateway: [], nginx: [] };
         const errs: Record<string, number> = { direct: 0, gateway: 0, nginx: 0 };
         const cpu: Record<string, Record<string, number[]>> = {};
+        /** CPU ms per request of each process, one sample per repeat (share of a core × 1000 / req/s). */
+        const cpuPerReq: Record<string, Record<string, number[]>> = {};
         for (let rep = 0; rep < opts.loadRepeats; rep++) {
           for (const name of ["direct", "gateway", "nginx"] as const) {
             const ng = await pids.nginx();
@@ -61,7 +67,11 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
             if (r.errors) notes.push(`${ep.label} c=${c} ${name}: ${r.errors} non-200 (${JSON.stringify(r.failures)})`);
           if (!r.latencyValid) notes.push(`${ep.label} c=${c} ${name} (repeat ${rep + 1}): latencies INVALID — they add up to more than the run (the server closed keep-alive connections; autocannon timed responses from stale starts)`);
             cpu[name] ??= {};
-            for (const [k, v] of Object.entries(cpuCell)) ((cpu[name] as Record<string, number[]>)[k] ??= []).push(v);
+            cpuPerReq[name] ??= {};
+            for (const [k, v] of Object.entries(cpuCell)) {
+              ((cpu[name] as Record<string, number[]>)[k] ??= []).push(v);
+              if (r.rps > 0) ((cpuPerReq[name] as Record<string, number[]>)[k] ??= []).push((v * 1000) / r.rps);
+            }
           }
         }
         for (const name of ["direct", "gateway", "nginx"] as const) {
@@ -70,6 +80,10 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
           const label = `${ep.label}, ${c} client${c > 1 ? "s" : ""}, ${name === "direct" ? "direct socket" : name}`;
           rows.push(row(`${id}.rps`, label, "req/s", role, rps[name] ?? [], { higherIsBetter: true, group: `${ep.label}, throughput`, ...(name === "direct" ? {} : { vs: `f3.${ep.key}.c${c}.direct.rps` }) }));
           latencyRows.push(row(`${id}.lat`, label, "ms", role, lat[name] ?? [], { group: `${ep.label}, latency`, ...(name === "direct" ? {} : { vs: `f3.${ep.key}.c${c}.direct.lat` }) }));
+          // CPU per request of the proxy in the path (none for direct) and of the daemon behind it.
+          const proxy = name === "gateway" ? "supervisor" : name === "nginx" ? "nginx" : undefined;
+          if (proxy) cpuRows.push(row(`${id}.cpu.proxy`, `${label}: ${proxy} CPU per request`, "ms", role, cpuPerReq[name]?.[proxy] ?? [], { group: `${ep.label}, CPU per request (ms of one core)`, ...(name === "gateway" ? { vs: `f3.${ep.key}.c${c}.nginx.cpu.proxy` } : {}) }));
+          cpuRows.push(row(`${id}.cpu.daemon`, `${label}: tenant daemon CPU per request`, "ms", "baseline", cpuPerReq[name]?.daemon ?? [], { group: `${ep.label}, CPU per request (ms of one core)` }));
         }
         const med = (xs: number[] | undefined): number => summarize(xs ?? []).p50;
         const dR = med(rps.direct), gR = med(rps.gateway);
@@ -78,6 +92,8 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
         const cpuText = (name: string): string => Object.entries(cpu[name] ?? {}).filter(([, v]) => med(v) > 0).map(([k, v]) => `${k} ${Math.round(med(v) * 100)}% = ${fmt((med(v) * 1000) / med(rps[name]))} ms/req`).join(", ");
         notes.push(`${ep.label}, ${c} clients — CPU (share of one core; 2 cores in all) and CPU per request: direct [${cpuText("direct")}]; gateway [${cpuText("gateway")}]; nginx [${cpuText("nginx")}]`);
         const rpsMet = gR >= 0.8 * dR;
+        const nR = med(rps.nginx);
+        const peerMet = gR >= nR;
         const latMet = gL - dL <= 1;
         const perReq = (name: string, proc: string): number => (med(cpu[name]?.[proc]) * 1000) / med(rps[name]);
         const cause =
@@ -88,6 +104,7 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
         targetsOut.push(
           { text: `${ep.label} @${c}: gateway ≥ 80% of direct req/s`, met: rpsMet, measured: `${fmt(gR)} vs ${fmt(dR)} req/s (${Math.round((gR / dR) * 100)}%)`, ...(rpsMet ? {} : { cause }) },
           { text: `${ep.label} @${c}: gateway adds ≤ 1 ms p50`, met: latMet, measured: `${signed(gL - dL)} ms (${fmt(gL)} vs ${fmt(dL)} ms)`, ...(latMet ? {} : { cause }) },
+          { text: `${ep.label} @${c}: gateway's share of direct req/s ≥ nginx's`, met: peerMet, measured: `gateway ${Math.round((gR / dR) * 100)}%, nginx ${Math.round((nR / dR) * 100)}% of direct`, ...(peerMet ? {} : { cause }) },
         );
       }
     }
@@ -97,7 +114,7 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
   return {
     num: 3,
     title: "Gateway overhead: direct socket vs supervisor gateway vs nginx",
-    rows: [...rows, ...latencyRows],
+    rows: [...rows, ...latencyRows, ...cpuRows],
     targets: targetsOut,
     notes: [
       `autocannon ${AUTOCANNON_VERSION} in its own process (the client), closed loop: each connection sends its next request when the previous answer is read (pipelining 1), keep-alive connections, ${opts.loadSeconds} s per cell (autocannon ends at its next 1 s sample tick) × ${opts.loadRepeats} repeats, targets interleaved; req/s = 200 answers / the client's wall time; latency = each response's time from autocannon's response event (fractional ms; its own histogram keeps integer ms), rows pool every request. nginx: 1 worker, no upstream keep-alive, no buffering.`,
