@@ -70,7 +70,7 @@ export class TenantFirewall {
    */
   async removeTable(): Promise<void> {
     while (this.running !== undefined) await this.running.catch(() => undefined);
-    await host.applyNft(renderTableDeletion(this.state.tenant));
+    await host.applyNft(renderTableDeletion(this.state.tenant), { check: false }); // `table X; delete table X` cannot fail a check
     this.ruleset = undefined;
   }
 
