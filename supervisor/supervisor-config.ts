@@ -256,7 +256,9 @@ export function parseSupervisorConfig(tree: unknown, source: string, opts: { env
     maxCrashes: r.int(rs.max_crashes, "restart.max_crashes", { min: 1, max: 1000 }) ?? 5,
     crashWindowMs: r.int(rs.crash_window_ms, "restart.crash_window_ms", { min: 100, max: 86_400_000 }) ?? 120_000,
     stableAfterMs: r.int(rs.stable_after_ms, "restart.stable_after_ms", { min: 100, max: 86_400_000 }) ?? 60_000,
-    readyTimeoutMs: r.int(rs.ready_timeout_ms, "restart.ready_timeout_ms", { min: 100, max: 600_000 }) ?? 30_000,
+    // 120 s: a daemon's start runs nft calls that each read every tenant's table; at ~100
+    // tenants on a loaded 2-core host its network start alone took 20-25 s (figure 13).
+    readyTimeoutMs: r.int(rs.ready_timeout_ms, "restart.ready_timeout_ms", { min: 100, max: 600_000 }) ?? 120_000,
     stopTimeoutMs: r.int(rs.stop_timeout_ms, "restart.stop_timeout_ms", { min: 100, max: 600_000 }) ?? 30_000,
   };
   if (restart.maxBackoffMs < restart.initialBackoffMs) r.problem("restart.max_backoff_ms", "must be at least restart.initial_backoff_ms");

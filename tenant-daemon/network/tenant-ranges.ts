@@ -12,6 +12,7 @@ import { JsonStateStore } from "../../shared/state-store.js";
 import type { HostGroupConfig, TenantConfig } from "../../shared/tenant-config.js";
 import { deriveIsolatedRange, groupAddressing, type GroupAddressing } from "./address-plan.js";
 import * as host from "./host-net.js";
+import { listSetCidrs } from "./nft-cli.js";
 import { aliasPrefix, defaultBridgeName, TABLE_PREFIX, tableName } from "./names.js";
 import type { GroupRuntime } from "./tenant-network-state.js";
 
@@ -53,10 +54,10 @@ export interface HostScan {
  * @throws PaddockError ERR_NETWORK_SETUP_FAILED from `ip` or `nft`.
  */
 export async function scanHost(tenant: string): Promise<HostScan> {
-  const [links, addrs, netnsList, tables] = await Promise.all([host.listLinks(), host.listAddresses(), host.listNetns(), host.listInetTables()]);
+  // One `nft list sets` for every table's own_ranges (nft-cli.ts: `list tables` decodes every rule).
+  const [links, addrs, netnsList, ranges] = await Promise.all([host.listLinks(), host.listAddresses(), host.listNetns(), listSetCidrs("own_ranges")]);
   const ours = new Set(links.filter((l) => l.ifalias?.startsWith(aliasPrefix(tenant))).map((l) => l.ifname));
-  const otherTables = tables.filter((t) => t.startsWith(TABLE_PREFIX) && t !== tableName(tenant));
-  const others = await Promise.all(otherTables.map(async (t) => ({ table: t, cidrs: await host.readSetCidrs(t, "own_ranges") })));
+  const others = [...ranges].filter(([t]) => t.startsWith(TABLE_PREFIX) && t !== tableName(tenant)).map(([table, cidrs]) => ({ table, cidrs }));
   return { links, addrs, netnsList, ours, others };
 }
 

@@ -1,0 +1,25 @@
+import { expect } from "chai";
+import { formatCidr } from "../../shared/cidr.js";
+import { parseSetCidrs } from "../../tenant-daemon/network/nft-cli.js";
+
+// `nft -j list sets` of nftables 1.0.6 (Debian 12) on tables made for this test: a prefix, a
+// bare address, a range, an empty set, a set of family ip, a table with no set.
+const SAMPLE = {"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "own_ranges", "table": "paddock-a", "type": "ipv4_addr", "handle": 1, "flags": ["interval"], "elem": [{"prefix": {"addr": "169.254.100.0", "len": 22}}, {"prefix": {"addr": "198.18.8.0", "len": 24}}, "198.18.9.7"]}}, {"set": {"family": "inet", "name": "foreign_ranges", "table": "paddock-a", "type": "ipv4_addr", "handle": 2, "flags": ["interval"], "elem": [{"prefix": {"addr": "169.254.104.0", "len": 22}}]}}, {"set": {"family": "inet", "name": "own_ranges", "table": "paddock-b", "type": "ipv4_addr", "handle": 1, "flags": ["interval"], "elem": [{"range": ["198.18.1.0", "198.18.1.9"]}]}}, {"set": {"family": "inet", "name": "own_ranges", "table": "paddock-c", "type": "ipv4_addr", "handle": 1, "flags": ["interval"]}}, {"set": {"family": "ip", "name": "own_ranges", "table": "paddock-d", "type": "ipv4_addr", "handle": 1, "flags": ["interval"], "elem": [{"prefix": {"addr": "198.18.2.0", "len": 24}}]}}]};
+
+describe("network: nft-cli parseSetCidrs", () => {
+  it("reads every inet table's set of that name in one listing, and nothing else", () => {
+    const m = parseSetCidrs(JSON.stringify(SAMPLE), "own_ranges");
+    const out = Object.fromEntries([...m].map(([t, cs]) => [t, cs.map(formatCidr)]));
+    expect(out).to.deep.equal({
+      "paddock-a": ["169.254.100.0/22", "198.18.8.0/24", "198.18.9.7/32"],
+      "paddock-b": ["198.18.1.0/32", "198.18.1.9/32"],
+      "paddock-c": [],
+    });
+    expect([...parseSetCidrs(JSON.stringify(SAMPLE), "foreign_ranges").keys()]).to.deep.equal(["paddock-a"]);
+  });
+
+  it("an empty listing (no tables) is an empty map", () => {
+    expect(parseSetCidrs("", "own_ranges").size).to.equal(0);
+    expect(parseSetCidrs('{"nftables": [{"metainfo": {"version": "1.0.6"}}]}', "own_ranges").size).to.equal(0);
+  });
+});
