@@ -77,10 +77,9 @@ export class TenantFirewall {
   private async applyOnce(): Promise<void> {
     const target = this.wanted;
     const text = renderRuleset(rulesetInput(this.state));
-    // `nft -c` runs on the first apply and after any failure; later updates rely on `nft -f`
-    // being one all-or-nothing transaction (nft(8)), saving a spawn per VM create/delete.
+    // One `nft -f`: an all-or-nothing transaction (host-net.ts applyNft).
     try {
-      await host.applyNft(text, { check: this.ruleset === undefined });
+      await host.applyNft(text);
     } catch (err) {
       this.ruleset = undefined;
       throw err;

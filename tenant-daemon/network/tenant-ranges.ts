@@ -53,10 +53,10 @@ export interface HostScan {
  * @throws PaddockError ERR_NETWORK_SETUP_FAILED from `ip` or `nft`.
  */
 export async function scanHost(tenant: string): Promise<HostScan> {
-  const [links, addrs, netnsList, tables] = await Promise.all([host.listLinks(), host.listAddresses(), host.listNetns(), host.listInetTables()]);
+  // Every table's own_ranges in one nft run (host-net.ts), not one per running tenant.
+  const [links, addrs, netnsList, sets] = await Promise.all([host.listLinks(), host.listAddresses(), host.listNetns(), host.readSetCidrsOfAllTables("own_ranges")]);
   const ours = new Set(links.filter((l) => l.ifalias?.startsWith(aliasPrefix(tenant))).map((l) => l.ifname));
-  const otherTables = tables.filter((t) => t.startsWith(TABLE_PREFIX) && t !== tableName(tenant));
-  const others = await Promise.all(otherTables.map(async (t) => ({ table: t, cidrs: await host.readSetCidrs(t, "own_ranges") })));
+  const others = [...sets].filter(([t]) => t.startsWith(TABLE_PREFIX) && t !== tableName(tenant)).map(([table, cidrs]) => ({ table, cidrs }));
   return { links, addrs, netnsList, ours, others };
 }
 
