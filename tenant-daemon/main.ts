@@ -156,10 +156,13 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
   await fs.mkdir(p.runDir, { recursive: true, mode: 0o711 });
   await fs.chmod(p.runDir, 0o711);
   if (purpose === "serve") await assertTraversable(p.runDir);
-  const imageRootfs = purpose === "serve"
-    ? await resolveImage(p.imageDir, config.image)
-    : await resolveImage(p.imageDir, config.image).catch(() => path.join(p.imageDir, config.image, "rootfs"));
-  const runtime = await createRuntime(config, logger, purpose);
+  // Independent look-ups (the image store, the runtime binary's version) run side by side.
+  const [imageRootfs, runtime] = await Promise.all([
+    purpose === "serve"
+      ? resolveImage(p.imageDir, config.image)
+      : resolveImage(p.imageDir, config.image).catch(() => path.join(p.imageDir, config.image, "rootfs")),
+    createRuntime(config, logger, purpose),
+  ]);
   const storage = createVmStorage({ stateDir: p.stateDir, runDir: p.runDir, imageRootfs, logger, uidRange, diskCommitRatio: p.diskCommitRatio });
   // A purge only removes namespace pins; it needs no range.
   const namespaces = new VmNamespaces(p.runDir, uidRange ?? { uidStart: 1, size: 1 }, logger);
@@ -248,7 +251,9 @@ async function applyTenantBudget(config: TenantConfig, plan: TenantBudgetPlan, l
  *   ERR_IMAGE_NOT_FOUND / ERR_RUNTIME_UNAVAILABLE / ERR_CGROUP_SETUP_FAILED and start-up failures.
  */
 export async function startDaemon(configPath: string, options: { logger?: Logger } = {}): Promise<RunningDaemon> {
+  const timeline = new StartTimeline();
   const config = await loadTenantConfig(configPath);
+  timeline.mark("config");
   // Info lines (one access line per request, api/access-log.ts) are written in batches, at
   // most LOG_BATCH_MS late (shared/logger.ts), not one write per request; warn/error at once.
   const logger = (options.logger ?? createLogger({ batch: true })).child({ tenant: config.paddock.tenantId });
@@ -268,6 +273,7 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     await releaseState();
     await releaseId();
   };
+  timeline.mark("locks");
   let s: Services | undefined;
   try {
     // Refuse before touching anything (links, table, VMs) when the listen address is taken.
@@ -278,11 +284,15 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     const budget = await planTenantBudget(config, logger);
     const svc = await buildServices(config, logger, metrics, "serve", uidRange, budget.vmPidsLimit);
     s = svc;
-    await applyTenantBudget(config, budget, logger);
-    await svc.network.start();
+    timeline.mark("services");
+    // The cgroup budget and the network are independent; both are in place before any VM starts.
+    // Both are awaited even when one fails, so no set-up runs on behind the clean-up below.
+    await allSettledOrThrow([applyTenantBudget(config, budget, logger), svc.network.start()]);
+    timeline.mark("cgroup_network");
     await svc.vms.start();
     // VM netns kept alive at network start but adopted by no VM record are removed now.
     await svc.network.sweep();
+    timeline.mark("vms");
     const authToken = await loadAuthToken(config);
     const stats = new VmStatsCollector({
       vms: svc.vms,
@@ -310,7 +320,8 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     attachUpgradeHandler(server, (req, socket, head) => {
       if (!preview.upgrade(req, socket, head)) upgrades.handle(req, socket, head);
     });
-    logger.info("tenant daemon ready", { listen: config.api.kind === "unix" ? config.api.socketPath : `${config.api.host}:${config.api.port}`, runtime: svc.runtime.name, vms: svc.vms.list({ kind: "none" }).length });
+    timeline.mark("listen");
+    logger.info("tenant daemon ready", { start_ms: timeline.steps(), listen: config.api.kind === "unix" ? config.api.socketPath : `${config.api.host}:${config.api.port}`, runtime: svc.runtime.name, vms: svc.vms.list({ kind: "none" }).length });
     let stopped: Promise<void> | undefined;
     return {
       config,
@@ -336,6 +347,34 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     await release().catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * When each start step ended, in ms since the process started (`performance.now()`; its time
+ * origin is the process start), logged with "tenant daemon ready" as `start_ms`. `code` is the
+ * first mark: node's own start plus loading the daemon's code.
+ */
+class StartTimeline {
+  private readonly marks: Record<string, number> = { code: Math.round(performance.now()) };
+
+  /** Record that `step` has just ended. */
+  mark(step: string): void {
+    this.marks[step] = Math.round(performance.now());
+  }
+
+  /** Step name → ms since the process started when it ended, in order. */
+  steps(): Readonly<Record<string, number>> {
+    return { ...this.marks };
+  }
+}
+
+/**
+ * Wait for every promise; then throw the first rejection, if any. Unlike `Promise.all`, nothing
+ * is left running when the caller goes on to clean up after a failure.
+ */
+async function allSettledOrThrow(work: readonly Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(work)).find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed !== undefined) throw failed.reason;
 }
 
 /**

@@ -109,17 +109,6 @@ export async function deleteNetns(name: string): Promise<boolean> {
   return r.exitCode === 0;
 }
 
-/** Names of every nftables table of family `inet`. */
-export async function listInetTables(): Promise<string[]> {
-  const r = await run("nft", ["-j", "list", "tables", "inet"], { timeoutMs: NFT_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
-  const doc = JSON.parse(r.stdout.trim() || "{}") as { nftables?: Record<string, unknown>[] };
-  return (doc.nftables ?? []).flatMap((e) => {
-    const t = e.table as Record<string, unknown> | undefined;
-    const name = str(t?.name);
-    return t && t.family === "inet" && name ? [name] : [];
-  });
-}
-
 /**
  * Elements of an `ipv4_addr` interval set (`nft -j list set inet <table> <set>`), as CIDRs.
  * Missing table or set ⇒ []. A range element `a-b` contributes its two ends as /32s (our own
@@ -129,34 +118,37 @@ export async function readSetCidrs(table: string, set: string): Promise<Cidr[]> 
   const r = await run("nft", ["-j", "list", "set", "inet", table, set], { timeoutMs: NFT_TIMEOUT_MS, allowFailure: true });
   if (r.exitCode !== 0) return [];
   const doc = JSON.parse(r.stdout.trim() || "{}") as { nftables?: Record<string, unknown>[] };
+  return (doc.nftables ?? []).flatMap((e) => setElementCidrs((e.set as { elem?: unknown[] } | undefined)?.elem ?? []));
+}
+
+/** A set's JSON elements as CIDRs: prefixes, bare addresses, and a range's two ends as /32s. */
+function setElementCidrs(elems: unknown[]): Cidr[] {
   const out: Cidr[] = [];
-  for (const e of doc.nftables ?? []) {
-    const s = e.set as { elem?: unknown[] } | undefined;
-    for (const el of s?.elem ?? []) {
-      try {
-        if (typeof el === "string") out.push(parseCidr(el));
-        else if (typeof el === "object" && el !== null && "prefix" in el) {
-          const p = (el as { prefix: { addr: string; len: number } }).prefix;
-          out.push(parseCidr(`${p.addr}/${p.len}`));
-        } else if (typeof el === "object" && el !== null && "range" in el) {
-          const [a, b] = (el as { range: [string, string] }).range;
-          out.push(parseCidr(a), parseCidr(b));
-        }
-      } catch {
-        // an element we cannot read is not a range of ours to compare against
+  for (const el of elems) {
+    try {
+      if (typeof el === "string") out.push(parseCidr(el));
+      else if (typeof el === "object" && el !== null && "prefix" in el) {
+        const p = (el as { prefix: { addr: string; len: number } }).prefix;
+        out.push(parseCidr(`${p.addr}/${p.len}`));
+      } else if (typeof el === "object" && el !== null && "range" in el) {
+        const [a, b] = (el as { range: [string, string] }).range;
+        out.push(parseCidr(a), parseCidr(b));
       }
+    } catch {
+      // an element we cannot read is not a range of ours to compare against
     }
   }
   return out;
 }
 
 /**
- * Check (`nft -c -f -`, unless `check: false`) and then apply (`nft -f -`) a transaction. nft applies a file as one
- * atomic transaction: on any error nothing changes (nft(8), "-f").
- * @throws PaddockError `ERR_NETWORK_SETUP_FAILED` with nft's stderr.
+ * Apply a transaction with one `nft -f -`. nft sends a file as one netlink batch that the
+ * kernel commits all-or-nothing (nft(8), "-f"; https://wiki.nftables.org/wiki-nftables/index.php/Atomic_rule_replacement),
+ * and a file it cannot parse sends nothing: a separate `nft -c` check first would only cost a
+ * second process per apply.
+ * @throws PaddockError `ERR_NETWORK_SETUP_FAILED` with nft's stderr (the ruleset is unchanged).
  */
-export async function applyNft(text: string, options: { check?: boolean } = {}): Promise<void> {
-  if (options.check !== false) await run("nft", ["-c", "-f", "-"], { input: text, timeoutMs: NFT_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+export async function applyNft(text: string): Promise<void> {
   await run("nft", ["-f", "-"], { input: text, timeoutMs: NFT_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
 }
 

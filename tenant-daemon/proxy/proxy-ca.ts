@@ -13,7 +13,7 @@ import crypto from "node:crypto";
 import { promises as fs } from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import forge from "node-forge";
+import type forge from "node-forge";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { writeFileAtomic } from "../../shared/state-store.js";
 
@@ -37,6 +37,17 @@ export interface KeyCertPem {
 
 function newRsaKeyPem(): string {
   return crypto.generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+}
+
+let forgeModule: Promise<typeof forge> | undefined;
+
+/**
+ * node-forge, loaded on first use: most daemons never mint a certificate, and loading it costs
+ * an idle daemon ~1.6 MiB of heap (docs/benchmarks.md, figure 7).
+ */
+function loadForge(): Promise<typeof forge> {
+  forgeModule ??= import("node-forge").then((m) => m.default);
+  return forgeModule;
 }
 
 function randomSerial(): string {
@@ -73,6 +84,7 @@ export class ProxyCa {
   private async loadOrCreate(): Promise<{ key: forge.pki.rsa.PrivateKey; cert: forge.pki.Certificate; pem: string }> {
     const keyFile = path.join(this.dir, "ca.key");
     const certFile = path.join(this.dir, "ca.crt");
+    const forge = await loadForge();
     try {
       const [keyPem, certPem] = await Promise.all([fs.readFile(keyFile, "utf8"), fs.readFile(certFile, "utf8")]);
       return { key: forge.pki.privateKeyFromPem(keyPem) as forge.pki.rsa.PrivateKey, cert: forge.pki.certificateFromPem(certPem), pem: certPem };
@@ -117,6 +129,7 @@ export class ProxyCa {
     if (this.mintTokens < 1) throw new PaddockError("ERR_EGRESS_BUSY", `new proxy leaf certificates are minted at most ${LEAF_MINT_PER_SECOND} per second`);
     this.mintTokens -= 1;
     const ca = await this.load();
+    const forge = await loadForge();
     if (!this.leafKey) {
       const pem = newRsaKeyPem();
       const k = forge.pki.privateKeyFromPem(pem) as forge.pki.rsa.PrivateKey;

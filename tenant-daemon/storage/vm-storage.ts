@@ -209,8 +209,9 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
         await unmountPath(mp).catch((err: unknown) => log.error("orphan unmount failed", { mountPoint: mp, err }));
       }
       // 2. Loop devices backed by orphan disks (left when a lazy unmount or a crash skipped autoclear).
-      const losetup = await run("losetup", ["-J", "--list"], { allowFailure: true });
-      if (losetup.exitCode === 0) {
+      // A tenant whose disks dir was never made (its first start) has none to scan for.
+      const losetup = (await fileExists(disksDir)) ? await run("losetup", ["-J", "--list"], { allowFailure: true }) : undefined;
+      if (losetup?.exitCode === 0) {
         for (const dev of parseLosetupJson(losetup.stdout)) {
           if (!isPathUnder(dev.backFile, disksDir)) continue;
           const h = path.basename(dev.backFile).replace(/\.img(\.tmp)?$/, "");

@@ -1,0 +1,68 @@
+/**
+ * The nft side of tenant-daemon/network/host-net.ts against the real kernel: a daemon's start
+ * reads every other tenant's `own_ranges` from one `nft -j list sets inet`, and an apply is one
+ * `nft -f` with no `nft -c` before it, so a transaction that fails must leave the table exactly
+ * as it was. The tables here are the test's own (`pdkhn…`), removed after each test.
+ */
+import crypto from "node:crypto";
+import { expect } from "chai";
+import { run } from "../../shared/exec.js";
+import { formatCidr } from "../../shared/cidr.js";
+import { isPaddockError } from "../../shared/errors.js";
+import { applyNft, readSetCidrs } from "../../tenant-daemon/network/host-net.js";
+import { listSetCidrs } from "../../tenant-daemon/network/nft-cli.js";
+import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
+
+describeWhenReady(missingPrerequisites({ images: [], dist: [] }), "host-net nft: one read of every tenant's ranges, one-process applies (privileged)", function () {
+  this.timeout(300_000);
+  const tables: string[] = [];
+  const newTable = (): string => {
+    const t = `pdkhn${crypto.randomBytes(4).toString("hex")}`;
+    tables.push(t);
+    return t;
+  };
+
+  /** `table inet <t>` holding one interval set, in nft's file syntax. */
+  const tableText = (t: string, set: string, body: string): string => `table inet ${t} {\n\tset ${set} {\n${body.split(";").map((l) => `\t\t${l.trim()}\n`).join("")}\t}\n}\n`;
+
+  afterEach(async () => {
+    // One transaction; `table` first so that a table a failed test never made is no error.
+    const text = tables.splice(0).map((t) => `table inet ${t}\ndelete table inet ${t}\n`).join("");
+    if (text !== "") await run("nft", ["-f", "-"], { input: text, timeoutMs: 120_000 });
+  });
+
+  it("reads own_ranges of every table in one nft run: prefixes, a range's ends, and an empty set", async () => {
+    const full = newTable();
+    const empty = newTable();
+    const other = newTable();
+    const setup = [
+      tableText(full, "own_ranges", "type ipv4_addr; flags interval; elements = { 169.254.40.0/22, 198.18.7.0/24, 198.18.9.1-198.18.9.7 }"),
+      tableText(empty, "own_ranges", "type ipv4_addr; flags interval"),
+      tableText(other, "not_ranges", "type ipv4_addr; flags interval; elements = { 198.18.8.0/24 }"),
+    ].join("");
+    await run("nft", ["-f", "-"], { input: setup, timeoutMs: 120_000 });
+    const all = await listSetCidrs("own_ranges");
+    expect(all.get(full)?.map(formatCidr)).to.deep.equal(["169.254.40.0/22", "198.18.7.0/24", "198.18.9.1/32", "198.18.9.7/32"]);
+    expect(all.get(empty)).to.deep.equal([]);
+    expect(all.has(other)).to.equal(false);
+    // The same as one `nft list set` per table (the way a start read them before).
+    for (const t of [full, empty]) expect(all.get(t)).to.deep.equal(await readSetCidrs(t, "own_ranges"));
+  });
+
+  it("an apply that fails (parse error, or rejected by the kernel) leaves the table as it was", async () => {
+    const t = newTable();
+    const replace = (body: string): string => `table inet ${t}\ndelete table inet ${t}\n${tableText(t, "own_ranges", body)}`;
+    const good = replace("type ipv4_addr; flags interval; elements = { 198.18.20.0/24 }");
+    await applyNft(good);
+    const before = (await run("nft", ["list", "table", "inet", t])).stdout;
+    expect(before).to.contain("198.18.20.0/24"); // the control: the good apply is visible
+    const unparsable = replace("type ipv4_addr; flags interval; elements = { 198.18.21.0/24, 999.1.1.1 }");
+    // Parses, but the kernel refuses a set above its size: the batch's delete must not stay applied.
+    const rejected = replace("type ipv4_addr; size 1; elements = { 198.18.22.1, 198.18.22.2 }");
+    for (const text of [unparsable, rejected]) {
+      const err = await applyNft(text).then(() => undefined, (e: unknown) => e);
+      expect(isPaddockError(err) ? err.code : err).to.equal("ERR_NETWORK_SETUP_FAILED");
+      expect((await run("nft", ["list", "table", "inet", t])).stdout).to.equal(before);
+    }
+  });
+});
