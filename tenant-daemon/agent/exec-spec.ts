@@ -122,9 +122,17 @@ export function toExitStatus(code: number | null, signal: NodeJS.Signals | null)
 }
 
 /**
+ * Output read from an exited command's pipes that can still be its own, bytes: what its two
+ * pipes hold at most (Linux `fs.pipe-max-size`, 1 MiB by default, each). More is a
+ * grandchild's.
+ */
+const PIPES_AFTER_EXIT_BYTES = 2 * 1024 * 1024;
+
+/**
  * Call `done` once the child has exited and its pipes have drained. A grandchild that keeps
  * the pipes open (e.g. `daemon &`) must not hold the exec forever, so after `exit` the pipes
- * get `drainMs` to close before they are destroyed.
+ * get `drainMs` to close before they are destroyed; the time restarts while output is still
+ * read from them or a reader has paused one (backpressure), so a slow client loses nothing.
  */
 export function onProcessDone(child: ChildProcess, done: (status: ExitStatus) => void, drainMs = 250): void {
   let status: ExitStatus | undefined;
@@ -136,11 +144,30 @@ export function onProcessDone(child: ChildProcess, done: (status: ExitStatus) =>
   };
   child.once("exit", (code, signal) => {
     status = toExitStatus(code, signal);
-    const t = setTimeout(() => {
-      child.stdout?.destroy();
-      child.stderr?.destroy();
-      finish();
-    }, drainMs);
+    let t: NodeJS.Timeout;
+    const pipes = [child.stdout, child.stderr].filter((p): p is NonNullable<typeof p> => p !== null);
+    const read = (): number => pipes.reduce((n, p) => n + ((p as { bytesRead?: number }).bytesRead ?? 0), 0);
+    const atExit = read();
+    let seen = atExit;
+    const arm = (): void => {
+      t = setTimeout(() => {
+        // A pipe its reader paused (backpressure toward the client) holds output that will be
+        // read; one that gave bytes since the last look is still draining what the command
+        // left, as long as that is within what its pipes can hold. Neither is a grandchild
+        // holding the pipe open: look again later.
+        const now = read();
+        const draining = now !== seen && now - atExit <= PIPES_AFTER_EXIT_BYTES;
+        seen = now;
+        if (draining || pipes.some((p) => p.isPaused())) {
+          arm();
+          return;
+        }
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        finish();
+      }, drainMs);
+    };
+    arm();
     child.once("close", () => {
       clearTimeout(t);
       finish();

@@ -188,6 +188,57 @@ describe("guest agent: health and foreground exec", function () {
     expect(alive).to.equal(false);
   });
 
+  it("delivers all output a command left in its pipe when the client reads it only after the exit", async function () {
+    this.timeout(60_000);
+    // Writes without blocking until the agent has stopped reading its pipe (the unread answer
+    // filled every buffer after it) for 1 s, then exits with that pipe full; stderr says how
+    // many bytes it wrote. Positive control: with exec-spec.ts onProcessDone destroying a
+    // paused pipe 250 ms after the exit, the pipe's bytes were lost and this count differed.
+    const py = [
+      "import os, fcntl, time, sys",
+      "fcntl.fcntl(1, fcntl.F_SETFL, fcntl.fcntl(1, fcntl.F_GETFL) | os.O_NONBLOCK)",
+      "b = b'a' * 4096; n = 0; stall = 0",
+      "while stall < 20:",
+      "  try: n += os.write(1, b); stall = 0",
+      "  except BlockingIOError: stall += 1; time.sleep(0.05)",
+      "sys.stderr.write(str(n))",
+    ].join("\n");
+    const q = new URLSearchParams([["cmd", "/usr/bin/python3"], ["args", "-c"], ["args", py], ["uid", "0"]]);
+    const { stdout, stderr } = await new Promise<{ stdout: number; stderr: string }>((resolve, reject) => {
+      const req = http.request({ socketPath: agent.socket, method: "POST", path: `/v1/exec?${q}` }, (res) => {
+        let text = "";
+        let waited = false;
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => {
+          text += c;
+          if (waited || !text.includes("\n")) return;
+          waited = true;
+          // Stop reading until the command is gone and the agent's drain time (250 ms) is long past.
+          res.pause();
+          const pid = (JSON.parse(text.slice(0, text.indexOf("\n"))) as { pid: number }).pid;
+          const poll = setInterval(() => {
+            try {
+              process.kill(pid, 0);
+            } catch {
+              clearInterval(poll);
+              setTimeout(() => res.resume(), 1000);
+            }
+          }, 50);
+        });
+        res.on("end", () => {
+          const frames = ndjson(text);
+          const out = frames.filter((f) => f.type === "stdout").reduce((n, f) => n + (f.data as string).length, 0);
+          resolve({ stdout: out, stderr: frames.filter((f) => f.type === "stderr").map((f) => f.data as string).join("") });
+        });
+        res.on("error", reject);
+      });
+      req.on("error", reject);
+      req.end();
+    });
+    expect(Number(stderr)).to.be.greaterThan(64 * 1024);
+    expect(stdout).to.equal(Number(stderr));
+  });
+
   it("keeps a small resident size when idle", function () {
     const rss = rssBytes(agent.proc.pid as number);
     console.log(`      idle agent RSS: ${(rss / 1024 / 1024).toFixed(1)} MiB`);
