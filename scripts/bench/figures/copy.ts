@@ -83,7 +83,13 @@ function agentPid(container: string): number {
   const queue = [init];
   while (queue.length > 0) {
     const pid = queue.shift() as number;
-    if (readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "node") return pid;
+    let comm = "";
+    try {
+      comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+    } catch {
+      continue; // exited meanwhile
+    }
+    if (comm === "node") return pid;
     queue.push(...all.filter((p) => parentOf(p) === pid).map(Number));
   }
   throw new Error(`no agent process in container ${container}`);
