@@ -10,6 +10,7 @@ import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { badRequest, parseOctalMode, queryBool, formatOctalMode, type AgentRequest } from "./http-util.js";
+import { bodyChunks } from "./body-chunks.js";
 import { compileExcludes, createTarStream, extractTar } from "./tar.js";
 import { resolveGuestPath, type UserDirectory } from "./users.js";
 
@@ -106,7 +107,7 @@ export class CopyHandler {
           if (st?.isDirectory()) dir = path.join(dir, plainName(q.get("source_name")));
         }
         await mkdirOwned(dir, who.uid, who.gid);
-        await extractTar(ctx.req, dir, { uid: who.uid, gid: who.gid, excluded, ...(fileMode !== undefined ? { fileMode } : {}) });
+        await extractTar(bodyChunks(ctx.req), dir, { uid: who.uid, gid: who.gid, excluded, ...(fileMode !== undefined ? { fileMode } : {}) });
       }
     } catch (err) {
       throw fsError(err, dest);
@@ -122,6 +123,7 @@ export class CopyHandler {
     await mkdirOwned(path.dirname(target), uid, gid);
     const tmp = path.join(path.dirname(target), `.paddock-upload-${randomBytes(8).toString("hex")}`);
     try {
+      // No fsync, as `cat > f` (docs/slicer-api.md#file-copy).
       await pipeline(ctx.req, createWriteStream(tmp, { flags: "wx", mode: 0o600, highWaterMark: COPY_WRITE_BUFFER_BYTES }));
       await chown(tmp, uid, gid);
       await chmod(tmp, mode);

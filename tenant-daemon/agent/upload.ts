@@ -34,9 +34,11 @@ import path from "node:path";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { parseOctalMode } from "./http-util.js";
 import { fsError, mkdirOwned } from "./cp.js";
+import { bodyChunks } from "./body-chunks.js";
 import { extractTar } from "./tar.js";
 import { CHUNKED_COPY_TOKEN, MAX_MANIFEST_BYTES, chunkFileName, parseCopyManifest, stagingPaths, validSourceName, type CopyChunk, type CopyManifest, type StagingPaths } from "./upload-manifest.js";
 import { resolveGuestPath, type Identity, type UserDirectory } from "./users.js";
+import { WRITE_BEHIND_BATCH_BYTES } from "./write-behind.js";
 
 const USAGE = "usage: slicer-agent upload check [--manifest PATH [--uid N] [--gid N]]\n" +
   "       slicer-agent upload finalise --manifest PATH --uid N --gid N\n" +
@@ -378,7 +380,7 @@ async function finalise(a: UploadArgs, users: UserDirectory, io: UploadIo): Prom
       await mkdirOwned(place.target, who.uid, who.gid);
       // The extractor refuses entries through symlinks; the directory itself is checked here.
       if (strict && realpathSync(place.target) !== place.target) throw new PaddockError("ERR_PATH_INVALID", `${place.target} is reached through a symlink and the staging belongs to an unprivileged user; refusing it`);
-      await extractTar(createReadStream(tmp), place.target, { uid: who.uid, gid: who.gid, excluded: () => false, ...(fileMode !== undefined ? { fileMode } : {}) });
+      await extractTar(bodyChunks(createReadStream(tmp, { highWaterMark: WRITE_BEHIND_BATCH_BYTES })), place.target, { uid: who.uid, gid: who.gid, excluded: () => false, ...(fileMode !== undefined ? { fileMode } : {}) });
       rmSync(tmp, { force: true });
     }
   } catch (err) {
