@@ -33,7 +33,7 @@ import { addProbe, startDaemon, type BareDaemon, type BenchOptions, type DaemonL
 import { asBaseline, measureInterleaved, poolRounds, roundOrder, type BuildName, type BuildRun } from "./lib/ab.js";
 import { currentBuild, prepareBaseline, type PaddockBuild } from "./lib/builds.js";
 import { describeMachine, LoadSampler } from "./lib/machine.js";
-import { renderMarkdown, type BenchReport, type BuildInfo, type FigureResult, type Row } from "./lib/report.js";
+import { FIGURE_TITLES as TITLES, renderMarkdown, type BenchReport, type BuildInfo, type FigureResult, type Row } from "./lib/report.js";
 import { renderSvgChart } from "./lib/svg-chart.js";
 import { SupervisorLab, type LabTenant } from "./lib/supervisor-lab.js";
 import { ensureNginx, NginxProxy } from "./lib/nginx.js";
@@ -53,21 +53,6 @@ import { figureDensity } from "./figures/density.js";
 import { writeBenchmarkDocs } from "./write-docs.js";
 import { figureRuntimes, figureSyscalls, startRuntimeLabs, stopRuntimeLabs, type RuntimeLabs } from "./figures/runtimes.js";
 
-const TITLES: Record<number, string> = {
-  1: "Sandbox create → agent ready (wait=agent) vs runc run",
-  2: "Buffered exec /bin/true: socket vs runc exec vs nsenter",
-  3: "Gateway overhead: direct socket vs supervisor gateway vs nginx",
-  4: "Streaming: exec writing to stdout",
-  5: "cp in and out vs cat through runc exec",
-  6: "Tenant provisioning",
-  7: "Footprint: supervisor, tenant daemons, VMs",
-  8: "Scale: concurrent creates in one tenant",
-  9: "runc vs gVisor: create, exec, streaming, cp, idle VM footprint",
-  10: "Syscall-heavy guest work: runc vs gVisor",
-  11: "Cold fork: commit and fork of a 2 GiB disk",
-  12: "Idle wake latency",
-  13: "Density: tenants and VMs on one host",
-};
 
 function log(msg: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);

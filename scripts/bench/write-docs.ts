@@ -11,7 +11,8 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { PROJECT_ROOT } from "../lib/daemon-harness.js";
-import { fmt, renderFigureBody, type BenchReport, type FigureResult } from "./lib/report.js";
+import { FIGURE_TITLES, buildsLines, fmt, renderFigureBody, type BenchReport, type FigureResult } from "./lib/report.js";
+import { evaluateGoals, renderGoalsTable } from "./lib/goals.js";
 import { renderLineChart, type LinePanel } from "./lib/svg-chart.js";
 
 /** What each figure is measured against (scripts/bench/README.md has the full list of baselines). */
@@ -96,13 +97,23 @@ export function renderBenchmarksDoc(picked: Array<{ figure: FigureResult; report
     const m = r.machine;
     out.push(`| ${r.startedAt} | \`${r.command}\` | ${m.cpuModel}, ${m.cores} cores, ${m.memGiB} GiB, ${m.distro}, kernel ${m.kernel}, cgroup ${m.cgroup}, node ${m.node}, runc ${m.runc} | ${r.load.min.toFixed(1)}–${r.load.max.toFixed(1)}, ${r.load.mean.toFixed(1)} |`);
   }
+  for (const r of runs) for (const l of buildsLines(r.builds)) out.push("", `Run ${r.startedAt}: ${l}`);
+  out.push(
+    "",
+    "## Goals",
+    "",
+    "Each goal checked on the p50s of the newest run of its figure (floor = what it is measured against); with a `--baseline` run, the same check on the baseline build measured in that run.",
+    "",
+    ...renderGoalsTable(evaluateGoals(picked.map((p) => p.figure))),
+  );
   out.push("", "## Limits at scale", "", ...SCALE_LIMITS.map((l) => `- ${l}`));
   out.push("", "## Figures", "", "| fig | title | measured | floor |", "|---|---|---|---|");
   for (const { figure, report } of picked) out.push(`| ${figure.num} | ${figure.title} | ${report.startedAt} | ${FLOORS[figure.num] ?? "rows marked baseline"} |`);
+  for (const [num, title] of Object.entries(FIGURE_TITLES)) if (!picked.some((p) => p.figure.num === Number(num))) out.push(`| ${num} | ${title} | not measured yet: \`npm run bench -- --only ${num}\` | ${FLOORS[Number(num)] ?? "rows marked baseline"} |`);
   out.push("");
   for (const { figure, report } of picked) {
     out.push(`## ${figure.num}. ${figure.title}`, "");
-    out.push(`Measured ${report.startedAt} by \`${report.command}\`; load average ${report.load.min.toFixed(1)}–${report.load.max.toFixed(1)} (mean ${fmt(report.load.mean)}) during that run. Floor: ${FLOORS[figure.num] ?? "the rows marked baseline"}.`, "");
+    out.push(`Measured ${report.startedAt} by \`${report.command}\` (this figure alone: \`npm run bench -- --only ${figure.num}\`); load average ${report.load.min.toFixed(1)}–${report.load.max.toFixed(1)} (mean ${fmt(report.load.mean)}) during that run. Floor: ${FLOORS[figure.num] ?? "the rows marked baseline"}.`, "");
     if (figure.num === 13 && hasChart) out.push("![density curve](benchmarks-density.svg)", "");
     out.push(...renderFigureBody(figure));
   }

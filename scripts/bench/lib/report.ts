@@ -6,6 +6,23 @@
 import type { LoadReport, MachineInfo } from "./machine.js";
 import { percentile, summarize, type Summary } from "./stats.js";
 
+/** Every figure's title by number (`npm run bench -- --only N`). */
+export const FIGURE_TITLES: Readonly<Record<number, string>> = Object.freeze({
+  1: "Sandbox create → agent ready (wait=agent) vs runc run",
+  2: "Buffered exec /bin/true: socket vs runc exec vs nsenter",
+  3: "Gateway overhead: direct socket vs supervisor gateway vs nginx",
+  4: "Streaming: exec writing to stdout",
+  5: "cp in and out vs cat through runc exec",
+  6: "Tenant provisioning",
+  7: "Footprint: supervisor, tenant daemons, VMs",
+  8: "Scale: concurrent creates in one tenant",
+  9: "runc vs gVisor: create, exec, streaming, cp, idle VM footprint",
+  10: "Syscall-heavy guest work: runc vs gVisor",
+  11: "Cold fork: commit and fork of a 2 GiB disk",
+  12: "Idle wake latency",
+  13: "Density: tenants and VMs on one host",
+});
+
 /** What a row is: Paddock's own figure, a baseline/floor, a measured cause, or context. */
 export type RowRole = "paddock" | "baseline" | "cause" | "info";
 
