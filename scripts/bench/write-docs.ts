@@ -108,8 +108,12 @@ export function renderBenchmarksDoc(picked: Array<{ figure: FigureResult; report
   );
   out.push("", "## Limits at scale", "", ...SCALE_LIMITS.map((l) => `- ${l}`));
   out.push("", "## Figures", "", "| fig | title | measured | floor |", "|---|---|---|---|");
-  for (const { figure, report } of picked) out.push(`| ${figure.num} | ${figure.title} | ${report.startedAt} | ${FLOORS[figure.num] ?? "rows marked baseline"} |`);
-  for (const [num, title] of Object.entries(FIGURE_TITLES)) if (!picked.some((p) => p.figure.num === Number(num))) out.push(`| ${num} | ${title} | not measured yet: \`npm run bench -- --only ${num}\` | ${FLOORS[Number(num)] ?? "rows marked baseline"} |`);
+  const nums = [...new Set([...Object.keys(FIGURE_TITLES).map(Number), ...picked.map((p) => p.figure.num)])].sort((a, b) => a - b);
+  for (const num of nums) {
+    const p = picked.find((x) => x.figure.num === num);
+    const when = p ? p.report.startedAt : `not measured yet: \`npm run bench -- --only ${num}\``;
+    out.push(`| ${num} | ${p?.figure.title ?? FIGURE_TITLES[num] ?? ""} | ${when} | ${FLOORS[num] ?? "rows marked baseline"} |`);
+  }
   out.push("");
   for (const { figure, report } of picked) {
     out.push(`## ${figure.num}. ${figure.title}`, "");
