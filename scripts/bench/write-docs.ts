@@ -3,7 +3,9 @@
  * docs/benchmarks.md and docs/benchmarks-density.svg from the runs in bench-results/. For each
  * figure the newest run that measured it is used (a run with `--only` contributes only its
  * figures), and the page says for each figure when, with which command and under what load it
- * was measured, on which machine, and what its floor is.
+ * was measured, on which machine, and what its floor is; the goals (lib/goals.ts) met or missed
+ * against their floors, with the baseline build's check and before/after columns for a figure
+ * whose run had `--baseline`; figures never measured are listed with the command that measures them.
  *
  *   node dist/scripts/bench/write-docs.js [--results DIR]
  */
