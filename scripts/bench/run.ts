@@ -8,6 +8,11 @@
  *
  *   node dist/scripts/bench/run.js [--n 10] [--full] [--only 1,2,3] [--load-seconds 2]
  *                                  [--load-repeats 2] [--mb 100] [--network] [--density-steps 10,50] [--write-docs]
+ *                                  [--baseline <git-ref> [--ab-rounds 2]]
+ *
+ * `--baseline <ref>`: figures 1–8 are also measured on <ref>'s build (lib/builds.ts: a cached
+ * git worktree, npm ci + build), interleaved with the current build in the same run
+ * (lib/ab.ts); every row gets the baseline's p50 and after ÷ before, the chart both bars.
  *
  * Figures: 1 create → agent ready vs runc run · 2 exec vs runc exec vs nsenter · 3 gateway vs
  * direct vs nginx · 4 streaming · 5 cp vs cat · 6 tenant provisioning · 7 footprint · 8 scale ·
@@ -24,9 +29,11 @@ import { spawn } from "node:child_process";
 import crypto from "node:crypto";
 import { PROJECT_ROOT, loopDevicesUnder, mountsUnder } from "../lib/daemon-harness.js";
 import { run } from "../../shared/exec.js";
-import { addProbe, startDaemon, type BareDaemon, type BenchOptions } from "./lib/context.js";
+import { addProbe, startDaemon, type BareDaemon, type BenchOptions, type DaemonLab } from "./lib/context.js";
+import { asBaseline, measureInterleaved, poolRounds, roundOrder, type BuildName, type BuildRun } from "./lib/ab.js";
+import { currentBuild, prepareBaseline, type PaddockBuild } from "./lib/builds.js";
 import { describeMachine, LoadSampler } from "./lib/machine.js";
-import { renderMarkdown, type BenchReport, type FigureResult, type Row } from "./lib/report.js";
+import { FIGURE_TITLES as TITLES, renderMarkdown, type BenchReport, type BuildInfo, type FigureResult, type Row } from "./lib/report.js";
 import { renderSvgChart } from "./lib/svg-chart.js";
 import { SupervisorLab, type LabTenant } from "./lib/supervisor-lab.js";
 import { ensureNginx, NginxProxy } from "./lib/nginx.js";
@@ -46,21 +53,6 @@ import { figureDensity } from "./figures/density.js";
 import { writeBenchmarkDocs } from "./write-docs.js";
 import { figureRuntimes, figureSyscalls, startRuntimeLabs, stopRuntimeLabs, type RuntimeLabs } from "./figures/runtimes.js";
 
-const TITLES: Record<number, string> = {
-  1: "Sandbox create → agent ready (wait=agent) vs runc run",
-  2: "Buffered exec /bin/true: socket vs runc exec vs nsenter",
-  3: "Gateway overhead: direct socket vs supervisor gateway vs nginx",
-  4: "Streaming: exec writing to stdout",
-  5: "cp in and out vs cat through runc exec",
-  6: "Tenant provisioning",
-  7: "Footprint: supervisor, tenant daemons, VMs",
-  8: "Scale: concurrent creates in one tenant",
-  9: "runc vs gVisor: create, exec, streaming, cp, idle VM footprint",
-  10: "Syscall-heavy guest work: runc vs gVisor",
-  11: "Cold fork: commit and fork of a 2 GiB disk",
-  12: "Idle wake latency",
-  13: "Density: tenants and VMs on one host",
-};
 
 function log(msg: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
@@ -81,6 +73,22 @@ async function measure(num: number, opts: BenchOptions, out: FigureResult[], fn:
   }
 }
 
+/** Figures measured on both builds with `--baseline` (the data and control paths). */
+const AB_FIGURES = new Set([1, 2, 3, 4, 5, 6, 7, 8]);
+/** Figures measured once per build whatever `--ab-rounds` says: fixed sizes, each run minutes. */
+const ONE_ROUND = new Set([6]);
+
+function buildInfo(b: PaddockBuild): BuildInfo {
+  return { ref: b.ref, commit: b.commit, subject: b.subject, dirty: b.dirty, daemonArgv: b.daemonArgv };
+}
+
+/** One build's lab of a phase (undefined `lab` when it failed to start: `error`). */
+interface BuildLab<T> {
+  build: PaddockBuild;
+  lab?: T;
+  error?: string;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -93,8 +101,12 @@ async function main(): Promise<void> {
       network: { type: "boolean", default: false },
       "density-steps": { type: "string" },
       "write-docs": { type: "boolean", default: false },
+      baseline: { type: "string" },
+      "ab-rounds": { type: "string", default: "2" },
     },
   });
+  const abRounds = Number(values["ab-rounds"]);
+  if (!Number.isInteger(abRounds) || abRounds < 1 || abRounds > 10) throw new Error(`--ab-rounds must be an integer 1..10, got ${values["ab-rounds"]}`);
   const imageDir = process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images";
   if (process.getuid?.() !== 0) throw new Error("npm run bench needs root (runc, mounts, netns)");
   if (!existsSync(path.join(imageDir, "debian-12", "rootfs"))) throw new Error(`no base image at ${imageDir}/debian-12 (run scripts/setup.sh)`);
@@ -109,6 +121,9 @@ async function main(): Promise<void> {
     ...(values["density-steps"] ? { densitySteps: values["density-steps"].split(",").map(Number) } : {}),
   };
   const wants = (...nums: number[]): boolean => !opts.only || nums.some((x) => opts.only?.has(x));
+  // Build the baseline first (minutes when not cached): it is not part of the measured run.
+  const current = await currentBuild();
+  const baseline = values.baseline !== undefined && wants(...AB_FIGURES) ? await prepareBaseline(values.baseline, log) : undefined;
   const startedAt = new Date().toISOString();
   const load = new LoadSampler(5000);
   const machine = await describeMachine();
@@ -116,37 +131,69 @@ async function main(): Promise<void> {
   const figures: FigureResult[] = [];
   const tenantIds: string[] = [];
   const tempDirs: string[] = [];
-  let vmFoot: { rows: Row[]; notes: string[] } | undefined;
-  let tenantFoot: { rows: Row[]; notes: string[] } | undefined;
+  if (baseline && baseline.commit === current.commit && !current.dirty) log(`note: --baseline ${values.baseline} is the current commit: before and after measure the same code (an A/A run: the spread of after ÷ before is the noise)`);
+  /** The builds of figures 1–8: the current one first. */
+  const builds: PaddockBuild[] = baseline ? [current, baseline] : [current];
+  const vmFoot = new Map<BuildName, { rows: Row[]; notes: string[] }>();
+  const tenantFoot = new Map<BuildName, { rows: Row[]; notes: string[] }>();
+  /** Measure figure `num` on every build whose lab started (interleaved with two). */
+  const measureAB = async <T>(num: number, labs: ReadonlyArray<BuildLab<T>>, fn: (lab: T, o: BenchOptions) => Promise<FigureResult>): Promise<void> => {
+    if (opts.only && !opts.only.has(num)) return;
+    log(`figure ${num}: ${TITLES[num]}${labs.length > 1 ? " (current and baseline builds, interleaved)" : ""}`);
+    const runs: BuildRun[] = labs.filter((l) => l.lab !== undefined).map((l) => ({ name: l.build.name, run: (o) => fn(l.lab as T, o) }));
+    const f = await measureInterleaved(num, TITLES[num] ?? "", runs, opts, ONE_ROUND.has(num) ? 1 : abRounds, log);
+    const failed = labs.find((l) => l.build.name === "baseline" && l.lab === undefined);
+    if (failed) f.before = { rows: [], targets: [], error: failed.error ?? "its lab did not start" };
+    figures.push(f);
+  };
 
-  // Phase A: one tenant daemon (no supervisor) with a probe VM: figures 1, 2, 5, 7 (VMs), 8.
+  // Phase A: one tenant daemon per build (no supervisor) with a probe VM: figures 1, 2, 5, 7 (VMs), 8.
   if (wants(1, 2, 5, 7, 8)) {
-    let bare: BareDaemon | undefined;
+    const labs: Array<BuildLab<DaemonLab> & { bare?: BareDaemon }> = builds.map((build) => ({ build }));
     try {
-      log("starting a tenant daemon");
-      bare = await startDaemon();
-      tenantIds.push(bare.d.tenantId);
-      tempDirs.push(bare.d.dir);
-      const b = bare;
+      for (const l of labs) {
+        log(`starting a tenant daemon (${l.build.name} build)`);
+        try {
+          l.bare = await startDaemon({}, l.build.daemonArgv);
+          tenantIds.push(l.bare.d.tenantId);
+          tempDirs.push(l.bare.d.dir);
+        } catch (err) {
+          if (l.build.name === "current") throw err;
+          l.error = `daemon lab: ${(err as Error).message}`;
+          log(`baseline daemon lab failed: ${(err as Error).stack ?? String(err)}`);
+        }
+      }
       if (wants(7)) {
         log(`figure 7 (VM half): footprint of fresh VMs at ${opts.full ? "1, 10 and 50" : "1 and 10"} VMs`);
-        vmFoot = await vmFootprint(b, opts).catch((err: unknown) => ({ rows: [], notes: [`VM footprint not measured: ${(err as Error).message}`] }));
+        for (const name of roundOrder(7, 0)) {
+          const b = labs.find((l) => l.build.name === name)?.bare;
+          if (b) vmFoot.set(name, await vmFootprint(b, opts).catch((err: unknown) => ({ rows: [], notes: [`VM footprint not measured: ${(err as Error).message}`] })));
+        }
       }
       if (wants(1, 2, 5, 8)) {
-        log("creating the probe VM");
-        const l = await addProbe(b);
-        await measure(1, opts, figures, () => figureCreate(l, opts, (id) => tenantIds.push(id)));
-        await measure(2, opts, figures, () => figureExec(l, opts));
-        await measure(5, opts, figures, () => figureCopy(l, opts));
-        await measure(8, opts, figures, () => figureScale(l, opts));
+        for (const l of labs) {
+          if (!l.bare) continue;
+          log(`creating the probe VM (${l.build.name} build)`);
+          try {
+            l.lab = await addProbe(l.bare);
+          } catch (err) {
+            if (l.build.name === "current") throw err;
+            l.error = `daemon lab: ${(err as Error).message}`;
+          }
+        }
+        await measureAB(1, labs, (l, o) => figureCreate(l, o, (id) => tenantIds.push(id)));
+        await measureAB(2, labs, (l, o) => figureExec(l, o));
+        await measureAB(5, labs, (l, o) => figureCopy(l, o));
+        await measureAB(8, labs, (l, o) => figureScale(l, o));
       }
     } catch (err) {
       log(`daemon lab failed: ${(err as Error).stack ?? String(err)}`);
       for (const num of [1, 2, 5, 8]) if (wants(num) && !figures.some((f) => f.num === num)) figures.push({ num, title: TITLES[num] ?? "", rows: [], targets: [], notes: [], error: `daemon lab: ${(err as Error).message}` });
     } finally {
-      if (bare) {
-        log("destroying the tenant daemon (stop + purge)");
-        await bare.d.destroy();
+      for (const l of labs) {
+        if (!l.bare) continue;
+        log(`destroying the tenant daemon of the ${l.build.name} build (stop + purge)`);
+        await l.bare.d.destroy();
       }
     }
   }
@@ -162,50 +209,75 @@ async function main(): Promise<void> {
     }));
   }
 
-  // Phase B: a real supervisor (`paddock up`): figures 6, 7 (tenants), 3, 4.
+  // Phase B: a real supervisor (`paddock up`) per build: figures 6, 7 (tenants), 3, 4.
   if (wants(3, 4, 6, 7)) {
-    let sup: SupervisorLab | undefined;
-    let nginx: NginxProxy | undefined;
-    let loadTenant: LabTenant | undefined;
+    interface SupLab { name: BuildName; sup: SupervisorLab; nginx?: NginxProxy; loadTenant?: LabTenant; vm?: string }
+    const labs: Array<BuildLab<SupLab>> = builds.map((build) => ({ build }));
+    /** Every supervisor started (stopped in `finally`, usable or not). */
+    const started: SupLab[] = [];
     try {
       let nginxNote = "";
       if (wants(3, 4)) nginxNote = await ensureNginx();
-      log(`starting the supervisor (paddock up)${nginxNote ? `; ${nginxNote}` : ""}`);
-      sup = await SupervisorLab.start(imageDir);
-      tempDirs.push(sup.dir);
-      const s = sup;
+      for (const l of labs) {
+        log(`starting the supervisor (paddock up, ${l.build.name} build)${nginxNote ? `; ${nginxNote}` : ""}`);
+        try {
+          const sup = await SupervisorLab.start(imageDir, { build: l.build, avoidPools: started.map((o) => o.sup.pool) });
+          l.lab = { name: l.build.name, sup };
+          started.push(l.lab);
+          tempDirs.push(sup.dir);
+        } catch (err) {
+          if (l.build.name === "current") throw err;
+          l.error = `supervisor lab: ${(err as Error).message}`;
+          log(`baseline supervisor lab failed: ${(err as Error).stack ?? String(err)}`);
+        }
+      }
       if (wants(6, 7)) {
-        await measure(6, opts, figures, async () => {
-          const r = await figureProvisioning(s, opts);
-          tenantFoot = r.footprint;
+        await measureAB(6, labs, async (l, o) => {
+          const r = await figureProvisioning(l.sup, o);
+          tenantFoot.set(l.name, r.footprint);
           return r.figure;
         });
       }
       if (wants(3, 4)) {
-        log("creating the load tenant and its VM");
-        const id = `bl${crypto.randomBytes(3).toString("hex")}`;
-        loadTenant = (await s.createTenant(id)).tenant;
-        const gw = s.gateway(loadTenant.token);
-        const v = await request({ host: gw.host as string, port: gw.port as number }, "POST", "/hostgroup/sbox/nodes?wait=agent&timeout=120s", "{}", { ...gw.headers, "content-type": "application/json" });
-        if (v.status !== 201) throw new Error(`load VM create failed (${v.status}): ${v.text}`);
-        const vm = (v.json as { hostname: string }).hostname;
-        nginx = await NginxProxy.start(loadTenant.socketPath);
-        const ng = nginx;
-        const targets = { direct: { name: "direct", socketPath: loadTenant.socketPath }, gateway: gw, nginx: ng.target() };
-        const daemonPid = await s.daemonPid(loadTenant.id);
-        await measure(3, opts, figures, () => figureGateway(targets, vm, { supervisor: s.pid, daemon: daemonPid, nginx: () => ng.workerPids() }, opts));
-        await measure(4, opts, figures, () => figureStreaming(targets, vm, `pdk-${loadTenant?.id ?? id}-${vm}`, opts));
+        for (const l of labs) {
+          const s = l.lab;
+          if (!s) continue;
+          try {
+            log(`creating the load tenant and its VM (${l.build.name} build)`);
+            const id = `bl${crypto.randomBytes(3).toString("hex")}`;
+            s.loadTenant = (await s.sup.createTenant(id)).tenant;
+            const gw = s.sup.gateway(s.loadTenant.token);
+            const v = await request({ host: gw.host as string, port: gw.port as number }, "POST", "/hostgroup/sbox/nodes?wait=agent&timeout=120s", "{}", { ...gw.headers, "content-type": "application/json" });
+            if (v.status !== 201) throw new Error(`load VM create failed (${v.status}): ${v.text}`);
+            s.vm = (v.json as { hostname: string }).hostname;
+            s.nginx = await NginxProxy.start(s.loadTenant.socketPath);
+          } catch (err) {
+            if (l.build.name === "current") throw err;
+            l.error = `supervisor lab: ${(err as Error).message}`;
+            l.lab = undefined; // not measured; still stopped through `started`
+          }
+        }
+        const targetsOf = (s: SupLab): { direct: { name: string; socketPath: string }; gateway: ReturnType<SupervisorLab["gateway"]>; nginx: ReturnType<NginxProxy["target"]> } => {
+          const t = s.loadTenant as LabTenant;
+          return { direct: { name: "direct", socketPath: t.socketPath }, gateway: s.sup.gateway(t.token), nginx: (s.nginx as NginxProxy).target() };
+        };
+        await measureAB(3, labs, async (s, o) => {
+          const ng = s.nginx as NginxProxy;
+          const daemonPid = await s.sup.daemonPid((s.loadTenant as LabTenant).id);
+          return figureGateway(targetsOf(s), s.vm as string, { supervisor: s.sup.pid, daemon: daemonPid, nginx: () => ng.workerPids() }, o);
+        });
+        await measureAB(4, labs, (s, o) => figureStreaming(targetsOf(s), s.vm as string, `pdk-${(s.loadTenant as LabTenant).id}-${s.vm as string}`, o));
       }
     } catch (err) {
       log(`supervisor lab failed: ${(err as Error).stack ?? String(err)}`);
       for (const num of [3, 4, 6]) if (wants(num) && !figures.some((f) => f.num === num)) figures.push({ num, title: TITLES[num] ?? "", rows: [], targets: [], notes: [], error: `supervisor lab: ${(err as Error).message}` });
     } finally {
-      if (nginx) await nginx.stop();
-      if (sup) {
-        if (loadTenant) await sup.deleteTenant(loadTenant.id).catch(() => undefined);
-        log("stopping the supervisor");
-        tenantIds.push(...sup.createdIds);
-        await sup.stop();
+      for (const s of started) {
+        if (s.nginx) await s.nginx.stop();
+        if (s.loadTenant) await s.sup.deleteTenant(s.loadTenant.id).catch(() => undefined);
+        log(`stopping the supervisor (${s.name} build)`);
+        tenantIds.push(...s.sup.createdIds);
+        await s.sup.stop();
       }
     }
   }
@@ -237,13 +309,16 @@ async function main(): Promise<void> {
   }
 
   if (wants(7)) {
-    figures.push({
+    const fig7 = (name: BuildName): FigureResult => ({
       num: 7,
       title: TITLES[7] as string,
-      rows: [...(tenantFoot?.rows ?? []), ...(vmFoot?.rows ?? [])],
+      rows: [...(tenantFoot.get(name)?.rows ?? []), ...(vmFoot.get(name)?.rows ?? [])],
       targets: [],
-      notes: [...(tenantFoot?.notes ?? ["tenant half not measured"]), ...(vmFoot?.notes ?? ["VM half not measured"]), "RSS counts shared pages (the node binary, libraries) in every process; private (RssAnon) is the process's own heap and stacks, what one more of it costs."],
+      notes: [...(tenantFoot.get(name)?.notes ?? ["tenant half not measured"]), ...(vmFoot.get(name)?.notes ?? ["VM half not measured"]), "RSS counts shared pages (the node binary, libraries) in every process; private (RssAnon) is the process's own heap and stacks, what one more of it costs."],
     });
+    const f7 = fig7("current");
+    if (baseline) f7.before = asBaseline(poolRounds([fig7("baseline")]));
+    figures.push(f7);
   }
   figures.sort((a, b) => a.num - b.num);
   // Cross-figure fact: does concurrency (fig 8) speed creates up over the sequential rate (fig 1)?
@@ -277,6 +352,7 @@ async function main(): Promise<void> {
   leaks["floor containers and temp-dir mounts"] = [...floors, ...dirMounts].join("\n");
 
   const report: BenchReport = {
+    ...(baseline ? { builds: { current: buildInfo(current), baseline: buildInfo(baseline), rounds: abRounds, method: `figures ${[...AB_FIGURES].join(", ")} measured on both builds' labs (both up at once), alternating in ${abRounds} round(s) per build (figure 6: 1), the order flipping every round and figure; each round gets n/${abRounds} samples and load-repeats/${abRounds} repeats, rows pooled per build.` } } : {}),
     startedAt,
     finishedAt: new Date().toISOString(),
     command: `npm run bench -- ${process.argv.slice(2).join(" ")}`.trim(),

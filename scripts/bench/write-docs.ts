@@ -3,7 +3,9 @@
  * docs/benchmarks.md and docs/benchmarks-density.svg from the runs in bench-results/. For each
  * figure the newest run that measured it is used (a run with `--only` contributes only its
  * figures), and the page says for each figure when, with which command and under what load it
- * was measured, on which machine, and what its floor is.
+ * was measured, on which machine, and what its floor is; the goals (lib/goals.ts) met or missed
+ * against their floors, with the baseline build's check and before/after columns for a figure
+ * whose run had `--baseline`; figures never measured are listed with the command that measures them.
  *
  *   node dist/scripts/bench/write-docs.js [--results DIR]
  */
@@ -11,7 +13,8 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { PROJECT_ROOT } from "../lib/daemon-harness.js";
-import { fmt, renderFigureBody, type BenchReport, type FigureResult } from "./lib/report.js";
+import { FIGURE_TITLES, buildsLines, fmt, renderFigureBody, type BenchReport, type FigureResult } from "./lib/report.js";
+import { evaluateGoals, renderGoalsTable } from "./lib/goals.js";
 import { renderLineChart, type LinePanel } from "./lib/svg-chart.js";
 
 /** What each figure is measured against (scripts/bench/README.md has the full list of baselines). */
@@ -96,13 +99,27 @@ export function renderBenchmarksDoc(picked: Array<{ figure: FigureResult; report
     const m = r.machine;
     out.push(`| ${r.startedAt} | \`${r.command}\` | ${m.cpuModel}, ${m.cores} cores, ${m.memGiB} GiB, ${m.distro}, kernel ${m.kernel}, cgroup ${m.cgroup}, node ${m.node}, runc ${m.runc} | ${r.load.min.toFixed(1)}–${r.load.max.toFixed(1)}, ${r.load.mean.toFixed(1)} |`);
   }
+  for (const r of runs) for (const l of buildsLines(r.builds)) out.push("", `Run ${r.startedAt}: ${l}`);
+  out.push(
+    "",
+    "## Goals",
+    "",
+    "Each goal checked on the p50s of the newest run of its figure (floor = what it is measured against); with a `--baseline` run, the same check on the baseline build measured in that run.",
+    "",
+    ...renderGoalsTable(evaluateGoals(picked.map((p) => p.figure))),
+  );
   out.push("", "## Limits at scale", "", ...SCALE_LIMITS.map((l) => `- ${l}`));
   out.push("", "## Figures", "", "| fig | title | measured | floor |", "|---|---|---|---|");
-  for (const { figure, report } of picked) out.push(`| ${figure.num} | ${figure.title} | ${report.startedAt} | ${FLOORS[figure.num] ?? "rows marked baseline"} |`);
+  const nums = [...new Set([...Object.keys(FIGURE_TITLES).map(Number), ...picked.map((p) => p.figure.num)])].sort((a, b) => a - b);
+  for (const num of nums) {
+    const p = picked.find((x) => x.figure.num === num);
+    const when = p ? p.report.startedAt : `not measured yet: \`npm run bench -- --only ${num}\``;
+    out.push(`| ${num} | ${p?.figure.title ?? FIGURE_TITLES[num] ?? ""} | ${when} | ${FLOORS[num] ?? "rows marked baseline"} |`);
+  }
   out.push("");
   for (const { figure, report } of picked) {
     out.push(`## ${figure.num}. ${figure.title}`, "");
-    out.push(`Measured ${report.startedAt} by \`${report.command}\`; load average ${report.load.min.toFixed(1)}–${report.load.max.toFixed(1)} (mean ${fmt(report.load.mean)}) during that run. Floor: ${FLOORS[figure.num] ?? "the rows marked baseline"}.`, "");
+    out.push(`Measured ${report.startedAt} by \`${report.command}\` (this figure alone: \`npm run bench -- --only ${figure.num}\`); load average ${report.load.min.toFixed(1)}–${report.load.max.toFixed(1)} (mean ${fmt(report.load.mean)}) during that run. Floor: ${FLOORS[figure.num] ?? "the rows marked baseline"}.`, "");
     if (figure.num === 13 && hasChart) out.push("![density curve](benchmarks-density.svg)", "");
     out.push(...renderFigureBody(figure));
   }

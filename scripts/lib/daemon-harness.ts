@@ -33,6 +33,11 @@ export interface TestDaemonOptions {
   paddock?: Record<string, unknown>;
   /** Extra `config:` keys (e.g. graceful_shutdown). */
   config?: Record<string, unknown>;
+  /**
+   * node arguments before `up|purge <config>`: flags and the entry point of the daemon to run
+   * (e.g. another build's `dist/tenant-daemon/launch.js` with its V8 flags). Default `[DAEMON_MAIN]`.
+   */
+  daemonArgv?: readonly string[];
 }
 
 /** /22 blocks this process handed out already (two daemons of one test must not share one). */
@@ -80,12 +85,15 @@ export class TestDaemon {
   readonly socketPath: string;
   readonly stateDir: string;
   readonly runDir: string;
+  /** node arguments before `up|purge <config>` ({@link TestDaemonOptions.daemonArgv}). */
+  readonly daemonArgv: readonly string[];
   child: ChildProcess | undefined;
   stderr = "";
 
-  private constructor(dir: string, tenantId: string) {
+  private constructor(dir: string, tenantId: string, daemonArgv: readonly string[]) {
     this.dir = dir;
     this.tenantId = tenantId;
+    this.daemonArgv = daemonArgv;
     this.configPath = path.join(dir, "config.yaml");
     this.socketPath = path.join(dir, "api.sock");
     this.stateDir = path.join(dir, "state");
@@ -97,7 +105,7 @@ export class TestDaemon {
     const dir = await fs.mkdtemp("/tmp/pdk-");
     // Traversable (not listable) by the VMs' unprivileged roots, which reach their rootfs below it.
     await fs.chmod(dir, 0o711);
-    const d = new TestDaemon(dir, opts.tenantId ?? randomTenantId());
+    const d = new TestDaemon(dir, opts.tenantId ?? randomTenantId(), opts.daemonArgv ?? [DAEMON_MAIN]);
     const hostGroups = opts.hostGroups ?? [{ name: "sbox", count: 0, vcpu: 2, ram_mb: 512, storage: "image", storage_size: "256M", network: { mode: "isolated", range: randomIsolatedRange() } }];
     await fs.writeFile(d.configPath, stringify({
       config: { host_groups: hostGroups, image: "debian-12", hypervisor: "oci", graceful_shutdown: false, api: { bind_address: d.socketPath }, ...(opts.config ?? {}) },
@@ -108,9 +116,9 @@ export class TestDaemon {
 
   /**
    * Spawn the daemon without waiting for it to be ready (see {@link start}): `node <command>`,
-   * by default `node DAEMON_MAIN up <config>`.
+   * by default `node <daemonArgv> up <config>`.
    */
-  spawn(command: readonly string[] = [DAEMON_MAIN, "up", this.configPath]): ChildProcess {
+  spawn(command: readonly string[] = [...this.daemonArgv, "up", this.configPath]): ChildProcess {
     this.stderr = "";
     const child = spawn(process.execPath, command, { stdio: ["ignore", "ignore", "pipe"] });
     this.child = child;
@@ -124,7 +132,7 @@ export class TestDaemon {
   /**
    * Start the daemon and wait until `/healthz` answers 200. `opts.target`: where to poll
    * (default its socket; a config written for TCP passes its host and port). `opts.command`:
-   * what node runs (default `DAEMON_MAIN up <config>`; e.g. the CLI's `daemon up`).
+   * what node runs (default `<daemonArgv> up <config>`; e.g. the CLI's `daemon up`).
    * @throws Error with its stderr when it exits first, or after `timeoutMs`.
    */
   async start(timeoutMs = 60_000, opts: { target?: Target; command?: readonly string[] } = {}): Promise<void> {
@@ -156,12 +164,12 @@ export class TestDaemon {
     if (await endChild(this.child, "SIGKILL")) this.child = undefined;
   }
 
-  /** Stop, purge everything of the tenant (`main.js purge`), and remove the temp dir. */
+  /** Stop, purge everything of the tenant (`<daemonArgv> purge`: the same build), and remove the temp dir. */
   async destroy(): Promise<void> {
     await this.stop().catch(() => undefined);
     if (!existsSync(this.configPath)) return; // destroyed already
     await new Promise<void>((resolve) => {
-      const p = spawn(process.execPath, [DAEMON_MAIN, "purge", this.configPath], { stdio: ["ignore", "ignore", "inherit"] });
+      const p = spawn(process.execPath, [...this.daemonArgv, "purge", this.configPath], { stdio: ["ignore", "ignore", "inherit"] });
       p.once("exit", () => resolve());
       p.once("error", () => resolve());
     });

@@ -48,9 +48,10 @@ async function storageSteps(dir: string, lower: string, sizeBytes: number): Prom
 /**
  * Creates on a daemon with a warm pool of 1: `steady` waits for the pool to be ready before
  * each timed create, `backToBack` does not. Each VM is deleted before the next create.
+ * `daemonArgv`: the build the lab's daemon runs (the warm daemon is the same build).
  */
-async function warmCreates(n: number, onTenant: (tenantId: string) => void): Promise<{ steady: number[]; backToBack: number[] }> {
-  const { d } = await startDaemon({ warm_pool: { [BENCH_GROUP]: 1 } });
+async function warmCreates(n: number, onTenant: (tenantId: string) => void, daemonArgv: readonly string[]): Promise<{ steady: number[]; backToBack: number[] }> {
+  const { d } = await startDaemon({ warm_pool: { [BENCH_GROUP]: 1 } }, daemonArgv);
   onTenant(d.tenantId);
   const untilReady = async (): Promise<void> => {
     const deadline = Date.now() + 120_000;
@@ -107,7 +108,7 @@ export async function figureCreate(lab: DaemonLab, opts: BenchOptions, onTenant:
     await deleteVm(d, (r.json as { hostname: string }).hostname);
   }
 
-  const warm = await warmCreates(n, onTenant);
+  const warm = await warmCreates(n, onTenant, d.daemonArgv);
 
   const floor = await FloorBundle.prepare(path.join(opts.imageDir, "debian-12", "rootfs"));
   const floorRun: number[] = [];

@@ -13,9 +13,7 @@ import type { SupervisorLab } from "../lib/supervisor-lab.js";
 import { anonBytes, mib, rssBytes, spawnTimed } from "../lib/procs.js";
 import { fmt, row, type FigureResult, type Row } from "../lib/report.js";
 import { nowMs } from "../lib/stats.js";
-import path from "node:path";
-import { DAEMON_MAIN, PROJECT_ROOT, TestDaemon } from "../../lib/daemon-harness.js";
-import { DAEMON_NODE_FLAGS } from "../../../shared/daemon-node-flags.js";
+import { TestDaemon } from "../../lib/daemon-harness.js";
 
 function tenantId(prefix: string, i: number): string {
   return `${prefix}${crypto.randomBytes(2).toString("hex")}${i}`.slice(0, 12);
@@ -92,14 +90,15 @@ export async function figureProvisioning(sup: SupervisorLab, opts: BenchOptions)
   // The daemon alone (no supervisor): spawn → /healthz, then 20 requests, 1 s idle, memory, stop
   // + purge — the production entry (bundle + code cache + the daemon's V8 flags, as the
   // supervisor spawns it) interleaved with the ESM module graph of main.js without flags (before).
+  // sup.build: the lab's build (lib/builds.ts), so a baseline lab times the baseline's daemon.
   const variants = {
-    launch: [...DAEMON_NODE_FLAGS, path.join(PROJECT_ROOT, "dist/tenant-daemon/launch.js")],
-    esm: [DAEMON_MAIN],
+    launch: sup.build.daemonArgv,
+    esm: [sup.build.daemonMain],
   };
   const alone: Record<keyof typeof variants, { ms: number[]; rss: number[]; anon: number[] }> = { launch: { ms: [], rss: [], anon: [] }, esm: { ms: [], rss: [], anon: [] } };
   for (let i = 0; i < 5; i++) {
     for (const k of ["launch", "esm"] as const) {
-      const d = await TestDaemon.create();
+      const d = await TestDaemon.create({ daemonArgv: variants[k] });
       sup.createdIds.push(d.tenantId);
       try {
         const t0 = nowMs();

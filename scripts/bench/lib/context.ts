@@ -5,6 +5,7 @@
  */
 import path from "node:path";
 import { TestDaemon, randomIsolatedRange } from "../../lib/daemon-harness.js";
+import { CURRENT_DAEMON_ARGV } from "./builds.js";
 import type { TestResponse } from "../../lib/http-client.js";
 import type { HttpTarget } from "./http-load.js";
 import { rssBytes } from "./procs.js";
@@ -50,9 +51,12 @@ export interface BareDaemon {
 /**
  * Start a TestDaemon with the bench group (1 vCPU, 512 MiB, 1 GiB sparse disk, isolated).
  * `paddock` adds keys to the config's `paddock:` (e.g. `{ warm_pool: { bench: 1 } }`).
+ * `daemonArgv`: which build runs it and how (lib/builds.ts; default this checkout's, as its
+ * supervisor spawns it) — a figure starting a second daemon passes its lab's `d.daemonArgv`.
  */
-export async function startDaemon(paddock: Record<string, unknown> = {}): Promise<BareDaemon> {
+export async function startDaemon(paddock: Record<string, unknown> = {}, daemonArgv: readonly string[] = CURRENT_DAEMON_ARGV): Promise<BareDaemon> {
   const d = await TestDaemon.create({
+    daemonArgv,
     hostGroups: [{ name: BENCH_GROUP, count: 0, vcpu: 1, ram_mb: 512, storage: "image", storage_size: "1G", network: { mode: "isolated", range: randomIsolatedRange() } }],
     paddock,
   });

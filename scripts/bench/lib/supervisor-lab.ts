@@ -9,21 +9,20 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { run } from "../../../shared/exec.js";
 import { cidrOverlaps, formatCidr, parseCidr } from "../../../shared/cidr.js";
-import { PROJECT_ROOT } from "../../lib/daemon-harness.js";
 import { request, type TestResponse } from "../../lib/http-client.js";
+import { CURRENT_PATHS, type BuildPaths } from "./builds.js";
 import type { HttpTarget } from "./http-load.js";
 import { startChild, stopChild, type BenchChild } from "./procs.js";
 import { nowMs } from "./stats.js";
 
-const CLI = path.join(PROJECT_ROOT, "dist/cli/paddock.js");
-
 export { freePort } from "../../lib/http-client.js";
 import { freePort } from "../../lib/http-client.js";
 
-/** A random /18 of 198.18.0.0/15 that overlaps no IPv4 route or address of the host. */
-async function freePool(): Promise<string> {
+/** A random /18 of 198.18.0.0/15 that overlaps no IPv4 route or address of the host, nor `avoid`. */
+async function freePool(avoid: readonly string[] = []): Promise<string> {
   const routes = (await run("ip", ["-4", "route", "show", "table", "all"])).stdout + (await run("ip", ["-4", "addr"])).stdout;
   const used = [...routes.matchAll(/\b(198\.1[89]\.\d+\.\d+)(?:\/(\d+))?/g)].map((m) => parseCidr(`${m[1]}/${m[2] ?? "32"}`, { strict: false }));
+  used.push(...avoid.map((c) => parseCidr(c, { strict: false })));
   const candidates = Array.from({ length: 8 }, (_, i) => ({ base: (parseCidr("198.18.0.0/15").base + i * 2 ** 14) >>> 0, prefix: 18 }));
   const free = candidates.filter((c) => !used.some((u) => cidrOverlaps(c, u)));
   const pick = free[Math.floor(Math.random() * free.length)];
@@ -39,6 +38,10 @@ export interface LabOptions {
   blockPrefix?: number;
   /** Extra templates (name → YAML text) written into the lab's own templates dir next to the project's. */
   templates?: Record<string, string>;
+  /** The build to run (lib/builds.ts): its CLI, its templates, and so its own daemons. Default this checkout. */
+  build?: BuildPaths;
+  /** Pools of other labs running at the same time (the new lab's /18 overlaps none). */
+  avoidPools?: readonly string[];
 }
 
 /** A tenant the lab created. */
@@ -53,6 +56,8 @@ export class SupervisorLab {
   readonly adminSocket: string;
   readonly gatewayPort: number;
   readonly pool: string;
+  /** The build it runs (its daemons are that build's, spawned by its supervisor). */
+  readonly build: BuildPaths;
   /** Every tenant id ever created here (for the leak check). */
   readonly createdIds: string[] = [];
   private readonly live = new Set<string>();
@@ -62,8 +67,9 @@ export class SupervisorLab {
   private adminToken = "";
   private argv: string[] = [];
 
-  private constructor(dir: string, gatewayPort: number, pool: string) {
+  private constructor(dir: string, gatewayPort: number, pool: string, build: BuildPaths) {
     this.dir = dir;
+    this.build = build;
     this.adminSocket = path.join(dir, "adm.sock");
     this.gatewayPort = gatewayPort;
     this.pool = pool;
@@ -77,13 +83,13 @@ export class SupervisorLab {
     const dir = await fs.mkdtemp("/tmp/pdksup-");
     // Traversable by the VMs' unprivileged roots (user namespaces), which reach their rootfs below it.
     await fs.chmod(dir, 0o711);
-    const lab = new SupervisorLab(dir, await freePort(), await freePool());
+    const lab = new SupervisorLab(dir, await freePort(), await freePool(opts.avoidPools), opts.build ?? CURRENT_PATHS);
     try {
       const cfg = path.join(dir, "supervisor.yaml");
-      let templatesDir = path.join(PROJECT_ROOT, "templates");
+      let templatesDir = path.join(lab.build.root, "templates");
       if (opts.templates) {
         templatesDir = path.join(dir, "templates");
-        await fs.cp(path.join(PROJECT_ROOT, "templates"), templatesDir, { recursive: true });
+        await fs.cp(path.join(lab.build.root, "templates"), templatesDir, { recursive: true });
         for (const [name, text] of Object.entries(opts.templates)) await fs.writeFile(path.join(templatesDir, `${name}.yaml`), text);
       }
       await fs.writeFile(cfg, JSON.stringify({
@@ -97,7 +103,7 @@ export class SupervisorLab {
         templates: { dir: templatesDir },
         stop_daemons_on_exit: true,
       }));
-      lab.argv = [process.execPath, ...(opts.nodeArgs ?? []), CLI, "up", "--config", cfg];
+      lab.argv = [process.execPath, ...(opts.nodeArgs ?? []), lab.build.cli, "up", "--config", cfg];
       await lab.launch(30_000);
       lab.adminToken = (await fs.readFile(path.join(dir, "s", "supervisor", "admin-token"), "utf8")).trim();
       return lab;

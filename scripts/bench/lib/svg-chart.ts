@@ -22,7 +22,13 @@ interface Panel {
   unit: string;
   rows: Row[];
   lines: Array<{ value: number; label: string }>;
+  /** The baseline build's rows of the figure by id (`--baseline`), drawn under each bar. */
+  before: Map<string, Row>;
 }
+
+/** Colour of the baseline build's bars (before), drawn thin under the current build's. */
+const BEFORE_COLOR = "#805ad5";
+const BEFORE_H = 7;
 
 /** Render the chart. @returns the SVG document text. */
 export function renderSvgChart(rep: BenchReport): string {
@@ -34,14 +40,16 @@ export function renderSvgChart(rep: BenchReport): string {
       const rows = f.rows.filter((r) => r.unit === unit && (r.group ?? "") === group && Number.isFinite(r.summary.p50));
       if (!rows.length) continue;
       const suffix = [keys.length > 1 ? group : "", keys.length > 1 && !group ? unit : ""].filter(Boolean).join(" ");
-      panels.push({ title: `${f.num}. ${f.title}${suffix ? ` — ${suffix}` : ""}`, unit, rows, lines: (f.chartLines ?? []).filter((l) => l.unit === unit) });
+      const before = new Map((f.before?.rows ?? []).filter((r) => Number.isFinite(r.summary.p50)).map((r) => [r.id, r]));
+      panels.push({ title: `${f.num}. ${f.title}${suffix ? ` — ${suffix}` : ""}`, unit, rows, lines: (f.chartLines ?? []).filter((l) => l.unit === unit), before });
     }
   }
   const parts: string[] = [];
   let y = 84;
   for (const p of panels) {
     const hi = (r: Row): number => (r.higherIsBetter ? r.summary.max : r.summary.p95);
-    const maxV = Math.max(...p.rows.map((r) => (Number.isFinite(hi(r)) ? hi(r) : r.summary.p50)), ...p.lines.map((l) => l.value)) * 1.05 || 1;
+    const befores = p.rows.flatMap((r) => { const b = p.before.get(r.id); return b ? [b.summary.p50] : []; });
+    const maxV = Math.max(...p.rows.map((r) => (Number.isFinite(hi(r)) ? hi(r) : r.summary.p50)), ...befores, ...p.lines.map((l) => l.value)) * 1.05 || 1;
     const x = (v: number): number => LABEL_W + Math.max(0, Math.min(1, v / maxV)) * BAR_W;
     parts.push(`<text x="10" y="${y}" class="pt">${esc(p.title)} (${esc(p.unit)}${p.rows.some((r) => r.higherIsBetter) ? ", higher is better" : ", lower is better"})</text>`);
     y += 8;
@@ -58,6 +66,13 @@ export function renderSvgChart(rep: BenchReport): string {
       }
       parts.push(`<text x="${LABEL_W + BAR_W + 8}" y="${y + 13}" class="vl">${esc(fmt(s.p50))}${r.higherIsBetter ? "" : ` / ${esc(fmt(s.p95))}`} ${esc(r.unit)}</text>`);
       y += ROW_H;
+      const old = p.before.get(r.id);
+      if (old) {
+        const bw = Math.max(1, x(old.summary.p50) - LABEL_W);
+        parts.push(`<rect x="${LABEL_W}" y="${y - 3}" width="${bw.toFixed(1)}" height="${BEFORE_H}" fill="${BEFORE_COLOR}" opacity="0.75"><title>${esc(`before (baseline build): p50 ${fmt(old.summary.p50)} ${old.unit} (n=${old.summary.n})`)}</title></rect>`);
+        parts.push(`<text x="${LABEL_W + BAR_W + 8}" y="${y + 4}" class="bf">before ${esc(fmt(old.summary.p50))} ${esc(old.unit)}</text>`);
+        y += BEFORE_H + 2;
+      }
     }
     p.lines.forEach((l, i) => {
       const lx = x(l.value).toFixed(1);
@@ -74,11 +89,13 @@ export function renderSvgChart(rep: BenchReport): string {
     `<text x="10" y="44" class="sub">${esc(`${m.cpuModel}, ${m.cores} cores, ${m.memGiB} GiB, kernel ${m.kernel}, node ${m.node}, runc ${m.runc}; load avg ${rep.load.min.toFixed(1)}–${rep.load.max.toFixed(1)} (mean ${rep.load.mean.toFixed(1)})`)}</text>`,
     `<text x="10" y="60" class="sub">bar = p50, whisker = p50→p95 (throughput: min–max of repeats); ` +
       `<tspan fill="${COLORS.paddock}">■ Paddock</tspan> <tspan fill="${COLORS.baseline}">■ baseline/floor</tspan> ` +
-      `<tspan fill="${COLORS.cause}">■ measured cause</tspan> <tspan fill="${COLORS.info}">■ context</tspan>; <tspan fill="#e53e3e">dashed = target</tspan></text>`,
+      `<tspan fill="${COLORS.cause}">■ measured cause</tspan> <tspan fill="${COLORS.info}">■ context</tspan>; <tspan fill="#e53e3e">dashed = target</tspan>` +
+      (rep.builds ? `; <tspan fill="${BEFORE_COLOR}">▬ before: ${esc(rep.builds.baseline.commit.slice(0, 12))} (${esc(rep.builds.baseline.ref)})</tspan>, bars = after: ${esc(rep.builds.current.commit.slice(0, 12))}${rep.builds.current.dirty ? "+changes" : ""}` : "") +
+      `</text>`,
   ];
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${y + 10}" viewBox="0 0 ${WIDTH} ${y + 10}" font-family="DejaVu Sans, Arial, sans-serif">`,
-    `<style>.h1{font-size:18px;font-weight:bold}.sub{font-size:11px;fill:#4a5568}.pt{font-size:13px;font-weight:bold}.lb{font-size:11px}.vl{font-size:11px;fill:#2d3748}.wh{stroke:#1a202c;stroke-width:1.2}.ax{stroke:#4a5568}.tg{stroke:#e53e3e;stroke-dasharray:4 3;stroke-width:1.5}.tl{font-size:10px;fill:#e53e3e}</style>`,
+    `<style>.h1{font-size:18px;font-weight:bold}.sub{font-size:11px;fill:#4a5568}.pt{font-size:13px;font-weight:bold}.lb{font-size:11px}.vl{font-size:11px;fill:#2d3748}.wh{stroke:#1a202c;stroke-width:1.2}.ax{stroke:#4a5568}.tg{stroke:#e53e3e;stroke-dasharray:4 3;stroke-width:1.5}.tl{font-size:10px;fill:#e53e3e}.bf{font-size:9px;fill:${BEFORE_COLOR}}</style>`,
     `<rect width="100%" height="100%" fill="#fff"/>`,
     ...head,
     ...parts,

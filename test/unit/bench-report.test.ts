@@ -1,0 +1,133 @@
+// The bench report's pure parts: goal checks against floors, before/after columns of a
+// `--baseline` run, pooling of interleaved rounds, and the docs page built from them
+// (scripts/bench/lib/goals.ts, lib/ab.ts, lib/report.ts, write-docs.ts). No timing.
+import { expect } from "chai";
+import { evaluateGoals, figureGoals, renderGoalsTable } from "../../scripts/bench/lib/goals.js";
+import { poolRounds, roundOptions, roundOrder } from "../../scripts/bench/lib/ab.js";
+import { changeText, compareRows, renderFigureBody, row, type BenchReport, type FigureResult } from "../../scripts/bench/lib/report.js";
+import { renderBenchmarksDoc } from "../../scripts/bench/write-docs.js";
+import type { BenchOptions } from "../../scripts/bench/lib/context.js";
+
+const hb = { higherIsBetter: true };
+
+function fig5(cpIn: number[], catIn: number[]): FigureResult {
+  return {
+    num: 5,
+    title: "cp",
+    rows: [
+      row("f5.cp-in", "cp in", "MB/s", "paddock", cpIn, { ...hb, vs: "f5.cat-in" }),
+      row("f5.cat-in", "cat in", "MB/s", "baseline", catIn, hb),
+      row("f5.cp-in-tar", "cp in, tar", "MB/s", "paddock", cpIn.map((x) => x / 2), { ...hb, vs: "f5.cat-in" }),
+    ],
+    targets: [],
+    notes: [],
+  };
+}
+
+describe("bench report: goals, before/after", function () {
+  it("checks figure 5's cp rows (binary and tar) against 70 % of cat", function () {
+    const goals = figureGoals(5, fig5([80, 80, 80], [100, 100, 100]).rows);
+    expect(goals.map((g) => [g.id, g.met])).to.deep.equal([["f5.cp-in", true], ["f5.cp-in-tar", false]]);
+    expect(goals[0]?.value).to.be.closeTo(0.8, 1e-9);
+  });
+
+  it("checks ratio goals in their direction and says 'not measured' by leaving a goal out", function () {
+    const f1 = figureGoals(1, [row("f1.wait-agent", "w", "ms", "paddock", [300]), row("f1.floor", "f", "ms", "baseline", [100])]);
+    expect(f1[0]).to.include({ id: "f1.no-pool", met: false, bound: 2, cmp: "≤" });
+    expect(figureGoals(1, [row("f1.floor", "f", "ms", "baseline", [100])])).to.deep.equal([]);
+    const f6 = figureGoals(6, [row("f6.daemon-alone", "d", "ms", "baseline", [240, 260, 200])]);
+    expect(f6[0]).to.include({ met: true, value: 240 });
+    const f7 = figureGoals(7, [row("f7.alone-anon", "a", "MiB", "paddock", [25])]);
+    expect(f7[0]).to.include({ met: false, value: 25 });
+  });
+
+  it("compares the gateway's share of direct req/s with nginx's per endpoint and concurrency", function () {
+    const rows = [
+      row("f3.tiny.c16.direct.rps", "d", "req/s", "baseline", [1000], hb),
+      row("f3.tiny.c16.gateway.rps", "g", "req/s", "paddock", [800], hb),
+      row("f3.tiny.c16.nginx.rps", "n", "req/s", "baseline", [700], hb),
+      row("f3.exec.c1.direct.rps", "d", "req/s", "baseline", [100], hb),
+      row("f3.exec.c1.gateway.rps", "g", "req/s", "paddock", [50], hb),
+      row("f3.exec.c1.nginx.rps", "n", "req/s", "baseline", [90], hb),
+    ];
+    expect(figureGoals(3, rows).map((g) => [g.id, g.met])).to.deep.equal([["f3.tiny.c16", true], ["f3.exec.c1", false]]);
+  });
+
+  it("evaluates goals on the baseline build's rows too and renders both", function () {
+    const f = fig5([80, 80], [100, 100]);
+    f.before = { rows: fig5([50, 50], [100, 100]).rows, targets: [] };
+    const goals = evaluateGoals([f]);
+    expect(goals[0]?.after.met).to.equal(true);
+    expect(goals[0]?.before?.met).to.equal(false);
+    const table = renderGoalsTable(goals).join("\n");
+    expect(table).to.include("| before | before met |");
+    expect(table).to.match(/cp in ≥ 70 % of cat .*✅ met \| 0\.50× \(≥ 0\.7×\) \| missed \|/);
+  });
+
+  it("calls a change better or worse only when the interquartile ranges do not overlap", function () {
+    const after = row("x", "x", "ms", "paddock", [10, 11, 12, 13]);
+    const before = row("x", "x", "ms", "paddock", [20, 21, 22, 23]);
+    expect(compareRows(after, before)?.verdict).to.equal("better");
+    expect(compareRows(before, after)?.verdict).to.equal("worse");
+    expect(compareRows(after, row("x", "x", "ms", "paddock", [11, 12, 13, 14]))?.verdict).to.equal("same");
+    const tput = row("t", "t", "MB/s", "paddock", [200, 210, 220], hb);
+    expect(compareRows(tput, row("t", "t", "MB/s", "paddock", [100, 105, 110], hb))?.verdict).to.equal("better");
+    expect(changeText(after, before)).to.match(/^0\.5\d× \(−10\.0 ms\), better$/);
+  });
+
+  it("adds before p50 and after ÷ before columns when the figure has a baseline", function () {
+    const f = fig5([80, 80], [100, 100]);
+    expect(renderFigureBody(f).join("\n")).not.to.include("before p50");
+    f.before = { rows: [row("f5.cp-in", "cp in", "MB/s", "paddock", [40, 40], hb)], targets: [] };
+    const body = renderFigureBody(f).join("\n");
+    expect(body).to.include("| before p50 | after ÷ before |");
+    expect(body).to.match(/\| cp in \| paddock \|.*\| 40\.0 \| 2\.00× \(\+40\.0 MB\/s\), better \|/);
+    // A row the baseline did not measure gets empty cells, not a made-up ratio.
+    expect(body).to.match(/\| cat in \| baseline \|.*\| {2}\| {2}\|$/m);
+  });
+
+  it("pools interleaved rounds by row id and splits samples across rounds", function () {
+    const a = fig5([1, 2], [10]);
+    const b = fig5([3], [20, 30]);
+    b.error = undefined;
+    const pooled = poolRounds([{ ...a, wallMs: 5 }, { ...b, wallMs: 7 }]);
+    expect(pooled.rows.find((r) => r.id === "f5.cp-in")?.samples).to.deep.equal([1, 2, 3]);
+    expect(pooled.rows.find((r) => r.id === "f5.cat-in")?.summary.n).to.equal(3);
+    expect(pooled.wallMs).to.equal(12);
+    const failed = poolRounds([a, { ...b, rows: [], error: "boom" }]);
+    expect(failed.error).to.equal("round 2 of 2: boom");
+    expect(failed.rows.find((r) => r.id === "f5.cp-in")?.samples).to.deep.equal([1, 2]);
+    const opts = { n: 10, loadRepeats: 3 } as BenchOptions;
+    expect(roundOptions(opts, 2)).to.include({ n: 5, loadRepeats: 2 });
+    expect(roundOptions(opts, 1)).to.equal(opts);
+    // Each build goes first in half the rounds; neighbouring figures start with different builds.
+    expect([0, 1].map((r) => roundOrder(2, r)[0])).to.deep.equal(["current", "baseline"]);
+    expect(roundOrder(3, 0)[0]).to.equal("baseline");
+  });
+
+  it("puts goals, both builds and every figure (measured or not) on the docs page", function () {
+    const f = fig5([80, 80], [100, 100]);
+    f.before = { rows: fig5([50, 50], [100, 100]).rows, targets: [] };
+    const rep: BenchReport = {
+      startedAt: "2026-12-06T15:00:00.000Z",
+      finishedAt: "2026-12-06T15:05:00.000Z",
+      command: "npm run bench -- --only 5 --baseline HEAD~1",
+      options: {},
+      machine: { cpuModel: "cpu", cores: 2, memGiB: 4, distro: "d", kernel: "k", cgroup: "v1", node: "v20", runc: "1.1", hostname: "h" } as BenchReport["machine"],
+      load: { start: 1, end: 1, min: 1, max: 2, mean: 1.5, samples: 3 } as BenchReport["load"],
+      figures: [f],
+      leaks: {},
+      builds: {
+        current: { ref: "HEAD", commit: "a".repeat(40), subject: "new", dirty: false, daemonArgv: [] },
+        baseline: { ref: "HEAD~1", commit: "b".repeat(40), subject: "old", dirty: false, daemonArgv: [] },
+        rounds: 2,
+        method: "interleaved",
+      },
+    };
+    const doc = renderBenchmarksDoc([{ figure: f, report: rep }], false);
+    expect(doc).to.include("## Goals");
+    expect(doc).to.include("**before** = `bbbbbbbbbbbb` (HEAD~1: old)");
+    expect(doc).to.include("`npm run bench -- --only 5 --baseline HEAD~1`");
+    expect(doc).to.include("| 13 | Density: tenants and VMs on one host | not measured yet: `npm run bench -- --only 13` |");
+  });
+});
