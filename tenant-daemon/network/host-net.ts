@@ -5,7 +5,6 @@
 import { promises as fs } from "node:fs";
 import { run } from "../../shared/exec.js";
 import { PaddockError } from "../../shared/errors.js";
-import { parseCidr, type Cidr } from "../../shared/cidr.js";
 
 const IP_TIMEOUT_MS = 15_000;
 // 120 s: with 200 tenant tables on a loaded 2-core host one `nft -f` waited past 30 s (figure 13).
@@ -107,38 +106,6 @@ export async function deleteLinksAndNetns(links: readonly string[], netns: reado
 export async function deleteNetns(name: string): Promise<boolean> {
   const r = await run("ip", ["netns", "del", name], { timeoutMs: IP_TIMEOUT_MS, allowFailure: true });
   return r.exitCode === 0;
-}
-
-/**
- * Elements of an `ipv4_addr` interval set (`nft -j list set inet <table> <set>`), as CIDRs.
- * Missing table or set ⇒ []. A range element `a-b` contributes its two ends as /32s (our own
- * tables only ever hold prefixes).
- */
-export async function readSetCidrs(table: string, set: string): Promise<Cidr[]> {
-  const r = await run("nft", ["-j", "list", "set", "inet", table, set], { timeoutMs: NFT_TIMEOUT_MS, allowFailure: true });
-  if (r.exitCode !== 0) return [];
-  const doc = JSON.parse(r.stdout.trim() || "{}") as { nftables?: Record<string, unknown>[] };
-  return (doc.nftables ?? []).flatMap((e) => setElementCidrs((e.set as { elem?: unknown[] } | undefined)?.elem ?? []));
-}
-
-/** A set's JSON elements as CIDRs: prefixes, bare addresses, and a range's two ends as /32s. */
-function setElementCidrs(elems: unknown[]): Cidr[] {
-  const out: Cidr[] = [];
-  for (const el of elems) {
-    try {
-      if (typeof el === "string") out.push(parseCidr(el));
-      else if (typeof el === "object" && el !== null && "prefix" in el) {
-        const p = (el as { prefix: { addr: string; len: number } }).prefix;
-        out.push(parseCidr(`${p.addr}/${p.len}`));
-      } else if (typeof el === "object" && el !== null && "range" in el) {
-        const [a, b] = (el as { range: [string, string] }).range;
-        out.push(parseCidr(a), parseCidr(b));
-      }
-    } catch {
-      // an element we cannot read is not a range of ours to compare against
-    }
-  }
-  return out;
 }
 
 /**
