@@ -27,6 +27,7 @@ import { fmt, row, type FigureResult, type Row } from "../lib/report.js";
 import { nowMs } from "../lib/stats.js";
 import { run } from "../../../shared/exec.js";
 import { request } from "../../lib/http-client.js";
+import { pool } from "../lib/pool.js";
 
 /** VMs per tenant, spread round-robin (500 VMs over 200 tenants). */
 const VMS_PER_TENANT = 2.5;
@@ -63,25 +64,6 @@ config:
   hypervisor: oci
   graceful_shutdown: true
 `;
-
-/** Run `jobs` with at most `limit` in flight; every job runs, the first error is thrown after all ended. */
-async function pool<T>(limit: number, jobs: Array<() => Promise<T>>): Promise<T[]> {
-  const out: T[] = new Array<T>(jobs.length);
-  let next = 0;
-  let firstErr: unknown;
-  await Promise.all(Array.from({ length: Math.min(limit, jobs.length) }, async () => {
-    while (next < jobs.length) {
-      const i = next++;
-      try {
-        out[i] = await (jobs[i] as () => Promise<T>)();
-      } catch (err) {
-        firstErr ??= err;
-      }
-    }
-  }));
-  if (firstErr !== undefined) throw firstErr;
-  return out;
-}
 
 async function hostUsedBytes(): Promise<number> {
   const text = await fs.readFile("/proc/meminfo", "utf8");

@@ -14,22 +14,10 @@ import { anonBytes, mib, rssBytes, spawnTimed } from "../lib/procs.js";
 import { fmt, row, type FigureResult, type Row } from "../lib/report.js";
 import { nowMs } from "../lib/stats.js";
 import { TestDaemon } from "../../lib/daemon-harness.js";
+import { pool } from "../lib/pool.js";
 
 function tenantId(prefix: string, i: number): string {
   return `${prefix}${crypto.randomBytes(2).toString("hex")}${i}`.slice(0, 12);
-}
-
-/** Run `jobs` with at most `limit` in flight. */
-async function pool<T>(limit: number, jobs: Array<() => Promise<T>>): Promise<T[]> {
-  const out: T[] = new Array<T>(jobs.length);
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(limit, jobs.length) }, async () => {
-    while (next < jobs.length) {
-      const i = next++;
-      out[i] = await (jobs[i] as () => Promise<T>)();
-    }
-  }));
-  return out;
 }
 
 export async function figureProvisioning(sup: SupervisorLab, opts: BenchOptions): Promise<{ figure: FigureResult; footprint: { rows: Row[]; notes: string[] } }> {
