@@ -282,7 +282,7 @@ async function main(): Promise<void> {
     }
   }
 
-  // Density (its own supervisor, 10 and 50 tenants; --full: up to 200 tenants and 500 VMs): figure 13.
+  // Density (its own supervisor, 10 tenants; --full: 10, 50, 100, 200 tenants and 500 VMs): figure 13.
   if (wants(13)) await measure(13, opts, figures, () => figureDensity(opts, (ids) => tenantIds.push(...ids), log));
 
   // Phase C: one daemon per runtime (runc, gVisor) on the dev image: figures 9 and 10.

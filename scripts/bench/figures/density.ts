@@ -94,7 +94,7 @@ interface LabVm {
 
 /** Figure 13 (rows `f13.t<tenants>.<what>` per step, read back by scripts/bench/write-docs.ts for the curve). */
 export async function figureDensity(opts: BenchOptions, onTenantIds: (ids: string[]) => void, log: (msg: string) => void): Promise<FigureResult> {
-  const steps = opts.densitySteps ?? (opts.full ? [10, 50, 100, 200] : [10, 50]);
+  const steps = opts.densitySteps ?? (opts.full ? [10, 50, 100, 200] : [10]);
   const rows: Row[] = [];
   const notes: string[] = [];
   const tenants: LabTenant[] = [];
