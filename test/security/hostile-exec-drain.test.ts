@@ -60,8 +60,9 @@ describeWhenReady(missingPrerequisites(), "security: a hostile guest's grandchil
   it("a grandchild trickling into the exec's stdout after the command exited does not hold the exec open", async () => {
     // The attack: the command backgrounds a loop that keeps the inherited stdout and writes a
     // line every 50 ms, far below what the drain's byte bound (2 MiB) would ever stop, then
-    // exits. The loop also stamps a file so its life can be seen from outside the exec.
-    const r = await shOrHeld("(while :; do echo tick; : > /tmp/trickle-alive; sleep 0.05; done) & echo started");
+    // exits once the loop has written its first line (so the pipe is surely shared, however
+    // loaded the host). The loop also stamps a file so its life can be seen from outside the exec.
+    const r = await shOrHeld("rm -f /tmp/trickle-alive; (while :; do echo tick; : > /tmp/trickle-alive; sleep 0.05; done) & while [ ! -e /tmp/trickle-alive ]; do sleep 0.01; done; echo started");
     expect(r.exit_code).to.equal(0);
     // Positive control: the grandchild did write into the exec's pipe after the command
     // exited (each tick is its), so the exec was exposed to the hold and still answered.
