@@ -135,7 +135,9 @@ export class PreviewGateway {
     }
     if (addr === undefined) return undefined;
     const bad = requestTargetProblem(url);
-    if (bad !== undefined) return { addr, r: refusal(new PaddockError("ERR_URL_MALFORMED", bad), addr.tenantId) };
+    // The tenant named in the address is not authenticated yet: refusals before the token check
+    // are counted under "-" (a label per made-up id would grow the metrics without bound).
+    if (bad !== undefined) return { addr, r: refusal(new PaddockError("ERR_URL_MALFORMED", bad), "-") };
     if (addr.form === "path" && addr.rest === "") {
       // `/preview/t/h/8080` → `/preview/t/h/8080/`: relative links of the app resolve under the prefix.
       return { addr, r: unauthorized(), answer: { status: 308, headers: { location: `${addr.prefix}/${addr.query ? `?${addr.query}` : ""}` } } };

@@ -130,9 +130,12 @@ const PIPES_AFTER_EXIT_BYTES = 2 * 1024 * 1024;
 
 /**
  * Call `done` once the child has exited and its pipes have drained. A grandchild that keeps
- * the pipes open (e.g. `daemon &`) must not hold the exec forever, so after `exit` the pipes
- * get `drainMs` to close before they are destroyed; the time restarts while output is still
- * read from them or a reader has paused one (backpressure), so a slow client loses nothing.
+ * the pipes open (e.g. `daemon &`, even one that keeps writing) must not hold the exec
+ * forever, so after `exit` the pipes get `drainMs` to close before they are destroyed. The time
+ * restarts only while a reader paused a pipe (backpressure toward a slow client) during it, and
+ * at most until {@link PIPES_AFTER_EXIT_BYTES} were read after the exit: what the command left
+ * in an unpaused pipe is read at once, so bytes that keep coming without backpressure are a
+ * grandchild's, however slowly they come.
  */
 export function onProcessDone(child: ChildProcess, done: (status: ExitStatus) => void, drainMs = 250): void {
   let status: ExitStatus | undefined;
@@ -148,20 +151,24 @@ export function onProcessDone(child: ChildProcess, done: (status: ExitStatus) =>
     const pipes = [child.stdout, child.stderr].filter((p): p is NonNullable<typeof p> => p !== null);
     const read = (): number => pipes.reduce((n, p) => n + ((p as { bytesRead?: number }).bytesRead ?? 0), 0);
     const atExit = read();
-    let seen = atExit;
+    // Whether a reader paused a pipe since the last look (it may have resumed by then).
+    let pausedSinceLook = pipes.some((p) => p.isPaused());
+    const onPause = (): void => {
+      pausedSinceLook = true;
+    };
+    for (const p of pipes) p.on("pause", onPause);
     const arm = (): void => {
       t = setTimeout(() => {
-        // A pipe its reader paused (backpressure toward the client) holds output that will be
-        // read; one that gave bytes since the last look is still draining what the command
-        // left, as long as that is within what its pipes can hold. Neither is a grandchild
-        // holding the pipe open: look again later.
-        const now = read();
-        const draining = now !== seen && now - atExit <= PIPES_AFTER_EXIT_BYTES;
-        seen = now;
-        if (draining || pipes.some((p) => p.isPaused())) {
+        // A pipe its reader paused holds output that will be read once the client catches
+        // up, as long as that is within what the command's pipes can hold: look again later.
+        // Anything else still open is a grandchild holding the pipe.
+        const backpressure = pausedSinceLook || pipes.some((p) => p.isPaused());
+        pausedSinceLook = false;
+        if (backpressure && read() - atExit <= PIPES_AFTER_EXIT_BYTES) {
           arm();
           return;
         }
+        for (const p of pipes) p.off("pause", onPause);
         child.stdout?.destroy();
         child.stderr?.destroy();
         finish();
@@ -170,6 +177,7 @@ export function onProcessDone(child: ChildProcess, done: (status: ExitStatus) =>
     arm();
     child.once("close", () => {
       clearTimeout(t);
+      for (const p of pipes) p.off("pause", onPause);
       finish();
     });
   });

@@ -17,6 +17,7 @@ import { run } from "../../shared/exec.js";
 import { LEAF_MINT_BURST } from "../../tenant-daemon/proxy/proxy-ca.js";
 import { TestDaemon, mountsUnder } from "../helpers/daemon.js";
 import { describeWhenReady, missingPrerequisites, skipUnlessRoot } from "../helpers/prerequisites.js";
+import { request } from "../helpers/http.js";
 import { TestSupervisor, realDaemonConfig } from "../helpers/supervisor.js";
 import { ip4, leftovers, randomBlock } from "../privileged/network-fixtures.js";
 import { leaksOf, rid } from "../reliability/helpers.js";
@@ -264,6 +265,25 @@ describeWhenReady(missingPrerequisites(), "hostile preview-token holder and tena
   after(async () => {
     if (sup) await sup.destroy([a]);
     expect(await leaksOf(a), "leaks.sh --tenant a").to.deep.equal([]);
+  });
+
+  it("an anonymous client naming made-up tenants in malformed preview paths adds no metrics series (label cardinality)", async () => {
+    const metrics = async (): Promise<string> => (await request(sup.adminTarget(), "GET", "/metrics", undefined, { authorization: `Bearer ${sup.adminToken}` })).text;
+    // Positive control: a preview request of the real tenant is counted under its id, so the
+    // scrape below would show a made-up id had one become a label.
+    expect((await sup.gw(token, "GET", `/preview/${a}/${h}/8080/`)).status).to.equal(200);
+    expect(await metrics()).to.include(`paddock_preview_requests_total{tenant="${a}"`).and.include(`paddock_gateway_requests_total{tenant="${a}"`);
+    // The attack: no token at all, a fresh tenant id per request, a path the gateway refuses
+    // before any token check (a bad percent-escape). Each id was a new series in both counters
+    // and the latency histogram (supervisor/preview/preview-gateway.ts refused it under the
+    // address's tenant): memory and /metrics text grew with every request.
+    const fake = Array.from({ length: 20 }, (_, i) => `zfake${i}q${a.slice(-4)}`.slice(0, 12));
+    for (const f of fake) {
+      const r = await request(sup.gatewayTarget(), "GET", `/preview/${f}/vm-1/8080/%zz`);
+      expect([r.status, (r.json as { code?: string } | undefined)?.code]).to.deep.equal([400, "ERR_URL_MALFORMED"]);
+    }
+    const text = await metrics();
+    expect(fake.filter((f) => text.includes(`tenant="${f}"`))).to.deep.equal([]);
   });
 
   it("control: the tenant token runs exec (the marker appears); a preview token on the exec path is 401", async () => {
