@@ -41,11 +41,13 @@ step 3/5 "TypeScript build"
 npm run --silent build
 
 step 4/5 "base image debian-12 (debootstrap; cached after the first run)"
-node dist/tenant-daemon/images/build-main.js --name debian-12 --rebuild-if-changed
+# stdout (the image's image.json) is dropped: the builder's stderr says in one line that the
+# image is reused, or what the build does and where the image is ready.
+node dist/tenant-daemon/images/build-main.js --name debian-12 --rebuild-if-changed >/dev/null
 
 # The same name and packages as scripts/demo.sh (IMAGE, PACKAGES), so the demo reuses it.
 step 5/5 "image debian-12-dev with gcc, libc6-dev, python3 (debootstrap; cached after the first run)"
-node dist/tenant-daemon/images/build-main.js --name debian-12-dev --packages gcc,libc6-dev,python3 --rebuild-if-changed
+node dist/tenant-daemon/images/build-main.js --name debian-12-dev --packages gcc,libc6-dev,python3 --rebuild-if-changed >/dev/null
 
 echo >&2
 echo "setup done." >&2

@@ -178,10 +178,11 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
         closed ??= (async () => {
           await Promise.all(servers.map(closeServer));
           // Operations under way settle (and publish their events) before the webhooks close.
-          await tenants.shutdown(o.stopDaemons ?? config.stopDaemonsOnExit);
+          const stopDaemons = o.stopDaemons ?? config.stopDaemonsOnExit;
+          await tenants.shutdown(stopDaemons);
           for (const c of closers) await c();
           await release();
-          log.info("supervisor stopped");
+          log.info(stopDaemons ? "supervisor stopped; tenant daemons stopped too (their persistent VMs keep running)" : "supervisor stopped; tenant daemons and their VMs keep running, and the next paddock up adopts them", { stop_daemons: stopDaemons });
         })();
         return closed;
       },
@@ -239,7 +240,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     const { configFile, flags } = parseUpArgs(argv);
     sup = await runSupervisor({ configFile, flags, logger: log });
   } catch (err) {
-    if (isPaddockError(err) && err.isClientError) process.stderr.write(`paddock: ${err.message}\n`);
+    if (isPaddockError(err) && err.isClientError) process.stderr.write(`paddock: ${err.code}: ${err.message}\n`);
     else log.error("supervisor failed to start", { err });
     return 1;
   }

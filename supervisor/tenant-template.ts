@@ -17,6 +17,7 @@ import { TENANT_HYPERVISORS, type HostGroupOverrides, type LimitsRecord, type Te
 import type { UidRange } from "../shared/uid-ranges.js";
 import { IMAGE_NAME_PATTERN } from "../shared/image-store.js";
 import { limitsView, readLimitsSection } from "./tenant-limits.js";
+import { readdirOrEmpty } from "../shared/read-dir.js";
 
 /** Upper bounds of what a tenant may override per host group. */
 export interface OverrideBounds {
@@ -43,18 +44,37 @@ export interface TenantTemplate {
 const TEMPLATE_NAME = /^[a-z0-9][a-z0-9-]{0,39}$/;
 
 /**
+ * The template names in the operator's templates dir: the `<name>.yaml` files whose name is a
+ * valid template name (so `supervisor.example.yaml` is not one), sorted. A missing dir has none.
+ * @throws Node's errno error when the dir cannot be read (EACCES, ENOTDIR, …).
+ */
+export async function listTemplateNames(dir: string): Promise<string[]> {
+  return (await readdirOrEmpty(dir))
+    .filter((f) => f.endsWith(".yaml") && TEMPLATE_NAME.test(f.slice(0, -".yaml".length)))
+    .map((f) => f.slice(0, -".yaml".length))
+    .sort();
+}
+
+/** ERR_TEMPLATE_NOT_FOUND for `name`, naming the templates `dir` has (what a create may ask for). */
+async function templateNotFound(dir: string, name: string, why: string): Promise<PaddockError> {
+  const names = await listTemplateNames(dir).catch(() => undefined);
+  const have = names === undefined ? "" : names.length === 0 ? "; it holds no templates" : `; templates there: ${names.join(", ")}`;
+  return new PaddockError("ERR_TEMPLATE_NOT_FOUND", `template ${JSON.stringify(name)} ${why} ${dir}${have}`);
+}
+
+/**
  * Load and check `<dir>/<name>.yaml`.
- * @throws PaddockError `ERR_TEMPLATE_NOT_FOUND` (bad name, missing file) or
- *   `ERR_CONFIG_INVALID` (bad YAML or `paddock_template` section).
+ * @throws PaddockError `ERR_TEMPLATE_NOT_FOUND` (bad name, missing file; the message lists the
+ *   templates `dir` has) or `ERR_CONFIG_INVALID` (bad YAML or `paddock_template` section).
  */
 export async function loadTemplate(dir: string, name: string): Promise<TenantTemplate> {
-  if (!TEMPLATE_NAME.test(name)) throw new PaddockError("ERR_TEMPLATE_NOT_FOUND", `template ${JSON.stringify(name)} is not a valid template name`);
+  if (!TEMPLATE_NAME.test(name)) throw await templateNotFound(dir, name, "is not a valid template name in");
   const file = path.join(dir, `${name}.yaml`);
   let text: string;
   try {
     text = await fs.readFile(file, "utf8");
   } catch (err) {
-    if (errnoCode(err) === "ENOENT") throw new PaddockError("ERR_TEMPLATE_NOT_FOUND", `template ${JSON.stringify(name)} not found in ${dir}`);
+    if (errnoCode(err) === "ENOENT") throw await templateNotFound(dir, name, "not found in");
     throw err;
   }
   return parseTemplate(parseYamlSafe(text, file), name, file);

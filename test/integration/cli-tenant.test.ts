@@ -120,6 +120,16 @@ describe("paddock CLI against a real supervisor (root, runc)", function () {
     expect(r.stderr).to.contain("HTTP 401").and.contain("admin-token");
   });
 
+  it("refusals name their stable code: an unknown template lists the templates; a second `paddock up` on the state dir is ERR_STATE_LOCKED", async () => {
+    const t = await cli(["tenant", "create", "--template", "nope"], adminEnv);
+    expect(t.code, t.stderr).to.equal(1);
+    expect(t.stderr).to.contain("ERR_TEMPLATE_NOT_FOUND").and.match(/templates there: (?:[a-z0-9-]+, )*sandbox\b/);
+    // The supervisor's own start error (supervisor/main.ts), not the CLI's handler, prints this one.
+    const up = await cli(["up", "--config", sup?.configFile as string, "--gateway", "127.0.0.1:0", "--admin", "127.0.0.1:0"], process.env);
+    expect(up.code, up.stderr).to.equal(1);
+    expect(up.stderr).to.match(/^paddock: ERR_STATE_LOCKED: .*already in use by another running process/m);
+  });
+
   it("runs the sandbox flow through the gateway with the tenant token: launch, exec, cp, delete", async () => {
     const env = gwEnv(token);
     const l = await cli(["vm", "launch", "--wait", "agent", "--json"], env);

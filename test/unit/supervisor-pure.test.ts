@@ -9,7 +9,7 @@ import { allocateBlocks, poolCapacity, poolComplement } from "../../supervisor/b
 import { TokenIndex, hashToken, hashesEqual, issueToken } from "../../supervisor/tokens.js";
 import { parseBearer, tokenMatches } from "../../shared/http/bearer.js";
 import { TenantRegistry } from "../../supervisor/tenant-registry.js";
-import { loadTemplate, parseTemplate, readImageOverride, readOverrides, renderTenantConfig } from "../../supervisor/tenant-template.js";
+import { listTemplateNames, loadTemplate, parseTemplate, readImageOverride, readOverrides, renderTenantConfig } from "../../supervisor/tenant-template.js";
 import { parseYamlSafe } from "../../shared/yaml-reader.js";
 import { DEFAULT_DENY } from "../../shared/tenant-config.js";
 
@@ -356,8 +356,13 @@ describe("supervisor templates", () => {
         expect.fail("expected an error");
       } catch (err) {
         expect(isPaddockError(err, "ERR_TEMPLATE_NOT_FOUND")).to.equal(true);
+        // The message names what a create may ask for instead (and not supervisor.example.yaml).
+        expect((err as Error).message).to.match(/; templates there: (?:[a-z0-9-]+, )*sandbox, (?:[a-z0-9-]+, )*workspace(?:, [a-z0-9-]+)*$/);
       }
     }
+    const names = await listTemplateNames(TEMPLATES_DIR);
+    expect(names).to.include.members(["sandbox", "sandbox-gvisor", "workspace"]);
+    expect(names, "not a tenant template").not.to.include("supervisor.example");
   });
 });
 
