@@ -124,31 +124,39 @@ export interface StreamResult {
   exitCode: number | undefined;
 }
 
-/** POST a streamed (NDJSON) exec and read it like a client: parse every frame, count payload. */
+/**
+ * POST a streamed (NDJSON) exec and read it like a client: parse every frame, count payload.
+ * Linear in the bytes read, as Go's `bufio.Reader.ReadBytes('\n')` in the Slicer SDK: only a
+ * chunk's new bytes are scanned for newlines, and a line spanning reads is joined once.
+ */
 export function streamExec(target: HttpTarget, path: string): Promise<StreamResult> {
   return new Promise((resolve, reject) => {
     const t0 = nowMs();
     let ttfb = NaN;
     let payload = 0;
     let wire = 0;
-    let rest = "";
+    let pending: Buffer[] = [];
     let exitCode: number | undefined;
+    const frame = (line: Buffer): void => {
+      if (line.length === 0) return;
+      const f = JSON.parse(line.toString("utf8")) as { type?: string; stdout?: string; exit_code?: number };
+      if (f.type === "stdout" && f.stdout) {
+        if (Number.isNaN(ttfb)) ttfb = nowMs() - t0;
+        payload += f.stdout.length;
+      }
+      if (f.type === "exit") exitCode = f.exit_code;
+    };
     const req = http.request({ ...endpoint(target), method: "POST", path, headers: { ...(target.headers ?? {}), "content-length": "0" } }, (res) => {
-      res.setEncoding("utf8");
-      res.on("data", (chunk: string) => {
+      res.on("data", (chunk: Buffer) => {
         wire += chunk.length;
-        const text = rest + chunk;
-        const lines = text.split("\n");
-        rest = lines.pop() ?? "";
-        for (const line of lines) {
-          if (!line) continue;
-          const f = JSON.parse(line) as { type?: string; stdout?: string; exit_code?: number };
-          if (f.type === "stdout" && f.stdout) {
-            if (Number.isNaN(ttfb)) ttfb = nowMs() - t0;
-            payload += f.stdout.length;
-          }
-          if (f.type === "exit") exitCode = f.exit_code;
+        let from = 0;
+        for (let nl = chunk.indexOf(0x0a); nl !== -1; nl = chunk.indexOf(0x0a, from)) {
+          const tail = chunk.subarray(from, nl);
+          frame(pending.length === 0 ? tail : Buffer.concat([...pending, tail]));
+          pending = [];
+          from = nl + 1;
         }
+        if (from < chunk.length) pending.push(chunk.subarray(from));
       });
       res.on("end", () => resolve({ status: res.statusCode ?? 0, payloadBytes: payload, wireBytes: wire, ttfbMs: ttfb, totalMs: nowMs() - t0, exitCode }));
       res.on("error", reject);
