@@ -57,7 +57,9 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
             const before: Record<string, number> = {};
             for (const [k, ps] of Object.entries(watched)) before[k] = (await Promise.all(ps.map(cpuMs))).reduce((a, b) => a + b, 0);
             const t0 = nowMs();
-            const r = await client.run({ target: targets[name], method: ep.method, path: ep.path, connections: c, durationMs });
+            // An exec takes tens of ms (hundreds on a loaded host): a 2 s cell at 64 clients can end
+            // with no answer at all, so exec cells run at least 5 s.
+            const r = await client.run({ target: targets[name], method: ep.method, path: ep.path, connections: c, durationMs: ep.key === "exec" ? Math.max(durationMs, 5000) : durationMs });
             const wall = nowMs() - t0;
             const cpuCell: Record<string, number> = { client: r.clientCpu };
             for (const [k, ps] of Object.entries(watched)) cpuCell[k] = ((await Promise.all(ps.map(cpuMs))).reduce((a, b) => a + b, 0) - (before[k] ?? 0)) / wall;
@@ -117,7 +119,7 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
     rows: [...rows, ...latencyRows, ...cpuRows],
     targets: targetsOut,
     notes: [
-      `autocannon ${AUTOCANNON_VERSION} in its own process (the client), closed loop: each connection sends its next request when the previous answer is read (pipelining 1), keep-alive connections, ${opts.loadSeconds} s per cell (autocannon ends at its next 1 s sample tick) × ${opts.loadRepeats} repeats, targets interleaved; req/s = 200 answers / the client's wall time; latency = each response's time from autocannon's response event (fractional ms; its own histogram keeps integer ms), rows pool every request. nginx: 1 worker, no upstream keep-alive, no buffering.`,
+      `autocannon ${AUTOCANNON_VERSION} in its own process (the client), closed loop: each connection sends its next request when the previous answer is read (pipelining 1), keep-alive connections, ${opts.loadSeconds} s per cell (exec cells at least 5 s; autocannon ends at its next 1 s sample tick) × ${opts.loadRepeats} repeats, targets interleaved; req/s = 200 answers / the client's wall time; latency = each response's time from autocannon's response event (fractional ms; its own histogram keeps integer ms), rows pool every request. nginx: 1 worker, no upstream keep-alive, no buffering.`,
       ...notes,
     ],
   };
