@@ -220,3 +220,16 @@ export async function loopDevicesUnder(dir: string): Promise<string[]> {
   }
   return out;
 }
+
+/**
+ * What a destroyed tenant daemon left on the host: runc containers named `pdk-<tenantId>-…`,
+ * network namespaces naming the tenant, and mounts and loop devices under its state dir `dir`.
+ * Every list is empty when nothing was left. Uses `runc list -q` and `ip netns list`.
+ * @throws when runc or ip cannot be run.
+ */
+export async function leftoversOf(tenantId: string, dir: string): Promise<{ containers: string[]; netns: string[]; mounts: string[]; loops: string[] }> {
+  const lines = (cmd: string, args: string[]): string[] => execFileSync(cmd, args, { encoding: "utf8" }).split("\n");
+  const containers = lines("runc", ["list", "-q"]).filter((id) => id.startsWith(`pdk-${tenantId}-`));
+  const netns = lines("ip", ["netns", "list"]).filter((l) => l.includes(tenantId));
+  return { containers, netns, mounts: await mountsUnder(dir), loops: await loopDevicesUnder(dir) };
+}

@@ -9,6 +9,7 @@ export {
   DAEMON_MAIN,
   PROJECT_ROOT,
   TestDaemon,
+  leftoversOf,
   loopDevicesUnder,
   mountsUnder,
   randomIsolatedRange,

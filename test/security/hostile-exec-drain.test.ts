@@ -6,8 +6,7 @@
  * the daemon's relay and the agent's buffers) open for as long as it likes? One daemon, one VM.
  */
 import { expect } from "chai";
-import { run } from "../../shared/exec.js";
-import { TestDaemon, loopDevicesUnder, mountsUnder, randomIsolatedRange } from "../helpers/daemon.js";
+import { TestDaemon, leftoversOf, randomIsolatedRange } from "../helpers/daemon.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 import { call } from "../integration/agent-fixture.js";
 
@@ -51,10 +50,7 @@ describeWhenReady(missingPrerequisites(), "security: a hostile guest's grandchil
     const dd = d;
     if (dd === undefined) return;
     await dd.destroy();
-    const containers = (await run("runc", ["list", "-q"])).stdout.split("\n").filter((id) => id.startsWith(`pdk-${dd.tenantId}-`));
-    const netns = (await run("ip", ["netns", "list"])).stdout.split("\n").filter((l) => l.includes(dd.tenantId));
-    const left = { containers, netns, mounts: await mountsUnder(dd.dir), loops: await loopDevicesUnder(dd.dir) };
-    expect(left, "left behind").to.deep.equal({ containers: [], netns: [], mounts: [], loops: [] });
+    expect(await leftoversOf(dd.tenantId, dd.dir), "left behind").to.deep.equal({ containers: [], netns: [], mounts: [], loops: [] });
   });
 
   it("a grandchild trickling into the exec's stdout after the command exited does not hold the exec open", async () => {
