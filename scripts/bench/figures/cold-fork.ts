@@ -80,15 +80,15 @@ export async function figureColdFork(opts: BenchOptions, onTenant: (id: string) 
     await d.destroy();
   }
   return {
-    num: 9,
+    num: 11,
     title: `Cold fork of a 2 GiB disk with ${opts.mb} MiB written: commit and fork vs the plain copies`,
     rows: [
-      row("f9.commit", "Paddock: POST /vm/h/commit (running VM: pause, fsfreeze, copy, thaw, resume)", "ms", "paddock", commit, { vs: "f9.cp-extents" }),
-      row("f9.cp-extents", "baseline: cp --reflink=auto (ext4: data extents via SEEK_DATA + copy_file_range)", "ms", "baseline", cpExtents),
-      row("f9.cp-sparse", "alternative: cp --sparse=always (reads every byte, punches holes)", "ms", "cause", cpSparse),
-      row("f9.fork-agent", "Paddock: POST /vm/commits/{id}/fork?wait=agent (copy, boot, agent, fix-ups)", "ms", "paddock", forkAgent, { vs: "f9.create" }),
-      row("f9.fork-none", "Paddock: POST /vm/commits/{id}/fork?wait=none (copy, boot)", "ms", "paddock", forkNone),
-      row("f9.create", "baseline: POST nodes?wait=agent, same size, no pool (mkfs or spare disk)", "ms", "baseline", create),
+      row("f11.commit", "Paddock: POST /vm/h/commit (running VM: pause, fsfreeze, copy, thaw, resume)", "ms", "paddock", commit, { vs: "f11.cp-extents" }),
+      row("f11.cp-extents", "baseline: cp --reflink=auto (ext4: data extents via SEEK_DATA + copy_file_range)", "ms", "baseline", cpExtents),
+      row("f11.cp-sparse", "alternative: cp --sparse=always (reads every byte, punches holes)", "ms", "cause", cpSparse),
+      row("f11.fork-agent", "Paddock: POST /vm/commits/{id}/fork?wait=agent (copy, boot, agent, fix-ups)", "ms", "paddock", forkAgent, { vs: "f11.create" }),
+      row("f11.fork-none", "Paddock: POST /vm/commits/{id}/fork?wait=none (copy, boot)", "ms", "paddock", forkNone),
+      row("f11.create", "baseline: POST nodes?wait=agent, same size, no pool (mkfs or spare disk)", "ms", "baseline", create),
     ],
     targets: [],
     notes: [...notes, `${n} samples of each, interleaved; host file system ext4 (no reflink: --reflink=auto falls back to the extent copy).`],
