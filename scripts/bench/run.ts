@@ -6,9 +6,13 @@
  * loopback and Unix sockets only; everything started is stopped by pid and purged, and
  * scripts/leaks.sh is run for every tenant id created.
  *
- *   node dist/scripts/bench/run.js [--n 10] [--full] [--only 1,2,3] [--load-seconds 2]
+ *   node dist/scripts/bench/run.js [--n 10] [--full] [--all | --only 1,2,3] [--load-seconds 2]
  *                                  [--load-repeats 2] [--mb 100] [--network] [--density-steps 10,50] [--write-docs]
  *                                  [--baseline <git-ref> [--ab-rounds 2]]
+ *
+ * Without `--only` or `--all` it measures {@link DEFAULT_FIGURES} (the data paths, the control
+ * paths and density: under 10 minutes on the 2-core dev machine); `--all` adds the runtime,
+ * cold-fork and idle-wake comparisons (9–12), several minutes more.
  *
  * `--baseline <ref>`: figures 1–8 are also measured on <ref>'s build (lib/builds.ts: a cached
  * git worktree, npm ci + build), interleaved with the current build in the same run
@@ -73,6 +77,9 @@ async function measure(num: number, opts: BenchOptions, out: FigureResult[], fn:
   }
 }
 
+/** Figures a run without `--only` or `--all` measures: 1–8 and density (13). */
+const DEFAULT_FIGURES: readonly number[] = Object.freeze([1, 2, 3, 4, 5, 6, 7, 8, 13]);
+
 /** Figures measured on both builds with `--baseline` (the data and control paths). */
 const AB_FIGURES = new Set([1, 2, 3, 4, 5, 6, 7, 8]);
 /** Figures measured once per build whatever `--ab-rounds` says: fixed sizes, each run minutes. */
@@ -95,6 +102,7 @@ async function main(): Promise<void> {
       n: { type: "string", default: "10" },
       full: { type: "boolean", default: false },
       only: { type: "string" },
+      all: { type: "boolean", default: false },
       "load-seconds": { type: "string", default: "2" },
       "load-repeats": { type: "string", default: "2" },
       mb: { type: "string", default: "100" },
@@ -116,10 +124,12 @@ async function main(): Promise<void> {
     loadSeconds: Number(values["load-seconds"]),
     loadRepeats: Number(values["load-repeats"]),
     mb: Number(values.mb),
-    only: values.only ? new Set(values.only.split(",").map(Number)) : undefined,
+    only: values.only ? new Set(values.only.split(",").map(Number)) : values.all ? undefined : new Set(DEFAULT_FIGURES),
     imageDir,
     ...(values["density-steps"] ? { densitySteps: values["density-steps"].split(",").map(Number) } : {}),
   };
+  if (values.only && values.all) throw new Error("--only and --all exclude each other");
+  const figureSet = values.only ?? (values.all ? "all" : DEFAULT_FIGURES.join(","));
   const wants = (...nums: number[]): boolean => !opts.only || nums.some((x) => opts.only?.has(x));
   // Build the baseline first (minutes when not cached): it is not part of the measured run.
   const current = await currentBuild();
@@ -127,7 +137,7 @@ async function main(): Promise<void> {
   const startedAt = new Date().toISOString();
   const load = new LoadSampler(5000);
   const machine = await describeMachine();
-  log(`machine: ${machine.cpuModel}, ${machine.cores} cores, kernel ${machine.kernel}, load ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}; options ${JSON.stringify({ ...opts, only: values.only ?? "all" })}`);
+  log(`machine: ${machine.cpuModel}, ${machine.cores} cores, kernel ${machine.kernel}, load ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}; options ${JSON.stringify({ ...opts, only: figureSet })}`);
   const figures: FigureResult[] = [];
   const tenantIds: string[] = [];
   const tempDirs: string[] = [];
@@ -356,7 +366,7 @@ async function main(): Promise<void> {
     startedAt,
     finishedAt: new Date().toISOString(),
     command: `npm run bench -- ${process.argv.slice(2).join(" ")}`.trim(),
-    options: { ...opts, only: values.only ?? "all" },
+    options: { ...opts, only: figureSet },
     machine,
     load: load.stop(),
     figures,
