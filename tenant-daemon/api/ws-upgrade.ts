@@ -15,7 +15,6 @@
  */
 import http from "node:http";
 import type { Duplex } from "node:stream";
-import type { RequestHandler } from "express";
 import { WebSocketServer, type WebSocket } from "ws";
 import { PaddockError, errorResponse } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
@@ -24,6 +23,7 @@ import { rejectUpgrade } from "../agent/upgrade-util.js";
 import { openAgentUpgrade, relay } from "../agent-client/agent-ws.js";
 import type { AgentEndpoint } from "../agent-client/agent-endpoint.js";
 import { BearerAuth } from "./auth.js";
+import type { Handler } from "./http-util.js";
 import { agentPathShown, type RouteHandlers } from "./route-mount.js";
 import { holdForUpgrade, type VmActivity } from "./wake.js";
 import { ROUTES, pathTemplate, publicPaths, type Route, type UpgradeHandler } from "./routes.js";
@@ -153,7 +153,7 @@ export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeH
  * `/vm/{hostname}/shell is a WebSocket endpoint: send GET with Upgrade: websocket`.
  */
 export function createPlainUpgradeHandlers(): RouteHandlers["upgrade"] {
-  const plain: RequestHandler = (req, res) => {
+  const plain: Handler = (req, res) => {
     const err = new PaddockError(req.method === "GET" ? "ERR_BAD_REQUEST" : "ERR_METHOD_NOT_ALLOWED", `${agentPathShown(req)} is a WebSocket endpoint: send GET with Upgrade: websocket`);
     const { status, body } = errorResponse(err);
     res.status(status).json(body);
