@@ -6,7 +6,11 @@
  *    `dist/tenant-daemon/daemon.bundle.cjs` (esbuild, minified). `import.meta.url` of every
  *    bundled module becomes the bundle's own URL: the daemon finds the project root, the seccomp
  *    profile and dist/bin from it by walking up (shared/proc.ts findProjectRoot), which works
- *    from any file under dist/.
+ *    from any file under dist/. The bundle must be ASCII: V8 holds the source of a running
+ *    script for as long as it runs, one byte a character when every character fits in Latin-1,
+ *    two otherwise, so one `µ` doubled the daemon's largest heap object (1 → 2 MiB). esbuild
+ *    escapes non-ASCII in strings and identifiers, not in regular expression literals; the
+ *    build refuses a bundle that is not ASCII.
  * 2. In a child node run with the daemon's flags (shared/daemon-node-flags.ts: V8 rejects a
  *    cache made under other flags), evaluate the bundle's top level — every module's
  *    initialisation, not the daemon's start, since main() only runs from an entry point — and
@@ -44,7 +48,12 @@ if (process.argv[2] === "--write-cache") {
     keepNames: true,
     define: { "import.meta.url": "__pdkModuleUrl" },
     banner: { js: "var __pdkModuleUrl = require(\"node:url\").pathToFileURL(__filename).href;" },
+    // The packages' license comments go to `daemon.bundle.cjs.LEGAL.txt` next to it, not into
+    // the source V8 keeps in memory (one of them is not ASCII).
+    legalComments: "external",
     logLevel: "warning",
   });
+  const nonAscii = (await fs.readFile(bundle)).findIndex((byte) => byte > 0x7f);
+  if (nonAscii !== -1) throw new Error(`${bundle} has a non-ASCII character at offset ${nonAscii}: escape it in the source (e.g. \\u00b5 in a regular expression)`);
   await run(process.execPath, [...DAEMON_NODE_FLAGS, self, "--write-cache"], { timeoutMs: 120_000, errorCode: "ERR_INTERNAL" });
 }

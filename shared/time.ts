@@ -22,7 +22,8 @@ const UNIT_NS: Record<string, number> = { ns: 1, us: 1e3, "µs": 1e3, "μs": 1e3
 export function parseGoDurationMs(text: string, what = "duration"): number {
   const s = text.trim();
   if (s === "0") return 0;
-  const re = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/gy;
+  // µs and μs escaped: the tenant daemon's bundle must stay ASCII (scripts/build-daemon-bundle.ts).
+  const re = /(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)/gy;
   let total = 0;
   let consumed = 0;
   let m: RegExpExecArray | null;

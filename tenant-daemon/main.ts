@@ -422,10 +422,11 @@ export async function main(argv: string[]): Promise<number> {
     // its table, links and sandboxes behind. A stop asked for during start-up waits for the
     // start to finish, then undoes it like any stop.
     //
-    // `on`, not `once`: execa's exit cleanup (signal-exit) re-raises a signal when its own are
-    // the only listeners left, and a `once` listener is already gone while the signal is
-    // emitted, so the process died by its own SIGTERM in the middle of the stop. A second signal
-    // during the stop is only logged; SIGKILL remains the way to force an exit.
+    // `on`, not `once`: signal-exit (loaded by proper-lockfile; execa loaded it too before the
+    // daemon dropped execa) re-raises a signal when its own are the only listeners left, and a
+    // `once` listener is already gone while the signal is emitted, so the process died by its
+    // own SIGTERM in the middle of the stop. A second signal during the stop is only logged;
+    // SIGKILL remains the way to force an exit.
     let signalled: (sig: NodeJS.Signals) => void = () => undefined;
     let stopping = false;
     const stopAsked = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));

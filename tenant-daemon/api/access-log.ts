@@ -7,7 +7,7 @@
  * the shape the gateway gives them, so a direct socket client cannot write arbitrary text
  * into the log.
  */
-import type { NextFunction, Request, Response } from "express";
+import type { ApiRequest, ApiResponse } from "./http-util.js";
 import type { Logger } from "../../shared/logger.js";
 
 const QUIET_PATHS = new Set(["/healthz", "/metrics"]);
@@ -16,20 +16,20 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** An IPv4/IPv6 address or `unix` (what the gateway puts in X-Forwarded-For). */
 const FORWARDED_FOR = /^[0-9A-Fa-f.:]{2,45}$|^unix$/;
 
-function header(req: Request, name: string, shape: RegExp): string | undefined {
+function header(req: ApiRequest, name: string, shape: RegExp): string | undefined {
   const v = req.headers[name];
   return typeof v === "string" && shape.test(v) ? v : undefined;
 }
 
 /**
- * Express middleware writing the access line at info level when the answer finishes (or the
+ * The request step writing the access line at info level when the answer finishes (or the
  * client goes away first: `status` is then what had been set, `aborted: true`).
  */
-export function accessLog(logger: Logger): (req: Request, res: Response, next: NextFunction) => void {
-  return (req, res, next) => {
+export function accessLog(logger: Logger): (req: ApiRequest, res: ApiResponse) => void {
+  return (req, res) => {
     const q = req.originalUrl.indexOf("?");
     const pathOnly = q === -1 ? req.originalUrl : req.originalUrl.slice(0, q);
-    if (QUIET_PATHS.has(pathOnly) || !logger.enabled("info")) return next();
+    if (QUIET_PATHS.has(pathOnly) || !logger.enabled("info")) return;
     const started = process.hrtime.bigint();
     let done = false;
     const write = (aborted: boolean): void => {
@@ -47,6 +47,5 @@ export function accessLog(logger: Logger): (req: Request, res: Response, next: N
     };
     res.on("finish", () => write(false));
     res.on("close", () => write(!res.writableFinished));
-    next();
   };
 }

@@ -2,16 +2,15 @@
  * The agent-backed VM routes: `/vm/{hostname}/{health,exec…,cp,fs/*}` are streamed to the VM's
  * guest agent as `/v1/…` (agent-client/agent-stream.ts). Paths and auth are in routes.ts.
  *
- * {@link createAgentRouter} builds a router of only these, the secrets routes and the plain
- * answers of the WebSocket paths, for tests that put them behind their own app.
+ * {@link createAgentRouter} builds a request listener of only these, the secrets routes and the
+ * plain answers of the WebSocket paths, for tests that put them behind their own server.
  */
-import express, { type Router } from "express";
 import type { Logger } from "../../shared/logger.js";
 import type { SecretStore } from "../secrets/secret-store.js";
 import type { AgentEndpoint } from "../agent-client/agent-endpoint.js";
 import { streamToAgent } from "../agent-client/agent-stream.js";
-import { sendError } from "./http-util.js";
-import { mountRoutes, type RouteHandlers } from "./route-mount.js";
+import { sendError, type ApiRequest, type ApiResponse } from "./http-util.js";
+import { compileRoutes, serveRoutes, type RouteHandlers } from "./route-mount.js";
 import { createSecretHandlers } from "./secrets-routes.js";
 import { createPlainUpgradeHandlers } from "./ws-upgrade.js";
 
@@ -54,17 +53,17 @@ export interface AgentRouterDeps {
 }
 
 /**
- * A router of the table's agent, WebSocket-path (plain requests: 400/405) and secrets routes,
- * mounted as the daemon mounts them. Unknown paths fall through (`next()`); wrong methods on
- * known paths answer 405.
+ * A request listener of the table's agent, WebSocket-path (plain requests: 400/405) and
+ * secrets routes, matched as the daemon matches them; serve it with
+ * `createApiServer(listener)` (http-util.ts). Unknown paths answer 404;
+ * wrong methods on known paths 405.
  */
-export function createAgentRouter(deps: AgentRouterDeps): Router {
-  const router = express.Router();
+export function createAgentRouter(deps: AgentRouterDeps): (req: ApiRequest, res: ApiResponse) => void {
   const log = deps.logger.child({ component: "agent-router" });
-  mountRoutes(router, {
+  const lookup = compileRoutes({
     agent: createAgentHandlers(deps.resolveAgent, log),
     upgrade: createPlainUpgradeHandlers(),
     secrets: createSecretHandlers(deps.secrets, log),
   });
-  return router;
+  return serveRoutes(lookup, log);
 }

@@ -1,12 +1,13 @@
 /**
  * The one bearer-token check of the tenant daemon's API, for plain HTTP requests (the
- * {@link requireBearer} middleware, before routing) and WebSocket upgrades (ws-upgrade.ts,
+ * server's request listener checks {@link BearerAuth.admits} before routing and answers
+ * {@link answerUnauthorized}) and WebSocket upgrades (ws-upgrade.ts,
  * before anything else). A token is configured only when the API listens on TCP
  * (`api.auth`); on the Unix socket there is none and every request goes on.
  *
  * Which paths are public is read from the route table (routes.ts `publicPaths`).
  */
-import type { RequestHandler } from "express";
+import type { ApiResponse } from "./http-util.js";
 import { parseBearer, tokenMatches } from "../../shared/http/bearer.js";
 
 /** Decides whether a request may go on: the token matches, or its path is public. */
@@ -34,13 +35,7 @@ export class BearerAuth {
   }
 }
 
-/**
- * Express middleware answering 401 `{"error":"unauthorized","code":"ERR_AUTH_REQUIRED"}` to a
- * request {@link BearerAuth.admits} refuses (checked on `req.path`).
- */
-export function requireBearer(auth: BearerAuth): RequestHandler {
-  return (req, res, next) => {
-    if (auth.admits(req.path, req.headers.authorization)) return next();
-    res.status(401).json({ error: "unauthorized", code: "ERR_AUTH_REQUIRED" });
-  };
+/** Answer 401 `{"error":"unauthorized","code":"ERR_AUTH_REQUIRED"}`: {@link BearerAuth.admits} refused the request. */
+export function answerUnauthorized(res: ApiResponse): void {
+  res.status(401).json({ error: "unauthorized", code: "ERR_AUTH_REQUIRED" });
 }

@@ -5,10 +5,10 @@
  * `{"id":…,"type":…,"hostname":…,"hostgroup":…,"reason":…,"time":…}`
  * (tenant-daemon/events/event-log.ts). After a `reset` the client should list `/nodes` again.
  */
-import type { RequestHandler } from "express";
 import type { Logger } from "../../shared/logger.js";
 import { lastEventId, streamEvents } from "../../shared/events/sse-stream.js";
 import type { EventLog } from "../events/event-log.js";
+import type { Handler } from "./http-util.js";
 import type { RouteHandlers } from "./route-mount.js";
 
 export { DEFAULT_MAX_BUFFERED_BYTES, HEARTBEAT_MS } from "../../shared/events/sse-stream.js";
@@ -24,7 +24,7 @@ export interface EventRouteDeps {
 /** The handlers of routes.ts group `events`. */
 export function createEventHandlers(deps: EventRouteDeps): RouteHandlers["events"] {
   const log = deps.logger.child({ component: "events" });
-  const stream: RequestHandler = (req, res) => {
+  const stream: Handler = (req, res) => {
     streamEvents(res, deps.events, { lastId: lastEventId(req.headers, req.query), log, ...(deps.maxBufferedBytes !== undefined ? { maxBufferedBytes: deps.maxBufferedBytes } : {}) });
   };
   return { stream };

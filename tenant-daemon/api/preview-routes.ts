@@ -24,13 +24,13 @@
  */
 import http, { request as httpRequest } from "node:http";
 import type { Duplex } from "node:stream";
-import type { RequestHandler } from "express";
 import { PaddockError, errorResponse } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { rejectUpgrade } from "../agent/upgrade-util.js";
 import { AgentForwardAgent } from "../agent-client/agent-forward-agent.js";
 import type { AgentEndpoint } from "../agent-client/agent-endpoint.js";
 import { BearerAuth } from "./auth.js";
+import type { Handler } from "./http-util.js";
 import { holdForUpgrade, type VmActivity } from "./wake.js";
 
 /** The header carrying a preview token's VM binding (the VM's `created_at`), set by the gateway only. */
@@ -83,10 +83,10 @@ export function parsePreviewTarget(url: string): PreviewTarget | undefined {
   return { hostname, port, appPath: `${m[3] ?? "/"}${m[4] ?? ""}` };
 }
 
-/** The daemon's preview proxy: the Express handler and the upgrade handler. */
+/** The daemon's preview proxy: the request handler and the upgrade handler. */
 export interface PreviewProxy {
   /** The route handler of `ALL /vm/:hostname/preview/:port{/*rest}` (routes.ts group `preview`). */
-  handlers: { proxy: RequestHandler };
+  handlers: { proxy: Handler };
   /**
    * Handle an upgrade request when its target is a preview path (auth, then http-proxy `ws()`).
    * @returns false when the path is not a preview path (the caller handles it).
@@ -140,7 +140,7 @@ export function createPreviewProxy(deps: PreviewProxyDeps): PreviewProxy {
   // Node's HTTP client over the forward stream, not http-proxy: with an agent, Node fixes the
   // request line when the request is built (before http-proxy's `proxyReq` event could set it),
   // and http-proxy's urlJoin would collapse `//` in the app's path.
-  const web: RequestHandler = (req, res) => {
+  const web: Handler = (req, res) => {
     let t: PreviewTarget;
     let upstream: http.ClientRequest;
     try {

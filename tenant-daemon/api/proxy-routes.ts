@@ -5,12 +5,11 @@
  * allows (201 add, 204 delete by host, 204 revoke by tuple). Paths and auth are in routes.ts;
  * errors are `{"error","code"}` (the SDK reads the body as opaque text).
  */
-import type { Request, Response } from "express";
 import { PaddockError } from "../../shared/errors.js";
 import { readJsonObjectBounded } from "../../shared/http/read-body.js";
 import type { Logger } from "../../shared/logger.js";
 import type { ProxyStore } from "../proxy/proxy-store.js";
-import { sendError } from "./http-util.js";
+import { sendError, type ApiRequest, type ApiResponse } from "./http-util.js";
 import type { RouteHandlers } from "./route-mount.js";
 
 /** Largest `/proxy/v1` request body, bytes. */
@@ -39,10 +38,10 @@ function onlyKnown(b: Record<string, unknown>, known: readonly string[]): Record
 /** The handlers of routes.ts group `proxy`. */
 export function createProxyHandlers(store: ProxyStore, logger: Logger): RouteHandlers["proxy"] {
   const log = logger.child({ component: "proxy-api" });
-  const run = (res: Response, fn: () => Promise<void>): void => {
+  const run = (res: ApiResponse, fn: () => Promise<void>): void => {
     fn().catch((err: unknown) => sendError(res, err, log));
   };
-  const body = (req: Request): Promise<Record<string, unknown>> => readJsonObjectBounded(req, PROXY_BODY_MAX_BYTES);
+  const body = (req: ApiRequest): Promise<Record<string, unknown>> => readJsonObjectBounded(req, PROXY_BODY_MAX_BYTES);
   return {
     listClients: (_req, res) => run(res, async () => {
       res.status(200).json(store.listClients());

@@ -1,7 +1,9 @@
 /**
- * Mounts the route table (routes.ts) on Express: one Express route per path, holding the
- * handlers of the methods the table lists and, last, the 405 answer for every other method.
- * How a group's paths match and what its wrong methods get is set here, per group:
+ * Compiles the route table (routes.ts) into the daemon's one route lookup: a request's path
+ * is matched against the table's paths in table order (path-to-regexp, the matcher Express
+ * used, https://github.com/pillarjs/path-to-regexp), the first path that matches decides, and
+ * its method picks the handler or, last, the 405 answer. How a group's paths match and what
+ * its wrong methods get is set here, per group:
  *
  * | group | path match | HEAD on a GET route | 405 answer |
  * |---|---|---|---|
@@ -14,40 +16,42 @@
  *
  * Every 405 body is `{"error":"method M not allowed on …","code":"ERR_METHOD_NOT_ALLOWED"}`.
  */
-import express, { type Request, type RequestHandler, type Response, type Router } from "express";
+import { match, type MatchFunction } from "path-to-regexp";
 import { errorResponse, PaddockError } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import { answerError, answerNotFound, type ApiRequest, type ApiResponse, type Handler } from "./http-util.js";
 import { ROUTES, pathTemplate, type HttpMethod, type Route, type RouteGroup, type RouteHandlerNames } from "./routes.js";
 
-/** A route's handler: one Express handler or a chain (a body parser, then the handler). */
-export type RouteHandler = RequestHandler | readonly RequestHandler[];
+/** A route's handler. */
+export type RouteHandler = Handler;
 
 /** The handlers of each group by name, as the *-routes.ts modules build them. */
 export type RouteHandlers = { [G in RouteGroup]: Readonly<Record<RouteHandlerNames[G], RouteHandler>> };
 
 interface GroupRules {
-  /** Match like Express's defaults (case-insensitive, optional trailing slash) instead of exactly. */
+  /** Match case-insensitively with an optional trailing slash instead of exactly. */
   loose: boolean;
-  /** A GET route also answers HEAD (Express) when the table lists no HEAD for the path. */
+  /** A GET route also answers HEAD when the table lists no HEAD for the path. */
   headFromGet: boolean;
   /** The answer to a method the table does not list for `path`; undefined: the handler answers every method. */
-  wrongMethod?: (path: string, methods: readonly HttpMethod[]) => RequestHandler;
+  wrongMethod?: (path: string, methods: readonly HttpMethod[]) => Handler;
 }
 
-function answer405(res: Response, method: string, shownPath: string, allow?: readonly HttpMethod[]): void {
+function answer405(res: ApiResponse, method: string, shownPath: string, allow?: readonly HttpMethod[]): void {
   if (allow !== undefined) res.setHeader("Allow", allow.join(", "));
   const { status, body } = errorResponse(new PaddockError("ERR_METHOD_NOT_ALLOWED", `method ${method} not allowed on ${shownPath}`));
   res.status(status).json(body);
 }
 
 /** `/vm/sbox-1/exec/abc` → `/vm/{hostname}/exec/abc`, as the agent routes' messages name a path. */
-export function agentPathShown(req: Request): string {
+export function agentPathShown(req: ApiRequest): string {
   return req.path.replace(/^\/vm\/[^/]+/, "/vm/{hostname}");
 }
 
 const DAEMON: GroupRules = {
   loose: false,
   headFromGet: true,
-  wrongMethod: (_path, methods) => (req, res) => answer405(res, req.method, req.path, methods),
+  wrongMethod: (_path, methods) => (req, res) => answer405(res, req.method ?? "", req.path, methods),
 };
 
 const RULES: Readonly<Record<RouteGroup, GroupRules>> = {
@@ -55,25 +59,42 @@ const RULES: Readonly<Record<RouteGroup, GroupRules>> = {
   vm: DAEMON,
   commit: DAEMON,
   stats: DAEMON,
-  agent: { loose: false, headFromGet: false, wrongMethod: () => (req, res) => answer405(res, req.method, agentPathShown(req)) },
-  secrets: { loose: true, headFromGet: true, wrongMethod: (path) => (req, res) => answer405(res, req.method, pathTemplate(path)) },
+  agent: { loose: false, headFromGet: false, wrongMethod: () => (req, res) => answer405(res, req.method ?? "", agentPathShown(req)) },
+  secrets: { loose: true, headFromGet: true, wrongMethod: (path) => (req, res) => answer405(res, req.method ?? "", pathTemplate(path)) },
   events: { loose: false, headFromGet: false, wrongMethod: DAEMON.wrongMethod },
   proxy: DAEMON,
   upgrade: { loose: false, headFromGet: false },
   preview: { loose: false, headFromGet: false },
 };
 
-function chain(h: RouteHandler): RequestHandler[] {
-  return typeof h === "function" ? [h] : [...h];
+/** A path parameter as the router decodes it. @throws PaddockError ERR_URL_MALFORMED (400). */
+function decodeParam(value: string): string {
+  if (!value.includes("%")) return value;
+  try {
+    return decodeURIComponent(value);
+  } catch (err) {
+    throw new PaddockError("ERR_URL_MALFORMED", "the path's percent-escapes do not decode", { cause: err });
+  }
 }
 
+/** One path of the table, compiled: its matcher and the handler of each method. */
+interface CompiledPath {
+  match: MatchFunction<Partial<Record<string, string | string[]>>>;
+  /** The handler of each method the path answers; `any`: every other method. */
+  byMethod: ReadonlyMap<string, Handler>;
+  any: Handler;
+}
+
+/** Finds the handler of a request, with `req.params` set; undefined: no path of the table matches. */
+export type RouteLookup = (req: ApiRequest) => Handler | undefined;
+
 /**
- * Mount `routes` (default: the whole table) on `target`, in table order, for the groups that
- * `handlers` has; routes of other groups are left out (a router of only the agent and secrets
- * routes, say). Unknown paths fall through to whatever `target` has next.
+ * Compile `routes` (default: the whole table), in table order, for the groups that
+ * `handlers` has; routes of other groups are left out (the agent and secrets routes alone,
+ * say).
  * @throws Error when one path has routes of two groups (a table mistake).
  */
-export function mountRoutes(target: { use(router: Router): unknown }, handlers: Partial<RouteHandlers>, routes: readonly Route[] = ROUTES): void {
+export function compileRoutes(handlers: Partial<RouteHandlers>, routes: readonly Route[] = ROUTES): RouteLookup {
   const byPath = new Map<string, Route[]>();
   for (const r of routes) {
     if (handlers[r.group] === undefined) continue;
@@ -82,33 +103,58 @@ export function mountRoutes(target: { use(router: Router): unknown }, handlers: 
     rows.push(r);
     byPath.set(r.path, rows);
   }
-  let current: { loose: boolean; router: Router } | undefined;
+  const compiled: CompiledPath[] = [];
   for (const [path, rows] of byPath) {
     const group = (rows[0] as Route).group;
     const rules = RULES[group];
-    if (current?.loose !== rules.loose) {
-      current = { loose: rules.loose, router: express.Router(rules.loose ? {} : { strict: true, caseSensitive: true }) };
-      target.use(current.router);
-    }
-    const impl = handlers[group] as Readonly<Record<string, RouteHandler>>;
-    const route = current.router.route(path);
+    const impl = handlers[group] as Readonly<Record<string, Handler>>;
+    const matcher = rules.loose
+      ? match(path.replace(/\/+$/, ""), { sensitive: false, end: true, trailing: true, decode: decodeParam })
+      : match(path, { sensitive: true, end: true, trailing: false, decode: decodeParam });
     if (rules.wrongMethod === undefined) {
-      route.all(...chain(impl[(rows[0] as Route).handler] as RouteHandler));
+      compiled.push({ match: matcher, byMethod: new Map(), any: impl[(rows[0] as Route).handler] as Handler });
       continue;
     }
     const methods = rows.map((r) => r.method);
-    const wrong = rules.wrongMethod(path, methods);
-    if (!rules.headFromGet && methods.includes("GET") && !methods.includes("HEAD")) route.head(wrong);
-    for (const r of rows) {
-      const h = chain(impl[r.handler] as RouteHandler);
-      switch (r.method) {
-        case "GET": route.get(...h); break;
-        case "HEAD": route.head(...h); break;
-        case "POST": route.post(...h); break;
-        case "PATCH": route.patch(...h); break;
-        case "DELETE": route.delete(...h); break;
-      }
+    const byMethod = new Map<string, Handler>(rows.map((r) => [r.method, impl[r.handler] as Handler]));
+    const get = byMethod.get("GET");
+    if (rules.headFromGet && get !== undefined && !byMethod.has("HEAD")) byMethod.set("HEAD", get);
+    compiled.push({ match: matcher, byMethod, any: rules.wrongMethod(path, methods) });
+  }
+  return (req) => {
+    const path = req.path;
+    for (const c of compiled) {
+      const m = c.match(path);
+      if (m === false) continue;
+      req.params = m.params as Record<string, string | string[]>;
+      return c.byMethod.get(req.method ?? "") ?? c.any;
     }
-    route.all(wrong);
+    return undefined;
+  };
+}
+
+/**
+ * A request listener serving only `handlers`' routes (for tests that put some of them behind
+ * their own server, and the daemon's last step): unknown paths get 404 ERR_NOT_FOUND, errors
+ * the one error answer (http-util.ts).
+ */
+export function serveRoutes(lookup: RouteLookup, logger: Logger): (req: ApiRequest, res: ApiResponse) => void {
+  return (req, res) => {
+    req.originalUrl = req.url ?? "";
+    runHandler(req, res, () => {
+      const handler = lookup(req);
+      if (handler === undefined) return answerNotFound(req, res);
+      return handler(req, res);
+    }, logger);
+  };
+}
+
+/** Run `step`; a throw or a rejection gets the one error answer. */
+export function runHandler(req: ApiRequest, res: ApiResponse, step: () => void | Promise<void>, logger: Logger): void {
+  try {
+    const p = step();
+    if (p !== undefined) p.catch((err: unknown) => answerError(logger, err, req, res));
+  } catch (err) {
+    answerError(logger, err, req, res);
   }
 }

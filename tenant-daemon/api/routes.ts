@@ -3,8 +3,8 @@
  * daemon serves (the host-group, VM, agent, secrets and stats parts of the Slicer REST API),
  * the handler module that answers it, and whether it needs the bearer token.
  *
- * - `method`, `path`: an Express path (`:hostname`, `:group`, `:id`, `:name` are one path
- *   segment each, percent-decoded).
+ * - `method`, `path`: a path-to-regexp 8 template, the syntax Express 5 uses (`:hostname`,
+ *   `:group`, `:id`, `:name` are one path segment each, percent-decoded; route-mount.ts).
  * - `group`: the handler module: `daemon` (daemon-routes.ts), `vm` (vm-routes.ts), `commit`
  *   (commit-routes.ts: commits and forks), `agent`
  *   (agent-routes.ts: streamed to the VM's guest agent), `secrets` (secrets-routes.ts), `stats`

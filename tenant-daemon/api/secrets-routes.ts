@@ -3,11 +3,9 @@
  * /secrets/{name}` and `DELETE /secrets/{name}` (200), served from the host-side
  * {@link SecretStore}. Paths and auth are in routes.ts.
  *
- * The handlers read their own bodies: they work whether or not a JSON parser ran before them.
- * After a successful write they call `onChanged` (the VM service pushes the change to running
+ * The handlers read their own bodies (shared/http/read-body.ts). After a successful write they call `onChanged` (the VM service pushes the change to running
  * VMs in the background, tenant-daemon/vm/vm-secrets-sync.ts) and answer without waiting for it.
  */
-import type { Request } from "express";
 import { PaddockError } from "../../shared/errors.js";
 import { readJsonObjectBounded } from "../../shared/http/read-body.js";
 import type { Logger } from "../../shared/logger.js";
@@ -17,18 +15,6 @@ import type { RouteHandlers } from "./route-mount.js";
 
 /** Largest secrets request body, bytes. */
 const SECRET_BODY_MAX_BYTES = 16 << 20;
-
-/**
- * The body as a JSON object: the one a body parser mounted earlier already read, or else read
- * here (shared/http/read-body.ts), at most `maxBytes`.
- */
-async function readJsonBody(req: Request, maxBytes: number): Promise<Record<string, unknown>> {
-  const pre = (req as { body?: unknown }).body;
-  if (req.readableEnded && pre !== undefined) {
-    if (typeof pre === "object" && pre !== null && !Array.isArray(pre) && !Buffer.isBuffer(pre)) return pre as Record<string, unknown>;
-  }
-  return readJsonObjectBounded(req, maxBytes);
-}
 
 function optionalString(body: Record<string, unknown>, key: string): string | undefined {
   const v = body[key];
@@ -65,7 +51,7 @@ export function createSecretHandlers(secrets: SecretStore, logger: Logger, onCha
     },
     create: (req, res) => {
       (async () => {
-        const body = await readJsonBody(req, SECRET_BODY_MAX_BYTES);
+        const body = await readJsonObjectBounded(req, SECRET_BODY_MAX_BYTES);
         const data = optionalString(body, "data");
         if (data === undefined) throw new PaddockError("ERR_SECRET_INVALID", "data (base64) is required");
         const info = await secrets.create({
@@ -81,7 +67,7 @@ export function createSecretHandlers(secrets: SecretStore, logger: Logger, onCha
     },
     update: (req, res) => {
       (async () => {
-        const body = await readJsonBody(req, SECRET_BODY_MAX_BYTES);
+        const body = await readJsonObjectBounded(req, SECRET_BODY_MAX_BYTES);
         const info = await secrets.update(String(req.params.name), {
           data: optionalString(body, "data"),
           permissions: optionalString(body, "permissions"),

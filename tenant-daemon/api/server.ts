@@ -1,15 +1,14 @@
 /**
- * The tenant daemon's HTTP API server: the Express app on a Unix socket or TCP (bearer auth on
- * TCP). The app checks the request target, applies the encoded-`?` shim, counts the request
- * for the metrics, checks the token (auth.ts), marks VM activity and wakes idled VMs (wake.ts),
- * then routes by the one route table (routes.ts,
- * mounted by route-mount.ts); unknown paths get 404 and errors the one error middleware
- * (http-util.ts). WebSocket upgrades never reach Express: {@link attachUpgradeHandler} hands
- * them to ws-upgrade.ts.
+ * The tenant daemon's HTTP API server: node:http on a Unix socket or TCP (bearer auth on TCP),
+ * no framework (http-util.ts has the request and response helpers). Each request: the request
+ * target is checked, the encoded-`?` shim applied, the request counted for the metrics and
+ * logged, the token checked (auth.ts), VM activity marked and idled VMs woken (wake.ts), then
+ * it is routed by the one route table (routes.ts, compiled by route-mount.ts); unknown paths
+ * get 404 and errors the one error answer (http-util.ts). WebSocket upgrades never reach the
+ * request listener: {@link attachUpgradeHandler} hands them to ws-upgrade.ts.
  */
 import http from "node:http";
 import type { Duplex } from "node:stream";
-import express from "express";
 import { PaddockError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { TenantConfig } from "../../shared/tenant-config.js";
@@ -18,11 +17,11 @@ import type { VmService } from "../vm/vm-service.js";
 import { accessLog } from "./access-log.js";
 import { createAgentHandlers } from "./agent-routes.js";
 import { createCommitHandlers } from "./commit-routes.js";
-import { BearerAuth, requireBearer } from "./auth.js";
+import { BearerAuth, answerUnauthorized } from "./auth.js";
 import { createDaemonHandlers } from "./daemon-routes.js";
-import { encodedQueryShim, errorMiddleware, notFoundHandler } from "./http-util.js";
+import { answerNotFound, createApiServer, encodedQueryShim, type ApiRequest, type ApiResponse } from "./http-util.js";
 import type { DaemonMetrics, EgressVm } from "./metrics.js";
-import { mountRoutes } from "./route-mount.js";
+import { compileRoutes, runHandler } from "./route-mount.js";
 import { ROUTES, publicPaths } from "./routes.js";
 import { createSecretHandlers } from "./secrets-routes.js";
 import { createStatsHandlers } from "./stats-routes.js";
@@ -65,34 +64,14 @@ export interface ApiServerDeps {
   preview?: PreviewProxy;
 }
 
-/** Build the Express app (no listener) serving every route of routes.ts. */
-export function createApiApp(deps: ApiServerDeps): express.Express {
+/** What the API server calls for each request (http-util.ts `createApiServer`). */
+export type ApiListener = (req: ApiRequest, res: ApiResponse) => void;
+
+/** Build the request listener (no server) serving every route of routes.ts. */
+export function createApiApp(deps: ApiServerDeps): ApiListener {
   const { vms, logger } = deps;
-  const app = express();
-  app.disable("x-powered-by");
-  app.set("strict routing", true);
-  app.set("case sensitive routing", true);
-  app.set("etag", false);
-  app.set("query parser", "extended");
-
-  // Before anything decodes the path (the shim, the routes' params).
-  app.use((req, _res, next) => {
-    const bad = requestTargetProblem(req.url);
-    next(bad === undefined ? undefined : new PaddockError("ERR_URL_MALFORMED", bad));
-  });
-  app.use(encodedQueryShim);
-  app.use((req, res, next) => {
-    const started = process.hrtime.bigint();
-    res.on("finish", () => deps.metrics.request(req.method, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9));
-    next();
-  });
-  app.use(accessLog(logger.child({ component: "api" })));
-  app.use(requireBearer(new BearerAuth(deps.authToken, publicPaths(ROUTES, false))));
-  // After the token check: an unauthenticated request never wakes a VM.
-  app.use(wakeMiddleware(vms.idle));
-
   const agentLog = logger.child({ component: "agent-router" });
-  mountRoutes(app, {
+  const lookup = compileRoutes({
     daemon: createDaemonHandlers({ vms, metrics: deps.metrics, egressVms: deps.egressVms, openConnections: deps.openConnections }),
     vm: createVmHandlers({ config: deps.config, vms, describeNetwork: deps.describeNetwork }),
     commit: createCommitHandlers(vms),
@@ -104,9 +83,29 @@ export function createApiApp(deps: ApiServerDeps): express.Express {
     proxy: createProxyHandlers(deps.proxyStore, logger),
     preview: (deps.preview ?? createPreviewProxy({ resolveAgent: (h) => vms.resolveAgent(h), createdAt: (h) => vms.get(h).createdAt, authToken: deps.authToken, logger })).handlers,
   });
-  app.use(notFoundHandler());
-  app.use(errorMiddleware(logger));
-  return app;
+  const logRequest = accessLog(logger.child({ component: "api" }));
+  const auth = new BearerAuth(deps.authToken, publicPaths(ROUTES, false));
+  const wake = wakeMiddleware(vms.idle);
+  const route = (req: ApiRequest, res: ApiResponse): void | Promise<void> => {
+    const handler = lookup(req);
+    return handler === undefined ? answerNotFound(req, res) : handler(req, res);
+  };
+  return (req, res) => {
+    req.originalUrl = req.url ?? "";
+    runHandler(req, res, () => {
+      // Before anything decodes the path (the shim, the routes' params).
+      const bad = requestTargetProblem(req.url);
+      if (bad !== undefined) throw new PaddockError("ERR_URL_MALFORMED", bad);
+      encodedQueryShim(req);
+      const started = process.hrtime.bigint();
+      res.on("finish", () => deps.metrics.request(req.method ?? "", res.statusCode, Number(process.hrtime.bigint() - started) / 1e9));
+      logRequest(req, res);
+      if (!auth.admits(req.path, req.headers.authorization)) return answerUnauthorized(res);
+      // After the token check: an unauthenticated request never wakes a VM.
+      const woken = wake(req, res);
+      return woken === undefined ? route(req, res) : woken.then(() => route(req, res));
+    }, logger);
+  };
 }
 
 /**
@@ -125,8 +124,8 @@ export async function assertListenFree(config: TenantConfig): Promise<void> {
  * starts (default BODY_IDLE_TIMEOUT_MS = 60 s; 0 disables; shared/body-idle-timeout.ts).
  * @throws PaddockError ERR_SOCKET_IN_USE
  */
-export async function listenApi(app: express.Express, config: TenantConfig, opts: { bodyIdleMs?: number } = {}): Promise<http.Server> {
-  const server = http.createServer(app);
+export async function listenApi(app: ApiListener, config: TenantConfig, opts: { bodyIdleMs?: number } = {}): Promise<http.Server> {
+  const server = createApiServer(app);
   // Long-lived responses (exec streams, waits up to 600 s) must not be cut; a request body
   // that stops arriving before the response starts is (408).
   boundRequestBodyIdle(server, { idleMs: opts.bodyIdleMs ?? BODY_IDLE_TIMEOUT_MS });
@@ -134,7 +133,7 @@ export async function listenApi(app: express.Express, config: TenantConfig, opts
   server.timeout = 0;
   server.headersTimeout = 60_000;
   server.keepAliveTimeout = 5_000;
-  // Malformed requests never reach Express: the same JSON error shape, with a code.
+  // Malformed requests never reach the listener: the same JSON error shape, with a code.
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     if (socket.writable) socket.end(clientErrorReply(err));
     else socket.destroy();
@@ -146,7 +145,7 @@ export async function listenApi(app: express.Express, config: TenantConfig, opts
 /**
  * Route the server's HTTP upgrade requests (WebSocket `/vm/{hostname}/shell` and
  * `/vm/{hostname}/forward`) to `handler` (ws-upgrade.ts) after the same request-target check
- * as the app's (400 ERR_URL_MALFORMED); Express never sees them. The handler checks the token.
+ * as the app's (400 ERR_URL_MALFORMED); the request listener never sees them. The handler checks the token.
  */
 export function attachUpgradeHandler(server: http.Server, handler: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void): void {
   server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {

@@ -5,12 +5,12 @@
  * shape the response. Paths and auth are in routes.ts.
  */
 import { promises as fs, createReadStream } from "node:fs";
-import express, { type Request, type RequestHandler } from "express";
 import { PaddockError } from "../../shared/errors.js";
 import type { TenantConfig } from "../../shared/tenant-config.js";
 import { parseCreateVmRequest, parseTagFilter, parseTagPatch, parseWaitQuery } from "../vm/vm-request.js";
 import type { VmService } from "../vm/vm-service.js";
-import { asyncHandler, pathParam } from "./http-util.js";
+import { pathParam, type ApiRequest, type Handler } from "./http-util.js";
+import { jsonBody } from "./json-body.js";
 import type { RouteHandlers } from "./route-mount.js";
 
 /** What the VM routes read. */
@@ -23,27 +23,26 @@ export interface VmRouteDeps {
 
 const param = pathParam;
 
-function queryString(req: Request, name: string): string | undefined {
+function queryString(req: ApiRequest, name: string): string | undefined {
   const v = req.query[name];
   if (v === undefined) return undefined;
   if (typeof v !== "string") throw new PaddockError("ERR_QUERY_INVALID", `${name} may be given once`);
   return v;
 }
 
-const bodyObject = (req: Request): unknown => (req.body === undefined || (typeof req.body === "object" && req.body !== null && Object.keys(req.body as object).length === 0 && !req.headers["content-length"] && !req.headers["transfer-encoding"]) ? {} : req.body);
+const bodyObject = (req: ApiRequest): unknown => (req.body === undefined || (typeof req.body === "object" && req.body !== null && Object.keys(req.body as object).length === 0 && !req.headers["content-length"] && !req.headers["transfer-encoding"]) ? {} : req.body);
 
 /**
- * The handlers. Errors are PaddockErrors passed to the error middleware (http-util.ts):
+ * The handlers. Errors are PaddockErrors for the one error answer (http-util.ts):
  * ERR_VM_NOT_FOUND and ERR_HOSTGROUP_NOT_FOUND (404) from VmService, ERR_VM_INVALID_REQUEST,
  * ERR_QUERY_INVALID, ERR_BODY_INVALID_JSON (400), ERR_PATH_NOT_FOUND (404, no console log),
  * ERR_VM_UNSUPPORTED (501), and what VmService's methods throw.
  */
 export function createVmHandlers(deps: VmRouteDeps): RouteHandlers["vm"] {
   const { vms } = deps;
-  // Lenient JSON as the Slicer API takes it: any content type, an empty body is {}. Only on the
-  // routes that read a body; the agent and secrets routes read theirs themselves.
-  const json = express.json({ type: () => true, limit: "1mb", strict: false });
-  const listNodes: RequestHandler = (req, res) => {
+  // Lenient JSON as the Slicer API takes it (json-body.ts): any content type, an empty body is
+  // {}. Only on the routes that read a body; the agent and secrets routes read theirs themselves.
+  const listNodes: Handler = (req, res) => {
     res.json(vms.list(parseTagFilter(req.query.tag, req.query.tag_prefix)));
   };
   return {
@@ -53,17 +52,17 @@ export function createVmHandlers(deps: VmRouteDeps): RouteHandlers["vm"] {
     listGroupNodes: (req, res) => {
       res.json(vms.list(parseTagFilter(req.query.tag, req.query.tag_prefix), param(req, "group")));
     },
-    createNode: [json, asyncHandler(async (req, res) => {
+    createNode: jsonBody(async (req, res) => {
       const group = vms.hostGroup(param(req, "group"));
       const wait = parseWaitQuery(queryString(req, "wait"), queryString(req, "timeout"));
       const created = await vms.create(group.name, parseCreateVmRequest(bodyObject(req), group), wait);
       res.status(201).json(created);
-    })],
-    deleteNode: asyncHandler(async (req, res) => {
+    }),
+    deleteNode: async (req, res) => {
       vms.hostGroup(param(req, "group"));
       const { diskRemoved } = await vms.remove(param(req, "hostname"), { hostGroup: param(req, "group") });
       res.status(200).json({ message: "VM deleted successfully", disk_removed: String(diskRemoved), error: "" });
-    }),
+    },
     listNodes,
     describeVm: (req, res) => {
       const h = param(req, "hostname");
@@ -78,13 +77,13 @@ export function createVmHandlers(deps: VmRouteDeps): RouteHandlers["vm"] {
       const h = param(req, "hostname");
       res.json({ hostname: h, tags: vms.get(h).tags });
     },
-    patchTags: [json, asyncHandler(async (req, res) => {
+    patchTags: jsonBody(async (req, res) => {
       const h = param(req, "hostname");
       vms.get(h);
       const tags = await vms.patchTags(h, parseTagPatch(bodyObject(req)));
       res.json({ hostname: h, tags });
-    })],
-    shutdown: [json, asyncHandler(async (req, res) => {
+    }),
+    shutdown: jsonBody(async (req, res) => {
       const h = param(req, "hostname");
       vms.get(h);
       const body = bodyObject(req) as { action?: unknown };
@@ -96,23 +95,23 @@ export function createVmHandlers(deps: VmRouteDeps): RouteHandlers["vm"] {
       const action = raw === "reboot" && req.query.restart === "true" ? "reboot" : "shutdown";
       await vms.transitions.shutdown(h, action);
       res.status(200).type("text/plain").send("OK");
-    })],
-    relaunch: asyncHandler(async (req, res) => {
-      res.status(200).json(await vms.transitions.relaunch(param(req, "hostname")));
     }),
-    pause: asyncHandler(async (req, res) => {
+    relaunch: async (req, res) => {
+      res.status(200).json(await vms.transitions.relaunch(param(req, "hostname")));
+    },
+    pause: async (req, res) => {
       await vms.transitions.pause(param(req, "hostname"));
       res.status(200).type("text/plain").send("OK");
-    }),
-    resume: asyncHandler(async (req, res) => {
+    },
+    resume: async (req, res) => {
       await vms.transitions.resume(param(req, "hostname"));
       res.status(200).type("text/plain").send("OK");
-    }),
-    suspend: asyncHandler(async (req, res) => {
+    },
+    suspend: async (req, res) => {
       await vms.transitions.suspend(param(req, "hostname"));
       res.status(200).type("text/plain").send("OK");
-    }),
-    restore: asyncHandler(async (req, res) => {
+    },
+    restore: async (req, res) => {
       const h = param(req, "hostname");
       vms.get(h);
       // A restored guest has booted already: only the agent can be waited for (no userdata).
@@ -121,8 +120,8 @@ export function createVmHandlers(deps: VmRouteDeps): RouteHandlers["vm"] {
       const wait = parseWaitQuery(waitRaw, queryString(req, "timeout"));
       await vms.transitions.restore(h, { wait: wait.wait === "agent" ? "agent" : undefined, timeoutMs: wait.timeoutMs });
       res.status(200).type("text/plain").send("OK");
-    }),
-    logs: asyncHandler(async (req, res) => {
+    },
+    logs: async (req, res) => {
       const h = param(req, "hostname");
       vms.get(h);
       const linesRaw = queryString(req, "lines");
@@ -134,7 +133,7 @@ export function createVmHandlers(deps: VmRouteDeps): RouteHandlers["vm"] {
       const content = await tailFile([`${log}.1`, log], lines);
       if (content === undefined) throw new PaddockError("ERR_PATH_NOT_FOUND", `no console log for ${h}`);
       res.json({ hostname: h, lines, content });
-    }),
+    },
   };
 }
 

@@ -1,7 +1,7 @@
 /**
  * Which API requests count as activity of a VM and which wake a VM its host group's idle rule
  * paused or suspended (tenant-daemon/vm/vm-idle.ts). Decided per row of the route table
- * (routes.ts); {@link wakeMiddleware} applies it to plain requests (mounted after the bearer
+ * (routes.ts); {@link wakeMiddleware} applies it to plain requests (run after the bearer
  * check, before the routes: server.ts), {@link holdForUpgrade} to the WebSocket upgrades
  * (ws-upgrade.ts, after its own bearer and route checks).
  *
@@ -16,7 +16,7 @@
  * client paused (`POST /pause`) is never woken by requests: they answer 409 as before.
  */
 import type { Duplex } from "node:stream";
-import type { RequestHandler } from "express";
+import type { ApiRequest, ApiResponse } from "./http-util.js";
 import { PaddockError, isPaddockError } from "../../shared/errors.js";
 import { ROUTES, type HttpMethod, type Route } from "./routes.js";
 
@@ -93,13 +93,14 @@ function wakeFailed(err: unknown, hostname: string): unknown {
 }
 
 /**
- * The middleware: for a request whose route has a policy (see the file header), mark the VM
- * active until the response closes, and wake it first when the policy says so. Errors of the
- * wake go to the error middleware (503 ERR_VM_WAKE_FAILED).
+ * The request step: for a request whose route has a policy (see the file header), mark the VM
+ * active until the response closes, and wake it first when the policy says so.
+ * @returns undefined when the request goes on at once, else a promise of the wake: it rejects
+ *   with PaddockError ERR_VM_WAKE_FAILED (503), or the VM's ERR_VM_NOT_FOUND.
  */
-export function wakeMiddleware(activity: VmActivity, routes: readonly Route[] = ROUTES): RequestHandler {
+export function wakeMiddleware(activity: VmActivity, routes: readonly Route[] = ROUTES): (req: ApiRequest, res: ApiResponse) => Promise<void> | undefined {
   const rules = compileRules(routes);
-  return (req, res, next) => {
+  return (req, res) => {
     let hit: { hostname: string; policy: WakePolicy } | undefined;
     for (const r of rules) {
       if (r.method !== "*" && r.method !== req.method) continue;
@@ -110,11 +111,13 @@ export function wakeMiddleware(activity: VmActivity, routes: readonly Route[] = 
         break;
       }
     }
-    if (hit === undefined) return next();
+    if (hit === undefined) return undefined;
     const { hostname, policy } = hit;
     res.once("close", activity.begin(hostname));
-    if (policy === "activity") return next();
-    activity.wake(hostname, { onlyPaused: policy === "wake-paused" }).then(() => next(), (err: unknown) => next(wakeFailed(err, hostname)));
+    if (policy === "activity") return undefined;
+    return activity.wake(hostname, { onlyPaused: policy === "wake-paused" }).catch((err: unknown) => {
+      throw wakeFailed(err, hostname);
+    });
   };
 }
 

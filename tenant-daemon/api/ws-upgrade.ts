@@ -15,8 +15,7 @@
  */
 import http from "node:http";
 import type { Duplex } from "node:stream";
-import type { RequestHandler } from "express";
-import { WebSocketServer, type WebSocket } from "ws";
+import type { WebSocket, WebSocketServer } from "ws";
 import { PaddockError, errorResponse } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { parseUpstream } from "../agent/forward.js";
@@ -24,6 +23,7 @@ import { rejectUpgrade } from "../agent/upgrade-util.js";
 import { openAgentUpgrade, relay } from "../agent-client/agent-ws.js";
 import type { AgentEndpoint } from "../agent-client/agent-endpoint.js";
 import { BearerAuth } from "./auth.js";
+import type { Handler } from "./http-util.js";
 import { agentPathShown, type RouteHandlers } from "./route-mount.js";
 import { holdForUpgrade, type VmActivity } from "./wake.js";
 import { ROUTES, pathTemplate, publicPaths, type Route, type UpgradeHandler } from "./routes.js";
@@ -73,7 +73,12 @@ const AGENT_PATHS: Readonly<Record<UpgradeHandler, (req: http.IncomingMessage, u
 export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeHandler {
   const log = deps.logger.child({ component: "agent-ws" });
   const auth = new BearerAuth(deps.authToken, publicPaths(ROUTES, true));
-  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MAX_CLIENT_MESSAGE_BYTES });
+  // `ws` is loaded with the first session, not at the daemon's start: most daemons never open
+  // one, and the package costs idle memory (docs/performance.md, "Daemon memory and start,
+  // third look").
+  let wss: Promise<WebSocketServer> | undefined;
+  const server = (): Promise<WebSocketServer> =>
+    (wss ??= import("ws").then((m) => new m.WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MAX_CLIENT_MESSAGE_BYTES })));
   const sessions = new Set<{ ws: WebSocket; agent: Duplex }>();
 
   const refuse = (socket: Duplex, err: unknown): void => {
@@ -107,13 +112,19 @@ export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeH
       const open = (): void => openAgentUpgrade({
         endpoint: deps.resolveAgent(hostname), agentPath, kind, client: socket, logger: log,
         onUpgraded: (agentSocket) => {
-          wss.handleUpgrade(req, socket, head, (ws) => {
-            const session = { ws, agent: agentSocket };
-            sessions.add(session);
-            log.info("session opened", { hostname, kind });
-            relay(ws, agentSocket, kind === "shell", () => {
-              sessions.delete(session);
-              log.info("session closed", { hostname, kind });
+          void server().then((wss) => {
+            if (socket.destroyed) {
+              agentSocket.destroy();
+              return;
+            }
+            wss.handleUpgrade(req, socket, head, (ws) => {
+              const session = { ws, agent: agentSocket };
+              sessions.add(session);
+              log.info("session opened", { hostname, kind });
+              relay(ws, agentSocket, kind === "shell", () => {
+                sessions.delete(session);
+                log.info("session closed", { hostname, kind });
+              });
             });
           });
         },
@@ -153,7 +164,7 @@ export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeH
  * `/vm/{hostname}/shell is a WebSocket endpoint: send GET with Upgrade: websocket`.
  */
 export function createPlainUpgradeHandlers(): RouteHandlers["upgrade"] {
-  const plain: RequestHandler = (req, res) => {
+  const plain: Handler = (req, res) => {
     const err = new PaddockError(req.method === "GET" ? "ERR_BAD_REQUEST" : "ERR_METHOD_NOT_ALLOWED", `${agentPathShown(req)} is a WebSocket endpoint: send GET with Upgrade: websocket`);
     const { status, body } = errorResponse(err);
     res.status(status).json(body);

@@ -15,7 +15,6 @@ import net from "node:net";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
-import express from "express";
 import WebSocket from "ws";
 import { PaddockError } from "../../shared/errors.js";
 import { silentLogger } from "../../shared/logger.js";
@@ -24,6 +23,7 @@ import { AgentDialPool } from "../../tenant-daemon/agent-client/agent-dial-pool.
 import type { AgentEndpoint } from "../../tenant-daemon/agent-client/agent-endpoint.js";
 import { agentHealth } from "../../tenant-daemon/agent-client/agent-http.js";
 import { createAgentRouter } from "../../tenant-daemon/api/agent-routes.js";
+import { createApiServer } from "../../tenant-daemon/api/http-util.js";
 import { createAgentUpgradeHandler, type AgentUpgradeHandler } from "../../tenant-daemon/api/ws-upgrade.js";
 import { SecretStore } from "../../tenant-daemon/secrets/secret-store.js";
 import { VmPaths } from "../../tenant-daemon/vm/vm-paths.js";
@@ -88,8 +88,7 @@ describe("reverse agent channel: the agent bundle dials a host pool (agent-rever
     endpoint = { hostname: "vm-1", socketPath: dialPath, proof, dial: pool };
     apiSock = path.join(dir, "api.sock");
     const secrets = new SecretStore(path.join(dir, "state", "secrets"));
-    const app = express();
-    app.use(createAgentRouter({
+    const app = createApiServer(createAgentRouter({
       resolveAgent: (h) => {
         if (h === "vm-1") return endpoint;
         if (h === "vm-other") return { ...endpoint, hostname: "vm-other", proof: "ab".repeat(32) };
@@ -229,8 +228,7 @@ describe("reverse agent channel: the agent bundle dials a host pool (agent-rever
       stranger2.kill("SIGKILL");
     });
     await eventually(() => strangerPool.idleCount() === 1, "the second stranger's connection is idle");
-    const app = express();
-    app.use(createAgentRouter({ resolveAgent: () => strangerEndpoint, secrets: new SecretStore(path.join(dir, "state", "s2")), logger: silentLogger }));
+    const app = createApiServer(createAgentRouter({ resolveAgent: () => strangerEndpoint, secrets: new SecretStore(path.join(dir, "state", "s2")), logger: silentLogger }));
     const sock2 = path.join(dir, "api2.sock");
     const srv = await new Promise<http.Server>((resolve) => {
       const s = app.listen(sock2, () => resolve(s));

@@ -6,6 +6,7 @@
  * refuses. Each next to a well-formed control.
  */
 import net from "node:net";
+import { gzipSync } from "node:zlib";
 import { expect } from "chai";
 import { TestDaemon } from "../helpers/daemon.js";
 import { request } from "../helpers/http.js";
@@ -23,7 +24,7 @@ describe("tenant daemon: malformed input gets a 4xx with a code (integration, re
   });
 
   /** Raw bytes on the daemon socket; everything read until it closes. */
-  const raw = (text: string): Promise<string> => new Promise((resolve, reject) => {
+  const raw = (text: string | Buffer): Promise<string> => new Promise((resolve, reject) => {
     const s = net.connect(d.socketPath, () => s.write(text));
     let out = "";
     s.on("data", (c: Buffer) => { out += c.toString("latin1"); });
@@ -53,6 +54,34 @@ describe("tenant daemon: malformed input gets a 4xx with a code (integration, re
       expect(out, h).to.include('"code":"ERR_HEADER_INVALID"');
     }
     expect((await d.get("/healthz")).status, "control").to.equal(200);
+  });
+
+  it("answers bodies, HEAD and wrong methods byte for byte as the Express build did (node:http, json-body.ts, route-mount.ts)", async () => {
+    const answer = async (head: string, body: Buffer | string = ""): Promise<string> => {
+      const b = Buffer.from(body);
+      const out = await raw(Buffer.concat([Buffer.from(`${head}\r\nHost: x\r\nConnection: close\r\n${b.length > 0 || head.startsWith("POST") ? `Content-Length: ${b.length}\r\n` : ""}\r\n`), b]));
+      return out.replace(/^Date: .*\r\n/im, "");
+    };
+    const json = (status: string, body: string, extra = ""): string => `HTTP/1.1 ${status}\r\n${extra}Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+    const invalidJson = (m: string): string => json("400 Bad Request", JSON.stringify({ error: `invalid JSON body: ${m}`, code: "ERR_BODY_INVALID_JSON" }));
+    const notBoolean = json("400 Bad Request", '{"error":"persistent must be true or false","code":"ERR_VM_INVALID_REQUEST"}');
+    const create = "POST /hostgroup/sbox/nodes HTTP/1.1";
+    const cases: [string, string, Buffer | string, string][] = [
+      ["parsed (control)", create, '{"persistent":"x"}', notBoolean],
+      ["not JSON", create, "{bad", invalidJson("Expected property name or '}' in JSON at position 1")],
+      ["white space only", create, "   ", invalidJson("Unexpected end of JSON input")],
+      ["a BOM is dropped", create, '\ufeff{"persistent":"x"}', notBoolean],
+      ["gzip is inflated", `${create}\r\nContent-Encoding: gzip`, gzipSync('{"persistent":"x"}'), notBoolean],
+      ["unknown encoding", `${create}\r\nContent-Encoding: zstd`, "{}", invalidJson('unsupported content encoding "zstd"')],
+      ["not a utf charset", `${create}\r\nContent-Type: text/plain; charset=latin1`, "{}", invalidJson('unsupported charset "LATIN1"')],
+      ["over 1 MiB", create, `{"a":"${"x".repeat(1 << 20)}"}`, json("413 Payload Too Large", '{"error":"request body too large","code":"ERR_BODY_TOO_LARGE"}')],
+      ["GET answers HEAD, without the body", "HEAD /nodes HTTP/1.1", "", "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"],
+      ["405 with Allow", "PUT /nodes HTTP/1.1", "", json("405 Method Not Allowed", '{"error":"method PUT not allowed on /nodes","code":"ERR_METHOD_NOT_ALLOWED"}', "Allow: GET\r\n")],
+      ["secrets match loosely", "PUT /Secrets/abc/ HTTP/1.1", "", json("405 Method Not Allowed", '{"error":"method PUT not allowed on /secrets/{name}","code":"ERR_METHOD_NOT_ALLOWED"}')],
+      ["agent HEAD is 405", "HEAD /vm/x/exec HTTP/1.1", "", "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 90\r\nConnection: close\r\n\r\n"],
+      ["unknown path", "GET /nodes/ HTTP/1.1", "", json("404 Not Found", '{"error":"no route for GET /nodes/","code":"ERR_NOT_FOUND"}')],
+    ];
+    for (const [what, head, body, expected] of cases) expect(await answer(head, body), what).to.equal(expected);
   });
 
   it("the daemon's log has no stack trace and no 500 from any of it", () => {

@@ -10,10 +10,10 @@ import os from "node:os";
 import path from "node:path";
 import { PassThrough } from "node:stream";
 import { expect } from "chai";
-import express from "express";
 import { createLogger } from "../../shared/logger.js";
 import { createEventHandlers } from "../../tenant-daemon/api/events-routes.js";
-import { mountRoutes } from "../../tenant-daemon/api/route-mount.js";
+import { createApiServer } from "../../tenant-daemon/api/http-util.js";
+import { compileRoutes, serveRoutes } from "../../tenant-daemon/api/route-mount.js";
 import { EventLog } from "../../tenant-daemon/events/event-log.js";
 import { request } from "../helpers/http.js";
 import { SseClient } from "../helpers/sse.js";
@@ -32,9 +32,8 @@ describe("GET /events stream (real server, real EventLog)", function () {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-ev-"));
     socketPath = path.join(dir, "api.sock");
     log = new EventLog({ maxEvents: 100_000 });
-    const app = express();
-    mountRoutes(app, { events: createEventHandlers({ events: log, logger: createLogger({ stream: logLines }), maxBufferedBytes: 64 * 1024 }) });
-    server = http.createServer(app);
+    const logger = createLogger({ stream: logLines });
+    server = createApiServer(serveRoutes(compileRoutes({ events: createEventHandlers({ events: log, logger, maxBufferedBytes: 64 * 1024 }) }), logger));
     await new Promise<void>((resolve) => server.listen(socketPath, resolve));
   });
 
