@@ -39,6 +39,8 @@ export type RunCommand = (file: string, args: readonly string[], options?: Spawn
 interface Pending {
   resolve: (r: { kind: number; code: number; flags: number; stdout: string; stderr: string }) => void;
   reject: (err: Error) => void;
+  /** The helper the request went to. */
+  helper: ChildProcess;
 }
 
 /** One lazily started `paddock-spawnd` and the commands in flight on it. */
@@ -48,8 +50,6 @@ export class SpawnServer {
   private child: ChildProcess | undefined;
   private readonly pending = new Map<number, Pending>();
   private seq = 0;
-  private chunks: Buffer[] = [];
-  private buffered = 0;
   private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(options: SpawnServerOptions = {}) {
@@ -85,8 +85,8 @@ export class SpawnServer {
     head.writeUInt32LE(1 + args.length, 12);
     head.writeUInt32LE(env.length, 16);
     head.writeUInt32LE(input.length, 20);
-    const answer = new Promise<Parameters<Pending["resolve"]>[0]>((resolve, reject) => this.pending.set(id, { resolve, reject }));
     const child = this.ensureChild();
+    const answer = new Promise<Parameters<Pending["resolve"]>[0]>((resolve, reject) => this.pending.set(id, { resolve, reject, helper: child }));
     clearTimeout(this.idleTimer);
     this.setRef(true);
     child.stdin?.write(Buffer.concat([head, strings, input]));
@@ -105,10 +105,15 @@ export class SpawnServer {
     return { stdout: a.stdout, stderr: a.kind === 2 ? `spawn ${file}: ${errnoText(a.code)}` : a.stderr, exitCode };
   };
 
-  /** End the helper (it exits once the commands in flight were answered). Idempotent. */
+  /**
+   * End the helper: it reads no more requests and exits once the commands in flight were
+   * answered (they still are). A later {@link run} starts a new one. Idempotent.
+   */
   close(): void {
     clearTimeout(this.idleTimer);
-    this.child?.stdin?.end();
+    const c = this.child;
+    this.child = undefined;
+    c?.stdin?.end();
   }
 
   private armIdle(): void {
@@ -123,17 +128,20 @@ export class SpawnServer {
     if (this.child !== undefined) return this.child;
     const child = spawn(this.binary as string, [], { stdio: ["pipe", "pipe", "inherit"] });
     this.child = child;
-    this.chunks = [];
-    this.buffered = 0;
     child.stdin?.on("error", () => undefined);
-    child.stdout?.on("data", (c: Buffer) => this.onData(c));
+    child.stdout?.on("data", answers((a) => {
+      const p = this.pending.get(a.id);
+      this.pending.delete(a.id);
+      p?.resolve(a);
+    }));
     const gone = (why: string): void => {
-      if (this.child !== child) return;
-      this.child = undefined;
-      clearTimeout(this.idleTimer);
+      if (this.child === child) this.child = undefined;
       const err = new PaddockError("ERR_EXEC_FAILED", `paddock-spawnd ${why} with commands in flight`);
-      for (const p of this.pending.values()) p.reject(err);
-      this.pending.clear();
+      for (const [id, p] of this.pending) {
+        if (p.helper !== child) continue;
+        this.pending.delete(id);
+        p.reject(err);
+      }
     };
     child.once("error", (err) => gone(`failed: ${err.message}`));
     child.once("exit", (code, signal) => gone(`exited (${code ?? signal})`));
@@ -152,34 +160,57 @@ export class SpawnServer {
       else h?.unref?.();
     }
   }
+}
 
-  private onData(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-    if (this.buffered < 4) return;
-    let buf = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks);
+/** One answer frame of paddock-spawnd. */
+interface Answer {
+  id: number;
+  kind: number;
+  code: number;
+  flags: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * A `data` listener that cuts a helper's stdout into answer frames (`len id kind code flags
+ * out_len err_len | out err`, native-endian 32-bit fields; paddock-spawnd.c) and hands each to
+ * `onAnswer`. Chunks are joined once a frame is complete, not on every chunk.
+ */
+function answers(onAnswer: (a: Answer) => void): (chunk: Buffer) => void {
+  let chunks: Buffer[] = [];
+  let buffered = 0;
+  let need = 4;
+  return (chunk) => {
+    chunks.push(chunk);
+    buffered += chunk.length;
+    if (buffered < need) return;
+    const buf = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
     let off = 0;
+    need = 4;
     while (buf.length - off >= 4) {
       const len = buf.readUInt32LE(off);
-      if (buf.length - off - 4 < len) break;
+      if (buf.length - off - 4 < len) {
+        need = 4 + len;
+        break;
+      }
       const f = off + 4;
-      const id = buf.readUInt32LE(f);
-      const kind = buf.readInt32LE(f + 4);
-      const code = buf.readInt32LE(f + 8);
-      const flags = buf.readUInt32LE(f + 12);
       const outLen = buf.readUInt32LE(f + 16);
       const errLen = buf.readUInt32LE(f + 20);
-      const stdout = buf.toString("utf8", f + 24, f + 24 + outLen);
-      const stderr = buf.toString("utf8", f + 24 + outLen, f + 24 + outLen + errLen);
+      onAnswer({
+        id: buf.readUInt32LE(f),
+        kind: buf.readInt32LE(f + 4),
+        code: buf.readInt32LE(f + 8),
+        flags: buf.readUInt32LE(f + 12),
+        stdout: buf.toString("utf8", f + 24, f + 24 + outLen),
+        stderr: buf.toString("utf8", f + 24 + outLen, f + 24 + outLen + errLen),
+      });
       off = f + len;
-      const p = this.pending.get(id);
-      this.pending.delete(id);
-      p?.resolve({ kind, code, flags, stdout, stderr });
     }
-    buf = buf.subarray(off);
-    this.chunks = buf.length > 0 ? [buf] : [];
-    this.buffered = buf.length;
-  }
+    const rest = buf.subarray(off);
+    chunks = rest.length > 0 ? [rest] : [];
+    buffered = rest.length;
+  };
 }
 
 /** The errno name of a number posix_spawnp returned (`ENOENT`), else the number. */

@@ -81,6 +81,9 @@ describe("SpawnServer (paddock-spawnd)", function () {
     while (s.running && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     expect(s.running).to.equal(false);
     expect((await s.run("echo", ["again"])).stdout).to.equal("again\n");
+    // A command right after a close goes to a new helper, never to the closing one.
+    s.close();
+    expect((await s.run("echo", ["fresh"])).stdout).to.equal("fresh\n");
   });
 
   it("fails the commands in flight when the helper dies, and recovers", async () => {
