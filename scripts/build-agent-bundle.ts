@@ -12,7 +12,9 @@
  *    depend on the guest's libc) to `dist/toolbox/paddock-inotify`: the agent's inotify helper
  *    for filesystem watches (tenant-daemon/agent/inotify.ts).
  * 4. Compile `tenant-daemon/runtime/native/paddock-nsutil.c` to `dist/bin/paddock-nsutil`
- *    (user-namespace pins and idmapped mounts; see the file's header).
+ *    (user-namespace pins and idmapped mounts; see the file's header), and
+ *    `tenant-daemon/vm/native/paddock-spawnd.c` to `dist/bin/paddock-spawnd` (the daemon's
+ *    command runner, tenant-daemon/vm/spawn-server.ts).
  *
  * `dist/toolbox/` is all a VM sees of the host besides node and tini: it is bound read-only at
  * `/.paddock/app` (tenant-daemon/runtime/oci-spec.ts), never the project tree.
@@ -62,6 +64,10 @@ await run("cc", ["-O2", "-Wall", "-Wextra", "-Werror", "-static", "-o", path.joi
 
 await fs.mkdir(binDir, { recursive: true, mode: 0o755 });
 await run("cc", ["-O2", "-Wall", "-Wextra", "-Werror", "-o", path.join(binDir, "paddock-nsutil"), path.join(root, "tenant-daemon/runtime/native/paddock-nsutil.c")], {
+  timeoutMs: 120_000,
+  errorCode: "ERR_INTERNAL",
+});
+await run("cc", ["-O2", "-Wall", "-Wextra", "-Werror", "-o", path.join(binDir, "paddock-spawnd"), path.join(root, "tenant-daemon/vm/native/paddock-spawnd.c")], {
   timeoutMs: 120_000,
   errorCode: "ERR_INTERNAL",
 });

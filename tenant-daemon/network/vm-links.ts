@@ -5,6 +5,7 @@
  */
 import path from "node:path";
 import { formatIpv4 } from "../../shared/cidr.js";
+import { runCommand } from "../vm/spawn-server.js";
 import { egressResolvConf } from "./egress-proxy-wiring.js";
 import * as host from "./host-net.js";
 import { linkAlias, vmNetnsName, vmVethName } from "./names.js";
@@ -12,6 +13,17 @@ import type { VmNetworkAttachment } from "./network.js";
 import type { GroupRuntime, TenantNetState, VmLinks } from "./tenant-network-state.js";
 
 const NETNS_DIR = "/var/run/netns";
+const IP_TIMEOUT_MS = 15_000;
+
+/**
+ * host-net.ts `ipBatch` through the daemon's command helper (tenant-daemon/vm/spawn-server.ts):
+ * `ip [-n netns] -batch -`, stopping at the first failing line.
+ * @throws PaddockError ERR_NETWORK_SETUP_FAILED with ip's stderr.
+ */
+async function ipBatch(lines: readonly string[], netns?: string): Promise<void> {
+  const args = netns === undefined ? ["-batch", "-"] : ["-n", netns, "-batch", "-"];
+  await runCommand("ip", args, { input: lines.join("\n") + "\n", timeoutMs: IP_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+}
 
 /**
  * Makes a VM's network namespace at `/var/run/netns/<netnsName>` (the file must not exist),
@@ -31,7 +43,7 @@ export type MakeNetns = (hostname: string, netnsName: string) => Promise<void>;
  */
 export async function createVmLinks(state: TenantNetState, makeNetns: MakeNetns | undefined, vm: VmLinks, g: GroupRuntime): Promise<void> {
   if (makeNetns !== undefined) await makeNetns(vm.hostname, vm.netns);
-  await host.ipBatch([
+  await ipBatch([
     ...(makeNetns === undefined ? [`netns add ${vm.netns}`] : []),
     `link add ${vm.veth} type veth peer name eth0 netns ${vm.netns}`,
     `link set dev ${vm.veth} alias ${linkAlias(state.tenant, `vm/${vm.hostname}`)}`,
@@ -43,7 +55,7 @@ export async function createVmLinks(state: TenantNetState, makeNetns: MakeNetns 
   // that is already up removes its addresses. A netns from `makeNetns` has IPv6 off by default,
   // which `eth0` inherited when the first batch made it there: no `nsenter … sysctl` spawn.
   await Promise.all([
-    host.ipBatch([
+    ipBatch([
       "link set dev lo up",
       `addr add ${formatIpv4(vm.ip)}/${vm.prefix} dev eth0`,
       "link set dev eth0 up",

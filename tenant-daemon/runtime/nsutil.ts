@@ -1,12 +1,13 @@
 /**
  * Node side of `paddock-nsutil` (tenant-daemon/runtime/native/paddock-nsutil.c, built to
  * `dist/bin/paddock-nsutil` by `npm run build`): user-namespace pins, idmapped mounts and the
- * agent listener handed to a sandbox. Every call is one short spawn (about 5 ms).
+ * agent listener handed to a sandbox. Every call is one short spawn (about 5 ms), through the
+ * daemon's command runner (tenant-daemon/vm/spawn-server.ts).
  */
 import { existsSync, promises as fs } from "node:fs";
 import path from "node:path";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
-import { run } from "../../shared/exec.js";
+import { runCommand as run } from "../vm/spawn-server.js";
 import { findProjectRoot } from "../../shared/proc.js";
 import type { UidRange } from "../../shared/uid-ranges.js";
 

@@ -8,7 +8,8 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { PaddockError } from "../../shared/errors.js";
-import { run, trimStderr, type RunResult } from "../../shared/exec.js";
+import { trimStderr, type RunResult } from "../../shared/exec.js";
+import { runCommand as run } from "../vm/spawn-server.js";
 import { writeFileAtomic } from "../../shared/state-store.js";
 import { DEFAULT_CONSOLE_LOG_BYTES, type VmRuntimeSpec } from "./driver.js";
 import { listenPrefix, logcapPrefix } from "./nsutil.js";

@@ -6,7 +6,8 @@
  */
 import { promises as fs } from "node:fs";
 import { PaddockError, isPaddockError } from "../../shared/errors.js";
-import { run, trimStderr, type RunResult } from "../../shared/exec.js";
+import { trimStderr, type RunResult } from "../../shared/exec.js";
+import { runCommand as run } from "../vm/spawn-server.js";
 import type { RuntimeState, RuntimeStatus } from "./driver.js";
 import type { OciRuntimeName } from "./oci-host.js";
 

@@ -18,7 +18,8 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { PaddockError, errnoCode, isPaddockError } from "../../shared/errors.js";
-import { run, trimStderr } from "../../shared/exec.js";
+import { trimStderr } from "../../shared/exec.js";
+import { runCommand as run } from "../vm/spawn-server.js";
 import { sleep } from "../../shared/time.js";
 import type { UidRange } from "../../shared/uid-ranges.js";
 import { idmapPrefix } from "../runtime/nsutil.js";

@@ -11,7 +11,7 @@ import path from "node:path";
 import { silentLogger, type Logger } from "../../shared/logger.js";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { readdirOrEmpty } from "../../shared/read-dir.js";
-import { run } from "../../shared/exec.js";
+import { runCommand as run } from "../vm/spawn-server.js";
 import {
   bundleMountPaths,
   isMountPoint,

@@ -11,12 +11,25 @@ import type { AgentPort } from "./vm-ports.js";
 import type { VmPaths } from "./vm-paths.js";
 import type { VmTable } from "./vm-table.js";
 
-/** Health polling of the agents of the VMs of `table`. */
+/** One poll of a VM's agent shared by every concurrent wait for `agent` on that VM. */
+interface SharedPoll {
+  done: Promise<void>;
+  waiters: number;
+  /** Set when the last waiter left before the agent answered: the poll stops. */
+  abandoned: boolean;
+}
+
+/**
+ * Health polling of the agents of the VMs of `table`. Concurrent waits for `agent` on one VM
+ * (a create's own wait, its secret delivery and its `ready` event each wait at boot) share one
+ * poll, so a booting agent answers one health check instead of one per waiter.
+ */
 export class VmAgentWait {
   private readonly table: VmTable;
   private readonly agent: AgentPort;
   private readonly paths: VmPaths;
   private readonly log: Logger;
+  private readonly polls = new Map<string, SharedPoll>();
 
   constructor(deps: { table: VmTable; agent: AgentPort; paths: VmPaths; log: Logger }) {
     this.table = deps.table;
@@ -31,13 +44,47 @@ export class VmAgentWait {
    *   stops meanwhile, or (503) if the daemon stops while a warm VM is awaited.
    */
   async waitForAgent(hostname: string, wait: "agent" | "userdata", timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+    if (wait === "userdata") return this.poll(hostname, wait, Date.now() + timeoutMs, () => false, timeoutMs);
+    let shared = this.polls.get(hostname);
+    // An abandoned poll may still be on its last health check: never join it.
+    if (shared === undefined || shared.abandoned) {
+      const poll: SharedPoll = { done: Promise.resolve(), waiters: 0, abandoned: false };
+      // No deadline of its own: it ends when the agent answers, the VM goes, or no one waits.
+      poll.done = this.poll(hostname, "agent", Number.POSITIVE_INFINITY, () => poll.abandoned, timeoutMs).finally(() => {
+        if (this.polls.get(hostname) === poll) this.polls.delete(hostname);
+      });
+      poll.done.catch(() => undefined);
+      this.polls.set(hostname, poll);
+      shared = poll;
+    }
+    const poll = shared;
+    poll.waiters++;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        poll.done,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new PaddockError("ERR_VM_WAIT_TIMEOUT", `timed out after ${timeoutMs} ms waiting for agent on ${hostname}; the VM was deleted`)), timeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+      if (--poll.waiters === 0) poll.abandoned = true;
+    }
+  }
+
+  /**
+   * The poll itself: until the agent answers as `wait` asks, the VM is gone, `deadline` (epoch
+   * ms) passes or `abandoned()` says so (then it resolves: nobody waits for it any more).
+   */
+  private async poll(hostname: string, wait: "agent" | "userdata", deadline: number, abandoned: () => boolean, timeoutMs: number): Promise<void> {
     // Until the socket exists, wake on inotify events of the agent dir (the socket appearing)
     // instead of sleeping; the timer stays as a fallback should an event be missed.
     const dirEvents = watchDir(this.paths.agentDir(hostname));
     try {
       let delay = 5;
       for (;;) {
+        if (abandoned()) return;
         const vm = this.table.lookup(hostname);
         if (!vm || vm.phase === "deleting" || vm.phase === "stopped") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} was deleted or stopped while waiting for ${wait === "userdata" ? "its userdata" : "its agent"}`);
         if (this.table.stopping && vm.record.pooled) throw new PaddockError("ERR_VM_NOT_RUNNING", "daemon is shutting down", { status: 503 });
@@ -51,7 +98,7 @@ export class VmAgentWait {
           socketSeen = errnoCode(err) !== "ENOENT" && errnoCode((err as { cause?: unknown }).cause) !== "ENOENT";
         }
         if (Date.now() >= deadline) throw new PaddockError("ERR_VM_WAIT_TIMEOUT", `timed out after ${timeoutMs} ms waiting for ${wait} on ${hostname}; the VM was deleted`);
-        const remaining = Math.max(1, deadline - Date.now());
+        const remaining = Math.max(1, Math.min(deadline - Date.now(), 2_000));
         if (socketSeen || !dirEvents.watching) {
           await sleep(Math.min(delay, remaining));
           delay = Math.min(delay * 2, 100);
