@@ -5,7 +5,7 @@
  * agent request, which makes the agent kill a foreground exec.
  */
 import http from "node:http";
-import type { Duplex } from "node:stream";
+import type { Duplex, Readable, Writable } from "node:stream";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { AGENT_PROOF_HEADER, agentConnectOptions, answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
 
@@ -69,7 +69,7 @@ export function streamToAgent(
     }
     res.flushHeaders();
     ur.on("error", () => res.destroy());
-    ur.pipe(res);
+    relayBody(ur, res);
   });
   // A 101 to a request that asked for no upgrade: with no listener Node drops the socket and
   // reports nothing, which would leave the API request hanging.
@@ -99,7 +99,39 @@ export function streamToAgent(
     if (!res.writableFinished) upstream.destroy();
   });
   req.on("error", () => upstream.destroy());
-  req.pipe(upstream);
+  relayBody(req, upstream);
+}
+
+/**
+ * Write each chunk `from` emits to `to` as it comes and end `to` at `from`'s end; `from` is
+ * paused while `to` is over its mark and resumed on its `drain`. What `Readable.pipe` does for
+ * these two, without its per-chunk machinery (unpipe, error and close bookkeeping; errors and
+ * aborts are handled by the caller): the relay is the daemon's largest cost on a streamed exec
+ * or cp (docs/performance.md "Relay, fourth look"). No chunk is copied or held beyond what
+ * `to` buffers, and nothing is written after `to` is destroyed.
+ */
+export function relayBody(from: Readable, to: Writable): void {
+  if (from.readableEnded) {
+    // Already read to its end (e.g. by a body parser before the route): nothing left to relay.
+    to.end();
+    return;
+  }
+  let waiting = false;
+  const resume = (): void => {
+    waiting = false;
+    from.resume();
+  };
+  from.on("data", (chunk: Buffer) => {
+    if (to.destroyed || to.writableEnded) return;
+    if (!to.write(chunk) && !waiting) {
+      waiting = true;
+      from.pause();
+      to.once("drain", resume);
+    }
+  });
+  from.once("end", () => {
+    if (!to.destroyed && !to.writableEnded) to.end();
+  });
 }
 
 /** True for a status an API answer can carry from the agent: 200–599 (a 1xx is never final here). */
