@@ -14,7 +14,7 @@
  *   node dist/scripts/bench/profile-relay.js --dist dist,/path/to/base/dist [--mb 100] [--rounds 3] [--only exec,in,out] [--cpu-prof DIR] [--strace]
  *
  * `--cpu-prof DIR` runs the relays and agents under `node --cpu-prof` (profiles in DIR); `--strace` prints
- * `strace -c -f` of each relay for its first transfer of each kind.
+ * `strace -c -f` of each relay and agent for its first transfer of each kind.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import crypto from "node:crypto";
@@ -195,7 +195,7 @@ async function main(): Promise<void> {
         for (const kind of kinds) {
           const dest = path.join(lab.dir, "up.bin");
           const key = `${kind} ${lab.dist}`;
-          const st = values.strace && !straced.has(key) ? strace(lab.relay.pid as number) : undefined;
+          const st = values.strace && !straced.has(key) ? { relay: strace(lab.relay.pid as number), agent: strace(lab.agent.pid as number) } : undefined;
           if (st) await new Promise((r) => setTimeout(r, 300));
           loads.push(os.loadavg()[0] as number);
           const r0 = await cpuMs(lab.relay.pid as number), a0 = await cpuMs(lab.agent.pid as number), c0 = process.cpuUsage();
@@ -221,7 +221,9 @@ async function main(): Promise<void> {
           };
           if (st) {
             straced.add(key);
-            process.stdout.write(`--- strace -c -f relay, ${key}\n${(await st.stop()).split("\n").slice(0, 14).join("\n")}\n`);
+            for (const [who, t] of Object.entries(st)) {
+              process.stdout.write(`--- strace -c -f ${who}, ${key}\n${(await t.stop()).split("\n").filter((l) => !l.startsWith("strace:")).slice(0, 12).join("\n")}\n`);
+            }
           }
           if (!ok) throw new Error(`${key}: transfer failed or not byte-exact`);
           samples.set(key, [...(samples.get(key) ?? []), s]);

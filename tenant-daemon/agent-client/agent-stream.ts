@@ -103,12 +103,16 @@ export function streamToAgent(
 }
 
 /**
- * Write each chunk `from` emits to `to` as it comes and end `to` at `from`'s end; `from` is
- * paused while `to` is over its mark and resumed on its `drain`. What `Readable.pipe` does for
- * these two, without its per-chunk machinery (unpipe, error and close bookkeeping; errors and
- * aborts are handled by the caller): the relay is the daemon's largest cost on a streamed exec
- * or cp (docs/performance.md "Relay, fourth look"). No chunk is copied or held beyond what
- * `to` buffers, and nothing is written after `to` is destroyed.
+ * Write each chunk `from` emits to `to` and end `to` at `from`'s end; `from` is paused while
+ * `to` is over its mark and resumed on its `drain`. What `Readable.pipe` does for these two,
+ * without its per-chunk machinery (unpipe, error and close bookkeeping; errors and aborts are
+ * handled by the caller), and with `to` corked from a chunk until the event loop's check phase,
+ * so that everything read in one poll phase leaves in one `writev`: an API request's body comes
+ * from the server's C++-consumed parser, which runs the tick queue (Node's own per-tick cork)
+ * after every body piece, i.e. two `writev`s per socket read of a chunked upload. The relay is
+ * the daemon's largest cost on a streamed exec or cp (docs/performance.md "Relay, fourth look").
+ * No chunk is copied or held beyond what `to` buffers, and nothing is written after `to` is
+ * destroyed.
  */
 export function relayBody(from: Readable, to: Writable): void {
   if (from.readableEnded) {
@@ -117,12 +121,22 @@ export function relayBody(from: Readable, to: Writable): void {
     return;
   }
   let waiting = false;
+  let corked = false;
   const resume = (): void => {
     waiting = false;
     from.resume();
   };
+  const uncork = (): void => {
+    corked = false;
+    if (!to.destroyed) to.uncork();
+  };
   from.on("data", (chunk: Buffer) => {
     if (to.destroyed || to.writableEnded) return;
+    if (!corked) {
+      corked = true;
+      to.cork();
+      setImmediate(uncork);
+    }
     if (!to.write(chunk) && !waiting) {
       waiting = true;
       from.pause();
