@@ -69,7 +69,8 @@ export function streamToAgent(
     }
     res.flushHeaders();
     ur.on("error", () => res.destroy());
-    relayBody(ur, res);
+    // `pipe`, not relayBody: measured cheaper here (docs/performance.md "Relay, fourth look").
+    ur.pipe(res);
   });
   // A 101 to a request that asked for no upgrade: with no listener Node drops the socket and
   // reports nothing, which would leave the API request hanging.
