@@ -69,7 +69,7 @@ export function streamToAgent(
     }
     res.flushHeaders();
     ur.on("error", () => res.destroy());
-    // `pipe`, not relayBody: measured cheaper here (docs/performance.md "Relay, fourth look").
+    // `pipe`: relayBody measured no cheaper on the answer (docs/performance.md "Relay, fourth look").
     ur.pipe(res);
   });
   // A 101 to a request that asked for no upgrade: with no listener Node drops the socket and
@@ -112,7 +112,8 @@ export function streamToAgent(
  * from the server's C++-consumed parser, which runs the tick queue (Node's own per-tick cork)
  * after every body piece, i.e. two `writev`s per socket read of a chunked upload. The relay is
  * the daemon's largest cost on a streamed exec or cp (docs/performance.md "Relay, fourth look").
- * No chunk is copied or held beyond what `to` buffers, and nothing is written after `to` is
+ * No chunk is copied; corked chunks count toward `to`'s mark like any other, so `to` holds at
+ * most its mark plus one chunk before `from` is paused; nothing is written after `to` is
  * destroyed.
  */
 export function relayBody(from: Readable, to: Writable): void {
