@@ -127,6 +127,28 @@ describe("relayBody (agent-stream.ts)", () => {
     expect(Buffer.concat(got).toString()).to.equal(Buffer.concat(sent).toString());
     expect(pausedSeen, "source paused while the sink was full").to.equal(true);
   });
+  it("writes what arrives before the loop's check phase with one writev (corked)", async () => {
+    const source = new PassThrough();
+    const calls: number[] = [];
+    const sink = new Writable({
+      highWaterMark: 1 << 20,
+      write(_chunk: Buffer, _enc, cb) {
+        calls.push(1);
+        setImmediate(cb);
+      },
+      writev(chunks, cb) {
+        calls.push(chunks.length);
+        setImmediate(cb);
+      },
+    });
+    const done = new Promise((resolve) => sink.once("finish", resolve));
+    relayBody(source, sink);
+    for (let i = 0; i < 5; i++) source.write(Buffer.from(`piece ${i}`));
+    await new Promise((resolve) => setImmediate(resolve));
+    source.end();
+    await done;
+    expect(calls[0], "the first flush carries all five pieces").to.equal(5);
+  });
   it("ends the writer at once when the source was already read to its end", async () => {
     const source = new PassThrough();
     source.resume();
