@@ -5,7 +5,7 @@
  * agent request, which makes the agent kill a foreground exec.
  */
 import http from "node:http";
-import type { Duplex } from "node:stream";
+import type { Duplex, Readable, Writable } from "node:stream";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { AGENT_PROOF_HEADER, agentConnectOptions, answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
 
@@ -69,6 +69,7 @@ export function streamToAgent(
     }
     res.flushHeaders();
     ur.on("error", () => res.destroy());
+    // `pipe`: relayBody measured no cheaper on the answer (docs/performance.md "Relay, fourth look").
     ur.pipe(res);
   });
   // A 101 to a request that asked for no upgrade: with no listener Node drops the socket and
@@ -99,7 +100,54 @@ export function streamToAgent(
     if (!res.writableFinished) upstream.destroy();
   });
   req.on("error", () => upstream.destroy());
-  req.pipe(upstream);
+  relayBody(req, upstream);
+}
+
+/**
+ * Write each chunk `from` emits to `to` and end `to` at `from`'s end; `from` is paused while
+ * `to` is over its mark and resumed on its `drain`. What `Readable.pipe` does for these two,
+ * without its per-chunk machinery (unpipe, error and close bookkeeping; errors and aborts are
+ * handled by the caller), and with `to` corked from a chunk until the event loop's check phase,
+ * so that everything read in one poll phase leaves in one `writev`: an API request's body comes
+ * from the server's C++-consumed parser, which runs the tick queue (Node's own per-tick cork)
+ * after every body piece, i.e. two `writev`s per socket read of a chunked upload. The relay is
+ * the daemon's largest cost on a streamed exec or cp (docs/performance.md "Relay, fourth look").
+ * No chunk is copied; corked chunks count toward `to`'s mark like any other, so `to` holds at
+ * most its mark plus one chunk before `from` is paused; nothing is written after `to` is
+ * destroyed.
+ */
+export function relayBody(from: Readable, to: Writable): void {
+  if (from.readableEnded) {
+    // Already read to its end (e.g. by a body parser before the route): nothing left to relay.
+    to.end();
+    return;
+  }
+  let waiting = false;
+  let corked = false;
+  const resume = (): void => {
+    waiting = false;
+    from.resume();
+  };
+  const uncork = (): void => {
+    corked = false;
+    if (!to.destroyed) to.uncork();
+  };
+  from.on("data", (chunk: Buffer) => {
+    if (to.destroyed || to.writableEnded) return;
+    if (!corked) {
+      corked = true;
+      to.cork();
+      setImmediate(uncork);
+    }
+    if (!to.write(chunk) && !waiting) {
+      waiting = true;
+      from.pause();
+      to.once("drain", resume);
+    }
+  });
+  from.once("end", () => {
+    if (!to.destroyed && !to.writableEnded) to.end();
+  });
 }
 
 /** True for a status an API answer can carry from the agent: 200–599 (a 1xx is never final here). */

@@ -4,24 +4,26 @@
  * Bodies are streamed both ways; uploads go to a temp file that is renamed into place.
  */
 import { randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
-import { chown, chmod, lstat, mkdir, rename, rm, stat } from "node:fs/promises";
+import { createReadStream } from "node:fs";
+import { chown, chmod, lstat, mkdir, open, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
+import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { badRequest, parseOctalMode, queryBool, formatOctalMode, type AgentRequest } from "./http-util.js";
 import { bodyChunks } from "./body-chunks.js";
+import { WriteBehind } from "./write-behind.js";
 import { compileExcludes, createTarStream, extractTar } from "./tar.js";
 import { resolveGuestPath, type UserDirectory } from "./users.js";
 
 /**
- * Stream buffer sizes of the file copy, bytes. Writing: while one write is on the thread pool,
- * the agent keeps reading the socket and the next write takes everything read meanwhile (one
- * writev) — with the default 16 KiB mark every 64 KiB socket read paused the socket until its
- * write had finished, so socket and disk took turns. Reading: 1 MiB reads, 16× fewer thread-pool
- * round trips than the default 64 KiB (docs/performance.md).
+ * Sizes of the file copy, bytes. Writing: while one batch is on the thread pool the agent keeps
+ * reading the socket, and the next `writev` takes up to this much read meanwhile — socket and
+ * disk never take turns (with Node's default 16 KiB stream mark every 64 KiB socket read
+ * waited for its write). Reading: 1 MiB reads, 16× fewer thread-pool round trips than the
+ * default 64 KiB (docs/performance.md).
  */
-export const COPY_WRITE_BUFFER_BYTES = 4 * 1024 * 1024;
+export const COPY_WRITE_BATCH_BYTES = 256 * 1024;
 export const COPY_READ_CHUNK_BYTES = 1024 * 1024;
 
 const POST_MODES = new Set(["binary", "tar", "cp-v1-binary", "cp-v1-tar"]);
@@ -75,6 +77,26 @@ function plainName(name: string | null): string {
   return name;
 }
 
+/**
+ * Write a request body to a new file at `p` (O_EXCL, mode 0600): the socket's chunks as they
+ * came (body-chunks.ts), gathered into one `writev` per {@link COPY_WRITE_BATCH_BYTES} while the
+ * next batch is read (write-behind.ts). Waits for every write before it returns or throws.
+ * @throws the body's error (a client gone mid-upload) or the file's (e.g. ENOSPC).
+ */
+async function writeBody(body: Readable, p: string): Promise<void> {
+  const fh = await open(p, "wx", 0o600);
+  try {
+    const writer = new WriteBehind(fh, COPY_WRITE_BATCH_BYTES);
+    try {
+      for await (const chunk of bodyChunks(body)) await writer.add(chunk);
+    } finally {
+      await writer.finish();
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
 /** The cp route (agent side). */
 export class CopyHandler {
   constructor(private readonly users: UserDirectory) {}
@@ -124,7 +146,7 @@ export class CopyHandler {
     const tmp = path.join(path.dirname(target), `.paddock-upload-${randomBytes(8).toString("hex")}`);
     try {
       // No fsync, as `cat > f` (docs/slicer-api.md#file-copy).
-      await pipeline(ctx.req, createWriteStream(tmp, { flags: "wx", mode: 0o600, highWaterMark: COPY_WRITE_BUFFER_BYTES }));
+      await writeBody(ctx.req, tmp);
       await chown(tmp, uid, gid);
       await chmod(tmp, mode);
       await rename(tmp, target); // replaces a symlink at `target` rather than following it

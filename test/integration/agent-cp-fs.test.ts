@@ -10,6 +10,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, mkdirSync, readFileSync, statSync, writeFileSync, existsSync, openSync, writeSync, closeSync, readdirSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
+import { until } from "../helpers/wait.js";
 import { call, peakRssBytes, startTestAgent, type TestAgent } from "./agent-fixture.js";
 
 function sha256File(file: string): string {
@@ -64,6 +65,26 @@ describe("guest agent: cp and fs", function () {
     const peak = peakRssBytes(agent.proc.pid as number);
     console.log(`      agent peak RSS after 200 MB in/out: ${(peak / 1024 / 1024).toFixed(1)} MiB`);
     expect(peak).to.be.lessThan(160 * 1024 * 1024);
+  });
+
+  it("a binary upload cut off mid-body leaves neither the file nor its temp file (seen while it ran)", async () => {
+    const dir = path.join(work, "cut");
+    mkdirSync(dir);
+    const req = http.request({ socketPath: agent.socket, method: "POST", path: `/v1/cp?path=${encodeURIComponent(path.join(dir, "f.bin"))}&mode=binary&uid=0`, headers: { "Transfer-Encoding": "chunked" } });
+    const answered = new Promise<void>((resolve) => {
+      req.on("error", () => resolve());
+      req.on("response", (r) => {
+        r.resume();
+        resolve();
+      });
+    });
+    req.write(randomBytes(1 << 20));
+    // Positive control: the upload's temp file exists while the body is still coming.
+    await until("the upload's temp file", async () => (readdirSync(dir).some((n) => n.startsWith(".paddock-upload-")) ? true : undefined), 20_000, 20);
+    req.destroy();
+    await answered;
+    await until("the temp file removed", async () => (readdirSync(dir).length === 0 ? true : undefined), 20_000, 20);
+    expect(readdirSync(dir)).to.deep.equal([]);
   });
 
   it("chowns uploads to the default user and keeps the mode when overwriting", async () => {

@@ -1,8 +1,10 @@
 /**
  * Pure parts of the shell/forward/watch/stats endpoints: the shell frame codec, forward
- * upstream parsing, fs/watch query parsing and the stats parsers.
+ * upstream parsing, fs/watch query parsing and the stats parsers; the relay's body loop.
  */
 import { expect } from "chai";
+import { PassThrough, Writable } from "node:stream";
+import { relayBody } from "../../tenant-daemon/agent-client/agent-stream.js";
 import { FrameDecoder, FrameType, decodeWindowSize, encodeFrame, isWholeFrame } from "../../shared/slicer/shell-frames.js";
 import { parseUpstream } from "../../tenant-daemon/agent/forward.js";
 import { matchesPatterns, parseWatchSpec } from "../../tenant-daemon/agent/fs-watch.js";
@@ -98,5 +100,70 @@ describe("stats parsers", () => {
     expect(countEstablished(tcp)).to.equal(1);
     const stat = "1 (tini (x)) S 0 1 1 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 50000 1000 100";
     expect(pid1UptimeSeconds("1000.50 900.0", stat)).to.be.closeTo(500.5, 1e-6);
+  });
+});
+
+describe("relayBody (agent-stream.ts)", () => {
+  it("relays every chunk in order and pauses the source while the writer is over its mark", async () => {
+    const source = new PassThrough();
+    const got: Buffer[] = [];
+    let pausedSeen = false;
+    const sink = new Writable({
+      highWaterMark: 4,
+      write(chunk: Buffer, _enc, cb) {
+        got.push(chunk);
+        setImmediate(() => {
+          if (source.isPaused()) pausedSeen = true;
+          cb();
+        });
+      },
+    });
+    const done = new Promise((resolve) => sink.once("finish", resolve));
+    relayBody(source, sink);
+    const sent = Array.from({ length: 50 }, (_, i) => Buffer.from(`chunk ${i};`));
+    for (const b of sent) source.write(b);
+    source.end();
+    await done;
+    expect(Buffer.concat(got).toString()).to.equal(Buffer.concat(sent).toString());
+    expect(pausedSeen, "source paused while the sink was full").to.equal(true);
+  });
+  it("writes what arrives before the loop's check phase with one writev (corked)", async () => {
+    const source = new PassThrough();
+    const calls: number[] = [];
+    const sink = new Writable({
+      highWaterMark: 1 << 20,
+      write(_chunk: Buffer, _enc, cb) {
+        calls.push(1);
+        setImmediate(cb);
+      },
+      writev(chunks, cb) {
+        calls.push(chunks.length);
+        setImmediate(cb);
+      },
+    });
+    const done = new Promise((resolve) => sink.once("finish", resolve));
+    relayBody(source, sink);
+    for (let i = 0; i < 5; i++) source.write(Buffer.from(`piece ${i}`));
+    await new Promise((resolve) => setImmediate(resolve));
+    source.end();
+    await done;
+    expect(calls[0], "the first flush carries all five pieces").to.equal(5);
+  });
+  it("ends the writer at once when the source was already read to its end", async () => {
+    const source = new PassThrough();
+    source.resume();
+    source.end("read by a body parser");
+    await new Promise((resolve) => source.once("end", resolve));
+    const sink = new PassThrough();
+    relayBody(source, sink);
+    expect(sink.writableEnded).to.equal(true);
+  });
+  it("writes nothing once the writer is destroyed", () => {
+    const source = new PassThrough();
+    const sink = new PassThrough();
+    relayBody(source, sink);
+    sink.destroy();
+    expect(() => source.write("after the client went away")).to.not.throw();
+    expect(sink.readableLength).to.equal(0);
   });
 });
