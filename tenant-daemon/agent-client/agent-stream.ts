@@ -68,7 +68,9 @@ export function streamToAgent(
       return;
     }
     res.flushHeaders();
-    ur.on("error", () => res.destroy());
+    ur.on("error", () => {
+      if (!res.writableFinished) res.destroy();
+    });
     // `pipe`: relayBody measured no cheaper on the answer (docs/performance.md "Relay, fourth look").
     ur.pipe(res);
   });
@@ -81,6 +83,9 @@ export function streamToAgent(
     fail(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent of VM ${hostname} switched protocols on a plain request; refused`));
   });
   upstream.on("error", (err) => {
+    // After a complete answer (see the `finish` listener below) the agent's connection is
+    // dropped on purpose: the client's connection stays as it is.
+    if (res.writableFinished) return;
     if (responded || res.headersSent) {
       res.destroy();
       return;
@@ -98,6 +103,16 @@ export function streamToAgent(
   // does it by itself.
   res.on("close", () => {
     if (!res.writableFinished) upstream.destroy();
+  });
+  // The answer is complete while the client is still sending its body (e.g. a command that
+  // exited without reading all of its stdin): the agent will not read the rest, and its
+  // connection would sit until its keep-alive timeout and then reset the client's. Drop the
+  // agent's connection and read the rest of the body here and discard it, so the client's
+  // upload ends and its connection stays usable.
+  res.on("finish", () => {
+    if (req.readableEnded) return;
+    upstream.destroy();
+    req.resume();
   });
   req.on("error", () => upstream.destroy());
   relayBody(req, upstream);

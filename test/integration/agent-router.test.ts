@@ -6,7 +6,7 @@
 import { expect } from "chai";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, readFileSync, statSync } from "node:fs";
-import type { Server } from "node:http";
+import http, { type Server } from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { PaddockError } from "../../shared/errors.js";
@@ -106,6 +106,43 @@ describe("daemon agent router (real agent behind it)", function () {
     expect((await call(sock, "GET", `/vm/vm-1/exec/${id}/wait-exit?timeout=30`)).status).to.equal(200);
     expect((await call(sock, "DELETE", `/vm/vm-1/exec/${id}`)).status).to.equal(200);
     expect((await call(sock, "GET", `/vm/vm-1/exec/${id}`)).status).to.equal(410);
+  });
+
+  it("a stdin exec whose command exits without reading its stdin answers, and the rest of the upload is taken and dropped", async () => {
+    // 8 MiB: more than the pipes and socket buffers between the client and the command hold,
+    // so the upload is still being sent when the answer ends. The control is the same upload
+    // read by `wc -c`, which must see every byte.
+    const body = randomBytes(8 << 20);
+    const read = ndjson((await call(sock, "POST", "/vm/vm-1/exec?cmd=wc&args=-c&stdin=true", { body })).text);
+    expect(read.filter((f) => f.type === "stdout").map((f) => String(f.stdout)).join("").trim()).to.equal(String(body.length));
+    // The whole request must go: before the daemon took and dropped the rest of the body, the
+    // agent stopped reading it, and the client's upload ended in ECONNRESET seconds later.
+    const r = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      let answer: { status: number; text: string } | undefined;
+      let sent = false;
+      const done = (): void => {
+        if (answer && sent) resolve(answer);
+      };
+      const rq = http.request({ socketPath: sock, method: "POST", path: "/vm/vm-1/exec?cmd=true&stdin=true" }, (rs) => {
+        const parts: Buffer[] = [];
+        rs.on("data", (c: Buffer) => parts.push(c));
+        rs.on("end", () => {
+          answer = { status: rs.statusCode ?? 0, text: Buffer.concat(parts).toString() };
+          done();
+        });
+      });
+      rq.on("error", reject);
+      rq.on("finish", () => {
+        // Written to the socket; an error after this (a reset) still rejects before `close`.
+        rq.once("close", () => {
+          sent = true;
+          done();
+        });
+      });
+      rq.end(body);
+    });
+    expect(r.status).to.equal(200);
+    expect(ndjson(r.text).at(-1)).to.include({ type: "exit", exit_code: 0 });
   });
 
   it("exec /bin/true through the router: 20 runs in a row all exit 0 (its latency is figure 2 of npm run bench)", async () => {
