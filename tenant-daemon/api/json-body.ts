@@ -13,8 +13,9 @@
  *   knows (utf-8, utf-16le, utf-16be); else `invalid JSON body: unsupported charset "X"`. A BOM
  *   is dropped.
  * - past 1 MiB: 413 `ERR_BODY_TOO_LARGE` `request body too large`; text that is not JSON:
- *   `invalid JSON body: <JSON.parse's message>`; a body that does not inflate: the zlib error
- *   (500 ERR_INTERNAL, as before).
+ *   `invalid JSON body: <JSON.parse's message>`; a body that does not inflate (not the gzip,
+ *   deflate or br it claims): `invalid JSON body: not valid <encoding> data (<zlib's message>)`
+ *   (Express answered that one 500 ERR_INTERNAL: a client's error, so 400 here).
  *
  * On an error the rest of the body is read off before the answer, as body-parser did.
  */
@@ -85,8 +86,10 @@ async function readText(req: ApiRequest): Promise<string> {
       req.unpipe(inflater);
       inflater.destroy();
     }
-    // An inflate error (a body that is not the gzip it claims) is no body-parser error: Express
-    // answered it as any other error, 500 ERR_INTERNAL, and so does this.
+    // A body that is not the gzip/deflate/br it claims is the client's error, not the daemon's.
+    if (inflater !== undefined && !(err instanceof PaddockError) && !req.readableAborted) {
+      throw invalid(`not valid ${String(req.headers["content-encoding"])} data (${(err as Error).message})`, err);
+    }
     throw err;
   }
   return decoder.decode(Buffer.concat(chunks));

@@ -72,6 +72,7 @@ describe("tenant daemon: malformed input gets a 4xx with a code (integration, re
       ["white space only", create, "   ", invalidJson("Unexpected end of JSON input")],
       ["a BOM is dropped", create, '\ufeff{"persistent":"x"}', notBoolean],
       ["gzip is inflated", `${create}\r\nContent-Encoding: gzip`, gzipSync('{"persistent":"x"}'), notBoolean],
+      ["not the gzip it claims", `${create}\r\nContent-Encoding: gzip`, "{}", invalidJson("not valid gzip data (incorrect header check)")],
       ["unknown encoding", `${create}\r\nContent-Encoding: zstd`, "{}", invalidJson('unsupported content encoding "zstd"')],
       ["not a utf charset", `${create}\r\nContent-Type: text/plain; charset=latin1`, "{}", invalidJson('unsupported charset "LATIN1"')],
       ["over 1 MiB", create, `{"a":"${"x".repeat(1 << 20)}"}`, json("413 Payload Too Large", '{"error":"request body too large","code":"ERR_BODY_TOO_LARGE"}')],
