@@ -14,7 +14,9 @@
  * - a header larger than node's limit: 503, the daemon keeps serving; a second response after
  *   the first: never handed to the next request;
  * - the helper's pipes (its requests are commands the host runs as root) are held by no process
- *   of the VM (control: the scan finds the daemon's end of them).
+ *   of the VM (control: the scan finds the daemon's end of them);
+ * - persistent creates answered 201 and a SIGKILL of the daemon right after (VmTable.persist
+ *   batches state writes): every one is back after the restart.
  *
  * One daemon, one VM. Needs root and the image.
  */
@@ -116,8 +118,16 @@ describeWhenReady(missingPrerequisites(), "security: a hostile guest agent again
   let pid = "";
   const daemon = (): TestDaemon => d as TestDaemon;
   const daemonPid = (): number => daemon().child?.pid as number;
-  const takeover = async (modes: Record<string, string>): Promise<Record<string, number>> =>
-    ((await evalInAgent(daemon(), h, pid, takeoverExpression(modes))) as { state: Record<string, number> }).state;
+  const takeover = async (modes: Record<string, string>): Promise<Record<string, number>> => {
+    const once = async (): Promise<Record<string, number>> => ((await evalInAgent(daemon(), h, pid, takeoverExpression(modes))) as { state: Record<string, number> }).state;
+    // One retry on a 503 "not reachable": an exec sent on a kept-alive agent connection the
+    // agent had just closed fails with ECONNRESET "socket hang up" (seen ~1 run in 4 right after
+    // the 96 MiB upload below; not what these tests are about).
+    return once().catch((err: unknown) => {
+      if (!/HTTP 503 .*not reachable/.test(String(err))) throw err;
+      return once();
+    });
+  };
   /** A request to the daemon whose answer the caller reads (or not). */
   const open = (method: string, path: string, headers: Record<string, string> = {}): Promise<{ req: http.ClientRequest; res: http.IncomingMessage }> => new Promise((resolve, reject) => {
     const req = http.request({ socketPath: daemon().socketPath, method, path, headers, agent: false });
@@ -266,5 +276,19 @@ describeWhenReady(missingPrerequisites(), "security: a hostile guest agent again
       const shared = [...(await fdInodes(p))].filter((i) => helperFds.has(i) || daemonFds.has(i));
       expect(shared, `fds of VM process ${p} shared with the daemon or its helper`).to.deep.equal([]);
     }
+  });
+
+  // Last: it restarts the daemon (the ephemeral VM above goes with it).
+  it("persistent creates answered 201 survive a SIGKILL of the daemon right after (batched state writes); the ephemeral VM does not (control)", async () => {
+    const created = await Promise.all([0, 1, 2].map(async () => {
+      const r = await call(daemon().socketPath, "POST", "/hostgroup/relay/nodes", { body: '{"persistent":true}' });
+      expect(r.status, r.text).to.equal(201);
+      return (r.json() as { hostname: string }).hostname;
+    }));
+    await daemon().kill9();
+    await daemon().start();
+    const listed = ((await call(daemon().socketPath, "GET", "/nodes")).json() as { hostname: string }[]).map((v) => v.hostname).sort();
+    expect(listed).to.deep.equal([...created].sort());
+    expect(listed, "the ephemeral VM is gone after the restart: the listing reflects the restart").to.not.include(h);
   });
 });
