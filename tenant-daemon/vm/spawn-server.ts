@@ -43,6 +43,11 @@ interface Pending {
   helper: ChildProcess;
 }
 
+/** Which of `strings` (name, value) holds a NUL byte, by name; undefined when none does. */
+function nulIn(strings: readonly (readonly [string, string])[]): string | undefined {
+  return strings.find(([, v]) => v.includes("\0"))?.[0];
+}
+
 /** One lazily started `paddock-spawnd` and the commands in flight on it. */
 export class SpawnServer {
   private readonly binary: string | undefined;
@@ -68,14 +73,22 @@ export class SpawnServer {
    * stdout/stderr redirection; `env` adds to the daemon's environment).
    * @throws PaddockError `options.errorCode` (default ERR_EXEC_FAILED) on a non-zero exit, a
    *   signal or a failed start, unless `allowFailure`; ERR_EXEC_TIMEOUT after `timeoutMs`
-   *   (default 30 000; the command got SIGTERM, then SIGKILL 2 s later). All carry
-   *   `details.command`, `exitCode` (−1 without one) and `stderr`.
+   *   (default 30 000; the command got SIGTERM, then SIGKILL 2 s later); and, before anything
+   *   runs, when the program, an argument, `cwd` or an environment entry holds a NUL byte (the
+   *   request separates them with NULs: `a\0b` would become two arguments, or spill into the
+   *   environment; node's `spawn` refuses them too). All carry `details.command`, `exitCode`
+   *   (−1 without one) and `stderr`.
    */
   run = async (file: string, args: readonly string[], options: SpawnRunOptions = {}): Promise<RunResult> => {
     if (this.binary === undefined) return run(file, args, options);
     const timeoutMs = options.timeoutMs ?? 30_000;
     const input = options.input === undefined ? Buffer.alloc(0) : Buffer.from(options.input);
     const env = options.env === undefined ? [] : Object.entries({ ...process.env, ...options.env }).flatMap(([k, v]) => (v === undefined ? [] : [`${k}=${v}`]));
+    const withNul = nulIn([["the program", file], ...args.map((a, i) => [`argument ${i + 1}`, a] as const), ["cwd", options.cwd ?? ""], ...env.map((e) => ["an environment entry", e] as const)]);
+    if (withNul !== undefined) {
+      const shown = [file, ...args].join(" ").replace(/\0/g, "\\0");
+      throw new PaddockError(options.errorCode ?? "ERR_EXEC_FAILED", `${shown} not run: ${withNul} holds a NUL byte`, { details: { command: shown, exitCode: -1, stderr: "" } });
+    }
     const id = (this.seq = (this.seq + 1) >>> 0);
     const strings = Buffer.from([options.cwd ?? "", file, ...args, ...env].map((s) => `${s}\0`).join(""));
     const head = Buffer.alloc(24);

@@ -6,7 +6,8 @@
  * refuses. Each next to a well-formed control.
  */
 import net from "node:net";
-import { gzipSync } from "node:zlib";
+import { readFileSync } from "node:fs";
+import { brotliCompressSync, constants as zlibConstants, deflateSync, gzipSync } from "node:zlib";
 import { expect } from "chai";
 import { TestDaemon } from "../helpers/daemon.js";
 import { request } from "../helpers/http.js";
@@ -83,6 +84,29 @@ describe("tenant daemon: malformed input gets a 4xx with a code (integration, re
       ["unknown path", "GET /nodes/ HTTP/1.1", "", json("404 Not Found", '{"error":"no route for GET /nodes/","code":"ERR_NOT_FOUND"}')],
     ];
     for (const [what, head, body, expected] of cases) expect(await answer(head, body), what).to.equal(expected);
+  });
+
+  it("compressed bodies that inflate to 256 MiB (gzip, deflate, br) get 413 after 1 MiB; the daemon's memory stays put (a small one is inflated: control)", async () => {
+    const rssAnon = (): number => Number(/RssAnon:\s+(\d+) kB/.exec(readFileSync(`/proc/${d.child?.pid as number}/status`, "utf8"))?.[1]) * 1024;
+    const post = (encoding: string, body: Buffer): Promise<string> =>
+      raw(Buffer.concat([Buffer.from(`POST /hostgroup/sbox/nodes HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Encoding: ${encoding}\r\nContent-Length: ${body.length}\r\n\r\n`), body]));
+    const control = await post("gzip", gzipSync('{"persistent":"x"}'));
+    expect(control, "control: inflated and parsed").to.include('"code":"ERR_VM_INVALID_REQUEST"');
+    // 256 MiB of zeros each, made cheaply: gzip as 256 members of 1 MiB (gunzip reads
+    // concatenated members), deflate and br at their fastest levels.
+    const zeros = Buffer.alloc(256 * 1024 * 1024);
+    const bombs: [string, Buffer][] = [
+      ["gzip", Buffer.concat(Array.from({ length: 256 }, () => gzipSync(zeros.subarray(0, 1024 * 1024))))],
+      ["deflate", deflateSync(zeros, { level: 1 })],
+      ["br", brotliCompressSync(zeros, { params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 1 } })],
+    ];
+    const before = rssAnon();
+    for (const [encoding, bomb] of bombs) {
+      const out = await post(encoding, bomb);
+      expect(out, encoding).to.match(/^HTTP\/1\.1 413 /);
+      expect(out, encoding).to.include('"code":"ERR_BODY_TOO_LARGE"');
+    }
+    expect(rssAnon() - before, "daemon RssAnon growth").to.be.below(64 * 1024 * 1024);
   });
 
   it("the daemon's log has no stack trace and no 500 from any of it", () => {
