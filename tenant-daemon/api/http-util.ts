@@ -157,11 +157,16 @@ export function sendError(res: ApiResponse, err: unknown, logger: Logger): void 
 /**
  * The one error answer of a failed request: PaddockError 4xx → `{"error","code"}`; anything
  * else is logged with its stack and answered with a generic 500. If headers were already sent,
- * the socket is destroyed: a half-sent answer must not look complete.
+ * the socket is destroyed: a half-sent answer must not look complete. Two 5xx are the
+ * client's doing and logged at info without a stack: 501 (the request asked for something this
+ * daemon does not support) and a request whose client went away before its answer.
  */
 export function answerError(logger: Logger, err: unknown, req: ApiRequest, res: ApiResponse): void {
   const { status, body } = errorResponse(err);
-  if (status >= 500) logger.error("request failed", { method: req.method, path: req.path, err });
+  const clientGone = req.readableAborted || (res.destroyed && !res.writableFinished);
+  if (status === 501) logger.info("request refused: not supported", { method: req.method, path: req.path, code: body.code, message: body.error });
+  else if (status >= 500 && clientGone) logger.info("request ended: the client went away", { method: req.method, path: req.path, message: err instanceof Error ? err.message : String(err) });
+  else if (status >= 500) logger.error("request failed", { method: req.method, path: req.path, err });
   if (res.headersSent) {
     res.destroy();
     return;

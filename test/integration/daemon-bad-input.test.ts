@@ -109,6 +109,15 @@ describe("tenant daemon: malformed input gets a 4xx with a code (integration, re
     expect(rssAnon() - before, "daemon RssAnon growth").to.be.below(64 * 1024 * 1024);
   });
 
+  it("a field Paddock cannot honour is 501 with its reason, logged as the client's doing", async () => {
+    const r = await d.post("/hostgroup/sbox/nodes", { ssh_keys: ["ssh-ed25519 AAAA"] });
+    expect(r.status).to.equal(501);
+    expect(r.json).to.include({ code: "ERR_FIELD_UNSUPPORTED" });
+    // Info lines are batched (at most 25 ms late, shared/logger.ts): poll for it.
+    for (let i = 0; i < 100 && !d.stderr.includes("request refused: not supported"); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(d.stderr).to.include("request refused: not supported");
+  });
+
   it("the daemon's log has no stack trace and no 500 from any of it", () => {
     expect(d.stderr, "the daemon's log was captured").to.include('"level"');
     expect(d.stderr).to.not.match(/URIError|request failed|upgrade failed|\n\s+at /);
