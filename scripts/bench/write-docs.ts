@@ -44,7 +44,18 @@ const SCALE_LIMITS: readonly string[] = [
   "**Supervisor restart.** A SIGKILLed supervisor's ownership lock has to go stale before the next one starts (a few seconds, supervisor/main.ts); then every live daemon is adopted in parallel (pid, program and start time checked, supervisor/daemon-process.ts) — figure 13 gives the time until all answer through the gateway.",
 ];
 
-/** The newest run holding each figure (measured rather than errored, when one exists). */
+/** The largest tenant count a run asked figure 13 for: `--density-steps`, else 200 with `--full`, else 10. */
+function densityTop(report: BenchReport): number {
+  const o = report.options as { full?: unknown; densitySteps?: unknown };
+  if (Array.isArray(o.densitySteps) && o.densitySteps.length > 0) return Math.max(...o.densitySteps.map(Number));
+  return o.full === true ? 200 : 10;
+}
+
+/**
+ * The newest run holding each figure (measured rather than errored, when one exists). Figure
+ * 13 is the exception: the run that grew the host furthest wins, newest among equals, so the
+ * default run's 10 tenants never replace a `--full` curve.
+ */
 export function pickFigures(reports: readonly BenchReport[]): Array<{ figure: FigureResult; report: BenchReport }> {
   const byNum = new Map<number, { figure: FigureResult; report: BenchReport }>();
   const sorted = [...reports].sort((a, b) => a.startedAt.localeCompare(b.startedAt));
@@ -52,6 +63,8 @@ export function pickFigures(reports: readonly BenchReport[]): Array<{ figure: Fi
     for (const figure of report.figures) {
       const prev = byNum.get(figure.num);
       const measured = !figure.error && figure.rows.length > 0;
+      const prevMeasured = prev !== undefined && !prev.figure.error && prev.figure.rows.length > 0;
+      if (figure.num === 13 && measured && prevMeasured && densityTop(report) < densityTop(prev.report)) continue;
       if (!prev || measured || (prev.figure.error && !measured)) byNum.set(figure.num, { figure, report });
     }
   }

@@ -5,7 +5,7 @@ import { expect } from "chai";
 import { evaluateGoals, figureGoals, renderGoalsTable } from "../../scripts/bench/lib/goals.js";
 import { poolRounds, roundOptions, roundOrder } from "../../scripts/bench/lib/ab.js";
 import { changeText, compareRows, renderFigureBody, row, type BenchReport, type FigureResult } from "../../scripts/bench/lib/report.js";
-import { renderBenchmarksDoc } from "../../scripts/bench/write-docs.js";
+import { pickFigures, renderBenchmarksDoc } from "../../scripts/bench/write-docs.js";
 import type { BenchOptions } from "../../scripts/bench/lib/context.js";
 
 const hb = { higherIsBetter: true };
@@ -129,5 +129,18 @@ describe("bench report: goals, before/after", function () {
     expect(doc).to.include("**before** = `bbbbbbbbbbbb` (HEAD~1: old)");
     expect(doc).to.include("`npm run bench -- --only 5 --baseline HEAD~1`");
     expect(doc).to.include("| 13 | Density: tenants and VMs on one host | not measured yet: `npm run bench -- --only 13` |");
+  });
+
+  it("takes each figure from its newest run, but figure 13 from the run that grew the host furthest", function () {
+    const measured = (num: number): FigureResult => ({ num, title: "t", rows: [row(`f${num}.x`, "x", "ms", "paddock", [1, 2, 3])], targets: [], notes: [] });
+    const run = (startedAt: string, options: Record<string, unknown>, nums: number[]): BenchReport =>
+      ({ startedAt, options, figures: nums.map(measured) }) as unknown as BenchReport;
+    const full = run("2026-12-06T15:00:00.000Z", { full: true }, [13]);
+    const later = run("2026-12-06T18:00:00.000Z", { full: false }, [1, 13]);
+    const picked = new Map(pickFigures([later, full]).map((p) => [p.figure.num, p.report.startedAt]));
+    expect(picked.get(1)).to.equal(later.startedAt);
+    expect(picked.get(13), "the --full curve stays").to.equal(full.startedAt);
+    const newerFull = run("2026-12-06T19:00:00.000Z", { densitySteps: [10, 50, 100, 200] }, [13]);
+    expect(new Map(pickFigures([full, later, newerFull]).map((p) => [p.figure.num, p.report.startedAt])).get(13)).to.equal(newerFull.startedAt);
   });
 });
