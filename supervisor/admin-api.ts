@@ -88,6 +88,32 @@ export function tenantView(t: TenantRecord, tenants: TenantService): Record<stri
   };
 }
 
+/**
+ * 405 `ERR_METHOD_NOT_ALLOWED` for a path `router` serves with other methods, with `Allow`
+ * naming them (GET implies HEAD); any other request goes on (to the 404). Reads the routes
+ * the router holds (its `stack` of layers and each route's `methods`, router 2:
+ * https://github.com/pillarjs/router/blob/v2.2.0/lib/route.js), so it stays in step with
+ * every route mounted on it, the events and webhooks routes included.
+ */
+function methodNotAllowed(router: express.Router): express.RequestHandler {
+  type RouteLayer = { route?: { methods?: Record<string, boolean> }; match?: (path: string) => boolean };
+  return (req, res, next) => {
+    const allowed = new Set<string>();
+    for (const layer of router.stack as RouteLayer[]) {
+      const methods = layer.route?.methods;
+      if (methods === undefined || typeof layer.match !== "function" || !layer.match(req.path)) continue;
+      for (const [m, on] of Object.entries(methods)) if (on && m !== "_all") allowed.add(m.toUpperCase());
+    }
+    if (allowed.size === 0 || allowed.has(req.method)) {
+      next();
+      return;
+    }
+    if (allowed.has("GET")) allowed.add("HEAD");
+    res.setHeader("Allow", [...allowed].sort().join(", "));
+    next(new PaddockError("ERR_METHOD_NOT_ALLOWED", `method ${req.method} not allowed on ${req.baseUrl}${req.path}`));
+  };
+}
+
 /** Build the admin Express app. */
 export function createAdminApp(deps: AdminDeps): express.Express {
   const { tenants, host, audit, metrics, log } = deps;
@@ -219,6 +245,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
 
   if (deps.events) mountTenantEventRoutes(r, deps.events, log);
   if (deps.webhooks) mountWebhookRoutes(r, deps.webhooks, audit, log);
+  r.use(methodNotAllowed(r));
 
   app.use("/admin/v1", r);
 

@@ -279,6 +279,13 @@ describe("supervisor with echo daemons (integration)", function () {
       const m = await request(c.sup.adminTarget(), "GET", "/metrics", undefined, { authorization: `Bearer ${c.adminToken}` });
       expect(m.text).to.include('paddock_tenants{status="active"} 2').and.include('paddock_gateway_requests_total{tenant="tga",code="200"}');
       expect((await c.admin("GET", "/tenants", undefined, "wrong")).status).to.equal(401);
+      // A known path with another method is 405 naming what it takes; an unknown path stays 404.
+      const put = await c.admin("PUT", "/tenants");
+      expect(put.status).to.equal(405);
+      expect(put.json).to.include({ code: "ERR_METHOD_NOT_ALLOWED", error: "method PUT not allowed on /admin/v1/tenants" });
+      expect(put.headers.allow).to.equal("GET, HEAD, POST");
+      expect((await c.admin("POST", "/tenants/tga/logs")).headers.allow).to.equal("GET, HEAD");
+      expect((await c.admin("GET", "/tenants/tga/nope")).status).to.equal(404);
       const logs = (await c.admin("GET", "/tenants/tga/logs?lines=5")).json as { lines: string[] };
       expect(logs.lines.join("\n")).to.include("echo daemon ready");
     });
