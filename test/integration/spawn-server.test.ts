@@ -11,17 +11,9 @@ import { PaddockError } from "../../shared/errors.js";
 import { pidAlive } from "../../shared/proc.js";
 import { PROJECT_ROOT } from "../../scripts/lib/daemon-harness.js";
 import { SpawnServer } from "../../tenant-daemon/vm/spawn-server.js";
+import { rejection } from "../helpers/rejection.js";
 
 const BINARY = path.join(PROJECT_ROOT, "dist/bin/paddock-spawnd");
-
-async function rejection(p: Promise<unknown>): Promise<PaddockError> {
-  try {
-    await p;
-  } catch (err) {
-    return err as PaddockError;
-  }
-  throw new Error("expected a rejection");
-}
 
 describe("SpawnServer (paddock-spawnd)", function () {
   this.timeout(30_000);
@@ -47,22 +39,22 @@ describe("SpawnServer (paddock-spawnd)", function () {
   });
 
   it("throws the errors of run(): a failed command with its code, a missing program, a timeout", async () => {
-    const failed = await rejection(s.run("sh", ["-c", "echo broken >&2; exit 2"], { errorCode: "ERR_STORAGE_FAILED" }));
+    const failed = await rejection<PaddockError>(s.run("sh", ["-c", "echo broken >&2; exit 2"], { errorCode: "ERR_STORAGE_FAILED" }));
     expect(failed.code).to.equal("ERR_STORAGE_FAILED");
     expect(failed.message).to.include("failed (exit 2): broken");
     expect(failed.details).to.deep.include({ exitCode: 2, stderr: "broken" });
-    const missing = await rejection(s.run("pdk-no-such-program", []));
+    const missing = await rejection<PaddockError>(s.run("pdk-no-such-program", []));
     expect(missing.code).to.equal("ERR_EXEC_FAILED");
     expect(missing.message).to.include("ENOENT");
     const t0 = Date.now();
-    const slow = await rejection(s.run("sh", ["-c", "echo $$; exec sleep 30"], { timeoutMs: 300 }));
+    const slow = await rejection<PaddockError>(s.run("sh", ["-c", "echo $$; exec sleep 30"], { timeoutMs: 300 }));
     expect(slow.code).to.equal("ERR_EXEC_TIMEOUT");
     expect(Date.now() - t0).to.be.below(10_000);
   });
 
   it("kills a command at its timeout", async () => {
     const marker = `/tmp/pdk-spawnd-${process.pid}`;
-    await rejection(s.run("sh", ["-c", `echo $$ > ${marker}; exec sleep 30`], { timeoutMs: 300 }));
+    await rejection<PaddockError>(s.run("sh", ["-c", `echo $$ > ${marker}; exec sleep 30`], { timeoutMs: 300 }));
     const pid = Number((await s.run("cat", [marker])).stdout);
     await s.run("rm", ["-f", marker]);
     expect(pid).to.be.above(0);
@@ -93,7 +85,7 @@ describe("SpawnServer (paddock-spawnd)", function () {
     expect(helper).to.be.above(0);
     while (!existsSync(marker)) await new Promise((r) => setTimeout(r, 10));
     process.kill(helper, "SIGKILL");
-    const err = await rejection(inFlight);
+    const err = await rejection<PaddockError>(inFlight);
     expect(err.code).to.equal("ERR_EXEC_FAILED");
     // The command outlived its helper (as a command outlives a killed daemon): end it.
     const orphan = Number((await s.run("cat", [marker])).stdout);

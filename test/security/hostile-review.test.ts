@@ -24,6 +24,7 @@ import { run } from "../../shared/exec.js";
 import { PROJECT_ROOT, TestDaemon, loopDevicesUnder, mountsUnder, randomIsolatedRange } from "../helpers/daemon.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 import { call, type Answer } from "../integration/agent-fixture.js";
+import { INSPECT_CLIENT } from "./agent-takeover.js";
 
 /** A buffered exec result. */
 interface ExecResult {
@@ -32,49 +33,6 @@ interface ExecResult {
   exit_code: number;
 }
 
-/**
- * Guest side, run by the guest's node (`node -e <this> <expression> <agent pid>`): send SIGUSR1
- * to the agent (node opens its inspector on 127.0.0.1:9229 in the guest), connect to it with a
- * minimal WebSocket client and print the value of `Runtime.evaluate(<expression>)`.
- */
-const INSPECT_CLIENT = String.raw`
-const net = require("net"), crypto = require("crypto"), http = require("http");
-const [, expr, pid] = process.argv;
-process.kill(Number(pid), "SIGUSR1");
-const list = (tries) => http.get("http://127.0.0.1:9229/json/list", (res) => {
-  let b = ""; res.on("data", (c) => (b += c)); res.on("end", () => attach(new URL(JSON.parse(b)[0].webSocketDebuggerUrl)));
-}).on("error", (e) => (tries > 0 ? setTimeout(() => list(tries - 1), 100) : (console.error("inspector: " + e.message), process.exit(4))));
-list(100);
-function attach(u) {
-  const s = net.connect(9229, "127.0.0.1", () => s.write("GET " + u.pathname + " HTTP/1.1\r\nHost: 127.0.0.1:9229\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + crypto.randomBytes(16).toString("base64") + "\r\nSec-WebSocket-Version: 13\r\n\r\n"));
-  let buf = Buffer.alloc(0), up = false;
-  const send = (t) => {
-    const p = Buffer.from(t), m = crypto.randomBytes(4);
-    let h;
-    if (p.length < 126) h = Buffer.from([0x81, 0x80 | p.length]);
-    else { h = Buffer.alloc(4); h[0] = 0x81; h[1] = 0x80 | 126; h.writeUInt16BE(p.length, 2); }
-    const x = Buffer.alloc(p.length);
-    for (let i = 0; i < p.length; i++) x[i] = p[i] ^ m[i & 3];
-    s.write(Buffer.concat([h, m, x]));
-  };
-  s.on("data", (d) => {
-    buf = Buffer.concat([buf, d]);
-    if (!up) {
-      const i = buf.indexOf("\r\n\r\n");
-      if (i < 0) return;
-      up = true; buf = buf.subarray(i + 4);
-      send(JSON.stringify({ id: 1, method: "Runtime.evaluate", params: { expression: expr, returnByValue: true } }));
-    }
-    while (buf.length >= 2) {
-      let len = buf[1] & 127, off = 2;
-      if (len === 126) { if (buf.length < 4) return; len = buf.readUInt16BE(2); off = 4; }
-      else if (len === 127) { if (buf.length < 10) return; len = Number(buf.readBigUInt64BE(2)); off = 10; }
-      if (buf.length < off + len) return;
-      const msg = JSON.parse(buf.subarray(off, off + len).toString()); buf = buf.subarray(off + len);
-      if (msg.id === 1) { process.stdout.write(JSON.stringify(msg.result.result.value ?? msg.result) + "\n"); s.destroy(); process.exit(0); }
-    }
-  });
-}`;
 
 /**
  * Evaluated inside h1's agent: its HTTP servers answer, instead of the agent, any request (or

@@ -19,17 +19,9 @@ import path from "node:path";
 import { PaddockError } from "../../shared/errors.js";
 import { PROJECT_ROOT } from "../../scripts/lib/daemon-harness.js";
 import { SpawnServer } from "../../tenant-daemon/vm/spawn-server.js";
+import { rejection } from "../helpers/rejection.js";
 
 const BINARY = path.join(PROJECT_ROOT, "dist/bin/paddock-spawnd");
-
-async function rejection(p: Promise<unknown>): Promise<PaddockError> {
-  try {
-    await p;
-  } catch (err) {
-    return err as PaddockError;
-  }
-  throw new Error("expected a rejection");
-}
 
 describe("security: hostile input and timings against paddock-spawnd (real helper)", function () {
   this.timeout(60_000);
@@ -49,14 +41,14 @@ describe("security: hostile input and timings against paddock-spawnd (real helpe
     expect((await s.run("/bin/sh", ["-c", script, "x"], { env: { INJECTED: "set" } })).stdout).to.equal("arg=x env=set\n");
     expect((await s.run("/bin/sh", ["-c", script, "x"], { env: { A: "1" } })).stdout).to.equal("arg=x env=unset\n");
     // The attack: before the fix this printed `arg=x env=pwned`.
-    const err = await rejection(s.run("/bin/sh", ["-c", script, "x\0INJECTED=pwned"], { env: { A: "1" }, errorCode: "ERR_STORAGE_FAILED" }));
+    const err = await rejection<PaddockError>(s.run("/bin/sh", ["-c", script, "x\0INJECTED=pwned"], { env: { A: "1" }, errorCode: "ERR_STORAGE_FAILED" }));
     expect(err).to.be.instanceOf(PaddockError);
     expect(err.code).to.equal("ERR_STORAGE_FAILED");
     expect(err.message).to.include("argument 3 holds a NUL byte");
     for (const [file, args, cwd] of [["/bin/echo\0x", [], undefined], ["/bin/echo", [], "/tmp\0/x"]] as const) {
-      expect((await rejection(s.run(file, args, cwd === undefined ? {} : { cwd }))).message).to.include("holds a NUL byte");
+      expect((await rejection<PaddockError>(s.run(file, args, cwd === undefined ? {} : { cwd }))).message).to.include("holds a NUL byte");
     }
-    expect((await rejection(s.run("/bin/true", [], { env: { X: "a\0B=c" } }))).message).to.include("an environment entry holds a NUL byte");
+    expect((await rejection<PaddockError>(s.run("/bin/true", [], { env: { X: "a\0B=c" } }))).message).to.include("an environment entry holds a NUL byte");
   });
 
   it("a command right after close() (the idle close) runs on a new helper; commands in flight on the closing one are still answered", async () => {
