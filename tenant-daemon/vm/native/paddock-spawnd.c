@@ -292,6 +292,10 @@ int main(int argc, char **argv) {
       int64_t t = j->kill_at ? j->kill_at : (j->timed_out ? 0 : j->deadline);
       if (t && (wake < 0 || t < wake)) wake = t;
     }
+    /* The jobs pfds[2..] describe, in order. start() below puts new jobs in front of this
+       one, so from here on the list is exactly the polled jobs: their events must not be read
+       as a new job's (a POLLHUP of an old job's stdin would close a new job's stdin unwritten). */
+    struct job *polled = jobs;
     int timeout = wake < 0 ? -1 : (wake <= now ? 0 : (int)(wake - now));
     if (poll(pfds, n, timeout) < 0 && errno != EINTR) die("poll");
     if (pfds[0].revents) {
@@ -346,7 +350,7 @@ int main(int argc, char **argv) {
     }
     size_t k = 2;
     now = now_ms();
-    for (struct job *j = jobs; j; j = j->next, k += 3) {
+    for (struct job *j = polled; j; j = j->next, k += 3) {
       if (pfds[k].revents && j->out_fd >= 0) drain(&j->out_fd, &j->out);
       if (pfds[k + 1].revents && j->err_fd >= 0) drain(&j->err_fd, &j->err);
       if (pfds[k + 2].revents && j->in_fd >= 0) {
