@@ -27,6 +27,18 @@ describe("SpawnServer (paddock-spawnd)", function () {
   });
   afterEach(() => s.close());
 
+  it("every concurrent command gets its whole stdin, while others that exit without reading theirs come and go", async () => {
+    // A command that exits without reading its stdin makes that pipe hang up in the helper's
+    // poll; a job started in the same round must not take that event as its own.
+    const runs: Promise<boolean>[] = [];
+    for (let i = 0; i < 60; i++) {
+      const input = `line ${i}\n`.repeat(50);
+      runs.push(s.run("true", [], { input }).then(() => true));
+      runs.push(s.run("cat", [], { input }).then((r) => r.stdout === input));
+    }
+    expect((await Promise.all(runs)).every(Boolean), "every cat echoed its whole input").to.equal(true);
+  });
+
   it("gives exit code, stdout and stderr as run() does, input on stdin, cwd and extra env", async () => {
     expect(await s.run("sh", ["-c", "echo out; echo err >&2; exit 3"], { allowFailure: true })).to.deep.equal({ stdout: "out\n", stderr: "err\n", exitCode: 3 });
     expect((await s.run("cat", [], { input: "hello\n" })).stdout).to.equal("hello\n");
