@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # List (and with --remove, remove) what Paddock tenants left on this host, found only by
 # Paddock's deterministic names — nothing else is touched:
-#   runc/crun containers  pdk-<tenant>-<hostname>
+#   runc/crun containers  pdk-<tenant>-<hostname> (and their state dirs left empty)
 #   network namespaces    pdk-<tenant>-<hostname>
 #   links                 alias "paddock/<tenant>/…" (veths, bridges)
 #   nftables tables       inet|ip paddock-<tenant>
@@ -34,6 +34,19 @@ for rt in runc crun; do
     [[ "$id" =~ ^pdk-${t}- ]] || continue
     report "$rt" "$id"
     [ $remove = 1 ] && "$rt" delete --force "$id" >/dev/null 2>&1
+  done
+done
+
+# Runtime state directories left empty (a runtime killed before it wrote its state): the
+# runtime lists no container for them but refuses a new one with that id.
+for root in /run/runc /run/crun; do
+  for d in "$root"/pdk-*; do
+    [ -d "$d" ] || continue
+    id="${d##*/}"
+    [[ "$id" =~ ^pdk-${t}- ]] || continue
+    [ -z "$(ls -A "$d")" ] || continue
+    report state-dir "$d"
+    [ $remove = 1 ] && rmdir "$d"
   done
 done
 

@@ -156,9 +156,16 @@ export class OciDriver implements RuntimeDriver {
     await updateSandbox(this.cli, this.swapAccounting, id, resources);
   }
 
-  /** See {@link destroySandbox}. @throws PaddockError ERR_RUNTIME_FAILED when the sandbox still exists afterwards. */
+  /**
+   * See {@link destroySandbox}; then removes `<stateRoot>/<id>` if the runtime left it empty: a
+   * runtime killed between creating that directory and writing its state there leaves one, and
+   * the runtime then knows no such container yet refuses a new one with that id ("container
+   * with id exists"). `rmdir` removes only an empty directory; the state root is the host's own.
+   * @throws PaddockError ERR_RUNTIME_FAILED when the sandbox still exists afterwards.
+   */
   async destroy(id: string): Promise<void> {
     await destroySandbox(this.cli, id);
+    await fs.rmdir(path.join(this.stateRoot, id)).catch(() => undefined);
   }
 
   /**

@@ -5,7 +5,8 @@
  * the helper ended when idle, and a helper that dies failing the commands in flight.
  */
 import { expect } from "chai";
-import { existsSync } from "node:fs";
+import { existsSync, promises as fs } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { PaddockError } from "../../shared/errors.js";
 import { pidAlive } from "../../shared/proc.js";
@@ -88,6 +89,21 @@ describe("SpawnServer (paddock-spawnd)", function () {
     // A command right after a close goes to a new helper, never to the closing one.
     s.close();
     expect((await s.run("echo", ["fresh"])).stdout).to.equal("fresh\n");
+  });
+
+  it("a command inherits no fd past stdio that the helper inherited (control: the helper holds it)", async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-spawnd-fd-"));
+    // The helper's parent leaves fd 7 open without close-on-exec, as a parent's parent may.
+    await fs.writeFile(path.join(dir, "wrap"), `#!/bin/sh\nexec 7</dev/null\nexec ${BINARY}\n`, { mode: 0o755 });
+    const wrapped = new SpawnServer({ binary: path.join(dir, "wrap"), idleMs: 200 });
+    try {
+      const out = (await wrapped.run("sh", ["-c", "echo $PPID; if [ -e /proc/$$/fd/7 ]; then echo inherited; else echo none; fi"])).stdout.split("\n");
+      expect(await fs.readlink(`/proc/${out[0]}/fd/7`), "the helper's own fd 7").to.equal("/dev/null");
+      expect(out[1], "fd 7 in the command").to.equal("none");
+    } finally {
+      wrapped.close();
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("fails the commands in flight when the helper dies, and recovers", async () => {

@@ -100,6 +100,25 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     await destroyVm("life-1");
   });
 
+  it("a state directory the runtime left empty (killed before it wrote its state) does not block the name", async () => {
+    const spec = await prepareVm("stale-1");
+    const stateDir = path.join("/run/runc", spec.id);
+    await fs.mkdir(stateDir, { mode: 0o711 });
+    try {
+      // Control: runc knows no such container, and still refuses the id while the directory is there.
+      expect((await run("runc", ["state", spec.id], { allowFailure: true })).stderr).to.match(/does not exist/);
+      expect(await driver.list(`pdk-${tenant}-`)).to.include(spec.id);
+      expect((await driver.run(spec)).status).to.equal("running");
+      expect((await exec(spec.id, ["hostname"])).stdout.trim()).to.equal("stale-1");
+      await driver.destroy(spec.id);
+      expect(existsSync(stateDir)).to.equal(false);
+    } finally {
+      await driver.destroy(spec.id).catch(() => undefined);
+      await fs.rmdir(stateDir).catch(() => undefined);
+      await destroyVm("stale-1");
+    }
+  });
+
   it("enforces the pids limit inside the guest", async () => {
     const spec = await prepareVm("pids-1", { pidsLimit: 20 });
     await driver.create(spec);

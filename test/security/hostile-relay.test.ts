@@ -83,6 +83,17 @@ async function fdInodes(pid: number): Promise<Set<string>> {
   return out;
 }
 
+/** The peer of every connected Unix socket on the host (`ss -xan`): `socket:[local]` → `socket:[peer]`. */
+async function unixPeers(): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const line of (await run("ss", ["-xanH"])).stdout.split("\n")) {
+    // u_str ESTAB 0 0 <local address> <local inode> <peer address> <peer inode>
+    const f = line.trim().split(/\s+/);
+    if (f.length >= 8) out.set(`socket:[${f[f.length - 3]}]`, `socket:[${f[f.length - 1]}]`);
+  }
+  return out;
+}
+
 /** Poll `probe` until it returns true; fails with `what` after `ms` (a bound for a loaded host, not a speed check). */
 async function until(what: string, probe: () => Promise<boolean> | boolean, ms = 30_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -266,10 +277,15 @@ describeWhenReady(missingPrerequisites(), "security: a hostile guest agent again
     expect((await call(daemon().socketPath, "POST", `/vm/${h}/resume`)).status).to.be.within(200, 299);
     const helpers = (await run("pgrep", ["-P", String(daemonPid()), "-x", "paddock-spawnd"], { allowFailure: true })).stdout.trim().split("\n").filter((l) => l !== "").map(Number);
     expect(helpers, "the helper runs").to.have.length(1);
-    const helperFds = await fdInodes(helpers[0] as number);
+    const helper = helpers[0] as number;
+    const helperFds = await fdInodes(helper);
     const daemonFds = await fdInodes(daemonPid());
-    // Control: the helper's request and answer pipes are the daemon's (the scan sees shared fds).
-    expect([...helperFds].filter((i) => daemonFds.has(i)).length, "pipes shared by daemon and helper").to.be.at.least(2);
+    // The helper's stdin and stdout are socket pairs (node's stdio pipes): the daemon holds the
+    // other end of each, a different inode. Control: the scan finds both of the daemon's ends.
+    const peers = await unixPeers();
+    const channel = [await fs.readlink(`/proc/${helper}/fd/0`), await fs.readlink(`/proc/${helper}/fd/1`)].map((i) => peers.get(i) ?? i);
+    expect(channel.filter((i) => daemonFds.has(i)), "the daemon's ends of the helper's stdin and stdout").to.have.length(2);
+    for (const i of [...helperFds]) helperFds.add(peers.get(i) ?? i);
     const vmPids = JSON.parse((await run("runc", ["ps", "--format", "json", `pdk-${daemon().tenantId}-${h}`])).stdout) as number[];
     expect(vmPids.length, "the VM's processes (init, agent)").to.be.at.least(2);
     for (const p of vmPids) {

@@ -30,6 +30,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -262,6 +263,9 @@ int main(int argc, char **argv) {
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
   if (sigprocmask(SIG_BLOCK, &chld, NULL) < 0) die("sigprocmask");
+  /* An fd this process inherited past stdio (one its parent's parent left open) must not reach
+     the commands: mark every fd from 3 up close-on-exec (close_range(2), Linux 5.11). */
+  if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0 && errno != ENOSYS && errno != EINVAL) die("close_range");
   int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sfd < 0) die("signalfd");
   fcntl(0, F_SETFD, FD_CLOEXEC);
