@@ -60,6 +60,8 @@ export class SpawnServer {
   constructor(options: SpawnServerOptions = {}) {
     const binary = options.binary ?? path.join(findProjectRoot(), "dist", "bin", "paddock-spawnd");
     this.binary = existsSync(binary) ? binary : undefined;
+    // Correct without it (shared/exec.ts forks the daemon per command), only slower: say so once.
+    if (this.binary === undefined) process.emitWarning(`${binary} is missing (npm run build compiles it): commands run by forking the daemon`, { code: "PADDOCK_NO_SPAWND" });
     this.idleMs = options.idleMs ?? 5000;
   }
 
@@ -187,7 +189,7 @@ interface Answer {
 
 /**
  * A `data` listener that cuts a helper's stdout into answer frames (`len id kind code flags
- * out_len err_len | out err`, native-endian 32-bit fields; paddock-spawnd.c) and hands each to
+ * out_len err_len | out err`, little-endian 32-bit fields; paddock-spawnd.c) and hands each to
  * `onAnswer`. Chunks are joined once a frame is complete, not on every chunk.
  */
 function answers(onAnswer: (a: Answer) => void): (chunk: Buffer) => void {

@@ -7,7 +7,7 @@
  *
  *   paddock-spawnd        (no arguments; started by the daemon with stdin and stdout as pipes)
  *
- * Requests arrive on stdin, answers leave on stdout, as frames of native-endian 32-bit fields:
+ * Requests arrive on stdin, answers leave on stdout, as frames of little-endian 32-bit fields (as the daemon writes them):
  *
  *   request:  len id timeout_ms argc envc input_len | cwd\0 argv[0]\0 … env[0]\0 … input
  *   answer:   len id kind code flags out_len err_len | out err
@@ -28,6 +28,7 @@
  * Exit status: 0 after stdin's EOF; 1 on a failed system call of its own (message on stderr).
  */
 #define _GNU_SOURCE
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
@@ -85,10 +86,12 @@ static int64_t now_ms(void) {
 static uint32_t get32(const char *p) {
   uint32_t v;
   memcpy(&v, p, 4);
-  return v;
+  return le32toh(v);
 }
-
-static void put32(char *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put32(char *p, uint32_t v) {
+  v = htole32(v);
+  memcpy(p, &v, 4);
+}
 
 static void buf_add(struct buf *b, const char *p, size_t n) {
   if (b->len + n > MAX_OUT) {
