@@ -1,6 +1,9 @@
 import { expect } from "chai";
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { formatCidr } from "../../shared/cidr.js";
-import { parseSetCidrs } from "../../tenant-daemon/network/nft-cli.js";
+import { NFT_MALLOC_TUNABLE, listSetCidrs, nftEnv, parseSetCidrs } from "../../tenant-daemon/network/nft-cli.js";
 
 // `nft -j list sets` of nftables 1.0.6 (Debian 12) on tables made for this test: a prefix, a
 // bare address, a range, an empty set, a set of family ip, a table with no set.
@@ -21,5 +24,32 @@ describe("network: nft-cli parseSetCidrs", () => {
   it("an empty listing (no tables) is an empty map", () => {
     expect(parseSetCidrs("", "own_ranges").size).to.equal(0);
     expect(parseSetCidrs('{"nftables": [{"metainfo": {"version": "1.0.6"}}]}', "own_ranges").size).to.equal(0);
+  });
+});
+
+describe("network: nft-cli nft's environment", () => {
+  let dir: string;
+  let savedPath: string | undefined;
+  before(async () => {
+    // A stand-in `nft` first on PATH that answers `-j list sets` with the GLIBC_TUNABLES it was
+    // given as a table name: what reaches the process nft-cli.ts starts.
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-nftenv-"));
+    await fs.writeFile(path.join(dir, "nft"), `#!/bin/sh\nprintf '{"nftables":[{"set":{"family":"inet","name":"own_ranges","table":"%s","elem":[]}}]}' "$GLIBC_TUNABLES"\n`, { mode: 0o755 });
+    savedPath = process.env.PATH;
+    process.env.PATH = `${dir}:${savedPath ?? ""}`;
+  });
+  after(async () => {
+    process.env.PATH = savedPath;
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it("nft runs with the malloc tunable that halves its CPU on a host with many tables", async () => {
+    expect([...(await listSetCidrs("own_ranges")).keys()]).to.deep.equal([nftEnv().GLIBC_TUNABLES]);
+    expect(nftEnv().GLIBC_TUNABLES).to.include(NFT_MALLOC_TUNABLE);
+  });
+
+  it("keeps the daemon's own tunables and replaces only its mmap threshold", () => {
+    expect(nftEnv(undefined)).to.deep.equal({ GLIBC_TUNABLES: NFT_MALLOC_TUNABLE });
+    expect(nftEnv("glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=65536")).to.deep.equal({ GLIBC_TUNABLES: `glibc.malloc.arena_max=2:${NFT_MALLOC_TUNABLE}` });
   });
 });
