@@ -119,19 +119,29 @@ export function streamToAgent(
 }
 
 /**
+ * Bytes of a request body the relay lets wait toward the agent before it pauses the client
+ * (see {@link relayBody}). The agent request's own mark is Node's 16 KiB, less than one socket
+ * read of a chunked upload (~55 KiB): pausing at it paused and resumed the client's socket for
+ * nearly every chunk (an `epoll_ctl` each way) and wrote one chunk per `writev`. With this mark
+ * the client's socket keeps being read while the agent's is full, and what gathered meanwhile
+ * leaves in one `writev` once it drains (docs/performance.md "cp in, third look").
+ */
+export const RELAY_BODY_MARK_BYTES = 1024 * 1024;
+
+/**
  * Write each chunk `from` emits to `to` and end `to` at `from`'s end; `from` is paused while
- * `to` is over its mark and resumed on its `drain`. What `Readable.pipe` does for these two,
- * without its per-chunk machinery (unpipe, error and close bookkeeping; errors and aborts are
- * handled by the caller), and with `to` corked from a chunk until the event loop's check phase,
- * so that everything read in one poll phase leaves in one `writev`: an API request's body comes
- * from the server's C++-consumed parser, which runs the tick queue (Node's own per-tick cork)
- * after every body piece, i.e. two `writev`s per socket read of a chunked upload. The relay is
- * the daemon's largest cost on a streamed exec or cp (docs/performance.md "Relay, fourth look").
- * No chunk is copied; corked chunks count toward `to`'s mark like any other, so `to` holds at
- * most its mark plus one chunk before `from` is paused; nothing is written after `to` is
+ * more than `markBytes` wait in `to` (`writableLength`) and resumed on its `drain`. What
+ * `Readable.pipe` does for these two, without its per-chunk machinery (unpipe, error and close
+ * bookkeeping; errors and aborts are handled by the caller), and with `to` corked from a chunk
+ * until the event loop's check phase, so that everything read in one poll phase leaves in one
+ * `writev`: an API request's body comes from the server's C++-consumed parser, which runs the
+ * tick queue (Node's own per-tick cork) after every body piece, i.e. two `writev`s per socket
+ * read of a chunked upload. The relay is the daemon's largest cost on a streamed exec or cp
+ * (docs/performance.md "Relay, fourth look"). No chunk is copied; `to` holds at most
+ * `markBytes` plus one chunk before `from` is paused; nothing is written after `to` is
  * destroyed.
  */
-export function relayBody(from: Readable, to: Writable): void {
+export function relayBody(from: Readable, to: Writable, markBytes = RELAY_BODY_MARK_BYTES): void {
   if (from.readableEnded) {
     // Already read to its end (e.g. by a body parser before the route): nothing left to relay.
     to.end();
@@ -154,7 +164,7 @@ export function relayBody(from: Readable, to: Writable): void {
       to.cork();
       setImmediate(uncork);
     }
-    if (!to.write(chunk) && !waiting) {
+    if (!to.write(chunk) && !waiting && to.writableLength > markBytes) {
       waiting = true;
       from.pause();
       to.once("drain", resume);

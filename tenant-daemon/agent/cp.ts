@@ -12,7 +12,7 @@ import { pipeline } from "node:stream/promises";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { badRequest, parseOctalMode, queryBool, formatOctalMode, type AgentRequest } from "./http-util.js";
 import { bodyChunks } from "./body-chunks.js";
-import { WriteBehind } from "./write-behind.js";
+import { WRITE_BEHIND_BATCH_BYTES, WriteBehind } from "./write-behind.js";
 import { compileExcludes, createTarStream, extractTar } from "./tar.js";
 import { resolveGuestPath, type UserDirectory } from "./users.js";
 
@@ -20,10 +20,12 @@ import { resolveGuestPath, type UserDirectory } from "./users.js";
  * Sizes of the file copy, bytes. Writing: while one batch is on the thread pool the agent keeps
  * reading the socket, and the next `writev` takes up to this much read meanwhile — socket and
  * disk never take turns (with Node's default 16 KiB stream mark every 64 KiB socket read
- * waited for its write). Reading: 1 MiB reads, 16× fewer thread-pool round trips than the
- * default 64 KiB (docs/performance.md).
+ * waited for its write). 1 MiB as the tar extractor's batches: 256 KiB made 4× the thread-pool
+ * round trips (each a futex wake-up and an eventfd write) and cost the agent ~20 % more CPU per
+ * upload (docs/performance.md "cp in, third look"). Reading: 1 MiB reads, 16× fewer thread-pool
+ * round trips than the default 64 KiB.
  */
-export const COPY_WRITE_BATCH_BYTES = 256 * 1024;
+export const COPY_WRITE_BATCH_BYTES = WRITE_BEHIND_BATCH_BYTES;
 export const COPY_READ_CHUNK_BYTES = 1024 * 1024;
 
 const POST_MODES = new Set(["binary", "tar", "cp-v1-binary", "cp-v1-tar"]);

@@ -119,13 +119,46 @@ describe("relayBody (agent-stream.ts)", () => {
       },
     });
     const done = new Promise((resolve) => sink.once("finish", resolve));
-    relayBody(source, sink);
+    relayBody(source, sink, 16);
     const sent = Array.from({ length: 50 }, (_, i) => Buffer.from(`chunk ${i};`));
     for (const b of sent) source.write(b);
     source.end();
     await done;
     expect(Buffer.concat(got).toString()).to.equal(Buffer.concat(sent).toString());
     expect(pausedSeen, "source paused while the sink was full").to.equal(true);
+  });
+  it("keeps taking the source's chunks past the writer's own mark until more than markBytes wait, then pauses it; everything arrives", async () => {
+    const KiB = 1024;
+    const source = new PassThrough({ highWaterMark: 4 << 20 });
+    const held: (() => void)[] = [];
+    const got: Buffer[] = [];
+    // The agent request as the daemon has it: Node's 16 KiB mark, a socket that takes nothing yet.
+    const sink = new Writable({
+      highWaterMark: 16 * KiB,
+      write(chunk: Buffer, _enc, cb) {
+        got.push(chunk);
+        held.push(cb);
+      },
+      writev(chunks, cb) {
+        for (const c of chunks) got.push(c.chunk as Buffer);
+        held.push(cb);
+      },
+    });
+    const done = new Promise((resolve) => sink.once("finish", resolve));
+    relayBody(source, sink, 256 * KiB);
+    const sent = Array.from({ length: 8 }, (_, i) => Buffer.alloc(64 * KiB, i));
+    for (const b of sent) source.write(b);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(source.isPaused(), "source paused once over markBytes").to.equal(true);
+    // Pausing at the writer's 16 KiB mark would stop after the first 64 KiB chunk.
+    expect(sink.writableLength, "bytes waiting in the writer").to.be.above(256 * KiB).and.at.most(256 * KiB + 64 * KiB);
+    source.end();
+    while (!sink.writableFinished) {
+      held.splice(0).forEach((cb) => cb());
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await done;
+    expect(Buffer.concat(got).equals(Buffer.concat(sent))).to.equal(true);
   });
   it("writes what arrives before the loop's check phase with one writev (corked)", async () => {
     const source = new PassThrough();
