@@ -11,6 +11,7 @@ import { PaddockError } from "../shared/errors.js";
 import { TENANT_ID_PATTERN } from "../shared/tenant-config.js";
 import { checkTenantPidsBudget, readPidMax } from "../shared/host-pids.js";
 import { claimUidRange, releaseUidRange } from "../shared/uid-ranges.js";
+import { liveTenantLockOwner } from "../shared/tenant-id-lock.js";
 import { allocateBlocks } from "./block-allocator.js";
 import type { SupervisorConfig } from "./supervisor-config.js";
 import type { RegistryState, TenantHypervisor, TenantRecord } from "./tenant-registry.js";
@@ -109,6 +110,14 @@ export async function createTenant(ctx: TenantContext, configs: TenantConfigs, d
     let claimed: { stateDirExisted: boolean } | undefined;
     const rendered = await registry.update(async (state) => {
       if (state.tenants[id]) throw new PaddockError("ERR_TENANT_EXISTS", `tenant ${JSON.stringify(id)} already exists`);
+      // A daemon outside the registry (`paddock daemon up`) holds this id: its containers, table
+      // and state dir are keyed by it, so a tenant of the same id would collide with them.
+      const holder = await liveTenantLockOwner(id);
+      if (holder !== undefined) {
+        throw new PaddockError("ERR_TENANT_ID_IN_USE", `tenant id ${JSON.stringify(id)} is held by a daemon this supervisor did not start (pid ${holder.pid}, config ${holder.config}); stop it or choose another id`, {
+          details: { tenant_id: id, holder_pid: holder.pid, holder_config: holder.config },
+        });
+      }
       const used = Object.values(state.tenants).flatMap((t) => t.blocks.map((b) => b.cidr));
       const cidrs = allocateBlocks({ pool: config.pool, blockPrefix: config.blockPrefix, used, count: template.hostGroups.length });
       // The host uid/gid range (shared/uid-ranges.ts); claiming creates the state dir.

@@ -43,7 +43,7 @@ import { createHostResolver } from "./proxy/upstream-guard.js";
 import { EgressProxyWiring } from "./network/egress-proxy-wiring.js";
 import { VmNamespaces } from "./runtime/vm-namespaces.js";
 import { applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenantCgroup, type TenantBudgetPlan } from "./runtime/tenant-cgroup.js";
-import { acquireTenantIdLock } from "./tenant-id-lock.js";
+import { acquireTenantIdLock } from "../shared/tenant-id-lock.js";
 import { readPidMax } from "../shared/host-pids.js";
 import type { DaemonState } from "./vm/vm-types.js";
 
@@ -260,7 +260,7 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
   for (const w of config.warnings) logger.warn(`config: ${w}`);
   checkHypervisor(config);
   // Before anything else: container ids, the nftables table, links and cgroups are keyed by the
-  // tenant id, so a second daemon of the same id must not touch any of them (tenant-id-lock.ts).
+  // tenant id, so a second daemon of the same id must not touch any of them (shared/tenant-id-lock.ts).
   const releaseId = await acquireTenantIdLock({
     tenantId: config.paddock.tenantId, configPath: config.source, purpose: "serve",
     onCompromised: (err) => logger.error("the tenant id lock was lost while held", { err }),

@@ -4,7 +4,7 @@
  * tenant socket, started from the config the supervisor rendered). The real tenant daemon
  * with real VMs is exercised by test/privileged/supervisor-daemon.test.ts.
  */
-import { promises as fs } from "node:fs";
+import { existsSync, promises as fs } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import path from "node:path";
@@ -14,6 +14,7 @@ import { sleep } from "../../shared/time.js";
 import { request, type TestResponse } from "../helpers/http.js";
 import { FAST_RESTART, TestSupervisor, echoDaemonConfig } from "../helpers/supervisor.js";
 import { pidAlive } from "../../shared/proc.js";
+import { acquireTenantIdLock } from "../../shared/tenant-id-lock.js";
 
 interface Env {
   sup: TestSupervisor;
@@ -382,6 +383,30 @@ describe("supervisor with echo daemons (integration)", function () {
       expect((await c.gw("GET", "/nodes", t.token)).status).to.equal(401);
       const again = await c.createTenant({ id: "tdm" });
       expect(again.ranges[0]?.cidr).to.equal(t.ranges[0]?.cidr);
+    });
+
+    it("a tenant id a standalone daemon holds: its state dir is no leftover at start, and a create of that id is 409 ERR_TENANT_ID_IN_USE", async () => {
+      env = await makeEnv();
+      // The standalone daemon is played by this process holding the id's host-global lock.
+      const id = `solo${process.pid.toString(36)}`.slice(0, 12);
+      const held = path.join(env.stateDir, "tenants", id);
+      const gone = path.join(env.stateDir, "tenants", "zleftover");
+      await fs.mkdir(held, { recursive: true });
+      await fs.writeFile(path.join(held, "state.json"), "{}");
+      await fs.mkdir(gone, { recursive: true });
+      const release = await acquireTenantIdLock({ tenantId: id, configPath: path.join(env.sup.dir, "solo.yaml"), purpose: "serve" });
+      try {
+        c = await start(env);
+        expect(await fs.readFile(path.join(held, "state.json"), "utf8")).to.equal("{}");
+        // Control: a directory no live daemon holds is removed as a leftover.
+        expect(existsSync(gone)).to.equal(false);
+        const r = await c.admin("POST", "/tenants", { id });
+        expect([r.status, (r.json as { code?: string }).code], r.text).to.deep.equal([409, "ERR_TENANT_ID_IN_USE"]);
+        expect(await fs.readFile(path.join(held, "state.json"), "utf8")).to.equal("{}");
+        expect((await c.admin("GET", `/tenants/${id}`)).status).to.equal(404);
+      } finally {
+        await release();
+      }
     });
 
     it("kill -9 of the supervisor: the next one adopts the live daemon (same pid, VMs intact)", async () => {

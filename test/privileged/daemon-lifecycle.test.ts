@@ -337,7 +337,7 @@ describe("tenant daemon: host groups and VM lifecycle (privileged, real runc)", 
       } catch (e) {
         err = e as Error;
       }
-      // The host-wide tenant id lock (tenant-daemon/tenant-id-lock.ts) or the state lock refuses it.
+      // The host-wide tenant id lock (shared/tenant-id-lock.ts) or the state lock refuses it.
       expect(err?.message).to.match(/ERR_TENANT_ID_IN_USE|ERR_STATE_LOCKED/);
     } finally {
       await other.stop();

@@ -126,7 +126,7 @@ describeWhenReady(missingPrerequisites(), "reliability: concurrent creates and d
     const cfg = path.join(sup.stateDir, "tenants", id, "config.yaml");
     const r = await execa(process.execPath, [DAEMON_MAIN, "up", cfg], { reject: false, timeout: 60_000, env: { PADDOCK_IMAGE_DIR: sup.stateDir } });
     expect(r.exitCode, r.stderr).to.equal(1);
-    // The host-global tenant id lock refuses first (tenant-daemon/tenant-id-lock.ts), naming the holder.
+    // The host-global tenant id lock refuses first (shared/tenant-id-lock.ts), naming the holder.
     expect(r.stderr).to.match(/ERR_TENANT_ID_IN_USE: .*pid \d+|ERR_STATE_LOCKED: .*already in use by another running process \(pid \d+\)/);
     // The first daemon was not disturbed.
     expect((await sup.gw(tok[id] as string, "GET", "/healthz")).status).to.equal(200);

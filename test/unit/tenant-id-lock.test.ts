@@ -1,5 +1,5 @@
 /**
- * tenant-daemon/tenant-id-lock.ts on a temp lock dir (never the host's /run/paddock/tenant-locks):
+ * shared/tenant-id-lock.ts on a temp lock dir (never the host's /run/paddock/tenant-locks):
  * a held id is refused naming the holder's pid and config, release frees it, a dead holder's
  * lock is taken over at once. Two real daemons: test/privileged/tenant-budget.test.ts.
  */
@@ -9,9 +9,9 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { isPaddockError } from "../../shared/errors.js";
-import { acquireTenantIdLock, readTenantLockOwner } from "../../tenant-daemon/tenant-id-lock.js";
+import { acquireTenantIdLock, readTenantLockOwner } from "../../shared/tenant-id-lock.js";
 
-describe("tenant id lock (tenant-daemon/tenant-id-lock.ts)", () => {
+describe("tenant id lock (shared/tenant-id-lock.ts)", () => {
   let dir = "";
   beforeEach(async () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-idlock-"));

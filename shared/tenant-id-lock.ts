@@ -13,9 +13,9 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import lockfile from "proper-lockfile";
-import { PaddockError } from "../shared/errors.js";
-import { writeFileAtomic } from "../shared/state-store.js";
-import { pidAlive } from "../shared/proc.js";
+import { PaddockError } from "./errors.js";
+import { writeFileAtomic } from "./state-store.js";
+import { pidAlive } from "./proc.js";
 
 /** The host-global directory of tenant id locks. */
 export const TENANT_LOCK_DIR = "/run/paddock/tenant-locks";
@@ -40,6 +40,16 @@ export async function readTenantLockOwner(tenantId: string, dir: string = TENANT
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The owner of `tenantId`'s lock while its pid lives (a standalone daemon, a supervisor's
+ * daemon, or a purge in progress); undefined when the lock is free or its holder is gone.
+ * @param dir - lock directory; default {@link TENANT_LOCK_DIR}.
+ */
+export async function liveTenantLockOwner(tenantId: string, dir: string = TENANT_LOCK_DIR): Promise<TenantLockOwner | undefined> {
+  const owner = await readTenantLockOwner(tenantId, dir);
+  return owner !== undefined && pidAlive(owner.pid) ? owner : undefined;
 }
 
 /**
