@@ -11,19 +11,21 @@ import { PaddockError, errorResponse } from "./errors.js";
  * it is well formed. Checked: it starts with `/` (origin-form, RFC 9112 §3.2.1,
  * https://www.rfc-editor.org/rfc/rfc9112#section-3.2.1); every `%` in the path starts a
  * two-hex-digit escape; the path's escapes decode to valid UTF-8 (RFC 3986 §2.1,
- * https://www.rfc-editor.org/rfc/rfc3986#section-2.1). The query is left to the query
- * parser, which decodes leniently.
+ * https://www.rfc-editor.org/rfc/rfc3986#section-2.1); the same for the query, whose parser
+ * (qs) would otherwise keep a bad escape as written (`cmd=%ZZ` ran the command `%ZZ`).
  */
 export function requestTargetProblem(url: string | undefined): string | undefined {
   if (url === undefined || !url.startsWith("/")) return "the request target must be a path starting with /";
   const q = url.indexOf("?");
-  const pathPart = q < 0 ? url : url.slice(0, q);
-  if (!pathPart.includes("%")) return undefined;
-  if (/%(?![0-9A-Fa-f]{2})/.test(pathPart)) return "the path has a % that does not start a two-hex-digit escape";
-  try {
-    decodeURIComponent(pathPart);
-  } catch {
-    return "the path's percent-escapes do not decode to UTF-8";
+  const parts: Array<[string, string]> = [["path", q < 0 ? url : url.slice(0, q)], ["query", q < 0 ? "" : url.slice(q + 1)]];
+  for (const [what, text] of parts) {
+    if (!text.includes("%")) continue;
+    if (/%(?![0-9A-Fa-f]{2})/.test(text)) return `the ${what} has a % that does not start a two-hex-digit escape`;
+    try {
+      decodeURIComponent(text);
+    } catch {
+      return `the ${what}'s percent-escapes do not decode to UTF-8`;
+    }
   }
   return undefined;
 }
