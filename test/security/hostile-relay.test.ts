@@ -229,6 +229,38 @@ describeWhenReady(missingPrerequisites(), "security: a hostile guest agent again
     expect((await sh(daemon(), h, "stat -c %s /tmp/ok; rm -f /tmp/ok")).stdout.trim()).to.equal(String(96 * MiB));
   });
 
+  it("many uploads at once to an agent that stops reading: the daemon's total stays bounded (32 MiB past the writers' marks), not 1 MiB per upload", async () => {
+    const uploads = 96;
+    await takeover({ "/v1/cp": NEVER_READS });
+    const heldBefore = (await takeover({ "/v1/cp": NEVER_READS })).held ?? 0;
+    const before = rssAnon(daemonPid());
+    const reqs: http.ClientRequest[] = [];
+    // Each client writes until 3 s pass without a drain: the daemon stopped reading it.
+    const push = async (i: number): Promise<number> => {
+      const req = http.request({ socketPath: daemon().socketPath, method: "POST", path: `/vm/${h}/cp?path=/tmp/many-${i}&mode=binary`, headers: { "content-type": "application/octet-stream", "content-length": String(64 * MiB) }, agent: false });
+      reqs.push(req);
+      req.on("error", () => undefined);
+      const chunk = Buffer.alloc(256 * 1024, 99);
+      let pushed = 0;
+      for (;;) {
+        pushed += chunk.length;
+        if (!req.write(chunk)) {
+          const drained = await Promise.race([new Promise<boolean>((r) => req.once("drain", () => r(true))), new Promise<boolean>((r) => setTimeout(() => r(false), 3_000))]);
+          if (!drained) return pushed;
+        }
+      }
+    };
+    try {
+      const pushed = await Promise.all(Array.from({ length: uploads }, (_, i) => push(i)));
+      // Control: every upload is in flight at once, each held at the taken-over agent.
+      expect(((await takeover({ "/v1/cp": NEVER_READS })).held ?? 0) - heldBefore, "uploads held by the agent").to.equal(uploads);
+      expect(Math.min(...pushed), "bytes each client got out").to.be.above(0);
+      expect(rssAnon(daemonPid()) - before, "daemon RssAnon growth").to.be.below(80 * MiB);
+    } finally {
+      for (const r of reqs) r.destroy();
+    }
+  });
+
   it("broken chunked framing or a short Content-Length reach the client as a cut answer, never a complete one; a well-formed one arrives complete (control)", async () => {
     const cases: [string, string, "end" | "cut"][] = [
       ["well-formed chunked (control)", "transfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "end"],
