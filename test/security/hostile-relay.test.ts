@@ -21,6 +21,7 @@
  * One daemon, one VM. Needs root and the image.
  */
 import { expect } from "chai";
+import { spawn } from "node:child_process";
 import { promises as fs, readFileSync } from "node:fs";
 import http from "node:http";
 import { run } from "../../shared/exec.js";
@@ -338,5 +339,43 @@ describeWhenReady(missingPrerequisites(), "security: a hostile guest agent again
     const listed = ((await call(daemon().socketPath, "GET", "/nodes")).json() as { hostname: string }[]).map((v) => v.hostname).sort();
     expect(listed).to.deep.equal([...created].sort());
     expect(listed, "the ephemeral VM is gone after the restart: the listing reflects the restart").to.not.include(h);
+  });
+
+  it("a SIGKILL and restart with running VMs: every replacement of the tenant's table carries every VM's chain, the table ends identical, another tenant's table is untouched (control: its range reaches foreign_ranges)", async () => {
+    const table = `paddock-${daemon().tenantId}`;
+    const decoy = `paddock-h6decoy${process.pid}`;
+    const list = async (t: string): Promise<string> => (await run("nft", ["list", "table", "inet", t])).stdout;
+    await run("nft", ["-f", "-"], { input: `table inet ${decoy} {\n\tset own_ranges {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 198.19.254.0/24 }\n\t}\n}\n` });
+    const monitor = spawn("nft", ["monitor", "ruleset"], { stdio: ["ignore", "pipe", "ignore"] });
+    try {
+      let vmChains: string[] = [];
+      await until("the VMs' chains are in the table", async () => {
+        vmChains = [...(await list(table)).matchAll(/^\tchain (vm_\S+) \{/gm)].map((m) => m[1] as string);
+        return vmChains.length >= 3;
+      });
+      const decoyBefore = await list(decoy);
+      // foreign_ranges is read from other tables at each replacement: the decoy joins it.
+      const withoutForeign = (text: string): string => text.replace(/\tset foreign_ranges \{\n(?:\t\t[^\n]*\n)*\t\}\n/, "");
+      const before = withoutForeign(await list(table));
+      let events = "";
+      monitor.stdout.on("data", (c: Buffer) => (events += c.toString()));
+      await daemon().kill9();
+      await daemon().start();
+      await until("a replacement of the table after the restart", () => events.includes(`add table inet ${table}`));
+      let after = "";
+      await until("the table as before the restart", async () => withoutForeign((after = await list(table))) === before).catch((err: unknown) => {
+        expect(withoutForeign(after), String(err)).to.equal(before);
+      });
+      expect(after, "control: the restart read the other tenant's table").to.match(/set foreign_ranges \{[^}]*198\.19\.254\.0\/24/);
+      // Each replacement (delete table … add table …, one atomic batch) adds every VM's chain.
+      const replacements = events.split(`delete table inet ${table}\n`).slice(1);
+      expect(replacements.length, "replacements seen").to.be.at.least(1);
+      for (const r of replacements) for (const c of vmChains) expect(r, `a replacement without ${c}`).to.include(`add chain inet ${table} ${c}\n`);
+      expect(await list(decoy), "the other tenant's table").to.equal(decoyBefore);
+      expect(events, "changes to the other tenant's table").to.not.include(decoy);
+    } finally {
+      monitor.kill();
+      await run("nft", ["delete", "table", "inet", decoy], { allowFailure: true });
+    }
   });
 });
