@@ -262,6 +262,30 @@ describeWhenReady(missingPrerequisites(), "security: a hostile guest agent again
     }
   });
 
+  it("an upload as a guest user whose temp file that user swaps for a symlink while the body streams: the agent gives the user only the file it wrote, never the symlink's target (control: the swap happened)", async () => {
+    await takeover({});
+    await sh(daemon(), h, "mkdir -p /home/h6 && chown 65534:65534 /home/h6 && rm -f /home/h6/moved /home/h6/f && echo secret > /etc/h6-victim && chmod 600 /etc/h6-victim");
+    // The user (uid 65534) swaps the upload's temp file for a symlink to a root-only file.
+    const swap = "for i in $(seq 20000); do for f in /home/h6/.paddock-upload-*; do if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then mv \"$f\" /home/h6/moved && ln -s /etc/h6-victim \"$f\" && exit 0; fi; done; done";
+    await sh(daemon(), h, `setsid sh -c '${swap}' </dev/null >/dev/null 2>&1 &`, 65534);
+    const req = http.request({ socketPath: daemon().socketPath, method: "POST", path: `/vm/${h}/cp?path=/home/h6/f&mode=binary&uid=65534&gid=65534&permissions=0666`, headers: { "content-type": "application/octet-stream", "content-length": String(128 * 1024) }, agent: false });
+    const answered = new Promise<number>((resolve, reject) => {
+      req.once("response", (r) => { r.resume(); resolve(r.statusCode ?? 0); });
+      req.once("error", reject);
+    });
+    try {
+      req.write(Buffer.alloc(64 * 1024, 101));
+      await until("the user swapped the temp file", async () => (await sh(daemon(), h, "test -e /home/h6/moved && echo yes || true")).stdout.trim() === "yes");
+      req.end(Buffer.alloc(64 * 1024, 101));
+      expect(await answered).to.be.within(200, 299);
+      expect((await sh(daemon(), h, "stat -c '%u %a' /etc/h6-victim")).stdout.trim(), "the symlink's target").to.equal("0 600");
+      expect((await sh(daemon(), h, "stat -c '%u %a %s' /home/h6/moved")).stdout.trim(), "the file the agent wrote").to.equal(`65534 666 ${128 * 1024}`);
+    } finally {
+      req.destroy();
+      await sh(daemon(), h, "rm -rf /home/h6 /etc/h6-victim");
+    }
+  });
+
   it("broken chunked framing or a short Content-Length reach the client as a cut answer, never a complete one; a well-formed one arrives complete (control)", async () => {
     const cases: [string, string, "end" | "cut"][] = [
       ["well-formed chunked (control)", "transfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "end"],
