@@ -158,8 +158,8 @@ export const relayBodyBudget: RelayBudget = { freeBytes: RELAY_BODY_TOTAL_BYTES 
  * is destroyed.
  *
  * Memory: a relay waits past `to`'s own mark only while it holds `markBytes` of `budget`,
- * taken when `to` first reports full and given back on its `drain` (or its `finish` or
- * `close`); without them, `from` is paused at `to`'s own mark as `pipe` would. So `to` holds
+ * taken when `to` first reports full and given back on its `drain` (or its `finish`, `close`
+ * or `error`: the caller handles `to`'s errors, this only counts); without them, `from` is paused at `to`'s own mark as `pipe` would. So `to` holds
  * at most `markBytes` plus one chunk, and all relays sharing `budget` hold at most its
  * `freeBytes` past their writers' marks: a tenant's many uploads to an agent that stops reading
  * cost the daemon a bounded total, not 1 MiB each.
@@ -177,8 +177,9 @@ export function relayBody(from: Readable, to: Writable, markBytes = RELAY_BODY_M
     budget.freeBytes += taken;
     taken = 0;
   };
-  to.once("close", giveBack);
-  to.once("finish", giveBack);
+  // `error` too: an agent request whose `createConnection` fails (the reverse channel's pool,
+  // agent-endpoint.ts) emits `error` and never `close` (Node 20).
+  for (const ev of ["close", "finish", "error"]) to.once(ev, giveBack);
   const resume = (): void => {
     waiting = false;
     from.resume();

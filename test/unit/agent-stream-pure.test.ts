@@ -164,14 +164,14 @@ describe("relayBody (agent-stream.ts)", () => {
     const KiB = 1024;
     /** 8 relays into writers that take nothing yet; 8 × 64 KiB sent to each. */
     const fill = async (budget: RelayBudget): Promise<{ waiting: number[]; release: () => Promise<void> }> => {
-      const held: (() => void)[] = [];
-      const sinks = Array.from({ length: 8 }, () => new Writable({
+      const held: (() => void)[][] = Array.from({ length: 8 }, () => []);
+      const sinks = Array.from({ length: 8 }, (_, i) => new Writable({
         highWaterMark: 16 * KiB,
         write(_c: Buffer, _e, cb) {
-          held.push(cb);
+          held[i]?.push(cb);
         },
         writev(_c, cb) {
-          held.push(cb);
+          held[i]?.push(cb);
         },
       }));
       const sources = sinks.map((sink) => {
@@ -183,9 +183,11 @@ describe("relayBody (agent-stream.ts)", () => {
       await new Promise((resolve) => setImmediate(resolve));
       const release = async (): Promise<void> => {
         sinks[0]?.destroy();
-        for (const s of sources) s.end();
-        while (sinks.some((k) => !k.destroyed && !k.writableFinished)) {
-          held.splice(0).forEach((cb) => cb());
+        // An agent request whose connection could not be made: `error` alone, never `close`.
+        sinks[1]?.on("error", () => undefined).emit("error", new Error("no agent connection"));
+        for (const [i, s] of sources.entries()) if (i !== 1) s.end();
+        while (sinks.some((k, i) => i !== 1 && !k.destroyed && !k.writableFinished)) {
+          for (const [i, h] of held.entries()) if (i !== 1) h.splice(0).forEach((cb) => cb());
           await new Promise((resolve) => setImmediate(resolve));
         }
       };
