@@ -8,7 +8,10 @@
  * - an answer streamed without end to a client that stops reading: the daemon's memory stays
  *   bounded and the guest's writer is held back (control: the stream flows once read);
  * - an upload to an agent that stops reading: the client is held back, the daemon buffers
- *   nothing (control: the same upload to the real agent goes through);
+ *   nothing (control: the same upload to the real agent goes through); 96 at once: the daemon's
+ *   total stays bounded (RELAY_BODY_TOTAL_BYTES), not 1 MiB each (control: all reach the agent);
+ * - a guest user swaps a binary cp's temp file for a symlink while the body streams: the
+ *   symlink's target keeps its owner and mode (control: the swap happened);
  * - broken chunked framing and a short Content-Length: the client sees a cut answer, never a
  *   complete one (control: a well-formed chunked answer arrives complete);
  * - a header larger than node's limit: 503, the daemon keeps serving; a second response after
@@ -16,7 +19,9 @@
  * - the helper's pipes (its requests are commands the host runs as root) are held by no process
  *   of the VM (control: the scan finds the daemon's end of them);
  * - persistent creates answered 201 and a SIGKILL of the daemon right after (VmTable.persist
- *   batches state writes): every one is back after the restart.
+ *   batches state writes): every one is back after the restart; a second SIGKILL and restart:
+ *   every replacement of the tenant's nft table carries every VM's chain, the table ends as it
+ *   was, another tenant's table is untouched (control: its range joins foreign_ranges).
  *
  * One daemon, one VM. Needs root and the image.
  */
