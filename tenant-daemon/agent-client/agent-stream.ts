@@ -129,6 +129,23 @@ export function streamToAgent(
 export const RELAY_BODY_MARK_BYTES = 1024 * 1024;
 
 /**
+ * Bytes all of a daemon's body relays together may let wait toward agents past their writers'
+ * own marks (see {@link relayBody}): 32 uploads at the full {@link RELAY_BODY_MARK_BYTES} at
+ * once; any more wait at Node's 16 KiB mark. Without it N uploads to an agent that stops
+ * reading held N MiB in the daemon (256 MiB at the gateway's default 256 requests in flight).
+ */
+export const RELAY_BODY_TOTAL_BYTES = 32 * 1024 * 1024;
+
+/** A pool of bytes relays may hold past their writers' marks (mutable, shared by reference). */
+export interface RelayBudget {
+  /** Bytes not taken yet. */
+  freeBytes: number;
+}
+
+/** The daemon's one budget of {@link RELAY_BODY_TOTAL_BYTES}, shared by every {@link relayBody}. */
+export const relayBodyBudget: RelayBudget = { freeBytes: RELAY_BODY_TOTAL_BYTES };
+
+/**
  * Write each chunk `from` emits to `to` and end `to` at `from`'s end; `from` is paused while
  * more than `markBytes` wait in `to` (`writableLength`) and resumed on its `drain`. What
  * `Readable.pipe` does for these two, without its per-chunk machinery (unpipe, error and close
@@ -137,11 +154,17 @@ export const RELAY_BODY_MARK_BYTES = 1024 * 1024;
  * `writev`: an API request's body comes from the server's C++-consumed parser, which runs the
  * tick queue (Node's own per-tick cork) after every body piece, i.e. two `writev`s per socket
  * read of a chunked upload. The relay is the daemon's largest cost on a streamed exec or cp
- * (docs/performance.md "Relay, fourth look"). No chunk is copied; `to` holds at most
- * `markBytes` plus one chunk before `from` is paused; nothing is written after `to` is
- * destroyed.
+ * (docs/performance.md "Relay, fourth look"). No chunk is copied; nothing is written after `to`
+ * is destroyed.
+ *
+ * Memory: a relay waits past `to`'s own mark only while it holds `markBytes` of `budget`,
+ * taken when `to` first reports full and given back on its `drain` (or its `finish`, `close`
+ * or `error`: the caller handles `to`'s errors, this only counts); without them, `from` is paused at `to`'s own mark as `pipe` would. So `to` holds
+ * at most `markBytes` plus one chunk, and all relays sharing `budget` hold at most its
+ * `freeBytes` past their writers' marks: a tenant's many uploads to an agent that stops reading
+ * cost the daemon a bounded total, not 1 MiB each.
  */
-export function relayBody(from: Readable, to: Writable, markBytes = RELAY_BODY_MARK_BYTES): void {
+export function relayBody(from: Readable, to: Writable, markBytes = RELAY_BODY_MARK_BYTES, budget: RelayBudget = relayBodyBudget): void {
   if (from.readableEnded) {
     // Already read to its end (e.g. by a body parser before the route): nothing left to relay.
     to.end();
@@ -149,6 +172,14 @@ export function relayBody(from: Readable, to: Writable, markBytes = RELAY_BODY_M
   }
   let waiting = false;
   let corked = false;
+  let taken = 0;
+  const giveBack = (): void => {
+    budget.freeBytes += taken;
+    taken = 0;
+  };
+  // `error` too: an agent request whose `createConnection` fails (the reverse channel's pool,
+  // agent-endpoint.ts) emits `error` and never `close` (Node 20).
+  for (const ev of ["close", "finish", "error"]) to.once(ev, giveBack);
   const resume = (): void => {
     waiting = false;
     from.resume();
@@ -164,7 +195,13 @@ export function relayBody(from: Readable, to: Writable, markBytes = RELAY_BODY_M
       to.cork();
       setImmediate(uncork);
     }
-    if (!to.write(chunk) && !waiting && to.writableLength > markBytes) {
+    if (to.write(chunk) || waiting) return;
+    if (taken === 0 && budget.freeBytes >= markBytes) {
+      taken = markBytes;
+      budget.freeBytes -= markBytes;
+      to.once("drain", giveBack);
+    }
+    if (taken === 0 || to.writableLength > markBytes) {
       waiting = true;
       from.pause();
       to.once("drain", resume);

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { chown, chmod, lstat, mkdir, open, rename, rm, stat } from "node:fs/promises";
+import { lchown, lstat, mkdir, open, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -68,7 +68,8 @@ export async function mkdirOwned(dir: string, uid: number, gid: number): Promise
     await mkdir(d, { mode: 0o755 }).catch((err: unknown) => {
       if (errnoCode(err) !== "EEXIST") throw err;
     });
-    await chown(d, uid, gid);
+    // lchown: a parent the copy's user may write lets that user swap `d` for a symlink.
+    await lchown(d, uid, gid);
   }
 }
 
@@ -82,10 +83,13 @@ function plainName(name: string | null): string {
 /**
  * Write a request body to a new file at `p` (O_EXCL, mode 0600): the socket's chunks as they
  * came (body-chunks.ts), gathered into one `writev` per {@link COPY_WRITE_BATCH_BYTES} while the
- * next batch is read (write-behind.ts). Waits for every write before it returns or throws.
+ * next batch is read (write-behind.ts). Waits for every write before it returns or throws. Then
+ * gives the file to `uid`:`gid` with `mode` through its descriptor: `p` is in a directory the
+ * copy's user may write, who can swap the name for a symlink while the body streams, and a
+ * `chown` by name would then give that user the symlink's target (e.g. /etc/shadow).
  * @throws the body's error (a client gone mid-upload) or the file's (e.g. ENOSPC).
  */
-async function writeBody(body: Readable, p: string): Promise<void> {
+async function writeBody(body: Readable, p: string, uid: number, gid: number, mode: number): Promise<void> {
   const fh = await open(p, "wx", 0o600);
   try {
     const writer = new WriteBehind(fh, COPY_WRITE_BATCH_BYTES);
@@ -94,6 +98,8 @@ async function writeBody(body: Readable, p: string): Promise<void> {
     } finally {
       await writer.finish();
     }
+    await fh.chown(uid, gid);
+    await fh.chmod(mode);
   } finally {
     await fh.close();
   }
@@ -148,9 +154,7 @@ export class CopyHandler {
     const tmp = path.join(path.dirname(target), `.paddock-upload-${randomBytes(8).toString("hex")}`);
     try {
       // No fsync, as `cat > f` (docs/slicer-api.md#file-copy).
-      await writeBody(ctx.req, tmp);
-      await chown(tmp, uid, gid);
-      await chmod(tmp, mode);
+      await writeBody(ctx.req, tmp, uid, gid, mode);
       await rename(tmp, target); // replaces a symlink at `target` rather than following it
     } catch (err) {
       await rm(tmp, { force: true });

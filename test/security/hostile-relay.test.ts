@@ -8,7 +8,10 @@
  * - an answer streamed without end to a client that stops reading: the daemon's memory stays
  *   bounded and the guest's writer is held back (control: the stream flows once read);
  * - an upload to an agent that stops reading: the client is held back, the daemon buffers
- *   nothing (control: the same upload to the real agent goes through);
+ *   nothing (control: the same upload to the real agent goes through); 96 at once: the daemon's
+ *   total stays bounded (RELAY_BODY_TOTAL_BYTES), not 1 MiB each (control: all reach the agent);
+ * - a guest user swaps a binary cp's temp file for a symlink while the body streams: the
+ *   symlink's target keeps its owner and mode (control: the swap happened);
  * - broken chunked framing and a short Content-Length: the client sees a cut answer, never a
  *   complete one (control: a well-formed chunked answer arrives complete);
  * - a header larger than node's limit: 503, the daemon keeps serving; a second response after
@@ -16,11 +19,14 @@
  * - the helper's pipes (its requests are commands the host runs as root) are held by no process
  *   of the VM (control: the scan finds the daemon's end of them);
  * - persistent creates answered 201 and a SIGKILL of the daemon right after (VmTable.persist
- *   batches state writes): every one is back after the restart.
+ *   batches state writes): every one is back after the restart; a second SIGKILL and restart:
+ *   every replacement of the tenant's nft table carries every VM's chain, the table ends as it
+ *   was, another tenant's table is untouched (control: its range joins foreign_ranges).
  *
  * One daemon, one VM. Needs root and the image.
  */
 import { expect } from "chai";
+import { spawn } from "node:child_process";
 import { promises as fs, readFileSync } from "node:fs";
 import http from "node:http";
 import { run } from "../../shared/exec.js";
@@ -229,6 +235,62 @@ describeWhenReady(missingPrerequisites(), "security: a hostile guest agent again
     expect((await sh(daemon(), h, "stat -c %s /tmp/ok; rm -f /tmp/ok")).stdout.trim()).to.equal(String(96 * MiB));
   });
 
+  it("many uploads at once to an agent that stops reading: the daemon's total stays bounded (32 MiB past the writers' marks), not 1 MiB per upload", async () => {
+    const uploads = 96;
+    await takeover({ "/v1/cp": NEVER_READS });
+    const heldBefore = (await takeover({ "/v1/cp": NEVER_READS })).held ?? 0;
+    const before = rssAnon(daemonPid());
+    const reqs: http.ClientRequest[] = [];
+    // Each client writes until 3 s pass without a drain: the daemon stopped reading it.
+    const push = async (i: number): Promise<number> => {
+      const req = http.request({ socketPath: daemon().socketPath, method: "POST", path: `/vm/${h}/cp?path=/tmp/many-${i}&mode=binary`, headers: { "content-type": "application/octet-stream", "content-length": String(64 * MiB) }, agent: false });
+      reqs.push(req);
+      req.on("error", () => undefined);
+      const chunk = Buffer.alloc(256 * 1024, 99);
+      let pushed = 0;
+      for (;;) {
+        pushed += chunk.length;
+        if (!req.write(chunk)) {
+          const drained = await Promise.race([new Promise<boolean>((r) => req.once("drain", () => r(true))), new Promise<boolean>((r) => setTimeout(() => r(false), 3_000))]);
+          if (!drained) return pushed;
+        }
+      }
+    };
+    try {
+      const pushed = await Promise.all(Array.from({ length: uploads }, (_, i) => push(i)));
+      // Control: every upload is in flight at once, each held at the taken-over agent.
+      expect(((await takeover({ "/v1/cp": NEVER_READS })).held ?? 0) - heldBefore, "uploads held by the agent").to.equal(uploads);
+      expect(Math.min(...pushed), "bytes each client got out").to.be.above(0);
+      expect(rssAnon(daemonPid()) - before, "daemon RssAnon growth").to.be.below(80 * MiB);
+    } finally {
+      for (const r of reqs) r.destroy();
+    }
+  });
+
+  it("an upload as a guest user whose temp file that user swaps for a symlink while the body streams: the agent gives the user only the file it wrote, never the symlink's target (control: the swap happened)", async () => {
+    await takeover({});
+    await sh(daemon(), h, "mkdir -p /home/h6 && chown 65534:65534 /home/h6 && rm -f /home/h6/moved /home/h6/f && echo secret > /etc/h6-victim && chmod 600 /etc/h6-victim");
+    // The user (uid 65534) swaps the upload's temp file for a symlink to a root-only file.
+    const swap = "for i in $(seq 20000); do for f in /home/h6/.paddock-upload-*; do if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then mv \"$f\" /home/h6/moved && ln -s /etc/h6-victim \"$f\" && exit 0; fi; done; done";
+    await sh(daemon(), h, `setsid sh -c '${swap}' </dev/null >/dev/null 2>&1 &`, 65534);
+    const req = http.request({ socketPath: daemon().socketPath, method: "POST", path: `/vm/${h}/cp?path=/home/h6/f&mode=binary&uid=65534&gid=65534&permissions=0666`, headers: { "content-type": "application/octet-stream", "content-length": String(128 * 1024) }, agent: false });
+    const answered = new Promise<number>((resolve, reject) => {
+      req.once("response", (r) => { r.resume(); resolve(r.statusCode ?? 0); });
+      req.once("error", reject);
+    });
+    try {
+      req.write(Buffer.alloc(64 * 1024, 101));
+      await until("the user swapped the temp file", async () => (await sh(daemon(), h, "test -e /home/h6/moved && echo yes || true")).stdout.trim() === "yes");
+      req.end(Buffer.alloc(64 * 1024, 101));
+      expect(await answered).to.be.within(200, 299);
+      expect((await sh(daemon(), h, "stat -c '%u %a' /etc/h6-victim")).stdout.trim(), "the symlink's target").to.equal("0 600");
+      expect((await sh(daemon(), h, "stat -c '%u %a %s' /home/h6/moved")).stdout.trim(), "the file the agent wrote").to.equal(`65534 666 ${128 * 1024}`);
+    } finally {
+      req.destroy();
+      await sh(daemon(), h, "rm -rf /home/h6 /etc/h6-victim");
+    }
+  });
+
   it("broken chunked framing or a short Content-Length reach the client as a cut answer, never a complete one; a well-formed one arrives complete (control)", async () => {
     const cases: [string, string, "end" | "cut"][] = [
       ["well-formed chunked (control)", "transfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "end"],
@@ -306,5 +368,43 @@ describeWhenReady(missingPrerequisites(), "security: a hostile guest agent again
     const listed = ((await call(daemon().socketPath, "GET", "/nodes")).json() as { hostname: string }[]).map((v) => v.hostname).sort();
     expect(listed).to.deep.equal([...created].sort());
     expect(listed, "the ephemeral VM is gone after the restart: the listing reflects the restart").to.not.include(h);
+  });
+
+  it("a SIGKILL and restart with running VMs: every replacement of the tenant's table carries every VM's chain, the table ends identical, another tenant's table is untouched (control: its range reaches foreign_ranges)", async () => {
+    const table = `paddock-${daemon().tenantId}`;
+    const decoy = `paddock-h6decoy${process.pid}`;
+    const list = async (t: string): Promise<string> => (await run("nft", ["list", "table", "inet", t])).stdout;
+    await run("nft", ["-f", "-"], { input: `table inet ${decoy} {\n\tset own_ranges {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 198.19.254.0/24 }\n\t}\n}\n` });
+    const monitor = spawn("nft", ["monitor", "ruleset"], { stdio: ["ignore", "pipe", "ignore"] });
+    try {
+      let vmChains: string[] = [];
+      await until("the VMs' chains are in the table", async () => {
+        vmChains = [...(await list(table)).matchAll(/^\tchain (vm_\S+) \{/gm)].map((m) => m[1] as string);
+        return vmChains.length >= 3;
+      });
+      const decoyBefore = await list(decoy);
+      // foreign_ranges is read from other tables at each replacement: the decoy joins it.
+      const withoutForeign = (text: string): string => text.replace(/\tset foreign_ranges \{\n(?:\t\t[^\n]*\n)*\t\}\n/, "");
+      const before = withoutForeign(await list(table));
+      let events = "";
+      monitor.stdout.on("data", (c: Buffer) => (events += c.toString()));
+      await daemon().kill9();
+      await daemon().start();
+      await until("a replacement of the table after the restart", () => events.includes(`add table inet ${table}`));
+      let after = "";
+      await until("the table as before the restart", async () => withoutForeign((after = await list(table))) === before).catch((err: unknown) => {
+        expect(withoutForeign(after), String(err)).to.equal(before);
+      });
+      expect(after, "control: the restart read the other tenant's table").to.match(/set foreign_ranges \{[^}]*198\.19\.254\.0\/24/);
+      // Each replacement (delete table … add table …, one atomic batch) adds every VM's chain.
+      const replacements = events.split(`delete table inet ${table}\n`).slice(1);
+      expect(replacements.length, "replacements seen").to.be.at.least(1);
+      for (const r of replacements) for (const c of vmChains) expect(r, `a replacement without ${c}`).to.include(`add chain inet ${table} ${c}\n`);
+      expect(await list(decoy), "the other tenant's table").to.equal(decoyBefore);
+      expect(events, "changes to the other tenant's table").to.not.include(decoy);
+    } finally {
+      monitor.kill();
+      await run("nft", ["delete", "table", "inet", decoy], { allowFailure: true });
+    }
   });
 });

@@ -4,7 +4,7 @@
  */
 import { expect } from "chai";
 import { PassThrough, Writable } from "node:stream";
-import { relayBody } from "../../tenant-daemon/agent-client/agent-stream.js";
+import { relayBody, type RelayBudget } from "../../tenant-daemon/agent-client/agent-stream.js";
 import { FrameDecoder, FrameType, decodeWindowSize, encodeFrame, isWholeFrame } from "../../shared/slicer/shell-frames.js";
 import { parseUpstream } from "../../tenant-daemon/agent/forward.js";
 import { matchesPatterns, parseWatchSpec } from "../../tenant-daemon/agent/fs-watch.js";
@@ -159,6 +159,52 @@ describe("relayBody (agent-stream.ts)", () => {
     }
     await done;
     expect(Buffer.concat(got).equals(Buffer.concat(sent))).to.equal(true);
+  });
+  it("relays sharing a budget hold past their writers' marks only what the budget has; all of it comes back (control: an unbounded budget lets each hold markBytes)", async () => {
+    const KiB = 1024;
+    /** 8 relays into writers that take nothing yet; 8 × 64 KiB sent to each. */
+    const fill = async (budget: RelayBudget): Promise<{ waiting: number[]; release: () => Promise<void> }> => {
+      const held: (() => void)[][] = Array.from({ length: 8 }, () => []);
+      const sinks = Array.from({ length: 8 }, (_, i) => new Writable({
+        highWaterMark: 16 * KiB,
+        write(_c: Buffer, _e, cb) {
+          held[i]?.push(cb);
+        },
+        writev(_c, cb) {
+          held[i]?.push(cb);
+        },
+      }));
+      const sources = sinks.map((sink) => {
+        const source = new PassThrough({ highWaterMark: 4 << 20 });
+        relayBody(source, sink, 256 * KiB, budget);
+        for (let i = 0; i < 8; i++) source.write(Buffer.alloc(64 * KiB, i));
+        return source;
+      });
+      await new Promise((resolve) => setImmediate(resolve));
+      const release = async (): Promise<void> => {
+        sinks[0]?.destroy();
+        // An agent request whose connection could not be made: `error` alone, never `close`.
+        sinks[1]?.on("error", () => undefined).emit("error", new Error("no agent connection"));
+        for (const [i, s] of sources.entries()) if (i !== 1) s.end();
+        while (sinks.some((k, i) => i !== 1 && !k.destroyed && !k.writableFinished)) {
+          for (const [i, h] of held.entries()) if (i !== 1) h.splice(0).forEach((cb) => cb());
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      };
+      return { waiting: sinks.map((k) => k.writableLength), release };
+    };
+    const bounded: RelayBudget = { freeBytes: 512 * KiB };
+    const a = await fill(bounded);
+    const sum = a.waiting.reduce((x, y) => x + y, 0);
+    expect(a.waiting.filter((n) => n > 64 * KiB), "relays past their writer's mark").to.have.length(2);
+    expect(sum, "bytes waiting in all writers").to.be.at.most(512 * KiB + 8 * 64 * KiB);
+    expect(bounded.freeBytes).to.equal(0);
+    await a.release();
+    expect(bounded.freeBytes, "the budget after every writer finished or was destroyed").to.equal(512 * KiB);
+    const unbounded: RelayBudget = { freeBytes: Number.POSITIVE_INFINITY };
+    const b = await fill(unbounded);
+    expect(b.waiting.every((n) => n > 256 * KiB), "each relay past markBytes").to.equal(true);
+    await b.release();
   });
   it("writes what arrives before the loop's check phase with one writev (corked)", async () => {
     const source = new PassThrough();
