@@ -23,7 +23,8 @@ function header(req: ApiRequest, name: string, shape: RegExp): string | undefine
 
 /**
  * The request step writing the access line at info level when the answer finishes (or the
- * client goes away first: `status` is then what had been set, `aborted: true`).
+ * client goes away first: `aborted: true`, with `status` only when the answer's head was sent:
+ * before that node's default 200 would claim an answer nobody got).
  */
 export function accessLog(logger: Logger): (req: ApiRequest, res: ApiResponse) => void {
   return (req, res) => {
@@ -38,7 +39,7 @@ export function accessLog(logger: Logger): (req: ApiRequest, res: ApiResponse) =
       logger.info("request", {
         method: req.method,
         path: pathOnly,
-        status: res.statusCode,
+        ...(aborted && !res.headersSent ? {} : { status: res.statusCode }),
         duration_ms: Math.round(Number(process.hrtime.bigint() - started) / 1e5) / 10,
         request_id: header(req, "x-request-id", REQUEST_ID),
         forwarded_for: header(req, "x-forwarded-for", FORWARDED_FOR),
