@@ -147,6 +147,8 @@ async function cpDownload(ctx: CliContext, client: ApiClient, host: string, src:
     }
     // Files are written to a partial name next to the target and renamed when complete, so an
     // interrupted copy never leaves a truncated file under the real name.
+    const parent = path.dirname(target);
+    if (!(await fs.stat(parent).then((st) => st.isDirectory(), () => false))) throw new Error(`${parent}: no such directory`); // local I/O: exit 1
     const partial = path.join(path.dirname(target), `.${path.basename(target)}.paddock-${randomBytes(4).toString("hex")}`);
     const modeHeader = res.headers["x-slicer-file-mode"];
     const mode = typeof modeHeader === "string" && /^[0-7]{3,4}$/.test(modeHeader) ? parseInt(modeHeader, 8) & 0o777 : 0o644;

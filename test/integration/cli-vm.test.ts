@@ -155,7 +155,8 @@ describe("paddock CLI against a real tenant daemon (root, runc)", function () {
     expect(sha256(await fs.readFile(back))).to.equal(sha256(data));
     expect((await fs.stat(back)).mode & 0o777).to.equal(0o640);
     const intoDir = await cli(["vm", "cp", `${host}:/tmp/blob.bin`, work + "/sub/"], { env });
-    expect(intoDir.code, "a missing local directory is an error").to.not.equal(0);
+    expect(intoDir.code, "a missing local directory is an error").to.equal(1);
+    expect(intoDir.stderr, "named, without the partial file's name").to.include(`${path.join(work, "sub")}: no such directory`).and.not.include(".paddock-");
     await fs.mkdir(path.join(work, "sub"));
     expect((await cli(["vm", "cp", `${host}:/tmp/blob.bin`, path.join(work, "sub")], { env })).code).to.equal(0);
     expect(sha256(await fs.readFile(path.join(work, "sub", "blob.bin")))).to.equal(sha256(data));
