@@ -118,7 +118,7 @@ export class CopyHandler {
     const rawPath = q.get("path");
     const dest = resolveGuestPath(rawPath, who.home);
     const perm = q.get("permissions");
-    const fileMode = perm !== null && perm !== "" ? parseOctalMode(perm) & 0o777 : undefined;
+    const fileMode = perm !== null && perm !== "" ? parseOctalMode(perm, "permissions", "ERR_QUERY_INVALID") & 0o777 : undefined;
     const excluded = compileExcludes(q.getAll("exclude"));
     try {
       if (mode === "binary" || mode === "cp-v1-binary") {

@@ -74,11 +74,11 @@ export function queryInt(q: URLSearchParams, name: string): number | undefined {
 
 /**
  * Parse an octal permission string (`0644`, `755`, `0o600`) into mode bits (≤ 0o7777).
- * @throws PaddockError ERR_BAD_REQUEST when malformed.
+ * @throws PaddockError `code` (default ERR_BAD_REQUEST; a query value: ERR_QUERY_INVALID) when malformed.
  */
-export function parseOctalMode(text: string, what = "permissions"): number {
+export function parseOctalMode(text: string, what = "permissions", code: ErrorCode = "ERR_BAD_REQUEST"): number {
   const t = text.trim().replace(/^0o/i, "");
-  if (!/^[0-7]{1,4}$/.test(t)) throw badRequest(`invalid ${what} ${JSON.stringify(text)}: expected an octal string such as 0644`);
+  if (!/^[0-7]{1,4}$/.test(t)) throw badRequest(`invalid ${what} ${JSON.stringify(text)}: expected an octal string such as 0644`, code);
   return parseInt(t, 8);
 }
 

@@ -97,6 +97,12 @@ describe("guest agent: cp and fs", function () {
     st = statSync(f);
     expect([st.uid, st.mode & 0o777]).to.deep.equal([0, 0o600]);
     expect(readFileSync(f, "utf8")).to.equal("two");
+    // Bad query values are ERR_QUERY_INVALID, whichever parameter.
+    for (const q of ["permissions=999", "uid=abc"]) {
+      const bad = await call(agent.socket, "POST", `/v1/cp?path=${encodeURIComponent(f)}&${q}`, { body: "three" });
+      expect([bad.status, (JSON.parse(bad.text) as { code?: string }).code], q).to.deep.equal([400, "ERR_QUERY_INVALID"]);
+    }
+    expect(readFileSync(f, "utf8")).to.equal("two");
   });
 
   it("copies a directory tree in and out as tar (GNU tar on the other side)", async () => {
