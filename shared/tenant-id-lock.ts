@@ -53,6 +53,17 @@ export async function liveTenantLockOwner(tenantId: string, dir: string = TENANT
 }
 
 /**
+ * 409 `ERR_TENANT_ID_IN_USE` for an act a supervisor refuses because `holder`, a daemon it did
+ * not start (e.g. `paddock daemon up`), holds `tenantId`.
+ * @param what - what was refused, e.g. `not removing /var/lib/paddock/tenants/t1`.
+ */
+export function tenantIdHeldError(tenantId: string, holder: TenantLockOwner, what: string): PaddockError {
+  return new PaddockError("ERR_TENANT_ID_IN_USE", `${what}: tenant id ${tenantId} is held by a daemon this supervisor did not start (pid ${holder.pid}, config ${holder.config}); stop it or choose another id`, {
+    details: { tenant_id: tenantId, holder_pid: holder.pid, holder_config: holder.config },
+  });
+}
+
+/**
  * Take the host-global lock of `tenantId` for this process.
  * @param opts.configPath - the config file this process serves (recorded for refusals).
  * @param opts.dir - lock directory; default {@link TENANT_LOCK_DIR} (unit tests pass a temp dir).

@@ -10,7 +10,7 @@ import { readdirOrEmpty } from "../shared/read-dir.js";
 import { run } from "../shared/exec.js";
 import { TENANT_ID_PATTERN } from "../shared/tenant-config.js";
 import { releaseUidRange } from "../shared/uid-ranges.js";
-import { liveTenantLockOwner, type TenantLockOwner } from "../shared/tenant-id-lock.js";
+import { liveTenantLockOwner, tenantIdHeldError, type TenantLockOwner } from "../shared/tenant-id-lock.js";
 import { DAEMON_NODE_FLAGS } from "../shared/daemon-node-flags.js";
 import type { TenantRecord } from "./tenant-registry.js";
 import type { Actor, TenantContext } from "./tenant-context.js";
@@ -87,7 +87,6 @@ export async function deleteTenant(ctx: TenantContext, configs: TenantConfigs, d
   });
 }
 
-/** Kill stray daemons of this config, run the daemon's purge, remove the tenant's dirs. */
 /**
  * The live holder of tenant id `id`'s host-global lock (shared/tenant-id-lock.ts) when it is
  * not a daemon of this supervisor (one that serves or purges the supervisor's config of `id`).
@@ -97,15 +96,16 @@ async function foreignHolder(ctx: TenantContext, id: string): Promise<TenantLock
   return holder !== undefined && holder.config !== path.resolve(ctx.paths.configPath(id)) ? holder : undefined;
 }
 
+/**
+ * Kill stray daemons of this config, run the daemon's purge, remove the tenant's dirs.
+ * @throws PaddockError ERR_TENANT_ID_IN_USE (nothing removed) when a daemon this supervisor did
+ *   not start holds the id; the purge's errors.
+ */
 async function purgeTenantFiles(ctx: TenantContext, daemons: TenantDaemons, id: string): Promise<void> {
   const { config, paths, log } = ctx;
   const configPath = paths.configPath(id);
   const holder = await foreignHolder(ctx, id);
-  if (holder !== undefined) {
-    throw new PaddockError("ERR_TENANT_ID_IN_USE", `not removing ${paths.stateDir(id)}: tenant id ${id} is held by a daemon this supervisor did not start (pid ${holder.pid}, config ${holder.config})`, {
-      details: { tenant_id: id, holder_pid: holder.pid, holder_config: holder.config },
-    });
-  }
+  if (holder !== undefined) throw tenantIdHeldError(id, holder, `not removing ${paths.stateDir(id)}`);
   await daemons.killUnrecorded(id, (pid) => log.warn("killing stray daemon of tenant", { tenant: id, pid }));
   const hasConfig = await fs.access(configPath).then(() => true, () => false);
   if (hasConfig) {

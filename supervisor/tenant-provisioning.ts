@@ -11,7 +11,7 @@ import { PaddockError } from "../shared/errors.js";
 import { TENANT_ID_PATTERN } from "../shared/tenant-config.js";
 import { checkTenantPidsBudget, readPidMax } from "../shared/host-pids.js";
 import { claimUidRange, releaseUidRange } from "../shared/uid-ranges.js";
-import { liveTenantLockOwner } from "../shared/tenant-id-lock.js";
+import { liveTenantLockOwner, tenantIdHeldError } from "../shared/tenant-id-lock.js";
 import { allocateBlocks } from "./block-allocator.js";
 import type { SupervisorConfig } from "./supervisor-config.js";
 import type { RegistryState, TenantHypervisor, TenantRecord } from "./tenant-registry.js";
@@ -82,7 +82,8 @@ export function checkHypervisorOnHost(hypervisor: TenantHypervisor | undefined, 
  * The tenant's runtime is the request's `hypervisor`, else its template's; it is recorded and
  * kept on every re-render.
  * @throws PaddockError `ERR_TENANT_INVALID` (bad id or host group overrides),
- *   `ERR_TENANT_EXISTS`, `ERR_TEMPLATE_NOT_FOUND`, `ERR_IMAGE_NOT_FOUND`,
+ *   `ERR_TENANT_EXISTS`, `ERR_TENANT_ID_IN_USE` (a daemon it did not start holds the id),
+ *   `ERR_TEMPLATE_NOT_FOUND`, `ERR_IMAGE_NOT_FOUND`,
  *   `ERR_RUNTIME_UNAVAILABLE` (gvisor without runsc: nothing kept),
  *   `ERR_PIDS_BUDGET_EXCEEDED`, `ERR_NETWORK_EXHAUSTED`, `ERR_USERNS_EXHAUSTED` /
  *   `ERR_USERNS_RANGE_TAKEN` (no uid range: nothing kept), `ERR_DAEMON_START_FAILED`
@@ -113,11 +114,7 @@ export async function createTenant(ctx: TenantContext, configs: TenantConfigs, d
       // A daemon outside the registry (`paddock daemon up`) holds this id: its containers, table
       // and state dir are keyed by it, so a tenant of the same id would collide with them.
       const holder = await liveTenantLockOwner(id);
-      if (holder !== undefined) {
-        throw new PaddockError("ERR_TENANT_ID_IN_USE", `tenant id ${JSON.stringify(id)} is held by a daemon this supervisor did not start (pid ${holder.pid}, config ${holder.config}); stop it or choose another id`, {
-          details: { tenant_id: id, holder_pid: holder.pid, holder_config: holder.config },
-        });
-      }
+      if (holder !== undefined) throw tenantIdHeldError(id, holder, "tenant not created");
       const used = Object.values(state.tenants).flatMap((t) => t.blocks.map((b) => b.cidr));
       const cidrs = allocateBlocks({ pool: config.pool, blockPrefix: config.blockPrefix, used, count: template.hostGroups.length });
       // The host uid/gid range (shared/uid-ranges.ts); claiming creates the state dir.
