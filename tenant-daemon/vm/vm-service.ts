@@ -251,15 +251,16 @@ export class VmService {
    * (warm-pool.ts). With `wait`, block until the agent answers (and userdata ran) and the VM's
    * secrets are delivered; on timeout the VM is deleted and 408 thrown. `options` (start-up
    * only): a protected config VM with a fixed index.
-   * @throws PaddockError ERR_HOSTGROUP_NOT_FOUND, ERR_LIMIT_EXCEEDED, ERR_VM_NAME_TAKEN, ERR_NETWORK_EXHAUSTED,
-   *   ERR_VM_WAIT_TIMEOUT, ERR_VM_START_FAILED (after rolling everything back); ERR_VM_NOT_RUNNING (503) while stopping.
+   * @throws PaddockError ERR_HOSTGROUP_NOT_FOUND, ERR_TTL_INVALID / ERR_TTL_OVER_MAX (before the limits),
+   *   ERR_LIMIT_EXCEEDED, ERR_VM_NAME_TAKEN, ERR_NETWORK_EXHAUSTED, ERR_VM_WAIT_TIMEOUT, ERR_VM_START_FAILED (after rolling everything back); ERR_VM_NOT_RUNNING (503) while stopping.
    */
   async create(groupName: string, req: CreateVmRequest, wait: WaitOptions = { wait: undefined, timeoutMs: 0 }, options: { protected?: boolean; index?: number } = {}): Promise<CreateResponseWire> {
     if (this.table.stopping) throw new PaddockError("ERR_VM_NOT_RUNNING", "daemon is shutting down", { status: 503 });
     const group = this.hostGroup(groupName);
-    this.table.checkLimits(req.cpus, req.ramBytes, group.storageSizeBytes);
-    // The deadline (a ttl, the group's default) becomes the VM's expires_at= tag; config VMs never expire.
+    // The deadline (a ttl, the group's default) becomes the VM's expires_at= tag; config VMs never
+    // expire. Checked before the limits: a malformed request is a 400 whatever the tenant holds.
     if (!options.protected) req = { ...req, tags: tagsWithDeadline(req.tags, req.ttlMs, this.lifecycle.expiryPolicy(group.name), Date.now()) };
+    this.table.checkLimits(req.cpus, req.ramBytes, group.storageSizeBytes);
     // Held until the VM (with its name= tag) is in the table, or the create failed.
     const releaseName = this.table.claimName(friendlyNameOf(req.tags));
     try {

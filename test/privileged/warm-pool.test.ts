@@ -151,6 +151,10 @@ describe("warm pool within tenant limits (privileged, real runc)", function () {
     const c = await d.post("/hostgroup/sbox/nodes", {});
     expect(c.status).to.equal(403);
     expect(c.json).to.include({ code: "ERR_LIMIT_EXCEEDED" });
+    // At the limit, a malformed request is still a 400 naming what is wrong, not the limit.
+    const bad = await d.post("/hostgroup/sbox/nodes", { ttl: "5s", tags: ["expires_at=2030-01-01T00:00:00Z"] });
+    expect(bad.status).to.equal(400);
+    expect(bad.json).to.include({ code: "ERR_TTL_INVALID" });
     // Two VMs live and max_vms 2: the pool stays empty.
     await new Promise((r) => setTimeout(r, 1500));
     expect(await d.warmPool("sbox")).to.deep.equal({ ready: 0, booting: 0 });
