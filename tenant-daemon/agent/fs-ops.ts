@@ -80,6 +80,10 @@ export class FsHandler {
     const body = await readJsonObject(ctx.req);
     if (typeof body.path !== "string") throw badRequest("path is required", "ERR_PATH_INVALID");
     const p = this.target(ctx, body.path);
+    // A field of the wrong type is refused, never read as its default: `"mode": 448` taken as
+    // 0755 would make the directory more open than asked.
+    if (body.recursive !== undefined && body.recursive !== null && typeof body.recursive !== "boolean") throw badRequest(`recursive must be true or false, got ${JSON.stringify(body.recursive)}`);
+    if (body.mode !== undefined && body.mode !== null && typeof body.mode !== "string") throw badRequest(`mode must be an octal string such as "0755", got ${JSON.stringify(body.mode)}`);
     const recursive = body.recursive === true;
     const mode = typeof body.mode === "string" && body.mode !== "" ? parseOctalMode(body.mode, "mode") : 0o755;
     const who = this.users.resolve(ctx.query);

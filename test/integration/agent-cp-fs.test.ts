@@ -229,6 +229,13 @@ describe("guest agent: cp and fs", function () {
     expect((await mk({ path: base + "/a/b", recursive: true })).status).to.equal(200);
     expect((await mk({ path: base + "/a/b" })).status).to.equal(400);
     expect((await mk({ path: base + "/x/y" })).status).to.equal(404);
+    // Wrongly typed fields are refused and create nothing (a numeric mode is not read as 0755).
+    for (const body of [{ path: base + "/t1", mode: 448 }, { path: base + "/t2/u", recursive: "true" }, { path: base + "/t3", recursive: 1 }]) {
+      const r = await mk(body);
+      expect(r.status, JSON.stringify(body)).to.equal(400);
+      expect(r.json(), JSON.stringify(body)).to.include({ code: "ERR_BAD_REQUEST" });
+      expect(existsSync(body.path), body.path).to.equal(false);
+    }
     writeFileSync(base + "/a/file.txt", "1234567");
     const rd = await call(agent.socket, "GET", `/v1/fs/readdir?path=${encodeURIComponent(base + "/a")}`);
     const entries = rd.json() as Record<string, unknown>[];
