@@ -82,8 +82,11 @@ export async function vmShell(ctx: CliContext, argv: string[]): Promise<number> 
       settled = true;
       cleanup();
       // The VM exists (resolved above), so a 404 here means the daemon has no shell endpoint.
-      toApiError(res).then((e) => reject(e.status === 404 && e.code === undefined ? new ApiError(404, `the API at ${t.display} does not serve /vm/{hostname}/shell (interactive shell)`, undefined) : e), reject);
-      ws.terminate();
+      // The connection ends only once the error body is read: terminating at once dropped the
+      // server's message and code ("Bad Request (HTTP 400)" instead of why).
+      toApiError(res)
+        .then((e) => reject(e.status === 404 && e.code === undefined ? new ApiError(404, `the API at ${t.display} does not serve /vm/{hostname}/shell (interactive shell)`, undefined) : e), reject)
+        .finally(() => ws.terminate());
     });
     ws.on("open", () => {
       if (stdin.isTTY) stdin.setRawMode?.(true);

@@ -137,4 +137,14 @@ describeWhenReady(missingPrerequisites(), "shell and forward WebSockets through 
     expect(r.stdout, r.stderr).to.include("cli-42");
     expect(r.code, r.stderr).to.equal(0);
   });
+
+  it("`paddock vm shell` with a shell the VM does not have prints the server's message and code", async () => {
+    const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const child = execFile(process.execPath, [CLI_MAIN, "vm", "shell", h, "--shell", "/bin/nope", "--url", `http://${sup.gateway}`, "--token", token], { timeout: 60_000 }, (_err, _stdout, stderr) => resolve({ code: child.exitCode, stderr }));
+      child.stdin?.end();
+    });
+    expect(r.code, r.stderr).to.not.equal(0);
+    expect(r.stderr).to.include("/bin/nope");
+    expect(r.stderr).to.include("ERR_QUERY_INVALID");
+  });
 });
