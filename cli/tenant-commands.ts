@@ -43,7 +43,7 @@ export const TENANT_HELP = `usage: paddock tenant COMMAND [flags]
          [--max-vms N] [--max-vcpu N] [--max-ram 16G] [--max-disk 200G] [--token-expires-in 720h] [--json]
   list [--status S] [--label k=v]... [--json]
   get ID [--json]
-  delete ID
+  delete ID                                     an unknown ID exits 3 ("does not exist")
   suspend ID [--reason R]
   resume ID
   restart ID
@@ -213,9 +213,18 @@ async function tenantAction(ctx: CliContext, argv: string[], action: "delete" | 
   const progress = new Progress(ctx.stderr);
   progress.every(200, () => `${action} ${id} … ${progress.elapsed()}`);
   let out: TenantView | undefined;
+  // The API's DELETE is idempotent (204 for an unknown id too); the CLI looks first so that a
+  // mistyped id is not reported as deleted while the real tenant keeps running.
+  let existed = true;
   try {
     out = await admin(ctx, client, async () => {
       if (action === "delete") {
+        try {
+          await readBody(await client.send("GET", `/admin/v1/tenants/${seg(id)}`), 64 * 1024);
+        } catch (err) {
+          if (!(err instanceof ApiError && err.status === 404)) throw err;
+          existed = false;
+        }
         const res = await client.send("DELETE", `/admin/v1/tenants/${seg(id)}`);
         await readBody(res, 64 * 1024);
         return undefined;
@@ -224,6 +233,11 @@ async function tenantAction(ctx: CliContext, argv: string[], action: "delete" | 
     });
   } finally {
     progress.done();
+  }
+  if (!existed) {
+    if (values.json) await writeOut(ctx.stdout, renderJson({ id, deleted: false, existed: false }));
+    await writeOut(ctx.stderr, `paddock: tenant ${id} does not exist; nothing deleted\n`);
+    return EXIT.NOT_FOUND;
   }
   if (values.json) await writeOut(ctx.stdout, renderJson(out ?? { id, deleted: true }));
   else {

@@ -180,5 +180,10 @@ describe("paddock CLI against a real supervisor (root, runc)", function () {
     expect(d.code, d.stderr).to.equal(0);
     expect(d.stdout).to.equal(`tenant ${tenantId} deleted\n`);
     expect((await cli(["tenant", "get", tenantId], adminEnv)).code).to.equal(3);
+    // Deleting it again (or a mistyped id) says it did not exist: exit 3, not "deleted".
+    const again = await cli(["tenant", "delete", tenantId], adminEnv);
+    expect(again.code, again.stderr).to.equal(3);
+    expect(again.stdout).to.equal("");
+    expect(again.stderr).to.contain(`tenant ${tenantId} does not exist; nothing deleted`);
   });
 });
