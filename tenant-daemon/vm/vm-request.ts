@@ -40,9 +40,10 @@ function optionalInt(body: Record<string, unknown>, key: string): number | undef
   return v;
 }
 
-function stringList(value: unknown, key: string): string[] | undefined {
+/** @throws PaddockError `code` (default ERR_VM_INVALID_REQUEST) when `value` is not a list of strings. */
+function stringList(value: unknown, key: string, code: "ERR_VM_INVALID_REQUEST" | "ERR_TAGS_INVALID" = "ERR_VM_INVALID_REQUEST"): string[] | undefined {
   if (value === undefined || value === null) return undefined;
-  if (!Array.isArray(value) || value.some((t) => typeof t !== "string")) throw bad(`${key} must be a list of strings`);
+  if (!Array.isArray(value) || value.some((t) => typeof t !== "string")) throw new PaddockError(code, `${key} must be a list of strings`);
   return value as string[];
 }
 
@@ -138,7 +139,7 @@ export function parseCreateVmRequest(body: unknown, group: HostGroupConfig): Cre
   if (gpu) throw new PaddockError("ERR_VM_UNSUPPORTED", "gpu_count is not supported by the OCI driver");
   const persistent = b.persistent === undefined || b.persistent === null ? false : b.persistent;
   if (typeof persistent !== "boolean") throw bad("persistent must be true or false");
-  const tags = dedupe(stringList(b.tags, "tags") ?? []);
+  const tags = dedupe(stringList(b.tags, "tags", "ERR_TAGS_INVALID") ?? []);
   validateTags(tags);
   friendlyNameOf(tags);
   deadlineOf(tags);

@@ -156,7 +156,7 @@ describe("tenant daemon: host groups and VM lifecycle (privileged, real runc)", 
     expect(bad.json).to.include({ code: "ERR_BODY_INVALID_JSON" });
     const wrong = await d.post("/hostgroup/sbox/nodes", { tags: "x" });
     expect(wrong.status).to.equal(400);
-    expect((wrong.json as { code: string }).code).to.equal("ERR_VM_INVALID_REQUEST");
+    expect((wrong.json as { code: string }).code).to.equal("ERR_TAGS_INVALID");
     expect(((await d.get("/nodes")).json as Node[]).length).to.equal(before);
   });
 
