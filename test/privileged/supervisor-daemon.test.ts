@@ -184,6 +184,11 @@ describeWhenReady(missingPrerequisites(), "supervisor with the real tenant daemo
     expect((await admin("POST", `/tenants/${ids.a}/resume`)).status).to.equal(200);
     const after = (await gw(ids.a, "GET", "/nodes")).json as Array<{ status: string }>;
     expect(after.map((n) => n.status)).to.deep.equal(["Running"]);
+    // Resuming it again (active) is a no-op 200, as a second suspend is.
+    const again = await admin("POST", `/tenants/${ids.a}/resume`);
+    expect(again.status, again.text).to.equal(200);
+    expect(again.json).to.include({ status: "active" });
+    expect((again.json as { resumed_vms: string[] }).resumed_vms).to.deep.equal([]);
   });
 
   it("the daemon enforces the tenant's limits (max_vms 3) with a 4xx naming the limit", async () => {
