@@ -193,15 +193,16 @@ export class VmTable {
   /**
    * Check that friendly name `name` (a `name=` tag value, already a DNS label) is free for VM
    * `self` (undefined: a VM not yet in the table): no other listed VM carries it, no VM or warm
-   * VM has it as hostname, it is not `<group>-<N>` of a host group (a hostname the daemon may
-   * still hand out), and no create in flight has claimed it. Synchronous, so it and the change
+   * VM has it as hostname, it is not `<group>-<N>` of a host group (N without leading zeros: a
+   * hostname the daemon may still hand out), and no create in flight has claimed it. Synchronous, so it and the change
    * that follows happen in one turn.
    * @throws PaddockError ERR_VM_NAME_TAKEN naming the holder.
    */
   checkNameFree(name: string, self?: string): void {
     const taken = (why: string): PaddockError => new PaddockError("ERR_VM_NAME_TAKEN", `name ${JSON.stringify(name)} ${why}`);
     if (this.vms.has(name) || this.warm.has(name)) throw taken("is a VM's hostname");
-    const group = this.config.hostGroups.find((g) => name.startsWith(`${g.name}-`) && /^[0-9]+$/.test(name.slice(g.name.length + 1)));
+    // The daemon's hostnames carry the index without leading zeros (`sbox-7`, never `sbox-07`).
+    const group = this.config.hostGroups.find((g) => name.startsWith(`${g.name}-`) && /^(0|[1-9][0-9]*)$/.test(name.slice(g.name.length + 1)));
     if (group) throw taken(`has the form of a hostname of host group ${group.name}`);
     if (this.pendingNames.has(name)) throw taken("is being given to a VM created now");
     for (const vm of this.vms.values()) {

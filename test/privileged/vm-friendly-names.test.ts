@@ -63,6 +63,10 @@ describe("friendly names: name= tags (privileged, real daemon and runc)", functi
       refused(r, 409, "ERR_VM_NAME_TAKEN");
     }
     expect((await nodes()).length).to.equal(before);
+    // `sbox-07` is no hostname the daemon hands out (indexes have no leading zeros): a free name.
+    const padded = await create(["name=sbox-07"]);
+    expect(padded.status, padded.text).to.equal(201);
+    expect((await d.del(`/hostgroup/sbox/nodes/${(padded.json as { hostname: string }).hostname}`)).status).to.equal(200);
   });
 
   it("of concurrent creates with one name, exactly one gets it", async () => {
