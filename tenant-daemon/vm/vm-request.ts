@@ -137,7 +137,8 @@ export function parseCreateVmRequest(body: unknown, group: HostGroupConfig): Cre
   if (ramBytes < 16 * 2 ** 20) throw bad("ram_bytes must be at least 16 MiB");
   const gpu = optionalInt(b, "gpu_count");
   if (gpu) throw new PaddockError("ERR_VM_UNSUPPORTED", "gpu_count is not supported by the OCI driver");
-  const persistent = b.persistent === undefined || b.persistent === null ? false : b.persistent;
+  // Omitted ⇒ the host group's `persistent` (default false): a group can make its API VMs persistent.
+  const persistent = b.persistent === undefined || b.persistent === null ? group.persistent : b.persistent;
   if (typeof persistent !== "boolean") throw bad("persistent must be true or false");
   const tags = dedupe(stringList(b.tags, "tags", "ERR_TAGS_INVALID") ?? []);
   validateTags(tags);

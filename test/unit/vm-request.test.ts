@@ -26,6 +26,12 @@ describe("VM create request (VM size at launch)", () => {
   it("omitted sizes get the host group's defaults", () => {
     expect(parseCreateVmRequest({}, group)).to.include({ cpus: 2, ramBytes: 4 * 2 ** 30, persistent: false });
   });
+  it("persistent defaults to the host group's, and the body's value wins", () => {
+    const keep = { ...group, persistent: true };
+    expect(parseCreateVmRequest({}, keep)).to.include({ persistent: true });
+    expect(parseCreateVmRequest({ persistent: false }, keep)).to.include({ persistent: false });
+    expect(parseCreateVmRequest({ persistent: true }, group)).to.include({ persistent: true });
+  });
   it("smaller sizes are honoured as-is, zero means default", () => {
     expect(parseCreateVmRequest({ cpus: 1, ram_bytes: 2 ** 30 }, group)).to.include({ cpus: 1, ramBytes: 2 ** 30 });
     expect(parseCreateVmRequest({ cpus: 0, ram_bytes: 0 }, group)).to.include({ cpus: 2, ramBytes: 4 * 2 ** 30 });
