@@ -19,7 +19,8 @@ usage: paddock COMMAND [flags]
   up [--config FILE] [--state-dir D] [--run-dir D] [--gateway ADDR] [--admin ADDR]
                                    run the supervisor (gateway 127.0.0.1:8080, admin 127.0.0.1:8081)
   daemon up FILE                   run one tenant daemon from a Slicer-format YAML config
-  daemon purge FILE                delete every VM, disk, link and nft table of that daemon's tenant
+  daemon purge FILE                delete every VM, disk, link and nft table of that daemon's tenant,
+                                   then its state and run dirs
   new NAME [flags]                 print the config \`slicer new\` writes (see paddock new --help)
   image build [NAME] [--packages a,b] [--force]
   image list [--json]
