@@ -108,7 +108,33 @@ describe("cli: target resolution (Unix socket or URL, token)", () => {
     expect(d.kind === "http" && d.url.origin).to.equal("http://127.0.0.1:8080");
     expect(d.token).to.equal(undefined);
     // Empty variables count as unset.
-    expect(resolveTarget({}, { PADDOCK_URL: "", SLICER_URL: "/s.sock", PADDOCK_TOKEN: "" }, noFiles)).to.deep.include({ socketPath: "/s.sock", token: undefined });
+    expect(resolveTarget({}, { PADDOCK_URL: "", SLICER_URL: "/s.sock", PADDOCK_TOKEN: "", SLICER_TOKEN: "stok" }, noFiles)).to.deep.include({ socketPath: "/s.sock", token: "stok" });
+  });
+
+  it("an empty token with nothing else to fall back on is refused for http(s) targets before anything is sent (ERR_AUTH_REQUIRED, exit 1)", () => {
+    const refused = (fn: () => unknown, name: string): void => {
+      let err: unknown;
+      try {
+        fn();
+      } catch (e) {
+        err = e;
+      }
+      expect(err, name).to.be.instanceOf(PaddockError);
+      expect((err as PaddockError).code).to.equal("ERR_AUTH_REQUIRED");
+      expect((err as PaddockError).message).to.contain(`${name} is set but empty`);
+      expect(exitCodeFor(err)).to.equal(EXIT.ERROR);
+    };
+    refused(() => resolveTarget({}, { PADDOCK_TOKEN: "" }, noFiles), "PADDOCK_TOKEN");
+    refused(() => resolveTarget({}, { PADDOCK_TOKEN: "  \n" }, noFiles), "PADDOCK_TOKEN");
+    refused(() => resolveTarget({ token: "" }, {}, noFiles), "--token");
+    refused(() => resolveTarget({}, { SLICER_TOKEN: "", PADDOCK_URL: "https://gw.example:8443" }, noFiles), "SLICER_TOKEN");
+    refused(() => resolveTarget({ tokenFile: "/empty" }, {}, (f) => (f === "/empty" ? "\n" : undefined)), "the token file /empty (from --token-file)");
+    refused(() => resolveAdminTarget({}, { PADDOCK_ADMIN_TOKEN: "", PADDOCK_STATE_DIR: "/st" }, noFiles), "PADDOCK_ADMIN_TOKEN");
+    // Nothing given at all is not an error, nor an empty token for a Unix socket (auth off by
+    // default there: `PADDOCK_TOKEN= paddock …` means "no token").
+    expect(resolveTarget({}, {}, noFiles).token).to.equal(undefined);
+    expect(resolveTarget({}, { PADDOCK_URL: "/p.sock", PADDOCK_TOKEN: "" }, noFiles)).to.deep.include({ kind: "unix", token: undefined });
+    expect(resolveAdminTarget({}, { PADDOCK_ADMIN_URL: "/adm.sock", PADDOCK_ADMIN_TOKEN: "" }, noFiles).token).to.equal(undefined);
   });
 
   it("reads SLICER_TOKEN_FILE (with ~/) after SLICER_TOKEN, and --token-file before env tokens", () => {
@@ -162,6 +188,13 @@ describe("cli: exit codes", () => {
     const { ctx, err } = fakeContext({ PADDOCK_URL: "/nonexistent-dir-pdk/api.sock" });
     expect(await runCli(["vm", "list"], ctx)).to.equal(1);
     expect(err.text()).to.contain("cannot reach the API at /nonexistent-dir-pdk/api.sock");
+  });
+
+  it("runCli: PADDOCK_TOKEN= is refused (1) saying the token is empty, before any connection is tried", async () => {
+    // Port 1 on loopback: nothing listens there; without the check the error would be "cannot reach".
+    const { ctx, err } = fakeContext({ PADDOCK_URL: "http://127.0.0.1:1", PADDOCK_TOKEN: "" });
+    expect(await runCli(["vm", "list"], ctx)).to.equal(1);
+    expect(err.text()).to.equal("paddock: error: the API token is empty: PADDOCK_TOKEN is set but empty; pass the tenant's token (paddock tenant token ID issues one), or unset it for a daemon without auth (ERR_AUTH_REQUIRED)\n");
   });
 
   it("runCli new prints the oci config, with or without /dev/kvm (this release has no Firecracker driver)", async () => {
