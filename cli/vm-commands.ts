@@ -24,7 +24,7 @@ export const VM_HELP = `usage: paddock vm COMMAND [flags]
 
   launch [GROUP] [--tag k=v]... [--persistent] [--cpus N] [--ram-bytes N|1G] [--userdata-file F]
          [--secret NAME]... [--ttl 1h] [--wait agent|userdata] [--timeout 2m] [--json]
-                        (also: create)
+                        (also: create; --ttl: a Go duration of at least 1s)
   list [--group G] [--tag T | --tag-prefix P] [--json]
   get HOST [--json]
   exec HOST [--uid N] [--gid N] [--cwd DIR] [--env K=V]... [--shell SH] [--stdin] -- CMD [ARGS...]

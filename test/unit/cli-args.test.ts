@@ -197,6 +197,14 @@ describe("cli: exit codes", () => {
     expect(err.text()).to.equal("paddock: error: the API token is empty: PADDOCK_TOKEN is set but empty; pass the tenant's token (paddock tenant token ID issues one), or unset it for a daemon without auth (ERR_AUTH_REQUIRED)\n");
   });
 
+  it("runCli: vm launch --ttl below the daemon's 1s minimum is refused (2, ERR_TTL_INVALID naming the minimum) before any connection", async () => {
+    for (const ttl of ["500ms", "0"]) {
+      const { ctx, err } = fakeContext({ PADDOCK_URL: "/nonexistent-dir-pdk/api.sock" });
+      expect(await runCli(["vm", "launch", "sbox", "--ttl", ttl], ctx), ttl).to.equal(2);
+      expect(err.text(), ttl).to.contain(`--ttl must be at least 1s, got ${JSON.stringify(ttl)}`).and.contain("ERR_TTL_INVALID");
+    }
+  });
+
   it("runCli new prints the oci config, with or without /dev/kvm (this release has no Firecracker driver)", async () => {
     for (const kvm of [false, true]) {
       const { ctx, out } = fakeContext();
