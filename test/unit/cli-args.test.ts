@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { Writable } from "node:stream";
-import { normalizeBoolFlags, parseFlags, parseIntFlag, parseKeyValues, parseDurationFlag, parseSizeFlag, sizeBytes, splitAtDoubleDash } from "../../cli/args.js";
+import { hoistLeadingTargetFlags, normalizeBoolFlags, parseFlags, parseIntFlag, parseKeyValues, parseDurationFlag, parseSizeFlag, sizeBytes, splitAtDoubleDash } from "../../cli/args.js";
 import { parseSizeBytes } from "../../shared/yaml-reader.js";
 import { PaddockError } from "../../shared/errors.js";
 import { ApiError, ConnectError, EXIT, UsageError, exitCodeFor } from "../../cli/cli-errors.js";
@@ -202,6 +202,29 @@ describe("cli: exit codes", () => {
       const { ctx, err } = fakeContext({ PADDOCK_URL: "/nonexistent-dir-pdk/api.sock" });
       expect(await runCli(["vm", "launch", "sbox", "--ttl", ttl], ctx), ttl).to.equal(2);
       expect(err.text(), ttl).to.contain(`--ttl must be at least 1s, got ${JSON.stringify(ttl)}`).and.contain("ERR_TTL_INVALID");
+    }
+  });
+
+  it("runCli: target flags may come before the command (paddock --url X vm list), else the error says where they go", async () => {
+    for (const argv of [["--url", "/nonexistent-dir-pdk/api.sock", "vm", "list"], ["--url=/nonexistent-dir-pdk/api.sock", "--token", "t", "vm", "list", "--json"], ["--url", "/nonexistent-dir-pdk/api.sock", "events"]]) {
+      const { ctx, err } = fakeContext({ PADDOCK_URL: "/elsewhere-pdk/api.sock" });
+      expect(await runCli(argv, ctx), argv.join(" ")).to.equal(1);
+      expect(err.text(), argv.join(" ")).to.contain("cannot reach the API at /nonexistent-dir-pdk/api.sock");
+    }
+    const { ctx, err } = fakeContext({ PADDOCK_ADMIN_URL: "/elsewhere-pdk/adm.sock" });
+    expect(await runCli(["--admin-url", "/nonexistent-dir-pdk/adm.sock", "tenant", "list"], ctx)).to.equal(1);
+    expect(err.text()).to.contain("/nonexistent-dir-pdk/adm.sock");
+    expect(hoistLeadingTargetFlags(["--url", "u", "vm", "exec", "h", "--", "--url", "x"])).to.deep.equal(["vm", "exec", "--url", "u", "h", "--", "--url", "x"]);
+    expect(hoistLeadingTargetFlags(["vm", "list", "--url", "u"])).to.deep.equal(["vm", "list", "--url", "u"]);
+    for (const [argv, msg] of [
+      [["--admin-url", "a", "vm", "list"], /--admin-url applies to tenant commands/],
+      [["--url", "u", "up"], /--url applies to vm and events commands .*not to "up"/],
+      [["--json", "vm", "list"], /unknown flag --json before the command; flags go after it/],
+      [["--url"], /--url needs a value/],
+    ] as const) {
+      const f = fakeContext();
+      expect(await runCli([...argv], f.ctx), argv.join(" ")).to.equal(2);
+      expect(f.err.text(), argv.join(" ")).to.match(msg);
     }
   });
 
