@@ -394,17 +394,20 @@ export async function purgeTenant(configPath: string, options: { logger?: Logger
   const logger = (options.logger ?? createLogger()).child({ tenant: p.tenantId, op: "purge" });
   // A purge removes everything keyed by the tenant id: never while another daemon holds it; nor
   // the dirs named after another tenant id while a process holds that one.
-  const releases: (() => Promise<void>)[] = [];
-  const releaseAll = async (): Promise<void> => {
-    for (const r of releases.splice(0).reverse()) await r();
+  const idLocks: (() => Promise<void>)[] = [];
+  const releaseIds = async (): Promise<void> => {
+    for (const r of idLocks.splice(0).reverse()) await r();
   };
+  let releaseState: (() => Promise<void>) | undefined;
   try {
     for (const id of [p.tenantId, ...otherTenantIdsOf(p.tenantId, [p.stateDir, p.runDir])]) {
-      releases.push(await acquireTenantIdLock({ tenantId: id, configPath: config.source, purpose: "purge" }));
+      idLocks.push(await acquireTenantIdLock({ tenantId: id, configPath: config.source, purpose: "purge" }));
     }
-    releases.push(await acquireOwnership(p.stateDir, `tenant ${p.tenantId}'s state`));
+    const release = await acquireOwnership(p.stateDir, `tenant ${p.tenantId}'s state`);
+    let released: Promise<void> | undefined;
+    releaseState = () => (released ??= release());
   } catch (err) {
-    await releaseAll();
+    await releaseIds();
     throw err;
   }
   const left: LeftDir[] = [];
@@ -415,18 +418,19 @@ export async function purgeTenant(configPath: string, options: { logger?: Logger
     await s.runtime.pruneCgroups?.(`/paddock/${p.tenantId}`);
     if (config.api.kind === "unix") await fs.rm(config.api.socketPath, { force: true });
     await releaseUidRange({ tenantId: p.tenantId, stateDir: p.stateDir });
-    // The dirs last: the state dir's ownership lock stays held (its entries kept) until its
-    // release below; a run dir that holds the state dir goes after that.
+    // The dirs last, under the id locks: the state dir's ownership lock stays held (its entries
+    // kept) until its release below; a run dir that holds the state dir goes after that.
     const shared = sharedPaddockDirs(process.env, p.imageDir);
     const runHoldsState = isPathUnder(p.stateDir, p.runDir);
     if (!runHoldsState) left.push(...[await removeTenantDir(p.runDir, { shared })].filter((l) => l !== undefined));
     const stateLeft = await removeTenantDir(p.stateDir, { shared, keep: OWNERSHIP_ENTRIES });
     if (stateLeft !== undefined) left.push(stateLeft);
-    await releaseAll();
+    await releaseState();
     if (stateLeft === undefined && !(await removeIfEmpty(p.stateDir))) left.push({ dir: p.stateDir, reason: "another process wrote into it during the purge" });
     if (runHoldsState) left.push(...[await removeTenantDir(p.runDir, { shared })].filter((l) => l !== undefined));
   } finally {
-    await releaseAll();
+    await releaseState();
+    await releaseIds();
   }
   if (left.length > 0) {
     throw new PaddockError("ERR_STORAGE_FAILED", `purged tenant ${p.tenantId}'s VMs, disks, network and cgroup, but left ${left.map((l) => `${l.dir} (${l.reason})`).join("; ")}`, {
