@@ -137,3 +137,53 @@ export function expectPositionals(positionals: readonly string[], min: number, m
   if (positionals.length < min) throw new UsageError(`missing argument; usage: ${usage}`);
   if (positionals.length > max) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[max])}; usage: ${usage}`);
 }
+
+/** Target flags that may also come before the command (`paddock --url X vm list`), each taking a value. */
+const LEADING_TARGET_FLAGS: Readonly<Record<string, readonly string[]>> = {
+  vm: ["url", "token", "token-file"],
+  events: ["url", "token", "token-file"],
+  tenant: ["admin-url", "admin-token"],
+};
+
+/**
+ * Move target flags given before the command to just after it (and after its subcommand for
+ * `vm` and `tenant`), where the command's own parser reads them: `paddock --url X vm list` ⇒
+ * `vm list --url X`. Unambiguous: no command name starts with `-`, and the moved flags land
+ * before any `--`. argv without leading flags is returned unchanged.
+ * @throws UsageError for a leading flag that is not a target flag, lacks its value, or does not
+ *   apply to the command (naming where it goes).
+ */
+export function hoistLeadingTargetFlags(argv: readonly string[]): string[] {
+  const leading: string[] = [];
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (!arg.startsWith("--") || arg === "--" || arg === "--help" || arg === "--version") break;
+    const eq = arg.indexOf("=");
+    const name = arg.slice(2, eq < 0 ? undefined : eq);
+    if (!Object.values(LEADING_TARGET_FLAGS).some((names) => names.includes(name))) {
+      throw new UsageError(`unknown flag ${arg.slice(0, eq < 0 ? undefined : eq)} before the command; flags go after it (paddock vm list --json); only target flags (--url, --token, --token-file, --admin-url, --admin-token) may come first`);
+    }
+    if (eq >= 0) leading.push(arg);
+    else {
+      const value = argv[i + 1];
+      if (value === undefined) throw new UsageError(`${arg} needs a value`);
+      leading.push(arg, value);
+      i++;
+    }
+  }
+  if (leading.length === 0) return [...argv];
+  const rest = argv.slice(i);
+  const cmd = rest[0];
+  const allowed = cmd === undefined ? undefined : LEADING_TARGET_FLAGS[cmd];
+  for (const flag of leading.filter((a) => a.startsWith("--"))) {
+    const name = flag.slice(2).split("=")[0] as string;
+    if (allowed === undefined || !allowed.includes(name)) {
+      const where = name.startsWith("admin-") ? "tenant commands (paddock tenant list --admin-url …)" : "vm and events commands (paddock vm list --url …)";
+      throw new UsageError(`--${name} applies to ${where}${cmd === undefined ? "; no command given" : `, not to ${JSON.stringify(cmd)}`}`);
+    }
+  }
+  // `vm` and `tenant` take a subcommand first; `events` takes its flags directly.
+  const at = cmd === "events" ? 1 : Math.min(2, rest.length);
+  return [...rest.slice(0, at), ...leading, ...rest.slice(at)];
+}

@@ -10,6 +10,7 @@ import { PADDOCK_VERSION } from "../shared/version.js";
 import { fileURLToPath } from "node:url";
 import { EXIT, UsageError, describeError, exitCodeFor } from "./cli-errors.js";
 import { processContext, writeOut, type CliContext } from "./cli-context.js";
+import { hoistLeadingTargetFlags } from "./args.js";
 
 /** Top-level help, including the exit codes scripts can rely on. */
 export const HELP = `paddock — multi-tenant sandbox VMs speaking the Slicer API
@@ -19,7 +20,8 @@ usage: paddock COMMAND [flags]
   up [--config FILE] [--state-dir D] [--run-dir D] [--gateway ADDR] [--admin ADDR]
                                    run the supervisor (gateway 127.0.0.1:8080, admin 127.0.0.1:8081)
   daemon up FILE                   run one tenant daemon from a Slicer-format YAML config
-  daemon purge FILE                delete every VM, disk, link and nft table of that daemon's tenant
+  daemon purge FILE                delete every VM, disk, link and nft table of that daemon's tenant,
+                                   then its state and run dirs
   new NAME [flags]                 print the config \`slicer new\` writes (see paddock new --help)
   image build [NAME] [--packages a,b] [--force]
   image list [--json]
@@ -34,6 +36,7 @@ usage: paddock COMMAND [flags]
 Targets: vm commands use --url/--token, else PADDOCK_URL/PADDOCK_TOKEN, else SLICER_URL/SLICER_TOKEN
 (SLICER_TOKEN_FILE); tenant commands use --admin-url/--admin-token, else PADDOCK_ADMIN_URL/
 PADDOCK_ADMIN_TOKEN, else the admin-token file under \${PADDOCK_STATE_DIR:-/var/lib/paddock}/supervisor.
+Target flags go after the command or before it: paddock --url /run/x.sock vm list.
 
 Output: tables for people; --json for scripts.
 
@@ -84,8 +87,9 @@ async function upCommand(ctx: CliContext, argv: string[]): Promise<number> {
  * @returns the exit code (never throws: errors are printed on stderr and mapped to codes).
  */
 export async function runCli(argv: readonly string[], ctx: CliContext): Promise<number> {
-  const [cmd, ...rest] = argv;
   try {
+    // Target flags may come first (`paddock --url X vm list`): moved after the command.
+    const [cmd, ...rest] = hoistLeadingTargetFlags(argv);
     switch (cmd) {
       case undefined:
         await writeOut(ctx.stderr, HELP);

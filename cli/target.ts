@@ -17,6 +17,7 @@
  * no scheme is given).
  */
 import path from "node:path";
+import { PaddockError } from "../shared/errors.js";
 import { UsageError } from "./cli-errors.js";
 
 /** A resolved API endpoint plus its bearer token (undefined ⇒ no Authorization header). */
@@ -90,20 +91,53 @@ export interface TargetFlags {
   tokenFile?: string | undefined;
 }
 
+/** A place a token may come from: its name for messages and its value (undefined ⇒ not given). */
+type TokenSource = [name: string, value: () => string | undefined];
+
 /**
- * Resolve the tenant/Slicer API target (precedence in the file comment).
- * @throws UsageError for a bad address or a named token file that does not exist.
+ * The first non-blank token of `sources`, read in order (files only when reached).
+ * @param refuseEmpty - refuse when sources were given but every one is empty or blank: true for
+ *   http(s) targets, which always want a token (the gateway; a TCP daemon has auth on by
+ *   default), so the request would only get the server's generic 401. On a Unix socket (auth
+ *   off by default) an empty source counts as unset, as `PADDOCK_TOKEN= paddock …` means.
+ * @returns undefined when no source gave a token.
+ * @throws PaddockError ERR_AUTH_REQUIRED (exit 1) naming the first empty source; nothing is sent.
+ */
+function firstToken(sources: readonly TokenSource[], refuseEmpty: boolean, hint: string): string | undefined {
+  let empty: string | undefined;
+  for (const [name, value] of sources) {
+    const v = value();
+    if (v === undefined) continue;
+    if (v.trim() !== "") return v.trim();
+    empty ??= name;
+  }
+  if (empty !== undefined && refuseEmpty) throw new PaddockError("ERR_AUTH_REQUIRED", `the API token is empty: ${empty} is set but empty; ${hint}`);
+  return undefined;
+}
+
+/**
+ * Resolve the tenant/Slicer API target (precedence in the file comment). An empty or blank
+ * source counts as unset; when only such sources are given for an http(s) target, nothing is
+ * sent (see firstToken).
+ * @throws UsageError for a bad address or a named token file that does not exist;
+ *   PaddockError ERR_AUTH_REQUIRED when every token source given for an http(s) target is empty
+ *   (e.g. `PADDOCK_TOKEN=`).
  */
 export function resolveTarget(flags: TargetFlags, env: NodeJS.ProcessEnv, read: ReadTokenFile): Target {
   const address = nonEmpty(flags.url) ?? nonEmpty(env.PADDOCK_URL) ?? nonEmpty(env.SLICER_URL) ?? DEFAULT_API_URL;
-  let token: string | undefined;
-  if (nonEmpty(flags.token)) token = flags.token;
-  else if (nonEmpty(flags.tokenFile)) token = readTokenFrom(flags.tokenFile as string, env, read, "--token-file");
-  else if (nonEmpty(env.PADDOCK_TOKEN)) token = env.PADDOCK_TOKEN;
-  else if (nonEmpty(env.PADDOCK_TOKEN_FILE)) token = readTokenFrom(env.PADDOCK_TOKEN_FILE as string, env, read, "PADDOCK_TOKEN_FILE");
-  else if (nonEmpty(env.SLICER_TOKEN)) token = env.SLICER_TOKEN;
-  else if (nonEmpty(env.SLICER_TOKEN_FILE)) token = readTokenFrom(env.SLICER_TOKEN_FILE as string, env, read, "SLICER_TOKEN_FILE");
-  return makeTarget(address, nonEmpty(token?.trim()), env);
+  const fromFile = (file: string | undefined, origin: string): TokenSource => [
+    file ? `the token file ${expandHome(file, env)} (from ${origin})` : origin,
+    () => (file ? readTokenFrom(file, env, read, origin) : file),
+  ];
+  const token = firstToken([
+    ["--token", () => flags.token],
+    fromFile(flags.tokenFile, "--token-file"),
+    ["PADDOCK_TOKEN", () => env.PADDOCK_TOKEN],
+    fromFile(env.PADDOCK_TOKEN_FILE, "PADDOCK_TOKEN_FILE"),
+    ["SLICER_TOKEN", () => env.SLICER_TOKEN],
+    fromFile(env.SLICER_TOKEN_FILE, "SLICER_TOKEN_FILE"),
+  ], !isSocketAddress(address), "pass the tenant's token (paddock tenant token ID issues one), or unset it for a daemon without auth");
+  return makeTarget(address, token, env);
 }
 
 /** Flags that pick the admin API target. */
@@ -120,10 +154,16 @@ export function adminTokenPath(env: NodeJS.ProcessEnv): string {
 /**
  * Resolve the supervisor admin API target. A missing admin-token file is not an error here
  * (the server answers 401, and the CLI then names the file it looked for).
- * @throws UsageError for a bad address.
+ * @throws UsageError for a bad address; PaddockError ERR_AUTH_REQUIRED for an http(s) target when
+ *   every token source given is empty (`PADDOCK_ADMIN_TOKEN=` and an empty or missing admin-token file).
  */
 export function resolveAdminTarget(flags: AdminTargetFlags, env: NodeJS.ProcessEnv, read: ReadTokenFile): Target {
   const address = nonEmpty(flags.adminUrl) ?? nonEmpty(env.PADDOCK_ADMIN_URL) ?? DEFAULT_ADMIN_URL;
-  const token = nonEmpty(flags.adminToken) ?? nonEmpty(env.PADDOCK_ADMIN_TOKEN) ?? read(adminTokenPath(env));
-  return makeTarget(address, nonEmpty(token?.trim()), env);
+  const file = adminTokenPath(env);
+  const token = firstToken([
+    ["--admin-token", () => flags.adminToken],
+    ["PADDOCK_ADMIN_TOKEN", () => env.PADDOCK_ADMIN_TOKEN],
+    [`the admin-token file ${file}`, () => read(file)],
+  ], !isSocketAddress(address), `pass the supervisor's admin token (in ${file}), or unset it`);
+  return makeTarget(address, token, env);
 }

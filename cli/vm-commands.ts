@@ -24,7 +24,7 @@ export const VM_HELP = `usage: paddock vm COMMAND [flags]
 
   launch [GROUP] [--tag k=v]... [--persistent] [--cpus N] [--ram-bytes N|1G] [--userdata-file F]
          [--secret NAME]... [--ttl 1h] [--wait agent|userdata] [--timeout 2m] [--json]
-                        (also: create)
+                        (also: create; --ttl: a Go duration of at least 1s)
   list [--group G] [--tag T | --tag-prefix P] [--json]
   get HOST [--json]
   exec HOST [--uid N] [--gid N] [--cwd DIR] [--env K=V]... [--shell SH] [--stdin] -- CMD [ARGS...]
@@ -45,7 +45,8 @@ Events: paddock events [--since-id N] (NDJSON, follows until Ctrl-C).
 
 Target: --url/--token/--token-file, else PADDOCK_URL/PADDOCK_TOKEN, else SLICER_URL/SLICER_TOKEN
 (SLICER_TOKEN_FILE); default http://127.0.0.1:8080. A URL that is a path (/…, ./…, ~/…, unix://…,
-*.sock) is a Unix socket. HOST may also be a VM's name=<v> tag value.
+*.sock) is a Unix socket. For an http(s) URL, an empty token (PADDOCK_TOKEN=) with no other
+source is refused before anything is sent (ERR_AUTH_REQUIRED, exit 1). HOST may also be a VM's name=<v> tag value.
 `;
 
 /** Dispatch `paddock vm <command> …`. */

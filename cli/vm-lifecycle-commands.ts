@@ -6,6 +6,7 @@ import { promises as fs } from "node:fs";
 import { parseFlags, parseIntFlag, parseSizeFlag, parseDurationFlag, expectPositionals } from "./args.js";
 import { readBody, seg, type ApiClient, type QueryParams } from "./api-client.js";
 import { ApiError, UsageError, EXIT } from "./cli-errors.js";
+import { parseVmTtlMs } from "../shared/time.js";
 import { writeOut, type CliContext } from "./cli-context.js";
 import { formatAge, formatBytes, renderJson, renderKeyValues, renderTable, Progress } from "./output.js";
 import { TARGET_FLAGS, clientFor, withVm, type VmNode } from "./vm-common.js";
@@ -59,8 +60,9 @@ export async function vmLaunch(ctx: CliContext, argv: string[]): Promise<number>
   if (values.wait !== undefined && values.wait !== "agent" && values.wait !== "userdata") throw new UsageError(`--wait takes agent or userdata, got ${JSON.stringify(values.wait)}`);
   if (values.timeout !== undefined && values.wait === undefined) throw new UsageError("--timeout only applies with --wait");
   parseDurationFlag(values.timeout, "--timeout");
-  // The daemon checks the ttl against the group's max_ttl; a bad duration fails here first.
-  parseDurationFlag(values.ttl, "--ttl");
+  // The daemon checks the ttl against the group's max_ttl; a bad duration, or one below the
+  // minimum the daemon takes (shared/time.ts MIN_VM_TTL_MS), fails here first with its code.
+  if (values.ttl !== undefined) parseVmTtlMs(values.ttl, "--ttl");
   if (values.userdata !== undefined && values["userdata-file"] !== undefined) throw new UsageError("use either --userdata or --userdata-file");
   const body: Record<string, unknown> = {};
   const cpus = parseIntFlag(values.cpus, "--cpus", { min: 1 });

@@ -188,6 +188,9 @@ export async function lockWithRetry(
   }
 }
 
+/** The entries {@link acquireOwnership} keeps in the owned dir while the lock is held. */
+export const OWNERSHIP_ENTRIES: readonly string[] = Object.freeze(["owner.lock", "owner.pid"]);
+
 /**
  * Take an exclusive, long-held ownership lock on `dir` (for "one daemon per state dir").
  * The lock is proper-lockfile's `owner.lock` directory plus `owner.pid` naming the holder; a
@@ -199,8 +202,8 @@ export async function lockWithRetry(
  */
 export async function acquireOwnership(dir: string, what: string): Promise<() => Promise<void>> {
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-  const lockfilePath = path.join(dir, "owner.lock");
-  const pidFile = path.join(dir, "owner.pid");
+  const lockfilePath = path.join(dir, OWNERSHIP_ENTRIES[0] as string);
+  const pidFile = path.join(dir, OWNERSHIP_ENTRIES[1] as string);
   const take = () => lockfile.lock(dir, { stale: 15_000, update: 5_000, realpath: false, lockfilePath, onCompromised: () => undefined });
   let release: () => Promise<void>;
   try {

@@ -149,3 +149,24 @@ export function parseRfc3339Ms(text: string, what: string, code: "ERR_EXPIRES_AT
   utc.setUTCHours(h as number, mi as number, sec as number, ms);
   return utc.getTime() - offsetMin * 60_000;
 }
+
+/**
+ * Shortest VM `ttl` a create takes, ms. The deadline counts from the create request, and a
+ * VM whose deadline passes before it runs is acted on as it starts (tenant-daemon/vm/vm-expiry.ts):
+ * a sub-second ttl could only delete a cold-booted VM on arrival, so it is refused.
+ */
+export const MIN_VM_TTL_MS = 1000;
+
+/**
+ * A VM create's `ttl` (Go duration text) in ms: at least {@link MIN_VM_TTL_MS}. The daemon's
+ * create (tenant-daemon/vm/vm-expiry.ts parseTtl) and `paddock vm launch --ttl` both check it here.
+ * @param what - how to name the value in messages (`ttl`, `--ttl`).
+ * @throws PaddockError ERR_TTL_INVALID (400) for a bad duration or one below the minimum, naming it.
+ */
+export function parseVmTtlMs(text: string, what = "ttl"): number {
+  const ns = parseGoDurationNs(text, what, "ERR_TTL_INVALID");
+  if (ns < BigInt(MIN_VM_TTL_MS) * 1_000_000n) {
+    throw new PaddockError("ERR_TTL_INVALID", `${what} must be at least ${MIN_VM_TTL_MS / 1000}s, got ${JSON.stringify(text)}: the deadline counts from the create, and a VM whose deadline passes before it has booted is deleted as it starts`);
+  }
+  return Number(ns) / 1e6;
+}

@@ -26,6 +26,9 @@ import { mountTenantEventRoutes } from "./events/events-routes.js";
 import type { WebhookService } from "./webhooks/webhook-service.js";
 import { mountWebhookRoutes } from "./webhooks/webhook-routes.js";
 
+/** Largest JSON body of the admin API, bytes (express.json's `limit`; a number is bytes: https://github.com/expressjs/body-parser#limit). */
+export const ADMIN_BODY_LIMIT_BYTES = 256 * 1024;
+
 /** Dependencies of the admin app. */
 export interface AdminDeps {
   tenants: TenantService;
@@ -154,7 +157,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
   const r = express.Router();
   // JSON whatever the Content-Type (as the tenant daemon's API): a body sent without
   // `application/json` (curl -d) must not be ignored and the request run on defaults.
-  r.use(express.json({ limit: "256kb", strict: true, type: () => true }));
+  r.use(express.json({ limit: ADMIN_BODY_LIMIT_BYTES, strict: true, type: () => true }));
 
   r.get("/tenants", (req, res) => {
     res.json(tenants.list(readListFilter(req)).map((t) => tenantView(t, tenants)));
@@ -260,7 +263,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
     // express.json() errors carry `type` and `status`.
     const e = err as { type?: string; status?: number; message?: string };
     if (e.type === "entity.parse.failed") err = new PaddockError("ERR_BODY_INVALID_JSON", "request body is not valid JSON");
-    else if (e.type === "entity.too.large") err = new PaddockError("ERR_BODY_TOO_LARGE", "request body is too large");
+    else if (e.type === "entity.too.large") err = new PaddockError("ERR_BODY_TOO_LARGE", `request body is too large: at most ${ADMIN_BODY_LIMIT_BYTES} bytes`);
     if (err instanceof PaddockError && err.status >= 500 && err.code !== "ERR_INTERNAL") {
       l.error("admin request failed", { err });
       res.status(err.status).json({ error: err.message, code: err.code, ...(err.details ?? {}) });

@@ -3,7 +3,7 @@
  * runtime, storage, network, agent client and VM service, then serves the Slicer API.
  *
  *   node dist/tenant-daemon/main.js up <config.yaml>      serve until SIGTERM/SIGINT
- *   node dist/tenant-daemon/main.js purge <config.yaml>   delete every VM, disk, link and table of the tenant
+ *   node dist/tenant-daemon/main.js purge <config.yaml>   delete every VM, disk, link and table of the tenant, then its state and run dirs
  *
  * Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage.
  */
@@ -14,7 +14,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { PaddockError, isPaddockError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
-import { JsonStateStore, acquireOwnership, writeFileAtomic } from "../shared/state-store.js";
+import { JsonStateStore, OWNERSHIP_ENTRIES, acquireOwnership, writeFileAtomic } from "../shared/state-store.js";
 import { loadTenantConfig, type TenantConfig } from "../shared/tenant-config.js";
 import { claimUidRange, releaseUidRange, type UidRange } from "../shared/uid-ranges.js";
 import { assertListenFree, attachUpgradeHandler, createApiApp, listenApi } from "./api/server.js";
@@ -46,6 +46,8 @@ import { applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenan
 import { acquireTenantIdLock } from "../shared/tenant-id-lock.js";
 import { readPidMax } from "../shared/host-pids.js";
 import type { DaemonState } from "./vm/vm-types.js";
+import { otherTenantIdsOf, removeIfEmpty, removeTenantDir, sharedPaddockDirs, type LeftDir } from "./purge-dirs.js";
+import { isPathUnder } from "./storage/vm-disk.js";
 
 /** A running daemon, for tests and the CLI. */
 export interface RunningDaemon {
@@ -379,29 +381,61 @@ async function allSettledOrThrow(work: readonly Promise<unknown>[]): Promise<voi
 
 /**
  * Delete everything a tenant has on this host: every VM and disk, links, namespaces, the
- * nftables table and the tenant cgroup. No daemon may be running with the tenant's id.
- * @throws PaddockError ERR_TENANT_ID_IN_USE (a live daemon holds the id: nothing touched),
- *   ERR_STATE_LOCKED.
+ * nftables table, the tenant cgroup, its uid range claim, and last its state dir and run dir
+ * (tenant-daemon/purge-dirs.ts says which dirs are left and why). No daemon may be running with
+ * the tenant's id, nor with an id a dir to remove is named after (`run_dir: …/tenants/<other>`).
+ * @throws PaddockError ERR_TENANT_ID_IN_USE (a live process holds the id, or the id of a dir to
+ *   remove: nothing touched), ERR_STATE_LOCKED, ERR_STORAGE_FAILED (all else purged, but a
+ *   dir was left: each named with the reason).
  */
 export async function purgeTenant(configPath: string, options: { logger?: Logger } = {}): Promise<void> {
   const config = await loadTenantConfig(configPath);
-  const logger = (options.logger ?? createLogger()).child({ tenant: config.paddock.tenantId, op: "purge" });
-  // A purge removes everything keyed by the tenant id: never while another daemon holds it.
-  const releaseId = await acquireTenantIdLock({ tenantId: config.paddock.tenantId, configPath: config.source, purpose: "purge" });
-  const release = await acquireOwnership(config.paddock.stateDir, `tenant ${config.paddock.tenantId}'s state`).catch(async (err: unknown) => {
-    await releaseId();
+  const p = config.paddock;
+  const logger = (options.logger ?? createLogger()).child({ tenant: p.tenantId, op: "purge" });
+  // A purge removes everything keyed by the tenant id: never while another daemon holds it; nor
+  // the dirs named after another tenant id while a process holds that one.
+  const idLocks: (() => Promise<void>)[] = [];
+  const releaseIds = async (): Promise<void> => {
+    for (const r of idLocks.splice(0).reverse()) await r();
+  };
+  let releaseState: (() => Promise<void>) | undefined;
+  try {
+    for (const id of [p.tenantId, ...otherTenantIdsOf(p.tenantId, [p.stateDir, p.runDir])]) {
+      idLocks.push(await acquireTenantIdLock({ tenantId: id, configPath: config.source, purpose: "purge" }));
+    }
+    const release = await acquireOwnership(p.stateDir, `tenant ${p.tenantId}'s state`);
+    let released: Promise<void> | undefined;
+    releaseState = () => (released ??= release());
+  } catch (err) {
+    await releaseIds();
     throw err;
-  });
+  }
+  const left: LeftDir[] = [];
   try {
     const s = await buildServices(config, logger, new DaemonMetrics(), "purge");
     await s.vms.purge();
     await s.network.stop();
-    await s.runtime.pruneCgroups?.(`/paddock/${config.paddock.tenantId}`);
+    await s.runtime.pruneCgroups?.(`/paddock/${p.tenantId}`);
     if (config.api.kind === "unix") await fs.rm(config.api.socketPath, { force: true });
-    await releaseUidRange({ tenantId: config.paddock.tenantId, stateDir: config.paddock.stateDir });
+    await releaseUidRange({ tenantId: p.tenantId, stateDir: p.stateDir });
+    // The dirs last, under the id locks: the state dir's ownership lock stays held (its entries
+    // kept) until its release below; a run dir that holds the state dir goes after that.
+    const shared = sharedPaddockDirs(process.env, p.imageDir);
+    const runHoldsState = isPathUnder(p.stateDir, p.runDir);
+    if (!runHoldsState) left.push(...[await removeTenantDir(p.runDir, { shared })].filter((l) => l !== undefined));
+    const stateLeft = await removeTenantDir(p.stateDir, { shared, keep: OWNERSHIP_ENTRIES });
+    if (stateLeft !== undefined) left.push(stateLeft);
+    await releaseState();
+    if (stateLeft === undefined && !(await removeIfEmpty(p.stateDir))) left.push({ dir: p.stateDir, reason: "another process wrote into it during the purge" });
+    if (runHoldsState) left.push(...[await removeTenantDir(p.runDir, { shared })].filter((l) => l !== undefined));
   } finally {
-    await release();
-    await releaseId();
+    await releaseState();
+    await releaseIds();
+  }
+  if (left.length > 0) {
+    throw new PaddockError("ERR_STORAGE_FAILED", `purged tenant ${p.tenantId}'s VMs, disks, network and cgroup, but left ${left.map((l) => `${l.dir} (${l.reason})`).join("; ")}`, {
+      details: { left: left.map((l) => l.dir) },
+    });
   }
 }
 

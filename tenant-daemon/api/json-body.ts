@@ -12,7 +12,8 @@
  * - the charset of `Content-Type` (default utf-8) must be a `utf-*` one node's TextDecoder
  *   knows (utf-8, utf-16le, utf-16be); else `invalid JSON body: unsupported charset "X"`. A BOM
  *   is dropped.
- * - past 1 MiB: 413 `ERR_BODY_TOO_LARGE` `request body too large`; text that is not JSON:
+ * - past 1 MiB: 413 `ERR_BODY_TOO_LARGE` `request body too large: at most 1048576 bytes (…)`
+ *   (body-parser said only `request body too large`); text that is not JSON:
  *   `invalid JSON body: <JSON.parse's message>`; a body that does not inflate (not the gzip,
  *   deflate or br it claims): `invalid JSON body: not valid <encoding> data (<zlib's message>)`
  *   (Express answered that one 500 ERR_INTERNAL: a client's error, so 400 here).
@@ -28,7 +29,7 @@ import type { ApiRequest, Handler } from "./http-util.js";
 export const JSON_BODY_LIMIT_BYTES = 1024 * 1024;
 
 const invalid = (message: string, cause?: unknown): PaddockError => new PaddockError("ERR_BODY_INVALID_JSON", `invalid JSON body: ${message}`, cause === undefined ? {} : { cause });
-const tooLarge = (): PaddockError => new PaddockError("ERR_BODY_TOO_LARGE", "request body too large");
+const tooLarge = (): PaddockError => new PaddockError("ERR_BODY_TOO_LARGE", `request body too large: at most ${JSON_BODY_LIMIT_BYTES} bytes (1 MiB, counted after any Content-Encoding is undone)`);
 
 /** The `charset` parameter of a `Content-Type`, lower-cased; undefined when absent. */
 function charsetOf(contentType: string | undefined): string | undefined {

@@ -14,7 +14,7 @@
 import { PaddockError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { GroupExpiryConfig, HostGroupConfig, TenantExpiryConfig } from "../../shared/tenant-config.js";
-import { parseGoDurationNs, parseRfc3339Ms, rfc3339 } from "../../shared/time.js";
+import { parseRfc3339Ms, parseVmTtlMs, rfc3339 } from "../../shared/time.js";
 import { DeadlineTimer } from "./deadline-timer.js";
 import type { LiveVm, VmTable } from "./vm-table.js";
 import type { VmRecord } from "./vm-types.js";
@@ -38,16 +38,14 @@ export function deadlineOf(tags: readonly string[]): number | undefined {
 }
 
 /**
- * A create body's `ttl`: a Go duration string greater than zero (`"90s"`, `"1h30m"`); undefined
- * when absent, null or "". @returns milliseconds.
- * @throws PaddockError ERR_TTL_INVALID
+ * A create body's `ttl`: a Go duration string of at least 1s (shared/time.ts MIN_VM_TTL_MS; `"90s"`,
+ * `"1h30m"`); undefined when absent, null or "". @returns milliseconds.
+ * @throws PaddockError ERR_TTL_INVALID (not a duration, or below the minimum: the message names it)
  */
 export function parseTtl(value: unknown): number | undefined {
   if (value === undefined || value === null || value === "") return undefined;
   if (typeof value !== "string") throw new PaddockError("ERR_TTL_INVALID", "ttl must be a Go duration string such as \"90s\" or \"1h30m\"");
-  const ns = parseGoDurationNs(value, "ttl", "ERR_TTL_INVALID");
-  if (ns <= 0n) throw new PaddockError("ERR_TTL_INVALID", `ttl must be greater than zero, got ${JSON.stringify(value)}`);
-  return Number(ns) / 1e6;
+  return parseVmTtlMs(value, "ttl");
 }
 
 /** A group's expiry rules with the tenant's folded in. */

@@ -9,6 +9,14 @@ import type { VmLauncher } from "./vm-boot.js";
 import type { VmPaths } from "./vm-paths.js";
 import type { LiveVm, VmTable } from "./vm-table.js";
 
+/**
+ * 409 `ERR_VM_PAUSED` for a request that needs the agent of a VM a client paused (an idle-paused
+ * VM is woken instead, api/wake.ts): says how to resume it, the route and the CLI command.
+ */
+export function vmPausedError(hostname: string): PaddockError {
+  return new PaddockError("ERR_VM_PAUSED", `VM paused: ${hostname} was paused by a client; resume it with POST /vm/${hostname}/resume (CLI: paddock vm resume ${hostname}), then retry`);
+}
+
 /** Reboot, stop, relaunch, pause and resume of the VMs in `table`. */
 export class VmPower {
   private readonly table: VmTable;

@@ -78,7 +78,7 @@ describe("tenant daemon: malformed input gets a 4xx with a code (integration, re
       ["not the gzip it claims", `${create}\r\nContent-Encoding: gzip`, "{}", invalidJson("not valid gzip data (incorrect header check)")],
       ["unknown encoding", `${create}\r\nContent-Encoding: zstd`, "{}", invalidJson('unsupported content encoding "zstd"')],
       ["not a utf charset", `${create}\r\nContent-Type: text/plain; charset=latin1`, "{}", invalidJson('unsupported charset "LATIN1"')],
-      ["over 1 MiB", create, `{"a":"${"x".repeat(1 << 20)}"}`, json("413 Payload Too Large", '{"error":"request body too large","code":"ERR_BODY_TOO_LARGE"}')],
+      ["over 1 MiB", create, `{"a":"${"x".repeat(1 << 20)}"}`, json("413 Payload Too Large", '{"error":"request body too large: at most 1048576 bytes (1 MiB, counted after any Content-Encoding is undone)","code":"ERR_BODY_TOO_LARGE"}')],
       ["GET answers HEAD, without the body", "HEAD /nodes HTTP/1.1", "", "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"],
       ["405 with Allow", "PUT /nodes HTTP/1.1", "", json("405 Method Not Allowed", '{"error":"method PUT not allowed on /nodes","code":"ERR_METHOD_NOT_ALLOWED"}', "Allow: GET\r\n")],
       ["secrets match loosely", "PUT /Secrets/abc/ HTTP/1.1", "", json("405 Method Not Allowed", '{"error":"method PUT not allowed on /secrets/{name}","code":"ERR_METHOD_NOT_ALLOWED"}')],

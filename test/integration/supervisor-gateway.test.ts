@@ -126,6 +126,12 @@ describe("supervisor with echo daemons (integration)", function () {
       expect((await c.admin("GET", "/tenants")).text).to.not.include("tgx");
     });
 
+    it("a too-large admin body is 413 ERR_BODY_TOO_LARGE naming the limit in bytes", async () => {
+      const r = await c.admin("POST", "/tenants", { id: "tgy", labels: { pad: "x".repeat(300 * 1024) } });
+      expect(r.status, r.text).to.equal(413);
+      expect(r.json).to.deep.equal({ error: "request body is too large: at most 262144 bytes", code: "ERR_BODY_TOO_LARGE" });
+    });
+
     it("each token only reaches its own daemon, whatever the path", async () => {
       expect((await c.gw("POST", "/hostgroup/sbox/nodes", a.token, {})).status).to.equal(201);
       expect((await c.gw("POST", "/hostgroup/sbox/nodes", b.token, {})).status).to.equal(201);

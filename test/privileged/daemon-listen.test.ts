@@ -11,7 +11,8 @@ import { stringify } from "yaml";
 import { run } from "../../shared/exec.js";
 import { freePort, request } from "../helpers/http.js";
 import { spawn } from "node:child_process";
-import { DAEMON_MAIN, TestDaemon, randomIsolatedRange } from "../helpers/daemon.js";
+import { DAEMON_MAIN, TestDaemon, randomIsolatedRange, randomTenantId } from "../helpers/daemon.js";
+import { acquireTenantIdLock } from "../../shared/tenant-id-lock.js";
 
 describe("tenant daemon listener (privileged)", function () {
   const daemons: TestDaemon[] = [];
@@ -91,5 +92,45 @@ describe("tenant daemon listener (privileged)", function () {
     p.stderr?.on("data", (c: Buffer) => (stderr += c.toString()));
     const code = await new Promise<number | null>((resolve) => p.once("exit", resolve));
     expect(code, stderr).to.equal(0);
+  });
+
+  it("purge removes the tenant's state and run dirs, and refuses (touching nothing) a run dir named after a tenant id a live process holds", async () => {
+    const root = await fs.mkdtemp("/tmp/pdk-purge-");
+    const env = { PADDOCK_STATE_DIR: path.join(root, "state"), PADDOCK_RUN_DIR: path.join(root, "run") };
+    const purge = (config: string) => run(process.execPath, [DAEMON_MAIN, "purge", config], { allowFailure: true, timeoutMs: 60_000, env });
+    const writeConfig = async (file: string, tenantId: string, paddock: Record<string, unknown> = {}): Promise<void> => fs.writeFile(file, stringify({
+      config: { host_groups: [{ name: "sbox", count: 0, ram_mb: 256, storage_size: "128M", network: { mode: "isolated", range: randomIsolatedRange() } }], image: "debian-12", hypervisor: "oci", api: { bind_address: path.join(root, `${tenantId}.sock`) } },
+      paddock: { tenant_id: tenantId, ...paddock },
+    }));
+    const exists = (p: string): Promise<boolean> => fs.lstat(p).then(() => true, () => false);
+    const held = randomTenantId();
+    const releaseHeld = await acquireTenantIdLock({ tenantId: held, configPath: path.join(root, "holder.yaml"), purpose: "serve" });
+    try {
+      // The default layout a standalone `paddock daemon up` uses: <state>/tenants/<id>, <run>/tenants/<id>.
+      const id = randomTenantId();
+      const stateDir = path.join(root, "state", "tenants", id);
+      const runDir = path.join(root, "run", "tenants", id);
+      await fs.mkdir(path.join(stateDir, "disks"), { recursive: true });
+      await fs.writeFile(path.join(stateDir, "disks", "sbox-1.img"), "");
+      await fs.mkdir(path.join(runDir, "sbox-1"), { recursive: true });
+      await writeConfig(path.join(root, "a.yaml"), id);
+      const ok = await purge(path.join(root, "a.yaml"));
+      expect(ok.exitCode, ok.stderr).to.equal(0);
+      expect(await exists(stateDir), "state dir").to.equal(false);
+      expect(await exists(runDir), "run dir").to.equal(false);
+      expect(await exists(path.join(root, "state", "tenants")), "the shared tenants dir stays").to.equal(true);
+      // A run dir named after a tenant id this test process holds: refused before anything is touched.
+      const heldRunDir = path.join(root, "run", "tenants", held);
+      await fs.mkdir(heldRunDir, { recursive: true });
+      await fs.writeFile(path.join(heldRunDir, "api.sock"), "");
+      await writeConfig(path.join(root, "b.yaml"), randomTenantId(), { run_dir: heldRunDir });
+      const refused = await purge(path.join(root, "b.yaml"));
+      expect(refused.exitCode, refused.stderr).to.equal(1);
+      expect(refused.stderr).to.contain("ERR_TENANT_ID_IN_USE").and.contain(`pid ${process.pid}`);
+      expect(await exists(path.join(heldRunDir, "api.sock")), "the holder's run dir").to.equal(true);
+    } finally {
+      await releaseHeld();
+      await fs.rm(root, { recursive: true, force: true });
+    }
   });
 });

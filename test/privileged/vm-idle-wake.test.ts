@@ -171,6 +171,7 @@ describeWhenReady(missingPrerequisites(), "idle pause and wake on request throug
     const r = await exec("echo no");
     expect(r.status, r.text).to.equal(409);
     expect(r.json).to.include({ code: "ERR_VM_PAUSED" });
+    expect(String((r.json as { error?: string }).error)).to.contain(`POST /vm/${h}/resume`).and.contain(`paddock vm resume ${h}`);
     expect(await status()).to.equal("Paused");
     // The same from running: resume, pause, exec.
     expect((await sup.gw(token, "POST", `/vm/${h}/resume`)).status).to.equal(200);

@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { Writable } from "node:stream";
-import { normalizeBoolFlags, parseFlags, parseIntFlag, parseKeyValues, parseDurationFlag, parseSizeFlag, sizeBytes, splitAtDoubleDash } from "../../cli/args.js";
+import { hoistLeadingTargetFlags, normalizeBoolFlags, parseFlags, parseIntFlag, parseKeyValues, parseDurationFlag, parseSizeFlag, sizeBytes, splitAtDoubleDash } from "../../cli/args.js";
 import { parseSizeBytes } from "../../shared/yaml-reader.js";
 import { PaddockError } from "../../shared/errors.js";
 import { ApiError, ConnectError, EXIT, UsageError, exitCodeFor } from "../../cli/cli-errors.js";
@@ -108,7 +108,33 @@ describe("cli: target resolution (Unix socket or URL, token)", () => {
     expect(d.kind === "http" && d.url.origin).to.equal("http://127.0.0.1:8080");
     expect(d.token).to.equal(undefined);
     // Empty variables count as unset.
-    expect(resolveTarget({}, { PADDOCK_URL: "", SLICER_URL: "/s.sock", PADDOCK_TOKEN: "" }, noFiles)).to.deep.include({ socketPath: "/s.sock", token: undefined });
+    expect(resolveTarget({}, { PADDOCK_URL: "", SLICER_URL: "/s.sock", PADDOCK_TOKEN: "", SLICER_TOKEN: "stok" }, noFiles)).to.deep.include({ socketPath: "/s.sock", token: "stok" });
+  });
+
+  it("an empty token with nothing else to fall back on is refused for http(s) targets before anything is sent (ERR_AUTH_REQUIRED, exit 1)", () => {
+    const refused = (fn: () => unknown, name: string): void => {
+      let err: unknown;
+      try {
+        fn();
+      } catch (e) {
+        err = e;
+      }
+      expect(err, name).to.be.instanceOf(PaddockError);
+      expect((err as PaddockError).code).to.equal("ERR_AUTH_REQUIRED");
+      expect((err as PaddockError).message).to.contain(`${name} is set but empty`);
+      expect(exitCodeFor(err)).to.equal(EXIT.ERROR);
+    };
+    refused(() => resolveTarget({}, { PADDOCK_TOKEN: "" }, noFiles), "PADDOCK_TOKEN");
+    refused(() => resolveTarget({}, { PADDOCK_TOKEN: "  \n" }, noFiles), "PADDOCK_TOKEN");
+    refused(() => resolveTarget({ token: "" }, {}, noFiles), "--token");
+    refused(() => resolveTarget({}, { SLICER_TOKEN: "", PADDOCK_URL: "https://gw.example:8443" }, noFiles), "SLICER_TOKEN");
+    refused(() => resolveTarget({ tokenFile: "/empty" }, {}, (f) => (f === "/empty" ? "\n" : undefined)), "the token file /empty (from --token-file)");
+    refused(() => resolveAdminTarget({}, { PADDOCK_ADMIN_TOKEN: "", PADDOCK_STATE_DIR: "/st" }, noFiles), "PADDOCK_ADMIN_TOKEN");
+    // Nothing given at all is not an error, nor an empty token for a Unix socket (auth off by
+    // default there: `PADDOCK_TOKEN= paddock …` means "no token").
+    expect(resolveTarget({}, {}, noFiles).token).to.equal(undefined);
+    expect(resolveTarget({}, { PADDOCK_URL: "/p.sock", PADDOCK_TOKEN: "" }, noFiles)).to.deep.include({ kind: "unix", token: undefined });
+    expect(resolveAdminTarget({}, { PADDOCK_ADMIN_URL: "/adm.sock", PADDOCK_ADMIN_TOKEN: "" }, noFiles).token).to.equal(undefined);
   });
 
   it("reads SLICER_TOKEN_FILE (with ~/) after SLICER_TOKEN, and --token-file before env tokens", () => {
@@ -162,6 +188,44 @@ describe("cli: exit codes", () => {
     const { ctx, err } = fakeContext({ PADDOCK_URL: "/nonexistent-dir-pdk/api.sock" });
     expect(await runCli(["vm", "list"], ctx)).to.equal(1);
     expect(err.text()).to.contain("cannot reach the API at /nonexistent-dir-pdk/api.sock");
+  });
+
+  it("runCli: PADDOCK_TOKEN= is refused (1) saying the token is empty, before any connection is tried", async () => {
+    // Port 1 on loopback: nothing listens there; without the check the error would be "cannot reach".
+    const { ctx, err } = fakeContext({ PADDOCK_URL: "http://127.0.0.1:1", PADDOCK_TOKEN: "" });
+    expect(await runCli(["vm", "list"], ctx)).to.equal(1);
+    expect(err.text()).to.equal("paddock: error: the API token is empty: PADDOCK_TOKEN is set but empty; pass the tenant's token (paddock tenant token ID issues one), or unset it for a daemon without auth (ERR_AUTH_REQUIRED)\n");
+  });
+
+  it("runCli: vm launch --ttl below the daemon's 1s minimum is refused (2, ERR_TTL_INVALID naming the minimum) before any connection", async () => {
+    for (const ttl of ["500ms", "0"]) {
+      const { ctx, err } = fakeContext({ PADDOCK_URL: "/nonexistent-dir-pdk/api.sock" });
+      expect(await runCli(["vm", "launch", "sbox", "--ttl", ttl], ctx), ttl).to.equal(2);
+      expect(err.text(), ttl).to.contain(`--ttl must be at least 1s, got ${JSON.stringify(ttl)}`).and.contain("ERR_TTL_INVALID");
+    }
+  });
+
+  it("runCli: target flags may come before the command (paddock --url X vm list), else the error says where they go", async () => {
+    for (const argv of [["--url", "/nonexistent-dir-pdk/api.sock", "vm", "list"], ["--url=/nonexistent-dir-pdk/api.sock", "--token", "t", "vm", "list", "--json"], ["--url", "/nonexistent-dir-pdk/api.sock", "events"]]) {
+      const { ctx, err } = fakeContext({ PADDOCK_URL: "/elsewhere-pdk/api.sock" });
+      expect(await runCli(argv, ctx), argv.join(" ")).to.equal(1);
+      expect(err.text(), argv.join(" ")).to.contain("cannot reach the API at /nonexistent-dir-pdk/api.sock");
+    }
+    const { ctx, err } = fakeContext({ PADDOCK_ADMIN_URL: "/elsewhere-pdk/adm.sock" });
+    expect(await runCli(["--admin-url", "/nonexistent-dir-pdk/adm.sock", "tenant", "list"], ctx)).to.equal(1);
+    expect(err.text()).to.contain("/nonexistent-dir-pdk/adm.sock");
+    expect(hoistLeadingTargetFlags(["--url", "u", "vm", "exec", "h", "--", "--url", "x"])).to.deep.equal(["vm", "exec", "--url", "u", "h", "--", "--url", "x"]);
+    expect(hoistLeadingTargetFlags(["vm", "list", "--url", "u"])).to.deep.equal(["vm", "list", "--url", "u"]);
+    for (const [argv, msg] of [
+      [["--admin-url", "a", "vm", "list"], /--admin-url applies to tenant commands/],
+      [["--url", "u", "up"], /--url applies to vm and events commands .*not to "up"/],
+      [["--json", "vm", "list"], /unknown flag --json before the command; flags go after it/],
+      [["--url"], /--url needs a value/],
+    ] as const) {
+      const f = fakeContext();
+      expect(await runCli([...argv], f.ctx), argv.join(" ")).to.equal(2);
+      expect(f.err.text(), argv.join(" ")).to.match(msg);
+    }
   });
 
   it("runCli new prints the oci config, with or without /dev/kvm (this release has no Firecracker driver)", async () => {

@@ -5,9 +5,9 @@
  * tenant-daemon/vm/vm-expiry.ts, and the event ring's resume/reset decisions.
  */
 import { expect } from "chai";
-import { isPaddockError } from "../../shared/errors.js";
+import { isPaddockError, type PaddockError } from "../../shared/errors.js";
 import type { HostGroupConfig } from "../../shared/tenant-config.js";
-import { parseGoDurationNs, parseRfc3339Ms } from "../../shared/time.js";
+import { MIN_VM_TTL_MS, parseGoDurationNs, parseRfc3339Ms } from "../../shared/time.js";
 import { EventLog } from "../../tenant-daemon/events/event-log.js";
 import { checkPatchedDeadline, deadlineOf, expiryPolicy, parseTtl, tagsWithDeadline } from "../../tenant-daemon/vm/vm-expiry.js";
 import type { VmRecord } from "../../tenant-daemon/vm/vm-types.js";
@@ -73,6 +73,21 @@ describe("deadline rules (vm-expiry.ts)", () => {
     expect(parseTtl("1.5s")).to.equal(1500);
     expect(parseTtl(undefined)).to.equal(undefined);
     for (const v of ["0", "-1s", 90, "90", true]) expect(codeOf(() => parseTtl(v)), String(v)).to.equal("ERR_TTL_INVALID");
+  });
+
+  it("parseTtl: below the 1s minimum (500ms, 999ms, 1ns) is ERR_TTL_INVALID naming the minimum; 1s is taken", () => {
+    for (const v of ["500ms", "999ms", "1ns", "0.5s"]) {
+      let err: unknown;
+      try {
+        parseTtl(v);
+      } catch (e) {
+        err = e;
+      }
+      expect((err as PaddockError | undefined)?.code, v).to.equal("ERR_TTL_INVALID");
+      expect((err as Error).message, v).to.contain("at least 1s").and.contain(JSON.stringify(v));
+    }
+    expect(parseTtl("1s")).to.equal(MIN_VM_TTL_MS);
+    expect(parseTtl("1000ms")).to.equal(1000);
   });
 
   it("policy: the smaller max wins; the default falls back to the tenant's, then to the max", () => {

@@ -1,0 +1,118 @@
+/**
+ * The last step of `paddock daemon purge` (tenant-daemon/main.ts purgeTenant): remove the
+ * tenant's state dir and run dir, the way the supervisor's tenant delete removes
+ * `<state>/tenants/<id>` and `<run>/tenants/<id>` (supervisor/tenant-lifecycle.ts
+ * purgeTenantFiles), so a purge leaves nothing of the tenant on the host.
+ *
+ * A dir is left in place, and named in the result with the reason, when removing it could reach
+ * past the tenant's own files:
+ * - it is a symlink (not followed: its target is not Paddock's to remove) or not a directory;
+ * - it is `/` or holds one of Paddock's shared dirs (state and run roots, `tenants/`, the image
+ *   store, the tenant-id locks, the uid-range claims), e.g. a config with `state_dir: /var/lib/paddock`;
+ * - something is mounted at or below it (a recursive remove would descend into the mount).
+ * The recursive remove itself never follows symlinks (node's `fs.rm` unlinks them; checked in
+ * test/unit/purge-dirs.test.ts). Dirs named after another tenant id are guarded by that id's
+ * lock in purgeTenant, before anything is touched.
+ */
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { errnoCode } from "../shared/errors.js";
+import { DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, TENANT_ID_PATTERN } from "../shared/tenant-config-defaults.js";
+import { defaultImageDir } from "../shared/image-store.js";
+import { TENANT_LOCK_DIR } from "../shared/tenant-id-lock.js";
+import { uidClaimsDir } from "../shared/uid-ranges.js";
+import { isPathUnder, readMounts } from "./storage/vm-disk.js";
+
+/** A dir the purge did not remove, and why. */
+export interface LeftDir {
+  dir: string;
+  reason: string;
+}
+
+/**
+ * Paddock's shared dirs for an environment: a tenant dir that is one of them or holds one is
+ * never removed. Absolute paths.
+ */
+export function sharedPaddockDirs(env: NodeJS.ProcessEnv = process.env, imageDir: string = defaultImageDir(env)): string[] {
+  const stateRoot = path.resolve(env.PADDOCK_STATE_DIR || DEFAULT_STATE_DIR);
+  const runRoot = path.resolve(env.PADDOCK_RUN_DIR || DEFAULT_RUN_DIR);
+  return [stateRoot, runRoot, path.join(stateRoot, "tenants"), path.join(runRoot, "tenants"), path.resolve(imageDir), TENANT_LOCK_DIR, uidClaimsDir(undefined, env)];
+}
+
+/**
+ * Tenant ids other than `tenantId` that `dirs` belong to by Paddock's layout
+ * `<root>/tenants/<id>` (e.g. a config of tenant `a` with `run_dir: /run/paddock/tenants/b`):
+ * purgeTenant holds their locks while it removes, so it never removes a dir whose tenant id a
+ * live process holds. Dirs outside that layout name no tenant.
+ */
+export function otherTenantIdsOf(tenantId: string, dirs: readonly string[]): string[] {
+  const ids = dirs.map((d) => path.resolve(d)).filter((d) => path.basename(path.dirname(d)) === "tenants").map((d) => path.basename(d));
+  return [...new Set(ids.filter((n) => n !== tenantId && TENANT_ID_PATTERN.test(n)))];
+}
+
+/**
+ * Why `dir` must not be removed, or undefined when it may be (see the file comment).
+ * @param shared - {@link sharedPaddockDirs}.
+ * @param mountPoints - the mount points of this mount namespace (absolute).
+ * @throws Node's errno error when `dir` cannot be inspected (other than ENOENT: undefined).
+ */
+async function refusal(dir: string, shared: readonly string[], mountPoints: readonly string[]): Promise<string | undefined> {
+  const st = await fs.lstat(dir);
+  if (st.isSymbolicLink()) return "it is a symlink (not followed; remove it and its target by hand)";
+  if (!st.isDirectory()) return "it is not a directory";
+  if (dir === "/") return "it is /";
+  const holds = shared.find((s) => isPathUnder(s, dir));
+  if (holds !== undefined) return `it holds ${holds}, which other tenants or Paddock itself use`;
+  const real = await fs.realpath(dir);
+  const mounted = mountPoints.find((m) => isPathUnder(m, dir) || isPathUnder(m, real));
+  if (mounted !== undefined) return `${mounted} is mounted there (unmount it, then purge again)`;
+  return undefined;
+}
+
+/**
+ * Remove `dir` recursively (symlinks inside are unlinked, never followed) unless it is refused.
+ * `keep` names entries directly in `dir` to leave (e.g. the state dir's ownership lock, still
+ * held); `dir` itself is then left too, holding only them.
+ * @param opts.shared - {@link sharedPaddockDirs}.
+ * @returns undefined when removed (or absent), else what was left and why.
+ * @throws Node's errno error when an entry cannot be removed.
+ */
+export async function removeTenantDir(dir: string, opts: { shared: readonly string[]; keep?: readonly string[]; mountPoints?: readonly string[] }): Promise<LeftDir | undefined> {
+  const abs = path.resolve(dir);
+  const mountPoints = opts.mountPoints ?? (await readMounts()).map((m) => m.mountPoint);
+  let reason: string | undefined;
+  try {
+    reason = await refusal(abs, opts.shared, mountPoints);
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return undefined;
+    throw err;
+  }
+  if (reason !== undefined) return { dir: abs, reason };
+  const keep = new Set(opts.keep ?? []);
+  if (keep.size === 0) {
+    await fs.rm(abs, { recursive: true, force: true });
+    return undefined;
+  }
+  for (const name of await fs.readdir(abs)) {
+    if (!keep.has(name)) await fs.rm(path.join(abs, name), { recursive: true, force: true });
+  }
+  return undefined;
+}
+
+/**
+ * Remove `dir` when it is empty (after its kept entries went with the lock they held); a dir
+ * some other process wrote into meanwhile stays.
+ * @returns true when removed or absent.
+ * @throws Node's errno error other than ENOENT / ENOTEMPTY / EEXIST.
+ */
+export async function removeIfEmpty(dir: string): Promise<boolean> {
+  try {
+    await fs.rmdir(dir);
+    return true;
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === "ENOENT") return true;
+    if (code === "ENOTEMPTY" || code === "EEXIST") return false;
+    throw err;
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * tenant-daemon/purge-dirs.ts on real temp dirs: a tenant dir goes with everything in it, and
+ * symlinks inside are unlinked, never followed; a symlinked dir, a dir holding one of
+ * Paddock's shared dirs, or one with a mount below it is left with its reason; kept entries
+ * stay; only `<root>/tenants/<id>` dirs name another tenant id.
+ */
+import { expect } from "chai";
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { otherTenantIdsOf, removeIfEmpty, removeTenantDir, sharedPaddockDirs } from "../../tenant-daemon/purge-dirs.js";
+
+describe("purge of a tenant's dirs (tenant-daemon/purge-dirs.ts)", () => {
+  let tmp: string;
+  beforeEach(async () => {
+    tmp = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-purge-"));
+  });
+  afterEach(async () => {
+    await fs.rm(tmp, { recursive: true, force: true });
+  });
+
+  const exists = (p: string): Promise<boolean> => fs.lstat(p).then(() => true, () => false);
+
+  it("removes the dir and all in it, unlinking symlinks without following them", async () => {
+    const outside = path.join(tmp, "outside");
+    await fs.mkdir(outside);
+    await fs.writeFile(path.join(outside, "precious"), "x");
+    const dir = path.join(tmp, "tenants", "acme");
+    await fs.mkdir(path.join(dir, "disks", "a"), { recursive: true });
+    await fs.writeFile(path.join(dir, "state.json"), "{}");
+    await fs.symlink(outside, path.join(dir, "disks", "a", "escape"));
+    await fs.symlink(path.join(outside, "precious"), path.join(dir, "file-link"));
+    expect(await removeTenantDir(dir, { shared: [], mountPoints: [] })).to.equal(undefined);
+    expect(await exists(dir)).to.equal(false);
+    expect(await fs.readFile(path.join(outside, "precious"), "utf8")).to.equal("x");
+    expect(await removeTenantDir(dir, { shared: [], mountPoints: [] }), "absent: nothing to do").to.equal(undefined);
+  });
+
+  it("leaves a symlinked dir and its target", async () => {
+    const target = path.join(tmp, "elsewhere");
+    await fs.mkdir(target);
+    await fs.writeFile(path.join(target, "f"), "x");
+    const link = path.join(tmp, "state");
+    await fs.symlink(target, link);
+    const left = await removeTenantDir(link, { shared: [], mountPoints: [] });
+    expect(left?.reason).to.match(/symlink/);
+    expect(await exists(link)).to.equal(true);
+    expect(await exists(path.join(target, "f"))).to.equal(true);
+  });
+
+  it("leaves a dir holding a shared Paddock dir (e.g. state_dir: /var/lib/paddock), and /", async () => {
+    const root = path.join(tmp, "paddock");
+    await fs.mkdir(path.join(root, "images"), { recursive: true });
+    const shared = sharedPaddockDirs({ PADDOCK_STATE_DIR: root, PADDOCK_RUN_DIR: path.join(tmp, "run") });
+    expect(shared).to.include(path.join(root, "images")).and.include(path.join(root, "tenants"));
+    expect((await removeTenantDir(root, { shared, mountPoints: [] }))?.reason).to.match(/holds/);
+    expect((await removeTenantDir(tmp, { shared, mountPoints: [] }))?.reason).to.match(/holds/);
+    expect((await removeTenantDir("/", { shared: [], mountPoints: [] }))?.reason).to.match(/it is \//);
+    expect(await exists(path.join(root, "images"))).to.equal(true);
+  });
+
+  it("leaves a dir with something mounted at or below it", async () => {
+    const dir = path.join(tmp, "run");
+    await fs.mkdir(path.join(dir, "vm1", "rootfs"), { recursive: true });
+    const left = await removeTenantDir(dir, { shared: [], mountPoints: ["/proc", path.join(dir, "vm1", "rootfs")] });
+    expect(left?.reason).to.match(/mounted/);
+    expect(await exists(path.join(dir, "vm1", "rootfs"))).to.equal(true);
+  });
+
+  it("keeps the named entries (a held lock) and then removes the dir once they are gone", async () => {
+    const dir = path.join(tmp, "state");
+    await fs.mkdir(path.join(dir, "owner.lock"), { recursive: true });
+    await fs.writeFile(path.join(dir, "owner.pid"), "1\n");
+    await fs.mkdir(path.join(dir, "disks"));
+    expect(await removeTenantDir(dir, { shared: [], keep: ["owner.lock", "owner.pid"], mountPoints: [] })).to.equal(undefined);
+    expect((await fs.readdir(dir)).sort()).to.deep.equal(["owner.lock", "owner.pid"]);
+    expect(await removeIfEmpty(dir), "not empty yet").to.equal(false);
+    await fs.rm(path.join(dir, "owner.lock"), { recursive: true });
+    await fs.rm(path.join(dir, "owner.pid"));
+    expect(await removeIfEmpty(dir)).to.equal(true);
+    expect(await exists(dir)).to.equal(false);
+  });
+
+  it("names the other tenant ids of <root>/tenants/<id> dirs only", () => {
+    expect(otherTenantIdsOf("a", ["/var/lib/paddock/tenants/a", "/run/paddock/tenants/b"])).to.deep.equal(["b"]);
+    expect(otherTenantIdsOf("a", ["/tmp/pdk-x/state", "/tmp/pdk-x/run"])).to.deep.equal([]);
+    expect(otherTenantIdsOf("a", ["/x/tenants/Not-An-Id"])).to.deep.equal([]);
+  });
+});
