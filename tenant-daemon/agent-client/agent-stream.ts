@@ -6,6 +6,7 @@
  */
 import http from "node:http";
 import type { Duplex, Readable, Writable } from "node:stream";
+import { BODY_IDLE_TIMEOUT_MS } from "../../shared/body-idle-timeout.js";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { AGENT_PROOF_HEADER, agentConnectOptions, answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
 
@@ -27,6 +28,14 @@ const DROP_RESPONSE_HEADERS = new Set(["connection", "keep-alive", "transfer-enc
  * VM's proof (agent-endpoint.ts), with a status outside 200–599 or headers `res` cannot carry,
  * or with a 101 (nothing asked to upgrade); it must answer `res`. A failure after the answer started
  * destroys `res` instead.
+ *
+ * An agent that, before it answered, takes no byte of the body for `opts.stallMs` (default
+ * BODY_IDLE_TIMEOUT_MS, 60 000 ms, the bound on a client's body) while the client is held back
+ * gets the same 503, and its request is destroyed: while `relayBody` holds the client back, the
+ * client's socket is not read, so a client that went away is not seen, and its request, both
+ * connections and its share of the relay budget were held for as long as the guest kept not
+ * reading. Once the answer started (an exec's stdin) the wait is the session's and is not
+ * bounded here.
  */
 export function streamToAgent(
   endpoint: AgentEndpoint,
@@ -34,6 +43,7 @@ export function streamToAgent(
   res: http.ServerResponse,
   agentPath: string,
   fail: (err: PaddockError) => void,
+  opts: { stallMs?: number } = {},
 ): void {
   const { hostname } = endpoint;
   const headers: http.OutgoingHttpHeaders = {};
@@ -41,6 +51,8 @@ export function streamToAgent(
   headers.host = "agent";
   const upstream = http.request({ ...agentConnectOptions(endpoint), method: req.method, path: agentPath, headers });
   let responded = false;
+  /** The agent stalled on the body before answering: refused here, its request destroyed. */
+  let stalled = false;
 
   upstream.on("response", (ur) => {
     responded = true;
@@ -85,7 +97,7 @@ export function streamToAgent(
   upstream.on("error", (err) => {
     // After a complete answer (see the `finish` listener below) the agent's connection is
     // dropped on purpose: the client's connection stays as it is.
-    if (res.writableFinished) return;
+    if (res.writableFinished || stalled) return;
     if (responded || res.headersSent) {
       res.destroy();
       return;
@@ -115,7 +127,17 @@ export function streamToAgent(
     req.resume();
   });
   req.on("error", () => upstream.destroy());
-  relayBody(req, upstream);
+  const stallMs = opts.stallMs ?? BODY_IDLE_TIMEOUT_MS;
+  relayBody(req, upstream, RELAY_BODY_MARK_BYTES, relayBodyBudget, {
+    stallMs,
+    onStall: () => {
+      if (responded || res.headersSent || res.destroyed) return;
+      stalled = true;
+      responded = true;
+      upstream.destroy();
+      fail(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent of VM ${hostname} took no byte of the request body for ${stallMs} ms; refused`));
+    },
+  });
 }
 
 /**
@@ -142,6 +164,14 @@ export interface RelayBudget {
   freeBytes: number;
 }
 
+/** What {@link relayBody} does when `to` takes nothing for a while (default: nothing). */
+export interface RelayStall {
+  /** Called once when `from` is paused and `to` took no byte for this long, ms. */
+  stallMs?: number;
+  /** What to do then (the caller's; e.g. destroy `to` and answer the client). */
+  onStall?: () => void;
+}
+
 /** The daemon's one budget of {@link RELAY_BODY_TOTAL_BYTES}, shared by every {@link relayBody}. */
 export const relayBodyBudget: RelayBudget = { freeBytes: RELAY_BODY_TOTAL_BYTES };
 
@@ -163,8 +193,12 @@ export const relayBodyBudget: RelayBudget = { freeBytes: RELAY_BODY_TOTAL_BYTES 
  * at most `markBytes` plus one chunk, and all relays sharing `budget` hold at most its
  * `freeBytes` past their writers' marks: a tenant's many uploads to an agent that stops reading
  * cost the daemon a bounded total, not 1 MiB each.
+ *
+ * Stall: `from` paused means its socket is not read, so its peer closing is not seen either.
+ * With `stall.onStall`, a pause during which `to` takes no byte (its `writableLength` does not
+ * shrink) for `stall.stallMs` calls it once (streamToAgent refuses the agent's request then).
  */
-export function relayBody(from: Readable, to: Writable, markBytes = RELAY_BODY_MARK_BYTES, budget: RelayBudget = relayBodyBudget): void {
+export function relayBody(from: Readable, to: Writable, markBytes = RELAY_BODY_MARK_BYTES, budget: RelayBudget = relayBodyBudget, stall: RelayStall = {}): void {
   if (from.readableEnded) {
     // Already read to its end (e.g. by a body parser before the route): nothing left to relay.
     to.end();
@@ -173,15 +207,18 @@ export function relayBody(from: Readable, to: Writable, markBytes = RELAY_BODY_M
   let waiting = false;
   let corked = false;
   let taken = 0;
+  let stallTimer: NodeJS.Timeout | undefined;
   const giveBack = (): void => {
     budget.freeBytes += taken;
     taken = 0;
+    clearTimeout(stallTimer);
   };
   // `error` too: an agent request whose `createConnection` fails (the reverse channel's pool,
   // agent-endpoint.ts) emits `error` and never `close` (Node 20).
   for (const ev of ["close", "finish", "error"]) to.once(ev, giveBack);
   const resume = (): void => {
     waiting = false;
+    clearTimeout(stallTimer);
     from.resume();
   };
   const uncork = (): void => {
@@ -205,6 +242,23 @@ export function relayBody(from: Readable, to: Writable, markBytes = RELAY_BODY_M
       waiting = true;
       from.pause();
       to.once("drain", resume);
+      const { onStall, stallMs } = stall;
+      if (onStall !== undefined && stallMs !== undefined && stallMs > 0) {
+        // Paused, nothing more is written to `to`: its waiting bytes only shrink, as its peer takes them.
+        let left = to.writableLength;
+        const check = (): void => {
+          if (!waiting || to.destroyed) return;
+          if (to.writableLength < left) {
+            left = to.writableLength;
+            stallTimer = setTimeout(check, stallMs);
+            stallTimer.unref();
+            return;
+          }
+          onStall();
+        };
+        stallTimer = setTimeout(check, stallMs);
+        stallTimer.unref();
+      }
     }
   });
   from.once("end", () => {

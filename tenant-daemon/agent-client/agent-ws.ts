@@ -27,6 +27,13 @@ import { isFinalStatus } from "./agent-stream.js";
 const HIGH_WATER_BYTES = 1 << 20;
 /** Largest refusal the agent may send before upgrading (an error JSON), bytes. */
 const MAX_AGENT_ERROR_BYTES = 64 << 10;
+/**
+ * How long the agent may take to answer an upgrade (its 101 or a refusal), ms. The client's
+ * socket is not read while it waits (a WebSocket client sends nothing before the 101), so a
+ * client that went away is not seen; without a bound, a guest that never answers kept the
+ * client's connection and the agent request for as long as it liked.
+ */
+export const AGENT_UPGRADE_ANSWER_TIMEOUT_MS = 30_000;
 
 /** What {@link openAgentUpgrade} opens, and for whom. */
 export interface AgentUpgradeRequest {
@@ -43,14 +50,18 @@ export interface AgentUpgradeRequest {
    * the agent stream paused (any bytes that came with the 101 put back in front).
    */
   onUpgraded(agent: Duplex): void;
+  /** Bound on the agent's answer, ms (default {@link AGENT_UPGRADE_ANSWER_TIMEOUT_MS}). */
+  answerTimeoutMs?: number;
 }
 
 /**
- * Open the agent stream of one WebSocket session. Until the agent's 101, a client that goes
- * away aborts the agent request. Answered on `client` instead of calling `onUpgraded`: the
+ * Open the agent stream of one WebSocket session. Until the agent's 101, a client whose socket
+ * closes aborts the agent request (its socket is not read meanwhile, so a client that merely
+ * went away is seen only through the answer's time bound below). Answered on `client` instead of calling `onUpgraded`: the
  * agent's own refusal (status and JSON body, at most 64 KiB) as it is, or 503
- * ERR_VM_AGENT_UNAVAILABLE when the agent is unreachable, answers without the VM's proof, or
- * refuses with a longer body or a status outside 200–599.
+ * ERR_VM_AGENT_UNAVAILABLE when the agent is unreachable, answers without the VM's proof,
+ * refuses with a longer body or a status outside 200–599, or does not answer within
+ * `answerTimeoutMs` (then the agent request is destroyed too).
  */
 export function openAgentUpgrade(r: AgentUpgradeRequest): void {
   const { endpoint, client: socket, kind, logger: log } = r;
@@ -59,15 +70,36 @@ export function openAgentUpgrade(r: AgentUpgradeRequest): void {
     ...agentConnectOptions(endpoint), method: "GET", path: r.agentPath,
     headers: { host: "agent", connection: "Upgrade", upgrade: AGENT_UPGRADE_PROTOCOL },
   });
+  /** The agent's answer head (101 or refusal) arrived, or its request failed. */
   let settled = false;
+  /** The client was handed on (`onUpgraded`) or answered; nothing more is done for it here. */
+  let finished = false;
+  const finish = (): boolean => {
+    if (finished) return false;
+    finished = true;
+    clearTimeout(answerTimer);
+    socket.off("close", onClientGone);
+    return true;
+  };
   const onClientGone = (): void => {
     if (!settled) areq.destroy();
   };
   socket.once("close", onClientGone);
+  const answerTimeoutMs = r.answerTimeoutMs ?? AGENT_UPGRADE_ANSWER_TIMEOUT_MS;
+  const answerTimer = setTimeout(() => {
+    if (!finish()) return;
+    areq.destroy();
+    log.warn("agent did not answer an upgrade in time; refused", { hostname, kind, timeout_ms: answerTimeoutMs });
+    rejectUpgrade(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent of VM ${hostname} did not answer the ${kind} upgrade within ${answerTimeoutMs} ms`));
+  }, answerTimeoutMs);
+  answerTimer.unref();
   areq.on("upgrade", (ares, agentSocket: Duplex, agentHead: Buffer) => {
     settled = true;
-    socket.off("close", onClientGone);
     agentSocket.on("error", () => undefined);
+    if (!finish()) {
+      agentSocket.destroy();
+      return;
+    }
     if (!answerIsFromAgent(endpoint, ares.headers)) {
       agentSocket.destroy();
       log.warn("agent upgrade answer without the VM's proof; refused", { hostname, kind });
@@ -83,10 +115,15 @@ export function openAgentUpgrade(r: AgentUpgradeRequest): void {
     r.onUpgraded(agentSocket);
   });
   areq.on("response", (res) => {
-    // The agent refused before upgrading: relay its (small, JSON) error.
+    // The agent refused before upgrading: relay its (small, JSON) error, whole within the
+    // answer's time bound.
     settled = true;
-    socket.off("close", onClientGone);
+    if (finished) {
+      res.destroy();
+      return;
+    }
     if (!answerIsFromAgent(endpoint, res.headers)) {
+      finish();
       res.destroy();
       rejectUpgrade(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `the answer on ${hostname}'s agent channel did not come from its agent (missing or wrong proof); refused`));
       return;
@@ -94,6 +131,7 @@ export function openAgentUpgrade(r: AgentUpgradeRequest): void {
     // The guest's root can answer any three digits; a refusal is relayed only as an HTTP status.
     const status = res.statusCode ?? 0;
     if (!isFinalStatus(status)) {
+      finish();
       res.destroy();
       rejectUpgrade(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent of VM ${hostname} refused the upgrade with status ${status}; refused`));
       return;
@@ -101,22 +139,27 @@ export function openAgentUpgrade(r: AgentUpgradeRequest): void {
     const chunks: Buffer[] = [];
     let total = 0;
     res.on("data", (c: Buffer) => {
+      if (finished) return;
       total += c.length;
       if (total <= MAX_AGENT_ERROR_BYTES) {
         chunks.push(c);
         return;
       }
       // An agent that keeps talking past the cap does not hold the client (or memory): refuse.
+      finish();
       res.destroy();
       rejectUpgrade(socket, new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent of VM ${hostname} refused the upgrade with an answer over ${MAX_AGENT_ERROR_BYTES} bytes`));
     });
-    res.on("end", () => writeHttpError(socket, status, Buffer.concat(chunks).toString("utf8")));
-    res.on("error", () => socket.destroy());
+    res.on("end", () => {
+      if (finish()) writeHttpError(socket, status, Buffer.concat(chunks).toString("utf8"));
+    });
+    res.on("error", () => {
+      if (finish()) socket.destroy();
+    });
   });
   areq.on("error", (err) => {
-    if (settled) return;
     settled = true;
-    socket.off("close", onClientGone);
+    if (!finish()) return;
     if (err instanceof PaddockError) {
       rejectUpgrade(socket, err);
       return;

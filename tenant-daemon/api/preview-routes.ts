@@ -24,10 +24,13 @@
  */
 import http, { request as httpRequest } from "node:http";
 import type { Duplex } from "node:stream";
+import { BODY_IDLE_TIMEOUT_MS } from "../../shared/body-idle-timeout.js";
 import { PaddockError, errorResponse } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { rejectUpgrade } from "../agent/upgrade-util.js";
 import { AgentForwardAgent } from "../agent-client/agent-forward-agent.js";
+import { relayBody } from "../agent-client/agent-stream.js";
+import { AGENT_UPGRADE_ANSWER_TIMEOUT_MS } from "../agent-client/agent-ws.js";
 import type { AgentEndpoint } from "../agent-client/agent-endpoint.js";
 import { BearerAuth } from "./auth.js";
 import type { Handler } from "./http-util.js";
@@ -53,6 +56,18 @@ export interface PreviewProxyDeps {
   logger: Logger;
   /** The idle tracker: a preview WebSocket is the VM's activity for its life and wakes an idled VM (wake.ts). Plain requests go through wakeMiddleware. */
   activity?: VmActivity;
+  /**
+   * An app that, before it answered, takes no byte of a request body for this long (ms) gets
+   * its request destroyed and the client a 502 (default BODY_IDLE_TIMEOUT_MS, 60 000): while
+   * the body is held back the client's socket is not read, so a client that left is not seen.
+   */
+  bodyStallMs?: number;
+  /**
+   * An app (or agent) that does not answer a WebSocket upgrade within this long (ms) is refused
+   * with a 502 and its request destroyed (default AGENT_UPGRADE_ANSWER_TIMEOUT_MS, 30 000): the
+   * client's socket is not read meanwhile either.
+   */
+  upgradeAnswerMs?: number;
 }
 
 /** A parsed preview request target. */
@@ -154,7 +169,10 @@ export function createPreviewProxy(deps: PreviewProxyDeps): PreviewProxy {
       return;
     }
     const tt = t;
+    /** The app stalled on the body before answering: answered here, its request destroyed. */
+    let stalled = false;
     upstream.on("error", (err) => {
+      if (stalled) return;
       const e = upstreamError(err, tt);
       log.info("preview upstream failed", { hostname: tt.hostname, port: tt.port, err: e.message });
       if (res.headersSent) res.destroy();
@@ -179,7 +197,20 @@ export function createPreviewProxy(deps: PreviewProxyDeps): PreviewProxy {
     res.once("close", () => {
       if (!res.writableFinished) upstream.destroy();
     });
-    req.pipe(upstream);
+    // As `req.pipe(upstream)` (paused at the request's own mark, no shared budget), and an app
+    // that takes nothing for bodyStallMs before it answered is cut (see PreviewProxyDeps).
+    const stallMs = deps.bodyStallMs ?? BODY_IDLE_TIMEOUT_MS;
+    relayBody(req, upstream, 0, { freeBytes: 0 }, {
+      stallMs,
+      onStall: () => {
+        if (res.headersSent || res.destroyed) return;
+        stalled = true;
+        upstream.destroy();
+        log.info("preview app took none of a request body; refused", { hostname: tt.hostname, port: tt.port, stall_ms: stallMs });
+        const { status, body } = errorResponse(new PaddockError("ERR_PREVIEW_UPSTREAM_FAILED", `the app on port ${tt.port} in VM ${tt.hostname} took no byte of the request body for ${stallMs} ms`));
+        res.status(status).json(body);
+      },
+    });
   };
 
   const upgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): boolean => {
@@ -211,13 +242,35 @@ export function createPreviewProxy(deps: PreviewProxyDeps): PreviewProxy {
       try {
         const upstream = httpRequest({ agent: agentFor(req, tt), method: "GET", path: tt.appPath, headers: appHeaders(req, stripAuthorization, true), setHost: false });
         socket.once("close", () => upstream.destroy());
+        // The client's socket is not read until the app answers: bound the wait (PreviewProxyDeps).
+        let answered = false;
+        const answerMs = deps.upgradeAnswerMs ?? AGENT_UPGRADE_ANSWER_TIMEOUT_MS;
+        const answerTimer = setTimeout(() => {
+          if (answered) return;
+          answered = true;
+          upstream.destroy();
+          log.info("preview websocket: the app did not answer the upgrade in time", { hostname: tt.hostname, port: tt.port, timeout_ms: answerMs });
+          rejectUpgrade(socket, new PaddockError("ERR_PREVIEW_UPSTREAM_FAILED", `the app on port ${tt.port} in VM ${tt.hostname} did not answer the WebSocket upgrade within ${answerMs} ms`));
+        }, answerMs);
+        answerTimer.unref();
+        const answer = (): boolean => {
+          clearTimeout(answerTimer);
+          if (answered) return false;
+          answered = true;
+          return true;
+        };
         upstream.on("error", (err) => {
+          if (!answer()) return;
           const e = upstreamError(err, tt);
           log.info("preview websocket upstream failed", { hostname: tt.hostname, port: tt.port, err: e.message });
           rejectUpgrade(socket, e);
         });
         upstream.on("response", (up) => {
           // The app refused the upgrade: its answer goes back as a plain response, then the socket closes.
+          if (!answer()) {
+            up.destroy();
+            return;
+          }
           const lines = [`HTTP/1.1 ${up.statusCode ?? 502} ${up.statusMessage ?? ""}`];
           for (let i = 0; i < up.rawHeaders.length; i += 2) {
             if (HOP_BY_HOP.has((up.rawHeaders[i] as string).toLowerCase())) continue;
@@ -229,7 +282,7 @@ export function createPreviewProxy(deps: PreviewProxyDeps): PreviewProxy {
         });
         upstream.on("upgrade", (up, appSocket: Duplex, appHead: Buffer) => {
           appSocket.on("error", () => undefined);
-          if (socket.destroyed) {
+          if (!answer() || socket.destroyed) {
             appSocket.destroy();
             return;
           }
