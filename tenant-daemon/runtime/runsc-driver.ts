@@ -29,7 +29,7 @@ import type { OciToolbox } from "./oci-spec.js";
 import { checkpointSandbox, restoreSandbox, type HostChannel, type RunscCheckpointContext } from "./runsc-checkpoint.js";
 import { RunscCli, listRunscIds, paddockId, runscId, type RunscNetwork } from "./runsc-cli.js";
 import { writeCgroupResources } from "./runsc-cgroup.js";
-import { chooseRunscPlatform, kvmUsable, requireRunsc, type RunscPlatform } from "./runsc-host.js";
+import { chooseRunscPlatform, hostKvmFacts, requireRunsc, type RunscPlatform } from "./runsc-host.js";
 import { reapCgroup } from "./runsc-reap.js";
 import { renderRunscSpec } from "./runsc-spec.js";
 
@@ -328,17 +328,18 @@ export class RunscDriver implements RuntimeDriver {
 }
 
 /**
- * Build the gVisor driver for a tenant: find runsc, choose the platform (`auto` ⇒ kvm when
- * /dev/kvm opens read-write, else ptrace), the toolbox and swap accounting.
+ * Build the gVisor driver for a tenant: find runsc, choose the platform (runsc-host.ts
+ * {@link chooseRunscPlatform}: `auto` ⇒ kvm when /dev/kvm opens read-write and the CPU has
+ * hardware virtualisation, else ptrace), the toolbox and swap accounting.
  * @param options.stateRoot - the tenant's private runsc root, e.g. `<runDir>/runsc`.
  * @throws PaddockError ERR_RUNTIME_UNAVAILABLE (runsc missing: names `apt-get install runsc`;
- *   kvm asked for without KVM; toolbox missing)
+ *   kvm asked for where it cannot work; toolbox missing)
  */
 export function createRunscDriver(options: { stateRoot: string; platform?: "auto" | RunscPlatform; logger?: Logger; toolbox?: OciToolbox }): RunscDriver {
   return new RunscDriver({
     binary: requireRunsc(),
     stateRoot: options.stateRoot,
-    platform: chooseRunscPlatform(options.platform ?? "auto", kvmUsable()),
+    platform: chooseRunscPlatform(options.platform ?? "auto", hostKvmFacts()),
     toolbox: options.toolbox ?? defaultToolbox(),
     swapAccounting: hostHasSwapAccounting(),
     logger: options.logger,
