@@ -18,7 +18,7 @@ Run it with \`paddock daemon up NAME.yaml\`.
   --hypervisor oci|gvisor      the VMs' runtime (default oci): runc, or gVisor's runsc
                                (apt-get install runsc; docs/security.md)
   --gvisor-platform P          gvisor: runsc platform auto|kvm|ptrace (default auto: kvm
-                               when /dev/kvm opens, else ptrace)
+                               when /dev/kvm opens on a CPU with vmx/svm, else ptrace)
 
   --net isolated|bridge        network mode (default bridge)
   --isolated-range CIDR        isolated: the group's range, e.g. 169.254.100.0/22

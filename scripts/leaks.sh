@@ -7,6 +7,7 @@
 #   nftables tables       inet|ip paddock-<tenant>
 #   mounts                …/bundles/<hostname>/{rootfs,disk} below a Paddock run dir (overlay/ext4)
 #   loop devices          backed by …/disks/<hostname>.img
+#   processes             still in a cgroup paddock/<tenant>[/…] (pid, comm; --remove: SIGKILL by pid)
 #   cgroups               <controller>/paddock/<tenant>[/<hostname>] (cgroup v1 and v2; removed empty only)
 #   daemon processes      node …/tenant-daemon/{main,launch}.js up …/tenants/<tenant>/config.yaml (SIGKILL)
 # With --tenant, mounts and loop devices are matched by a `/tenants/<ID>/` path component (the
@@ -19,7 +20,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --tenant) tenant="$2"; shift 2 ;;
     --remove) remove=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -103,26 +104,73 @@ for f in /proc/[0-9]*/cmdline; do
   [ $remove = 1 ] && kill -KILL -- "-$pid" 2>/dev/null; [ $remove = 1 ] && kill -KILL "$pid" 2>/dev/null
 done
 
-# Cgroups the runtime made under paddock/<tenant>/<hostname>: VM leaves first, then the tenant
-# dir once it has no VM left (only empty cgroups can be removed: rmdir).
+# Processes still in a tenant's cgroups (a sandbox the runtime lost track of, e.g. a runsc boot
+# killed on its timeout: tenant-daemon/runtime/runsc-reap.ts), found by the kernel's cgroup.procs,
+# never by name: one line per pid (a pid is in every v1 hierarchy at once) with its cgroup and
+# comm. --remove freezes the tenant's cgroup where a freezer is mounted (no exit, so no pid reuse,
+# and no fork meanwhile), SIGKILLs them by pid, thaws, and waits up to 10 s for them to go.
+declare -A seen_pid=()
+tenant_dirs=()
 for base in /sys/fs/cgroup/*/paddock /sys/fs/cgroup/paddock; do
   [ -d "$base" ] || continue
   for tdir in "$base"/*/; do
     tdir="${tdir%/}"
-    tid="${tdir##*/}"
     [ -d "$tdir" ] || continue
-    [[ "$tid" =~ ^${t}$ ]] || continue
-    leaves=0
-    for vdir in "$tdir"/*/; do
-      vdir="${vdir%/}"
-      [ -d "$vdir" ] || continue
-      leaves=1
-      report cgroup "${vdir#/sys/fs/cgroup/}"
-      [ $remove = 1 ] && rmdir "$vdir" 2>/dev/null
-    done
-    if [ $leaves = 0 ]; then report cgroup "${tdir#/sys/fs/cgroup/}"; fi
-    [ $remove = 1 ] && rmdir "$tdir" 2>/dev/null
+    [[ "${tdir##*/}" =~ ^${t}$ ]] || continue
+    tenant_dirs+=("$tdir")
   done
+done
+cgroup_pids() { # the pids in every cgroup at or below the tenant dirs
+  local d
+  for d in "${tenant_dirs[@]}"; do
+    [ -d "$d" ] || continue
+    find "$d" -type f -name cgroup.procs -exec cat {} + 2>/dev/null
+  done | sort -un
+}
+for d in "${tenant_dirs[@]}"; do
+  while IFS= read -r f; do
+    while read -r pid; do
+      [ -n "$pid" ] || continue
+      [ -z "${seen_pid[$pid]:-}" ] || continue
+      seen_pid[$pid]=1
+      comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || comm="?"
+      cg="${f%/cgroup.procs}"; cg="${cg#/sys/fs/cgroup/}"; cg="paddock/${cg#*paddock/}"
+      report process "$cg pid $pid ($comm)"
+    done < "$f"
+  done < <(find "$d" -type f -name cgroup.procs 2>/dev/null)
+done
+if [ $remove = 1 ] && [ ${#seen_pid[@]} -gt 0 ]; then
+  for _ in $(seq 1 50); do
+    pids="$(cgroup_pids)"
+    [ -n "$pids" ] || break
+    for d in "${tenant_dirs[@]}"; do
+      [ -f "$d/freezer.state" ] && echo FROZEN > "$d/freezer.state" 2>/dev/null
+      [ -f "$d/cgroup.freeze" ] && echo 1 > "$d/cgroup.freeze" 2>/dev/null
+    done
+    # Kill the pids listed while frozen: none of them can exit (and its pid be reused) before the signal.
+    for pid in $(cgroup_pids); do kill -KILL "$pid" 2>/dev/null; done
+    for d in "${tenant_dirs[@]}"; do
+      [ -f "$d/freezer.state" ] && echo THAWED > "$d/freezer.state" 2>/dev/null
+      [ -f "$d/cgroup.freeze" ] && echo 0 > "$d/cgroup.freeze" 2>/dev/null
+    done
+    sleep 0.2
+  done
+fi
+
+# Cgroups the runtime made under paddock/<tenant>/<hostname>: VM leaves first (and anything below
+# them), then the tenant dir once it has no VM left (only empty cgroups can be removed: rmdir).
+for tdir in "${tenant_dirs[@]}"; do
+  [ -d "$tdir" ] || continue
+  leaves=0
+  for vdir in "$tdir"/*/; do
+    vdir="${vdir%/}"
+    [ -d "$vdir" ] || continue
+    leaves=1
+    report cgroup "${vdir#/sys/fs/cgroup/}"
+    [ $remove = 1 ] && find "$vdir" -depth -type d -exec rmdir {} \; 2>/dev/null
+  done
+  if [ $leaves = 0 ]; then report cgroup "${tdir#/sys/fs/cgroup/}"; fi
+  [ $remove = 1 ] && rmdir "$tdir" 2>/dev/null
 done
 
 if [ $found = 0 ]; then echo "no Paddock leftovers${tenant:+ for tenant $tenant}"; exit 0; fi

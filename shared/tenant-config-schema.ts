@@ -123,8 +123,8 @@ export interface PaddockSettings {
   runtime: "auto" | "runc" | "crun";
   /**
    * gVisor settings (`paddock.gvisor`), used when `hypervisor: gvisor`. `platform`: runsc's
-   * `--platform`; `auto` ⇒ `kvm` when /dev/kvm can be opened read-write, else `ptrace`
-   * (tenant-daemon/runtime/runsc-host.ts).
+   * `--platform`; `auto` ⇒ `kvm` when /dev/kvm can be opened read-write and the CPU has
+   * hardware virtualisation (x86: vmx/svm), else `ptrace` (tenant-daemon/runtime/runsc-host.ts).
    */
   gvisor: { platform: "auto" | "kvm" | "ptrace" };
   /** pids.max of each VM's cgroup (never above the tenant's pids budget). */

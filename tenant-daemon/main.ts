@@ -28,7 +28,7 @@ import type { RuntimeDriver } from "./runtime/driver.js";
 import { createOciDriver } from "./runtime/oci-driver.js";
 import { createRunscDriver } from "./runtime/runsc-driver.js";
 import { runscTenantPidsMax } from "./runtime/runsc-spec.js";
-import { RUNSC_INSTALL_HINT, chooseRunscPlatform, findRunsc, kvmUsable } from "./runtime/runsc-host.js";
+import { NO_KVM, RUNSC_INSTALL_HINT, chooseRunscPlatform, findRunsc, hostKvmFacts, type KvmFacts } from "./runtime/runsc-host.js";
 import { CommitStore } from "./storage/commit-store.js";
 import { createVmStorage } from "./storage/vm-storage.js";
 import { createTenantNetwork } from "./network/tenant-network.js";
@@ -60,18 +60,23 @@ export interface RunningDaemon {
 /**
  * Refuse hypervisors this host cannot run: `firecracker` needs /dev/kvm, and the Firecracker
  * driver is not part of this release; `gvisor` needs runsc (tenant-daemon/runtime/runsc-host.ts)
- * and a usable platform (an explicit `paddock.gvisor.platform: kvm` needs a usable /dev/kvm).
+ * and a usable platform (an explicit `paddock.gvisor.platform: kvm` needs a /dev/kvm that opens
+ * read-write on a CPU with hardware virtualisation, runsc-host.ts `chooseRunscPlatform`).
  * @param runscBinary - the runsc found on this host (default: searched on PATH), null when absent.
+ * @param kvmFacts - this host's KVM facts when /dev/kvm is present (default: runsc-host.ts `hostKvmFacts`).
  * @throws PaddockError ERR_RUNTIME_UNAVAILABLE (runsc missing, with its install command; kvm
- *   platform asked for without /dev/kvm), ERR_CONFIG_UNSUPPORTED (firecracker)
+ *   platform asked for where it cannot work, saying why), ERR_CONFIG_UNSUPPORTED (firecracker)
  */
-export function checkHypervisor(config: TenantConfig, kvmPresent = existsSync("/dev/kvm"), runscBinary: string | null = config.hypervisor === "gvisor" ? (findRunsc() ?? null) : null): void {
+export function checkHypervisor(
+  config: TenantConfig, kvmPresent = existsSync("/dev/kvm"), runscBinary: string | null = config.hypervisor === "gvisor" ? (findRunsc() ?? null) : null,
+  kvmFacts: () => KvmFacts = hostKvmFacts,
+): void {
   if (config.hypervisor === "oci") return;
   if (config.hypervisor === "gvisor") {
     if (runscBinary === null) {
       throw new PaddockError("ERR_RUNTIME_UNAVAILABLE", `${config.source}: config.hypervisor is gvisor, but runsc is not on PATH; ${RUNSC_INSTALL_HINT} (or set \`hypervisor: oci\`)`);
     }
-    chooseRunscPlatform(config.paddock.gvisor.platform, kvmPresent && kvmUsable());
+    chooseRunscPlatform(config.paddock.gvisor.platform, kvmPresent ? kvmFacts() : NO_KVM);
     return;
   }
   if (!kvmPresent) {
@@ -88,7 +93,8 @@ export function checkHypervisor(config: TenantConfig, kvmPresent = existsSync("/
  */
 async function createRuntime(config: TenantConfig, logger: Logger, purpose: "serve" | "purge"): Promise<RuntimeDriver> {
   const p = config.paddock;
-  if (config.hypervisor === "gvisor") return createRunscDriver({ stateRoot: path.join(p.runDir, "runsc"), platform: p.gvisor.platform, logger });
+  // A purge boots no sandbox: it must work even where the configured platform cannot (kvm refused).
+  if (config.hypervisor === "gvisor") return createRunscDriver({ stateRoot: path.join(p.runDir, "runsc"), platform: purpose === "purge" ? "ptrace" : p.gvisor.platform, logger });
   return createOciDriver({ preference: p.runtime, logger, warnAdvisories: purpose === "serve" });
 }
 

@@ -17,10 +17,11 @@ import { PaddockError } from "../../shared/errors.js";
 import { run, trimStderr, type RunResult } from "../../shared/exec.js";
 import { silentLogger, type Logger } from "../../shared/logger.js";
 import { pidAlive } from "../../shared/proc.js";
+import { readdirOrEmpty } from "../../shared/read-dir.js";
 import { DEFAULT_CONSOLE_LOG_BYTES, type RuntimeDriver, type RuntimeState, type VmRuntimeSpec } from "./driver.js";
 import { hideSysctlPrefix, logcapPrefix } from "./nsutil.js";
 import { pidFilePath, runtimeLogPath, writeCreateBundle, writeRunBundle } from "./oci-bundle.js";
-import { pruneCgroupParent, readCgroupPath, removeCgroupDirs } from "./oci-cgroups.js";
+import { pruneCgroupParent, readCgroupPath } from "./oci-cgroups.js";
 import { defaultToolbox, hostHasSwapAccounting } from "./oci-host.js";
 import { destroySandbox, killSandbox, stopSandbox } from "./oci-lifecycle.js";
 import { readRuntimeLog } from "./oci-runtime-cli.js";
@@ -28,7 +29,8 @@ import type { OciToolbox } from "./oci-spec.js";
 import { checkpointSandbox, restoreSandbox, type HostChannel, type RunscCheckpointContext } from "./runsc-checkpoint.js";
 import { RunscCli, listRunscIds, paddockId, runscId, type RunscNetwork } from "./runsc-cli.js";
 import { writeCgroupResources } from "./runsc-cgroup.js";
-import { chooseRunscPlatform, kvmUsable, requireRunsc, type RunscPlatform } from "./runsc-host.js";
+import { chooseRunscPlatform, hostKvmFacts, requireRunsc, type RunscPlatform } from "./runsc-host.js";
+import { reapCgroup } from "./runsc-reap.js";
 import { renderRunscSpec } from "./runsc-spec.js";
 
 /** Timeout of `create` and `run`, ms (the sentry boots and the gofer mounts everything). */
@@ -56,6 +58,8 @@ export interface RunscDriverOptions {
   logger?: Logger;
   /** Timeout of each runsc command other than create/run, ms (default 30 000). */
   commandTimeoutMs?: number;
+  /** Timeout of `create`, `run` and `start` (the sentry boots), ms (default {@link CREATE_TIMEOUT_MS}). */
+  bootTimeoutMs?: number;
 }
 
 /** The gVisor driver. Construct with {@link createRunscDriver} (detects runsc, platform and toolbox). */
@@ -72,6 +76,13 @@ export class RunscDriver implements RuntimeDriver {
   private readonly toolbox: OciToolbox;
   private readonly swapAccounting: boolean;
   private readonly logger: Logger;
+  private readonly bootTimeoutMs: number;
+  /**
+   * Cgroup path of each sandbox this driver launched (Paddock id → `spec.cgroupPath`), so
+   * {@link destroy} finds the processes of one runsc lost track of. In memory only: after a
+   * restart the tenant's purge ({@link pruneCgroups}) clears such leftovers.
+   */
+  private readonly launched = new Map<string, string>();
 
   constructor(options: RunscDriverOptions) {
     if (!path.isAbsolute(options.stateRoot)) throw new RangeError(`stateRoot must be absolute, got ${JSON.stringify(options.stateRoot)}`);
@@ -81,6 +92,7 @@ export class RunscDriver implements RuntimeDriver {
     this.toolbox = options.toolbox;
     this.swapAccounting = options.swapAccounting;
     this.logger = options.logger ?? silentLogger;
+    this.bootTimeoutMs = options.bootTimeoutMs ?? CREATE_TIMEOUT_MS;
   }
 
   /**
@@ -138,7 +150,7 @@ export class RunscDriver implements RuntimeDriver {
     if (raw === undefined) throw new PaddockError("ERR_RUNTIME_FAILED", `runsc container ${id} does not exist`);
     const network = (await readNetnsPath(raw.bundle)) === undefined ? "none" : "sandbox";
     const argv = [...(await this.networkPrefix(raw.bundle, network)), this.cli.binary, ...this.cli.flags(network), "start", rid];
-    const r = await run(argv[0] as string, argv.slice(1), { timeoutMs: CREATE_TIMEOUT_MS, allowFailure: true, stdin: "ignore" });
+    const r = await run(argv[0] as string, argv.slice(1), { timeoutMs: this.bootTimeoutMs, allowFailure: true, stdin: "ignore" });
     if (r.exitCode !== 0) throw this.cli.fail("start", rid, r);
   }
 
@@ -186,11 +198,41 @@ export class RunscDriver implements RuntimeDriver {
   }
 
   /**
-   * `runsc delete --force`, then the cgroup leaf from its config.json. No-op when absent.
-   * @throws PaddockError ERR_RUNTIME_FAILED when the sandbox or its cgroup stays.
+   * `runsc delete --force`, then every process left in the sandbox's cgroup is killed and the
+   * cgroup removed (runsc-reap.ts), then runsc's leftover state files of the id. The cgroup is the
+   * one of its config.json, or, for a sandbox runsc no longer knows (a boot killed on its
+   * timeout), the one this driver launched it in. No-op when nothing is left.
+   * @throws PaddockError ERR_RUNTIME_FAILED when the sandbox, a process or its cgroup stays.
    */
   async destroy(id: string): Promise<void> {
-    await destroySandbox(this.cli, runscId(id));
+    const rid = runscId(id);
+    const raw = await this.cli.rawState(rid);
+    const cgroupPath = (raw === undefined ? undefined : await readCgroupPath(raw.bundle)) ?? this.launched.get(id);
+    let failure: unknown;
+    await destroySandbox(this.cli, rid).catch((err: unknown) => {
+      failure = err;
+    });
+    if (cgroupPath !== undefined) {
+      const killed = await reapCgroup(cgroupPath);
+      if (killed.length > 0) this.logger.warn("killed processes left in the cgroup of a sandbox", { id, cgroupPath, pids: killed });
+      // With its processes gone, runsc can delete what it still knows.
+      if (failure !== undefined) failure = await destroySandbox(this.cli, rid).then(() => undefined, (err: unknown) => err);
+    }
+    if (failure !== undefined) throw failure;
+    await this.removeStateFiles(rid);
+    this.launched.delete(id);
+  }
+
+  /**
+   * Remove runsc's `<sandbox>_sandbox:<rid>.state` and `.lock` files of container `rid` from the
+   * tenant's private state root (host-only, runsc-cli.ts) when runsc does not know the id: a
+   * `runsc run` killed mid-boot leaves its `.lock`.
+   */
+  private async removeStateFiles(rid: string): Promise<void> {
+    if ((await this.cli.rawState(rid)) !== undefined) return;
+    for (const e of await readdirOrEmpty(this.stateRoot)) {
+      if (e.endsWith(`_sandbox:${rid}.lock`) || e.endsWith(`_sandbox:${rid}.state`)) await fs.rm(path.join(this.stateRoot, e), { force: true });
+    }
   }
 
   /** Paddock ids of the sandboxes in the tenant's root that start with `prefix`, sorted. */
@@ -198,8 +240,19 @@ export class RunscDriver implements RuntimeDriver {
     return (await listRunscIds(this.stateRoot)).flatMap((rid) => paddockId(rid) ?? []).filter((id) => id.startsWith(prefix)).sort();
   }
 
-  /** See {@link RuntimeDriver.pruneCgroups}. */
+  /**
+   * See {@link RuntimeDriver.pruneCgroups}, called once the tenant has no sandbox left: a
+   * process still in a cgroup below `cgroupParent` belongs to a sandbox runsc no longer knows
+   * (a boot killed on its timeout), so it is killed and the cgroups removed (runsc-reap.ts).
+   * Never throws: what cannot be removed is logged and left.
+   */
   async pruneCgroups(cgroupParent: string): Promise<void> {
+    try {
+      const killed = await reapCgroup(cgroupParent);
+      if (killed.length > 0) this.logger.warn("killed processes left in the tenant's cgroups", { cgroupParent, pids: killed });
+    } catch (err) {
+      this.logger.error("cannot clear the tenant's cgroups", { cgroupParent, err });
+    }
     await pruneCgroupParent(cgroupParent);
   }
 
@@ -247,6 +300,7 @@ export class RunscDriver implements RuntimeDriver {
   private async launch(spec: VmRuntimeSpec, verb: "create" | "run"): Promise<void> {
     const logPath = runtimeLogPath(this.cli, spec);
     await fs.mkdir(this.stateRoot, { recursive: true, mode: 0o700 });
+    this.launched.set(spec.id, spec.cgroupPath);
     const network: RunscNetwork = spec.netnsPath === undefined ? "none" : "sandbox";
     const argv = [
       ...logcapPrefix(spec.consoleLogPath, (spec.consoleLogBytes ?? DEFAULT_CONSOLE_LOG_BYTES) / 2, 1),
@@ -257,14 +311,15 @@ export class RunscDriver implements RuntimeDriver {
     let result: RunResult | undefined;
     let failure: unknown;
     try {
-      result = await run(argv[0] as string, argv.slice(1), { cwd: spec.bundleDir, timeoutMs: CREATE_TIMEOUT_MS, allowFailure: true, stdin: "ignore" });
+      result = await run(argv[0] as string, argv.slice(1), { cwd: spec.bundleDir, timeoutMs: this.bootTimeoutMs, allowFailure: true, stdin: "ignore" });
     } catch (err) {
       failure = err;
     }
     if (result?.exitCode === 0) return;
     const why = failure !== undefined ? (failure as Error).message : (await readRuntimeLog(logPath)) || trimStderr(result?.stderr ?? "");
-    await destroySandbox(this.cli, runscId(spec.id)).catch(() => undefined);
-    await removeCgroupDirs(spec.cgroupPath).catch((err: unknown) => this.logger.error("cannot remove the cgroup of a failed sandbox", { id: spec.id, err }));
+    // runsc killed mid-boot may not know the sandbox any more while it still runs: destroy()
+    // kills what is in the VM's cgroup (this.launched holds it) and removes the cgroup.
+    await this.destroy(spec.id).catch((err: unknown) => this.logger.error("cannot remove a failed sandbox", { id: spec.id, err }));
     throw new PaddockError("ERR_RUNTIME_FAILED", `runsc ${verb} ${spec.id} failed${result !== undefined ? ` (exit ${result.exitCode})` : ""}: ${why}`, {
       cause: failure,
       details: { command: `${this.cli.binary} ${verb} ${runscId(spec.id)}`, exitCode: result?.exitCode, stderr: why },
@@ -273,17 +328,18 @@ export class RunscDriver implements RuntimeDriver {
 }
 
 /**
- * Build the gVisor driver for a tenant: find runsc, choose the platform (`auto` ⇒ kvm when
- * /dev/kvm opens read-write, else ptrace), the toolbox and swap accounting.
+ * Build the gVisor driver for a tenant: find runsc, choose the platform (runsc-host.ts
+ * {@link chooseRunscPlatform}: `auto` ⇒ kvm when /dev/kvm opens read-write and the CPU has
+ * hardware virtualisation, else ptrace), the toolbox and swap accounting.
  * @param options.stateRoot - the tenant's private runsc root, e.g. `<runDir>/runsc`.
  * @throws PaddockError ERR_RUNTIME_UNAVAILABLE (runsc missing: names `apt-get install runsc`;
- *   kvm asked for without KVM; toolbox missing)
+ *   kvm asked for where it cannot work; toolbox missing)
  */
 export function createRunscDriver(options: { stateRoot: string; platform?: "auto" | RunscPlatform; logger?: Logger; toolbox?: OciToolbox }): RunscDriver {
   return new RunscDriver({
     binary: requireRunsc(),
     stateRoot: options.stateRoot,
-    platform: chooseRunscPlatform(options.platform ?? "auto", kvmUsable()),
+    platform: chooseRunscPlatform(options.platform ?? "auto", hostKvmFacts()),
     toolbox: options.toolbox ?? defaultToolbox(),
     swapAccounting: hostHasSwapAccounting(),
     logger: options.logger,
