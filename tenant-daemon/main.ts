@@ -32,6 +32,7 @@ import { RUNSC_INSTALL_HINT, chooseRunscPlatform, findRunsc, kvmUsable } from ".
 import { CommitStore } from "./storage/commit-store.js";
 import { createVmStorage } from "./storage/vm-storage.js";
 import { createTenantNetwork } from "./network/tenant-network.js";
+import { scanHost, type HostScan } from "./network/tenant-ranges.js";
 import { vmVethName } from "./network/names.js";
 import { createAgentPort } from "./vm/agent-port.js";
 import { SecretStore } from "./secrets/secret-store.js";
@@ -147,8 +148,9 @@ async function stopServices(s: Services, config: TenantConfig, logger: Logger): 
 /**
  * Build the daemon's services. `purpose: "purge"` does not require the base image: deleting a
  * tenant must work even when its image has been removed from the store (nothing is mounted).
+ * `hostScan`: the tenant network's host scan, begun by the caller (tenant-network.ts `hostScan`).
  */
-async function buildServices(config: TenantConfig, logger: Logger, metrics: DaemonMetrics, purpose: "serve" | "purge" = "serve", uidRange?: UidRange, vmPidsLimit?: number) {
+async function buildServices(config: TenantConfig, logger: Logger, metrics: DaemonMetrics, purpose: "serve" | "purge" = "serve", uidRange?: UidRange, vmPidsLimit?: number, hostScan?: Promise<HostScan>) {
   const p = config.paddock;
   await fs.mkdir(p.stateDir, { recursive: true, mode: 0o700 });
   // VMs' roots are unprivileged host uids that must reach their rootfs under the run dir while
@@ -192,6 +194,7 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
   const network = createTenantNetwork({
     config, logger, stateDir: p.stateDir,
     ...(egress !== undefined ? { egress } : {}),
+    ...(hostScan !== undefined ? { hostScan } : {}),
     ...(uidRange !== undefined ? { makeNetns: (hostname: string, netnsName: string) => namespaces.create(hostname, netnsName) } : {}),
     // What the VM table recorded (a state file of another tenant is refused later, by the VM service).
     recordedAddresses: async () => {
@@ -275,6 +278,7 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
   };
   timeline.mark("locks");
   let s: Services | undefined;
+  let hostScan: Promise<HostScan> | undefined;
   try {
     // Refuse before touching anything (links, table, VMs) when the listen address is taken.
     await assertListenFree(config);
@@ -282,7 +286,13 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     const uidRange = await claimUidRange({ tenantId: config.paddock.tenantId, stateDir: config.paddock.stateDir, requested: config.paddock.userns });
     const metrics = new DaemonMetrics();
     const budget = await planTenantBudget(config, logger);
-    const svc = await buildServices(config, logger, metrics, "serve", uidRange, budget.vmPidsLimit);
+    // The network's host scan (`ip -j link/addr/netns`, `nft -j list sets inet`) only reads the
+    // host: it runs side by side with building the services (`runc --version`, the image, the
+    // stores), which touch no link, netns or table. Its failure is thrown by network.start()
+    // below, as before; the handler only keeps it from counting as unhandled meanwhile.
+    hostScan = scanHost(config.paddock.tenantId);
+    hostScan.catch(() => undefined);
+    const svc = await buildServices(config, logger, metrics, "serve", uidRange, budget.vmPidsLimit, hostScan);
     s = svc;
     timeline.mark("services");
     // The cgroup budget and the network are independent; both are in place before any VM starts.
@@ -341,6 +351,8 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
       })()),
     };
   } catch (err) {
+    // A host scan still running (the services failed first) ends before anything is undone.
+    await hostScan?.catch(() => undefined);
     // A start that failed half-way leaves what a stop would: warm and ephemeral VMs removed,
     // the network removed unless VMs that outlive the daemon need it.
     if (s !== undefined) await stopServices(s, config, logger).catch((e: unknown) => logger.error("cleanup after a failed start failed", { err: e }));
