@@ -39,8 +39,7 @@ import { SecretStore } from "./secrets/secret-store.js";
 import { VmService } from "./vm/vm-service.js";
 import { EventLog } from "./events/event-log.js";
 import { ProxyStore } from "./proxy/proxy-store.js";
-import { EgressProxy } from "./proxy/egress-proxy.js";
-import { createHostResolver } from "./proxy/upstream-guard.js";
+import { egressCounters } from "./proxy/egress-telemetry.js";
 import { EgressProxyWiring } from "./network/egress-proxy-wiring.js";
 import { VmNamespaces } from "./runtime/vm-namespaces.js";
 import { applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenantCgroup, type TenantBudgetPlan } from "./runtime/tenant-cgroup.js";
@@ -180,16 +179,21 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
   const proxyStore = new ProxyStore(p.stateDir);
   if (purpose === "serve") await proxyStore.init();
   // Proxy mode (`egress_proxy` host groups): the engine and its resolver listen on the proxy-mode
-  // links' gateways, as the tenant network says (network/egress-proxy-wiring.ts).
+  // links' gateways, as the tenant network says (network/egress-proxy-wiring.ts). Both are loaded
+  // on first use; the engine's counters are in /metrics from the start, as before.
+  if (purpose === "serve") egressCounters(metrics.registry);
   const egress = purpose === "serve" ? new EgressProxyWiring({
     logger,
     policy: { hostAllowed: (client, host) => proxyStore.hasRuleForHost(client, host) },
-    makeEngine: (identify) => new EgressProxy({
-      store: proxyStore, identify, resolveHost: createHostResolver(p.proxy.hosts), log: logger.child({ component: "egress" }),
-      metrics: metrics.registry, events: (e) => events.emit(e), stateDir: p.stateDir, tenantId: p.tenantId, settings: p.proxy,
-      // Link-local (derived isolated ranges) is refused by the guard anyway; bridges and explicit ranges here.
-      refusedRanges: [...p.foreignRanges, ...config.hostGroups.flatMap((g) => (g.network.mode === "isolated" ? (g.network.range !== undefined ? [g.network.range] : []) : (g.network.gateway !== undefined ? [g.network.gateway] : [])))],
-    }),
+    makeEngine: async (identify) => {
+      const [{ EgressProxy }, { createHostResolver }] = await Promise.all([import("./proxy/egress-proxy.js"), import("./proxy/upstream-guard.js")]);
+      return new EgressProxy({
+        store: proxyStore, identify, resolveHost: createHostResolver(p.proxy.hosts), log: logger.child({ component: "egress" }),
+        metrics: metrics.registry, events: (e) => events.emit(e), stateDir: p.stateDir, tenantId: p.tenantId, settings: p.proxy,
+        // Link-local (derived isolated ranges) is refused by the guard anyway; bridges and explicit ranges here.
+        refusedRanges: [...p.foreignRanges, ...config.hostGroups.flatMap((g) => (g.network.mode === "isolated" ? (g.network.range !== undefined ? [g.network.range] : []) : (g.network.gateway !== undefined ? [g.network.gateway] : [])))],
+      });
+    },
   }) : undefined;
   const network = createTenantNetwork({
     config, logger, stateDir: p.stateDir,
