@@ -32,14 +32,14 @@ import { NO_KVM, RUNSC_INSTALL_HINT, chooseRunscPlatform, findRunsc, hostKvmFact
 import { CommitStore } from "./storage/commit-store.js";
 import { createVmStorage } from "./storage/vm-storage.js";
 import { createTenantNetwork } from "./network/tenant-network.js";
+import { scanHost, type HostScan } from "./network/tenant-ranges.js";
 import { vmVethName } from "./network/names.js";
 import { createAgentPort } from "./vm/agent-port.js";
 import { SecretStore } from "./secrets/secret-store.js";
 import { VmService } from "./vm/vm-service.js";
 import { EventLog } from "./events/event-log.js";
 import { ProxyStore } from "./proxy/proxy-store.js";
-import { EgressProxy } from "./proxy/egress-proxy.js";
-import { createHostResolver } from "./proxy/upstream-guard.js";
+import { egressCounters } from "./proxy/egress-telemetry.js";
 import { EgressProxyWiring } from "./network/egress-proxy-wiring.js";
 import { VmNamespaces } from "./runtime/vm-namespaces.js";
 import { applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenantCgroup, type TenantBudgetPlan } from "./runtime/tenant-cgroup.js";
@@ -155,8 +155,9 @@ async function stopServices(s: Services, config: TenantConfig, logger: Logger): 
 /**
  * Build the daemon's services. `purpose: "purge"` does not require the base image: deleting a
  * tenant must work even when its image has been removed from the store (nothing is mounted).
+ * `hostScan`: the tenant network's host scan, begun by the caller (tenant-network.ts `hostScan`).
  */
-async function buildServices(config: TenantConfig, logger: Logger, metrics: DaemonMetrics, purpose: "serve" | "purge" = "serve", uidRange?: UidRange, vmPidsLimit?: number) {
+async function buildServices(config: TenantConfig, logger: Logger, metrics: DaemonMetrics, purpose: "serve" | "purge" = "serve", uidRange?: UidRange, vmPidsLimit?: number, hostScan?: Promise<HostScan>) {
   const p = config.paddock;
   await fs.mkdir(p.stateDir, { recursive: true, mode: 0o700 });
   // VMs' roots are unprivileged host uids that must reach their rootfs under the run dir while
@@ -186,20 +187,26 @@ async function buildServices(config: TenantConfig, logger: Logger, metrics: Daem
   const proxyStore = new ProxyStore(p.stateDir);
   if (purpose === "serve") await proxyStore.init();
   // Proxy mode (`egress_proxy` host groups): the engine and its resolver listen on the proxy-mode
-  // links' gateways, as the tenant network says (network/egress-proxy-wiring.ts).
+  // links' gateways, as the tenant network says (network/egress-proxy-wiring.ts). Both are loaded
+  // on first use; the engine's counters are in /metrics from the start, as before.
+  if (purpose === "serve") egressCounters(metrics.registry);
   const egress = purpose === "serve" ? new EgressProxyWiring({
     logger,
     policy: { hostAllowed: (client, host) => proxyStore.hasRuleForHost(client, host) },
-    makeEngine: (identify) => new EgressProxy({
-      store: proxyStore, identify, resolveHost: createHostResolver(p.proxy.hosts), log: logger.child({ component: "egress" }),
-      metrics: metrics.registry, events: (e) => events.emit(e), stateDir: p.stateDir, tenantId: p.tenantId, settings: p.proxy,
-      // Link-local (derived isolated ranges) is refused by the guard anyway; bridges and explicit ranges here.
-      refusedRanges: [...p.foreignRanges, ...config.hostGroups.flatMap((g) => (g.network.mode === "isolated" ? (g.network.range !== undefined ? [g.network.range] : []) : (g.network.gateway !== undefined ? [g.network.gateway] : [])))],
-    }),
+    makeEngine: async (identify) => {
+      const [{ EgressProxy }, { createHostResolver }] = await Promise.all([import("./proxy/egress-proxy.js"), import("./proxy/upstream-guard.js")]);
+      return new EgressProxy({
+        store: proxyStore, identify, resolveHost: createHostResolver(p.proxy.hosts), log: logger.child({ component: "egress" }),
+        metrics: metrics.registry, events: (e) => events.emit(e), stateDir: p.stateDir, tenantId: p.tenantId, settings: p.proxy,
+        // Link-local (derived isolated ranges) is refused by the guard anyway; bridges and explicit ranges here.
+        refusedRanges: [...p.foreignRanges, ...config.hostGroups.flatMap((g) => (g.network.mode === "isolated" ? (g.network.range !== undefined ? [g.network.range] : []) : (g.network.gateway !== undefined ? [g.network.gateway] : [])))],
+      });
+    },
   }) : undefined;
   const network = createTenantNetwork({
     config, logger, stateDir: p.stateDir,
     ...(egress !== undefined ? { egress } : {}),
+    ...(hostScan !== undefined ? { hostScan } : {}),
     ...(uidRange !== undefined ? { makeNetns: (hostname: string, netnsName: string) => namespaces.create(hostname, netnsName) } : {}),
     // What the VM table recorded (a state file of another tenant is refused later, by the VM service).
     recordedAddresses: async () => {
@@ -283,6 +290,7 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
   };
   timeline.mark("locks");
   let s: Services | undefined;
+  let hostScan: Promise<HostScan> | undefined;
   try {
     // Refuse before touching anything (links, table, VMs) when the listen address is taken.
     await assertListenFree(config);
@@ -290,7 +298,13 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     const uidRange = await claimUidRange({ tenantId: config.paddock.tenantId, stateDir: config.paddock.stateDir, requested: config.paddock.userns });
     const metrics = new DaemonMetrics();
     const budget = await planTenantBudget(config, logger);
-    const svc = await buildServices(config, logger, metrics, "serve", uidRange, budget.vmPidsLimit);
+    // The network's host scan (`ip -j link/addr/netns`, `nft -j list sets inet`) only reads the
+    // host: it runs side by side with building the services (`runc --version`, the image, the
+    // stores), which touch no link, netns or table. Its failure is thrown by network.start()
+    // below, as before; the handler only keeps it from counting as unhandled meanwhile.
+    hostScan = scanHost(config.paddock.tenantId);
+    hostScan.catch(() => undefined);
+    const svc = await buildServices(config, logger, metrics, "serve", uidRange, budget.vmPidsLimit, hostScan);
     s = svc;
     timeline.mark("services");
     // The cgroup budget and the network are independent; both are in place before any VM starts.
@@ -349,6 +363,8 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
       })()),
     };
   } catch (err) {
+    // A host scan still running (the services failed first) ends before anything is undone.
+    await hostScan?.catch(() => undefined);
     // A start that failed half-way leaves what a stop would: warm and ephemeral VMs removed,
     // the network removed unless VMs that outlive the daemon need it.
     if (s !== undefined) await stopServices(s, config, logger).catch((e: unknown) => logger.error("cleanup after a failed start failed", { err: e }));

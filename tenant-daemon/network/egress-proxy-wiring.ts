@@ -22,7 +22,7 @@
  */
 import type { Logger } from "../../shared/logger.js";
 import { EGRESS_PROXY_GUEST_ADDRESS } from "../../shared/tenant-config-defaults.js";
-import { EgressDns } from "./egress-dns.js";
+import type { EgressDns } from "./egress-dns.js";
 
 /** The proxy's and resolver's address as every proxy-mode guest sees it (defined beside the config check). */
 export { EGRESS_PROXY_GUEST_ADDRESS };
@@ -81,17 +81,29 @@ export function egressResolvConf(): string {
 
 /** Options of {@link EgressProxyWiring}. */
 export interface EgressProxyWiringOptions {
-  /** Builds the engine with the wiring's {@link EgressProxyWiring.identify}. */
-  makeEngine(identify: (remoteAddress: string) => string | undefined): EgressProxyEngine;
+  /**
+   * Builds the engine with the wiring's {@link EgressProxyWiring.identify}; called once, on first
+   * use (a listen or a guest's boot data), so a daemon without proxy-mode VMs never loads it.
+   * @throws (rejects with) whatever building the engine throws.
+   */
+  makeEngine(identify: (remoteAddress: string) => string | undefined): Promise<EgressProxyEngine>;
   /** The proxy store's rule check, for the resolver. */
   policy: EgressHostPolicy;
   logger: Logger;
 }
 
-/** The engine and the resolver, listening where the tenant network says, for the VMs it names. */
+/**
+ * The engine and the resolver, listening where the tenant network says, for the VMs it names.
+ * Both are built on first use: the engine (tenant-daemon/proxy/, with http-proxy and node-forge)
+ * and the resolver (egress-dns.ts, with dns-packet) are loaded by dynamic `import()`, which the
+ * daemon's bundle (scripts/build-daemon-bundle.ts, esbuild) keeps as a module initialised on
+ * first call, so a daemon whose VMs never use proxy mode does not initialise them (the way
+ * tenant-daemon/api/ws-upgrade.ts loads `ws`).
+ */
 export class EgressProxyWiring implements EgressListenerPort {
-  readonly engine: EgressProxyEngine;
-  private readonly dns: EgressDns;
+  private readonly options: EgressProxyWiringOptions;
+  private engineMade: Promise<EgressProxyEngine> | undefined;
+  private dnsMade: Promise<EgressDns> | undefined;
   private readonly log: Logger;
   /** Host-side ports: the ones nft-ruleset.ts DNATs to (tenant-firewall.ts), fixed. */
   private readonly proxyPort = EGRESS_PROXY_PORT;
@@ -102,10 +114,33 @@ export class EgressProxyWiring implements EgressListenerPort {
   private chain: Promise<void> = Promise.resolve();
 
   constructor(o: EgressProxyWiringOptions) {
+    this.options = o;
     this.log = o.logger.child({ component: "egress-net" });
-    const identify = (a: string): string | undefined => this.identify(a);
-    this.engine = o.makeEngine(identify);
-    this.dns = new EgressDns({ identify, hostAllowed: (c, h) => o.policy.hostAllowed(c, h) }, EGRESS_PROXY_GUEST_ADDRESS, this.log);
+  }
+
+  /** The engine, built on the first call (a failed build is tried again on the next). */
+  private engine(): Promise<EgressProxyEngine> {
+    if (this.engineMade === undefined) {
+      const made = this.options.makeEngine((a) => this.identify(a));
+      this.engineMade = made;
+      made.catch(() => {
+        if (this.engineMade === made) this.engineMade = undefined;
+      });
+    }
+    return this.engineMade;
+  }
+
+  /** The resolver, built on the first call. */
+  private dns(): Promise<EgressDns> {
+    if (this.dnsMade === undefined) {
+      const policy = { identify: (a: string) => this.identify(a), hostAllowed: (c: string, h: string) => this.options.policy.hostAllowed(c, h) };
+      const made = import("./egress-dns.js").then((m) => new m.EgressDns(policy, EGRESS_PROXY_GUEST_ADDRESS, this.log));
+      this.dnsMade = made;
+      made.catch(() => {
+        if (this.dnsMade === made) this.dnsMade = undefined;
+      });
+    }
+    return this.dnsMade;
   }
 
   /** The proxy client of the VM at `remoteAddress` (IPv4, bare or `::ffff:`-mapped), else undefined. */
@@ -124,7 +159,7 @@ export class EgressProxyWiring implements EgressListenerPort {
 
   /** Boot data of a proxy-mode guest. @throws Error when the engine cannot give its CA. */
   async guestBoot(): Promise<EgressGuestBoot> {
-    return { env: egressGuestEnv(), caPem: await this.engine.caCertificatePem() };
+    return { env: egressGuestEnv(), caPem: await (await this.engine()).caCertificatePem() };
   }
 
   /** Addresses listened on (tests). */
@@ -132,29 +167,34 @@ export class EgressProxyWiring implements EgressListenerPort {
     return [...this.serving].sort();
   }
 
-  /** Stop the resolver and the engine. */
+  /** Stop the resolver and the engine (those that were built). */
   async close(): Promise<void> {
     await this.chain;
     this.serving.clear();
-    await Promise.all([this.dns.close(), this.engine.close()]);
+    const built = <T>(made: Promise<T> | undefined): Promise<T | undefined> => made?.catch(() => undefined) ?? Promise.resolve(undefined);
+    const [dns, engine] = await Promise.all([built(this.dnsMade), built(this.engineMade)]);
+    await Promise.all([dns?.close(), engine?.close()]);
   }
 
   private async apply(wanted: Set<string>): Promise<void> {
+    // Nothing served and nothing wanted: nothing to build (the usual case without proxy mode).
+    if (this.serving.size === 0 && wanted.size === 0) return;
+    const [engine, dns] = await Promise.all([this.engine(), this.dns()]);
     for (const gw of [...this.serving]) {
       if (wanted.has(gw)) continue;
       this.serving.delete(gw);
-      await Promise.all([this.engine.unlisten(gw, this.proxyPort), this.dns.unlisten(gw)]);
+      await Promise.all([engine.unlisten(gw, this.proxyPort), dns.unlisten(gw)]);
       this.log.debug("egress proxy stopped listening", { address: gw });
     }
     let failure: unknown;
     for (const gw of wanted) {
       if (this.serving.has(gw)) continue;
       try {
-        await this.engine.listen(gw, this.proxyPort);
+        await engine.listen(gw, this.proxyPort);
         try {
-          await this.dns.listen(gw, this.dnsPort);
+          await dns.listen(gw, this.dnsPort);
         } catch (err) {
-          await this.engine.unlisten(gw, this.proxyPort).catch(() => undefined);
+          await engine.unlisten(gw, this.proxyPort).catch(() => undefined);
           throw err;
         }
         this.serving.add(gw);

@@ -10,7 +10,11 @@
  * {@link listSetCidrs} reads every table's set of that name in one call.
  * nft cache rules: https://git.netfilter.org/nftables/tree/src/cache.c (evaluate_cache_list).
  */
-import { run } from "../../shared/exec.js";
+import { promises as fs } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { run, type RunOptions } from "../../shared/exec.js";
 import { parseCidr, type Cidr } from "../../shared/cidr.js";
 
 /**
@@ -51,15 +55,61 @@ const NFT_READ_TIMEOUT_MS = 60_000;
 export async function listSetCidrs(set: string): Promise<Map<string, Cidr[]>> {
   const argv = ["-j", "list", "sets", "inet"];
   const opts = { timeoutMs: NFT_READ_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" as const, env: nftEnv() };
-  const r = await run("nft", argv, opts).catch(() => run("nft", argv, opts));
-  return parseSetCidrs(r.stdout, set);
+  return parseSetCidrs(await readStdoutViaFile(argv, opts), set);
 }
 
-/** {@link listSetCidrs} on the JSON text of `nft -j list sets` (pure). */
+/**
+ * The stdout of one `nft` read, retried once like a piped read, written by nft into an unlinked
+ * file (made in a fresh 0700 directory under the OS temp dir, removed at once) and read back in
+ * one piece. Why not a pipe: `nft -j list sets inet` prints every set of every table, and each
+ * tenant's `foreign_ranges` holds every other tenant's range, so the listing grows with the
+ * square of the tenants (200 tenants: ~2 MB). A pipe delivers it in 64 KiB chunks, each its own
+ * allocation on the daemon's C heap that glibc may keep after it is freed; one read of the
+ * file's size is one allocation above glibc's mmap threshold, unmapped when freed. With
+ * {@link parseSetCidrs} reading only the entries it needs, an idle daemon on such a host held
+ * 15.7 MiB private memory instead of 16.8 through a pipe and 21.0 before both (docs/performance.md,
+ * "Daemon start, fifth look"). When no such file can be made, the read goes through a pipe.
+ * @throws PaddockError `opts.errorCode` when nft fails twice, or ERR_EXEC_TIMEOUT.
+ */
+async function readStdoutViaFile(argv: readonly string[], opts: RunOptions): Promise<string> {
+  let out: FileHandle;
+  try {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), "paddock-nft-"));
+    try {
+      // Append mode: after a truncate, the retry writes from the start again.
+      out = await fs.open(path.join(dir, "stdout"), "ax+", 0o600);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  } catch {
+    return (await run("nft", argv, opts).catch(() => run("nft", argv, opts))).stdout;
+  }
+  const file = out;
+  const once = async (): Promise<string> => {
+    await file.truncate(0);
+    await run("nft", argv, { ...opts, stdout: file.fd });
+    const { size } = await file.stat();
+    const buf = Buffer.alloc(size);
+    const { bytesRead } = await file.read(buf, 0, size, 0);
+    return buf.toString("utf8", 0, bytesRead);
+  };
+  try {
+    return await once().catch(() => once());
+  } finally {
+    await file.close();
+  }
+}
+
+/**
+ * {@link listSetCidrs} on the JSON text of `nft -j list sets` (pure). Only the entries that can
+ * be the set asked for are turned into objects ({@link namedSetEntries}); the result is that of
+ * parsing the whole document.
+ * @throws SyntaxError when the text is not JSON (as `JSON.parse`).
+ */
 export function parseSetCidrs(json: string, set: string): Map<string, Cidr[]> {
-  const doc = JSON.parse(json.trim() || "{}") as { nftables?: Record<string, unknown>[] };
+  const entries = namedSetEntries(json, set) ?? ((JSON.parse(json.trim() || "{}") as { nftables?: Record<string, unknown>[] }).nftables ?? []);
   const out = new Map<string, Cidr[]>();
-  for (const e of doc.nftables ?? []) {
+  for (const e of entries) {
     const s = e.set as { family?: unknown; name?: unknown; table?: unknown; elem?: unknown[] } | undefined;
     if (s?.family !== "inet" || s.name !== set || typeof s.table !== "string") continue;
     const cidrs: Cidr[] = [];
@@ -80,4 +130,58 @@ export function parseSetCidrs(json: string, set: string): Map<string, Cidr[]> {
     out.set(s.table, cidrs);
   }
   return out;
+}
+
+/**
+ * The entries of an `nft -j` listing (`{"nftables": [entry, ...]}`) that are a set object whose
+ * text names `set` (`{"set": {..., "name": "<set>", ...}}`), each parsed on its own; the other
+ * entries are stepped over as text and never become objects. `nft -j list sets inet` on a host
+ * with 200 tenants is ~2 MB, nearly all of it the `foreign_ranges` elements of every table
+ * (each tenant's holds every other tenant's range); parsed whole it left several MiB of
+ * short-lived objects in the daemon's heap at start (docs/performance.md, "Daemon start, fifth
+ * look"). A string in JSON escapes its quotes, so a set key or name cannot be faked by text
+ * inside a string; an entry matched by mistake is parsed and dropped by the caller's checks.
+ * @returns the parsed entries, or undefined when the text is not of that shape (the caller then
+ *   parses it whole, with `JSON.parse`'s errors).
+ */
+function namedSetEntries(json: string, set: string): Record<string, unknown>[] | undefined {
+  const text = json.trim();
+  const head = /^\{\s*"nftables"\s*:\s*\[\s*/.exec(text);
+  if (head === null) return undefined;
+  const isSet = /^\{\s*"set"\s*:\s*\{/;
+  const named = new RegExp(`"name"\\s*:\\s*${JSON.stringify(set).replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`);
+  const out: Record<string, unknown>[] = [];
+  let i = head[0].length;
+  if (text[i] === "]") return /^\]\s*\}$/.test(text.slice(i)) ? out : undefined;
+  for (;;) {
+    if (text[i] !== "{") return undefined;
+    const end = objectEnd(text, i);
+    if (end === -1) return undefined;
+    const entry = text.slice(i, end);
+    if (isSet.test(entry) && named.test(entry)) out.push(JSON.parse(entry) as Record<string, unknown>);
+    const sep = /^\s*(,|\]\s*\}$)\s*/.exec(text.slice(end, end + 64));
+    if (sep === null) return undefined;
+    if (sep[1] !== ",") return end + sep[0].length === text.length ? out : undefined;
+    i = end + sep[0].length;
+  }
+}
+
+/**
+ * Index just past the `}` that closes the JSON object opening at `text[start]` (`{`), skipping
+ * strings (with their escapes) and nested objects and arrays; -1 when the text ends first.
+ */
+function objectEnd(text: string, start: number): number {
+  let depth = 0;
+  for (let j = start; j < text.length; j++) {
+    const c = text.charCodeAt(j);
+    if (c === 0x22 /* " */) {
+      for (j++; j < text.length && text.charCodeAt(j) !== 0x22; j++) if (text.charCodeAt(j) === 0x5c /* \ */) j++;
+      if (j >= text.length) return -1;
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) depth++;
+    else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      depth--;
+      if (depth === 0) return j + 1;
+    }
+  }
+  return -1;
 }

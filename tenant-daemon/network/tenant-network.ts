@@ -22,7 +22,7 @@ import type { TenantNetwork, VmNetworkAttachment, VmNetworkDescription, VmNetwor
 import { TenantFirewall, proxyLinks } from "./tenant-firewall.js";
 import { ensureBridge, reconcileLeftovers, removeTenantLinks } from "./tenant-host-links.js";
 import { newTenantNetState, type GroupRuntime, type TenantNetState, type VmLinks } from "./tenant-network-state.js";
-import { checkBridgeOwnership, openRangeStore, planRanges, scanHost, type RangeStore } from "./tenant-ranges.js";
+import { checkBridgeOwnership, openRangeStore, planRanges, scanHost, type HostScan, type RangeStore } from "./tenant-ranges.js";
 import { createVmLinks, removeVmLinks, vmAttachment, type MakeNetns } from "./vm-links.js";
 
 export { renderResolvConf } from "./vm-links.js";
@@ -54,6 +54,14 @@ export interface TenantNetworkOptions {
    * where nothing listens.
    */
   egress?: EgressListenerPort;
+  /**
+   * The host scan (tenant-ranges.ts `scanHost`: links, addresses, netns, other tenants' ranges)
+   * begun by the caller before `start`, so that its `ip`/`nft` reads (read-only) run side by side
+   * with the caller's other start-up work (tenant-daemon/main.ts). `start` uses it once and throws
+   * its rejection (ERR_NETWORK_SETUP_FAILED) as it would its own scan's; the caller must attach a
+   * handler to it at once (an unhandled rejection ends the process). Default: `start` scans.
+   */
+  hostScan?: Promise<HostScan>;
 }
 
 /** The describe/firewall view extends the interface with introspection used by tests and tools. */
@@ -77,6 +85,8 @@ class TenantNetworkImpl implements TenantNetworkService {
   private readonly makeNetns: MakeNetns | undefined;
   private readonly recordedAddresses: () => Promise<ReadonlyMap<string, string>>;
   private readonly egress: EgressListenerPort | undefined;
+  /** The scan begun by the caller, until the first `start` takes it. */
+  private hostScan: Promise<HostScan> | undefined;
   private plan: AddressPlan | undefined;
   /** Addresses on host interfaces that are not ours (skipped by the address plan). */
   private hostAddrs = new Set<number>();
@@ -85,6 +95,7 @@ class TenantNetworkImpl implements TenantNetworkService {
     this.makeNetns = o.makeNetns;
     this.recordedAddresses = o.recordedAddresses ?? (() => Promise.resolve(new Map()));
     this.egress = o.egress;
+    this.hostScan = o.hostScan;
     this.state = newTenantNetState(o.config);
     this.log = o.logger.child({ component: "network" });
     this.store = openRangeStore(o.stateDir);
@@ -94,7 +105,9 @@ class TenantNetworkImpl implements TenantNetworkService {
   // ---- start -------------------------------------------------------------------------------
 
   async start(): Promise<void> {
-    const scan = await scanHost(this.state.tenant);
+    const early = this.hostScan;
+    this.hostScan = undefined;
+    const scan = await (early ?? scanHost(this.state.tenant));
     // 1.–2. Ranges: explicit ones checked, derived ones resolved and persisted.
     const ranges = await planRanges(this.state.cfg, this.store, scan);
     this.state.groups = ranges.groups;

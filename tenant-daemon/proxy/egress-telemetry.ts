@@ -25,6 +25,31 @@ export const EVENT_KEYS_MAX = 4096;
 /** A denial or would-be denial, as counted and told (the fields of an egress event). */
 export type Refusal = EgressRefusal;
 
+/** The egress proxy's counters in a registry. */
+export interface EgressCounters {
+  requests: Counter<"client" | "rule">;
+  bytes: Counter<"client" | "rule" | "direction">;
+  denials: Counter<"client" | "reason" | "mode">;
+}
+
+/**
+ * The egress proxy's counters in `registry`, registered on the first call and found again on
+ * later ones (several engines of one daemon share them). The daemon registers them at start
+ * (tenant-daemon/main.ts), so `GET /metrics` lists them before the engine, built on first use
+ * (network/egress-proxy-wiring.ts), exists.
+ * @param registry the daemon's registry (tenant-daemon/api/metrics.ts `DaemonMetrics.registry`).
+ */
+export function egressCounters(registry: Registry): EgressCounters {
+  const registers = [registry];
+  const counter = <L extends string>(name: string, help: string, labelNames: L[]): Counter<L> =>
+    (registry.getSingleMetric(name) as Counter<L> | undefined) ?? new Counter({ name, help, labelNames, registers });
+  return {
+    requests: counter("paddock_egress_requests_total", "requests (HTTP requests and CONNECT tunnels) the egress proxy let through, by client and allow rule (its host pattern; `-` in audit mode without a rule)", ["client", "rule"]),
+    bytes: counter("paddock_egress_bytes_total", "bytes the egress proxy moved, by client, allow rule and direction (up: to the upstream, down: to the VM)", ["client", "rule", "direction"]),
+    denials: counter("paddock_egress_denials_total", "requests the egress proxy refused (mode enforce) or would have refused (mode audit), by client and reason", ["client", "reason", "mode"]),
+  };
+}
+
 /** The proxy's counters and event limiter. */
 export class EgressTelemetry {
   private readonly requests: Counter<"client" | "rule">;
@@ -38,13 +63,7 @@ export class EgressTelemetry {
    * @param emit where events go (`EventLog.emit`).
    */
   constructor(registry: Registry, private readonly emit: (e: EgressEventInput) => void, private readonly now: () => number = Date.now) {
-    const registers = [registry];
-    // Several engines of one daemon (one per listen set) share the registry and so the counters.
-    const counter = <L extends string>(name: string, help: string, labelNames: L[]): Counter<L> =>
-      (registry.getSingleMetric(name) as Counter<L> | undefined) ?? new Counter({ name, help, labelNames, registers });
-    this.requests = counter("paddock_egress_requests_total", "requests (HTTP requests and CONNECT tunnels) the egress proxy let through, by client and allow rule (its host pattern; `-` in audit mode without a rule)", ["client", "rule"]);
-    this.bytes = counter("paddock_egress_bytes_total", "bytes the egress proxy moved, by client, allow rule and direction (up: to the upstream, down: to the VM)", ["client", "rule", "direction"]);
-    this.denials = counter("paddock_egress_denials_total", "requests the egress proxy refused (mode enforce) or would have refused (mode audit), by client and reason", ["client", "reason", "mode"]);
+    ({ requests: this.requests, bytes: this.bytes, denials: this.denials } = egressCounters(registry));
   }
 
   /** Count one request or tunnel let through by `rule` (a host pattern, or `-`). */

@@ -7,7 +7,8 @@
 import { spawn } from "node:child_process";
 import { promises as fs } from "node:fs";
 import { expect } from "chai";
-import { isPaddockError } from "../../shared/errors.js";
+import { parseCidr } from "../../shared/cidr.js";
+import { PaddockError, isPaddockError } from "../../shared/errors.js";
 import { silentLogger } from "../../shared/logger.js";
 import { DEFAULT_DENY } from "../../shared/tenant-config.js";
 import { createTenantNetwork, type TenantNetworkService } from "../../tenant-daemon/network/tenant-network.js";
@@ -251,6 +252,30 @@ describe("tenant network: addresses, refusal and cleanup (privileged)", function
       expect((err as Error).message).to.include(`${ip4(base + 256)}/24 of host group grp (tenant ${t2})`).and.include(`${ip4(base)}/22 of running Paddock tenant ${t1}`);
     }
     expect((await leftovers(t2)).table).to.equal(false);
+  });
+
+  it("start decides on a host scan begun before it (the daemon's, beside its other start-up work), and fails with its error", async () => {
+    const base = randomBlock("vm22");
+    const t = randomTenant();
+    const dir = await tempDir();
+    env.dirs.push(dir);
+    env.tenants.push(t);
+    const groups = [{ name: "iso", count: 0, network: { mode: "isolated", range: `${ip4(base)}/22` } }];
+    // A scan naming a running tenant no real scan would find: only this scan can refuse the range.
+    const other = `paddock-${randomTenant()}`;
+    const scan = { links: [], addrs: [], netnsList: [], ours: new Set<string>(), others: [{ table: other, cidrs: [parseCidr(`${ip4(base)}/22`)] }] };
+    const n1 = createTenantNetwork({ config: tenantConfig(t, groups), logger: silentLogger, stateDir: dir, hostScan: Promise.resolve(scan) });
+    env.nets.push(n1);
+    const err1 = await n1.start().then(() => undefined, (e: unknown) => e);
+    expect(isPaddockError(err1, "ERR_NETWORK_OVERLAP"), String(err1)).to.equal(true);
+    expect((err1 as Error).message).to.include(`running Paddock tenant ${other.slice("paddock-".length)}`);
+    const failed = new PaddockError("ERR_NETWORK_SETUP_FAILED", "ip -j link show: test failure");
+    const rejected = Promise.reject(failed);
+    rejected.catch(() => undefined);
+    const n2 = createTenantNetwork({ config: tenantConfig(t, groups), logger: silentLogger, stateDir: dir, hostScan: rejected });
+    env.nets.push(n2);
+    expect(await n2.start().then(() => undefined, (e: unknown) => e)).to.equal(failed);
+    expect((await leftovers(t)).table).to.equal(false);
   });
 
   it("a range overlapping a host interface refuses to start, naming the interface", async () => {

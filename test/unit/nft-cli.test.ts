@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { formatCidr } from "../../shared/cidr.js";
+import { formatCidr, type Cidr } from "../../shared/cidr.js";
 import { NFT_MALLOC_TUNABLE, listSetCidrs, nftEnv, parseSetCidrs } from "../../tenant-daemon/network/nft-cli.js";
 
 // `nft -j list sets` of nftables 1.0.6 (Debian 12) on tables made for this test: a prefix, a
@@ -19,6 +19,46 @@ describe("network: nft-cli parseSetCidrs", () => {
       "paddock-c": [],
     });
     expect([...parseSetCidrs(JSON.stringify(SAMPLE), "foreign_ranges").keys()]).to.deep.equal(["paddock-a"]);
+  });
+
+  it("turns only the entries that can be the set asked for into objects; the result is the whole document's", () => {
+    // Text in comments that looks like a set key, a set name, braces and escapes; a map entry;
+    // a big set of another name (what every tenant's foreign_ranges is on a host with many tenants).
+    const tricky = { nftables: [
+      ...SAMPLE.nftables,
+      { set: { family: "inet", name: "vm_ifaces", table: "paddock-e", type: "ifname", handle: 3, comment: 'x {"set": {"name": "own_ranges"}} \\" ] }', elem: ["pk\"a", "pk}b"] } },
+      { map: { family: "inet", name: "own_ranges", table: "paddock-e", type: "ifname", map: "verdict", handle: 4 } },
+      { set: { family: "inet", name: "foreign_ranges", table: "paddock-f", type: "ipv4_addr", handle: 5, flags: ["interval"], elem: Array.from({ length: 5000 }, (_, i) => ({ prefix: { addr: `198.${18 + (i >> 8)}.${i & 255}.0`, len: 24 } })) } },
+      { set: { family: "inet", name: "own_ranges", table: "paddock-f", type: "ipv4_addr", handle: 6, flags: ["interval"], comment: "} ] {", elem: [{ prefix: { addr: "198.18.77.0", len: 24 } }] } },
+    ] };
+    const whole = (text: string): Map<string, Cidr[]> => {
+      const out = new Map<string, Cidr[]>();
+      for (const e of (JSON.parse(text) as typeof tricky).nftables) {
+        const st = (e as { set?: { family: string; name: string; table: string; elem?: unknown[] } }).set;
+        if (st?.family === "inet" && st.name === "own_ranges") out.set(st.table, parseSetCidrs(JSON.stringify({ nftables: [e] }), "own_ranges").get(st.table) ?? []);
+      }
+      return out;
+    };
+    for (const text of [JSON.stringify(tricky), JSON.stringify(tricky, null, 2), JSON.stringify(tricky).replaceAll(",", ", ").replaceAll(":", ": ")]) {
+      const parsed: number[] = [];
+      const realParse = JSON.parse;
+      JSON.parse = ((t: string, r?: Parameters<typeof JSON.parse>[1]) => (parsed.push(t.length), realParse(t, r))) as typeof JSON.parse;
+      let m: Map<string, Cidr[]>;
+      try {
+        m = parseSetCidrs(text, "own_ranges");
+      } finally {
+        JSON.parse = realParse;
+      }
+      expect([...m.keys()]).to.deep.equal(["paddock-a", "paddock-b", "paddock-c", "paddock-f"]);
+      expect(m).to.deep.equal(whole(text));
+      expect(Math.max(...parsed), "longest text parsed").to.be.below(1000);
+    }
+  });
+
+  it("text that is not a listing is parsed whole: its errors are JSON.parse's", () => {
+    expect(() => parseSetCidrs('{"nftables": [{"set": {"family": "inet", "name": "own_ranges"', "own_ranges")).to.throw(SyntaxError);
+    expect(() => parseSetCidrs('{"nftables": [] } x', "own_ranges")).to.throw(SyntaxError);
+    expect([...parseSetCidrs('{"other": 1, "nftables": [{"set": {"family": "inet", "name": "own_ranges", "table": "t", "elem": ["198.18.0.9"]}}]}', "own_ranges").keys()]).to.deep.equal(["t"]);
   });
 
   it("an empty listing (no tables) is an empty map", () => {
@@ -51,5 +91,29 @@ describe("network: nft-cli nft's environment", () => {
   it("keeps the daemon's own tunables and replaces only its mmap threshold", () => {
     expect(nftEnv(undefined)).to.deep.equal({ GLIBC_TUNABLES: NFT_MALLOC_TUNABLE });
     expect(nftEnv("glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=65536")).to.deep.equal({ GLIBC_TUNABLES: `glibc.malloc.arena_max=2:${NFT_MALLOC_TUNABLE}` });
+  });
+});
+
+describe("network: nft-cli reads nft's output through a file", () => {
+  let dir: string;
+  let savedPath: string | undefined;
+  before(async () => {
+    // A stand-in `nft` that fails its first run after printing a longer listing than the
+    // second run's, and answers the second with one table: what the retry reads.
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-nftfile-"));
+    const big = JSON.stringify({ nftables: Array.from({ length: 2000 }, (_, i) => ({ set: { family: "inet", name: "own_ranges", table: `first-${i}`, elem: [] } })) });
+    await fs.writeFile(path.join(dir, "first.json"), big);
+    await fs.writeFile(path.join(dir, "nft"), `#!/bin/sh\nif [ ! -e "${dir}/ran" ]; then : > "${dir}/ran"; cat "${dir}/first.json"; exit 1; fi\nprintf '{"nftables":[{"set":{"family":"inet","name":"own_ranges","table":"second","elem":["198.18.0.1"]}}]}'\n`, { mode: 0o755 });
+    savedPath = process.env.PATH;
+    process.env.PATH = `${dir}:${savedPath ?? ""}`;
+  });
+  after(async () => {
+    process.env.PATH = savedPath;
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it("a failed first run is retried and only the retry's output is read", async () => {
+    const m = await listSetCidrs("own_ranges");
+    expect(Object.fromEntries([...m].map(([t, cs]) => [t, cs.map(formatCidr)]))).to.deep.equal({ second: ["198.18.0.1/32"] });
   });
 });
