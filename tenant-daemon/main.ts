@@ -368,9 +368,21 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     // A start that failed half-way leaves what a stop would: warm and ephemeral VMs removed,
     // the network removed unless VMs that outlive the daemon need it.
     if (s !== undefined) await stopServices(s, config, logger).catch((e: unknown) => logger.error("cleanup after a failed start failed", { err: e }));
+    // A first start that failed (bad image, unsupported runtime, ...) leaves nothing: when the
+    // state dir holds only the ownership lock, no VM, disk or record uses the tenant's uid range,
+    // so its claim goes (while the id lock is still held) and the empty dir after the lock.
+    const fresh = await stateDirHoldsOnlyLock(config.paddock.stateDir);
+    if (fresh) await releaseUidRange({ tenantId: config.paddock.tenantId, stateDir: config.paddock.stateDir }).catch((e: unknown) => logger.error("releasing the uid range after a failed start failed", { err: e }));
     await release().catch(() => undefined);
+    if (fresh) await removeIfEmpty(config.paddock.stateDir).catch(() => undefined);
     throw err;
   }
+}
+
+/** True when `dir` holds nothing but {@link acquireOwnership}'s entries (false when unreadable). */
+async function stateDirHoldsOnlyLock(dir: string): Promise<boolean> {
+  const names = await fs.readdir(dir).catch(() => undefined);
+  return names !== undefined && names.every((n) => OWNERSHIP_ENTRIES.includes(n));
 }
 
 /**

@@ -13,6 +13,7 @@ import { freePort, request } from "../helpers/http.js";
 import { spawn } from "node:child_process";
 import { DAEMON_MAIN, TestDaemon, randomIsolatedRange, randomTenantId } from "../helpers/daemon.js";
 import { acquireTenantIdLock } from "../../shared/tenant-id-lock.js";
+import { claimUidRange, listUidClaims, releaseUidRange } from "../../shared/uid-ranges.js";
 
 describe("tenant daemon listener (privileged)", function () {
   const daemons: TestDaemon[] = [];
@@ -92,6 +93,26 @@ describe("tenant daemon listener (privileged)", function () {
     p.stderr?.on("data", (c: Buffer) => (stderr += c.toString()));
     const code = await new Promise<number | null>((resolve) => p.once("exit", resolve));
     expect(code, stderr).to.equal(0);
+  });
+
+  it("a first start that fails (image missing) leaves no state dir and no uid range claim; a control start of the same config claims one", async () => {
+    const d = await TestDaemon.create({ paddock: { image_dir: "/nonexistent-image-store" } });
+    daemons.push(d);
+    const claims = async () => (await listUidClaims()).filter((c) => "tenantId" in c && c.tenantId === d.tenantId);
+    const failed = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const p = d.spawn();
+      let stderr = "";
+      p.stderr?.on("data", (c: Buffer) => (stderr += c.toString()));
+      p.once("exit", (code) => resolve({ code, stderr }));
+    });
+    expect(failed.code, failed.stderr).to.not.equal(0);
+    expect(failed.stderr).to.include("ERR_IMAGE_NOT_FOUND");
+    expect(await claims()).to.deep.equal([]);
+    expect(await fs.stat(d.stateDir).then(() => true, () => false), "state dir").to.equal(false);
+    // Control: the claim and the dir this check looks for are made by a start (claimUidRange).
+    await claimUidRange({ tenantId: d.tenantId, stateDir: d.stateDir });
+    expect((await claims()).length).to.equal(1);
+    await releaseUidRange({ tenantId: d.tenantId, stateDir: d.stateDir });
   });
 
   it("purge removes the tenant's state and run dirs, and refuses (touching nothing) a run dir named after a tenant id a live process holds", async () => {
