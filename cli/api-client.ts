@@ -65,7 +65,7 @@ export async function toApiError(res: http.IncomingMessage): Promise<ApiError> {
 
 function connectHint(target: Target, err: NodeJS.ErrnoException): string {
   if (target.kind === "unix" && (err.code === "ENOENT" || err.code === "ECONNREFUSED")) return " (is the tenant daemon running? `paddock daemon up FILE`)";
-  if (err.code === "ECONNREFUSED") return " (is the supervisor running? `paddock up`; or set --url / PADDOCK_URL)";
+  if (err.code === "ECONNREFUSED") return ` (is the supervisor running? \`paddock up\`; or set ${target.addressHint ?? "--url / PADDOCK_URL"})`;
   if (err.code === "EACCES") return " (permission denied on the socket; run as its owner or root)";
   return "";
 }

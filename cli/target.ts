@@ -21,9 +21,13 @@ import { PaddockError } from "../shared/errors.js";
 import { UsageError } from "./cli-errors.js";
 
 /** A resolved API endpoint plus its bearer token (undefined ⇒ no Authorization header). */
-export type Target =
+export type Target = (
   | { kind: "unix"; socketPath: string; token: string | undefined; display: string }
-  | { kind: "http"; url: URL; token: string | undefined; display: string };
+  | { kind: "http"; url: URL; token: string | undefined; display: string }
+) & {
+  /** The flag and variable that set this target's address, named in connection hints. */
+  addressHint?: string;
+};
 
 /** Default tenant API address: the supervisor's gateway (also Slicer's default bind). */
 export const DEFAULT_API_URL = "http://127.0.0.1:8080";
@@ -165,5 +169,5 @@ export function resolveAdminTarget(flags: AdminTargetFlags, env: NodeJS.ProcessE
     ["PADDOCK_ADMIN_TOKEN", () => env.PADDOCK_ADMIN_TOKEN],
     [`the admin-token file ${file}`, () => read(file)],
   ], !isSocketAddress(address), `pass the supervisor's admin token (in ${file}), or unset it`);
-  return makeTarget(address, token, env);
+  return { ...makeTarget(address, token, env), addressHint: "--admin-url / PADDOCK_ADMIN_URL" };
 }

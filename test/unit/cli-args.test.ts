@@ -190,6 +190,15 @@ describe("cli: exit codes", () => {
     expect(err.text()).to.contain("cannot reach the API at /nonexistent-dir-pdk/api.sock");
   });
 
+  it("runCli: an unreachable admin API names --admin-url / PADDOCK_ADMIN_URL, the tenant API --url / PADDOCK_URL", async () => {
+    const admin = fakeContext({ PADDOCK_ADMIN_URL: "http://127.0.0.1:1", PADDOCK_ADMIN_TOKEN: "t" });
+    expect(await runCli(["tenant", "list"], admin.ctx)).to.equal(1);
+    expect(admin.err.text()).to.contain("or set --admin-url / PADDOCK_ADMIN_URL)");
+    const tenant = fakeContext({ PADDOCK_URL: "http://127.0.0.1:1", PADDOCK_TOKEN: "t" });
+    expect(await runCli(["vm", "list"], tenant.ctx)).to.equal(1);
+    expect(tenant.err.text()).to.contain("or set --url / PADDOCK_URL)");
+  });
+
   it("runCli: PADDOCK_TOKEN= is refused (1) saying the token is empty, before any connection is tried", async () => {
     // Port 1 on loopback: nothing listens there; without the check the error would be "cannot reach".
     const { ctx, err } = fakeContext({ PADDOCK_URL: "http://127.0.0.1:1", PADDOCK_TOKEN: "" });
