@@ -24,3 +24,16 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined>, t
     await sleepMs(everyMs);
   }
 }
+
+/**
+ * Poll `probe` every 20 ms until it is true.
+ * @throws Error `<what>: not within <ms> ms` after `ms`.
+ */
+export async function untilTrue(what: string, probe: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await probe()) return;
+    await sleepMs(20);
+  }
+  throw new Error(`${what}: not within ${ms} ms`);
+}

@@ -24,21 +24,13 @@ import path from "node:path";
 import { silentLogger } from "../../shared/logger.js";
 import { createApiServer } from "../../tenant-daemon/api/http-util.js";
 import { createPreviewProxy } from "../../tenant-daemon/api/preview-routes.js";
+import { untilTrue } from "../helpers/wait.js";
 
 const MiB = 1024 * 1024;
 const BOUND_MS = 1000;
 const PROOF = "c".repeat(64);
 
 /** Poll `probe` until true; fails with `what` after `ms` (a bound for a loaded host, not a speed check). */
-async function until(what: string, probe: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await probe()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`${what}: not within ${ms} ms`);
-}
-
 describe("security: a hostile previewed app against the daemon's preview proxy (real sockets, no VM)", function () {
   this.timeout(30_000);
   let dir = "";
@@ -133,12 +125,12 @@ describe("security: a hostile previewed app against the daemon's preview proxy (
     };
     const c = await post(500);
     expect(c.status, "no answer (the app reads, never answers)").to.equal(undefined);
-    await until("control: the daemon let go of the browser's connection", async () => (await apiConnections()) === 0);
+    await untilTrue("control: the daemon let go of the browser's connection", async () => (await apiConnections()) === 0);
 
     app = () => undefined;
     const r = await post(300);
     expect(r.sentMiB, "the browser was held back").to.be.below(64);
-    await until("the daemon let go of the browser's connection", async () => (await apiConnections()) === 0);
+    await untilTrue("the daemon let go of the browser's connection", async () => (await apiConnections()) === 0);
   });
 
   it("a POST whose app never reads its body, the browser waiting: 502 ERR_PREVIEW_UPSTREAM_FAILED", async () => {
@@ -172,8 +164,8 @@ describe("security: a hostile previewed app against the daemon's preview proxy (
 
     app = () => undefined;
     expect(await upgrade(undefined)).to.match(/^HTTP\/1\.1 502 /);
-    await until("no upgrade socket left from before", () => upgradeSockets.size === 0);
+    await untilTrue("no upgrade socket left from before", () => upgradeSockets.size === 0);
     await upgrade(200);
-    await until("the daemon let go of the upgrade socket of a client that left", () => upgradeSockets.size === 0);
+    await untilTrue("the daemon let go of the upgrade socket of a client that left", () => upgradeSockets.size === 0);
   });
 });

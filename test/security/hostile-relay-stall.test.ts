@@ -24,6 +24,7 @@ import os from "node:os";
 import path from "node:path";
 import { errorResponse, type PaddockError } from "../../shared/errors.js";
 import { relayBodyBudget, streamToAgent } from "../../tenant-daemon/agent-client/agent-stream.js";
+import { untilTrue } from "../helpers/wait.js";
 
 const MiB = 1024 * 1024;
 const STALL_MS = 2000;
@@ -33,15 +34,6 @@ const PROOF = "a".repeat(64);
 type Behaviour = (socket: net.Socket, rest: Buffer) => void;
 
 /** Poll `probe` until true; fails with `what` after `ms` (a bound for a loaded host, not a speed check). */
-async function until(what: string, probe: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await probe()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`${what}: not within ${ms} ms`);
-}
-
 describe("security: a guest agent that stops reading an upload, against the daemon's body relay (real sockets, no VM)", function () {
   this.timeout(30_000);
   let dir = "";
@@ -144,7 +136,7 @@ describe("security: a guest agent that stops reading an upload, against the daem
     const r0 = await upload({ leaveWhenHeld: true, leaveAfterMs: 1000 });
     expect(r0).to.include({ status: undefined, held: false });
     expect(conns.opened - c0.opened, "the upload reached the agent").to.equal(1);
-    await until("control: the daemon let go of the client's connection", async () => (await apiConnections()) === 0);
+    await untilTrue("control: the daemon let go of the client's connection", async () => (await apiConnections()) === 0);
 
     // Attack: the agent never reads; the client is held back, then gives up.
     behaviour = () => undefined;
@@ -152,8 +144,8 @@ describe("security: a guest agent that stops reading an upload, against the daem
     const r = await upload({ leaveWhenHeld: true });
     expect(r.held, "the client was held back").to.equal(true);
     expect(conns.opened - c1.opened, "the upload reached the agent").to.equal(1);
-    await until("the daemon let go of the client's connection", async () => (await apiConnections()) === 0);
-    await until("the relay's budget share is given back", () => relayBodyBudget.freeBytes === budget);
+    await untilTrue("the daemon let go of the client's connection", async () => (await apiConnections()) === 0);
+    await untilTrue("the relay's budget share is given back", () => relayBodyBudget.freeBytes === budget);
   });
 
   it("an agent that never reads, the client waiting: 503 ERR_VM_AGENT_UNAVAILABLE, the budget share given back", async () => {
@@ -162,7 +154,7 @@ describe("security: a guest agent that stops reading an upload, against the daem
     const r = await upload({ leaveWhenHeld: false, leaveAfterMs: 5 * STALL_MS });
     expect(r.status).to.equal(503);
     expect(JSON.parse(r.body)).to.include({ code: "ERR_VM_AGENT_UNAVAILABLE" });
-    await until("the relay's budget share is given back", () => relayBodyBudget.freeBytes === budget);
+    await untilTrue("the relay's budget share is given back", () => relayBodyBudget.freeBytes === budget);
   });
 
   it("a slow agent that keeps taking bytes is not cut (one socket read every 100 ms): the whole body arrives and its answer is relayed", async () => {

@@ -24,20 +24,12 @@ import path from "node:path";
 import type { Duplex } from "node:stream";
 import { silentLogger } from "../../shared/logger.js";
 import { openAgentUpgrade } from "../../tenant-daemon/agent-client/agent-ws.js";
+import { untilTrue } from "../helpers/wait.js";
 
 const ANSWER_MS = 1000;
 const PROOF = "b".repeat(64);
 
 /** Poll `probe` until true; fails with `what` after `ms` (a bound for a loaded host, not a speed check). */
-async function until(what: string, probe: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (probe()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`${what}: not within ${ms} ms`);
-}
-
 describe("security: a guest agent that never answers a WebSocket upgrade, against the daemon's agent side (real sockets, no VM)", function () {
   this.timeout(30_000);
   let dir = "";
@@ -119,8 +111,8 @@ describe("security: a guest agent that never answers a WebSocket upgrade, agains
     const r = await upgrade(200);
     expect(r.got, "nothing answered before the client left").to.equal("");
     expect(agentConns.opened - a.opened, "the upgrade reached the agent").to.equal(1);
-    await until("the daemon closed the client's connection", () => clientConns.closed - c.closed === 1);
-    await until("the daemon closed the agent request", () => agentConns.closed - a.closed === 1);
+    await untilTrue("the daemon closed the client's connection", () => clientConns.closed - c.closed === 1);
+    await untilTrue("the daemon closed the agent request", () => agentConns.closed - a.closed === 1);
   });
 
   it("the agent never answers, the client waits: 503 ERR_VM_AGENT_UNAVAILABLE", async () => {
