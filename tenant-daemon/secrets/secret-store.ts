@@ -62,13 +62,22 @@ interface StoredMeta {
 }
 
 /**
- * Secret names: non-empty, ≤ 253 bytes, no `/`, `\`, `..` or NUL (anything that could leave the
- * secrets dir), and no leading `.` (keeps guest temp files and `.`/`..` apart).
+ * Longest secret name, bytes (UTF-8). Each name becomes file names on the host and in the guest,
+ * the longest being an atomic write's temp file `.<name>.secret.<pid>.<random>.tmp` (name + ~32
+ * bytes), and a file name may have at most 255 bytes (NAME_MAX): longer names failed with a 500.
+ */
+export const MAX_SECRET_NAME_BYTES = 200;
+
+/**
+ * Secret names: non-empty, ≤ {@link MAX_SECRET_NAME_BYTES} bytes, no `/`, `\`, `..` or NUL
+ * (anything that could leave the secrets dir), and no leading `.` (keeps guest temp files and
+ * `.`/`..` apart).
  * @throws PaddockError ERR_SECRET_INVALID (400).
  */
 export function validateSecretName(name: unknown): string {
   if (typeof name !== "string" || name === "") throw new PaddockError("ERR_SECRET_INVALID", "secret name is required");
-  if (Buffer.byteLength(name) > 253 || /[/\\\0]/.test(name) || name.includes("..") || name.startsWith(".") || hasControlChar(name)) {
+  if (Buffer.byteLength(name) > MAX_SECRET_NAME_BYTES) throw new PaddockError("ERR_SECRET_INVALID", `secret name is ${Buffer.byteLength(name)} bytes; at most ${MAX_SECRET_NAME_BYTES}`);
+  if (/[/\\\0]/.test(name) || name.includes("..") || name.startsWith(".") || hasControlChar(name)) {
     throw new PaddockError("ERR_SECRET_INVALID", `invalid secret name ${JSON.stringify(name)}: no '/', '\\', '..', control characters or leading '.'`);
   }
   return name;

@@ -13,7 +13,7 @@ import { UserDirectory, parsePasswd, resolveCwd, resolveGuestPath } from "../../
 import { parseBootConfig, writeAgentBootConfig, readBootConfig } from "../../tenant-daemon/agent/boot.js";
 import { formatOctalMode, parseOctalMode } from "../../tenant-daemon/agent/http-util.js";
 import { FrameRing } from "../../tenant-daemon/agent/exec-background.js";
-import { decodeBase64Strict, validateSecretName } from "../../tenant-daemon/secrets/secret-store.js";
+import { MAX_SECRET_NAME_BYTES, SecretStore, decodeBase64Strict, validateSecretName } from "../../tenant-daemon/secrets/secret-store.js";
 import { sourceNameHeader } from "../../tenant-daemon/agent/cp.js";
 
 describe("agent: cp exclude globs", () => {
@@ -157,8 +157,25 @@ describe("agent: boot.json, modes, ring, names", () => {
   it("validates secret names and base64, encodes source names", () => {
     expect(validateSecretName("my-secret")).to.equal("my-secret");
     for (const bad of ["", "a/b", "a\\b", "..", "x..y", ".hidden", "a\nb"]) expect(() => validateSecretName(bad)).to.throw();
+    expect(validateSecretName("n".repeat(MAX_SECRET_NAME_BYTES))).to.have.length(MAX_SECRET_NAME_BYTES);
+    expect(() => validateSecretName("n".repeat(MAX_SECRET_NAME_BYTES + 1))).to.throw(/at most 200/);
     expect(decodeBase64Strict("aGVsbG8=").toString()).to.equal("hello");
     expect(() => decodeBase64Strict("a!b")).to.throw();
     expect(sourceNameHeader("tool")).to.equal("dG9vbA");
+  });
+
+  it("stores, updates and deletes a secret with the longest name allowed (its files fit NAME_MAX)", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "pdk-secrets-"));
+    try {
+      const store = new SecretStore(path.join(dir, "s"));
+      const name = "n".repeat(MAX_SECRET_NAME_BYTES);
+      await store.create({ name, data: Buffer.from("v1").toString("base64") });
+      await store.update(name, { data: Buffer.from("v2").toString("base64") });
+      expect((await store.list()).map((i) => i.name)).to.deep.equal([name]);
+      await store.delete(name);
+      expect(await store.list()).to.deep.equal([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
