@@ -147,6 +147,11 @@ if [ $remove = 1 ] && [ ${#seen_pid[@]} -gt 0 ]; then
       [ -f "$d/freezer.state" ] && echo FROZEN > "$d/freezer.state" 2>/dev/null
       [ -f "$d/cgroup.freeze" ] && echo 1 > "$d/cgroup.freeze" 2>/dev/null
     done
+    # v1 passes through FREEZING until every task has stopped: wait (up to ~1 s) for FROZEN.
+    for d in "${tenant_dirs[@]}"; do
+      [ -f "$d/freezer.state" ] || continue
+      for _ in $(seq 1 50); do [ "$(cat "$d/freezer.state" 2>/dev/null)" = FREEZING ] || break; sleep 0.02; done
+    done
     # Kill the pids listed while frozen: none of them can exit (and its pid be reused) before the signal.
     for pid in $(cgroup_pids); do kill -KILL "$pid" 2>/dev/null; done
     for d in "${tenant_dirs[@]}"; do
