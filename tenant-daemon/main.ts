@@ -370,11 +370,11 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     if (s !== undefined) await stopServices(s, config, logger).catch((e: unknown) => logger.error("cleanup after a failed start failed", { err: e }));
     // A first start that failed (bad image, unsupported runtime, ...) leaves nothing: when the
     // state dir holds only the ownership lock, no VM, disk or record uses the tenant's uid range,
-    // so its claim goes (while the id lock is still held) and the empty dir after the lock.
+    // so its claim goes (while the id lock is still held) and the empty dirs after the lock.
     const fresh = await stateDirHoldsOnlyLock(config.paddock.stateDir);
     if (fresh) await releaseUidRange({ tenantId: config.paddock.tenantId, stateDir: config.paddock.stateDir }).catch((e: unknown) => logger.error("releasing the uid range after a failed start failed", { err: e }));
     await release().catch(() => undefined);
-    if (fresh) await removeIfEmpty(config.paddock.stateDir).catch(() => undefined);
+    if (fresh) for (const dir of [config.paddock.stateDir, config.paddock.runDir]) await removeIfEmpty(dir).catch(() => undefined);
     throw err;
   }
 }

@@ -109,6 +109,7 @@ describe("tenant daemon listener (privileged)", function () {
     expect(failed.stderr).to.include("ERR_IMAGE_NOT_FOUND");
     expect(await claims()).to.deep.equal([]);
     expect(await fs.stat(d.stateDir).then(() => true, () => false), "state dir").to.equal(false);
+    expect(await fs.stat(d.runDir).then(() => true, () => false), "run dir").to.equal(false);
     // Control: the claim and the dir this check looks for are made by a start (claimUidRange).
     await claimUidRange({ tenantId: d.tenantId, stateDir: d.stateDir });
     expect((await claims()).length).to.equal(1);
