@@ -14,8 +14,8 @@ import { promises as fs } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { run, type RunOptions } from "../../shared/exec.js";
-import { parseCidr, type Cidr } from "../../shared/cidr.js";
+import { run, type RunOptions } from "./exec.js";
+import { parseCidr, type Cidr } from "./cidr.js";
 
 /**
  * glibc malloc tunable given to every nft process: allocations up to 4 MiB come from the heap

@@ -12,6 +12,8 @@ import { TENANT_ID_PATTERN } from "../shared/tenant-config.js";
 import { checkTenantPidsBudget, readPidMax } from "../shared/host-pids.js";
 import { claimUidRange, releaseUidRange } from "../shared/uid-ranges.js";
 import { liveTenantLockOwner, tenantIdHeldError } from "../shared/tenant-id-lock.js";
+import { listSetCidrs } from "../shared/nft-cli.js";
+import { formatCidr } from "../shared/cidr.js";
 import { allocateBlocks } from "./block-allocator.js";
 import type { SupervisorConfig } from "./supervisor-config.js";
 import type { RegistryState, TenantHypervisor, TenantRecord } from "./tenant-registry.js";
@@ -106,6 +108,11 @@ export async function createTenant(ctx: TenantContext, configs: TenantConfigs, d
   const expiresAt = input.tokenExpiresAt;
   const issued = issueToken();
 
+  // Ranges of tenant daemons outside the registry (`paddock daemon up` on this host): their
+  // tables' `own_ranges` sets. Read before the registry's lock (one nft run; its cost grows
+  // with the host's tables); a range such a daemon takes meanwhile is still refused by the new
+  // daemon's own overlap check at its start.
+  const hostRanges = await liveTenantRanges(ctx);
   return ctx.locks.run(id, async () => {
     const stateDir = paths.stateDir(id);
     let claimed: { stateDirExisted: boolean } | undefined;
@@ -115,7 +122,7 @@ export async function createTenant(ctx: TenantContext, configs: TenantConfigs, d
       // and state dir are keyed by it, so a tenant of the same id would collide with them.
       const holder = await liveTenantLockOwner(id);
       if (holder !== undefined) throw tenantIdHeldError(id, holder, "tenant not created");
-      const used = Object.values(state.tenants).flatMap((t) => t.blocks.map((b) => b.cidr));
+      const used = [...Object.values(state.tenants).flatMap((t) => t.blocks.map((b) => b.cidr)), ...hostRanges];
       const cidrs = allocateBlocks({ pool: config.pool, blockPrefix: config.blockPrefix, used, count: template.hostGroups.length });
       // The host uid/gid range (shared/uid-ranges.ts); claiming creates the state dir.
       const stateDirExisted = await fs.access(stateDir).then(() => true, () => false);
@@ -161,4 +168,19 @@ export async function createTenant(ctx: TenantContext, configs: TenantConfigs, d
     });
     return { tenant, token: issued.token, tokenId: issued.id };
   });
+}
+
+/**
+ * The ranges of every tenant table on the host (each table's `own_ranges` set, written by
+ * tenant-daemon/network/nft-ruleset.ts), `a.b.c.d/n`: the supervisor's own tenants and daemons
+ * started outside it. A failed read is logged and answered with none (a new daemon still
+ * refuses an overlapping range at its start).
+ */
+async function liveTenantRanges(ctx: TenantContext): Promise<string[]> {
+  try {
+    return [...(await listSetCidrs("own_ranges")).values()].flat().map(formatCidr);
+  } catch (err) {
+    ctx.log.warn("cannot read the host's tenant ranges; allocating from the registry alone", { err });
+    return [];
+  }
 }

@@ -5,7 +5,7 @@
 import { promises as fs } from "node:fs";
 import { run } from "../../shared/exec.js";
 import { PaddockError } from "../../shared/errors.js";
-import { nftEnv } from "./nft-cli.js";
+import { nftEnv } from "../../shared/nft-cli.js";
 
 const IP_TIMEOUT_MS = 15_000;
 // 120 s: with 200 tenant tables on a loaded 2-core host one `nft -f` waited past 30 s (figure 13).

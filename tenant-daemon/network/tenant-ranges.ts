@@ -12,7 +12,7 @@ import { JsonStateStore } from "../../shared/state-store.js";
 import type { HostGroupConfig, TenantConfig } from "../../shared/tenant-config.js";
 import { deriveIsolatedRange, groupAddressing, type GroupAddressing } from "./address-plan.js";
 import * as host from "./host-net.js";
-import { listSetCidrs } from "./nft-cli.js";
+import { listSetCidrs } from "../../shared/nft-cli.js";
 import { aliasPrefix, defaultBridgeName, TABLE_PREFIX, tableName } from "./names.js";
 import type { GroupRuntime } from "./tenant-network-state.js";
 

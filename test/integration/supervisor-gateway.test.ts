@@ -15,6 +15,12 @@ import { request, type TestResponse } from "../helpers/http.js";
 import { FAST_RESTART, TestSupervisor, echoDaemonConfig } from "../helpers/supervisor.js";
 import { pidAlive } from "../../shared/proc.js";
 import { acquireTenantIdLock } from "../../shared/tenant-id-lock.js";
+import { run } from "../../shared/exec.js";
+
+/** Apply nft commands (`nft -f -`). */
+async function runNft(text: string): Promise<void> {
+  await run("nft", ["-f", "-"], { input: text });
+}
 
 interface Env {
   sup: TestSupervisor;
@@ -303,6 +309,24 @@ describe("supervisor with echo daemons (integration)", function () {
       expect(r.json).to.deep.include({ labels: { team: "x" }, pending_restart: true });
       expect(await fs.readFile(path.join(env.stateDir, "tenants/tga/config.yaml"), "utf8")).to.include("max_vcpu: 4");
       expect((await c.admin("PATCH", "/tenants/tga", { limits: { max_vms: -1 } })).status).to.equal(400);
+    });
+
+    it("a new tenant's block skips the range of a tenant table outside the registry (a standalone daemon's)", async () => {
+      // The next free block is 169.254.12.0/22 (tga, tgb hold 0-11): a foreign table claims it.
+      const table = `paddock-pdkgw${process.pid}`;
+      await runNft(`add table inet ${table}\nadd set inet ${table} own_ranges { type ipv4_addr; flags interval; }\nadd element inet ${table} own_ranges { 169.254.12.0/22 }\n`);
+      try {
+        const t = await c.createTenant({ id: "tgr" });
+        expect(t.ranges.map((r) => r.cidr)).to.deep.equal(["169.254.16.0/22"]);
+        expect((await c.admin("DELETE", "/tenants/tgr")).status).to.equal(204);
+        // Control: without the table the same block is handed out.
+        await runNft(`delete table inet ${table}\n`);
+        const u = await c.createTenant({ id: "tgs" });
+        expect(u.ranges.map((r) => r.cidr)).to.deep.equal(["169.254.12.0/22"]);
+        expect((await c.admin("DELETE", "/tenants/tgs")).status).to.equal(204);
+      } finally {
+        await runNft(`delete table inet ${table}\n`).catch(() => undefined);
+      }
     });
   });
 

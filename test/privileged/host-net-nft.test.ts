@@ -10,7 +10,7 @@ import { run } from "../../shared/exec.js";
 import { formatCidr } from "../../shared/cidr.js";
 import { isPaddockError } from "../../shared/errors.js";
 import { applyNft } from "../../tenant-daemon/network/host-net.js";
-import { listSetCidrs, parseSetCidrs } from "../../tenant-daemon/network/nft-cli.js";
+import { listSetCidrs, parseSetCidrs } from "../../shared/nft-cli.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
 describeWhenReady(missingPrerequisites({ images: [], dist: [] }), "host-net nft: one read of every tenant's ranges, one-process applies (privileged)", function () {

@@ -3,7 +3,7 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { formatCidr, type Cidr } from "../../shared/cidr.js";
-import { NFT_MALLOC_TUNABLE, listSetCidrs, nftEnv, parseSetCidrs } from "../../tenant-daemon/network/nft-cli.js";
+import { NFT_MALLOC_TUNABLE, listSetCidrs, nftEnv, parseSetCidrs } from "../../shared/nft-cli.js";
 
 // `nft -j list sets` of nftables 1.0.6 (Debian 12) on tables made for this test: a prefix, a
 // bare address, a range, an empty set, a set of family ip, a table with no set.

@@ -81,7 +81,7 @@ async function hostCounts(supPid: number): Promise<{ tasks: number; nftTables: n
   };
   const fds = await fs.readdir(`/proc/${supPid}/fd`).then((l) => l.length, () => NaN);
   // `nft list flowtables` prints every table's header and fetches no rules: `nft list tables`
-  // decodes every rule of every table (~10 s of CPU at 200 tenants; tenant-daemon/network/nft-cli.ts).
+  // decodes every rule of every table (~10 s of CPU at 200 tenants; shared/nft-cli.ts).
   const tables = await run("nft", ["list", "flowtables"], { allowFailure: true, timeoutMs: 120_000 }).catch(() => undefined);
   const nftTables = tables ? tables.stdout.split("\n").filter((l) => l.startsWith("table ")).length : NaN;
   return { tasks, nftTables, netns: await count(["ip", "netns", "list"]), supFds: fds };
