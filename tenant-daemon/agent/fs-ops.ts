@@ -4,7 +4,8 @@
  * identity.
  */
 import type { Stats } from "node:fs";
-import { chown, lstat, mkdir, readdir, rm, rmdir, unlink } from "node:fs/promises";
+import { constants as fsConstants } from "node:fs";
+import { lstat, mkdir, open, readdir, rm, rmdir, unlink } from "node:fs/promises";
 import path from "node:path";
 import { PaddockError } from "../../shared/errors.js";
 import { rfc3339 } from "../../shared/time.js";
@@ -109,7 +110,17 @@ export class FsHandler {
     try {
       for (const d of missing) {
         await mkdir(d, { mode: d === p ? mode : 0o755 });
-        await chown(d, who.uid, who.gid);
+        // Owner and mode through a descriptor of the directory itself (O_NOFOLLOW): a user who
+        // swaps it for a symlink meanwhile gets an error, not root's chown of the link's target.
+        // The mode is set after the chown (which clears setuid/setgid) and exactly as asked:
+        // mkdir(2) applied the agent's umask and may drop the special bits.
+        const h = await open(d, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW);
+        try {
+          await h.chown(who.uid, who.gid);
+          if (d === p) await h.chmod(mode);
+        } finally {
+          await h.close();
+        }
       }
     } catch (e) {
       throw fsError(e, p);

@@ -229,6 +229,11 @@ describe("guest agent: cp and fs", function () {
     expect((await mk({ path: base + "/a/b", recursive: true })).status).to.equal(200);
     expect((await mk({ path: base + "/a/b" })).status).to.equal(400);
     expect((await mk({ path: base + "/x/y" })).status).to.equal(404);
+    // The mode is applied exactly: not masked by the agent's umask, setgid and sticky kept.
+    for (const [name, mode] of [["m777", 0o777], ["m2770", 0o2770], ["m1777", 0o1777]] as const) {
+      expect((await mk({ path: `${base}/${name}`, mode: mode.toString(8) })).status, name).to.equal(200);
+      expect(statSync(`${base}/${name}`).mode & 0o7777, name).to.equal(mode);
+    }
     // Wrongly typed fields are refused and create nothing (a numeric mode is not read as 0755).
     for (const body of [{ path: base + "/t1", mode: 448 }, { path: base + "/t2/u", recursive: "true" }, { path: base + "/t3", recursive: 1 }]) {
       const r = await mk(body);
