@@ -66,6 +66,7 @@ export async function toApiError(res: http.IncomingMessage): Promise<ApiError> {
 function connectHint(target: Target, err: NodeJS.ErrnoException): string {
   if (target.kind === "unix" && (err.code === "ENOENT" || err.code === "ECONNREFUSED")) return " (is the tenant daemon running? `paddock daemon up FILE`)";
   if (err.code === "ECONNREFUSED") return ` (is the supervisor running? \`paddock up\`; or set ${target.addressHint ?? "--url / PADDOCK_URL"})`;
+  if (err.code === "ENOTFOUND" || err.code === "EAI_AGAIN") return ` (the host name does not resolve; check ${target.addressHint ?? "--url / PADDOCK_URL"})`;
   if (err.code === "EACCES") return " (permission denied on the socket; run as its owner or root)";
   return "";
 }
