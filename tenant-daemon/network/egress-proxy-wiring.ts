@@ -92,6 +92,30 @@ export interface EgressProxyWiringOptions {
   logger: Logger;
 }
 
+/** A value built by `make` on the first {@link get}; a build that fails is tried again on the next. */
+class LazyRetry<T> {
+  private made: Promise<T> | undefined;
+
+  constructor(private readonly make: () => Promise<T>) {}
+
+  /** The value, building it if no build is done or running. @throws (rejects with) what `make` throws. */
+  get(): Promise<T> {
+    if (this.made === undefined) {
+      const made = this.make();
+      this.made = made;
+      made.catch(() => {
+        if (this.made === made) this.made = undefined;
+      });
+    }
+    return this.made;
+  }
+
+  /** The value if a build was started and succeeds, else undefined (never builds, never rejects). */
+  built(): Promise<T | undefined> {
+    return this.made?.catch(() => undefined) ?? Promise.resolve(undefined);
+  }
+}
+
 /**
  * The engine and the resolver, listening where the tenant network says, for the VMs it names.
  * Both are built on first use: the engine (tenant-daemon/proxy/, with http-proxy and node-forge)
@@ -102,8 +126,8 @@ export interface EgressProxyWiringOptions {
  */
 export class EgressProxyWiring implements EgressListenerPort {
   private readonly options: EgressProxyWiringOptions;
-  private engineMade: Promise<EgressProxyEngine> | undefined;
-  private dnsMade: Promise<EgressDns> | undefined;
+  private readonly engineOnce: LazyRetry<EgressProxyEngine>;
+  private readonly dnsOnce: LazyRetry<EgressDns>;
   private readonly log: Logger;
   /** Host-side ports: the ones nft-ruleset.ts DNATs to (tenant-firewall.ts), fixed. */
   private readonly proxyPort = EGRESS_PROXY_PORT;
@@ -116,31 +140,19 @@ export class EgressProxyWiring implements EgressListenerPort {
   constructor(o: EgressProxyWiringOptions) {
     this.options = o;
     this.log = o.logger.child({ component: "egress-net" });
+    this.engineOnce = new LazyRetry(() => this.options.makeEngine((a) => this.identify(a)));
+    const policy = { identify: (a: string) => this.identify(a), hostAllowed: (c: string, h: string) => this.options.policy.hostAllowed(c, h) };
+    this.dnsOnce = new LazyRetry(() => import("./egress-dns.js").then((m) => new m.EgressDns(policy, EGRESS_PROXY_GUEST_ADDRESS, this.log)));
   }
 
-  /** The engine, built on the first call (a failed build is tried again on the next). */
+  /** The engine, built on the first call. */
   private engine(): Promise<EgressProxyEngine> {
-    if (this.engineMade === undefined) {
-      const made = this.options.makeEngine((a) => this.identify(a));
-      this.engineMade = made;
-      made.catch(() => {
-        if (this.engineMade === made) this.engineMade = undefined;
-      });
-    }
-    return this.engineMade;
+    return this.engineOnce.get();
   }
 
   /** The resolver, built on the first call. */
   private dns(): Promise<EgressDns> {
-    if (this.dnsMade === undefined) {
-      const policy = { identify: (a: string) => this.identify(a), hostAllowed: (c: string, h: string) => this.options.policy.hostAllowed(c, h) };
-      const made = import("./egress-dns.js").then((m) => new m.EgressDns(policy, EGRESS_PROXY_GUEST_ADDRESS, this.log));
-      this.dnsMade = made;
-      made.catch(() => {
-        if (this.dnsMade === made) this.dnsMade = undefined;
-      });
-    }
-    return this.dnsMade;
+    return this.dnsOnce.get();
   }
 
   /** The proxy client of the VM at `remoteAddress` (IPv4, bare or `::ffff:`-mapped), else undefined. */
@@ -171,8 +183,7 @@ export class EgressProxyWiring implements EgressListenerPort {
   async close(): Promise<void> {
     await this.chain;
     this.serving.clear();
-    const built = <T>(made: Promise<T> | undefined): Promise<T | undefined> => made?.catch(() => undefined) ?? Promise.resolve(undefined);
-    const [dns, engine] = await Promise.all([built(this.dnsMade), built(this.engineMade)]);
+    const [dns, engine] = await Promise.all([this.dnsOnce.built(), this.engineOnce.built()]);
     await Promise.all([dns?.close(), engine?.close()]);
   }
 
