@@ -5,7 +5,8 @@ import { expect } from "chai";
 import { evaluateGoals, figureGoals, renderGoalsTable } from "../../scripts/bench/lib/goals.js";
 import { poolRounds, roundOptions, roundOrder } from "../../scripts/bench/lib/ab.js";
 import { changeText, compareRows, renderFigureBody, row, type BenchReport, type FigureResult } from "../../scripts/bench/lib/report.js";
-import { pickFigures, renderBenchmarksDoc } from "../../scripts/bench/write-docs.js";
+import { figuresToCarry, pickFigures, renderBenchmarksDoc } from "../../scripts/bench/write-docs.js";
+import { densityTopOfCommand, fitGoalRow, parseCommittedDoc } from "../../scripts/bench/lib/committed-doc.js";
 import type { BenchOptions } from "../../scripts/bench/lib/context.js";
 
 const hb = { higherIsBetter: true };
@@ -142,5 +143,62 @@ describe("bench report: goals, before/after", function () {
     expect(picked.get(13), "the --full curve stays").to.equal(full.startedAt);
     const newerFull = run("2026-12-06T19:00:00.000Z", { densitySteps: [10, 50, 100, 200] }, [13]);
     expect(new Map(pickFigures([full, later, newerFull]).map((p) => [p.figure.num, p.report.startedAt])).get(13)).to.equal(newerFull.startedAt);
+  });
+
+  it("keeps the committed page's figures that no local run measured, with their runs' lines", function () {
+    const mk = (startedAt: string, command: string, options: Record<string, unknown>, figures: FigureResult[]): BenchReport => ({
+      startedAt,
+      finishedAt: startedAt,
+      command,
+      options,
+      machine: { cpuModel: "cpu", cores: 2, memGiB: 4, distro: "d", kernel: "k", cgroup: "v1", node: "v20", runc: "1.1", hostname: "h" } as BenchReport["machine"],
+      load: { start: 1, end: 1, min: 1, max: 2, mean: 1.5, samples: 3 } as BenchReport["load"],
+      figures,
+      leaks: {},
+    }) as BenchReport;
+    const f13 = (v: number): FigureResult => ({ num: 13, title: "Density", rows: [row("f13.t10.daemon-anon", "anon", "MiB", "paddock", [v])], targets: [], notes: [] });
+    const oldFive = mk("2026-12-06T10:00:00.000Z", "npm run bench -- --only 5", {}, [fig5([40, 40], [100, 100])]);
+    const oldFull = mk("2026-12-06T11:00:00.000Z", "npm run bench -- --only 13 --full", { full: true }, [f13(31.5)]);
+    const committedMd = renderBenchmarksDoc(pickFigures([oldFive, oldFull]), true);
+    const committed = parseCommittedDoc(committedMd);
+    expect([...committed.figures.keys()]).to.deep.equal([5, 13]);
+    expect(committed.figures.get(13)?.command).to.equal("npm run bench -- --only 13 --full");
+    expect(committed.figures.get(5)?.goalRows).to.have.length(2);
+
+    // A new local run of figure 5 and of figure 13 at the default size only.
+    const newRun = mk("2026-12-07T03:00:00.000Z", "npm run bench", { full: false }, [fig5([90, 90], [100, 100]), f13(20.1)]);
+    const picked = pickFigures([newRun]);
+    const carried = figuresToCarry(picked, committed);
+    expect(carried.map((c) => c.num), "the committed --full curve outranks a 10-tenant run").to.deep.equal([13]);
+    const doc = renderBenchmarksDoc(picked, false, carried, committed);
+    expect(doc).to.include("| 2026-12-06T11:00:00.000Z | `npm run bench -- --only 13 --full` |");
+    expect(doc, "the old figure 5 run is gone").not.to.include("2026-12-06T10:00:00.000Z");
+    expect(doc).to.include("![density curve](benchmarks-density.svg)");
+    expect(doc).to.include("| 31.5 |").and.not.to.include("| 20.1 |");
+    expect(doc.match(/^## 13\. /gm)).to.have.length(1);
+    expect(doc.indexOf("## 5. "), "sections in figure order").to.be.lessThan(doc.indexOf("## 13. "));
+    // Regenerating from the page it wrote keeps it as it is (nothing lost or doubled).
+    expect(renderBenchmarksDoc(picked, false, figuresToCarry(picked, parseCommittedDoc(doc)), parseCommittedDoc(doc))).to.equal(doc);
+    // Without a committed page only local figures appear.
+    expect(figuresToCarry(picked, parseCommittedDoc(""))).to.deep.equal([]);
+  });
+
+  it("reads the density size of a run command and fits goal rows to the table's columns", function () {
+    expect(densityTopOfCommand("npm run bench -- --only 13 --full")).to.equal(200);
+    expect(densityTopOfCommand("npm run bench -- --density-steps 10,50")).to.equal(50);
+    expect(densityTopOfCommand("npm run bench")).to.equal(10);
+    expect(fitGoalRow("| 1 | a \\| b | f | m | v | ✅ met |", true)).to.equal("| 1 | a \\| b | f | m | v | ✅ met | – | – |");
+    expect(fitGoalRow("| 1 | a | f | m | v | met | x | y |", false)).to.equal("| 1 | a | f | m | v | met |");
+  });
+
+  it("parses the committed docs/benchmarks.md: every figure it lists as measured", async function () {
+    const { readFile } = await import("node:fs/promises");
+    const md = await readFile(new URL("../../../docs/benchmarks.md", import.meta.url), "utf8");
+    const doc = parseCommittedDoc(md);
+    const listed = md.split("\n").filter((l) => /^\| \d+ \| [^|]+ \| \d{4}-/.test(l)).length;
+    expect(doc.figures.size).to.equal(listed).and.to.be.greaterThan(0);
+    for (const f of doc.figures.values()) expect(doc.machineRows.has(f.startedAt), `run of figure ${f.num}`).to.equal(true);
+    const runStamps = [...md.matchAll(/^Run (\S+Z): /gm)].map((m) => m[1]);
+    expect([...doc.runLines.keys()]).to.deep.equal(runStamps);
   });
 });

@@ -124,14 +124,19 @@ export function evaluateGoals(figures: readonly FigureResult[]): GoalRow[] {
 }
 
 /** The goals as a Markdown table (fig, goal, floor, measured, value vs bound, met, and before). */
+/** The Goals table's two header lines, with the before/after columns of a `--baseline` run or without. */
+export function goalsTableHeader(withBefore: boolean): string[] {
+  return [
+    `| fig | goal | floor | measured (p50) | value | met |${withBefore ? " before | before met |" : ""}`,
+    `|---|---|---|---|---|---|${withBefore ? "---|---|" : ""}`,
+  ];
+}
+
 export function renderGoalsTable(goals: readonly GoalRow[]): string[] {
   if (goals.length === 0) return ["No goal was measured."];
   const withBefore = goals.some((g) => g.before);
   const val = (g: GoalCheck): string => `${g.unit === "×" ? `${g.value.toFixed(2)}×` : `${fmt(g.value)} ${g.unit}`} (${g.cmp} ${g.unit === "×" ? `${g.bound}×` : `${g.bound} ${g.unit}`})`;
-  const out = [
-    `| fig | goal | floor | measured (p50) | value | met |${withBefore ? " before | before met |" : ""}`,
-    `|---|---|---|---|---|---|${withBefore ? "---|---|" : ""}`,
-  ];
+  const out = goalsTableHeader(withBefore);
   const esc = (s: string): string => s.replace(/\|/g, "\\|");
   for (const { after: g, before: b } of goals) {
     const line = `| ${g.fig} | ${esc(g.text)} | ${esc(g.floor)} | ${esc(g.measured)} | ${val(g)} | ${g.met ? "✅ met" : "❌ missed"} |`;
