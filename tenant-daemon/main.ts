@@ -473,7 +473,11 @@ export async function purgeTenant(configPath: string, options: { logger?: Logger
   }
 }
 
-/** CLI entry: `up FILE` or `purge FILE`. Returns the process exit code. */
+/**
+ * CLI entry: `up FILE` or `purge FILE`. Returns the process exit code (2 for a bad config, 1
+ * for any other failure). A failure of `up` is logged as an NDJSON error line (`msg`, `code`),
+ * one of `purge` as `paddock daemon: CODE: message`.
+ */
 export async function main(argv: string[]): Promise<number> {
   const [cmd, file] = argv;
   if ((cmd !== "up" && cmd !== "purge") || !file) {
@@ -510,8 +514,16 @@ export async function main(argv: string[]): Promise<number> {
     await daemon.stop().catch((err: unknown) => process.stderr.write(`stop failed: ${(err as Error).message}\n`));
     return 0;
   } catch (err) {
-    const msg = isPaddockError(err) ? `${err.code}: ${err.message}` : (err as Error).stack ?? String(err);
-    process.stderr.write(`paddock daemon: ${msg}\n`);
+    if (cmd === "up") {
+      // The daemon's log is NDJSON (shared/logger.ts): its fatal error is one more error line, the
+      // one the supervisor reports as the reason of a failed start (supervisor/daemon-start-reason.ts).
+      const log = createLogger();
+      if (isPaddockError(err)) log.error(err.message, { code: err.code });
+      else log.error(err instanceof Error ? err.message : String(err), { err });
+    } else {
+      const msg = isPaddockError(err) ? `${err.code}: ${err.message}` : (err as Error).stack ?? String(err);
+      process.stderr.write(`paddock daemon: ${msg}\n`);
+    }
     return isPaddockError(err) && (err.code === "ERR_CONFIG_INVALID" || err.code === "ERR_CONFIG_UNSUPPORTED") ? 2 : 1;
   }
 }
