@@ -64,13 +64,27 @@ export function tenantIdHeldError(tenantId: string, holder: TenantLockOwner, wha
 }
 
 /**
+ * Why a purge (`paddock daemon purge FILE`, tenant-daemon/main.ts `purgeTenant`) of `tenantId`
+ * cannot take its lock, and what to do: a purge removes what the running daemon uses, so the
+ * daemon is stopped first (the CLI has no `daemon down`: SIGTERM or Ctrl-C ends
+ * `paddock daemon up`; a supervisor's tenant is deleted with `paddock tenant delete`, which
+ * purges it). Another tenant id would not help: the purge is of this tenant.
+ */
+function purgeRefusal(tenantId: string, owner: TenantLockOwner | undefined, mutex: string): string {
+  if (owner === undefined) return `cannot purge tenant ${tenantId}: its id is locked by another process (${mutex}); wait for that process to end, then run the purge again`;
+  if (owner.purpose === "purge") return `cannot purge tenant ${tenantId}: a purge of it is already running (pid ${owner.pid}, config ${owner.config}); wait for it to end`;
+  return `cannot purge tenant ${tenantId} while its daemon is running (pid ${owner.pid}, config ${owner.config}): stop the daemon first (Ctrl-C where \`paddock daemon up\` runs, or \`kill ${owner.pid}\`; a tenant of a supervisor is removed with \`paddock tenant delete ${tenantId}\` instead), then run the purge again`;
+}
+
+/**
  * Take the host-global lock of `tenantId` for this process.
  * @param opts.configPath - the config file this process serves (recorded for refusals).
  * @param opts.dir - lock directory; default {@link TENANT_LOCK_DIR} (unit tests pass a temp dir).
  * @param opts.onCompromised - called when the lock was lost while held (its mtime went stale).
  * @returns release(): removes the owner record and the lock (idempotent).
  * @throws PaddockError `ERR_TENANT_ID_IN_USE` (409) naming the live holder's pid, config and
- *   purpose; nothing of the holder is touched.
+ *   purpose, and what to do (for a purge: stop the running daemon first); nothing of the holder
+ *   is touched.
  */
 export async function acquireTenantIdLock(opts: { tenantId: string; configPath: string; purpose: "serve" | "purge"; dir?: string; onCompromised?: (err: Error) => void }): Promise<() => Promise<void>> {
   const dir = opts.dir ?? TENANT_LOCK_DIR;
@@ -83,7 +97,7 @@ export async function acquireTenantIdLock(opts: { tenantId: string; configPath: 
   });
   const refuse = (owner: TenantLockOwner | undefined, cause: unknown): PaddockError => new PaddockError(
     "ERR_TENANT_ID_IN_USE",
-    owner !== undefined
+    opts.purpose === "purge" ? purgeRefusal(opts.tenantId, owner, mutex) : owner !== undefined
       ? `tenant id ${opts.tenantId} is held by a running daemon (pid ${owner.pid}, config ${owner.config}${owner.purpose === "purge" ? ", purging" : ""}); container ids, the nftables table, links and cgroups are keyed by the tenant id, so a second daemon for it would tear down the first's VMs. Stop that daemon or give this config (${opts.configPath}) another paddock.tenant_id`
       : `tenant id ${opts.tenantId} is locked by another process (${mutex}); stop it or give this config (${opts.configPath}) another paddock.tenant_id`,
     { cause, details: { tenant_id: opts.tenantId, ...(owner !== undefined ? { holder_pid: owner.pid, holder_config: owner.config } : {}) } },

@@ -38,6 +38,29 @@ describe("tenant id lock (shared/tenant-id-lock.ts)", () => {
     await again();
   });
 
+  it("a purge of a tenant whose daemon runs is refused saying the daemon runs and how to stop it, not to choose another id", async () => {
+    const release = await acquireTenantIdLock({ tenantId: "acme", configPath: "/etc/a/config.yaml", purpose: "serve", dir });
+    try {
+      const err = await acquireTenantIdLock({ tenantId: "acme", configPath: "/etc/a/config.yaml", purpose: "purge", dir }).then(() => undefined, (e: unknown) => e);
+      expect(isPaddockError(err) && err.code).to.equal("ERR_TENANT_ID_IN_USE");
+      const msg = (err as Error).message;
+      expect(msg).to.contain(`cannot purge tenant acme while its daemon is running (pid ${process.pid}, config /etc/a/config.yaml): stop the daemon first`)
+        .and.contain(`kill ${process.pid}`).and.contain("paddock tenant delete acme").and.contain("then run the purge again");
+      expect(msg).not.to.contain("tenant_id");
+      expect(msg).not.to.contain("another");
+    } finally {
+      await release();
+    }
+    // A purge already running: wait for it.
+    const purging = await acquireTenantIdLock({ tenantId: "acme", configPath: "/etc/a/config.yaml", purpose: "purge", dir });
+    try {
+      const err = await acquireTenantIdLock({ tenantId: "acme", configPath: "/etc/a/config.yaml", purpose: "purge", dir }).then(() => undefined, (e: unknown) => e);
+      expect((err as Error).message).to.contain("a purge of it is already running").and.contain("wait for it to end");
+    } finally {
+      await purging();
+    }
+  });
+
   it("takes over at once a lock whose recorded holder is dead (SIGKILLed daemon)", async () => {
     const dead = spawnSync(process.execPath, ["-e", "0"]).pid;
     await fs.mkdir(path.join(dir, "acme.lock.mutex"));
