@@ -19,6 +19,7 @@
 import path from "node:path";
 import { PaddockError } from "../shared/errors.js";
 import { UsageError } from "./cli-errors.js";
+import { fileReadError } from "./local-file.js";
 
 /** A resolved API endpoint plus its bearer token (undefined ⇒ no Authorization header). */
 export type Target = (
@@ -74,9 +75,18 @@ export function parseApiAddress(address: string, env: NodeJS.ProcessEnv): { kind
   return { kind: "http", url };
 }
 
+/** `read(file)`, with a failure other than "does not exist" named (local-file.ts). @throws PaddockError ERR_FILE_UNREADABLE */
+function readNamed(read: ReadTokenFile, file: string, origin: string): string | undefined {
+  try {
+    return read(file);
+  } catch (err) {
+    throw fileReadError(file, origin, err);
+  }
+}
+
 function readTokenFrom(file: string, env: NodeJS.ProcessEnv, read: ReadTokenFile, origin: string): string {
   const p = expandHome(file, env);
-  const text = read(p);
+  const text = readNamed(read, p, origin);
   if (text === undefined) throw new UsageError(`token file ${p} (from ${origin}) does not exist`);
   return text.trim();
 }
@@ -130,8 +140,9 @@ function firstToken(sources: readonly TokenSource[], refuseEmpty: boolean, hint:
  * source counts as unset; when only such sources are given for an http(s) target, nothing is
  * sent (see firstToken).
  * @throws UsageError for a bad address or a named token file that does not exist;
- *   PaddockError ERR_AUTH_REQUIRED when every token source given for an http(s) target is empty
- *   (e.g. `PADDOCK_TOKEN=`).
+ *   PaddockError ERR_FILE_UNREADABLE for a token file that cannot be read (a directory,
+ *   permission denied: cli/local-file.ts); ERR_AUTH_REQUIRED when every token source given for
+ *   an http(s) target is empty (e.g. `PADDOCK_TOKEN=`).
  */
 export function resolveTarget(flags: TargetFlags, env: NodeJS.ProcessEnv, read: ReadTokenFile): Target {
   const address = nonEmpty(flags.url) ?? nonEmpty(env.PADDOCK_URL) ?? nonEmpty(env.SLICER_URL) ?? DEFAULT_API_URL;
@@ -167,7 +178,8 @@ export function adminTokenPath(env: NodeJS.ProcessEnv): string {
  * `--admin-token ''` or `PADDOCK_ADMIN_TOKEN=` for an http(s) target is refused, not replaced by
  * the admin-token file, as the tenant side refuses `--token ''` (see firstToken); on a Unix
  * socket an empty source counts as unset there as here (the file is then read).
- * @throws UsageError for a bad address; PaddockError ERR_AUTH_REQUIRED for an http(s) target when
+ * @throws UsageError for a bad address; PaddockError ERR_FILE_UNREADABLE for an admin-token file
+ *   that exists but cannot be read; ERR_AUTH_REQUIRED for an http(s) target when
  *   the token given is empty (`--admin-token ''`, `PADDOCK_ADMIN_TOKEN=`), or none is given and
  *   the admin-token file is empty.
  */
@@ -177,7 +189,7 @@ export function resolveAdminTarget(flags: AdminTargetFlags, env: NodeJS.ProcessE
   const token = firstToken([
     ["--admin-token", () => flags.adminToken],
     ["PADDOCK_ADMIN_TOKEN", () => env.PADDOCK_ADMIN_TOKEN],
-    [`the admin-token file ${file}`, () => read(file), "fallback"],
+    [`the admin-token file ${file}`, () => readNamed(read, file, "the admin-token file"), "fallback"],
   ], !isSocketAddress(address), `pass the supervisor's admin token (in ${file}), or unset it`);
   return { ...makeTarget(address, token, env), addressHint: "--admin-url / PADDOCK_ADMIN_URL" };
 }
