@@ -42,7 +42,7 @@ import { ProxyStore } from "./proxy/proxy-store.js";
 import { egressCounters } from "./proxy/egress-telemetry.js";
 import { EgressProxyWiring } from "./network/egress-proxy-wiring.js";
 import { VmNamespaces } from "./runtime/vm-namespaces.js";
-import { applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenantCgroup, type TenantBudgetPlan } from "./runtime/tenant-cgroup.js";
+import { applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenantCgroup, tenantCgroupPath, type TenantBudgetPlan } from "./runtime/tenant-cgroup.js";
 import { acquireTenantIdLock } from "../shared/tenant-id-lock.js";
 import { readPidMax } from "../shared/host-pids.js";
 import type { DaemonState } from "./vm/vm-types.js";
@@ -94,7 +94,7 @@ export function checkHypervisor(
 async function createRuntime(config: TenantConfig, logger: Logger, purpose: "serve" | "purge"): Promise<RuntimeDriver> {
   const p = config.paddock;
   // A purge boots no sandbox: it must work even where the configured platform cannot (kvm refused).
-  if (config.hypervisor === "gvisor") return createRunscDriver({ stateRoot: path.join(p.runDir, "runsc"), platform: purpose === "purge" ? "ptrace" : p.gvisor.platform, logger });
+  if (config.hypervisor === "gvisor") return createRunscDriver({ stateRoot: path.join(p.runDir, "runsc"), cgroupParent: tenantCgroupPath(p.tenantId), platform: purpose === "purge" ? "ptrace" : p.gvisor.platform, logger });
   return createOciDriver({ preference: p.runtime, logger, warnAdvisories: purpose === "serve" });
 }
 
