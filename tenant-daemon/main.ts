@@ -43,10 +43,11 @@ import { egressCounters } from "./proxy/egress-telemetry.js";
 import { EgressProxyWiring } from "./network/egress-proxy-wiring.js";
 import { VmNamespaces } from "./runtime/vm-namespaces.js";
 import { applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenantCgroup, tenantCgroupPath, type TenantBudgetPlan } from "./runtime/tenant-cgroup.js";
-import { acquireTenantIdLock } from "../shared/tenant-id-lock.js";
+import { acquireTenantIdLock, liveTenantLockOwners } from "../shared/tenant-id-lock.js";
+import { TENANT_ID_PATTERN } from "../shared/tenant-config-defaults.js";
 import { readPidMax } from "../shared/host-pids.js";
 import type { DaemonState } from "./vm/vm-types.js";
-import { otherTenantIdsOf, removeIfEmpty, removeTenantDir, sharedPaddockDirs, type LeftDir } from "./purge-dirs.js";
+import { liveTenantDirConflict, otherTenantIdsOf, removeIfEmpty, removeTenantDir, sharedPaddockDirs, type LeftDir } from "./purge-dirs.js";
 import { isPathUnder } from "./storage/vm-disk.js";
 
 /** A running daemon, for tests and the CLI. */
@@ -277,7 +278,7 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
   // Before anything else: container ids, the nftables table, links and cgroups are keyed by the
   // tenant id, so a second daemon of the same id must not touch any of them (shared/tenant-id-lock.ts).
   const releaseId = await acquireTenantIdLock({
-    tenantId: config.paddock.tenantId, configPath: config.source, purpose: "serve",
+    tenantId: config.paddock.tenantId, configPath: config.source, purpose: "serve", dirs: [config.paddock.stateDir, config.paddock.runDir],
     onCompromised: (err) => logger.error("the tenant id lock was lost while held", { err }),
   });
   const releaseState = await acquireOwnership(config.paddock.stateDir, `tenant ${config.paddock.tenantId}'s state`).catch(async (err: unknown) => {
@@ -417,9 +418,11 @@ async function allSettledOrThrow(work: readonly Promise<unknown>[]): Promise<voi
  * Delete everything a tenant has on this host: every VM and disk, links, namespaces, the
  * nftables table, the tenant cgroup, its uid range claim, and last its state dir and run dir
  * (tenant-daemon/purge-dirs.ts says which dirs are left and why). No daemon may be running with
- * the tenant's id, nor with an id a dir to remove is named after (`run_dir: …/tenants/<other>`).
+ * the tenant's id, nor with an id a dir to remove is named after or nested in
+ * (`run_dir: …/tenants/<other>[/…]`), nor with recorded dirs a dir to remove is, is inside or holds.
  * @throws PaddockError ERR_TENANT_ID_IN_USE (a live process holds the id, or the id of a dir to
- *   remove: nothing touched), ERR_STATE_LOCKED, ERR_STORAGE_FAILED (all else purged, but a
+ *   remove, or a live tenant's dir is, is inside or is held by a dir to remove: nothing touched),
+ *   ERR_STATE_LOCKED, ERR_STORAGE_FAILED (all else purged, but a
  *   dir was left: each named with the reason).
  */
 export async function purgeTenant(configPath: string, options: { logger?: Logger } = {}): Promise<void> {
@@ -435,7 +438,14 @@ export async function purgeTenant(configPath: string, options: { logger?: Logger
   let releaseState: (() => Promise<void>) | undefined;
   try {
     for (const id of [p.tenantId, ...otherTenantIdsOf(p.tenantId, [p.stateDir, p.runDir])]) {
-      idLocks.push(await acquireTenantIdLock({ tenantId: id, configPath: config.source, purpose: "purge" }));
+      idLocks.push(await acquireTenantIdLock({ tenantId: id, configPath: config.source, purpose: "purge", purging: { tenantId: p.tenantId, configPath: config.source } }));
+    }
+    // Nor a dir inside or around one a live daemon of another tenant recorded as its own.
+    // (This purge's own locks record no dirs.)
+    const live = (await liveTenantLockOwners(TENANT_ID_PATTERN)).map((o) => ({ tenantId: o.tenantId, pid: o.owner.pid, dirs: o.owner.dirs ?? [] }));
+    const conflict = liveTenantDirConflict(p.tenantId, [p.stateDir, p.runDir], live);
+    if (conflict !== undefined) {
+      throw new PaddockError("ERR_TENANT_ID_IN_USE", `cannot purge tenant ${p.tenantId}: ${conflict}; nothing was touched. Point paddock.state_dir and paddock.run_dir of ${config.source} at the tenant's own dirs, or stop that daemon first`);
     }
     const release = await acquireOwnership(p.stateDir, `tenant ${p.tenantId}'s state`);
     let released: Promise<void> | undefined;
