@@ -43,11 +43,10 @@ import { egressCounters } from "./proxy/egress-telemetry.js";
 import { EgressProxyWiring } from "./network/egress-proxy-wiring.js";
 import { VmNamespaces } from "./runtime/vm-namespaces.js";
 import { applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenantCgroup, tenantCgroupPath, type TenantBudgetPlan } from "./runtime/tenant-cgroup.js";
-import { acquireTenantIdLock, liveTenantLockOwners } from "../shared/tenant-id-lock.js";
-import { TENANT_ID_PATTERN } from "../shared/tenant-config-defaults.js";
+import { acquireTenantIdLock } from "../shared/tenant-id-lock.js";
 import { readPidMax } from "../shared/host-pids.js";
 import type { DaemonState } from "./vm/vm-types.js";
-import { liveTenantDirConflict, otherTenantIdsOf, removeIfEmpty, removeTenantDir, sharedPaddockDirs, type LeftDir } from "./purge-dirs.js";
+import { assertNoLiveTenantDirs, otherTenantIdsOf, removeIfEmpty, removeTenantDir, sharedPaddockDirs, type LeftDir } from "./purge-dirs.js";
 import { isPathUnder } from "./storage/vm-disk.js";
 
 /** A running daemon, for tests and the CLI. */
@@ -441,12 +440,7 @@ export async function purgeTenant(configPath: string, options: { logger?: Logger
       idLocks.push(await acquireTenantIdLock({ tenantId: id, configPath: config.source, purpose: "purge", purging: { tenantId: p.tenantId, configPath: config.source } }));
     }
     // Nor a dir inside or around one a live daemon of another tenant recorded as its own.
-    // (This purge's own locks record no dirs.)
-    const live = (await liveTenantLockOwners(TENANT_ID_PATTERN)).map((o) => ({ tenantId: o.tenantId, pid: o.owner.pid, dirs: o.owner.dirs ?? [] }));
-    const conflict = liveTenantDirConflict(p.tenantId, [p.stateDir, p.runDir], live);
-    if (conflict !== undefined) {
-      throw new PaddockError("ERR_TENANT_ID_IN_USE", `cannot purge tenant ${p.tenantId}: ${conflict}; nothing was touched. Point paddock.state_dir and paddock.run_dir of ${config.source} at the tenant's own dirs, or stop that daemon first`);
-    }
+    await assertNoLiveTenantDirs(p.tenantId, [p.stateDir, p.runDir], config.source);
     const release = await acquireOwnership(p.stateDir, `tenant ${p.tenantId}'s state`);
     let released: Promise<void> | undefined;
     releaseState = () => (released ??= release());

@@ -17,10 +17,10 @@
  */
 import { promises as fs } from "node:fs";
 import path from "node:path";
-import { errnoCode } from "../shared/errors.js";
+import { PaddockError, errnoCode } from "../shared/errors.js";
 import { DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, TENANT_ID_PATTERN } from "../shared/tenant-config-defaults.js";
 import { defaultImageDir } from "../shared/image-store.js";
-import { TENANT_LOCK_DIR } from "../shared/tenant-id-lock.js";
+import { TENANT_LOCK_DIR, liveTenantLockOwners } from "../shared/tenant-id-lock.js";
 import { uidClaimsDir } from "../shared/uid-ranges.js";
 import { isPathUnder, readMounts } from "./storage/vm-disk.js";
 
@@ -81,6 +81,22 @@ export function liveTenantDirConflict(tenantId: string, dirs: readonly string[],
     }
   }
   return undefined;
+}
+
+/**
+ * Refuse a purge of `tenantId` whose `dirs` are, are inside, or hold a dir that a live daemon of
+ * another tenant recorded in its id lock (shared/tenant-id-lock.ts `TenantLockOwner.dirs`; a
+ * purge's own locks record none).
+ * @param configSource - the purged tenant's config file, named in the advice.
+ * @param lockDir - the id lock directory; default {@link TENANT_LOCK_DIR}.
+ * @throws PaddockError ERR_TENANT_ID_IN_USE naming both dirs and the live daemon's pid.
+ */
+export async function assertNoLiveTenantDirs(tenantId: string, dirs: readonly string[], configSource: string, lockDir: string = TENANT_LOCK_DIR): Promise<void> {
+  const live = (await liveTenantLockOwners(TENANT_ID_PATTERN, lockDir)).map((o) => ({ tenantId: o.tenantId, pid: o.owner.pid, dirs: o.owner.dirs ?? [] }));
+  const conflict = liveTenantDirConflict(tenantId, dirs, live);
+  if (conflict !== undefined) {
+    throw new PaddockError("ERR_TENANT_ID_IN_USE", `cannot purge tenant ${tenantId}: ${conflict}; nothing was touched. Point paddock.state_dir and paddock.run_dir of ${configSource} at the tenant's own dirs, or stop that daemon first`);
+  }
 }
 
 /**
