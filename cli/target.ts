@@ -118,7 +118,8 @@ type TokenSource = [name: string, value: () => string | undefined, fallback?: "f
  *   http(s) targets, which always want a token (the gateway; a TCP daemon has auth on by
  *   default), so the request would only get the server's generic 401. On a Unix socket (auth
  *   off by default) an empty source counts as unset, as `PADDOCK_TOKEN= paddock …` means.
- *   There, an empty source given by name is not replaced by a `fallback` source either.
+ *   For http(s) targets an empty source given by name is also not replaced by a `fallback`
+ *   source (the admin-token file): it is refused.
  * @returns undefined when no source gave a token.
  * @throws PaddockError ERR_AUTH_REQUIRED (exit 1) naming the first empty source; nothing is sent.
  */
