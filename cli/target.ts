@@ -19,6 +19,7 @@
 import path from "node:path";
 import { PaddockError } from "../shared/errors.js";
 import { UsageError } from "./cli-errors.js";
+import { fileReadError } from "./local-file.js";
 
 /** A resolved API endpoint plus its bearer token (undefined ⇒ no Authorization header). */
 export type Target = (
@@ -74,9 +75,18 @@ export function parseApiAddress(address: string, env: NodeJS.ProcessEnv): { kind
   return { kind: "http", url };
 }
 
+/** `read(file)`, with a failure other than "does not exist" named (local-file.ts). @throws PaddockError ERR_FILE_UNREADABLE */
+function readNamed(read: ReadTokenFile, file: string, origin: string): string | undefined {
+  try {
+    return read(file);
+  } catch (err) {
+    throw fileReadError(file, origin, err);
+  }
+}
+
 function readTokenFrom(file: string, env: NodeJS.ProcessEnv, read: ReadTokenFile, origin: string): string {
   const p = expandHome(file, env);
-  const text = read(p);
+  const text = readNamed(read, p, origin);
   if (text === undefined) throw new UsageError(`token file ${p} (from ${origin}) does not exist`);
   return text.trim();
 }
@@ -95,8 +105,12 @@ export interface TargetFlags {
   tokenFile?: string | undefined;
 }
 
-/** A place a token may come from: its name for messages and its value (undefined ⇒ not given). */
-type TokenSource = [name: string, value: () => string | undefined];
+/**
+ * A place a token may come from: its name for messages and its value (undefined ⇒ not given).
+ * `fallback`: a default the user did not name (the admin-token file); where empty sources are
+ * refused, it is consulted only when no source before it was given, not even empty.
+ */
+type TokenSource = [name: string, value: () => string | undefined, fallback?: "fallback"];
 
 /**
  * The first non-blank token of `sources`, read in order (files only when reached).
@@ -104,12 +118,15 @@ type TokenSource = [name: string, value: () => string | undefined];
  *   http(s) targets, which always want a token (the gateway; a TCP daemon has auth on by
  *   default), so the request would only get the server's generic 401. On a Unix socket (auth
  *   off by default) an empty source counts as unset, as `PADDOCK_TOKEN= paddock …` means.
+ *   For http(s) targets an empty source given by name is also not replaced by a `fallback`
+ *   source (the admin-token file): it is refused.
  * @returns undefined when no source gave a token.
  * @throws PaddockError ERR_AUTH_REQUIRED (exit 1) naming the first empty source; nothing is sent.
  */
 function firstToken(sources: readonly TokenSource[], refuseEmpty: boolean, hint: string): string | undefined {
   let empty: string | undefined;
-  for (const [name, value] of sources) {
+  for (const [name, value, fallback] of sources) {
+    if (refuseEmpty && fallback !== undefined && empty !== undefined) break;
     const v = value();
     if (v === undefined) continue;
     if (v.trim() !== "") return v.trim();
@@ -124,8 +141,9 @@ function firstToken(sources: readonly TokenSource[], refuseEmpty: boolean, hint:
  * source counts as unset; when only such sources are given for an http(s) target, nothing is
  * sent (see firstToken).
  * @throws UsageError for a bad address or a named token file that does not exist;
- *   PaddockError ERR_AUTH_REQUIRED when every token source given for an http(s) target is empty
- *   (e.g. `PADDOCK_TOKEN=`).
+ *   PaddockError ERR_FILE_UNREADABLE for a token file that cannot be read (a directory,
+ *   permission denied: cli/local-file.ts); ERR_AUTH_REQUIRED when every token source given for
+ *   an http(s) target is empty (e.g. `PADDOCK_TOKEN=`).
  */
 export function resolveTarget(flags: TargetFlags, env: NodeJS.ProcessEnv, read: ReadTokenFile): Target {
   const address = nonEmpty(flags.url) ?? nonEmpty(env.PADDOCK_URL) ?? nonEmpty(env.SLICER_URL) ?? DEFAULT_API_URL;
@@ -157,9 +175,14 @@ export function adminTokenPath(env: NodeJS.ProcessEnv): string {
 
 /**
  * Resolve the supervisor admin API target. A missing admin-token file is not an error here
- * (the server answers 401, and the CLI then names the file it looked for).
- * @throws UsageError for a bad address; PaddockError ERR_AUTH_REQUIRED for an http(s) target when
- *   every token source given is empty (`PADDOCK_ADMIN_TOKEN=` and an empty or missing admin-token file).
+ * (the server answers 401, and the CLI then names the file it looked for). An empty
+ * `--admin-token ''` or `PADDOCK_ADMIN_TOKEN=` for an http(s) target is refused, not replaced by
+ * the admin-token file, as the tenant side refuses `--token ''` (see firstToken); on a Unix
+ * socket an empty source counts as unset there as here (the file is then read).
+ * @throws UsageError for a bad address; PaddockError ERR_FILE_UNREADABLE for an admin-token file
+ *   that exists but cannot be read; ERR_AUTH_REQUIRED for an http(s) target when
+ *   the token given is empty (`--admin-token ''`, `PADDOCK_ADMIN_TOKEN=`), or none is given and
+ *   the admin-token file is empty.
  */
 export function resolveAdminTarget(flags: AdminTargetFlags, env: NodeJS.ProcessEnv, read: ReadTokenFile): Target {
   const address = nonEmpty(flags.adminUrl) ?? nonEmpty(env.PADDOCK_ADMIN_URL) ?? DEFAULT_ADMIN_URL;
@@ -167,7 +190,7 @@ export function resolveAdminTarget(flags: AdminTargetFlags, env: NodeJS.ProcessE
   const token = firstToken([
     ["--admin-token", () => flags.adminToken],
     ["PADDOCK_ADMIN_TOKEN", () => env.PADDOCK_ADMIN_TOKEN],
-    [`the admin-token file ${file}`, () => read(file)],
+    [`the admin-token file ${file}`, () => readNamed(read, file, "the admin-token file"), "fallback"],
   ], !isSocketAddress(address), `pass the supervisor's admin token (in ${file}), or unset it`);
   return { ...makeTarget(address, token, env), addressHint: "--admin-url / PADDOCK_ADMIN_URL" };
 }

@@ -240,7 +240,10 @@ async function tenantAction(ctx: CliContext, argv: string[], action: "delete" | 
     return EXIT.NOT_FOUND;
   }
   if (values.json) await writeOut(ctx.stdout, renderJson(out ?? { id, deleted: true }));
-  else {
+  else if (action === "resume" && out?.already_active === true) {
+    // The API answers 200 for an active tenant without doing anything (supervisor/tenant-suspension.ts).
+    await writeOut(ctx.stdout, `tenant ${id} is already active; nothing resumed\n`);
+  } else {
     const past = { delete: "deleted", suspend: "suspended", resume: "resumed", restart: "restarted" }[action];
     const extraInfo = out?.paused_vms !== undefined ? ` (paused VMs: ${(out.paused_vms as string[]).join(", ") || "none"})`
       : out?.resumed_vms !== undefined ? ` (resumed VMs: ${(out.resumed_vms as string[]).join(", ") || "none"})` : "";

@@ -2,7 +2,6 @@
  * `paddock vm launch|list|get|logs|shutdown|pause|resume|relaunch|delete`: the VM lifecycle and
  * read-only views, one small function per command, each one or two API requests.
  */
-import { promises as fs } from "node:fs";
 import { parseFlags, parseIntFlag, parseSizeFlag, parseDurationFlag, expectPositionals } from "./args.js";
 import { readBody, seg, type ApiClient, type QueryParams } from "./api-client.js";
 import { ApiError, UsageError, EXIT } from "./cli-errors.js";
@@ -10,6 +9,7 @@ import { parseVmTtlMs } from "../shared/time.js";
 import { writeOut, type CliContext } from "./cli-context.js";
 import { formatAge, formatBytes, renderJson, renderKeyValues, renderTable, Progress } from "./output.js";
 import { TARGET_FLAGS, clientFor, withVm, type VmNode } from "./vm-common.js";
+import { readLocalFile } from "./local-file.js";
 
 /** GROUP omitted ⇒ like the Go SDK: exactly one host group ⇒ that one, else an error. */
 async function resolveGroup(client: ApiClient, group: string | undefined): Promise<string> {
@@ -73,7 +73,7 @@ export async function vmLaunch(ctx: CliContext, argv: string[]): Promise<number>
   if (values.tag?.length) body.tags = values.tag;
   if (values.secret?.length) body.secrets = values.secret;
   if (values.ttl !== undefined) body.ttl = values.ttl;
-  if (values["userdata-file"] !== undefined) body.userdata = await fs.readFile(values["userdata-file"], "utf8");
+  if (values["userdata-file"] !== undefined) body.userdata = await readLocalFile(values["userdata-file"], "--userdata-file");
   else if (values.userdata !== undefined) body.userdata = values.userdata;
 
   const client = clientFor(ctx, values);

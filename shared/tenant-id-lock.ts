@@ -29,6 +29,12 @@ export interface TenantLockOwner {
   purpose: "serve" | "purge";
   /** RFC 3339 time the lock was taken. */
   started_at: string;
+  /**
+   * The holder's own dirs (absolute; a serving daemon's state and run dir), so that a purge of
+   * another tenant never removes a dir inside or around them (tenant-daemon/purge-dirs.ts
+   * `liveTenantDirConflict`). Absent in records written before this field existed.
+   */
+  dirs?: string[];
 }
 
 /** Read the recorded owner of `tenantId`'s lock; undefined when absent or unreadable. */
@@ -36,7 +42,8 @@ export async function readTenantLockOwner(tenantId: string, dir: string = TENANT
   try {
     const v = JSON.parse(await fs.readFile(path.join(dir, `${tenantId}.lock`), "utf8")) as Partial<TenantLockOwner>;
     if (typeof v.pid !== "number" || typeof v.config !== "string") return undefined;
-    return { pid: v.pid, config: v.config, purpose: v.purpose === "purge" ? "purge" : "serve", started_at: String(v.started_at ?? "") };
+    const dirs = Array.isArray(v.dirs) ? v.dirs.filter((d): d is string => typeof d === "string" && path.isAbsolute(d)) : undefined;
+    return { pid: v.pid, config: v.config, purpose: v.purpose === "purge" ? "purge" : "serve", started_at: String(v.started_at ?? ""), ...(dirs !== undefined ? { dirs } : {}) };
   } catch {
     return undefined;
   }
@@ -53,6 +60,24 @@ export async function liveTenantLockOwner(tenantId: string, dir: string = TENANT
 }
 
 /**
+ * Every tenant id whose lock is held by a live process, with its owner record; ids are the
+ * `<id>.lock` file names that match `idPattern`.
+ * @param dir - lock directory; default {@link TENANT_LOCK_DIR}. A missing directory yields [].
+ */
+export async function liveTenantLockOwners(idPattern: RegExp, dir: string = TENANT_LOCK_DIR): Promise<{ tenantId: string; owner: TenantLockOwner }[]> {
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  const out: { tenantId: string; owner: TenantLockOwner }[] = [];
+  for (const name of names.sort()) {
+    if (!name.endsWith(".lock")) continue;
+    const tenantId = name.slice(0, -".lock".length);
+    if (!idPattern.test(tenantId)) continue;
+    const owner = await liveTenantLockOwner(tenantId, dir);
+    if (owner !== undefined) out.push({ tenantId, owner });
+  }
+  return out;
+}
+
+/**
  * 409 `ERR_TENANT_ID_IN_USE` for an act a supervisor refuses because `holder`, a daemon it did
  * not start (e.g. `paddock daemon up`), holds `tenantId`.
  * @param what - what was refused, e.g. `not removing /var/lib/paddock/tenants/t1`.
@@ -64,15 +89,38 @@ export function tenantIdHeldError(tenantId: string, holder: TenantLockOwner, wha
 }
 
 /**
+ * Why a purge (`paddock daemon purge FILE`, tenant-daemon/main.ts `purgeTenant`) of `tenantId`
+ * cannot take its lock, and what to do: a purge removes what the running daemon uses, so the
+ * daemon is stopped first (the CLI has no `daemon down`: SIGTERM or Ctrl-C ends
+ * `paddock daemon up`; a supervisor's tenant is deleted with `paddock tenant delete`, which
+ * purges it). Another tenant id would not help: the purge is of this tenant.
+ */
+function purgeRefusal(tenantId: string, owner: TenantLockOwner | undefined, mutex: string, purging: { tenantId: string; configPath: string } | undefined): string {
+  if (purging !== undefined && purging.tenantId !== tenantId) {
+    // The id of a dir the purge would remove (`…/tenants/<id>`, or inside it), not the purged tenant's.
+    const holder = owner === undefined ? `locked by another process (${mutex})` : `held by a running daemon (pid ${owner.pid}, config ${owner.config})`;
+    return `cannot purge tenant ${purging.tenantId}: a dir it would remove is, or is inside, tenant ${tenantId}'s dir (…/tenants/${tenantId}), and tenant id ${tenantId} is ${holder}; point paddock.state_dir and paddock.run_dir of ${purging.configPath} at the tenant's own dirs, or stop that daemon first`;
+  }
+  if (owner === undefined) return `cannot purge tenant ${tenantId}: its id is locked by another process (${mutex}); wait for that process to end, then run the purge again`;
+  if (owner.purpose === "purge") return `cannot purge tenant ${tenantId}: a purge of it is already running (pid ${owner.pid}, config ${owner.config}); wait for it to end`;
+  return `cannot purge tenant ${tenantId} while its daemon is running (pid ${owner.pid}, config ${owner.config}): stop the daemon first (Ctrl-C where \`paddock daemon up\` runs, or \`kill ${owner.pid}\`; a tenant of a supervisor is removed with \`paddock tenant delete ${tenantId}\` instead), then run the purge again`;
+}
+
+/**
  * Take the host-global lock of `tenantId` for this process.
  * @param opts.configPath - the config file this process serves (recorded for refusals).
+ * @param opts.purging - for a purge that locks the id of a dir it would remove: the tenant
+ *   being purged and its config (named in the refusal).
+ * @param opts.dirs - the dirs this process owns (a daemon's state and run dir), recorded so a
+ *   purge of another tenant leaves them alone.
  * @param opts.dir - lock directory; default {@link TENANT_LOCK_DIR} (unit tests pass a temp dir).
  * @param opts.onCompromised - called when the lock was lost while held (its mtime went stale).
  * @returns release(): removes the owner record and the lock (idempotent).
  * @throws PaddockError `ERR_TENANT_ID_IN_USE` (409) naming the live holder's pid, config and
- *   purpose; nothing of the holder is touched.
+ *   purpose, and what to do (for a purge: stop the running daemon first); nothing of the holder
+ *   is touched.
  */
-export async function acquireTenantIdLock(opts: { tenantId: string; configPath: string; purpose: "serve" | "purge"; dir?: string; onCompromised?: (err: Error) => void }): Promise<() => Promise<void>> {
+export async function acquireTenantIdLock(opts: { tenantId: string; configPath: string; purpose: "serve" | "purge"; purging?: { tenantId: string; configPath: string }; dirs?: readonly string[]; dir?: string; onCompromised?: (err: Error) => void }): Promise<() => Promise<void>> {
   const dir = opts.dir ?? TENANT_LOCK_DIR;
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
   const ownerFile = path.join(dir, `${opts.tenantId}.lock`);
@@ -83,7 +131,7 @@ export async function acquireTenantIdLock(opts: { tenantId: string; configPath: 
   });
   const refuse = (owner: TenantLockOwner | undefined, cause: unknown): PaddockError => new PaddockError(
     "ERR_TENANT_ID_IN_USE",
-    owner !== undefined
+    opts.purpose === "purge" ? purgeRefusal(opts.tenantId, owner, mutex, opts.purging) : owner !== undefined
       ? `tenant id ${opts.tenantId} is held by a running daemon (pid ${owner.pid}, config ${owner.config}${owner.purpose === "purge" ? ", purging" : ""}); container ids, the nftables table, links and cgroups are keyed by the tenant id, so a second daemon for it would tear down the first's VMs. Stop that daemon or give this config (${opts.configPath}) another paddock.tenant_id`
       : `tenant id ${opts.tenantId} is locked by another process (${mutex}); stop it or give this config (${opts.configPath}) another paddock.tenant_id`,
     { cause, details: { tenant_id: opts.tenantId, ...(owner !== undefined ? { holder_pid: owner.pid, holder_config: owner.config } : {}) } },
@@ -102,7 +150,10 @@ export async function acquireTenantIdLock(opts: { tenantId: string; configPath: 
       throw refuse(await readTenantLockOwner(opts.tenantId, dir), err2);
     }
   }
-  const owner: TenantLockOwner = { pid: process.pid, config: path.resolve(opts.configPath), purpose: opts.purpose, started_at: new Date().toISOString() };
+  const owner: TenantLockOwner = {
+    pid: process.pid, config: path.resolve(opts.configPath), purpose: opts.purpose, started_at: new Date().toISOString(),
+    ...(opts.dirs !== undefined ? { dirs: opts.dirs.map((d) => path.resolve(d)) } : {}),
+  };
   await writeFileAtomic(ownerFile, JSON.stringify(owner) + "\n", 0o600);
   let released: Promise<void> | undefined;
   return () => (released ??= (async () => {

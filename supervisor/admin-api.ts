@@ -200,7 +200,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
 
   r.post("/tenants/:id/resume", async (req, res) => {
     const out = await tenants.resume(pathParam(req, "id"), actor(res));
-    res.json({ ...tenantView(out.tenant, tenants), resumed_vms: out.resumed, errors: out.errors });
+    res.json({ ...tenantView(out.tenant, tenants), resumed_vms: out.resumed, errors: out.errors, already_active: out.alreadyActive });
   });
 
   r.post("/tenants/:id/restart", async (req, res) => {

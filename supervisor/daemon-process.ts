@@ -11,7 +11,8 @@
  * both the supervisor and the daemon's process group, appends to `logs/daemon.log` and rotates
  * it at the configured size, exiting when the daemon has exited. Without, `logs/daemon.log` is
  * opened O_APPEND and handed over as a file descriptor (unbounded). A failed start reports the
- * log lines written since the spawn.
+ * daemon's own error, one line (supervisor/daemon-start-reason.ts), and the log lines written
+ * since the spawn in `details.stderr`.
  */
 import { existsSync, openSync, closeSync, promises as fs } from "node:fs";
 import path from "node:path";
@@ -19,6 +20,7 @@ import { execa } from "execa";
 import { PaddockError, errnoCode } from "../shared/errors.js";
 import { sleep } from "../shared/time.js";
 import { daemonHealthy } from "./daemon-client.js";
+import { daemonStartReason } from "./daemon-start-reason.js";
 import { isDaemonCmdline, readCmdline, readProcStat } from "./proc-info.js";
 import { findProjectRoot, pidAlive } from "../shared/proc.js";
 import { DAEMON_NODE_FLAGS } from "../shared/daemon-node-flags.js";
@@ -139,8 +141,10 @@ function watchPid(pid: number, startTicks: number | undefined, intervalMs: numbe
  * Steps: 1. open the log (append, 0600); 2. spawn `node <entry> up <config>` detached (its
  * own process group, session leader) with stdio on the log; 3. poll `GET /healthz` until
  * 200, the process exits, or `readyTimeoutMs` passes; 4. on failure kill the group and
- * throw with the log lines the daemon wrote.
- * @throws PaddockError `ERR_DAEMON_START_FAILED` with `details.stderr` (last log lines).
+ * throw with the daemon's own error on one line (its error-level NDJSON lines, else its last
+ * line: daemon-start-reason.ts).
+ * @throws PaddockError `ERR_DAEMON_START_FAILED`, a one-line message of at most ~600
+ *   characters, with `details.stderr` (the last 20 log lines as written).
  */
 export async function spawnDaemon(spec: DaemonSpec, readyTimeoutMs: number): Promise<DaemonHandle> {
   await fs.mkdir(path.dirname(spec.logFile), { recursive: true, mode: 0o700 });
@@ -198,7 +202,10 @@ export async function spawnDaemon(spec: DaemonSpec, readyTimeoutMs: number): Pro
     await exited;
   }
   const tail = await readLogTail(spec.logFile, 20, logStart);
-  throw new PaddockError("ERR_DAEMON_START_FAILED", `daemon of tenant ${spec.tenantId} ${reason}${tail.length ? `; its last output:\n${tail.join("\n")}` : "; it wrote nothing"}`, {
+  // One line: the daemon's own error (daemon-start-reason.ts), not its raw log; the log lines
+  // stay in `details.stderr` and in `paddock tenant logs`.
+  const said = daemonStartReason(tail);
+  throw new PaddockError("ERR_DAEMON_START_FAILED", `daemon of tenant ${spec.tenantId} ${reason}${said === undefined ? "; it wrote nothing" : `: ${said}`}`, {
     details: { stderr: tail },
   });
 }

@@ -145,12 +145,13 @@ export class TenantService {
   }
 
   /**
-   * Resume: resume the VMs paused at suspension and let the gateway through again.
+   * Resume: resume the VMs paused at suspension and let the gateway through again. An active
+   * tenant is a no-op (`alreadyActive`, no `resumed` event).
    * @throws PaddockError `ERR_TENANT_NOT_FOUND`, `ERR_TENANT_INVALID` (not suspended).
    */
-  async resume(id: string, who: Actor): Promise<{ tenant: TenantRecord; resumed: string[]; errors: string[] }> {
+  async resume(id: string, who: Actor): Promise<{ tenant: TenantRecord; resumed: string[]; errors: string[]; alreadyActive: boolean }> {
     const out = await resumeTenant(this.ctx, this.daemons, id, who);
-    await this.ctx.publish({ type: "resumed", tenant: id, reason: "operator" });
+    if (!out.alreadyActive) await this.ctx.publish({ type: "resumed", tenant: id, reason: "operator" });
     return out;
   }
 

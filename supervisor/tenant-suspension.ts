@@ -37,16 +37,17 @@ export async function suspendTenant(ctx: TenantContext, daemons: TenantDaemons, 
 /**
  * Resume a suspended tenant under its lock: resume the VMs paused at suspension and let the
  * gateway through again (`active`, or `failed` when its daemon failed meanwhile).
- * An active tenant is answered as it is (nothing resumed, nothing audited).
- * @returns the tenant, the VMs resumed and the messages of the resumes that failed.
+ * An active tenant is answered as it is (nothing resumed, nothing audited, `alreadyActive`).
+ * @returns the tenant, the VMs resumed, the messages of the resumes that failed, and whether the
+ *   tenant was already active (a no-op).
  * @throws PaddockError `ERR_TENANT_NOT_FOUND`, `ERR_TENANT_INVALID` (failed, being provisioned or deleted).
  */
-export async function resumeTenant(ctx: TenantContext, daemons: TenantDaemons, id: string, who: Actor): Promise<{ tenant: TenantRecord; resumed: string[]; errors: string[] }> {
+export async function resumeTenant(ctx: TenantContext, daemons: TenantDaemons, id: string, who: Actor): Promise<{ tenant: TenantRecord; resumed: string[]; errors: string[]; alreadyActive: boolean }> {
   const { registry, paths } = ctx;
   return ctx.locks.run(id, async () => {
     const t0 = registry.get(id);
     // Resuming an active tenant is a no-op, as suspending a suspended one is not an error.
-    if (t0.status === "active") return { tenant: t0, resumed: [], errors: [] };
+    if (t0.status === "active") return { tenant: t0, resumed: [], errors: [], alreadyActive: true };
     if (t0.status !== "suspended") throw new PaddockError("ERR_TENANT_INVALID", `tenant ${id} is ${t0.status}, not suspended`);
     const resumed: string[] = [];
     const errors: string[] = [];
@@ -68,6 +69,6 @@ export async function resumeTenant(ctx: TenantContext, daemons: TenantDaemons, i
       return t;
     });
     ctx.recordAudit(who, "tenant.resume", id, { resumed: resumed.length });
-    return { tenant, resumed, errors };
+    return { tenant, resumed, errors, alreadyActive: false };
   });
 }

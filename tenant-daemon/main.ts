@@ -42,11 +42,11 @@ import { ProxyStore } from "./proxy/proxy-store.js";
 import { egressCounters } from "./proxy/egress-telemetry.js";
 import { EgressProxyWiring } from "./network/egress-proxy-wiring.js";
 import { VmNamespaces } from "./runtime/vm-namespaces.js";
-import { applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenantCgroup, type TenantBudgetPlan } from "./runtime/tenant-cgroup.js";
+import { applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenantCgroup, tenantCgroupPath, type TenantBudgetPlan } from "./runtime/tenant-cgroup.js";
 import { acquireTenantIdLock } from "../shared/tenant-id-lock.js";
 import { readPidMax } from "../shared/host-pids.js";
 import type { DaemonState } from "./vm/vm-types.js";
-import { otherTenantIdsOf, removeIfEmpty, removeTenantDir, sharedPaddockDirs, type LeftDir } from "./purge-dirs.js";
+import { assertNoLiveTenantDirs, otherTenantIdsOf, removeIfEmpty, removeTenantDir, sharedPaddockDirs, type LeftDir } from "./purge-dirs.js";
 import { isPathUnder } from "./storage/vm-disk.js";
 
 /** A running daemon, for tests and the CLI. */
@@ -94,7 +94,7 @@ export function checkHypervisor(
 async function createRuntime(config: TenantConfig, logger: Logger, purpose: "serve" | "purge"): Promise<RuntimeDriver> {
   const p = config.paddock;
   // A purge boots no sandbox: it must work even where the configured platform cannot (kvm refused).
-  if (config.hypervisor === "gvisor") return createRunscDriver({ stateRoot: path.join(p.runDir, "runsc"), platform: purpose === "purge" ? "ptrace" : p.gvisor.platform, logger });
+  if (config.hypervisor === "gvisor") return createRunscDriver({ stateRoot: path.join(p.runDir, "runsc"), cgroupParent: tenantCgroupPath(p.tenantId), platform: purpose === "purge" ? "ptrace" : p.gvisor.platform, logger });
   return createOciDriver({ preference: p.runtime, logger, warnAdvisories: purpose === "serve" });
 }
 
@@ -277,7 +277,7 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
   // Before anything else: container ids, the nftables table, links and cgroups are keyed by the
   // tenant id, so a second daemon of the same id must not touch any of them (shared/tenant-id-lock.ts).
   const releaseId = await acquireTenantIdLock({
-    tenantId: config.paddock.tenantId, configPath: config.source, purpose: "serve",
+    tenantId: config.paddock.tenantId, configPath: config.source, purpose: "serve", dirs: [config.paddock.stateDir, config.paddock.runDir],
     onCompromised: (err) => logger.error("the tenant id lock was lost while held", { err }),
   });
   const releaseState = await acquireOwnership(config.paddock.stateDir, `tenant ${config.paddock.tenantId}'s state`).catch(async (err: unknown) => {
@@ -417,9 +417,11 @@ async function allSettledOrThrow(work: readonly Promise<unknown>[]): Promise<voi
  * Delete everything a tenant has on this host: every VM and disk, links, namespaces, the
  * nftables table, the tenant cgroup, its uid range claim, and last its state dir and run dir
  * (tenant-daemon/purge-dirs.ts says which dirs are left and why). No daemon may be running with
- * the tenant's id, nor with an id a dir to remove is named after (`run_dir: …/tenants/<other>`).
+ * the tenant's id, nor with an id a dir to remove is named after or nested in
+ * (`run_dir: …/tenants/<other>[/…]`), nor with recorded dirs a dir to remove is, is inside or holds.
  * @throws PaddockError ERR_TENANT_ID_IN_USE (a live process holds the id, or the id of a dir to
- *   remove: nothing touched), ERR_STATE_LOCKED, ERR_STORAGE_FAILED (all else purged, but a
+ *   remove, or a live tenant's dir is, is inside or is held by a dir to remove: nothing touched),
+ *   ERR_STATE_LOCKED, ERR_STORAGE_FAILED (all else purged, but a
  *   dir was left: each named with the reason).
  */
 export async function purgeTenant(configPath: string, options: { logger?: Logger } = {}): Promise<void> {
@@ -435,8 +437,10 @@ export async function purgeTenant(configPath: string, options: { logger?: Logger
   let releaseState: (() => Promise<void>) | undefined;
   try {
     for (const id of [p.tenantId, ...otherTenantIdsOf(p.tenantId, [p.stateDir, p.runDir])]) {
-      idLocks.push(await acquireTenantIdLock({ tenantId: id, configPath: config.source, purpose: "purge" }));
+      idLocks.push(await acquireTenantIdLock({ tenantId: id, configPath: config.source, purpose: "purge", purging: { tenantId: p.tenantId, configPath: config.source } }));
     }
+    // Nor a dir inside or around one a live daemon of another tenant recorded as its own.
+    await assertNoLiveTenantDirs(p.tenantId, [p.stateDir, p.runDir], config.source);
     const release = await acquireOwnership(p.stateDir, `tenant ${p.tenantId}'s state`);
     let released: Promise<void> | undefined;
     releaseState = () => (released ??= release());
@@ -473,7 +477,11 @@ export async function purgeTenant(configPath: string, options: { logger?: Logger
   }
 }
 
-/** CLI entry: `up FILE` or `purge FILE`. Returns the process exit code. */
+/**
+ * CLI entry: `up FILE` or `purge FILE`. Returns the process exit code (2 for a bad config, 1
+ * for any other failure). A failure of `up` is logged as an NDJSON error line (`msg`, `code`),
+ * one of `purge` as `paddock daemon: CODE: message`.
+ */
 export async function main(argv: string[]): Promise<number> {
   const [cmd, file] = argv;
   if ((cmd !== "up" && cmd !== "purge") || !file) {
@@ -510,8 +518,16 @@ export async function main(argv: string[]): Promise<number> {
     await daemon.stop().catch((err: unknown) => process.stderr.write(`stop failed: ${(err as Error).message}\n`));
     return 0;
   } catch (err) {
-    const msg = isPaddockError(err) ? `${err.code}: ${err.message}` : (err as Error).stack ?? String(err);
-    process.stderr.write(`paddock daemon: ${msg}\n`);
+    if (cmd === "up") {
+      // The daemon's log is NDJSON (shared/logger.ts): its fatal error is one more error line, the
+      // one the supervisor reports as the reason of a failed start (supervisor/daemon-start-reason.ts).
+      const log = createLogger();
+      if (isPaddockError(err)) log.error(err.message, { code: err.code });
+      else log.error(err instanceof Error ? err.message : String(err), { err });
+    } else {
+      const msg = isPaddockError(err) ? `${err.code}: ${err.message}` : (err as Error).stack ?? String(err);
+      process.stderr.write(`paddock daemon: ${msg}\n`);
+    }
     return isPaddockError(err) && (err.code === "ERR_CONFIG_INVALID" || err.code === "ERR_CONFIG_UNSUPPORTED") ? 2 : 1;
   }
 }

@@ -11,15 +11,16 @@
  *   store, the tenant-id locks, the uid-range claims), e.g. a config with `state_dir: /var/lib/paddock`;
  * - something is mounted at or below it (a recursive remove would descend into the mount).
  * The recursive remove itself never follows symlinks (node's `fs.rm` unlinks them; checked in
- * test/unit/purge-dirs.test.ts). Dirs named after another tenant id are guarded by that id's
- * lock in purgeTenant, before anything is touched.
+ * test/unit/purge-dirs.test.ts). Dirs named after another tenant id, or inside such a dir, are
+ * guarded by that id's lock in purgeTenant, and a dir inside or around a live tenant's recorded
+ * dirs is refused ({@link liveTenantDirConflict}), before anything is touched.
  */
 import { promises as fs } from "node:fs";
 import path from "node:path";
-import { errnoCode } from "../shared/errors.js";
+import { PaddockError, errnoCode } from "../shared/errors.js";
 import { DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, TENANT_ID_PATTERN } from "../shared/tenant-config-defaults.js";
 import { defaultImageDir } from "../shared/image-store.js";
-import { TENANT_LOCK_DIR } from "../shared/tenant-id-lock.js";
+import { TENANT_LOCK_DIR, liveTenantLockOwners } from "../shared/tenant-id-lock.js";
 import { uidClaimsDir } from "../shared/uid-ranges.js";
 import { isPathUnder, readMounts } from "./storage/vm-disk.js";
 
@@ -41,13 +42,61 @@ export function sharedPaddockDirs(env: NodeJS.ProcessEnv = process.env, imageDir
 
 /**
  * Tenant ids other than `tenantId` that `dirs` belong to by Paddock's layout
- * `<root>/tenants/<id>` (e.g. a config of tenant `a` with `run_dir: /run/paddock/tenants/b`):
+ * `<root>/tenants/<id>`, the dir itself or any dir it is inside (e.g. a config of tenant `a` with
+ * `run_dir: /run/paddock/tenants/b`, or `state_dir: /var/lib/paddock/tenants/b/a-state`):
  * purgeTenant holds their locks while it removes, so it never removes a dir whose tenant id a
- * live process holds. Dirs outside that layout name no tenant.
+ * live process holds, nor one nested in that tenant's dir. Dirs outside that layout name no tenant.
  */
 export function otherTenantIdsOf(tenantId: string, dirs: readonly string[]): string[] {
-  const ids = dirs.map((d) => path.resolve(d)).filter((d) => path.basename(path.dirname(d)) === "tenants").map((d) => path.basename(d));
+  const ids: string[] = [];
+  for (const d of dirs) {
+    for (let p = path.resolve(d); p !== path.dirname(p); p = path.dirname(p)) {
+      if (path.basename(path.dirname(p)) === "tenants") ids.push(path.basename(p));
+    }
+  }
   return [...new Set(ids.filter((n) => n !== tenantId && TENANT_ID_PATTERN.test(n)))];
+}
+
+/** A live tenant's own dirs, as its id lock records them (shared/tenant-id-lock.ts `TenantLockOwner.dirs`). */
+export interface LiveTenantDirs {
+  tenantId: string;
+  pid: number;
+  dirs: readonly string[];
+}
+
+/**
+ * Why removing `dirs` would reach into a live tenant's files, or undefined when it would not: a
+ * dir to remove that is a live tenant's dir, inside one, or holds one (pure; lexical, on
+ * resolved absolute paths: a symlinked dir is never followed by the removal anyway).
+ * @param live - the other live tenants' dirs; entries of `tenantId` itself are ignored.
+ */
+export function liveTenantDirConflict(tenantId: string, dirs: readonly string[], live: readonly LiveTenantDirs[]): string | undefined {
+  for (const d of dirs.map((x) => path.resolve(x))) {
+    for (const t of live) {
+      if (t.tenantId === tenantId) continue;
+      for (const o of t.dirs.map((x) => path.resolve(x))) {
+        const where = d === o ? "is" : isPathUnder(d, o) ? "is inside" : isPathUnder(o, d) ? "holds" : undefined;
+        if (where !== undefined) return `${d} ${where} ${o}, a dir of tenant ${t.tenantId} whose daemon is running (pid ${t.pid})`;
+      }
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Refuse a purge of `tenantId` whose `dirs` are, are inside, or hold a dir that a live daemon of
+ * another tenant recorded in its id lock (shared/tenant-id-lock.ts `TenantLockOwner.dirs`; a
+ * purge's own locks record none).
+ * @param configSource - the purged tenant's config file, named in the advice.
+ * @param lockDir - the id lock directory; default {@link TENANT_LOCK_DIR}.
+ * @throws PaddockError ERR_TENANT_ID_IN_USE naming both dirs and the live daemon's pid.
+ */
+export async function assertNoLiveTenantDirs(tenantId: string, dirs: readonly string[], configSource: string, lockDir: string = TENANT_LOCK_DIR): Promise<void> {
+  const live = (await liveTenantLockOwners(TENANT_ID_PATTERN, lockDir)).map((o) => ({ tenantId: o.tenantId, pid: o.owner.pid, dirs: o.owner.dirs ?? [] }));
+  const conflict = liveTenantDirConflict(tenantId, dirs, live);
+  if (conflict !== undefined) {
+    throw new PaddockError("ERR_TENANT_ID_IN_USE", `cannot purge tenant ${tenantId}: ${conflict}; nothing was touched. Point paddock.state_dir and paddock.run_dir of ${configSource} at the tenant's own dirs, or stop that daemon first`);
+  }
 }
 
 /**

@@ -80,13 +80,16 @@ export async function updateSandbox(cli: OciRuntimeCli, swapAccounting: boolean,
  * directories in every hierarchy if the runtime left any. No-op when the id is unknown.
  * The cgroup path is read from the bundle's config.json before the delete; a paused sandbox
  * is thawed first.
+ * @param options.cgroupAllowed - when given, the cgroup directories are removed only if it
+ *   accepts the path (runsc-driver.ts: only below the tenant's cgroup parent).
  * @throws PaddockError ERR_RUNTIME_FAILED when the sandbox still exists afterwards, or a
  *   cgroup directory cannot be removed.
  */
-export async function destroySandbox(cli: OciRuntimeCli, id: string): Promise<void> {
+export async function destroySandbox(cli: OciRuntimeCli, id: string, options: { cgroupAllowed?: (cgroupPath: string) => boolean } = {}): Promise<void> {
   const raw = await cli.rawState(id);
   if (raw === undefined) return;
-  const cgroupPath = await readCgroupPath(raw.bundle);
+  const read = await readCgroupPath(raw.bundle);
+  const cgroupPath = read !== undefined && (options.cgroupAllowed?.(read) ?? true) ? read : undefined;
   if (raw.status === "paused") await cli.verb("resume", id).catch(() => undefined);
   const r = await cli.exec(["delete", "--force", id], { allowFailure: true });
   if (r.exitCode !== 0 && (await cli.rawState(id)) !== undefined) throw cli.fail("delete --force", id, r);

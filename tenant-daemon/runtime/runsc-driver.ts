@@ -30,7 +30,7 @@ import { checkpointSandbox, restoreSandbox, type HostChannel, type RunscCheckpoi
 import { RunscCli, listRunscIds, paddockId, runscId, type RunscNetwork } from "./runsc-cli.js";
 import { writeCgroupResources } from "./runsc-cgroup.js";
 import { chooseRunscPlatform, hostKvmFacts, requireRunsc, type RunscPlatform } from "./runsc-host.js";
-import { reapCgroup } from "./runsc-reap.js";
+import { cgroupPathWithin, reapCgroup } from "./runsc-reap.js";
 import { renderRunscSpec } from "./runsc-spec.js";
 
 /** Timeout of `create` and `run`, ms (the sentry boots and the gofer mounts everything). */
@@ -52,6 +52,12 @@ export interface RunscDriverOptions {
   binary: string;
   /** The tenant's private state root (absolute), e.g. `<runDir>/runsc`. */
   stateRoot: string;
+  /**
+   * The tenant's cgroup parent (absolute, relative to each hierarchy root), `/paddock/<tenant>`
+   * (tenant-cgroup.ts `tenantCgroupPath`): only a sandbox cgroup strictly below it is reaped or
+   * updated (runsc-reap.ts `cgroupPathWithin`).
+   */
+  cgroupParent: string;
   platform: RunscPlatform;
   toolbox: OciToolbox;
   swapAccounting: boolean;
@@ -77,6 +83,7 @@ export class RunscDriver implements RuntimeDriver {
   private readonly swapAccounting: boolean;
   private readonly logger: Logger;
   private readonly bootTimeoutMs: number;
+  private readonly cgroupParent: string;
   /**
    * Cgroup path of each sandbox this driver launched (Paddock id → `spec.cgroupPath`), so
    * {@link destroy} finds the processes of one runsc lost track of. In memory only: after a
@@ -86,6 +93,11 @@ export class RunscDriver implements RuntimeDriver {
 
   constructor(options: RunscDriverOptions) {
     if (!path.isAbsolute(options.stateRoot)) throw new RangeError(`stateRoot must be absolute, got ${JSON.stringify(options.stateRoot)}`);
+    // Absolute, not `/`, no empty, `.` or `..` segment: exactly when a child of it is within it.
+    if (!cgroupPathWithin(options.cgroupParent, `${options.cgroupParent}/x`)) {
+      throw new RangeError(`cgroupParent must be an absolute cgroup path below the hierarchy root, got ${JSON.stringify(options.cgroupParent)}`);
+    }
+    this.cgroupParent = options.cgroupParent;
     this.platform = options.platform;
     this.stateRoot = options.stateRoot;
     this.cli = new RunscCli(options.binary, { root: options.stateRoot, platform: options.platform }, options.commandTimeoutMs ?? 30_000);
@@ -194,29 +206,47 @@ export class RunscDriver implements RuntimeDriver {
     const raw = await this.cli.rawState(runscId(id));
     const cgroupPath = raw === undefined ? undefined : await readCgroupPath(raw.bundle);
     if (cgroupPath === undefined) throw new PaddockError("ERR_RUNTIME_FAILED", `runsc container ${id} does not exist or has no cgroup`);
+    if (!cgroupPathWithin(this.cgroupParent, cgroupPath)) {
+      throw new PaddockError("ERR_RUNTIME_FAILED", `refusing to set limits on cgroup ${JSON.stringify(cgroupPath)} of runsc container ${id}: not below the tenant's cgroup ${this.cgroupParent}`);
+    }
     await writeCgroupResources(cgroupPath, resources, this.swapAccounting);
+  }
+
+  /**
+   * `cgroupPath` when it is a cgroup of this tenant (strictly below {@link cgroupParent},
+   * runsc-reap.ts `cgroupPathWithin`); otherwise undefined, with an error logged: destroy
+   * never freezes, kills in or removes a cgroup outside the tenant's own because a bundle's
+   * config.json names it.
+   */
+  private ownCgroup(id: string, cgroupPath: string | undefined, source: string): string | undefined {
+    if (cgroupPath === undefined || cgroupPathWithin(this.cgroupParent, cgroupPath)) return cgroupPath;
+    this.logger.error("refusing to reap a cgroup outside the tenant's cgroups; it is left untouched", { id, cgroupPath, cgroupParent: this.cgroupParent, source });
+    return undefined;
   }
 
   /**
    * `runsc delete --force`, then every process left in the sandbox's cgroup is killed and the
    * cgroup removed (runsc-reap.ts), then runsc's leftover state files of the id. The cgroup is the
    * one of its config.json, or, for a sandbox runsc no longer knows (a boot killed on its
-   * timeout), the one this driver launched it in. No-op when nothing is left.
+   * timeout), the one this driver launched it in; either only when strictly below the tenant's
+   * cgroup parent (a path outside it is logged as an error and left untouched). No-op when
+   * nothing is left.
    * @throws PaddockError ERR_RUNTIME_FAILED when the sandbox, a process or its cgroup stays.
    */
   async destroy(id: string): Promise<void> {
     const rid = runscId(id);
     const raw = await this.cli.rawState(rid);
-    const cgroupPath = (raw === undefined ? undefined : await readCgroupPath(raw.bundle)) ?? this.launched.get(id);
+    const cgroupPath = this.ownCgroup(id, raw === undefined ? undefined : await readCgroupPath(raw.bundle), "config.json")
+      ?? this.ownCgroup(id, this.launched.get(id), "launch");
     let failure: unknown;
-    await destroySandbox(this.cli, rid).catch((err: unknown) => {
+    await destroySandbox(this.cli, rid, { cgroupAllowed: (p) => cgroupPathWithin(this.cgroupParent, p) }).catch((err: unknown) => {
       failure = err;
     });
     if (cgroupPath !== undefined) {
       const killed = await reapCgroup(cgroupPath);
       if (killed.length > 0) this.logger.warn("killed processes left in the cgroup of a sandbox", { id, cgroupPath, pids: killed });
       // With its processes gone, runsc can delete what it still knows.
-      if (failure !== undefined) failure = await destroySandbox(this.cli, rid).then(() => undefined, (err: unknown) => err);
+      if (failure !== undefined) failure = await destroySandbox(this.cli, rid, { cgroupAllowed: (p) => cgroupPathWithin(this.cgroupParent, p) }).then(() => undefined, (err: unknown) => err);
     }
     if (failure !== undefined) throw failure;
     await this.removeStateFiles(rid);
@@ -332,13 +362,15 @@ export class RunscDriver implements RuntimeDriver {
  * {@link chooseRunscPlatform}: `auto` ⇒ kvm when /dev/kvm opens read-write and the CPU has
  * hardware virtualisation, else ptrace), the toolbox and swap accounting.
  * @param options.stateRoot - the tenant's private runsc root, e.g. `<runDir>/runsc`.
+ * @param options.cgroupParent - the tenant's cgroup parent, `/paddock/<tenant>` (see {@link RunscDriverOptions.cgroupParent}).
  * @throws PaddockError ERR_RUNTIME_UNAVAILABLE (runsc missing: names `apt-get install runsc`;
  *   kvm asked for where it cannot work; toolbox missing)
  */
-export function createRunscDriver(options: { stateRoot: string; platform?: "auto" | RunscPlatform; logger?: Logger; toolbox?: OciToolbox }): RunscDriver {
+export function createRunscDriver(options: { stateRoot: string; cgroupParent: string; platform?: "auto" | RunscPlatform; logger?: Logger; toolbox?: OciToolbox }): RunscDriver {
   return new RunscDriver({
     binary: requireRunsc(),
     stateRoot: options.stateRoot,
+    cgroupParent: options.cgroupParent,
     platform: chooseRunscPlatform(options.platform ?? "auto", hostKvmFacts()),
     toolbox: options.toolbox ?? defaultToolbox(),
     swapAccounting: hostHasSwapAccounting(),

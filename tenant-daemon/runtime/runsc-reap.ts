@@ -29,6 +29,24 @@ function validCgroupPath(cgroupPath: string): boolean {
   return cgroupPath.startsWith("/") && cgroupPath !== "/" && !cgroupPath.split("/").includes("..");
 }
 
+/**
+ * True when `cgroupPath` is a cgroup strictly below `cgroupParent` (both absolute, relative to
+ * each hierarchy root): `/paddock/t1/sbox-1` is within `/paddock/t1`; `/paddock/t1`,
+ * `/paddock/t10/x`, `/system.slice`, `/paddock/t1/../t2/x`, `/paddock/t1//x`,
+ * `/paddock/t1/./x` and `/paddock/t1/x/` are not. What a sandbox's cgroup must be before the
+ * runsc driver reaps it (runsc-driver.ts `destroy`): the path comes from the bundle's
+ * config.json, and nothing outside the tenant's own cgroups (`/paddock/<tenant>`,
+ * tenant-cgroup.ts `tenantCgroupPath`) may be frozen, killed or removed because of what a file
+ * says. Pure.
+ */
+export function cgroupPathWithin(cgroupParent: string, cgroupPath: string): boolean {
+  if (!validCgroupPath(cgroupParent) || !validCgroupPath(cgroupPath)) return false;
+  const parent = cgroupParent.split("/").slice(1);
+  const parts = cgroupPath.split("/").slice(1);
+  if (parent.some((s) => s === "" || s === ".") || parts.some((s) => s === "" || s === ".")) return false;
+  return parts.length > parent.length && parent.every((s, i) => parts[i] === s);
+}
+
 /** `dir` and every cgroup directory below it, parents before children; [] when `dir` does not exist. */
 async function cgroupTree(dir: string): Promise<string[]> {
   let entries;

@@ -173,6 +173,10 @@ describe("paddock CLI against a real supervisor (root, runc)", function () {
     expect((await cli(["tenant", "get", tenantId], adminEnv)).stdout).to.match(/^status:\s+suspended \(cli test\)$/m);
     expect((await cli(["tenant", "resume", tenantId], adminEnv)).code).to.equal(0);
     expect((await cli(["vm", "list"], gwEnv(token))).code).to.equal(0);
+    // A second resume is a no-op and says so (the API answers already_active).
+    const again = await cli(["tenant", "resume", tenantId], adminEnv);
+    expect(again.code, again.stderr).to.equal(0);
+    expect(again.stdout).to.equal(`tenant ${tenantId} is already active; nothing resumed\n`);
   });
 
   it("deletes the tenant; afterwards it is not found (exit 3)", async () => {

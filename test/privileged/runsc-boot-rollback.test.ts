@@ -59,7 +59,7 @@ describeWhenReady(missing, "gVisor: a sandbox runsc lost track of is killed and 
   });
 
   function driver(binary: string, bootTimeoutMs?: number): RunscDriver {
-    return new RunscDriver({ binary, stateRoot, platform: "ptrace", toolbox: defaultToolbox(), swapAccounting: hostHasSwapAccounting(), bootTimeoutMs });
+    return new RunscDriver({ binary, stateRoot, cgroupParent: lab.cgroupRoot, platform: "ptrace", toolbox: defaultToolbox(), swapAccounting: hostHasSwapAccounting(), bootTimeoutMs });
   }
 
   /** The sandbox's host pid from the pid file runsc wrote, once it is alive; undefined if never within `ms`. */

@@ -56,7 +56,7 @@ describeWhenReady(missing, "gVisor suspend/restore at the driver level (privileg
 
   before(async () => {
     lab = await RuntimeVmLab.create({ tenantPrefix: "s", uidBase: 1_700_000_000, ramBytes: 256 * MiB, traversableBootParents: true });
-    driver = lab.use(createRunscDriver({ stateRoot: path.join(lab.dir, "run", "runsc") }));
+    driver = lab.use(createRunscDriver({ stateRoot: path.join(lab.dir, "run", "runsc"), cgroupParent: lab.cgroupRoot }));
     const hostname = "susp-1";
     spec = await lab.prepareVm(hostname, { args: undefined, agentDialDir: path.join(lab.dir, "run", "vms", hostname, "agent-dial") });
     writeAgentBootConfig(spec.bootDir, {

@@ -43,7 +43,7 @@ describeWhenReady(missing, "gVisor runtime driver (privileged, real runsc)", fun
     lab = await RuntimeVmLab.create({ tenantPrefix: "g", uidBase: 1_800_000_000, ramBytes: 256 * MiB, traversableBootParents: true });
     ({ tenant, dir, storage, range: RANGE, netnsNames, usernsPins } = lab);
     stateRoot = path.join(dir, "run", "runsc");
-    driver = lab.use(createRunscDriver({ stateRoot }));
+    driver = lab.use(createRunscDriver({ stateRoot, cgroupParent: lab.cgroupRoot }));
   });
 
   async function exec(id: string, args: string[], allowFailure = false): Promise<{ stdout: string; stderr: string; exitCode: number }> {

@@ -8,7 +8,7 @@ import { expect } from "chai";
 import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { otherTenantIdsOf, removeIfEmpty, removeTenantDir, sharedPaddockDirs } from "../../tenant-daemon/purge-dirs.js";
+import { liveTenantDirConflict, otherTenantIdsOf, removeIfEmpty, removeTenantDir, sharedPaddockDirs } from "../../tenant-daemon/purge-dirs.js";
 
 describe("purge of a tenant's dirs (tenant-daemon/purge-dirs.ts)", () => {
   let tmp: string;
@@ -85,5 +85,24 @@ describe("purge of a tenant's dirs (tenant-daemon/purge-dirs.ts)", () => {
     expect(otherTenantIdsOf("a", ["/var/lib/paddock/tenants/a", "/run/paddock/tenants/b"])).to.deep.equal(["b"]);
     expect(otherTenantIdsOf("a", ["/tmp/pdk-x/state", "/tmp/pdk-x/run"])).to.deep.equal([]);
     expect(otherTenantIdsOf("a", ["/x/tenants/Not-An-Id"])).to.deep.equal([]);
+  });
+
+  it("names the tenant id of a <root>/tenants/<id> dir that a dir to remove is nested in (its lock is then held, or the purge refused)", () => {
+    expect(otherTenantIdsOf("a", ["/var/lib/paddock/tenants/b/a-state", "/run/paddock/tenants/c/x/y/run"])).to.deep.equal(["b", "c"]);
+    expect(otherTenantIdsOf("a", ["/var/lib/paddock/tenants/a/sub", "/run/paddock/tenants/a"])).to.deep.equal([]);
+    expect(otherTenantIdsOf("a", ["/var/lib/paddock/tenants/b/../a"])).to.deep.equal([]);
+  });
+
+  it("refuses a dir that is, is inside, or holds a dir a live daemon of another tenant recorded as its own", () => {
+    const live = [
+      { tenantId: "b", pid: 4242, dirs: ["/srv/b/state", "/run/paddock/tenants/b"] },
+      { tenantId: "a", pid: 4343, dirs: ["/srv/a"] },
+    ];
+    expect(liveTenantDirConflict("a", ["/srv/b/state/nested", "/run/a"], live)).to.equal("/srv/b/state/nested is inside /srv/b/state, a dir of tenant b whose daemon is running (pid 4242)");
+    expect(liveTenantDirConflict("a", ["/var/lib/a", "/srv/b"], live)).to.equal("/srv/b holds /srv/b/state, a dir of tenant b whose daemon is running (pid 4242)");
+    expect(liveTenantDirConflict("a", ["/run/paddock/tenants/b/../b"], live)).to.equal("/run/paddock/tenants/b is /run/paddock/tenants/b, a dir of tenant b whose daemon is running (pid 4242)");
+    // Siblings and prefixes are not inside; the purged tenant's own record does not count.
+    expect(liveTenantDirConflict("a", ["/srv/b/state2", "/srv/bb", "/srv/a/x", "/run/paddock/tenants/a"], live)).to.equal(undefined);
+    expect(liveTenantDirConflict("a", ["/srv/x"], [])).to.equal(undefined);
   });
 });

@@ -1,0 +1,109 @@
+/**
+ * `paddock tenant …` (cli/tenant-commands.ts, cli/target.ts) against a fake admin API on
+ * loopback: what the CLI prints for the API's answers, and which admin token it sends (or
+ * refuses to send).
+ */
+import { expect } from "chai";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { Readable, Writable } from "node:stream";
+import { runCli } from "../../cli/paddock.js";
+import type { CliContext } from "../../cli/cli-context.js";
+import { resolveAdminTarget } from "../../cli/target.js";
+
+function capture(): { stream: Writable; text: () => string } {
+  const chunks: Buffer[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      chunks.push(Buffer.from(chunk));
+      cb();
+    },
+  });
+  return { stream, text: () => Buffer.concat(chunks).toString("utf8") };
+}
+
+/** A fake admin API: answers every request with `answer(method, url)` and records the requests. */
+async function fakeAdmin(answer: (method: string, url: string) => { status: number; body: unknown }): Promise<{ url: string; requests: { method: string; url: string; auth: string | undefined }[]; close: () => Promise<void> }> {
+  const requests: { method: string; url: string; auth: string | undefined }[] = [];
+  const server = http.createServer((req, res) => {
+    requests.push({ method: req.method ?? "", url: req.url ?? "", auth: req.headers.authorization });
+    req.resume();
+    req.on("end", () => {
+      const a = answer(req.method ?? "", req.url ?? "");
+      res.writeHead(a.status, { "content-type": "application/json" });
+      res.end(JSON.stringify(a.body));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests,
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+function context(env: NodeJS.ProcessEnv, files: Record<string, string> = {}) {
+  const out = capture();
+  const err = capture();
+  const ctx: CliContext = {
+    env,
+    stdout: out.stream,
+    stderr: err.stream,
+    stdin: Readable.from([]),
+    readTokenFile: (f) => files[f],
+    kvmPresent: () => false,
+  };
+  return { ctx, out, err };
+}
+
+const tenant = (status: string, extra: Record<string, unknown> = {}) => ({ id: "t1", status, template: "default", created_at: "2026-01-01T00:00:00Z", ...extra });
+
+describe("paddock tenant resume (cli/tenant-commands.ts)", () => {
+  it("of an active tenant says it was already active and nothing was resumed (exit 0); of a suspended one lists the VMs resumed", async () => {
+    const api = await fakeAdmin((_m, url) => url.endsWith("/t1/resume")
+      ? { status: 200, body: { ...tenant("active"), resumed_vms: [], errors: [], already_active: true } }
+      : { status: 200, body: { ...tenant("active"), resumed_vms: ["sbox-1"], errors: [], already_active: false } });
+    try {
+      const active = context({ PADDOCK_ADMIN_URL: api.url, PADDOCK_ADMIN_TOKEN: "adm" });
+      expect(await runCli(["tenant", "resume", "t1"], active.ctx), active.err.text()).to.equal(0);
+      expect(active.out.text()).to.equal("tenant t1 is already active; nothing resumed\n");
+      const suspended = context({ PADDOCK_ADMIN_URL: api.url, PADDOCK_ADMIN_TOKEN: "adm" });
+      expect(await runCli(["tenant", "resume", "t2"], suspended.ctx), suspended.err.text()).to.equal(0);
+      expect(suspended.out.text()).to.equal("tenant t2 resumed (resumed VMs: sbox-1)\n");
+      expect(api.requests.map((r) => `${r.method} ${r.url}`)).to.deep.equal(["POST /admin/v1/tenants/t1/resume", "POST /admin/v1/tenants/t2/resume"]);
+    } finally {
+      await api.close();
+    }
+  });
+});
+
+describe("paddock tenant: an empty admin token (cli/target.ts)", () => {
+  it("--admin-token '' and PADDOCK_ADMIN_TOKEN= for an http(s) admin API are refused before sending (ERR_AUTH_REQUIRED, exit 1), not replaced by the admin-token file", async () => {
+    const api = await fakeAdmin(() => ({ status: 200, body: [] }));
+    const files = { "/st/supervisor/admin-token": "filetok\n" };
+    try {
+      for (const [argv, env, name] of [
+        [["tenant", "list", "--admin-token", ""], { PADDOCK_ADMIN_URL: api.url, PADDOCK_STATE_DIR: "/st" }, "--admin-token"],
+        [["tenant", "list"], { PADDOCK_ADMIN_URL: api.url, PADDOCK_STATE_DIR: "/st", PADDOCK_ADMIN_TOKEN: "" }, "PADDOCK_ADMIN_TOKEN"],
+        [["--admin-token=", "tenant", "list"], { PADDOCK_ADMIN_URL: api.url, PADDOCK_STATE_DIR: "/st" }, "--admin-token"],
+      ] as const) {
+        const { ctx, out, err } = context({ ...env }, files);
+        expect(await runCli([...argv], ctx), argv.join(" ")).to.equal(1);
+        expect(out.text()).to.equal("");
+        expect(err.text(), argv.join(" ")).to.match(new RegExp(`^paddock: error: the API token is empty: ${name} is set but empty; .*\\(ERR_AUTH_REQUIRED\\)\\n$`));
+      }
+      expect(api.requests, "nothing was sent").to.deep.equal([]);
+      // Unset, the admin-token file is used.
+      const { ctx } = context({ PADDOCK_ADMIN_URL: api.url, PADDOCK_STATE_DIR: "/st" }, files);
+      expect(await runCli(["tenant", "list"], ctx)).to.equal(0);
+      expect(api.requests.map((r) => r.auth)).to.deep.equal(["Bearer filetok"]);
+      // On a Unix socket an empty variable counts as unset, as on the tenant side: the file is read.
+      expect(resolveAdminTarget({}, { PADDOCK_ADMIN_URL: "/run/adm.sock", PADDOCK_ADMIN_TOKEN: "", PADDOCK_STATE_DIR: "/st" }, (f) => files[f as keyof typeof files]).token).to.equal("filetok");
+    } finally {
+      await api.close();
+    }
+  });
+});
