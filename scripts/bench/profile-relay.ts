@@ -187,6 +187,8 @@ async function main(): Promise<void> {
   const loads: number[] = [];
   try {
     for (const d of dists) labs.push(await startLab(d, values["cpu-prof"]));
+    // `out` downloads what `in` uploaded; without `in` the file is put there directly.
+    if (!kinds.includes("in")) for (const lab of labs) await fs.copyFile(src, path.join(lab.dir, "up.bin"));
     const q = new URLSearchParams([["cmd", "/bin/sh"], ["args", "-c"], ["args", `head -c ${bytes} /dev/zero | tr '\\0' a`], ["uid", "0"]]);
     const straced = new Set<string>();
     for (let round = 0; round < Number(values.rounds); round++) {

@@ -5,10 +5,12 @@
  * agent request, which makes the agent kill a foreground exec.
  */
 import http from "node:http";
+import type { Socket } from "node:net";
 import type { Duplex, Readable, Writable } from "node:stream";
 import { BODY_IDLE_TIMEOUT_MS } from "../../shared/body-idle-timeout.js";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { AGENT_PROOF_HEADER, agentConnectOptions, answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
+import { AnswerTap } from "./chunked-relay.js";
 
 /** Request headers that must not travel to the agent (hop-by-hop, credentials, identity). */
 const DROP_REQUEST_HEADERS = new Set([
@@ -36,6 +38,13 @@ const DROP_RESPONSE_HEADERS = new Set(["connection", "keep-alive", "transfer-enc
  * connections and its share of the relay budget were held for as long as the guest kept not
  * reading. Once the answer started (an exec's stdin) the wait is the session's and is not
  * bounded here.
+ *
+ * A chunked answer to a client whose response is chunked too (HTTP/1.1, a body) is relayed
+ * byte for byte (chunked-relay.ts `AnswerTap`): Node's HTTP client parses the answer's head
+ * only, the body's chunked framing is checked and its bytes go to the client's socket as they
+ * were read, and the daemon ends the response itself. Broken framing or an agent connection
+ * that closes before the last chunk cuts the client's answer (its connection is destroyed),
+ * as any failure after the answer started.
  */
 export function streamToAgent(
   endpoint: AgentEndpoint,
@@ -53,9 +62,18 @@ export function streamToAgent(
   let responded = false;
   /** The agent stalled on the body before answering: refused here, its request destroyed. */
   let stalled = false;
+  /** The answer's body was relayed raw to its end and `res` ended: the agent's connection is dropped on purpose. */
+  let rawEnded = false;
+  let tap: AnswerTap | undefined;
+  upstream.on("socket", (socket: Socket) => {
+    tap = AnswerTap.attach(socket);
+  });
 
   upstream.on("response", (ur) => {
     responded = true;
+    // Every path below that does not pass the body on raw gives it back to the client's parser.
+    const decide = tap?.deciding === true ? tap : undefined;
+    decide?.release();
     if (!answerIsFromAgent(endpoint, ur.headers)) {
       upstream.destroy();
       fail(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `the answer on ${hostname}'s agent channel did not come from its agent (missing or wrong proof); refused`));
@@ -81,8 +99,23 @@ export function streamToAgent(
     }
     res.flushHeaders();
     ur.on("error", () => {
-      if (!res.writableFinished) res.destroy();
+      if (!res.writableFinished && !rawEnded) res.destroy();
     });
+    const client = res.socket;
+    if (decide !== undefined && client !== null && res.chunkedEncoding && ur.headers["transfer-encoding"] === "chunked" && ur.headers["content-length"] === undefined) {
+      decide.passBody(client as Socket, {
+        onEnd: () => {
+          rawEnded = true;
+          res.end();
+          upstream.destroy();
+        },
+        onError: () => {
+          upstream.destroy();
+          res.destroy();
+        },
+      });
+      return;
+    }
     // `pipe`: relayBody measured no cheaper on the answer (docs/performance.md "Relay, fourth look").
     ur.pipe(res);
   });
@@ -95,9 +128,9 @@ export function streamToAgent(
     fail(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", `guest agent of VM ${hostname} switched protocols on a plain request; refused`));
   });
   upstream.on("error", (err) => {
-    // After a complete answer (see the `finish` listener below) the agent's connection is
-    // dropped on purpose: the client's connection stays as it is.
-    if (res.writableFinished || stalled) return;
+    // After a complete answer (see the `finish` listener below, and `rawEnded`) the agent's
+    // connection is dropped on purpose: the client's connection stays as it is.
+    if (res.writableFinished || stalled || rawEnded) return;
     if (responded || res.headersSent) {
       res.destroy();
       return;
