@@ -1,0 +1,38 @@
+/**
+ * The guest agent's toolbox files (scripts/build-agent-bundle.ts): the loader `agent.cjs`
+ * (tenant-daemon/agent/loader.ts), the bundle beside it and the bundle's V8 code cache, which
+ * node run as the guest runs it (no flags) accepts (a rejected cache only costs start time, so
+ * nothing else would notice).
+ */
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { expect } from "chai";
+import { execa } from "execa";
+import { CODE_CACHE_SUFFIX } from "../../shared/cjs-code-cache.js";
+import { DAEMON_NODE_FLAGS } from "../../shared/daemon-node-flags.js";
+import { AGENT_BUNDLE_FILE } from "../../tenant-daemon/agent/loader.js";
+import { PROJECT_ROOT } from "../helpers/daemon.js";
+import { AGENT_BUNDLE } from "./agent-fixture.js";
+
+const BUNDLE = path.join(path.dirname(AGENT_BUNDLE), AGENT_BUNDLE_FILE);
+const CACHE_MODULE = path.join(PROJECT_ROOT, "dist/shared/cjs-code-cache.js");
+
+/** A child that compiles (does not run) the bundle with its cache and prints whether V8 took it. */
+const PROBE = `import { compileCommonJsFile, readCodeCache } from ${JSON.stringify(CACHE_MODULE)};
+const r = compileCommonJsFile(${JSON.stringify(BUNDLE)}, readCodeCache(${JSON.stringify(BUNDLE)}));
+process.stdout.write(JSON.stringify({ rejected: r.cacheRejected }));`;
+
+describe("guest agent bundle (dist/toolbox)", function () {
+  this.timeout(60_000);
+
+  it("the build made the loader, the bundle and its code cache", () => {
+    for (const f of [AGENT_BUNDLE, BUNDLE, BUNDLE + CODE_CACHE_SUFFIX]) expect(existsSync(f), f).to.equal(true);
+  });
+
+  it("node without flags (as in a VM) accepts the cache; with other V8 flags it is rejected (the control)", async () => {
+    const plain = await execa(process.execPath, ["--input-type=module", "-e", PROBE], { env: { NODE_OPTIONS: "" } });
+    expect(JSON.parse(plain.stdout)).to.deep.equal({ rejected: false });
+    const other = await execa(process.execPath, [...DAEMON_NODE_FLAGS, "--input-type=module", "-e", PROBE], { env: { NODE_OPTIONS: "" } });
+    expect(JSON.parse(other.stdout)).to.deep.equal({ rejected: true });
+  });
+});
