@@ -93,7 +93,10 @@ for (const file of [bundle, path.join(toolboxDir, "agent.cjs")]) {
   const dynamicImport = /(?<![\w$.])import\(/.exec(text);
   if (dynamicImport !== null) throw new Error(`${file} has a dynamic import() at offset ${dynamicImport.index}, which fails when run through vm.Script: require lazily instead`);
 }
-await run(process.execPath, [self, "--write-cache"], { env: { NODE_OPTIONS: "" }, timeoutMs: 120_000, errorCode: "ERR_INTERNAL" });
+// No NODE_OPTIONS (the guest's node has none), and none of the agent's VM-only settings: the
+// agent in the child must only ever touch its scratch dir (an empty value counts as unset).
+const childEnv = { NODE_OPTIONS: "", PADDOCK_AGENT_ETC: "", PADDOCK_AGENT_FD: "", PADDOCK_AGENT_DIAL: "", PADDOCK_AGENT_WORK_DIR: "" };
+await run(process.execPath, [self, "--write-cache"], { env: childEnv, timeoutMs: 120_000, errorCode: "ERR_INTERNAL" });
 
 // The guest command `slicer-agent secrets sync` (tenant-daemon/agent/secrets-local.ts): the
 // agent bundle run with arguments, under the toolbox paths of tenant-daemon/runtime/oci-spec.ts.
