@@ -67,11 +67,11 @@ module.exports = {
     {
       name: "agent-self-contained",
       severity: "error",
-      comment: "The guest agent runs in VMs from one bundle: it imports node builtins, node-pty, its own folder and only shared/errors.ts, shared/time.ts, shared/http/read-body.ts and shared/slicer/shell-frames.ts.",
+      comment: "The guest agent runs in VMs from one bundle: it imports node builtins, node-pty, its own folder and only shared/errors.ts, shared/time.ts, shared/cjs-code-cache.ts (its loader), shared/http/read-body.ts and shared/slicer/shell-frames.ts.",
       from: { path: "^tenant-daemon/agent/" },
       to: {
         dependencyTypesNot: ["core"],
-        pathNot: ["^tenant-daemon/agent/", "^shared/(errors|time|http/read-body|slicer/shell-frames)\\.ts$", "^node_modules/node-pty/"],
+        pathNot: ["^tenant-daemon/agent/", "^shared/(errors|time|cjs-code-cache|http/read-body|slicer/shell-frames)\\.ts$", "^node_modules/node-pty/"],
       },
     },
     {

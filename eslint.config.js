@@ -79,7 +79,7 @@ export default tseslint.config(
     files: ["tenant-daemon/agent/**/*.ts"],
     rules: {
       "no-restricted-imports": ["error", { patterns: [
-        { regex: "^\\.\\./(?!\\.\\./shared/(errors|time|http/read-body|slicer/shell-frames)\\.js$)", message: "the guest agent runs in VMs from one bundle: its own folder, node builtins, node-pty, shared/errors.ts, shared/time.ts, shared/http/read-body.ts and shared/slicer/shell-frames.ts only" },
+        { regex: "^\\.\\./(?!\\.\\./shared/(errors|time|cjs-code-cache|http/read-body|slicer/shell-frames)\\.js$)", message: "the guest agent runs in VMs from one bundle: its own folder, node builtins, node-pty, shared/errors.ts, shared/time.ts, shared/cjs-code-cache.ts, shared/http/read-body.ts and shared/slicer/shell-frames.ts only" },
       ] }],
     },
   },

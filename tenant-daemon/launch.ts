@@ -5,7 +5,7 @@
  *
  * It runs the one-file CommonJS bundle of the daemon (`daemon.bundle.cjs` next to it, built by
  * scripts/build-daemon-bundle.ts) with the V8 code cache made at build time
- * (`daemon.bundle.cjs.cache`), instead of the ESM module graph of main.js: node 20 has no code
+ * (`daemon.bundle.cjs.cache`; shared/cjs-code-cache.ts), instead of the ESM module graph of main.js: node 20 has no code
  * cache for ES modules (`module.enableCompileCache` is node ≥ 22.1), and resolving, reading and
  * compiling ~200 module files was most of a daemon's start (docs/benchmarks.md, figure 6). A
  * bundle or cache that is missing, or a cache V8 rejects (another node version or V8 flags),
@@ -14,38 +14,19 @@
  * The bundle and its cache are read-only build artefacts under dist/ (root-owned, never a path
  * a guest can write).
  */
-import { existsSync, readFileSync } from "node:fs";
-import { createRequire } from "node:module";
+import { existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import vm from "node:vm";
+import { CODE_CACHE_SUFFIX, readCodeCache, runCommonJsFile } from "../shared/cjs-code-cache.js";
 
 /** The bundle's file name, next to this module. */
 export const DAEMON_BUNDLE_FILE = "daemon.bundle.cjs";
-/** Suffix of the bundle's V8 code cache file. */
-export const CODE_CACHE_SUFFIX = ".cache";
+// Re-exported for scripts/build-daemon-bundle.ts and its test.
+export { CODE_CACHE_SUFFIX, runCommonJsFile };
 
 /** What the bundle exports (tenant-daemon/main.ts). */
 interface DaemonModule {
   main(argv: string[]): Promise<number>;
-}
-
-/**
- * Evaluate a CommonJS file through `vm.Script` with `cachedData` (the way node's own CJS loader
- * wraps a module), so V8 skips compiling what the cache holds.
- * @param file - absolute path of the `.cjs` file.
- * @param cachedData - V8 code cache of exactly this source, or undefined.
- * @returns the module's exports, the script (for `createCachedData`) and whether V8 rejected the cache.
- * @throws whatever the module's top level throws.
- */
-export function runCommonJsFile(file: string, cachedData: Buffer | undefined): { exports: unknown; script: vm.Script; cacheRejected: boolean } {
-  const source = readFileSync(file, "utf8");
-  const wrapped = `(function (exports, require, module, __filename, __dirname) {${source}\n})`;
-  const script = new vm.Script(wrapped, { filename: file, ...(cachedData ? { cachedData } : {}) });
-  const fn = script.runInThisContext() as (e: unknown, r: NodeRequire, m: { exports: unknown }, f: string, d: string) => void;
-  const mod = { exports: {} as unknown };
-  fn(mod.exports, createRequire(file), mod, file, path.dirname(file));
-  return { exports: mod.exports, script, cacheRejected: cachedData !== undefined && script.cachedDataRejected === true };
 }
 
 /** Load the bundled daemon (with its code cache when present), else the ESM main.js. */
@@ -53,9 +34,7 @@ async function loadDaemon(): Promise<DaemonModule> {
   const dir = path.dirname(fileURLToPath(import.meta.url));
   const bundle = path.join(dir, DAEMON_BUNDLE_FILE);
   if (!existsSync(bundle)) return (await import("./main.js")) as DaemonModule;
-  const cacheFile = bundle + CODE_CACHE_SUFFIX;
-  const cachedData = existsSync(cacheFile) ? readFileSync(cacheFile) : undefined;
-  return runCommonJsFile(bundle, cachedData).exports as DaemonModule;
+  return runCommonJsFile(bundle, readCodeCache(bundle)).exports as DaemonModule;
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

@@ -3,7 +3,7 @@
  * host, legacy (`binary`, `tar`) and cp-v1 (`cp-v1-binary`, `cp-v1-tar`, `cp-v1-recursive`) modes.
  * Bodies are streamed both ways; uploads go to a temp file that is renamed into place.
  */
-import { randomBytes } from "node:crypto";
+import { randomHex } from "./lazy-crypto.js";
 import { createReadStream } from "node:fs";
 import { lchown, lstat, mkdir, open, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
@@ -151,7 +151,7 @@ export class CopyHandler {
     if (existing?.isDirectory()) throw badRequest(`destination ${target} is a directory`, "ERR_PATH_INVALID");
     const mode = fileMode ?? (existing?.isFile() ? existing.mode & 0o777 : 0o644);
     await mkdirOwned(path.dirname(target), uid, gid);
-    const tmp = path.join(path.dirname(target), `.paddock-upload-${randomBytes(8).toString("hex")}`);
+    const tmp = path.join(path.dirname(target), `.paddock-upload-${randomHex(8)}`);
     try {
       // No fsync, as `cat > f` (docs/slicer-api.md#file-copy).
       await writeBody(ctx.req, tmp, uid, gid, mode);

@@ -3,7 +3,7 @@
  * frames go into a per-process ring buffer. Entries survive client disconnects but not an agent
  * restart.
  */
-import { randomBytes } from "node:crypto";
+import { randomHex } from "./lazy-crypto.js";
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { PaddockError } from "../../shared/errors.js";
@@ -170,7 +170,7 @@ export class BackgroundExecs {
     child.on("error", () => undefined);
     this.reservedBytes += ringBytes;
     const entry: BgEntry = {
-      id: "ex_" + randomBytes(8).toString("hex"),
+      id: "ex_" + randomHex(8),
       pid: child.pid,
       spec,
       startedAt: rfc3339(),

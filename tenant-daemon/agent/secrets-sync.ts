@@ -7,7 +7,7 @@
  *
  * Body: `{"secrets":[{"name":"s","data":"<base64>","permissions":"0600","uid":0,"gid":0}]}`.
  */
-import { randomBytes } from "node:crypto";
+import { randomHex } from "./lazy-crypto.js";
 import { chmod, chown, mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { PaddockError } from "../../shared/errors.js";
@@ -43,7 +43,7 @@ export async function applySecrets(dir: string, secrets: SyncedSecret[]): Promis
   });
   await mkdir(dir, { recursive: true, mode: 0o755 });
   for (const s of parsed) {
-    const tmp = path.join(dir, `.tmp-${randomBytes(6).toString("hex")}`);
+    const tmp = path.join(dir, `.tmp-${randomHex(6)}`);
     await writeFile(tmp, s.bytes, { mode: 0o600, flag: "wx" });
     await chown(tmp, s.uid, s.gid);
     await chmod(tmp, s.mode);

@@ -7,6 +7,7 @@
  */
 import { accessSync, constants as fsConstants, statSync } from "node:fs";
 import type { Duplex } from "node:stream";
+import { createRequire } from "node:module";
 import type { IPty } from "node-pty";
 import { PaddockError } from "../../shared/errors.js";
 import { badRequest } from "./http-util.js";
@@ -79,10 +80,17 @@ export function parseShellSpec(q: URLSearchParams, users: UserDirectory): ShellS
 type PtyModule = typeof import("node-pty");
 let ptyModule: Promise<PtyModule> | undefined;
 
-/** Load node-pty once. @throws PaddockError ERR_VM_UNSUPPORTED when it cannot be loaded. */
+/**
+ * Load node-pty once (a CommonJS package). Through `require` from this module's place, not
+ * `import()`: in a VM the agent runs from its bundle through `vm.Script` with a V8 code cache
+ * (tenant-daemon/agent/loader.ts), where node 20 has no loader for a dynamic `import()` (a
+ * script's import callback does not survive the cache). The bundle's `import.meta.url` is its
+ * own file (scripts/build-agent-bundle.ts), so node-pty resolves from `/.paddock/app/node_modules`.
+ * @throws PaddockError ERR_VM_UNSUPPORTED when it cannot be loaded.
+ */
 async function loadPty(): Promise<PtyModule> {
-  ptyModule ??= import("node-pty").then(
-    (m) => ((m as { default?: PtyModule }).default ?? m),
+  ptyModule ??= Promise.resolve().then(() => createRequire(import.meta.url)("node-pty") as PtyModule).then(
+    (m) => m,
     (err: unknown) => {
       ptyModule = undefined;
       throw new PaddockError("ERR_VM_UNSUPPORTED", `interactive shells need node-pty in the agent bundle: ${err instanceof Error ? err.message : String(err)}`, { cause: err });

@@ -28,7 +28,7 @@
  * root's, that directory must be reached without a symlink and a symlink at the destination is
  * replaced, not followed into another directory.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { lazyCrypto, randomHex } from "./lazy-crypto.js";
 import { closeSync, constants as fsConstants, createReadStream, fchmodSync, fchownSync, fstatSync, fsyncSync, lstatSync, openSync, readSync, readdirSync, readlinkSync, realpathSync, renameSync, rmdirSync, rmSync, statSync, statfsSync, writeSync, type Stats } from "node:fs";
 import path from "node:path";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
@@ -223,7 +223,7 @@ function openChunk(paths: StagingPaths, owner: { uid: number; gid: number }, c: 
  * Closes `fd`. Reads one byte past the declared size to notice a longer file.
  */
 function inspectChunk(fd: number, c: CopyChunk, outFd?: number): "valid" | "invalid" {
-  const hash = createHash("sha256");
+  const hash = lazyCrypto().createHash("sha256");
   const buf = Buffer.alloc(Math.min(READ_BLOCK_BYTES, c.size + 1));
   let total = 0;
   try {
@@ -347,7 +347,7 @@ async function finalise(a: UploadArgs, users: UserDirectory, io: UploadIo): Prom
 
   // 1. Assemble into a root-only temp file beside the destination, checking every chunk.
   const dir = pinDirectory(place.kind === "file" ? path.posix.dirname(place.target) : parent, strict);
-  const tmp = dir.at(`.paddock-upload-${randomBytes(8).toString("hex")}`);
+  const tmp = dir.at(`.paddock-upload-${randomHex(8)}`);
   let out: number;
   try {
     out = openSync(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
