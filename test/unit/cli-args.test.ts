@@ -1,5 +1,4 @@
 import { expect } from "chai";
-import { Writable } from "node:stream";
 import { hoistLeadingTargetFlags, normalizeBoolFlags, parseFlags, parseIntFlag, parseKeyValues, parseDurationFlag, parseSizeFlag, sizeBytes, splitAtDoubleDash } from "../../cli/args.js";
 import { parseSizeBytes } from "../../shared/yaml-reader.js";
 import { PaddockError } from "../../shared/errors.js";
@@ -13,19 +12,9 @@ import { adminTokenPath, isSocketAddress, parseApiAddress, resolveAdminTarget, r
 import { runCli, HELP } from "../../cli/paddock.js";
 import type { CliContext } from "../../cli/cli-context.js";
 import { Readable } from "node:stream";
+import { capture } from "../helpers/capture.js";
 
 const noFiles = (): string | undefined => undefined;
-
-function capture(): { stream: Writable; text: () => string } {
-  const chunks: Buffer[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      chunks.push(Buffer.from(chunk));
-      cb();
-    },
-  });
-  return { stream, text: () => Buffer.concat(chunks).toString("utf8") };
-}
 
 function fakeContext(env: NodeJS.ProcessEnv = {}) {
   const out = capture();

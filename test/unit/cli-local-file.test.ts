@@ -10,22 +10,12 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { Readable, Writable } from "node:stream";
+import { Readable } from "node:stream";
 import { runCli } from "../../cli/paddock.js";
 import { readTokenFileSync, type CliContext } from "../../cli/cli-context.js";
 import { fileReadError } from "../../cli/local-file.js";
 import { EXIT, exitCodeFor } from "../../cli/cli-errors.js";
-
-function capture(): { stream: Writable; text: () => string } {
-  const chunks: Buffer[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      chunks.push(Buffer.from(chunk));
-      cb();
-    },
-  });
-  return { stream, text: () => Buffer.concat(chunks).toString("utf8") };
-}
+import { capture } from "../helpers/capture.js";
 
 describe("paddock: local files named by flags (cli/local-file.ts)", () => {
   let dir = "";

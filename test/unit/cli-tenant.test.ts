@@ -6,21 +6,11 @@
 import { expect } from "chai";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { Readable, Writable } from "node:stream";
+import { Readable } from "node:stream";
 import { runCli } from "../../cli/paddock.js";
 import type { CliContext } from "../../cli/cli-context.js";
 import { resolveAdminTarget } from "../../cli/target.js";
-
-function capture(): { stream: Writable; text: () => string } {
-  const chunks: Buffer[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      chunks.push(Buffer.from(chunk));
-      cb();
-    },
-  });
-  return { stream, text: () => Buffer.concat(chunks).toString("utf8") };
-}
+import { capture } from "../helpers/capture.js";
 
 /** A fake admin API: answers every request with `answer(method, url)` and records the requests. */
 async function fakeAdmin(answer: (method: string, url: string) => { status: number; body: unknown }): Promise<{ url: string; requests: { method: string; url: string; auth: string | undefined }[]; close: () => Promise<void> }> {
