@@ -137,10 +137,12 @@ async function cpDownload(ctx: CliContext, client: ApiClient, host: string, src:
       return;
     }
     const sourceType = String(res.headers["x-slicer-source-type"] ?? "file");
-    // Validated before anything is written, also when DST names the target itself.
-    const remoteName = cpDownloadName(res.headers["x-slicer-source-name-base64"], src);
+    // The server's name is used (and so validated, before anything is written) only when DST is
+    // a directory; when DST names the target itself, the name is not needed.
     const destStat = await fs.stat(dest).catch(() => undefined);
-    const target = (destStat?.isDirectory() || dest.endsWith("/")) && remoteName !== undefined ? path.join(dest, remoteName) : dest;
+    const intoDir = destStat?.isDirectory() === true || dest.endsWith("/");
+    const remoteName = intoDir ? cpDownloadName(res.headers["x-slicer-source-name-base64"], src) : undefined;
+    const target = intoDir && remoteName !== undefined ? path.join(dest, remoteName) : dest;
     if (sourceType === "directory") {
       await cpDownloadTree(res.pipe(counter.stream), target);
       return;

@@ -8,9 +8,9 @@
  * tenant-config-groups.ts and tenant-config-paddock.ts; this file reads the rest and exports
  * all of it.
  */
-import { promises as fs } from "node:fs";
+import { constants as fsConstants, promises as fs } from "node:fs";
 import path from "node:path";
-import { PaddockError } from "./errors.js";
+import { PaddockError, errnoCode } from "./errors.js";
 import { ConfigReader, parseYamlSafe } from "./yaml-reader.js";
 import { cidrOverlaps, parseCidr } from "./cidr.js";
 import { readHostGroup } from "./tenant-config-groups.js";
@@ -140,3 +140,24 @@ export async function loadTenantConfig(file: string, env: NodeJS.ProcessEnv = pr
   }
   return parseTenantConfig(parseYamlSafe(text, abs), abs, { baseDir: path.dirname(abs), env });
 }
+
+/**
+ * Check that every host group's `userdata_file` can be read now (it is read again at each VM
+ * create, tenant-daemon/vm/vm-boot.ts): a daemon must not start and then fail every create of
+ * the group. Each problem is listed with its YAML path.
+ * @throws PaddockError ERR_CONFIG_INVALID naming each group's file and why it cannot be read.
+ */
+export async function assertUserdataFilesReadable(config: TenantConfig): Promise<void> {
+  const problems: string[] = [];
+  for (const [i, g] of config.hostGroups.entries()) {
+    if (g.userdataFile === undefined) continue;
+    const file = g.userdataFile;
+    const why = await fs.stat(file).then(
+      (st) => (st.isFile() ? fs.access(file, fsConstants.R_OK).then(() => undefined, (err: unknown) => errnoCode(err) ?? String(err)) : "not a regular file"),
+      (err: unknown) => errnoCode(err) ?? String(err),
+    );
+    if (why !== undefined) problems.push(`config.host_groups[${i}].userdata_file (group ${g.name}): cannot read ${file}: ${why}`);
+  }
+  if (problems.length > 0) throw new PaddockError("ERR_CONFIG_INVALID", `${config.source}: ${problems.join("; ")}`);
+}
+

@@ -15,7 +15,7 @@ import { fileURLToPath } from "node:url";
 import { PaddockError, isPaddockError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { OWNERSHIP_ENTRIES, acquireOwnership } from "../shared/state-store.js";
-import { loadTenantConfig, type TenantConfig } from "../shared/tenant-config.js";
+import { assertUserdataFilesReadable, loadTenantConfig, type TenantConfig } from "../shared/tenant-config.js";
 import { claimUidRange, releaseUidRange } from "../shared/uid-ranges.js";
 import { assertListenFree, attachUpgradeHandler, createApiApp, listenApi } from "./api/server.js";
 import { VmStatsCollector } from "./api/vm-stats.js";
@@ -110,6 +110,7 @@ async function applyTenantBudget(config: TenantConfig, plan: TenantBudgetPlan, l
 export async function startDaemon(configPath: string, options: { logger?: Logger } = {}): Promise<RunningDaemon> {
   const timeline = new StartTimeline();
   const config = await loadTenantConfig(configPath);
+  await assertUserdataFilesReadable(config);
   timeline.mark("config");
   // Info lines (one access line per request, api/access-log.ts) are written in batches, at
   // most LOG_BATCH_MS late (shared/logger.ts), not one write per request; warn/error at once.

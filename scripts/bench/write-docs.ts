@@ -192,11 +192,15 @@ export function renderBenchmarksDoc(picked: Array<{ figure: FigureResult; report
   return out.join("\n");
 }
 
+/** Nothing to write docs/benchmarks.md from (the CLI prints its message, without a stack). */
+export class NoResultsError extends Error {}
+
 /**
  * Read every `bench-results/*.json` and the committed docs/benchmarks.md, write
  * docs/benchmarks.md and (with a local figure 13 that is kept) docs/benchmarks-density.svg.
+ * With no local result the page is written again from its committed figures alone.
  * @returns the paths written.
- * @throws Error when there is no result to write from.
+ * @throws NoResultsError when there is no local result and no committed figure to write from.
  */
 export async function writeBenchmarkDocs(resultsDir = path.join(PROJECT_ROOT, "bench-results"), docsDir = path.join(PROJECT_ROOT, "docs")): Promise<string[]> {
   const names = (await fs.readdir(resultsDir).catch(() => [] as string[])).filter((n) => n.endsWith(".json"));
@@ -210,9 +214,9 @@ export async function writeBenchmarkDocs(resultsDir = path.join(PROJECT_ROOT, "b
     }
   }
   const picked = pickFigures(reports);
-  if (picked.length === 0) throw new Error(`no benchmark results in ${resultsDir}: run \`npm run bench\` first`);
   const md = path.join(docsDir, "benchmarks.md");
   const committed = parseCommittedDoc(await fs.readFile(md, "utf8").catch(() => ""));
+  if (picked.length === 0 && committed.figures.size === 0) throw new NoResultsError(`no benchmark results in ${resultsDir} and no figure in ${md}: run \`npm run bench\` first`);
   const carried = figuresToCarry(picked, committed);
   const written: string[] = [];
   const density = carried.some((c) => c.num === 13) ? undefined : picked.find((p) => p.figure.num === 13);
@@ -229,5 +233,11 @@ export async function writeBenchmarkDocs(resultsDir = path.join(PROJECT_ROOT, "b
 
 if (process.argv[1] && path.resolve(process.argv[1]) === path.resolve(new URL(import.meta.url).pathname)) {
   const { values } = parseArgs({ options: { results: { type: "string" } } });
-  for (const f of await writeBenchmarkDocs(values.results)) process.stdout.write(`wrote ${path.relative(PROJECT_ROOT, f)}\n`);
+  try {
+    for (const f of await writeBenchmarkDocs(values.results)) process.stdout.write(`wrote ${path.relative(PROJECT_ROOT, f)}\n`);
+  } catch (err) {
+    if (!(err instanceof NoResultsError)) throw err;
+    process.stderr.write(`bench:docs: ${err.message}\n`);
+    process.exitCode = 1;
+  }
 }

@@ -5,7 +5,7 @@ import { expect } from "chai";
 import { evaluateGoals, figureGoals, renderGoalsTable } from "../../scripts/bench/lib/goals.js";
 import { poolRounds, roundOptions, roundOrder } from "../../scripts/bench/lib/ab.js";
 import { changeText, compareRows, renderFigureBody, row, type BenchReport, type FigureResult } from "../../scripts/bench/lib/report.js";
-import { figuresToCarry, pickFigures, renderBenchmarksDoc } from "../../scripts/bench/write-docs.js";
+import { NoResultsError, figuresToCarry, pickFigures, renderBenchmarksDoc, writeBenchmarkDocs } from "../../scripts/bench/write-docs.js";
 import { densityTopOfCommand, fitGoalRow, parseCommittedDoc } from "../../scripts/bench/lib/committed-doc.js";
 import type { BenchOptions } from "../../scripts/bench/lib/context.js";
 
@@ -200,5 +200,27 @@ describe("bench report: goals, before/after", function () {
     for (const f of doc.figures.values()) expect(doc.machineRows.has(f.startedAt), `run of figure ${f.num}`).to.equal(true);
     const runStamps = [...md.matchAll(/^Run (\S+Z): /gm)].map((m) => m[1]);
     expect([...doc.runLines.keys()]).to.deep.equal(runStamps);
+  });
+
+  it("with no local result (a fresh clone) writes the committed page again unchanged; with neither, says so", async function () {
+    const { mkdir, mkdtemp, readFile, writeFile, rm } = await import("node:fs/promises");
+    const { tmpdir } = await import("node:os");
+    const pathMod = await import("node:path");
+    const tmp = await mkdtemp(pathMod.join(tmpdir(), "pdk-benchdocs-"));
+    try {
+      const committedMd = await readFile(new URL("../../../docs/benchmarks.md", import.meta.url), "utf8");
+      const docsDir = pathMod.join(tmp, "docs");
+      const results = pathMod.join(tmp, "bench-results");
+      await mkdir(docsDir);
+      await writeFile(pathMod.join(docsDir, "benchmarks.md"), committedMd);
+      await writeBenchmarkDocs(results, docsDir);
+      expect(await readFile(pathMod.join(docsDir, "benchmarks.md"), "utf8")).to.equal(committedMd);
+      await rm(pathMod.join(docsDir, "benchmarks.md"));
+      let thrown: unknown;
+      await writeBenchmarkDocs(results, docsDir).catch((e: unknown) => (thrown = e));
+      expect(thrown).to.be.instanceOf(NoResultsError);
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
   });
 });

@@ -3,7 +3,7 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { PaddockError } from "../../shared/errors.js";
-import { loadTenantConfig, parseTenantConfig } from "../../shared/tenant-config.js";
+import { assertUserdataFilesReadable, loadTenantConfig, parseTenantConfig } from "../../shared/tenant-config.js";
 import { parseYamlSafe } from "../../shared/yaml-reader.js";
 
 const ctx = { baseDir: "/etc/paddock", env: { PADDOCK_STATE_DIR: "/tmp/s", PADDOCK_RUN_DIR: "/tmp/r" } };
@@ -249,6 +249,28 @@ config:
       const c = await loadTenantConfig(path.join(dir, "c.yaml"), {});
       expect(c.hostGroups[0]?.userdataFile).to.equal(path.join(dir, "ud.sh"));
       expect(c.paddock.tenantId).to.equal("t1");
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("checks every group's userdata_file before a start: missing, a directory, each named with its YAML path", async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-cfg-"));
+    try {
+      await fs.writeFile(path.join(dir, "ok.sh"), "#!/bin/sh\n");
+      await fs.mkdir(path.join(dir, "adir"));
+      await fs.writeFile(path.join(dir, "c.yaml"), "config:\n  host_groups: [{name: a, userdata_file: ./ok.sh}, {name: b, userdata_file: ./missing.sh}, {name: c, userdata_file: ./adir}]\n  api: {bind_address: ./t1.sock}\n");
+      const c = await loadTenantConfig(path.join(dir, "c.yaml"), {});
+      let err: unknown;
+      await assertUserdataFilesReadable(c).catch((e: unknown) => (err = e));
+      expect(err).to.be.instanceOf(PaddockError);
+      expect((err as PaddockError).code).to.equal("ERR_CONFIG_INVALID");
+      const msg = (err as PaddockError).message;
+      expect(msg).to.include("config.host_groups[1].userdata_file (group b)").and.include("ENOENT");
+      expect(msg).to.include("config.host_groups[2].userdata_file (group c)").and.include("not a regular file");
+      expect(msg).not.to.include("group a");
+      await fs.writeFile(path.join(dir, "c.yaml"), "config:\n  host_groups: [{name: a, userdata_file: ./ok.sh}, {name: b}]\n  api: {bind_address: ./t1.sock}\n");
+      await assertUserdataFilesReadable(await loadTenantConfig(path.join(dir, "c.yaml"), {}));
     } finally {
       await fs.rm(dir, { recursive: true, force: true });
     }
