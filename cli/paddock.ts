@@ -33,7 +33,7 @@ usage: paddock COMMAND [flags]
                                    the supervisor's admin API (paddock tenant --help)
   version
 
-Targets: vm commands use --url/--token, else PADDOCK_URL/PADDOCK_TOKEN, else SLICER_URL/SLICER_TOKEN
+Targets: vm commands use --url/--token/--token-file, else PADDOCK_URL/PADDOCK_TOKEN (PADDOCK_TOKEN_FILE), else SLICER_URL/SLICER_TOKEN
 (SLICER_TOKEN_FILE); tenant commands use --admin-url/--admin-token, else PADDOCK_ADMIN_URL/
 PADDOCK_ADMIN_TOKEN, else the admin-token file under \${PADDOCK_STATE_DIR:-/var/lib/paddock}/supervisor.
 Target flags go after the command or before it: paddock --url /run/x.sock vm list.

@@ -43,7 +43,7 @@ export const VM_HELP = `usage: paddock vm COMMAND [flags]
 
 Events: paddock events [--since-id N] (NDJSON, follows until Ctrl-C).
 
-Target: --url/--token/--token-file, else PADDOCK_URL/PADDOCK_TOKEN, else SLICER_URL/SLICER_TOKEN
+Target: --url/--token/--token-file, else PADDOCK_URL/PADDOCK_TOKEN (PADDOCK_TOKEN_FILE), else SLICER_URL/SLICER_TOKEN
 (SLICER_TOKEN_FILE); default http://127.0.0.1:8080. A URL that is a path (/…, ./…, ~/…, unix://…,
 *.sock) is a Unix socket. For an http(s) URL, an empty token (PADDOCK_TOKEN=) with no other
 source is refused before anything is sent (ERR_AUTH_REQUIRED, exit 1). HOST may also be a VM's name=<v> tag value.
