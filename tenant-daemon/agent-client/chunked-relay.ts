@@ -333,11 +333,38 @@ export class AnswerTap {
         if (buf.length > 0) this.relay(buf);
         return;
       }
+      if (!this.parsing()) {
+        this.complete(buf);
+        return;
+      }
       if ((this.mode as Mode) === Mode.Parser) {
         this.hand(buf);
         return;
       }
     }
+  }
+
+  /**
+   * True while Node's HTTP client still has its parser on the socket. It frees it
+   * (`freeParser`, `socket.parser = null`) once an answer is complete, and its `data` listener
+   * asserts a parser: called after that it throws, out of the socket's `data` event, and ends the
+   * daemon (lib/_http_client.js `socketOnData`, https://github.com/nodejs/node/blob/v20.x/lib/_http_client.js).
+   */
+  private parsing(): boolean {
+    return (this.socket as Socket & { parser?: unknown }).parser != null;
+  }
+
+  /**
+   * The answer was complete within its head (no body: Content-Length 0, 204, 304, or a HEAD
+   * request) and Node's client let go of the socket: the tap leaves it as Node's own listener
+   * would have (no `data` listener), and bytes the agent sent after the answer (`rest`) are
+   * never parsed nor passed on: the connection is destroyed, so nothing it holds answers a later
+   * request (the answer itself is complete and relayed as usual).
+   */
+  private complete(rest: Buffer): void {
+    this.mode = Mode.Parser;
+    this.socket.removeListener("data", this.onData);
+    if (rest.length > 0) this.socket.destroy();
   }
 
   /** Back to Node's client: its own listener again, fed what is held. */
