@@ -333,6 +333,19 @@ describeWhenReady(missingPrerequisites(), "security: a hostile guest agent again
     expect(daemon().child?.exitCode ?? null).to.equal(null);
   });
 
+  it("an answer without a body followed by more bytes in the same write: relayed, and the daemon stays up (control: the same answer alone)", async () => {
+    for (const [what, tail] of [["alone (control)", "content-length: 0\r\n\r\n"], ["with a fake second answer after it", "content-length: 0\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nevil"]]) {
+      await takeover({ "/v1/health": answerWith(tail as string) });
+      const r = await call(daemon().socketPath, "GET", `/vm/${h}/health`);
+      expect([r.status, r.text], what as string).to.deep.equal([200, ""]);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(daemon().child?.exitCode ?? null, `${what as string}: the daemon runs`).to.equal(null);
+    }
+    await takeover({});
+    const next = await call(daemon().socketPath, "GET", `/vm/${h}/health`);
+    expect(next.json(), next.text).to.have.property("agent_uptime");
+  });
+
   it("the command helper's pipes are held by no process of the VM (control: the scan finds the daemon's end of them)", async () => {
     // A pause and resume run `runc pause|resume` through the helper, which then idles for 5 s.
     expect((await call(daemon().socketPath, "POST", `/vm/${h}/pause`)).status).to.be.within(200, 299);

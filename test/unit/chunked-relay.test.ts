@@ -4,7 +4,9 @@
  * including) the last chunk; anything not in the strict form is refused; held bytes are bounded.
  */
 import { expect } from "chai";
-import { ChunkedPassThrough, MAX_SIZE_DIGITS, MAX_TRAILER_BYTES } from "../../tenant-daemon/agent-client/chunked-relay.js";
+import { EventEmitter } from "node:events";
+import type { Socket } from "node:net";
+import { AnswerTap, ChunkedPassThrough, MAX_HEAD_BYTES, MAX_SIZE_DIGITS, MAX_TRAILER_BYTES } from "../../tenant-daemon/agent-client/chunked-relay.js";
 
 /** Push `parts` in order; the bytes let through, joined, and whether the end was seen. */
 function run(parts: Buffer[]): { out: string; done: boolean } {
@@ -98,5 +100,38 @@ describe("ChunkedPassThrough (chunked-relay.ts)", () => {
     const p = new ChunkedPassThrough();
     for (let i = 0; i < MAX_SIZE_DIGITS; i++) expect(p.push(Buffer.from("f")).pieces).to.deep.equal([]);
     expect(() => p.push(Buffer.from("f".repeat(1 << 20)))).to.throw(/longer than/);
+  });
+});
+
+describe("AnswerTap heads (chunked-relay.ts)", () => {
+  /** A stand-in for a socket Node's HTTP client reads (its listener is named `socketOnData`): what reaches that listener, per call. */
+  function tapped(): { socket: EventEmitter; fed: string[] } {
+    const socket = Object.assign(new EventEmitter(), { destroyed: false, parser: {} });
+    const fed: string[] = [];
+    socket.on("data", function socketOnData(d: Buffer) {
+      fed.push(d.toString("latin1"));
+    });
+    expect(AnswerTap.attach(socket as unknown as Socket)).to.not.equal(undefined);
+    return { socket, fed };
+  }
+  const heads = ["HTTP/1.1 100 Continue\r\n\r\n", "HTTP/1.1 102 Processing\r\nx: \r\n\r\n", "HTTP/1.1 200 OK\r\na: b\r\n\r\n"];
+
+  it("feeds Node's client each head whole, up to its CRLF CRLF, whatever the reads (every split in two, and a byte per read)", () => {
+    const all = heads.join("");
+    for (let cut = 0; cut <= all.length; cut++) {
+      const { socket, fed } = tapped();
+      for (const part of [all.slice(0, cut), all.slice(cut)]) if (part !== "") socket.emit("data", Buffer.from(part, "latin1"));
+      expect(fed, `split at ${cut}`).to.deep.equal(heads);
+    }
+    const { socket, fed } = tapped();
+    for (const c of all) socket.emit("data", Buffer.from(c, "latin1"));
+    expect(fed).to.deep.equal(heads);
+  });
+
+  it("gives a head that does not end within MAX_HEAD_BYTES to Node's client (which refuses it), held bytes first", () => {
+    const { socket, fed } = tapped();
+    const big = "HTTP/1.1 200 OK\r\nx: " + "a".repeat(MAX_HEAD_BYTES);
+    for (let i = 0; i < big.length; i += 1000) socket.emit("data", Buffer.from(big.slice(i, i + 1000), "latin1"));
+    expect(fed.join("")).to.equal(big);
   });
 });
