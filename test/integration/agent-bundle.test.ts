@@ -5,7 +5,7 @@
  * nothing else would notice); and an agent started from the loader answers its health without
  * having loaded `node:crypto` (tenant-daemon/agent/lazy-crypto.ts), as a host process.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { expect } from "chai";
@@ -69,4 +69,20 @@ describe("guest agent bundle (dist/toolbox)", function () {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it("the loader started through a symlinked directory (a guest's /.paddock may be one) still runs the agent", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "pdk-agent-link-"));
+    try {
+      symlinkSync(path.dirname(AGENT_BUNDLE), path.join(dir, "app"));
+      const agent = await startTestAgent({ bundle: path.join(dir, "app", path.basename(AGENT_BUNDLE)) });
+      try {
+        expect((await call(agent.socket, "GET", "/v1/health")).status).to.equal(200);
+      } finally {
+        await agent.stop();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
+

@@ -37,8 +37,8 @@ export interface TestAgentOptions {
   defaultUser?: { name: string; uid: number; gid: number; home: string } | null;
   /** Reverse channel: the host listener the agent dials (PADDOCK_AGENT_DIAL) instead of listening. */
   dial?: string;
-  /** Run the bundle ({@link AGENT_BUNDLE}) instead of the compiled module graph. */
-  bundle?: boolean;
+  /** Run the bundle ({@link AGENT_BUNDLE}) instead of the compiled module graph; a string: that path to the loader (e.g. through a symlink). */
+  bundle?: boolean | string;
   /** The per-boot proof; default: a fresh random one. */
   proof?: string;
 }
@@ -61,7 +61,7 @@ export async function startTestAgent(opts: TestAgentOptions = {}): Promise<TestA
     }),
   );
   const dialEnv = opts.dial === undefined ? {} : { PADDOCK_AGENT_DIAL: opts.dial };
-  const proc = spawn(process.execPath, [opts.bundle === true ? AGENT_BUNDLE : AGENT_MAIN], {
+  const proc = spawn(process.execPath, [typeof opts.bundle === "string" ? opts.bundle : opts.bundle === true ? AGENT_BUNDLE : AGENT_MAIN], {
     env: { ...process.env, PADDOCK_AGENT_DIR: dir, PADDOCK_AGENT_USERDATA_GUARD: guardPath, ...dialEnv },
     stdio: ["ignore", "pipe", "pipe"],
   });
