@@ -126,8 +126,18 @@ describeWhenReady(missingPrerequisites(), "reliability: concurrent creates and d
     const cfg = path.join(sup.stateDir, "tenants", id, "config.yaml");
     const r = await execa(process.execPath, [DAEMON_MAIN, "up", cfg], { reject: false, timeout: 60_000, env: { PADDOCK_IMAGE_DIR: sup.stateDir } });
     expect(r.exitCode, r.stderr).to.equal(1);
-    // The host-global tenant id lock refuses first (shared/tenant-id-lock.ts), naming the holder.
-    expect(r.stderr).to.match(/ERR_TENANT_ID_IN_USE: .*pid \d+|ERR_STATE_LOCKED: .*already in use by another running process \(pid \d+\)/);
+    // The host-global tenant id lock refuses first (shared/tenant-id-lock.ts), naming the holder;
+    // a failed `up` says so in one NDJSON error line with its code (tenant-daemon/main.ts).
+    const errors = r.stderr.split("\n").flatMap((l) => {
+      try {
+        const j = JSON.parse(l) as { level?: string; msg?: string; code?: string };
+        return j.level === "error" ? [j] : [];
+      } catch {
+        return [];
+      }
+    });
+    const named = errors.some((e) => (e.code === "ERR_TENANT_ID_IN_USE" && /pid \d+/.test(e.msg ?? "")) || (e.code === "ERR_STATE_LOCKED" && /already in use by another running process \(pid \d+\)/.test(e.msg ?? "")));
+    expect(named, r.stderr).to.equal(true);
     // The first daemon was not disturbed.
     expect((await sup.gw(tok[id] as string, "GET", "/healthz")).status).to.equal(200);
   });
