@@ -36,6 +36,7 @@ import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { CODE_CACHE_SUFFIX, runCommonJsFile } from "../shared/cjs-code-cache.js";
 import { run } from "../shared/exec.js";
+import { CJS_BUNDLE_OPTIONS, assertRunnableBundle } from "./lib/cjs-bundle.js";
 import { sleep } from "../shared/time.js";
 import { AGENT_BUNDLE_FILE } from "../tenant-daemon/agent/loader.js";
 import { GUEST_AGENT_ENTRY, GUEST_NODE_PATH } from "../tenant-daemon/runtime/oci-spec.js";
@@ -56,43 +57,19 @@ if (process.argv[2] === "--write-cache") {
 await fs.rm(toolboxDir, { recursive: true, force: true });
 await fs.mkdir(toolboxDir, { recursive: true, mode: 0o755 });
 await build({
+  ...CJS_BUNDLE_OPTIONS,
   entryPoints: [path.join(agentDir, "main.js")],
   outfile: bundle,
-  bundle: true,
-  platform: "node",
-  format: "cjs",
-  target: "node20",
   external: ["node-pty"],
   // As the daemon's bundle: smaller source to read, hash and keep (no comments); names kept so
-  // stack traces and error classes stay readable.
+  // stack traces and error classes stay readable. node-pty is required from beside the bundle
+  // (tenant-daemon/agent/shell.ts), through the bundle's own `import.meta.url`.
   minify: true,
   keepNames: true,
   legalComments: "none",
-  // `import.meta.url` of every bundled module is the bundle's own URL (node-pty is required
-  // from it: tenant-daemon/agent/shell.ts).
-  define: { "import.meta.url": "__pdkModuleUrl" },
-  banner: { js: "var __pdkModuleUrl = require(\"node:url\").pathToFileURL(__filename).href;" },
-  logLevel: "warning",
 });
-await build({
-  entryPoints: [path.join(agentDir, "loader.js")],
-  outfile: path.join(toolboxDir, "agent.cjs"),
-  bundle: true,
-  platform: "node",
-  format: "cjs",
-  target: "node20",
-  define: { "import.meta.url": "__pdkModuleUrl" },
-  banner: { js: "var __pdkModuleUrl = require(\"node:url\").pathToFileURL(__filename).href;" },
-  logLevel: "warning",
-});
-for (const file of [bundle, path.join(toolboxDir, "agent.cjs")]) {
-  const text = await fs.readFile(file, "latin1");
-  const nonAscii = [...text].findIndex((ch) => ch.charCodeAt(0) > 0x7f);
-  if (nonAscii !== -1) throw new Error(`${file} has a non-ASCII character at offset ${nonAscii}: escape it in the source`);
-  // vm.Script (shared/cjs-code-cache.ts) gives a dynamic import() no loader.
-  const dynamicImport = /(?<![\w$.])import\(/.exec(text);
-  if (dynamicImport !== null) throw new Error(`${file} has a dynamic import() at offset ${dynamicImport.index}, which fails when run through vm.Script: require lazily instead`);
-}
+await build({ ...CJS_BUNDLE_OPTIONS, entryPoints: [path.join(agentDir, "loader.js")], outfile: path.join(toolboxDir, "agent.cjs") });
+for (const file of [bundle, path.join(toolboxDir, "agent.cjs")]) await assertRunnableBundle(file, { noDynamicImport: true });
 // No NODE_OPTIONS (the guest's node has none), and none of the agent's VM-only settings: the
 // agent in the child must only ever touch its scratch dir (an empty value counts as unset).
 const childEnv = { NODE_OPTIONS: "", PADDOCK_AGENT_ETC: "", PADDOCK_AGENT_FD: "", PADDOCK_AGENT_DIAL: "", PADDOCK_AGENT_WORK_DIR: "" };

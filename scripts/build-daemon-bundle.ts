@@ -23,6 +23,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { run } from "../shared/exec.js";
+import { CJS_BUNDLE_OPTIONS, assertRunnableBundle } from "./lib/cjs-bundle.js";
 import { DAEMON_NODE_FLAGS } from "../shared/daemon-node-flags.js";
 import { CODE_CACHE_SUFFIX, DAEMON_BUNDLE_FILE, runCommonJsFile } from "../tenant-daemon/launch.js";
 
@@ -37,23 +38,16 @@ if (process.argv[2] === "--write-cache") {
 } else {
   await fs.rm(bundle + CODE_CACHE_SUFFIX, { force: true });
   await build({
+    ...CJS_BUNDLE_OPTIONS,
     entryPoints: [path.join(root, "dist/tenant-daemon/main.js")],
     outfile: bundle,
-    bundle: true,
-    platform: "node",
-    format: "cjs",
-    target: "node20",
     minify: true,
     // Keep names: stack traces in the daemon's log stay readable, and error classes keep theirs.
     keepNames: true,
-    define: { "import.meta.url": "__pdkModuleUrl" },
-    banner: { js: "var __pdkModuleUrl = require(\"node:url\").pathToFileURL(__filename).href;" },
     // The packages' license comments go to `daemon.bundle.cjs.LEGAL.txt` next to it, not into
     // the source V8 keeps in memory (one of them is not ASCII).
     legalComments: "external",
-    logLevel: "warning",
   });
-  const nonAscii = (await fs.readFile(bundle)).findIndex((byte) => byte > 0x7f);
-  if (nonAscii !== -1) throw new Error(`${bundle} has a non-ASCII character at offset ${nonAscii}: escape it in the source (e.g. \\u00b5 in a regular expression)`);
+  await assertRunnableBundle(bundle);
   await run(process.execPath, [...DAEMON_NODE_FLAGS, self, "--write-cache"], { timeoutMs: 120_000, errorCode: "ERR_INTERNAL" });
 }
