@@ -10,25 +10,11 @@ import { execQuery, parseCpOperand, renderNodeTable } from "../../cli/vm-command
 import { encodeFrame as shellFrame, encodeWindowSize } from "../../shared/slicer/shell-frames.js";
 import { adminTokenPath, isSocketAddress, parseApiAddress, resolveAdminTarget, resolveTarget } from "../../cli/target.js";
 import { runCli, HELP } from "../../cli/paddock.js";
-import type { CliContext } from "../../cli/cli-context.js";
-import { Readable } from "node:stream";
-import { capture } from "../helpers/capture.js";
+import { fakeCliContext } from "../helpers/cli-context.js";
 
 const noFiles = (): string | undefined => undefined;
 
-function fakeContext(env: NodeJS.ProcessEnv = {}) {
-  const out = capture();
-  const err = capture();
-  const ctx: CliContext = {
-    env,
-    stdout: out.stream,
-    stderr: err.stream,
-    stdin: Readable.from([]),
-    readTokenFile: noFiles,
-    kvmPresent: () => false,
-  };
-  return { ctx, out, err };
-}
+const fakeContext = (env: NodeJS.ProcessEnv = {}) => fakeCliContext(env, noFiles);
 
 describe("cli: argument parsing", () => {
   it("normalizes Go-style boolean flags (--flag=false ⇒ --no-flag), leaving strings and post-`--` args alone", () => {

@@ -15,7 +15,7 @@ import { runCli } from "../../cli/paddock.js";
 import { readTokenFileSync, type CliContext } from "../../cli/cli-context.js";
 import { fileReadError } from "../../cli/local-file.js";
 import { EXIT, exitCodeFor } from "../../cli/cli-errors.js";
-import { capture } from "../helpers/capture.js";
+import { capture } from "../helpers/cli-context.js";
 
 describe("paddock: local files named by flags (cli/local-file.ts)", () => {
   let dir = "";

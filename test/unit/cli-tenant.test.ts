@@ -6,11 +6,9 @@
 import { expect } from "chai";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { Readable } from "node:stream";
 import { runCli } from "../../cli/paddock.js";
-import type { CliContext } from "../../cli/cli-context.js";
 import { resolveAdminTarget } from "../../cli/target.js";
-import { capture } from "../helpers/capture.js";
+import { fakeCliContext } from "../helpers/cli-context.js";
 
 /** A fake admin API: answers every request with `answer(method, url)` and records the requests. */
 async function fakeAdmin(answer: (method: string, url: string) => { status: number; body: unknown }): Promise<{ url: string; requests: { method: string; url: string; auth: string | undefined }[]; close: () => Promise<void> }> {
@@ -35,19 +33,7 @@ async function fakeAdmin(answer: (method: string, url: string) => { status: numb
   };
 }
 
-function context(env: NodeJS.ProcessEnv, files: Record<string, string> = {}) {
-  const out = capture();
-  const err = capture();
-  const ctx: CliContext = {
-    env,
-    stdout: out.stream,
-    stderr: err.stream,
-    stdin: Readable.from([]),
-    readTokenFile: (f) => files[f],
-    kvmPresent: () => false,
-  };
-  return { ctx, out, err };
-}
+const context = (env: NodeJS.ProcessEnv, files: Record<string, string> = {}) => fakeCliContext(env, (f) => files[f]);
 
 const tenant = (status: string, extra: Record<string, unknown> = {}) => ({ id: "t1", status, template: "default", created_at: "2026-01-01T00:00:00Z", ...extra });
 
