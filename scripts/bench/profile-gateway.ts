@@ -23,8 +23,8 @@ import { parseArgs } from "node:util";
 import crypto from "node:crypto";
 import { SupervisorLab } from "./lib/supervisor-lab.js";
 import { LoadClient, type HttpTarget } from "./lib/http-load.js";
-import { cpuMs, startChild, stopChild, type BenchChild } from "./lib/procs.js";
-import { freePort } from "./lib/supervisor-lab.js";
+import { cpuMs } from "./lib/procs.js";
+import { BareNodeProxy } from "./lib/bare-proxy.js";
 import { summarize } from "./lib/stats.js";
 
 /** The parts of a V8 .cpuprofile read here. */
@@ -84,26 +84,6 @@ export function frameTimes(p: CpuProfile, windows?: ReadonlyArray<readonly [numb
   return { frames, spanMs: windows ? spanMs : (p.endTime - p.startTime) / 1000, idleMs: self.get("(idle)") ?? 0 };
 }
 
-/**
- * A bare Node reverse proxy (the floor of Node itself for the gateway's work): `http.createServer`
- * + `http.request` on a keep-alive agent to the tenant socket, the Authorization header dropped,
- * the answer piped. Run with `node --input-type=module -e`; argv: socket path, port.
- */
-const BARE_PROXY = `
-import http from "node:http";
-const [socketPath, port] = process.argv.slice(1);
-const agent = new http.Agent({ keepAlive: true, maxFreeSockets: 64 });
-http.createServer((req, res) => {
-  const headers = { ...req.headers };
-  delete headers.authorization;
-  const up = http.request({ socketPath, agent, method: req.method, path: req.url, headers }, (u) => {
-    res.writeHead(u.statusCode, u.rawHeaders);
-    u.pipe(res);
-  });
-  up.on("error", () => res.destroy());
-  req.pipe(up);
-}).listen(Number(port), "127.0.0.1", () => process.stdout.write("ready\\n"));
-`;
 
 /** Per-target CPU of one measured run: requests, and CPU ms of each watched process. */
 interface Cell {
@@ -119,7 +99,7 @@ async function main(): Promise<void> {
   // The profiler's own cost lands in the supervisor's CPU: `--cpu-only` runs it without (no profile printed).
   const lab = await SupervisorLab.start(process.env.PADDOCK_IMAGE_DIR ?? "/var/lib/paddock/images", { nodeArgs: values["cpu-only"] ? [] : ["--cpu-prof", `--cpu-prof-dir=${profDir}`, "--cpu-prof-interval=100"] });
   let client: LoadClient | undefined;
-  let bare: BenchChild | undefined;
+  let bare: BareNodeProxy | undefined;
   let requests = 0;
   /** CLOCK_MONOTONIC µs windows of the measured gateway runs (the clock of V8's profile timestamps). */
   const windows: Array<[number, number]> = [];
@@ -127,15 +107,10 @@ async function main(): Promise<void> {
   try {
     const t = (await lab.createTenant(`pf${crypto.randomBytes(3).toString("hex")}`)).tenant;
     const daemon = await lab.daemonPid(t.id);
-    const port = await freePort();
-    bare = startChild([process.execPath, "--input-type=module", "-e", BARE_PROXY, t.socketPath, String(port)]);
-    for (let i = 0; !bare.output().includes("ready"); i++) {
-      if (i > 400) throw new Error(`bare proxy did not start: ${bare.output()}`);
-      await new Promise((r) => setTimeout(r, 25));
-    }
-    const barePid = bare.child.pid as number;
+    bare = await BareNodeProxy.start(t.socketPath);
+    const barePid = bare.pid;
     client = await LoadClient.start();
-    const targets: Record<string, HttpTarget> = { direct: { name: "direct", socketPath: t.socketPath }, bare: { name: "bare", host: "127.0.0.1", port, headers: lab.gateway(t.token).headers }, gateway: lab.gateway(t.token) };
+    const targets: Record<string, HttpTarget> = { direct: { name: "direct", socketPath: t.socketPath }, bare: { ...bare.target(lab.gateway(t.token).headers), name: "bare" }, gateway: lab.gateway(t.token) };
     const watched: Record<string, number> = { supervisor: lab.pid, bare: barePid, daemon };
     const job = { method: "GET", path: values.path as string, connections: Number(values.connections) };
     // Warm-up (JIT) of every target, then the measured runs, targets interleaved.
@@ -159,7 +134,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await client?.close();
-    if (bare) await stopChild(bare);
+    if (bare) await bare.stop();
     await lab.stop();
   }
   const med = (xs: number[]): number => summarize(xs).p50;

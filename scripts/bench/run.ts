@@ -41,6 +41,7 @@ import { FIGURE_TITLES as TITLES, renderMarkdown, type BenchReport, type BuildIn
 import { renderSvgChart } from "./lib/svg-chart.js";
 import { SupervisorLab, type LabTenant } from "./lib/supervisor-lab.js";
 import { ensureNginx, NginxProxy } from "./lib/nginx.js";
+import { BareNodeProxy } from "./lib/bare-proxy.js";
 import { request } from "../lib/http-client.js";
 import { nowMs } from "./lib/stats.js";
 import { figureCreate } from "./figures/create-latency.js";
@@ -221,7 +222,7 @@ async function main(): Promise<void> {
 
   // Phase B: a real supervisor (`paddock up`) per build: figures 6, 7 (tenants), 3, 4.
   if (wants(3, 4, 6, 7)) {
-    interface SupLab { name: BuildName; sup: SupervisorLab; nginx?: NginxProxy; loadTenant?: LabTenant; vm?: string }
+    interface SupLab { name: BuildName; sup: SupervisorLab; nginx?: NginxProxy; node?: BareNodeProxy; loadTenant?: LabTenant; vm?: string }
     const labs: Array<BuildLab<SupLab>> = builds.map((build) => ({ build }));
     /** Every supervisor started (stopped in `finally`, usable or not). */
     const started: SupLab[] = [];
@@ -261,20 +262,23 @@ async function main(): Promise<void> {
             if (v.status !== 201) throw new Error(`load VM create failed (${v.status}): ${v.text}`);
             s.vm = (v.json as { hostname: string }).hostname;
             s.nginx = await NginxProxy.start(s.loadTenant.socketPath);
+            s.node = await BareNodeProxy.start(s.loadTenant.socketPath);
           } catch (err) {
             if (l.build.name === "current") throw err;
             l.error = `supervisor lab: ${(err as Error).message}`;
             l.lab = undefined; // not measured; still stopped through `started`
           }
         }
-        const targetsOf = (s: SupLab): { direct: { name: string; socketPath: string }; gateway: ReturnType<SupervisorLab["gateway"]>; nginx: ReturnType<NginxProxy["target"]> } => {
+        const targetsOf = (s: SupLab): { direct: { name: string; socketPath: string }; gateway: ReturnType<SupervisorLab["gateway"]>; nginx: ReturnType<NginxProxy["target"]>; node: ReturnType<BareNodeProxy["target"]> } => {
           const t = s.loadTenant as LabTenant;
-          return { direct: { name: "direct", socketPath: t.socketPath }, gateway: s.sup.gateway(t.token), nginx: (s.nginx as NginxProxy).target() };
+          const gateway = s.sup.gateway(t.token);
+          // The bare proxy gets the gateway's request bytes (its Bearer token is dropped there too).
+          return { direct: { name: "direct", socketPath: t.socketPath }, gateway, nginx: (s.nginx as NginxProxy).target(), node: (s.node as BareNodeProxy).target(gateway.headers) };
         };
         await measureAB(3, labs, async (s, o) => {
           const ng = s.nginx as NginxProxy;
           const daemonPid = await s.sup.daemonPid((s.loadTenant as LabTenant).id);
-          return figureGateway(targetsOf(s), s.vm as string, { supervisor: s.sup.pid, daemon: daemonPid, nginx: () => ng.workerPids() }, o);
+          return figureGateway(targetsOf(s), s.vm as string, { supervisor: s.sup.pid, daemon: daemonPid, nginx: () => ng.workerPids(), node: (s.node as BareNodeProxy).pid }, o);
         });
         await measureAB(4, labs, (s, o) => figureStreaming(targetsOf(s), s.vm as string, `pdk-${(s.loadTenant as LabTenant).id}-${s.vm as string}`, o));
       }
@@ -284,6 +288,7 @@ async function main(): Promise<void> {
     } finally {
       for (const s of started) {
         if (s.nginx) await s.nginx.stop();
+        if (s.node) await s.node.stop();
         if (s.loadTenant) await s.sup.deleteTenant(s.loadTenant.id).catch(() => undefined);
         log(`stopping the supervisor (${s.name} build)`);
         tenantIds.push(...s.sup.createdIds);

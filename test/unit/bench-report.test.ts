@@ -54,6 +54,22 @@ describe("bench report: goals, before/after", function () {
     expect(figureGoals(3, rows).map((g) => [g.id, g.met])).to.deep.equal([["f3.tiny.c16", true], ["f3.exec.c1", false]]);
   });
 
+  it("names the bare Node proxy's share beside nginx's when the run measured it (older runs did not)", function () {
+    const rows = [
+      row("f3.tiny.c1.direct.rps", "d", "req/s", "baseline", [1000], hb),
+      row("f3.tiny.c1.gateway.rps", "g", "req/s", "paddock", [300], hb),
+      row("f3.tiny.c1.nginx.rps", "n", "req/s", "baseline", [600], hb),
+      row("f3.tiny.c1.node.rps", "b", "req/s", "baseline", [450], hb),
+      row("f3.exec.c1.direct.rps", "d", "req/s", "baseline", [100], hb),
+      row("f3.exec.c1.gateway.rps", "g", "req/s", "paddock", [50], hb),
+      row("f3.exec.c1.nginx.rps", "n", "req/s", "baseline", [90], hb),
+    ];
+    expect(figureGoals(3, rows).map((g) => g.measured)).to.deep.equal([
+      "gateway 30 %, bare Node proxy 45 %, nginx 60 % of direct (1000 req/s)",
+      "gateway 50 %, nginx 90 % of direct (100.0 req/s)",
+    ]);
+  });
+
   it("evaluates goals on the baseline build's rows too and renders both", function () {
     const f = fig5([80, 80], [100, 100]);
     f.before = { rows: fig5([50, 50], [100, 100]).rows, targets: [] };

@@ -1,10 +1,12 @@
 /**
  * Figure 3: the supervisor gateway's overhead — `GET /nodes` and a buffered exec of /bin/true
- * sent directly on the tenant's Unix socket, through the gateway (loopback TCP, Bearer token)
- * and through nginx proxying to the same socket; requests/s and p50/p99 latency at 1, 16 and
+ * sent directly on the tenant's Unix socket, through the gateway (loopback TCP, Bearer token),
+ * through nginx proxying to the same socket, and through a bare Node proxy (lib/bare-proxy.ts:
+ * Node's own HTTP server and client with none of the gateway's work, the floor of a proxy
+ * written in Node); requests/s and p50/p99 latency at 1, 16 and
  * 64 concurrent clients (autocannon in a child process, closed loop — lib/http-load.ts
  * LoadClient), repeated, the three targets interleaved. CPU used by the client (autocannon's
- * process), the supervisor, the tenant daemon and nginx during each cell is recorded so a miss
+ * process), the supervisor, the tenant daemon, nginx and the bare Node proxy during each cell is recorded so a miss
  * can be traced to the process that ran out of CPU; CPU ms per request of the proxy (supervisor
  * or nginx) and of the daemon are rows of their own (one sample per repeat), so a change in
  * the gateway's cost shows even when the machine's load moves req/s.
@@ -25,11 +27,19 @@ export interface WatchedPids {
   supervisor: number;
   daemon: number;
   nginx: () => Promise<number[]>;
+  /** The bare Node proxy's process. */
+  node: number;
 }
 
 const CONCURRENCY = [1, 16, 64];
+/** The targets of each cell, interleaved in this order. */
+const TARGETS = ["direct", "gateway", "nginx", "node"] as const;
+/** The proxy process in each target's path (none for direct). */
+const PROXY_OF: Record<string, string | undefined> = { gateway: "supervisor", nginx: "nginx", node: "node" };
+/** Row labels of the targets. */
+const LABEL_OF: Record<string, string> = { direct: "direct socket", gateway: "gateway", nginx: "nginx", node: "bare Node proxy" };
 
-export async function figureGateway(targets: { direct: HttpTarget; gateway: HttpTarget; nginx: HttpTarget }, vm: string, pids: WatchedPids, opts: BenchOptions): Promise<FigureResult> {
+export async function figureGateway(targets: { direct: HttpTarget; gateway: HttpTarget; nginx: HttpTarget; node: HttpTarget }, vm: string, pids: WatchedPids, opts: BenchOptions): Promise<FigureResult> {
   const endpoints = [
     { key: "nodes", label: "GET /nodes", method: "GET", path: "/nodes" },
     { key: "exec", label: "exec /bin/true", method: "POST", path: `/vm/${vm}/exec?cmd=%2Fbin%2Ftrue&buffered=true` },
@@ -44,16 +54,16 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
   try {
     for (const ep of endpoints) {
       for (const c of CONCURRENCY) {
-        const rps: Record<string, number[]> = { direct: [], gateway: [], nginx: [] };
-        const lat: Record<string, number[]> = { direct: [], gateway: [], nginx: [] };
-        const errs: Record<string, number> = { direct: 0, gateway: 0, nginx: 0 };
+        const rps: Record<string, number[]> = { direct: [], gateway: [], nginx: [], node: [] };
+        const lat: Record<string, number[]> = { direct: [], gateway: [], nginx: [], node: [] };
+        const errs: Record<string, number> = { direct: 0, gateway: 0, nginx: 0, node: 0 };
         const cpu: Record<string, Record<string, number[]>> = {};
         /** CPU ms per request of each process, one sample per repeat (share of a core × 1000 / req/s). */
         const cpuPerReq: Record<string, Record<string, number[]>> = {};
         for (let rep = 0; rep < opts.loadRepeats; rep++) {
-          for (const name of ["direct", "gateway", "nginx"] as const) {
+          for (const name of TARGETS) {
             const ng = await pids.nginx();
-            const watched: Record<string, number[]> = { supervisor: [pids.supervisor], daemon: [pids.daemon], nginx: ng };
+            const watched: Record<string, number[]> = { supervisor: [pids.supervisor], daemon: [pids.daemon], nginx: ng, node: [pids.node] };
             const before: Record<string, number> = {};
             for (const [k, ps] of Object.entries(watched)) before[k] = (await Promise.all(ps.map(cpuMs))).reduce((a, b) => a + b, 0);
             const t0 = nowMs();
@@ -76,14 +86,14 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
             }
           }
         }
-        for (const name of ["direct", "gateway", "nginx"] as const) {
+        for (const name of TARGETS) {
           const id = `f3.${ep.key}.c${c}.${name}`;
           const role = name === "gateway" ? "paddock" : "baseline";
-          const label = `${ep.label}, ${c} client${c > 1 ? "s" : ""}, ${name === "direct" ? "direct socket" : name}`;
+          const label = `${ep.label}, ${c} client${c > 1 ? "s" : ""}, ${LABEL_OF[name]}`;
           rows.push(row(`${id}.rps`, label, "req/s", role, rps[name] ?? [], { higherIsBetter: true, group: `${ep.label}, throughput`, ...(name === "direct" ? {} : { vs: `f3.${ep.key}.c${c}.direct.rps` }) }));
           latencyRows.push(row(`${id}.lat`, label, "ms", role, lat[name] ?? [], { group: `${ep.label}, latency`, ...(name === "direct" ? {} : { vs: `f3.${ep.key}.c${c}.direct.lat` }) }));
           // CPU per request of the proxy in the path (none for direct) and of the daemon behind it.
-          const proxy = name === "gateway" ? "supervisor" : name === "nginx" ? "nginx" : undefined;
+          const proxy = PROXY_OF[name];
           if (proxy) cpuRows.push(row(`${id}.cpu.proxy`, `${label}: ${proxy} CPU per request`, "ms", role, cpuPerReq[name]?.[proxy] ?? [], { group: `${ep.label}, CPU per request (ms of one core)`, ...(name === "gateway" ? { vs: `f3.${ep.key}.c${c}.nginx.cpu.proxy` } : {}) }));
           cpuRows.push(row(`${id}.cpu.daemon`, `${label}: tenant daemon CPU per request`, "ms", "baseline", cpuPerReq[name]?.daemon ?? [], { group: `${ep.label}, CPU per request (ms of one core)` }));
         }
@@ -92,7 +102,7 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
         const dL = summarize(lat.direct ?? []).p50, gL = summarize(lat.gateway ?? []).p50, nL = summarize(lat.nginx ?? []).p50;
         // CPU per request, ms: share of a core × 1000 / req/s (medians over the repeats).
         const cpuText = (name: string): string => Object.entries(cpu[name] ?? {}).filter(([, v]) => med(v) > 0).map(([k, v]) => `${k} ${Math.round(med(v) * 100)}% = ${fmt((med(v) * 1000) / med(rps[name]))} ms/req`).join(", ");
-        notes.push(`${ep.label}, ${c} clients — CPU (share of one core; 2 cores in all) and CPU per request: direct [${cpuText("direct")}]; gateway [${cpuText("gateway")}]; nginx [${cpuText("nginx")}]`);
+        notes.push(`${ep.label}, ${c} clients — CPU (share of one core; 2 cores in all) and CPU per request: ${TARGETS.map((t) => `${LABEL_OF[t]} [${cpuText(t)}]`).join("; ")}`);
         const rpsMet = gR >= 0.8 * dR;
         const nR = med(rps.nginx);
         const peerMet = gR >= nR;
@@ -102,7 +112,8 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
           `the gateway process spends ${fmt(perReq("gateway", "supervisor"))} ms of CPU per request (nginx ${fmt(perReq("nginx", "nginx"))} ms; ` +
           `the daemon ${fmt(perReq("direct", "daemon"))} ms direct); during the gateway cell the supervisor used ${Math.round(med(cpu.gateway?.supervisor) * 100)}% of a core, ` +
           `the daemon ${Math.round(med(cpu.gateway?.daemon) * 100)}%, the client ${Math.round(med(cpu.gateway?.client) * 100)}% (2 cores, shared with other users); ` +
-          `nginx on the same path changes p50 by ${signed(nL - dL)} ms and reaches ${Math.round((med(rps.nginx) / dR) * 100)}% of direct`;
+          `nginx on the same path changes p50 by ${signed(nL - dL)} ms and reaches ${Math.round((med(rps.nginx) / dR) * 100)}% of direct; ` +
+          `a bare Node proxy (Node's HTTP server and client alone) spends ${fmt(perReq("node", "node"))} ms of CPU per request and reaches ${Math.round((med(rps.node) / dR) * 100)}% of direct`;
         targetsOut.push(
           { text: `${ep.label} @${c}: gateway ≥ 80% of direct req/s`, met: rpsMet, measured: `${fmt(gR)} vs ${fmt(dR)} req/s (${Math.round((gR / dR) * 100)}%)`, ...(rpsMet ? {} : { cause }) },
           { text: `${ep.label} @${c}: gateway adds ≤ 1 ms p50`, met: latMet, measured: `${signed(gL - dL)} ms (${fmt(gL)} vs ${fmt(dL)} ms)`, ...(latMet ? {} : { cause }) },
@@ -119,7 +130,7 @@ export async function figureGateway(targets: { direct: HttpTarget; gateway: Http
     rows: [...rows, ...latencyRows, ...cpuRows],
     targets: targetsOut,
     notes: [
-      `autocannon ${AUTOCANNON_VERSION} in its own process (the client), closed loop: each connection sends its next request when the previous answer is read (pipelining 1), keep-alive connections, ${opts.loadSeconds} s per cell (exec cells at least 5 s; autocannon ends at its next 1 s sample tick) × ${opts.loadRepeats} repeats, targets interleaved; req/s = 200 answers / the client's wall time; latency = each response's time from autocannon's response event (fractional ms; its own histogram keeps integer ms), rows pool every request. nginx: 1 worker, no upstream keep-alive, no buffering.`,
+      `autocannon ${AUTOCANNON_VERSION} in its own process (the client), closed loop: each connection sends its next request when the previous answer is read (pipelining 1), keep-alive connections, ${opts.loadSeconds} s per cell (exec cells at least 5 s; autocannon ends at its next 1 s sample tick) × ${opts.loadRepeats} repeats, targets interleaved; req/s = 200 answers / the client's wall time; latency = each response's time from autocannon's response event (fractional ms; its own histogram keeps integer ms), rows pool every request. nginx: 1 worker, no upstream keep-alive, no buffering. The bare Node proxy (scripts/bench/lib/bare-proxy.ts): one node process, \`http.createServer\` + \`http.request\` on a keep-alive agent, answer piped, nothing else — what any proxy written in Node pays.`,
       ...notes,
     ],
   };

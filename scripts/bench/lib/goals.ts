@@ -95,7 +95,10 @@ export function figureGoals(fig: number, rowList: readonly Row[]): GoalCheck[] {
         if (!Number.isFinite(direct) || !Number.isFinite(nginx)) continue;
         const g = r.summary.p50 / direct;
         const n = nginx / direct;
-        out.push(check({ id: `f3.${ep}.c${c}`, fig, text: `gateway ≥ nginx's share of direct req/s, ${ep} @${c}`, floor: "nginx in front of the same socket", value: g / n, unit: "×", bound: 1, cmp: "≥", measured: `gateway ${Math.round(g * 100)} %, nginx ${Math.round(n * 100)} % of direct (${fmt(direct)} req/s)` }));
+        // The bare Node proxy (absent from runs before it was added): Node's own floor for a proxy.
+        const node = p50(rows, `f3.${ep}.c${c}.node.rps`) / direct;
+        const nodeText = Number.isFinite(node) ? `, bare Node proxy ${Math.round(node * 100)} %` : "";
+        out.push(check({ id: `f3.${ep}.c${c}`, fig, text: `gateway ≥ nginx's share of direct req/s, ${ep} @${c}`, floor: "nginx in front of the same socket", value: g / n, unit: "×", bound: 1, cmp: "≥", measured: `gateway ${Math.round(g * 100)} %${nodeText}, nginx ${Math.round(n * 100)} % of direct (${fmt(direct)} req/s)` }));
       }
       break;
     default:
