@@ -3,7 +3,8 @@
  * identical bundle (lib/runc-floor.ts) running tini → /bin/true. Also measured, to name the
  * cause of a miss: each runc call on its own (create, start, state, delete), the storage set-up
  * a Paddock VM adds (sparse ext4 + mkfs + loop mount + overlay), and node's start-up inside a
- * sandbox (the guest agent is a node process).
+ * sandbox (the guest agent is a node process), and the floor of any agent written in Node: the
+ * same bundle running tini → node serving HTTP on a Unix socket, `runc run` until it listens.
  * Target: p50 ≤ 2× the floor and < 150 ms.
  */
 import { promises as fs } from "node:fs";
@@ -11,7 +12,7 @@ import path from "node:path";
 import { run } from "../../../shared/exec.js";
 import { GUEST_NODE_PATH } from "../../../tenant-daemon/runtime/oci-spec.js";
 import { BENCH_GROUP, deleteVm, startDaemon, type BenchOptions, type DaemonLab } from "../lib/context.js";
-import { FloorBundle, runcExec } from "../lib/runc-floor.js";
+import { FloorBundle, NODE_AGENT_FLOOR_ARGS, runcExec } from "../lib/runc-floor.js";
 import { idmapBind, pinUserAndNetns, unpinNamespace } from "../../../tenant-daemon/runtime/nsutil.js";
 import { fmt, row, type FigureResult } from "../lib/report.js";
 import { nowMs, timed } from "../lib/stats.js";
@@ -110,6 +111,17 @@ export async function figureCreate(lab: DaemonLab, opts: BenchOptions, onTenant:
 
   const warm = await warmCreates(n, onTenant, d.daemonArgv);
 
+  // The floor of a node agent: the floor bundle's runc run, its process node serving HTTP on a
+  // Unix socket (nothing else), exiting once it listens — what any agent written in Node pays.
+  const nodeFloor = await FloorBundle.prepare(path.join(opts.imageDir, "debian-12", "rootfs"), NODE_AGENT_FLOOR_ARGS);
+  const nodeFloorRun: number[] = [];
+  try {
+    await nodeFloor.runOnce();
+    for (let i = 0; i < n; i++) nodeFloorRun.push(await nodeFloor.runOnce());
+  } finally {
+    await nodeFloor.dispose();
+  }
+
   const floor = await FloorBundle.prepare(path.join(opts.imageDir, "debian-12", "rootfs"));
   const floorRun: number[] = [];
   const steps = { create: [] as number[], start: [] as number[], state: [] as number[], del: [] as number[] };
@@ -185,6 +197,7 @@ export async function figureCreate(lab: DaemonLab, opts: BenchOptions, onTenant:
   const rows = [
     row("f1.wait-agent", "Paddock, no warm pool: POST nodes?wait=agent → agent ready (boot on demand)", "ms", "paddock", waitAgent, { vs: "f1.floor" }),
     row("f1.floor", "floor: runc run (same bundle, tini → /bin/true)", "ms", "baseline", floorRun),
+    row("f1.floor-node", "floor of a node agent: runc run (same bundle, tini → node listening on a Unix socket)", "ms", "baseline", nodeFloorRun, { vs: "f1.floor" }),
     row("f1.warm", "Paddock, warm pool: POST nodes?wait=agent → agent ready, pool refilled before each", "ms", "paddock", warm.steady, { vs: "f1.floor" }),
     row("f1.warm-b2b", "Paddock, warm pool: the same back to back (create, delete, next create at once)", "ms", "info", warm.backToBack, { vs: "f1.floor" }),
     row("f1.no-wait", "Paddock: POST nodes (no wait) → 201", "ms", "info", noWait, { vs: "f1.floor" }),

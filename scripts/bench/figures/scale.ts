@@ -1,11 +1,13 @@
 /**
  * Figure 8: N concurrent creates (`wait=agent`) in one tenant — 20 by default, 50 with
  * `--full`: wall time, per-create latency, errors (must be 0) and distinct addresses (must be
- * N), against N concurrent `runc run`s of the floor bundle. Then all N are deleted at once.
+ * N), against N concurrent `runc run`s of the floor bundle, and of the floor of a node agent
+ * (the same bundle running node until it listens on a Unix socket: lib/runc-floor.ts
+ * NODE_AGENT_FLOOR_ARGS). Then all N are deleted at once.
  */
 import path from "node:path";
 import { BENCH_GROUP, deleteVm, type BenchOptions, type DaemonLab } from "../lib/context.js";
-import { FloorBundle } from "../lib/runc-floor.js";
+import { FloorBundle, NODE_AGENT_FLOOR_ARGS } from "../lib/runc-floor.js";
 import { fmt, row, type FigureResult } from "../lib/report.js";
 import { nowMs, timed } from "../lib/stats.js";
 
@@ -37,12 +39,22 @@ export async function figureScale(lab: DaemonLab, opts: BenchOptions): Promise<F
   } finally {
     await floor.dispose();
   }
+  const nodeFloor = await FloorBundle.prepare(path.join(opts.imageDir, "debian-12", "rootfs"), NODE_AGENT_FLOOR_ARGS);
+  let nodeFloorWall = NaN;
+  try {
+    const f0 = nowMs();
+    await Promise.all(Array.from({ length: count }, () => nodeFloor.runOnce()));
+    nodeFloorWall = nowMs() - f0;
+  } finally {
+    await nodeFloor.dispose();
+  }
   return {
     num: 8,
     title: `Scale: ${count} concurrent creates in one tenant`,
     rows: [
       row("f8.wall", `Paddock: wall time, ${count} concurrent creates wait=agent`, "ms", "paddock", [wallMs], { vs: "f8.floor-wall", group: "wall time" }),
       row("f8.floor-wall", `floor: wall time, ${count} concurrent runc run`, "ms", "baseline", [floorWall], { group: "wall time" }),
+      row("f8.floor-node-wall", `floor of a node agent: wall time, ${count} concurrent runc run to a bare node listening`, "ms", "baseline", [nodeFloorWall], { vs: "f8.floor-wall", group: "wall time" }),
       row("f8.each", "Paddock: each create's latency (concurrent)", "ms", "paddock", ok.map(([ms]) => ms), { vs: "f8.floor-each", group: "each" }),
       row("f8.floor-each", "floor: each runc run's latency (concurrent)", "ms", "baseline", floorEach, { group: "each" }),
       row("f8.delete-wall", `Paddock: wall time, ${count} concurrent deletes`, "ms", "info", [delWallMs], { group: "wall time" }),

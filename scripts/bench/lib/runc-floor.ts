@@ -12,7 +12,7 @@ import { promises as fs } from "node:fs";
 import crypto from "node:crypto";
 import path from "node:path";
 import { run } from "../../../shared/exec.js";
-import { renderOciSpec, GUEST_TINI_PATH } from "../../../tenant-daemon/runtime/oci-spec.js";
+import { renderOciSpec, GUEST_NODE_PATH, GUEST_TINI_PATH } from "../../../tenant-daemon/runtime/oci-spec.js";
 import { defaultToolbox, hostHasSwapAccounting, removeCgroupDirs } from "../../../tenant-daemon/runtime/oci-driver.js";
 import { idmapBind } from "../../../tenant-daemon/runtime/nsutil.js";
 import { loadSeccompProfile } from "../../../tenant-daemon/runtime/seccomp.js";
@@ -24,6 +24,19 @@ export type FloorBoundary = "full" | "seccomp" | "userns" | "none";
 /** The floor's id range: below the ranges daemons claim (shared/uid-ranges.ts starts at 2e9). */
 const FLOOR_RANGE = { uidStart: 1_800_000_000, size: 65_536 };
 import { spawnTimed } from "./procs.js";
+
+/**
+ * The process of the floor of any guest agent written in Node (figures 1 and 8): tini → the
+ * toolbox's node serving HTTP on a Unix socket (a fresh name per run: runs of one bundle share
+ * its rootfs), exiting 0 once it listens. Pass to {@link FloorBundle.prepare}.
+ */
+export const NODE_AGENT_FLOOR_ARGS: readonly string[] = [
+  GUEST_TINI_PATH,
+  "--",
+  GUEST_NODE_PATH,
+  "-e",
+  `require("node:http").createServer((q, r) => r.end("{}")).listen("/tmp/floor-" + Math.random().toString(36).slice(2) + ".sock", () => process.exit(0));`,
+];
 
 /** Spawn with all stdio ignored (a detached sandbox must not hold our pipes); ms to exit. */
 export function spawnQuiet(argv: readonly string[]): Promise<{ ms: number; code: number | null }> {
