@@ -43,23 +43,78 @@ export function tenantPidsRoom(pidMax: number, reservePids: number): number {
   return Math.max(0, pidMax - reservePids);
 }
 
+/** Host tasks of an idle gVisor sandbox (sentry, gofer, ptrace stubs), with headroom; measured 57 on ptrace. */
+export const GVISOR_SANDBOX_BASE_TASKS = 96;
+/** Host tasks per guest process of a gVisor sandbox, with headroom; measured about 10 on ptrace. */
+export const GVISOR_TASKS_PER_GUEST_PROCESS = 12;
+
 /**
- * Check that one tenant's pids budget fits next to every other tenant's on this host (pure).
- * @param input.tenantId - the tenant being created or changed.
- * @param input.maxPids - its requested budget, pids.
- * @param input.others - every other tenant's budget (tenants without one count as 0).
+ * The cgroup `pids.max` of one gVisor sandbox whose guest may run `guestPids` processes:
+ * {@link GVISOR_SANDBOX_BASE_TASKS} + {@link GVISOR_TASKS_PER_GUEST_PROCESS} × `guestPids`
+ * (its host threads count, not its guest processes). gVisor 20221219 has no guest-side pid
+ * limit, so the guest's own count is not capped exactly.
+ */
+export function runscPidsLimit(guestPids: number): number {
+  return GVISOR_SANDBOX_BASE_TASKS + GVISOR_TASKS_PER_GUEST_PROCESS * guestPids;
+}
+
+/** Guest processes every VM runs at least (tini and the agent): bounds how many VMs a guest pids budget allows. */
+const MIN_GUEST_PROCESSES_PER_VM = 2;
+
+/**
+ * The host tasks a gVisor tenant whose VMs may run `guestPids` guest processes together needs:
+ * {@link GVISOR_SANDBOX_BASE_TASKS} per VM plus {@link GVISOR_TASKS_PER_GUEST_PROCESS} per guest
+ * process, as {@link runscPidsLimit} does for one VM. The number of VMs is `maxVms`, and never
+ * more than the budget can start (each VM runs tini and the agent), so an unset `maxVms` stays bounded.
+ * @param guestPids - the tenant's pids budget in guest processes (`paddock.limits.max_pids`).
+ * @param maxVms - `paddock.limits.max_vms`, undefined ⇒ unbounded.
+ */
+export function runscTenantPidsMax(guestPids: number, maxVms: number | undefined): number {
+  const vms = Math.min(maxVms ?? Infinity, Math.max(1, Math.floor(guestPids / MIN_GUEST_PROCESSES_PER_VM)));
+  return GVISOR_SANDBOX_BASE_TASKS * vms + GVISOR_TASKS_PER_GUEST_PROCESS * guestPids;
+}
+
+/**
+ * The host pids a tenant's parent cgroup may hold for a budget of `maxPids` guest processes:
+ * `maxPids` itself on runc (`oci`, and records without a runtime), {@link runscTenantPidsMax}
+ * under gVisor. This, not `max_pids`, is what the tenant takes of the host's pid_max.
+ * @param t.hypervisor - the tenant's runtime (`oci`, `gvisor`; undefined ⇒ oci).
+ * @param t.maxPids - `limits.max_pids`, guest processes. @param t.maxVms - `limits.max_vms`.
+ */
+export function tenantHostPids(t: { hypervisor?: string | undefined; maxPids: number; maxVms?: number | undefined }): number {
+  return t.hypervisor === "gvisor" ? runscTenantPidsMax(t.maxPids, t.maxVms) : t.maxPids;
+}
+
+/** One tenant's share of the host's pids: its `max_pids` and the host pids that budget takes ({@link tenantHostPids}). */
+export interface TenantPidsShare {
+  id: string;
+  /** `limits.max_pids` (guest processes); undefined ⇒ no budget set, counted as 0. */
+  maxPids: number | undefined;
+  /** Host pids its cgroup may hold; undefined ⇒ `maxPids`. */
+  hostPids?: number | undefined;
+}
+
+/**
+ * Check that one tenant's pids budget fits next to every other tenant's on this host (pure):
+ * the host pids of all of them (gVisor's sentry, gofer and stubs included, {@link tenantHostPids})
+ * must leave `reservePids` of `pidMax`.
+ * @param input.tenant - the tenant being created or changed, with its requested budget.
+ * @param input.others - every other tenant's share (tenants without a budget count as 0).
  * @param input.pidMax - the host's pid_max; input.reservePids - pids kept for the host.
  * @throws PaddockError `ERR_PIDS_BUDGET_EXCEEDED` (507) naming the totals and what is left.
  */
-export function checkTenantPidsBudget(input: { tenantId: string; maxPids: number; others: ReadonlyArray<{ id: string; maxPids: number | undefined }>; pidMax: number; reservePids: number }): void {
+export function checkTenantPidsBudget(input: { tenant: TenantPidsShare & { maxPids: number }; others: readonly TenantPidsShare[]; pidMax: number; reservePids: number }): void {
   const room = tenantPidsRoom(input.pidMax, input.reservePids);
-  const used = input.others.reduce((sum, t) => sum + (t.maxPids ?? 0), 0);
-  if (used + input.maxPids > room) {
+  const used = input.others.reduce((sum, t) => sum + (t.hostPids ?? t.maxPids ?? 0), 0);
+  const { tenant } = input;
+  const need = tenant.hostPids ?? tenant.maxPids;
+  if (used + need > room) {
     const left = Math.max(0, room - used);
+    const host = need !== tenant.maxPids ? ` (${need} host pids under gVisor: its sentry's, gofer's and stubs' threads count)` : "";
     throw new PaddockError(
       "ERR_PIDS_BUDGET_EXCEEDED",
-      `tenant ${input.tenantId}: limits.max_pids ${input.maxPids} does not fit on this host: the other ${input.others.length} tenant(s) hold ${used} pids and pid_max ${input.pidMax} minus the host reserve of ${input.reservePids} leaves ${room} for tenants, so at most ${left} remain; lower limits.max_pids (or another tenant's), or raise kernel.pid_max`,
-      { details: { max_pids: input.maxPids, available: left, pid_max: input.pidMax, reserve: input.reservePids } },
+      `tenant ${tenant.id}: limits.max_pids ${tenant.maxPids}${host} does not fit on this host: the other ${input.others.length} tenant(s) hold ${used} pids and pid_max ${input.pidMax} minus the host reserve of ${input.reservePids} leaves ${room} for tenants, so at most ${left} remain; lower limits.max_pids (or another tenant's), or raise kernel.pid_max`,
+      { details: { max_pids: tenant.maxPids, host_pids: need, available: left, pid_max: input.pidMax, reserve: input.reservePids } },
     );
   }
 }

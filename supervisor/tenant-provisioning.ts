@@ -9,14 +9,14 @@ import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { PaddockError } from "../shared/errors.js";
 import { TENANT_ID_PATTERN } from "../shared/tenant-config.js";
-import { checkTenantPidsBudget, readPidMax } from "../shared/host-pids.js";
+import { checkTenantPidsBudget, readPidMax, tenantHostPids, type TenantPidsShare } from "../shared/host-pids.js";
 import { claimUidRange, releaseUidRange } from "../shared/uid-ranges.js";
 import { liveTenantLockOwner, tenantIdHeldError } from "../shared/tenant-id-lock.js";
 import { listSetCidrs } from "../shared/nft-cli.js";
 import { formatCidr } from "../shared/cidr.js";
 import { allocateBlocks } from "./block-allocator.js";
 import type { SupervisorConfig } from "./supervisor-config.js";
-import type { RegistryState, TenantHypervisor, TenantRecord } from "./tenant-registry.js";
+import type { LimitsRecord, RegistryState, TenantHypervisor, TenantRecord } from "./tenant-registry.js";
 import { layerLimits } from "./tenant-limits.js";
 import { loadTemplate, readOverrides, templateHypervisor } from "./tenant-template.js";
 import { RUNSC_INSTALL_HINT, findRunscBinary } from "../shared/runsc-binary.js";
@@ -42,13 +42,21 @@ function newTenantId(): string {
 }
 
 /**
- * The host-level pids check: every tenant's budget together must leave `host_pids_reserve`
- * of pid_max to the host (shared/host-pids.ts). `state` holds the other tenants' budgets.
+ * The host-level pids check: every tenant's host pids together must leave `host_pids_reserve`
+ * of pid_max to the host (shared/host-pids.ts). A gVisor tenant counts the host pids its cgroup
+ * allows (guest processes scaled for the sentry's, gofer's and stubs' threads: `tenantHostPids`),
+ * not its `max_pids`. `state` holds the other tenants' budgets.
+ * @param tenant - the tenant being created or changed: its id, runtime and (new) limits.
  * @throws PaddockError ERR_PIDS_BUDGET_EXCEEDED (507).
  */
-export async function checkPidsBudget(config: Pick<SupervisorConfig, "hostPidsReserve">, id: string, maxPids: number, state: RegistryState): Promise<void> {
-  const others = Object.values(state.tenants).filter((t) => t.id !== id).map((t) => ({ id: t.id, maxPids: t.limits.maxPids }));
-  checkTenantPidsBudget({ tenantId: id, maxPids, others, pidMax: await readPidMax(), reservePids: config.hostPidsReserve });
+export async function checkPidsBudget(config: Pick<SupervisorConfig, "hostPidsReserve">, tenant: { id: string; hypervisor?: TenantHypervisor | undefined; limits: LimitsRecord & { maxPids: number } }, state: RegistryState): Promise<void> {
+  const share = (t: { id: string; hypervisor?: TenantHypervisor | undefined; limits: LimitsRecord }): TenantPidsShare => ({
+    id: t.id,
+    maxPids: t.limits.maxPids,
+    ...(t.limits.maxPids !== undefined ? { hostPids: tenantHostPids({ hypervisor: t.hypervisor, maxPids: t.limits.maxPids, maxVms: t.limits.maxVms }) } : {}),
+  });
+  const others = Object.values(state.tenants).filter((t) => t.id !== tenant.id).map(share);
+  checkTenantPidsBudget({ tenant: { ...share(tenant), maxPids: tenant.limits.maxPids }, others, pidMax: await readPidMax(), reservePids: config.hostPidsReserve });
 }
 
 /**
@@ -127,7 +135,7 @@ export async function createTenant(ctx: TenantContext, configs: TenantConfigs, d
       // The host uid/gid range (shared/uid-ranges.ts); claiming creates the state dir.
       const stateDirExisted = await fs.access(stateDir).then(() => true, () => false);
       claimed = { stateDirExisted };
-      await checkPidsBudget(config, id, limits.maxPids, state);
+      await checkPidsBudget(config, { id, hypervisor, limits }, state);
       const uidRange = await claimUidRange({ tenantId: id, stateDir });
       const now = new Date().toISOString();
       const record: TenantRecord = {

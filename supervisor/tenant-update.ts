@@ -46,7 +46,9 @@ export async function updateTenant(ctx: TenantContext, configs: TenantConfigs, i
     const labels = applyLabels(current.labels, input.labels);
     const defaults = input.limits === undefined ? undefined : layerLimits((await loadTemplate(config.templatesDir, current.template)).limits, config.defaultLimits);
     const limits = defaults === undefined || input.limits === undefined ? current.limits : applyLimits(current.limits, input.limits, defaults);
-    if (limits.maxPids !== undefined && limits.maxPids !== current.limits.maxPids) await checkPidsBudget(config, id, limits.maxPids, registry.snapshot());
+    // A gVisor tenant's host pids follow max_vms too (shared/host-pids.ts tenantHostPids).
+    const hostPidsChanged = limits.maxPids !== current.limits.maxPids || (current.hypervisor === "gvisor" && limits.maxVms !== current.limits.maxVms);
+    if (limits.maxPids !== undefined && hostPidsChanged) await checkPidsBudget(config, { id, hypervisor: current.hypervisor, limits: { ...limits, maxPids: limits.maxPids } }, registry.snapshot());
     const limitsChanged = JSON.stringify(limits) !== JSON.stringify(current.limits);
     let text: string | undefined;
     if (limitsChanged) {

@@ -23,7 +23,7 @@ import { agentStats } from "./agent-client/agent-http.js";
 import { createAgentUpgradeHandler } from "./api/ws-upgrade.js";
 import { createPreviewProxy } from "./api/preview-routes.js";
 import { DaemonMetrics } from "./api/metrics.js";
-import { runscTenantPidsMax } from "./runtime/runsc-spec.js";
+import { runscTenantPidsMax } from "../shared/host-pids.js";
 import { NO_KVM, RUNSC_INSTALL_HINT, chooseRunscPlatform, findRunsc, hostKvmFacts, type KvmFacts } from "./runtime/runsc-host.js";
 import { scanHost, type HostScan } from "./network/tenant-ranges.js";
 import { vmVethName } from "./network/names.js";

@@ -8,40 +8,12 @@
  *   Guest syscalls are served by gVisor's sentry; only the sentry's own filtered set reaches
  *   the host kernel;
  * - `pids.max` counts host threads of the sentry, gofer and ptrace stubs (about 57 idle, about
- *   10 per guest process), not guest processes: it is scaled by {@link runscPidsLimit}.
+ *   10 per guest process), not guest processes: it is scaled by {@link runscPidsLimit}
+ *   (shared/host-pids.ts, where the supervisor counts the same host pids against pid_max).
  */
+import { runscPidsLimit } from "../../shared/host-pids.js";
 import type { VmRuntimeSpec } from "./driver.js";
 import { renderOciSpec, type OciSpec, type OciToolbox } from "./oci-spec.js";
-
-/** Host tasks of an idle sandbox (sentry, gofer, stubs), with headroom; measured 57 on ptrace. */
-const SANDBOX_BASE_TASKS = 96;
-/** Host tasks per guest process, with headroom; measured about 10 on ptrace. */
-const TASKS_PER_GUEST_PROCESS = 12;
-
-/**
- * The cgroup `pids.max` of a sandbox whose guest may run `guestPids` processes:
- * {@link SANDBOX_BASE_TASKS} + {@link TASKS_PER_GUEST_PROCESS} × `guestPids`.
- * gVisor 20221219 has no guest-side pid limit, so the guest's own count is not capped exactly.
- */
-export function runscPidsLimit(guestPids: number): number {
-  return SANDBOX_BASE_TASKS + TASKS_PER_GUEST_PROCESS * guestPids;
-}
-
-/** Guest processes every VM runs at least (tini and the agent): bounds how many VMs a guest pids budget allows. */
-const MIN_GUEST_PROCESSES_PER_VM = 2;
-
-/**
- * The host tasks a gVisor tenant whose VMs may run `guestPids` guest processes together needs:
- * {@link SANDBOX_BASE_TASKS} per VM plus {@link TASKS_PER_GUEST_PROCESS} per guest process,
- * as {@link runscPidsLimit} does for one VM. The number of VMs is `maxVms`, and never more than
- * the budget can start (each VM runs tini and the agent), so an unset `maxVms` stays bounded.
- * @param guestPids - the tenant's pids budget in guest processes (`paddock.limits.max_pids`).
- * @param maxVms - `paddock.limits.max_vms`, undefined ⇒ unbounded.
- */
-export function runscTenantPidsMax(guestPids: number, maxVms: number | undefined): number {
-  const vms = Math.min(maxVms ?? Infinity, Math.max(1, Math.floor(guestPids / MIN_GUEST_PROCESSES_PER_VM)));
-  return SANDBOX_BASE_TASKS * vms + TASKS_PER_GUEST_PROCESS * guestPids;
-}
 
 /**
  * `config.json` of the gVisor sandbox for `spec` (see the module comment).

@@ -62,7 +62,7 @@ export interface TenantBudgetPlan {
  * - cpu: `limits.maxVcpu` × period, raised to the largest host group's vCPUs (a child's quota
  *   may not exceed its parent's); absent ⇒ unlimited.
  * - host tasks: with `hostTasks` (runtimes whose sandboxes count their own host threads in the
- *   cgroup, e.g. gVisor's sentry, gofer and stubs: runsc-spec.ts `runscTenantPidsMax`), the
+ *   cgroup, e.g. gVisor's sentry, gofer and stubs: shared/host-pids.ts `runscTenantPidsMax`), the
  *   written pids.max is `hostTasks(guest budget)`, clamped to the same room; the per-VM limit
  *   stays in guest processes (the runtime scales it per VM).
  * @param input.hostGroupVcpus - each host group's (maximum) vCPUs per VM.

@@ -16,7 +16,7 @@ import type { VmRuntimeSpec } from "../../tenant-daemon/runtime/driver.js";
 import { pinUserAndNetns } from "../../tenant-daemon/runtime/nsutil.js";
 import { createRunscDriver, type RunscDriver } from "../../tenant-daemon/runtime/runsc-driver.js";
 import { findRunsc } from "../../tenant-daemon/runtime/runsc-host.js";
-import { runscPidsLimit } from "../../tenant-daemon/runtime/runsc-spec.js";
+import { runscPidsLimit } from "../../shared/host-pids.js";
 import type { TenantVmStorage } from "../../tenant-daemon/storage/vm-storage.js";
 import { readCgroupLimits } from "../helpers/cgroup.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";

@@ -27,7 +27,7 @@ if (findRunscBinary() === undefined) missing.push("runsc not installed (apt-get 
 describeWhenReady(missing, "supervisor: a tenant on runc or gVisor (admin API, real supervisor in its own mount namespace)", function () {
   this.timeout(120_000);
   let sup: TestSupervisor | undefined;
-  const ids = ["tgv", "tgvoci", "tsbgv", "tsb", "tbad", "tnogv", "tnogv2", "tnooci"];
+  const ids = ["tgv", "tgvoci", "tsbgv", "tsb", "tbad", "tnogv", "tnogv2", "tnooci", "tpids", "tpidgv", "tpidoci"];
   /** Paths bind-mounted over in the supervisor's namespace (undone in `after` too). */
   let hidden: string[] = [];
 
@@ -51,7 +51,8 @@ describeWhenReady(missing, "supervisor: a tenant on runc or gVisor (admin API, r
     const s = sup as TestSupervisor;
     await s.createTenant("tgv", "sandbox-gvisor");
     await s.createTenant("tgvoci", "sandbox-gvisor", { hypervisor: "oci" });
-    await s.createTenant("tsbgv", "sandbox", { hypervisor: "gvisor" });
+    // sandbox's 2048 guest processes under gVisor would be 26112 host pids: more than a default host leaves (see below).
+    await s.createTenant("tsbgv", "sandbox", { hypervisor: "gvisor", limits: { max_pids: 256 } });
     await s.createTenant("tsb", "sandbox");
     const got: Record<string, unknown> = {};
     for (const id of ["tgv", "tgvoci", "tsbgv", "tsb"]) {
@@ -75,6 +76,27 @@ describeWhenReady(missing, "supervisor: a tenant on runc or gVisor (admin API, r
     const r = await s.adminReq("PATCH", "/tenants/tsbgv", { limits: { max_vms: 3 } });
     expect(r.status, r.text).to.equal(200);
     expect((await configOf("tsbgv")).config.hypervisor).to.equal("gvisor");
+  });
+
+  it("a gVisor tenant's budget counts its host pids (sentry, gofer, stubs), not max_pids: refused where the same max_pids on runc fits (507, nothing created)", async () => {
+    const s = sup as TestSupervisor;
+    // What this host has left for tenants now (pid_max and the tenants above), from a refusal's details.
+    const probe = await s.adminReq("POST", "/tenants", { id: "tpids", template: "sandbox", limits: { max_pids: 4_194_304 } });
+    expect((probe.json as { code?: string }).code, probe.text).to.equal("ERR_PIDS_BUDGET_EXCEEDED");
+    // A 5xx answer carries no details: the message says what remains.
+    const left = Number(/at most (\d+) remain/.exec((probe.json as { error: string }).error)?.[1]);
+    expect(left, "room left for one more tenant").to.be.greaterThan(64);
+    const maxPids = Math.floor(left / 2);
+    const r = await s.adminReq("POST", "/tenants", { id: "tpidgv", template: "sandbox", hypervisor: "gvisor", limits: { max_pids: maxPids } });
+    const j = r.json as { code?: string; error?: string };
+    expect({ status: r.status, code: j.code }, r.text).to.deep.equal({ status: 507, code: "ERR_PIDS_BUDGET_EXCEEDED" });
+    expect(j.error).to.contain(`limits.max_pids ${maxPids} (`).and.to.contain("host pids under gVisor").and.to.contain(`at most ${left} remain`);
+    expect(Number(/\((\d+) host pids under gVisor/.exec(j.error ?? "")?.[1])).to.be.greaterThan(left);
+    expect((await s.adminReq("GET", "/tenants/tpidgv")).status).to.equal(404);
+    expect(existsSync(path.join(s.stateDir, "tenants", "tpidgv")), "tpidgv state dir").to.equal(false);
+    // Positive control: the same max_pids on runc fits (its host pids are its max_pids).
+    await s.createTenant("tpidoci", "sandbox", { limits: { max_pids: maxPids } });
+    expect((await s.adminReq("DELETE", "/tenants/tpidoci")).status).to.be.oneOf([200, 202, 204]);
   });
 
   it("an unknown hypervisor is refused (400 ERR_TENANT_INVALID naming oci and gvisor), nothing created", async () => {

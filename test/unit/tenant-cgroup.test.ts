@@ -10,12 +10,11 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { isPaddockError } from "../../shared/errors.js";
-import { checkTenantPidsBudget, readPidMax, tenantPidsRoom } from "../../shared/host-pids.js";
+import { checkTenantPidsBudget, readPidMax, runscTenantPidsMax, tenantHostPids, tenantPidsRoom } from "../../shared/host-pids.js";
 import type { TenantLimits } from "../../shared/tenant-config.js";
 import {
   applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenantCgroup, type CgroupLayout, type TenantBudget,
 } from "../../tenant-daemon/runtime/tenant-cgroup.js";
-import { runscTenantPidsMax } from "../../tenant-daemon/runtime/runsc-spec.js";
 
 const NO_LIMITS: TenantLimits = { maxVms: undefined, maxVcpu: undefined, maxRamBytes: undefined, maxDiskBytes: undefined, maxPids: undefined };
 const MiB = 2 ** 20;
@@ -205,15 +204,36 @@ describe("host pids budget (shared/host-pids.ts)", () => {
   });
   it("accepts budgets that fit and refuses the one that would eat into the reserve, saying what is left", () => {
     const others = [{ id: "a", maxPids: 12_000 }, { id: "b", maxPids: 10_000 }, { id: "old", maxPids: undefined }];
-    checkTenantPidsBudget({ tenantId: "c", maxPids: 2576, others, pidMax: 32768, reservePids: 8192 });
+    checkTenantPidsBudget({ tenant: { id: "c", maxPids: 2576 }, others, pidMax: 32768, reservePids: 8192 });
     let err: unknown;
     try {
-      checkTenantPidsBudget({ tenantId: "c", maxPids: 2577, others, pidMax: 32768, reservePids: 8192 });
+      checkTenantPidsBudget({ tenant: { id: "c", maxPids: 2577 }, others, pidMax: 32768, reservePids: 8192 });
     } catch (e) {
       err = e;
     }
     expect(isPaddockError(err) && err.code).to.equal("ERR_PIDS_BUDGET_EXCEEDED");
     expect(isPaddockError(err) && err.status).to.equal(507);
     expect((err as Error).message).to.contain("limits.max_pids 2577").and.contain("hold 22000 pids").and.contain("at most 2576 remain");
+  });
+  it("counts a gVisor tenant's host pids (its sentry's, gofer's and stubs' threads), not its max_pids, for it and for the others", () => {
+    // The sandbox-gvisor template's old default: 2048 guest processes in up to 16 VMs.
+    expect(tenantHostPids({ hypervisor: "gvisor", maxPids: 2048, maxVms: 16 })).to.equal(16 * 96 + 12 * 2048);
+    expect(tenantHostPids({ hypervisor: "oci", maxPids: 2048, maxVms: 16 })).to.equal(2048);
+    expect(tenantHostPids({ maxPids: 2048 })).to.equal(2048);
+    const room = { pidMax: 32768, reservePids: 8192 };
+    // One runc tenant of 2048 beside it: a gVisor tenant of 2048 guest processes takes 26112 host pids.
+    let err: unknown;
+    try {
+      checkTenantPidsBudget({ tenant: { id: "g", maxPids: 2048, hostPids: tenantHostPids({ hypervisor: "gvisor", maxPids: 2048, maxVms: 16 }) }, others: [{ id: "r", maxPids: 2048 }], ...room });
+    } catch (e) {
+      err = e;
+    }
+    expect(isPaddockError(err) && err.code).to.equal("ERR_PIDS_BUDGET_EXCEEDED");
+    expect((err as Error).message).to.contain("limits.max_pids 2048 (26112 host pids under gVisor").and.contain("at most 22528 remain");
+    // The other way round: a gVisor tenant already there holds its host pids.
+    const gvisor = { id: "g", maxPids: 512, hostPids: tenantHostPids({ hypervisor: "gvisor", maxPids: 512, maxVms: 16 }) };
+    expect(gvisor.hostPids).to.equal(7680);
+    checkTenantPidsBudget({ tenant: { id: "r", maxPids: 24576 - 7680 }, others: [gvisor], ...room });
+    expect(() => checkTenantPidsBudget({ tenant: { id: "r", maxPids: 24576 - 7680 + 1 }, others: [gvisor], ...room })).to.throw(/hold 7680 pids/);
   });
 });
