@@ -40,7 +40,8 @@ export interface TenantView {
 export const TENANT_HELP = `usage: paddock tenant COMMAND [flags]
 
   create [--id ID] [--template T] [--image NAME] [--hypervisor oci|gvisor] [--label k=v]...
-         [--max-vms N] [--max-vcpu N] [--max-ram 16G] [--max-disk 200G] [--token-expires-in 720h] [--json]
+         [--max-vms N] [--max-vcpu N] [--max-ram 16G] [--max-disk 200G] [--max-pids N]
+         [--token-expires-in 720h] [--json]
   list [--status S] [--label k=v]... [--json]
   get ID [--json]
   delete ID                                     an unknown ID exits 3 ("does not exist")
@@ -133,6 +134,7 @@ async function tenantCreate(ctx: CliContext, argv: string[]): Promise<number> {
     "max-vcpu": { type: "string" },
     "max-ram": { type: "string" },
     "max-disk": { type: "string" },
+    "max-pids": { type: "string" },
     "token-expires-in": { type: "string" },
   });
   expectPositionals(positionals, 0, 0, "paddock tenant create [flags]");
@@ -148,10 +150,13 @@ async function tenantCreate(ctx: CliContext, argv: string[]): Promise<number> {
   const maxVcpu = parseIntFlag(values["max-vcpu"], "--max-vcpu", { min: 0 });
   const maxRam = parseSizeFlag(values["max-ram"], "--max-ram");
   const maxDisk = parseSizeFlag(values["max-disk"], "--max-disk");
+  // Guest processes; the supervisor checks the bounds and, under gVisor, the host pids they take.
+  const maxPids = parseIntFlag(values["max-pids"], "--max-pids", { min: 0 });
   if (maxVms !== undefined) limits.max_vms = maxVms;
   if (maxVcpu !== undefined) limits.max_vcpu = maxVcpu;
   if (maxRam !== undefined) limits.max_ram_bytes = maxRam;
   if (maxDisk !== undefined) limits.max_disk_bytes = maxDisk;
+  if (maxPids !== undefined) limits.max_pids = maxPids;
   if (Object.keys(limits).length > 0) body.limits = limits;
   const expiresMs = parseDurationFlag(values["token-expires-in"], "--token-expires-in");
   if (expiresMs !== undefined) body.token_expires_in_seconds = Math.max(1, Math.round(expiresMs / 1000));

@@ -88,13 +88,13 @@ describe("paddock CLI against a real supervisor (root, runc)", function () {
   });
 
   it("creates a tenant (admin token read from the state dir) and shows its one-time token", async () => {
-    const r = await cli(["tenant", "create", "--id", tenantId, "--label", "team=cli", "--max-vms", "3", "--json"], adminEnv);
+    const r = await cli(["tenant", "create", "--id", tenantId, "--label", "team=cli", "--max-vms", "3", "--max-pids", "300", "--json"], adminEnv);
     expect(r.code, r.stderr + (sup?.output ?? "").slice(-3000)).to.equal(0);
     const t = JSON.parse(r.stdout) as { id: string; status: string; token: string; token_id: string; ranges: { cidr: string }[]; limits: Record<string, number> };
     expect(t).to.include({ id: tenantId, status: "active" });
     expect(t.token).to.match(/^pdk_/);
     // The given limit, and the template's defaults for the others.
-    expect(t.limits).to.include({ max_vms: 3 });
+    expect(t.limits).to.include({ max_vms: 3, max_pids: 300 });
     expect(Object.keys(t.limits).sort()).to.deep.equal(["max_disk_bytes", "max_pids", "max_ram_bytes", "max_vcpu", "max_vms"]);
     expect(t.ranges[0]?.cidr).to.match(/^198\.1[89]\./);
     token = t.token;
