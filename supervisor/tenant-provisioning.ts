@@ -94,6 +94,7 @@ export function checkHypervisorOnHost(hypervisor: TenantHypervisor | undefined, 
  * @throws PaddockError `ERR_TENANT_INVALID` (bad id or host group overrides),
  *   `ERR_TENANT_EXISTS`, `ERR_TENANT_ID_IN_USE` (a daemon it did not start holds the id),
  *   `ERR_TEMPLATE_NOT_FOUND`, `ERR_IMAGE_NOT_FOUND`,
+ *   `ERR_CONFIG_INVALID` (neither the request nor the template names oci or gvisor: nothing kept),
  *   `ERR_RUNTIME_UNAVAILABLE` (gvisor without runsc: nothing kept),
  *   `ERR_PIDS_BUDGET_EXCEEDED`, `ERR_NETWORK_EXHAUSTED`, `ERR_USERNS_EXHAUSTED` /
  *   `ERR_USERNS_RANGE_TAKEN` (no uid range: nothing kept), `ERR_DAEMON_START_FAILED`
@@ -109,6 +110,16 @@ export async function createTenant(ctx: TenantContext, configs: TenantConfigs, d
   const image = input.image;
   if (image !== undefined) await checkImage(config.imageDir, image);
   const hypervisor = input.hypervisor ?? templateHypervisor(template);
+  if (hypervisor === undefined) {
+    // Without it the daemon would take Slicer's default (firecracker), which Paddock cannot run,
+    // and fail at start, leaving a failed tenant behind.
+    const named = (template.tree.config as Record<string, unknown> | undefined)?.hypervisor;
+    throw new PaddockError(
+      "ERR_CONFIG_INVALID",
+      `template ${template.name} ${named === undefined ? "names no config.hypervisor" : `names config.hypervisor ${JSON.stringify(named)}`}, and a tenant's VMs run on oci (runc) or gvisor (runsc): set config.hypervisor in the template, or choose one at create ("hypervisor" in the request, paddock tenant create --hypervisor oci)`,
+      { details: { template: template.name } },
+    );
+  }
   checkHypervisorOnHost(hypervisor, input.hypervisor !== undefined ? "hypervisor gvisor" : `template ${template.name}`);
   // Every limit is set: the request's, else the template's, else the supervisor's default.
   const limits = layerLimits(input.limits ?? {}, template.limits, config.defaultLimits);
@@ -140,7 +151,7 @@ export async function createTenant(ctx: TenantContext, configs: TenantConfigs, d
       const now = new Date().toISOString();
       const record: TenantRecord = {
         id, status: "provisioning", template: template.name, labels, limits, overrides, ...(image !== undefined ? { image } : {}),
-        ...(hypervisor !== undefined ? { hypervisor } : {}),
+        hypervisor,
         blocks: template.hostGroups.map((g, i) => ({ hostGroup: g, cidr: cidrs[i] as string })),
         tokens: [{ id: issued.id, hash: issued.hash, createdAt: now, ...(expiresAt ? { expiresAt } : {}) }],
         uidRange,
@@ -159,7 +170,7 @@ export async function createTenant(ctx: TenantContext, configs: TenantConfigs, d
       throw err;
     });
     configs.remember(id, rendered.config);
-    ctx.recordAudit(who, "tenant.create", id, { template: template.name, ...(hypervisor !== undefined ? { hypervisor } : {}) });
+    ctx.recordAudit(who, "tenant.create", id, { template: template.name, hypervisor });
     try {
       await configs.writeNew(id, rendered.text);
       await daemons.managed(id).start();

@@ -20,7 +20,7 @@ const GiB = 2 ** 30;
 describe("tenant default limits (supervisor + admin API, fixture daemons)", function () {
   this.timeout(60_000);
   const suffix = Math.random().toString(36).slice(2, 6);
-  const ids = { plain: `tl${suffix}a`, bare: `tl${suffix}b`, big: `tl${suffix}c` };
+  const ids = { plain: `tl${suffix}a`, bare: `tl${suffix}b`, big: `tl${suffix}c`, nohyp: `tl${suffix}d` };
   let sup: TestSupervisor | undefined;
   let stateDir = "";
 
@@ -48,6 +48,10 @@ describe("tenant default limits (supervisor + admin API, fixture daemons)", func
     const bare = parse(sandbox) as { paddock_template: Record<string, unknown> };
     delete bare.paddock_template.limits;
     await fs.writeFile(path.join(templatesDir, "bare.yaml"), JSON.stringify(bare));
+    // The same template naming no runtime (config.hypervisor absent).
+    const nohyp = parse(sandbox) as { config: Record<string, unknown> };
+    delete nohyp.config.hypervisor;
+    await fs.writeFile(path.join(templatesDir, "nohyp.yaml"), JSON.stringify(nohyp));
     await sup.start();
   });
 
@@ -65,6 +69,18 @@ describe("tenant default limits (supervisor + admin API, fixture daemons)", func
     expect((r.json as { limits: unknown }).limits).to.deep.equal(want);
     expect(((await admin("GET", `/tenants/${ids.plain}`)).json as { limits: unknown }).limits).to.deep.equal(want);
     expect(await renderedLimits(ids.plain)).to.deep.equal({ limits: want, reserve: 8192 });
+  });
+
+  it("a template naming no hypervisor is refused at create (400 ERR_CONFIG_INVALID, nothing kept) unless the request names one", async () => {
+    const r = await admin("POST", "/tenants", { id: ids.nohyp, template: "nohyp" });
+    expect({ status: r.status, code: (r.json as { code?: string }).code }, r.text).to.deep.equal({ status: 400, code: "ERR_CONFIG_INVALID" });
+    expect(r.text).to.contain("template nohyp names no config.hypervisor").and.to.contain("--hypervisor oci");
+    expect((await admin("GET", `/tenants/${ids.nohyp}`)).status).to.equal(404);
+    expect(await fs.stat(path.join(stateDir, "tenants", ids.nohyp)).then(() => true, () => false), "no state dir").to.equal(false);
+    // Positive control: the same template with the runtime in the request.
+    const ok = await admin("POST", "/tenants", { id: ids.nohyp, template: "nohyp", hypervisor: "oci" });
+    expect(ok.status, ok.text).to.equal(201);
+    expect((await admin("DELETE", `/tenants/${ids.nohyp}`)).status).to.be.lessThan(300);
   });
 
   it("a template without limits gets the supervisor's default_limits (over the built-in defaults); the request wins over both", async () => {
