@@ -248,6 +248,10 @@ async function tenantAction(ctx: CliContext, argv: string[], action: "delete" | 
   else if (action === "resume" && out?.already_active === true) {
     // The API answers 200 for an active tenant without doing anything (supervisor/tenant-suspension.ts).
     await writeOut(ctx.stdout, `tenant ${id} is already active; nothing resumed\n`);
+  } else if (action === "suspend" && out?.already_suspended === true) {
+    // Likewise for a suspended one: its VMs stay paused, its reason is kept.
+    const why = typeof out.status_reason === "string" && out.status_reason !== "" ? ` (${out.status_reason})` : "";
+    await writeOut(ctx.stdout, `tenant ${id} is already suspended${why}; nothing paused\n`);
   } else {
     const past = { delete: "deleted", suspend: "suspended", resume: "resumed", restart: "restarted" }[action];
     const extraInfo = out?.paused_vms !== undefined ? ` (paused VMs: ${(out.paused_vms as string[]).join(", ") || "none"})`

@@ -195,7 +195,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
   r.post("/tenants/:id/suspend", async (req, res) => {
     const reason = readSuspendReason(requestBody(req));
     const out = await tenants.suspend(pathParam(req, "id"), reason, actor(res));
-    res.json({ ...tenantView(out.tenant, tenants), paused_vms: out.paused, errors: out.errors });
+    res.json({ ...tenantView(out.tenant, tenants), paused_vms: out.paused, errors: out.errors, already_suspended: out.alreadySuspended });
   });
 
   r.post("/tenants/:id/resume", async (req, res) => {

@@ -134,13 +134,14 @@ export class TenantService {
 
   /**
    * Suspend: the gateway answers 403 ERR_TENANT_SUSPENDED from now on and the tenant's
-   * running VMs are paused through its daemon.
+   * running VMs are paused through its daemon. A suspended tenant is a no-op
+   * (`alreadySuspended`, no `suspended` event).
    * @returns the tenant and what was paused (pause errors do not undo the suspension).
    * @throws PaddockError `ERR_TENANT_NOT_FOUND`, `ERR_TENANT_INVALID`.
    */
-  async suspend(id: string, reason: string, who: Actor): Promise<{ tenant: TenantRecord; paused: string[]; errors: string[] }> {
+  async suspend(id: string, reason: string, who: Actor): Promise<{ tenant: TenantRecord; paused: string[]; errors: string[]; alreadySuspended: boolean }> {
     const out = await suspendTenant(this.ctx, this.daemons, id, reason, who);
-    await this.ctx.publish({ type: "suspended", tenant: id, reason: "operator", message: reason });
+    if (!out.alreadySuspended) await this.ctx.publish({ type: "suspended", tenant: id, reason: "operator", message: reason });
     return out;
   }
 

@@ -12,12 +12,16 @@ import type { TenantDaemons } from "./tenant-daemons.js";
 
 /**
  * Suspend a tenant under its lock, with `reason` recorded as its status reason.
+ * A suspended tenant is answered as it is (nothing paused, its reason kept, nothing audited,
+ * `alreadySuspended`), as {@link resumeTenant} answers an active one.
  * @returns the tenant and what was paused (pause errors do not undo the suspension).
  * @throws PaddockError `ERR_TENANT_NOT_FOUND`, `ERR_TENANT_INVALID` (being provisioned or deleted).
  */
-export async function suspendTenant(ctx: TenantContext, daemons: TenantDaemons, id: string, reason: string, who: Actor): Promise<{ tenant: TenantRecord; paused: string[]; errors: string[] }> {
+export async function suspendTenant(ctx: TenantContext, daemons: TenantDaemons, id: string, reason: string, who: Actor): Promise<{ tenant: TenantRecord; paused: string[]; errors: string[]; alreadySuspended: boolean }> {
   const { registry } = ctx;
   return ctx.locks.run(id, async () => {
+    const t0 = registry.get(id);
+    if (t0.status === "suspended") return { tenant: t0, paused: [], errors: [], alreadySuspended: true };
     await registry.updateTenant(id, (t) => {
       if (t.status === "deleting" || t.status === "provisioning") throw new PaddockError("ERR_TENANT_INVALID", `tenant ${id} is ${t.status} and cannot be suspended`);
       t.status = "suspended";
@@ -30,7 +34,7 @@ export async function suspendTenant(ctx: TenantContext, daemons: TenantDaemons, 
       result = await daemons.pauseAll(id).catch((err: unknown) => ({ paused: [], errors: [(err as Error).message] }));
     }
     ctx.recordAudit(who, "tenant.suspend", id, { reason, paused: result.paused.length });
-    return { tenant: registry.get(id), ...result };
+    return { tenant: registry.get(id), ...result, alreadySuspended: false };
   });
 }
 

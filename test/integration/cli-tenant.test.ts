@@ -171,6 +171,11 @@ describe("paddock CLI against a real supervisor (root, runc)", function () {
     expect(blocked.code).to.equal(4);
     expect(blocked.stderr).to.contain("ERR_TENANT_SUSPENDED");
     expect((await cli(["tenant", "get", tenantId], adminEnv)).stdout).to.match(/^status:\s+suspended \(cli test\)$/m);
+    // A second suspend is a no-op and says so (the API answers already_suspended), keeping the reason.
+    const twice = await cli(["tenant", "suspend", tenantId, "--reason", "other"], adminEnv);
+    expect(twice.code, twice.stderr).to.equal(0);
+    expect(twice.stdout).to.equal(`tenant ${tenantId} is already suspended (cli test); nothing paused\n`);
+    expect((await cli(["tenant", "get", tenantId], adminEnv)).stdout).to.match(/^status:\s+suspended \(cli test\)$/m);
     expect((await cli(["tenant", "resume", tenantId], adminEnv)).code).to.equal(0);
     expect((await cli(["vm", "list"], gwEnv(token))).code).to.equal(0);
     // A second resume is a no-op and says so (the API answers already_active).
