@@ -46,7 +46,8 @@ Exit codes:
   2  usage error (unknown flag, missing argument, bad value)
   3  not found (HTTP 404)
   4  conflict or forbidden (HTTP 403/409)
-  vm exec exits with the remote command's own exit code (128+N when killed by signal N).
+  vm exec exits with the remote command's own exit code (128+N when killed by signal N), or 1 with
+  ERR_EXEC_STREAM_CUT when its stream is cut before the exit frame (token revoked, tenant suspended).
 `;
 
 
