@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { EXIT, UsageError, describeError, exitCodeFor } from "./cli-errors.js";
 import { processContext, writeOut, type CliContext } from "./cli-context.js";
 import { hoistLeadingTargetFlags } from "./args.js";
+import { readLocalFile } from "./local-file.js";
 
 /** Top-level help, including the exit codes scripts can rely on. */
 export const HELP = `paddock — multi-tenant sandbox VMs speaking the Slicer API
@@ -35,7 +36,8 @@ usage: paddock COMMAND [flags]
 
 Targets: vm commands use --url/--token/--token-file, else PADDOCK_URL/PADDOCK_TOKEN (PADDOCK_TOKEN_FILE), else SLICER_URL/SLICER_TOKEN
 (SLICER_TOKEN_FILE); tenant commands use --admin-url/--admin-token, else PADDOCK_ADMIN_URL/
-PADDOCK_ADMIN_TOKEN, else the admin-token file under \${PADDOCK_STATE_DIR:-/var/lib/paddock}/supervisor.
+PADDOCK_ADMIN_TOKEN, else the admin-token file under \${PADDOCK_STATE_DIR:-/var/lib/paddock}/supervisor
+(missing under a PADDOCK_STATE_DIR that is set: refused, ERR_FILE_UNREADABLE).
 Target flags go after the command or before it: paddock --url /run/x.sock vm list.
 
 Output: tables for people; --json for scripts.
@@ -46,7 +48,8 @@ Exit codes:
   2  usage error (unknown flag, missing argument, bad value)
   3  not found (HTTP 404)
   4  conflict or forbidden (HTTP 403/409)
-  vm exec exits with the remote command's own exit code (128+N when killed by signal N).
+  vm exec exits with the remote command's own exit code (128+N when killed by signal N), or 1 with
+  ERR_EXEC_STREAM_CUT when its stream is cut before the exit frame (token revoked, tenant suspended).
 `;
 
 
@@ -59,6 +62,9 @@ async function daemonCommand(ctx: CliContext, argv: string[]): Promise<number> {
   if ((sub !== "up" && sub !== "purge") || file === undefined || extra.length > 0) {
     throw new UsageError("paddock daemon up FILE | paddock daemon purge FILE");
   }
+  // The config file is named on the command line like the CLI's other files: one that cannot be
+  // read is ERR_FILE_UNREADABLE (exit 1, cli/local-file.ts), not a config problem (exit 2).
+  await readLocalFile(file, `paddock daemon ${sub} FILE`);
   const daemon = await import("../tenant-daemon/main.js");
   return daemon.main([sub, file]);
 }

@@ -9,7 +9,8 @@
  * Admin API (tenant commands):
  *   URL   `--admin-url`, `PADDOCK_ADMIN_URL`, default `http://127.0.0.1:8081`
  *   token `--admin-token`, `PADDOCK_ADMIN_TOKEN`, else the file
- *         `${PADDOCK_STATE_DIR:-/var/lib/paddock}/supervisor/admin-token`
+ *         `${PADDOCK_STATE_DIR:-/var/lib/paddock}/supervisor/admin-token` (missing: refused when
+ *         PADDOCK_STATE_DIR is set, no token at the default path)
  *
  * Socket vs URL (as the Go and TS SDKs decide): after stripping an optional
  * `unix://`, an address starting with `/`, `./`, `../`, `~/` (expanded to $HOME) or ending in
@@ -174,13 +175,32 @@ export function adminTokenPath(env: NodeJS.ProcessEnv): string {
 }
 
 /**
- * Resolve the supervisor admin API target. A missing admin-token file is not an error here
- * (the server answers 401, and the CLI then names the file it looked for). An empty
+ * Read the admin-token file `file`. Where its name came from decides what its absence means:
+ * under a `PADDOCK_STATE_DIR` the operator set, the file was asked for, so a missing one is
+ * refused before anything is sent; at the default path (no variable) it is no token (the server
+ * answers 401 and tenant-commands.ts names the file it looked for).
+ * @returns the file's text; undefined when it does not exist at the default path.
+ * @throws PaddockError ERR_FILE_UNREADABLE (local-file.ts) when it cannot be read, or does not
+ *   exist under a `PADDOCK_STATE_DIR` that was set.
+ */
+function readAdminTokenFile(read: ReadTokenFile, file: string, env: NodeJS.ProcessEnv): string | undefined {
+  const named = nonEmpty(env.PADDOCK_STATE_DIR) !== undefined;
+  const origin = named ? "the admin-token file under PADDOCK_STATE_DIR" : "the admin-token file";
+  const text = readNamed(read, file, origin);
+  if (text === undefined && named) throw fileReadError(file, origin, Object.assign(new Error(`ENOENT: no such file or directory, open '${file}'`), { code: "ENOENT" }));
+  return text;
+}
+
+/**
+ * Resolve the supervisor admin API target. A missing admin-token file at the default path is
+ * not an error here (the server answers 401, and the CLI then names the file it looked for);
+ * under a `PADDOCK_STATE_DIR` that was set it is refused (see readAdminTokenFile). An empty
  * `--admin-token ''` or `PADDOCK_ADMIN_TOKEN=` for an http(s) target is refused, not replaced by
  * the admin-token file, as the tenant side refuses `--token ''` (see firstToken); on a Unix
  * socket an empty source counts as unset there as here (the file is then read).
  * @throws UsageError for a bad address; PaddockError ERR_FILE_UNREADABLE for an admin-token file
- *   that exists but cannot be read; ERR_AUTH_REQUIRED for an http(s) target when
+ *   that exists but cannot be read, or is missing under a `PADDOCK_STATE_DIR` that was set (only
+ *   when no token came before it); ERR_AUTH_REQUIRED for an http(s) target when
  *   the token given is empty (`--admin-token ''`, `PADDOCK_ADMIN_TOKEN=`), or none is given and
  *   the admin-token file is empty.
  */
@@ -190,7 +210,7 @@ export function resolveAdminTarget(flags: AdminTargetFlags, env: NodeJS.ProcessE
   const token = firstToken([
     ["--admin-token", () => flags.adminToken],
     ["PADDOCK_ADMIN_TOKEN", () => env.PADDOCK_ADMIN_TOKEN],
-    [`the admin-token file ${file}`, () => readNamed(read, file, "the admin-token file"), "fallback"],
+    [`the admin-token file ${file}`, () => readAdminTokenFile(read, file, env), "fallback"],
   ], !isSocketAddress(address), `pass the supervisor's admin token (in ${file}), or unset it`);
   return { ...makeTarget(address, token, env), addressHint: "--admin-url / PADDOCK_ADMIN_URL" };
 }

@@ -53,7 +53,8 @@ export const TENANT_HELP = `usage: paddock tenant COMMAND [flags]
   token revoke ID TOKEN_ID
 
 Admin API: --admin-url / PADDOCK_ADMIN_URL (default http://127.0.0.1:8081);
-token --admin-token / PADDOCK_ADMIN_TOKEN, else \${PADDOCK_STATE_DIR:-/var/lib/paddock}/supervisor/admin-token.
+token --admin-token / PADDOCK_ADMIN_TOKEN, else \${PADDOCK_STATE_DIR:-/var/lib/paddock}/supervisor/admin-token
+(with PADDOCK_STATE_DIR set, a missing file is refused before sending: ERR_FILE_UNREADABLE, exit 1).
 `;
 
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;

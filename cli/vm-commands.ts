@@ -32,7 +32,8 @@ export const VM_HELP = `usage: paddock vm COMMAND [flags]
         [--uid N] [--gid N] [--permissions 0644]
   shell HOST [--uid N] [--cwd DIR] [--shell /bin/bash]
   logs HOST [--lines N]
-  shutdown HOST [--action shutdown|reboot]
+  shutdown HOST [--action shutdown|reboot]   prints what became of it (GET /vm/HOST afterwards):
+                        deleted (ephemeral VMs go with their disk) or stopped (persistent)
   relaunch HOST | delete HOST [--group G] | pause HOST | resume HOST
   suspend HOST | restore HOST [--wait agent] [--timeout 2m]      (gVisor tenants)
   commit HOST [--tag T]... [--label k=v]... [--cache-key K] [--json]   prints the commit id

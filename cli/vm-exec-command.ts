@@ -5,7 +5,8 @@
 import type { Readable } from "node:stream";
 import { parseFlags, parseIntFlag, splitAtDoubleDash } from "./args.js";
 import { seg, type QueryParams } from "./api-client.js";
-import { UsageError, EXIT } from "./cli-errors.js";
+import { UsageError } from "./cli-errors.js";
+import { PaddockError, errnoCode } from "../shared/errors.js";
 import type { CliContext } from "./cli-context.js";
 import { LineSplitter, exitCodeOfFrame, framePayload, isTerminalFrame, type ExecFrame } from "./exec-stream.js";
 import { TARGET_FLAGS, clientFor, resolveHostname, withVm } from "./vm-common.js";
@@ -21,33 +22,56 @@ export function execQuery(cmd: readonly string[], opts: { uid?: number; gid?: nu
   return q;
 }
 
+/** Why an exec stream may end before its exit frame, for the message of {@link streamCutError}. */
+const CUT_CAUSES = "the tenant's API token was revoked, the tenant was suspended or deleted, or the gateway or daemon stopped (docs/slicer-api.md \"Ending sessions\")";
+
+/**
+ * The error for an exec stream that ended before its exit frame: one line saying what was cut
+ * and the likely causes; the command's outcome is unknown. The gateway cuts a started answer
+ * without a word when it ends a session (supervisor/gateway-session.ts `endRequestSession`), so
+ * node only sees the connection reset or closed.
+ * @param err - what reading the response threw (node's `aborted`/ECONNRESET), or undefined
+ *   for a stream that ended cleanly without the frame.
+ * @returns PaddockError `ERR_EXEC_STREAM_CUT` (the CLI's own, exit 1), `err` as its cause.
+ */
+export function streamCutError(err: unknown): PaddockError {
+  const errno = errnoCode(err);
+  const how = err === undefined ? "ended" : `was cut (${errno ?? (err instanceof Error ? err.message : String(err))})`;
+  return new PaddockError("ERR_EXEC_STREAM_CUT", `the exec stream ${how} before the command's exit frame, so its outcome is unknown; likely causes: ${CUT_CAUSES}`, err === undefined ? {} : { cause: err });
+}
+
 /**
  * Relay an exec NDJSON response: payloads to stdout/stderr with backpressure, then the
- * command's exit code (cli/exec-stream.ts frames); 1 when the stream ends without an exit frame.
+ * command's exit code (cli/exec-stream.ts frames). A stream that breaks off after the exit frame
+ * still gives the command's code.
+ * @throws PaddockError ERR_EXEC_STREAM_CUT when the stream is reset or ends before the exit frame
+ *   (see {@link streamCutError}).
  */
 export async function relayExecStream(res: Readable, out: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream }): Promise<number> {
   const splitter = new LineSplitter();
   let terminal: ExecFrame | undefined;
-  for await (const chunk of res) {
-    for (const line of splitter.push(chunk as Buffer)) {
-      let frame: ExecFrame;
-      try {
-        frame = JSON.parse(line) as ExecFrame;
-      } catch {
-        continue; // not a frame; Slicer's own clients skip such lines too
+  let cut: unknown;
+  try {
+    for await (const chunk of res) {
+      for (const line of splitter.push(chunk as Buffer)) {
+        let frame: ExecFrame;
+        try {
+          frame = JSON.parse(line) as ExecFrame;
+        } catch {
+          continue; // not a frame; Slicer's own clients skip such lines too
+        }
+        const payload = framePayload(frame);
+        if (payload) {
+          const stream = payload.stream === "stdout" ? out.stdout : out.stderr;
+          if (!stream.write(payload.bytes)) await new Promise<void>((resolve) => stream.once("drain", () => resolve()));
+        }
+        if (isTerminalFrame(frame)) terminal = frame;
       }
-      const payload = framePayload(frame);
-      if (payload) {
-        const stream = payload.stream === "stdout" ? out.stdout : out.stderr;
-        if (!stream.write(payload.bytes)) await new Promise<void>((resolve) => stream.once("drain", () => resolve()));
-      }
-      if (isTerminalFrame(frame)) terminal = frame;
     }
+  } catch (err) {
+    cut = err;
   }
-  if (terminal === undefined) {
-    out.stderr.write("paddock: the exec stream ended without an exit frame (connection lost?)\n");
-    return EXIT.ERROR;
-  }
+  if (terminal === undefined) throw streamCutError(cut);
   if (terminal.error) out.stderr.write(`paddock: ${terminal.error}\n`);
   return exitCodeOfFrame(terminal);
 }

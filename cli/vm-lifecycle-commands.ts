@@ -156,7 +156,33 @@ export async function vmLogs(ctx: CliContext, argv: string[]): Promise<number> {
   return EXIT.OK;
 }
 
-/** `paddock vm shutdown|pause|resume HOST`: POST /vm/{h}/<verb> with no body and a text answer. @returns the exit code */
+/**
+ * What became of a VM after `POST /vm/{h}/shutdown`, from `GET /vm/{h}` (the shutdown answer is
+ * a bare `OK` on the wire, docs/slicer-api.md "Shutdown and reboot"): 404 ⇒ `deleted` (an
+ * ephemeral VM is removed with its disk on shutdown; the answer comes after the removal),
+ * `Stopped` ⇒ `stopped`, `Running` ⇒ `rebooted` (a reboot in place), any other status named.
+ * @returns the past-tense phrase printed after the hostname.
+ * @throws ApiError for an answer other than 2xx or 404; ConnectError.
+ */
+export async function shutdownOutcome(client: ApiClient, hostname: string): Promise<string> {
+  let node: VmNode;
+  try {
+    node = await client.json<VmNode>("GET", `/vm/${seg(hostname)}`);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) return "deleted (ephemeral: removed with its disk)";
+    throw err;
+  }
+  const status = typeof node?.status === "string" ? node.status : "";
+  if (status === "Stopped") return "stopped";
+  if (status === "Running") return "rebooted";
+  return `shut down (status now ${status === "" ? "unknown" : status})`;
+}
+
+/**
+ * `paddock vm shutdown|pause|resume HOST`: POST /vm/{h}/<verb> with no body and a text answer.
+ * A shutdown then says what became of the VM ({@link shutdownOutcome}).
+ * @returns the exit code
+ */
 export async function simpleVerb(ctx: CliContext, argv: string[], verb: "shutdown" | "pause" | "resume"): Promise<number> {
   const { values, positionals } = parseFlags(argv, { ...TARGET_FLAGS, action: { type: "string" } });
   if (values.action !== undefined && verb !== "shutdown") throw new UsageError("--action only applies to vm shutdown");
@@ -169,7 +195,7 @@ export async function simpleVerb(ctx: CliContext, argv: string[], verb: "shutdow
     await readBody(res, 64 * 1024);
     return h;
   });
-  const past = { shutdown: action === "reboot" ? "rebooted" : "stopped", pause: "paused", resume: "resumed" }[verb];
+  const past = verb === "shutdown" ? await shutdownOutcome(client, done) : { pause: "paused", resume: "resumed" }[verb];
   await writeOut(ctx.stdout, `${done} ${past}\n`);
   return EXIT.OK;
 }

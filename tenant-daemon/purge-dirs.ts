@@ -13,7 +13,8 @@
  * The recursive remove itself never follows symlinks (node's `fs.rm` unlinks them; checked in
  * test/unit/purge-dirs.test.ts). Dirs named after another tenant id, or inside such a dir, are
  * guarded by that id's lock in purgeTenant, and a dir inside or around a live tenant's recorded
- * dirs is refused ({@link liveTenantDirConflict}), before anything is touched.
+ * dirs, as given or as real paths, is refused ({@link liveTenantDirConflictReal}), before
+ * anything is touched.
  */
 import { promises as fs } from "node:fs";
 import path from "node:path";
@@ -67,7 +68,8 @@ export interface LiveTenantDirs {
 /**
  * Why removing `dirs` would reach into a live tenant's files, or undefined when it would not: a
  * dir to remove that is a live tenant's dir, inside one, or holds one (pure; lexical, on
- * resolved absolute paths: a symlinked dir is never followed by the removal anyway).
+ * resolved absolute paths; {@link liveTenantDirConflictReal} also compares real paths, so a
+ * symlinked ancestor does not hide a conflict).
  * @param live - the other live tenants' dirs; entries of `tenantId` itself are ignored.
  */
 export function liveTenantDirConflict(tenantId: string, dirs: readonly string[], live: readonly LiveTenantDirs[]): string | undefined {
@@ -84,16 +86,51 @@ export function liveTenantDirConflict(tenantId: string, dirs: readonly string[],
 }
 
 /**
+ * `p` (absolute) with symlinks resolved: the real path of its nearest existing ancestor (itself
+ * when it exists) joined with the part below that does not exist yet. A path through a
+ * symlinked ancestor thus names where it really is.
+ * @throws Node's errno error other than ENOENT / ENOTDIR from realpath(3).
+ */
+export async function realPathOf(p: string): Promise<string> {
+  const abs = path.resolve(p);
+  const rest: string[] = [];
+  for (let cur = abs; ; cur = path.dirname(cur)) {
+    try {
+      return path.join(await fs.realpath(cur), ...rest.reverse());
+    } catch (err) {
+      const code = errnoCode(err);
+      if ((code !== "ENOENT" && code !== "ENOTDIR") || cur === path.dirname(cur)) throw err;
+      rest.push(path.basename(cur));
+    }
+  }
+}
+
+/**
+ * {@link liveTenantDirConflict} on the paths as given, then on their real paths
+ * ({@link realPathOf}, both the dirs to remove and the live tenants' dirs): a dir reached through
+ * a symlinked ancestor (`/srv/x/state` where `/srv/x` → a live tenant's dir) is caught too.
+ * @returns the conflict (real paths named with what they were given as), or undefined.
+ */
+export async function liveTenantDirConflictReal(tenantId: string, dirs: readonly string[], live: readonly LiveTenantDirs[]): Promise<string | undefined> {
+  const lexical = liveTenantDirConflict(tenantId, dirs, live);
+  if (lexical !== undefined) return lexical;
+  const realDirs = await Promise.all(dirs.map((d) => realPathOf(d)));
+  const realLive = await Promise.all(live.map(async (t) => ({ ...t, dirs: await Promise.all(t.dirs.map((d) => realPathOf(d))) })));
+  const real = liveTenantDirConflict(tenantId, realDirs, realLive);
+  return real === undefined ? undefined : `following symlinks (${dirs.map((d, i) => `${path.resolve(d)} is really ${realDirs[i]}`).join(", ")}), ${real}`;
+}
+
+/**
  * Refuse a purge of `tenantId` whose `dirs` are, are inside, or hold a dir that a live daemon of
  * another tenant recorded in its id lock (shared/tenant-id-lock.ts `TenantLockOwner.dirs`; a
- * purge's own locks record none).
+ * purge's own locks record none), compared as given and as real paths ({@link liveTenantDirConflictReal}).
  * @param configSource - the purged tenant's config file, named in the advice.
  * @param lockDir - the id lock directory; default {@link TENANT_LOCK_DIR}.
  * @throws PaddockError ERR_TENANT_ID_IN_USE naming both dirs and the live daemon's pid.
  */
 export async function assertNoLiveTenantDirs(tenantId: string, dirs: readonly string[], configSource: string, lockDir: string = TENANT_LOCK_DIR): Promise<void> {
   const live = (await liveTenantLockOwners(TENANT_ID_PATTERN, lockDir)).map((o) => ({ tenantId: o.tenantId, pid: o.owner.pid, dirs: o.owner.dirs ?? [] }));
-  const conflict = liveTenantDirConflict(tenantId, dirs, live);
+  const conflict = await liveTenantDirConflictReal(tenantId, dirs, live);
   if (conflict !== undefined) {
     throw new PaddockError("ERR_TENANT_ID_IN_USE", `cannot purge tenant ${tenantId}: ${conflict}; nothing was touched. Point paddock.state_dir and paddock.run_dir of ${configSource} at the tenant's own dirs, or stop that daemon first`);
   }

@@ -13,6 +13,7 @@ import { runCommand as run } from "../vm/spawn-server.js";
 import { writeFileAtomic } from "../../shared/state-store.js";
 import { DEFAULT_CONSOLE_LOG_BYTES, type VmRuntimeSpec } from "./driver.js";
 import { listenPrefix, logcapPrefix } from "./nsutil.js";
+import type { CgroupGuard } from "./oci-cgroups.js";
 import { destroySandbox } from "./oci-lifecycle.js";
 import { readRuntimeLog, type OciRuntimeCli } from "./oci-runtime-cli.js";
 
@@ -66,10 +67,11 @@ export async function writeRunBundle(cli: OciRuntimeCli, spec: VmRuntimeSpec, co
  * open for its whole life. On any failure the agent socket and whatever the runtime left of
  * the sandbox are removed.
  * @param verb - `create` (init waits for `start`) or `run` (`--detach`, init starts at once).
+ * @param guard - the tenant's cgroup parent: the cleanup removes only a cgroup below it (oci-lifecycle.ts `destroySandbox`).
  * @throws PaddockError ERR_RUNTIME_FAILED with the runtime log's errors, else its stderr, else
  *   the console log's tail (where paddock-nsutil reports).
  */
-export async function launchSandbox(cli: OciRuntimeCli, spec: VmRuntimeSpec, verb: "create" | "run"): Promise<void> {
+export async function launchSandbox(cli: OciRuntimeCli, spec: VmRuntimeSpec, verb: "create" | "run", guard: CgroupGuard): Promise<void> {
   const logPath = runtimeLogPath(cli, spec);
   let result: RunResult;
   try {
@@ -82,13 +84,13 @@ export async function launchSandbox(cli: OciRuntimeCli, spec: VmRuntimeSpec, ver
     result = await run(argv[0] as string, argv.slice(1), { cwd: spec.bundleDir, timeoutMs: CREATE_TIMEOUT_MS, allowFailure: true, stdin: "ignore" });
   } catch (err) {
     await fs.rm(spec.agentSocketPath, { force: true }).catch(() => undefined);
-    await destroySandbox(cli, spec.id).catch(() => undefined);
+    await destroySandbox(cli, spec.id, guard).catch(() => undefined);
     throw new PaddockError("ERR_RUNTIME_FAILED", `${cli.name} ${verb} ${spec.id}: ${(err as Error).message}`, { cause: err });
   }
   if (result.exitCode !== 0) {
     const log = (await readRuntimeLog(logPath)) || trimStderr(result.stderr) || trimStderr(await readTail(spec.consoleLogPath));
     await fs.rm(spec.agentSocketPath, { force: true }).catch(() => undefined);
-    await destroySandbox(cli, spec.id).catch(() => undefined);
+    await destroySandbox(cli, spec.id, guard).catch(() => undefined);
     throw new PaddockError("ERR_RUNTIME_FAILED", `${cli.name} ${verb} ${spec.id} failed (exit ${result.exitCode}): ${log}`, {
       details: { command: `${cli.binary} ${verb} ${spec.id}`, exitCode: result.exitCode, stderr: log },
     });

@@ -19,7 +19,7 @@ import { silentLogger, type Logger } from "../../shared/logger.js";
 import { pidAlive } from "../../shared/proc.js";
 import type { RuntimeDriver, RuntimeState, VmRuntimeSpec } from "./driver.js";
 import { launchSandbox, pidFilePath, writeCreateBundle, writeRunBundle } from "./oci-bundle.js";
-import { pruneCgroupParent } from "./oci-cgroups.js";
+import { assertCgroupParent, pruneCgroupParent, type CgroupGuard } from "./oci-cgroups.js";
 import { defaultToolbox, detectOciRuntime, hostHasSwapAccounting, type OciRuntimeName, type OciRuntimePreference } from "./oci-host.js";
 import { destroySandbox, killSandbox, stopSandbox, updateSandbox } from "./oci-lifecycle.js";
 import { OciRuntimeCli, readRuntimeLog } from "./oci-runtime-cli.js";
@@ -38,6 +38,12 @@ export interface OciDriverOptions {
   name: OciRuntimeName;
   /** Absolute path of the runtime binary. */
   binary: string;
+  /**
+   * The tenant's cgroup parent (absolute, relative to each hierarchy root), `/paddock/<tenant>`
+   * (tenant-cgroup.ts `tenantCgroupPath`): a sandbox's cgroup read from its config.json is
+   * removed only when strictly below it (oci-cgroups.ts `ownCgroupPath`).
+   */
+  cgroupParent: string;
   toolbox: OciToolbox;
   swapAccounting: boolean;
   /** Seccomp profile of VMs whose spec does not say `unconfined`; default {@link loadSeccompProfile}(). */
@@ -62,8 +68,12 @@ export class OciDriver implements RuntimeDriver {
   private readonly seccomp: OciSeccomp;
   private readonly logger: Logger;
   private readonly stateRoot: string;
+  /** The tenant's cgroup parent and this driver's logger, for every teardown (oci-lifecycle.ts `destroySandbox`). */
+  private readonly guard: CgroupGuard;
 
+  /** @throws RangeError for a `cgroupParent` that is not a cgroup below the hierarchy root. */
   constructor(options: OciDriverOptions) {
+    assertCgroupParent(options.cgroupParent);
     this.name = options.name;
     this.cli = new OciRuntimeCli(options.name, options.binary, options.commandTimeoutMs ?? 30_000);
     this.toolbox = options.toolbox;
@@ -71,6 +81,7 @@ export class OciDriver implements RuntimeDriver {
     this.seccomp = options.seccomp ?? loadSeccompProfile();
     this.logger = options.logger ?? silentLogger;
     this.stateRoot = options.stateRoot ?? (options.name === "crun" ? "/run/crun" : "/run/runc");
+    this.guard = { cgroupParent: options.cgroupParent, logger: this.logger };
   }
 
   /** The sandbox's `config.json` (oci-spec.ts), with this driver's seccomp profile unless the spec opts out. */
@@ -96,7 +107,7 @@ export class OciDriver implements RuntimeDriver {
       await this.destroy(spec.id);
     }
     await writeCreateBundle(this.cli, spec, config);
-    await launchSandbox(this.cli, spec, "create");
+    await launchSandbox(this.cli, spec, "create", this.guard);
   }
 
   /**
@@ -115,7 +126,7 @@ export class OciDriver implements RuntimeDriver {
       await this.destroy(spec.id);
     }
     await writeRunBundle(this.cli, spec, config);
-    await launchSandbox(this.cli, spec, "run");
+    await launchSandbox(this.cli, spec, "run", this.guard);
     const pid = Number.parseInt((await fs.readFile(pidFilePath(spec), "utf8").catch(() => "")).trim(), 10);
     if (!(pid > 0)) return this.state(spec.id);
     return pidAlive(pid) ? { status: "running", pid } : { status: "stopped", pid: undefined };
@@ -164,7 +175,7 @@ export class OciDriver implements RuntimeDriver {
    * @throws PaddockError ERR_RUNTIME_FAILED when the sandbox still exists afterwards.
    */
   async destroy(id: string): Promise<void> {
-    await destroySandbox(this.cli, id);
+    await destroySandbox(this.cli, id, this.guard);
     await fs.rmdir(path.join(this.stateRoot, id)).catch(() => undefined);
   }
 
@@ -197,10 +208,10 @@ export class OciDriver implements RuntimeDriver {
 /**
  * Build the OCI driver for this host: detect the runtime (see oci-host.ts `chooseOciRuntime`),
  * the toolbox and swap accounting; with `warnAdvisories`, log a warning when the installed runc
- * has known escapes (runc-advisories.ts).
- * @throws PaddockError ERR_RUNTIME_UNAVAILABLE
+ * has known escapes (runc-advisories.ts). `cgroupParent`: the tenant's, see {@link OciDriverOptions}.
+ * @throws PaddockError ERR_RUNTIME_UNAVAILABLE; RangeError for a bad `cgroupParent`
  */
-export async function createOciDriver(options: { preference?: OciRuntimePreference; logger?: Logger; toolbox?: OciToolbox; warnAdvisories?: boolean } = {}): Promise<OciDriver> {
+export async function createOciDriver(options: { cgroupParent: string; preference?: OciRuntimePreference; logger?: Logger; toolbox?: OciToolbox; warnAdvisories?: boolean }): Promise<OciDriver> {
   const { name, binary } = await detectOciRuntime(options.preference ?? "auto");
   if (name === "runc" && options.warnAdvisories === true) {
     const version = await run(binary, ["--version"], { timeoutMs: 10_000, allowFailure: true });
@@ -210,6 +221,7 @@ export async function createOciDriver(options: { preference?: OciRuntimePreferen
   return new OciDriver({
     name,
     binary,
+    cgroupParent: options.cgroupParent,
     toolbox: options.toolbox ?? defaultToolbox(),
     swapAccounting: hostHasSwapAccounting(),
     logger: options.logger,

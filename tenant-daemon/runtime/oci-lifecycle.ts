@@ -5,7 +5,7 @@
 import { PaddockError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { sleep } from "../../shared/time.js";
-import { readCgroupPath, removeCgroupDirs } from "./oci-cgroups.js";
+import { ownCgroupPath, readCgroupPath, removeCgroupDirs, type CgroupGuard } from "./oci-cgroups.js";
 import type { OciRuntimeCli } from "./oci-runtime-cli.js";
 import { CPU_PERIOD_US } from "./oci-spec.js";
 
@@ -78,18 +78,16 @@ export async function updateSandbox(cli: OciRuntimeCli, swapAccounting: boolean,
 /**
  * `runc delete --force` (kills what still runs), then remove the sandbox's cgroup
  * directories in every hierarchy if the runtime left any. No-op when the id is unknown.
- * The cgroup path is read from the bundle's config.json before the delete; a paused sandbox
- * is thawed first.
- * @param options.cgroupAllowed - when given, the cgroup directories are removed only if it
- *   accepts the path (runsc-driver.ts: only below the tenant's cgroup parent).
+ * The cgroup path is read from the bundle's config.json before the delete; it is removed only
+ * when strictly below `guard.cgroupParent` (oci-cgroups.ts `ownCgroupPath`: another path is
+ * logged as an error and left untouched). A paused sandbox is thawed first.
  * @throws PaddockError ERR_RUNTIME_FAILED when the sandbox still exists afterwards, or a
  *   cgroup directory cannot be removed.
  */
-export async function destroySandbox(cli: OciRuntimeCli, id: string, options: { cgroupAllowed?: (cgroupPath: string) => boolean } = {}): Promise<void> {
+export async function destroySandbox(cli: OciRuntimeCli, id: string, guard: CgroupGuard): Promise<void> {
   const raw = await cli.rawState(id);
   if (raw === undefined) return;
-  const read = await readCgroupPath(raw.bundle);
-  const cgroupPath = read !== undefined && (options.cgroupAllowed?.(read) ?? true) ? read : undefined;
+  const cgroupPath = ownCgroupPath(guard.cgroupParent, await readCgroupPath(raw.bundle), guard.logger, { id, source: "config.json", op: "destroy" });
   if (raw.status === "paused") await cli.verb("resume", id).catch(() => undefined);
   const r = await cli.exec(["delete", "--force", id], { allowFailure: true });
   if (r.exitCode !== 0 && (await cli.rawState(id)) !== undefined) throw cli.fail("delete --force", id, r);

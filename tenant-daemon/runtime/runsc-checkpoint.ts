@@ -24,11 +24,11 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { PaddockError } from "../../shared/errors.js";
 import { run, trimStderr, type RunResult } from "../../shared/exec.js";
-import type { Logger } from "../../shared/logger.js";
+import { silentLogger, type Logger } from "../../shared/logger.js";
 import { sleep } from "../../shared/time.js";
 import { DEFAULT_CONSOLE_LOG_BYTES } from "./driver.js";
 import { logcapPrefix } from "./nsutil.js";
-import { readCgroupPath, removeCgroupDirs } from "./oci-cgroups.js";
+import { ownCgroupPath, readCgroupPath, removeCgroupDirs } from "./oci-cgroups.js";
 import { destroySandbox } from "./oci-lifecycle.js";
 import { readRuntimeLog } from "./oci-runtime-cli.js";
 import { runscId, type RunscCli, type RunscNetwork } from "./runsc-cli.js";
@@ -42,6 +42,8 @@ const CHECKPOINT_TIMEOUT_MS = 120_000;
 export interface RunscCheckpointContext {
   cli: RunscCli;
   logger: Logger;
+  /** The tenant's cgroup parent: only a cgroup strictly below it is removed (oci-cgroups.ts `ownCgroupPath`). */
+  cgroupParent: string;
   /** The argv prefix runsc runs behind when it sets up the sandbox's network (runsc-driver.ts `networkPrefix`). */
   networkPrefix(bundleDir: string, network: RunscNetwork): Promise<string[]>;
 }
@@ -117,14 +119,14 @@ export async function checkpointSandbox(ctx: RunscCheckpointContext, id: string,
   if (result?.exitCode !== 0) {
     const why = failure !== undefined ? (failure as Error).message : trimStderr(result?.stderr ?? "");
     await fs.rm(partial, { recursive: true, force: true }).catch(() => undefined);
-    await destroySandbox(ctx.cli, rid).catch((err: unknown) => ctx.logger.error("cannot remove the sandbox after a failed checkpoint", { id, err }));
+    await destroySandbox(ctx.cli, rid, ctx).catch((err: unknown) => ctx.logger.error("cannot remove the sandbox after a failed checkpoint", { id, err }));
     throw new PaddockError("ERR_RUNTIME_FAILED", `runsc checkpoint ${id} failed${result !== undefined ? ` (exit ${result.exitCode})` : ""}; the VM was stopped: ${why}`, {
       cause: failure,
       details: { command: `${ctx.cli.binary} checkpoint ${rid}`, exitCode: result?.exitCode, stderr: why },
     });
   }
   try {
-    await destroySandbox(ctx.cli, rid);
+    await destroySandbox(ctx.cli, rid, ctx);
     await fs.rename(partial, imageDir);
   } catch (err) {
     await fs.rm(partial, { recursive: true, force: true }).catch(() => undefined);
@@ -179,8 +181,10 @@ export async function restoreSandbox(
     failure = new Error("runsc restore wrote no pid");
   }
   const why = failure !== undefined ? (failure as Error).message : (await readRuntimeLog(logPath)) || trimStderr(result?.stderr ?? "");
-  await destroySandbox(ctx.cli, rid).catch(() => undefined);
-  await removeCgroupDirs(cgroupPath).catch((err: unknown) => ctx.logger.error("cannot remove the cgroup of a failed restore", { id, err }));
+  await destroySandbox(ctx.cli, rid, { cgroupParent: ctx.cgroupParent, logger: silentLogger }).catch(() => undefined);
+  // The path comes from the bundle's config.json: removed only when it is this tenant's (logged once here otherwise).
+  const own = ownCgroupPath(ctx.cgroupParent, cgroupPath, ctx.logger, { id, source: "config.json", op: "restore cleanup" });
+  if (own !== undefined) await removeCgroupDirs(own).catch((err: unknown) => ctx.logger.error("cannot remove the cgroup of a failed restore", { id, err }));
   throw new PaddockError("ERR_RUNTIME_FAILED", `runsc restore ${id} failed${result !== undefined ? ` (exit ${result.exitCode})` : ""}: ${why}`, {
     cause: failure,
     details: { command: `${ctx.cli.binary} restore ${rid}`, exitCode: result?.exitCode, stderr: why },

@@ -21,7 +21,7 @@ import { readdirOrEmpty } from "../../shared/read-dir.js";
 import { DEFAULT_CONSOLE_LOG_BYTES, type RuntimeDriver, type RuntimeState, type VmRuntimeSpec } from "./driver.js";
 import { hideSysctlPrefix, logcapPrefix } from "./nsutil.js";
 import { pidFilePath, runtimeLogPath, writeCreateBundle, writeRunBundle } from "./oci-bundle.js";
-import { pruneCgroupParent, readCgroupPath } from "./oci-cgroups.js";
+import { assertCgroupParent, cgroupPathWithin, ownCgroupPath, pruneCgroupParent, readCgroupPath, type CgroupGuard } from "./oci-cgroups.js";
 import { defaultToolbox, hostHasSwapAccounting } from "./oci-host.js";
 import { destroySandbox, killSandbox, stopSandbox } from "./oci-lifecycle.js";
 import { readRuntimeLog } from "./oci-runtime-cli.js";
@@ -30,7 +30,7 @@ import { checkpointSandbox, restoreSandbox, type HostChannel, type RunscCheckpoi
 import { RunscCli, listRunscIds, paddockId, runscId, type RunscNetwork } from "./runsc-cli.js";
 import { writeCgroupResources } from "./runsc-cgroup.js";
 import { chooseRunscPlatform, hostKvmFacts, requireRunsc, type RunscPlatform } from "./runsc-host.js";
-import { cgroupPathWithin, reapCgroup } from "./runsc-reap.js";
+import { reapCgroup } from "./runsc-reap.js";
 import { renderRunscSpec } from "./runsc-spec.js";
 
 /** Timeout of `create` and `run`, ms (the sentry boots and the gofer mounts everything). */
@@ -55,7 +55,7 @@ export interface RunscDriverOptions {
   /**
    * The tenant's cgroup parent (absolute, relative to each hierarchy root), `/paddock/<tenant>`
    * (tenant-cgroup.ts `tenantCgroupPath`): only a sandbox cgroup strictly below it is reaped or
-   * updated (runsc-reap.ts `cgroupPathWithin`).
+   * updated (oci-cgroups.ts `cgroupPathWithin`).
    */
   cgroupParent: string;
   platform: RunscPlatform;
@@ -93,10 +93,7 @@ export class RunscDriver implements RuntimeDriver {
 
   constructor(options: RunscDriverOptions) {
     if (!path.isAbsolute(options.stateRoot)) throw new RangeError(`stateRoot must be absolute, got ${JSON.stringify(options.stateRoot)}`);
-    // Absolute, not `/`, no empty, `.` or `..` segment: exactly when a child of it is within it.
-    if (!cgroupPathWithin(options.cgroupParent, `${options.cgroupParent}/x`)) {
-      throw new RangeError(`cgroupParent must be an absolute cgroup path below the hierarchy root, got ${JSON.stringify(options.cgroupParent)}`);
-    }
+    assertCgroupParent(options.cgroupParent);
     this.cgroupParent = options.cgroupParent;
     this.platform = options.platform;
     this.stateRoot = options.stateRoot;
@@ -214,14 +211,20 @@ export class RunscDriver implements RuntimeDriver {
 
   /**
    * `cgroupPath` when it is a cgroup of this tenant (strictly below {@link cgroupParent},
-   * runsc-reap.ts `cgroupPathWithin`); otherwise undefined, with an error logged: destroy
+   * oci-cgroups.ts `ownCgroupPath`); otherwise undefined, with an error logged: destroy
    * never freezes, kills in or removes a cgroup outside the tenant's own because a bundle's
    * config.json names it.
    */
   private ownCgroup(id: string, cgroupPath: string | undefined, source: string): string | undefined {
-    if (cgroupPath === undefined || cgroupPathWithin(this.cgroupParent, cgroupPath)) return cgroupPath;
-    this.logger.error("refusing to reap a cgroup outside the tenant's cgroups; it is left untouched", { id, cgroupPath, cgroupParent: this.cgroupParent, source });
-    return undefined;
+    return ownCgroupPath(this.cgroupParent, cgroupPath, this.logger, { id, source, op: "reap" });
+  }
+
+  /**
+   * The tenant's cgroup parent for oci-lifecycle.ts `destroySandbox`. `destroy` has already
+   * logged a refused config.json path ({@link ownCgroup}), so its own calls pass `quiet`.
+   */
+  private guard(quiet = false): CgroupGuard {
+    return { cgroupParent: this.cgroupParent, logger: quiet ? silentLogger : this.logger };
   }
 
   /**
@@ -239,14 +242,14 @@ export class RunscDriver implements RuntimeDriver {
     const cgroupPath = this.ownCgroup(id, raw === undefined ? undefined : await readCgroupPath(raw.bundle), "config.json")
       ?? this.ownCgroup(id, this.launched.get(id), "launch");
     let failure: unknown;
-    await destroySandbox(this.cli, rid, { cgroupAllowed: (p) => cgroupPathWithin(this.cgroupParent, p) }).catch((err: unknown) => {
+    await destroySandbox(this.cli, rid, this.guard(true)).catch((err: unknown) => {
       failure = err;
     });
     if (cgroupPath !== undefined) {
       const killed = await reapCgroup(cgroupPath);
       if (killed.length > 0) this.logger.warn("killed processes left in the cgroup of a sandbox", { id, cgroupPath, pids: killed });
       // With its processes gone, runsc can delete what it still knows.
-      if (failure !== undefined) failure = await destroySandbox(this.cli, rid, { cgroupAllowed: (p) => cgroupPathWithin(this.cgroupParent, p) }).then(() => undefined, (err: unknown) => err);
+      if (failure !== undefined) failure = await destroySandbox(this.cli, rid, this.guard(true)).then(() => undefined, (err: unknown) => err);
     }
     if (failure !== undefined) throw failure;
     await this.removeStateFiles(rid);
@@ -298,7 +301,7 @@ export class RunscDriver implements RuntimeDriver {
   }
 
   private checkpointContext(): RunscCheckpointContext {
-    return { cli: this.cli, logger: this.logger, networkPrefix: (bundleDir, network) => this.networkPrefix(bundleDir, network) };
+    return { cli: this.cli, logger: this.logger, cgroupParent: this.cgroupParent, networkPrefix: (bundleDir, network) => this.networkPrefix(bundleDir, network) };
   }
 
   /** The spec for runsc (runsc-spec.ts). @throws RangeError on a bad spec (oci-spec.ts). */

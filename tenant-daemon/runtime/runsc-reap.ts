@@ -17,35 +17,12 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { sleep } from "../../shared/time.js";
-import { cgroupMountPoints } from "./oci-cgroups.js";
+import { cgroupMountPoints, validCgroupPath } from "./oci-cgroups.js";
 
 /** How long {@link reapCgroup} waits for the killed processes to leave the cgroup, ms. */
 const REAP_WAIT_MS = 10_000;
 /** How long to wait for a v1 freezer to report FROZEN before killing anyway, ms. */
 const FREEZE_WAIT_MS = 1_000;
-
-/** True for an absolute cgroup path other than `/` without `..` (relative to each hierarchy root). */
-function validCgroupPath(cgroupPath: string): boolean {
-  return cgroupPath.startsWith("/") && cgroupPath !== "/" && !cgroupPath.split("/").includes("..");
-}
-
-/**
- * True when `cgroupPath` is a cgroup strictly below `cgroupParent` (both absolute, relative to
- * each hierarchy root): `/paddock/t1/sbox-1` is within `/paddock/t1`; `/paddock/t1`,
- * `/paddock/t10/x`, `/system.slice`, `/paddock/t1/../t2/x`, `/paddock/t1//x`,
- * `/paddock/t1/./x` and `/paddock/t1/x/` are not. What a sandbox's cgroup must be before the
- * runsc driver reaps it (runsc-driver.ts `destroy`): the path comes from the bundle's
- * config.json, and nothing outside the tenant's own cgroups (`/paddock/<tenant>`,
- * tenant-cgroup.ts `tenantCgroupPath`) may be frozen, killed or removed because of what a file
- * says. Pure.
- */
-export function cgroupPathWithin(cgroupParent: string, cgroupPath: string): boolean {
-  if (!validCgroupPath(cgroupParent) || !validCgroupPath(cgroupPath)) return false;
-  const parent = cgroupParent.split("/").slice(1);
-  const parts = cgroupPath.split("/").slice(1);
-  if (parent.some((s) => s === "" || s === ".") || parts.some((s) => s === "" || s === ".")) return false;
-  return parts.length > parent.length && parent.every((s, i) => parts[i] === s);
-}
 
 /** `dir` and every cgroup directory below it, parents before children; [] when `dir` does not exist. */
 async function cgroupTree(dir: string): Promise<string[]> {

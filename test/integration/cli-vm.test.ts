@@ -328,9 +328,9 @@ describe("paddock CLI against a real tenant daemon (root, runc)", function () {
 });
 
 describe("paddock daemon (CLI dispatch)", () => {
-  it("exits 2 with the config problem for an unreadable config", async () => {
+  it("exits 1 naming the file for a config that cannot be read (ERR_FILE_UNREADABLE)", async () => {
     const r = await cli(["daemon", "up", "/nonexistent/paddock-cli-test.yaml"]);
-    expect(r.code).to.equal(2);
-    expect(r.stderr).to.contain("ERR_CONFIG_INVALID");
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.contain("cannot read /nonexistent/paddock-cli-test.yaml (from paddock daemon up FILE)").and.contain("ERR_FILE_UNREADABLE");
   });
 });

@@ -1,5 +1,5 @@
 /**
- * runsc-driver.ts `destroy` and `update` read the sandbox's cgroup from the bundle's config.json
+ * runsc-driver.ts `destroy` and `update` (and the runc driver's `destroy`) read the sandbox's cgroup from the bundle's config.json
  * and act only on a cgroup strictly below the tenant's cgroup parent: a config.json naming any
  * other cgroup is refused with a logged error, and that cgroup (a real scratch cgroup
  * `/pdkd-victim-…` in every mounted hierarchy, with a live `sleep` in it) is neither frozen,
@@ -13,7 +13,9 @@ import { existsSync, promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { cgroupMountPoints } from "../../tenant-daemon/runtime/oci-cgroups.js";
+import { OciDriver } from "../../tenant-daemon/runtime/oci-driver.js";
 import { RunscDriver } from "../../tenant-daemon/runtime/runsc-driver.js";
+import type { OciSeccomp } from "../../tenant-daemon/runtime/seccomp.js";
 import type { OciToolbox } from "../../tenant-daemon/runtime/oci-spec.js";
 import type { Logger } from "../../shared/logger.js";
 
@@ -72,6 +74,17 @@ exit 0
     expect(victimDirs.filter((d) => existsSync(d)), "the victim cgroup is still there").to.deep.equal(victimDirs);
     expect(sleeper?.exitCode ?? null, "its process lives").to.equal(null);
     expect(sleeper?.signalCode ?? null).to.equal(null);
-    expect(logged.filter((l) => l.level === "error").map((l) => [l.msg, l.fields?.cgroupPath])).to.deep.equal([["refusing to reap a cgroup outside the tenant's cgroups; it is left untouched", victim]]);
+    expect(logged.filter((l) => l.level === "error").map((l) => [l.msg, l.fields?.cgroupPath])).to.deep.equal([["refusing to touch a cgroup outside the tenant's cgroups; it is left untouched", victim]]);
+  });
+
+  it("the runc driver's destroy (oci-lifecycle.ts destroySandbox) logs the refusal and leaves the cgroup alone too", async () => {
+    await fs.rm(path.join(dir, "deleted"), { force: true });
+    logged.length = 0;
+    const toolbox = { nodePath: "/n", tiniPath: "/t", toolboxDir: "/d" } as unknown as OciToolbox;
+    const driver = new OciDriver({ name: "runc", binary: path.join(dir, "runsc"), stateRoot: path.join(dir, "root"), cgroupParent: "/paddock/t1", toolbox, swapAccounting: false, seccomp: {} as OciSeccomp, logger });
+    await driver.destroy("pdk-t1-sbox-1");
+    expect(existsSync(path.join(dir, "deleted")), "runc delete ran").to.equal(true);
+    expect(victimDirs.filter((d) => existsSync(d)), "the victim cgroup is still there").to.deep.equal(victimDirs);
+    expect(logged.filter((l) => l.level === "error").map((l) => [l.msg, l.fields?.cgroupPath])).to.deep.equal([["refusing to touch a cgroup outside the tenant's cgroups; it is left untouched", victim]]);
   });
 });

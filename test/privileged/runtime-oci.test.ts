@@ -36,7 +36,7 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     skipUnlessRoot(this);
     lab = await RuntimeVmLab.create({ tenantPrefix: "t", uidBase: 1_900_000_000, ramBytes: 96 * MiB });
     ({ tenant, cgroupRoot, dir, storage, range: RANGE, netnsNames, usernsPins } = lab);
-    driver = lab.use(await createOciDriver({ preference: "auto" }));
+    driver = lab.use(await createOciDriver({ cgroupParent: cgroupRoot, preference: "auto" }));
   });
 
   async function exec(id: string, args: string[], allowFailure = false): Promise<{ stdout: string; stderr: string; exitCode: number }> {
@@ -244,7 +244,7 @@ describe("OCI runtime driver (privileged, real runc)", function () {
     const script = `
       const { createOciDriver } = await import(${JSON.stringify(driverModule)});
       const spec = JSON.parse(process.env.SPEC);
-      const d = await createOciDriver();
+      const d = await createOciDriver({ cgroupParent: spec.cgroupPath.slice(0, spec.cgroupPath.lastIndexOf("/")) });
       await d.create(spec);
       await d.start(spec.id);
       process.stdout.write("started\\n");

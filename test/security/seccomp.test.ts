@@ -92,7 +92,7 @@ describe("VM seccomp profile in real runc sandboxes (security, privileged)", fun
     dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-seccomp-"));
     // The VMs' roots (unprivileged host uids) traverse it to reach their rootfs.
     await fs.chmod(dir, 0o711);
-    driver = await createOciDriver({ preference: "auto" });
+    driver = await createOciDriver({ cgroupParent: cgroupRoot, preference: "auto" });
   });
 
   const making = new Map<string, Promise<TenantVmStorage>>();

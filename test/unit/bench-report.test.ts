@@ -1,7 +1,13 @@
 // The bench report's pure parts: goal checks against floors, before/after columns of a
 // `--baseline` run, pooling of interleaved rounds, and the docs page built from them
-// (scripts/bench/lib/goals.ts, lib/ab.ts, lib/report.ts, write-docs.ts). No timing.
+// (scripts/bench/lib/goals.ts, lib/ab.ts, lib/report.ts, write-docs.ts), and the dirty-tree check of
+// the current build (lib/builds.ts, on a scratch git repository). No timing.
 import { expect } from "chai";
+import { execFileSync } from "node:child_process";
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { treeDirty } from "../../scripts/bench/lib/builds.js";
 import { evaluateGoals, figureGoals, renderGoalsTable } from "../../scripts/bench/lib/goals.js";
 import { poolRounds, roundOptions, roundOrder } from "../../scripts/bench/lib/ab.js";
 import { changeText, compareRows, renderFigureBody, row, type BenchReport, type FigureResult } from "../../scripts/bench/lib/report.js";
@@ -238,5 +244,36 @@ describe("bench report: goals, before/after", function () {
     } finally {
       await rm(tmp, { recursive: true, force: true });
     }
+  });
+});
+
+describe("bench: the current build's 'uncommitted changes' label (scripts/bench/lib/builds.ts treeDirty)", () => {
+  let repo = "";
+  const git = (...args: string[]): string => execFileSync("git", ["-C", repo, "-c", "user.name=t", "-c", "user.email=t@example.invalid", ...args], { encoding: "utf8" });
+  beforeEach(async () => {
+    repo = await fs.mkdtemp(path.join(os.tmpdir(), "pdkd-benchdirty-"));
+    git("init", "-q");
+    await fs.mkdir(path.join(repo, "docs"));
+    await fs.mkdir(path.join(repo, "bench-results"));
+    for (const f of ["docs/benchmarks.md", "docs/benchmarks2.md", "bench-results/r.json", "README.md"]) await fs.writeFile(path.join(repo, f), "v1\n");
+    git("add", "-A");
+    git("commit", "-qm", "init");
+  });
+  afterEach(async () => {
+    await fs.rm(repo, { recursive: true, force: true });
+  });
+
+  it("ignores exactly docs/benchmarks.md and bench-results/ (written by the bench itself), and counts anything else", async () => {
+    expect(await treeDirty(repo)).to.equal(false);
+    await fs.writeFile(path.join(repo, "docs/benchmarks.md"), "v2\n");
+    await fs.writeFile(path.join(repo, "bench-results/r.json"), "v2\n");
+    expect(await treeDirty(repo), "only the bench's output changed").to.equal(false);
+    // Also from a subdirectory's point of view the paths are the repository's own.
+    expect(await treeDirty(path.join(repo, "docs"))).to.equal(false);
+    await fs.writeFile(path.join(repo, "docs/benchmarks2.md"), "v2\n");
+    expect(await treeDirty(repo), "another doc").to.equal(true);
+    git("checkout", "--", "docs/benchmarks2.md");
+    await fs.writeFile(path.join(repo, "README.md"), "v2\n");
+    expect(await treeDirty(repo)).to.equal(true);
   });
 });

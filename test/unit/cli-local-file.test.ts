@@ -14,6 +14,7 @@ import { Readable } from "node:stream";
 import { runCli } from "../../cli/paddock.js";
 import { readTokenFileSync, type CliContext } from "../../cli/cli-context.js";
 import { fileReadError } from "../../cli/local-file.js";
+import { resolveAdminTarget } from "../../cli/target.js";
 import { EXIT, exitCodeFor } from "../../cli/cli-errors.js";
 import { capture } from "../helpers/cli-context.js";
 
@@ -72,8 +73,34 @@ describe("paddock: local files named by flags (cli/local-file.ts)", () => {
     await fs.mkdir(path.join(dir, "state", "supervisor", "admin-token"), { recursive: true });
     const a = await run(["tenant", "list"], { PADDOCK_ADMIN_URL: url, PADDOCK_STATE_DIR: path.join(dir, "state") });
     expect(a.code, a.stderr).to.equal(1);
-    expect(a.stderr).to.contain(`cannot read ${path.join(dir, "state", "supervisor", "admin-token")} (from the admin-token file): it is a directory (EISDIR)`);
+    expect(a.stderr).to.contain(`cannot read ${path.join(dir, "state", "supervisor", "admin-token")} (from the admin-token file under PADDOCK_STATE_DIR): it is a directory (EISDIR)`);
     expect(requests, "nothing was sent").to.deep.equal([]);
+  });
+
+  it("a missing admin-token file under a PADDOCK_STATE_DIR that was set is refused before sending; at the default path it is no token (the API's 401)", async () => {
+    const stateDir = path.join(dir, "no-such-state");
+    const file = path.join(stateDir, "supervisor", "admin-token");
+    const a = await run(["tenant", "list"], { PADDOCK_ADMIN_URL: url, PADDOCK_STATE_DIR: stateDir });
+    expect(a.code, a.stderr).to.equal(1);
+    expect(a.stderr).to.equal(`paddock: error: cannot read ${file} (from the admin-token file under PADDOCK_STATE_DIR): no such file (ENOENT) (ERR_FILE_UNREADABLE)\n`);
+    expect(requests, "nothing was sent").to.deep.equal([]);
+    // A token given first means the file is never read.
+    const t = resolveAdminTarget({ adminToken: "adm" }, { PADDOCK_ADMIN_URL: url, PADDOCK_STATE_DIR: stateDir }, readTokenFileSync);
+    expect(t.token).to.equal("adm");
+    // The default path, not named by anyone: no token, as before (read returns undefined).
+    expect(resolveAdminTarget({}, { PADDOCK_ADMIN_URL: url }, () => undefined).token).to.equal(undefined);
+  });
+
+  it("paddock daemon up|purge FILE of a missing or unreadable config: ERR_FILE_UNREADABLE (exit 1), not ERR_CONFIG_INVALID (exit 2)", async () => {
+    const missing = path.join(dir, "nonexistent.yaml");
+    for (const sub of ["purge", "up"]) {
+      const r = await run(["daemon", sub, missing], {});
+      expect(r.code, r.stderr).to.equal(1);
+      expect(r.stderr).to.equal(`paddock: error: cannot read ${missing} (from paddock daemon ${sub} FILE): no such file (ENOENT) (ERR_FILE_UNREADABLE)\n`);
+    }
+    const d = await run(["daemon", "purge", dir], {});
+    expect(d.code, d.stderr).to.equal(1);
+    expect(d.stderr).to.contain("it is a directory (EISDIR) (ERR_FILE_UNREADABLE)");
   });
 
   it("fileReadError: stable code, exit 1, the errno kept; an error without errno keeps its message", () => {

@@ -8,7 +8,7 @@ import { expect } from "chai";
 import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { liveTenantDirConflict, otherTenantIdsOf, removeIfEmpty, removeTenantDir, sharedPaddockDirs } from "../../tenant-daemon/purge-dirs.js";
+import { liveTenantDirConflict, liveTenantDirConflictReal, otherTenantIdsOf, realPathOf, removeIfEmpty, removeTenantDir, sharedPaddockDirs } from "../../tenant-daemon/purge-dirs.js";
 
 describe("purge of a tenant's dirs (tenant-daemon/purge-dirs.ts)", () => {
   let tmp: string;
@@ -104,5 +104,26 @@ describe("purge of a tenant's dirs (tenant-daemon/purge-dirs.ts)", () => {
     // Siblings and prefixes are not inside; the purged tenant's own record does not count.
     expect(liveTenantDirConflict("a", ["/srv/b/state2", "/srv/bb", "/srv/a/x", "/run/paddock/tenants/a"], live)).to.equal(undefined);
     expect(liveTenantDirConflict("a", ["/srv/x"], [])).to.equal(undefined);
+  });
+
+  it("compares real paths too: a dir to purge under a symlinked ancestor that leads into (or around) a live tenant's dir is refused", async () => {
+    const bState = path.join(await fs.realpath(tmp), "b-state");
+    await fs.mkdir(path.join(bState, "vms"), { recursive: true });
+    await fs.symlink(bState, path.join(tmp, "link-to-b"));
+    await fs.mkdir(path.join(tmp, "real-a"));
+    await fs.symlink(path.join(tmp, "real-a"), path.join(tmp, "link-to-a"));
+    const live = [{ tenantId: "b", pid: 4242, dirs: [bState] }];
+    // Lexically apart, really inside b's state dir (a part below the link does not exist yet).
+    const inside = path.join(tmp, "link-to-b", "a-state", "more");
+    expect(liveTenantDirConflict("a", [inside], live), "the lexical check alone misses it").to.equal(undefined);
+    expect(await liveTenantDirConflictReal("a", [inside], live)).to.equal(
+      `following symlinks (${inside} is really ${path.join(bState, "a-state", "more")}), ${path.join(bState, "a-state", "more")} is inside ${bState}, a dir of tenant b whose daemon is running (pid 4242)`,
+    );
+    // A live tenant's dir recorded through a symlink, and a purged dir holding its real place.
+    const liveViaLink = [{ tenantId: "b", pid: 4242, dirs: [path.join(tmp, "link-to-b", "vms")] }];
+    expect(await liveTenantDirConflictReal("a", [bState], liveViaLink)).to.match(new RegExp(`holds ${path.join(bState, "vms")}, a dir of tenant b`));
+    // Apart as real paths too: no conflict.
+    expect(await liveTenantDirConflictReal("a", [path.join(tmp, "link-to-a", "state")], live)).to.equal(undefined);
+    expect(await realPathOf(path.join(tmp, "link-to-a", "x", "y"))).to.equal(path.join(await fs.realpath(tmp), "real-a", "x", "y"));
   });
 });

@@ -1,14 +1,14 @@
 /**
  * The runsc driver reaps only its tenant's cgroups (tenant-daemon/runtime/runsc-reap.ts
- * `cgroupPathWithin`, used by runsc-driver.ts `destroy` and `update`): pure checks. The driver
+ * `cgroupPathWithin` in oci-cgroups.ts, used by runsc-driver.ts `destroy` and `update`): pure checks. The driver
  * against a fake runsc and a real scratch cgroup: test/privileged/runsc-cgroup-guard.test.ts.
  */
 import { expect } from "chai";
-import { cgroupPathWithin } from "../../tenant-daemon/runtime/runsc-reap.js";
+import { cgroupPathWithin } from "../../tenant-daemon/runtime/oci-cgroups.js";
 import { RunscDriver } from "../../tenant-daemon/runtime/runsc-driver.js";
 import type { OciToolbox } from "../../tenant-daemon/runtime/oci-spec.js";
 
-describe("runsc driver: only the tenant's own cgroups are reaped (runsc-reap.ts cgroupPathWithin)", () => {
+describe("runsc driver: only the tenant's own cgroups are reaped (oci-cgroups.ts cgroupPathWithin)", () => {
   it("accepts a cgroup strictly below the tenant's parent", () => {
     expect(cgroupPathWithin("/paddock/t1", "/paddock/t1/sbox-1")).to.equal(true);
     expect(cgroupPathWithin("/paddock/t1", "/paddock/t1/sbox-1/sub")).to.equal(true);

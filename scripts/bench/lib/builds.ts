@@ -32,7 +32,7 @@ export interface PaddockBuild {
   ref: string;
   /** The commit's subject line. */
   subject: string;
-  /** True when the current tree has uncommitted changes (the baseline never has). */
+  /** True when the current tree has uncommitted changes outside the bench's own output (the baseline never has; {@link treeDirty}). */
   dirty: boolean;
   /** `dist/cli/paddock.js` (`paddock up` runs the supervisor). */
   cli: string;
@@ -89,10 +89,27 @@ async function buildAt(name: PaddockBuild["name"], root: string, ref: string, di
   };
 }
 
+/**
+ * What the bench itself writes into the tree, relative to the repository root: the page
+ * `--write-docs` (write-docs.ts) renders and the run results (run.ts). A change there says
+ * nothing about the dist/ that was measured, so {@link treeDirty} ignores exactly these.
+ */
+export const BENCH_OUTPUT_PATHS: readonly string[] = Object.freeze(["docs/benchmarks.md", "bench-results"]);
+
+/**
+ * True when the checkout at `root` has uncommitted changes to tracked files other than
+ * {@link BENCH_OUTPUT_PATHS} (`git status --porcelain --untracked-files=no` with those paths
+ * excluded by top-level pathspecs, https://git-scm.com/docs/gitglossary#Documentation/gitglossary.txt-exclude).
+ * @throws when git fails (not a repository).
+ */
+export async function treeDirty(root: string = PROJECT_ROOT): Promise<boolean> {
+  const excludes = BENCH_OUTPUT_PATHS.map((p) => `:(top,exclude)${p}`);
+  return (await git(["status", "--porcelain", "--untracked-files=no", "--", ":(top)", ...excludes], root)).length > 0;
+}
+
 /** The build of this checkout (its dist/ is what `npm run bench` just built). */
 export async function currentBuild(): Promise<PaddockBuild> {
-  const dirty = (await git(["status", "--porcelain", "--untracked-files=no"])).length > 0;
-  return buildAt("current", PROJECT_ROOT, "HEAD", dirty);
+  return buildAt("current", PROJECT_ROOT, "HEAD", await treeDirty());
 }
 
 /**

@@ -1,0 +1,114 @@
+/**
+ * `paddock vm shutdown` and `paddock vm exec` (cli/vm-lifecycle-commands.ts, cli/vm-exec-command.ts)
+ * against a fake tenant API on loopback: what the CLI says became of a VM after a shutdown (asked
+ * of the API, not guessed), and how an exec stream cut by the gateway ends.
+ */
+import { expect } from "chai";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { runCli } from "../../cli/paddock.js";
+import { fakeCliContext } from "../helpers/cli-context.js";
+
+type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+
+/** A fake tenant API on 127.0.0.1 answering with `handler`; records `METHOD url` of each request. */
+async function fakeApi(handler: Handler): Promise<{ env: NodeJS.ProcessEnv; requests: string[]; close: () => Promise<void> }> {
+  const requests: string[] = [];
+  const server = http.createServer((req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    req.resume();
+    req.on("end", () => handler(req, res));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    env: { PADDOCK_URL: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, PADDOCK_TOKEN: "tok" },
+    requests,
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+const json = (res: http.ServerResponse, status: number, body: unknown): void => {
+  res.writeHead(status, { "content-type": "application/json" });
+  res.end(JSON.stringify(body));
+};
+
+describe("paddock vm shutdown says what became of the VM (cli/vm-lifecycle-commands.ts shutdownOutcome)", () => {
+  it("an ephemeral VM (GET /vm/{h} is 404 afterwards) is reported deleted, a persistent one stopped; the wire request is unchanged", async () => {
+    const persistent = new Set(["keep-1"]);
+    const api = await fakeApi((req, res) => {
+      const url = req.url ?? "";
+      if (req.method === "POST" && url.includes("/shutdown")) {
+        res.writeHead(200, { "content-type": "text/plain" });
+        res.end("OK");
+        return;
+      }
+      const h = decodeURIComponent(url.split("/")[2] ?? "");
+      if (req.method === "GET" && persistent.has(h)) json(res, 200, { hostname: h, status: "Stopped", persistent: true });
+      else json(res, 404, { error: `VM ${h} not found`, code: "ERR_VM_NOT_FOUND" });
+    });
+    try {
+      const eph = fakeCliContext(api.env);
+      expect(await runCli(["vm", "shutdown", "sbox-1"], eph.ctx), eph.err.text()).to.equal(0);
+      expect(eph.out.text()).to.equal("sbox-1 deleted (ephemeral: removed with its disk)\n");
+      const kept = fakeCliContext(api.env);
+      expect(await runCli(["vm", "shutdown", "keep-1", "--action", "reboot"], kept.ctx), kept.err.text()).to.equal(0);
+      expect(kept.out.text()).to.equal("keep-1 stopped\n");
+      expect(api.requests).to.deep.equal(["POST /vm/sbox-1/shutdown", "GET /vm/sbox-1", "POST /vm/keep-1/shutdown?action=reboot", "GET /vm/keep-1"]);
+    } finally {
+      await api.close();
+    }
+  });
+});
+
+describe("paddock vm exec: a stream cut before its exit frame (cli/vm-exec-command.ts)", () => {
+  it("prints what was cut and the likely causes with ERR_EXEC_STREAM_CUT and exits 1, keeping the output relayed so far", async () => {
+    const api = await fakeApi((_req, res) => {
+      res.writeHead(200, { "content-type": "application/x-ndjson" });
+      res.write(JSON.stringify({ type: "stdout", encoding: "base64", data: Buffer.from("partial\n").toString("base64") }) + "\n", () => {
+        // What the gateway does to a started answer when it ends the session (supervisor/gateway-session.ts).
+        setTimeout(() => res.destroy(), 20);
+      });
+    });
+    try {
+      const { ctx, out, err } = fakeCliContext(api.env);
+      expect(await runCli(["vm", "exec", "sbox-1", "--", "sleep", "60"], ctx)).to.equal(1);
+      expect(out.text()).to.equal("partial\n");
+      const lines = err.text().split("\n").filter((l) => l !== "");
+      expect(lines, err.text()).to.have.length(1);
+      expect(lines[0]).to.match(/^paddock: error: the exec stream was cut \((ECONNRESET|aborted)\) before the command's exit frame, so its outcome is unknown; likely causes: the tenant's API token was revoked, the tenant was suspended or deleted, .*\(ERR_EXEC_STREAM_CUT\)$/);
+    } finally {
+      await api.close();
+    }
+  });
+
+  it("a stream that ends cleanly without the exit frame gets the same code; one cut after the exit frame keeps the command's code", async () => {
+    const frames = (withExit: boolean): string => [
+      { type: "stdout", data: "hi\n" },
+      ...(withExit ? [{ type: "exit", exit_code: 7 }] : []),
+    ].map((f) => JSON.stringify(f) + "\n").join("");
+    let withExit = false;
+    const api = await fakeApi((_req, res) => {
+      res.writeHead(200, { "content-type": "application/x-ndjson" });
+      if (!withExit) {
+        res.end(frames(false));
+        return;
+      }
+      res.write(frames(true), () => setTimeout(() => res.destroy(), 20));
+    });
+    try {
+      const ended = fakeCliContext(api.env);
+      expect(await runCli(["vm", "exec", "sbox-1", "--", "true"], ended.ctx)).to.equal(1);
+      expect(ended.err.text()).to.match(/^paddock: error: the exec stream ended before the command's exit frame.*\(ERR_EXEC_STREAM_CUT\)\n$/);
+      withExit = true;
+      const after = fakeCliContext(api.env);
+      expect(await runCli(["vm", "exec", "sbox-1", "--", "true"], after.ctx), after.err.text()).to.equal(7);
+      expect(after.out.text()).to.equal("hi\n");
+      expect(after.err.text()).to.equal("");
+    } finally {
+      await api.close();
+    }
+  });
+});
