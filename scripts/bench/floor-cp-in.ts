@@ -12,6 +12,8 @@
  * - `http`: the same over HTTP as Paddock's path: a chunked POST (scripts/bench/lib/http-load.ts
  *   `uploadFile`), a `node:http` relay (`req.pipe(http.request(…))`, its answer piped back) and
  *   a `node:http` writer (same 1 MiB write-behind).
+ * - `tap`: `http` with a relay whose chunked request bodies skip the server's parser (a
+ *   prototype, `tapRelay` below).
  * - `rawhttp`: `http`'s client and writer with `net`'s relay between them: what a relay that
  *   passes the request's bytes on without parsing them would reach.
  *
@@ -19,7 +21,7 @@
  * (/proc/<pid>/stat), with the load average. Every case's file is checked by size; the first
  * round's by sha256.
  *
- *   node dist/scripts/bench/floor-cp-in.js [--mb 100] [--rounds 5] [--only cat,direct,net,rawhttp,http]
+ *   node dist/scripts/bench/floor-cp-in.js [--mb 100] [--rounds 5] [--only cat,direct,net,rawhttp,tap,http]
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import crypto from "node:crypto";
@@ -102,6 +104,8 @@ async function child(role: string, kind: string, listen: string, target: string)
       a.pipe(b);
       b.pipe(a);
     });
+  } else if (kind === "tap") {
+    server = tapRelay(target);
   } else {
     server = http.createServer((req, res) => {
       const up = http.request({ socketPath: target, method: req.method, path: req.url, headers: req.headers }, (ur) => {
@@ -113,6 +117,125 @@ async function child(role: string, kind: string, listen: string, target: string)
   }
   server.listen(listen, () => process.stdout.write("ready\n"));
   process.once("SIGTERM", () => process.exit(0));
+}
+
+/**
+ * A prototype, not Paddock's code: a `node:http` relay whose chunked request bodies skip the
+ * server's parser. The server's socket is kept off the C++ parser (`_handle._consumed`), the
+ * parser is fed each request's head only, and a chunked body's bytes (its framing walked, not
+ * otherwise checked) go to the upstream request's socket as they were read; the parser then
+ * gets a last chunk so the request ends. No trailers, no pipelining checks, no budget.
+ */
+function tapRelay(target: string): http.Server {
+  type TapSocket = net.Socket & { tapClaim?: (to: net.Socket) => void; tapWant?: () => void };
+  const server = http.createServer((req, res) => {
+    const up = http.request({ socketPath: target, method: req.method, path: req.url, headers: req.headers, agent: false }, (ur) => {
+      res.writeHead(ur.statusCode ?? 502, ur.headers);
+      ur.pipe(res);
+      ur.on("end", () => up.destroy());
+    });
+    const sock = req.socket as TapSocket;
+    if (req.headers["transfer-encoding"] === "chunked" && sock.tapWant !== undefined) {
+      sock.tapWant();
+      up.flushHeaders();
+      up.once("socket", (s: net.Socket) => process.nextTick(() => sock.tapClaim?.(s)));
+    } else req.pipe(up);
+  });
+  server.prependListener("connection", (so: TapSocket) => {
+    (so as unknown as { _handle: { _consumed: boolean } })._handle._consumed = true;
+    process.nextTick(() => {
+      const parse = so.listeners("data")[0] as (d: Buffer) => void;
+      so.removeListener("data", parse);
+      let to: net.Socket | undefined;
+      let claimed = false;
+      let held: Buffer[] = [];
+      // Framing walk: 0 = size line, 1 = data, 2 = CRLF after data, 3 = CRLF after the last chunk.
+      let state = 0, left = 0, line = "";
+      const raw = (d: Buffer): Buffer | undefined => {
+        let i = 0;
+        while (i < d.length) {
+          if (state === 0) {
+            const nl = d.indexOf(10, i);
+            if (nl < 0) { line += d.toString("latin1", i); i = d.length; break; }
+            line += d.toString("latin1", i, nl + 1);
+            i = nl + 1;
+            left = parseInt(line, 16);
+            line = "";
+            state = left === 0 ? 3 : 1;
+            if (state === 3) left = 2;
+          } else if (state === 1) {
+            const n = Math.min(left, d.length - i);
+            left -= n;
+            i += n;
+            if (left === 0) { state = 2; left = 2; }
+          } else {
+            const n = Math.min(left, d.length - i);
+            left -= n;
+            i += n;
+            if (left === 0) {
+              if (state === 3) {
+                if (to !== undefined && !to.write(d.subarray(0, i))) {
+                  so.pause();
+                  to.once("drain", () => so.resume());
+                }
+                state = 0;
+                claimed = false;
+                to = undefined;
+                parse(Buffer.from("0\r\n\r\n"));
+                return d.subarray(i);
+              }
+              state = 0;
+            }
+          }
+        }
+        if (to !== undefined && !to.write(d)) {
+          so.pause();
+          to.once("drain", () => so.resume());
+        }
+        return undefined;
+      };
+      so.tapClaim = (s) => {
+        to = s;
+        const h = held;
+        held = [];
+        for (const d of h) onData(d);
+      };
+      const onData = (d: Buffer): void => {
+        while (d.length > 0) {
+          if (claimed) {
+            if (to === undefined) { held.push(d); return; }
+            const rest = raw(d);
+            if (rest === undefined) return;
+            d = rest;
+            continue;
+          }
+          const end = d.indexOf("\r\n\r\n");
+          if (end < 0) { parse(d); return; }
+          // The request handler runs inside this call and asks for the body raw (tapWant).
+          claimPending = true;
+          parse(d.subarray(0, end + 4));
+          claimed = claimPending && wantsRaw;
+          claimPending = false;
+          wantsRaw = false;
+          d = d.subarray(end + 4);
+          if (!claimed) {
+            // Not claimed: the rest of this connection goes to the parser as usual.
+            so.removeListener("data", onData);
+            so.on("data", parse);
+            if (d.length > 0) parse(d);
+            return;
+          }
+        }
+      };
+      let claimPending = false;
+      let wantsRaw = false;
+      so.tapWant = () => {
+        if (claimPending) wantsRaw = true;
+      };
+      so.on("data", onData);
+    });
+  });
+  return server;
 }
 
 function start(args: string[]): Promise<ChildProcess> {
@@ -169,7 +292,7 @@ async function main(): Promise<void> {
     await child(role, kind, listen, target);
     return;
   }
-  const { values } = parseArgs({ options: { mb: { type: "string", default: "100" }, rounds: { type: "string", default: "5" }, only: { type: "string", default: "cat,direct,net,rawhttp,http" } } });
+  const { values } = parseArgs({ options: { mb: { type: "string", default: "100" }, rounds: { type: "string", default: "5" }, only: { type: "string", default: "cat,direct,net,rawhttp,tap,http" } } });
   const bytes = Number(values.mb) * 2 ** 20;
   const per100 = 100 / Number(values.mb);
   const kinds = (values.only ?? "").split(",");
@@ -190,7 +313,7 @@ async function main(): Promise<void> {
   try {
     for (const k of kinds.filter((k) => k !== "cat" && k !== "direct")) {
       const ws = path.join(dir, `${k}-w.sock`), rs = path.join(dir, `${k}-r.sock`);
-      const w = await start(["writer", k === "rawhttp" ? "http" : k, ws, ""]);
+      const w = await start(["writer", k === "rawhttp" || k === "tap" ? "http" : k, ws, ""]);
       const r = await start(["relay", k === "rawhttp" ? "net" : k, rs, ws]);
       procs[k] = { relay: r, writer: w, sock: rs };
     }
