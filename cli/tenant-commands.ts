@@ -85,11 +85,12 @@ async function admin<T>(ctx: CliContext, client: ApiClient, fn: () => Promise<T>
 /** The `tenant list` table (pure). */
 export function renderTenantTable(tenants: readonly TenantView[], nowMs: number): string {
   return renderTable(
-    ["ID", "STATUS", "TEMPLATE", "DAEMON", "PID", "RESTARTS", "RANGES", "AGE", "LABELS"],
+    ["ID", "STATUS", "TEMPLATE", "RUNTIME", "DAEMON", "PID", "RESTARTS", "RANGES", "AGE", "LABELS"],
     tenants.map((t) => [
       t.id,
       t.status ?? "",
       t.template ?? "",
+      typeof t.hypervisor === "string" ? t.hypervisor : "",
       t.daemon?.state ?? "",
       t.daemon?.pid === undefined ? "" : String(t.daemon.pid),
       t.daemon?.restarts === undefined ? "" : String(t.daemon.restarts),
@@ -114,7 +115,9 @@ export function renderTenantDetails(t: TenantView): string {
   ];
   if (t.daemon?.last_error) pairs.push(["last error", t.daemon.last_error]);
   pairs.push(["labels", Object.entries(t.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(", ")]);
-  pairs.push(["limits", Object.entries(t.limits ?? {}).map(([k, v]) => `${k}=${k.endsWith("_bytes") ? formatBytes(v) : v}`).join(", ")]);
+  const limits = Object.entries(t.limits ?? {}).map(([k, v]) => `${k}=${k.endsWith("_bytes") ? formatBytes(v) : v}`).join(", ");
+  // Changed limits are rendered at once but applied at the daemon's next start (`tenant restart`).
+  pairs.push(["limits", t.pending_restart === true ? `${limits} (pending restart: applied at the daemon's next start, paddock tenant restart)` : limits]);
   if (t.vms) pairs.push(["vms", `${t.vms.total ?? 0} (${Object.entries(t.vms.by_status ?? {}).map(([k, v]) => `${k} ${v}`).join(", ")})`]);
   if (t.resources) pairs.push(["committed", `${t.resources.vcpu ?? 0} vcpu, ${formatBytes(t.resources.ram_bytes ?? 0)} ram, ${formatBytes(t.resources.disk_bytes ?? 0)} disk`]);
   const live = (t.tokens ?? []).filter((k) => !k.revoked_at);

@@ -7,6 +7,7 @@ import { expect } from "chai";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { runCli } from "../../cli/paddock.js";
+import { renderTenantDetails, renderTenantTable } from "../../cli/tenant-commands.js";
 import { resolveAdminTarget } from "../../cli/target.js";
 import { fakeCliContext } from "../helpers/cli-context.js";
 
@@ -81,5 +82,18 @@ describe("paddock tenant: an empty admin token (cli/target.ts)", () => {
     } finally {
       await api.close();
     }
+  });
+});
+
+describe("paddock tenant list / get rendering (cli/tenant-commands.ts)", () => {
+  it("list shows each tenant's runtime; get says when changed limits wait for a restart", () => {
+    const table = renderTenantTable([tenant("active", { hypervisor: "gvisor" }), { ...tenant("active", { hypervisor: "oci" }), id: "t2" }], Date.parse("2026-01-02T00:00:00Z"));
+    const [head, first, second] = table.split("\n");
+    expect(head).to.match(/^ID\s+STATUS\s+TEMPLATE\s+RUNTIME\s+DAEMON/);
+    expect(first).to.match(/^t1\s+active\s+default\s+gvisor\b/);
+    expect(second).to.match(/^t2\s+active\s+default\s+oci\b/);
+    const pending = renderTenantDetails(tenant("active", { limits: { max_vms: 3 }, pending_restart: true }));
+    expect(pending).to.match(/^limits:\s+max_vms=3 \(pending restart: applied at the daemon's next start, paddock tenant restart\)$/m);
+    expect(renderTenantDetails(tenant("active", { limits: { max_vms: 3 }, pending_restart: false }))).to.match(/^limits:\s+max_vms=3$/m);
   });
 });
