@@ -24,7 +24,8 @@ export const VM_HELP = `usage: paddock vm COMMAND [flags]
 
   launch [GROUP] [--tag k=v]... [--persistent] [--cpus N] [--ram-bytes N|1G] [--userdata-file F]
          [--secret NAME]... [--ttl 1h] [--wait agent|userdata] [--timeout 2m] [--json]
-                        (also: create; --ttl: a Go duration of at least 1s)
+                        (also: create; --ttl: a Go duration of at least 1s; --wait userdata
+                        exits 1 when the script exited non-zero: the VM stays up)
   list [--group G] [--tag T | --tag-prefix P] [--json]
   get HOST [--json]
   exec HOST [--uid N] [--gid N] [--cwd DIR] [--env K=V]... [--shell SH] [--stdin] -- CMD [ARGS...]

@@ -89,6 +89,16 @@ export async function vmLaunch(ctx: CliContext, argv: string[]): Promise<number>
   }
   if (values.json) await writeOut(ctx.stdout, renderJson(node));
   else await writeOut(ctx.stdout, renderTable(["HOSTNAME", "GROUP", "IP", "PERSISTENT"], [[node.hostname, node.hostgroup ?? group, node.ip ?? "", node.persistent ? "yes" : "no"]]));
+  // wait=userdata answers once the script ran, whatever its exit code (docs/slicer-api.md): ask
+  // the VM's health for it, so a failed script is not a silent success.
+  if (values.wait === "userdata") {
+    const health = await client.json<{ userdata_exit_code?: unknown }>("GET", `/vm/${seg(node.hostname)}/health`).catch(() => undefined);
+    const code = health?.userdata_exit_code;
+    if (typeof code === "number" && code !== 0) {
+      await writeOut(ctx.stderr, `paddock: VM ${node.hostname} is up, but its userdata exited ${code}; its output: paddock vm logs ${node.hostname}\n`);
+      return EXIT.ERROR;
+    }
+  }
   return EXIT.OK;
 }
 

@@ -112,3 +112,29 @@ describe("paddock vm exec: a stream cut before its exit frame (cli/vm-exec-comma
     }
   });
 });
+
+describe("paddock vm launch --wait userdata reports a failed script (cli/vm-lifecycle-commands.ts vmLaunch)", () => {
+  it("exits 1 naming the exit code when the VM's health has userdata_exit_code ≠ 0; 0 when it is 0; --wait agent asks nothing more", async () => {
+    let exitCode = 3;
+    const api = await fakeApi((req, res) => {
+      const url = req.url ?? "";
+      if (req.method === "POST" && url.startsWith("/hostgroup/sbox/nodes")) json(res, 201, { hostname: "sbox-1", hostgroup: "sbox", ip: "169.254.0.2", persistent: false });
+      else if (req.method === "GET" && url === "/vm/sbox-1/health") json(res, 200, { hostname: "sbox-1", agent_uptime: 1, userdata_ran: true, userdata_exit_code: exitCode });
+      else json(res, 404, { error: "no", code: "ERR_NOT_FOUND" });
+    });
+    try {
+      const failed = fakeCliContext(api.env);
+      expect(await runCli(["vm", "launch", "sbox", "--userdata", "exit 3", "--wait", "userdata"], failed.ctx)).to.equal(1);
+      expect(failed.out.text()).to.match(/^HOSTNAME\s+GROUP/).and.to.contain("sbox-1");
+      expect(failed.err.text()).to.contain("VM sbox-1 is up, but its userdata exited 3; its output: paddock vm logs sbox-1");
+      exitCode = 0;
+      const ok = fakeCliContext(api.env);
+      expect(await runCli(["vm", "launch", "sbox", "--userdata", "true", "--wait", "userdata"], ok.ctx), ok.err.text()).to.equal(0);
+      const agent = fakeCliContext(api.env);
+      expect(await runCli(["vm", "launch", "sbox", "--wait", "agent"], agent.ctx), agent.err.text()).to.equal(0);
+      expect(api.requests.filter((r) => r.endsWith("/health"))).to.have.length(2);
+    } finally {
+      await api.close();
+    }
+  });
+});
