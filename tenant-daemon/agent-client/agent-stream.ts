@@ -11,6 +11,7 @@ import { BODY_IDLE_TIMEOUT_MS } from "../../shared/body-idle-timeout.js";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { AGENT_PROOF_HEADER, agentConnectOptions, answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
 import { AnswerTap } from "./chunked-relay.js";
+import { rawBodyCheck } from "./length-relay.js";
 
 /** Request headers that must not travel to the agent (hop-by-hop, credentials, identity). */
 const DROP_REQUEST_HEADERS = new Set([
@@ -39,12 +40,15 @@ const DROP_RESPONSE_HEADERS = new Set(["connection", "keep-alive", "transfer-enc
  * reading. Once the answer started (an exec's stdin) the wait is the session's and is not
  * bounded here.
  *
- * A chunked answer to a client whose response is chunked too (HTTP/1.1, a body) is relayed
- * byte for byte (chunked-relay.ts `AnswerTap`): Node's HTTP client parses the answer's head
- * only, the body's chunked framing is checked and its bytes go to the client's socket as they
- * were read, and the daemon ends the response itself. Broken framing or an agent connection
- * that closes before the last chunk cuts the client's answer (its connection is destroyed),
- * as any failure after the answer started.
+ * A chunked answer to a client whose response is chunked too (HTTP/1.1, a body), and a
+ * `Content-Length` answer with a body to an HTTP/1.1 client (binary cp out; the daemon's
+ * response declares the same length), are relayed byte for byte (chunked-relay.ts
+ * `AnswerTap`, length-relay.ts `rawBodyCheck`): Node's HTTP client parses the answer's head
+ * only, the body's framing is checked (chunks; or the length, never a byte past it) and its
+ * bytes go to the client's socket as they were read, and the daemon ends the response itself
+ * and drops the agent's connection. Broken framing or an agent connection that closes before
+ * the body's end cuts the client's answer (its connection is destroyed), as any failure after
+ * the answer started.
  */
 export function streamToAgent(
   endpoint: AgentEndpoint,
@@ -102,7 +106,8 @@ export function streamToAgent(
       if (!res.writableFinished && !rawEnded) res.destroy();
     });
     const client = res.socket;
-    if (decide !== undefined && client !== null && res.chunkedEncoding && ur.headers["transfer-encoding"] === "chunked" && ur.headers["content-length"] === undefined) {
+    const check = decide !== undefined && client !== null ? rawBodyCheck(req, res, ur, out) : undefined;
+    if (decide !== undefined && client !== null && check !== undefined) {
       decide.passBody(client as Socket, {
         onEnd: () => {
           rawEnded = true;
@@ -113,7 +118,7 @@ export function streamToAgent(
           upstream.destroy();
           res.destroy();
         },
-      });
+      }, check);
       return;
     }
     // `pipe`: relayBody measured no cheaper on the answer (docs/performance.md "Relay, fourth look").

@@ -44,12 +44,25 @@ const enum State {
   Done,
 }
 
-/** What one {@link ChunkedPassThrough.push} lets through. */
+/** What one {@link BodyCheck.push} lets through. */
 export interface ChunkedPush {
-  /** Bytes to pass on, in order: slices of the pushed buffer (no copy), or a held size line (≤ 14 bytes) once complete. */
+  /** Bytes to pass on, in order: slices of the pushed buffer (no copy), or (chunked) a held size line (≤ 14 bytes) once complete. */
   pieces: Buffer[];
-  /** True once the body's end (last chunk and trailer section) was read; later pushes are refused. */
+  /** True once the body's end (chunked: last chunk and trailer section; length-delimited: the declared length) was read; later pushes are refused. */
   done: boolean;
+}
+
+/**
+ * A check of an answer body's framing for {@link AnswerTap.passBody}: this file's
+ * {@link ChunkedPassThrough}, or length-relay.ts `LengthPassThrough` (a `Content-Length` body).
+ */
+export interface BodyCheck {
+  /**
+   * Check the next bytes of the body as read; returns what may be passed on now and whether the
+   * body ended (bytes after its end are never among the pieces).
+   * @throws PaddockError ERR_VM_AGENT_UNAVAILABLE on broken framing or a push after the end.
+   */
+  push(d: Buffer): ChunkedPush;
 }
 
 const hexValue = (c: number): number => {
@@ -72,7 +85,7 @@ const isFieldByte = (c: number): boolean => c === 9 || (c >= 32 && c <= 126);
  * Memory: holds at most a size line ({@link MAX_SIZE_DIGITS} + 1 bytes); counts the trailer
  * section up to {@link MAX_TRAILER_BYTES} without keeping it.
  */
-export class ChunkedPassThrough {
+export class ChunkedPassThrough implements BodyCheck {
   private state = State.Size;
   /** Size line bytes read in earlier pushes (not yet passed on). */
   private held: Buffer = Buffer.alloc(0);
@@ -217,7 +230,7 @@ export const MAX_HEAD_BYTES = 64 * 1024;
 export interface RawBodyHandlers {
   /** The body's end was read and passed on up to it (the caller ends its response). */
   onEnd: () => void;
-  /** Broken framing, or the agent's connection closed before the end (the caller cuts its response). */
+  /** Broken framing, or the agent's connection closed before the body's end (the caller cuts its response). */
   onError: (err: Error) => void;
 }
 
@@ -235,9 +248,10 @@ const enum Mode {
  * the client parses only the answer's head: each read is searched for the end of a head (the
  * first CRLF CRLF; Node's parser requires CRLF line ends, so it ends the head there too), and
  * the client gets bytes up to it only. In the client's `response` event (which runs while the
- * head is fed) the caller picks {@link passBody} (the body is relayed raw, checked by
- * {@link ChunkedPassThrough}) or {@link release} (the client gets the rest and the connection
- * back as it was, e.g. a Content-Length answer).
+ * head is fed) the caller picks {@link passBody} (the body is relayed raw, checked by a
+ * {@link BodyCheck}: {@link ChunkedPassThrough}, or length-relay.ts `LengthPassThrough` for a
+ * `Content-Length` answer) or {@link release} (the client gets the rest and the connection back
+ * as it was, e.g. an answer to a HEAD request).
  *
  * Built on Node's own `data` listener of the client (`socketOnData` in Node's
  * lib/_http_client.js, https://github.com/nodejs/node/blob/v20.x/lib/_http_client.js), which
@@ -256,7 +270,7 @@ export class AnswerTap {
   private headStore: Buffer = Buffer.alloc(0);
   private headLen = 0;
   private readonly onData = (d: Buffer): void => this.data(d);
-  private body: ChunkedPassThrough | undefined;
+  private body: BodyCheck | undefined;
   private out: Socket | undefined;
   private handlers: RawBodyHandlers | undefined;
   private waiting = false;
@@ -288,19 +302,20 @@ export class AnswerTap {
   }
 
   /**
-   * From now on check the answer's body as chunked ({@link ChunkedPassThrough}) and write what
-   * it lets through to `out` (the API client's socket, whose response head was sent and which
-   * is chunked itself), with backpressure: the agent's socket is paused while `out` is full.
-   * Calls `handlers.onEnd` once at the body's end, or `handlers.onError` once on broken framing
-   * or when the agent's connection closes first; nothing is written to `out` after either.
-   * Call only while {@link deciding}.
+   * From now on check the answer's body with `check` (default: as chunked,
+   * {@link ChunkedPassThrough}) and write what it lets through to `out` (the API client's
+   * socket, whose response head was sent and whose body is framed the same way: chunked, or
+   * the same `Content-Length`), with backpressure: the agent's socket is paused while `out` is
+   * full. Calls `handlers.onEnd` once at the body's end, or `handlers.onError` once on broken
+   * framing or when the agent's connection closes first; nothing is written to `out` after
+   * either. Call only while {@link deciding}.
    */
-  passBody(out: Socket, handlers: RawBodyHandlers): void {
+  passBody(out: Socket, handlers: RawBodyHandlers, check: BodyCheck = new ChunkedPassThrough()): void {
     this.mode = Mode.Raw;
-    this.body = new ChunkedPassThrough();
+    this.body = check;
     this.out = out;
     this.handlers = handlers;
-    this.socket.once("close", () => this.fail(framingError("the connection closed before the last chunk")));
+    this.socket.once("close", () => this.fail(new PaddockError("ERR_VM_AGENT_UNAVAILABLE", "the guest agent's connection closed before the end of its answer; the answer was cut")));
   }
 
   /** Give the rest of the answer and the connection back to Node's HTTP client. Call only while {@link deciding}. */
@@ -424,7 +439,7 @@ export class AnswerTap {
     if (this.finished) return;
     let r: ChunkedPush;
     try {
-      r = (this.body as ChunkedPassThrough).push(d);
+      r = (this.body as BodyCheck).push(d);
     } catch (err) {
       this.fail(err as Error);
       return;

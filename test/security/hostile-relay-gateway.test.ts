@@ -2,15 +2,18 @@
  * A hostile guest agent's raw answers through the whole path an API client uses: the
  * supervisor's gateway forwarder (supervisor/gateway-forward.ts `HttpForwarder`, on its
  * keep-alive upstream agent shared by every tenant) in front of two tenants' daemon relays
- * (tenant-daemon/agent-client/agent-stream.ts `streamToAgent`, byte-level for chunked answers:
- * chunked-relay.ts), each with a stand-in agent that answers with its VM's proof (what guest
+ * (tenant-daemon/agent-client/agent-stream.ts `streamToAgent`, byte-level for chunked and
+ * Content-Length answers: chunked-relay.ts, length-relay.ts), each with a stand-in agent that answers with its VM's proof (what guest
  * root's taken-over agent does, test/security/agent-takeover.ts), written byte for byte.
  *
  * One API client keeps one connection to the gateway and asks, in turn, tenant A (whose agent is
  * hostile), tenant B, and tenant A again: every answer must be exactly one response with its own
  * body, nothing after it, and the connection must stay open. A desync of the client's or of the
  * gateway's pooled daemon connection would show as a fake or another tenant's body in a later
- * answer, or bytes after an answer. The control is a well-formed answer from A.
+ * answer, or bytes after an answer. The control is a well-formed answer from A. An answer A's
+ * agent cuts short (fewer bytes than its Content-Length, then close) reaches the client cut
+ * (its connection closed), and a next connection gets B's and A's answers whole (control: the
+ * same bytes with their length, then close, arrive whole).
  *
  * No VM, no daemon process, a few seconds.
  */
@@ -64,15 +67,17 @@ describe("security: a guest agent's raw answers through the gateway and two tena
   const agentSockets = new Set<net.Socket>();
   /** What tenant A's agent writes for the next request (tenant B's always answers well). */
   let answerA = "";
+  /** Whether tenant A's agent closes its connection after writing (else keeps it open). */
+  let closeA = false;
   let gatewaySocket = "";
 
   /** A stand-in agent writing `answer()` to each request, and a daemon relay in front of it; returns the relay's socket. */
-  async function tenant(name: string, answer: () => string): Promise<string> {
+  async function tenant(name: string, answer: () => string, close = (): boolean => false): Promise<string> {
     const agent = net.createServer((s) => {
       agentSockets.add(s);
       s.once("close", () => agentSockets.delete(s));
       s.on("error", () => undefined);
-      s.once("data", () => s.write(answer()));
+      s.once("data", () => (close() ? s.end(answer()) : s.write(answer())));
     });
     servers.push(agent);
     await new Promise<void>((resolve) => agent.listen(path.join(dir, `${name}-agent.sock`), resolve));
@@ -88,7 +93,7 @@ describe("security: a guest agent's raw answers through the gateway and two tena
 
   before(async () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-relay-gw-"));
-    const sockets = { a: await tenant("a", () => answerA), b: await tenant("b", () => chunkedAnswer("tenant-b")) };
+    const sockets = { a: await tenant("a", () => answerA, () => closeA), b: await tenant("b", () => chunkedAnswer("tenant-b")) };
     const forwarder = new HttpForwarder(createUpstreamAgent(), {
       authenticate: () => undefined,
       gatewayTarget: (tenantId: string): GatewayTarget => ({ tenantId, status: "active", socketPath: "", daemonUp: true }),
@@ -119,6 +124,7 @@ describe("security: a guest agent's raw answers through the gateway and two tena
     ["Content-Length 0, then a fake response in the same write", head("content-length: 0\r\n") + FAKE, { status: 200, body: "" }],
     ["a 204, then a fake response in the same write", head("", "204 No Content") + FAKE, { status: 204, body: "" }],
     ["a Content-Length answer, then a fake response", head("content-length: 5\r\n") + `hello${FAKE}`, { status: 200, body: "hello" }],
+    ["a Content-Length answer of 256 KiB, then a fake response", head("content-length: 262144\r\n") + "x".repeat(262144) + FAKE, { status: 200, body: "x".repeat(262144) }],
   ];
   for (const [what, hostile, expected] of cases) {
     it(`${what}: A gets exactly its answer, then B and A again theirs on the same client connection`, async () => {
@@ -148,6 +154,50 @@ describe("security: a guest agent's raw answers through the gateway and two tena
         expect(closed, `${what}: the client's connection stays open`).to.equal(false);
       } finally {
         c.destroy();
+      }
+    });
+  }
+
+  for (const [what, raw, whole] of [
+    ["control: 10 bytes of a Content-Length of 10, then close", head("content-length: 10\r\n") + "helloworld", true],
+    ["5 bytes of a Content-Length of 10, then close", head("content-length: 10\r\n") + "hello", false],
+  ] as const) {
+    it(`${what}: the client gets ${whole ? "the whole answer" : "a cut answer (its connection closed)"}; a next connection gets B's and A's answers whole`, async () => {
+      const conns: net.Socket[] = [];
+      const ask = async (p: string): Promise<{ got: () => string; closed: () => boolean }> => {
+        const c = net.connect(gatewaySocket);
+        conns.push(c);
+        let got = "";
+        let closed = false;
+        c.on("data", (d: Buffer) => (got += d.toString("latin1")));
+        c.on("error", () => undefined);
+        c.on("close", () => (closed = true));
+        c.write(`GET ${p} HTTP/1.1\r\nhost: gw\r\n\r\n`);
+        await untilTrue(`${what}: an answer to ${p}`, () => oneResponse(got) !== undefined || closed);
+        await new Promise((r) => setTimeout(r, 100));
+        return { got: () => got, closed: () => closed };
+      };
+      try {
+        answerA = raw;
+        closeA = true;
+        const first = await ask("/a/1");
+        if (whole) {
+          expect(oneResponse(first.got()), what).to.deep.equal({ status: 200, body: "helloworld", rest: "" });
+          expect(first.closed(), what).to.equal(false);
+        } else {
+          expect(first.closed(), `${what}: the client's connection is closed`).to.equal(true);
+          expect(first.got(), what).to.match(/^HTTP\/1\.1 200 /);
+          expect(oneResponse(first.got()), `${what}: ${JSON.stringify(first.got())}`).to.equal(undefined);
+        }
+        answerA = chunkedAnswer("tenant-a");
+        closeA = false;
+        const b = await ask("/b/1");
+        expect(oneResponse(b.got()), `${what}: B next`).to.deep.equal({ status: 200, body: "tenant-b", rest: "" });
+        const a = await ask("/a/2");
+        expect(oneResponse(a.got()), `${what}: A next`).to.deep.equal({ status: 200, body: "tenant-a", rest: "" });
+      } finally {
+        closeA = false;
+        for (const c of conns) c.destroy();
       }
     });
   }

@@ -14,11 +14,20 @@
  *   cut answer (its connection closed before a last chunk), never a complete one;
  * - a client that stops reading an endless answer: the agent's writer is held back (bounded
  *   bytes sent), and the stream flows again once read (control);
+ * - Content-Length answers (binary cp out, relayed raw too: length-relay.ts): a well-formed one
+ *   arrives complete with the same Content-Length, not chunked (control, also of 8 MiB,
+ *   sha256-exact), and the agent's connection is dropped after it (the byte-level path); a fake
+ *   second response after the declared length in the same write never reaches the client; fewer
+ *   bytes then close, and a huge length then a stall, are cut answers (the stall's agent
+ *   connection goes once the client leaves); Content-Length with Transfer-Encoding, duplicate,
+ *   signed, spaced or garbled lengths are refused (503) or cut, never relayed as declared;
+ *   HEAD, HTTP/1.0 and pipelined requests (the old path) get their answers;
  * - every case gives the body relay's budget back.
  *
  * No VM, no daemon, a few seconds.
  */
 import { expect } from "chai";
+import crypto from "node:crypto";
 import { promises as fs } from "node:fs";
 import http from "node:http";
 import net from "node:net";
@@ -31,6 +40,8 @@ import { untilTrue } from "../helpers/wait.js";
 const MiB = 1024 * 1024;
 const PROOF = "b".repeat(64);
 const HEAD = `HTTP/1.1 200 OK\r\nx-paddock-agent-proof: ${PROOF}\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n`;
+/** The head of a `Content-Length` answer (binary cp out) with these length header lines. */
+const lengthHead = (lines: string): string => `HTTP/1.1 200 OK\r\nx-paddock-agent-proof: ${PROOF}\r\ncontent-type: application/octet-stream\r\n${lines}\r\n`;
 
 /** What the stand-in agent does on a connection whose request asked for `/v1/<name>`. */
 type Behaviour = (s: net.Socket) => void;
@@ -83,6 +94,16 @@ function dechunk(raw: string): { body: string; rest: string } | undefined {
     body += raw.slice(eol + 2, eol + 2 + n);
     i = eol + 2 + n + 2;
   }
+}
+
+/** One raw `Content-Length` response off the front of `raw` (latin1): its head, body and the bytes after it; undefined while incomplete. */
+function oneLengthAnswer(raw: string): { head: string; body: string; rest: string } | undefined {
+  const end = raw.indexOf("\r\n\r\n");
+  if (end < 0) return undefined;
+  const head = raw.slice(0, end + 2);
+  const n = Number(/\r\ncontent-length: ([0-9]+)\r\n/i.exec(head)?.[1] ?? NaN);
+  if (!(n >= 0) || raw.length < end + 4 + n) return undefined;
+  return { head, body: raw.slice(end + 4, end + 4 + n), rest: raw.slice(end + 4 + n) };
 }
 
 describe("security: a guest agent's raw chunked answers against the daemon's byte-level relay (real sockets, no VM)", function () {
@@ -229,11 +250,13 @@ describe("security: a guest agent's raw chunked answers against the daemon's byt
     }
   });
 
-  it("a client that stops reading an endless answer holds the agent's writer back; it flows again once read (control)", async () => {
+  for (const [framing, head, frame] of [
+    ["chunked", HEAD, Buffer.concat([Buffer.from("10000\r\n"), Buffer.alloc(65536, 97), Buffer.from("\r\n")])],
+    ["Content-Length", lengthHead("content-length: 1000000000000\r\n"), Buffer.alloc(65536, 97)],
+  ] as const) it(`a client that stops reading an endless ${framing} answer holds the agent's writer back; it flows again once read (control)`, async () => {
     const st = { sent: 0 };
-    const frame = Buffer.concat([Buffer.from("10000\r\n"), Buffer.alloc(65536, 97), Buffer.from("\r\n")]);
     behaviours.set("endless", (s) => {
-      s.write(HEAD);
+      s.write(head);
       const pump = (): void => {
         while (!s.destroyed) {
           st.sent += 65536;
@@ -262,5 +285,171 @@ describe("security: a guest agent's raw chunked answers against the daemon's byt
     } finally {
       c.destroy();
     }
+  });
+
+  /**
+   * Ask `/a` on a new API connection, the agent writing `raw` (and keeping its connection open,
+   * or closing it); `agentClosed`: that agent connection closed; `reused`: a later request came
+   * on it (Node's client keeps the connection of an answer it parsed to its end; the byte-level
+   * path drops it).
+   */
+  const lengthCase = (raw: string, keepOpen = true): { c: RawClient; agentClosed: () => boolean; reused: () => boolean } => {
+    let closed = false;
+    let again = false;
+    behaviours.set("a", (s) => {
+      s.once("close", () => (closed = true));
+      s.on("data", () => (again = true));
+      if (keepOpen) s.write(raw);
+      else s.end(raw);
+    });
+    const c = client();
+    c.get("a");
+    return { c, agentClosed: () => closed, reused: () => again };
+  };
+  const FAKE = "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nevil";
+
+  it("Content-Length answers: a well-formed one arrives exact, not chunked, on the byte-level path (the agent's connection dropped after it); a fake second response after the declared length never reaches the client, the next request gets its own answer", async () => {
+    for (const [what, raw] of [["control", lengthHead("content-length: 5\r\n") + "hello"], ["a fake second response in the same write", lengthHead("content-length: 5\r\n") + "hello" + FAKE]] as const) {
+      behaviours.set("b", answer("6\r\nsecond\r\n0\r\n\r\n"));
+      const { c, reused } = lengthCase(raw);
+      await untilTrue(`${what}: the answer is complete`, () => oneLengthAnswer(c.text) !== undefined);
+      await new Promise((r) => setTimeout(r, 100));
+      const first = c.take();
+      const r = oneLengthAnswer(first);
+      expect(r?.head, what).to.match(/^HTTP\/1\.1 200 OK\r\n/).and.include("\r\ncontent-length: 5\r\n").and.not.match(/transfer-encoding/i);
+      expect(r?.body, what).to.equal("hello");
+      expect(r?.rest, what).to.equal("");
+      c.get("b");
+      await untilTrue(`${what}: the next answer is complete`, () => dechunk(c.text) !== undefined || reused());
+      expect(reused(), `${what}: the next request went on a new agent connection (the byte-level path dropped the first; Node's client would keep it)`).to.equal(false);
+      expect(dechunk(c.take()), what).to.deep.equal({ body: "second", rest: "" });
+      expect(c.closed, what).to.equal(false);
+    }
+  });
+
+  it("a Content-Length answer of 8 MiB in many writes arrives byte for byte (sha256), its length declared as the agent's", async () => {
+    const body = crypto.randomBytes(8 * MiB);
+    behaviours.set("big", (s) => {
+      s.write(lengthHead(`content-length: ${body.length}\r\n`));
+      for (let i = 0; i < body.length; i += 100_000) s.write(body.subarray(i, i + 100_000));
+    });
+    const c = net.connect(apiSocket());
+    const parts: Buffer[] = [];
+    let n = 0;
+    c.on("data", (d: Buffer) => {
+      parts.push(d);
+      n += d.length;
+    });
+    c.on("error", () => undefined);
+    try {
+      c.write("GET /big HTTP/1.1\r\nhost: x\r\n\r\n");
+      await untilTrue("the whole answer arrived", () => n >= body.length);
+      await new Promise((r) => setTimeout(r, 100));
+      const got = Buffer.concat(parts);
+      const end = got.indexOf("\r\n\r\n") + 4;
+      expect(got.subarray(0, end).toString("latin1")).to.include(`\r\ncontent-length: ${body.length}\r\n`);
+      expect(got.length - end, "exactly the declared bytes").to.equal(body.length);
+      const sha = (b: Buffer): string => crypto.createHash("sha256").update(b).digest("hex");
+      expect(sha(got.subarray(end))).to.equal(sha(body));
+    } finally {
+      c.destroy();
+    }
+  });
+
+  it("a Content-Length answer cut short (fewer bytes, then close) is a cut answer; the same bytes with their length arrive complete (control)", async () => {
+    const cases: [string, string, boolean][] = [
+      ["control: 10 bytes of 10, then close", lengthHead("content-length: 10\r\n") + "helloworld", true],
+      ["5 bytes of 10, then close", lengthHead("content-length: 10\r\n") + "hello", false],
+    ];
+    for (const [what, raw, complete] of cases) {
+      const { c } = lengthCase(raw, false);
+      await untilTrue(`${what}: an answer's head arrived`, () => c.text.includes("\r\n\r\n"));
+      if (complete) {
+        await untilTrue(`${what}: complete`, () => oneLengthAnswer(c.text) !== undefined);
+        await new Promise((r) => setTimeout(r, 100));
+        expect(oneLengthAnswer(c.text), what).to.deep.include({ body: "helloworld", rest: "" });
+        expect(c.closed, what).to.equal(false);
+      } else {
+        await untilTrue(`${what}: the client's connection is closed`, () => c.closed);
+        expect(c.text, what).to.match(/^HTTP\/1\.1 200 OK\r\n/).and.include("\r\ncontent-length: 10\r\n");
+        expect(oneLengthAnswer(c.text), what).to.equal(undefined);
+      }
+    }
+  });
+
+  it("a huge Content-Length, a few bytes, then a stall: the client holds a cut answer; once it leaves, the agent's connection and the budget go (control: the same bytes with their length arrive complete)", async () => {
+    const control = lengthCase(lengthHead("content-length: 5\r\n") + "hello");
+    await untilTrue("control: complete", () => oneLengthAnswer(control.c.text) !== undefined);
+    const { c, agentClosed } = lengthCase(lengthHead("content-length: 1000000000000\r\n") + "hello");
+    await untilTrue("the bytes sent arrived", () => c.text.endsWith("\r\n\r\nhello"));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(c.closed).to.equal(false);
+    expect(agentClosed(), "the agent's connection is held while the client waits").to.equal(false);
+    c.sock.destroy();
+    await untilTrue("the agent's connection goes with the client", agentClosed);
+  });
+
+  it("Content-Length with Transfer-Encoding, duplicate, signed, spaced, garbled or out-of-form lengths: refused (503) or cut, never relayed as declared (control: a plain length is)", async () => {
+    const body = "5\r\nhello\r\n0\r\n\r\n" + FAKE;
+    const cases: [string, string, "ok" | "503" | "cut"][] = [
+      ["control: a plain length", "content-length: 5\r\n", "ok"],
+      ["Content-Length and Transfer-Encoding", "content-length: 5\r\ntransfer-encoding: chunked\r\n", "503"],
+      ["Transfer-Encoding and Content-Length", "transfer-encoding: chunked\r\ncontent-length: 5\r\n", "503"],
+      ["two equal Content-Lengths", "content-length: 5\r\ncontent-length: 5\r\n", "503"],
+      ["two Content-Lengths", "content-length: 5\r\ncontent-length: 7\r\n", "503"],
+      ["a list", "content-length: 5, 5\r\n", "503"],
+      ["a signed length", "content-length: +5\r\n", "503"],
+      ["a negative length", "content-length: -5\r\n", "503"],
+      ["a length with a letter", "content-length: 5x\r\n", "503"],
+      ["a hex length", "content-length: 0x5\r\n", "503"],
+      ["a length of 20 digits", "content-length: 99999999999999999999\r\n", "503"],
+      ["a length of 16 digits (past the raw form: Node's client relays it), then close", "content-length: 1000000000000005\r\n", "cut"],
+    ];
+    for (const [what, lines, want] of cases) {
+      const { c } = lengthCase(lengthHead(lines) + body, want !== "cut");
+      if (want === "cut") {
+        await untilTrue(`${what}: the client's connection is closed`, () => c.closed);
+        expect(c.text, what).to.match(/^HTTP\/1\.1 200 OK\r\n/);
+        expect(oneLengthAnswer(c.text), what).to.equal(undefined);
+        continue;
+      }
+      if (want === "ok") {
+        await untilTrue(`${what}: an answer`, () => oneLengthAnswer(c.text) !== undefined);
+        await new Promise((r) => setTimeout(r, 100));
+        expect(oneLengthAnswer(c.text), what).to.deep.include({ body: "5\r\nhe", rest: "" });
+      } else {
+        // The 503 (the test server's `fail`) is chunked.
+        await untilTrue(`${what}: an answer`, () => dechunk(c.text) !== undefined);
+        await new Promise((r) => setTimeout(r, 100));
+        expect(c.text, what).to.match(/^HTTP\/1\.1 503 /);
+        expect(dechunk(c.text)?.body, what).to.include("ERR_VM_AGENT_UNAVAILABLE").and.not.include("hello");
+        expect(dechunk(c.text)?.rest, what).to.equal("");
+      }
+    }
+  });
+
+  it("HEAD, HTTP/1.0 and pipelined requests with Content-Length answers (Node's client as before) get exactly their answers", async () => {
+    // Each closes after its answer: Node's client keeps the agent connection of a complete
+    // answer for its next request, which this stand-in agent would not read.
+    behaviours.set("head", (s) => void s.end(lengthHead("content-length: 5\r\n")));
+    behaviours.set("one", (s) => void s.end(lengthHead("content-length: 3\r\n") + "one"));
+    behaviours.set("two", (s) => void s.end(lengthHead("content-length: 3\r\n") + "two"));
+    const c = client();
+    c.get("head", "HEAD");
+    await untilTrue("HEAD: the head arrived", () => c.text.includes("\r\n\r\n"));
+    await new Promise((r) => setTimeout(r, 100));
+    const head = c.take();
+    expect(head).to.include("\r\ncontent-length: 5\r\n").and.match(/\r\n\r\n$/);
+    c.sock.write("GET /one HTTP/1.1\r\nhost: x\r\n\r\nGET /two HTTP/1.1\r\nhost: x\r\n\r\n");
+    await untilTrue("pipelined: both answers", () => oneLengthAnswer(oneLengthAnswer(c.text)?.rest ?? "") !== undefined);
+    await new Promise((r) => setTimeout(r, 100));
+    const first = oneLengthAnswer(c.take());
+    expect(first?.body).to.equal("one");
+    expect(oneLengthAnswer(first?.rest ?? "")).to.deep.include({ body: "two", rest: "" });
+    const old = client();
+    old.sock.write("GET /one HTTP/1.0\r\n\r\n");
+    await untilTrue("HTTP/1.0: the answer, then the daemon closes", () => old.closed);
+    expect(oneLengthAnswer(old.text)).to.deep.include({ body: "one", rest: "" });
+    expect(c.closed).to.equal(false);
   });
 });

@@ -3,8 +3,8 @@
  * through the tenant socket (`POST`/`GET /vm/h/cp`, streamed), in `binary` mode and in `tar`
  * mode (an archive of that one file; out: the directory holding it), against `cat` through
  * `runc exec` (stdin from the file / stdout read by this process). Each mode is checked
- * byte-exact once per direction (sha256 inside the sandbox for in; for tar out the archive is
- * unpacked here with tar(1)). Also the CPU the daemon and the VM's agent spend per transfer
+ * byte-exact once per direction (sha256 inside the sandbox for in; binary out is hashed here;
+ * for tar out the archive is unpacked here with tar(1)). Also the CPU the daemon and the VM's agent spend per transfer
  * (/proc/<pid>/stat), which load moves much less than MB/s. MB = 10^6 bytes.
  */
 import { createWriteStream, promises as fs, readFileSync, readdirSync } from "node:fs";
@@ -161,6 +161,14 @@ export async function figureCopy(lab: DaemonLab, opts: BenchOptions): Promise<Fi
           if (down.status !== 200 || down.bytes < bytes || (mode === "binary" && down.bytes !== bytes)) throw new Error(`cp out (${mode}) failed (${down.status}, ${down.bytes} bytes)`);
           return down.ms;
         });
+        if (i === 0 && mode === "binary") {
+          const outFile = path.join(dir, "out.bin");
+          await downloadToFile(target, cpPath(dest, mode), outFile);
+          const got = crypto.createHash("sha256").update(await fs.readFile(outFile)).digest("hex");
+          if (got !== sha) throw new Error(`cp out (binary) corrupted the file: sha256 ${got} != ${sha}`);
+          notes.push("cp out (binary) verified byte-exact (sha256 here).");
+          await fs.rm(outFile, { force: true });
+        }
         if (i === 0 && mode === "tar") {
           const outDir = path.join(dir, "out");
           await fs.mkdir(outDir);
