@@ -118,7 +118,10 @@ export function renderTenantDetails(t: TenantView): string {
   const limits = Object.entries(t.limits ?? {}).map(([k, v]) => `${k}=${k.endsWith("_bytes") ? formatBytes(v) : v}`).join(", ");
   // Changed limits are rendered at once but applied at the daemon's next start (`tenant restart`).
   pairs.push(["limits", t.pending_restart === true ? `${limits} (pending restart: applied at the daemon's next start, paddock tenant restart)` : limits]);
-  if (t.vms) pairs.push(["vms", `${t.vms.total ?? 0} (${Object.entries(t.vms.by_status ?? {}).map(([k, v]) => `${k} ${v}`).join(", ")})`]);
+  if (t.vms) {
+    const byStatus = Object.entries(t.vms.by_status ?? {}).map(([k, v]) => `${k} ${v}`).join(", ");
+    pairs.push(["vms", byStatus === "" ? String(t.vms.total ?? 0) : `${t.vms.total ?? 0} (${byStatus})`]);
+  }
   if (t.resources) pairs.push(["committed", `${t.resources.vcpu ?? 0} vcpu, ${formatBytes(t.resources.ram_bytes ?? 0)} ram, ${formatBytes(t.resources.disk_bytes ?? 0)} disk`]);
   const live = (t.tokens ?? []).filter((k) => !k.revoked_at);
   pairs.push(["tokens", live.map((k) => `${k.id}${k.expires_at ? ` (expires ${k.expires_at})` : ""}`).join(", ")]);

@@ -85,6 +85,25 @@ export function tenantHostPids(t: { hypervisor?: string | undefined; maxPids: nu
   return t.hypervisor === "gvisor" ? runscTenantPidsMax(t.maxPids, t.maxVms) : t.maxPids;
 }
 
+/**
+ * The largest `max_pids` (guest processes) whose host pids ({@link tenantHostPids}) fit in
+ * `hostPids`: `hostPids` itself on runc; under gVisor the largest `g` with
+ * `runscTenantPidsMax(g, maxVms) ≤ hostPids` (0 when not even a budget of 0 fits). Pure.
+ */
+export function largestGuestPids(t: { hypervisor?: string | undefined; maxVms?: number | undefined }, hostPids: number): number {
+  if (t.hypervisor !== "gvisor") return Math.max(0, hostPids);
+  // runscTenantPidsMax grows with g: binary search over [0, hostPids].
+  let lo = 0;
+  let hi = Math.max(0, hostPids);
+  if (runscTenantPidsMax(0, t.maxVms) > hostPids) return 0;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (runscTenantPidsMax(mid, t.maxVms) <= hostPids) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 /** One tenant's share of the host's pids: its `max_pids` and the host pids that budget takes ({@link tenantHostPids}). */
 export interface TenantPidsShare {
   id: string;
@@ -103,18 +122,22 @@ export interface TenantPidsShare {
  * @param input.pidMax - the host's pid_max; input.reservePids - pids kept for the host.
  * @throws PaddockError `ERR_PIDS_BUDGET_EXCEEDED` (507) naming the totals and what is left.
  */
-export function checkTenantPidsBudget(input: { tenant: TenantPidsShare & { maxPids: number }; others: readonly TenantPidsShare[]; pidMax: number; reservePids: number }): void {
+export function checkTenantPidsBudget(input: { tenant: TenantPidsShare & { maxPids: number; hypervisor?: string | undefined; maxVms?: number | undefined }; others: readonly TenantPidsShare[]; pidMax: number; reservePids: number }): void {
   const room = tenantPidsRoom(input.pidMax, input.reservePids);
   const used = input.others.reduce((sum, t) => sum + (t.hostPids ?? t.maxPids ?? 0), 0);
   const { tenant } = input;
   const need = tenant.hostPids ?? tenant.maxPids;
   if (used + need > room) {
     const left = Math.max(0, room - used);
-    const host = need !== tenant.maxPids ? ` (${need} host pids under gVisor: its sentry's, gofer's and stubs' threads count)` : "";
+    const gvisor = tenant.hypervisor === "gvisor";
+    const host = gvisor ? ` (${need} host pids under gVisor: 96 per VM of max_vms ${tenant.maxVms ?? "(unset)"} + 12 per guest process, for its sentry's, gofer's and stubs' threads)` : "";
+    // What fits, in the unit the operator sets (guest processes, with this max_vms under gVisor).
+    const fits = largestGuestPids(tenant, left);
+    const fitText = gvisor ? `; with max_vms ${tenant.maxVms ?? "(unset)"} at most max_pids ${fits} fits (fewer max_vms leave more)` : "";
     throw new PaddockError(
       "ERR_PIDS_BUDGET_EXCEEDED",
-      `tenant ${tenant.id}: limits.max_pids ${tenant.maxPids}${host} does not fit on this host: the other ${input.others.length} tenant(s) hold ${used} pids and pid_max ${input.pidMax} minus the host reserve of ${input.reservePids} leaves ${room} for tenants, so at most ${left} remain; lower limits.max_pids (or another tenant's), or raise kernel.pid_max`,
-      { details: { max_pids: tenant.maxPids, host_pids: need, available: left, pid_max: input.pidMax, reserve: input.reservePids } },
+      `tenant ${tenant.id}: limits.max_pids ${tenant.maxPids}${host} does not fit on this host: the other ${input.others.length} tenant(s) hold ${used} pids and pid_max ${input.pidMax} minus the host reserve of ${input.reservePids} leaves ${room} for tenants, so at most ${left} host pids remain${fitText}; lower limits.max_pids (paddock tenant create --max-pids)${gvisor ? " or max_vms" : ""}, or another tenant's, or raise kernel.pid_max`,
+      { details: { max_pids: tenant.maxPids, host_pids: need, available: left, max_pids_that_fits: fits, pid_max: input.pidMax, reserve: input.reservePids } },
     );
   }
 }

@@ -56,7 +56,7 @@ export async function checkPidsBudget(config: Pick<SupervisorConfig, "hostPidsRe
     ...(t.limits.maxPids !== undefined ? { hostPids: tenantHostPids({ hypervisor: t.hypervisor, maxPids: t.limits.maxPids, maxVms: t.limits.maxVms }) } : {}),
   });
   const others = Object.values(state.tenants).filter((t) => t.id !== tenant.id).map(share);
-  checkTenantPidsBudget({ tenant: { ...share(tenant), maxPids: tenant.limits.maxPids }, others, pidMax: await readPidMax(), reservePids: config.hostPidsReserve });
+  checkTenantPidsBudget({ tenant: { ...share(tenant), maxPids: tenant.limits.maxPids, hypervisor: tenant.hypervisor, maxVms: tenant.limits.maxVms }, others, pidMax: await readPidMax(), reservePids: config.hostPidsReserve });
 }
 
 /**

@@ -111,7 +111,7 @@ describe("tenant default limits (supervisor + admin API, fixture daemons)", func
     const r = await admin("POST", "/tenants", { id: ids.big, limits: { max_pids: tooBig } });
     expect(r.status, r.text).to.equal(507);
     expect(r.json).to.deep.include({ code: "ERR_PIDS_BUDGET_EXCEEDED" });
-    expect(r.text).to.contain(`at most ${room - held} remain`);
+    expect(r.text).to.contain(`at most ${room - held} host pids remain`);
     expect((await admin("GET", `/tenants/${ids.big}`)).status).to.equal(404);
     const p = await admin("PATCH", `/tenants/${ids.bare}`, { limits: { max_pids: tooBig + 1000 } });
     expect(p.status, p.text).to.equal(507);

@@ -84,13 +84,13 @@ describeWhenReady(missing, "supervisor: a tenant on runc or gVisor (admin API, r
     const probe = await s.adminReq("POST", "/tenants", { id: "tpids", template: "sandbox", limits: { max_pids: 4_194_304 } });
     expect((probe.json as { code?: string }).code, probe.text).to.equal("ERR_PIDS_BUDGET_EXCEEDED");
     // A 5xx answer carries no details: the message says what remains.
-    const left = Number(/at most (\d+) remain/.exec((probe.json as { error: string }).error)?.[1]);
+    const left = Number(/at most (\d+) host pids remain/.exec((probe.json as { error: string }).error)?.[1]);
     expect(left, "room left for one more tenant").to.be.greaterThan(64);
     const maxPids = Math.floor(left / 2);
     const r = await s.adminReq("POST", "/tenants", { id: "tpidgv", template: "sandbox", hypervisor: "gvisor", limits: { max_pids: maxPids } });
     const j = r.json as { code?: string; error?: string };
     expect({ status: r.status, code: j.code }, r.text).to.deep.equal({ status: 507, code: "ERR_PIDS_BUDGET_EXCEEDED" });
-    expect(j.error).to.contain(`limits.max_pids ${maxPids} (`).and.to.contain("host pids under gVisor").and.to.contain(`at most ${left} remain`);
+    expect(j.error).to.contain(`limits.max_pids ${maxPids} (`).and.to.contain("host pids under gVisor").and.to.contain(`at most ${left} host pids remain`).and.to.match(/with max_vms 16 at most max_pids \d+ fits/);
     expect(Number(/\((\d+) host pids under gVisor/.exec(j.error ?? "")?.[1])).to.be.greaterThan(left);
     expect((await s.adminReq("GET", "/tenants/tpidgv")).status).to.equal(404);
     expect(existsSync(path.join(s.stateDir, "tenants", "tpidgv")), "tpidgv state dir").to.equal(false);

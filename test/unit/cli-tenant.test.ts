@@ -95,5 +95,7 @@ describe("paddock tenant list / get rendering (cli/tenant-commands.ts)", () => {
     const pending = renderTenantDetails(tenant("active", { limits: { max_vms: 3 }, pending_restart: true }));
     expect(pending).to.match(/^limits:\s+max_vms=3 \(pending restart: applied at the daemon's next start, paddock tenant restart\)$/m);
     expect(renderTenantDetails(tenant("active", { limits: { max_vms: 3 }, pending_restart: false }))).to.match(/^limits:\s+max_vms=3$/m);
+    expect(renderTenantDetails(tenant("active", { vms: { total: 0, by_status: {} } }))).to.match(/^vms:\s+0$/m);
+    expect(renderTenantDetails(tenant("active", { vms: { total: 2, by_status: { Running: 2 } } }))).to.match(/^vms:\s+2 \(Running 2\)$/m);
   });
 });

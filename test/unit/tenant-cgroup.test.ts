@@ -10,7 +10,7 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { isPaddockError } from "../../shared/errors.js";
-import { checkTenantPidsBudget, readPidMax, runscTenantPidsMax, tenantHostPids, tenantPidsRoom } from "../../shared/host-pids.js";
+import { checkTenantPidsBudget, largestGuestPids, readPidMax, runscTenantPidsMax, tenantHostPids, tenantPidsRoom } from "../../shared/host-pids.js";
 import type { TenantLimits } from "../../shared/tenant-config.js";
 import {
   applyTenantCgroup, computeTenantBudget, detectCgroupLayout, renderTenantCgroup, type CgroupLayout, type TenantBudget,
@@ -213,7 +213,7 @@ describe("host pids budget (shared/host-pids.ts)", () => {
     }
     expect(isPaddockError(err) && err.code).to.equal("ERR_PIDS_BUDGET_EXCEEDED");
     expect(isPaddockError(err) && err.status).to.equal(507);
-    expect((err as Error).message).to.contain("limits.max_pids 2577").and.contain("hold 22000 pids").and.contain("at most 2576 remain");
+    expect((err as Error).message).to.contain("limits.max_pids 2577").and.contain("hold 22000 pids").and.contain("at most 2576 host pids remain");
   });
   it("counts a gVisor tenant's host pids (its sentry's, gofer's and stubs' threads), not its max_pids, for it and for the others", () => {
     // The sandbox-gvisor template's old default: 2048 guest processes in up to 16 VMs.
@@ -224,12 +224,17 @@ describe("host pids budget (shared/host-pids.ts)", () => {
     // One runc tenant of 2048 beside it: a gVisor tenant of 2048 guest processes takes 26112 host pids.
     let err: unknown;
     try {
-      checkTenantPidsBudget({ tenant: { id: "g", maxPids: 2048, hostPids: tenantHostPids({ hypervisor: "gvisor", maxPids: 2048, maxVms: 16 }) }, others: [{ id: "r", maxPids: 2048 }], ...room });
+      checkTenantPidsBudget({ tenant: { id: "g", maxPids: 2048, hypervisor: "gvisor", maxVms: 16, hostPids: tenantHostPids({ hypervisor: "gvisor", maxPids: 2048, maxVms: 16 }) }, others: [{ id: "r", maxPids: 2048 }], ...room });
     } catch (e) {
       err = e;
     }
     expect(isPaddockError(err) && err.code).to.equal("ERR_PIDS_BUDGET_EXCEEDED");
-    expect((err as Error).message).to.contain("limits.max_pids 2048 (26112 host pids under gVisor").and.contain("at most 22528 remain");
+    // What fits is said in max_pids (guest processes) for this max_vms: 16 × 96 + 12 × 1749 = 22524 ≤ 22528.
+    expect((err as Error).message).to.contain("limits.max_pids 2048 (26112 host pids under gVisor").and.contain("at most 22528 host pids remain").and.contain("with max_vms 16 at most max_pids 1749 fits").and.contain("--max-pids");
+    expect(largestGuestPids({ hypervisor: "gvisor", maxVms: 16 }, 22528)).to.equal(1749);
+    expect(tenantHostPids({ hypervisor: "gvisor", maxPids: 1750, maxVms: 16 })).to.be.greaterThan(22528);
+    expect(largestGuestPids({ hypervisor: "oci" }, 22528)).to.equal(22528);
+    expect(largestGuestPids({ hypervisor: "gvisor", maxVms: 16 }, 10)).to.equal(0);
     // The other way round: a gVisor tenant already there holds its host pids.
     const gvisor = { id: "g", maxPids: 512, hostPids: tenantHostPids({ hypervisor: "gvisor", maxPids: 512, maxVms: 16 }) };
     expect(gvisor.hostPids).to.equal(7680);

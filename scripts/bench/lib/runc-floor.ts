@@ -122,10 +122,21 @@ export class FloorBundle {
     return id;
   }
 
-  /** `runc run` the bundle in the foreground until tini and /bin/true exit. @returns ms. */
+  /**
+   * `runc run` the bundle in the foreground until its process exits (tini → /bin/true, or the
+   * `args` given to {@link prepare}). Each run gets a cgroup of its own (`<cgroupParent>/<id>`,
+   * in a config.json copy under `runs/<id>` over the same rootfs, written before the clock
+   * starts), so concurrent runs never join one cgroup that the first to exit removes.
+   * @returns ms. @throws Error when runc exits non-zero.
+   */
   async runOnce(): Promise<number> {
     const id = this.nextId();
-    const r = await spawnTimed(["runc", "run", "--bundle", this.dir, id]);
+    const spec = JSON.parse(await fs.readFile(path.join(this.dir, "config.json"), "utf8")) as { linux: { cgroupsPath?: string } };
+    spec.linux.cgroupsPath = `${this.cgroupParent}/${id}`;
+    const bundle = path.join(this.dir, "runs", id);
+    await fs.mkdir(bundle, { recursive: true });
+    await fs.writeFile(path.join(bundle, "config.json"), JSON.stringify(spec));
+    const r = await spawnTimed(["runc", "run", "--bundle", bundle, id]);
     return r.ms;
   }
 
@@ -152,6 +163,7 @@ export class FloorBundle {
   /** Remove every container this bundle made, the cgroup dirs, the overlay and the temp dir. */
   async dispose(): Promise<void> {
     for (const id of this.made) await run("runc", ["delete", "-f", id], { allowFailure: true }).catch(() => undefined);
+    for (const id of this.made) await removeCgroupDirs(`${this.cgroupParent}/${id}`).catch(() => undefined);
     await removeCgroupDirs(`${this.cgroupParent}/floor`).catch(() => undefined);
     await removeCgroupDirs(this.cgroupParent).catch(() => undefined);
     if (this.mounted) await run("umount", [this.rootfs], { allowFailure: true }).catch(() => undefined);
