@@ -16,6 +16,9 @@ import { nowMs } from "../lib/stats.js";
 import { TestDaemon } from "../../lib/daemon-harness.js";
 import { pool } from "../lib/pool.js";
 
+/** How long the idle daemons are left before their settled memory is read, ms. */
+const SETTLE_MS = 8_000;
+
 function tenantId(prefix: string, i: number): string {
   return `${prefix}${crypto.randomBytes(2).toString("hex")}${i}`.slice(0, 12);
 }
@@ -49,9 +52,16 @@ export async function figureProvisioning(sup: SupervisorLab, opts: BenchOptions)
       drss.push(mib(await rssBytes(pid)));
       danon.push(mib(await anonBytes(pid)));
     }
+    // The same daemons once settled: V8's memory reducer gives a daemon's start-up garbage back
+    // within seconds of its last work (docs/performance.md "Daemon memory, sixth look"), so the
+    // sample right after the creates holds garbage an idle daemon does not keep.
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
+    const settled: number[] = [];
+    for (const id of ids) settled.push(mib(await anonBytes(await sup.daemonPid(id))));
     fp.push(
       row("f7.daemon-idle-rss", `idle tenant daemon RSS (each of ${count})`, "MiB", "paddock", drss, { group: "daemon" }),
-      row("f7.daemon-idle-anon", `idle tenant daemon private (RssAnon, each of ${count})`, "MiB", "paddock", danon, { group: "daemon" }),
+      row("f7.daemon-idle-anon", `idle tenant daemon private (RssAnon, each of ${count}), right after the creates`, "MiB", "paddock", danon, { group: "daemon" }),
+      row("f7.daemon-settled-anon", `idle tenant daemon private (RssAnon, each of ${count}), settled: ${SETTLE_MS / 1000} s later`, "MiB", "paddock", settled, { group: "daemon" }),
     );
   } finally {
     for (const id of ids.splice(0)) seqDelete.push(await sup.deleteTenant(id));
