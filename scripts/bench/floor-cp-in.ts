@@ -32,6 +32,7 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { cpuMs } from "./lib/procs.js";
+import { writeRandomFile } from "./lib/random-file.js";
 import { nowMs } from "./lib/stats.js";
 
 const BATCH = 1024 * 1024;
@@ -298,15 +299,7 @@ async function main(): Promise<void> {
   const kinds = (values.only ?? "").split(",");
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-floor-"));
   const src = path.join(dir, "src.bin");
-  const want = crypto.createHash("sha256");
-  const fh = await fs.open(src, "w");
-  for (let left = bytes; left > 0; left -= 2 ** 20) {
-    const b = crypto.randomBytes(Math.min(2 ** 20, left));
-    want.update(b);
-    await fh.write(b);
-  }
-  await fh.close();
-  const wantHex = want.digest("hex");
+  const wantHex = await writeRandomFile(src, bytes);
   const procs: Record<string, { relay: ChildProcess; writer: ChildProcess; sock: string }> = {};
   const samples = new Map<string, { mbps: number; relay: number; writer: number }[]>();
   const loads: number[] = [];

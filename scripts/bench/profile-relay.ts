@@ -26,6 +26,7 @@ import { parseArgs } from "node:util";
 import { pathToFileURL } from "node:url";
 import { streamExec } from "./lib/http-load.js";
 import { cpuMs } from "./lib/procs.js";
+import { writeRandomFile } from "./lib/random-file.js";
 import { nowMs } from "./lib/stats.js";
 
 interface Lab {
@@ -173,15 +174,7 @@ async function main(): Promise<void> {
   const kinds = (values.only ?? "").split(",");
   const labs: Lab[] = [];
   const src = path.join(os.tmpdir(), `pdk-relay-src-${process.pid}.bin`);
-  const want = crypto.createHash("sha256");
-  const fh = await fs.open(src, "w");
-  for (let left = bytes; left > 0; left -= 2 ** 20) {
-    const b = crypto.randomBytes(Math.min(2 ** 20, left));
-    want.update(b);
-    await fh.write(b);
-  }
-  await fh.close();
-  const wantHex = want.digest("hex");
+  const wantHex = await writeRandomFile(src, bytes);
   type Sample = { relay: number; agent: number; client: number; mbps: number };
   const samples = new Map<string, Sample[]>();
   const loads: number[] = [];

@@ -15,27 +15,13 @@ import path from "node:path";
 import { execBuffered, type BenchOptions, type DaemonLab } from "../lib/context.js";
 import { downloadCount, uploadFile, type HttpTarget } from "../lib/http-load.js";
 import { cpuMs } from "../lib/procs.js";
+import { writeRandomFile } from "../lib/random-file.js";
 import { row, type FigureResult } from "../lib/report.js";
 import { nowMs } from "../lib/stats.js";
 
 const REPEATS = 3;
 /** The issue's target: cp at least this share of the cat floor, each direction and mode. */
 const TARGET_SHARE = 0.7;
-
-async function writeRandomFile(file: string, bytes: number): Promise<string> {
-  const hash = crypto.createHash("sha256");
-  const h = await fs.open(file, "w");
-  try {
-    for (let left = bytes; left > 0; left -= 2 ** 20) {
-      const buf = crypto.randomBytes(Math.min(2 ** 20, left));
-      hash.update(buf);
-      await h.write(buf);
-    }
-  } finally {
-    await h.close();
-  }
-  return hash.digest("hex");
-}
 
 /** `runc exec <id> sh -c 'cat > dest'` with stdin = the file. @returns ms. */
 async function runcCatIn(id: string, file: string, dest: string): Promise<number> {

@@ -16,13 +16,13 @@
  * python3, and installing them is a property of the image, not of the benchmark.
  */
 import { promises as fs } from "node:fs";
-import crypto from "node:crypto";
 import os from "node:os";
 import path from "node:path";
 import { TestDaemon, randomIsolatedRange } from "../../lib/daemon-harness.js";
 import type { BenchOptions } from "../lib/context.js";
 import { downloadCount, streamExec, uploadFile } from "../lib/http-load.js";
 import { cgroupPids, memoryOf, mib } from "../lib/procs.js";
+import { writeRandomFile } from "../lib/random-file.js";
 import { fmt, row, type FigureResult, type Row } from "../lib/report.js";
 import { nowMs } from "../lib/stats.js";
 
@@ -161,9 +161,7 @@ export async function figureRuntimes(l: RuntimeLabs, opts: BenchOptions): Promis
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-rtcp-"));
   const src = path.join(dir, "src.bin");
   try {
-    const h = await fs.open(src, "w");
-    for (let left = bytes; left > 0; left -= 2 ** 20) await h.write(crypto.randomBytes(Math.min(2 ** 20, left)));
-    await h.close();
+    await writeRandomFile(src, bytes);
     const cpPath = (vm: string): string => `/vm/${vm}/cp?path=${encodeURIComponent("/root/bench-cp.bin")}&mode=binary`;
     for (let i = 0; i < 3; i++) {
       for (const { runtime, d, probe } of l.labs) {
