@@ -50,6 +50,7 @@ export async function restartTenant(ctx: TenantContext, configs: TenantConfigs, 
         delete t.statusReason;
       }
       delete t.pendingRestart;
+      delete t.appliedLimits;
       return t;
     });
   });

@@ -93,6 +93,11 @@ export interface TenantRecord {
   pausedVms?: string[];
   /** Limits changed since the daemon last started (a restart applies them). */
   pendingRestart?: boolean;
+  /**
+   * The limits the running daemon started with, kept while `pendingRestart` is set, so a change
+   * back to them clears it (absent otherwise, and in records written before it).
+   */
+  appliedLimits?: LimitsRecord;
   createdAt: string;
   updatedAt: string;
 }

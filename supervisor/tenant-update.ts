@@ -61,7 +61,17 @@ export async function updateTenant(ctx: TenantContext, configs: TenantConfigs, i
     const t = await registry.updateTenant(id, (t) => {
       t.labels = labels;
       t.limits = limits;
-      if (limitsChanged) t.pendingRestart = true;
+      if (limitsChanged) {
+        // Pending only while the limits differ from those the daemon runs with.
+        const applied = t.appliedLimits ?? (t.pendingRestart === true ? undefined : current.limits);
+        if (applied !== undefined && JSON.stringify(limits) === JSON.stringify(applied)) {
+          delete t.pendingRestart;
+          delete t.appliedLimits;
+        } else {
+          t.pendingRestart = true;
+          if (applied !== undefined) t.appliedLimits = applied;
+        }
+      }
       return t;
     });
     ctx.recordAudit(who, "tenant.update", id, { labels: input.labels !== undefined, limits: limitsChanged });

@@ -98,6 +98,16 @@ describe("tenant default limits (supervisor + admin API, fixture daemons)", func
     const reset = await admin("PATCH", `/tenants/${ids.plain}`, { limits: { max_vms: null } });
     expect(reset.status, reset.text).to.equal(200);
     expect((reset.json as { limits: { max_vms: number } }).limits.max_vms).to.equal(16);
+    expect(reset.json, "still not what the daemon runs with").to.deep.include({ pending_restart: true });
+    // Back to the limits the daemon started with: nothing is pending any more.
+    const back = await admin("PATCH", `/tenants/${ids.plain}`, { limits: { max_ram_bytes: null, max_pids: null } });
+    expect(back.status, back.text).to.equal(200);
+    expect(back.json).to.deep.include({ limits: { max_vms: 16, max_vcpu: 16, max_ram_bytes: 16 * GiB, max_disk_bytes: 32 * GiB, max_pids: 2048 }, pending_restart: false });
+    // A change after that is pending again.
+    const again = await admin("PATCH", `/tenants/${ids.plain}`, { limits: { max_vms: 12 } });
+    expect(again.json).to.deep.include({ pending_restart: true });
+    const undo = await admin("PATCH", `/tenants/${ids.plain}`, { limits: { max_vms: null } });
+    expect(undo.json).to.deep.include({ pending_restart: false });
     const bad = await admin("PATCH", `/tenants/${ids.plain}`, { limits: { max_pids: 3, max_cpus: 1 } });
     expect(bad.status).to.equal(400);
     expect(bad.json).to.deep.include({ code: "ERR_TENANT_INVALID" });
@@ -106,7 +116,8 @@ describe("tenant default limits (supervisor + admin API, fixture daemons)", func
 
   it("a pids budget past what pid_max leaves after the reserve and the other tenants is refused (507), at create and at PATCH", async () => {
     const room = (await readPidMax()) - 8192;
-    const held = 4096 + 1000; // ids.plain after the PATCH, ids.bare
+    const pidsOf = async (id: string): Promise<number> => ((await admin("GET", `/tenants/${id}`)).json as { limits: { max_pids: number } }).limits.max_pids;
+    const held = (await pidsOf(ids.plain)) + (await pidsOf(ids.bare));
     const tooBig = room - held + 1;
     const r = await admin("POST", "/tenants", { id: ids.big, limits: { max_pids: tooBig } });
     expect(r.status, r.text).to.equal(507);
