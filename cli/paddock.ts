@@ -53,10 +53,23 @@ Exit codes:
 `;
 
 
+/** Help text of `paddock daemon`. */
+export const DAEMON_HELP = `usage: paddock daemon up FILE | paddock daemon purge FILE
+
+  up FILE      run one tenant daemon from a Slicer-format YAML config (paddock new NAME prints one):
+               its API on the config's socket, its VMs, network range and nftables table; NDJSON
+               log on stderr; SIGTERM stops it
+  purge FILE   delete everything that config's tenant has on this host: every VM and disk, links,
+               namespaces, the nftables table, the cgroup, then its state and run dirs. Refused
+               while a daemon of that tenant id runs (stop it first: SIGTERM to its pid)
+
+A file that cannot be read is ERR_FILE_UNREADABLE (exit 1); a config the daemon refuses exits 2.
+`;
+
 async function daemonCommand(ctx: CliContext, argv: string[]): Promise<number> {
   const [sub, file, ...extra] = argv;
   if (sub === "--help" || sub === "-h" || sub === "help") {
-    await writeOut(ctx.stdout, "usage: paddock daemon up FILE | paddock daemon purge FILE\n");
+    await writeOut(ctx.stdout, DAEMON_HELP);
     return EXIT.OK;
   }
   if ((sub !== "up" && sub !== "purge") || file === undefined || extra.length > 0) {

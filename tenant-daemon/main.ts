@@ -266,8 +266,9 @@ async function allSettledOrThrow(work: readonly Promise<unknown>[]): Promise<voi
  *   remove, or a live tenant's dir is, is inside or is held by a dir to remove: nothing touched),
  *   ERR_STATE_LOCKED, ERR_STORAGE_FAILED (all else purged, but a
  *   dir was left: each named with the reason).
+ * @returns the purged tenant's id.
  */
-export async function purgeTenant(configPath: string, options: { logger?: Logger } = {}): Promise<void> {
+export async function purgeTenant(configPath: string, options: { logger?: Logger } = {}): Promise<{ tenantId: string }> {
   const config = await loadTenantConfig(configPath);
   const p = config.paddock;
   const logger = (options.logger ?? createLogger()).child({ tenant: p.tenantId, op: "purge" });
@@ -318,12 +319,14 @@ export async function purgeTenant(configPath: string, options: { logger?: Logger
       details: { left: left.map((l) => l.dir) },
     });
   }
+  return { tenantId: p.tenantId };
 }
 
 /**
  * CLI entry: `up FILE` or `purge FILE`. Returns the process exit code (2 for a bad config, 1
  * for any other failure). A failure of `up` is logged as an NDJSON error line (`msg`, `code`),
- * one of `purge` as `paddock daemon: CODE: message`.
+ * one of `purge` as the CLI's other errors, `paddock: error: MESSAGE (CODE)`; a done purge
+ * says so on stdout.
  */
 export async function main(argv: string[]): Promise<number> {
   const [cmd, file] = argv;
@@ -333,7 +336,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     if (cmd === "purge") {
-      await purgeTenant(file);
+      const { tenantId } = await purgeTenant(file);
+      process.stdout.write(`purged tenant ${tenantId}: its VMs, disks, links, nftables table, cgroup, state and run dirs\n`);
       return 0;
     }
     // Listen for the stop signal before start-up begins: without a listener, a SIGTERM during
@@ -368,8 +372,9 @@ export async function main(argv: string[]): Promise<number> {
       if (isPaddockError(err)) log.error(err.message, { code: err.code });
       else log.error(err instanceof Error ? err.message : String(err), { err });
     } else {
-      const msg = isPaddockError(err) ? `${err.code}: ${err.message}` : (err as Error).stack ?? String(err);
-      process.stderr.write(`paddock daemon: ${msg}\n`);
+      // The CLI's error line (cli/cli-errors.ts).
+      const msg = isPaddockError(err) ? `${err.message} (${err.code})` : (err as Error).stack ?? String(err);
+      process.stderr.write(`paddock: error: ${msg}\n`);
     }
     return isPaddockError(err) && (err.code === "ERR_CONFIG_INVALID" || err.code === "ERR_CONFIG_UNSUPPORTED") ? 2 : 1;
   }

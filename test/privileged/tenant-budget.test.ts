@@ -216,6 +216,8 @@ async function expectNothingLeft(tenantId: string): Promise<void> {
       const purge = await run(process.execPath, [DAEMON_MAIN, "purge", second.configPath], { allowFailure: true, timeoutMs: 60_000 });
       expect(purge.exitCode).to.equal(1);
       expect(purge.stderr).to.contain("ERR_TENANT_ID_IN_USE").and.contain(`pid ${first.child?.pid}`);
+      // The CLI's one error line shape, as every other command's.
+      expect(purge.stderr).to.match(/^paddock: error: .* \(ERR_TENANT_ID_IN_USE\)$/m);
 
       // The first daemon and its VM are untouched.
       expect(first.child?.exitCode).to.equal(null);

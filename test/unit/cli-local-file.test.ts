@@ -103,6 +103,12 @@ describe("paddock: local files named by flags (cli/local-file.ts)", () => {
     expect(d.stderr).to.contain("it is a directory (EISDIR) (ERR_FILE_UNREADABLE)");
   });
 
+  it("paddock daemon --help says what up and purge do and when purge is refused", async () => {
+    const r = await run(["daemon", "--help"], {});
+    expect(r.code).to.equal(0);
+    expect(r.stdout).to.match(/^usage: paddock daemon up FILE \| paddock daemon purge FILE$/m).and.to.match(/^  up FILE /m).and.to.match(/^  purge FILE /m).and.to.contain("Refused");
+  });
+
   it("fileReadError: stable code, exit 1, the errno kept; an error without errno keeps its message", () => {
     const e = fileReadError("/x", "--userdata-file", Object.assign(new Error("EACCES: permission denied, open '/x'"), { code: "EACCES" }));
     expect(e.code).to.equal("ERR_FILE_UNREADABLE");
