@@ -102,7 +102,7 @@ describe("paddock CLI against a real supervisor (root, runc)", function () {
 
   it("lists and gets tenants (table, --json, --label filter); an unknown tenant exits 3", async () => {
     const table = await cli(["tenant", "list"], adminEnv);
-    expect(table.stdout).to.match(new RegExp(`^${tenantId}\\s+active\\s+sandbox\\s+running`, "m"));
+    expect(table.stdout).to.match(new RegExp(`^${tenantId}\\s+active\\s+sandbox\\s+oci\\s+running`, "m"));
     const filtered = JSON.parse((await cli(["tenant", "list", "--label", "team=cli", "--json"], adminEnv)).stdout) as { id: string }[];
     expect(filtered.map((t) => t.id)).to.deep.equal([tenantId]);
     const none = JSON.parse((await cli(["tenant", "list", "--label", "team=nobody", "--json"], adminEnv)).stdout) as unknown[];
