@@ -106,7 +106,7 @@ describe("paddock: local files named by flags (cli/local-file.ts)", () => {
   it("paddock daemon --help says what up and purge do and when purge is refused", async () => {
     const r = await run(["daemon", "--help"], {});
     expect(r.code).to.equal(0);
-    expect(r.stdout).to.match(/^usage: paddock daemon up FILE \| paddock daemon purge FILE$/m).and.to.match(/^  up FILE /m).and.to.match(/^  purge FILE /m).and.to.contain("Refused");
+    expect(r.stdout).to.match(/^usage: paddock daemon up FILE \| paddock daemon purge FILE$/m).and.to.match(/^ {2}up FILE /m).and.to.match(/^ {2}purge FILE /m).and.to.contain("Refused");
   });
 
   it("fileReadError: stable code, exit 1, the errno kept; an error without errno keeps its message", () => {
