@@ -104,13 +104,20 @@ export function largestGuestPids(t: { hypervisor?: string | undefined; maxVms?: 
   return lo;
 }
 
-/** One tenant's share of the host's pids: its `max_pids` and the host pids that budget takes ({@link tenantHostPids}). */
+/** One tenant's share of the host's pids: its `max_pids`, runtime and `max_vms`, from which {@link tenantHostPids} derives the host pids it takes. */
 export interface TenantPidsShare {
   id: string;
   /** `limits.max_pids` (guest processes); undefined ⇒ no budget set, counted as 0. */
   maxPids: number | undefined;
-  /** Host pids its cgroup may hold; undefined ⇒ `maxPids`. */
-  hostPids?: number | undefined;
+  /** The tenant's runtime (`oci`, `gvisor`; undefined ⇒ oci). */
+  hypervisor?: string | undefined;
+  /** `limits.max_vms` (counts under gVisor); undefined ⇒ unbounded. */
+  maxVms?: number | undefined;
+}
+
+/** The host pids of a share: 0 without a budget, else {@link tenantHostPids}. */
+function hostPidsOf(t: TenantPidsShare): number {
+  return t.maxPids === undefined ? 0 : tenantHostPids({ hypervisor: t.hypervisor, maxPids: t.maxPids, maxVms: t.maxVms });
 }
 
 /**
@@ -122,11 +129,11 @@ export interface TenantPidsShare {
  * @param input.pidMax - the host's pid_max; input.reservePids - pids kept for the host.
  * @throws PaddockError `ERR_PIDS_BUDGET_EXCEEDED` (507) naming the totals and what is left.
  */
-export function checkTenantPidsBudget(input: { tenant: TenantPidsShare & { maxPids: number; hypervisor?: string | undefined; maxVms?: number | undefined }; others: readonly TenantPidsShare[]; pidMax: number; reservePids: number }): void {
+export function checkTenantPidsBudget(input: { tenant: TenantPidsShare & { maxPids: number }; others: readonly TenantPidsShare[]; pidMax: number; reservePids: number }): void {
   const room = tenantPidsRoom(input.pidMax, input.reservePids);
-  const used = input.others.reduce((sum, t) => sum + (t.hostPids ?? t.maxPids ?? 0), 0);
+  const used = input.others.reduce((sum, t) => sum + hostPidsOf(t), 0);
   const { tenant } = input;
-  const need = tenant.hostPids ?? tenant.maxPids;
+  const need = hostPidsOf(tenant);
   if (used + need > room) {
     const left = Math.max(0, room - used);
     const gvisor = tenant.hypervisor === "gvisor";

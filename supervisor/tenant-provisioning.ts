@@ -9,7 +9,7 @@ import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { PaddockError } from "../shared/errors.js";
 import { TENANT_ID_PATTERN } from "../shared/tenant-config.js";
-import { checkTenantPidsBudget, readPidMax, tenantHostPids, type TenantPidsShare } from "../shared/host-pids.js";
+import { checkTenantPidsBudget, readPidMax, type TenantPidsShare } from "../shared/host-pids.js";
 import { claimUidRange, releaseUidRange } from "../shared/uid-ranges.js";
 import { liveTenantLockOwner, tenantIdHeldError } from "../shared/tenant-id-lock.js";
 import { listSetCidrs } from "../shared/nft-cli.js";
@@ -50,13 +50,9 @@ function newTenantId(): string {
  * @throws PaddockError ERR_PIDS_BUDGET_EXCEEDED (507).
  */
 export async function checkPidsBudget(config: Pick<SupervisorConfig, "hostPidsReserve">, tenant: { id: string; hypervisor?: TenantHypervisor | undefined; limits: LimitsRecord & { maxPids: number } }, state: RegistryState): Promise<void> {
-  const share = (t: { id: string; hypervisor?: TenantHypervisor | undefined; limits: LimitsRecord }): TenantPidsShare => ({
-    id: t.id,
-    maxPids: t.limits.maxPids,
-    ...(t.limits.maxPids !== undefined ? { hostPids: tenantHostPids({ hypervisor: t.hypervisor, maxPids: t.limits.maxPids, maxVms: t.limits.maxVms }) } : {}),
-  });
+  const share = (t: { id: string; hypervisor?: TenantHypervisor | undefined; limits: LimitsRecord }): TenantPidsShare => ({ id: t.id, maxPids: t.limits.maxPids, hypervisor: t.hypervisor, maxVms: t.limits.maxVms });
   const others = Object.values(state.tenants).filter((t) => t.id !== tenant.id).map(share);
-  checkTenantPidsBudget({ tenant: { ...share(tenant), maxPids: tenant.limits.maxPids, hypervisor: tenant.hypervisor, maxVms: tenant.limits.maxVms }, others, pidMax: await readPidMax(), reservePids: config.hostPidsReserve });
+  checkTenantPidsBudget({ tenant: { ...share(tenant), maxPids: tenant.limits.maxPids }, others, pidMax: await readPidMax(), reservePids: config.hostPidsReserve });
 }
 
 /**
