@@ -57,6 +57,8 @@ export class FloorBundle {
   private lowerMounted = false;
   private readonly made: string[] = [];
   private seq = 0;
+  /** config.json's text, once {@link runOnce} has read it. */
+  private spec: string | undefined;
 
   private constructor(dir: string, cgroupParent: string) {
     this.dir = dir;
@@ -131,7 +133,9 @@ export class FloorBundle {
    */
   async runOnce(): Promise<number> {
     const id = this.nextId();
-    const spec = JSON.parse(await fs.readFile(path.join(this.dir, "config.json"), "utf8")) as { linux: { cgroupsPath?: string } };
+    // The bundle's config.json, read once (prepare wrote it; each run changes only its cgroup).
+    this.spec ??= await fs.readFile(path.join(this.dir, "config.json"), "utf8");
+    const spec = JSON.parse(this.spec) as { linux: { cgroupsPath?: string } };
     spec.linux.cgroupsPath = `${this.cgroupParent}/${id}`;
     const bundle = path.join(this.dir, "runs", id);
     await fs.mkdir(bundle, { recursive: true });
