@@ -10,7 +10,7 @@ import path from "node:path";
 import { treeDirty } from "../../scripts/bench/lib/builds.js";
 import { evaluateGoals, figureGoals, renderGoalsTable } from "../../scripts/bench/lib/goals.js";
 import { poolRounds, roundOptions, roundOrder } from "../../scripts/bench/lib/ab.js";
-import { changeText, compareRows, renderFigureBody, row, type BenchReport, type FigureResult } from "../../scripts/bench/lib/report.js";
+import { changeText, compareRows, renderFigureBody, row, type BenchReport, type FigureResult, type Row } from "../../scripts/bench/lib/report.js";
 import { NoResultsError, figuresToCarry, pickFigures, renderBenchmarksDoc, writeBenchmarkDocs } from "../../scripts/bench/write-docs.js";
 import { densityTopOfCommand, fitGoalRow, parseCommittedDoc } from "../../scripts/bench/lib/committed-doc.js";
 import type { BenchOptions } from "../../scripts/bench/lib/context.js";
@@ -31,6 +31,11 @@ function fig5(cpIn: number[], catIn: number[]): FigureResult {
   };
 }
 
+/** Figure 3's req/s rows of one cell (`<endpoint>.c<clients>`): one row per target given, the gateway's as Paddock's. */
+function f3Cell(cell: string, rps: Partial<Record<"direct" | "gateway" | "nginx" | "node", number>>): Row[] {
+  return Object.entries(rps).map(([target, v]) => row(`f3.${cell}.${target}.rps`, target, "req/s", target === "gateway" ? "paddock" : "baseline", [v], hb));
+}
+
 describe("bench report: goals, before/after", function () {
   it("checks figure 5's cp rows (binary and tar) against 70 % of cat", function () {
     const goals = figureGoals(5, fig5([80, 80, 80], [100, 100, 100]).rows);
@@ -49,27 +54,12 @@ describe("bench report: goals, before/after", function () {
   });
 
   it("compares the gateway's share of direct req/s with nginx's per endpoint and concurrency", function () {
-    const rows = [
-      row("f3.tiny.c16.direct.rps", "d", "req/s", "baseline", [1000], hb),
-      row("f3.tiny.c16.gateway.rps", "g", "req/s", "paddock", [800], hb),
-      row("f3.tiny.c16.nginx.rps", "n", "req/s", "baseline", [700], hb),
-      row("f3.exec.c1.direct.rps", "d", "req/s", "baseline", [100], hb),
-      row("f3.exec.c1.gateway.rps", "g", "req/s", "paddock", [50], hb),
-      row("f3.exec.c1.nginx.rps", "n", "req/s", "baseline", [90], hb),
-    ];
+    const rows = [...f3Cell("tiny.c16", { direct: 1000, gateway: 800, nginx: 700 }), ...f3Cell("exec.c1", { direct: 100, gateway: 50, nginx: 90 })];
     expect(figureGoals(3, rows).map((g) => [g.id, g.met])).to.deep.equal([["f3.tiny.c16", true], ["f3.exec.c1", false]]);
   });
 
   it("names the bare Node proxy's share beside nginx's when the run measured it (older runs did not)", function () {
-    const rows = [
-      row("f3.tiny.c1.direct.rps", "d", "req/s", "baseline", [1000], hb),
-      row("f3.tiny.c1.gateway.rps", "g", "req/s", "paddock", [300], hb),
-      row("f3.tiny.c1.nginx.rps", "n", "req/s", "baseline", [600], hb),
-      row("f3.tiny.c1.node.rps", "b", "req/s", "baseline", [450], hb),
-      row("f3.exec.c1.direct.rps", "d", "req/s", "baseline", [100], hb),
-      row("f3.exec.c1.gateway.rps", "g", "req/s", "paddock", [50], hb),
-      row("f3.exec.c1.nginx.rps", "n", "req/s", "baseline", [90], hb),
-    ];
+    const rows = [...f3Cell("tiny.c1", { direct: 1000, gateway: 300, nginx: 600, node: 450 }), ...f3Cell("exec.c1", { direct: 100, gateway: 50, nginx: 90 })];
     expect(figureGoals(3, rows).map((g) => g.measured)).to.deep.equal([
       "gateway 30 %, bare Node proxy 45 %, nginx 60 % of direct (1000 req/s)",
       "gateway 50 %, nginx 90 % of direct (100.0 req/s)",
