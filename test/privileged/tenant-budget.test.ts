@@ -118,7 +118,11 @@ async function expectNothingLeft(tenantId: string): Promise<void> {
       const budget = await cgNum("pids", rel, "pids.max");
       const before = await cgNum("pids", rel, "pids.current");
       // Each VM's own pids.max equals the budget: only the tenant cgroup can bound their sum.
-      for (const h of vms) await execDetached(`pdk-${d.tenantId}-${h}`, ["/bin/bash", "-c", "b(){ b|b& }; b"]);
+      // Both bombs are attached before either forks: a process joining a cgroup (runc exec writes
+      // cgroup.procs) is not checked against pids.max, only fork() and clone() are
+      // (https://docs.kernel.org/admin-guide/cgroup-v1/pids.html), so attaching the second bomb
+      // into a tenant the first had filled would count one past the budget without any fork doing so.
+      for (const h of vms) await execDetached(`pdk-${d.tenantId}-${h}`, ["/bin/bash", "-c", "sleep 2; b(){ b|b& }; b"]);
       // Positive control: the bomb reaches the budget.
       const peak = await until("the fork bomb to reach the tenant's pids budget", async () => {
         const n = await cgNum("pids", rel, "pids.current");
