@@ -18,7 +18,9 @@ export type VmEventType = (typeof VM_EVENT_TYPES)[number];
  * `warm_pool` (a warm VM handed out), `agent` (the guest agent answered), `expired` (the VM's
  * deadline passed), `guest_exit` (the sandbox's init ended on its own: a guest poweroff, a
  * crash), `oom` (the VM's memory cgroup counted an OOM kill: of the init or of what ended it, on
- * `exited`; of a guest process, on `oom`), `reaped` (Paddock killed the sandbox: it ignored
+ * `exited`; of a guest process, on `oom`), `pids_limit` (a gVisor VM ended whole because its
+ * guest forked up to its pids limit: its cgroup counted refused forks this boot;
+ * tenant-daemon/vm/vm-exit-reason.ts), `reaped` (Paddock killed the sandbox: it ignored
  * SIGTERM for `paddock.stop_timeout_seconds` and got SIGKILL, or a daemon start found it created
  * but never started), `shutdown` (an ephemeral VM shut down through the API),
  * `wait_timeout` (a create's `wait` ran out), `daemon_stop` (an ephemeral VM at daemon stop),
@@ -27,7 +29,7 @@ export type VmEventType = (typeof VM_EVENT_TYPES)[number];
  * `wake` (resumed or restored because a request came for a VM idle had paused or suspended).
  */
 export type VmEventReason =
-  | "api" | "config" | "warm_pool" | "agent" | "expired" | "guest_exit" | "oom" | "reaped" | "shutdown"
+  | "api" | "config" | "warm_pool" | "agent" | "expired" | "guest_exit" | "oom" | "pids_limit" | "reaped" | "shutdown"
   | "wait_timeout" | "daemon_stop" | "daemon_restart" | "idle" | "wake";
 
 /** An event as it is stored and sent (the SSE `data:` JSON). `time` is RFC 3339. */

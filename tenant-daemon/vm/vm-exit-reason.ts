@@ -13,14 +13,27 @@
  * starts at 0. It outlives the init's exit until the sandbox is deleted (`runc delete`,
  * `runsc delete`), so the reaper reads it before tearing down. A daemon that re-attaches a running
  * VM takes the counter as it finds it (kills while no daemon ran are not reported).
+ *
+ * Under gVisor a guest that forks up to its pids limit ends the whole sandbox: the sentry cannot
+ * make the host thread it needs (docs/gvisor-findings.md §8). Such an exit is told by the same
+ * cgroup's fork-failure counter, `pids.events` line `max <n>` (cgroup v1: forks refused in this
+ * cgroup by its own or an ancestor's `pids.max`,
+ * https://docs.kernel.org/admin-guide/cgroup-v1/pids.html; cgroup v2: times this cgroup's
+ * `pids.max` was hit, https://docs.kernel.org/admin-guide/cgroup-v2.html#pid), again a kernel
+ * file the guest cannot write. Under runc a refused fork fails in the guest (EAGAIN) and the VM
+ * runs on, so a runc VM's exit is never put down to it.
  */
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { errnoCode } from "../../shared/errors.js";
 import { CGROUP_ROOT, detectCgroupLayout, type CgroupLayout } from "../runtime/tenant-cgroup.js";
 
-/** Why a sandbox ended, as far as the host can tell: `oom` when its cgroup counted OOM kills not yet reported, else `guest_exit`. */
-export type ExitCause = "oom" | "guest_exit";
+/**
+ * Why a sandbox ended, as far as the host can tell: `oom` when its cgroup counted OOM kills not
+ * yet reported, else `pids_limit` when the VM ends with its pids limit (gVisor only, see above)
+ * and its cgroup counted refused forks this boot, else `guest_exit`.
+ */
+export type ExitCause = "oom" | "pids_limit" | "guest_exit";
 
 /**
  * The `oom_kill` count of a flat-keyed cgroup file (v1 `memory.oom_control`, v2 `memory.events`:
@@ -32,21 +45,35 @@ export function parseOomKillCount(text: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
+/**
+ * The `max` count of a cgroup `pids.events` file (`max <integer>`, v1 and v2). Pure.
+ * @returns undefined when the file has no `max` line.
+ */
+export function parsePidsMaxCount(text: string): number | undefined {
+  const m = /^max (\d+)$/m.exec(text);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** The `pids.events` file of cgroup `cgroupPath` (absolute, relative to each hierarchy root) on `layout`. Pure. */
+export function pidsEventsFile(layout: CgroupLayout, cgroupPath: string): string {
+  return layout.version === 2 ? path.join(layout.root, cgroupPath, "pids.events") : path.join(layout.pids, cgroupPath, "pids.events");
+}
+
 /** The file holding the OOM-kill counter of cgroup `cgroupPath` (absolute, relative to each hierarchy root) on `layout`. Pure. */
 export function oomCounterFile(layout: CgroupLayout, cgroupPath: string): string {
   return layout.version === 2 ? path.join(layout.root, cgroupPath, "memory.events") : path.join(layout.memory, cgroupPath, "memory.oom_control");
 }
 
-/** Reads a cgroup's OOM-kill counter; undefined when the cgroup (or the counter) is not there. */
+/** Reads one counter of a cgroup (OOM kills, refused forks); undefined when the cgroup (or the counter) is not there. */
 export type OomCounterReader = (cgroupPath: string) => Promise<number | undefined>;
 
 /**
- * The host's reader of VM OOM counters: finds the cgroup layout once (tenant-cgroup.ts
- * `detectCgroupLayout`) and reads {@link oomCounterFile}. A path that is relative, `/` or holds
- * `..` reads as undefined, never another file.
- * @param root - the cgroup file systems' root (default /sys/fs/cgroup).
+ * A host reader of one counter of VM cgroups: finds the cgroup layout once (tenant-cgroup.ts
+ * `detectCgroupLayout`), reads `file(layout, cgroupPath)` and parses it. A path that is
+ * relative, `/` or holds `..` reads as undefined, never another file.
+ * @throws (from the reader) the file's read errors other than ENOENT.
  */
-export function hostOomCounterReader(root: string = CGROUP_ROOT): OomCounterReader {
+function hostCounterReader(root: string, file: (layout: CgroupLayout, cgroupPath: string) => string, parse: (text: string) => number | undefined): OomCounterReader {
   let layout: Promise<CgroupLayout | undefined> | undefined;
   return async (cgroupPath) => {
     if (!cgroupPath.startsWith("/") || cgroupPath === "/" || cgroupPath.split("/").includes("..")) return undefined;
@@ -54,12 +81,28 @@ export function hostOomCounterReader(root: string = CGROUP_ROOT): OomCounterRead
     const l = await layout;
     if (l === undefined) return undefined;
     try {
-      return parseOomKillCount(await fs.readFile(oomCounterFile(l, cgroupPath), "utf8"));
+      return parse(await fs.readFile(file(l, cgroupPath), "utf8"));
     } catch (err) {
       if (errnoCode(err) === "ENOENT") return undefined;
       throw err;
     }
   };
+}
+
+/**
+ * The host's reader of VM OOM counters ({@link oomCounterFile}).
+ * @param root - the cgroup file systems' root (default /sys/fs/cgroup).
+ */
+export function hostOomCounterReader(root: string = CGROUP_ROOT): OomCounterReader {
+  return hostCounterReader(root, oomCounterFile, parseOomKillCount);
+}
+
+/**
+ * The host's reader of VM refused-fork counters ({@link pidsEventsFile}, line `max`).
+ * @param root - the cgroup file systems' root (default /sys/fs/cgroup).
+ */
+export function hostPidsMaxReader(root: string = CGROUP_ROOT): OomCounterReader {
+  return hostCounterReader(root, pidsEventsFile, parsePidsMaxCount);
 }
 
 /** A VM as the watch sees it: its hostname and the host pid of this boot's init. */
@@ -69,23 +112,32 @@ export interface WatchedVm {
 }
 
 /**
- * OOM kills per VM boot: how many the VM's cgroup counted that were not reported yet. A boot is
- * told apart by its init's pid: a new pid is a new boot whose counter starts at 0. Holds no
+ * OOM kills per VM boot: how many the VM's cgroup counted that were not reported yet; and, for a
+ * runtime whose VMs end at their pids limit, whether a boot's cgroup refused forks. A boot is
+ * told apart by its init's pid: a new pid is a new boot whose counters start at 0. Holds no
  * timer; the reaper (vm-reconcile.ts) calls it on each pass and before tearing an exited VM down.
  */
 export class VmOomWatch {
   private readonly read: OomCounterReader;
+  private readonly readPidsMax: OomCounterReader | undefined;
   private readonly cgroupPath: (hostname: string) => string;
   /** Per hostname: the boot (init pid) and the count already reported for it. */
   private readonly seen = new Map<string, { pid: number | undefined; kills: number }>();
+  /** Per hostname re-attached at daemon start: the boot and its refused forks then (earlier boots' are not this boot's). */
+  private readonly pidsBase = new Map<string, { pid: number | undefined; max: number }>();
 
   /**
    * @param deps.cgroupPath - the VM's cgroup path (vm-paths.ts `cgroupPath`).
-   * @param deps.read - the counter reader (default {@link hostOomCounterReader}).
+   * @param deps.read - the OOM counter reader (default {@link hostOomCounterReader}).
+   * @param deps.pidsLimitEndsVm - true for a runtime whose VM ends whole when its guest forks up
+   *   to its pids limit (runsc): only then is an exit put down to `pids_limit`.
+   * @param deps.readPidsMax - the refused-fork counter reader (default {@link hostPidsMaxReader});
+   *   used only with `pidsLimitEndsVm`.
    */
-  constructor(deps: { cgroupPath: (hostname: string) => string; read?: OomCounterReader }) {
+  constructor(deps: { cgroupPath: (hostname: string) => string; read?: OomCounterReader; pidsLimitEndsVm?: boolean; readPidsMax?: OomCounterReader }) {
     this.cgroupPath = deps.cgroupPath;
     this.read = deps.read ?? hostOomCounterReader();
+    this.readPidsMax = deps.pidsLimitEndsVm === true ? (deps.readPidsMax ?? hostPidsMaxReader()) : undefined;
   }
 
   /**
@@ -96,6 +148,9 @@ export class VmOomWatch {
   async adopt(vm: WatchedVm): Promise<void> {
     const kills = (await this.read(this.cgroupPath(vm.record.hostname)).catch(() => undefined)) ?? 0;
     this.seen.set(vm.record.hostname, { pid: vm.pid, kills });
+    if (this.readPidsMax === undefined) return;
+    const max = (await this.readPidsMax(this.cgroupPath(vm.record.hostname)).catch(() => undefined)) ?? 0;
+    this.pidsBase.set(vm.record.hostname, { pid: vm.pid, max });
   }
 
   /**
@@ -117,14 +172,23 @@ export class VmOomWatch {
 
   /**
    * Why the exited boot of `vm` ended: `oom` when its cgroup counted OOM kills not reported
-   * before (the init, or a process whose death ended it, was OOM-killed), else `guest_exit`.
-   * Call before the sandbox is deleted (its cgroup goes with it). Forgets the boot. Never rejects.
+   * before (the init, or a process whose death ended it, was OOM-killed); else, for a runtime
+   * whose VMs end at their pids limit, `pids_limit` when its cgroup's refused forks rose this
+   * boot; else `guest_exit`. Call before the sandbox is deleted (its cgroup goes with it).
+   * Forgets the boot. Never rejects (an unreadable counter counts as no change).
    * @returns the cause and the unreported kills.
    */
   async exitCause(vm: WatchedVm): Promise<{ cause: ExitCause; oomKills: number }> {
+    const h = vm.record.hostname;
     const oomKills = await this.takeNewKills(vm).catch(() => 0);
-    this.forget(vm.record.hostname);
-    return { cause: oomKills > 0 ? "oom" : "guest_exit", oomKills };
+    let cause: ExitCause = oomKills > 0 ? "oom" : "guest_exit";
+    if (cause === "guest_exit" && this.readPidsMax !== undefined) {
+      const now = (await this.readPidsMax(this.cgroupPath(h)).catch(() => undefined)) ?? 0;
+      const prev = this.pidsBase.get(h);
+      if (now > (prev !== undefined && prev.pid === vm.pid ? prev.max : 0)) cause = "pids_limit";
+    }
+    this.forget(h);
+    return { cause, oomKills };
   }
 
   /** Hostnames with a count held. */
@@ -135,5 +199,6 @@ export class VmOomWatch {
   /** Drop what is known of `hostname` (its VM was torn down). */
   forget(hostname: string): void {
     this.seen.delete(hostname);
+    this.pidsBase.delete(hostname);
   }
 }

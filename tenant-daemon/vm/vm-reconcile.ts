@@ -50,7 +50,7 @@ export interface VmReconcilerDeps {
 /** The event types this module emits. */
 export type ReconcileEventType = "exited" | "stopped" | "deleted" | "oom";
 /** The reasons this module gives. */
-export type ReconcileEventReason = "guest_exit" | "oom" | "reaped" | "daemon_restart";
+export type ReconcileEventReason = "guest_exit" | "oom" | "pids_limit" | "reaped" | "daemon_restart";
 
 /** Start-up reconciliation, purge, sweep and the guest-exit reaper of one tenant's VMs. */
 export class VmReconciler {
@@ -62,7 +62,8 @@ export class VmReconciler {
   constructor(deps: VmReconcilerDeps) {
     this.deps = deps;
     this.log = deps.log;
-    this.oom = new VmOomWatch({ cgroupPath: (h) => deps.paths.cgroupPath(h), read: deps.readOomKills });
+    // Only a gVisor VM ends whole at its pids limit (vm-exit-reason.ts).
+    this.oom = new VmOomWatch({ cgroupPath: (h) => deps.paths.cgroupPath(h), read: deps.readOomKills, pidsLimitEndsVm: deps.runtime.name === "runsc" });
   }
 
   /**
@@ -211,7 +212,7 @@ export class VmReconciler {
   /**
    * Guest-exit reaper: a running VM (or warm VM) whose sandbox has stopped is removed
    * (ephemeral) or marked Stopped (persistent; config VMs come back at the next daemon start),
-   * with the reason its cgroup tells (`oom` or `guest_exit`, vm-exit-reason.ts), read before the
+   * with the reason its cgroup tells (`oom`, `pids_limit` or `guest_exit`, vm-exit-reason.ts), read before the
    * teardown removes the cgroup. Reports OOM kills in VMs that keep running first.
    * Never rejects (failures are logged per VM).
    */

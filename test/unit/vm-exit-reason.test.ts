@@ -2,11 +2,12 @@
  * tenant-daemon/vm/vm-exit-reason.ts, pure: the `oom_kill` line of v1 `memory.oom_control` and v2
  * `memory.events` (real file contents), the counter file per layout, and VmOomWatch's
  * bookkeeping with a counter the test sets (new boots start at 0, an adopted VM's past kills are
- * not reported again, a boot that ended during the read is left to its exit).
+ * not reported again, a boot that ended during the read is left to its exit), and the
+ * `pids_limit` exit of a runtime whose VMs end at their pids limit (gVisor) from `pids.events`.
  * test/privileged/vm-expiry-events.test.ts drives real OOM kills.
  */
 import { expect } from "chai";
-import { VmOomWatch, oomCounterFile, parseOomKillCount } from "../../tenant-daemon/vm/vm-exit-reason.js";
+import { VmOomWatch, oomCounterFile, parseOomKillCount, parsePidsMaxCount, pidsEventsFile } from "../../tenant-daemon/vm/vm-exit-reason.js";
 
 describe("VM exit reasons (vm-exit-reason.ts, pure)", () => {
   it("parses oom_kill from cgroup v1 memory.oom_control and v2 memory.events", () => {
@@ -44,5 +45,45 @@ describe("VM exit reasons (vm-exit-reason.ts, pure)", () => {
     counts.set("/paddock/t/b-1", 6);
     expect(await watch.takeNewKills(adopted)).to.equal(1);
     expect(watch.hostnames()).to.deep.equal(["b-1"]);
+  });
+
+  it("parses max from pids.events and names the file of each layout", () => {
+    expect(parsePidsMaxCount("max 17\n")).to.equal(17);
+    expect(parsePidsMaxCount("max 0\n")).to.equal(0);
+    expect(parsePidsMaxCount("oom_kill 3\n"), "no max line").to.equal(undefined);
+    expect(pidsEventsFile({ version: 1, pids: "/c/pids", memory: "/c/memory", cpu: "/c/cpu", memsw: true }, "/paddock/t1/sbox-1")).to.equal("/c/pids/paddock/t1/sbox-1/pids.events");
+    expect(pidsEventsFile({ version: 2, root: "/c", controllers: ["pids"] }, "/paddock/t1/sbox-1")).to.equal("/c/paddock/t1/sbox-1/pids.events");
+  });
+
+  it("puts a gVisor VM's exit down to pids_limit when its cgroup refused forks this boot, and only then", async () => {
+    const oom = new Map<string, number>();
+    const forks = new Map<string, number>();
+    const deps = { cgroupPath: (h: string) => `/paddock/t/${h}`, read: async (p: string) => oom.get(p), readPidsMax: async (p: string) => forks.get(p) };
+    const gvisor = new VmOomWatch({ ...deps, pidsLimitEndsVm: true });
+    forks.set("/paddock/t/g-1", 3);
+    expect(await gvisor.exitCause({ record: { hostname: "g-1" }, pid: 10 })).to.deep.equal({ cause: "pids_limit", oomKills: 0 });
+    forks.set("/paddock/t/g-1", 0);
+    expect(await gvisor.exitCause({ record: { hostname: "g-1" }, pid: 11 }), "no refused fork").to.deep.equal({ cause: "guest_exit", oomKills: 0 });
+    forks.delete("/paddock/t/g-1");
+    expect(await gvisor.exitCause({ record: { hostname: "g-1" }, pid: 12 }), "no cgroup").to.deep.equal({ cause: "guest_exit", oomKills: 0 });
+    // An OOM kill is told first: the memory limit took the sandbox.
+    oom.set("/paddock/t/g-2", 1);
+    forks.set("/paddock/t/g-2", 5);
+    expect(await gvisor.exitCause({ record: { hostname: "g-2" }, pid: 20 })).to.deep.equal({ cause: "oom", oomKills: 1 });
+    // Re-attached at daemon start: forks refused before count only if more come.
+    const adopted = { record: { hostname: "g-3" }, pid: 30 };
+    forks.set("/paddock/t/g-3", 4);
+    await gvisor.adopt(adopted);
+    expect(await gvisor.exitCause(adopted)).to.deep.equal({ cause: "guest_exit", oomKills: 0 });
+    await gvisor.adopt(adopted);
+    forks.set("/paddock/t/g-3", 5);
+    expect(await gvisor.exitCause(adopted)).to.deep.equal({ cause: "pids_limit", oomKills: 0 });
+    // A failing read counts as no change.
+    const broken = new VmOomWatch({ ...deps, pidsLimitEndsVm: true, readPidsMax: async () => { throw new Error("EIO"); } });
+    expect(await broken.exitCause({ record: { hostname: "g-4" }, pid: 40 })).to.deep.equal({ cause: "guest_exit", oomKills: 0 });
+    // runc: a refused fork fails in the guest and the VM runs on; its exit is never put down to it.
+    const runc = new VmOomWatch(deps);
+    forks.set("/paddock/t/r-1", 9);
+    expect(await runc.exitCause({ record: { hostname: "r-1" }, pid: 50 })).to.deep.equal({ cause: "guest_exit", oomKills: 0 });
   });
 });
