@@ -10,6 +10,7 @@ import { UsageError, EXIT } from "./cli-errors.js";
 import { writeOut, type CliContext } from "./cli-context.js";
 import { formatAge, renderJson, renderTable } from "./output.js";
 import { TARGET_FLAGS, clientFor, withVm } from "./vm-common.js";
+import { alreadyState } from "../shared/slicer/vm-power.js";
 
 /** A commit as `POST /vm/{h}/commit` and `GET /vm/commits` answer (unknown fields kept). */
 export interface CommitWire {
@@ -27,16 +28,21 @@ export interface CommitWire {
   [key: string]: unknown;
 }
 
-/** `paddock vm suspend HOST`: `POST /vm/{h}/suspend` (gVisor tenants). @returns the exit code */
+/**
+ * `paddock vm suspend HOST`: `POST /vm/{h}/suspend` (gVisor tenants); a suspended VM is left as
+ * it is and said to be (the daemon's `Paddock-Already` header, shared/slicer/vm-power.ts).
+ * @returns the exit code
+ */
 export async function vmSuspend(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags(argv, TARGET_FLAGS);
   expectPositionals(positionals, 1, 1, "paddock vm suspend HOST");
   const client = clientFor(ctx, values);
-  const h = await withVm(client, positionals[0] as string, async (name) => {
-    await readBody(await client.send("POST", `/vm/${seg(name)}/suspend`), 64 * 1024);
-    return name;
+  const { h, already } = await withVm(client, positionals[0] as string, async (name) => {
+    const res = await client.send("POST", `/vm/${seg(name)}/suspend`);
+    await readBody(res, 64 * 1024);
+    return { h: name, already: alreadyState(res.headers) };
   });
-  await writeOut(ctx.stdout, `${h} suspended\n`);
+  await writeOut(ctx.stdout, already === "suspended" ? `${h} is already suspended; nothing done\n` : `${h} suspended\n`);
   return EXIT.OK;
 }
 

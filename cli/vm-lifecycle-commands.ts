@@ -6,6 +6,7 @@ import { parseFlags, parseIntFlag, parseSizeFlag, parseDurationFlag, expectPosit
 import { readBody, seg, type ApiClient, type QueryParams } from "./api-client.js";
 import { ApiError, UsageError, EXIT } from "./cli-errors.js";
 import { parseVmTtlMs } from "../shared/time.js";
+import { alreadyState } from "../shared/slicer/vm-power.js";
 import { writeOut, type CliContext } from "./cli-context.js";
 import { formatAge, formatBytes, renderJson, renderKeyValues, renderTable, Progress } from "./output.js";
 import { TARGET_FLAGS, clientFor, withVm, type VmNode } from "./vm-common.js";
@@ -190,7 +191,9 @@ export async function shutdownOutcome(client: ApiClient, hostname: string): Prom
 
 /**
  * `paddock vm shutdown|pause|resume HOST`: POST /vm/{h}/<verb> with no body and a text answer.
- * A shutdown then says what became of the VM ({@link shutdownOutcome}).
+ * A shutdown then says what became of the VM ({@link shutdownOutcome}); a pause of a paused VM
+ * or a resume of a running one says so (the daemon's `Paddock-Already` header,
+ * shared/slicer/vm-power.ts).
  * @returns the exit code
  */
 export async function simpleVerb(ctx: CliContext, argv: string[], verb: "shutdown" | "pause" | "resume"): Promise<number> {
@@ -200,11 +203,15 @@ export async function simpleVerb(ctx: CliContext, argv: string[], verb: "shutdow
   const action = values.action;
   if (action !== undefined && action !== "shutdown" && action !== "reboot") throw new UsageError(`--action takes shutdown or reboot, got ${JSON.stringify(action)}`);
   const client = clientFor(ctx, values);
-  const done = await withVm(client, positionals[0] as string, async (h) => {
+  const { done, already } = await withVm(client, positionals[0] as string, async (h) => {
     const res = await client.send("POST", `/vm/${seg(h)}/${verb}`, { query: [["action", action]] });
     await readBody(res, 64 * 1024);
-    return h;
+    return { done: h, already: alreadyState(res.headers) };
   });
+  if (already !== undefined) {
+    await writeOut(ctx.stdout, `${done} is already ${already}; nothing done\n`);
+    return EXIT.OK;
+  }
   const past = verb === "shutdown" ? await shutdownOutcome(client, done) : { pause: "paused", resume: "resumed" }[verb];
   await writeOut(ctx.stdout, `${done} ${past}\n`);
   return EXIT.OK;

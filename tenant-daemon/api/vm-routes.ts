@@ -6,6 +6,7 @@
  */
 import { promises as fs, createReadStream } from "node:fs";
 import { PaddockError } from "../../shared/errors.js";
+import { ALREADY_HEADER } from "../../shared/slicer/vm-power.js";
 import type { TenantConfig } from "../../shared/tenant-config.js";
 import { parseCreateVmRequest, parseTagFilter, parseTagPatch, parseWaitQuery } from "../vm/vm-request.js";
 import type { VmService } from "../vm/vm-service.js";
@@ -99,16 +100,18 @@ export function createVmHandlers(deps: VmRouteDeps): RouteHandlers["vm"] {
     relaunch: async (req, res) => {
       res.status(200).json(await vms.transitions.relaunch(param(req, "hostname")));
     },
+    // A no-op (the VM was in that state already) answers the same `OK` (the Slicer wire format)
+    // with a header saying so: `Paddock-Already: paused|running|suspended` (docs/slicer-api.md).
     pause: async (req, res) => {
-      await vms.transitions.pause(param(req, "hostname"));
+      if (await vms.transitions.pause(param(req, "hostname"))) res.setHeader(ALREADY_HEADER, "paused");
       res.status(200).type("text/plain").send("OK");
     },
     resume: async (req, res) => {
-      await vms.transitions.resume(param(req, "hostname"));
+      if (await vms.transitions.resume(param(req, "hostname"))) res.setHeader(ALREADY_HEADER, "running");
       res.status(200).type("text/plain").send("OK");
     },
     suspend: async (req, res) => {
-      await vms.transitions.suspend(param(req, "hostname"));
+      if ((await vms.transitions.suspend(param(req, "hostname"))).alreadySuspended) res.setHeader(ALREADY_HEADER, "suspended");
       res.status(200).type("text/plain").send("OK");
     },
     restore: async (req, res) => {

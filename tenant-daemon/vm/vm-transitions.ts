@@ -72,41 +72,49 @@ export class VmTransitions {
     return toCreateResponse(vm.record);
   }
 
-  /** Freeze a running VM (`POST /vm/{h}/pause`). @throws ERR_VM_NOT_FOUND, ERR_VM_NOT_RUNNING */
-  async pause(hostname: string): Promise<void> {
+  /**
+   * Freeze a running VM (`POST /vm/{h}/pause`); a no-op for a paused one.
+   * @returns true when the VM was paused already (nothing was done but claiming an idle pause).
+   * @throws ERR_VM_NOT_FOUND, ERR_VM_NOT_RUNNING
+   */
+  async pause(hostname: string): Promise<boolean> {
     const vm = this.deps.table.live(hostname);
     const was = vm.phase;
     await this.deps.power.pause(vm);
     this.events.idle.claim(vm);
     if (was !== "paused") this.events.emit(vm.record, "paused", "api");
+    return was === "paused";
   }
 
   /**
    * Thaw a paused VM (`POST /vm/{h}/resume`), then push its secrets in the background: changes
-   * made while it was paused reach it now. @throws ERR_VM_NOT_FOUND, ERR_VM_NOT_RUNNING
+   * made while it was paused reach it now. A no-op (but the secrets push) for a running VM.
+   * @returns true when the VM was running already.
+   * @throws ERR_VM_NOT_FOUND, ERR_VM_NOT_RUNNING
    */
-  async resume(hostname: string): Promise<void> {
+  async resume(hostname: string): Promise<boolean> {
     const vm = this.deps.table.live(hostname);
     const was = vm.phase;
     await this.deps.power.resume(vm);
     if (was !== "running") this.events.emit(vm.record, "resumed", "api");
     void this.deps.secretsSync.request(vm, { agentReady: true });
+    return was === "running";
   }
 
   /**
    * Suspend a running VM to disk (`POST /vm/{h}/suspend`): wire status `Suspended`, its memory
    * given back, kept across daemon restarts (vm-suspend.ts). A no-op when already suspended.
-   * @returns the image's size, bytes.
+   * @returns the image's size, bytes, and whether the VM was suspended already (nothing done).
    * @throws PaddockError ERR_VM_NOT_FOUND, ERR_VM_UNSUPPORTED (501: runc; names gVisor),
    *   ERR_VM_NOT_RUNNING, ERR_RUNTIME_FAILED
    */
-  async suspend(hostname: string): Promise<number> {
+  async suspend(hostname: string): Promise<{ imageBytes: number; alreadySuspended: boolean }> {
     const vm = this.deps.table.live(hostname);
     const already = vm.record.suspended !== undefined;
-    const bytes = await this.deps.suspender.suspend(vm);
+    const imageBytes = await this.deps.suspender.suspend(vm);
     this.events.idle.claim(vm);
     if (!already) this.events.emit(vm.record, "suspended", "api");
-    return bytes;
+    return { imageBytes, alreadySuspended: already };
   }
 
   /**

@@ -187,15 +187,17 @@ describe("paddock CLI against a real tenant daemon (root, runc)", function () {
     expect((await fs.stat(path.join(out, "sub", "run.sh"))).mode & 0o777).to.equal(0o755);
   });
 
-  it("pause makes exec exit 4 (HTTP 409); resume restores it", async () => {
+  it("pause makes exec exit 4 (HTTP 409); resume restores it; a second pause or resume says the VM already was so", async () => {
     expect((await cli(["vm", "pause", host], { env })).stdout.toString()).to.equal(`${host} paused\n`);
     try {
+      expect((await cli(["vm", "pause", host], { env })).stdout.toString()).to.equal(`${host} is already paused; nothing done\n`);
       const r = await cli(["vm", "exec", host, "--", "true"], { env });
       expect(r.code).to.equal(4);
       expect(r.stderr).to.contain("HTTP 409");
     } finally {
       await cli(["vm", "resume", host], { env });
     }
+    expect((await cli(["vm", "resume", host], { env })).stdout.toString()).to.equal(`${host} is already running; nothing done\n`);
     expect((await cli(["vm", "exec", host, "--", "true"], { env })).code).to.equal(0);
   });
 

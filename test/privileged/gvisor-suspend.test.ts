@@ -74,7 +74,10 @@ describeWhenReady(missing, "suspend and restore of a gVisor VM through the Slice
     const s = await d.post(`/vm/${h}/suspend`);
     const suspendMs = performance.now() - t0;
     expect(s.status, s.text).to.equal(200);
+    expect(s.headers["paddock-already"], "a suspend that did something").to.equal(undefined);
     expect(await status()).to.equal("Suspended");
+    const again = await d.post(`/vm/${h}/suspend`);
+    expect([again.status, again.text, again.headers["paddock-already"]], "a second suspend is a no-op that says so").to.deep.equal([200, "OK", "suspended"]);
     expect(((await d.get("/nodes")).json as { hostname: string; status: string }[]).find((n) => n.hostname === h)?.status).to.equal("Suspended");
     expect(await sandboxes(), "the sandbox is gone: its memory went back").to.deep.equal([]);
     const image = await fs.stat(path.join(imageDir(), "checkpoint.img"));

@@ -1,7 +1,8 @@
 /**
  * `paddock vm shutdown` and `paddock vm exec` (cli/vm-lifecycle-commands.ts, cli/vm-exec-command.ts)
  * against a fake tenant API on loopback: what the CLI says became of a VM after a shutdown (asked
- * of the API, not guessed), and how an exec stream cut by the gateway ends.
+ * of the API, not guessed), what a pause, resume or suspend that found the VM in that state
+ * says, and how an exec stream cut by the gateway ends.
  */
 import { expect } from "chai";
 import http from "node:http";
@@ -57,6 +58,34 @@ describe("paddock vm shutdown says what became of the VM (cli/vm-lifecycle-comma
       expect(await runCli(["vm", "shutdown", "keep-1", "--action", "reboot"], kept.ctx), kept.err.text()).to.equal(0);
       expect(kept.out.text()).to.equal("keep-1 stopped\n");
       expect(api.requests).to.deep.equal(["POST /vm/sbox-1/shutdown", "GET /vm/sbox-1", "POST /vm/keep-1/shutdown?action=reboot", "GET /vm/keep-1"]);
+    } finally {
+      await api.close();
+    }
+  });
+});
+
+describe("paddock vm pause|resume|suspend of a VM already in that state (cli/vm-lifecycle-commands.ts, cli/vm-commit-commands.ts)", () => {
+  it("says the VM already was paused, running or suspended when the answer carries Paddock-Already, else what was done", async () => {
+    const already = new Map([["pause", "paused"], ["resume", "running"], ["suspend", "suspended"]]);
+    let noop = true;
+    const api = await fakeApi((req, res) => {
+      const verb = (req.url ?? "").split("/")[3] ?? "";
+      const state = already.get(verb);
+      res.writeHead(200, { "content-type": "text/plain", ...(noop && state !== undefined ? { "Paddock-Already": state } : {}) });
+      res.end("OK");
+    });
+    try {
+      for (const [verb, state] of already) {
+        const c = fakeCliContext(api.env);
+        expect(await runCli(["vm", verb, "sbox-1"], c.ctx), c.err.text()).to.equal(0);
+        expect(c.out.text()).to.equal(`sbox-1 is already ${state}; nothing done\n`);
+      }
+      noop = false;
+      for (const [verb, past] of [["pause", "paused"], ["resume", "resumed"], ["suspend", "suspended"]] as const) {
+        const c = fakeCliContext(api.env);
+        expect(await runCli(["vm", verb, "sbox-1"], c.ctx), c.err.text()).to.equal(0);
+        expect(c.out.text()).to.equal(`sbox-1 ${past}\n`);
+      }
     } finally {
       await api.close();
     }
