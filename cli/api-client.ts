@@ -54,13 +54,15 @@ export async function toApiError(res: http.IncomingMessage): Promise<ApiError> {
   const text = (await readBody(res, 64 * 1024).catch(() => Buffer.alloc(0))).toString("utf8").trim();
   let error = text || (res.statusMessage ?? "request failed");
   let code: string | undefined;
+  let fields: Record<string, unknown> = {};
   try {
     const body = JSON.parse(text) as { error?: unknown; code?: unknown; message?: unknown };
     if (typeof body.error === "string" && body.error !== "") error = body.error;
     else if (typeof body.message === "string" && body.message !== "") error = body.message;
     if (typeof body.code === "string") code = body.code;
+    if (typeof body === "object" && body !== null && !Array.isArray(body)) fields = body as Record<string, unknown>;
   } catch {}
-  return new ApiError(res.statusCode ?? 0, error, code);
+  return new ApiError(res.statusCode ?? 0, error, code, fields);
 }
 
 function connectHint(target: Target, err: NodeJS.ErrnoException): string {

@@ -34,13 +34,16 @@ export class ApiError extends Error {
   readonly status: number;
   readonly error: string;
   readonly code: string | undefined;
+  /** The other fields of the server's JSON error body (e.g. `tenant`, `daemon_code`); empty when none. */
+  readonly fields: Readonly<Record<string, unknown>>;
 
-  constructor(status: number, error: string, code: string | undefined) {
+  constructor(status: number, error: string, code: string | undefined, fields: Record<string, unknown> = {}) {
     super(`HTTP ${status}: ${error}${code ? ` (${code})` : ""}`);
     this.name = "ApiError";
     this.status = status;
     this.error = error;
     this.code = code;
+    this.fields = fields;
   }
 }
 

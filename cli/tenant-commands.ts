@@ -8,6 +8,8 @@ import { ApiError, UsageError, EXIT } from "./cli-errors.js";
 import { writeOut, type CliContext } from "./cli-context.js";
 import { formatAge, formatBytes, renderJson, renderKeyValues, renderTable, Progress } from "./output.js";
 import { adminTokenPath, resolveAdminTarget } from "./target.js";
+import { PaddockError } from "../shared/errors.js";
+import { TENANT_ID_PATTERN } from "../shared/tenant-config-defaults.js";
 
 const ADMIN_FLAGS = {
   "admin-url": { type: "string" },
@@ -67,11 +69,34 @@ function adminClient(ctx: CliContext, values: Values): ApiClient {
   ));
 }
 
-/** Add a hint about where the admin token comes from to a 401. */
+/**
+ * A failed daemon start (`ERR_DAEMON_START_FAILED` from `tenant create`, `restart`, `resume`;
+ * supervisor/daemon-process.ts) as one line: the supervisor's message with the daemon's own code
+ * (`daemon_code`, which the message ends with in parentheses) said in words rather than as a
+ * second code in parentheses, what became of the tenant and where to look, then the one code.
+ * Pure. @returns a PaddockError for `paddock: error: MESSAGE (ERR_DAEMON_START_FAILED)`, exit 1.
+ */
+export function daemonStartFailure(err: ApiError): PaddockError {
+  const daemonCode = typeof err.fields.daemon_code === "string" && /^ERR_[A-Z0-9_]+$/.test(err.fields.daemon_code) ? err.fields.daemon_code : undefined;
+  let msg = err.error;
+  if (daemonCode !== undefined) {
+    const suffix = ` (${daemonCode})`;
+    msg = msg.endsWith(suffix) ? `${msg.slice(0, -suffix.length)} [the daemon's error: ${daemonCode}]` : `${msg} [the daemon's error: ${daemonCode}]`;
+  }
+  const id = typeof err.fields.tenant === "string" && TENANT_ID_PATTERN.test(err.fields.tenant) ? err.fields.tenant : undefined;
+  if (id !== undefined) {
+    // README "Tenants": a restart starts the config rendered at create again, so delete and create.
+    msg += `; tenant ${id} is kept as failed: its log is \`paddock tenant logs ${id}\`; once the cause is fixed, \`paddock tenant delete ${id}\` and create it again`;
+  }
+  return new PaddockError("ERR_DAEMON_START_FAILED", msg);
+}
+
+/** Add a hint about where the admin token comes from to a 401; put a failed daemon start on one clear line ({@link daemonStartFailure}). */
 async function admin<T>(ctx: CliContext, client: ApiClient, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
+    if (err instanceof ApiError && err.code === "ERR_DAEMON_START_FAILED") throw daemonStartFailure(err);
     if (err instanceof ApiError && err.status === 401) {
       const hint = client.target.token === undefined
         ? `no admin token: pass --admin-token, set PADDOCK_ADMIN_TOKEN, or make ${adminTokenPath(ctx.env)} readable`

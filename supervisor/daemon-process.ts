@@ -20,7 +20,7 @@ import { execa } from "execa";
 import { PaddockError, errnoCode } from "../shared/errors.js";
 import { sleep } from "../shared/time.js";
 import { daemonHealthy } from "./daemon-client.js";
-import { daemonStartReason } from "./daemon-start-reason.js";
+import { daemonStartCode, daemonStartReason } from "./daemon-start-reason.js";
 import { isDaemonCmdline, readCmdline, readProcStat } from "./proc-info.js";
 import { findProjectRoot, pidAlive } from "../shared/proc.js";
 import { DAEMON_NODE_FLAGS } from "../shared/daemon-node-flags.js";
@@ -144,7 +144,9 @@ function watchPid(pid: number, startTicks: number | undefined, intervalMs: numbe
  * throw with the daemon's own error on one line (its error-level NDJSON lines, else its last
  * line: daemon-start-reason.ts).
  * @throws PaddockError `ERR_DAEMON_START_FAILED`, a one-line message of at most ~600
- *   characters, with `details.stderr` (the last 20 log lines as written).
+ *   characters, with `details.stderr` (the last 20 log lines as written), `details.tenant` and,
+ *   when the daemon's fatal log line had one, its code `details.daemon_code` (e.g.
+ *   `ERR_IMAGE_NOT_FOUND`; the message ends with it in parentheses).
  */
 export async function spawnDaemon(spec: DaemonSpec, readyTimeoutMs: number): Promise<DaemonHandle> {
   await fs.mkdir(path.dirname(spec.logFile), { recursive: true, mode: 0o700 });
@@ -205,8 +207,9 @@ export async function spawnDaemon(spec: DaemonSpec, readyTimeoutMs: number): Pro
   // One line: the daemon's own error (daemon-start-reason.ts), not its raw log; the log lines
   // stay in `details.stderr` and in `paddock tenant logs`.
   const said = daemonStartReason(tail);
+  const daemonCode = daemonStartCode(tail);
   throw new PaddockError("ERR_DAEMON_START_FAILED", `daemon of tenant ${spec.tenantId} ${reason}${said === undefined ? "; it wrote nothing" : `: ${said}`}`, {
-    details: { stderr: tail },
+    details: { stderr: tail, tenant: spec.tenantId, ...(daemonCode !== undefined ? { daemon_code: daemonCode } : {}) },
   });
 }
 

@@ -19,6 +19,14 @@ function oneLine(text: string): string {
 
 /** `msg` of an error-level NDJSON log line with its error's message and code, or undefined for any other line. */
 function errorLineText(line: string): string | undefined {
+  const e = errorLine(line);
+  if (e === undefined) return undefined;
+  const text = e.code !== undefined && e.code !== "" && !e.text.includes(e.code) ? `${e.text} (${oneLine(e.code)})` : e.text;
+  return text === "" ? undefined : text;
+}
+
+/** An error-level NDJSON log line as `msg: err.message` and its code (`code`, else `err.code`), or undefined for any other line. */
+function errorLine(line: string): { text: string; code: string | undefined } | undefined {
   if (!line.trimStart().startsWith("{")) return undefined;
   let v: unknown;
   try {
@@ -34,8 +42,22 @@ function errorLineText(line: string): string | undefined {
   const errMessage = typeof err?.message === "string" ? oneLine(err.message) : "";
   if (errMessage !== "" && !text.includes(errMessage)) text = text === "" ? errMessage : `${text}: ${errMessage}`;
   const code = typeof o.code === "string" ? o.code : typeof err?.code === "string" ? err.code : undefined;
-  if (code !== undefined && code !== "" && !text.includes(code)) text = `${text} (${oneLine(code)})`;
-  return text === "" ? undefined : text;
+  return { text, code };
+}
+
+/**
+ * The error code of the daemon's fatal error: the `code` (else `err.code`) of the last
+ * error-level NDJSON line of `lines`, when it looks like a Paddock code (`ERR_` and capitals,
+ * at most 64 characters). Pure.
+ * @returns undefined when there is no such line or it has no such code.
+ */
+export function daemonStartCode(lines: readonly string[]): string | undefined {
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const e = errorLine(lines[i] as string);
+    if (e === undefined) continue;
+    return e.code !== undefined && /^ERR_[A-Z0-9_]{1,60}$/.test(e.code) ? e.code : undefined;
+  }
+  return undefined;
 }
 
 /** `text` cut to `max` characters, ending in `…` when cut. */

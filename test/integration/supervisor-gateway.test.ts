@@ -381,7 +381,8 @@ describe("supervisor with echo daemons (integration)", function () {
       process.env.PDK_FIXTURE_MODE_tfs = "fail";
       const r = await c.admin("POST", "/tenants", { id: "tfs" });
       expect(r.status).to.equal(500);
-      expect(r.json).to.deep.include({ code: "ERR_DAEMON_START_FAILED" });
+      expect(r.json).to.deep.include({ code: "ERR_DAEMON_START_FAILED", tenant: "tfs" });
+      expect(r.json, "a fixture writing plain text has no daemon code").not.to.have.property("daemon_code");
       expect((r.json as { error: string }).error).to.include("refuses to start").and.include("exit 3");
       expect(((await c.admin("GET", "/tenants/tfs")).json as { status: string }).status).to.equal("failed");
     });

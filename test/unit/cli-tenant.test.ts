@@ -57,6 +57,26 @@ describe("paddock tenant resume (cli/tenant-commands.ts)", () => {
   });
 });
 
+describe("paddock tenant create: a daemon that fails at start (cli/tenant-commands.ts daemonStartFailure)", () => {
+  it("prints one line: the supervisor's message with the daemon's reason, its code in words, what became of the tenant, and one code (exit 1)", async () => {
+    const reason = "image \"debian-13\" is not in the image store /var/lib/paddock/images; build it with `paddock image build debian-13`";
+    // The body supervisor/admin-api.ts sends for spawnDaemon's error (supervisor/daemon-process.ts).
+    const api = await fakeAdmin(() => ({ status: 500, body: {
+      error: `daemon of tenant t1 exited (exit 1) before it was ready: ${reason} (ERR_IMAGE_NOT_FOUND)`, code: "ERR_DAEMON_START_FAILED",
+      stderr: ["{\"level\":\"error\"}"], tenant: "t1", daemon_code: "ERR_IMAGE_NOT_FOUND",
+    } }));
+    try {
+      const c = context({ PADDOCK_ADMIN_URL: api.url, PADDOCK_ADMIN_TOKEN: "adm" });
+      expect(await runCli(["tenant", "create", "--id", "t1"], c.ctx)).to.equal(1);
+      const lines = c.err.text().split("\n").filter((l) => l !== "" && !l.includes("provisioning tenant"));
+      expect(lines).to.deep.equal([`paddock: error: daemon of tenant t1 exited (exit 1) before it was ready: ${reason} [the daemon's error: ERR_IMAGE_NOT_FOUND]; tenant t1 is kept as failed: its log is \`paddock tenant logs t1\`; once the cause is fixed, \`paddock tenant delete t1\` and create it again (ERR_DAEMON_START_FAILED)`]);
+      expect(c.out.text()).to.equal("");
+    } finally {
+      await api.close();
+    }
+  });
+});
+
 describe("paddock tenant: an empty admin token (cli/target.ts)", () => {
   it("--admin-token '' and PADDOCK_ADMIN_TOKEN= for an http(s) admin API are refused before sending (ERR_AUTH_REQUIRED, exit 1), not replaced by the admin-token file", async () => {
     const api = await fakeAdmin(() => ({ status: 200, body: [] }));

@@ -9,7 +9,7 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { isPaddockError } from "../../shared/errors.js";
-import { daemonStartReason, START_REASON_MAX_CHARS } from "../../supervisor/daemon-start-reason.js";
+import { daemonStartCode, daemonStartReason, START_REASON_MAX_CHARS } from "../../supervisor/daemon-start-reason.js";
 import { spawnDaemon } from "../../supervisor/daemon-process.js";
 
 const ndjson = (level: string, msg: string, fields: Record<string, unknown> = {}): string => JSON.stringify({ time: "2026-01-01T00:00:00.000Z", level, msg, tenant: "t1", ...fields });
@@ -70,6 +70,15 @@ describe("daemon start reason (supervisor/daemon-start-reason.ts)", () => {
   });
 });
 
+describe("daemon start code (supervisor/daemon-start-reason.ts daemonStartCode)", () => {
+  it("is the code of the last error-level line (its own, else its err's), only when it looks like a Paddock code", () => {
+    expect(daemonStartCode([ndjson("error", "first", { code: "ERR_NETWORK_SETUP_FAILED" }), ndjson("warn", "w", { code: "ERR_X" }), ndjson("error", "fatal", { err: { message: "m", code: "ERR_IMAGE_NOT_FOUND" } }), RUNC_WARNING])).to.equal("ERR_IMAGE_NOT_FOUND");
+    expect(daemonStartCode([ndjson("error", "coded", { code: "ERR_CONFIG_INVALID" }), ndjson("error", "fatal without code")]), "the fatal line has none").to.equal(undefined);
+    expect(daemonStartCode([ndjson("error", "errno", { code: "ENOENT" })]), "not a Paddock code").to.equal(undefined);
+    expect(daemonStartCode(["plain text", ""])).to.equal(undefined);
+  });
+});
+
 describe("spawnDaemon: a daemon that fails at start (supervisor/daemon-process.ts)", () => {
   let dir = "";
   beforeEach(async () => {
@@ -89,6 +98,6 @@ describe("spawnDaemon: a daemon that fails at start (supervisor/daemon-process.t
     }, 10_000).then(() => undefined, (e: unknown) => e);
     expect(isPaddockError(err) && err.code).to.equal("ERR_DAEMON_START_FAILED");
     expect((err as Error).message).to.equal("daemon of tenant t1 exited (exit 1) before it was ready: tenant id t1 is held by a running daemon (pid 1, config /c.yaml) (ERR_TENANT_ID_IN_USE)");
-    expect(isPaddockError(err) && err.details?.stderr).to.deep.equal(log);
+    expect(isPaddockError(err) && err.details).to.deep.equal({ stderr: log, tenant: "t1", daemon_code: "ERR_TENANT_ID_IN_USE" });
   });
 });
