@@ -52,8 +52,27 @@ export function parseFlags<const O extends FlagSpec>(argv: readonly string[], op
     return parseArgs({ args: normalizeBoolFlags(argv, options), options, strict: true, allowPositionals: true, allowNegative: true });
   } catch (err) {
     if (err instanceof UsageError) throw err;
-    throw new UsageError((err as Error).message);
+    throw new UsageError(parseArgsMessage(err as Error));
   }
+}
+
+/**
+ * Node's parseArgs errors (https://nodejs.org/api/util.html#utilparseargsconfig) in the CLI's
+ * words: an unknown flag is named as such (parseArgs's own text suggests quoting it after `--`,
+ * with an unbalanced quote), a flag without its value says which. Other errors keep their
+ * message. Pure.
+ */
+export function parseArgsMessage(err: Error): string {
+  const code = (err as { code?: unknown }).code;
+  if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+    const m = /^Unknown option '([^']*)'/.exec(err.message);
+    if (m) return `unknown flag ${m[1] as string} (see --help; an argument starting with - goes after --)`;
+  }
+  if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+    const m = /^Option '(-[^ ']*)[^']*' argument missing/.exec(err.message);
+    if (m) return `${m[1] as string} needs a value`;
+  }
+  return err.message;
 }
 
 /** Split argv at the first `--`: `[before, after]` (after is undefined without `--`). */

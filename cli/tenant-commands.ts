@@ -41,7 +41,7 @@ export interface TenantView {
 /** Help text of `paddock tenant`. */
 export const TENANT_HELP = `usage: paddock tenant COMMAND [flags]
 
-  create [--id ID] [--template T] [--image NAME] [--hypervisor oci|gvisor] [--label k=v]...
+  create [ID | --id ID] [--template T] [--image NAME] [--hypervisor oci|gvisor] [--label k=v]...
          [--max-vms N] [--max-vcpu N] [--max-ram 16G] [--max-disk 200G] [--max-pids N]
          [--token-expires-in 720h] [--json]
   list [--status S] [--label k=v]... [--json]
@@ -169,9 +169,12 @@ async function tenantCreate(ctx: CliContext, argv: string[]): Promise<number> {
     "max-pids": { type: "string" },
     "token-expires-in": { type: "string" },
   });
-  expectPositionals(positionals, 0, 0, "paddock tenant create [flags]");
+  expectPositionals(positionals, 0, 1, "paddock tenant create [ID | --id ID] [flags]");
+  // The id may be given as every other tenant command takes it (`tenant create acme`), or as --id.
+  const id = positionals[0] ?? values.id;
+  if (positionals[0] !== undefined && values.id !== undefined && values.id !== positionals[0]) throw new UsageError(`two ids: ${JSON.stringify(positionals[0])} and --id ${JSON.stringify(values.id)}; give one`);
   const body: Record<string, unknown> = {};
-  if (values.id !== undefined) body.id = values.id;
+  if (id !== undefined) body.id = id;
   if (values.template !== undefined) body.template = values.template;
   if (values.image !== undefined) body.image = values.image;
   // Checked by the supervisor (oci or gvisor, and runsc installed for gvisor).
@@ -195,7 +198,7 @@ async function tenantCreate(ctx: CliContext, argv: string[]): Promise<number> {
 
   const client = adminClient(ctx, values);
   const progress = new Progress(ctx.stderr);
-  progress.every(200, () => `provisioning tenant${values.id ? ` ${values.id}` : ""} (starting its daemon) … ${progress.elapsed()}`);
+  progress.every(200, () => `provisioning tenant${id !== undefined ? ` ${id}` : ""} (starting its daemon) … ${progress.elapsed()}`);
   let t: TenantView;
   try {
     t = await admin(ctx, client, () => client.json<TenantView>("POST", "/admin/v1/tenants", { json: body }));

@@ -30,6 +30,15 @@ describe("cli: argument parsing", () => {
     expect(() => parseFlags(["--s"], { s: { type: "string" } })).to.throw(UsageError);
   });
 
+  it("says which flag is unknown or lacks its value, in the CLI's words (not parseArgs's quoting advice)", async () => {
+    expect(() => parseFlags(["--nope"], { a: { type: "boolean" } })).to.throw(UsageError, /^unknown flag --nope \(see --help; an argument starting with - goes after --\)$/);
+    expect(() => parseFlags(["-x"], { a: { type: "boolean" } })).to.throw(UsageError, /^unknown flag -x /);
+    expect(() => parseFlags(["--s"], { s: { type: "string" } })).to.throw(UsageError, /^--s needs a value$/);
+    const c = fakeContext({ PADDOCK_URL: "http://127.0.0.1:9", PADDOCK_TOKEN: "t" });
+    expect(await runCli(["vm", "logs", "sbox-1", "--lines"], c.ctx)).to.equal(EXIT.USAGE);
+    expect(c.err.text()).to.equal("paddock: usage error: --lines needs a value\n");
+  });
+
   it("splits at the first `--`", () => {
     expect(splitAtDoubleDash(["h", "--uid", "0", "--", "sh", "-c", "--", "x"])).to.deep.equal([["h", "--uid", "0"], ["sh", "-c", "--", "x"]]);
     expect(splitAtDoubleDash(["h"])).to.deep.equal([["h"], undefined]);

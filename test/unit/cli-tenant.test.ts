@@ -12,11 +12,13 @@ import { resolveAdminTarget } from "../../cli/target.js";
 import { fakeCliContext } from "../helpers/cli-context.js";
 
 /** A fake admin API: answers every request with `answer(method, url)` and records the requests. */
-async function fakeAdmin(answer: (method: string, url: string) => { status: number; body: unknown }): Promise<{ url: string; requests: { method: string; url: string; auth: string | undefined }[]; close: () => Promise<void> }> {
-  const requests: { method: string; url: string; auth: string | undefined }[] = [];
+async function fakeAdmin(answer: (method: string, url: string) => { status: number; body: unknown }): Promise<{ url: string; requests: { method: string; url: string; auth: string | undefined; body: string }[]; close: () => Promise<void> }> {
+  const requests: { method: string; url: string; auth: string | undefined; body: string }[] = [];
   const server = http.createServer((req, res) => {
-    requests.push({ method: req.method ?? "", url: req.url ?? "", auth: req.headers.authorization });
-    req.resume();
+    const r = { method: req.method ?? "", url: req.url ?? "", auth: req.headers.authorization, body: "" };
+    requests.push(r);
+    req.setEncoding("utf8");
+    req.on("data", (d: string) => { r.body += d; });
     req.on("end", () => {
       const a = answer(req.method ?? "", req.url ?? "");
       res.writeHead(a.status, { "content-type": "application/json" });
@@ -71,6 +73,28 @@ describe("paddock tenant create: a daemon that fails at start (cli/tenant-comman
       const lines = c.err.text().split("\n").filter((l) => l !== "" && !l.includes("provisioning tenant"));
       expect(lines).to.deep.equal([`paddock: error: daemon of tenant t1 exited (exit 1) before it was ready: ${reason} [the daemon's error: ERR_IMAGE_NOT_FOUND]; tenant t1 is kept as failed: its log is \`paddock tenant logs t1\`; once the cause is fixed, \`paddock tenant delete t1\` and create it again (ERR_DAEMON_START_FAILED)`]);
       expect(c.out.text()).to.equal("");
+    } finally {
+      await api.close();
+    }
+  });
+});
+
+describe("paddock tenant create ID (cli/tenant-commands.ts)", () => {
+  it("takes the id as an argument like every other tenant command, or as --id; two different ids are a usage error", async () => {
+    const api = await fakeAdmin((_m, _url) => ({ status: 201, body: { ...tenant("active"), token: "pdk_x", token_id: "tok_1" } }));
+    const server = api;
+    try {
+      for (const argv of [["tenant", "create", "t1"], ["tenant", "create", "--id", "t1"], ["tenant", "create", "t1", "--id", "t1"]]) {
+        const c = context({ PADDOCK_ADMIN_URL: server.url, PADDOCK_ADMIN_TOKEN: "adm" });
+        expect(await runCli(argv, c.ctx), c.err.text()).to.equal(0);
+      }
+      expect(server.requests.map((r) => `${r.method} ${r.url} ${r.body}`)).to.deep.equal(Array(3).fill('POST /admin/v1/tenants {"id":"t1"}'));
+      const two = context({ PADDOCK_ADMIN_URL: server.url, PADDOCK_ADMIN_TOKEN: "adm" });
+      expect(await runCli(["tenant", "create", "t1", "--id", "t2"], two.ctx)).to.equal(2);
+      expect(two.err.text()).to.equal("paddock: usage error: two ids: \"t1\" and --id \"t2\"; give one\n");
+      const extra = context({ PADDOCK_ADMIN_URL: server.url, PADDOCK_ADMIN_TOKEN: "adm" });
+      expect(await runCli(["tenant", "create", "t1", "t2"], extra.ctx)).to.equal(2);
+      expect(server.requests).to.have.length(3);
     } finally {
       await api.close();
     }

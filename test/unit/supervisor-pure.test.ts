@@ -49,6 +49,14 @@ describe("supervisor config", () => {
     expect(parseSupervisorConfig(tree, "f", { env: { PADDOCK_RUN_DIR: "/env/run" } }).runDir).to.equal("/env/run");
   });
 
+  it("an empty PADDOCK_STATE_DIR, PADDOCK_RUN_DIR or PADDOCK_IMAGE_DIR counts as unset, not as the config's directory", () => {
+    const empty = { PADDOCK_STATE_DIR: "", PADDOCK_RUN_DIR: "", PADDOCK_IMAGE_DIR: "" };
+    const c = parseSupervisorConfig({ state_dir: "/file/state", image_dir: "/file/images" }, "f", { env: empty, baseDir: "/etc/paddock" });
+    expect([c.stateDir, c.runDir, c.imageDir]).to.deep.equal(["/file/state", "/run/paddock", "/file/images"]);
+    const d = parseSupervisorConfig(undefined, "<defaults>", { env: empty, baseDir: "/etc/paddock" });
+    expect([d.stateDir, d.runDir, d.imageDir]).to.deep.equal(["/var/lib/paddock", "/run/paddock", "/var/lib/paddock/images"]);
+  });
+
   it("reports every bad value with its YAML path and warns about unknown keys", () => {
     const paths = problemsOf(() => parseSupervisorConfig({
       gateway: { address: "nope" },
