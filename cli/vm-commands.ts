@@ -6,7 +6,7 @@
  * (vm-shell-command.ts); what they share is in vm-common.ts. This file holds the help text and the dispatch.
  */
 import { splitAtDoubleDash } from "./args.js";
-import { UsageError, EXIT } from "./cli-errors.js";
+import { ApiError, UsageError, EXIT } from "./cli-errors.js";
 import { writeOut, type CliContext } from "./cli-context.js";
 import { vmCommit, vmCommitDelete, vmCommits, vmFork, vmRestore, vmSuspend } from "./vm-commit-commands.js";
 import { vmCp } from "./vm-cp-commands.js";
@@ -63,6 +63,19 @@ export async function vmCommand(ctx: CliContext, argv: string[]): Promise<number
     await writeOut(ctx.stdout, VM_HELP);
     return EXIT.OK;
   }
+  try {
+    return await vmDispatch(ctx, cmd, rest);
+  } catch (err) {
+    // A 401 says nothing of where the CLI took the token from (cli/target.ts); say where one goes.
+    if (err instanceof ApiError && err.status === 401) {
+      throw new ApiError(401, `${err.error}; pass --token or --token-file, or set PADDOCK_TOKEN (the token \`paddock tenant create\` or \`paddock tenant token ID\` printed)`, err.code, { ...err.fields });
+    }
+    throw err;
+  }
+}
+
+/** One `paddock vm` command (`cmd` not a help request). @returns the exit code */
+async function vmDispatch(ctx: CliContext, cmd: string, rest: string[]): Promise<number> {
   switch (cmd) {
     case "launch": case "create": return vmLaunch(ctx, rest);
     case "list": case "ls": return vmList(ctx, rest);

@@ -48,7 +48,8 @@ export function clientFor(ctx: CliContext, values: Values): ApiClient {
  * Run `fn` with the VM's real hostname. On a 404 the name is looked up as a friendly-name tag
  * (`GET /nodes?tag=name=<v>`: the API never resolves names, the CLI retries). The retry
  * happens only when exactly one VM carries that tag and its hostname differs.
- * @throws the first error when it is not a 404 or no single VM matches.
+ * @throws the first error when it is not a 404 or no single VM matches; an `ERR_VM_NOT_FOUND`
+ *   whose message does not name `host` (the API's is `VM not found`) is given one that does.
  */
 export async function withVm<T>(client: ApiClient, host: string, fn: (hostname: string) => Promise<T>): Promise<T> {
   try {
@@ -56,7 +57,12 @@ export async function withVm<T>(client: ApiClient, host: string, fn: (hostname: 
   } catch (err) {
     if (!(err instanceof ApiError) || err.status !== 404) throw err;
     const byName = await client.json<VmNode[]>("GET", "/nodes", { query: [["tag", `name=${host}`]] }).catch(() => [] as VmNode[]);
-    if (!Array.isArray(byName) || byName.length !== 1 || byName[0]?.hostname === host) throw err;
+    if (!Array.isArray(byName) || byName.length !== 1 || byName[0]?.hostname === host) {
+      if (err.code === "ERR_VM_NOT_FOUND" && !err.error.includes(host)) {
+        throw new ApiError(404, `VM ${JSON.stringify(host)} not found: no VM has that hostname or a name=${host} tag (paddock vm list)`, err.code, { ...err.fields });
+      }
+      throw err;
+    }
     return fn((byName[0] as VmNode).hostname);
   }
 }

@@ -92,6 +92,28 @@ describe("paddock vm pause|resume|suspend of a VM already in that state (cli/vm-
   });
 });
 
+describe("paddock vm: errors that name what is missing (cli/vm-common.ts withVm, cli/vm-commands.ts)", () => {
+  it("an unknown VM is named (the API's message is 'VM not found'); a 401 says where a token goes", async () => {
+    let auth = true;
+    const api = await fakeApi((req, res) => {
+      if (!auth) return json(res, 401, { error: "missing, invalid, expired or revoked token", code: "ERR_AUTH_REQUIRED" });
+      if ((req.url ?? "").startsWith("/nodes")) return json(res, 200, []);
+      json(res, 404, { error: "VM not found", code: "ERR_VM_NOT_FOUND" });
+    });
+    try {
+      const missing = fakeCliContext(api.env);
+      expect(await runCli(["vm", "get", "sbox-9"], missing.ctx)).to.equal(3);
+      expect(missing.err.text()).to.equal("paddock: error: VM \"sbox-9\" not found: no VM has that hostname or a name=sbox-9 tag (paddock vm list) (ERR_VM_NOT_FOUND, HTTP 404)\n");
+      auth = false;
+      const denied = fakeCliContext(api.env);
+      expect(await runCli(["vm", "list"], denied.ctx)).to.equal(1);
+      expect(denied.err.text()).to.equal("paddock: error: missing, invalid, expired or revoked token; pass --token or --token-file, or set PADDOCK_TOKEN (the token `paddock tenant create` or `paddock tenant token ID` printed) (ERR_AUTH_REQUIRED, HTTP 401)\n");
+    } finally {
+      await api.close();
+    }
+  });
+});
+
 describe("paddock vm exec: a stream cut before its exit frame (cli/vm-exec-command.ts)", () => {
   it("prints what was cut and the likely causes with ERR_EXEC_STREAM_CUT and exits 1, keeping the output relayed so far", async () => {
     const api = await fakeApi((_req, res) => {
