@@ -130,6 +130,7 @@ describe("paddock vm exec: a stream cut before its exit frame (cli/vm-exec-comma
       const lines = err.text().split("\n").filter((l) => l !== "");
       expect(lines, err.text()).to.have.length(1);
       expect(lines[0]).to.match(/^paddock: error: the exec stream was cut \((ECONNRESET|aborted)\) before the command's exit frame, so its outcome is unknown; likely causes: the tenant's API token was revoked, the tenant was suspended or deleted, .*\(ERR_EXEC_STREAM_CUT\)$/);
+      expect(lines[0], "a VM that ended cuts the stream too").to.contain("or the VM itself ended (a guest exit, an OOM kill, its pids limit under gVisor: `paddock events` says why)");
     } finally {
       await api.close();
     }
