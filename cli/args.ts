@@ -71,6 +71,9 @@ export function parseArgsMessage(err: Error): string {
   if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
     const m = /^Option '(-[^ ']*)[^']*' argument missing/.exec(err.message);
     if (m) return `${m[1] as string} needs a value`;
+    // `--lines -1`: parseArgs takes the value for a flag and says so on three lines.
+    const a = /^Option '(-[^ ']*)' argument is ambiguous/.exec(err.message);
+    if (a) return `${a[1] as string} is followed by a value starting with -; write it as ${a[1] as string}=VALUE`;
   }
   return err.message;
 }

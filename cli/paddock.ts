@@ -7,6 +7,7 @@
  */
 import { realpathSync } from "node:fs";
 import { PADDOCK_VERSION } from "../shared/version.js";
+import { isPaddockError } from "../shared/errors.js";
 import { fileURLToPath } from "node:url";
 import { EXIT, UsageError, describeError, exitCodeFor } from "./cli-errors.js";
 import { processContext, writeOut, type CliContext } from "./cli-context.js";
@@ -98,6 +99,14 @@ async function upCommand(ctx: CliContext, argv: string[]): Promise<number> {
     return EXIT.OK;
   }
   const supervisor = await import("../supervisor/main.js");
+  // A bad command line is a usage error (exit 2) like every other command's, checked before
+  // anything starts; main() parses the same argv again.
+  try {
+    supervisor.parseUpArgs(argv);
+  } catch (err) {
+    if (isPaddockError(err) && err.code === "ERR_BAD_REQUEST") throw new UsageError(`${err.message.split("\n")[0] as string}; see paddock up --help`);
+    throw err;
+  }
   return supervisor.main(argv);
 }
 

@@ -37,6 +37,16 @@ describe("cli: argument parsing", () => {
     const c = fakeContext({ PADDOCK_URL: "http://127.0.0.1:9", PADDOCK_TOKEN: "t" });
     expect(await runCli(["vm", "logs", "sbox-1", "--lines"], c.ctx)).to.equal(EXIT.USAGE);
     expect(c.err.text()).to.equal("paddock: usage error: --lines needs a value\n");
+    expect(() => parseFlags(["--lines", "-1"], { lines: { type: "string" } })).to.throw(UsageError, /^--lines is followed by a value starting with -; write it as --lines=VALUE$/);
+  });
+
+  it("paddock up with a bad command line is a usage error (exit 2) on one line, before anything starts", async () => {
+    const c = fakeContext();
+    expect(await runCli(["up", "extra"], c.ctx)).to.equal(EXIT.USAGE);
+    expect(c.err.text()).to.equal("paddock: usage error: unknown argument \"extra\"; see paddock up --help\n");
+    const v = fakeContext();
+    expect(await runCli(["up", "--state-dir"], v.ctx)).to.equal(EXIT.USAGE);
+    expect(v.err.text()).to.equal("paddock: usage error: --state-dir needs a value; see paddock up --help\n");
   });
 
   it("splits at the first `--`", () => {
