@@ -56,16 +56,29 @@ export interface TokenEntry<T> {
 }
 
 const DUMMY_HASH = hashToken("paddock-dummy-token-never-issued");
+const DUMMY_BYTES = Buffer.from(DUMMY_HASH, "hex");
+
+/** A stored entry with its digest's bytes decoded once, at index build. */
+interface IndexedEntry<T> {
+  entry: TokenEntry<T>;
+  /**
+   * The bytes of `entry.hash`. Only read on a Map hit, where `entry.hash` equals the presented
+   * token's digest (64 lowercase hex), so they are its 32 bytes.
+   */
+  bytes: Buffer;
+}
 
 /**
  * An index of token hashes → owner, rebuilt whenever the registry changes.
- * {@link verify} does identical work for unknown, expired and revoked tokens.
+ * {@link verify} does identical work for unknown, expired and revoked tokens: one SHA-256,
+ * one Map lookup by hex digest, one hex decode of the presented digest and one
+ * `timingSafeEqual` against the stored digest's bytes (decoded once here, not per request).
  */
 export class TokenIndex<T> {
-  private readonly byHash = new Map<string, TokenEntry<T>>();
+  private readonly byHash = new Map<string, IndexedEntry<T>>();
 
   constructor(entries: Iterable<TokenEntry<T>> = []) {
-    for (const e of entries) this.byHash.set(e.hash, e);
+    for (const e of entries) this.byHash.set(e.hash, { entry: e, bytes: Buffer.from(e.hash, "hex") });
   }
 
   get size(): number {
@@ -78,10 +91,12 @@ export class TokenIndex<T> {
    */
   verify(presented: string | undefined, nowMs = Date.now()): T | undefined {
     const hash = hashToken(presented ?? "");
-    const entry = this.byHash.get(hash);
-    const equal = hashesEqual(hash, entry?.hash ?? DUMMY_HASH);
+    const found = this.byHash.get(hash);
+    // A Map hit means the digests are equal already; the constant-time compare keeps the
+    // work of a hit and a miss the same (the digest of a miss against the dummy's).
+    const equal = timingSafeEqual(Buffer.from(hash, "hex"), found?.bytes ?? DUMMY_BYTES) && found !== undefined;
+    const entry = found?.entry;
     const live = entry !== undefined && !entry.revoked && (entry.expiresAtMs === undefined || entry.expiresAtMs > nowMs);
     return equal && live && presented !== undefined ? entry.value : undefined;
   }
 }
-
