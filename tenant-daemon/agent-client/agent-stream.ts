@@ -11,6 +11,7 @@ import { BODY_IDLE_TIMEOUT_MS } from "../../shared/body-idle-timeout.js";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { AGENT_PROOF_HEADER, agentConnectOptions, answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
 import { AnswerTap } from "./chunked-relay.js";
+import { largeReadConnectOptions } from "./large-read.js";
 import { rawBodyCheck } from "./length-relay.js";
 
 /** Request headers that must not travel to the agent (hop-by-hop, credentials, identity). */
@@ -62,7 +63,11 @@ export function streamToAgent(
   const headers: http.OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !DROP_REQUEST_HEADERS.has(k)) headers[k] = v;
   headers.host = "agent";
-  const upstream = http.request({ ...agentConnectOptions(endpoint), method: req.method, path: agentPath, headers });
+  // A download (cp out) reads the agent's socket 256 KiB at a time on the inherited-listener
+  // channel (large-read.ts); the reverse channel's connections are accepted, not made here.
+  const download = endpoint.dial === undefined && req.method === "GET" && /^\/v1\/cp(?:\?|$)/.test(agentPath);
+  const connect = download ? largeReadConnectOptions(endpoint.socketPath) : agentConnectOptions(endpoint);
+  const upstream = http.request({ ...connect, method: req.method, path: agentPath, headers });
   let responded = false;
   /** The agent stalled on the body before answering: refused here, its request destroyed. */
   let stalled = false;
