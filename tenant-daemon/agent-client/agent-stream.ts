@@ -50,6 +50,10 @@ const DROP_RESPONSE_HEADERS = new Set(["connection", "keep-alive", "transfer-enc
  * and drops the agent's connection. Broken framing or an agent connection that closes before
  * the body's end cuts the client's answer (its connection is destroyed), as any failure after
  * the answer started.
+ *
+ * A download (`GET /v1/cp`) on the inherited-listener channel gets a new agent connection that
+ * reads 256 KiB at a time (large-read.ts) instead of one from Node's keep-alive pool: fewer,
+ * larger reads and writes in the relay (docs/performance.md "cp out, to the floor").
  */
 export function streamToAgent(
   endpoint: AgentEndpoint,
