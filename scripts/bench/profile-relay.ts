@@ -5,13 +5,14 @@
  * the build's `streamToAgent` (tenant-daemon/agent-client/agent-stream.ts) in a plain
  * `node:http` server under the daemon's node flags (shared/daemon-node-flags.ts). This process
  * is the client: a streamed exec of `--mb` MiB of text (every NDJSON frame parsed, as figure 4),
- * a binary cp in and a binary cp out of `--mb` MiB of random bytes (checked byte-exact once).
+ * a binary cp in, a binary cp out and a tar cp out (`tarout`) of `--mb` MiB of random bytes
+ * (checked byte-exact once; tar: the file's data in the archive).
  * Several builds (`--dist a,b`: `dist/` directories, e.g. a copy of main's next to this one)
  * run interleaved, build order flipping every round; printed: medians of CPU ms per 100 MiB of
  * the relay, the agent and this client (/proc/<pid>/stat, process.cpuUsage) and MB/s, with the
  * load average. Loopback Unix sockets only.
  *
- *   node dist/scripts/bench/profile-relay.js --dist dist,/path/to/base/dist [--mb 100] [--rounds 3] [--only exec,in,out] [--cpu-prof DIR] [--strace]
+ *   node dist/scripts/bench/profile-relay.js --dist dist,/path/to/base/dist [--mb 100] [--rounds 3] [--only exec,in,out,tarout] [--cpu-prof DIR] [--strace]
  *
  * `--cpu-prof DIR` runs the relays and agents under `node --cpu-prof` (profiles in DIR); `--strace` prints
  * `strace -c -f` of each relay and agent for its first transfer of each kind.
@@ -116,14 +117,19 @@ function upload(sock: string, p: string, file: string): Promise<number> {
   });
 }
 
-function download(sock: string, p: string, hash?: crypto.Hash): Promise<{ status: number; bytes: number }> {
+/**
+ * GET `p` from `sock`, counting the body's bytes; `hash` gets the body's bytes in
+ * `[skip, skip + take)` (a tar answer of one file: its data after the 512-byte header).
+ */
+function download(sock: string, p: string, hash?: crypto.Hash, skip = 0, take = Infinity): Promise<{ status: number; bytes: number }> {
   return new Promise((resolve, reject) => {
     http
       .get({ socketPath: sock, path: p }, (res) => {
         let bytes = 0;
         res.on("data", (c: Buffer) => {
+          const from = Math.max(0, skip - bytes), to = Math.min(c.length, skip + take - bytes);
+          if (hash !== undefined && to > from) hash.update(c.subarray(from, to));
           bytes += c.length;
-          hash?.update(c);
         });
         res.on("end", () => resolve({ status: res.statusCode ?? 0, bytes }));
         res.on("error", reject);
@@ -201,10 +207,15 @@ async function main(): Promise<void> {
             ok = r.status === 200 && r.payloadBytes === bytes && r.exitCode === 0;
           } else if (kind === "in") {
             ok = (await upload(lab.sock, `/cp?path=${encodeURIComponent(dest)}&mode=binary&uid=0`, src)) === 200;
-          } else {
+          } else if (kind === "out") {
             const h = round === 0 ? crypto.createHash("sha256") : undefined;
             const r = await download(lab.sock, `/cp?path=${encodeURIComponent(dest)}&mode=binary&uid=0`, h);
             ok = r.status === 200 && r.bytes === bytes && (h === undefined || h.digest("hex") === wantHex);
+          } else {
+            // tar of the one file: a 512-byte header, the data, padding to 512, two zero blocks.
+            const h = round === 0 ? crypto.createHash("sha256") : undefined;
+            const r = await download(lab.sock, `/cp?path=${encodeURIComponent(dest)}&mode=tar&uid=0`, h, 512, bytes);
+            ok = r.status === 200 && r.bytes === 512 + Math.ceil(bytes / 512) * 512 + 1024 && (h === undefined || h.digest("hex") === wantHex);
           }
           const ms = nowMs() - t0;
           const c = process.cpuUsage(c0);

@@ -11,6 +11,7 @@ import { BODY_IDLE_TIMEOUT_MS } from "../../shared/body-idle-timeout.js";
 import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { AGENT_PROOF_HEADER, agentConnectOptions, answerIsFromAgent, type AgentEndpoint } from "./agent-endpoint.js";
 import { AnswerTap } from "./chunked-relay.js";
+import { largeReadConnectOptions } from "./large-read.js";
 import { rawBodyCheck } from "./length-relay.js";
 
 /** Request headers that must not travel to the agent (hop-by-hop, credentials, identity). */
@@ -49,6 +50,10 @@ const DROP_RESPONSE_HEADERS = new Set(["connection", "keep-alive", "transfer-enc
  * and drops the agent's connection. Broken framing or an agent connection that closes before
  * the body's end cuts the client's answer (its connection is destroyed), as any failure after
  * the answer started.
+ *
+ * A download (`GET /v1/cp`) on the inherited-listener channel gets a new agent connection that
+ * reads 256 KiB at a time (large-read.ts) instead of one from Node's keep-alive pool: fewer,
+ * larger reads and writes in the relay (docs/performance.md "cp out, to the floor").
  */
 export function streamToAgent(
   endpoint: AgentEndpoint,
@@ -62,7 +67,11 @@ export function streamToAgent(
   const headers: http.OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !DROP_REQUEST_HEADERS.has(k)) headers[k] = v;
   headers.host = "agent";
-  const upstream = http.request({ ...agentConnectOptions(endpoint), method: req.method, path: agentPath, headers });
+  // A download (cp out) reads the agent's socket 256 KiB at a time on the inherited-listener
+  // channel (large-read.ts); the reverse channel's connections are accepted, not made here.
+  const download = endpoint.dial === undefined && req.method === "GET" && /^\/v1\/cp(?:\?|$)/.test(agentPath);
+  const connect = download ? largeReadConnectOptions(endpoint.socketPath) : agentConnectOptions(endpoint);
+  const upstream = http.request({ ...connect, method: req.method, path: agentPath, headers });
   let responded = false;
   /** The agent stalled on the body before answering: refused here, its request destroyed. */
   let stalled = false;

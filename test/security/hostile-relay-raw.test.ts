@@ -24,6 +24,7 @@
  *   HEAD, HTTP/1.0 and pipelined requests (the old path) get their answers;
  * - every case gives the body relay's budget back.
  *
+ * Every case runs on a plain agent route and on a cp download (its large-read connection).
  * No VM, no daemon, a few seconds.
  */
 import { expect } from "chai";
@@ -106,7 +107,17 @@ function oneLengthAnswer(raw: string): { head: string; body: string; rest: strin
   return { head, body: raw.slice(end + 4, end + 4 + n), rest: raw.slice(end + 4 + n) };
 }
 
-describe("security: a guest agent's raw chunked answers against the daemon's byte-level relay (real sockets, no VM)", function () {
+/**
+ * Each case runs on two routes: `/v1/<name>` (an agent connection from Node's HTTP agent) and
+ * `/v1/cp?at=/<name>` (a GET there is a download: a new agent connection that reads 256 KiB at a
+ * time, agent-client/large-read.ts).
+ */
+const ROUTES = [
+  { route: "agent", agentPath: (url: string): string => `/v1${url}` },
+  { route: "cp download", agentPath: (url: string): string => `/v1/cp?at=${url}` },
+] as const;
+
+for (const { route, agentPath } of ROUTES) describe(`security: a guest agent's raw chunked answers against the daemon's byte-level relay (real sockets, no VM; ${route} route)`, function () {
   this.timeout(30_000);
   let dir = "";
   let agent: net.Server;
@@ -134,14 +145,14 @@ describe("security: a guest agent's raw chunked answers against the daemon's byt
         head += d.toString("latin1");
         if (!head.includes("\r\n\r\n")) return;
         s.off("data", onData);
-        const name = /^[A-Z]+ \/v1\/(\S+) /.exec(head)?.[1] ?? "";
+        const name = /^[A-Z]+ \/v1\/(?:cp\?at=\/)?(\S+) /.exec(head)?.[1] ?? "";
         (behaviours.get(name) ?? answerAndClose("0\r\n\r\n"))(s);
       };
       s.on("data", onData);
     });
     await new Promise<void>((resolve) => agent.listen(path.join(dir, "agent.sock"), resolve));
     const endpoint = { hostname: "vm-1", socketPath: path.join(dir, "agent.sock"), proof: PROOF };
-    api = http.createServer((req, res) => streamToAgent(endpoint, req, res, `/v1${req.url ?? "/"}`, (err: PaddockError) => {
+    api = http.createServer((req, res) => streamToAgent(endpoint, req, res, agentPath(req.url ?? "/"), (err: PaddockError) => {
       const r = errorResponse(err);
       res.writeHead(r.status, { "content-type": "application/json" }).end(JSON.stringify(r.body));
     }));
