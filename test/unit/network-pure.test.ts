@@ -212,6 +212,21 @@ describe("network: renderRuleset golden files", () => {
   it("full ruleset", async () => {
     await golden("network-ruleset-full.nft", renderRuleset(input));
   });
+  it("renders without String.prototype.localeCompare (its first call sets up ICU's collator at every daemon start), deny entries in the order localeCompare gave", () => {
+    const deny = ["192.168.0.0/16", "10.0.0.0/8", "100.100.100.200/32", "172.16.0.0/12", "169.254.169.254/32", "10.0.0.0/8:22", "10.0.0.0/8:3", "1.2.3.0/24", "198.18.200.0/24:22"];
+    const real = Object.getOwnPropertyDescriptor(String.prototype, "localeCompare") as PropertyDescriptor;
+    let text: string;
+    Object.defineProperty(String.prototype, "localeCompare", { ...real, value: () => { throw new Error("localeCompare called"); } });
+    try {
+      text = renderRuleset({ ...input, deny });
+    } finally {
+      Object.defineProperty(String.prototype, "localeCompare", real);
+    }
+    const chain = text.slice(text.indexOf("\tchain deny {\n"), text.indexOf("\n\t}\n", text.indexOf("\tchain deny {\n")));
+    const rendered = [...chain.matchAll(/ip daddr ([0-9][^\s]*)(?: meta l4proto \{ tcp, udp \} th dport (\d+))?/g)].map((m) => (m[2] === undefined ? m[1] : `${m[1]}:${m[2]}`));
+    const byLocale = deny.map((t) => t.replace(/\/32(?=$|:)/, "")).sort((a, b) => (a.split(":")[0] ?? "").localeCompare(b.split(":")[0] ?? "") || Number(a.split(":")[1] ?? 0) - Number(b.split(":")[1] ?? 0));
+    expect(rendered).to.deep.equal(byLocale);
+  });
   it("empty tenant (no VMs, no bridges)", async () => {
     await golden("network-ruleset-empty.nft", renderRuleset({ tenantId: "empty", ownRanges: [], foreignRanges: [], deny: [], bridges: [], isolatedVms: [], floors: [] }));
   });
