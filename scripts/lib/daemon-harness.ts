@@ -133,9 +133,11 @@ export class TestDaemon {
    * Start the daemon and wait until `/healthz` answers 200. `opts.target`: where to poll
    * (default its socket; a config written for TCP passes its host and port). `opts.command`:
    * what node runs (default `<daemonArgv> up <config>`; e.g. the CLI's `daemon up`).
+   * `opts.pollMs`: the pause between two polls, ms (default 50; a benchmark that times the
+   * start passes a few ms, else the time read can be up to one pause late).
    * @throws Error with its stderr when it exits first, or after `timeoutMs`.
    */
-  async start(timeoutMs = 60_000, opts: { target?: Target; command?: readonly string[] } = {}): Promise<void> {
+  async start(timeoutMs = 60_000, opts: { target?: Target; command?: readonly string[]; pollMs?: number } = {}): Promise<void> {
     const target = opts.target ?? { socketPath: this.socketPath };
     const child = this.spawn(opts.command);
     const exited = new Promise<never>((_, reject) => child.once("exit", (code, sig) => reject(new Error(`daemon exited (${code ?? sig}) during start:\n${this.stderr.slice(-4000)}`))));
@@ -145,7 +147,7 @@ export class TestDaemon {
       const ok = await Promise.race([request(target, "GET", "/healthz").then((r) => r.status === 200, () => false), exited]);
       if (ok) return;
       if (Date.now() > deadline) throw new Error(`daemon not ready after ${timeoutMs} ms:\n${this.stderr.slice(-4000)}`);
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, opts.pollMs ?? 50));
     }
   }
 
