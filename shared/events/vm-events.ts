@@ -18,8 +18,9 @@ export type VmEventType = (typeof VM_EVENT_TYPES)[number];
  * `warm_pool` (a warm VM handed out), `agent` (the guest agent answered), `expired` (the VM's
  * deadline passed), `guest_exit` (the sandbox's init ended on its own: a guest poweroff, a
  * crash), `oom` (the VM's memory cgroup counted an OOM kill: of the init or of what ended it, on
- * `exited`; of a guest process, on `oom`), `pids_limit` (a gVisor VM ended whole because its
- * guest forked up to its pids limit: its cgroup counted refused forks this boot;
+ * `exited`; of a guest process, on `oom`), `pids_limit` (a gVisor VM ended whole after its
+ * cgroup counted refused forks this boot: its own pids limit, or on cgroup v1 its tenant's shared
+ * budget, which another VM may have filled;
  * tenant-daemon/vm/vm-exit-reason.ts), `reaped` (Paddock killed the sandbox: it ignored
  * SIGTERM for `paddock.stop_timeout_seconds` and got SIGKILL, or a daemon start found it created
  * but never started), `shutdown` (an ephemeral VM shut down through the API),

@@ -21,7 +21,9 @@
  * https://docs.kernel.org/admin-guide/cgroup-v1/pids.html; cgroup v2: times this cgroup's
  * `pids.max` was hit, https://docs.kernel.org/admin-guide/cgroup-v2.html#pid), again a kernel
  * file the guest cannot write. Under runc a refused fork fails in the guest (EAGAIN) and the VM
- * runs on, so a runc VM's exit is never put down to it.
+ * runs on, so a runc VM's exit is never put down to it. The counter tells which limit refused a
+ * fork of this VM's sandbox, not whose guest forked: the tenant's budget is shared, so on cgroup
+ * v1 a VM ended because another VM filled it reads `pids_limit` too.
  */
 import { promises as fs } from "node:fs";
 import path from "node:path";
