@@ -15,6 +15,7 @@ import { listenHttp } from "../shared/http/listen.js";
 import { sleep } from "../shared/time.js";
 import { formatListenAddress, loadSupervisorConfig, type ListenAddress, type SupervisorConfig, type SupervisorFlags } from "./supervisor-config.js";
 import { TenantRegistry } from "./tenant-registry.js";
+import { claimRunDir } from "./run-dir-claim.js";
 import { AuditLog } from "./audit-log.js";
 import { SupervisorMetrics } from "./metrics.js";
 import { HostInfo } from "./host-info.js";
@@ -93,10 +94,12 @@ async function closeServer(server: http.Server): Promise<void> {
 
 /**
  * Start the supervisor.
- * Steps: 1. config; 2. dirs (0700) and the one-supervisor-per-state-dir lock; 3. admin
+ * Steps: 1. config; 2. dirs (0700), the one-supervisor-per-state-dir lock and the run dir's
+ * claim for this state dir (run-dir-claim.ts); 3. admin
  * token; 4. registry (refuses corrupt state); 5. reconcile tenants (adopt, restart,
  * remove leftovers); 6. listeners.
- * @throws PaddockError `ERR_CONFIG_INVALID`, `ERR_STATE_CORRUPT`, `ERR_STATE_LOCKED`, `ERR_SOCKET_IN_USE`.
+ * @throws PaddockError `ERR_CONFIG_INVALID`, `ERR_STATE_CORRUPT`, `ERR_STATE_LOCKED` (the state dir, or a run dir
+ *   another supervisor state owns), `ERR_STORAGE_FAILED` (the run dir claim), `ERR_SOCKET_IN_USE`.
  */
 export async function runSupervisor(opts: SupervisorOptions = {}): Promise<RunningSupervisor> {
   const config = await loadSupervisorConfig(opts.configFile, { env: opts.env, flags: opts.flags });
@@ -132,6 +135,8 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
   /** Stopped at close (and after a failed start), before the daemons. */
   const closers: (() => Promise<void>)[] = [];
   try {
+    // Before anything reads or removes below the run dir: it must be this state's (run-dir-claim.ts).
+    await claimRunDir(config.runDir, config.stateDir);
     const adminTokenFile = path.join(supDir, "admin-token");
     const admin = await ensureAdminToken(adminTokenFile);
     if (admin.created) log.info("generated the admin token", { file: adminTokenFile });
