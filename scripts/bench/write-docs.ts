@@ -147,16 +147,21 @@ export function renderBenchmarksDoc(picked: Array<{ figure: FigureResult; report
     "| run started | command | machine | load avg (min–max, mean) |",
     "|---|---|---|---|",
   ];
-  for (const r of runs) {
-    const m = r.machine;
-    out.push(`| ${r.startedAt} | \`${r.command}\` | ${m.cpuModel}, ${m.cores} cores, ${m.memGiB} GiB, ${m.distro}, kernel ${m.kernel}, cgroup ${m.cgroup}, node ${m.node}, runc ${m.runc} | ${r.load.min.toFixed(1)}–${r.load.max.toFixed(1)}, ${r.load.mean.toFixed(1)} |`);
-  }
-  for (const s of carriedStamps) {
-    const row = committed?.machineRows.get(s);
-    if (row) out.push(row);
-  }
-  for (const r of runs) for (const l of buildsLines(r.builds)) out.push("", `Run ${r.startedAt}: ${l}`);
-  for (const s of carriedStamps) for (const l of committed?.runLines.get(s) ?? []) out.push("", l);
+  // Local and carried runs in one order, newest first, so a page written from local results and
+  // the same page written again from itself (a fresh clone) list them alike.
+  const listed: Array<{ stamp: string; machineRow: string | undefined; runLines: string[] }> = [
+    ...runs.map((r) => {
+      const m = r.machine;
+      return {
+        stamp: r.startedAt,
+        machineRow: `| ${r.startedAt} | \`${r.command}\` | ${m.cpuModel}, ${m.cores} cores, ${m.memGiB} GiB, ${m.distro}, kernel ${m.kernel}, cgroup ${m.cgroup}, node ${m.node}, runc ${m.runc} | ${r.load.min.toFixed(1)}–${r.load.max.toFixed(1)}, ${r.load.mean.toFixed(1)} |`,
+        runLines: buildsLines(r.builds).map((l) => `Run ${r.startedAt}: ${l}`),
+      };
+    }),
+    ...carriedStamps.map((s) => ({ stamp: s, machineRow: committed?.machineRows.get(s), runLines: committed?.runLines.get(s) ?? [] })),
+  ].sort((a, b) => b.stamp.localeCompare(a.stamp));
+  for (const l of listed) if (l.machineRow) out.push(l.machineRow);
+  for (const l of listed) for (const line of l.runLines) out.push("", line);
   out.push(
     "",
     "## Goals",
