@@ -91,6 +91,12 @@ Run the supervisor until SIGTERM/SIGINT: gateway (tenants' Slicer API, default 1
 admin API (default 127.0.0.1:8081, token in <state_dir>/supervisor/admin-token). Defaults: state
 /var/lib/paddock, run /run/paddock (PADDOCK_STATE_DIR / PADDOCK_RUN_DIR); example config in
 templates/supervisor.example.yaml.
+
+A flag's value goes after a space or after \`=\`; one starting with - only after \`=\`
+(--state-dir=-x). A bad command line exits 2 (usage error), as does a config or flag value the
+supervisor refuses (ERR_CONFIG_INVALID); any other refused start prints
+\`paddock: error: MESSAGE (CODE)\` and exits 1 (e.g. ERR_STATE_LOCKED: another supervisor runs on
+the state dir).
 `;
 
 async function upCommand(ctx: CliContext, argv: string[]): Promise<number> {
@@ -104,7 +110,7 @@ async function upCommand(ctx: CliContext, argv: string[]): Promise<number> {
   try {
     supervisor.parseUpArgs(argv);
   } catch (err) {
-    if (isPaddockError(err) && err.code === "ERR_BAD_REQUEST") throw new UsageError(`${err.message.split("\n")[0] as string}; see paddock up --help`);
+    if (isPaddockError(err) && err.code === "ERR_BAD_REQUEST") throw new UsageError(err.message);
     throw err;
   }
   return supervisor.main(argv);
