@@ -69,7 +69,8 @@ A file that cannot be read is ERR_FILE_UNREADABLE (exit 1); a config the daemon 
 
 async function daemonCommand(ctx: CliContext, argv: string[]): Promise<number> {
   const [sub, file, ...extra] = argv;
-  if (sub === "--help" || sub === "-h" || sub === "help") {
+  // `daemon up --help` too: a FILE named --help would be read as a config otherwise.
+  if (sub === "--help" || sub === "-h" || sub === "help" || argv.includes("--help") || argv.includes("-h")) {
     await writeOut(ctx.stdout, DAEMON_HELP);
     return EXIT.OK;
   }

@@ -9,7 +9,7 @@ import { renderTable, formatBytes, formatAge } from "../../cli/output.js";
 import { execQuery, parseCpOperand, renderNodeTable } from "../../cli/vm-commands.js";
 import { encodeFrame as shellFrame, encodeWindowSize } from "../../shared/slicer/shell-frames.js";
 import { adminTokenPath, isSocketAddress, parseApiAddress, resolveAdminTarget, resolveTarget } from "../../cli/target.js";
-import { runCli, HELP } from "../../cli/paddock.js";
+import { runCli, HELP, DAEMON_HELP } from "../../cli/paddock.js";
 import { describeStartError, parseUpArgs } from "../../supervisor/main.js";
 import { fakeCliContext } from "../helpers/cli-context.js";
 
@@ -61,6 +61,15 @@ describe("cli: argument parsing", () => {
     }
     expect(parseUpArgs(["--state-dir=--x", "--run-dir", "/r", "--stop-daemons-on-exit=false"])).to.deep.equal({ configFile: undefined, flags: { stateDir: "--x", runDir: "/r", stopDaemonsOnExit: false } });
     expect(parseUpArgs(["-c", "/etc/p.yaml", "--stop-daemons-on-exit"])).to.deep.equal({ configFile: "/etc/p.yaml", flags: { stopDaemonsOnExit: true } });
+  });
+
+  it("paddock daemon up|purge --help prints the daemon usage (exit 0) rather than reading a file named --help", async () => {
+    for (const argv of [["daemon", "up", "--help"], ["daemon", "purge", "--help"], ["daemon", "up", "-h"], ["daemon", "--help"]]) {
+      const c = fakeContext();
+      expect(await runCli(argv, c.ctx), argv.join(" ")).to.equal(EXIT.OK);
+      expect(c.out.text(), argv.join(" ")).to.equal(DAEMON_HELP);
+      expect(c.err.text(), argv.join(" ")).to.equal("");
+    }
   });
 
   it("paddock up says a refused start as the other commands do: `error: MESSAGE (CODE)`, exit 2 for a bad config, else 1", () => {
