@@ -50,7 +50,9 @@ Exit codes:
   3  not found (HTTP 404)
   4  conflict or forbidden (HTTP 403/409)
   vm exec exits with the remote command's own exit code (128+N when killed by signal N), or 1 with
-  ERR_EXEC_STREAM_CUT when its stream is cut before the exit frame (token revoked, tenant suspended).
+  ERR_EXEC_STREAM_CUT when its stream is cut before the exit frame (token revoked, tenant suspended
+  or deleted, gateway or daemon stopped, or the VM itself ended: a guest exit, an OOM kill, its pids
+  limit under gVisor; paddock events says why).
 `;
 
 

@@ -63,6 +63,13 @@ describe("cli: argument parsing", () => {
     expect(parseUpArgs(["-c", "/etc/p.yaml", "--stop-daemons-on-exit"])).to.deep.equal({ configFile: "/etc/p.yaml", flags: { stopDaemonsOnExit: true } });
   });
 
+  it("paddock --help names the same causes of ERR_EXEC_STREAM_CUT as the CLI's message and the README, the VM's own end too", () => {
+    const text = HELP.slice(HELP.indexOf("ERR_EXEC_STREAM_CUT")).replace(/\s+/g, " ");
+    for (const cause of ["token revoked", "tenant suspended or deleted", "gateway or daemon stopped", "the VM itself ended", "a guest exit", "an OOM kill", "its pids limit under gVisor", "paddock events says why"]) {
+      expect(text, cause).to.contain(cause);
+    }
+  });
+
   it("paddock daemon up|purge --help prints the daemon usage (exit 0) rather than reading a file named --help", async () => {
     for (const argv of [["daemon", "up", "--help"], ["daemon", "purge", "--help"], ["daemon", "up", "-h"], ["daemon", "--help"]]) {
       const c = fakeContext();
