@@ -41,6 +41,20 @@ describe("cli: argument parsing", () => {
     expect(() => parseFlags(["--lines", "-1"], { lines: { type: "string" } })).to.throw(UsageError, /^--lines is followed by a value starting with -; write it as --lines=VALUE$/);
   });
 
+  it("an unknown flag of a command that takes no arguments is only said to be unknown (no advice about --)", async () => {
+    expect(() => parseFlags(["--bogus"], { a: { type: "boolean" } }, { noArguments: true })).to.throw(UsageError, /^unknown flag --bogus \(see --help\)$/);
+    const env = { PADDOCK_URL: "http://127.0.0.1:9", PADDOCK_TOKEN: "t", PADDOCK_ADMIN_URL: "http://127.0.0.1:9", PADDOCK_ADMIN_TOKEN: "t" };
+    for (const argv of [["events", "--bogus"], ["vm", "list", "--bogus"], ["vm", "commits", "--bogus"], ["tenant", "list", "--bogus"], ["image", "list", "--bogus"]]) {
+      const c = fakeContext(env);
+      expect(await runCli(argv, c.ctx), argv.join(" ")).to.equal(EXIT.USAGE);
+      expect(c.err.text(), argv.join(" ")).to.equal("paddock: usage error: unknown flag --bogus (see --help)\n");
+    }
+    // A command that takes arguments keeps the advice.
+    const e = fakeContext(env);
+    expect(await runCli(["vm", "get", "--bogus"], e.ctx)).to.equal(EXIT.USAGE);
+    expect(e.err.text()).to.equal("paddock: usage error: unknown flag --bogus (see --help; an argument starting with - goes after --)\n");
+  });
+
   it("paddock up with a bad command line is a usage error (exit 2) on one line, before anything starts", async () => {
     const cases: [string[], string][] = [
       [["up", "extra"], "unexpected argument \"extra\"; paddock up takes only flags (see --help)"],
