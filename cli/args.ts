@@ -43,30 +43,40 @@ export function normalizeBoolFlags(argv: readonly string[], options: FlagSpec): 
   return out;
 }
 
+/** How a command takes arguments besides its flags, for the words of its usage errors. */
+export interface ParseFlagsOptions {
+  /**
+   * The command takes no arguments (`paddock events`, `vm list`): an unknown flag is said to be
+   * unknown, without the advice to put an argument starting with - after `--`. Default false.
+   */
+  noArguments?: boolean;
+}
+
 /**
  * parseArgs in strict mode with positionals and `--no-` negation; parse failures become
- * {@link UsageError}s (exit 2).
+ * {@link UsageError}s (exit 2), worded by {@link parseArgsMessage}.
  */
-export function parseFlags<const O extends FlagSpec>(argv: readonly string[], options: O) {
+export function parseFlags<const O extends FlagSpec>(argv: readonly string[], options: O, how: ParseFlagsOptions = {}) {
   try {
     return parseArgs({ args: normalizeBoolFlags(argv, options), options, strict: true, allowPositionals: true, allowNegative: true });
   } catch (err) {
     if (err instanceof UsageError) throw err;
-    throw new UsageError(parseArgsMessage(err as Error));
+    throw new UsageError(parseArgsMessage(err as Error, how));
   }
 }
 
 /**
  * Node's parseArgs errors (https://nodejs.org/api/util.html#utilparseargsconfig) in the CLI's
  * words: an unknown flag is named as such (parseArgs's own text suggests quoting it after `--`,
- * with an unbalanced quote), a flag without its value says which. Other errors keep their
+ * with an unbalanced quote), and for a command that takes arguments an argument starting with -
+ * is said to go after `--`; a flag without its value says which. Other errors keep their
  * message. Pure.
  */
-export function parseArgsMessage(err: Error): string {
+export function parseArgsMessage(err: Error, how: ParseFlagsOptions = {}): string {
   const code = (err as { code?: unknown }).code;
   if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
     const m = /^Unknown option '([^']*)'/.exec(err.message);
-    if (m) return `unknown flag ${m[1] as string} (see --help; an argument starting with - goes after --)`;
+    if (m) return how.noArguments === true ? `unknown flag ${m[1] as string} (see --help)` : `unknown flag ${m[1] as string} (see --help; an argument starting with - goes after --)`;
   }
   if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
     const m = /^Option '(-[^ ']*)[^']*' argument missing/.exec(err.message);

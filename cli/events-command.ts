@@ -65,7 +65,7 @@ function openStream(client: ApiClient, lastId: string | undefined): Promise<http
 
 /** `paddock events [--since-id N]`. Runs until the process is interrupted. @returns the exit code (only on an error) */
 export async function eventsCommand(ctx: CliContext, argv: string[]): Promise<number> {
-  const { values, positionals } = parseFlags(argv, { ...TARGET_FLAGS, "since-id": { type: "string" } });
+  const { values, positionals } = parseFlags(argv, { ...TARGET_FLAGS, "since-id": { type: "string" } }, { noArguments: true });
   if (values.help) {
     await writeOut(ctx.stdout, EVENTS_HELP);
     return EXIT.OK;

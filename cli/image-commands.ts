@@ -62,7 +62,7 @@ async function imageBuild(ctx: CliContext, argv: string[]): Promise<number> {
 }
 
 async function imageList(ctx: CliContext, argv: string[]): Promise<number> {
-  const { values, positionals } = parseFlags(argv, { "image-dir": { type: "string" }, json: { type: "boolean" } });
+  const { values, positionals } = parseFlags(argv, { "image-dir": { type: "string" }, json: { type: "boolean" } }, { noArguments: true });
   expectPositionals(positionals, 0, 0, "paddock image list [--json]");
   const images = await listImages(imageDirFor(values["image-dir"], ctx.env));
   if (values.json) await writeOut(ctx.stdout, renderJson(images));

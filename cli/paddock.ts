@@ -50,7 +50,9 @@ Exit codes:
   3  not found (HTTP 404)
   4  conflict or forbidden (HTTP 403/409)
   vm exec exits with the remote command's own exit code (128+N when killed by signal N), or 1 with
-  ERR_EXEC_STREAM_CUT when its stream is cut before the exit frame (token revoked, tenant suspended).
+  ERR_EXEC_STREAM_CUT when its stream is cut before the exit frame (token revoked, tenant suspended
+  or deleted, gateway or daemon stopped, or the VM itself ended: a guest exit, an OOM kill, its pids
+  limit under gVisor; paddock events says why).
 `;
 
 
@@ -69,7 +71,8 @@ A file that cannot be read is ERR_FILE_UNREADABLE (exit 1); a config the daemon 
 
 async function daemonCommand(ctx: CliContext, argv: string[]): Promise<number> {
   const [sub, file, ...extra] = argv;
-  if (sub === "--help" || sub === "-h" || sub === "help") {
+  // `daemon up --help` too: a FILE named --help would be read as a config otherwise.
+  if (sub === "--help" || sub === "-h" || sub === "help" || argv.includes("--help") || argv.includes("-h")) {
     await writeOut(ctx.stdout, DAEMON_HELP);
     return EXIT.OK;
   }
@@ -91,6 +94,12 @@ Run the supervisor until SIGTERM/SIGINT: gateway (tenants' Slicer API, default 1
 admin API (default 127.0.0.1:8081, token in <state_dir>/supervisor/admin-token). Defaults: state
 /var/lib/paddock, run /run/paddock (PADDOCK_STATE_DIR / PADDOCK_RUN_DIR); example config in
 templates/supervisor.example.yaml.
+
+A flag's value goes after a space or after \`=\`; one starting with - only after \`=\`
+(--state-dir=-x). A bad command line exits 2 (usage error), as does a config or flag value the
+supervisor refuses (ERR_CONFIG_INVALID); any other refused start prints
+\`paddock: error: MESSAGE (CODE)\` and exits 1 (e.g. ERR_STATE_LOCKED: another supervisor runs on
+the state dir).
 `;
 
 async function upCommand(ctx: CliContext, argv: string[]): Promise<number> {
@@ -104,7 +113,7 @@ async function upCommand(ctx: CliContext, argv: string[]): Promise<number> {
   try {
     supervisor.parseUpArgs(argv);
   } catch (err) {
-    if (isPaddockError(err) && err.code === "ERR_BAD_REQUEST") throw new UsageError(`${err.message.split("\n")[0] as string}; see paddock up --help`);
+    if (isPaddockError(err) && err.code === "ERR_BAD_REQUEST") throw new UsageError(err.message);
     throw err;
   }
   return supervisor.main(argv);

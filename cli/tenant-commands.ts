@@ -222,7 +222,7 @@ async function tenantCreate(ctx: CliContext, argv: string[]): Promise<number> {
 }
 
 async function tenantList(ctx: CliContext, argv: string[]): Promise<number> {
-  const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, status: { type: "string" }, label: { type: "string", multiple: true } });
+  const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, status: { type: "string" }, label: { type: "string", multiple: true } }, { noArguments: true });
   expectPositionals(positionals, 0, 0, "paddock tenant list [--status S] [--label k=v]... [--json]");
   parseKeyValues(values.label, "--label");
   const client = adminClient(ctx, values);

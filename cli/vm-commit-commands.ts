@@ -90,7 +90,7 @@ export function renderCommitTable(commits: readonly CommitWire[], nowMs: number)
 export async function vmCommits(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags(argv, {
     ...TARGET_FLAGS, json: { type: "boolean" }, tag: { type: "string", multiple: true }, source: { type: "string" }, "cache-key": { type: "string" },
-  });
+  }, { noArguments: true });
   expectPositionals(positionals, 0, 0, "paddock vm commits [--tag T]... [--source HOST] [--cache-key K] [--json]");
   const query: QueryParams = [...(values.tag ?? []).map((t) => ["tag", t] as const), ["source", values.source], ["cache_key", values["cache-key"]]];
   const client = clientFor(ctx, values);

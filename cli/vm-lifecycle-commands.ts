@@ -111,7 +111,7 @@ export async function vmList(ctx: CliContext, argv: string[]): Promise<number> {
     group: { type: "string" },
     tag: { type: "string" },
     "tag-prefix": { type: "string" },
-  });
+  }, { noArguments: true });
   expectPositionals(positionals, 0, 0, "paddock vm list [--group G] [--tag T | --tag-prefix P] [--json]");
   if (values.tag !== undefined && values["tag-prefix"] !== undefined) throw new UsageError("use either --tag or --tag-prefix, not both");
   const client = clientFor(ctx, values);

@@ -127,9 +127,12 @@ function hostPidsOf(t: TenantPidsShare): number {
  * @param input.tenant - the tenant being created or changed, with its requested budget.
  * @param input.others - every other tenant's share (tenants without a budget count as 0).
  * @param input.pidMax - the host's pid_max; input.reservePids - pids kept for the host.
+ * @param input.gvisorTemplate - a template made for gVisor (limits sized for its host threads,
+ *   templates/sandbox-gvisor.yaml) that a refused gVisor tenant could be created from instead:
+ *   named in the refusal as `--template NAME`; undefined ⇒ none named (e.g. at an update).
  * @throws PaddockError `ERR_PIDS_BUDGET_EXCEEDED` (507) naming the totals and what is left.
  */
-export function checkTenantPidsBudget(input: { tenant: TenantPidsShare & { maxPids: number }; others: readonly TenantPidsShare[]; pidMax: number; reservePids: number }): void {
+export function checkTenantPidsBudget(input: { tenant: TenantPidsShare & { maxPids: number }; others: readonly TenantPidsShare[]; pidMax: number; reservePids: number; gvisorTemplate?: string | undefined }): void {
   const room = tenantPidsRoom(input.pidMax, input.reservePids);
   const used = input.others.reduce((sum, t) => sum + hostPidsOf(t), 0);
   const { tenant } = input;
@@ -141,9 +144,10 @@ export function checkTenantPidsBudget(input: { tenant: TenantPidsShare & { maxPi
     // What fits, in the unit the operator sets (guest processes, with this max_vms under gVisor).
     const fits = largestGuestPids(tenant, left);
     const fitText = gvisor ? `; with max_vms ${tenant.maxVms ?? "(unset)"} at most max_pids ${fits} fits (fewer max_vms leave more)` : "";
+    const templateText = gvisor && input.gvisorTemplate !== undefined ? `, or create it from the template made for gVisor (paddock tenant create --template ${input.gvisorTemplate}, its limits sized for gVisor's host threads)` : "";
     throw new PaddockError(
       "ERR_PIDS_BUDGET_EXCEEDED",
-      `tenant ${tenant.id}: limits.max_pids ${tenant.maxPids}${host} does not fit on this host: the other ${input.others.length} tenant(s) hold ${used} pids and pid_max ${input.pidMax} minus the host reserve of ${input.reservePids} leaves ${room} for tenants, so at most ${left} host pids remain${fitText}; lower limits.max_pids (paddock tenant create --max-pids)${gvisor ? " or max_vms" : ""}, or another tenant's, or raise kernel.pid_max`,
+      `tenant ${tenant.id}: limits.max_pids ${tenant.maxPids}${host} does not fit on this host: the other ${input.others.length} tenant(s) hold ${used} pids and pid_max ${input.pidMax} minus the host reserve of ${input.reservePids} leaves ${room} for tenants, so at most ${left} host pids remain${fitText}; lower limits.max_pids (paddock tenant create --max-pids)${gvisor ? " or max_vms" : ""}${templateText}, or lower another tenant's, or raise kernel.pid_max`,
       { details: { max_pids: tenant.maxPids, host_pids: need, available: left, max_pids_that_fits: fits, pid_max: input.pidMax, reserve: input.reservePids } },
     );
   }

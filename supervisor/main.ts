@@ -200,12 +200,14 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
   }
 }
 
-const USAGE = `usage: paddock up [--config FILE] [--state-dir DIR] [--run-dir DIR] [--gateway ADDR] [--admin ADDR]
-                  [--templates-dir DIR] [--stop-daemons-on-exit]`;
-
 /**
- * Parse `up` flags (argv after the subcommand).
- * @throws PaddockError `ERR_BAD_REQUEST` on an unknown flag or a missing value.
+ * Parse `up` flags (argv after the subcommand), before anything is created. Flags take their
+ * value as the next argument or after `=`; a next argument starting with `-` is refused rather
+ * than taken as the value (`--state-dir --x` would create `./--x`): write `--state-dir=-x`. The
+ * messages are one line in the CLI's words (cli/args.ts `parseArgsMessage`).
+ * @throws PaddockError `ERR_BAD_REQUEST` on an unknown flag, an argument that is no flag, a
+ *   missing value, a value starting with `-` after a space, or `--stop-daemons-on-exit=` with no
+ *   boolean word.
  */
 export function parseUpArgs(argv: readonly string[]): { configFile?: string; flags: SupervisorFlags } {
   const flags: SupervisorFlags = {};
@@ -214,8 +216,12 @@ export function parseUpArgs(argv: readonly string[]): { configFile?: string; fla
     const a = argv[i] as string;
     const [name, inline] = a.startsWith("--") && a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
     const value = (): string => {
-      const v = inline ?? argv[++i];
-      if (v === undefined) throw new PaddockError("ERR_BAD_REQUEST", `${name} needs a value\n${USAGE}`);
+      if (inline !== undefined) return inline;
+      const v = argv[i + 1];
+      if (v === undefined) throw new PaddockError("ERR_BAD_REQUEST", `${name} needs a value`);
+      const long = name === "-c" ? "--config" : name;
+      if (v.startsWith("-")) throw new PaddockError("ERR_BAD_REQUEST", `${name} is followed by a value starting with -; write it as ${long}=VALUE`);
+      i++;
       return v;
     };
     switch (name) {
@@ -226,17 +232,45 @@ export function parseUpArgs(argv: readonly string[]): { configFile?: string; fla
       case "--admin": flags.admin = value(); break;
       case "--templates-dir": flags.templatesDir = value(); break;
       case "--daemon-entry": flags.daemonEntry = value(); break;
-      case "--stop-daemons-on-exit": flags.stopDaemonsOnExit = true; break;
-      default: throw new PaddockError("ERR_BAD_REQUEST", `unknown argument ${JSON.stringify(a)}\n${USAGE}`);
+      case "--stop-daemons-on-exit": flags.stopDaemonsOnExit = boolFlag(name, inline); break;
+      default:
+        if (a.startsWith("-")) throw new PaddockError("ERR_BAD_REQUEST", `unknown flag ${name} (see --help)`);
+        throw new PaddockError("ERR_BAD_REQUEST", `unexpected argument ${JSON.stringify(a)}; paddock up takes only flags (see --help)`);
     }
   }
   return { configFile, flags };
 }
 
+/** A boolean flag's value: bare ⇒ true, else the Go spellings cli/args.ts accepts (`--x=false`). */
+function boolFlag(name: string, inline: string | undefined): boolean {
+  if (inline === undefined) return true;
+  const word = inline.toLowerCase();
+  if (["true", "1", "t", "yes"].includes(word)) return true;
+  if (["false", "0", "f", "no"].includes(word)) return false;
+  throw new PaddockError("ERR_BAD_REQUEST", `${name} takes true or false, got ${JSON.stringify(inline)}`);
+}
+
+/**
+ * How `paddock up` reports a refused start on stderr, in the CLI's words (cli/cli-errors.ts
+ * `describeError`): a bad command line is `usage error: MESSAGE` (exit 2); a bad value or config
+ * (`ERR_CONFIG_INVALID`, `ERR_CONFIG_UNSUPPORTED`) is `error: MESSAGE (CODE)` with exit 2, as
+ * `paddock daemon up` exits on a config it refuses; any other client error (`ERR_STATE_LOCKED`,
+ * `ERR_SOCKET_IN_USE`, `ERR_FILE_UNREADABLE`, …) the same line with exit 1. Pure.
+ * @returns the line (without `paddock: ` and the newline) and the exit code, or undefined for an
+ *   error that is no client error (logged with its stack instead).
+ */
+export function describeStartError(err: unknown): { line: string; exitCode: number } | undefined {
+  if (!isPaddockError(err) || !err.isClientError) return undefined;
+  if (err.code === "ERR_BAD_REQUEST") return { line: `usage error: ${err.message}`, exitCode: 2 };
+  const line = `error: ${err.message}${err.message.includes(err.code) ? "" : ` (${err.code})`}`;
+  return { line, exitCode: err.code === "ERR_CONFIG_INVALID" || err.code === "ERR_CONFIG_UNSUPPORTED" ? 2 : 1 };
+}
+
 /**
  * `paddock up …`: run until SIGTERM/SIGINT. Daemons keep running on exit unless
  * `--stop-daemons-on-exit` (or `stop_daemons_on_exit: true`).
- * @returns the process exit code.
+ * @returns the process exit code: 0 after a stop by signal, else as {@link describeStartError}
+ *   (1 for an unexpected error).
  */
 export async function main(argv: readonly string[]): Promise<number> {
   const log = createLogger({ batch: true });
@@ -245,8 +279,12 @@ export async function main(argv: readonly string[]): Promise<number> {
     const { configFile, flags } = parseUpArgs(argv);
     sup = await runSupervisor({ configFile, flags, logger: log });
   } catch (err) {
-    if (isPaddockError(err) && err.isClientError) process.stderr.write(`paddock: ${err.code}: ${err.message}\n`);
-    else log.error("supervisor failed to start", { err });
+    const d = describeStartError(err);
+    if (d !== undefined) {
+      process.stderr.write(`paddock: ${d.line}\n`);
+      return d.exitCode;
+    }
+    log.error("supervisor failed to start", { err });
     return 1;
   }
   await new Promise<void>((resolve) => {

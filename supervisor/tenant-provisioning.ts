@@ -18,7 +18,7 @@ import { allocateBlocks } from "./block-allocator.js";
 import type { SupervisorConfig } from "./supervisor-config.js";
 import type { LimitsRecord, RegistryState, TenantHypervisor, TenantRecord } from "./tenant-registry.js";
 import { layerLimits } from "./tenant-limits.js";
-import { loadTemplate, readOverrides, templateHypervisor } from "./tenant-template.js";
+import { listTemplateNames, loadTemplate, readOverrides, templateHypervisor } from "./tenant-template.js";
 import { RUNSC_INSTALL_HINT, findRunscBinary } from "../shared/runsc-binary.js";
 import { issueToken } from "./tokens.js";
 import type { Actor, TenantContext } from "./tenant-context.js";
@@ -47,13 +47,18 @@ function newTenantId(): string {
  * allows (guest processes scaled for the sentry's, gofer's and stubs' threads: `tenantHostPids`),
  * not its `max_pids`. `state` holds the other tenants' budgets.
  * @param tenant - the tenant being created or changed: its id, runtime and (new) limits.
+ * @param gvisorTemplate - at a gVisor create from another template: the template made for gVisor
+ *   when the templates dir has it, named in the refusal (shared/host-pids.ts).
  * @throws PaddockError ERR_PIDS_BUDGET_EXCEEDED (507).
  */
-export async function checkPidsBudget(config: Pick<SupervisorConfig, "hostPidsReserve">, tenant: { id: string; hypervisor?: TenantHypervisor | undefined; limits: LimitsRecord & { maxPids: number } }, state: RegistryState): Promise<void> {
+export async function checkPidsBudget(config: Pick<SupervisorConfig, "hostPidsReserve">, tenant: { id: string; hypervisor?: TenantHypervisor | undefined; limits: LimitsRecord & { maxPids: number } }, state: RegistryState, gvisorTemplate?: string): Promise<void> {
   const share = (t: { id: string; hypervisor?: TenantHypervisor | undefined; limits: LimitsRecord }): TenantPidsShare => ({ id: t.id, maxPids: t.limits.maxPids, hypervisor: t.hypervisor, maxVms: t.limits.maxVms });
   const others = Object.values(state.tenants).filter((t) => t.id !== tenant.id).map(share);
-  checkTenantPidsBudget({ tenant: { ...share(tenant), maxPids: tenant.limits.maxPids }, others, pidMax: await readPidMax(), reservePids: config.hostPidsReserve });
+  checkTenantPidsBudget({ tenant: { ...share(tenant), maxPids: tenant.limits.maxPids }, others, pidMax: await readPidMax(), reservePids: config.hostPidsReserve, gvisorTemplate });
 }
+
+/** The template made for gVisor tenants (templates/sandbox-gvisor.yaml): its limits fit a default host's pids. */
+export const GVISOR_TEMPLATE = "sandbox-gvisor";
 
 /**
  * The image store must hold `name` (`<imageDir>/<name>/image.json` and `rootfs/`), so a
@@ -128,6 +133,8 @@ export async function createTenant(ctx: TenantContext, configs: TenantConfigs, d
   // with the host's tables); a range such a daemon takes meanwhile is still refused by the new
   // daemon's own overlap check at its start.
   const hostRanges = await liveTenantRanges(ctx);
+  // A gVisor tenant from another template whose pids do not fit is pointed at the one made for gVisor.
+  const gvisorTemplate = hypervisor === "gvisor" && template.name !== GVISOR_TEMPLATE && (await listTemplateNames(config.templatesDir).catch((): string[] => [])).includes(GVISOR_TEMPLATE) ? GVISOR_TEMPLATE : undefined;
   return ctx.locks.run(id, async () => {
     const stateDir = paths.stateDir(id);
     let claimed: { stateDirExisted: boolean } | undefined;
@@ -142,7 +149,7 @@ export async function createTenant(ctx: TenantContext, configs: TenantConfigs, d
       // The host uid/gid range (shared/uid-ranges.ts); claiming creates the state dir.
       const stateDirExisted = await fs.access(stateDir).then(() => true, () => false);
       claimed = { stateDirExisted };
-      await checkPidsBudget(config, { id, hypervisor, limits }, state);
+      await checkPidsBudget(config, { id, hypervisor, limits }, state, gvisorTemplate);
       const uidRange = await claimUidRange({ tenantId: id, stateDir });
       const now = new Date().toISOString();
       const record: TenantRecord = {

@@ -15,7 +15,8 @@ import type { TenantDaemons } from "./tenant-daemons.js";
  * A suspended tenant is answered as it is (nothing paused, its reason kept, nothing audited,
  * `alreadySuspended`), as {@link resumeTenant} answers an active one.
  * @returns the tenant and what was paused (pause errors do not undo the suspension).
- * @throws PaddockError `ERR_TENANT_NOT_FOUND`, `ERR_TENANT_INVALID` (being provisioned or deleted).
+ * @throws PaddockError `ERR_TENANT_NOT_FOUND`, `ERR_TENANT_INVALID` (failed, being provisioned or
+ *   deleted; the record is left as it was).
  */
 export async function suspendTenant(ctx: TenantContext, daemons: TenantDaemons, id: string, reason: string, who: Actor): Promise<{ tenant: TenantRecord; paused: string[]; errors: string[]; alreadySuspended: boolean }> {
   const { registry } = ctx;
@@ -24,6 +25,11 @@ export async function suspendTenant(ctx: TenantContext, daemons: TenantDaemons, 
     if (t0.status === "suspended") return { tenant: t0, paused: [], errors: [], alreadySuspended: true };
     await registry.updateTenant(id, (t) => {
       if (t.status === "deleting" || t.status === "provisioning") throw new PaddockError("ERR_TENANT_INVALID", `tenant ${id} is ${t.status} and cannot be suspended`);
+      // A failed tenant has no daemon to pause, and resume could not tell its failure from a
+      // suspension (it would come back `active` with no daemon): restart or delete it instead.
+      if (t.status === "failed") {
+        throw new PaddockError("ERR_TENANT_INVALID", `tenant ${id} is failed${t.statusReason ? ` (${t.statusReason})` : ""} and cannot be suspended: it has no daemon to pause and the gateway already refuses it (503); restart or delete it`);
+      }
       t.status = "suspended";
       t.statusReason = reason;
     });

@@ -127,7 +127,7 @@ describe("paddock CLI against a real supervisor (root, runc)", function () {
     // The supervisor's own start error (supervisor/main.ts), not the CLI's handler, prints this one.
     const up = await cli(["up", "--config", sup?.configFile as string, "--gateway", "127.0.0.1:0", "--admin", "127.0.0.1:0"], process.env);
     expect(up.code, up.stderr).to.equal(1);
-    expect(up.stderr).to.match(/^paddock: ERR_STATE_LOCKED: .*already in use by another running process/m);
+    expect(up.stderr).to.match(/^paddock: error: .*already in use by another running process.* \(ERR_STATE_LOCKED\)$/m);
   });
 
   it("runs the sandbox flow through the gateway with the tenant token: launch, exec, cp, delete", async () => {

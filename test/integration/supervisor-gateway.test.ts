@@ -369,6 +369,11 @@ describe("supervisor with echo daemons (integration)", function () {
       expect(failed.daemon.state).to.equal("failed");
       expect(failed.status_reason).to.match(/crash loop/);
       expect((await c.gw("GET", "/nodes", t.token)).status).to.equal(503);
+      // Suspending it is refused (no daemon to pause; a resume would have made it active with none).
+      const s = await c.admin("POST", "/tenants/tcl/suspend", { reason: "maintenance" });
+      expect(s.status, s.text).to.equal(400);
+      expect(s.json).to.deep.include({ code: "ERR_TENANT_INVALID" });
+      expect((await c.admin("GET", "/tenants/tcl")).json).to.deep.include({ status: "failed", status_reason: failed.status_reason });
       delete process.env.PDK_FIXTURE_MODE_tcl;
       const r = await c.admin("POST", "/tenants/tcl/restart");
       expect(r.status, r.text).to.equal(200);
@@ -385,6 +390,13 @@ describe("supervisor with echo daemons (integration)", function () {
       expect(r.json, "a fixture writing plain text has no daemon code").not.to.have.property("daemon_code");
       expect((r.json as { error: string }).error).to.include("refuses to start").and.include("exit 3");
       expect(((await c.admin("GET", "/tenants/tfs")).json as { status: string }).status).to.equal("failed");
+      // It cannot be suspended (and so not resumed into `active` with no daemon); delete still works.
+      const s = await c.admin("POST", "/tenants/tfs/suspend", {});
+      expect(s.status, s.text).to.equal(400);
+      expect((s.json as { error: string }).error).to.include("tenant tfs is failed").and.include("restart or delete it");
+      expect(((await c.admin("GET", "/tenants/tfs")).json as { status: string }).status).to.equal("failed");
+      expect((await c.admin("DELETE", "/tenants/tfs")).status).to.equal(204);
+      expect((await c.admin("GET", "/tenants/tfs")).status).to.equal(404);
     });
 
     it("a request cut by the tenant's delete gets 404 ERR_TENANT_NOT_FOUND, not a retryable 503", async () => {

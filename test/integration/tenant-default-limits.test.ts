@@ -11,6 +11,7 @@ import path from "node:path";
 import { expect } from "chai";
 import { parse } from "yaml";
 import { readPidMax } from "../../shared/host-pids.js";
+import { findRunscBinary } from "../../shared/runsc-binary.js";
 import { PROJECT_ROOT } from "../helpers/daemon.js";
 import type { TestResponse } from "../helpers/http.js";
 import { TestSupervisor, echoDaemonConfig } from "../helpers/supervisor.js";
@@ -52,6 +53,8 @@ describe("tenant default limits (supervisor + admin API, fixture daemons)", func
     const nohyp = parse(sandbox) as { config: Record<string, unknown> };
     delete nohyp.config.hypervisor;
     await fs.writeFile(path.join(templatesDir, "nohyp.yaml"), JSON.stringify(nohyp));
+    // The template made for gVisor, which a refused gVisor create from another template names.
+    await fs.copyFile(path.join(PROJECT_ROOT, "templates", "sandbox-gvisor.yaml"), path.join(templatesDir, "sandbox-gvisor.yaml"));
     await sup.start();
   });
 
@@ -124,6 +127,14 @@ describe("tenant default limits (supervisor + admin API, fixture daemons)", func
     expect(r.json).to.deep.include({ code: "ERR_PIDS_BUDGET_EXCEEDED" });
     expect(r.text).to.contain(`at most ${room - held} host pids remain`);
     expect((await admin("GET", `/tenants/${ids.big}`)).status).to.equal(404);
+    if (findRunscBinary() !== undefined) {
+      // The same budget under gVisor (more host pids still) from the sandbox template: the refusal
+      // names the template made for gVisor (without runsc the create is refused before this check).
+      const g = await admin("POST", "/tenants", { id: ids.big, hypervisor: "gvisor", limits: { max_pids: tooBig } });
+      expect(g.status, g.text).to.equal(507);
+      expect(g.text).to.contain("paddock tenant create --template sandbox-gvisor");
+      expect((await admin("GET", `/tenants/${ids.big}`)).status).to.equal(404);
+    }
     const p = await admin("PATCH", `/tenants/${ids.bare}`, { limits: { max_pids: tooBig + 1000 } });
     expect(p.status, p.text).to.equal(507);
     expect(((await admin("GET", `/tenants/${ids.bare}`)).json as { limits: { max_pids: number } }).limits.max_pids).to.equal(1000);

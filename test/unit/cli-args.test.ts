@@ -9,7 +9,8 @@ import { renderTable, formatBytes, formatAge } from "../../cli/output.js";
 import { execQuery, parseCpOperand, renderNodeTable } from "../../cli/vm-commands.js";
 import { encodeFrame as shellFrame, encodeWindowSize } from "../../shared/slicer/shell-frames.js";
 import { adminTokenPath, isSocketAddress, parseApiAddress, resolveAdminTarget, resolveTarget } from "../../cli/target.js";
-import { runCli, HELP } from "../../cli/paddock.js";
+import { runCli, HELP, DAEMON_HELP } from "../../cli/paddock.js";
+import { describeStartError, parseUpArgs } from "../../supervisor/main.js";
 import { fakeCliContext } from "../helpers/cli-context.js";
 
 const noFiles = (): string | undefined => undefined;
@@ -40,13 +41,65 @@ describe("cli: argument parsing", () => {
     expect(() => parseFlags(["--lines", "-1"], { lines: { type: "string" } })).to.throw(UsageError, /^--lines is followed by a value starting with -; write it as --lines=VALUE$/);
   });
 
+  it("an unknown flag of a command that takes no arguments is only said to be unknown (no advice about --)", async () => {
+    expect(() => parseFlags(["--bogus"], { a: { type: "boolean" } }, { noArguments: true })).to.throw(UsageError, /^unknown flag --bogus \(see --help\)$/);
+    const env = { PADDOCK_URL: "http://127.0.0.1:9", PADDOCK_TOKEN: "t", PADDOCK_ADMIN_URL: "http://127.0.0.1:9", PADDOCK_ADMIN_TOKEN: "t" };
+    for (const argv of [["events", "--bogus"], ["vm", "list", "--bogus"], ["vm", "commits", "--bogus"], ["tenant", "list", "--bogus"], ["image", "list", "--bogus"]]) {
+      const c = fakeContext(env);
+      expect(await runCli(argv, c.ctx), argv.join(" ")).to.equal(EXIT.USAGE);
+      expect(c.err.text(), argv.join(" ")).to.equal("paddock: usage error: unknown flag --bogus (see --help)\n");
+    }
+    // A command that takes arguments keeps the advice.
+    const e = fakeContext(env);
+    expect(await runCli(["vm", "get", "--bogus"], e.ctx)).to.equal(EXIT.USAGE);
+    expect(e.err.text()).to.equal("paddock: usage error: unknown flag --bogus (see --help; an argument starting with - goes after --)\n");
+  });
+
   it("paddock up with a bad command line is a usage error (exit 2) on one line, before anything starts", async () => {
-    const c = fakeContext();
-    expect(await runCli(["up", "extra"], c.ctx)).to.equal(EXIT.USAGE);
-    expect(c.err.text()).to.equal("paddock: usage error: unknown argument \"extra\"; see paddock up --help\n");
-    const v = fakeContext();
-    expect(await runCli(["up", "--state-dir"], v.ctx)).to.equal(EXIT.USAGE);
-    expect(v.err.text()).to.equal("paddock: usage error: --state-dir needs a value; see paddock up --help\n");
+    const cases: [string[], string][] = [
+      [["up", "extra"], "unexpected argument \"extra\"; paddock up takes only flags (see --help)"],
+      [["up", "--state-dir"], "--state-dir needs a value"],
+      // Read like every other command's unknown flag (cli/args.ts parseArgsMessage).
+      [["up", "--bogus"], "unknown flag --bogus (see --help)"],
+      [["up", "--bogus=1"], "unknown flag --bogus (see --help)"],
+      // A value starting with - is refused, not taken as the directory (`./--x` was created).
+      [["up", "--state-dir", "--x"], "--state-dir is followed by a value starting with -; write it as --state-dir=VALUE"],
+      [["up", "--run-dir", "-"], "--run-dir is followed by a value starting with -; write it as --run-dir=VALUE"],
+      [["up", "-c", "-x.yaml"], "-c is followed by a value starting with -; write it as --config=VALUE"],
+      [["up", "--stop-daemons-on-exit=maybe"], "--stop-daemons-on-exit takes true or false, got \"maybe\""],
+    ];
+    for (const [argv, message] of cases) {
+      const c = fakeContext();
+      expect(await runCli(argv, c.ctx), argv.join(" ")).to.equal(EXIT.USAGE);
+      expect(c.err.text()).to.equal(`paddock: usage error: ${message}\n`);
+    }
+    expect(parseUpArgs(["--state-dir=--x", "--run-dir", "/r", "--stop-daemons-on-exit=false"])).to.deep.equal({ configFile: undefined, flags: { stateDir: "--x", runDir: "/r", stopDaemonsOnExit: false } });
+    expect(parseUpArgs(["-c", "/etc/p.yaml", "--stop-daemons-on-exit"])).to.deep.equal({ configFile: "/etc/p.yaml", flags: { stopDaemonsOnExit: true } });
+  });
+
+  it("paddock --help names the same causes of ERR_EXEC_STREAM_CUT as the CLI's message and the README, the VM's own end too", () => {
+    const text = HELP.slice(HELP.indexOf("ERR_EXEC_STREAM_CUT")).replace(/\s+/g, " ");
+    for (const cause of ["token revoked", "tenant suspended or deleted", "gateway or daemon stopped", "the VM itself ended", "a guest exit", "an OOM kill", "its pids limit under gVisor", "paddock events says why"]) {
+      expect(text, cause).to.contain(cause);
+    }
+  });
+
+  it("paddock daemon up|purge --help prints the daemon usage (exit 0) rather than reading a file named --help", async () => {
+    for (const argv of [["daemon", "up", "--help"], ["daemon", "purge", "--help"], ["daemon", "up", "-h"], ["daemon", "--help"]]) {
+      const c = fakeContext();
+      expect(await runCli(argv, c.ctx), argv.join(" ")).to.equal(EXIT.OK);
+      expect(c.out.text(), argv.join(" ")).to.equal(DAEMON_HELP);
+      expect(c.err.text(), argv.join(" ")).to.equal("");
+    }
+  });
+
+  it("paddock up says a refused start as the other commands do: `error: MESSAGE (CODE)`, exit 2 for a bad config, else 1", () => {
+    expect(describeStartError(new PaddockError("ERR_STATE_LOCKED", "the supervisor state directory /s is already in use by another running process"))).to.deep.equal({ line: "error: the supervisor state directory /s is already in use by another running process (ERR_STATE_LOCKED)", exitCode: 1 });
+    expect(describeStartError(new PaddockError("ERR_CONFIG_INVALID", "--gateway: expected host:port"))).to.deep.equal({ line: "error: --gateway: expected host:port (ERR_CONFIG_INVALID)", exitCode: 2 });
+    expect(describeStartError(new PaddockError("ERR_BAD_REQUEST", "--state-dir needs a value"))).to.deep.equal({ line: "usage error: --state-dir needs a value", exitCode: 2 });
+    // Unexpected errors are logged with their stack, not put on one line.
+    expect(describeStartError(new PaddockError("ERR_STATE_CORRUPT", "x"))).to.equal(undefined);
+    expect(describeStartError(new Error("boom"))).to.equal(undefined);
   });
 
   it("splits at the first `--`", () => {

@@ -241,4 +241,22 @@ describe("host pids budget (shared/host-pids.ts)", () => {
     checkTenantPidsBudget({ tenant: { id: "r", maxPids: 24576 - 7680 }, others: [gvisor], ...room });
     expect(() => checkTenantPidsBudget({ tenant: { id: "r", maxPids: 24576 - 7680 + 1 }, others: [gvisor], ...room })).to.throw(/hold 7680 pids/);
   });
+
+  it("names the template made for gVisor in a gVisor tenant's refusal when given one (a create from another template), never for runc", () => {
+    const room = { pidMax: 32768, reservePids: 8192 };
+    const refusal = (tenant: { id: string; maxPids: number; hypervisor?: string; maxVms?: number }, gvisorTemplate?: string): string => {
+      try {
+        checkTenantPidsBudget({ tenant, others: [], ...room, gvisorTemplate });
+      } catch (err) {
+        expect(isPaddockError(err, "ERR_PIDS_BUDGET_EXCEEDED"), String(err)).to.equal(true);
+        return (err as Error).message;
+      }
+      return expect.fail("expected ERR_PIDS_BUDGET_EXCEEDED");
+    };
+    // `paddock tenant create X --hypervisor gvisor` from the sandbox template: 2048 guest processes in 16 VMs.
+    const g = refusal({ id: "g", maxPids: 2048, hypervisor: "gvisor", maxVms: 16 }, "sandbox-gvisor");
+    expect(g).to.contain("lower limits.max_pids (paddock tenant create --max-pids) or max_vms, or create it from the template made for gVisor (paddock tenant create --template sandbox-gvisor, its limits sized for gVisor's host threads), or lower another tenant's");
+    expect(refusal({ id: "g", maxPids: 2048, hypervisor: "gvisor", maxVms: 16 })).to.not.contain("--template");
+    expect(refusal({ id: "r", maxPids: 30000 }, "sandbox-gvisor")).to.not.contain("--template");
+  });
 });
