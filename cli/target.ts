@@ -21,6 +21,7 @@ import path from "node:path";
 import { PaddockError } from "../shared/errors.js";
 import { UsageError } from "./cli-errors.js";
 import { fileReadError } from "./local-file.js";
+import { envValue } from "../shared/env.js";
 
 /** A resolved API endpoint plus its bearer token (undefined ⇒ no Authorization header). */
 export type Target = (
@@ -38,10 +39,6 @@ export const DEFAULT_ADMIN_URL = "http://127.0.0.1:8081";
 
 /** Reads a token file; returns undefined when it does not exist. */
 export type ReadTokenFile = (file: string) => string | undefined;
-
-function nonEmpty(v: string | undefined): string | undefined {
-  return v === undefined || v === "" ? undefined : v;
-}
 
 function expandHome(p: string, env: NodeJS.ProcessEnv): string {
   if (p === "~" || p.startsWith("~/")) return path.join(env.HOME ?? "/root", p.slice(1));
@@ -147,7 +144,7 @@ function firstToken(sources: readonly TokenSource[], refuseEmpty: boolean, hint:
  *   an http(s) target is empty (e.g. `PADDOCK_TOKEN=`).
  */
 export function resolveTarget(flags: TargetFlags, env: NodeJS.ProcessEnv, read: ReadTokenFile): Target {
-  const address = nonEmpty(flags.url) ?? nonEmpty(env.PADDOCK_URL) ?? nonEmpty(env.SLICER_URL) ?? DEFAULT_API_URL;
+  const address = envValue(flags.url) ?? envValue(env.PADDOCK_URL) ?? envValue(env.SLICER_URL) ?? DEFAULT_API_URL;
   const fromFile = (file: string | undefined, origin: string): TokenSource => [
     file ? `the token file ${expandHome(file, env)} (from ${origin})` : origin,
     () => (file ? readTokenFrom(file, env, read, origin) : file),
@@ -171,7 +168,7 @@ export interface AdminTargetFlags {
 
 /** Path of the supervisor's admin token file for an environment: `<state>/supervisor/admin-token`. */
 export function adminTokenPath(env: NodeJS.ProcessEnv): string {
-  return path.join(nonEmpty(env.PADDOCK_STATE_DIR) ?? "/var/lib/paddock", "supervisor", "admin-token");
+  return path.join(envValue(env.PADDOCK_STATE_DIR) ?? "/var/lib/paddock", "supervisor", "admin-token");
 }
 
 /**
@@ -184,7 +181,7 @@ export function adminTokenPath(env: NodeJS.ProcessEnv): string {
  *   exist under a `PADDOCK_STATE_DIR` that was set.
  */
 function readAdminTokenFile(read: ReadTokenFile, file: string, env: NodeJS.ProcessEnv): string | undefined {
-  const named = nonEmpty(env.PADDOCK_STATE_DIR) !== undefined;
+  const named = envValue(env.PADDOCK_STATE_DIR) !== undefined;
   const origin = named ? "the admin-token file under PADDOCK_STATE_DIR" : "the admin-token file";
   const text = readNamed(read, file, origin);
   if (text === undefined && named) throw fileReadError(file, origin, Object.assign(new Error(`ENOENT: no such file or directory, open '${file}'`), { code: "ENOENT" }));
@@ -205,7 +202,7 @@ function readAdminTokenFile(read: ReadTokenFile, file: string, env: NodeJS.Proce
  *   the admin-token file is empty.
  */
 export function resolveAdminTarget(flags: AdminTargetFlags, env: NodeJS.ProcessEnv, read: ReadTokenFile): Target {
-  const address = nonEmpty(flags.adminUrl) ?? nonEmpty(env.PADDOCK_ADMIN_URL) ?? DEFAULT_ADMIN_URL;
+  const address = envValue(flags.adminUrl) ?? envValue(env.PADDOCK_ADMIN_URL) ?? DEFAULT_ADMIN_URL;
   const file = adminTokenPath(env);
   const token = firstToken([
     ["--admin-token", () => flags.adminToken],

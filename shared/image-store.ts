@@ -18,6 +18,7 @@ import { PaddockError, errnoCode } from "./errors.js";
 import { readdirOrEmpty } from "./read-dir.js";
 import { run } from "./exec.js";
 import { DEFAULT_STATE_DIR } from "./tenant-config-defaults.js";
+import { envValue } from "./env.js";
 
 /** Default Debian mirror; `PADDOCK_DEBIAN_MIRROR` overrides it. */
 export const DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian";
@@ -40,7 +41,7 @@ export const DEFAULT_GUEST_USER = { name: "slicer", uid: 1000, gid: 1000, home: 
  * `images/` under `PADDOCK_STATE_DIR` (default /var/lib/paddock). An absolute path.
  */
 export function defaultImageDir(env: NodeJS.ProcessEnv = process.env): string {
-  return path.resolve(env.PADDOCK_IMAGE_DIR || path.join(env.PADDOCK_STATE_DIR || DEFAULT_STATE_DIR, "images"));
+  return path.resolve(envValue(env.PADDOCK_IMAGE_DIR) ?? path.join(envValue(env.PADDOCK_STATE_DIR) ?? DEFAULT_STATE_DIR, "images"));
 }
 
 /** Image names: a plain directory name, so no path tricks and no OCI references. */

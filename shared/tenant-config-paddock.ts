@@ -11,17 +11,11 @@ import type { ApiConfig, PaddockSettings, TenantConfigContext } from "./tenant-c
 import { readProxySettings } from "./tenant-config-proxy.js";
 import { UID_RANGE_MAX_END, UID_RANGE_MIN_START, UID_RANGE_SIZE, type UidRange } from "./uid-ranges.js";
 import type { ConfigReader } from "./yaml-reader.js";
+import { envValue } from "./env.js";
 
 const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime", "pids_limit", "limits", "deny", "host_ports", "foreign_ranges", "stop_timeout_seconds", "warm_pool", "expiry", "seccomp", "userns",
   "console_log_bytes", "disk_commit_ratio", "max_secrets", "max_secret_bytes", "host_pids_reserve", "gvisor", "proxy"] as const;
 
-/**
- * The `paddock:` key, defaulted. The tenant id defaults to the API socket's base name when that
- * is a valid id, else `default`; state, run and image dirs default under `PADDOCK_STATE_DIR` /
- * `PADDOCK_RUN_DIR` (or {@link DEFAULT_STATE_DIR} / {@link DEFAULT_RUN_DIR}) and resolve against
- * `ctx.baseDir`. Per-group maps (`host_ports`, `warm_pool`, `seccomp`) must name groups in
- * `groupNames`. Problems are recorded on `r` with their YAML paths.
- */
 /**
  * `paddock.pids_limit` when the config sets none: pids.max of each VM. Above the supervisor's
  * default `max_pids` (2048) on purpose: the tenant's budget clamps it (computeTenantBudget in
@@ -29,6 +23,13 @@ const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime
  */
 export const DEFAULT_VM_PIDS_LIMIT = 4096;
 
+/**
+ * The `paddock:` key, defaulted. The tenant id defaults to the API socket's base name when that
+ * is a valid id, else `default`; state, run and image dirs default under `PADDOCK_STATE_DIR` /
+ * `PADDOCK_RUN_DIR` (an empty one counts as unset, shared/env.ts; else {@link DEFAULT_STATE_DIR} /
+ * {@link DEFAULT_RUN_DIR}) and resolve against `ctx.baseDir`. Per-group maps (`host_ports`, `warm_pool`, `seccomp`) must name groups in
+ * `groupNames`. Problems are recorded on `r` with their YAML paths.
+ */
 export function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigContext, api: ApiConfig, groupNames: readonly string[]): PaddockSettings {
   const pd = r.object(raw, "paddock");
   r.unknownKeys(pd, "paddock", PADDOCK_KEYS);
@@ -36,8 +37,8 @@ export function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigCont
   const socketBase = api.kind === "unix" ? path.basename(api.socketPath).replace(/\.sock$/, "").toLowerCase() : "";
   const derivedId = TENANT_ID_PATTERN.test(socketBase) ? socketBase : "default";
   const tenantId = r.string(pd.tenant_id, "paddock.tenant_id", { pattern: TENANT_ID_PATTERN, patternText: "1-12 characters of [a-z0-9] starting with a letter" }) ?? derivedId;
-  const stateRoot = env.PADDOCK_STATE_DIR ?? DEFAULT_STATE_DIR;
-  const runRoot = env.PADDOCK_RUN_DIR ?? DEFAULT_RUN_DIR;
+  const stateRoot = envValue(env.PADDOCK_STATE_DIR) ?? DEFAULT_STATE_DIR;
+  const runRoot = envValue(env.PADDOCK_RUN_DIR) ?? DEFAULT_RUN_DIR;
   const stateDir = path.resolve(ctx.baseDir, r.string(pd.state_dir, "paddock.state_dir") ?? path.join(stateRoot, "tenants", tenantId));
   const runDir = path.resolve(ctx.baseDir, r.string(pd.run_dir, "paddock.run_dir") ?? path.join(runRoot, "tenants", tenantId));
   const imageDir = path.resolve(ctx.baseDir, r.string(pd.image_dir, "paddock.image_dir") ?? defaultImageDir(env));

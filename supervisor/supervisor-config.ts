@@ -19,6 +19,7 @@ import type { LimitsRecord } from "./tenant-registry.js";
 import { DEFAULT_DENY, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, denyEntryProblem } from "../shared/tenant-config.js";
 import type { FdBudgetConfig, TenantGatewayLimits } from "./gateway-admission.js";
 import { DEFAULT_WEBHOOK_POLICY, type WebhookPolicy } from "./webhooks/dispatcher.js";
+import { envValue } from "../shared/env.js";
 
 /** A listener: TCP host and port, or a Unix socket path. */
 export type ListenAddress = { kind: "tcp"; host: string; port: number } | { kind: "unix"; socketPath: string };
@@ -222,16 +223,13 @@ export function parseSupervisorConfig(tree: unknown, source: string, opts: { env
   }
   if (formatListenAddress(gateway) === formatListenAddress(admin) && !(gateway.kind === "tcp" && gateway.port === 0)) r.problem("admin.address", "must differ from gateway.address");
 
-  // An empty variable counts as unset (as the CLI and the image store take them: cli/target.ts,
-  // shared/image-store.ts), never as "" resolved to the config's directory.
-  const envDir = (v: string | undefined): string | undefined => (v === undefined || v === "" ? undefined : v);
-  const stateDir = path.resolve(baseDir, flags.stateDir ?? envDir(env.PADDOCK_STATE_DIR) ?? r.string(root.state_dir, "state_dir") ?? DEFAULT_STATE_DIR);
-  const runDir = path.resolve(baseDir, flags.runDir ?? envDir(env.PADDOCK_RUN_DIR) ?? r.string(root.run_dir, "run_dir") ?? DEFAULT_RUN_DIR);
+  const stateDir = path.resolve(baseDir, flags.stateDir ?? envValue(env.PADDOCK_STATE_DIR) ?? r.string(root.state_dir, "state_dir") ?? DEFAULT_STATE_DIR);
+  const runDir = path.resolve(baseDir, flags.runDir ?? envValue(env.PADDOCK_RUN_DIR) ?? r.string(root.run_dir, "run_dir") ?? DEFAULT_RUN_DIR);
   // <run>/tenants/<12-char id>/api.sock must stay under the 107-byte socket path limit.
   if (Buffer.byteLength(path.join(runDir, "tenants", "x".repeat(12), "api.sock")) > 107) {
     r.problem("run_dir", `run dir ${runDir} is too long for tenant socket paths (107-byte limit)`);
   }
-  const imageDir = path.resolve(baseDir, envDir(env.PADDOCK_IMAGE_DIR) ?? r.string(root.image_dir, "image_dir") ?? path.join(stateDir, "images"));
+  const imageDir = path.resolve(baseDir, envValue(env.PADDOCK_IMAGE_DIR) ?? r.string(root.image_dir, "image_dir") ?? path.join(stateDir, "images"));
 
   const net = r.object(root.network, "network");
   r.unknownKeys(net, "network", ["pool", "block_prefix"]);

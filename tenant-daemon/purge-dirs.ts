@@ -24,6 +24,7 @@ import { defaultImageDir } from "../shared/image-store.js";
 import { TENANT_LOCK_DIR, liveTenantLockOwners } from "../shared/tenant-id-lock.js";
 import { uidClaimsDir } from "../shared/uid-ranges.js";
 import { isPathUnder, readMounts } from "./storage/vm-disk.js";
+import { envValue } from "../shared/env.js";
 
 /** A dir the purge did not remove, and why. */
 export interface LeftDir {
@@ -36,8 +37,8 @@ export interface LeftDir {
  * never removed. Absolute paths.
  */
 export function sharedPaddockDirs(env: NodeJS.ProcessEnv = process.env, imageDir: string = defaultImageDir(env)): string[] {
-  const stateRoot = path.resolve(env.PADDOCK_STATE_DIR || DEFAULT_STATE_DIR);
-  const runRoot = path.resolve(env.PADDOCK_RUN_DIR || DEFAULT_RUN_DIR);
+  const stateRoot = path.resolve(envValue(env.PADDOCK_STATE_DIR) ?? DEFAULT_STATE_DIR);
+  const runRoot = path.resolve(envValue(env.PADDOCK_RUN_DIR) ?? DEFAULT_RUN_DIR);
   return [stateRoot, runRoot, path.join(stateRoot, "tenants"), path.join(runRoot, "tenants"), path.resolve(imageDir), TENANT_LOCK_DIR, uidClaimsDir(undefined, env)];
 }
 

@@ -99,6 +99,19 @@ config:
     expect(c.paddock.runDir).to.equal("/tmp/r/tenants/a3cf");
   });
 
+  it("takes an empty PADDOCK_STATE_DIR / PADDOCK_RUN_DIR as unset (the default roots, not the config's dir)", () => {
+    const text = `config:
+  host_groups:
+    - name: sbox
+      count: 0
+  api:
+    bind_address: "/run/slicer/a3cf.sock"
+`;
+    const c = parseTenantConfig(parseYamlSafe(text, "t.yaml"), "t.yaml", { baseDir: "/etc/paddock", env: { PADDOCK_STATE_DIR: "", PADDOCK_RUN_DIR: "" } });
+    expect(c.paddock.stateDir).to.equal("/var/lib/paddock/tenants/a3cf");
+    expect(c.paddock.runDir).to.equal("/run/paddock/tenants/a3cf");
+  });
+
   it("loads the documented bridge, macvtap-free and allow-port examples", () => {
     const c = load(`
 config:
