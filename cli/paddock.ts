@@ -108,15 +108,15 @@ async function upCommand(ctx: CliContext, argv: string[]): Promise<number> {
     return EXIT.OK;
   }
   const supervisor = await import("../supervisor/main.js");
-  // A bad command line is a usage error (exit 2) like every other command's, checked before
-  // anything starts; main() parses the same argv again.
+  // A bad command line is a usage error (exit 2) like every other command's, before anything starts.
+  let args: ReturnType<typeof supervisor.parseUpArgs>;
   try {
-    supervisor.parseUpArgs(argv);
+    args = supervisor.parseUpArgs(argv);
   } catch (err) {
     if (isPaddockError(err) && err.code === "ERR_BAD_REQUEST") throw new UsageError(err.message);
     throw err;
   }
-  return supervisor.main(argv);
+  return supervisor.main(args);
 }
 
 /**

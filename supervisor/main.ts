@@ -267,17 +267,17 @@ export function describeStartError(err: unknown): { line: string; exitCode: numb
 }
 
 /**
- * `paddock up …`: run until SIGTERM/SIGINT. Daemons keep running on exit unless
+ * `paddock up …` with its parsed arguments ({@link parseUpArgs}, which the CLI runs first so a bad
+ * command line is its usage error): run until SIGTERM/SIGINT. Daemons keep running on exit unless
  * `--stop-daemons-on-exit` (or `stop_daemons_on_exit: true`).
  * @returns the process exit code: 0 after a stop by signal, else as {@link describeStartError}
  *   (1 for an unexpected error).
  */
-export async function main(argv: readonly string[]): Promise<number> {
+export async function main(args: { configFile?: string; flags: SupervisorFlags }): Promise<number> {
   const log = createLogger({ batch: true });
   let sup: RunningSupervisor;
   try {
-    const { configFile, flags } = parseUpArgs(argv);
-    sup = await runSupervisor({ configFile, flags, logger: log });
+    sup = await runSupervisor({ configFile: args.configFile, flags: args.flags, logger: log });
   } catch (err) {
     const d = describeStartError(err);
     if (d !== undefined) {
