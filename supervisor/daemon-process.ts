@@ -21,7 +21,7 @@ import { PaddockError, errnoCode } from "../shared/errors.js";
 import { sleep } from "../shared/time.js";
 import { daemonHealthy } from "./daemon-client.js";
 import { daemonStartCode, daemonStartReason } from "./daemon-start-reason.js";
-import { isDaemonCmdline, readCmdline, readProcStat } from "./proc-info.js";
+import { isDaemonCmdline, readCmdline, readProcStat, readProcStatSync } from "./proc-info.js";
 import { findProjectRoot, pidAlive } from "../shared/proc.js";
 import { DAEMON_NODE_FLAGS } from "../shared/daemon-node-flags.js";
 
@@ -120,18 +120,18 @@ function watchPid(pid: number, startTicks: number | undefined, intervalMs: numbe
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   const exited = new Promise<DaemonExit>((resolve) => {
-    const tick = async (): Promise<void> => {
+    const tick = (): void => {
       if (stopped) return;
-      const st = await readProcStat(pid);
+      const st = readProcStatSync(pid);
       const alive = pidAlive(pid) && (startTicks === undefined || st?.startTicks === startTicks);
       if (!alive) {
         resolve({ code: undefined, signal: undefined, adopted: true });
         return;
       }
-      timer = setTimeout(() => void tick(), intervalMs);
+      timer = setTimeout(tick, intervalMs);
       timer.unref();
     };
-    void tick();
+    tick();
   });
   return { exited, unwatch: () => { stopped = true; if (timer) clearTimeout(timer); } };
 }

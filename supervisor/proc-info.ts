@@ -3,7 +3,7 @@
  * restart only when they are provably ours (never touch what is not): pid alive, same program and
  * config, and (when recorded) the same start time, which rules out pid reuse.
  */
-import { promises as fs } from "node:fs";
+import { promises as fs, readFileSync } from "node:fs";
 
 /** The argv of a process, or undefined when it is gone (or a zombie with empty cmdline). */
 export async function readCmdline(pid: number): Promise<string[] | undefined> {
@@ -22,16 +22,34 @@ export async function readCmdline(pid: number): Promise<string[] | undefined> {
  */
 export async function readProcStat(pid: number): Promise<{ startTicks: number; state: string } | undefined> {
   try {
-    const raw = await fs.readFile(`/proc/${pid}/stat`, "utf8");
-    const rest = raw.slice(raw.lastIndexOf(")") + 2).split(" ");
-    // rest[0] is field 3 (state); field 22 is rest[19].
-    const startTicks = Number(rest[19]);
-    return Number.isFinite(startTicks) ? { startTicks, state: rest[0] ?? "?" } : undefined;
+    return parseProcStat(await fs.readFile(`/proc/${pid}/stat`, "utf8"));
   } catch {
     return undefined;
   }
 }
 
+/**
+ * {@link readProcStat} read synchronously, for pollers: one small read of a file the kernel
+ * makes on read (a few µs), where the promise API takes five thread-pool round trips (open,
+ * fstat, two reads, close) and their wake-ups. The supervisor polls every adopted daemon this
+ * way twice a second (daemon-process.ts `watchPid`).
+ * @returns undefined when the process is gone or the text is not a stat line.
+ */
+export function readProcStatSync(pid: number): { startTicks: number; state: string } | undefined {
+  try {
+    return parseProcStat(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+/** The state letter and start time of a /proc/<pid>/stat line (pure); undefined when the start time is not a number. */
+function parseProcStat(raw: string): { startTicks: number; state: string } | undefined {
+  const rest = raw.slice(raw.lastIndexOf(")") + 2).split(" ");
+  // rest[0] is field 3 (state); field 22 is rest[19].
+  const startTicks = Number(rest[19]);
+  return Number.isFinite(startTicks) ? { startTicks, state: rest[0] ?? "?" } : undefined;
+}
 
 /**
  * The entry files that run the same tenant daemon as `entry`: itself and, for the two entry

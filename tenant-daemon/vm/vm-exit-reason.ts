@@ -25,7 +25,7 @@
  * fork of this VM's sandbox, not whose guest forked: the tenant's budget is shared, so on cgroup
  * v1 a VM ended because another VM filled it reads `pids_limit` too.
  */
-import { promises as fs } from "node:fs";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { errnoCode } from "../../shared/errors.js";
 import { CGROUP_ROOT, detectCgroupLayout, type CgroupLayout } from "../runtime/tenant-cgroup.js";
@@ -67,15 +67,21 @@ export function oomCounterFile(layout: CgroupLayout, cgroupPath: string): string
 }
 
 /** Reads one counter of a cgroup (OOM kills, refused forks); undefined when the cgroup (or the counter) is not there. */
-export type OomCounterReader = (cgroupPath: string) => Promise<number | undefined>;
+export type CgroupCounterReader = (cgroupPath: string) => Promise<number | undefined>;
 
 /**
  * A host reader of one counter of VM cgroups: finds the cgroup layout once (tenant-cgroup.ts
  * `detectCgroupLayout`), reads `file(layout, cgroupPath)` and parses it. A path that is
  * relative, `/` or holds `..` reads as undefined, never another file.
+ *
+ * The read is synchronous: the file is a few lines the kernel makes on read (no disk, no lock
+ * a guest can hold), and the reaper reads it for every running VM every second. Through
+ * `fs.promises.readFile` each read was five thread-pool round trips (open, fstat, two reads,
+ * close) with their wake-ups; an idle daemon with 10 VMs spent most of its CPU on them
+ * (docs/performance.md, "Idle CPU").
  * @throws (from the reader) the file's read errors other than ENOENT.
  */
-function hostCounterReader(root: string, file: (layout: CgroupLayout, cgroupPath: string) => string, parse: (text: string) => number | undefined): OomCounterReader {
+function hostCounterReader(root: string, file: (layout: CgroupLayout, cgroupPath: string) => string, parse: (text: string) => number | undefined): CgroupCounterReader {
   let layout: Promise<CgroupLayout | undefined> | undefined;
   return async (cgroupPath) => {
     if (!cgroupPath.startsWith("/") || cgroupPath === "/" || cgroupPath.split("/").includes("..")) return undefined;
@@ -83,7 +89,7 @@ function hostCounterReader(root: string, file: (layout: CgroupLayout, cgroupPath
     const l = await layout;
     if (l === undefined) return undefined;
     try {
-      return parse(await fs.readFile(file(l, cgroupPath), "utf8"));
+      return parse(readFileSync(file(l, cgroupPath), "utf8"));
     } catch (err) {
       if (errnoCode(err) === "ENOENT") return undefined;
       throw err;
@@ -95,7 +101,7 @@ function hostCounterReader(root: string, file: (layout: CgroupLayout, cgroupPath
  * The host's reader of VM OOM counters ({@link oomCounterFile}).
  * @param root - the cgroup file systems' root (default /sys/fs/cgroup).
  */
-export function hostOomCounterReader(root: string = CGROUP_ROOT): OomCounterReader {
+export function hostOomCounterReader(root: string = CGROUP_ROOT): CgroupCounterReader {
   return hostCounterReader(root, oomCounterFile, parseOomKillCount);
 }
 
@@ -103,7 +109,7 @@ export function hostOomCounterReader(root: string = CGROUP_ROOT): OomCounterRead
  * The host's reader of VM refused-fork counters ({@link pidsEventsFile}, line `max`).
  * @param root - the cgroup file systems' root (default /sys/fs/cgroup).
  */
-export function hostPidsMaxReader(root: string = CGROUP_ROOT): OomCounterReader {
+export function hostPidsMaxReader(root: string = CGROUP_ROOT): CgroupCounterReader {
   return hostCounterReader(root, pidsEventsFile, parsePidsMaxCount);
 }
 
@@ -119,9 +125,9 @@ export interface WatchedVm {
  * told apart by its init's pid: a new pid is a new boot whose counters start at 0. Holds no
  * timer; the reaper (vm-reconcile.ts) calls it on each pass and before tearing an exited VM down.
  */
-export class VmOomWatch {
-  private readonly read: OomCounterReader;
-  private readonly readPidsMax: OomCounterReader | undefined;
+export class VmExitWatch {
+  private readonly read: CgroupCounterReader;
+  private readonly readPidsMax: CgroupCounterReader | undefined;
   private readonly cgroupPath: (hostname: string) => string;
   /** Per hostname: the boot (init pid) and the count already reported for it. */
   private readonly seen = new Map<string, { pid: number | undefined; kills: number }>();
@@ -136,7 +142,7 @@ export class VmOomWatch {
    * @param deps.readPidsMax - the refused-fork counter reader (default {@link hostPidsMaxReader});
    *   used only with `pidsLimitEndsVm`.
    */
-  constructor(deps: { cgroupPath: (hostname: string) => string; read?: OomCounterReader; pidsLimitEndsVm?: boolean; readPidsMax?: OomCounterReader }) {
+  constructor(deps: { cgroupPath: (hostname: string) => string; read?: CgroupCounterReader; pidsLimitEndsVm?: boolean; readPidsMax?: CgroupCounterReader }) {
     this.cgroupPath = deps.cgroupPath;
     this.read = deps.read ?? hostOomCounterReader();
     this.readPidsMax = deps.pidsLimitEndsVm === true ? (deps.readPidsMax ?? hostPidsMaxReader()) : undefined;

@@ -19,7 +19,7 @@ import { removeUnmountedTree } from "../storage/vm-disk.js";
 import type { VmLauncher } from "./vm-boot.js";
 import type { VmPaths } from "./vm-paths.js";
 import type { VmStorage } from "./vm-ports.js";
-import { VmOomWatch, type OomCounterReader } from "./vm-exit-reason.js";
+import { VmExitWatch, type CgroupCounterReader } from "./vm-exit-reason.js";
 import { checkpointDir, checkpointsRoot } from "./vm-suspend.js";
 import type { LiveVm, VmTable } from "./vm-table.js";
 import type { DaemonState, VmRecord } from "./vm-types.js";
@@ -44,7 +44,7 @@ export interface VmReconcilerDeps {
    */
   onVmEvent?: (record: VmRecord, type: ReconcileEventType, reason: ReconcileEventReason, extra?: { oom_kills?: number }) => void;
   /** Reader of a VM cgroup's OOM-kill counter (default: the host's, vm-exit-reason.ts). */
-  readOomKills?: OomCounterReader;
+  readOomKills?: CgroupCounterReader;
 }
 
 /** The event types this module emits. */
@@ -57,13 +57,13 @@ export class VmReconciler {
   private readonly deps: VmReconcilerDeps;
   private readonly log: Logger;
   private reaper: NodeJS.Timeout | undefined;
-  private readonly oom: VmOomWatch;
+  private readonly oom: VmExitWatch;
 
   constructor(deps: VmReconcilerDeps) {
     this.deps = deps;
     this.log = deps.log;
     // Only a gVisor VM ends whole at its pids limit (vm-exit-reason.ts).
-    this.oom = new VmOomWatch({ cgroupPath: (h) => deps.paths.cgroupPath(h), read: deps.readOomKills, pidsLimitEndsVm: deps.runtime.name === "runsc" });
+    this.oom = new VmExitWatch({ cgroupPath: (h) => deps.paths.cgroupPath(h), read: deps.readOomKills, pidsLimitEndsVm: deps.runtime.name === "runsc" });
   }
 
   /**

@@ -1,13 +1,13 @@
 /**
  * tenant-daemon/vm/vm-exit-reason.ts, pure: the `oom_kill` line of v1 `memory.oom_control` and v2
- * `memory.events` (real file contents), the counter file per layout, and VmOomWatch's
+ * `memory.events` (real file contents), the counter file per layout, and VmExitWatch's
  * bookkeeping with a counter the test sets (new boots start at 0, an adopted VM's past kills are
  * not reported again, a boot that ended during the read is left to its exit), and the
  * `pids_limit` exit of a runtime whose VMs end at their pids limit (gVisor) from `pids.events`.
  * test/privileged/vm-expiry-events.test.ts drives real OOM kills.
  */
 import { expect } from "chai";
-import { VmOomWatch, oomCounterFile, parseOomKillCount, parsePidsMaxCount, pidsEventsFile } from "../../tenant-daemon/vm/vm-exit-reason.js";
+import { VmExitWatch, oomCounterFile, parseOomKillCount, parsePidsMaxCount, pidsEventsFile } from "../../tenant-daemon/vm/vm-exit-reason.js";
 
 describe("VM exit reasons (vm-exit-reason.ts, pure)", () => {
   it("parses oom_kill from cgroup v1 memory.oom_control and v2 memory.events", () => {
@@ -24,7 +24,7 @@ describe("VM exit reasons (vm-exit-reason.ts, pure)", () => {
 
   it("reports each kill once per boot, starts a new boot at 0, and leaves a kill racing an exit to the exit", async () => {
     const counts = new Map<string, number>();
-    const watch = new VmOomWatch({ cgroupPath: (h) => `/paddock/t/${h}`, read: async (p) => counts.get(p) });
+    const watch = new VmExitWatch({ cgroupPath: (h) => `/paddock/t/${h}`, read: async (p) => counts.get(p) });
     const vm = { record: { hostname: "a-1" }, pid: 100 };
     expect(await watch.takeNewKills(vm), "no cgroup yet").to.equal(0);
     counts.set("/paddock/t/a-1", 2);
@@ -59,7 +59,7 @@ describe("VM exit reasons (vm-exit-reason.ts, pure)", () => {
     const oom = new Map<string, number>();
     const forks = new Map<string, number>();
     const deps = { cgroupPath: (h: string) => `/paddock/t/${h}`, read: async (p: string) => oom.get(p), readPidsMax: async (p: string) => forks.get(p) };
-    const gvisor = new VmOomWatch({ ...deps, pidsLimitEndsVm: true });
+    const gvisor = new VmExitWatch({ ...deps, pidsLimitEndsVm: true });
     forks.set("/paddock/t/g-1", 3);
     expect(await gvisor.exitCause({ record: { hostname: "g-1" }, pid: 10 })).to.deep.equal({ cause: "pids_limit", oomKills: 0 });
     forks.set("/paddock/t/g-1", 0);
@@ -79,10 +79,10 @@ describe("VM exit reasons (vm-exit-reason.ts, pure)", () => {
     forks.set("/paddock/t/g-3", 5);
     expect(await gvisor.exitCause(adopted)).to.deep.equal({ cause: "pids_limit", oomKills: 0 });
     // A failing read counts as no change.
-    const broken = new VmOomWatch({ ...deps, pidsLimitEndsVm: true, readPidsMax: async () => { throw new Error("EIO"); } });
+    const broken = new VmExitWatch({ ...deps, pidsLimitEndsVm: true, readPidsMax: async () => { throw new Error("EIO"); } });
     expect(await broken.exitCause({ record: { hostname: "g-4" }, pid: 40 })).to.deep.equal({ cause: "guest_exit", oomKills: 0 });
     // runc: a refused fork fails in the guest and the VM runs on; its exit is never put down to it.
-    const runc = new VmOomWatch(deps);
+    const runc = new VmExitWatch(deps);
     forks.set("/paddock/t/r-1", 9);
     expect(await runc.exitCause({ record: { hostname: "r-1" }, pid: 50 })).to.deep.equal({ cause: "guest_exit", oomKills: 0 });
   });

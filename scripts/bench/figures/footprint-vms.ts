@@ -5,11 +5,36 @@
  * costs — at 1 and 10 VMs (and 50 with `--full`), and how each grows per VM. Measured before
  * any other figure touched the daemon (no probe VM yet). There is no runtime process per VM: runc exits after start
  * (no shim), so "runtime" memory is only the kernel's.
+ *
+ * At the top level it also samples idle CPU: the daemon's and the VMs' user + system time over
+ * {@link IDLE_WINDOWS} windows of {@link IDLE_WINDOW_MS} with nothing asked of them — what each
+ * idle tenant and VM costs the host's cores whatever its size (figure 13 multiplies it by 200).
  */
 import { createVm, deleteVm, type BareDaemon, type BenchOptions } from "../lib/context.js";
-import { anonBytes, memoryOf, mib, rssBytes } from "../lib/procs.js";
+import { anonBytes, cpuMs, memoryOf, mib, rssBytes } from "../lib/procs.js";
 import { sandboxPids } from "../lib/runc-floor.js";
 import { fmt, row, type Row } from "../lib/report.js";
+
+/** Idle-CPU windows sampled at the top level, and each one's length, ms (clock ticks are 10 ms: 10 s resolves 1 ms/s). */
+const IDLE_WINDOWS = 3;
+const IDLE_WINDOW_MS = 10_000;
+
+/**
+ * CPU time `pids` used per second of wall time over each of `windows` back-to-back windows of
+ * `windowMs`, ms/s; a process gone meanwhile counts what it had used at the window's start.
+ */
+export async function idleCpuMsPerS(pids: readonly number[], windows = IDLE_WINDOWS, windowMs = IDLE_WINDOW_MS): Promise<number[]> {
+  const total = async (): Promise<number> => (await Promise.all(pids.map((p) => cpuMs(p).then((ms) => (Number.isFinite(ms) ? ms : 0))))).reduce((a, b) => a + b, 0);
+  const out: number[] = [];
+  let before = await total();
+  for (let i = 0; i < windows; i++) {
+    await new Promise((r) => setTimeout(r, windowMs));
+    const after = await total();
+    out.push(Math.max(0, after - before) / (windowMs / 1000));
+    before = after;
+  }
+  return out;
+}
 
 /** Rows and notes for the VM half of figure 7. `idleDaemonRss`: the daemon's RSS before any VM, bytes. */
 export async function vmFootprint(lab: BareDaemon, opts: BenchOptions): Promise<{ rows: Row[]; notes: string[] }> {
@@ -32,6 +57,17 @@ export async function vmFootprint(lab: BareDaemon, opts: BenchOptions): Promise<
       }
       const pid = lab.d.child?.pid as number;
       const daemon = await rssBytes(pid);
+      if (level === levels[levels.length - 1]) {
+        // Idle CPU with every VM running and nothing asked: the daemon's periodic work (the
+        // guest-exit reaper and OOM pass, tenant-daemon/vm/vm-reconcile.ts) and the VMs' own.
+        await new Promise((r) => setTimeout(r, 5000)); // the agents' start-up GC and JIT done
+        const vmPids = (await Promise.all(vms.map((h) => sandboxPids(`pdk-${lab.d.tenantId}-${h}`)))).flat();
+        const [daemonCpu, vmCpu] = await Promise.all([idleCpuMsPerS([pid]), idleCpuMsPerS(vmPids)]);
+        rows.push(
+          row(`f7.daemon-cpu-${level}`, `tenant daemon idle CPU, ${level} VMs running (${IDLE_WINDOWS} windows of ${IDLE_WINDOW_MS / 1000} s)`, "ms/s", "paddock", daemonCpu, { group: "idle CPU" }),
+          row(`f7.vm-cpu-${level}`, `idle CPU of all ${level} VMs' processes together (agent + tini), same windows`, "ms/s", "paddock", vmCpu, { group: "idle CPU" }),
+        );
+      }
       daemonAt[level] = mib(daemon);
       const s = level > 1 ? "s" : "";
       rows.push(
