@@ -122,8 +122,14 @@ function watchPid(pid: number, startTicks: number | undefined, intervalMs: numbe
   const exited = new Promise<DaemonExit>((resolve) => {
     const tick = (): void => {
       if (stopped) return;
-      const st = readProcStatSync(pid);
-      const alive = pidAlive(pid) && (startTicks === undefined || st?.startTicks === startTicks);
+      // With a start time known, one read of /proc/<pid>/stat decides (a zombie or a reused pid
+      // is gone); without one, kill(0) and the state letter (shared/proc.ts pidAlive).
+      let alive: boolean;
+      if (startTicks === undefined) alive = pidAlive(pid);
+      else {
+        const st = readProcStatSync(pid);
+        alive = st !== undefined && st.startTicks === startTicks && st.state !== "Z" && st.state !== "X";
+      }
       if (!alive) {
         resolve({ code: undefined, signal: undefined, adopted: true });
         return;

@@ -6,8 +6,11 @@
  * `pids_limit` exit of a runtime whose VMs end at their pids limit (gVisor) from `pids.events`.
  * test/privileged/vm-expiry-events.test.ts drives real OOM kills.
  */
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { expect } from "chai";
-import { VmExitWatch, oomCounterFile, parseOomKillCount, parsePidsMaxCount, pidsEventsFile } from "../../tenant-daemon/vm/vm-exit-reason.js";
+import { VmExitWatch, hostOomCounterReader, hostPidsMaxReader, oomCounterFile, parseOomKillCount, parsePidsMaxCount, pidsEventsFile } from "../../tenant-daemon/vm/vm-exit-reason.js";
 
 describe("VM exit reasons (vm-exit-reason.ts, pure)", () => {
   it("parses oom_kill from cgroup v1 memory.oom_control and v2 memory.events", () => {
@@ -85,5 +88,25 @@ describe("VM exit reasons (vm-exit-reason.ts, pure)", () => {
     const runc = new VmExitWatch(deps);
     forks.set("/paddock/t/r-1", 9);
     expect(await runc.exitCause({ record: { hostname: "r-1" }, pid: 50 })).to.deep.equal({ cause: "guest_exit", oomKills: 0 });
+  });
+
+  it("reads the host's counter files under a cgroup root: values, a missing cgroup, and no path outside it", async () => {
+    // A cgroup v2 layout in a temp dir (tenant-cgroup.ts detectCgroupLayout reads cgroup.controllers).
+    const root = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-cgroot-"));
+    try {
+      await fs.writeFile(path.join(root, "cgroup.controllers"), "cpu memory pids\n");
+      await fs.mkdir(path.join(root, "paddock", "t", "v-1"), { recursive: true });
+      await fs.writeFile(path.join(root, "paddock", "t", "v-1", "memory.events"), "low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n");
+      await fs.writeFile(path.join(root, "paddock", "t", "v-1", "pids.events"), "max 7\n");
+      await fs.writeFile(path.join(root, "memory.events"), "oom_kill 99\n");
+      const oom = hostOomCounterReader(root);
+      const pids = hostPidsMaxReader(root);
+      expect(await oom("/paddock/t/v-1")).to.equal(2);
+      expect(await pids("/paddock/t/v-1")).to.equal(7);
+      expect(await oom("/paddock/t/gone")).to.equal(undefined);
+      for (const bad of ["/", "paddock/t/v-1", "/paddock/t/v-1/../.."]) expect(await oom(bad), bad).to.equal(undefined);
+    } finally {
+      await fs.rm(root, { recursive: true, force: true });
+    }
   });
 });
