@@ -10,6 +10,8 @@
  *   `/bin/true` through the gateway, and `GET /nodes` through the gateway (p50/p95);
  * - a supervisor crash (SIGKILL) and restart until every daemon is adopted (same pid, its
  *   tenant answering through the gateway);
+ * - idle CPU after the restart, with every daemon adopted and nothing asked: the supervisor's,
+ *   each daemon's, and a sample of VMs' (their processes' user + system time per second);
  * - host counts: tasks, nftables tables, network namespaces, the supervisor's open fds.
  *
  * At the top step every tenant is deleted (4 at a time) and the wall time reported. The tenants
@@ -22,6 +24,7 @@ import { promises as fs } from "node:fs";
 import type { BenchOptions } from "../lib/context.js";
 import { SupervisorLab, type LabTenant } from "../lib/supervisor-lab.js";
 import { anonBytes, memoryOf, mib, rssBytes } from "../lib/procs.js";
+import { idleCpuMsPerS } from "./footprint-vms.js";
 import { sandboxPids } from "../lib/runc-floor.js";
 import { fmt, row, type FigureResult, type Row } from "../lib/report.js";
 import { nowMs } from "../lib/stats.js";
@@ -191,6 +194,12 @@ export async function figureDensity(opts: BenchOptions, onTenantIds: (ids: strin
         }
       }
       const adoptMs = nowMs() - t0;
+      // 6. Idle CPU with every daemon adopted (the supervisor polls adopted pids) and nothing asked.
+      await new Promise((r) => setTimeout(r, 3000));
+      const sampled = [...vms].sort(() => Math.random() - 0.5).slice(0, 20);
+      const sampledPids = await Promise.all(sampled.map((v) => sandboxPids(`pdk-${v.tenant.id}-${v.hostname}`)));
+      const daemonPids = [...pids.values()];
+      const [supCpu, daemonsCpu, vmsCpu] = await Promise.all([idleCpuMsPerS([lab.pid]), idleCpuMsPerS(daemonPids), idleCpuMsPerS(sampledPids.flat())]);
       const created50 = created.length ? created : [NaN];
       rows.push(
         row(`f13.t${n}.daemon-anon`, `${label}: tenant daemon private (RssAnon), each`, "MiB", "paddock", dAnon, { group: "memory per tenant / VM" }),
@@ -202,6 +211,9 @@ export async function figureDensity(opts: BenchOptions, onTenantIds: (ids: strin
         row(`f13.t${n}.exec`, `${label}: buffered exec /bin/true via gateway, ${vms.length} VMs`, "ms", "paddock", exec, { group: "request" }),
         row(`f13.t${n}.gateway`, `${label}: GET /nodes via gateway`, "ms", "paddock", gateway, { group: "request" }),
         row(`f13.t${n}.sup-up`, `${label}: supervisor SIGKILL → restarted admin API`, "ms", "info", [upMs], { group: "supervisor restart" }),
+        row(`f13.t${n}.sup-cpu`, `${label}: supervisor idle CPU, every daemon adopted (3 windows of 10 s)`, "ms/s", "paddock", supCpu, { group: "idle CPU" }),
+        row(`f13.t${n}.daemon-cpu`, `${label}: tenant daemon idle CPU, each (all ${daemonPids.length} together ÷ ${daemonPids.length}, same windows)`, "ms/s", "paddock", daemonsCpu.map((c) => c / daemonPids.length), { group: "idle CPU" }),
+        row(`f13.t${n}.vm-cpu`, `${label}: VM idle CPU (agent + tini), each (${sampled.length} sampled together ÷ ${sampled.length}, same windows)`, "ms/s", "paddock", vmsCpu.map((c) => c / Math.max(1, sampled.length)), { group: "idle CPU" }),
         row(`f13.t${n}.adopt-all`, `${label}: supervisor SIGKILL → all ${n} daemons adopted and answering`, "ms", "paddock", [adoptMs], { group: "supervisor restart" }),
       );
       notes.push(`${label}, ${vms.length} VMs: ${counts.tasks} host tasks, ${counts.nftTables} nftables tables, ${counts.netns} network namespaces (whole host, other users included), supervisor ${counts.supFds} open fds; host used memory (MemTotal − MemAvailable) +${fmt(mib((await hostUsedBytes()) - usedAtStart))} MiB over the start of the figure, other users' work included.`);
