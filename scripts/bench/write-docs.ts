@@ -82,6 +82,9 @@ export function densityChart(f: FigureResult, rep: BenchReport): string | undefi
     { title: "Requests through the gateway", unit: "ms", series: [{ name: "exec /bin/true p50", values: at("exec") }, { name: "exec /bin/true p95", values: at("exec", "p95") }, { name: "GET /nodes p50", values: at("gateway") }] },
     { title: "Creates and supervisor restart", unit: "s", series: [{ name: "VM create p50", values: at("vm-create").map((v) => v / 1000) }, { name: "VM create p95", values: at("vm-create", "p95").map((v) => v / 1000) }, { name: "tenant create → ready p50", values: at("tenant-create").map((v) => v / 1000) }, { name: "SIGKILL → all daemons adopted", values: at("adopt-all").map((v) => v / 1000) }] },
   ];
+  // Idle CPU rows exist in runs since they were added (figure 13 of older runs has none).
+  const idle = [{ name: "supervisor, daemons adopted", values: at("sup-cpu") }, { name: "each daemon", values: at("daemon-cpu") }, { name: "each VM", values: at("vm-cpu") }];
+  if (idle.some((x) => x.values.some(Number.isFinite))) panels.push({ title: "Idle CPU", unit: "ms/s", series: idle });
   const m = rep.machine;
   return renderLineChart(
     "Paddock density: tenants and VMs on one host",
