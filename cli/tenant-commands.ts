@@ -6,7 +6,7 @@ import { parseFlags, parseIntFlag, parseSizeFlag, parseDurationFlag, parseKeyVal
 import { ApiClient, readBody, seg } from "./api-client.js";
 import { ApiError, UsageError, EXIT } from "./cli-errors.js";
 import { writeOut, type CliContext } from "./cli-context.js";
-import { formatAge, formatBytes, renderJson, renderKeyValues, renderTable, Progress } from "./output.js";
+import { alreadyLine, formatAge, formatBytes, renderJson, renderKeyValues, renderTable, Progress } from "./output.js";
 import { adminTokenPath, resolveAdminTarget } from "./target.js";
 import { PaddockError } from "../shared/errors.js";
 import { TENANT_ID_PATTERN } from "../shared/tenant-config-defaults.js";
@@ -282,11 +282,11 @@ async function tenantAction(ctx: CliContext, argv: string[], action: "delete" | 
   if (values.json) await writeOut(ctx.stdout, renderJson(out ?? { id, deleted: true }));
   else if (action === "resume" && out?.already_active === true) {
     // The API answers 200 for an active tenant without doing anything (supervisor/tenant-suspension.ts).
-    await writeOut(ctx.stdout, `tenant ${id} is already active; nothing resumed\n`);
+    await writeOut(ctx.stdout, alreadyLine(`tenant ${id}`, "active", "nothing resumed"));
   } else if (action === "suspend" && out?.already_suspended === true) {
     // Likewise for a suspended one: its VMs stay paused, its reason is kept.
     const why = typeof out.status_reason === "string" && out.status_reason !== "" ? ` (${out.status_reason})` : "";
-    await writeOut(ctx.stdout, `tenant ${id} is already suspended${why}; nothing paused\n`);
+    await writeOut(ctx.stdout, alreadyLine(`tenant ${id}`, `suspended${why}`, "nothing paused"));
   } else {
     const past = { delete: "deleted", suspend: "suspended", resume: "resumed", restart: "restarted" }[action];
     const extraInfo = out?.paused_vms !== undefined ? ` (paused VMs: ${(out.paused_vms as string[]).join(", ") || "none"})`

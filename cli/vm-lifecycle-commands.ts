@@ -8,7 +8,7 @@ import { ApiError, UsageError, EXIT } from "./cli-errors.js";
 import { parseVmTtlMs } from "../shared/time.js";
 import { alreadyState } from "../shared/slicer/vm-power.js";
 import { writeOut, type CliContext } from "./cli-context.js";
-import { formatAge, formatBytes, renderJson, renderKeyValues, renderTable, Progress } from "./output.js";
+import { alreadyLine, formatAge, formatBytes, renderJson, renderKeyValues, renderTable, Progress } from "./output.js";
 import { TARGET_FLAGS, clientFor, withVm, type VmNode } from "./vm-common.js";
 import { readLocalFile } from "./local-file.js";
 
@@ -235,7 +235,7 @@ export async function simpleVerb(ctx: CliContext, argv: string[], verb: "shutdow
     return { done: h, already: alreadyState(res.headers) };
   });
   if (already !== undefined) {
-    await writeOut(ctx.stdout, `${done} is already ${already}; nothing done\n`);
+    await writeOut(ctx.stdout, alreadyLine(done, already));
     return EXIT.OK;
   }
   const past = verb === "shutdown" ? await shutdownOutcome(client, done) : { pause: "paused", resume: "resumed" }[verb];

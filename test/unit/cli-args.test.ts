@@ -5,7 +5,7 @@ import { PaddockError } from "../../shared/errors.js";
 import { ApiError, ConnectError, EXIT, UsageError, exitCodeFor } from "../../cli/cli-errors.js";
 import { buildPath } from "../../cli/api-client.js";
 import { LineSplitter, exitCodeOfFrame, framePayload, isTerminalFrame } from "../../cli/exec-stream.js";
-import { renderTable, formatBytes, formatAge } from "../../cli/output.js";
+import { alreadyLine, renderTable, formatBytes, formatAge } from "../../cli/output.js";
 import { execQuery, parseCpOperand, renderNodeTable } from "../../cli/vm-commands.js";
 import { encodeFrame as shellFrame, encodeWindowSize } from "../../shared/slicer/shell-frames.js";
 import { adminTokenPath, isSocketAddress, parseApiAddress, resolveAdminTarget, resolveTarget } from "../../cli/target.js";
@@ -346,6 +346,11 @@ describe("cli: vm helpers and output", () => {
     expect(shellFrame(1, Buffer.from("ls\n"))).to.deep.equal(Buffer.from([1, 0, 0, 0, 3, 0x6c, 0x73, 0x0a]));
     expect(shellFrame(4)).to.deep.equal(Buffer.from([4, 0, 0, 0, 0]));
     expect(encodeWindowSize(80, 24)).to.deep.equal(Buffer.from([0, 0, 0, 80, 0, 0, 0, 24]));
+  });
+
+  it("one line for a command that found its subject in the asked-for state (cli/output.ts alreadyLine)", () => {
+    expect(alreadyLine("sbox-1", "paused")).to.equal("sbox-1 is already paused; nothing done\n");
+    expect(alreadyLine("tenant t1", "suspended (billing)", "nothing paused")).to.equal("tenant t1 is already suspended (billing); nothing paused\n");
   });
 
   it("renders aligned tables without trailing spaces", () => {
