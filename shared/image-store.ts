@@ -141,9 +141,9 @@ async function readInfo(infoPath: string): Promise<ImageInfo | undefined> {
 /**
  * Every complete image in the store (a directory with `image.json` and `rootfs/`), sorted by name.
  * A missing store directory is an empty store; an image whose `image.json` is corrupt is left out
- * ({@link resolveImage} names it).
+ * and handed to `onCorrupt` (ERR_IMAGE_CORRUPT naming the file; {@link resolveImage} throws it).
  */
-export async function listImages(imageDir: string): Promise<StoredImage[]> {
+export async function listImages(imageDir: string, opts: { onCorrupt?: (err: PaddockError) => void } = {}): Promise<StoredImage[]> {
   const entries = await readdirOrEmpty(imageDir);
   const out: StoredImage[] = [];
   for (const entry of entries.sort()) {
@@ -152,8 +152,10 @@ export async function listImages(imageDir: string): Promise<StoredImage[]> {
     let info: ImageInfo | undefined;
     try {
       info = await readInfo(p.infoPath);
-    } catch {
-      continue; // unreadable image.json: not a complete image
+    } catch (err) {
+      // A corrupt image.json: not a complete image.
+      if (err instanceof PaddockError) opts.onCorrupt?.(err);
+      continue;
     }
     if (info === undefined) continue;
     const st = await fs.stat(p.rootfsDir).catch(() => undefined);

@@ -54,7 +54,10 @@ describe("image store", () => {
       expect(isPaddockError(err, "ERR_IMAGE_CORRUPT"), `${text}: ${String(err)}`).to.equal(true);
       expect((err as Error).message).to.include(file).and.include("paddock image build debian-12 --force").and.not.include("not in the image store");
     }
-    expect(await listImages(imageDir)).to.deep.equal([]);
+    const warned: string[] = [];
+    expect(await listImages(imageDir, { onCorrupt: (e) => warned.push(`${e.code} ${e.message}`) })).to.deep.equal([]);
+    expect(warned).to.have.length(1);
+    expect(warned[0]).to.match(/^ERR_IMAGE_CORRUPT /).and.include(file);
   });
 
   it("explains that OCI references are not pulled and lists local images", async () => {
