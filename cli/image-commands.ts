@@ -18,6 +18,8 @@ export const IMAGE_HELP = `usage: paddock image COMMAND [flags]
         ca-certificates, less, vim-tiny; not with --minimal) plus --packages into the image
         store; NAME defaults to debian-12
   list [--image-dir DIR] [--json]
+        an image whose image.json is corrupt is not listed: a warning on stderr names it
+        (ERR_IMAGE_CORRUPT; paddock image build NAME --force rebuilds it)
 
 Image dir: --image-dir, else PADDOCK_IMAGE_DIR, else \${PADDOCK_STATE_DIR:-/var/lib/paddock}/images.
 `;
@@ -64,7 +66,10 @@ async function imageBuild(ctx: CliContext, argv: string[]): Promise<number> {
 async function imageList(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags(argv, { "image-dir": { type: "string" }, json: { type: "boolean" } }, { noArguments: true });
   expectPositionals(positionals, 0, 0, "paddock image list [--json]");
-  const images = await listImages(imageDirFor(values["image-dir"], ctx.env));
+  // A corrupt image is not listed; say so on stderr (stdout, --json included, stays the list).
+  const images = await listImages(imageDirFor(values["image-dir"], ctx.env), {
+    onCorrupt: (err) => ctx.stderr.write(`paddock: warning: ${err.message} (${err.code})\n`),
+  });
   if (values.json) await writeOut(ctx.stdout, renderJson(images));
   else {
     const now = Date.now();

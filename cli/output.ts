@@ -18,6 +18,17 @@ export function renderTable(headers: readonly string[], rows: readonly (readonly
   );
 }
 
+/**
+ * The line a command prints when it found its subject in the state it was asked for and did
+ * nothing (exit 0): `SUBJECT is already STATE; OUTCOME` and a newline. Pure.
+ * @param subject - what was asked about, e.g. a VM hostname or `tenant t1`.
+ * @param state - the state it was in, e.g. `paused`, `suspended (reason)`.
+ * @param outcome - what was not done; default `nothing done`.
+ */
+export function alreadyLine(subject: string, state: string, outcome = "nothing done"): string {
+  return `${subject} is already ${state}; ${outcome}\n`;
+}
+
 /** `key: value` lines with aligned values (pure). */
 export function renderKeyValues(pairs: readonly (readonly [string, string])[]): string {
   const width = Math.max(0, ...pairs.map(([k]) => k.length));

@@ -48,7 +48,7 @@ Exit codes:
   1  runtime or API error (unreachable daemon, HTTP 400/401/408/5xx, local I/O)
   2  usage error (unknown flag, missing argument, bad value)
   3  not found (HTTP 404)
-  4  conflict or forbidden (HTTP 403/409)
+  4  conflict or forbidden (HTTP 403/409); paddock up refused with ERR_STATE_LOCKED
   vm exec exits with the remote command's own exit code (128+N when killed by signal N), or 1 with
   ERR_EXEC_STREAM_CUT when its stream is cut before the exit frame (token revoked, tenant suspended
   or deleted, gateway or daemon stopped, or the VM itself ended: a guest exit, an OOM kill, its pids
@@ -98,8 +98,10 @@ templates/supervisor.example.yaml.
 A flag's value goes after a space or after \`=\`; one starting with - only after \`=\`
 (--state-dir=-x). A bad command line exits 2 (usage error), as does a config or flag value the
 supervisor refuses (ERR_CONFIG_INVALID); any other refused start prints
-\`paddock: error: MESSAGE (CODE)\` and exits 1 (e.g. ERR_STATE_LOCKED: another supervisor runs on
-the state dir).
+\`paddock: error: MESSAGE (CODE)\` and exits 4 for ERR_STATE_LOCKED (another supervisor runs on
+the state dir, or the run dir belongs to another state dir), else 1 (e.g. ERR_SOCKET_IN_USE: the
+gateway or admin address is taken). A refused start removes what it made: a state or run dir
+it created is gone, one that existed is left as it was.
 `;
 
 async function upCommand(ctx: CliContext, argv: string[]): Promise<number> {

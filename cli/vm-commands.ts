@@ -37,6 +37,7 @@ export const VM_HELP = `usage: paddock vm COMMAND [flags]
                         deleted (ephemeral VMs go with their disk) or stopped (persistent)
   relaunch HOST | delete HOST [--group G] | pause HOST | resume HOST
   suspend HOST | restore HOST [--wait agent] [--timeout 2m]      (gVisor tenants)
+                        resume thaws a paused VM; a suspended one (on disk) comes back with restore
   commit HOST [--tag T]... [--label k=v]... [--cache-key K] [--json]   prints the commit id
   commits [--tag T]... [--source HOST] [--cache-key K] [--json]
   fork COMMIT [--tag T]... [--tag-mode append|replace] [--persistent=false] [--cpus N]

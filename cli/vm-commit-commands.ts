@@ -8,7 +8,7 @@ import { parseFlags, parseIntFlag, parseKeyValues, parseSizeFlag, parseDurationF
 import { readBody, seg, type QueryParams } from "./api-client.js";
 import { UsageError, EXIT } from "./cli-errors.js";
 import { writeOut, type CliContext } from "./cli-context.js";
-import { formatAge, renderJson, renderTable } from "./output.js";
+import { alreadyLine, formatAge, renderJson, renderTable } from "./output.js";
 import { TARGET_FLAGS, clientFor, withVm } from "./vm-common.js";
 import { alreadyState } from "../shared/slicer/vm-power.js";
 
@@ -42,7 +42,7 @@ export async function vmSuspend(ctx: CliContext, argv: string[]): Promise<number
     await readBody(res, 64 * 1024);
     return { h: name, already: alreadyState(res.headers) };
   });
-  await writeOut(ctx.stdout, already === "suspended" ? `${h} is already suspended; nothing done\n` : `${h} suspended\n`);
+  await writeOut(ctx.stdout, already === "suspended" ? alreadyLine(h, already) : `${h} suspended\n`);
   return EXIT.OK;
 }
 

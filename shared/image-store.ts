@@ -100,17 +100,36 @@ function imagePaths(imageDir: string, name: string): { dir: string; rootfsDir: s
   return { dir, rootfsDir: path.join(dir, "rootfs"), infoPath: path.join(dir, "image.json") };
 }
 
+/**
+ * Read `<image>/image.json`.
+ * @returns its info, or undefined when the file does not exist (no complete image).
+ * @throws PaddockError ERR_IMAGE_CORRUPT when it exists but cannot be read, is not JSON, or is
+ *   not a JSON object; the message names the file and how to rebuild the image.
+ */
 async function readInfo(infoPath: string): Promise<ImageInfo | undefined> {
+  const name = path.basename(path.dirname(infoPath));
+  const corrupt = (why: string, cause: unknown): PaddockError =>
+    new PaddockError("ERR_IMAGE_CORRUPT", `image ${JSON.stringify(name)} is corrupt: ${infoPath} ${why}; rebuild it with \`paddock image build ${name} --force\``, {
+      cause,
+      details: { image: name, file: infoPath },
+    });
   let text: string;
   try {
     text = await fs.readFile(infoPath, "utf8");
   } catch (err) {
     if (errnoCode(err) === "ENOENT") return undefined;
-    throw err;
+    throw corrupt(`cannot be read (${(err as Error).message})`, err);
   }
-  const raw = JSON.parse(text) as Partial<ImageInfo>;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw corrupt(`is not valid JSON (${(err as Error).message})`, err);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw corrupt("does not hold a JSON object", undefined);
+  const raw = parsed as Partial<ImageInfo>;
   return {
-    name: String(raw.name ?? path.basename(path.dirname(infoPath))),
+    name: String(raw.name ?? name),
     created: String(raw.created ?? ""),
     suite: String(raw.suite ?? ""),
     mirror: String(raw.mirror ?? ""),
@@ -121,9 +140,10 @@ async function readInfo(infoPath: string): Promise<ImageInfo | undefined> {
 
 /**
  * Every complete image in the store (a directory with `image.json` and `rootfs/`), sorted by name.
- * A missing store directory is an empty store.
+ * A missing store directory is an empty store; an image whose `image.json` is corrupt is left out
+ * and handed to `onCorrupt` (ERR_IMAGE_CORRUPT naming the file; {@link resolveImage} throws it).
  */
-export async function listImages(imageDir: string): Promise<StoredImage[]> {
+export async function listImages(imageDir: string, opts: { onCorrupt?: (err: PaddockError) => void } = {}): Promise<StoredImage[]> {
   const entries = await readdirOrEmpty(imageDir);
   const out: StoredImage[] = [];
   for (const entry of entries.sort()) {
@@ -132,8 +152,10 @@ export async function listImages(imageDir: string): Promise<StoredImage[]> {
     let info: ImageInfo | undefined;
     try {
       info = await readInfo(p.infoPath);
-    } catch {
-      continue; // unreadable image.json: not a complete image
+    } catch (err) {
+      // A corrupt image.json: not a complete image.
+      if (err instanceof PaddockError) opts.onCorrupt?.(err);
+      continue;
     }
     if (info === undefined) continue;
     const st = await fs.stat(p.rootfsDir).catch(() => undefined);
@@ -147,7 +169,8 @@ export async function listImages(imageDir: string): Promise<StoredImage[]> {
  * @returns absolute path of `<imageDir>/<name>/rootfs`
  * @throws PaddockError ERR_IMAGE_NOT_FOUND (400) when the image is not in the store, with how to
  *   build it; OCI references (`ghcr.io/...`) get an explanation that Paddock does not pull OCI
- *   images, plus the list of local images.
+ *   images, plus the list of local images. ERR_IMAGE_CORRUPT (500) when its `image.json` exists
+ *   but cannot be read or parsed, naming the file and the rebuild command.
  */
 export async function resolveImage(imageDir: string, name: string): Promise<string> {
   const available = async (): Promise<string> => {
@@ -168,7 +191,8 @@ export async function resolveImage(imageDir: string, name: string): Promise<stri
     });
   }
   const p = imagePaths(imageDir, name);
-  const info = await readInfo(p.infoPath).catch(() => undefined);
+  // A corrupt image.json is its own error (ERR_IMAGE_CORRUPT), not a missing image.
+  const info = await readInfo(p.infoPath);
   const st = await fs.stat(p.rootfsDir).catch(() => undefined);
   if (info === undefined || !st?.isDirectory()) {
     throw new PaddockError(

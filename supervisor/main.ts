@@ -9,13 +9,14 @@ import { promises as fs, constants as fsConstants } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { PaddockError, errnoCode, isPaddockError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
-import { acquireOwnership } from "../shared/state-store.js";
+import { OWNERSHIP_ENTRIES, acquireOwnership } from "../shared/state-store.js";
 import { pidAlive } from "../shared/proc.js";
-import { listenHttp } from "../shared/http/listen.js";
+import { assertListenFree, listenHttp } from "../shared/http/listen.js";
 import { sleep } from "../shared/time.js";
 import { formatListenAddress, loadSupervisorConfig, type ListenAddress, type SupervisorConfig, type SupervisorFlags } from "./supervisor-config.js";
 import { TenantRegistry } from "./tenant-registry.js";
-import { claimRunDir } from "./run-dir-claim.js";
+import { RUN_DIR_OWNER_FILE, claimRunDir } from "./run-dir-claim.js";
+import { StartFootprint } from "./start-footprint.js";
 import { AuditLog } from "./audit-log.js";
 import { SupervisorMetrics } from "./metrics.js";
 import { HostInfo } from "./host-info.js";
@@ -94,10 +95,12 @@ async function closeServer(server: http.Server): Promise<void> {
 
 /**
  * Start the supervisor.
- * Steps: 1. config; 2. dirs (0700), the one-supervisor-per-state-dir lock and the run dir's
- * claim for this state dir (run-dir-claim.ts); 3. admin
- * token; 4. registry (refuses corrupt state); 5. reconcile tenants (adopt, restart,
- * remove leftovers); 6. listeners.
+ * Steps: 1. config; 2. the gateway and admin addresses must be free (before anything is made);
+ * 3. dirs (0700), the one-supervisor-per-state-dir lock and the run dir's claim for this state
+ * dir (run-dir-claim.ts); 4. admin token; 5. registry (refuses corrupt state); 6. reconcile
+ * tenants (adopt, restart, remove leftovers); 7. listeners. A refused start removes the files
+ * and directories it made (start-footprint.ts): a state or run dir it created is gone, one that
+ * existed is left as it was (what a reconcile of existing tenants did is not undone).
  * @throws PaddockError `ERR_CONFIG_INVALID`, `ERR_STATE_CORRUPT`, `ERR_STATE_LOCKED` (the state dir, or a run dir
  *   another supervisor state owns), `ERR_STORAGE_FAILED` (the run dir claim), `ERR_SOCKET_IN_USE`.
  */
@@ -107,13 +110,14 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
   const log = (opts.logger ?? createLogger({ batch: true })).child({ component: "supervisor" });
   for (const w of config.warnings) log.warn("supervisor config", { warning: w });
 
+  // A taken gateway or admin address refuses the start before anything is made (listenHttp
+  // checks again when it binds; a start refused later undoes what it made, below).
+  for (const addr of [config.gateway, config.admin]) await assertListenFree(addr);
   const supDir = path.join(config.stateDir, "supervisor");
-  await fs.mkdir(path.join(config.stateDir, "tenants"), { recursive: true, mode: 0o700 });
-  // The run dir and its tenants/ are traversable, not listable (0711): VMs run as unprivileged
-  // host uids (user namespaces) that runc resolves their rootfs path as, below <run>/tenants/<id>.
-  await fs.mkdir(path.join(config.runDir, "tenants"), { recursive: true, mode: 0o711 });
-  for (const dir of [config.runDir, path.join(config.runDir, "tenants")]) await fs.chmod(dir, 0o711);
-  await fs.mkdir(supDir, { recursive: true, mode: 0o700 });
+  // What this start makes, removed again if it is refused (start-footprint.ts): a refused start
+  // leaves nothing it made, and a state or run dir that existed before as it was.
+  const made = new StartFootprint();
+  await made.mkdir(supDir, 0o700);
   const deadline = Date.now() + (opts.lockWaitMs ?? 20_000);
   let release: () => Promise<void>;
   for (;;) {
@@ -121,11 +125,18 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
       release = await acquireOwnership(supDir, "the supervisor state directory");
       break;
     } catch (err) {
-      if (!isPaddockError(err, "ERR_STATE_LOCKED") || Date.now() >= deadline) throw err;
+      if (!isPaddockError(err, "ERR_STATE_LOCKED") || Date.now() >= deadline) {
+        // Not ours: only the directories this start made, and only if still empty, go again.
+        await made.removeDirs();
+        throw err;
+      }
       // Wait only for the lock of a killed supervisor to go stale; a live owner is another
       // supervisor on the same state: refuse at once.
       const holder = Number((await fs.readFile(path.join(supDir, "owner.pid"), "utf8").catch(() => "")).trim());
-      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && pidAlive(holder)) throw err;
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && pidAlive(holder)) {
+        await made.removeDirs();
+        throw err;
+      }
       log.info("waiting for the ownership lock of a stopped supervisor to go stale", { dir: supDir, holder: Number.isInteger(holder) ? holder : undefined });
       await sleep(1000);
     }
@@ -135,8 +146,17 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
   /** Stopped at close (and after a failed start), before the daemons. */
   const closers: (() => Promise<void>)[] = [];
   try {
+    // Entries this start adds to <state>/supervisor (admin token, registry, audit log, …); the
+    // ownership lock's own entries go with release().
+    await made.watch(supDir, OWNERSHIP_ENTRIES);
+    await made.mkdir(path.join(config.stateDir, "tenants"), 0o700);
     // Before anything reads or removes below the run dir: it must be this state's (run-dir-claim.ts).
-    await claimRunDir(config.runDir, config.stateDir);
+    await made.mkdir(config.runDir, 0o711);
+    if (await claimRunDir(config.runDir, config.stateDir)) made.madeFile(path.join(config.runDir, RUN_DIR_OWNER_FILE));
+    // The run dir and its tenants/ are traversable, not listable (0711): VMs run as unprivileged
+    // host uids (user namespaces) that runc resolves their rootfs path as, below <run>/tenants/<id>.
+    await made.mkdir(path.join(config.runDir, "tenants"), 0o711);
+    for (const dir of [config.runDir, path.join(config.runDir, "tenants")]) await fs.chmod(dir, 0o711);
     const adminTokenFile = path.join(supDir, "admin-token");
     const admin = await ensureAdminToken(adminTokenFile);
     if (admin.created) log.info("generated the admin token", { file: adminTokenFile });
@@ -195,7 +215,9 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
   } catch (err) {
     await Promise.all(servers.filter((s) => s.listening).map(closeServer));
     for (const c of closers) await c().catch(() => undefined);
+    await made.removeEntries();
     await release();
+    await made.removeDirs();
     throw err;
   }
 }
@@ -254,8 +276,10 @@ function boolFlag(name: string, inline: string | undefined): boolean {
  * How `paddock up` reports a refused start on stderr, in the CLI's words (cli/cli-errors.ts
  * `describeError`): a bad command line is `usage error: MESSAGE` (exit 2); a bad value or config
  * (`ERR_CONFIG_INVALID`, `ERR_CONFIG_UNSUPPORTED`) is `error: MESSAGE (CODE)` with exit 2, as
- * `paddock daemon up` exits on a config it refuses; any other client error (`ERR_STATE_LOCKED`,
- * `ERR_SOCKET_IN_USE`, `ERR_FILE_UNREADABLE`, …) the same line with exit 1. Pure.
+ * `paddock daemon up` exits on a config it refuses; `ERR_STATE_LOCKED` (another supervisor runs
+ * on the state dir, or the run dir belongs to another state dir) the same line with exit 4, the
+ * CLI's code for a conflict (cli/cli-errors.ts `EXIT.CONFLICT`); any other client error
+ * (`ERR_SOCKET_IN_USE`, …) the same line with exit 1. Pure.
  * @returns the line (without `paddock: ` and the newline) and the exit code, or undefined for an
  *   error that is no client error (logged with its stack instead).
  */
@@ -263,7 +287,9 @@ export function describeStartError(err: unknown): { line: string; exitCode: numb
   if (!isPaddockError(err) || !err.isClientError) return undefined;
   if (err.code === "ERR_BAD_REQUEST") return { line: `usage error: ${err.message}`, exitCode: 2 };
   const line = `error: ${err.message}${err.message.includes(err.code) ? "" : ` (${err.code})`}`;
-  return { line, exitCode: err.code === "ERR_CONFIG_INVALID" || err.code === "ERR_CONFIG_UNSUPPORTED" ? 2 : 1 };
+  if (err.code === "ERR_CONFIG_INVALID" || err.code === "ERR_CONFIG_UNSUPPORTED") return { line, exitCode: 2 };
+  // The CLI's exit codes (cli/cli-errors.ts EXIT; supervisor/ does not import cli/): 4 = conflict.
+  return { line, exitCode: err.code === "ERR_STATE_LOCKED" ? 4 : 1 };
 }
 
 /**

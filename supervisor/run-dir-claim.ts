@@ -23,21 +23,23 @@ export const RUN_DIR_OWNER_FILE = "state-dir";
  * its leftovers are then this supervisor's to clean.
  * @param runDir - the supervisor's run dir (exists).
  * @param stateDir - the supervisor's state dir (exists); compared by real path.
+ * @returns true when this call created `<runDir>/state-dir` (a refused start removes it again,
+ *   start-footprint.ts); false when the run dir was already this state's or was taken over.
  * @throws PaddockError `ERR_STATE_LOCKED` when the run dir belongs to another supervisor state
  *   (the message names both and the way out); `ERR_STORAGE_FAILED` when the claim cannot be read
  *   or written.
  */
-export async function claimRunDir(runDir: string, stateDir: string): Promise<void> {
+export async function claimRunDir(runDir: string, stateDir: string): Promise<boolean> {
   const own = await fs.realpath(stateDir);
   const file = path.join(runDir, RUN_DIR_OWNER_FILE);
   try {
     await fs.writeFile(file, `${own}\n`, { flag: "wx", mode: 0o600 });
-    return;
+    return true;
   } catch (err) {
     if (errnoCode(err) !== "EEXIST") throw storageError(file, err);
   }
   const recorded = (await fs.readFile(file, "utf8").catch((err: unknown) => { throw storageError(file, err); })).trim();
-  if (recorded === own) return;
+  if (recorded === own) return false;
   const otherHasState = recorded.startsWith("/") && (await fs.stat(path.join(recorded, "supervisor")).then((s) => s.isDirectory(), () => false));
   if (otherHasState) {
     throw new PaddockError(
@@ -48,6 +50,7 @@ export async function claimRunDir(runDir: string, stateDir: string): Promise<voi
     );
   }
   await writeFileAtomic(file, `${own}\n`, 0o600).catch((err: unknown) => { throw storageError(file, err); });
+  return false;
 }
 
 function storageError(file: string, err: unknown): PaddockError {

@@ -126,7 +126,7 @@ describe("paddock CLI against a real supervisor (root, runc)", function () {
     expect(t.stderr).to.contain("ERR_TEMPLATE_NOT_FOUND").and.match(/templates there: (?:[a-z0-9-]+, )*sandbox\b/);
     // The supervisor's own start error (supervisor/main.ts), not the CLI's handler, prints this one.
     const up = await cli(["up", "--config", sup?.configFile as string, "--gateway", "127.0.0.1:0", "--admin", "127.0.0.1:0"], process.env);
-    expect(up.code, up.stderr).to.equal(1);
+    expect(up.code, up.stderr).to.equal(4);
     expect(up.stderr).to.match(/^paddock: error: .*already in use by another running process.* \(ERR_STATE_LOCKED\)$/m);
   });
 

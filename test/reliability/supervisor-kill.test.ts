@@ -132,7 +132,7 @@ describeWhenReady(missingPrerequisites(), "reliability: kill -9 of the superviso
 
   it("a second supervisor on the same state dir refuses at once with a clear error", async () => {
     const r = await execa(process.execPath, [CLI_MAIN, "up", "--config", sup.configFile as string, "--gateway", "127.0.0.1:0", "--admin", "127.0.0.1:0"], { reject: false, timeout: 60_000 });
-    expect(r.exitCode, r.stderr).to.equal(1);
+    expect(r.exitCode, r.stderr).to.equal(4); // EXIT.CONFLICT (cli/cli-errors.ts): ERR_STATE_LOCKED
     expect(r.stderr).to.match(/already in use by another running process \(pid \d+\)/);
     // A live owner is refused at once: the supervisor never entered the wait for a stale lock,
     // which it logs each round (supervisor/main.ts).

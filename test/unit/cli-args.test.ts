@@ -5,7 +5,7 @@ import { PaddockError } from "../../shared/errors.js";
 import { ApiError, ConnectError, EXIT, UsageError, exitCodeFor } from "../../cli/cli-errors.js";
 import { buildPath } from "../../cli/api-client.js";
 import { LineSplitter, exitCodeOfFrame, framePayload, isTerminalFrame } from "../../cli/exec-stream.js";
-import { renderTable, formatBytes, formatAge } from "../../cli/output.js";
+import { alreadyLine, renderTable, formatBytes, formatAge } from "../../cli/output.js";
 import { execQuery, parseCpOperand, renderNodeTable } from "../../cli/vm-commands.js";
 import { encodeFrame as shellFrame, encodeWindowSize } from "../../shared/slicer/shell-frames.js";
 import { adminTokenPath, isSocketAddress, parseApiAddress, resolveAdminTarget, resolveTarget } from "../../cli/target.js";
@@ -93,8 +93,9 @@ describe("cli: argument parsing", () => {
     }
   });
 
-  it("paddock up says a refused start as the other commands do: `error: MESSAGE (CODE)`, exit 2 for a bad config, else 1", () => {
-    expect(describeStartError(new PaddockError("ERR_STATE_LOCKED", "the supervisor state directory /s is already in use by another running process"))).to.deep.equal({ line: "error: the supervisor state directory /s is already in use by another running process (ERR_STATE_LOCKED)", exitCode: 1 });
+  it("paddock up says a refused start as the other commands do: `error: MESSAGE (CODE)`, exit 2 for a bad config, 4 for a locked state or run dir, else 1", () => {
+    expect(describeStartError(new PaddockError("ERR_STATE_LOCKED", "the supervisor state directory /s is already in use by another running process"))).to.deep.equal({ line: "error: the supervisor state directory /s is already in use by another running process (ERR_STATE_LOCKED)", exitCode: EXIT.CONFLICT });
+    expect(describeStartError(new PaddockError("ERR_SOCKET_IN_USE", "127.0.0.1:8080 is already in use"))).to.deep.equal({ line: "error: 127.0.0.1:8080 is already in use (ERR_SOCKET_IN_USE)", exitCode: EXIT.ERROR });
     expect(describeStartError(new PaddockError("ERR_CONFIG_INVALID", "--gateway: expected host:port"))).to.deep.equal({ line: "error: --gateway: expected host:port (ERR_CONFIG_INVALID)", exitCode: 2 });
     expect(describeStartError(new PaddockError("ERR_BAD_REQUEST", "--state-dir needs a value"))).to.deep.equal({ line: "usage error: --state-dir needs a value", exitCode: 2 });
     // Unexpected errors are logged with their stack, not put on one line.
@@ -345,6 +346,11 @@ describe("cli: vm helpers and output", () => {
     expect(shellFrame(1, Buffer.from("ls\n"))).to.deep.equal(Buffer.from([1, 0, 0, 0, 3, 0x6c, 0x73, 0x0a]));
     expect(shellFrame(4)).to.deep.equal(Buffer.from([4, 0, 0, 0, 0]));
     expect(encodeWindowSize(80, 24)).to.deep.equal(Buffer.from([0, 0, 0, 80, 0, 0, 0, 24]));
+  });
+
+  it("one line for a command that found its subject in the asked-for state (cli/output.ts alreadyLine)", () => {
+    expect(alreadyLine("sbox-1", "paused")).to.equal("sbox-1 is already paused; nothing done\n");
+    expect(alreadyLine("tenant t1", "suspended (billing)", "nothing paused")).to.equal("tenant t1 is already suspended (billing); nothing paused\n");
   });
 
   it("renders aligned tables without trailing spaces", () => {

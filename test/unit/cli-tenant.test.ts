@@ -101,6 +101,23 @@ describe("paddock tenant create ID (cli/tenant-commands.ts)", () => {
   });
 });
 
+describe("paddock tenant token --json (cli/tenant-commands.ts tokenJson)", () => {
+  it("prints the token id as token_id (the name tenant create --json uses) beside the API's id", async () => {
+    const issued = { id: "tok_3f2a9b1c0d4e", token: "pdk_x", created_at: "2026-01-01T00:00:00Z", expires_at: "2026-01-02T00:00:00Z" };
+    const api = await fakeAdmin(() => ({ status: 201, body: issued }));
+    try {
+      const c = context({ PADDOCK_ADMIN_URL: api.url, PADDOCK_ADMIN_TOKEN: "adm" });
+      expect(await runCli(["tenant", "token", "t1", "--json"], c.ctx), c.err.text()).to.equal(0);
+      const out = JSON.parse(c.out.text()) as Record<string, unknown>;
+      expect(out).to.deep.equal({ ...issued, token_id: issued.id });
+      expect(Object.keys(out).slice(0, 2)).to.deep.equal(["id", "token_id"]);
+      expect(api.requests.map((r) => `${r.method} ${r.url}`)).to.deep.equal(["POST /admin/v1/tenants/t1/tokens"]);
+    } finally {
+      await api.close();
+    }
+  });
+});
+
 describe("paddock tenant: an empty admin token (cli/target.ts)", () => {
   it("--admin-token '' and PADDOCK_ADMIN_TOKEN= for an http(s) admin API are refused before sending (ERR_AUTH_REQUIRED, exit 1), not replaced by the admin-token file", async () => {
     const api = await fakeAdmin(() => ({ status: 200, body: [] }));

@@ -92,6 +92,33 @@ describe("paddock vm pause|resume|suspend of a VM already in that state (cli/vm-
   });
 });
 
+describe("paddock vm resume|pause of a suspended or stopped VM (cli/vm-lifecycle-commands.ts notRunningAdvice)", () => {
+  it("keeps the API's ERR_VM_NOT_RUNNING (exit 4) and says to use vm restore (suspended) or vm relaunch (stopped)", async () => {
+    const status = new Map([["sus-1", "Suspended"], ["stop-1", "Stopped"], ["odd-1", "Running"]]);
+    const api = await fakeApi((req, res) => {
+      const [, , h = "", verb] = (req.url ?? "").split("/");
+      if (req.method === "GET" && verb === undefined) return json(res, 200, { hostname: h, status: status.get(h) });
+      json(res, 409, { error: `VM ${h} is not ${verb === "resume" ? "paused" : "running"}`, code: "ERR_VM_NOT_RUNNING" });
+    });
+    try {
+      const resume = fakeCliContext(api.env);
+      expect(await runCli(["vm", "resume", "sus-1"], resume.ctx)).to.equal(4);
+      expect(resume.err.text()).to.equal("paddock: error: VM sus-1 is not paused: sus-1 is suspended (checkpointed to disk), not paused; bring it back with `paddock vm restore sus-1` (ERR_VM_NOT_RUNNING, HTTP 409)\n");
+      const pause = fakeCliContext(api.env);
+      expect(await runCli(["vm", "pause", "sus-1"], pause.ctx)).to.equal(4);
+      expect(pause.err.text()).to.contain("not running; bring it back with `paddock vm restore sus-1`");
+      const stopped = fakeCliContext(api.env);
+      expect(await runCli(["vm", "resume", "stop-1"], stopped.ctx)).to.equal(4);
+      expect(stopped.err.text()).to.contain("`paddock vm relaunch stop-1`").and.contain("(ERR_VM_NOT_RUNNING, HTTP 409)");
+      const other = fakeCliContext(api.env);
+      expect(await runCli(["vm", "resume", "odd-1"], other.ctx)).to.equal(4);
+      expect(other.err.text(), "no advice without a status that has one").to.equal("paddock: error: VM odd-1 is not paused (ERR_VM_NOT_RUNNING, HTTP 409)\n");
+    } finally {
+      await api.close();
+    }
+  });
+});
+
 describe("paddock vm: errors that name what is missing (cli/vm-common.ts withVm, cli/vm-commands.ts)", () => {
   it("an unknown VM is named (the API's message is 'VM not found'); a 401 says where a token goes", async () => {
     let auth = true;

@@ -45,6 +45,21 @@ describe("image store", () => {
     expect(isPaddockError(await rejection(resolveImage(imageDir, "broken")), "ERR_IMAGE_NOT_FOUND")).to.equal(true);
   });
 
+  it("reports a corrupt image.json as a corrupt image naming the file, not as a missing image", async () => {
+    await fakeImage(imageDir, "debian-12", true);
+    const file = path.join(imageDir, "debian-12", "image.json");
+    for (const text of ["{\"name\": \"debian-12\", \"crea", "null", "[1]"]) {
+      await fs.writeFile(file, text);
+      const err = await rejection(resolveImage(imageDir, "debian-12"));
+      expect(isPaddockError(err, "ERR_IMAGE_CORRUPT"), `${text}: ${String(err)}`).to.equal(true);
+      expect((err as Error).message).to.include(file).and.include("paddock image build debian-12 --force").and.not.include("not in the image store");
+    }
+    const warned: string[] = [];
+    expect(await listImages(imageDir, { onCorrupt: (e) => warned.push(`${e.code} ${e.message}`) })).to.deep.equal([]);
+    expect(warned).to.have.length(1);
+    expect(warned[0]).to.match(/^ERR_IMAGE_CORRUPT /).and.include(file);
+  });
+
   it("explains that OCI references are not pulled and lists local images", async () => {
     await fakeImage(imageDir, "debian-12", true);
     const ref = "ghcr.io/openfaasltd/slicer-systemd:6.1.90-x86_64-latest";
