@@ -95,9 +95,9 @@ async function closeServer(server: http.Server): Promise<void> {
 
 /**
  * Start the supervisor.
- * Steps: 1. config; 2. the gateway and admin addresses must be free (before anything is made);
- * 3. dirs (0700), the one-supervisor-per-state-dir lock and the run dir's claim for this state
- * dir (run-dir-claim.ts); 4. admin token; 5. registry (refuses corrupt state); 6. reconcile
+ * Steps: 1. config; 2. the state dir (0700) and the one-supervisor-per-state-dir lock; 3. the
+ * gateway and admin addresses must be free; 4. dirs and the run dir's claim for this state dir
+ * (run-dir-claim.ts), the admin token; 5. registry (refuses corrupt state); 6. reconcile
  * tenants (adopt, restart, remove leftovers); 7. listeners. A refused start removes the files
  * and directories it made (start-footprint.ts): a state or run dir it created is gone, one that
  * existed is left as it was (what a reconcile of existing tenants did is not undone).
@@ -110,9 +110,6 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
   const log = (opts.logger ?? createLogger({ batch: true })).child({ component: "supervisor" });
   for (const w of config.warnings) log.warn("supervisor config", { warning: w });
 
-  // A taken gateway or admin address refuses the start before anything is made (listenHttp
-  // checks again when it binds; a start refused later undoes what it made, below).
-  for (const addr of [config.gateway, config.admin]) await assertListenFree(addr);
   const supDir = path.join(config.stateDir, "supervisor");
   // What this start makes, removed again if it is refused (start-footprint.ts): a refused start
   // leaves nothing it made, and a state or run dir that existed before as it was.
@@ -146,6 +143,10 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
   /** Stopped at close (and after a failed start), before the daemons. */
   const closers: (() => Promise<void>)[] = [];
   try {
+    // A taken gateway or admin address refuses the start before anything below the state dir is
+    // read or made (listenHttp checks again when it binds). After the state lock, so a second
+    // supervisor on the same config is told that its state dir is in use, not its ports.
+    for (const addr of [config.gateway, config.admin]) await assertListenFree(addr);
     // Entries this start adds to <state>/supervisor (admin token, registry, audit log, …); the
     // ownership lock's own entries go with release().
     await made.watch(supDir, OWNERSHIP_ENTRIES);

@@ -115,6 +115,19 @@ describe("refused supervisor start", function () {
     expect(await tree(run)).to.deep.equal(runBefore);
   });
 
+  it("a second supervisor on the same config (same ports): told the state dir is in use, not its ports", async function () {
+    const first = await runSupervisor({ flags: { stateDir: state, runDir: run, gateway: "127.0.0.1:0", admin: "127.0.0.1:0" }, env: {}, logger: silentLogger });
+    try {
+      const [gw, adm] = [first.gatewayAddress, first.adminAddress];
+      const before = await tree(state);
+      const err = await refusal({ stateDir: state, runDir: run, gateway: gw, admin: adm });
+      expect(isPaddockError(err, "ERR_STATE_LOCKED"), String(err)).to.equal(true);
+      expect(await tree(state)).to.deep.equal(before);
+    } finally {
+      await first.close({ stopDaemons: true });
+    }
+  });
+
   it("refused after the claim (a corrupt registry): removes what it made, leaves what was there", async function () {
     await fs.mkdir(path.join(state, "supervisor"), { recursive: true, mode: 0o700 });
     await fs.writeFile(path.join(state, "supervisor", "registry.json"), "{not json");
