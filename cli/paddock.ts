@@ -98,9 +98,9 @@ templates/supervisor.example.yaml.
 A flag's value goes after a space or after \`=\`; one starting with - only after \`=\`
 (--state-dir=-x). A bad command line exits 2 (usage error), as does a config or flag value the
 supervisor refuses (ERR_CONFIG_INVALID); any other refused start prints
-\`paddock: error: MESSAGE (CODE)\` and exits 4 for ERR_STATE_LOCKED (another supervisor runs on
-the state dir, or the run dir belongs to another state dir), else 1 (e.g. ERR_SOCKET_IN_USE: the
-gateway or admin address is taken). A refused start removes what it made: a state or run dir
+\`paddock: error: MESSAGE (CODE)\` and exits 4 for a conflict: ERR_STATE_LOCKED (another
+supervisor runs on the state dir, or the run dir belongs to another state dir) or
+ERR_SOCKET_IN_USE (the gateway or admin address is taken); else 1. A refused start removes what it made: a state or run dir
 it created is gone, one that existed is left as it was.
 `;
 

@@ -277,10 +277,10 @@ function boolFlag(name: string, inline: string | undefined): boolean {
  * How `paddock up` reports a refused start on stderr, in the CLI's words (cli/cli-errors.ts
  * `describeError`): a bad command line is `usage error: MESSAGE` (exit 2); a bad value or config
  * (`ERR_CONFIG_INVALID`, `ERR_CONFIG_UNSUPPORTED`) is `error: MESSAGE (CODE)` with exit 2, as
- * `paddock daemon up` exits on a config it refuses; `ERR_STATE_LOCKED` (another supervisor runs
- * on the state dir, or the run dir belongs to another state dir) the same line with exit 4, the
- * CLI's code for a conflict (cli/cli-errors.ts `EXIT.CONFLICT`); any other client error
- * (`ERR_SOCKET_IN_USE`, …) the same line with exit 1. Pure.
+ * `paddock daemon up` exits on a config it refuses; a conflict (HTTP 409: `ERR_STATE_LOCKED`,
+ * another supervisor runs on the state dir or the run dir belongs to another state dir;
+ * `ERR_SOCKET_IN_USE`, a port or socket in use) the same line with exit 4, the CLI's code for a
+ * conflict (cli/cli-errors.ts `EXIT.CONFLICT`); any other client error the same line with exit 1. Pure.
  * @returns the line (without `paddock: ` and the newline) and the exit code, or undefined for an
  *   error that is no client error (logged with its stack instead).
  */
@@ -289,8 +289,9 @@ export function describeStartError(err: unknown): { line: string; exitCode: numb
   if (err.code === "ERR_BAD_REQUEST") return { line: `usage error: ${err.message}`, exitCode: 2 };
   const line = `error: ${err.message}${err.message.includes(err.code) ? "" : ` (${err.code})`}`;
   if (err.code === "ERR_CONFIG_INVALID" || err.code === "ERR_CONFIG_UNSUPPORTED") return { line, exitCode: 2 };
-  // The CLI's exit codes (cli/cli-errors.ts EXIT; supervisor/ does not import cli/): 4 = conflict.
-  return { line, exitCode: err.code === "ERR_STATE_LOCKED" ? 4 : 1 };
+  // The CLI's exit codes (cli/cli-errors.ts EXIT; supervisor/ does not import cli/): 4 = a
+  // conflict (HTTP 409: the state dir or run dir in use, a port in use) or forbidden (403).
+  return { line, exitCode: err.status === 409 || err.status === 403 ? 4 : 1 };
 }
 
 /**

@@ -93,9 +93,9 @@ describe("cli: argument parsing", () => {
     }
   });
 
-  it("paddock up says a refused start as the other commands do: `error: MESSAGE (CODE)`, exit 2 for a bad config, 4 for a locked state or run dir, else 1", () => {
+  it("paddock up says a refused start as the other commands do: `error: MESSAGE (CODE)`, exit 2 for a bad config, 4 for a conflict (a locked state or run dir, a port in use), else 1", () => {
     expect(describeStartError(new PaddockError("ERR_STATE_LOCKED", "the supervisor state directory /s is already in use by another running process"))).to.deep.equal({ line: "error: the supervisor state directory /s is already in use by another running process (ERR_STATE_LOCKED)", exitCode: EXIT.CONFLICT });
-    expect(describeStartError(new PaddockError("ERR_SOCKET_IN_USE", "127.0.0.1:8080 is already in use"))).to.deep.equal({ line: "error: 127.0.0.1:8080 is already in use (ERR_SOCKET_IN_USE)", exitCode: EXIT.ERROR });
+    expect(describeStartError(new PaddockError("ERR_SOCKET_IN_USE", "127.0.0.1:8080 is already in use"))).to.deep.equal({ line: "error: 127.0.0.1:8080 is already in use (ERR_SOCKET_IN_USE)", exitCode: EXIT.CONFLICT });
     expect(describeStartError(new PaddockError("ERR_CONFIG_INVALID", "--gateway: expected host:port"))).to.deep.equal({ line: "error: --gateway: expected host:port (ERR_CONFIG_INVALID)", exitCode: 2 });
     expect(describeStartError(new PaddockError("ERR_BAD_REQUEST", "--state-dir needs a value"))).to.deep.equal({ line: "usage error: --state-dir needs a value", exitCode: 2 });
     // Unexpected errors are logged with their stack, not put on one line.
