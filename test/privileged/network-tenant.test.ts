@@ -243,6 +243,20 @@ describe("tenant network: addresses, refusal and cleanup (privileged)", function
     expect(await leftovers(t)).to.deep.equal({ links: [], netns: [], table: false });
   });
 
+  it("a purge's stop (never started) removes a table a crashed daemon left, and is a no-op without one", async () => {
+    const t = randomTenant();
+    const groups = [{ name: "iso", count: 0, network: { mode: "isolated", range: `${ip4(randomBlock("vm22"))}/22` } }];
+    const crashed = await network(env, t, groups);
+    await crashed.start();
+    expect((await leftovers(t)).table).to.equal(true);
+    // The purge's service never applied the table: it checks that one exists before deleting it.
+    const purge = await network(env, t, groups);
+    await purge.stop();
+    expect(await leftovers(t)).to.deep.equal({ links: [], netns: [], table: false });
+    await purge.stop();
+    expect((await leftovers(t)).table).to.equal(false);
+  });
+
   it("an exhausted range is a 409 at reserve, not a hang", async () => {
     const t = randomTenant();
     const net = await network(env, t, [{ name: "tiny", count: 0, network: { mode: "isolated", range: `${ip4(randomBlock("vm22"))}/29` } }]);
