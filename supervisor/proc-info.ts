@@ -75,14 +75,33 @@ export function isDaemonCmdline(argv: readonly string[] | undefined, entry: stri
   });
 }
 
-/** Pids whose cmdline runs `entry` with `configPath` (for leftovers no registry entry owns). */
+/** The argv of a process read synchronously (see {@link findDaemonPids}), or undefined when it is gone. */
+function readCmdlineSync(pid: number): string[] | undefined {
+  try {
+    const raw = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    return raw.length === 0 ? undefined : raw.replace(/\0$/, "").split("\0");
+  } catch {
+    return undefined;
+  }
+}
+
+/** Processes whose cmdline {@link findDaemonPids} reads between two turns of the event loop. */
+const SCAN_SLICE = 256;
+
+/**
+ * Pids whose cmdline runs `entry` with `configPath` (for leftovers no registry entry owns).
+ * Every process on the host is read, so this grows with the host's processes (every tenant's
+ * daemon and VMs): each cmdline is read synchronously, {@link SCAN_SLICE} at a time with a turn
+ * of the event loop between slices. A read of a small /proc file costs ~10 µs that way against
+ * ~200 µs of the supervisor's CPU through the thread pool (fs.readFile's open/fstat/read/close
+ * round trips): at 2,000 processes ~25 ms instead of ~0.4 s per call.
+ */
 export async function findDaemonPids(entry: string, configPath: string): Promise<number[]> {
   const out: number[] = [];
-  for (const name of await fs.readdir("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    const pid = Number(name);
-    if (pid === process.pid) continue;
-    if (isDaemonCmdline(await readCmdline(pid), entry, configPath)) out.push(pid);
+  const pids = (await fs.readdir("/proc")).filter((n) => /^\d+$/.test(n)).map(Number).filter((p) => p !== process.pid);
+  for (let i = 0; i < pids.length; i += SCAN_SLICE) {
+    if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    for (const pid of pids.slice(i, i + SCAN_SLICE)) if (isDaemonCmdline(readCmdlineSync(pid), entry, configPath)) out.push(pid);
   }
   return out;
 }

@@ -88,6 +88,9 @@ export type Services = Awaited<ReturnType<typeof buildServices>>;
  */
 export async function stopServices(s: Services, config: TenantConfig, logger: Logger): Promise<void> {
   s.proxyStore.close();
+  // The VMs leaving at this stop do not rewrite the table one by one: it is deleted below when
+  // none survive (a tenant delete), else brought up to date once.
+  s.network.deferDetachRules();
   await s.vms.stop();
   // The proxy stops with the daemon; VMs that outlive it lose their way out until the next start.
   await s.egress?.close();
@@ -95,7 +98,10 @@ export async function stopServices(s: Services, config: TenantConfig, logger: Lo
   if (survivors === 0) {
     await s.network.stop();
     await s.runtime.pruneCgroups?.(`/paddock/${config.paddock.tenantId}`);
-  } else logger.info("keeping the network of VMs that outlive the daemon", { survivors });
+  } else {
+    logger.info("keeping the network of VMs that outlive the daemon", { survivors });
+    await s.network.flushDetaches().catch((err: unknown) => logger.error("firewall update at stop failed", { err }));
+  }
 }
 
 /**

@@ -121,6 +121,19 @@ export async function applyNft(text: string): Promise<void> {
 }
 
 /**
+ * Whether the host has the nftables table `inet <name>`: `nft list table inet <name>` reads that
+ * one table (a few ms at 200 tables on the host), where any write, a table's deletion included,
+ * first reads every table's chains and sets (~0.1 s of CPU with 200 small tenant tables; more
+ * under load, docs/performance.md). False only when nft says it does not exist (ENOENT); any
+ * other failure counts as present, so the caller's write reports it.
+ * @param name - a table name Paddock renders (nft-ruleset.ts), never guest input.
+ */
+export async function nftTableExists(name: string): Promise<boolean> {
+  const r = await run("nft", ["list", "table", "inet", name], { timeoutMs: NFT_TIMEOUT_MS, allowFailure: true, env: nftEnv() });
+  return r.exitCode === 0 || !/No such file or directory/.test(r.stderr);
+}
+
+/**
  * The host's own IPv4 resolvers from /etc/resolv.conf; when those are only loopback stubs
  * (systemd-resolved's 127.0.0.53, unreachable from a VM), the upstream list in
  * /run/systemd/resolve/resolv.conf. Never a public fallback.

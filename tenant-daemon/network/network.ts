@@ -75,6 +75,18 @@ export interface TenantNetwork {
   attach(req: VmNetworkRequest): Promise<VmNetworkAttachment>;
   /** Remove the VM's netns, links and rules (address stays reserved). Idempotent. */
   detach(hostname: string): Promise<void>;
+  /**
+   * From now until {@link flushDetaches}, `detach` removes links but leaves the VM's rules in the
+   * table (a rule naming a deleted veth matches nothing): a daemon stop tears down every VM and
+   * then deletes the table, or brings it up to date once, instead of rewriting it per VM (each
+   * `nft -f` reads every table on the host, shared/nft-cli.ts). `attach` still applies at once.
+   */
+  deferDetachRules(): void;
+  /**
+   * End {@link deferDetachRules}: one apply when a deferred detach changed the rules; a no-op
+   * after `stop` began. @throws ERR_NETWORK_SETUP_FAILED from `nft`
+   */
+  flushDetaches(): Promise<void>;
   /** Free the VM's address. */
   release(hostname: string): void;
   /** The describe-VM `network` object of a reserved VM; undefined when unknown. */

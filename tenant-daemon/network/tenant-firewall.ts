@@ -8,6 +8,7 @@ import type { Logger } from "../../shared/logger.js";
 import { EGRESS_DNS_PORT, EGRESS_PROXY_GUEST_ADDRESS, EGRESS_PROXY_PORT } from "./egress-proxy-wiring.js";
 import { compileFirewall, compileFloor, effectiveLists, type FirewallLists } from "./firewall-policy.js";
 import * as host from "./host-net.js";
+import { tableName } from "./names.js";
 import { renderRuleset, renderTableDeletion, type RulesetFloor, type RulesetInput, type RulesetProxyLink } from "./nft-ruleset.js";
 import type { TenantNetState } from "./tenant-network-state.js";
 
@@ -65,12 +66,14 @@ export class TenantFirewall {
 
   /**
    * Wait for a running apply, then delete the tenant's table (absent is fine). Call after
-   * {@link halt}.
+   * {@link halt}. When this process never applied the table (a purge after the daemon's own
+   * stop deleted it, or a start that failed before its first apply), one cheap read checks that
+   * it exists before the deletion, which reads every table on the host (host-net.ts `nftTableExists`).
    * @throws PaddockError ERR_NETWORK_SETUP_FAILED from `nft`.
    */
   async removeTable(): Promise<void> {
     while (this.running !== undefined) await this.running.catch(() => undefined);
-    await host.applyNft(renderTableDeletion(this.state.tenant));
+    if (this.ruleset !== undefined || (await host.nftTableExists(tableName(this.state.tenant)))) await host.applyNft(renderTableDeletion(this.state.tenant));
     this.ruleset = undefined;
   }
 

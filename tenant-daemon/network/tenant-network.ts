@@ -90,6 +90,10 @@ class TenantNetworkImpl implements TenantNetworkService {
   private plan: AddressPlan | undefined;
   /** Addresses on host interfaces that are not ours (skipped by the address plan). */
   private hostAddrs = new Set<number>();
+  /** Set by {@link deferDetachRules}: detach leaves the table alone until {@link flushDetaches}. */
+  private detachRulesDeferred = false;
+  /** A detach removed an isolated VM while deferred: the table still names it. */
+  private detachRulesStale = false;
 
   constructor(o: TenantNetworkOptions) {
     this.makeNetns = o.makeNetns;
@@ -217,12 +221,26 @@ class TenantNetworkImpl implements TenantNetworkService {
     const vm = this.state.attached.get(hostname) ?? this.state.adoptable.get(hostname);
     this.state.attached.delete(hostname);
     this.state.adoptable.delete(hostname);
+    const isolated = vm?.mode === "isolated";
+    if (isolated && this.detachRulesDeferred) this.detachRulesStale = true;
     // The sandbox is gone before detach: links and rules can go at the same time.
     await Promise.all([
       removeVmLinks(this.state.tenant, hostname),
-      vm?.mode === "isolated" ? this.firewall.sync() : undefined,
+      isolated && !this.detachRulesDeferred ? this.firewall.sync() : undefined,
       vm !== undefined && this.state.groups.get(vm.group)?.cfg.egressProxy !== undefined ? this.syncEgress() : undefined,
     ]);
+  }
+
+  deferDetachRules(): void {
+    this.detachRulesDeferred = true;
+  }
+
+  async flushDetaches(): Promise<void> {
+    const stale = this.detachRulesStale;
+    this.detachRulesDeferred = false;
+    this.detachRulesStale = false;
+    // After `stop` began the firewall is halted and this sync is a no-op.
+    if (stale) await this.firewall.sync();
   }
 
   release(hostname: string): void {

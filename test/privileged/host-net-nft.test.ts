@@ -9,7 +9,7 @@ import { expect } from "chai";
 import { run } from "../../shared/exec.js";
 import { formatCidr } from "../../shared/cidr.js";
 import { isPaddockError } from "../../shared/errors.js";
-import { applyNft } from "../../tenant-daemon/network/host-net.js";
+import { applyNft, nftTableExists } from "../../tenant-daemon/network/host-net.js";
 import { listSetCidrs, parseSetCidrs } from "../../shared/nft-cli.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
@@ -50,6 +50,13 @@ describeWhenReady(missingPrerequisites({ images: [], dist: [] }), "host-net nft:
       const one = await run("nft", ["-j", "list", "set", "inet", t, "own_ranges"], { timeoutMs: 120_000 });
       expect(all.get(t)).to.deep.equal(parseSetCidrs(one.stdout, "own_ranges").get(t));
     }
+  });
+
+  it("nftTableExists: false for an absent table, true once it exists", async () => {
+    const t = newTable();
+    expect(await nftTableExists(t)).to.equal(false);
+    await applyNft(tableText(t, "own_ranges", "type ipv4_addr; flags interval"));
+    expect(await nftTableExists(t)).to.equal(true);
   });
 
   it("an apply that fails (parse error, or rejected by the kernel) leaves the table as it was", async () => {

@@ -149,6 +149,26 @@ describe("tenant network: isolated mode (privileged)", function () {
     expect(net.lastRuleset()).to.include("iso/iso-1");
     expect(await probe(vm["iso-1"]!.ns, th1.ip, P1)).to.equal("ok");
   });
+
+  it("a deferred detach (daemon stop) removes the links at once and the rules at flushDetaches, in one apply", async () => {
+    net.deferDetachRules();
+    await net.detach("iso-1");
+    await net.detach("wl-1");
+    const netns = (await leftovers(tenant)).netns;
+    expect(netns).to.not.include(vmNetnsName(tenant, "iso-1"));
+    expect(netns).to.not.include(vmNetnsName(tenant, "wl-1"));
+    // The table was not rewritten: it still names both (their veths are gone, so the rules match nothing).
+    expect(net.lastRuleset()).to.include("iso/iso-1").and.to.include("wl/wl-1");
+    await net.flushDetaches();
+    expect(net.lastRuleset()).to.not.include("iso/iso-1").and.to.not.include("wl/wl-1");
+    // Not deferred any more: the next detach applies at once.
+    await net.attach({ hostname: "iso-1", hostGroup: "iso" });
+    await net.detach("iso-1");
+    expect(net.lastRuleset()).to.not.include("iso/iso-1");
+    await net.attach({ hostname: "iso-1", hostGroup: "iso" });
+    await net.attach({ hostname: "wl-1", hostGroup: "wl" });
+    expect(net.lastRuleset()).to.include("iso/iso-1").and.to.include("wl/wl-1");
+  });
 });
 
 describe("tenant network: bridge mode and cross-tenant isolation (privileged)", function () {
@@ -221,6 +241,20 @@ describe("tenant network: addresses, refusal and cleanup (privileged)", function
     for (const h of hosts) expect(net.lastRuleset()).to.include(`iso/${h}\n`);
     await net.stop();
     expect(await leftovers(t)).to.deep.equal({ links: [], netns: [], table: false });
+  });
+
+  it("a purge's stop (never started) removes a table a crashed daemon left, and is a no-op without one", async () => {
+    const t = randomTenant();
+    const groups = [{ name: "iso", count: 0, network: { mode: "isolated", range: `${ip4(randomBlock("vm22"))}/22` } }];
+    const crashed = await network(env, t, groups);
+    await crashed.start();
+    expect((await leftovers(t)).table).to.equal(true);
+    // The purge's service never applied the table: it checks that one exists before deleting it.
+    const purge = await network(env, t, groups);
+    await purge.stop();
+    expect(await leftovers(t)).to.deep.equal({ links: [], netns: [], table: false });
+    await purge.stop();
+    expect((await leftovers(t)).table).to.equal(false);
   });
 
   it("an exhausted range is a 409 at reserve, not a hang", async () => {
