@@ -28,7 +28,10 @@ export async function reconcileLeftovers(state: TenantNetState, log: Logger, lin
     const hostname = ns.slice(prefix.length);
     const g = groupOfHostname(state, hostname);
     const veth = vmVethName(state.tenant, hostname);
-    const [pids, ip] = await Promise.all([host.netnsPids(ns), host.netnsAddress(ns, "eth0")]);
+    // One after the other: `ip -n <ns> addr` runs inside the netns, and an `ip netns pids` scan
+    // at the same time counted it as a process using a dead VM's netns, which was then kept.
+    const pids = await host.netnsPids(ns);
+    const ip = await host.netnsAddress(ns, "eth0");
     const ipNum = parseIpv4(ip ?? recorded.get(hostname)?.split("/")[0] ?? "");
     if (g && pids.length > 0 && ipNum !== undefined && links.some((l) => l.ifname === veth)) {
       const gw = g.addr.mode === "isolated" ? (ipNum - 1) >>> 0 : (g.addr.gateway as number);
