@@ -129,7 +129,10 @@ function goalsTable(picked: ReadonlyArray<{ figure: FigureResult }>, carried: re
  * @param hasChart - whether docs/benchmarks-density.svg was written from a local figure 13.
  * @param carried - committed figures to keep as they are (`figuresToCarry`), with `committed` for their runs' lines.
  */
-export function renderBenchmarksDoc(picked: Array<{ figure: FigureResult; report: BenchReport }>, hasChart: boolean, carried: readonly CommittedFigure[] = [], committed?: CommittedDoc): string {
+export function renderBenchmarksDoc(pickedAll: Array<{ figure: FigureResult; report: BenchReport }>, hasChart: boolean, carried: readonly CommittedFigure[] = [], committed?: CommittedDoc): string {
+  // A local figure the committed page's is kept over (a smaller figure 13) is not on the page:
+  // neither its run nor its goals are listed, as a fresh clone (no local results) would not.
+  const picked = pickedAll.filter((p) => !carried.some((c) => c.num === p.figure.num));
   const runs = [...new Set(picked.map((p) => p.report))];
   const localStamps = new Set(runs.map((r) => r.startedAt));
   const carriedStamps = [...new Set(carried.map((c) => c.startedAt))].filter((s) => !localStamps.has(s));

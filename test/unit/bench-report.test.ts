@@ -193,6 +193,13 @@ describe("bench report: goals, before/after", function () {
     expect(renderBenchmarksDoc(picked, false, figuresToCarry(picked, parseCommittedDoc(doc)), parseCommittedDoc(doc))).to.equal(doc);
     // Without a committed page only local figures appear.
     expect(figuresToCarry(picked, parseCommittedDoc(""))).to.deep.equal([]);
+    // A local run whose only figure is outranked by the committed one is not listed at all (a
+    // fresh clone without that local result writes the same page).
+    const smallCurve = mk("2026-12-07T04:00:00.000Z", "npm run bench -- --only 13 --density-steps 8", { densitySteps: [8] }, [f13(19.9)]);
+    const picked2 = pickFigures([newRun, smallCurve]);
+    const doc2 = renderBenchmarksDoc(picked2, false, figuresToCarry(picked2, committed), committed);
+    expect(doc2, "the outranked run is not listed").not.to.include("2026-12-07T04:00:00.000Z");
+    expect(doc2).to.equal(doc);
   });
 
   it("reads the density size of a run command and fits goal rows to the table's columns", function () {
