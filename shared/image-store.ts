@@ -44,6 +44,17 @@ export function defaultImageDir(env: NodeJS.ProcessEnv = process.env): string {
   return path.resolve(envValue(env.PADDOCK_IMAGE_DIR) ?? path.join(envValue(env.PADDOCK_STATE_DIR) ?? DEFAULT_STATE_DIR, "images"));
 }
 
+/**
+ * The command that builds image `name` into the store `imageDir`, for error messages (pure):
+ * `paddock image build NAME [--force] [--image-dir DIR]`, with `--image-dir` unless the store is
+ * the built-in default (/var/lib/paddock/images), so a copied command never rebuilds an image of
+ * another store.
+ */
+export function imageBuildCommand(imageDir: string, name: string, opts: { force?: boolean } = {}): string {
+  const dir = path.resolve(imageDir) === defaultImageDir({}) ? "" : ` --image-dir ${imageDir}`;
+  return `paddock image build ${name}${opts.force === true ? " --force" : ""}${dir}`;
+}
+
 /** Image names: a plain directory name, so no path tricks and no OCI references. */
 export const IMAGE_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 /**
@@ -108,8 +119,9 @@ function imagePaths(imageDir: string, name: string): { dir: string; rootfsDir: s
  */
 async function readInfo(infoPath: string): Promise<ImageInfo | undefined> {
   const name = path.basename(path.dirname(infoPath));
+  const store = path.dirname(path.dirname(infoPath));
   const corrupt = (why: string, cause: unknown): PaddockError =>
-    new PaddockError("ERR_IMAGE_CORRUPT", `image ${JSON.stringify(name)} is corrupt: ${infoPath} ${why}; rebuild it with \`paddock image build ${name} --force\``, {
+    new PaddockError("ERR_IMAGE_CORRUPT", `image ${JSON.stringify(name)} is corrupt: ${infoPath} ${why}; rebuild it with \`${imageBuildCommand(store, name, { force: true })}\``, {
       cause,
       details: { image: name, file: infoPath },
     });
@@ -197,7 +209,7 @@ export async function resolveImage(imageDir: string, name: string): Promise<stri
   if (info === undefined || !st?.isDirectory()) {
     throw new PaddockError(
       "ERR_IMAGE_NOT_FOUND",
-      `image ${JSON.stringify(name)} is not in the image store ${imageDir}; build it with \`paddock image build ${name}\` ` +
+      `image ${JSON.stringify(name)} is not in the image store ${imageDir}; build it with \`${imageBuildCommand(imageDir, name)}\` ` +
         `(or scripts/build-image.sh --name ${name}); ${await available()}`,
       { details: { image: name } },
     );

@@ -8,6 +8,7 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { PaddockError } from "../shared/errors.js";
+import { imageBuildCommand, resolveImage } from "../shared/image-store.js";
 import { TENANT_ID_PATTERN } from "../shared/tenant-config.js";
 import { checkTenantPidsBudget, readPidMax, type TenantPidsShare } from "../shared/host-pids.js";
 import { claimUidRange, releaseUidRange } from "../shared/uid-ranges.js";
@@ -61,16 +62,19 @@ export async function checkPidsBudget(config: Pick<SupervisorConfig, "hostPidsRe
 export const GVISOR_TEMPLATE = "sandbox-gvisor";
 
 /**
- * The image store must hold `name` (`<imageDir>/<name>/image.json` and `rootfs/`), so a
- * typo fails the create instead of the daemon's start.
- * @throws PaddockError `ERR_IMAGE_NOT_FOUND` saying how to build it.
+ * The image store must hold `name` (`<imageDir>/<name>/image.json` and `rootfs/`) and its
+ * `image.json` must read, so a typo or a corrupt image fails the create instead of the daemon's
+ * start (shared/image-store.ts `resolveImage`, which the daemon runs too).
+ * @throws PaddockError `ERR_IMAGE_NOT_FOUND` saying how to build it, `ERR_IMAGE_CORRUPT` naming
+ *   the file and how to rebuild it.
  */
 async function checkImage(imageDir: string, name: string): Promise<void> {
   const dir = path.join(imageDir, name);
   const [info, rootfs] = await Promise.all([fs.stat(path.join(dir, "image.json")).catch(() => undefined), fs.stat(path.join(dir, "rootfs")).catch(() => undefined)]);
   if (!info?.isFile() || !rootfs?.isDirectory()) {
-    throw new PaddockError("ERR_IMAGE_NOT_FOUND", `image ${JSON.stringify(name)} is not in the image store ${imageDir}; build it with \`paddock image build ${name}\``, { details: { image: name } });
+    throw new PaddockError("ERR_IMAGE_NOT_FOUND", `image ${JSON.stringify(name)} is not in the image store ${imageDir}; build it with \`${imageBuildCommand(imageDir, name)}\``, { details: { image: name } });
   }
+  await resolveImage(imageDir, name);
 }
 
 /**
@@ -94,7 +98,7 @@ export function checkHypervisorOnHost(hypervisor: TenantHypervisor | undefined, 
  * kept on every re-render.
  * @throws PaddockError `ERR_TENANT_INVALID` (bad id or host group overrides),
  *   `ERR_TENANT_EXISTS`, `ERR_TENANT_ID_IN_USE` (a daemon it did not start holds the id),
- *   `ERR_TEMPLATE_NOT_FOUND`, `ERR_IMAGE_NOT_FOUND`,
+ *   `ERR_TEMPLATE_NOT_FOUND`, `ERR_IMAGE_NOT_FOUND`, `ERR_IMAGE_CORRUPT` (nothing kept),
  *   `ERR_CONFIG_INVALID` (neither the request nor the template names oci or gvisor: nothing kept),
  *   `ERR_RUNTIME_UNAVAILABLE` (gvisor without runsc: nothing kept),
  *   `ERR_PIDS_BUDGET_EXCEEDED`, `ERR_NETWORK_EXHAUSTED`, `ERR_USERNS_EXHAUSTED` /

@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { isPaddockError } from "../../shared/errors.js";
 import { rejection } from "../helpers/rejection.js";
-import { DEFAULT_IMAGE_PACKAGES, buildImage, isOciReference, listImages, resolveImage } from "../../shared/image-store.js";
+import { DEFAULT_IMAGE_PACKAGES, buildImage, imageBuildCommand, isOciReference, listImages, resolveImage } from "../../shared/image-store.js";
 
 async function fakeImage(imageDir: string, name: string, complete: boolean, packages: readonly string[] = []): Promise<void> {
   await fs.mkdir(path.join(imageDir, name, "rootfs", "etc"), { recursive: true });
@@ -58,6 +58,17 @@ describe("image store", () => {
     expect(await listImages(imageDir, { onCorrupt: (e) => warned.push(`${e.code} ${e.message}`) })).to.deep.equal([]);
     expect(warned).to.have.length(1);
     expect(warned[0]).to.match(/^ERR_IMAGE_CORRUPT /).and.include(file);
+  });
+
+  it("names the store in the build command unless it is the default one", async () => {
+    expect(imageBuildCommand("/var/lib/paddock/images", "debian-12")).to.equal("paddock image build debian-12");
+    expect(imageBuildCommand("/var/lib/paddock/images/", "debian-12", { force: true })).to.equal("paddock image build debian-12 --force");
+    expect(imageBuildCommand("/tmp/copy", "debian-12", { force: true })).to.equal("paddock image build debian-12 --force --image-dir /tmp/copy");
+    // imageDir here is a temp store: both messages carry it, so the command rebuilds this store's image.
+    await fakeImage(imageDir, "debian-12", true);
+    expect((await rejection(resolveImage(imageDir, "ubuntu-24")) as Error).message).to.include(`paddock image build ubuntu-24 --image-dir ${imageDir}`);
+    await fs.writeFile(path.join(imageDir, "debian-12", "image.json"), "{");
+    expect((await rejection(resolveImage(imageDir, "debian-12")) as Error).message).to.include(`paddock image build debian-12 --force --image-dir ${imageDir}`);
   });
 
   it("explains that OCI references are not pulled and lists local images", async () => {
