@@ -9,7 +9,7 @@
  * | 1 | runtime or API error (daemon unreachable, 400/401/408/5xx, local I/O) |
  * | 2 | usage error (unknown flag, missing argument, bad value) |
  * | 3 | not found (HTTP 404) |
- * | 4 | conflict or forbidden (HTTP 403 / 409); `paddock up` refused with ERR_STATE_LOCKED (supervisor/main.ts `describeStartError`) |
+ * | 4 | conflict or forbidden (HTTP 403 / 409); `paddock up` refused with ERR_STATE_LOCKED or ERR_SOCKET_IN_USE (supervisor/main.ts `describeStartError`) |
  * | n | `vm exec`: the remote command's own exit code |
  */
 

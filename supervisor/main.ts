@@ -96,8 +96,8 @@ async function closeServer(server: http.Server): Promise<void> {
 /**
  * Start the supervisor.
  * Steps: 1. config; 2. the state dir (0700) and the one-supervisor-per-state-dir lock; 3. the
- * gateway and admin addresses must be free; 4. dirs and the run dir's claim for this state dir
- * (run-dir-claim.ts), the admin token; 5. registry (refuses corrupt state); 6. reconcile
+ * run dir's claim for this state dir (run-dir-claim.ts); 4. the gateway and admin addresses must
+ * be free; dirs and the admin token; 5. registry (refuses corrupt state); 6. reconcile
  * tenants (adopt, restart, remove leftovers); 7. listeners. A refused start removes the files
  * and directories it made (start-footprint.ts): a state or run dir it created is gone, one that
  * existed is left as it was (what a reconcile of existing tenants did is not undone).
@@ -143,10 +143,6 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
   /** Stopped at close (and after a failed start), before the daemons. */
   const closers: (() => Promise<void>)[] = [];
   try {
-    // A taken gateway or admin address refuses the start before anything below the state dir is
-    // read or made (listenHttp checks again when it binds). After the state lock, so a second
-    // supervisor on the same config is told that its state dir is in use, not its ports.
-    for (const addr of [config.gateway, config.admin]) await assertListenFree(addr);
     // Entries this start adds to <state>/supervisor (admin token, registry, audit log, …); the
     // ownership lock's own entries go with release().
     await made.watch(supDir, OWNERSHIP_ENTRIES);
@@ -154,6 +150,11 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
     // Before anything reads or removes below the run dir: it must be this state's (run-dir-claim.ts).
     await made.mkdir(config.runDir, 0o711);
     if (await claimRunDir(config.runDir, config.stateDir)) made.madeFile(path.join(config.runDir, RUN_DIR_OWNER_FILE));
+    // A taken gateway or admin address refuses the start before anything else is made or read
+    // (listenHttp checks again when it binds). After the state lock and the run dir's claim, so a
+    // second supervisor on the same config, or with its own state dir but the same run dir, is
+    // told that first (README: it needs both), not that its ports are taken.
+    for (const addr of [config.gateway, config.admin]) await assertListenFree(addr);
     // The run dir and its tenants/ are traversable, not listable (0711): VMs run as unprivileged
     // host uids (user namespaces) that runc resolves their rootfs path as, below <run>/tenants/<id>.
     await made.mkdir(path.join(config.runDir, "tenants"), 0o711);

@@ -128,6 +128,18 @@ describe("refused supervisor start", function () {
     }
   });
 
+  it("own state dir, a run dir of another state and a port in use: told about the run dir first", async function () {
+    await claimedRun();
+    const held = await holdPort();
+    try {
+      const err = await refusal({ stateDir: state, runDir: run, gateway: `127.0.0.1:${held.port}` });
+      expect(isPaddockError(err, "ERR_STATE_LOCKED"), String(err)).to.equal(true);
+    } finally {
+      await held.close();
+    }
+    expect(await tree(state)).to.equal("missing");
+  });
+
   it("refused after the claim (a corrupt registry): removes what it made, leaves what was there", async function () {
     await fs.mkdir(path.join(state, "supervisor"), { recursive: true, mode: 0o700 });
     await fs.writeFile(path.join(state, "supervisor", "registry.json"), "{not json");
