@@ -3,7 +3,7 @@
  * restart only when they are provably ours (never touch what is not): pid alive, same program and
  * config, and (when recorded) the same start time, which rules out pid reuse.
  */
-import { promises as fs, readFileSync } from "node:fs";
+import { closeSync, openSync, promises as fs, readFileSync, readSync } from "node:fs";
 
 /** The argv of a process, or undefined when it is gone (or a zombie with empty cmdline). */
 export async function readCmdline(pid: number): Promise<string[] | undefined> {
@@ -75,13 +75,37 @@ export function isDaemonCmdline(argv: readonly string[] | undefined, entry: stri
   });
 }
 
-/** The argv of a process read synchronously (see {@link findDaemonPids}), or undefined when it is gone. */
-function readCmdlineSync(pid: number): string[] | undefined {
+/**
+ * The most of a /proc/<pid>/cmdline that {@link findDaemonPids} reads (bytes). A daemon's argv is
+ * `<node> [node flags] <entry> up <config>`: three paths of at most PATH_MAX (4096) and a few
+ * flags. Any process may make its argv megabytes long (execve(2) allows a quarter of the stack
+ * limit, and a VM's processes are host processes), so a longer cmdline is no daemon and is not
+ * read on: the scan runs on the supervisor's event loop, gateway included.
+ */
+export const CMDLINE_MAX_BYTES = 32 * 1024;
+
+/**
+ * The argv of a process read synchronously (see {@link findDaemonPids}), when its cmdline holds
+ * `needle`: at most {@link CMDLINE_MAX_BYTES} are read, and only a cmdline that fits and holds
+ * the needle is split.
+ * @param buf - scratch space of {@link CMDLINE_MAX_BYTES} + 1 bytes, reused across calls.
+ * @returns undefined when the process is gone, its cmdline is empty or longer than the bound,
+ *   or does not hold `needle`.
+ */
+function readCmdlineSync(pid: number, needle: Buffer, buf: Buffer): string[] | undefined {
+  let fd: number | undefined;
   try {
-    const raw = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-    return raw.length === 0 ? undefined : raw.replace(/\0$/, "").split("\0");
+    fd = openSync(`/proc/${pid}/cmdline`, "r");
+    let len = 0;
+    for (let n = -1; n !== 0 && len < buf.length; len += n) n = readSync(fd, buf, len, buf.length - len, null);
+    if (len === 0 || len > CMDLINE_MAX_BYTES) return undefined;
+    const raw = buf.subarray(0, len);
+    if (raw.indexOf(needle) < 0) return undefined;
+    return raw.toString("utf8").replace(/\0$/, "").split("\0");
   } catch {
     return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
@@ -94,14 +118,18 @@ const SCAN_SLICE = 256;
  * daemon and VMs): each cmdline is read synchronously, {@link SCAN_SLICE} at a time with a turn
  * of the event loop between slices. A read of a small /proc file costs ~10 µs that way against
  * ~200 µs of the supervisor's CPU through the thread pool (fs.readFile's open/fstat/read/close
- * round trips): at 2,000 processes ~25 ms instead of ~0.4 s per call.
+ * round trips): at 2,000 processes ~25 ms instead of ~0.4 s per call. A cmdline is read only up
+ * to {@link CMDLINE_MAX_BYTES} and split only when it holds `\0up\0<configPath>`, so a process
+ * with a huge argv (a VM's, say) costs one bounded read, not a block of the event loop.
  */
 export async function findDaemonPids(entry: string, configPath: string): Promise<number[]> {
   const out: number[] = [];
+  const needle = Buffer.from(`\0up\0${configPath}`);
+  const buf = Buffer.allocUnsafe(CMDLINE_MAX_BYTES + 1);
   const pids = (await fs.readdir("/proc")).filter((n) => /^\d+$/.test(n)).map(Number).filter((p) => p !== process.pid);
   for (let i = 0; i < pids.length; i += SCAN_SLICE) {
     if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve));
-    for (const pid of pids.slice(i, i + SCAN_SLICE)) if (isDaemonCmdline(readCmdlineSync(pid), entry, configPath)) out.push(pid);
+    for (const pid of pids.slice(i, i + SCAN_SLICE)) if (isDaemonCmdline(readCmdlineSync(pid, needle, buf), entry, configPath)) out.push(pid);
   }
   return out;
 }

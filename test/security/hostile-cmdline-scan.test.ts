@@ -1,0 +1,60 @@
+/**
+ * The supervisor's scan for a tenant's unrecorded daemons (supervisor/proc-info.ts
+ * `findDaemonPids`, run by every tenant delete and by the reconcile of a tenant) against a
+ * process with a huge argv. Every process on the host is scanned, a VM's too (runc runs the
+ * guest's processes as host processes), and guest root chooses its processes' argv: up to a
+ * quarter of the stack limit (execve(2)), as many tiny strings as fit. The scan reads each
+ * cmdline synchronously on the supervisor's event loop (gateway included), 256 processes
+ * between two turns: reading and splitting such a cmdline whole held the loop ~10 ms per
+ * process (50 such processes: 0.5-0.9 s in one block). The scan now reads at most
+ * `CMDLINE_MAX_BYTES` and splits only a cmdline holding `\0up\0<config>`; longer is no daemon.
+ *
+ * Positive control: the same daemon-shaped argv, short, is found. No VM, no daemon: the
+ * processes are the host's own `sh`, standing in for a guest's.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { expect } from "chai";
+import { CMDLINE_MAX_BYTES, findDaemonPids } from "../../supervisor/proc-info.js";
+
+/** Start `sh -c 'sleep 600; :' sh <argv…>` in its own process group; resolves once its cmdline shows `marker`. */
+async function startWithArgv(argv: string[], marker: string): Promise<ChildProcess> {
+  const child = spawn("/bin/sh", ["-c", "sleep 600; :", "sh", ...argv], { stdio: "ignore", detached: true });
+  const pid = child.pid as number;
+  for (let i = 0; i < 250; i++) {
+    if (await fs.readFile(`/proc/${pid}/cmdline`, "utf8").then((c) => c.includes(marker), () => false)) return child;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`process ${pid} never showed its argv`);
+}
+
+describe("security: the daemon scan against a process with a huge argv (supervisor/proc-info.ts)", function () {
+  this.timeout(30_000);
+  let dir = "";
+  const children: ChildProcess[] = [];
+
+  before(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-h6-cmdline-"));
+  });
+
+  after(async () => {
+    // The whole group: sh and its sleep.
+    for (const c of children) if (c.pid !== undefined) try { process.kill(-c.pid, "SIGKILL"); } catch {}
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it("finds a daemon-shaped argv (control) and does not read on or split one padded to megabytes", async () => {
+    const entry = path.join(dir, "launch.js");
+    const config = path.join(dir, "tenant.yaml");
+    const short = await startWithArgv([entry, "up", config], config);
+    children.push(short);
+    // ~1 MB of cmdline in 100,000 strings, the same daemon shape at its head.
+    const padding = Array<string>(100_000).fill("0");
+    const huge = await startWithArgv([entry, "up", config, ...padding], config);
+    children.push(huge);
+    expect((await fs.readFile(`/proc/${huge.pid}/cmdline`)).length).to.be.greaterThan(CMDLINE_MAX_BYTES);
+    expect(await findDaemonPids(entry, config)).to.deep.equal([short.pid]);
+  });
+});
