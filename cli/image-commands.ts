@@ -3,6 +3,7 @@
  * Image dir: `--image-dir`, else PADDOCK_IMAGE_DIR, else `${PADDOCK_STATE_DIR:-/var/lib/paddock}/images`
  * (the tenant config's `paddock.image_dir` default).
  */
+import { promises as fs } from "node:fs";
 import path from "node:path";
 import { buildImage, DEFAULT_IMAGE_NAME, defaultImageDir, listImages } from "../shared/image-store.js";
 import { parseFlags, expectPositionals } from "./args.js";
@@ -66,8 +67,11 @@ async function imageBuild(ctx: CliContext, argv: string[]): Promise<number> {
 async function imageList(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags(argv, { "image-dir": { type: "string" }, json: { type: "boolean" } }, { noArguments: true });
   expectPositionals(positionals, 0, 0, "paddock image list [--json]");
+  const imageDir = imageDirFor(values["image-dir"], ctx.env);
+  // A missing store lists as empty: say so on stderr, or a mistyped --image-dir reads as "no images".
+  if (!(await fs.stat(imageDir).then((st) => st.isDirectory(), () => false))) await writeOut(ctx.stderr, `paddock: warning: there is no image store at ${imageDir} (no such directory)\n`);
   // A corrupt image is not listed; say so on stderr (stdout, --json included, stays the list).
-  const images = await listImages(imageDirFor(values["image-dir"], ctx.env), {
+  const images = await listImages(imageDir, {
     onCorrupt: (err) => ctx.stderr.write(`paddock: warning: ${err.message} (${err.code})\n`),
   });
   if (values.json) await writeOut(ctx.stdout, renderJson(images));

@@ -137,7 +137,11 @@ export async function runCli(argv: readonly string[], ctx: CliContext): Promise<
         await writeOut(ctx.stdout, HELP);
         return EXIT.OK;
       case "version": case "--version":
-        await writeOut(ctx.stdout, `paddock ${PADDOCK_VERSION}\n`);
+        if (rest.length > 0 && !(rest.length === 1 && (rest[0] === "--help" || rest[0] === "-h"))) {
+          await writeOut(ctx.stderr, `paddock: usage error: version takes no arguments (got ${rest.join(" ")})\n`);
+          return EXIT.USAGE;
+        }
+        await writeOut(ctx.stdout, rest.length > 0 ? "usage: paddock version\n\nPrints the version of this paddock.\n" : `paddock ${PADDOCK_VERSION}\n`);
         return EXIT.OK;
       case "up": return await upCommand(ctx, rest);
       case "daemon": return await daemonCommand(ctx, rest);

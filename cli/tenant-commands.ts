@@ -49,7 +49,8 @@ export const TENANT_HELP = `usage: paddock tenant COMMAND [flags]
   delete ID                                     an unknown ID exits 3 ("does not exist")
   suspend ID [--reason R]
   resume ID
-  restart ID
+  restart ID                                    stop and start its daemon (applies changed limits);
+                                                its ephemeral and warm VMs are deleted, persistent and count: VMs keep running
   logs ID [--lines N]
   token ID [--expires-in 24h] [--json]          issue a new token (shown once)
   token revoke ID TOKEN_ID
@@ -294,7 +295,9 @@ async function tenantAction(ctx: CliContext, argv: string[], action: "delete" | 
     const past = { delete: "deleted", suspend: "suspended", resume: "resumed", restart: "restarted" }[action];
     const extraInfo = out?.paused_vms !== undefined ? ` (paused VMs: ${(out.paused_vms as string[]).join(", ") || "none"})`
       : out?.resumed_vms !== undefined ? ` (resumed VMs: ${(out.resumed_vms as string[]).join(", ") || "none"})` : "";
-    await writeOut(ctx.stdout, `tenant ${id} ${past}${extraInfo}\n`);
+    // A restart stops the daemon as a stop does (README "Tenants"): say what that costs.
+    const restartNote = action === "restart" ? " (its ephemeral and warm VMs were deleted; persistent and count: VMs kept running)" : "";
+    await writeOut(ctx.stdout, `tenant ${id} ${past}${extraInfo}${restartNote}\n`);
   }
   return EXIT.OK;
 }

@@ -93,6 +93,25 @@ describe("cli: argument parsing", () => {
     }
   });
 
+  it("paddock image list of a missing store warns on stderr and lists nothing (exit 0)", async () => {
+    const c = fakeCliContext({});
+    expect(await runCli(["image", "list", "--image-dir", "/nonexistent/pdk-images", "--json"], c.ctx)).to.equal(EXIT.OK);
+    expect(c.out.text().trim()).to.equal("[]");
+    expect(c.err.text()).to.equal("paddock: warning: there is no image store at /nonexistent/pdk-images (no such directory)\n");
+  });
+
+  it("paddock version: --help is its usage, any other argument a usage error", async () => {
+    const ok = fakeCliContext({});
+    expect(await runCli(["version"], ok.ctx)).to.equal(EXIT.OK);
+    expect(ok.out.text()).to.match(/^paddock \S+\n$/);
+    const help = fakeCliContext({});
+    expect(await runCli(["version", "--help"], help.ctx)).to.equal(EXIT.OK);
+    expect(help.out.text()).to.match(/^usage: paddock version\n/);
+    const bad = fakeCliContext({});
+    expect(await runCli(["version", "x"], bad.ctx)).to.equal(EXIT.USAGE);
+    expect(bad.err.text()).to.include("version takes no arguments");
+  });
+
   it("paddock up says a refused start as the other commands do: `error: MESSAGE (CODE)`, exit 2 for a bad config, 4 for a conflict (a locked state or run dir, a port in use), else 1", () => {
     expect(describeStartError(new PaddockError("ERR_STATE_LOCKED", "the supervisor state directory /s is already in use by another running process"))).to.deep.equal({ line: "error: the supervisor state directory /s is already in use by another running process (ERR_STATE_LOCKED)", exitCode: EXIT.CONFLICT });
     expect(describeStartError(new PaddockError("ERR_SOCKET_IN_USE", "127.0.0.1:8080 is already in use"))).to.deep.equal({ line: "error: 127.0.0.1:8080 is already in use (ERR_SOCKET_IN_USE)", exitCode: EXIT.CONFLICT });

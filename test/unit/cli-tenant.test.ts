@@ -59,6 +59,20 @@ describe("paddock tenant resume (cli/tenant-commands.ts)", () => {
   });
 });
 
+describe("paddock tenant restart (cli/tenant-commands.ts)", () => {
+  it("says what a restart cost: the tenant's ephemeral and warm VMs", async () => {
+    const api = await fakeAdmin(() => ({ status: 200, body: tenant("active") }));
+    try {
+      const c = context({ PADDOCK_ADMIN_URL: api.url, PADDOCK_ADMIN_TOKEN: "adm" });
+      expect(await runCli(["tenant", "restart", "t1"], c.ctx), c.err.text()).to.equal(0);
+      expect(c.out.text()).to.equal("tenant t1 restarted (its ephemeral and warm VMs were deleted; persistent and count: VMs kept running)\n");
+      expect(api.requests.map((r) => `${r.method} ${r.url}`)).to.deep.equal(["POST /admin/v1/tenants/t1/restart"]);
+    } finally {
+      await api.close();
+    }
+  });
+});
+
 describe("paddock tenant create: a daemon that fails at start (cli/tenant-commands.ts daemonStartFailure)", () => {
   it("prints one line: the supervisor's message with the daemon's reason, its code in words, what became of the tenant, and one code (exit 1)", async () => {
     const reason = "image \"debian-13\" is not in the image store /var/lib/paddock/images; build it with `paddock image build debian-13`";
