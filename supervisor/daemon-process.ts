@@ -115,31 +115,68 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-/** Poll an adopted pid (not our child, so no exit event) until it is gone or reused. */
+/** An adopted daemon's pid under watch, and how to tell its watcher it is gone. */
+interface WatchedPid {
+  pid: number;
+  startTicks: number | undefined;
+  gone: () => void;
+}
+
+/**
+ * Adopted pids polled together: per poll interval (ms), one timer for every pid watched at it.
+ * A supervisor restarted over 200 daemons polls 400 times a second; one timer per daemon cost
+ * ~55 µs a poll in timers and their re-arming (docs/performance.md, "Idle CPU").
+ */
+const pidPolls = new Map<number, { timer: NodeJS.Timeout; watched: Set<WatchedPid> }>();
+
+/**
+ * Whether a watched pid is gone: with a start time known, one read of /proc/<pid>/stat decides
+ * (a zombie or a reused pid is gone); without one, kill(0) and the state letter (shared/proc.ts
+ * pidAlive).
+ */
+function pidGone(w: WatchedPid): boolean {
+  if (w.startTicks === undefined) return !pidAlive(w.pid);
+  const st = readProcStatSync(w.pid);
+  return st === undefined || st.startTicks !== w.startTicks || st.state === "Z" || st.state === "X";
+}
+
+/** Stop watching `w`; the interval's timer goes with its last pid. */
+function unwatchPid(intervalMs: number, w: WatchedPid): void {
+  const poll = pidPolls.get(intervalMs);
+  if (poll === undefined || !poll.watched.delete(w)) return;
+  if (poll.watched.size === 0) {
+    clearInterval(poll.timer);
+    pidPolls.delete(intervalMs);
+  }
+}
+
+/** Poll an adopted pid (not our child, so no exit event) every `intervalMs` until it is gone or reused. */
 function watchPid(pid: number, startTicks: number | undefined, intervalMs: number): { exited: Promise<DaemonExit>; unwatch: () => void } {
-  let timer: NodeJS.Timeout | undefined;
-  let stopped = false;
+  let entry: WatchedPid | undefined;
   const exited = new Promise<DaemonExit>((resolve) => {
-    const tick = (): void => {
-      if (stopped) return;
-      // With a start time known, one read of /proc/<pid>/stat decides (a zombie or a reused pid
-      // is gone); without one, kill(0) and the state letter (shared/proc.ts pidAlive).
-      let alive: boolean;
-      if (startTicks === undefined) alive = pidAlive(pid);
-      else {
-        const st = readProcStatSync(pid);
-        alive = st !== undefined && st.startTicks === startTicks && st.state !== "Z" && st.state !== "X";
-      }
-      if (!alive) {
-        resolve({ code: undefined, signal: undefined, adopted: true });
-        return;
-      }
-      timer = setTimeout(tick, intervalMs);
+    const w: WatchedPid = { pid, startTicks, gone: () => resolve({ code: undefined, signal: undefined, adopted: true }) };
+    if (pidGone(w)) {
+      w.gone();
+      return;
+    }
+    entry = w;
+    let poll = pidPolls.get(intervalMs);
+    if (poll === undefined) {
+      const watched = new Set<WatchedPid>();
+      const timer = setInterval(() => {
+        for (const x of [...watched]) {
+          if (!pidGone(x)) continue;
+          unwatchPid(intervalMs, x);
+          x.gone();
+        }
+      }, intervalMs);
       timer.unref();
-    };
-    tick();
+      poll = { timer, watched };
+      pidPolls.set(intervalMs, poll);
+    }
+    poll.watched.add(w);
   });
-  return { exited, unwatch: () => { stopped = true; if (timer) clearTimeout(timer); } };
+  return { exited, unwatch: () => { if (entry !== undefined) unwatchPid(intervalMs, entry); } };
 }
 
 /** Pause between readiness polls while a start usually completes, ms. */

@@ -62,6 +62,23 @@ describe("adoptDaemon", function () {
     expect(await exited).to.deep.equal({ code: undefined, signal: undefined, adopted: true });
   });
 
+  it("polls several adopted daemons together: each exit resolves its own handle only, and an unwatched one is not reported", async () => {
+    const kids = [await fakeDaemon(), await fakeDaemon(), await fakeDaemon()];
+    const handles = await Promise.all(kids.map(async (k) => adoptDaemon(spec, k.pid as number, (await readProcStat(k.pid as number))?.startTicks, 20)));
+    const done = handles.map(() => false);
+    const exits = handles.map((h, i) => h?.exited.then((e) => { done[i] = true; return e; }));
+    handles[2]?.unwatch();
+    kids[0]?.kill("SIGKILL");
+    expect(await exits[0]).to.include({ adopted: true });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(done, "only the killed daemon is reported gone").to.deep.equal([true, false, false]);
+    kids[2]?.kill("SIGKILL");
+    kids[1]?.kill("SIGKILL");
+    expect(await exits[1]).to.include({ adopted: true });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(done[2], "an unwatched daemon's exit is not reported").to.equal(false);
+  });
+
   it("refuses a pid whose start time differs (a reused pid) or whose command line is another program's", async function () {
     const child = await fakeDaemon();
     const pid = child.pid as number;
