@@ -81,7 +81,7 @@ export const DEFAULT_PREVIEW: Readonly<PreviewConfig> = Object.freeze({ baseDoma
 
 /** The validated, frozen supervisor config. */
 export interface SupervisorConfig {
-  /** File it came from, or `<defaults>`. */
+  /** File it came from, or `<defaults>` ({@link DEFAULTS_SOURCE}). */
   source: string;
   gateway: ListenAddress;
   /** Per-tenant caps of the gateway (`gateway.limits`); see {@link DEFAULT_GATEWAY_LIMITS}. */
@@ -181,6 +181,9 @@ function readAddress(r: ConfigReader, raw: unknown, p: string, fallback: string,
   }
   return parsed;
 }
+
+/** The `source` of a config made from defaults, flags and environment, without a file. */
+export const DEFAULTS_SOURCE = "<defaults>";
 
 /**
  * Validate a parsed YAML tree (or `undefined` for no file) into a frozen config.
@@ -296,7 +299,8 @@ export function parseSupervisorConfig(tree: unknown, source: string, opts: { env
   if (webhooks.maxBackoffMs < webhooks.initialBackoffMs) r.problem("webhooks.max_backoff_ms", "must be at least webhooks.initial_backoff_ms");
   const preview = readPreview(r, root.preview);
 
-  r.throwIfProblems(source);
+  // Without a config file the problems are in the flags (or PADDOCK_* variables), which each problem names.
+  r.throwIfProblems(source === DEFAULTS_SOURCE ? "the command line (no --config file)" : source);
   return Object.freeze({
     source, gateway: Object.freeze(gateway), gatewayLimits: Object.freeze(gatewayLimits), gatewayFds: Object.freeze(gatewayFds), admin: Object.freeze(admin), stateDir, runDir, imageDir,
     pool: Object.freeze(pool), blockPrefix, templatesDir, defaultTemplate, restart: Object.freeze(restart),
@@ -344,7 +348,7 @@ function findProjectRootSafe(): string {
  * @throws PaddockError `ERR_CONFIG_INVALID` (unreadable file, YAML syntax, any problem).
  */
 export async function loadSupervisorConfig(file: string | undefined, opts: { env?: NodeJS.ProcessEnv; flags?: SupervisorFlags } = {}): Promise<SupervisorConfig> {
-  if (file === undefined) return parseSupervisorConfig(undefined, "<defaults>", opts);
+  if (file === undefined) return parseSupervisorConfig(undefined, DEFAULTS_SOURCE, opts);
   const abs = path.resolve(file);
   let text: string;
   try {

@@ -4,7 +4,7 @@ import path from "node:path";
 import { expect } from "chai";
 import { cidrContains, cidrOverlaps, parseCidr, parseIpv4 } from "../../shared/cidr.js";
 import { isPaddockError } from "../../shared/errors.js";
-import { parseSupervisorConfig, parseListenAddress } from "../../supervisor/supervisor-config.js";
+import { DEFAULTS_SOURCE, parseSupervisorConfig, parseListenAddress } from "../../supervisor/supervisor-config.js";
 import { allocateBlocks, poolCapacity, poolComplement } from "../../supervisor/block-allocator.js";
 import { TokenIndex, hashToken, hashesEqual, issueToken } from "../../supervisor/tokens.js";
 import { parseBearer, tokenMatches } from "../../shared/http/bearer.js";
@@ -27,6 +27,10 @@ function problemsOf(fn: () => unknown): string[] {
 }
 
 describe("supervisor config", () => {
+  it("without a config file, a bad flag is said to be in the command line (not in '<defaults>')", () => {
+    expect(() => parseSupervisorConfig(undefined, DEFAULTS_SOURCE, { env: {}, flags: { gateway: "nonsense" } })).to.throw(/^the command line \(no --config file\) is invalid:\n {2}--gateway: /);
+  });
+
   it("defaults: gateway 127.0.0.1:8080, admin 127.0.0.1:8081, /var/lib/paddock, /run/paddock, 169.254.0.0/16 in /22", () => {
     const c = parseSupervisorConfig(undefined, "<defaults>", { env: {} });
     expect(c.gateway).to.deep.equal({ kind: "tcp", host: "127.0.0.1", port: 8080 });
