@@ -28,7 +28,13 @@ describeWhenReady(missing, "pids_limit exit reason: the host's refused-fork coun
   const vmDir = path.join(tenantDir, "h1");
 
   after(async () => {
-    for (const d of [vmDir, tenantDir]) await fs.rmdir(d).catch(() => undefined);
+    // A cgroup whose last task just exited can refuse rmdir (EBUSY) for a moment: retry for ~2 s
+    // (a leftover `paddock/px…/h1` was once found after a full run).
+    for (const d of [vmDir, tenantDir]) {
+      for (let i = 0; i < 40 && existsSync(d); i++) {
+        await fs.rmdir(d).catch(() => new Promise((r) => setTimeout(r, 50)));
+      }
+    }
   });
 
   it("reads pids.events max of the VM's cgroup: 0 when fresh, more once the kernel refused forks", async () => {
