@@ -8,6 +8,15 @@ import { fileURLToPath } from "node:url";
 import { PaddockError } from "./errors.js";
 
 /**
+ * The fields of a /proc/<pid>/stat line from field 3 (the state letter) on, split on spaces
+ * (pure): `pid (comm) S …`, where comm may hold spaces and `)`, so the split starts after the
+ * last `)` (proc(5)). Field N of proc(5) is index N − 3.
+ */
+export function procStatFields(raw: string): string[] {
+  return raw.slice(raw.lastIndexOf(")") + 2).split(" ");
+}
+
+/**
  * True when a process with this pid exists and is not a zombie (EPERM counts as alive). A
  * zombie holds no lock or file: a killed owner whose parent has not reaped it yet (an
  * orphan under a PID 1 that reaps late) must not keep its state locked.
@@ -19,9 +28,7 @@ export function pidAlive(pid: number): boolean {
     if ((err as NodeJS.ErrnoException).code !== "EPERM") return false;
   }
   try {
-    // /proc/<pid>/stat: "pid (comm) S …"; comm may contain ")" so take the last one (proc(5)).
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    const state = procStatFields(readFileSync(`/proc/${pid}/stat`, "utf8"))[0];
     return state !== "Z" && state !== "X";
   } catch {
     return true; // no procfs (or raced with the exit): trust kill(0)

@@ -4,6 +4,7 @@
  * config, and (when recorded) the same start time, which rules out pid reuse.
  */
 import { closeSync, openSync, promises as fs, readFileSync, readSync } from "node:fs";
+import { procStatFields } from "../shared/proc.js";
 
 /** The argv of a process, or undefined when it is gone (or a zombie with empty cmdline). */
 export async function readCmdline(pid: number): Promise<string[] | undefined> {
@@ -45,7 +46,7 @@ export function readProcStatSync(pid: number): { startTicks: number; state: stri
 
 /** The state letter and start time of a /proc/<pid>/stat line (pure); undefined when the start time is not a number. */
 function parseProcStat(raw: string): { startTicks: number; state: string } | undefined {
-  const rest = raw.slice(raw.lastIndexOf(")") + 2).split(" ");
+  const rest = procStatFields(raw);
   // rest[0] is field 3 (state); field 22 is rest[19].
   const startTicks = Number(rest[19]);
   return Number.isFinite(startTicks) ? { startTicks, state: rest[0] ?? "?" } : undefined;
