@@ -5,10 +5,9 @@
  * `failed` (the operator sees why, and a restart or delete follows).
  */
 import { promises as fs } from "node:fs";
-import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { PaddockError } from "../shared/errors.js";
-import { imageBuildCommand, resolveImage } from "../shared/image-store.js";
+import { DEFAULT_IMAGE_NAME, resolveImage } from "../shared/image-store.js";
 import { TENANT_ID_PATTERN } from "../shared/tenant-config.js";
 import { checkTenantPidsBudget, readPidMax, type TenantPidsShare } from "../shared/host-pids.js";
 import { claimUidRange, releaseUidRange } from "../shared/uid-ranges.js";
@@ -19,7 +18,7 @@ import { allocateBlocks } from "./block-allocator.js";
 import type { SupervisorConfig } from "./supervisor-config.js";
 import type { LimitsRecord, RegistryState, TenantHypervisor, TenantRecord } from "./tenant-registry.js";
 import { layerLimits } from "./tenant-limits.js";
-import { listTemplateNames, loadTemplate, readOverrides, templateHypervisor } from "./tenant-template.js";
+import { listTemplateNames, loadTemplate, readOverrides, templateHypervisor, type TenantTemplate } from "./tenant-template.js";
 import { RUNSC_INSTALL_HINT, findRunscBinary } from "../shared/runsc-binary.js";
 import { issueToken } from "./tokens.js";
 import type { Actor, TenantContext } from "./tenant-context.js";
@@ -62,19 +61,16 @@ export async function checkPidsBudget(config: Pick<SupervisorConfig, "hostPidsRe
 export const GVISOR_TEMPLATE = "sandbox-gvisor";
 
 /**
- * The image store must hold `name` (`<imageDir>/<name>/image.json` and `rootfs/`) and its
- * `image.json` must read, so a typo or a corrupt image fails the create instead of the daemon's
- * start (shared/image-store.ts `resolveImage`, which the daemon runs too).
- * @throws PaddockError `ERR_IMAGE_NOT_FOUND` saying how to build it, `ERR_IMAGE_CORRUPT` naming
- *   the file and how to rebuild it.
+ * The image a tenant's daemon will run its VMs from: the create's `image`, else the template's
+ * `config.image`, else the daemon's default (shared/tenant-config.ts: {@link DEFAULT_IMAGE_NAME}).
+ * @returns the image name; undefined when the template's `config.image` is not a string (the
+ *   render refuses that template with ERR_CONFIG_INVALID).
  */
-async function checkImage(imageDir: string, name: string): Promise<void> {
-  const dir = path.join(imageDir, name);
-  const [info, rootfs] = await Promise.all([fs.stat(path.join(dir, "image.json")).catch(() => undefined), fs.stat(path.join(dir, "rootfs")).catch(() => undefined)]);
-  if (!info?.isFile() || !rootfs?.isDirectory()) {
-    throw new PaddockError("ERR_IMAGE_NOT_FOUND", `image ${JSON.stringify(name)} is not in the image store ${imageDir}; build it with \`${imageBuildCommand(imageDir, name)}\``, { details: { image: name } });
-  }
-  await resolveImage(imageDir, name);
+export function tenantImage(template: Pick<TenantTemplate, "tree">, image: string | undefined): string | undefined {
+  if (image !== undefined) return image;
+  const named = (template.tree.config as Record<string, unknown> | undefined)?.image;
+  if (named === undefined || named === null) return DEFAULT_IMAGE_NAME;
+  return typeof named === "string" ? named : undefined;
 }
 
 /**
@@ -98,7 +94,8 @@ export function checkHypervisorOnHost(hypervisor: TenantHypervisor | undefined, 
  * kept on every re-render.
  * @throws PaddockError `ERR_TENANT_INVALID` (bad id or host group overrides),
  *   `ERR_TENANT_EXISTS`, `ERR_TENANT_ID_IN_USE` (a daemon it did not start holds the id),
- *   `ERR_TEMPLATE_NOT_FOUND`, `ERR_IMAGE_NOT_FOUND`, `ERR_IMAGE_CORRUPT` (nothing kept),
+ *   `ERR_TEMPLATE_NOT_FOUND`, `ERR_IMAGE_NOT_FOUND`, `ERR_IMAGE_CORRUPT` (the image the daemon
+ *   would use, named at create or by the template: nothing kept),
  *   `ERR_CONFIG_INVALID` (neither the request nor the template names oci or gvisor: nothing kept),
  *   `ERR_RUNTIME_UNAVAILABLE` (gvisor without runsc: nothing kept),
  *   `ERR_PIDS_BUDGET_EXCEEDED`, `ERR_NETWORK_EXHAUSTED`, `ERR_USERNS_EXHAUSTED` /
@@ -113,7 +110,11 @@ export async function createTenant(ctx: TenantContext, configs: TenantConfigs, d
   const template = await loadTemplate(config.templatesDir, input.template ?? config.defaultTemplate);
   const overrides = readOverrides(template, input.hostGroups);
   const image = input.image;
-  if (image !== undefined) await checkImage(config.imageDir, image);
+  // The image the daemon will use, named at create or by the template, must be in the store
+  // with a valid image.json before anything is made: the read the daemon makes at its start
+  // (shared/image-store.ts resolveImage), so a typo or a corrupt image fails the create.
+  const used = tenantImage(template, image);
+  if (used !== undefined) await resolveImage(config.imageDir, used);
   const hypervisor = input.hypervisor ?? templateHypervisor(template);
   if (hypervisor === undefined) {
     // Without it the daemon would take Slicer's default (firecracker), which Paddock cannot run,

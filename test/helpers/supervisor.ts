@@ -49,11 +49,18 @@ export interface SupervisorPaths {
 }
 
 /**
+ * An image store holding a `debian-12` with an empty rootfs (test/fixtures/images): what a
+ * tenant create checks (supervisor/tenant-provisioning.ts), for daemons that run no VM.
+ */
+export const FIXTURE_IMAGE_DIR = path.join(PROJECT_ROOT, "test/fixtures/images");
+
+/**
  * Config for tenant daemons played by the echo fixture: gateway on 127.0.0.1:0, admin API on
- * `<run>/admin.sock`, the repository's templates. Tests add `restart`, `deny`, limits…
+ * `<run>/admin.sock`, the repository's templates, the fixture image store
+ * ({@link FIXTURE_IMAGE_DIR}). Tests add `restart`, `deny`, limits…
  */
 export function echoDaemonConfig(p: SupervisorPaths): Record<string, unknown> {
-  return { gateway: { address: "127.0.0.1:0" }, admin: { address: path.join(p.runDir, "admin.sock") }, templates: { dir: path.join(PROJECT_ROOT, "templates") }, daemon_entry: ECHO_DAEMON };
+  return { gateway: { address: "127.0.0.1:0" }, admin: { address: path.join(p.runDir, "admin.sock") }, templates: { dir: path.join(PROJECT_ROOT, "templates") }, image_dir: FIXTURE_IMAGE_DIR, daemon_entry: ECHO_DAEMON };
 }
 
 /**

@@ -23,6 +23,8 @@ import { tenantView } from "../../supervisor/admin-api.js";
 import { Writable } from "node:stream";
 
 const TEMPLATES_DIR = path.resolve(import.meta.dirname, "../../../templates");
+/** An image store with the templates' debian-12 (the create checks it before claiming). */
+const IMAGE_DIR = path.resolve(import.meta.dirname, "../../../test/fixtures/images");
 
 describe("supervisor uid ranges", () => {
   let dir = "";
@@ -48,7 +50,7 @@ describe("supervisor uid ranges", () => {
 
   async function service(): Promise<{ svc: TenantService; registry: TenantRegistry; stateDir: string }> {
     const stateDir = path.join(dir, "state");
-    const config = parseSupervisorConfig({ state_dir: stateDir, run_dir: path.join(dir, "run"), templates: { dir: TEMPLATES_DIR } }, "t", { env: {} });
+    const config = parseSupervisorConfig({ state_dir: stateDir, run_dir: path.join(dir, "run"), image_dir: IMAGE_DIR, templates: { dir: TEMPLATES_DIR } }, "t", { env: {} });
     const registry = new TenantRegistry(path.join(stateDir, "supervisor", "registry.json"));
     await registry.init();
     const quiet = new Writable({ write: (_c, _e, cb) => cb() });
