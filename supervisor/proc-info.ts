@@ -6,15 +6,17 @@
 import { closeSync, openSync, promises as fs, readFileSync, readSync } from "node:fs";
 import { procStatFields } from "../shared/proc.js";
 
-/** The argv of a process, or undefined when it is gone (or a zombie with empty cmdline). */
+/**
+ * The argv of a process, read like the scan reads it ({@link findDaemonPids}): at most
+ * {@link CMDLINE_MAX_BYTES}, one synchronous read of a /proc file. The supervisor adopts a
+ * recorded daemon pid by it (daemon-process.ts); a longer cmdline is no daemon's, and reading a
+ * guest process's megabytes of argv whole (the pid may have been reused by one) would hold the
+ * supervisor's event loop.
+ * @returns undefined when the process is gone, its cmdline is empty (a zombie) or longer than
+ *   {@link CMDLINE_MAX_BYTES}.
+ */
 export async function readCmdline(pid: number): Promise<string[] | undefined> {
-  try {
-    const raw = await fs.readFile(`/proc/${pid}/cmdline`, "utf8");
-    if (raw.length === 0) return undefined;
-    return raw.replace(/\0$/, "").split("\0");
-  } catch {
-    return undefined;
-  }
+  return readCmdlineSync(pid, undefined, Buffer.allocUnsafe(CMDLINE_MAX_BYTES + 1));
 }
 
 /**
@@ -77,7 +79,7 @@ export function isDaemonCmdline(argv: readonly string[] | undefined, entry: stri
 }
 
 /**
- * The most of a /proc/<pid>/cmdline that {@link findDaemonPids} reads (bytes). A daemon's argv is
+ * The most of a /proc/<pid>/cmdline that {@link findDaemonPids} and {@link readCmdline} read (bytes). A daemon's argv is
  * `<node> [node flags] <entry> up <config>`: three paths of at most PATH_MAX (4096) and a few
  * flags. Any process may make its argv megabytes long (execve(2) allows a quarter of the stack
  * limit, and a VM's processes are host processes), so a longer cmdline is no daemon and is not
@@ -87,13 +89,14 @@ export const CMDLINE_MAX_BYTES = 32 * 1024;
 
 /**
  * The argv of a process read synchronously (see {@link findDaemonPids}), when its cmdline holds
- * `needle`: at most {@link CMDLINE_MAX_BYTES} are read, and only a cmdline that fits and holds
- * the needle is split.
- * @param buf - scratch space of {@link CMDLINE_MAX_BYTES} + 1 bytes, reused across calls.
+ * `needle` (any cmdline without one): at most {@link CMDLINE_MAX_BYTES} are read, and only a
+ * cmdline that fits (and holds the needle) is split. The one reader of both
+ * {@link readCmdline} and {@link findDaemonPids}.
+ * @param buf - scratch space of {@link CMDLINE_MAX_BYTES} + 1 bytes, reusable across calls.
  * @returns undefined when the process is gone, its cmdline is empty or longer than the bound,
  *   or does not hold `needle`.
  */
-function readCmdlineSync(pid: number, needle: Buffer, buf: Buffer): string[] | undefined {
+function readCmdlineSync(pid: number, needle: Buffer | undefined, buf: Buffer): string[] | undefined {
   let fd: number | undefined;
   try {
     fd = openSync(`/proc/${pid}/cmdline`, "r");
@@ -101,7 +104,7 @@ function readCmdlineSync(pid: number, needle: Buffer, buf: Buffer): string[] | u
     for (let n = -1; n !== 0 && len < buf.length; len += n) n = readSync(fd, buf, len, buf.length - len, null);
     if (len === 0 || len > CMDLINE_MAX_BYTES) return undefined;
     const raw = buf.subarray(0, len);
-    if (raw.indexOf(needle) < 0) return undefined;
+    if (needle !== undefined && raw.indexOf(needle) < 0) return undefined;
     return raw.toString("utf8").replace(/\0$/, "").split("\0");
   } catch {
     return undefined;
