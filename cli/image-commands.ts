@@ -19,8 +19,9 @@ export const IMAGE_HELP = `usage: paddock image COMMAND [flags]
         ca-certificates, less, vim-tiny; not with --minimal) plus --packages into the image
         store; NAME defaults to debian-12
   list [--image-dir DIR] [--json]
-        an image whose image.json is corrupt is not listed: a warning on stderr names it
-        (ERR_IMAGE_CORRUPT; paddock image build NAME --force rebuilds it)
+        an image whose image.json is corrupt (unreadable, not JSON, or a field missing or of
+        the wrong type) is not listed: a warning on stderr names it (ERR_IMAGE_CORRUPT;
+        paddock image build NAME --force rebuilds it)
 
 Image dir: --image-dir, else PADDOCK_IMAGE_DIR, else \${PADDOCK_STATE_DIR:-/var/lib/paddock}/images.
 `;

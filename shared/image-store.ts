@@ -114,8 +114,9 @@ function imagePaths(imageDir: string, name: string): { dir: string; rootfsDir: s
 /**
  * Read `<image>/image.json`.
  * @returns its info, or undefined when the file does not exist (no complete image).
- * @throws PaddockError ERR_IMAGE_CORRUPT when it exists but cannot be read, is not JSON, or is
- *   not a JSON object; the message names the file and how to rebuild the image.
+ * @throws PaddockError ERR_IMAGE_CORRUPT when it exists but cannot be read, is not JSON, is not a
+ *   JSON object, or its fields are missing or of the wrong type ({@link imageInfoProblems}); the
+ *   message names the file and how to rebuild the image.
  */
 async function readInfo(infoPath: string): Promise<ImageInfo | undefined> {
   const name = path.basename(path.dirname(infoPath));
@@ -139,15 +140,28 @@ async function readInfo(infoPath: string): Promise<ImageInfo | undefined> {
     throw corrupt(`is not valid JSON (${(err as Error).message})`, err);
   }
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw corrupt("does not hold a JSON object", undefined);
-  const raw = parsed as Partial<ImageInfo>;
-  return {
-    name: String(raw.name ?? name),
-    created: String(raw.created ?? ""),
-    suite: String(raw.suite ?? ""),
-    mirror: String(raw.mirror ?? ""),
-    packages: Array.isArray(raw.packages) ? raw.packages.map(String) : [],
-    sizeBytes: Number(raw.sizeBytes ?? 0),
-  };
+  const problems = imageInfoProblems(parsed as Record<string, unknown>);
+  if (problems.length > 0) throw corrupt(`has fields of the wrong type or missing (${problems.join("; ")})`, undefined);
+  const { name: n, created, suite, mirror, packages, sizeBytes } = parsed as ImageInfo;
+  return { name: n, created, suite, mirror, packages, sizeBytes };
+}
+
+/**
+ * What is wrong with the fields of a parsed `image.json` object (pure): every field of
+ * {@link ImageInfo} must be there with its type, as {@link buildImage} writes it (strings;
+ * `packages` an array of strings; `sizeBytes` a non-negative integer). The one check of
+ * {@link resolveImage} (a tenant create, a daemon's start) and {@link listImages}.
+ * @returns one `field: expected …, got …` per problem; empty when the object is an ImageInfo.
+ */
+export function imageInfoProblems(raw: Record<string, unknown>): string[] {
+  const got = (v: unknown): string => (v === undefined ? "nothing" : Array.isArray(v) ? "an array" : v === null ? "null" : `${typeof v} ${JSON.stringify(v).slice(0, 40)}`);
+  const out: string[] = [];
+  for (const k of ["name", "created", "suite", "mirror"] as const) if (typeof raw[k] !== "string") out.push(`${k}: expected a string, got ${got(raw[k])}`);
+  const pkgs = raw.packages;
+  if (!Array.isArray(pkgs) || !pkgs.every((p) => typeof p === "string")) out.push(`packages: expected an array of strings, got ${Array.isArray(pkgs) ? "an array holding a non-string" : got(pkgs)}`);
+  const size = raw.sizeBytes;
+  if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) out.push(`sizeBytes: expected a non-negative integer, got ${got(size)}`);
+  return out;
 }
 
 /**
@@ -182,7 +196,8 @@ export async function listImages(imageDir: string, opts: { onCorrupt?: (err: Pad
  * @throws PaddockError ERR_IMAGE_NOT_FOUND (400) when the image is not in the store, with how to
  *   build it; OCI references (`ghcr.io/...`) get an explanation that Paddock does not pull OCI
  *   images, plus the list of local images. ERR_IMAGE_CORRUPT (500) when its `image.json` exists
- *   but cannot be read or parsed, naming the file and the rebuild command.
+ *   but cannot be read or parsed or has fields of the wrong type ({@link imageInfoProblems}),
+ *   naming the file and the rebuild command.
  */
 export async function resolveImage(imageDir: string, name: string): Promise<string> {
   const available = async (): Promise<string> => {

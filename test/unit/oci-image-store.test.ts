@@ -60,6 +60,34 @@ describe("image store", () => {
     expect(warned[0]).to.match(/^ERR_IMAGE_CORRUPT /).and.include(file);
   });
 
+  it("an image.json whose fields are missing or of the wrong type is corrupt, for resolve and list alike", async () => {
+    await fakeImage(imageDir, "debian-12", true);
+    await fakeImage(imageDir, "other", true);
+    const file = path.join(imageDir, "debian-12", "image.json");
+    const good = JSON.parse(await fs.readFile(file, "utf8")) as Record<string, unknown>;
+    const bad: Array<[Record<string, unknown>, string]> = [
+      [{ ...good, suite: 12 }, "suite: expected a string, got number 12"],
+      [{ ...good, sizeBytes: "145 MB" }, "sizeBytes: expected a non-negative integer"],
+      [{ ...good, sizeBytes: -1 }, "sizeBytes: expected a non-negative integer"],
+      [{ ...good, packages: "curl" }, "packages: expected an array of strings"],
+      [{ ...good, packages: ["curl", 3] }, "packages: expected an array of strings"],
+      [{ ...good, created: undefined }, "created: expected a string, got nothing"],
+    ];
+    for (const [info, why] of bad) {
+      await fs.writeFile(file, JSON.stringify(info));
+      const err = await rejection(resolveImage(imageDir, "debian-12"));
+      expect(isPaddockError(err, "ERR_IMAGE_CORRUPT"), `${why}: ${String(err)}`).to.equal(true);
+      expect((err as Error).message).to.include(file).and.include(why).and.include("paddock image build debian-12 --force");
+      const warned: string[] = [];
+      expect((await listImages(imageDir, { onCorrupt: (e) => warned.push(`${e.code} ${e.message}`) })).map((i) => i.name), why).to.deep.equal(["other"]);
+      expect(warned, why).to.have.length(1);
+      expect(warned[0]).to.match(/^ERR_IMAGE_CORRUPT /).and.include(file).and.include(why);
+    }
+    // Fields it does not know are kept out of the info.
+    await fs.writeFile(file, JSON.stringify({ ...good, extra: 1 }));
+    expect((await listImages(imageDir))[0]).to.deep.equal({ ...good, rootfsDir: path.join(imageDir, "debian-12", "rootfs") });
+  });
+
   it("names the store in the build command unless it is the default one", async () => {
     expect(imageBuildCommand("/var/lib/paddock/images", "debian-12")).to.equal("paddock image build debian-12");
     expect(imageBuildCommand("/var/lib/paddock/images/", "debian-12", { force: true })).to.equal("paddock image build debian-12 --force");
