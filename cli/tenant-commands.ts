@@ -53,10 +53,11 @@ export const TENANT_HELP = `usage: paddock tenant COMMAND [flags]
                                                 its ephemeral and warm VMs are deleted, persistent and count: VMs keep running
   logs ID [--lines N]
   token ID [--expires-in 24h] [--json]          issue a new token (shown once)
-  token revoke ID TOKEN_ID
+  token revoke ID TOKEN_ID                      a token already revoked: says so (since when), exit 0
 
 --json: create prints the tenant with token and token_id; token prints id and token_id (the
-same token id, token_id as create and token revoke --json name it), token, created_at, expires_at.
+same token id, token_id as create and token revoke --json name it), token, created_at, expires_at;
+token revoke prints id, token_id, revoked, already_revoked (and revoked_at when it was).
 
 Admin API: --admin-url / PADDOCK_ADMIN_URL (default http://127.0.0.1:8081);
 token --admin-token / PADDOCK_ADMIN_TOKEN, else \${PADDOCK_STATE_DIR:-/var/lib/paddock}/supervisor/admin-token
@@ -323,14 +324,35 @@ export function tokenJson<T extends { id: string }>(out: T): T & { token_id: str
   return { id, token_id: id, ...rest } as T & { token_id: string };
 }
 
+/**
+ * What `tenant token revoke` prints (pure), from the admin API's answer `body` (empty for a fresh
+ * revoke, 204; `{id, revoked_at, already_revoked: true}` for a token already revoked, 200):
+ * `token T of tenant ID revoked`, or {@link alreadyLine} naming when it was revoked; with
+ * `json`, `{id, token_id, revoked: true, already_revoked}` (+ `revoked_at` when already revoked).
+ */
+export function revokeOutput(id: string, tokenId: string, body: Buffer, json: boolean): string {
+  let answer: { already_revoked?: unknown; revoked_at?: unknown } = {};
+  if (body.length > 0) {
+    try {
+      answer = JSON.parse(body.toString("utf8")) as typeof answer;
+    } catch {
+      answer = {};
+    }
+  }
+  const already = answer?.already_revoked === true;
+  const at = typeof answer?.revoked_at === "string" ? answer.revoked_at : undefined;
+  if (json) return renderJson({ id, token_id: tokenId, revoked: true, already_revoked: already, ...(already && at !== undefined ? { revoked_at: at } : {}) });
+  return already ? alreadyLine(`token ${tokenId} of tenant ${id}`, `revoked${at !== undefined ? ` (at ${at})` : ""}`) : `token ${tokenId} of tenant ${id} revoked\n`;
+}
+
 async function tenantToken(ctx: CliContext, argv: string[]): Promise<number> {
   if (argv[0] === "revoke") {
     const { values, positionals } = parseFlags(argv.slice(1), ADMIN_FLAGS);
     expectPositionals(positionals, 2, 2, "paddock tenant token revoke ID TOKEN_ID");
     const [id, tokenId] = positionals as [string, string];
     const client = adminClient(ctx, values);
-    await admin(ctx, client, async () => readBody(await client.send("DELETE", `/admin/v1/tenants/${seg(id)}/tokens/${seg(tokenId)}`), 64 * 1024));
-    await writeOut(ctx.stdout, values.json ? renderJson({ id, token_id: tokenId, revoked: true }) : `token ${tokenId} of tenant ${id} revoked\n`);
+    const body = await admin(ctx, client, async () => readBody(await client.send("DELETE", `/admin/v1/tenants/${seg(id)}/tokens/${seg(tokenId)}`), 64 * 1024));
+    await writeOut(ctx.stdout, revokeOutput(id, tokenId, body, values.json ?? false));
     return EXIT.OK;
   }
   const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, "expires-in": { type: "string" } });

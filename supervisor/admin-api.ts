@@ -212,9 +212,16 @@ export function createAdminApp(deps: AdminDeps): express.Express {
     res.status(201).json({ id: out.id, token: out.token, created_at: out.createdAt, ...(out.expiresAt ? { expires_at: out.expiresAt } : {}) });
   });
 
+  // A fresh revoke answers 204; one of a token already revoked answers 200 with
+  // `{id, revoked_at, already_revoked: true}` (docs/admin-api.openapi.yaml), so a caller can tell
+  // (the CLI says so). The state is read before the revoke: two revokes racing may both answer 204.
   r.delete("/tenants/:id/tokens/:tokenId", async (req, res) => {
-    await tenants.revokeToken(pathParam(req, "id"), pathParam(req, "tokenId"), actor(res));
-    res.status(204).end();
+    const id = pathParam(req, "id");
+    const tokenId = pathParam(req, "tokenId");
+    const revokedAt = tenants.get(id).tokens.find((k) => k.id === tokenId)?.revokedAt;
+    await tenants.revokeToken(id, tokenId, actor(res));
+    if (revokedAt === undefined) res.status(204).end();
+    else res.status(200).json({ id: tokenId, revoked_at: revokedAt, already_revoked: true });
   });
 
   r.get("/tenants/:id/logs", async (req, res) => {

@@ -213,6 +213,11 @@ describe("supervisor with echo daemons (integration)", function () {
       expect((await c.gw("GET", "/nodes", second.token)).status).to.equal(200);
       expect((await c.gw("GET", "/nodes", a.token)).status).to.equal(200);
       expect((await c.admin("DELETE", `/tenants/tga/tokens/${second.id}`)).status).to.equal(204);
+      // Again: still revoked (idempotent), and the answer says it already was, and since when.
+      const again = await c.admin("DELETE", `/tenants/tga/tokens/${second.id}`);
+      expect(again.status, again.text).to.equal(200);
+      const revokedAt = ((await c.admin("GET", "/tenants/tga")).json as { tokens: Array<{ id: string; revoked_at?: string }> }).tokens.find((k) => k.id === second.id)?.revoked_at;
+      expect(again.json).to.deep.equal({ id: second.id, revoked_at: revokedAt, already_revoked: true });
       const short = (await c.admin("POST", "/tenants/tga/tokens", { expires_in_seconds: 1 })).json as { token: string };
       expect((await c.gw("GET", "/nodes", short.token)).status).to.equal(200);
       await sleep(1100);

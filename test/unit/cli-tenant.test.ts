@@ -132,6 +132,30 @@ describe("paddock tenant token --json (cli/tenant-commands.ts tokenJson)", () =>
   });
 });
 
+describe("paddock tenant token revoke (cli/tenant-commands.ts)", () => {
+  it("says a token was revoked, or that it already was (since when), exit 0 both; --json has already_revoked", async () => {
+    const at = "2026-01-01T00:00:00.000Z";
+    const api = await fakeAdmin((_m, url) => url.endsWith("/tok_old") ? { status: 200, body: { id: "tok_old", revoked_at: at, already_revoked: true } } : { status: 204, body: "" });
+    try {
+      const fresh = context({ PADDOCK_ADMIN_URL: api.url, PADDOCK_ADMIN_TOKEN: "adm" });
+      expect(await runCli(["tenant", "token", "revoke", "t1", "tok_new"], fresh.ctx), fresh.err.text()).to.equal(0);
+      expect(fresh.out.text()).to.equal("token tok_new of tenant t1 revoked\n");
+      const old = context({ PADDOCK_ADMIN_URL: api.url, PADDOCK_ADMIN_TOKEN: "adm" });
+      expect(await runCli(["tenant", "token", "revoke", "t1", "tok_old"], old.ctx), old.err.text()).to.equal(0);
+      expect(old.out.text()).to.equal(`token tok_old of tenant t1 is already revoked (at ${at}); nothing done\n`);
+      const json = context({ PADDOCK_ADMIN_URL: api.url, PADDOCK_ADMIN_TOKEN: "adm" });
+      expect(await runCli(["tenant", "token", "revoke", "t1", "tok_old", "--json"], json.ctx), json.err.text()).to.equal(0);
+      expect(JSON.parse(json.out.text())).to.deep.equal({ id: "t1", token_id: "tok_old", revoked: true, already_revoked: true, revoked_at: at });
+      const jsonFresh = context({ PADDOCK_ADMIN_URL: api.url, PADDOCK_ADMIN_TOKEN: "adm" });
+      expect(await runCli(["tenant", "token", "revoke", "t1", "tok_new", "--json"], jsonFresh.ctx), jsonFresh.err.text()).to.equal(0);
+      expect(JSON.parse(jsonFresh.out.text())).to.deep.equal({ id: "t1", token_id: "tok_new", revoked: true, already_revoked: false });
+      expect(api.requests.map((r) => `${r.method} ${r.url}`)).to.deep.equal(["tok_new", "tok_old", "tok_old", "tok_new"].map((k) => `DELETE /admin/v1/tenants/t1/tokens/${k}`));
+    } finally {
+      await api.close();
+    }
+  });
+});
+
 describe("paddock tenant: an empty admin token (cli/target.ts)", () => {
   it("--admin-token '' and PADDOCK_ADMIN_TOKEN= for an http(s) admin API are refused before sending (ERR_AUTH_REQUIRED, exit 1), not replaced by the admin-token file", async () => {
     const api = await fakeAdmin(() => ({ status: 200, body: [] }));
