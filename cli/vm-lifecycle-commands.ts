@@ -210,7 +210,8 @@ export function notRunningAdvice(verb: "pause" | "resume", hostname: string, sta
  * A shutdown then says what became of the VM ({@link shutdownOutcome}); a pause of a paused VM
  * or a resume of a running one says so (the daemon's `Paddock-Already` header,
  * shared/slicer/vm-power.ts). A pause or resume refused with `ERR_VM_NOT_RUNNING` keeps that
- * code and status (exit 4) and gets the advice of {@link notRunningAdvice} added to its message.
+ * code and status (exit 4) and gets the advice of {@link notRunningAdvice} added to its message,
+ * unless the daemon's message gives it already (a restore or relaunch route).
  * @returns the exit code
  */
 export async function simpleVerb(ctx: CliContext, argv: string[], verb: "shutdown" | "pause" | "resume"): Promise<number> {
@@ -226,6 +227,8 @@ export async function simpleVerb(ctx: CliContext, argv: string[], verb: "shutdow
       res = await client.send("POST", `/vm/${seg(h)}/${verb}`, { query: [["action", action]] });
     } catch (err) {
       if (verb === "shutdown" || !(err instanceof ApiError) || err.code !== "ERR_VM_NOT_RUNNING") throw err;
+      // A daemon that names the way back itself (tenant-daemon/vm/vm-power.ts vmNotRunningError) needs no advice added.
+      if (/\/(restore|relaunch)\b/.test(err.error)) throw err;
       const status = await client.json<VmNode>("GET", `/vm/${seg(h)}`).then((n) => (typeof n?.status === "string" ? n.status : undefined), () => undefined);
       const advice = notRunningAdvice(verb, h, status);
       if (advice === undefined) throw err;

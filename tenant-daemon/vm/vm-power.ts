@@ -8,6 +8,7 @@ import type { RuntimeDriver } from "../runtime/driver.js";
 import type { VmLauncher } from "./vm-boot.js";
 import type { VmPaths } from "./vm-paths.js";
 import type { LiveVm, VmTable } from "./vm-table.js";
+import type { VmPhase } from "./vm-types.js";
 
 /**
  * 409 `ERR_VM_PAUSED` for a request that needs the agent of a VM a client paused (an idle-paused
@@ -15,6 +16,22 @@ import type { LiveVm, VmTable } from "./vm-table.js";
  */
 export function vmPausedError(hostname: string): PaddockError {
   return new PaddockError("ERR_VM_PAUSED", `VM paused: ${hostname} was paused by a client; resume it with POST /vm/${hostname}/resume (CLI: paddock vm resume ${hostname}), then retry`);
+}
+
+/**
+ * 409 `ERR_VM_NOT_RUNNING` for a pause of a VM that is not running or a resume of one that is not
+ * paused. A suspended VM (checkpointed to disk) says to restore it, a stopped one to relaunch it:
+ * the route and the CLI command (docs/slicer-api.md "Suspend and restore", `POST /vm/{h}/relaunch`).
+ * @param verb - the refused operation.
+ * @param phase - the VM's phase when it was refused.
+ */
+export function vmNotRunningError(hostname: string, verb: "pause" | "resume", phase: VmPhase): PaddockError {
+  const head = `VM ${hostname} is not ${verb === "resume" ? "paused" : "running"}`;
+  const advice =
+    phase === "suspended" ? `: it is suspended (checkpointed to disk); bring it back with POST /vm/${hostname}/restore (CLI: paddock vm restore ${hostname})`
+    : phase === "stopped" ? `: it is stopped; boot it again with POST /vm/${hostname}/relaunch (CLI: paddock vm relaunch ${hostname})`
+    : "";
+  return new PaddockError("ERR_VM_NOT_RUNNING", head + advice);
 }
 
 /** Reboot, stop, relaunch, pause and resume of the VMs in `table`. */
@@ -92,23 +109,23 @@ export class VmPower {
     });
   }
 
-  /** Freeze a running VM (no-op when paused). @throws PaddockError ERR_VM_NOT_RUNNING, the runtime's errors */
+  /** Freeze a running VM (no-op when paused). @throws PaddockError ERR_VM_NOT_RUNNING ({@link vmNotRunningError}), the runtime's errors */
   async pause(vm: LiveVm): Promise<void> {
     const hostname = vm.record.hostname;
     await this.table.withLock(hostname, async () => {
       if (vm.phase === "paused") return;
-      if (vm.phase !== "running") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} is not running`);
+      if (vm.phase !== "running") throw vmNotRunningError(hostname, "pause", vm.phase);
       await this.runtime.pause(this.paths.containerId(hostname));
       vm.phase = "paused";
     });
   }
 
-  /** Thaw a paused VM (no-op when running). @throws PaddockError ERR_VM_NOT_RUNNING, the runtime's errors */
+  /** Thaw a paused VM (no-op when running). @throws PaddockError ERR_VM_NOT_RUNNING ({@link vmNotRunningError}), the runtime's errors */
   async resume(vm: LiveVm): Promise<void> {
     const hostname = vm.record.hostname;
     await this.table.withLock(hostname, async () => {
       if (vm.phase === "running") return;
-      if (vm.phase !== "paused") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} is not paused`);
+      if (vm.phase !== "paused") throw vmNotRunningError(hostname, "resume", vm.phase);
       await this.runtime.resume(this.paths.containerId(hostname));
       vm.phase = "running";
     });

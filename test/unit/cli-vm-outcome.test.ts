@@ -113,6 +113,16 @@ describe("paddock vm resume|pause of a suspended or stopped VM (cli/vm-lifecycle
       const other = fakeCliContext(api.env);
       expect(await runCli(["vm", "resume", "odd-1"], other.ctx)).to.equal(4);
       expect(other.err.text(), "no advice without a status that has one").to.equal("paddock: error: VM odd-1 is not paused (ERR_VM_NOT_RUNNING, HTTP 409)\n");
+      // A daemon that gives the advice itself (vm-power.ts vmNotRunningError): printed as is, nothing added.
+      const own = "VM sus-1 is not paused: it is suspended (checkpointed to disk); bring it back with POST /vm/sus-1/restore (CLI: paddock vm restore sus-1)";
+      const api2 = await fakeApi((req, res) => (req.method === "GET" ? json(res, 200, { hostname: "sus-1", status: "Suspended" }) : json(res, 409, { error: own, code: "ERR_VM_NOT_RUNNING" })));
+      try {
+        const c = fakeCliContext(api2.env);
+        expect(await runCli(["vm", "resume", "sus-1"], c.ctx)).to.equal(4);
+        expect(c.err.text()).to.equal(`paddock: error: ${own} (ERR_VM_NOT_RUNNING, HTTP 409)\n`);
+      } finally {
+        await api2.close();
+      }
     } finally {
       await api.close();
     }
