@@ -188,42 +188,53 @@ export class VmReconciler {
   /**
    * OOM kills in running VMs: each pass reads the memory cgroup counter of every running VM
    * (one small kernel file per VM, no lock taken) and emits `oom` with the kills not reported
-   * yet. A VM whose init died meanwhile is left to the exit path, which reports the kills as its
-   * exit reason. Never rejects (a failed read is logged).
+   * yet. Whether the VM's init is alive is read once, after the counter: a VM whose init died is
+   * left to the exit path, which reports the kills as its exit reason. Never rejects (a failed
+   * read is logged).
+   * @returns the running VMs whose init was found dead, with that init's pid (for the reaper).
    */
-  private async reportOomKills(): Promise<void> {
+  private async reportOomKills(): Promise<Map<LiveVm, number>> {
     const vms = this.deps.table.all();
     const live = new Set(vms.map((vm) => vm.record.hostname));
     for (const h of this.oom.hostnames()) if (!live.has(h)) this.oom.forget(h);
+    const dead = new Map<LiveVm, number>();
     await Promise.all(vms.map(async (vm) => {
       const pid = vm.pid;
-      if (vm.phase !== "running" || pid === undefined || !pidAlive(pid)) return;
+      if (vm.phase !== "running" || pid === undefined) return;
+      // One /proc/<pid>/stat read per VM and pass (shared/proc.ts pidAlive), after the counter's.
+      let alive: boolean | undefined;
+      const initAlive = (): boolean => (alive ??= pidAlive(pid));
       try {
-        const kills = await this.oom.takeNewKills(vm, () => vm.pid === pid && vm.phase === "running" && pidAlive(pid));
-        if (kills === 0) return;
-        this.log.warn("OOM kill in VM", { hostname: vm.record.hostname, oom_kills: kills });
-        this.deps.onVmEvent?.(vm.record, "oom", "oom", { oom_kills: kills });
+        const kills = await this.oom.takeNewKills(vm, () => vm.pid === pid && vm.phase === "running" && initAlive());
+        if (kills > 0) {
+          this.log.warn("OOM kill in VM", { hostname: vm.record.hostname, oom_kills: kills });
+          this.deps.onVmEvent?.(vm.record, "oom", "oom", { oom_kills: kills });
+        }
       } catch (err) {
         this.log.error("reading the OOM counter failed", { hostname: vm.record.hostname, err });
       }
+      if (vm.pid === pid && !initAlive()) dead.set(vm, pid);
     }));
+    return dead;
   }
 
   /**
    * Guest-exit reaper: a running VM (or warm VM) whose sandbox has stopped is removed
    * (ephemeral) or marked Stopped (persistent; config VMs come back at the next daemon start),
    * with the reason its cgroup tells (`oom`, `pids_limit` or `guest_exit`, vm-exit-reason.ts), read before the
-   * teardown removes the cgroup. Reports OOM kills in VMs that keep running first.
+   * teardown removes the cgroup. Reports OOM kills in VMs that keep running first; the VMs it
+   * found dead there are the ones reaped (each init's liveness is read once per pass).
    * Never rejects (failures are logged per VM).
    */
   private async reap(): Promise<void> {
     const { table, launcher } = this.deps;
-    await this.reportOomKills();
-    for (const vm of table.all()) {
-      if (vm.phase !== "running" || vm.pid === undefined || pidAlive(vm.pid)) continue;
+    const dead = await this.reportOomKills();
+    for (const [vm, pid] of dead) {
       const h = vm.record.hostname;
       await table.withLock(h, async () => {
-        if (vm.phase !== "running" || (vm.pid !== undefined && pidAlive(vm.pid))) return;
+        // Changed while waiting for the lock: no longer running, or booted again (a new init,
+        // read only then).
+        if (vm.phase !== "running" || (vm.pid !== undefined && vm.pid !== pid && pidAlive(vm.pid))) return;
         const st = await this.deps.runtime.state(this.deps.paths.containerId(h));
         if (st.status === "running" || st.status === "paused") {
           vm.pid = st.pid;
