@@ -44,6 +44,8 @@ export const TENANT_HELP = `usage: paddock tenant COMMAND [flags]
   create [ID | --id ID] [--template T] [--image NAME] [--hypervisor oci|gvisor] [--label k=v]...
          [--max-vms N] [--max-vcpu N] [--max-ram 16G] [--max-disk 200G] [--max-pids N]
          [--token-expires-in 720h] [--json]
+         the image its VMs will use (--image, else the template's) must be in the supervisor's
+         image store and sound, or nothing is created (ERR_IMAGE_NOT_FOUND / ERR_IMAGE_CORRUPT)
   list [--status S] [--label k=v]... [--json]
   get ID [--json]
   delete ID                                     an unknown ID exits 3 ("does not exist")
