@@ -42,7 +42,7 @@ export async function createRuntime(config: TenantConfig, logger: Logger, purpos
   const p = config.paddock;
   // A purge boots no sandbox: it must work even where the configured platform cannot (kvm refused).
   if (config.hypervisor === "gvisor") return createRunscDriver({ stateRoot: path.join(p.runDir, "runsc"), cgroupParent: tenantCgroupPath(p.tenantId), platform: purpose === "purge" ? "ptrace" : p.gvisor.platform, logger });
-  return createOciDriver({ cgroupParent: tenantCgroupPath(p.tenantId), preference: p.runtime, logger, warnAdvisories: purpose === "serve" });
+  return createOciDriver({ cgroupParent: tenantCgroupPath(p.tenantId), preference: p.runtime, logger });
 }
 
 /** Read or create (0600) the API bearer token for TCP binds (docs/slicer-api.md#authentication). */
