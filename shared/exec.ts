@@ -33,8 +33,8 @@ export interface RunOptions {
   allowFailure?: boolean;
   /** Error code used when the command fails (default `ERR_EXEC_FAILED`). */
   errorCode?: ErrorCode;
-  /** Extra environment variables. */
-  env?: Record<string, string>;
+  /** Extra environment variables; one whose value is `undefined` is left out of the child's (node's spawn skips it). */
+  env?: Record<string, string | undefined>;
   cwd?: string;
   /** Child stdin instead of a pipe: `"ignore"` (/dev/null). Not combinable with `input`. */
   stdin?: "ignore";

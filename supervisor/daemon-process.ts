@@ -34,8 +34,12 @@ export interface DaemonSpec {
   socketPath: string;
   /** `<state>/tenants/<id>/logs/daemon.log`. */
   logFile: string;
-  /** Extra environment (PADDOCK_STATE_DIR, PADDOCK_RUN_DIR, PADDOCK_IMAGE_DIR). */
-  env: Record<string, string>;
+  /**
+   * Extension of the supervisor's environment (PADDOCK_STATE_DIR, PADDOCK_RUN_DIR,
+   * PADDOCK_IMAGE_DIR, and shared/daemon-env.ts `daemonProcessEnv`'s CA keys); a key whose value
+   * is `undefined` is left out of the daemon's environment.
+   */
+  env: Record<string, string | undefined>;
   /** Rotate `logFile` at `rotateBytes`, keeping `keep` rotated files; undefined ⇒ no rotation. */
   logRotation?: { rotateBytes: number; keep: number };
 }

@@ -5,6 +5,7 @@
  * `<run>/tenants/<id>/` (api.sock, the VMs' run dirs).
  */
 import path from "node:path";
+import { daemonProcessEnv } from "../shared/daemon-env.js";
 import type { DaemonSpec } from "./daemon-process.js";
 import type { SupervisorConfig } from "./supervisor-config.js";
 
@@ -49,9 +50,14 @@ export class TenantPaths {
     return path.join(this.stateDir(id), "logs", "daemon.log");
   }
 
-  /** The environment every daemon (and its `purge`) runs with: state, run and image dirs. */
-  daemonEnv(): Record<string, string> {
-    return { PADDOCK_STATE_DIR: this.config.stateDir, PADDOCK_RUN_DIR: this.config.runDir, PADDOCK_IMAGE_DIR: this.config.imageDir };
+  /**
+   * The extension of the supervisor's environment every daemon (and its `purge`) runs with:
+   * state, run and image dirs, `NODE_EXTRA_CA_CERTS` removed (`undefined`) and its value as
+   * PADDOCK_EXTRA_CA_CERTS (shared/daemon-env.ts `daemonProcessEnv`). `parent`: the supervisor's
+   * environment (default `process.env`, read, never changed).
+   */
+  daemonEnv(parent: NodeJS.ProcessEnv = process.env): Record<string, string | undefined> {
+    return daemonProcessEnv(parent, { PADDOCK_STATE_DIR: this.config.stateDir, PADDOCK_RUN_DIR: this.config.runDir, PADDOCK_IMAGE_DIR: this.config.imageDir });
   }
 
   /** How to spawn the tenant's daemon (supervisor/daemon-process.ts). */

@@ -30,6 +30,7 @@ import { EgressProxyWiring } from "./network/egress-proxy-wiring.js";
 import { VmNamespaces } from "./runtime/vm-namespaces.js";
 import { tenantCgroupPath } from "./runtime/tenant-cgroup.js";
 import type { DaemonState } from "./vm/vm-types.js";
+import { DAEMON_EXTRA_CA_ENV } from "../shared/daemon-env.js";
 
 /**
  * The tenant's runtime driver. `hypervisor` is one value per tenant config (the Slicer
@@ -41,7 +42,7 @@ export async function createRuntime(config: TenantConfig, logger: Logger, purpos
   const p = config.paddock;
   // A purge boots no sandbox: it must work even where the configured platform cannot (kvm refused).
   if (config.hypervisor === "gvisor") return createRunscDriver({ stateRoot: path.join(p.runDir, "runsc"), cgroupParent: tenantCgroupPath(p.tenantId), platform: purpose === "purge" ? "ptrace" : p.gvisor.platform, logger });
-  return createOciDriver({ cgroupParent: tenantCgroupPath(p.tenantId), preference: p.runtime, logger, warnAdvisories: purpose === "serve" });
+  return createOciDriver({ cgroupParent: tenantCgroupPath(p.tenantId), preference: p.runtime, logger });
 }
 
 /** Read or create (0600) the API bearer token for TCP binds (docs/slicer-api.md#authentication). */
@@ -150,6 +151,8 @@ export async function buildServices(config: TenantConfig, logger: Logger, metric
       return new EgressProxy({
         store: proxyStore, identify, resolveHost: createHostResolver(p.proxy.hosts), log: logger.child({ component: "egress" }),
         metrics: metrics.registry, events: (e) => events.emit(e), stateDir: p.stateDir, tenantId: p.tenantId, settings: p.proxy,
+        // The supervisor's NODE_EXTRA_CA_CERTS, passed on under this name (shared/daemon-env.ts).
+        upstreamCaFile: process.env[DAEMON_EXTRA_CA_ENV],
         // Link-local (derived isolated ranges) is refused by the guard anyway; bridges and explicit ranges here.
         refusedRanges: [...p.foreignRanges, ...config.hostGroups.flatMap((g) => (g.network.mode === "isolated" ? (g.network.range !== undefined ? [g.network.range] : []) : (g.network.gateway !== undefined ? [g.network.gateway] : [])))],
       });

@@ -24,6 +24,7 @@ import { createAgentUpgradeHandler } from "./api/ws-upgrade.js";
 import { createPreviewProxy } from "./api/preview-routes.js";
 import { DaemonMetrics } from "./api/metrics.js";
 import { runscTenantPidsMax } from "../shared/host-pids.js";
+import { OciDriver, warnRuncAdvisories } from "./runtime/oci-driver.js";
 import { NO_KVM, RUNSC_INSTALL_HINT, chooseRunscPlatform, findRunsc, hostKvmFacts, type KvmFacts } from "./runtime/runsc-host.js";
 import { scanHost, type HostScan } from "./network/tenant-ranges.js";
 import { vmVethName } from "./network/names.js";
@@ -187,6 +188,8 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     });
     timeline.mark("listen");
     logger.info("tenant daemon ready", { start_ms: timeline.steps(), listen: config.api.kind === "unix" ? config.api.socketPath : `${config.api.host}:${config.api.port}`, runtime: svc.runtime.name, vms: svc.vms.list({ kind: "none" }).length });
+    // Advisory only, so after readiness: `runc --version` is not on the start's path.
+    if (svc.runtime instanceof OciDriver) void warnRuncAdvisories(svc.runtime, logger);
     let stopped: Promise<void> | undefined;
     return {
       config,

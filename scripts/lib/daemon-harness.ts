@@ -9,7 +9,7 @@ import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, promises as fs } from "node:fs";
 import crypto from "node:crypto";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { stringify } from "yaml";
 import { endChild } from "./child-stop.js";
 import { request, type Target, type TestResponse } from "./http-client.js";
@@ -18,6 +18,24 @@ import { request, type Target, type TestResponse } from "./http-client.js";
 export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 /** The compiled tenant daemon entry point (`node DAEMON_MAIN up|purge <config>`). */
 export const DAEMON_MAIN = path.join(PROJECT_ROOT, "dist/tenant-daemon/main.js");
+
+/**
+ * The environment overlay the supervisor of the build that `daemonArgv` runs gives its daemons:
+ * that build's `dist/shared/daemon-env.js` `daemonProcessEnv(process.env)` when it has one (the
+ * entry, the last `.js` argument, is `<root>/dist/tenant-daemon/<x>.js`), else `{}` (a build
+ * before it: its supervisor let the daemon inherit the environment, NODE_EXTRA_CA_CERTS
+ * included). Per build, as scripts/bench/lib/builds.ts `daemonArgvOf` reads each build's flags.
+ * Keys whose value is `undefined` are left out of the child's environment.
+ * @throws when that build's module fails to load.
+ */
+export async function daemonEnvOf(daemonArgv: readonly string[]): Promise<Record<string, string | undefined>> {
+  const entry = [...daemonArgv].reverse().find((a) => a.endsWith(".js"));
+  if (entry === undefined) return {};
+  const helper = path.resolve(path.dirname(entry), "../shared/daemon-env.js");
+  if (!existsSync(helper)) return {};
+  const mod = (await import(pathToFileURL(helper).href)) as { daemonProcessEnv?: (parent: NodeJS.ProcessEnv) => Record<string, string | undefined> };
+  return mod.daemonProcessEnv?.(process.env) ?? {};
+}
 
 /** A short random tenant id (link names and socket paths stay short). */
 export function randomTenantId(): string {
@@ -87,13 +105,16 @@ export class TestDaemon {
   readonly runDir: string;
   /** node arguments before `up|purge <config>` ({@link TestDaemonOptions.daemonArgv}). */
   readonly daemonArgv: readonly string[];
+  /** The extension of this process's environment the daemon (and its purge) runs with ({@link daemonEnvOf}). */
+  readonly env: Readonly<Record<string, string | undefined>>;
   child: ChildProcess | undefined;
   stderr = "";
 
-  private constructor(dir: string, tenantId: string, daemonArgv: readonly string[]) {
+  private constructor(dir: string, tenantId: string, daemonArgv: readonly string[], env: Record<string, string | undefined>) {
     this.dir = dir;
     this.tenantId = tenantId;
     this.daemonArgv = daemonArgv;
+    this.env = env;
     this.configPath = path.join(dir, "config.yaml");
     this.socketPath = path.join(dir, "api.sock");
     this.stateDir = path.join(dir, "state");
@@ -105,7 +126,8 @@ export class TestDaemon {
     const dir = await fs.mkdtemp("/tmp/pdk-");
     // Traversable (not listable) by the VMs' unprivileged roots, which reach their rootfs below it.
     await fs.chmod(dir, 0o711);
-    const d = new TestDaemon(dir, opts.tenantId ?? randomTenantId(), opts.daemonArgv ?? [DAEMON_MAIN]);
+    const daemonArgv = opts.daemonArgv ?? [DAEMON_MAIN];
+    const d = new TestDaemon(dir, opts.tenantId ?? randomTenantId(), daemonArgv, await daemonEnvOf(daemonArgv));
     const hostGroups = opts.hostGroups ?? [{ name: "sbox", count: 0, vcpu: 2, ram_mb: 512, storage: "image", storage_size: "256M", network: { mode: "isolated", range: randomIsolatedRange() } }];
     await fs.writeFile(d.configPath, stringify({
       config: { host_groups: hostGroups, image: "debian-12", hypervisor: "oci", graceful_shutdown: false, api: { bind_address: d.socketPath }, ...(opts.config ?? {}) },
@@ -120,7 +142,7 @@ export class TestDaemon {
    */
   spawn(command: readonly string[] = [...this.daemonArgv, "up", this.configPath]): ChildProcess {
     this.stderr = "";
-    const child = spawn(process.execPath, command, { stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn(process.execPath, command, { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...this.env } });
     this.child = child;
     child.stderr?.on("data", (c: Buffer) => {
       this.stderr += c.toString();
@@ -171,7 +193,7 @@ export class TestDaemon {
     await this.stop().catch(() => undefined);
     if (!existsSync(this.configPath)) return; // destroyed already
     await new Promise<void>((resolve) => {
-      const p = spawn(process.execPath, [...this.daemonArgv, "purge", this.configPath], { stdio: ["ignore", "ignore", "inherit"] });
+      const p = spawn(process.execPath, [...this.daemonArgv, "purge", this.configPath], { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, ...this.env } });
       p.once("exit", () => resolve());
       p.once("error", () => resolve());
     });

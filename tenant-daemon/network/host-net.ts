@@ -43,21 +43,17 @@ function str(v: unknown): string | undefined {
   return typeof v === "string" ? v : undefined;
 }
 
-/** Every link in the host namespace. */
-export async function listLinks(): Promise<HostLink[]> {
-  const r = await run("ip", ["-j", "link", "show"], { timeoutMs: IP_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
-  return parseJsonArray(r.stdout, "ip -j link").flatMap((l) => {
+function parseLinks(text: string): HostLink[] {
+  return parseJsonArray(text, "ip -j link").flatMap((l) => {
     const o = l as Record<string, unknown>;
     const ifname = str(o.ifname);
     return ifname === undefined ? [] : [{ ifname, ifalias: str(o.ifalias), master: str(o.master) }];
   });
 }
 
-/** Every IPv4 address on a host interface. */
-export async function listAddresses(): Promise<HostAddress[]> {
-  const r = await run("ip", ["-j", "-4", "addr", "show"], { timeoutMs: IP_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+function parseAddresses(text: string): HostAddress[] {
   const out: HostAddress[] = [];
-  for (const l of parseJsonArray(r.stdout, "ip -j addr")) {
+  for (const l of parseJsonArray(text, "ip -j addr")) {
     const o = l as Record<string, unknown>;
     const ifname = str(o.ifname);
     const infos = Array.isArray(o.addr_info) ? (o.addr_info as Record<string, unknown>[]) : [];
@@ -69,13 +65,66 @@ export async function listAddresses(): Promise<HostAddress[]> {
   return out;
 }
 
-/** Names of every named network namespace (`ip netns list`). */
-export async function listNetns(): Promise<string[]> {
-  const r = await run("ip", ["-j", "netns", "list"], { timeoutMs: IP_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
-  return parseJsonArray(r.stdout, "ip -j netns list").flatMap((n) => {
+function parseNetns(text: string): string[] {
+  return parseJsonArray(text, "ip -j netns list").flatMap((n) => {
     const name = str((n as Record<string, unknown>).name);
     return name === undefined ? [] : [name];
   });
+}
+
+/** Every link in the host namespace. */
+export async function listLinks(): Promise<HostLink[]> {
+  const r = await run("ip", ["-j", "link", "show"], { timeoutMs: IP_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+  return parseLinks(r.stdout);
+}
+
+/** Every IPv4 address on a host interface. */
+export async function listAddresses(): Promise<HostAddress[]> {
+  const r = await run("ip", ["-j", "-4", "addr", "show"], { timeoutMs: IP_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+  return parseAddresses(r.stdout);
+}
+
+/** Names of every named network namespace (`ip netns list`). */
+export async function listNetns(): Promise<string[]> {
+  const r = await run("ip", ["-j", "netns", "list"], { timeoutMs: IP_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+  return parseNetns(r.stdout);
+}
+
+/** The host's links, IPv4 addresses and named netns, as {@link listLinks}, {@link listAddresses} and {@link listNetns} give them. */
+export interface IpScan {
+  links: HostLink[];
+  addrs: HostAddress[];
+  netnsList: string[];
+}
+
+/** What {@link scanIp} has one `ip` run do (`-4` is a global option there: `link show` and `netns list` ignore it). */
+const SCAN_BATCH = "link show\naddress show\nnetns list\n";
+
+/**
+ * The output of `ip -j -4 -batch -` for {@link SCAN_BATCH}: one JSON array per line, links then
+ * addresses then netns; iproute2 prints no line at all for `netns list` when /run/netns does not
+ * exist (no netns yet), so two lines mean no netns. Pure.
+ * @returns undefined when the text is not two or three lines (then the caller asks ip three times).
+ * @throws PaddockError ERR_NETWORK_SETUP_FAILED when a line is not JSON.
+ */
+export function parseIpScan(text: string): IpScan | undefined {
+  const lines = text.split("\n").filter((l) => l.trim() !== "");
+  if (lines.length < 2 || lines.length > 3) return undefined;
+  return { links: parseLinks(lines[0] as string), addrs: parseAddresses(lines[1] as string), netnsList: lines[2] === undefined ? [] : parseNetns(lines[2]) };
+}
+
+/**
+ * Links, IPv4 addresses and named netns from one `ip -j -4 -batch -` (one child instead of
+ * three, for the daemon's start: tenant-ranges.ts `scanHost`); when its output does not have the
+ * expected shape (another iproute2), the three separate listings.
+ * @throws PaddockError ERR_NETWORK_SETUP_FAILED from `ip`.
+ */
+export async function scanIp(): Promise<IpScan> {
+  const r = await run("ip", ["-j", "-4", "-batch", "-"], { input: SCAN_BATCH, timeoutMs: IP_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" });
+  const scan = parseIpScan(r.stdout);
+  if (scan !== undefined) return scan;
+  const [links, addrs, netnsList] = await Promise.all([listLinks(), listAddresses(), listNetns()]);
+  return { links, addrs, netnsList };
 }
 
 /**

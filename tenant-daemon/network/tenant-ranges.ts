@@ -55,7 +55,7 @@ export interface HostScan {
  */
 export async function scanHost(tenant: string): Promise<HostScan> {
   // One `nft list sets` for every table's own_ranges (nft-cli.ts: `list tables` decodes every rule).
-  const [links, addrs, netnsList, ranges] = await Promise.all([host.listLinks(), host.listAddresses(), host.listNetns(), listSetCidrs("own_ranges")]);
+  const [{ links, addrs, netnsList }, ranges] = await Promise.all([host.scanIp(), listSetCidrs("own_ranges")]);
   const ours = new Set(links.filter((l) => l.ifalias?.startsWith(aliasPrefix(tenant))).map((l) => l.ifname));
   const others = [...ranges].filter(([t]) => t.startsWith(TABLE_PREFIX) && t !== tableName(tenant)).map(([table, cidrs]) => ({ table, cidrs }));
   return { links, addrs, netnsList, ours, others };

@@ -4,14 +4,15 @@
  * `Host` header naming the host the rule matched (and over TLS the SNI and certificate check
  * too: Node's agent derives the server name from it), the client's `Proxy-Authorization`
  * always removed and, when the rule carries a secret, the client's `Authorization` replaced
- * by the secret's. Upstream certificates are verified (Node's roots, NODE_EXTRA_CA_CERTS, and
- * `upstreamCaPems`). Response headers that carry a secret value are dropped.
+ * by the secret's. Upstream certificates are verified against node's roots and the extra CAs
+ * of upstream-cas.ts (PADDOCK_EXTRA_CA_CERTS, `upstreamCaPems`; the one secure context is built on
+ * the first HTTPS upstream request). Response headers that carry a secret value are dropped.
  */
 import http from "node:http";
 import https from "node:https";
-import tls from "node:tls";
 import httpProxy from "http-proxy";
 import type { Logger } from "../../shared/logger.js";
+import { UpstreamCas } from "./upstream-cas.js";
 
 /** Where and how one request goes. */
 export interface ForwardTarget {
@@ -38,13 +39,18 @@ interface Ctx {
 /** The forwarder: one http-proxy server and agents for all requests of the engine. */
 export class HttpForwarder {
   private readonly proxy: httpProxy;
-  private readonly httpsAgent: https.Agent;
+  private httpsAgentOnce: https.Agent | undefined;
   private readonly httpAgent = new http.Agent({ keepAlive: false });
   private readonly ctx = new WeakMap<http.IncomingMessage, Ctx>();
+  private readonly cas: UpstreamCas;
 
-  /** @param opts.upstreamCaPems extra trusted CAs; opts.idleTimeoutMs: upstream idle bound. */
-  constructor(private readonly opts: { upstreamCaPems: readonly string[]; idleTimeoutMs: number; log: Logger }) {
-    this.httpsAgent = new https.Agent({ keepAlive: false, ...(opts.upstreamCaPems.length > 0 ? { ca: [...tls.rootCertificates, ...opts.upstreamCaPems] } : {}) });
+  /**
+   * @param opts.upstreamCaFile PEM file of extra trusted CAs (PADDOCK_EXTRA_CA_CERTS), read on the
+   *   first HTTPS upstream request; opts.upstreamCaPems more extra CAs (PEM text);
+   *   opts.idleTimeoutMs: upstream idle bound.
+   */
+  constructor(private readonly opts: { upstreamCaFile?: string | undefined; upstreamCaPems: readonly string[]; idleTimeoutMs: number; log: Logger }) {
+    this.cas = new UpstreamCas({ caFile: opts.upstreamCaFile, extraPems: opts.upstreamCaPems, log: opts.log });
     this.proxy = httpProxy.createProxyServer({ xfwd: false, changeOrigin: false, ignorePath: true, proxyTimeout: opts.idleTimeoutMs, secure: true });
     this.proxy.on("proxyReq", (proxyReq, req) => {
       const c = this.ctx.get(req);
@@ -86,7 +92,7 @@ export class HttpForwarder {
       });
       this.proxy.web(req, res, {
         target: { protocol: target.tls ? "https:" : "http:", host: target.ip, port: target.port, path: target.path } as unknown as httpProxy.ProxyTargetUrl,
-        agent: target.tls ? this.httpsAgent : this.httpAgent,
+        agent: target.tls ? this.httpsAgent() : this.httpAgent,
       }, (err) => {
         this.opts.log.info("egress upstream failed", { host: target.host, port: target.port, err: (err as NodeJS.ErrnoException).code ?? err.message });
         if (res.headersSent) res.destroy();
@@ -96,9 +102,18 @@ export class HttpForwarder {
     });
   }
 
+  /** The agent of HTTPS upstreams, made on first use with the one upstream secure context. */
+  private httpsAgent(): https.Agent {
+    if (this.httpsAgentOnce === undefined) {
+      const secureContext = this.cas.secureContext();
+      this.httpsAgentOnce = new https.Agent({ keepAlive: false, ...(secureContext !== undefined ? { secureContext } : {}) });
+    }
+    return this.httpsAgentOnce;
+  }
+
   /** Drop idle upstream sockets. */
   close(): void {
-    this.httpsAgent.destroy();
+    this.httpsAgentOnce?.destroy();
     this.httpAgent.destroy();
     this.proxy.close();
   }

@@ -82,7 +82,13 @@ export interface EgressProxyDeps {
   settings?: ProxySettings;
   /** More upstream CIDRs to refuse: the tenant's own ranges and `paddock.foreign_ranges`. */
   refusedRanges?: readonly string[];
-  /** CA certificates (PEM) trusted for upstream TLS besides Node's bundled roots (tests; else NODE_EXTRA_CA_CERTS). */
+  /**
+   * PEM file of CA certificates trusted for upstream TLS besides node's bundled roots: the
+   * daemon's PADDOCK_EXTRA_CA_CERTS (shared/daemon-env.ts). Read on the first HTTPS upstream
+   * request (proxy/upstream-cas.ts); unreadable or empty = a warning and the roots alone.
+   */
+  upstreamCaFile?: string | undefined;
+  /** More CA certificates (PEM) trusted for upstream TLS (tests). */
   upstreamCaPems?: readonly string[];
 }
 
@@ -110,7 +116,7 @@ export class EgressProxy {
     this.ca = new ProxyCa(path.join(deps.stateDir, "proxy"), deps.tenantId);
     this.guard = new UpstreamGuard({ extraRefused: deps.refusedRanges ?? [], unsafeAllow: this.settings.unsafeAllowUpstreams });
     this.telemetry = new EgressTelemetry(deps.metrics, deps.events);
-    this.forwarder = new HttpForwarder({ upstreamCaPems: deps.upstreamCaPems ?? [], idleTimeoutMs: this.idleMs(), log: deps.log });
+    this.forwarder = new HttpForwarder({ upstreamCaFile: deps.upstreamCaFile, upstreamCaPems: deps.upstreamCaPems ?? [], idleTimeoutMs: this.idleMs(), log: deps.log });
     const opts = { maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: 5_000 };
     this.server = http.createServer(opts, (req, res) => this.onRequest(req, res, undefined));
     this.server.on("connect", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.onConnect(req, socket, head));

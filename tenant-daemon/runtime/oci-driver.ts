@@ -62,6 +62,8 @@ export interface OciDriverOptions {
 /** The OCI runtime driver. Construct with {@link createOciDriver} (detects runtime and toolbox). */
 export class OciDriver implements RuntimeDriver {
   readonly name: OciRuntimeName;
+  /** Absolute path of the runtime binary. */
+  readonly binary: string;
   private readonly cli: OciRuntimeCli;
   private readonly toolbox: OciToolbox;
   private readonly swapAccounting: boolean;
@@ -75,6 +77,7 @@ export class OciDriver implements RuntimeDriver {
   constructor(options: OciDriverOptions) {
     assertCgroupParent(options.cgroupParent);
     this.name = options.name;
+    this.binary = options.binary;
     this.cli = new OciRuntimeCli(options.name, options.binary, options.commandTimeoutMs ?? 30_000);
     this.toolbox = options.toolbox;
     this.swapAccounting = options.swapAccounting;
@@ -206,18 +209,26 @@ export class OciDriver implements RuntimeDriver {
 }
 
 /**
+ * Log a warning when the runtime `driver` runs is a runc with known escapes (runc-advisories.ts),
+ * from its `--version`. Advisory only: the daemon calls it after it is ready (tenant-daemon/main.ts),
+ * so the child is not on the start's path. Nothing for another runtime. Never throws (a runc that
+ * does not answer gives no warning).
+ */
+export async function warnRuncAdvisories(driver: Pick<OciDriver, "name" | "binary">, logger: Logger): Promise<void> {
+  if (driver.name !== "runc") return;
+  const version = await run(driver.binary, ["--version"], { timeoutMs: 10_000, allowFailure: true }).catch(() => undefined);
+  const warning = version === undefined ? undefined : runcWarning(version.stdout);
+  if (warning !== undefined) logger.warn(warning, { runtime: driver.binary });
+}
+
+/**
  * Build the OCI driver for this host: detect the runtime (see oci-host.ts `chooseOciRuntime`),
- * the toolbox and swap accounting; with `warnAdvisories`, log a warning when the installed runc
- * has known escapes (runc-advisories.ts). `cgroupParent`: the tenant's, see {@link OciDriverOptions}.
+ * the toolbox and swap accounting (runc's advisories: {@link warnRuncAdvisories}, after start).
+ * `cgroupParent`: the tenant's, see {@link OciDriverOptions}.
  * @throws PaddockError ERR_RUNTIME_UNAVAILABLE; RangeError for a bad `cgroupParent`
  */
-export async function createOciDriver(options: { cgroupParent: string; preference?: OciRuntimePreference; logger?: Logger; toolbox?: OciToolbox; warnAdvisories?: boolean }): Promise<OciDriver> {
+export async function createOciDriver(options: { cgroupParent: string; preference?: OciRuntimePreference; logger?: Logger; toolbox?: OciToolbox }): Promise<OciDriver> {
   const { name, binary } = await detectOciRuntime(options.preference ?? "auto");
-  if (name === "runc" && options.warnAdvisories === true) {
-    const version = await run(binary, ["--version"], { timeoutMs: 10_000, allowFailure: true });
-    const warning = runcWarning(version.stdout);
-    if (warning !== undefined) options.logger?.warn(warning, { runtime: binary });
-  }
   return new OciDriver({
     name,
     binary,

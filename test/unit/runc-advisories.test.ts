@@ -1,4 +1,7 @@
 import { expect } from "chai";
+import { execFileSync } from "node:child_process";
+import { silentLogger, type Logger } from "../../shared/logger.js";
+import { warnRuncAdvisories } from "../../tenant-daemon/runtime/oci-driver.js";
 import { parseRuncVersion, runcAffectedBy, runcWarning } from "../../tenant-daemon/runtime/runc-advisories.js";
 
 const CVES = ["CVE-2025-31133", "CVE-2025-52565", "CVE-2025-52881"];
@@ -21,5 +24,18 @@ describe("runc advisories", () => {
     expect(w).to.match(/patched runc/);
     expect(runcWarning("runc version 1.3.3\n")).to.equal(undefined);
     expect(runcWarning("garbage")).to.equal(undefined);
+  });
+
+  it("warnRuncAdvisories (run after the daemon is ready) warns for this host's runc as runcWarning says, only for runc, and never throws", async () => {
+    const lines: string[] = [];
+    const log: Logger = { ...silentLogger, warn: (m) => lines.push(m), child: () => log };
+    const runc = execFileSync("sh", ["-c", "command -v runc"], { encoding: "utf8" }).trim();
+    await warnRuncAdvisories({ name: "runc", binary: runc }, log);
+    const expected = runcWarning(execFileSync(runc, ["--version"], { encoding: "utf8" }));
+    expect(lines).to.deep.equal(expected === undefined ? [] : [expected]);
+    lines.length = 0;
+    await warnRuncAdvisories({ name: "crun", binary: runc }, log);
+    await warnRuncAdvisories({ name: "runc", binary: "/nonexistent/pdk-runc" }, log);
+    expect(lines, "not runc, or no answer: no warning").to.deep.equal([]);
   });
 });

@@ -56,7 +56,8 @@ export const CURRENT_PATHS: BuildPaths = Object.freeze({ root: PROJECT_ROOT, cli
 
 /**
  * How the build at `root` runs a tenant daemon: its own V8 flags and the bundled `launch.js`
- * when it has them, else `main.js` without flags (builds before the bundle).
+ * when it has them, else `main.js` without flags (builds before the bundle). The environment it
+ * runs with is read per build the same way: scripts/lib/daemon-harness.ts `daemonEnvOf`.
  */
 export async function daemonArgvOf(root: string): Promise<string[]> {
   const launch = path.join(root, "dist/tenant-daemon/launch.js");
