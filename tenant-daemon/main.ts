@@ -326,8 +326,8 @@ export async function purgeTenant(configPath: string, options: { logger?: Logger
 }
 
 /**
- * CLI entry: `up FILE` or `purge FILE`. Returns the process exit code (2 for a bad config, 1
- * for any other failure). A failure of `up` is logged as an NDJSON error line (`msg`, `code`),
+ * CLI entry: `up FILE` or `purge FILE`. Returns the process exit code ({@link daemonExitCode}:
+ * 2 for a bad config, 4 for a conflict, 1 for any other failure). A failure of `up` is logged as an NDJSON error line (`msg`, `code`),
  * one of `purge` as the CLI's other errors, `paddock: error: MESSAGE (CODE)`; a done purge
  * says so on stdout.
  */
@@ -379,8 +379,21 @@ export async function main(argv: string[]): Promise<number> {
       const msg = isPaddockError(err) ? `${err.message} (${err.code})` : (err as Error).stack ?? String(err);
       process.stderr.write(`paddock: error: ${msg}\n`);
     }
-    return isPaddockError(err) && (err.code === "ERR_CONFIG_INVALID" || err.code === "ERR_CONFIG_UNSUPPORTED") ? 2 : 1;
+    return daemonExitCode(err);
   }
+}
+
+/**
+ * The exit code of a failed `daemon up|purge`, in the CLI's scheme (cli/cli-errors.ts `EXIT`,
+ * `paddock --help`): 2 for a config the daemon refuses, 4 for a conflict (another daemon holds the
+ * tenant's state, socket or id: a PaddockError of status 409 or 403), 1 for anything else. The
+ * supervisor does not act on it; it reads the reason from the log (supervisor/daemon-start-reason.ts).
+ */
+export function daemonExitCode(err: unknown): number {
+  if (!isPaddockError(err)) return 1;
+  if (err.code === "ERR_CONFIG_INVALID" || err.code === "ERR_CONFIG_UNSUPPORTED") return 2;
+  if (err.status === 409 || err.status === 403) return 4;
+  return 1;
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

@@ -212,13 +212,13 @@ async function expectNothingLeft(tenantId: string): Promise<void> {
 
       second = await TestDaemon.create({ tenantId: first.tenantId, hostGroups: [group("sbox")] });
       const err = await second.start(30_000).then(() => undefined, (e: unknown) => e as Error);
-      expect(err?.message).to.match(/daemon exited \(1\) during start/);
+      expect(err?.message).to.match(/daemon exited \(4\) during start/);
       expect(second.stderr).to.contain("ERR_TENANT_ID_IN_USE").and.contain(`pid ${first.child?.pid}`).and.contain(`config ${first.configPath}`);
       expect(existsSync(second.runDir), "run dir of the refused daemon").to.equal(false);
       expect(existsSync(path.join(second.stateDir, "state.json")), "state.json of the refused daemon").to.equal(false);
 
       const purge = await run(process.execPath, [DAEMON_MAIN, "purge", second.configPath], { allowFailure: true, timeoutMs: 60_000 });
-      expect(purge.exitCode).to.equal(1);
+      expect(purge.exitCode).to.equal(4);
       expect(purge.stderr).to.contain("ERR_TENANT_ID_IN_USE").and.contain(`pid ${first.child?.pid}`);
       // The CLI's one error line shape, as every other command's.
       expect(purge.stderr).to.match(/^paddock: error: .* \(ERR_TENANT_ID_IN_USE\)$/m);

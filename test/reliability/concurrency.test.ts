@@ -125,7 +125,7 @@ describeWhenReady(missingPrerequisites(), "reliability: concurrent creates and d
     const id = ids[0] as string;
     const cfg = path.join(sup.stateDir, "tenants", id, "config.yaml");
     const r = await execa(process.execPath, [DAEMON_MAIN, "up", cfg], { reject: false, timeout: 60_000, env: { PADDOCK_IMAGE_DIR: sup.stateDir } });
-    expect(r.exitCode, r.stderr).to.equal(1);
+    expect(r.exitCode, r.stderr).to.equal(4); // a conflict: the CLI's exit code 4 (tenant-daemon/main.ts daemonExitCode)
     // The host-global tenant id lock refuses first (shared/tenant-id-lock.ts), naming the holder;
     // a failed `up` says so in one NDJSON error line with its code (tenant-daemon/main.ts).
     const errors = r.stderr.split("\n").flatMap((l) => {

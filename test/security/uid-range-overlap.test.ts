@@ -48,7 +48,7 @@ describeWhenReady(missingPrerequisites(), "security: overlapping uid ranges of t
     await fs.chmod(second.dir, 0o711);
     const err = await second.start(30_000).then(() => undefined, (e: unknown) => e as Error);
     expect(err, "the second daemon started").to.be.instanceOf(Error);
-    expect(err?.message).to.match(/daemon exited \(1\) during start/);
+    expect(err?.message).to.match(/daemon exited \(4\) during start/);
     expect(second.stderr).to.contain("ERR_USERNS_RANGE_TAKEN").and.contain(`tenant ${first.tenantId}`).and.contain(first.stateDir).and.contain("paddock.userns.uid_start");
 
     // Nothing of the second tenant exists on the host.
