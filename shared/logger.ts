@@ -95,14 +95,17 @@ export function createLogger(options: { stream?: Writable; level?: LogLevel; fie
   const min = LEVELS[options.level ?? (envLevel && envLevel in LEVELS ? envLevel : "info")];
   const sink = makeSink(stream, options.batch ?? false);
   const make = (bound: Record<string, unknown>): Logger => {
+    // The bound fields' JSON, once per logger. A bound key that needs JSON.stringify's own
+    // placement (see plainKey), or a bound object (it could change between lines), sends every
+    // line of this logger through formatObject.
+    const boundKeys = new Set(Object.keys(bound));
+    const boundPlain = [...boundKeys].every((k) => plainKey(k) && (bound[k] === null || typeof bound[k] !== "object"));
+    const boundJson = (boundPlain ? formatFields("", bound, undefined) : undefined) ?? "";
     const write = (level: LogLevel, msg: string, fields?: Record<string, unknown>): void => {
       if (LEVELS[level] < min) return;
-      const line: Record<string, unknown> = { time: new Date().toISOString(), level, msg, ...bound };
-      if (fields) for (const k in fields) {
-        const v = fields[k];
-        line[k] = k === "err" || v instanceof Error ? serialiseError(v) : v;
-      }
-      sink(JSON.stringify(line) + "\n", level === "warn" || level === "error");
+      const tail = boundPlain && fields ? formatFields(boundJson, fields, boundKeys) : boundPlain ? boundJson : undefined;
+      const text = tail !== undefined ? `{"time":"${isoNow()}","level":"${level}","msg":${JSON.stringify(msg)}${tail}}\n` : formatObject(level, msg, bound, fields);
+      sink(text, level === "warn" || level === "error");
     };
     return {
       debug: (m, f) => write("debug", m, f),
@@ -114,6 +117,57 @@ export function createLogger(options: { stream?: Writable; level?: LogLevel; fie
     };
   };
   return make(options.fields ?? {});
+}
+
+let isoMs = -1;
+let isoText = "";
+
+/** `new Date().toISOString()`, formatted once per millisecond (the access line is per request). */
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== isoMs) {
+    isoMs = ms;
+    isoText = new Date(ms).toISOString();
+  }
+  return isoText;
+}
+
+/**
+ * Whether `JSON.stringify` of the line object would place key `k` where it was added: not one
+ * of the line's own keys (a field of that name replaces it in place) and not an array index
+ * (those come first in an object's key order, https://tc39.es/ecma262/#sec-ordinaryownpropertykeys).
+ * Conservative: any key starting with a digit counts as an index.
+ */
+function plainKey(k: string): boolean {
+  const c = k.charCodeAt(0);
+  return !(c >= 48 && c <= 57) && k !== "time" && k !== "level" && k !== "msg";
+}
+
+/**
+ * `head` followed by `,"key":value` for each field (errors serialised, undefined/function
+ * values left out, as `JSON.stringify` does in an object), or undefined when a key is not
+ * {@link plainKey} or is one of `bound` (a bound field replaced in place): those lines take
+ * {@link formatObject}. Same text as `JSON.stringify` of the line object otherwise.
+ */
+function formatFields(head: string, fields: Record<string, unknown>, bound: ReadonlySet<string> | undefined): string | undefined {
+  let out = head;
+  for (const k in fields) {
+    if (!plainKey(k) || bound?.has(k)) return undefined;
+    const v = fields[k];
+    const j = JSON.stringify(k === "err" || v instanceof Error ? serialiseError(v) : v) as string | undefined;
+    if (j !== undefined) out += `,${JSON.stringify(k)}:${j}`;
+  }
+  return out;
+}
+
+/** A line built as an object and `JSON.stringify`'d (the general case of {@link formatFields}). */
+function formatObject(level: LogLevel, msg: string, bound: Record<string, unknown>, fields?: Record<string, unknown>): string {
+  const line: Record<string, unknown> = { time: isoNow(), level, msg, ...bound };
+  if (fields) for (const k in fields) {
+    const v = fields[k];
+    line[k] = k === "err" || v instanceof Error ? serialiseError(v) : v;
+  }
+  return JSON.stringify(line) + "\n";
 }
 
 /** A logger that drops everything (tests of pure code). */

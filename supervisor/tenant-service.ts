@@ -58,6 +58,13 @@ export class TenantService {
   private readonly daemons: TenantDaemons;
   private readonly configs: TenantConfigs;
   private readonly tokens: TenantTokens;
+  /**
+   * The daemon socket path of each committed tenant record, for {@link gatewayTarget} (a
+   * `path.join` per request otherwise). Keyed by the record object: a path is a function of the
+   * tenant id and the supervisor's fixed run dir (supervisor/tenant-paths.ts), and an entry goes
+   * with its record when a registry change replaces or removes it.
+   */
+  private readonly socketPaths = new WeakMap<TenantRecord, string>();
 
   constructor(deps: TenantServiceDeps) {
     this.ctx = createTenantContext(deps);
@@ -104,7 +111,12 @@ export class TenantService {
   gatewayTarget(tenantId: string): GatewayTarget | undefined {
     const t = this.registry.find(tenantId);
     if (!t) return undefined;
-    return { tenantId, status: t.status, socketPath: this.socketPath(tenantId), daemonUp: this.daemons.isRunning(tenantId) };
+    let socketPath = this.socketPaths.get(t);
+    if (socketPath === undefined) {
+      socketPath = this.socketPath(tenantId);
+      this.socketPaths.set(t, socketPath);
+    }
+    return { tenantId, status: t.status, socketPath, daemonUp: this.daemons.isRunning(tenantId) };
   }
 
   // ---- changes (supervisor/tenant-provisioning.ts, tenant-update.ts, tenant-suspension.ts, tenant-lifecycle.ts)

@@ -15,6 +15,9 @@
  * The profiler itself costs the supervisor CPU (a sample every 100 µs): compare CPU per
  * request across processes with `--cpu-only` (no profiler; the table only).
  * `--keep` leaves the .cpuprofile in the printed directory (open it in Chrome DevTools).
+ * `--strace` (with `--cpu-only`): `strace -c -f -p <supervisor>` over each gateway run, and the
+ * syscalls per gateway request by name (summed over the runs) are printed; strace slows the
+ * traced process a lot, so that run's CPU figures are not comparable with others.
  */
 import { promises as fs } from "node:fs";
 import os from "node:os";
@@ -26,6 +29,36 @@ import { LoadClient, type HttpTarget } from "./lib/http-load.js";
 import { cpuMs } from "./lib/procs.js";
 import { BareNodeProxy } from "./lib/bare-proxy.js";
 import { summarize } from "./lib/stats.js";
+import { spawn } from "node:child_process";
+
+/**
+ * Start `strace -c -f -p pid -o file`; the returned stop() SIGINTs it (it then writes its
+ * summary) and resolves with syscall name → calls. `strace -c` output: a header, then
+ * `% time  seconds  usecs/call  calls  [errors]  syscall` rows.
+ */
+async function straceCount(pid: number, file: string): Promise<() => Promise<Map<string, number>>> {
+  const child = spawn("strace", ["-c", "-f", "-p", String(pid), "-o", file], { stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+  // strace prints "Process N attached" once it is in.
+  for (let i = 0; !err.includes("attached"); i++) {
+    if (child.exitCode !== null || i > 200) throw new Error(`strace did not attach: ${err}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return async () => {
+    const done = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    process.kill(child.pid as number, "SIGINT");
+    await done;
+    const out = new Map<string, number>();
+    for (const line of (await fs.readFile(file, "utf8")).split("\n")) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 5 || !/^[\d.]+$/.test(f[0] as string) || f[f.length - 1] === "total") continue;
+      const calls = Number(f[3]);
+      if (Number.isFinite(calls)) out.set(f[f.length - 1] as string, calls);
+    }
+    return out;
+  };
+}
 
 /** The parts of a V8 .cpuprofile read here. */
 interface CpuProfile {
@@ -93,7 +126,8 @@ interface Cell {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { seconds: { type: "string", default: "10" }, connections: { type: "string", default: "16" }, repeats: { type: "string", default: "3" }, top: { type: "string", default: "40" }, "cpu-only": { type: "boolean", default: false }, path: { type: "string", default: "/nodes" }, keep: { type: "boolean", default: false } } });
+  const { values } = parseArgs({ options: { seconds: { type: "string", default: "10" }, connections: { type: "string", default: "16" }, repeats: { type: "string", default: "3" }, top: { type: "string", default: "40" }, "cpu-only": { type: "boolean", default: false }, path: { type: "string", default: "/nodes" }, keep: { type: "boolean", default: false }, strace: { type: "boolean", default: false } } });
+  if (values.strace && !values["cpu-only"]) throw new Error("--strace needs --cpu-only (the profiler's own syscalls would be counted)");
   if (process.getuid?.() !== 0) throw new Error("needs root (the tenant daemon)");
   const profDir = await fs.mkdtemp(path.join(os.tmpdir(), "pdkprof-"));
   // The profiler's own cost lands in the supervisor's CPU: `--cpu-only` runs it without (no profile printed).
@@ -104,6 +138,7 @@ async function main(): Promise<void> {
   /** CLOCK_MONOTONIC µs windows of the measured gateway runs (the clock of V8's profile timestamps). */
   const windows: Array<[number, number]> = [];
   const cells: Record<string, Cell[]> = { direct: [], bare: [], gateway: [] };
+  const syscalls = new Map<string, number>();
   try {
     const t = (await lab.createTenant(`pf${crypto.randomBytes(3).toString("hex")}`)).tenant;
     const daemon = await lab.daemonPid(t.id);
@@ -118,9 +153,11 @@ async function main(): Promise<void> {
     for (let rep = 0; rep < Number(values.repeats); rep++) {
       for (const [name, target] of Object.entries(targets)) {
         const before = await Promise.all(Object.values(watched).map(cpuMs));
+        const stopTrace = values.strace && name === "gateway" ? await straceCount(lab.pid, path.join(profDir, "strace.txt")) : undefined;
         const t0 = Number(process.hrtime.bigint() / 1000n);
         const r = await client.run({ ...job, target, durationMs: Number(values.seconds) * 1000 });
         const t1 = Number(process.hrtime.bigint() / 1000n);
+        if (stopTrace) for (const [k, n] of await stopTrace()) syscalls.set(k, (syscalls.get(k) ?? 0) + n);
         const after = await Promise.all(Object.values(watched).map(cpuMs));
         const cpu: Record<string, number> = {};
         Object.keys(watched).forEach((k, i) => (cpu[k] = (after[i] as number) - (before[i] as number)));
@@ -144,6 +181,15 @@ async function main(): Promise<void> {
     const proc = name === "gateway" ? "supervisor" : name === "bare" ? "bare" : undefined;
     const per = (k: string): number => med(cs.map((c) => (c.cpuMs[k] ?? 0) / Math.max(1, c.requests)));
     process.stdout.write(`${name.padEnd(8)} ${med(cs.map((c) => c.rps)).toFixed(0).padStart(6)}   ${proc ? `${proc} ${per(proc).toFixed(3)}` : "-"} | daemon ${per("daemon").toFixed(3)}\n`);
+  }
+  if (values.strace) {
+    process.stdout.write(`\nsupervisor syscalls per gateway request (strace -c -f, ${requests} requests):\n`);
+    let all = 0;
+    for (const [k, n] of [...syscalls].sort((a, b) => b[1] - a[1])) {
+      all += n;
+      process.stdout.write(`${(n / Math.max(1, requests)).toFixed(3).padStart(9)}  ${k}\n`);
+    }
+    process.stdout.write(`${(all / Math.max(1, requests)).toFixed(3).padStart(9)}  total\n`);
   }
   if (values["cpu-only"]) {
     await fs.rm(profDir, { recursive: true, force: true });

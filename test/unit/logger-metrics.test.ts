@@ -42,6 +42,35 @@ describe("logger", () => {
     expect(silentLogger.enabled("error")).to.equal(false);
   });
 
+  it("writes exactly the text JSON.stringify gives the line object (key order, replaced keys, index keys, undefined, errors, escapes)", () => {
+    const err = Object.assign(new Error("bo\"om"), { code: "E1" });
+    const cases: Array<{ bound: Record<string, unknown>; fields?: Record<string, unknown>; msg: string }> = [
+      { bound: { component: "supervisor" }, msg: "request", fields: { req: "id", tenant: "t1", method: "GET", path: "/a\"b\\c\u0001é", status: 200, ms: 3, aborted: false } },
+      { bound: { component: "s", tenant: "t1" }, msg: "replaced", fields: { tenant: "t2", n: 1 } },
+      { bound: {}, msg: "own keys", fields: { msg: "m2", time: "t", level: "x", z: 1 } },
+      { bound: { a: 1 }, msg: "index keys", fields: { b: 2, "10": "ten", "2": "two", "0x": 3 } },
+      { bound: { "1": "one", obj: { k: [1, 2] } }, msg: "bound index key and object" },
+      { bound: {}, msg: "undefined and functions", fields: { u: undefined, f: () => 1, nul: null, nested: { u: undefined, d: new Date(0) } } },
+      { bound: {}, msg: "errors", fields: { err, other: new TypeError("t"), e2: "not an error" } },
+      { bound: {}, msg: "no fields" },
+    ];
+    for (const c of cases) {
+      const { stream, writes } = recorder();
+      const log = createLogger({ stream, level: "info", fields: c.bound });
+      log.info(c.msg, c.fields);
+      const text = writes.join("");
+      const time = (JSON.parse(text) as { time: string }).time;
+      // The line object as shared/logger.ts built it before lines were formatted directly.
+      const obj: Record<string, unknown> = { time, level: "info", msg: c.msg, ...c.bound };
+      for (const k in c.fields ?? {}) {
+        const v = c.fields?.[k];
+        obj[k] = k === "err" || v instanceof Error ? JSON.parse(JSON.stringify({ name: (v as Error).name, message: (v as Error).message, stack: (v as Error).stack, ...("code" in (v as object) ? { code: (v as { code: unknown }).code } : {}) })) : v;
+      }
+      expect(text, c.msg).to.equal(JSON.stringify(obj) + "\n");
+      if (c.fields?.time === undefined) expect(time).to.match(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    }
+  });
+
   it("batched: info lines go out together in one write, in order, at most LOG_BATCH_MS later", async () => {
     const { stream, writes } = recorder();
     const log = createLogger({ stream, batch: true });
