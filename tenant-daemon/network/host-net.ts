@@ -28,8 +28,28 @@ export interface HostAddress {
   prefixlen: number;
 }
 
+/**
+ * Control characters that are valid JSON nowhere raw: in a string they must be escaped, and
+ * outside one only tab, newline and carriage return are whitespace. iproute2 escapes `\b \t \n
+ * \f \r` in strings and writes every other byte as is (lib/json_writer.c `jsonw_puts`,
+ * iproute2 6.1), so a link alias (`ip link set … alias`) or an address label holding another
+ * control character made the whole listing unparsable, and with it every tenant daemon's start
+ * and stop on the host.
+ */
+// eslint-disable-next-line no-control-regex
+const RAW_CONTROL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f]/g;
+
+/**
+ * `ip -j` output made valid JSON: each raw control character of {@link RAW_CONTROL} written as
+ * its `\u00XX` escape. Outside a string such a character is not valid JSON either, so only text
+ * inside strings changes meaning (it now holds the character). Pure.
+ */
+export function escapeIpJsonControls(text: string): string {
+  return text.replace(RAW_CONTROL, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
 function parseJsonArray(text: string, what: string): unknown[] {
-  const t = text.trim();
+  const t = escapeIpJsonControls(text.trim());
   if (t === "") return [];
   try {
     const v: unknown = JSON.parse(t);

@@ -4,8 +4,10 @@
  * `netns list` line (no /run/netns) read as no netns, an unexpected shape handed back to the three
  * listings; and on this host, the real batch against the three real listings.
  */
+import { randomBytes } from "node:crypto";
 import { expect } from "chai";
-import { listAddresses, listLinks, listNetns, parseIpScan, scanIp } from "../../tenant-daemon/network/host-net.js";
+import { run } from "../../shared/exec.js";
+import { listAddresses, listLinks, listNetns, netnsAddress, parseIpScan, scanIp } from "../../tenant-daemon/network/host-net.js";
 
 const LINKS = JSON.stringify([
   { ifindex: 1, ifname: "lo", flags: ["LOOPBACK", "UP"], mtu: 65536 },
@@ -53,5 +55,28 @@ describe("host scan in one ip run (host-net.ts parseIpScan, scanIp)", () => {
       last = [batch, { links, addrs, netnsList }];
     }
     expect(last[0]).to.deep.equal(last[1]);
+  });
+
+  it("a link alias or address label holding a control character does not make the listing unparsable (real ip in a scratch netns)", async () => {
+    // iproute2 writes such bytes raw inside JSON strings (lib/json_writer.c); one such link on the
+    // host made every tenant daemon's start and stop fail with "cannot parse ip -j link output".
+    const ns = `pdkj-${randomBytes(3).toString("hex")}`;
+    const alias = "paddock/x/\u0001\u001b[31m\u007f";
+    await run("ip", ["netns", "add", ns]);
+    try {
+      const ip = (args: string[], input?: string) => run("ip", ["-n", ns, ...args], input === undefined ? {} : { input });
+      await ip(["link", "add", "pdkj-a", "type", "veth", "peer", "name", "pdkj-b"]);
+      await ip(["link", "set", "pdkj-a", "alias", alias]);
+      await ip(["addr", "add", "198.18.77.1/30", "dev", "pdkj-a", "label", "pdkj-a:\u0001"]);
+      const raw = (await ip(["-j", "-4", "-batch", "-"], "link show\naddress show\n")).stdout;
+      // Positive control: the raw output is not JSON.
+      expect(() => raw.split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as unknown)).to.throw(SyntaxError);
+      const scan = parseIpScan(raw);
+      expect(scan?.links.find((l) => l.ifname === "pdkj-a")?.ifalias).to.equal(alias);
+      expect(scan?.addrs).to.deep.include({ ifname: "pdkj-a", local: "198.18.77.1", prefixlen: 30 });
+      expect(await netnsAddress(ns, "pdkj-a")).to.equal("198.18.77.1");
+    } finally {
+      await run("ip", ["netns", "del", ns], { allowFailure: true });
+    }
   });
 });
