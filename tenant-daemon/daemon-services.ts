@@ -86,6 +86,7 @@ export type Services = Awaited<ReturnType<typeof buildServices>>;
  * parent. Persistent and config VMs keep running while the daemon is down (docs/slicer-api.md#vm-lifecycle):
  * their links and the tenant's nftables table stay in force so their isolation holds, and the
  * next start adopts them.
+ * @throws the network's stop error (after the cgroups are pruned), the VM service's and the runtime's errors.
  */
 export async function stopServices(s: Services, config: TenantConfig, logger: Logger): Promise<void> {
   s.proxyStore.close();
@@ -97,8 +98,11 @@ export async function stopServices(s: Services, config: TenantConfig, logger: Lo
   await s.egress?.close();
   const survivors = s.vms.list({ kind: "none" }).filter((n) => n.status !== "Stopped").length;
   if (survivors === 0) {
-    await s.network.stop();
+    // The cgroups go even when the network's stop fails (its error is thrown after): a failed
+    // start's clean-up left the tenant's cgroups behind when `ip` failed.
+    const networkErr = await s.network.stop().then(() => undefined, (err: unknown) => ({ err }));
     await s.runtime.pruneCgroups?.(`/paddock/${config.paddock.tenantId}`);
+    if (networkErr !== undefined) throw networkErr.err;
   } else {
     logger.info("keeping the network of VMs that outlive the daemon", { survivors });
     await s.network.flushDetaches().catch((err: unknown) => logger.error("firewall update at stop failed", { err }));
