@@ -5,7 +5,6 @@
  * upstream failures mapped to JSON answers.
  */
 import http from "node:http";
-import type { Socket } from "node:net";
 import { PaddockError, errnoCode, errorResponse } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { requestHasBody } from "../shared/body-idle-timeout.js";
@@ -38,46 +37,19 @@ export function sendJson(res: http.ServerResponse, status: number, body: string,
   res.end(body);
 }
 
-/** How often the upstream agent looks for idle free connections, ms (one closes after 1–2 sweeps idle). */
-export const UPSTREAM_IDLE_SWEEP_MS = 1_000;
-
 /**
  * The keep-alive agent for upstream connections (plain requests and WebSocket upgrades).
  *
- * Idle connections are closed by the gateway well before the daemon's keepAliveTimeout (5 s)
- * closes them: a connection in the agent's free list that moved no byte between two sweeps
- * {@link UPSTREAM_IDLE_SWEEP_MS} apart is destroyed at the second, so it is closed 1–2 sweeps
- * (1–2 s) after its last use. A reused connection therefore never meets a close already in
- * flight from the daemon (that race gave EPIPE/ECONNRESET with the default agent), and a
- * request does not pay a fresh connect + accept each time (the benchmark measured the gateway
- * at 22% of direct throughput with one connection per request). Only free connections are
- * swept, so long exec streams are never cut. Why a sweep and not the agent's `timeout`
- * option: that one arms a socket timeout on every upstream connection, refreshed by each read
- * and write, and adds a `timeout` listener per request (Node's lib/_http_client.js
- * `listenSocketTimeout`); the sweep costs nothing per request. `destroy()` also stops the sweep.
- * @param sweepMs the sweep interval (tests shorten it).
+ * Idle connections are closed by the gateway (after 2 s) well before the daemon's
+ * keepAliveTimeout (5 s) closes them. A reused connection therefore never meets a close
+ * already in flight from the daemon (that race gave EPIPE/ECONNRESET with the default agent),
+ * and a request does not pay a fresh connect + accept each time (the benchmark measured the
+ * gateway at 22% of direct throughput with one connection per request). The agent's
+ * `timeout` applies only to free sockets: Node's agent destroys a socket on timeout only
+ * while it sits in the free list, so long exec streams are never cut.
  */
-export function createUpstreamAgent(sweepMs = UPSTREAM_IDLE_SWEEP_MS): http.Agent {
-  const agent = new http.Agent({ keepAlive: true, scheduling: "lifo", maxFreeSockets: 64 });
-  /** Bytes moved by each free socket at the last sweep that saw it free. */
-  const seen = new WeakMap<Socket, number>();
-  const sweep = setInterval(() => {
-    for (const list of Object.values(agent.freeSockets)) {
-      for (const socket of list ?? []) {
-        const moved = socket.bytesRead + socket.bytesWritten;
-        // Destroyed: 'close' takes it out of the free list (Node's agent removeSocket).
-        if (seen.get(socket) === moved) socket.destroy();
-        else seen.set(socket, moved);
-      }
-    }
-  }, sweepMs);
-  sweep.unref();
-  const destroy = agent.destroy.bind(agent);
-  agent.destroy = () => {
-    clearInterval(sweep);
-    destroy();
-  };
-  return agent;
+export function createUpstreamAgent(): http.Agent {
+  return new http.Agent({ keepAlive: true, timeout: 2_000, scheduling: "lifo", maxFreeSockets: 64 });
 }
 
 /**
