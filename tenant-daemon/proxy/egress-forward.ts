@@ -2,7 +2,9 @@
  * How the egress proxy forwards one HTTP request it has let through: `http-proxy`
  * (https://github.com/http-party/node-http-proxy) to the checked upstream address, the
  * `Host` header naming the host the rule matched (and over TLS the SNI and certificate check
- * too: Node's agent derives the server name from it), the client's `Proxy-Authorization`
+ * too: Node's agent derives the server name from the Host header the request is made with,
+ * lib/_http_agent.js `calculateServerName`, so it is set before the request is made, not only in
+ * `proxyReq`, which runs after the socket is), the client's `Proxy-Authorization`
  * always removed and, when the rule carries a secret, the client's `Authorization` replaced
  * by the secret's. Upstream certificates are verified against node's roots and the extra CAs
  * of upstream-cas.ts (PADDOCK_EXTRA_CA_CERTS, `upstreamCaPems`; the one secure context is built on
@@ -36,6 +38,12 @@ interface Ctx {
   proxyReq?: http.ClientRequest;
 }
 
+/** The Host header naming `target`'s host (port left out when it is the scheme's default; IPv6 in brackets). */
+function hostHeader(target: ForwardTarget): string {
+  const defaultPort = target.tls ? 443 : 80;
+  return target.port === defaultPort ? target.host : `${target.host.includes(":") ? `[${target.host}]` : target.host}:${target.port}`;
+}
+
 /** The forwarder: one http-proxy server and agents for all requests of the engine. */
 export class HttpForwarder {
   private readonly proxy: httpProxy;
@@ -58,8 +66,7 @@ export class HttpForwarder {
       c.proxyReq = proxyReq;
       proxyReq.removeHeader("proxy-authorization");
       proxyReq.removeHeader("proxy-connection");
-      const defaultPort = c.target.tls ? 443 : 80;
-      proxyReq.setHeader("host", c.target.port === defaultPort ? c.target.host : `${c.target.host.includes(":") ? `[${c.target.host}]` : c.target.host}:${c.target.port}`);
+      proxyReq.setHeader("host", hostHeader(c.target));
       if (c.target.authorization !== undefined) {
         proxyReq.removeHeader("authorization");
         proxyReq.setHeader("authorization", c.target.authorization);
@@ -84,6 +91,10 @@ export class HttpForwarder {
   forward(req: http.IncomingMessage, res: http.ServerResponse, target: ForwardTarget, count: Ctx["count"], secrets: readonly string[]): Promise<void> {
     const c: Ctx = { target, secrets, count };
     this.ctx.set(req, c);
+    // The upstream request is made with the client's headers (http-proxy copies them), and node's
+    // agent takes the TLS server name, so the certificate check, from its Host header when it
+    // makes the socket, before `proxyReq` runs: the rule's host here, whatever the client sent.
+    req.headers.host = hostHeader(target);
     return new Promise<void>((resolve) => {
       res.on("close", () => {
         // Node no longer aborts the upstream request when the client goes away.
