@@ -67,7 +67,8 @@ export const DAEMON_HELP = `usage: paddock daemon up FILE | paddock daemon purge
                while a daemon of that tenant id runs (stop it first: SIGTERM to its pid)
 
 A file that cannot be read is ERR_FILE_UNREADABLE (exit 1); a config the daemon refuses exits 2;
-a conflict exits 4 (the tenant's state dir, socket, id or uid range held by a daemon that runs:
+a conflict exits 4 (the tenant's state dir, socket, id or uid range held by a daemon that runs, or
+a state or run dir that is, is inside or holds one of another running daemon's:
 ERR_STATE_LOCKED, ERR_SOCKET_IN_USE, ERR_TENANT_ID_IN_USE, ERR_USERNS_RANGE_TAKEN; a purge while its
 daemon runs).
 `;

@@ -124,10 +124,14 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     tenantId: config.paddock.tenantId, configPath: config.source, purpose: "serve", dirs: [config.paddock.stateDir, config.paddock.runDir],
     onCompromised: (err) => logger.error("the tenant id lock was lost while held", { err }),
   });
-  const releaseState = await acquireOwnership(config.paddock.stateDir, `tenant ${config.paddock.tenantId}'s state`).catch(async (err: unknown) => {
-    await releaseId();
-    throw err;
-  });
+  // Then its dirs: neither may be, be inside or hold a dir of another live daemon (a shared run
+  // dir means shared VM bundles and mounts); the state dir's own lock comes after.
+  const releaseState = await assertNoLiveTenantDirs(config.paddock.tenantId, [config.paddock.stateDir, config.paddock.runDir], config.source, undefined, "start")
+    .then(() => acquireOwnership(config.paddock.stateDir, `tenant ${config.paddock.tenantId}'s state`))
+    .catch(async (err: unknown) => {
+      await releaseId();
+      throw err;
+    });
   const release = async (): Promise<void> => {
     await releaseState();
     await releaseId();

@@ -78,8 +78,8 @@ export function liveTenantDirConflict(tenantId: string, dirs: readonly string[],
     for (const t of live) {
       if (t.tenantId === tenantId) continue;
       for (const o of t.dirs.map((x) => path.resolve(x))) {
-        const where = d === o ? "is" : isPathUnder(d, o) ? "is inside" : isPathUnder(o, d) ? "holds" : undefined;
-        if (where !== undefined) return `${d} ${where} ${o}, a dir of tenant ${t.tenantId} whose daemon is running (pid ${t.pid})`;
+        const where = d === o ? "is" : isPathUnder(d, o) ? `is inside ${o},` : isPathUnder(o, d) ? `holds ${o},` : undefined;
+        if (where !== undefined) return `${d} ${where} a dir of tenant ${t.tenantId} whose daemon is running (pid ${t.pid})`;
       }
     }
   }
@@ -122,18 +122,21 @@ export async function liveTenantDirConflictReal(tenantId: string, dirs: readonly
 }
 
 /**
- * Refuse a purge of `tenantId` whose `dirs` are, are inside, or hold a dir that a live daemon of
- * another tenant recorded in its id lock (shared/tenant-id-lock.ts `TenantLockOwner.dirs`; a
- * purge's own locks record none), compared as given and as real paths ({@link liveTenantDirConflictReal}).
- * @param configSource - the purged tenant's config file, named in the advice.
+ * Refuse a purge (or a start) of `tenantId` whose `dirs` are, are inside, or hold a dir that a
+ * live daemon of another tenant recorded in its id lock (shared/tenant-id-lock.ts
+ * `TenantLockOwner.dirs`; a purge's own locks record none), compared as given and as real paths
+ * ({@link liveTenantDirConflictReal}). A start checks it too: two daemons sharing a run dir
+ * would share their VMs' bundle and mount dirs, and one's delete would break the other's VM.
+ * @param configSource - the tenant's config file, named in the advice.
  * @param lockDir - the id lock directory; default {@link TENANT_LOCK_DIR}.
+ * @param verb - what is refused, for the message: "purge" (default) or "start".
  * @throws PaddockError ERR_TENANT_ID_IN_USE naming both dirs and the live daemon's pid.
  */
-export async function assertNoLiveTenantDirs(tenantId: string, dirs: readonly string[], configSource: string, lockDir: string = TENANT_LOCK_DIR): Promise<void> {
+export async function assertNoLiveTenantDirs(tenantId: string, dirs: readonly string[], configSource: string, lockDir: string = TENANT_LOCK_DIR, verb: "purge" | "start" = "purge"): Promise<void> {
   const live = (await liveTenantLockOwners(TENANT_ID_PATTERN, lockDir)).map((o) => ({ tenantId: o.tenantId, pid: o.owner.pid, dirs: o.owner.dirs ?? [] }));
   const conflict = await liveTenantDirConflictReal(tenantId, dirs, live);
   if (conflict !== undefined) {
-    throw new PaddockError("ERR_TENANT_ID_IN_USE", `cannot purge tenant ${tenantId}: ${conflict}; nothing was touched. Point paddock.state_dir and paddock.run_dir of ${configSource} at the tenant's own dirs, or stop that daemon first`);
+    throw new PaddockError("ERR_TENANT_ID_IN_USE", `cannot ${verb} tenant ${tenantId}: ${conflict}; nothing was touched. Point paddock.state_dir and paddock.run_dir of ${configSource} at the tenant's own dirs, or stop that daemon first`);
   }
 }
 

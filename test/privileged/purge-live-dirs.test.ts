@@ -3,7 +3,8 @@
  * dir is nested in a live tenant's dir is refused before anything is touched: by the live
  * tenant's id when the dir is under `…/tenants/<id>/`, and by the dirs the live daemon recorded
  * in its id lock (shared/tenant-id-lock.ts) otherwise. The "live daemon" is this test process
- * holding a real id lock in the host's lock dir under a fresh id. Needs root (/run/paddock).
+ * holding a real id lock in the host's lock dir under a fresh id. A daemon start (`startDaemon`)
+ * is refused the same way when its run dir is a live tenant's. Needs root (/run/paddock).
  */
 import { expect } from "chai";
 import { randomBytes } from "node:crypto";
@@ -11,7 +12,8 @@ import { existsSync, promises as fs } from "node:fs";
 import path from "node:path";
 import { isPaddockError } from "../../shared/errors.js";
 import { acquireTenantIdLock } from "../../shared/tenant-id-lock.js";
-import { purgeTenant } from "../../tenant-daemon/main.js";
+import { purgeTenant, startDaemon } from "../../tenant-daemon/main.js";
+import { assertNoLiveTenantDirs } from "../../tenant-daemon/purge-dirs.js";
 import { silentLogger } from "../../shared/logger.js";
 
 describe("daemon purge never removes a dir nested in a live tenant's dir (root)", function () {
@@ -52,4 +54,32 @@ describe("daemon purge never removes a dir nested in a live tenant's dir (root)"
       }
     });
   }
+
+  it("a daemon start whose run dir is a live tenant's refuses (ERR_TENANT_ID_IN_USE), touching nothing; its own dirs pass", async () => {
+    // Two daemons on one run dir would share VM bundle and mount dirs: one's VM delete broke the other's VM.
+    const live = rid("b");
+    const liveState = path.join(dir, `state-${live}`);
+    const liveRun = path.join(dir, `run-${live}`);
+    await fs.mkdir(liveRun, { recursive: true });
+    await fs.writeFile(path.join(liveRun, "keep"), "x");
+    const release = await acquireTenantIdLock({ tenantId: live, configPath: path.join(dir, `${live}.yaml`), purpose: "serve", dirs: [liveState, liveRun] });
+    try {
+      const started = rid("a");
+      const ownState = path.join(dir, `state-${started}`);
+      const cfg = path.join(dir, `${started}.yaml`);
+      await fs.writeFile(cfg, config(started, ownState, liveRun));
+      const err = await startDaemon(cfg, { logger: silentLogger }).then(async (d) => {
+        await d.stop();
+        return undefined;
+      }, (e: unknown) => e);
+      expect(isPaddockError(err) && err.code, String(err)).to.equal("ERR_TENANT_ID_IN_USE");
+      expect((err as Error).message).to.contain(`cannot start tenant ${started}: ${liveRun} is a dir of tenant ${live}`);
+      expect(await fs.readdir(liveRun), "the live run dir is untouched").to.deep.equal(["keep"]);
+      expect(existsSync(ownState), "no state dir made").to.equal(false);
+      // Control: the same check with the tenant's own run dir passes.
+      await assertNoLiveTenantDirs(started, [ownState, path.join(dir, `run-${started}`)], cfg, undefined, "start");
+    } finally {
+      await release();
+    }
+  });
 });

@@ -100,7 +100,7 @@ describe("purge of a tenant's dirs (tenant-daemon/purge-dirs.ts)", () => {
     ];
     expect(liveTenantDirConflict("a", ["/srv/b/state/nested", "/run/a"], live)).to.equal("/srv/b/state/nested is inside /srv/b/state, a dir of tenant b whose daemon is running (pid 4242)");
     expect(liveTenantDirConflict("a", ["/var/lib/a", "/srv/b"], live)).to.equal("/srv/b holds /srv/b/state, a dir of tenant b whose daemon is running (pid 4242)");
-    expect(liveTenantDirConflict("a", ["/run/paddock/tenants/b/../b"], live)).to.equal("/run/paddock/tenants/b is /run/paddock/tenants/b, a dir of tenant b whose daemon is running (pid 4242)");
+    expect(liveTenantDirConflict("a", ["/run/paddock/tenants/b/../b"], live)).to.equal("/run/paddock/tenants/b is a dir of tenant b whose daemon is running (pid 4242)");
     // Siblings and prefixes are not inside; the purged tenant's own record does not count.
     expect(liveTenantDirConflict("a", ["/srv/b/state2", "/srv/bb", "/srv/a/x", "/run/paddock/tenants/a"], live)).to.equal(undefined);
     expect(liveTenantDirConflict("a", ["/srv/x"], [])).to.equal(undefined);
