@@ -147,7 +147,7 @@ describe("tenant daemon listener (privileged)", function () {
       await fs.writeFile(path.join(heldRunDir, "api.sock"), "");
       await writeConfig(path.join(root, "b.yaml"), randomTenantId(), { run_dir: heldRunDir });
       const refused = await purge(path.join(root, "b.yaml"));
-      expect(refused.exitCode, refused.stderr).to.equal(1);
+      expect(refused.exitCode, refused.stderr).to.equal(4); // a conflict (tenant-daemon/main.ts daemonExitCode)
       expect(refused.stderr).to.contain("ERR_TENANT_ID_IN_USE").and.contain(`pid ${process.pid}`);
       expect(await exists(path.join(heldRunDir, "api.sock")), "the holder's run dir").to.equal(true);
     } finally {
