@@ -92,8 +92,9 @@ export function daemonStartFailure(err: ApiError): PaddockError {
   }
   const id = typeof err.fields.tenant === "string" && TENANT_ID_PATTERN.test(err.fields.tenant) ? err.fields.tenant : undefined;
   if (id !== undefined) {
-    // README "Tenants": a restart starts the config rendered at create again, so delete and create.
-    msg += `; tenant ${id} is kept as failed: its log is \`paddock tenant logs ${id}\`; once the cause is fixed, \`paddock tenant delete ${id}\` and create it again`;
+    // README "Tenants": a restart keeps the tenant's tokens and persistent VMs and starts the
+    // config rendered at create again; only a cause in that config needs a delete and a create.
+    msg += `; tenant ${id} is kept as failed: its log is \`paddock tenant logs ${id}\`; once the cause is fixed, \`paddock tenant restart ${id}\` starts it again with its tokens and persistent VMs (a cause in the config it was created with needs \`paddock tenant delete ${id}\` and a new create)`;
   }
   return new PaddockError("ERR_DAEMON_START_FAILED", msg);
 }

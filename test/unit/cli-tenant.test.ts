@@ -85,7 +85,7 @@ describe("paddock tenant create: a daemon that fails at start (cli/tenant-comman
       const c = context({ PADDOCK_ADMIN_URL: api.url, PADDOCK_ADMIN_TOKEN: "adm" });
       expect(await runCli(["tenant", "create", "--id", "t1"], c.ctx)).to.equal(1);
       const lines = c.err.text().split("\n").filter((l) => l !== "" && !l.includes("provisioning tenant"));
-      expect(lines).to.deep.equal([`paddock: error: daemon of tenant t1 exited (exit 1) before it was ready: ${reason} [the daemon's error: ERR_IMAGE_NOT_FOUND]; tenant t1 is kept as failed: its log is \`paddock tenant logs t1\`; once the cause is fixed, \`paddock tenant delete t1\` and create it again (ERR_DAEMON_START_FAILED)`]);
+      expect(lines).to.deep.equal([`paddock: error: daemon of tenant t1 exited (exit 1) before it was ready: ${reason} [the daemon's error: ERR_IMAGE_NOT_FOUND]; tenant t1 is kept as failed: its log is \`paddock tenant logs t1\`; once the cause is fixed, \`paddock tenant restart t1\` starts it again with its tokens and persistent VMs (a cause in the config it was created with needs \`paddock tenant delete t1\` and a new create) (ERR_DAEMON_START_FAILED)`]);
       expect(c.out.text()).to.equal("");
     } finally {
       await api.close();
