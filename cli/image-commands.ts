@@ -17,11 +17,14 @@ export const IMAGE_HELP = `usage: paddock image COMMAND [flags]
   build [NAME] [--packages gcc,python3] [--minimal] [--force] [--mirror URL] [--image-dir DIR] [--json]
         debootstrap Debian 12 minbase with the everyday tools (procps, iproute2, ping, curl,
         ca-certificates, less, vim-tiny; not with --minimal) plus --packages into the image
-        store; NAME defaults to debian-12
+        store; NAME defaults to debian-12. An image already built is reused (--force rebuilds
+        it); a broken one (corrupt image.json, or no rootfs/) is rebuilt; one whose image.json
+        names another image (a renamed copy) is refused unless --force
   list [--image-dir DIR] [--json]
-        an image whose image.json is corrupt (unreadable, not JSON, or a field missing or of
-        the wrong type) is not listed: a warning on stderr names it (ERR_IMAGE_CORRUPT;
-        paddock image build NAME --force rebuilds it)
+        a broken image (image.json unreadable, not JSON, a field missing or of the wrong type,
+        or naming another image than its directory; or no rootfs/ directory) is not listed: a
+        warning on stderr names it (ERR_IMAGE_CORRUPT; paddock image build NAME --force
+        rebuilds it)
 
 Image dir: --image-dir, else PADDOCK_IMAGE_DIR, else \${PADDOCK_STATE_DIR:-/var/lib/paddock}/images.
 `;

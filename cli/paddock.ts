@@ -48,7 +48,9 @@ Exit codes:
   1  runtime or API error (unreachable daemon, HTTP 400/401/408/5xx, local I/O)
   2  usage error (unknown flag, missing argument, bad value)
   3  not found (HTTP 404)
-  4  conflict or forbidden (HTTP 403/409); paddock up refused with ERR_STATE_LOCKED or ERR_SOCKET_IN_USE
+  4  conflict or forbidden (HTTP 403/409); paddock up refused with ERR_STATE_LOCKED or ERR_SOCKET_IN_USE;
+     daemon up|purge refused for a conflict (ERR_STATE_LOCKED, ERR_SOCKET_IN_USE, ERR_TENANT_ID_IN_USE,
+     ERR_USERNS_RANGE_TAKEN: paddock daemon --help)
   vm exec exits with the remote command's own exit code (128+N when killed by signal N), or 1 with
   ERR_EXEC_STREAM_CUT when its stream is cut before the exit frame (token revoked, tenant suspended
   or deleted, gateway or daemon stopped, or the VM itself ended: a guest exit, an OOM kill, its pids

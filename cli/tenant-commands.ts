@@ -57,9 +57,11 @@ export const TENANT_HELP = `usage: paddock tenant COMMAND [flags]
   token ID [--expires-in 24h] [--json]          issue a new token (shown once)
   token revoke ID TOKEN_ID                      a token already revoked: says so (since when), exit 0
 
---json: create prints the tenant with token and token_id; token prints id and token_id (the
-same token id, token_id as create and token revoke --json name it), token, created_at, expires_at;
-token revoke prints id, token_id, revoked, already_revoked (and revoked_at when it was).
+--json: create prints the tenant (id = the tenant's id) with token and token_id; token prints
+id and token_id (both the token's id: token_id as create and token revoke --json name it), token,
+created_at, expires_at; token revoke prints id (the TENANT's id, kept for scripts; the admin
+API's answer to a revoke names the token id) and tenant_id (the same), token_id, revoked,
+already_revoked (and revoked_at when it was). Scripts: read tenant_id and token_id.
 
 Admin API: --admin-url / PADDOCK_ADMIN_URL (default http://127.0.0.1:8081);
 token --admin-token / PADDOCK_ADMIN_TOKEN, else \${PADDOCK_STATE_DIR:-/var/lib/paddock}/supervisor/admin-token
@@ -92,8 +94,9 @@ export function daemonStartFailure(err: ApiError): PaddockError {
   }
   const id = typeof err.fields.tenant === "string" && TENANT_ID_PATTERN.test(err.fields.tenant) ? err.fields.tenant : undefined;
   if (id !== undefined) {
-    // README "Tenants": a restart starts the config rendered at create again, so delete and create.
-    msg += `; tenant ${id} is kept as failed: its log is \`paddock tenant logs ${id}\`; once the cause is fixed, \`paddock tenant delete ${id}\` and create it again`;
+    // README "Tenants": a restart keeps the tenant's tokens and persistent VMs and starts the
+    // config rendered at create again; only a cause in that config needs a delete and a create.
+    msg += `; tenant ${id} is kept as failed: its log is \`paddock tenant logs ${id}\`; once the cause is fixed, \`paddock tenant restart ${id}\` starts it again with its tokens and persistent VMs (a cause in the config it was created with needs \`paddock tenant delete ${id}\` and a new create)`;
   }
   return new PaddockError("ERR_DAEMON_START_FAILED", msg);
 }
@@ -330,7 +333,9 @@ export function tokenJson<T extends { id: string }>(out: T): T & { token_id: str
  * What `tenant token revoke` prints (pure), from the admin API's answer `body` (empty for a fresh
  * revoke, 204; `{id, revoked_at, already_revoked: true}` for a token already revoked, 200):
  * `token T of tenant ID revoked`, or {@link alreadyLine} naming when it was revoked; with
- * `json`, `{id, token_id, revoked: true, already_revoked}` (+ `revoked_at` when already revoked).
+ * `json`, `{id, tenant_id, token_id, revoked: true, already_revoked}` (+ `revoked_at` when
+ * already revoked), where `id` is the tenant's id (as it always was here; kept for scripts)
+ * though the admin API's body and `tenant token --json` use `id` for the token's.
  */
 export function revokeOutput(id: string, tokenId: string, body: Buffer, json: boolean): string {
   let answer: { already_revoked?: unknown; revoked_at?: unknown } = {};
@@ -343,7 +348,7 @@ export function revokeOutput(id: string, tokenId: string, body: Buffer, json: bo
   }
   const already = answer?.already_revoked === true;
   const at = typeof answer?.revoked_at === "string" ? answer.revoked_at : undefined;
-  if (json) return renderJson({ id, token_id: tokenId, revoked: true, already_revoked: already, ...(already && at !== undefined ? { revoked_at: at } : {}) });
+  if (json) return renderJson({ id, tenant_id: id, token_id: tokenId, revoked: true, already_revoked: already, ...(already && at !== undefined ? { revoked_at: at } : {}) });
   return already ? alreadyLine(`token ${tokenId} of tenant ${id}`, `revoked${at !== undefined ? ` (at ${at})` : ""}`) : `token ${tokenId} of tenant ${id} revoked\n`;
 }
 

@@ -6,6 +6,7 @@
  * ```
  * <imageDir>/<name>/rootfs/       the root filesystem (overlay lower layer, never written by a VM)
  * <imageDir>/<name>/image.json    {name, created, suite, mirror, packages, sizeBytes}; its presence marks a complete image
+ *                                 (its `name` must be <name>, and rootfs/ must be a directory, or the image is broken)
  * <imageDir>/.build-<name>-<rand>/  a build in progress (renamed into place when complete)
  * ```
  *
@@ -165,27 +166,56 @@ export function imageInfoProblems(raw: Record<string, unknown>): string[] {
 }
 
 /**
+ * Read image `name` of the store: its `image.json` checked against the directory beside it.
+ * @returns the info plus `rootfsDir`; undefined when there is no `image.json` (no image, or a
+ *   half-built one: builds only get an image.json once complete).
+ * @throws PaddockError ERR_IMAGE_CORRUPT when `image.json` is corrupt ({@link readInfo}), names
+ *   another image than its directory, or sits without a `rootfs/` directory; the message names
+ *   what is wrong and the rebuild command.
+ */
+async function readImage(imageDir: string, name: string): Promise<StoredImage | undefined> {
+  const p = imagePaths(imageDir, name);
+  const info = await readInfo(p.infoPath);
+  if (info === undefined) return undefined;
+  const rebuild = `rebuild it with \`${imageBuildCommand(imageDir, name, { force: true })}\``;
+  if (info.name !== name) {
+    throw new PaddockError(
+      "ERR_IMAGE_CORRUPT",
+      `image ${JSON.stringify(name)} is corrupt: ${p.infoPath} names image ${JSON.stringify(info.name)}, not ${JSON.stringify(name)} (a copied or renamed image directory?); ` +
+        `set its "name" to ${JSON.stringify(name)}, or ${rebuild}`,
+      { details: { image: name, file: p.infoPath, problem: "name" } },
+    );
+  }
+  const st = await fs.lstat(p.rootfsDir).catch((err: unknown) => err as Error);
+  if (st instanceof Error || !st.isDirectory()) {
+    const why = st instanceof Error ? (errnoCode(st) === "ENOENT" ? "does not exist" : `cannot be read (${st.message})`) : "is not a directory";
+    throw new PaddockError("ERR_IMAGE_CORRUPT", `image ${JSON.stringify(name)} is corrupt: it has ${p.infoPath} but its root filesystem ${p.rootfsDir} ${why}; ${rebuild}`, {
+      details: { image: name, file: p.rootfsDir, problem: "rootfs" },
+    });
+  }
+  return { ...info, rootfsDir: p.rootfsDir };
+}
+
+/**
  * Every complete image in the store (a directory with `image.json` and `rootfs/`), sorted by name.
- * A missing store directory is an empty store; an image whose `image.json` is corrupt is left out
- * and handed to `onCorrupt` (ERR_IMAGE_CORRUPT naming the file; {@link resolveImage} throws it).
+ * A missing store directory is an empty store; a directory without `image.json` (half-built) is
+ * skipped; a broken image (corrupt `image.json`, one naming another image, or no `rootfs/`; see
+ * {@link readImage}) is left out and handed to `onCorrupt` (ERR_IMAGE_CORRUPT naming what is
+ * wrong; {@link resolveImage} throws it).
  */
 export async function listImages(imageDir: string, opts: { onCorrupt?: (err: PaddockError) => void } = {}): Promise<StoredImage[]> {
   const entries = await readdirOrEmpty(imageDir);
   const out: StoredImage[] = [];
   for (const entry of entries.sort()) {
     if (!IMAGE_NAME_PATTERN.test(entry)) continue;
-    const p = imagePaths(imageDir, entry);
-    let info: ImageInfo | undefined;
     try {
-      info = await readInfo(p.infoPath);
+      const image = await readImage(imageDir, entry);
+      if (image !== undefined) out.push(image);
     } catch (err) {
-      // A corrupt image.json: not a complete image.
+      // A broken image: not a complete image.
       if (err instanceof PaddockError) opts.onCorrupt?.(err);
-      continue;
+      else throw err;
     }
-    if (info === undefined) continue;
-    const st = await fs.stat(p.rootfsDir).catch(() => undefined);
-    if (st?.isDirectory()) out.push({ ...info, name: entry, rootfsDir: p.rootfsDir });
   }
   return out;
 }
@@ -197,7 +227,8 @@ export async function listImages(imageDir: string, opts: { onCorrupt?: (err: Pad
  *   build it; OCI references (`ghcr.io/...`) get an explanation that Paddock does not pull OCI
  *   images, plus the list of local images. ERR_IMAGE_CORRUPT (500) when its `image.json` exists
  *   but cannot be read or parsed or has fields of the wrong type ({@link imageInfoProblems}),
- *   naming the file and the rebuild command.
+ *   names another image, or has no `rootfs/` directory beside it ({@link readImage}), naming
+ *   what is wrong and the rebuild command.
  */
 export async function resolveImage(imageDir: string, name: string): Promise<string> {
   const available = async (): Promise<string> => {
@@ -217,11 +248,9 @@ export async function resolveImage(imageDir: string, name: string): Promise<stri
       details: { image: name },
     });
   }
-  const p = imagePaths(imageDir, name);
-  // A corrupt image.json is its own error (ERR_IMAGE_CORRUPT), not a missing image.
-  const info = await readInfo(p.infoPath);
-  const st = await fs.stat(p.rootfsDir).catch(() => undefined);
-  if (info === undefined || !st?.isDirectory()) {
+  // A broken image is its own error (ERR_IMAGE_CORRUPT), not a missing image.
+  const image = await readImage(imageDir, name);
+  if (image === undefined) {
     throw new PaddockError(
       "ERR_IMAGE_NOT_FOUND",
       `image ${JSON.stringify(name)} is not in the image store ${imageDir}; build it with \`${imageBuildCommand(imageDir, name)}\` ` +
@@ -229,7 +258,7 @@ export async function resolveImage(imageDir: string, name: string): Promise<stri
       { details: { image: name } },
     );
   }
-  return p.rootfsDir;
+  return image.rootfsDir;
 }
 
 /**
@@ -237,10 +266,13 @@ export async function resolveImage(imageDir: string, name: string): Promise<stri
  * next to the target, add the default non-root user `slicer` (1000:1000, /home/slicer, bash),
  * create `/etc/slicer`, clean apt caches, write `image.json`, then rename the whole directory
  * into place (atomic on one filesystem). An existing complete image is returned unchanged
- * unless `force`.
+ * unless `force`; a broken one ({@link readImage}: corrupt `image.json`, no `rootfs/`) is
+ * rebuilt, with a progress line saying why.
  *
  * Takes about a minute with a nearby mirror. Needs root (debootstrap, chroot).
- * @throws PaddockError ERR_IMAGE_BUILD_FAILED with debootstrap's stderr; ERR_BAD_REQUEST for bad names.
+ * @throws PaddockError ERR_IMAGE_BUILD_FAILED with debootstrap's stderr; ERR_BAD_REQUEST for bad names;
+ *   ERR_IMAGE_CORRUPT (without `force`) when the directory's `image.json` names another image
+ *   (its rootfs may be a good renamed copy: the message says how to fix the name).
  */
 export async function buildImage(options: BuildImageOptions): Promise<StoredImage> {
   const { imageDir, name } = options;
@@ -256,7 +288,13 @@ export async function buildImage(options: BuildImageOptions): Promise<StoredImag
   const target = imagePaths(imageDir, name);
 
   if (!options.force) {
-    const existing = await readInfo(target.infoPath).catch(() => undefined);
+    const existing = await readImage(imageDir, name).catch((err: unknown) => {
+      // A directory whose image.json names another image may hold a good rootfs (a renamed
+      // copy): the error says how to fix the name, and --force rebuilds over it.
+      if (!(err instanceof PaddockError) || err.details?.problem === "name") throw err;
+      progress(`${err.message.replace(/; (set its|rebuild it)\b.*$/, "")}; rebuilding it`);
+      return undefined;
+    });
     const same = existing !== undefined && existing.packages.slice().sort().join(",") === packages.join(",");
     if (existing !== undefined && (same || !options.rebuildIfChanged)) {
       progress(same

@@ -214,14 +214,13 @@ export function createAdminApp(deps: AdminDeps): express.Express {
 
   // A fresh revoke answers 204; one of a token already revoked answers 200 with
   // `{id, revoked_at, already_revoked: true}` (docs/admin-api.openapi.yaml), so a caller can tell
-  // (the CLI says so). The state is read before the revoke: two revokes racing may both answer 204.
+  // (the CLI says so). Both are read in the revoke's own registry update, so of two revokes
+  // racing one answers 204.
   r.delete("/tenants/:id/tokens/:tokenId", async (req, res) => {
-    const id = pathParam(req, "id");
     const tokenId = pathParam(req, "tokenId");
-    const revokedAt = tenants.get(id).tokens.find((k) => k.id === tokenId)?.revokedAt;
-    await tenants.revokeToken(id, tokenId, actor(res));
-    if (revokedAt === undefined) res.status(204).end();
-    else res.status(200).json({ id: tokenId, revoked_at: revokedAt, already_revoked: true });
+    const out = await tenants.revokeToken(pathParam(req, "id"), tokenId, actor(res));
+    if (!out.alreadyRevoked) res.status(204).end();
+    else res.status(200).json({ id: tokenId, revoked_at: out.revokedAt, already_revoked: true });
   });
 
   r.get("/tenants/:id/logs", async (req, res) => {

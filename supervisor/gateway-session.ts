@@ -64,9 +64,11 @@ export class RequestFinisher {
    * The end of a request (the response finished, or the client went away), from its `close`:
    * the admission is released; if the response did not finish, the upstream request is
    * destroyed so the daemon sees the disconnect (e.g. stops an exec stream); then metrics, one
-   * access line (`started` is a `performance.now()` in ms) and the audit entry of a VM
-   * create/delete (not for preview requests, `vmAudit` false: their paths are the app's). No
-   * child logger: the line carries `req`.
+   * access line (`started` is a `performance.now()` in ms; `aborted: true` when the response
+   * did not finish, and no `status` when no answer head was sent either, as the daemon's line
+   * does: tenant-daemon/api/access-log.ts) and the audit entry of a VM create/delete (not for
+   * preview requests, `vmAudit` false: their paths are the app's). No child logger: the line
+   * carries `req`.
    */
   finish(req: http.IncomingMessage, res: http.ServerResponse, r: Route, id: string, started: number, upstream: http.ClientRequest | undefined, admitted?: Admission, vmAudit = true): void {
     admitted?.release();
@@ -78,7 +80,7 @@ export class RequestFinisher {
     const url = req.url ?? "";
     const q = url.indexOf("?");
     const pathOnly = q < 0 ? url : url.slice(0, q);
-    if (this.accessLog) this.log.info("request", { req: id, tenant: tenantLabel, method: req.method, path: pathOnly, status: res.statusCode, ms: Math.round(seconds * 1000), aborted: !finished });
+    if (this.accessLog) this.log.info("request", { req: id, tenant: tenantLabel, method: req.method, path: pathOnly, ...(finished || res.headersSent ? { status: res.statusCode } : {}), ms: Math.round(seconds * 1000), aborted: !finished });
     if (vmAudit && r.ok && ((req.method === "POST" && VM_CREATE.test(url)) || (req.method === "DELETE" && VM_DELETE.test(url)))) {
       void this.audit.record({ actor: `tenant:${r.tenantId}`, action: req.method === "POST" ? "vm.create" : "vm.delete", tenant: r.tenantId, requestId: id, status: res.statusCode, details: { method: req.method, path: pathOnly } }, (err) => this.log.error("audit write failed", { req: id, err }));
     }

@@ -20,7 +20,7 @@ import { listDaemonNodes, type DaemonNode } from "./daemon-client.js";
 import { createTenantContext, type Actor, type TenantContext, type TenantServiceDeps } from "./tenant-context.js";
 import { TenantConfigs } from "./tenant-configs.js";
 import { TenantDaemons, type DaemonInfo } from "./tenant-daemons.js";
-import { TenantTokens, type IssuedTenantToken, type TokenOwner } from "./tenant-tokens.js";
+import { TenantTokens, type IssuedTenantToken, type RevokedToken, type TokenOwner } from "./tenant-tokens.js";
 import { createTenant, type CreatedTenant } from "./tenant-provisioning.js";
 import { updateTenant } from "./tenant-update.js";
 import { resumeTenant, suspendTenant } from "./tenant-suspension.js";
@@ -202,10 +202,12 @@ export class TenantService {
   }
 
   /**
-   * Revoke a token (idempotent for an already revoked one) and end its live sessions.
+   * Revoke a token (idempotent for an already revoked one) and end its live sessions
+   * ({@link TenantTokens.revoke}: the audit entry of a no-op has `already_revoked: true`).
+   * @returns when it was revoked and whether it already was.
    * @throws PaddockError `ERR_TOKEN_NOT_FOUND`, `ERR_TENANT_NOT_FOUND`.
    */
-  revokeToken(id: string, tokenId: string, who: Actor): Promise<void> {
+  revokeToken(id: string, tokenId: string, who: Actor): Promise<RevokedToken> {
     return this.tokens.revoke(id, tokenId, who);
   }
 

@@ -24,6 +24,12 @@ export interface IssuedTenantToken {
   createdAt: string;
 }
 
+/** What {@link TenantTokens.revoke} did: the revocation time (RFC 3339) and whether the token already was revoked. */
+export interface RevokedToken {
+  revokedAt: string;
+  alreadyRevoked: boolean;
+}
+
 /** The tenants' tokens and the index of their hashes. */
 export class TenantTokens {
   private readonly ctx: TenantContext;
@@ -75,16 +81,23 @@ export class TenantTokens {
 
   /**
    * Revoke a token (idempotent for an already revoked one) and end its live gateway sessions
-   * (a request not yet answered gets 401).
+   * (a request not yet answered gets 401). Either way one `token.revoke` audit entry is
+   * written (an attempt is recorded too); that of an already revoked token carries
+   * `already_revoked: true`, so it is told apart from the real revoke.
+   * @returns when the token was revoked (RFC 3339; the earlier time if it already was) and
+   *   whether it already was, both read in the same registry update as the revoke.
    * @throws PaddockError `ERR_TOKEN_NOT_FOUND`, `ERR_TENANT_NOT_FOUND`.
    */
-  async revoke(id: string, tokenId: string, who: Actor): Promise<void> {
-    await this.ctx.registry.updateTenant(id, (t) => {
+  async revoke(id: string, tokenId: string, who: Actor): Promise<RevokedToken> {
+    const out = await this.ctx.registry.updateTenant(id, (t): RevokedToken => {
       const k = t.tokens.find((x) => x.id === tokenId);
       if (!k) throw new PaddockError("ERR_TOKEN_NOT_FOUND", `tenant ${id} has no token ${JSON.stringify(tokenId)}`);
+      const alreadyRevoked = k.revokedAt !== undefined;
       k.revokedAt ??= new Date().toISOString();
+      return { revokedAt: k.revokedAt, alreadyRevoked };
     });
     this.ctx.endSessions(id, tokenId, new PaddockError("ERR_AUTH_REQUIRED", "missing, invalid, expired or revoked token"));
-    this.ctx.recordAudit(who, "token.revoke", id, { token_id: tokenId });
+    this.ctx.recordAudit(who, "token.revoke", id, { token_id: tokenId, ...(out.alreadyRevoked ? { already_revoked: true } : {}) });
+    return out;
   }
 }

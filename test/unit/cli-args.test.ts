@@ -1,7 +1,7 @@
 import { expect } from "chai";
 import { hoistLeadingTargetFlags, normalizeBoolFlags, parseFlags, parseIntFlag, parseKeyValues, parseDurationFlag, parseSizeFlag, sizeBytes, splitAtDoubleDash } from "../../cli/args.js";
 import { parseSizeBytes } from "../../shared/yaml-reader.js";
-import { PaddockError } from "../../shared/errors.js";
+import { PaddockError, type ErrorCode } from "../../shared/errors.js";
 import { ApiError, ConnectError, EXIT, UsageError, exitCodeFor } from "../../cli/cli-errors.js";
 import { buildPath } from "../../cli/api-client.js";
 import { LineSplitter, exitCodeOfFrame, framePayload, isTerminalFrame } from "../../cli/exec-stream.js";
@@ -249,6 +249,16 @@ describe("cli: exit codes", () => {
     expect(await runCli(["--help"], ctx)).to.equal(0);
     expect(out.text()).to.equal(HELP);
     expect(HELP).to.match(/3 {2}not found \(HTTP 404\)/).and.match(/4 {2}conflict or forbidden \(HTTP 403\/409\)/);
+    // Exit 4 covers daemon up|purge conflicts too (DAEMON_HELP): the top-level help names them
+    // and every code DAEMON_HELP lists, and each of those codes exits 4.
+    const four = HELP.slice(HELP.indexOf("  4  "), HELP.indexOf("vm exec exits")).replace(/\s+/g, " ");
+    expect(four).to.include("paddock up").and.include("daemon up|purge");
+    const codes = DAEMON_HELP.replace(/\s+/g, " ").match(/a conflict exits 4 \(([^)]*)\)/)?.[1]?.match(/ERR_[A-Z_]+/g) ?? [];
+    expect(codes).to.include.members(["ERR_STATE_LOCKED", "ERR_TENANT_ID_IN_USE"]);
+    for (const code of codes) {
+      expect(four, code).to.include(code);
+      expect(exitCodeFor(new PaddockError(code as ErrorCode, "x")), code).to.equal(4);
+    }
   });
 
   it("runCli: an unreachable socket is a runtime error (1) naming the target", async () => {

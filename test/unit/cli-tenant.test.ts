@@ -7,7 +7,7 @@ import { expect } from "chai";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { runCli } from "../../cli/paddock.js";
-import { renderTenantDetails, renderTenantTable } from "../../cli/tenant-commands.js";
+import { TENANT_HELP, renderTenantDetails, renderTenantTable } from "../../cli/tenant-commands.js";
 import { resolveAdminTarget } from "../../cli/target.js";
 import { fakeCliContext } from "../helpers/cli-context.js";
 
@@ -85,7 +85,7 @@ describe("paddock tenant create: a daemon that fails at start (cli/tenant-comman
       const c = context({ PADDOCK_ADMIN_URL: api.url, PADDOCK_ADMIN_TOKEN: "adm" });
       expect(await runCli(["tenant", "create", "--id", "t1"], c.ctx)).to.equal(1);
       const lines = c.err.text().split("\n").filter((l) => l !== "" && !l.includes("provisioning tenant"));
-      expect(lines).to.deep.equal([`paddock: error: daemon of tenant t1 exited (exit 1) before it was ready: ${reason} [the daemon's error: ERR_IMAGE_NOT_FOUND]; tenant t1 is kept as failed: its log is \`paddock tenant logs t1\`; once the cause is fixed, \`paddock tenant delete t1\` and create it again (ERR_DAEMON_START_FAILED)`]);
+      expect(lines).to.deep.equal([`paddock: error: daemon of tenant t1 exited (exit 1) before it was ready: ${reason} [the daemon's error: ERR_IMAGE_NOT_FOUND]; tenant t1 is kept as failed: its log is \`paddock tenant logs t1\`; once the cause is fixed, \`paddock tenant restart t1\` starts it again with its tokens and persistent VMs (a cause in the config it was created with needs \`paddock tenant delete t1\` and a new create) (ERR_DAEMON_START_FAILED)`]);
       expect(c.out.text()).to.equal("");
     } finally {
       await api.close();
@@ -137,6 +137,8 @@ describe("paddock tenant token revoke (cli/tenant-commands.ts)", () => {
     const at = "2026-01-01T00:00:00.000Z";
     const api = await fakeAdmin((_m, url) => url.endsWith("/tok_old") ? { status: 200, body: { id: "tok_old", revoked_at: at, already_revoked: true } } : { status: 204, body: "" });
     try {
+      // The help says which id is which (id here is the tenant's; tenant token --json's id is the token's).
+      expect(TENANT_HELP.replace(/\s+/g, " ")).to.include("token revoke prints id (the TENANT's id").and.include("Scripts: read tenant_id and token_id");
       const fresh = context({ PADDOCK_ADMIN_URL: api.url, PADDOCK_ADMIN_TOKEN: "adm" });
       expect(await runCli(["tenant", "token", "revoke", "t1", "tok_new"], fresh.ctx), fresh.err.text()).to.equal(0);
       expect(fresh.out.text()).to.equal("token tok_new of tenant t1 revoked\n");
@@ -145,10 +147,10 @@ describe("paddock tenant token revoke (cli/tenant-commands.ts)", () => {
       expect(old.out.text()).to.equal(`token tok_old of tenant t1 is already revoked (at ${at}); nothing done\n`);
       const json = context({ PADDOCK_ADMIN_URL: api.url, PADDOCK_ADMIN_TOKEN: "adm" });
       expect(await runCli(["tenant", "token", "revoke", "t1", "tok_old", "--json"], json.ctx), json.err.text()).to.equal(0);
-      expect(JSON.parse(json.out.text())).to.deep.equal({ id: "t1", token_id: "tok_old", revoked: true, already_revoked: true, revoked_at: at });
+      expect(JSON.parse(json.out.text())).to.deep.equal({ id: "t1", tenant_id: "t1", token_id: "tok_old", revoked: true, already_revoked: true, revoked_at: at });
       const jsonFresh = context({ PADDOCK_ADMIN_URL: api.url, PADDOCK_ADMIN_TOKEN: "adm" });
       expect(await runCli(["tenant", "token", "revoke", "t1", "tok_new", "--json"], jsonFresh.ctx), jsonFresh.err.text()).to.equal(0);
-      expect(JSON.parse(jsonFresh.out.text())).to.deep.equal({ id: "t1", token_id: "tok_new", revoked: true, already_revoked: false });
+      expect(JSON.parse(jsonFresh.out.text())).to.deep.equal({ id: "t1", tenant_id: "t1", token_id: "tok_new", revoked: true, already_revoked: false });
       expect(api.requests.map((r) => `${r.method} ${r.url}`)).to.deep.equal(["tok_new", "tok_old", "tok_old", "tok_new"].map((k) => `DELETE /admin/v1/tenants/t1/tokens/${k}`));
     } finally {
       await api.close();

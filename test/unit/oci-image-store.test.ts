@@ -88,6 +88,39 @@ describe("image store", () => {
     expect((await listImages(imageDir))[0]).to.deep.equal({ ...good, rootfsDir: path.join(imageDir, "debian-12", "rootfs") });
   });
 
+  it("an image.json without rootfs/, or naming another image, is a broken image for resolve, list and build", async () => {
+    await fakeImage(imageDir, "other", true);
+    // image.json but no rootfs/ (a store copied without it).
+    await fakeImage(imageDir, "norootfs", true);
+    await fs.rm(path.join(imageDir, "norootfs", "rootfs"), { recursive: true });
+    // image.json naming another image (a renamed copy).
+    await fakeImage(imageDir, "renamed", true);
+    const renamedInfo = path.join(imageDir, "renamed", "image.json");
+    await fs.writeFile(renamedInfo, (await fs.readFile(renamedInfo, "utf8")).replace('"name":"renamed"', '"name":"debian-12"'));
+    const rootfs = path.join(imageDir, "norootfs", "rootfs");
+    let err = await rejection(resolveImage(imageDir, "norootfs"));
+    expect(isPaddockError(err, "ERR_IMAGE_CORRUPT"), String(err)).to.equal(true);
+    expect((err as Error).message).to.include(`${rootfs} does not exist`).and.include("paddock image build norootfs --force").and.not.include("not in the image store");
+    err = await rejection(resolveImage(imageDir, "renamed"));
+    expect(isPaddockError(err, "ERR_IMAGE_CORRUPT"), String(err)).to.equal(true);
+    expect((err as Error).message).to.include(renamedInfo).and.include('names image "debian-12", not "renamed"').and.include("paddock image build renamed --force");
+    const warned: string[] = [];
+    expect((await listImages(imageDir, { onCorrupt: (e) => warned.push(`${e.code} ${e.message}`) })).map((i) => i.name)).to.deep.equal(["other"]);
+    expect(warned).to.have.length(2);
+    expect(warned[0]).to.match(/^ERR_IMAGE_CORRUPT /).and.include(rootfs);
+    expect(warned[1]).to.match(/^ERR_IMAGE_CORRUPT /).and.include(renamedInfo);
+    // build does not "reuse" an image without its rootfs: it rebuilds it (here debootstrap fails
+    // at once against a closed loopback port, so nothing is built and the store is untouched).
+    const lines: string[] = [];
+    err = await rejection(buildImage({ imageDir, name: "norootfs", mirror: "http://127.0.0.1:9/debian", onProgress: (l) => lines.push(l) }));
+    expect(isPaddockError(err, "ERR_IMAGE_BUILD_FAILED"), String(err)).to.equal(true);
+    expect(lines.join("\n")).to.include(`${rootfs} does not exist; rebuilding it`).and.not.match(/reusing/);
+    // ... and refuses to rebuild over a renamed copy (its rootfs may be good) unless forced.
+    err = await rejection(buildImage({ imageDir, name: "renamed", onProgress: () => undefined }));
+    expect(isPaddockError(err, "ERR_IMAGE_CORRUPT"), String(err)).to.equal(true);
+    expect(await fs.stat(path.join(imageDir, "renamed", "rootfs")).then((st) => st.isDirectory())).to.equal(true);
+  });
+
   it("names the store in the build command unless it is the default one", async () => {
     expect(imageBuildCommand("/var/lib/paddock/images", "debian-12")).to.equal("paddock image build debian-12");
     expect(imageBuildCommand("/var/lib/paddock/images/", "debian-12", { force: true })).to.equal("paddock image build debian-12 --force");
