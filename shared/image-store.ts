@@ -23,8 +23,8 @@ import { envValue } from "./env.js";
 
 /** Default Debian mirror; `PADDOCK_DEBIAN_MIRROR` overrides it. */
 export const DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian";
-/** The default image name (Debian 12 "bookworm" minbase). */
-export const DEFAULT_IMAGE_NAME = "debian-12";
+/** The default image name (Debian 12 "bookworm" minbase): the tenant config's default `config.image`. */
+export { DEFAULT_IMAGE_NAME } from "./tenant-config-defaults.js";
 /**
  * Packages every image gets on top of Debian's minbase unless built `minimal`: the everyday
  * tools a user of a Slicer VM expects (`ps`, `free`, `top` from procps; `ip` from iproute2;

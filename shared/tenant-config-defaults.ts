@@ -6,6 +6,11 @@ import { parseCidr, parseIpv6Cidr } from "./cidr.js";
 
 /** Host group and VM names: lowercase DNS-label characters. */
 export const NAME_PATTERN = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+/**
+ * The image a tenant config names when `config.image` is absent (Debian 12 "bookworm" minbase,
+ * built by `paddock image build`; shared/image-store.ts re-exports it).
+ */
+export const DEFAULT_IMAGE_NAME = "debian-12";
 /** Tenant ids: short so socket paths stay under 108 bytes and link names under 15 bytes. */
 export const TENANT_ID_PATTERN = /^[a-z][a-z0-9]{0,11}$/;
 

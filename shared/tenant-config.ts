@@ -15,6 +15,7 @@ import { ConfigReader, parseYamlSafe } from "./yaml-reader.js";
 import { cidrOverlaps, parseCidr } from "./cidr.js";
 import { readHostGroup } from "./tenant-config-groups.js";
 import { readPaddock } from "./tenant-config-paddock.js";
+import { DEFAULT_IMAGE_NAME } from "./tenant-config-defaults.js";
 import type { ApiConfig, HostGroupConfig, TenantConfig, TenantConfigContext } from "./tenant-config-schema.js";
 
 export {
@@ -91,7 +92,7 @@ export function parseTenantConfig(tree: unknown, source: string, ctx: TenantConf
       }
     } catch {}
   }
-  const image = r.string(cfg.image, "config.image") ?? "debian-12";
+  const image = r.string(cfg.image, "config.image") ?? DEFAULT_IMAGE_NAME;
   const hypervisor = r.string(cfg.hypervisor, "config.hypervisor") ?? "firecracker";
   if (hypervisor !== "oci" && hypervisor !== "gvisor" && hypervisor !== "firecracker") {
     r.problem("config.hypervisor", `hypervisor ${JSON.stringify(hypervisor)} is not supported by Paddock (supported: oci, gvisor, firecracker)`);

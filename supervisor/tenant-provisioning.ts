@@ -62,7 +62,7 @@ export const GVISOR_TEMPLATE = "sandbox-gvisor";
 
 /**
  * The image a tenant's daemon will run its VMs from: the create's `image`, else the template's
- * `config.image`, else the daemon's default (shared/tenant-config.ts: {@link DEFAULT_IMAGE_NAME}).
+ * `config.image`, else the tenant config's default ({@link DEFAULT_IMAGE_NAME}, which shared/tenant-config.ts applies too).
  * @returns the image name; undefined when the template's `config.image` is not a string (the
  *   render refuses that template with ERR_CONFIG_INVALID).
  */

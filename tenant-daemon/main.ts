@@ -126,7 +126,7 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
   });
   // Then its dirs: neither may be, be inside or hold a dir of another live daemon (a shared run
   // dir means shared VM bundles and mounts); the state dir's own lock comes after.
-  const releaseState = await assertNoLiveTenantDirs(config.paddock.tenantId, [config.paddock.stateDir, config.paddock.runDir], config.source, undefined, "start")
+  const releaseState = await assertNoLiveTenantDirs(config.paddock.tenantId, [config.paddock.stateDir, config.paddock.runDir], config.source, "start")
     .then(() => acquireOwnership(config.paddock.stateDir, `tenant ${config.paddock.tenantId}'s state`))
     .catch(async (err: unknown) => {
       await releaseId();

@@ -128,12 +128,12 @@ export async function liveTenantDirConflictReal(tenantId: string, dirs: readonly
  * ({@link liveTenantDirConflictReal}). A start checks it too: two daemons sharing a run dir
  * would share their VMs' bundle and mount dirs, and one's delete would break the other's VM.
  * @param configSource - the tenant's config file, named in the advice.
- * @param lockDir - the id lock directory; default {@link TENANT_LOCK_DIR}.
+ * The id locks are those of {@link TENANT_LOCK_DIR}.
  * @param verb - what is refused, for the message: "purge" (default) or "start".
  * @throws PaddockError ERR_TENANT_ID_IN_USE naming both dirs and the live daemon's pid.
  */
-export async function assertNoLiveTenantDirs(tenantId: string, dirs: readonly string[], configSource: string, lockDir: string = TENANT_LOCK_DIR, verb: "purge" | "start" = "purge"): Promise<void> {
-  const live = (await liveTenantLockOwners(TENANT_ID_PATTERN, lockDir)).map((o) => ({ tenantId: o.tenantId, pid: o.owner.pid, dirs: o.owner.dirs ?? [] }));
+export async function assertNoLiveTenantDirs(tenantId: string, dirs: readonly string[], configSource: string, verb: "purge" | "start" = "purge"): Promise<void> {
+  const live = (await liveTenantLockOwners(TENANT_ID_PATTERN, TENANT_LOCK_DIR)).map((o) => ({ tenantId: o.tenantId, pid: o.owner.pid, dirs: o.owner.dirs ?? [] }));
   const conflict = await liveTenantDirConflictReal(tenantId, dirs, live);
   if (conflict !== undefined) {
     throw new PaddockError("ERR_TENANT_ID_IN_USE", `cannot ${verb} tenant ${tenantId}: ${conflict}; nothing was touched. Point paddock.state_dir and paddock.run_dir of ${configSource} at the tenant's own dirs, or stop that daemon first`);

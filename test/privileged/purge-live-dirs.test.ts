@@ -77,7 +77,7 @@ describe("daemon purge never removes a dir nested in a live tenant's dir (root)"
       expect(await fs.readdir(liveRun), "the live run dir is untouched").to.deep.equal(["keep"]);
       expect(existsSync(ownState), "no state dir made").to.equal(false);
       // Control: the same check with the tenant's own run dir passes.
-      await assertNoLiveTenantDirs(started, [ownState, path.join(dir, `run-${started}`)], cfg, undefined, "start");
+      await assertNoLiveTenantDirs(started, [ownState, path.join(dir, `run-${started}`)], cfg, "start");
     } finally {
       await release();
     }
