@@ -8,7 +8,7 @@ import type http from "node:http";
 import { errorResponse, type PaddockError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import type { AuditLog } from "./audit-log.js";
-import type { SupervisorMetrics } from "./metrics.js";
+import { responseCodeLabel, type SupervisorMetrics } from "./metrics.js";
 import { isRefusal, type Admission, type GatewayAdmission } from "./gateway-admission.js";
 import { sendJson } from "./gateway-forward.js";
 import { refusal, type Route } from "./gateway-route.js";
@@ -63,7 +63,8 @@ export class RequestFinisher {
   /**
    * The end of a request (the response finished, or the client went away), from its `close`:
    * the admission is released; if the response did not finish, the upstream request is
-   * destroyed so the daemon sees the disconnect (e.g. stops an exec stream); then metrics, one
+   * destroyed so the daemon sees the disconnect (e.g. stops an exec stream); then metrics (code
+   * `aborted` when no answer head was sent: supervisor/metrics.ts `responseCodeLabel`), one
    * access line (`started` is a `performance.now()` in ms; `aborted: true` when the response
    * did not finish, and no `status` when no answer head was sent either, as the daemon's line
    * does: tenant-daemon/api/access-log.ts) and the audit entry of a VM create/delete (not for
@@ -76,7 +77,7 @@ export class RequestFinisher {
     if (!finished) upstream?.destroy();
     const seconds = (performance.now() - started) / 1000;
     const tenantLabel = r.tenantId ?? "-";
-    this.metrics.observeRequest(tenantLabel, res.statusCode, seconds);
+    this.metrics.observeRequest(tenantLabel, responseCodeLabel(res), seconds);
     const url = req.url ?? "";
     const q = url.indexOf("?");
     const pathOnly = q < 0 ? url : url.slice(0, q);

@@ -30,7 +30,7 @@ import http from "node:http";
 import type { Socket } from "node:net";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "../shared/logger.js";
-import type { SupervisorMetrics } from "./metrics.js";
+import { responseCodeLabel, type SupervisorMetrics } from "./metrics.js";
 import type { AuditLog } from "./audit-log.js";
 import { BODY_IDLE_TIMEOUT_MS, boundRequestBodyIdle, requestHasBody } from "../shared/body-idle-timeout.js";
 import { clientErrorReply } from "../shared/http-input.js";
@@ -80,7 +80,7 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
     // Ending the session (revocation, suspension) cuts both sides; the upstream exists only once forwarded.
     const live: { upstream?: http.ClientRequest } = {};
     const pv = previews?.route(req, false);
-    if (pv) res.once("close", () => metrics.observePreview(pv.r.tenantId ?? "-", pv.addr?.form ?? "-", pv.auth ?? "none", res.statusCode));
+    if (pv) res.once("close", () => metrics.observePreview(pv.r.tenantId ?? "-", pv.addr?.form ?? "-", pv.auth ?? "none", responseCodeLabel(res)));
     const { r, admitted } = admitRoute(admission, pv ? pv.r : routeRequest(tenants, req), req, endRequestSession(res, id, live));
     // A preview redirect: to the trailing slash (nothing routed), or the query token exchanged
     // for the cookie (routed and admitted; a refused admission is answered below instead).

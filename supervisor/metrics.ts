@@ -8,6 +8,23 @@ import { Counter, Gauge, Registry, type Metric, type MetricObjectWithValues, typ
 /** Histogram buckets of proxied request latency, seconds. */
 export const LATENCY_BUCKETS_S = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
+/**
+ * The `code` label of a request its client abandoned before any answer head was sent (no HTTP
+ * status exists for it; the access line then has `aborted: true` and no `status`, README
+ * "Logs"). Not a number, so it never mixes with an upstream's own codes (a daemon or a
+ * previewed app may answer nginx's 499 itself), and one value, so the label stays bounded.
+ */
+export const ABORTED_CODE = "aborted";
+
+/**
+ * The `code` label of a finished or abandoned gateway response, from its `close`: its status
+ * as a decimal string once the answer's head was sent (`res.headersSent`), else
+ * {@link ABORTED_CODE} (Node's `res.statusCode` is then still its default 200, never sent).
+ */
+export function responseCodeLabel(res: { headersSent: boolean; statusCode: number }): string {
+  return res.headersSent ? String(res.statusCode) : ABORTED_CODE;
+}
+
 /** The request count and latency histogram of one `tenant` × `code`, as plain numbers. */
 interface RequestSeries {
   labels: { tenant: string; code: string };
@@ -33,12 +50,12 @@ class RequestFamilies {
   /** By `tenant\0code`. */
   readonly series = new Map<string, RequestSeries>();
 
-  /** Count one request of `tenant` with status `code` that took `seconds`. */
-  observe(tenant: string, code: number, seconds: number): void {
+  /** Count one request of `tenant` with status `code` (decimal, or {@link ABORTED_CODE}) that took `seconds`. */
+  observe(tenant: string, code: string, seconds: number): void {
     const key = `${tenant}\u0000${code}`;
     let s = this.series.get(key);
     if (!s) {
-      s = { labels: { tenant, code: String(code) }, count: 0, sum: 0, buckets: new Float64Array(LATENCY_BUCKETS_S.length) };
+      s = { labels: { tenant, code }, count: 0, sum: 0, buckets: new Float64Array(LATENCY_BUCKETS_S.length) };
       this.series.set(key, s);
     }
     s.count++;
@@ -53,7 +70,7 @@ class RequestFamilies {
 
   /** The registry entry of the counter. */
   counter(): Metric {
-    const meta = { name: "paddock_gateway_requests_total", help: "Requests through the gateway by tenant and status code.", type: "counter", aggregator: "sum" } as const;
+    const meta = { name: "paddock_gateway_requests_total", help: "Requests through the gateway by tenant and status code (aborted: the client left before any answer head).", type: "counter", aggregator: "sum" } as const;
     const get = async (): Promise<MetricObjectWithValues<MetricValue<string>>> => ({ ...meta, values: [...this.series.values()].map((s) => ({ labels: { ...s.labels }, value: s.count })) }) as unknown as MetricObjectWithValues<MetricValue<string>>;
     return { ...meta, get, reset: () => this.series.clear() } as unknown as Metric;
   }
@@ -103,14 +120,17 @@ export class SupervisorMetrics {
     this.authFailures = new Counter({ name: "paddock_gateway_auth_failures_total", help: "Gateway requests refused with 401.", registers });
     this.registry.registerMetric(this.requests.counter());
     this.webhookDeliveries = new Counter({ name: "paddock_webhook_deliveries_total", help: "Webhook delivery attempts by result: delivered (2xx), retry (failed, retried later), failed (given up), gone (410: webhook disabled).", labelNames: ["result"], registers });
-    this.previewRequests = new Counter({ name: "paddock_preview_requests_total", help: "Preview requests and WebSocket upgrades through the gateway by tenant, address form (host|path), auth (tenant_token|preview_token|none) and status code.", labelNames: ["tenant", "form", "auth", "code"], registers });
+    this.previewRequests = new Counter({ name: "paddock_preview_requests_total", help: "Preview requests and WebSocket upgrades through the gateway by tenant, address form (host|path), auth (tenant_token|preview_token|none) and status code (aborted: the client left before any answer head).", labelNames: ["tenant", "form", "auth", "code"], registers });
     this.previewMints = new Counter({ name: "paddock_preview_tokens_minted_total", help: "Preview tokens minted, by tenant.", labelNames: ["tenant"], registers });
     this.registry.registerMetric(this.requests.histogram());
   }
 
-  /** Count one proxied request (tenant `-` for unauthenticated ones) and its latency in seconds. */
-  observeRequest(tenant: string, code: number, seconds: number): void {
-    this.requests.observe(tenant, code, seconds);
+  /**
+   * Count one proxied request (tenant `-` for unauthenticated ones) and its latency in seconds;
+   * `code` is the answer's status, or {@link ABORTED_CODE} (see {@link responseCodeLabel}).
+   */
+  observeRequest(tenant: string, code: number | string, seconds: number): void {
+    this.requests.observe(tenant, String(code), seconds);
   }
 
   /** Count one webhook delivery attempt by its result. */
@@ -125,8 +145,11 @@ export class SupervisorMetrics {
     } });
   }
 
-  /** Count one preview request (tenant `-` when unknown; `auth` `none` when refused before auth) by its final status `code`. */
-  observePreview(tenant: string, form: string, auth: string, code: number): void {
+  /**
+   * Count one preview request (tenant `-` when unknown; `auth` `none` when refused before auth)
+   * by its final status `code`, or {@link ABORTED_CODE} (see {@link responseCodeLabel}).
+   */
+  observePreview(tenant: string, form: string, auth: string, code: number | string): void {
     this.previewRequests.inc({ tenant, form, auth, code: String(code) });
   }
 

@@ -150,7 +150,7 @@ describe("supervisor metrics", () => {
     const m = new SupervisorMetrics();
     // The reference: the same families as prom-client metrics, fed the same requests.
     const ref = new Registry();
-    const c = new Counter({ name: "paddock_gateway_requests_total", help: "Requests through the gateway by tenant and status code.", labelNames: ["tenant", "code"], registers: [ref] });
+    const c = new Counter({ name: "paddock_gateway_requests_total", help: "Requests through the gateway by tenant and status code (aborted: the client left before any answer head).", labelNames: ["tenant", "code"], registers: [ref] });
     const h = new Histogram({ name: "paddock_gateway_request_duration_seconds", help: "Gateway request latency (until the response ends).", labelNames: ["tenant", "code"], buckets: LATENCY_BUCKETS_S, registers: [ref] });
     const seen: Array<[string, number, number]> = [["t1", 200, 0.0005], ["t1", 200, 0.001], ["-", 401, 0.0001], ["t2", 502, 61], ["t1", 200, 0.02], ["t2", 404, 60]];
     for (const [tenant, code, s] of seen) {
