@@ -119,16 +119,19 @@ export class JsonStateStore<T extends Versioned> {
   /**
    * Read-modify-write under the lock. `mutate` gets a fresh copy and returns the new state
    * (or mutates and returns nothing) and a result. Calls in this process are serialised too.
+   * @param options.unchanged told `mutate`'s result, true when `mutate` changed nothing: the
+   *   file is then not written (no temp file, no fsync, no rename), the read under the lock
+   *   still decided it (default: always written)
    * @throws whatever `mutate` throws (nothing is written then), `ERR_STATE_LOCKED` when the
    *   lock cannot be taken within ~10 s, `ERR_STATE_CORRUPT` after a compromised lock.
    */
-  async update<R>(mutate: (state: T) => R | Promise<R>): Promise<R> {
-    const next = this.chain.then(() => this.updateLocked(mutate));
+  async update<R>(mutate: (state: T) => R | Promise<R>, options: { unchanged?: (result: R) => boolean } = {}): Promise<R> {
+    const next = this.chain.then(() => this.updateLocked(mutate, options.unchanged));
     this.chain = next.catch(() => undefined);
     return next;
   }
 
-  private async updateLocked<R>(mutate: (state: T) => R | Promise<R>): Promise<R> {
+  private async updateLocked<R>(mutate: (state: T) => R | Promise<R>, unchanged: ((result: R) => boolean) | undefined): Promise<R> {
     if (this.compromised) throw new PaddockError("ERR_STATE_CORRUPT", `lock on ${this.opts.file} was compromised`, { cause: this.compromised });
     const release = await lockWithRetry(this.opts.file, {
       what: this.opts.file,
@@ -140,6 +143,7 @@ export class JsonStateStore<T extends Versioned> {
     try {
       const state = await this.read();
       const result = await mutate(state);
+      if (unchanged?.(result) === true) return result;
       try {
         await writeFileAtomic(this.opts.file, JSON.stringify(state, null, 2) + "\n");
       } catch (err) {

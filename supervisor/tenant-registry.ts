@@ -187,14 +187,20 @@ export class TenantRegistry {
     return t;
   }
 
-  /** Read-modify-write of the whole state under the lock. */
-  async update<R>(mutate: (state: RegistryState) => R | Promise<R>): Promise<R> {
+  /**
+   * Read-modify-write of the whole state under the lock; the committed copy and the change
+   * listeners follow each written change.
+   * @param options.unchanged true for a result of `mutate` that changed nothing: nothing is
+   *   written, the committed copy stays and no listener is called (shared/state-store.ts)
+   */
+  async update<R>(mutate: (state: RegistryState) => R | Promise<R>, options: { unchanged?: (result: R) => boolean } = {}): Promise<R> {
     let committed: RegistryState | undefined;
+    const { unchanged } = options;
     const result = await this.store.update(async (state) => {
       const r = await mutate(state);
-      committed = state;
+      if (unchanged?.(r) !== true) committed = state;
       return r;
-    });
+    }, { unchanged });
     if (committed) {
       this.current = JSON.parse(JSON.stringify(committed)) as RegistryState;
       this.emit();
@@ -204,15 +210,16 @@ export class TenantRegistry {
 
   /**
    * Mutate one tenant under the lock; `updatedAt` is refreshed.
+   * @param options.unchanged as {@link update}'s: nothing is written, `updatedAt` included
    * @throws PaddockError `ERR_TENANT_NOT_FOUND`, or whatever `mutate` throws (nothing written).
    */
-  async updateTenant<R>(id: string, mutate: (t: TenantRecord) => R): Promise<R> {
+  async updateTenant<R>(id: string, mutate: (t: TenantRecord) => R, options: { unchanged?: (result: R) => boolean } = {}): Promise<R> {
     return this.update((state) => {
       const t = state.tenants[id];
       if (!t) throw new PaddockError("ERR_TENANT_NOT_FOUND", `tenant ${JSON.stringify(id)} not found`);
       const r = mutate(t);
-      t.updatedAt = new Date().toISOString();
+      if (options.unchanged?.(r) !== true) t.updatedAt = new Date().toISOString();
       return r;
-    });
+    }, options);
   }
 }

@@ -83,9 +83,11 @@ export class TenantTokens {
    * Revoke a token (idempotent for an already revoked one) and end its live gateway sessions
    * (a request not yet answered gets 401). Either way one `token.revoke` audit entry is
    * written (an attempt is recorded too); that of an already revoked token carries
-   * `already_revoked: true`, so it is told apart from the real revoke.
+   * `already_revoked: true`, so it is told apart from the real revoke. The no-op writes
+   * nothing to the registry (no fsync, no new committed copy, no token index rebuild).
    * @returns when the token was revoked (RFC 3339; the earlier time if it already was) and
-   *   whether it already was, both read in the same registry update as the revoke.
+   *   whether it already was, both read under the registry's lock in the same update as the
+   *   revoke, so of two racing revokes exactly one is the real one.
    * @throws PaddockError `ERR_TOKEN_NOT_FOUND`, `ERR_TENANT_NOT_FOUND`.
    */
   async revoke(id: string, tokenId: string, who: Actor): Promise<RevokedToken> {
@@ -95,7 +97,7 @@ export class TenantTokens {
       const alreadyRevoked = k.revokedAt !== undefined;
       k.revokedAt ??= new Date().toISOString();
       return { revokedAt: k.revokedAt, alreadyRevoked };
-    });
+    }, { unchanged: (r) => r.alreadyRevoked });
     this.ctx.endSessions(id, tokenId, new PaddockError("ERR_AUTH_REQUIRED", "missing, invalid, expired or revoked token"));
     this.ctx.recordAudit(who, "token.revoke", id, { token_id: tokenId, ...(out.alreadyRevoked ? { already_revoked: true } : {}) });
     return out;

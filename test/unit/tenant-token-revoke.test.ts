@@ -63,4 +63,35 @@ describe("supervisor: token revoke and its audit entry", () => {
     }
     expect(audited.filter((e) => e.action === "token.revoke")).to.have.length(2);
   });
+
+  it("a revoke of a token already revoked writes nothing: same registry file (inode, bytes), no new committed copy, no index rebuild", async () => {
+    const who = { actor: "admin", requestId: "r2" };
+    const issued = await tokens.issue("t1", { expiresAt: undefined }, who);
+    await tokens.revoke("t1", issued.id, who);
+    const before = { stat: await fs.stat(registry.file), text: await fs.readFile(registry.file, "utf8"), snapshot: registry.snapshot() };
+    let changes = 0;
+    registry.onChange(() => changes++);
+    changes = 0;
+    const again = await tokens.revoke("t1", issued.id, who);
+    expect(again.alreadyRevoked).to.equal(true);
+    const after = await fs.stat(registry.file);
+    expect(after.ino, "the file was not replaced").to.equal(before.stat.ino);
+    expect(await fs.readFile(registry.file, "utf8")).to.equal(before.text);
+    expect(registry.snapshot(), "the committed copy is the same object").to.equal(before.snapshot);
+    expect(changes, "no change listener ran").to.equal(0);
+    expect(audited.filter((e) => e.action === "token.revoke").map((e) => e.details)).to.deep.equal([{ token_id: issued.id }, { token_id: issued.id, already_revoked: true }]);
+  });
+
+  it("of two racing revokes exactly one is the real one (one write), the other answers already revoked with its time", async () => {
+    const who = { actor: "admin", requestId: "r3" };
+    const issued = await tokens.issue("t1", { expiresAt: undefined }, who);
+    let changes = 0;
+    registry.onChange(() => changes++);
+    changes = 0;
+    const [a, b] = await Promise.all([tokens.revoke("t1", issued.id, who), tokens.revoke("t1", issued.id, who)]);
+    expect([a.alreadyRevoked, b.alreadyRevoked].sort()).to.deep.equal([false, true]);
+    expect(a.revokedAt).to.equal(b.revokedAt);
+    expect(registry.get("t1").tokens.find((k) => k.id === issued.id)?.revokedAt).to.equal(a.revokedAt);
+    expect(changes, "one committed change").to.equal(1);
+  });
 });
