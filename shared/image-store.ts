@@ -18,6 +18,7 @@ import path from "node:path";
 import { PaddockError, errnoCode } from "./errors.js";
 import { readdirOrEmpty } from "./read-dir.js";
 import { run } from "./exec.js";
+import { runDebootstrap } from "./debootstrap-run.js";
 import { DEFAULT_STATE_DIR } from "./tenant-config-defaults.js";
 import { envValue } from "./env.js";
 
@@ -270,7 +271,9 @@ export async function resolveImage(imageDir: string, name: string): Promise<stri
  * rebuilt, with a progress line saying why.
  *
  * Takes about a minute with a nearby mirror. Needs root (debootstrap, chroot).
- * @throws PaddockError ERR_IMAGE_BUILD_FAILED with debootstrap's stderr; ERR_BAD_REQUEST for bad names;
+ * @throws PaddockError ERR_IMAGE_BUILD_FAILED with what debootstrap said (its stderr, its `E:`/`W:`
+ *   lines on stdout and the end of its log: shared/debootstrap-run.ts) or the failing step's stderr;
+ *   ERR_BAD_REQUEST for bad names;
  *   ERR_IMAGE_CORRUPT (without `force`) when the directory's `image.json` names another image
  *   (its rootfs may be a good renamed copy: the message says how to fix the name).
  */
@@ -323,7 +326,7 @@ export async function buildImage(options: BuildImageOptions): Promise<StoredImag
     args.push(DEFAULT_SUITE, rootfs, mirror);
     progress(`debootstrap ${args.join(" ")} (about a minute)`);
     const started = Date.now();
-    await run("debootstrap", args, { timeoutMs: DEBOOTSTRAP_TIMEOUT_MS, errorCode: "ERR_IMAGE_BUILD_FAILED" });
+    await runDebootstrap(args, rootfs, DEBOOTSTRAP_TIMEOUT_MS);
     progress(`debootstrap done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
     // 2. The default non-root user (the one an exec without uid runs as) and Slicer's config dir.

@@ -5,6 +5,7 @@ import path from "node:path";
 import { isPaddockError } from "../../shared/errors.js";
 import { rejection } from "../helpers/rejection.js";
 import { DEFAULT_IMAGE_PACKAGES, buildImage, imageBuildCommand, isOciReference, listImages, resolveImage } from "../../shared/image-store.js";
+import { debootstrapFailureReason, readDebootstrapLogTail } from "../../shared/debootstrap-run.js";
 
 async function fakeImage(imageDir: string, name: string, complete: boolean, packages: readonly string[] = []): Promise<void> {
   await fs.mkdir(path.join(imageDir, name, "rootfs", "etc"), { recursive: true });
@@ -119,6 +120,42 @@ describe("image store", () => {
     err = await rejection(buildImage({ imageDir, name: "renamed", onProgress: () => undefined }));
     expect(isPaddockError(err, "ERR_IMAGE_CORRUPT"), String(err)).to.equal(true);
     expect(await fs.stat(path.join(imageDir, "renamed", "rootfs")).then((st) => st.isDirectory())).to.equal(true);
+  });
+
+  it("a debootstrap failure says why (its E: line on stdout, the end of its log), not an empty reason, and leaves no build dir", async () => {
+    // debootstrap writes nothing to stderr here: its messages go to stdout, wget's to its log.
+    const err = await rejection(buildImage({ imageDir, name: "nomirror", minimal: true, mirror: "http://127.0.0.1:9/debian" }));
+    expect(isPaddockError(err, "ERR_IMAGE_BUILD_FAILED"), String(err)).to.equal(true);
+    const msg = (err as Error).message;
+    expect(msg).to.not.match(/: $/);
+    expect(msg).to.include("failed (exit 1): E: Failed getting release file http://127.0.0.1:9/debian/dists/bookworm/Release");
+    expect(msg).to.match(/the end of its log \S+\/rootfs\/debootstrap\/debootstrap\.log \(removed with the build directory\): .*Connection refused/);
+    expect(await fs.readdir(imageDir)).to.deep.equal([]);
+  });
+
+  it("debootstrap's failure reason: stderr, then E:/W: lines (else the last stdout lines), then the log; never empty", () => {
+    expect(debootstrapFailureReason({ stdout: "", stderr: "" })).to.equal("no output");
+    expect(debootstrapFailureReason({ stdout: "I: a\nW: b\nI: c\nE: d\n", stderr: " boom \n" })).to.equal("boom; W: b | E: d");
+    expect(debootstrapFailureReason({ stdout: "I: one\nI: two\n", stderr: "", log: { path: "/b/rootfs/debootstrap/debootstrap.log", tail: "x | y" } }))
+      .to.equal("I: one | I: two; the end of its log /b/rootfs/debootstrap/debootstrap.log (removed with the build directory): x | y");
+  });
+
+  it("reads the end of a debootstrap log only as a plain file, never through a symlink", async () => {
+    const target = path.join(imageDir, "t");
+    await fs.mkdir(path.join(target, "debootstrap"), { recursive: true });
+    await fs.writeFile(path.join(target, "debootstrap", "debootstrap.log"), Array.from({ length: 40 }, (_, i) => `line ${i}`).join("\n") + "\n");
+    expect(await readDebootstrapLogTail(target)).to.equal(Array.from({ length: 12 }, (_, i) => `line ${28 + i}`).join(" | "));
+    await fs.writeFile(path.join(imageDir, "secret"), "host file\n");
+    await fs.rm(path.join(target, "debootstrap", "debootstrap.log"));
+    await fs.symlink(path.join(imageDir, "secret"), path.join(target, "debootstrap", "debootstrap.log"));
+    expect(await readDebootstrapLogTail(target)).to.equal(undefined);
+    const other = path.join(imageDir, "u");
+    await fs.mkdir(path.join(imageDir, "elsewhere"));
+    await fs.writeFile(path.join(imageDir, "elsewhere", "debootstrap.log"), "host file\n");
+    await fs.mkdir(other);
+    await fs.symlink(path.join(imageDir, "elsewhere"), path.join(other, "debootstrap"));
+    expect(await readDebootstrapLogTail(other)).to.equal(undefined);
+    expect(await readDebootstrapLogTail(path.join(imageDir, "missing"))).to.equal(undefined);
   });
 
   it("names the store in the build command unless it is the default one", async () => {
