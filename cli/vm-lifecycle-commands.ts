@@ -190,28 +190,13 @@ export async function shutdownOutcome(client: ApiClient, hostname: string): Prom
 }
 
 /**
- * What to do instead of a `vm pause|resume` the API refused with `ERR_VM_NOT_RUNNING` (409), from
- * the VM's wire status: a suspended VM (checkpointed to disk, `vm suspend`) comes back with
- * `paddock vm restore`, not `resume` (which thaws a paused VM); a stopped persistent VM with
- * `paddock vm relaunch`. Pure.
- * @param status - the VM's `status` from `GET /vm/{h}` (`Suspended`, `Stopped`, …), if known.
- * @returns one clause naming the command, or undefined when there is no better advice.
- */
-export function notRunningAdvice(verb: "pause" | "resume", hostname: string, status: string | undefined): string | undefined {
-  if (status === "Suspended") {
-    return `${hostname} is suspended (checkpointed to disk), not ${verb === "resume" ? "paused" : "running"}; bring it back with \`paddock vm restore ${hostname}\``;
-  }
-  if (status === "Stopped") return `${hostname} is stopped; boot it again with \`paddock vm relaunch ${hostname}\``;
-  return undefined;
-}
-
-/**
  * `paddock vm shutdown|pause|resume HOST`: POST /vm/{h}/<verb> with no body and a text answer.
  * A shutdown then says what became of the VM ({@link shutdownOutcome}); a pause of a paused VM
  * or a resume of a running one says so (the daemon's `Paddock-Already` header,
- * shared/slicer/vm-power.ts). A pause or resume refused with `ERR_VM_NOT_RUNNING` keeps that
- * code and status (exit 4) and gets the advice of {@link notRunningAdvice} added to its message,
- * unless the daemon's message gives it already (a restore or relaunch route).
+ * shared/slicer/vm-power.ts). A pause or resume refused with `ERR_VM_NOT_RUNNING` is printed as
+ * the daemon wrote it (exit 4): for a suspended or stopped VM its message already names the way
+ * back, the route and the CLI command (tenant-daemon/vm/vm-power.ts `vmNotRunningError`), so
+ * the CLI adds nothing of its own.
  * @returns the exit code
  */
 export async function simpleVerb(ctx: CliContext, argv: string[], verb: "shutdown" | "pause" | "resume"): Promise<number> {
@@ -222,18 +207,7 @@ export async function simpleVerb(ctx: CliContext, argv: string[], verb: "shutdow
   if (action !== undefined && action !== "shutdown" && action !== "reboot") throw new UsageError(`--action takes shutdown or reboot, got ${JSON.stringify(action)}`);
   const client = clientFor(ctx, values);
   const { done, already } = await withVm(client, positionals[0] as string, async (h) => {
-    let res;
-    try {
-      res = await client.send("POST", `/vm/${seg(h)}/${verb}`, { query: [["action", action]] });
-    } catch (err) {
-      if (verb === "shutdown" || !(err instanceof ApiError) || err.code !== "ERR_VM_NOT_RUNNING") throw err;
-      // A daemon that names the way back itself (tenant-daemon/vm/vm-power.ts vmNotRunningError) needs no advice added.
-      if (/\/(restore|relaunch)\b/.test(err.error)) throw err;
-      const status = await client.json<VmNode>("GET", `/vm/${seg(h)}`).then((n) => (typeof n?.status === "string" ? n.status : undefined), () => undefined);
-      const advice = notRunningAdvice(verb, h, status);
-      if (advice === undefined) throw err;
-      throw new ApiError(err.status, `${err.error}: ${advice}`, err.code, { ...err.fields });
-    }
+    const res = await client.send("POST", `/vm/${seg(h)}/${verb}`, { query: [["action", action]] });
     await readBody(res, 64 * 1024);
     return { done: h, already: alreadyState(res.headers) };
   });
