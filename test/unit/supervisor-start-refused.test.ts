@@ -41,11 +41,15 @@ async function refusal(flags: { stateDir: string; runDir: string; gateway?: stri
   );
 }
 
-/** A loopback port held by a plain TCP server until `close`. */
-async function holdPort(): Promise<{ port: number; close: () => Promise<void> }> {
+/** {@link refusal} of a start whose `which` address is a loopback port a plain TCP server holds meanwhile (closed after, even on failure). */
+async function refusalOnHeldPort(which: "gateway" | "admin", flags: { stateDir: string; runDir: string }): Promise<unknown> {
   const server = net.createServer();
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return { port: (server.address() as net.AddressInfo).port, close: () => new Promise((resolve) => server.close(() => resolve())) };
+  try {
+    return await refusal({ ...flags, [which]: `127.0.0.1:${(server.address() as net.AddressInfo).port}` });
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
 }
 
 describe("refused supervisor start", function () {
@@ -89,13 +93,8 @@ describe("refused supervisor start", function () {
   });
 
   it("on a gateway port in use: makes neither state nor run dir", async function () {
-    const held = await holdPort();
-    try {
-      const err = await refusal({ stateDir: state, runDir: run, gateway: `127.0.0.1:${held.port}` });
-      expect(isPaddockError(err, "ERR_SOCKET_IN_USE"), String(err)).to.equal(true);
-    } finally {
-      await held.close();
-    }
+    const err = await refusalOnHeldPort("gateway", { stateDir: state, runDir: run });
+    expect(isPaddockError(err, "ERR_SOCKET_IN_USE"), String(err)).to.equal(true);
     expect(await tree(state)).to.equal("missing");
     expect(await tree(run)).to.equal("missing");
   });
@@ -104,13 +103,8 @@ describe("refused supervisor start", function () {
     const sup = await runSupervisor({ flags: { stateDir: state, runDir: run, gateway: "127.0.0.1:0", admin: "127.0.0.1:0" }, env: {}, logger: silentLogger });
     await sup.close({ stopDaemons: true });
     const [stateBefore, runBefore] = [await tree(state), await tree(run)];
-    const held = await holdPort();
-    try {
-      const err = await refusal({ stateDir: state, runDir: run, admin: `127.0.0.1:${held.port}` });
-      expect(isPaddockError(err, "ERR_SOCKET_IN_USE"), String(err)).to.equal(true);
-    } finally {
-      await held.close();
-    }
+    const err = await refusalOnHeldPort("admin", { stateDir: state, runDir: run });
+    expect(isPaddockError(err, "ERR_SOCKET_IN_USE"), String(err)).to.equal(true);
     expect(await tree(state)).to.deep.equal(stateBefore);
     expect(await tree(run)).to.deep.equal(runBefore);
   });
@@ -130,13 +124,8 @@ describe("refused supervisor start", function () {
 
   it("own state dir, a run dir of another state and a port in use: told about the run dir first", async function () {
     await claimedRun();
-    const held = await holdPort();
-    try {
-      const err = await refusal({ stateDir: state, runDir: run, gateway: `127.0.0.1:${held.port}` });
-      expect(isPaddockError(err, "ERR_STATE_LOCKED"), String(err)).to.equal(true);
-    } finally {
-      await held.close();
-    }
+    const err = await refusalOnHeldPort("gateway", { stateDir: state, runDir: run });
+    expect(isPaddockError(err, "ERR_STATE_LOCKED"), String(err)).to.equal(true);
     expect(await tree(state)).to.equal("missing");
   });
 
