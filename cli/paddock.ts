@@ -73,6 +73,11 @@ a conflict exits 4 (the tenant's state dir, socket, id or uid range held by a da
 a state or run dir that is, is inside or holds one of another running daemon's:
 ERR_STATE_LOCKED, ERR_SOCKET_IN_USE, ERR_TENANT_ID_IN_USE, ERR_USERNS_RANGE_TAKEN; a purge while its
 daemon runs).
+
+The daemon runs in this process: with NODE_EXTRA_CA_CERTS set, node parses that file at start
+(tens of ms of CPU with a distribution's whole bundle). The daemon needs extra CAs only for its
+egress proxy's upstream TLS, which reads PADDOCK_EXTRA_CA_CERTS on first use instead, as the
+supervisor passes it: PADDOCK_EXTRA_CA_CERTS=CAFILE NODE_EXTRA_CA_CERTS= paddock daemon up FILE
 `;
 
 async function daemonCommand(ctx: CliContext, argv: string[]): Promise<number> {

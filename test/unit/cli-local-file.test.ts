@@ -107,6 +107,8 @@ describe("paddock: local files named by flags (cli/local-file.ts)", () => {
     const r = await run(["daemon", "--help"], {});
     expect(r.code).to.equal(0);
     expect(r.stdout).to.match(/^usage: paddock daemon up FILE \| paddock daemon purge FILE$/m).and.to.match(/^ {2}up FILE /m).and.to.match(/^ {2}purge FILE /m).and.to.contain("Refused");
+    // The daemon runs in the CLI's process: the help says what NODE_EXTRA_CA_CERTS costs and how the supervisor avoids it.
+    expect(r.stdout.replace(/\s+/g, " ")).to.contain("The daemon runs in this process: with NODE_EXTRA_CA_CERTS set").and.to.contain("PADDOCK_EXTRA_CA_CERTS=CAFILE NODE_EXTRA_CA_CERTS= paddock daemon up FILE");
   });
 
   it("fileReadError: stable code, exit 1, the errno kept; an error without errno keeps its message", () => {
