@@ -131,7 +131,11 @@ function addSpans(s: Samples, d: TestDaemon, from: number): void {
     for (const [k, v] of Object.entries((l.atMs ?? {}) as Record<string, number>)) (s.spans.get(k) ?? s.spans.set(k, []).get(k) as number[]).push(v);
     (s.spans.get("boot total") ?? s.spans.set("boot total", []).get("boot total") as number[]).push(l.totalMs as number);
   }
-  for (const l of logLines(d, from, "vm wait timing")) (s.spans.get("wait for agent") ?? s.spans.set("wait for agent", []).get("wait for agent") as number[]).push(l.waitMs as number);
+  for (const l of logLines(d, from, "vm wait timing")) {
+    (s.spans.get("wait for agent") ?? s.spans.set("wait for agent", []).get("wait for agent") as number[]).push(l.waitMs as number);
+    // Since 05716b1's successor: the agent's health answer alone (the rest is the secret delivery).
+    if (typeof l.agentMs === "number") (s.spans.get("  agent answered") ?? s.spans.set("  agent answered", []).get("  agent answered") as number[]).push(l.agentMs);
+  }
 }
 
 async function createOne(d: TestDaemon): Promise<[number, string]> {
