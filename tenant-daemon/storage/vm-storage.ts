@@ -26,6 +26,7 @@ import {
 } from "./vm-disk.js";
 import { copyDiskImage } from "./disk-copy.js";
 import { DiskLedger } from "./disk-ledger.js";
+import { SpareDemand } from "./spare-demand.js";
 import type { UidRange } from "../../shared/uid-ranges.js";
 
 /** Options of {@link createVmStorage}. */
@@ -47,8 +48,12 @@ export interface VmStorageOptions {
   /**
    * Pre-formatted spare disks kept per disk size (default 2; 0 disables the pool). A new VM
    * takes one by rename instead of waiting for mkfs; the pool is refilled in the background.
+   * After a burst of creates asked for more disks of a size within 10 s, the pool keeps as
+   * many (at most {@link poolBurstMax}) for 10 min (spare-demand.ts).
    */
   poolSize?: number;
+  /** Most spares per disk size a burst raises the pool to (default 20; spare-demand.ts). */
+  poolBurstMax?: number;
   /**
    * `paddock.disk_commit_ratio` (default 1): how much of the disks file system's free space
    * this daemon's disks may be promised; see disk-ledger.ts.
@@ -126,7 +131,7 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
 
   const owner = options.uidRange === undefined ? undefined : { uid: options.uidRange.uidStart, gid: options.uidRange.uidStart };
   const ledger = new DiskLedger(disksDir, options.diskCommitRatio ?? 1);
-  const pool = new SparePool(path.join(disksDir, ".pool"), options.poolSize ?? 2, log, owner);
+  const pool = new SparePool(path.join(disksDir, ".pool"), { base: options.poolSize ?? 2, ...(options.poolBurstMax === undefined ? {} : { max: options.poolBurstMax }) }, log, owner);
   return {
     paths,
     ledger,
@@ -248,19 +253,41 @@ async function fileExists(p: string): Promise<boolean> {
  * Pre-formatted spare disks, `<dir>/<sizeBytes>-<n>.img`, made with the same
  * {@link prepareDisk} as a VM's own disk (so a spare is exactly what mkfs would have made) and
  * handed out by rename(2) on the same filesystem. Refills run one mkfs at a time in the
- * background. Everything is deleted by {@link drain} (daemon stop, purge, start-up sweep).
+ * background, up to each size's {@link SpareDemand} target (the base size, or more after a
+ * burst); spares above a target that fell again are deleted at the next refill. Everything is
+ * deleted by {@link drain} (daemon stop, purge, start-up sweep).
  */
 class SparePool {
   private readonly ready = new Map<number, string[]>();
-  private readonly wanted = new Set<number>();
+  private readonly demand = new Map<number, SpareDemand>();
   private running: Promise<void> | undefined;
   private closed = false;
   private seq = 0;
 
-  constructor(private readonly dir: string, private readonly size: number, private readonly log: Logger, private readonly owner: { uid: number; gid: number } | undefined) {}
+  constructor(
+    private readonly dir: string,
+    private readonly limits: { base: number; max?: number },
+    private readonly log: Logger,
+    private readonly owner: { uid: number; gid: number } | undefined,
+  ) {}
 
-  /** Move a spare of `sizeBytes` to `target`; false when none is ready. */
+  /** How many spares of `sizeBytes` to keep now. */
+  private target(sizeBytes: number): number {
+    return this.demand.get(sizeBytes)?.target(Date.now()) ?? 0;
+  }
+
+  private demandOf(sizeBytes: number): SpareDemand {
+    let d = this.demand.get(sizeBytes);
+    if (d === undefined) {
+      d = new SpareDemand(this.limits);
+      this.demand.set(sizeBytes, d);
+    }
+    return d;
+  }
+
+  /** Move a spare of `sizeBytes` to `target` (counted as demand either way); false when none is ready. */
   async take(sizeBytes: number, target: string): Promise<boolean> {
+    if (this.limits.base > 0) this.demandOf(sizeBytes).record(Date.now());
     const list = this.ready.get(sizeBytes);
     const spare = list?.shift();
     if (spare === undefined) return false;
@@ -274,10 +301,13 @@ class SparePool {
     }
   }
 
-  /** Top the pool of `sizeBytes` up to its size, in the background. */
+  /** Top the pool of `sizeBytes` up to its target (or trim it down to it), in the background. */
   refill(sizeBytes: number): void {
-    if (this.size <= 0 || this.closed) return;
-    this.wanted.add(sizeBytes);
+    if (this.limits.base <= 0 || this.closed) return;
+    this.demandOf(sizeBytes);
+    const list = this.ready.get(sizeBytes) ?? [];
+    // A burst's raised target fell back: the spares above it go.
+    for (const extra of list.splice(this.target(sizeBytes))) void fs.rm(extra, { force: true }).catch(() => undefined);
     this.running ??= this.fill().finally(() => {
       this.running = undefined;
     });
@@ -286,14 +316,14 @@ class SparePool {
   private async fill(): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
     for (;;) {
-      const size = [...this.wanted].find((s) => (this.ready.get(s)?.length ?? 0) < this.size);
+      const size = [...this.demand.keys()].find((s) => (this.ready.get(s)?.length ?? 0) < this.target(s));
       if (size === undefined || this.closed) return;
       const file = path.join(this.dir, `${size}-${++this.seq}.img`);
       try {
         await prepareDisk({ diskPath: file, sizeBytes: size, background: true, owner: this.owner });
       } catch (err) {
         this.log.warn("spare disk could not be made; the pool stops refilling this size", { sizeBytes: size, err });
-        this.wanted.delete(size);
+        this.demand.delete(size);
         continue;
       }
       if (this.closed) {
@@ -311,7 +341,7 @@ class SparePool {
     this.closed = true;
     await this.running?.catch(() => undefined);
     this.ready.clear();
-    this.wanted.clear();
+    this.demand.clear();
     await fs.rm(this.dir, { recursive: true, force: true });
   }
 
