@@ -14,7 +14,11 @@ export interface SpareDemandOptions {
   base: number;
   /** Most spares a burst can raise the target to (default {@link DEFAULT_SPARE_BURST_MAX}). */
   max: number;
-  /** Takes at most this far apart, ms, count as one burst (default 10 000). */
+  /**
+   * Takes at most this far apart, ms, count as one burst (default 2 000: concurrent creates
+   * take their disks within a few hundred ms; creates one at a time, one every second or so,
+   * stay at the base, which a background mkfs per take keeps up with).
+   */
   windowMs: number;
   /** How long a burst keeps the target raised, ms (default 600 000: 10 min). */
   memoryMs: number;
@@ -49,7 +53,7 @@ export class SpareDemand {
 
   /** @throws RangeError for a negative or non-integer base or max, or non-positive durations. */
   constructor(opts: Partial<SpareDemandOptions> & { base: number }) {
-    this.opts = { max: DEFAULT_SPARE_BURST_MAX, windowMs: 10_000, memoryMs: 600_000, ...opts };
+    this.opts = { max: DEFAULT_SPARE_BURST_MAX, windowMs: 2_000, memoryMs: 600_000, ...opts };
     const { base, max, windowMs, memoryMs } = this.opts;
     if (!Number.isInteger(base) || base < 0 || !Number.isInteger(max) || max < 0) throw new RangeError(`spare pool base ${base} and max ${max} must be integers >= 0`);
     if (!(windowMs > 0) || !(memoryMs > 0)) throw new RangeError("spare demand windowMs and memoryMs must be > 0");

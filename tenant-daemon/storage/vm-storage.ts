@@ -48,7 +48,7 @@ export interface VmStorageOptions {
   /**
    * Pre-formatted spare disks kept per disk size (default 2; 0 disables the pool). A new VM
    * takes one by rename instead of waiting for mkfs; the pool is refilled in the background.
-   * After a burst of creates asked for more disks of a size within 10 s, the pool keeps as
+   * After a burst of creates asked for more disks of a size within 2 s, the pool keeps as
    * many (at most {@link poolBurstMax}) for 10 min (spare-demand.ts).
    */
   poolSize?: number;

@@ -14,10 +14,14 @@ describe("spare-disk demand", () => {
   });
 
   it("keeps the base without demand and after takes one at a time", () => {
-    const d = new SpareDemand({ base: 2, windowMs: 10_000 });
+    const d = new SpareDemand({ base: 2 });
     expect(d.target(0)).to.equal(2);
-    for (let t = 0; t < 10; t++) d.record(t * 20_000);
-    expect(d.target(200_000)).to.equal(2);
+    // One create a second (the default window is 2 s, ends inclusive: at most 3 in one).
+    for (let t = 0; t < 10; t++) d.record(t * 1_000);
+    expect(d.target(10_000)).to.equal(3);
+    const slow = new SpareDemand({ base: 2 });
+    for (let t = 0; t < 10; t++) slow.record(t * 2_500);
+    expect(slow.target(25_000)).to.equal(2);
   });
 
   it("raises the target to a burst's size, capped at max, and falls back after memoryMs", () => {
