@@ -22,6 +22,11 @@ export interface SpareDemandOptions {
   windowMs: number;
   /** How long a burst keeps the target raised, ms (default 600 000: 10 min). */
   memoryMs: number;
+  /**
+   * A refill waits until no create took a disk for this long, ms, while spares are left
+   * (default 1 000): the background mkfs runs after a burst rather than on its CPU.
+   */
+  quietMs: number;
 }
 
 /** Default {@link SpareDemandOptions.max}: figure 8's burst (docs/benchmarks.md). */
@@ -53,7 +58,7 @@ export class SpareDemand {
 
   /** @throws RangeError for a negative or non-integer base or max, or non-positive durations. */
   constructor(opts: Partial<SpareDemandOptions> & { base: number }) {
-    this.opts = { max: DEFAULT_SPARE_BURST_MAX, windowMs: 2_000, memoryMs: 600_000, ...opts };
+    this.opts = { max: DEFAULT_SPARE_BURST_MAX, windowMs: 2_000, memoryMs: 600_000, quietMs: 1_000, ...opts };
     const { base, max, windowMs, memoryMs } = this.opts;
     if (!Number.isInteger(base) || base < 0 || !Number.isInteger(max) || max < 0) throw new RangeError(`spare pool base ${base} and max ${max} must be integers >= 0`);
     if (!(windowMs > 0) || !(memoryMs > 0)) throw new RangeError("spare demand windowMs and memoryMs must be > 0");
@@ -71,6 +76,16 @@ export class SpareDemand {
     if (base === 0) return 0;
     this.forget(nowMs);
     return Math.max(base, Math.min(max, largestBurst(this.takes, this.opts.windowMs)));
+  }
+
+  /**
+   * How long the next refill should wait at `nowMs`, ms: 0 when no spare is left (`ready` 0)
+   * or no disk was taken within `quietMs`, else the rest of that quiet time.
+   */
+  refillDelayMs(nowMs: number, ready: number): number {
+    const last = this.takes.at(-1);
+    if (ready === 0 || last === undefined) return 0;
+    return Math.max(0, last + this.opts.quietMs - nowMs);
   }
 
   private forget(nowMs: number): void {

@@ -261,6 +261,8 @@ class SparePool {
   private readonly ready = new Map<number, string[]>();
   private readonly demand = new Map<number, SpareDemand>();
   private running: Promise<void> | undefined;
+  /** Ends the fill loop's wait for a quiet moment (set while it waits). */
+  private wakeFill: (() => void) | undefined;
   private closed = false;
   private seq = 0;
 
@@ -318,6 +320,19 @@ class SparePool {
     for (;;) {
       const size = [...this.demand.keys()].find((s) => (this.ready.get(s)?.length ?? 0) < this.target(s));
       if (size === undefined || this.closed) return;
+      // Creates are still taking disks (a burst) and spares are left: format after it.
+      const delayMs = this.demand.get(size)?.refillDelayMs(Date.now(), this.ready.get(size)?.length ?? 0) ?? 0;
+      if (delayMs > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delayMs);
+          this.wakeFill = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.wakeFill = undefined;
+        continue;
+      }
       const file = path.join(this.dir, `${size}-${++this.seq}.img`);
       try {
         await prepareDisk({ diskPath: file, sizeBytes: size, background: true, owner: this.owner });
@@ -339,6 +354,7 @@ class SparePool {
   /** Stop refilling, wait for the mkfs in flight, delete the pool dir. */
   async drain(): Promise<void> {
     this.closed = true;
+    this.wakeFill?.();
     await this.running?.catch(() => undefined);
     this.ready.clear();
     this.demand.clear();

@@ -34,6 +34,15 @@ describe("spare-disk demand", () => {
     expect(d.target(65_100)).to.equal(2);
   });
 
+  it("delays a refill while disks are being taken and spares are left", () => {
+    const d = new SpareDemand({ base: 2, quietMs: 1_000 });
+    expect(d.refillDelayMs(0, 2)).to.equal(0);
+    d.record(5_000);
+    expect(d.refillDelayMs(5_200, 3)).to.equal(800);
+    expect(d.refillDelayMs(5_200, 0)).to.equal(0);
+    expect(d.refillDelayMs(6_000, 3)).to.equal(0);
+  });
+
   it("stays at 0 when the pool is disabled, and refuses bad limits", () => {
     const d = new SpareDemand({ base: 0 });
     for (let i = 0; i < 5; i++) d.record(i);
