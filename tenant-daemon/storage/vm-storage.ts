@@ -26,7 +26,6 @@ import {
 } from "./vm-disk.js";
 import { copyDiskImage } from "./disk-copy.js";
 import { DiskLedger } from "./disk-ledger.js";
-import { SpareDemand } from "./spare-demand.js";
 import type { UidRange } from "../../shared/uid-ranges.js";
 
 /** Options of {@link createVmStorage}. */
@@ -48,12 +47,8 @@ export interface VmStorageOptions {
   /**
    * Pre-formatted spare disks kept per disk size (default 2; 0 disables the pool). A new VM
    * takes one by rename instead of waiting for mkfs; the pool is refilled in the background.
-   * After a burst of creates asked for more disks of a size within 2 s, the pool keeps as
-   * many (at most {@link poolBurstMax}) for 10 min (spare-demand.ts).
    */
   poolSize?: number;
-  /** Most spares per disk size a burst raises the pool to (default 20; spare-demand.ts). */
-  poolBurstMax?: number;
   /**
    * `paddock.disk_commit_ratio` (default 1): how much of the disks file system's free space
    * this daemon's disks may be promised; see disk-ledger.ts.
@@ -131,7 +126,7 @@ export function createVmStorage(options: VmStorageOptions): TenantVmStorage {
 
   const owner = options.uidRange === undefined ? undefined : { uid: options.uidRange.uidStart, gid: options.uidRange.uidStart };
   const ledger = new DiskLedger(disksDir, options.diskCommitRatio ?? 1);
-  const pool = new SparePool(path.join(disksDir, ".pool"), { base: options.poolSize ?? 2, ...(options.poolBurstMax === undefined ? {} : { max: options.poolBurstMax }) }, log, owner);
+  const pool = new SparePool(path.join(disksDir, ".pool"), options.poolSize ?? 2, log, owner);
   return {
     paths,
     ledger,
@@ -253,43 +248,19 @@ async function fileExists(p: string): Promise<boolean> {
  * Pre-formatted spare disks, `<dir>/<sizeBytes>-<n>.img`, made with the same
  * {@link prepareDisk} as a VM's own disk (so a spare is exactly what mkfs would have made) and
  * handed out by rename(2) on the same filesystem. Refills run one mkfs at a time in the
- * background, up to each size's {@link SpareDemand} target (the base size, or more after a
- * burst); spares above a target that fell again are deleted at the next refill. Everything is
- * deleted by {@link drain} (daemon stop, purge, start-up sweep).
+ * background. Everything is deleted by {@link drain} (daemon stop, purge, start-up sweep).
  */
 class SparePool {
   private readonly ready = new Map<number, string[]>();
-  private readonly demand = new Map<number, SpareDemand>();
+  private readonly wanted = new Set<number>();
   private running: Promise<void> | undefined;
-  /** Ends the fill loop's wait for a quiet moment (set while it waits). */
-  private wakeFill: (() => void) | undefined;
   private closed = false;
   private seq = 0;
 
-  constructor(
-    private readonly dir: string,
-    private readonly limits: { base: number; max?: number },
-    private readonly log: Logger,
-    private readonly owner: { uid: number; gid: number } | undefined,
-  ) {}
+  constructor(private readonly dir: string, private readonly size: number, private readonly log: Logger, private readonly owner: { uid: number; gid: number } | undefined) {}
 
-  /** How many spares of `sizeBytes` to keep now. */
-  private target(sizeBytes: number): number {
-    return this.demand.get(sizeBytes)?.target(Date.now()) ?? 0;
-  }
-
-  private demandOf(sizeBytes: number): SpareDemand {
-    let d = this.demand.get(sizeBytes);
-    if (d === undefined) {
-      d = new SpareDemand(this.limits);
-      this.demand.set(sizeBytes, d);
-    }
-    return d;
-  }
-
-  /** Move a spare of `sizeBytes` to `target` (counted as demand either way); false when none is ready. */
+  /** Move a spare of `sizeBytes` to `target`; false when none is ready. */
   async take(sizeBytes: number, target: string): Promise<boolean> {
-    if (this.limits.base > 0) this.demandOf(sizeBytes).record(Date.now());
     const list = this.ready.get(sizeBytes);
     const spare = list?.shift();
     if (spare === undefined) return false;
@@ -303,13 +274,10 @@ class SparePool {
     }
   }
 
-  /** Top the pool of `sizeBytes` up to its target (or trim it down to it), in the background. */
+  /** Top the pool of `sizeBytes` up to its size, in the background. */
   refill(sizeBytes: number): void {
-    if (this.limits.base <= 0 || this.closed) return;
-    this.demandOf(sizeBytes);
-    const list = this.ready.get(sizeBytes) ?? [];
-    // A burst's raised target fell back: the spares above it go.
-    for (const extra of list.splice(this.target(sizeBytes))) void fs.rm(extra, { force: true }).catch(() => undefined);
+    if (this.size <= 0 || this.closed) return;
+    this.wanted.add(sizeBytes);
     this.running ??= this.fill().finally(() => {
       this.running = undefined;
     });
@@ -318,27 +286,14 @@ class SparePool {
   private async fill(): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
     for (;;) {
-      const size = [...this.demand.keys()].find((s) => (this.ready.get(s)?.length ?? 0) < this.target(s));
+      const size = [...this.wanted].find((s) => (this.ready.get(s)?.length ?? 0) < this.size);
       if (size === undefined || this.closed) return;
-      // Creates are still taking disks (a burst) and spares are left: format after it.
-      const delayMs = this.demand.get(size)?.refillDelayMs(Date.now(), this.ready.get(size)?.length ?? 0) ?? 0;
-      if (delayMs > 0) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, delayMs);
-          this.wakeFill = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-        this.wakeFill = undefined;
-        continue;
-      }
       const file = path.join(this.dir, `${size}-${++this.seq}.img`);
       try {
         await prepareDisk({ diskPath: file, sizeBytes: size, background: true, owner: this.owner });
       } catch (err) {
         this.log.warn("spare disk could not be made; the pool stops refilling this size", { sizeBytes: size, err });
-        this.demand.delete(size);
+        this.wanted.delete(size);
         continue;
       }
       if (this.closed) {
@@ -354,10 +309,9 @@ class SparePool {
   /** Stop refilling, wait for the mkfs in flight, delete the pool dir. */
   async drain(): Promise<void> {
     this.closed = true;
-    this.wakeFill?.();
     await this.running?.catch(() => undefined);
     this.ready.clear();
-    this.demand.clear();
+    this.wanted.clear();
     await fs.rm(this.dir, { recursive: true, force: true });
   }
 

@@ -112,18 +112,7 @@ export class VmSecretsSync {
       return vm?.phase === "running" ? vm : undefined;
     };
     try {
-      if (waitAgent) {
-        // A boot: push at once instead of after the agent's first health answer. The agent's
-        // listener exists before its sandbox starts (bound by the host, or the reverse
-        // channel's take waits for the agent's dial), so the push is answered as soon as the
-        // agent serves, beside the health poll, not one round trip after it. Not under the
-        // push semaphore: it waits on a guest's start, not on the host, and boots are bounded
-        // by the VMs booting. Its answer is checked like any other (agent-http.ts). Failing
-        // (e.g. the agent took longer than PUSH_TIMEOUT_MS), the push below runs after the wait.
-        const early = this.earlyPush(hostname, running);
-        await this.agentWait.waitForAgent(hostname, "agent", BOOT_AGENT_WAIT_MS);
-        if (await early) return;
-      }
+      if (waitAgent) await this.agentWait.waitForAgent(hostname, "agent", BOOT_AGENT_WAIT_MS);
       await this.limit.run(async () => {
         const vm = running();
         if (vm === undefined) return;
@@ -131,19 +120,6 @@ export class VmSecretsSync {
       });
     } catch (err) {
       if (running()) this.log.warn("secret delivery failed", { hostname, err });
-    }
-  }
-
-  /** A boot's first push, started a turn after the request; true when the agent took it. */
-  private async earlyPush(hostname: string, running: () => LiveVm | undefined): Promise<boolean> {
-    await Promise.resolve();
-    const vm = running();
-    if (vm === undefined) return false;
-    try {
-      await this.agent.syncSecrets(this.paths.endpoint(vm.record), vm.record.secrets, PUSH_TIMEOUT_MS);
-      return true;
-    } catch {
-      return false;
     }
   }
 }

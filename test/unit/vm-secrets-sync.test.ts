@@ -39,14 +39,8 @@ function fixture(vms: LiveVm[]) {
     },
   } as unknown as AgentPort;
   const paths = { endpoint: (r: VmRecord) => ({ hostname: r.hostname, socketPath: "/nonexistent", proof: "" }) } as unknown as VmPaths;
-  const waits = { started: 0, gate: undefined as Promise<void> | undefined };
-  const agentWait = {
-    waitForAgent: () => {
-      waits.started++;
-      return waits.gate ?? Promise.resolve();
-    },
-  } as unknown as VmAgentWait;
-  return { sync: new VmSecretsSync({ table, agent, paths, agentWait, log: silentLogger }), pushes, state, waits };
+  const agentWait = { waitForAgent: () => Promise.resolve() } as unknown as VmAgentWait;
+  return { sync: new VmSecretsSync({ table, agent, paths, agentWait, log: silentLogger }), pushes, state };
 }
 
 describe("VmSecretsSync", () => {
@@ -76,25 +70,6 @@ describe("VmSecretsSync", () => {
     await Promise.all([first, ...more]);
     expect(f.pushes).to.have.length(2);
     expect(f.state.overlap).to.equal(false);
-  });
-
-  it("a boot's push goes out beside the wait for the agent's health answer, not after it", async () => {
-    const a = vm("a", "running", ["x"]);
-    const f = fixture([a]);
-    let answered = (): void => undefined;
-    f.waits.gate = new Promise<void>((r) => (answered = r));
-    let delivered = false;
-    const done = f.sync.request(a, { agentReady: false }).then(() => {
-      delivered = true;
-    });
-    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-    expect(f.waits.started).to.equal(1);
-    expect(f.pushes).to.deep.equal([{ hostname: "a", names: ["x"] }]);
-    // Delivered only once the agent also answered its health check.
-    expect(delivered).to.equal(false);
-    answered();
-    await done;
-    expect(f.pushes).to.have.length(1);
   });
 
   it("skips a VM that stopped running before its turn", async () => {
