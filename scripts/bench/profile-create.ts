@@ -51,10 +51,12 @@ interface Samples {
   wallCpu: Cpu[];
   spans: Map<string, number[]>;
   execs: Map<string, number>[];
+  /** Per batch: how many of its creates formatted their disk inline (`disk created`) rather than taking a spare. */
+  inlineMkfs: number[];
 }
 
 function newSamples(): Samples {
-  return { seq: [], seqCpu: [], wall: [], each: [], wallCpu: [], spans: new Map(), execs: [] };
+  return { seq: [], seqCpu: [], wall: [], each: [], wallCpu: [], spans: new Map(), execs: [], inlineMkfs: [] };
 }
 
 /** CPU ms: the daemon, its reaped children, its tenant's VMs. */
@@ -131,7 +133,11 @@ function addSpans(s: Samples, d: TestDaemon, from: number): void {
     for (const [k, v] of Object.entries((l.atMs ?? {}) as Record<string, number>)) (s.spans.get(k) ?? s.spans.set(k, []).get(k) as number[]).push(v);
     (s.spans.get("boot total") ?? s.spans.set("boot total", []).get("boot total") as number[]).push(l.totalMs as number);
   }
-  for (const l of logLines(d, from, "vm wait timing")) (s.spans.get("wait for agent") ?? s.spans.set("wait for agent", []).get("wait for agent") as number[]).push(l.waitMs as number);
+  for (const l of logLines(d, from, "vm wait timing")) {
+    (s.spans.get("wait for agent") ?? s.spans.set("wait for agent", []).get("wait for agent") as number[]).push(l.waitMs as number);
+    // Since 05716b1's successor: the agent's health answer alone (the rest is the secret delivery).
+    if (typeof l.agentMs === "number") (s.spans.get("  agent answered") ?? s.spans.set("  agent answered", []).get("  agent answered") as number[]).push(l.agentMs);
+  }
 }
 
 async function createOne(d: TestDaemon): Promise<[number, string]> {
@@ -218,7 +224,9 @@ async function roundOf(d: TestDaemon, s: Samples): Promise<void> {
     await new Promise((r) => setTimeout(r, 500));
   }
   const c0 = await cpuNow(pid, d.tenantId);
+  const batchFrom = d.stderr.length;
   const b = await batch(d, concurrent);
+  s.inlineMkfs.push(logLines(d, batchFrom, "disk created").length);
   s.wallCpu.push(cpuDelta(c0, await cpuNow(pid, d.tenantId), concurrent));
   s.wall.push(b.wall);
   s.each.push(...b.each);
@@ -286,7 +294,7 @@ async function main(): Promise<void> {
   for (const { name, s } of labs) {
     console.log(`\n== ${name}`);
     console.log(`create wait=agent, one at a time: p50 ${f(med(s.seq))} ms (${(med(s.seq) / fs50).toFixed(2)}× floor), ${cpuText(s.seqCpu)} (n=${s.seq.length})`);
-    console.log(`${concurrent} concurrent: wall p50 ${f(med(s.wall))} ms (${(med(s.wall) / fw50).toFixed(2)}× floor; ${s.wall.map(f).join(", ")}), each p50 ${f(med(s.each))} ms, ${cpuText(s.wallCpu)}`);
+    console.log(`${concurrent} concurrent: wall p50 ${f(med(s.wall))} ms (${(med(s.wall) / fw50).toFixed(2)}× floor; ${s.wall.map(f).join(", ")}), each p50 ${f(med(s.each))} ms, ${cpuText(s.wallCpu)}; disks formatted inline per batch: ${s.inlineMkfs.join(", ")}`);
     console.log("boot steps (ms since the boot began when the step ended, p50 of the one-at-a-time creates):");
     for (const [k, v] of s.spans) console.log(`  ${k.padEnd(16)} ${f(med(v))}`);
     for (const [i, e] of s.execs.entries()) {

@@ -72,7 +72,10 @@ export class VmLauncher {
     const spans = new Spans();
     const range = this.deps.namespaces.range;
     const owner = { uid: range.uidStart, gid: range.uidStart };
-    await Promise.all([
+    // The host-only dirs, the disk and the network are independent: all three are made
+    // concurrently. All settle before anything else happens, so a failure never leaves one
+    // still running while the caller tears down.
+    const dirs = Promise.all([
       fs.mkdir(path.dirname(paths.consoleLogPath(r.hostname)), { recursive: true, mode: 0o700 }),
       (async () => {
         // A fresh boot dir each boot: nothing of an earlier boot survives in it.
@@ -82,11 +85,9 @@ export class VmLauncher {
         if (this.deps.runtime.agentChannel === "dial") await traversableByVmRoot(paths.agentDirChain(r.hostname), owner.gid);
       })(),
       fs.mkdir(paths.bundleDir(r.hostname), { recursive: true, mode: 0o711 }),
-    ]);
-    spans.mark("dirs");
-    // Disk and network are independent: build them concurrently. Both settle before anything
-    // else happens, so a failure never leaves one half still running while the caller tears down.
-    const [disk, net] = await Promise.allSettled([
+    ]).finally(() => spans.mark("dirs"));
+    const [dirsMade, disk, net] = await Promise.allSettled([
+      dirs,
       (async () => {
         await this.deps.storage.prepare(r.hostname, r.storageSizeBytes);
         spans.mark("disk");
@@ -96,6 +97,7 @@ export class VmLauncher {
       })(),
       this.deps.network.attach({ hostname: r.hostname, hostGroup: r.hostGroup, previousIp: r.ipCidr, override: r.network }).finally(() => spans.mark("network")),
     ]);
+    if (dirsMade.status === "rejected") throw dirsMade.reason;
     if (disk.status === "rejected") throw disk.reason;
     if (net.status === "rejected") throw net.reason;
     const rootfsDir = disk.value;

@@ -282,8 +282,10 @@ export class VmService {
           // A warm VM's agent answered when it joined the pool and its sandbox was running at
           // hand-out; only userdata (of the group, run in the pool) may still be running.
           if (warm === undefined || wait.wait === "userdata") await this.agentWait.waitForAgent(record.hostname, wait.wait, wait.timeoutMs);
+          const agentMs = performance.now() - waitStarted;
           await vm.secretsDelivered;
-          this.log.debug("vm wait timing", { hostname: record.hostname, wait: wait.wait, waitMs: Math.round((performance.now() - waitStarted) * 10) / 10 });
+          // agentMs: the agent answered (health); waitMs: its secrets were delivered too.
+          this.log.debug("vm wait timing", { hostname: record.hostname, wait: wait.wait, agentMs: Math.round(agentMs * 10) / 10, waitMs: Math.round((performance.now() - waitStarted) * 10) / 10 });
         } catch (err) {
           await this.remove(record.hostname, { force: true, reason: "wait_timeout" }).catch((e: unknown) => this.log.error("cleanup after wait failure failed", { hostname: record.hostname, err: e }));
           throw err;
