@@ -117,6 +117,18 @@ function methodNotAllowed(router: express.Router): express.RequestHandler {
   };
 }
 
+/**
+ * Log an admin request that ended in a 5xx. A 507 is a refusal for want of room (the host's pid,
+ * user-namespace or disk budget, docs/error-codes.md), expected whenever a host is full: one
+ * warning with its code and message. Any other 5xx is a failure: an error line with the error
+ * and its stack.
+ * @param status the HTTP status sent (>= 500).
+ */
+export function logAdminFailure(l: Logger, err: unknown, status: number): void {
+  if (status === 507 && err instanceof PaddockError) l.warn("admin request refused: no room", { code: err.code, error: err.message });
+  else l.error("admin request failed", { err });
+}
+
 /** Build the admin Express app. */
 export function createAdminApp(deps: AdminDeps): express.Express {
   const { tenants, host, audit, metrics, log } = deps;
@@ -271,12 +283,12 @@ export function createAdminApp(deps: AdminDeps): express.Express {
     if (e.type === "entity.parse.failed") err = new PaddockError("ERR_BODY_INVALID_JSON", "request body is not valid JSON");
     else if (e.type === "entity.too.large") err = new PaddockError("ERR_BODY_TOO_LARGE", `request body is too large: at most ${ADMIN_BODY_LIMIT_BYTES} bytes`);
     if (err instanceof PaddockError && err.status >= 500 && err.code !== "ERR_INTERNAL") {
-      l.error("admin request failed", { err });
+      logAdminFailure(l, err, err.status);
       res.status(err.status).json({ error: err.message, code: err.code, ...(err.details ?? {}) });
       return;
     }
     const r2 = errorResponse(err);
-    if (r2.status >= 500) l.error("admin request failed", { err });
+    if (r2.status >= 500) logAdminFailure(l, err, r2.status);
     if (r2.status === 401) res.setHeader("www-authenticate", 'Bearer realm="paddock-admin"');
     res.status(r2.status).json(r2.body);
   });
