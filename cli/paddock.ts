@@ -20,13 +20,16 @@ export const HELP = `paddock — multi-tenant sandbox VMs speaking the Slicer AP
 usage: paddock COMMAND [flags]
 
   up [--config FILE] [--state-dir D] [--run-dir D] [--gateway ADDR] [--admin ADDR]
-                                   run the supervisor (gateway 127.0.0.1:8080, admin 127.0.0.1:8081)
+     [--templates-dir D] [--stop-daemons-on-exit]
+                                   run the supervisor (gateway 127.0.0.1:8080, admin 127.0.0.1:8081;
+                                   paddock up --help)
   daemon up FILE                   run one tenant daemon from a Slicer-format YAML config
   daemon purge FILE                delete every VM, disk, link and nft table of that daemon's tenant,
                                    then its state and run dirs
   new NAME [flags]                 print the config \`slicer new\` writes (see paddock new --help)
-  image build [NAME] [--packages a,b] [--force]
-  image list [--json]
+  image build [NAME] [--packages a,b] [--minimal] [--force] [--mirror URL] [--image-dir D] [--json]
+  image list [--image-dir D] [--json]
+                                   the image store (paddock image --help)
   vm launch|list|get|exec|cp|shell|logs|shutdown|relaunch|delete|pause|resume|suspend|restore|
      commit|commits|fork|commit-delete …
                                    the Slicer API of a tenant daemon or the gateway (paddock vm --help)
@@ -98,7 +101,7 @@ async function daemonCommand(ctx: CliContext, argv: string[]): Promise<number> {
 }
 
 /** `paddock up` flags, passed through to supervisor/main.ts `main` (which parses them). */
-const UP_HELP = `usage: paddock up [--config FILE] [--state-dir DIR] [--run-dir DIR] [--gateway ADDR] [--admin ADDR]
+export const UP_HELP = `usage: paddock up [--config FILE] [--state-dir DIR] [--run-dir DIR] [--gateway ADDR] [--admin ADDR]
                   [--templates-dir DIR] [--stop-daemons-on-exit]
 
 Run the supervisor until SIGTERM/SIGINT: gateway (tenants' Slicer API, default 127.0.0.1:8080),

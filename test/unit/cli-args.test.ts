@@ -9,7 +9,8 @@ import { alreadyLine, renderTable, formatBytes, formatAge } from "../../cli/outp
 import { execQuery, parseCpOperand, renderNodeTable } from "../../cli/vm-commands.js";
 import { encodeFrame as shellFrame, encodeWindowSize } from "../../shared/slicer/shell-frames.js";
 import { adminTokenPath, isSocketAddress, parseApiAddress, resolveAdminTarget, resolveTarget } from "../../cli/target.js";
-import { runCli, HELP, DAEMON_HELP } from "../../cli/paddock.js";
+import { runCli, HELP, DAEMON_HELP, UP_HELP } from "../../cli/paddock.js";
+import { IMAGE_HELP } from "../../cli/image-commands.js";
 import { describeStartError, parseUpArgs } from "../../supervisor/main.js";
 import { fakeCliContext } from "../helpers/cli-context.js";
 
@@ -75,6 +76,23 @@ describe("cli: argument parsing", () => {
     }
     expect(parseUpArgs(["--state-dir=--x", "--run-dir", "/r", "--stop-daemons-on-exit=false"])).to.deep.equal({ configFile: undefined, flags: { stateDir: "--x", runDir: "/r", stopDaemonsOnExit: false } });
     expect(parseUpArgs(["-c", "/etc/p.yaml", "--stop-daemons-on-exit"])).to.deep.equal({ configFile: "/etc/p.yaml", flags: { stopDaemonsOnExit: true } });
+  });
+
+  it("paddock --help lists every flag that paddock up --help and paddock image --help name", () => {
+    const flags = (text: string): string[] => [...new Set(text.match(/--[a-z][a-z-]+/g) ?? [])];
+    // A command's entry in the top-level help: its line and the indented lines after it.
+    const top = (name: string): string => {
+      const out: string[] = [];
+      let inside = false;
+      for (const l of HELP.split("\n")) {
+        if (/^ {2}\S/.test(l)) inside = l.startsWith(`  ${name} `);
+        else if (!/^ {3,}\S/.test(l)) inside = false;
+        if (inside) out.push(l);
+      }
+      return out.join("\n");
+    };
+    for (const f of flags(UP_HELP.split("\n\n")[0] ?? "")) expect(top("up"), `up ${f}`).to.contain(f);
+    for (const f of flags(IMAGE_HELP.split("\n").filter((l) => /^ {2}(build|list) /.test(l)).join("\n"))) expect(top("image"), `image ${f}`).to.contain(f);
   });
 
   it("paddock --help names the same causes of ERR_EXEC_STREAM_CUT as the CLI's message and the README, the VM's own end too", () => {
