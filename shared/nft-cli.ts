@@ -59,6 +59,66 @@ export async function listSetCidrs(set: string): Promise<Map<string, Cidr[]>> {
 }
 
 /**
+ * Name of the empty chain a tenant's table carries when its `own_ranges` set is also written as
+ * chain names ({@link OWN_RANGE_CHAIN_PREFIX}); nft-ruleset.ts renders both in the same
+ * transaction from the same list. A chain, not the set, because nft 1.0.6 lists chains for about
+ * the price of its table cache alone, while `list sets` also fetches, decodes and prints every
+ * set's elements: each tenant's `foreign_ranges` holds every other tenant's range, so that is
+ * quadratic in the tenants (200 tables: ~0.1 s of CPU for `-j list chains inet` against ~0.33 s
+ * for `-j list sets inet`, 2 MB of JSON; docs/performance.md, "nftables at density").
+ */
+export const OWN_RANGES_INDEX_CHAIN = "own_ranges_index";
+
+/** Prefix of the empty chains naming a table's own ranges, one per range: `own_range_198.18.0.0/22`. */
+export const OWN_RANGE_CHAIN_PREFIX = "own_range_";
+
+/**
+ * Every `inet` table's own ranges, by table name, for tables whose name starts with
+ * `tablePrefix`: from one `nft -j list chains inet` when every such table carries
+ * {@link OWN_RANGES_INDEX_CHAIN} ({@link parseOwnRangeChains}), else (a table written by an
+ * older Paddock) from {@link listSetCidrs}`("own_ranges")`, which reads every table's set.
+ * @throws PaddockError ERR_NETWORK_SETUP_FAILED when nft fails twice, or ERR_EXEC_TIMEOUT when
+ *   it times out twice.
+ */
+export async function listOwnRanges(tablePrefix: string): Promise<Map<string, Cidr[]>> {
+  const opts = { timeoutMs: NFT_READ_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" as const, env: nftEnv() };
+  const indexed = parseOwnRangeChains(await readStdoutViaFile(["-j", "list", "chains", "inet"], opts), tablePrefix);
+  if (indexed !== undefined) return indexed;
+  const all = await listSetCidrs("own_ranges");
+  return new Map([...all].filter(([t]) => t.startsWith(tablePrefix)));
+}
+
+/**
+ * The own ranges of every `inet` table named `tablePrefix…` in the JSON text of
+ * `nft -j list chains` (pure): the CIDR after {@link OWN_RANGE_CHAIN_PREFIX} in each chain's
+ * name, in listing order; a name whose rest is not a CIDR is skipped.
+ * @returns undefined when a table with the prefix has chains but no {@link OWN_RANGES_INDEX_CHAIN}
+ *   (its ranges are only in its set).
+ * @throws SyntaxError when the text is not JSON (as `JSON.parse`).
+ */
+export function parseOwnRangeChains(json: string, tablePrefix: string): Map<string, Cidr[]> | undefined {
+  const doc = JSON.parse(json.trim() || "{}") as { nftables?: { chain?: { family?: unknown; table?: unknown; name?: unknown } }[] };
+  const out = new Map<string, Cidr[]>();
+  const indexed = new Set<string>();
+  for (const e of doc.nftables ?? []) {
+    const c = e.chain;
+    if (c?.family !== "inet" || typeof c.table !== "string" || typeof c.name !== "string" || !c.table.startsWith(tablePrefix)) continue;
+    const cidrs = out.get(c.table) ?? [];
+    out.set(c.table, cidrs);
+    if (c.name === OWN_RANGES_INDEX_CHAIN) indexed.add(c.table);
+    else if (c.name.startsWith(OWN_RANGE_CHAIN_PREFIX)) {
+      try {
+        cidrs.push(parseCidr(c.name.slice(OWN_RANGE_CHAIN_PREFIX.length)));
+      } catch {
+        // not a range of ours to compare against
+      }
+    }
+  }
+  for (const t of out.keys()) if (!indexed.has(t)) return undefined;
+  return out;
+}
+
+/**
  * The stdout of one `nft` read, retried once like a piped read, written by nft into an unlinked
  * file (made in a fresh 0700 directory under the OS temp dir, removed at once) and read back in
  * one piece. Why not a pipe: `nft -j list sets inet` prints every set of every table, and each

@@ -3,7 +3,7 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { formatCidr, type Cidr } from "../../shared/cidr.js";
-import { NFT_MALLOC_TUNABLE, listSetCidrs, nftEnv, parseSetCidrs } from "../../shared/nft-cli.js";
+import { NFT_MALLOC_TUNABLE, listSetCidrs, nftEnv, parseOwnRangeChains, parseSetCidrs } from "../../shared/nft-cli.js";
 
 // `nft -j list sets` of nftables 1.0.6 (Debian 12) on tables made for this test: a prefix, a
 // bare address, a range, an empty set, a set of family ip, a table with no set.
@@ -64,6 +64,32 @@ describe("network: nft-cli parseSetCidrs", () => {
   it("an empty listing (no tables) is an empty map", () => {
     expect(parseSetCidrs("", "own_ranges").size).to.equal(0);
     expect(parseSetCidrs('{"nftables": [{"metainfo": {"version": "1.0.6"}}]}', "own_ranges").size).to.equal(0);
+  });
+});
+
+/** `nft -j list chains inet` entries as nftables 1.0.6 prints them (base chains carry hook fields). */
+const chain = (table: string, name: string, family = "inet"): unknown => ({ chain: { family, table, name, handle: 1 } });
+
+describe("network: nft-cli parseOwnRangeChains", () => {
+  it("reads each prefixed table's own_range_<cidr> chains when every such table has the index chain", () => {
+    const doc = { nftables: [
+      { metainfo: { version: "1.0.6" } },
+      chain("paddock-a", "own_ranges_index"), chain("paddock-a", "own_range_169.254.100.0/22"), chain("paddock-a", "own_range_198.18.8.0/24"), chain("paddock-a", "forward"),
+      chain("paddock-b", "own_ranges_index"), chain("paddock-b", "postrouting"),
+      chain("paddock-c", "own_ranges_index"), chain("paddock-c", "own_range_not-a-cidr"),
+      chain("other", "forward"), chain("paddock-d", "forward", "ip"),
+    ] };
+    const m = parseOwnRangeChains(JSON.stringify(doc), "paddock-");
+    expect(m && Object.fromEntries([...m].map(([t, cs]) => [t, cs.map(formatCidr)]))).to.deep.equal({
+      "paddock-a": ["169.254.100.0/22", "198.18.8.0/24"], "paddock-b": [], "paddock-c": [],
+    });
+  });
+
+  it("is undefined when a prefixed table has chains but no index (written by an older Paddock: read its set)", () => {
+    const doc = { nftables: [chain("paddock-a", "own_ranges_index"), chain("paddock-old", "forward"), chain("paddock-old", "own_range_198.18.8.0/24")] };
+    expect(parseOwnRangeChains(JSON.stringify(doc), "paddock-")).to.equal(undefined);
+    expect(parseOwnRangeChains("", "paddock-")?.size).to.equal(0);
+    expect(() => parseOwnRangeChains('{"nftables": [', "paddock-")).to.throw(SyntaxError);
   });
 });
 
