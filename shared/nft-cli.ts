@@ -62,11 +62,13 @@ export async function listSetCidrs(set: string): Promise<Map<string, Cidr[]>> {
 /**
  * Name of the empty chain a tenant's table carries when its `own_ranges` set is also written as
  * chain names ({@link OWN_RANGE_CHAIN_PREFIX}); nft-ruleset.ts renders both in the same
- * transaction from the same list. A chain, not the set, because nft 1.0.6 lists chains for about
- * the price of its table cache alone, while `list sets` also fetches, decodes and prints every
- * set's elements: each tenant's `foreign_ranges` holds every other tenant's range, so that is
- * quadratic in the tenants (200 tables: ~0.1 s of CPU for `-j list chains inet` against ~0.33 s
- * for `-j list sets inet`, 2 MB of JSON; docs/performance.md, "nftables at density").
+ * transaction from the same list. Chain names, because nft 1.0.6 lists chains, and sets
+ * without their elements (`-t`), for about the price of its table cache alone, while the set's
+ * elements come only with every set's elements of every table: each tenant's `foreign_ranges`
+ * holds every other tenant's range, so that is
+ * quadratic in the tenants (200 tables: ~0.1 s of CPU for `-t -j list sets inet; list chains
+ * inet` against ~0.47 s for `-j list sets inet`, 2 MB of JSON; docs/performance.md, "nftables
+ * at density").
  */
 export const OWN_RANGES_INDEX_CHAIN = "own_ranges_index";
 
@@ -74,38 +76,56 @@ export const OWN_RANGES_INDEX_CHAIN = "own_ranges_index";
 export const OWN_RANGE_CHAIN_PREFIX = "own_range_";
 
 /**
- * Every `inet` table's own ranges, by table name, for tables whose name starts with
- * `tablePrefix`: from one `nft -j list chains inet` when every such table carries
- * {@link OWN_RANGES_INDEX_CHAIN} ({@link parseOwnRangeChains}), else (a table written by an
- * older Paddock) from {@link listSetCidrs}`("own_ranges")`, which reads every table's set.
+ * The `nft` argv of {@link listOwnRanges}: both listings in one process, so one cache fill
+ * (tables, sets, chains) serves them; `-t` (terse) leaves out every set's elements.
+ */
+const OWN_RANGES_ARGV = ["-t", "-j", "list sets inet; list chains inet"];
+
+/**
+ * Every `inet` table's own ranges, by table name, for the tables named `tablePrefix…` that hold
+ * an `own_ranges` set (the tables {@link listSetCidrs}`("own_ranges")` reports): from one
+ * `nft -t -j 'list sets inet; list chains inet'` when each of them carries
+ * {@link OWN_RANGES_INDEX_CHAIN} ({@link parseOwnRangeIndex}); else (a table written by an older
+ * Paddock, or by hand) from {@link listSetCidrs}, which reads every table's set elements.
  * @throws PaddockError ERR_NETWORK_SETUP_FAILED when nft fails twice, or ERR_EXEC_TIMEOUT when
  *   it times out twice.
  */
 export async function listOwnRanges(tablePrefix: string): Promise<Map<string, Cidr[]>> {
   const opts = { timeoutMs: NFT_READ_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" as const, env: nftEnv() };
-  const indexed = parseOwnRangeChains(await readStdoutViaFile(["-j", "list", "chains", "inet"], opts), tablePrefix);
+  const indexed = parseOwnRangeIndex(await readStdoutViaFile(OWN_RANGES_ARGV, opts), tablePrefix);
   if (indexed !== undefined) return indexed;
   const all = await listSetCidrs("own_ranges");
   return new Map([...all].filter(([t]) => t.startsWith(tablePrefix)));
 }
 
+/** An entry of an `nft -j` listing that this file reads (set or chain), with the fields used. */
+type ListedEntry = { set?: { family?: unknown; table?: unknown; name?: unknown }; chain?: { family?: unknown; table?: unknown; name?: unknown } };
+
 /**
- * The own ranges of every `inet` table named `tablePrefix…` in the JSON text of
- * `nft -j list chains` (pure): the CIDR after {@link OWN_RANGE_CHAIN_PREFIX} in each chain's
- * name, in listing order; a name whose rest is not a CIDR is skipped.
- * @returns undefined when a table with the prefix has chains but no {@link OWN_RANGES_INDEX_CHAIN}
- *   (its ranges are only in its set).
- * @throws SyntaxError when the text is not JSON (as `JSON.parse`).
+ * {@link listOwnRanges} on the output of its nft run (pure): one `{"nftables": [...]}` document
+ * per line (nft prints one per command). Every `inet` table named `tablePrefix…` with a set
+ * `own_ranges` maps to the CIDRs after {@link OWN_RANGE_CHAIN_PREFIX} in its chains' names, in
+ * listing order (a name whose rest is not a CIDR is skipped).
+ * @returns undefined when such a table has no {@link OWN_RANGES_INDEX_CHAIN} chain (its ranges
+ *   are only in its set), or when the text is not JSON documents of that shape.
  */
-export function parseOwnRangeChains(json: string, tablePrefix: string): Map<string, Cidr[]> | undefined {
-  const doc = JSON.parse(json.trim() || "{}") as { nftables?: { chain?: { family?: unknown; table?: unknown; name?: unknown } }[] };
+export function parseOwnRangeIndex(text: string, tablePrefix: string): Map<string, Cidr[]> | undefined {
+  let entries: ListedEntry[];
+  try {
+    entries = text.split("\n").filter((l) => l.trim() !== "").flatMap((l) => (JSON.parse(l) as { nftables?: ListedEntry[] }).nftables ?? []);
+  } catch {
+    return undefined;
+  }
+  const ours = (o: { family?: unknown; table?: unknown; name?: unknown } | undefined): o is { family: "inet"; table: string; name: string } =>
+    o?.family === "inet" && typeof o.table === "string" && typeof o.name === "string" && o.table.startsWith(tablePrefix);
   const out = new Map<string, Cidr[]>();
+  for (const e of entries) if (ours(e.set) && e.set.name === "own_ranges") out.set(e.set.table, []);
   const indexed = new Set<string>();
-  for (const e of doc.nftables ?? []) {
+  for (const e of entries) {
     const c = e.chain;
-    if (c?.family !== "inet" || typeof c.table !== "string" || typeof c.name !== "string" || !c.table.startsWith(tablePrefix)) continue;
-    const cidrs = out.get(c.table) ?? [];
-    out.set(c.table, cidrs);
+    if (!ours(c)) continue;
+    const cidrs = out.get(c.table);
+    if (cidrs === undefined) continue;
     if (c.name === OWN_RANGES_INDEX_CHAIN) indexed.add(c.table);
     else if (c.name.startsWith(OWN_RANGE_CHAIN_PREFIX)) {
       try {

@@ -22,7 +22,7 @@
  * - `postrouting` (nat): egress masquerade of our ranges.
  * - `own_ranges_index` and one `own_range_<cidr>` per own range: empty chains (no hook, never
  *   jumped to) that repeat `own_ranges` in their names for other daemons' starts, which read
- *   them with `nft list chains` (shared/nft-cli.ts `listOwnRanges`).
+ *   them with `nft -t list sets; list chains` (shared/nft-cli.ts `listOwnRanges`).
  * - Proxy mode (host groups with `egress_proxy`, egress-proxy-wiring.ts): every packet a proxy-mode
  *   link would forward is dropped (`proxy_ifaces`, ahead of the resolver accept and the replies),
  *   so such a VM reaches nothing past the host; `prerouting` (nat) DNATs the fixed in-VM proxy

@@ -7,7 +7,7 @@
 import crypto from "node:crypto";
 import { expect } from "chai";
 import { run } from "../../shared/exec.js";
-import { formatCidr } from "../../shared/cidr.js";
+import { formatCidr, type Cidr } from "../../shared/cidr.js";
 import { isPaddockError } from "../../shared/errors.js";
 import { applyNft, nftTableExists } from "../../tenant-daemon/network/host-net.js";
 import { listOwnRanges, listSetCidrs, parseSetCidrs } from "../../shared/nft-cli.js";
@@ -52,19 +52,21 @@ describeWhenReady(missingPrerequisites({ images: [], dist: [] }), "host-net nft:
     }
   });
 
-  it("listOwnRanges reads the own_range chains; one table of the prefix without the index makes it read the sets", async () => {
+  it("listOwnRanges reads the own_range chains; a table of the prefix with an own_ranges set but no index, with chains or without, makes it read the sets", async () => {
     const p = newTable();
-    const [a, b, c] = [`${p}a`, `${p}b`, `${p}c`];
-    tables.push(a, b, c);
+    const [a, b, c, d] = [`${p}a`, `${p}b`, `${p}c`, `${p}d`];
+    tables.push(a, b, c, d);
     const set = (cidr: string): string => `type ipv4_addr; flags interval; elements = { ${cidr} }`;
     const chains = (cidr: string): string => `\tchain own_ranges_index {\n\t}\n\tchain own_range_${cidr} {\n\t}\n}\n`;
+    const show = (m: Map<string, Cidr[]>): Record<string, string[]> => Object.fromEntries([...m].map(([t, cs]) => [t, cs.map(formatCidr)]));
     // b's chain and set disagree here only to tell which of the two was read.
     await run("nft", ["-f", "-"], { input: tableText(a, "own_ranges", set("198.18.7.0/24")).replace(/}\n$/, chains("198.18.7.0/24")) + tableText(b, "own_ranges", set("198.18.10.0/24")).replace(/}\n$/, chains("198.18.9.0/24")), timeoutMs: 120_000 });
-    const byChains = await listOwnRanges(p);
-    expect(Object.fromEntries([...byChains].map(([t, cs]) => [t, cs.map(formatCidr)]))).to.deep.equal({ [a]: ["198.18.7.0/24"], [b]: ["198.18.9.0/24"] });
-    await run("nft", ["-f", "-"], { input: tableText(c, "own_ranges", set("198.18.11.0/24")).replace(/}\n$/, "\tchain forward {\n\t}\n}\n"), timeoutMs: 120_000 });
-    const bySets = await listOwnRanges(p);
-    expect(Object.fromEntries([...bySets].map(([t, cs]) => [t, cs.map(formatCidr)]))).to.deep.equal({ [a]: ["198.18.7.0/24"], [b]: ["198.18.10.0/24"], [c]: ["198.18.11.0/24"] });
+    expect(show(await listOwnRanges(p))).to.deep.equal({ [a]: ["198.18.7.0/24"], [b]: ["198.18.9.0/24"] });
+    // A table with the set and no chain at all (no `list chains` line names it).
+    await run("nft", ["-f", "-"], { input: tableText(c, "own_ranges", set("198.18.11.0/24")), timeoutMs: 120_000 });
+    expect(show(await listOwnRanges(p))).to.deep.equal({ [a]: ["198.18.7.0/24"], [b]: ["198.18.10.0/24"], [c]: ["198.18.11.0/24"] });
+    await run("nft", ["-f", "-"], { input: `delete table inet ${c}\n${tableText(d, "own_ranges", set("198.18.12.0/24")).replace(/}\n$/, "\tchain forward {\n\t}\n}\n")}`, timeoutMs: 120_000 });
+    expect(show(await listOwnRanges(p))).to.deep.equal({ [a]: ["198.18.7.0/24"], [b]: ["198.18.10.0/24"], [d]: ["198.18.12.0/24"] });
   });
 
   it("nftTableExists: false for an absent table, true once it exists", async () => {
