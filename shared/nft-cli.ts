@@ -20,8 +20,9 @@ import { parseCidr, type Cidr } from "./cidr.js";
 /**
  * glibc malloc tunable given to every nft process: allocations up to 4 MiB come from the heap
  * instead of their own mmap. nft 1.0.6 builds its cache from every table on the host and, per
- * set, makes allocations above glibc's default (dynamic, from 128 KiB) mmap threshold, each
- * mmap'd and munmap'd again: with 812 sets `strace -c` counted ~800 munmap calls, 76% of nft's
+ * table, makes four 128 KiB allocations (src/rule.c `table_alloc`: 8192-bucket hash tables), just
+ * above glibc's default mmap threshold, each mmap'd and munmap'd again: with 203 tables (812 sets)
+ * `strace -c` counted ~800 munmap calls, 76% of nft's
  * syscall time, and its kernel time fell by two thirds with the tunable. Measured on a scratch
  * netns holding 200 copies of a tenant's table (4 sets each): `nft -j list sets inet`
  * 0.25+0.74 s → 0.24+0.25 s user+sys, `nft -f` of one tenant's table 0.25+0.68 s → 0.24+0.23 s,
@@ -56,6 +57,86 @@ export async function listSetCidrs(set: string): Promise<Map<string, Cidr[]>> {
   const argv = ["-j", "list", "sets", "inet"];
   const opts = { timeoutMs: NFT_READ_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" as const, env: nftEnv() };
   return parseSetCidrs(await readStdoutViaFile(argv, opts), set);
+}
+
+/**
+ * Name of the empty chain a tenant's table carries when its `own_ranges` set is also written as
+ * chain names ({@link OWN_RANGE_CHAIN_PREFIX}); nft-ruleset.ts renders both in the same
+ * transaction from the same list. Chain names, because nft 1.0.6 lists chains, and sets
+ * without their elements (`-t`), for about the price of its table cache alone, while the set's
+ * elements come only with every set's elements of every table: each tenant's `foreign_ranges`
+ * holds every other tenant's range, so that is
+ * quadratic in the tenants (200 tables: ~0.1 s of CPU for `-t -j list sets inet; list chains
+ * inet` against ~0.47 s for `-j list sets inet`, 2 MB of JSON; docs/performance.md, "nftables
+ * at density").
+ */
+export const OWN_RANGES_INDEX_CHAIN = "own_ranges_index";
+
+/** Prefix of the empty chains naming a table's own ranges, one per range: `own_range_198.18.0.0/22`. */
+export const OWN_RANGE_CHAIN_PREFIX = "own_range_";
+
+/**
+ * The `nft` argv of {@link listOwnRanges}: both listings in one process, so one cache fill
+ * (tables, sets, chains) serves them; `-t` (terse) leaves out every set's elements.
+ */
+const OWN_RANGES_ARGV = ["-t", "-j", "list sets inet; list chains inet"];
+
+/**
+ * Every `inet` table's own ranges, by table name, for the tables named `tablePrefix…` that hold
+ * an `own_ranges` set (the tables {@link listSetCidrs}`("own_ranges")` reports): from one
+ * `nft -t -j 'list sets inet; list chains inet'` when each of them carries
+ * {@link OWN_RANGES_INDEX_CHAIN} ({@link parseOwnRangeIndex}); else (a table written by an older
+ * Paddock, or by hand) from {@link listSetCidrs}, which reads every table's set elements.
+ * @throws PaddockError ERR_NETWORK_SETUP_FAILED when nft fails twice, or ERR_EXEC_TIMEOUT when
+ *   it times out twice.
+ */
+export async function listOwnRanges(tablePrefix: string): Promise<Map<string, Cidr[]>> {
+  const opts = { timeoutMs: NFT_READ_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" as const, env: nftEnv() };
+  const indexed = parseOwnRangeIndex(await readStdoutViaFile(OWN_RANGES_ARGV, opts), tablePrefix);
+  if (indexed !== undefined) return indexed;
+  const all = await listSetCidrs("own_ranges");
+  return new Map([...all].filter(([t]) => t.startsWith(tablePrefix)));
+}
+
+/** An entry of an `nft -j` listing that this file reads (set or chain), with the fields used. */
+type ListedEntry = { set?: { family?: unknown; table?: unknown; name?: unknown }; chain?: { family?: unknown; table?: unknown; name?: unknown } };
+
+/**
+ * {@link listOwnRanges} on the output of its nft run (pure): one `{"nftables": [...]}` document
+ * per line (nft prints one per command). Every `inet` table named `tablePrefix…` with a set
+ * `own_ranges` maps to the CIDRs after {@link OWN_RANGE_CHAIN_PREFIX} in its chains' names, in
+ * listing order (a name whose rest is not a CIDR is skipped).
+ * @returns undefined when such a table has no {@link OWN_RANGES_INDEX_CHAIN} chain (its ranges
+ *   are only in its set), or when the text is not JSON documents of that shape.
+ */
+export function parseOwnRangeIndex(text: string, tablePrefix: string): Map<string, Cidr[]> | undefined {
+  let entries: ListedEntry[];
+  try {
+    entries = text.split("\n").filter((l) => l.trim() !== "").flatMap((l) => (JSON.parse(l) as { nftables?: ListedEntry[] }).nftables ?? []);
+  } catch {
+    return undefined;
+  }
+  const ours = (o: { family?: unknown; table?: unknown; name?: unknown } | undefined): o is { family: "inet"; table: string; name: string } =>
+    o?.family === "inet" && typeof o.table === "string" && typeof o.name === "string" && o.table.startsWith(tablePrefix);
+  const out = new Map<string, Cidr[]>();
+  for (const e of entries) if (ours(e.set) && e.set.name === "own_ranges") out.set(e.set.table, []);
+  const indexed = new Set<string>();
+  for (const e of entries) {
+    const c = e.chain;
+    if (!ours(c)) continue;
+    const cidrs = out.get(c.table);
+    if (cidrs === undefined) continue;
+    if (c.name === OWN_RANGES_INDEX_CHAIN) indexed.add(c.table);
+    else if (c.name.startsWith(OWN_RANGE_CHAIN_PREFIX)) {
+      try {
+        cidrs.push(parseCidr(c.name.slice(OWN_RANGE_CHAIN_PREFIX.length)));
+      } catch {
+        // not a range of ours to compare against
+      }
+    }
+  }
+  for (const t of out.keys()) if (!indexed.has(t)) return undefined;
+  return out;
 }
 
 /**

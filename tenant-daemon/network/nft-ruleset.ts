@@ -20,6 +20,9 @@
  * - `floor_<group>`: the host group's own drops, jumped to by VMs with a per-VM override, so
  *   an override's allow (even a more specific one) never reopens what the group drops.
  * - `postrouting` (nat): egress masquerade of our ranges.
+ * - `own_ranges_index` and one `own_range_<cidr>` per own range: empty chains (no hook, never
+ *   jumped to) that repeat `own_ranges` in their names for other daemons' starts, which read
+ *   them with `nft -t list sets; list chains` (shared/nft-cli.ts `listOwnRanges`).
  * - Proxy mode (host groups with `egress_proxy`, egress-proxy-wiring.ts): every packet a proxy-mode
  *   link would forward is dropped (`proxy_ifaces`, ahead of the resolver accept and the replies),
  *   so such a VM reaches nothing past the host; `prerouting` (nat) DNATs the fixed in-VM proxy
@@ -34,6 +37,7 @@
  */
 import { cidrContains, formatCidr, parseCidr, parseIpv6Cidr, type Cidr } from "../../shared/cidr.js";
 import { PaddockError } from "../../shared/errors.js";
+import { OWN_RANGE_CHAIN_PREFIX, OWN_RANGES_INDEX_CHAIN } from "../../shared/nft-cli.js";
 import type { CompiledFirewall, FirewallRule } from "./firewall-policy.js";
 import { floorChainName, tableName, vmChainName } from "./names.js";
 
@@ -220,6 +224,10 @@ export function renderRuleset(input: RulesetInput): string {
     L.push("\t# Host-side addresses the proxy and the resolver listen on.");
     L.push(`\tset proxy_gateways {\n\t\ttype ipv4_addr\n${elements([...new Set(proxyLinks.map((l) => l.gateway))].sort())}\t}`);
   }
+  L.push("\t# The same ranges as empty chains' names: other daemons' starts read them with `nft list chains`,");
+  L.push("\t# which costs nft a fraction of `list sets` (shared/nft-cli.ts listOwnRanges).");
+  L.push(`\tchain ${OWN_RANGES_INDEX_CHAIN} {\n\t}`);
+  for (const c of own) L.push(`\tchain ${OWN_RANGE_CHAIN_PREFIX}${c} {\n\t}`);
   L.push("");
   L.push("\tchain forward {");
   L.push("\t\ttype filter hook forward priority filter - 10; policy accept;");

@@ -12,7 +12,7 @@ import { JsonStateStore } from "../../shared/state-store.js";
 import type { HostGroupConfig, TenantConfig } from "../../shared/tenant-config.js";
 import { deriveIsolatedRange, groupAddressing, type GroupAddressing } from "./address-plan.js";
 import * as host from "./host-net.js";
-import { listSetCidrs } from "../../shared/nft-cli.js";
+import { listOwnRanges } from "../../shared/nft-cli.js";
 import { aliasPrefix, defaultBridgeName, TABLE_PREFIX, tableName } from "./names.js";
 import type { GroupRuntime } from "./tenant-network-state.js";
 
@@ -54,8 +54,9 @@ export interface HostScan {
  * @throws PaddockError ERR_NETWORK_SETUP_FAILED from `ip` or `nft`.
  */
 export async function scanHost(tenant: string): Promise<HostScan> {
-  // One `nft list sets` for every table's own_ranges (nft-cli.ts: `list tables` decodes every rule).
-  const [{ links, addrs, netnsList }, ranges] = await Promise.all([host.scanIp(), listSetCidrs("own_ranges")]);
+  // One `nft list chains` for every table's own ranges (nft-cli.ts: `list sets` prints every
+  // set's elements, `list tables` decodes every rule).
+  const [{ links, addrs, netnsList }, ranges] = await Promise.all([host.scanIp(), listOwnRanges(TABLE_PREFIX)]);
   const ours = new Set(links.filter((l) => l.ifalias?.startsWith(aliasPrefix(tenant))).map((l) => l.ifname));
   const others = [...ranges].filter(([t]) => t.startsWith(TABLE_PREFIX) && t !== tableName(tenant)).map(([table, cidrs]) => ({ table, cidrs }));
   return { links, addrs, netnsList, ours, others };

@@ -7,10 +7,10 @@
 import crypto from "node:crypto";
 import { expect } from "chai";
 import { run } from "../../shared/exec.js";
-import { formatCidr } from "../../shared/cidr.js";
+import { formatCidr, type Cidr } from "../../shared/cidr.js";
 import { isPaddockError } from "../../shared/errors.js";
 import { applyNft, nftTableExists } from "../../tenant-daemon/network/host-net.js";
-import { listSetCidrs, parseSetCidrs } from "../../shared/nft-cli.js";
+import { listOwnRanges, listSetCidrs, parseSetCidrs } from "../../shared/nft-cli.js";
 import { describeWhenReady, missingPrerequisites } from "../helpers/prerequisites.js";
 
 describeWhenReady(missingPrerequisites({ images: [], dist: [] }), "host-net nft: one read of every tenant's ranges, one-process applies (privileged)", function () {
@@ -50,6 +50,23 @@ describeWhenReady(missingPrerequisites({ images: [], dist: [] }), "host-net nft:
       const one = await run("nft", ["-j", "list", "set", "inet", t, "own_ranges"], { timeoutMs: 120_000 });
       expect(all.get(t)).to.deep.equal(parseSetCidrs(one.stdout, "own_ranges").get(t));
     }
+  });
+
+  it("listOwnRanges reads the own_range chains; a table of the prefix with an own_ranges set but no index, with chains or without, makes it read the sets", async () => {
+    const p = newTable();
+    const [a, b, c, d] = [`${p}a`, `${p}b`, `${p}c`, `${p}d`];
+    tables.push(a, b, c, d);
+    const set = (cidr: string): string => `type ipv4_addr; flags interval; elements = { ${cidr} }`;
+    const chains = (cidr: string): string => `\tchain own_ranges_index {\n\t}\n\tchain own_range_${cidr} {\n\t}\n}\n`;
+    const show = (m: Map<string, Cidr[]>): Record<string, string[]> => Object.fromEntries([...m].map(([t, cs]) => [t, cs.map(formatCidr)]));
+    // b's chain and set disagree here only to tell which of the two was read.
+    await run("nft", ["-f", "-"], { input: tableText(a, "own_ranges", set("198.18.7.0/24")).replace(/}\n$/, chains("198.18.7.0/24")) + tableText(b, "own_ranges", set("198.18.10.0/24")).replace(/}\n$/, chains("198.18.9.0/24")), timeoutMs: 120_000 });
+    expect(show(await listOwnRanges(p))).to.deep.equal({ [a]: ["198.18.7.0/24"], [b]: ["198.18.9.0/24"] });
+    // A table with the set and no chain at all (no `list chains` line names it).
+    await run("nft", ["-f", "-"], { input: tableText(c, "own_ranges", set("198.18.11.0/24")), timeoutMs: 120_000 });
+    expect(show(await listOwnRanges(p))).to.deep.equal({ [a]: ["198.18.7.0/24"], [b]: ["198.18.10.0/24"], [c]: ["198.18.11.0/24"] });
+    await run("nft", ["-f", "-"], { input: `delete table inet ${c}\n${tableText(d, "own_ranges", set("198.18.12.0/24")).replace(/}\n$/, "\tchain forward {\n\t}\n}\n")}`, timeoutMs: 120_000 });
+    expect(show(await listOwnRanges(p))).to.deep.equal({ [a]: ["198.18.7.0/24"], [b]: ["198.18.10.0/24"], [d]: ["198.18.12.0/24"] });
   });
 
   it("nftTableExists: false for an absent table, true once it exists", async () => {

@@ -3,7 +3,7 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { formatCidr, type Cidr } from "../../shared/cidr.js";
-import { NFT_MALLOC_TUNABLE, listSetCidrs, nftEnv, parseSetCidrs } from "../../shared/nft-cli.js";
+import { NFT_MALLOC_TUNABLE, listSetCidrs, nftEnv, parseOwnRangeIndex, parseSetCidrs } from "../../shared/nft-cli.js";
 
 // `nft -j list sets` of nftables 1.0.6 (Debian 12) on tables made for this test: a prefix, a
 // bare address, a range, an empty set, a set of family ip, a table with no set.
@@ -64,6 +64,41 @@ describe("network: nft-cli parseSetCidrs", () => {
   it("an empty listing (no tables) is an empty map", () => {
     expect(parseSetCidrs("", "own_ranges").size).to.equal(0);
     expect(parseSetCidrs('{"nftables": [{"metainfo": {"version": "1.0.6"}}]}', "own_ranges").size).to.equal(0);
+  });
+});
+
+/** `nft -j` set and chain entries as nftables 1.0.6 prints them with `-t` (base chains also carry hook fields). */
+const chain = (table: string, name: string, family = "inet"): unknown => ({ chain: { family, table, name, handle: 1 } });
+const set = (table: string, name: string, family = "inet"): unknown => ({ set: { family, table, name, type: "ipv4_addr", handle: 1, flags: ["interval"] } });
+const META = { metainfo: { version: "1.0.6", release_name: "Lester Gooch #5", json_schema_version: 1 } };
+/** What `nft -t -j 'list sets inet; list chains inet'` prints: one document per command, one per line. */
+const listing = (sets: unknown[], chains: unknown[]): string => `${JSON.stringify({ nftables: [META, ...sets] })}\n${JSON.stringify({ nftables: [META, ...chains] })}\n`;
+
+describe("network: nft-cli parseOwnRangeIndex", () => {
+  it("maps each prefixed table with an own_ranges set to its own_range_<cidr> chains when every such table has the index chain", () => {
+    const text = listing(
+      [set("paddock-a", "own_ranges"), set("paddock-a", "foreign_ranges"), set("paddock-b", "own_ranges"), set("paddock-c", "own_ranges"), set("other", "own_ranges"), set("paddock-d", "own_ranges", "ip")],
+      [
+        chain("paddock-a", "own_ranges_index"), chain("paddock-a", "own_range_169.254.100.0/22"), chain("paddock-a", "own_range_198.18.8.0/24"), chain("paddock-a", "forward"),
+        chain("paddock-b", "own_ranges_index"), chain("paddock-b", "postrouting"),
+        chain("paddock-c", "own_ranges_index"), chain("paddock-c", "own_range_not-a-cidr"),
+        // No own_ranges set: not a table the set listing would report either.
+        chain("paddock-e", "forward"), chain("other", "forward"), chain("paddock-d", "forward", "ip"),
+      ],
+    );
+    const m = parseOwnRangeIndex(text, "paddock-");
+    expect(m && Object.fromEntries([...m].map(([t, cs]) => [t, cs.map(formatCidr)]))).to.deep.equal({
+      "paddock-a": ["169.254.100.0/22", "198.18.8.0/24"], "paddock-b": [], "paddock-c": [],
+    });
+  });
+
+  it("is undefined when a prefixed table with an own_ranges set has no index, with chains or without (its ranges are only in the set)", () => {
+    const indexed = [chain("paddock-a", "own_ranges_index")];
+    expect(parseOwnRangeIndex(listing([set("paddock-a", "own_ranges"), set("paddock-old", "own_ranges")], [...indexed, chain("paddock-old", "forward")]), "paddock-")).to.equal(undefined);
+    expect(parseOwnRangeIndex(listing([set("paddock-a", "own_ranges"), set("paddock-bare", "own_ranges")], indexed), "paddock-")).to.equal(undefined);
+    expect(parseOwnRangeIndex(listing([], []), "paddock-")?.size).to.equal(0);
+    expect(parseOwnRangeIndex("", "paddock-")?.size).to.equal(0);
+    expect(parseOwnRangeIndex('{"nftables": [', "paddock-")).to.equal(undefined);
   });
 });
 
