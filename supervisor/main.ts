@@ -28,7 +28,7 @@ import { createAdminApp } from "./admin-api.js";
 import { hashToken } from "./tokens.js";
 import { TenantEvents } from "./events/tenant-events.js";
 import { WebhookService } from "./webhooks/webhook-service.js";
-import { poolCapacity } from "./block-allocator.js";
+import { poolCapacity, poolUsage } from "./block-allocator.js";
 import { formatCidr } from "../shared/cidr.js";
 
 /** Options of {@link runSupervisor}. */
@@ -169,7 +169,15 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
     const metrics = new SupervisorMetrics();
     const admission = new GatewayAdmission(config.gatewayLimits, config.gatewayFds);
     // A pool too small for the host's tenants is refused at create with ERR_NETWORK_EXHAUSTED; say its size up front.
-    log.info("network pool", { pool: formatCidr(config.pool), block_prefix: config.blockPrefix, tenant_blocks: poolCapacity(config.pool, config.blockPrefix), in_use: Object.values(registry.snapshot().tenants).reduce((n, t) => n + t.blocks.length, 0) });
+    const usage = poolUsage(config.pool, config.blockPrefix, Object.values(registry.snapshot().tenants).map((t) => ({ id: t.id, blocks: t.blocks.map((b) => b.cidr) })));
+    log.info("network pool", { pool: formatCidr(config.pool), block_prefix: config.blockPrefix, tenant_blocks: poolCapacity(config.pool, config.blockPrefix), in_use: usage.inUse });
+    if (usage.outside.length > 0) {
+      // Their configs' foreign_ranges were cut from the pool of their create (tenant-configs.ts
+      // `render`): blocks handed out from this pool are not among them, nor theirs in the new tenants'.
+      log.warn("tenants hold network blocks outside the pool (network.pool changed since their create); their VMs keep those addresses, but the tenant firewalls' foreign ranges no longer cover both pools: delete and re-create them, or set network.pool back", {
+        pool: formatCidr(config.pool), tenants: usage.outside.length, ids: usage.outside.slice(0, 20),
+      });
+    }
     log.info("gateway limits", { per_tenant: config.gatewayLimits, fd_budget: admission.globalFds, tenant_fd_share: admission.tenantFds });
     // Tenant events and webhooks (supervisor/webhooks/webhook-service.ts): loaded once the
     // reconcile settled which tenants exist; their outboxes live under <state>/supervisor/webhooks.

@@ -5,7 +5,7 @@ import { expect } from "chai";
 import { cidrContains, cidrOverlaps, parseCidr, parseIpv4 } from "../../shared/cidr.js";
 import { isPaddockError } from "../../shared/errors.js";
 import { DEFAULTS_SOURCE, parseSupervisorConfig, parseListenAddress } from "../../supervisor/supervisor-config.js";
-import { allocateBlocks, poolCapacity, poolComplement } from "../../supervisor/block-allocator.js";
+import { allocateBlocks, poolCapacity, poolComplement, poolUsage } from "../../supervisor/block-allocator.js";
 import { TokenIndex, hashToken, hashesEqual, issueToken } from "../../supervisor/tokens.js";
 import { parseBearer, tokenMatches } from "../../shared/http/bearer.js";
 import { TenantRegistry } from "../../supervisor/tenant-registry.js";
@@ -119,6 +119,25 @@ describe("supervisor block allocator", () => {
       expect((err as { details?: unknown }).details).to.deep.equal({ capacity: 63, free: 0, wanted: 1 });
     }
     expect(poolCapacity(POOL, 22)).to.equal(63);
+  });
+
+  it("poolUsage (the start's in_use): only blocks inside the pool count; tenants whose blocks lie outside it are named", () => {
+    // 16 tenants made with pool 198.19.192.0/22 in /26 blocks, then the pool moved to 198.19.200.0/22.
+    const oldPool = parseCidr("198.19.192.0/22");
+    const blocks: string[] = [];
+    for (let i = 0; i < 16; i++) blocks.push(...allocateBlocks({ pool: oldPool, blockPrefix: 26, used: blocks, count: 1 }));
+    const tenants = blocks.map((b, i) => ({ id: `t${i}`, blocks: [b] }));
+    expect(poolUsage(oldPool, 26, tenants)).to.deep.equal({ inUse: 16, outside: [] });
+    const newPool = parseCidr("198.19.200.0/22");
+    expect(poolUsage(newPool, 26, tenants)).to.deep.equal({ inUse: 0, outside: tenants.map((t) => t.id) });
+    expect(allocateBlocks({ pool: newPool, blockPrefix: 26, used: blocks, count: 1 })).to.deep.equal(["198.19.200.0/26"]);
+    // One tenant in the new pool and one straddling it (a /21 from before a block_prefix change): the
+    // pool's blocks they overlap count once each, the straddler is named; capacity minus in_use is what a create finds free.
+    const mixed = [{ id: "a", blocks: ["198.19.200.64/26"] }, { id: "b", blocks: ["198.19.200.0/21"] }, { id: "c", blocks: [] }, { id: "d", blocks: ["nonsense"] }];
+    expect(poolUsage(newPool, 26, mixed)).to.deep.equal({ inUse: 16, outside: ["b", "d"] });
+    expect(poolUsage(newPool, 26, mixed.slice(0, 1))).to.deep.equal({ inUse: 1, outside: [] });
+    // The block holding 169.254.169.254 is no tenant block: a tenant's /16 there takes capacity, not more.
+    expect(poolUsage(POOL, 22, [{ id: "x", blocks: ["169.254.0.0/16"] }])).to.deep.equal({ inUse: poolCapacity(POOL, 22), outside: [] });
   });
 
   it("200 tenants at density: /24 blocks of 169.254.0.0/16 and /26 blocks of a /18 are distinct, non-overlapping, and skip the metadata block", () => {
