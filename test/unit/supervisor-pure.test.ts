@@ -45,6 +45,15 @@ describe("supervisor config", () => {
     expect(Object.isFrozen(c)).to.equal(true);
   });
 
+  it("templates/supervisor.example.yaml ('the values shown are the defaults') parses to exactly the defaults", async () => {
+    const file = path.join(TEMPLATES_DIR, "supervisor.example.yaml");
+    const example = parseSupervisorConfig(parseYamlSafe(await fs.readFile(file, "utf8"), file), file, { env: {}, baseDir: TEMPLATES_DIR });
+    const defaults = parseSupervisorConfig(undefined, DEFAULTS_SOURCE, { env: {}, baseDir: TEMPLATES_DIR });
+    const { source: _a, ...shown } = example;
+    const { source: _b, ...real } = defaults;
+    expect(shown).to.deep.equal(real);
+  });
+
   it("flag beats environment beats file for state and run dirs", () => {
     const tree = { state_dir: "/file/state", run_dir: "/file/run" };
     expect(parseSupervisorConfig(tree, "f", { env: {} }).stateDir).to.equal("/file/state");
