@@ -289,11 +289,15 @@ function boolFlag(name: string, inline: string | undefined): boolean {
  * `paddock daemon up` exits on a config it refuses; a conflict (HTTP 409: `ERR_STATE_LOCKED`,
  * another supervisor runs on the state dir or the run dir belongs to another state dir;
  * `ERR_SOCKET_IN_USE`, a port or socket in use) the same line with exit 4, the CLI's code for a
- * conflict (cli/cli-errors.ts `EXIT.CONFLICT`); any other client error the same line with exit 1. Pure.
+ * conflict (cli/cli-errors.ts `EXIT.CONFLICT`); a config file that cannot be read
+ * (`ERR_FILE_UNREADABLE`) and any other client error the same line with exit 1. Pure.
  * @returns the line (without `paddock: ` and the newline) and the exit code, or undefined for an
  *   error that is no client error (logged with its stack instead).
  */
 export function describeStartError(err: unknown): { line: string; exitCode: number } | undefined {
+  // A config file that cannot be read (supervisor-config.ts loadSupervisorConfig): the CLI's own
+  // code for a local file, exit 1 (cli/cli-errors.ts), never a server's answer (hence its 500).
+  if (isPaddockError(err, "ERR_FILE_UNREADABLE")) return { line: `error: ${err.message} (${err.code})`, exitCode: 1 };
   if (!isPaddockError(err) || !err.isClientError) return undefined;
   if (err.code === "ERR_BAD_REQUEST") return { line: `usage error: ${err.message}`, exitCode: 2 };
   const line = `error: ${err.message}${err.message.includes(err.code) ? "" : ` (${err.code})`}`;

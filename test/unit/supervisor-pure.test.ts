@@ -4,7 +4,8 @@ import path from "node:path";
 import { expect } from "chai";
 import { cidrContains, cidrOverlaps, parseCidr, parseIpv4 } from "../../shared/cidr.js";
 import { isPaddockError } from "../../shared/errors.js";
-import { DEFAULTS_SOURCE, parseSupervisorConfig, parseListenAddress } from "../../supervisor/supervisor-config.js";
+import { DEFAULTS_SOURCE, loadSupervisorConfig, parseSupervisorConfig, parseListenAddress } from "../../supervisor/supervisor-config.js";
+import { describeStartError } from "../../supervisor/main.js";
 import { allocateBlocks, poolCapacity, poolComplement, poolUsage } from "../../supervisor/block-allocator.js";
 import { TokenIndex, hashToken, hashesEqual, issueToken } from "../../supervisor/tokens.js";
 import { parseBearer, tokenMatches } from "../../shared/http/bearer.js";
@@ -52,6 +53,25 @@ describe("supervisor config", () => {
     const { source: _a, ...shown } = example;
     const { source: _b, ...real } = defaults;
     expect(shown).to.deep.equal(real);
+  });
+
+  it("a config file that cannot be read is ERR_FILE_UNREADABLE naming it (paddock up exits 1), not an invalid config", async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-supcfg-"));
+    try {
+      const missing = path.join(dir, "supervisor.yaml");
+      for (const [file, why] of [[missing, "no such file (ENOENT)"], [dir, "it is a directory (EISDIR)"]] as const) {
+        const err = await loadSupervisorConfig(file, { env: {} }).then(() => undefined, (e: unknown) => e);
+        expect(isPaddockError(err, "ERR_FILE_UNREADABLE"), String(err)).to.equal(true);
+        expect((err as Error).message).to.equal(`cannot read ${file} (from paddock up --config): ${why}`);
+        expect(describeStartError(err)).to.deep.equal({ line: `error: cannot read ${file} (from paddock up --config): ${why} (ERR_FILE_UNREADABLE)`, exitCode: 1 });
+      }
+      // One that reads but is invalid stays ERR_CONFIG_INVALID, exit 2.
+      await fs.writeFile(missing, "restart: {max_crashes: 0}\n");
+      const bad = await loadSupervisorConfig(missing, { env: {} }).then(() => undefined, (e: unknown) => e);
+      expect(describeStartError(bad)?.exitCode).to.equal(2);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("flag beats environment beats file for state and run dirs", () => {
