@@ -101,7 +101,7 @@ async function closeServer(server: http.Server): Promise<void> {
  * tenants (adopt, restart, remove leftovers); 7. listeners. A refused start removes the files
  * and directories it made (start-footprint.ts): a state or run dir it created is gone, one that
  * existed is left as it was (what a reconcile of existing tenants did is not undone).
- * @throws PaddockError `ERR_CONFIG_INVALID`, `ERR_STATE_CORRUPT`, `ERR_STATE_LOCKED` (the state dir, or a run dir
+ * @throws PaddockError `ERR_FILE_UNREADABLE` (the config file), `ERR_CONFIG_INVALID`, `ERR_STATE_CORRUPT`, `ERR_STATE_LOCKED` (the state dir, or a run dir
  *   another supervisor state owns), `ERR_STORAGE_FAILED` (the run dir claim), `ERR_SOCKET_IN_USE`.
  */
 export async function runSupervisor(opts: SupervisorOptions = {}): Promise<RunningSupervisor> {
