@@ -15,7 +15,8 @@ import { formatAge, formatBytes, renderJson, renderTable, Progress } from "./out
 export const IMAGE_HELP = `usage: paddock image COMMAND [flags]
 
   build [NAME] [--packages gcc,python3] [--minimal] [--force] [--mirror URL] [--image-dir DIR] [--json]
-        debootstrap Debian 12 minbase with the everyday tools (procps, iproute2, ping, curl,
+        debootstrap Debian 12 minbase with the everyday tools (procps, iproute2, ping: root
+        only, vm exec --uid 0, as no_new_privs voids its file capability; curl,
         ca-certificates, less, vim-tiny; not with --minimal) plus --packages into the image
         store; NAME defaults to debian-12. An image already built is reused (--force rebuilds
         it); a broken one (corrupt image.json, or no rootfs/) is rebuilt; one whose image.json

@@ -39,6 +39,56 @@ export function poolCapacity(pool: Cidr, blockPrefix: number, reserved: readonly
   return total - held.size;
 }
 
+/** How the tenants' blocks sit in the pool ({@link poolUsage}). */
+export interface PoolUsage {
+  /**
+   * Blocks of the pool (of `/blockPrefix`, those holding a reserved address aside) that some
+   * tenant's block overlaps: {@link poolCapacity} minus this many are free for creates.
+   */
+  inUse: number;
+  /**
+   * Ids of the tenants holding a block that does not lie wholly inside the pool (the pool moved
+   * since their create), in the order given.
+   */
+  outside: string[];
+}
+
+/**
+ * Count the pool's blocks the tenants take, and name the tenants whose blocks lie (partly)
+ * outside it. Pure.
+ * @param tenants - each tenant's id and blocks as CIDR strings (`169.254.0.0/22`).
+ * @returns {@link PoolUsage}; a block outside the pool counts in no `inUse`, a block that is no
+ *   CIDR puts its tenant in `outside` (nothing thrown: the start logs this).
+ */
+export function poolUsage(pool: Cidr, blockPrefix: number, tenants: readonly { id: string; blocks: readonly string[] }[], reserved: readonly string[] = RESERVED_ADDRESSES): PoolUsage {
+  if (blockPrefix < pool.prefix || blockPrefix > 30) return { inUse: 0, outside: tenants.filter((t) => t.blocks.length > 0).map((t) => t.id) };
+  const step = 2 ** (32 - blockPrefix);
+  const poolLast = cidrLast(pool);
+  const skip = new Set(reserved.map((a) => parseIpv4(a)).filter((a): a is number => a !== undefined && cidrContains(pool, a)).map((a) => Math.floor((a - pool.base) / step)));
+  const taken = new Set<number>();
+  const outside: string[] = [];
+  for (const t of tenants) {
+    let out = false;
+    for (const text of t.blocks) {
+      let b: Cidr;
+      try {
+        b = parseCidr(text);
+      } catch {
+        out = true;
+        continue;
+      }
+      const last = cidrLast(b);
+      if (!(cidrContains(pool, b.base) && cidrContains(pool, last))) out = true;
+      if (!cidrOverlaps(pool, b)) continue;
+      const first = Math.floor((Math.max(b.base, pool.base) - pool.base) / step);
+      const end = Math.floor((Math.min(last, poolLast) - pool.base) / step);
+      for (let i = first; i <= end; i++) if (!skip.has(i)) taken.add(i);
+    }
+    if (out) outside.push(t.id);
+  }
+  return { inUse: taken.size, outside };
+}
+
 /**
  * First-fit allocation of `count` blocks of the pool, lowest address first, so a freed
  * block is the first to be reused.

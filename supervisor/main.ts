@@ -28,7 +28,7 @@ import { createAdminApp } from "./admin-api.js";
 import { hashToken } from "./tokens.js";
 import { TenantEvents } from "./events/tenant-events.js";
 import { WebhookService } from "./webhooks/webhook-service.js";
-import { poolCapacity } from "./block-allocator.js";
+import { poolCapacity, poolUsage } from "./block-allocator.js";
 import { formatCidr } from "../shared/cidr.js";
 
 /** Options of {@link runSupervisor}. */
@@ -101,7 +101,7 @@ async function closeServer(server: http.Server): Promise<void> {
  * tenants (adopt, restart, remove leftovers); 7. listeners. A refused start removes the files
  * and directories it made (start-footprint.ts): a state or run dir it created is gone, one that
  * existed is left as it was (what a reconcile of existing tenants did is not undone).
- * @throws PaddockError `ERR_CONFIG_INVALID`, `ERR_STATE_CORRUPT`, `ERR_STATE_LOCKED` (the state dir, or a run dir
+ * @throws PaddockError `ERR_FILE_UNREADABLE` (the config file), `ERR_CONFIG_INVALID`, `ERR_STATE_CORRUPT`, `ERR_STATE_LOCKED` (the state dir, or a run dir
  *   another supervisor state owns), `ERR_STORAGE_FAILED` (the run dir claim), `ERR_SOCKET_IN_USE`.
  */
 export async function runSupervisor(opts: SupervisorOptions = {}): Promise<RunningSupervisor> {
@@ -169,7 +169,15 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
     const metrics = new SupervisorMetrics();
     const admission = new GatewayAdmission(config.gatewayLimits, config.gatewayFds);
     // A pool too small for the host's tenants is refused at create with ERR_NETWORK_EXHAUSTED; say its size up front.
-    log.info("network pool", { pool: formatCidr(config.pool), block_prefix: config.blockPrefix, tenant_blocks: poolCapacity(config.pool, config.blockPrefix), in_use: Object.values(registry.snapshot().tenants).reduce((n, t) => n + t.blocks.length, 0) });
+    const usage = poolUsage(config.pool, config.blockPrefix, Object.values(registry.snapshot().tenants).map((t) => ({ id: t.id, blocks: t.blocks.map((b) => b.cidr) })));
+    log.info("network pool", { pool: formatCidr(config.pool), block_prefix: config.blockPrefix, tenant_blocks: poolCapacity(config.pool, config.blockPrefix), in_use: usage.inUse });
+    if (usage.outside.length > 0) {
+      // Their configs' foreign_ranges were cut from the pool of their create (tenant-configs.ts
+      // `render`): blocks handed out from this pool are not among them, nor theirs in the new tenants'.
+      log.warn("tenants hold network blocks outside the pool (network.pool changed since their create); their VMs keep those addresses, but the tenant firewalls' foreign ranges no longer cover both pools: delete and re-create them, or set network.pool back", {
+        pool: formatCidr(config.pool), tenants: usage.outside.length, ids: usage.outside.slice(0, 20),
+      });
+    }
     log.info("gateway limits", { per_tenant: config.gatewayLimits, fd_budget: admission.globalFds, tenant_fd_share: admission.tenantFds });
     // Tenant events and webhooks (supervisor/webhooks/webhook-service.ts): loaded once the
     // reconcile settled which tenants exist; their outboxes live under <state>/supervisor/webhooks.
@@ -281,11 +289,15 @@ function boolFlag(name: string, inline: string | undefined): boolean {
  * `paddock daemon up` exits on a config it refuses; a conflict (HTTP 409: `ERR_STATE_LOCKED`,
  * another supervisor runs on the state dir or the run dir belongs to another state dir;
  * `ERR_SOCKET_IN_USE`, a port or socket in use) the same line with exit 4, the CLI's code for a
- * conflict (cli/cli-errors.ts `EXIT.CONFLICT`); any other client error the same line with exit 1. Pure.
+ * conflict (cli/cli-errors.ts `EXIT.CONFLICT`); a config file that cannot be read
+ * (`ERR_FILE_UNREADABLE`) and any other client error the same line with exit 1. Pure.
  * @returns the line (without `paddock: ` and the newline) and the exit code, or undefined for an
  *   error that is no client error (logged with its stack instead).
  */
 export function describeStartError(err: unknown): { line: string; exitCode: number } | undefined {
+  // A config file that cannot be read (supervisor-config.ts loadSupervisorConfig): the CLI's own
+  // code for a local file, exit 1 (cli/cli-errors.ts), never a server's answer (hence its 500).
+  if (isPaddockError(err, "ERR_FILE_UNREADABLE")) return { line: `error: ${err.message} (${err.code})`, exitCode: 1 };
   if (!isPaddockError(err) || !err.isClientError) return undefined;
   if (err.code === "ERR_BAD_REQUEST") return { line: `usage error: ${err.message}`, exitCode: 2 };
   const line = `error: ${err.message}${err.message.includes(err.code) ? "" : ` (${err.code})`}`;

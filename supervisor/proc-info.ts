@@ -68,13 +68,17 @@ export function daemonEntryVariants(entry: string): string[] {
 
 /**
  * True when `argv` is `<node> [node flags] <entry> up <configPath>` (the daemon contract), where
- * `entry` may be any of {@link daemonEntryVariants}.
+ * `entry` may be any of {@link daemonEntryVariants}: everything between the program and the entry
+ * is a flag (starts with `-`). So the daemon's log reader, whose argv holds the daemon's whole
+ * command after its own words (`paddock-nsutil logcap FILE BYTES KEEP <node> … <entry> up
+ * <config>`, supervisor/daemon-process.ts `spawnDaemon`; it lives until the daemon and what
+ * inherited its output have closed the pipe), is no daemon.
  */
 export function isDaemonCmdline(argv: readonly string[] | undefined, entry: string, configPath: string): boolean {
   if (!argv) return false;
   return daemonEntryVariants(entry).some((e) => {
     const i = argv.indexOf(e);
-    return i >= 0 && argv[i + 1] === "up" && argv[i + 2] === configPath;
+    return i >= 0 && argv[i + 1] === "up" && argv[i + 2] === configPath && argv.slice(1, i).every((a) => a.startsWith("-"));
   });
 }
 
@@ -117,7 +121,8 @@ function readCmdlineSync(pid: number, needle: Buffer | undefined, buf: Buffer): 
 const SCAN_SLICE = 256;
 
 /**
- * Pids whose cmdline runs `entry` with `configPath` (for leftovers no registry entry owns).
+ * Pids whose cmdline runs `entry` with `configPath` ({@link isDaemonCmdline}: daemons, not their
+ * log readers), for leftovers no registry entry owns.
  * Every process on the host is read, so this grows with the host's processes (every tenant's
  * daemon and VMs): each cmdline is read synchronously, {@link SCAN_SLICE} at a time with a turn
  * of the event loop between slices. A read of a small /proc file costs ~10 µs that way against

@@ -11,7 +11,7 @@ import path from "node:path";
 import { findProjectRoot } from "../shared/proc.js";
 import { ConfigReader, parseYamlSafe } from "../shared/yaml-reader.js";
 import { parseCidr, parseIpv4, type Cidr } from "../shared/cidr.js";
-import { PaddockError } from "../shared/errors.js";
+import { fileReadError } from "../shared/file-read-error.js";
 import { parseGoDurationMs } from "../shared/time.js";
 import { DEFAULT_PIDS_RESERVE } from "../shared/host-pids.js";
 import { layerLimits, readLimitsSection } from "./tenant-limits.js";
@@ -345,7 +345,8 @@ function findProjectRootSafe(): string {
 
 /**
  * Read and validate the supervisor config file; no file ⇒ defaults (plus env and flags).
- * @throws PaddockError `ERR_CONFIG_INVALID` (unreadable file, YAML syntax, any problem).
+ * @throws PaddockError `ERR_FILE_UNREADABLE` (the file cannot be read: `cannot read FILE (from
+ *   paddock up --config): no such file (ENOENT)`), `ERR_CONFIG_INVALID` (YAML syntax, any problem).
  */
 export async function loadSupervisorConfig(file: string | undefined, opts: { env?: NodeJS.ProcessEnv; flags?: SupervisorFlags } = {}): Promise<SupervisorConfig> {
   if (file === undefined) return parseSupervisorConfig(undefined, DEFAULTS_SOURCE, opts);
@@ -354,7 +355,9 @@ export async function loadSupervisorConfig(file: string | undefined, opts: { env
   try {
     text = await fs.readFile(abs, "utf8");
   } catch (err) {
-    throw new PaddockError("ERR_CONFIG_INVALID", `cannot read supervisor config ${abs}: ${(err as Error).message}`, { cause: err });
+    // A file that cannot be read is no invalid config: ERR_FILE_UNREADABLE, exit 1, as for the
+    // config of `paddock daemon up FILE` (README "CLI").
+    throw fileReadError(abs, "paddock up --config", err);
   }
   return parseSupervisorConfig(parseYamlSafe(text, abs), abs, { ...opts, baseDir: path.dirname(abs) });
 }

@@ -10,7 +10,8 @@
  * `CMDLINE_MAX_BYTES` and splits only a cmdline holding `\0up\0<config>`; longer is no daemon.
  *
  * Positive control: the same daemon-shaped argv, short, is found. No VM, no daemon: the
- * processes are the host's own `sh`, standing in for a guest's.
+ * processes are the host's own `node` running an idle script as `<entry>` (a daemon's argv is
+ * `<node> [flags] <entry> up <config>`, proc-info.ts `isDaemonCmdline`), standing in for a guest's.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { promises as fs } from "node:fs";
@@ -19,9 +20,9 @@ import path from "node:path";
 import { expect } from "chai";
 import { CMDLINE_MAX_BYTES, findDaemonPids } from "../../supervisor/proc-info.js";
 
-/** Start `sh -c 'sleep 600; :' sh <argv…>` in its own process group; resolves once its cmdline shows `marker`. */
+/** Start `node <argv…>` (argv[0] an idle script) in its own process group; resolves once its cmdline shows `marker`. */
 async function startWithArgv(argv: string[], marker: string): Promise<ChildProcess> {
-  const child = spawn("/bin/sh", ["-c", "sleep 600; :", "sh", ...argv], { stdio: "ignore", detached: true });
+  const child = spawn(process.execPath, argv, { stdio: "ignore", detached: true });
   const pid = child.pid as number;
   for (let i = 0; i < 250; i++) {
     if (await fs.readFile(`/proc/${pid}/cmdline`, "utf8").then((c) => c.includes(marker), () => false)) return child;
@@ -40,7 +41,7 @@ describe("security: the daemon scan against a process with a huge argv (supervis
   });
 
   after(async () => {
-    // The whole group: sh and its sleep.
+    // The whole group (the node process).
     for (const c of children) if (c.pid !== undefined) try { process.kill(-c.pid, "SIGKILL"); } catch {}
     await fs.rm(dir, { recursive: true, force: true });
   });
@@ -48,6 +49,7 @@ describe("security: the daemon scan against a process with a huge argv (supervis
   it("finds a daemon-shaped argv (control) and does not read on or split one padded to megabytes", async () => {
     const entry = path.join(dir, "launch.js");
     const config = path.join(dir, "tenant.yaml");
+    await fs.writeFile(entry, "setInterval(() => undefined, 60_000);\n");
     const short = await startWithArgv([entry, "up", config], config);
     children.push(short);
     // ~1 MB of cmdline in 100,000 strings, the same daemon shape at its head.

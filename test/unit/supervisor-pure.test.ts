@@ -4,8 +4,9 @@ import path from "node:path";
 import { expect } from "chai";
 import { cidrContains, cidrOverlaps, parseCidr, parseIpv4 } from "../../shared/cidr.js";
 import { isPaddockError } from "../../shared/errors.js";
-import { DEFAULTS_SOURCE, parseSupervisorConfig, parseListenAddress } from "../../supervisor/supervisor-config.js";
-import { allocateBlocks, poolCapacity, poolComplement } from "../../supervisor/block-allocator.js";
+import { DEFAULTS_SOURCE, loadSupervisorConfig, parseSupervisorConfig, parseListenAddress } from "../../supervisor/supervisor-config.js";
+import { describeStartError } from "../../supervisor/main.js";
+import { allocateBlocks, poolCapacity, poolComplement, poolUsage } from "../../supervisor/block-allocator.js";
 import { TokenIndex, hashToken, hashesEqual, issueToken } from "../../supervisor/tokens.js";
 import { parseBearer, tokenMatches } from "../../shared/http/bearer.js";
 import { TenantRegistry } from "../../supervisor/tenant-registry.js";
@@ -43,6 +44,34 @@ describe("supervisor config", () => {
     expect(c.defaultTemplate).to.equal("sandbox");
     expect(c.stopDaemonsOnExit).to.equal(false);
     expect(Object.isFrozen(c)).to.equal(true);
+  });
+
+  it("templates/supervisor.example.yaml ('the values shown are the defaults') parses to exactly the defaults", async () => {
+    const file = path.join(TEMPLATES_DIR, "supervisor.example.yaml");
+    const example = parseSupervisorConfig(parseYamlSafe(await fs.readFile(file, "utf8"), file), file, { env: {}, baseDir: TEMPLATES_DIR });
+    const defaults = parseSupervisorConfig(undefined, DEFAULTS_SOURCE, { env: {}, baseDir: TEMPLATES_DIR });
+    const { source: _a, ...shown } = example;
+    const { source: _b, ...real } = defaults;
+    expect(shown).to.deep.equal(real);
+  });
+
+  it("a config file that cannot be read is ERR_FILE_UNREADABLE naming it (paddock up exits 1), not an invalid config", async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-supcfg-"));
+    try {
+      const missing = path.join(dir, "supervisor.yaml");
+      for (const [file, why] of [[missing, "no such file (ENOENT)"], [dir, "it is a directory (EISDIR)"]] as const) {
+        const err = await loadSupervisorConfig(file, { env: {} }).then(() => undefined, (e: unknown) => e);
+        expect(isPaddockError(err, "ERR_FILE_UNREADABLE"), String(err)).to.equal(true);
+        expect((err as Error).message).to.equal(`cannot read ${file} (from paddock up --config): ${why}`);
+        expect(describeStartError(err)).to.deep.equal({ line: `error: cannot read ${file} (from paddock up --config): ${why} (ERR_FILE_UNREADABLE)`, exitCode: 1 });
+      }
+      // One that reads but is invalid stays ERR_CONFIG_INVALID, exit 2.
+      await fs.writeFile(missing, "restart: {max_crashes: 0}\n");
+      const bad = await loadSupervisorConfig(missing, { env: {} }).then(() => undefined, (e: unknown) => e);
+      expect(describeStartError(bad)?.exitCode).to.equal(2);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("flag beats environment beats file for state and run dirs", () => {
@@ -119,6 +148,25 @@ describe("supervisor block allocator", () => {
       expect((err as { details?: unknown }).details).to.deep.equal({ capacity: 63, free: 0, wanted: 1 });
     }
     expect(poolCapacity(POOL, 22)).to.equal(63);
+  });
+
+  it("poolUsage (the start's in_use): only blocks inside the pool count; tenants whose blocks lie outside it are named", () => {
+    // 16 tenants made with pool 198.19.192.0/22 in /26 blocks, then the pool moved to 198.19.200.0/22.
+    const oldPool = parseCidr("198.19.192.0/22");
+    const blocks: string[] = [];
+    for (let i = 0; i < 16; i++) blocks.push(...allocateBlocks({ pool: oldPool, blockPrefix: 26, used: blocks, count: 1 }));
+    const tenants = blocks.map((b, i) => ({ id: `t${i}`, blocks: [b] }));
+    expect(poolUsage(oldPool, 26, tenants)).to.deep.equal({ inUse: 16, outside: [] });
+    const newPool = parseCidr("198.19.200.0/22");
+    expect(poolUsage(newPool, 26, tenants)).to.deep.equal({ inUse: 0, outside: tenants.map((t) => t.id) });
+    expect(allocateBlocks({ pool: newPool, blockPrefix: 26, used: blocks, count: 1 })).to.deep.equal(["198.19.200.0/26"]);
+    // One tenant in the new pool and one straddling it (a /21 from before a block_prefix change): the
+    // pool's blocks they overlap count once each, the straddler is named; capacity minus in_use is what a create finds free.
+    const mixed = [{ id: "a", blocks: ["198.19.200.64/26"] }, { id: "b", blocks: ["198.19.200.0/21"] }, { id: "c", blocks: [] }, { id: "d", blocks: ["nonsense"] }];
+    expect(poolUsage(newPool, 26, mixed)).to.deep.equal({ inUse: 16, outside: ["b", "d"] });
+    expect(poolUsage(newPool, 26, mixed.slice(0, 1))).to.deep.equal({ inUse: 1, outside: [] });
+    // The block holding 169.254.169.254 is no tenant block: a tenant's /16 there takes capacity, not more.
+    expect(poolUsage(POOL, 22, [{ id: "x", blocks: ["169.254.0.0/16"] }])).to.deep.equal({ inUse: poolCapacity(POOL, 22), outside: [] });
   });
 
   it("200 tenants at density: /24 blocks of 169.254.0.0/16 and /26 blocks of a /18 are distinct, non-overlapping, and skip the metadata block", () => {
