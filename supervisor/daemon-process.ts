@@ -21,7 +21,7 @@ import { PaddockError, errnoCode } from "../shared/errors.js";
 import { sleep } from "../shared/time.js";
 import { daemonHealthy } from "./daemon-client.js";
 import { daemonStartCode, daemonStartReason } from "./daemon-start-reason.js";
-import { isDaemonCmdline, readCmdline, readProcStat, readProcStatSync } from "./proc-info.js";
+import { isDaemonCmdline, readCmdline, readProcStat, readProcStatSync, runsAsUs } from "./proc-info.js";
 import { findProjectRoot, pidAlive } from "../shared/proc.js";
 import { DAEMON_NODE_FLAGS } from "../shared/daemon-node-flags.js";
 
@@ -272,12 +272,13 @@ export async function spawnDaemon(spec: DaemonSpec, readyTimeoutMs: number): Pro
 
 /**
  * Adopt a daemon a previous supervisor started, if it is provably the same program:
- * alive, cmdline `<node> <entry> up <config>`, and (when recorded) the same start time.
+ * alive, cmdline `<node> <entry> up <config>` run as this process's uid (proc-info.ts
+ * `runsAsUs`), and (when recorded) the same start time.
  * @returns a handle watched by polling, or undefined when it is not ours / not alive.
  */
 export async function adoptDaemon(spec: DaemonSpec, pid: number, procStartTicks: number | undefined, pollMs = 500): Promise<DaemonHandle | undefined> {
   if (!pidAlive(pid)) return undefined;
-  if (!isDaemonCmdline(await readCmdline(pid), spec.entry, spec.configPath)) return undefined;
+  if (!isDaemonCmdline(await readCmdline(pid), spec.entry, spec.configPath) || !runsAsUs(pid)) return undefined;
   const st = await readProcStat(pid);
   if (procStartTicks !== undefined && st?.startTicks !== procStartTicks) return undefined;
   const w = watchPid(pid, st?.startTicks, pollMs);

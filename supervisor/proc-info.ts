@@ -117,12 +117,32 @@ function readCmdlineSync(pid: number, needle: Buffer | undefined, buf: Buffer): 
   }
 }
 
+/**
+ * True when process `pid` runs as this process's real uid (the `Uid:` line of
+ * /proc/<pid>/status, proc(5)): a daemon is spawned by the supervisor as itself
+ * (daemon-process.ts `spawnDaemon`). A runc VM's processes are host processes too, with argv
+ * their guest root chooses (a script at the daemon's entry path run with `up <config>` has the
+ * daemon's very shape), but they run as the tenant's mapped uids (oci-spec.ts `uidMappings`:
+ * host uid `uidStart` ≥ 65536 and up), never as the supervisor's. Read synchronously like the
+ * cmdline (a small file the kernel makes on read), and only for a cmdline of the daemon's shape.
+ * @returns false when the process is gone or its status has no `Uid:` line.
+ */
+export function runsAsUs(pid: number): boolean {
+  try {
+    const line = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return line !== null && Number(line[1]) === process.getuid?.();
+  } catch {
+    return false;
+  }
+}
+
 /** Processes whose cmdline {@link findDaemonPids} reads between two turns of the event loop. */
 const SCAN_SLICE = 256;
 
 /**
  * Pids whose cmdline runs `entry` with `configPath` ({@link isDaemonCmdline}: daemons, not their
- * log readers), for leftovers no registry entry owns.
+ * log readers) as this process's uid ({@link runsAsUs}: not a VM's process forging the shape),
+ * for leftovers no registry entry owns (the caller SIGKILLs each and waits for its exit).
  * Every process on the host is read, so this grows with the host's processes (every tenant's
  * daemon and VMs): each cmdline is read synchronously, {@link SCAN_SLICE} at a time with a turn
  * of the event loop between slices. A read of a small /proc file costs ~10 µs that way against
@@ -138,7 +158,7 @@ export async function findDaemonPids(entry: string, configPath: string): Promise
   const pids = (await fs.readdir("/proc")).filter((n) => /^\d+$/.test(n)).map(Number).filter((p) => p !== process.pid);
   for (let i = 0; i < pids.length; i += SCAN_SLICE) {
     if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve));
-    for (const pid of pids.slice(i, i + SCAN_SLICE)) if (isDaemonCmdline(readCmdlineSync(pid, needle, buf), entry, configPath)) out.push(pid);
+    for (const pid of pids.slice(i, i + SCAN_SLICE)) if (isDaemonCmdline(readCmdlineSync(pid, needle, buf), entry, configPath) && runsAsUs(pid)) out.push(pid);
   }
   return out;
 }

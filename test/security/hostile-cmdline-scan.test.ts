@@ -20,9 +20,12 @@ import path from "node:path";
 import { expect } from "chai";
 import { CMDLINE_MAX_BYTES, findDaemonPids } from "../../supervisor/proc-info.js";
 
-/** Start `node <argv…>` (argv[0] an idle script) in its own process group; resolves once its cmdline shows `marker`. */
-async function startWithArgv(argv: string[], marker: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, argv, { stdio: "ignore", detached: true });
+/**
+ * Start `node <argv…>` (argv[0] an idle script) in its own process group, as `uid` when given;
+ * resolves once its cmdline shows `marker`.
+ */
+async function startWithArgv(argv: string[], marker: string, uid?: number): Promise<ChildProcess> {
+  const child = spawn(process.execPath, argv, { stdio: "ignore", detached: true, ...(uid !== undefined ? { uid, gid: uid } : {}) });
   const pid = child.pid as number;
   for (let i = 0; i < 250; i++) {
     if (await fs.readFile(`/proc/${pid}/cmdline`, "utf8").then((c) => c.includes(marker), () => false)) return child;
@@ -58,5 +61,24 @@ describe("security: the daemon scan against a process with a huge argv (supervis
     children.push(huge);
     expect((await fs.readFile(`/proc/${huge.pid}/cmdline`)).length).to.be.greaterThan(CMDLINE_MAX_BYTES);
     expect(await findDaemonPids(entry, config)).to.deep.equal([short.pid]);
+  });
+
+  it("does not take a process of the daemon's exact shape for one when it runs as another uid (a runc VM's, forging another tenant's daemon)", async () => {
+    // Guest root of a runc VM can run a script at the daemon's entry path (in its own rootfs)
+    // with `up <another tenant's config>`: argv `/bin/sh <entry> up <config>`, the daemon's
+    // shape, visible in the host's /proc, as the tenant's mapped uid (2000000000 and up, seen
+    // with a real VM). Taken for a stray daemon, it was SIGKILLed by that tenant's delete, which
+    // then waited 10 s for its exit: in a paused VM (cgroup freezer) it does not exit, so N
+    // such processes held another tenant's delete N × 10 s. Its stand-in: the same node
+    // process as uid 2000000000. Control: the same argv as our uid is found.
+    await fs.chmod(dir, 0o755);
+    const entry = path.join(dir, "launch.js");
+    const config = path.join(dir, "victim.yaml");
+    await fs.writeFile(entry, "setInterval(() => undefined, 60_000);\n", { mode: 0o644 });
+    const forged = await startWithArgv([entry, "up", config], config, 2_000_000_000);
+    children.push(forged);
+    const ours = await startWithArgv([entry, "up", config], config);
+    children.push(ours);
+    expect(await findDaemonPids(entry, config)).to.deep.equal([ours.pid]);
   });
 });
