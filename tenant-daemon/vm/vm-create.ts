@@ -85,7 +85,7 @@ export class VmCreator {
       this.deps.onEvent?.("launch_failed", group.name);
       // Read before the rollback: the VM's cgroup goes with it.
       const err = this.deps.pids ? await this.deps.pids.explain(caught, hostname, vm.pid !== undefined) : caught;
-      log.error("create failed; rolling back", { hostname, err });
+      log.error("create failed; rolling back", { hostname, err: caught, ...(err !== caught ? { answer: (err as Error).message } : {}) });
       await launcher.discard(vm);
       if (isPidsRefusal(err)) {
         this.deps.onPidsRefused?.(err, hostname);
