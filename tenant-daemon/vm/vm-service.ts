@@ -289,7 +289,7 @@ export class VmService {
           await vm.secretsDelivered;
           this.log.debug("vm wait timing", { hostname: record.hostname, wait: wait.wait, waitMs: Math.round((performance.now() - waitStarted) * 10) / 10 });
         } catch (err) {
-          const removed = await this.remove(record.hostname, { force: true, reason: "wait_timeout" }).then(() => true, (e: unknown) => this.log.error("cleanup after wait failure failed", { hostname: record.hostname, err: e }));
+          const removed = await this.remove(record.hostname, { force: true, reason: isPidsRefusal(err) ? "pids_limit" : "wait_timeout" }).then(() => true, (e: unknown) => this.log.error("cleanup after wait failure failed", { hostname: record.hostname, err: e }));
           if (isPidsRefusal(err)) this.pool.pidsRefused(err, record.hostname);
           throw waitFailure(err, wait.timeoutMs, removed === true);
         }
