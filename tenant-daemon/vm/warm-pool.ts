@@ -11,7 +11,8 @@
  *
  * This file holds the refill's state (the running refill, the retry back-off per group, the
  * stop after a boot the tenant's pids budget refused: no warm boot until a VM of the tenant is
- * removed or the daemon restarts with a new budget, vm-pids-budget.ts).
+ * removed, a VM created since boots whole, or the daemon restarts with a new budget,
+ * vm-pids-budget.ts).
  */
 import { PaddockError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
@@ -208,11 +209,27 @@ export class WarmPool {
   pidsRefused(err: PaddockError, hostname: string): void {
     const { table } = this.deps;
     if (this.pidsFull === undefined && Object.keys(this.deps.config.paddock.warmPool).length > 0) {
-      this.log.warn("warm pool stopped filling: a boot was refused by the tenant's pids budget; it fills again once a VM of the tenant is removed", { limit: err.details?.limit, err: err.message });
+      this.log.warn("warm pool stopped filling: a boot was refused by the tenant's pids budget; it fills again once a VM of the tenant is removed or a VM created since boots", { limit: err.details?.limit, err: err.message });
     }
     const held = new Set([...table.vms.keys(), ...table.warm.keys()]);
     held.delete(hostname);
     this.pidsFull = { held, err };
+  }
+
+  /**
+   * VM `hostname`, booted cold, has its agent answering. When the pool stopped for the pids
+   * budget ({@link pidsRefused}) before this VM existed, the budget had room for a whole VM since
+   * (a spike in a long-lived VM ended, or one freed its pids), so the stop ends and the pool fills
+   * again: without this it stayed empty, every create booting cold, until a VM the tenant held at
+   * the stop was removed, which may be never (a `count:` VM cannot be deleted). A warm boot the
+   * budget refuses stops the pool again, so it boots at most once per such cold boot. A VM that
+   * existed at the stop (its boot may have begun before) ends nothing.
+   */
+  bootSucceeded(hostname: string): void {
+    if (this.pidsFull === undefined || this.pidsFull.held.has(hostname)) return;
+    this.pidsFull = undefined;
+    this.log.info("warm pool fills again: a VM booted since the stop", { hostname });
+    this.kick();
   }
 
   /** True while {@link pidsRefused}'s stop holds: every VM the tenant had then is still there. */
