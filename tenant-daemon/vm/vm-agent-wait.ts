@@ -30,8 +30,11 @@ export class VmAgentWait {
   private readonly paths: VmPaths;
   private readonly log: Logger;
   private readonly polls = new Map<string, SharedPoll>();
+  private readonly bootRefusal: ((hostname: string) => Promise<PaddockError | undefined>) | undefined;
 
-  constructor(deps: { table: VmTable; agent: AgentPort; paths: VmPaths; log: Logger }) {
+  /** @param deps.bootRefusal - while the agent does not answer, checked on each poll: an error ends the wait at once (vm-pids-budget.ts). */
+  constructor(deps: { table: VmTable; agent: AgentPort; paths: VmPaths; log: Logger; bootRefusal?: (hostname: string) => Promise<PaddockError | undefined> }) {
+    this.bootRefusal = deps.bootRefusal;
     this.table = deps.table;
     this.agent = deps.agent;
     this.paths = deps.paths;
@@ -40,8 +43,9 @@ export class VmAgentWait {
 
   /**
    * Poll the agent's health until `agent_uptime > 0` (and `userdata_ran` for `userdata`).
-   * @throws PaddockError ERR_VM_WAIT_TIMEOUT (408) after `timeoutMs`; ERR_VM_NOT_RUNNING if the VM
-   *   stops meanwhile, or (503) if the daemon stops while a warm VM is awaited.
+   * @throws PaddockError ERR_VM_WAIT_TIMEOUT (408) after `timeoutMs` (its message does not say
+   *   what became of the VM: the caller says so); ERR_VM_NOT_RUNNING if the VM stops meanwhile,
+   *   or (503) if the daemon stops while a warm VM is awaited; the `bootRefusal` error.
    */
   async waitForAgent(hostname: string, wait: "agent" | "userdata", timeoutMs: number): Promise<void> {
     if (wait === "userdata") return this.poll(hostname, wait, Date.now() + timeoutMs, () => false, timeoutMs);
@@ -64,7 +68,7 @@ export class VmAgentWait {
       await Promise.race([
         poll.done,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new PaddockError("ERR_VM_WAIT_TIMEOUT", `timed out after ${timeoutMs} ms waiting for agent on ${hostname}; the VM was deleted`)), timeoutMs);
+          timer = setTimeout(() => reject(new PaddockError("ERR_VM_WAIT_TIMEOUT", `timed out after ${timeoutMs} ms waiting for agent on ${hostname}`)), timeoutMs);
         }),
       ]);
     } finally {
@@ -96,8 +100,10 @@ export class VmAgentWait {
           if (h.agent_uptime > 0 && (wait === "agent" || h.userdata_ran)) return;
         } catch (err) {
           socketSeen = errnoCode(err) !== "ENOENT" && errnoCode((err as { cause?: unknown }).cause) !== "ENOENT";
+          const refused = await this.bootRefusal?.(hostname);
+          if (refused) throw refused;
         }
-        if (Date.now() >= deadline) throw new PaddockError("ERR_VM_WAIT_TIMEOUT", `timed out after ${timeoutMs} ms waiting for ${wait} on ${hostname}; the VM was deleted`);
+        if (Date.now() >= deadline) throw new PaddockError("ERR_VM_WAIT_TIMEOUT", `timed out after ${timeoutMs} ms waiting for ${wait} on ${hostname}`);
         const remaining = Math.max(1, Math.min(deadline - Date.now(), 2_000));
         if (socketSeen || !dirEvents.watching) {
           await sleep(Math.min(delay, remaining));

@@ -9,6 +9,7 @@ import type { HostGroupConfig } from "../../shared/tenant-config.js";
 import { rfc3339 } from "../../shared/time.js";
 import type { TenantNetwork } from "../network/network.js";
 import type { VmLauncher } from "./vm-boot.js";
+import { isPidsRefusal, type PidsBudgetProbe } from "./vm-pids-budget.js";
 import type { CreateVmRequest } from "./vm-request.js";
 import type { LiveVm, VmTable } from "./vm-table.js";
 import type { VmRecord } from "./vm-types.js";
@@ -21,6 +22,10 @@ export interface VmCreatorDeps {
   log: Logger;
   /** Told of a failed launch (metrics). */
   onEvent?: (event: "launch_failed", hostGroup: string) => void;
+  /** Tells a boot refused by the tenant's pids limits (vm-pids-budget.ts), read before the rollback. */
+  pids?: PidsBudgetProbe;
+  /** Told of such a refusal (the warm pool stops filling: warm-pool.ts `pidsRefused`). */
+  onPidsRefused?: (err: PaddockError, hostname: string) => void;
 }
 
 /** Creates VMs of the table by booting them (the path without a warm VM). */
@@ -38,7 +43,8 @@ export class VmCreator {
    * `seedDisk(hostname)` before the boot, and it records its commit. Returns the VM, `running`.
    * @throws the network's errors (e.g. PaddockError ERR_NETWORK_EXHAUSTED; the name is then
    *   not used up), client errors, ERR_STATE_NO_SPACE and ERR_STORAGE_OVERCOMMIT as they were,
-   *   anything else as ERR_VM_START_FAILED; always after rolling back.
+   *   ERR_LIMIT_EXCEEDED (403) when the tenant's pids budget (or the VM's pids limit) refused a
+   *   process of the boot, anything else as ERR_VM_START_FAILED; always after rolling back.
    */
   async createCold(
     group: HostGroupConfig,
@@ -75,13 +81,30 @@ export class VmCreator {
     try {
       if (options.fork) await options.fork.seedDisk(hostname);
       await launcher.saveAndBoot(vm);
-    } catch (err) {
+    } catch (caught) {
       this.deps.onEvent?.("launch_failed", group.name);
-      log.error("create failed; rolling back", { hostname, err });
+      // Read before the rollback: the VM's cgroup goes with it.
+      const err = this.deps.pids ? await this.deps.pids.explain(caught, hostname, vm.pid !== undefined) : caught;
+      log.error("create failed; rolling back", { hostname, err: caught, ...(err !== caught ? { answer: (err as Error).message } : {}) });
       await launcher.discard(vm);
+      if (isPidsRefusal(err)) {
+        this.deps.onPidsRefused?.(err, hostname);
+        throw err;
+      }
       if (isPaddockError(err) && (err.isClientError || err.code === "ERR_STATE_NO_SPACE" || err.code === "ERR_STORAGE_OVERCOMMIT")) throw err;
       throw new PaddockError("ERR_VM_START_FAILED", `VM ${hostname} failed to start: ${(err as Error).message}`, { cause: err });
     }
     return vm;
   }
+}
+
+/**
+ * The error a create answers with when its `wait` failed and the VM was cleaned up: a timeout
+ * names the request's `timeoutMs` and says the VM was deleted when `removed` (and only then);
+ * any other error as it is. Pure.
+ */
+export function waitFailure(err: unknown, timeoutMs: number, removed: boolean): unknown {
+  if (!isPaddockError(err, "ERR_VM_WAIT_TIMEOUT")) return err;
+  const message = err.message.replace(/^timed out after \d+ ms/, `timed out after ${timeoutMs} ms`).replace(/; the VM was deleted$/, "");
+  return new PaddockError("ERR_VM_WAIT_TIMEOUT", removed ? `${message}; the VM was deleted` : `${message}; deleting the VM failed`, { cause: err });
 }

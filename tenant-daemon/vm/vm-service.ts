@@ -43,9 +43,10 @@ import type { RuntimeDriver } from "../runtime/driver.js";
 import type { VmNamespaces } from "../runtime/vm-namespaces.js";
 import { VmAgentWait } from "./vm-agent-wait.js";
 import { VmLauncher } from "./vm-boot.js";
-import { VmCreator } from "./vm-create.js";
+import { VmCreator, waitFailure } from "./vm-create.js";
 import { EXPIRES_AT_TAG, checkPatchedDeadline, tagsWithDeadline } from "./vm-expiry.js";
 import { VmPaths } from "./vm-paths.js";
+import { isPidsRefusal, tenantPidsBudgetProbe } from "./vm-pids-budget.js";
 import type { AgentPort, VmStorage } from "./vm-ports.js";
 import type { VmIdle, VmIdleMetrics } from "./vm-idle.js";
 import { VmLifecycleEvents } from "./vm-lifecycle-events.js";
@@ -128,14 +129,15 @@ export class VmService {
     const { config, store, runtime, storage, network, agent, namespaces } = deps;
     const paths = (this.paths = new VmPaths(config.paddock, runtime.agentChannel ?? "inherited-fd"));
     const table = (this.table = new VmTable({ config, store, committedBytes: () => deps.cold?.store.totalBytes() ?? 0 }));
-    const agentWait = (this.agentWait = new VmAgentWait({ table, agent, paths, log }));
+    const pids = tenantPidsBudgetProbe(config.paddock, (h) => paths.cgroupPath(h));
+    const agentWait = (this.agentWait = new VmAgentWait({ table, agent, paths, log, bootRefusal: (h) => pids.refusal(h, { runFailed: false }) }));
     const secretsSync = (this.secretsSync = new VmSecretsSync({ table, agent, paths, agentWait, log }));
     const launcher = (this.launcher = new VmLauncher({
       config, table, runtime, storage, network, agent, namespaces, paths, secretsSync, log, vmPidsLimit: deps.vmPidsLimit,
       onReaped: (vm) => this.lifecycleEvent(vm.record, "exited", "reaped"),
     }));
-    const pool = (this.pool = new WarmPool({ config, table, launcher, agentWait, secretsSync, network, runtime, paths, log }));
-    this.creator = new VmCreator({ table, network, launcher, log, onEvent: deps.onEvent });
+    const pool = (this.pool = new WarmPool({ config, table, launcher, agentWait, secretsSync, network, runtime, paths, log, pids }));
+    this.creator = new VmCreator({ table, network, launcher, log, onEvent: deps.onEvent, pids, onPidsRefused: (err, h) => pool.pidsRefused(err, h) });
     this.power = new VmPower({ table, launcher, runtime, paths });
     this.suspender = new VmSuspender({ config, table, runtime, storage, network, namespaces, paths, log });
     this.reconciler = new VmReconciler({
@@ -249,10 +251,11 @@ export class VmService {
   /**
    * Create (and start) a VM in `groupName`, handing out a warm VM when the request fits one
    * (warm-pool.ts). With `wait`, block until the agent answers (and userdata ran) and the VM's
-   * secrets are delivered; on timeout the VM is deleted and 408 thrown. `options` (start-up
+   * secrets are delivered, at most `timeoutMs` from the request's start (a warm VM still booting
+   * counts); on timeout the VM is deleted and 408 thrown. `options` (start-up
    * only): a protected config VM with a fixed index.
    * @throws PaddockError ERR_HOSTGROUP_NOT_FOUND, ERR_TTL_INVALID / ERR_TTL_OVER_MAX (before the limits),
-   *   ERR_LIMIT_EXCEEDED, ERR_VM_NAME_TAKEN, ERR_NETWORK_EXHAUSTED, ERR_VM_WAIT_TIMEOUT, ERR_VM_START_FAILED (after rolling everything back); ERR_VM_NOT_RUNNING (503) while stopping.
+   *   ERR_LIMIT_EXCEEDED, ERR_VM_NAME_TAKEN, ERR_NETWORK_EXHAUSTED, ERR_VM_WAIT_TIMEOUT, ERR_VM_START_FAILED (after rolling everything back; ERR_LIMIT_EXCEEDED when the pids budget refused the boot); ERR_VM_NOT_RUNNING (503) while stopping.
    */
   async create(groupName: string, req: CreateVmRequest, wait: WaitOptions = { wait: undefined, timeoutMs: 0 }, options: { protected?: boolean; index?: number } = {}): Promise<CreateResponseWire> {
     if (this.table.stopping) throw new PaddockError("ERR_VM_NOT_RUNNING", "daemon is shutting down", { status: 503 });
@@ -263,8 +266,9 @@ export class VmService {
     this.table.checkLimits(req.cpus, req.ramBytes, group.storageSizeBytes);
     // Held until the VM (with its name= tag) is in the table, or the create failed.
     const releaseName = this.table.claimName(friendlyNameOf(req.tags));
+    const deadline = wait.wait ? Date.now() + wait.timeoutMs : undefined;
     try {
-      const warm = options.index === undefined ? await this.pool.handOut(group, req) : undefined;
+      const warm = options.index === undefined ? await this.pool.handOut(group, req, deadline) : undefined;
       // A warm VM holds an address the caller cannot see: give it up when the request names it.
       if (warm === undefined && req.ip !== undefined) await this.pool.dropHolding(req.ip);
       const vm = warm ?? (await this.creator.createCold(group, req, options));
@@ -281,14 +285,15 @@ export class VmService {
         try {
           // A warm VM's agent answered when it joined the pool and its sandbox was running at
           // hand-out; only userdata (of the group, run in the pool) may still be running.
-          if (warm === undefined || wait.wait === "userdata") await this.agentWait.waitForAgent(record.hostname, wait.wait, wait.timeoutMs);
+          if (warm === undefined || wait.wait === "userdata") await this.agentWait.waitForAgent(record.hostname, wait.wait, Math.max(1, (deadline ?? 0) - Date.now()));
           const agentMs = performance.now() - waitStarted;
           await vm.secretsDelivered;
           // agentMs: the agent answered (health); waitMs: its secrets were delivered too.
           this.log.debug("vm wait timing", { hostname: record.hostname, wait: wait.wait, agentMs: Math.round(agentMs * 10) / 10, waitMs: Math.round((performance.now() - waitStarted) * 10) / 10 });
         } catch (err) {
-          await this.remove(record.hostname, { force: true, reason: "wait_timeout" }).catch((e: unknown) => this.log.error("cleanup after wait failure failed", { hostname: record.hostname, err: e }));
-          throw err;
+          const removed = await this.remove(record.hostname, { force: true, reason: isPidsRefusal(err) ? "pids_limit" : "wait_timeout" }).then(() => true, (e: unknown) => this.log.error("cleanup after wait failure failed", { hostname: record.hostname, err: e }));
+          if (isPidsRefusal(err)) this.pool.pidsRefused(err, record.hostname);
+          throw waitFailure(err, wait.timeoutMs, removed === true);
         }
       }
       return toCreateResponse(record);

@@ -23,6 +23,8 @@ export interface WarmVm extends LiveVm {
   ready: boolean;
   /** Settles when the boot ends: true once the agent answered, false when the boot failed. */
   booted: Promise<boolean>;
+  /** Set (before `booted` settles false) when the tenant's pids limits refused the boot (vm-pids-budget.ts). */
+  bootError?: PaddockError;
 }
 
 /**

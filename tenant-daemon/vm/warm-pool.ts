@@ -9,7 +9,9 @@
  * no secrets until handed out, removed on daemon stop and restart; their names were never handed
  * out, so a restart may give them again.
  *
- * This file holds the refill's state (the running refill, the retry back-off per group).
+ * This file holds the refill's state (the running refill, the retry back-off per group, the
+ * stop after a boot the tenant's pids budget refused: no warm boot until a VM of the tenant is
+ * removed or the daemon restarts with a new budget, vm-pids-budget.ts).
  */
 import { PaddockError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
@@ -21,6 +23,7 @@ import type { VmAgentWait } from "./vm-agent-wait.js";
 import type { VmSecretsSync } from "./vm-secrets-sync.js";
 import type { VmLauncher } from "./vm-boot.js";
 import type { VmPaths } from "./vm-paths.js";
+import { isPidsRefusal, type PidsBudgetProbe } from "./vm-pids-budget.js";
 import type { CreateVmRequest } from "./vm-request.js";
 import type { LiveVm, VmTable, WarmVm } from "./vm-table.js";
 import type { VmRecord } from "./vm-types.js";
@@ -42,6 +45,8 @@ export interface WarmPoolDeps {
   runtime: RuntimeDriver;
   paths: VmPaths;
   log: Logger;
+  /** Tells a warm boot refused by the pids budget (vm-pids-budget.ts); without it every failure is retried. */
+  pids?: PidsBudgetProbe;
 }
 
 /** Fills, hands out and drops the warm VMs of the table. */
@@ -53,6 +58,12 @@ export class WarmPool {
   private refillAgain = false;
   /** Per group: consecutive warm boot failures and when the next try may start (epoch ms). */
   private readonly warmRetry = new Map<string, { failures: number; at: number }>();
+  /**
+   * Set when a boot (warm or not) was refused by the pids budget: the VMs (API and warm) the
+   * tenant had then. No warm boot while every one of them is still there: only a removal frees
+   * pids for sure (a budget change restarts the daemon).
+   */
+  private pidsFull: { held: Set<string>; err: PaddockError } | undefined;
 
   constructor(deps: WarmPoolDeps) {
     this.deps = deps;
@@ -82,9 +93,15 @@ export class WarmPool {
    * else one still booting (its boot is further on than a new one would be; and right after
    * a daemon start the first create still gets `<group>-1`). Undefined when the group has no
    * warm VM, when `req` needs a boot of its own (userdata, ip, network), or when the hand-out
-   * failed (the warm VM is then discarded and the caller boots one). Never rejects.
+   * failed (the warm VM is then discarded and the caller boots one).
+   * @param deadline - epoch ms: a create's `wait` ends then (unset: no bound). A warm VM still
+   *   booting is awaited until then at most; then it is discarded and the create answers 408,
+   *   as a cold create whose wait ran out.
+   * @throws PaddockError ERR_VM_WAIT_TIMEOUT (the VM was discarded) at `deadline`;
+   *   ERR_LIMIT_EXCEEDED when the warm VM's boot was refused by the pids budget (a cold boot
+   *   would be too). Nothing else.
    */
-  async handOut(group: HostGroupConfig, req: CreateVmRequest): Promise<LiveVm | undefined> {
+  async handOut(group: HostGroupConfig, req: CreateVmRequest, deadline?: number): Promise<LiveVm | undefined> {
     const { table, launcher } = this.deps;
     if (req.userdata !== undefined || req.ip !== undefined || req.network !== undefined) return undefined;
     let vm: WarmVm | undefined;
@@ -102,10 +119,18 @@ export class WarmPool {
     const resize = req.cpus !== r.cpus || req.ramBytes !== r.ramBytes;
     delete r.pooled;
     Object.assign(r, { cpus: req.cpus, ramBytes: req.ramBytes, persistent: req.persistent, tags: [...req.tags], secrets: req.secrets, createdAt: rfc3339() });
-    if (!(await vm.booted)) {
+    const booted = await bootedBy(vm, deadline);
+    if (booted === "timeout") {
+      // bootWarm's agent wait ends when the VM leaves the table (vm-agent-wait.ts).
+      this.log.warn("the warm VM handed out did not boot within the request's timeout; deleting it", { hostname: r.hostname });
+      await launcher.discard(vm);
+      throw new PaddockError("ERR_VM_WAIT_TIMEOUT", `timed out waiting for agent on ${r.hostname} (a warm VM still booting); the VM was deleted`);
+    }
+    if (!booted) {
       // bootWarm leaves a VM it no longer holds to its new owner.
-      this.log.warn("the warm VM handed out failed to boot; booting a new one", { hostname: r.hostname });
       if (table.vms.get(r.hostname) === vm) await launcher.discard(vm);
+      if (vm.bootError !== undefined && isPidsRefusal(vm.bootError)) throw vm.bootError;
+      this.log.warn("the warm VM handed out failed to boot; booting a new one", { hostname: r.hostname });
       return undefined;
     }
     // The agent has answered: deliver at once, alongside the state write.
@@ -164,6 +189,8 @@ export class WarmPool {
         this.warmRetry.delete(group.name);
       } catch (err) {
         if (this.deps.table.stopping) return;
+        // bootWarm stopped the pool (pidsRefused): no retry.
+        if (isPidsRefusal(err)) continue;
         const failures = (this.warmRetry.get(group.name)?.failures ?? 0) + 1;
         const delay = Math.min(WARM_RETRY_MS[0] * 2 ** (failures - 1), WARM_RETRY_MS[1]);
         this.warmRetry.set(group.name, { failures, at: Date.now() + delay });
@@ -173,10 +200,40 @@ export class WarmPool {
     }
   }
 
+  /**
+   * A boot of VM `hostname` (warm or not) was refused by the tenant's pids limits (`err`,
+   * vm-pids-budget.ts): no warm boot until one of the other VMs the tenant holds now is removed
+   * (that VM's own removal frees nothing). Logged once per stop.
+   */
+  pidsRefused(err: PaddockError, hostname: string): void {
+    const { table } = this.deps;
+    if (this.pidsFull === undefined && Object.keys(this.deps.config.paddock.warmPool).length > 0) {
+      this.log.warn("warm pool stopped filling: a boot was refused by the tenant's pids budget; it fills again once a VM of the tenant is removed", { limit: err.details?.limit, err: err.message });
+    }
+    const held = new Set([...table.vms.keys(), ...table.warm.keys()]);
+    held.delete(hostname);
+    this.pidsFull = { held, err };
+  }
+
+  /** True while {@link pidsRefused}'s stop holds: every VM the tenant had then is still there. */
+  private pidsStillFull(): boolean {
+    const full = this.pidsFull;
+    if (full === undefined) return false;
+    const { table } = this.deps;
+    for (const h of full.held) {
+      if (!table.vms.has(h) && !table.warm.has(h)) {
+        this.pidsFull = undefined;
+        this.log.info("warm pool fills again: a VM of the tenant was removed", { hostname: h });
+        return false;
+      }
+    }
+    return true;
+  }
+
   /** The next host group short of warm VMs that may get one now, if any. */
   private groupToWarm(): HostGroupConfig | undefined {
     const { table } = this.deps;
-    if (table.stopping) return undefined;
+    if (table.stopping || this.pidsStillFull()) return undefined;
     for (const [name, size] of Object.entries(this.deps.config.paddock.warmPool)) {
       const retry = this.warmRetry.get(name);
       if (retry !== undefined && retry.at > Date.now()) continue;
@@ -216,7 +273,13 @@ export class WarmPool {
       vm.ready = true;
       settle(true);
       this.log.debug("warm VM ready", { hostname });
-    } catch (err) {
+    } catch (caught) {
+      // Read before the teardown: the VM's cgroup goes with it.
+      const err = this.deps.pids ? await this.deps.pids.explain(caught, hostname, vm.pid !== undefined) : caught;
+      if (isPidsRefusal(err)) {
+        vm.bootError = err;
+        this.pidsRefused(err, hostname);
+      }
       settle(false);
       if (table.warm.get(hostname) === vm) {
         await launcher.discard(vm);
@@ -228,5 +291,19 @@ export class WarmPool {
       // the reaper): whoever took it tears it down; not a failed boot.
       this.log.debug("warm VM removed while it booted", { hostname, err });
     }
+  }
+}
+
+/**
+ * Await a warm VM's boot until `deadline` (epoch ms; unset: no bound).
+ * @returns the boot's outcome (true: the agent answered), or "timeout".
+ */
+async function bootedBy(vm: WarmVm, deadline: number | undefined): Promise<boolean | "timeout"> {
+  if (deadline === undefined) return vm.booted;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([vm.booted, new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), Math.max(0, deadline - Date.now()))))]);
+  } finally {
+    clearTimeout(timer);
   }
 }
