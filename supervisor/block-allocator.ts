@@ -126,6 +126,34 @@ export function allocateBlocks(req: AllocationRequest): string[] {
 }
 
 /**
+ * A tenant's `foreign_ranges`: {@link poolComplement} of its own blocks, plus every other
+ * tenant's block that does not lie wholly inside the pool (one handed out before
+ * `network.pool` moved) and does not overlap this tenant's own. Traffic between tenants of the
+ * old and of the new pool is then dropped by the table of whichever was rendered since the move,
+ * whatever order their daemons start in (a daemon also adds the tables it finds running at its
+ * start, tenant-daemon/network/tenant-ranges.ts, but two starting together see neither).
+ * Pure; a block that is no CIDR is skipped.
+ * @param others - the other tenants' blocks, `a.b.c.d/n`.
+ * @returns CIDR strings, the complement first.
+ */
+export function tenantForeignRanges(pool: Cidr, own: readonly string[], others: readonly string[]): string[] {
+  const owned = own.map((o) => parseCidr(o));
+  const outside: string[] = [];
+  for (const text of others) {
+    let b: Cidr;
+    try {
+      b = parseCidr(text);
+    } catch {
+      continue;
+    }
+    if (cidrContains(pool, b.base) && cidrContains(pool, cidrLast(b))) continue;
+    if (owned.some((o) => cidrOverlaps(o, b))) continue;
+    outside.push(formatCidr(b));
+  }
+  return [...poolComplement(pool, own), ...[...new Set(outside)].sort()];
+}
+
+/**
  * The pool minus `own`, as the fewest CIDRs covering exactly the rest (used as the
  * tenant's `foreign_ranges`: every other tenant's block, present or future, lies in it, so
  * a daemon's config does not need re-rendering when another tenant is added).

@@ -172,9 +172,11 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
     const usage = poolUsage(config.pool, config.blockPrefix, Object.values(registry.snapshot().tenants).map((t) => ({ id: t.id, blocks: t.blocks.map((b) => b.cidr) })));
     log.info("network pool", { pool: formatCidr(config.pool), block_prefix: config.blockPrefix, tenant_blocks: poolCapacity(config.pool, config.blockPrefix), in_use: usage.inUse });
     if (usage.outside.length > 0) {
-      // Their configs' foreign_ranges were cut from the pool of their create (tenant-configs.ts
-      // `render`): blocks handed out from this pool are not among them, nor theirs in the new tenants'.
-      log.warn("tenants hold network blocks outside the pool (network.pool changed since their create); their VMs keep those addresses, but the tenant firewalls' foreign ranges no longer cover both pools: delete and re-create them, or set network.pool back", {
+      // Their configs' foreign_ranges were cut from the pool of their create: blocks handed out
+      // from this pool are not among them. A tenant rendered from this pool names their blocks in
+      // its own (tenant-configs.ts `render`, block-allocator.ts `tenantForeignRanges`), so its
+      // table drops the traffic between the two.
+      log.warn("tenants hold network blocks outside the pool (network.pool changed since their create); their VMs keep those addresses, and tenants created from this pool drop traffic to and from them: set network.pool back, or delete and re-create them to move them into this pool", {
         pool: formatCidr(config.pool), tenants: usage.outside.length, ids: usage.outside.slice(0, 20),
       });
     }

@@ -8,7 +8,7 @@ import path from "node:path";
 import { writeFileAtomic } from "../shared/state-store.js";
 import { loadTenantConfig, type TenantConfig } from "../shared/tenant-config.js";
 import { claimUidRange } from "../shared/uid-ranges.js";
-import { poolComplement } from "./block-allocator.js";
+import { tenantForeignRanges } from "./block-allocator.js";
 import type { TenantRecord } from "./tenant-registry.js";
 import { loadTemplate, renderTenantConfig, type TenantTemplate } from "./tenant-template.js";
 import type { TenantContext } from "./tenant-context.js";
@@ -26,15 +26,18 @@ export class TenantConfigs {
   }
 
   /**
-   * Render a tenant's config (pure): its blocks, limits, overrides, image, hypervisor and uid range into
-   * `template`, with the supervisor's image dir, deny list, foreign ranges and pids reserve.
+   * Render a tenant's config (writes nothing): its blocks, limits, overrides, image, hypervisor and uid range into
+   * `template`, with the supervisor's image dir, deny list, foreign ranges (the pool's rest and
+   * other tenants' blocks outside the pool, block-allocator.ts `tenantForeignRanges`) and pids
+   * reserve.
    * @returns `{ text, config }` — the YAML to write and its parsed form.
    * @throws PaddockError `ERR_CONFIG_INVALID` when the result is not a valid tenant config.
    */
   render(template: TenantTemplate, t: RenderableTenant): { text: string; config: TenantConfig } {
-    const { config, paths } = this.ctx;
+    const { config, paths, registry } = this.ctx;
     const blocks: Record<string, string> = {};
     for (const b of t.blocks) blocks[b.hostGroup] = b.cidr;
+    const otherBlocks = Object.values(registry.snapshot().tenants).filter((o) => o.id !== t.id).flatMap((o) => o.blocks.map((b) => b.cidr));
     return renderTenantConfig(template, {
       tenantId: t.id,
       socketPath: paths.socketPath(t.id),
@@ -47,7 +50,7 @@ export class TenantConfigs {
       ...(t.image !== undefined ? { image: t.image } : {}),
       ...(t.hypervisor !== undefined ? { hypervisor: t.hypervisor } : {}),
       deny: config.deny,
-      foreignRanges: poolComplement(config.pool, t.blocks.map((b) => b.cidr)),
+      foreignRanges: tenantForeignRanges(config.pool, t.blocks.map((b) => b.cidr), otherBlocks),
       ...(t.uidRange !== undefined ? { userns: t.uidRange } : {}),
       hostPidsReserve: config.hostPidsReserve,
     });
