@@ -2,8 +2,8 @@
  * The error for a local file a user named that cannot be read: which file, where its name came
  * from and why, with the stable code `ERR_FILE_UNREADABLE` (exit 1), instead of node's bare
  * `ENOENT: no such file or directory, open '…'`. Used by the supervisor for `paddock up --config
- * FILE` (supervisor/supervisor-config.ts `loadSupervisorConfig`); the CLI's reads
- * (cli/local-file.ts) word theirs the same way.
+ * FILE` (supervisor/supervisor-config.ts `loadSupervisorConfig`) and the CLI's reads of the files a
+ * user names (cli/local-file.ts).
  */
 import { PaddockError, errnoCode } from "./errors.js";
 

@@ -182,4 +182,28 @@ describe("WarmPool and a full pids budget", () => {
     await f.pool.settled();
     expect(f.state.boots).to.equal(1);
   });
+
+  // A pids spike in a long-lived VM (seen with a real daemon and runc VMs, max_pids 80, warm pool
+  // 1: guest root forked `sleep 20` until the budget was full; a create then answered 403 and the
+  // pool stopped; 20 s later the budget was at 36 of 80 and cold creates booted, but the pool
+  // stayed empty until a VM held at the stop was removed: never, for a `count:` VM).
+  it("a VM created after the stop that boots whole ends it; a VM held at the stop does not", async () => {
+    const f = fixture();
+    f.table.vms.set("dev-1", { record: { hostname: "dev-1" } as VmRecord, phase: "running", pid: 1 });
+    f.pool.pidsRefused(new PaddockError("ERR_LIMIT_EXCEEDED", "refused", { details: { limit: "max_pids" } }), "g-9");
+    f.pool.kick();
+    await f.pool.settled();
+    expect(f.state.boots, "stopped: no warm boot against the full budget").to.equal(0);
+    // Control: dev-1 existed at the stop (its boot may predate it): nothing is proven.
+    f.pool.bootSucceeded("dev-1");
+    f.pool.kick();
+    await f.pool.settled();
+    expect(f.state.boots, "a VM held at the stop ends nothing").to.equal(0);
+    // The spike is over: a cold create made since boots whole, and no held VM was removed.
+    f.table.vms.set("g-10", { record: { hostname: "g-10" } as VmRecord, phase: "running", pid: 2 });
+    f.pool.bootSucceeded("g-10");
+    await f.pool.settled();
+    expect(f.state.boots, "the pool fills again").to.equal(1);
+    expect(f.table.vms.has("dev-1")).to.equal(true);
+  });
 });
