@@ -12,7 +12,7 @@ import { TENANT_ID_PATTERN } from "../shared/tenant-config.js";
 import { checkTenantPidsBudget, readPidMax, type TenantPidsShare } from "../shared/host-pids.js";
 import { claimUidRange, releaseUidRange } from "../shared/uid-ranges.js";
 import { liveTenantLockOwner, tenantIdHeldError } from "../shared/tenant-id-lock.js";
-import { listSetCidrs } from "../shared/nft-cli.js";
+import { listOwnRanges } from "../shared/nft-cli.js";
 import { formatCidr } from "../shared/cidr.js";
 import { allocateBlocks } from "./block-allocator.js";
 import type { SupervisorConfig } from "./supervisor-config.js";
@@ -200,12 +200,15 @@ export async function createTenant(ctx: TenantContext, configs: TenantConfigs, d
 /**
  * The ranges of every tenant table on the host (each table's `own_ranges` set, written by
  * tenant-daemon/network/nft-ruleset.ts), `a.b.c.d/n`: the supervisor's own tenants and daemons
- * started outside it. A failed read is logged and answered with none (a new daemon still
- * refuses an overlapping range at its start).
+ * started outside it. Every inet table with such a set counts, whatever its name (prefix ""),
+ * as before; read from the tables' range index chains, or their sets when one lacks the index
+ * (shared/nft-cli.ts `listOwnRanges`: the set read prints every table's elements, quadratic in
+ * the tenants). A failed read is logged and answered with none (a new daemon still refuses an
+ * overlapping range at its start).
  */
 async function liveTenantRanges(ctx: TenantContext): Promise<string[]> {
   try {
-    return [...(await listSetCidrs("own_ranges")).values()].flat().map(formatCidr);
+    return [...(await listOwnRanges("")).values()].flat().map(formatCidr);
   } catch (err) {
     ctx.log.warn("cannot read the host's tenant ranges; allocating from the registry alone", { err });
     return [];
