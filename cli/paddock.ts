@@ -33,8 +33,9 @@ usage: paddock COMMAND [flags]
   vm launch|list|get|exec|cp|shell|logs|shutdown|relaunch|delete|pause|resume|suspend|restore|
      commit|commits|fork|commit-delete …
                                    the Slicer API of a tenant daemon or the gateway (paddock vm --help)
-  events [--since-id N]            the tenant's VM lifecycle events as NDJSON, following (Ctrl-C ends)
-  tenant create|list|get|delete|suspend|resume|restart|logs|token …
+  events [--since-id N]            the tenant's VM lifecycle events as NDJSON, following (Ctrl-C ends;
+                                   paddock events --help)
+  tenant create|list|get|update|delete|suspend|resume|restart|logs|token …
                                    the supervisor's admin API (paddock tenant --help)
   version
 

@@ -48,6 +48,9 @@ export const TENANT_HELP = `usage: paddock tenant COMMAND [flags]
          image store and sound, or nothing is created (ERR_IMAGE_NOT_FOUND / ERR_IMAGE_CORRUPT)
   list [--status S] [--label k=v]... [--json]
   get ID [--json]
+  update ID [--max-vms N] [--max-vcpu N] [--max-ram 16G] [--max-disk 200G] [--max-pids N] [--json]
+                                                change limits (PATCH); they apply at the daemon's next start
+                                                (paddock tenant restart ID)
   delete ID                                     an unknown ID exits 3 ("does not exist")
   suspend ID [--reason R]
   resume ID
@@ -164,6 +167,60 @@ export function renderTenantDetails(t: TenantView): string {
   return renderKeyValues(pairs);
 }
 
+/** The limit flags of `tenant create` and `tenant update`. */
+const LIMIT_FLAGS = {
+  "max-vms": { type: "string" },
+  "max-vcpu": { type: "string" },
+  "max-ram": { type: "string" },
+  "max-disk": { type: "string" },
+  "max-pids": { type: "string" },
+} as const;
+
+/**
+ * The admin API's `limits` object from {@link LIMIT_FLAGS} (only the flags given).
+ * @returns `{ max_vms?, max_vcpu?, max_ram_bytes?, max_disk_bytes?, max_pids? }`.
+ * @throws UsageError for a value that is no count or size.
+ */
+function readLimitFlags(values: { [K in keyof typeof LIMIT_FLAGS]?: string }): Record<string, number> {
+  const limits: Record<string, number> = {};
+  const maxVms = parseIntFlag(values["max-vms"], "--max-vms", { min: 0 });
+  const maxVcpu = parseIntFlag(values["max-vcpu"], "--max-vcpu", { min: 0 });
+  const maxRam = parseSizeFlag(values["max-ram"], "--max-ram");
+  const maxDisk = parseSizeFlag(values["max-disk"], "--max-disk");
+  // Guest processes; the supervisor checks the bounds and, under gVisor, the host pids they take.
+  const maxPids = parseIntFlag(values["max-pids"], "--max-pids", { min: 0 });
+  if (maxVms !== undefined) limits.max_vms = maxVms;
+  if (maxVcpu !== undefined) limits.max_vcpu = maxVcpu;
+  if (maxRam !== undefined) limits.max_ram_bytes = maxRam;
+  if (maxDisk !== undefined) limits.max_disk_bytes = maxDisk;
+  if (maxPids !== undefined) limits.max_pids = maxPids;
+  return limits;
+}
+
+/**
+ * `paddock tenant update ID [--max-…]`: `PATCH /admin/v1/tenants/{id}` with the limits given.
+ * New limits reach the daemon at its next start (the answer's `pending_restart`), so the line
+ * printed says how to apply them.
+ */
+async function tenantUpdate(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, ...LIMIT_FLAGS });
+  expectPositionals(positionals, 1, 1, "paddock tenant update ID [--max-vms N] [--max-vcpu N] [--max-ram 16G] [--max-disk 200G] [--max-pids N] [--json]");
+  const id = positionals[0] as string;
+  const limits = readLimitFlags(values);
+  if (Object.keys(limits).length === 0) throw new UsageError("tenant update: give at least one of --max-vms, --max-vcpu, --max-ram, --max-disk, --max-pids");
+  const client = adminClient(ctx, values);
+  const t = await admin(ctx, client, () => client.json<TenantView>("PATCH", `/admin/v1/tenants/${seg(id)}`, { json: { limits } }));
+  if (values.json) {
+    await writeOut(ctx.stdout, renderJson(t));
+    return EXIT.OK;
+  }
+  const what = Object.entries(limits).map(([k, v]) => `${k} ${v}`).join(", ");
+  await writeOut(ctx.stdout, t.pending_restart === true
+    ? `tenant ${t.id} limits set (${what}); they apply at its daemon's next start: paddock tenant restart ${t.id}\n`
+    : `tenant ${t.id} limits set (${what}); nothing to restart\n`);
+  return EXIT.OK;
+}
+
 async function tenantCreate(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags(argv, {
     ...ADMIN_FLAGS,
@@ -172,11 +229,7 @@ async function tenantCreate(ctx: CliContext, argv: string[]): Promise<number> {
     image: { type: "string" },
     hypervisor: { type: "string" },
     label: { type: "string", multiple: true },
-    "max-vms": { type: "string" },
-    "max-vcpu": { type: "string" },
-    "max-ram": { type: "string" },
-    "max-disk": { type: "string" },
-    "max-pids": { type: "string" },
+    ...LIMIT_FLAGS,
     "token-expires-in": { type: "string" },
   });
   expectPositionals(positionals, 0, 1, "paddock tenant create [ID | --id ID] [flags]");
@@ -190,18 +243,7 @@ async function tenantCreate(ctx: CliContext, argv: string[]): Promise<number> {
   // Checked by the supervisor (oci or gvisor, and runsc installed for gvisor).
   if (values.hypervisor !== undefined) body.hypervisor = values.hypervisor;
   if (values.label?.length) body.labels = parseKeyValues(values.label, "--label");
-  const limits: Record<string, number> = {};
-  const maxVms = parseIntFlag(values["max-vms"], "--max-vms", { min: 0 });
-  const maxVcpu = parseIntFlag(values["max-vcpu"], "--max-vcpu", { min: 0 });
-  const maxRam = parseSizeFlag(values["max-ram"], "--max-ram");
-  const maxDisk = parseSizeFlag(values["max-disk"], "--max-disk");
-  // Guest processes; the supervisor checks the bounds and, under gVisor, the host pids they take.
-  const maxPids = parseIntFlag(values["max-pids"], "--max-pids", { min: 0 });
-  if (maxVms !== undefined) limits.max_vms = maxVms;
-  if (maxVcpu !== undefined) limits.max_vcpu = maxVcpu;
-  if (maxRam !== undefined) limits.max_ram_bytes = maxRam;
-  if (maxDisk !== undefined) limits.max_disk_bytes = maxDisk;
-  if (maxPids !== undefined) limits.max_pids = maxPids;
+  const limits = readLimitFlags(values);
   if (Object.keys(limits).length > 0) body.limits = limits;
   const expiresMs = parseDurationFlag(values["token-expires-in"], "--token-expires-in");
   if (expiresMs !== undefined) body.token_expires_in_seconds = Math.max(1, Math.round(expiresMs / 1000));
@@ -393,6 +435,7 @@ export async function tenantCommand(ctx: CliContext, argv: string[]): Promise<nu
     case "create": return tenantCreate(ctx, rest);
     case "list": case "ls": return tenantList(ctx, rest);
     case "get": return tenantGet(ctx, rest);
+    case "update": return tenantUpdate(ctx, rest);
     case "delete": case "rm": return tenantAction(ctx, rest, "delete");
     case "suspend": return tenantAction(ctx, rest, "suspend");
     case "resume": return tenantAction(ctx, rest, "resume");

@@ -91,6 +91,8 @@ export function hostPidsReader(root: string = CGROUP_ROOT): PidsReader {
 export interface PidsBudgetProbeDeps {
   /** The tenant cgroup's path (tenant-cgroup.ts `tenantCgroupPath`). */
   tenantCgroupPath: string;
+  /** The tenant's id (named in the advice of messages). */
+  tenantId: string;
   /** A VM's cgroup path (vm-paths.ts `cgroupPath`). */
   cgroupPath: (hostname: string) => string;
   /** `paddock.limits.max_pids` as configured (named in messages); undefined ⇒ the tenant cgroup's pids.max is named. */
@@ -138,7 +140,7 @@ export class PidsBudgetProbe {
     } else if (vm?.max !== undefined && vm.max - vm.current < tenantRoom) {
       return new PaddockError(
         "ERR_LIMIT_EXCEEDED",
-        `the VM's pids limit (pids_limit ${vm.max}) refused a process of VM ${hostname}'s boot; raise paddock.pids_limit (then \`paddock tenant restart\`)`,
+        `the VM's pids limit (pids_limit ${vm.max}) refused a process of VM ${hostname}'s boot; raise paddock.pids_limit (then \`paddock tenant restart ${this.deps.tenantId}\`)`,
         { details: { limit: "pids_limit" } },
       );
     }
@@ -146,7 +148,7 @@ export class PidsBudgetProbe {
     const used = tenant === undefined ? "" : `, ${tenant.current} in use`;
     return new PaddockError(
       "ERR_LIMIT_EXCEEDED",
-      `the tenant's pids budget (max_pids ${max ?? "?"}${used}) refused a process of VM ${hostname}'s boot; delete a VM or raise max_pids (then \`paddock tenant restart\`)`,
+      `the tenant's pids budget (max_pids ${max ?? "?"}${used}) refused a process of VM ${hostname}'s boot; delete a VM or raise max_pids (\`paddock tenant update ${this.deps.tenantId} --max-pids N\`, then \`paddock tenant restart ${this.deps.tenantId}\`; a daemon run by hand: paddock.limits.max_pids in its config)`,
       { details: { limit: "max_pids" } },
     );
   }
@@ -176,5 +178,5 @@ export function isPidsRefusal(err: unknown): err is PaddockError {
  * (vm-paths.ts `cgroupPath`), naming `paddock.limits.max_pids`. Pure (reads nothing yet).
  */
 export function tenantPidsBudgetProbe(paddock: { tenantId: string; limits: { maxPids: number | undefined } }, cgroupPath: (hostname: string) => string, reader?: PidsReader): PidsBudgetProbe {
-  return new PidsBudgetProbe({ tenantCgroupPath: tenantCgroupPath(paddock.tenantId), cgroupPath, maxPids: paddock.limits.maxPids, ...(reader ? { reader } : {}) });
+  return new PidsBudgetProbe({ tenantCgroupPath: tenantCgroupPath(paddock.tenantId), tenantId: paddock.tenantId, cgroupPath, maxPids: paddock.limits.maxPids, ...(reader ? { reader } : {}) });
 }

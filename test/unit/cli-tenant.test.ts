@@ -200,3 +200,29 @@ describe("paddock tenant list / get rendering (cli/tenant-commands.ts)", () => {
     expect(renderTenantDetails(tenant("active", { vms: { total: 2, by_status: { Running: 2 } } }))).to.match(/^vms:\s+2 \(Running 2\)$/m);
   });
 });
+
+describe("paddock tenant update (cli/tenant-commands.ts)", () => {
+  it("PATCHes the limits given and says how to apply them; no limit flag is a usage error sending nothing", async () => {
+    const api = await fakeAdmin(() => ({ status: 200, body: { ...tenant("active"), pending_restart: true } }));
+    try {
+      const c = context({ PADDOCK_ADMIN_URL: api.url, PADDOCK_ADMIN_TOKEN: "adm" });
+      expect(await runCli(["tenant", "update", "t1", "--max-pids", "60", "--max-ram", "2G"], c.ctx), c.err.text()).to.equal(0);
+      expect(api.requests.map((r) => `${r.method} ${r.url}`)).to.deep.equal(["PATCH /admin/v1/tenants/t1"]);
+      expect(JSON.parse(api.requests[0]?.body ?? "")).to.deep.equal({ limits: { max_ram_bytes: 2 * 2 ** 30, max_pids: 60 } });
+      expect(c.out.text()).to.equal("tenant t1 limits set (max_ram_bytes 2147483648, max_pids 60); they apply at its daemon's next start: paddock tenant restart t1\n");
+      const none = context({ PADDOCK_ADMIN_URL: api.url, PADDOCK_ADMIN_TOKEN: "adm" });
+      expect(await runCli(["tenant", "update", "t1"], none.ctx)).to.equal(2);
+      expect(none.err.text()).to.contain("give at least one of --max-vms");
+      expect(api.requests).to.have.length(1);
+    } finally {
+      await api.close();
+    }
+  });
+
+  it("is listed in paddock tenant --help and paddock --help", async () => {
+    expect(TENANT_HELP).to.match(/^ {2}update ID \[--max-vms N\].*\[--max-pids N\]/m);
+    const c = context({});
+    expect(await runCli(["--help"], c.ctx)).to.equal(0);
+    expect(c.out.text()).to.contain("tenant create|list|get|update|");
+  });
+});

@@ -34,7 +34,7 @@ function reader(s: { refused: number | undefined; tenant: PidsFigures | undefine
   };
 }
 
-const probe = (r: PidsReader): PidsBudgetProbe => new PidsBudgetProbe({ tenantCgroupPath: TENANT, cgroupPath: (h) => `${TENANT}/${h}`, maxPids: 30, reader: r });
+const probe = (r: PidsReader): PidsBudgetProbe => new PidsBudgetProbe({ tenantCgroupPath: TENANT, tenantId: "t1", cgroupPath: (h) => `${TENANT}/${h}`, maxPids: 30, reader: r });
 
 describe("PidsBudgetProbe", () => {
   it("names the tenant's budget when the VM cgroup counted refused forks and the tenant had less room than the VM", async () => {
@@ -42,7 +42,7 @@ describe("PidsBudgetProbe", () => {
     expect(err?.code).to.equal("ERR_LIMIT_EXCEEDED");
     expect(err?.status).to.equal(403);
     expect(err?.details).to.deep.equal({ limit: "max_pids" });
-    expect(err?.message).to.equal("the tenant's pids budget (max_pids 30, 30 in use) refused a process of VM g-1's boot; delete a VM or raise max_pids (then `paddock tenant restart`)");
+    expect(err?.message).to.equal("the tenant's pids budget (max_pids 30, 30 in use) refused a process of VM g-1's boot; delete a VM or raise max_pids (`paddock tenant update t1 --max-pids N`, then `paddock tenant restart t1`; a daemon run by hand: paddock.limits.max_pids in its config)");
     expect(isPidsRefusal(err)).to.equal(true);
   });
 
