@@ -226,8 +226,15 @@ export function parseSupervisorConfig(tree: unknown, source: string, opts: { env
   }
   if (formatListenAddress(gateway) === formatListenAddress(admin) && !(gateway.kind === "tcp" && gateway.port === 0)) r.problem("admin.address", "must differ from gateway.address");
 
-  const stateDir = path.resolve(baseDir, flags.stateDir ?? envValue(env.PADDOCK_STATE_DIR) ?? r.string(root.state_dir, "state_dir") ?? DEFAULT_STATE_DIR);
-  const runDir = path.resolve(baseDir, flags.runDir ?? envValue(env.PADDOCK_RUN_DIR) ?? r.string(root.run_dir, "run_dir") ?? DEFAULT_RUN_DIR);
+  const fileStateDir = r.string(root.state_dir, "state_dir");
+  const fileRunDir = r.string(root.run_dir, "run_dir");
+  const stateDir = path.resolve(baseDir, flags.stateDir ?? envValue(env.PADDOCK_STATE_DIR) ?? fileStateDir ?? DEFAULT_STATE_DIR);
+  const runDir = path.resolve(baseDir, flags.runDir ?? envValue(env.PADDOCK_RUN_DIR) ?? fileRunDir ?? DEFAULT_RUN_DIR);
+  // A file value a flag or the environment overrides is easy to miss (the systemd unit sets
+  // both variables, templates/paddock-supervisor.service): say which one won.
+  for (const [key, file, used, flag, variable] of [["state_dir", fileStateDir, stateDir, flags.stateDir, "PADDOCK_STATE_DIR"], ["run_dir", fileRunDir, runDir, flags.runDir, "PADDOCK_RUN_DIR"]] as const) {
+    if (file !== undefined && path.resolve(baseDir, file) !== used) r.warn(key, `${file} is overridden by ${flag !== undefined ? `--${key.replace("_", "-")}` : variable} (${used})`);
+  }
   // <run>/tenants/<12-char id>/api.sock must stay under the 107-byte socket path limit.
   if (Buffer.byteLength(path.join(runDir, "tenants", "x".repeat(12), "api.sock")) > 107) {
     r.problem("run_dir", `run dir ${runDir} is too long for tenant socket paths (107-byte limit)`);

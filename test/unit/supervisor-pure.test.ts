@@ -103,6 +103,16 @@ describe("supervisor config", () => {
     expect(c.warnings).to.deep.equal(["(root).gatway: unknown key (ignored)"]);
   });
 
+  it("a state_dir or run_dir of the file that the environment or a flag overrides is a warning naming the winner", () => {
+    const tree = { state_dir: "/srv/paddock", run_dir: "/run/paddock" };
+    const env = parseSupervisorConfig(tree, "sup.yaml", { env: { PADDOCK_STATE_DIR: "/var/lib/paddock", PADDOCK_RUN_DIR: "/run/paddock" } });
+    expect(env.stateDir).to.equal("/var/lib/paddock");
+    expect(env.warnings).to.deep.equal(["state_dir: /srv/paddock is overridden by PADDOCK_STATE_DIR (/var/lib/paddock)"]);
+    const flag = parseSupervisorConfig(tree, "sup.yaml", { env: {}, flags: { runDir: "/tmp/r" } });
+    expect(flag.warnings).to.deep.equal(["run_dir: /run/paddock is overridden by --run-dir (/tmp/r)"]);
+    expect(parseSupervisorConfig(tree, "sup.yaml", { env: {} }).warnings).to.deep.equal([]);
+  });
+
   it("YAML traps: `no` stays a string and is refused as a boolean", () => {
     const tree = parseYamlSafe("stop_daemons_on_exit: no\n", "t.yaml");
     expect(problemsOf(() => parseSupervisorConfig(tree, "t.yaml", { env: {} }))).to.deep.equal(["stop_daemons_on_exit"]);
