@@ -82,7 +82,7 @@ export class TenantTokens {
   /**
    * Revoke a token (idempotent for an already revoked one) and end its live gateway sessions
    * (a request not yet answered gets 401). Either way one `token.revoke` audit entry is
-   * written (an attempt is recorded too); that of an already revoked token carries
+   * written; that of an already revoked token carries
    * `already_revoked: true`, so it is told apart from the real revoke. The no-op writes
    * nothing to the registry (no fsync, no new committed copy, no token index rebuild).
    * @returns when the token was revoked (RFC 3339; the earlier time if it already was) and
