@@ -87,12 +87,17 @@ export class VmLifecycleEvents {
     return expiryPolicy(this.deps.table.hostGroup(groupName), this.deps.config.paddock.expiry);
   }
 
-  /** Emit `ready` once the agent of this boot of `vm` answers (never rejects; nothing when the VM goes first). */
-  watchReady(vm: LiveVm): void {
+  /**
+   * Emit `ready` once the agent of this boot of `vm` answers (nothing when the VM goes first).
+   * @returns resolves true when `ready` was emitted, false otherwise; never rejects.
+   */
+  watchReady(vm: LiveVm): Promise<boolean> {
     const proof = vm.record.agentProof;
-    void this.deps.agentWait.waitForAgent(vm.record.hostname, "agent", READY_WAIT_MS).then(() => {
-      if (this.deps.table.vms.get(vm.record.hostname) === vm && vm.record.agentProof === proof && vm.phase === "running") this.emit(vm.record, "ready", "agent");
-    }, () => undefined);
+    return this.deps.agentWait.waitForAgent(vm.record.hostname, "agent", READY_WAIT_MS).then(() => {
+      if (this.deps.table.vms.get(vm.record.hostname) !== vm || vm.record.agentProof !== proof || vm.phase !== "running") return false;
+      this.emit(vm.record, "ready", "agent");
+      return true;
+    }, () => false);
   }
 
   /** Start both schedulers: deadlines saved by the previous run act now; every VM counts as just active. */

@@ -65,12 +65,6 @@ import { WarmPool } from "./warm-pool.js";
 export type { AgentBootInput, AgentHealthLite, AgentPort, VmStorage } from "./vm-ports.js";
 export { goArch, unameArch } from "./vm-wire.js";
 
-/**
- * How long a cold create's boot is watched for its agent to end a warm pool's pids stop
- * (warm-pool.ts `bootSucceeded`), ms: as long as the `ready` event's watch (vm-lifecycle-events.ts).
- */
-const COLD_BOOT_WATCH_MS = 120_000;
-
 /** Everything {@link VmService} is built from (composition root: tenant-daemon/main.ts). */
 export interface VmServiceDeps {
   config: TenantConfig;
@@ -165,7 +159,7 @@ export class VmService {
       onForked: (vm) => {
         deps.onEvent?.("launch", vm.record.hostGroup);
         this.lifecycleEvent(vm.record, "created", "api");
-        this.lifecycle.watchReady(vm);
+        void this.lifecycle.watchReady(vm);
         this.lifecycle.expiry.kick();
       },
     });
@@ -284,12 +278,8 @@ export class VmService {
       this.lifecycleEvent(record, "created", options.protected ? "config" : warm !== undefined ? "warm_pool" : "api");
       // A warm VM's agent answered when it joined the pool.
       if (warm !== undefined) this.lifecycleEvent(record, "ready", "agent");
-      else {
-        this.lifecycle.watchReady(vm);
-        // A whole boot ends a warm pool stopped by the pids budget (warm-pool.ts bootSucceeded);
-        // the poll is the one watchReady and the create's wait share (vm-agent-wait.ts).
-        this.agentWait.waitForAgent(record.hostname, "agent", COLD_BOOT_WATCH_MS).then(() => this.pool.bootSucceeded(record.hostname), () => undefined);
-      }
+      // Its `ready` (a whole boot) also ends a warm pool stopped by the pids budget (warm-pool.ts bootSucceeded).
+      else void this.lifecycle.watchReady(vm).then((ready) => ready && this.pool.bootSucceeded(record.hostname));
       this.lifecycle.expiry.kick();
       if (wait.wait) {
         const waitStarted = performance.now();

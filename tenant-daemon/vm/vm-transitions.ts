@@ -66,7 +66,7 @@ export class VmTransitions {
     const vm = this.deps.table.live(hostname);
     await this.deps.power.relaunch(vm);
     this.events.emit(vm.record, "relaunched", "api");
-    this.events.watchReady(vm);
+    void this.events.watchReady(vm);
     // A deadline that passed while it was stopped applies again now.
     this.events.expiry.kick();
     return toCreateResponse(vm.record);
