@@ -34,9 +34,12 @@ export interface AllocationRequest {
 export function poolCapacity(pool: Cidr, blockPrefix: number, reserved: readonly string[] = RESERVED_ADDRESSES): number {
   if (blockPrefix < pool.prefix || blockPrefix > 30) return 0;
   const step = 2 ** (32 - blockPrefix);
-  const total = cidrSize(pool) / step;
-  const held = new Set(reserved.map((a) => parseIpv4(a)).filter((a): a is number => a !== undefined && cidrContains(pool, a)).map((a) => Math.floor((a - pool.base) / step)));
-  return total - held.size;
+  return cidrSize(pool) / step - reservedBlocks(pool, step, reserved).size;
+}
+
+/** Indexes (from the pool's base, blocks of `step` addresses) of the pool's blocks holding a reserved address. Pure. */
+function reservedBlocks(pool: Cidr, step: number, reserved: readonly string[]): Set<number> {
+  return new Set(reserved.map((a) => parseIpv4(a)).filter((a): a is number => a !== undefined && cidrContains(pool, a)).map((a) => Math.floor((a - pool.base) / step)));
 }
 
 /** How the tenants' blocks sit in the pool ({@link poolUsage}). */
@@ -64,7 +67,7 @@ export function poolUsage(pool: Cidr, blockPrefix: number, tenants: readonly { i
   if (blockPrefix < pool.prefix || blockPrefix > 30) return { inUse: 0, outside: tenants.filter((t) => t.blocks.length > 0).map((t) => t.id) };
   const step = 2 ** (32 - blockPrefix);
   const poolLast = cidrLast(pool);
-  const skip = new Set(reserved.map((a) => parseIpv4(a)).filter((a): a is number => a !== undefined && cidrContains(pool, a)).map((a) => Math.floor((a - pool.base) / step)));
+  const skip = reservedBlocks(pool, step, reserved);
   const taken = new Set<number>();
   const outside: string[] = [];
   for (const t of tenants) {
