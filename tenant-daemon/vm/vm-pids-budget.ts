@@ -126,17 +126,17 @@ export class PidsBudgetProbe {
   async refusal(hostname: string, opts: { runFailed: boolean }): Promise<PaddockError | undefined> {
     const { reader } = this;
     const vmPath = this.deps.cgroupPath(hostname);
-    const [refused, tenant, vm] = await Promise.all([
-      reader.refusedForks(vmPath).catch(() => undefined),
+    const refused = await reader.refusedForks(vmPath).catch(() => undefined);
+    // The common case (a boot's agent not up yet, polled often): no refused fork, one file read.
+    if (refused === 0 || (refused === undefined && !opts.runFailed)) return undefined;
+    const [tenant, vm] = await Promise.all([
       reader.figures(this.deps.tenantCgroupPath).catch(() => undefined),
       reader.figures(vmPath).catch(() => undefined),
     ]);
     const tenantRoom = tenant?.max === undefined ? Number.POSITIVE_INFINITY : tenant.max - tenant.current;
     if (refused === undefined) {
       // The counter is gone (runc removed the cgroup of a failed run): judge by the room left.
-      if (!opts.runFailed || tenant === undefined || tenantRoom >= VM_BOOT_PIDS) return undefined;
-    } else if (refused === 0) {
-      return undefined;
+      if (tenant === undefined || tenantRoom >= VM_BOOT_PIDS) return undefined;
     } else if (vm?.max !== undefined && vm.max - vm.current < tenantRoom) {
       return new PaddockError(
         "ERR_LIMIT_EXCEEDED",
