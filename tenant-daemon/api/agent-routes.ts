@@ -5,6 +5,7 @@
  * {@link createAgentRouter} builds a request listener of only these, the secrets routes and the
  * plain answers of the WebSocket paths, for tests that put them behind their own server.
  */
+import { PaddockError, isPaddockError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { SecretStore } from "../secrets/secret-store.js";
 import type { AgentEndpoint } from "../agent-client/agent-endpoint.js";
@@ -24,7 +25,9 @@ export type ResolveAgent = (hostname: string) => AgentEndpoint;
  * The handler: resolve the VM's agent from the path's hostname and stream the request to
  * `/v1<rest of the path><query>`. Errors are answered directly (http-util.ts `sendError`,
  * logged through `logger` when not a client error): what `resolveAgent` throws, and 503
- * ERR_VM_AGENT_UNAVAILABLE when the agent is unreachable or its answer lacks the VM's proof.
+ * ERR_VM_AGENT_UNAVAILABLE when the agent is unreachable or its answer lacks the VM's proof,
+ * unless the VM went meanwhile (404 ERR_VM_NOT_FOUND "was deleted while this request ran", or
+ * what `resolveAgent` throws now: {@link agentFailure}).
  */
 export function createAgentHandlers(resolveAgent: ResolveAgent, logger: Logger): RouteHandlers["agent"] {
   return {
@@ -33,16 +36,34 @@ export function createAgentHandlers(resolveAgent: ResolveAgent, logger: Logger):
       const m = /^\/vm\/([^/]+)(\/.*)$/.exec(req.path) as RegExpExecArray;
       const sub = m[2] as string;
       try {
-        const endpoint = resolveAgent(decodeURIComponent(m[1] as string));
+        const hostname = decodeURIComponent(m[1] as string);
+        const endpoint = resolveAgent(hostname);
         const qIndex = req.originalUrl.indexOf("?");
         const search = qIndex === -1 ? "" : req.originalUrl.slice(qIndex);
-        streamToAgent(endpoint, req, res, `/v1${sub}${search}`, (err) => sendError(res, err, logger));
+        streamToAgent(endpoint, req, res, `/v1${sub}${search}`, (err) => sendError(res, agentFailure(err, hostname, resolveAgent), logger));
       } catch (err) {
         req.resume();
         sendError(res, err, logger);
       }
     },
   };
+}
+
+/**
+ * What to answer for a request whose agent failed before any answer: when the VM is no longer
+ * there to ask (deleted meanwhile: 404 ERR_VM_NOT_FOUND; stopped or paused: what
+ * `resolveAgent` says now) that, since a 503 ERR_VM_AGENT_UNAVAILABLE tells the client to
+ * retry; else `err` as it is.
+ */
+function agentFailure(err: unknown, hostname: string, resolveAgent: ResolveAgent): unknown {
+  if (!isPaddockError(err) || err.code !== "ERR_VM_AGENT_UNAVAILABLE") return err;
+  try {
+    resolveAgent(hostname);
+    return err;
+  } catch (now) {
+    if (isPaddockError(now) && now.code === "ERR_VM_NOT_FOUND") return new PaddockError("ERR_VM_NOT_FOUND", `VM ${hostname} was deleted while this request ran`, { cause: err });
+    return now;
+  }
 }
 
 /** What {@link createAgentRouter} needs. */

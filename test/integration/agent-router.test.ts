@@ -1,7 +1,7 @@
 /**
  * The daemon's agent router (tenant-daemon/api/agent-routes.ts) served alone on a Unix socket
  * (node:http with the API server's request classes), forwarding to a real agent process: streamed exec, cp, health, error mapping
- * (404 unknown VM, 409 paused, 503 agent down), secrets CRUD and their delivery to the VM.
+ * (404 unknown VM or one deleted under its request, 409 paused, 503 agent down), secrets CRUD and their delivery to the VM.
  */
 import { expect } from "chai";
 import { createHash, randomBytes } from "node:crypto";
@@ -23,6 +23,7 @@ describe("daemon agent router (real agent behind it)", function () {
   let server: Server;
   let sock: string;
   let secrets: SecretStore;
+  let goneAsked = false;
 
   before(async () => {
     agent = await startTestAgent();
@@ -36,6 +37,11 @@ describe("daemon agent router (real agent behind it)", function () {
           // The same agent, but the daemon expects another VM's proof: its answers must be refused.
           if (h === "vm-other") return { ...agent.endpoint, hostname: "vm-other", proof: "ab".repeat(32) };
           if (h === "vm-down") return { ...agent.endpoint, socketPath: path.join(dir, "no-agent.sock") };
+          // Deleted while the request ran: found at first, its agent gone, then not found.
+          if (h === "vm-gone" && !goneAsked) {
+            goneAsked = true;
+            return { ...agent.endpoint, hostname: "vm-gone", socketPath: path.join(dir, "no-agent.sock") };
+          }
           if (h === "vm-paused") throw new PaddockError("ERR_VM_PAUSED", "VM vm-paused is paused");
           throw new PaddockError("ERR_VM_NOT_FOUND", `VM ${h} not found`);
         },
@@ -89,6 +95,10 @@ describe("daemon agent router (real agent behind it)", function () {
     const down = await call(sock, "GET", "/vm/vm-down/health");
     expect(down.status).to.equal(503);
     expect(down.json()).to.include({ code: "ERR_VM_AGENT_UNAVAILABLE" });
+    // A VM deleted while its request ran: 404 (a 503 would tell the client to retry).
+    const gone = await call(sock, "POST", "/vm/vm-gone/exec?cmd=true&buffered=true");
+    expect(gone.status, gone.text).to.equal(404);
+    expect(gone.json()).to.include({ code: "ERR_VM_NOT_FOUND", error: "VM vm-gone was deleted while this request ran" });
     expect((await call(sock, "PUT", "/vm/vm-1/exec")).status).to.equal(405);
     expect((await call(sock, "GET", "/vm/vm-1/unknown")).status).to.equal(404);
   });
