@@ -147,7 +147,7 @@ export class AddressPlan {
       const w = parseIpv4(wanted.ip.split("/")[0] ?? "");
       const valid = w !== undefined && this.isVmAddress(g, w);
       if (valid && usable(w)) ip = w;
-      else if (wanted.strict && !valid) throw new PaddockError("ERR_VM_INVALID_REQUEST", `ip ${wanted.ip} is not a VM address of host group ${g.group} (${this.describeRange(g)})`);
+      else if (wanted.strict && !valid) throw this.notVmAddress(g, wanted.ip);
       else if (wanted.strict) throw new PaddockError("ERR_NETWORK_ADDRESS_IN_USE", `ip ${wanted.ip} is already in use in host group ${g.group}`);
     }
     ip ??= this.firstFree(g, usable);
@@ -160,6 +160,22 @@ export class AddressPlan {
       : { hostname, group: g.group, ip, prefix: g.range.prefix, gateway: g.gateway as number };
     this.byHost.set(hostname, r);
     return r;
+  }
+
+  /**
+   * Refuse `ip` (bare or CIDR) when it is not a VM address of `groupName`, as a strict
+   * {@link reserve} would; whether it is free is not checked.
+   * @throws PaddockError `ERR_HOSTGROUP_NOT_FOUND`, `ERR_VM_INVALID_REQUEST` (400)
+   */
+  checkVmAddress(groupName: string, ip: string): void {
+    const g = this.groups.get(groupName);
+    if (!g) throw new PaddockError("ERR_HOSTGROUP_NOT_FOUND", `host group ${groupName} not found`);
+    const w = parseIpv4(ip.split("/")[0] ?? "");
+    if (w === undefined || !this.isVmAddress(g, w)) throw this.notVmAddress(g, ip);
+  }
+
+  private notVmAddress(g: GroupAddressing, ip: string): PaddockError {
+    return new PaddockError("ERR_VM_INVALID_REQUEST", `ip ${ip} is not a VM address of host group ${g.group} (${this.describeRange(g)})`);
   }
 
   /** Free `hostname`'s address (no-op when none). */

@@ -71,6 +71,13 @@ export interface TenantNetwork {
    *   ERR_HOSTGROUP_NOT_FOUND (404)
    */
   reserve(req: VmNetworkRequest): string;
+  /**
+   * Refuse now what {@link reserve} would refuse whatever the tenant holds (a create checks this
+   * before the tenant's limits, so a malformed request is a 400 at any usage): an invalid or
+   * misplaced override, a requested `ip` that is not a VM address of the group. Reserves nothing.
+   * @throws ERR_VM_INVALID_REQUEST (400), ERR_HOSTGROUP_NOT_FOUND (404)
+   */
+  check?(req: Omit<VmNetworkRequest, "hostname" | "previousIp">): void;
   /** Build the VM's netns, links, routes and rules (idempotent). @throws ERR_NETWORK_SETUP_FAILED (nothing left behind) */
   attach(req: VmNetworkRequest): Promise<VmNetworkAttachment>;
   /** Remove the VM's netns, links and rules (address stays reserved). Idempotent. */

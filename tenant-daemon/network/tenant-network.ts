@@ -18,7 +18,7 @@ import type { EgressListenerPort } from "./egress-proxy-wiring.js";
 import { effectiveLists, validateOverride } from "./firewall-policy.js";
 import * as host from "./host-net.js";
 import { vmNetnsName, vmVethName } from "./names.js";
-import type { TenantNetwork, VmNetworkAttachment, VmNetworkDescription, VmNetworkRequest } from "./network.js";
+import type { TenantNetwork, VmNetworkAttachment, VmNetworkDescription, VmNetworkOverride, VmNetworkRequest } from "./network.js";
 import { TenantFirewall, proxyLinks } from "./tenant-firewall.js";
 import { ensureBridge, reconcileLeftovers, removeTenantLinks } from "./tenant-host-links.js";
 import { newTenantNetState, type GroupRuntime, type TenantNetState, type VmLinks } from "./tenant-network-state.js";
@@ -143,14 +143,25 @@ class TenantNetworkImpl implements TenantNetworkService {
     return this.plan;
   }
 
-  reserve(req: VmNetworkRequest): string {
-    const plan = this.requirePlan();
+  check(req: Omit<VmNetworkRequest, "hostname" | "previousIp">): void {
+    this.checkedRequest(req);
+    if (req.requestedIp !== undefined) this.requirePlan().checkVmAddress(req.hostGroup, req.requestedIp);
+  }
+
+  /** The group and validated override of `req`. @throws as {@link check} (not the address). */
+  private checkedRequest(req: Omit<VmNetworkRequest, "hostname" | "previousIp">): { g: GroupRuntime; override: VmNetworkOverride | undefined } {
     const g = this.state.groups.get(req.hostGroup);
     if (!g) throw new PaddockError("ERR_HOSTGROUP_NOT_FOUND", `host group ${req.hostGroup} not found`);
     const override = validateOverride(req.override, g.addr.mode, g.cfg.name);
     if (override !== undefined && g.cfg.egressProxy !== undefined) {
       throw new PaddockError("ERR_VM_INVALID_REQUEST", `host group ${g.cfg.name} leaves only through the egress proxy: a network override does not apply (the proxy's allow rules decide)`);
     }
+    return { g, override };
+  }
+
+  reserve(req: VmNetworkRequest): string {
+    const plan = this.requirePlan();
+    const { g, override } = this.checkedRequest(req);
     const existing = plan.lookup(req.hostname);
     if (existing) return cidrText(existing);
     const adopt = this.state.adoptable.get(req.hostname);

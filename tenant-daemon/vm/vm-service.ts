@@ -254,7 +254,8 @@ export class VmService {
    * secrets are delivered, at most `timeoutMs` from the request's start (a warm VM still booting
    * counts); on timeout the VM is deleted and 408 thrown. `options` (start-up
    * only): a protected config VM with a fixed index.
-   * @throws PaddockError ERR_HOSTGROUP_NOT_FOUND, ERR_TTL_INVALID / ERR_TTL_OVER_MAX (before the limits),
+   * @throws PaddockError ERR_HOSTGROUP_NOT_FOUND, ERR_TTL_INVALID / ERR_TTL_OVER_MAX, ERR_VM_INVALID_REQUEST (a
+   *   network override or `ip` the group cannot take), ERR_VM_NAME_TAKEN (all before the limits),
    *   ERR_LIMIT_EXCEEDED, ERR_VM_NAME_TAKEN, ERR_NETWORK_EXHAUSTED, ERR_VM_WAIT_TIMEOUT, ERR_VM_START_FAILED (after rolling everything back; ERR_LIMIT_EXCEEDED when the pids budget refused the boot); ERR_VM_NOT_RUNNING (503) while stopping.
    */
   async create(groupName: string, req: CreateVmRequest, wait: WaitOptions = { wait: undefined, timeoutMs: 0 }, options: { protected?: boolean; index?: number } = {}): Promise<CreateResponseWire> {
@@ -263,9 +264,16 @@ export class VmService {
     // The deadline (a ttl, the group's default) becomes the VM's expires_at= tag; config VMs never
     // expire. Checked before the limits: a malformed request is a 400 whatever the tenant holds.
     if (!options.protected) req = { ...req, tags: tagsWithDeadline(req.tags, req.ttlMs, this.lifecycle.expiryPolicy(group.name), Date.now()) };
-    this.table.checkLimits(req.cpus, req.ramBytes, group.storageSizeBytes);
+    // So are the request's network fields and its name= tag (400, 409 whatever the tenant holds).
+    this.deps.network.check?.({ hostGroup: group.name, override: req.network, requestedIp: req.ip });
     // Held until the VM (with its name= tag) is in the table, or the create failed.
     const releaseName = this.table.claimName(friendlyNameOf(req.tags));
+    try {
+      this.table.checkLimits(req.cpus, req.ramBytes, group.storageSizeBytes);
+    } catch (err) {
+      releaseName();
+      throw err;
+    }
     const deadline = wait.wait ? Date.now() + wait.timeoutMs : undefined;
     try {
       const warm = options.index === undefined ? await this.pool.handOut(group, req, deadline) : undefined;

@@ -144,7 +144,7 @@ describe("warm pool within tenant limits (privileged, real runc)", function () {
 
   it("fills only while the limits leave room, and warm VMs do not count against them", async () => {
     await untilWarm(d, "sbox", 2);
-    const a = await d.post("/hostgroup/sbox/nodes", {});
+    const a = await d.post("/hostgroup/sbox/nodes", { tags: ["name=web"] });
     const b = await d.post("/hostgroup/sbox/nodes", {});
     expect([a.status, b.status]).to.deep.equal([201, 201]);
     expect([a.json, b.json].map((j) => (j as { hostname: string }).hostname)).to.deep.equal(["sbox-1", "sbox-2"]);
@@ -155,6 +155,16 @@ describe("warm pool within tenant limits (privileged, real runc)", function () {
     const bad = await d.post("/hostgroup/sbox/nodes", { ttl: "5s", tags: ["expires_at=2030-01-01T00:00:00Z"] });
     expect(bad.status).to.equal(400);
     expect(bad.json).to.include({ code: "ERR_TTL_INVALID" });
+    // So are a network field the group cannot take, and a name= tag another VM holds.
+    for (const [body, status, code] of [
+      [{ ip: "1.2.3.4" }, 400, "ERR_VM_INVALID_REQUEST"],
+      [{ network: { allow: ["not-a-cidr"] } }, 400, "ERR_VM_INVALID_REQUEST"],
+      [{ tags: ["name=web"] }, 409, "ERR_VM_NAME_TAKEN"],
+    ] as const) {
+      const r = await d.post("/hostgroup/sbox/nodes", body);
+      expect(r.status, `${JSON.stringify(body)}: ${r.text}`).to.equal(status);
+      expect(r.json).to.include({ code });
+    }
     // Two VMs live and max_vms 2: the pool stays empty.
     await new Promise((r) => setTimeout(r, 1500));
     expect(await d.warmPool("sbox")).to.deep.equal({ ready: 0, booting: 0 });
