@@ -109,7 +109,7 @@ export class VmSuspender {
         this.deps.storage.releaseFile?.(dir);
         const st = await runtime.state(id).catch(() => ({ status: "absent" as const }));
         if (st.status === "running" && runtime.agentChannel === "dial") await this.openChannel(h).catch((e: unknown) => log.error("re-binding the agent channel failed", { hostname: h, err: e }));
-        throw err;
+        throw namedByHostname(err, id, h);
       }
       await paths.dialPools.close(h);
       vm.phase = "suspended";
@@ -169,4 +169,14 @@ export class VmSuspender {
     const range = namespaces.range;
     await paths.dialPools.open({ hostname, socketPath: paths.agentDialSocket(hostname), owner: { uid: range.uidStart, gid: range.uidStart } });
   }
+}
+
+/**
+ * `err` with the runtime's container id `id` in its message replaced by the VM's name `hostname`
+ * (the runtime names sandboxes by id; an API client knows the VM by name); code, status, details
+ * and cause kept. Anything else as it is.
+ */
+function namedByHostname(err: unknown, id: string, hostname: string): unknown {
+  if (!(err instanceof PaddockError) || !err.message.includes(id)) return err;
+  return new PaddockError(err.code, err.message.split(id).join(hostname), { cause: err.cause, status: err.status, details: err.details });
 }

@@ -160,6 +160,8 @@ describeWhenReady(missing, "security: a gVisor guest root against the reverse ag
       await sh(dd, h, `cp /bin/cat /root/cat.orig && printf '#!/bin/sh\\necho "   0: guest"\\n' > /root/fake && chmod 755 /root/fake && cp /root/fake /bin/cat`);
       const control = await dd.post(`/vm/${h}/suspend`);
       expect([control.status, (control.json as { code?: string }).code], control.text).to.deep.equal([409, "ERR_VM_SUSPEND_REFUSED"]);
+      // Named as the client knows the VM, not by the runtime's container id.
+      expect((control.json as { error: string }).error).to.match(new RegExp(`^VM ${h} holds 1 TCP socket`));
 
       // The attack: endless output (about 40 MB/s through runsc exec here).
       await sh(dd, h, `printf '%s\\n' '#!/usr/bin/perl' '$l = "   0: x\\n" x 65536; print $l while 1;' > /root/flood && chmod 755 /root/flood && cp /root/flood /bin/cat`);
