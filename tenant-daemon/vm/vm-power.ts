@@ -27,11 +27,17 @@ export function vmPausedError(hostname: string): PaddockError {
  */
 export function vmNotRunningError(hostname: string, verb: "pause" | "resume", phase: VmPhase): PaddockError {
   const head = `VM ${hostname} is not ${verb === "resume" ? "paused" : "running"}`;
-  const advice =
-    phase === "suspended" ? `: it is suspended (checkpointed to disk); bring it back with POST /vm/${hostname}/restore (CLI: paddock vm restore ${hostname})`
+  return new PaddockError("ERR_VM_NOT_RUNNING", head + notRunningAdvice(hostname, phase));
+}
+
+/**
+ * The way back for a VM in `phase`, to append to a refusal: `: it is suspended …; bring it back
+ * with POST /vm/{h}/restore (CLI: …)`, the same for a stopped VM and relaunch, else "".
+ */
+export function notRunningAdvice(hostname: string, phase: VmPhase): string {
+  return phase === "suspended" ? `: it is suspended (checkpointed to disk); bring it back with POST /vm/${hostname}/restore (CLI: paddock vm restore ${hostname})`
     : phase === "stopped" ? `: it is stopped; boot it again with POST /vm/${hostname}/relaunch (CLI: paddock vm relaunch ${hostname})`
     : "";
-  return new PaddockError("ERR_VM_NOT_RUNNING", head + advice);
 }
 
 /** Reboot, stop, relaunch, pause and resume of the VMs in `table`. */

@@ -51,7 +51,7 @@ import type { AgentPort, VmStorage } from "./vm-ports.js";
 import type { VmIdle, VmIdleMetrics } from "./vm-idle.js";
 import { VmLifecycleEvents } from "./vm-lifecycle-events.js";
 import { VmTransitions } from "./vm-transitions.js";
-import { VmPower, vmPausedError } from "./vm-power.js";
+import { VmPower, notRunningAdvice, vmPausedError } from "./vm-power.js";
 import { VmReconciler } from "./vm-reconcile.js";
 import { VmSecretsSync } from "./vm-secrets-sync.js";
 import { VmSuspender } from "./vm-suspend.js";
@@ -224,7 +224,7 @@ export class VmService {
   resolveAgent(hostname: string): AgentEndpoint {
     const vm = this.table.live(hostname);
     if (vm.phase === "paused") throw vmPausedError(hostname);
-    if (vm.phase !== "running") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} is not running (status ${wireStatus(vm.phase)})`);
+    if (vm.phase !== "running") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} is not running (status ${wireStatus(vm.phase)})${notRunningAdvice(hostname, vm.phase)}`);
     return this.paths.endpoint(vm.record);
   }
 

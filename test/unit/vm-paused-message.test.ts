@@ -2,11 +2,13 @@
  * The 409 a request to a client-paused VM gets (tenant-daemon/vm/vm-power.ts vmPausedError, thrown
  * by VmService.resolveAgent for every agent route): code and status as docs/slicer-api.md says,
  * and a message naming the resume route and CLI command. test/privileged/vm-idle-wake.test.ts
- * checks the same answer from a real paused VM through the gateway.
+ * checks the same answer from a real paused VM through the gateway. And what an agent route to a
+ * suspended or stopped VM answers (vm-service.ts resolveAgent).
  */
 import { expect } from "chai";
 import { errorResponse } from "../../shared/errors.js";
 import { VmPower, vmNotRunningError, vmPausedError } from "../../tenant-daemon/vm/vm-power.js";
+import { VmService } from "../../tenant-daemon/vm/vm-service.js";
 
 describe("a request to a paused VM (vm-power.ts vmPausedError)", () => {
   it("answers 409 ERR_VM_PAUSED saying how to resume: the route and the CLI command", () => {
@@ -36,5 +38,23 @@ describe("a pause or resume of a VM in no state for it (vm-power.ts vmNotRunning
     expect((resume as Error).message).to.include("POST /vm/sbox-1/restore");
     const pause = await power.pause(vm("sbox-2", "stopped")).then(() => undefined, (e: unknown) => e);
     expect((pause as Error).message).to.include("POST /vm/sbox-2/relaunch");
+  });
+});
+
+describe("an agent route (exec, cp, fs) to a suspended or stopped VM (vm-service.ts resolveAgent)", () => {
+  it("keeps 409 ERR_VM_NOT_RUNNING with its status, and names the way back", () => {
+    const refusal = (phase: string): unknown => {
+      const self = { table: { live: (hostname: string) => ({ record: { hostname }, phase, pid: undefined }) }, paths: {} };
+      try {
+        VmService.prototype.resolveAgent.call(self as never, "sbox-1");
+      } catch (err) {
+        return err;
+      }
+      return undefined;
+    };
+    const suspended = errorResponse(refusal("suspended"));
+    expect(suspended.status).to.equal(409);
+    expect(suspended.body).to.deep.equal({ code: "ERR_VM_NOT_RUNNING", error: "VM sbox-1 is not running (status Suspended): it is suspended (checkpointed to disk); bring it back with POST /vm/sbox-1/restore (CLI: paddock vm restore sbox-1)" });
+    expect(errorResponse(refusal("stopped")).body.error).to.equal("VM sbox-1 is not running (status Stopped): it is stopped; boot it again with POST /vm/sbox-1/relaunch (CLI: paddock vm relaunch sbox-1)");
   });
 });
