@@ -56,7 +56,7 @@ import { VmReconciler } from "./vm-reconcile.js";
 import { VmSecretsSync } from "./vm-secrets-sync.js";
 import { VmSuspender } from "./vm-suspend.js";
 import { applyTagPatch, friendlyNameOf, type CreateVmRequest, type TagFilter, type TagPatch, type WaitOptions } from "./vm-request.js";
-import { VmTable, type LiveVm } from "./vm-table.js";
+import { VmTable } from "./vm-table.js";
 import { VmColdFork, type ColdForkStorage } from "./vm-cold-fork.js";
 import type { CreateResponseWire, DaemonState, NodeWire, VmRecord, WireStatus } from "./vm-types.js";
 import { countByStatus, listNodes, toCreateResponse, toNode, wireStatus } from "./vm-wire.js";
@@ -255,8 +255,7 @@ export class VmService {
    * (warm-pool.ts; a ready one with its secrets delivered, or one still booting: with `wait`
    * once its agent answers, without once its sandbox runs, as a cold create answers). With
    * `wait`, block until the agent answers (and userdata ran) and the VM's secrets are
-   * delivered, at most `timeoutMs` from the request's start (a warm VM still booting and a new
-   * VM's sandbox start count: {@link createColdBy});
+   * delivered, at most `timeoutMs` from the request's start (a warm VM still booting counts);
    * on timeout, or when the secrets could not be delivered, the VM is deleted and the create
    * fails. `options` (start-up only): a protected config VM with a fixed index.
    * @throws PaddockError ERR_HOSTGROUP_NOT_FOUND, ERR_TTL_INVALID / ERR_TTL_OVER_MAX (before the limits),
@@ -276,7 +275,7 @@ export class VmService {
       const warm = options.index === undefined ? await this.pool.handOut(group, req, deadline) : undefined;
       // A warm VM holds an address the caller cannot see: give it up when the request names it.
       if (warm === undefined && req.ip !== undefined) await this.pool.dropHolding(req.ip);
-      const vm = warm ?? (await this.createColdBy(group, req, options, deadline, wait.timeoutMs));
+      const vm = warm ?? (await this.creator.createCold(group, req, options));
       const record = vm.record;
       this.deps.onEvent?.("launch", group.name);
       this.log.info("vm created", { hostname: record.hostname, persistent: record.persistent, ip: record.ipCidr, warm: warm !== undefined });
@@ -313,33 +312,6 @@ export class VmService {
       // the refill's process spawns do not delay it.
       setTimeout(() => this.pool.kick(), 0).unref();
     }
-  }
-
-  /**
-   * {@link VmCreator.createCold}, answered by `deadline` (epoch ms; unset: a create without
-   * `wait`, no bound). The boot is not cut short at the deadline: a runtime killed mid-start
-   * could leave a half-made sandbox (a `runc init` in the VM's cgroup that no `runc delete`
-   * knows). It runs on to its own bounds (oci-bundle.ts, 60 s per runtime start), and the VM,
-   * never shown as created, is torn down and forgotten once it ends.
-   * @throws PaddockError ERR_VM_WAIT_TIMEOUT at `deadline`; what createCold throws before it.
-   */
-  private async createColdBy(group: HostGroupConfig, req: CreateVmRequest, options: { protected?: boolean; index?: number }, deadline: number | undefined, timeoutMs: number): Promise<LiveVm> {
-    const boot = this.creator.createCold(group, req, options);
-    if (deadline === undefined) return boot;
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      const first = await Promise.race([boot, new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), Math.max(0, deadline - Date.now()))))]);
-      if (first !== "timeout") return first;
-    } finally {
-      clearTimeout(timer);
-    }
-    // A boot that fails later has rolled itself back (vm-create.ts).
-    void boot.then(async (vm) => {
-      this.log.warn("a create's wait ran out while its VM booted; removing the VM", { hostname: vm.record.hostname, reason: "wait_timeout" });
-      await this.launcher.discard(vm);
-      this.pool.kick();
-    }, () => undefined);
-    throw new PaddockError("ERR_VM_WAIT_TIMEOUT", `timed out after ${timeoutMs} ms waiting for the VM's sandbox to start; the VM is removed once its start ends`);
   }
 
   // ── operations on one VM ───────────────────────────────────────────────────
