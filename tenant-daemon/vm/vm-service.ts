@@ -255,7 +255,9 @@ export class VmService {
    * (warm-pool.ts; a ready one with its secrets delivered, or one still booting: with `wait`
    * once its agent answers, without once its sandbox runs, as a cold create answers). With
    * `wait`, block until the agent answers (and userdata ran) and the VM's secrets are
-   * delivered, at most `timeoutMs` from the request's start (a warm VM still booting counts);
+   * delivered, at most `timeoutMs` from the request's start (a warm VM still booting counts; a
+   * new VM's boot is not cut short: a timeout during it answers once it ends, within its own
+   * bounds, 60 s per runtime start, so the VM is deleted when the 408 is sent);
    * on timeout, or when the secrets could not be delivered, the VM is deleted and the create
    * fails. `options` (start-up only): a protected config VM with a fixed index.
    * @throws PaddockError ERR_HOSTGROUP_NOT_FOUND, ERR_TTL_INVALID / ERR_TTL_OVER_MAX (before the limits),
