@@ -14,16 +14,42 @@ const KILL_WAIT_MS = 15_000;
 
 /**
  * Send `signal` (`SIGTERM`, `TERM`, `9`, …) to the sandbox's init. tini forwards it to the
- * agent's process group. A paused sandbox is thawed after a SIGKILL so the kill takes effect
- * (frozen tasks do not die until thawed on cgroup v1).
+ * agent's process group. A SIGKILL of a paused runc/crun sandbox goes to every process of it
+ * while it is frozen, then the sandbox is thawed ({@link killFrozen}): the kill takes effect
+ * (frozen tasks do not die until thawed on cgroup v1) and no guest code runs after the pause.
+ * A paused runsc sandbox is resumed after the SIGKILL (its pause is the sentry's own).
  * @throws PaddockError ERR_RUNTIME_FAILED (e.g. the sandbox is not running or does not exist)
  */
 export async function killSandbox(cli: OciRuntimeCli, id: string, signal: string): Promise<void> {
   const before = await cli.rawState(id);
   if (before === undefined) throw new PaddockError("ERR_RUNTIME_FAILED", `${cli.name} container ${id} does not exist`);
+  const frozen = before.status === "paused" && cli.name !== "runsc";
+  if (frozen && /^(SIG)?KILL$|^9$/i.test(signal)) {
+    await killFrozen(cli, id, { strict: true });
+    return;
+  }
   const r = await cli.exec(["kill", id, signal], { allowFailure: true });
   if (r.exitCode !== 0) throw cli.fail("kill", id, r);
-  if (before.status === "paused" && /^(SIG)?KILL$|^9$/i.test(signal)) await cli.verb("resume", id);
+  // runsc pauses in its sentry (no host freezer); a SIGKILL lands once it runs again.
+  if (before.status === "paused" && cli.name === "runsc" && /^(SIG)?KILL$|^9$/i.test(signal)) await cli.verb("resume", id);
+}
+
+/**
+ * Kill, then thaw, a paused (frozen) sandbox: `kill --all <id> KILL` queues SIGKILL for every
+ * process of its cgroup while they are frozen (runc 1.1 freezes, signals each pid, thaws:
+ * libcontainer `signalAllProcesses`, https://github.com/opencontainers/runc/blob/v1.1.5/libcontainer/init_linux.go),
+ * then `resume` thaws it where the runtime did not (a "not paused" refusal is expected after
+ * runc's own thaw and ignored). Each task dies at the thaw, before it returns to user space
+ * (https://docs.kernel.org/admin-guide/cgroup-v1/freezer-subsystem.html): no guest code runs,
+ * where a thaw first would let the guest run until the kill lands, and a kill without a thaw
+ * would leave a caller waiting for an exit that never comes.
+ * @param opts.strict - throw when the kill itself failed (else the caller's delete kills).
+ * @throws PaddockError ERR_RUNTIME_FAILED (only with `strict`).
+ */
+async function killFrozen(cli: OciRuntimeCli, id: string, opts: { strict: boolean }): Promise<void> {
+  const r = await cli.exec(["kill", "--all", id, "KILL"], { allowFailure: true });
+  await cli.verb("resume", id).catch(() => undefined);
+  if (r.exitCode !== 0 && opts.strict) throw cli.fail("kill --all", id, r);
 }
 
 /**
@@ -80,7 +106,9 @@ export async function updateSandbox(cli: OciRuntimeCli, swapAccounting: boolean,
  * directories in every hierarchy if the runtime left any. No-op when the id is unknown.
  * The cgroup path is read from the bundle's config.json before the delete; it is removed only
  * when strictly below `guard.cgroupParent` (oci-cgroups.ts `ownCgroupPath`: another path is
- * logged as an error and left untouched). A paused sandbox is thawed first.
+ * logged as an error and left untouched). A paused sandbox is never thawed first (its guest
+ * would run again until the kill landed): a frozen runc/crun one is killed, then thawed
+ * ({@link killFrozen}); a paused runsc one is deleted as it is.
  * @throws PaddockError ERR_RUNTIME_FAILED when the sandbox still exists afterwards, or a
  *   cgroup directory cannot be removed.
  */
@@ -88,7 +116,9 @@ export async function destroySandbox(cli: OciRuntimeCli, id: string, guard: Cgro
   const raw = await cli.rawState(id);
   if (raw === undefined) return;
   const cgroupPath = ownCgroupPath(guard.cgroupParent, await readCgroupPath(raw.bundle), guard.logger, { id, source: "config.json", op: "destroy" });
-  if (raw.status === "paused") await cli.verb("resume", id).catch(() => undefined);
+  // runsc pauses inside its sentry, not with the host freezer: `runsc delete --force` kills the
+  // sandbox's host processes (sentry, gofer) as they are, and a thaw would let the guest run.
+  if (raw.status === "paused" && cli.name !== "runsc") await killFrozen(cli, id, { strict: false });
   const r = await cli.exec(["delete", "--force", id], { allowFailure: true });
   if (r.exitCode !== 0 && (await cli.rawState(id)) !== undefined) throw cli.fail("delete --force", id, r);
   if (cgroupPath !== undefined) await removeCgroupDirs(cgroupPath);

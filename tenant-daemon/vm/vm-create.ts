@@ -108,3 +108,16 @@ export function waitFailure(err: unknown, timeoutMs: number, removed: boolean): 
   const message = err.message.replace(/^timed out after \d+ ms/, `timed out after ${timeoutMs} ms`).replace(/; the VM was deleted$/, "");
   return new PaddockError("ERR_VM_WAIT_TIMEOUT", removed ? `${message}; the VM was deleted` : `${message}; deleting the VM failed`, { cause: err });
 }
+
+/**
+ * The error a create with `wait` answers with when the VM's secrets could not be delivered
+ * (`err`, vm-secrets-sync.ts SecretsDelivery): `refusal` when the tenant's pids limits refused a
+ * process meanwhile (vm-pids-budget.ts; a full budget makes the agent fail the push), else
+ * PaddockError ERR_VM_START_FAILED naming the VM and the cause. The caller deletes the VM (and
+ * says nothing of it: a create's log and its `deleted` event tell). Pure.
+ */
+export function secretsFailure(hostname: string, err: unknown, refusal: PaddockError | undefined): PaddockError {
+  if (refusal !== undefined) return refusal;
+  const why = err instanceof Error ? err.message : String(err);
+  return new PaddockError("ERR_VM_START_FAILED", `the secrets of VM ${hostname} could not be delivered: ${why}`, { cause: err });
+}

@@ -9,11 +9,15 @@
  * follows, so the last push always reads the store after the last change. Pushes to different
  * VMs run in parallel, at most {@link SECRET_PUSH_CONCURRENCY} at a time.
  */
+import { PaddockError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { VmAgentWait } from "./vm-agent-wait.js";
 import type { VmPaths } from "./vm-paths.js";
 import type { AgentPort } from "./vm-ports.js";
 import type { LiveVm, VmTable } from "./vm-table.js";
+import type { SecretsDelivery } from "./vm-types.js";
+
+export type { SecretsDelivery } from "./vm-types.js";
 
 /** Most secret pushes in flight at once, all VMs together. */
 export const SECRET_PUSH_CONCURRENCY = 8;
@@ -26,7 +30,7 @@ const BOOT_AGENT_WAIT_MS = 60_000;
 interface Slot {
   dirty: boolean;
   waitAgent: boolean;
-  done: Promise<void>;
+  done: Promise<SecretsDelivery>;
 }
 
 /** A counting semaphore: at most `limit` holders. */
@@ -67,11 +71,12 @@ export class VmSecretsSync {
 
   /**
    * Push `vm`'s granted secrets to its agent. `agentReady: false` (a boot) first waits up to
-   * 60 s for the agent to answer. Resolves when this push, and any requested meanwhile, ended;
-   * never rejects (failures are logged per VM while the VM is running). A VM that is not
-   * running when its turn comes is skipped: its next boot or resume delivers.
+   * 60 s for the agent to answer. Resolves when this push, and any requested meanwhile, ended,
+   * with the outcome of the last of them; never rejects (failures are logged per VM while the
+   * VM is running). A VM that is not running when its turn comes is skipped (not delivered):
+   * its next boot or resume delivers.
    */
-  request(vm: LiveVm, opts: { agentReady: boolean }): Promise<void> {
+  request(vm: LiveVm, opts: { agentReady: boolean }): Promise<SecretsDelivery> {
     const h = vm.record.hostname;
     const slot = this.slots.get(h);
     if (slot) {
@@ -79,16 +84,18 @@ export class VmSecretsSync {
       slot.waitAgent ||= !opts.agentReady;
       return slot.done;
     }
-    const s: Slot = { dirty: true, waitAgent: !opts.agentReady, done: Promise.resolve() };
+    const s: Slot = { dirty: true, waitAgent: !opts.agentReady, done: Promise.resolve({ delivered: true }) };
     this.slots.set(h, s);
     s.done = (async () => {
       try {
+        let outcome: SecretsDelivery = { delivered: true };
         while (s.dirty) {
           s.dirty = false;
           const waitAgent = s.waitAgent;
           s.waitAgent = false;
-          await this.pushOnce(h, waitAgent);
+          outcome = await this.pushOnce(h, waitAgent);
         }
+        return outcome;
       } finally {
         this.slots.delete(h);
       }
@@ -106,20 +113,23 @@ export class VmSecretsSync {
     await Promise.all(targets.map((vm) => this.request(vm, { agentReady: true })));
   }
 
-  private async pushOnce(hostname: string, waitAgent: boolean): Promise<void> {
+  /** One push to VM `hostname` (after its agent answers when `waitAgent`); never rejects. */
+  private async pushOnce(hostname: string, waitAgent: boolean): Promise<SecretsDelivery> {
     const running = (): LiveVm | undefined => {
       const vm = this.table.lookup(hostname);
       return vm?.phase === "running" ? vm : undefined;
     };
     try {
       if (waitAgent) await this.agentWait.waitForAgent(hostname, "agent", BOOT_AGENT_WAIT_MS);
-      await this.limit.run(async () => {
+      return await this.limit.run(async (): Promise<SecretsDelivery> => {
         const vm = running();
-        if (vm === undefined) return;
+        if (vm === undefined) return { delivered: false, err: new PaddockError("ERR_VM_NOT_RUNNING", `VM ${hostname} was not running when its secrets were to be delivered`) };
         await this.agent.syncSecrets(this.paths.endpoint(vm.record), vm.record.secrets, PUSH_TIMEOUT_MS);
+        return { delivered: true };
       });
     } catch (err) {
       if (running()) this.log.warn("secret delivery failed", { hostname, err });
+      return { delivered: false, err };
     }
   }
 }

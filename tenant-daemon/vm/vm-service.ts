@@ -43,10 +43,10 @@ import type { RuntimeDriver } from "../runtime/driver.js";
 import type { VmNamespaces } from "../runtime/vm-namespaces.js";
 import { VmAgentWait } from "./vm-agent-wait.js";
 import { VmLauncher } from "./vm-boot.js";
-import { VmCreator, waitFailure } from "./vm-create.js";
+import { VmCreator, secretsFailure, waitFailure } from "./vm-create.js";
 import { EXPIRES_AT_TAG, checkPatchedDeadline, tagsWithDeadline } from "./vm-expiry.js";
 import { VmPaths } from "./vm-paths.js";
-import { isPidsRefusal, tenantPidsBudgetProbe } from "./vm-pids-budget.js";
+import { isPidsRefusal, tenantPidsBudgetProbe, type PidsBudgetProbe } from "./vm-pids-budget.js";
 import type { AgentPort, VmStorage } from "./vm-ports.js";
 import type { VmIdle, VmIdleMetrics } from "./vm-idle.js";
 import { VmLifecycleEvents } from "./vm-lifecycle-events.js";
@@ -114,6 +114,8 @@ export class VmService {
   private readonly power: VmPower;
   private readonly suspender: VmSuspender;
   private readonly reconciler: VmReconciler;
+  /** Tells a boot refused by the tenant's pids limits (vm-pids-budget.ts). */
+  private readonly pids: PidsBudgetProbe;
   /** Commits, forks and lineage (vm-cold-fork.ts): the four cold-fork endpoints and GET /vm/{h}. */
   readonly coldFork: VmColdFork;
   /** Lifecycle events, the ready watch, expiry and idle (vm-lifecycle-events.ts). */
@@ -129,7 +131,7 @@ export class VmService {
     const { config, store, runtime, storage, network, agent, namespaces } = deps;
     const paths = (this.paths = new VmPaths(config.paddock, runtime.agentChannel ?? "inherited-fd"));
     const table = (this.table = new VmTable({ config, store, committedBytes: () => deps.cold?.store.totalBytes() ?? 0 }));
-    const pids = tenantPidsBudgetProbe(config.paddock, (h) => paths.cgroupPath(h));
+    const pids = (this.pids = tenantPidsBudgetProbe(config.paddock, (h) => paths.cgroupPath(h)));
     const agentWait = (this.agentWait = new VmAgentWait({ table, agent, paths, log, bootRefusal: (h) => pids.refusal(h, { runFailed: false }) }));
     const secretsSync = (this.secretsSync = new VmSecretsSync({ table, agent, paths, agentWait, log }));
     const launcher = (this.launcher = new VmLauncher({
@@ -250,13 +252,17 @@ export class VmService {
 
   /**
    * Create (and start) a VM in `groupName`, handing out a warm VM when the request fits one
-   * (warm-pool.ts). With `wait`, block until the agent answers (and userdata ran) and the VM's
-   * secrets are delivered, at most `timeoutMs` from the request's start (a warm VM still booting
-   * counts); on timeout the VM is deleted and 408 thrown. `options` (start-up
-   * only): a protected config VM with a fixed index.
+   * (warm-pool.ts; a ready one with its secrets delivered, or one still booting: with `wait`
+   * once its agent answers, without once its sandbox runs, as a cold create answers). With
+   * `wait`, block until the agent answers (and userdata ran) and the VM's secrets are
+   * delivered, at most `timeoutMs` from the request's start (a warm VM still booting counts; a
+   * new VM's boot is not cut short: a timeout during it answers once it ends, within its own
+   * bounds, 60 s per runtime start, so the VM is deleted when the 408 is sent);
+   * on timeout, or when the secrets could not be delivered, the VM is deleted and the create
+   * fails. `options` (start-up only): a protected config VM with a fixed index.
    * @throws PaddockError ERR_HOSTGROUP_NOT_FOUND, ERR_TTL_INVALID / ERR_TTL_OVER_MAX, ERR_VM_INVALID_REQUEST (a
    *   network override or `ip` the group cannot take), ERR_VM_NAME_TAKEN (all before the limits),
-   *   ERR_LIMIT_EXCEEDED, ERR_VM_NAME_TAKEN, ERR_NETWORK_EXHAUSTED, ERR_VM_WAIT_TIMEOUT, ERR_VM_START_FAILED (after rolling everything back; ERR_LIMIT_EXCEEDED when the pids budget refused the boot); ERR_VM_NOT_RUNNING (503) while stopping.
+   *   ERR_LIMIT_EXCEEDED, ERR_NETWORK_EXHAUSTED, ERR_VM_WAIT_TIMEOUT, ERR_VM_START_FAILED (after rolling everything back, also for secrets not delivered within `wait`; ERR_LIMIT_EXCEEDED when the pids budget refused the boot or the delivery); ERR_VM_NOT_RUNNING (503) while stopping.
    */
   async create(groupName: string, req: CreateVmRequest, wait: WaitOptions = { wait: undefined, timeoutMs: 0 }, options: { protected?: boolean; index?: number } = {}): Promise<CreateResponseWire> {
     if (this.table.stopping) throw new PaddockError("ERR_VM_NOT_RUNNING", "daemon is shutting down", { status: 503 });
@@ -284,19 +290,23 @@ export class VmService {
       this.deps.onEvent?.("launch", group.name);
       this.log.info("vm created", { hostname: record.hostname, persistent: record.persistent, ip: record.ipCidr, warm: warm !== undefined });
       this.lifecycleEvent(record, "created", options.protected ? "config" : warm !== undefined ? "warm_pool" : "api");
-      // A warm VM's agent answered when it joined the pool.
-      if (warm !== undefined) this.lifecycleEvent(record, "ready", "agent");
-      // Its `ready` (a whole boot) also ends a warm pool stopped by the pids budget (warm-pool.ts bootSucceeded).
+      // A warm VM handed out ready: its agent answered in the pool.
+      if (warm?.ready === true) this.lifecycleEvent(record, "ready", "agent");
+      // One still booting (a create without `wait`) is ready when its agent answers, as a cold VM.
+      else if (warm !== undefined) void this.lifecycle.watchReady(vm);
+      // A cold VM's `ready` (a whole boot) also ends a warm pool stopped by the pids budget (warm-pool.ts bootSucceeded).
       else void this.lifecycle.watchReady(vm).then((ready) => ready && this.pool.bootSucceeded(record.hostname));
       this.lifecycle.expiry.kick();
       if (wait.wait) {
         const waitStarted = performance.now();
         try {
-          // A warm VM's agent answered when it joined the pool and its sandbox was running at
-          // hand-out; only userdata (of the group, run in the pool) may still be running.
-          if (warm === undefined || wait.wait === "userdata") await this.agentWait.waitForAgent(record.hostname, wait.wait, Math.max(1, (deadline ?? 0) - Date.now()));
+          // A warm VM handed out ready: its agent answered in the pool and its sandbox was
+          // running at hand-out; only userdata (of the group, run in the pool) may still be running.
+          if (warm?.ready !== true || wait.wait === "userdata") await this.agentWait.waitForAgent(record.hostname, wait.wait, Math.max(1, (deadline ?? 0) - Date.now()));
           const agentMs = performance.now() - waitStarted;
-          await vm.secretsDelivered;
+          const delivery = await vm.secretsDelivered;
+          // Asked for (all the tenant's secrets when `secrets` names none): not a VM without them.
+          if (delivery?.delivered === false) throw secretsFailure(record.hostname, delivery.err, await this.pids.refusal(record.hostname, { runFailed: false }));
           // agentMs: the agent answered (health); waitMs: its secrets were delivered too.
           this.log.debug("vm wait timing", { hostname: record.hostname, wait: wait.wait, agentMs: Math.round(agentMs * 10) / 10, waitMs: Math.round((performance.now() - waitStarted) * 10) / 10 });
         } catch (err) {

@@ -7,15 +7,15 @@
 import { PaddockError } from "../../shared/errors.js";
 import type { JsonStateStore } from "../../shared/state-store.js";
 import type { HostGroupConfig, TenantConfig } from "../../shared/tenant-config.js";
-import type { DaemonState, VmPhase, VmRecord } from "./vm-types.js";
+import type { DaemonState, SecretsDelivery, VmPhase, VmRecord } from "./vm-types.js";
 
 /** A VM in memory: its record (persisted), its live phase and the pid of its sandbox's init. */
 export interface LiveVm {
   record: VmRecord;
   phase: VmPhase;
   pid: number | undefined;
-  /** Secret delivery started by the last boot or hand-out; never rejects. */
-  secretsDelivered?: Promise<void>;
+  /** Secret delivery started by the last boot or hand-out, and what it came to; never rejects. */
+  secretsDelivered?: Promise<SecretsDelivery>;
 }
 
 /** A warm-pool VM; `ready` once its agent has answered. */
@@ -23,6 +23,12 @@ export interface WarmVm extends LiveVm {
   ready: boolean;
   /** Settles when the boot ends: true once the agent answered, false when the boot failed. */
   booted: Promise<boolean>;
+  /**
+   * Settles when the sandbox is up: true once it runs (its agent may still be starting), false
+   * when the boot failed before. A create without `wait` is handed the VM then, as a cold
+   * create answers once its sandbox runs.
+   */
+  launched: Promise<boolean>;
   /** Set (before `booted` settles false) when the tenant's pids limits refused the boot (vm-pids-budget.ts). */
   bootError?: PaddockError;
 }

@@ -4,6 +4,13 @@
  */
 import type { VmNetworkOverride } from "../network/network.js";
 
+/**
+ * What a secret delivery to one VM came to (vm-secrets-sync.ts; its last push, the one that read
+ * the store last): `delivered`, or `err`, why not (the agent did not answer within 60 s or
+ * refused the push; the VM was not running when its turn came: PaddockError ERR_VM_NOT_RUNNING).
+ */
+export type SecretsDelivery = { delivered: true } | { delivered: false; err: unknown };
+
 /** What is persisted per VM in `<state>/state.json`. */
 export interface VmRecord {
   hostname: string;

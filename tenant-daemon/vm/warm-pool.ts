@@ -26,7 +26,7 @@ import type { VmLauncher } from "./vm-boot.js";
 import type { VmPaths } from "./vm-paths.js";
 import { isPidsRefusal, type PidsBudgetProbe } from "./vm-pids-budget.js";
 import type { CreateVmRequest } from "./vm-request.js";
-import type { LiveVm, VmTable, WarmVm } from "./vm-table.js";
+import type { VmTable, WarmVm } from "./vm-table.js";
 import type { VmRecord } from "./vm-types.js";
 
 /** Longest a warm VM may take to boot and answer before it is discarded, ms. */
@@ -95,14 +95,22 @@ export class WarmPool {
    * a daemon start the first create still gets `<group>-1`). Undefined when the group has no
    * warm VM, when `req` needs a boot of its own (userdata, ip, network), or when the hand-out
    * failed (the warm VM is then discarded and the caller boots one).
-   * @param deadline - epoch ms: a create's `wait` ends then (unset: no bound). A warm VM still
-   *   booting is awaited until then at most; then it is discarded and the create answers 408,
-   *   as a cold create whose wait ran out.
+   *
+   * A ready VM's secrets are delivered before this resolves: when the push fails the VM is
+   * discarded (a create must not answer 201 without the secrets it asked for) and the caller
+   * boots one. A VM still booting is handed out as its boot goes on:
+   * - `deadline` set (a create with `wait`): its agent is awaited until then at most; then it
+   *   is discarded and the create answers 408, as a cold create whose wait ran out;
+   * - `deadline` unset (a create without `wait`): only until its sandbox runs, as a cold create
+   *   answers; its secrets are then delivered once its agent answers, as at a cold boot
+   *   (vm-boot.ts), and the returned VM's `ready` is false.
+   * @param deadline - epoch ms: a create's `wait` ends then; unset for a create without `wait`.
+   * @returns the VM (`ready`: its agent answered), or undefined (see above).
    * @throws PaddockError ERR_VM_WAIT_TIMEOUT (the VM was discarded) at `deadline`;
    *   ERR_LIMIT_EXCEEDED when the warm VM's boot was refused by the pids budget (a cold boot
    *   would be too). Nothing else.
    */
-  async handOut(group: HostGroupConfig, req: CreateVmRequest, deadline?: number): Promise<LiveVm | undefined> {
+  async handOut(group: HostGroupConfig, req: CreateVmRequest, deadline?: number): Promise<WarmVm | undefined> {
     const { table, launcher } = this.deps;
     if (req.userdata !== undefined || req.ip !== undefined || req.network !== undefined) return undefined;
     let vm: WarmVm | undefined;
@@ -120,7 +128,8 @@ export class WarmPool {
     const resize = req.cpus !== r.cpus || req.ramBytes !== r.ramBytes;
     delete r.pooled;
     Object.assign(r, { cpus: req.cpus, ramBytes: req.ramBytes, persistent: req.persistent, tags: [...req.tags], secrets: req.secrets, createdAt: rfc3339() });
-    const booted = await bootedBy(vm, deadline);
+    // A create without `wait` awaits the sandbox only, never the agent: no longer than a cold create.
+    const booted = deadline === undefined ? await vm.launched : await bootedBy(vm, deadline);
     if (booted === "timeout") {
       // bootWarm's agent wait ends when the VM leaves the table (vm-agent-wait.ts).
       this.log.warn("the warm VM handed out did not boot within the request's timeout; deleting it", { hostname: r.hostname });
@@ -134,15 +143,24 @@ export class WarmPool {
       this.log.warn("the warm VM handed out failed to boot; booting a new one", { hostname: r.hostname });
       return undefined;
     }
-    // The agent has answered: deliver at once, alongside the state write.
-    vm.secretsDelivered = this.deps.secretsSync.request(vm, { agentReady: true });
+    // Deliver alongside the state write: at once when the agent has answered, else once it
+    // does (a boot's delivery, vm-secrets-sync.ts).
+    const ready = vm.ready;
+    vm.secretsDelivered = this.deps.secretsSync.request(vm, { agentReady: ready });
     try {
       await table.withLock(r.hostname, async () => {
         if (vm.phase !== "running") throw new PaddockError("ERR_VM_NOT_RUNNING", `warm VM ${r.hostname} stopped before it was handed out`);
         await Promise.all([resize ? this.deps.runtime.update(this.deps.paths.containerId(r.hostname), { cpus: r.cpus, ramBytes: r.ramBytes }) : undefined, table.persist()]);
       });
     } catch (err) {
-      this.log.warn("hand-out of a warm VM failed; booting a new one", { hostname: r.hostname, err });
+      this.log.warn("hand-out of a warm VM failed; deleting it and booting a new one", { hostname: r.hostname, reason: "hand_out_failed", err });
+      await launcher.discard(vm);
+      return undefined;
+    }
+    const delivery = ready ? await vm.secretsDelivered : undefined;
+    if (delivery?.delivered === false) {
+      // Seen with a full pids budget: the push failed and the guest exited soon after.
+      this.log.warn("the secrets of the warm VM handed out could not be delivered; deleting it and booting a new one", { hostname: r.hostname, reason: "secrets_not_delivered", err: delivery.err });
       await launcher.discard(vm);
       return undefined;
     }
@@ -282,10 +300,16 @@ export class WarmPool {
       network: undefined, desired: "running", pooled: true,
     };
     let settle: (ok: boolean) => void = () => undefined;
-    const vm: WarmVm = { record, phase: "creating", pid: undefined, ready: false, booted: new Promise<boolean>((resolve) => (settle = resolve)) };
+    let settleLaunch: (ok: boolean) => void = () => undefined;
+    const vm: WarmVm = {
+      record, phase: "creating", pid: undefined, ready: false,
+      booted: new Promise<boolean>((resolve) => (settle = resolve)),
+      launched: new Promise<boolean>((resolve) => (settleLaunch = resolve)),
+    };
     table.warm.set(hostname, vm);
     try {
       await launcher.saveAndBoot(vm);
+      settleLaunch(true);
       await this.deps.agentWait.waitForAgent(hostname, "agent", WARM_BOOT_TIMEOUT_MS);
       vm.ready = true;
       settle(true);
@@ -297,12 +321,16 @@ export class WarmPool {
         vm.bootError = err;
         this.pidsRefused(err, hostname);
       }
+      // A no-op for `launched` when the sandbox ran (the agent then failed).
+      settleLaunch(false);
       settle(false);
       if (table.warm.get(hostname) === vm) {
         await launcher.discard(vm);
         throw err;
       }
-      // Handed out while booting: a failure, and its new owner discards it.
+      // Handed out while booting: a failed boot of the pool's (its retry backs off). A create
+      // with `wait` discards the VM; one without took it with its sandbox running and keeps it,
+      // as a cold VM whose agent never answers is kept (the reaper removes it if its guest exits).
       if (table.vms.get(hostname) === vm) throw err;
       // Taken out of the pool on purpose meanwhile (daemon stop, a create wanting its address,
       // the reaper): whoever took it tears it down; not a failed boot.
@@ -312,11 +340,10 @@ export class WarmPool {
 }
 
 /**
- * Await a warm VM's boot until `deadline` (epoch ms; unset: no bound).
+ * Await a warm VM's boot until `deadline` (epoch ms).
  * @returns the boot's outcome (true: the agent answered), or "timeout".
  */
-async function bootedBy(vm: WarmVm, deadline: number | undefined): Promise<boolean | "timeout"> {
-  if (deadline === undefined) return vm.booted;
+async function bootedBy(vm: WarmVm, deadline: number): Promise<boolean | "timeout"> {
   let timer: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([vm.booted, new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), Math.max(0, deadline - Date.now()))))]);

@@ -7,6 +7,7 @@ import { expect } from "chai";
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { run } from "../../shared/exec.js";
+import { pidAlive } from "../../shared/proc.js";
 import { guestCgroupFiles, parseGuestCgroupFiles, readCgroupLimits } from "../helpers/cgroup.js";
 import { TestDaemon, loopDevicesUnder, mountsUnder, randomIsolatedRange } from "../helpers/daemon.js";
 import { until } from "../helpers/wait.js";
@@ -223,6 +224,23 @@ describe("tenant daemon: host groups and VM lifecycle (privileged, real runc)", 
     expect(await runcState(cid("sbox-2"))).to.equal("absent");
     await fs.access(disk("sbox-2")).then(() => expect.fail("disk still there"), () => undefined);
     expect((await d.get("/vm/sbox-2")).status).to.equal(404);
+  });
+
+  // A paused VM's processes are frozen (cgroup v1 freezer): the delete kills them while frozen,
+  // then thaws them (tenant-daemon/runtime/oci-lifecycle.ts killFrozen); they die at the thaw.
+  it("DELETE of a paused VM removes it whole: every process gone, no cgroup, no disk", async () => {
+    const r = await d.post("/hostgroup/sbox/nodes", {});
+    const h = (r.json as Node).hostname;
+    expect((await d.post(`/vm/${h}/pause`)).status).to.equal(200);
+    const freezer = path.join("/sys/fs/cgroup/freezer/paddock", d.tenantId, h);
+    const pids = (await fs.readFile(path.join(freezer, "cgroup.procs"), "utf8")).split("\n").filter(Boolean).map(Number);
+    expect(pids.length, "the paused VM's processes").to.be.greaterThan(0);
+    const del = await d.del(`/hostgroup/sbox/nodes/${h}`);
+    expect(del.status, del.text).to.equal(200);
+    expect(await runcState(cid(h))).to.equal("absent");
+    await until("every process of the paused VM gone", async () => (pids.every((p) => !pidAlive(p)) ? true : undefined), 10_000);
+    await fs.access(freezer).then(() => expect.fail("its freezer cgroup is still there"), () => undefined);
+    await fs.access(disk(h)).then(() => expect.fail("disk still there"), () => undefined);
   });
 
   it("a guest that exits on its own is reaped: ephemeral record and disk removed", async () => {

@@ -146,7 +146,7 @@ describe("WarmPool and a full pids budget", () => {
 
   it("hands out a warm VM still booting only until the create's deadline, then discards it and answers 408", async () => {
     const f = fixture();
-    const booting: WarmVm = { record: { hostname: "g-1", hostGroup: "g", index: 1, cpus: 1, ramBytes: req.ramBytes, tags: [] } as unknown as VmRecord, phase: "creating", pid: undefined, ready: false, booted: new Promise<boolean>(() => undefined) };
+    const booting: WarmVm = { record: { hostname: "g-1", hostGroup: "g", index: 1, cpus: 1, ramBytes: req.ramBytes, tags: [] } as unknown as VmRecord, phase: "creating", pid: undefined, ready: false, booted: new Promise<boolean>(() => undefined), launched: Promise.resolve(true) };
     f.table.warm.set("g-1", booting);
     const err = (await f.pool.handOut(group, req, Date.now() + 100).then(() => undefined, (e: unknown) => e)) as PaddockError | undefined;
     // Without the deadline it would await the boot that never settles (mocha's timeout fails it).
@@ -159,7 +159,7 @@ describe("WarmPool and a full pids budget", () => {
   it("surfaces the pids refusal of the warm VM it handed out instead of booting another", async () => {
     const f = fixture();
     const refusal = new PaddockError("ERR_LIMIT_EXCEEDED", "refused", { details: { limit: "max_pids" } });
-    const failed: WarmVm = { record: { hostname: "g-1", hostGroup: "g", index: 1, cpus: 1, ramBytes: req.ramBytes, tags: [] } as unknown as VmRecord, phase: "creating", pid: undefined, ready: false, booted: Promise.resolve(false), bootError: refusal };
+    const failed: WarmVm = { record: { hostname: "g-1", hostGroup: "g", index: 1, cpus: 1, ramBytes: req.ramBytes, tags: [] } as unknown as VmRecord, phase: "creating", pid: undefined, ready: false, booted: Promise.resolve(false), launched: Promise.resolve(false), bootError: refusal };
     f.table.warm.set("g-1", failed);
     expect(await f.pool.handOut(group, req, Date.now() + 10_000).then(() => undefined, (e: unknown) => e)).to.equal(refusal);
   });

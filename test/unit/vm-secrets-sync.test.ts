@@ -24,7 +24,7 @@ function fixture(vms: LiveVm[]) {
   const table = { vms: map, lookup: (h: string) => map.get(h) } as unknown as VmTable;
   const pushes: { hostname: string; names: string[] | undefined }[] = [];
   let active = 0;
-  const state = { maxActive: 0, overlap: false, gate: undefined as Promise<void> | undefined };
+  const state = { maxActive: 0, overlap: false, gate: undefined as Promise<void> | undefined, fail: undefined as Error | undefined };
   const busy = new Set<string>();
   const agent = {
     syncSecrets: async (endpoint: AgentEndpoint, names: string[] | undefined) => {
@@ -33,6 +33,11 @@ function fixture(vms: LiveVm[]) {
       active++;
       state.maxActive = Math.max(state.maxActive, active);
       await (state.gate ?? new Promise((r) => setImmediate(r)));
+      if (state.fail) {
+        active--;
+        busy.delete(endpoint.hostname);
+        throw state.fail;
+      }
       pushes.push({ hostname: endpoint.hostname, names });
       active--;
       busy.delete(endpoint.hostname);
@@ -72,12 +77,22 @@ describe("VmSecretsSync", () => {
     expect(f.state.overlap).to.equal(false);
   });
 
-  it("skips a VM that stopped running before its turn", async () => {
+  it("skips a VM that stopped running before its turn, and says it delivered nothing", async () => {
     const a = vm("a", "running", undefined);
     const f = fixture([a]);
     const done = f.sync.request(a, { agentReady: false });
     a.phase = "paused";
-    await done;
+    const outcome = await done;
     expect(f.pushes).to.deep.equal([]);
+    expect(outcome.delivered).to.equal(false);
+  });
+
+  it("resolves with what the last push came to: delivered, or the agent's error (a create must not answer 201 without its secrets)", async () => {
+    const a = vm("a", "running", undefined);
+    const f = fixture([a]);
+    expect(await f.sync.request(a, { agentReady: true })).to.deep.equal({ delivered: true });
+    const refused = new Error("agent answered 500");
+    f.state.fail = refused;
+    expect(await f.sync.request(a, { agentReady: true })).to.deep.equal({ delivered: false, err: refused });
   });
 });
