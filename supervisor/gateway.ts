@@ -10,15 +10,17 @@
  *   tenant's connection, concurrency and rate caps and the global descriptor budget, or gets
  *   429/503 + Retry-After; admitted ones are registered by tenant and token id so that
  *   revocation, suspension and deletion end them (supervisor/gateway-session.ts);
- * - the plain-HTTP proxy (supervisor/gateway-forward.ts): the request goes through unchanged
+ * - the plain-HTTP proxy (supervisor/gateway-forward.ts, on undici: one connection pool per
+ *   daemon socket, supervisor/gateway-upstream.ts): the request goes through unchanged
  *   (method, raw path and query, streamed body; no body parser ever sits in front, responses
- *   are piped, not buffered), the token and client-sent `Forwarded`/`X-Forwarded-*`/`X-Real-IP`
- *   are dropped and the gateway sets its own `X-Forwarded-*` and `X-Request-Id` (also on
- *   every response); upstream errors become JSON 502/503, or a reset once headers were sent;
+ *   are streamed with backpressure, not buffered), the token, hop-by-hop headers and
+ *   client-sent `Forwarded`/`X-Forwarded-*`/`X-Real-IP` are dropped and the gateway sets its
+ *   own `X-Forwarded-*` and `X-Request-Id` (also on every response); upstream errors become
+ *   JSON 502/503, or a reset once headers were sent;
  * - WebSocket upgrades (supervisor/gateway-upgrade.ts): the same auth and admission, then
- *   http-proxy's `ws()`;
- * - the end of each request (supervisor/gateway-session.ts): a client abort destroys the
- *   upstream request (Node ≥ 15.5 no longer does it for us); metrics, one access log line
+ *   http-proxy's `ws()` on a keep-alive `http.Agent`;
+ * - the end of each request (supervisor/gateway-session.ts): a client abort aborts the
+ *   upstream request (its daemon connection closes); metrics, one access log line
  *   (batched writes, shared/logger.ts) and the audit entry of a VM create/delete.
  *
  * No server timeout cuts a long response: only header reception is bounded, and a request
