@@ -40,6 +40,9 @@ export function sendJson(res: http.ServerResponse, status: number, body: string,
 }
 
 
+/** A `Connection` value that is one `keep-alive` or `close` token. */
+const KEEP_OR_CLOSE = /^\s*(?:keep-alive|close)\s*$/i;
+
 /** A `close` token in a `Connection` value. */
 const CLOSE_TOKEN = /(?:^|,)\s*close\s*(?:,|$)/i;
 
@@ -58,7 +61,8 @@ const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "te"
  * `x-paddock-*`) are never listed. Undefined when there is none (the common case).
  */
 function connectionListed(value: string | undefined): Set<string> | undefined {
-  if (value === undefined) return undefined;
+  // The usual values (autocannon, curl, browsers) list no header name: no split.
+  if (value === undefined || KEEP_OR_CLOSE.test(value)) return undefined;
   let names: Set<string> | undefined;
   for (const token of value.split(",")) {
     const n = token.trim().toLowerCase();
@@ -97,14 +101,16 @@ export function createUpstreamAgent(): http.Agent {
  * and the names it lists, `keep-alive`, `proxy-connection`, `te`, `trailer`,
  * `transfer-encoding`, `upgrade`, `expect`), plus the gateway's `x-forwarded-*`,
  * `x-request-id` and `x-paddock-tenant`; `content-length` is kept (undici checks the body
- * against it), a chunked body is streamed as chunked. A bodyless DELETE/OPTIONS gets
+ * against it), a chunked body still arriving is streamed as chunked (one already complete when
+ * the request is written is sent with its length). A bodyless DELETE/OPTIONS gets
  * `content-length: 0`, which undici never sends on those methods (RFC 9110 §8.6 "SHOULD NOT"),
  * so that one goes through Node's `http.request` on `agent`, answered by the same code.
  *
  * The answer: status, reason and raw headers (latin1; plus the gateway's `x-request-id`, which
  * replaces one from the daemon, and `connection` when the daemon sent none: the client's, else
- * keep-alive; an HTTP/1.0 client gets no `transfer-encoding` and `connection` defaults to
- * close), the body streamed with backpressure (undici's socket paused while the client's
+ * keep-alive; a client that sent `Connection: close` gets `connection: close` in place of the
+ * daemon's `connection`/`keep-alive`, as the daemon answered when that header still crossed;
+ * an HTTP/1.0 client gets no `transfer-encoding` and `connection` defaults to close), the body streamed with backpressure (undici's socket paused while the client's
  * response buffer is full, resumed on its `drain`). 1xx answers are not passed on.
  */
 export class HttpForwarder {
