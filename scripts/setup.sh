@@ -22,8 +22,8 @@ fi
 need_node=$(node -e 'console.log(require("./package.json").engines.node.replace(/^>=\s*/, ""))' 2>/dev/null || true)
 if ! command -v node >/dev/null 2>&1 || ! node -e '
   const [want, have] = [process.argv[1], process.versions.node].map((v) => v.split(".").map(Number));
-  process.exit(have[0] > want[0] || (have[0] === want[0] && (have[1] ?? 0) >= (want[1] ?? 0)) ? 0 : 1);' "${need_node:-20.5}"; then
-  echo "scripts/setup.sh needs Node.js >= ${need_node:-20.5} on PATH (found: $(node --version 2>/dev/null || echo none)); Debian 12's nodejs package is 18: install Node 20 from https://nodejs.org/ or NodeSource, then run this again" >&2
+  for (let i = 0; i < 3; i++) if ((have[i] ?? 0) !== (want[i] ?? 0)) process.exit((have[i] ?? 0) > (want[i] ?? 0) ? 0 : 1);' "${need_node:-20.18.1}"; then
+  echo "scripts/setup.sh needs Node.js >= ${need_node:-20.18.1} on PATH (found: $(node --version 2>/dev/null || echo none)); Debian 12's nodejs package is 18: install Node 20 from https://nodejs.org/ or NodeSource, then run this again" >&2
   exit 1
 fi
 

@@ -1,7 +1,7 @@
 /**
  * The life of one admitted gateway request: its admission under the tenant's caps
  * (supervisor/gateway-admission.ts), what ending its session does (revocation, suspension,
- * deletion), and its end — the admission released, the upstream request destroyed if the
+ * deletion), and its end — the admission released, the upstream request aborted if the
  * client went away, metrics, one access log line and the audit entry of a VM create/delete.
  */
 import type http from "node:http";
@@ -12,6 +12,7 @@ import { responseCodeLabel, type SupervisorMetrics } from "./metrics.js";
 import { isRefusal, type Admission, type GatewayAdmission } from "./gateway-admission.js";
 import { sendJson } from "./gateway-forward.js";
 import { refusal, type Route } from "./gateway-route.js";
+import type { UpstreamRequest } from "./gateway-upstream.js";
 
 /** VM create/delete paths of the Slicer API, which the gateway audits. */
 const VM_CREATE = /^\/hostgroup\/[^/]+\/nodes\/?(\?|$)/;
@@ -32,12 +33,12 @@ export function admitRoute(admission: GatewayAdmission, r: Route, req: http.Inco
 
 /**
  * What ending a plain request's session does: the upstream request (once forwarded, in
- * `live`) is destroyed; a client not answered yet gets the reason (401 revoked, 403 suspended,
+ * `live`) is aborted; a client not answered yet gets the reason (401 revoked, 403 suspended,
  * 404 deleted) and the connection closes, a stream already under way is cut.
  */
-export function endRequestSession(res: http.ServerResponse, id: string, live: { upstream?: http.ClientRequest }): (reason: PaddockError) => void {
+export function endRequestSession(res: http.ServerResponse, id: string, live: { upstream?: UpstreamRequest }): (reason: PaddockError) => void {
   return (reason) => {
-    live.upstream?.destroy();
+    live.upstream?.abort();
     if (!res.headersSent && !res.destroyed) {
       const { status, body } = errorResponse(reason);
       sendJson(res, status, JSON.stringify(body), { "x-request-id": id, connection: "close" });
@@ -63,7 +64,7 @@ export class RequestFinisher {
   /**
    * The end of a request (the response finished, or the client went away), from its `close`:
    * the admission is released; if the response did not finish, the upstream request is
-   * destroyed so the daemon sees the disconnect (e.g. stops an exec stream); then metrics (code
+   * aborted so the daemon sees the disconnect (e.g. stops an exec stream); then metrics (code
    * `aborted` when no answer head was sent: supervisor/metrics.ts `responseCodeLabel`), one
    * access line (`started` is a `performance.now()` in ms; `aborted: true` when the response
    * did not finish, and no `status` when no answer head was sent either, as the daemon's line
@@ -71,10 +72,10 @@ export class RequestFinisher {
    * preview requests, `vmAudit` false: their paths are the app's). No child logger: the line
    * carries `req`.
    */
-  finish(req: http.IncomingMessage, res: http.ServerResponse, r: Route, id: string, started: number, upstream: http.ClientRequest | undefined, admitted?: Admission, vmAudit = true): void {
+  finish(req: http.IncomingMessage, res: http.ServerResponse, r: Route, id: string, started: number, upstream: UpstreamRequest | undefined, admitted?: Admission, vmAudit = true): void {
     admitted?.release();
     const finished = res.writableFinished;
-    if (!finished) upstream?.destroy();
+    if (!finished) upstream?.abort();
     const seconds = (performance.now() - started) / 1000;
     const tenantLabel = r.tenantId ?? "-";
     this.metrics.observeRequest(tenantLabel, responseCodeLabel(res), seconds);

@@ -10,15 +10,17 @@
  *   tenant's connection, concurrency and rate caps and the global descriptor budget, or gets
  *   429/503 + Retry-After; admitted ones are registered by tenant and token id so that
  *   revocation, suspension and deletion end them (supervisor/gateway-session.ts);
- * - the plain-HTTP proxy (supervisor/gateway-forward.ts): the request goes through unchanged
+ * - the plain-HTTP proxy (supervisor/gateway-forward.ts, on undici: one connection pool per
+ *   daemon socket, supervisor/gateway-upstream.ts): the request goes through unchanged
  *   (method, raw path and query, streamed body; no body parser ever sits in front, responses
- *   are piped, not buffered), the token and client-sent `Forwarded`/`X-Forwarded-*`/`X-Real-IP`
- *   are dropped and the gateway sets its own `X-Forwarded-*` and `X-Request-Id` (also on
- *   every response); upstream errors become JSON 502/503, or a reset once headers were sent;
+ *   are streamed with backpressure, not buffered), the token, hop-by-hop headers and
+ *   client-sent `Forwarded`/`X-Forwarded-*`/`X-Real-IP` are dropped and the gateway sets its
+ *   own `X-Forwarded-*` and `X-Request-Id` (also on every response); upstream errors become
+ *   JSON 502/503, or a reset once headers were sent;
  * - WebSocket upgrades (supervisor/gateway-upgrade.ts): the same auth and admission, then
- *   http-proxy's `ws()`;
- * - the end of each request (supervisor/gateway-session.ts): a client abort destroys the
- *   upstream request (Node ≥ 15.5 no longer does it for us); metrics, one access log line
+ *   http-proxy's `ws()` on a keep-alive `http.Agent`;
+ * - the end of each request (supervisor/gateway-session.ts): a client abort aborts the
+ *   upstream request (its daemon connection closes); metrics, one access log line
  *   (batched writes, shared/logger.ts) and the audit entry of a VM create/delete.
  *
  * No server timeout cuts a long response: only header reception is bounded, and a request
@@ -37,6 +39,7 @@ import { clientErrorReply } from "../shared/http-input.js";
 import type { GatewayAdmission } from "./gateway-admission.js";
 import { routeRequest, type TenantResolver } from "./gateway-route.js";
 import { HttpForwarder, createUpstreamAgent, sendJson } from "./gateway-forward.js";
+import { UpstreamPools, type UpstreamRequest } from "./gateway-upstream.js";
 import { RequestFinisher, admitRoute, endRequestSession } from "./gateway-session.js";
 import { WebSocketProxy, handleUpgrade } from "./gateway-upgrade.js";
 import type { PreviewConfig } from "./supervisor-config.js";
@@ -65,20 +68,21 @@ export interface GatewayDeps {
 export function createGatewayServer(deps: GatewayDeps): http.Server {
   const { tenants, metrics, audit, log, admission } = deps;
   const upstreamAgent = createUpstreamAgent();
-  const forwarder = new HttpForwarder(upstreamAgent, tenants, log);
+  const upstreamPools = new UpstreamPools();
+  const forwarder = new HttpForwarder(upstreamPools, upstreamAgent, tenants, log);
   const wsProxy = new WebSocketProxy(upstreamAgent, log);
   const finisher = new RequestFinisher(metrics, audit, log);
   const previews = deps.preview ? new PreviewGateway({ tenants, keys: deps.preview.keys, config: deps.preview.config }) : undefined;
   const previewMint = deps.preview ? { ...deps.preview, audit, metrics, log } : undefined;
   /** The upstream request of each proxied request with a body, for the body idle bound's abort. */
-  const upstreams = new WeakMap<http.IncomingMessage, { upstream: http.ClientRequest; id: string }>();
+  const upstreams = new WeakMap<http.IncomingMessage, { upstream: UpstreamRequest; id: string }>();
 
   // Check header deadlines every 5 s (Node's default 30 s would let a trickle live ~60 s).
   const server = http.createServer({ connectionsCheckingInterval: 5_000 }, (req, res) => {
     const id = randomUUID();
     const started = performance.now();
     // Ending the session (revocation, suspension) cuts both sides; the upstream exists only once forwarded.
-    const live: { upstream?: http.ClientRequest } = {};
+    const live: { upstream?: UpstreamRequest } = {};
     const pv = previews?.route(req, false);
     if (pv) res.once("close", () => metrics.observePreview(pv.r.tenantId ?? "-", pv.addr?.form ?? "-", pv.auth ?? "none", responseCodeLabel(res)));
     const { r, admitted } = admitRoute(admission, pv ? pv.r : routeRequest(tenants, req), req, endRequestSession(res, id, live));
@@ -117,7 +121,7 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
       const u = upstreams.get(req);
       log.warn("request body idle timeout", { req: u?.id, path: (req.url ?? "").split("?")[0] });
       if (u && !res.headersSent) res.setHeader("x-request-id", u.id);
-      u?.upstream.destroy();
+      u?.upstream.abort();
     },
   });
 
@@ -145,6 +149,7 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
   server.maxConnections = admission.maxClientSockets;
   server.on("close", () => {
     wsProxy.close();
+    upstreamPools.destroy();
     upstreamAgent.destroy();
   });
   return server;

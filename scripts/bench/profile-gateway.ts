@@ -204,7 +204,7 @@ async function main(): Promise<void> {
   for (const f of frames.filter((x) => x.frame !== "(idle)").slice(0, Number(values.top))) {
     process.stdout.write(`${f.selfMs.toFixed(1).padStart(9)} ${((f.selfMs / busy) * 100).toFixed(1).padStart(6)}% ${f.totalMs.toFixed(1).padStart(9)}  ${f.frame}\n`);
   }
-  const interesting = /^(route|routeRequest|admitRoute|admit|forward|finish|authenticate|verify|hashToken|randomUUID|info|write|observeRequest|parserOnIncoming|parserOnHeadersComplete|ClientRequest|writeHead|end|emit|socketOnData|onSocketNT|addRequest) /;
+  const interesting = /^(route|routeRequest|admitRoute|admit|forward|finish|authenticate|verify|hashToken|randomUUID|info|write|observeRequest|parserOnIncoming|parserOnHeadersComplete|ClientRequest|dispatch|onHeaders|onData|onComplete|writeH1|writeHead|end|emit|socketOnData|onSocketNT|addRequest) /;
   process.stdout.write("\ninclusive totals of gateway-related functions:\n");
   for (const f of frames.filter((x) => interesting.test(x.frame)).sort((a, b) => b.totalMs - a.totalMs).slice(0, 30)) {
     process.stdout.write(`${f.totalMs.toFixed(1).padStart(9)} ms (${((f.totalMs / busy) * 100).toFixed(1)}%)  ${f.frame}\n`);

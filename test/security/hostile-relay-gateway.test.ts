@@ -1,7 +1,7 @@
 /**
  * A hostile guest agent's raw answers through the whole path an API client uses: the
  * supervisor's gateway forwarder (supervisor/gateway-forward.ts `HttpForwarder`, on its
- * keep-alive upstream agent shared by every tenant) in front of two tenants' daemon relays
+ * keep-alive upstream pools, supervisor/gateway-upstream.ts) in front of two tenants' daemon relays
  * (tenant-daemon/agent-client/agent-stream.ts `streamToAgent`, byte-level for chunked and
  * Content-Length answers: chunked-relay.ts, length-relay.ts), each with a stand-in agent that answers with its VM's proof (what guest
  * root's taken-over agent does, test/security/agent-takeover.ts), written byte for byte.
@@ -26,6 +26,7 @@ import path from "node:path";
 import { errorResponse, type PaddockError } from "../../shared/errors.js";
 import { silentLogger } from "../../shared/logger.js";
 import { HttpForwarder, createUpstreamAgent } from "../../supervisor/gateway-forward.js";
+import { UpstreamPools } from "../../supervisor/gateway-upstream.js";
 import type { GatewayTarget } from "../../supervisor/tenant-service.js";
 import { streamToAgent } from "../../tenant-daemon/agent-client/agent-stream.js";
 import { untilTrue } from "../helpers/wait.js";
@@ -70,6 +71,7 @@ describe("security: a guest agent's raw answers through the gateway and two tena
   /** Whether tenant A's agent closes its connection after writing (else keeps it open). */
   let closeA = false;
   let gatewaySocket = "";
+  let pools: UpstreamPools | undefined;
 
   /** A stand-in agent writing `answer()` to each request, and a daemon relay in front of it; returns the relay's socket. */
   async function tenant(name: string, answer: () => string, close = (): boolean => false): Promise<string> {
@@ -94,7 +96,8 @@ describe("security: a guest agent's raw answers through the gateway and two tena
   before(async () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), "pdk-relay-gw-"));
     const sockets = { a: await tenant("a", () => answerA, () => closeA), b: await tenant("b", () => chunkedAnswer("tenant-b")) };
-    const forwarder = new HttpForwarder(createUpstreamAgent(), {
+    pools = new UpstreamPools();
+    const forwarder = new HttpForwarder(pools, createUpstreamAgent(), {
       authenticate: () => undefined,
       gatewayTarget: (tenantId: string): GatewayTarget => ({ tenantId, status: "active", socketPath: "", daemonUp: true }),
     }, silentLogger);
@@ -108,6 +111,7 @@ describe("security: a guest agent's raw answers through the gateway and two tena
   });
 
   after(async () => {
+    pools?.destroy();
     for (const s of agentSockets) s.destroy();
     for (const s of servers) {
       if (s instanceof http.Server) s.closeAllConnections();
