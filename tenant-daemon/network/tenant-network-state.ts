@@ -42,8 +42,14 @@ export interface TenantNetState {
   groups: Map<string, GroupRuntime>;
   /** Per-VM firewall overrides by hostname (undefined value: reserved without one). */
   readonly overrides: Map<string, VmNetworkOverride | undefined>;
-  /** VMs whose links this daemon built or adopted, by hostname. */
+  /**
+   * VMs whose links this daemon built, is building or adopted, by hostname. A VM enters before
+   * its links are built (its firewall rules go in beside them), so its gateway address may not
+   * exist yet: see {@link TenantNetState.linking}.
+   */
   readonly attached: Map<string, VmLinks>;
+  /** Hostnames of attached VMs whose links are still being built (their gateway address may not exist yet). */
+  readonly linking: Set<string>;
   /** Live VM netns found at start, waiting for `reserve` to adopt them (or `sweep`). */
   readonly adoptable: Map<string, VmLinks>;
   /** Other tenants' ranges (config and running daemons' tables), `a.b.c.d/n`. */
@@ -62,6 +68,7 @@ export function newTenantNetState(cfg: TenantConfig): TenantNetState {
     groups: new Map(),
     overrides: new Map(),
     attached: new Map(),
+    linking: new Set(),
     adoptable: new Map(),
     foreignRanges: [],
     resolvers: [],

@@ -190,6 +190,8 @@ class TenantNetworkImpl implements TenantNetworkService {
     // The VM's rules are in place before its link exists (nft matches interface names, not indexes).
     this.state.attached.set(vm.hostname, vm);
     // Rules and links are built in parallel: nothing runs in the netns before attach resolves.
+    // Until its links exist the VM's gateway address may not either: proxy mode does not listen on it yet.
+    this.state.linking.add(vm.hostname);
     const links = async (): Promise<void> => {
       try {
         await createVmLinks(this.state, this.makeNetns, vm, g);
@@ -198,6 +200,8 @@ class TenantNetworkImpl implements TenantNetworkService {
         this.log.warn("VM network setup failed; retrying after cleanup", { hostname: vm.hostname, err });
         await removeVmLinks(this.state.tenant, vm.hostname);
         await createVmLinks(this.state, this.makeNetns, vm, g);
+      } finally {
+        this.state.linking.delete(vm.hostname);
       }
     };
     try {
@@ -294,12 +298,15 @@ class TenantNetworkImpl implements TenantNetworkService {
 
   /**
    * Tell proxy mode where to listen (every proxy-mode link's gateway whose address exists: the
-   * attached isolated VMs' and the proxy-mode bridges') and which VM address is which client.
+   * attached isolated VMs' whose links are built, and the proxy-mode bridges') and which VM
+   * address is which client.
    * @throws Error from a listen that failed.
    */
   private async syncEgress(): Promise<void> {
     if (this.egress === undefined) return;
-    const attached = new Set([...this.state.attached.values()].map((v) => v.veth));
+    // A VM whose links are still being built has no gateway address yet (a listen there fails
+    // EADDRNOTAVAIL): its own attach syncs again once they exist.
+    const attached = new Set([...this.state.attached.values()].filter((v) => !this.state.linking.has(v.hostname)).map((v) => v.veth));
     const bridges = new Set([...this.state.groups.values()].flatMap((g) => (g.bridge !== undefined ? [g.bridge] : [])));
     const gateways = new Set(proxyLinks(this.state).filter((l) => attached.has(l.iface) || bridges.has(l.iface)).map((l) => l.gateway));
     const clients = new Map<string, string>();

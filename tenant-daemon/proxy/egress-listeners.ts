@@ -47,7 +47,8 @@ export class EgressListeners {
 
   /**
    * Accept proxy connections on `host:port` (one call per address; 0 ⇒ a free port, see {@link address}).
-   * @throws PaddockError ERR_NETWORK_ADDRESS_IN_USE when the address is taken; ERR_INTERNAL after close.
+   * @throws PaddockError ERR_NETWORK_ADDRESS_IN_USE when the address is taken, ERR_NETWORK_SETUP_FAILED
+   *   when the host has no such address (EADDRNOTAVAIL); ERR_INTERNAL after close.
    */
   async listen(host: string, port: number): Promise<void> {
     if (this.closed) throw new PaddockError("ERR_INTERNAL", "the egress proxy is closed");
@@ -67,7 +68,7 @@ export class EgressListeners {
       this.accept(socket);
     });
     await new Promise<void>((resolve, reject) => {
-      srv.once("error", (err: NodeJS.ErrnoException) => reject(err.code === "EADDRINUSE" || err.code === "EADDRNOTAVAIL" ? new PaddockError("ERR_NETWORK_ADDRESS_IN_USE", `egress proxy cannot listen on ${key}: ${err.code}`, { cause: err }) : err));
+      srv.once("error", (err: NodeJS.ErrnoException) => reject(listenError(err, key)));
       srv.listen({ host, port }, () => resolve());
     });
     srv.on("error", (err) => this.deps.log.error("egress listener failed", { listen: key, err }));
@@ -145,4 +146,11 @@ export class EgressListeners {
       });
     });
   }
+}
+
+/** The error of a failed listen on `key` (`host:port`): a taken address and a missing one told apart. */
+function listenError(err: NodeJS.ErrnoException, key: string): Error {
+  if (err.code === "EADDRINUSE") return new PaddockError("ERR_NETWORK_ADDRESS_IN_USE", `egress proxy cannot listen on ${key}: the address is in use`, { cause: err });
+  if (err.code === "EADDRNOTAVAIL") return new PaddockError("ERR_NETWORK_SETUP_FAILED", `egress proxy cannot listen on ${key}: the host has no such address (EADDRNOTAVAIL)`, { cause: err });
+  return err;
 }

@@ -137,7 +137,8 @@ export class EgressProxy {
 
   /**
    * Accept proxy connections on `host:port` (one call per address; 0 ⇒ a free port, see {@link address}).
-   * @throws PaddockError ERR_NETWORK_ADDRESS_IN_USE when the address is taken, or after close.
+   * @throws PaddockError ERR_NETWORK_ADDRESS_IN_USE when the address is taken, ERR_NETWORK_SETUP_FAILED
+   *   when the host has no such address, ERR_INTERNAL after close.
    */
   listen(host: string, port: number): Promise<void> {
     return this.listeners.listen(host, port);
