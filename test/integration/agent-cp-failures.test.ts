@@ -71,6 +71,15 @@ describe("guest agent: what a failed cp upload leaves", function () {
     expect(tree(dest)).to.deep.equal(["a.txt"]);
   });
 
+  it("a file entry over an existing directory: 400, the directory untouched, no temp file", async () => {
+    const dest = path.join(agent.dir, "over-dir");
+    mkdirSync(path.join(dest, "a.txt"), { recursive: true });
+    const r = await call(agent.socket, "POST", `/v1/cp?path=${encodeURIComponent(dest)}&mode=tar`, { body: archive() });
+    expect([r.status, (r.json() as { code?: string }).code], r.text).to.deep.equal([400, "ERR_BAD_REQUEST"]);
+    expect(r.text).to.contain("is a directory");
+    expect(tree(dest)).to.deep.equal(["a.txt/"]);
+  });
+
   it("an archive refused before any entry leaves no destination directory it created", async () => {
     const bad = Buffer.from(archive());
     bad[0] = (bad[0] as number) ^ 1; // the first header's checksum no longer matches
