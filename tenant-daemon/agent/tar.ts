@@ -365,7 +365,8 @@ async function writeEntry(r: ByteReader, abs: string, tmpName: string, size: num
       throw errnoCode(err) === "EISDIR" ? invalid(`${abs} is a directory`) : err;
     });
   } catch (err) {
-    await rm(tmp, { force: true });
+    // Whatever the copy's user may have put at the temp name meanwhile: the entry's error counts.
+    await rm(tmp, { force: true }).catch(() => undefined);
     throw err;
   }
 }
