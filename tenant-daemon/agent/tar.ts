@@ -382,9 +382,6 @@ async function writeEntry(r: ByteReader, abs: string, tmpName: string, size: num
  */
 export async function extractTar(source: AsyncIterable<Buffer>, destDir: string, opts: ExtractOptions): Promise<void> {
   const r = new ByteReader(source);
-  // Temp names `.paddock-upload-<16 hex>-<n>`: one random draw per archive; O_EXCL refuses a clash.
-  const tmpPrefix = `.paddock-upload-${randomHex(8)}-`;
-  let entries = 0;
   const dirTimes: { abs: string; mtimeS: number }[] = [];
   let pax: Record<string, string> = {};
   let longName: string | undefined;
@@ -432,7 +429,8 @@ export async function extractTar(source: AsyncIterable<Buffer>, destDir: string,
     try {
       // No lstat first: the rename replaces a symlink or special file at `abs`, never follows
       // it, and fails on a directory (one syscall per entry, as the old write in place had).
-      await writeEntry(r, abs, `${tmpPrefix}${++entries}`, size, { uid: opts.uid, gid: opts.gid, mode: opts.fileMode ?? mode, mtimeS });
+      // A fresh random temp name per entry: a guest user who saw one cannot occupy the next.
+      await writeEntry(r, abs, `.paddock-upload-${randomHex(8)}`, size, { uid: opts.uid, gid: opts.gid, mode: opts.fileMode ?? mode, mtimeS });
     } catch (err) {
       await removeCreatedDirs(created); // the parents this failed entry alone needed
       throw err;
