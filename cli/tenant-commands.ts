@@ -47,7 +47,7 @@ export const TENANT_HELP = `usage: paddock tenant COMMAND [flags]
          the image its VMs will use (--image, else the template's) must be in the supervisor's
          image store and sound, or nothing is created (ERR_IMAGE_NOT_FOUND / ERR_IMAGE_CORRUPT)
   list [--status S] [--label k=v]... [--json]
-  get ID [--json]
+  get ID [--json]                               tokens: the unrevoked ones, "(expires T)" or "(expired T)"
   update ID [--max-vms N] [--max-vcpu N] [--max-ram 16G] [--max-disk 200G] [--max-pids N] [--json]
                                                 change limits (PATCH); they apply at the daemon's next start
                                                 (paddock tenant restart ID)
@@ -139,8 +139,12 @@ export function renderTenantTable(tenants: readonly TenantView[], nowMs: number)
   );
 }
 
-/** `tenant get` as key/value lines (pure). */
-export function renderTenantDetails(t: TenantView): string {
+/**
+ * `tenant get` as key/value lines (pure). Tokens: the unrevoked ones, each `ID`, `ID (expires T)`
+ * or, once `expires_at` is not after `nowMs`, `ID (expired T)`: the gateway refuses an expired one.
+ * @param nowMs - the time tokens are judged at, epoch ms (default: now).
+ */
+export function renderTenantDetails(t: TenantView, nowMs = Date.now()): string {
   const pairs: [string, string][] = [
     ["id", t.id],
     ["status", t.status_reason ? `${t.status ?? ""} (${t.status_reason})` : (t.status ?? "")],
@@ -162,7 +166,12 @@ export function renderTenantDetails(t: TenantView): string {
   }
   if (t.resources) pairs.push(["committed", `${t.resources.vcpu ?? 0} vcpu, ${formatBytes(t.resources.ram_bytes ?? 0)} ram, ${formatBytes(t.resources.disk_bytes ?? 0)} disk`]);
   const live = (t.tokens ?? []).filter((k) => !k.revoked_at);
-  pairs.push(["tokens", live.map((k) => `${k.id}${k.expires_at ? ` (expires ${k.expires_at})` : ""}`).join(", ")]);
+  const tokenText = (k: { id: string; expires_at?: string }): string => {
+    if (!k.expires_at) return k.id;
+    const at = Date.parse(k.expires_at);
+    return `${k.id} (${Number.isFinite(at) && at <= nowMs ? "expired" : "expires"} ${k.expires_at})`;
+  };
+  pairs.push(["tokens", live.map(tokenText).join(", ")]);
   pairs.push(["created", t.created_at ?? ""]);
   return renderKeyValues(pairs);
 }

@@ -15,7 +15,7 @@ import { handleForegroundExec } from "./exec-foreground.js";
 import { Forwards, parseUpstream } from "./forward.js";
 import { FsHandler } from "./fs-ops.js";
 import { handleFsWatch } from "./fs-watch.js";
-import { readGuestStats } from "./guest-stats.js";
+import { pid1UptimeSeconds, readGuestStats } from "./guest-stats.js";
 import { queryBool, sendError, sendJson, type AgentRequest } from "./http-util.js";
 import { ShellSessions } from "./shell.js";
 import { AGENT_UPGRADE_PROTOCOL, rejectUpgrade } from "./upgrade-util.js";
@@ -42,14 +42,28 @@ export function primaryIpv4(): string {
   return "";
 }
 
-/** `/proc/uptime` first field in ns (0 when unreadable). */
+/**
+ * The VM's uptime in ns, health's `system_uptime` (Slicer's agent reports its microVM's: "the
+ * uptime of the system", https://github.com/slicervm/sdk/blob/main/types.go
+ * SlicerAgentHealthResponse): how long PID 1 of the VM's PID namespace has run (guest-stats.ts
+ * pid1UptimeSeconds), since in a runc VM `/proc/uptime` is the host kernel's. `/proc/uptime`
+ * itself when `/proc/1/stat` cannot be read; 0 when neither can. At least 1 once read.
+ */
 export function systemUptimeNs(): number {
+  let up: string;
   try {
-    const s = parseFloat(readFileSync("/proc/uptime", "utf8").split(" ")[0] ?? "0");
-    return Math.max(1, Math.round(s * 1e9));
+    up = readFileSync("/proc/uptime", "utf8");
   } catch {
     return 0;
   }
+  let stat = "";
+  try {
+    stat = readFileSync("/proc/1/stat", "utf8");
+  } catch {
+    // no PID 1 to read: the kernel's uptime below
+  }
+  const s = stat !== "" ? pid1UptimeSeconds(up, stat) : parseFloat(up.split(" ")[0] ?? "0");
+  return Number.isFinite(s) ? Math.max(1, Math.round(s * 1e9)) : 0;
 }
 
 /** Dependencies of {@link createAgentApp}. */

@@ -13,7 +13,7 @@ import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { badRequest, parseOctalMode, queryBool, formatOctalMode, type AgentRequest } from "./http-util.js";
 import { bodyChunks } from "./body-chunks.js";
 import { WRITE_BEHIND_BATCH_BYTES, WriteBehind } from "./write-behind.js";
-import { compileExcludes, createTarStream, extractTar } from "./tar.js";
+import { compileExcludes, createTarStream, extractTar, removeCreatedDirs, type ExtractOptions } from "./tar.js";
 import { resolveGuestPath, type UserDirectory } from "./users.js";
 
 /**
@@ -49,8 +49,13 @@ export function sourceNameHeader(name: string): string {
   return Buffer.from(name, "utf8").toString("base64url").replace(/=+$/, "");
 }
 
-/** mkdir -p that chowns only the directories it creates (`uid`/`gid`, mode 0755). */
-export async function mkdirOwned(dir: string, uid: number, gid: number): Promise<void> {
+/**
+ * mkdir -p that chowns only the directories it creates (`uid`/`gid`, mode 0755).
+ * @returns the directories it created, outermost first (for {@link removeCreatedDirs} when
+ *   what was to go in them fails).
+ * @throws PaddockError ERR_PATH_INVALID when a component exists and is not a directory; fs errors.
+ */
+export async function mkdirOwned(dir: string, uid: number, gid: number): Promise<string[]> {
   const missing: string[] = [];
   let cur = dir;
   for (;;) {
@@ -64,18 +69,32 @@ export async function mkdirOwned(dir: string, uid: number, gid: number): Promise
     if (parent === cur) break;
     cur = parent;
   }
+  const created: string[] = [];
   for (const d of missing) {
-    await mkdir(d, { mode: 0o755 }).catch((err: unknown) => {
-      if (errnoCode(err) !== "EEXIST") throw err;
-    });
+    const made = await mkdir(d, { mode: 0o755 }).then(
+      () => true,
+      (err: unknown) => {
+        if (errnoCode(err) !== "EEXIST") throw err;
+        return false;
+      },
+    );
+    if (made) created.push(d);
     // lchown: a parent the copy's user may write lets that user swap `d` for a symlink.
     await lchown(d, uid, gid);
   }
+  return created;
 }
 
-function plainName(name: string | null): string {
-  if (name === null || name === "" || name === "." || name === ".." || name.includes("/") || name.includes("\0")) {
-    throw badRequest(`invalid source_name ${JSON.stringify(name)}`, "ERR_PATH_INVALID");
+/**
+ * The cp-v1 `source_name` query parameter, needed when the destination is an existing directory.
+ * @throws PaddockError ERR_PATH_INVALID (400) when it is missing or not one path component.
+ */
+function plainName(name: string | null, mode: string, dest: string): string {
+  if (name === null || name === "") {
+    throw badRequest(`source_name is required with mode=${mode} when path ${dest} is a directory (the copy goes to ${dest}/<source_name>)`, "ERR_PATH_INVALID");
+  }
+  if (name === "." || name === ".." || name.includes("/") || name.includes("\0")) {
+    throw badRequest(`invalid source_name ${JSON.stringify(name)}: must be one path component`, "ERR_PATH_INVALID");
   }
   return name;
 }
@@ -105,6 +124,23 @@ async function writeBody(body: Readable, p: string, uid: number, gid: number, mo
   }
 }
 
+/**
+ * Create `dir` (mkdir -p, {@link mkdirOwned}) and extract the tar `source` into it
+ * (tar.ts {@link extractTar}: atomic per entry). When the extraction fails, the directories
+ * created here are removed again if still empty, so an archive refused before any entry was
+ * written leaves nothing behind; entries written before the failure stay.
+ * @throws as {@link mkdirOwned} and {@link extractTar}.
+ */
+export async function extractInto(source: AsyncIterable<Buffer>, dir: string, opts: ExtractOptions): Promise<void> {
+  const created = await mkdirOwned(dir, opts.uid, opts.gid);
+  try {
+    await extractTar(source, dir, opts);
+  } catch (err) {
+    await removeCreatedDirs(created);
+    throw err;
+  }
+}
+
 /** The cp route (agent side). */
 export class CopyHandler {
   constructor(private readonly users: UserDirectory) {}
@@ -126,7 +162,7 @@ export class CopyHandler {
         if (mode === "cp-v1-binary") {
           const st = await stat(target).catch(() => undefined);
           if (dest.endsWith("/") && !st?.isDirectory()) throw badRequest(`destination ${dest} must be an existing directory`, "ERR_PATH_INVALID");
-          if (st?.isDirectory()) target = path.join(target, plainName(q.get("source_name")));
+          if (st?.isDirectory()) target = path.join(target, plainName(q.get("source_name"), mode, target));
         }
         await this.writeFile(ctx, target, who.uid, who.gid, fileMode);
       } else {
@@ -134,10 +170,9 @@ export class CopyHandler {
         if (mode === "cp-v1-tar" && !queryBool(q, "copy_contents")) {
           const st = await stat(dir).catch(() => undefined);
           if (st && !st.isDirectory()) throw badRequest(`destination ${dir} is a file`, "ERR_PATH_INVALID");
-          if (st?.isDirectory()) dir = path.join(dir, plainName(q.get("source_name")));
+          if (st?.isDirectory()) dir = path.join(dir, plainName(q.get("source_name"), mode, dir));
         }
-        await mkdirOwned(dir, who.uid, who.gid);
-        await extractTar(bodyChunks(ctx.req), dir, { uid: who.uid, gid: who.gid, excluded, ...(fileMode !== undefined ? { fileMode } : {}) });
+        await extractInto(bodyChunks(ctx.req), dir, { uid: who.uid, gid: who.gid, excluded, ...(fileMode !== undefined ? { fileMode } : {}) });
       }
     } catch (err) {
       throw fsError(err, dest);
@@ -150,7 +185,7 @@ export class CopyHandler {
     const existing = await lstat(target).catch(() => undefined);
     if (existing?.isDirectory()) throw badRequest(`destination ${target} is a directory`, "ERR_PATH_INVALID");
     const mode = fileMode ?? (existing?.isFile() ? existing.mode & 0o777 : 0o644);
-    await mkdirOwned(path.dirname(target), uid, gid);
+    const created = await mkdirOwned(path.dirname(target), uid, gid);
     const tmp = path.join(path.dirname(target), `.paddock-upload-${randomHex(8)}`);
     try {
       // No fsync, as `cat > f` (docs/slicer-api.md#file-copy).
@@ -158,6 +193,7 @@ export class CopyHandler {
       await rename(tmp, target); // replaces a symlink at `target` rather than following it
     } catch (err) {
       await rm(tmp, { force: true });
+      await removeCreatedDirs(created);
       throw err;
     }
   }

@@ -10,11 +10,12 @@
  * GNU `L` long names and base-256 numbers.
  */
 import { constants as fsConstants, createReadStream } from "node:fs";
-import { lstat, mkdir, open, readdir, rm, utimes, chown, chmod } from "node:fs/promises";
+import { lstat, mkdir, open, readdir, rename, rm, rmdir, utimes, chown, chmod } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
-import { PaddockError } from "../../shared/errors.js";
+import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { WriteBehind } from "./write-behind.js";
+import { randomHex } from "./lazy-crypto.js";
 
 const BLOCK = 512;
 /** File reads of the tar writer, bytes: 4× fewer thread-pool round trips than 256 KiB (as cp.ts binary reads). */
@@ -306,24 +307,78 @@ export function safeEntryName(raw: string): string {
 /**
  * Create the directories of `rel` below `destDir` without ever following a symlink: each
  * existing component must be a real directory; missing ones are created and chowned.
+ * @returns the directories it created, outermost first (absolute paths).
  */
-async function ensureDirs(destDir: string, relParts: string[], uid: number, gid: number): Promise<void> {
+async function ensureDirs(destDir: string, relParts: string[], uid: number, gid: number): Promise<string[]> {
+  const created: string[] = [];
   let cur = destDir;
   for (const part of relParts) {
     cur = path.join(cur, part);
     const st = await lstat(cur).catch(() => undefined);
     if (!st) {
       await mkdir(cur, { mode: 0o755 });
+      created.push(cur);
       await chown(cur, uid, gid);
     } else if (!st.isDirectory()) {
       throw invalid(`${cur} exists and is not a directory`);
     }
   }
+  return created;
 }
 
 /**
- * Extract an uncompressed tar from `source` into `destDir` (which must exist).
- * @throws PaddockError ERR_BAD_REQUEST (400) for malformed or unsafe archives.
+ * Remove the directories in `created` (outermost first) innermost first, each only if still
+ * empty: rmdir(2) neither follows a symlink nor removes a directory something was written to.
+ * Errors are ignored (a directory that is not empty or already gone stays as it is).
+ */
+export async function removeCreatedDirs(created: readonly string[]): Promise<void> {
+  for (const d of [...created].reverse()) await rmdir(d).catch(() => undefined);
+}
+
+/**
+ * Write one file entry: its `size` bytes from `r` into a new temp file `tmpName` beside `abs`
+ * (O_EXCL, O_NOFOLLOW, mode 0600), owner, mode and mtime set through the descriptor, then renamed
+ * onto `abs` (replacing a symlink or file there rather than following it; a directory there
+ * fails the rename with EISDIR). On any failure (ENOSPC, a truncated archive) the temp file is
+ * removed, so a failed entry never appears at `abs`; whatever was at `abs` before stays.
+ * @throws the read's error (PaddockError ERR_BAD_REQUEST), ERR_BAD_REQUEST when `abs` is a
+ *   directory, or the file's (e.g. ENOSPC).
+ */
+async function writeEntry(r: ByteReader, abs: string, tmpName: string, size: number, owner: { uid: number; gid: number; mode: number; mtimeS: number }): Promise<void> {
+  const tmp = path.join(path.dirname(abs), tmpName);
+  const fh = await open(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+  try {
+    try {
+      const writer = new WriteBehind(fh);
+      try {
+        await r.stream(size, (chunk) => writer.add(chunk));
+      } finally {
+        await writer.finish(); // every write waited for before the descriptor closes
+      }
+      await fh.chown(owner.uid, owner.gid);
+      await fh.chmod(owner.mode);
+      await fh.utimes(owner.mtimeS, owner.mtimeS);
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, abs).catch((err: unknown) => {
+      throw errnoCode(err) === "EISDIR" ? invalid(`${abs} is a directory`) : err;
+    });
+  } catch (err) {
+    // Whatever the copy's user may have put at the temp name meanwhile: the entry's error counts.
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * Extract an uncompressed tar from `source` into `destDir` (which must exist). Atomic per
+ * entry, not per archive: each file is written to a temp name beside it and renamed into place
+ * only when complete, so a failure (a malformed or unsafe entry, a full disk) leaves the entries
+ * before it in place and nothing of the failing one, not even the parent directories only it
+ * needed.
+ * @throws PaddockError ERR_BAD_REQUEST (400) for malformed or unsafe archives; fs errors
+ *   (e.g. ENOSPC) as they come.
  */
 export async function extractTar(source: AsyncIterable<Buffer>, destDir: string, opts: ExtractOptions): Promise<void> {
   const r = new ByteReader(source);
@@ -362,7 +417,7 @@ export async function extractTar(source: AsyncIterable<Buffer>, destDir: string,
       continue;
     }
     const parts = name.split("/");
-    await ensureDirs(destDir, isDir ? parts : parts.slice(0, -1), opts.uid, opts.gid);
+    const created = await ensureDirs(destDir, isDir ? parts : parts.slice(0, -1), opts.uid, opts.gid);
     const abs = path.join(destDir, name);
     if (isDir) {
       await chmod(abs, mode);
@@ -371,21 +426,14 @@ export async function extractTar(source: AsyncIterable<Buffer>, destDir: string,
       await r.stream(padded, async () => undefined);
       continue;
     }
-    const existing = await lstat(abs).catch(() => undefined);
-    if (existing && !existing.isFile()) {
-      if (existing.isDirectory()) throw invalid(`${abs} is a directory`);
-      await rm(abs, { force: true }); // a symlink or special file is replaced, never followed
-    }
-    const fh = await open(abs, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW, 0o600);
     try {
-      const writer = new WriteBehind(fh);
-      await r.stream(size, (chunk) => writer.add(chunk));
-      await writer.finish();
-      await fh.chown(opts.uid, opts.gid);
-      await fh.chmod(opts.fileMode ?? mode);
-      await fh.utimes(mtimeS, mtimeS);
-    } finally {
-      await fh.close();
+      // No lstat first: the rename replaces a symlink or special file at `abs`, never follows
+      // it, and fails on a directory (one syscall per entry, as the old write in place had).
+      // A fresh random temp name per entry: a guest user who saw one cannot occupy the next.
+      await writeEntry(r, abs, `.paddock-upload-${randomHex(8)}`, size, { uid: opts.uid, gid: opts.gid, mode: opts.fileMode ?? mode, mtimeS });
+    } catch (err) {
+      await removeCreatedDirs(created); // the parents this failed entry alone needed
+      throw err;
     }
     await r.stream(padded - size, async () => undefined);
   }

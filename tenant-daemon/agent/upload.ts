@@ -35,7 +35,7 @@ import { PaddockError, errnoCode } from "../../shared/errors.js";
 import { parseOctalMode } from "./http-util.js";
 import { fsError, mkdirOwned } from "./cp.js";
 import { bodyChunks } from "./body-chunks.js";
-import { extractTar } from "./tar.js";
+import { extractTar, removeCreatedDirs } from "./tar.js";
 import { CHUNKED_COPY_TOKEN, MAX_MANIFEST_BYTES, chunkFileName, parseCopyManifest, stagingPaths, validSourceName, type CopyChunk, type CopyManifest, type StagingPaths } from "./upload-manifest.js";
 import { resolveGuestPath, type Identity, type UserDirectory } from "./users.js";
 import { WRITE_BEHIND_BATCH_BYTES } from "./write-behind.js";
@@ -377,10 +377,15 @@ async function finalise(a: UploadArgs, users: UserDirectory, io: UploadIo): Prom
     } else {
       closeSync(out);
       outOpen = false;
-      await mkdirOwned(place.target, who.uid, who.gid);
-      // The extractor refuses entries through symlinks; the directory itself is checked here.
-      if (strict && realpathSync(place.target) !== place.target) throw new PaddockError("ERR_PATH_INVALID", `${place.target} is reached through a symlink and the staging belongs to an unprivileged user; refusing it`);
-      await extractTar(bodyChunks(createReadStream(tmp, { highWaterMark: WRITE_BEHIND_BATCH_BYTES })), place.target, { uid: who.uid, gid: who.gid, excluded: () => false, ...(fileMode !== undefined ? { fileMode } : {}) });
+      const created = await mkdirOwned(place.target, who.uid, who.gid);
+      try {
+        // The extractor refuses entries through symlinks; the directory itself is checked here.
+        if (strict && realpathSync(place.target) !== place.target) throw new PaddockError("ERR_PATH_INVALID", `${place.target} is reached through a symlink and the staging belongs to an unprivileged user; refusing it`);
+        await extractTar(bodyChunks(createReadStream(tmp, { highWaterMark: WRITE_BEHIND_BATCH_BYTES })), place.target, { uid: who.uid, gid: who.gid, excluded: () => false, ...(fileMode !== undefined ? { fileMode } : {}) });
+      } catch (err) {
+        await removeCreatedDirs(created); // only if still empty (tar.ts)
+        throw err;
+      }
       rmSync(tmp, { force: true });
     }
   } catch (err) {

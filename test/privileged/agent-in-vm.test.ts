@@ -1,7 +1,7 @@
 /**
  * The guest agent inside a real runc VM behind a real tenant daemon: exec (stream, buffered,
  * base64), userdata with TARGET_USER, secrets delivered at start, cp in/out,
- * fs, background exec, paused VM ⇒ 409, plus the idle agent RSS and exec latency figures.
+ * fs, background exec, paused VM ⇒ 409, health's system_uptime the VM's own, plus the idle agent RSS and exec latency figures.
  */
 import { expect } from "chai";
 import { createHash, randomBytes } from "node:crypto";
@@ -12,6 +12,8 @@ import { call, ndjson } from "../integration/agent-fixture.js";
 describe("guest agent in a real runc VM (privileged)", function () {
   let d: TestDaemon;
   let h = "";
+  /** Date.now() just before the VM's create. */
+  let createdAtMs = 0;
 
   before(async function () {
     d = await TestDaemon.create({
@@ -20,6 +22,7 @@ describe("guest agent in a real runc VM (privileged)", function () {
     await d.start();
     expect((await call(d.socketPath, "POST", "/secrets", { body: JSON.stringify({ name: "tok", data: Buffer.from("t0ken").toString("base64"), permissions: "0640" }) })).status).to.equal(201);
     expect((await call(d.socketPath, "POST", "/secrets", { body: JSON.stringify({ name: "other", data: "eA==" }) })).status).to.equal(201);
+    createdAtMs = Date.now();
     const r = await call(d.socketPath, "POST", "/hostgroup/sbox/nodes?wait=userdata&timeout=120s", {
       // 8 MB written to the console as fast as the script can: it must not fail on the console
       // pipe (a shared non-blocking stdout once made such writes fail with EAGAIN).
@@ -40,6 +43,10 @@ describe("guest agent in a real runc VM (privileged)", function () {
   it("reports health and ran userdata as root with TARGET_USER, its fast console output included (exit 0)", async () => {
     const health = (await call(d.socketPath, "GET", `/vm/${h}/health`)).json() as Record<string, unknown>;
     expect(health).to.include({ hostname: h, userdata_ran: true, userdata_exit_code: 0 });
+    // system_uptime is the VM's (since its sandbox started), not the host kernel's: no more
+    // than the time since the create (+1 s for /proc's 10 ms ticks), no less than the agent's.
+    const sinceCreateNs = (Date.now() - createdAtMs + 1000) * 1e6;
+    expect(health.system_uptime, "system_uptime (ns)").to.be.a("number").within((health.agent_uptime as number) - 50e6, sinceCreateNs);
     const ud = (await exec("cmd=cat&args=/root/ud.txt&uid=0&buffered=true")).json() as Record<string, unknown>;
     expect(ud.stdout).to.match(/^userdata for \S+\n$/);
   });

@@ -199,6 +199,17 @@ describe("paddock tenant list / get rendering (cli/tenant-commands.ts)", () => {
     expect(renderTenantDetails(tenant("active", { vms: { total: 0, by_status: {} } }))).to.match(/^vms:\s+0$/m);
     expect(renderTenantDetails(tenant("active", { vms: { total: 2, by_status: { Running: 2 } } }))).to.match(/^vms:\s+2 \(Running 2\)$/m);
   });
+
+  it("get marks an expired token expired, a live one with its expiry, and leaves revoked ones out", () => {
+    const tokens = [
+      { id: "tk_old", expires_at: "2026-01-01T00:00:00Z" },
+      { id: "tk_live", expires_at: "2026-01-03T00:00:00Z" },
+      { id: "tk_forever" },
+      { id: "tk_gone", revoked_at: "2026-01-01T12:00:00Z" },
+    ];
+    const text = renderTenantDetails(tenant("active", { tokens }), Date.parse("2026-01-02T00:00:00Z"));
+    expect(text).to.match(/^tokens:\s+tk_old \(expired 2026-01-01T00:00:00Z\), tk_live \(expires 2026-01-03T00:00:00Z\), tk_forever$/m);
+  });
 });
 
 describe("paddock tenant update (cli/tenant-commands.ts)", () => {
