@@ -27,9 +27,22 @@ export type ResolveAgent = (hostname: string) => AgentEndpoint;
  * logged through `logger` when not a client error): what `resolveAgent` throws, and 503
  * ERR_VM_AGENT_UNAVAILABLE when the agent is unreachable or its answer lacks the VM's proof,
  * unless the VM went meanwhile (404 ERR_VM_NOT_FOUND "was deleted while this request ran", or
- * what `resolveAgent` throws now: {@link agentFailure}).
+ * what `resolveAgent` throws now: {@link agentFailure}). With `secretsSettled`, a request other
+ * than health waits for the VM's boot-time secret delivery first (a create without `wait`
+ * answers before it; without this an exec sent at once could run before the VM's secrets were
+ * written).
  */
-export function createAgentHandlers(resolveAgent: ResolveAgent, logger: Logger): RouteHandlers["agent"] {
+export function createAgentHandlers(resolveAgent: ResolveAgent, logger: Logger, secretsSettled?: SecretsSettled): RouteHandlers["agent"] {
+  const send = (req: ApiRequest, res: ApiResponse, hostname: string, sub: string): void => {
+    const endpoint = resolveAgent(hostname);
+    const qIndex = req.originalUrl.indexOf("?");
+    const search = qIndex === -1 ? "" : req.originalUrl.slice(qIndex);
+    streamToAgent(endpoint, req, res, `/v1${sub}${search}`, (err) => sendError(res, agentFailure(err, hostname, resolveAgent), logger));
+  };
+  const refuse = (req: ApiRequest, res: ApiResponse, err: unknown): void => {
+    req.resume();
+    sendError(res, err, logger);
+  };
   return {
     forward: (req, res) => {
       // Every agent path of the table is /vm/:hostname/<sub>.
@@ -37,17 +50,36 @@ export function createAgentHandlers(resolveAgent: ResolveAgent, logger: Logger):
       const sub = m[2] as string;
       try {
         const hostname = decodeURIComponent(m[1] as string);
-        const endpoint = resolveAgent(hostname);
-        const qIndex = req.originalUrl.indexOf("?");
-        const search = qIndex === -1 ? "" : req.originalUrl.slice(qIndex);
-        streamToAgent(endpoint, req, res, `/v1${sub}${search}`, (err) => sendError(res, agentFailure(err, hostname, resolveAgent), logger));
+        // Health answers at once (clients poll it while a VM boots); everything else waits for
+        // the boot's secret delivery, so a first exec sees the VM's secrets.
+        const settled = sub === "/health" ? undefined : secretsSettled?.(hostname);
+        if (settled === undefined) send(req, res, hostname, sub);
+        else {
+          // Refused now when the VM cannot be asked (paused, stopped); resolved again after the
+          // wait, as it may have gone meanwhile.
+          resolveAgent(hostname);
+          settled.then(() => {
+            if (res.destroyed || res.writableEnded) return;
+            try {
+              send(req, res, hostname, sub);
+            } catch (err) {
+              refuse(req, res, err);
+            }
+          }, (err: unknown) => refuse(req, res, err));
+        }
       } catch (err) {
-        req.resume();
-        sendError(res, err, logger);
+        refuse(req, res, err);
       }
     },
   };
 }
+
+/**
+ * The boot-time secret delivery of VM `hostname` (tenant-daemon/vm/vm-secrets-sync.ts), as a
+ * promise that settles when it has ended (delivered, failed or given up: within its own 60 s
+ * bound); undefined when there is none to wait for.
+ */
+export type SecretsSettled = (hostname: string) => Promise<unknown> | undefined;
 
 /**
  * What to answer for a request whose agent failed before any answer: when the VM is no longer
@@ -69,6 +101,8 @@ function agentFailure(err: unknown, hostname: string, resolveAgent: ResolveAgent
 /** What {@link createAgentRouter} needs. */
 export interface AgentRouterDeps {
   resolveAgent: ResolveAgent;
+  /** What agent requests wait for first (see {@link createAgentHandlers}); absent: nothing. */
+  secretsSettled?: SecretsSettled;
   secrets: SecretStore;
   logger: Logger;
 }
@@ -82,7 +116,7 @@ export interface AgentRouterDeps {
 export function createAgentRouter(deps: AgentRouterDeps): (req: ApiRequest, res: ApiResponse) => void {
   const log = deps.logger.child({ component: "agent-router" });
   const lookup = compileRoutes({
-    agent: createAgentHandlers(deps.resolveAgent, log),
+    agent: createAgentHandlers(deps.resolveAgent, log, deps.secretsSettled),
     upgrade: createPlainUpgradeHandlers(),
     secrets: createSecretHandlers(deps.secrets, log),
   });

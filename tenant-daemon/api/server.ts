@@ -75,7 +75,7 @@ export function createApiApp(deps: ApiServerDeps): ApiListener {
     daemon: createDaemonHandlers({ vms, metrics: deps.metrics, egressVms: deps.egressVms, openConnections: deps.openConnections }),
     vm: createVmHandlers({ config: deps.config, vms, describeNetwork: deps.describeNetwork }),
     commit: createCommitHandlers(vms),
-    agent: createAgentHandlers((h) => vms.resolveAgent(h), agentLog),
+    agent: createAgentHandlers((h) => vms.resolveAgent(h), agentLog, (h) => vms.secretsSettled(h)),
     upgrade: createPlainUpgradeHandlers(),
     secrets: createSecretHandlers(deps.secrets, agentLog, (name) => vms.secretChanged(name)),
     stats: createStatsHandlers(deps.stats),

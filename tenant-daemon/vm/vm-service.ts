@@ -230,6 +230,15 @@ export class VmService {
     return this.paths.endpoint(vm.record);
   }
 
+  /**
+   * The VM's boot-time secret delivery (started by its boot or hand-out; it never rejects and
+   * ends within its own bound), or undefined when the VM is unknown or has none. Agent routes
+   * wait for it (tenant-daemon/api/agent-routes.ts).
+   */
+  secretsSettled(hostname: string): Promise<unknown> | undefined {
+    return this.table.vms.get(hostname)?.secretsDelivered;
+  }
+
   /** Warm-pool VMs per configured group: `ready` (agent answered) and `booting`. */
   warmCounts(): Record<string, { ready: number; booting: number }> {
     return this.pool.counts();

@@ -5,7 +5,7 @@
  */
 import { expect } from "chai";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, readFileSync, statSync } from "node:fs";
+import { mkdtempSync, rmSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import http, { type Server } from "node:http";
 import os from "node:os";
 import path from "node:path";
@@ -24,6 +24,8 @@ describe("daemon agent router (real agent behind it)", function () {
   let sock: string;
   let secrets: SecretStore;
   let goneAsked = false;
+  /** vm-1's boot-time secret delivery, as the router sees it (settled unless a test holds it). */
+  let settled: Promise<unknown> = Promise.resolve();
 
   before(async () => {
     agent = await startTestAgent();
@@ -47,6 +49,8 @@ describe("daemon agent router (real agent behind it)", function () {
         },
         secrets,
         logger: silentLogger,
+        // vm-1's boot delivery ends when the test says so (the other VMs have none pending).
+        secretsSettled: (h) => (h === "vm-1" ? settled : undefined),
       }),
     );
     server = await new Promise<Server>((resolve) => {
@@ -85,6 +89,28 @@ describe("daemon agent router (real agent behind it)", function () {
     expect(good.status).to.equal(200);
     expect(good.text).to.include("leak");
     expect(good.headers["x-paddock-agent-proof"]).to.equal(undefined);
+  });
+
+  it("holds an exec until the VM's boot-time secret delivery has ended; health answers at once", async () => {
+    const flag = path.join(dir, "secrets-landed");
+    let land!: () => void;
+    settled = new Promise<void>((resolve) => (land = resolve));
+    try {
+      const q = new URLSearchParams({ cmd: "/bin/sh", buffered: "true", uid: "0" });
+      for (const a of ["-c", `cat ${flag}`]) q.append("args", a);
+      const exec = call(sock, "POST", `/vm/vm-1/exec?${q.toString()}`);
+      // Health is not held (clients poll it while a VM boots).
+      expect((await call(sock, "GET", "/vm/vm-1/health")).status).to.equal(200);
+      // What the delivery writes; the exec can only see it when it runs after the delivery.
+      writeFileSync(flag, "landed");
+      land();
+      const r = await exec;
+      expect(r.status, r.text).to.equal(200);
+      expect(r.json()).to.include({ exit_code: 0, stdout: "landed" });
+    } finally {
+      land();
+      settled = Promise.resolve();
+    }
   });
 
   it("maps unknown, paused and unreachable VMs to 404, 409 and 503", async () => {
