@@ -69,7 +69,7 @@ export async function vmCommand(ctx: CliContext, argv: string[]): Promise<number
   } catch (err) {
     // A 401 says nothing of where the CLI took the token from (cli/target.ts); say where one goes.
     if (err instanceof ApiError && err.status === 401) {
-      throw new ApiError(401, `${err.error}; pass --token or --token-file, or set PADDOCK_TOKEN (the token \`paddock tenant create\` or \`paddock tenant token ID\` printed)`, err.code, { ...err.fields });
+      throw new ApiError(401, `${err.error}; pass a live tenant token with --token or --token-file, or set PADDOCK_TOKEN (\`paddock tenant get ID\` lists a tenant's tokens with their expiry; \`paddock tenant token ID\` issues a new one)`, err.code, { ...err.fields });
     }
     throw err;
   }

@@ -138,7 +138,7 @@ describe("paddock vm: errors that name what is missing (cli/vm-common.ts withVm,
       auth = false;
       const denied = fakeCliContext(api.env);
       expect(await runCli(["vm", "list"], denied.ctx)).to.equal(1);
-      expect(denied.err.text()).to.equal("paddock: error: missing, invalid, expired or revoked token; pass --token or --token-file, or set PADDOCK_TOKEN (the token `paddock tenant create` or `paddock tenant token ID` printed) (ERR_AUTH_REQUIRED, HTTP 401)\n");
+      expect(denied.err.text()).to.equal("paddock: error: missing, invalid, expired or revoked token; pass a live tenant token with --token or --token-file, or set PADDOCK_TOKEN (`paddock tenant get ID` lists a tenant's tokens with their expiry; `paddock tenant token ID` issues a new one) (ERR_AUTH_REQUIRED, HTTP 401)\n");
     } finally {
       await api.close();
     }
