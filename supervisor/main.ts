@@ -11,7 +11,7 @@ import { PaddockError, errnoCode, isPaddockError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { OWNERSHIP_ENTRIES, acquireOwnership } from "../shared/state-store.js";
 import { pidAlive } from "../shared/proc.js";
-import { assertListenFree, listenHttp } from "../shared/http/listen.js";
+import { assertListenFree, closeHttpServer, listenHttp } from "../shared/http/listen.js";
 import { sleep } from "../shared/time.js";
 import { formatListenAddress, loadSupervisorConfig, type ListenAddress, type SupervisorConfig, type SupervisorFlags } from "./supervisor-config.js";
 import { TenantRegistry } from "./tenant-registry.js";
@@ -85,13 +85,6 @@ async function listen(server: http.Server, addr: ListenAddress, mode: number): P
   return typeof bound === "string" ? bound : formatListenAddress({ kind: "tcp", host: bound.address, port: bound.port });
 }
 
-async function closeServer(server: http.Server): Promise<void> {
-  await new Promise<void>((resolve) => {
-    server.close(() => resolve());
-    // Long-lived streams (exec, shell) would hold close() forever.
-    server.closeAllConnections();
-  });
-}
 
 /**
  * Start the supervisor.
@@ -213,7 +206,7 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
       config, gatewayAddress, adminAddress, adminTokenFile, tenants,
       close: (o = {}) => {
         closed ??= (async () => {
-          await Promise.all(servers.map(closeServer));
+          await Promise.all(servers.map(closeHttpServer));
           // Operations under way settle (and publish their events) before the webhooks close.
           const stopDaemons = o.stopDaemons ?? config.stopDaemonsOnExit;
           await tenants.shutdown(stopDaemons);
@@ -225,7 +218,7 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
       },
     };
   } catch (err) {
-    await Promise.all(servers.filter((s) => s.listening).map(closeServer));
+    await Promise.all(servers.filter((s) => s.listening).map(closeHttpServer));
     for (const c of closers) await c().catch(() => undefined);
     await made.removeEntries();
     await release();

@@ -1,6 +1,7 @@
 /**
  * Binding an HTTP server to a Unix socket or a TCP address, the one way both apps do it
- * (the supervisor's gateway and admin API, the tenant daemon's API).
+ * (the supervisor's gateway and admin API, the tenant daemon's API), and closing it with
+ * every connection it accepted.
  *
  * A Unix socket path where no process answers is a stale file from an earlier run and is
  * replaced; one where a process answers is refused. The socket file gets the given mode.
@@ -54,6 +55,7 @@ export async function assertListenFree(target: ListenTarget): Promise<void> {
  *   server's other listen errors as they are.
  */
 export async function listenHttp(server: http.Server, target: ListenTarget, socketMode: number): Promise<string | net.AddressInfo> {
+  trackConnections(server);
   if (target.kind === "unix") {
     const { socketPath } = target;
     await fs.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o755 });
@@ -75,4 +77,33 @@ export async function listenHttp(server: http.Server, target: ListenTarget, sock
 
 function inUse(err: NodeJS.ErrnoException, t: { host: string; port: number }): Error {
   return err.code === "EADDRINUSE" ? new PaddockError("ERR_SOCKET_IN_USE", `${t.host}:${t.port} is already in use`, { cause: err }) : err;
+}
+
+/** Every socket a server bound by {@link listenHttp} accepted and that is still open. */
+const accepted = new WeakMap<http.Server, Set<net.Socket>>();
+
+function trackConnections(server: http.Server): void {
+  if (accepted.has(server)) return;
+  const open = new Set<net.Socket>();
+  accepted.set(server, open);
+  server.on("connection", (socket: net.Socket) => {
+    open.add(socket);
+    socket.once("close", () => open.delete(socket));
+  });
+}
+
+/**
+ * Stop `server` and end every connection it holds, then resolve once it has closed.
+ * `server.closeAllConnections()` ends only the connections Node's HTTP server still parses:
+ * a socket handed to an `upgrade` listener (a WebSocket shell or port forward) has left that
+ * list (https://nodejs.org/docs/latest-v20.x/api/http.html#servercloseallconnections) but
+ * still holds `close()` open. Those accepted since {@link listenHttp} are destroyed too, so a
+ * stop never waits for a client to hang up. Never rejects.
+ */
+export async function closeHttpServer(server: http.Server): Promise<void> {
+  await new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+    for (const socket of accepted.get(server) ?? []) socket.destroy();
+  });
 }
