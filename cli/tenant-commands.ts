@@ -28,7 +28,7 @@ export interface TenantView {
   limits?: Record<string, number>;
   ranges?: { host_group: string; cidr: string }[];
   socket_path?: string;
-  daemon?: { state?: string; pid?: number; restarts?: number; uptime_seconds?: number; last_error?: string };
+  daemon?: { state?: string; pid?: number; restarts?: number; uptime_seconds?: number; started_at?: string; version?: string; last_error?: string };
   tokens?: { id: string; created_at?: string; expires_at?: string; revoked_at?: string }[];
   vms?: { total?: number; by_status?: Record<string, number> } | null;
   resources?: { vcpu?: number; ram_bytes?: number; disk_bytes?: number } | null;
@@ -123,7 +123,7 @@ async function admin<T>(ctx: CliContext, client: ApiClient, fn: () => Promise<T>
 /** The `tenant list` table (pure). */
 export function renderTenantTable(tenants: readonly TenantView[], nowMs: number): string {
   return renderTable(
-    ["ID", "STATUS", "TEMPLATE", "RUNTIME", "DAEMON", "PID", "RESTARTS", "RANGES", "AGE", "LABELS"],
+    ["ID", "STATUS", "TEMPLATE", "RUNTIME", "DAEMON", "PID", "RESTARTS", "VERSION", "RANGES", "AGE", "LABELS"],
     tenants.map((t) => [
       t.id,
       t.status ?? "",
@@ -132,6 +132,7 @@ export function renderTenantTable(tenants: readonly TenantView[], nowMs: number)
       t.daemon?.state ?? "",
       t.daemon?.pid === undefined ? "" : String(t.daemon.pid),
       t.daemon?.restarts === undefined ? "" : String(t.daemon.restarts),
+      t.daemon?.version ?? "",
       (t.ranges ?? []).map((r) => `${r.host_group}=${r.cidr}`).join(","),
       formatAge(t.created_at, nowMs),
       Object.entries(t.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(","),
@@ -153,8 +154,11 @@ export function renderTenantDetails(t: TenantView, nowMs = Date.now()): string {
     ...(typeof t.hypervisor === "string" ? [["hypervisor", t.hypervisor] as [string, string]] : []),
     ["socket", t.socket_path ?? ""],
     ["ranges", (t.ranges ?? []).map((r) => `${r.host_group}=${r.cidr}`).join(", ")],
-    ["daemon", [t.daemon?.state, t.daemon?.pid === undefined ? undefined : `pid ${t.daemon.pid}`, t.daemon?.restarts === undefined ? undefined : `${t.daemon.restarts} restarts`, t.daemon?.uptime_seconds === undefined ? undefined : `up ${t.daemon.uptime_seconds}s`].filter(Boolean).join(", ")],
+    ["daemon", [t.daemon?.state, t.daemon?.pid === undefined ? undefined : `pid ${t.daemon.pid}`, t.daemon?.restarts === undefined ? undefined : `${t.daemon.restarts} restarts`, t.daemon?.uptime_seconds === undefined ? undefined : `up ${t.daemon.uptime_seconds}s${t.daemon.started_at ? ` (since ${t.daemon.started_at})` : ""}`].filter(Boolean).join(", ")],
   ];
+  // The build its process runs: after an upgrade, one that differs from the supervisor's
+  // (`GET /admin/v1/host` supervisor.version) runs the old code until `paddock tenant restart ID`.
+  if (t.daemon?.version) pairs.push(["daemon version", t.daemon.version]);
   if (t.daemon?.last_error) pairs.push(["last error", t.daemon.last_error]);
   pairs.push(["labels", Object.entries(t.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(", ")]);
   const limits = Object.entries(t.limits ?? {}).map(([k, v]) => `${k}=${k.endsWith("_bytes") ? formatBytes(v) : v}`).join(", ");

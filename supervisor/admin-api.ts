@@ -41,6 +41,11 @@ export interface AdminDeps {
   /** Tenant events (`GET /admin/v1/events`) and webhooks (`/admin/v1/tenants/{id}/webhooks…`); absent: no such routes. */
   events?: TenantEvents;
   webhooks?: WebhookService;
+  /**
+   * The build the supervisor runs, `<version>+<build>` (shared/build-info.ts, read once at its
+   * start), shown as `supervisor.version` by `GET /admin/v1/host`; absent: not shown.
+   */
+  version?: string;
 }
 
 type Locals = { requestId: string; log: Logger };
@@ -81,6 +86,8 @@ export function tenantView(t: TenantRecord, tenants: TenantService): Record<stri
       restarts: d.restarts,
       ...(d.uptimeSeconds !== undefined ? { uptime_seconds: d.uptimeSeconds } : {}),
       ...(t.daemon.startedAt ? { started_at: t.daemon.startedAt } : {}),
+      // The build its process runs (recorded at its spawn, kept across adoptions), while it has one.
+      ...(d.pid !== undefined && t.daemon.version ? { version: t.daemon.version } : {}),
       ...(t.daemon.lastExit ? { last_exit: t.daemon.lastExit } : {}),
       ...(t.daemon.lastError ? { last_error: t.daemon.lastError } : {}),
     },
@@ -251,6 +258,7 @@ export function createAdminApp(deps: AdminDeps): express.Express {
     }
     res.json({
       ...snap,
+      ...(deps.version !== undefined ? { supervisor: { version: deps.version } } : {}),
       committed: { vcpu, ram_bytes: ramBytes, disk_bytes: diskBytes, tenants_reporting: perTenant.filter((p) => p.usage).length, tenants_total: perTenant.length },
       capacity: { vcpu: snap.cpu.cores, ram_bytes: snap.memory.total_bytes, disk_bytes: snap.disk?.size_bytes ?? null },
     });

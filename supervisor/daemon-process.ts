@@ -24,6 +24,7 @@ import { daemonStartCode, daemonStartReason } from "./daemon-start-reason.js";
 import { isDaemonCmdline, readCmdline, readProcStat, readProcStatSync, runsAsUs } from "./proc-info.js";
 import { findProjectRoot, pidAlive } from "../shared/proc.js";
 import { DAEMON_NODE_FLAGS } from "../shared/daemon-node-flags.js";
+import { readBuildVersion } from "../shared/build-info.js";
 
 /** How to run one tenant's daemon. */
 export interface DaemonSpec {
@@ -54,6 +55,21 @@ export function logcapHelper(): string | undefined {
   }
 }
 
+/**
+ * The build a daemon entry runs: `dist/build-info.json` of the project it lies in
+ * (shared/build-info.ts; `<root>/dist/tenant-daemon/launch.js` ⇒ `<root>/dist/build-info.json`),
+ * read once per spawn, just before it (the daemon reads its code right after; only a rebuild
+ * racing a start could tell them apart).
+ * @returns undefined when there is no project root or no readable build-info.json.
+ */
+export function entryBuildVersion(entry: string): string | undefined {
+  try {
+    return readBuildVersion(path.join(findProjectRoot(path.dirname(entry)), "dist"));
+  } catch {
+    return undefined;
+  }
+}
+
 /** How a daemon ended. `code`/`signal` are unknown for adopted (non-child) daemons. */
 export interface DaemonExit {
   code: number | undefined;
@@ -66,6 +82,12 @@ export interface DaemonHandle {
   pid: number;
   procStartTicks: number | undefined;
   adopted: boolean;
+  /**
+   * The build a spawned daemon runs (shared/build-info.ts `readBuildVersion` of the entry's
+   * dist/, read just before the spawn); undefined for an adopted one (its spawner recorded it)
+   * or when the build has no build-info.json.
+   */
+  version?: string;
   /** Resolves once when the process is gone. */
   exited: Promise<DaemonExit>;
   /** Stop watching (adopted daemons are polled). */
@@ -209,6 +231,7 @@ export async function spawnDaemon(spec: DaemonSpec, readyTimeoutMs: number): Pro
   const fd = openSync(spec.logFile, "a", 0o600) as 3;
   // The helper opens the log itself; until it execs node, its own errors go to `fd` (the log).
   const helper = spec.logRotation === undefined ? undefined : logcapHelper();
+  const version = entryBuildVersion(spec.entry);
   const argv = [process.execPath, ...DAEMON_NODE_FLAGS, spec.entry, "up", spec.configPath];
   if (helper !== undefined && spec.logRotation !== undefined) argv.unshift(helper, "logcap", spec.logFile, String(spec.logRotation.rotateBytes), String(spec.logRotation.keep));
   const spawnChild = () => execa(argv[0] as string, argv.slice(1), {
@@ -238,7 +261,7 @@ export async function spawnDaemon(spec: DaemonSpec, readyTimeoutMs: number): Pro
     throw new PaddockError("ERR_DAEMON_START_FAILED", `could not spawn the daemon of tenant ${spec.tenantId} (${process.execPath} ${spec.entry})`);
   }
   const st = await readProcStat(pid);
-  const handle: DaemonHandle = { pid, procStartTicks: st?.startTicks, adopted: false, exited, unwatch: () => undefined };
+  const handle: DaemonHandle = { pid, procStartTicks: st?.startTicks, adopted: false, ...(version !== undefined ? { version } : {}), exited, unwatch: () => undefined };
 
   const deadline = Date.now() + readyTimeoutMs;
   let exitInfo: DaemonExit | undefined;

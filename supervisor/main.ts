@@ -5,12 +5,15 @@
  */
 import http from "node:http";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { promises as fs, constants as fsConstants } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { PaddockError, errnoCode, isPaddockError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { OWNERSHIP_ENTRIES, acquireOwnership } from "../shared/state-store.js";
 import { pidAlive } from "../shared/proc.js";
+import { readBuildVersion } from "../shared/build-info.js";
+import { PADDOCK_VERSION } from "../shared/version.js";
 import { assertListenFree, closeHttpServer, listenHttp } from "../shared/http/listen.js";
 import { sleep } from "../shared/time.js";
 import { formatListenAddress, loadSupervisorConfig, type ListenAddress, type SupervisorConfig, type SupervisorFlags } from "./supervisor-config.js";
@@ -195,11 +198,13 @@ export async function runSupervisor(opts: SupervisorOptions = {}): Promise<Runni
     const gateway = createGatewayServer({ tenants, metrics, audit, admission, log: log.child({ component: "gateway" }), bodyIdleMs: opts.gatewayBodyIdleMs, preview: { config: config.preview, keys: previewKeys } });
     servers.push(gateway);
     const gatewayAddress = await listen(gateway, config.gateway, 0o660);
-    const adminApp = createAdminApp({ tenants, host: new HostInfo(config.stateDir), audit, metrics, log: log.child({ component: "admin" }), adminTokenHash: hashToken(admin.token), events, webhooks });
+    // The build this supervisor runs, read once (shared/build-info.ts): `dist/` above dist/supervisor/main.js.
+    const version = readBuildVersion(path.dirname(path.dirname(fileURLToPath(import.meta.url)))) ?? PADDOCK_VERSION;
+    const adminApp = createAdminApp({ tenants, host: new HostInfo(config.stateDir), audit, metrics, log: log.child({ component: "admin" }), adminTokenHash: hashToken(admin.token), events, webhooks, version });
     const adminServer = http.createServer(adminApp);
     servers.push(adminServer);
     const adminAddress = await listen(adminServer, config.admin, 0o600);
-    log.info("supervisor ready", { gateway: gatewayAddress, admin: adminAddress, state: config.stateDir, run: config.runDir, tenants: Object.keys(registry.snapshot().tenants).length });
+    log.info("supervisor ready", { version, gateway: gatewayAddress, admin: adminAddress, state: config.stateDir, run: config.runDir, tenants: Object.keys(registry.snapshot().tenants).length });
 
     let closed: Promise<void> | undefined;
     return {

@@ -55,6 +55,51 @@ function parseProcStat(raw: string): { startTicks: number; state: string } | und
 }
 
 /**
+ * USER_HZ, the unit of field 22 `starttime` of /proc/<pid>/stat (`sysconf(_SC_CLK_TCK)`, proc(5):
+ * https://man7.org/linux/man-pages/man5/proc_pid_stat.5.html). It is part of the kernel's ABI and
+ * 100 on every architecture Node runs on (the guest agent assumes the same:
+ * tenant-daemon/agent/guest-stats.ts).
+ */
+export const CLOCK_TICKS_PER_SECOND = 100;
+
+/**
+ * The boot time from a /proc/stat text (pure): its `btime` line, seconds since the epoch
+ * (proc(5): https://man7.org/linux/man-pages/man5/proc_stat.5.html).
+ * @returns undefined when the text has no `btime` line.
+ */
+export function parseBootTimeSec(procStat: string): number | undefined {
+  const m = /^btime\s+(\d+)$/m.exec(procStat);
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * The wall-clock time a process started (pure), ms since the epoch: the boot time plus its
+ * `starttime` (clock ticks after boot) in ms. `btime` is whole seconds, so the result is
+ * exact to about a second.
+ * @param startTicks - field 22 of /proc/<pid>/stat ({@link readProcStat} `startTicks`).
+ * @param bootTimeSec - `btime` of /proc/stat ({@link parseBootTimeSec}).
+ */
+export function procStartWallMs(startTicks: number, bootTimeSec: number, ticksPerSecond = CLOCK_TICKS_PER_SECOND): number {
+  return bootTimeSec * 1000 + Math.round((startTicks * 1000) / ticksPerSecond);
+}
+
+/**
+ * When a process with this start time (clock ticks after boot) started, ms since the epoch:
+ * /proc/stat's `btime` read now (the kernel derives it from the current wall clock, so a
+ * clock step since boot is followed) plus {@link procStartWallMs}. One small synchronous read,
+ * done when a daemon is spawned or adopted (process-manager.ts), never per request.
+ * @returns undefined when /proc/stat is unreadable or has no `btime`.
+ */
+export function readProcStartWallMs(startTicks: number): number | undefined {
+  try {
+    const btime = parseBootTimeSec(readFileSync("/proc/stat", "utf8"));
+    return btime === undefined ? undefined : procStartWallMs(startTicks, btime);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * The entry files that run the same tenant daemon as `entry`: itself and, for the two entry
  * points of one build (`dist/tenant-daemon/launch.js`, the bundled default, and `main.js`, the
  * module graph that supervisors before the bundle started), the other one in the same directory,

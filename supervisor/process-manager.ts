@@ -15,6 +15,7 @@ import type { Logger } from "../shared/logger.js";
 import { isPaddockError } from "../shared/errors.js";
 import type { RestartPolicy } from "./supervisor-config.js";
 import type { DaemonRecord, DaemonState } from "./tenant-registry.js";
+import { readProcStartWallMs } from "./proc-info.js";
 import { adoptDaemon, describeExit, spawnDaemon, stopDaemon, type DaemonHandle, type DaemonSpec } from "./daemon-process.js";
 
 /** What the manager reports to the rest of the supervisor (persisting, metrics, suspend). */
@@ -65,7 +66,7 @@ export class ManagedDaemon {
     return this.restartsValue;
   }
 
-  /** Milliseconds since the current process became ready (undefined when not running). */
+  /** Milliseconds since the current process started (undefined when not running; see {@link markRunning}). */
   get uptimeMs(): number | undefined {
     return this.stateValue === "running" && this.startedAtMs !== undefined ? Date.now() - this.startedAtMs : undefined;
   }
@@ -93,10 +94,23 @@ export class ManagedDaemon {
     });
   }
 
+  /**
+   * Running from now on: `startedAt` and {@link uptimeMs} count from the process's own start
+   * (/proc/<pid>/stat, proc-info.ts `readProcStartWallMs`), so an adopted daemon shows when it
+   * really started, not when this supervisor adopted it; now when that is unknown (no procfs).
+   */
   private markRunning(handle: DaemonHandle): void {
-    this.startedAtMs = Date.now();
+    const procStartMs = handle.procStartTicks === undefined ? undefined : readProcStartWallMs(handle.procStartTicks);
+    // btime is whole seconds rounded down, so this is at most ~1 s early; never later than now (a clock stepped back).
+    this.startedAtMs = Math.min(procStartMs ?? Date.now(), Date.now());
     this.watch(handle);
-    this.setState("running", { pid: handle.pid, procStartTicks: handle.procStartTicks, startedAt: new Date(this.startedAtMs).toISOString() });
+    this.setState("running", {
+      pid: handle.pid,
+      procStartTicks: handle.procStartTicks,
+      startedAt: new Date(this.startedAtMs).toISOString(),
+      // An adopted daemon keeps the build its spawner recorded (tenant-registry.ts DaemonRecord `version`).
+      ...(handle.adopted ? {} : { version: handle.version }),
+    });
     void this.events.ready(this.spec.tenantId).catch((err: unknown) => this.log.warn("post-ready hook failed", { err }));
   }
 

@@ -19,7 +19,7 @@ export interface DaemonInfo {
   state: string;
   pid: number | undefined;
   restarts: number;
-  /** Whole seconds since the daemon became ready; undefined when not running. */
+  /** Whole seconds since the daemon's process started (its /proc start time, also for an adopted one); undefined when not running. */
   uptimeSeconds: number | undefined;
 }
 

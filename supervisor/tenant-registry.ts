@@ -52,7 +52,13 @@ export interface DaemonRecord {
   pid?: number;
   /** `/proc/<pid>/stat` start time (clock ticks since boot); guards against pid reuse. */
   procStartTicks?: number;
+  /** When the process started (ISO 8601, from its /proc start time; supervisor/process-manager.ts `markRunning`). */
   startedAt?: string;
+  /**
+   * The build the process runs, `<version>+<build>` (shared/build-info.ts), recorded at its
+   * spawn and kept across adoptions; absent when its spawner recorded none.
+   */
+  version?: string;
   /** Restarts after crashes since the tenant was created. */
   restarts: number;
   lastExit?: string;

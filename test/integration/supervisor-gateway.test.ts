@@ -464,18 +464,30 @@ describe("supervisor with echo daemons (integration)", function () {
       const adm = (m: string, p: string, body?: unknown) => sup.adminReq(m, p, body, { "content-type": "application/json" });
       const created = await adm("POST", "/tenants", { id: "tad" });
       expect(created.status, created.text).to.equal(201);
-      const t = created.json as { token: string; socket_path: string; daemon: { pid: number } };
+      const t = created.json as { token: string; socket_path: string; daemon: { pid: number; started_at: string; version?: string } };
+      // The daemon's build, as the supervisor's (one build: shared/build-info.ts).
+      const host = (await adm("GET", "/host")).json as { supervisor?: { version?: string } };
+      expect(host.supervisor?.version).to.match(/^\d+\.\d+\.\d+\+[0-9a-f]{12}$/);
+      expect(t.daemon.version).to.equal(host.supervisor?.version);
       await request({ socketPath: t.socket_path }, "POST", "/hostgroup/sbox/nodes", {});
+      const killedAt = Date.now();
       await sup.kill9();
       expect(pidAlive(t.daemon.pid), "daemon survives the supervisor").to.equal(true);
       // The ownership lock of the killed supervisor goes stale; the new one waits for it.
       await sup.start();
       const info = await until("adoption", async () => {
         const r = await adm("GET", "/tenants/tad").catch(() => undefined);
-        return r?.status === 200 ? (r.json as { daemon: { pid: number; state: string }; vms: { total: number } | null }) : undefined;
+        return r?.status === 200 ? (r.json as { daemon: { pid: number; state: string; started_at: string; uptime_seconds: number; version?: string }; vms: { total: number } | null }) : undefined;
       }, 60_000);
       expect(info.daemon.state).to.equal("running");
       expect(info.daemon.pid).to.equal(t.daemon.pid);
+      // Start time and uptime are the process's (/proc), not the adoption's; the build is the one recorded at its spawn.
+      const startedMs = Date.parse(info.daemon.started_at);
+      expect(Math.abs(startedMs - Date.parse(t.daemon.started_at)), `${info.daemon.started_at} vs ${t.daemon.started_at}`).to.be.at.most(1000);
+      expect(startedMs).to.be.below(killedAt);
+      // uptime_seconds counts from started_at (whole seconds, read just before the answer).
+      expect(Math.abs(info.daemon.uptime_seconds * 1000 - (Date.now() - startedMs))).to.be.at.most(3000);
+      expect(info.daemon.version).to.equal(t.daemon.version);
       expect(info.vms?.total).to.equal(1);
       await sup.stop();
       expect(pidAlive(t.daemon.pid), "a stopping supervisor leaves daemons running").to.equal(true);

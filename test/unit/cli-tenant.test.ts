@@ -200,6 +200,17 @@ describe("paddock tenant list / get rendering (cli/tenant-commands.ts)", () => {
     expect(renderTenantDetails(tenant("active", { vms: { total: 2, by_status: { Running: 2 } } }))).to.match(/^vms:\s+2 \(Running 2\)$/m);
   });
 
+  it("list and get show the daemon's build and get its start (docs/admin-api.openapi.yaml daemon.version, started_at)", () => {
+    const daemon = { state: "running", pid: 42, restarts: 0, uptime_seconds: 240, started_at: "2026-01-01T23:56:00.000Z", version: "0.1.0+0123456789ab" };
+    const [head, row] = renderTenantTable([tenant("active", { daemon })], Date.parse("2026-01-02T00:00:00Z")).split("\n");
+    expect(head).to.match(/\bRESTARTS\s+VERSION\s+RANGES\b/);
+    expect(row).to.match(/\b42\s+0\s+0\.1\.0\+0123456789ab\s/);
+    const text = renderTenantDetails(tenant("active", { daemon }));
+    expect(text).to.match(/^daemon:\s+running, pid 42, 0 restarts, up 240s \(since 2026-01-01T23:56:00\.000Z\)$/m);
+    expect(text).to.match(/^daemon version:\s+0\.1\.0\+0123456789ab$/m);
+    expect(renderTenantDetails(tenant("active", { daemon: { state: "stopped", restarts: 0 } }))).to.not.match(/daemon version/);
+  });
+
   it("get marks an expired token expired, a live one with its expiry, and leaves revoked ones out", () => {
     const tokens = [
       { id: "tk_old", expires_at: "2026-01-01T00:00:00Z" },
