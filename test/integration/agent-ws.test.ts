@@ -112,18 +112,24 @@ describe("daemon WebSocket endpoints over a real agent (agent-ws)", function () 
     const wasAsked = new Promise<string>((resolve) => (asked = () => resolve("held")));
     held = { settled: new Promise<void>((resolve) => (land = resolve)), asked };
     try {
-      const opening = open(port, `/vm/vm-1/shell?uid=0&shell=${encodeURIComponent(probe)}`, auth);
-      opening.catch(() => undefined);
-      const first = await Promise.race([wasAsked, opening.then(() => "opened")]);
-      expect(first, "the shell was opened without waiting for the delivery").to.equal("held");
-      writeFileSync(flag, "landed");
-      land();
-      const ws = await opening;
+      // Output is collected from the start: the probe may end before `open` is seen.
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/vm/vm-1/shell?uid=0&shell=${encodeURIComponent(probe)}`, { headers: auth });
       let output = "";
       ws.on("message", (d: Buffer) => {
         if (d[0] === 0x01) output += d.subarray(5).toString("utf8");
       });
-      await new Promise<void>((resolve) => ws.once("close", () => resolve()));
+      const closed = new Promise<void>((resolve) => ws.once("close", () => resolve()));
+      const opening = new Promise<string>((resolve, reject) => {
+        ws.once("open", () => resolve("opened"));
+        ws.once("error", reject);
+      });
+      opening.catch(() => undefined);
+      const first = await Promise.race([wasAsked, opening]);
+      expect(first, "the shell was opened without waiting for the delivery").to.equal("held");
+      writeFileSync(flag, "landed");
+      land();
+      await opening;
+      await closed;
       expect(output).to.include("landed").and.to.include("probe-done").and.not.include("missing");
     } finally {
       land();
