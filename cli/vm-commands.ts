@@ -38,6 +38,7 @@ export const VM_HELP = `usage: paddock vm COMMAND [flags]
   relaunch HOST | delete HOST [--group G] | pause HOST | resume HOST
   suspend HOST | restore HOST [--wait agent] [--timeout 2m]      (gVisor tenants)
                         resume thaws a paused VM; a suspended one (on disk) comes back with restore
+                        pause, resume, suspend or restore of a VM already so: a no-op, exit 0
   commit HOST [--tag T]... [--label k=v]... [--cache-key K] [--json]   prints the commit id
   commits [--tag T]... [--source HOST] [--cache-key K] [--json]
   fork COMMIT [--tag T]... [--tag-mode append|replace] [--persistent=false] [--cpus N]

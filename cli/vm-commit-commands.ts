@@ -6,10 +6,10 @@
  */
 import { parseFlags, parseIntFlag, parseKeyValues, parseSizeFlag, parseDurationFlag, expectPositionals } from "./args.js";
 import { readBody, seg, type QueryParams } from "./api-client.js";
-import { UsageError, EXIT } from "./cli-errors.js";
+import { ApiError, UsageError, EXIT } from "./cli-errors.js";
 import { writeOut, type CliContext } from "./cli-context.js";
 import { alreadyLine, formatAge, renderJson, renderTable } from "./output.js";
-import { TARGET_FLAGS, clientFor, withVm } from "./vm-common.js";
+import { TARGET_FLAGS, clientFor, withVm, type VmNode } from "./vm-common.js";
 import { alreadyState } from "../shared/slicer/vm-power.js";
 
 /** A commit as `POST /vm/{h}/commit` and `GET /vm/commits` answer (unknown fields kept). */
@@ -46,7 +46,15 @@ export async function vmSuspend(ctx: CliContext, argv: string[]): Promise<number
   return EXIT.OK;
 }
 
-/** `paddock vm restore HOST [--wait agent] [--timeout D]`: `POST /vm/{h}/restore`. @returns the exit code */
+/**
+ * `paddock vm restore HOST [--wait agent] [--timeout D]`: `POST /vm/{h}/restore`. A running VM
+ * is a no-op, said as pause, resume and suspend say theirs (`HOST is already running; nothing
+ * done`, exit 0): the daemon answers it 409 ERR_VM_ALREADY_RUNNING (the Slicer wire format,
+ * docs/slicer-api.md "Suspend and restore", carries no `Paddock-Already` for restore), so the
+ * CLI asks `GET /vm/{h}` then; a paused VM (the same code: tenant-daemon/vm/vm-suspend.ts, whose
+ * message says to resume it) and anything else stay errors.
+ * @returns the exit code
+ */
 export async function vmRestore(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags(argv, { ...TARGET_FLAGS, wait: { type: "string" }, timeout: { type: "string" } });
   expectPositionals(positionals, 1, 1, "paddock vm restore HOST [--wait agent] [--timeout 2m]");
@@ -55,11 +63,18 @@ export async function vmRestore(ctx: CliContext, argv: string[]): Promise<number
   parseDurationFlag(values.timeout, "--timeout");
   const client = clientFor(ctx, values);
   const query: QueryParams = [["wait", values.wait], ["timeout", values.timeout]];
-  const h = await withVm(client, positionals[0] as string, async (name) => {
-    await readBody(await client.send("POST", `/vm/${seg(name)}/restore`, { query }), 64 * 1024);
-    return name;
+  const { h, already } = await withVm(client, positionals[0] as string, async (name) => {
+    try {
+      await readBody(await client.send("POST", `/vm/${seg(name)}/restore`, { query }), 64 * 1024);
+      return { h: name, already: false };
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.code !== "ERR_VM_ALREADY_RUNNING") throw err;
+      const node = await client.json<VmNode>("GET", `/vm/${seg(name)}`).catch(() => undefined);
+      if (node?.status !== "Running") throw err;
+      return { h: name, already: true };
+    }
   });
-  await writeOut(ctx.stdout, `${h} restored\n`);
+  await writeOut(ctx.stdout, already ? alreadyLine(h, "running") : `${h} restored\n`);
   return EXIT.OK;
 }
 

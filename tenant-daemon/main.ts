@@ -186,7 +186,7 @@ export async function startDaemon(configPath: string, options: { logger?: Logger
     });
     const server = await listenApi(app, config);
     api.server = server;
-    const upgrades = createAgentUpgradeHandler({ resolveAgent: (h) => svc.vms.resolveAgent(h), authToken, logger, activity: svc.vms.idle });
+    const upgrades = createAgentUpgradeHandler({ resolveAgent: (h) => svc.vms.resolveAgent(h), authToken, logger, activity: svc.vms.idle, secretsSettled: (h) => svc.vms.secretsSettled(h) });
     attachUpgradeHandler(server, (req, socket, head) => {
       if (!preview.upgrade(req, socket, head)) upgrades.handle(req, socket, head);
     });

@@ -7,7 +7,10 @@
  *    and `Upgrade: websocket` (400); for forward, the `X-Inlets-Upstream` header (400);
  * 3. with `activity`, marks the VM active for the session's life and wakes it if its idle rule
  *    paused or suspended it (wake.ts; 503 ERR_VM_WAKE_FAILED);
- * 4. resolves the VM (404, 409 paused/not running) and opens the matching agent stream
+ * 4. for a shell, with `secretsSettled`, waits for the VM's boot-time secret delivery, as the
+ *    agent routes do (agent-routes.ts createAgentHandlers: the VM is resolved before the wait,
+ *    so a VM that cannot be asked is refused at once, and again after it);
+ * 5. resolves the VM (404, 409 paused/not running) and opens the matching agent stream
  *    (agent-client/agent-ws.ts `openAgentUpgrade`), completing the client's WebSocket
  *    handshake only once the agent answered 101; then relays the two (agent-ws.ts `relay`).
  *
@@ -40,6 +43,12 @@ export interface AgentUpgradeDeps {
   logger: Logger;
   /** The idle tracker: a session is activity of its VM and wakes an idled one (wake.ts). */
   activity?: VmActivity;
+  /**
+   * The VM's boot-time secret delivery (VmService.secretsSettled), a promise that settles when
+   * it has ended; undefined when there is none to wait for. A shell waits for it before its
+   * agent stream is opened, so its first command sees the VM's secrets; absent: no wait.
+   */
+  secretsSettled?(hostname: string): Promise<unknown> | undefined;
 }
 
 /** The handler for `server.on("upgrade")`, plus a way to end every live session (daemon stop). */
@@ -129,12 +138,27 @@ export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeH
           });
         },
       });
-      if (deps.activity === undefined) open();
+      // A shell runs commands: like exec, not before the VM's secrets are there.
+      const start = (): void => {
+        const settled = kind === "shell" ? deps.secretsSettled?.(hostname) : undefined;
+        if (settled === undefined) return open();
+        // Refused now when the VM cannot be asked (paused, stopped); resolved again after.
+        deps.resolveAgent(hostname);
+        settled.then(() => {
+          if (socket.destroyed) return;
+          try {
+            open();
+          } catch (err) {
+            refuse(socket, err);
+          }
+        }, (err: unknown) => refuse(socket, err));
+      };
+      if (deps.activity === undefined) start();
       else {
         holdForUpgrade(deps.activity, hostname, socket).then(() => {
           if (socket.destroyed) return;
           try {
-            open();
+            start();
           } catch (err) {
             refuse(socket, err);
           }

@@ -34,8 +34,10 @@ export interface VmColdForkDeps {
   log: Logger;
   /** Without it, the cold-fork calls answer 501. */
   cold: ColdForkStorage | undefined;
-  /** Delete a VM and its disk (VmService.remove with force). */
-  remove: (hostname: string) => Promise<void>;
+  /** Delete a VM and its disk (VmService.remove with force), emitting `deleted` with `reason`. */
+  remove: (hostname: string, reason?: "wait_timeout" | "pids_limit") => Promise<void>;
+  /** The pids refusal of VM `hostname`, if any (vm-pids-budget.ts PidsBudgetProbe.refusal). */
+  pidsRefusal?: (hostname: string) => Promise<PaddockError | undefined>;
   /** A fork launched `vm` (metrics, lifecycle events, the expiry timer). */
   onForked: (vm: LiveVm) => void;
 }
@@ -52,6 +54,7 @@ export class VmColdFork {
       table, creator, commits, store: cold.store, agentWait, paths, image, log,
       seedDisk: (h, size, from) => cold.disks.seed(h, size, from),
       remove: deps.remove,
+      pidsRefusal: deps.pidsRefusal,
     });
     this.parts = { commits, forker };
   }

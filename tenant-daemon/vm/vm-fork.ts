@@ -13,7 +13,7 @@
  *   (the source's /etc/ssh/ssh_host_* keys removed, and made anew with `ssh-keygen -A` when
  *   the image has it).
  */
-import { PaddockError } from "../../shared/errors.js";
+import { PaddockError, isPaddockError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { HostGroupConfig } from "../../shared/tenant-config.js";
 import { agentJsonRequest } from "../agent-client/agent-http.js";
@@ -21,8 +21,9 @@ import type { CommitStore } from "../storage/commit-store.js";
 import { parseForkRequest, type ForkFixup, type ForkRequest } from "./commit-request.js";
 import type { VmAgentWait } from "./vm-agent-wait.js";
 import { statusWord, type VmCommits } from "./vm-commit.js";
-import type { VmCreator } from "./vm-create.js";
+import { secretsFailure, type VmCreator } from "./vm-create.js";
 import type { VmPaths } from "./vm-paths.js";
+import { isPidsRefusal } from "./vm-pids-budget.js";
 import { friendlyNameOf } from "./vm-request.js";
 import type { LiveVm, VmTable } from "./vm-table.js";
 
@@ -49,8 +50,17 @@ export interface VmForkerDeps {
   paths: VmPaths;
   /** Make `<disks>/<hostname>.img` a copy of `fromImage` (TenantVmStorage.seed). */
   seedDisk: (hostname: string, sizeBytes: number, fromImage: string) => Promise<void>;
-  /** Delete a VM and its disk (VmService.remove with force). */
-  remove: (hostname: string) => Promise<void>;
+  /**
+   * Delete a VM and its disk (VmService.remove with force); `reason` goes to its `deleted`
+   * event (default `api`): as for a create, `wait_timeout` when its wait timed out or its
+   * secrets could not be delivered, `pids_limit` when the pids budget refused a process.
+   */
+  remove: (hostname: string, reason?: "wait_timeout" | "pids_limit") => Promise<void>;
+  /**
+   * The pids refusal of VM `hostname` if its pids limits refused a process (vm-pids-budget.ts
+   * PidsBudgetProbe.refusal); absent: none is looked for.
+   */
+  pidsRefusal?: (hostname: string) => Promise<PaddockError | undefined>;
   /** The tenant's base image now (config `image`). */
   image: string;
   log: Logger;
@@ -79,8 +89,11 @@ export class VmForker {
    * @throws PaddockError ERR_COMMIT_NOT_FOUND, ERR_HOSTGROUP_NOT_FOUND (the group left the
    *   config), ERR_IMAGE_NOT_FOUND (the tenant's image changed since the commit), the parse's
    *   errors, ERR_LIMIT_EXCEEDED, ERR_VM_NAME_TAKEN, ERR_NETWORK_EXHAUSTED, ERR_STORAGE_OVERCOMMIT,
-   *   ERR_VM_START_FAILED, ERR_VM_WAIT_TIMEOUT (408; the child is deleted); ERR_VM_NOT_RUNNING
-   *   (503) while the daemon stops. Nothing of the child is left on failure.
+   *   ERR_VM_START_FAILED (also when the child's secrets could not be delivered, as for a
+   *   create; ERR_LIMIT_EXCEEDED when the pids budget refused a process meanwhile),
+   *   ERR_VM_WAIT_TIMEOUT (408); ERR_VM_NOT_RUNNING (503) while the daemon stops. Nothing of
+   *   the child is left on failure: a finalisation that fails deletes it (with `wait=none`
+   *   in the background).
    */
   async fork(commitId: string, query: { wait: unknown; timeout: unknown }, body: unknown): Promise<ForkResponseWire> {
     const { table, store, commits, log } = this.deps;
@@ -115,17 +128,19 @@ export class VmForker {
     const hostname = vm.record.hostname;
     log.info("vm forked", { hostname, commitId: commit.commitId, launchMs: Math.round(performance.now() - started) });
     const finalise = this.finalise(vm, req);
+    const discard = (err: unknown): Promise<void> =>
+      this.deps.remove(hostname, cleanupReason(err)).catch((e: unknown) => log.error("cleanup after a failed fork finalisation failed", { hostname, err: e }));
     if (req.wait === "agent") {
       try {
         await finalise;
       } catch (err) {
-        await this.deps.remove(hostname).catch((e: unknown) => log.error("cleanup after a failed fork finalisation failed", { hostname, err: e }));
+        await discard(err);
         throw err;
       }
     } else {
       finalise.catch(async (err: unknown) => {
         log.error("fork finalisation failed; deleting the child", { hostname, err });
-        await this.deps.remove(hostname).catch((e: unknown) => log.error("cleanup after a failed fork finalisation failed", { hostname, err: e }));
+        await discard(err);
       });
     }
     const source = table.vms.get(commit.sourceHostname);
@@ -138,13 +153,17 @@ export class VmForker {
 
   /**
    * Wait for the child's agent and its secret delivery, then run the fix-ups in the guest.
-   * @throws PaddockError ERR_VM_WAIT_TIMEOUT after `req.timeoutMs`, ERR_VM_AGENT_UNAVAILABLE, ERR_EXEC_FAILED
+   * @throws PaddockError ERR_VM_WAIT_TIMEOUT after `req.timeoutMs`, ERR_VM_START_FAILED (or
+   *   ERR_LIMIT_EXCEEDED: vm-create.ts secretsFailure) when its secrets could not be delivered,
+   *   ERR_VM_AGENT_UNAVAILABLE, ERR_EXEC_FAILED
    */
   private async finalise(vm: LiveVm, req: ForkRequest): Promise<void> {
     const hostname = vm.record.hostname;
     const deadline = Date.now() + req.timeoutMs;
     await this.deps.agentWait.waitForAgent(hostname, "agent", req.timeoutMs);
-    await vm.secretsDelivered;
+    const delivery = await vm.secretsDelivered;
+    // Its grants, as for a create (VmService.create): not a fork without them.
+    if (delivery?.delivered === false) throw secretsFailure(hostname, delivery.err, await this.deps.pidsRefusal?.(hostname));
     // One in-guest command for every fix-up asked (one agent round trip).
     const scripts = req.fixups.map((f) => FIXUP_SCRIPTS[f]).filter((x): x is string => x !== undefined);
     if (scripts.length === 0) return;
@@ -158,4 +177,15 @@ export class VmForker {
       throw new PaddockError("ERR_EXEC_FAILED", `fork ${hostname}: fix-ups ${req.fixups.join(", ")} failed (exit ${String(out.exit_code)}): ${String(out.stderr ?? "").slice(0, 300)}`);
     }
   }
+}
+
+/**
+ * The reason of the `deleted` event of a child whose finalisation failed with `err`, as a
+ * create's (docs/slicer-api.md events): `pids_limit` for a pids refusal, `wait_timeout` for a
+ * timeout or secrets not delivered (vm-create.ts secretsFailure: ERR_VM_START_FAILED, which
+ * nothing else of the finalisation throws), else undefined (`api`). Pure.
+ */
+function cleanupReason(err: unknown): "wait_timeout" | "pids_limit" | undefined {
+  if (isPidsRefusal(err)) return "pids_limit";
+  return isPaddockError(err, "ERR_VM_WAIT_TIMEOUT") || isPaddockError(err, "ERR_VM_START_FAILED") ? "wait_timeout" : undefined;
 }

@@ -157,7 +157,8 @@ export class VmService {
     });
     this.coldFork = new VmColdFork({
       table, runtime, creator: this.creator, agentWait, paths, image: config.image, log, cold: deps.cold,
-      remove: async (h) => void (await this.remove(h, { force: true })),
+      remove: async (h, reason) => void (await this.remove(h, { force: true, reason })),
+      pidsRefusal: (h) => pids.refusal(h, { runFailed: false }),
       onForked: (vm) => {
         deps.onEvent?.("launch", vm.record.hostGroup);
         this.lifecycleEvent(vm.record, "created", "api");

@@ -125,7 +125,8 @@ export class VmSuspender {
   /**
    * Bring a suspended VM back (the caller waits for its agent when asked). On failure the VM
    * stays suspended with its image, and what the restore made is released.
-   * @throws PaddockError ERR_VM_UNSUPPORTED; ERR_VM_ALREADY_RUNNING (running or paused);
+   * @throws PaddockError ERR_VM_UNSUPPORTED; ERR_VM_ALREADY_RUNNING (running, or paused: its
+   *   message says to resume it);
    *   ERR_VM_NOT_RUNNING (stopped, not suspended); the network's, storage's and runtime's errors.
    */
   async restore(vm: LiveVm): Promise<void> {
@@ -134,7 +135,8 @@ export class VmSuspender {
     const r = vm.record;
     const h = r.hostname;
     await table.withLock(h, async () => {
-      if (vm.phase === "running" || vm.phase === "paused") throw new PaddockError("ERR_VM_ALREADY_RUNNING", `VM ${h} is already running`);
+      if (vm.phase === "running") throw new PaddockError("ERR_VM_ALREADY_RUNNING", `VM ${h} is already running`);
+      if (vm.phase === "paused") throw new PaddockError("ERR_VM_ALREADY_RUNNING", `VM ${h} is paused, not suspended; thaw it with POST /vm/${h}/resume (CLI: paddock vm resume ${h})`);
       if (vm.phase !== "suspended") throw new PaddockError("ERR_VM_NOT_RUNNING", `VM ${h} is not suspended`);
       const t0 = performance.now();
       vm.phase = "creating";

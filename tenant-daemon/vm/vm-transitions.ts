@@ -87,17 +87,22 @@ export class VmTransitions {
   }
 
   /**
-   * Thaw a paused VM (`POST /vm/{h}/resume`), then push its secrets in the background: changes
-   * made while it was paused reach it now. A no-op (but the secrets push) for a running VM.
+   * Thaw a paused VM (`POST /vm/{h}/resume`), then push its secrets and resolve once they are
+   * delivered: changes made while it was paused reach it now (agent routes wait for the push
+   * too, as after a create: VmService.secretsSettled). A no-op (but the secrets push) for a
+   * running VM.
    * @returns true when the VM was running already.
-   * @throws ERR_VM_NOT_FOUND, ERR_VM_NOT_RUNNING
+   * @throws ERR_VM_NOT_FOUND, ERR_VM_NOT_RUNNING; ERR_VM_START_FAILED when the push failed
+   *   ({@link notDeliveredError}: the VM keeps running, resumed).
    */
   async resume(hostname: string): Promise<boolean> {
     const vm = this.deps.table.live(hostname);
     const was = vm.phase;
     await this.deps.power.resume(vm);
     if (was !== "running") this.events.emit(vm.record, "resumed", "api");
-    void this.deps.secretsSync.request(vm, { agentReady: true });
+    const delivery = (vm.secretsDelivered = this.deps.secretsSync.request(vm, { agentReady: true }));
+    const outcome = await delivery;
+    if (!outcome.delivered) throw notDeliveredError(hostname, "resumed", outcome.err);
     return was === "running";
   }
 
@@ -119,17 +124,20 @@ export class VmTransitions {
 
   /**
    * Restore a suspended VM (`POST /vm/{h}/restore`); with `wait: "agent"`, block until its agent
-   * answers (the VM keeps running when the wait times out). Its secrets are pushed again (changes
-   * made while it was suspended reach it).
+   * answers and its secrets are delivered (the VM keeps running when the wait times out or the
+   * delivery fails). Its secrets are pushed again (changes made while it was suspended reach
+   * it); without `wait` in the background, and agent routes wait for that push as after a
+   * create (VmService.secretsSettled).
    * @throws PaddockError ERR_VM_NOT_FOUND, ERR_VM_UNSUPPORTED (501), ERR_VM_ALREADY_RUNNING,
-   *   ERR_VM_NOT_RUNNING (not suspended), ERR_VM_WAIT_TIMEOUT (408), ERR_RUNTIME_FAILED
+   *   ERR_VM_NOT_RUNNING (not suspended), ERR_VM_WAIT_TIMEOUT (408), ERR_RUNTIME_FAILED;
+   *   with `wait`, ERR_VM_START_FAILED when the push failed ({@link notDeliveredError}).
    */
   async restore(hostname: string, wait: { wait: "agent" | undefined; timeoutMs: number }): Promise<void> {
     const vm = this.deps.table.live(hostname);
     await this.deps.suspender.restore(vm);
     this.events.emit(vm.record, "restored", "api");
     this.events.expiry.kick();
-    vm.secretsDelivered = this.deps.secretsSync.request(vm, { agentReady: false });
+    const delivery = (vm.secretsDelivered = this.deps.secretsSync.request(vm, { agentReady: false }));
     if (wait.wait === undefined) return;
     try {
       await this.deps.agentWait.waitForAgent(hostname, "agent", wait.timeoutMs);
@@ -139,5 +147,23 @@ export class VmTransitions {
       }
       throw err;
     }
+    const outcome = await delivery;
+    if (!outcome.delivered) throw notDeliveredError(hostname, "restored", outcome.err);
   }
+}
+
+/**
+ * 500 ERR_VM_START_FAILED for a resume or restore whose secret push failed (`err`,
+ * vm-secrets-sync.ts SecretsDelivery), as a create answers for its VM (vm-create.ts
+ * secretsFailure), but the VM is not deleted: it existed before the request and keeps running
+ * (`done`: "resumed" or "restored"); the message names the cause and how to push again (a
+ * resume of a running VM pushes its secrets). Pure.
+ */
+export function notDeliveredError(hostname: string, done: "resumed" | "restored", err: unknown): PaddockError {
+  const why = err instanceof Error ? err.message : String(err);
+  return new PaddockError(
+    "ERR_VM_START_FAILED",
+    `VM ${hostname} was ${done} and keeps running, but its secrets could not be delivered: ${why}; push them again with POST /vm/${hostname}/resume (CLI: paddock vm resume ${hostname})`,
+    { cause: err },
+  );
 }

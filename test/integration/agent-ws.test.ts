@@ -1,7 +1,8 @@
 /**
  * The daemon's WebSocket upgrade handler (agent-client/agent-ws.ts) with the real guest agent
  * running as a host process: bearer auth on the upgrade, errors before the upgrade (404, 409,
- * 400, agent 400 relayed), malformed shell frames ⇒ 1002, forward to a loopback listener with
+ * 400, agent 400 relayed), a shell held until the VM's boot-time secret delivery has ended
+ * (as the agent routes hold exec), malformed shell frames ⇒ 1002, forward to a loopback listener with
  * upstream-close ⇒ WebSocket close, and the agent's fs/watch edge cases (one_shot, patterns,
  * chmod vs write, remove, heartbeat-free close on timeout).
  */
@@ -58,6 +59,8 @@ describe("daemon WebSocket endpoints over a real agent (agent-ws)", function () 
   let handler: AgentUpgradeHandler;
   let port = 0;
   const auth = { Authorization: "Bearer s3cret" };
+  /** vm-1's boot-time secret delivery while a test holds it, and what it calls when the handler asks for it. */
+  let held: { settled: Promise<void>; asked: () => void } | undefined;
 
   before(async function () {
     agent = await startTestAgent({ defaultUser: null });
@@ -68,6 +71,11 @@ describe("daemon WebSocket endpoints over a real agent (agent-ws)", function () 
         if (h === "vm-1") return agent.endpoint;
         if (h === "paused-1") throw new PaddockError("ERR_VM_PAUSED", "VM paused");
         throw new PaddockError("ERR_VM_NOT_FOUND", "VM not found");
+      },
+      secretsSettled: (h) => {
+        if (h !== "vm-1" || held === undefined) return undefined;
+        held.asked();
+        return held.settled;
       },
     });
     server = http.createServer((_req, res) => res.end());
@@ -92,6 +100,43 @@ describe("daemon WebSocket endpoints over a real agent (agent-ws)", function () 
     expect(bad.status).to.equal(400);
     expect(JSON.parse(bad.body)).to.include({ code: "ERR_PATH_INVALID" });
     expect((await refusal(port, "/vm/vm-1/forward", { ...auth, "X-Inlets-Upstream": "unix:relative" })).status).to.equal(400);
+  });
+
+  it("opens a shell only once the VM's boot-time secret delivery has ended", async () => {
+    const flag = path.join(agent.dir, "secrets-landed");
+    const probe = path.join(agent.dir, "probe-shell.sh");
+    // The "shell" reads at its start what the delivery writes.
+    writeFileSync(probe, `#!/bin/sh\ncat ${flag} 2>/dev/null || echo missing\necho probe-done\n`, { mode: 0o755 });
+    let land!: () => void;
+    let asked!: () => void;
+    const wasAsked = new Promise<string>((resolve) => (asked = () => resolve("held")));
+    held = { settled: new Promise<void>((resolve) => (land = resolve)), asked };
+    try {
+      // Output is collected from the start: the probe may end before `open` is seen.
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/vm/vm-1/shell?uid=0&shell=${encodeURIComponent(probe)}`, { headers: auth });
+      let output = "";
+      ws.on("message", (d: Buffer) => {
+        if (d[0] === 0x01) output += d.subarray(5).toString("utf8");
+      });
+      const closed = new Promise<void>((resolve) => ws.once("close", () => resolve()));
+      const opening = new Promise<string>((resolve, reject) => {
+        ws.once("open", () => resolve("opened"));
+        ws.once("error", reject);
+      });
+      opening.catch(() => undefined);
+      const first = await Promise.race([wasAsked, opening]);
+      expect(first, "the shell was opened without waiting for the delivery").to.equal("held");
+      writeFileSync(flag, "landed");
+      land();
+      await opening;
+      await closed;
+      expect(output).to.include("landed").and.to.include("probe-done").and.not.include("missing");
+    } finally {
+      land();
+      held = undefined;
+      rmSync(flag, { force: true });
+      rmSync(probe, { force: true });
+    }
   });
 
   it("closes a shell with 1002 on a malformed frame", async () => {

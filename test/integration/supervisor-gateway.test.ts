@@ -16,10 +16,36 @@ import { FAST_RESTART, TestSupervisor, echoDaemonConfig } from "../helpers/super
 import { pidAlive } from "../../shared/proc.js";
 import { acquireTenantIdLock } from "../../shared/tenant-id-lock.js";
 import { run } from "../../shared/exec.js";
+import { cidrContains, cidrOverlaps, formatCidr, parseIpv4, type Cidr } from "../../shared/cidr.js";
+import { listOwnRanges } from "../../shared/nft-cli.js";
 
 /** Apply nft commands (`nft -f -`). */
 async function runNft(text: string): Promise<void> {
   await run("nft", ["-f", "-"], { input: text });
+}
+
+/**
+ * A /20 of 198.19.0.0/16 (picked at random among the free ones) that no tenant table on the host
+ * claims (the tables' `own_ranges`, shared/nft-cli.ts listOwnRanges, which the block allocator
+ * skips) and no interface address lies in, now: the blocks a test asserts must not depend on
+ * what other supervisors and daemons on the host hold of a shared pool (the default
+ * 169.254.0.0/16).
+ * @throws Error when every /20 is taken.
+ */
+async function privatePool(): Promise<Cidr> {
+  const claimed = [...(await listOwnRanges("")).values()].flat();
+  const { stdout } = await run("ip", ["-4", "-o", "addr"]);
+  const addrs = [...stdout.matchAll(/inet (\d+\.\d+\.\d+\.\d+)/g)].map((m) => parseIpv4(m[1] as string) as number);
+  const free = Array.from({ length: 16 }, (_, n): Cidr => ({ base: parseIpv4(`198.19.${n * 16}.0`) as number, prefix: 20 }))
+    .filter((pool) => !claimed.some((c) => cidrOverlaps(pool, c)) && !addrs.some((a) => cidrContains(pool, a)));
+  const pool = free[Math.floor(Math.random() * free.length)];
+  if (pool === undefined) throw new Error("no free /20 in 198.19.0.0/16 for this test's pool");
+  return pool;
+}
+
+/** Block `i` (from 0) of `pool` in /24 blocks, `a.b.c.d/24`. Pure. */
+function block24(pool: Cidr, i: number): string {
+  return formatCidr({ base: pool.base + i * 256, prefix: 24 });
 }
 
 interface Env {
@@ -30,8 +56,9 @@ interface Env {
 }
 
 /** A supervisor (not started) with echo daemons, fast restarts and the metadata address denied. */
-async function makeEnv(restart: Record<string, number> = {}, mode: "in-process" | "child" = "in-process"): Promise<Env> {
-  const sup = await TestSupervisor.create({ mode, config: (p) => ({ ...echoDaemonConfig(p), restart: { ...FAST_RESTART, ...restart }, deny: ["169.254.169.254/32"] }) });
+async function makeEnv(restart: Record<string, number> = {}, mode: "in-process" | "child" = "in-process", pool?: Cidr): Promise<Env> {
+  const network = pool === undefined ? {} : { network: { pool: formatCidr(pool), block_prefix: 24 } };
+  const sup = await TestSupervisor.create({ mode, config: (p) => ({ ...echoDaemonConfig(p), restart: { ...FAST_RESTART, ...restart }, deny: ["169.254.169.254/32"], ...network }) });
   const purgeLog = path.join(sup.dir, "purge.log");
   process.env.PDK_FIXTURE_PURGE_LOG = purgeLog;
   return { sup, stateDir: sup.stateDir, runDir: sup.runDir, purgeLog };
@@ -99,9 +126,12 @@ describe("supervisor with echo daemons (integration)", function () {
     let c: Client;
     let a: Awaited<ReturnType<Client["createTenant"]>>;
     let b: Awaited<ReturnType<Client["createTenant"]>>;
+    /** This block's own pool, so the blocks asserted are not another supervisor's to take. */
+    let pool: Cidr;
 
     before(async () => {
-      env = await makeEnv();
+      pool = await privatePool();
+      env = await makeEnv({}, "in-process", pool);
       c = await start(env);
       a = await c.createTenant({ id: "tga", labels: { plan: "pro" } });
       b = await c.createTenant({ id: "tgb", template: "workspace", limits: { max_vms: 5 } });
@@ -110,8 +140,8 @@ describe("supervisor with echo daemons (integration)", function () {
 
     it("gives each tenant its own blocks, socket and a pdk_ token shown once", async () => {
       expect(a.token).to.match(/^pdk_/);
-      expect(a.ranges.map((r) => r.cidr)).to.deep.equal(["169.254.0.0/22"]);
-      expect(b.ranges.map((r) => r.cidr)).to.deep.equal(["169.254.4.0/22", "169.254.8.0/22"]);
+      expect(a.ranges.map((r) => r.cidr)).to.deep.equal([block24(pool, 0)]);
+      expect(b.ranges.map((r) => r.cidr)).to.deep.equal([block24(pool, 1), block24(pool, 2)]);
       const got = await c.admin("GET", "/tenants/tga");
       expect(got.text).to.not.include(a.token);
       expect(got.json).to.deep.include({ status: "active" });
@@ -317,17 +347,17 @@ describe("supervisor with echo daemons (integration)", function () {
     });
 
     it("a new tenant's block skips the range of a tenant table outside the registry (a standalone daemon's)", async () => {
-      // The next free block is 169.254.12.0/22 (tga, tgb hold 0-11): a foreign table claims it.
+      // The next free block is the pool's fourth (tga, tgb hold the first three): a foreign table claims it.
       const table = `paddock-pdkgw${process.pid}`;
-      await runNft(`add table inet ${table}\nadd set inet ${table} own_ranges { type ipv4_addr; flags interval; }\nadd element inet ${table} own_ranges { 169.254.12.0/22 }\n`);
+      await runNft(`add table inet ${table}\nadd set inet ${table} own_ranges { type ipv4_addr; flags interval; }\nadd element inet ${table} own_ranges { ${block24(pool, 3)} }\n`);
       try {
         const t = await c.createTenant({ id: "tgr" });
-        expect(t.ranges.map((r) => r.cidr)).to.deep.equal(["169.254.16.0/22"]);
+        expect(t.ranges.map((r) => r.cidr)).to.deep.equal([block24(pool, 4)]);
         expect((await c.admin("DELETE", "/tenants/tgr")).status).to.equal(204);
         // Control: without the table the same block is handed out.
         await runNft(`delete table inet ${table}\n`);
         const u = await c.createTenant({ id: "tgs" });
-        expect(u.ranges.map((r) => r.cidr)).to.deep.equal(["169.254.12.0/22"]);
+        expect(u.ranges.map((r) => r.cidr)).to.deep.equal([block24(pool, 3)]);
         expect((await c.admin("DELETE", "/tenants/tgs")).status).to.equal(204);
       } finally {
         await runNft(`delete table inet ${table}\n`).catch(() => undefined);

@@ -1,8 +1,8 @@
 /**
  * `paddock vm shutdown` and `paddock vm exec` (cli/vm-lifecycle-commands.ts, cli/vm-exec-command.ts)
  * against a fake tenant API on loopback: what the CLI says became of a VM after a shutdown (asked
- * of the API, not guessed), what a pause, resume or suspend that found the VM in that state
- * says, and how an exec stream cut by the gateway ends.
+ * of the API, not guessed), what a pause, resume, suspend or restore that found the VM in that
+ * state says, and how an exec stream cut by the gateway ends.
  */
 import { expect } from "chai";
 import http from "node:http";
@@ -86,6 +86,38 @@ describe("paddock vm pause|resume|suspend of a VM already in that state (cli/vm-
         expect(await runCli(["vm", verb, "sbox-1"], c.ctx), c.err.text()).to.equal(0);
         expect(c.out.text()).to.equal(`sbox-1 ${past}\n`);
       }
+    } finally {
+      await api.close();
+    }
+  });
+});
+
+describe("paddock vm restore of a running or paused VM (cli/vm-commit-commands.ts vmRestore)", () => {
+  it("a running VM (409 ERR_VM_ALREADY_RUNNING, GET says Running) is a no-op, exit 0; a paused one stays an error, exit 4", async () => {
+    const paused = "VM pau-1 is paused, not suspended; thaw it with POST /vm/pau-1/resume (CLI: paddock vm resume pau-1)";
+    const status = new Map([["run-1", "Running"], ["pau-1", "Paused"], ["sus-1", "Suspended"]]);
+    const asked: string[] = [];
+    const api = await fakeApi((req, res) => {
+      asked.push(`${req.method ?? ""} ${req.url ?? ""}`);
+      const [, , h = "", verb] = (req.url ?? "").split("?")[0]?.split("/") ?? [];
+      if (req.method === "GET") return json(res, 200, { hostname: h, status: status.get(h) });
+      // The daemon's answers (tenant-daemon/vm/vm-suspend.ts restore).
+      if (verb === "restore" && h === "run-1") return json(res, 409, { error: "VM run-1 is already running", code: "ERR_VM_ALREADY_RUNNING" });
+      if (verb === "restore" && h === "pau-1") return json(res, 409, { error: paused, code: "ERR_VM_ALREADY_RUNNING" });
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.end("OK");
+    });
+    try {
+      const run = fakeCliContext(api.env);
+      expect(await runCli(["vm", "restore", "run-1", "--wait", "agent"], run.ctx), run.err.text()).to.equal(0);
+      expect(run.out.text()).to.equal("run-1 is already running; nothing done\n");
+      const pau = fakeCliContext(api.env);
+      expect(await runCli(["vm", "restore", "pau-1"], pau.ctx)).to.equal(4);
+      expect(pau.err.text()).to.equal(`paddock: error: ${paused} (ERR_VM_ALREADY_RUNNING, HTTP 409)\n`);
+      const sus = fakeCliContext(api.env);
+      expect(await runCli(["vm", "restore", "sus-1"], sus.ctx), sus.err.text()).to.equal(0);
+      expect(sus.out.text()).to.equal("sus-1 restored\n");
+      expect(asked).to.deep.equal(["POST /vm/run-1/restore?wait=agent", "GET /vm/run-1", "POST /vm/pau-1/restore", "GET /vm/pau-1", "POST /vm/sus-1/restore"]);
     } finally {
       await api.close();
     }

@@ -6,10 +6,16 @@
  * - a create without `wait` handed a warm VM still booting answers once its sandbox runs, as a
  *   cold create does, not after the VM's whole boot; the VM then gets its secrets and its
  *   `ready` when its agent answers;
+ * - the refill boots the next warm VM once one still booting is handed out, not after that VM's
+ *   boot (a tenant pausing it held the pool empty for the boot's 60 s bound);
  * - a create never answers 201 for a warm VM whose secrets could not be delivered at hand-out:
  *   that VM is deleted and a new one booted;
  * - a cold create with `wait=agent` whose secrets could not be delivered fails and the VM is
- *   deleted (event `deleted`, reason `wait_timeout`), instead of answering 201 without them.
+ *   deleted (event `deleted`, reason `wait_timeout`), instead of answering 201 without them;
+ * - a fork (over a scripted commit store) whose secrets could not be delivered fails as such a
+ *   create does and leaves no child (`wait=agent`: before the answer; `wait=none`: after it);
+ * - a resume, and a restore with `wait=agent` (a runtime with scripted suspend/restore), whose
+ *   secret push failed answer ERR_VM_START_FAILED naming it, with the VM left running.
  * The real boots are test/privileged/warm-pool.test.ts and secrets-sync.test.ts.
  */
 import { expect } from "chai";
@@ -24,12 +30,15 @@ import type { AgentEndpoint } from "../../tenant-daemon/agent-client/agent-endpo
 import { EventLog } from "../../tenant-daemon/events/event-log.js";
 import type { TenantNetwork } from "../../tenant-daemon/network/network.js";
 import type { RuntimeDriver, VmRuntimeSpec } from "../../tenant-daemon/runtime/driver.js";
+import type { CommitRecord, CommitStore } from "../../tenant-daemon/storage/commit-store.js";
+import type { ColdForkStorage } from "../../tenant-daemon/vm/vm-cold-fork.js";
 import type { VmNamespaces } from "../../tenant-daemon/runtime/vm-namespaces.js";
 import type { CreateVmRequest } from "../../tenant-daemon/vm/vm-request.js";
 import { VmService, type AgentPort, type VmStorage } from "../../tenant-daemon/vm/vm-service.js";
 import type { DaemonState } from "../../tenant-daemon/vm/vm-types.js";
 
 const MiB = 2 ** 20;
+const COMMIT_ID = "cmt-00000000000000aa";
 const REQ: CreateVmRequest = { cpus: 1, ramBytes: 256 * MiB, persistent: false, tags: [], userdata: undefined, secrets: undefined, network: undefined, ip: undefined };
 
 /** What a test scripts: which VMs' agents answer, and which VMs' secret pushes fail. */
@@ -61,6 +70,16 @@ async function fixture(warmPool: number) {
     },
     list: async () => [...running],
     update: async () => undefined,
+    pause: async () => undefined,
+    resume: async () => undefined,
+    suspend: async (id: string) => {
+      running.delete(id);
+      return { imageBytes: 1 };
+    },
+    restore: async (id: string) => {
+      running.add(id);
+      return { status: "running", pid: process.pid };
+    },
   } as unknown as RuntimeDriver;
   const storage: VmStorage = {
     prepare: async () => undefined,
@@ -90,7 +109,24 @@ async function fixture(warmPool: number) {
   const namespaces = { range: { uidStart: 0, size: 65536 }, usernsPath: (h: string) => path.join(dir, "userns", h), remove: async () => undefined, sweep: async () => undefined } as unknown as VmNamespaces;
   const store = new JsonStateStore<DaemonState>({ file: path.join(dir, "state.json"), schemaVersion: 1, initial: () => ({ schemaVersion: 1, tenantId: "t1", counters: {}, vms: {} }) });
   const events = new EventLog();
-  const svc = new VmService({ config, store, runtime, storage, network, agent, namespaces, logger: process.env.PDK_TEST_LOG ? createLogger({ stream: process.stderr, level: "debug" }) : silentLogger, events, reapIntervalMs: 3_600_000 });
+  // One commit of g over the tenant's image; a fork's disk seed does nothing.
+  const commit: CommitRecord = {
+    schemaVersion: 1, commitId: COMMIT_ID, sourceHostname: "g-99", sourceHostGroup: "g", createdAt: "2026-01-01T00:00:00Z", mode: "disk", tags: [], labels: {},
+    cacheKey: "", image: config.image, storageSizeBytes: 2 ** 30, allocatedBytes: 0, source: { cpus: 1, ramBytes: 256 * MiB, tags: [], secrets: undefined, network: undefined },
+  };
+  const commits = {
+    load: async () => undefined,
+    purge: async () => undefined,
+    totalBytes: () => 0,
+    list: () => [commit],
+    get: (id: string) => {
+      if (id !== COMMIT_ID) throw new Error(`no commit ${id}`);
+      return commit;
+    },
+    imagePath: () => path.join(dir, "commit.img"),
+  } as unknown as CommitStore;
+  const cold: ColdForkStorage = { store: commits, disks: { paths: (h) => ({ diskPath: path.join(dir, `${h}.img`), diskDir: dir }), seed: async () => undefined } };
+  const svc = new VmService({ config, store, runtime, storage, network, agent, namespaces, logger: process.env.PDK_TEST_LOG ? createLogger({ stream: process.stderr, level: "debug" }) : silentLogger, events, reapIntervalMs: 3_600_000, cold });
   const seen = (type: string, hostname: string): string[] => events.since(0).events.filter((e) => e.type === type && "hostname" in e && e.hostname === hostname).map((e) => (e as { reason: string }).reason);
   return {
     svc, script, seen,
@@ -144,6 +180,27 @@ describe("VmService create: warm hand-out and secrets", function () {
     }
   });
 
+  it("refills the pool once a warm VM still booting is handed out, whatever becomes of that VM's boot", async () => {
+    const f = await fixture(1);
+    try {
+      await f.svc.start();
+      await until(() => f.svc.warmCounts().g?.booting === 1, 5_000, "a warm VM booting");
+      const answer = await f.svc.create("g", REQ);
+      expect(answer.hostname).to.equal("g-1");
+      // Its new owner pauses it: its agent never answers (here: it stays down).
+      await f.svc.transitions.pause("g-1");
+      // The refill used to wait for g-1's agent (60 s) before booting g-2.
+      await until(() => f.svc.warmCounts().g?.booting === 1, 3_000, "the next warm VM booting while g-1 is paused");
+      f.script.agentUp.add("g-2");
+      await until(() => f.svc.warmCounts().g?.ready === 1, 3_000, "the next warm VM ready");
+      const next = await f.svc.create("g", REQ, { wait: "agent", timeoutMs: 5_000 });
+      expect(next.hostname, "handed the new warm VM").to.equal("g-2");
+      expect(f.seen("created", "g-2")).to.deep.equal(["warm_pool"]);
+    } finally {
+      await f.cleanup();
+    }
+  });
+
   it("deletes a warm VM whose secrets fail at hand-out and boots a new one instead of answering 201 without them", async () => {
     const f = await fixture(1);
     try {
@@ -173,6 +230,79 @@ describe("VmService create: warm hand-out and secrets", function () {
       expect(err?.message).to.contain("secrets of VM g-1 could not be delivered");
       expect(f.svc.list({ kind: "none" })).to.deep.equal([]);
       expect(f.seen("deleted", "g-1")).to.deep.equal(["wait_timeout"]);
+    } finally {
+      await f.cleanup();
+    }
+  });
+  it("a fork whose secrets fail is deleted and fails as a create does (wait=agent), leaving no child", async () => {
+    const f = await fixture(0);
+    try {
+      f.script.agentUp.add("g-1");
+      f.script.pushFails.add("g-1");
+      await f.svc.start();
+      // Only the fix-up every boot does: no in-guest command, so nothing but the secrets can fail.
+      const err = await f.svc.coldFork.fork(COMMIT_ID, { wait: undefined, timeout: undefined }, { fixups: ["hostname"] }).then(() => undefined, (e: unknown) => e as { code?: string; message?: string });
+      expect(err?.code).to.equal("ERR_VM_START_FAILED");
+      expect(err?.message).to.contain("secrets of VM g-1 could not be delivered");
+      expect(f.script.pushes).to.deep.equal(["g-1"]);
+      expect(f.svc.list({ kind: "none" }), "no forked VM left").to.deep.equal([]);
+      expect(f.seen("deleted", "g-1")).to.deep.equal(["wait_timeout"]);
+    } finally {
+      await f.cleanup();
+    }
+  });
+
+  it("a fork with wait=none whose secrets fail answers at once and its child is deleted after", async () => {
+    const f = await fixture(0);
+    try {
+      f.script.agentUp.add("g-1");
+      f.script.pushFails.add("g-1");
+      await f.svc.start();
+      const out = await f.svc.coldFork.fork(COMMIT_ID, { wait: "none", timeout: undefined }, { fixups: ["hostname"] });
+      expect(out.hostname).to.equal("g-1");
+      await until(() => f.seen("deleted", "g-1").length === 1, 3_000, "the child deleted");
+      expect(f.seen("deleted", "g-1")).to.deep.equal(["wait_timeout"]);
+      expect(f.svc.list({ kind: "none" })).to.deep.equal([]);
+    } finally {
+      await f.cleanup();
+    }
+  });
+
+  it("a resume whose secret push fails answers ERR_VM_START_FAILED naming it; the VM stays running", async () => {
+    const f = await fixture(0);
+    try {
+      f.script.agentUp.add("g-1");
+      await f.svc.start();
+      await f.svc.create("g", REQ, { wait: "agent", timeoutMs: 5_000 });
+      await f.svc.transitions.pause("g-1");
+      f.script.pushFails.add("g-1");
+      const err = await f.svc.transitions.resume("g-1").then(() => undefined, (e: unknown) => e as { code?: string; message?: string });
+      expect(err?.code).to.equal("ERR_VM_START_FAILED");
+      expect(err?.message).to.contain("VM g-1 was resumed and keeps running, but its secrets could not be delivered");
+      expect(f.svc.status("g-1")).to.equal("Running");
+      expect(f.seen("deleted", "g-1")).to.deep.equal([]);
+      // Pushed again by a resume of the running VM (what the message advises).
+      f.script.pushFails.delete("g-1");
+      expect(await f.svc.transitions.resume("g-1")).to.equal(true);
+    } finally {
+      await f.cleanup();
+    }
+  });
+
+  it("a restore with wait=agent whose secret push fails answers ERR_VM_START_FAILED naming it; the VM stays running", async () => {
+    const f = await fixture(0);
+    try {
+      f.script.agentUp.add("g-1");
+      await f.svc.start();
+      await f.svc.create("g", { ...REQ, persistent: true }, { wait: "agent", timeoutMs: 5_000 });
+      await f.svc.transitions.suspend("g-1");
+      f.script.pushFails.add("g-1");
+      const err = await f.svc.transitions.restore("g-1", { wait: "agent", timeoutMs: 5_000 }).then(() => undefined, (e: unknown) => e as { code?: string; message?: string });
+      expect(err?.code).to.equal("ERR_VM_START_FAILED");
+      expect(err?.message).to.contain("VM g-1 was restored and keeps running, but its secrets could not be delivered");
+      expect(f.svc.status("g-1")).to.equal("Running");
+      expect(f.seen("restored", "g-1")).to.deep.equal(["api"]);
+      expect(f.seen("deleted", "g-1")).to.deep.equal([]);
     } finally {
       await f.cleanup();
     }
