@@ -24,7 +24,12 @@
  *    command runner, tenant-daemon/vm/spawn-server.ts).
  *
  * `dist/toolbox/` is all a VM sees of the host besides node and tini: it is bound read-only at
- * `/.paddock/app` (tenant-daemon/runtime/oci-spec.ts), never the project tree.
+ * `/.paddock/app` (tenant-daemon/runtime/oci-spec.ts), never the project tree. Running VMs see
+ * that directory itself, so a rebuild never empties or half-writes it: the toolbox is built in
+ * `dist/toolbox.next/` and each file then renamed over its old self (rename(2) replaces a name
+ * in one step; a VM's open file keeps its old inode), files the new build lacks left in place
+ * for the VMs that started with them. The helpers of `dist/bin/` are compiled to a temporary
+ * name and renamed the same way: a daemon runs them from disk at each use.
  *
  *   node dist/scripts/build-agent-bundle.js
  */
@@ -37,6 +42,7 @@ import { build } from "esbuild";
 import { CODE_CACHE_SUFFIX, runCommonJsFile } from "../shared/cjs-code-cache.js";
 import { run } from "../shared/exec.js";
 import { CJS_BUNDLE_OPTIONS, assertRunnableBundle } from "./lib/cjs-bundle.js";
+import { installOver } from "./lib/install-over.js";
 import { sleep } from "../shared/time.js";
 import { AGENT_BUNDLE_FILE } from "../tenant-daemon/agent/loader.js";
 import { GUEST_AGENT_ENTRY, GUEST_NODE_PATH } from "../tenant-daemon/runtime/oci-spec.js";
@@ -44,7 +50,9 @@ import { GUEST_AGENT_ENTRY, GUEST_NODE_PATH } from "../tenant-daemon/runtime/oci
 const self = fileURLToPath(import.meta.url);
 const root = path.resolve(path.dirname(self), "../..");
 const agentDir = path.join(root, "dist/tenant-daemon/agent");
-const toolboxDir = path.join(root, "dist/toolbox");
+const liveToolboxDir = path.join(root, "dist/toolbox");
+/** Where the toolbox is built before its files replace the live ones. */
+const toolboxDir = path.join(root, "dist/toolbox.next");
 const binDir = path.join(root, "dist/bin");
 const bundle = path.join(toolboxDir, AGENT_BUNDLE_FILE);
 
@@ -91,15 +99,16 @@ await run("cc", ["-O2", "-Wall", "-Wextra", "-Werror", "-static", "-o", path.joi
   errorCode: "ERR_INTERNAL",
 });
 
+await installOver(toolboxDir, liveToolboxDir);
+await fs.rm(toolboxDir, { recursive: true, force: true });
+
 await fs.mkdir(binDir, { recursive: true, mode: 0o755 });
-await run("cc", ["-O2", "-Wall", "-Wextra", "-Werror", "-o", path.join(binDir, "paddock-nsutil"), path.join(root, "tenant-daemon/runtime/native/paddock-nsutil.c")], {
-  timeoutMs: 120_000,
-  errorCode: "ERR_INTERNAL",
-});
-await run("cc", ["-O2", "-Wall", "-Wextra", "-Werror", "-o", path.join(binDir, "paddock-spawnd"), path.join(root, "tenant-daemon/vm/native/paddock-spawnd.c")], {
-  timeoutMs: 120_000,
-  errorCode: "ERR_INTERNAL",
-});
+for (const [name, source] of [["paddock-nsutil", "tenant-daemon/runtime/native/paddock-nsutil.c"], ["paddock-spawnd", "tenant-daemon/vm/native/paddock-spawnd.c"]] as const) {
+  const tmp = path.join(binDir, `.${name}.tmp-${process.pid}`);
+  await run("cc", ["-O2", "-Wall", "-Wextra", "-Werror", "-o", tmp, path.join(root, source)], { timeoutMs: 120_000, errorCode: "ERR_INTERNAL" });
+  await fs.rename(tmp, path.join(binDir, name));
+}
+
 
 /**
  * (The `--write-cache` child.) Start the agent from {@link bundle} in this process on a Unix
