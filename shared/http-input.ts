@@ -4,6 +4,7 @@
  * `decodeURIComponent` deep in a router; and the answer to a request Node's parser refused.
  */
 import { STATUS_CODES } from "node:http";
+import type { Duplex } from "node:stream";
 import { PaddockError, errorResponse } from "./errors.js";
 
 /**
@@ -51,4 +52,34 @@ export function clientErrorReply(err: NodeJS.ErrnoException, extraHeaders: Recor
 export function httpJsonAnswer(status: number, body: string, headers: Record<string, string> = {}): string {
   const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
   return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${extra}\r\n${body}`;
+}
+
+/**
+ * How long a socket ended by {@link endAndClose} may stay open for its client to read the
+ * answer and close, ms.
+ */
+export const END_AND_CLOSE_LINGER_MS = 2_000;
+
+/**
+ * Write `answer` (a whole HTTP/1.1 answer with `connection: close`) on a raw socket that
+ * carries no ServerResponse (a request Node's parser refused, a refused upgrade) and close it:
+ * the socket is ended, then destroyed when it closes no later than `lingerMs` (default
+ * {@link END_AND_CLOSE_LINGER_MS}) after. `socket.end()` alone half-closes and waits for the
+ * client's own end: HTTP servers are `allowHalfOpen` (https://nodejs.org/api/net.html#netcreateserveroptions-connectionlistener)
+ * and an upgraded or refused socket has no server timeout left, so a client that never read
+ * nor closed held the socket and its descriptor for as long as it liked (one token-less client
+ * held every socket of the gateway's budget: test/security/hostile-gateway-linger.test.ts).
+ * The linger (not an immediate destroy) lets a client that sent more than was read still get
+ * the answer before the kernel's reset. A socket already unwritable is destroyed at once.
+ */
+export function endAndClose(socket: Duplex, answer: string, lingerMs = END_AND_CLOSE_LINGER_MS): void {
+  if (socket.destroyed) return;
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const timer = setTimeout(() => socket.destroy(), lingerMs);
+  timer.unref();
+  socket.once("close", () => clearTimeout(timer));
+  socket.end(answer);
 }

@@ -11,7 +11,7 @@ import { randomUUID } from "node:crypto";
 import httpProxy from "http-proxy";
 import { PaddockError, errorResponse } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
-import { httpJsonAnswer } from "../shared/http-input.js";
+import { endAndClose, httpJsonAnswer } from "../shared/http-input.js";
 import type { GatewayAdmission } from "./gateway-admission.js";
 import type { SupervisorMetrics } from "./metrics.js";
 import { STRIPPED_HEADERS } from "./gateway-forward.js";
@@ -22,10 +22,11 @@ import type { PreviewGateway } from "./preview/preview-gateway.js";
 
 /**
  * Write a whole HTTP/1.1 answer with a serialised JSON `body` (and `headers`) on a raw client
- * socket, then close it: for upgrades, which have no ServerResponse.
+ * socket, then close it (even when the client never reads nor closes, endAndClose): for
+ * upgrades, which have no ServerResponse.
  */
 function endSocketWithJson(socket: Duplex, status: number, body: string, headers: Record<string, string>): void {
-  socket.end(httpJsonAnswer(status, body, headers));
+  endAndClose(socket, httpJsonAnswer(status, body, headers));
 }
 
 /** Rewrite the headers forwarded upstream on a WebSocket upgrade (http-proxy copies req.headers). */
@@ -144,7 +145,7 @@ export function handleUpgrade(deps: UpgradeDeps, req: http.IncomingMessage, sock
   if (pv) metrics.observePreview(r.tenantId ?? "-", pv.addr?.form ?? "-", pv.auth ?? "none", r.ok ? 101 : r.status);
   if (pv?.answer && !pv.r.ok) {
     // The path form's trailing-slash redirect: nothing to upgrade yet.
-    socket.end(`HTTP/1.1 ${pv.answer.status} Permanent Redirect\r\nLocation: ${pv.answer.headers.location ?? "/"}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+    endAndClose(socket, `HTTP/1.1 ${pv.answer.status} Permanent Redirect\r\nLocation: ${pv.answer.headers.location ?? "/"}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
     return;
   }
   if (!r.ok) {

@@ -35,7 +35,7 @@ import type { Logger } from "../shared/logger.js";
 import { responseCodeLabel, type SupervisorMetrics } from "./metrics.js";
 import type { AuditLog } from "./audit-log.js";
 import { BODY_IDLE_TIMEOUT_MS, boundRequestBodyIdle, requestHasBody } from "../shared/body-idle-timeout.js";
-import { clientErrorReply } from "../shared/http-input.js";
+import { clientErrorReply, endAndClose } from "../shared/http-input.js";
 import type { GatewayAdmission } from "./gateway-admission.js";
 import { routeRequest, type TenantResolver } from "./gateway-route.js";
 import { HttpForwarder, createUpstreamAgent, sendJson } from "./gateway-forward.js";
@@ -135,13 +135,8 @@ export function createGatewayServer(deps: GatewayDeps): http.Server {
   server.keepAliveTimeout = 5_000;
   // Malformed requests never reach a route: answer them here in the same JSON error shape
   // (431 for oversized headers, 408 for headers not received in time, else 400).
-  server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
-    if (!socket.writable) {
-      socket.destroy();
-      return;
-    }
-    socket.end(clientErrorReply(err));
-  });
+  // The socket is closed after the answer even if the client never reads nor closes (endAndClose).
+  server.on("clientError", (err: NodeJS.ErrnoException, socket) => endAndClose(socket, clientErrorReply(err)));
   // Every accepted socket counts against the descriptor budget; past the budget plus half the
   // reserve Node drops new connections unanswered (https://nodejs.org/api/net.html#servermaxconnections),
   // so the process itself never meets EMFILE.

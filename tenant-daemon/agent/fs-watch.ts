@@ -133,9 +133,14 @@ export async function handleFsWatch(ctx: AgentRequest, users: UserDirectory): Pr
   // Events are handled one at a time, in inotify's order: each awaits an lstat, and two in
   // flight could report a file's write before its create.
   let handling: Promise<void> = Promise.resolve();
+  /** Why the helper ended, when it did (before the 200 that is an error answer, not a silence). */
+  let helperEnded: string | undefined;
   const inotify = new Inotify((e) => {
     handling = handling.then(() => onEvent(e)).catch(() => undefined);
-  }, () => close());
+  }, (why) => {
+    helperEnded = why;
+    close();
+  });
   let nextId = 1;
   let delivered = 0;
   const pending = new Map<string, { type: WatchEventType; path: string; timer: NodeJS.Timeout | undefined }>();
@@ -294,7 +299,13 @@ export async function handleFsWatch(ctx: AgentRequest, users: UserDirectory): Pr
     close();
     throw err;
   }
-  if (closed) return;
+  if (closed) {
+    // The helper ended during the set-up (inotify_init1 failed: no instance left for this
+    // user, here or in a user namespace above, inotify(7); or it was killed): answer, or the
+    // request would wait for as long as its client (close() ends only a started answer).
+    if (helperEnded !== undefined && !res.headersSent && !res.destroyed) throw new PaddockError("ERR_WATCH_FAILED", `filesystem watch could not start: ${helperEnded}`);
+    return;
+  }
   res.writeHead(200, { "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no" });
   res.flushHeaders();
   res.on("error", () => undefined);

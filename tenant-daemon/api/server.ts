@@ -35,7 +35,7 @@ import { createProxyHandlers } from "./proxy-routes.js";
 import { createPlainUpgradeHandlers } from "./ws-upgrade.js";
 import { createPreviewProxy, type PreviewProxy } from "./preview-routes.js";
 import { BODY_IDLE_TIMEOUT_MS, boundRequestBodyIdle } from "../../shared/body-idle-timeout.js";
-import { clientErrorReply, httpJsonAnswer, requestTargetProblem } from "../../shared/http-input.js";
+import { clientErrorReply, endAndClose, httpJsonAnswer, requestTargetProblem } from "../../shared/http-input.js";
 import { assertListenFree as assertFree, listenHttp } from "../../shared/http/listen.js";
 
 /** What the API server is built from. */
@@ -134,10 +134,7 @@ export async function listenApi(app: ApiListener, config: TenantConfig, opts: { 
   server.headersTimeout = 60_000;
   server.keepAliveTimeout = 5_000;
   // Malformed requests never reach the listener: the same JSON error shape, with a code.
-  server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
-    if (socket.writable) socket.end(clientErrorReply(err));
-    else socket.destroy();
-  });
+  server.on("clientError", (err: NodeJS.ErrnoException, socket) => endAndClose(socket, clientErrorReply(err)));
   await listenHttp(server, config.api, 0o660);
   return server;
 }
@@ -152,6 +149,6 @@ export function attachUpgradeHandler(server: http.Server, handler: (req: http.In
     const bad = requestTargetProblem(req.url);
     if (bad === undefined) return handler(req, socket, head);
     socket.on("error", () => undefined);
-    socket.end(httpJsonAnswer(400, JSON.stringify({ error: bad, code: "ERR_URL_MALFORMED" })));
+    endAndClose(socket, httpJsonAnswer(400, JSON.stringify({ error: bad, code: "ERR_URL_MALFORMED" })));
   });
 }
