@@ -235,9 +235,13 @@ export class VmIdle {
   /**
    * A client paused or suspended VM `vm` explicitly: if the idle rule had done it, it is the
    * client's now (requests no longer wake it).
+   * @returns the idle action the VM was under (`pause`: it was idle-paused; `suspend`:
+   *   idle-suspended), undefined when the idle rule had not paused or suspended it.
    */
-  claim(vm: LiveVm): void {
+  claim(vm: LiveVm): "pause" | "suspend" | undefined {
+    const was = this.idled(vm) ? vm.record.idle?.action : undefined;
     this.clearMark(vm.record);
+    return was;
   }
 
   /**

@@ -124,8 +124,9 @@ describe("idle scheduler (vm-idle.ts)", () => {
     expect(l.vm.phase).to.equal("running");
     for (const e of ends) e();
     await idled(l);
-    // The client pauses it (VmService.pause claims it): requests no longer wake it.
-    l.idle.claim(l.vm);
+    // The client pauses it (VmService.pause claims it, and says it was idle-paused): requests no longer wake it.
+    expect(l.idle.claim(l.vm)).to.equal("pause");
+    expect(l.idle.claim(l.vm), "claimed already: not idle-paused").to.equal(undefined);
     await l.idle.wake("sbox-1");
     expect(l.vm.phase).to.equal("paused");
     expect(l.calls.filter((c) => c === "resume")).to.have.length(1);
