@@ -17,7 +17,8 @@ import { SseParser, type SseMessage } from "../shared/events/sse-parser.js";
 export const EVENTS_HELP = `usage: paddock events [--since-id N]
 
 Print the tenant's VM lifecycle events as NDJSON (one JSON object per line: id, type, hostname,
-hostgroup, reason, time, and per type deadline/action/oom_kills) and follow until Ctrl-C.
+hostgroup, reason, time, and per type deadline/action/oom_kills, fallback_from/refusal on an idle
+pause that replaced a refused suspend) and follow until Ctrl-C.
 --since-id N starts after event N (what Last-Event-ID does): the events held after it come
 first; when N is older than what the daemon holds a {"type":"reset",…} line comes first.
 Without it, only events from now on. Reconnects with the last id when the stream ends.

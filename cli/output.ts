@@ -29,6 +29,17 @@ export function alreadyLine(subject: string, state: string, outcome = "nothing d
   return `${subject} is already ${state}; ${outcome}\n`;
 }
 
+/**
+ * The line of a `paddock vm pause` or `suspend` whose VM had been paused or suspended by its host
+ * group's idle rule (the daemon's `Paddock-Idle-Claimed` header, shared/slicer/vm-power.ts): it is
+ * the user's now, so requests no longer wake it, and how to undo it (pure).
+ */
+export function idleClaimedLine(hostname: string, action: "pause" | "suspend"): string {
+  return action === "pause"
+    ? `${hostname} was idle-paused; now paused by you: requests no longer wake it (they answer 409 ERR_VM_PAUSED); resume with \`paddock vm resume ${hostname}\`\n`
+    : `${hostname} was idle-suspended; now suspended by you: requests no longer restore it; restore with \`paddock vm restore ${hostname}\`\n`;
+}
+
 /** `key: value` lines with aligned values (pure). */
 export function renderKeyValues(pairs: readonly (readonly [string, string])[]): string {
   const width = Math.max(0, ...pairs.map(([k]) => k.length));

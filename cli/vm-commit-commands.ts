@@ -8,9 +8,9 @@ import { parseFlags, parseIntFlag, parseKeyValues, parseSizeFlag, parseDurationF
 import { readBody, seg, type QueryParams } from "./api-client.js";
 import { ApiError, UsageError, EXIT } from "./cli-errors.js";
 import { writeOut, type CliContext } from "./cli-context.js";
-import { alreadyLine, formatAge, renderJson, renderTable } from "./output.js";
+import { alreadyLine, idleClaimedLine, formatAge, renderJson, renderTable } from "./output.js";
 import { TARGET_FLAGS, clientFor, withVm, type VmNode } from "./vm-common.js";
-import { alreadyState } from "../shared/slicer/vm-power.js";
+import { alreadyState, idleClaimed } from "../shared/slicer/vm-power.js";
 
 /** A commit as `POST /vm/{h}/commit` and `GET /vm/commits` answer (unknown fields kept). */
 export interface CommitWire {
@@ -30,19 +30,20 @@ export interface CommitWire {
 
 /**
  * `paddock vm suspend HOST`: `POST /vm/{h}/suspend` (gVisor tenants); a suspended VM is left as
- * it is and said to be (the daemon's `Paddock-Already` header, shared/slicer/vm-power.ts).
+ * it is and said to be (the daemon's `Paddock-Already` header, shared/slicer/vm-power.ts); one the
+ * idle rule had suspended is said to be the user's now (`Paddock-Idle-Claimed`).
  * @returns the exit code
  */
 export async function vmSuspend(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags(argv, TARGET_FLAGS);
   expectPositionals(positionals, 1, 1, "paddock vm suspend HOST");
   const client = clientFor(ctx, values);
-  const { h, already } = await withVm(client, positionals[0] as string, async (name) => {
+  const { h, already, claimed } = await withVm(client, positionals[0] as string, async (name) => {
     const res = await client.send("POST", `/vm/${seg(name)}/suspend`);
     await readBody(res, 64 * 1024);
-    return { h: name, already: alreadyState(res.headers) };
+    return { h: name, already: alreadyState(res.headers), claimed: idleClaimed(res.headers) };
   });
-  await writeOut(ctx.stdout, already === "suspended" ? alreadyLine(h, already) : `${h} suspended\n`);
+  await writeOut(ctx.stdout, claimed === "suspend" ? idleClaimedLine(h, claimed) : already === "suspended" ? alreadyLine(h, already) : `${h} suspended\n`);
   return EXIT.OK;
 }
 

@@ -6,9 +6,9 @@ import { parseFlags, parseIntFlag, parseSizeFlag, parseDurationFlag, expectPosit
 import { readBody, seg, type ApiClient, type QueryParams } from "./api-client.js";
 import { ApiError, UsageError, EXIT } from "./cli-errors.js";
 import { parseVmTtlMs } from "../shared/time.js";
-import { alreadyState } from "../shared/slicer/vm-power.js";
+import { alreadyState, idleClaimed } from "../shared/slicer/vm-power.js";
 import { writeOut, type CliContext } from "./cli-context.js";
-import { alreadyLine, formatAge, formatBytes, renderJson, renderKeyValues, renderTable, Progress } from "./output.js";
+import { alreadyLine, idleClaimedLine, formatAge, formatBytes, renderJson, renderKeyValues, renderTable, Progress } from "./output.js";
 import { TARGET_FLAGS, clientFor, withVm, type VmNode } from "./vm-common.js";
 import { readLocalFile } from "./local-file.js";
 
@@ -193,7 +193,8 @@ export async function shutdownOutcome(client: ApiClient, hostname: string): Prom
  * `paddock vm shutdown|pause|resume HOST`: POST /vm/{h}/<verb> with no body and a text answer.
  * A shutdown then says what became of the VM ({@link shutdownOutcome}); a pause of a paused VM
  * or a resume of a running one says so (the daemon's `Paddock-Already` header,
- * shared/slicer/vm-power.ts). A pause or resume refused with `ERR_VM_NOT_RUNNING` is printed as
+ * shared/slicer/vm-power.ts); a pause of a VM the idle rule had paused says it is the user's
+ * now, so requests no longer wake it (`Paddock-Idle-Claimed`, {@link idleClaimedLine}). A pause or resume refused with `ERR_VM_NOT_RUNNING` is printed as
  * the daemon wrote it (exit 4): for a suspended or stopped VM its message already names the way
  * back, the route and the CLI command (tenant-daemon/vm/vm-power.ts `vmNotRunningError`), so
  * the CLI adds nothing of its own.
@@ -206,11 +207,15 @@ export async function simpleVerb(ctx: CliContext, argv: string[], verb: "shutdow
   const action = values.action;
   if (action !== undefined && action !== "shutdown" && action !== "reboot") throw new UsageError(`--action takes shutdown or reboot, got ${JSON.stringify(action)}`);
   const client = clientFor(ctx, values);
-  const { done, already } = await withVm(client, positionals[0] as string, async (h) => {
+  const { done, already, claimed } = await withVm(client, positionals[0] as string, async (h) => {
     const res = await client.send("POST", `/vm/${seg(h)}/${verb}`, { query: [["action", action]] });
     await readBody(res, 64 * 1024);
-    return { done: h, already: alreadyState(res.headers) };
+    return { done: h, already: alreadyState(res.headers), claimed: idleClaimed(res.headers) };
   });
+  if (verb === "pause" && claimed === "pause") {
+    await writeOut(ctx.stdout, idleClaimedLine(done, claimed));
+    return EXIT.OK;
+  }
   if (already !== undefined) {
     await writeOut(ctx.stdout, alreadyLine(done, already));
     return EXIT.OK;

@@ -49,4 +49,13 @@ export interface VmEvent {
    * the VM's last event that reported some (this boot's total on the first), ≥ 1.
    */
   oom_kills?: number;
+  /**
+   * On a `paused` event with reason `idle`: the host group's `idle_action` was `suspend`, the
+   * suspend was refused for a reason the guest controls (it holds a TCP socket, which gVisor
+   * cannot checkpoint: ERR_VM_SUSPEND_REFUSED), and the VM was paused instead (a request wakes it
+   * as any idle pause). tenant-daemon/vm/vm-idle.ts.
+   */
+  fallback_from?: "suspend";
+  /** With `fallback_from`: the refusal's message (e.g. `VM dev-2 holds 1 TCP socket(s); …`). */
+  refusal?: string;
 }

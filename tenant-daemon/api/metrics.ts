@@ -98,6 +98,7 @@ export class DaemonMetrics {
   private readonly openConnections: Gauge;
   private readonly sysClassNet: string;
   private readonly idles: Counter<"hostgroup" | "action">;
+  private readonly idleFailures: Counter<"hostgroup" | "action" | "code">;
   private readonly wakes: Counter<"hostgroup" | "action">;
   private readonly wakeSeconds: Histogram<"action">;
 
@@ -125,6 +126,11 @@ export class DaemonMetrics {
     this.openFiles = new Gauge({ name: "slicer_system_open_files", help: "open file descriptors of the daemon process", registers });
     this.openConnections = new Gauge({ name: "slicer_system_open_connections", help: "connections open to the daemon's API server", registers });
     this.idles = new Counter({ name: "paddock_vm_idle_total", help: "VMs paused or suspended by their host group's idle_pause_after, by host group and action (pause, suspend)", labelNames: ["hostgroup", "action"], registers });
+    this.idleFailures = new Counter({
+      name: "paddock_vm_idle_failures_total",
+      help: "idle pauses or suspends that failed, by host group, the action tried and the error code; a suspend the guest refused (ERR_VM_SUSPEND_REFUSED: it holds a TCP socket) is followed by an idle pause, counted in paddock_vm_idle_total{action=\"pause\"}",
+      labelNames: ["hostgroup", "action", "code"], registers,
+    });
     this.wakes = new Counter({ name: "paddock_vm_wakes_total", help: "idled VMs woken by a request, by host group and the idle action undone (pause, suspend)", labelNames: ["hostgroup", "action"], registers });
     this.wakeSeconds = new Histogram({ name: "paddock_vm_wake_seconds", help: "time a request waited for its idled VM to wake (resume; or restore and agent answering), by idle action", labelNames: ["action"], buckets: WAKE_DURATION_BUCKETS_S, registers });
   }
@@ -133,6 +139,7 @@ export class DaemonMetrics {
   idleMetrics(): VmIdleMetrics {
     return {
       idled: (hostgroup, action) => this.idles.inc({ hostgroup, action }),
+      failed: (hostgroup, action, code) => this.idleFailures.inc({ hostgroup, action, code }),
       woke: (hostgroup, action, seconds) => {
         this.wakes.inc({ hostgroup, action });
         this.wakeSeconds.observe({ action }, seconds);

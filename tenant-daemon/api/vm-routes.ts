@@ -6,7 +6,7 @@
  */
 import { promises as fs, createReadStream } from "node:fs";
 import { PaddockError } from "../../shared/errors.js";
-import { ALREADY_HEADER } from "../../shared/slicer/vm-power.js";
+import { ALREADY_HEADER, IDLE_CLAIMED_HEADER } from "../../shared/slicer/vm-power.js";
 import type { TenantConfig } from "../../shared/tenant-config.js";
 import { parseCreateVmRequest, parseTagFilter, parseTagPatch, parseWaitQuery } from "../vm/vm-request.js";
 import type { VmService } from "../vm/vm-service.js";
@@ -101,9 +101,12 @@ export function createVmHandlers(deps: VmRouteDeps): RouteHandlers["vm"] {
       res.status(200).json(await vms.transitions.relaunch(param(req, "hostname")));
     },
     // A no-op (the VM was in that state already) answers the same `OK` (the Slicer wire format)
-    // with a header saying so: `Paddock-Already: paused|running|suspended` (docs/slicer-api.md).
+    // with a header saying so: `Paddock-Already: paused|running|suspended` (docs/slicer-api.md);
+    // a pause or suspend that took the VM over from the idle rule adds `Paddock-Idle-Claimed`.
     pause: async (req, res) => {
-      if (await vms.transitions.pause(param(req, "hostname"))) res.setHeader(ALREADY_HEADER, "paused");
+      const r = await vms.transitions.pause(param(req, "hostname"));
+      if (r.alreadyPaused) res.setHeader(ALREADY_HEADER, "paused");
+      if (r.idleClaimed) res.setHeader(IDLE_CLAIMED_HEADER, "pause");
       res.status(200).type("text/plain").send("OK");
     },
     resume: async (req, res) => {
@@ -111,7 +114,9 @@ export function createVmHandlers(deps: VmRouteDeps): RouteHandlers["vm"] {
       res.status(200).type("text/plain").send("OK");
     },
     suspend: async (req, res) => {
-      if ((await vms.transitions.suspend(param(req, "hostname"))).alreadySuspended) res.setHeader(ALREADY_HEADER, "suspended");
+      const r = await vms.transitions.suspend(param(req, "hostname"));
+      if (r.alreadySuspended) res.setHeader(ALREADY_HEADER, "suspended");
+      if (r.idleClaimed) res.setHeader(IDLE_CLAIMED_HEADER, "suspend");
       res.status(200).type("text/plain").send("OK");
     },
     restore: async (req, res) => {

@@ -20,21 +20,31 @@
  *   it (the client asked for it; they answer 409 as before). Any transition by someone else
  *   (resume, restore, stop, exit, …) clears the mark; so do an explicit pause or suspend of an
  *   idled VM ({@link VmIdle.claim}).
+ * - `idle_action: suspend` that the guest refuses (ERR_VM_SUSPEND_REFUSED: it holds a TCP
+ *   socket, which gVisor cannot checkpoint: tenant-daemon/runtime/runsc-checkpoint.ts) falls back
+ *   to the idle pause, once per idle period: event `paused` reason `idle` with `fallback_from:
+ *   "suspend"` and the refusal, a warn line, `paddock_vm_idle_failures_total{action="suspend"}`
+ *   and `paddock_vm_idle_total{action="pause"}`. The next idle period tries the suspend again
+ *   (the socket may be gone by then). Any other failure leaves the VM running and is retried
+ *   with a doubling delay ({@link idleRetryDelayMs}).
  * - Concurrent requests share one wake. A request arriving while the idle rule is acting waits
  *   for it, then wakes the VM: it never reaches a VM that is being frozen.
  */
 import { existsSync, promises as fs } from "node:fs";
 import path from "node:path";
+import { PaddockError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { GroupIdleConfig } from "../../shared/tenant-config.js";
-import { isVmEvent, type EventLog, type VmEvent, type VmEventReason, type VmEventType } from "../events/event-log.js";
+import { isVmEvent, type EventLog, type VmEvent, type VmEventInput, type VmEventReason, type VmEventType } from "../events/event-log.js";
 import { CGROUP_ROOT } from "../runtime/tenant-cgroup.js";
 import { DeadlineTimer } from "./deadline-timer.js";
 import type { LiveVm, VmTable } from "./vm-table.js";
 import type { VmRecord } from "./vm-types.js";
 
-/** Delay before trying again to idle out a VM whose pause or suspend failed, ms. */
+/** Delay before trying again to idle out a VM whose pause or suspend failed the first time, ms. */
 const RETRY_MS = 30_000;
+/** Longest delay between tries to idle out a VM whose pause or suspend keeps failing, ms. */
+const RETRY_MAX_MS = 30 * 60_000;
 /** How long a wake from suspend waits for the restored VM's agent, ms. */
 const RESTORE_AGENT_WAIT_MS = 60_000;
 
@@ -44,6 +54,11 @@ export interface VmIdleMetrics {
   idled(hostGroup: string, action: "pause" | "suspend"): void;
   /** A VM of `hostGroup` idled out with `action` was woken in `seconds`. */
   woke(hostGroup: string, action: "pause" | "suspend", seconds: number): void;
+  /**
+   * Idling out a VM of `hostGroup` with `action` failed with error code `code` (a PaddockError's
+   * code, else `error`). ERR_VM_SUSPEND_REFUSED on `suspend` is then followed by a pause.
+   */
+  failed(hostGroup: string, action: "pause" | "suspend", code: string): void;
 }
 
 /** What {@link VmIdle} works with (VmService builds it). */
@@ -66,8 +81,8 @@ export interface VmIdleDeps {
   afterWake(vm: LiveVm, action: "pause" | "suspend"): void;
   /** Wait for the VM's agent, ms. @throws PaddockError ERR_VM_WAIT_TIMEOUT */
   waitForAgent(hostname: string, timeoutMs: number): Promise<void>;
-  /** Emit a lifecycle event (VmService.lifecycleEvent). */
-  emit(record: VmRecord, type: VmEventType, reason: VmEventReason): void;
+  /** Emit a lifecycle event (VmLifecycleEvents.emit), with `extra` fields on a fallback pause. */
+  emit(record: VmRecord, type: VmEventType, reason: VmEventReason, extra?: Pick<VmEventInput, "fallback_from" | "refusal">): void;
   /** Save the VM table (record.idle changed). */
   persist(): Promise<void>;
   /** CPU time the VM's cgroup used so far, ns; undefined when unreadable. Default {@link readCgroupCpuNs} of `/paddock/<tenant>/<hostname>`. */
@@ -83,8 +98,27 @@ interface Activity {
   open: number;
   /** CPU time at the start of the current window (with `idle_cpu_threshold`). */
   cpu?: { ns: number; atMs: number };
-  /** Not before this (a failed idle-out waits RETRY_MS), ms. */
+  /** Not before this (a failed idle-out waits {@link idleRetryDelayMs}), ms. */
   retryAtMs?: number;
+  /** Idle-outs of this VM that failed in a row (not counting refusals that fell back to a pause). */
+  failures: number;
+}
+
+/**
+ * Delay before the next try to idle out a VM after `failures` (≥ 1) failed tries in a row, ms:
+ * 30 s, doubling, at most 30 min (a VM whose pause or suspend keeps failing is not retried, nor
+ * logged, every 30 s forever).
+ */
+export function idleRetryDelayMs(failures: number): number {
+  return Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** Math.max(0, Math.min(failures, 20) - 1));
+}
+
+/**
+ * Whether `err` is a suspend refused for a reason the guest controls (ERR_VM_SUSPEND_REFUSED:
+ * it holds TCP sockets, or its TCP tables are too large to read): the idle rule then pauses.
+ */
+export function isGuestRefusal(err: unknown): err is PaddockError {
+  return err instanceof PaddockError && err.code === "ERR_VM_SUSPEND_REFUSED";
 }
 
 /**
@@ -201,9 +235,13 @@ export class VmIdle {
   /**
    * A client paused or suspended VM `vm` explicitly: if the idle rule had done it, it is the
    * client's now (requests no longer wake it).
+   * @returns the idle action the VM was under (`pause`: it was idle-paused; `suspend`:
+   *   idle-suspended), undefined when the idle rule had not paused or suspended it.
    */
-  claim(vm: LiveVm): void {
+  claim(vm: LiveVm): "pause" | "suspend" | undefined {
+    const was = this.idled(vm) ? vm.record.idle?.action : undefined;
     this.clearMark(vm.record);
+    return was;
   }
 
   /**
@@ -223,7 +261,7 @@ export class VmIdle {
   private entry(hostname: string): Activity {
     let a = this.activity.get(hostname);
     if (a === undefined) {
-      a = { lastMs: this.now(), open: 0 };
+      a = { lastMs: this.now(), open: 0, failures: 0 };
       this.activity.set(hostname, a);
     }
     return a;
@@ -265,6 +303,8 @@ export class VmIdle {
     if (policy === undefined) return;
     const a = this.entry(h);
     const decidedAt = a.lastMs;
+    /** What is being tried, for the failure's log line. */
+    let attempt: string = policy.action;
     const p = (async () => {
       if (policy.cpuMilli !== undefined) {
         const ns = await this.deps.cpuNs(h);
@@ -284,22 +324,54 @@ export class VmIdle {
         }
       }
       // A request came while deciding: it is not idle (the request waits for this to end).
-      if (a.open > 0 || a.lastMs !== decidedAt || vm.phase !== "running" || this.deps.table.vms.get(h) !== vm) return;
+      const stillIdle = (): boolean => a.open === 0 && a.lastMs === decidedAt && vm.phase === "running" && this.deps.table.vms.get(h) === vm;
+      if (!stillIdle()) return;
       const idleForMs = this.now() - a.lastMs;
-      if (policy.action === "suspend") await this.deps.suspend(vm);
-      else await this.deps.pause(vm);
-      r.idle = { action: policy.action, at: new Date(this.now()).toISOString() };
+      let refusal: PaddockError | undefined;
+      if (policy.action === "suspend") {
+        try {
+          await this.deps.suspend(vm);
+        } catch (err) {
+          if (!isGuestRefusal(err)) throw err;
+          refusal = err;
+          this.deps.metrics?.failed(r.hostGroup, "suspend", err.code);
+        }
+        if (refusal !== undefined) {
+          // The refusal's check took a while: a request that came meanwhile keeps it running.
+          if (!stillIdle()) {
+            this.deps.log.info("idle suspend refused by the guest; a request came meanwhile, so not paused either", { hostname: h, reason: "idle", code: refusal.code, refusal: refusal.message });
+            return;
+          }
+          attempt = "pause (the fallback of a refused suspend)";
+          await this.deps.pause(vm);
+        }
+      } else {
+        await this.deps.pause(vm);
+      }
+      const action = refusal === undefined ? policy.action : "pause";
+      r.idle = { action, at: new Date(this.now()).toISOString() };
       await this.deps.persist().catch((err: unknown) => this.deps.log.error("saving the idle mark failed", { hostname: h, err }));
-      this.deps.log.info(policy.action === "suspend" ? "vm suspended (idle)" : "vm paused (idle)", { hostname: h, reason: "idle", idleForMs });
-      this.deps.metrics?.idled(r.hostGroup, policy.action);
-      this.deps.emit(r, policy.action === "suspend" ? "suspended" : "paused", "idle");
+      if (refusal !== undefined) {
+        this.deps.log.warn("idle suspend refused by the guest; paused instead (a request wakes it; the next idle period tries the suspend again)", {
+          hostname: h, reason: "idle", idleForMs, idle_action: "suspend", fallback: "pause", code: refusal.code, refusal: refusal.message,
+        });
+      } else {
+        this.deps.log.info(action === "suspend" ? "vm suspended (idle)" : "vm paused (idle)", { hostname: h, reason: "idle", idleForMs });
+      }
+      this.deps.metrics?.idled(r.hostGroup, action);
+      this.deps.emit(r, action === "suspend" ? "suspended" : "paused", "idle", refusal === undefined ? undefined : { fallback_from: "suspend", refusal: refusal.message });
       a.retryAtMs = undefined;
+      a.failures = 0;
     })();
     this.acting.set(h, p.then(() => undefined, () => undefined));
     void p
       .catch((err: unknown) => {
-        this.deps.log.error("idle pause failed; retrying in 30 s", { hostname: h, reason: "idle", err });
-        a.retryAtMs = this.now() + RETRY_MS;
+        a.failures++;
+        const delayMs = idleRetryDelayMs(a.failures);
+        a.retryAtMs = this.now() + delayMs;
+        const code = err instanceof PaddockError ? err.code : "error";
+        this.deps.metrics?.failed(r.hostGroup, attempt.startsWith("pause") ? "pause" : "suspend", code);
+        this.deps.log.error(`idle ${attempt} failed; retrying in ${Math.round(delayMs / 1000)} s`, { hostname: h, reason: "idle", failures: a.failures, code, err });
       })
       .finally(() => {
         this.acting.delete(h);

@@ -65,7 +65,7 @@ export class VmLifecycleEvents {
         this.expiry.kick();
       },
       waitForAgent: (h, timeoutMs) => agentWait.waitForAgent(h, "agent", timeoutMs),
-      emit: (record, type, reason) => this.emit(record, type, reason),
+      emit: (record, type, reason, extra) => this.emit(record, type, reason, extra),
       persist: () => table.persist(),
       cpuNs: (h) => readCgroupCpuNs(`/paddock/${config.paddock.tenantId}/${h}`),
     });
@@ -76,7 +76,7 @@ export class VmLifecycleEvents {
    * event log. Warm-pool VMs are invisible to the API and emit nothing.
    * @throws PaddockError ERR_VM_NOT_FOUND for an unknown hostname.
    */
-  emit(vm: VmRecord | string, type: VmEventType, reason: VmEventReason, extra: Pick<VmEventInput, "deadline" | "action" | "oom_kills"> = {}): void {
+  emit(vm: VmRecord | string, type: VmEventType, reason: VmEventReason, extra: Pick<VmEventInput, "deadline" | "action" | "oom_kills" | "fallback_from" | "refusal"> = {}): void {
     const record = typeof vm === "string" ? this.deps.table.live(vm).record : vm;
     if (record.pooled) return;
     this.deps.events.emit({ type, hostname: record.hostname, hostgroup: record.hostGroup, reason, ...extra });

@@ -74,16 +74,17 @@ export class VmTransitions {
 
   /**
    * Freeze a running VM (`POST /vm/{h}/pause`); a no-op for a paused one.
-   * @returns true when the VM was paused already (nothing was done but claiming an idle pause).
+   * @returns `alreadyPaused`: the VM was paused already (nothing was done but claiming an idle
+   *   pause); `idleClaimed`: it had been paused by its group's idle rule and is the client's now.
    * @throws ERR_VM_NOT_FOUND, ERR_VM_NOT_RUNNING
    */
-  async pause(hostname: string): Promise<boolean> {
+  async pause(hostname: string): Promise<{ alreadyPaused: boolean; idleClaimed: boolean }> {
     const vm = this.deps.table.live(hostname);
     const was = vm.phase;
     await this.deps.power.pause(vm);
-    this.events.idle.claim(vm);
+    const claimed = this.events.idle.claim(vm);
     if (was !== "paused") this.events.emit(vm.record, "paused", "api");
-    return was === "paused";
+    return { alreadyPaused: was === "paused", idleClaimed: claimed === "pause" };
   }
 
   /**
@@ -109,17 +110,18 @@ export class VmTransitions {
   /**
    * Suspend a running VM to disk (`POST /vm/{h}/suspend`): wire status `Suspended`, its memory
    * given back, kept across daemon restarts (vm-suspend.ts). A no-op when already suspended.
-   * @returns the image's size, bytes, and whether the VM was suspended already (nothing done).
+   * @returns the image's size, bytes, whether the VM was suspended already (nothing done), and
+   *   whether it had been suspended by its group's idle rule (`idleClaimed`: the client's now).
    * @throws PaddockError ERR_VM_NOT_FOUND, ERR_VM_UNSUPPORTED (501: runc; names gVisor),
    *   ERR_VM_NOT_RUNNING, ERR_RUNTIME_FAILED
    */
-  async suspend(hostname: string): Promise<{ imageBytes: number; alreadySuspended: boolean }> {
+  async suspend(hostname: string): Promise<{ imageBytes: number; alreadySuspended: boolean; idleClaimed: boolean }> {
     const vm = this.deps.table.live(hostname);
     const already = vm.record.suspended !== undefined;
     const imageBytes = await this.deps.suspender.suspend(vm);
-    this.events.idle.claim(vm);
+    const claimed = this.events.idle.claim(vm);
     if (!already) this.events.emit(vm.record, "suspended", "api");
-    return { imageBytes, alreadySuspended: already };
+    return { imageBytes, alreadySuspended: already, idleClaimed: claimed === "suspend" };
   }
 
   /**

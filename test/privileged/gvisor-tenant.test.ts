@@ -4,7 +4,8 @@
  * (handed out of a warm pool), exec (buffered, streamed with stdin), cp in/out byte-exact, fs, a
  * shell on a guest PTY, secrets (at hand-out and pushed on change), logs, stats, pause/resume, a daemon restart that adopts the persistent VMs (agent
  * channel re-bound, network kept although netstack moved the netns's addresses into the
- * sandbox), a shutdown + relaunch (a new sandbox in a new netns), an idle suspend (`idle_action: suspend`) woken by an exec, and a delete that leaves nothing of the VM behind. Network: a `count: 1` bridge group
+ * sandbox), a shutdown + relaunch (a new sandbox in a new netns), an idle suspend (`idle_action: suspend`) woken by an exec
+ * (and, while the guest listens on TCP, which gVisor cannot checkpoint, an idle pause instead), and a delete that leaves nothing of the VM behind. Network: a `count: 1` bridge group
  * and an isolated group whose policy drops one of two test hosts (198.18.0.0/15, in netns made
  * here): the allowed host answers (positive control), the dropped one times out.
  */
@@ -258,7 +259,7 @@ describeWhenReady(missing, "a gVisor tenant end to end through the Slicer API (p
     expect((await exec(h, "cmd=true&buffered=true")).status).to.equal(200);
   });
 
-  it("idle_action: suspend: an idle VM is suspended to disk (reason idle) and an exec restores it (reason wake) and runs", async () => {
+  it("idle_action: suspend: an idle VM is suspended to disk (reason idle) and an exec restores it (reason wake) and runs; one holding a TCP socket is paused instead (fallback_from suspend) and woken", async () => {
     const events = await SseClient.open({ socketPath: d.socketPath }, "/events");
     try {
       const c = await d.post("/hostgroup/idl/nodes?wait=agent&timeout=120s", {});
@@ -269,6 +270,16 @@ describeWhenReady(missing, "a gVisor tenant end to end through the Slicer API (p
       expect(((await d.get(`/vm/${vm}`)).json as { status: string }).status, "GET does not wake").to.equal("Suspended");
       expect((await sh(vm, "echo back-$((6*7))")).stdout).to.equal("back-42\n");
       await of("restored", "wake");
+      // A dev server's TCP socket: gVisor cannot suspend it, so the idle rule pauses it instead, and an exec wakes it.
+      await sh(vm, "setsid /.paddock/bin/node -e \"require('http').createServer(() => {}).listen(3000, '127.0.0.1')\" >/dev/null 2>&1 </dev/null &");
+      await until("the guest listens on 3000", async () => ((await sh(vm, "grep -qi ':0BB8 ' /proc/net/tcp && echo yes")).stdout === "yes\n" ? true : undefined), 30_000, 200);
+      const fallback = await of("paused", "idle");
+      expect(fallback.json).to.include({ fallback_from: "suspend" });
+      expect(String(fallback.json?.refusal)).to.match(/holds 1 TCP socket/);
+      expect(((await d.get(`/vm/${vm}`)).json as { status: string }).status).to.equal("Paused");
+      expect((await sh(vm, "echo up-$((6*7))")).stdout).to.equal("up-42\n");
+      await of("resumed", "wake");
+      expect((await d.get("/metrics")).text).to.match(/^paddock_vm_idle_failures_total\{hostgroup="idl",action="suspend",code="ERR_VM_SUSPEND_REFUSED"\} [1-9]/m);
       expect((await call(d.socketPath, "DELETE", `/hostgroup/idl/nodes/${vm}`)).status).to.equal(200);
     } finally {
       events.close();

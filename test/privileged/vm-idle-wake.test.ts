@@ -5,7 +5,8 @@
  * paused (GET /vm/{h} `Paused`, SSE `paused` reason `idle`); GET /vm/{h} and /nodes do not wake
  * it; an exec wakes it and returns its output (SSE `resumed` reason `wake`); a shell WebSocket
  * wakes it too and, while open, keeps it awake past the idle time; a VM a client paused with
- * POST /pause is not woken (exec answers 409 ERR_VM_PAUSED as before); the wake metrics count.
+ * POST /pause is not woken (exec answers 409 ERR_VM_PAUSED as before; the pause of an idle-paused
+ * VM answers `Paddock-Idle-Claimed: pause`); the wake metrics count.
  * Config: a bad `idle_pause_after`, and `idle_action: suspend` under runc, are refused with
  * ERR_CONFIG_INVALID and their YAML path.
  */
@@ -165,8 +166,12 @@ describeWhenReady(missingPrerequisites(), "idle pause and wake on request throug
   });
 
   it("a VM paused by POST /pause is not woken by requests: exec answers 409 ERR_VM_PAUSED, as without idle", async () => {
-    // It is idle-paused now: an explicit pause makes the pause the client's.
-    expect((await sup.gw(token, "POST", `/vm/${h}/pause`)).status).to.equal(200);
+    // It is idle-paused now: an explicit pause makes the pause the client's, and says so.
+    await next("paused", "idle", 0);
+    expect(await status()).to.equal("Paused");
+    const claim = await sup.gw(token, "POST", `/vm/${h}/pause`);
+    expect(claim.status).to.equal(200);
+    expect(claim.headers).to.include({ "paddock-already": "paused", "paddock-idle-claimed": "pause" });
     const from = events.events.length;
     const r = await exec("echo no");
     expect(r.status, r.text).to.equal(409);
@@ -175,7 +180,9 @@ describeWhenReady(missingPrerequisites(), "idle pause and wake on request throug
     expect(await status()).to.equal("Paused");
     // The same from running: resume, pause, exec.
     expect((await sup.gw(token, "POST", `/vm/${h}/resume`)).status).to.equal(200);
-    expect((await sup.gw(token, "POST", `/vm/${h}/pause`)).status).to.equal(200);
+    const again = await sup.gw(token, "POST", `/vm/${h}/pause`);
+    expect(again.status).to.equal(200);
+    expect(again.headers, "not idle-paused: no claim header").to.not.have.property("paddock-idle-claimed");
     const r2 = await exec("echo no");
     expect(r2.status, r2.text).to.equal(409);
     expect(events.events.slice(from).filter(mine).map((e) => `${e.event}:${String(e.json?.reason)}`)).to.not.include("resumed:wake");

@@ -124,6 +124,28 @@ describe("paddock vm restore of a running or paused VM (cli/vm-commit-commands.t
   });
 });
 
+describe("paddock vm pause|suspend of a VM its idle rule had paused or suspended (Paddock-Idle-Claimed)", () => {
+  it("says the VM was idle-paused (idle-suspended) and is the user's now: requests no longer wake it, and how to undo it", async () => {
+    const api = await fakeApi((req, res) => {
+      const verb = (req.url ?? "").split("/")[3] ?? "";
+      const state = verb === "pause" ? "paused" : "suspended";
+      res.writeHead(200, { "content-type": "text/plain", "Paddock-Already": state, "Paddock-Idle-Claimed": verb });
+      res.end("OK");
+    });
+    try {
+      const p = fakeCliContext(api.env);
+      expect(await runCli(["vm", "pause", "dev-2"], p.ctx), p.err.text()).to.equal(0);
+      expect(p.out.text()).to.equal("dev-2 was idle-paused; now paused by you: requests no longer wake it (they answer 409 ERR_VM_PAUSED); resume with `paddock vm resume dev-2`\n");
+      const s = fakeCliContext(api.env);
+      expect(await runCli(["vm", "suspend", "dev-2"], s.ctx), s.err.text()).to.equal(0);
+      expect(s.out.text()).to.equal("dev-2 was idle-suspended; now suspended by you: requests no longer restore it; restore with `paddock vm restore dev-2`\n");
+      expect(api.requests).to.deep.equal(["POST /vm/dev-2/pause", "POST /vm/dev-2/suspend"]);
+    } finally {
+      await api.close();
+    }
+  });
+});
+
 describe("paddock vm resume|pause of a suspended or stopped VM (cli/vm-lifecycle-commands.ts simpleVerb)", () => {
   it("prints the daemon's ERR_VM_NOT_RUNNING as it is (exit 4): the daemon's message owns the advice, the CLI adds none and asks nothing more", async () => {
     // The daemon's messages (tenant-daemon/vm/vm-power.ts vmNotRunningError) for a suspended, a stopped and a running VM.

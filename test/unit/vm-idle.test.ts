@@ -4,16 +4,19 @@
  * test/privileged/vm-idle-wake.test.ts runs it on real VMs): an open activity keeps a VM awake;
  * `idle_cpu_threshold` keeps a busy VM awake and lets a quiet one idle out; concurrent wakes share
  * one resume; a request arriving while the VM is being paused waits and then wakes it; a claimed
- * (client) pause is never woken. Also: the CPU reader on this process's own cgroup, and the
+ * (client) pause is never woken; `idle_action: suspend` refused by the guest (ERR_VM_SUSPEND_REFUSED)
+ * falls back to the idle pause once per idle period (event, metric, warn line) and is woken as
+ * one; another suspend failure pauses nothing and backs off. Also: the CPU reader on this process's own cgroup, and the
  * milli-CPU arithmetic.
  */
 import { readFileSync } from "node:fs";
 import { expect } from "chai";
-import { silentLogger } from "../../shared/logger.js";
+import { PaddockError } from "../../shared/errors.js";
+import { silentLogger, type Logger } from "../../shared/logger.js";
 import { JsonStateStore } from "../../shared/state-store.js";
 import { parseTenantConfig, type GroupIdleConfig } from "../../shared/tenant-config.js";
 import { EventLog, isVmEvent, type VmEvent } from "../../tenant-daemon/events/event-log.js";
-import { VmIdle, milliCpus, readCgroupCpuNs } from "../../tenant-daemon/vm/vm-idle.js";
+import { VmIdle, idleRetryDelayMs, milliCpus, readCgroupCpuNs } from "../../tenant-daemon/vm/vm-idle.js";
 import { VmTable, type LiveVm } from "../../tenant-daemon/vm/vm-table.js";
 import type { DaemonState, VmRecord } from "../../tenant-daemon/vm/vm-types.js";
 import { sleepMs, until } from "../helpers/wait.js";
@@ -29,6 +32,12 @@ interface Lab {
   cpu: { ns: number };
   /** Held while set: pause() waits for it. */
   pauseGate?: Promise<void>;
+  /** What suspend() does: the scripted runtime's answer (default: suspends). */
+  suspendFails?: () => Error;
+  /** Log lines at warn and error level: `level msg`, with the fields. */
+  logged: { line: string; fields: Record<string, unknown> }[];
+  /** Metric hook calls: `idled:group:action`, `failed:group:action:code`, `woke:group:action`. */
+  metrics: string[];
 }
 
 function makeLab(policy: GroupIdleConfig): Lab {
@@ -38,10 +47,20 @@ function makeLab(policy: GroupIdleConfig): Lab {
   const vm: LiveVm = { record, phase: "running", pid: 1 };
   table.vms.set(record.hostname, vm);
   const log = new EventLog();
-  const lab: Lab = { vm, events: [], calls: [], cpu: { ns: 0 }, idle: undefined as unknown as VmIdle };
+  const lab: Lab = { vm, events: [], calls: [], cpu: { ns: 0 }, idle: undefined as unknown as VmIdle, logged: [], metrics: [] };
+  const logger: Logger = {
+    ...silentLogger,
+    warn: (m, f = {}) => lab.logged.push({ line: `warn ${m}`, fields: f }),
+    error: (m, f = {}) => lab.logged.push({ line: `error ${m}`, fields: f }),
+  };
   log.subscribe((e) => { if (isVmEvent(e)) lab.events.push(e); });
   lab.idle = new VmIdle({
-    table, log: silentLogger, events: log, policy: () => policy,
+    table, log: logger, events: log, policy: () => policy,
+    metrics: {
+      idled: (g, a) => lab.metrics.push(`idled:${g}:${a}`),
+      failed: (g, a, c) => lab.metrics.push(`failed:${g}:${a}:${c}`),
+      woke: (g, a) => lab.metrics.push(`woke:${g}:${a}`),
+    },
     pause: async (v) => {
       lab.calls.push("pause");
       await lab.pauseGate;
@@ -52,11 +71,19 @@ function makeLab(policy: GroupIdleConfig): Lab {
       await sleepMs(20);
       v.phase = "running";
     },
-    suspend: () => Promise.reject(new Error("not used")),
-    restore: () => Promise.reject(new Error("not used")),
+    suspend: async (v) => {
+      lab.calls.push("suspend");
+      await sleepMs(5);
+      if (lab.suspendFails !== undefined) throw lab.suspendFails();
+      v.phase = "suspended";
+    },
+    restore: async (v) => {
+      lab.calls.push("restore");
+      v.phase = "running";
+    },
     afterWake: () => undefined,
     waitForAgent: () => Promise.resolve(),
-    emit: (r, type, reason) => log.emit({ type, hostname: r.hostname, hostgroup: r.hostGroup, reason }),
+    emit: (r, type, reason, extra) => log.emit({ type, hostname: r.hostname, hostgroup: r.hostGroup, reason, ...extra }),
     persist: () => Promise.resolve(),
     cpuNs: () => Promise.resolve(lab.cpu.ns),
   });
@@ -97,8 +124,9 @@ describe("idle scheduler (vm-idle.ts)", () => {
     expect(l.vm.phase).to.equal("running");
     for (const e of ends) e();
     await idled(l);
-    // The client pauses it (VmService.pause claims it): requests no longer wake it.
-    l.idle.claim(l.vm);
+    // The client pauses it (VmService.pause claims it, and says it was idle-paused): requests no longer wake it.
+    expect(l.idle.claim(l.vm)).to.equal("pause");
+    expect(l.idle.claim(l.vm), "claimed already: not idle-paused").to.equal(undefined);
     await l.idle.wake("sbox-1");
     expect(l.vm.phase).to.equal("paused");
     expect(l.calls.filter((c) => c === "resume")).to.have.length(1);
@@ -130,6 +158,51 @@ describe("idle scheduler (vm-idle.ts)", () => {
       clearInterval(burn);
     }
     await idled(l);
+  });
+
+  it("idle_action: suspend refused by the guest (TCP sockets): pauses instead, once per idle period, with event, metric and a warn line; a request wakes it", async () => {
+    const l = lab({ action: "suspend" });
+    const refusal = "VM sbox-1 holds 1 TCP socket(s); gVisor (runsc 20221219) cannot checkpoint them and a failed checkpoint would stop the VM: close them first";
+    l.suspendFails = () => new PaddockError("ERR_VM_SUSPEND_REFUSED", refusal, { details: { tcp_sockets: 1 } });
+    await idled(l);
+    expect(l.vm.record.idle?.action, "marked as an idle pause").to.equal("pause");
+    expect(l.calls).to.deep.equal(["suspend", "pause"]);
+    expect(l.events.map((e) => ({ type: e.type, reason: e.reason, fallback_from: e.fallback_from, refusal: e.refusal }))).to.deep.equal([
+      { type: "paused", reason: "idle", fallback_from: "suspend", refusal },
+    ]);
+    expect(l.metrics).to.deep.equal(["failed:sbox:suspend:ERR_VM_SUSPEND_REFUSED", "idled:sbox:pause"]);
+    expect(l.logged.map((x) => x.line)).to.deep.equal(["warn idle suspend refused by the guest; paused instead (a request wakes it; the next idle period tries the suspend again)"]);
+    expect(l.logged[0]?.fields).to.include({ hostname: "sbox-1", idle_action: "suspend", fallback: "pause", code: "ERR_VM_SUSPEND_REFUSED", refusal });
+    // Stays paused: no second try while idle-paused (once per idle period).
+    await sleepMs(AFTER_MS * 3);
+    expect(l.calls).to.deep.equal(["suspend", "pause"]);
+    // A request wakes it like any idle pause: resume, resumed/wake.
+    const end = l.idle.begin("sbox-1");
+    await l.idle.wake("sbox-1");
+    expect(l.vm.phase).to.equal("running");
+    expect(l.vm.record.idle).to.equal(undefined);
+    expect(l.events.map((e) => `${e.type}:${e.reason}`)).to.deep.equal(["paused:idle", "resumed:wake"]);
+    expect(l.metrics.at(-1)).to.equal("woke:sbox:pause");
+    // The next idle period tries the suspend again; the guest closed its socket: suspended.
+    l.suspendFails = undefined;
+    end();
+    await until("idle suspend", () => Promise.resolve(l.vm.phase === "suspended" ? true : undefined), 10_000, 10);
+    expect(l.calls).to.deep.equal(["suspend", "pause", "resume", "suspend"]);
+    expect(l.events.at(-1)).to.include({ type: "suspended", reason: "idle" }).and.not.have.property("fallback_from");
+    expect(l.vm.record.idle?.action).to.equal("suspend");
+  });
+
+  it("idle_action: suspend failing for another reason: no pause, an error line naming the suspend, retried with a doubling delay", async () => {
+    const l = lab({ action: "suspend" });
+    l.suspendFails = () => new PaddockError("ERR_RUNTIME_FAILED", "runsc checkpoint failed");
+    await until("suspend tried", () => Promise.resolve(l.logged.length > 0 ? true : undefined), 10_000, 10);
+    await sleepMs(AFTER_MS * 2);
+    expect(l.calls, "tried once, not paused, not retried within 30 s").to.deep.equal(["suspend"]);
+    expect(l.vm.phase).to.equal("running");
+    expect(l.events).to.deep.equal([]);
+    expect(l.metrics).to.deep.equal(["failed:sbox:suspend:ERR_RUNTIME_FAILED"]);
+    expect(l.logged.map((x) => x.line)).to.deep.equal(["error idle suspend failed; retrying in 30 s"]);
+    expect([1, 2, 3, 6, 7, 100].map(idleRetryDelayMs)).to.deep.equal([30_000, 60_000, 120_000, 960_000, 1_800_000, 1_800_000]);
   });
 
   it("reads a cgroup's CPU time (this process's own) and turns two samples into milli-CPUs", async () => {
