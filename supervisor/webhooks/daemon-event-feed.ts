@@ -45,6 +45,10 @@ export function readVmEvent(data: string): VmEvent | undefined {
   if (str(o.deadline, 64)) e.deadline = o.deadline;
   if (o.action === "delete" || o.action === "shutdown") e.action = o.action;
   if (Number.isSafeInteger(o.oom_kills) && (o.oom_kills as number) >= 1) e.oom_kills = o.oom_kills as number;
+  if (o.fallback_from === "suspend") {
+    e.fallback_from = o.fallback_from;
+    if (str(o.refusal, 1024)) e.refusal = o.refusal;
+  }
   return e;
 }
 

@@ -11,6 +11,7 @@ import { expect } from "chai";
 import { TenantOutbox } from "../../supervisor/webhooks/outbox.js";
 import { signWebhook, verifyWebhook } from "../../supervisor/webhooks/signer.js";
 import { backoffMs } from "../../supervisor/webhooks/dispatcher.js";
+import { readVmEvent } from "../../supervisor/webhooks/daemon-event-feed.js";
 
 describe("webhook outbox journal and signatures", () => {
   let dir: string;
@@ -69,5 +70,13 @@ describe("webhook outbox journal and signatures", () => {
     expect([1, 2, 3].map((n) => backoffMs(p, n, () => 1))).to.deep.equal([1000, 2000, 4000]);
     expect(backoffMs(p, 3, () => 0)).to.equal(2000);
     expect(backoffMs(p, 30, () => 1)).to.equal(3_600_000);
+  });
+
+  it("a daemon's VM event keeps its optional fields (oom_kills, an idle fallback's fallback_from and refusal), bounded", () => {
+    const base = { id: 4, type: "paused", hostname: "dev-2", hostgroup: "dev", reason: "idle", time: "2026-12-07T22:00:00Z" };
+    expect(readVmEvent(JSON.stringify({ ...base, fallback_from: "suspend", refusal: "VM dev-2 holds 1 TCP socket(s)" }))).to.deep.equal({ ...base, fallback_from: "suspend", refusal: "VM dev-2 holds 1 TCP socket(s)" });
+    expect(readVmEvent(JSON.stringify({ ...base, fallback_from: "pause", refusal: "x" })), "unknown fallback").to.deep.equal(base);
+    expect(readVmEvent(JSON.stringify({ ...base, fallback_from: "suspend", refusal: "x".repeat(2000) })), "refusal too long").to.deep.equal({ ...base, fallback_from: "suspend" });
+    expect(readVmEvent(JSON.stringify({ ...base, type: "exited", reason: "oom", oom_kills: 2 }))).to.deep.include({ oom_kills: 2 });
   });
 });
