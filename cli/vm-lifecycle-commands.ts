@@ -225,13 +225,30 @@ export async function simpleVerb(ctx: CliContext, argv: string[], verb: "shutdow
   return EXIT.OK;
 }
 
-/** `paddock vm relaunch HOST`: boot a stopped persistent VM again. @returns the exit code */
+/**
+ * `paddock vm relaunch HOST [--json]`: boot a stopped persistent VM again. A running VM is a
+ * no-op (`HOST is already running; nothing done`, exit 0; `--json` prints the VM), as restore,
+ * pause and resume say theirs: the daemon answers it 409 ERR_VM_ALREADY_RUNNING, so the CLI asks
+ * `GET /vm/{h}` then; a paused or suspended VM (the same code, whose message says how to bring
+ * it back: tenant-daemon/vm/vm-power.ts) stays an error.
+ * @returns the exit code
+ */
 export async function vmRelaunch(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags(argv, { ...TARGET_FLAGS, json: { type: "boolean" } });
   expectPositionals(positionals, 1, 1, "paddock vm relaunch HOST [--json]");
   const client = clientFor(ctx, values);
-  const node = await withVm(client, positionals[0] as string, (h) => client.json<VmNode>("POST", `/vm/${seg(h)}/relaunch`));
-  await writeOut(ctx.stdout, values.json ? renderJson(node) : `${node.hostname} relaunched (${node.ip ?? "no ip"})\n`);
+  const { node, already } = await withVm(client, positionals[0] as string, async (h) => {
+    try {
+      return { node: await client.json<VmNode>("POST", `/vm/${seg(h)}/relaunch`), already: false };
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.code !== "ERR_VM_ALREADY_RUNNING") throw err;
+      const now = await client.json<VmNode>("GET", `/vm/${seg(h)}`).catch(() => undefined);
+      if (now?.status !== "Running") throw err;
+      return { node: now, already: true };
+    }
+  });
+  const line = already ? alreadyLine(node.hostname, "running") : `${node.hostname} relaunched (${node.ip ?? "no ip"})\n`;
+  await writeOut(ctx.stdout, values.json ? renderJson(node) : line);
   return EXIT.OK;
 }
 

@@ -100,6 +100,8 @@ export class VmPower {
   async relaunch(vm: LiveVm): Promise<void> {
     const hostname = vm.record.hostname;
     await this.table.withLock(hostname, async () => {
+      if (vm.phase === "suspended") throw new PaddockError("ERR_VM_ALREADY_RUNNING", `VM ${hostname} is not stopped${notRunningAdvice(hostname, vm.phase)}`);
+      if (vm.phase === "paused") throw new PaddockError("ERR_VM_ALREADY_RUNNING", `VM ${hostname} is paused, not stopped; thaw it with POST /vm/${hostname}/resume (CLI: paddock vm resume ${hostname})`);
       if (vm.phase !== "stopped") throw new PaddockError("ERR_VM_ALREADY_RUNNING", `VM ${hostname} is already running`);
       vm.record.desired = "running";
       try {

@@ -124,6 +124,37 @@ describe("paddock vm restore of a running or paused VM (cli/vm-commit-commands.t
   });
 });
 
+describe("paddock vm relaunch of a running or paused VM (cli/vm-lifecycle-commands.ts vmRelaunch)", () => {
+  it("a running VM (409 ERR_VM_ALREADY_RUNNING, GET says Running) is a no-op, exit 0 (--json: the VM); a paused one stays an error, exit 4", async () => {
+    const paused = "VM pau-1 is paused, not stopped; thaw it with POST /vm/pau-1/resume (CLI: paddock vm resume pau-1)";
+    const status = new Map([["run-1", "Running"], ["pau-1", "Paused"], ["stop-1", "Stopped"]]);
+    const api = await fakeApi((req, res) => {
+      const [, , h = "", verb] = (req.url ?? "").split("?")[0]?.split("/") ?? [];
+      if (req.method === "GET") return json(res, 200, { hostname: h, status: status.get(h), ip: "198.18.0.2" });
+      // The daemon's answers (tenant-daemon/vm/vm-power.ts relaunch).
+      if (verb === "relaunch" && h === "run-1") return json(res, 409, { error: "VM run-1 is already running", code: "ERR_VM_ALREADY_RUNNING" });
+      if (verb === "relaunch" && h === "pau-1") return json(res, 409, { error: paused, code: "ERR_VM_ALREADY_RUNNING" });
+      return json(res, 200, { hostname: h, status: "Running", ip: "198.18.0.3" });
+    });
+    try {
+      const run = fakeCliContext(api.env);
+      expect(await runCli(["vm", "relaunch", "run-1"], run.ctx), run.err.text()).to.equal(0);
+      expect(run.out.text()).to.equal("run-1 is already running; nothing done\n");
+      const js = fakeCliContext(api.env);
+      expect(await runCli(["vm", "relaunch", "run-1", "--json"], js.ctx), js.err.text()).to.equal(0);
+      expect(JSON.parse(js.out.text())).to.deep.include({ hostname: "run-1", status: "Running" });
+      const pau = fakeCliContext(api.env);
+      expect(await runCli(["vm", "relaunch", "pau-1"], pau.ctx)).to.equal(4);
+      expect(pau.err.text()).to.equal(`paddock: error: ${paused} (ERR_VM_ALREADY_RUNNING, HTTP 409)\n`);
+      const stop = fakeCliContext(api.env);
+      expect(await runCli(["vm", "relaunch", "stop-1"], stop.ctx), stop.err.text()).to.equal(0);
+      expect(stop.out.text()).to.equal("stop-1 relaunched (198.18.0.3)\n");
+    } finally {
+      await api.close();
+    }
+  });
+});
+
 describe("paddock vm pause|suspend of a VM its idle rule had paused or suspended (Paddock-Idle-Claimed)", () => {
   it("says the VM was idle-paused (idle-suspended) and is the user's now: requests no longer wake it, and how to undo it", async () => {
     const api = await fakeApi((req, res) => {
