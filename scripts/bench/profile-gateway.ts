@@ -10,11 +10,11 @@
  * start-up, tenant create, the other targets' runs — are dropped) are printed.
  * Root only (the tenant daemon needs it); loopback and Unix sockets only. Take the bench lock:
  *
- *   flock /tmp/paddock-bench.lock node dist/scripts/bench/profile-gateway.js [--seconds 10] [--connections 16] [--repeats 3] [--top 40] [--path /nodes] [--keep] [--cpu-only] [--warmup 3]
+ *   flock /tmp/paddock-bench.lock node dist/scripts/bench/profile-gateway.js [--seconds 10] [--connections 16] [--repeats 3] [--top 40] [--path /nodes] [--keep] [--cpu-only] [--warmup 6]
  *
- * `--warmup` seconds of load at 16 clients on each target before the measured runs (not
- * measured; default 3: a cold Node proxy spends up to 2.5× its settled CPU per request over its
- * first few thousand requests, while V8 compiles its request path).
+ * `--warmup` seconds of load at `--connections` on each target before the measured runs (not
+ * measured; default 6: a cold Node proxy spends up to 2.5× its settled CPU per request over its
+ * first several thousand requests, while V8 compiles its request path).
  *
  * The profiler itself costs the supervisor CPU (a sample every 100 µs): compare CPU per
  * request across processes with `--cpu-only` (no profiler; the table only).
@@ -131,7 +131,7 @@ interface Cell {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { seconds: { type: "string", default: "10" }, connections: { type: "string", default: "16" }, repeats: { type: "string", default: "3" }, top: { type: "string", default: "40" }, "cpu-only": { type: "boolean", default: false }, path: { type: "string", default: "/nodes" }, keep: { type: "boolean", default: false }, strace: { type: "boolean", default: false }, warmup: { type: "string", default: "3" } } });
+  const { values } = parseArgs({ options: { seconds: { type: "string", default: "10" }, connections: { type: "string", default: "16" }, repeats: { type: "string", default: "3" }, top: { type: "string", default: "40" }, "cpu-only": { type: "boolean", default: false }, path: { type: "string", default: "/nodes" }, keep: { type: "boolean", default: false }, strace: { type: "boolean", default: false }, warmup: { type: "string", default: "6" } } });
   if (values.strace && !values["cpu-only"]) throw new Error("--strace needs --cpu-only (the profiler's own syscalls would be counted)");
   if (process.getuid?.() !== 0) throw new Error("needs root (the tenant daemon)");
   const profDir = await fs.mkdtemp(path.join(os.tmpdir(), "pdkprof-"));
@@ -155,10 +155,11 @@ async function main(): Promise<void> {
     const targets: Record<string, HttpTarget> = { direct: { name: "direct", socketPath: t.socketPath }, bare: { ...bare.target(lab.gateway(t.token).headers), name: "bare" }, gateway: lab.gateway(t.token) };
     const watched: Record<string, number> = { supervisor: lab.pid, bare: barePid, daemon };
     const job = { method: "GET", path: values.path as string, connections: Number(values.connections) };
-    // Warm-up (JIT) of every target, then the measured runs, targets interleaved. At 16 clients
-    // whatever `--connections` is: cold, a Node proxy needs a few thousand requests before its
-    // CPU per request settles (docs/performance.md, "Gateway, fourth look: one client").
-    for (const target of Object.values(targets)) await client.run({ ...job, connections: 16, target, durationMs: Number(values.warmup) * 1000 });
+    // Warm-up (JIT) of every target at the measured concurrency, then the measured runs, targets
+    // interleaved: cold, a Node proxy needs several thousand requests before its CPU per request
+    // settles, and a warm-up at 16 clients leaves the 1-client path compiling (docs/performance.md,
+    // "Gateway, fourth look: one client").
+    for (const target of Object.values(targets)) await client.run({ ...job, target, durationMs: Number(values.warmup) * 1000 });
     for (let rep = 0; rep < Number(values.repeats); rep++) {
       for (const [name, target] of Object.entries(targets)) {
         const before = await Promise.all(Object.values(watched).map(cpuMs));
