@@ -10,13 +10,18 @@
  * start-up, tenant create, the other targets' runs — are dropped) are printed.
  * Root only (the tenant daemon needs it); loopback and Unix sockets only. Take the bench lock:
  *
- *   flock /tmp/paddock-bench.lock node dist/scripts/bench/profile-gateway.js [--seconds 10] [--connections 16] [--repeats 3] [--top 40] [--path /nodes] [--keep] [--cpu-only]
+ *   flock /tmp/paddock-bench.lock node dist/scripts/bench/profile-gateway.js [--seconds 10] [--connections 16] [--repeats 3] [--top 40] [--path /nodes] [--keep] [--cpu-only] [--warmup 6]
+ *
+ * `--warmup` seconds of load at `--connections` on each target before the measured runs (not
+ * measured; default 6: a cold Node proxy spends up to 2.5× its settled CPU per request over its
+ * first several thousand requests, while V8 compiles its request path).
  *
  * The profiler itself costs the supervisor CPU (a sample every 100 µs): compare CPU per
  * request across processes with `--cpu-only` (no profiler; the table only).
  * `--keep` leaves the .cpuprofile in the printed directory (open it in Chrome DevTools).
- * `--strace` (with `--cpu-only`): `strace -c -f -p <supervisor>` over each gateway run, and the
- * syscalls per gateway request by name (summed over the runs) are printed; strace slows the
+ * `--strace` (with `--cpu-only`): `strace -c -f -p <pid>` over each gateway run (the supervisor)
+ * and each bare proxy run (its process), and the syscalls per request of each by name (summed
+ * over the runs) are printed; strace slows the
  * traced process a lot, so that run's CPU figures are not comparable with others.
  */
 import { promises as fs } from "node:fs";
@@ -126,7 +131,7 @@ interface Cell {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { seconds: { type: "string", default: "10" }, connections: { type: "string", default: "16" }, repeats: { type: "string", default: "3" }, top: { type: "string", default: "40" }, "cpu-only": { type: "boolean", default: false }, path: { type: "string", default: "/nodes" }, keep: { type: "boolean", default: false }, strace: { type: "boolean", default: false } } });
+  const { values } = parseArgs({ options: { seconds: { type: "string", default: "10" }, connections: { type: "string", default: "16" }, repeats: { type: "string", default: "3" }, top: { type: "string", default: "40" }, "cpu-only": { type: "boolean", default: false }, path: { type: "string", default: "/nodes" }, keep: { type: "boolean", default: false }, strace: { type: "boolean", default: false }, warmup: { type: "string", default: "6" } } });
   if (values.strace && !values["cpu-only"]) throw new Error("--strace needs --cpu-only (the profiler's own syscalls would be counted)");
   if (process.getuid?.() !== 0) throw new Error("needs root (the tenant daemon)");
   const profDir = await fs.mkdtemp(path.join(os.tmpdir(), "pdkprof-"));
@@ -138,7 +143,9 @@ async function main(): Promise<void> {
   /** CLOCK_MONOTONIC µs windows of the measured gateway runs (the clock of V8's profile timestamps). */
   const windows: Array<[number, number]> = [];
   const cells: Record<string, Cell[]> = { direct: [], bare: [], gateway: [] };
-  const syscalls = new Map<string, number>();
+  /** Syscalls by name summed over the runs, per traced proxy (`--strace`). */
+  const syscalls: Record<string, Map<string, number>> = { gateway: new Map(), bare: new Map() };
+  const served: Record<string, number> = { gateway: 0, bare: 0 };
   try {
     const t = (await lab.createTenant(`pf${crypto.randomBytes(3).toString("hex")}`)).tenant;
     const daemon = await lab.daemonPid(t.id);
@@ -148,16 +155,24 @@ async function main(): Promise<void> {
     const targets: Record<string, HttpTarget> = { direct: { name: "direct", socketPath: t.socketPath }, bare: { ...bare.target(lab.gateway(t.token).headers), name: "bare" }, gateway: lab.gateway(t.token) };
     const watched: Record<string, number> = { supervisor: lab.pid, bare: barePid, daemon };
     const job = { method: "GET", path: values.path as string, connections: Number(values.connections) };
-    // Warm-up (JIT) of every target, then the measured runs, targets interleaved.
-    for (const target of Object.values(targets)) await client.run({ ...job, target, durationMs: 1000 });
+    // Warm-up (JIT) of every target at the measured concurrency, then the measured runs, targets
+    // interleaved: cold, a Node proxy needs several thousand requests before its CPU per request
+    // settles, and a warm-up at 16 clients leaves the 1-client path compiling (docs/performance.md,
+    // "Gateway, fourth look: one client").
+    for (const target of Object.values(targets)) await client.run({ ...job, target, durationMs: Number(values.warmup) * 1000 });
     for (let rep = 0; rep < Number(values.repeats); rep++) {
       for (const [name, target] of Object.entries(targets)) {
         const before = await Promise.all(Object.values(watched).map(cpuMs));
-        const stopTrace = values.strace && name === "gateway" ? await straceCount(lab.pid, path.join(profDir, "strace.txt")) : undefined;
+        const tracedPid = name === "gateway" ? lab.pid : name === "bare" ? barePid : undefined;
+        const stopTrace = values.strace && tracedPid !== undefined ? await straceCount(tracedPid, path.join(profDir, `strace-${name}.txt`)) : undefined;
         const t0 = Number(process.hrtime.bigint() / 1000n);
         const r = await client.run({ ...job, target, durationMs: Number(values.seconds) * 1000 });
         const t1 = Number(process.hrtime.bigint() / 1000n);
-        if (stopTrace) for (const [k, n] of await stopTrace()) syscalls.set(k, (syscalls.get(k) ?? 0) + n);
+        const tally = syscalls[name];
+        if (stopTrace && tally) {
+          for (const [k, n] of await stopTrace()) tally.set(k, (tally.get(k) ?? 0) + n);
+          served[name] = (served[name] ?? 0) + r.requests;
+        }
         const after = await Promise.all(Object.values(watched).map(cpuMs));
         const cpu: Record<string, number> = {};
         Object.keys(watched).forEach((k, i) => (cpu[k] = (after[i] as number) - (before[i] as number)));
@@ -183,13 +198,16 @@ async function main(): Promise<void> {
     process.stdout.write(`${name.padEnd(8)} ${med(cs.map((c) => c.rps)).toFixed(0).padStart(6)}   ${proc ? `${proc} ${per(proc).toFixed(3)}` : "-"} | daemon ${per("daemon").toFixed(3)}\n`);
   }
   if (values.strace) {
-    process.stdout.write(`\nsupervisor syscalls per gateway request (strace -c -f, ${requests} requests):\n`);
-    let all = 0;
-    for (const [k, n] of [...syscalls].sort((a, b) => b[1] - a[1])) {
-      all += n;
-      process.stdout.write(`${(n / Math.max(1, requests)).toFixed(3).padStart(9)}  ${k}\n`);
+    for (const [name, tally] of Object.entries(syscalls)) {
+      const n = served[name] ?? 0;
+      process.stdout.write(`\n${name === "gateway" ? "supervisor" : "bare proxy"} syscalls per ${name} request (strace -c -f, ${n} requests):\n`);
+      let all = 0;
+      for (const [k, c] of [...tally].sort((a, b) => b[1] - a[1])) {
+        all += c;
+        process.stdout.write(`${(c / Math.max(1, n)).toFixed(3).padStart(9)}  ${k}\n`);
+      }
+      process.stdout.write(`${(all / Math.max(1, n)).toFixed(3).padStart(9)}  total\n`);
     }
-    process.stdout.write(`${(all / Math.max(1, requests)).toFixed(3).padStart(9)}  total\n`);
   }
   if (values["cpu-only"]) {
     await fs.rm(profDir, { recursive: true, force: true });
