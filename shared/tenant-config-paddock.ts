@@ -38,8 +38,12 @@ export const DEFAULT_MAX_CONNS = 3072;
  */
 export const DEFAULT_MAX_CONNS_PER_VM = 2048;
 
-/** Bounds of `max_conns` and `max_conns_per_vm`: a VM needs a few for DNS; nf_conntrack_max is a u32 but far below this in practice. */
-const CONNS_BOUNDS = { min: 16, max: 16_777_216 } as const;
+/**
+ * Bounds of `max_conns` and `max_conns_per_vm` (here and in the supervisor's limits,
+ * supervisor/tenant-limits.ts): a VM needs a few for DNS; the top is 64 × the default
+ * nf_conntrack_max, past any table a host sets.
+ */
+export const CONNS_BOUNDS: Readonly<{ min: number; max: number }> = Object.freeze({ min: 16, max: 16_777_216 });
 
 /**
  * The `paddock:` key, defaulted. The tenant id defaults to the API socket's base name when that
