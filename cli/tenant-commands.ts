@@ -43,12 +43,13 @@ export const TENANT_HELP = `usage: paddock tenant COMMAND [flags]
 
   create [ID | --id ID] [--template T] [--image NAME] [--hypervisor oci|gvisor] [--label k=v]...
          [--max-vms N] [--max-vcpu N] [--max-ram 16G] [--max-disk 200G] [--max-pids N]
-         [--token-expires-in 720h] [--json]
+         [--max-conns N] [--max-conns-per-vm N] [--token-expires-in 720h] [--json]
          the image its VMs will use (--image, else the template's) must be in the supervisor's
          image store and sound, or nothing is created (ERR_IMAGE_NOT_FOUND / ERR_IMAGE_CORRUPT)
   list [--status S] [--label k=v]... [--json]
   get ID [--json]                               tokens: the unrevoked ones, "(expires T)" or "(expired T)"
-  update ID [--max-vms N] [--max-vcpu N] [--max-ram 16G] [--max-disk 200G] [--max-pids N] [--json]
+  update ID [--max-vms N] [--max-vcpu N] [--max-ram 16G] [--max-disk 200G] [--max-pids N]
+            [--max-conns N] [--max-conns-per-vm N] [--json]
                                                 change limits (PATCH); they apply at the daemon's next start
                                                 (paddock tenant restart ID)
   delete ID                                     an unknown ID exits 3 ("does not exist")
@@ -187,11 +188,13 @@ const LIMIT_FLAGS = {
   "max-ram": { type: "string" },
   "max-disk": { type: "string" },
   "max-pids": { type: "string" },
+  "max-conns": { type: "string" },
+  "max-conns-per-vm": { type: "string" },
 } as const;
 
 /**
  * The admin API's `limits` object from {@link LIMIT_FLAGS} (only the flags given).
- * @returns `{ max_vms?, max_vcpu?, max_ram_bytes?, max_disk_bytes?, max_pids? }`.
+ * @returns `{ max_vms?, max_vcpu?, max_ram_bytes?, max_disk_bytes?, max_pids?, max_conns?, max_conns_per_vm? }`.
  * @throws UsageError for a value that is no count or size.
  */
 function readLimitFlags(values: { [K in keyof typeof LIMIT_FLAGS]?: string }): Record<string, number> {
@@ -207,6 +210,11 @@ function readLimitFlags(values: { [K in keyof typeof LIMIT_FLAGS]?: string }): R
   if (maxRam !== undefined) limits.max_ram_bytes = maxRam;
   if (maxDisk !== undefined) limits.max_disk_bytes = maxDisk;
   if (maxPids !== undefined) limits.max_pids = maxPids;
+  // Conntrack entries of the tenant's VMs (tenant-daemon/network/conn-limits.ts); the supervisor checks the bounds.
+  const maxConns = parseIntFlag(values["max-conns"], "--max-conns", { min: 0 });
+  const maxConnsPerVm = parseIntFlag(values["max-conns-per-vm"], "--max-conns-per-vm", { min: 0 });
+  if (maxConns !== undefined) limits.max_conns = maxConns;
+  if (maxConnsPerVm !== undefined) limits.max_conns_per_vm = maxConnsPerVm;
   return limits;
 }
 
@@ -217,10 +225,10 @@ function readLimitFlags(values: { [K in keyof typeof LIMIT_FLAGS]?: string }): R
  */
 async function tenantUpdate(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, ...LIMIT_FLAGS });
-  expectPositionals(positionals, 1, 1, "paddock tenant update ID [--max-vms N] [--max-vcpu N] [--max-ram 16G] [--max-disk 200G] [--max-pids N] [--json]");
+  expectPositionals(positionals, 1, 1, "paddock tenant update ID [--max-vms N] [--max-vcpu N] [--max-ram 16G] [--max-disk 200G] [--max-pids N] [--max-conns N] [--max-conns-per-vm N] [--json]");
   const id = positionals[0] as string;
   const limits = readLimitFlags(values);
-  if (Object.keys(limits).length === 0) throw new UsageError("tenant update: give at least one of --max-vms, --max-vcpu, --max-ram, --max-disk, --max-pids");
+  if (Object.keys(limits).length === 0) throw new UsageError("tenant update: give at least one of --max-vms, --max-vcpu, --max-ram, --max-disk, --max-pids, --max-conns, --max-conns-per-vm");
   const client = adminClient(ctx, values);
   const t = await admin(ctx, client, () => client.json<TenantView>("PATCH", `/admin/v1/tenants/${seg(id)}`, { json: { limits } }));
   if (values.json) {

@@ -81,7 +81,7 @@ done < <(ip -o link show 2>/dev/null | awk '{ n = $2; sub(/:$/, "", n); sub(/@.*
 
 if command -v nft >/dev/null 2>&1; then
   while read -r _ family name; do
-    [[ "$name" =~ ^paddock-${t}$ ]] || continue
+    [[ "$name" =~ ^paddock-${t}(-ct)?$ ]] || continue
     report nft "$family $name"
     [ $remove = 1 ] && nft delete table "$family" "$name" 2>/dev/null
   # `nft list flowtables` prints every table's header without fetching rules; `nft list tables`

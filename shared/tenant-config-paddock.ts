@@ -24,6 +24,28 @@ const PADDOCK_KEYS = ["tenant_id", "state_dir", "run_dir", "image_dir", "runtime
 export const DEFAULT_VM_PIDS_LIMIT = 4096;
 
 /**
+ * `paddock.limits.max_conns` when the config sets none: new connections the tenant's VMs may hold
+ * in the host's one conntrack table (tenant-daemon/network/conn-limits.ts). Sized against the
+ * kernel's default `net.netfilter.nf_conntrack_max` of 262 144 and the supervisor's default pool
+ * of 63 tenants: 63 × 3072 = 193 536 entries, 74 % of the table, so every tenant of a full
+ * default host at its bound still leaves 68 608 entries to the host's own traffic.
+ */
+export const DEFAULT_MAX_CONNS = 3072;
+
+/**
+ * `paddock.limits.max_conns_per_vm` when the config sets none: one VM's share of
+ * {@link DEFAULT_MAX_CONNS}, so one busy VM leaves the tenant's other VMs room.
+ */
+export const DEFAULT_MAX_CONNS_PER_VM = 2048;
+
+/**
+ * Bounds of `max_conns` and `max_conns_per_vm` (here and in the supervisor's limits,
+ * supervisor/tenant-limits.ts): a VM needs a few for DNS; the top is 64 × the default
+ * nf_conntrack_max, past any table a host sets.
+ */
+export const CONNS_BOUNDS: Readonly<{ min: number; max: number }> = Object.freeze({ min: 16, max: 16_777_216 });
+
+/**
  * The `paddock:` key, defaulted. The tenant id defaults to the API socket's base name when that
  * is a valid id, else `default`; state, run and image dirs default under `PADDOCK_STATE_DIR` /
  * `PADDOCK_RUN_DIR` (an empty one counts as unset, shared/env.ts; else {@link DEFAULT_STATE_DIR} /
@@ -49,7 +71,7 @@ export function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigCont
   const gvisorPlatform = r.string(gvisorRaw.platform, "paddock.gvisor.platform") ?? "auto";
   if (gvisorPlatform !== "auto" && gvisorPlatform !== "kvm" && gvisorPlatform !== "ptrace") r.problem("paddock.gvisor.platform", `expected auto, kvm or ptrace, got ${JSON.stringify(gvisorPlatform)}`);
   const limits = r.object(pd.limits, "paddock.limits");
-  r.unknownKeys(limits, "paddock.limits", ["max_vms", "max_vcpu", "max_ram_bytes", "max_disk_bytes", "max_pids"]);
+  r.unknownKeys(limits, "paddock.limits", ["max_vms", "max_vcpu", "max_ram_bytes", "max_disk_bytes", "max_pids", "max_conns", "max_conns_per_vm"]);
   const deny = r.stringList(pd.deny, "paddock.deny") ?? [...DEFAULT_DENY];
   deny.forEach((d, i) => {
     const problem = denyEntryProblem(d);
@@ -98,6 +120,10 @@ export function readPaddock(r: ConfigReader, raw: unknown, ctx: TenantConfigCont
       maxRamBytes: r.int(limits.max_ram_bytes, "paddock.limits.max_ram_bytes", { min: 0 }),
       maxDiskBytes: r.int(limits.max_disk_bytes, "paddock.limits.max_disk_bytes", { min: 0 }),
       maxPids: r.int(limits.max_pids, "paddock.limits.max_pids", { min: MIN_PIDS_BUDGET, max: 4_194_304 }),
+    },
+    conntrack: {
+      maxConns: r.int(limits.max_conns, "paddock.limits.max_conns", CONNS_BOUNDS) ?? DEFAULT_MAX_CONNS,
+      maxConnsPerVm: r.int(limits.max_conns_per_vm, "paddock.limits.max_conns_per_vm", CONNS_BOUNDS) ?? DEFAULT_MAX_CONNS_PER_VM,
     },
     hostPidsReserve: r.int(pd.host_pids_reserve, "paddock.host_pids_reserve", { min: 0, max: 4_194_304 }) ?? DEFAULT_PIDS_RESERVE,
     deny,

@@ -109,6 +109,14 @@ export interface TenantLimits {
   maxPids: number | undefined;
 }
 
+/** A tenant's share of the host's conntrack table, in connections (entries). */
+export interface ConntrackLimits {
+  /** Entries all of the tenant's VMs together may hold (`paddock.limits.max_conns`, 16…16 777 216). */
+  maxConns: number;
+  /** Entries one VM (one source address) may hold (`paddock.limits.max_conns_per_vm`, 16…16 777 216). */
+  maxConnsPerVm: number;
+}
+
 /** Paddock's own settings (top-level `paddock:` key). */
 export interface PaddockSettings {
   /** Tenant id; names the nftables table, links, containers and cgroups. */
@@ -130,6 +138,12 @@ export interface PaddockSettings {
   /** pids.max of each VM's cgroup (never above the tenant's pids budget). */
   pidsLimit: number;
   limits: TenantLimits;
+  /**
+   * Bounds on the tenant's share of the host's conntrack table (`paddock.limits.max_conns` and
+   * `max_conns_per_vm`, defaulted; tenant-daemon/network/conn-limits.ts): new connections from
+   * the tenant's VMs beyond them are dropped.
+   */
+  conntrack: ConntrackLimits;
   /** Pids of the host's pid_max no tenant budget may take (`paddock.host_pids_reserve`, shared/host-pids.ts). */
   hostPidsReserve: number;
   /**

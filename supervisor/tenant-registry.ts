@@ -38,6 +38,10 @@ export interface LimitsRecord {
   maxDiskBytes?: number;
   /** pids.max of the tenant's parent cgroup; the sum over tenants is checked against pid_max (shared/host-pids.ts). */
   maxPids?: number;
+  /** Conntrack entries of all the tenant's VMs together (`paddock.limits.max_conns`, tenant-daemon/network/conn-limits.ts). */
+  maxConns?: number;
+  /** Conntrack entries of one VM (`paddock.limits.max_conns_per_vm`). */
+  maxConnsPerVm?: number;
 }
 
 /** One network block owned by a tenant, for one host group of its template. */

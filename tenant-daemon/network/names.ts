@@ -51,6 +51,16 @@ export function tableName(tenantId: string): string {
   return `paddock-${tenantId}`;
 }
 
+/**
+ * The tenant's connection-bounds table (family `inet`): `paddock-<tenant>-ct` (conn-limits.ts).
+ * No tenant id holds a `-`, so it is never another tenant's {@link tableName}; it has no
+ * `own_ranges` set, so other daemons' range discovery (shared/nft-cli.ts `listOwnRanges`,
+ * which reads only tables with that set) never sees it.
+ */
+export function connLimitTableName(tenantId: string): string {
+  return `${tableName(tenantId)}-ct`;
+}
+
 /** Prefix shared by every Paddock table, used to find other daemons' ranges. */
 export const TABLE_PREFIX = "paddock-";
 

@@ -39,7 +39,7 @@ import { cidrContains, formatCidr, parseCidr, parseIpv6Cidr, type Cidr } from ".
 import { PaddockError } from "../../shared/errors.js";
 import { OWN_RANGE_CHAIN_PREFIX, OWN_RANGES_INDEX_CHAIN } from "../../shared/nft-cli.js";
 import type { CompiledFirewall, FirewallRule } from "./firewall-policy.js";
-import { floorChainName, tableName, vmChainName } from "./names.js";
+import { connLimitTableName, floorChainName, tableName, vmChainName } from "./names.js";
 
 /**
  * Order two strings by UTF-16 code units (`<`), for the ruleset's sorted lists. Not
@@ -318,8 +318,10 @@ export function renderRuleset(input: RulesetInput): string {
   return L.join("\n") + "\n";
 }
 
-/** The transaction that removes the tenant's table (creating it first so the delete cannot fail). */
+/**
+ * The transaction that removes the tenant's tables, the main one and the connection bounds
+ * (conn-limits.ts), each created first so its delete cannot fail.
+ */
 export function renderTableDeletion(tenantId: string): string {
-  const t = tableName(tenantId);
-  return `table inet ${t}\ndelete table inet ${t}\n`;
+  return [tableName(tenantId), connLimitTableName(tenantId)].map((t) => `table inet ${t}\ndelete table inet ${t}\n`).join("");
 }

@@ -1,14 +1,16 @@
 /**
  * The tenant's nftables table kept in step with its VMs: the ruleset is rendered from the
  * shared {@link TenantNetState} (nft-ruleset.ts) and applied as one `nft -f` transaction.
- * Only the table `inet paddock-<tenant>` is ever written; the host's ruleset is never flushed.
+ * Only the tables `inet paddock-<tenant>` and, once per daemon life, `inet paddock-<tenant>-ct`
+ * (conn-limits.ts) are ever written; the host's ruleset is never flushed.
  */
 import { formatCidr, formatIpv4 } from "../../shared/cidr.js";
 import type { Logger } from "../../shared/logger.js";
 import { EGRESS_DNS_PORT, EGRESS_PROXY_GUEST_ADDRESS, EGRESS_PROXY_PORT } from "./egress-proxy-wiring.js";
 import { compileFirewall, compileFloor, effectiveLists, type FirewallLists } from "./firewall-policy.js";
 import * as host from "./host-net.js";
-import { tableName } from "./names.js";
+import { renderConnLimits, type ConnLimitsInput } from "./conn-limits.js";
+import { connLimitTableName, tableName } from "./names.js";
 import { renderRuleset, renderTableDeletion, type RulesetFloor, type RulesetInput, type RulesetProxyLink } from "./nft-ruleset.js";
 import type { TenantNetState } from "./tenant-network-state.js";
 
@@ -26,6 +28,11 @@ export class TenantFirewall {
   private running: Promise<void> | undefined;
   /** Set by {@link halt}: no update starts any more. */
   private stopping = false;
+  /**
+   * This process applied the connection-bounds table (conn-limits.ts): with the first apply that
+   * succeeded, and never again, so a VM create or delete never resets its counts.
+   */
+  private boundsApplied = false;
 
   /**
    * @param state - read at each apply (groups, attached and adoptable VMs, overrides, resolvers).
@@ -73,7 +80,8 @@ export class TenantFirewall {
   }
 
   /**
-   * Wait for a running apply, then delete the tenant's table (absent is fine). Call after
+   * Wait for a running apply, then delete the tenant's tables, the main one and the connection
+   * bounds (absent is fine). Call after
    * {@link halt}. When this process never applied the table (a purge after the daemon's own
    * stop deleted it, or a start that failed before its first apply), one cheap read checks that
    * it exists before the deletion, which reads every table on the host (host-net.ts `nftTableExists`).
@@ -81,8 +89,11 @@ export class TenantFirewall {
    */
   async removeTable(): Promise<void> {
     while (this.running !== undefined) await this.running.catch(() => undefined);
-    if (this.ruleset !== undefined || (await host.nftTableExists(tableName(this.state.tenant)))) await this.apply(renderTableDeletion(this.state.tenant));
+    const t = this.state.tenant;
+    const present = this.ruleset !== undefined || this.boundsApplied || (await host.nftTableExists(tableName(t))) || (await host.nftTableExists(connLimitTableName(t)));
+    if (present) await this.apply(renderTableDeletion(t));
     this.ruleset = undefined;
+    this.boundsApplied = false;
   }
 
   private async applyOnce(): Promise<void> {
@@ -98,16 +109,25 @@ export class TenantFirewall {
       this.applied = target;
       return;
     }
-    // One `nft -f`: an all-or-nothing transaction (host-net.ts applyNft).
+    // One `nft -f`: an all-or-nothing transaction (host-net.ts applyNft). The first one of this
+    // process also (re)creates the connection-bounds table: one nft run instead of two.
+    const bounds = this.boundsApplied ? "" : renderConnLimits(connLimitsInput(this.state));
     try {
-      await this.apply(text);
+      await this.apply(bounds + text);
     } catch (err) {
       this.ruleset = undefined;
       throw err;
     }
+    this.boundsApplied = true;
     this.ruleset = text;
     this.applied = target;
   }
+}
+
+/** What conn-limits.ts renders: the tenant's ranges (fixed once the network started) and its bounds. */
+function connLimitsInput(state: TenantNetState): ConnLimitsInput {
+  const { maxConns, maxConnsPerVm } = state.cfg.paddock.conntrack;
+  return { tenantId: state.tenant, ownRanges: [...state.groups.values()].map((g) => formatCidr(g.addr.range)), maxConns, maxConnsPerVm };
 }
 
 /** The host group's lists as the operator's config wrote them (empty for bridge groups). */

@@ -6,8 +6,9 @@
  * (tenant-ranges.ts), bridges and leftovers (tenant-host-links.ts), one VM's links
  * (vm-links.ts), the table (tenant-firewall.ts). Everything on the host is found again by
  * deterministic names (names.ts) and the link alias `paddock/<tenant>/…`, so a restart after
- * `kill -9` removes exactly this tenant's leftovers. Only the table `inet paddock-<tenant>` is
- * ever written; the ruleset is never flushed.
+ * `kill -9` removes exactly this tenant's leftovers. Only the tables `inet paddock-<tenant>` and
+ * `inet paddock-<tenant>-ct` (connection bounds, conn-limits.ts) are ever written; the ruleset is
+ * never flushed.
  */
 import { formatCidr, formatIpv4, parseIpv4 } from "../../shared/cidr.js";
 import { PaddockError } from "../../shared/errors.js";

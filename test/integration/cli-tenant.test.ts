@@ -95,7 +95,7 @@ describe("paddock CLI against a real supervisor (root, runc)", function () {
     expect(t.token).to.match(/^pdk_/);
     // The given limit, and the template's defaults for the others.
     expect(t.limits).to.include({ max_vms: 3, max_pids: 300 });
-    expect(Object.keys(t.limits).sort()).to.deep.equal(["max_disk_bytes", "max_pids", "max_ram_bytes", "max_vcpu", "max_vms"]);
+    expect(Object.keys(t.limits).sort()).to.deep.equal(["max_conns", "max_conns_per_vm", "max_disk_bytes", "max_pids", "max_ram_bytes", "max_vcpu", "max_vms"]);
     expect(t.ranges[0]?.cidr).to.match(/^198\.1[89]\./);
     token = t.token;
   });

@@ -68,7 +68,7 @@ describe("tenant default limits (supervisor + admin API, fixture daemons)", func
   it('{"id"} alone gets the template\'s limits, shown in the tenant view and rendered into its config', async () => {
     const r = await admin("POST", "/tenants", { id: ids.plain });
     expect(r.status, r.text).to.equal(201);
-    const want = { max_vms: 16, max_vcpu: 16, max_ram_bytes: 16 * GiB, max_disk_bytes: 32 * GiB, max_pids: 2048 };
+    const want = { max_vms: 16, max_vcpu: 16, max_ram_bytes: 16 * GiB, max_disk_bytes: 32 * GiB, max_pids: 2048, max_conns: 3072, max_conns_per_vm: 2048 };
     expect((r.json as { limits: unknown }).limits).to.deep.equal(want);
     expect(((await admin("GET", `/tenants/${ids.plain}`)).json as { limits: unknown }).limits).to.deep.equal(want);
     expect(await renderedLimits(ids.plain)).to.deep.equal({ limits: want, reserve: 8192 });
@@ -89,13 +89,13 @@ describe("tenant default limits (supervisor + admin API, fixture daemons)", func
   it("a template without limits gets the supervisor's default_limits (over the built-in defaults); the request wins over both", async () => {
     const r = await admin("POST", "/tenants", { id: ids.bare, template: "bare", limits: { max_vcpu: 2 } });
     expect(r.status, r.text).to.equal(201);
-    expect((r.json as { limits: unknown }).limits).to.deep.equal({ max_vms: 2, max_vcpu: 2, max_ram_bytes: 4 * GiB, max_disk_bytes: 16 * GiB, max_pids: 1000 });
+    expect((r.json as { limits: unknown }).limits).to.deep.equal({ max_vms: 2, max_vcpu: 2, max_ram_bytes: 4 * GiB, max_disk_bytes: 16 * GiB, max_pids: 1000, max_conns: 3072, max_conns_per_vm: 2048 });
   });
 
   it("PATCH raises the limits (rendered at once, applied at restart); null resets one to its default", async () => {
-    const r = await admin("PATCH", `/tenants/${ids.plain}`, { limits: { max_vms: 10, max_ram_bytes: 6 * GiB, max_pids: 4096 } });
+    const r = await admin("PATCH", `/tenants/${ids.plain}`, { limits: { max_vms: 10, max_ram_bytes: 6 * GiB, max_pids: 4096, max_conns: 8192 } });
     expect(r.status, r.text).to.equal(200);
-    const raised = { max_vms: 10, max_vcpu: 16, max_ram_bytes: 6 * GiB, max_disk_bytes: 32 * GiB, max_pids: 4096 };
+    const raised = { max_vms: 10, max_vcpu: 16, max_ram_bytes: 6 * GiB, max_disk_bytes: 32 * GiB, max_pids: 4096, max_conns: 8192, max_conns_per_vm: 2048 };
     expect(r.json).to.deep.include({ limits: raised, pending_restart: true });
     expect((await renderedLimits(ids.plain)).limits).to.deep.equal(raised);
     const reset = await admin("PATCH", `/tenants/${ids.plain}`, { limits: { max_vms: null } });
@@ -103,9 +103,9 @@ describe("tenant default limits (supervisor + admin API, fixture daemons)", func
     expect((reset.json as { limits: { max_vms: number } }).limits.max_vms).to.equal(16);
     expect(reset.json, "still not what the daemon runs with").to.deep.include({ pending_restart: true });
     // Back to the limits the daemon started with: nothing is pending any more.
-    const back = await admin("PATCH", `/tenants/${ids.plain}`, { limits: { max_ram_bytes: null, max_pids: null } });
+    const back = await admin("PATCH", `/tenants/${ids.plain}`, { limits: { max_ram_bytes: null, max_pids: null, max_conns: null } });
     expect(back.status, back.text).to.equal(200);
-    expect(back.json).to.deep.include({ limits: { max_vms: 16, max_vcpu: 16, max_ram_bytes: 16 * GiB, max_disk_bytes: 32 * GiB, max_pids: 2048 }, pending_restart: false });
+    expect(back.json).to.deep.include({ limits: { max_vms: 16, max_vcpu: 16, max_ram_bytes: 16 * GiB, max_disk_bytes: 32 * GiB, max_pids: 2048, max_conns: 3072, max_conns_per_vm: 2048 }, pending_restart: false });
     // A change after that is pending again.
     const again = await admin("PATCH", `/tenants/${ids.plain}`, { limits: { max_vms: 12 } });
     expect(again.json).to.deep.include({ pending_restart: true });

@@ -7,7 +7,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { run } from "../../shared/exec.js";
-import { aliasPrefix, netnsPrefix, tableName } from "../../tenant-daemon/network/names.js";
+import { aliasPrefix, connLimitTableName, netnsPrefix, tableName } from "../../tenant-daemon/network/names.js";
 
 export { ip4, makeTestHost, randomBlock, randomTenant, tempDir, tenantConfig, type TestHost } from "../../scripts/lib/net-fixtures.js";
 
@@ -68,7 +68,7 @@ export async function probe(ns: string | undefined, host: string, port: number, 
   return r.stdout.trim();
 }
 
-/** What a tenant still has on the host: aliased links, netns and its table. */
+/** What a tenant still has on the host: aliased links, netns and its tables (the main one or the connection bounds). */
 export async function leftovers(tenantId: string): Promise<{ links: string[]; netns: string[]; table: boolean }> {
   const links = JSON.parse((await run("ip", ["-j", "link", "show"])).stdout) as { ifname: string; ifalias?: string }[];
   const nsOut = (await run("ip", ["-j", "netns", "list"])).stdout.trim();
@@ -77,6 +77,6 @@ export async function leftovers(tenantId: string): Promise<{ links: string[]; ne
   return {
     links: links.filter((l) => l.ifalias?.startsWith(aliasPrefix(tenantId))).map((l) => l.ifname),
     netns: netns.filter((n) => n.startsWith(netnsPrefix(tenantId))),
-    table: tables.split("\n").some((l) => l.trim() === `table inet ${tableName(tenantId)}`),
+    table: tables.split("\n").some((l) => [`table inet ${tableName(tenantId)}`, `table inet ${connLimitTableName(tenantId)}`].includes(l.trim())),
   };
 }

@@ -29,11 +29,27 @@ describe("network: TenantFirewall applies only what changed", () => {
     await fw.sync();
     await Promise.all([fw.sync(), fw.sync()]);
     expect(r.texts).to.have.length(1);
-    expect(fw.lastRuleset()).to.equal(r.texts[0]);
+    // The first apply also makes the connection-bounds table (conn-limits.ts), in the same transaction.
+    expect(r.texts[0]).to.match(/^# Paddock tenant t1: connection bounds/).and.to.include("delete table inet paddock-t1-ct\n");
+    expect(r.texts[0]?.endsWith(fw.lastRuleset() as string)).to.equal(true);
     s.foreignRanges = ["198.18.0.0/24"];
     await fw.sync();
     expect(r.texts).to.have.length(2);
     expect(r.texts[1]).to.include("198.18.0.0/24").and.to.include("delete table inet paddock-t1");
+    // Later applies (a VM create or delete) never touch the bounds table: its counts survive them.
+    expect(r.texts[1]).to.not.include("paddock-t1-ct");
+    expect(r.texts[1]).to.equal(fw.lastRuleset());
+  });
+
+  it("a first apply that failed makes the bounds table again with the next one", async () => {
+    const r = recorder();
+    const fw = new TenantFirewall(state(), silentLogger, r.apply);
+    r.fail = true;
+    await fw.sync().then(() => expect.fail("the apply failed"), (err: unknown) => expect((err as PaddockError).code).to.equal("ERR_NETWORK_SETUP_FAILED"));
+    r.fail = false;
+    await fw.sync();
+    expect(r.texts).to.have.length(2);
+    expect(r.texts[1]).to.include("table inet paddock-t1-ct {");
   });
 
   it("after a failed apply the same text is applied again", async () => {
@@ -57,7 +73,7 @@ describe("network: TenantFirewall applies only what changed", () => {
     await fw.sync();
     fw.halt();
     await fw.removeTable();
-    expect(r.texts[1]).to.equal("table inet paddock-t1\ndelete table inet paddock-t1\n");
+    expect(r.texts[1]).to.equal("table inet paddock-t1\ndelete table inet paddock-t1\ntable inet paddock-t1-ct\ndelete table inet paddock-t1-ct\n");
     expect(fw.lastRuleset()).to.equal(undefined);
   });
 });
