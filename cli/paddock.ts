@@ -58,7 +58,8 @@ Exit codes:
   vm exec exits with the remote command's own exit code (128+N when killed by signal N), or 1 with
   ERR_EXEC_STREAM_CUT when its stream is cut before the exit frame (token revoked, tenant suspended
   or deleted, gateway or daemon stopped, or the VM itself ended: a guest exit, an OOM kill, its pids
-  limit under gVisor; paddock events says why).
+  limit under gVisor; paddock events says why). vm shell exits 0 when the shell ends, or 1 with
+  ERR_SHELL_SESSION_CUT when its connection closes before that (the same causes).
 `;
 
 

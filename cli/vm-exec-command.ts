@@ -22,8 +22,8 @@ export function execQuery(cmd: readonly string[], opts: { uid?: number; gid?: nu
   return q;
 }
 
-/** Why an exec stream may end before its exit frame, for the message of {@link streamCutError}. */
-const CUT_CAUSES = "the tenant's API token was revoked, the tenant was suspended or deleted, the gateway or daemon stopped (docs/slicer-api.md \"Ending sessions\"), or the VM itself ended (a guest exit, an OOM kill, its pids limit under gVisor: `paddock events` says why)";
+/** Why an exec stream or a shell may end before the server says so, for {@link streamCutError} and the shell's cut. */
+export const CUT_CAUSES = "the tenant's API token was revoked, the tenant was suspended or deleted, the gateway or daemon stopped (docs/slicer-api.md \"Ending sessions\"), or the VM itself ended (a guest exit, an OOM kill, its pids limit under gVisor: `paddock events` says why)";
 
 /**
  * The error for an exec stream that ended before its exit frame: one line saying what was cut

@@ -7,6 +7,8 @@ import type http from "node:http";
 import { parseFlags, parseIntFlag, expectPositionals } from "./args.js";
 import { seg, toApiError } from "./api-client.js";
 import { ApiError, EXIT } from "./cli-errors.js";
+import { PaddockError } from "../shared/errors.js";
+import { CUT_CAUSES } from "./vm-exec-command.js";
 import type { CliContext } from "./cli-context.js";
 import { TARGET_FLAGS, clientFor, resolveHostname } from "./vm-common.js";
 import { bearerHeader } from "../shared/http/bearer.js";
@@ -16,7 +18,25 @@ import { FrameDecoder, FrameType, encodeFrame, encodeWindowSize } from "../share
 /** Interval of the Ctrl-D sent after a piped stdin ends, until the shell exits, ms. */
 const EOF_REPEAT_MS = 300;
 
-/** `paddock vm shell HOST`: until the server ends the session. @returns the exit code */
+/**
+ * The error for a shell whose WebSocket closed before the server said the session ended (no
+ * SessionClose or Shutdown frame): the gateway ends a session by closing the connection without
+ * a word (supervisor/gateway-session.ts, a stopping supervisor), and the agent then hangs the
+ * shell up (tenant-daemon/agent/shell.ts).
+ * @param code - the WebSocket close code (1006: the connection went without a close frame).
+ * @param reason - the close frame's reason, if any.
+ * @returns PaddockError `ERR_SHELL_SESSION_CUT` (the CLI's own, exit 1).
+ */
+export function shellCutError(code: number, reason: string): PaddockError {
+  const how = `closed (WebSocket code ${code}${reason === "" ? "" : `: ${reason}`})`;
+  return new PaddockError("ERR_SHELL_SESSION_CUT", `the shell's connection ${how} before the shell ended; the VM's agent hangs up a shell whose connection goes (SIGHUP), so what it was running was cut; likely causes: ${CUT_CAUSES}`);
+}
+
+/**
+ * `paddock vm shell HOST`: until the server ends the session.
+ * @returns the exit code (0 once the server ended the session)
+ * @throws PaddockError ERR_SHELL_SESSION_CUT when the connection closes before that
+ */
 export async function vmShell(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags(argv, { ...TARGET_FLAGS, uid: { type: "string" }, gid: { type: "string" }, cwd: { type: "string" }, shell: { type: "string" } });
   expectPositionals(positionals, 1, 1, "paddock vm shell HOST [--uid N] [--cwd DIR] [--shell /bin/bash]");
@@ -44,6 +64,8 @@ export async function vmShell(ctx: CliContext, argv: string[]): Promise<number> 
   return new Promise<number>((resolve, reject) => {
     // Exactly one outcome: a refused upgrade (its HTTP error), a socket error, or a normal close.
     let settled = false;
+    // The server said the session ended (the shell exited): a close after that is the normal end.
+    let sessionEnded = false;
     const finish = (fn: () => void): void => {
       if (settled) return;
       settled = true;
@@ -107,10 +129,14 @@ export async function vmShell(ctx: CliContext, argv: string[]): Promise<number> 
       }
       for (const f of frames) {
         if (f.type === FrameType.Data) out.write(f.payload);
-        else if (f.type === FrameType.Shutdown || f.type === FrameType.SessionClose) ws.close();
+        else if (f.type === FrameType.Shutdown || f.type === FrameType.SessionClose) {
+          sessionEnded = true;
+          ws.close();
+        }
       }
     });
-    ws.on("close", () => finish(() => resolve(EXIT.OK)));
+    // A close without the server's SessionClose (or Shutdown) is a cut, not the shell's exit.
+    ws.on("close", (code: number, reason: Buffer) => finish(() => (sessionEnded ? resolve(EXIT.OK) : reject(shellCutError(code, reason.toString())))));
     ws.on("error", (err) => finish(() => reject(err)));
   });
 }

@@ -126,6 +126,7 @@ export const ERROR_CODES = {
   ERR_PREVIEW_UPSTREAM_FAILED: 502,
   ERR_FILE_UNREADABLE: 500,
   ERR_EXEC_STREAM_CUT: 502,
+  ERR_SHELL_SESSION_CUT: 502,
 } as const;
 
 /** A stable error code, `ERR_<AREA>_<WHAT>`. */

@@ -9,6 +9,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { runCli } from "../../cli/paddock.js";
 import { fakeCliContext } from "../helpers/cli-context.js";
+import { FrameType, encodeFrame } from "../../shared/slicer/shell-frames.js";
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 
@@ -226,6 +227,50 @@ describe("paddock vm: errors that name what is missing (cli/vm-common.ts withVm,
       expect(denied.err.text()).to.equal("paddock: error: missing, invalid, expired or revoked token; pass a live tenant token with --token or --token-file, or set PADDOCK_TOKEN (`paddock tenant get ID` lists a tenant's tokens with their expiry; `paddock tenant token ID` issues a new one) (ERR_AUTH_REQUIRED, HTTP 401)\n");
     } finally {
       await api.close();
+    }
+  });
+});
+
+describe("paddock vm shell: a connection closed before the session ended (cli/vm-shell-command.ts)", () => {
+  /** A fake tenant API whose shell upgrade sends one Data frame, then `end` (a SessionClose frame, or a cut). */
+  async function shellApi(end: "session-close" | "cut"): Promise<{ env: NodeJS.ProcessEnv; close: () => Promise<void> }> {
+    const { WebSocketServer } = await import("ws");
+    const wss = new WebSocketServer({ noServer: true });
+    const server = http.createServer((req, res) => json(res, 200, { hostname: "sbox-1", status: "Running" }));
+    server.on("upgrade", (req, socket, head) => wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.send(encodeFrame(FrameType.Data, Buffer.from("hello\n")), () => {
+        if (end === "session-close") ws.send(encodeFrame(FrameType.SessionClose), () => ws.close());
+        else ws.terminate(); // what the gateway does when it ends a session
+      });
+    }));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return {
+      env: { PADDOCK_URL: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, PADDOCK_TOKEN: "tok" },
+      close: () => new Promise<void>((resolve) => {
+        for (const c of wss.clients) c.terminate();
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+    };
+  }
+
+  it("exits 0 once the server ends the session (SessionClose), and 1 with ERR_SHELL_SESSION_CUT when the connection is cut", async () => {
+    for (const end of ["session-close", "cut"] as const) {
+      const api = await shellApi(end);
+      try {
+        const { ctx, out, err } = fakeCliContext(api.env);
+        const code = await runCli(["vm", "shell", "sbox-1"], ctx);
+        expect(out.text(), end).to.equal("hello\n");
+        if (end === "session-close") {
+          expect(code, err.text()).to.equal(0);
+          expect(err.text()).to.equal("");
+        } else {
+          expect(code).to.equal(1);
+          expect(err.text()).to.match(/^paddock: error: the shell's connection closed \(WebSocket code 1006\) before the shell ended; .*likely causes: the tenant's API token was revoked, .*\(ERR_SHELL_SESSION_CUT\)\n$/);
+        }
+      } finally {
+        await api.close();
+      }
     }
   });
 });
