@@ -91,11 +91,44 @@ const OWN_RANGES_ARGV = ["-t", "-j", "list sets inet; list chains inet"];
  *   it times out twice.
  */
 export async function listOwnRanges(tablePrefix: string): Promise<Map<string, Cidr[]>> {
+  return (await listOwnRangesAndChains(tablePrefix)).ranges;
+}
+
+/**
+ * {@link listOwnRanges}, and from the same nft run the chain names of every `inet` table named
+ * `tablePrefix…` (any table, with or without `own_ranges`), by table, in listing order.
+ * @throws as {@link listOwnRanges}.
+ */
+export async function listOwnRangesAndChains(tablePrefix: string): Promise<{ ranges: Map<string, Cidr[]>; chains: Map<string, string[]> }> {
   const opts = { timeoutMs: NFT_READ_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" as const, env: nftEnv() };
-  const indexed = parseOwnRangeIndex(await readStdoutViaFile(OWN_RANGES_ARGV, opts), tablePrefix);
-  if (indexed !== undefined) return indexed;
+  const text = await readStdoutViaFile(OWN_RANGES_ARGV, opts);
+  const chains = parseChainNames(text, tablePrefix);
+  const indexed = parseOwnRangeIndex(text, tablePrefix);
+  if (indexed !== undefined) return { ranges: indexed, chains };
   const all = await listSetCidrs("own_ranges");
-  return new Map([...all].filter(([t]) => t.startsWith(tablePrefix)));
+  return { ranges: new Map([...all].filter(([t]) => t.startsWith(tablePrefix))), chains };
+}
+
+/**
+ * The chain names of every `inet` table named `tablePrefix…` in an `nft -j` listing (pure; one
+ * JSON document per line, as {@link parseOwnRangeIndex} reads), by table. Text that is not such
+ * JSON gives an empty map.
+ */
+export function parseChainNames(text: string, tablePrefix: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  let entries: ListedEntry[];
+  try {
+    entries = text.split("\n").filter((l) => l.trim() !== "").flatMap((l) => (JSON.parse(l) as { nftables?: ListedEntry[] }).nftables ?? []);
+  } catch {
+    return out;
+  }
+  for (const { chain: c } of entries) {
+    if (c?.family !== "inet" || typeof c.table !== "string" || typeof c.name !== "string" || !c.table.startsWith(tablePrefix)) continue;
+    const names = out.get(c.table) ?? [];
+    names.push(c.name);
+    out.set(c.table, names);
+  }
+  return out;
 }
 
 /** An entry of an `nft -j` listing that this file reads (set or chain), with the fields used. */

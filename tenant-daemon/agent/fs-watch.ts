@@ -201,13 +201,17 @@ export async function handleFsWatch(ctx: AgentRequest, users: UserDirectory): Pr
     if (spec.oneShot || (spec.maxEvents > 0 && delivered >= spec.maxEvents)) close();
   };
 
+  /** The emits in flight, one after another (see `fire`). */
+  let emitting: Promise<void> = Promise.resolve();
   const queue = (type: WatchEventType, p: string, isDir: boolean): void => {
     if (closed || !spec.events.has(type) || !matchesPatterns(spec.patterns, p) || !underRoot(p)) return;
     const key = `${type}\0${p}`;
     if (pending.has(key)) return; // coalesced into the pending one (debounce)
     const fire = (): void => {
       pending.delete(key);
-      void emit(type, p, isDir);
+      // In the order the events fire: two emits at once could each await their lstat and
+      // send in the order those settle (a later create before an earlier one).
+      emitting = emitting.then(() => emit(type, p, isDir)).catch(() => undefined);
     };
     if (spec.debounceMs <= 0) {
       pending.set(key, { type, path: p, timer: undefined });

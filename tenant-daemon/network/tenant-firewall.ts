@@ -9,7 +9,7 @@ import type { Logger } from "../../shared/logger.js";
 import { EGRESS_DNS_PORT, EGRESS_PROXY_GUEST_ADDRESS, EGRESS_PROXY_PORT } from "./egress-proxy-wiring.js";
 import { compileFirewall, compileFloor, effectiveLists, type FirewallLists } from "./firewall-policy.js";
 import * as host from "./host-net.js";
-import { renderConnLimits, type ConnLimitsInput } from "./conn-limits.js";
+import { connLimitsTag, renderConnLimits, type ConnLimitsInput } from "./conn-limits.js";
 import { connLimitTableName, tableName } from "./names.js";
 import { renderRuleset, renderTableDeletion, type RulesetFloor, type RulesetInput, type RulesetProxyLink } from "./nft-ruleset.js";
 import type { TenantNetState } from "./tenant-network-state.js";
@@ -33,6 +33,8 @@ export class TenantFirewall {
    * succeeded, and never again, so a VM create or delete never resets its counts.
    */
   private boundsApplied = false;
+  /** The chain names of the bounds table the host had at start ({@link keepBoundsIfSame}). */
+  private foundBounds: readonly string[] | undefined;
 
   /**
    * @param state - read at each apply (groups, attached and adoptable VMs, overrides, resolvers).
@@ -44,6 +46,17 @@ export class TenantFirewall {
     private readonly log: Logger,
     private readonly apply: ApplyNft = host.applyNft,
   ) {}
+
+  /**
+   * The chain names of the connection-bounds table the daemon's start found on the host
+   * (tenant-ranges.ts `HostScan.boundsChains`): when they hold the tag of the table this daemon
+   * would make (conn-limits.ts `connLimitsTag`: same ranges, same bounds), the first apply keeps
+   * that table, so the connections its VMs hold stay counted across a daemon restart; else it
+   * is made anew (the counts start from zero: new bounds, new ranges, or no table).
+   */
+  keepBoundsIfSame(chains: readonly string[] | undefined): void {
+    this.foundBounds = chains;
+  }
 
   /** The ruleset text as last applied (undefined before the first apply, after a failure and after {@link removeTable}). */
   lastRuleset(): string | undefined {
@@ -111,7 +124,10 @@ export class TenantFirewall {
     }
     // One `nft -f`: an all-or-nothing transaction (host-net.ts applyNft). The first one of this
     // process also (re)creates the connection-bounds table: one nft run instead of two.
-    const bounds = this.boundsApplied ? "" : renderConnLimits(connLimitsInput(this.state));
+    const boundsInput = connLimitsInput(this.state);
+    const keep = !this.boundsApplied && this.foundBounds?.includes(connLimitsTag(boundsInput)) === true;
+    if (keep) this.log.info("keeping the connection-bounds table of an earlier start (same ranges and bounds): its counts carry over", { table: connLimitTableName(this.state.tenant) });
+    const bounds = this.boundsApplied || keep ? "" : renderConnLimits(boundsInput);
     try {
       await this.apply(bounds + text);
     } catch (err) {
@@ -119,6 +135,7 @@ export class TenantFirewall {
       throw err;
     }
     this.boundsApplied = true;
+    this.foundBounds = undefined;
     this.ruleset = text;
     this.applied = target;
   }

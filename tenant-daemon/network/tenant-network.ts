@@ -132,6 +132,7 @@ class TenantNetworkImpl implements TenantNetworkService {
     this.state.resolvers = await host.readHostResolvers();
     const bridgeNames = new Set([...this.state.groups.values()].flatMap((g) => (g.bridge ? [g.bridge] : [])));
     this.hostAddrs = new Set(scan.addrs.filter((a) => !scan.ours.has(a.ifname) && !bridgeNames.has(a.ifname)).map((a) => parseIpv4(a.local) as number));
+    this.firewall.keepBoundsIfSame(scan.boundsChains);
     await this.firewall.sync();
     await this.syncEgress();
     this.log.info("network started", { ranges: this.ranges(), adoptable: [...this.state.adoptable.keys()] });

@@ -12,8 +12,8 @@ import { JsonStateStore } from "../../shared/state-store.js";
 import type { HostGroupConfig, TenantConfig } from "../../shared/tenant-config.js";
 import { deriveIsolatedRange, groupAddressing, type GroupAddressing } from "./address-plan.js";
 import * as host from "./host-net.js";
-import { listOwnRanges } from "../../shared/nft-cli.js";
-import { aliasPrefix, defaultBridgeName, TABLE_PREFIX, tableName } from "./names.js";
+import { listOwnRangesAndChains } from "../../shared/nft-cli.js";
+import { aliasPrefix, connLimitTableName, defaultBridgeName, TABLE_PREFIX, tableName } from "./names.js";
 import type { GroupRuntime } from "./tenant-network-state.js";
 
 /** `<state>/network.json`: keeps derived ranges stable across restarts. */
@@ -47,6 +47,12 @@ export interface HostScan {
   ours: Set<string>;
   /** Other running Paddock tenants' tables and the ranges in their `own_ranges` set. */
   others: { table: string; cidrs: Cidr[] }[];
+  /**
+   * The chain names of this tenant's connection-bounds table (names.ts `connLimitTableName`)
+   * when the host has it (an earlier daemon's, kept for the VMs that outlived it), else
+   * undefined: tenant-firewall.ts keeps the table, and its counts, when it is the one it would make.
+   */
+  boundsChains: string[] | undefined;
 }
 
 /**
@@ -56,10 +62,10 @@ export interface HostScan {
 export async function scanHost(tenant: string): Promise<HostScan> {
   // One `nft list chains` for every table's own ranges (nft-cli.ts: `list sets` prints every
   // set's elements, `list tables` decodes every rule).
-  const [{ links, addrs, netnsList }, ranges] = await Promise.all([host.scanIp(), listOwnRanges(TABLE_PREFIX)]);
+  const [{ links, addrs, netnsList }, { ranges, chains }] = await Promise.all([host.scanIp(), listOwnRangesAndChains(TABLE_PREFIX)]);
   const ours = new Set(links.filter((l) => l.ifalias?.startsWith(aliasPrefix(tenant))).map((l) => l.ifname));
   const others = [...ranges].filter(([t]) => t.startsWith(TABLE_PREFIX) && t !== tableName(tenant)).map(([table, cidrs]) => ({ table, cidrs }));
-  return { links, addrs, netnsList, ours, others };
+  return { links, addrs, netnsList, ours, others, boundsChains: chains.get(connLimitTableName(tenant)) };
 }
 
 /** The tenant's resolved ranges. */

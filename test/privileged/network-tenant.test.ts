@@ -297,7 +297,7 @@ describe("tenant network: addresses, refusal and cleanup (privileged)", function
     const groups = [{ name: "iso", count: 0, network: { mode: "isolated", range: `${ip4(base)}/22` } }];
     // A scan naming a running tenant no real scan would find: only this scan can refuse the range.
     const other = `paddock-${randomTenant()}`;
-    const scan = { links: [], addrs: [], netnsList: [], ours: new Set<string>(), others: [{ table: other, cidrs: [parseCidr(`${ip4(base)}/22`)] }] };
+    const scan = { links: [], addrs: [], netnsList: [], ours: new Set<string>(), others: [{ table: other, cidrs: [parseCidr(`${ip4(base)}/22`)] }], boundsChains: undefined };
     const n1 = createTenantNetwork({ config: tenantConfig(t, groups), logger: silentLogger, stateDir: dir, hostScan: Promise.resolve(scan) });
     env.nets.push(n1);
     const err1 = await n1.start().then(() => undefined, (e: unknown) => e);

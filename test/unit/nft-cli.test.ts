@@ -3,7 +3,7 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { formatCidr, type Cidr } from "../../shared/cidr.js";
-import { NFT_MALLOC_TUNABLE, listSetCidrs, nftEnv, parseOwnRangeIndex, parseSetCidrs } from "../../shared/nft-cli.js";
+import { NFT_MALLOC_TUNABLE, listSetCidrs, nftEnv, parseChainNames, parseOwnRangeIndex, parseSetCidrs } from "../../shared/nft-cli.js";
 
 // `nft -j list sets` of nftables 1.0.6 (Debian 12) on tables made for this test: a prefix, a
 // bare address, a range, an empty set, a set of family ip, a table with no set.
@@ -99,6 +99,12 @@ describe("network: nft-cli parseOwnRangeIndex", () => {
     expect(parseOwnRangeIndex(listing([], []), "paddock-")?.size).to.equal(0);
     expect(parseOwnRangeIndex("", "paddock-")?.size).to.equal(0);
     expect(parseOwnRangeIndex('{"nftables": [', "paddock-")).to.equal(undefined);
+  });
+
+  it("parseChainNames lists every prefixed inet table's chains from the same listing, with or without an own_ranges set", () => {
+    const text = listing([set("paddock-a", "own_ranges")], [chain("paddock-a", "forward"), chain("paddock-a-ct", "prerouting"), chain("paddock-a-ct", "cfg_0123456789abcdef"), chain("other", "x"), chain("paddock-d", "forward", "ip")]);
+    expect(Object.fromEntries(parseChainNames(text, "paddock-"))).to.deep.equal({ "paddock-a": ["forward"], "paddock-a-ct": ["prerouting", "cfg_0123456789abcdef"] });
+    expect(parseChainNames('{"nftables": [', "paddock-").size).to.equal(0);
   });
 });
 

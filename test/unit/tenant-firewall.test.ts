@@ -3,6 +3,7 @@ import { PaddockError } from "../../shared/errors.js";
 import { silentLogger } from "../../shared/logger.js";
 import { parseTenantConfig } from "../../shared/tenant-config.js";
 import { TenantFirewall } from "../../tenant-daemon/network/tenant-firewall.js";
+import { connLimitsTag } from "../../tenant-daemon/network/conn-limits.js";
 import { newTenantNetState } from "../../tenant-daemon/network/tenant-network-state.js";
 
 function state() {
@@ -75,5 +76,24 @@ describe("network: TenantFirewall applies only what changed", () => {
     await fw.removeTable();
     expect(r.texts[1]).to.equal("table inet paddock-t1\ndelete table inet paddock-t1\ntable inet paddock-t1-ct\ndelete table inet paddock-t1-ct\n");
     expect(fw.lastRuleset()).to.equal(undefined);
+  });
+
+  it("a start that finds the bounds table an earlier daemon made from the same ranges and bounds keeps it (its counts carry over); another one is made anew", async () => {
+    const s = state();
+    const { maxConns, maxConnsPerVm } = s.cfg.paddock.conntrack;
+    const same = connLimitsTag({ tenantId: "t1", ownRanges: [], maxConns, maxConnsPerVm });
+    const other = connLimitsTag({ tenantId: "t1", ownRanges: [], maxConns: maxConns + 1, maxConnsPerVm });
+    expect(other).to.not.equal(same);
+    const kept = recorder();
+    const fw = new TenantFirewall(s, silentLogger, kept.apply);
+    fw.keepBoundsIfSame(["prerouting", same]);
+    await fw.sync();
+    expect(kept.texts).to.have.length(1);
+    expect(kept.texts[0], "the found table is kept").to.not.include("paddock-t1-ct");
+    const remade = recorder();
+    const fw2 = new TenantFirewall(state(), silentLogger, remade.apply);
+    fw2.keepBoundsIfSame(["prerouting", other]);
+    await fw2.sync();
+    expect(remade.texts[0]).to.include("delete table inet paddock-t1-ct\n").and.to.include(`chain ${same} {`);
   });
 });
