@@ -65,11 +65,6 @@ export class WarmPool {
    * pids for sure (a budget change restarts the daemon).
    */
   private pidsFull: { held: Set<string>; err: PaddockError } | undefined;
-  /**
-   * Per warm VM still booting: what ends the refill's wait for it when a create takes it
-   * ({@link handOut}). Its boot goes on for its new owner; the refill moves on at once.
-   */
-  private readonly released = new Map<string, () => void>();
 
   constructor(deps: WarmPoolDeps) {
     this.deps = deps;
@@ -129,8 +124,6 @@ export class WarmPool {
     // Taken synchronously: no other create can be handed the same VM.
     table.warm.delete(r.hostname);
     table.vms.set(r.hostname, vm);
-    // The refill no longer waits for this VM's boot (whatever the new owner does with it).
-    this.released.get(r.hostname)?.();
     table.markIssued(group.name, r.index);
     const resize = req.cpus !== r.cpus || req.ramBytes !== r.ramBytes;
     delete r.pooled;
@@ -294,13 +287,11 @@ export class WarmPool {
   }
 
   /**
-   * Boot one warm VM of `group` and wait for its agent, or until a create takes it (the boot
-   * then goes on for the create: a tenant pausing that VM, whose agent then never answers,
-   * must not hold the refill, and so the tenant's warm pool, for the boot's 60 s bound).
+   * Boot one warm VM of `group` and wait for its agent.
    * @throws whatever the boot threw (rolled back), unless the VM left the pool meanwhile.
    */
   private async bootWarm(group: HostGroupConfig): Promise<void> {
-    const { table } = this.deps;
+    const { table, launcher } = this.deps;
     const { hostname, index } = table.allocateName(group.name);
     const ipCidr = this.deps.network.reserve({ hostname, hostGroup: group.name, override: undefined, requestedIp: undefined });
     const record: VmRecord = {
@@ -316,23 +307,6 @@ export class WarmPool {
       launched: new Promise<boolean>((resolve) => (settleLaunch = resolve)),
     };
     table.warm.set(hostname, vm);
-    let release: () => void = () => undefined;
-    const handedOut = new Promise<void>((resolve) => (release = resolve));
-    this.released.set(hostname, release);
-    const boot = this.finishWarmBoot(vm, settle, settleLaunch).finally(() => this.released.delete(hostname));
-    // After a hand-out the boot's outcome is its new owner's: it no longer rejects then.
-    boot.catch(() => undefined);
-    await Promise.race([boot, handedOut]);
-  }
-
-  /**
-   * The boot of warm VM `vm` (in the pool's map) until its agent answers; `settle` and
-   * `settleLaunch` settle its `booted` and `launched`.
-   * @throws whatever the boot threw (rolled back) while the VM is still in the pool.
-   */
-  private async finishWarmBoot(vm: WarmVm, settle: (ok: boolean) => void, settleLaunch: (ok: boolean) => void): Promise<void> {
-    const { table, launcher } = this.deps;
-    const hostname = vm.record.hostname;
     try {
       await launcher.saveAndBoot(vm);
       settleLaunch(true);
@@ -354,14 +328,10 @@ export class WarmPool {
         await launcher.discard(vm);
         throw err;
       }
-      // Handed out while booting: the refill went on at the hand-out, so no retry back-off (the
-      // new owner may have paused it). A create with `wait` discards the VM; one without took
-      // it with its sandbox running and keeps it, as a cold VM whose agent never answers is
-      // kept (the reaper removes it if its guest exits).
-      if (table.vms.get(hostname) === vm) {
-        this.log.warn("a warm VM handed out while booting did not boot whole", { hostname, err });
-        return;
-      }
+      // Handed out while booting: a failed boot of the pool's (its retry backs off). A create
+      // with `wait` discards the VM; one without took it with its sandbox running and keeps it,
+      // as a cold VM whose agent never answers is kept (the reaper removes it if its guest exits).
+      if (table.vms.get(hostname) === vm) throw err;
       // Taken out of the pool on purpose meanwhile (daemon stop, a create wanting its address,
       // the reaper): whoever took it tears it down; not a failed boot.
       this.log.debug("warm VM removed while it booted", { hostname, err });

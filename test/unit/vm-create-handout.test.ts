@@ -6,8 +6,6 @@
  * - a create without `wait` handed a warm VM still booting answers once its sandbox runs, as a
  *   cold create does, not after the VM's whole boot; the VM then gets its secrets and its
  *   `ready` when its agent answers;
- * - the refill boots the next warm VM once one still booting is handed out, not after that VM's
- *   boot (a tenant pausing it held the pool empty for the boot's 60 s bound);
  * - a create never answers 201 for a warm VM whose secrets could not be delivered at hand-out:
  *   that VM is deleted and a new one booted;
  * - a cold create with `wait=agent` whose secrets could not be delivered fails and the VM is
@@ -175,27 +173,6 @@ describe("VmService create: warm hand-out and secrets", function () {
       // The agent comes up: the boot delivery pushes its secrets and `ready` follows, as for a cold VM.
       f.script.agentUp.add("g-1");
       await until(() => f.script.pushes.includes("g-1") && f.seen("ready", "g-1").length === 1, 5_000, "secrets and ready once the agent answers");
-    } finally {
-      await f.cleanup();
-    }
-  });
-
-  it("refills the pool once a warm VM still booting is handed out, whatever becomes of that VM's boot", async () => {
-    const f = await fixture(1);
-    try {
-      await f.svc.start();
-      await until(() => f.svc.warmCounts().g?.booting === 1, 5_000, "a warm VM booting");
-      const answer = await f.svc.create("g", REQ);
-      expect(answer.hostname).to.equal("g-1");
-      // Its new owner pauses it: its agent never answers (here: it stays down).
-      await f.svc.transitions.pause("g-1");
-      // The refill used to wait for g-1's agent (60 s) before booting g-2.
-      await until(() => f.svc.warmCounts().g?.booting === 1, 3_000, "the next warm VM booting while g-1 is paused");
-      f.script.agentUp.add("g-2");
-      await until(() => f.svc.warmCounts().g?.ready === 1, 3_000, "the next warm VM ready");
-      const next = await f.svc.create("g", REQ, { wait: "agent", timeoutMs: 5_000 });
-      expect(next.hostname, "handed the new warm VM").to.equal("g-2");
-      expect(f.seen("created", "g-2")).to.deep.equal(["warm_pool"]);
     } finally {
       await f.cleanup();
     }
