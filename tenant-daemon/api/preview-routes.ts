@@ -107,7 +107,10 @@ export interface PreviewProxy {
    * @returns false when the path is not a preview path (the caller handles it).
    */
   upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): boolean;
-  /** Stop the proxy (daemon stop); live WebSockets end with their sockets. */
+  /**
+   * Stop the proxy (daemon stop): every preview upgrade's socket is destroyed, live WebSockets
+   * and those still waiting for the app's 101 alike, and every later upgrade at once.
+   */
   close(): void;
 }
 
@@ -136,7 +139,10 @@ function appHeaders(req: http.IncomingMessage, stripAuthorization: boolean, upgr
 export function createPreviewProxy(deps: PreviewProxyDeps): PreviewProxy {
   const log = deps.logger.child({ component: "preview" });
   const auth = new BearerAuth(deps.authToken, []);
+  /** Client sockets of preview upgrades, from the request (before the app's 101) until they close. */
   const live = new Set<Duplex>();
+  /** Set by close: the daemon is stopping and takes no new upgrade. */
+  let closing = false;
   const stripAuthorization = deps.authToken !== undefined;
 
   /** Resolve and check one request: the VM binding, the VM's agent → the HTTP agent of its port. */
@@ -223,6 +229,14 @@ export function createPreviewProxy(deps: PreviewProxyDeps): PreviewProxy {
       return true;
     }
     if (t === undefined) return false;
+    // Tracked from now, not from the app's 101: one still waiting for it at the daemon's stop
+    // would open afterwards and hold the HTTP server's close() for as long as its client liked.
+    if (closing) {
+      socket.destroy();
+      return true;
+    }
+    live.add(socket);
+    socket.once("close", () => live.delete(socket));
     const tt = t;
     try {
       if (!auth.admits(req.url ?? "", req.headers.authorization)) throw new PaddockError("ERR_AUTH_REQUIRED", "unauthorized");
@@ -314,6 +328,7 @@ export function createPreviewProxy(deps: PreviewProxyDeps): PreviewProxy {
     handlers: { proxy: web },
     upgrade,
     close: () => {
+      closing = true;
       for (const s of live) s.destroy();
     },
   };

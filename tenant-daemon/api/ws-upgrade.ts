@@ -54,7 +54,13 @@ export interface AgentUpgradeDeps {
 /** The handler for `server.on("upgrade")`, plus a way to end every live session (daemon stop). */
 export interface AgentUpgradeHandler {
   handle(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
-  /** Close every live WebSocket session (code 1001) and their agent streams. */
+  /**
+   * Close every live WebSocket session (code 1001) and their agent streams, destroy the client
+   * sockets of upgrades still under way (waiting for a wake, the secret delivery or the agent's
+   * 101), and destroy every upgrade handed to {@link handle} afterwards: a session that opened
+   * after the daemon's stop began would hold its HTTP server's `close()` open for as long as
+   * the client liked.
+   */
   closeAll(): void;
 }
 
@@ -89,6 +95,10 @@ export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeH
   const server = (): Promise<WebSocketServer> =>
     (wss ??= import("ws").then((m) => new m.WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MAX_CLIENT_MESSAGE_BYTES })));
   const sessions = new Set<{ ws: WebSocket; agent: Duplex }>();
+  /** Client sockets handed to `handle`, neither a session yet nor closed. */
+  const pending = new Set<Duplex>();
+  /** Set by closeAll: the daemon is stopping and takes no new session. */
+  let closing = false;
 
   const refuse = (socket: Duplex, err: unknown): void => {
     if (!(err instanceof PaddockError) || !err.isClientError) log.error("upgrade failed", { err });
@@ -97,6 +107,12 @@ export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeH
 
   const handle = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on("error", () => undefined);
+    if (closing) {
+      socket.destroy();
+      return;
+    }
+    pending.add(socket);
+    socket.once("close", () => pending.delete(socket));
     try {
       const url = new URL(req.url ?? "/", "http://daemon");
       if (!auth.admits(url.pathname, req.headers.authorization)) {
@@ -127,6 +143,7 @@ export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeH
               return;
             }
             wss.handleUpgrade(req, socket, head, (ws) => {
+              pending.delete(socket);
               const session = { ws, agent: agentSocket };
               sessions.add(session);
               log.info("session opened", { hostname, kind });
@@ -172,6 +189,11 @@ export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeH
   return {
     handle,
     closeAll: () => {
+      closing = true;
+      // Destroyed, the client socket aborts its agent request (agent-ws.ts openAgentUpgrade),
+      // and every later step checks `socket.destroyed` before opening anything.
+      for (const socket of pending) socket.destroy();
+      pending.clear();
       for (const s of sessions) {
         s.ws.close(1001, "daemon stopping");
         s.agent.destroy();

@@ -7,11 +7,11 @@
  *
  * Chains (all base chains `policy accept`, so traffic that is not ours is never affected;
  * a drop in any table is final, so our drops hold whatever other tables accept):
- * - `forward`: no IPv6 to or from a VM link → cross-tenant drop (both directions, every mode)
- *   → bridge anti-spoofing → operator deny list (`deny`) → replies accepted → no new ingress
+ * - `forward`: no IPv6 to or from a VM link → isolated VMs' anti-spoofing (`isolated_sources`)
+ *   → cross-tenant drop (both directions, every mode) → bridge anti-spoofing → operator deny list (`deny`) → replies accepted → no new ingress
  *   into isolated VMs → per-VM chain of each isolated VM (anti-spoofing, no VM↔VM, the host
  *   group's floor when the VM has an override, then the VM's allow/drop policy).
- * - `input`: no IPv6 from a VM link; our VMs never reach other tenants' addresses on the host,
+ * - `input`: no IPv6 from a VM link; isolated VMs' anti-spoofing; our VMs never reach other tenants' addresses on the host,
  *   nor denied ones; a VM reaches the host only with replies to connections the host opened,
  *   plus, from a bridge, the `paddock.host_ports` of its group on the bridge's gateway address.
  * - `deny`: the operator deny list, a floor for every VM in every mode. It skips the tenant's
@@ -29,6 +29,12 @@
  *   address (TCP proxy port, TCP/UDP 53) to the link's host-side gateway, and `input` lets a
  *   proxy-mode link reach only those two ports there (an isolated VM only from its own address,
  *   which is how the proxy tells VMs apart), while nothing else reaches them on those addresses.
+ *
+ * Anti-spoofing comes first in `forward` and `input`, ahead of every accept (the resolver's port
+ * 53 included): the connection bounds (conn-limits.ts) count new connections by source address
+ * in the tenant's ranges, so a packet from a source outside them that got through would make a
+ * conntrack entry no bound counts (and one from a neighbour VM's address would spend that
+ * VM's bound).
  *
  * IPv6 (https://wiki.nftables.org/wiki-nftables/index.php/Matching_packet_metainformation,
  * `meta nfproto`): VMs have none (vm-links.ts disables it on both ends of each VM link)
@@ -218,6 +224,8 @@ export function renderRuleset(input: RulesetInput): string {
   L.push(`\tset vm_ifaces {\n\t\ttype ifname\n${elements(allIfaces.map(q))}\t}`);
   L.push("\t# Host-side veths of isolated VMs.");
   L.push(`\tset isolated_ifaces {\n\t\ttype ifname\n${elements(isoIfaces.map(q))}\t}`);
+  L.push("\t# Each isolated VM's veth with the one source address accepted from it.");
+  L.push(`\tset isolated_sources {\n\t\ttype ifname . ipv4_addr\n${elements(vms.map((v) => `${q(v.veth)} . ${v.ip}`))}\t}`);
   if (proxy) {
     L.push("\t# Links of proxy-mode host groups: out only through the egress proxy and its resolver.");
     L.push(`\tset proxy_ifaces {\n\t\ttype ifname\n${elements(proxyLinks.map((l) => q(l.iface)))}\t}`);
@@ -233,6 +241,7 @@ export function renderRuleset(input: RulesetInput): string {
   L.push("\t\ttype filter hook forward priority filter - 10; policy accept;");
   L.push("\t\tiifname @vm_ifaces meta nfproto ipv6 drop");
   L.push("\t\toifname @vm_ifaces meta nfproto ipv6 drop");
+  L.push("\t\tiifname @isolated_ifaces iifname . ip saddr != @isolated_sources drop");
   L.push("\t\tip saddr @own_ranges ip daddr @foreign_ranges drop");
   L.push("\t\tip saddr @foreign_ranges ip daddr @own_ranges drop");
   L.push("\t\tiifname @vm_ifaces ip daddr @foreign_ranges drop");
@@ -251,6 +260,7 @@ export function renderRuleset(input: RulesetInput): string {
   L.push("\tchain input {");
   L.push("\t\ttype filter hook input priority filter - 10; policy accept;");
   L.push("\t\tiifname @vm_ifaces meta nfproto ipv6 drop");
+  L.push("\t\tiifname @isolated_ifaces iifname . ip saddr != @isolated_sources drop");
   L.push("\t\tiifname @vm_ifaces ip daddr @foreign_ranges drop");
   for (const b of bridges) L.push(`\t\tiifname ${q(b.bridge)} ip saddr != ${b.range} drop`);
   if (proxy) {

@@ -139,6 +139,50 @@ describe("daemon WebSocket endpoints over a real agent (agent-ws)", function () 
     }
   });
 
+  it("closeAll (daemon stop) also ends an upgrade still under way, and refuses later ones; a live session is closed 1001 (control)", async () => {
+    // A handler of its own: closeAll leaves it refusing, and the other tests share `handler`.
+    let land!: () => void;
+    let asked!: () => void;
+    const settled = new Promise<void>((resolve) => (land = resolve));
+    const wasAsked = new Promise<void>((resolve) => (asked = resolve));
+    const h2 = createAgentUpgradeHandler({
+      authToken: "s3cret", logger: silentLogger, resolveAgent: () => agent.endpoint,
+      secretsSettled: (h) => {
+        if (h !== "held") return undefined;
+        asked();
+        return settled;
+      },
+    });
+    const s2 = http.createServer((_req, res) => res.end());
+    s2.on("upgrade", (req, socket, head) => h2.handle(req, socket, head as Buffer));
+    await new Promise<void>((resolve) => s2.listen(0, "127.0.0.1", resolve));
+    const p2 = (s2.address() as AddressInfo).port;
+    try {
+      const live = await open(p2, "/vm/vm-1/shell?uid=0&shell=/bin/sh", auth);
+      const liveClosed = new Promise<number>((resolve) => live.once("close", (c: number) => resolve(c)));
+      const ws = new WebSocket(`ws://127.0.0.1:${p2}/vm/held/shell?uid=0&shell=/bin/sh`, { headers: auth });
+      const outcome = new Promise<string>((resolve) => {
+        ws.once("open", () => resolve("opened"));
+        ws.once("error", () => resolve("refused"));
+        ws.once("close", () => resolve("refused"));
+      });
+      await wasAsked;
+      h2.closeAll();
+      land();
+      expect(await liveClosed, "control: the live session").to.equal(1001);
+      expect(await outcome, "the upgrade under way at the stop").to.equal("refused");
+      const late = (await refusal(p2, "/vm/vm-1/shell?uid=0&shell=/bin/sh", auth)) as Refusal & { code?: string };
+      expect(late.code, "an upgrade after the stop: its socket destroyed").to.equal("ECONNRESET");
+      // Nothing holds the server open (before the fix the late session did, as long as its client liked).
+      await new Promise<void>((resolve) => s2.close(() => resolve()));
+      ws.terminate();
+    } finally {
+      land();
+      s2.closeAllConnections();
+      s2.close();
+    }
+  });
+
   it("closes a shell with 1002 on a malformed frame", async () => {
     const ws = await open(port, "/vm/vm-1/shell?uid=0&shell=/bin/sh", auth);
     const closed = new Promise<number>((resolve) => ws.once("close", (c: number) => resolve(c)));

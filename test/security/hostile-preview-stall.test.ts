@@ -41,6 +41,7 @@ describe("security: a hostile previewed app against the daemon's preview proxy (
   const sockets = new Set<net.Socket>();
   /** The daemon side's upgrade sockets not yet closed. */
   const upgradeSockets = new Set<net.Socket>();
+  let proxy: ReturnType<typeof createPreviewProxy>;
   const apiConnections = (): Promise<number> => new Promise((resolve) => api.getConnections((_e, n) => resolve(n)));
 
   before(async () => {
@@ -69,7 +70,7 @@ describe("security: a hostile previewed app against the daemon's preview proxy (
       s.on("data", onData);
     });
     await new Promise<void>((resolve) => agent.listen(path.join(dir, "agent.sock"), resolve));
-    const proxy = createPreviewProxy({
+    proxy = createPreviewProxy({
       resolveAgent: () => ({ hostname: "vm-1", socketPath: path.join(dir, "agent.sock"), proof: PROOF }),
       createdAt: () => "2026-01-01T00:00:00Z", authToken: undefined, logger: silentLogger, bodyStallMs: BOUND_MS, upgradeAnswerMs: BOUND_MS,
     });
@@ -167,5 +168,21 @@ describe("security: a hostile previewed app against the daemon's preview proxy (
     await untilTrue("no upgrade socket left from before", () => upgradeSockets.size === 0);
     await upgrade(200);
     await untilTrue("the daemon let go of the upgrade socket of a client that left", () => upgradeSockets.size === 0);
+  });
+
+  // Last: the proxy stays closed.
+  it("close (daemon stop) ends an upgrade still waiting for the app's 101 and refuses later ones (control: before the close, a late 101 is relayed)", async () => {
+    let reached: () => void = () => undefined;
+    app = (s) => {
+      reached();
+      setTimeout(() => s.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"), 300);
+    };
+    expect(await upgrade(undefined, 800), "control: a 101 after 300 ms is relayed").to.match(/^HTTP\/1\.1 101 /);
+    const atApp = new Promise<void>((resolve) => (reached = resolve));
+    const waiting = upgrade(undefined, 3 * BOUND_MS);
+    await atApp;
+    proxy.close();
+    expect(await waiting, "the upgrade waiting at the close").to.equal("");
+    expect(await upgrade(undefined, 3 * BOUND_MS), "an upgrade after the close").to.equal("");
   });
 });
