@@ -58,10 +58,11 @@ describe("tenant connection bounds with real runc VMs (privileged)", function ()
     return text.split("\n").filter((l) => l.includes(want)).length;
   }
 
+  const group = () => ({ name: "iso", count: 0, vcpu: 1, ram_mb: 256, storage: "image", storage_size: "64M", network: { mode: "isolated", range: `${ip4(randomBlock("vm22"))}/22` } });
+
   before(async function () {
     skipUnlessRoot(this);
     th = await makeTestHost();
-    const group = () => ({ name: "iso", count: 0, vcpu: 1, ram_mb: 256, storage: "image", storage_size: "64M", network: { mode: "isolated", range: `${ip4(randomBlock("vm22"))}/22` } });
     limited = await TestDaemon.create({ hostGroups: [group()], paddock: { limits: { max_conns_per_vm: PER_VM, max_conns: TENANT } } });
     daemons.push(limited);
     control = await TestDaemon.create({ hostGroups: [group()] });
@@ -109,5 +110,25 @@ describe("tenant connection bounds with real runc VMs (privileged)", function ()
     const dropped = [...chain.matchAll(/counter packets (\d+) .* comment "(max_conns(?:_per_vm)?)"/g)].map((m) => [m[2], Number(m[1])]);
     expect(dropped.map(([c]) => c)).to.deep.equal(["max_conns_per_vm", "max_conns"]);
     expect(dropped.every(([, n]) => (n as number) > 0), chain).to.equal(true);
+  });
+
+  it("a daemon restart keeps the bounds table and its counts for the VMs that outlived it", async () => {
+    const d = await TestDaemon.create({ hostGroups: [group()], paddock: { limits: { max_conns_per_vm: PER_VM } } });
+    daemons.push(d);
+    await d.start();
+    const r = await d.post("/hostgroup/iso/nodes?wait=agent&timeout=120s", { persistent: true });
+    expect(r.status, r.text).to.equal(201);
+    const j = r.json as { hostname: string; ip: string };
+    const p = { hostname: j.hostname, ip: j.ip.split("/")[0] as string };
+    await flood(d, p);
+    expect(await entriesFrom(p.ip), "entries before the restart").to.be.at.most(PER_VM).and.at.least(PER_VM / 2);
+    // The VM outlives its daemon (persistent, and the daemon killed): the next start adopts it.
+    // Its first flows are still in the table (30 s): a count that started from zero would let
+    // PER_VM more in.
+    await d.kill9();
+    await d.start();
+    await flood(d, p);
+    expect(await entriesFrom(p.ip), "entries after the restart").to.be.at.most(PER_VM);
+    expect(d.stderr, "the start kept the table").to.contain("keeping the connection-bounds table");
   });
 });
