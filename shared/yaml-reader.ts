@@ -68,8 +68,9 @@ export class ConfigReader {
     const min = opts.min ?? 0;
     const max = opts.max ?? Number.MAX_SAFE_INTEGER;
     if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-      const what = opts.what ?? (min === 1 ? "a positive integer" : min === 0 ? "a non-negative integer" : `an integer ≥ ${min}`);
-      this.problem(path, `expected ${what}${max < Number.MAX_SAFE_INTEGER ? ` ≤ ${max}` : ""}, got ${describe(value)}`);
+      const bounded = max < Number.MAX_SAFE_INTEGER;
+      const what = opts.what ?? (min === 1 ? "a positive integer" : min === 0 ? "a non-negative integer" : bounded ? `an integer from ${min} to ${max}` : `an integer ≥ ${min}`);
+      this.problem(path, `expected ${what}${bounded && (opts.what !== undefined || min <= 1) ? ` ≤ ${max}` : ""}, got ${describe(value)}`);
       return undefined;
     }
     return value;

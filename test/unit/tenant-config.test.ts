@@ -171,10 +171,10 @@ paddock:
     expect(load(withUserns("{ uid_start: 2000065536 }")).paddock.userns).to.deep.equal({ uidStart: 2_000_065_536, size: 65_536 });
     expect(load(withUserns("{ uid_start: 300000, size: 131072 }")).paddock.userns).to.deep.equal({ uidStart: 300_000, size: 131_072 });
     expect(problems(withUserns("{ size: 65536 }"))).to.deep.equal(["paddock.userns.uid_start: is required (the host uid of guest uid 0)"]);
-    expect(problems(withUserns("{ uid_start: 1000 }"))).to.deep.equal(["paddock.userns.uid_start: expected an integer ≥ 65536 ≤ 4294901758, got the number 1000"]);
-    expect(problems(withUserns("{ uid_start: 100000, size: 4096 }"))).to.deep.equal(["paddock.userns.size: expected an integer ≥ 65536 ≤ 4294901758, got the number 4096"]);
+    expect(problems(withUserns("{ uid_start: 1000 }"))).to.deep.equal(["paddock.userns.uid_start: expected an integer from 65536 to 4294901758, got the number 1000"]);
+    expect(problems(withUserns("{ uid_start: 100000, size: 4096 }"))).to.deep.equal(["paddock.userns.size: expected an integer from 65536 to 4294901758, got the number 4096"]);
     expect(problems(withUserns("{ uid_start: 4294000000, size: 1000000 }"))).to.deep.equal(["paddock.userns: uid_start + size must be at most 4294967294, got 4295000000"]);
-    expect(problems(withUserns("{ uid_start: \"2e9\" }"))).to.deep.equal(['paddock.userns.uid_start: expected an integer ≥ 65536 ≤ 4294901758, got the string "2e9"']);
+    expect(problems(withUserns("{ uid_start: \"2e9\" }"))).to.deep.equal(['paddock.userns.uid_start: expected an integer from 65536 to 4294901758, got the string "2e9"']);
     expect(problems(withUserns("2000000000"))).to.deep.equal(["paddock.userns: expected a mapping such as { uid_start: 2000000000, size: 65536 }"]);
   });
 
