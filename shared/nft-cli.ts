@@ -101,38 +101,54 @@ export async function listOwnRanges(tablePrefix: string): Promise<Map<string, Ci
  */
 export async function listOwnRangesAndChains(tablePrefix: string): Promise<{ ranges: Map<string, Cidr[]>; chains: Map<string, string[]> }> {
   const opts = { timeoutMs: NFT_READ_TIMEOUT_MS, errorCode: "ERR_NETWORK_SETUP_FAILED" as const, env: nftEnv() };
-  const text = await readStdoutViaFile(OWN_RANGES_ARGV, opts);
-  const chains = parseChainNames(text, tablePrefix);
-  const indexed = parseOwnRangeIndex(text, tablePrefix);
+  const entries = parseListing(await readStdoutViaFile(OWN_RANGES_ARGV, opts));
+  const chains = entries === undefined ? new Map<string, string[]>() : chainNamesOf(entries, tablePrefix);
+  const indexed = entries === undefined ? undefined : ownRangeIndexOf(entries, tablePrefix);
   if (indexed !== undefined) return { ranges: indexed, chains };
   const all = await listSetCidrs("own_ranges");
   return { ranges: new Map([...all].filter(([t]) => t.startsWith(tablePrefix))), chains };
 }
 
+/** An entry of an `nft -j` listing that this file reads (set or chain), with the fields used. */
+type ListedEntry = { set?: { family?: unknown; table?: unknown; name?: unknown }; chain?: { family?: unknown; table?: unknown; name?: unknown } };
+
 /**
- * The chain names of every `inet` table named `tablePrefix…` in an `nft -j` listing (pure; one
- * JSON document per line, as {@link parseOwnRangeIndex} reads), by table. Text that is not such
+ * The entries of an `nft -j` listing: one `{"nftables": [...]}` document per line (nft prints
+ * one per command), concatenated (pure). @returns undefined when a line is not JSON.
+ */
+function parseListing(text: string): ListedEntry[] | undefined {
+  try {
+    return text.split("\n").filter((l) => l.trim() !== "").flatMap((l) => (JSON.parse(l) as { nftables?: ListedEntry[] }).nftables ?? []);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether a listed set or chain is of an `inet` table named `tablePrefix…`, with string names. */
+function inPrefixedTable(o: ListedEntry["set"], tablePrefix: string): o is { family: "inet"; table: string; name: string } {
+  return o?.family === "inet" && typeof o.table === "string" && typeof o.name === "string" && o.table.startsWith(tablePrefix);
+}
+
+/**
+ * The chain names of every `inet` table named `tablePrefix…` in an `nft -j` listing (pure; read
+ * as {@link parseOwnRangeIndex} reads it), by table, in listing order. Text that is not such
  * JSON gives an empty map.
  */
 export function parseChainNames(text: string, tablePrefix: string): Map<string, string[]> {
+  const entries = parseListing(text);
+  return entries === undefined ? new Map() : chainNamesOf(entries, tablePrefix);
+}
+
+function chainNamesOf(entries: readonly ListedEntry[], tablePrefix: string): Map<string, string[]> {
   const out = new Map<string, string[]>();
-  let entries: ListedEntry[];
-  try {
-    entries = text.split("\n").filter((l) => l.trim() !== "").flatMap((l) => (JSON.parse(l) as { nftables?: ListedEntry[] }).nftables ?? []);
-  } catch {
-    return out;
-  }
   for (const { chain: c } of entries) {
-    if (c?.family !== "inet" || typeof c.table !== "string" || typeof c.name !== "string" || !c.table.startsWith(tablePrefix)) continue;
+    if (!inPrefixedTable(c, tablePrefix)) continue;
     const names = out.get(c.table) ?? [];
     names.push(c.name);
     out.set(c.table, names);
   }
   return out;
 }
-
-/** An entry of an `nft -j` listing that this file reads (set or chain), with the fields used. */
-type ListedEntry = { set?: { family?: unknown; table?: unknown; name?: unknown }; chain?: { family?: unknown; table?: unknown; name?: unknown } };
 
 /**
  * {@link listOwnRanges} on the output of its nft run (pure): one `{"nftables": [...]}` document
@@ -143,14 +159,12 @@ type ListedEntry = { set?: { family?: unknown; table?: unknown; name?: unknown }
  *   are only in its set), or when the text is not JSON documents of that shape.
  */
 export function parseOwnRangeIndex(text: string, tablePrefix: string): Map<string, Cidr[]> | undefined {
-  let entries: ListedEntry[];
-  try {
-    entries = text.split("\n").filter((l) => l.trim() !== "").flatMap((l) => (JSON.parse(l) as { nftables?: ListedEntry[] }).nftables ?? []);
-  } catch {
-    return undefined;
-  }
-  const ours = (o: { family?: unknown; table?: unknown; name?: unknown } | undefined): o is { family: "inet"; table: string; name: string } =>
-    o?.family === "inet" && typeof o.table === "string" && typeof o.name === "string" && o.table.startsWith(tablePrefix);
+  const entries = parseListing(text);
+  return entries === undefined ? undefined : ownRangeIndexOf(entries, tablePrefix);
+}
+
+function ownRangeIndexOf(entries: readonly ListedEntry[], tablePrefix: string): Map<string, Cidr[]> | undefined {
+  const ours = (o: ListedEntry["set"]): o is { family: "inet"; table: string; name: string } => inPrefixedTable(o, tablePrefix);
   const out = new Map<string, Cidr[]>();
   for (const e of entries) if (ours(e.set) && e.set.name === "own_ranges") out.set(e.set.table, []);
   const indexed = new Set<string>();
