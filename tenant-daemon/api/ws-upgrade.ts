@@ -155,32 +155,27 @@ export function createAgentUpgradeHandler(deps: AgentUpgradeDeps): AgentUpgradeH
           });
         },
       });
+      // Run `next` once `wait` settles, unless the client left meanwhile; a failure refuses.
+      const after = (wait: Promise<unknown>, next: () => void): void => {
+        wait.then(() => {
+          if (socket.destroyed) return;
+          try {
+            next();
+          } catch (err) {
+            refuse(socket, err);
+          }
+        }, (err: unknown) => refuse(socket, err));
+      };
       // A shell runs commands: like exec, not before the VM's secrets are there.
       const start = (): void => {
         const settled = kind === "shell" ? deps.secretsSettled?.(hostname) : undefined;
         if (settled === undefined) return open();
         // Refused now when the VM cannot be asked (paused, stopped); resolved again after.
         deps.resolveAgent(hostname);
-        settled.then(() => {
-          if (socket.destroyed) return;
-          try {
-            open();
-          } catch (err) {
-            refuse(socket, err);
-          }
-        }, (err: unknown) => refuse(socket, err));
+        after(settled, open);
       };
       if (deps.activity === undefined) start();
-      else {
-        holdForUpgrade(deps.activity, hostname, socket).then(() => {
-          if (socket.destroyed) return;
-          try {
-            start();
-          } catch (err) {
-            refuse(socket, err);
-          }
-        }, (err: unknown) => refuse(socket, err));
-      }
+      else after(holdForUpgrade(deps.activity, hostname, socket), start);
     } catch (err) {
       refuse(socket, err);
     }
