@@ -6,10 +6,10 @@
  */
 import { parseFlags, parseIntFlag, parseKeyValues, parseSizeFlag, parseDurationFlag, expectPositionals } from "./args.js";
 import { readBody, seg, type QueryParams } from "./api-client.js";
-import { ApiError, UsageError, EXIT } from "./cli-errors.js";
+import { UsageError, EXIT } from "./cli-errors.js";
 import { writeOut, type CliContext } from "./cli-context.js";
 import { alreadyLine, idleClaimedLine, formatAge, renderJson, renderTable } from "./output.js";
-import { TARGET_FLAGS, clientFor, withVm, type VmNode } from "./vm-common.js";
+import { TARGET_FLAGS, clientFor, runningInstead, withVm } from "./vm-common.js";
 import { alreadyState, idleClaimed } from "../shared/slicer/vm-power.js";
 
 /** A commit as `POST /vm/{h}/commit` and `GET /vm/commits` answer (unknown fields kept). */
@@ -69,9 +69,7 @@ export async function vmRestore(ctx: CliContext, argv: string[]): Promise<number
       await readBody(await client.send("POST", `/vm/${seg(name)}/restore`, { query }), 64 * 1024);
       return { h: name, already: false };
     } catch (err) {
-      if (!(err instanceof ApiError) || err.code !== "ERR_VM_ALREADY_RUNNING") throw err;
-      const node = await client.json<VmNode>("GET", `/vm/${seg(name)}`).catch(() => undefined);
-      if (node?.status !== "Running") throw err;
+      await runningInstead(client, name, err);
       return { h: name, already: true };
     }
   });

@@ -67,6 +67,21 @@ export async function withVm<T>(client: ApiClient, host: string, fn: (hostname: 
   }
 }
 
+/**
+ * The VM as `GET /vm/{h}` answers it when `err`, what a restore or relaunch of `hostname`
+ * threw, is the daemon's 409 ERR_VM_ALREADY_RUNNING for a VM that is indeed Running: the CLI
+ * takes that request as a no-op, as pause, resume and suspend take theirs. A paused or
+ * suspended VM gets the same code (its message says how to bring it back) and stays an error.
+ * @returns the running VM (`status: "Running"`)
+ * @throws `err` itself when it is anything else, or the VM is not Running (or cannot be read)
+ */
+export async function runningInstead(client: ApiClient, hostname: string, err: unknown): Promise<VmNode> {
+  if (!(err instanceof ApiError) || err.code !== "ERR_VM_ALREADY_RUNNING") throw err;
+  const node = await client.json<VmNode>("GET", `/vm/${seg(hostname)}`).catch(() => undefined);
+  if (node?.status !== "Running") throw err;
+  return node;
+}
+
 /** The VM's real hostname (friendly names resolved as in {@link withVm}); for requests that cannot be retried. */
 export async function resolveHostname(client: ApiClient, host: string): Promise<string> {
   return withVm(client, host, async (h) => (await client.json<VmNode>("GET", `/vm/${seg(h)}`)).hostname ?? h);

@@ -9,7 +9,7 @@ import { parseVmTtlMs } from "../shared/time.js";
 import { alreadyState, idleClaimed } from "../shared/slicer/vm-power.js";
 import { writeOut, type CliContext } from "./cli-context.js";
 import { alreadyLine, idleClaimedLine, formatAge, formatBytes, renderJson, renderKeyValues, renderTable, Progress } from "./output.js";
-import { TARGET_FLAGS, clientFor, withVm, type VmNode } from "./vm-common.js";
+import { TARGET_FLAGS, clientFor, runningInstead, withVm, type VmNode } from "./vm-common.js";
 import { readLocalFile } from "./local-file.js";
 
 /** GROUP omitted ⇒ like the Go SDK: exactly one host group ⇒ that one, else an error. */
@@ -241,10 +241,7 @@ export async function vmRelaunch(ctx: CliContext, argv: string[]): Promise<numbe
     try {
       return { node: await client.json<VmNode>("POST", `/vm/${seg(h)}/relaunch`), already: false };
     } catch (err) {
-      if (!(err instanceof ApiError) || err.code !== "ERR_VM_ALREADY_RUNNING") throw err;
-      const now = await client.json<VmNode>("GET", `/vm/${seg(h)}`).catch(() => undefined);
-      if (now?.status !== "Running") throw err;
-      return { node: now, already: true };
+      return { node: await runningInstead(client, h, err), already: true };
     }
   });
   const line = already ? alreadyLine(node.hostname, "running") : `${node.hostname} relaunched (${node.ip ?? "no ip"})\n`;
